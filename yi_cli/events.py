@@ -1,0 +1,51 @@
+"""The streaming protocol between engines and the REPL (no torch here).
+
+An engine has one method that matters:
+
+    engine.stream(messages, settings, cancel) -> Iterator[Event]
+
+`messages` is a list of {"role": ..., "content": ...}; `settings` a GenSettings; `cancel` a threading.Event
+the caller sets to stop generation early. The iterator yields Text events (incremental text) and ends with
+exactly one Finish event carrying the stats. Errors inside the engine are raised from the iterator as YiError.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+FINISH_STOP = "stop"  # an end-of-turn / eos token was generated
+FINISH_LENGTH = "length"  # max_new_tokens reached
+FINISH_INTERRUPTED = "interrupted"  # cancel was set (Ctrl-C)
+FINISH_ERROR = "error"
+
+
+@dataclass
+class Text:
+    text: str
+
+
+@dataclass
+class Stats:
+    prompt_tokens: int = 0
+    new_tokens: int = 0
+    ttft_s: float = 0.0  # time from request to first generated token
+    decode_s: float = 0.0  # time from first to last generated token
+    finish_reason: str = FINISH_STOP
+    dropped_turns: int = 0  # turns removed to fit the context (never silently: the REPL reports it)
+
+    @property
+    def decode_tok_s(self) -> float:
+        return (self.new_tokens - 1) / self.decode_s if self.new_tokens > 1 and self.decode_s > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "new_tokens": self.new_tokens,
+            "ttft_s": round(self.ttft_s, 4),
+            "decode_tok_s": round(self.decode_tok_s, 2),
+            "finish_reason": self.finish_reason,
+        }
+
+
+@dataclass
+class Finish:
+    stats: Stats = field(default_factory=Stats)

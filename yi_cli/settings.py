@@ -1,0 +1,78 @@
+"""Generation settings: one validated dataclass shared by the CLI flags, /set, session files and engines."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+from .errors import UsageError
+
+
+@dataclass
+class GenSettings:
+    # Seed recipe defaults for Yi chat models (DESIGN.md).
+    temperature: float = 0.6  # 0 means greedy
+    top_p: float = 0.8
+    top_k: int = 0  # 0 means off
+    repetition_penalty: float = 1.2
+    max_new_tokens: int = 512
+    seed: int | None = None
+
+    def validated(self) -> "GenSettings":
+        for f in fields(self):
+            check(f.name, getattr(self, f.name))
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "GenSettings":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise UsageError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        out = cls()
+        for name, value in data.items():
+            setattr(out, name, parse(name, value))
+        return out
+
+
+NAMES = tuple(f.name for f in fields(GenSettings))
+
+
+def _finite(name: str, v: float) -> float:
+    if not math.isfinite(v):
+        raise UsageError(f"{name} must be a finite number, got {v!r}")
+    return v
+
+
+def check(name: str, v) -> None:
+    if name == "temperature" and not (0 <= _finite(name, v) <= 5):
+        raise UsageError(f"temperature must be between 0 and 5, got {v}")
+    if name == "top_p" and not (0 < _finite(name, v) <= 1):
+        raise UsageError(f"top_p must be in (0, 1], got {v}")
+    if name == "top_k" and v < 0:
+        raise UsageError(f"top_k must be >= 0 (0 = off), got {v}")
+    if name == "repetition_penalty" and not (0 < _finite(name, v) <= 10):
+        raise UsageError(f"repetition_penalty must be in (0, 10], got {v}")
+    if name == "max_new_tokens" and not (1 <= v <= 1_000_000):
+        raise UsageError(f"max_new_tokens must be between 1 and 1000000, got {v}")
+    if name == "seed" and v is not None and not (0 <= v < 2**63):
+        raise UsageError(f"seed must be a non-negative integer, got {v}")
+
+
+def parse(name: str, value) -> object:
+    """Parse a setting from text (as typed in /set or a TOML/JSON file) and validate it."""
+    if name not in NAMES:
+        raise UsageError(f"unknown setting {name!r}; known: {', '.join(NAMES)}")
+    kind = {"top_k": int, "max_new_tokens": int, "seed": int}.get(name, float)
+    if name == "seed" and (value is None or str(value).lower() in ("none", "off", "random")):
+        return None
+    if isinstance(value, bool):
+        raise UsageError(f"{name} must be a number, got {value!r}")
+    try:
+        v = kind(value) if not isinstance(value, str) else kind(value.strip())
+    except (TypeError, ValueError):
+        raise UsageError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {value!r}") from None
+    check(name, v)
+    return v
