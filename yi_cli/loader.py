@@ -94,6 +94,9 @@ def load(path, device: str | None = None, dtype=None, *, allow_pickle: bool = Fa
     cfg = read_config(path)
     device = pick_device(device)
     dtype = pick_dtype(dtype, device)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # per-tensor bars on every start are noise; the CLI shows one status line
     from . import quant_load
 
     quant = quant_load.detect(path, cfg)

@@ -1,0 +1,149 @@
+"""Chat: one conversation driven by lines of input — a turn or a slash command — for the REPL and pipes (no torch)."""
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass, field
+
+from . import commands
+from .errors import YiError
+from .events import FINISH_ERROR, Finish, Stats, Text
+from .session import ChatSession
+from .settings import GenSettings
+
+
+@dataclass
+class Options:
+    overflow: str = "drop"  # what a turn that overflows the context does: drop oldest exchanges, or refuse
+    setting_sources: dict = field(default_factory=dict)  # setting name -> "flag" | "config" | "command"
+
+
+class Chat:
+    def __init__(self, engine, renderer, settings: GenSettings | None = None, session: ChatSession | None = None,
+                 options: Options | None = None, on_turn=None):
+        self.engine = engine
+        self.render = renderer
+        self.settings = settings or GenSettings()
+        self.session = session or ChatSession()
+        self.options = options or Options()
+        self.on_turn = on_turn  # called with the Chat after each recorded turn (autosave)
+        self.history: list[Stats] = []  # stats of every finished reply, for /stats
+        self.failures = 0
+        self.running = True
+
+    def handle(self, line: str) -> bool:
+        """Process one line of input; returns False once the chat should end (/exit)."""
+        try:
+            cmd = commands.parse(line)
+            if cmd is None:
+                text = line.strip()[1:] if line.strip().startswith("//") else line  # "//x" sends "/x"
+                if text.strip():
+                    self.turn(text)
+                return self.running
+            commands.run(self, *cmd)
+            self.render.command_done(cmd[0].name, "")
+        except YiError as e:
+            self.failures += 1
+            self.render.error(str(e))
+        return self.running
+
+    def context_used(self) -> int | None:
+        count = getattr(self.engine, "count", None)
+        return count(self.session.messages()) if count and self.session.turns else 0
+
+    def turn(self, text: str) -> Stats | None:
+        """Send one user message and stream the reply; the session keeps the user turn only with its reply."""
+        self.session.add_user(text)
+        try:
+            msgs = self._fit()
+        except YiError as e:
+            self.session.pop_user()
+            self.failures += 1
+            self.render.error(str(e))
+            return None
+        return self.reply(msgs, text)
+
+    def reply(self, msgs: list[dict], prompt: str, prefix: str = "") -> Stats | None:
+        self.render.reply_start(prompt)
+        text, stats, error = self._stream(msgs)
+        self.render.reply_end(text, stats)
+        if error is not None:
+            if not prefix:
+                self.session.pop_user()
+            self.failures += 1
+            self.render.error(error)
+            return None
+        if prefix:  # /continue: the reply extends the last assistant turn
+            last = self.session.turns.pop()
+            text, stats.new_tokens = last.content + text, last.tokens + stats.new_tokens
+        count_text = getattr(self.engine, "count_text", None)
+        if count_text and not prefix:
+            self.session.turns[-1].tokens = count_text(self.session.turns[-1].content)
+        self.session.add_assistant(text, stats.new_tokens, stats.finish_reason, stats.to_dict())
+        self.history.append(stats)
+        if self.on_turn:
+            self.on_turn(self)
+        return stats
+
+    def _fit(self) -> list[dict]:
+        msgs = self.session.messages()
+        count = getattr(self.engine, "count", None)
+        ctx = getattr(self.engine, "context_length", None)
+        if count is None or ctx is None:
+            return msgs
+        from .prompt import fit
+
+        budget = ctx - min(self.settings.max_new_tokens, ctx // 4)
+        msgs, dropped = fit(count, msgs, budget, self.options.overflow)
+        if dropped:
+            self.session.drop_oldest(dropped)
+            self.render.notice(f"context full ({ctx} tokens): dropped the {dropped // 2} oldest exchange(s) "
+                               f"to fit; the system prompt is kept")
+        return msgs
+
+    def _stream(self, msgs: list[dict]) -> tuple[str, Stats | None, str | None]:
+        """Run engine.stream in a worker thread so Ctrl-C here only sets `cancel`; the stream ends itself."""
+        events: queue.Queue = queue.Queue()
+        cancel = threading.Event()
+
+        def pump():
+            try:
+                for ev in self.engine.stream(msgs, self.settings, cancel):
+                    events.put(ev)
+            except BaseException as e:  # noqa: BLE001 - reported below, the REPL lives on
+                events.put(e)
+            events.put(None)
+
+        worker = threading.Thread(target=pump, name="yi-stream", daemon=True)
+        worker.start()
+        text, stats, error, interrupts = [], None, None, 0
+        while True:
+            try:
+                ev = events.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            except KeyboardInterrupt:
+                interrupts += 1
+                cancel.set()
+                if interrupts >= 3:  # the engine does not answer cancel (e.g. a long prefill): give up
+                    raise
+                continue
+            if ev is None:
+                break
+            if isinstance(ev, Text):
+                text.append(ev.text)
+                try:
+                    self.render.reply_text(ev.text)
+                except KeyboardInterrupt:
+                    interrupts += 1
+                    cancel.set()
+            elif isinstance(ev, Finish):
+                stats = ev.stats
+            elif isinstance(ev, BaseException):
+                error = str(ev) if isinstance(ev, YiError) else f"generation failed ({ev.__class__.__name__}: {ev})"
+        worker.join()
+        if error is None and stats is None:
+            error = "the engine ended without finishing the reply"
+        if error is not None and stats is None:
+            stats = Stats(finish_reason=FINISH_ERROR)
+        return "".join(text), stats, error

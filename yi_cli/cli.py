@@ -1,0 +1,197 @@
+"""yi-chat: argument parsing; interactive, piped or one-shot; errors mapped to exit codes."""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+
+from .errors import EXIT_INTERRUPTED, EXIT_USAGE, UsageError, YiError
+
+EPILOG = """exit codes:
+  0    success (also: stdout closed by the reader, e.g. | head)
+  1    a failure during the chat (in a piped script: any turn or command failed)
+  2    usage error (bad flag or value)
+  3    the model could not be loaded (missing path, corrupt config or weights, unsupported format)
+  130  interrupted (Ctrl-C outside a reply, SIGTERM)
+
+Model: a checkpoint directory, a hub id already in the local cache, or 'demo' (SmolLM2-135M, AWQ int4),
+'demo-gptq8', 'demo-fp32'. Piped stdin: each non-empty line is one user turn of one session."""
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="yi-chat", description="Chat with Yi models (and other chat models) in a terminal.",
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = p.add_argument
+    a("--model", "-m", help="checkpoint directory, cached hub id, or demo (default: demo)")
+    a("--system", help="system prompt")
+    a("--prompt", "-p", help="answer this one prompt and exit")
+    a("--json", action="store_true", help="write one JSON object per turn to stdout")
+    a("--max-new-tokens", type=int, help="most tokens per reply (default 512)")
+    a("--temperature", type=float, help="sampling temperature, 0 = greedy (default 0.6)")
+    a("--top-p", type=float, help="nucleus sampling (default 0.8)")
+    a("--top-k", type=int, help="top-k sampling, 0 = off (default 0)")
+    a("--repetition-penalty", type=float, help="repetition penalty (default 1.2)")
+    a("--seed", type=int, help="random seed for reproducible sampling")
+    a("--device", help="cpu, cuda, cuda:N (default: cuda when available)")
+    a("--dtype", choices=["auto", "fp32", "fp16", "bf16"], help="activation dtype (default: fp32 on cpu, fp16 on cuda)")
+    a("--engine", choices=["auto", "fast", "generate"], help="decode engine: fast (CUDA graphs) or plain generate")
+    a("--raw", action="store_true", help="no chat template: feed the text as is (base models)")
+    a("--resume", metavar="PATH", help="start from a saved session file ('last' = the autosave)")
+    a("--endpoint", metavar="URL", help="stream from an OpenAI-compatible server instead of a local model")
+    a("--api-key", help="API key for --endpoint (default: $OPENAI_API_KEY)")
+    a("--overflow", choices=["drop", "refuse"], help="when the context is full: drop oldest turns, or refuse")
+    a("--stats", action="store_true", help="print the stats line after each reply also when piped (stderr)")
+    a("--allow-pickle", action="store_true", help="allow pickle (.bin) weights; they can run code")
+    a("--trust-remote-code", action="store_true", help="allow the checkpoint's own Python code")
+    return p
+
+
+def settings_from(args, gen_cfg: dict):
+    from .settings import GenSettings, parse
+
+    s, sources = GenSettings(), {}
+    for name, value in gen_cfg.items():
+        setattr(s, name, value)
+        sources[name] = "config"
+    for name in ("temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens", "seed"):
+        v = getattr(args, name)
+        if v is not None:
+            setattr(s, name, parse(name, v))
+            sources[name] = "flag"
+    return s, sources
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)  # usage errors exit 2 through argparse
+    signal.signal(signal.SIGTERM, _sigterm)
+    try:
+        return _main(args)
+    except YiError as e:
+        _err(str(e))
+        return e.exit_code
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader closed stdout (| head): nothing more to say. Point stdout at devnull so the
+        # interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _sigterm(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _err(msg: str) -> None:
+    try:
+        print(f"yi-chat: {msg}", file=sys.stderr, flush=True)
+    except OSError:
+        pass
+
+
+def _main(args) -> int:
+    from . import config, store
+    from .chat import Chat, Options
+
+    top, gen_cfg = config.read()
+    settings, sources = settings_from(args, gen_cfg)
+    session = None
+    if args.resume:
+        session, saved, _ = store.read(args.resume)
+        for k, v in saved.to_dict().items():
+            if k not in sources:  # flags win over the file's settings
+                setattr(settings, k, v)
+    if args.system is not None:
+        from .session import ChatSession
+
+        session = session or ChatSession()
+        session.system = args.system
+    elif session is None and top.get("system"):
+        from .session import ChatSession
+
+        session = ChatSession(system=top["system"])
+    interactive = args.prompt is None and sys.stdin.isatty()
+    render = make_renderer(args, interactive)
+    engine = make_engine(args, top, render)
+    options = Options(overflow=args.overflow or top.get("overflow", "drop"), setting_sources=sources)
+    chat = Chat(engine, render, settings, session, options, on_turn=store.autosave)
+    if args.prompt is not None:
+        chat.handle(args.prompt) if args.prompt.strip() else render.error("empty prompt")
+        return 1 if chat.failures or not args.prompt.strip() else 0
+    if interactive:
+        from . import repl
+
+        return repl.run(chat)
+    return run_pipe(chat)
+
+
+def run_pipe(chat) -> int:
+    """Each non-empty stdin line is one user turn (or command) of one session; bad lines are skipped loudly."""
+    stdin = sys.stdin.buffer
+    n = 0
+    for n, raw in enumerate(stdin, 1):
+        try:
+            line = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError:
+            chat.failures += 1
+            chat.render.error(f"stdin line {n} is not valid UTF-8; skipped")
+            continue
+        if "\x00" in line:
+            chat.failures += 1
+            chat.render.error(f"stdin line {n} contains a NUL byte; skipped")
+            continue
+        if line.strip() and not chat.handle(line):
+            break
+    if n == 0:
+        chat.render.notice("stdin is empty: nothing to do")
+    return 1 if chat.failures else 0
+
+
+def make_renderer(args, interactive: bool):
+    from rich.console import Console
+
+    from .render import JsonRenderer, LiveRenderer, PlainRenderer
+
+    err = Console(stderr=True)
+    if args.json:
+        return JsonRenderer(Console(), err)
+    if interactive or (sys.stdout.isatty() and args.prompt is not None):
+        return LiveRenderer(Console(), err)
+    return PlainRenderer(Console(), err, show_stats=args.stats)
+
+
+def make_engine(args, top: dict, render):
+    endpoint = args.endpoint or top.get("endpoint")
+    if endpoint:
+        from .remote import RemoteEngine
+
+        key = args.api_key or os.environ.get("OPENAI_API_KEY")
+        return RemoteEngine(endpoint, key, model=args.model or top.get("model"))
+    from .engine import LocalEngine
+    from .loader import load
+
+    model = args.model or os.environ.get("YI_CHAT_MODEL") or top.get("model") or "demo"
+    with render.err.status(f"loading {model} ...") if render.err.is_terminal else _nullctx():
+        loaded = load(model, device=args.device or top.get("device"), dtype=args.dtype or top.get("dtype"),
+                      allow_pickle=args.allow_pickle, trust_remote_code=args.trust_remote_code)
+        return LocalEngine(loaded, backend=args.engine or top.get("engine", "auto"), raw=args.raw)
+
+
+class _nullctx:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def entry() -> None:
+    if "OMP_WAIT_POLICY" not in os.environ:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # libgomp spinning makes small CPU ops ~100x slower
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,200 @@
+"""Slash commands: one table of name -> handler, usage and help; parsing and validation (no torch)."""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Callable
+
+from rich.table import Table
+
+from . import settings as gen
+from .errors import YiError
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    handler: Callable
+    usage: str
+    help: str
+    takes_arg: bool = False  # False: any argument is an error
+
+
+def parse(line: str):
+    """Return (Command, argument text) for a slash command, None for a chat message. '//x' is a message."""
+    s = line.strip()
+    if not s.startswith("/") or s.startswith("//"):
+        return None
+    name, _, arg = s[1:].partition(" ")
+    name = name.lower()
+    cmd = TABLE.get(ALIASES.get(name, name))
+    if cmd is None:
+        near = difflib.get_close_matches(name, list(TABLE) + list(ALIASES), n=1)
+        hint = f"; did you mean /{near[0]}?" if near else "; /help lists the commands"
+        raise YiError(f"unknown command /{name[:40]}{hint}")
+    arg = arg.strip()
+    if arg and not cmd.takes_arg:
+        raise YiError(f"/{cmd.name} takes no argument (usage: {cmd.usage})")
+    return cmd, arg
+
+
+def run(chat, cmd: Command, arg: str) -> None:
+    cmd.handler(chat, arg)
+
+
+def do_help(chat, arg):
+    if arg:
+        cmd = TABLE.get(arg.lstrip("/").lower())
+        if cmd is None:
+            raise YiError(f"no command /{arg.lstrip('/')[:40]}; /help lists the commands")
+        chat.render.show(f"{cmd.usage}\n  {cmd.help}")
+        return
+    chat.render.show(help_text())
+
+
+def help_text() -> str:
+    width = max(len(c.usage) for c in TABLE.values())
+    lines = ["Commands (type a message to chat; '//' starts a message with '/'):"]
+    lines += [f"  {c.usage.ljust(width)}  {c.help}" for c in TABLE.values()]
+    lines.append("Keys: Enter sends · Esc then Enter (or a paste) adds a new line · Ctrl-C stops a reply "
+                 "or clears the line · Ctrl-D exits")
+    return "\n".join(lines)
+
+
+def do_exit(chat, arg):
+    chat.running = False
+
+
+def do_clear(chat, arg):
+    n = chat.session.exchanges
+    chat.session.clear()
+    chat.render.show(f"cleared {n} exchange(s); the system prompt is kept")
+
+
+def do_history(chat, arg):
+    s = chat.session
+    if not s.turns and not s.system:
+        chat.render.show("(no turns yet)")
+        return
+    t = Table(show_header=True, header_style="bold", box=None)
+    for col in ("#", "role", "tokens", "text"):
+        t.add_column(col, overflow="fold")
+    if s.system:
+        t.add_row("", "system", "", s.system)
+    for i, turn in enumerate(s.turns, 1):
+        note = f" [{turn.finish_reason}]" if turn.finish_reason in ("interrupted", "length") else ""
+        t.add_row(str(i), turn.role, str(turn.tokens or ""), turn.content + note)
+    chat.render.show(t)
+
+
+def do_system(chat, arg):
+    if not arg:
+        chat.render.show(f"system prompt: {chat.session.system}" if chat.session.system else "(no system prompt)")
+        return
+    chat.session.system = None if arg.lower() in ("none", "off", "-") else arg
+    chat.render.show("system prompt " + ("cleared" if chat.session.system is None else "set"))
+
+
+def do_set(chat, arg):
+    if not arg:
+        cur = chat.settings.to_dict()
+        src = chat.options.setting_sources
+        chat.render.show("\n".join(f"{k} = {cur[k]}  ({src.get(k, 'default')})" for k in gen.NAMES))
+        return
+    name, _, value = arg.partition(" ")
+    if not value.strip():
+        raise YiError("usage: /set NAME VALUE (/set alone lists the settings)")
+    v = gen.parse(name, value)
+    setattr(chat.settings, name, v)
+    chat.options.setting_sources[name] = "command"
+    chat.render.show(f"{name} = {v}")
+
+
+def do_undo(chat, arg):
+    if chat.session.undo() is None:
+        raise YiError("nothing to undo")
+    chat.render.show("removed the last exchange")
+
+
+def do_retry(chat, arg):
+    removed = chat.session.undo()
+    if removed is None:
+        raise YiError("nothing to retry")
+    if arg:
+        chat.settings.seed = gen.parse("seed", arg)
+    chat.turn(removed[0])
+
+
+def do_continue(chat, arg):
+    last = chat.session.last_assistant()
+    if last is None or last.finish_reason not in ("interrupted", "length"):
+        raise YiError("/continue extends a reply cut by Ctrl-C or the token limit; the last one was complete")
+    msgs = chat.session.messages()
+    chat.reply(msgs, "/continue", prefix=last.content)
+
+
+def do_prompt(chat, arg):
+    text = getattr(chat.engine, "prompt_text", None)
+    if text is None:
+        raise YiError("this engine does not expose its prompt (remote engines apply the template server-side)")
+    msgs = chat.session.messages() or [{"role": "user", "content": ""}]
+    rendered = text(msgs)
+    chat.render.show(rendered)
+    chat.render.show(f"({chat.engine.count(msgs)} tokens)")
+
+
+def do_model(chat, arg):
+    describe = getattr(chat.engine, "describe", None)
+    if describe is None:
+        raise YiError("this engine cannot describe its model")
+    for part in describe():
+        chat.render.show(part)
+
+
+def do_stats(chat, arg):
+    h = chat.history
+    new = sum(s.new_tokens for s in h)
+    rates = [s.decode_tok_s for s in h if s.decode_tok_s]
+    lines = [f"replies: {len(h)}  (interrupted {sum(s.finish_reason == 'interrupted' for s in h)}, "
+             f"cut by length {sum(s.finish_reason == 'length' for s in h)})",
+             f"tokens generated: {new}",
+             f"mean time to first token: {sum(s.ttft_s for s in h) / len(h):.3f} s" if h else "",
+             f"mean decode speed: {sum(rates) / len(rates):.1f} tok/s" if rates else "",
+             f"context used: {chat.context_used()} / {getattr(chat.engine, 'context_length', '?')} tokens"]
+    chat.render.show("\n".join(x for x in lines if x))
+
+
+def do_save(chat, arg):
+    from . import store
+
+    path = store.save(chat, arg or None)
+    chat.render.show(f"saved to {path}")
+
+
+def do_load(chat, arg):
+    from . import store
+
+    if not arg:
+        raise YiError("usage: /load PATH")
+    store.load_into(chat, arg)
+    chat.render.show(f"loaded {chat.session.exchanges} exchange(s) from {arg}")
+
+
+TABLE = {c.name: c for c in [
+    Command("help", do_help, "/help [COMMAND]", "show the commands, or one command's help", True),
+    Command("clear", do_clear, "/clear", "forget the conversation (keeps the system prompt)"),
+    Command("history", do_history, "/history", "list the turns with roles and token counts"),
+    Command("system", do_system, "/system [TEXT|none]", "show or set the system prompt", True),
+    Command("set", do_set, "/set [NAME VALUE]", "list settings, or set temperature, top_p, top_k, "
+            "repetition_penalty, max_new_tokens, seed", True),
+    Command("retry", do_retry, "/retry [SEED]", "regenerate the last reply (optionally with a new seed)", True),
+    Command("undo", do_undo, "/undo", "remove the last exchange"),
+    Command("continue", do_continue, "/continue", "extend a reply cut by Ctrl-C or the token limit"),
+    Command("prompt", do_prompt, "/prompt", "show the exact prompt the chat template builds, with its token count"),
+    Command("model", do_model, "/model", "show the model: config, quantization, memory, module tree"),
+    Command("stats", do_stats, "/stats", "summarise this session: replies, tokens, speed, context"),
+    Command("save", do_save, "/save [PATH]", "save the session to a JSON file", True),
+    Command("load", do_load, "/load PATH", "load a session saved with /save", True),
+    Command("exit", do_exit, "/exit", "leave (Ctrl-D too)"),
+]}
+ALIASES = {"quit": "exit", "q": "exit", "h": "help", "?": "help", "reset": "clear"}

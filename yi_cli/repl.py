@@ -1,0 +1,64 @@
+"""The interactive loop: prompt_toolkit line editing, history, completion, toolbar; dispatch to Chat (no torch)."""
+from __future__ import annotations
+
+import os
+
+from prompt_toolkit import PromptSession
+from prompt_toolkit.completion import WordCompleter
+from prompt_toolkit.history import FileHistory, InMemoryHistory
+from prompt_toolkit.key_binding import KeyBindings
+
+from . import commands
+from .paths import data_dir, private_dir
+
+
+def history(render):
+    """A persistent history file (0600) in the data dir; in-memory with a warning when it cannot be written."""
+    path = data_dir() / "history"
+    try:
+        private_dir(path.parent)
+        fd = os.open(path, os.O_CREAT | os.O_APPEND | os.O_WRONLY, 0o600)
+        os.close(fd)
+        os.chmod(path, 0o600)
+        return FileHistory(str(path))
+    except OSError as e:
+        render.notice(f"history is off: cannot write {path} ({e.strerror})")
+        return InMemoryHistory()
+
+
+def bindings() -> KeyBindings:
+    kb = KeyBindings()
+
+    @kb.add("escape", "enter")
+    def _(event):  # Esc-Enter (or Alt-Enter) inserts a newline; Enter sends
+        event.current_buffer.insert_text("\n")
+
+    return kb
+
+
+def toolbar(chat):
+    def text():
+        used = chat.context_used()
+        ctx = getattr(chat.engine, "context_length", None)
+        meter = f"ctx {used}/{ctx}" if ctx else f"ctx {used}"
+        s = chat.settings
+        return (f" {getattr(chat.engine, 'model_name', '')} · {meter} · temp {s.temperature} · "
+                f"top_p {s.top_p} · /help")
+    return text
+
+
+def run(chat, prompt_text: str = ">>> ") -> int:
+    words = ["/" + n for n in commands.TABLE] + ["/" + a for a in commands.ALIASES]
+    session = PromptSession(history=history(chat.render), key_bindings=bindings(),
+                            completer=WordCompleter(words, sentence=True), complete_while_typing=True,
+                            bottom_toolbar=toolbar(chat), prompt_continuation="... ")
+    chat.render.show(f"yi-chat · {getattr(chat.engine, 'model_name', '')} · /help for commands, Ctrl-D to exit")
+    while chat.running:
+        try:
+            line = session.prompt(prompt_text)
+        except KeyboardInterrupt:  # Ctrl-C at the prompt clears the line
+            continue
+        except EOFError:  # Ctrl-D
+            break
+        chat.handle(line)
+    return 0

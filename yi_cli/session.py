@@ -1,0 +1,85 @@
+"""ChatSession: the system prompt and the turns of one conversation (no torch)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class Turn:
+    role: str  # "user" | "assistant"
+    content: str
+    tokens: int = 0  # prompt tokens for a user turn's reply context; new tokens for an assistant turn
+    finish_reason: str = ""  # assistant only: stop / length / interrupted
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def interrupted(self) -> bool:
+        return self.finish_reason == "interrupted"
+
+
+@dataclass
+class ChatSession:
+    system: str | None = None
+    turns: list[Turn] = field(default_factory=list)
+
+    def messages(self) -> list[dict]:
+        """The conversation as chat-template messages, system prompt first when set."""
+        out = [{"role": "system", "content": self.system}] if self.system else []
+        out += [{"role": t.role, "content": t.content} for t in self.turns]
+        return out
+
+    def add_user(self, text: str) -> None:
+        assert not self.turns or self.turns[-1].role == "assistant", "roles must alternate"
+        self.turns.append(Turn("user", text))
+
+    def add_assistant(self, text: str, tokens: int = 0, finish_reason: str = "stop", stats: dict | None = None):
+        assert self.turns and self.turns[-1].role == "user", "an assistant turn answers a user turn"
+        self.turns.append(Turn("assistant", text, tokens, finish_reason, dict(stats or {})))
+
+    def pop_user(self) -> str:
+        """Remove a trailing unanswered user turn (its reply failed) and return its text."""
+        assert self.turns and self.turns[-1].role == "user"
+        return self.turns.pop().content
+
+    def undo(self) -> tuple[str, str] | None:
+        """Remove the last exchange; returns (user, assistant) texts, or None when there is none."""
+        if len(self.turns) < 2:
+            return None
+        a, u = self.turns.pop(), self.turns.pop()
+        return u.content, a.content
+
+    def clear(self) -> None:
+        self.turns.clear()
+
+    @property
+    def exchanges(self) -> int:
+        return sum(1 for t in self.turns if t.role == "assistant")
+
+    def last_assistant(self) -> Turn | None:
+        return self.turns[-1] if self.turns and self.turns[-1].role == "assistant" else None
+
+    def drop_oldest(self, n_messages: int) -> None:
+        """Forget the oldest `n_messages` turns (context overflow); keeps roles alternating."""
+        assert n_messages % 2 == 0 or n_messages == len(self.turns), "drop whole exchanges"
+        del self.turns[:n_messages]
+
+    def to_dict(self) -> dict:
+        return {"system": self.system, "turns": [asdict(t) for t in self.turns]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ChatSession":
+        if not isinstance(data, dict) or not isinstance(data.get("turns", []), list):
+            raise ValueError("not a chat session")
+        system = data.get("system")
+        if system is not None and not isinstance(system, str):
+            raise ValueError("system prompt must be text")
+        s = cls(system=system)
+        for i, t in enumerate(data.get("turns", [])):
+            if not isinstance(t, dict) or not isinstance(t.get("content"), str):
+                raise ValueError(f"turn {i} has no text content")
+            expected = "user" if i % 2 == 0 else "assistant"
+            if t.get("role") != expected:
+                raise ValueError(f"turn {i} should be a {expected} turn (roles alternate)")
+            s.turns.append(Turn(t["role"], t["content"], int(t.get("tokens", 0) or 0),
+                                str(t.get("finish_reason", "") or ""), dict(t.get("stats") or {})))
+        return s
