@@ -115,35 +115,38 @@ class Chat:
             events.put(None)
 
         worker = threading.Thread(target=pump, name="yi-stream", daemon=True)
-        worker.start()
-        text, stats, error, interrupts = [], None, None, 0
+        acc = {"text": [], "stats": None, "error": None}
+        interrupts = 0
+        started = False
         while True:
             try:
+                if not started:
+                    started = True
+                    worker.start()
                 ev = events.get(timeout=0.1)
+                if ev is None:
+                    break
+                self._on_event(ev, acc)
             except queue.Empty:
                 continue
-            except KeyboardInterrupt:
+            except KeyboardInterrupt:  # Ctrl-C can land anywhere in this loop: it only ever sets cancel
                 interrupts += 1
                 cancel.set()
                 if interrupts >= 3:  # the engine does not answer cancel (e.g. a long prefill): give up
                     raise
-                continue
-            if ev is None:
-                break
-            if isinstance(ev, Text):
-                text.append(ev.text)
-                try:
-                    self.render.reply_text(ev.text)
-                except KeyboardInterrupt:
-                    interrupts += 1
-                    cancel.set()
-            elif isinstance(ev, Finish):
-                stats = ev.stats
-            elif isinstance(ev, BaseException):
-                error = str(ev) if isinstance(ev, YiError) else f"generation failed ({ev.__class__.__name__}: {ev})"
         worker.join()
+        text, stats, error = acc["text"], acc["stats"], acc["error"]
         if error is None and stats is None:
             error = "the engine ended without finishing the reply"
         if error is not None and stats is None:
             stats = Stats(finish_reason=FINISH_ERROR)
         return "".join(text), stats, error
+
+    def _on_event(self, ev, acc: dict) -> None:
+        if isinstance(ev, Text):
+            acc["text"].append(ev.text)
+            self.render.reply_text(ev.text)
+        elif isinstance(ev, Finish):
+            acc["stats"] = ev.stats
+        elif isinstance(ev, BaseException):
+            acc["error"] = str(ev) if isinstance(ev, YiError) else f"generation failed ({ev.__class__.__name__}: {ev})"

