@@ -146,4 +146,5 @@ def quantize_rtn(weight: torch.Tensor, bits: int, group_size: int, sym: bool, pe
     q = torch.clamp(torch.round(wg / scale.unsqueeze(2)) + zero.unsqueeze(2), 0, maxq)
     q_cols = torch.empty(out_f, in_f, dtype=torch.uint8)
     q_cols[:, order] = q.reshape(out_f, in_f).to(torch.uint8)
-    return QWeight(q_cols, zero.t().to(torch.int32).contiguous(), scale.t().half().contiguous(), g_idx, bits, group_size)
+    zeros, scales = zero.t().to(torch.int32).contiguous(), scale.t().half().contiguous()  # [G, out]
+    return QWeight(q_cols, zeros, scales, g_idx, bits, group_size)
