@@ -1,0 +1,77 @@
+"""The local engine on the real demo model (CPU): template, stop tokens, streaming, cancel, worker errors."""
+import threading
+
+import pytest
+
+from yi_cli.events import Finish, Text
+from yi_cli.settings import GenSettings
+
+pytestmark = pytest.mark.slow
+GREEDY = GenSettings(temperature=0, max_new_tokens=30, repetition_penalty=1.0)
+FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+def run(engine, messages, settings=GREEDY, cancel=None):
+    events = list(engine.stream(messages, settings, cancel or threading.Event()))
+    assert isinstance(events[-1], Finish) and all(isinstance(e, Text) for e in events[:-1])
+    return "".join(e.text for e in events[:-1]), events[-1].stats
+
+
+def test_answers_paris_and_stops_at_end_of_turn(demo_engine):
+    text, stats = run(demo_engine, FRANCE)
+    assert "Paris" in text
+    assert stats.finish_reason == "stop" and stats.new_tokens < 30
+    assert stats.prompt_tokens == demo_engine.count(FRANCE)
+    assert "<|im_end|>" not in text
+
+
+def test_without_the_end_of_turn_token_it_runs_on(demo_engine):
+    im_end = demo_engine.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    saved = demo_engine.stop_ids
+    demo_engine.stop_ids = saved - {im_end}
+    try:
+        text, stats = run(demo_engine, FRANCE, GenSettings(temperature=0, max_new_tokens=12, repetition_penalty=1.0))
+    finally:
+        demo_engine.stop_ids = saved
+    assert stats.finish_reason in ("length", "stop") and stats.new_tokens > 9  # past "...Paris.<|im_end|>"
+
+
+def test_cancel_stops_generation(demo_engine):
+    cancel = threading.Event()
+    gen = demo_engine.stream([{"role": "user", "content": "Write a long story about a dragon."}],
+                             GenSettings(temperature=0, max_new_tokens=200), cancel)
+    pieces = []
+    for ev in gen:
+        if isinstance(ev, Text):
+            pieces.append(ev.text)
+            cancel.set()
+        else:
+            stats = ev.stats
+    assert stats.finish_reason == "interrupted" and stats.new_tokens < 20
+
+
+def test_worker_exception_surfaces_as_one_line(demo_engine, monkeypatch):
+    from yi_cli.errors import YiError
+
+    def boom(*a, **k):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2 GiB")
+
+    monkeypatch.setattr(demo_engine.loaded.model, "generate", boom)
+    with pytest.raises(YiError, match="out of memory while generating; the session is kept"):
+        run(demo_engine, FRANCE)
+
+
+def test_seed_makes_sampling_reproducible(demo_engine):
+    s = GenSettings(temperature=1.0, top_p=0.95, max_new_tokens=12, seed=1234)
+    assert run(demo_engine, FRANCE, s)[0] == run(demo_engine, FRANCE, s)[0]
+
+
+def test_detokenizer_matches_full_decode(demo_loaded):
+    from yi_cli.engine import Detokenizer
+
+    tok = demo_loaded.tokenizer
+    text = "Hello — naïve café 東京 🙂 code:\n```py\nprint('x')\n```\n" * 3
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    d = Detokenizer(tok)
+    out = "".join(d.add(i) for i in ids) + d.flush()
+    assert out == tok.decode(ids, skip_special_tokens=True)
