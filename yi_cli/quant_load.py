@@ -133,14 +133,13 @@ def _quant_weight(t: Tensors, name: str, lin, quant: dict, device: str):
     if k % g or (n * b) % 32 or (k * b) % 32:
         raise LoadError(f"{t.missing_in}: layer {name} is not packable{what}")
     dev = lambda x: x.to(device)  # noqa: E731 -- unpack on the target device: fast on CUDA
-    bias = dev(t.get(f"{name}.bias", [n], what)) if f"{name}.bias" in t or lin.bias is not None else None
-    scales = dev(t.get(f"{name}.scales", [k // g, n], what))
-    if quant["method"] == "awq":
-        qweight = dev(t.get(f"{name}.qweight", [k, n * b // 32], what))
-        qzeros = dev(t.get(f"{name}.qzeros", [k // g, n * b // 32], what))
-        return Q.from_awq(qweight, qzeros, scales, quant["group_size"], bias)
-    qweight = dev(t.get(f"{name}.qweight", [k * b // 32, n], what))
+    awq = quant["method"] == "awq"
+    qweight = dev(t.get(f"{name}.qweight", [k, n * b // 32] if awq else [k * b // 32, n], what))
     qzeros = dev(t.get(f"{name}.qzeros", [k // g, n * b // 32], what))
+    scales = dev(t.get(f"{name}.scales", [k // g, n], what))
+    bias = dev(t.get(f"{name}.bias", [n], what)) if f"{name}.bias" in t or lin.bias is not None else None
+    if awq:
+        return Q.from_awq(qweight, qzeros, scales, quant["group_size"], bias)
     if f"{name}.g_idx" in t or quant["desc_act"]:
         g_idx = dev(t.get(f"{name}.g_idx", [k], what))
     else:
