@@ -76,6 +76,12 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args) -> None:  # quiet: pytest shows failures, not access logs
         pass
 
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except (ConnectionResetError, BrokenPipeError):  # a client gone mid keep-alive (cancel, timeout) is normal
+            pass
+
     @property
     def app(self) -> OpenAIServer:
         return self.server.app

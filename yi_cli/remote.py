@@ -24,11 +24,14 @@ class RemoteEngine:
 
     def __init__(self, endpoint: str, api_key: str | None, model: str | None = None, timeout: float = 60):
         self.base = base_url(endpoint)
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        # One client per engine keeps the connection alive between turns; the read timeout bounds the
-        # silence between two chunks, not the whole reply.
-        self.client = httpx.Client(headers=headers, timeout=httpx.Timeout(timeout))
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.timeout = timeout
         self.model_name = model or self._first_model()
+
+    def client(self) -> httpx.Client:
+        # A client per request: one connect per turn costs nothing next to a reply, and no socket outlives
+        # its turn (the chat has no close hook). The timeout bounds the silence between two chunks, not the reply.
+        return httpx.Client(headers=self.headers, timeout=httpx.Timeout(self.timeout))
 
     def describe(self) -> list:
         return [f"remote model {self.model_name} at {self.base}",
@@ -37,7 +40,8 @@ class RemoteEngine:
     def _first_model(self) -> str:
         url = f"{self.base}/models"
         try:
-            resp = self.client.get(url)
+            with self.client() as client:
+                resp = client.get(url)
             check_status(resp, url)
             ids = [m["id"] for m in resp.json()["data"]]
         except YiError as e:
@@ -53,9 +57,11 @@ class RemoteEngine:
     def request_body(self, messages: list[dict], s: GenSettings) -> dict:
         body = {"model": self.model_name, "messages": messages, "stream": True,
                 "stream_options": {"include_usage": True},
-                "temperature": s.temperature, "top_p": s.top_p, "max_tokens": s.max_new_tokens,
-                # Not in the OpenAI API; vLLM and SGLang accept them, others ignore unknown fields.
-                "repetition_penalty": s.repetition_penalty}
+                "temperature": s.temperature, "top_p": s.top_p, "max_tokens": s.max_new_tokens}
+        # Not in the OpenAI API: vLLM, SGLang and lmdeploy accept them, most others ignore unknown fields, and
+        # their neutral values are left out so `--repetition-penalty 1` makes a request strict servers accept.
+        if s.repetition_penalty != 1.0:
+            body["repetition_penalty"] = s.repetition_penalty
         if s.top_k > 0:
             body["top_k"] = s.top_k
         if s.seed is not None:
@@ -69,7 +75,8 @@ class RemoteEngine:
         first = last = None
         reason, done, seen, chunks = None, False, 0, 0
         try:
-            with self.client.stream("POST", url, json=self.request_body(messages, settings)) as resp:
+            body = self.request_body(messages, settings)
+            with self.client() as client, client.stream("POST", url, json=body) as resp:
                 check_status(resp, url)
                 # Cancel is checked between lines: servers send a chunk per token, so Ctrl-C answers within
                 # one token; leaving the `with` closes the connection, which makes the server stop generating.
@@ -83,13 +90,11 @@ class RemoteEngine:
                     if data == "[DONE]":
                         done = True
                         break
-                    chunk = parse_chunk(data, url)
-                    if chunk.get("usage"):
-                        stats.prompt_tokens = int(chunk["usage"].get("prompt_tokens") or 0)
-                        stats.new_tokens = int(chunk["usage"].get("completion_tokens") or 0)
-                    for choice in chunk.get("choices") or []:
-                        reason = choice.get("finish_reason") or reason
-                        delta = (choice.get("delta") or {}).get("content")
+                    usage, choices = parse_chunk(data, url)
+                    if usage:
+                        stats.prompt_tokens, stats.new_tokens = usage
+                    for delta, finish in choices:
+                        reason = finish or reason
                         if delta:
                             last = time.perf_counter()
                             first = first or last
@@ -171,18 +176,20 @@ def sse_data(line: str) -> str | None:
     return line[5:].strip()
 
 
-def parse_chunk(data: str, url: str) -> dict:
+def parse_chunk(data: str, url: str) -> tuple[tuple[int, int] | None, list[tuple[str | None, str | None]]]:
+    """One chat.completion.chunk -> ((prompt, completion) tokens or None, [(content delta, finish reason)])."""
     try:
         chunk = json.loads(data)
-    except ValueError:
-        chunk = None
-    if not isinstance(chunk, dict):
-        raise YiError(f"{url}: malformed stream chunk {one_line(data, 80)!r}")
-    err = chunk.get("error")
-    if err:  # vLLM and others report failures after the 200 as an error chunk
-        msg = err.get("message", err) if isinstance(err, dict) else err
-        raise YiError(f"{url}: server error mid-stream: {one_line(str(msg))}")
-    return chunk
+        err = chunk.get("error")
+        if err:  # vLLM and others report failures after the 200 as an error chunk
+            msg = err.get("message", err) if isinstance(err, dict) else err
+            raise YiError(f"{url}: server error mid-stream: {one_line(str(msg))}")
+        u = chunk.get("usage")
+        usage = (int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0)) if u else None
+        choices = [((c.get("delta") or {}).get("content"), c.get("finish_reason")) for c in chunk.get("choices") or []]
+    except (ValueError, AttributeError, TypeError):  # not JSON, or JSON of another shape
+        raise YiError(f"{url}: malformed stream chunk {one_line(data, 80)!r}") from None
+    return usage, choices
 
 
 def map_reason(reason: str | None) -> str:

@@ -1,0 +1,246 @@
+"""The remote engine over real HTTP on loopback, against tests/openai_server.py: streaming, stats, finish
+reasons, cancel, faults (dropped connection, HTTP errors, malformed chunks, timeouts), the chat on top of it,
+and the CLI end to end against the real demo model served over the OpenAI protocol."""
+import socket
+import subprocess
+import sys
+import threading
+
+import httpx
+import pytest
+
+from tests.fakes import ScriptedEngine, plain_chat
+from tests.openai_server import OpenAIServer
+from yi_cli.errors import EXIT_LOAD, LoadError, YiError
+from yi_cli.events import Finish, Text
+from yi_cli.remote import RemoteEngine, base_url
+from yi_cli.settings import GenSettings
+
+HELLO = [{"role": "user", "content": "hello"}]
+
+
+def run(engine, messages=HELLO, settings=None, cancel=None):
+    events = list(engine.stream(messages, settings or GenSettings(), cancel or threading.Event()))
+    assert isinstance(events[-1], Finish) and all(isinstance(e, Text) for e in events[:-1])
+    return "".join(e.text for e in events[:-1]), events[-1].stats
+
+
+def one_line_error(excinfo) -> str:
+    msg = str(excinfo.value)
+    assert msg and "\n" not in msg
+    return msg
+
+
+@pytest.fixture
+def served():
+    """A server over a scripted engine that echoes the last user message (unless given replies)."""
+    scripted = ScriptedEngine()
+    with OpenAIServer(scripted) as srv:
+        srv.scripted = scripted
+        yield srv
+
+
+def test_deltas_assemble_to_the_served_text_and_usage_becomes_stats(served):
+    served.scripted.replies = ["Paris is the capital of France."]
+    engine = RemoteEngine(served.url, None)
+    assert engine.model_name == "demo"  # the first id of GET /models
+    assert engine.context_length is None and not hasattr(engine, "count") and not hasattr(engine, "prompt_text")
+    text, stats = run(engine)
+    assert text == "Paris is the capital of France."
+    assert stats.prompt_tokens == served.scripted.count(HELLO)
+    assert stats.new_tokens == 6 and stats.finish_reason == "stop"
+    assert stats.ttft_s > 0 and stats.decode_s >= 0
+
+
+def test_request_carries_settings_and_asks_for_usage(served):
+    engine = RemoteEngine(served.url, None, model="yi-34b-chat")
+    run(engine, settings=GenSettings(temperature=0.3, top_p=0.9, repetition_penalty=1.1, max_new_tokens=64))
+    run(engine, settings=GenSettings(top_k=20, seed=7, repetition_penalty=1.0))
+    first, second = served.requests
+    assert first["model"] == "yi-34b-chat" and first["messages"] == HELLO
+    assert first["stream"] is True and first["stream_options"] == {"include_usage": True}
+    assert (first["temperature"], first["top_p"], first["max_tokens"]) == (0.3, 0.9, 64)
+    assert first["repetition_penalty"] == 1.1
+    assert "top_k" not in first and "seed" not in first  # off / unset: the server's own default applies
+    assert (second["top_k"], second["seed"]) == (20, 7) and "repetition_penalty" not in second
+
+
+def test_token_limit_finishes_with_length(served):
+    served.scripted.replies = ["one two three four five"]
+    text, stats = run(RemoteEngine(served.url, None), settings=GenSettings(max_new_tokens=2))
+    assert text == "one two" and stats.finish_reason == "length" and stats.new_tokens == 2
+
+
+def test_without_a_usage_chunk_new_tokens_are_counted_from_chunks(served):
+    class NoUsage(RemoteEngine):
+        def request_body(self, messages, s):
+            return {k: v for k, v in super().request_body(messages, s).items() if k != "stream_options"}
+
+    served.scripted.replies = ["a b c"]
+    text, stats = run(NoUsage(served.url, None))
+    assert text == "a b c" and stats.new_tokens == 3 and stats.prompt_tokens == 0
+
+
+@pytest.mark.parametrize("form", ["{root}", "{root}/", "{root}/v1", "{root}/v1/", "{root}/v1/chat/completions",
+                                  "127.0.0.1:{port}"])
+def test_endpoint_forms_name_the_same_server(served, form):
+    endpoint = form.format(root=f"http://127.0.0.1:{served.port}", port=served.port)
+    engine = RemoteEngine(endpoint, None)
+    assert engine.base == served.url
+    assert run(engine)[0] == "echo: hello"
+
+
+def test_base_url_keeps_a_custom_prefix_and_refuses_other_schemes():
+    assert base_url("https://example.test/v1beta/openai/") == "https://example.test/v1beta/openai"
+    with pytest.raises(LoadError):
+        base_url("ftp://example.test/v1")
+
+
+def test_cancel_mid_stream_finishes_interrupted_and_the_engine_stays_usable(served):
+    served.scripted.replies = [" ".join(f"w{i}" for i in range(100))]
+    served.scripted.delay = 0.02
+    engine = RemoteEngine(served.url, None)
+    cancel = threading.Event()
+    pieces, finish = [], None
+    for ev in engine.stream(HELLO, GenSettings(), cancel):
+        if isinstance(ev, Text):
+            pieces.append(ev.text)
+            if len(pieces) == 3:
+                cancel.set()
+        else:
+            finish = ev
+    assert "".join(pieces) == "w0 w1 w2"
+    assert finish.stats.finish_reason == "interrupted" and finish.stats.new_tokens == 3
+    served.scripted.delay = 0
+    assert run(engine)[0] == "echo: hello"  # a fresh connection after the one closed by cancel
+
+
+def test_dropped_connection_mid_stream_is_one_line(served):
+    served.drop_after = 2
+    served.scripted.replies = ["one two three four"]
+    with pytest.raises(YiError) as e:
+        run(RemoteEngine(served.url, None))
+    msg = one_line_error(e)
+    assert "dropped mid-stream" in msg and served.url in msg
+
+
+def test_dropped_connection_keeps_the_chat_session(served):
+    chat, out, err = plain_chat(RemoteEngine(served.url, None))
+    chat.handle("first question")
+    served.drop_after = 1
+    served.scripted.replies = ["this reply is cut off"]
+    chat.handle("second question")
+    errors = [line for line in err.getvalue().splitlines() if line]
+    assert len(errors) == 1 and errors[0].startswith("error: ") and "dropped mid-stream" in errors[0]
+    assert [(t.role, t.content) for t in chat.session.turns] == [
+        ("user", "first question"), ("assistant", "echo: first question")]  # the failed turn is not recorded
+    served.drop_after = None
+    chat.handle("third question")
+    assert chat.failures == 1
+    assert [m["content"] for m in served.requests[-1]["messages"]] == [
+        "first question", "echo: first question", "third question"]
+    assert out.getvalue().endswith("echo: third question\n\n")
+
+
+def test_malformed_chunk_is_one_line(served):
+    served.corrupt_after = 1
+    with pytest.raises(YiError) as e:
+        run(RemoteEngine(served.url, None))
+    assert "malformed stream chunk" in one_line_error(e)
+
+
+def test_error_after_the_headers_surfaces_the_servers_message(served):
+    served.scripted.fail_with = YiError("the model fell over")
+    with pytest.raises(YiError) as e:
+        run(RemoteEngine(served.url, None))
+    assert "the model fell over" in one_line_error(e)
+
+
+def test_silent_server_times_out(served):
+    served.scripted.replies = ["slow reply"]
+    served.scripted.delay = 2
+    with pytest.raises(YiError) as e:
+        run(RemoteEngine(served.url, None, timeout=0.3))
+    assert "timed out" in one_line_error(e)
+
+
+def test_api_key_is_sent_and_a_wrong_one_is_a_401():
+    with OpenAIServer(ScriptedEngine(), api_key="sekret") as srv:
+        assert run(RemoteEngine(srv.url, "sekret"))[0] == "echo: hello"
+        with pytest.raises(LoadError) as e:  # listing models at start: a load failure, exit code 3
+            RemoteEngine(srv.url, "wrong")
+        assert "HTTP 401" in one_line_error(e) and "Incorrect API key" in str(e.value)
+        with pytest.raises(YiError) as e:  # model given: the first turn meets the 401
+            run(RemoteEngine(srv.url, None, model="demo"))
+        assert "HTTP 401" in one_line_error(e)
+
+
+def test_http_500_carries_the_status_and_the_servers_message(served):
+    served.error = (500, "CUDA error: an illegal memory access")
+    chat, out, err = plain_chat(RemoteEngine(served.url, None))
+    chat.handle("hello")
+    assert err.getvalue().count("\n") == 1
+    assert "HTTP 500" in err.getvalue() and "illegal memory access" in err.getvalue()
+    assert chat.session.turns == [] and out.getvalue() == "\n\n"
+
+
+def test_unreachable_endpoint_is_a_load_error():
+    with socket.socket() as s:  # a port nobody listens on: bound, then released
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(LoadError) as e:
+        RemoteEngine(f"http://127.0.0.1:{port}/v1", None)
+    msg = one_line_error(e)
+    assert f"http://127.0.0.1:{port}/v1/models" in msg and "cannot connect" in msg
+    assert e.value.exit_code == EXIT_LOAD
+
+
+def test_a_url_that_is_not_the_api_is_a_load_error_with_the_status(served):
+    with pytest.raises(LoadError) as e:
+        RemoteEngine(f"http://127.0.0.1:{served.port}/nothing-here", None)
+    assert "HTTP 404" in one_line_error(e)
+
+
+def test_two_turn_conversation_through_the_chat(served):
+    chat, out, err = plain_chat(RemoteEngine(served.url, None))
+    chat.handle("What is Yi?")
+    chat.handle("And its context size?")
+    assert out.getvalue() == "echo: What is Yi?\n\necho: And its context size?\n\n"
+    assert err.getvalue() == ""
+    assert [m["content"] for m in served.requests[1]["messages"]] == [
+        "What is Yi?", "echo: What is Yi?", "And its context size?"]
+    last = chat.session.turns[-1]
+    assert last.finish_reason == "stop" and last.tokens == 5 and last.stats["prompt_tokens"] > 0
+
+
+def test_model_and_prompt_commands_on_a_remote_engine(served):
+    chat, out, err = plain_chat(RemoteEngine(served.url, None))
+    chat.handle("/model")
+    assert f"remote model demo at {served.url}" in out.getvalue()
+    chat.handle("/prompt")
+    assert "server-side" in err.getvalue()
+
+
+def test_the_test_server_also_answers_without_streaming(served):
+    served.scripted.replies = ["plain answer"]
+    body = httpx.post(f"{served.url}/chat/completions", json={"model": "demo", "messages": HELLO}).json()
+    assert body["choices"][0]["message"]["content"] == "plain answer"
+    assert body["choices"][0]["finish_reason"] == "stop" and body["usage"]["completion_tokens"] == 2
+
+
+@pytest.fixture(scope="session")
+def demo_fp32_engine(demo_fp32_dir):
+    import yi_cli
+    from yi_cli.engine import LocalEngine
+
+    return LocalEngine(yi_cli.load(demo_fp32_dir, device="cpu", dtype="fp32"), backend="generate")
+
+
+@pytest.mark.slow
+def test_cli_end_to_end_against_the_demo_model_served_over_http(demo_fp32_engine):
+    with OpenAIServer(demo_fp32_engine, model="demo-fp32") as srv:
+        proc = subprocess.run([sys.executable, "-m", "yi_cli", "--endpoint", srv.url, "--temperature", "0"],
+                              input="What is the capital of France?\n", capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "Paris" in proc.stdout
+    assert srv.requests[0]["model"] == "demo-fp32" and srv.requests[0]["temperature"] == 0
