@@ -1,0 +1,140 @@
+"""FastDecoder: prefill in chunks, then one token per decode step (a CUDA graph replay on GPU, eager on CPU).
+
+The KV cache lives for the whole session: a new prompt that starts with the previous prompt + reply only
+prefills the new tail, so the time to first token stays flat as a conversation grows.
+"""
+from __future__ import annotations
+
+import threading
+from collections import deque
+from typing import Iterator
+
+import torch
+
+from ..errors import YiError
+from .graph import GraphedStep, buckets
+from .llama import FastLlama
+from .sampling import Sampler
+
+PREFILL_CHUNK = {"cuda": 2048, "cpu": 256}  # tokens per prefill forward
+DENSE_PREFILL_MIN = 64  # fewer new tokens than this: the int4 kernel beats dequantize + GEMM
+PIPELINE = 2  # decode steps queued on the GPU ahead of the token the host is reading
+
+
+def supports(loaded) -> bool:
+    """Llama-architecture models (Yi, SmolLM2, Llama 2/3); others stay on transformers' generate."""
+    cfg, m = loaded.config, loaded.model
+    body = getattr(m, "model", None)
+    return (getattr(cfg, "model_type", None) == "llama" and getattr(cfg, "hidden_act", "silu") == "silu"
+            and body is not None and hasattr(body, "layers") and hasattr(body, "rotary_emb")
+            and hasattr(m, "lm_head"))
+
+
+def compute_dtype(loaded) -> torch.dtype:
+    """bf16 on CUDA for quantized models (the int4 kernel takes bf16 only), else the loaded dtype."""
+    quantized = any(hasattr(mod, "scales_and_zeros") or hasattr(mod, "offsets") for mod in loaded.model.modules())
+    return torch.bfloat16 if quantized and str(loaded.device).startswith("cuda") else loaded.dtype
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+class FastDecoder:
+    def __init__(self, loaded, max_seq_len: int | None = None):
+        self.device = torch.device(loaded.device)
+        self.cuda = self.device.type == "cuda"
+        self.max_seq = min(max_seq_len or loaded.context_length, loaded.context_length)
+        self.cached: list[int] = []  # ids whose K/V sit in cache slots [0, len)
+        with torch.inference_mode():
+            self.model = FastLlama(loaded.model, self.max_seq, compute_dtype(loaded))
+            self.sampler = Sampler(self.model.lm_head.shape[0], self.device)
+            self.tok = torch.zeros(1, dtype=torch.long, device=self.device)  # the token the next step feeds
+            self.pos = torch.zeros(1, dtype=torch.long, device=self.device)  # its position
+            self.graphs = GraphedStep(self._step, buckets(self.max_seq)) if self.cuda else None
+        if self.cuda:
+            self.host = torch.zeros(PIPELINE + 1, dtype=torch.long, pin_memory=True)
+            self.events = [torch.cuda.Event() for _ in range(PIPELINE + 1)]
+
+    def _step(self, length: int, greedy_only: bool = False) -> torch.Tensor:
+        logits = self.model.forward(self.tok, self.pos, length)
+        self.tok.copy_(self.sampler(logits, greedy_only))
+        self.pos.add_(1)
+        return logits
+
+    @torch.inference_mode()
+    def _prefill(self, ids: list[int], settings) -> int:
+        n = len(ids)
+        start = min(common_prefix(self.cached, ids), n - 1)  # at least one token runs, for its logits
+        self.cached = ids[:start]
+        self.sampler.reset(settings, ids)
+        chunk = PREFILL_CHUNK["cuda" if self.cuda else "cpu"]
+        for s in range(start, n, chunk):
+            e = min(s + chunk, n)
+            tokens = torch.tensor(ids[s:e], device=self.device)
+            logits = self.model.forward(tokens, self.model.arange[s:e], e, prefill=e - s >= DENSE_PREFILL_MIN)
+        tok = self.sampler(logits, greedy_only=settings.temperature == 0)
+        self.tok.copy_(tok)
+        self.pos.fill_(n)
+        self.cached = list(ids)
+        return int(tok.item())
+
+    @torch.inference_mode()
+    def _eager(self, length: int, greedy_only: bool) -> int:
+        self._step(length, greedy_only)
+        return int(self.tok.item())
+
+    @torch.inference_mode()
+    def _launch(self, length: int, slot: int) -> None:
+        self.graphs.replay(length)
+        self.host[slot].copy_(self.tok[0], non_blocking=True)
+        self.events[slot].record()
+
+    def _steps(self, n: int, limit: int, greedy_only: bool) -> Iterator[int]:
+        """Tokens 2..limit after a prompt of n tokens; step j feeds token j at position n + j - 1."""
+        if not self.cuda:
+            for j in range(1, limit):
+                yield self._eager(n + j, greedy_only)
+            return
+        pending: deque[int] = deque()
+        j = 1
+        while True:
+            while len(pending) < PIPELINE and j < limit:
+                self._launch(n + j, j % len(self.events))
+                pending.append(j % len(self.events))
+                j += 1
+            if not pending:
+                return
+            slot = pending.popleft()
+            self.events[slot].synchronize()
+            yield int(self.host[slot])
+
+    def generate(self, prompt_ids: list[int], settings, cancel: threading.Event,
+                 stop_ids: set[int]) -> Iterator[int]:
+        """Yield generated ids one by one; the last may be a stop id. Ends at a stop id, when `cancel` is set,
+        after settings.max_new_tokens, or when the cache (max_seq_len) is full."""
+        ids = list(prompt_ids)
+        n = len(ids)
+        if not 0 < n < self.max_seq:
+            raise YiError(f"the prompt is {n} tokens; the fast decoder holds 1 to {self.max_seq - 1}")
+        if cancel.is_set():
+            return
+        out = [self._prefill(ids, settings)]
+        try:
+            yield out[0]
+            if out[0] in stop_ids:
+                return
+            for tok in self._steps(n, min(settings.max_new_tokens, self.max_seq - n), settings.temperature == 0):
+                if cancel.is_set():
+                    return
+                out.append(tok)
+                yield tok
+                if tok in stop_ids:
+                    return
+        finally:
+            self.cached = ids + out[:-1]  # every yielded token but the last has been fed through a step

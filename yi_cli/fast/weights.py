@@ -1,0 +1,194 @@
+"""Decoder projections as plain matmul objects for the fast path, built from the loaded model's modules.
+
+`Dense`  W [N, K] in the compute dtype (nn.Linear, or anything with `dequantize()`).
+`Int4`   tinygemm int4: W = sum over planes of (q - 8)·s + zf per group of `group` input columns. One plane for
+         AWQ / GPTQ 4-bit (shares yi_cli.qlinear.Int4Linear's packed tensor), two for GPTQ 8-bit:
+         q·s + c = (hi - 8)·16s + (128s + c) + (lo - 8)·s + 8s with q = 16·hi + lo, same bytes as int8.
+Projections that read the same input (q/k/v, gate/up) are merged into one matmul along N where the kinds agree;
+the source modules are then pointed at row slices of the merged tensor, so no weight is held twice.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+_OP_DTYPE = torch.bfloat16  # the tinygemm CUDA op only takes bf16 activations; the CPU op is ~10x faster in bf16
+
+
+def _inner_k_tiles(k: int) -> int:
+    return next(t for t in (8, 4, 2) if k % (16 * t) == 0)
+
+
+def _pack(q: torch.Tensor) -> torch.Tensor:
+    """Codes uint8 [N, K] (0..15) -> the tinygemm layout of q's device."""
+    ikt = _inner_k_tiles(q.shape[1])
+    if q.is_cuda:  # [N, K/2] uint8, even column in the high nibble
+        return torch.ops.aten._convert_weight_to_int4pack((q[:, ::2] << 4 | q[:, 1::2]).contiguous(), ikt)
+    return torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.to(torch.int32), ikt)
+
+
+_TILE_POS: dict = {}
+
+
+def _nibbles(packed: torch.Tensor) -> torch.Tensor:
+    """int32 words [..., W] -> uint8 [..., 8W]: nibble j of each word, little-endian bytes (low nibble first)."""
+    b = packed.contiguous().view(torch.uint8)
+    return torch.stack([b & 15, b >> 4], -1).flatten(-2)
+
+
+def _tile_pos(ikt: int, device) -> torch.Tensor:
+    """The CUDA pack stores each 8 x 16·ikt block of codes as one [32, ikt/2] int32 tile in a fixed order.
+    Recover that order by packing the block's own element index, 4 bits at a time: pos[m] is the row-major
+    index (row·16·ikt + col) of the code held in nibble m of the tile."""
+    key = (ikt, str(device))
+    if key not in _TILE_POS:
+        k = 16 * ikt
+        idx = torch.arange(8 * k, device=device).view(8, k)
+        pos = torch.zeros(8 * k, dtype=torch.long, device=device)
+        for d in range(3):  # 8·k <= 1024 elements: 10 bits
+            codes = ((idx >> (4 * d)) & 15).to(torch.uint8)
+            pos += _nibbles(_pack(codes)).reshape(-1).long() << (4 * d)
+        _TILE_POS[key] = pos
+    return _TILE_POS[key]
+
+
+def unpack_cuda(packed: torch.Tensor, n: int, k: int) -> torch.Tensor:
+    """tinygemm CUDA layout [N/8, K/(16·ikt), 32, ikt/2] int32 -> codes uint8 [N, K]."""
+    ikt = _inner_k_tiles(k)
+    nib = _nibbles(packed).view(n // 8, k // (16 * ikt), -1)  # [N/8, KT, 128·ikt]
+    blk = torch.empty_like(nib).index_copy_(2, _tile_pos(ikt, packed.device), nib)
+    return blk.view(n // 8, -1, 8, 16 * ikt).transpose(1, 2).reshape(n, k)
+
+
+class Dense:
+    def __init__(self, w: torch.Tensor, bias: torch.Tensor | None = None):
+        self.w, self.bias = w, bias  # [N, K], [N]
+
+    def mm(self, x: torch.Tensor) -> torch.Tensor:  # [T, K] -> [T, N]
+        return F.linear(x, self.w, self.bias)
+
+    prefill_mm = mm
+
+
+class Int4:
+    def __init__(self, planes, group: int, n: int, k: int, perm=None, bias=None):
+        self.planes = planes  # [(packed, sz bf16 [K/group, N, 2])]
+        self.group, self.n, self.k, self.perm, self.bias = group, n, k, perm, bias
+
+    def mm(self, x: torch.Tensor) -> torch.Tensor:  # [T, K] -> [T, N], via bf16
+        op = torch.ops.aten._weight_int4pack_mm if x.is_cuda else torch.ops.aten._weight_int4pack_mm_for_cpu
+        xb = x.to(_OP_DTYPE)
+        if self.perm is not None:  # codes are stored with input columns in group order
+            xb = xb.index_select(1, self.perm)
+        y = op(xb, self.planes[0][0], self.group, self.planes[0][1])
+        for packed, sz in self.planes[1:]:
+            y = y + op(xb, packed, self.group, sz)
+        if self.bias is not None:
+            y = y + self.bias
+        return y.to(x.dtype)
+
+    def dense(self, dtype) -> torch.Tensor:
+        """W [N, K] in `dtype`, input columns in stored (group) order; CUDA only."""
+        w = None
+        for packed, sz in self.planes:
+            q = unpack_cuda(packed, self.n, self.k).view(self.n, -1, self.group).to(dtype)  # [N, G, g]
+            s, zf = sz.to(dtype).permute(1, 0, 2).unsqueeze(-1).unbind(2)  # [N, G, 1] each
+            p = torch.addcmul(zf, q - 8, s).view(self.n, self.k)
+            w = p if w is None else w.add_(p)
+        return w
+
+    def prefill_mm(self, x: torch.Tensor) -> torch.Tensor:
+        """Many tokens at once: dequantize, then one dense GEMM (compute-bound, tensor cores)."""
+        if not x.is_cuda:
+            return self.mm(x)
+        if self.perm is not None:
+            x = x.index_select(1, self.perm)
+        return F.linear(x, self.dense(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
+
+
+class Multi:
+    """Projections that could not be merged: one matmul each, outputs concatenated."""
+
+    def __init__(self, parts):
+        self.parts = parts
+
+    def mm(self, x):
+        return torch.cat([p.mm(x) for p in self.parts], -1)
+
+    def prefill_mm(self, x):
+        return torch.cat([p.prefill_mm(x) for p in self.parts], -1)
+
+
+def _bias(m, dtype):
+    b = getattr(m, "bias", None)
+    return None if b is None or not bool(b.any()) else b.detach().to(dtype)  # GPTQ writes zero biases
+
+
+def _kind(m) -> str:
+    if hasattr(m, "scales_and_zeros"):  # yi_cli.qlinear.Int4Linear
+        return "int4"
+    if getattr(m, "bits", None) == 8 and hasattr(m, "offsets"):  # yi_cli.qlinear.DequantLinear, 8-bit
+        return "int8"
+    if isinstance(m, torch.nn.Linear):
+        return "dense"
+    return "dequant"
+
+
+def _same_perm(mods) -> bool:
+    ps = [getattr(m, "perm", None) for m in mods]
+    return all(p is None for p in ps) or all(p is not None and torch.equal(p, ps[0]) for p in ps)
+
+
+def _int8_planes(q, s, c):
+    """q uint8 [N, K], s / c [N, G] fp32 (W = q·s + c) -> two int4 planes with the same bytes as q."""
+    sz_hi = torch.stack([16 * s, 128 * s + c], -1).transpose(0, 1)  # [G, N, 2]
+    sz_lo = torch.stack([s, 8 * s], -1).transpose(0, 1)
+    return [(_pack(q >> 4), sz_hi.to(_OP_DTYPE).contiguous()), (_pack(q & 15), sz_lo.to(_OP_DTYPE).contiguous())]
+
+
+def _rebind(mods, name: str, merged: torch.Tensor, sizes) -> None:
+    """Point each source module's tensor at its row slice of `merged`, freeing the original storage."""
+    for m, part in zip(mods, merged.split(sizes, 0)):
+        old = getattr(m, name)
+        setattr(m, name, torch.nn.Parameter(part, requires_grad=False) if isinstance(old, torch.nn.Parameter)
+                else part)
+
+
+def convert(mods, dtype):
+    """One matmul object computing cat([m(x) for m in mods], -1) in `dtype`."""
+    kinds = {_kind(m) for m in mods}
+    bias = [_bias(m, dtype) for m in mods]
+    n = [m.out_features for m in mods]
+    cat_bias = None if all(b is None for b in bias) else torch.cat(
+        [b if b is not None else torch.zeros(k, dtype=dtype, device=mods[0].weight.device) for b, k in zip(bias, n)])
+    if len(mods) > 1 and (len(kinds) > 1 or kinds == {"dequant"} or not _same_perm(mods)
+                          or len({getattr(m, "group_size", 0) for m in mods}) > 1):
+        return Multi([convert([m], dtype) for m in mods])
+    kind, m0 = kinds.pop(), mods[0]
+    perm = getattr(m0, "perm", None)
+    if kind == "dense":
+        ws = [m.weight.detach() for m in mods]
+        if all(w.dtype == dtype for w in ws) and len(ws) > 1:
+            w = torch.cat(ws)
+            _rebind(mods, "weight", w, n)
+        else:
+            w = torch.cat(ws).to(dtype) if len(ws) > 1 else ws[0].to(dtype)
+        return Dense(w, cat_bias)
+    if kind == "dequant":
+        return Dense(m0.dequantize().to(dtype), cat_bias)
+    k = m0.in_features
+    if kind == "int8":
+        q = torch.cat([m.qweight for m in mods])  # [N, K], columns in group order
+        s = torch.cat([m.scales[..., 0] for m in mods]).float()  # [N, G]
+        c = torch.cat([m.offsets[..., 0] for m in mods]).float()
+        return Int4(_int8_planes(q, s, c), m0.group_size, sum(n), k, perm, cat_bias)
+    cuda = m0.weight.is_cuda
+    if len(mods) > 1 and not cuda and any(x % 64 for x in n):  # the CPU layout packs rows in blocks of 64
+        return Multi([convert([m], dtype) for m in mods])
+    if len(mods) > 1:
+        packed = torch.cat([m.weight for m in mods])
+        _rebind(mods, "weight", packed, [m.weight.shape[0] for m in mods])
+    else:
+        packed = m0.weight
+    sz = torch.cat([m.scales_and_zeros for m in mods], 1) if len(mods) > 1 else m0.scales_and_zeros
+    return Int4([(packed, sz.to(_OP_DTYPE).contiguous())], m0.group_size, sum(n), k, perm, cat_bias)
