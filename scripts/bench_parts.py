@@ -1,0 +1,145 @@
+"""Where a FastDecoder step's time goes on the GPU: kernel time by kind vs wall time per replayed step, the int4
+matmuls alone (bandwidth), and prefill through the int4 kernel vs dequantize + GEMM by prompt length.
+
+    python scripts/bench_parts.py --path /tmp/yi-bench/yi-6b-awq
+Prints JSON lines; the last one is a short summary.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from yi_cli import loader  # noqa: E402
+from yi_cli.fast import FastDecoder  # noqa: E402
+from yi_cli.settings import GenSettings  # noqa: E402
+
+
+def graph_time_us(fn, reps: int = 20, iters: int = 20) -> float:
+    """Median time of one fn() call, from a CUDA graph holding `reps` calls (launch gaps mostly removed)."""
+    fn()
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for _ in range(reps):
+            fn()
+    ts = []
+    for _ in range(iters):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        g.replay()
+        b.record()
+        b.synchronize()
+        ts.append(a.elapsed_time(b) * 1e3 / reps)
+    return statistics.median(ts)
+
+
+def kind(name: str) -> str:
+    n = name.lower()
+    for key, label in (("tinygemm", "int4_mm"), ("int4", "int4_mm"), ("fmha", "attention"), ("attention", "attention"),
+                       ("flash", "attention"), ("gemm", "dense_gemm"), ("gemv", "dense_gemm"), ("sort", "sampling"),
+                       ("scan", "sampling")):
+        if key in n:
+            return label
+    return "other"
+
+
+def step_breakdown(dec, length: int, steps: int = 20) -> dict:
+    from torch.profiler import ProfilerActivity, profile
+
+    for _ in range(3):
+        dec.graphs.replay(length)
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        dec.graphs.replay(length)
+    torch.cuda.synchronize()
+    wall = (time.perf_counter() - t0) / steps * 1e6
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            dec.graphs.replay(length)
+        torch.cuda.synchronize()
+    by, count = defaultdict(float), defaultdict(int)
+    for e in prof.key_averages():
+        t = getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0)
+        if e.device_type == torch.autograd.DeviceType.CUDA or "cuda" in str(e.device_type).lower():
+            by[kind(e.key)] += t / steps
+            count[kind(e.key)] += e.count // steps
+    top = sorted(((e.key[:60], round((getattr(e, "device_time_total", 0) or 0) / steps, 1))
+                  for e in prof.key_averages()), key=lambda x: -x[1])[:12]
+    return {"bucket": dec.graphs.bucket(length), "wall_us_per_step": round(wall, 1),
+            "kernel_us": {k: round(v, 1) for k, v in by.items()}, "kernels_per_step": dict(count),
+            "kernel_total_us": round(sum(by.values()), 1), "top_kernels": top}
+
+
+def matmuls(dec) -> dict:
+    m = dec.model
+    layer = m.layers[0]
+    x = torch.randn(1, m.embed.shape[1], device="cuda", dtype=m.dtype)
+    xi = torch.randn(1, m.inter, device="cuda", dtype=m.dtype)
+    out = {}
+    for name, lin, inp in (("qkv", layer.qkv, x), ("o", layer.o, x), ("gate_up", layer.gate_up, x),
+                           ("down", layer.down, xi)):
+        us = graph_time_us(lambda: lin.mm(inp))
+        nbytes = sum(p.numel() * p.element_size() + sz.numel() * sz.element_size() for p, sz in lin.planes) \
+            if hasattr(lin, "planes") else lin.w.numel() * lin.w.element_size()
+        out[name] = {"us": round(us, 1), "TB_s": round(nbytes / us / 1e6, 2)}
+    us = graph_time_us(lambda: torch.nn.functional.linear(x, m.lm_head))
+    out["lm_head"] = {"us": round(us, 1), "TB_s": round(m.lm_head.numel() * 2 / us / 1e6, 2)}
+    per_tok = sum(v["us"] for k, v in out.items() if k != "lm_head") * len(m.layers) + out["lm_head"]["us"]
+    out["all_matmuls_ms_per_token"] = round(per_tok / 1e3, 3)
+    return out
+
+
+def prefill_sweep(dec) -> list[dict]:
+    rows = []
+    for t in (16, 32, 64, 128, 256, 512, 1024, 2048):
+        ids = torch.randint(10, 60000, (t,), device="cuda")
+        r = {"tokens": t}
+        for label, dense in (("int4_ms", False), ("dequant_gemm_ms", True)):
+            ts = []
+            for _ in range(3):
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                with torch.inference_mode():
+                    dec.model.forward(ids, dec.model.arange[:t], t, prefill=dense)
+                torch.cuda.synchronize()
+                ts.append((time.perf_counter() - t0) * 1e3)
+            r[label] = round(min(ts), 2)
+        rows.append(r)
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--path", required=True)
+    ap.add_argument("--dtype", default="bf16")
+    a = ap.parse_args(argv)
+    loaded = loader.load(a.path, device="cuda", dtype=torch.bfloat16 if a.dtype == "bf16" else torch.float16)
+    dec = FastDecoder(loaded)
+    list(dec.generate(list(range(100, 612)), GenSettings(max_new_tokens=4, seed=0), __import__("threading").Event(),
+                      set()))
+    summary = {}
+    for length in (600, 4096):
+        b = step_breakdown(dec, length)
+        print(json.dumps({"step": b}), flush=True)
+        summary[f"step_us_L{b['bucket']}"] = (b["wall_us_per_step"], b["kernel_total_us"])
+    mm = matmuls(dec)
+    print(json.dumps({"matmuls": mm}), flush=True)
+    sweep = prefill_sweep(dec)
+    print(json.dumps({"prefill": sweep}), flush=True)
+    summary["matmul_ms_per_token"] = mm["all_matmuls_ms_per_token"]
+    summary["prefill_2k_ms"] = (sweep[-1]["int4_ms"], sweep[-1]["dequant_gemm_ms"])
+    print(json.dumps({"summary": summary}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
