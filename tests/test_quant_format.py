@@ -138,6 +138,10 @@ def test_modules_match_reference(bits, group, sym, desc_act, bias, kind):
     x = torch.randn(2, 3, n_in)
     want = torch.nn.functional.linear(x, ref, None if b is None else b.float())
     assert (m(x) - want).abs().max() < 1e-4
+    assert (m(x[:1, :1]) - want[:1, :1]).abs().max() < 1e-4  # one token: the int4 op itself on CPU
+    if kind is Int4Linear:  # no known CPU layout (or CUDA): codes read back through the op
+        m.cpu_layout = None
+        assert torch.equal(m.dequantize(), ref) and (m(x) - want).abs().max() < 1e-4
 
 
 @settings(max_examples=30, deadline=None)

@@ -82,11 +82,12 @@ def _convert(src: Path, dst: Path, layer, qc: dict, weights_name: str, extra: di
     cfg["quantization_config"] = qc
     cfg["dtype"] = "float16"
     files = {"config.json": cfg, **extra}
-    return _write_atomic(src, dst, lambda tmp: save_file(out, str(tmp / weights_name), metadata={"format": "pt"}),
+    return write_atomic(src, dst, lambda tmp: save_file(out, str(tmp / weights_name), metadata={"format": "pt"}),
                          files)
 
 
-def _write_atomic(src: Path, dst: Path, write_weights, json_files: dict) -> Path:
+def write_atomic(src: Path, dst: Path, write_weights, json_files: dict) -> Path:
+    """Build dst in a temp dir beside it: tokenizer files copied from src, write_weights(tmp), JSON files; rename."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.tmp-", dir=dst.parent))
     umask = os.umask(0)
