@@ -60,8 +60,8 @@ class Sampler:
             # transformers drops the tail whose ascending cumulative mass is <= 1 - top_p, i.e. every token
             # whose higher-ranked mass (exclusive cumsum) is >= top_p; rank 0 always stays.
             scores = scores.masked_fill(p.cumsum(-1) - p >= top_p, float("-inf"))
-            pick = order[(scores + self._gumbel()).argmax()]
-            tok = torch.where(temp > 0, pick, tok)
+            pick = order.gather(0, (scores + self._gumbel()).argmax().view(1))  # gather: no host sync in graphs
+            tok = torch.where(temp > 0, pick, tok.view(1))
         tok = tok.view(1)
         self.seen.index_fill_(0, tok, True)
         self.rng[1] += 1
