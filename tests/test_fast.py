@@ -109,7 +109,8 @@ def test_int4_matches_transformers_same_activation_dtype():
     model = quantize(tiny_llama(), 4, op_dtype=torch.bfloat16)
     dec = FastDecoder(wrap(model))
     assert isinstance(model.model.layers[0].self_attn.q_proj, qlinear.Int4Linear)
-    assert_greedy_match(model, PROMPT, fast_tokens(dec, PROMPT), reference_greedy(model, PROMPT))
+    # bf16 activations: one-ulp rounding differences between decode orders move logits by up to ~1e-2 here
+    assert_greedy_match(model, PROMPT, fast_tokens(dec, PROMPT), reference_greedy(model, PROMPT), tie=5e-2)
     ref, fast = teacher_forced(model, dec, PROMPT * 3)
     assert rel_err(fast, ref) < 1e-4
 
