@@ -90,7 +90,7 @@ def teacher_forced(model, dec, ids: list[int]):
     x = torch.tensor(ids, device=model.device)
     with torch.inference_mode():
         ref = model(x[None]).logits[0].float()
-        fast = dec.model.forward(x, dec.model.arange[: len(ids)], len(ids), last=False)
+        fast = dec.model.forward(x, dec.model.arange[: len(ids)], len(ids), last=False, prefill=True)
     return ref, fast
 
 

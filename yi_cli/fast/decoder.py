@@ -17,7 +17,7 @@ from .llama import FastLlama
 from .sampling import Sampler
 
 PREFILL_CHUNK = {"cuda": 2048, "cpu": 256}  # tokens per prefill forward
-DENSE_PREFILL_MIN = 64  # fewer new tokens than this: the int4 kernel beats dequantize + GEMM
+DENSE_PREFILL_MIN = {"cuda": 64, "cpu": 2}  # fewer new tokens: the int4 kernel beats dequantize + GEMM
 PIPELINE = 2  # decode steps queued on the GPU ahead of the token the host is reading
 
 
@@ -51,6 +51,7 @@ class FastDecoder:
         self.cuda = self.device.type == "cuda"
         self.max_seq = min(max_seq_len or loaded.context_length, loaded.context_length)
         self.cached: list[int] = []  # ids whose K/V sit in cache slots [0, len)
+        self.dense_min = DENSE_PREFILL_MIN["cuda" if self.cuda else "cpu"]
         with torch.inference_mode():
             self.model = FastLlama(loaded.model, self.max_seq, compute_dtype(loaded))
             self.sampler = Sampler(self.model.lm_head.shape[0], self.device)
@@ -77,7 +78,7 @@ class FastDecoder:
         for s in range(start, n, chunk):
             e = min(s + chunk, n)
             tokens = torch.tensor(ids[s:e], device=self.device)
-            logits = self.model.forward(tokens, self.model.arange[s:e], e, prefill=e - s >= DENSE_PREFILL_MIN)
+            logits = self.model.forward(tokens, self.model.arange[s:e], e, prefill=e - s >= self.dense_min)
         tok = self.sampler(logits, greedy_only=settings.temperature == 0)
         self.tok.copy_(tok)
         self.pos.fill_(n)

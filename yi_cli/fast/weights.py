@@ -9,8 +9,12 @@ the source modules are then pointed at row slices of the merged tensor, so no we
 """
 from __future__ import annotations
 
+from functools import cache
+
 import torch
 import torch.nn.functional as F
+
+from ..qlinear import CPU_LAYOUTS, _unpack_cpu
 
 _OP_DTYPE = torch.bfloat16  # the tinygemm CUDA op only takes bf16 activations; the CPU op is ~10x faster in bf16
 
@@ -52,6 +56,13 @@ def _tile_pos(ikt: int, device) -> torch.Tensor:
     return _TILE_POS[key]
 
 
+@cache
+def cpu_layout() -> tuple[int, bool] | None:
+    """The CPU pack's row blocking on this build (see qlinear.CPU_LAYOUTS), found by packing known codes."""
+    q = (torch.arange(128 * 64) % 16).view(128, 64).to(torch.uint8)
+    return next((lay for lay in CPU_LAYOUTS if torch.equal(_unpack_cpu(_pack(q), 128, 64, *lay), q)), None)
+
+
 def unpack_cuda(packed: torch.Tensor, n: int, k: int) -> torch.Tensor:
     """tinygemm CUDA layout [N/8, K/(16·ikt), 32, ikt/2] int32 -> codes uint8 [N, K]."""
     ikt = _inner_k_tiles(k)
@@ -74,6 +85,7 @@ class Int4:
     def __init__(self, planes, group: int, n: int, k: int, perm=None, bias=None):
         self.planes = planes  # [(packed, sz bf16 [K/group, N, 2])]
         self.group, self.n, self.k, self.perm, self.bias = group, n, k, perm, bias
+        self.layout = None if planes[0][0].is_cuda else cpu_layout()
 
     def mm(self, x: torch.Tensor) -> torch.Tensor:  # [T, K] -> [T, N], via bf16
         op = torch.ops.aten._weight_int4pack_mm if x.is_cuda else torch.ops.aten._weight_int4pack_mm_for_cpu
@@ -87,19 +99,24 @@ class Int4:
             y = y + self.bias
         return y.to(x.dtype)
 
+    def codes(self, packed: torch.Tensor) -> torch.Tensor:
+        if packed.is_cuda:
+            return unpack_cuda(packed, self.n, self.k)
+        return _unpack_cpu(packed, self.n, self.k, *self.layout)
+
     def dense(self, dtype) -> torch.Tensor:
-        """W [N, K] in `dtype`, input columns in stored (group) order; CUDA only."""
+        """W [N, K] in `dtype`, input columns in stored (group) order."""
         w = None
         for packed, sz in self.planes:
-            q = unpack_cuda(packed, self.n, self.k).view(self.n, -1, self.group).to(dtype)  # [N, G, g]
+            q = self.codes(packed).reshape(self.n, -1, self.group).to(dtype)  # [N, G, g]
             s, zf = sz.to(dtype).permute(1, 0, 2).unsqueeze(-1).unbind(2)  # [N, G, 1] each
-            p = torch.addcmul(zf, q - 8, s).view(self.n, self.k)
+            p = torch.addcmul(zf, q - 8, s).reshape(self.n, self.k)
             w = p if w is None else w.add_(p)
         return w
 
     def prefill_mm(self, x: torch.Tensor) -> torch.Tensor:
-        """Many tokens at once: dequantize, then one dense GEMM (compute-bound, tensor cores)."""
-        if not x.is_cuda:
+        """Many tokens at once: dequantize, then one dense GEMM (compute-bound; on CPU also the reference's math)."""
+        if not x.is_cuda and self.layout is None:
             return self.mm(x)
         if self.perm is not None:
             x = x.index_select(1, self.perm)
