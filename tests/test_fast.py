@@ -209,3 +209,18 @@ def test_supports_llama_only():
     gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64, n_positions=32))
     assert not supports(Loaded(model=gpt2, tokenizer=None, path=None, device="cpu", dtype=torch.float32,
                                config=gpt2.config))
+
+
+@pytest.mark.parametrize("top_p,top_k", [(0.8, 0), (1.0, 0), (0.9, 40), (0.5, 2000)])
+def test_sampler_cpu_shortcut_picks_what_the_full_sort_picks(top_p, top_k):
+    vocab = 5000
+    sampler = Sampler(vocab, "cpu")
+    settings = GenSettings(temperature=0.9, top_p=top_p, top_k=top_k, repetition_penalty=1.1, seed=5)
+    for step in range(50):
+        logits = torch.randn(1, vocab, generator=torch.Generator().manual_seed(step)) * 3
+        picks = []
+        for eager in (True, False):
+            sampler.reset(settings, [1, 2, 3])
+            sampler.rng[1] = step
+            picks.append(int(sampler(logits, eager=eager)))
+        assert picks[0] == picks[1]

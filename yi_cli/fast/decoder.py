@@ -62,9 +62,9 @@ class FastDecoder:
             self.host = torch.zeros(PIPELINE + 1, dtype=torch.long, pin_memory=True)
             self.events = [torch.cuda.Event() for _ in range(PIPELINE + 1)]
 
-    def _step(self, length: int, greedy_only: bool = False) -> torch.Tensor:
+    def _step(self, length: int, greedy_only: bool = False, eager: bool = False) -> torch.Tensor:
         logits = self.model.forward(self.tok, self.pos, length)
-        self.tok.copy_(self.sampler(logits, greedy_only))
+        self.tok.copy_(self.sampler(logits, greedy_only, eager))
         self.pos.add_(1)
         return logits
 
@@ -79,7 +79,7 @@ class FastDecoder:
             e = min(s + chunk, n)
             tokens = torch.tensor(ids[s:e], device=self.device)
             logits = self.model.forward(tokens, self.model.arange[s:e], e, prefill=e - s >= self.dense_min)
-        tok = self.sampler(logits, greedy_only=settings.temperature == 0)
+        tok = self.sampler(logits, greedy_only=settings.temperature == 0, eager=True)
         self.tok.copy_(tok)
         self.pos.fill_(n)
         self.cached = list(ids)
@@ -87,7 +87,7 @@ class FastDecoder:
 
     @torch.inference_mode()
     def _eager(self, length: int, greedy_only: bool) -> int:
-        self._step(length, greedy_only)
+        self._step(length, greedy_only, eager=True)
         return int(self.tok.item())
 
     @torch.inference_mode()

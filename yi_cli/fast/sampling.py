@@ -11,6 +11,7 @@ import random
 import torch
 
 _M32 = 0xFFFFFFFF
+CAP = 1024  # candidates scored by the eager shortcut
 
 
 def _mix(x: torch.Tensor) -> torch.Tensor:
@@ -40,29 +41,53 @@ class Sampler:
         self.seen.zero_()
         self.seen[torch.tensor(prompt_ids, device=dev)] = True
 
-    def _gumbel(self) -> torch.Tensor:
+    def _gumbel(self, ids: torch.Tensor) -> torch.Tensor:
+        """Gumbel noise for vocab `ids` at this (seed, step): the same value for an id whichever candidates
+        are scored, so the graph (all ids) and the CPU shortcut (top candidates) pick the same token."""
         key = _mix((_mix(self.rng[0]) + self.rng[1]) & _M32)
-        u = (_mix((_mix(self.ids ^ key) + key) & _M32) >> 8).float().add_(0.5).mul_(2.0 ** -24)  # (0, 1)
+        u = (_mix((_mix(ids ^ key) + key) & _M32) >> 8).float().add_(0.5).mul_(2.0 ** -24)  # (0, 1)
         return -torch.log(-torch.log(u))
 
-    def __call__(self, logits: torch.Tensor, greedy_only: bool = False) -> torch.Tensor:
-        """logits fp32 [1, V] -> next token [1]; marks it seen and advances the step."""
+    def __call__(self, logits: torch.Tensor, greedy_only: bool = False, eager: bool = False) -> torch.Tensor:
+        """logits fp32 [1, V] -> next token [1]; marks it seen and advances the step. `eager` (no graph) may
+        read settings on the host to score only the top CAP candidates when that is exact (a full sort of the
+        vocabulary costs ~4 ms on a small CPU)."""
         temp, top_p, top_k, penalty = self.params.unbind()
         lg = logits[0]
         lg = torch.where(self.seen, torch.where(lg < 0, lg * penalty, lg / penalty), lg)
-        tok = lg.argmax()
+        tok = lg.argmax().view(1)
         if not greedy_only:  # graphs always take this branch; greedy wins below when temperature is 0
-            scores, order = torch.sort(lg / torch.where(temp > 0, temp, 1.0), descending=True)
-            k = top_k.long()
-            k = torch.where((k > 0) & (k < self.vocab), k, self.vocab)
-            scores = scores.masked_fill(scores < scores.gather(0, (k - 1).view(1)), float("-inf"))
-            p = scores.softmax(-1)
-            # transformers drops the tail whose ascending cumulative mass is <= 1 - top_p, i.e. every token
-            # whose higher-ranked mass (exclusive cumsum) is >= top_p; rank 0 always stays.
-            scores = scores.masked_fill(p.cumsum(-1) - p >= top_p, float("-inf"))
-            pick = order.gather(0, (scores + self._gumbel()).argmax().view(1))  # gather: no host sync in graphs
-            tok = torch.where(temp > 0, pick, tok.view(1))
-        tok = tok.view(1)
+            scaled = lg / torch.where(temp > 0, temp, 1.0)
+            picked = self._top_candidates(scaled) if eager else None
+            if picked is None:
+                picked = self._pick(*torch.sort(scaled, descending=True), None)
+            tok = torch.where(temp > 0, picked, tok)
         self.seen.index_fill_(0, tok, True)
         self.rng[1] += 1
         return tok
+
+    def _pick(self, scores: torch.Tensor, order: torch.Tensor, lse: torch.Tensor | None) -> torch.Tensor:
+        """scores sorted descending with their ids `order`; lse normalizes them when they are a truncated list."""
+        _, top_p, top_k, _ = self.params.unbind()
+        k = top_k.long()
+        k = torch.where((k > 0) & (k < scores.shape[0]), k, scores.shape[0])
+        scores = scores.masked_fill(scores < scores.gather(0, (k - 1).view(1)), float("-inf"))
+        p = scores.softmax(-1) if lse is None else (scores - lse).exp()
+        # transformers drops the tail whose ascending cumulative mass is <= 1 - top_p, i.e. every token whose
+        # higher-ranked mass (exclusive cumsum) is >= top_p; rank 0 always stays.
+        scores = scores.masked_fill(p.cumsum(-1) - p >= top_p, float("-inf"))
+        return order.gather(0, (scores + self._gumbel(order)).argmax().view(1))  # gather: no host sync in graphs
+
+    def _top_candidates(self, scaled: torch.Tensor) -> torch.Tensor | None:
+        """The same choice from the top CAP scores, or None when tokens past them could still be kept."""
+        cap = min(CAP, self.vocab)
+        top_p, top_k = float(self.params[1]), int(self.params[2])
+        if top_k > cap or cap == self.vocab:
+            return None
+        scores, order = scaled.topk(cap)
+        if top_k > 0:
+            return self._pick(scores, order, None)  # top-k keeps only candidates: softmax over them is exact
+        lse = scaled.logsumexp(-1)
+        if float((scores - lse).exp().sum()) < top_p:
+            return None
+        return self._pick(scores, order, lse)
