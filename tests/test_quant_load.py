@@ -200,7 +200,8 @@ def test_refuses_missing_plain_tensor(ckpts, tmp_path):
 def test_refuses_shape_mismatch(ckpts, tmp_path):
     d = copy_with(ckpts["gptq8"], tmp_path / "bad", intermediate_size=512)
     msg = load_error(d)
-    assert "gptq_model-8bit-32g.safetensors" in msg and "gate_proj.qweight has shape [32, 256], expected [32, 512]" in msg
+    assert "gptq_model-8bit-32g.safetensors" in msg
+    assert "gate_proj.qweight has shape [32, 256], expected [32, 512]" in msg
 
 
 def test_refuses_truncated_file(ckpts, tmp_path):

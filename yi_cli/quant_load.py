@@ -93,7 +93,8 @@ class Tensors:
         from safetensors import safe_open
 
         self.where, self.handles = {}, {}
-        self.missing_in = path / "model.safetensors.index.json" if len(files) > 1 else files[0]
+        index = path / "model.safetensors.index.json"
+        self.missing_in = files[0] if len(files) == 1 else index if index.is_file() else path  # names the culprit
         for f in files:
             try:
                 h = stack.enter_context(safe_open(str(f), framework="pt", device="cpu"))
@@ -132,16 +133,19 @@ def _quant_weight(t: Tensors, name: str, lin, quant: dict, device: str):
     what = f" (in={k}, out={n}, {quant['method']} {b}-bit group {g})"
     if k % g or (n * b) % 32 or (k * b) % 32:
         raise LoadError(f"{t.missing_in}: layer {name} is not packable{what}")
-    dev = lambda x: x.to(device)  # noqa: E731 -- unpack on the target device: fast on CUDA
+
+    def get(key: str, shape: list[int]):
+        return t.get(f"{name}.{key}", shape, what).to(device)  # unpacked on the target device: fast on CUDA
+
     awq = quant["method"] == "awq"
-    qweight = dev(t.get(f"{name}.qweight", [k, n * b // 32] if awq else [k * b // 32, n], what))
-    qzeros = dev(t.get(f"{name}.qzeros", [k // g, n * b // 32], what))
-    scales = dev(t.get(f"{name}.scales", [k // g, n], what))
-    bias = dev(t.get(f"{name}.bias", [n], what)) if f"{name}.bias" in t or lin.bias is not None else None
+    qweight = get("qweight", [k, n * b // 32] if awq else [k * b // 32, n])
+    qzeros = get("qzeros", [k // g, n * b // 32])
+    scales = get("scales", [k // g, n])
+    bias = get("bias", [n]) if f"{name}.bias" in t or lin.bias is not None else None
     if awq:
         return Q.from_awq(qweight, qzeros, scales, quant["group_size"], bias)
     if f"{name}.g_idx" in t or quant["desc_act"]:
-        g_idx = dev(t.get(f"{name}.g_idx", [k], what))
+        g_idx = get("g_idx", [k])
     else:
         g_idx = Q.trivial_g_idx(k, g, device)
     if g_idx.numel() and not (0 <= int(g_idx.min()) and int(g_idx.max()) < k // g):
