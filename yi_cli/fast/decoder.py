@@ -17,7 +17,7 @@ from .llama import FastLlama
 from .sampling import Sampler
 
 PREFILL_CHUNK = {"cuda": 2048, "cpu": 256}  # tokens per prefill forward
-DENSE_PREFILL_MIN = {"cuda": 64, "cpu": 2}  # fewer new tokens: the int4 kernel beats dequantize + GEMM
+DENSE_PREFILL_MIN = {"cuda": 64, "cpu": 256}  # fewer new tokens: the int4 kernel beats dequantize + GEMM
 PIPELINE = 2  # decode steps queued on the GPU ahead of the token the host is reading
 
 
@@ -63,7 +63,7 @@ class FastDecoder:
             self.events = [torch.cuda.Event() for _ in range(PIPELINE + 1)]
 
     def _step(self, length: int, greedy_only: bool = False, eager: bool = False) -> torch.Tensor:
-        logits = self.model.forward(self.tok, self.pos, length)
+        logits = self.model.forward(self.tok, self.pos, length, exact=eager)
         self.tok.copy_(self.sampler(logits, greedy_only, eager))
         self.pos.add_(1)
         return logits

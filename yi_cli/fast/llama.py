@@ -48,6 +48,11 @@ class FastLlama:
         head = hf.lm_head.weight.detach()  # [V, D]
         tied = head.data_ptr() == body.embed_tokens.weight.data_ptr()
         self.lm_head = self.embed if tied else head.to(dtype)
+        if not self.lm_head.is_cuda and dtype == torch.float32 and torch.equal(self.lm_head.half().float(),
+                                                                                self.lm_head):
+            # fp16 checkpoints loaded as fp32 on CPU: the same weights in half the bytes (lm_head is the largest
+            # matmul of a small model; the CPU reads it at memory speed)
+            self.lm_head = self.lm_head.half()
         self.layers = [Layer(layer, dtype) for layer in body.layers]
         dev = self.embed.device
         rot = body.rotary_emb  # inv_freq already carries any rope scaling (llama3, linear, ...)
@@ -61,15 +66,16 @@ class FastLlama:
         self.arange = torch.arange(max_seq, device=dev)
 
     def forward(self, tokens: torch.Tensor, pos: torch.Tensor, length: int, last: bool = True,
-                prefill: bool = False) -> torch.Tensor:
+                prefill: bool = False, exact: bool = False) -> torch.Tensor:
         """tokens, pos [T] (positions of the new tokens); attends to cache slots [0, length).
+        exact: one token whose position is length - 1, so no slot needs masking.
         Returns fp32 logits [1, V] for the last token, or [T, V] with last=False."""
         t, g = tokens.shape[0], self.n_heads // self.n_kv
         x = F.embedding(tokens, self.embed)  # [T, D]
         cos, sin = self.cos[pos].unsqueeze(1), self.sin[pos].unsqueeze(1)  # [T, 1, hd]
         # Grouped-query attention without repeating K/V: the g query heads of one KV head become g·T query rows,
         # row j·T + t being head kv·g + j at token t (transformers' repeat_kv order); mask [g·T, length].
-        mask = (self.arange[:length].unsqueeze(0) <= pos.unsqueeze(1)).repeat(g, 1)
+        mask = None if exact else (self.arange[:length].unsqueeze(0) <= pos.unsqueeze(1)).repeat(g, 1)
         sizes = [self.n_heads * self.hd, self.n_kv * self.hd, self.n_kv * self.hd]
         def mm(lin, v):
             return lin.prefill_mm(v) if prefill else lin.mm(v)
@@ -89,4 +95,5 @@ class FastLlama:
             x = x + mm(layer.down, F.silu(gate) * up)
         if last:
             x = x[-1:]
-        return F.linear(rms_norm(x, self.norm, self.eps), self.lm_head).float()
+        x = rms_norm(x, self.norm, self.eps)
+        return F.linear(x.to(self.lm_head.dtype), self.lm_head).float()
