@@ -47,9 +47,15 @@ class Chat:
             self.render.error(str(e))
         return self.running
 
-    def context_used(self) -> int | None:
+    def context_used(self) -> int:
+        """Tokens the conversation takes: counted locally, or as the server last reported (remote engines)."""
+        if not self.session.turns:
+            return 0
         count = getattr(self.engine, "count", None)
-        return count(self.session.messages()) if count and self.session.turns else 0
+        if count is not None:
+            return count(self.session.messages())
+        last = self.history[-1] if self.history else None
+        return last.prompt_tokens + last.new_tokens if last else 0
 
     def turn(self, text: str) -> Stats | None:
         """Send one user message and stream the reply; the session keeps the user turn only with its reply."""

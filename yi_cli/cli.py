@@ -47,10 +47,15 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def settings_from(args, gen_cfg: dict):
+def settings_from(args, gen_cfg: dict, model: str | None):
+    from . import demo
     from .settings import GenSettings, parse
 
     s, sources = GenSettings(), {}
+    if model in demo.NAMES:
+        for name, value in demo.RECOMMENDED.items():
+            setattr(s, name, value)
+            sources[name] = "model"
     for name, value in gen_cfg.items():
         setattr(s, name, value)
         sources[name] = "config"
@@ -96,7 +101,10 @@ def _main(args) -> int:
     from .chat import Chat, Options
 
     top, gen_cfg = config.read()
-    settings, sources = settings_from(args, gen_cfg)
+    args.endpoint = args.endpoint or top.get("endpoint")
+    # A remote engine names its own model when none is given; a local one defaults to the demo.
+    args.model = args.model or os.environ.get("YI_CHAT_MODEL") or top.get("model") or (None if args.endpoint else "demo")
+    settings, sources = settings_from(args, gen_cfg, None if args.endpoint else args.model)
     session = None
     if args.resume:
         session, saved, _ = store.read(args.resume)
@@ -163,16 +171,16 @@ def make_renderer(args, interactive: bool):
 
 
 def make_engine(args, top: dict, render):
-    endpoint = args.endpoint or top.get("endpoint")
+    endpoint = args.endpoint
     if endpoint:
         from .remote import RemoteEngine
 
         key = args.api_key or os.environ.get("OPENAI_API_KEY")
-        return RemoteEngine(endpoint, key, model=args.model or top.get("model"))
+        return RemoteEngine(endpoint, key, model=args.model)
     from .engine import LocalEngine
     from .loader import load
 
-    model = args.model or os.environ.get("YI_CHAT_MODEL") or top.get("model") or "demo"
+    model = args.model
     with render.err.status(f"loading {model} ...") if render.err.is_terminal else _nullctx():
         loaded = load(model, device=args.device or top.get("device"), dtype=args.dtype or top.get("dtype"),
                       allow_pickle=args.allow_pickle, trust_remote_code=args.trust_remote_code)

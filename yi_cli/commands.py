@@ -160,7 +160,7 @@ def do_stats(chat, arg):
              f"tokens generated: {new}",
              f"mean time to first token: {sum(s.ttft_s for s in h) / len(h):.3f} s" if h else "",
              f"mean decode speed: {sum(rates) / len(rates):.1f} tok/s" if rates else "",
-             f"context used: {chat.context_used()} / {getattr(chat.engine, 'context_length', '?')} tokens"]
+             f"context used: {chat.context_used()} / {getattr(chat.engine, 'context_length', None) or '?'} tokens"]
     chat.render.show("\n".join(x for x in lines if x))
 
 

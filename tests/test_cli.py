@@ -1,0 +1,101 @@
+"""The installed command as a user runs it: exit codes, one-line errors, pipes, one-shot, JSON."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from yi_cli.cli import parser
+
+
+def yi(*args, stdin="", env=None, timeout=300):
+    e = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "yi_cli", *args], input=stdin.encode() if isinstance(stdin, str)
+                          else stdin, capture_output=True, timeout=timeout, env=e)
+
+
+def one_line_error(p, code, *needles):
+    err = p.stderr.decode()
+    assert p.returncode == code, err
+    assert "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    for n in needles:
+        assert n in lines[0]
+
+
+def test_flags_parse_with_seed_defaults():
+    a = parser().parse_args(["--model", "x", "--temperature", "0", "--top-p", "0.5", "--seed", "3", "-p", "hi"])
+    assert (a.model, a.temperature, a.top_p, a.seed, a.prompt) == ("x", 0.0, 0.5, 3, "hi")
+    from yi_cli.settings import GenSettings
+
+    d = GenSettings()
+    assert (d.temperature, d.top_p, d.repetition_penalty) == (0.6, 0.8, 1.2)
+
+
+def test_usage_errors_exit_2():
+    p = yi("--temperature", "hot")
+    assert p.returncode == 2 and b"invalid float value" in p.stderr
+    p = yi("--model", "x", "--top-p", "3", "-p", "hi")
+    one_line_error(p, 2, "top_p must be in (0, 1]")
+
+
+def test_missing_model_dir_exits_3(tmp_path):
+    one_line_error(yi("--model", str(tmp_path / "nope"), "-p", "hi"), 3, "no such directory")
+
+
+def test_model_that_is_a_file_exits_3(tmp_path):
+    f = tmp_path / "weights.safetensors"
+    f.write_bytes(b"x")
+    one_line_error(yi("--model", str(f), "-p", "hi"), 3, "is a file")
+
+
+def test_corrupt_config_exits_3(tmp_path):
+    (tmp_path / "config.json").write_text("{not json")
+    one_line_error(yi("--model", str(tmp_path), "-p", "hi"), 3, "corrupt config.json", str(tmp_path))
+
+
+def test_cuda_without_cuda_exits_3(demo_dir):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    one_line_error(yi("--model", "demo", "--device", "cuda", "-p", "hi"), 3, "CUDA is not available")
+
+
+def test_help_documents_exit_codes():
+    out = yi("--help").stdout.decode()
+    for code in ("0 ", "1 ", "2 ", "3 ", "130"):
+        assert f"\n  {code}" in out
+
+
+@pytest.mark.slow
+def test_piped_two_turn_session_with_history(demo_dir):
+    script = "What is the capital of France?\nWhat is the population of that city?\n/history\n"
+    p = yi("--model", "demo", "--temperature", "0", "--max-new-tokens", "40", stdin=script)
+    out, err = p.stdout.decode(), p.stderr.decode()
+    assert p.returncode == 0, err
+    assert "\x1b[" not in out  # no ANSI codes into a pipe
+    replies = out.split("\n\n")
+    assert "Paris" in replies[0]
+    assert "Paris" in replies[1]  # "that city" resolves only through the first turn
+    assert "user" in out and "assistant" in out and "population of that city" in out
+
+
+@pytest.mark.slow
+def test_one_shot_json(demo_dir):
+    p = yi("--model", "demo", "--temperature", "0", "--json", "-p", "What is the capital of France?")
+    assert p.returncode == 0, p.stderr.decode()
+    obj = json.loads(p.stdout.decode().strip())
+    assert "Paris" in obj["reply"] and obj["finish_reason"] == "stop"
+    assert obj["prompt"] == "What is the capital of France?" and obj["new_tokens"] > 0 and obj["prompt_tokens"] > 0
+
+
+@pytest.mark.slow
+def test_bad_lines_in_a_pipe_are_skipped_loudly(demo_dir):
+    p = yi("--model", "demo", "--temperature", "0", "--max-new-tokens", "5",
+           stdin=b"\xff\xfe bad\n/bogus\nhi\x00there\n/history\n")
+    err = p.stderr.decode()
+    assert p.returncode == 1 and "Traceback" not in err
+    assert "stdin line 1 is not valid UTF-8" in err and "unknown command /bogus" in err and "NUL byte" in err
