@@ -185,3 +185,17 @@ def test_live_renderer_prints_markdown_and_footer():
     text = buf.getvalue()
     assert "Title" in text and "bold" in text and "**" not in text
     assert "stop · " in text and "prompt tok" in text
+
+
+def test_edit_rewrites_the_last_message_and_regenerates():
+    engine = ScriptedEngine(["first reply", "second reply", "third reply"])
+    chat, out, err = plain_chat(engine)
+    chat.handle("/edit nothing yet")
+    assert "nothing to edit yet" in err.getvalue()
+    chat.handle("what is 2+2")
+    chat.handle("/edit what is 3+3")
+    assert [t.content for t in chat.session.turns] == ["what is 3+3", "second reply"]
+    chat.editor = lambda old: old.replace("3+3", "4+4")
+    chat.handle("/edit")
+    assert [t.content for t in chat.session.turns] == ["what is 4+4", "third reply"]
+    assert engine.seen[-1][-1]["content"] == "what is 4+4"

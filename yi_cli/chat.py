@@ -30,6 +30,8 @@ class Chat:
         self.history: list[Stats] = []  # stats of every finished reply, for /stats
         self.failures = 0
         self.running = True
+        self.terminated = False  # SIGTERM: finish the reply in flight, record it, then leave
+        self.editor = None  # callable(old text) -> new text, for /edit; set by the interactive REPL
 
     def handle(self, line: str) -> bool:
         """Process one line of input; returns False once the chat should end (/exit)."""

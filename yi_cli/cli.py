@@ -125,14 +125,25 @@ def _main(args) -> int:
     engine = make_engine(args, top, render)
     options = Options(overflow=args.overflow or top.get("overflow", "drop"), setting_sources=sources)
     chat = Chat(engine, render, settings, session, options, on_turn=store.autosave)
+
+    def on_term(signum, frame):  # like Ctrl-C, the reply in flight ends and is recorded; then we leave
+        chat.running, chat.terminated = False, True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
     if args.prompt is not None:
         chat.handle(args.prompt) if args.prompt.strip() else render.error("empty prompt")
         return 1 if chat.failures or not args.prompt.strip() else 0
     if interactive:
         from . import repl
 
-        return repl.run(chat)
-    return run_pipe(chat)
+        code = repl.run(chat)
+    else:
+        code = run_pipe(chat)
+    if chat.terminated:
+        _err("terminated; the session is autosaved (--resume last)")
+        return EXIT_INTERRUPTED
+    return code
 
 
 def run_pipe(chat) -> int:

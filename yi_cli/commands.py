@@ -125,6 +125,24 @@ def do_retry(chat, arg):
     chat.turn(removed[0])
 
 
+def do_edit(chat, arg):
+    turns = chat.session.turns
+    if len(turns) < 2:
+        raise YiError("nothing to edit yet")
+    old = turns[-2].content
+    if arg:
+        new = arg
+    elif chat.editor is not None:
+        new = chat.editor(old)
+    else:
+        raise YiError("usage: /edit NEW TEXT (no editor here: give the new message)")
+    if not new or not new.strip() or new == old:
+        chat.render.notice("edit cancelled: the message is unchanged")
+        return
+    chat.session.undo()
+    chat.turn(new)
+
+
 def do_continue(chat, arg):
     last = chat.session.last_assistant()
     if last is None or last.finish_reason not in ("interrupted", "length"):
@@ -189,6 +207,8 @@ TABLE = {c.name: c for c in [
             "repetition_penalty, max_new_tokens, seed", True),
     Command("retry", do_retry, "/retry [SEED]", "regenerate the last reply (optionally with a new seed)", True),
     Command("undo", do_undo, "/undo", "remove the last exchange"),
+    Command("edit", do_edit, "/edit [TEXT]", "rewrite your last message ($EDITOR, inline, or TEXT) and "
+            "regenerate the reply", True),
     Command("continue", do_continue, "/continue", "extend a reply cut by Ctrl-C or the token limit"),
     Command("prompt", do_prompt, "/prompt", "show the exact prompt the chat template builds, with its token count"),
     Command("model", do_model, "/model", "show the model: config, quantization, memory, module tree"),

@@ -9,6 +9,7 @@ from prompt_toolkit.history import FileHistory, InMemoryHistory
 from prompt_toolkit.key_binding import KeyBindings
 
 from . import commands
+from .errors import YiError
 from .paths import data_dir, private_dir
 
 
@@ -47,11 +48,37 @@ def toolbar(chat):
     return text
 
 
+def editor(session):
+    """/edit: $VISUAL/$EDITOR on a temp file when set, else the message inline, ready to change."""
+    def edit(old: str) -> str | None:
+        cmd = os.environ.get("VISUAL") or os.environ.get("EDITOR")
+        if not cmd:
+            try:
+                return session.prompt("edit> ", default=old)
+            except (KeyboardInterrupt, EOFError):
+                return None
+        import shlex
+        import subprocess
+        import tempfile
+
+        with tempfile.NamedTemporaryFile("w+", suffix=".md", encoding="utf-8") as f:
+            f.write(old)
+            f.flush()
+            try:
+                subprocess.run([*shlex.split(cmd), f.name], check=True)
+            except (OSError, subprocess.CalledProcessError) as e:
+                raise YiError(f"editor {cmd!r} failed ({e})") from None
+            with open(f.name, encoding="utf-8") as g:
+                return g.read().rstrip("\n")
+    return edit
+
+
 def run(chat, prompt_text: str = ">>> ") -> int:
     words = ["/" + n for n in commands.TABLE] + ["/" + a for a in commands.ALIASES]
     session = PromptSession(history=history(chat.render), key_bindings=bindings(),
                             completer=WordCompleter(words, sentence=True), complete_while_typing=True,
                             bottom_toolbar=toolbar(chat), prompt_continuation="... ")
+    chat.editor = editor(session)
     chat.render.show(f"yi-chat · {getattr(chat.engine, 'model_name', '')} · /help for commands, Ctrl-D to exit")
     while chat.running:
         try:
