@@ -97,6 +97,7 @@ def load(path, device: str | None = None, dtype=None, *, allow_pickle: bool = Fa
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # per-tensor bars on every start are noise; the CLI shows one status line
+    hf_logging.set_verbosity_error()  # its load reports and warnings would bury our one-line errors
     from . import quant_load
 
     quant = quant_load.detect(path, cfg)
@@ -176,11 +177,17 @@ def load_plain(path: Path, cfg: dict, device: str, dtype, allow_pickle: bool, tr
     except Exception as e:
         raise LoadError(f"{path / 'config.json'}: {first_line(e)}") from None
     try:
-        model = AutoModelForCausalLM.from_pretrained(
+        model, info = AutoModelForCausalLM.from_pretrained(
             str(path), config=config, dtype=dtype, device_map=device if device != "cpu" else None,
-            use_safetensors=not allow_pickle or None, trust_remote_code=trust_remote_code)
+            use_safetensors=not allow_pickle or None, trust_remote_code=trust_remote_code,
+            output_loading_info=True)
     except Exception as e:
         raise LoadError(f"{path}: cannot load weights ({e.__class__.__name__}: {first_line(e)})") from None
+    # transformers fills missing tensors with random values and only warns: a model that would talk nonsense.
+    missing = sorted(info.get("missing_keys") or [])
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise LoadError(f"{files[0] if len(files) == 1 else path}: missing tensor {missing[0]}{more}")
     return model, config
 
 
