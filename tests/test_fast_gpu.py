@@ -98,3 +98,17 @@ def test_yi6b_awq_teacher_forced_graph_steps(yi6b_awq):
     print(f"prefill rel err {rel_err(first[0], ref[n - 1]):.4f}; graph steps {[round(e, 4) for e in errs]}")
     assert rel_err(first[0], ref[n - 1]) < 3e-2
     assert max(errs) < 3e-2
+
+
+def test_fused_glue_kernels_match_torch_ops():
+    model = quantize(tiny_llama(0, "cuda", torch.bfloat16), 4, device="cuda")
+    dec = FastDecoder(wrap(model, "cuda"))
+    assert dec.model.fused
+    x = torch.tensor(PROMPT * 4, device="cuda")
+    with torch.inference_mode():
+        fused = dec.model.forward(x, dec.model.arange[: x.shape[0]], x.shape[0], last=False)
+        step = dec.model.forward(x[-1:], dec.model.arange[x.shape[0] - 1:x.shape[0]], 256)  # decode kernel
+        dec.model.fused = False
+        plain = dec.model.forward(x, dec.model.arange[: x.shape[0]], x.shape[0], last=False)
+    assert rel_err(fused, plain) < 1e-2
+    assert rel_err(step[0], plain[-1]) < 1e-2

@@ -9,18 +9,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from . import kernels
+from .kernels import add_rmsnorm, rope_cache, silu_mul
 from .weights import convert
-
-
-def rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
-    xf = x.float()
-    return w * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
-
-
-def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x [T, heads, hd]; cos / sin [T, 1, hd] (transformers' rotate_half convention)."""
-    x1, x2 = x.chunk(2, -1)
-    return x * cos + torch.cat((-x2, x1), -1) * sin
 
 
 class Layer:
@@ -64,6 +55,7 @@ class FastLlama:
         self.k_cache = [torch.zeros(shape, dtype=dtype, device=dev) for _ in self.layers]
         self.v_cache = [torch.zeros(shape, dtype=dtype, device=dev) for _ in self.layers]
         self.arange = torch.arange(max_seq, device=dev)
+        self.fused = kernels.available(self.embed, self.hd)  # Triton kernels for the glue (CUDA)
 
     def forward(self, tokens: torch.Tensor, pos: torch.Tensor, length: int, last: bool = True,
                 prefill: bool = False, exact: bool = False) -> torch.Tensor:
@@ -71,29 +63,28 @@ class FastLlama:
         exact: one token whose position is length - 1, so no slot needs masking.
         Returns fp32 logits [1, V] for the last token, or [T, V] with last=False."""
         t, g = tokens.shape[0], self.n_heads // self.n_kv
+        fused, decode = self.fused, self.fused and t == 1
         x = F.embedding(tokens, self.embed)  # [T, D]
-        cos, sin = self.cos[pos].unsqueeze(1), self.sin[pos].unsqueeze(1)  # [T, 1, hd]
+        cos, sin = (self.cos, self.sin) if fused else (self.cos[pos].unsqueeze(1), self.sin[pos].unsqueeze(1))
         # Grouped-query attention without repeating K/V: the g query heads of one KV head become g·T query rows,
         # row j·T + t being head kv·g + j at token t (transformers' repeat_kv order); mask [g·T, length].
-        mask = None if exact else (self.arange[:length].unsqueeze(0) <= pos.unsqueeze(1)).repeat(g, 1)
-        sizes = [self.n_heads * self.hd, self.n_kv * self.hd, self.n_kv * self.hd]
+        mask = None if exact or decode else (self.arange[:length].unsqueeze(0) <= pos.unsqueeze(1)).repeat(g, 1)
+
         def mm(lin, v):
             return lin.prefill_mm(v) if prefill else lin.mm(v)
 
+        delta = None  # the residual branch not yet added to x: the add is fused into the next norm
         for layer, kc, vc in zip(self.layers, self.k_cache, self.v_cache):
-            h = rms_norm(x, layer.ln1, self.eps)
-            q, k, v = mm(layer.qkv, h).split(sizes, -1)
-            q = rope(q.view(t, self.n_heads, self.hd), cos, sin)
-            k = rope(k.view(t, self.n_kv, self.hd), cos, sin)
-            kc.index_copy_(2, pos, k.transpose(0, 1).unsqueeze(0))  # cache [1, n_kv, S, hd]
-            vc.index_copy_(2, pos, v.view(t, self.n_kv, self.hd).transpose(0, 1).unsqueeze(0))
-            qg = q.transpose(0, 1).reshape(1, self.n_kv, g * t, self.hd)
-            o = F.scaled_dot_product_attention(qg, kc[:, :, :length], vc[:, :, :length], attn_mask=mask)
+            x, h = add_rmsnorm(x, delta, layer.ln1, self.eps, fused)
+            qg = rope_cache(mm(layer.qkv, h), cos, sin, pos, kc, vc, self.n_heads, self.n_kv, self.hd, fused)
+            if decode:
+                o = kernels.decode_attention(qg, kc, vc, pos, length)
+            else:
+                o = F.scaled_dot_product_attention(qg, kc[:, :, :length], vc[:, :, :length], attn_mask=mask)
             o = o.view(self.n_heads, t, self.hd).transpose(0, 1).reshape(t, self.n_heads * self.hd)
-            x = x + mm(layer.o, o)
-            gate, up = mm(layer.gate_up, rms_norm(x, layer.ln2, self.eps)).split([self.inter, self.inter], -1)
-            x = x + mm(layer.down, F.silu(gate) * up)
+            x, h = add_rmsnorm(x, mm(layer.o, o), layer.ln2, self.eps, fused)
+            delta = mm(layer.down, silu_mul(mm(layer.gate_up, h), fused))
         if last:
-            x = x[-1:]
-        x = rms_norm(x, self.norm, self.eps)
+            x, delta = x[-1:], delta[-1:]
+        _, x = add_rmsnorm(x, delta, self.norm, self.eps, fused)
         return F.linear(x.to(self.lm_head.dtype), self.lm_head).float()

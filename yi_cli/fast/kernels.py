@@ -1,0 +1,180 @@
+"""Fused Triton kernels for the glue of a CUDA decode step, each with the torch ops it replaces as the fallback.
+
+A graphed step spends more time in ~40 tiny elementwise kernels per layer (norms, rope, residuals, activation) and
+in a general attention kernel than in its int4 matmuls (scripts/bench_parts.py). Here:
+  add_rmsnorm   x += delta; h = RMSNorm(x)·w                    (1 kernel instead of ~9)
+  rope_cache    rope(q), rope(k) -> cache, v -> cache, q folded  (1 instead of ~12)
+  silu_mul      silu(gate)·up                                    (1 instead of 2)
+  decode_attn   one query token, split-K over the cache          (2 instead of cuDNN's one long serial kernel)
+Roundings follow transformers' bf16 op order (each torch op rounds to the activation dtype).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # CPU-only installs: the torch paths below run instead
+    triton = None
+
+SPLIT = 128  # cache slots per decode-attention program
+
+
+def available(x: torch.Tensor, head_dim: int) -> bool:
+    return triton is not None and x.is_cuda and head_dim & (head_dim - 1) == 0
+
+
+if triton is not None:
+    @triton.jit
+    def _add_rmsnorm(X, D, W, XO, H, n, eps, HAS_D: tl.constexpr, BLOCK: tl.constexpr):
+        row = tl.program_id(0)
+        offs = tl.arange(0, BLOCK)
+        m = offs < n
+        x = tl.load(X + row * n + offs, mask=m, other=0.0)
+        if HAS_D:
+            x = (x.to(tl.float32) + tl.load(D + row * n + offs, mask=m, other=0.0).to(tl.float32)).to(x.dtype)
+            tl.store(XO + row * n + offs, x, mask=m)
+        xf = x.to(tl.float32)
+        rstd = 1.0 / tl.sqrt(tl.sum(xf * xf, 0) / n + eps)
+        h = (xf * rstd).to(x.dtype).to(tl.float32) * tl.load(W + offs, mask=m, other=0.0).to(tl.float32)
+        tl.store(H + row * n + offs, h.to(x.dtype), mask=m)
+
+    @triton.jit
+    def _rope_cache(QKV, COS, SIN, POS, QO, KC, VC, T, S, NH: tl.constexpr, NKV: tl.constexpr, HD: tl.constexpr):
+        t, h = tl.program_id(0), tl.program_id(1)
+        p = tl.load(POS + t)
+        offs = tl.arange(0, HD)
+        src = QKV + t * (NH + 2 * NKV) * HD + h * HD
+        x = tl.load(src + offs)
+        if h < NH + NKV:  # q or k: rotate_half convention, roundings as q*cos + rotate_half(q)*sin in bf16
+            x2 = tl.load(src + (offs + HD // 2) % HD).to(tl.float32)
+            rot = tl.where(offs < HD // 2, -x2, x2)
+            c = tl.load(COS + p * HD + offs).to(tl.float32)
+            s = tl.load(SIN + p * HD + offs).to(tl.float32)
+            x = ((x.to(tl.float32) * c).to(x.dtype).to(tl.float32)
+                 + (rot * s).to(x.dtype).to(tl.float32)).to(x.dtype)
+        if h < NH:  # q folded to [NKV, G·T, HD]: row (h % G)·T + t of KV head h // G, i.e. flat row h·T + t
+            tl.store(QO + (h * T + t) * HD + offs, x)
+        elif h < NH + NKV:
+            tl.store(KC + ((h - NH) * S + p) * HD + offs, x)
+        else:
+            tl.store(VC + ((h - NH - NKV) * S + p) * HD + offs, x)
+
+    @triton.jit
+    def _silu_mul(GU, O, inter, BLOCK: tl.constexpr):
+        t, b = tl.program_id(0), tl.program_id(1)
+        offs = b * BLOCK + tl.arange(0, BLOCK)
+        m = offs < inter
+        g = tl.load(GU + t * 2 * inter + offs, mask=m, other=0.0)
+        u = tl.load(GU + t * 2 * inter + inter + offs, mask=m, other=0.0).to(tl.float32)
+        gf = g.to(tl.float32)
+        s = (gf / (1.0 + tl.exp(-gf))).to(g.dtype).to(tl.float32)
+        tl.store(O + t * inter + offs, (s * u).to(g.dtype), mask=m)
+
+    @triton.jit
+    def _attn_split(Q, KC, VC, POS, ACC, ML, S, R, NS, scale, RP: tl.constexpr, HD: tl.constexpr,
+                    SPLIT: tl.constexpr, BLOCK: tl.constexpr):
+        """Partial softmax attention of the R query rows of one KV head over cache slots [j·SPLIT, (j+1)·SPLIT)."""
+        kv, j = tl.program_id(0), tl.program_id(1)
+        p = tl.load(POS)
+        rows, d = tl.arange(0, RP), tl.arange(0, HD)
+        q = tl.load(Q + (kv * R + rows[:, None]) * HD + d[None, :], mask=rows[:, None] < R, other=0.0)
+        m_i = tl.full([RP], -float("inf"), tl.float32)
+        l_i = tl.zeros([RP], tl.float32)
+        acc = tl.zeros([RP, HD], tl.float32)
+        for i in range(SPLIT // BLOCK):  # slots past pos are masked: no loads
+            n = j * SPLIT + i * BLOCK + tl.arange(0, BLOCK)
+            ok = n <= p
+            k = tl.load(KC + (kv * S + n[:, None]) * HD + d[None, :], mask=ok[:, None], other=0.0)
+            v = tl.load(VC + (kv * S + n[:, None]) * HD + d[None, :], mask=ok[:, None], other=0.0)
+            s = tl.dot(q, tl.trans(k)) * scale
+            s = tl.where(ok[None, :], s, -float("inf"))
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            m_safe = tl.where(m_new == -float("inf"), 0.0, m_new)
+            w = tl.exp(s - m_safe[:, None])
+            alpha = tl.exp(m_i - m_safe)
+            l_i = l_i * alpha + tl.sum(w, 1)
+            acc = acc * alpha[:, None] + tl.dot(w.to(v.dtype), v)
+            m_i = m_new
+        base = (kv * NS + j) * RP
+        tl.store(ACC + (base + rows[:, None]) * HD + d[None, :], acc)
+        tl.store(ML + (base + rows) * 2, m_i)
+        tl.store(ML + (base + rows) * 2 + 1, l_i)
+
+    @triton.jit
+    def _attn_merge(ACC, ML, O, R, NS, RP: tl.constexpr, HD: tl.constexpr, NSP: tl.constexpr):
+        kv, r = tl.program_id(0), tl.program_id(1)
+        j, d = tl.arange(0, NSP), tl.arange(0, HD)
+        base = (kv * NS + j) * RP + r
+        m = tl.load(ML + base * 2, mask=j < NS, other=-float("inf"))
+        ln = tl.load(ML + base * 2 + 1, mask=j < NS, other=0.0)
+        mx = tl.max(m, 0)
+        w = tl.where(m == -float("inf"), 0.0, tl.exp(m - mx))
+        acc = tl.load(ACC + base[:, None] * HD + d[None, :], mask=(j < NS)[:, None], other=0.0)
+        o = tl.sum(acc * w[:, None], 0) / tl.sum(ln * w, 0)
+        tl.store(O + (kv * R + r) * HD + d, o.to(O.dtype.element_ty))
+
+
+def add_rmsnorm(x: torch.Tensor, delta: torch.Tensor | None, w: torch.Tensor, eps: float, fused: bool):
+    """(x + delta, RMSNorm(x + delta)·w) for x [T, D]."""
+    if not fused:
+        if delta is not None:
+            x = x + delta
+        xf = x.float()
+        return x, w * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+    t, n = x.shape
+    h = torch.empty_like(x)
+    xo = torch.empty_like(x) if delta is not None else x
+    _add_rmsnorm[(t,)](x, delta if delta is not None else x, w, xo, h, n, eps, HAS_D=delta is not None,
+                       BLOCK=triton.next_power_of_2(n))
+    return xo, h
+
+
+def rope_cache(qkv, cos, sin, pos, kc, vc, n_heads: int, n_kv: int, hd: int, fused: bool) -> torch.Tensor:
+    """qkv [T, (H + 2·KV)·hd]; writes K (roped) and V into the caches [1, KV, S, hd] at `pos` and returns q roped
+    and folded for grouped attention: [1, KV, G·T, hd], row j·T + t = head kv·G + j.
+    cos / sin: the tables [S, hd] when fused, else already gathered at pos, [T, 1, hd]."""
+    t = qkv.shape[0]
+    if not fused:
+        q, k, v = qkv.split([n_heads * hd, n_kv * hd, n_kv * hd], -1)
+        c, s = cos, sin
+
+        def rope(x):
+            x1, x2 = x.chunk(2, -1)
+            return x * c + torch.cat((-x2, x1), -1) * s
+
+        kc.index_copy_(2, pos, rope(k.view(t, n_kv, hd)).transpose(0, 1).unsqueeze(0))
+        vc.index_copy_(2, pos, v.view(t, n_kv, hd).transpose(0, 1).unsqueeze(0))
+        return rope(q.view(t, n_heads, hd)).transpose(0, 1).reshape(1, n_kv, n_heads // n_kv * t, hd)
+    qo = torch.empty(1, n_kv, n_heads // n_kv * t, hd, dtype=qkv.dtype, device=qkv.device)
+    _rope_cache[(t, n_heads + 2 * n_kv)](qkv, cos, sin, pos, qo, kc, vc, t, kc.shape[2], NH=n_heads, NKV=n_kv, HD=hd)
+    return qo
+
+
+def silu_mul(gu: torch.Tensor, fused: bool) -> torch.Tensor:
+    """gu [T, 2·I] (gate then up) -> silu(gate)·up [T, I]."""
+    t, inter = gu.shape[0], gu.shape[1] // 2
+    if not fused:
+        gate, up = gu.split([inter, inter], -1)
+        return F.silu(gate) * up
+    out = torch.empty(t, inter, dtype=gu.dtype, device=gu.device)
+    _silu_mul[(t, triton.cdiv(inter, 1024))](gu, out, inter, BLOCK=1024)
+    return out
+
+
+def decode_attention(qg: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, pos: torch.Tensor,
+                     length: int) -> torch.Tensor:
+    """One token: qg [1, KV, G, hd] attends to cache slots [0, pos] (pos [1]; length >= pos + 1, a multiple of
+    SPLIT or the cache size). Returns [1, KV, G, hd]."""
+    _, n_kv, r, hd = qg.shape
+    ns = triton.cdiv(length, SPLIT)
+    rp = max(16, triton.next_power_of_2(r))  # tl.dot needs 16 rows
+    acc = torch.empty(n_kv, ns, rp, hd, dtype=torch.float32, device=qg.device)
+    ml = torch.empty(n_kv, ns, rp, 2, dtype=torch.float32, device=qg.device)
+    _attn_split[(n_kv, ns)](qg, kc, vc, pos, acc, ml, kc.shape[2], r, ns, hd ** -0.5, RP=rp, HD=hd, SPLIT=SPLIT,
+                            BLOCK=64)
+    out = torch.empty_like(qg)
+    _attn_merge[(n_kv, r)](acc, ml, out, r, ns, RP=rp, HD=hd, NSP=triton.next_power_of_2(ns))
+    return out
