@@ -6,6 +6,7 @@ in a general attention kernel than in its int4 matmuls (scripts/bench_parts.py).
   rope_cache    rope(q), rope(k) -> cache, v -> cache, q folded  (1 instead of ~12)
   silu_mul      silu(gate)·up                                    (1 instead of 2)
   decode_attn   one query token, split-K over the cache          (2 instead of cuDNN's one long serial kernel)
+  dequant_int4  tinygemm-packed codes -> W for prefill GEMMs       (1 instead of ~7 passes over W)
 Roundings follow transformers' bf16 op order (each torch op rounds to the activation dtype).
 """
 from __future__ import annotations
@@ -115,6 +116,30 @@ if triton is not None:
         acc = tl.load(ACC + base[:, None] * HD + d[None, :], mask=(j < NS)[:, None], other=0.0)
         o = tl.sum(acc * w[:, None], 0) / tl.sum(ln * w, 0)
         tl.store(O + (kv * R + r) * HD + d, o.to(O.dtype.element_ty))
+
+
+if triton is not None:
+    @triton.jit
+    def _dequant_int4(P, INV, SZ, W, n, k, kt, group, ACC: tl.constexpr, TK: tl.constexpr):
+        """One packed tile (8 rows x TK columns): nibble INV[e] of the tile holds element e (row-major)."""
+        bn, bk = tl.program_id(0), tl.program_id(1)
+        e = tl.arange(0, 8 * TK)
+        m = tl.load(INV + e)
+        word = tl.load(P + (bn * kt + bk) * TK + m // 8)  # a tile: 8·TK codes in TK int32 words
+        q = ((word >> (4 * (m % 8))) & 15).to(tl.float32)
+        row, col = bn * 8 + e // TK, bk * TK + e % TK
+        sz = SZ + ((col // group) * n + row) * 2
+        w = (q - 8.0) * tl.load(sz).to(tl.float32) + tl.load(sz + 1).to(tl.float32)
+        if ACC:
+            w += tl.load(W + row * k + col).to(tl.float32)
+        tl.store(W + row * k + col, w.to(W.dtype.element_ty))
+
+
+def dequant_int4(packed, inv, sz, w, group: int, ikt: int, accumulate: bool) -> None:
+    """w [N, K] (+)= (q - 8)·s + zf for tinygemm CUDA-packed codes; inv [8·16·ikt] maps tile element -> nibble."""
+    n, k = w.shape
+    tk = 16 * ikt
+    _dequant_int4[(n // 8, k // tk)](packed, inv, sz, w, n, k, k // tk, group, ACC=accumulate, TK=tk)
 
 
 def add_rmsnorm(x: torch.Tensor, delta: torch.Tensor | None, w: torch.Tensor, eps: float, fused: bool):

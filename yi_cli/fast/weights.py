@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..qlinear import CPU_LAYOUTS, _unpack_cpu
+from . import kernels
 
 _OP_DTYPE = torch.bfloat16  # the tinygemm CUDA op only takes bf16 activations; the CPU op is ~10x faster in bf16
 
@@ -63,6 +64,12 @@ def cpu_layout() -> tuple[int, bool] | None:
     return next((lay for lay in CPU_LAYOUTS if torch.equal(_unpack_cpu(_pack(q), 128, 64, *lay), q)), None)
 
 
+@cache
+def _tile_inv(ikt: int, device) -> torch.Tensor:
+    """Inverse of _tile_pos: int32 [8·16·ikt], the nibble holding each row-major tile element."""
+    return torch.argsort(_tile_pos(ikt, device)).to(torch.int32)
+
+
 def unpack_cuda(packed: torch.Tensor, n: int, k: int) -> torch.Tensor:
     """tinygemm CUDA layout [N/8, K/(16·ikt), 32, ikt/2] int32 -> codes uint8 [N, K]."""
     ikt = _inner_k_tiles(k)
@@ -106,6 +113,14 @@ class Int4:
 
     def dense(self, dtype) -> torch.Tensor:
         """W [N, K] in `dtype`, input columns in stored (group) order."""
+        packed = self.planes[0][0]
+        if packed.is_cuda and kernels.triton is not None:
+            ikt = _inner_k_tiles(self.k)
+            inv = _tile_inv(ikt, packed.device)
+            w = torch.empty(self.n, self.k, dtype=dtype, device=packed.device)
+            for i, (p, sz) in enumerate(self.planes):
+                kernels.dequant_int4(p, inv, sz, w, self.group, ikt, accumulate=i > 0)
+            return w
         w = None
         for packed, sz in self.planes:
             q = self.codes(packed).reshape(self.n, -1, self.group).to(dtype)  # [N, G, g]
