@@ -16,7 +16,7 @@ from .graph import GraphedStep, buckets
 from .llama import FastLlama
 from .sampling import Sampler
 
-PREFILL_CHUNK = {"cuda": 2048, "cpu": 256}  # tokens per prefill forward
+PREFILL_CHUNK = {"cuda": 1024, "cpu": 256}  # tokens per prefill forward (bounds the transient memory)
 DENSE_PREFILL_MIN = {"cuda": 64, "cpu": 256}  # fewer new tokens: the int4 kernel beats dequantize + GEMM
 PIPELINE = 2  # decode steps queued on the GPU ahead of the token the host is reading
 
