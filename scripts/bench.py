@@ -1,4 +1,4 @@
-"""Decode benchmark: the seed recipe (transformers generate in a thread + TextIteratorStreamer) vs yi-chat's FastDecoder.
+"""Decode benchmark: the seed recipe (transformers generate in a thread, TextIteratorStreamer) vs FastDecoder.
 
 GPU (Yi-shaped random checkpoints, built once under --dir by scripts/make_checkpoint.py):
     python scripts/bench.py --device cuda --quant awq gptq8 fp16 [--shape yi-6b]
