@@ -1,0 +1,628 @@
+"""The bad-input catalogue of issue 5: one test per row, each run as a user runs the installed command.
+
+Every test asserts the message, the exit code (0 ok, 1 chat failure, 2 usage, 3 load failure, 130 interrupted)
+and that no traceback reaches stderr. Load-failure rows break a tiny random Llama checkpoint (hidden 64, 2 layers)
+that carries the demo's tokenizer, so most rows cost one interpreter start and no real model.
+"""
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+PY = sys.executable
+TINY_CONTEXT = 4096  # long enough that a sampled reply outlasts a SIGTERM sent after its first bytes
+
+
+# --- fixtures: tiny checkpoints ---------------------------------------------------------------------------------
+
+def make_tiny(dst: Path, tokenizer_from: Path | None = None, *, context: int = TINY_CONTEXT, seed: int = 0) -> Path:
+    """A random LlamaForCausalLM (hidden 64, 2 layers) saved as safetensors, with the tokenizer files of
+    `tokenizer_from` (every non-weight, non-config file) or the ones already in `dst`."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    dst.mkdir(parents=True, exist_ok=True)
+    if tokenizer_from is not None:
+        for f in Path(tokenizer_from).iterdir():
+            if f.is_file() and f.suffix not in (".safetensors", ".bin") and f.name not in (
+                    "config.json", "generation_config.json", "model.safetensors.index.json"):
+                shutil.copy(f, dst / f.name)
+    tok = AutoTokenizer.from_pretrained(str(dst))
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=context,
+                      tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                      pad_token_id=tok.eos_token_id)
+    LlamaForCausalLM(cfg).save_pretrained(str(dst))
+    return dst
+
+
+def write_plain_tokenizer(dst: Path) -> None:
+    """A byte-level tokenizer with no chat template and no ChatML tokens (a base model's)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<unk>", "<s>", "</s>"]
+    vocab = {t: i for i, t in enumerate(specials + sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(specials)
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>",
+                            eos_token="</s>").save_pretrained(str(dst))
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory, demo_fp32_dir):
+    return make_tiny(tmp_path_factory.mktemp("tiny") / "tiny-llama", demo_fp32_dir)
+
+
+@pytest.fixture
+def tiny(tmp_path, tiny_dir):
+    """A private copy of the tiny checkpoint, to break."""
+    return Path(shutil.copytree(tiny_dir, tmp_path / "ckpt"))
+
+
+@pytest.fixture
+def home(tmp_path):
+    h = tmp_path / "home"
+    h.mkdir()
+    return h
+
+
+# --- helpers ------------------------------------------------------------------------------------------------------
+
+SAMPLE = ("--temperature", "1", "--top-p", "1", "--repetition-penalty", "1", "--seed", "0")  # random tokens: text
+
+
+def yi(*args, stdin: bytes | str = b"", home: Path | None = None, env=None, timeout=180):
+    e = {**os.environ, "COLUMNS": "80", **(env or {})}
+    e.pop("NO_COLOR", None)
+    if home is not None:
+        e["YI_CHAT_HOME"] = str(home)
+    return subprocess.run([PY, "-m", "yi_cli", *map(str, args)],
+                          input=stdin.encode() if isinstance(stdin, str) else stdin,
+                          capture_output=True, timeout=timeout, env=e)
+
+
+def no_traceback(err: str) -> None:
+    for bad in ("Traceback", "Exception ignored", "BrokenPipeError", "Fatal Python error"):
+        assert bad not in err, err
+
+
+def one_line_error(p, code: int, *needles: str) -> str:
+    """The process failed with `code` and exactly one non-empty stderr line holding every needle."""
+    err = p.stderr.decode(errors="replace")
+    assert p.returncode == code, f"exit {p.returncode}, stderr:\n{err}"
+    no_traceback(err)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, f"expected one line, got:\n{err}"
+    for n in needles:
+        assert n in lines[0], f"{n!r} not in {lines[0]!r}"
+    return lines[0]
+
+
+def err_lines(p) -> list[str]:
+    return [ln for ln in p.stderr.decode(errors="replace").splitlines() if ln.strip()]
+
+
+def messages(p) -> list[str]:
+    """stderr messages, with lines rich wrapped at 80 columns joined back (test_errors_stay_one_line_when_piped
+    holds the wrapping itself against the product)."""
+    out: list[str] = []
+    for ln in err_lines(p):
+        if out and not ln.startswith(("error: ", "yi-chat: ", "stdin ", "context full", "history is off",
+                                      "autosave failed")):
+            out[-1] += " " + ln
+        else:
+            out.append(ln)
+    return out
+
+
+def json_out(p) -> list[dict]:
+    return [json.loads(x) for x in p.stdout.decode().splitlines() if x.strip()]
+
+
+def set_config(ckpt: Path, **changes) -> None:
+    cfg = json.loads((ckpt / "config.json").read_text())
+    cfg.update(changes)
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+
+
+# --- the catalogue ------------------------------------------------------------------------------------------------
+
+def test_invalid_utf8_and_nul_bytes_on_stdin(tiny_dir, home):
+    stdin = (b"\xff\xfe not utf-8\n"  # invalid start bytes
+             b"hello\n"
+             b"hi\x00there\n"  # NUL byte
+             b"\xed\xa0\x80 surrogate\n"  # UTF-8-encoded surrogate: invalid in strict UTF-8
+             b"\xc0\xaf overlong\n"  # overlong encoding of '/'
+             b"/history\n")
+    p = yi("--model", tiny_dir, "--json", "--temperature", "0", "--max-new-tokens", "2", stdin=stdin, home=home)
+    err = p.stderr.decode()
+    assert p.returncode == 1, err
+    no_traceback(err)
+    assert err_lines(p) == ["error: stdin line 1 is not valid UTF-8; skipped",
+                            "error: stdin line 3 contains a NUL byte; skipped",
+                            "error: stdin line 4 is not valid UTF-8; skipped",
+                            "error: stdin line 5 is not valid UTF-8; skipped"]
+    objs = json_out(p)
+    assert [o["prompt"] for o in objs if "prompt" in o] == ["hello"]  # the good line still ran
+    hist = [o for o in objs if o.get("command") == "history"][0]["output"]
+    assert "hello" in hist and "there" not in hist and "surrogate" not in hist
+
+
+@pytest.mark.parametrize("stdin", [b"", b"\n  \n\t\n"], ids=["empty", "blank-lines"])
+def test_empty_stdin(tiny_dir, home, stdin):
+    p = yi("--model", tiny_dir, stdin=stdin, home=home)
+    err = p.stderr.decode()
+    assert p.returncode == 0, err
+    no_traceback(err)
+    assert p.stdout == b""
+    if not stdin:
+        assert err_lines(p) == ["stdin is empty: nothing to do"]
+    else:
+        assert err_lines(p) == []
+
+
+def test_prompt_longer_than_the_context(tiny, home):
+    set_config(tiny, max_position_embeddings=128)
+    long = "word " * 400
+    p = yi("--model", tiny, "--json", "--temperature", "0", "--max-new-tokens", "2",
+           stdin=f"hi\n{long}\n/history\nagain\n", home=home)
+    err = p.stderr.decode()
+    assert p.returncode == 1, err
+    no_traceback(err)
+    lines = messages(p)
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: the prompt is ") and "fit in the context" in lines[0], lines
+    objs = json_out(p)
+    assert [o["prompt"] for o in objs if "prompt" in o] == ["hi", "again"]  # the session went on
+    hist = [o for o in objs if o.get("command") == "history"][0]["output"]
+    assert "hi" in hist and "word" not in hist  # the long turn was not recorded; the earlier one was kept
+
+
+def test_unknown_or_malformed_slash_commands(tiny_dir, home):
+    script = "\n".join(["/bogus", "/histroy", "/undo now", "/set top_p 7", "/set temperature", "/set colour red",
+                        "/", "/load", "/retry x", "hi", "/history"]) + "\n"
+    p = yi("--model", tiny_dir, "--json", "--temperature", "0", "--max-new-tokens", "2", stdin=script, home=home)
+    err = p.stderr.decode()
+    assert p.returncode == 1, err
+    no_traceback(err)
+    lines = messages(p)
+    expected = ["error: unknown command /bogus; /help lists the commands",
+                "error: unknown command /histroy; did you mean /history?",
+                "error: /undo takes no argument (usage: /undo)",
+                "error: top_p must be in (0, 1], got 7.0",
+                "error: usage: /set NAME VALUE (/set alone lists the settings)",
+                "error: unknown setting 'colour'",
+                "error: unknown command /; /help lists the commands",
+                "error: usage: /load PATH",
+                "error: nothing to retry"]
+    assert len(lines) == len(expected), err
+    for line, want in zip(lines, expected):
+        assert line.startswith(want), (line, want)
+    objs = json_out(p)
+    assert [o["prompt"] for o in objs if "prompt" in o] == ["hi"]  # the session went on
+    assert "hi" in [o for o in objs if o.get("command") == "history"][0]["output"]
+
+
+@pytest.mark.xfail(strict=True, reason="rich wraps stderr at 80 columns when it is not a terminal: "
+                   "Renderer.error/notice split one message over several lines")
+def test_errors_stay_one_line_when_piped(tiny, home):
+    set_config(tiny, max_position_embeddings=128)
+    p = yi("--model", tiny, "--max-new-tokens", "2", stdin="word " * 400 + "\n/set colour red\n", home=home)
+    assert p.returncode == 1
+    lines = err_lines(p)
+    assert len(lines) == 2, p.stderr.decode()
+    assert "fit in the context" in lines[0] and "lower max_new_tokens" in lines[0]
+    assert "unknown setting 'colour'" in lines[1] and "seed" in lines[1]
+
+
+ARGPARSE_ONE_LINE = pytest.mark.xfail(strict=True, reason="argparse prints its multi-line usage block before the "
+                                      "error; README: every failure is one line on stderr")
+
+
+@pytest.mark.parametrize("flags,needle", [
+    (["--top-p", "3"], "top_p must be in (0, 1]"),
+    (["--temperature", "-1"], "temperature must be between 0 and 5"),
+    (["--temperature", "nan"], "temperature must be a finite number"),
+    (["--max-new-tokens", "0"], "max_new_tokens must be between 1 and"),
+    (["--top-k", "-1"], "top_k must be >= 0"),
+    (["--repetition-penalty", "0"], "repetition_penalty must be in (0, 10]"),
+    (["--seed", "-5"], "seed must be a non-negative integer"),
+    pytest.param(["--device", "tpu"], "--device tpu", marks=pytest.mark.xfail(
+        strict=True, reason="a bad --device value exits 3 (LoadError in loader.pick_device), not 2")),
+    pytest.param(["--temperature", "hot"], "invalid float value: 'hot'", marks=ARGPARSE_ONE_LINE),
+    pytest.param(["--dtype", "fp8"], "invalid choice: 'fp8'", marks=ARGPARSE_ONE_LINE),
+    pytest.param(["--no-such-flag"], "unrecognized arguments: --no-such-flag", marks=ARGPARSE_ONE_LINE),
+], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+def test_bad_flag_values(tiny_dir, home, flags, needle):
+    p = yi("--model", tiny_dir, *flags, "-p", "hi", home=home)
+    one_line_error(p, 2, needle)
+
+
+def test_bad_flag_values_argparse_exit_2_no_traceback(tiny_dir, home):
+    """The argparse-checked flags: exit 2, the error on the last line, no traceback (see the xfails above)."""
+    for flags, needle in ((["--temperature", "hot"], "invalid float value: 'hot'"),
+                          (["--dtype", "fp8"], "invalid choice: 'fp8'"),
+                          (["--overflow", "maybe"], "invalid choice: 'maybe'"),
+                          (["--no-such-flag"], "unrecognized arguments: --no-such-flag")):
+        p = yi("--model", tiny_dir, *flags, "-p", "hi", home=home)
+        err = p.stderr.decode()
+        assert p.returncode == 2, err
+        no_traceback(err)
+        assert needle in err_lines(p)[-1]
+
+
+@pytest.mark.parametrize("case,needle", [
+    ("missing", "no config.json"),
+    ("empty", "corrupt config.json"),
+    ("corrupt", "corrupt config.json"),
+    ("binary", "corrupt config.json"),
+    ("not-an-object", "not a transformers model config"),
+    ("no-model-type", "not a transformers model config (no model_type)"),
+])
+def test_missing_empty_or_corrupt_config_json(tiny, home, case, needle):
+    cfg = tiny / "config.json"
+    {"missing": lambda: cfg.unlink(),
+     "empty": lambda: cfg.write_bytes(b""),
+     "corrupt": lambda: cfg.write_text('{"model_type": "llama", '),
+     "binary": lambda: cfg.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe"),
+     "not-an-object": lambda: cfg.write_text("[1, 2, 3]"),
+     "no-model-type": lambda: cfg.write_text('{"hidden_size": 64}')}[case]()
+    line = one_line_error(yi("--model", tiny, "-p", "hi", home=home), 3, needle)
+    assert str(tiny) in line  # names the path
+
+
+def _split_into_index(ckpt: Path) -> list[str]:
+    """Rewrite model.safetensors as two shards plus model.safetensors.index.json; returns the shard names."""
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(ckpt / "model.safetensors"))
+    (ckpt / "model.safetensors").unlink()
+    names = sorted(tensors)
+    shards = {"model-00001-of-00002.safetensors": names[: len(names) // 2],
+              "model-00002-of-00002.safetensors": names[len(names) // 2:]}
+    for fname, keys in shards.items():
+        save_file({k: tensors[k] for k in keys}, str(ckpt / fname), metadata={"format": "pt"})
+    weight_map = {k: f for f, keys in shards.items() for k in keys}
+    (ckpt / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    return list(shards)
+
+
+def _drop_tensor(f: Path, name: str) -> None:
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(f))
+    del tensors[name]
+    save_file(tensors, str(f), metadata={"format": "pt"})
+
+
+@pytest.mark.parametrize("case", ["no-weights", "shard-missing", "truncated", "garbage", "missing-tensor",
+                                  "awq-missing-tensor", "awq-truncated"])
+def test_checkpoint_missing_weights_or_tensor_or_truncated(tiny, tmp_path, home, case):
+    ckpt = tiny
+    if case.startswith("awq"):
+        from yi_cli import demo_quant
+
+        ckpt = demo_quant.make_awq(tiny, tmp_path / "awq", group_size=64)
+    st = ckpt / "model.safetensors"
+    if case == "no-weights":
+        st.unlink()
+        needles = [str(ckpt), "no weight files"]
+    elif case == "shard-missing":
+        shards = _split_into_index(ckpt)
+        (ckpt / shards[1]).unlink()
+        needles = [shards[1], "listed in the index is missing"]
+    elif case in ("truncated", "awq-truncated"):
+        data = st.read_bytes()
+        st.write_bytes(data[: len(data) // 2])
+        needles = [str(st), "truncated"]
+    elif case == "garbage":
+        st.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not json header!" + b"\0" * 64)
+        needles = [str(st), "not a valid safetensors file"]
+    elif case == "missing-tensor":
+        _drop_tensor(st, "model.layers.1.mlp.down_proj.weight")
+        needles = [str(st), "missing tensor model.layers.1.mlp.down_proj.weight"]
+    else:
+        _drop_tensor(st, "model.layers.0.self_attn.q_proj.qweight")
+        needles = [str(st), "missing tensor model.layers.0.self_attn.q_proj.qweight"]
+    one_line_error(yi("--model", ckpt, "-p", "hi", home=home), 3, *needles)
+
+
+@pytest.mark.parametrize("where,qc,needles", [
+    ("config.json", {"quant_method": "bitsandbytes", "bits": 4}, ["'bitsandbytes' is not supported"]),
+    ("config.json", {"quant_method": "awq", "bits": 3, "group_size": 64, "version": "gemm"}, ["bits=3"]),
+    ("config.json", {"quant_method": "awq", "bits": 4, "group_size": 64, "version": "gemv"}, ["'gemv'"]),
+    ("config.json", {"quant_method": "gptq", "bits": 3, "group_size": 64}, ["bits=3"]),
+    ("config.json", {"quant_method": "awq", "bits": 4, "group_size": "big"}, ["group_size 'big'"]),
+    ("quantize_config.json", {"bits": 2, "group_size": 64, "desc_act": False}, ["bits=2"]),
+])
+def test_unsupported_quant_method_or_bits(tiny, home, where, qc, needles):
+    if where == "config.json":
+        set_config(tiny, quantization_config=qc)
+    else:
+        (tiny / where).write_text(json.dumps(qc))
+    line = one_line_error(yi("--model", tiny, "-p", "hi", home=home), 3, *needles)
+    assert str(tiny / where) in line  # names the config file and the value
+
+
+@pytest.mark.parametrize("vocab", ["chatml", "plain"])
+def test_tokenizer_without_a_template(tiny, tmp_path, home, vocab):
+    """No chat template: ChatML when the vocab has <|im_start|>/<|im_end|>, else raw text (no template)."""
+    if vocab == "chatml":
+        ckpt = tiny
+        (ckpt / "chat_template.jinja").unlink()
+        tc = json.loads((ckpt / "tokenizer_config.json").read_text())
+        tc.pop("chat_template", None)
+        (ckpt / "tokenizer_config.json").write_text(json.dumps(tc))
+    else:
+        ckpt = tmp_path / "plain"
+        ckpt.mkdir()
+        write_plain_tokenizer(ckpt)
+        make_tiny(ckpt)
+    assert not (ckpt / "chat_template.jinja").exists()
+    p = yi("--model", ckpt, "--json", "--temperature", "0", "--max-new-tokens", "2", stdin="hi there\n/prompt\n",
+           home=home)
+    err = p.stderr.decode()
+    assert p.returncode == 0, err
+    no_traceback(err)
+    objs = json_out(p)
+    assert objs[0]["prompt"] == "hi there" and objs[0]["finish_reason"] in ("stop", "length")
+    prompt = [o for o in objs if o.get("command") == "prompt"][0]["output"]
+    if vocab == "chatml":  # yi-chat's ChatML fallback (SmolLM's own template would add a default system turn)
+        assert prompt.startswith("<|im_start|>user\nhi there<|im_end|>\n<|im_start|>assistant\n"), prompt
+        assert "SmolLM" not in prompt
+    else:  # raw mode: the conversation text as is, no markers
+        assert prompt.startswith("hi there") and "<|im_start|>" not in prompt, prompt
+
+
+def test_model_that_is_a_file(tmp_path, tiny_dir, home):
+    for f in (tiny_dir / "model.safetensors", tiny_dir / "config.json"):
+        line = one_line_error(yi("--model", f, "-p", "hi", home=home), 3, "is a file",
+                              "--model takes a checkpoint directory")
+        assert str(f) in line
+
+
+def test_device_cuda_without_cuda(tiny_dir, home):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    for dev in ("cuda", "cuda:1"):
+        one_line_error(yi("--model", tiny_dir, "--device", dev, "-p", "hi", home=home), 3,
+                       f"--device {dev}: CUDA is not available")
+
+
+def _spawn(*args, home: Path):
+    pexpect = pytest.importorskip("pexpect")
+    env = {**os.environ, "TERM": "xterm-256color", "PROMPT_TOOLKIT_NO_CPR": "1", "COLUMNS": "120", "LINES": "40",
+           "YI_CHAT_HOME": str(home)}
+    return pexpect.spawn(PY, ["-m", "yi_cli", *map(str, args)], env=env, encoding="utf-8", dimensions=(40, 120),
+                         timeout=60)
+
+
+@pytest.mark.parametrize("case", [
+    pytest.param("home-under-a-file", marks=pytest.mark.xfail(
+        strict=True, reason="config.read treats NotADirectoryError from config.toml as a bad config file: "
+        "exit 2 'cannot read the config file' instead of chatting with history off")),
+    "history-is-a-directory"])
+def test_unwritable_home_or_history_file(tiny_dir, tmp_path, case):
+    """Root ignores permission bits, so the paths are made impossible instead: a home below a regular file
+    (mkdir fails with ENOTDIR), or a directory where the history file should be (open fails with EISDIR)."""
+    import pexpect
+
+    if case == "home-under-a-file":
+        blocker = tmp_path / "a-file"
+        blocker.write_text("")
+        home = blocker / "home"
+    else:
+        home = tmp_path / "home"
+        (home / "data" / "history").mkdir(parents=True)
+    child = _spawn("--model", tiny_dir, "--temperature", "0", "--max-new-tokens", "3", home=home)
+    try:
+        child.expect_exact("history is off: cannot write")
+        child.expect_exact(">>>")
+        child.sendline("hello there")
+        child.expect(r"(stop|length) · \d+ prompt tok · \d+ new tok")  # the chat works
+        child.expect_exact(">>>")
+        child.sendline("/history")
+        child.expect_exact("hello there")
+        child.expect_exact(">>>")
+        child.sendcontrol("d")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 0, child.before
+    assert "Traceback" not in (child.before or "")
+
+
+STDOUT_ABORT = pytest.mark.xfail(strict=True, reason="BrokenPipeError from PlainRenderer.reply_text leaves "
+                                 "Chat._stream without cancelling/joining the worker: the process exits while "
+                                 "generate runs -> 'terminate called without an active exception', SIGABRT (134)")
+
+
+@pytest.mark.parametrize("mode", [pytest.param("plain", marks=STDOUT_ABORT), "json",
+                                  pytest.param("one-shot", marks=STDOUT_ABORT)])
+def test_closed_stdout(tiny_dir, tmp_path, home, mode):
+    """`yi-chat ... | head -c 20`: yi-chat itself exits 0 (PIPESTATUS), stderr stays clean."""
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("tell me a long story\n" * 30)
+    # Long replies for the streaming modes, so the reader is gone while the model still generates.
+    args = [PY, "-m", "yi_cli", "--model", str(tiny_dir), *SAMPLE, "--max-new-tokens", "100" if mode == "json" else "2000"]
+    if mode == "json":
+        args.append("--json")
+    if mode == "one-shot":
+        args += ["-p", "tell me a long story"]
+    cmd = " ".join(f"'{a}'" for a in args)
+    script = f"{cmd} < '{prompts}' 2> '{tmp_path / 'err'}' | head -c 20 > '{tmp_path / 'out'}'; " \
+             "echo \"${PIPESTATUS[0]} ${PIPESTATUS[1]}\""
+    p = subprocess.run(["bash", "-c", script], capture_output=True, timeout=180,
+                       env={**os.environ, "YI_CHAT_HOME": str(home)})
+    err = (tmp_path / "err").read_text(errors="replace")
+    assert p.stdout.decode().split() == ["0", "0"], err  # yi-chat's status, head's status
+    assert (tmp_path / "out").stat().st_size == 20
+    no_traceback(err)
+    assert err.strip() == "", err
+
+
+def test_sigterm_during_a_reply(tiny_dir, home):
+    proc = subprocess.Popen([PY, "-m", "yi_cli", "--model", str(tiny_dir), *SAMPLE, "--max-new-tokens", "4000"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "YI_CHAT_HOME": str(home)})
+    try:
+        proc.stdin.write(b"first question\n")
+        proc.stdin.flush()  # stdin stays open: the process is mid-session, not at EOF
+        got = b""
+        deadline = time.monotonic() + 120
+        while len(got) < 40 and time.monotonic() < deadline:  # the reply is streaming
+            if select.select([proc.stdout], [], [], 1)[0]:
+                got += os.read(proc.stdout.fileno(), 4096)
+        assert len(got) >= 40, "no reply streamed"
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = err.decode(errors="replace")
+    assert proc.returncode == 130, err
+    no_traceback(err)
+    assert [ln for ln in err.splitlines() if ln.strip()] == [
+        "yi-chat: terminated; the session is autosaved (--resume last)"]
+    assert (got + out).rstrip().endswith(b"[interrupted]")
+    saved = json.loads((home / "data" / "sessions" / "last.json").read_text())
+    turns = saved["turns"]
+    assert [t["role"] for t in turns] == ["user", "assistant"]
+    assert turns[0]["content"] == "first question"
+    partial = turns[1]
+    assert partial["finish_reason"] == "interrupted" and partial["content"].strip()
+    assert 0 < partial["tokens"] < 4000
+    # --resume last reopens it, marked interrupted.
+    p = yi("--model", tiny_dir, "--resume", "last", stdin="/history\n", home=home)
+    assert p.returncode == 0, p.stderr.decode()
+    assert "[interrupted]" in p.stdout.decode() and "first question" in p.stdout.decode()
+
+
+# --- security basics ----------------------------------------------------------------------------------------------
+
+class _Boom:
+    """Unpickling this runs code: it creates the marker file named in its state."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_pickle_weights_need_allow_pickle(tiny, home, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    sd = load_file(str(tiny / "model.safetensors"))
+    (tiny / "model.safetensors").unlink()
+    torch.save(sd, tiny / "pytorch_model.bin")
+    line = one_line_error(yi("--model", tiny, "-p", "hi", home=home), 3, "--allow-pickle", "only pickle")
+    assert str(tiny) in line
+    p = yi("--model", tiny, "--allow-pickle", "--temperature", "0", "--max-new-tokens", "2", "-p", "hi", home=home)
+    assert p.returncode == 0, p.stderr.decode()  # the flag is the way in
+    # A pickle that runs code is never unpickled without the flag.
+    marker = tmp_path / "pwned"
+    torch.save({"x": _Boom(str(marker))}, tiny / "pytorch_model.bin")
+    one_line_error(yi("--model", tiny, "-p", "hi", home=home), 3, "--allow-pickle")
+    assert not marker.exists()
+
+
+def test_trust_remote_code_off_unless_flag(tiny, monkeypatch, tmp_path):
+    import transformers
+
+    import yi_cli
+
+    seen = []
+    for cls in (transformers.AutoConfig, transformers.AutoTokenizer, transformers.AutoModelForCausalLM):
+        orig = cls.from_pretrained.__func__
+
+        def spy(klass, *a, _orig=orig, _name=cls.__name__, **kw):
+            seen.append((_name, kw.get("trust_remote_code", False)))
+            return _orig(klass, *a, **kw)
+
+        monkeypatch.setattr(cls, "from_pretrained", classmethod(spy))
+    yi_cli.load(tiny, device="cpu", dtype="fp32")
+    assert {n for n, _ in seen} >= {"AutoTokenizer", "AutoModelForCausalLM"}
+    assert all(flag is False for _, flag in seen), seen
+    seen.clear()
+    yi_cli.load(tiny, device="cpu", dtype="fp32", trust_remote_code=True)
+    assert seen and all(flag is True for _, flag in seen), seen
+    # And the CLI: a checkpoint whose config asks for its own code is refused, its code never imported.
+    marker = tmp_path / "remote-code-ran"
+    (tiny / "configuration_evil.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\n"
+        "from transformers import LlamaConfig\n"
+        "class EvilConfig(LlamaConfig):\n    model_type = 'evil'\n")
+    set_config(tiny, model_type="evil", auto_map={"AutoConfig": "configuration_evil.EvilConfig"})
+    p = yi("--model", tiny, "-p", "hi", home=tmp_path / "home", env={"HF_MODULES_CACHE": str(tmp_path / "mods")})
+    one_line_error(p, 3, str(tiny))
+    assert not marker.exists()
+
+
+def _modes(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root.parent)): oct(p.stat().st_mode & 0o777)
+            for p in [root, *sorted(root.rglob("*"))] if not p.is_symlink()}
+
+
+def _assert_private(root: Path) -> None:
+    bad = {p: m for p, m in _modes(root).items()
+           if m != ("0o700" if (root.parent / p).is_dir() else "0o600")}
+    assert not bad, f"not 0700 dirs / 0600 files: {bad}"
+
+
+def test_written_files_are_private(tiny_dir, tmp_path):
+    """History, autosave and /save files 0600, the dirs yi-chat creates 0700 (YI_CHAT_HOME's own mode is the
+    user's)."""
+    import pexpect
+
+    home = tmp_path / "home"
+    home.mkdir()
+    saved = home / "mine" / "saved.json"
+    child = _spawn("--model", tiny_dir, "--temperature", "0", "--max-new-tokens", "2", home=home)
+    try:
+        child.expect_exact(">>>")
+        child.sendline("hello")
+        child.expect("new tok")
+        child.expect_exact(">>>")
+        child.sendline("/save")
+        child.expect("saved to")
+        child.expect_exact(">>>")
+        child.sendline(f"/save {saved}")
+        child.expect("saved to")
+        child.expect_exact(">>>")
+        child.sendcontrol("d")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 0
+    data = home / "data"
+    assert (data / "history").is_file() and (data / "sessions" / "last.json").is_file()
+    assert len(list((data / "sessions").glob("session-*.json"))) == 1 and saved.is_file()
+    _assert_private(data)
+    _assert_private(saved.parent)
+
+
+@pytest.mark.xfail(strict=True, reason="demo cache: $YI_CHAT_HOME/cache is created by mkdir(parents=True) with "
+                   "the umask's 0755, and demo_quant.write_atomic chmods the quantized demo to 0755 dirs / "
+                   "0644 files; demo.py leaves the fp32 demo's tokenizer/config files 0644")
+def test_demo_cache_is_private(demo_dir, demo_fp32_dir):
+    from yi_cli.paths import cache_dir
+
+    _assert_private(cache_dir())
