@@ -57,7 +57,21 @@ def _unpack_cpu(packed: torch.Tensor, n: int, k: int, block: int, pairs: bool) -
     return torch.cat(parts) if len(parts) > 1 else parts[0]
 
 
-class Int4Linear(nn.Module):
+class QuantLinear(nn.Module):
+    """Shared by the kernels: `_weight(dtype)` gives W [out, in] in kernel column order (g_idx-sorted)."""
+
+    perm: torch.Tensor | None
+
+    @torch.no_grad()
+    def dequantize(self) -> torch.Tensor:
+        """The float32 weight [out, in] in checkpoint column order (exact (q - z)·s on CPU in fp32)."""
+        w = self._weight(torch.float32)
+        if self.perm is not None:
+            w = torch.empty_like(w).index_copy_(1, self.perm, w)
+        return w
+
+
+class Int4Linear(QuantLinear):
     """W[o, i] = (q - 8)·s + zf per group, packed for the tinygemm ops. On CPU, where the op's cost grows with
     the token count, prompts (> 1 token) unpack the codes and run one float GEMM instead."""
 
@@ -124,19 +138,11 @@ class Int4Linear(nn.Module):
             y = y + self.bias.to(x.dtype)
         return y.reshape(*x.shape[:-1], self.out_features)
 
-    @torch.no_grad()
-    def dequantize(self) -> torch.Tensor:
-        """The float32 weight [out, in] this kernel computes with (exact (q - z)·s on CPU in fp32)."""
-        w = self._weight(torch.float32)
-        if self.perm is not None:
-            w = torch.empty_like(w).index_copy_(1, self.perm, w)
-        return w
-
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, bits=4, group={self.group_size}, int4pack"
 
 
-class DequantLinear(nn.Module):
+class DequantLinear(QuantLinear):
     """Codes kept at `bits` per weight; forward builds W = q·s + c (c = -z·s) per group, then one GEMM."""
 
     def __init__(self, w: QWeight, device: str, dtype: torch.dtype):
@@ -169,13 +175,6 @@ class DequantLinear(nn.Module):
             x = x.index_select(-1, self.perm)
         bias = None if self.bias is None else self.bias.to(x.dtype)
         return nn.functional.linear(x, self._weight(x.dtype), bias)
-
-    @torch.no_grad()
-    def dequantize(self) -> torch.Tensor:
-        w = self._weight(torch.float32)
-        if self.perm is not None:
-            w = torch.empty_like(w).index_copy_(1, self.perm, w)
-        return w
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, bits={self.bits}, group={self.group_size}, dequant"
