@@ -224,3 +224,20 @@ def test_sampler_cpu_shortcut_picks_what_the_full_sort_picks(top_p, top_k):
             sampler.rng[1] = step
             picks.append(int(sampler(logits, eager=eager)))
         assert picks[0] == picks[1]
+
+
+@pytest.mark.slow
+def test_demo_awq_greedy_64_tokens_match_transformers():
+    """The quantized demo model (a real chat model): the same 64 greedy tokens as eager transformers."""
+    from yi_cli import demo, loader
+    from yi_cli.errors import LoadError
+
+    try:
+        loaded = loader.load(str(demo.ensure("demo")), device="cpu")
+    except LoadError as e:
+        pytest.skip(str(e))
+    ids = loaded.tokenizer.apply_chat_template([{"role": "user", "content": "Write a short poem about the sea."}],
+                                               add_generation_prompt=True, tokenize=True)
+    ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+    ref = reference_greedy(loaded.model, ids)
+    assert fast_tokens(FastDecoder(loaded), ids) == ref
