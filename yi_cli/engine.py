@@ -41,7 +41,7 @@ class LocalEngine:
         usable = supports is not None and supports(self.loaded)
         if backend == "fast" and not usable:
             raise YiError(f"--engine fast does not support this model ({type(self.loaded.model).__name__})")
-        if backend == "auto" and not (usable and self.loaded.device.startswith("cuda")):
+        if backend == "auto" and not usable:
             return None
         return FastDecoder(self.loaded)
 

@@ -93,7 +93,6 @@ def load(path, device: str | None = None, dtype=None, *, allow_pickle: bool = Fa
     path = resolve(str(path))
     cfg = read_config(path)
     device = pick_device(device)
-    dtype = pick_dtype(dtype, device)
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # per-tensor bars on every start are noise; the CLI shows one status line
@@ -101,6 +100,9 @@ def load(path, device: str | None = None, dtype=None, *, allow_pickle: bool = Fa
     from . import quant_load
 
     quant = quant_load.detect(path, cfg)
+    if quant is not None and device.startswith("cuda") and dtype in (None, "", "auto"):
+        dtype = "bf16"  # the CUDA int4 kernel computes in bf16: fp16 would need extra copies of embeddings/lm_head
+    dtype = pick_dtype(dtype, device)
     tokenizer = load_tokenizer(path, trust_remote_code)
     if quant is not None:
         model, config = quant_load.load_quantized(path, cfg, quant, device, dtype)
