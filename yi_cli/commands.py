@@ -116,13 +116,21 @@ def do_undo(chat, arg):
     chat.render.show("removed the last exchange")
 
 
+def regenerate(chat, text: str) -> None:
+    """Replace the last exchange by a new reply to `text`; if that fails, the old exchange comes back."""
+    removed = chat.session.turns[-2:]
+    chat.session.undo()
+    if chat.turn(text) is None:
+        chat.session.turns.extend(removed)
+
+
 def do_retry(chat, arg):
-    removed = chat.session.undo()
-    if removed is None:
+    if len(chat.session.turns) < 2:
         raise YiError("nothing to retry")
     if arg:
         chat.settings.seed = gen.parse("seed", arg)
-    chat.turn(removed[0])
+        chat.options.setting_sources["seed"] = "command"
+    regenerate(chat, chat.session.turns[-2].content)
 
 
 def do_edit(chat, arg):
@@ -139,8 +147,7 @@ def do_edit(chat, arg):
     if not new or not new.strip() or new == old:
         chat.render.notice("edit cancelled: the message is unchanged")
         return
-    chat.session.undo()
-    chat.turn(new)
+    regenerate(chat, new)
 
 
 def do_continue(chat, arg):

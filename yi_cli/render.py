@@ -47,10 +47,11 @@ class Renderer:
         self.console.print(renderable, markup=False, highlight=False)
 
     def notice(self, msg: str) -> None:
-        self.err.print(msg, markup=False, highlight=False, style="yellow")
+        self.err.print(msg, markup=False, highlight=False, style="yellow", soft_wrap=True)
 
     def error(self, msg: str) -> None:
-        self.err.print(f"error: {msg}", markup=False, highlight=False, style="bold red")
+        # soft_wrap: one failure is one line on stderr, however narrow rich thinks a pipe is
+        self.err.print(f"error: {msg}", markup=False, highlight=False, style="bold red", soft_wrap=True)
 
     def reply_start(self, prompt: str) -> None: ...
 
