@@ -14,6 +14,7 @@ import gc
 import io
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -44,7 +45,7 @@ def main(argv=None) -> int:
     ap.add_argument("--turns", type=int, default=500)
     ap.add_argument("--context", type=int, default=256, help="context length the engine is cut to")
     ap.add_argument("--max-new-tokens", type=int, default=8)
-    ap.add_argument("--engine", default="generate", choices=["auto", "fast", "generate"])
+    ap.add_argument("--engine", default="auto", choices=["auto", "fast", "generate"], help="as the CLI's --engine")
     ap.add_argument("--early", type=int, default=50, help="turn of the first RSS reading")
     ap.add_argument("--max-growth-mb", type=float, default=32.0, help="RSS growth early->end that still counts as flat")
     args = ap.parse_args(argv)
@@ -96,10 +97,11 @@ def main(argv=None) -> int:
     transcript.close()
 
     records = [json.loads(x) for x in transcript_path.read_text(encoding="utf-8").splitlines() if x.strip()]
+    saved, _, _ = store.read("last")
+    shutil.rmtree(work, ignore_errors=True)
     replies = [r for r in records if "prompt" in r]
     in_order = [r["prompt"] for r in replies] == sent
     finished = all(r.get("finish_reason") in ("stop", "length") for r in replies)
-    saved, _, _ = store.read("last")
     turns = saved.turns
     alternate = all(t.role == ("user" if k % 2 == 0 else "assistant") for k, t in enumerate(turns))
     last_ok = bool(turns) and turns[-2].content == sent[-1] and turns[-1].content == replies[-1]["reply"]

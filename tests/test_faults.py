@@ -166,12 +166,7 @@ def test_out_of_memory_keeps_a_continued_reply(monkeypatch):
     assert last.content.startswith("one two three") and last.content.endswith("seven eight"), last.content
 
 
-@pytest.mark.parametrize("command", [
-    pytest.param("/retry", marks=pytest.mark.xfail(strict=True, reason="commands.do_retry undoes the exchange "
-                 "before the new reply runs; when that reply fails the old exchange is lost")),
-    pytest.param("/edit a better question", marks=pytest.mark.xfail(strict=True, reason="commands.do_edit "
-                 "undoes the exchange before the new reply runs; when that reply fails the old exchange is lost")),
-])
+@pytest.mark.parametrize("command", ["/retry", "/retry 7", "/edit a better question"])
 def test_failed_regeneration_keeps_the_session(command):
     engine = ScriptedEngine(["the first answer"])
     chat, out, err = plain_chat(engine)
