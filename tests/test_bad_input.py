@@ -186,6 +186,7 @@ def test_invalid_utf8_in_the_prompt_argument_or_terminal(tiny_dir, home, where):
 
 
 
+@pytest.mark.parametrize("stdin", [b"", b"\n  \n\t\n"], ids=["empty", "blank-lines"])
 def test_empty_stdin(tiny_dir, home, stdin):
     p = yi("--model", tiny_dir, stdin=stdin, home=home)
     err = p.stderr.decode()
@@ -472,7 +473,8 @@ def test_closed_stdout(tiny_dir, tmp_path, home, mode):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("tell me a long story\n" * 30)
     # Long replies for the streaming modes, so the reader is gone while the model still generates.
-    args = [PY, "-m", "yi_cli", "--model", str(tiny_dir), *SAMPLE, "--max-new-tokens", "100" if mode == "json" else "2000"]
+    n = "100" if mode == "json" else "2000"
+    args = [PY, "-m", "yi_cli", "--model", str(tiny_dir), *SAMPLE, "--max-new-tokens", n]
     if mode == "json":
         args.append("--json")
     if mode == "one-shot":
@@ -599,7 +601,11 @@ def _assert_private(root: Path) -> None:
     assert not bad, f"not 0700 dirs / 0600 files: {bad}"
 
 
-def test_written_files_are_private(tiny_dir, tmp_path):
+@pytest.mark.parametrize("door", ["terminal", pytest.param("pipe", marks=pytest.mark.xfail(
+    strict=True, reason="paths.private_dir: mkdir(parents=True, mode=0o700) gives the mode to the leaf only; "
+    "a piped session's autosave creates $YI_CHAT_HOME/data as 0755 (the REPL's history happens to create it "
+    "first, as the leaf)"))])
+def test_written_files_are_private(tiny_dir, tmp_path, door):
     """History, autosave and /save files 0600, the dirs yi-chat creates 0700 (YI_CHAT_HOME's own mode is the
     user's)."""
     import pexpect
@@ -607,30 +613,37 @@ def test_written_files_are_private(tiny_dir, tmp_path):
     home = tmp_path / "home"
     home.mkdir()
     saved = home / "mine" / "saved.json"
-    child = _spawn("--model", tiny_dir, "--temperature", "0", "--max-new-tokens", "2", home=home)
-    try:
-        child.expect_exact(">>>")
-        child.sendline("hello")
-        child.expect("new tok")
-        child.expect_exact(">>>")
-        child.sendline("/save")
-        child.expect("saved to")
-        child.expect_exact(">>>")
-        child.sendline(f"/save {saved}")
-        child.expect("saved to")
-        child.expect_exact(">>>")
-        child.sendcontrol("d")
-        child.expect(pexpect.EOF)
-    finally:
-        child.close()
-    assert child.exitstatus == 0
+    if door == "pipe":
+        p = yi("--model", tiny_dir, "--temperature", "0", "--max-new-tokens", "2",
+               stdin=f"hello\n/save\n/save {saved}\n", home=home)
+        assert p.returncode == 0, p.stderr.decode()
+    else:
+        child = _spawn("--model", tiny_dir, "--temperature", "0", "--max-new-tokens", "2", home=home)
+        try:
+            child.expect_exact(">>>")
+            child.sendline("hello")
+            child.expect("new tok")
+            child.expect_exact(">>>")
+            child.sendline("/save")
+            child.expect("saved to")
+            child.expect_exact(">>>")
+            child.sendline(f"/save {saved}")
+            child.expect("saved to")
+            child.expect_exact(">>>")
+            child.sendcontrol("d")
+            child.expect(pexpect.EOF)
+        finally:
+            child.close()
+        assert child.exitstatus == 0
+        assert (home / "data" / "history").is_file()
     data = home / "data"
-    assert (data / "history").is_file() and (data / "sessions" / "last.json").is_file()
+    assert (data / "sessions" / "last.json").is_file()
     assert len(list((data / "sessions").glob("session-*.json"))) == 1 and saved.is_file()
     _assert_private(data)
     _assert_private(saved.parent)
 
 
+@pytest.mark.slow  # needs the AWQ demo conversion
 @pytest.mark.xfail(strict=True, reason="demo cache: $YI_CHAT_HOME/cache is created by mkdir(parents=True) with "
                    "the umask's 0755, and demo_quant.write_atomic chmods the quantized demo to 0755 dirs / "
                    "0644 files; demo.py leaves the fp32 demo's tokenizer/config files 0644")
