@@ -6,7 +6,7 @@ import os
 import signal
 import sys
 
-from .errors import EXIT_INTERRUPTED, EXIT_USAGE, UsageError, YiError
+from .errors import EXIT_INTERRUPTED, UsageError, YiError
 
 EPILOG = """exit codes:
   0    success (also: stdout closed by the reader, e.g. | head)
@@ -99,7 +99,10 @@ def _err(msg: str) -> None:
 def _main(args) -> int:
     from . import config, store
     from .chat import Chat, Options
+    from .session import ChatSession
 
+    if args.prompt is not None and not args.prompt.strip():
+        raise UsageError("-p/--prompt is empty")
     top, gen_cfg = config.read()
     args.endpoint = args.endpoint or top.get("endpoint")
     # A remote engine names its own model when none is given; a local one defaults to the demo.
@@ -111,15 +114,9 @@ def _main(args) -> int:
         for k, v in saved.to_dict().items():
             if k not in sources:  # flags win over the file's settings
                 setattr(settings, k, v)
-    if args.system is not None:
-        from .session import ChatSession
-
+    if args.system is not None or (session is None and top.get("system")):
         session = session or ChatSession()
-        session.system = args.system
-    elif session is None and top.get("system"):
-        from .session import ChatSession
-
-        session = ChatSession(system=top["system"])
+        session.system = args.system if args.system is not None else top["system"]
     interactive = args.prompt is None and sys.stdin.isatty()
     render = make_renderer(args, interactive)
     engine = make_engine(args, top, render)
@@ -132,8 +129,8 @@ def _main(args) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     if args.prompt is not None:
-        chat.handle(args.prompt) if args.prompt.strip() else render.error("empty prompt")
-        return 1 if chat.failures or not args.prompt.strip() else 0
+        chat.handle(args.prompt)
+        return 1 if chat.failures else 0
     if interactive:
         from . import repl
 
