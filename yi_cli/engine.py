@@ -81,6 +81,14 @@ class LocalEngine:
             yield from self._stream_generate(ids, settings, cancel)
 
     def _stream_fast(self, ids, settings, cancel):
+        try:
+            yield from self._fast_events(ids, settings, cancel)
+        except YiError:
+            raise
+        except Exception as e:  # out of memory and the like: one line, cache freed (engine_error)
+            raise engine_error(e) from None
+
+    def _fast_events(self, ids, settings, cancel):
         stats = Stats(prompt_tokens=len(ids))
         detok = Detokenizer(self.tokenizer)
         t0 = time.perf_counter()
@@ -111,6 +119,7 @@ class LocalEngine:
         t0 = time.perf_counter()
         times: list[float] = []
         stop = threading.Event()  # set when the consumer goes away early; `cancel` stays the caller's
+        timed_out = threading.Event()
 
         class Watch(StoppingCriteria):
             # Called once per generated token: records timing and stops on cancel (Ctrl-C).
@@ -146,10 +155,12 @@ class LocalEngine:
                         yield Text(piece)
             except Empty:
                 stop.set()
+                timed_out.set()
                 raise YiError(f"the model produced no token for {STREAM_TIMEOUT_S:.0f} s; reply abandoned") from None
         finally:
             stop.set()
-            worker.join()
+            # After a timeout generate may be stuck before its first token: leave the daemon thread behind.
+            worker.join(timeout=5 if timed_out.is_set() else None)
         if "error" in result:
             raise engine_error(result["error"])
         out = result["out"][0, len(ids):].tolist()

@@ -7,6 +7,12 @@ EXIT_LOAD = 3
 EXIT_INTERRUPTED = 130
 
 
+def shown(text: str, limit: int = 60) -> str:
+    """User text echoed in a message: control characters made visible, long text cut, so the message stays one line."""
+    out = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:limit])
+    return out + ("..." if len(text) > limit else "")
+
+
 class YiError(Exception):
     """A failure the user can act on. `str(err)` is the whole message: one line, no traceback."""
 

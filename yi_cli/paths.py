@@ -26,6 +26,21 @@ def config_dir() -> Path:
 
 
 def private_dir(path: Path) -> Path:
-    """Create `path` (and parents) with mode 0700; raises OSError when that is impossible."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    """Create `path` and each missing parent with mode 0700; raises OSError when that is impossible."""
+    missing = []
+    p = path
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        d.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(d, 0o700)  # mkdir's mode is filtered by the umask
     return path
+
+
+def make_private(tree: Path) -> None:
+    """Files the tool writes are the user's alone: directories 0700, files 0600."""
+    for d, dirs, files in os.walk(tree):
+        os.chmod(d, 0o700)
+        for f in files:
+            os.chmod(os.path.join(d, f), 0o600)

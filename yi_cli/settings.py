@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 
-from .errors import UsageError
+from .errors import UsageError, shown
 
 
 @dataclass
@@ -64,7 +64,7 @@ def check(name: str, v) -> None:
 def parse(name: str, value) -> object:
     """Parse a setting from text (as typed in /set or a TOML/JSON file) and validate it."""
     if name not in NAMES:
-        raise UsageError(f"unknown setting {name!r}; known: {', '.join(NAMES)}")
+        raise UsageError(f"unknown setting {shown(name, 40)!r}; known: {', '.join(NAMES)}")
     kind = {"top_k": int, "max_new_tokens": int, "seed": int}.get(name, float)
     if name == "seed" and (value is None or str(value).lower() in ("none", "off", "random")):
         return None
@@ -73,6 +73,6 @@ def parse(name: str, value) -> object:
     try:
         v = kind(value) if not isinstance(value, str) else kind(value.strip())
     except (TypeError, ValueError):
-        raise UsageError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {value!r}") from None
+        raise UsageError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {shown(repr(value), 40)}") from None
     check(name, v)
     return v

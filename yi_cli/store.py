@@ -7,7 +7,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .errors import YiError
+from .errors import YiError, shown
 from .paths import data_dir, private_dir
 from .session import ChatSession
 from .settings import GenSettings
@@ -49,8 +49,8 @@ def save(chat, path: str | None) -> Path:
     p = Path(path).expanduser() if path else default_path()
     try:
         write_atomic(p, json.dumps(to_dict(chat), ensure_ascii=False, indent=1))
-    except OSError as e:
-        raise YiError(f"{p}: cannot save the session ({e.strerror or e})") from None
+    except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
+        raise YiError(f"{shown(str(p))}: cannot save the session ({getattr(e, 'strerror', None) or e})") from None
     return p
 
 
@@ -67,18 +67,18 @@ def read(path: str) -> tuple[ChatSession, GenSettings, dict]:
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise YiError(f"{p}: no such session file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise YiError(f"{p}: not a readable session file ({e.__class__.__name__})") from None
+        raise YiError(f"{shown(str(p))}: no such session file") from None
+    except (OSError, ValueError) as e:  # ValueError covers bad JSON, bad UTF-8 and a NUL byte in the path
+        raise YiError(f"{shown(str(p))}: not a readable session file ({e.__class__.__name__})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise YiError(f"{p}: not a yi-chat session file")
+        raise YiError(f"{shown(str(p))}: not a yi-chat session file")
     if data.get("version") != VERSION:
-        raise YiError(f"{p}: session file version {data.get('version')!r} is not supported (expected {VERSION})")
+        raise YiError(f"{shown(str(p))}: session file version {data.get('version')!r} is not supported (expected {VERSION})")
     try:
         session = ChatSession.from_dict(data)
         settings = GenSettings.from_dict(data.get("settings") or {})
     except (ValueError, TypeError, YiError) as e:
-        raise YiError(f"{p}: malformed session file ({e})") from None
+        raise YiError(f"{shown(str(p))}: malformed session file ({shown(str(e), 200)})") from None
     return session, settings, data
 
 
