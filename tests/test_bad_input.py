@@ -149,13 +149,9 @@ def test_invalid_utf8_and_nul_bytes_on_stdin(tiny_dir, home):
     assert "hello" in hist and "there" not in hist and "surrogate" not in hist
 
 
-SURROGATE_CRASH = pytest.mark.xfail(strict=True, reason="invalid UTF-8 from argv or the terminal arrives as lone "
-                                    "surrogates (surrogateescape); the tokenizer raises TypeError in Chat._fit -> "
-                                    "engine.count, which escapes Chat.handle: traceback")
 
 
-@pytest.mark.parametrize("where", [pytest.param("argv", marks=SURROGATE_CRASH),
-                                   pytest.param("terminal", marks=SURROGATE_CRASH)])
+@pytest.mark.parametrize("where", ["argv", "terminal"])
 def test_invalid_utf8_in_the_prompt_argument_or_terminal(tiny_dir, home, where):
     """The same bytes the stdin row skips, arriving by the other two doors: -p and the interactive prompt."""
     if where == "argv":
@@ -242,8 +238,6 @@ def test_unknown_or_malformed_slash_commands(tiny_dir, home):
     assert "hi" in [o for o in objs if o.get("command") == "history"][0]["output"]
 
 
-ARGPARSE_ONE_LINE = pytest.mark.xfail(strict=True, reason="argparse prints its multi-line usage block before the "
-                                      "error; README: every failure is one line on stderr")
 
 
 @pytest.mark.parametrize("flags,needle", [
@@ -254,28 +248,16 @@ ARGPARSE_ONE_LINE = pytest.mark.xfail(strict=True, reason="argparse prints its m
     (["--top-k", "-1"], "top_k must be >= 0"),
     (["--repetition-penalty", "0"], "repetition_penalty must be in (0, 10]"),
     (["--seed", "-5"], "seed must be a non-negative integer"),
-    pytest.param(["--device", "tpu"], "--device tpu", marks=pytest.mark.xfail(
-        strict=True, reason="a bad --device value exits 3 (LoadError in loader.pick_device), not 2")),
-    pytest.param(["--temperature", "hot"], "invalid float value: 'hot'", marks=ARGPARSE_ONE_LINE),
-    pytest.param(["--dtype", "fp8"], "invalid choice: 'fp8'", marks=ARGPARSE_ONE_LINE),
-    pytest.param(["--no-such-flag"], "unrecognized arguments: --no-such-flag", marks=ARGPARSE_ONE_LINE),
+    (["--device", "tpu"], "unknown device 'tpu'"),
+    (["--temperature", "hot"], "invalid float value: 'hot'"),
+    (["--dtype", "fp8"], "invalid choice: 'fp8'"),
+    (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+    (["--overflow", "maybe"], "invalid choice: 'maybe'"),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
 def test_bad_flag_values(tiny_dir, home, flags, needle):
     p = yi("--model", tiny_dir, *flags, "-p", "hi", home=home)
     one_line_error(p, 2, needle)
 
-
-def test_bad_flag_values_argparse_exit_2_no_traceback(tiny_dir, home):
-    """The argparse-checked flags: exit 2, the error on the last line, no traceback (see the xfails above)."""
-    for flags, needle in ((["--temperature", "hot"], "invalid float value: 'hot'"),
-                          (["--dtype", "fp8"], "invalid choice: 'fp8'"),
-                          (["--overflow", "maybe"], "invalid choice: 'maybe'"),
-                          (["--no-such-flag"], "unrecognized arguments: --no-such-flag")):
-        p = yi("--model", tiny_dir, *flags, "-p", "hi", home=home)
-        err = p.stderr.decode()
-        assert p.returncode == 2, err
-        no_traceback(err)
-        assert needle in err_lines(p)[-1]
 
 
 @pytest.mark.parametrize("case,needle", [
@@ -427,9 +409,7 @@ def _spawn(*args, home: Path):
 
 
 @pytest.mark.parametrize("case", [
-    pytest.param("home-under-a-file", marks=pytest.mark.xfail(
-        strict=True, reason="config.read treats NotADirectoryError from config.toml as a bad config file: "
-        "exit 2 'cannot read the config file' instead of chatting with history off")),
+    "home-under-a-file",
     "history-is-a-directory"])
 def test_unwritable_home_or_history_file(tiny_dir, tmp_path, case):
     """Root ignores permission bits, so the paths are made impossible instead: a home below a regular file
@@ -461,13 +441,9 @@ def test_unwritable_home_or_history_file(tiny_dir, tmp_path, case):
     assert "Traceback" not in (child.before or "")
 
 
-STDOUT_ABORT = pytest.mark.xfail(strict=True, reason="BrokenPipeError from PlainRenderer.reply_text leaves "
-                                 "Chat._stream without cancelling/joining the worker: the process exits while "
-                                 "generate runs -> 'terminate called without an active exception', SIGABRT (134)")
 
 
-@pytest.mark.parametrize("mode", [pytest.param("plain", marks=STDOUT_ABORT), "json",
-                                  pytest.param("one-shot", marks=STDOUT_ABORT)])
+@pytest.mark.parametrize("mode", ["plain", "json", "one-shot"])
 def test_closed_stdout(tiny_dir, tmp_path, home, mode):
     """`yi-chat ... | head -c 20`: yi-chat itself exits 0 (PIPESTATUS), stderr stays clean."""
     prompts = tmp_path / "prompts.txt"
@@ -601,10 +577,7 @@ def _assert_private(root: Path) -> None:
     assert not bad, f"not 0700 dirs / 0600 files: {bad}"
 
 
-@pytest.mark.parametrize("door", ["terminal", pytest.param("pipe", marks=pytest.mark.xfail(
-    strict=True, reason="paths.private_dir: mkdir(parents=True, mode=0o700) gives the mode to the leaf only; "
-    "a piped session's autosave creates $YI_CHAT_HOME/data as 0755 (the REPL's history happens to create it "
-    "first, as the leaf)"))])
+@pytest.mark.parametrize("door", ["terminal", "pipe"])
 def test_written_files_are_private(tiny_dir, tmp_path, door):
     """History, autosave and /save files 0600, the dirs yi-chat creates 0700 (YI_CHAT_HOME's own mode is the
     user's)."""
@@ -644,9 +617,6 @@ def test_written_files_are_private(tiny_dir, tmp_path, door):
 
 
 @pytest.mark.slow  # needs the AWQ demo conversion
-@pytest.mark.xfail(strict=True, reason="demo cache: $YI_CHAT_HOME/cache is created by mkdir(parents=True) with "
-                   "the umask's 0755, and demo_quant.write_atomic chmods the quantized demo to 0755 dirs / "
-                   "0644 files; demo.py leaves the fp32 demo's tokenizer/config files 0644")
 def test_demo_cache_is_private(demo_dir, demo_fp32_dir):
     from yi_cli.paths import cache_dir
 

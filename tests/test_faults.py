@@ -78,9 +78,7 @@ class FailingMidStream(ScriptedEngine):
 @pytest.mark.parametrize("exc,line", [
     (RuntimeError("boom"), "error: generation failed (RuntimeError: boom)"),
     (KeyError("past_key_values"), "error: generation failed (KeyError: 'past_key_values')"),
-    pytest.param(RuntimeError("boom\n  at frame 1\n  at frame 2"), "error: generation failed (RuntimeError: boom)",
-                 marks=pytest.mark.xfail(strict=True, reason="Chat._on_event formats a raw engine exception with "
-                                         "str(ev): a multi-line message becomes several stderr lines")),
+    (RuntimeError("boom\n  at frame 1\n  at frame 2"), "error: generation failed (RuntimeError: boom)"),
 ])
 def test_exception_in_worker_thread_chat(exc, line):
     engine = FailingMidStream(exc)
@@ -97,10 +95,6 @@ def test_exception_in_worker_thread_chat(exc, line):
 
 
 def test_exception_in_worker_thread_local_engine(engine, monkeypatch, request):
-    if engine.backend == "fast":
-        request.applymarker(pytest.mark.xfail(
-            strict=True, reason="LocalEngine._stream_fast lets decoder exceptions through unmapped and "
-            "Chat._on_event prints str(ev): a multi-line message becomes several stderr lines"))
     chat, out, err = plain_chat(engine, settings=GenSettings(**GREEDY.to_dict()))
     chat.handle("first")
     before = snapshot(chat)
@@ -121,10 +115,6 @@ def test_exception_in_worker_thread_local_engine(engine, monkeypatch, request):
 # --- CUDA out of memory during prefill ------------------------------------------------------------------------------
 
 def test_out_of_memory_during_prefill(engine, monkeypatch, request):
-    if engine.backend == "fast":
-        request.applymarker(pytest.mark.xfail(
-            strict=True, reason="LocalEngine._stream_fast does not map decoder errors through engine_error: "
-            "an OOM reads 'generation failed (OutOfMemoryError: ...)', no cache freed, no advice"))
     chat, out, err = plain_chat(engine, settings=GenSettings(**GREEDY.to_dict()))
     chat.handle("first")
     before = snapshot(chat)
@@ -207,9 +197,7 @@ def fake_generate(tokenizer, gap_s: float, release: threading.Event, n_tokens: i
 
 @pytest.mark.parametrize("stall", [
     "between-tokens",
-    pytest.param("in-prefill", marks=pytest.mark.xfail(strict=True, reason="LocalEngine._stream_generate joins "
-                 "the generate thread after the streamer times out: a generate stuck before its first token "
-                 "(no stopping-criteria call) blocks the reply until it returns, whatever STREAM_TIMEOUT_S says")),
+    "in-prefill",
 ])
 def test_streamer_timeout(tiny_loaded, monkeypatch, stall):
     import yi_cli.engine as eng
@@ -235,8 +223,6 @@ def test_streamer_timeout(tiny_loaded, monkeypatch, stall):
     check_kept_and_recovers(chat, err, before)
 
 
-@pytest.mark.xfail(strict=True, reason="Chat.turn drops the oldest exchanges from the session (_fit) before the "
-                   "reply runs; when the reply then fails, the turn is not recorded but the exchanges stay lost")
 def test_failed_reply_after_a_context_drop_keeps_the_session():
     engine = ScriptedEngine(["one two", "three four", "five six"])
     engine.context_length = 40

@@ -3,7 +3,7 @@
 Invariants: nothing but YiError leaves `commands.parse`; no exception escapes `Chat.handle`; roles alternate with no
 unanswered user turn; every turn's token count is the engine's count_text of its text; /save -> file -> read gives
 back exactly the session and settings, and /load restores exactly what was saved (or, on error, changes nothing).
-Known bugs found by this file are pinned as strict xfails at the bottom and kept out of the properties' inputs.
+Bugs this file found (now fixed) are pinned by the regression tests at the bottom.
 """
 from __future__ import annotations
 
@@ -247,16 +247,12 @@ def _chat(tmp_path, on_turn=None):
     return Chat(engine, render, GenSettings(), on_turn=on_turn), render
 
 
-@pytest.mark.xfail(strict=True, reason="a lone surrogate (invalid UTF-8 via surrogateescape from argv or the "
-                   "terminal) reaches store.write_atomic: UnicodeEncodeError escapes Chat.handle from the autosave")
 def test_lone_surrogate_message_does_not_crash_the_autosave(fuzz_home, tmp_path):
     chat, render = _chat(tmp_path, on_turn=store.autosave)
     chat.handle("caf\udce9")  # what `yi-chat -p $'caf\\xe9'` carries
     assert chat.handle("next") is True
 
 
-@pytest.mark.xfail(strict=True, reason="/save and /load with a NUL byte in the path: ValueError('embedded null "
-                   "byte') is not an OSError, so store.save/store.read let it escape Chat.handle")
 @pytest.mark.parametrize("line", ["/save a\x00b.json", "/load a\x00b.json"])
 def test_nul_in_a_session_path(fuzz_home, tmp_path, line):
     chat, render = _chat(tmp_path)
@@ -264,8 +260,6 @@ def test_nul_in_a_session_path(fuzz_home, tmp_path, line):
     assert len(render.errors) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="errors echo the user's command text unescaped: a newline in a command "
-                   "name or argument makes the one-line error several lines")
 @pytest.mark.parametrize("line", ["/hist\nory", "/help no\nsuch", "/load no\nsuch.json"])
 def test_error_for_a_multiline_command_is_one_line(fuzz_home, tmp_path, line):
     chat, render = _chat(tmp_path)

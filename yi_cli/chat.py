@@ -74,12 +74,10 @@ class Chat:
             self.failures += 1
             self.render.error(str(e))
             return None
-        stats = self.reply(msgs, text)
-        if stats is not None and dropped:  # forget the dropped exchanges only once the reply is recorded
-            self.session.drop_oldest(dropped)
-        return stats
+        return self.reply(msgs, text, dropped=dropped)
 
-    def reply(self, msgs: list[dict], prompt: str, prefix: str = "") -> Stats | None:
+    def reply(self, msgs: list[dict], prompt: str, prefix: str = "", dropped: int = 0) -> Stats | None:
+        """Stream a reply to `msgs` and record it; `dropped` oldest turns are forgotten only once it is recorded."""
         self.render.reply_start(prompt)
         text, stats, error = self._stream(msgs)
         self.render.reply_end(text, stats)
@@ -96,6 +94,8 @@ class Chat:
         if count_text and not prefix:
             self.session.turns[-1].tokens = count_text(self.session.turns[-1].content)
         self.session.add_assistant(text, stats.new_tokens, stats.finish_reason, stats.to_dict())
+        if dropped:
+            self.session.drop_oldest(dropped)
         self.history.append(stats)
         if self.on_turn:
             self.on_turn(self)
@@ -173,5 +173,6 @@ class Chat:
         elif isinstance(ev, Finish):
             acc["stats"] = ev.stats
         elif isinstance(ev, BaseException):
-            msg = str(ev) if isinstance(ev, YiError) else f"generation failed ({ev.__class__.__name__}: {ev})"
-            acc["error"] = msg.strip().splitlines()[0] if msg.strip() else ev.__class__.__name__
+            lines = str(ev).strip().splitlines()
+            first = lines[0] if lines else ""
+            acc["error"] = first if isinstance(ev, YiError) else f"generation failed ({ev.__class__.__name__}: {first})"

@@ -19,8 +19,20 @@ Model: a checkpoint directory, a hub id already in the local cache, or 'demo' (S
 'demo-gptq8', 'demo-fp32'. Piped stdin: each non-empty line is one user turn of one session."""
 
 
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not argparse's usage block: every failure is one line on stderr
+        _err(f"{message} (see --help)")
+        sys.exit(2)
+
+
+def device_arg(value: str) -> str:
+    if value in ("auto", "cpu", "cuda", "mps") or (value.startswith("cuda:") and value[5:].isdigit()):
+        return value
+    raise argparse.ArgumentTypeError(f"unknown device {value!r} (use auto, cpu, cuda or cuda:N)")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="yi-chat", description="Chat with Yi models (and other chat models) in a terminal.",
+    p = Parser(prog="yi-chat", description="Chat with Yi models (and other chat models) in a terminal.",
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
     a("--model", "-m", help="checkpoint directory, cached hub id, or demo (default: demo)")
@@ -33,7 +45,7 @@ def parser() -> argparse.ArgumentParser:
     a("--top-k", type=int, help="top-k sampling, 0 = off (default 0)")
     a("--repetition-penalty", type=float, help="repetition penalty (default 1.2)")
     a("--seed", type=int, help="random seed for reproducible sampling")
-    a("--device", help="cpu, cuda, cuda:N (default: cuda when available)")
+    a("--device", type=device_arg, help="cpu, cuda, cuda:N (default: cuda when available)")
     a("--dtype", choices=["auto", "fp32", "fp16", "bf16"], help="activation dtype (default: fp32 on cpu, fp16 on cuda)")
     a("--engine", choices=["auto", "fast", "generate"], help="decode engine: fast (CUDA graphs) or plain generate")
     a("--raw", action="store_true", help="no chat template: feed the text as is (base models)")

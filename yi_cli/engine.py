@@ -160,7 +160,7 @@ class LocalEngine:
         finally:
             stop.set()
             # After a timeout generate may be stuck before its first token: leave the daemon thread behind.
-            worker.join(timeout=5 if timed_out.is_set() else None)
+            worker.join(timeout=1 if timed_out.is_set() else None)
         if "error" in result:
             raise engine_error(result["error"])
         out = result["out"][0, len(ids):].tolist()
