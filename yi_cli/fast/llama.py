@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from . import kernels
 from .kernels import add_rmsnorm, rope_cache, silu_mul
 from .weights import convert
+
+PREFILL_ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 class Layer:
@@ -80,8 +83,12 @@ class FastLlama:
             if decode:
                 o = kernels.decode_attention(qg, kc, vc, pos, length)
             else:
-                o = F.scaled_dot_product_attention(qg, kc[:, :, :length], vc[:, :, :length], attn_mask=mask)
-            o = o.view(self.n_heads, t, self.hd).transpose(0, 1).reshape(t, self.n_heads * self.hd)
+                # Not cuDNN: it builds an execution plan per new prompt length, ~1 s each (measured on the H200),
+                # which every chat turn would pay in its time to first token.
+                with sdpa_kernel(PREFILL_ATTENTION):
+                    o = F.scaled_dot_product_attention(qg, kc[:, :, :length], vc[:, :, :length], attn_mask=mask)
+            # reshape, not view: the flash / efficient SDPA kernels may return a non-contiguous [n_kv, g·T, hd]
+            o = o.reshape(self.n_heads, t, self.hd).transpose(0, 1).reshape(t, self.n_heads * self.hd)
             x, h = add_rmsnorm(x, mm(layer.o, o), layer.ln2, self.eps, fused)
             delta = mm(layer.down, silu_mul(mm(layer.gate_up, h), fused))
         if last:
