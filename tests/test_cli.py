@@ -99,3 +99,15 @@ def test_bad_lines_in_a_pipe_are_skipped_loudly(demo_dir):
     err = p.stderr.decode()
     assert p.returncode == 1 and "Traceback" not in err
     assert "stdin line 1 is not valid UTF-8" in err and "unknown command /bogus" in err and "NUL byte" in err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["demo", "demo-gptq8"])
+def test_both_quantized_demos_answer_paris(model, demo_dir):
+    p = yi("--model", model, "--temperature", "0", "--json", "-p", "What is the capital of France?")
+    assert p.returncode == 0, p.stderr.decode()
+    assert "Paris" in json.loads(p.stdout.decode())["reply"]
+    from yi_cli import demo, loader
+
+    quant = loader.read_config(demo.ensure(model)).get("quantization_config", {})
+    assert (quant.get("quant_method"), quant.get("bits")) == (("awq", 4) if model == "demo" else ("gptq", 8))
