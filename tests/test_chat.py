@@ -199,3 +199,13 @@ def test_edit_rewrites_the_last_message_and_regenerates():
     chat.handle("/edit")
     assert [t.content for t in chat.session.turns] == ["what is 4+4", "third reply"]
     assert engine.seen[-1][-1]["content"] == "what is 4+4"
+
+
+def test_a_crashing_command_is_one_line_and_the_chat_goes_on():
+    engine = ScriptedEngine(["still here"])
+    engine.describe = lambda: [1 / 0]
+    chat, out, err = plain_chat(engine)
+    assert chat.handle("/model") is True
+    assert err.getvalue().strip() == "error: '/model' failed (ZeroDivisionError: division by zero)"
+    chat.handle("hello")
+    assert chat.session.turns[-1].content == "still here"

@@ -52,6 +52,10 @@ class Chat:
         except YiError as e:
             self.failures += 1
             self.render.error(str(e))
+        except Exception as e:  # a bug in a command must not end the chat: one line, and the REPL lives on
+            self.failures += 1
+            lines = str(e).strip().splitlines()
+            self.render.error(f"{line.strip()[:40]!r} failed ({e.__class__.__name__}: {lines[0] if lines else ''})")
         return self.running
 
     def context_used(self) -> int:

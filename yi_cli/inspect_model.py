@@ -5,10 +5,14 @@ from __future__ import annotations
 from rich.table import Table
 from rich.tree import Tree
 
+from .qlinear import QuantLinear
+
 
 def summary(loaded) -> Table:
     cfg, m = loaded.config, loaded.model
-    params = sum(p.numel() for p in m.parameters())
+    # Quantized linears hold packed codes in buffers: count their logical in·out weights instead.
+    quantized = [q for q in m.modules() if isinstance(q, QuantLinear)]
+    params = sum(p.numel() for p in m.parameters()) + sum(q.in_features * q.out_features for q in quantized)
     nbytes = sum(t.numel() * t.element_size() for t in list(m.parameters()) + list(m.buffers()))
     q = loaded.quant
     rope = getattr(cfg, "rope_parameters", None) or {}
@@ -23,7 +27,7 @@ def summary(loaded) -> Table:
         ("context", loaded.context_length),
         ("rope theta", theta or getattr(cfg, "rope_theta", "?")),
         ("quantization", f"{q['method']} int{q['bits']}, group {q.get('group_size')}" if q else "none"),
-        ("parameters", f"{params / 1e6:.1f} M (stored)"),
+        ("parameters", f"{params / 1e6:.1f} M"),
         ("memory", f"{nbytes / 2**20:.1f} MiB"),
         ("device / dtype", f"{loaded.device} / {str(loaded.dtype).replace('torch.', '')}"),
     ]
@@ -47,10 +51,10 @@ def tree(model, max_children: int = 3) -> Tree:
                 break
             shape = ""
             w = getattr(child, "weight", None)
-            if w is not None and not list(child.children()):
+            if isinstance(child, QuantLinear):  # a quantized linear: its buffers are packed codes, not [out, in]
+                shape = f" ({child.extra_repr()})"
+            elif w is not None and not list(child.children()):
                 shape = f" {tuple(w.shape)} {str(w.dtype).replace('torch.', '')}"
-            elif hasattr(child, "in_features") and not list(child.children()):
-                shape = f" {child.in_features}->{child.out_features}"
             add(node.add(f"{name}: {type(child).__name__}{shape}"), child)
 
     add(root, model)
