@@ -10,7 +10,7 @@ from rich.live import Live
 from rich.markdown import Markdown
 from rich.text import Text as RichText
 
-from .events import Stats
+from .events import FINISH_ERROR, Stats
 
 
 def footer(stats: Stats) -> str:
@@ -93,7 +93,7 @@ class LiveRenderer(Renderer):
             self.live = None
         if stats is not None and stats.finish_reason == "interrupted":
             self.console.print(RichText("[interrupted]", style="yellow"))
-        if stats is not None and self.show_stats:
+        if stats is not None and self.show_stats and stats.finish_reason != FINISH_ERROR:  # the error line says it
             self.console.print(RichText(footer(stats), style="dim"))
 
 
@@ -114,7 +114,7 @@ class PlainRenderer(Renderer):
             self.out.write(" [interrupted]")
         self.out.write("\n\n")
         self.out.flush()
-        if stats is not None and self.show_stats:
+        if stats is not None and self.show_stats and stats.finish_reason != FINISH_ERROR:  # the error line says it
             self.notice(footer(stats))
 
 
