@@ -52,7 +52,11 @@ class Chat:
         except YiError as e:
             self.failures += 1
             self.render.error(str(e))
+        except BrokenPipeError:  # the reader of stdout is gone: nothing more to say (cli exits quietly)
+            raise
         except Exception as e:  # a bug in a command must not end the chat: one line, and the REPL lives on
+            if self.session.turns and self.session.turns[-1].role == "user":
+                self.session.pop_user()  # a turn cut short by the bug: keep the roles alternating
             self.failures += 1
             lines = str(e).strip().splitlines()
             self.render.error(f"{line.strip()[:40]!r} failed ({e.__class__.__name__}: {lines[0] if lines else ''})")

@@ -51,6 +51,7 @@ class FastDecoder:
         self.cuda = self.device.type == "cuda"
         self.max_seq = min(max_seq_len or loaded.context_length, loaded.context_length)
         self.cached: list[int] = []  # ids whose K/V sit in cache slots [0, len)
+        self.last_prefill: tuple[int, list[int]] = (0, [])  # (first slot computed, prompt) of the last prefill
         self.dense_min = DENSE_PREFILL_MIN["cuda" if self.cuda else "cpu"]
         with torch.inference_mode():
             self.model = FastLlama(loaded.model, self.max_seq, compute_dtype(loaded))
@@ -72,6 +73,11 @@ class FastDecoder:
     def _prefill(self, ids: list[int], settings) -> int:
         n = len(ids)
         start = min(common_prefix(self.cached, ids), n - 1)  # at least one token runs, for its logits
+        if ids == self.last_prefill[1]:
+            # The same prompt again (/retry): redo the same prefill, so the same kernels see the same shapes and a
+            # greedy reply repeats exactly (a one-token prefill rounds differently and flips near-ties).
+            start = self.last_prefill[0]
+        self.last_prefill = (start, list(ids))
         self.cached = ids[:start]
         self.sampler.reset(settings, ids)
         chunk = PREFILL_CHUNK["cuda" if self.cuda else "cpu"]
