@@ -32,6 +32,7 @@ class Chat:
         self.running = True
         self.terminated = False  # SIGTERM: finish the reply in flight, record it, then leave
         self.editor = None  # callable(old text) -> new text, for /edit; set by the interactive REPL
+        self._counted: tuple = (None, 0)  # (conversation, its token count) last measured for the context meter
 
     def handle(self, line: str) -> bool:
         """Process one line of input; returns False once the chat should end (/exit)."""
@@ -68,7 +69,12 @@ class Chat:
             return 0
         count = getattr(self.engine, "count", None)
         if count is not None:
-            return count(self.session.messages())
+            # The toolbar asks on every redraw; re-tokenize only when the conversation changed.
+            msgs = self.session.messages()
+            key = tuple((m["role"], m["content"]) for m in msgs)
+            if self._counted[0] != key:
+                self._counted = (key, count(msgs))
+            return self._counted[1]
         last = self.history[-1] if self.history else None
         return last.prompt_tokens + last.new_tokens if last else 0
 
