@@ -22,7 +22,7 @@ class LocalEngine:
     def __init__(self, loaded, backend: str = "auto", raw: bool = False):
         self.loaded = loaded
         self.tokenizer = loaded.tokenizer
-        self.raw = raw or prompt.template_of(self.tokenizer) is None
+        self.template = None if raw else prompt.template_of(self.tokenizer)  # None: raw completion
         self.stop_ids = prompt.stop_ids(self.tokenizer, loaded.config,
                                         getattr(loaded.model, "generation_config", None))
         self.context_length = loaded.context_length
@@ -51,7 +51,7 @@ class LocalEngine:
         usable = supports is not None and supports(self.loaded)
         if backend == "fast" and not usable:
             raise YiError(f"--engine fast does not support this model ({type(self.loaded.model).__name__})")
-        if backend == "auto" and not usable:
+        if not usable:
             return None
         return FastDecoder(self.loaded)
 
@@ -64,13 +64,13 @@ class LocalEngine:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def count(self, messages: list[dict]) -> int:
-        return len(prompt.build_ids(self.tokenizer, messages, self.raw))
+        return len(prompt.build_ids(self.tokenizer, messages, self.template))
 
     def prompt_text(self, messages: list[dict]) -> str:
-        return prompt.render(self.tokenizer, messages, self.raw)
+        return prompt.render(self.tokenizer, messages, self.template)
 
     def stream(self, messages: list[dict], settings: GenSettings, cancel: threading.Event):
-        ids = prompt.build_ids(self.tokenizer, messages, self.raw)
+        ids = prompt.build_ids(self.tokenizer, messages, self.template)
         if len(ids) >= self.context_length:
             raise YiError(f"the prompt is {len(ids)} tokens; the model's context is {self.context_length}")
         settings = GenSettings(**{**settings.to_dict(),

@@ -25,19 +25,24 @@ def template_of(tokenizer) -> str | None:
     return CHATML if "<|im_start|>" in vocab and "<|im_end|>" in vocab else None
 
 
-def render(tokenizer, messages: list[dict], raw: bool = False) -> str:
-    """The exact prompt text (special tokens included) the model sees for `messages`."""
-    if raw or template_of(tokenizer) is None:
+AUTO = "auto"  # resolve the template with template_of; callers that build many prompts resolve it once
+
+
+def render(tokenizer, messages: list[dict], template: str | None = AUTO) -> str:
+    """The exact prompt text (special tokens included) the model sees for `messages`; template None means raw."""
+    if template == AUTO:
+        template = template_of(tokenizer)
+    if template is None:
         return "".join(m["content"] for m in messages if m["role"] != "system")
-    return tokenizer.apply_chat_template(messages, chat_template=template_of(tokenizer), tokenize=False,
-                                         add_generation_prompt=True)
+    return tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False, add_generation_prompt=True)
 
 
-def build_ids(tokenizer, messages: list[dict], raw: bool = False) -> list[int]:
-    text = render(tokenizer, messages, raw)
+def build_ids(tokenizer, messages: list[dict], template: str | None = AUTO) -> list[int]:
+    if template == AUTO:
+        template = template_of(tokenizer)
+    text = render(tokenizer, messages, template)
     # The template already wrote the special tokens; a raw prompt gets the tokenizer's usual bos.
-    ids = tokenizer(text, add_special_tokens=raw or template_of(tokenizer) is None)["input_ids"]
-    return list(ids)
+    return list(tokenizer(text, add_special_tokens=template is None)["input_ids"])
 
 
 def stop_ids(tokenizer, config=None, generation_config=None) -> set[int]:
