@@ -6,7 +6,7 @@ import threading
 from dataclasses import dataclass, field
 
 from . import commands
-from .errors import YiError
+from .errors import YiError, failure, first_line
 from .events import FINISH_ERROR, Finish, Stats, Text
 from .session import ChatSession
 from .settings import GenSettings
@@ -59,8 +59,7 @@ class Chat:
             if self.session.turns and self.session.turns[-1].role == "user":
                 self.session.pop_user()  # a turn cut short by the bug: keep the roles alternating
             self.failures += 1
-            lines = str(e).strip().splitlines()
-            self.render.error(f"{line.strip()[:40]!r} failed ({e.__class__.__name__}: {lines[0] if lines else ''})")
+            self.render.error(f"{line.strip()[:40]!r} failed ({failure(e)})")
         return self.running
 
     def context_used(self) -> int:
@@ -187,6 +186,4 @@ class Chat:
         elif isinstance(ev, Finish):
             acc["stats"] = ev.stats
         elif isinstance(ev, BaseException):
-            lines = str(ev).strip().splitlines()
-            first = lines[0] if lines else ""
-            acc["error"] = first if isinstance(ev, YiError) else f"generation failed ({ev.__class__.__name__}: {first})"
+            acc["error"] = first_line(ev) if isinstance(ev, YiError) else f"generation failed ({failure(ev)})"

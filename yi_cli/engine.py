@@ -11,7 +11,7 @@ import time
 from queue import Empty
 
 from . import prompt
-from .errors import YiError
+from .errors import YiError, failure
 from .events import FINISH_INTERRUPTED, FINISH_LENGTH, FINISH_STOP, Finish, Stats, Text
 from .settings import GenSettings
 
@@ -201,8 +201,7 @@ def engine_error(e: BaseException) -> YiError:
             pass
         return YiError("out of memory while generating; the session is kept — try a shorter context "
                        "(/clear or /undo) or lower max_new_tokens")
-    msg = str(e).strip().splitlines()
-    return YiError(f"generation failed ({name}: {msg[0][:200] if msg else ''})")
+    return YiError(f"generation failed ({failure(e)})")
 
 
 class Detokenizer:

@@ -13,6 +13,18 @@ def shown(text: str, limit: int = 60) -> str:
     return out + ("..." if len(text) > limit else "")
 
 
+def first_line(e: BaseException, limit: int = 300) -> str:
+    """An exception's message cut to its first line (library messages run on for pages), or its type's name."""
+    lines = str(e).strip().splitlines()
+    return lines[0][:limit] if lines else e.__class__.__name__
+
+
+def failure(e: BaseException) -> str:
+    """'Type: first line of the message' for a one-line report of an unexpected exception."""
+    name = e.__class__.__name__
+    return f"{name}: {first_line(e)}" if str(e).strip() else name
+
+
 class YiError(Exception):
     """A failure the user can act on. `str(err)` is the whole message: one line, no traceback."""
 

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import LoadError
+from .errors import LoadError, failure, first_line
 
 
 @dataclass
@@ -119,7 +119,7 @@ def load_tokenizer(path: Path, trust_remote_code: bool = False):
     try:
         return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     except Exception as e:  # transformers raises many types for a broken tokenizer
-        raise LoadError(f"{path}: cannot load the tokenizer ({e.__class__.__name__}: {first_line(e)})") from None
+        raise LoadError(f"{path}: cannot load the tokenizer ({failure(e)})") from None
 
 
 def weight_files(path: Path, allow_pickle: bool) -> list[Path]:
@@ -184,18 +184,13 @@ def load_plain(path: Path, cfg: dict, device: str, dtype, allow_pickle: bool, tr
             use_safetensors=not allow_pickle or None, trust_remote_code=trust_remote_code,
             output_loading_info=True)
     except Exception as e:
-        raise LoadError(f"{path}: cannot load weights ({e.__class__.__name__}: {first_line(e)})") from None
+        raise LoadError(f"{path}: cannot load weights ({failure(e)})") from None
     # transformers fills missing tensors with random values and only warns: a model that would talk nonsense.
     missing = sorted(info.get("missing_keys") or [])
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
         raise LoadError(f"{files[0] if len(files) == 1 else path}: missing tensor {missing[0]}{more}")
     return model, config
-
-
-def first_line(e: BaseException) -> str:
-    s = str(e).strip().splitlines()
-    return s[0][:300] if s else e.__class__.__name__
 
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

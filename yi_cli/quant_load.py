@@ -10,8 +10,8 @@ import re
 from contextlib import ExitStack
 from pathlib import Path
 
-from .errors import LoadError
-from .loader import check_index, check_safetensors, first_line
+from .errors import LoadError, first_line
+from .loader import check_index, check_safetensors
 
 PROJ = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 SUPPORTED = "supported: awq gemm 4-bit with zero_point, gptq v1 4/8-bit"
