@@ -47,7 +47,7 @@ class Chat:
                 return self.running
             before = self.session.to_dict()
             commands.run(self, *cmd)
-            self.render.command_done(cmd[0].name, "")
+            self.render.command_done(cmd[0].name)
             if self.on_turn and self.session.to_dict() != before:  # /undo, /clear, /load...: autosave follows
                 self.on_turn(self)
         except YiError as e:

@@ -59,7 +59,7 @@ class Renderer:
 
     def reply_end(self, text: str, stats: Stats | None) -> None: ...
 
-    def command_done(self, name: str, output: str) -> None: ...
+    def command_done(self, name: str) -> None: ...
 
 
 class LiveRenderer(Renderer):
@@ -132,7 +132,7 @@ class JsonRenderer(Renderer):
         Console(file=buf, width=100, color_system=None).print(renderable, markup=False, highlight=False)
         self.pending += buf.getvalue()
 
-    def command_done(self, name: str, output: str) -> None:
+    def command_done(self, name: str) -> None:
         self._write({"command": name, "output": self.pending})
         self.pending = ""
 
