@@ -11,6 +11,9 @@ Roundings follow transformers' bf16 op order (each torch op rounds to the activa
 """
 from __future__ import annotations
 
+import os
+from functools import cache
+
 import torch
 import torch.nn.functional as F
 
@@ -21,15 +24,32 @@ except ImportError:  # CPU-only installs: the torch paths below run instead
     triton = None
 
 SPLIT = 128  # cache slots per decode-attention program
+NORM_WARPS = 16  # one program normalizes a row of D values: more warps, shorter latency
 
 
 def available(x: torch.Tensor, head_dim: int) -> bool:
     return triton is not None and x.is_cuda and head_dim & (head_dim - 1) == 0
 
 
+@cache
+def _pdl(device_index: int) -> bool:
+    return (os.environ.get("YI_CHAT_PDL", "1") != "0" and triton is not None
+            and torch.cuda.get_device_capability(device_index)[0] >= 9)
+
+
+def pdl(x: torch.Tensor) -> bool:
+    """Launch the step's kernels as programmatic dependent launches (Hopper and later): each may start while the
+    one before it drains, and waits (griddepcontrol.wait) before it touches that kernel's data. YI_CHAT_PDL=0
+    turns it off."""
+    return x.is_cuda and _pdl(x.device.index if x.device.index is not None else torch.cuda.current_device())
+
+
 if triton is not None:
     @triton.jit
-    def _add_rmsnorm(X, D, W, XO, H, n, eps, HAS_D: tl.constexpr, BLOCK: tl.constexpr):
+    def _add_rmsnorm(X, D, W, XO, H, n, eps, HAS_D: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr):
+        if PDL:
+            tl.extra.cuda.gdc_wait()
+            tl.extra.cuda.gdc_launch_dependents()
         row = tl.program_id(0)
         offs = tl.arange(0, BLOCK)
         m = offs < n
@@ -43,7 +63,11 @@ if triton is not None:
         tl.store(H + row * n + offs, h.to(x.dtype), mask=m)
 
     @triton.jit
-    def _rope_cache(QKV, COS, SIN, POS, QO, KC, VC, T, S, NH: tl.constexpr, NKV: tl.constexpr, HD: tl.constexpr):
+    def _rope_cache(QKV, COS, SIN, POS, QO, KC, VC, T, S, NH: tl.constexpr, NKV: tl.constexpr, HD: tl.constexpr,
+                    PDL: tl.constexpr):
+        if PDL:
+            tl.extra.cuda.gdc_wait()
+            tl.extra.cuda.gdc_launch_dependents()
         t, h = tl.program_id(0), tl.program_id(1)
         p = tl.load(POS + t)
         offs = tl.arange(0, HD)
@@ -64,7 +88,10 @@ if triton is not None:
             tl.store(VC + ((h - NH - NKV) * S + p) * HD + offs, x)
 
     @triton.jit
-    def _silu_mul(GU, O, inter, BLOCK: tl.constexpr):
+    def _silu_mul(GU, O, inter, BLOCK: tl.constexpr, PDL: tl.constexpr):
+        if PDL:
+            tl.extra.cuda.gdc_wait()
+            tl.extra.cuda.gdc_launch_dependents()
         t, b = tl.program_id(0), tl.program_id(1)
         offs = b * BLOCK + tl.arange(0, BLOCK)
         m = offs < inter
@@ -76,8 +103,11 @@ if triton is not None:
 
     @triton.jit
     def _attn_split(Q, KC, VC, POS, ACC, ML, S, R, NS, scale, RP: tl.constexpr, HD: tl.constexpr,
-                    SPLIT: tl.constexpr, BLOCK: tl.constexpr):
+                    SPLIT: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr):
         """Partial softmax attention of the R query rows of one KV head over cache slots [j·SPLIT, (j+1)·SPLIT)."""
+        if PDL:
+            tl.extra.cuda.gdc_wait()
+            tl.extra.cuda.gdc_launch_dependents()
         kv, j = tl.program_id(0), tl.program_id(1)
         p = tl.load(POS)
         rows, d = tl.arange(0, RP), tl.arange(0, HD)
@@ -105,7 +135,10 @@ if triton is not None:
         tl.store(ML + (base + rows) * 2 + 1, l_i)
 
     @triton.jit
-    def _attn_merge(ACC, ML, O, R, NS, RP: tl.constexpr, HD: tl.constexpr, NSP: tl.constexpr):
+    def _attn_merge(ACC, ML, O, R, NS, RP: tl.constexpr, HD: tl.constexpr, NSP: tl.constexpr, PDL: tl.constexpr):
+        if PDL:
+            tl.extra.cuda.gdc_wait()
+            tl.extra.cuda.gdc_launch_dependents()
         kv, r = tl.program_id(0), tl.program_id(1)
         j, d = tl.arange(0, NSP), tl.arange(0, HD)
         base = (kv * NS + j) * RP + r
@@ -153,7 +186,8 @@ def add_rmsnorm(x: torch.Tensor, delta: torch.Tensor | None, w: torch.Tensor, ep
     h = torch.empty_like(x)
     xo = torch.empty_like(x) if delta is not None else x
     _add_rmsnorm[(t,)](x, delta if delta is not None else x, w, xo, h, n, eps, HAS_D=delta is not None,
-                       BLOCK=triton.next_power_of_2(n))
+                       BLOCK=triton.next_power_of_2(n), PDL=pdl(x), launch_pdl=pdl(x),
+                       num_warps=NORM_WARPS if n >= 2048 else 4)
     return xo, h
 
 
@@ -174,7 +208,8 @@ def rope_cache(qkv, cos, sin, pos, kc, vc, n_heads: int, n_kv: int, hd: int, fus
         vc.index_copy_(2, pos, v.view(t, n_kv, hd).transpose(0, 1).unsqueeze(0))
         return rope(q.view(t, n_heads, hd)).transpose(0, 1).reshape(1, n_kv, n_heads // n_kv * t, hd)
     qo = torch.empty(1, n_kv, n_heads // n_kv * t, hd, dtype=qkv.dtype, device=qkv.device)
-    _rope_cache[(t, n_heads + 2 * n_kv)](qkv, cos, sin, pos, qo, kc, vc, t, kc.shape[2], NH=n_heads, NKV=n_kv, HD=hd)
+    _rope_cache[(t, n_heads + 2 * n_kv)](qkv, cos, sin, pos, qo, kc, vc, t, kc.shape[2], NH=n_heads, NKV=n_kv, HD=hd,
+                                         PDL=pdl(qkv), launch_pdl=pdl(qkv))
     return qo
 
 
@@ -185,7 +220,7 @@ def silu_mul(gu: torch.Tensor, fused: bool) -> torch.Tensor:
         gate, up = gu.split([inter, inter], -1)
         return F.silu(gate) * up
     out = torch.empty(t, inter, dtype=gu.dtype, device=gu.device)
-    _silu_mul[(t, triton.cdiv(inter, 1024))](gu, out, inter, BLOCK=1024)
+    _silu_mul[(t, triton.cdiv(inter, 1024))](gu, out, inter, BLOCK=1024, PDL=pdl(gu), launch_pdl=pdl(gu))
     return out
 
 
@@ -199,7 +234,8 @@ def decode_attention(qg: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, pos: 
     acc = torch.empty(n_kv, ns, rp, hd, dtype=torch.float32, device=qg.device)
     ml = torch.empty(n_kv, ns, rp, 2, dtype=torch.float32, device=qg.device)
     _attn_split[(n_kv, ns)](qg, kc, vc, pos, acc, ml, kc.shape[2], r, ns, hd ** -0.5, RP=rp, HD=hd, SPLIT=SPLIT,
-                            BLOCK=64)
+                            BLOCK=64, PDL=pdl(qg), launch_pdl=pdl(qg))
     out = torch.empty_like(qg)
-    _attn_merge[(n_kv, r)](acc, ml, out, r, ns, RP=rp, HD=hd, NSP=triton.next_power_of_2(ns))
+    _attn_merge[(n_kv, r)](acc, ml, out, r, ns, RP=rp, HD=hd, NSP=triton.next_power_of_2(ns),
+                           PDL=pdl(qg), launch_pdl=pdl(qg))
     return out

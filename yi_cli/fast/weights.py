@@ -9,13 +9,14 @@ the source modules are then pointed at row slices of the merged tensor, so no we
 """
 from __future__ import annotations
 
+import os
 from functools import cache
 
 import torch
 import torch.nn.functional as F
 
 from ..qlinear import CPU_LAYOUTS, _unpack_cpu
-from . import kernels
+from . import gemv, kernels
 
 _OP_DTYPE = torch.bfloat16  # the tinygemm CUDA op only takes bf16 activations; the CPU op is ~10x faster in bf16
 
@@ -70,6 +71,19 @@ def _tile_inv(ikt: int, device) -> torch.Tensor:
     return torch.argsort(_tile_pos(ikt, device)).to(torch.int32)
 
 
+@cache
+def _gemv_layout(ikt: int, device) -> bool:
+    """Whether this build's tile layout is the one gemv.gemv_int4 reads: row r's codes in words [r·WPR, (r+1)·WPR)
+    of its 8-row tile, nibbles m and m + 4 of word w at columns c and c + 1, c = 32·(w % (WPR/4)) + 2·(w //
+    (WPR/4)) + 8·m (WPR = 2·ikt)."""
+    tk, wpr = 16 * ikt, 2 * ikt
+    pos = _tile_pos(ikt, device).cpu()
+    row, col = (pos // tk).view(8, wpr, 8), (pos % tk).view(8, wpr, 8)  # [row, word, nibble]
+    w, m = torch.arange(wpr).view(-1, 1), torch.arange(4).view(1, -1)
+    c = 32 * (w % (wpr // 4)) + 2 * (w // (wpr // 4)) + 8 * m
+    return bool((row == torch.arange(8).view(8, 1, 1)).all()) and bool((col == torch.cat([c, c + 1], 1)).all())
+
+
 def unpack_cuda(packed: torch.Tensor, n: int, k: int) -> torch.Tensor:
     """tinygemm CUDA layout [N/8, K/(16·ikt), 32, ikt/2] int32 -> codes uint8 [N, K]."""
     ikt = _inner_k_tiles(k)
@@ -92,13 +106,26 @@ class Int4:
     def __init__(self, planes, group: int, n: int, k: int, perm=None, bias=None):
         self.planes = planes  # [(packed, sz bf16 [K/group, N, 2])]
         self.group, self.n, self.k, self.perm, self.bias = group, n, k, perm, bias
-        self.layout = None if planes[0][0].is_cuda else cpu_layout()
+        packed = planes[0][0]
+        self.layout = None if packed.is_cuda else cpu_layout()
+        ikt = _inner_k_tiles(k)
+        # one token: yi-chat's GEMV over the same packed codes where this build's tile layout is the expected one
+        self.gemv = (packed.is_cuda and gemv.available(packed) and self.n % gemv.ROWS == 0
+                     and os.environ.get("YI_CHAT_GEMV", "1") != "0"
+                     and _gemv_layout(ikt, packed.device))
 
     def mm(self, x: torch.Tensor) -> torch.Tensor:  # [T, K] -> [T, N], via bf16
         op = torch.ops.aten._weight_int4pack_mm if x.is_cuda else torch.ops.aten._weight_int4pack_mm_for_cpu
         xb = x.to(_OP_DTYPE)
         if self.perm is not None:  # codes are stored with input columns in group order
             xb = xb.index_select(1, self.perm)
+        if self.gemv and xb.shape[0] == 1:
+            xb = xb.contiguous() if xb.data_ptr() % 4 == 0 else xb.clone()  # the kernel reads column pairs
+            y = None
+            for packed, sz in self.planes:
+                p = gemv.gemv_int4(xb, packed, sz, self.n, self.k, self.group, 2 * _inner_k_tiles(self.k))
+                y = p if y is None else y + p
+            return (y if self.bias is None else y + self.bias).to(x.dtype)
         y = op(xb, self.planes[0][0], self.group, self.planes[0][1])
         for packed, sz in self.planes[1:]:
             y = y + op(xb, packed, self.group, sz)

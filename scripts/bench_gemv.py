@@ -1,0 +1,85 @@
+"""The int4 GEMV at batch 1 on the GPU: yi-chat's Triton kernel (gemv.gemv_int4) against tinygemm
+(torch's _weight_int4pack_mm) on the same packed weights, for a model shape's four decode matmuls.
+
+    python scripts/bench_gemv.py [--shape yi-6b] [--sweep]
+Each matmul is timed over COPIES different weight sets in one CUDA graph, so weights come from HBM, not L2.
+Prints one JSON line per (matmul, kernel config); the last line is a summary.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from yi_cli.fast import gemv, weights  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_parts import graph_time_us  # noqa: E402
+
+SHAPES = {"yi-6b": (4096, 11008, 32, 4, 128), "yi-34b": (7168, 20480, 56, 8, 128), "demo": (576, 1536, 9, 3, 64)}  # hidden, inter, heads, kv, hd
+COPIES = 8
+
+
+def graph_us(fns) -> float:
+    """Median time of one call, the calls in `fns` (one per weight copy) captured together in a CUDA graph."""
+    return graph_time_us(lambda: [f() for f in fns]) / len(fns)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shape", default="yi-6b", choices=SHAPES)
+    ap.add_argument("--group", type=int, default=128)
+    ap.add_argument("--no-pdl", action="store_true", help="plain launches (default: kernels.pdl)")
+    ap.add_argument("--sweep", action="store_true", help="try several rows/warps configurations")
+    a = ap.parse_args()
+    d, inter, heads, kv, hd = SHAPES[a.shape]
+    mats = {"qkv": ((heads + 2 * kv) * hd, d), "o": (d, heads * hd), "gate_up": (2 * inter, d), "down": (d, inter)}
+    configs = [(gemv.ROWS, gemv.WARPS)]
+    if a.sweep:
+        configs = [c for c in itertools.product((8, 16), (1, 2, 4, 8))]
+    dev = torch.device("cuda")
+    pdl = False if a.no_pdl else None
+    print(json.dumps({"gemv_layout": {ikt: weights._gemv_layout(ikt, dev) for ikt in (2, 4, 8)}}))
+    summary = {}
+    for name, (n, k) in mats.items():
+        ikt = weights._inner_k_tiles(k)
+        sets = []
+        for _ in range(COPIES):
+            q = torch.randint(0, 16, (n, k), dtype=torch.uint8, device=dev)
+            packed = weights._pack(q)
+            s = torch.rand(k // a.group, n, device=dev) * 0.01 + 0.001
+            zf = torch.randn(k // a.group, n, device=dev) * 0.02
+            sets.append((packed, torch.stack([s, zf], -1).to(torch.bfloat16).contiguous()))
+        x = torch.randn(1, k, device=dev, dtype=torch.bfloat16)
+        nbytes = n * k // 2 + n * (k // a.group) * 4
+        ref = torch.ops.aten._weight_int4pack_mm(x, sets[0][0], a.group, sets[0][1]).float()
+        t_ref = graph_us([lambda p=p, sz=sz: torch.ops.aten._weight_int4pack_mm(x, p, a.group, sz) for p, sz in sets])
+        row = {"matmul": name, "n": n, "k": k, "tinygemm_us": round(t_ref, 2),
+               "tinygemm_TB_s": round(nbytes / t_ref / 1e6, 2)}
+        best = None
+        for rows, warps in configs:
+            try:
+                y = gemv.gemv_int4(x, sets[0][0], sets[0][1], n, k, a.group, 2 * ikt, rows, warps, pdl)
+                err = float((y.float() - ref).norm() / ref.norm())
+                t = graph_us([lambda p=p, sz=sz: gemv.gemv_int4(x, p, sz, n, k, a.group, 2 * ikt, rows, warps, pdl)
+                            for p, sz in sets])
+            except Exception as e:  # a config Triton cannot build (registers, shared memory)
+                print(json.dumps({"matmul": name, "config": [rows, warps], "error": str(e)[-600:]}))
+                continue
+            print(json.dumps({**row, "config": [rows, warps], "us": round(t, 2),
+                              "TB_s": round(nbytes / t / 1e6, 2), "rel_err_vs_tinygemm": round(err, 5)}), flush=True)
+            if err < 1e-2 and (best is None or t < best[0]):
+                best = (t, (rows, warps))
+        if best:
+            summary[name] = {"tinygemm_us": round(t_ref, 2), "best_us": round(best[0], 2), "best": best[1],
+                             "TB_s": round(nbytes / best[0] / 1e6, 2)}
+    print(json.dumps({"summary": summary, "device": torch.cuda.get_device_name()}))
+
+
+if __name__ == "__main__":
+    main()

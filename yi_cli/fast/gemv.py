@@ -1,0 +1,162 @@
+"""One token through int4 codes at memory speed: a GEMV over the tinygemm CUDA layout, written in Gluon (Triton
+with explicit layouts), for the decode step.
+
+tinygemm's own kernel reads 1.2-1.8 TB/s at batch 1 on an H100 (scripts/bench_gemv.py); a GEMV this size has
+~2.5 instructions of issue per weight to spare at 3 TB/s, so the inner loop is counted:
+- layout: each thread holds R rows x 4 consecutive words (one 16-byte load per row) and reuses each activation
+  it loads across those R rows;
+- nibble -> float without a conversion instruction: a word is rotated so that a nibble sits in bits 12-15 or
+  16-19, and (rotated & 0xF << 12|16) | 0x4B000000 is the float 2^23 + q·2^12 (or 2^16): one LOP3 per weight,
+  then one FFMA with x (x/16 for the 2^16 slots). The 2^23 and the zero point 8 come off once per word, as a
+  start value computed from the word's activations alone (the same for every row);
+- scales: per (row, tile) when a group spans a tile (AWQ / GPTQ g128), else per word.
+tinygemm keeps codes for a tile of 8 rows x TK columns in 8·WPR words (WPR = TK/8), row r's in words
+[r·WPR, (r+1)·WPR); nibbles m and m + 4 of word w hold the column pair c, c + 1 with
+c = 32·(w % (WPR/4)) + 2·(w // (WPR/4)) + 8·m (weights._gemv_layout checks this on the running build).
+"""
+from __future__ import annotations
+
+import torch
+
+from . import kernels
+
+try:
+    from triton.experimental import gluon
+    from triton.experimental.gluon import language as gl
+except ImportError:  # no Triton, or one without Gluon: the decode step keeps tinygemm
+    gluon = None
+
+ROWS = 8  # output rows per program: a multiple of tinygemm's row block of 8
+WARPS = 4
+WIDE = (8, 4)  # (rows, warps) for matrices with N >= 4·K (gate_up)
+
+
+SMALL = (8, 4)  # (rows, warps) for N < 4·K
+
+
+def config(n: int, k: int) -> tuple[int, int]:
+    return WIDE if n >= 4 * k and n % WIDE[0] == 0 else SMALL
+
+# Per word: rotate so each nibble lands in bits 12-15 (j=3) or 16-19 (j=4), OR in the exponent of 2^23, FMA with
+# its activation. $1 = word, $2..$9 = activations of nibbles 0..7 (the j=4 ones pre-divided by 16), $10 = start.
+# Three rotations serve all 8 nibbles: rotl 8 brings nibbles 1, 2 to j=3, 4; rotl 16 nibbles 7, 0; rotl 24
+# nibbles 5, 6; nibbles 3, 4 sit there already.
+_SLOTS = [("r16", 0x000F0000), ("r8", 0x0000F000), ("r8", 0x000F0000), ("$1", 0x0000F000), ("$1", 0x000F0000),
+          ("r24", 0x0000F000), ("r24", 0x000F0000), ("r16", 0x0000F000)]  # (rotated word, mask) of nibbles 0..7
+_WORD_DOT = ("{\n.reg .b32 r8, r16, r24, t;\n" + "".join(f"shf.l.wrap.b32 r{k}, $1, $1, {k};\n" for k in (8, 16, 24))
+             + "".join(f"lop3.b32 t, {src}, {mask:#010x}, 0x4B000000, 0xEA;\nfma.rn.f32 $0, t, ${2 + n}, "
+                       f"{'$10' if n == 0 else '$0'};\n" for n, (src, mask) in enumerate(_SLOTS)) + "}")
+# Over a word, (2^23 + q·2^12)·x (j=3) and (2^23 + q·2^16)·x/16 (j=4) sum to 2^12·sum (q - 8)·x + C3·X3 + C4·X4,
+# X3 / X4 the sums of the word's j=3 / j=4 activations: the start value is -(C3·X3 + C4·X4).
+C3 = 8421376.0  # 2^23 + 8·2^12
+C4 = 557056.0  # (2^23 + 8·2^16) / 16
+WORD_DOT = _WORD_DOT
+
+
+def available(x: torch.Tensor) -> bool:
+    return gluon is not None and x.is_cuda
+
+
+if gluon is not None:
+    C3, C4, WORD_DOT = gl.constexpr(C3), gl.constexpr(C4), gl.constexpr(WORD_DOT)
+
+    @gluon.jit
+    def _pair(X32, col, mask):
+        """Activations at columns col, col + 1 (col even): one 32-bit load, split into two floats."""
+        xp = gl.load(X32 + col // 2, mask=mask, other=0)
+        return (xp << 16).to(gl.float32, bitcast=True), (xp & -65536).to(gl.float32, bitcast=True)
+
+    @gluon.jit
+    def _codes(P, r4, t, w3, KT: gl.constexpr, TK: gl.constexpr):
+        """Words of tiles t (those < KT) for the R rows at word offsets r4: [R, TB, TPW_W, 4]."""
+        t3 = gl.expand_dims(gl.expand_dims(t, 1), 2)
+        return gl.load(P + r4 + gl.expand_dims(t3 * TK + w3, 0), mask=gl.expand_dims(t3 < KT, 0), other=0)
+
+    @gluon.jit
+    def _bc(v, like):
+        return gl.broadcast(gl.expand_dims(v, 0), like)[0]
+
+    @gluon.jit
+    def _gemv_int4(X, P, SZ, Y, N, KT: gl.constexpr, G: gl.constexpr, WPR: gl.constexpr, R: gl.constexpr,
+                   WARPS: gl.constexpr, PDL: gl.constexpr):
+        """y[r] = sum_k ((q[r, k] - 8)·s + zf)·x[k] for rows [pid·R, pid·R + R)."""
+        TPW_W: gl.constexpr = WPR // 4  # threads across one row's words of a tile
+        TPW_T: gl.constexpr = 32 // TPW_W  # tiles across a warp
+        TB: gl.constexpr = TPW_T * WARPS  # tiles per iteration
+        TK: gl.constexpr = 8 * WPR  # columns per tile (and words per tile)
+        L4: gl.constexpr = gl.BlockedLayout([R, 1, 1, 4], [1, TPW_T, TPW_W, 1], [1, WARPS, 1, 1], [3, 2, 1, 0])
+        LTW: gl.constexpr = gl.SliceLayout(0, L4)  # [TB, TPW_W, 4]: a tile's words, shared by the R rows
+        LT2: gl.constexpr = gl.SliceLayout(2, LTW)  # [TB, TPW_W]
+        LT: gl.constexpr = gl.SliceLayout(1, LT2)  # [TB]
+        LL: gl.constexpr = gl.SliceLayout(0, LT2)  # [TPW_W]
+        LI: gl.constexpr = gl.SliceLayout(0, gl.SliceLayout(0, LTW))  # [4]
+        LRTL: gl.constexpr = gl.SliceLayout(3, L4)  # [R, TB, TPW_W]
+        LR: gl.constexpr = gl.SliceLayout(1, gl.SliceLayout(2, LRTL))  # [R]
+
+        r = gl.program_id(0) * R + gl.arange(0, R, layout=LR)
+        tt = gl.arange(0, TB, layout=LT)
+        w3 = (gl.expand_dims(gl.expand_dims(gl.arange(0, TPW_W, layout=LL), 0), 2) * 4
+              + gl.expand_dims(gl.expand_dims(gl.arange(0, 4, layout=LI), 0), 0))  # [1, TPW_W, 4] word index
+        pair = 32 * (w3 % TPW_W) + 2 * (w3 // TPW_W)  # first column of nibbles 0 / 4 in the tile
+        rbase = ((r // 8) * (KT * 8) + r % 8) * WPR  # word offset of row r in tile 0
+        r4 = gl.expand_dims(gl.expand_dims(gl.expand_dims(rbase, 1), 2), 3)  # [R, 1, 1, 1]
+        rs = gl.expand_dims(gl.expand_dims(r, 1), 2)  # [R, 1, 1]
+        X32 = X.to(gl.pointer_type(gl.int32))
+        acc = gl.zeros([R, TB, TPW_W], gl.float32, LRTL)
+        # The first tiles' codes do not depend on the previous kernel: with programmatic dependent launch they
+        # stream in while it finishes; the activations are read after the wait.
+        words = _codes(P, r4, tt, w3, KT, TK)
+        if PDL:
+            gl.inline_asm_elementwise("griddepcontrol.wait; // $0", "=r", [], dtype=gl.int32, is_pure=False,
+                                      pack=1)
+            gl.inline_asm_elementwise("griddepcontrol.launch_dependents; // $0", "=r", [], dtype=gl.int32,
+                                      is_pure=False, pack=1)
+        for t0 in range(0, KT, TB):
+            t = t0 + tt
+            t3 = gl.expand_dims(gl.expand_dims(t, 1), 2)  # [TB, 1, 1]
+            m3 = t3 < KT
+            xc = t3 * TK + pair  # [TB, TPW_W, 4]
+            l0, h0 = _pair(X32, xc, m3)  # columns c, c + 1 (nibbles 0 and 4)
+            l1, h1 = _pair(X32, xc + 8, m3)
+            l2, h2 = _pair(X32, xc + 16, m3)
+            l3, h3 = _pair(X32, xc + 24, m3)
+            x3 = (l1 + l3) + (h1 + h3)  # nibbles 1, 3, 5, 7 sit at 2^12
+            x4 = (l0 + l2) + (h0 + h2)  # nibbles 0, 2, 4, 6 at 2^16
+            u = gl.inline_asm_elementwise(
+                WORD_DOT, "=f,r,f,f,f,f,f,f,f,f,f",
+                [words, _bc(l0 * 0.0625, words), _bc(l1, words), _bc(l2 * 0.0625, words), _bc(l3, words),
+                 _bc(h0 * 0.0625, words), _bc(h1, words), _bc(h2 * 0.0625, words), _bc(h3, words),
+                 _bc(-(x3 * C3 + x4 * C4), words)],
+                dtype=gl.float32, is_pure=True, pack=1)  # 2^12 · sum over the word of (q - 8)·x
+            xs = x3 + x4  # [TB, TPW_W, 4]
+            if G >= TK:  # one group per tile: scale each thread's sum over its 4 words
+                ts = gl.convert_layout(t, gl.SliceLayout(0, gl.SliceLayout(2, LRTL)))
+                sp = SZ + (gl.expand_dims(gl.expand_dims((ts * TK) // G, 0), 2) * N + rs) * 2
+                sm = gl.expand_dims(gl.expand_dims(ts < KT, 0), 2)
+                s = gl.load(sp, mask=sm, other=0.0).to(gl.float32)
+                zf = gl.load(sp + 1, mask=sm, other=0.0).to(gl.float32)
+                xt = gl.convert_layout(gl.sum(xs, axis=2), gl.SliceLayout(0, LRTL))
+                acc += gl.sum(u, axis=3) * (s * (1.0 / 4096)) + zf * gl.expand_dims(xt, 0)
+            else:  # several groups per tile: scale each word
+                g = gl.expand_dims((t3 * TK + pair) // G, 0)  # [1, TB, TPW_W, 4]
+                sp = SZ + (g * N + gl.expand_dims(rs, 3)) * 2
+                sm = gl.expand_dims(m3, 0)
+                s = gl.load(sp, mask=sm, other=0.0).to(gl.float32)
+                zf = gl.load(sp + 1, mask=sm, other=0.0).to(gl.float32)
+                acc += gl.sum(u * (s * (1.0 / 4096)) + zf * gl.expand_dims(xs, 0), axis=3)
+            words = _codes(P, r4, t + TB, w3, KT, TK)  # the next tiles (all masked after the last)
+        y = gl.sum(gl.sum(acc, axis=2), axis=1)
+        gl.store(Y + r, y.to(Y.dtype.element_ty))
+
+
+def gemv_int4(x: torch.Tensor, packed: torch.Tensor, sz: torch.Tensor, n: int, k: int, group: int, wpr: int,
+              rows: int | None = None, warps: int | None = None, pdl: bool | None = None) -> torch.Tensor:
+    """x [1, K] bf16 -> [1, N]; packed / sz as for torch's _weight_int4pack_mm (wpr = 2·inner k tiles).
+    pdl: launch as a programmatic dependent launch (default: kernels.pdl)."""
+    if rows is None or warps is None:
+        rows, warps = config(n, k)
+    y = torch.empty(1, n, dtype=x.dtype, device=x.device)
+    pdl = kernels.pdl(x) if pdl is None else pdl
+    _gemv_int4[(n // rows,)](x, packed, sz, y, n, KT=k // (8 * wpr), G=group, WPR=wpr, R=rows, WARPS=warps,
+                             PDL=pdl, num_warps=warps, launch_pdl=pdl)
+    return y
