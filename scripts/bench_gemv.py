@@ -1,4 +1,4 @@
-"""The int4 GEMV at batch 1 on the GPU: yi-chat's Triton kernel (gemv.gemv_int4) against tinygemm
+"""The int4 GEMV at batch 1 on the GPU: yi-chat's Gluon kernel (gemv.gemv_int4) against tinygemm
 (torch's _weight_int4pack_mm) on the same packed weights, for a model shape's four decode matmuls.
 
     python scripts/bench_gemv.py [--shape yi-6b] [--sweep]
@@ -21,7 +21,8 @@ from yi_cli.fast import gemv, weights  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_parts import graph_time_us  # noqa: E402
 
-SHAPES = {"yi-6b": (4096, 11008, 32, 4, 128), "yi-34b": (7168, 20480, 56, 8, 128), "demo": (576, 1536, 9, 3, 64)}  # hidden, inter, heads, kv, hd
+SHAPES = {"yi-6b": (4096, 11008, 32, 4, 128), "yi-34b": (7168, 20480, 56, 8, 128),  # hidden, inter, heads, kv, hd
+          "demo": (576, 1536, 9, 3, 64)}
 COPIES = 8
 
 

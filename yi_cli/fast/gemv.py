@@ -27,15 +27,7 @@ except ImportError:  # no Triton, or one without Gluon: the decode step keeps ti
     gluon = None
 
 ROWS = 8  # output rows per program: a multiple of tinygemm's row block of 8
-WARPS = 4
-WIDE = (8, 4)  # (rows, warps) for matrices with N >= 4·K (gate_up)
-
-
-SMALL = (8, 4)  # (rows, warps) for N < 4·K
-
-
-def config(n: int, k: int) -> tuple[int, int]:
-    return WIDE if n >= 4 * k and n % WIDE[0] == 0 else SMALL
+WARPS = 4  # best on the H100 for all four Yi-6B matmuls (scripts/bench_gemv.py --sweep)
 
 # Per word: rotate so each nibble lands in bits 12-15 (j=3) or 16-19 (j=4), OR in the exponent of 2^23, FMA with
 # its activation. $1 = word, $2..$9 = activations of nibbles 0..7 (the j=4 ones pre-divided by 16), $10 = start.
@@ -43,14 +35,13 @@ def config(n: int, k: int) -> tuple[int, int]:
 # nibbles 5, 6; nibbles 3, 4 sit there already.
 _SLOTS = [("r16", 0x000F0000), ("r8", 0x0000F000), ("r8", 0x000F0000), ("$1", 0x0000F000), ("$1", 0x000F0000),
           ("r24", 0x0000F000), ("r24", 0x000F0000), ("r16", 0x0000F000)]  # (rotated word, mask) of nibbles 0..7
-_WORD_DOT = ("{\n.reg .b32 r8, r16, r24, t;\n" + "".join(f"shf.l.wrap.b32 r{k}, $1, $1, {k};\n" for k in (8, 16, 24))
+WORD_DOT = ("{\n.reg .b32 r8, r16, r24, t;\n" + "".join(f"shf.l.wrap.b32 r{k}, $1, $1, {k};\n" for k in (8, 16, 24))
              + "".join(f"lop3.b32 t, {src}, {mask:#010x}, 0x4B000000, 0xEA;\nfma.rn.f32 $0, t, ${2 + n}, "
                        f"{'$10' if n == 0 else '$0'};\n" for n, (src, mask) in enumerate(_SLOTS)) + "}")
 # Over a word, (2^23 + q·2^12)·x (j=3) and (2^23 + q·2^16)·x/16 (j=4) sum to 2^12·sum (q - 8)·x + C3·X3 + C4·X4,
 # X3 / X4 the sums of the word's j=3 / j=4 activations: the start value is -(C3·X3 + C4·X4).
 C3 = 8421376.0  # 2^23 + 8·2^12
 C4 = 557056.0  # (2^23 + 8·2^16) / 16
-WORD_DOT = _WORD_DOT
 
 
 def available(x: torch.Tensor) -> bool:
@@ -150,11 +141,9 @@ if gluon is not None:
 
 
 def gemv_int4(x: torch.Tensor, packed: torch.Tensor, sz: torch.Tensor, n: int, k: int, group: int, wpr: int,
-              rows: int | None = None, warps: int | None = None, pdl: bool | None = None) -> torch.Tensor:
+              rows: int = ROWS, warps: int = WARPS, pdl: bool | None = None) -> torch.Tensor:
     """x [1, K] bf16 -> [1, N]; packed / sz as for torch's _weight_int4pack_mm (wpr = 2·inner k tiles).
     pdl: launch as a programmatic dependent launch (default: kernels.pdl)."""
-    if rows is None or warps is None:
-        rows, warps = config(n, k)
     y = torch.empty(1, n, dtype=x.dtype, device=x.device)
     pdl = kernels.pdl(x) if pdl is None else pdl
     _gemv_int4[(n // rows,)](x, packed, sz, y, n, KT=k // (8 * wpr), G=group, WPR=wpr, R=rows, WARPS=warps,

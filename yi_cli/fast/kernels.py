@@ -44,12 +44,23 @@ def pdl(x: torch.Tensor) -> bool:
     return x.is_cuda and _pdl(x.device.index if x.device.index is not None else torch.cuda.current_device())
 
 
+def _launch_pdl(x: torch.Tensor) -> dict:
+    """The launch arguments of a step kernel with a PDL flag: the constexpr and the launch attribute together."""
+    on = pdl(x)
+    return {"PDL": on, "launch_pdl": on}
+
+
 if triton is not None:
+    @triton.jit
+    def _pdl_enter():
+        """Wait for the previous kernel's data, then let the next kernel launch (see pdl)."""
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
+
     @triton.jit
     def _add_rmsnorm(X, D, W, XO, H, n, eps, HAS_D: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr):
         if PDL:
-            tl.extra.cuda.gdc_wait()
-            tl.extra.cuda.gdc_launch_dependents()
+            _pdl_enter()
         row = tl.program_id(0)
         offs = tl.arange(0, BLOCK)
         m = offs < n
@@ -66,8 +77,7 @@ if triton is not None:
     def _rope_cache(QKV, COS, SIN, POS, QO, KC, VC, T, S, NH: tl.constexpr, NKV: tl.constexpr, HD: tl.constexpr,
                     PDL: tl.constexpr):
         if PDL:
-            tl.extra.cuda.gdc_wait()
-            tl.extra.cuda.gdc_launch_dependents()
+            _pdl_enter()
         t, h = tl.program_id(0), tl.program_id(1)
         p = tl.load(POS + t)
         offs = tl.arange(0, HD)
@@ -90,8 +100,7 @@ if triton is not None:
     @triton.jit
     def _silu_mul(GU, O, inter, BLOCK: tl.constexpr, PDL: tl.constexpr):
         if PDL:
-            tl.extra.cuda.gdc_wait()
-            tl.extra.cuda.gdc_launch_dependents()
+            _pdl_enter()
         t, b = tl.program_id(0), tl.program_id(1)
         offs = b * BLOCK + tl.arange(0, BLOCK)
         m = offs < inter
@@ -106,8 +115,7 @@ if triton is not None:
                     SPLIT: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr):
         """Partial softmax attention of the R query rows of one KV head over cache slots [j·SPLIT, (j+1)·SPLIT)."""
         if PDL:
-            tl.extra.cuda.gdc_wait()
-            tl.extra.cuda.gdc_launch_dependents()
+            _pdl_enter()
         kv, j = tl.program_id(0), tl.program_id(1)
         p = tl.load(POS)
         rows, d = tl.arange(0, RP), tl.arange(0, HD)
@@ -137,8 +145,7 @@ if triton is not None:
     @triton.jit
     def _attn_merge(ACC, ML, O, R, NS, RP: tl.constexpr, HD: tl.constexpr, NSP: tl.constexpr, PDL: tl.constexpr):
         if PDL:
-            tl.extra.cuda.gdc_wait()
-            tl.extra.cuda.gdc_launch_dependents()
+            _pdl_enter()
         kv, r = tl.program_id(0), tl.program_id(1)
         j, d = tl.arange(0, NSP), tl.arange(0, HD)
         base = (kv * NS + j) * RP + r
@@ -186,7 +193,7 @@ def add_rmsnorm(x: torch.Tensor, delta: torch.Tensor | None, w: torch.Tensor, ep
     h = torch.empty_like(x)
     xo = torch.empty_like(x) if delta is not None else x
     _add_rmsnorm[(t,)](x, delta if delta is not None else x, w, xo, h, n, eps, HAS_D=delta is not None,
-                       BLOCK=triton.next_power_of_2(n), PDL=pdl(x), launch_pdl=pdl(x),
+                       BLOCK=triton.next_power_of_2(n), **_launch_pdl(x),
                        num_warps=NORM_WARPS if n >= 2048 else 4)
     return xo, h
 
@@ -209,7 +216,7 @@ def rope_cache(qkv, cos, sin, pos, kc, vc, n_heads: int, n_kv: int, hd: int, fus
         return rope(q.view(t, n_heads, hd)).transpose(0, 1).reshape(1, n_kv, n_heads // n_kv * t, hd)
     qo = torch.empty(1, n_kv, n_heads // n_kv * t, hd, dtype=qkv.dtype, device=qkv.device)
     _rope_cache[(t, n_heads + 2 * n_kv)](qkv, cos, sin, pos, qo, kc, vc, t, kc.shape[2], NH=n_heads, NKV=n_kv, HD=hd,
-                                         PDL=pdl(qkv), launch_pdl=pdl(qkv))
+                                         **_launch_pdl(qkv))
     return qo
 
 
@@ -220,7 +227,7 @@ def silu_mul(gu: torch.Tensor, fused: bool) -> torch.Tensor:
         gate, up = gu.split([inter, inter], -1)
         return F.silu(gate) * up
     out = torch.empty(t, inter, dtype=gu.dtype, device=gu.device)
-    _silu_mul[(t, triton.cdiv(inter, 1024))](gu, out, inter, BLOCK=1024, PDL=pdl(gu), launch_pdl=pdl(gu))
+    _silu_mul[(t, triton.cdiv(inter, 1024))](gu, out, inter, BLOCK=1024, **_launch_pdl(gu))
     return out
 
 
@@ -234,8 +241,8 @@ def decode_attention(qg: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, pos: 
     acc = torch.empty(n_kv, ns, rp, hd, dtype=torch.float32, device=qg.device)
     ml = torch.empty(n_kv, ns, rp, 2, dtype=torch.float32, device=qg.device)
     _attn_split[(n_kv, ns)](qg, kc, vc, pos, acc, ml, kc.shape[2], r, ns, hd ** -0.5, RP=rp, HD=hd, SPLIT=SPLIT,
-                            BLOCK=64, PDL=pdl(qg), launch_pdl=pdl(qg))
+                            BLOCK=64, **_launch_pdl(qg))
     out = torch.empty_like(qg)
     _attn_merge[(n_kv, r)](acc, ml, out, r, ns, RP=rp, HD=hd, NSP=triton.next_power_of_2(ns),
-                           PDL=pdl(qg), launch_pdl=pdl(qg))
+                           **_launch_pdl(qg))
     return out

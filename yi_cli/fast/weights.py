@@ -109,10 +109,14 @@ class Int4:
         packed = planes[0][0]
         self.layout = None if packed.is_cuda else cpu_layout()
         ikt = _inner_k_tiles(k)
+        self.wpr = 2 * ikt  # int32 words per row of a packed tile
         # one token: yi-chat's GEMV over the same packed codes where this build's tile layout is the expected one
         self.gemv = (packed.is_cuda and gemv.available(packed) and self.n % gemv.ROWS == 0
                      and os.environ.get("YI_CHAT_GEMV", "1") != "0"
                      and _gemv_layout(ikt, packed.device))
+
+    def _gemv(self, x: torch.Tensor, packed: torch.Tensor, group: int, sz: torch.Tensor) -> torch.Tensor:
+        return gemv.gemv_int4(x, packed, sz, self.n, self.k, group, self.wpr)
 
     def mm(self, x: torch.Tensor) -> torch.Tensor:  # [T, K] -> [T, N], via bf16
         op = torch.ops.aten._weight_int4pack_mm if x.is_cuda else torch.ops.aten._weight_int4pack_mm_for_cpu
@@ -120,12 +124,8 @@ class Int4:
         if self.perm is not None:  # codes are stored with input columns in group order
             xb = xb.index_select(1, self.perm)
         if self.gemv and xb.shape[0] == 1:
+            op = self._gemv
             xb = xb.contiguous() if xb.data_ptr() % 4 == 0 else xb.clone()  # the kernel reads column pairs
-            y = None
-            for packed, sz in self.planes:
-                p = gemv.gemv_int4(xb, packed, sz, self.n, self.k, self.group, 2 * _inner_k_tiles(self.k))
-                y = p if y is None else y + p
-            return (y if self.bias is None else y + self.bias).to(x.dtype)
         y = op(xb, self.planes[0][0], self.group, self.planes[0][1])
         for packed, sz in self.planes[1:]:
             y = y + op(xb, packed, self.group, sz)
