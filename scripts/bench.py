@@ -5,6 +5,8 @@ GPU (Yi-shaped random checkpoints, built once under --dir by scripts/make_checkp
 CPU (the demo model, and llama.cpp on its GGUF when `llama_cpp` is importable):
     python scripts/bench.py --device cpu --model demo
 One JSON line per configuration. Peak memory is torch.cuda.max_memory_allocated in GiB (2**30 bytes).
+ready_s: load to the first token in a process with its imports and CUDA context up (both engines); with --start
+also start_s / start_cold_jit_s: a fresh interpreter to its first token, the Triton cache warm / empty.
 The seed recipe here runs on the model yi_cli.loader.load returns: for AWQ/GPTQ that is yi-chat's own quantized
 modules (qlinear.py) under plain eager `generate`, since GPTQModel/Marlin cannot be installed on the device.
 """
@@ -147,6 +149,12 @@ def free() -> None:
 def gpu_config(path: Path, quant: str, shape: str, seed_new: int, new: int, skip_seed: bool) -> dict:
     row = {"device": torch.cuda.get_device_name(), "shape": shape, "quant": quant}
     vocab = 64000
+    # ready_s (both engines) counts load + warm-up in a process whose imports and CUDA context are already up;
+    # start_s (--start) is a fresh process from exec to its first token
+    import transformers.generation.utils  # noqa: F401
+    import transformers.models.llama.modeling_llama  # noqa: F401
+
+    torch.zeros(1, device="cuda")
     if not skip_seed:
         free()
         t0 = time.perf_counter()
@@ -229,6 +237,32 @@ def ensure_checkpoint(root: Path, shape: str, fmt: str) -> Path:
     return out
 
 
+START = """
+import sys, threading, time, torch
+from yi_cli import loader
+from yi_cli.fast import FastDecoder
+from yi_cli.settings import GenSettings
+import transformers.generation.utils, transformers.models.llama.modeling_llama
+print(time.time() - float(sys.argv[3]))
+loaded = loader.load(sys.argv[1], device="cuda", dtype=torch.bfloat16 if sys.argv[2] != "fp16" else torch.float16)
+dec = FastDecoder(loaded)
+next(dec.generate(list(range(100, 116)), GenSettings(max_new_tokens=1), threading.Event(), set()))
+"""
+
+
+def process_start(path: Path, quant: str, cold_jit: bool) -> tuple[float, float]:
+    """Seconds from a fresh interpreter's start to its first token (imports, load, graph capture), and of those
+    the imports (torch, transformers); cold_jit: with an empty Triton cache, so every kernel compiles."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, PYTHONPATH=str(ROOT), **({"TRITON_CACHE_DIR": cache} if cold_jit else {}))
+        t0, w0 = time.perf_counter(), time.time()
+        out = subprocess.run([sys.executable, "-c", START, str(path), quant, repr(w0)], env=env, check=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True).stdout
+        return round(time.perf_counter() - t0, 2), round(float(out.split()[0]), 2)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -239,6 +273,8 @@ def main(argv=None) -> int:
     ap.add_argument("--new-tokens", type=int, default=256)
     ap.add_argument("--seed-new-tokens", type=int, default=32, help="tokens for the (slow) seed recipe's decode")
     ap.add_argument("--skip-seed", action="store_true")
+    ap.add_argument("--start", action="store_true",
+                    help="also time fresh processes to their first token, with the Triton cache warm and empty")
     a = ap.parse_args(argv)
     if a.device == "cpu":
         for row in cpu_demo(a.model, min(a.new_tokens, 128), a.seed_new_tokens):
@@ -246,7 +282,11 @@ def main(argv=None) -> int:
         return 0
     for q in a.quant:
         path = ensure_checkpoint(a.dir, a.shape, q)
-        print(json.dumps(gpu_config(path, q, a.shape, a.seed_new_tokens, a.new_tokens, a.skip_seed)), flush=True)
+        row = gpu_config(path, q, a.shape, a.seed_new_tokens, a.new_tokens, a.skip_seed)
+        if a.start:
+            row["start_cold_jit_s"], _ = process_start(path, q, cold_jit=True)
+            row["start_s"], row["start_imports_s"] = process_start(path, q, cold_jit=False)
+        print(json.dumps(row), flush=True)
     return 0
 
 

@@ -45,7 +45,7 @@ def kind(name: str) -> str:
     n = name.lower()
     for key, label in (("tinygemm", "int4_mm"), ("int4", "int4_mm"), ("fmha", "attention"), ("attention", "attention"),
                        ("flash", "attention"), ("gemm", "dense_gemm"), ("gemv", "dense_gemm"), ("sort", "sampling"),
-                       ("scan", "sampling")):
+                       ("scan", "sampling"), ("_pick", "sampling"), ("_scale", "sampling")):
         if key in n:
             return label
     return "other"
@@ -72,8 +72,8 @@ def step_breakdown(dec, length: int, steps: int = 20) -> dict:
         if e.device_type == torch.autograd.DeviceType.CUDA or "cuda" in str(e.device_type).lower():
             by[kind(e.key)] += t / steps
             count[kind(e.key)] += e.count // steps
-    top = sorted(((e.key[:60], round((getattr(e, "device_time_total", 0) or 0) / steps, 1))
-                  for e in prof.key_averages()), key=lambda x: -x[1])[:12]
+    top = sorted(((e.key[:60], round((getattr(e, "device_time_total", 0) or 0) / steps, 1), e.count // steps)
+                  for e in prof.key_averages()), key=lambda x: -x[1])[:24]
     return {"bucket": dec.graphs.bucket(length), "wall_us_per_step": round(wall, 1),
             "kernel_us": {k: round(v, 1) for k, v in by.items()}, "kernels_per_step": dict(count),
             "kernel_total_us": round(sum(by.values()), 1), "top_kernels": top}

@@ -63,8 +63,13 @@ def linear(n_in: int, n_out: int, fmt: str, group: int, gen) -> dict[str, torch.
     if fmt == "fp16":
         return {"weight": (torch.randn(n_out, n_in, generator=gen) * std).half()}
     method, bits = FORMATS[fmt]
-    words = lambda *shape: torch.randint(-2**31, 2**31, shape, generator=gen, dtype=torch.int64).int()  # noqa: E731
-    # codes are uniform on 0..2^b-1 around the zero, so (q - z) has std ~ 2^b / sqrt(12)
+    # Codes are odd, uniform on 1..2^b-1 around the zero z = 2^(b-1): (q - z) is symmetric, std ~ 2^b / sqrt(12).
+    # (All of 0..2^b-1 would give every weight the same mean -s/2: a direction every layer amplifies, with the
+    # residual stream growing ~100x per layer from the third layer on and attention saturated, so the model's
+    # output flips on bf16-level noise. Real checkpoints' weights are centred.)
+    odd = sum(1 << (bits * i) for i in range(32 // bits))  # bit 0 of every code in a word
+    words = lambda *shape: (torch.randint(-2**31, 2**31, shape, generator=gen, dtype=torch.int64)  # noqa: E731
+                            | odd).int()
     scales = (torch.rand(n_in // group, n_out, generator=gen) + 0.5) * (std * 12**0.5 / 2**bits)
     mid = torch.full((n_in // group, n_out), 2 ** (bits - 1), dtype=torch.int32)
     if method == "awq":

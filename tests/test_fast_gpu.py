@@ -2,8 +2,8 @@
 
 Tolerances (relative L2 norm of logits):
   tiny bf16 model, fused Triton glue vs torch ops    3e-2 (bf16 roundings in another order, tiny random model)
-  Yi-6B-shape random AWQ, prefill + 8 graph steps   1e-2, measured 0.002 (bf16 through 32 layers; prefill
-      dequantizes + GEMMs, the reference runs the int4 kernel)
+  Yi-6B-shape random AWQ, prefill + 8 graph steps   4e-2 and < 1.5x transformers' int4 forward against the same
+      exact-weight reference (the bf16 noise floor through 32 layers, ~0.022; measured ~0.024)
 Greedy tokens must agree except at near-ties of the reference (see test_fast.assert_greedy_match).
 """
 from __future__ import annotations
@@ -100,12 +100,13 @@ def exact_weight_logits(model, ids: list[int]) -> torch.Tensor:
 
 
 def test_yi6b_awq_teacher_forced_graph_steps(yi6b_awq):
-    """Prefill and graph-step logits within 1e-2 of the reference with exact weights (what the decode GEMV
-    computes), at all but one of 8 steps. The exception: at one step of this random model the GEMV path's logits
-    flip sign while every one of that step's 128 GEMV outputs agrees with tinygemm's on the same input to 2.5e-3
-    (and the GEMV is closer to the exact weights than tinygemm: test_gemv_int4_matches_dequantized_weights); with
-    tinygemm in the same pipeline that step is 0.005 off. A near-tie that some rounding flips (the residual
-    stream is well conditioned there, so likely a saturated attention softmax of the random weights)."""
+    """Prefill and 8 graph-step logits against the reference with exact weights (what the decode GEMV computes),
+    bf16 activations both. Tolerance 4e-2, and no worse than 1.5x transformers' own int4 forward (tinygemm, W
+    rounded to bf16) against that reference: the noise floor of bf16 activations through 32 layers of this
+    random model, measured in the same test (~0.022; the fast path ~0.024).
+    The random checkpoint's weights are centred (scripts/make_checkpoint.py): with codes uniform on 0..15 around
+    zero 8 every weight had mean -s/2, the residual stream grew ~100x per layer and saturated attention turned
+    bf16-level differences into a flipped output at one step in eight."""
     from yi_cli import loader
 
     loaded = loader.load(str(yi6b_awq), device="cuda", dtype=torch.bfloat16)
@@ -115,6 +116,8 @@ def test_yi6b_awq_teacher_forced_graph_steps(yi6b_awq):
     n = 64
     with torch.inference_mode():
         ref = exact_weight_logits(loaded.model, ids)  # after the decoder rebinds weights
+        tf = loaded.model(torch.tensor([ids], device="cuda")).logits[0].float()
+        floor = [rel_err(a, b) for a, b in zip(tf[n - 1:], ref[n - 1:])]
         dec._prefill(ids[:n], GREEDY)
         errs = []
         for j in range(8):  # feed the reference's tokens, one graph replay per step
@@ -122,9 +125,11 @@ def test_yi6b_awq_teacher_forced_graph_steps(yi6b_awq):
             dec.pos.fill_(n + j)
             errs.append(rel_err(dec.graphs.replay(n + j + 1)[0], ref[n + j]))
         first = dec.model.forward(torch.tensor(ids[:n], device="cuda"), dec.model.arange[:n], n, prefill=True)
-    print(f"prefill rel err {rel_err(first[0], ref[n - 1]):.4f}; graph steps {[round(e, 4) for e in errs]}")
-    assert rel_err(first[0], ref[n - 1]) < 1e-2
-    assert sum(e < 1e-2 for e in errs) >= 7
+    errs = [rel_err(first[0], ref[n - 1])] + errs
+    print(f"rel err prefill + graph steps {[round(e, 4) for e in errs]}; "
+          f"transformers int4 {[round(e, 4) for e in floor]}")
+    assert all(e < 4e-2 for e in errs)
+    assert sum(errs) < 1.5 * sum(floor)
 
 
 def test_fused_glue_kernels_match_torch_ops():
@@ -166,3 +171,38 @@ def test_gemv_int4_matches_dequantized_weights(n, k, group):
     assert y.shape == (1, n) and y.dtype == torch.bfloat16
     assert rel_err(y.float(), ref) < 3e-3
 
+    if n % 8 == 0:  # as [gate; up]: the GEMV's silu(gate)·up epilogue against the glue kernel on its own output
+        from yi_cli.fast import kernels
+
+        fused = gemv.gemv_int4(x, packed, sz, n, k, group, 2 * ikt, silu=True)
+        want = kernels.silu_mul(y, True)
+        assert fused.shape == (1, n // 2)
+        assert torch.equal(fused, want), (fused.float() - want.float()).abs().max()
+
+
+@pytest.mark.parametrize("temperature,top_p,top_k,penalty", [(0.6, 0.8, 0, 1.2), (1.0, 1.0, 0, 1.0),
+                                                             (0.9, 0.95, 40, 1.1), (0, 0.8, 0, 1.3),
+                                                             (1.3, 0.5, 3000, 1.0)])
+def test_graph_sampler_kernels_pick_what_the_torch_ops_pick(temperature, top_p, top_k, penalty):
+    """nucleus.sample (the graphed sampler on CUDA) against Sampler's torch ops: the same token, the same `seen`
+    marks and step counter, over peaked and flat logits of Yi's vocabulary size."""
+    from yi_cli.fast.sampling import Sampler
+
+    vocab = 64000
+    settings = GenSettings(temperature=temperature, top_p=top_p, top_k=top_k, repetition_penalty=penalty, seed=11)
+    fused, plain = Sampler(vocab, "cuda"), Sampler(vocab, "cuda")
+    assert fused.fused
+    plain.fused = False
+    same = 0
+    for step in range(40):
+        g = torch.Generator(device="cuda").manual_seed(step)
+        logits = torch.randn(1, vocab, device="cuda", generator=g) * (8.0 if step % 2 else 0.5)
+        picks = []
+        for s in (fused, plain):
+            s.reset(settings, [1, 2, 3, int(logits.argmax())])
+            s.rng[1] = step
+            out = torch.zeros(1, dtype=torch.long, device="cuda")
+            s(logits, out=out)
+            picks.append((int(out), int(s.rng[1]), s.seen.nonzero().flatten().tolist()))
+        same += picks[0] == picks[1]
+    assert same == 40

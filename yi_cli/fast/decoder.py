@@ -65,7 +65,7 @@ class FastDecoder:
 
     def _step(self, length: int, greedy_only: bool = False, eager: bool = False) -> torch.Tensor:
         logits = self.model.forward(self.tok, self.pos, length, exact=eager)
-        self.tok.copy_(self.sampler(logits, greedy_only, eager))
+        self.sampler(logits, greedy_only, eager, out=self.tok)
         self.pos.add_(1)
         return logits
 

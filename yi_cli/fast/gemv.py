@@ -69,8 +69,9 @@ if gluon is not None:
 
     @gluon.jit
     def _gemv_int4(X, P, SZ, Y, N, KT: gl.constexpr, G: gl.constexpr, WPR: gl.constexpr, R: gl.constexpr,
-                   WARPS: gl.constexpr, PDL: gl.constexpr):
-        """y[r] = sum_k ((q[r, k] - 8)·s + zf)·x[k] for rows [pid·R, pid·R + R)."""
+                   WARPS: gl.constexpr, PDL: gl.constexpr, SILU: gl.constexpr):
+        """y[r] = sum_k ((q[r, k] - 8)·s + zf)·x[k] for rows [pid·R, pid·R + R).
+        SILU (W = [gate; up], N = 2·I): rows pid·R/2 + i of gate and of up, y[i] = silu(gate_i)·up_i."""
         TPW_W: gl.constexpr = WPR // 4  # threads across one row's words of a tile
         TPW_T: gl.constexpr = 32 // TPW_W  # tiles across a warp
         TB: gl.constexpr = TPW_T * WARPS  # tiles per iteration
@@ -84,7 +85,12 @@ if gluon is not None:
         LRTL: gl.constexpr = gl.SliceLayout(3, L4)  # [R, TB, TPW_W]
         LR: gl.constexpr = gl.SliceLayout(1, gl.SliceLayout(2, LRTL))  # [R]
 
-        r = gl.program_id(0) * R + gl.arange(0, R, layout=LR)
+        i = gl.arange(0, R, layout=LR)
+        if SILU:  # even i: gate row, odd i: the up row of the same output
+            o = gl.program_id(0) * (R // 2) + i // 2
+            r = o + (i % 2) * (N // 2)
+        else:
+            r = gl.program_id(0) * R + i
         tt = gl.arange(0, TB, layout=LT)
         w3 = (gl.expand_dims(gl.expand_dims(gl.arange(0, TPW_W, layout=LL), 0), 2) * 4
               + gl.expand_dims(gl.expand_dims(gl.arange(0, 4, layout=LI), 0), 0))  # [1, TPW_W, 4] word index
@@ -136,16 +142,23 @@ if gluon is not None:
                 zf = gl.load(sp + 1, mask=sm, other=0.0).to(gl.float32)
                 acc += gl.sum(u * (s * (1.0 / 4096)) + zf * gl.expand_dims(xs, 0), axis=3)
             words = _codes(P, r4, t + TB, w3, KT, TK)  # the next tiles (all masked after the last)
-        y = gl.sum(gl.sum(acc, axis=2), axis=1)
-        gl.store(Y + r, y.to(Y.dtype.element_ty))
+        y = gl.sum(gl.sum(acc, axis=2), axis=1).to(Y.dtype.element_ty)
+        if SILU:  # as transformers: gate and up rounded, silu in fp32 rounded, the product rounded
+            g, u = gl.split(gl.reshape(y.to(gl.float32), [R // 2, 2]))
+            oo, _ = gl.split(gl.reshape(o, [R // 2, 2]))
+            s = (g / (1.0 + gl.exp(-g))).to(Y.dtype.element_ty).to(gl.float32)
+            gl.store(Y + oo, (s * u).to(Y.dtype.element_ty))
+        else:
+            gl.store(Y + r, y)
 
 
 def gemv_int4(x: torch.Tensor, packed: torch.Tensor, sz: torch.Tensor, n: int, k: int, group: int, wpr: int,
-              rows: int = ROWS, warps: int = WARPS, pdl: bool | None = None) -> torch.Tensor:
+              rows: int = ROWS, warps: int = WARPS, pdl: bool | None = None, silu: bool = False) -> torch.Tensor:
     """x [1, K] bf16 -> [1, N]; packed / sz as for torch's _weight_int4pack_mm (wpr = 2·inner k tiles).
-    pdl: launch as a programmatic dependent launch (default: kernels.pdl)."""
-    y = torch.empty(1, n, dtype=x.dtype, device=x.device)
+    pdl: launch as a programmatic dependent launch (default: kernels.pdl).
+    silu: W is [gate; up] and the result silu(gate)·up, [1, N/2] (N/2 a multiple of rows/2)."""
+    y = torch.empty(1, n // 2 if silu else n, dtype=x.dtype, device=x.device)
     pdl = kernels.pdl(x) if pdl is None else pdl
     _gemv_int4[(n // rows,)](x, packed, sz, y, n, KT=k // (8 * wpr), G=group, WPR=wpr, R=rows, WARPS=warps,
-                             PDL=pdl, num_warps=warps, launch_pdl=pdl)
+                             PDL=pdl, SILU=silu, num_warps=warps, launch_pdl=pdl)
     return y

@@ -243,6 +243,8 @@ def decode_attention(qg: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, pos: 
     _attn_split[(n_kv, ns)](qg, kc, vc, pos, acc, ml, kc.shape[2], r, ns, hd ** -0.5, RP=rp, HD=hd, SPLIT=SPLIT,
                             BLOCK=64, **_launch_pdl(qg))
     out = torch.empty_like(qg)
-    _attn_merge[(n_kv, r)](acc, ml, out, r, ns, RP=rp, HD=hd, NSP=triton.next_power_of_2(ns),
-                           **_launch_pdl(qg))
+    # NSP from the cache size, not the bucket: one compiled merge kernel serves every graph bucket (a cold start
+    # compiles each Triton specialization once, ~1 s each)
+    nsp = triton.next_power_of_2(triton.cdiv(kc.shape[2], SPLIT))
+    _attn_merge[(n_kv, r)](acc, ml, out, r, ns, RP=rp, HD=hd, NSP=nsp, **_launch_pdl(qg))
     return out

@@ -10,6 +10,8 @@ import random
 
 import torch
 
+from . import nucleus
+
 _M32 = 0xFFFFFFFF
 CAP = 1024  # candidates scored by the eager shortcut
 
@@ -30,6 +32,7 @@ class Sampler:
         self.rng = torch.zeros(2, dtype=torch.long, device=device)  # seed, step
         self.seen = torch.zeros(vocab, dtype=torch.bool, device=device)  # ids in prompt + output
         self.ids = torch.arange(vocab, device=device)
+        self.fused = nucleus.available(self.seen)  # the graphed path as nucleus.sample's kernels (CUDA)
 
     def reset(self, settings, prompt_ids: list[int]) -> None:
         """Load one request's settings and the prompt's ids (host -> device copies, before the first step)."""
@@ -48,10 +51,16 @@ class Sampler:
         u = (_mix((_mix(ids ^ key) + key) & _M32) >> 8).float().add_(0.5).mul_(2.0 ** -24)  # (0, 1)
         return -torch.log(-torch.log(u))
 
-    def __call__(self, logits: torch.Tensor, greedy_only: bool = False, eager: bool = False) -> torch.Tensor:
-        """logits fp32 [1, V] -> next token [1]; marks it seen and advances the step. `eager` (no graph) may
-        read settings on the host to score only the top CAP candidates when that is exact (a full sort of the
-        vocabulary costs ~4 ms on a small CPU)."""
+    def __call__(self, logits: torch.Tensor, greedy_only: bool = False, eager: bool = False,
+                 out: torch.Tensor | None = None) -> torch.Tensor:
+        """logits fp32 [1, V] -> next token [1] (written into `out` when given); marks it seen and advances the
+        step. `eager` (no graph) may read settings on the host to score only the top CAP candidates when that is
+        exact (a full sort of the vocabulary costs ~4 ms on a small CPU). On CUDA the graphed full-sort path runs
+        as nucleus.sample's three launches."""
+        if self.fused and not (greedy_only or eager):
+            out = torch.empty(1, dtype=torch.long, device=logits.device) if out is None else out
+            nucleus.sample(logits, self.seen, self.params, self.rng, out)
+            return out
         temp, top_p, top_k, penalty = self.params.unbind()
         lg = logits[0]
         lg = torch.where(self.seen, torch.where(lg < 0, lg * penalty, lg / penalty), lg)
@@ -64,7 +73,7 @@ class Sampler:
             tok = torch.where(temp > 0, picked, tok)
         self.seen.index_fill_(0, tok, True)
         self.rng[1] += 1
-        return tok
+        return tok if out is None else out.copy_(tok)
 
     def _pick(self, scores: torch.Tensor, order: torch.Tensor, lse: torch.Tensor | None) -> torch.Tensor:
         """scores sorted descending with their ids `order`; lse normalizes them when they are a truncated list."""

@@ -114,18 +114,31 @@ class Int4:
         self.gemv = (packed.is_cuda and gemv.available(packed) and self.n % gemv.ROWS == 0
                      and os.environ.get("YI_CHAT_GEMV", "1") != "0"
                      and _gemv_layout(ikt, packed.device))
+        # gate_up: the GEMV can finish with silu(gate)·up itself (one plane: the sum of two would come first)
+        self.gemv_silu = self.gemv and len(planes) == 1 and bias is None and (n // 2) % (gemv.ROWS // 2) == 0
 
-    def _gemv(self, x: torch.Tensor, packed: torch.Tensor, group: int, sz: torch.Tensor) -> torch.Tensor:
-        return gemv.gemv_int4(x, packed, sz, self.n, self.k, group, self.wpr)
+    def _gemv(self, x: torch.Tensor, packed: torch.Tensor, group: int, sz: torch.Tensor,
+              silu: bool = False) -> torch.Tensor:
+        return gemv.gemv_int4(x, packed, sz, self.n, self.k, group, self.wpr, silu=silu)
 
-    def mm(self, x: torch.Tensor) -> torch.Tensor:  # [T, K] -> [T, N], via bf16
-        op = torch.ops.aten._weight_int4pack_mm if x.is_cuda else torch.ops.aten._weight_int4pack_mm_for_cpu
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
         xb = x.to(_OP_DTYPE)
         if self.perm is not None:  # codes are stored with input columns in group order
             xb = xb.index_select(1, self.perm)
         if self.gemv and xb.shape[0] == 1:
+            xb = xb.contiguous() if xb.data_ptr() % 4 == 0 else xb.clone()  # the GEMV reads column pairs
+        return xb
+
+    def mm_silu(self, x: torch.Tensor) -> torch.Tensor:
+        """One token through [gate; up]: silu(gate)·up [1, N/2] in one GEMV (needs gemv_silu)."""
+        packed, sz = self.planes[0]
+        return self._gemv(self._input(x), packed, self.group, sz, silu=True).to(x.dtype)
+
+    def mm(self, x: torch.Tensor) -> torch.Tensor:  # [T, K] -> [T, N], via bf16
+        op = torch.ops.aten._weight_int4pack_mm if x.is_cuda else torch.ops.aten._weight_int4pack_mm_for_cpu
+        xb = self._input(x)
+        if self.gemv and xb.shape[0] == 1:
             op = self._gemv
-            xb = xb.contiguous() if xb.data_ptr() % 4 == 0 else xb.clone()  # the kernel reads column pairs
         y = op(xb, self.planes[0][0], self.group, self.planes[0][1])
         for packed, sz in self.planes[1:]:
             y = y + op(xb, packed, self.group, sz)
