@@ -90,10 +90,7 @@ class FastLlama:
             # reshape, not view: the flash / efficient SDPA kernels may return a non-contiguous [n_kv, g·T, hd]
             o = o.reshape(self.n_heads, t, self.hd).transpose(0, 1).reshape(t, self.n_heads * self.hd)
             x, h = add_rmsnorm(x, mm(layer.o, o), layer.ln2, self.eps, fused)
-            if decode and getattr(layer.gate_up, "gemv_silu", False):
-                a = layer.gate_up.mm_silu(h)
-            else:
-                a = silu_mul(mm(layer.gate_up, h), fused)
+            a = silu_mul(layer.gate_up.prefill_mm(h), fused) if prefill else layer.gate_up.silu_mm(h, fused)
             delta = mm(layer.down, a)
         if last:
             x, delta = x[-1:], delta[-1:]

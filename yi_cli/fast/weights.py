@@ -92,7 +92,13 @@ def unpack_cuda(packed: torch.Tensor, n: int, k: int) -> torch.Tensor:
     return blk.view(n // 8, -1, 8, 16 * ikt).transpose(1, 2).reshape(n, k)
 
 
-class Dense:
+class _Proj:
+    def silu_mm(self, x: torch.Tensor, fused: bool) -> torch.Tensor:
+        """For a [gate; up] projection: silu(gate)·up [T, N/2] (fused: the Triton glue kernel)."""
+        return kernels.silu_mul(self.mm(x), fused)
+
+
+class Dense(_Proj):
     def __init__(self, w: torch.Tensor, bias: torch.Tensor | None = None):
         self.w, self.bias = w, bias  # [N, K], [N]
 
@@ -102,7 +108,7 @@ class Dense:
     prefill_mm = mm
 
 
-class Int4:
+class Int4(_Proj):
     def __init__(self, planes, group: int, n: int, k: int, perm=None, bias=None):
         self.planes = planes  # [(packed, sz bf16 [K/group, N, 2])]
         self.group, self.n, self.k, self.perm, self.bias = group, n, k, perm, bias
@@ -129,8 +135,10 @@ class Int4:
             xb = xb.contiguous() if xb.data_ptr() % 4 == 0 else xb.clone()  # the GEMV reads column pairs
         return xb
 
-    def mm_silu(self, x: torch.Tensor) -> torch.Tensor:
-        """One token through [gate; up]: silu(gate)·up [1, N/2] in one GEMV (needs gemv_silu)."""
+    def silu_mm(self, x: torch.Tensor, fused: bool) -> torch.Tensor:
+        """One token through [gate; up] with the glue kernels on: silu(gate)·up in the GEMV's epilogue."""
+        if not (fused and self.gemv_silu and x.shape[0] == 1):
+            return super().silu_mm(x, fused)
         packed, sz = self.planes[0]
         return self._gemv(self._input(x), packed, self.group, sz, silu=True).to(x.dtype)
 
@@ -178,7 +186,7 @@ class Int4:
         return F.linear(x, self.dense(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
 
 
-class Multi:
+class Multi(_Proj):
     """Projections that could not be merged: one matmul each, outputs concatenated."""
 
     def __init__(self, parts):
