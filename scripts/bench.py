@@ -30,8 +30,8 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from yi_cli import loader  # noqa: E402
-from yi_cli.fast import FastDecoder  # noqa: E402
-from yi_cli.settings import GenSettings  # noqa: E402
+from yi_cli.runtime.decoder import FastDecoder  # noqa: E402
+from yi_cli.engines.settings import GenSettings  # noqa: E402
 
 SEED = GenSettings(seed=0)  # the seed recipe's sampling defaults: temperature 0.6, top_p 0.8, penalty 1.2
 
@@ -240,8 +240,8 @@ def ensure_checkpoint(root: Path, shape: str, fmt: str) -> Path:
 START = """
 import sys, threading, time, torch
 from yi_cli import loader
-from yi_cli.fast import FastDecoder
-from yi_cli.settings import GenSettings
+from yi_cli.runtime.decoder import FastDecoder
+from yi_cli.engines.settings import GenSettings
 import transformers.generation.utils, transformers.models.llama.modeling_llama
 print(time.time() - float(sys.argv[3]))
 loaded = loader.load(sys.argv[1], device="cuda", dtype=torch.bfloat16 if sys.argv[2] != "fp16" else torch.float16)

@@ -18,8 +18,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from yi_cli import loader  # noqa: E402
-from yi_cli.fast import FastDecoder  # noqa: E402
-from yi_cli.settings import GenSettings  # noqa: E402
+from yi_cli.runtime.decoder import FastDecoder  # noqa: E402
+from yi_cli.engines.settings import GenSettings  # noqa: E402
 
 
 def graph_time_us(fn, reps: int = 20, iters: int = 20) -> float:

@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from yi_cli import demo_quant  # noqa: E402
-from yi_cli import quant as Q  # noqa: E402
+from yi_cli.checkpoint import formats as Q  # noqa: E402
 
 SHAPES = {
     "yi-6b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,

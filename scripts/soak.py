@@ -53,9 +53,9 @@ def main(argv=None) -> int:
     import yi_cli
     from yi_cli import store
     from yi_cli.chat import Chat, Options
-    from yi_cli.engine import LocalEngine
+    from yi_cli.engines.local import LocalEngine
     from yi_cli.render import JsonRenderer
-    from yi_cli.settings import GenSettings
+    from yi_cli.engines.settings import GenSettings
     from rich.console import Console
 
     t0 = time.perf_counter()

@@ -47,7 +47,8 @@ def demo_loaded(demo_dir):
 
 
 @pytest.fixture(scope="session")
-def demo_engine(demo_loaded):
-    from yi_cli.engine import LocalEngine
+def demo_engine(demo_dir):
+    from yi_cli.checkpoint.loader import open_checkpoint
+    from yi_cli.engines.local import LocalEngine
 
-    return LocalEngine(demo_loaded, backend="generate")
+    return LocalEngine(open_checkpoint(demo_dir, device="cpu", dtype="fp32"), backend="generate")

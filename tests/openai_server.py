@@ -23,8 +23,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from yi_cli.errors import YiError
-from yi_cli.events import FINISH_LENGTH, Finish, Text
-from yi_cli.settings import GenSettings
+from yi_cli.engines.events import FINISH_LENGTH, Finish, Text
+from yi_cli.engines.settings import GenSettings
 
 MAX_BODY = 1 << 20  # bytes; a test never sends more, and the server stays bounded
 
@@ -212,7 +212,7 @@ if __name__ == "__main__":
     import argparse
 
     import yi_cli
-    from yi_cli.engine import LocalEngine
+    from yi_cli.engines.local import LocalEngine
 
     ap = argparse.ArgumentParser(description="serve a local model over the OpenAI chat API on 127.0.0.1")
     ap.add_argument("model", nargs="?", default="demo-fp32")

@@ -5,9 +5,9 @@ import threading
 
 import pytest
 
-from tests.fakes import ScriptedEngine, plain_chat
+from tests.fixtures import ScriptedEngine, plain_chat
 from yi_cli.errors import YiError
-from yi_cli.settings import GenSettings
+from yi_cli.engines.settings import GenSettings
 
 
 def test_two_turn_transcript():
@@ -91,17 +91,56 @@ def test_overflow_refuse_policy():
 
 
 def test_retry_and_continue():
-    engine = ScriptedEngine(["first try", "a b c d e f", "second try"])
+    engine = ScriptedEngine(["first try", "a b c d e f", "second try", "third"])
     chat, out, err = plain_chat(engine, settings=GenSettings(max_new_tokens=3))
     chat.handle("q")
     chat.handle("/retry 7")
-    assert chat.settings.seed == 7 and chat.session.turns[-1].content == "a b c"
-    assert chat.session.turns[-1].finish_reason == "length"
+    # The seed is for that retry only: the session keeps its own, the next turn samples unseeded again.
+    assert engine.settings_seen[-1].seed == 7 and chat.settings.seed is None
+    assert chat.session.turns[-1].content == "a b c" and chat.session.turns[-1].finish_reason == "length"
     chat.handle("/continue")
+    # The cut reply is sent back open (continue_final), and the new text extends it in place.
+    assert engine.prompts[-1].continue_final and engine.seen[-1][-1] == {"role": "assistant", "content": "a b c"}
     assert chat.session.turns[-1].content == "a b csecond try"
     assert len(chat.session.turns) == 2
     chat.handle("/continue")
     assert "was complete" in err.getvalue()
+    chat.handle("/retry")
+    assert engine.settings_seen[-1].seed is None
+
+
+def test_a_turn_builds_its_prompt_once_and_a_failure_leaves_the_session_as_it_was():
+    from tests.fixtures import WordTemplate
+
+    engine = ScriptedEngine(["a1", "a2"])
+    chat, out, err = plain_chat(engine)
+    chat.handle("q1")
+    before, builds = chat.session.to_dict(), WordTemplate.builds
+    chat.handle("q2")
+    assert WordTemplate.builds == builds + 1
+    assert chat.context_used() == len(engine.prompts[-1].ids) + 1  # from the turn itself: no rebuild
+    assert WordTemplate.builds == builds + 1
+    engine.fail_with = RuntimeError("boom")
+    saved = chat.session.to_dict()
+    chat.handle("q3")
+    chat.handle("/retry")
+    chat.handle("/edit q2 again")
+    assert chat.session.to_dict() == saved and saved != before
+
+
+def test_overflow_rebuilds_the_prompt_about_once_however_many_exchanges_go():
+    from tests.fixtures import WordTemplate
+
+    engine = ScriptedEngine()
+    chat, out, err = plain_chat(engine, settings=GenSettings(max_new_tokens=16))
+    for i in range(40):
+        chat.handle(f"message {i}")
+    engine.context_length = 40
+    builds = WordTemplate.builds
+    chat.handle("the last one")
+    assert "dropped the" in err.getvalue()
+    assert WordTemplate.builds - builds <= 4  # the full prompt, the base, the estimate, the final build
+    assert len(engine.prompts[-1].ids) <= 40 - 10
 
 
 def test_save_and_load_round_trip(tmp_path, monkeypatch):

@@ -28,7 +28,7 @@ def one_line_error(p, code, *needles):
 def test_flags_parse_with_seed_defaults():
     a = parser().parse_args(["--model", "x", "--temperature", "0", "--top-p", "0.5", "--seed", "3", "-p", "hi"])
     assert (a.model, a.temperature, a.top_p, a.seed, a.prompt) == ("x", 0.0, 0.5, 3, "hi")
-    from yi_cli.settings import GenSettings
+    from yi_cli.engines.settings import GenSettings
 
     d = GenSettings()
     assert (d.temperature, d.top_p, d.repetition_penalty) == (0.6, 0.8, 1.2)

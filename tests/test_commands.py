@@ -1,6 +1,6 @@
 import pytest
 
-from tests.fakes import ScriptedEngine, plain_chat
+from tests.fixtures import ScriptedEngine, plain_chat
 from yi_cli import commands
 from yi_cli.errors import YiError
 

@@ -3,8 +3,8 @@ import threading
 
 import pytest
 
-from yi_cli.events import Finish, Text
-from yi_cli.settings import GenSettings
+from yi_cli.engines.events import Finish, Text
+from yi_cli.engines.settings import GenSettings
 
 pytestmark = pytest.mark.slow
 GREEDY = GenSettings(temperature=0, max_new_tokens=30, repetition_penalty=1.0)
@@ -12,7 +12,7 @@ FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
 
 
 def run(engine, messages, settings=GREEDY, cancel=None):
-    events = list(engine.stream(messages, settings, cancel or threading.Event()))
+    events = list(engine.stream(engine.template.build(messages), settings, cancel or threading.Event()))
     assert isinstance(events[-1], Finish) and all(isinstance(e, Text) for e in events[:-1])
     return "".join(e.text for e in events[:-1]), events[-1].stats
 
@@ -21,24 +21,25 @@ def test_answers_paris_and_stops_at_end_of_turn(demo_engine):
     text, stats = run(demo_engine, FRANCE)
     assert "Paris" in text
     assert stats.finish_reason == "stop" and stats.new_tokens < 30
-    assert stats.prompt_tokens == demo_engine.count(FRANCE)
+    assert stats.prompt_tokens == len(demo_engine.template.build(FRANCE).ids)
     assert "<|im_end|>" not in text
 
 
 def test_without_the_end_of_turn_token_it_runs_on(demo_engine):
-    im_end = demo_engine.tokenizer.convert_tokens_to_ids("<|im_end|>")
-    saved = demo_engine.stop_ids
-    demo_engine.stop_ids = saved - {im_end}
+    tpl = demo_engine.template
+    im_end = tpl.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    saved = tpl.stop_ids
+    tpl.stop_ids = saved - {im_end}
     try:
         text, stats = run(demo_engine, FRANCE, GenSettings(temperature=0, max_new_tokens=12, repetition_penalty=1.0))
     finally:
-        demo_engine.stop_ids = saved
+        tpl.stop_ids = saved
     assert stats.finish_reason in ("length", "stop") and stats.new_tokens > 9  # past "...Paris.<|im_end|>"
 
 
 def test_cancel_stops_generation(demo_engine):
     cancel = threading.Event()
-    gen = demo_engine.stream([{"role": "user", "content": "Write a long story about a dragon."}],
+    gen = demo_engine.stream(demo_engine.template.build([{"role": "user", "content": "Write a long story about a dragon."}]),
                              GenSettings(temperature=0, max_new_tokens=200), cancel)
     pieces = []
     for ev in gen:
@@ -56,7 +57,7 @@ def test_worker_exception_surfaces_as_one_line(demo_engine, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("CUDA out of memory. Tried to allocate 2 GiB")
 
-    monkeypatch.setattr(demo_engine.loaded.model, "generate", boom)
+    monkeypatch.setattr(demo_engine.model, "generate", boom)
     with pytest.raises(YiError, match="out of memory while generating; the session is kept"):
         run(demo_engine, FRANCE)
 
@@ -67,7 +68,7 @@ def test_seed_makes_sampling_reproducible(demo_engine):
 
 
 def test_detokenizer_matches_full_decode(demo_loaded):
-    from yi_cli.engine import Detokenizer
+    from yi_cli.engines.template import Detokenizer
 
     tok = demo_loaded.tokenizer
     text = "Hello — naïve café 東京 🙂 code:\n```py\nprint('x')\n```\n" * 3
@@ -75,3 +76,26 @@ def test_detokenizer_matches_full_decode(demo_loaded):
     d = Detokenizer(tok)
     out = "".join(d.add(i) for i in ids) + d.flush()
     assert out == tok.decode(ids, skip_special_tokens=True)
+
+
+@pytest.mark.parametrize("backend", ["fast", "generate"])
+def test_continue_extends_the_cut_reply_in_place(demo_dir, backend):
+    """Greedy: a reply cut at N tokens, then /continue (N more), is the uncut reply of 2N tokens, in one turn."""
+    from tests.fixtures import plain_chat
+    from yi_cli.checkpoint.loader import open_checkpoint
+    from yi_cli.engines.local import LocalEngine
+
+    engine = LocalEngine(open_checkpoint(demo_dir, device="cpu", dtype="fp32"), backend=backend)
+    story = "Tell me a story about a cat."
+    whole, _ = plain_chat(engine, settings=GenSettings(temperature=0, max_new_tokens=24))[:2]
+    whole.handle(story)
+    chat, out, err = plain_chat(engine, settings=GenSettings(temperature=0, max_new_tokens=12))
+    chat.handle(story)
+    cut = chat.session.turns[-1].content
+    assert chat.session.turns[-1].finish_reason == "length"
+    chat.handle("/continue")
+    assert err.getvalue() == ""
+    assert [t.role for t in chat.session.turns] == ["user", "assistant"]
+    reply = chat.session.turns[-1]
+    assert reply.content.startswith(cut) and len(reply.content) > len(cut) and reply.tokens == 24
+    assert reply.content == whole.session.turns[-1].content

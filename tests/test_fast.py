@@ -15,11 +15,11 @@ import pytest
 import torch
 
 from yi_cli import qlinear
-from yi_cli import quant as Q
-from yi_cli.fast import FastDecoder, supports
-from yi_cli.fast.sampling import Sampler
-from yi_cli.loader import Loaded
-from yi_cli.settings import GenSettings
+from yi_cli.checkpoint import formats as Q
+from yi_cli.runtime.decoder import FastDecoder, supports
+from yi_cli.runtime.sampling import Sampler
+from yi_cli.runtime.hf import Loaded
+from yi_cli.engines.settings import GenSettings
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 GREEDY = GenSettings(temperature=0, repetition_penalty=1.0, max_new_tokens=64)

@@ -19,8 +19,8 @@ import torch
 
 from test_fast import (GREEDY, PROMPT, assert_greedy_match, fast_tokens, quantize, reference_greedy, rel_err,
                        tiny_llama, wrap)
-from yi_cli.fast import FastDecoder
-from yi_cli.settings import GenSettings
+from yi_cli.runtime.decoder import FastDecoder
+from yi_cli.engines.settings import GenSettings
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,7 +86,7 @@ def exact_weight_logits(model, ids: list[int]) -> torch.Tensor:
     (yi-chat's decode GEMV, which computes (q - 8)·s + zf exactly)."""
     import torch.nn.functional as F
 
-    from yi_cli.qlinear import QuantLinear
+    from yi_cli.runtime.qlinear import QuantLinear
 
     mods = [m for m in model.modules() if isinstance(m, QuantLinear)]
     try:
@@ -186,7 +186,7 @@ def test_gemv_int4_matches_dequantized_weights(n, k, group):
 def test_graph_sampler_kernels_pick_what_the_torch_ops_pick(temperature, top_p, top_k, penalty):
     """nucleus.sample (the graphed sampler on CUDA) against Sampler's torch ops: the same token, the same `seen`
     marks and step counter, over peaked and flat logits of Yi's vocabulary size."""
-    from yi_cli.fast.sampling import Sampler
+    from yi_cli.runtime.sampling import Sampler
 
     vocab = 64000
     settings = GenSettings(temperature=temperature, top_p=top_p, top_k=top_k, repetition_penalty=penalty, seed=11)

@@ -12,10 +12,10 @@ import time
 import pytest
 import torch
 
-from tests.fakes import ScriptedEngine, plain_chat
+from tests.fixtures import ScriptedEngine, plain_chat
 from tests.test_bad_input import make_tiny
-from yi_cli.events import Text
-from yi_cli.settings import GenSettings
+from yi_cli.engines.events import Text
+from yi_cli.engines.settings import GenSettings
 
 OOM = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
 OOM_TEXT = "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 79.10 GiB"
@@ -32,7 +32,7 @@ def tiny_loaded(tmp_path_factory, demo_fp32_dir):
 
 @pytest.fixture(params=["generate", "fast"])
 def engine(request, tiny_loaded):
-    from yi_cli.engine import LocalEngine
+    from yi_cli.engines.local import LocalEngine
 
     return LocalEngine(tiny_loaded, backend=request.param)
 
@@ -200,7 +200,7 @@ def fake_generate(tokenizer, gap_s: float, release: threading.Event, n_tokens: i
     "in-prefill",
 ])
 def test_streamer_timeout(tiny_loaded, monkeypatch, stall):
-    import yi_cli.engine as eng
+    import yi_cli.engines.local as eng
 
     engine = eng.LocalEngine(tiny_loaded, backend="generate")
     chat, out, err = plain_chat(engine, settings=GenSettings(**GREEDY.to_dict()))

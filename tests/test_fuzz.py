@@ -18,13 +18,13 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
-from tests.fakes import ScriptedEngine
+from tests.fixtures import ScriptedEngine
 from yi_cli import commands, store
 from yi_cli.chat import Chat, Options
 from yi_cli.errors import YiError
-from yi_cli.events import Text
+from yi_cli.engines.events import Text
 from yi_cli.render import PlainRenderer
-from yi_cli.settings import NAMES, GenSettings
+from yi_cli.engines.settings import NAMES, GenSettings
 
 EXAMPLES = int(os.environ.get("YI_FUZZ_EXAMPLES", "1000"))  # per property; two properties -> 2,000 inputs
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow,

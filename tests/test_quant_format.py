@@ -9,8 +9,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from yi_cli import quant as Q
-from yi_cli.qlinear import DequantLinear, Int4Linear, make_linear
+from yi_cli.checkpoint import formats as Q
+from yi_cli.runtime.qlinear import DequantLinear, Int4Linear, make_linear
 
 AWQ_NIBBLE_COLUMN = [0, 2, 4, 6, 1, 3, 5, 7]  # nibble k of word c holds output column 8c + this
 

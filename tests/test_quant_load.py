@@ -10,9 +10,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from yi_cli import demo_quant, loader, quant_load
-from yi_cli import quant as Q
+from yi_cli.checkpoint import formats as Q
 from yi_cli.errors import LoadError
-from yi_cli.qlinear import DequantLinear, Int4Linear
+from yi_cli.runtime.qlinear import DequantLinear, Int4Linear
 
 TINY = dict(vocab_size=320, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, max_position_embeddings=256, initializer_range=0.1)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from yi_cli import loader
-from yi_cli.qlinear import DequantLinear, Int4Linear
+from yi_cli.runtime.qlinear import DequantLinear, Int4Linear
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "make_checkpoint.py"
 

@@ -9,12 +9,12 @@ import threading
 import httpx
 import pytest
 
-from tests.fakes import ScriptedEngine, plain_chat
+from tests.fixtures import ScriptedEngine, plain_chat
 from tests.openai_server import OpenAIServer
 from yi_cli.errors import EXIT_LOAD, LoadError, YiError
-from yi_cli.events import Finish, Text
-from yi_cli.remote import RemoteEngine, base_url
-from yi_cli.settings import GenSettings
+from yi_cli.engines.events import Finish, Text
+from yi_cli.engines.remote import RemoteEngine, base_url
+from yi_cli.engines.settings import GenSettings
 
 HELLO = [{"role": "user", "content": "hello"}]
 
@@ -231,7 +231,7 @@ def test_the_test_server_also_answers_without_streaming(served):
 @pytest.fixture(scope="session")
 def demo_fp32_engine(demo_fp32_dir):
     import yi_cli
-    from yi_cli.engine import LocalEngine
+    from yi_cli.engines.local import LocalEngine
 
     return LocalEngine(yi_cli.load(demo_fp32_dir, device="cpu", dtype="fp32"), backend="generate")
 

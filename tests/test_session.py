@@ -5,28 +5,29 @@ from yi_cli.session import ChatSession
 
 def test_messages_put_system_first_and_alternate():
     s = ChatSession(system="be brief")
-    s.add_user("hi")
-    s.add_assistant("hello", tokens=2)
-    s.add_user("bye")
-    assert [m["role"] for m in s.messages()] == ["system", "user", "assistant", "user"]
+    s.add_exchange("hi", 1, "hello", tokens=2)
+    s.add_exchange("bye", 1, "see you")
+    assert [m["role"] for m in s.messages()] == ["system", "user", "assistant", "user", "assistant"]
     assert s.messages()[0]["content"] == "be brief"
-    assert s.exchanges == 1
+    assert s.exchanges == 2 and s.turns[1].tokens == 2 and s.turns[0].tokens == 1
 
 
-def test_roles_must_alternate():
+def test_exchanges_are_replaced_and_extended_whole():
     s = ChatSession()
-    s.add_user("a")
-    with pytest.raises(AssertionError):
-        s.add_user("b")
+    s.add_exchange("q1", 1, "a1")
+    s.add_exchange("q2", 1, "a2 cut", tokens=2, finish_reason="length")
+    s.extend_last_reply(" and more", 2, "stop", {"new_tokens": 2})
+    assert s.turns[-1].content == "a2 cut and more" and s.turns[-1].tokens == 4
+    assert s.turns[-1].finish_reason == "stop"
+    s.replace_last_exchange("q2 edited", 2, "b2")
+    assert [t.content for t in s.turns] == ["q1", "a1", "q2 edited", "b2"]
 
 
 def test_undo_and_clear_keep_system():
     s = ChatSession(system="sys")
     assert s.undo() is None
-    s.add_user("q1")
-    s.add_assistant("a1")
-    s.add_user("q2")
-    s.add_assistant("a2", finish_reason="interrupted")
+    s.add_exchange("q1", 1, "a1")
+    s.add_exchange("q2", 1, "a2", finish_reason="interrupted")
     assert s.last_assistant().interrupted
     assert s.undo() == ("q2", "a2")
     assert [t.content for t in s.turns] == ["q1", "a1"]
@@ -36,8 +37,7 @@ def test_undo_and_clear_keep_system():
 
 def test_round_trip_and_refusal():
     s = ChatSession(system="x")
-    s.add_user("q")
-    s.add_assistant("a", tokens=3, finish_reason="length", stats={"new_tokens": 3})
+    s.add_exchange("q", 1, "a", tokens=3, finish_reason="length", stats={"new_tokens": 3})
     again = ChatSession.from_dict(s.to_dict())
     assert again == s
     bad = s.to_dict()
@@ -46,3 +46,6 @@ def test_round_trip_and_refusal():
         ChatSession.from_dict(bad)
     with pytest.raises(ValueError):
         ChatSession.from_dict({"turns": [{"role": "user"}]})
+    # A file whose last turn was never answered would make the next message fail: refused when read.
+    with pytest.raises(ValueError, match="without a reply"):
+        ChatSession.from_dict({"turns": [{"role": "user", "content": "q"}]})

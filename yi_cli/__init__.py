@@ -4,7 +4,10 @@ __version__ = "0.1.0"
 
 
 def load(path, device=None, dtype=None, **kw):
-    """Load a checkpoint (directory, cached hub id, or 'demo'): returns Loaded with .model and .tokenizer."""
-    from .loader import load as _load
+    """Load a checkpoint (directory, cached hub id, or 'demo') as a transformers model: returns an object with
+    .model, .tokenizer, .config, .device, .dtype, .quant and .checkpoint."""
+    from .checkpoint.loader import open_checkpoint
+    from .runtime.hf import Loaded, build_model
 
-    return _load(path, device=device, dtype=dtype, **kw)
+    ckpt = open_checkpoint(path, device=device, dtype=dtype, **kw)
+    return Loaded(build_model(ckpt), ckpt)

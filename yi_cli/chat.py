@@ -1,21 +1,40 @@
-"""Chat: one conversation driven by lines of input — a turn or a slash command — for the REPL and pipes (no torch)."""
+"""Chat: one conversation driven by lines of input — a turn or a slash command — for the REPL and pipes (no torch).
+
+A reply is pending until its Finish arrives: only then does `Pending.commit` change the session (user turn and reply
+together, or a regenerated / extended reply), and the autosave follows. A failure leaves the session as it was; a
+cancel commits the partial reply marked interrupted.
+"""
 from __future__ import annotations
 
 import queue
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Callable
 
-from . import commands
+from . import commands, context
+from .engines.events import FINISH_ERROR, FINISH_INTERRUPTED, Finish, Stats, Text
+from .engines.settings import GenSettings
+from .engines.template import Prompt
 from .errors import YiError, failure, first_line
-from .events import FINISH_ERROR, Finish, Stats, Text
 from .session import ChatSession
-from .settings import GenSettings
 
 
 @dataclass
 class Options:
     overflow: str = "drop"  # what a turn that overflows the context does: drop oldest exchanges, or refuse
     setting_sources: dict = field(default_factory=dict)  # setting name -> "flag" | "config" | "command"
+
+
+@dataclass
+class Pending:
+    """A reply in the making: the messages it answers, and how it lands in the session once it has finished."""
+
+    messages: list[dict]
+    commit: Callable[[str, Stats], None]  # (reply text, stats) -> change the session
+    label: str  # what the renderer shows as the request (the user's text, or the command)
+    continue_final: bool = False  # the last message is a cut reply to extend (/continue)
+    resume_ids: list[int] | None = None  # /continue: the exact ids of the prompt + cut reply, where known
+    settings: GenSettings | None = None  # this reply's own settings (/retry SEED), else the chat's
 
 
 class Chat:
@@ -26,13 +45,14 @@ class Chat:
         self.settings = settings or GenSettings()
         self.session = session or ChatSession()
         self.options = options or Options()
-        self.on_turn = on_turn  # called with the Chat after each recorded turn (autosave)
+        self.on_turn = on_turn  # called with the Chat after each change of the session (autosave)
         self.history: list[Stats] = []  # stats of every finished reply, for /stats
         self.failures = 0
         self.running = True
         self.terminated = False  # SIGTERM: finish the reply in flight, record it, then leave
         self.editor = None  # callable(old text) -> new text, for /edit; set by the interactive REPL
-        self._counted: tuple = (None, 0)  # (conversation, its token count) last measured for the context meter
+        self._counted: tuple = (None, 0)  # (conversation, its token count), for the context meter
+        self._resume: tuple = (None, None)  # (last reply Turn, ids of its prompt + reply): exact /continue
 
     def handle(self, line: str) -> bool:
         """Process one line of input; returns False once the chat should end (/exit)."""
@@ -56,108 +76,156 @@ class Chat:
         except BrokenPipeError:  # the reader of stdout is gone: nothing more to say (cli exits quietly)
             raise
         except Exception as e:  # a bug in a command must not end the chat: one line, and the REPL lives on
-            if self.session.turns and self.session.turns[-1].role == "user":
-                self.session.pop_user()  # a turn cut short by the bug: keep the roles alternating
             self.failures += 1
             self.render.error(f"{line.strip()[:40]!r} failed ({failure(e)})")
         return self.running
 
     def context_used(self) -> int:
-        """Tokens the conversation takes: counted locally, or as the server last reported (remote engines)."""
+        """Tokens the conversation takes: counted with the engine's template (only when the conversation
+        changed; the toolbar asks on every redraw), or as the server last reported (remote engines)."""
         if not self.session.turns:
             return 0
-        count = getattr(self.engine, "count", None)
-        if count is not None:
-            # The toolbar asks on every redraw; re-tokenize only when the conversation changed.
-            msgs = self.session.messages()
-            key = tuple((m["role"], m["content"]) for m in msgs)
-            if self._counted[0] != key:
-                self._counted = (key, count(msgs))
-            return self._counted[1]
-        last = self.history[-1] if self.history else None
-        return last.prompt_tokens + last.new_tokens if last else 0
+        tpl = self.engine.template
+        if tpl is None:
+            last = self.history[-1] if self.history else None
+            return last.prompt_tokens + last.new_tokens if last else 0
+        msgs = self.session.messages()
+        key = tuple((m["role"], m["content"]) for m in msgs)
+        if self._counted[0] != key:
+            self._counted = (key, len(tpl.build(msgs).ids))
+        return self._counted[1]
 
     def turn(self, text: str) -> Stats | None:
-        """Send one user message and stream the reply; the session keeps the user turn only with its reply."""
-        self.session.add_user(text)
+        """Send one user message and stream the reply; the session gets both once the reply has finished."""
+        def commit(reply: str, stats: Stats) -> None:
+            self.session.add_exchange(text, self._count(text), reply, stats.new_tokens, stats.finish_reason,
+                                      stats.to_dict())
+
+        return self.reply(Pending(self.session.messages() + [{"role": "user", "content": text}], commit, text))
+
+    def regenerate(self, text: str, settings: GenSettings | None = None) -> Stats | None:
+        """A new reply to `text` in place of the last exchange (/retry, /edit); the old one stays if it fails."""
+        def commit(reply: str, stats: Stats) -> None:
+            self.session.replace_last_exchange(text, self._count(text), reply, stats.new_tokens, stats.finish_reason,
+                                               stats.to_dict())
+
+        msgs = self.session.messages()[:-2] + [{"role": "user", "content": text}]
+        return self.reply(Pending(msgs, commit, text, settings=settings))
+
+    def extend(self) -> Stats | None:
+        """/continue: generate more of the last (cut) reply, in place."""
+        last = self.session.last_assistant()
+        turn, ids = self._resume
+
+        def commit(more: str, stats: Stats) -> None:
+            self.session.extend_last_reply(more, stats.new_tokens, stats.finish_reason, stats.to_dict())
+
+        return self.reply(Pending(self.session.messages(), commit, "/continue", continue_final=True,
+                                  resume_ids=ids if turn is last else None))
+
+    def reply(self, pending: Pending) -> Stats | None:
+        """Stream the reply of `pending` and commit it; the oldest exchanges dropped to fit go only then."""
         try:
-            msgs, dropped = self._fit()
+            prompt, dropped = self._prompt(pending)
         except YiError as e:
-            self.session.pop_user()
             self.failures += 1
             self.render.error(str(e))
             return None
-        return self.reply(msgs, text, dropped=dropped)
-
-    def reply(self, msgs: list[dict], prompt: str, prefix: str = "", dropped: int = 0) -> Stats | None:
-        """Stream a reply to `msgs` and record it; `dropped` oldest turns are forgotten only once it is recorded."""
-        self.render.reply_start(prompt)
-        text, stats, error = self._stream(msgs)
+        settings = pending.settings or self.settings
+        if prompt.ids is not None:
+            settings = replace(settings, max_new_tokens=min(settings.max_new_tokens,
+                                                            self.engine.context_length - len(prompt.ids)))
+        self.render.reply_start(pending.label)
+        try:
+            text, stats, error, ids = self._stream(prompt, settings)
+        except KeyboardInterrupt:  # abandoned (a third Ctrl-C): what was said stays, marked interrupted
+            text, stats, error, ids = self._abandoned
+            self._commit(pending, prompt, text, stats, dropped, None)
+            raise
         self.render.reply_end(text, stats)
         if error is not None:
-            if not prefix:
-                self.session.pop_user()
             self.failures += 1
             self.render.error(error)
             return None
-        if prefix:  # /continue: the reply extends the last assistant turn
-            last = self.session.turns.pop()
-            text, stats.new_tokens = last.content + text, last.tokens + stats.new_tokens
-        count_text = getattr(self.engine, "count_text", None)
-        if count_text and not prefix:
-            self.session.turns[-1].tokens = count_text(self.session.turns[-1].content)
-        self.session.add_assistant(text, stats.new_tokens, stats.finish_reason, stats.to_dict())
+        return self._commit(pending, prompt, text, stats, dropped, ids)
+
+    def _commit(self, pending: Pending, prompt: Prompt, text: str, stats: Stats, dropped: int, ids) -> Stats:
+        pending.commit(text, stats)
         if dropped:
             self.session.drop_oldest(dropped)
+        resume = prompt.ids + ids if prompt.ids is not None and ids is not None else None
+        self._resume = (self.session.last_assistant(), resume)
+        if prompt.ids is not None:  # the context meter from this turn's own prompt, no re-tokenizing
+            key = tuple((m["role"], m["content"]) for m in self.session.messages())
+            self._counted = (key, len(prompt.ids) + stats.new_tokens)
         self.history.append(stats)
         if self.on_turn:
             self.on_turn(self)
         return stats
 
-    def _fit(self) -> tuple[list[dict], int]:
-        msgs = self.session.messages()
-        count = getattr(self.engine, "count", None)
-        ctx = getattr(self.engine, "context_length", None)
-        if count is None or ctx is None:
-            return msgs, 0
-        from .prompt import fit
+    def _count(self, text: str) -> int:
+        tpl = self.engine.template
+        return tpl.count(text) if tpl is not None else 0
 
+    def _prompt(self, p: Pending) -> tuple[Prompt, int]:
+        """The prompt of `p`, built once; when it overflows, the oldest exchanges are dropped (or the turn is
+        refused) by the overflow policy. Returns (prompt, number of messages dropped)."""
+        tpl, ctx = self.engine.template, self.engine.context_length
+        if tpl is None:
+            return Prompt(p.messages, continue_final=p.continue_final), 0
         budget = ctx - min(self.settings.max_new_tokens, ctx // 4)
-        msgs, dropped = fit(count, msgs, budget, self.options.overflow)
-        if dropped:
-            self.render.notice(f"context full ({ctx} tokens): dropped the {dropped // 2} oldest exchange(s) "
-                               f"to fit; the system prompt is kept")
-        return msgs, dropped
+        if p.resume_ids is not None:
+            prompt = Prompt(p.messages, p.resume_ids, tpl.render(p.messages, True), True)
+        else:
+            prompt = tpl.build(p.messages, p.continue_final)
+        if len(prompt.ids) <= budget:
+            return prompt, 0
+        policy = "refuse" if p.continue_final else self.options.overflow
+        first = 1 if p.messages and p.messages[0]["role"] == "system" else 0
+        sizes = [self._size(i) for i in range(len(p.messages) - first - 1)]
+        dropped = context.fit(lambda n: self._rebuild(p, first, n), len(prompt.ids), sizes, budget, policy)
+        msgs = p.messages[:first] + p.messages[first + dropped:]
+        self.render.notice(f"context full ({ctx} tokens): dropped the {dropped // 2} oldest exchange(s) "
+                           f"to fit; the system prompt is kept")
+        return tpl.build(msgs), dropped
 
-    def _stream(self, msgs: list[dict]) -> tuple[str, Stats | None, str | None]:
+    def _rebuild(self, p: Pending, first: int, n: int) -> int:
+        return len(self.engine.template.build(p.messages[:first] + p.messages[first + n:]).ids)
+
+    def _size(self, i: int) -> int:
+        """Tokens of session turn i (as counted when it was committed, else counted now)."""
+        t = self.session.turns[i]
+        return t.tokens or self._count(t.content)
+
+    def _stream(self, prompt: Prompt, settings: GenSettings):
         """Run engine.stream in a worker thread so Ctrl-C here only sets `cancel`; the stream ends itself."""
         events: queue.Queue = queue.Queue()
         cancel = threading.Event()
 
         def pump():
             try:
-                for ev in self.engine.stream(msgs, self.settings, cancel):
+                for ev in self.engine.stream(prompt, settings, cancel):
                     events.put(ev)
             except BaseException as e:  # noqa: BLE001 - reported below, the REPL lives on
                 events.put(e)
             events.put(None)
 
         worker = threading.Thread(target=pump, name="yi-stream", daemon=True)
-        acc = {"text": [], "stats": None, "error": None}
+        acc = {"text": [], "finish": None, "error": None}
         try:
             self._drain(worker, events, cancel, acc)
         except BaseException:  # e.g. BrokenPipeError from the renderer: stop the model before leaving
             cancel.set()
             if worker.is_alive():
                 worker.join(timeout=30)  # bounded: a third Ctrl-C during a stuck prefill must still return
+            self._abandoned = ("".join(acc["text"]), Stats(finish_reason=FINISH_INTERRUPTED), None, None)
             raise
         worker.join()
-        text, stats, error = acc["text"], acc["stats"], acc["error"]
-        if error is None and stats is None:
+        finish, error = acc["finish"], acc["error"]
+        if error is None and finish is None:
             error = "the engine ended without finishing the reply"
-        if error is not None and stats is None:
-            stats = Stats(finish_reason=FINISH_ERROR)
-        return "".join(text), stats, error
+        stats = finish.stats if finish is not None else Stats(finish_reason=FINISH_ERROR)
+        return "".join(acc["text"]), stats, error, finish.token_ids if finish is not None else None
 
     def _drain(self, worker, events, cancel, acc) -> None:
         interrupts = 0
@@ -184,6 +252,6 @@ class Chat:
             acc["text"].append(ev.text)
             self.render.reply_text(ev.text)
         elif isinstance(ev, Finish):
-            acc["stats"] = ev.stats
+            acc["finish"] = ev
         elif isinstance(ev, BaseException):
             acc["error"] = first_line(ev) if isinstance(ev, YiError) else f"generation failed ({failure(ev)})"

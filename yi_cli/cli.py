@@ -61,7 +61,7 @@ def parser() -> argparse.ArgumentParser:
 
 def settings_from(args, gen_cfg: dict, model: str | None):
     from . import demo
-    from .settings import GenSettings, parse
+    from .engines.settings import GenSettings, parse
 
     s, sources = GenSettings(), {}
     if model in demo.NAMES:
@@ -193,18 +193,18 @@ def make_renderer(args, interactive: bool):
 def make_engine(args, top: dict, render):
     endpoint = args.endpoint
     if endpoint:
-        from .remote import RemoteEngine
+        from .engines.remote import RemoteEngine
 
         key = args.api_key or os.environ.get("OPENAI_API_KEY")
         return RemoteEngine(endpoint, key, model=args.model)
-    from .engine import LocalEngine
-    from .loader import load
+    from .checkpoint.loader import open_checkpoint
+    from .engines.local import LocalEngine
 
     model = args.model
     with render.err.status(f"loading {model} ...") if render.err.is_terminal else _nullctx():
-        loaded = load(model, device=args.device or top.get("device"), dtype=args.dtype or top.get("dtype"),
-                      allow_pickle=args.allow_pickle, trust_remote_code=args.trust_remote_code)
-        return LocalEngine(loaded, backend=args.engine or top.get("engine", "auto"), raw=args.raw)
+        ckpt = open_checkpoint(model, device=args.device or top.get("device"), dtype=args.dtype or top.get("dtype"),
+                               allow_pickle=args.allow_pickle, trust_remote_code=args.trust_remote_code)
+        return LocalEngine(ckpt, backend=args.engine or top.get("engine", "auto"), raw=args.raw)
 
 
 class _nullctx:

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from rich.table import Table
 
-from . import settings as gen
+from .engines import settings as gen
 from .errors import YiError, shown
 
 
@@ -116,21 +116,12 @@ def do_undo(chat, arg):
     chat.render.show("removed the last exchange")
 
 
-def regenerate(chat, text: str) -> None:
-    """Replace the last exchange by a new reply to `text`; if that fails, the old exchange comes back."""
-    removed = chat.session.turns[-2:]
-    chat.session.undo()
-    if chat.turn(text) is None:
-        chat.session.turns.extend(removed)
-
-
 def do_retry(chat, arg):
     if len(chat.session.turns) < 2:
         raise YiError("nothing to retry")
-    if arg:
-        chat.settings.seed = gen.parse("seed", arg)
-        chat.options.setting_sources["seed"] = "command"
-    regenerate(chat, chat.session.turns[-2].content)
+    # A seed given here is for this reply only; the session's setting stays what it was.
+    settings = replace(chat.settings, seed=gen.parse("seed", arg)) if arg else None
+    chat.regenerate(chat.session.turns[-2].content, settings)
 
 
 def do_edit(chat, arg):
@@ -147,32 +138,27 @@ def do_edit(chat, arg):
     if not new or not new.strip() or new == old:
         chat.render.notice("edit cancelled: the message is unchanged")
         return
-    regenerate(chat, new)
+    chat.regenerate(new)
 
 
 def do_continue(chat, arg):
     last = chat.session.last_assistant()
     if last is None or last.finish_reason not in ("interrupted", "length"):
         raise YiError("/continue extends a reply cut by Ctrl-C or the token limit; the last one was complete")
-    msgs = chat.session.messages()
-    chat.reply(msgs, "/continue", prefix=last.content)
+    chat.extend()
 
 
 def do_prompt(chat, arg):
-    text = getattr(chat.engine, "prompt_text", None)
-    if text is None:
+    tpl = chat.engine.template
+    if tpl is None:
         raise YiError("this engine does not expose its prompt (remote engines apply the template server-side)")
-    msgs = chat.session.messages() or [{"role": "user", "content": ""}]
-    rendered = text(msgs)
-    chat.render.show(rendered)
-    chat.render.show(f"({chat.engine.count(msgs)} tokens)")
+    prompt = tpl.build(chat.session.messages() or [{"role": "user", "content": ""}])
+    chat.render.show(prompt.text)
+    chat.render.show(f"({len(prompt.ids)} tokens)")
 
 
 def do_model(chat, arg):
-    describe = getattr(chat.engine, "describe", None)
-    if describe is None:
-        raise YiError("this engine cannot describe its model")
-    for part in describe():
+    for part in chat.engine.describe():
         chat.render.show(part)
 
 
@@ -185,7 +171,7 @@ def do_stats(chat, arg):
              f"tokens generated: {new}",
              f"mean time to first token: {sum(s.ttft_s for s in h) / len(h):.3f} s" if h else "",
              f"mean decode speed: {sum(rates) / len(rates):.1f} tok/s" if rates else "",
-             f"context used: {chat.context_used()} / {getattr(chat.engine, 'context_length', None) or '?'} tokens"]
+             f"context used: {chat.context_used()} / {chat.engine.context_length or '?'} tokens"]
     chat.render.show("\n".join(x for x in lines if x))
 
 

@@ -5,7 +5,7 @@ import tomllib
 
 from .errors import UsageError
 from .paths import config_dir
-from .settings import NAMES, parse
+from .engines.settings import NAMES, parse
 
 TOP_KEYS = {"model", "device", "dtype", "engine", "overflow", "system", "endpoint"}
 

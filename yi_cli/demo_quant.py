@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from . import quant as Q
+from .checkpoint import formats as Q
 
 PROJ = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 NOT_TOKENIZER = ("config.json", "quantize_config.json", "model.safetensors.index.json")

@@ -40,10 +40,10 @@ def bindings() -> KeyBindings:
 def toolbar(chat):
     def text():
         used = chat.context_used()
-        ctx = getattr(chat.engine, "context_length", None)
+        ctx = chat.engine.context_length
         meter = f"ctx {used}/{ctx}" if ctx else f"ctx {used}"
         s = chat.settings
-        return (f" {getattr(chat.engine, 'model_name', '')} · {meter} · temp {s.temperature} · "
+        return (f" {chat.engine.name} · {meter} · temp {s.temperature} · "
                 f"top_p {s.top_p} · /help")
     return text
 
@@ -79,7 +79,7 @@ def run(chat, prompt_text: str = ">>> ") -> int:
                             completer=WordCompleter(words, sentence=True), complete_while_typing=True,
                             bottom_toolbar=toolbar(chat), prompt_continuation="... ")
     chat.editor = editor(session)
-    chat.render.show(f"yi-chat · {getattr(chat.engine, 'model_name', '')} · /help for commands, Ctrl-D to exit")
+    chat.render.show(f"yi-chat · {chat.engine.name} · /help for commands, Ctrl-D to exit")
     while chat.running:
         try:
             line = session.prompt(prompt_text)

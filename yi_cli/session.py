@@ -28,18 +28,27 @@ class ChatSession:
         out += [{"role": t.role, "content": t.content} for t in self.turns]
         return out
 
-    def add_user(self, text: str) -> None:
+    def add_exchange(self, user: str, user_tokens: int, reply: str, tokens: int = 0, finish_reason: str = "stop",
+                     stats: dict | None = None) -> None:
+        """A user message and its finished reply, recorded together."""
         assert not self.turns or self.turns[-1].role == "assistant", "roles must alternate"
-        self.turns.append(Turn("user", text))
+        self.turns += [Turn("user", user, user_tokens), Turn("assistant", reply, tokens, finish_reason, dict(stats or {}))]
 
-    def add_assistant(self, text: str, tokens: int = 0, finish_reason: str = "stop", stats: dict | None = None):
-        assert self.turns and self.turns[-1].role == "user", "an assistant turn answers a user turn"
-        self.turns.append(Turn("assistant", text, tokens, finish_reason, dict(stats or {})))
+    def replace_last_exchange(self, user: str, user_tokens: int, reply: str, tokens: int = 0,
+                              finish_reason: str = "stop", stats: dict | None = None) -> None:
+        """/retry and /edit: a new reply (to a possibly edited message) in place of the last exchange."""
+        assert len(self.turns) >= 2, "there is an exchange to replace"
+        del self.turns[-2:]
+        self.add_exchange(user, user_tokens, reply, tokens, finish_reason, stats)
 
-    def pop_user(self) -> str:
-        """Remove a trailing unanswered user turn (its reply failed) and return its text."""
-        assert self.turns and self.turns[-1].role == "user"
-        return self.turns.pop().content
+    def extend_last_reply(self, more: str, tokens: int, finish_reason: str, stats: dict | None = None) -> None:
+        """/continue: the last reply goes on where it was cut."""
+        last = self.last_assistant()
+        assert last is not None, "there is a reply to extend"
+        last.content += more
+        last.tokens += tokens
+        last.finish_reason = finish_reason
+        last.stats = dict(stats or {})
 
     def undo(self) -> tuple[str, str] | None:
         """Remove the last exchange; returns (user, assistant) texts, or None when there is none."""
@@ -82,4 +91,6 @@ class ChatSession:
                 raise ValueError(f"turn {i} should be a {expected} turn (roles alternate)")
             s.turns.append(Turn(t["role"], t["content"], int(t.get("tokens", 0) or 0),
                                 str(t.get("finish_reason", "") or ""), dict(t.get("stats") or {})))
+        if len(s.turns) % 2:
+            raise ValueError("the last turn is a user message without a reply")
         return s

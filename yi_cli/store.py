@@ -10,7 +10,7 @@ from pathlib import Path
 from .errors import YiError, shown
 from .paths import data_dir, private_dir
 from .session import ChatSession
-from .settings import GenSettings
+from .engines.settings import GenSettings
 
 FORMAT = "yi-chat-session"
 VERSION = 1
@@ -25,9 +25,8 @@ def default_path() -> Path:
 
 
 def to_dict(chat) -> dict:
-    engine = chat.engine
-    return {"format": FORMAT, "version": VERSION, "model": getattr(engine, "model_name", ""),
-            "quant": getattr(engine, "quant", None), "settings": chat.settings.to_dict(),
+    return {"format": FORMAT, "version": VERSION, "model": chat.engine.name, "quant": chat.engine.quant,
+            "settings": chat.settings.to_dict(),
             **chat.session.to_dict()}
 
 

@@ -1,8 +1,8 @@
 """The remote engine: the same stream(messages, settings, cancel) protocol over an OpenAI-compatible
 chat-completions server (vLLM, lmdeploy, SGLang, ollama serve), read as server-sent events (no torch).
 
-The server owns the chat template and the tokenizer, so this engine has no count/prompt_text and no
-context_length: the chat does no local fitting and /prompt says the template is applied server-side.
+The server owns the chat template and the tokenizer, so this engine has no template and no context_length: the
+chat does no local fitting and /prompt says the template is applied server-side.
 """
 from __future__ import annotations
 
@@ -13,20 +13,22 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from .errors import LoadError, YiError
+from ..errors import LoadError, YiError
 from .events import FINISH_INTERRUPTED, FINISH_LENGTH, FINISH_STOP, Finish, Stats, Text
 from .settings import GenSettings
+from .template import Prompt
 
 
 class RemoteEngine:
     quant = None
     context_length = None  # unknown: the server truncates or refuses on its own
+    template = None  # the server applies its own
 
     def __init__(self, endpoint: str, api_key: str | None, model: str | None = None, timeout: float = 60):
         self.base = base_url(endpoint)
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.timeout = timeout
-        self.model_name = model or self._first_model()
+        self.name = model or self._first_model()
 
     def client(self) -> httpx.Client:
         # A client per request: one connect per turn costs nothing next to a reply, and no socket outlives
@@ -34,7 +36,7 @@ class RemoteEngine:
         return httpx.Client(headers=self.headers, timeout=httpx.Timeout(self.timeout))
 
     def describe(self) -> list:
-        return [f"remote model {self.model_name} at {self.base}",
+        return [f"remote model {self.name} at {self.base}",
                 "the server applies the chat template and tokenizes; context size and weights are its own"]
 
     def _first_model(self) -> str:
@@ -55,7 +57,7 @@ class RemoteEngine:
         return ids[0]
 
     def request_body(self, messages: list[dict], s: GenSettings) -> dict:
-        body = {"model": self.model_name, "messages": messages, "stream": True,
+        body = {"model": self.name, "messages": messages, "stream": True,
                 "stream_options": {"include_usage": True},
                 "temperature": s.temperature, "top_p": s.top_p, "max_tokens": s.max_new_tokens}
         # Not in the OpenAI API: vLLM, SGLang and lmdeploy accept them, most others ignore unknown fields, and
@@ -68,14 +70,16 @@ class RemoteEngine:
             body["seed"] = s.seed
         return body
 
-    def stream(self, messages: list[dict], settings: GenSettings, cancel: threading.Event):
+    def stream(self, prompt: Prompt, settings: GenSettings, cancel: threading.Event):
         url = f"{self.base}/chat/completions"
         stats = Stats()
         t0 = time.perf_counter()
         first = last = None
         reason, done, seen, chunks = None, False, 0, 0
         try:
-            body = self.request_body(messages, settings)
+            body = self.request_body(prompt.messages, settings)
+            if prompt.continue_final:  # vLLM's and SGLang's extension; other servers start a new reply
+                body.update(add_generation_prompt=False, continue_final_message=True)
             with self.client() as client, client.stream("POST", url, json=body) as resp:
                 check_status(resp, url)
                 # Cancel is checked between lines: servers send a chunk per token, so Ctrl-C answers within

@@ -1,6 +1,6 @@
 """AWQ GEMM and GPTQ v1 on-disk formats: pack, unpack, reference dequantize, round-to-nearest quantize.
 
-Everything meets in one unpacked form, `QWeight` (nn.Linear orientation, [out, in]), so the kernels in qlinear.py
+Everything meets in one unpacked form, `QWeight` (nn.Linear orientation, [out, in]), so the runtime's kernels
 and the packers share one definition of the math:  W[o, i] = s[g_idx[i], o] * (q[o, i] - z[g_idx[i], o]).
 Layouts (DESIGN.md):
   AWQ GEMM  qweight int32 [in, out/8] packed along OUT, nibble k of a word holds column 8c + AWQ_ORDER[k];
@@ -34,6 +34,40 @@ class QWeight:
     @property
     def in_features(self) -> int:
         return self.q.shape[1]
+
+    @property
+    def groups_of(self) -> int:
+        """Input columns per group (-1 in the config means one group over all columns)."""
+        return self.in_features if self.group_size <= 0 else self.group_size
+
+
+def group_perm(w: QWeight) -> torch.Tensor | None:
+    """Column order that makes groups contiguous (desc_act), None when already sorted; needs equal-size groups."""
+    g = w.groups_of
+    perm = torch.argsort(w.g_idx.long(), stable=True)
+    counts = torch.bincount(w.g_idx.long(), minlength=w.scales.shape[0])
+    if w.in_features % g or counts.numel() != w.scales.shape[0] or bool((counts != g).any()):
+        raise ValueError(f"g_idx does not form groups of {g} columns")
+    return None if bool((perm == torch.arange(perm.numel(), device=perm.device)).all()) else perm
+
+
+def concat(ws: list[QWeight]) -> QWeight:
+    """Projections that read the same input (q/k/v, gate/up) as one QWeight along `out`; they must share bits,
+    group size and g_idx (check with `concatenable`). A missing bias is zeros."""
+    if len(ws) == 1:
+        return ws[0]
+    w0 = ws[0]
+    bias = None
+    if any(w.bias is not None for w in ws):
+        bias = torch.cat([w.bias if w.bias is not None else w.scales.new_zeros(w.out_features) for w in ws])
+    return QWeight(torch.cat([w.q for w in ws]), torch.cat([w.zeros for w in ws], 1),
+                   torch.cat([w.scales for w in ws], 1), w0.g_idx, w0.bits, w0.group_size, bias)
+
+
+def concatenable(ws: list[QWeight]) -> bool:
+    w0 = ws[0]
+    return all(w.bits == w0.bits and w.group_size == w0.group_size and w.in_features == w0.in_features
+               and torch.equal(w.g_idx, w0.g_idx) for w in ws)
 
 
 def _to_int32(words: torch.Tensor) -> torch.Tensor:

@@ -12,28 +12,19 @@ from typing import Iterator
 import torch
 
 from ..errors import YiError
+from ..kernels import tinygemm
+from . import llama
 from .graph import GraphedStep, buckets
-from .llama import FastLlama
+from .hf import trim_heap
 from .sampling import Sampler
 
 PREFILL_CHUNK = {"cuda": 1024, "cpu": 256}  # tokens per prefill forward (bounds the transient memory)
-DENSE_PREFILL_MIN = {"cuda": 64, "cpu": 256}  # fewer new tokens: the int4 kernel beats dequantize + GEMM
 PIPELINE = 2  # decode steps queued on the GPU ahead of the token the host is reading
 
 
-def supports(loaded) -> bool:
-    """Llama-architecture models (Yi, SmolLM2, Llama 2/3); others stay on transformers' generate."""
-    cfg, m = loaded.config, loaded.model
-    body = getattr(m, "model", None)
-    return (getattr(cfg, "model_type", None) == "llama" and getattr(cfg, "hidden_act", "silu") == "silu"
-            and body is not None and hasattr(body, "layers") and hasattr(body, "rotary_emb")
-            and hasattr(m, "lm_head"))
-
-
-def compute_dtype(loaded) -> torch.dtype:
-    """bf16 on CUDA for quantized models (the int4 kernel takes bf16 only), else the loaded dtype."""
-    quantized = any(hasattr(mod, "scales_and_zeros") or hasattr(mod, "offsets") for mod in loaded.model.modules())
-    return torch.bfloat16 if quantized and str(loaded.device).startswith("cuda") else loaded.dtype
+def supports(ckpt) -> bool:
+    """Llama-architecture checkpoints in safetensors; others stay on transformers' generate."""
+    return ckpt.safetensors and llama.supports(ckpt.config)
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
@@ -46,31 +37,35 @@ def common_prefix(a: list[int], b: list[int]) -> int:
 
 
 class FastDecoder:
-    def __init__(self, loaded, max_seq_len: int | None = None):
-        self.device = torch.device(loaded.device)
+    def __init__(self, ckpt, max_seq_len: int | None = None):
+        self.device = torch.device(ckpt.device)
         self.cuda = self.device.type == "cuda"
-        self.max_seq = min(max_seq_len or loaded.context_length, loaded.context_length)
+        self.max_seq = min(max_seq_len or ckpt.context_length, ckpt.context_length)
         self.cached: list[int] = []  # ids whose K/V sit in cache slots [0, len)
         self.last_prefill: tuple[int, list[int]] = (0, [])  # (first slot computed, prompt) of the last prefill
-        self.dense_min = DENSE_PREFILL_MIN["cuda" if self.cuda else "cpu"]
+        dtype = tinygemm.compute_dtype(self.device, ckpt.dtype, ckpt.quant is not None)
         with torch.inference_mode():
-            self.model = FastLlama(loaded.model, self.max_seq, compute_dtype(loaded))
+            self.model = llama.FastLlama(ckpt, self.max_seq, dtype, padded=self.cuda)
+            trim_heap()
             self.sampler = Sampler(self.model.lm_head.shape[0], self.device)
             self.tok = torch.zeros(1, dtype=torch.long, device=self.device)  # the token the next step feeds
             self.pos = torch.zeros(1, dtype=torch.long, device=self.device)  # its position
-            self.graphs = GraphedStep(self._step, buckets(self.max_seq)) if self.cuda else None
+            self.graphs = GraphedStep(self._graph_step, buckets(self.max_seq)) if self.cuda else None
         if self.cuda:
             self.host = torch.zeros(PIPELINE + 1, dtype=torch.long, pin_memory=True)
             self.events = [torch.cuda.Event() for _ in range(PIPELINE + 1)]
 
-    def _step(self, length: int, greedy_only: bool = False, eager: bool = False) -> torch.Tensor:
-        logits = self.model.forward(self.tok, self.pos, length, exact=eager)
-        self.sampler(logits, greedy_only, eager, out=self.tok)
+    def _graph_step(self, length: int) -> torch.Tensor:
+        """The captured step: feed self.tok at self.pos, attend to `length` slots, sample into self.tok."""
+        logits = self.model.decode_step(self.tok, self.pos, length)
+        self.sampler.step(logits, self.tok)
         self.pos.add_(1)
         return logits
 
     @torch.inference_mode()
-    def _prefill(self, ids: list[int], settings) -> int:
+    def _prefill(self, ids: list[int], settings, cancel: threading.Event) -> int | None:
+        """Run the prompt's uncached tail in chunks (checking `cancel` between them); the first reply token, or
+        None when cancelled."""
         n = len(ids)
         start = min(common_prefix(self.cached, ids), n - 1)  # at least one token runs, for its logits
         if ids == self.last_prefill[1]:
@@ -82,18 +77,21 @@ class FastDecoder:
         self.sampler.reset(settings, ids)
         chunk = PREFILL_CHUNK["cuda" if self.cuda else "cpu"]
         for s in range(start, n, chunk):
+            if cancel.is_set():
+                return None
             e = min(s + chunk, n)
-            tokens = torch.tensor(ids[s:e], device=self.device)
-            logits = self.model.forward(tokens, self.model.arange[s:e], e, prefill=e - s >= self.dense_min)
-        tok = self.sampler(logits, greedy_only=settings.temperature == 0, eager=True)
+            logits = self.model.prefill(torch.tensor(ids[s:e], device=self.device), s)
+            self.cached = ids[:e]
+        tok = self.sampler.eager(logits, greedy=settings.temperature == 0)
         self.tok.copy_(tok)
         self.pos.fill_(n)
-        self.cached = list(ids)
         return int(tok.item())
 
     @torch.inference_mode()
-    def _eager(self, length: int, greedy_only: bool) -> int:
-        self._step(length, greedy_only, eager=True)
+    def _eager(self, length: int, greedy: bool) -> int:
+        logits = self.model.decode_step(self.tok, self.pos, length)
+        self.tok.copy_(self.sampler.eager(logits, greedy))
+        self.pos.add_(1)
         return int(self.tok.item())
 
     @torch.inference_mode()
@@ -138,7 +136,10 @@ class FastDecoder:
             raise YiError(f"the prompt is {n} tokens; the fast decoder holds 1 to {self.max_seq - 1}")
         if cancel.is_set():
             return
-        out = [self._prefill(ids, settings)]
+        first = self._prefill(ids, settings, cancel)
+        if first is None:
+            return
+        out = [first]
         try:
             yield out[0]
             if out[0] in stop_ids:

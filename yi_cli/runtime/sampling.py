@@ -10,7 +10,7 @@ import random
 
 import torch
 
-from . import nucleus
+from ..kernels import nucleus
 
 _M32 = 0xFFFFFFFF
 CAP = 1024  # candidates scored by the eager shortcut
@@ -51,21 +51,26 @@ class Sampler:
         u = (_mix((_mix(ids ^ key) + key) & _M32) >> 8).float().add_(0.5).mul_(2.0 ** -24)  # (0, 1)
         return -torch.log(-torch.log(u))
 
-    def __call__(self, logits: torch.Tensor, greedy_only: bool = False, eager: bool = False,
-                 out: torch.Tensor | None = None) -> torch.Tensor:
-        """logits fp32 [1, V] -> next token [1] (written into `out` when given); marks it seen and advances the
-        step. `eager` (no graph) may read settings on the host to score only the top CAP candidates when that is
-        exact (a full sort of the vocabulary costs ~4 ms on a small CPU). On CUDA the graphed full-sort path runs
-        as nucleus.sample's three launches."""
-        if self.fused and not (greedy_only or eager):
-            out = torch.empty(1, dtype=torch.long, device=logits.device) if out is None else out
+    def step(self, logits: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """The graphed choice: logits fp32 [1, V] -> the next token written into `out` [1], no host sync. On CUDA
+        with Triton it runs as nucleus.sample's three launches; else the torch ops of `_choose` over a full sort."""
+        if self.fused:
             nucleus.sample(logits, self.seen, self.params, self.rng, out)
             return out
+        return out.copy_(self._choose(logits, greedy=False, eager=False))
+
+    def eager(self, logits: torch.Tensor, greedy: bool) -> torch.Tensor:
+        """The same choice outside a graph: may read settings on the host to score only the top CAP candidates
+        when that is exact (a full sort of the vocabulary costs ~4 ms on a small CPU). greedy: temperature is 0."""
+        return self._choose(logits, greedy, eager=True)
+
+    def _choose(self, logits: torch.Tensor, greedy: bool, eager: bool) -> torch.Tensor:
+        """Marks the token seen and advances the step."""
         temp, top_p, top_k, penalty = self.params.unbind()
         lg = logits[0]
         lg = torch.where(self.seen, torch.where(lg < 0, lg * penalty, lg / penalty), lg)
         tok = lg.argmax().view(1)
-        if not greedy_only:  # graphs always take this branch; greedy wins below when temperature is 0
+        if not greedy:  # graphs always take this branch; greedy wins below when temperature is 0
             scaled = lg / torch.where(temp > 0, temp, 1.0)
             picked = self._top_candidates(scaled) if eager else None
             if picked is None:
@@ -73,7 +78,7 @@ class Sampler:
             tok = torch.where(temp > 0, picked, tok)
         self.seen.index_fill_(0, tok, True)
         self.rng[1] += 1
-        return tok if out is None else out.copy_(tok)
+        return tok
 
     def _pick(self, scores: torch.Tensor, order: torch.Tensor, lse: torch.Tensor | None) -> torch.Tensor:
         """scores sorted descending with their ids `order`; lse normalizes them when they are a truncated list."""

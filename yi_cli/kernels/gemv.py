@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from . import kernels
+from . import glue
 
 try:
     from triton.experimental import gluon
@@ -155,10 +155,10 @@ if gluon is not None:
 def gemv_int4(x: torch.Tensor, packed: torch.Tensor, sz: torch.Tensor, n: int, k: int, group: int, wpr: int,
               rows: int = ROWS, warps: int = WARPS, pdl: bool | None = None, silu: bool = False) -> torch.Tensor:
     """x [1, K] bf16 -> [1, N]; packed / sz as for torch's _weight_int4pack_mm (wpr = 2·inner k tiles).
-    pdl: launch as a programmatic dependent launch (default: kernels.pdl).
+    pdl: launch as a programmatic dependent launch (default: glue.pdl).
     silu: W is [gate; up] and the result silu(gate)·up, [1, N/2] (N/2 a multiple of rows/2)."""
     y = torch.empty(1, n // 2 if silu else n, dtype=x.dtype, device=x.device)
-    pdl = kernels.pdl(x) if pdl is None else pdl
+    pdl = glue.pdl(x) if pdl is None else pdl
     _gemv_int4[(n // rows,)](x, packed, sz, y, n, KT=k // (8 * wpr), G=group, WPR=wpr, R=rows, WARPS=warps,
                              PDL=pdl, SILU=silu, num_warps=warps, launch_pdl=pdl)
     return y

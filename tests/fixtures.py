@@ -1,40 +1,66 @@
-"""Test doubles that isolate units: a scripted engine and a recording renderer."""
+"""Shared test helpers: a scripted engine (the Engine protocol over queued replies), its word-level template, and a
+Chat that renders plain text into strings."""
 from __future__ import annotations
 
 import time
 
 from rich.console import Console
 
-from yi_cli.events import FINISH_INTERRUPTED, FINISH_LENGTH, FINISH_STOP, Finish, Stats, Text
+from yi_cli.engines.events import FINISH_INTERRUPTED, FINISH_LENGTH, FINISH_STOP, Finish, Stats, Text
+from yi_cli.engines.template import Prompt
 from yi_cli.render import PlainRenderer
+
+
+class WordTemplate:
+    """A template whose tokens are words: 4 per message for the markers, one per word of content."""
+
+    stop_ids: set = set()
+    builds = 0  # prompts built, over all instances (tests check a turn builds its prompt once)
+
+    def render(self, messages, continue_final=False):
+        return "".join(f"<{m['role']}> {m['content']} " for m in messages)
+
+    def build(self, messages, continue_final=False):
+        WordTemplate.builds += 1
+        n = sum(len(m["content"].split()) + 4 for m in messages)
+        return Prompt(list(messages), list(range(n)), self.render(messages, continue_final), continue_final)
+
+    def count(self, text):
+        return len(text.split())
 
 
 class ScriptedEngine:
     """Replies with queued texts, word by word; honours cancel and max_new_tokens like a real engine."""
 
-    model_name = "scripted"
+    name = "scripted"
     quant = None
     context_length = 10_000
+    template = WordTemplate()
 
     def __init__(self, replies=(), delay: float = 0.0, fail_with: Exception | None = None):
         self.replies = list(replies)
         self.delay = delay
         self.fail_with = fail_with
         self.seen: list[list[dict]] = []  # the messages of each call
+        self.prompts: list = []  # the Prompt of each call
+        self.settings_seen: list = []  # the GenSettings of each call
         self.started = None  # set to a threading.Event by tests that want to know a reply began
 
     def count(self, messages):
-        return sum(len(m["content"].split()) + 4 for m in messages)
+        return len(self.template.build(messages).ids)
 
-    def count_text(self, text):
-        return len(text.split())
+    def describe(self):
+        return ["a scripted engine"]
 
-    def stream(self, messages, settings, cancel):
+    def stream(self, prompt, settings, cancel):
+        messages = prompt.messages
         self.seen.append([dict(m) for m in messages])
+        self.prompts.append(prompt)
+        self.settings_seen.append(settings)
         if self.fail_with is not None:
             raise self.fail_with
         words = (self.replies.pop(0) if self.replies else "echo: " + messages[-1]["content"]).split(" ")
-        stats = Stats(prompt_tokens=self.count(messages), ttft_s=0.01)
+        stats = Stats(prompt_tokens=len(prompt.ids), ttft_s=0.01)
         for i, w in enumerate(words):
             if cancel.is_set():
                 stats.finish_reason = FINISH_INTERRUPTED

@@ -1,7 +1,8 @@
-"""The local engine: stream(messages, settings, cancel) -> Text events, then one Finish.
+"""The local engine: a checkpoint on this machine, streamed as Text events then one Finish.
 
-Two backends behind it: transformers `generate` in a worker thread feeding a TextIteratorStreamer (any
-architecture, the reference), and the fast decoder of yi_cli.fast (static KV cache, CUDA graphs) where it applies.
+Two backends behind it, chosen once at load: the fast runtime (yi_cli.runtime: static KV cache, CUDA graphs, int4
+kernels; Llama-architecture safetensors checkpoints) and transformers `generate` in a worker thread feeding a
+TextIteratorStreamer (any architecture, the reference).
 """
 from __future__ import annotations
 
@@ -10,27 +11,34 @@ import threading
 import time
 from queue import Empty
 
-from . import prompt
-from .errors import YiError, failure
+from ..errors import YiError, failure
 from .events import FINISH_INTERRUPTED, FINISH_LENGTH, FINISH_STOP, Finish, Stats, Text
 from .settings import GenSettings
+from .template import Prompt, Template
 
 STREAM_TIMEOUT_S = float(os.environ.get("YI_CHAT_STREAM_TIMEOUT", "300"))
 
 
 class LocalEngine:
-    def __init__(self, loaded, backend: str = "auto", raw: bool = False):
-        self.loaded = loaded
-        self.tokenizer = loaded.tokenizer
-        self.template = None if raw else prompt.template_of(self.tokenizer)  # None: raw completion
-        self.stop_ids = prompt.stop_ids(self.tokenizer, loaded.config,
-                                        getattr(loaded.model, "generation_config", None))
-        self.context_length = loaded.context_length
-        self.decoder = self._pick(backend)
+    def __init__(self, ckpt, backend: str = "auto", raw: bool = False):
+        from ..runtime import decoder
+
+        self.ckpt = ckpt
+        self.name, self.quant, self.context_length = ckpt.name, ckpt.quant, ckpt.context_length
+        self.template = Template(ckpt.tokenizer, ckpt.config, ckpt.generation_config, raw)
+        usable = decoder.supports(ckpt)
+        if backend == "fast" and not usable:
+            raise YiError(f"--engine fast does not support this model ({ckpt.config.model_type}, "
+                          f"{'safetensors' if ckpt.safetensors else 'pickle'} weights)")
+        self.decoder = self.model = None
+        if usable and backend != "generate":
+            self.decoder = decoder.FastDecoder(ckpt)
+        else:
+            from ..runtime.hf import build_model
+
+            self.model = build_model(ckpt)
         self.backend = "fast" if self.decoder is not None else "generate"
-        self.model_name = loaded.name
-        self.quant = loaded.quant
-        if self.decoder is not None and loaded.device.startswith("cuda"):
+        if self.decoder is not None and ckpt.device.startswith("cuda"):
             self._warm_up()
 
     def _warm_up(self) -> None:
@@ -41,44 +49,18 @@ class LocalEngine:
             for _ in self.decoder.generate(prompt_ids, GenSettings(max_new_tokens=2), threading.Event(), set()):
                 pass
 
-    def _pick(self, backend: str):
-        if backend == "generate":
-            return None
-        try:
-            from .fast import FastDecoder, supports
-        except ImportError:
-            supports = None
-        usable = supports is not None and supports(self.loaded)
-        if backend == "fast" and not usable:
-            raise YiError(f"--engine fast does not support this model ({type(self.loaded.model).__name__})")
-        if not usable:
-            return None
-        return FastDecoder(self.loaded)
-
     def describe(self) -> list:
-        from . import inspect_model
+        from . import describe
 
-        return [inspect_model.summary(self.loaded), f"engine: {self.backend}", inspect_model.tree(self.loaded.model)]
+        return describe.describe(self)
 
-    def count_text(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def count(self, messages: list[dict]) -> int:
-        return len(prompt.build_ids(self.tokenizer, messages, self.template))
-
-    def prompt_text(self, messages: list[dict]) -> str:
-        return prompt.render(self.tokenizer, messages, self.template)
-
-    def stream(self, messages: list[dict], settings: GenSettings, cancel: threading.Event):
-        ids = prompt.build_ids(self.tokenizer, messages, self.template)
-        if len(ids) >= self.context_length:
-            raise YiError(f"the prompt is {len(ids)} tokens; the model's context is {self.context_length}")
-        settings = GenSettings(**{**settings.to_dict(),
-                                  "max_new_tokens": min(settings.max_new_tokens, self.context_length - len(ids))})
+    def stream(self, prompt: Prompt, settings: GenSettings, cancel: threading.Event):
+        assert prompt.ids is not None and len(prompt.ids) + settings.max_new_tokens <= self.context_length, \
+            "the conversation layer fits the prompt and the reply into the context"
         if self.decoder is not None:
-            yield from self._stream_fast(ids, settings, cancel)
+            yield from self._stream_fast(prompt.ids, settings, cancel)
         else:
-            yield from self._stream_generate(ids, settings, cancel)
+            yield from self._stream_generate(prompt.ids, settings, cancel)
 
     def _stream_fast(self, ids, settings, cancel):
         try:
@@ -90,17 +72,18 @@ class LocalEngine:
 
     def _fast_events(self, ids, settings, cancel):
         stats = Stats(prompt_tokens=len(ids))
-        detok = Detokenizer(self.tokenizer)
+        detok = self.template.detokenizer()
+        stop_ids = self.template.stop_ids
         t0 = time.perf_counter()
-        last = None
-        for tok in self.decoder.generate(ids, settings, cancel, self.stop_ids):
+        out: list[int] = []
+        for tok in self.decoder.generate(ids, settings, cancel, stop_ids):
             now = time.perf_counter()
-            if stats.new_tokens == 0:
+            if not out:
                 stats.ttft_s = now - t0
-            stats.new_tokens += 1
+            out.append(tok)
+            stats.new_tokens = len(out)
             stats.decode_s = now - t0 - stats.ttft_s
-            last = tok
-            if tok in self.stop_ids:
+            if tok in stop_ids:
                 break
             piece = detok.add(tok)
             if piece:
@@ -108,14 +91,15 @@ class LocalEngine:
         tail = detok.flush()
         if tail:
             yield Text(tail)
-        stats.finish_reason = finish_reason(last, self.stop_ids, cancel)
-        yield Finish(stats)
+        stats.finish_reason = finish_reason(out[-1] if out else None, stop_ids, cancel)
+        yield Finish(stats, out)
 
     def _stream_generate(self, ids, settings, cancel):
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
         stats = Stats(prompt_tokens=len(ids))
+        stop_ids = self.template.stop_ids
         t0 = time.perf_counter()
         times: list[float] = []
         stop = threading.Event()  # set when the consumer goes away early; `cancel` stays the caller's
@@ -128,10 +112,10 @@ class LocalEngine:
                 return torch.full((input_ids.shape[0],), cancel.is_set() or stop.is_set(), dtype=torch.bool,
                                   device=input_ids.device)
 
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True,
+        streamer = TextIteratorStreamer(self.template.tokenizer, skip_prompt=True, skip_special_tokens=True,
                                         timeout=STREAM_TIMEOUT_S)
-        kwargs = generation_kwargs(settings, sorted(self.stop_ids))
-        input_ids = torch.tensor([ids], device=self.loaded.device)
+        kwargs = generation_kwargs(settings, sorted(stop_ids))
+        input_ids = torch.tensor([ids], device=self.ckpt.device)
         result: dict = {}
 
         def work():
@@ -139,7 +123,7 @@ class LocalEngine:
                 if settings.seed is not None:
                     torch.manual_seed(settings.seed)
                 with torch.inference_mode():
-                    result["out"] = self.loaded.model.generate(
+                    result["out"] = self.model.generate(
                         input_ids, attention_mask=torch.ones_like(input_ids), streamer=streamer,
                         stopping_criteria=StoppingCriteriaList([Watch()]), **kwargs)
             except BaseException as e:  # surfaced in the REPL thread below
@@ -168,8 +152,8 @@ class LocalEngine:
         if times:
             stats.ttft_s = times[0] - t0
             stats.decode_s = times[-1] - times[0]
-        stats.finish_reason = finish_reason(out[-1] if out else None, self.stop_ids, cancel)
-        yield Finish(stats)
+        stats.finish_reason = finish_reason(out[-1] if out else None, stop_ids, cancel)
+        yield Finish(stats, out)
 
 
 def generation_kwargs(s: GenSettings, stop: list[int]) -> dict:
@@ -202,30 +186,3 @@ def engine_error(e: BaseException) -> YiError:
         return YiError("out of memory while generating; the session is kept — try a shorter context "
                        "(/clear or /undo) or lower max_new_tokens")
     return YiError(f"generation failed ({failure(e)})")
-
-
-class Detokenizer:
-    """Token ids -> text deltas, holding back incomplete UTF-8 pieces (byte-level BPE emits them as U+FFFD)."""
-
-    def __init__(self, tokenizer):
-        self.tok = tokenizer
-        self.ids: list[int] = []
-        self.start = 0  # ids before this are already emitted and final
-        self.emitted = ""  # text of ids[start:] already emitted
-
-    def add(self, token_id: int) -> str:
-        self.ids.append(token_id)
-        text = self.tok.decode(self.ids[self.start:], skip_special_tokens=True)
-        if text.endswith("\ufffd"):
-            return ""
-        delta = text[len(self.emitted):]
-        self.emitted = text
-        if len(self.ids) - self.start > 16:  # keep decoding windows short: O(n) per reply, not O(n^2)
-            self.start, self.emitted = len(self.ids) - 4, self.tok.decode(self.ids[-4:], skip_special_tokens=True)
-        return delta
-
-    def flush(self) -> str:
-        text = self.tok.decode(self.ids[self.start:], skip_special_tokens=True)
-        delta = text[len(self.emitted):] if text.startswith(self.emitted) else ""
-        self.emitted = text
-        return delta

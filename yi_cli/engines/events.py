@@ -1,13 +1,4 @@
-"""The streaming protocol between engines and the REPL (no torch here).
-
-An engine has one method that matters:
-
-    engine.stream(messages, settings, cancel) -> Iterator[Event]
-
-`messages` is a list of {"role": ..., "content": ...}; `settings` a GenSettings; `cancel` a threading.Event
-the caller sets to stop generation early. The iterator yields Text events (incremental text) and ends with
-exactly one Finish event carrying the stats. Errors inside the engine are raised from the iterator as YiError.
-"""
+"""The events of a reply stream (engines/base.py): Text deltas, then one Finish with the stats (no torch)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -30,7 +21,6 @@ class Stats:
     ttft_s: float = 0.0  # time from request to first generated token
     decode_s: float = 0.0  # time from first to last generated token
     finish_reason: str = FINISH_STOP
-    dropped_turns: int = 0  # turns removed to fit the context (never silently: the REPL reports it)
 
     @property
     def decode_tok_s(self) -> float:
@@ -49,3 +39,4 @@ class Stats:
 @dataclass
 class Finish:
     stats: Stats = field(default_factory=Stats)
+    token_ids: list[int] | None = None  # the reply's ids where the engine knows them (local): /continue resumes on them

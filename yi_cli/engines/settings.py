@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 
-from .errors import UsageError, shown
+from ..errors import UsageError, shown
 
 
 @dataclass
@@ -16,11 +16,6 @@ class GenSettings:
     repetition_penalty: float = 1.2
     max_new_tokens: int = 512
     seed: int | None = None
-
-    def validated(self) -> "GenSettings":
-        for f in fields(self):
-            check(f.name, getattr(self, f.name))
-        return self
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,0 +1,69 @@
+import pytest
+
+from yi_cli import context
+from yi_cli.engines import template
+from yi_cli.engines.template import Template
+from yi_cli.errors import YiError
+
+
+@pytest.fixture(scope="module")
+def yi_like_tokenizer():
+    """A tokenizer with Yi's special-token ids (1, 2, 6, 7, 8) and, like some Yi checkpoints, no chat template."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<unk>", "<|startoftext|>", "<|endoftext|>", "<pad3>", "<pad4>", "<pad5>",
+                "<|im_start|>", "<|im_end|>", "<|im_sep|>"]
+    words = ["user", "assistant", "system", "hello", "there", "hi", "\n"]
+    vocab = {t: i for i, t in enumerate(specials + words)}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Split(pattern="\n", behavior="isolated")
+    tk.add_special_tokens(specials)
+    return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<|startoftext|>", eos_token="<|endoftext|>",
+                                   unk_token="<unk>")
+
+
+def test_yi_fallback_is_chatml_and_stops_on_2_6_7_8(yi_like_tokenizer):
+    tok = yi_like_tokenizer
+    assert not tok.chat_template
+    tpl = Template(tok)
+    assert tpl.source == template.CHATML
+    msgs = [{"role": "system", "content": "hi"}, {"role": "user", "content": "hello"}]
+    prompt = tpl.build(msgs)
+    assert prompt.text == (
+        "<|im_start|>system\nhi<|im_end|>\n<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n")
+    assert prompt.ids[0] == 6 and prompt.ids.count(7) == 2 and 1 not in prompt.ids  # no bos before a template
+    assert tpl.stop_ids == {2, 6, 7, 8}
+
+
+def test_continue_final_leaves_the_last_reply_open(yi_like_tokenizer):
+    tpl = Template(yi_like_tokenizer)
+    msgs = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi there"}]
+    assert tpl.build(msgs, continue_final=True).text == (
+        "<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\nhi there")
+    raw = Template(yi_like_tokenizer, raw=True)
+    assert raw.build(msgs, continue_final=True).text == "hellohi there"
+
+
+def test_demo_template_and_stop_ids(demo_loaded):
+    tok = demo_loaded.tokenizer
+    tpl = Template(tok, demo_loaded.config)
+    prompt = tpl.build([{"role": "user", "content": "What is 2+2?"}])
+    assert prompt.text.endswith("<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n")
+    assert tok.convert_tokens_to_ids("<|im_end|>") in tpl.stop_ids
+    assert tok.decode(prompt.ids) == prompt.text
+
+
+def test_fit_drops_whole_exchanges_and_rebuilds_about_once():
+    sizes = [3, 5] * 4  # four exchanges of the session (user 3, assistant 5 tokens)
+    rebuilt = []
+
+    def rebuild(n):  # the prompt without the first n messages: 10 for the system + last message, 2 per marker
+        rebuilt.append(n)
+        return 10 + sum(s + 2 for s in sizes[n:])
+
+    assert context.fit(rebuild, rebuild(0), sizes, 30) == 6 and rebuilt == [0, 8, 6]
+    with pytest.raises(YiError, match="fit in the context"):
+        context.fit(rebuild, rebuild(0), sizes, 5)
+    with pytest.raises(YiError, match="fit in the context"):
+        context.fit(rebuild, rebuild(0), sizes, 30, policy="refuse")

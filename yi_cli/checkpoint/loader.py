@@ -1,0 +1,182 @@
+"""Open a checkpoint once: resolve the name, read config, tokenizer and quantization; weights are read on demand.
+
+A `Checkpoint` holds no weights. The runtime reads them through `Checkpoint.weights()`: dense tensors and, for
+AWQ / GPTQ projections, `QWeight`s, one at a time, so the unpacked codes of the whole model never sit in memory.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import LoadError, failure, first_line
+from . import quantized
+from .files import Tensors, check_index, check_safetensors, read_config, weight_files
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    config: object  # transformers PretrainedConfig
+    tokenizer: object
+    device: str
+    dtype: object  # torch.dtype asked for (a quantized model on CUDA computes in bf16: kernels.tinygemm)
+    quant: dict | None = None  # {"method": "awq"|"gptq", "bits": 4|8, "group_size": g, "skip": [...], ...}
+    generation_config: object | None = None
+    files: list[Path] = field(default_factory=list)  # weight files
+    trust_remote_code: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def context_length(self) -> int:
+        return int(getattr(self.config, "max_position_embeddings", 4096) or 4096)
+
+    @property
+    def safetensors(self) -> bool:
+        return bool(self.files) and all(f.suffix == ".safetensors" for f in self.files)
+
+    def is_quantized(self, module: str) -> bool:
+        """Whether decoder projection `module` (e.g. model.layers.0.self_attn.q_proj) is stored packed."""
+        q = self.quant
+        return (q is not None and module.rsplit(".", 1)[-1] in quantized.PROJ
+                and not any(s in module for s in q["skip"]))
+
+    @contextmanager
+    def weights(self):
+        """Name -> tensor access over the safetensors files while the block runs."""
+        with ExitStack() as stack:
+            yield Weights(self, Tensors(self.path, self.files, stack))
+
+
+class Weights:
+    def __init__(self, ckpt: Checkpoint, t: Tensors):
+        self.ckpt, self.t = ckpt, t
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.t
+
+    def tensor(self, name: str, shape=None, dtype=None):
+        """Tensor `name` on the checkpoint's device, in `dtype` (default: its own), shape checked when given."""
+        w = self.t.get(name, shape, " (shape from config.json)" if shape is not None else "")
+        return w.to(self.ckpt.device, dtype)
+
+    def qweight(self, module: str, k: int, n: int, bias: bool = False):
+        """The QWeight of packed projection `module` ([n, k] as nn.Linear) on the checkpoint's device."""
+        try:
+            w = quantized.read_qweight(self.t, module, k, n, self.ckpt.quant, self.ckpt.device, bias)
+            from .formats import group_perm
+
+            group_perm(w)  # g_idx must form equal groups: refused here, with the file's name
+        except ValueError as e:
+            raise LoadError(f"{self.t.missing_in}: layer {module}: {e}") from None
+        return w
+
+
+def pick_device(device: str | None) -> str:
+    import torch
+
+    if device in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise LoadError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
+    if device not in ("cpu", "mps") and not device.startswith("cuda"):
+        raise LoadError(f"--device {device}: unknown device (use cpu, cuda or cuda:N)")
+    return device
+
+
+def pick_dtype(dtype, device: str, quantized: bool):
+    import torch
+
+    from ..kernels import tinygemm
+
+    if dtype in (None, "", "auto"):
+        return tinygemm.compute_dtype(device, torch.float32 if device == "cpu" else torch.float16, quantized)
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    table = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
+             "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+    if dtype not in table:
+        raise LoadError(f"--dtype {dtype}: unknown dtype (use auto, fp32, fp16 or bf16)")
+    return table[dtype]
+
+
+def resolve(model: str) -> Path:
+    """`model` is a local directory, 'demo'/'demo-*', or a hub id already in the local HF cache."""
+    from .. import demo
+
+    if model in demo.NAMES:
+        return demo.ensure(model)
+    p = Path(model).expanduser()
+    if p.exists():
+        if not p.is_dir():
+            raise LoadError(f"{p}: is a file; --model takes a checkpoint directory")
+        return p
+    if model.count("/") == 1 and not model.startswith((".", "/", "~")):
+        try:
+            from huggingface_hub import snapshot_download
+
+            return Path(snapshot_download(model, local_files_only=True))
+        except Exception:
+            raise LoadError(f"{model}: not a local directory, and not in the local Hugging Face cache "
+                            "(no hub is reachable; download it elsewhere and pass its directory)") from None
+    raise LoadError(f"{p}: no such directory")
+
+
+def open_checkpoint(path, device: str | None = None, dtype=None, *, allow_pickle: bool = False,
+                    trust_remote_code: bool = False) -> Checkpoint:
+    """Resolve `path`, check its files and read everything but the weights."""
+    path = resolve(str(path))
+    cfg = read_config(path)
+    device = pick_device(device)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # per-tensor bars on every start are noise; the CLI shows one status line
+    hf_logging.set_verbosity_error()  # its load reports and warnings would bury our one-line errors
+    quant = quantized.detect(path, cfg)
+    if quant is not None:
+        files = [path / f for f in quant["files"]]
+    else:
+        files = weight_files(path, allow_pickle)
+        check_index(path)
+    check_safetensors(files)
+    dtype = pick_dtype(dtype, device, quant is not None)
+    config = _config(path, quant is not None, trust_remote_code)
+    return Checkpoint(path=path, config=config, tokenizer=load_tokenizer(path, trust_remote_code), device=device,
+                      dtype=dtype, quant=quant, generation_config=_generation_config(path), files=files,
+                      trust_remote_code=trust_remote_code)
+
+
+def _config(path: Path, quant: bool, trust_remote_code: bool):
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code and not quant)
+    except Exception as e:
+        raise LoadError(f"{path / 'config.json'}: {first_line(e)}") from None
+
+
+def _generation_config(path: Path):
+    if not (path / "generation_config.json").is_file():
+        return None
+    from transformers import GenerationConfig
+
+    try:
+        return GenerationConfig.from_pretrained(str(path))
+    except Exception as e:
+        raise LoadError(f"{path / 'generation_config.json'}: {first_line(e)}") from None
+
+
+def load_tokenizer(path: Path, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    except Exception as e:  # transformers raises many types for a broken tokenizer
+        raise LoadError(f"{path}: cannot load the tokenizer ({failure(e)})") from None
+
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

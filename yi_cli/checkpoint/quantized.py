@@ -1,0 +1,101 @@
+"""Quantized checkpoints on disk: which format (AutoAWQ GEMM int4, AutoGPTQ v1 4/8-bit) and reading one projection's
+packed tensors into a QWeight (formats.py holds the bit layouts)."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+from ..errors import LoadError
+from . import formats as Q
+from .files import Tensors, check_index, read_json
+
+PROJ = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+SUPPORTED = "supported: awq gemm 4-bit with zero_point, gptq v1 4/8-bit"
+
+
+def detect(path: Path, cfg: dict) -> dict | None:
+    """None for a plain checkpoint; else the quantization settings. Unsupported variants raise LoadError."""
+    src, qc = path / "config.json", cfg.get("quantization_config")
+    if qc is None:
+        src = path / "quantize_config.json"  # AutoGPTQ writes it; older versions leave config.json alone
+        if not src.is_file():
+            return None
+        qc = dict(read_json(src))
+        qc.setdefault("quant_method", "gptq")
+    if not isinstance(qc, dict):
+        raise LoadError(f"{src}: quantization_config is not an object")
+    method = str(qc.get("quant_method", "")).lower()
+    bits = qc.get("bits", qc.get("w_bit"))  # w_bit / q_group_size: AutoAWQ's own key names
+    group = qc.get("group_size", qc.get("q_group_size", 128))
+    if method not in ("awq", "gptq"):
+        raise LoadError(f"{src}: quantization method {method or 'unknown'!r} is not supported ({SUPPORTED})")
+    if not isinstance(group, int) or not (group == -1 or group > 0):
+        raise LoadError(f"{src}: group_size {group!r} is not supported (a positive integer or -1)")
+    quant = {"method": method, "bits": bits, "group_size": group, "config_file": src.name}
+    if method == "awq":
+        version = str(qc.get("version", "gemm")).lower()
+        if bits != 4:
+            raise LoadError(f"{src}: AWQ with bits={bits} is not supported ({SUPPORTED})")
+        if version != "gemm":
+            raise LoadError(f"{src}: AWQ version {version!r} is not supported ({SUPPORTED})")
+        if qc.get("zero_point", True) is not True:
+            raise LoadError(f"{src}: AWQ with zero_point false is not supported ({SUPPORTED})")
+        quant.update(version="gemm", zero_point=True, sym=False, desc_act=False,
+                     skip=list(qc.get("modules_to_not_convert") or []))
+    else:
+        fmt = str(qc.get("checkpoint_format", qc.get("format", "gptq"))).lower()
+        if bits not in (4, 8):
+            raise LoadError(f"{src}: GPTQ with bits={bits} is not supported ({SUPPORTED})")
+        if fmt != "gptq":
+            raise LoadError(f"{src}: GPTQ checkpoint_format {fmt!r} is not supported ({SUPPORTED})")
+        if qc.get("lm_head"):
+            raise LoadError(f"{src}: a quantized lm_head is not supported ({SUPPORTED})")
+        quant.update(version="gemm", zero_point=True, sym=bool(qc.get("sym", True)),
+                     desc_act=bool(qc.get("desc_act", False)), skip=[])
+    quant["files"] = _weight_files(path, quant, src)
+    return quant
+
+
+def _weight_files(path: Path, quant: dict, src: Path) -> list[str]:
+    idx = path / "model.safetensors.index.json"
+    if idx.is_file():
+        check_index(path)
+        return sorted(set(read_json(idx)["weight_map"].values()))
+    files = sorted(f.name for f in path.glob("*.safetensors"))
+    if not files:
+        raise LoadError(f"{path}: no *.safetensors weight files (quantized checkpoints load only from safetensors)")
+    for name in files:  # AutoGPTQ names its file after the settings: gptq_model-8bit-64g.safetensors
+        m = re.fullmatch(r"gptq_model-(\d+)bit-(\d+)g\.safetensors", name)
+        if m and (int(m[1]), int(m[2])) != (quant["bits"], quant["group_size"]):
+            raise LoadError(f"{path / name}: file name says {m[1]}-bit group {m[2]}, but {src.name} says "
+                            f"{quant['bits']}-bit group {quant['group_size']}")
+    return files
+
+
+def read_qweight(t: Tensors, name: str, k: int, n: int, quant: dict, device: str, bias: bool = False) -> Q.QWeight:
+    """Packed tensors of projection `name` ([n, k] as nn.Linear) -> QWeight on `device`, shapes checked."""
+    b = quant["bits"]
+    g = k if quant["group_size"] == -1 else quant["group_size"]
+    what = f" (in={k}, out={n}, {quant['method']} {b}-bit group {g})"
+    if k % g or (n * b) % 32 or (k * b) % 32:
+        raise LoadError(f"{t.missing_in}: layer {name} is not packable{what}")
+
+    def get(key: str, shape: list[int]):
+        return t.get(f"{name}.{key}", shape, what).to(device)  # unpacked on the target device: fast on CUDA
+
+    awq = quant["method"] == "awq"
+    qweight = get("qweight", [k, n * b // 32] if awq else [k * b // 32, n])
+    qzeros = get("qzeros", [k // g, n * b // 32])
+    scales = get("scales", [k // g, n])
+    bias = get("bias", [n]) if f"{name}.bias" in t or bias else None
+    if awq:
+        return Q.from_awq(qweight, qzeros, scales, quant["group_size"], bias)
+    if f"{name}.g_idx" in t or quant["desc_act"]:
+        g_idx = get("g_idx", [k])
+    else:
+        g_idx = Q.trivial_g_idx(k, g, device)
+    if g_idx.numel() and not (0 <= int(g_idx.min()) and int(g_idx.max()) < k // g):
+        raise LoadError(f"{t.where[f'{name}.g_idx']}: tensor {name}.g_idx has group numbers outside 0..{k // g - 1}")
+    return Q.from_gptq(qweight, qzeros, scales, g_idx.to(torch.int32), b, quant["group_size"], bias)

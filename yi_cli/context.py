@@ -1,0 +1,36 @@
+"""The overflow policy: which of the oldest exchanges a prompt drops to fit the context (pure, no torch)."""
+from __future__ import annotations
+
+from typing import Callable
+
+from .errors import YiError
+
+
+def fit(rebuild: Callable[[int], int], total: int, sizes: list[int], budget: int, policy: str = "drop") -> int:
+    """How many of the oldest droppable messages (whole user + assistant exchanges) must go for the prompt to fit.
+
+    total: tokens of the whole prompt; sizes: tokens of each droppable message's text, oldest first (the system
+    prompt and the message being answered are not droppable); rebuild(n): tokens of the prompt without the first n.
+    The sizes, plus the template's markers measured once, estimate how many must go, so the prompt is rebuilt about
+    twice however many exchanges are dropped. With policy "refuse", or when dropping everything is not enough,
+    YiError.
+    """
+    def refuse(n: int):
+        return YiError(f"the prompt is {n} tokens but only {budget} fit in the context "
+                       f"(after reserving room for the reply); shorten it, /clear, or lower max_new_tokens")
+
+    assert len(sizes) % 2 == 0, "droppable messages come in whole exchanges"
+    if policy == "refuse" or not sizes:
+        raise refuse(total)
+    base = rebuild(len(sizes))  # the prompt with every droppable message gone
+    if base > budget:
+        raise refuse(base)
+    markers = (total - base - sum(sizes)) / len(sizes)  # template tokens around each message
+    n, est = 0, total
+    while True:
+        while est > budget and n + 2 <= len(sizes):
+            est -= sizes[n] + sizes[n + 1] + 2 * markers
+            n += 2
+        est = rebuild(n) if n < len(sizes) else base
+        if est <= budget:
+            return n

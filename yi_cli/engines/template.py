@@ -1,0 +1,116 @@
+"""Messages -> Prompt(ids, text) through the tokenizer's chat template (ChatML fallback for Yi), built once per turn;
+the stop-token set; streaming detokenization. No torch here."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import YiError, first_line
+
+# Yi chat models use ChatML; some Yi tokenizers ship without a template (DESIGN.md).
+CHATML = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+# End-of-turn / end-of-text markers of ChatML models. Yi: <|endoftext|>=2, <|im_start|>=6, <|im_end|>=7, <|im_sep|>=8.
+STOP_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|im_start|>", "<|im_sep|>", "<|eot_id|>", "<|end|>")
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """What one reply is generated from. `ids`/`text` are None for engines that tokenize server-side."""
+
+    messages: list[dict]
+    ids: list[int] | None = None
+    text: str | None = None
+    continue_final: bool = False  # the last message is an assistant reply to extend, not a closed turn
+
+
+def template_of(tokenizer) -> str | None:
+    """The chat template to use: the tokenizer's own, ChatML for ChatML vocabularies, else None (raw)."""
+    tpl = getattr(tokenizer, "chat_template", None)
+    if isinstance(tpl, dict):  # several named templates: take the default one
+        tpl = tpl.get("default") or next(iter(tpl.values()), None)
+    if tpl:
+        return tpl
+    vocab = tokenizer.get_vocab()
+    return CHATML if "<|im_start|>" in vocab and "<|im_end|>" in vocab else None
+
+
+def stop_ids(tokenizer, config=None, generation_config=None) -> set[int]:
+    """Every id that ends a reply: tokenizer eos, the model's eos ids, and the template's end-of-turn tokens."""
+    ids: set[int] = set()
+    for src in (tokenizer, config, generation_config):
+        eos = getattr(src, "eos_token_id", None)
+        if isinstance(eos, int):
+            ids.add(eos)
+        elif isinstance(eos, (list, tuple)):
+            ids.update(int(e) for e in eos)
+    vocab = tokenizer.get_vocab()
+    ids.update(vocab[t] for t in STOP_TOKENS if t in vocab)
+    return ids
+
+
+class Template:
+    """A model's prompt format: chat template (None: raw completion), tokenizer and stop ids, resolved once."""
+
+    def __init__(self, tokenizer, config=None, generation_config=None, raw: bool = False):
+        self.tokenizer = tokenizer
+        self.source = None if raw else template_of(tokenizer)
+        self.stop_ids = stop_ids(tokenizer, config, generation_config)
+
+    def render(self, messages: list[dict], continue_final: bool = False) -> str:
+        """The exact prompt text (special tokens included) the model sees."""
+        if self.source is None:  # raw: the text as is, so a cut reply continues where it stopped
+            return "".join(m["content"] for m in messages if m["role"] != "system")
+        try:
+            return self.tokenizer.apply_chat_template(
+                messages, chat_template=self.source, tokenize=False, add_generation_prompt=not continue_final,
+                continue_final_message=continue_final)
+        except YiError:
+            raise
+        except Exception as e:  # a template that cannot render these messages (roles, continuation)
+            raise YiError(f"the chat template failed ({first_line(e)})") from None
+
+    def build(self, messages: list[dict], continue_final: bool = False) -> Prompt:
+        """The prompt of one reply, tokenized once. continue_final: the last (assistant) message stays open, via the
+        template's own continue_final_message."""
+        text = self.render(messages, continue_final)
+        # The template already wrote the special tokens; a raw prompt gets the tokenizer's usual bos.
+        ids = list(self.tokenizer(text, add_special_tokens=self.source is None)["input_ids"])
+        return Prompt(list(messages), ids, text, continue_final)
+
+    def count(self, text: str) -> int:
+        """Tokens of a message's text alone (what it adds to a prompt, template markers aside)."""
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def detokenizer(self) -> Detokenizer:
+        return Detokenizer(self.tokenizer)
+
+
+class Detokenizer:
+    """Token ids -> text deltas, holding back incomplete UTF-8 pieces (byte-level BPE emits them as U+FFFD)."""
+
+    def __init__(self, tokenizer):
+        self.tok = tokenizer
+        self.ids: list[int] = []
+        self.start = 0  # ids before this are already emitted and final
+        self.emitted = ""  # text of ids[start:] already emitted
+
+    def add(self, token_id: int) -> str:
+        self.ids.append(token_id)
+        text = self.tok.decode(self.ids[self.start:], skip_special_tokens=True)
+        if text.endswith("\ufffd"):
+            return ""
+        delta = text[len(self.emitted):]
+        self.emitted = text
+        if len(self.ids) - self.start > 16:  # keep decoding windows short: O(n) per reply, not O(n^2)
+            self.start, self.emitted = len(self.ids) - 4, self.tok.decode(self.ids[-4:], skip_special_tokens=True)
+        return delta
+
+    def flush(self) -> str:
+        text = self.tok.decode(self.ids[self.start:], skip_special_tokens=True)
+        delta = text[len(self.emitted):] if text.startswith(self.emitted) else ""
+        self.emitted = text
+        return delta

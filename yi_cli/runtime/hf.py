@@ -1,0 +1,110 @@
+"""The transformers model of a checkpoint, for the `generate` engine and the Python API (`yi_cli.load`).
+
+Plain checkpoints load through transformers. AWQ / GPTQ ones are built from their config on the meta device (no
+full-precision linear is ever materialised); each packed projection becomes a qlinear module made from its QWeight,
+the rest is read from safetensors in the checkpoint's dtype.
+"""
+from __future__ import annotations
+
+from ..errors import LoadError, failure, first_line
+
+
+def build_model(ckpt):
+    """The checkpoint as a transformers model in eval mode, with its generation config."""
+    model = _quantized(ckpt) if ckpt.quant is not None else _plain(ckpt)
+    if ckpt.generation_config is not None:
+        model.generation_config = ckpt.generation_config
+    return model.eval()
+
+
+def _plain(ckpt):
+    from transformers import AutoModelForCausalLM
+
+    try:
+        model, info = AutoModelForCausalLM.from_pretrained(
+            str(ckpt.path), config=ckpt.config, dtype=ckpt.dtype,
+            device_map=ckpt.device if ckpt.device != "cpu" else None, use_safetensors=ckpt.safetensors or None,
+            trust_remote_code=ckpt.trust_remote_code, output_loading_info=True)
+    except Exception as e:
+        raise LoadError(f"{ckpt.path}: cannot load weights ({failure(e)})") from None
+    # transformers fills missing tensors with random values and only warns: a model that would talk nonsense.
+    missing = sorted(info.get("missing_keys") or [])
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise LoadError(f"{ckpt.files[0] if len(ckpt.files) == 1 else ckpt.path}: missing tensor {missing[0]}{more}")
+    return model
+
+
+def meta_model(config, dtype=None):
+    """The model's modules with shapes only (no memory): for building, and for /model's tree and counts."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config, dtype=dtype)
+
+
+def _quantized(ckpt):
+    from torch import nn
+
+    from .qlinear import make_linear
+
+    device, dtype = ckpt.device, ckpt.dtype
+    try:
+        model = meta_model(ckpt.config, dtype)
+    except Exception as e:
+        raise LoadError(f"{ckpt.path / 'config.json'}: cannot build the model ({first_line(e)})") from None
+    head = model.get_output_embeddings()
+    with ckpt.weights() as w:
+        for name, lin in list(model.named_modules()):
+            if isinstance(lin, nn.Linear) and lin is not head and ckpt.is_quantized(name):
+                q = w.qweight(name, lin.in_features, lin.out_features, lin.bias is not None)
+                parent, leaf = name.rsplit(".", 1)
+                setattr(model.get_submodule(parent), leaf, make_linear(q, device, dtype))
+        tied = bool(getattr(ckpt.config, "tie_word_embeddings", False))
+        for name, p in list(model.named_parameters(remove_duplicate=False)):
+            if tied and head is not None and p is head.weight and name not in w:
+                continue  # tied below
+            t = w.tensor(name, list(p.shape), dtype)
+            parent, leaf = name.rsplit(".", 1) if "." in name else ("", name)
+            setattr(model.get_submodule(parent), leaf, nn.Parameter(t, requires_grad=False))
+    if tied and head is not None:
+        head.weight = model.get_input_embeddings().weight
+    _init_meta_buffers(model, device)
+    trim_heap()
+    for name, x in list(model.named_parameters()) + list(model.named_buffers()):
+        if x.is_meta:
+            raise LoadError(f"{ckpt.path}: {name} was not loaded (not in the checkpoint)")
+    return model
+
+
+def _init_meta_buffers(model, device: str) -> None:
+    """Non-persistent buffers (rotary inv_freq) are computed in __init__, so on meta they are empty: rebuild."""
+    import torch
+
+    for name, m in list(model.named_modules()):
+        if any(b.is_meta for b in m.buffers(recurse=False)) and hasattr(m, "config"):
+            with torch.device("cpu"):
+                fresh = type(m)(m.config).to(device)
+            parent, leaf = name.rsplit(".", 1) if "." in name else ("", name)
+            setattr(model.get_submodule(parent), leaf, fresh)
+
+
+def trim_heap() -> None:
+    """Unpacking leaves ~2x the model in freed temporaries that glibc keeps resident; hand them back to the OS."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
+        pass
+
+
+class Loaded:
+    """What `yi_cli.load` returns: the transformers model with its checkpoint's tokenizer, config and settings."""
+
+    def __init__(self, model, ckpt):
+        self.model, self.checkpoint = model, ckpt
+        self.tokenizer, self.config, self.quant = ckpt.tokenizer, ckpt.config, ckpt.quant
+        self.device, self.dtype, self.path, self.name = ckpt.device, ckpt.dtype, ckpt.path, ckpt.name

@@ -1,0 +1,145 @@
+"""A compact Llama forward (gpt-fast style) over a static KV cache, built from a checkpoint's tensors.
+
+Every shape in a decode step is fixed for a given attended length L, so the step can be captured in a CUDA graph.
+Numerics follow transformers' Llama: RMSNorm in fp32 then cast, rotary tables in fp32 cast to the compute dtype,
+logits in the compute dtype then fp32.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from ..kernels import glue
+from ..kernels.glue import add_rmsnorm, rope_cache, silu_mul
+from . import projections
+
+DENSE_PREFILL_MIN = {"cuda": 64, "cpu": 256}  # fewer new tokens: the int4 kernel beats dequantize + GEMM
+PREFILL_ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+
+
+def supports(config) -> bool:
+    """Llama-architecture models (Yi, SmolLM2, Llama 2/3); others stay on transformers' generate."""
+    return (getattr(config, "model_type", None) == "llama" and getattr(config, "hidden_act", "silu") == "silu"
+            and not getattr(config, "mlp_bias", False))
+
+
+def rotary(config, device) -> tuple[torch.Tensor, float]:
+    """(inv_freq [hd/2] fp32, attention scaling) exactly as transformers' rotary module computes them (rope
+    scaling types included: llama3, linear, dynamic's base table, yarn)."""
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
+    with torch.device("cpu"):
+        rot = LlamaRotaryEmbedding(config)
+    return rot.inv_freq.float().to(device), float(getattr(rot, "attention_scaling", 1.0))
+
+
+class Layer:
+    def __init__(self, ckpt, w, i: int, dtype):
+        cfg = ckpt.config
+        d, hd = cfg.hidden_size, getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        inter, p = cfg.intermediate_size, f"model.layers.{i}."
+        self.ln1 = w.tensor(p + "input_layernorm.weight", [d], dtype)
+        self.ln2 = w.tensor(p + "post_attention_layernorm.weight", [d], dtype)
+        a, m = p + "self_attn.", p + "mlp."
+        q, kv = cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd
+        self.qkv = projections.build(ckpt, w, [a + "q_proj", a + "k_proj", a + "v_proj"], d, [q, kv, kv], dtype)
+        self.o = projections.build(ckpt, w, [a + "o_proj"], q, [d], dtype)
+        self.gate_up = projections.build(ckpt, w, [m + "gate_proj", m + "up_proj"], d, [inter, inter], dtype)
+        self.down = projections.build(ckpt, w, [m + "down_proj"], inter, [d], dtype)
+
+
+class FastLlama:
+    def __init__(self, ckpt, max_seq: int, dtype: torch.dtype, padded: bool):
+        """padded: decode steps attend to a fixed bucket of cache slots (CUDA graphs), not exactly pos + 1."""
+        cfg = ckpt.config
+        self.dtype, self.max_seq, self.padded = dtype, max_seq, padded
+        self.n_heads, self.n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
+        self.hd = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.n_heads
+        self.eps = cfg.rms_norm_eps
+        self.inter = cfg.intermediate_size
+        v, d = cfg.vocab_size, cfg.hidden_size
+        with ckpt.weights() as w:
+            self.embed = w.tensor("model.embed_tokens.weight", [v, d], dtype)  # [V, D]
+            self.norm = w.tensor("model.norm.weight", [d], dtype)
+            tied = bool(getattr(cfg, "tie_word_embeddings", False))
+            head = self.embed if tied else w.tensor("lm_head.weight", [v, d], dtype)
+            if not head.is_cuda and dtype == torch.float32 and torch.equal(head.half().float(), head):
+                # fp16 checkpoints loaded as fp32 on CPU: the same weights in half the bytes (lm_head is the
+                # largest matmul of a small model; the CPU reads it at memory speed)
+                head = head.half()
+            self.lm_head = head
+            self.layers = [Layer(ckpt, w, i, dtype) for i in range(cfg.num_hidden_layers)]
+        dev = self.embed.device
+        inv_freq, scale = rotary(cfg, dev)
+        freqs = torch.outer(torch.arange(max_seq, device=dev, dtype=torch.float32), inv_freq)
+        emb = torch.cat((freqs, freqs), -1)  # [S, hd]
+        self.cos, self.sin = (emb.cos() * scale).to(dtype), (emb.sin() * scale).to(dtype)
+        shape = (1, self.n_kv, max_seq, self.hd)
+        self.k_cache = [torch.zeros(shape, dtype=dtype, device=dev) for _ in self.layers]
+        self.v_cache = [torch.zeros(shape, dtype=dtype, device=dev) for _ in self.layers]
+        self.arange = torch.arange(max_seq, device=dev)
+        self.fused = glue.available(self.embed, self.hd)  # Triton kernels for the glue (CUDA)
+        self.dense_min = DENSE_PREFILL_MIN["cuda" if dev.type == "cuda" else "cpu"]
+
+    def weight_bytes(self) -> int:
+        """Bytes of the weights (the KV cache aside), a tied lm_head counted once."""
+        ts = [self.embed, self.norm] + ([] if self.lm_head is self.embed else [self.lm_head])
+        total = sum(t.numel() * t.element_size() for t in ts)
+        for layer in self.layers:
+            total += sum(t.numel() * t.element_size() for t in (layer.ln1, layer.ln2))
+            total += sum(p.nbytes() for p in (layer.qkv, layer.o, layer.gate_up, layer.down))
+        return total
+
+    def prefill(self, tokens: torch.Tensor, start: int, dense: bool | None = None,
+                all_logits: bool = False) -> torch.Tensor:
+        """tokens [T] at positions start .. start + T - 1, cache slots before `start` already filled. Many tokens
+        dequantize int4 weights for one dense GEMM (`dense`, default: T >= dense_min). Returns fp32 logits [1, V]
+        for the last token, or [T, V] with all_logits."""
+        t = tokens.shape[0]
+        length = start + t
+        pos = self.arange[start:length]
+        # Grouped-query attention without repeating K/V: the g query heads of one KV head become g·T query rows,
+        # row j·T + t being head kv·g + j at token t (transformers' repeat_kv order); mask [g·T, length].
+        g = self.n_heads // self.n_kv
+        mask = None if t == 1 else (self.arange[:length].unsqueeze(0) <= pos.unsqueeze(1)).repeat(g, 1)
+        return self._forward(tokens, pos, length, mask, t >= self.dense_min if dense is None else dense,
+                             not all_logits)
+
+    def decode_step(self, tok: torch.Tensor, pos: torch.Tensor, length: int) -> torch.Tensor:
+        """One token tok [1] at position pos [1] (device tensors, so the step can be graphed), attending to cache
+        slots [0, length); with padded steps length may exceed pos + 1 (a graph bucket). fp32 logits [1, V]."""
+        mask = None
+        if self.padded and not self.fused:  # the fused decode attention masks by pos itself
+            mask = (self.arange[:length] <= pos).unsqueeze(0).repeat(self.n_heads // self.n_kv, 1)
+        return self._forward(tok, pos, length, mask, False, True)
+
+    def _forward(self, tokens, pos, length: int, mask, dense: bool, last: bool) -> torch.Tensor:
+        t = tokens.shape[0]
+        fused, decode = self.fused, self.fused and t == 1
+        x = F.embedding(tokens, self.embed)  # [T, D]
+        cos, sin = (self.cos, self.sin) if fused else (self.cos[pos].unsqueeze(1), self.sin[pos].unsqueeze(1))
+
+        def mm(lin, v):
+            return lin.prefill_mm(v) if dense else lin.mm(v)
+
+        delta = None  # the residual branch not yet added to x: the add is fused into the next norm
+        for layer, kc, vc in zip(self.layers, self.k_cache, self.v_cache):
+            x, h = add_rmsnorm(x, delta, layer.ln1, self.eps, fused)
+            qg = rope_cache(mm(layer.qkv, h), cos, sin, pos, kc, vc, self.n_heads, self.n_kv, self.hd, fused)
+            if decode:
+                o = glue.decode_attention(qg, kc, vc, pos, length)
+            else:
+                # Not cuDNN: it builds an execution plan per new prompt length, ~1 s each (measured on the H200),
+                # which every chat turn would pay in its time to first token.
+                with sdpa_kernel(PREFILL_ATTENTION):
+                    o = F.scaled_dot_product_attention(qg, kc[:, :, :length], vc[:, :, :length], attn_mask=mask)
+            # reshape, not view: the flash / efficient SDPA kernels may return a non-contiguous [n_kv, g·T, hd]
+            o = o.reshape(self.n_heads, t, self.hd).transpose(0, 1).reshape(t, self.n_heads * self.hd)
+            x, h = add_rmsnorm(x, mm(layer.o, o), layer.ln2, self.eps, fused)
+            a = silu_mul(layer.gate_up.prefill_mm(h), fused) if dense else layer.gate_up.silu_mm(h, fused)
+            delta = mm(layer.down, a)
+        if last:
+            x, delta = x[-1:], delta[-1:]
+        _, x = add_rmsnorm(x, delta, self.norm, self.eps, fused)
+        return F.linear(x.to(self.lm_head.dtype), self.lm_head).float()

@@ -1,0 +1,185 @@
+"""Decoder projections as plain matmul objects for the fast runtime, built from the checkpoint's tensors.
+
+`Dense`  W [N, K] in the compute dtype (plain checkpoints, and packed shapes the int4 ops refuse, dequantized).
+`Int4`   tinygemm int4: W = sum over planes of (q - 8)·s + zf per group of `group` input columns. One plane for
+         AWQ / GPTQ 4-bit, two for GPTQ 8-bit: q·s + c = (hi - 8)·16s + (128s + c) + (lo - 8)·s + 8s with
+         q = 16·hi + lo, the same bytes as int8.
+Projections that read the same input (q/k/v, gate/up) become one matmul along N where their kinds agree.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+
+from ..checkpoint import formats as Q
+from ..kernels import gemv, glue, tinygemm
+
+OP_DTYPE = torch.bfloat16  # int4 activations: the CUDA op takes bf16 only, and the CPU op is ~10x faster in bf16
+
+
+def _nbytes(*ts) -> int:
+    return sum(t.numel() * t.element_size() for t in ts if t is not None)
+
+
+class _Proj:
+    def silu_mm(self, x: torch.Tensor, fused: bool) -> torch.Tensor:
+        """For a [gate; up] projection: silu(gate)·up [T, N/2] (fused: the Triton glue kernel)."""
+        return glue.silu_mul(self.mm(x), fused)
+
+
+class Dense(_Proj):
+    def __init__(self, w: torch.Tensor, bias: torch.Tensor | None = None):
+        self.w, self.bias = w, bias  # [N, K], [N]
+
+    def mm(self, x: torch.Tensor) -> torch.Tensor:  # [T, K] -> [T, N]
+        return F.linear(x, self.w, self.bias)
+
+    def nbytes(self) -> int:
+        return _nbytes(self.w, self.bias)
+
+    prefill_mm = mm
+
+
+class Int4(_Proj):
+    def __init__(self, planes, group: int, n: int, k: int, perm=None, bias=None):
+        self.planes = planes  # [(packed, sz bf16 [K/group, N, 2])]
+        self.group, self.n, self.k, self.perm, self.bias = group, n, k, perm, bias
+        packed = planes[0][0]
+        self.layout = None if packed.is_cuda else tinygemm.cpu_layout()
+        ikt = tinygemm.inner_k_tiles(k)
+        self.wpr = 2 * ikt  # int32 words per row of a packed tile
+        # one token: yi-chat's GEMV over the same packed codes where this build's tile layout is the expected one
+        self.gemv = (packed.is_cuda and gemv.available(packed) and self.n % gemv.ROWS == 0
+                     and os.environ.get("YI_CHAT_GEMV", "1") != "0"
+                     and tinygemm.gemv_layout(ikt, packed.device))
+        # gate_up: the GEMV can finish with silu(gate)·up itself (one plane: the sum of two would come first)
+        self.gemv_silu = self.gemv and len(planes) == 1 and bias is None and (n // 2) % (gemv.ROWS // 2) == 0
+
+    def nbytes(self) -> int:
+        return _nbytes(self.perm, self.bias, *(t for plane in self.planes for t in plane))
+
+    def _gemv(self, x: torch.Tensor, packed: torch.Tensor, group: int, sz: torch.Tensor,
+              silu: bool = False) -> torch.Tensor:
+        return gemv.gemv_int4(x, packed, sz, self.n, self.k, group, self.wpr, silu=silu)
+
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        xb = x.to(OP_DTYPE)
+        if self.perm is not None:  # codes are stored with input columns in group order
+            xb = xb.index_select(1, self.perm)
+        if self.gemv and xb.shape[0] == 1:
+            xb = xb.contiguous() if xb.data_ptr() % 4 == 0 else xb.clone()  # the GEMV reads column pairs
+        return xb
+
+    def silu_mm(self, x: torch.Tensor, fused: bool) -> torch.Tensor:
+        """One token through [gate; up] with the glue kernels on: silu(gate)·up in the GEMV's epilogue."""
+        if not (fused and self.gemv_silu and x.shape[0] == 1):
+            return super().silu_mm(x, fused)
+        packed, sz = self.planes[0]
+        return self._gemv(self._input(x), packed, self.group, sz, silu=True).to(x.dtype)
+
+    def mm(self, x: torch.Tensor) -> torch.Tensor:  # [T, K] -> [T, N], via bf16
+        op = tinygemm.mm
+        xb = self._input(x)
+        if self.gemv and xb.shape[0] == 1:
+            op = self._gemv
+        y = op(xb, self.planes[0][0], self.group, self.planes[0][1])
+        for packed, sz in self.planes[1:]:
+            y = y + op(xb, packed, self.group, sz)
+        if self.bias is not None:
+            y = y + self.bias
+        return y.to(x.dtype)
+
+    def dense(self, dtype) -> torch.Tensor:
+        """W [N, K] in `dtype`, input columns in stored (group) order."""
+        packed = self.planes[0][0]
+        if packed.is_cuda and glue.triton is not None:
+            ikt = tinygemm.inner_k_tiles(self.k)
+            inv = tinygemm.tile_inv(ikt, packed.device)
+            w = torch.empty(self.n, self.k, dtype=dtype, device=packed.device)
+            for i, (p, sz) in enumerate(self.planes):
+                glue.dequant_int4(p, inv, sz, w, self.group, ikt, accumulate=i > 0)
+            return w
+        w = None
+        for packed, sz in self.planes:
+            q = tinygemm.codes(packed, self.n, self.k).reshape(self.n, -1, self.group).to(dtype)  # [N, G, g]
+            s, zf = sz.to(dtype).permute(1, 0, 2).unsqueeze(-1).unbind(2)  # [N, G, 1] each
+            p = torch.addcmul(zf, q - 8, s).reshape(self.n, self.k)
+            w = p if w is None else w.add_(p)
+        return w
+
+    def prefill_mm(self, x: torch.Tensor) -> torch.Tensor:
+        """Many tokens at once: dequantize, then one dense GEMM (compute-bound; on CPU also the reference's math)."""
+        if not x.is_cuda and self.layout is None:
+            return self.mm(x)
+        if self.perm is not None:
+            x = x.index_select(1, self.perm)
+        return F.linear(x, self.dense(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
+
+
+class Multi(_Proj):
+    """Projections that could not be merged: one matmul each, outputs concatenated."""
+
+    def __init__(self, parts):
+        self.parts = parts
+
+    def mm(self, x):
+        return torch.cat([p.mm(x) for p in self.parts], -1)
+
+    def nbytes(self) -> int:
+        return sum(p.nbytes() for p in self.parts)
+
+    def prefill_mm(self, x):
+        return torch.cat([p.prefill_mm(x) for p in self.parts], -1)
+
+
+def build(ckpt, weights, names: list[str], k: int, sizes: list[int], dtype: torch.dtype):
+    """One matmul object computing cat([x @ W_name.T for name in names], -1) in `dtype`; W_name is [size, k]."""
+    packed = [ckpt.is_quantized(n) for n in names]
+    if any(packed) and not all(packed):
+        return Multi([build(ckpt, weights, [n], k, [s], dtype) for n, s in zip(names, sizes)])
+    if not any(packed):
+        ws = [weights.tensor(f"{n}.weight", [s, k], dtype) for n, s in zip(names, sizes)]
+        biases = [weights.tensor(f"{n}.bias", [s], dtype) if f"{n}.bias" in weights else None
+                  for n, s in zip(names, sizes)]
+        return Dense(torch.cat(ws) if len(ws) > 1 else ws[0], _cat_bias(biases, sizes, dtype, ws[0].device))
+    qs = [weights.qweight(n, k, s) for n, s in zip(names, sizes)]
+    if len(qs) > 1 and not Q.concatenable(qs):
+        return Multi([build(ckpt, weights, [n], k, [s], dtype) for n, s in zip(names, sizes)])
+    w = Q.concat(qs)
+    del qs
+    bias = _bias(w.bias, dtype)
+    g, n, device = w.groups_of, w.out_features, w.q.device
+    if not (w.bits in (4, 8) and tinygemm.supported(4, g, k, n, device)
+            and all(tinygemm.supported(4, g, k, s, device) for s in sizes)):
+        return Dense(Q.dequantize(w, dtype), bias)  # shapes the int4 ops refuse
+    perm = Q.group_perm(w)
+    q = w.q if perm is None else w.q[:, perm]  # [N, K] codes, input columns in group order
+    if w.bits == 4:
+        planes = [(tinygemm.pack(q), tinygemm.scales_and_zeros(w.scales, w.zeros, OP_DTYPE))]
+    else:
+        # s and c = -z·s rounded through the model dtype first, as the generate engine's DequantLinear holds them
+        s = w.scales.float().to(dtype).float().t()  # [N, G]
+        c = (-w.zeros.float() * w.scales.float()).to(dtype).float().t()
+        planes = _int8_planes(q, s, c)
+    return Int4(planes, g, n, k, perm, bias)
+
+
+def _bias(b, dtype):
+    return None if b is None or not bool(b.any()) else b.to(dtype)  # GPTQ writes zero biases
+
+
+def _cat_bias(biases, sizes, dtype, device):
+    if all(b is None for b in biases):
+        return None
+    return torch.cat([b if b is not None else torch.zeros(s, dtype=dtype, device=device)
+                      for b, s in zip(biases, sizes)])
+
+
+def _int8_planes(q, s, c):
+    """q uint8 [N, K], s / c [N, G] fp32 (W = q·s + c) -> two int4 planes with the same bytes as q."""
+    sz_hi = torch.stack([16 * s, 128 * s + c], -1).transpose(0, 1)  # [G, N, 2]
+    sz_lo = torch.stack([s, 8 * s], -1).transpose(0, 1)
+    return [(tinygemm.pack(q >> 4), sz_hi.to(OP_DTYPE).contiguous()),
+            (tinygemm.pack(q & 15), sz_lo.to(OP_DTYPE).contiguous())]
