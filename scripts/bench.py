@@ -7,7 +7,7 @@ CPU (the demo model, and llama.cpp on its GGUF when `llama_cpp` is importable):
 One JSON line per configuration. Peak memory is torch.cuda.max_memory_allocated in GiB (2**30 bytes).
 ready_s: load to the first token in a process with its imports and CUDA context up (both engines); with --start
 also start_s / start_cold_jit_s: a fresh interpreter to its first token, the Triton cache warm / empty.
-The seed recipe here runs on the model yi_cli.loader.load returns: for AWQ/GPTQ that is yi-chat's own quantized
+The seed recipe here runs on the model yi_cli.load returns: for AWQ/GPTQ that is yi-chat's own quantized
 modules (qlinear.py) under plain eager `generate`, since GPTQModel/Marlin cannot be installed on the device.
 """
 from __future__ import annotations
@@ -29,7 +29,8 @@ import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from yi_cli import loader  # noqa: E402
+import yi_cli  # noqa: E402
+from yi_cli.checkpoint.loader import open_checkpoint, resolve  # noqa: E402
 from yi_cli.runtime.decoder import FastDecoder  # noqa: E402
 from yi_cli.engines.settings import GenSettings  # noqa: E402
 
@@ -158,7 +159,7 @@ def gpu_config(path: Path, quant: str, shape: str, seed_new: int, new: int, skip
     if not skip_seed:
         free()
         t0 = time.perf_counter()
-        seed = loader.load(str(path), device="cuda", dtype=torch.float16)  # the seed recipe's fp16
+        seed = yi_cli.load(str(path), device="cuda", dtype=torch.float16)  # the seed recipe's fp16
         sync("cuda")
         row["seed_recipe_ready_s"] = round(time.perf_counter() - t0, 2)
         m = measure(lambda ids, k: seed_generate(seed, ids, k), "cuda", vocab, seed_new, repeats=1)
@@ -168,9 +169,9 @@ def gpu_config(path: Path, quant: str, shape: str, seed_new: int, new: int, skip
         del seed
     free()
     t0 = time.perf_counter()
-    loaded = loader.load(str(path), device="cuda", dtype=torch.bfloat16 if quant != "fp16" else torch.float16)
+    ckpt = open_checkpoint(str(path), device="cuda", dtype=torch.bfloat16 if quant != "fp16" else torch.float16)
     row["load_s"] = round(time.perf_counter() - t0, 2)
-    dec = FastDecoder(loaded)
+    dec = FastDecoder(ckpt)
     fast_generate(dec, random_ids(16, vocab, 0), 2)  # first call: cuBLAS handles, allocator
     sync("cuda")
     row["ready_s"] = round(time.perf_counter() - t0, 2)
@@ -181,15 +182,15 @@ def gpu_config(path: Path, quant: str, shape: str, seed_new: int, new: int, skip
         row["speedup"] = round(row["decode_tok_s"] / row["seed_recipe_decode_tok_s"], 1)
     row["new_tokens"] = new
     row["versions"] = versions()
-    del dec, loaded
+    del dec, ckpt
     return row
 
 
 def cpu_demo(model: str, new: int, seed_new: int) -> list[dict]:
-    path = loader.resolve(model)
+    path = resolve(model)
     rows, base = [], {"device": f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads)", "model": model}
     t0 = time.perf_counter()
-    loaded = loader.load(str(path), device="cpu")
+    loaded = yi_cli.load(str(path), device="cpu")
     quant = (loaded.quant or {}).get("method", "fp32")
     base["quant"] = quant
     ids = loaded.tokenizer.apply_chat_template([{"role": "user", "content": "Write a short poem about the sea."}],
@@ -199,7 +200,7 @@ def cpu_demo(model: str, new: int, seed_new: int) -> list[dict]:
     row = dict(base, engine="transformers-eager", ready_s=round(time.perf_counter() - t0, 2))
     rows.append(dict(row, ttft_s=round(ttft, 3), decode_tok_s=round(eager, 2), new_tokens=seed_new))
     t0 = time.perf_counter()
-    dec = FastDecoder(loaded)
+    dec = FastDecoder(loaded.checkpoint)
     init = time.perf_counter() - t0
     fast_generate(dec, ids, 2)
     ttft, tok_s = rates(fast_generate(dec, ids, new))
@@ -239,13 +240,13 @@ def ensure_checkpoint(root: Path, shape: str, fmt: str) -> Path:
 
 START = """
 import sys, threading, time, torch
-from yi_cli import loader
+from yi_cli.checkpoint.loader import open_checkpoint
 from yi_cli.runtime.decoder import FastDecoder
 from yi_cli.engines.settings import GenSettings
 import transformers.generation.utils, transformers.models.llama.modeling_llama
 print(time.time() - float(sys.argv[3]))
-loaded = loader.load(sys.argv[1], device="cuda", dtype=torch.bfloat16 if sys.argv[2] != "fp16" else torch.float16)
-dec = FastDecoder(loaded)
+ckpt = open_checkpoint(sys.argv[1], device="cuda", dtype=torch.bfloat16 if sys.argv[2] != "fp16" else torch.float16)
+dec = FastDecoder(ckpt)
 next(dec.generate(list(range(100, 116)), GenSettings(max_new_tokens=1), threading.Event(), set()))
 """
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from yi_cli.fast import gemv, weights  # noqa: E402
+from yi_cli.kernels import gemv, tinygemm  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_parts import graph_time_us  # noqa: E402
@@ -35,7 +35,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shape", default="yi-6b", choices=SHAPES)
     ap.add_argument("--group", type=int, default=128)
-    ap.add_argument("--no-pdl", action="store_true", help="plain launches (default: kernels.pdl)")
+    ap.add_argument("--no-pdl", action="store_true", help="plain launches (default: glue.pdl)")
     ap.add_argument("--sweep", action="store_true", help="try several rows/warps configurations")
     a = ap.parse_args()
     d, inter, heads, kv, hd = SHAPES[a.shape]
@@ -45,14 +45,14 @@ def main() -> None:
         configs = [c for c in itertools.product((8, 16), (1, 2, 4, 8))]
     dev = torch.device("cuda")
     pdl = False if a.no_pdl else None
-    print(json.dumps({"gemv_layout": {ikt: weights._gemv_layout(ikt, dev) for ikt in (2, 4, 8)}}))
+    print(json.dumps({"gemv_layout": {ikt: tinygemm.gemv_layout(ikt, dev) for ikt in (2, 4, 8)}}))
     summary = {}
     for name, (n, k) in mats.items():
-        ikt = weights._inner_k_tiles(k)
+        ikt = tinygemm.inner_k_tiles(k)
         sets = []
         for _ in range(COPIES):
             q = torch.randint(0, 16, (n, k), dtype=torch.uint8, device=dev)
-            packed = weights._pack(q)
+            packed = tinygemm.pack(q)
             s = torch.rand(k // a.group, n, device=dev) * 0.01 + 0.001
             zf = torch.randn(k // a.group, n, device=dev) * 0.02
             sets.append((packed, torch.stack([s, zf], -1).to(torch.bfloat16).contiguous()))

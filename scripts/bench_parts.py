@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from yi_cli import loader  # noqa: E402
+from yi_cli.checkpoint.loader import open_checkpoint  # noqa: E402
 from yi_cli.runtime.decoder import FastDecoder  # noqa: E402
 from yi_cli.engines.settings import GenSettings  # noqa: E402
 
@@ -109,7 +109,7 @@ def prefill_sweep(dec) -> list[dict]:
                 torch.cuda.synchronize()
                 t0 = time.perf_counter()
                 with torch.inference_mode():
-                    dec.model.forward(ids, dec.model.arange[:t], t, prefill=dense)
+                    dec.model.prefill(ids, 0, dense=dense)
                 torch.cuda.synchronize()
                 ts.append((time.perf_counter() - t0) * 1e3)
             r[label] = round(min(ts), 2)
@@ -122,8 +122,7 @@ def main(argv=None) -> int:
     ap.add_argument("--path", required=True)
     ap.add_argument("--dtype", default="bf16")
     a = ap.parse_args(argv)
-    loaded = loader.load(a.path, device="cuda", dtype=torch.bfloat16 if a.dtype == "bf16" else torch.float16)
-    dec = FastDecoder(loaded)
+    dec = FastDecoder(open_checkpoint(a.path, device="cuda", dtype=a.dtype))
     list(dec.generate(list(range(100, 612)), GenSettings(max_new_tokens=4, seed=0), __import__("threading").Event(),
                       set()))
     summary = {}

@@ -50,8 +50,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-growth-mb", type=float, default=32.0, help="RSS growth early->end that still counts as flat")
     args = ap.parse_args(argv)
 
-    import yi_cli
     from yi_cli import store
+    from yi_cli.checkpoint.loader import open_checkpoint
     from yi_cli.chat import Chat, Options
     from yi_cli.engines.local import LocalEngine
     from yi_cli.render import JsonRenderer
@@ -59,8 +59,7 @@ def main(argv=None) -> int:
     from rich.console import Console
 
     t0 = time.perf_counter()
-    loaded = yi_cli.load(args.model, device="cpu", dtype="fp32")
-    engine = LocalEngine(loaded, backend=args.engine)
+    engine = LocalEngine(open_checkpoint(args.model, device="cpu", dtype="fp32"), backend=args.engine)
     native_ctx = engine.context_length
     engine.context_length = args.context
     load_s = time.perf_counter() - t0
@@ -105,7 +104,7 @@ def main(argv=None) -> int:
     turns = saved.turns
     alternate = all(t.role == ("user" if k % 2 == 0 else "assistant") for k, t in enumerate(turns))
     last_ok = bool(turns) and turns[-2].content == sent[-1] and turns[-1].content == replies[-1]["reply"]
-    fits = engine.count(chat.session.messages()) <= args.context
+    fits = len(engine.template.build(chat.session.messages()).ids) <= args.context
     growth = rss[args.turns] - rss[args.early]
     ok = (len(replies) == args.turns and in_order and finished and chat.failures == 0 and alternate and last_ok
           and fits and drops["notices"] > 0 and growth <= args.max_growth_mb)

@@ -29,6 +29,13 @@ from yi_cli.engines.settings import GenSettings
 MAX_BODY = 1 << 20  # bytes; a test never sends more, and the server stays bounded
 
 
+
+def prompt_of(engine, messages):
+    """The served engine's prompt for `messages`, as a server applies its model's chat template."""
+    from yi_cli.engines.template import Prompt
+
+    return engine.template.build(messages) if engine.template is not None else Prompt(messages)
+
 class OpenAIServer:
     def __init__(self, engine, model: str = "demo", api_key: str | None = None, drop_after: int | None = None,
                  corrupt_after: int | None = None, error: tuple[int, str] | None = None, port: int = 0):
@@ -124,7 +131,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _complete(self, messages, settings) -> None:
         text, stats = [], None
-        for ev in self.app.engine.stream(messages, settings, threading.Event()):
+        for ev in self.app.engine.stream(prompt_of(self.app.engine, messages), settings, threading.Event()):
             if isinstance(ev, Text):
                 text.append(ev.text)
             elif isinstance(ev, Finish):
@@ -139,7 +146,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         cancel = threading.Event()
-        events = self.app.engine.stream(messages, settings, cancel)
+        events = self.app.engine.stream(prompt_of(self.app.engine, messages), settings, cancel)
         head = self._head("chat.completion.chunk")
         sent, stats = 0, None
         try:
@@ -211,13 +218,13 @@ def usage(stats) -> dict:
 if __name__ == "__main__":
     import argparse
 
-    import yi_cli
+    from yi_cli.checkpoint.loader import open_checkpoint
     from yi_cli.engines.local import LocalEngine
 
     ap = argparse.ArgumentParser(description="serve a local model over the OpenAI chat API on 127.0.0.1")
     ap.add_argument("model", nargs="?", default="demo-fp32")
     ap.add_argument("--port", type=int, default=8000)
     args = ap.parse_args()
-    with OpenAIServer(LocalEngine(yi_cli.load(args.model, device="cpu")), model=args.model, port=args.port) as srv:
+    with OpenAIServer(LocalEngine(open_checkpoint(args.model, device="cpu")), model=args.model, port=args.port) as srv:
         print(f"serving {args.model} at {srv.url}", flush=True)
         srv.thread.join()

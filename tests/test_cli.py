@@ -107,7 +107,8 @@ def test_both_quantized_demos_answer_paris(model, demo_dir):
     p = yi("--model", model, "--temperature", "0", "--json", "-p", "What is the capital of France?")
     assert p.returncode == 0, p.stderr.decode()
     assert "Paris" in json.loads(p.stdout.decode())["reply"]
-    from yi_cli import demo, loader
+    from yi_cli import demo
+    from yi_cli.checkpoint import files
 
-    quant = loader.read_config(demo.ensure(model)).get("quantization_config", {})
+    quant = files.read_config(demo.ensure(model)).get("quantization_config", {})
     assert (quant.get("quant_method"), quant.get("bits")) == (("awq", 4) if model == "demo" else ("gptq", 8))

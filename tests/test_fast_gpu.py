@@ -17,33 +17,38 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_fast import (GREEDY, PROMPT, assert_greedy_match, fast_tokens, quantize, reference_greedy, rel_err,
-                       tiny_llama, wrap)
-from yi_cli.runtime.decoder import FastDecoder
+from test_fast import GREEDY, PROMPT, assert_greedy_match, checkpoint, fast_tokens, reference_greedy, rel_err
+
+import yi_cli
+from yi_cli.checkpoint.loader import open_checkpoint
 from yi_cli.engines.settings import GenSettings
+from yi_cli.runtime.decoder import FastDecoder
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def cuda_pair(path):
+    """(transformers model, FastDecoder) of one checkpoint on CUDA in bf16."""
+    return (yi_cli.load(path, device="cuda", dtype="bf16").model,
+            FastDecoder(open_checkpoint(path, device="cuda", dtype="bf16")))
+
+
 def test_graph_greedy_matches_eager_dense_bf16():
-    model = tiny_llama(0, "cuda", torch.bfloat16)
-    dec = FastDecoder(wrap(model, "cuda"))
+    model, dec = cuda_pair(checkpoint(0))
     assert dec.graphs is not None
     assert_greedy_match(model, PROMPT, fast_tokens(dec, PROMPT), reference_greedy(model, PROMPT), tie=5e-2)
 
 
 def test_graph_greedy_matches_eager_int4():
-    model = quantize(tiny_llama(0, "cuda", torch.bfloat16), 4, device="cuda")
-    dec = FastDecoder(wrap(model, "cuda"))
+    model, dec = cuda_pair(checkpoint(0, "awq"))
     assert_greedy_match(model, PROMPT, fast_tokens(dec, PROMPT), reference_greedy(model, PROMPT), tie=5e-2)
 
 
 def test_dense_unpack_matches_dequantize():
-    model = quantize(tiny_llama(0, "cuda", torch.bfloat16), 4, device="cuda")
+    model, dec = cuda_pair(checkpoint(0, "awq"))
     src = model.model.layers[0].mlp.down_proj
     want = src.dequantize()
-    dec = FastDecoder(wrap(model, "cuda"))
     got = dec.model.layers[0].down.dense(torch.float32)
     assert rel_err(got, want) < 1e-2  # bf16 scales vs fp32
     gate_up = dec.model.layers[0].gate_up.dense(torch.float32)
@@ -52,11 +57,10 @@ def test_dense_unpack_matches_dequantize():
 
 
 def test_graph_prefix_reuse_cancel_stop():
-    model = tiny_llama(1, "cuda", torch.bfloat16)
-    warm = FastDecoder(wrap(model, "cuda"))
+    _, warm = cuda_pair(checkpoint(1))
     first = fast_tokens(warm, PROMPT, GenSettings(temperature=0, repetition_penalty=1.0, max_new_tokens=20))
     turn2 = PROMPT + first + [7, 8, 6]
-    assert fast_tokens(warm, turn2) == fast_tokens(FastDecoder(wrap(model, "cuda")), turn2)
+    assert fast_tokens(warm, turn2) == fast_tokens(cuda_pair(checkpoint(1))[1], turn2)
     ref = fast_tokens(warm, PROMPT)
     assert fast_tokens(warm, PROMPT, stop={ref[9]}) == ref[: ref.index(ref[9]) + 1]
     cancel, got = threading.Event(), []
@@ -107,24 +111,22 @@ def test_yi6b_awq_teacher_forced_graph_steps(yi6b_awq):
     The random checkpoint's weights are centred (scripts/make_checkpoint.py): with codes uniform on 0..15 around
     zero 8 every weight had mean -s/2, the residual stream grew ~100x per layer and saturated attention turned
     bf16-level differences into a flipped output at one step in eight."""
-    from yi_cli import loader
-
-    loaded = loader.load(str(yi6b_awq), device="cuda", dtype=torch.bfloat16)
-    dec = FastDecoder(loaded, max_seq_len=512)
+    loaded = yi_cli.load(str(yi6b_awq), device="cuda", dtype=torch.bfloat16)
+    dec = FastDecoder(loaded.checkpoint, max_seq_len=512)
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(10, 64000, (72,), generator=gen).tolist()
     n = 64
     with torch.inference_mode():
-        ref = exact_weight_logits(loaded.model, ids)  # after the decoder rebinds weights
+        ref = exact_weight_logits(loaded.model, ids)
         tf = loaded.model(torch.tensor([ids], device="cuda")).logits[0].float()
         floor = [rel_err(a, b) for a, b in zip(tf[n - 1:], ref[n - 1:])]
-        dec._prefill(ids[:n], GREEDY)
+        dec._prefill(ids[:n], GREEDY, threading.Event())
         errs = []
         for j in range(8):  # feed the reference's tokens, one graph replay per step
             dec.tok.fill_(ids[n + j])
             dec.pos.fill_(n + j)
             errs.append(rel_err(dec.graphs.replay(n + j + 1)[0], ref[n + j]))
-        first = dec.model.forward(torch.tensor(ids[:n], device="cuda"), dec.model.arange[:n], n, prefill=True)
+        first = dec.model.prefill(torch.tensor(ids[:n], device="cuda"), 0, dense=True)
     errs = [rel_err(first[0], ref[n - 1])] + errs
     print(f"rel err prefill + graph steps {[round(e, 4) for e in errs]}; "
           f"transformers int4 {[round(e, 4) for e in floor]}")
@@ -133,15 +135,14 @@ def test_yi6b_awq_teacher_forced_graph_steps(yi6b_awq):
 
 
 def test_fused_glue_kernels_match_torch_ops():
-    model = quantize(tiny_llama(0, "cuda", torch.bfloat16), 4, device="cuda")
-    dec = FastDecoder(wrap(model, "cuda"))
+    _, dec = cuda_pair(checkpoint(0, "awq"))
     assert dec.model.fused
     x = torch.tensor(PROMPT * 4, device="cuda")
     with torch.inference_mode():
-        fused = dec.model.forward(x, dec.model.arange[: x.shape[0]], x.shape[0], last=False)
-        step = dec.model.forward(x[-1:], dec.model.arange[x.shape[0] - 1:x.shape[0]], 256)  # decode kernel
+        fused = dec.model.prefill(x, 0, dense=False, all_logits=True)
+        step = dec.model.decode_step(x[-1:], dec.model.arange[x.shape[0] - 1:x.shape[0]], 256)  # decode kernel
         dec.model.fused = False
-        plain = dec.model.forward(x, dec.model.arange[: x.shape[0]], x.shape[0], last=False)
+        plain = dec.model.prefill(x, 0, dense=False, all_logits=True)
     assert rel_err(fused, plain) < 3e-2  # bf16 roundings in a different order, amplified by the tiny random model
     assert rel_err(step[0], plain[-1]) < 3e-2
 
@@ -149,12 +150,12 @@ def test_fused_glue_kernels_match_torch_ops():
 @pytest.mark.parametrize("n,k,group", [(64, 256, 32), (96, 576, 64), (128, 1536, 64), (5120, 4096, 128),
                                        (4096, 11008, 128)])
 def test_gemv_int4_matches_dequantized_weights(n, k, group):
-    """The decode GEMV (yi_cli/fast/gemv.py) reads tinygemm-packed codes: its output against x @ W.T in fp32, W
+    """The decode GEMV (yi_cli/kernels/gemv.py) reads tinygemm-packed codes: its output against x @ W.T in fp32, W
     dequantized from the codes; the bound is the bf16 rounding of the output (tinygemm's own error is printed)."""
-    from yi_cli.fast import gemv, weights
+    from yi_cli.kernels import gemv, tinygemm
 
-    ikt = weights._inner_k_tiles(k)
-    assert weights._gemv_layout(ikt, torch.device("cuda")), "tinygemm's tile layout changed: the GEMV is off"
+    ikt = tinygemm.inner_k_tiles(k)
+    assert tinygemm.gemv_layout(ikt, torch.device("cuda")), "tinygemm's tile layout changed: the GEMV is off"
     g = torch.Generator(device="cuda").manual_seed(n + k + group)
     q = torch.randint(0, 16, (n, k), dtype=torch.uint8, device="cuda", generator=g)
     s = torch.rand(k // group, n, device="cuda", generator=g) * 0.01 + 1e-3
@@ -164,7 +165,7 @@ def test_gemv_int4_matches_dequantized_weights(n, k, group):
     szf = sz.float().repeat_interleave(group, 0)  # [K, N, 2]
     w = (q.float() - 8) * szf[..., 0].t() + szf[..., 1].t()
     ref = x.float() @ w.t()
-    packed = weights._pack(q)
+    packed = tinygemm.pack(q)
     y = gemv.gemv_int4(x, packed, sz, n, k, group, 2 * ikt)
     tiny = torch.ops.aten._weight_int4pack_mm(x, packed, group, sz)
     print(f"gemv rel err {rel_err(y.float(), ref):.2e}, tinygemm {rel_err(tiny.float(), ref):.2e}")
@@ -172,10 +173,10 @@ def test_gemv_int4_matches_dequantized_weights(n, k, group):
     assert rel_err(y.float(), ref) < 3e-3
 
     if n % 8 == 0:  # as [gate; up]: the GEMV's silu(gate)·up epilogue against the glue kernel on its own output
-        from yi_cli.fast import kernels
+        from yi_cli.kernels import glue
 
         fused = gemv.gemv_int4(x, packed, sz, n, k, group, 2 * ikt, silu=True)
-        want = kernels.silu_mul(y, True)
+        want = glue.silu_mul(y, True)
         assert fused.shape == (1, n // 2)
         assert torch.equal(fused, want), (fused.float() - want.float()).abs().max()
 
@@ -202,7 +203,7 @@ def test_graph_sampler_kernels_pick_what_the_torch_ops_pick(temperature, top_p, 
             s.reset(settings, [1, 2, 3, int(logits.argmax())])
             s.rng[1] = step
             out = torch.zeros(1, dtype=torch.long, device="cuda")
-            s(logits, out=out)
+            s.step(logits, out)
             picks.append((int(out), int(s.rng[1]), s.seen.nonzero().flatten().tolist()))
         same += picks[0] == picks[1]
     assert same == 40

@@ -23,18 +23,18 @@ GREEDY = GenSettings(temperature=0.0, max_new_tokens=3, repetition_penalty=1.0)
 
 
 @pytest.fixture(scope="module")
-def tiny_loaded(tmp_path_factory, demo_fp32_dir):
-    import yi_cli
+def tiny_ckpt(tmp_path_factory, demo_fp32_dir):
+    from yi_cli.checkpoint.loader import open_checkpoint
 
-    return yi_cli.load(make_tiny(tmp_path_factory.mktemp("faults") / "tiny", demo_fp32_dir), device="cpu",
-                       dtype="fp32")
+    return open_checkpoint(make_tiny(tmp_path_factory.mktemp("faults") / "tiny", demo_fp32_dir), device="cpu",
+                           dtype="fp32")
 
 
 @pytest.fixture(params=["generate", "fast"])
-def engine(request, tiny_loaded):
+def engine(request, tiny_ckpt):
     from yi_cli.engines.local import LocalEngine
 
-    return LocalEngine(tiny_loaded, backend=request.param)
+    return LocalEngine(tiny_ckpt, backend=request.param)
 
 
 def errors(err) -> list[str]:
@@ -65,9 +65,9 @@ class FailingMidStream(ScriptedEngine):
         self.exc = exc
         self.armed = True
 
-    def stream(self, messages, settings, cancel):
+    def stream(self, prompt, settings, cancel):
         if not self.armed:
-            yield from super().stream(messages, settings, cancel)
+            yield from super().stream(prompt, settings, cancel)
             return
         self.armed = False
         yield Text("partial")
@@ -98,14 +98,13 @@ def test_exception_in_worker_thread_local_engine(engine, monkeypatch, request):
     chat, out, err = plain_chat(engine, settings=GenSettings(**GREEDY.to_dict()))
     chat.handle("first")
     before = snapshot(chat)
-    model = engine.loaded.model
     fast = engine.decoder is not None
 
     def broken(*a, **kw):
         raise ValueError("shapes do not match\nsecond line of detail")
 
-    target = engine.decoder.model if fast else model
-    monkeypatch.setattr(target, "forward" if fast else "generate", broken)
+    target = engine.decoder.model if fast else engine.model
+    monkeypatch.setattr(target, "prefill" if fast else "generate", broken)
     assert chat.handle("second") is True
     assert errors(err) == ["error: generation failed (ValueError: shapes do not match)"]
     monkeypatch.undo()
@@ -120,14 +119,15 @@ def test_out_of_memory_during_prefill(engine, monkeypatch, request):
     before = snapshot(chat)
     freed = []
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: freed.append(1))
-    target = engine.decoder.model if engine.decoder is not None else engine.loaded.model
+    fast = engine.decoder is not None
+    target = engine.decoder.model if fast else engine.model
     calls = []
 
     def oom(*a, **kw):  # the first forward of the turn is the prefill
         calls.append(1)
         raise OOM(OOM_TEXT)
 
-    monkeypatch.setattr(target, "forward", oom)
+    monkeypatch.setattr(target, "prefill" if fast else "forward", oom)
     assert chat.handle("a question that needs a long prefill") is True
     assert calls, "the fault was not reached"
     lines = errors(err)
@@ -199,17 +199,17 @@ def fake_generate(tokenizer, gap_s: float, release: threading.Event, n_tokens: i
     "between-tokens",
     "in-prefill",
 ])
-def test_streamer_timeout(tiny_loaded, monkeypatch, stall):
+def test_streamer_timeout(tiny_ckpt, monkeypatch, stall):
     import yi_cli.engines.local as eng
 
-    engine = eng.LocalEngine(tiny_loaded, backend="generate")
+    engine = eng.LocalEngine(tiny_ckpt, backend="generate")
     chat, out, err = plain_chat(engine, settings=GenSettings(**GREEDY.to_dict()))
     chat.handle("first")
     before = snapshot(chat)
     monkeypatch.setattr(eng, "STREAM_TIMEOUT_S", 1.0)
     release = threading.Event()
-    monkeypatch.setattr(tiny_loaded.model, "generate",
-                        fake_generate(engine.tokenizer, 2.5 if stall == "between-tokens" else None, release))
+    monkeypatch.setattr(engine.model, "generate",
+                        fake_generate(engine.template.tokenizer, 2.5 if stall == "between-tokens" else None, release))
     worker = threading.Thread(target=chat.handle, args=("second",), daemon=True)
     t0 = time.monotonic()
     worker.start()

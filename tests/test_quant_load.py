@@ -1,4 +1,4 @@
-"""Whole tiny quantized models through yi_cli.loader.load: logits vs the reference-dequantized model, detection,
+"""Whole tiny quantized models through yi_cli.load: logits vs the reference-dequantized model, detection,
 refusals with one-line messages, memory (4-bit stays 4-bit), CUDA (marker `gpu`), optional GPTQModel cross-check."""
 import importlib.util
 import json
@@ -9,7 +9,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from yi_cli import demo_quant, loader, quant_load
+import yi_cli
+from yi_cli import demo_quant
+from yi_cli.checkpoint import quantized
 from yi_cli.checkpoint import formats as Q
 from yi_cli.errors import LoadError
 from yi_cli.runtime.qlinear import DequantLinear, Int4Linear
@@ -56,7 +58,7 @@ def reference_model(path):
     """Plain transformers model whose Linear weights are quant.dequantize() of the checkpoint's packed tensors."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    quant = quant_load.detect(path, json.loads((path / "config.json").read_text()))
+    quant = quantized.detect(path, json.loads((path / "config.json").read_text()))
     model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path), dtype=torch.float32)
     raw = {}
     for f in quant["files"]:
@@ -84,7 +86,7 @@ def logits(model, device="cpu"):
 
 @pytest.mark.parametrize("name", list(FORMATS))
 def test_logits_match_reference_cpu(ckpts, name):
-    got = loader.load(ckpts[name], device="cpu", dtype="fp32")
+    got = yi_cli.load(ckpts[name], device="cpu", dtype="fp32")
     assert got.quant["method"] == FORMATS[name][0]
     ref = logits(reference_model(ckpts[name]))
     out = logits(got.model)
@@ -95,7 +97,7 @@ def test_logits_match_reference_cpu(ckpts, name):
 
 
 def test_awq_stays_packed_in_memory(ckpts):
-    model = loader.load(ckpts["awq"], device="cpu", dtype="fp32").model
+    model = yi_cli.load(ckpts["awq"], device="cpu", dtype="fp32").model
     quant = [m for m in model.modules() if isinstance(m, (Int4Linear, DequantLinear))]
     assert len(quant) == 7 * TINY["num_hidden_layers"] and all(isinstance(m, Int4Linear) for m in quant)
     for m in quant:
@@ -119,19 +121,19 @@ def test_sharded_checkpoint_loads(ckpts, tmp_path):
         save_file({k: tensors[k] for k in keys}, str(dst / f), metadata={"format": "pt"})
     index = {"metadata": {}, "weight_map": {k: f for f, keys in shards.items() for k in keys}}
     (dst / "model.safetensors.index.json").write_text(json.dumps(index))
-    got = logits(loader.load(dst, device="cpu", dtype="fp32").model)
-    assert (got - logits(loader.load(src, device="cpu", dtype="fp32").model)).abs().max() == 0
+    got = logits(yi_cli.load(dst, device="cpu", dtype="fp32").model)
+    assert (got - logits(yi_cli.load(src, device="cpu", dtype="fp32").model)).abs().max() == 0
 
 
 def test_detect(ckpts, tmp_path):
     fp = ckpts["awq"].parent / "awq-fp32"
-    assert quant_load.detect(fp, json.loads((fp / "config.json").read_text())) is None
-    q = quant_load.detect(ckpts["awq"], json.loads((ckpts["awq"] / "config.json").read_text()))
+    assert quantized.detect(fp, json.loads((fp / "config.json").read_text())) is None
+    q = quantized.detect(ckpts["awq"], json.loads((ckpts["awq"] / "config.json").read_text()))
     assert {k: q[k] for k in ("method", "bits", "group_size", "version", "zero_point")} == \
         {"method": "awq", "bits": 4, "group_size": 64, "version": "gemm", "zero_point": True}
     # AutoGPTQ before optimum: only quantize_config.json says the model is quantized
     d = copy_with(ckpts["gptq8-desc-asym"], tmp_path / "old", drop_qc=True)
-    q = quant_load.detect(d, json.loads((d / "config.json").read_text()))
+    q = quantized.detect(d, json.loads((d / "config.json").read_text()))
     assert (q["method"], q["bits"], q["group_size"], q["desc_act"], q["sym"]) == ("gptq", 8, 64, True, False)
     assert q["files"] == ["gptq_model-8bit-64g.safetensors"]
 
@@ -150,7 +152,7 @@ def copy_with(src, dst, qc=None, drop_qc=False, **cfg_changes):
 
 def load_error(path) -> str:
     with pytest.raises(LoadError) as e:
-        loader.load(path, device="cpu", dtype="fp32")
+        yi_cli.load(path, device="cpu", dtype="fp32")
     msg = str(e.value)
     assert "\n" not in msg and e.value.exit_code == 3
     return msg
@@ -232,7 +234,7 @@ def check_low_precision(path, device, dtype):
     reference itself loses when run in bf16 (the CUDA int4 op computes in bf16 whatever the model dtype) or in
     `dtype`, whichever is more, + 0.02; with logits of about ±4 here that is ~0.15 (measured on an H100: 0.01-0.12).
     Argmax must agree wherever the reference's top-2 margin exceeds the tolerance."""
-    got = loader.load(path, device=device, dtype=dtype)
+    got = yi_cli.load(path, device=device, dtype=dtype)
     out = logits(got.model, device)
     ref_model = reference_model(path)
     ref = logits(ref_model)
@@ -276,5 +278,5 @@ def test_cross_check_with_gptqmodel(ckpts, name):
     from transformers import AutoModelForCausalLM
 
     theirs = AutoModelForCausalLM.from_pretrained(ckpts[name], device_map="cpu", dtype=torch.float16)
-    ours = loader.load(ckpts[name], device="cpu", dtype="fp16").model
+    ours = yi_cli.load(ckpts[name], device="cpu", dtype="fp16").model
     assert (logits(theirs) - logits(ours)).abs().max() < 5e-2

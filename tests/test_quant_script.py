@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from yi_cli import loader
+import yi_cli
 from yi_cli.runtime.qlinear import DequantLinear, Int4Linear
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "make_checkpoint.py"
@@ -29,7 +29,7 @@ def test_random_checkpoint_loads(script, tmp_path, fmt, kind, shard_gb):
     assert sharded == (shard_gb < 1)
     if fmt.startswith("gptq") and not sharded:
         assert (out / f"gptq_model-{fmt[-1]}bit-64g.safetensors").is_file()
-    got = loader.load(out, device="cpu", dtype="fp32")
+    got = yi_cli.load(out, device="cpu", dtype="fp32")
     assert isinstance(got.model.model.layers[1].mlp.down_proj, kind)
     assert json.loads((out / "config.json").read_text())["rope_parameters"]["rope_theta"] == 5e6
     ids = got.tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True,

@@ -14,13 +14,15 @@ from tests.openai_server import OpenAIServer
 from yi_cli.errors import EXIT_LOAD, LoadError, YiError
 from yi_cli.engines.events import Finish, Text
 from yi_cli.engines.remote import RemoteEngine, base_url
+from yi_cli.engines.base import Engine
 from yi_cli.engines.settings import GenSettings
+from yi_cli.engines.template import Prompt
 
 HELLO = [{"role": "user", "content": "hello"}]
 
 
 def run(engine, messages=HELLO, settings=None, cancel=None):
-    events = list(engine.stream(messages, settings or GenSettings(), cancel or threading.Event()))
+    events = list(engine.stream(Prompt(messages), settings or GenSettings(), cancel or threading.Event()))
     assert isinstance(events[-1], Finish) and all(isinstance(e, Text) for e in events[:-1])
     return "".join(e.text for e in events[:-1]), events[-1].stats
 
@@ -43,11 +45,11 @@ def served():
 def test_deltas_assemble_to_the_served_text_and_usage_becomes_stats(served):
     served.scripted.replies = ["Paris is the capital of France."]
     engine = RemoteEngine(served.url, None)
-    assert engine.model_name == "demo"  # the first id of GET /models
-    assert engine.context_length is None and not hasattr(engine, "count") and not hasattr(engine, "prompt_text")
+    assert engine.name == "demo"  # the first id of GET /models
+    assert engine.context_length is None and engine.template is None and isinstance(engine, Engine)
     text, stats = run(engine)
     assert text == "Paris is the capital of France."
-    assert stats.prompt_tokens == served.scripted.count(HELLO)
+    assert stats.prompt_tokens == len(served.scripted.template.build(HELLO).ids)
     assert stats.new_tokens == 6 and stats.finish_reason == "stop"
     assert stats.ttft_s > 0 and stats.decode_s >= 0
 
@@ -102,7 +104,7 @@ def test_cancel_mid_stream_finishes_interrupted_and_the_engine_stays_usable(serv
     engine = RemoteEngine(served.url, None)
     cancel = threading.Event()
     pieces, finish = [], None
-    for ev in engine.stream(HELLO, GenSettings(), cancel):
+    for ev in engine.stream(Prompt(HELLO), GenSettings(), cancel):
         if isinstance(ev, Text):
             pieces.append(ev.text)
             if len(pieces) == 3:
@@ -230,10 +232,10 @@ def test_the_test_server_also_answers_without_streaming(served):
 
 @pytest.fixture(scope="session")
 def demo_fp32_engine(demo_fp32_dir):
-    import yi_cli
+    from yi_cli.checkpoint.loader import open_checkpoint
     from yi_cli.engines.local import LocalEngine
 
-    return LocalEngine(yi_cli.load(demo_fp32_dir, device="cpu", dtype="fp32"), backend="generate")
+    return LocalEngine(open_checkpoint(demo_fp32_dir, device="cpu", dtype="fp32"), backend="generate")
 
 
 @pytest.mark.slow
