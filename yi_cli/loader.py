@@ -65,9 +65,10 @@ def read_config(path: Path) -> dict:
     return data
 
 
-def resolve(model: str) -> Path:
-    """`model` is a local directory, 'demo'/'demo-*', or a hub id already in the local HF cache."""
-    from . import demo
+def resolve(model: str, allow_pickle: bool = False) -> Path:
+    """`model` is a local directory, 'demo'/'demo-*', a Yi alias (yi-6b-chat-4bits) or a hub id: a complete
+    snapshot in the Hugging Face cache is used as is, anything else is fetched (unless HF_HUB_OFFLINE=1)."""
+    from . import demo, family, hub
 
     if model in demo.NAMES:
         return demo.ensure(model)
@@ -76,28 +77,26 @@ def resolve(model: str) -> Path:
         if not p.is_dir():
             raise LoadError(f"{p}: is a file; --model takes a checkpoint directory")
         return p
-    if model.count("/") == 1 and not model.startswith((".", "/", "~")):
-        try:
-            from huggingface_hub import snapshot_download
-
-            return Path(snapshot_download(model, local_files_only=True))
-        except Exception:
-            raise LoadError(f"{model}: not a local directory, and not in the local Hugging Face cache "
-                            "(no hub is reachable; download it elsewhere and pass its directory)") from None
-    raise LoadError(f"{p}: no such directory")
+    repo = family.expand(model)
+    if repo.count("/") == 1 and not repo.startswith((".", "/", "~")):
+        snap = hub.cached_snapshot(repo)
+        if snap is not None and hub.complete(snap):
+            return snap
+        return hub.fetch(repo, allow_pickle=allow_pickle)
+    raise LoadError(f"{p}: no such directory, Yi alias (yi-chat models --all) or hub id")
 
 
 def load(path, device: str | None = None, dtype=None, *, allow_pickle: bool = False,
          trust_remote_code: bool = False) -> Loaded:
     """Load a checkpoint for chat. Returns a Loaded with .model, .tokenizer and the settings used."""
-    path = resolve(str(path))
+    path = resolve(str(path), allow_pickle)
     cfg = read_config(path)
     device = pick_device(device)
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # per-tensor bars on every start are noise; the CLI shows one status line
     hf_logging.set_verbosity_error()  # its load reports and warnings would bury our one-line errors
-    from . import quant_load
+    from . import hub, quant_load
 
     quant = quant_load.detect(path, cfg)
     if quant is not None and device.startswith("cuda") and dtype in (None, "", "auto"):
@@ -110,7 +109,7 @@ def load(path, device: str | None = None, dtype=None, *, allow_pickle: bool = Fa
         model, config = load_plain(path, cfg, device, dtype, allow_pickle, trust_remote_code)
     model.eval()
     return Loaded(model=model, tokenizer=tokenizer, path=path, device=device, dtype=dtype, config=config,
-                  quant=quant, name=path.name)
+                  quant=quant, name=hub.repo_of(path) or path.name)
 
 
 def load_tokenizer(path: Path, trust_remote_code: bool = False):
