@@ -105,11 +105,13 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
     """Download what yi-chat needs of `repo` into the hub cache (continuing partial files); return the snapshot."""
     from huggingface_hub import HfApi
     from huggingface_hub.hf_api import RepoFile
+    from huggingface_hub.utils import logging as hub_logging
 
     if offline():
         raise LoadError(f"{repo}: not in the local Hugging Face cache ({cache_root()}), and HF_HUB_OFFLINE=1 "
                         "forbids downloading it")
     progress = progress or Progress()
+    hub_logging.set_verbosity_error()  # its retry warnings are multi-line; a dropped connection resumes quietly
     api = HfApi()
     try:
         commit = api.repo_info(repo, revision=revision).sha
@@ -164,37 +166,48 @@ def check_space(folder: Path, need: int) -> None:
 
 def _fetch_file(repo: str, commit: str, entry, root: Path, progress) -> None:
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
-    from huggingface_hub.file_download import http_get
-    from huggingface_hub.utils import build_hf_headers
+    from huggingface_hub.utils import WeakFileLock
 
     url = hf_hub_url(repo, entry.path, revision=commit)
     meta = get_hf_file_metadata(url)
     blob = root / "blobs" / meta.etag
-    if not blob.is_file():
-        part = blob.with_name(f"{meta.etag}.incomplete")  # huggingface_hub's own name for a partial blob
-        have = part.stat().st_size if part.is_file() else 0
-        if meta.size is not None and have > meta.size:
-            part.unlink()
-            have = 0
-        headers = build_hf_headers()
-        if urlparse(meta.location).netloc != urlparse(url).netloc:
-            headers.pop("authorization", None)  # a signed CDN URL: the token stays with the hub
-        progress.file(entry.path, entry.size, have)
-        with open(part, "r+b" if have else "wb") as fh:
-            fh.seek(have)
-            http_get(meta.location, fh, resume_size=have, headers=headers, expected_size=meta.size,
-                     tqdm_class=progress.bar_class())
-        if entry.lfs is not None and _sha256(part) != entry.lfs.sha256:
-            part.unlink()
-            raise LoadError(f"{repo}/{entry.path}: the download does not match its checksum (discarded; run again)")
-        os.chmod(part, 0o644)
-        os.replace(part, blob)
+    # huggingface_hub's lock for this blob: two processes never append to one partial file.
+    lock = root.parent / ".locks" / root.name / f"{meta.etag}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with WeakFileLock(lock):
+        if not blob.is_file():
+            _download(repo, entry, url, meta, blob, progress)
     link = root / "snapshots" / commit / entry.path
     link.parent.mkdir(parents=True, exist_ok=True)
     tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
     os.symlink(os.path.relpath(blob, link.parent), tmp)
     os.replace(tmp, link)
+
+
+def _download(repo: str, entry, url: str, meta, blob: Path, progress) -> None:
+    """Continue blobs/<etag>.incomplete from its size with a Range request; move it into place once checked."""
+    from huggingface_hub.file_download import http_get
+    from huggingface_hub.utils import build_hf_headers
+
+    part = blob.with_name(f"{meta.etag}.incomplete")  # huggingface_hub's own name for a partial blob
+    have = part.stat().st_size if part.is_file() else 0
+    if meta.size is not None and have > meta.size:
+        part.unlink()
+        have = 0
+    headers = build_hf_headers()
+    if urlparse(meta.location).netloc != urlparse(url).netloc:
+        headers.pop("authorization", None)  # a signed CDN URL: the token stays with the hub
+    progress.file(entry.path, entry.size, have)
+    with open(part, "r+b" if have else "wb") as fh:
+        fh.seek(have)
+        http_get(meta.location, fh, resume_size=have, headers=headers, expected_size=meta.size,
+                 tqdm_class=progress.bar_class())
+    if entry.lfs is not None and _sha256(part) != entry.lfs.sha256:
+        part.unlink()
+        raise LoadError(f"{repo}/{entry.path}: the download does not match its checksum (discarded; run again)")
+    os.chmod(part, 0o644)
+    os.replace(part, blob)
     progress.file_done(entry.path)
 
 
@@ -271,16 +284,19 @@ class Progress:
     def __init__(self, stream=None):
         self.stream = stream or sys.stderr
         self.live = None
+        self.opened = False
         self.t0 = self.t_file = time.monotonic()
-        self.total = self.done_bytes = 0
+        self.total = self.done_bytes = self.file_bytes = self.file_have = 0
 
     def start(self, repo: str, files: list[tuple[str, int, int]]) -> None:
+        """Nothing shows yet: a repo that turns out gated or missing at its first file gets only its error line."""
+        self.repo, self.files = repo, files
         self.t0 = time.monotonic()
         self.total = sum(size for _, size, _ in files)
         self.done_bytes = sum(have for _, _, have in files)
+
+    def _open(self) -> None:
         resumed = f", {_size(self.done_bytes)} already here" if self.done_bytes else ""
-        if not files:
-            return
         if self.stream.isatty():
             from rich.console import Console
             from rich.progress import (BarColumn, DownloadColumn, Progress as Bar, TextColumn, TimeRemainingColumn,
@@ -288,11 +304,14 @@ class Progress:
 
             self.live = Bar(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                             TimeRemainingColumn(), console=Console(file=self.stream), transient=True)
-            self.task = self.live.add_task(f"{repo}", total=self.total, completed=self.done_bytes)
+            self.task = self.live.add_task(self.repo, total=self.total, completed=self.done_bytes)
             self.live.start()
-        self._line(f"fetching {repo}: {len(files)} files, {_size(self.total)}{resumed} -> {cache_root()}")
+        self._line(f"fetching {self.repo}: {len(self.files)} files, {_size(self.total)}{resumed} -> {cache_root()}")
+        self.opened = True
 
     def file(self, name: str, size: int, have: int) -> None:
+        if not self.opened:
+            self._open()
         self.t_file, self.file_bytes, self.file_have = time.monotonic(), size, have
         if self.live is not None:
             self.live.update(self.task, description=name)
@@ -305,8 +324,8 @@ class Progress:
     def file_done(self, name: str) -> None:
         if self.live is None:
             dt = max(time.monotonic() - self.t_file, 1e-6)
-            got = self.file_bytes - getattr(self, "file_have", 0)
-            resumed = f" (resumed at {_size(self.file_have)})" if getattr(self, "file_have", 0) else ""
+            got = self.file_bytes - self.file_have
+            resumed = f" (resumed at {_size(self.file_have)})" if self.file_have else ""
             self._line(f"  {name}  {_size(self.file_bytes)}  {_size(got / dt)}/s{resumed}")
 
     def stop(self) -> None:
@@ -316,7 +335,7 @@ class Progress:
 
     def done(self, repo: str, snap: Path) -> None:
         self.stop()
-        if self.total:
+        if self.opened:
             dt = max(time.monotonic() - self.t0, 1e-6)
             self._line(f"{repo} ready ({_size(self.total)} in {dt:.1f} s)")
 
