@@ -12,7 +12,6 @@ import sys
 import time
 
 import pytest
-
 from hub_server import FakeHub, Repo
 
 NEEDED = {"config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
@@ -133,7 +132,7 @@ def test_ctrl_c_mid_file_leaves_nothing_trusted_and_the_next_run_continues(hub, 
         while not (part.is_file() and part.stat().st_size >= written) and time.monotonic() < deadline:
             time.sleep(0.05)  # the bytes are sent; wait for the client to have written them
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=120)
+        _, err = proc.communicate(timeout=120)
     finally:
         hub.release.set()
         proc.kill()

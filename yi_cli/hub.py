@@ -299,8 +299,14 @@ class Progress:
         resumed = f", {_size(self.done_bytes)} already here" if self.done_bytes else ""
         if self.stream.isatty():
             from rich.console import Console
-            from rich.progress import (BarColumn, DownloadColumn, Progress as Bar, TextColumn, TimeRemainingColumn,
-                                       TransferSpeedColumn)
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                TextColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
+            from rich.progress import Progress as Bar
 
             self.live = Bar(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                             TimeRemainingColumn(), console=Console(file=self.stream), transient=True)
