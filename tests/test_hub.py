@@ -227,3 +227,22 @@ def test_pull_usage_errors_exit_2(env):
     error_line(yi(env, "pull"), 2, "the following arguments are required: repo")
     error_line(yi(env, "pull", "not-a-repo-or-alias"), 2, "not a hub id")
     error_line(yi(env, "models", "--bogus"), 2, "unrecognized arguments")
+
+
+def test_pull_on_a_terminal_draws_one_rich_bar_with_size_and_speed(hub, env):
+    import pexpect
+
+    hub.hold["model.safetensors"] = 25_000_000  # the bar is caught mid-file
+    child = pexpect.spawn(sys.executable, ["-m", "yi_cli", "pull", "acme/tiny-chat"], timeout=300,
+                          env={**env, "NO_COLOR": "1", "HF_HUB_DOWNLOAD_TIMEOUT": "300"}, dimensions=(24, 120))
+    try:
+        child.expect(r"fetching acme/tiny-chat: 6 files, 117\.5 MB")
+        child.expect(r"model\.safetensors\s+\S+\s+\d+\.\d/117\.5 MB\s+\d+(\.\d+)? [kM]B/s")
+        hub.release.set()  # the held connection drops; the client continues it with a Range request
+        child.expect(r"acme/tiny-chat ready \(117\.5 MB")
+        child.expect(pexpect.EOF)
+    finally:
+        hub.release.set()
+        child.close()
+    assert child.exitstatus == 0
+    assert b"it/s" not in child.before and hub.requests("GET", "/model.safetensors")[-1][2] is not None

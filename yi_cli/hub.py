@@ -232,7 +232,7 @@ def hub_error(e: BaseException, repo: str) -> LoadError:
         return LoadError(f"{repo} is gated: accept its terms at {where}/{repo}, then {LOGIN}")
     if isinstance(e, errors.RepositoryNotFoundError):
         hint = "" if token else f"; if it is private, {LOGIN}"
-        return LoadError(f"{repo}: no such model repo on {where}{hint}")
+        return LoadError(f"{repo}: not a local directory, and no such model repo on {where}{hint}")
     if isinstance(e, errors.RevisionNotFoundError):
         return LoadError(f"{repo}: no such revision on {where}")
     if isinstance(e, errors.RemoteEntryNotFoundError):
