@@ -168,7 +168,7 @@ def test_full_disk_is_one_line_and_the_partial_file_continues_later(hub, env, de
 
 
 def test_missing_repo_exits_3_with_one_line(hub, env):
-    lines = error_line(yi(env, "pull", "acme/nope"), 3, "acme/nope: no such model repo on", hub.url,
+    lines = error_line(yi(env, "pull", "acme/nope"), 3, "acme/nope: not a local directory, and no such model repo on", hub.url,
                        "hf auth login")
     assert len(lines) == 1
 
@@ -186,6 +186,9 @@ def test_gated_repo_without_token_says_how_to_log_in_and_with_one_fetches(hub, e
 def test_pickle_only_repo_needs_allow_pickle(hub, env):
     error_line(yi(env, "pull", "acme/pickle-only"), 3, "only pickle (.bin) weights", "--allow-pickle")
     assert not hub.requests("GET", "/pytorch_model.bin")
+    p = yi(env, "pull", "--allow-pickle", "acme/pickle-only")  # fetched now; an AWQ config needs safetensors
+    error_line(p, 3, "fetched, but yi-chat cannot load it", "no *.safetensors weight files")
+    assert len(hub.requests("GET", "/pytorch_model.bin")) == 1
 
 
 def test_unreachable_hub_and_offline_mode_exit_3(env):

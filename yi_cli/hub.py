@@ -142,12 +142,12 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
             tmp.write_text(commit)
             os.replace(tmp, ref)
     except LoadError:
-        progress.stop()
         raise
     except Exception as e:
-        progress.stop()
         raise hub_error(e, repo) from None
-    progress.done(repo, snap)
+    finally:
+        progress.stop()  # also on Ctrl-C: the terminal gets its cursor back
+    progress.done(repo)
     return snap
 
 
@@ -323,7 +323,6 @@ class Progress:
             self.live.update(self.task, description=name)
 
     def advance(self, n: int) -> None:
-        self.done_bytes += n
         if self.live is not None:
             self.live.update(self.task, advance=n)
 
@@ -339,8 +338,7 @@ class Progress:
             self.live.stop()
             self.live = None
 
-    def done(self, repo: str, snap: Path) -> None:
-        self.stop()
+    def done(self, repo: str) -> None:
         if self.opened:
             dt = max(time.monotonic() - self.t0, 1e-6)
             self._line(f"{repo} ready ({_size(self.total)} in {dt:.1f} s)")
