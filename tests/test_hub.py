@@ -168,8 +168,8 @@ def test_full_disk_is_one_line_and_the_partial_file_continues_later(hub, env, de
 
 
 def test_missing_repo_exits_3_with_one_line(hub, env):
-    lines = error_line(yi(env, "pull", "acme/nope"), 3, "acme/nope: not a local directory, and no such model repo on", hub.url,
-                       "hf auth login")
+    lines = error_line(yi(env, "pull", "acme/nope"), 3, "acme/nope: not a local directory, and no such model repo",
+                       hub.url, "hf auth login")
     assert len(lines) == 1
 
 
