@@ -12,11 +12,17 @@ EPILOG = """exit codes:
   0    success (also: stdout closed by the reader, e.g. | head)
   1    a failure during the chat (in a piped script: any turn or command failed)
   2    usage error (bad flag or value)
-  3    the model could not be loaded (missing path, corrupt config or weights, unsupported format)
+  3    the model could not be loaded (missing path, corrupt config or weights, unsupported format), or could not
+       be fetched (missing or gated repo, network error, full disk)
   130  interrupted (Ctrl-C outside a reply, SIGTERM)
 
-Model: a checkpoint directory, a hub id already in the local cache, or 'demo' (SmolLM2-135M, AWQ int4),
-'demo-gptq8', 'demo-fp32'. Piped stdin: each non-empty line is one user turn of one session."""
+Model: a checkpoint directory, a hub id (fetched into the Hugging Face cache when missing), a Yi alias such as
+yi-6b-chat-4bits, or 'demo' (SmolLM2-135M, AWQ int4), 'demo-gptq8', 'demo-fp32'. Piped stdin: each non-empty line
+is one user turn of one session.
+
+subcommands:
+  yi-chat pull REPO [--revision R] [--allow-pickle]   download a hub checkpoint without chatting
+  yi-chat models [--all] [--json]                     list the models this machine can chat with"""
 
 
 class Parser(argparse.ArgumentParser):
@@ -35,7 +41,7 @@ def parser() -> argparse.ArgumentParser:
     p = Parser(prog="yi-chat", description="Chat with Yi models (and other chat models) in a terminal.",
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
-    a("--model", "-m", help="checkpoint directory, cached hub id, or demo (default: demo)")
+    a("--model", "-m", help="checkpoint directory, hub id, Yi alias, or demo (default: demo)")
     a("--system", help="system prompt")
     a("--prompt", "-p", help="answer this one prompt and exit")
     a("--json", action="store_true", help="write one JSON object per turn to stdout")
@@ -80,10 +86,14 @@ def settings_from(args, gen_cfg: dict, model: str | None):
 
 
 def main(argv=None) -> int:
-    args = parser().parse_args(argv)  # usage errors exit 2 through argparse
+    argv = sys.argv[1:] if argv is None else list(argv)
+    from . import models_cmd
+
+    models = bool(argv) and argv[0] in models_cmd.COMMANDS  # `yi-chat pull REPO`, `yi-chat models`
+    args = None if models else parser().parse_args(argv)  # usage errors exit 2 through argparse
     signal.signal(signal.SIGTERM, _sigterm)
     try:
-        return _main(args)
+        return _models(argv) if models else _main(args)
     except YiError as e:
         _err(str(e))
         return e.exit_code
@@ -95,6 +105,12 @@ def main(argv=None) -> int:
         # interpreter's final flush does not raise again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def _models(argv: list[str]) -> int:
+    from . import config, models_cmd
+
+    return models_cmd.main(argv, config.read()[0].get("aliases", {}))
 
 
 def _sigterm(signum, frame):
@@ -119,6 +135,7 @@ def _main(args) -> int:
     args.endpoint = args.endpoint or top.get("endpoint")
     # A remote engine names its own model when none is given; a local one defaults to the demo.
     args.model = args.model or os.environ.get("YI_CHAT_MODEL") or top.get("model") or (None if args.endpoint else "demo")
+    args.model = top.get("aliases", {}).get(args.model, args.model)  # [aliases] in config.toml
     settings, sources = settings_from(args, gen_cfg, None if args.endpoint else args.model)
     session = None
     if args.resume:
@@ -197,12 +214,12 @@ def make_engine(args, top: dict, render):
 
         key = args.api_key or os.environ.get("OPENAI_API_KEY")
         return RemoteEngine(endpoint, key, model=args.model)
-    from .checkpoint.loader import open_checkpoint
+    from .checkpoint.loader import open_checkpoint, resolve
     from .engines.local import LocalEngine
 
-    model = args.model
-    with render.err.status(f"loading {model} ...") if render.err.is_terminal else _nullctx():
-        ckpt = open_checkpoint(model, device=args.device or top.get("device"), dtype=args.dtype or top.get("dtype"),
+    path = resolve(args.model, args.allow_pickle)  # a hub id not cached is fetched here, with its own progress
+    with render.err.status(f"loading {args.model} ...") if render.err.is_terminal else _nullctx():
+        ckpt = open_checkpoint(path, device=args.device or top.get("device"), dtype=args.dtype or top.get("dtype"),
                                allow_pickle=args.allow_pickle, trust_remote_code=args.trust_remote_code)
         return LocalEngine(ckpt, backend=args.engine or top.get("engine", "auto"), raw=args.raw)
 

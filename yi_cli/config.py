@@ -24,10 +24,15 @@ def read() -> tuple[dict, dict]:
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise UsageError(f"{p}: cannot read the config file ({e})") from None
     gen = data.pop("generation", {}) or {}
+    aliases = data.pop("aliases", {})  # [aliases] name = "path or hub id": names for -m and `yi-chat models`
+    if not isinstance(aliases, dict) or not all(isinstance(v, str) for v in aliases.values()):
+        raise UsageError(f"{p}: [aliases] maps names to strings (a directory or a hub id)")
     unknown = (set(data) - TOP_KEYS) | {f"generation.{k}" for k in set(gen) - set(NAMES)}
     if unknown or not isinstance(gen, dict):
         raise UsageError(f"{p}: unknown key(s): {', '.join(sorted(unknown)) or 'generation'}")
     for k, v in data.items():
         if not isinstance(v, str):
             raise UsageError(f"{p}: {k} must be a string")
+    if aliases:
+        data["aliases"] = aliases
     return data, {k: parse(k, v) for k, v in gen.items()}

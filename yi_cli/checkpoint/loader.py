@@ -18,6 +18,7 @@ from .files import Tensors, check_index, check_safetensors, read_config, weight_
 @dataclass
 class Checkpoint:
     path: Path
+    name: str  # the hub id for a hub snapshot, else the directory's name
     config: object  # transformers PretrainedConfig
     tokenizer: object
     device: str
@@ -26,10 +27,6 @@ class Checkpoint:
     generation_config: object | None = None
     files: list[Path] = field(default_factory=list)  # weight files
     trust_remote_code: bool = False
-
-    @property
-    def name(self) -> str:
-        return self.path.name
 
     @property
     def context_length(self) -> int:
@@ -104,9 +101,11 @@ def pick_dtype(dtype, device: str, quantized: bool):
     return table[dtype]
 
 
-def resolve(model: str) -> Path:
-    """`model` is a local directory, 'demo'/'demo-*', or a hub id already in the local HF cache."""
+def resolve(model: str, allow_pickle: bool = False) -> Path:
+    """`model` is a local directory, 'demo'/'demo-*', a Yi alias (yi-6b-chat-4bits) or a hub id: a complete
+    snapshot in the Hugging Face cache is used as is, anything else is fetched (unless HF_HUB_OFFLINE=1)."""
     from .. import demo
+    from . import family, hub
 
     if model in demo.NAMES:
         return demo.ensure(model)
@@ -115,21 +114,19 @@ def resolve(model: str) -> Path:
         if not p.is_dir():
             raise LoadError(f"{p}: is a file; --model takes a checkpoint directory")
         return p
-    if model.count("/") == 1 and not model.startswith((".", "/", "~")):
-        try:
-            from huggingface_hub import snapshot_download
-
-            return Path(snapshot_download(model, local_files_only=True))
-        except Exception:
-            raise LoadError(f"{model}: not a local directory, and not in the local Hugging Face cache "
-                            "(no hub is reachable; download it elsewhere and pass its directory)") from None
-    raise LoadError(f"{p}: no such directory")
+    repo = family.expand(model)
+    if repo.count("/") == 1 and not repo.startswith((".", "/", "~")):
+        snap = hub.cached_snapshot(repo)
+        if snap is not None and hub.complete(snap):
+            return snap
+        return hub.fetch(repo, allow_pickle=allow_pickle)
+    raise LoadError(f"{p}: no such directory, Yi alias (yi-chat models --all) or hub id")
 
 
 def open_checkpoint(path, device: str | None = None, dtype=None, *, allow_pickle: bool = False,
                     trust_remote_code: bool = False) -> Checkpoint:
     """Resolve `path`, check its files and read everything but the weights."""
-    path = resolve(str(path))
+    path = resolve(str(path), allow_pickle)
     cfg = read_config(path)
     device = pick_device(device)
     from transformers.utils import logging as hf_logging
@@ -145,7 +142,9 @@ def open_checkpoint(path, device: str | None = None, dtype=None, *, allow_pickle
     check_safetensors(files)
     dtype = pick_dtype(dtype, device, quant is not None)
     config = _config(path, quant is not None, trust_remote_code)
-    return Checkpoint(path=path, config=config, tokenizer=load_tokenizer(path, trust_remote_code), device=device,
+    from . import hub
+
+    return Checkpoint(path=path, name=hub.repo_of(path) or path.name, config=config, tokenizer=load_tokenizer(path, trust_remote_code), device=device,
                       dtype=dtype, quant=quant, generation_config=_generation_config(path), files=files,
                       trust_remote_code=trust_remote_code)
 

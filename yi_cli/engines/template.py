@@ -28,12 +28,20 @@ class Prompt:
 
 
 def template_of(tokenizer) -> str | None:
-    """The chat template to use: the tokenizer's own, ChatML for ChatML vocabularies, else None (raw)."""
+    """The chat template to use: the tokenizer's own, ChatML for ChatML vocabularies, else None (raw).
+
+    Yi's shipped template is replaced by ChatML (it prints a system prompt unwrapped), and a known Yi base model
+    gets None: its vocabulary has the ChatML tokens but it was never tuned to chat.
+    """
+    from ..checkpoint import family
+
     tpl = getattr(tokenizer, "chat_template", None)
     if isinstance(tpl, dict):  # several named templates: take the default one
         tpl = tpl.get("default") or next(iter(tpl.values()), None)
     if tpl:
-        return tpl
+        return CHATML if family.is_shipped_yi_template(tpl) else tpl
+    if family.is_base(getattr(tokenizer, "name_or_path", "")):
+        return None
     vocab = tokenizer.get_vocab()
     return CHATML if "<|im_start|>" in vocab and "<|im_end|>" in vocab else None
 

@@ -1,0 +1,185 @@
+"""A loopback fake of the Hugging Face Hub: the requests huggingface_hub makes to fetch a model repo.
+
+    GET  /api/models/{repo}/revision/{rev}       model info (sha = the repo's commit)
+    GET  /api/models/{repo}/tree/{rev}           recursive file listing with sizes, blob ids, LFS sha256
+    HEAD /{repo}/resolve/{rev}/{path}            X-Repo-Commit, ETag (sha256 for LFS files), Content-Length
+    GET  /{repo}/resolve/{rev}/{path}            the bytes; `Range: bytes=N-` answers 206 from N
+
+A missing repo answers 404 with X-Error-Code RepoNotFound; a gated repo's files answer 401 GatedRepo unless the
+request carries `Authorization: Bearer <token>` with a token the server knows (model info and listing stay public,
+as on the real hub). Faults for tests: `drop[path] = n` sends n bytes of the next GET of `path` and closes the
+connection; `hold[path] = n` sends n bytes, sets `held` and waits for `release` (then closes). Every request is
+recorded in `log` as (method, path, Range header, has-auth).
+
+    python tests/hub_server.py --port 8765 acme/tiny-chat=/path/to/checkpoint   # serve by hand
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+LFS_SUFFIXES = (".safetensors", ".bin")
+
+
+class Repo:
+    def __init__(self, files: dict[str, bytes], gated: bool = False):
+        self.files = files
+        self.gated = gated
+        self.commit = hashlib.sha1(b"".join(hashlib.sha1(k.encode() + v).digest()
+                                            for k, v in sorted(files.items()))).hexdigest()
+
+    def entry(self, path: str) -> dict:
+        data = self.files[path]
+        e = {"type": "file", "path": path, "size": len(data),
+             "oid": hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()}
+        if path.endswith(LFS_SUFFIXES):
+            e["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
+        return e
+
+    def etag(self, path: str) -> str:
+        e = self.entry(path)
+        return e["lfs"]["oid"] if "lfs" in e else e["oid"]
+
+    @classmethod
+    def from_dir(cls, path: Path, gated: bool = False) -> Repo:
+        return cls({f.name: f.read_bytes() for f in sorted(Path(path).iterdir()) if f.is_file()}, gated)
+
+
+class FakeHub:
+    def __init__(self, port: int = 0):
+        self.repos: dict[str, Repo] = {}
+        self.tokens: set[str] = set()
+        self.drop: dict[str, int] = {}
+        self.hold: dict[str, int] = {}
+        self.held = threading.Event()
+        self.release = threading.Event()
+        self.log: list[tuple[str, str, str | None, bool]] = []
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # quiet: tests read hub.log
+                pass
+
+            def do_HEAD(self):
+                hub._serve(self, head=True)
+
+            def do_GET(self):
+                hub._serve(self, head=False)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+    def requests(self, method: str, suffix: str) -> list[tuple[str, str, str | None, bool]]:
+        return [r for r in self.log if r[0] == method and r[1].endswith(suffix)]
+
+    def _serve(self, h: BaseHTTPRequestHandler, head: bool) -> None:
+        path = unquote(urlparse(h.path).path)
+        auth = h.headers.get("Authorization", "")
+        self.log.append(("HEAD" if head else "GET", path, h.headers.get("Range"), bool(auth)))
+        parts = path.strip("/").split("/")
+        if parts[:2] == ["api", "models"] and len(parts) >= 6 and parts[4] in ("revision", "tree"):
+            repo = self.repos.get(f"{parts[2]}/{parts[3]}")
+            if repo is None:
+                return self._error(h, 404, "RepoNotFound", "Repository not found")
+            if parts[4] == "revision":
+                body = {"id": f"{parts[2]}/{parts[3]}", "sha": repo.commit, "gated": "auto" if repo.gated else False,
+                        "private": False, "siblings": [{"rfilename": p} for p in sorted(repo.files)]}
+            else:
+                body = [repo.entry(p) for p in sorted(repo.files)]
+            return self._send(h, 200, json.dumps(body).encode(), {"Content-Type": "application/json"}, head)
+        if len(parts) >= 5 and parts[2] == "resolve":
+            repo = self.repos.get(f"{parts[0]}/{parts[1]}")
+            name = "/".join(parts[4:])
+            if repo is None:
+                return self._error(h, 404, "RepoNotFound", "Repository not found")
+            if repo.gated and auth.removeprefix("Bearer ") not in self.tokens:
+                return self._error(h, 401, "GatedRepo", f"Access to model {parts[0]}/{parts[1]} is restricted. "
+                                   "You must have access to it and be authenticated to access it. Please log in.",
+                                   {"X-Repo-Commit": repo.commit})
+            if name not in repo.files:
+                return self._error(h, 404, "EntryNotFound", "Entry not found", {"X-Repo-Commit": repo.commit})
+            return self._file(h, repo, name, head)
+        return self._error(h, 404, None, "Not found")
+
+    def _file(self, h, repo: Repo, name: str, head: bool) -> None:
+        data = repo.files[name]
+        headers = {"X-Repo-Commit": repo.commit, "ETag": f'"{repo.etag(name)}"', "Accept-Ranges": "bytes",
+                   "Content-Type": "application/octet-stream"}
+        rng = h.headers.get("Range")
+        start = int(rng.split("=")[1].split("-")[0]) if rng and not head else 0
+        if start:
+            headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+        body = data[start:]
+        dropped = None if head else self.drop.pop(name, None)
+        held = None if head else self.hold.pop(name, None)
+        cut = dropped if dropped is not None else held
+        if cut is None:
+            return self._send(h, 206 if start else 200, body, headers, head, length=len(body))
+        # A fault: the full length is announced, part of it sent, then the connection dies.
+        h.send_response(206 if start else 200)
+        for k, v in {**headers, "Content-Length": str(len(body))}.items():
+            h.send_header(k, v)
+        h.end_headers()
+        h.wfile.write(body[:cut])
+        h.wfile.flush()
+        if held is not None:
+            self.held.set()
+            self.release.wait(timeout=120)
+        h.close_connection = True
+        try:
+            h.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _error(self, h, status: int, code: str | None, message: str, extra: dict | None = None) -> None:
+        headers = {"Content-Type": "application/json", "X-Error-Message": message, **(extra or {})}
+        if code:
+            headers["X-Error-Code"] = code
+        self._send(h, status, json.dumps({"error": message}).encode(), headers, h.command == "HEAD")
+
+    @staticmethod
+    def _send(h, status: int, body: bytes, headers: dict, head: bool, length: int | None = None) -> None:
+        h.send_response(status)
+        for k, v in headers.items():
+            h.send_header(k, v)
+        h.send_header("Content-Length", str(len(body) if length is None else length))
+        h.end_headers()
+        if not head:
+            h.wfile.write(body)
+
+
+def main(argv=None) -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description="a loopback fake Hugging Face Hub")
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("repos", nargs="+", metavar="ORG/NAME=DIR")
+    a = ap.parse_args(argv)
+    hub = FakeHub(a.port)
+    for spec in a.repos:
+        repo, _, d = spec.partition("=")
+        hub.repos[repo] = Repo.from_dir(Path(d))
+    print(f"HF_ENDPOINT={hub.url}", flush=True)
+    hub.server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,251 @@
+"""Fetching over real HTTP from a loopback fake Hub (tests/hub_server.py) with the real huggingface_hub client:
+fetch + chat, resume after a dropped connection and after Ctrl-C, offline reruns, missing / gated / pickle-only
+repos, a full disk, an unreachable hub; `yi-chat models`. HF_HOME / HF_HUB_CACHE are tmp dirs: never the network."""
+import hashlib
+import json
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from hub_server import FakeHub, Repo
+
+NEEDED = {"config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
+          "model.safetensors"}
+PARIS = ["--temperature", "0", "--repetition-penalty", "1", "--max-new-tokens", "24", "-p",
+         "What is the capital of France?"]
+
+
+@pytest.fixture(scope="module")
+def demo_files(demo_dir):
+    files = {f.name: f.read_bytes() for f in demo_dir.iterdir() if f.is_file()}
+    # Files yi-chat must leave on the hub: a README, pickle weights, a sub-folder, GGUF.
+    files.update({"README.md": b"# tiny chat\n", "pytorch_model.bin": b"pickle!" * 100,
+                  "onnx/model.onnx": b"onnx", "tiny.Q4_0.gguf": b"gguf"})
+    return files
+
+
+@pytest.fixture
+def hub(demo_files):
+    with FakeHub() as h:
+        h.repos["acme/tiny-chat"] = Repo(demo_files)
+        h.repos["acme/gated"] = Repo(demo_files, gated=True)
+        h.repos["acme/pickle-only"] = Repo({"config.json": demo_files["config.json"],
+                                            "pytorch_model.bin": b"pickle!" * 100})
+        h.tokens.add("hf_secret")
+        yield h
+
+
+@pytest.fixture
+def env(tmp_path, hub):
+    e = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    e.update(HF_HOME=str(tmp_path / "hf"), HF_HUB_CACHE=str(tmp_path / "hf" / "hub"), HF_ENDPOINT=hub.url,
+             HF_HUB_DISABLE_TELEMETRY="1")
+    return e
+
+
+def yi(env, *args, timeout=600, **kw):
+    return subprocess.run([sys.executable, "-m", "yi_cli", *args], capture_output=True, timeout=timeout, env=env,
+                          stdin=subprocess.DEVNULL, **kw)
+
+
+def repo_dir(env, repo="acme/tiny-chat"):
+    from pathlib import Path
+
+    return Path(env["HF_HUB_CACHE"]) / ("models--" + repo.replace("/", "--"))
+
+
+def snapshot(env, repo="acme/tiny-chat"):
+    d = repo_dir(env, repo)
+    return d / "snapshots" / (d / "refs" / "main").read_text()
+
+
+def error_line(p, code, *needles):
+    err = p.stderr.decode()
+    assert p.returncode == code, err
+    assert "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    for n in needles:
+        assert n in lines[-1], err
+    return lines
+
+
+@pytest.mark.slow
+def test_fetch_then_chat_answers_paris_then_offline_rerun_and_models_lists_it(hub, env, demo_files):
+    p = yi(env, "-m", "acme/tiny-chat", *PARIS)
+    err = p.stderr.decode()
+    assert p.returncode == 0, err
+    assert "Paris" in p.stdout.decode()
+    assert "fetching acme/tiny-chat: 6 files" in err and "model.safetensors  114.0 MB" in err
+    assert "it/s" not in err and "%|" not in err  # no tqdm bar from huggingface_hub
+    got = {r[1].split("/resolve/")[1].split("/", 1)[1] for r in hub.requests("GET", "") if "/resolve/" in r[1]}
+    assert got == NEEDED  # README, .bin, sub-folders and GGUF stay on the hub
+    snap = snapshot(env)
+    assert {f.name for f in snap.iterdir()} == NEEDED
+    assert (snap / "model.safetensors").read_bytes() == demo_files["model.safetensors"]
+
+    # Offline: from the cache, and not one request.
+    n = len(hub.log)
+    p = yi({**env, "HF_HUB_OFFLINE": "1"}, "-m", "acme/tiny-chat", *PARIS)
+    assert p.returncode == 0, p.stderr.decode()
+    assert "Paris" in p.stdout.decode()
+    assert "fetching" not in p.stderr.decode()
+    assert len(hub.log) == n
+
+    rows = json.loads(yi({**env, "HF_HUB_OFFLINE": "1"}, "models", "--json").stdout)
+    row = next(r for r in rows if r["name"] == "acme/tiny-chat")
+    assert row["source"] == "hub" and row["loadable"] and row["format"] == "AWQ int4"
+    assert row["context"] == 8192 and 130e6 < row["params"] < 140e6 and row["size"] > 100e6
+    assert len(hub.log) == n
+
+
+def test_pull_resumes_a_connection_dropped_mid_file(hub, env, demo_files):
+    hub.drop["model.safetensors"] = 40_000_000
+    p = yi(env, "pull", "acme/tiny-chat")
+    assert p.returncode == 0, p.stderr.decode()
+    gets = hub.requests("GET", "/model.safetensors")
+    assert len(gets) == 2 and gets[0][2] is None
+    start = int(gets[1][2].removeprefix("bytes=").rstrip("-"))
+    assert 0 < start <= 40_000_000  # continued where the connection died, not from zero
+    snap = snapshot(env)
+    assert p.stdout.decode().strip() == str(snap)
+    assert (snap / "model.safetensors").read_bytes() == demo_files["model.safetensors"]
+
+
+def test_ctrl_c_mid_file_leaves_nothing_trusted_and_the_next_run_continues(hub, env, demo_files):
+    from huggingface_hub.constants import DOWNLOAD_CHUNK_SIZE
+
+    hub.hold["model.safetensors"] = 25_000_000
+    written = 25_000_000 // DOWNLOAD_CHUNK_SIZE * DOWNLOAD_CHUNK_SIZE  # the client writes whole chunks
+    blobs = repo_dir(env) / "blobs"
+    part = blobs / (hashlib.sha256(demo_files["model.safetensors"]).hexdigest() + ".incomplete")
+    proc = subprocess.Popen([sys.executable, "-m", "yi_cli", "pull", "acme/tiny-chat"],
+                            env={**env, "HF_HUB_DOWNLOAD_TIMEOUT": "300"}, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert hub.held.wait(timeout=300)
+        deadline = time.monotonic() + 120
+        while not (part.is_file() and part.stat().st_size >= written) and time.monotonic() < deadline:
+            time.sleep(0.05)  # the bytes are sent; wait for the client to have written them
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        hub.release.set()
+        proc.kill()
+    assert proc.returncode == 130, err.decode()
+    assert err.decode().splitlines()[-1] == "yi-chat: interrupted"
+    assert not list((repo_dir(env) / "snapshots").glob("*/model.safetensors"))  # no later run trusts half a file
+    have = part.stat().st_size
+    assert have >= written and not (blobs / part.stem).exists()
+
+    p = yi({**env, "HF_HUB_OFFLINE": "1"}, "-m", "acme/tiny-chat", "-p", "hi")  # offline: incomplete = missing
+    error_line(p, 3, "HF_HUB_OFFLINE=1")
+
+    p = yi(env, "pull", "acme/tiny-chat")
+    assert p.returncode == 0, p.stderr.decode()
+    assert "(resumed at " in p.stderr.decode()
+    assert hub.requests("GET", "/model.safetensors")[-1][2] == f"bytes={have}-"
+    assert (snapshot(env) / "model.safetensors").read_bytes() == demo_files["model.safetensors"]
+    assert not part.exists()
+
+
+def test_full_disk_is_one_line_and_the_partial_file_continues_later(hub, env, demo_files):
+    def small_files():  # writes past 20 MB fail with EFBIG, as a full disk fails with ENOSPC
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000_000, 20_000_000))
+
+    p = yi(env, "pull", "acme/tiny-chat", preexec_fn=small_files)
+    error_line(p, 3, "acme/tiny-chat: cannot write into", "free some space")
+    assert not list((repo_dir(env) / "snapshots").glob("*/model.safetensors"))
+    p = yi(env, "pull", "acme/tiny-chat")
+    assert p.returncode == 0, p.stderr.decode()
+    assert hub.requests("GET", "/model.safetensors")[-1][2] == "bytes=20000000-"
+    assert (snapshot(env) / "model.safetensors").read_bytes() == demo_files["model.safetensors"]
+
+
+def test_missing_repo_exits_3_with_one_line(hub, env):
+    lines = error_line(yi(env, "pull", "acme/nope"), 3, "acme/nope: not a local directory, and no such model repo",
+                       hub.url, "hf auth login")
+    assert len(lines) == 1
+
+
+def test_gated_repo_without_token_says_how_to_log_in_and_with_one_fetches(hub, env):
+    lines = error_line(yi(env, "-m", "acme/gated", "-p", "hi"), 3, "acme/gated is gated", "hf auth login",
+                       "HF_TOKEN")
+    assert len(lines) == 1
+    assert not list(repo_dir(env, "acme/gated").glob("snapshots/*/*"))
+    p = yi({**env, "HF_TOKEN": "hf_secret"}, "pull", "acme/gated")
+    assert p.returncode == 0, p.stderr.decode()
+    assert all(r[3] for r in hub.requests("GET", "/model.safetensors"))
+
+
+def test_pickle_only_repo_needs_allow_pickle(hub, env):
+    error_line(yi(env, "pull", "acme/pickle-only"), 3, "only pickle (.bin) weights", "--allow-pickle")
+    assert not hub.requests("GET", "/pytorch_model.bin")
+    p = yi(env, "pull", "--allow-pickle", "acme/pickle-only")  # fetched now; an AWQ config needs safetensors
+    error_line(p, 3, "fetched, but yi-chat cannot load it", "no *.safetensors weight files")
+    assert len(hub.requests("GET", "/pytorch_model.bin")) == 1
+
+
+def test_unreachable_hub_and_offline_mode_exit_3(env):
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    lines = error_line(yi({**env, "HF_ENDPOINT": f"http://127.0.0.1:{port}"}, "pull", "acme/tiny-chat"), 3,
+                       "cannot reach", "HF_HUB_OFFLINE=1")
+    assert len(lines) == 1
+    lines = error_line(yi({**env, "HF_HUB_OFFLINE": "1"}, "pull", "acme/tiny-chat"), 3, "HF_HUB_OFFLINE=1")
+    assert len(lines) == 1
+
+
+def test_models_lists_unloadable_repos_with_the_reason_and_aliases(hub, env, demo_files, tmp_path):
+    bad = dict(demo_files)
+    cfg = json.loads(bad["config.json"])
+    cfg["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_4bit": True}
+    bad["config.json"] = json.dumps(cfg).encode()
+    hub.repos["acme/bnb"] = Repo(bad)
+    error_line(yi(env, "pull", "acme/bnb"), 3, "fetched, but yi-chat cannot load it", "bitsandbytes")
+    home = tmp_path / "yi"
+    (home / "config").mkdir(parents=True)
+    (home / "config" / "config.toml").write_text('[aliases]\nmine = "acme/bnb"\n')
+    e = {**env, "YI_CHAT_HOME": str(home)}
+    rows = {r["name"]: r for r in json.loads(yi(e, "models", "--all", "--json").stdout)}
+    assert not rows["acme/bnb"]["loadable"] and "bitsandbytes" in rows["acme/bnb"]["reason"]
+    assert rows["mine"]["source"] == "config alias" and not rows["mine"]["loadable"]
+    assert rows["01-ai/Yi-6B-Chat-4bits"]["alias"] == "yi-6b-chat-4bits"
+    assert rows["01-ai/Yi-1.5-9B-Chat-16K"]["context"] == 16384
+    assert {"demo", "demo-gptq8", "demo-fp32"} <= set(rows)
+    table = yi(e, "models", "--all").stdout.decode()
+    assert "cannot load" in table and "yi-1.5-9b-chat-16k" in table
+    # Aliases reach the loader: offline, the family alias names the hub repo it stands for.
+    p = yi({**e, "HF_HUB_OFFLINE": "1"}, "-m", "yi-1.5-9b-chat-16k", "-p", "hi")
+    error_line(p, 3, "01-ai/Yi-1.5-9B-Chat-16K: not in the local Hugging Face cache")
+
+
+def test_pull_usage_errors_exit_2(env):
+    error_line(yi(env, "pull"), 2, "the following arguments are required: repo")
+    error_line(yi(env, "pull", "not-a-repo-or-alias"), 2, "not a hub id")
+    error_line(yi(env, "models", "--bogus"), 2, "unrecognized arguments")
+
+
+def test_pull_on_a_terminal_draws_one_rich_bar_with_size_and_speed(hub, env):
+    import pexpect
+
+    hub.hold["model.safetensors"] = 25_000_000  # the bar is caught mid-file
+    child = pexpect.spawn(sys.executable, ["-m", "yi_cli", "pull", "acme/tiny-chat"], timeout=300,
+                          env={**env, "NO_COLOR": "1", "HF_HUB_DOWNLOAD_TIMEOUT": "300"}, dimensions=(24, 120))
+    try:
+        child.expect(r"fetching acme/tiny-chat: 6 files, 117\.5 MB")
+        child.expect(r"model\.safetensors\s+\S+\s+\d+\.\d/117\.5 MB\s+\d+(\.\d+)? [kM]B/s")
+        hub.release.set()  # the held connection drops; the client continues it with a Range request
+        child.expect(r"acme/tiny-chat ready \(117\.5 MB")
+        child.expect(pexpect.EOF)
+    finally:
+        hub.release.set()
+        child.close()
+    assert child.exitstatus == 0
+    assert b"it/s" not in child.before and hub.requests("GET", "/model.safetensors")[-1][2] is not None

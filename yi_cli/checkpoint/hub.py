@@ -1,0 +1,375 @@
+"""Fetch a checkpoint from the Hugging Face Hub into its cache, resumably; list what the cache holds.
+
+Everything goes through huggingface_hub and its cache layout (blobs/<etag>, snapshots/<commit>/<file> -> blob,
+refs/<revision>), so `hf cache ls`, transformers and snapshot_download(local_files_only=True) see what we fetched;
+HF_HOME / HF_HUB_CACHE / HF_ENDPOINT / HF_TOKEN / HF_HUB_OFFLINE are read by huggingface_hub itself.
+
+Why not snapshot_download: since huggingface_hub 1.x a download goes to a per-process temp file that is deleted
+on any failure, so Ctrl-C or a dropped connection restarts a 4 GB shard from zero. We keep the partial blob as
+blobs/<etag>.incomplete and continue it with a Range request (huggingface_hub's http_get, which also retries a
+connection dropped mid-file within the run). A file enters snapshots/ only once complete and checked (size, and
+the sha256 of LFS files), so a later run never trusts half a file.
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+from ..errors import LoadError
+
+# What yi-chat reads from a checkpoint; README, weights of other frameworks, GGUF and images stay on the hub.
+NEEDED = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer.model", "tokenizer_config.json",
+          "special_tokens_map.json", "added_tokens.json", "chat_template.jinja", "chat_template.json",
+          "model.safetensors.index.json", "quantize_config.json")
+PICKLE_INDEX = "pytorch_model.bin.index.json"
+LOGIN = "log in with `hf auth login` or set HF_TOKEN"
+
+
+def offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def cache_root() -> Path:
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+def endpoint() -> str:
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
+
+
+def wanted(path: str, allow_pickle: bool) -> bool:
+    """Top-level files yi-chat needs; .bin weights only when pickle is allowed."""
+    if "/" in path:
+        return False
+    if path in NEEDED or path.endswith(".safetensors"):
+        return True
+    return allow_pickle and (path.endswith(".bin") or path == PICKLE_INDEX)
+
+
+def storage(repo: str) -> Path:
+    from huggingface_hub.file_download import repo_folder_name
+
+    try:
+        return cache_root() / repo_folder_name(repo_id=repo, repo_type="model")
+    except ValueError as e:  # HFValidationError: characters a repo id cannot have
+        raise LoadError(f"{repo}: not a valid hub id ({str(e).splitlines()[0]})") from None
+
+
+def repo_of(path) -> str | None:
+    """The hub id of a path inside the hub cache (.../models--01-ai--Yi-6B/snapshots/<commit>), else None."""
+    for part in reversed(Path(str(path)).parts):
+        if part.startswith("models--") and part.count("--") >= 2:
+            return part.removeprefix("models--").replace("--", "/", 1)
+    return None
+
+
+def cached_snapshot(repo: str, revision: str = "main") -> Path | None:
+    """The snapshot folder the cache has for repo@revision, or None (no network)."""
+    root = storage(repo)
+    ref = root / "refs" / revision
+    commit = ref.read_text().strip() if ref.is_file() else revision
+    snap = root / "snapshots" / commit
+    return snap if snap.is_dir() else None
+
+
+def complete(snap: Path) -> bool:
+    """Enough to load: a config and weights, every shard the index lists present (a run cut short links files one by
+    one, weights last)."""
+    import json
+
+    if not (snap / "config.json").is_file():
+        return False
+    for index in ("model.safetensors.index.json", PICKLE_INDEX):
+        if (snap / index).is_file():
+            try:
+                shards = set(json.loads((snap / index).read_text())["weight_map"].values())
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                return False
+            return all((snap / s).is_file() for s in shards)
+    return any(snap.glob("*.safetensors")) or any(snap.glob("*.bin"))
+
+
+def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", progress=None) -> Path:
+    """Download what yi-chat needs of `repo` into the hub cache (continuing partial files); return the snapshot."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.hf_api import RepoFile
+    from huggingface_hub.utils import logging as hub_logging
+
+    if offline():
+        raise LoadError(f"{repo}: not in the local Hugging Face cache ({cache_root()}), and HF_HUB_OFFLINE=1 "
+                        "forbids downloading it")
+    progress = progress or Progress()
+    hub_logging.set_verbosity_error()  # its retry warnings are multi-line; a dropped connection resumes quietly
+    api = HfApi()
+    try:
+        commit = api.repo_info(repo, revision=revision).sha
+        listed = [f for f in api.list_repo_tree(repo, recursive=True, revision=commit) if isinstance(f, RepoFile)]
+    except Exception as e:
+        raise hub_error(e, repo) from None
+    files = [f for f in listed if wanted(f.path, allow_pickle)]
+    if not any(f.path.endswith((".safetensors", ".bin")) for f in files):
+        if any(f.path.endswith(".bin") for f in listed):
+            raise LoadError(f"{repo}: only pickle (.bin) weights; they can run code when loaded, "
+                            "pass --allow-pickle if you trust them")
+        raise LoadError(f"{repo}: no safetensors weights in the repo (yi-chat reads safetensors checkpoints)")
+    root = storage(repo)
+    snap = root / "snapshots" / commit
+    todo = sorted((f for f in files if not (snap / f.path).is_file()), key=lambda f: (f.path.endswith(
+        (".safetensors", ".bin")), f.path))  # config and tokenizer first: weights linked last
+    blobs = root / "blobs"
+    try:
+        blobs.mkdir(parents=True, exist_ok=True)
+        check_space(blobs, sum(f.size for f in todo) - sum(_partial_size(blobs, f) for f in todo))
+        progress.start(repo, [(f.path, f.size, _partial_size(blobs, f)) for f in todo])
+        for f in todo:
+            _fetch_file(repo, commit, f, root, progress)
+        ref = root / "refs" / revision
+        if revision != commit:
+            ref.parent.mkdir(parents=True, exist_ok=True)
+            tmp = ref.with_name(f".{ref.name}.{os.getpid()}.tmp")
+            tmp.write_text(commit)
+            os.replace(tmp, ref)
+    except LoadError:
+        raise
+    except Exception as e:
+        raise hub_error(e, repo) from None
+    finally:
+        progress.stop()  # also on Ctrl-C: the terminal gets its cursor back
+    progress.done(repo)
+    return snap
+
+
+def _partial_size(blobs: Path, f) -> int:
+    etag = f.lfs.sha256 if f.lfs is not None else f.blob_id
+    part = blobs / f"{etag}.incomplete"
+    return part.stat().st_size if part.is_file() else 0
+
+
+def check_space(folder: Path, need: int) -> None:
+    free = shutil.disk_usage(folder).free
+    if need > free:
+        raise LoadError(f"not enough disk space in {folder}: {_size(need)} to download, {_size(free)} free "
+                        "(free some space, or point HF_HUB_CACHE at a larger disk)")
+
+
+def _fetch_file(repo: str, commit: str, entry, root: Path, progress) -> None:
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.utils import WeakFileLock
+
+    url = hf_hub_url(repo, entry.path, revision=commit)
+    meta = get_hf_file_metadata(url)
+    blob = root / "blobs" / meta.etag
+    # huggingface_hub's lock for this blob: two processes never append to one partial file.
+    lock = root.parent / ".locks" / root.name / f"{meta.etag}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with WeakFileLock(lock):
+        if not blob.is_file():
+            _download(repo, entry, url, meta, blob, progress)
+    link = root / "snapshots" / commit / entry.path
+    link.parent.mkdir(parents=True, exist_ok=True)
+    tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    os.symlink(os.path.relpath(blob, link.parent), tmp)
+    os.replace(tmp, link)
+
+
+def _download(repo: str, entry, url: str, meta, blob: Path, progress) -> None:
+    """Continue blobs/<etag>.incomplete from its size with a Range request; move it into place once checked."""
+    from huggingface_hub.file_download import http_get
+    from huggingface_hub.utils import build_hf_headers
+
+    part = blob.with_name(f"{meta.etag}.incomplete")  # huggingface_hub's own name for a partial blob
+    have = part.stat().st_size if part.is_file() else 0
+    if meta.size is not None and have > meta.size:
+        part.unlink()
+        have = 0
+    headers = build_hf_headers()
+    if urlparse(meta.location).netloc != urlparse(url).netloc:
+        headers.pop("authorization", None)  # a signed CDN URL: the token stays with the hub
+    progress.file(entry.path, entry.size, have)
+    with open(part, "r+b" if have else "wb") as fh:
+        fh.seek(have)
+        http_get(meta.location, fh, resume_size=have, headers=headers, expected_size=meta.size,
+                 tqdm_class=progress.bar_class())
+    if entry.lfs is not None and _sha256(part) != entry.lfs.sha256:
+        part.unlink()
+        raise LoadError(f"{repo}/{entry.path}: the download does not match its checksum (discarded; run again)")
+    os.chmod(part, 0o644)
+    os.replace(part, blob)
+    progress.file_done(entry.path)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def hub_error(e: BaseException, repo: str) -> LoadError:
+    """One line for each way a fetch fails: missing repo, gated, revision, network, disk; the rest by type."""
+    import httpx2
+    from huggingface_hub import errors, get_token
+
+    where = endpoint()
+    token = get_token()
+    if isinstance(e, errors.GatedRepoError):
+        if token:
+            return LoadError(f"{repo} is gated and your token has no access: accept its terms at {where}/{repo}")
+        return LoadError(f"{repo} is gated: accept its terms at {where}/{repo}, then {LOGIN}")
+    if isinstance(e, errors.RepositoryNotFoundError):
+        hint = "" if token else f"; if it is private, {LOGIN}"
+        return LoadError(f"{repo}: not a local directory, and no such model repo on {where}{hint}")
+    if isinstance(e, errors.RevisionNotFoundError):
+        return LoadError(f"{repo}: no such revision on {where}")
+    if isinstance(e, errors.RemoteEntryNotFoundError):
+        return LoadError(f"{repo}: a file listed by the hub is missing on {where}; try again later")
+    if isinstance(e, errors.HfHubHTTPError):
+        status = getattr(getattr(e, "response", None), "status_code", "?")
+        return LoadError(f"{repo}: {where} answered HTTP {status}; try again later")
+    if isinstance(e, (httpx2.TransportError, errors.OfflineModeIsEnabled)):
+        return LoadError(f"{repo}: cannot reach {where} ({e.__class__.__name__}); check the network, or set "
+                         "HF_HUB_OFFLINE=1 to use only the cache (a partial download continues on the next run)")
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return LoadError(f"{repo}: cannot write into {cache_root()} ({os.strerror(e.errno)}); free some space or "
+                         "point HF_HUB_CACHE at a larger disk (the partial download is kept and continues)")
+    if isinstance(e, OSError) and "Consistency check failed" in str(e):
+        return LoadError(f"{repo}: a download ended short of its size; run again to continue it")
+    if isinstance(e, OSError):
+        return LoadError(f"{repo}: cannot download into {cache_root()} ({e.strerror or e})")
+    return LoadError(f"{repo}: download failed ({e.__class__.__name__}: {e})")
+
+
+def scan() -> list[tuple[str, Path, int]]:
+    """(repo id, snapshot path, size on disk) of each model repo in the hub cache; its main ref's snapshot."""
+    from huggingface_hub import scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound
+
+    try:
+        info = scan_cache_dir(cache_root())
+    except CacheNotFound:
+        return []
+    out = []
+    for repo in sorted(info.repos, key=lambda r: r.repo_id.lower()):
+        if repo.repo_type != "model" or not repo.revisions:
+            continue
+        revs = sorted(repo.revisions, key=lambda r: ("main" not in r.refs, -r.last_modified))
+        out.append((repo.repo_id, Path(revs[0].snapshot_path), repo.size_on_disk))
+    return out
+
+
+def _size(n: float) -> str:
+    from rich.filesize import decimal
+
+    return decimal(int(n))
+
+
+class Progress:
+    """yi-chat's one download display: a rich bar (size, speed, time left) on a terminal, else one line per file
+    on stderr. huggingface_hub's tqdm bars never show: http_get is handed bar_class(), which reports here."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.live = None
+        self.opened = False
+        self.t0 = self.t_file = time.monotonic()
+        self.total = self.done_bytes = self.file_bytes = self.file_have = 0
+
+    def start(self, repo: str, files: list[tuple[str, int, int]]) -> None:
+        """Nothing shows yet: a repo that turns out gated or missing at its first file gets only its error line."""
+        self.repo, self.files = repo, files
+        self.t0 = time.monotonic()
+        self.total = sum(size for _, size, _ in files)
+        self.done_bytes = sum(have for _, _, have in files)
+
+    def _open(self) -> None:
+        resumed = f", {_size(self.done_bytes)} already here" if self.done_bytes else ""
+        if self.stream.isatty():
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                TextColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
+            from rich.progress import Progress as Bar
+
+            self.live = Bar(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                            TimeRemainingColumn(), console=Console(file=self.stream), transient=True)
+            self.task = self.live.add_task(self.repo, total=self.total, completed=self.done_bytes)
+            self.live.start()
+        self._line(f"fetching {self.repo}: {len(self.files)} files, {_size(self.total)}{resumed} -> {cache_root()}")
+        self.opened = True
+
+    def file(self, name: str, size: int, have: int) -> None:
+        if not self.opened:
+            self._open()
+        self.t_file, self.file_bytes, self.file_have = time.monotonic(), size, have
+        if self.live is not None:
+            self.live.update(self.task, description=name)
+
+    def advance(self, n: int) -> None:
+        if self.live is not None:
+            self.live.update(self.task, advance=n)
+
+    def file_done(self, name: str) -> None:
+        if self.live is None:
+            dt = max(time.monotonic() - self.t_file, 1e-6)
+            got = self.file_bytes - self.file_have
+            resumed = f" (resumed at {_size(self.file_have)})" if self.file_have else ""
+            self._line(f"  {name}  {_size(self.file_bytes)}  {_size(got / dt)}/s{resumed}")
+
+    def stop(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+
+    def done(self, repo: str) -> None:
+        if self.opened:
+            dt = max(time.monotonic() - self.t0, 1e-6)
+            self._line(f"{repo} ready ({_size(self.total)} in {dt:.1f} s)")
+
+    def _line(self, text: str) -> None:
+        if self.live is not None:
+            self.live.console.print(f"yi-chat: {text}", highlight=False)
+            return
+        try:
+            print(f"yi-chat: {text}", file=self.stream, flush=True)
+        except OSError:
+            pass
+
+    def bar_class(self):
+        """A tqdm stand-in for huggingface_hub's http_get: byte counts go to this display."""
+        owner = self
+
+        class Bar:
+            def __init__(self, *args, **kwargs):
+                pass
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                return False
+
+            def update(self, n=1):
+                owner.advance(int(n or 0))
+
+            def close(self):
+                pass
+
+        return Bar

@@ -1,0 +1,235 @@
+"""`yi-chat pull REPO` and `yi-chat models [--all] [--json]`: fetch a hub checkpoint; list what can be chatted with.
+
+No torch: a checkpoint is described from its config, quantization settings and safetensors headers only.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import struct
+import sys
+from pathlib import Path
+
+from . import demo
+from .checkpoint import family, hub
+from .errors import LoadError, UsageError
+
+COMMANDS = ("pull", "models")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, like the main parser
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="yi-chat", description="Fetch and list models.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    pull = sub.add_parser("pull", help="download a hub checkpoint into the Hugging Face cache, without chatting",
+                          description="Download what yi-chat needs of a hub repo (config, tokenizer, safetensors) "
+                                      "into the Hugging Face cache; an interrupted download continues.")
+    pull.add_argument("repo", help="hub id (01-ai/Yi-6B-Chat-4bits) or a Yi alias (yi-6b-chat-4bits)")
+    pull.add_argument("--revision", default="main", help="branch, tag or commit (default main)")
+    pull.add_argument("--allow-pickle", action="store_true", help="also fetch pickle .bin weights")
+    models = sub.add_parser("models", help="list the models this machine can chat with",
+                            description="Cached hub checkpoints, the demo models and config aliases.")
+    models.add_argument("--all", action="store_true", help="also list the Yi family's aliases, fetched or not")
+    models.add_argument("--json", action="store_true", help="one JSON array on stdout")
+    return p
+
+
+def main(argv: list[str], aliases: dict | None = None) -> int:
+    args = parser().parse_args(argv)
+    aliases = aliases or {}
+    return pull(args, aliases) if args.command == "pull" else models(args, aliases)
+
+
+def pull(args, aliases: dict) -> int:
+    name = aliases.get(args.repo, args.repo)
+    if name in demo.NAMES:
+        path = demo.ensure(name)
+    elif Path(name).expanduser().is_dir():
+        path = Path(name).expanduser()
+    else:
+        repo = family.expand(name)
+        if repo.count("/") != 1:
+            raise UsageError(f"{args.repo}: not a hub id (ORG/NAME) or a Yi alias (see yi-chat models --all)")
+        snap = hub.cached_snapshot(repo, args.revision)
+        if hub.offline() and snap is not None and hub.complete(snap):
+            path = snap  # HF_HUB_OFFLINE: what the cache has is what there is
+        else:
+            path = hub.fetch(repo, allow_pickle=args.allow_pickle, revision=args.revision)
+    row = describe(path)
+    print(f"yi-chat: {args.repo}: {summary(row)}", file=sys.stderr)
+    print(path)
+    if not row["loadable"]:
+        raise LoadError(f"{args.repo}: fetched, but yi-chat cannot load it: {row['reason']}")
+    return 0
+
+
+def models(args, aliases: dict) -> int:
+    rows = []
+    cached = {}
+    for repo, snap, size in hub.scan():
+        m = family.BY_REPO.get(repo.lower())
+        row = {"name": repo, "source": "hub", "alias": m.alias if m else None, **describe(snap, size)}
+        cached[repo.lower()] = row
+        rows.append(row)
+    for name in demo.NAMES:
+        d = _demo_dir(name)
+        row = describe(d) if d else {**_blank(), "loadable": True, "reason": "converted on first use"}
+        rows.append({"name": name, "source": "demo", "alias": None, **row})
+    for alias, target in sorted(aliases.items()):
+        rows.append({"name": alias, "source": "config alias", "alias": None, "target": target, **_describe_target(
+            target, cached)})
+    if args.all:
+        for m in family.MEMBERS:
+            if m.repo.lower() in cached:
+                continue
+            rows.append({"name": m.repo, "source": "Yi family (not fetched)", "alias": m.alias, **_blank(),
+                         "format": _family_format(m), "params": _params_of(m), "context": m.context,
+                         "loadable": True, "reason": f"yi-chat pull {m.alias}"})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        _table(rows)
+    return 0
+
+
+def _demo_dir(name: str) -> Path | None:
+    """The demo checkpoint's directory when it has been converted (listing never converts it)."""
+    from .paths import cache_dir
+
+    d = cache_dir() / "demo" / name
+    return d if (d / "config.json").is_file() else None
+
+
+def _blank() -> dict:
+    return {"path": None, "format": None, "params": None, "size": None, "context": None}
+
+
+def _describe_target(target: str, cached: dict) -> dict:
+    if target in demo.NAMES:
+        d = _demo_dir(target)
+        return describe(d) if d else {**_blank(), "loadable": True, "reason": "converted on first use"}
+    p = Path(target).expanduser()
+    if p.is_dir():
+        return describe(p)
+    repo = family.expand(target).lower()
+    if repo in cached:
+        return {k: v for k, v in cached[repo].items() if k not in ("name", "source", "alias")}
+    return {**_blank(), "loadable": False, "reason": f"{target}: not a directory and not fetched (yi-chat pull)"}
+
+
+def describe(path: Path, size: int | None = None) -> dict:
+    """format, parameters, size on disk, context length, and whether yi-chat can load it (else the reason)."""
+    from .checkpoint import files as loader
+    from .checkpoint import quantized
+
+    row = {**_blank(), "path": str(path), "size": size if size is not None else _disk_size(path),
+           "loadable": True, "reason": None}
+    try:
+        cfg = loader.read_config(path)
+        row["context"] = cfg.get("max_position_embeddings") or cfg.get("n_positions")
+        quant = quantized.detect(path, cfg)
+        if quant is None:
+            files = loader.weight_files(path, allow_pickle=True)
+            loader.check_index(path)
+            loader.check_safetensors(files)
+            row["format"] = str(cfg.get("torch_dtype") or cfg.get("dtype") or "float16").replace("float", "fp") \
+                .replace("bfp16", "bf16")
+            if files[0].suffix == ".bin":
+                row["format"] += " (pickle .bin: needs --allow-pickle)"
+            row["params"] = _header_params(files) or _params_from_config(cfg)
+        else:
+            row["format"] = f"{quant['method'].upper()} int{quant['bits']}"
+            row["params"] = _params_from_config(cfg)
+        if not any((path / f).is_file() for f in ("tokenizer.json", "tokenizer.model")):
+            raise LoadError(f"{path}: no tokenizer (tokenizer.json or tokenizer.model)")
+    except LoadError as e:
+        row.update(loadable=False, reason=str(e))
+    return row
+
+
+def _disk_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+
+
+def _header_params(files: list[Path]) -> int | None:
+    """Parameters counted from safetensors headers (exact for plain checkpoints; no tensor is read)."""
+    n = 0
+    for f in files:
+        if f.suffix != ".safetensors":
+            return None
+        with open(f, "rb") as fh:
+            (size,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(size))
+        for k, v in header.items():
+            if k != "__metadata__":
+                count = 1
+                for d in v["shape"]:
+                    count *= d
+                n += count
+    return n
+
+
+def _params_from_config(cfg: dict) -> int | None:
+    """A Llama-shaped decoder's parameter count from its config (quantized checkpoints pack their weights)."""
+    try:
+        h, i, n_layers = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
+        heads, vocab = cfg["num_attention_heads"], cfg["vocab_size"]
+    except KeyError:
+        return None
+    kv = cfg.get("num_key_value_heads") or heads
+    hd = cfg.get("head_dim") or h // heads
+    layer = 2 * h * heads * hd + 2 * h * kv * hd + 3 * h * i + 2 * h
+    return n_layers * layer + vocab * h * (1 if cfg.get("tie_word_embeddings") else 2) + h
+
+
+def _params_of(m: family.Member) -> int:
+    return _params_from_config({"hidden_size": m.hidden, "intermediate_size": m.intermediate, "vocab_size": 64000,
+                                "num_hidden_layers": m.layers, "num_attention_heads": m.heads,
+                                "num_key_value_heads": m.kv_heads})
+
+
+def _family_format(m: family.Member) -> str:
+    return f"{m.fmt.upper()} int{m.bits}" if m.fmt in ("awq", "gptq") else m.fmt
+
+
+def _count(n: int | None) -> str:
+    if not n:
+        return "-"
+    for div, unit in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if n >= div:
+            return f"{n / div:.1f}{unit}"
+    return str(n)
+
+
+def _bytes(n: int | None) -> str:
+    from rich.filesize import decimal
+
+    return decimal(n) if n else "-"
+
+
+def summary(row: dict) -> str:
+    return (f"{row['format'] or '?'} · {_count(row['params'])} params · {_bytes(row['size'])} · "
+            f"context {row['context'] or '?'}")
+
+
+def _table(rows: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(box=None, pad_edge=False)
+    for col in ("model", "alias", "source", "format", "params", "size", "context", "status"):
+        t.add_column(col, no_wrap=col != "status", overflow="fold")
+    for r in rows:
+        status = "ok" if r["loadable"] and not r["reason"] else (r["reason"] or "")
+        if not r["loadable"]:
+            status = f"cannot load: {r['reason']}"
+        t.add_row(r["name"], r.get("alias") or "", r["source"], r["format"] or "-", _count(r["params"]),
+                  _bytes(r["size"]), str(r["context"] or "-"), status)
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        console.width = 250  # a pipe gets whole rows, not rows wrapped at 80 columns
+    console.print(t)
