@@ -6,8 +6,8 @@ import threading
 from dataclasses import dataclass, field
 
 from . import commands
-from .errors import YiError, failure, first_line
-from .events import FINISH_ERROR, Finish, Stats, Text
+from .errors import ReplyCut, YiError, failure, first_line
+from .events import FINISH_ERROR, FINISH_INTERRUPTED, Finish, Stats, Text
 from .session import ChatSession
 from .settings import GenSettings
 
@@ -95,11 +95,12 @@ class Chat:
         text, stats, error = self._stream(msgs)
         self.render.reply_end(text, stats)
         if error is not None:
-            if not prefix:
-                self.session.pop_user()
             self.failures += 1
             self.render.error(error)
-            return None
+            if not (text and stats.finish_reason == FINISH_INTERRUPTED):  # nothing shown worth keeping
+                if not prefix:
+                    self.session.pop_user()
+                return None
         if prefix:  # /continue: the reply extends the last assistant turn
             last = self.session.turns.pop()
             text, stats.new_tokens = last.content + text, last.tokens + stats.new_tokens
@@ -187,3 +188,5 @@ class Chat:
             acc["stats"] = ev.stats
         elif isinstance(ev, BaseException):
             acc["error"] = first_line(ev) if isinstance(ev, YiError) else f"generation failed ({failure(ev)})"
+            if isinstance(ev, ReplyCut):  # the text shown so far is kept, marked interrupted
+                acc["stats"] = ev.stats

@@ -24,10 +24,14 @@ def read() -> tuple[dict, dict]:
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise UsageError(f"{p}: cannot read the config file ({e})") from None
     gen = data.pop("generation", {}) or {}
+    remote = data.pop("remote", {})
     unknown = (set(data) - TOP_KEYS) | {f"generation.{k}" for k in set(gen) - set(NAMES)}
     if unknown or not isinstance(gen, dict):
         raise UsageError(f"{p}: unknown key(s): {', '.join(sorted(unknown)) or 'generation'}")
     for k, v in data.items():
         if not isinstance(v, str):
             raise UsageError(f"{p}: {k} must be a string")
+    if not isinstance(remote, dict):
+        raise UsageError(f"{p}: remote must be a table ([remote])")
+    data["remote"] = remote  # timeouts and size limits of --endpoint, checked by remote_http.Limits.from_config
     return data, {k: parse(k, v) for k, v in gen.items()}
