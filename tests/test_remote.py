@@ -148,7 +148,7 @@ def test_dropped_connection_keeps_the_partial_reply_marked(served):
 
 
 def test_failure_before_any_text_records_nothing(served):
-    chat, out, err = plain_chat(RemoteEngine(served.url, None))
+    chat, _, err = plain_chat(RemoteEngine(served.url, None))
     served.drop_after = 0
     chat.handle("question")
     assert "dropped mid-stream" in err.getvalue() and chat.session.turns == [] and chat.failures == 1

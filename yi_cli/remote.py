@@ -92,13 +92,17 @@ class RemoteEngine:
                 stats = self._finish(answer, reply, cancel)
         except YiError as e:
             self._note(reply)
-            if reply.chunks:  # text reached the user: the reply is kept, marked, and the error line says why
+            if cancel.is_set():  # the watch shut the socket before the answer began: a cancel, not a failure
+                stats = reply.stats(FINISH_INTERRUPTED)
+            elif reply.chunks:  # text reached the user: the reply is kept, marked, and the error line says why
                 raise ReplyCut(str(e), reply.stats(FINISH_INTERRUPTED)) from None
-            raise
-        self._note(reply)
+            else:
+                raise
+        else:
+            self._note(reply)
         yield Finish(stats)
 
-    def _events(self, answer, reply: "Reply", cancel: threading.Event):
+    def _events(self, answer, reply: Reply, cancel: threading.Event):
         # Cancel is also checked between lines, but mostly it arrives through the watch, which shuts the socket
         # down: leaving the `with` closes the connection, which makes the server stop generating.
         for line in answer.lines():
@@ -136,7 +140,7 @@ class RemoteEngine:
                     reply.cut = True
                     return
 
-    def _whole(self, answer, reply: "Reply"):
+    def _whole(self, answer, reply: Reply):
         body = answer.read(self.limits.max_json_bytes, "reply")
         try:
             obj = json.loads(body)
@@ -155,7 +159,7 @@ class RemoteEngine:
             reply.token()
             yield Text(content)
 
-    def _finish(self, answer, reply: "Reply", cancel: threading.Event) -> Stats:
+    def _finish(self, answer, reply: Reply, cancel: threading.Event) -> Stats:
         if cancel.is_set():
             return reply.stats(FINISH_INTERRUPTED)
         if reply.cut:
@@ -166,7 +170,7 @@ class RemoteEngine:
             raise answer.fail(f"the answer is not an event stream (Content-Type: {answer.content_type or 'none'})")
         raise answer.fail("the server closed the stream before the reply ended")  # went away mid-reply
 
-    def _note(self, reply: "Reply") -> None:
+    def _note(self, reply: Reply) -> None:
         if reply.bad_chunks:
             n = reply.bad_chunks
             self.notify(self.http.redact(f"skipped {n} bad chunk{'s' * (n > 1)} of the server's stream "

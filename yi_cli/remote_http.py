@@ -27,7 +27,7 @@ from .errors import UsageError, YiError
 REDIRECTS = (301, 302, 303, 307, 308)
 # Query parameters that carry credentials in the services people use (Azure Functions ?code=, Google ?key=,
 # signed URLs ?sig=): their values are shown as *** like a password.
-SECRET_PARAM = re.compile(r"key|token|secret|passw|sig|auth|credential|^code$", re.I)
+SECRET_PARAM = re.compile(r"key|token|secret|passw|sig|auth|credential|^code$", re.IGNORECASE)
 
 
 @dataclass
@@ -44,7 +44,7 @@ class Limits:
     max_redirects: int = 5
 
     @classmethod
-    def from_config(cls, values: dict, where: str) -> "Limits":
+    def from_config(cls, values: dict, where: str) -> Limits:
         """The [remote] table of config.toml: known keys, positive finite numbers (whole numbers for sizes)."""
         limits, known = cls(), {f.name: f.type for f in fields(cls)}
         for k, v in values.items():
@@ -108,7 +108,7 @@ class Endpoint:
             out.append(base64.b64encode(f"{self.user}:{self.password or ''}".encode()).decode())
         return out + [v for k, v in parse_qsl(self.query) if SECRET_PARAM.search(k) and v]
 
-    def moved(self, url: str, route: str) -> "Endpoint | None":
+    def moved(self, url: str, route: str) -> Endpoint | None:
         """The endpoint a same-host redirect of `route` points at, so later requests go there directly."""
         parts = urlsplit(url)
         if not parts.path.rstrip("/").endswith(route):
