@@ -10,9 +10,11 @@ from .errors import EXIT_INTERRUPTED, UsageError, YiError
 
 EPILOG = """exit codes:
   0    success (also: stdout closed by the reader, e.g. | head)
-  1    a failure during the chat (in a piped script: any turn or command failed)
-  2    usage error (bad flag or value)
-  3    the model could not be loaded (missing path, corrupt config or weights, unsupported format)
+  1    a failure during the chat (in a piped script: any turn or command failed; a remote reply cut by
+       the network, a timeout or a limit keeps its partial text)
+  2    usage error (bad flag or value, a malformed --endpoint URL)
+  3    the model could not be loaded (missing path, corrupt config or weights, unsupported format; the
+       --endpoint server could not be reached or listed no model)
   130  interrupted (Ctrl-C outside a reply, SIGTERM)
 
 Model: a checkpoint directory, a hub id already in the local cache, or 'demo' (SmolLM2-135M, AWQ int4),
