@@ -45,6 +45,10 @@ def echoing(h):
     elif prompt == "badchunk":
         h.event(f'{{"choices": [{{"delta": {{"content": 7, "echo": "{leak}"}}}}]}}')
         h.event({"choices": [{"index": 0, "delta": {"content": " done"}, "finish_reason": "stop"}]})
+    elif prompt == "leakytext":  # the reply itself repeats them, three characters a chunk
+        for i in range(0, len(leak), 3):
+            h.event({"choices": [{"index": 0, "delta": {"content": leak[i:i + 3]}}]})
+        h.event({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
     elif prompt == "drop":
         h.close_connection = True
         h.connection.shutdown(socket.SHUT_RDWR)
@@ -78,7 +82,8 @@ def test_no_credential_in_any_byte_written(tmp_path, key_from):
         endpoint = f"http://{USER}:{quote(PASSWORD, safe='')}@127.0.0.1:{srv.port}/v1?api-version=1&token={TOKEN}"
         flags = ["--endpoint", endpoint] + (["--api-key", KEY] if key_from == "flag" else [])
         env_key = KEY if key_from == "env" else None
-        script = "\n".join(["ok", "unauthorized", "crash", "midstream", "badchunk", "elsewhere", "drop", "/model",
+        script = "\n".join(["ok", "unauthorized", "crash", "midstream", "badchunk", "elsewhere", "drop", "leakytext",
+                            "/model",
                             f"/save {save}", "/history"]) + "\n"
         chat = yi(flags + ["--stats"], script, home, env_key)
         as_json = yi(flags + ["--json"], "ok\nmidstream\nunauthorized\n", home, env_key)
@@ -105,9 +110,11 @@ def test_no_credential_in_any_byte_written(tmp_path, key_from):
         refused.stderr.decode()
     saved = json.loads(save.read_text())
     assert [t["content"] for t in saved["turns"] if t["role"] == "assistant"] == [
-        "partial fine", "partial", "partial done", "partial"]  # the cut replies are kept, marked interrupted
+        "partial fine", "partial", "partial done", "partial",  # the cut replies are kept, marked interrupted
+        (f"partialauth={auth} api-key={'***' if key_from != 'userinfo' else None} "
+         f"url=/v1/chat/completions?api-version=1&token=***")]
     assert [t["finish_reason"] for t in saved["turns"] if t["role"] == "assistant"] == [
-        "stop", "interrupted", "stop", "interrupted"]
+        "stop", "interrupted", "stop", "interrupted", "stop"]
     # and the server did receive the credentials: the test would catch a leak
     sent = [r["headers"].get("Authorization", "") for r in srv.requests]
     assert all((KEY in a) if key_from != "userinfo" else (BASIC in a) for a in sent)

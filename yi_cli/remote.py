@@ -14,7 +14,7 @@ import time
 
 from .errors import LoadError, ReplyCut, YiError
 from .events import FINISH_INTERRUPTED, FINISH_LENGTH, FINISH_STOP, Finish, Stats, Text
-from .remote_http import Endpoint, Limits, Transport, one_line
+from .remote_http import Endpoint, Limits, StreamRedactor, Transport, one_line
 from .settings import GenSettings
 
 ROUTE = "/chat/completions"
@@ -83,21 +83,29 @@ class RemoteEngine:
 
     def stream(self, messages: list[dict], settings: GenSettings, cancel: threading.Event):
         reply = Reply(settings.max_new_tokens)
+        # A server may echo a credential in the reply itself: it is redacted there too, even split across chunks.
+        scrub = StreamRedactor(self.http.redact)
         try:
             with self.http.request("POST", ROUTE, self.request_body(messages, settings), cancel) as answer:
                 if answer.content_type == "application/json":  # a server that ignores stream: true
-                    yield from self._whole(answer, reply)
+                    pieces = self._whole(answer, reply)
                 else:
-                    yield from self._events(answer, reply, cancel)
+                    pieces = self._events(answer, reply, cancel)
+                for piece in pieces:
+                    if text := scrub.feed(piece):
+                        yield Text(text)
                 stats = self._finish(answer, reply, cancel)
+            if text := scrub.flush():
+                yield Text(text)
         except YiError as e:
             self._note(reply)
-            if cancel.is_set():  # the watch shut the socket before the answer began: a cancel, not a failure
-                stats = reply.stats(FINISH_INTERRUPTED)
-            elif reply.chunks:  # text reached the user: the reply is kept, marked, and the error line says why
-                raise ReplyCut(str(e), reply.stats(FINISH_INTERRUPTED)) from None
-            else:
+            if not (cancel.is_set() or reply.chunks):
                 raise
+            if text := scrub.flush():  # a held-back end that began like a secret but was not one
+                yield Text(text)
+            if not cancel.is_set():  # text reached the user: the reply is kept, marked, and the error says why
+                raise ReplyCut(str(e), reply.stats(FINISH_INTERRUPTED)) from None
+            stats = reply.stats(FINISH_INTERRUPTED)  # the watch shut the socket on a cancel: not a failure
         else:
             self._note(reply)
         yield Finish(stats)
@@ -133,7 +141,7 @@ class RemoteEngine:
                         reply.cut = True
                         return
                     reply.token()
-                    yield Text(content)
+                    yield content
             if reply.full:
                 reply.grace += 1
                 if reply.grace > GRACE_EVENTS:
@@ -157,7 +165,7 @@ class RemoteEngine:
         reply.done = True
         if content:
             reply.token()
-            yield Text(content)
+            yield content
 
     def _finish(self, answer, reply: Reply, cancel: threading.Event) -> Stats:
         if cancel.is_set():

@@ -144,6 +144,31 @@ class Redactor:
             text = text.replace(f, "***")
         return text
 
+    def held(self, text: str) -> int:
+        """How many characters at the end of `text` could be the start of a secret (held back from a stream)."""
+        for k in range(min(len(text), max(map(len, self.forms), default=1) - 1), 0, -1):
+            if any(f.startswith(text[-k:]) for f in self.forms):
+                return k
+        return 0
+
+
+class StreamRedactor:
+    """Redaction of text that arrives in pieces: a secret split across two chunks is still caught, because the
+    end of a piece that could begin one waits for the next piece (or the end of the reply)."""
+
+    def __init__(self, redact: Redactor):
+        self.redact, self.tail = redact, ""
+
+    def feed(self, piece: str) -> str:
+        text = self.redact(self.tail + piece)
+        keep = self.redact.held(text)
+        self.tail = text[len(text) - keep:]
+        return text[:len(text) - keep]
+
+    def flush(self) -> str:
+        text, self.tail = self.tail, ""
+        return text
+
 
 class Watch:
     """One request's time bounds and cancel: a thread that shuts the socket down when the caller cancels, the
