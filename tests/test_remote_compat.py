@@ -386,3 +386,34 @@ def test_remote_limits_from_config_are_checked():
         with pytest.raises(YiError) as e:
             Limits.from_config(bad, "c.toml")
         assert e.value.exit_code == 2 and "c.toml: " in str(e.value)
+
+
+def test_cli_bounds_from_config_and_flags(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    def keepalive(h):
+        h.sse_start()
+        for _ in cs.forever():
+            h.chunk(b": ping\n\n")
+            h.wait_for_close(0.02)
+
+    home = tmp_path / "yi"
+    (home / "config").mkdir(parents=True)
+    env = {**os.environ, "YI_CHAT_HOME": str(home)}
+
+    def yi(*args, remote="idle_timeout = 0.5"):
+        (home / "config" / "config.toml").write_text(f'endpoint = "{srv.root}"\n[remote]\n{remote}\n')
+        return subprocess.run([sys.executable, "-m", "yi_cli", "--model", "m", "-p", "hi", *args], env=env,
+                              capture_output=True, text=True, timeout=120, check=False)
+
+    with Server(keepalive) as srv:
+        from_config, from_flag = yi(), yi("--idle-timeout", "0.3")
+        typo, bad_flag = yi(remote="idle_timout = 5"), yi("--deadline", "0")
+    assert from_config.returncode == 1 and "no data from the server for 0.5 s" in from_config.stderr
+    assert from_flag.returncode == 1 and "no data from the server for 0.3 s" in from_flag.stderr
+    assert typo.returncode == 2 and "unknown key remote.idle_timout" in typo.stderr
+    assert bad_flag.returncode == 2 and "is not a positive number of seconds" in bad_flag.stderr
+    for p in (from_config, from_flag, typo, bad_flag):
+        assert len(p.stderr.strip().splitlines()) == 1, p.stderr
