@@ -14,7 +14,7 @@ from tests.openai_server import OpenAIServer
 from yi_cli.errors import EXIT_LOAD, LoadError, ReplyCut, UsageError, YiError
 from yi_cli.events import Finish, Text
 from yi_cli.remote import RemoteEngine
-from yi_cli.remote_http import Endpoint
+from yi_cli.remote_endpoint import Endpoint
 from yi_cli.settings import GenSettings
 
 HELLO = [{"role": "user", "content": "hello"}]

@@ -15,7 +15,8 @@ from tests.fakes import plain_chat
 from yi_cli.errors import EXIT_LOAD, LoadError, ReplyCut, YiError
 from yi_cli.events import Finish, Text
 from yi_cli.remote import RemoteEngine
-from yi_cli.remote_http import Endpoint, Limits
+from yi_cli.remote_endpoint import Endpoint
+from yi_cli.remote_http import Limits
 from yi_cli.settings import GenSettings
 
 HELLO = [{"role": "user", "content": "hello"}]

@@ -14,7 +14,8 @@ import time
 
 from .errors import LoadError, ReplyCut, YiError
 from .events import FINISH_INTERRUPTED, FINISH_LENGTH, FINISH_STOP, Finish, Stats, Text
-from .remote_http import Endpoint, Limits, StreamRedactor, Transport, one_line
+from .remote_endpoint import Endpoint, StreamRedactor
+from .remote_http import Limits, Transport, one_line
 from .settings import GenSettings
 
 ROUTE = "/chat/completions"
