@@ -418,3 +418,14 @@ def test_cli_bounds_from_config_and_flags(tmp_path):
     assert bad_flag.returncode == 2 and "is not a positive number of seconds" in bad_flag.stderr
     for p in (from_config, from_flag, typo, bad_flag):
         assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
+def test_odd_keys_and_locations_are_one_line():
+    with pytest.raises(YiError) as e:
+        RemoteEngine("http://127.0.0.1:1/v1", "sk-caf\u00e9-1234", model="m")
+    assert e.value.exit_code == 2 and "caf" not in one_line(e)
+    with Server(lambda h: h.redirect("http://[broken/v1/models", 302)) as srv, pytest.raises(LoadError) as e:
+        RemoteEngine(srv.root, None, limits=small())
+    assert "redirect to an invalid URL" in one_line(e)
+    with Server(lambda h: h.json(200, {"data": [{"id": "sk-live-9876"}]})) as srv:
+        assert RemoteEngine(srv.root, "sk-live-9876", limits=small()).model_name == "***"

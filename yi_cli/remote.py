@@ -66,7 +66,7 @@ class RemoteEngine:
             raise LoadError(f"{shown}: the answer is not an OpenAI model list (JSON with data[].id)") from None
         if not ids:
             raise LoadError(f"{shown}: the server lists no models; pass --model NAME")
-        return ids[0]
+        return self.http.redact(ids[0])  # shown by /model and saved in sessions: no echo of a credential there
 
     def request_body(self, messages: list[dict], s: GenSettings) -> dict:
         body = {"model": self.model_name, "messages": messages, "stream": True,

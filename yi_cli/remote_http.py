@@ -114,6 +114,9 @@ class Transport:
         self.endpoint = endpoint
         self.limits = limits
         self.headers = {"Accept-Encoding": "identity"}  # compressed bodies could not be bounded while read
+        api_key = (api_key or "").strip()  # `$(cat keyfile)` ends in a newline
+        if any(not 33 <= ord(c) < 127 for c in api_key):  # the message must not echo it
+            raise UsageError("the API key has a character that cannot go in an HTTP header (only printable ASCII)")
         if api_key:
             self.headers["Authorization"] = f"Bearer {api_key}"
             if "api-version=" in endpoint.query:  # Azure-style endpoints read the key from api-key
@@ -154,7 +157,7 @@ class Transport:
                     yield answer
                 finally:
                     resp.close()
-        except httpx.HTTPError as e:
+        except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as e:
             raise self.transport_error(e, watch, shown) from None
         finally:
             watch.stop()
@@ -164,9 +167,12 @@ class Transport:
         loc = resp.headers.get("location")
         if not loc:
             raise self.fail(shown, f"HTTP {resp.status_code} redirect without a Location")
-        target = urljoin(url, loc)
-        t, here = urlsplit(target), urlsplit(url)
-        t_port = t.port if t.port is not None else (443 if t.scheme == "https" else 80)
+        try:
+            target = urljoin(url, loc)
+            t, here = urlsplit(target), urlsplit(url)
+            t_port = t.port if t.port is not None else (443 if t.scheme == "https" else 80)
+        except ValueError:
+            raise self.fail(shown, f"HTTP {resp.status_code} redirect to an invalid URL") from None
         h_port = here.port if here.port is not None else (443 if here.scheme == "https" else 80)
         same_host = (t.hostname or "").lower() == (here.hostname or "").lower()
         upgrade = here.scheme == "http" and t.scheme == "https"
@@ -180,7 +186,7 @@ class Transport:
             self.endpoint = moved  # later requests go straight to the new place
         return target, self.endpoint.shown(route) if moved else hide_userinfo(target.split("?")[0]) + shown_query(t.query)
 
-    def transport_error(self, e: httpx.HTTPError, watch: Watch, shown: str) -> YiError:
+    def transport_error(self, e: Exception, watch: Watch, shown: str) -> YiError:
         lim = self.limits
         if watch.why == "deadline":
             return self.fail(shown, f"no complete answer within the {lim.deadline:g} s deadline (--deadline)")
