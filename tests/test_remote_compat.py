@@ -287,10 +287,10 @@ def test_http_to_https_on_the_same_host_is_followed(cert, monkeypatch):
     def secure(h):
         return cs.vllm_models(h) if h.command == "GET" else cs.vllm(h, ["safe"])
 
-    with Server(secure, tls=cert) as tls:
-        with Server(lambda h: h.redirect(f"https://127.0.0.1:{tls.port}{h.path}", 301)) as plain:
-            engine = RemoteEngine(plain.root + "/v1?api-version=1", "sk-key-5678", limits=small())
-            assert run(engine)[0] == "safe"
+    with Server(secure, tls=cert) as tls, \
+            Server(lambda h: h.redirect(f"https://127.0.0.1:{tls.port}{h.path}", 301)) as plain:
+        engine = RemoteEngine(plain.root + "/v1?api-version=1", "sk-key-5678", limits=small())
+        assert run(engine)[0] == "safe"
     assert [r["path"] for r in plain.requests] == ["/v1/models?api-version=1"]  # then straight to https
     assert [r["path"] for r in tls.requests] == ["/v1/models?api-version=1", "/v1/chat/completions?api-version=1"]
     assert engine.base == f"https://127.0.0.1:{tls.port}/v1?api-version=1"
