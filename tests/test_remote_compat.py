@@ -429,3 +429,23 @@ def test_odd_keys_and_locations_are_one_line():
     assert "redirect to an invalid URL" in one_line(e)
     with Server(lambda h: h.json(200, {"data": [{"id": "sk-live-9876"}]})) as srv:
         assert RemoteEngine(srv.root, "sk-live-9876", limits=small()).model_name == "***"
+
+
+def test_a_note_during_a_live_reply_waits_for_its_end():
+    import io
+
+    from rich.console import Console
+
+    from yi_cli.events import Stats
+    from yi_cli.render import LiveRenderer
+
+    out, err = io.StringIO(), io.StringIO()
+    render = LiveRenderer(Console(file=out, width=80), Console(file=err, width=200), show_stats=False)
+    render.reply_start("hi")
+    render.reply_text("some text")
+    render.notice("skipped 1 bad chunk")  # from the engine's thread, mid-reply
+    assert err.getvalue() == ""
+    render.reply_end("some text", Stats())
+    assert err.getvalue() == "skipped 1 bad chunk\n" and "some text" in out.getvalue()
+    render.notice("outside a reply")
+    assert err.getvalue().endswith("outside a reply\n")
