@@ -5,7 +5,7 @@ servers such as vLLM and SGLang do, and plain JSON) from any object with the eng
 (stream(messages, settings, cancel) yielding Text then Finish): the real demo model through LocalEngine,
 or a scripted fake. Faults to inject, as attributes a test may change between requests:
   drop_after=N     close the connection without ending the chunked body after N content chunks
-  corrupt_after=N  send a chunk that is not JSON after N content chunks
+  corrupt_after=N  send a chunk that is not JSON after N content chunks, then go on
   error=(status, message)  answer every chat request with that HTTP error
   api_key="..."    require `Authorization: Bearer ...`, else 401
 
@@ -158,9 +158,8 @@ class Handler(BaseHTTPRequestHandler):
                     continue
                 if self.app.drop_after is not None and sent >= self.app.drop_after:
                     return self._drop(cancel)
-                if self.app.corrupt_after is not None and sent >= self.app.corrupt_after:
+                if self.app.corrupt_after is not None and sent == self.app.corrupt_after:
                     self._send('{"choices": [{"delta": {"content": "unterminated')
-                    return self._drop(cancel)
                 self._send(json.dumps({**head, "choices": [{"index": 0, "delta": {"content": ev.text},
                                                             "finish_reason": None}]}))
                 sent += 1

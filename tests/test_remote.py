@@ -11,12 +11,13 @@ import pytest
 
 from tests.fixtures import ScriptedEngine, plain_chat
 from tests.openai_server import OpenAIServer
-from yi_cli.errors import EXIT_LOAD, LoadError, YiError
-from yi_cli.engines.events import Finish, Text
-from yi_cli.engines.remote import RemoteEngine, base_url
 from yi_cli.engines.base import Engine
+from yi_cli.engines.events import Finish, Text
+from yi_cli.engines.remote import RemoteEngine
+from yi_cli.engines.remote_endpoint import Endpoint
 from yi_cli.engines.settings import GenSettings
 from yi_cli.engines.template import Prompt
+from yi_cli.errors import EXIT_LOAD, LoadError, ReplyCut, UsageError, YiError
 
 HELLO = [{"role": "user", "content": "hello"}]
 
@@ -92,10 +93,10 @@ def test_endpoint_forms_name_the_same_server(served, form):
     assert run(engine)[0] == "echo: hello"
 
 
-def test_base_url_keeps_a_custom_prefix_and_refuses_other_schemes():
-    assert base_url("https://example.test/v1beta/openai/") == "https://example.test/v1beta/openai"
-    with pytest.raises(LoadError):
-        base_url("ftp://example.test/v1")
+def test_endpoint_keeps_a_custom_prefix_and_refuses_other_schemes():
+    assert Endpoint("https://example.test/v1beta/openai/").url() == "https://example.test/v1beta/openai"
+    with pytest.raises(UsageError):
+        Endpoint("ftp://example.test/v1")
 
 
 def test_cancel_mid_stream_finishes_interrupted_and_the_engine_stays_usable(served):
@@ -126,7 +127,7 @@ def test_dropped_connection_mid_stream_is_one_line(served):
     assert "dropped mid-stream" in msg and served.url in msg
 
 
-def test_dropped_connection_keeps_the_chat_session(served):
+def test_dropped_connection_keeps_the_partial_reply_marked(served):
     chat, out, err = plain_chat(RemoteEngine(served.url, None))
     chat.handle("first question")
     served.drop_after = 1
@@ -134,21 +135,34 @@ def test_dropped_connection_keeps_the_chat_session(served):
     chat.handle("second question")
     errors = [line for line in err.getvalue().splitlines() if line]
     assert len(errors) == 1 and errors[0].startswith("error: ") and "dropped mid-stream" in errors[0]
+    assert "this [interrupted]" in out.getvalue()  # shown, and marked
+    cut = chat.session.turns[-1]
     assert [(t.role, t.content) for t in chat.session.turns] == [
-        ("user", "first question"), ("assistant", "echo: first question")]  # the failed turn is not recorded
+        ("user", "first question"), ("assistant", "echo: first question"),
+        ("user", "second question"), ("assistant", "this")]
+    assert cut.finish_reason == "interrupted" and cut.tokens == 1
     served.drop_after = None
     chat.handle("third question")
     assert chat.failures == 1
     assert [m["content"] for m in served.requests[-1]["messages"]] == [
-        "first question", "echo: first question", "third question"]
+        "first question", "echo: first question", "second question", "this", "third question"]
     assert out.getvalue().endswith("echo: third question\n\n")
 
 
-def test_malformed_chunk_is_one_line(served):
+def test_failure_before_any_text_records_nothing(served):
+    chat, _, err = plain_chat(RemoteEngine(served.url, None))
+    served.drop_after = 0
+    chat.handle("question")
+    assert "dropped mid-stream" in err.getvalue() and chat.session.turns == [] and chat.failures == 1
+
+
+def test_malformed_chunk_is_skipped_with_a_note(served):
     served.corrupt_after = 1
-    with pytest.raises(YiError) as e:
-        run(RemoteEngine(served.url, None))
-    assert "malformed stream chunk" in one_line_error(e)
+    notes = []
+    served.scripted.replies = ["one two three"]
+    text, stats = run(RemoteEngine(served.url, None, notify=notes.append))
+    assert text == "one two three" and stats.finish_reason == "stop"
+    assert len(notes) == 1 and "skipped 1 bad chunk" in notes[0] and "not JSON" in notes[0]
 
 
 def test_error_after_the_headers_surfaces_the_servers_message(served):
@@ -158,12 +172,13 @@ def test_error_after_the_headers_surfaces_the_servers_message(served):
     assert "the model fell over" in one_line_error(e)
 
 
-def test_silent_server_times_out(served):
+def test_silent_server_times_out_and_keeps_what_came(served):
     served.scripted.replies = ["slow reply"]
     served.scripted.delay = 2
-    with pytest.raises(YiError) as e:
+    with pytest.raises(ReplyCut) as e:
         run(RemoteEngine(served.url, None, timeout=0.3))
-    assert "timed out" in one_line_error(e)
+    assert "no data from the server for 0.3 s" in one_line_error(e)
+    assert e.value.stats.finish_reason == "interrupted" and e.value.stats.new_tokens == 1
 
 
 def test_api_key_is_sent_and_a_wrong_one_is_a_401():

@@ -15,7 +15,7 @@ from . import commands, context
 from .engines.events import FINISH_ERROR, FINISH_INTERRUPTED, Finish, Stats, Text
 from .engines.settings import GenSettings
 from .engines.template import Prompt
-from .errors import YiError, failure, first_line
+from .errors import ReplyCut, YiError, failure, first_line
 from .session import ChatSession
 
 
@@ -146,7 +146,8 @@ class Chat:
         if error is not None:
             self.failures += 1
             self.render.error(error)
-            return None
+            if not (text and stats.finish_reason == FINISH_INTERRUPTED):  # nothing shown worth keeping
+                return None
         return self._commit(pending, prompt, text, stats, dropped, ids)
 
     def _commit(self, pending: Pending, prompt: Prompt, text: str, stats: Stats, dropped: int, ids) -> Stats:
@@ -255,3 +256,5 @@ class Chat:
             acc["finish"] = ev
         elif isinstance(ev, BaseException):
             acc["error"] = first_line(ev) if isinstance(ev, YiError) else f"generation failed ({failure(ev)})"
+            if isinstance(ev, ReplyCut):  # the text shown so far is kept, marked interrupted
+                acc["finish"] = Finish(ev.stats)

@@ -10,10 +10,12 @@ from .errors import EXIT_INTERRUPTED, UsageError, YiError
 
 EPILOG = """exit codes:
   0    success (also: stdout closed by the reader, e.g. | head)
-  1    a failure during the chat (in a piped script: any turn or command failed)
-  2    usage error (bad flag or value)
+  1    a failure during the chat (in a piped script: any turn or command failed; a remote reply cut by
+       the network, a timeout or a limit keeps its partial text)
+  2    usage error (bad flag or value, a malformed --endpoint URL)
   3    the model could not be loaded (missing path, corrupt config or weights, unsupported format), or could not
-       be fetched (missing or gated repo, network error, full disk)
+       be fetched (missing or gated repo, network error, full disk); the --endpoint server could not be reached
+       or listed no model
   130  interrupted (Ctrl-C outside a reply, SIGTERM)
 
 Model: a checkpoint directory, a hub id (fetched into the Hugging Face cache when missing), a Yi alias such as
@@ -37,6 +39,16 @@ def device_arg(value: str) -> str:
     raise argparse.ArgumentTypeError(f"unknown device {value!r} (use auto, cpu, cuda or cuda:N)")
 
 
+def seconds_arg(value: str) -> float:
+    try:
+        v = float(value)
+    except ValueError:
+        v = -1.0
+    if not 0 < v < float("inf"):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive number of seconds")
+    return v
+
+
 def parser() -> argparse.ArgumentParser:
     p = Parser(prog="yi-chat", description="Chat with Yi models (and other chat models) in a terminal.",
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -57,7 +69,11 @@ def parser() -> argparse.ArgumentParser:
     a("--raw", action="store_true", help="no chat template: feed the text as is (base models)")
     a("--resume", metavar="PATH", help="start from a saved session file ('last' = the autosave)")
     a("--endpoint", metavar="URL", help="stream from an OpenAI-compatible server instead of a local model")
-    a("--api-key", help="API key for --endpoint (default: $OPENAI_API_KEY)")
+    a("--api-key", help="API key for --endpoint (default: $OPENAI_API_KEY; the variable keeps it out of ps)")
+    a("--connect-timeout", type=seconds_arg, metavar="S", help="--endpoint: seconds to connect (default 10)")
+    a("--idle-timeout", type=seconds_arg, metavar="S",
+      help="--endpoint: seconds without reply data before giving up; keep-alives do not count (default 60)")
+    a("--deadline", type=seconds_arg, metavar="S", help="--endpoint: seconds for one whole reply (default 900)")
     a("--overflow", choices=["drop", "refuse"], help="when the context is full: drop oldest turns, or refuse")
     a("--stats", action="store_true", help="print the stats line after each reply also when piped (stderr)")
     a("--allow-pickle", action="store_true", help="allow pickle (.bin) weights; they can run code")
@@ -210,10 +226,16 @@ def make_renderer(args, interactive: bool):
 def make_engine(args, top: dict, render):
     endpoint = args.endpoint
     if endpoint:
+        from . import config
         from .engines.remote import RemoteEngine
+        from .engines.remote_http import Limits
 
         key = args.api_key or os.environ.get("OPENAI_API_KEY")
-        return RemoteEngine(endpoint, key, model=args.model)
+        limits = Limits.from_config(top.get("remote") or {}, str(config.path()))
+        for name in ("connect_timeout", "idle_timeout", "deadline"):
+            if getattr(args, name) is not None:
+                setattr(limits, name, getattr(args, name))
+        return RemoteEngine(endpoint, key, model=args.model, limits=limits, notify=render.notice)
     from .checkpoint.loader import open_checkpoint, resolve
     from .engines.local import LocalEngine
 

@@ -27,6 +27,7 @@ def read() -> tuple[dict, dict]:
     aliases = data.pop("aliases", {})  # [aliases] name = "path or hub id": names for -m and `yi-chat models`
     if not isinstance(aliases, dict) or not all(isinstance(v, str) for v in aliases.values()):
         raise UsageError(f"{p}: [aliases] maps names to strings (a directory or a hub id)")
+    remote = data.pop("remote", {})
     unknown = (set(data) - TOP_KEYS) | {f"generation.{k}" for k in set(gen) - set(NAMES)}
     if unknown or not isinstance(gen, dict):
         raise UsageError(f"{p}: unknown key(s): {', '.join(sorted(unknown)) or 'generation'}")
@@ -35,4 +36,7 @@ def read() -> tuple[dict, dict]:
             raise UsageError(f"{p}: {k} must be a string")
     if aliases:
         data["aliases"] = aliases
+    if not isinstance(remote, dict):
+        raise UsageError(f"{p}: remote must be a table ([remote])")
+    data["remote"] = remote  # timeouts and size limits of --endpoint, checked by remote_http.Limits.from_config
     return data, {k: parse(k, v) for k, v in gen.items()}

@@ -39,3 +39,12 @@ class LoadError(YiError):
 
 class UsageError(YiError):
     exit_code = EXIT_USAGE
+
+
+class ReplyCut(YiError):
+    """A reply that failed after some of its text was shown (the connection dropped, a timeout, a limit):
+    `stats` describe the part shown, which the chat keeps, marked interrupted, besides reporting the error."""
+
+    def __init__(self, message: str, stats):
+        super().__init__(message)
+        self.stats = stats

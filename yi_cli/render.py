@@ -72,6 +72,7 @@ class LiveRenderer(Renderer):
         self.live: Live | None = None
         self.text = ""
         self.printed = 0
+        self.held: list[str] = []  # notices that came while a reply was live (an engine's thread): shown after it
 
     def reply_start(self, prompt: str) -> None:
         self.text, self.printed = "", 0
@@ -86,6 +87,12 @@ class LiveRenderer(Renderer):
         self.printed += len(done)
         self.live.update(Markdown(tail))
 
+    def notice(self, msg: str) -> None:
+        if self.live is not None:  # printing into the live region's place would leave half a reply behind
+            self.held.append(msg)
+        else:
+            super().notice(msg)
+
     def reply_end(self, text: str, stats: Stats | None) -> None:
         if self.live is not None:
             self.live.update(Markdown(self.text[self.printed:]))
@@ -95,6 +102,9 @@ class LiveRenderer(Renderer):
             self.console.print(RichText("[interrupted]", style="yellow"))
         if stats is not None and self.show_stats and stats.finish_reason != FINISH_ERROR:  # the error line says it
             self.console.print(RichText(footer(stats), style="dim"))
+        held, self.held = self.held, []
+        for msg in held:
+            super().notice(msg)
 
 
 class PlainRenderer(Renderer):

@@ -1,5 +1,6 @@
-"""The remote engine: the same stream(messages, settings, cancel) protocol over an OpenAI-compatible
-chat-completions server (vLLM, lmdeploy, SGLang, ollama serve), read as server-sent events (no torch).
+"""The remote engine: the Engine protocol (engines/base.py) over an OpenAI-compatible
+chat-completions server (vLLM, llama.cpp's server, lmdeploy, SGLang, ollama serve, Azure-style services), read as
+server-sent events (no torch). HTTP, credentials and bounds live in remote_http.py.
 
 The server owns the chat template and the tokenizer, so this engine has no template and no context_length: the
 chat does no local fitting and /prompt says the template is applied server-side.
@@ -7,16 +8,26 @@ chat does no local fitting and /prompt says the template is applied server-side.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
-from urllib.parse import urlsplit
 
-import httpx
-
-from ..errors import LoadError, YiError
+from ..errors import LoadError, ReplyCut, YiError
 from .events import FINISH_INTERRUPTED, FINISH_LENGTH, FINISH_STOP, Finish, Stats, Text
+from .remote_endpoint import Endpoint, StreamRedactor
+from .remote_http import Limits, Transport, one_line
 from .settings import GenSettings
 from .template import Prompt
+
+ROUTE = "/chat/completions"
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+# Data events tolerated after the reply reached max_new_tokens, for the finish reason, usage and [DONE] that
+# follow the last token; past them the server is ignoring max_tokens and the reply ends as "length".
+GRACE_EVENTS = 16
+
+
+class BadChunk(Exception):
+    """A stream chunk that cannot be used (not JSON, not text, invalid Unicode): skipped with a note."""
 
 
 class RemoteEngine:
@@ -24,37 +35,40 @@ class RemoteEngine:
     context_length = None  # unknown: the server truncates or refuses on its own
     template = None  # the server applies its own
 
-    def __init__(self, endpoint: str, api_key: str | None, model: str | None = None, timeout: float = 60):
-        self.base = base_url(endpoint)
-        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.timeout = timeout
-        self.name = model or self._first_model()
+    def __init__(self, endpoint: str, api_key: str | None, model: str | None = None, timeout: float | None = None,
+                 *, limits: Limits | None = None, notify=None, verify=True):
+        """`timeout` is the idle timeout (seconds without data), kept as a shortcut for limits.idle_timeout;
+        `notify(text)` receives notes (bad chunks skipped); `verify` is httpx's TLS verification setting."""
+        self.limits = limits or Limits()
+        if timeout is not None:
+            self.limits.idle_timeout = timeout
+        self.http = Transport(Endpoint(endpoint), api_key, self.limits, verify)
+        self.notify = notify or (lambda text: None)
+        self.name = model or self.http.endpoint.deployment or self._first_model()
 
-    def client(self) -> httpx.Client:
-        # A client per request: one connect per turn costs nothing next to a reply, and no socket outlives
-        # its turn (the chat has no close hook). The timeout bounds the silence between two chunks, not the reply.
-        return httpx.Client(headers=self.headers, timeout=httpx.Timeout(self.timeout))
+    @property
+    def base(self) -> str:
+        """The base URL as shown to the user: credentials as ***."""
+        return self.http.endpoint.shown()
 
     def describe(self) -> list:
         return [f"remote model {self.name} at {self.base}",
                 "the server applies the chat template and tokenizes; context size and weights are its own"]
 
     def _first_model(self) -> str:
-        url = f"{self.base}/models"
         try:
-            with self.client() as client:
-                resp = client.get(url)
-            check_status(resp, url)
-            ids = [m["id"] for m in resp.json()["data"]]
+            with self.http.request("GET", "/models") as answer:
+                body, shown = answer.read(self.limits.max_json_bytes, "model list"), answer.shown
         except YiError as e:
             raise LoadError(str(e)) from None
-        except httpx.HTTPError as e:
-            raise LoadError(f"{url}: {transport_cause(e)}") from None
-        except (ValueError, KeyError, TypeError):  # json.JSONDecodeError is a ValueError
-            raise LoadError(f"{url}: the answer is not an OpenAI model list (JSON with data[].id)") from None
+        try:
+            listed = json.loads(body).get("data")
+            ids = [m["id"] for m in listed if isinstance(m, dict) and isinstance(m.get("id"), str)]
+        except (ValueError, RecursionError, AttributeError, TypeError):  # not JSON, or JSON of another shape
+            raise LoadError(f"{shown}: the answer is not an OpenAI model list (JSON with data[].id)") from None
         if not ids:
-            raise LoadError(f"{url}: the server lists no models; pass --model NAME")
-        return ids[0]
+            raise LoadError(f"{shown}: the server lists no models; pass --model NAME")
+        return self.http.redact(ids[0])  # shown by /model and saved in sessions: no echo of a credential there
 
     def request_body(self, messages: list[dict], s: GenSettings) -> dict:
         body = {"model": self.name, "messages": messages, "stream": True,
@@ -71,129 +85,187 @@ class RemoteEngine:
         return body
 
     def stream(self, prompt: Prompt, settings: GenSettings, cancel: threading.Event):
-        url = f"{self.base}/chat/completions"
-        stats = Stats()
-        t0 = time.perf_counter()
-        first = last = None
-        reason, done, seen, chunks = None, False, 0, 0
+        reply = Reply(settings.max_new_tokens)
+        # A server may echo a credential in the reply itself: it is redacted there too, even split across chunks.
+        scrub = StreamRedactor(self.http.redact)
         try:
             body = self.request_body(prompt.messages, settings)
-            if prompt.continue_final:  # vLLM's and SGLang's extension; other servers start a new reply
+            if prompt.continue_final:  # /continue: vLLM's and SGLang's extension; other servers start a new reply
                 body.update(add_generation_prompt=False, continue_final_message=True)
-            with self.client() as client, client.stream("POST", url, json=body) as resp:
-                check_status(resp, url)
-                # Cancel is checked between lines: servers send a chunk per token, so Ctrl-C answers within
-                # one token; leaving the `with` closes the connection, which makes the server stop generating.
-                for line in resp.iter_lines():
-                    if cancel.is_set():
-                        break
-                    data = sse_data(line)
-                    if data is None:
-                        continue
-                    seen += 1
-                    if data == "[DONE]":
-                        done = True
-                        break
-                    usage, choices = parse_chunk(data, url)
-                    if usage:
-                        stats.prompt_tokens, stats.new_tokens = usage
-                    for delta, finish in choices:
-                        reason = finish or reason
-                        if delta:
-                            last = time.perf_counter()
-                            first = first or last
-                            chunks += 1
-                            yield Text(delta)
-        except httpx.HTTPError as e:
-            raise YiError(f"{url}: {transport_cause(e)}") from None
-        if cancel.is_set():
-            stats.finish_reason = FINISH_INTERRUPTED
-        elif done or reason is not None:
-            stats.finish_reason = map_reason(reason)
-        elif seen == 0:
-            raise YiError(f"{url}: the answer is not an event stream "
-                          f"(Content-Type: {resp.headers.get('content-type', 'none')})")
-        else:  # a clean close without [DONE] or a finish reason: the server went away mid-reply
-            raise YiError(f"{url}: the server closed the stream before the reply ended")
-        stats.new_tokens = stats.new_tokens or chunks  # no usage chunk: one chunk is about one token
-        if first is not None:
-            stats.ttft_s, stats.decode_s = first - t0, last - first
+            with self.http.request("POST", ROUTE, body, cancel) as answer:
+                if answer.content_type == "application/json":  # a server that ignores stream: true
+                    pieces = self._whole(answer, reply)
+                else:
+                    pieces = self._events(answer, reply, cancel)
+                for piece in pieces:
+                    if text := scrub.feed(piece):
+                        yield Text(text)
+                stats = self._finish(answer, reply, cancel)
+            if text := scrub.flush():
+                yield Text(text)
+        except YiError as e:
+            self._note(reply)
+            if not (cancel.is_set() or reply.chunks):
+                raise
+            if text := scrub.flush():  # a held-back end that began like a secret but was not one
+                yield Text(text)
+            if not cancel.is_set():  # text reached the user: the reply is kept, marked, and the error says why
+                raise ReplyCut(str(e), reply.stats(FINISH_INTERRUPTED)) from None
+            stats = reply.stats(FINISH_INTERRUPTED)  # the watch shut the socket on a cancel: not a failure
+        else:
+            self._note(reply)
         yield Finish(stats)
 
+    def _events(self, answer, reply: Reply, cancel: threading.Event):
+        # Cancel is also checked between lines, but mostly it arrives through the watch, which shuts the socket
+        # down: leaving the `with` closes the connection, which makes the server stop generating.
+        for line in answer.lines():
+            if cancel.is_set():
+                return
+            if not line.startswith(b"data:"):  # blank lines, comments (`: ping`), event and id fields
+                continue
+            answer.watch.data()  # only data events hold the idle timeout off, not keep-alives
+            reply.seen += 1
+            try:
+                data = line[5:].decode("utf-8").strip()
+            except UnicodeDecodeError:
+                reply.bad("not UTF-8", repr(line[5:65]))
+                continue
+            if data == "[DONE]":
+                reply.done = True
+                return
+            try:
+                usage, choices = parse_chunk(data, answer.fail)
+            except BadChunk as e:
+                reply.bad(str(e), data)
+                continue
+            reply.usage = usage or reply.usage
+            for content, finish in choices:
+                reply.reason = finish or reply.reason
+                if content:
+                    if reply.full:  # the server ignores max_tokens: the client-side bound ends the reply
+                        reply.cut = True
+                        return
+                    reply.token()
+                    yield content
+            if reply.full:
+                reply.grace += 1
+                if reply.grace > GRACE_EVENTS:
+                    reply.cut = True
+                    return
 
-def base_url(endpoint: str) -> str:
-    """`host:8000`, `http://host:8000`, `.../v1` and `.../v1/chat/completions` all name the base `.../v1`."""
-    url = endpoint.strip().rstrip("/")
-    if "://" not in url:
-        url = "http://" + url
-    url = url.removesuffix("/chat/completions")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise LoadError(f"{endpoint}: not an http(s) URL of an OpenAI-compatible server")
-    # A bare host gets the usual /v1; any other path (a proxy's prefix, /v1beta/openai) is kept as given.
-    return url + "/v1" if parts.path in ("", "/") else url
+    def _whole(self, answer, reply: Reply):
+        body = answer.read(self.limits.max_json_bytes, "reply")
+        try:
+            obj = json.loads(body)
+            err = obj.get("error")
+            choice = obj["choices"][0]
+            content, reply.reason = choice["message"].get("content") or "", choice.get("finish_reason")
+            reply.usage = usage_of(obj.get("usage"))
+        except (ValueError, RecursionError, AttributeError, TypeError, KeyError, IndexError):
+            raise answer.fail("the answer is neither an event stream nor a chat completion") from None
+        if err:
+            raise answer.fail(f"server error: {one_line(str(err))}")
+        if not isinstance(content, str) or LONE_SURROGATE.search(content):
+            raise answer.fail("the reply's content is not valid text")
+        reply.done = True
+        if content:
+            reply.token()
+            yield content
+
+    def _finish(self, answer, reply: Reply, cancel: threading.Event) -> Stats:
+        if cancel.is_set():
+            return reply.stats(FINISH_INTERRUPTED)
+        if reply.cut:
+            return reply.stats(FINISH_LENGTH)
+        if reply.done or reply.reason is not None:
+            return reply.stats(map_reason(reply.reason))
+        if reply.seen == 0:
+            raise answer.fail(f"the answer is not an event stream (Content-Type: {answer.content_type or 'none'})")
+        raise answer.fail("the server closed the stream before the reply ended")  # went away mid-reply
+
+    def _note(self, reply: Reply) -> None:
+        if reply.bad_chunks:
+            n = reply.bad_chunks
+            self.notify(self.http.redact(f"skipped {n} bad chunk{'s' * (n > 1)} of the server's stream "
+                                         f"(first: {reply.first_bad})"))
 
 
-def check_status(resp: httpx.Response, url: str) -> None:
-    if resp.status_code < 400:
-        return
-    resp.read()
-    detail = f": {error_message(resp)}" if resp.content.strip() else ""
-    raise YiError(f"{url}: HTTP {resp.status_code} {resp.reason_phrase}{detail}")
+class Reply:
+    """What one streamed reply has seen so far, and the client-side token bound."""
+
+    def __init__(self, max_new_tokens: int):
+        self.max_new_tokens = max_new_tokens
+        self.t0 = time.perf_counter()
+        self.first = self.last = None
+        self.chunks = self.seen = self.grace = self.bad_chunks = 0
+        self.usage: tuple[int, int] | None = None
+        self.reason: str | None = None
+        self.done = self.cut = False
+        self.first_bad = ""
+
+    @property
+    def full(self) -> bool:
+        # A chunk is about one token; a usage report mid-stream (vLLM's continuous usage) counts too.
+        return max(self.chunks, self.usage[1] if self.usage else 0) >= self.max_new_tokens
+
+    def token(self) -> None:
+        self.last = time.perf_counter()
+        self.first = self.first or self.last
+        self.chunks += 1
+
+    def bad(self, why: str, data: str) -> None:
+        self.bad_chunks += 1
+        if self.bad_chunks == 1:
+            self.first_bad = f"{why}: {one_line(data, 60)}"
+
+    def stats(self, reason: str) -> Stats:
+        s = Stats(finish_reason=reason)
+        if self.usage:
+            s.prompt_tokens, s.new_tokens = self.usage
+        if not self.usage or reason == FINISH_INTERRUPTED or self.cut:
+            s.new_tokens = self.chunks  # what was shown: one chunk is about one token
+        if self.first is not None:
+            s.ttft_s, s.decode_s = self.first - self.t0, self.last - self.first
+        return s
 
 
-def error_message(resp: httpx.Response) -> str:
-    """The server's own words from the error shapes in use: OpenAI/vLLM {"error": {"message"}}, ollama
-    {"error": "..."}, older vLLM {"message"}, FastAPI {"detail"}; else the body's first line."""
-    try:
-        body = resp.json()
-    except ValueError:
-        body = None
-    msg = None
-    if isinstance(body, dict):
-        err = body.get("error")
-        msg = err.get("message") if isinstance(err, dict) else err
-        msg = msg or body.get("message") or body.get("detail")
-    text = str(msg) if msg else resp.text
-    return one_line(text)
-
-
-def one_line(text: str, limit: int = 200) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit - 1] + "…"
-
-
-def transport_cause(e: httpx.HTTPError) -> str:
-    if isinstance(e, httpx.ConnectError):
-        return f"cannot connect ({one_line(str(e)) or 'connection refused'})"
-    if isinstance(e, httpx.TimeoutException):
-        return f"timed out waiting for the server ({e.__class__.__name__})"
-    if isinstance(e, (httpx.RemoteProtocolError, httpx.ReadError)):
-        return f"the connection dropped mid-stream ({one_line(str(e))})"
-    return f"{e.__class__.__name__}: {one_line(str(e))}"
-
-
-def sse_data(line: str) -> str | None:
-    """The payload of an SSE `data:` line; None for blank lines, comments (`: ping`), event and id fields."""
-    if not line.startswith("data:"):
+def usage_of(u) -> tuple[int, int] | None:
+    if not isinstance(u, dict):
         return None
-    return line[5:].strip()
+    p, c = u.get("prompt_tokens"), u.get("completion_tokens")
+    if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in (p or 0, c or 0)):
+        return None
+    return p or 0, c or 0
 
 
-def parse_chunk(data: str, url: str) -> tuple[tuple[int, int] | None, list[tuple[str | None, str | None]]]:
-    """One chat.completion.chunk -> ((prompt, completion) tokens or None, [(content delta, finish reason)])."""
+def parse_chunk(data: str, fail) -> tuple[tuple[int, int] | None, list[tuple[str | None, str | None]]]:
+    """One chat.completion.chunk -> ((prompt, completion) tokens or None, [(content delta, finish reason)]).
+    BadChunk for a chunk to skip; `fail(text)` makes the YiError for a server's own error chunk."""
     try:
         chunk = json.loads(data)
-        err = chunk.get("error")
-        if err:  # vLLM and others report failures after the 200 as an error chunk
-            msg = err.get("message", err) if isinstance(err, dict) else err
-            raise YiError(f"{url}: server error mid-stream: {one_line(str(msg))}")
-        u = chunk.get("usage")
-        usage = (int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0)) if u else None
-        choices = [((c.get("delta") or {}).get("content"), c.get("finish_reason")) for c in chunk.get("choices") or []]
-    except (ValueError, AttributeError, TypeError):  # not JSON, or JSON of another shape
-        raise YiError(f"{url}: malformed stream chunk {one_line(data, 80)!r}") from None
-    return usage, choices
+    except (ValueError, RecursionError):
+        raise BadChunk("not JSON") from None
+    if not isinstance(chunk, dict):
+        raise BadChunk("not a JSON object")
+    err = chunk.get("error")
+    if err:  # vLLM, llama.cpp and others report failures after the 200 as an error chunk
+        msg = err.get("message", err) if isinstance(err, dict) else err
+        raise fail(f"server error mid-stream: {one_line(str(msg))}")
+    choices = chunk.get("choices") or []
+    if not isinstance(choices, list):
+        raise BadChunk("choices is not a list")
+    out = []
+    for c in choices:
+        delta = c.get("delta") if isinstance(c, dict) else None
+        content = delta.get("content") if isinstance(delta, dict) else None
+        if content is not None and not isinstance(content, str):
+            raise BadChunk("content is not text")
+        if content and LONE_SURROGATE.search(content):
+            raise BadChunk("content is not valid Unicode (a lone surrogate)")
+        finish = c.get("finish_reason") if isinstance(c, dict) else None
+        out.append((content, finish if isinstance(finish, str) else None))
+    return usage_of(chunk.get("usage")), out
 
 
 def map_reason(reason: str | None) -> str:

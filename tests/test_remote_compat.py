@@ -1,0 +1,452 @@
+"""The remote engine against servers over real HTTP on 127.0.0.1 that answer as vLLM, llama.cpp's server, ollama
+and an Azure-style endpoint do, then against hostile ones: a stream that never ends, a line that never ends, a
+model list that never ends, keep-alives and nothing else, redirects elsewhere, bad chunks. Bounds are shrunk so
+each case trips its limit quickly; the outcome never depends on timing luck."""
+from __future__ import annotations
+
+import threading
+import tracemalloc
+
+import pytest
+
+from tests import compat_servers as cs
+from tests.compat_servers import Server
+from tests.fixtures import plain_chat
+from yi_cli.errors import EXIT_LOAD, LoadError, ReplyCut, YiError
+from yi_cli.engines.events import Finish, Text
+from yi_cli.engines.remote import RemoteEngine
+from yi_cli.engines.remote_endpoint import Endpoint
+from yi_cli.engines.remote_http import Limits
+from yi_cli.engines.settings import GenSettings
+from yi_cli.engines.template import Prompt
+
+HELLO = [{"role": "user", "content": "hello"}]
+WORDS = ["Paris", " is", " the", " capital", "."]
+
+
+def run(engine, settings=None, cancel=None):
+    events = list(engine.stream(Prompt(HELLO), settings or GenSettings(), cancel or threading.Event()))
+    assert isinstance(events[-1], Finish) and all(isinstance(e, Text) for e in events[:-1])
+    return "".join(e.text for e in events[:-1]), events[-1].stats
+
+
+def one_line(excinfo) -> str:
+    msg = str(excinfo.value)
+    assert msg and "\n" not in msg
+    return msg
+
+
+def small(**kw) -> Limits:
+    return Limits(**{"connect_timeout": 5, "idle_timeout": 5, "deadline": 30, **kw})
+
+
+# --- the compatibility matrix -------------------------------------------------------------------------------------
+
+FLAVOURS = {
+    "vllm": (cs.vllm_models, cs.vllm, cs.vllm_error, "/v1", "maximum context length is 32768"),
+    "llamacpp": (cs.llamacpp_models, cs.llamacpp, cs.llamacpp_error, "/v1", "exceeds the available context size"),
+    "ollama": (cs.ollama_models, cs.ollama, cs.ollama_error, "/v1", 'model "yi:34b" not found'),
+    "azure": (None, cs.azure, cs.azure_error, "/openai/deployments/gpt-4o?api-version=2024-10-21",
+              "filtered due to the prompt"),
+}
+
+
+def flavour_server(name: str, state: dict):
+    models, stream, error, _, _ = FLAVOURS[name]
+
+    def answer(h):
+        if name == "azure" and ("api-version=2024-10-21" not in h.path or h.headers.get("api-key") != "az-key-1234"):
+            return h.json(404 if "api-version" not in h.path else 401, {"error": {"code": "404", "message":
+                                                                               "Resource not found"}})
+        if h.command == "GET":
+            return models(h) if models else h.json(404, {"error": {"code": "404", "message": "Resource not found"}})
+        if state.get("error"):
+            return error(h)
+        n = h.body["max_tokens"]
+        stream(h, WORDS[:n], "length" if n < len(WORDS) else "stop")
+
+    return Server(answer)
+
+
+@pytest.mark.parametrize("name", FLAVOURS)
+def test_matrix_reply_usage_finish_and_errors(name):
+    state = {}
+    _, _, _, path, error_words = FLAVOURS[name]
+    with flavour_server(name, state) as srv:
+        key = "az-key-1234" if name == "azure" else None
+        engine = RemoteEngine(srv.root + path, key, limits=small())
+        text, stats = run(engine)
+        assert text == "Paris is the capital."
+        assert (stats.prompt_tokens, stats.new_tokens, stats.finish_reason) == (11, 5, "stop")
+        text, stats = run(engine, GenSettings(max_new_tokens=2))
+        assert text == "Paris is" and stats.finish_reason == "length" and stats.new_tokens == 2
+        state["error"] = True
+        with pytest.raises(YiError) as e:
+            run(engine)
+        msg = one_line(e)
+        assert error_words in msg and "HTTP 4" in msg
+    chat_paths = [r["path"] for r in srv.requests if r["method"] == "POST"]
+    route = path.split("?")[0] + "/chat/completions" + ("?" + path.split("?")[1] if "?" in path else "")
+    assert chat_paths == [route] * 3  # the query string (api-version) rides on every request
+    if name == "azure":
+        assert engine.name == "gpt-4o"  # the deployment names the model: no /models to ask
+        assert all(r["headers"]["api-key"] == key for r in srv.requests)
+
+
+@pytest.mark.parametrize("name", ["vllm", "llamacpp", "ollama"])
+def test_matrix_first_listed_model_is_used(name):
+    with flavour_server(name, {}) as srv:
+        engine = RemoteEngine(srv.root, None, limits=small())  # bare host: /v1 is added
+        text, _ = run(engine)
+    assert text == "Paris is the capital."
+    assert srv.requests[0]["path"] == "/v1/models"
+    assert srv.requests[1]["body"]["model"] == engine.name != ""
+
+
+@pytest.mark.parametrize("form,base", [
+    ("{root}/v1?api-version=2024-02-01", "/v1?api-version=2024-02-01"),
+    ("{root}/v1/?api-version=2024-02-01", "/v1?api-version=2024-02-01"),
+    ("{root}/v1/chat/completions?api-version=2024-02-01", "/v1?api-version=2024-02-01"),
+    ("{root}/v1/models", "/v1"),
+    ("{root}/proxy/openai/v1", "/proxy/openai/v1"),  # an OPENAI_BASE_URL with a gateway's prefix
+    ("{root}", "/v1"),
+])
+def test_endpoint_forms_keep_the_query_on_every_request(form, base):
+    def answer(h):
+        return cs.vllm_models(h) if h.command == "GET" else cs.vllm(h, ["ok"])
+
+    with Server(answer) as srv:
+        engine = RemoteEngine(form.format(root=srv.root), None, limits=small())
+        assert run(engine)[0] == "ok"
+    path, _, query = base.partition("?")
+    q = "?" + query if query else ""
+    assert [r["path"] for r in srv.requests] == [f"{path}/models{q}", f"{path}/chat/completions{q}"]
+
+
+def test_a_server_that_ignores_stream_true_still_answers():
+    def answer(h):
+        h.json(200, {"id": "x", "object": "chat.completion", "choices": [{"index": 0, "message": {
+            "role": "assistant", "content": "whole answer"}, "finish_reason": "stop"}], "usage": cs.usage(3, 2)})
+
+    with Server(answer) as srv:
+        text, stats = run(RemoteEngine(srv.root, None, model="m", limits=small()))
+    assert text == "whole answer" and (stats.prompt_tokens, stats.new_tokens) == (3, 2)
+
+
+def test_error_chunk_mid_stream_keeps_the_text_so_far():
+    def answer(h):
+        h.sse_start()
+        h.event({"choices": [{"index": 0, "delta": {"content": "half"}}]})
+        h.event({"error": {"object": "error", "message": "CUDA out of memory", "type": "InternalServerError",
+                           "code": 500}})
+        h.sse_end()
+
+    with Server(answer) as srv:
+        chat, out, err = plain_chat(RemoteEngine(srv.root, None, model="m", limits=small()))
+        chat.handle("hi")
+    assert "server error mid-stream: CUDA out of memory" in err.getvalue()
+    assert out.getvalue() == "half [interrupted]\n\n"
+    assert chat.session.turns[-1].content == "half" and chat.session.turns[-1].finish_reason == "interrupted"
+
+
+# --- hostile servers ----------------------------------------------------------------------------------------------
+
+def test_a_stream_that_never_ends_stops_at_max_new_tokens():
+    def answer(h):  # ignores max_tokens and never sends a finish reason
+        h.sse_start()
+        for i in cs.forever():
+            h.event({"choices": [{"index": 0, "delta": {"content": f" w{i}"}, "finish_reason": None}]})
+
+    with Server(answer) as srv:
+        text, stats = run(RemoteEngine(srv.root, None, model="m", limits=small()), GenSettings(max_new_tokens=7))
+    assert text == " w0 w1 w2 w3 w4 w5 w6"
+    assert stats.finish_reason == "length" and stats.new_tokens == 7
+
+
+def test_a_stream_of_empty_chunks_is_stopped_by_the_deadline():
+    def answer(h):  # data events (they reset the idle clock) that carry no text
+        h.sse_start()
+        h.event({"choices": [{"index": 0, "delta": {"content": "start"}}]})
+        for _ in cs.forever():
+            h.event({"choices": [{"index": 0, "delta": {}}]})
+
+    with Server(answer) as srv, pytest.raises(ReplyCut) as e:
+        run(RemoteEngine(srv.root, None, model="m", limits=small(deadline=0.5)))
+    assert "no complete answer within the 0.5 s deadline" in one_line(e)
+    assert e.value.stats.finish_reason == "interrupted" and e.value.stats.new_tokens == 1
+
+
+def endless_line(h):
+    h.sse_start()
+    h.chunk(b'data: {"choices": [{"delta": {"content": "')
+    block = b"x" * 65536
+    for _ in range(1 << 14):  # 1 GiB at most, never a newline
+        h.chunk(block)
+
+
+def test_an_endless_line_is_cut_at_the_limit_holding_no_more_than_it():
+    limit = 1 << 20
+    with Server(endless_line) as srv:
+        engine = RemoteEngine(srv.root, None, model="m", limits=small(max_line_bytes=limit))
+        tracemalloc.start()
+        try:
+            with pytest.raises(YiError) as e:
+                run(engine)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert f"a line of the event stream is over the limit of {limit} bytes" in one_line(e)
+    assert peak < 4 * limit  # the limit plus a socket read or two, not the gigabyte
+
+
+def test_an_endless_stream_is_cut_at_the_stream_limit():
+    def answer(h):
+        h.sse_start()
+        for _ in range(1 << 14):
+            h.chunk(b": padding " + b"p" * 4000 + b"\n")  # comments: no data, so only the byte bound can stop it
+
+    with Server(answer) as srv, pytest.raises(YiError) as e:
+        run(RemoteEngine(srv.root, None, model="m", limits=small(max_stream_bytes=1 << 20)))
+    assert "the event stream is over the limit of 1048576 bytes" in one_line(e)
+
+
+@pytest.mark.parametrize("declared", [True, False])
+def test_a_huge_model_list_is_refused(declared):
+    def answer(h):
+        h.send_response(200)
+        h.send_header("Content-Type", "application/json")
+        h.send_header(*(("Content-Length", str(1 << 30)) if declared else ("Transfer-Encoding", "chunked")))
+        h.end_headers()
+        entry = b'{"id": "model-0000", "object": "model"},' * 1000
+        head = b'{"object": "list", "data": ['
+        if declared:
+            h.wfile.write(head)
+            for _ in range((1 << 30) // len(entry)):
+                h.wfile.write(entry)
+        else:
+            h.chunk(head)
+            for _ in range((1 << 30) // len(entry)):
+                h.chunk(entry)
+
+    with Server(answer) as srv:
+        tracemalloc.start()
+        try:
+            with pytest.raises(LoadError) as e:
+                RemoteEngine(srv.root, None, limits=small(max_json_bytes=1 << 20))
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    msg = one_line(e)
+    assert "the model list is" in msg and "over the limit of 1048576" in msg and e.value.exit_code == EXIT_LOAD
+    assert peak < 4 << 20
+
+
+def test_keepalives_alone_do_not_hold_off_the_idle_timeout():
+    def answer(h):
+        h.sse_start()
+        for _ in cs.forever():
+            h.chunk(b": ping\n\n")
+            h.wait_for_close(0.02)  # a keep-alive every 20 ms, forever
+
+    with Server(answer) as srv:
+        chat, _, err = plain_chat(RemoteEngine(srv.root, None, model="m", limits=small(idle_timeout=0.5)))
+        chat.handle("hi")
+    assert "no data from the server for 0.5 s (--idle-timeout)" in err.getvalue()
+    assert chat.session.turns == [] and chat.failures == 1  # nothing came: nothing to keep
+
+
+def test_a_redirect_to_another_host_is_refused_and_the_key_stays_home():
+    with Server(lambda h: h.json(200, {"data": [{"id": "elsewhere"}]}), host="localhost") as other:
+        def answer(h):
+            h.redirect(f"http://localhost:{other.port}{h.path}", 307)
+
+        with Server(answer) as srv, pytest.raises(LoadError) as e:
+            RemoteEngine(srv.root + "/v1", "sk-secret-1234", limits=small())
+    msg = one_line(e)
+    assert f"redirected to http://localhost:{other.port}/v1/models (another host); not followed" in msg
+    assert "credentials are not sent there" in msg and "sk-secret-1234" not in msg
+    assert other.requests == []
+
+
+def test_a_redirect_loop_ends():
+    with Server(lambda h: h.redirect(h.path, 302)) as srv, pytest.raises(LoadError) as e:
+        RemoteEngine(srv.root, None, limits=small())
+    assert "more than 5 redirects" in one_line(e)
+
+
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory):
+    pair = cs.self_signed(tmp_path_factory.mktemp("tls"))
+    if pair is None:
+        pytest.skip("no openssl tool to make a test certificate")
+    return pair
+
+
+def test_http_to_https_on_the_same_host_is_followed(cert, monkeypatch):
+    monkeypatch.setenv("SSL_CERT_FILE", cert[0])  # the test CA, as a user with a private CA would
+
+    def secure(h):
+        return cs.vllm_models(h) if h.command == "GET" else cs.vllm(h, ["safe"])
+
+    with Server(secure, tls=cert) as tls, \
+            Server(lambda h: h.redirect(f"https://127.0.0.1:{tls.port}{h.path}", 301)) as plain:
+        engine = RemoteEngine(plain.root + "/v1?api-version=1", "sk-key-5678", limits=small())
+        assert run(engine)[0] == "safe"
+    assert [r["path"] for r in plain.requests] == ["/v1/models?api-version=1"]  # then straight to https
+    assert [r["path"] for r in tls.requests] == ["/v1/models?api-version=1", "/v1/chat/completions?api-version=1"]
+    assert engine.base == f"https://127.0.0.1:{tls.port}/v1?api-version=1"
+
+
+def test_an_untrusted_certificate_is_one_line_exit_3(cert):
+    with Server(cs.vllm_models, tls=cert) as tls, pytest.raises(LoadError) as e:
+        RemoteEngine(tls.root, None, limits=small())
+    msg = one_line(e)
+    assert "TLS: the server's certificate is not trusted" in msg and "SSL_CERT_FILE" in msg
+
+
+def test_https_to_http_downgrade_is_refused(cert, monkeypatch):
+    monkeypatch.setenv("SSL_CERT_FILE", cert[0])
+    with Server(lambda h: h.redirect(f"http://127.0.0.1:1{h.path}", 308), tls=cert) as tls, \
+            pytest.raises(LoadError) as e:
+        RemoteEngine(tls.root, "sk-key-5678", limits=small())
+    assert "downgrade to http); not followed" in one_line(e)
+
+
+BAD_CHUNKS = [
+    ('{"choices": [{"index": 0, "delta": {"content": "\\ud800"}}]}', "lone surrogate"),
+    ('{"choices": [{"index": 0, "delta": {"content": 42}}]}', "content is not text"),
+    ('{"choices": [{"index": 0, "delta": {"content": ["a", "b"]}}]}', "content is not text"),
+    ('{"choices": [{"index": 0, "delta": {"content": "unterminated', "not JSON"),
+    ('[1, 2, 3]', "not a JSON object"),
+    ('{"choices": "none"}', "choices is not a list"),
+    ("[" * 100000, "not JSON"),  # nested past the parser's recursion limit
+]
+
+
+@pytest.mark.parametrize("bad,why", BAD_CHUNKS)
+def test_bad_chunks_are_skipped_with_a_note(bad, why):
+    def answer(h):
+        h.sse_start()
+        h.event({"choices": [{"index": 0, "delta": {"content": "good"}}]})
+        h.event(bad)
+        h.chunk(b"data: \xff\xfe not utf-8\n\n")
+        h.event({"choices": [{"index": 0, "delta": {"content": " end"}, "finish_reason": "stop"}]})
+        h.sse_end()
+
+    notes = []
+    with Server(answer) as srv:
+        text, stats = run(RemoteEngine(srv.root, None, model="m", limits=small(), notify=notes.append))
+    assert text == "good end" and stats.finish_reason == "stop"
+    assert len(notes) == 1 and "skipped 2 bad chunks of the server's stream" in notes[0] and why in notes[0]
+
+
+def test_cancel_closes_the_connection_while_the_server_is_silent():
+    seen = {}
+    got_request = threading.Event()
+
+    def answer(h):
+        when = h.body["messages"][-1]["content"]
+        if when == "mid":  # a token, then silence; "before": not even the headers
+            h.sse_start()
+            h.event({"choices": [{"index": 0, "delta": {"content": "first"}}]})
+        got_request.set()
+        seen[when] = h.wait_for_close(20)  # True: the client hung up
+
+    with Server(answer) as srv:
+        engine = RemoteEngine(srv.root, None, model="m", limits=small(idle_timeout=60))
+        for when in ("mid", "before"):
+            got_request.clear()
+            cancel = threading.Event()
+            if when == "before":
+                threading.Thread(target=lambda c=cancel: (got_request.wait(10), c.set()), daemon=True).start()
+            events = []
+            for ev in engine.stream(Prompt([{"role": "user", "content": when}]), GenSettings(), cancel):
+                events.append(ev)
+                if isinstance(ev, Text):
+                    cancel.set()  # Ctrl-C while the server says nothing more
+            assert events[-1].stats.finish_reason == "interrupted"
+            assert "".join(e.text for e in events[:-1]) == ("first" if when == "mid" else "")
+    assert seen == {"mid": True, "before": True}  # closed by the client, not by the server's 20 s wait
+
+
+def test_endpoint_parsing_and_shown_urls():
+    ep = Endpoint("https://alice:s3cret%40pw@api.example.test/v1?api-version=2024-02-01&api-key=qk-999#frag")
+    assert ep.url("/models") == "https://api.example.test/v1/models?api-version=2024-02-01&api-key=qk-999"
+    assert ep.shown("/models") == "https://***@api.example.test/v1/models?api-version=2024-02-01&api-key=***"
+    assert "s3cret@pw" in ep.secrets() and "qk-999" in ep.secrets()
+    assert Endpoint("[::1]:8000").url() == "http://[::1]:8000/v1"
+    assert Endpoint("localhost:11434").url("/models") == "http://localhost:11434/v1/models"
+    with pytest.raises(YiError) as e:
+        Endpoint("http://bob:hunter22@host:notaport/v1")
+    assert "hunter22" not in str(e.value) and "***@" in str(e.value)
+
+
+def test_remote_limits_from_config_are_checked():
+    assert Limits.from_config({"idle_timeout": 5, "max_line_bytes": 4096}, "c.toml").idle_timeout == 5
+    for bad in ({"idle_timeout": -1}, {"idle_timout": 5}, {"max_line_bytes": 1.5}, {"deadline": float("inf")},
+                {"deadline": True}, {"deadline": "10"}):
+        with pytest.raises(YiError) as e:
+            Limits.from_config(bad, "c.toml")
+        assert e.value.exit_code == 2 and "c.toml: " in str(e.value)
+
+
+def test_cli_bounds_from_config_and_flags(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    def keepalive(h):
+        h.sse_start()
+        for _ in cs.forever():
+            h.chunk(b": ping\n\n")
+            h.wait_for_close(0.02)
+
+    home = tmp_path / "yi"
+    (home / "config").mkdir(parents=True)
+    env = {**os.environ, "YI_CHAT_HOME": str(home)}
+
+    def yi(*args, remote="idle_timeout = 0.5"):
+        (home / "config" / "config.toml").write_text(f'endpoint = "{srv.root}"\n[remote]\n{remote}\n')
+        return subprocess.run([sys.executable, "-m", "yi_cli", "--model", "m", "-p", "hi", *args], env=env,
+                              capture_output=True, text=True, timeout=120, check=False)
+
+    with Server(keepalive) as srv:
+        from_config, from_flag = yi(), yi("--idle-timeout", "0.3")
+        typo, bad_flag = yi(remote="idle_timout = 5"), yi("--deadline", "0")
+    assert from_config.returncode == 1 and "no data from the server for 0.5 s" in from_config.stderr
+    assert from_flag.returncode == 1 and "no data from the server for 0.3 s" in from_flag.stderr
+    assert typo.returncode == 2 and "unknown key remote.idle_timout" in typo.stderr
+    assert bad_flag.returncode == 2 and "is not a positive number of seconds" in bad_flag.stderr
+    for p in (from_config, from_flag, typo, bad_flag):
+        assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
+def test_odd_keys_and_locations_are_one_line():
+    with pytest.raises(YiError) as e:
+        RemoteEngine("http://127.0.0.1:1/v1", "sk-caf\u00e9-1234", model="m")
+    assert e.value.exit_code == 2 and "caf" not in one_line(e)
+    with Server(lambda h: h.redirect("http://[broken/v1/models", 302)) as srv, pytest.raises(LoadError) as e:
+        RemoteEngine(srv.root, None, limits=small())
+    assert "redirect to an invalid URL" in one_line(e)
+    with Server(lambda h: h.json(200, {"data": [{"id": "sk-live-9876"}]})) as srv:
+        assert RemoteEngine(srv.root, "sk-live-9876", limits=small()).name == "***"
+
+
+def test_a_note_during_a_live_reply_waits_for_its_end():
+    import io
+
+    from rich.console import Console
+
+    from yi_cli.engines.events import Stats
+    from yi_cli.render import LiveRenderer
+
+    out, err = io.StringIO(), io.StringIO()
+    render = LiveRenderer(Console(file=out, width=80), Console(file=err, width=200), show_stats=False)
+    render.reply_start("hi")
+    render.reply_text("some text")
+    render.notice("skipped 1 bad chunk")  # from the engine's thread, mid-reply
+    assert err.getvalue() == ""
+    render.reply_end("some text", Stats())
+    assert err.getvalue() == "skipped 1 bad chunk\n" and "some text" in out.getvalue()
+    render.notice("outside a reply")
+    assert err.getvalue().endswith("outside a reply\n")

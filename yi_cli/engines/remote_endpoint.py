@@ -1,0 +1,126 @@
+"""Endpoints as users write them, and credentials kept out of every message: URLs shown with user info and
+secret query values as ***, and any credential in text bound for the user (errors, notes, the reply) replaced
+by *** (no torch, no httpx)."""
+from __future__ import annotations
+
+import base64
+import re
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
+
+from ..errors import UsageError
+
+# Query parameters that carry credentials in the services people use (Azure Functions ?code=, Google ?key=,
+# signed URLs ?sig=): their values are shown as *** like a password.
+SECRET_PARAM = re.compile(r"key|token|secret|passw|sig|auth|credential|^code$", re.IGNORECASE)
+
+
+class Endpoint:
+    """An OpenAI-compatible base URL as a user writes it: `host:8000`, `http://host:8000`, `.../v1`,
+    `.../v1/chat/completions`, an OPENAI_BASE_URL value, a proxy's own prefix, `user:password@`, and a query
+    string (`?api-version=...`) that every request keeps."""
+
+    def __init__(self, value: str):
+        raw = value.strip()
+        if "://" not in raw:
+            raw = "http://" + raw
+        try:
+            parts = urlsplit(raw)
+            parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            raise UsageError(f"{hide_userinfo(value.strip())}: not an http(s) URL of an OpenAI-compatible server")
+        self.scheme = parts.scheme
+        self.hostport = parts.netloc.rpartition("@")[2]  # as written: [v6]:port stays bracketed
+        self.host = parts.hostname.lower()
+        self.port = parts.port or (443 if self.scheme == "https" else 80)
+        self.user = unquote(parts.username) if parts.username is not None else None
+        self.password = unquote(parts.password) if parts.password is not None else None
+        path = parts.path.rstrip("/")
+        for route in ("/chat/completions", "/models"):
+            path = path.removesuffix(route)
+        # A bare host gets the usual /v1; any other path (a proxy's prefix, /v1beta/openai) is kept as given.
+        self.path = path or "/v1"
+        self.query = parts.query
+
+    @property
+    def deployment(self) -> str | None:
+        """Azure-style `/openai/deployments/NAME`: the deployment names the model (such endpoints list none)."""
+        m = re.search(r"/deployments/([^/]+)$", self.path)
+        return unquote(m.group(1)) if m else None
+
+    def url(self, route: str = "") -> str:
+        """The URL requests go to: credentials travel in headers, never in the URL."""
+        return f"{self.scheme}://{self.hostport}{self.path}{route}" + (f"?{self.query}" if self.query else "")
+
+    def shown(self, route: str = "") -> str:
+        """The URL as messages show it: user info and secret query values as ***."""
+        userinfo = "***@" if self.user is not None else ""
+        return f"{self.scheme}://{userinfo}{self.hostport}{self.path}{route}" + shown_query(self.query)
+
+    def secrets(self) -> list[str]:
+        out = [s for s in (self.user, self.password) if s]
+        if self.user is not None:
+            out.append(base64.b64encode(f"{self.user}:{self.password or ''}".encode()).decode())
+        return out + [v for k, v in parse_qsl(self.query) if SECRET_PARAM.search(k) and v]
+
+    def moved(self, url: str, route: str) -> Endpoint | None:
+        """The endpoint a same-host redirect of `route` points at, so later requests go there directly."""
+        parts = urlsplit(url)
+        if not parts.path.rstrip("/").endswith(route):
+            return None
+        new = Endpoint(url)
+        new.user, new.password = self.user, self.password
+        return new
+
+
+def hide_userinfo(url: str) -> str:
+    return re.sub(r"(//)[^/?#@]*@", r"\1***@", url)
+
+
+def shown_query(query: str) -> str:
+    if not query:
+        return ""
+    pairs = [f"{quote(k, safe='')}={'***' if SECRET_PARAM.search(k) else quote(v, safe='')}"
+             for k, v in parse_qsl(query, keep_blank_values=True)]
+    return "?" + "&".join(pairs)
+
+
+class Redactor:
+    """Replaces every secret (and its URL-encoded form) with *** in text bound for a message or a note."""
+
+    def __init__(self, secrets: list[str]):
+        forms = {f for s in secrets if s for f in (s, quote(s, safe=""), quote(s))}
+        # Very short "secrets" (a user name "a") would mangle every message; they never reach one anyway,
+        # since URLs are built without user info.
+        self.forms = sorted((f for f in forms if len(f) >= 4), key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for f in self.forms:
+            text = text.replace(f, "***")
+        return text
+
+    def held(self, text: str) -> int:
+        """How many characters at the end of `text` could be the start of a secret (held back from a stream)."""
+        for k in range(min(len(text), max(map(len, self.forms), default=1) - 1), 0, -1):
+            if any(f.startswith(text[-k:]) for f in self.forms):
+                return k
+        return 0
+
+
+class StreamRedactor:
+    """Redaction of text that arrives in pieces: a secret split across two chunks is still caught, because the
+    end of a piece that could begin one waits for the next piece (or the end of the reply)."""
+
+    def __init__(self, redact: Redactor):
+        self.redact, self.tail = redact, ""
+
+    def feed(self, piece: str) -> str:
+        text = self.redact(self.tail + piece)
+        keep = self.redact.held(text)
+        self.tail = text[len(text) - keep:]
+        return text[:len(text) - keep]
+
+    def flush(self) -> str:
+        text, self.tail = self.tail, ""
+        return text

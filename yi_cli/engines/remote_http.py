@@ -1,0 +1,305 @@
+"""HTTP for the remote engine: requests to an Endpoint (remote_endpoint.py) with its credentials, redirects kept
+to the same host, and every answer read within bounds of bytes and time (no torch).
+
+Bounds: a line of the event stream, a whole stream, a JSON answer (/models) and an error body each have a byte
+limit, checked while reading in the socket's own chunks (at most 64 KiB), so memory stays near the limit whatever
+the server sends. Time: a connect timeout, an idle timeout on *data* (SSE comments and keep-alives do not reset it)
+and an overall deadline per request. A watcher thread enforces the idle timeout, the deadline and the caller's
+cancel Event by shutting the socket down, which wakes a read blocked in it at once (closing alone would not).
+"""
+from __future__ import annotations
+
+import base64
+import json
+import math
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+
+from ..errors import UsageError, YiError
+from .remote_endpoint import Endpoint, Redactor, hide_userinfo, shown_query
+
+REDIRECTS = (301, 302, 303, 307, 308)
+
+
+@dataclass
+class Limits:
+    """Bounds of one request. Seconds are floats; sizes are bytes. Tests shrink them to keep the hostile cases fast."""
+
+    connect_timeout: float = 10.0  # TCP + TLS handshake
+    idle_timeout: float = 60.0  # no data event for this long (waiting for the first token counts)
+    deadline: float = 900.0  # one whole request, first byte to last
+    max_line_bytes: int = 1 << 20  # one line of the event stream
+    max_stream_bytes: int = 64 << 20  # one whole streamed reply
+    max_json_bytes: int = 8 << 20  # a JSON answer: the model list, a non-streamed reply
+    max_error_bytes: int = 64 << 10  # the body of an HTTP error (only its first line is shown)
+    max_redirects: int = 5
+
+    @classmethod
+    def from_config(cls, values: dict, where: str) -> Limits:
+        """The [remote] table of config.toml: known keys, positive finite numbers (whole numbers for sizes)."""
+        limits, known = cls(), {f.name: f.type for f in fields(cls)}
+        for k, v in values.items():
+            if k not in known:
+                raise UsageError(f"{where}: unknown key remote.{k} (known: {', '.join(sorted(known))})")
+            whole = known[k] == "int"
+            if isinstance(v, bool) or not isinstance(v, int if whole else (int, float)) or not math.isfinite(v) \
+                    or v <= 0:
+                raise UsageError(f"{where}: remote.{k} must be a positive {'whole ' if whole else ''}number")
+            setattr(limits, k, v)
+        return limits
+
+
+class Watch:
+    """One request's time bounds and cancel: a thread that shuts the socket down when the caller cancels, the
+    deadline passes, or no data event came for idle_timeout; `why` says which."""
+
+    POLL = 0.05  # seconds: how late a cancel is seen, at most
+
+    def __init__(self, limits: Limits, cancel: threading.Event | None):
+        self.limits = limits
+        self.cancel = cancel or threading.Event()
+        self.start = self.last = time.monotonic()
+        self.why: str | None = None  # "cancel" | "deadline" | "idle"
+        self.socks: list[socket.socket] = []
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="yi-remote-watch", daemon=True)
+        self.thread.start()
+
+    def trace(self, event: str, info: dict) -> None:
+        """httpcore's trace hook: the socket as soon as it is connected, so even the wait for headers is covered."""
+        if event in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
+            sock = info["return_value"].get_extra_info("socket")
+            if sock is not None:
+                self.socks.append(sock)
+                if self.why:
+                    self._shut()
+
+    def data(self) -> None:
+        """A data event (not a comment) arrived: the idle clock restarts."""
+        self.last = time.monotonic()
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join()
+
+    def _run(self) -> None:
+        lim = self.limits
+        while not self.done.wait(self.POLL):
+            now = time.monotonic()
+            why = ("cancel" if self.cancel.is_set() else "deadline" if now - self.start >= lim.deadline
+                   else "idle" if now - self.last >= lim.idle_timeout else None)
+            if why:
+                self.why = why
+                self._shut()
+                return
+
+    def _shut(self) -> None:
+        for s in self.socks:
+            try:  # the plain socket's shutdown, also under TLS: it wakes a blocked read without touching SSL state
+                socket.socket.shutdown(s, socket.SHUT_RDWR)
+            except (OSError, ValueError):  # already closed
+                pass
+
+
+class Transport:
+    """Requests to one endpoint with one set of credentials and limits."""
+
+    def __init__(self, endpoint: Endpoint, api_key: str | None, limits: Limits, verify=True):
+        self.endpoint = endpoint
+        self.limits = limits
+        self.headers = {"Accept-Encoding": "identity"}  # compressed bodies could not be bounded while read
+        api_key = (api_key or "").strip()  # `$(cat keyfile)` ends in a newline
+        if any(not 33 <= ord(c) < 127 for c in api_key):  # the message must not echo it
+            raise UsageError("the API key has a character that cannot go in an HTTP header (only printable ASCII)")
+        if api_key:
+            self.headers["Authorization"] = f"Bearer {api_key}"
+            if "api-version=" in endpoint.query:  # Azure-style endpoints read the key from api-key
+                self.headers["api-key"] = api_key
+        elif endpoint.user is not None:
+            self.headers["Authorization"] = "Basic " + base64.b64encode(
+                f"{endpoint.user}:{endpoint.password or ''}".encode()).decode()
+        self.redact = Redactor(([api_key] if api_key else []) + endpoint.secrets())
+        # One TLS context for the engine's life (loading the CA bundle per request costs ~20 ms).
+        self.verify = httpx.create_ssl_context(verify=verify, trust_env=True) if verify is not False else False
+
+    def fail(self, shown: str, what: str) -> YiError:
+        return YiError(self.redact(f"{shown}: {what}"))
+
+    @contextmanager
+    def request(self, method: str, route: str, body: dict | None = None, cancel: threading.Event | None = None):
+        """Send one request and yield an Answer whose status is below 400, redirects within the same host followed.
+        Failures raise YiError with one line naming the URL as shown (credentials hidden)."""
+        lim = self.limits
+        watch = Watch(lim, cancel)
+        ep = self.endpoint
+        url, shown = ep.url(route), ep.shown(route)
+        timeout = httpx.Timeout(lim.idle_timeout + 1, connect=lim.connect_timeout)  # the watch acts first
+        try:
+            with httpx.Client(headers=self.headers, timeout=timeout, verify=self.verify, trust_env=True) as client:
+                for _ in range(lim.max_redirects + 1):
+                    req = client.build_request(method, url, json=body, extensions={"trace": watch.trace})
+                    resp = client.send(req, stream=True)
+                    if resp.status_code not in REDIRECTS:
+                        break
+                    resp.close()
+                    url, shown = self._redirect(url, shown, resp, route)
+                else:
+                    raise self.fail(shown, f"more than {lim.max_redirects} redirects")
+                try:
+                    answer = Answer(self, resp, watch, shown)
+                    answer.check_status()
+                    yield answer
+                finally:
+                    resp.close()
+        except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as e:
+            raise self.transport_error(e, watch, shown) from None
+        finally:
+            watch.stop()
+
+    def _redirect(self, url: str, shown: str, resp: httpx.Response, route: str) -> tuple[str, str]:
+        """Follow http -> https and moves within the same origin; refuse any other host, where the key must not go."""
+        loc = resp.headers.get("location")
+        if not loc:
+            raise self.fail(shown, f"HTTP {resp.status_code} redirect without a Location")
+        try:
+            target = urljoin(url, loc)
+            t, here = urlsplit(target), urlsplit(url)
+            t_port = t.port if t.port is not None else (443 if t.scheme == "https" else 80)
+        except ValueError:
+            raise self.fail(shown, f"HTTP {resp.status_code} redirect to an invalid URL") from None
+        h_port = here.port if here.port is not None else (443 if here.scheme == "https" else 80)
+        same_host = (t.hostname or "").lower() == (here.hostname or "").lower()
+        upgrade = here.scheme == "http" and t.scheme == "https"
+        if not same_host or not (upgrade or (t.scheme == here.scheme and t_port == h_port)):
+            shown_target = hide_userinfo(target.split("?")[0]) + shown_query(t.query)
+            why = "another host" if not same_host else "another port or a downgrade to http"
+            raise self.fail(shown, f"redirected to {shown_target} ({why}); not followed, so the credentials are "
+                                   f"not sent there (use that URL as --endpoint if you trust it)")
+        moved = self.endpoint.moved(target, route)
+        if moved is not None:
+            self.endpoint = moved  # later requests go straight to the new place
+        return target, self.endpoint.shown(route) if moved else hide_userinfo(target.split("?")[0]) + shown_query(t.query)
+
+    def transport_error(self, e: Exception, watch: Watch, shown: str) -> YiError:
+        lim = self.limits
+        if watch.why == "deadline":
+            return self.fail(shown, f"no complete answer within the {lim.deadline:g} s deadline (--deadline)")
+        if watch.why == "idle":
+            return self.fail(shown, f"no data from the server for {lim.idle_timeout:g} s (--idle-timeout)")
+        text = " ".join(str(e).split())[:200]
+        if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
+            detail = text.split("certificate verify failed:")[-1].split("(_ssl")[0].strip(" :")
+            return self.fail(shown, f"TLS: the server's certificate is not trusted ({detail or 'verify failed'}); "
+                                    f"for a private CA point SSL_CERT_FILE at its certificate")
+        if isinstance(e, httpx.ConnectError) and ("SSL" in text or "TLS" in text):
+            return self.fail(shown, f"TLS handshake failed ({text})")
+        if isinstance(e, httpx.ConnectTimeout):
+            return self.fail(shown, f"cannot connect within {lim.connect_timeout:g} s (--connect-timeout)")
+        if isinstance(e, httpx.ConnectError):
+            return self.fail(shown, f"cannot connect ({text or 'connection refused'})")
+        if isinstance(e, httpx.TimeoutException):
+            return self.fail(shown, f"no data from the server for {lim.idle_timeout:g} s (--idle-timeout)")
+        if isinstance(e, (httpx.RemoteProtocolError, httpx.ReadError)):
+            return self.fail(shown, f"the connection dropped mid-stream ({text})")
+        return self.fail(shown, f"{e.__class__.__name__}: {text}")
+
+
+class Answer:
+    """A response being read: bounded lines for event streams, bounded bytes for JSON."""
+
+    def __init__(self, transport: Transport, resp: httpx.Response, watch: Watch, shown: str):
+        self.t, self.resp, self.watch, self.shown = transport, resp, watch, shown
+        self.content_type = resp.headers.get("content-type", "").split(";")[0].strip().lower()
+
+    def fail(self, what: str) -> YiError:
+        return self.t.fail(self.shown, what)
+
+    def check_status(self) -> None:
+        resp = self.resp
+        enc = resp.headers.get("content-encoding", "identity").strip().lower()
+        if enc not in ("", "identity"):
+            raise self.fail(f"the answer is compressed ({enc}) although yi-chat asked for none")
+        if resp.status_code < 400:
+            return
+        body = self.read(self.t.limits.max_error_bytes, cut=True)
+        detail = error_message(body)
+        hint = " (check --api-key / $OPENAI_API_KEY)" if resp.status_code in (401, 403) else ""
+        raise self.fail(f"HTTP {resp.status_code} {resp.reason_phrase}" + (f": {detail}" if detail else "") + hint)
+
+    def chunks(self):
+        """The body's raw chunks as the socket gives them (64 KiB at most each); transport failures as YiError.
+        A cancel ends the body quietly; the deadline and the idle timeout raise."""
+        try:
+            for chunk in self.resp.iter_raw():
+                yield chunk
+                if self.watch.why:
+                    break
+        except httpx.HTTPError as e:
+            if self.watch.why != "cancel":
+                raise self.t.transport_error(e, self.watch, self.shown) from None
+        if self.watch.why in ("deadline", "idle"):
+            raise self.t.transport_error(httpx.ReadError(""), self.watch, self.shown)
+
+    def read(self, limit: int, what: str = "answer", cut: bool = False) -> bytes:
+        """The whole body, refused past `limit` bytes (or cut there with cut=True, for error bodies)."""
+        declared = self.resp.headers.get("content-length", "")
+        if not cut and declared.isdigit() and int(declared) > limit:
+            raise self.fail(f"the {what} is {int(declared)} bytes, over the limit of {limit}")
+        buf = bytearray()
+        for chunk in self.chunks():
+            self.watch.data()
+            buf += chunk[:limit + 1 - len(buf)]
+            if len(buf) > limit:
+                if cut:
+                    return bytes(buf[:limit])
+                raise self.fail(f"the {what} is over the limit of {limit} bytes")
+        return bytes(buf)
+
+    def lines(self):
+        """The body's lines (bytes, without the line end), each at most max_line_bytes and all of them at most
+        max_stream_bytes: past either the answer is refused with a clear line, holding no more than the limit."""
+        lim = self.t.limits
+        buf, total = bytearray(), 0
+        for chunk in self.chunks():
+            total += len(chunk)
+            if total > lim.max_stream_bytes:
+                raise self.fail(f"the event stream is over the limit of {lim.max_stream_bytes} bytes")
+            buf += chunk
+            start = 0
+            while (nl := buf.find(b"\n", start)) >= 0:
+                if nl - start > lim.max_line_bytes:
+                    break
+                yield bytes(buf[start:nl]).rstrip(b"\r")
+                start = nl + 1
+            del buf[:start]
+            if len(buf) > lim.max_line_bytes:
+                raise self.fail(f"a line of the event stream is over the limit of {lim.max_line_bytes} bytes")
+        if buf:
+            yield bytes(buf)
+
+
+def error_message(body: bytes) -> str:
+    """The server's own words from the error shapes in use: OpenAI/vLLM/llama.cpp/Azure {"error": {"message"}},
+    ollama {"error": "..."}, older vLLM {"message"}, FastAPI {"detail"}; else the body's first line."""
+    text = body.decode("utf-8", errors="replace")
+    try:
+        obj = json.loads(text)
+    except (ValueError, RecursionError):
+        obj = None
+    msg = None
+    if isinstance(obj, dict):
+        err = obj.get("error")
+        msg = err.get("message") if isinstance(err, dict) else err
+        msg = msg or obj.get("message") or obj.get("detail")
+    return one_line(str(msg) if msg else text)
+
+
+def one_line(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
