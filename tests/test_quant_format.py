@@ -1,7 +1,7 @@
 """The reference dequantizer and the kernels against weights packed here, by plain loops, from known integers.
 
-The packers below are written from the format descriptions (DESIGN.md), independently of yi_cli.quant, so a wrong
-nibble order, shift direction or zero convention in yi_cli makes these tests fail.
+The packers below are written from the format descriptions (the docstring of yi_cli/checkpoint/formats.py),
+independently of its code, so a wrong nibble order, shift direction or zero convention in yi_cli makes these tests fail.
 """
 import numpy as np
 import pytest

@@ -1,7 +1,6 @@
 """The Yi family: short aliases for its hub repos and the facts of each (shape, context, template, stop tokens).
 
-Facts are from ../shared/research/yi-family.md (config.json values recorded by Xinference, the Yi READMEs and issue
-trackers). Where the research has no number, the value is the one the released config.json carries, marked
+Facts are from the released config.json values (as recorded by Xinference), the Yi READMEs and issue trackers. Where the research has no number, the value is the one the released config.json carries, marked
 `chosen` below: Yi-1.5's and Yi-Coder's shapes, the 200K models' max_position_embeddings (200000: the config's own
 field; Xinference advertises 262144), Yi-Coder's rope_theta. No torch here: `yi-chat models` and the loader's
 alias lookup import this.

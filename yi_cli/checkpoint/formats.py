@@ -2,7 +2,7 @@
 
 Everything meets in one unpacked form, `QWeight` (nn.Linear orientation, [out, in]), so the runtime's kernels
 and the packers share one definition of the math:  W[o, i] = s[g_idx[i], o] * (q[o, i] - z[g_idx[i], o]).
-Layouts (DESIGN.md):
+Layouts (verified by packing known values, tests/test_quant_format.py):
   AWQ GEMM  qweight int32 [in, out/8] packed along OUT, nibble k of a word holds column 8c + AWQ_ORDER[k];
             qzeros int32 [in/g, out/8] same interleave, zero stored as is; scales fp16 [in/g, out].
   GPTQ v1   qweight int32 [in*b/32, out] packed along IN, LSB first; qzeros int32 [in/g, out*b/32] packed along

@@ -9,7 +9,7 @@ from ..errors import UsageError, shown
 
 @dataclass
 class GenSettings:
-    # Seed recipe defaults for Yi chat models (DESIGN.md).
+    # The seed recipe's defaults for the Yi chat models (Yi's own web demo).
     temperature: float = 0.6  # 0 means greedy
     top_p: float = 0.8
     top_k: int = 0  # 0 means off

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from ..errors import YiError, first_line
 
-# Yi chat models use ChatML; some Yi tokenizers ship without a template (DESIGN.md).
+# Yi chat models use ChatML; some Yi tokenizers ship without a template.
 CHATML = (
     "{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
