@@ -5,7 +5,7 @@ import queue
 import threading
 from dataclasses import dataclass, field
 
-from . import commands
+from . import attach, commands
 from .errors import YiError, failure, first_line
 from .events import FINISH_ERROR, Finish, Stats, Text
 from .session import ChatSession
@@ -32,6 +32,7 @@ class Chat:
         self.running = True
         self.terminated = False  # SIGTERM: finish the reply in flight, record it, then leave
         self.editor = None  # callable(old text) -> new text, for /edit; set by the interactive REPL
+        self.attachments: list = []  # files for the next message (-f, /file): attach.take prepends them
         self._counted: tuple = (None, 0)  # (conversation, its token count) last measured for the context meter
 
     def handle(self, line: str) -> bool:
@@ -43,7 +44,7 @@ class Chat:
             if cmd is None:
                 text = line.strip()[1:] if line.strip().startswith("//") else line  # "//x" sends "/x"
                 if text.strip():
-                    self.turn(text)
+                    self.turn(attach.take(self, text))
                 return self.running
             before = self.session.to_dict()
             commands.run(self, *cmd)

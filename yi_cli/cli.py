@@ -6,17 +6,43 @@ import os
 import signal
 import sys
 
+from . import __version__
 from .errors import EXIT_INTERRUPTED, UsageError, YiError
 
-EPILOG = """exit codes:
+EPILOG = """examples:
+  yi-chat                                     chat with the demo model (Ctrl-D leaves)
+  yi-chat "Say hi"                            one prompt, one answer (like -p)
+  git diff | yi-chat -p "review this"         piped stdin goes before the prompt as a fenced block
+  yi-chat -f notes.md -f todo.txt -p "merge these"   attach text files (also in a chat, and /file PATH)
+  yi-chat -p - < question.txt                 the prompt itself from stdin
+  yi-chat --json < prompts.txt > replies.jsonl     one turn per stdin line, one JSON object per reply
+  yi-chat -c                                  go on with the last interactive chat (--resume last)
+  yi-chat sessions                            the saved conversations (--json too)
+  source <(yi-chat completion bash)           tab completion (also zsh, fish)
+
+subcommands: when the first argument is one of  models, pull, sessions, completion,  it names a subcommand
+  (yi-chat sessions --help); any other words are a prompt. To send a prompt starting with one of those words,
+  use -p TEXT or put -- first (yi-chat -- "models are ...").
+
+exit codes:
   0    success (also: stdout closed by the reader, e.g. | head)
   1    a failure during the chat (in a piped script: any turn or command failed)
-  2    usage error (bad flag or value)
+  2    usage error (bad flag or value; an attached file that is binary, not UTF-8 or too large)
   3    the model could not be loaded (missing path, corrupt config or weights, unsupported format)
   130  interrupted (Ctrl-C outside a reply, SIGTERM)
 
 Model: a checkpoint directory, a hub id already in the local cache, or 'demo' (SmolLM2-135M, AWQ int4),
-'demo-gptq8', 'demo-fp32'. Piped stdin: each non-empty line is one user turn of one session."""
+'demo-gptq8', 'demo-fp32'. Piped stdin without -p: each non-empty line is one user turn of one session.
+Environment: YI_CHAT_MODEL, YI_CHAT_ENDPOINT (then OPENAI_BASE_URL), OPENAI_API_KEY, YI_CHAT_HOME, NO_COLOR."""
+
+# The first argument names a subcommand when it is one of these; any other words are a prompt.
+# name -> (module under yi_cli with main(argv) -> int, or None where this build has none; one line of help)
+SUBCOMMANDS = {
+    "sessions": ("sessions_cmd", "list the saved conversations (--json)"),
+    "completion": ("completion", "print a completion script: bash, zsh or fish"),
+    "models": (None, "list the models on this machine"),
+    "pull": (None, "download a model"),
+}
 
 
 class Parser(argparse.ArgumentParser):
@@ -35,9 +61,14 @@ def parser() -> argparse.ArgumentParser:
     p = Parser(prog="yi-chat", description="Chat with Yi models (and other chat models) in a terminal.",
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
+    a("words", nargs="*", metavar="PROMPT", help="answer this prompt and exit, like -p (see subcommands below)")
+    a("--version", action="version", version=f"yi-chat {__version__}")
     a("--model", "-m", help="checkpoint directory, cached hub id, or demo (default: demo)")
     a("--system", help="system prompt")
-    a("--prompt", "-p", help="answer this one prompt and exit")
+    a("--prompt", "-p", help="answer this one prompt and exit; '-' reads it from stdin; piped stdin is "
+      "prepended as context")
+    a("--file", "-f", action="append", dest="files", metavar="PATH", help="attach a text file to the (first) "
+      "message; repeatable; '-' is stdin")
     a("--json", action="store_true", help="write one JSON object per turn to stdout")
     a("--max-new-tokens", type=int, help="most tokens per reply (default 512)")
     a("--temperature", type=float, help="sampling temperature, 0 = greedy (default 0.6)")
@@ -49,9 +80,12 @@ def parser() -> argparse.ArgumentParser:
     a("--dtype", choices=["auto", "fp32", "fp16", "bf16"], help="activation dtype (default: fp32 on cpu, fp16 on cuda)")
     a("--engine", choices=["auto", "fast", "generate"], help="decode engine: fast (CUDA graphs) or plain generate")
     a("--raw", action="store_true", help="no chat template: feed the text as is (base models)")
-    a("--resume", metavar="PATH", help="start from a saved session file ('last' = the autosave)")
+    a("--resume", metavar="PATH", help="start from a saved session file ('last' = the newest interactive one)")
+    a("--continue", "-c", action="store_true", dest="continue_", help="go on with the newest interactive "
+      "session (= --resume last)")
     a("--endpoint", metavar="URL", help="stream from an OpenAI-compatible server instead of a local model")
-    a("--api-key", help="API key for --endpoint (default: $OPENAI_API_KEY)")
+    a("--api-key", help="API key for --endpoint (default: the variable named by api_key_env in the config, "
+      "else $OPENAI_API_KEY)")
     a("--overflow", choices=["drop", "refuse"], help="when the context is full: drop oldest turns, or refuse")
     a("--stats", action="store_true", help="print the stats line after each reply also when piped (stderr)")
     a("--allow-pickle", action="store_true", help="allow pickle (.bin) weights; they can run code")
@@ -80,10 +114,14 @@ def settings_from(args, gen_cfg: dict, model: str | None):
 
 
 def main(argv=None) -> int:
-    args = parser().parse_args(argv)  # usage errors exit 2 through argparse
+    argv = sys.argv[1:] if argv is None else list(argv)
+    sub = subcommand(argv)
+    if sub is None:
+        args = parser().parse_intermixed_args(argv)  # usage errors exit 2 through argparse
+        args.dashdash = "--" in argv
     signal.signal(signal.SIGTERM, _sigterm)
     try:
-        return _main(args)
+        return sub(argv[1:]) if sub else _main(args)
     except YiError as e:
         _err(str(e))
         return e.exit_code
@@ -95,6 +133,22 @@ def main(argv=None) -> int:
         # interpreter's final flush does not raise again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def subcommand(argv: list[str]):
+    """The main(argv) of the subcommand that the first argument names, or None for a chat or a prompt."""
+    if not argv or argv[0] not in SUBCOMMANDS:
+        return None
+    module = SUBCOMMANDS[argv[0]][0]
+    if module is None:
+        return lambda _: _unavailable(argv[0])
+    import importlib
+
+    return importlib.import_module(f".{module}", __package__).main
+
+
+def _unavailable(name: str) -> int:
+    raise UsageError(f"`yi-chat {name}` is not part of this version")
 
 
 def _sigterm(signum, frame):
@@ -109,39 +163,53 @@ def _err(msg: str) -> None:
 
 
 def _main(args) -> int:
-    from . import config, store
+    from . import attach, config, store
     from .chat import Chat, Options
     from .session import ChatSession
 
-    if args.prompt is not None and not args.prompt.strip():
-        raise UsageError("-p/--prompt is empty")
+    tty = sys.stdin is not None and sys.stdin.isatty()
+    prompt, attachments = inputs(args, tty)  # read and checked before anything loads
     top, gen_cfg = config.read()
-    args.endpoint = args.endpoint or top.get("endpoint")
+    args.endpoint, endpoint_from = endpoint(args, top)
+    if args.model is not None and not args.model.strip():
+        raise UsageError("--model is empty: give a checkpoint directory, a cached hub id, or demo")
     # A remote engine names its own model when none is given; a local one defaults to the demo.
-    args.model = args.model or os.environ.get("YI_CHAT_MODEL") or top.get("model") or (None if args.endpoint else "demo")
+    args.model = (args.model or os.environ.get("YI_CHAT_MODEL") or top.get("model")
+                  or (None if args.endpoint else "demo"))
+    if not args.endpoint:
+        check_model_name(args.model)
+    attach.check_size(attachments, None if args.endpoint else attach.context_hint(args.model))
     settings, sources = settings_from(args, gen_cfg, None if args.endpoint else args.model)
-    session = None
-    if args.resume:
-        session, saved, _ = store.read(args.resume)
+    session = data = None
+    resume = "last" if args.continue_ else args.resume
+    if args.continue_ and args.resume not in (None, "last"):
+        raise UsageError("-c/--continue and --resume PATH name two sessions; give one")
+    if resume:
+        session, saved, data = store.read(resume)
         for k, v in saved.to_dict().items():
             if k not in sources:  # flags win over the file's settings
                 setattr(settings, k, v)
     if args.system is not None or (session is None and top.get("system")):
         session = session or ChatSession()
         session.system = args.system if args.system is not None else top["system"]
-    interactive = args.prompt is None and sys.stdin.isatty()
-    render = make_renderer(args, interactive)
-    engine = make_engine(args, top, render)
+    interactive = prompt is None and tty
+    render = make_renderer(args, interactive, prompt)
+    engine = make_engine(args, top, render, endpoint_from)
+    attach.check_tokens(engine, settings, attachments, prompt or "")
     options = Options(overflow=args.overflow or top.get("overflow", "drop"), setting_sources=sources)
-    chat = Chat(engine, render, settings, session, options, on_turn=store.autosave)
+    mode = "one-shot" if prompt is not None else "interactive" if interactive else "pipe"
+    chat = Chat(engine, render, settings, session, options, on_turn=store.autosave_for(resume, data, mode))
+    chat.attachments = attachments
+    if attachments and prompt is None:
+        render.notice(f"attached {', '.join(a.name for a in attachments)}: it goes with your first message")
 
     def on_term(signum, frame):  # like Ctrl-C, the reply in flight ends and is recorded; then we leave
         chat.running, chat.terminated = False, True
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
-    if args.prompt is not None:
-        chat.handle(args.prompt)
+    if prompt is not None:
+        chat.handle(prompt)
         return 1 if chat.failures else 0
     if interactive:
         from . import repl
@@ -153,6 +221,82 @@ def _main(args) -> int:
         _err("terminated; the session is autosaved (--resume last)")
         return EXIT_INTERRUPTED
     return code
+
+
+def inputs(args, tty: bool):
+    """The one-shot prompt (None for a chat) and the attachments: -p TEXT or the positional words, `-p -` from
+    stdin, piped stdin as context of a one-shot prompt, -f files (`-` is stdin)."""
+    from . import attach
+
+    if args.words and args.prompt is not None:
+        raise UsageError("two prompts: give -p TEXT or the prompt words, not both")
+    prompt = " ".join(args.words) if args.words else args.prompt
+    first = prompt.split()[0] if args.words and prompt.split() else ""
+    if first in SUBCOMMANDS and not args.dashdash:
+        raise UsageError(f"'{first}' is a subcommand: put it first (yi-chat {first} ...), or send it as a prompt "
+                         f"with -p TEXT or after --")
+    files = args.files or []
+    if files.count(attach.STDIN) > 1 or (prompt == attach.STDIN and attach.STDIN in files):
+        raise UsageError("stdin can be read once: give '-' to one of -p and -f")
+    if prompt is None and attach.STDIN in files:
+        where = "the terminal" if tty else "the chat's input (one turn per line)"
+        raise UsageError(f"-f -: stdin is {where} here; '-f -' goes with -p")
+    attachments = []
+    if prompt == attach.STDIN:
+        prompt = attach.read(attach.STDIN).text.strip()
+        if not prompt:
+            raise UsageError("-p -: stdin is empty")
+    elif prompt is not None and not prompt.strip():
+        raise UsageError("-p/--prompt is empty")
+    elif prompt is not None and not tty and attach.STDIN not in files:
+        piped = attach.read(attach.STDIN)  # `git diff | yi-chat -p "review this"`
+        attachments += [piped] if piped.text.strip() else []
+    return prompt, attachments + [attach.read(f) for f in files]
+
+
+def endpoint(args, top: dict) -> tuple[str | None, str]:
+    """The OpenAI-compatible server to use and where it was named: --endpoint ('' = the local model whatever the
+    environment says), $YI_CHAT_ENDPOINT, the config file, $OPENAI_BASE_URL; (None, "") for the local model."""
+    from . import config
+
+    if args.endpoint is not None:
+        return args.endpoint.strip() or None, "--endpoint"
+    if os.environ.get("YI_CHAT_ENDPOINT"):
+        return os.environ["YI_CHAT_ENDPOINT"], "$YI_CHAT_ENDPOINT"
+    if top.get("endpoint"):
+        return top["endpoint"], str(config.path())
+    if os.environ.get("OPENAI_BASE_URL"):
+        return os.environ["OPENAI_BASE_URL"], "$OPENAI_BASE_URL"
+    return None, ""
+
+
+def api_key(args, top: dict) -> tuple[str | None, str]:
+    """The key and where it came from: --api-key, the variable the config's api_key_env names, $OPENAI_API_KEY.
+    yi-chat never writes a key anywhere, and /model names its source, never the key."""
+    from . import config
+
+    if args.api_key:
+        return args.api_key, "--api-key"
+    var = top.get("api_key_env")
+    if var:
+        if not os.environ.get(var):
+            raise UsageError(f"{config.path()}: api_key_env names ${var}, which is not set")
+        return os.environ[var], f"${var}"
+    if os.environ.get("OPENAI_API_KEY"):
+        return os.environ["OPENAI_API_KEY"], "$OPENAI_API_KEY"
+    return None, ""
+
+
+def check_model_name(model: str) -> None:
+    """A `demo-...` name that is neither a demo model nor a directory is a typo: say which demos exist."""
+    from pathlib import Path
+
+    from . import demo
+    from .errors import LoadError
+
+    if model.startswith("demo") and model not in demo.NAMES and not Path(model).expanduser().exists():
+        raise LoadError(f"--model {model}: no such demo model or directory (the demo models are "
+                        f"{', '.join(demo.NAMES)})")
 
 
 def run_pipe(chat) -> int:
@@ -177,7 +321,7 @@ def run_pipe(chat) -> int:
     return 1 if chat.failures else 0
 
 
-def make_renderer(args, interactive: bool):
+def make_renderer(args, interactive: bool, prompt: str | None):
     from rich.console import Console
 
     from .render import JsonRenderer, LiveRenderer, PlainRenderer
@@ -185,18 +329,20 @@ def make_renderer(args, interactive: bool):
     err = Console(stderr=True)
     if args.json:
         return JsonRenderer(Console(), err)
-    if interactive or (sys.stdout.isatty() and args.prompt is not None):
+    if interactive or (sys.stdout.isatty() and prompt is not None):
         return LiveRenderer(Console(), err)
     return PlainRenderer(Console(), err, show_stats=args.stats)
 
 
-def make_engine(args, top: dict, render):
-    endpoint = args.endpoint
-    if endpoint:
+def make_engine(args, top: dict, render, endpoint_from: str = ""):
+    if args.endpoint:
         from .remote import RemoteEngine
 
-        key = args.api_key or os.environ.get("OPENAI_API_KEY")
-        return RemoteEngine(endpoint, key, model=args.model)
+        key, key_from = api_key(args, top)
+        engine = RemoteEngine(args.endpoint, key, model=args.model)
+        engine.origin = f"endpoint from {endpoint_from}; " + (f"API key from {key_from} (not shown)" if key
+                                                               else "no API key")
+        return engine
     from .engine import LocalEngine
     from .loader import load
 

@@ -21,6 +21,7 @@ from .settings import GenSettings
 class RemoteEngine:
     quant = None
     context_length = None  # unknown: the server truncates or refuses on its own
+    origin = ""  # where the endpoint and key came from (flag, environment, config), for /model
 
     def __init__(self, endpoint: str, api_key: str | None, model: str | None = None, timeout: float = 60):
         self.base = base_url(endpoint)
@@ -35,7 +36,8 @@ class RemoteEngine:
 
     def describe(self) -> list:
         return [f"remote model {self.model_name} at {self.base}",
-                "the server applies the chat template and tokenizes; context size and weights are its own"]
+                "the server applies the chat template and tokenizes; context size and weights are its own",
+                *([self.origin] if self.origin else [])]
 
     def _first_model(self) -> str:
         url = f"{self.base}/models"
