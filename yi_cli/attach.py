@@ -36,11 +36,11 @@ class Attachment:
 def decode(data: bytes, name: str) -> str:
     """Bytes -> text, or one line saying why they are not text (NUL bytes, not UTF-8)."""
     if b"\x00" in data:
-        raise UsageError(f"{shown(name)}: binary file (it contains NUL bytes); only text files can be attached")
+        raise UsageError(f"{shown(name, 200)}: binary file (it contains NUL bytes); only text files can be attached")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise UsageError(f"{shown(name)}: not UTF-8 text (undecodable byte at offset {e.start}); "
+        raise UsageError(f"{shown(name, 200)}: not UTF-8 text (undecodable byte at offset {e.start}); "
                          f"only text files can be attached") from None
 
 
@@ -53,13 +53,13 @@ def read_bytes(name: str, stdin=None) -> bytes:
     p = Path(name).expanduser()
     try:
         if p.is_dir():
-            raise UsageError(f"{shown(name)}: is a directory; attach files one by one")
+            raise UsageError(f"{shown(name, 200)}: is a directory; attach files one by one")
         with open(p, "rb") as f:
             return f.read(MAX_BYTES + 1)
     except OSError as e:
-        raise UsageError(f"{shown(name)}: cannot read ({e.strerror or e})") from None
+        raise UsageError(f"{shown(name, 200)}: cannot read ({e.strerror or e})") from None
     except ValueError:  # a NUL byte in the path
-        raise UsageError(f"{shown(name)}: not a valid file name") from None
+        raise UsageError(f"{shown(name, 200)}: not a valid file name") from None
 
 
 def read(name: str, stdin=None) -> Attachment:
@@ -67,7 +67,7 @@ def read(name: str, stdin=None) -> Attachment:
     label = "stdin" if name == STDIN else name
     data = read_bytes(name, stdin)
     if len(data) > MAX_BYTES:
-        raise UsageError(f"{shown(label)}: too large to attach (over {MAX_BYTES >> 20} MiB)")
+        raise UsageError(f"{shown(label, 200)}: too large to attach (over {MAX_BYTES >> 20} MiB)")
     return Attachment(label, decode(data, label))
 
 
@@ -115,7 +115,7 @@ def check_size(attachments: list[Attachment], context: int | None) -> None:
         return
     for a in attachments:
         if len(a.text) > CHARS_PER_TOKEN * context:
-            raise UsageError(f"{shown(a.name)}: too large for the model's context ({len(a.text)} characters; the "
+            raise UsageError(f"{shown(a.name, 200)}: too large for the model's context ({len(a.text)} characters; the "
                              f"context holds {context} tokens)")
 
 
@@ -127,7 +127,7 @@ def check_tokens(engine, settings, attachments: list[Attachment], prompt: str = 
     budget = ctx - min(settings.max_new_tokens, ctx // 4)  # the room the chat keeps for a reply (chat._fit)
     n = count([{"role": "user", "content": compose(attachments, prompt)}])
     if n > budget:
-        names = ", ".join(shown(a.name, 40) for a in attachments)
+        names = ", ".join(shown(a.name, 200) for a in attachments)
         raise UsageError(f"{names}: too large for the model's context ({n} tokens with the prompt; "
                          f"{budget} fit with room for the reply)")
 

@@ -340,7 +340,7 @@ def make_engine(args, top: dict, render, endpoint_from: str = ""):
 
         key, key_from = api_key(args, top)
         engine = RemoteEngine(args.endpoint, key, model=args.model)
-        engine.origin = f"endpoint from {endpoint_from}; " + (f"API key from {key_from} (not shown)" if key
+        engine.origin = f"endpoint from {endpoint_from}\n" + (f"API key from {key_from} (not shown)" if key
                                                                else "no API key")
         return engine
     from .engine import LocalEngine

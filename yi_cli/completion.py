@@ -105,7 +105,7 @@ _yi_chat() {{
 {case_block}
     esac
     if [[ "$cur" == -* ]]; then
-        COMPREPLY=($(compgen -W "{flags} --help --version" -- "$cur"))
+        COMPREPLY=($(compgen -W "{flags}" -- "$cur"))
     elif [[ "$cur" == /* ]]; then
         COMPREPLY=($(compgen -W "$slash" -- "$cur"))
     elif [[ $COMP_CWORD -eq 1 ]]; then
@@ -133,7 +133,7 @@ def zsh() -> str:
         elif values == "@file":
             action = ":file:_files"
         elif values:
-            action = f":value:({values})"
+            action = f":value:({values.replace(':', chr(92) + ':')})"
         else:
             action = ":text: "
         many = "*" if strings[0] in ("-f", "--file") else ""
@@ -168,9 +168,7 @@ _yi_chat() {{
     esac
     _arguments -s \\
 {spec_block} \\
-    '(- *)--version[show the version and exit]' \\
-    '(- *)'{{-h,--help}}'[show the help and exit]' \\
-    '*::prompt:_yi_chat_prompt'
+    '*:prompt:_yi_chat_prompt'
 }}
 if [[ $zsh_eval_context[-1] == loadautofunc ]]; then
     _yi_chat "$@"
@@ -206,7 +204,6 @@ def fish() -> str:
             parts.append("-x")
         parts.append(f"-d {_fq(help)}")
         lines.append(" ".join(parts))
-    lines.append("complete -c yi-chat -l version -d 'show the version and exit'")
     for name, help in slash_commands().items():
         lines.append(f"complete -c yi-chat -n 'string match -q -- \"/*\" (commandline -ct)' -a {name} -d {_fq(help)}")
     return "\n".join(lines) + "\n"
