@@ -4,6 +4,7 @@
 Most tests talk to the loopback OpenAI-compatible server of tests/openai_server.py over real HTTP, serving a
 scripted engine that echoes the last user message: the test sees exactly what yi-chat sent, and no model loads.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,15 @@ def yi(*args, stdin: bytes | str | None = b"", home: Path, env: dict | None = No
     e = {k: v for k, v in os.environ.items() if k not in CLEAN}
     e.update(YI_CHAT_HOME=str(home), **(env or {}))
     data = stdin.encode() if isinstance(stdin, str) else stdin
-    return subprocess.run([sys.executable, "-m", "yi_cli", *args], input=data, capture_output=True, timeout=timeout,
-                          env=e, cwd=cwd, stdin=subprocess.DEVNULL if data is None else None)
+    return subprocess.run(
+        [sys.executable, "-m", "yi_cli", *args],
+        input=data,
+        capture_output=True,
+        timeout=timeout,
+        env=e,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL if data is None else None,
+    )
 
 
 def one_line_error(p, code: int, *needles: str) -> str:
@@ -67,6 +75,7 @@ def session_files(home: Path) -> list[dict]:
 
 # 1. context from pipes and files -------------------------------------------------------------------------------
 
+
 def test_piped_stdin_goes_before_the_prompt_as_a_fenced_block(server, home):
     p = yi("--endpoint", server.url, "-p", "review this", stdin="- a\n+ b\n", home=home)
     assert p.returncode == 0, p.stderr.decode()
@@ -89,11 +98,26 @@ def test_p_dash_reads_the_prompt_from_stdin(server, home):
 def test_files_are_attached_in_order_with_their_names(server, home, tmp_path):
     (tmp_path / "a.py").write_text("print('a')\n```\nnot a fence end\n```\n")
     (tmp_path / "b.txt").write_text("bee")
-    p = yi("--endpoint", server.url, "-f", "a.py", "-f", "-", "-f", "b.txt", "-p", "compare", stdin="from stdin",
-           home=home, cwd=tmp_path)
+    p = yi(
+        "--endpoint",
+        server.url,
+        "-f",
+        "a.py",
+        "-f",
+        "-",
+        "-f",
+        "b.txt",
+        "-p",
+        "compare",
+        stdin="from stdin",
+        home=home,
+        cwd=tmp_path,
+    )
     assert p.returncode == 0, p.stderr.decode()
-    assert sent(server) == ("a.py:\n````\nprint('a')\n```\nnot a fence end\n```\n````\n\n```\nfrom stdin\n```\n\n"
-                            "b.txt:\n```\nbee\n```\n\ncompare")
+    assert sent(server) == (
+        "a.py:\n````\nprint('a')\n```\nnot a fence end\n```\n````\n\n```\nfrom stdin\n```\n\n"
+        "b.txt:\n```\nbee\n```\n\ncompare"
+    )
 
 
 def test_files_attach_to_the_first_message_of_a_piped_chat(server, home, tmp_path):
@@ -104,17 +128,19 @@ def test_files_attach_to_the_first_message_of_a_piped_chat(server, home, tmp_pat
     assert firsts == [f"{tmp_path / 'notes.md'}:\n```\n# notes\n```\n\nfirst", "second"]
 
 
-@pytest.mark.parametrize("content, needle", [
-    (b"\x7fELF\x02\x01\x00\x00", "binary file"),
-    (b"caf\xe9 au lait", "not UTF-8 text (undecodable byte at offset 3)"),
-])
+@pytest.mark.parametrize(
+    "content, needle",
+    [
+        (b"\x7fELF\x02\x01\x00\x00", "binary file"),
+        (b"caf\xe9 au lait", "not UTF-8 text (undecodable byte at offset 3)"),
+    ],
+)
 def test_binary_and_undecodable_files_exit_2_before_the_model_loads(home, tmp_path, content, needle):
     f = tmp_path / "data.bin"
     f.write_bytes(content)
     # A model that does not exist: had yi-chat tried to load it first, the exit would be 3.
     one_line_error(yi("--model", str(tmp_path / "no-model"), "-f", str(f), "-p", "hi", home=home), 2, str(f), needle)
-    one_line_error(yi("--model", str(tmp_path / "no-model"), "-p", "hi", stdin=content, home=home), 2,
-                   "stdin:", needle)
+    one_line_error(yi("--model", str(tmp_path / "no-model"), "-p", "hi", stdin=content, home=home), 2, "stdin:", needle)
 
 
 def test_a_file_too_large_for_the_context_exits_2_before_the_model_loads(home, tmp_path):
@@ -123,13 +149,20 @@ def test_a_file_too_large_for_the_context_exits_2_before_the_model_loads(home, t
     (ckpt / "config.json").write_text(json.dumps({"model_type": "llama", "max_position_embeddings": 100}))
     big = tmp_path / "big.txt"
     big.write_text("word " * 400)  # 2,000 characters: over 10 per token of a 100-token context
-    one_line_error(yi("--model", str(ckpt), "-f", str(big), "-p", "hi", home=home), 2, str(big),
-                   "too large for the model's context")
+    one_line_error(
+        yi("--model", str(ckpt), "-f", str(big), "-p", "hi", home=home),
+        2,
+        str(big),
+        "too large for the model's context",
+    )
 
 
 def test_missing_file_and_stdin_misuse_are_usage_errors(server, home, tmp_path):
-    one_line_error(yi("--endpoint", server.url, "-f", str(tmp_path / "nope.txt"), "-p", "x", home=home), 2,
-                   "nope.txt: cannot read (No such file or directory)")
+    one_line_error(
+        yi("--endpoint", server.url, "-f", str(tmp_path / "nope.txt"), "-p", "x", home=home),
+        2,
+        "nope.txt: cannot read (No such file or directory)",
+    )
     one_line_error(yi("--endpoint", server.url, "-f", str(tmp_path), "-p", "x", home=home), 2, "is a directory")
     one_line_error(yi("--endpoint", server.url, "-p", "-", "-f", "-", home=home), 2, "stdin can be read once")
     one_line_error(yi("--endpoint", server.url, "-f", "-", stdin="hi\n", home=home), 2, "-f -: stdin is the chat's")
@@ -141,8 +174,18 @@ def test_missing_file_and_stdin_misuse_are_usage_errors(server, home, tmp_path):
 @pytest.mark.slow
 def test_one_shot_answers_from_piped_context_on_the_demo_model(demo_dir, home):
     (home / "cache").symlink_to(Path(demo_dir).parent.parent, target_is_directory=True)
-    p = yi("--model", "demo", "--temperature", "0", "--max-new-tokens", "20", "-p", "What is the secret word?",
-           stdin="The secret word is PINEAPPLE.\n", home=home)
+    p = yi(
+        "--model",
+        "demo",
+        "--temperature",
+        "0",
+        "--max-new-tokens",
+        "20",
+        "-p",
+        "What is the secret word?",
+        stdin="The secret word is PINEAPPLE.\n",
+        home=home,
+    )
     assert p.returncode == 0, p.stderr.decode()
     assert "PINEAPPLE" in p.stdout.decode()
 
@@ -152,18 +195,30 @@ def test_a_file_too_large_for_the_real_tokenizer_is_refused_after_loading(demo_d
     (home / "cache").symlink_to(Path(demo_dir).parent.parent, target_is_directory=True)
     big = tmp_path / "digits.txt"
     big.write_text(" ".join(str(i % 10) for i in range(9000)))  # ~9,000 tokens in 18,000 characters
-    one_line_error(yi("--model", "demo", "-f", str(big), "-p", "sum them", home=home), 2, "digits.txt",
-                   "too large for the model's context")
+    one_line_error(
+        yi("--model", "demo", "-f", str(big), "-p", "sum them", home=home),
+        2,
+        "digits.txt",
+        "too large for the model's context",
+    )
 
 
 # 1b. /file in the REPL, in a real terminal -------------------------------------------------------------------------
+
 
 def spawn(*args, home: Path, cwd: Path):
     pexpect = pytest.importorskip("pexpect")
     env = {k: v for k, v in os.environ.items() if k not in CLEAN}
     env.update(TERM="xterm-256color", PROMPT_TOOLKIT_NO_CPR="1", YI_CHAT_HOME=str(home))
-    child = pexpect.spawn(sys.executable, ["-m", "yi_cli", *args], env=env, encoding="utf-8", dimensions=(40, 120),
-                          timeout=60, cwd=str(cwd))
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "yi_cli", *args],
+        env=env,
+        encoding="utf-8",
+        dimensions=(40, 120),
+        timeout=60,
+        cwd=str(cwd),
+    )
     child.expect_exact(">>>")
     return child
 
@@ -207,13 +262,16 @@ def test_file_command_and_f_flag_in_a_real_terminal(server, home, tmp_path):
 
 # 2. sessions as a store --------------------------------------------------------------------------------------------
 
+
 def test_three_saves_in_one_second_and_two_processes_never_share_a_file(tmp_path):
     from yi_cli import store
 
     names = {store.write_new(tmp_path, json.dumps({"n": i})) for i in range(3)}
     assert len(names) == 3 and sorted(json.loads(p.read_text())["n"] for p in names) == [0, 1, 2]
-    script = ("import sys; from pathlib import Path; from yi_cli import store\n"
-              "for i in range(200): store.write_new(Path(sys.argv[1]), sys.argv[2] + str(i))\n")
+    script = (
+        "import sys; from pathlib import Path; from yi_cli import store\n"
+        "for i in range(200): store.write_new(Path(sys.argv[1]), sys.argv[2] + str(i))\n"
+    )
     procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "two"), tag]) for tag in "ab"]
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
     files = list((tmp_path / "two").glob("*.json"))
@@ -244,7 +302,10 @@ def test_continue_reopens_the_last_interactive_chat_not_a_later_one_shot(server,
     p = yi("--endpoint", server.url, "-c", "-p", "follow-up", home=home)
     assert p.returncode == 0, p.stderr.decode()
     assert [m["content"] for m in server.requests[-1]["messages"]] == [
-        "interactive question", "echo: interactive question", "follow-up"]
+        "interactive question",
+        "echo: interactive question",
+        "follow-up",
+    ]
     files = session_files(home)
     assert len(files) == 3
     [inter] = [f for f in files if f["mode"] == "interactive"]
@@ -262,8 +323,9 @@ def test_sessions_lists_newest_first_as_a_table_and_as_json(server, home, tmp_pa
     assert p.returncode == 0 and "no saved sessions" in p.stderr.decode()
     (tmp_path / "f.txt").write_text("ctx")
     assert yi("--endpoint", server.url, "-p", "first run", home=home).returncode == 0
-    assert yi("--endpoint", server.url, "-f", str(tmp_path / "f.txt"), "-p", "second run\nmore", home=home
-              ).returncode == 0
+    assert (
+        yi("--endpoint", server.url, "-f", str(tmp_path / "f.txt"), "-p", "second run\nmore", home=home).returncode == 0
+    )
     rows = json.loads(yi("sessions", "--json", home=home).stdout)
     assert [r["first_line"] for r in rows] == ["[+1 file] second run", "first run"]
     assert all(r["model"] == "served" and r["exchanges"] == 1 and r["mode"] == "one-shot" for r in rows)
@@ -276,9 +338,15 @@ def test_sessions_lists_newest_first_as_a_table_and_as_json(server, home, tmp_pa
 def test_an_old_last_json_still_loads_and_is_listed(server, home):
     sessions = home / "data" / "sessions"
     sessions.mkdir(parents=True)
-    old = {"format": "yi-chat-session", "version": 1, "model": "demo", "quant": None, "settings": {},
-           "system": None, "turns": [{"role": "user", "content": "old question"},
-                                     {"role": "assistant", "content": "old answer"}]}
+    old = {
+        "format": "yi-chat-session",
+        "version": 1,
+        "model": "demo",
+        "quant": None,
+        "settings": {},
+        "system": None,
+        "turns": [{"role": "user", "content": "old question"}, {"role": "assistant", "content": "old answer"}],
+    }
     (sessions / "last.json").write_text(json.dumps(old))
     p = yi("--endpoint", server.url, "--resume", "last", "-p", "/history", home=home)
     assert p.returncode == 0, p.stderr.decode()
@@ -326,6 +394,7 @@ def test_every_atomic_write_syncs_the_file_and_the_directory(tmp_path, monkeypat
 
 # 3. conventions ----------------------------------------------------------------------------------------------------
 
+
 def test_version_and_help_examples(home):
     import yi_cli
 
@@ -350,8 +419,10 @@ def test_a_subcommand_word_is_not_sent_as_a_prompt(server, home):
 def _bash_complete(script: Path, wrapper: Path, *words: str) -> list[str]:
     """COMPREPLY of the bash completion function for the command line `words` (the last one being completed)."""
     line = " ".join(f"'{w}'" for w in words)
-    prog = (f"source '{script}'; COMP_WORDS=('{wrapper}' {line}); COMP_CWORD={len(words)}; _yi_chat; "
-            "printf '%s\\n' \"${COMPREPLY[@]}\"")
+    prog = (
+        f"source '{script}'; COMP_WORDS=('{wrapper}' {line}); COMP_CWORD={len(words)}; _yi_chat; "
+        "printf '%s\\n' \"${COMPREPLY[@]}\""
+    )
     out = subprocess.run(["bash", "-c", prog], capture_output=True, text=True, timeout=120, check=True)
     return out.stdout.split()
 
@@ -363,7 +434,9 @@ def test_bash_completion_script(home, tmp_path):
     script.write_bytes(p.stdout)
     subprocess.run(["bash", "-n", str(script)], check=True)
     wrapper = tmp_path / "yi-chat"  # what ${COMP_WORDS[0]} runs for the model names
-    wrapper.write_text(f"#!/bin/sh\nYI_CHAT_HOME='{home}' PYTHONPATH='{ROOT}' exec '{sys.executable}' -m yi_cli \"$@\"\n")
+    wrapper.write_text(
+        f"#!/bin/sh\nYI_CHAT_HOME='{home}' PYTHONPATH='{ROOT}' exec '{sys.executable}' -m yi_cli \"$@\"\n"
+    )
     wrapper.chmod(0o755)
     assert _bash_complete(script, wrapper, "--dt") == ["--dtype"]
     assert _bash_complete(script, wrapper, "--dtype", "") == ["auto", "fp32", "fp16", "bf16"]
@@ -388,10 +461,17 @@ def test_zsh_and_fish_scripts_parse(home, tmp_path, shell):
     if shell == "zsh":
         assert "'file:attach a text file" in text and "{--continue,-c}" in text and "_yi_chat_models" in text
         return
+
     def complete(line):  # fish's own completion engine, on the script as a user's shell loads it
-        out = subprocess.run(["fish", "--no-config", "-c", f"source '{script}'; complete -C '{line}'"],
-                             capture_output=True, text=True, timeout=120, check=True).stdout
+        out = subprocess.run(
+            ["fish", "--no-config", "-c", f"source '{script}'; complete -C '{line}'"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        ).stdout
         return [ln.split("\t")[0] for ln in out.splitlines()]
+
     assert complete("yi-chat --dt") == ["--dtype"]
     assert sorted(complete("yi-chat --dtype ")) == ["auto", "bf16", "fp16", "fp32"]
     assert complete("yi-chat /fi") == ["/file"]
@@ -405,9 +485,10 @@ def test_completion_without_a_shell_is_a_usage_error(home):
 
 def test_endpoint_and_key_from_the_environment_shown_by_model_never_the_key(home):
     with OpenAIServer(ScriptedEngine(), model="served", api_key="s3cret-key") as srv:
-        for env, source in (({"YI_CHAT_ENDPOINT": srv.url, "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"},
-                             "$YI_CHAT_ENDPOINT"),
-                            ({"OPENAI_BASE_URL": srv.url}, "$OPENAI_BASE_URL")):
+        for env, source in (
+            ({"YI_CHAT_ENDPOINT": srv.url, "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"}, "$YI_CHAT_ENDPOINT"),
+            ({"OPENAI_BASE_URL": srv.url}, "$OPENAI_BASE_URL"),
+        ):
             p = yi(stdin="hello\n/model\n", home=home, env={**env, "OPENAI_API_KEY": "s3cret-key"})
             out = p.stdout.decode()
             assert p.returncode == 0, p.stderr.decode()
@@ -428,27 +509,39 @@ def test_endpoint_and_key_from_the_environment_shown_by_model_never_the_key(home
 
 
 def test_an_empty_endpoint_flag_means_the_local_model_whatever_the_environment(home, tmp_path):
-    p = yi("--endpoint", "", "--model", str(tmp_path / "nope"), "-p", "hi", home=home,
-           env={"OPENAI_BASE_URL": "http://127.0.0.1:9/v1"})
+    p = yi(
+        "--endpoint",
+        "",
+        "--model",
+        str(tmp_path / "nope"),
+        "-p",
+        "hi",
+        home=home,
+        env={"OPENAI_BASE_URL": "http://127.0.0.1:9/v1"},
+    )
     one_line_error(p, 3, "no such directory")  # the local loader answered, not the (unreachable) server
 
 
 # errors that name what is wrong ------------------------------------------------------------------------------------
+
 
 def test_model_name_errors(home):
     one_line_error(yi("--model", "demo-fp16", "-p", "hi", home=home), 3, "demo-fp16", "demo, demo-gptq8, demo-fp32")
     one_line_error(yi("--model", "", "-p", "hi", home=home), 2, "--model is empty")
 
 
-@pytest.mark.parametrize("toml, needle", [
-    ("[generation]\ntemperature = 9\n", "generation: temperature must be between 0 and 5"),
-    ('api_key = "sk-123"\n', "api_key: keys are not kept in the config file; set api_key_env"),
-    ('dtype = "fp8"\n', "dtype = 'fp8': use one of auto, fp32, fp16, bf16"),
-    ('device = "gpu"\n', "unknown device 'gpu'"),
-    ('api_key_env = "MY KEY"\n', "is not an environment variable name"),
-    ('colour = "blue"\n', "unknown key(s): colour"),
-    ("model = [\n", "cannot read the config file"),
-])
+@pytest.mark.parametrize(
+    "toml, needle",
+    [
+        ("[generation]\ntemperature = 9\n", "generation: temperature must be between 0 and 5"),
+        ('api_key = "sk-123"\n', "api_key: keys are not kept in the config file; set api_key_env"),
+        ('dtype = "fp8"\n', "dtype = 'fp8': use one of auto, fp32, fp16, bf16"),
+        ('device = "gpu"\n', "unknown device 'gpu'"),
+        ('api_key_env = "MY KEY"\n', "is not an environment variable name"),
+        ('colour = "blue"\n', "unknown key(s): colour"),
+        ("model = [\n", "cannot read the config file"),
+    ],
+)
 def test_config_errors_name_the_file(home, toml, needle):
     (home / "config").mkdir()
     cfg = home / "config" / "config.toml"
@@ -457,6 +550,7 @@ def test_config_errors_name_the_file(home, toml, needle):
 
 
 # 4. packaging ------------------------------------------------------------------------------------------------------
+
 
 def test_pyproject_floor_license_and_version():
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -472,18 +566,63 @@ def test_pyproject_floor_license_and_version():
 def test_the_tests_run_from_the_sdist(tmp_path):
     pytest.importorskip("build")
     out = tmp_path / "dist"
-    subprocess.run([sys.executable, "-m", "build", "--sdist", "--no-isolation", "--outdir", str(out), str(ROOT)],
-                   check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "build", "--sdist", "--no-isolation", "--outdir", str(out), str(ROOT)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     [sdist] = out.glob("*.tar.gz")
     shutil.unpack_archive(sdist, tmp_path)
     [tree] = [d for d in tmp_path.iterdir() if d.name.startswith("yi_chat-")]
-    for f in ("tests/conftest.py", "tests/fakes.py", "tests/openai_server.py", "scripts/make_checkpoint.py",
-              "LICENSE", "CHANGELOG.md", "yi_cli/py.typed"):
+    for f in (
+        "tests/conftest.py",
+        "tests/fakes.py",
+        "tests/openai_server.py",
+        "scripts/make_checkpoint.py",
+        "LICENSE",
+        "CHANGELOG.md",
+        "yi_cli/py.typed",
+    ):
         assert (tree / f).is_file(), f
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "YI_CHAT_HOME")}
     env["PYTHONPATH"] = str(tree)
-    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_session.py",
-                        "tests/test_cli_conventions.py::test_version_and_help_examples"],
-                       cwd=tree, env=env, capture_output=True, text=True, timeout=600)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/test_session.py",
+            "tests/test_cli_conventions.py::test_version_and_help_examples",
+        ],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     assert " passed" in p.stdout
+
+
+# 5. the README -----------------------------------------------------------------------------------------------------
+
+
+def test_readme_lists_every_flag_command_and_subcommand_and_links_nothing_outside():
+    import re
+
+    from yi_cli import cli, commands
+
+    readme = (ROOT / "README.md").read_text()
+    for act in cli.parser()._actions:
+        for flag in act.option_strings:
+            assert f"`{flag}" in readme or f"`--{flag.lstrip('-')}" in readme or f", `{flag}" in readme, flag
+    table = readme[readme.index("### Commands") : readme.index("After each reply")]
+    for name in commands.TABLE:
+        assert f"`/{name}" in table, name
+    for name in cli.SUBCOMMANDS:
+        assert f"yi-chat {name}" in readme, name
+    assert not re.search(r"\]\((?!#)[^)]*\)|\.\./|https?://", readme)  # no links, no paths out of the repo

@@ -5,6 +5,7 @@ An attachment goes into the user message as a fenced block before the prompt, th
 line, and so is one that cannot fit the model's context, before the model loads when its size alone says so
 (more than CHARS_PER_TOKEN characters per token of context), else by counting its tokens once the tokenizer is up.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,8 +41,10 @@ def decode(data: bytes, name: str) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise UsageError(f"{shown(name, 200)}: not UTF-8 text (undecodable byte at offset {e.start}); "
-                         f"only text files can be attached") from None
+        raise UsageError(
+            f"{shown(name, 200)}: not UTF-8 text (undecodable byte at offset {e.start}); "
+            f"only text files can be attached"
+        ) from None
 
 
 def read_bytes(name: str, stdin=None) -> bytes:
@@ -82,7 +85,7 @@ def summary(message: str) -> str:
     """The first line of what the user typed, behind the attachments: `[+2 files] review this`."""
     n = 0
     while m := LEADING_BLOCK.match(message):
-        message, n = message[m.end():], n + 1
+        message, n = message[m.end() :], n + 1
     first = (message.strip().splitlines() or [""])[0]
     return f"[+{n} file{'s' * (n > 1)}] {first}" if n else first
 
@@ -115,8 +118,10 @@ def check_size(attachments: list[Attachment], context: int | None) -> None:
         return
     for a in attachments:
         if len(a.text) > CHARS_PER_TOKEN * context:
-            raise UsageError(f"{shown(a.name, 200)}: too large for the model's context ({len(a.text)} characters; the "
-                             f"context holds {context} tokens)")
+            raise UsageError(
+                f"{shown(a.name, 200)}: too large for the model's context ({len(a.text)} characters; the "
+                f"context holds {context} tokens)"
+            )
 
 
 def check_tokens(engine, settings, attachments: list[Attachment], prompt: str = "") -> None:
@@ -128,8 +133,10 @@ def check_tokens(engine, settings, attachments: list[Attachment], prompt: str = 
     n = count([{"role": "user", "content": compose(attachments, prompt)}])
     if n > budget:
         names = ", ".join(shown(a.name, 200) for a in attachments)
-        raise UsageError(f"{names}: too large for the model's context ({n} tokens with the prompt; "
-                         f"{budget} fit with room for the reply)")
+        raise UsageError(
+            f"{names}: too large for the model's context ({n} tokens with the prompt; "
+            f"{budget} fit with room for the reply)"
+        )
 
 
 def do_file(chat, arg: str) -> None:

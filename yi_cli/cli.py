@@ -218,7 +218,8 @@ def _main(args) -> int:
     else:
         code = run_pipe(chat)
     if chat.terminated:
-        _err("terminated; the session is autosaved (--resume last)")
+        saved = chat.on_turn.path
+        _err(f"terminated; the session is saved in {saved}" if saved else "terminated")
         return EXIT_INTERRUPTED
     return code
 

@@ -5,6 +5,7 @@ Flags, their fixed values (--dtype, --engine, ...), files for --file/--resume, d
 runs a command like `-p /help`). Model names come from `yi-chat completion --list-models` at completion time, so
 the script stays right when checkpoints come and go.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -75,8 +76,10 @@ def bash() -> str:
     for strings, values in valued:
         pat = "|".join(strings)
         if values == "@model":
-            body = ('COMPREPLY=($(compgen -W "$("${COMP_WORDS[0]}" completion --list-models 2>/dev/null)" '
-                    '-- "$cur") $(compgen -d -- "$cur"))')
+            body = (
+                'COMPREPLY=($(compgen -W "$("${COMP_WORDS[0]}" completion --list-models 2>/dev/null)" '
+                '-- "$cur") $(compgen -d -- "$cur"))'
+            )
         elif values == "@file":
             extra = ' $(compgen -W "last" -- "$cur")' if "--resume" in strings else ""
             body = f'COMPREPLY=($(compgen -f -- "$cur"){extra})'
@@ -99,7 +102,7 @@ _yi_chat() {{
     case "${{COMP_WORDS[1]}}" in
         sessions) [[ $COMP_CWORD -gt 1 ]] && COMPREPLY=($(compgen -W "--json --limit -n --help" -- "$cur")) \\
             && return ;;
-        completion) [[ $COMP_CWORD -eq 2 ]] && COMPREPLY=($(compgen -W "{' '.join(SHELLS)}" -- "$cur")); return ;;
+        completion) [[ $COMP_CWORD -eq 2 ]] && COMPREPLY=($(compgen -W "{" ".join(SHELLS)}" -- "$cur")); return ;;
     esac
     case "$prev" in
 {case_block}
@@ -164,7 +167,7 @@ _yi_chat_prompt() {{
 _yi_chat() {{
     case $words[2] in
         sessions) _arguments '--json[as JSON]' '(-n --limit)'{{-n,--limit}}'[newest N only]:N: '; return ;;
-        completion) _arguments '2:shell:({' '.join(SHELLS)})'; return ;;
+        completion) _arguments '2:shell:({" ".join(SHELLS)})'; return ;;
     esac
     _arguments -s \\
 {spec_block} \\
@@ -183,9 +186,11 @@ def _fq(text: str) -> str:
 
 
 def fish() -> str:
-    lines = ["# fish completion for yi-chat. Load it with:  yi-chat completion fish | source",
-             "# or install it:  yi-chat completion fish > ~/.config/fish/completions/yi-chat.fish",
-             "complete -c yi-chat -f"]
+    lines = [
+        "# fish completion for yi-chat. Load it with:  yi-chat completion fish | source",
+        "# or install it:  yi-chat completion fish > ~/.config/fish/completions/yi-chat.fish",
+        "complete -c yi-chat -f",
+    ]
     for name, help in subcommands().items():
         lines.append(f"complete -c yi-chat -n __fish_use_subcommand -a {name} -d {_fq(help)}")
     lines.append("complete -c yi-chat -n '__fish_seen_subcommand_from sessions' -l json -d 'as JSON'")
@@ -212,9 +217,12 @@ def fish() -> str:
 def parser() -> argparse.ArgumentParser:
     from .cli import Parser
 
-    p = Parser(prog="yi-chat completion", description="Print a shell completion script: "
-               "bash: source <(yi-chat completion bash); zsh: source <(yi-chat completion zsh); "
-               "fish: yi-chat completion fish | source.")
+    p = Parser(
+        prog="yi-chat completion",
+        description="Print a shell completion script: "
+        "bash: source <(yi-chat completion bash); zsh: source <(yi-chat completion zsh); "
+        "fish: yi-chat completion fish | source.",
+    )
     p.add_argument("shell", nargs="?", choices=SHELLS)
     p.add_argument("--list-models", action="store_true", help=argparse.SUPPRESS)  # what the scripts call
     return p
@@ -229,4 +237,3 @@ def main(argv: list[str]) -> int:
         parser().error("which shell? (bash, zsh or fish)")
     print({"bash": bash, "zsh": zsh, "fish": fish}[args.shell](), end="")
     return 0
-

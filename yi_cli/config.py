@@ -2,6 +2,7 @@
 
 Every error names the file. API keys are not kept here: `api_key_env` names the environment variable that holds
 one (yi-chat never writes a key anywhere)."""
+
 from __future__ import annotations
 
 import re
@@ -12,8 +13,11 @@ from .paths import config_dir
 from .settings import NAMES, parse
 
 TOP_KEYS = {"model", "device", "dtype", "engine", "overflow", "system", "endpoint", "api_key_env"}
-CHOICES = {"dtype": ("auto", "fp32", "fp16", "bf16"), "engine": ("auto", "fast", "generate"),
-           "overflow": ("drop", "refuse")}
+CHOICES = {
+    "dtype": ("auto", "fp32", "fp16", "bf16"),
+    "engine": ("auto", "fast", "generate"),
+    "overflow": ("drop", "refuse"),
+}
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -31,15 +35,19 @@ def read() -> tuple[dict, dict]:
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise UsageError(f"{p}: cannot read the config file ({e})") from None
     if "api_key" in data:
-        raise UsageError(f"{p}: api_key: keys are not kept in the config file; set api_key_env to the name of "
-                         f"the environment variable that holds it")
+        raise UsageError(
+            f"{p}: api_key: keys are not kept in the config file; set api_key_env to the name of "
+            f"the environment variable that holds it"
+        )
     gen = data.pop("generation", {}) or {}
     if not isinstance(gen, dict):
         raise UsageError(f"{p}: generation must be a table ([generation])")
     unknown = (set(data) - TOP_KEYS) | {f"generation.{k}" for k in set(gen) - set(NAMES)}
     if unknown:
-        raise UsageError(f"{p}: unknown key(s): {', '.join(sorted(unknown))} (known: {', '.join(sorted(TOP_KEYS))}"
-                         f", [generation] {', '.join(NAMES)})")
+        raise UsageError(
+            f"{p}: unknown key(s): {', '.join(sorted(unknown))} (known: {', '.join(sorted(TOP_KEYS))}"
+            f", [generation] {', '.join(NAMES)})"
+        )
     for k, v in data.items():
         check(p, k, v)
     try:

@@ -3,6 +3,7 @@
 Without the fsync of the file a crash after the rename can leave a complete-looking name over an empty or partial
 file (ext4 with delalloc, XFS); without the fsync of the directory the rename itself can be lost.
 """
+
 from __future__ import annotations
 
 import errno

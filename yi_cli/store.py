@@ -6,6 +6,7 @@ the mode it was started in: `--resume last` and `-c` reopen the newest *interact
 run is saved but never takes the place of the chat before it. The format is unchanged (version 1; `mode`,
 `created` and `updated` are extra keys) and the `last.json` of earlier versions still loads.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,10 +37,17 @@ def sessions_dir() -> Path:
 def to_dict(chat, mode: str | None = None, created: str | None = None) -> dict:
     engine = chat.engine
     now = _now()
-    return {"format": FORMAT, "version": VERSION, "model": getattr(engine, "model_name", ""),
-            "quant": getattr(engine, "quant", None), "settings": chat.settings.to_dict(),
-            **({"mode": mode} if mode else {}), "created": created or now, "updated": now,
-            **chat.session.to_dict()}
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "model": getattr(engine, "model_name", ""),
+        "quant": getattr(engine, "quant", None),
+        "settings": chat.settings.to_dict(),
+        **({"mode": mode} if mode else {}),
+        "created": created or now,
+        "updated": now,
+        **chat.session.to_dict(),
+    }
 
 
 def _now() -> str:
@@ -162,8 +170,9 @@ def read(path: str) -> tuple[ChatSession, GenSettings, dict]:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise YiError(f"{shown(str(p))}: not a yi-chat session file")
     if data.get("version") != VERSION:
-        raise YiError(f"{shown(str(p))}: session file version {data.get('version')!r} is not supported "
-                      f"(expected {VERSION})")
+        raise YiError(
+            f"{shown(str(p))}: session file version {data.get('version')!r} is not supported (expected {VERSION})"
+        )
     try:
         session = ChatSession.from_dict(data)
         settings = GenSettings.from_dict(data.get("settings") or {})
@@ -211,9 +220,15 @@ def entries() -> list[dict]:
             continue
         first = next((t.content for t in session.turns if t.role == "user"), "")
         updated = data.get("updated")
-        out.append({"path": str(f), "name": f.name, "mode": data.get("mode"),
-                    "model": str(data.get("model") or ""),
-                    "updated": updated if isinstance(updated, str) else _iso(datetime.fromtimestamp(mtime, UTC)),
-                    "exchanges": session.exchanges,
-                    "first_line": attach.summary(first)})
+        out.append(
+            {
+                "path": str(f),
+                "name": f.name,
+                "mode": data.get("mode"),
+                "model": str(data.get("model") or ""),
+                "updated": updated if isinstance(updated, str) else _iso(datetime.fromtimestamp(mtime, UTC)),
+                "exchanges": session.exchanges,
+                "first_line": attach.summary(first),
+            }
+        )
     return sorted(out, key=lambda e: (e["updated"], e["name"]), reverse=True)
