@@ -190,6 +190,7 @@ def test_one_shot_answers_from_piped_context_on_the_demo_model(demo_dir, home):
     assert "PINEAPPLE" in p.stdout.decode()
 
 
+@pytest.mark.slow
 def test_a_file_too_large_for_the_real_tokenizer_is_refused_after_loading(demo_dir, home, tmp_path):
     """Short enough to pass the size bound, too many tokens for the demo's 8k context: counted, then refused."""
     (home / "cache").symlink_to(Path(demo_dir).parent.parent, target_is_directory=True)

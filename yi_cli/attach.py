@@ -25,12 +25,13 @@ CHARS_PER_TOKEN = 10  # text averages 3-5 characters per token; past 10 per toke
 class Attachment:
     name: str  # the path as given, or "stdin"
     text: str
+    titled: bool = True  # a file's block is headed by its name; piped stdin's is not
 
     def block(self) -> str:
         """The text in a fence longer than any backtick run inside it (CommonMark), under its name."""
         runs = [len(m) for m in re.findall(r"`{3,}", self.text)]
         fence = "`" * max([3, *(n + 1 for n in runs)])
-        head = "" if self.name == "stdin" else f"{self.name}:\n"
+        head = f"{self.name}:\n" if self.titled else ""
         return f"{head}{fence}\n{self.text.rstrip(chr(10))}\n{fence}"
 
 
@@ -71,7 +72,31 @@ def read(name: str, stdin=None) -> Attachment:
     data = read_bytes(name, stdin)
     if len(data) > MAX_BYTES:
         raise UsageError(f"{shown(label, 200)}: too large to attach (over {MAX_BYTES >> 20} MiB)")
-    return Attachment(label, decode(data, label))
+    return Attachment(label, decode(data, label), titled=name != STDIN)
+
+
+def gather(words: list[str], prompt: str | None, files: list[str], tty: bool) -> tuple[str | None, list]:
+    """The one-shot prompt (None for a chat) and the attachments, read and checked: the prompt words or -p TEXT,
+    `-p -` from stdin, piped stdin as the context of a one-shot prompt, then the -f files (`-` is stdin)."""
+    if words and prompt is not None:
+        raise UsageError("two prompts: give -p TEXT or the prompt words, not both")
+    prompt = " ".join(words) if words else prompt
+    if files.count(STDIN) > 1 or (prompt == STDIN and STDIN in files):
+        raise UsageError("stdin can be read once: give '-' to one of -p and -f")
+    if prompt is None and STDIN in files:
+        where = "the terminal" if tty else "the chat's input (one turn per line)"
+        raise UsageError(f"-f -: stdin is {where} here; '-f -' goes with -p")
+    attachments = []
+    if prompt == STDIN:
+        prompt = read(STDIN).text.strip()
+        if not prompt:
+            raise UsageError("-p -: stdin is empty")
+    elif prompt is not None and not prompt.strip():
+        raise UsageError("-p/--prompt is empty")
+    elif prompt is not None and not tty and STDIN not in files:
+        piped = read(STDIN)  # `git diff | yi-chat -p "review this"`
+        attachments += [piped] if piped.text.strip() else []
+    return prompt, attachments + [read(f) for f in files]
 
 
 def compose(attachments: list[Attachment], prompt: str) -> str:

@@ -163,14 +163,18 @@ def _err(msg: str) -> None:
 
 
 def _main(args) -> int:
-    from . import attach, config, store
+    from . import attach, config, remote_env, store
     from .chat import Chat, Options
     from .session import ChatSession
 
     tty = sys.stdin is not None and sys.stdin.isatty()
-    prompt, attachments = inputs(args, tty)  # read and checked before anything loads
+    first = " ".join(args.words).split()[:1]
+    if first and first[0] in SUBCOMMANDS and not args.dashdash:
+        raise UsageError(f"'{first[0]}' is a subcommand: put it first (yi-chat {first[0]} ...), or send it as a "
+                         f"prompt with -p TEXT or after --")
+    prompt, attachments = attach.gather(args.words, args.prompt, args.files or [], tty)  # before anything loads
     top, gen_cfg = config.read()
-    args.endpoint, endpoint_from = endpoint(args, top)
+    args.endpoint, endpoint_from = remote_env.endpoint(args.endpoint, top)
     if args.model is not None and not args.model.strip():
         raise UsageError("--model is empty: give a checkpoint directory, a cached hub id, or demo")
     # A remote engine names its own model when none is given; a local one defaults to the demo.
@@ -224,70 +228,6 @@ def _main(args) -> int:
     return code
 
 
-def inputs(args, tty: bool):
-    """The one-shot prompt (None for a chat) and the attachments: -p TEXT or the positional words, `-p -` from
-    stdin, piped stdin as context of a one-shot prompt, -f files (`-` is stdin)."""
-    from . import attach
-
-    if args.words and args.prompt is not None:
-        raise UsageError("two prompts: give -p TEXT or the prompt words, not both")
-    prompt = " ".join(args.words) if args.words else args.prompt
-    first = prompt.split()[0] if args.words and prompt.split() else ""
-    if first in SUBCOMMANDS and not args.dashdash:
-        raise UsageError(f"'{first}' is a subcommand: put it first (yi-chat {first} ...), or send it as a prompt "
-                         f"with -p TEXT or after --")
-    files = args.files or []
-    if files.count(attach.STDIN) > 1 or (prompt == attach.STDIN and attach.STDIN in files):
-        raise UsageError("stdin can be read once: give '-' to one of -p and -f")
-    if prompt is None and attach.STDIN in files:
-        where = "the terminal" if tty else "the chat's input (one turn per line)"
-        raise UsageError(f"-f -: stdin is {where} here; '-f -' goes with -p")
-    attachments = []
-    if prompt == attach.STDIN:
-        prompt = attach.read(attach.STDIN).text.strip()
-        if not prompt:
-            raise UsageError("-p -: stdin is empty")
-    elif prompt is not None and not prompt.strip():
-        raise UsageError("-p/--prompt is empty")
-    elif prompt is not None and not tty and attach.STDIN not in files:
-        piped = attach.read(attach.STDIN)  # `git diff | yi-chat -p "review this"`
-        attachments += [piped] if piped.text.strip() else []
-    return prompt, attachments + [attach.read(f) for f in files]
-
-
-def endpoint(args, top: dict) -> tuple[str | None, str]:
-    """The OpenAI-compatible server to use and where it was named: --endpoint ('' = the local model whatever the
-    environment says), $YI_CHAT_ENDPOINT, the config file, $OPENAI_BASE_URL; (None, "") for the local model."""
-    from . import config
-
-    if args.endpoint is not None:
-        return args.endpoint.strip() or None, "--endpoint"
-    if os.environ.get("YI_CHAT_ENDPOINT"):
-        return os.environ["YI_CHAT_ENDPOINT"], "$YI_CHAT_ENDPOINT"
-    if top.get("endpoint"):
-        return top["endpoint"], str(config.path())
-    if os.environ.get("OPENAI_BASE_URL"):
-        return os.environ["OPENAI_BASE_URL"], "$OPENAI_BASE_URL"
-    return None, ""
-
-
-def api_key(args, top: dict) -> tuple[str | None, str]:
-    """The key and where it came from: --api-key, the variable the config's api_key_env names, $OPENAI_API_KEY.
-    yi-chat never writes a key anywhere, and /model names its source, never the key."""
-    from . import config
-
-    if args.api_key:
-        return args.api_key, "--api-key"
-    var = top.get("api_key_env")
-    if var:
-        if not os.environ.get(var):
-            raise UsageError(f"{config.path()}: api_key_env names ${var}, which is not set")
-        return os.environ[var], f"${var}"
-    if os.environ.get("OPENAI_API_KEY"):
-        return os.environ["OPENAI_API_KEY"], "$OPENAI_API_KEY"
-    return None, ""
-
-
 def check_model_name(model: str) -> None:
     """A `demo-...` name that is neither a demo model nor a directory is a typo: say which demos exist."""
     from pathlib import Path
@@ -337,9 +277,10 @@ def make_renderer(args, interactive: bool, prompt: str | None):
 
 def make_engine(args, top: dict, render, endpoint_from: str = ""):
     if args.endpoint:
+        from . import remote_env
         from .remote import RemoteEngine
 
-        key, key_from = api_key(args, top)
+        key, key_from = remote_env.api_key(args.api_key, top)
         engine = RemoteEngine(args.endpoint, key, model=args.model)
         engine.origin = f"endpoint from {endpoint_from}\n" + (f"API key from {key_from} (not shown)" if key
                                                                else "no API key")
