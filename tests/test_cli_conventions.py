@@ -313,6 +313,24 @@ def test_continue_reopens_the_last_interactive_chat_not_a_later_one_shot(server,
     assert [t["content"] for t in inter["turns"]][::2] == ["interactive question", "follow-up"]
 
 
+def test_a_save_snapshot_is_not_where_continue_goes(tmp_path, monkeypatch):
+    from tests.fakes import plain_chat
+    from yi_cli import store
+
+    monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path))
+    saver = store.Autosave("interactive")
+    chat, out, err = plain_chat(ScriptedEngine(), on_turn=saver)
+    chat.handle("hello")
+    chat.handle("/save")
+    [snap] = [e for e in store.entries() if e["mode"] == "saved"]
+    assert store.resolve("last") == saver.path != Path(snap["path"])
+    _, _, data = store.read(snap["path"])
+    assert store.autosave_for(snap["path"], data, "interactive").path is None  # goes on in a new file
+    _, _, data = store.read("last")
+    assert store.autosave_for("last", data, "one-shot").path == saver.path  # goes on in place, as interactive
+    assert store.autosave_for("last", data, "one-shot").mode == "interactive"
+
+
 def test_clear_starts_a_new_file_and_keeps_the_old_conversation(server, home):
     p = yi("--endpoint", server.url, stdin="one\n/clear\ntwo\n", home=home)
     assert p.returncode == 0, p.stderr.decode()

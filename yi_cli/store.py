@@ -3,8 +3,8 @@
 Every conversation gets its own file in <data>/sessions/, named by its start time plus a random suffix and created
 with a no-clobber link, so two processes (or three saves in one second) never share a name. Each file records
 the mode it was started in: `--resume last` and `-c` reopen the newest *interactive* one, so a one-shot or piped
-run is saved but never takes the place of the chat before it. The format is unchanged (version 1; `mode`,
-`created` and `updated` are extra keys) and the `last.json` of earlier versions still loads.
+run (or a /save snapshot) is saved but never takes the place of the chat before it. The format is unchanged
+(version 1; `mode`, `created` and `updated` are extra keys) and the `last.json` of earlier versions still loads.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from .settings import GenSettings
 FORMAT = "yi-chat-session"
 VERSION = 1
 MODES = ("interactive", "one-shot", "pipe")
+SAVED = "saved"  # the mode of a /save snapshot
 RESUMABLE = ("interactive", None)  # None: a file from before modes were recorded (last.json)
 LEGACY = "last.json"
 
@@ -134,9 +135,9 @@ class Autosave:
 
 
 def save(chat, path: str | None) -> Path:
-    """/save: to PATH (replaced if it exists), or to a new file in the store."""
-    saver = chat.on_turn if isinstance(chat.on_turn, Autosave) else None
-    text = json.dumps(to_dict(chat, saver.mode if saver else None), ensure_ascii=False, indent=1)
+    """/save: a snapshot to PATH (replaced if it exists), or to a new file in the store. Its mode `saved` keeps it
+    a snapshot: -c passes it by, and a session resumed from it goes on in a new file."""
+    text = json.dumps(to_dict(chat, SAVED), ensure_ascii=False, indent=1)
     p = Path(path).expanduser() if path else sessions_dir()
     try:
         if path:
