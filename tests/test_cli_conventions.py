@@ -207,9 +207,9 @@ def test_a_file_too_large_for_the_real_tokenizer_is_refused_after_loading(demo_d
 # 1b. /file in the REPL, in a real terminal -------------------------------------------------------------------------
 
 
-def spawn(*args, home: Path, cwd: Path):
+def spawn(*args, home: Path, cwd: Path, env: dict | None = None):
     pexpect = pytest.importorskip("pexpect")
-    env = {k: v for k, v in os.environ.items() if k not in CLEAN}
+    env = {**{k: v for k, v in os.environ.items() if k not in CLEAN}, **(env or {})}
     env.update(TERM="xterm-256color", PROMPT_TOOLKIT_NO_CPR="1", YI_CHAT_HOME=str(home))
     child = pexpect.spawn(
         sys.executable,
@@ -525,6 +525,15 @@ def test_endpoint_and_key_from_the_environment_shown_by_model_never_the_key(home
         one_line_error(yi("-p", "hi", home=home), 2, "config.toml: api_key_env names $MY_KEY, which is not set")
         for f in (home / "data" / "sessions").glob("*.json"):
             assert "s3cret-key" not in f.read_text()  # keys are never written
+
+
+def test_a_chat_says_when_the_environment_chose_its_server(server, home, tmp_path):
+    child = spawn(home=home, cwd=tmp_path, env={"OPENAI_BASE_URL": server.url})
+    assert f"streaming from {server.url} (set by $OPENAI_BASE_URL" in child.before  # the screen before the prompt
+    child.sendline("/model")
+    child.expect_exact("endpoint from $OPENAI_BASE_URL")
+    child.expect_exact(">>>")
+    assert leave(child) == 0
 
 
 def test_an_empty_endpoint_flag_means_the_local_model_whatever_the_environment(home, tmp_path):

@@ -206,6 +206,8 @@ def _main(args) -> int:
     chat.attachments = attachments
     if attachments and prompt is None:
         render.notice(f"attached {', '.join(a.name for a in attachments)}: it goes with your first message")
+    if interactive and endpoint_from.startswith("$"):  # a server chosen by the environment is said, not silent
+        render.notice(f"streaming from {args.endpoint} (set by {endpoint_from}; --endpoint '' runs the local model)")
 
     def on_term(signum, frame):  # like Ctrl-C, the reply in flight ends and is recorded; then we leave
         chat.running, chat.terminated = False, True
