@@ -488,18 +488,19 @@ def test_sigterm_during_a_reply(tiny_dir, home):
     err = err.decode(errors="replace")
     assert proc.returncode == 130, err
     no_traceback(err)
-    assert [ln for ln in err.splitlines() if ln.strip()] == [
-        "yi-chat: terminated; the session is autosaved (--resume last)"]
+    [path] = (home / "data" / "sessions").glob("*.json")
+    assert [ln for ln in err.splitlines() if ln.strip()] == [f"yi-chat: terminated; the session is saved in {path}"]
     assert (got + out).rstrip().endswith(b"[interrupted]")
-    saved = json.loads((home / "data" / "sessions" / "last.json").read_text())
+    [saved] = [json.loads(f.read_text()) for f in (home / "data" / "sessions").glob("*.json")]
+    assert saved["mode"] == "pipe"
     turns = saved["turns"]
     assert [t["role"] for t in turns] == ["user", "assistant"]
     assert turns[0]["content"] == "first question"
     partial = turns[1]
     assert partial["finish_reason"] == "interrupted" and partial["content"].strip()
     assert 0 < partial["tokens"] < 4000
-    # --resume last reopens it, marked interrupted.
-    p = yi("--model", tiny_dir, "--resume", "last", stdin="/history\n", home=home)
+    # --resume FILE reopens it, marked interrupted.
+    p = yi("--model", tiny_dir, "--resume", str(path), stdin="/history\n", home=home)
     assert p.returncode == 0, p.stderr.decode()
     assert "[interrupted]" in p.stdout.decode() and "first question" in p.stdout.decode()
 
@@ -610,8 +611,7 @@ def test_written_files_are_private(tiny_dir, tmp_path, door):
         assert child.exitstatus == 0
         assert (home / "data" / "history").is_file()
     data = home / "data"
-    assert (data / "sessions" / "last.json").is_file()
-    assert len(list((data / "sessions").glob("session-*.json"))) == 1 and saved.is_file()
+    assert len(list((data / "sessions").glob("*.json"))) == 2 and saved.is_file()  # the autosave and /save
     _assert_private(data)
     _assert_private(saved.parent)
 

@@ -170,14 +170,15 @@ def test_autosave_after_every_turn(tmp_path, monkeypatch):
     from yi_cli import store
 
     monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path))
-    chat, out, err = plain_chat(ScriptedEngine(["r1", "r2"]), on_turn=store.autosave)
+    saver = store.Autosave("interactive")
+    chat, out, err = plain_chat(ScriptedEngine(["r1", "r2"]), on_turn=saver)
     chat.handle("one")
     assert store.read("last")[0].turns[-1].content == "r1"
     chat.handle("two")
     session, settings, _ = store.read("last")
     assert [t.content for t in session.turns] == ["one", "r1", "two", "r2"]
-    assert oct(store.autosave_path().stat().st_mode & 0o777) == "0o600"
-    assert oct(store.autosave_path().parent.stat().st_mode & 0o777) == "0o700"
+    assert oct(saver.path.stat().st_mode & 0o777) == "0o600"
+    assert oct(saver.path.parent.stat().st_mode & 0o777) == "0o700"
 
 
 def test_json_renderer_writes_one_object_per_turn():

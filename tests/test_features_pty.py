@@ -140,8 +140,13 @@ class Term:
         return self.log.getvalue()
 
 
+def last_session_file(home: Path) -> Path:
+    """The newest file of the session store (each conversation has its own)."""
+    return max((home / "data" / "sessions").glob("*.json"), key=lambda p: json.loads(p.read_text())["updated"])
+
+
 def last_session(home: Path) -> dict:
-    return json.loads((home / "data" / "sessions" / "last.json").read_text())
+    return json.loads(last_session_file(home).read_text())
 
 
 def mode(p: Path) -> int:
@@ -165,7 +170,7 @@ def test_save_resume_autosave_and_refused_load(demo_dir, tmp_path):
     assert data["settings"]["temperature"] == 0 and data["settings"]["max_new_tokens"] == 8
     # the autosave follows every finished turn, privately
     t.turn("And of Germany?")
-    auto = home / "data" / "sessions" / "last.json"
+    auto = last_session_file(home)
     assert mode(auto) == 0o600
     assert [x["content"] for x in last_session(home)["turns"][::2]] == ["What is the capital of France?",
                                                                          "And of Germany?"]

@@ -189,7 +189,7 @@ def test_chat_session_invariants(fuzz_home, ops, system, max_new):
     from yi_cli.session import ChatSession
 
     chat = Chat(engine, render, GenSettings(max_new_tokens=max_new), ChatSession(system=system or None),
-                Options(overflow="drop"), on_turn=store.autosave)
+                Options(overflow="drop"), on_turn=store.Autosave("interactive"))
     for kind, arg in ops:
         if not chat.running:
             break
@@ -248,7 +248,7 @@ def _chat(tmp_path, on_turn=None):
 
 
 def test_lone_surrogate_message_does_not_crash_the_autosave(fuzz_home, tmp_path):
-    chat, render = _chat(tmp_path, on_turn=store.autosave)
+    chat, render = _chat(tmp_path, on_turn=store.Autosave("interactive"))
     chat.handle("caf\udce9")  # what `yi-chat -p $'caf\\xe9'` carries
     assert chat.handle("next") is True
 

@@ -11,7 +11,7 @@ import threading
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
-from . import commands, context
+from . import attach, commands, context
 from .engines.events import FINISH_ERROR, FINISH_INTERRUPTED, Finish, Stats, Text
 from .engines.settings import GenSettings
 from .engines.template import Prompt
@@ -53,6 +53,7 @@ class Chat:
         self.editor = None  # callable(old text) -> new text, for /edit; set by the interactive REPL
         self._counted: tuple = (None, 0)  # (conversation, its token count), for the context meter
         self._resume: tuple = (None, None)  # (last reply Turn, ids of its prompt + reply): exact /continue
+        self.attachments: list = []  # files for the next message (-f, /file): attach.take prepends them
 
     def handle(self, line: str) -> bool:
         """Process one line of input; returns False once the chat should end (/exit)."""
@@ -63,7 +64,7 @@ class Chat:
             if cmd is None:
                 text = line.strip()[1:] if line.strip().startswith("//") else line  # "//x" sends "/x"
                 if text.strip():
-                    self.turn(text)
+                    self.turn(attach.take(self, text))
                 return self.running
             before = self.session.to_dict()
             commands.run(self, *cmd)

@@ -6,25 +6,49 @@ import os
 import signal
 import sys
 
+from . import __version__
 from .errors import EXIT_INTERRUPTED, UsageError, YiError
 
-EPILOG = """exit codes:
+EPILOG = """examples:
+  yi-chat                                     chat with the demo model (Ctrl-D leaves)
+  yi-chat "Say hi"                            one prompt, one answer (like -p)
+  git diff | yi-chat -p "review this"         piped stdin goes before the prompt as a fenced block
+  yi-chat -f notes.md -f todo.txt -p "merge these"   attach text files (also in a chat, and /file PATH)
+  yi-chat -p - < question.txt                 the prompt itself from stdin
+  yi-chat --json < prompts.txt > replies.jsonl     one turn per stdin line, one JSON object per reply
+  yi-chat -c                                  go on with the last interactive chat (--resume last)
+  yi-chat sessions                            the saved conversations (--json too)
+  source <(yi-chat completion bash)           tab completion (also zsh, fish)
+
+subcommands: when the first argument is one of  models, pull, sessions, completion,  it names a subcommand
+  (yi-chat sessions --help); any other words are a prompt. To send a prompt starting with one of those words,
+  use -p TEXT or put -- first (yi-chat -- "models are ...").
+
+exit codes:
   0    success (also: stdout closed by the reader, e.g. | head)
   1    a failure during the chat (in a piped script: any turn or command failed; a remote reply cut by
        the network, a timeout or a limit keeps its partial text)
-  2    usage error (bad flag or value, a malformed --endpoint URL)
+  2    usage error (bad flag or value, a malformed --endpoint URL; an attached file that is binary, not UTF-8 or
+       too large)
   3    the model could not be loaded (missing path, corrupt config or weights, unsupported format), or could not
        be fetched (missing or gated repo, network error, full disk); the --endpoint server could not be reached
        or listed no model
   130  interrupted (Ctrl-C outside a reply, SIGTERM)
 
 Model: a checkpoint directory, a hub id (fetched into the Hugging Face cache when missing), a Yi alias such as
-yi-6b-chat-4bits, or 'demo' (SmolLM2-135M, AWQ int4), 'demo-gptq8', 'demo-fp32'. Piped stdin: each non-empty line
-is one user turn of one session.
+yi-6b-chat-4bits, or 'demo' (SmolLM2-135M, AWQ int4), 'demo-gptq8', 'demo-fp32'. Piped stdin without -p: each
+non-empty line is one user turn of one session.
+Environment: YI_CHAT_MODEL, YI_CHAT_ENDPOINT (then OPENAI_BASE_URL), OPENAI_API_KEY, YI_CHAT_HOME, NO_COLOR,
+HF_HOME, HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE."""
 
-subcommands:
-  yi-chat pull REPO [--revision R] [--allow-pickle]   download a hub checkpoint without chatting
-  yi-chat models [--all] [--json]                     list the models this machine can chat with"""
+# The first argument names a subcommand when it is one of these; any other words are a prompt.
+# name -> (module under yi_cli with main(argv) -> int; one line of help)
+SUBCOMMANDS = {
+    "sessions": ("sessions_cmd", "list the saved conversations (--json)"),
+    "completion": ("completion", "print a completion script: bash, zsh or fish"),
+    "models": ("models_cmd", "list the models on this machine (--all: the Yi family too; --json)"),
+    "pull": ("models_cmd", "download a model from the Hugging Face Hub without chatting"),
+}
 
 
 class Parser(argparse.ArgumentParser):
@@ -53,9 +77,14 @@ def parser() -> argparse.ArgumentParser:
     p = Parser(prog="yi-chat", description="Chat with Yi models (and other chat models) in a terminal.",
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
+    a("words", nargs="*", metavar="PROMPT", help="answer this prompt and exit, like -p (see subcommands below)")
+    a("--version", action="version", version=f"yi-chat {__version__}")
     a("--model", "-m", help="checkpoint directory, hub id, Yi alias, or demo (default: demo)")
     a("--system", help="system prompt")
-    a("--prompt", "-p", help="answer this one prompt and exit")
+    a("--prompt", "-p", help="answer this one prompt and exit; '-' reads it from stdin; piped stdin is "
+      "prepended as context")
+    a("--file", "-f", action="append", dest="files", metavar="PATH", help="attach a text file to the (first) "
+      "message; repeatable; '-' is stdin")
     a("--json", action="store_true", help="write one JSON object per turn to stdout")
     a("--max-new-tokens", type=int, help="most tokens per reply (default 512)")
     a("--temperature", type=float, help="sampling temperature, 0 = greedy (default 0.6)")
@@ -67,9 +96,12 @@ def parser() -> argparse.ArgumentParser:
     a("--dtype", choices=["auto", "fp32", "fp16", "bf16"], help="activation dtype (default: fp32 on cpu, fp16 on cuda)")
     a("--engine", choices=["auto", "fast", "generate"], help="decode engine: fast (CUDA graphs) or plain generate")
     a("--raw", action="store_true", help="no chat template: feed the text as is (base models)")
-    a("--resume", metavar="PATH", help="start from a saved session file ('last' = the autosave)")
+    a("--resume", metavar="PATH", help="start from a saved session file ('last' = the newest interactive one)")
+    a("--continue", "-c", action="store_true", dest="continue_", help="go on with the newest interactive "
+      "session (= --resume last)")
     a("--endpoint", metavar="URL", help="stream from an OpenAI-compatible server instead of a local model")
-    a("--api-key", help="API key for --endpoint (default: $OPENAI_API_KEY; the variable keeps it out of ps)")
+    a("--api-key", help="API key for --endpoint (default: the variable named by api_key_env in the config, "
+      "else $OPENAI_API_KEY; a variable keeps it out of ps)")
     a("--connect-timeout", type=seconds_arg, metavar="S", help="--endpoint: seconds to connect (default 10)")
     a("--idle-timeout", type=seconds_arg, metavar="S",
       help="--endpoint: seconds without reply data before giving up; keep-alives do not count (default 60)")
@@ -103,13 +135,13 @@ def settings_from(args, gen_cfg: dict, model: str | None):
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    from . import models_cmd
-
-    models = bool(argv) and argv[0] in models_cmd.COMMANDS  # `yi-chat pull REPO`, `yi-chat models`
-    args = None if models else parser().parse_args(argv)  # usage errors exit 2 through argparse
+    sub = subcommand(argv)
+    if sub is None:
+        args = parser().parse_intermixed_args(argv)  # usage errors exit 2 through argparse
+        args.dashdash = "--" in argv
     signal.signal(signal.SIGTERM, _sigterm)
     try:
-        return _models(argv) if models else _main(args)
+        return sub(argv[1:]) if sub else _main(args)
     except YiError as e:
         _err(str(e))
         return e.exit_code
@@ -123,10 +155,18 @@ def main(argv=None) -> int:
         return 0
 
 
-def _models(argv: list[str]) -> int:
-    from . import config, models_cmd
+def subcommand(argv: list[str]):
+    """The main(argv) of the subcommand that the first argument names, or None for a chat or a prompt."""
+    if not argv or argv[0] not in SUBCOMMANDS:
+        return None
+    import importlib
 
-    return models_cmd.main(argv, config.read()[0].get("aliases", {}))
+    module = importlib.import_module(f".{SUBCOMMANDS[argv[0]][0]}", __package__)
+    if argv[0] in ("models", "pull"):  # one parser for both, which takes the word itself; [aliases] from config
+        from . import config
+
+        return lambda rest: module.main([argv[0], *rest], config.read()[0].get("aliases", {}))
+    return module.main
 
 
 def _sigterm(signum, frame):
@@ -141,40 +181,60 @@ def _err(msg: str) -> None:
 
 
 def _main(args) -> int:
-    from . import config, store
+    from . import attach, config, remote_env, store
     from .chat import Chat, Options
     from .session import ChatSession
 
-    if args.prompt is not None and not args.prompt.strip():
-        raise UsageError("-p/--prompt is empty")
+    tty = sys.stdin is not None and sys.stdin.isatty()
+    first = " ".join(args.words).split()[:1]
+    if first and first[0] in SUBCOMMANDS and not args.dashdash:
+        raise UsageError(f"'{first[0]}' is a subcommand: put it first (yi-chat {first[0]} ...), or send it as a "
+                         f"prompt with -p TEXT or after --")
+    prompt, attachments = attach.gather(args.words, args.prompt, args.files or [], tty)  # before anything loads
     top, gen_cfg = config.read()
-    args.endpoint = args.endpoint or top.get("endpoint")
+    args.endpoint, endpoint_from = remote_env.endpoint(args.endpoint, top)
+    if args.model is not None and not args.model.strip():
+        raise UsageError("--model is empty: give a checkpoint directory, a cached hub id, or demo")
     # A remote engine names its own model when none is given; a local one defaults to the demo.
-    args.model = args.model or os.environ.get("YI_CHAT_MODEL") or top.get("model") or (None if args.endpoint else "demo")
+    args.model = (args.model or os.environ.get("YI_CHAT_MODEL") or top.get("model")
+                  or (None if args.endpoint else "demo"))
     args.model = top.get("aliases", {}).get(args.model, args.model)  # [aliases] in config.toml
+    if not args.endpoint:
+        check_model_name(args.model)
+    attach.check_size(attachments, None if args.endpoint else attach.context_hint(args.model))
     settings, sources = settings_from(args, gen_cfg, None if args.endpoint else args.model)
-    session = None
-    if args.resume:
-        session, saved, _ = store.read(args.resume)
+    session = data = None
+    resume = "last" if args.continue_ else args.resume
+    if args.continue_ and args.resume not in (None, "last"):
+        raise UsageError("-c/--continue and --resume PATH name two sessions; give one")
+    if resume:
+        session, saved, data = store.read(resume)
         for k, v in saved.to_dict().items():
             if k not in sources:  # flags win over the file's settings
                 setattr(settings, k, v)
     if args.system is not None or (session is None and top.get("system")):
         session = session or ChatSession()
         session.system = args.system if args.system is not None else top["system"]
-    interactive = args.prompt is None and sys.stdin.isatty()
-    render = make_renderer(args, interactive)
-    engine = make_engine(args, top, render)
+    interactive = prompt is None and tty
+    render = make_renderer(args, interactive, prompt)
+    engine = make_engine(args, top, render, endpoint_from)
+    attach.check_tokens(engine, settings, attachments, prompt or "")
     options = Options(overflow=args.overflow or top.get("overflow", "drop"), setting_sources=sources)
-    chat = Chat(engine, render, settings, session, options, on_turn=store.autosave)
+    mode = "one-shot" if prompt is not None else "interactive" if interactive else "pipe"
+    chat = Chat(engine, render, settings, session, options, on_turn=store.autosave_for(resume, data, mode))
+    chat.attachments = attachments
+    if attachments and prompt is None:
+        render.notice(f"attached {', '.join(a.name for a in attachments)}: it goes with your first message")
+    if interactive and endpoint_from.startswith("$"):  # a server chosen by the environment is said, not silent
+        render.notice(f"streaming from {args.endpoint} (set by {endpoint_from}; --endpoint '' runs the local model)")
 
     def on_term(signum, frame):  # like Ctrl-C, the reply in flight ends and is recorded; then we leave
         chat.running, chat.terminated = False, True
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
-    if args.prompt is not None:
-        chat.handle(args.prompt)
+    if prompt is not None:
+        chat.handle(prompt)
         return 1 if chat.failures else 0
     if interactive:
         from . import repl
@@ -183,9 +243,22 @@ def _main(args) -> int:
     else:
         code = run_pipe(chat)
     if chat.terminated:
-        _err("terminated; the session is autosaved (--resume last)")
+        saved = chat.on_turn.path
+        _err(f"terminated; the session is saved in {saved}" if saved else "terminated")
         return EXIT_INTERRUPTED
     return code
+
+
+def check_model_name(model: str) -> None:
+    """A `demo-...` name that is neither a demo model nor a directory is a typo: say which demos exist."""
+    from pathlib import Path
+
+    from . import demo
+    from .errors import LoadError
+
+    if model.startswith("demo") and model not in demo.NAMES and not Path(model).expanduser().exists():
+        raise LoadError(f"--model {model}: no such demo model or directory (the demo models are "
+                        f"{', '.join(demo.NAMES)})")
 
 
 def run_pipe(chat) -> int:
@@ -210,7 +283,7 @@ def run_pipe(chat) -> int:
     return 1 if chat.failures else 0
 
 
-def make_renderer(args, interactive: bool):
+def make_renderer(args, interactive: bool, prompt: str | None):
     from rich.console import Console
 
     from .render import JsonRenderer, LiveRenderer, PlainRenderer
@@ -218,24 +291,26 @@ def make_renderer(args, interactive: bool):
     err = Console(stderr=True)
     if args.json:
         return JsonRenderer(Console(), err)
-    if interactive or (sys.stdout.isatty() and args.prompt is not None):
+    if interactive or (sys.stdout.isatty() and prompt is not None):
         return LiveRenderer(Console(), err)
     return PlainRenderer(Console(), err, show_stats=args.stats)
 
 
-def make_engine(args, top: dict, render):
-    endpoint = args.endpoint
-    if endpoint:
-        from . import config
+def make_engine(args, top: dict, render, endpoint_from: str = ""):
+    if args.endpoint:
+        from . import config, remote_env
         from .engines.remote import RemoteEngine
         from .engines.remote_http import Limits
 
-        key = args.api_key or os.environ.get("OPENAI_API_KEY")
+        key, key_from = remote_env.api_key(args.api_key, top)
         limits = Limits.from_config(top.get("remote") or {}, str(config.path()))
         for name in ("connect_timeout", "idle_timeout", "deadline"):
             if getattr(args, name) is not None:
                 setattr(limits, name, getattr(args, name))
-        return RemoteEngine(endpoint, key, model=args.model, limits=limits, notify=render.notice)
+        engine = RemoteEngine(args.endpoint, key, model=args.model, limits=limits, notify=render.notice)
+        engine.origin = f"endpoint from {endpoint_from}\n" + (f"API key from {key_from} (not shown)" if key
+                                                               else "no API key")
+        return engine
     from .checkpoint.loader import open_checkpoint, resolve
     from .engines.local import LocalEngine
 

@@ -7,6 +7,7 @@ from typing import Callable
 
 from rich.table import Table
 
+from . import attach
 from .engines import settings as gen
 from .errors import YiError, shown
 
@@ -208,6 +209,8 @@ TABLE = {c.name: c for c in [
     Command("stats", do_stats, "/stats", "summarise this session: replies, tokens, speed, context"),
     Command("save", do_save, "/save [PATH]", "save the session to a JSON file", True),
     Command("load", do_load, "/load PATH", "load a session saved with /save", True),
+    Command("file", attach.do_file, "/file [PATH]", "attach a text file to your next message (alone: list them)",
+            True),
     Command("exit", do_exit, "/exit", "leave (Ctrl-D too)"),
 ]}
 ALIASES = {"quit": "exit", "q": "exit", "h": "help", "?": "help", "reset": "clear"}

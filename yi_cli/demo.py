@@ -12,6 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from . import durable
 from .errors import LoadError
 from .paths import cache_dir, make_private, private_dir
 
@@ -80,7 +81,7 @@ def _convert_gguf(out: Path) -> None:
         del model.config.quantization_config
         model.save_pretrained(str(tmp))
         tok.save_pretrained(str(tmp))
-        tmp.rename(out)
+        durable.publish_dir(tmp, out)  # fsync the files, rename, fsync the parent
     except LoadError:
         raise
     except Exception as e:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from . import durable
 from .checkpoint import formats as Q
 
 PROJ = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -105,7 +106,7 @@ def write_atomic(src: Path, dst: Path, write_weights, json_files: dict) -> Path:
             old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old-", dir=dst.parent))
             os.replace(dst, old / "x")
             shutil.rmtree(old)
-        os.replace(tmp, dst)
+        durable.publish_dir(tmp, dst)  # fsync the files, rename, fsync the parent
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

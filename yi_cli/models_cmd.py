@@ -67,6 +67,17 @@ def pull(args, aliases: dict) -> int:
     return 0
 
 
+def names() -> list[str]:
+    """What `-m` can be completed with: cached hub repos, the Yi aliases and the config's own aliases."""
+    from . import config
+
+    try:
+        own = list(config.read()[0].get("aliases", {}))
+    except UsageError:  # a broken config: complete what does not depend on it
+        own = []
+    return [repo for repo, _, _ in hub.scan()] + [m.alias for m in family.MEMBERS] + own
+
+
 def models(args, aliases: dict) -> int:
     rows = []
     cached = {}

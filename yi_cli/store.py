@@ -1,12 +1,23 @@
-"""Sessions as plain JSON files: /save, /load, --resume, and the autosave written after every turn (no torch)."""
+"""Sessions as a store of JSON files, one per conversation: autosave, /save, /load, --resume, -c (no torch).
+
+Every conversation gets its own file in <data>/sessions/, named by its start time plus a random suffix and created
+with a no-clobber link, so two processes (or three saves in one second) never share a name. Each file records
+the mode it was started in: `--resume last` and `-c` reopen the newest *interactive* one, so a one-shot or piped
+run (or a /save snapshot) is saved but never takes the place of the chat before it. The format is unchanged
+(version 1; `mode`, `created` and `updated` are extra keys) and the `last.json` of earlier versions still loads.
+"""
+
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
+from . import attach, durable
 from .errors import YiError, shown
 from .paths import data_dir, private_dir
 from .session import ChatSession
@@ -14,55 +25,143 @@ from .engines.settings import GenSettings
 
 FORMAT = "yi-chat-session"
 VERSION = 1
+MODES = ("interactive", "one-shot", "pipe")
+SAVED = "saved"  # the mode of a /save snapshot
+RESUMABLE = ("interactive", None)  # None: a file from before modes were recorded (last.json)
+LEGACY = "last.json"
 
 
-def autosave_path() -> Path:
-    return data_dir() / "sessions" / "last.json"
+def sessions_dir() -> Path:
+    return data_dir() / "sessions"
 
 
-def default_path() -> Path:
-    return data_dir() / "sessions" / time.strftime("session-%Y%m%d-%H%M%S.json")
+def to_dict(chat, mode: str | None = None, created: str | None = None) -> dict:
+    engine = chat.engine
+    now = _now()
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "model": engine.name,
+        "quant": engine.quant,
+        "settings": chat.settings.to_dict(),
+        **({"mode": mode} if mode else {}),
+        "created": created or now,
+        "updated": now,
+        **chat.session.to_dict(),
+    }
 
 
-def to_dict(chat) -> dict:
-    return {"format": FORMAT, "version": VERSION, "model": chat.engine.name, "quant": chat.engine.quant,
-            "settings": chat.settings.to_dict(),
-            **chat.session.to_dict()}
+def _now() -> str:
+    return _iso(datetime.now(UTC))
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write via a 0600 temp file in the same directory and rename, so readers never see half a file."""
-    private_dir(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+def _iso(t: datetime) -> str:
+    # Microseconds: the store orders sessions by this text, and one process saves many times a second.
+    return t.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _tmp_file(directory: Path, text: str) -> str:
+    """A 0600 temp file in `directory` holding `text`, flushed to the disk; returns its path."""
+    private_dir(directory)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
         os.chmod(tmp, 0o600)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return tmp
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write via a synced 0600 temp file in the same directory and rename, so readers never see half a file."""
+    tmp = _tmp_file(path.parent, text)
+    try:
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
+    durable.sync_dir(path.parent)
+
+
+def write_new(directory: Path, text: str) -> Path:
+    """Write `text` under a fresh timestamped name in `directory` that no other writer can take: the name is
+    claimed with link(2), which fails when it exists, so a clash only costs another random suffix."""
+    tmp = _tmp_file(directory, text)
+    try:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        while True:
+            path = directory / f"{stamp}-{secrets.token_hex(3)}.json"
+            try:
+                os.link(tmp, path)
+                break
+            except FileExistsError:
+                continue
+    finally:
+        os.unlink(tmp)
+    durable.sync_dir(directory)
+    return path
+
+
+class Autosave:
+    """The chat's on_turn hook: after every recorded change the conversation is written to its own file.
+
+    The file is created at the first turn; a resumed store file is written in place. A session emptied by /clear
+    (or replaced by /load) starts a new file at its next change, so the earlier conversation is kept."""
+
+    def __init__(self, mode: str, path: Path | None = None, created: str | None = None):
+        assert mode in MODES
+        self.mode, self.path, self.created = mode, path, created
+
+    def detach(self) -> None:
+        self.path = self.created = None
+
+    def __call__(self, chat) -> None:
+        if not chat.session.turns:
+            self.detach()
+            return
+        self.created = self.created or _now()
+        text = json.dumps(to_dict(chat, self.mode, self.created), ensure_ascii=False)
+        try:
+            if self.path is None:
+                self.path = write_new(sessions_dir(), text)
+            else:
+                write_atomic(self.path, text)
+        except OSError as e:
+            chat.render.notice(f"autosave failed ({e.strerror or e}); the chat goes on")
 
 
 def save(chat, path: str | None) -> Path:
-    p = Path(path).expanduser() if path else default_path()
+    """/save: a snapshot to PATH (replaced if it exists), or to a new file in the store. Its mode `saved` keeps it
+    a snapshot: -c passes it by, and a session resumed from it goes on in a new file."""
+    text = json.dumps(to_dict(chat, SAVED), ensure_ascii=False, indent=1)
+    p = Path(path).expanduser() if path else sessions_dir()
     try:
-        write_atomic(p, json.dumps(to_dict(chat), ensure_ascii=False, indent=1))
+        if path:
+            write_atomic(p, text)
+        else:
+            p = write_new(p, text)
     except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
         raise YiError(f"{shown(str(p))}: cannot save the session ({getattr(e, 'strerror', None) or e})") from None
     return p
 
 
-def autosave(chat) -> None:
-    try:
-        write_atomic(autosave_path(), json.dumps(to_dict(chat), ensure_ascii=False))
-    except OSError as e:
-        chat.render.notice(f"autosave failed ({e.strerror or e}); the chat goes on")
+def resolve(path: str) -> Path:
+    """`last` is the newest interactive session in the store (or an old last.json); anything else a file name."""
+    if path != "last":
+        return Path(path).expanduser()
+    for entry in entries():
+        if entry["mode"] in RESUMABLE:
+            return Path(entry["path"])
+    raise YiError(f"no interactive session saved yet in {sessions_dir()} (yi-chat sessions lists them)")
 
 
 def read(path: str) -> tuple[ChatSession, GenSettings, dict]:
     """Parse a session file; raises YiError with one line for anything malformed or foreign."""
-    p = autosave_path() if path == "last" else Path(path).expanduser()
+    p = resolve(path)
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -72,16 +171,65 @@ def read(path: str) -> tuple[ChatSession, GenSettings, dict]:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise YiError(f"{shown(str(p))}: not a yi-chat session file")
     if data.get("version") != VERSION:
-        raise YiError(f"{shown(str(p))}: session file version {data.get('version')!r} is not supported (expected {VERSION})")
+        raise YiError(
+            f"{shown(str(p))}: session file version {data.get('version')!r} is not supported (expected {VERSION})"
+        )
     try:
         session = ChatSession.from_dict(data)
         settings = GenSettings.from_dict(data.get("settings") or {})
     except (ValueError, TypeError, YiError) as e:
         raise YiError(f"{shown(str(p))}: malformed session file ({shown(str(e), 200)})") from None
+    data["path"] = str(p)
     return session, settings, data
 
 
+def autosave_for(path: str | None, data: dict | None, mode: str) -> Autosave:
+    """The autosave of a run: a resumed file of the store is continued in place (keeping its mode); a session
+    from elsewhere (a /save file, an old last.json) is copied into a new store file at its first change."""
+    if data is not None:
+        p = Path(data["path"])
+        if p.parent.resolve() == sessions_dir().resolve() and p.name != LEGACY and data.get("mode") in MODES:
+            return Autosave(data["mode"], p, data.get("created"))
+    return Autosave(mode)
+
+
 def load_into(chat, path: str) -> None:
-    """Replace the chat's session and settings with the file's; on any error the chat is untouched."""
+    """Replace the chat's session and settings with the file's; on any error the chat is untouched. The loaded
+    conversation is saved as a new file at its next change: the one it replaces stays as it was."""
     session, settings, _ = read(path)
     chat.session, chat.settings = session, settings
+    if isinstance(chat.on_turn, Autosave):
+        chat.on_turn.detach()
+
+
+def entries() -> list[dict]:
+    """The sessions in the store, newest change first: path, name, mode, model, updated, exchanges, first line.
+    Files that cannot be read as sessions are left out."""
+    try:
+        files = [f for f in sessions_dir().iterdir() if f.suffix == ".json" and f.is_file()]
+    except OSError:  # no store yet
+        return []
+    out = []
+    for f in files:
+        try:
+            data = json.loads(f.read_text(encoding="utf-8"))
+            session = ChatSession.from_dict(data)
+            mtime = f.stat().st_mtime
+        except (OSError, ValueError, TypeError, AttributeError):
+            continue
+        if data.get("format") != FORMAT:
+            continue
+        first = next((t.content for t in session.turns if t.role == "user"), "")
+        updated = data.get("updated")
+        out.append(
+            {
+                "path": str(f),
+                "name": f.name,
+                "mode": data.get("mode"),
+                "model": str(data.get("model") or ""),
+                "updated": updated if isinstance(updated, str) else _iso(datetime.fromtimestamp(mtime, UTC)),
+                "exchanges": session.exchanges,
+                "first_line": attach.summary(first),
+            }
+        )
+    return sorted(out, key=lambda e: (e["updated"], e["name"]), reverse=True)

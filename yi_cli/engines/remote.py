@@ -34,6 +34,7 @@ class RemoteEngine:
     quant = None
     context_length = None  # unknown: the server truncates or refuses on its own
     template = None  # the server applies its own
+    origin = ""  # where the endpoint and key came from (flag, environment, config), for /model
 
     def __init__(self, endpoint: str, api_key: str | None, model: str | None = None, timeout: float | None = None,
                  *, limits: Limits | None = None, notify=None, verify=True):
@@ -53,7 +54,8 @@ class RemoteEngine:
 
     def describe(self) -> list:
         return [f"remote model {self.name} at {self.base}",
-                "the server applies the chat template and tokenizes; context size and weights are its own"]
+                "the server applies the chat template and tokenizes; context size and weights are its own",
+                *([self.origin] if self.origin else [])]
 
     def _first_model(self) -> str:
         try:

@@ -1,0 +1,656 @@
+"""Issue 14, driven as a user drives the installed command: context from pipes and files, sessions as a store,
+--version / --help / completion, the endpoint and key from the environment, and the errors that name what is wrong.
+
+Most tests talk to the loopback OpenAI-compatible server of tests/openai_server.py over real HTTP, serving a
+scripted engine that echoes the last user message: the test sees exactly what yi-chat sent, and no model loads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from tests.fakes import ScriptedEngine
+from tests.openai_server import OpenAIServer
+
+ROOT = Path(__file__).resolve().parent.parent
+CLEAN = ("OPENAI_BASE_URL", "OPENAI_API_KEY", "YI_CHAT_ENDPOINT", "YI_CHAT_MODEL", "NO_COLOR")
+
+
+def yi(*args, stdin: bytes | str | None = b"", home: Path, env: dict | None = None, cwd=None, timeout=300):
+    """Run `python -m yi_cli ARGS` with its own YI_CHAT_HOME; stdin a pipe holding `stdin` (None: /dev/null)."""
+    e = {k: v for k, v in os.environ.items() if k not in CLEAN}
+    e.update(YI_CHAT_HOME=str(home), **(env or {}))
+    data = stdin.encode() if isinstance(stdin, str) else stdin
+    return subprocess.run(
+        [sys.executable, "-m", "yi_cli", *args],
+        input=data,
+        capture_output=True,
+        timeout=timeout,
+        env=e,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL if data is None else None,
+    )
+
+
+def one_line_error(p, code: int, *needles: str) -> str:
+    err = p.stderr.decode()
+    assert p.returncode == code, err
+    assert "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    for n in needles:
+        assert n in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def home(tmp_path) -> Path:
+    h = tmp_path / "home"
+    h.mkdir()
+    return h
+
+
+@pytest.fixture
+def server():
+    with OpenAIServer(ScriptedEngine(), model="served") as srv:
+        yield srv
+
+
+def sent(srv) -> str:
+    """The last user message of the last chat request the server received."""
+    return srv.requests[-1]["messages"][-1]["content"]
+
+
+def session_files(home: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((home / "data" / "sessions").glob("*.json"))]
+
+
+# 1. context from pipes and files -------------------------------------------------------------------------------
+
+
+def test_piped_stdin_goes_before_the_prompt_as_a_fenced_block(server, home):
+    p = yi("--endpoint", server.url, "-p", "review this", stdin="- a\n+ b\n", home=home)
+    assert p.returncode == 0, p.stderr.decode()
+    assert sent(server) == "```\n- a\n+ b\n```\n\nreview this"
+    assert p.stdout.decode().startswith("echo: ```")
+
+
+def test_positional_prompt_works_like_p(server, home):
+    p = yi("--endpoint", server.url, "Say", "hi", home=home)
+    assert p.returncode == 0, p.stderr.decode()
+    assert sent(server) == "Say hi" and "echo: Say hi" in p.stdout.decode()
+
+
+def test_p_dash_reads_the_prompt_from_stdin(server, home):
+    p = yi("--endpoint", server.url, "-p", "-", stdin="What is in\nthis file?\n", home=home)
+    assert p.returncode == 0, p.stderr.decode()
+    assert sent(server) == "What is in\nthis file?"
+
+
+def test_files_are_attached_in_order_with_their_names(server, home, tmp_path):
+    (tmp_path / "a.py").write_text("print('a')\n```\nnot a fence end\n```\n")
+    (tmp_path / "b.txt").write_text("bee")
+    p = yi(
+        "--endpoint",
+        server.url,
+        "-f",
+        "a.py",
+        "-f",
+        "-",
+        "-f",
+        "b.txt",
+        "-p",
+        "compare",
+        stdin="from stdin",
+        home=home,
+        cwd=tmp_path,
+    )
+    assert p.returncode == 0, p.stderr.decode()
+    assert sent(server) == (
+        "a.py:\n````\nprint('a')\n```\nnot a fence end\n```\n````\n\n```\nfrom stdin\n```\n\n"
+        "b.txt:\n```\nbee\n```\n\ncompare"
+    )
+
+
+def test_files_attach_to_the_first_message_of_a_piped_chat(server, home, tmp_path):
+    (tmp_path / "notes.md").write_text("# notes\n")
+    p = yi("--endpoint", server.url, "-f", str(tmp_path / "notes.md"), stdin="first\nsecond\n", home=home)
+    assert p.returncode == 0, p.stderr.decode()
+    firsts = [r["messages"][-1]["content"] for r in server.requests]
+    assert firsts == [f"{tmp_path / 'notes.md'}:\n```\n# notes\n```\n\nfirst", "second"]
+
+
+@pytest.mark.parametrize(
+    "content, needle",
+    [
+        (b"\x7fELF\x02\x01\x00\x00", "binary file"),
+        (b"caf\xe9 au lait", "not UTF-8 text (undecodable byte at offset 3)"),
+    ],
+)
+def test_binary_and_undecodable_files_exit_2_before_the_model_loads(home, tmp_path, content, needle):
+    f = tmp_path / "data.bin"
+    f.write_bytes(content)
+    # A model that does not exist: had yi-chat tried to load it first, the exit would be 3.
+    one_line_error(yi("--model", str(tmp_path / "no-model"), "-f", str(f), "-p", "hi", home=home), 2, str(f), needle)
+    one_line_error(yi("--model", str(tmp_path / "no-model"), "-p", "hi", stdin=content, home=home), 2, "stdin:", needle)
+
+
+def test_a_file_too_large_for_the_context_exits_2_before_the_model_loads(home, tmp_path):
+    ckpt = tmp_path / "ckpt"  # only a config: the refusal must come before anything else is read
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text(json.dumps({"model_type": "llama", "max_position_embeddings": 100}))
+    big = tmp_path / "big.txt"
+    big.write_text("word " * 400)  # 2,000 characters: over 10 per token of a 100-token context
+    one_line_error(
+        yi("--model", str(ckpt), "-f", str(big), "-p", "hi", home=home),
+        2,
+        str(big),
+        "too large for the model's context",
+    )
+
+
+def test_missing_file_and_stdin_misuse_are_usage_errors(server, home, tmp_path):
+    one_line_error(
+        yi("--endpoint", server.url, "-f", str(tmp_path / "nope.txt"), "-p", "x", home=home),
+        2,
+        "nope.txt: cannot read (No such file or directory)",
+    )
+    one_line_error(yi("--endpoint", server.url, "-f", str(tmp_path), "-p", "x", home=home), 2, "is a directory")
+    one_line_error(yi("--endpoint", server.url, "-p", "-", "-f", "-", home=home), 2, "stdin can be read once")
+    one_line_error(yi("--endpoint", server.url, "-f", "-", stdin="hi\n", home=home), 2, "-f -: stdin is the chat's")
+    one_line_error(yi("--endpoint", server.url, "-p", "-", stdin="  \n", home=home), 2, "-p -: stdin is empty")
+    one_line_error(yi("--endpoint", server.url, "-p", "x", "y", home=home), 2, "two prompts")
+    assert server.requests == []
+
+
+@pytest.mark.slow
+def test_one_shot_answers_from_piped_context_on_the_demo_model(demo_dir, home):
+    (home / "cache").symlink_to(Path(demo_dir).parent.parent, target_is_directory=True)
+    p = yi(
+        "--model",
+        "demo",
+        "--temperature",
+        "0",
+        "--max-new-tokens",
+        "20",
+        "-p",
+        "What is the secret word?",
+        stdin="The secret word is PINEAPPLE.\n",
+        home=home,
+    )
+    assert p.returncode == 0, p.stderr.decode()
+    assert "PINEAPPLE" in p.stdout.decode()
+
+
+@pytest.mark.slow
+def test_a_file_too_large_for_the_real_tokenizer_is_refused_after_loading(demo_dir, home, tmp_path):
+    """Short enough to pass the size bound, too many tokens for the demo's 8k context: counted, then refused."""
+    (home / "cache").symlink_to(Path(demo_dir).parent.parent, target_is_directory=True)
+    big = tmp_path / "digits.txt"
+    big.write_text(" ".join(str(i % 10) for i in range(9000)))  # ~9,000 tokens in 18,000 characters
+    one_line_error(
+        yi("--model", "demo", "-f", str(big), "-p", "sum them", home=home),
+        2,
+        "digits.txt",
+        "too large for the model's context",
+    )
+
+
+# 1b. /file in the REPL, in a real terminal -------------------------------------------------------------------------
+
+
+def spawn(*args, home: Path, cwd: Path, env: dict | None = None):
+    pexpect = pytest.importorskip("pexpect")
+    env = {**{k: v for k, v in os.environ.items() if k not in CLEAN}, **(env or {})}
+    env.update(TERM="xterm-256color", PROMPT_TOOLKIT_NO_CPR="1", YI_CHAT_HOME=str(home))
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "yi_cli", *args],
+        env=env,
+        encoding="utf-8",
+        dimensions=(40, 120),
+        timeout=60,
+        cwd=str(cwd),
+    )
+    child.expect_exact(">>>")
+    return child
+
+
+def leave(child) -> int:
+    import pexpect
+
+    child.sendcontrol("d")
+    child.expect(pexpect.EOF)
+    child.close()
+    return child.exitstatus
+
+
+def test_file_command_and_f_flag_in_a_real_terminal(server, home, tmp_path):
+    (tmp_path / "todo.txt").write_text("buy milk\n")
+    (tmp_path / "blob.bin").write_bytes(b"\x00\x01")
+    child = spawn("--endpoint", server.url, "-f", "todo.txt", home=home, cwd=tmp_path)
+    child.sendline("what is on it?")
+    child.expect_exact("stop · ")
+    child.expect_exact(">>>")
+    assert sent(server) == "todo.txt:\n```\nbuy milk\n```\n\nwhat is on it?"
+    child.sendline("/file blob.bin")
+    child.expect_exact("binary file")
+    child.expect_exact(">>>")
+    child.sendline("/file todo.txt")
+    child.expect_exact("attached todo.txt (1 lines)")
+    child.expect_exact(">>>")
+    child.sendline("/file")
+    child.expect_exact("attached for the next message: todo.txt")
+    child.expect_exact(">>>")
+    child.sendline("again")
+    child.expect_exact("stop · ")
+    child.expect_exact(">>>")
+    assert sent(server) == "todo.txt:\n```\nbuy milk\n```\n\nagain"
+    child.sendline("plain")
+    child.expect_exact("stop · ")
+    child.expect_exact(">>>")
+    assert sent(server) == "plain"  # an attachment goes with one message only
+    assert leave(child) == 0
+
+
+# 2. sessions as a store --------------------------------------------------------------------------------------------
+
+
+def test_three_saves_in_one_second_and_two_processes_never_share_a_file(tmp_path):
+    from yi_cli import store
+
+    names = {store.write_new(tmp_path, json.dumps({"n": i})) for i in range(3)}
+    assert len(names) == 3 and sorted(json.loads(p.read_text())["n"] for p in names) == [0, 1, 2]
+    script = (
+        "import sys; from pathlib import Path; from yi_cli import store\n"
+        "for i in range(200): store.write_new(Path(sys.argv[1]), sys.argv[2] + str(i))\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "two"), tag]) for tag in "ab"]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    files = list((tmp_path / "two").glob("*.json"))
+    assert sorted(f.read_text() for f in files) == sorted(f"{t}{i}" for t in "ab" for i in range(200))
+    assert not list((tmp_path / "two").glob(".tmp-*"))
+
+
+def test_continue_reopens_the_last_interactive_chat_not_a_later_one_shot(server, home, tmp_path):
+    child = spawn("--endpoint", server.url, home=home, cwd=tmp_path)
+    child.sendline("interactive question")
+    child.expect_exact("stop · ")
+    child.expect_exact(">>>")
+    assert leave(child) == 0
+    p = yi("--endpoint", server.url, "-p", "one-shot question", home=home)
+    assert p.returncode == 0, p.stderr.decode()
+    p = yi("--endpoint", server.url, stdin="piped question\n", home=home)
+    assert p.returncode == 0, p.stderr.decode()
+    files = session_files(home)
+    assert sorted(f["mode"] for f in files) == ["interactive", "one-shot", "pipe"]  # each run its own file
+
+    for flag in (["-c"], ["--continue"], ["--resume", "last"]):
+        child = spawn("--endpoint", server.url, *flag, home=home, cwd=tmp_path)
+        child.sendline("/history")
+        child.expect_exact("interactive question")
+        child.expect_exact(">>>")
+        assert leave(child) == 0
+    # -c in a one-shot run goes on in the interactive file; still three files
+    p = yi("--endpoint", server.url, "-c", "-p", "follow-up", home=home)
+    assert p.returncode == 0, p.stderr.decode()
+    assert [m["content"] for m in server.requests[-1]["messages"]] == [
+        "interactive question",
+        "echo: interactive question",
+        "follow-up",
+    ]
+    files = session_files(home)
+    assert len(files) == 3
+    [inter] = [f for f in files if f["mode"] == "interactive"]
+    assert [t["content"] for t in inter["turns"]][::2] == ["interactive question", "follow-up"]
+
+
+def test_a_save_snapshot_is_not_where_continue_goes(tmp_path, monkeypatch):
+    from tests.fakes import plain_chat
+    from yi_cli import store
+
+    monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path))
+    saver = store.Autosave("interactive")
+    chat, out, err = plain_chat(ScriptedEngine(), on_turn=saver)
+    chat.handle("hello")
+    chat.handle("/save")
+    [snap] = [e for e in store.entries() if e["mode"] == "saved"]
+    assert store.resolve("last") == saver.path != Path(snap["path"])
+    _, _, data = store.read(snap["path"])
+    assert store.autosave_for(snap["path"], data, "interactive").path is None  # goes on in a new file
+    _, _, data = store.read("last")
+    assert store.autosave_for("last", data, "one-shot").path == saver.path  # goes on in place, as interactive
+    assert store.autosave_for("last", data, "one-shot").mode == "interactive"
+
+
+def test_clear_starts_a_new_file_and_keeps_the_old_conversation(server, home):
+    p = yi("--endpoint", server.url, stdin="one\n/clear\ntwo\n", home=home)
+    assert p.returncode == 0, p.stderr.decode()
+    assert sorted(f["turns"][0]["content"] for f in session_files(home)) == ["one", "two"]
+
+
+def test_sessions_lists_newest_first_as_a_table_and_as_json(server, home, tmp_path):
+    p = yi("sessions", home=home)
+    assert p.returncode == 0 and "no saved sessions" in p.stderr.decode()
+    (tmp_path / "f.txt").write_text("ctx")
+    assert yi("--endpoint", server.url, "-p", "first run", home=home).returncode == 0
+    assert (
+        yi("--endpoint", server.url, "-f", str(tmp_path / "f.txt"), "-p", "second run\nmore", home=home).returncode == 0
+    )
+    rows = json.loads(yi("sessions", "--json", home=home).stdout)
+    assert [r["first_line"] for r in rows] == ["[+1 file] second run", "first run"]
+    assert all(r["model"] == "served" and r["exchanges"] == 1 and r["mode"] == "one-shot" for r in rows)
+    table = yi("sessions", home=home).stdout.decode().splitlines()
+    assert "updated" in table[0] and "model" in table[0] and "turns" in table[0] and "first line" in table[0]
+    assert "second run" in table[1] and "first run" in table[2] and "served" in table[1]
+    assert len(json.loads(yi("sessions", "--json", "-n", "1", home=home).stdout)) == 1
+
+
+def test_an_old_last_json_still_loads_and_is_listed(server, home):
+    sessions = home / "data" / "sessions"
+    sessions.mkdir(parents=True)
+    old = {
+        "format": "yi-chat-session",
+        "version": 1,
+        "model": "demo",
+        "quant": None,
+        "settings": {},
+        "system": None,
+        "turns": [{"role": "user", "content": "old question"}, {"role": "assistant", "content": "old answer"}],
+    }
+    (sessions / "last.json").write_text(json.dumps(old))
+    p = yi("--endpoint", server.url, "--resume", "last", "-p", "/history", home=home)
+    assert p.returncode == 0, p.stderr.decode()
+    assert "old question" in p.stdout.decode()
+    assert [r["name"] for r in json.loads(yi("sessions", "--json", home=home).stdout)] == ["last.json"]
+    p = yi("--endpoint", server.url, "-c", "-p", "new", home=home)  # copied into a new file, last.json untouched
+    assert p.returncode == 0, p.stderr.decode()
+    assert json.loads((sessions / "last.json").read_text()) == old
+    assert len(list(sessions.glob("*.json"))) == 2
+
+
+def test_resume_last_with_no_interactive_session_says_so(server, home):
+    assert yi("--endpoint", server.url, "-p", "x", home=home).returncode == 0
+    one_line_error(yi("--endpoint", server.url, "-c", "-p", "y", home=home), 1, "no interactive session saved yet")
+
+
+def test_every_atomic_write_syncs_the_file_and_the_directory(tmp_path, monkeypatch):
+    from yi_cli import durable, store
+
+    log = []
+    real_fsync, real_replace, real_link = os.fsync, os.replace, os.link
+
+    def fsync(fd):
+        log.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", lambda a, b: (log.append(("rename", str(b))), real_replace(a, b)))
+    monkeypatch.setattr(os, "link", lambda a, b: (log.append(("rename", str(b))), real_link(a, b)))
+    target = tmp_path / "s.json"
+    store.write_atomic(target, "{}")
+    new = store.write_new(tmp_path, "{}")
+    tmp_dir = tmp_path / ".tmp-ckpt"
+    (tmp_dir / "sub").mkdir(parents=True)
+    (tmp_dir / "sub" / "w.safetensors").write_bytes(b"w")
+    durable.publish_dir(tmp_dir, tmp_path / "ckpt")
+    kinds = [(k, Path(p).parent == tmp_path and Path(p).name.startswith(".tmp-"), p) for k, p in log]
+    # each publication: the data synced (a temp file), then the rename, then the directory synced
+    assert [k for k, *_ in kinds][:3] == ["fsync", "rename", "fsync"] and kinds[0][1] and kinds[2][2] == str(tmp_path)
+    assert log[1] == ("rename", str(target)) and ("rename", str(new)) in log
+    i = log.index(("rename", str(tmp_path / "ckpt")))
+    assert ("fsync", str(tmp_dir / "sub" / "w.safetensors")) in log[:i] and ("fsync", str(tmp_dir)) in log[:i]
+    assert log[i + 1] == ("fsync", str(tmp_path))
+
+
+# 3. conventions ----------------------------------------------------------------------------------------------------
+
+
+def test_version_and_help_examples(home):
+    import yi_cli
+
+    p = yi("--version", home=home)
+    assert p.returncode == 0 and p.stdout.decode().strip() == f"yi-chat {yi_cli.__version__}"
+    out = yi("--help", home=home).stdout.decode()
+    assert "examples:" in out and 'git diff | yi-chat -p "review this"' in out and "yi-chat -c" in out
+    assert "models, pull, sessions, completion" in out and "put -- first" in out  # the positional-prompt rule
+    for flag in ("--file", "--continue", "--version", "--resume", "--endpoint"):
+        assert flag in out
+
+
+def test_a_subcommand_word_is_not_sent_as_a_prompt(server, home):
+    one_line_error(yi("--endpoint", server.url, "models are big", home=home), 2, "'models' is a subcommand", "-p")
+    one_line_error(yi("--endpoint", server.url, "sessions", "-x", home=home), 2, "unrecognized arguments: -x")
+    p = yi("--endpoint", server.url, "--", "models are big", home=home)
+    assert p.returncode == 0 and sent(server) == "models are big"
+    p = yi("--endpoint", server.url, "-p", "completion please", home=home)
+    assert p.returncode == 0 and sent(server) == "completion please"
+
+
+def _bash_complete(script: Path, wrapper: Path, *words: str) -> list[str]:
+    """COMPREPLY of the bash completion function for the command line `words` (the last one being completed)."""
+    line = " ".join(f"'{w}'" for w in words)
+    prog = (
+        f"source '{script}'; COMP_WORDS=('{wrapper}' {line}); COMP_CWORD={len(words)}; _yi_chat; "
+        "printf '%s\\n' \"${COMPREPLY[@]}\""
+    )
+    out = subprocess.run(["bash", "-c", prog], capture_output=True, text=True, timeout=120, check=True)
+    return out.stdout.split()
+
+
+def test_bash_completion_script(home, tmp_path):
+    p = yi("completion", "bash", home=home)
+    assert p.returncode == 0, p.stderr.decode()
+    script = tmp_path / "yi-chat.bash"
+    script.write_bytes(p.stdout)
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    wrapper = tmp_path / "yi-chat"  # what ${COMP_WORDS[0]} runs for the model names
+    wrapper.write_text(
+        f"#!/bin/sh\nYI_CHAT_HOME='{home}' PYTHONPATH='{ROOT}' exec '{sys.executable}' -m yi_cli \"$@\"\n"
+    )
+    wrapper.chmod(0o755)
+    assert _bash_complete(script, wrapper, "--dt") == ["--dtype"]
+    assert _bash_complete(script, wrapper, "--dtype", "") == ["auto", "fp32", "fp16", "bf16"]
+    assert _bash_complete(script, wrapper, "--model", "demo") == ["demo", "demo-gptq8", "demo-fp32"]
+    assert _bash_complete(script, wrapper, "se") == ["sessions"]
+    assert _bash_complete(script, wrapper, "/he") == ["/help"]
+    assert _bash_complete(script, wrapper, "-p", "/fi") == ["/file"]
+    assert _bash_complete(script, wrapper, "completion", "") == ["bash", "zsh", "fish"]
+    assert "--json" in _bash_complete(script, wrapper, "sessions", "--")
+
+
+@pytest.mark.parametrize("shell", ["zsh", "fish"])
+def test_zsh_and_fish_scripts_parse(home, tmp_path, shell):
+    if shutil.which(shell) is None:
+        pytest.skip(f"{shell} is not installed")
+    p = yi("completion", shell, home=home)
+    assert p.returncode == 0, p.stderr.decode()
+    script = tmp_path / f"yi-chat.{shell}"
+    script.write_bytes(p.stdout)
+    subprocess.run([shell, "-n", str(script)], check=True)
+    text = p.stdout.decode()
+    if shell == "zsh":
+        assert "'file:attach a text file" in text and "{--continue,-c}" in text and "_yi_chat_models" in text
+        return
+
+    def complete(line):  # fish's own completion engine, on the script as a user's shell loads it
+        out = subprocess.run(
+            ["fish", "--no-config", "-c", f"source '{script}'; complete -C '{line}'"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        ).stdout
+        return [ln.split("\t")[0] for ln in out.splitlines()]
+
+    assert complete("yi-chat --dt") == ["--dtype"]
+    assert sorted(complete("yi-chat --dtype ")) == ["auto", "bf16", "fp16", "fp32"]
+    assert complete("yi-chat /fi") == ["/file"]
+    assert sorted(complete("yi-chat completion ")) == ["bash", "fish", "zsh"]
+
+
+def test_completion_without_a_shell_is_a_usage_error(home):
+    one_line_error(yi("completion", home=home), 2, "which shell")
+    one_line_error(yi("completion", "tcsh", home=home), 2, "invalid choice")
+
+
+def test_endpoint_and_key_from_the_environment_shown_by_model_never_the_key(home):
+    with OpenAIServer(ScriptedEngine(), model="served", api_key="s3cret-key") as srv:
+        for env, source in (
+            ({"YI_CHAT_ENDPOINT": srv.url, "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"}, "$YI_CHAT_ENDPOINT"),
+            ({"OPENAI_BASE_URL": srv.url}, "$OPENAI_BASE_URL"),
+        ):
+            p = yi(stdin="hello\n/model\n", home=home, env={**env, "OPENAI_API_KEY": "s3cret-key"})
+            out = p.stdout.decode()
+            assert p.returncode == 0, p.stderr.decode()
+            assert "echo: hello" in out and f"endpoint from {source}" in out
+            assert "API key from $OPENAI_API_KEY (not shown)" in out and "s3cret-key" not in out + p.stderr.decode()
+            assert len(srv.requests) == 1
+            srv.requests.clear()
+        # api_key_env in the config names the variable; it wins over $OPENAI_API_KEY
+        (home / "config").mkdir()
+        (home / "config" / "config.toml").write_text(f'endpoint = "{srv.url}"\napi_key_env = "MY_KEY"\n')
+        p = yi("-p", "/model", home=home, env={"MY_KEY": "s3cret-key", "OPENAI_API_KEY": "wrong"})
+        assert p.returncode == 0, p.stderr.decode()
+        shown = "".join(p.stdout.decode().split())  # rich folds a long path at the width of a pipe
+        assert "APIkeyfrom$MY_KEY(notshown)" in shown and f"endpointfrom{home}/config/config.toml" in shown
+        one_line_error(yi("-p", "hi", home=home), 2, "config.toml: api_key_env names $MY_KEY, which is not set")
+        for f in (home / "data" / "sessions").glob("*.json"):
+            assert "s3cret-key" not in f.read_text()  # keys are never written
+
+
+def test_a_chat_says_when_the_environment_chose_its_server(server, home, tmp_path):
+    child = spawn(home=home, cwd=tmp_path, env={"OPENAI_BASE_URL": server.url})
+    assert f"streaming from {server.url} (set by $OPENAI_BASE_URL" in child.before  # the screen before the prompt
+    child.sendline("/model")
+    child.expect_exact("endpoint from $OPENAI_BASE_URL")
+    child.expect_exact(">>>")
+    assert leave(child) == 0
+
+
+def test_an_empty_endpoint_flag_means_the_local_model_whatever_the_environment(home, tmp_path):
+    p = yi(
+        "--endpoint",
+        "",
+        "--model",
+        str(tmp_path / "nope"),
+        "-p",
+        "hi",
+        home=home,
+        env={"OPENAI_BASE_URL": "http://127.0.0.1:9/v1"},
+    )
+    one_line_error(p, 3, "no such directory")  # the local loader answered, not the (unreachable) server
+
+
+# errors that name what is wrong ------------------------------------------------------------------------------------
+
+
+def test_model_name_errors(home):
+    one_line_error(yi("--model", "demo-fp16", "-p", "hi", home=home), 3, "demo-fp16", "demo, demo-gptq8, demo-fp32")
+    one_line_error(yi("--model", "", "-p", "hi", home=home), 2, "--model is empty")
+
+
+@pytest.mark.parametrize(
+    "toml, needle",
+    [
+        ("[generation]\ntemperature = 9\n", "generation: temperature must be between 0 and 5"),
+        ('api_key = "sk-123"\n', "api_key: keys are not kept in the config file; set api_key_env"),
+        ('dtype = "fp8"\n', "dtype = 'fp8': use one of auto, fp32, fp16, bf16"),
+        ('device = "gpu"\n', "unknown device 'gpu'"),
+        ('api_key_env = "MY KEY"\n', "is not an environment variable name"),
+        ('colour = "blue"\n', "unknown key(s): colour"),
+        ("model = [\n", "cannot read the config file"),
+    ],
+)
+def test_config_errors_name_the_file(home, toml, needle):
+    (home / "config").mkdir()
+    cfg = home / "config" / "config.toml"
+    cfg.write_text(toml)
+    one_line_error(yi("-p", "hi", home=home), 2, str(cfg), needle)
+
+
+# 4. packaging ------------------------------------------------------------------------------------------------------
+
+
+def test_pyproject_floor_license_and_version():
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    import yi_cli
+
+    assert any(d.startswith("torch>=2.6") for d in meta["project"]["dependencies"])
+    assert meta["project"]["license"] == "Apache-2.0" and "Apache License" in (ROOT / "LICENSE").read_text()
+    assert meta["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "yi_cli.__version__"}
+    assert yi_cli.__version__ in (ROOT / "CHANGELOG.md").read_text()
+    assert (ROOT / "yi_cli" / "py.typed").is_file()
+
+
+def test_the_tests_run_from_the_sdist(tmp_path):
+    pytest.importorskip("build")
+    out = tmp_path / "dist"
+    subprocess.run(
+        [sys.executable, "-m", "build", "--sdist", "--no-isolation", "--outdir", str(out), str(ROOT)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    [sdist] = out.glob("*.tar.gz")
+    shutil.unpack_archive(sdist, tmp_path)
+    [tree] = [d for d in tmp_path.iterdir() if d.name.startswith("yi_chat-")]
+    for f in (
+        "tests/conftest.py",
+        "tests/fakes.py",
+        "tests/openai_server.py",
+        "scripts/make_checkpoint.py",
+        "LICENSE",
+        "CHANGELOG.md",
+        "yi_cli/py.typed",
+    ):
+        assert (tree / f).is_file(), f
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "YI_CHAT_HOME")}
+    env["PYTHONPATH"] = str(tree)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/test_session.py",
+            "tests/test_cli_conventions.py::test_version_and_help_examples",
+        ],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    assert " passed" in p.stdout
+
+
+# 5. the README -----------------------------------------------------------------------------------------------------
+
+
+def test_readme_lists_every_flag_command_and_subcommand_and_links_nothing_outside():
+    import re
+
+    from yi_cli import cli, commands
+
+    readme = (ROOT / "README.md").read_text()
+    for act in cli.parser()._actions:
+        for flag in act.option_strings:
+            assert f"`{flag}" in readme or f"`--{flag.lstrip('-')}" in readme or f", `{flag}" in readme, flag
+    table = readme[readme.index("### Commands") : readme.index("After each reply")]
+    for name in commands.TABLE:
+        assert f"`/{name}" in table, name
+    for name in cli.SUBCOMMANDS:
+        assert f"yi-chat {name}" in readme, name
+    assert not re.search(r"\]\((?!#)[^)]*\)|\.\./|https?://", readme)  # no links, no paths out of the repo

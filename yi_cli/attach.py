@@ -1,0 +1,179 @@
+"""Files and stdin as context (`-f PATH`, piped stdin with `-p`, `/file PATH`): read, checked, fenced (no torch).
+
+An attachment goes into the user message as a fenced block before the prompt, the convention of `llm`
+(`git diff | yi-chat -p "review this"`). Only UTF-8 text is taken: a binary or undecodable file is refused with one
+line, and so is one that cannot fit the model's context, before the model loads when its size alone says so
+(more than CHARS_PER_TOKEN characters per token of context), else by counting its tokens once the tokenizer is up.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UsageError, shown
+
+STDIN = "-"
+MAX_BYTES = 64 << 20  # read no further: far beyond any context, and bounds memory for `-f /dev/zero`
+CHARS_PER_TOKEN = 10  # text averages 3-5 characters per token; past 10 per token of context it cannot fit
+
+
+@dataclass(frozen=True)
+class Attachment:
+    name: str  # the path as given, or "stdin"
+    text: str
+    titled: bool = True  # a file's block is headed by its name; piped stdin's is not
+
+    def block(self) -> str:
+        """The text in a fence longer than any backtick run inside it (CommonMark), under its name."""
+        runs = [len(m) for m in re.findall(r"`{3,}", self.text)]
+        fence = "`" * max([3, *(n + 1 for n in runs)])
+        head = f"{self.name}:\n" if self.titled else ""
+        return f"{head}{fence}\n{self.text.rstrip(chr(10))}\n{fence}"
+
+
+def decode(data: bytes, name: str) -> str:
+    """Bytes -> text, or one line saying why they are not text (NUL bytes, not UTF-8)."""
+    if b"\x00" in data:
+        raise UsageError(f"{shown(name, 200)}: binary file (it contains NUL bytes); only text files can be attached")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise UsageError(
+            f"{shown(name, 200)}: not UTF-8 text (undecodable byte at offset {e.start}); "
+            f"only text files can be attached"
+        ) from None
+
+
+def read_bytes(name: str, stdin=None) -> bytes:
+    if name == STDIN:
+        stream = stdin if stdin is not None else sys.stdin
+        if stream is None:  # started with stdin closed
+            return b""
+        return stream.buffer.read(MAX_BYTES + 1) if hasattr(stream, "buffer") else stream.read(MAX_BYTES + 1)
+    p = Path(name).expanduser()
+    try:
+        if p.is_dir():
+            raise UsageError(f"{shown(name, 200)}: is a directory; attach files one by one")
+        with open(p, "rb") as f:
+            return f.read(MAX_BYTES + 1)
+    except OSError as e:
+        raise UsageError(f"{shown(name, 200)}: cannot read ({e.strerror or e})") from None
+    except ValueError:  # a NUL byte in the path
+        raise UsageError(f"{shown(name, 200)}: not a valid file name") from None
+
+
+def read(name: str, stdin=None) -> Attachment:
+    """Read and check one attachment; `-` is stdin."""
+    label = "stdin" if name == STDIN else name
+    data = read_bytes(name, stdin)
+    if len(data) > MAX_BYTES:
+        raise UsageError(f"{shown(label, 200)}: too large to attach (over {MAX_BYTES >> 20} MiB)")
+    return Attachment(label, decode(data, label), titled=name != STDIN)
+
+
+def gather(words: list[str], prompt: str | None, files: list[str], tty: bool) -> tuple[str | None, list]:
+    """The one-shot prompt (None for a chat) and the attachments, read and checked: the prompt words or -p TEXT,
+    `-p -` from stdin, piped stdin as the context of a one-shot prompt, then the -f files (`-` is stdin)."""
+    if words and prompt is not None:
+        raise UsageError("two prompts: give -p TEXT or the prompt words, not both")
+    prompt = " ".join(words) if words else prompt
+    if files.count(STDIN) > 1 or (prompt == STDIN and STDIN in files):
+        raise UsageError("stdin can be read once: give '-' to one of -p and -f")
+    if prompt is None and STDIN in files:
+        where = "the terminal" if tty else "the chat's input (one turn per line)"
+        raise UsageError(f"-f -: stdin is {where} here; '-f -' goes with -p")
+    attachments = []
+    if prompt == STDIN:
+        prompt = read(STDIN).text.strip()
+        if not prompt:
+            raise UsageError("-p -: stdin is empty")
+    elif prompt is not None and not prompt.strip():
+        raise UsageError("-p/--prompt is empty")
+    elif prompt is not None and not tty and STDIN not in files:
+        piped = read(STDIN)  # `git diff | yi-chat -p "review this"`
+        attachments += [piped] if piped.text.strip() else []
+    return prompt, attachments + [read(f) for f in files]
+
+
+def compose(attachments: list[Attachment], prompt: str) -> str:
+    return "\n\n".join([a.block() for a in attachments] + ([prompt] if prompt else []))
+
+
+LEADING_BLOCK = re.compile(r"(?:[^\n`]*:\n)?(`{3,})\n.*?\n\1(?:\n+|$)", re.S)
+
+
+def summary(message: str) -> str:
+    """The first line of what the user typed, behind the attachments: `[+2 files] review this`."""
+    n = 0
+    while m := LEADING_BLOCK.match(message):
+        message, n = message[m.end() :], n + 1
+    first = (message.strip().splitlines() or [""])[0]
+    return f"[+{n} file{'s' * (n > 1)}] {first}" if n else first
+
+
+def take(chat, text: str) -> str:
+    """The message actually sent: the attachments waiting for the next message (-f, /file), then `text`."""
+    pending, chat.attachments = chat.attachments, []
+    return compose(pending, text) if pending else text
+
+
+def context_hint(model: str | None) -> int | None:
+    """The context length of a local checkpoint read from its config.json, without loading anything; None when
+    it is not known before loading (a hub id, a remote model, a demo not converted yet)."""
+    if not model:
+        return None
+    from . import demo
+    from .paths import cache_dir
+
+    d = cache_dir() / "demo" / model if model in demo.NAMES else Path(model).expanduser()
+    try:
+        n = json.loads((d / "config.json").read_text(encoding="utf-8")).get("max_position_embeddings")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return n if isinstance(n, int) and n > 0 else None
+
+
+def check_size(attachments: list[Attachment], context: int | None) -> None:
+    """Before loading: refuse what is too long by its length alone."""
+    if context is None:
+        return
+    for a in attachments:
+        if len(a.text) > CHARS_PER_TOKEN * context:
+            raise UsageError(
+                f"{shown(a.name, 200)}: too large for the model's context ({len(a.text)} characters; the "
+                f"context holds {context} tokens)"
+            )
+
+
+def check_tokens(engine, settings, attachments: list[Attachment], prompt: str = "") -> None:
+    """After loading: refuse attachments whose tokens leave no room in the context for the prompt and a reply."""
+    tpl, ctx = engine.template, engine.context_length
+    if not attachments or tpl is None or ctx is None:
+        return
+    budget = ctx - min(settings.max_new_tokens, ctx // 4)  # the room the chat keeps for a reply (Chat._prompt)
+    n = len(tpl.build([{"role": "user", "content": compose(attachments, prompt)}]).ids)
+    if n > budget:
+        names = ", ".join(shown(a.name, 200) for a in attachments)
+        raise UsageError(
+            f"{names}: too large for the model's context ({n} tokens with the prompt; "
+            f"{budget} fit with room for the reply)"
+        )
+
+
+def do_file(chat, arg: str) -> None:
+    """/file PATH: attach a text file to the next message; /file alone lists what is attached."""
+    if not arg:
+        names = [a.name for a in chat.attachments]
+        chat.render.show("attached for the next message: " + ", ".join(names) if names else "(nothing attached)")
+        return
+    if arg == STDIN:
+        raise UsageError("/file -: stdin is the chat's own input here; give a file path")
+    a = read(arg)
+    check_tokens(chat.engine, chat.settings, [*chat.attachments, a])
+    chat.attachments.append(a)
+    lines = a.text.count("\n") + (not a.text.endswith("\n"))
+    chat.render.show(f"attached {a.name} ({lines} lines); it goes with your next message")

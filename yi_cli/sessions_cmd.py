@@ -1,0 +1,46 @@
+"""`yi-chat sessions`: the saved conversations, newest first, as a table or as JSON (no torch)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from . import store
+from .errors import shown
+
+
+def parser() -> argparse.ArgumentParser:
+    from .cli import Parser
+
+    p = Parser(
+        prog="yi-chat sessions",
+        description="List the saved conversations, newest first. "
+        "`yi-chat --resume FILE` reopens one; `yi-chat -c` the newest interactive one.",
+    )
+    p.add_argument(
+        "--json", action="store_true", help="one JSON array: path, name, mode, model, updated, exchanges, first_line"
+    )
+    p.add_argument("-n", "--limit", type=int, metavar="N", help="show the newest N only")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    rows = store.entries()
+    if args.limit is not None:
+        rows = rows[: max(args.limit, 0)]
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False, indent=1))
+        return 0
+    if not rows:
+        print(f"no saved sessions in {store.sessions_dir()}", file=sys.stderr)
+        return 0
+    print(f"{'updated (UTC)':20}  {'mode':11}  {'model':20}  {'turns':>5}  first line  (in {store.sessions_dir()})")
+    for r in rows:
+        when = r["updated"].replace("T", " ").removesuffix("Z")[:19]
+        print(
+            f"{when:20}  {str(r['mode'] or '-'):11}  {shown(r['model'], 20):20}  {r['exchanges']:>5}  "
+            f"{shown(r['first_line'], 50)}  {r['name']}"
+        )
+    return 0
