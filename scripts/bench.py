@@ -217,7 +217,7 @@ def llama_cpp_row(base: dict, ids: list[int], new: int) -> dict:
         from llama_cpp import Llama
     except ImportError:
         return dict(base, engine="llama.cpp", skipped="llama_cpp is not importable")
-    from yi_cli import demo
+    from yi_cli.checkpoint import demo
 
     llm = Llama(model_path=str(demo.gguf_path()), n_threads=os.cpu_count(), n_ctx=2048, verbose=False)
     times = [time.perf_counter()]

@@ -10,7 +10,7 @@ Packed tensors are drawn directly as random integers with scales chosen so every
 1/sqrt(in): activations stay O(1) through all layers; no full-precision model is ever built. Files over
 --max-shard-gb (default 4) are split into model-0000i-of-0000n.safetensors with model.safetensors.index.json.
 Tokenizer: copied from --tokenizer DIR (e.g. the demo checkpoint) if given, otherwise a minimal byte-level tokenizer
-with Yi's special-token ids and ChatML template (yi_cli.demo_quant.write_byte_tokenizer). The text is meaningless.
+with Yi's special-token ids and ChatML template (yi_cli.checkpoint.writer.write_byte_tokenizer). The text is meaningless.
 """
 from __future__ import annotations
 

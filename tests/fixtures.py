@@ -8,7 +8,7 @@ from rich.console import Console
 
 from yi_cli.engines.events import FINISH_INTERRUPTED, FINISH_LENGTH, FINISH_STOP, Finish, Stats, Text
 from yi_cli.engines.template import Prompt
-from yi_cli.render import PlainRenderer
+from yi_cli.ui.render import PlainRenderer
 
 
 class WordTemplate:
@@ -83,7 +83,7 @@ def plain_chat(engine, **kw):
     """A Chat writing plain text into strings: returns (chat, stdout buffer, stderr buffer)."""
     import io
 
-    from yi_cli.chat import Chat
+    from yi_cli.conversation.chat import Chat
 
     out, err = io.StringIO(), io.StringIO()
     render = PlainRenderer(Console(file=out, width=100, color_system=None),

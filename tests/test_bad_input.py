@@ -309,7 +309,7 @@ def _drop_tensor(f: Path, name: str) -> None:
 def test_checkpoint_missing_weights_or_tensor_or_truncated(tiny, tmp_path, home, case):
     ckpt = tiny
     if case.startswith("awq"):
-        from yi_cli import demo_quant
+        from yi_cli.checkpoint import writer
 
         ckpt = demo_quant.make_awq(tiny, tmp_path / "awq", group_size=64)
     st = ckpt / "model.safetensors"

@@ -79,7 +79,7 @@ def test_overflow_drops_oldest_and_says_so():
 
 
 def test_overflow_refuse_policy():
-    from yi_cli.chat import Options
+    from yi_cli.conversation.chat import Options
 
     engine = ScriptedEngine()
     engine.context_length = 32
@@ -167,7 +167,7 @@ def test_save_and_load_round_trip(tmp_path, monkeypatch):
 
 
 def test_autosave_after_every_turn(tmp_path, monkeypatch):
-    from yi_cli import store
+    from yi_cli.conversation import store
 
     monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path))
     saver = store.Autosave("interactive")
@@ -186,8 +186,8 @@ def test_json_renderer_writes_one_object_per_turn():
 
     from rich.console import Console
 
-    from yi_cli.chat import Chat
-    from yi_cli.render import JsonRenderer
+    from yi_cli.conversation.chat import Chat
+    from yi_cli.ui.render import JsonRenderer
 
     out = io.StringIO()
     chat = Chat(ScriptedEngine(["hello there"]), JsonRenderer(Console(file=io.StringIO()), Console(file=io.StringIO()), out=out))
@@ -205,7 +205,7 @@ def test_json_renderer_writes_one_object_per_turn():
     ("a\n\n```\nx\n```\n\nb", "a\n\n```\nx\n```\n\n", "b"),
 ])
 def test_split_blocks_never_cuts_inside_code(text, done, tail):
-    from yi_cli.render import split_blocks
+    from yi_cli.ui.render import split_blocks
 
     assert split_blocks(text) == (done, tail)
 
@@ -215,8 +215,8 @@ def test_live_renderer_prints_markdown_and_footer():
 
     from rich.console import Console
 
-    from yi_cli.chat import Chat
-    from yi_cli.render import LiveRenderer
+    from yi_cli.conversation.chat import Chat
+    from yi_cli.ui.render import LiveRenderer
 
     buf = io.StringIO()
     console = Console(file=buf, width=80, force_terminal=True, color_system=None)

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from yi_cli.cli import parser
+from yi_cli.ui.cli import parser
 
 
 def yi(*args, stdin="", env=None, timeout=300):
@@ -107,7 +107,7 @@ def test_both_quantized_demos_answer_paris(model, demo_dir):
     p = yi("--model", model, "--temperature", "0", "--json", "-p", "What is the capital of France?")
     assert p.returncode == 0, p.stderr.decode()
     assert "Paris" in json.loads(p.stdout.decode())["reply"]
-    from yi_cli import demo
+    from yi_cli.checkpoint import demo
     from yi_cli.checkpoint import files
 
     quant = files.read_config(demo.ensure(model)).get("quantization_config", {})

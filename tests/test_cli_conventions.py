@@ -265,7 +265,7 @@ def test_file_command_and_f_flag_in_a_real_terminal(server, home, tmp_path):
 
 
 def test_three_saves_in_one_second_and_two_processes_never_share_a_file(tmp_path):
-    from yi_cli import store
+    from yi_cli.conversation import store
 
     names = {store.write_new(tmp_path, json.dumps({"n": i})) for i in range(3)}
     assert len(names) == 3 and sorted(json.loads(p.read_text())["n"] for p in names) == [0, 1, 2]
@@ -315,7 +315,7 @@ def test_continue_reopens_the_last_interactive_chat_not_a_later_one_shot(server,
 
 def test_a_save_snapshot_is_not_where_continue_goes(tmp_path, monkeypatch):
     from tests.fixtures import plain_chat
-    from yi_cli import store
+    from yi_cli.conversation import store
 
     monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path))
     saver = store.Autosave("interactive")
@@ -383,7 +383,8 @@ def test_resume_last_with_no_interactive_session_says_so(server, home):
 
 
 def test_every_atomic_write_syncs_the_file_and_the_directory(tmp_path, monkeypatch):
-    from yi_cli import durable, store
+    from yi_cli import durable
+    from yi_cli.conversation import store
 
     log = []
     real_fsync, real_replace, real_link = os.fsync, os.replace, os.link
@@ -642,7 +643,8 @@ def test_the_tests_run_from_the_sdist(tmp_path):
 def test_readme_lists_every_flag_command_and_subcommand_and_links_nothing_outside():
     import re
 
-    from yi_cli import cli, commands
+    from yi_cli.ui import cli
+    from yi_cli.conversation import commands
 
     readme = (ROOT / "README.md").read_text()
     for act in cli.parser()._actions:

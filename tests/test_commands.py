@@ -1,7 +1,7 @@
 import pytest
 
 from tests.fixtures import ScriptedEngine, plain_chat
-from yi_cli import commands
+from yi_cli.conversation import commands
 from yi_cli.errors import YiError
 
 

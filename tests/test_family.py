@@ -9,7 +9,7 @@ import pytest
 
 import yi_cli
 from yi_cli.checkpoint import family
-from yi_cli.demo_quant import YI_SPECIALS, write_byte_tokenizer
+from yi_cli.checkpoint.writer import YI_SPECIALS, write_byte_tokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import make_checkpoint  # noqa: E402

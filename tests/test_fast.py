@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 import yi_cli
-from yi_cli import demo_quant
+from yi_cli.checkpoint import writer
 from yi_cli.checkpoint.loader import open_checkpoint
 from yi_cli.engines.settings import GenSettings
 from yi_cli.runtime import llama, qlinear
@@ -243,7 +243,7 @@ def test_sampler_cpu_shortcut_picks_what_the_full_sort_picks(top_p, top_k):
 @pytest.mark.slow
 def test_demo_awq_greedy_64_tokens_match_transformers():
     """The quantized demo model (a real chat model): the same 64 greedy tokens as eager transformers."""
-    from yi_cli import demo
+    from yi_cli.checkpoint import demo
     from yi_cli.errors import LoadError
 
     try:

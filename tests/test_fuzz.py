@@ -19,11 +19,11 @@ from hypothesis import strategies as st
 from rich.console import Console
 
 from tests.fixtures import ScriptedEngine
-from yi_cli import commands, store
-from yi_cli.chat import Chat, Options
+from yi_cli.conversation import commands, store
+from yi_cli.conversation.chat import Chat, Options
 from yi_cli.errors import YiError
 from yi_cli.engines.events import Text
-from yi_cli.render import PlainRenderer
+from yi_cli.ui.render import PlainRenderer
 from yi_cli.engines.settings import NAMES, GenSettings
 
 EXAMPLES = int(os.environ.get("YI_FUZZ_EXAMPLES", "1000"))  # per property; two properties -> 2,000 inputs
@@ -186,7 +186,7 @@ def test_chat_session_invariants(fuzz_home, ops, system, max_new):
 
     engine = FuzzEngine()
     render = Recorder()
-    from yi_cli.session import ChatSession
+    from yi_cli.conversation.session import ChatSession
 
     chat = Chat(engine, render, GenSettings(max_new_tokens=max_new), ChatSession(system=system or None),
                 Options(overflow="drop"), on_turn=store.Autosave("interactive"))

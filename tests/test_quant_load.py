@@ -10,7 +10,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import yi_cli
-from yi_cli import demo_quant
+from yi_cli.checkpoint import writer
 from yi_cli.checkpoint import quantized
 from yi_cli.checkpoint import formats as Q
 from yi_cli.errors import LoadError

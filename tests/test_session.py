@@ -1,6 +1,6 @@
 import pytest
 
-from yi_cli.session import ChatSession
+from yi_cli.conversation.session import ChatSession
 
 
 def test_messages_put_system_first_and_alternate():

@@ -1,6 +1,6 @@
 import pytest
 
-from yi_cli import context
+from yi_cli.conversation import context
 from yi_cli.engines import template
 from yi_cli.engines.template import Template
 from yi_cli.errors import YiError

@@ -1,3 +1,3 @@
-from .cli import entry
+from .ui.cli import entry
 
 entry()

@@ -104,7 +104,7 @@ def pick_dtype(dtype, device: str, quantized: bool):
 def resolve(model: str, allow_pickle: bool = False) -> Path:
     """`model` is a local directory, 'demo'/'demo-*', a Yi alias (yi-6b-chat-4bits) or a hub id: a complete
     snapshot in the Hugging Face cache is used as is, anything else is fetched (unless HF_HUB_OFFLINE=1)."""
-    from .. import demo
+    from . import demo
     from . import family, hub
 
     if model in demo.NAMES:

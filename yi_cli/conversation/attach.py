@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UsageError, shown
+from ..errors import UsageError, shown
 
 STDIN = "-"
 MAX_BYTES = 64 << 20  # read no further: far beyond any context, and bounds memory for `-f /dev/zero`
@@ -126,8 +126,8 @@ def context_hint(model: str | None) -> int | None:
     it is not known before loading (a hub id, a remote model, a demo not converted yet)."""
     if not model:
         return None
-    from . import demo
-    from .paths import cache_dir
+    from ..checkpoint import demo
+    from ..paths import cache_dir
 
     d = cache_dir() / "demo" / model if model in demo.NAMES else Path(model).expanduser()
     try:

@@ -8,9 +8,9 @@ from prompt_toolkit.completion import WordCompleter
 from prompt_toolkit.history import FileHistory, InMemoryHistory
 from prompt_toolkit.key_binding import KeyBindings
 
-from . import commands
-from .errors import YiError
-from .paths import data_dir, private_dir
+from ..conversation import commands
+from ..errors import YiError
+from ..paths import data_dir, private_dir
 
 
 def history(render):

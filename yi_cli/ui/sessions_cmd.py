@@ -6,8 +6,8 @@ import argparse
 import json
 import sys
 
-from . import store
-from .errors import shown
+from ..conversation import store
+from ..errors import shown
 
 
 def parser() -> argparse.ArgumentParser:

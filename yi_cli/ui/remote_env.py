@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 from . import config
-from .errors import UsageError
+from ..errors import UsageError
 
 
 def endpoint(flag: str | None, top: dict) -> tuple[str | None, str]:

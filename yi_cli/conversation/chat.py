@@ -12,10 +12,10 @@ from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from . import attach, commands, context
-from .engines.events import FINISH_ERROR, FINISH_INTERRUPTED, Finish, Stats, Text
-from .engines.settings import GenSettings
-from .engines.template import Prompt
-from .errors import ReplyCut, YiError, failure, first_line
+from ..engines.events import FINISH_ERROR, FINISH_INTERRUPTED, Finish, Stats, Text
+from ..engines.settings import GenSettings
+from ..engines.template import Prompt
+from ..errors import ReplyCut, YiError, failure, first_line
 from .session import ChatSession
 
 

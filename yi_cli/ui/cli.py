@@ -6,8 +6,8 @@ import os
 import signal
 import sys
 
-from . import __version__
-from .errors import EXIT_INTERRUPTED, UsageError, YiError
+from .. import __version__
+from ..errors import EXIT_INTERRUPTED, UsageError, YiError
 
 EPILOG = """examples:
   yi-chat                                     chat with the demo model (Ctrl-D leaves)
@@ -114,8 +114,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def settings_from(args, gen_cfg: dict, model: str | None):
-    from . import demo
-    from .engines.settings import GenSettings, parse
+    from ..checkpoint import demo
+    from ..engines.settings import GenSettings, parse
 
     s, sources = GenSettings(), {}
     if model in demo.NAMES:
@@ -181,9 +181,10 @@ def _err(msg: str) -> None:
 
 
 def _main(args) -> int:
-    from . import attach, config, remote_env, store
-    from .chat import Chat, Options
-    from .session import ChatSession
+    from ..conversation import attach, store
+    from . import config, remote_env
+    from ..conversation.chat import Chat, Options
+    from ..conversation.session import ChatSession
 
     tty = sys.stdin is not None and sys.stdin.isatty()
     first = " ".join(args.words).split()[:1]
@@ -253,8 +254,8 @@ def check_model_name(model: str) -> None:
     """A `demo-...` name that is neither a demo model nor a directory is a typo: say which demos exist."""
     from pathlib import Path
 
-    from . import demo
-    from .errors import LoadError
+    from ..checkpoint import demo
+    from ..errors import LoadError
 
     if model.startswith("demo") and model not in demo.NAMES and not Path(model).expanduser().exists():
         raise LoadError(f"--model {model}: no such demo model or directory (the demo models are "
@@ -299,8 +300,8 @@ def make_renderer(args, interactive: bool, prompt: str | None):
 def make_engine(args, top: dict, render, endpoint_from: str = ""):
     if args.endpoint:
         from . import config, remote_env
-        from .engines.remote import RemoteEngine
-        from .engines.remote_http import Limits
+        from ..engines.remote import RemoteEngine
+        from ..engines.remote_http import Limits
 
         key, key_from = remote_env.api_key(args.api_key, top)
         limits = Limits.from_config(top.get("remote") or {}, str(config.path()))
@@ -311,8 +312,8 @@ def make_engine(args, top: dict, render, endpoint_from: str = ""):
         engine.origin = f"endpoint from {endpoint_from}\n" + (f"API key from {key_from} (not shown)" if key
                                                                else "no API key")
         return engine
-    from .checkpoint.loader import open_checkpoint, resolve
-    from .engines.local import LocalEngine
+    from ..checkpoint.loader import open_checkpoint, resolve
+    from ..engines.local import LocalEngine
 
     path = resolve(args.model, args.allow_pickle)  # a hub id not cached is fetched here, with its own progress
     with render.err.status(f"loading {args.model} ...") if render.err.is_terminal else _nullctx():

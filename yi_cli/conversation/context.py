@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .errors import YiError
+from ..errors import YiError
 
 
 def fit(rebuild: Callable[[int], int], total: int, sizes: list[int], budget: int, policy: str = "drop") -> int:

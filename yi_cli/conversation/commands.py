@@ -8,8 +8,8 @@ from typing import Callable
 from rich.table import Table
 
 from . import attach
-from .engines import settings as gen
-from .errors import YiError, shown
+from ..engines import settings as gen
+from ..errors import YiError, shown
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,9 @@ import struct
 import sys
 from pathlib import Path
 
-from . import demo
-from .checkpoint import family, hub
-from .errors import LoadError, UsageError
+from ..checkpoint import demo
+from ..checkpoint import family, hub
+from ..errors import LoadError, UsageError
 
 COMMANDS = ("pull", "models")
 
@@ -109,7 +109,7 @@ def models(args, aliases: dict) -> int:
 
 def _demo_dir(name: str) -> Path | None:
     """The demo checkpoint's directory when it has been converted (listing never converts it)."""
-    from .paths import cache_dir
+    from ..paths import cache_dir
 
     d = cache_dir() / "demo" / name
     return d if (d / "config.json").is_file() else None
@@ -134,8 +134,8 @@ def _describe_target(target: str, cached: dict) -> dict:
 
 def describe(path: Path, size: int | None = None) -> dict:
     """format, parameters, size on disk, context length, and whether yi-chat can load it (else the reason)."""
-    from .checkpoint import files as loader
-    from .checkpoint import quantized
+    from ..checkpoint import files as loader
+    from ..checkpoint import quantized
 
     row = {**_blank(), "path": str(path), "size": size if size is not None else _disk_size(path),
            "loadable": True, "reason": None}

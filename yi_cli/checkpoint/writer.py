@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from . import durable
-from .checkpoint import formats as Q
+from .. import durable
+from . import formats as Q
 
 PROJ = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 NOT_TOKENIZER = ("config.json", "quantize_config.json", "model.safetensors.index.json")

@@ -17,11 +17,12 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import attach, durable
-from .errors import YiError, shown
-from .paths import data_dir, private_dir
+from . import attach
+from .. import durable
+from ..errors import YiError, shown
+from ..paths import data_dir, private_dir
 from .session import ChatSession
-from .engines.settings import GenSettings
+from ..engines.settings import GenSettings
 
 FORMAT = "yi-chat-session"
 VERSION = 1

@@ -10,7 +10,7 @@ from rich.live import Live
 from rich.markdown import Markdown
 from rich.text import Text as RichText
 
-from .engines.events import FINISH_ERROR, Stats
+from ..engines.events import FINISH_ERROR, Stats
 
 
 def footer(stats: Stats) -> str:

