@@ -182,7 +182,7 @@ def gpu_config(path: Path, quant: str, shape: str, seed_new: int, new: int, skip
         row["speedup"] = round(row["decode_tok_s"] / row["seed_recipe_decode_tok_s"], 1)
     row["new_tokens"] = new
     row["versions"] = versions()
-    del dec, ckpt
+    dec = ckpt = None  # frees the GPU memory before the next configuration
     return row
 
 

@@ -311,7 +311,7 @@ def test_checkpoint_missing_weights_or_tensor_or_truncated(tiny, tmp_path, home,
     if case.startswith("awq"):
         from yi_cli.checkpoint import writer
 
-        ckpt = demo_quant.make_awq(tiny, tmp_path / "awq", group_size=64)
+        ckpt = writer.make_awq(tiny, tmp_path / "awq", group_size=64)
     st = ckpt / "model.safetensors"
     if case == "no-weights":
         st.unlink()

@@ -52,12 +52,12 @@ def checkpoint(seed: int = 0, quant: str | None = None, group: int = 32) -> Path
         root = Path(tempfile.mkdtemp(prefix="yi-fast-"))
         plain = root / "plain"
         tiny_llama(seed).save_pretrained(str(plain))
-        demo_quant.write_byte_tokenizer(plain)
+        writer.write_byte_tokenizer(plain)
         out = plain
         if quant == "awq":
-            out = demo_quant.make_awq(plain, root / "awq", group_size=group)
+            out = writer.make_awq(plain, root / "awq", group_size=group)
         elif quant == "gptq8":
-            out = demo_quant.make_gptq(plain, root / "gptq8", bits=8, group_size=group)
+            out = writer.make_gptq(plain, root / "gptq8", bits=8, group_size=group)
         _CKPTS[key] = out
     return _CKPTS[key]
 

@@ -39,7 +39,7 @@ def fp_checkpoint(root, name, extras):
             torch.nn.init.normal_(p, std=0.1)  # non-zero biases, so a dropped bias shows in the logits
     d = root / f"{name}-fp32"
     model.save_pretrained(d)
-    demo_quant.write_byte_tokenizer(d)
+    writer.write_byte_tokenizer(d)
     return d
 
 
@@ -49,7 +49,7 @@ def ckpts(tmp_path_factory):
     out = {}
     for name, (method, kw, extras) in FORMATS.items():
         src = fp_checkpoint(root, name, extras)
-        make = demo_quant.make_awq if method == "awq" else demo_quant.make_gptq
+        make = writer.make_awq if method == "awq" else writer.make_gptq
         out[name] = make(src, root / name, **kw)
     return out
 

@@ -56,7 +56,7 @@ def ensure(name: str = "demo") -> Path:
     except ImportError:  # quantized packers not available: the demo runs at full precision
         return src
     say(f"yi-chat: quantizing the demo model to {name} (one time) ...")
-    make = demo_quant.make_awq if name == "demo" else demo_quant.make_gptq
+    make = writer.make_awq if name == "demo" else writer.make_gptq
     make(src, out)
     make_private(out)
     return out
