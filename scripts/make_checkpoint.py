@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from yi_cli import demo_quant  # noqa: E402
+from yi_cli.checkpoint import writer  # noqa: E402
 from yi_cli.checkpoint import formats as Q  # noqa: E402
 
 SHAPES = {
@@ -147,8 +147,8 @@ def main(argv=None) -> int:
         src = a.tokenizer
         if src is None:
             src = Path(tok)
-            demo_quant.write_byte_tokenizer(src)
-        demo_quant.write_atomic(src, a.out, lambda tmp: write_weights(tmp, cfg, a.format, group, a.seed,
+            writer.write_byte_tokenizer(src)
+        writer.write_atomic(src, a.out, lambda tmp: write_weights(tmp, cfg, a.format, group, a.seed,
                                                                        int(a.max_shard_gb * 2**30)), extra)
     print(json.dumps({"out": str(a.out), "format": a.format, "shape": a.shape, "group_size": group}))
     return 0

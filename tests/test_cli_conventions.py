@@ -270,7 +270,7 @@ def test_three_saves_in_one_second_and_two_processes_never_share_a_file(tmp_path
     names = {store.write_new(tmp_path, json.dumps({"n": i})) for i in range(3)}
     assert len(names) == 3 and sorted(json.loads(p.read_text())["n"] for p in names) == [0, 1, 2]
     script = (
-        "import sys; from pathlib import Path; from yi_cli import store\n"
+        "import sys; from pathlib import Path; from yi_cli.conversation import store\n"
         "for i in range(200): store.write_new(Path(sys.argv[1]), sys.argv[2] + str(i))\n"
     )
     procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "two"), tag]) for tag in "ab"]
