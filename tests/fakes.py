@@ -1,6 +1,7 @@
 """Test doubles that isolate units: a scripted engine and a recording renderer."""
 from __future__ import annotations
 
+import threading
 import time
 
 from rich.console import Console
@@ -16,12 +17,15 @@ class ScriptedEngine:
     quant = None
     context_length = 10_000
 
-    def __init__(self, replies=(), delay: float = 0.0, fail_with: Exception | None = None):
+    def __init__(self, replies=(), delay: float = 0.0, fail_with: Exception | None = None,
+                 hold_after: int | None = None):
         self.replies = list(replies)
         self.delay = delay
         self.fail_with = fail_with
+        self.hold_after = hold_after  # after this many words, wait for cancel: only Ctrl-C ends the reply
         self.seen: list[list[dict]] = []  # the messages of each call
-        self.started = None  # set to a threading.Event by tests that want to know a reply began
+        self.seeds: list = []  # the sampling seed of each call
+        self.holding = threading.Event()  # set while a reply waits for cancel (hold_after)
 
     def count(self, messages):
         return sum(len(m["content"].split()) + 4 for m in messages)
@@ -31,11 +35,15 @@ class ScriptedEngine:
 
     def stream(self, messages, settings, cancel):
         self.seen.append([dict(m) for m in messages])
+        self.seeds.append(settings.seed)
         if self.fail_with is not None:
             raise self.fail_with
         words = (self.replies.pop(0) if self.replies else "echo: " + messages[-1]["content"]).split(" ")
         stats = Stats(prompt_tokens=self.count(messages), ttft_s=0.01)
         for i, w in enumerate(words):
+            if i == self.hold_after:
+                self.holding.set()
+                cancel.wait(60)  # bounded: a broken Ctrl-C fails the test instead of hanging it
             if cancel.is_set():
                 stats.finish_reason = FINISH_INTERRUPTED
                 yield Finish(stats)
@@ -44,8 +52,6 @@ class ScriptedEngine:
                 stats.finish_reason = FINISH_LENGTH
                 yield Finish(stats)
                 return
-            if self.started is not None:
-                self.started.set()
             yield Text(w if i == 0 else " " + w)
             stats.new_tokens += 1
             time.sleep(self.delay)

@@ -6,14 +6,15 @@ import os
 import signal
 import sys
 
-from .errors import EXIT_INTERRUPTED, UsageError, YiError
+from .errors import EXIT_HANGUP, EXIT_INTERRUPTED, UsageError, YiError
 
 EPILOG = """exit codes:
   0    success (also: stdout closed by the reader, e.g. | head)
   1    a failure during the chat (in a piped script: any turn or command failed)
   2    usage error (bad flag or value)
   3    the model could not be loaded (missing path, corrupt config or weights, unsupported format)
-  130  interrupted (Ctrl-C outside a reply, SIGTERM)
+  129  hung up (SIGHUP: the terminal closed); the reply in flight is kept, the session autosaved
+  130  interrupted (Ctrl-C outside a reply, SIGTERM); after SIGTERM the session is autosaved
 
 Model: a checkpoint directory, a hub id already in the local cache, or 'demo' (SmolLM2-135M, AWQ int4),
 'demo-gptq8', 'demo-fp32'. Piped stdin: each non-empty line is one user turn of one session."""
@@ -81,15 +82,18 @@ def settings_from(args, gen_cfg: dict, model: str | None):
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)  # usage errors exit 2 through argparse
-    signal.signal(signal.SIGTERM, _sigterm)
+    _LEAVING.clear()
+    for signum in LEAVE:
+        if signal.getsignal(signum) is not signal.SIG_IGN:  # under nohup, SIGHUP stays ignored
+            signal.signal(signum, _leave)
     try:
         return _main(args)
     except YiError as e:
         _err(str(e))
         return e.exit_code
     except KeyboardInterrupt:
-        _err("interrupted")
-        return EXIT_INTERRUPTED
+        _err(LEAVE[_LEAVING[0]][1] if _LEAVING else "interrupted")
+        return LEAVE[_LEAVING[0]][0] if _LEAVING else EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader closed stdout (| head): nothing more to say. Point stdout at devnull so the
         # interpreter's final flush does not raise again.
@@ -97,7 +101,25 @@ def main(argv=None) -> int:
         return 0
 
 
-def _sigterm(signum, frame):
+# Signals that end yi-chat: exit code, and what the one line on stderr says.
+LEAVE = {signal.SIGTERM: (EXIT_INTERRUPTED, "terminated"), signal.SIGHUP: (EXIT_HANGUP, "hung up")}
+_LEAVING: list[int] = []  # the first such signal received
+_CHAT: list = []  # the Chat, once there is one
+
+
+def _leave(signum, frame):
+    """Like Ctrl-C the reply in flight ends and is recorded (Chat turns the KeyboardInterrupt into cancel); then
+    the chat stops. After SIGHUP the terminal is gone: output to it would fail (EIO), so it goes to /dev/null."""
+    if not _LEAVING:
+        _LEAVING.append(signum)
+    if signum == signal.SIGHUP:
+        null = os.open(os.devnull, os.O_WRONLY)
+        for fd in (1, 2):
+            if os.isatty(fd):
+                os.dup2(null, fd)
+        os.close(null)
+    for chat in _CHAT:
+        chat.running, chat.terminated = False, True
     raise KeyboardInterrupt
 
 
@@ -134,24 +156,29 @@ def _main(args) -> int:
     engine = make_engine(args, top, render)
     options = Options(overflow=args.overflow or top.get("overflow", "drop"), setting_sources=sources)
     chat = Chat(engine, render, settings, session, options, on_turn=store.autosave)
+    _CHAT[:] = [chat]
+    try:
+        if args.prompt is not None:
+            chat.handle(args.prompt)
+            code = 1 if chat.failures else 0
+        elif interactive:
+            from . import repl
 
-    def on_term(signum, frame):  # like Ctrl-C, the reply in flight ends and is recorded; then we leave
-        chat.running, chat.terminated = False, True
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
-    if args.prompt is not None:
-        chat.handle(args.prompt)
-        return 1 if chat.failures else 0
-    if interactive:
-        from . import repl
-
-        code = repl.run(chat)
-    else:
-        code = run_pipe(chat)
+            code = repl.run(chat)
+        else:
+            code = run_pipe(chat)
+    except KeyboardInterrupt:
+        if not chat.terminated:
+            raise
+    finally:
+        render.release_keys()
+        _CHAT.clear()
     if chat.terminated:
-        _err("terminated; the session is autosaved (--resume last)")
-        return EXIT_INTERRUPTED
+        if chat.session.turns:  # again: the signal may have cut the autosave of the turn before it
+            store.autosave(chat)
+        exit_code, what = LEAVE[_LEAVING[0]]
+        _err(f"{what}; the session is autosaved (--resume last)")
+        return exit_code
     return code
 
 
@@ -180,13 +207,14 @@ def run_pipe(chat) -> int:
 def make_renderer(args, interactive: bool):
     from rich.console import Console
 
-    from .render import JsonRenderer, LiveRenderer, PlainRenderer
+    from .keys import KeyHold
+    from .render import JsonRenderer, PlainRenderer, TerminalRenderer
 
     err = Console(stderr=True)
     if args.json:
         return JsonRenderer(Console(), err)
     if interactive or (sys.stdout.isatty() and args.prompt is not None):
-        return LiveRenderer(Console(), err)
+        return TerminalRenderer(Console(), err, keys=KeyHold(sys.stdin.fileno()) if sys.stdin.isatty() else None)
     return PlainRenderer(Console(), err, show_stats=args.stats)
 
 

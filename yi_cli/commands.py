@@ -127,10 +127,14 @@ def regenerate(chat, text: str) -> None:
 def do_retry(chat, arg):
     if len(chat.session.turns) < 2:
         raise YiError("nothing to retry")
-    if arg:
-        chat.settings.seed = gen.parse("seed", arg)
-        chat.options.setting_sources["seed"] = "command"
-    regenerate(chat, chat.session.turns[-2].content)
+    if not arg:
+        return regenerate(chat, chat.session.turns[-2].content)
+    # The seed is this retry's alone: later turns and retries sample with the session's seed (/set seed keeps one).
+    seed, chat.settings.seed = chat.settings.seed, gen.parse("seed", arg)
+    try:
+        regenerate(chat, chat.session.turns[-2].content)
+    finally:
+        chat.settings.seed = seed
 
 
 def do_edit(chat, arg):
@@ -212,7 +216,7 @@ TABLE = {c.name: c for c in [
     Command("system", do_system, "/system [TEXT|none]", "show or set the system prompt", True),
     Command("set", do_set, "/set [NAME VALUE]", "list settings, or set temperature, top_p, top_k, "
             "repetition_penalty, max_new_tokens, seed", True),
-    Command("retry", do_retry, "/retry [SEED]", "regenerate the last reply (optionally with a new seed)", True),
+    Command("retry", do_retry, "/retry [SEED]", "regenerate the last reply (SEED: for this retry only)", True),
     Command("undo", do_undo, "/undo", "remove the last exchange"),
     Command("edit", do_edit, "/edit [TEXT]", "rewrite your last message ($EDITOR, inline, or TEXT) and "
             "regenerate the reply", True),
