@@ -146,9 +146,9 @@ class TerminalRenderer(Renderer):
             self.console.file.write("\n")
             self.line_open = False
         if stats is not None and stats.finish_reason == "interrupted":
-            self.console.print(RichText("[interrupted]", style="yellow"))
+            self.console.print(RichText("[interrupted]", style="yellow"), soft_wrap=True)
         if stats is not None and self.show_stats and stats.finish_reason != FINISH_ERROR:  # the error line says it
-            self.console.print(RichText(footer(stats), style="dim"))
+            self.console.print(RichText(footer(stats), style="dim"), soft_wrap=True)  # the terminal wraps it
         self.release_keys()
 
     def release_keys(self) -> None:
