@@ -109,9 +109,9 @@ class Pane:
     def screen(self) -> str:
         return self.tmux("capture-pane", "-p", "-J", "-t", "0")
 
-    def wait(self, pred, what: str) -> str:
+    def wait(self, pred, what: str, deadline: float = DEADLINE) -> str:
         """The scrollback once pred(scrollback) holds."""
-        deadline = time.monotonic() + DEADLINE
+        deadline += time.monotonic()
         while True:
             text = self.scrollback()
             if pred(text):
@@ -120,9 +120,9 @@ class Pane:
                 raise AssertionError(f"waited for {what}; the terminal shows:\n{text[-3000:]}")
             time.sleep(0.02)  # the poll interval of a condition wait, not a guess at timing
 
-    def prompt(self) -> str:
+    def prompt(self, deadline: float = DEADLINE) -> str:
         """Wait for an empty prompt, the last line above the toolbar."""
-        return self.wait(lambda s: content(s)[-1:] == [">>>"], "the prompt")
+        return self.wait(lambda s: content(s)[-1:] == [">>>"], "the prompt", deadline)
 
     def type(self, text: str) -> None:
         self.tmux("send-keys", "-t", "0", "-l", text)
@@ -144,7 +144,7 @@ class Pane:
         return int(self.tmux("display", "-p", "-t", "0", "#{pane_dead_status}"))
 
     def close(self) -> None:
-        subprocess.run([TMUX, "-S", self.sock, "kill-server"], env=self.env, capture_output=True, timeout=60)
+        subprocess.run([TMUX, "-S", self.sock, "kill-server"], env=self.env, capture_output=True, timeout=60, check=False)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -375,5 +375,23 @@ def test_demo_model_tall_reply_once_in_a_small_terminal(demo_dir, home):
         shown = reply_on_screen(scroll, question, FOOTER)
         assert len(shown) > 60 * 12, "taller than the 60x12 screen"
         assert shown == lines_of(reply)
+    finally:
+        pane.close()
+
+
+@pytest.mark.slow
+def test_first_run_conversion_shows_one_progress_display_of_our_own(home):
+    """A fresh YI_CHAT_HOME: the demo is converted from the GGUF (tens of seconds of CPU) under yi-chat's one
+    progress line; transformers' tqdm bars never reach the terminal."""
+    pane = Pane(["--model", "demo"], home=home, width=100, height=30)
+    try:
+        scroll = pane.prompt(deadline=900)  # the conversion, then the load
+        lines = content(scroll)
+        banner = lines.index("yi-chat · demo · /help for commands, Ctrl-D to exit")
+        assert len(lines[:banner]) == 1, scroll  # the transient progress line and load spinner leave one line
+        assert re.fullmatch(r"yi-chat: demo model, first run: ready in \d+ s", lines[0])
+        for noise in ("Converting and de-quantizing", "Loading weights", "Writing model shards", "it/s", "%|"):
+            assert noise not in scroll
+        assert (home / "cache" / "demo" / "demo" / "config.json").is_file()
     finally:
         pane.close()

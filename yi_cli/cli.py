@@ -228,7 +228,11 @@ def make_engine(args, top: dict, render):
     from .engine import LocalEngine
     from .loader import load
 
+    from . import demo
+
     model = args.model
+    if model in demo.NAMES:
+        demo.ensure(model)  # the first run converts it, with its own progress display: before the spinner
     with render.err.status(f"loading {model} ...") if render.err.is_terminal else _nullctx():
         loaded = load(model, device=args.device or top.get("device"), dtype=args.dtype or top.get("dtype"),
                       allow_pickle=args.allow_pickle, trust_remote_code=args.trust_remote_code)

@@ -27,7 +27,7 @@ class MarkdownTint:
     A line's kind shows in its first characters; until it does (a bare '#', '`' or '~' run), they are held back.
     """
 
-    MARKS = {"", "#", "##", "###", "####", "#####", "######", "`", "``", "~", "~~"}
+    MARKS = frozenset(("", "#", "##", "###", "####", "#####", "######", "`", "``", "~", "~~"))
 
     def __init__(self):
         self.fence = False
@@ -121,15 +121,13 @@ class TerminalRenderer(Renderer):
     scrolled off, rich#3263, and leaves stale copies when the terminal reflows it). Markdown keeps its characters;
     headings and code are tinted as they stream. Keys typed meanwhile are held for the next prompt (keys.py)."""
 
-    STYLES = {"heading": "bold", "code": "cyan"}
-
     def __init__(self, console: Console, err: Console, show_stats: bool = True, keys=None):
         super().__init__(console, err)
         self.show_stats = show_stats
         self.keys = keys  # a KeyHold on the terminal's stdin, or None
         self.tint = MarkdownTint()
         self.line_open = False  # the reply's last line has no newline yet
-        styles = {k: Style.parse(v) for k, v in self.STYLES.items()}
+        styles = {"heading": Style(bold=True), "code": Style(color="cyan")}
         self.styles = {k: v.without_color for k, v in styles.items()} if console.no_color else styles
 
     def reply_start(self, prompt: str) -> None:
