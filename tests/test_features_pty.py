@@ -252,7 +252,7 @@ def test_retry_undo_edit_continue(demo_dir, tmp_path):
     hist = t.cmd("/history", "[length]")
     assert "dragon" in hist and not re.search(r"^\s*3\s", hist, re.M)
     assert t.exit() == 0
-    assert re.search(r"seed = 7 +\(command\)", seed_listing), seed_listing  # /retry 7 set it: source "command"
+    assert re.search(r"seed = None +\(default\)", seed_listing), seed_listing  # /retry 7's seed was its own
 
 
 # 3. live settings, 4. stats and the context meter, 5. inspection, 2. inline /edit ---------------------------------

@@ -174,10 +174,11 @@ def _main(args) -> int:
         render.release_keys()
         _CHAT.clear()
     if chat.terminated:
+        exit_code, what = LEAVE[_LEAVING[0]]
         if chat.session.turns:  # again: the signal may have cut the autosave of the turn before it
             store.autosave(chat)
-        exit_code, what = LEAVE[_LEAVING[0]]
-        _err(f"{what}; the session is autosaved (--resume last)")
+            what += "; the session is autosaved (--resume last)"
+        _err(what)
         return exit_code
     return code
 
