@@ -135,6 +135,8 @@ def do_retry(chat, arg):
         regenerate(chat, chat.session.turns[-2].content)
     finally:
         chat.settings.seed = seed
+    if chat.on_turn:  # the autosave of the new reply holds the retry's seed: save the session's own
+        chat.on_turn(chat)
 
 
 def do_edit(chat, arg):
