@@ -112,11 +112,11 @@ def test_retry_seed_is_for_that_retry_only(tmp_path, monkeypatch):
     from yi_cli import store
 
     monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path))
-    engine = ScriptedEngine(["r1", "r2", "r3", "r4", "r5"])
+    engine = ScriptedEngine(["r1", "r1", "r3", "r4", "r5"])
     chat, out, err = plain_chat(engine, settings=GenSettings(seed=3), on_turn=store.autosave)
     chat.handle("q")
-    chat.handle("/retry 5")
-    assert store.read("last")[1].seed == 3  # the autosave keeps the session's seed too
+    chat.handle("/retry 5")  # the same reply again: the session looks unchanged, its autosave must still be right
+    assert store.read("last")[1].seed == 3
     chat.handle("/retry")
     chat.handle("next")
     chat.handle("/retry bad")  # refused: nothing changes
