@@ -96,8 +96,11 @@ class Pane:
         env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "PROMPT_TOOLKIT_NO_CPR", "TMUX")}
         env["YI_CHAT_HOME"] = str(home)
         self.env = env
+        # sh waits for yi-chat and writes its exit status (tmux's pane_dead_status can lag behind by seconds).
+        self.status_file = os.path.join(self.dir, "status")
         self.tmux("-f", conf, "new-session", "-d", "-x", str(width), "-y", str(height),
-                  sys.executable, "-m", "yi_cli", *map(str, args))
+                  "sh", "-c", f'"$@"; echo $? > {self.status_file}', "sh", sys.executable, "-m", "yi_cli",
+                  *map(str, args))
 
     def tmux(self, *args) -> str:
         return subprocess.run([TMUX, "-S", self.sock, *args], env=self.env, capture_output=True, text=True,
@@ -109,14 +112,14 @@ class Pane:
     def screen(self) -> str:
         return self.tmux("capture-pane", "-p", "-J", "-t", "0")
 
-    def wait(self, pred, what: str, deadline: float = DEADLINE) -> str:
-        """The scrollback once pred(scrollback) holds."""
+    def wait(self, pred, what: str, deadline: float = DEADLINE, exits: bool = False) -> str:
+        """The scrollback once pred(scrollback) holds; yi-chat exiting first fails, unless `exits`."""
         deadline += time.monotonic()
         while True:
             text = self.scrollback()
             if pred(text):
                 return text
-            if time.monotonic() > deadline or self.dead():
+            if time.monotonic() > deadline or (self.dead() and not exits):
                 raise AssertionError(f"waited for {what}; the terminal shows:\n{text[-3000:]}")
             time.sleep(0.02)  # the poll interval of a condition wait, not a guess at timing
 
@@ -134,14 +137,22 @@ class Pane:
         self.tmux("resize-window", "-t", "0", "-x", str(width), "-y", str(height))
 
     def pid(self) -> int:
-        return int(self.tmux("display", "-p", "-t", "0", "#{pane_pid}"))
+        """yi-chat's process id: the one child of the pane's sh."""
+        sh = int(self.tmux("display", "-p", "-t", "0", "#{pane_pid}"))
+        with open(f"/proc/{sh}/task/{sh}/children") as f:
+            (child,) = f.read().split()
+        return int(child)
 
     def dead(self) -> bool:
         return self.tmux("display", "-p", "-t", "0", "#{pane_dead}").strip() == "1"
 
     def exit_status(self) -> int:
-        self.wait(lambda s: self.dead(), "yi-chat to exit")
-        return int(self.tmux("display", "-p", "-t", "0", "#{pane_dead_status}"))
+        def written(_):
+            return os.path.exists(self.status_file) and open(self.status_file).read().endswith("\n")
+
+        self.wait(written, "yi-chat to exit", exits=True)
+        with open(self.status_file) as f:
+            return int(f.read())
 
     def close(self) -> None:
         subprocess.run([TMUX, "-S", self.sock, "kill-server"], env=self.env, capture_output=True, timeout=60, check=False)
