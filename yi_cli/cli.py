@@ -226,10 +226,9 @@ def make_engine(args, top: dict, render):
 
         key = args.api_key or os.environ.get("OPENAI_API_KEY")
         return RemoteEngine(endpoint, key, model=args.model)
+    from . import demo
     from .engine import LocalEngine
     from .loader import load
-
-    from . import demo
 
     model = args.model
     if model in demo.NAMES:
