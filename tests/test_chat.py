@@ -220,6 +220,21 @@ def test_terminal_renderer_streams_the_reply_once_then_the_footer():
     assert "\x1b[A" not in raw and "\r" not in raw
 
 
+def test_terminal_renderer_shows_control_characters_instead_of_obeying_them():
+    import io
+
+    from rich.console import Console
+
+    from yi_cli.chat import Chat
+    from yi_cli.render import TerminalRenderer
+
+    buf = io.StringIO()
+    console = Console(file=buf, width=80, force_terminal=True, color_system=None)
+    chat = Chat(ScriptedEngine(["a\x1b[2J b\rc\tok \x07\x9b"]), TerminalRenderer(console, console, show_stats=False))
+    chat.handle("hi")
+    assert buf.getvalue() == "a^[[2J b^Mc\tok ^GM-^[\n"
+
+
 def test_edit_rewrites_the_last_message_and_regenerates():
     engine = ScriptedEngine(["first reply", "second reply", "third reply"])
     chat, out, err = plain_chat(engine)

@@ -75,6 +75,19 @@ class MarkdownTint:
             self.kind = "text"
 
 
+# Control characters in a reply would move the cursor or restyle the terminal (\r overwrites, ESC sequences clear
+# or recolour): they are shown in caret notation, as `cat -v` does, so the screen is the reply's text.
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def visible(text: str) -> str:
+    def caret(m):
+        o = ord(m.group())
+        return ("M-" if o >= 0x80 else "") + "^" + chr((o & 0x7F) ^ 0x40)
+
+    return CONTROL.sub(caret, text)
+
+
 def _merge(pieces):
     merged: list[list] = []
     for text, kind in pieces:
@@ -159,7 +172,7 @@ class TerminalRenderer(Renderer):
             return
         colors = self.console._color_system  # None: no terminal colours (TERM=dumb, a file)
         for text, kind in pieces:
-            style = self.styles.get(kind)
+            text, style = visible(text), self.styles.get(kind)
             if style and colors:  # styled line by line: a newline inside the codes would carry them to the next
                 text = "\n".join(style.render(part, color_system=colors) if part else "" for part in text.split("\n"))
             self.console.file.write(text)
