@@ -25,6 +25,7 @@ import pytest
 
 from tests.openai_server import OpenAIServer
 from yi_cli.events import FINISH_INTERRUPTED, Finish, Stats, Text
+from yi_cli.render import visible
 
 TMUX = shutil.which("tmux")
 pytestmark = pytest.mark.skipif(TMUX is None, reason="needs tmux (apt install tmux)")
@@ -205,8 +206,9 @@ def content(scroll: str, blanks: bool = False) -> list[str]:
 
 
 def lines_of(text: str) -> str:
-    """The lines a terminal shows of `text` (its trailing blanks are not kept), without the newline ending the last."""
-    return "\n".join(ln.rstrip() for ln in text.removesuffix("\n").split("\n"))
+    """The lines a terminal shows of a reply: control characters in caret notation (render.visible), tabs as
+    spaces, no trailing blanks, without the newline ending the last line."""
+    return "\n".join(ln.expandtabs().rstrip() for ln in visible(text).removesuffix("\n").split("\n"))
 
 
 def saved(home: Path) -> list[dict]:
