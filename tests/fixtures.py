@@ -2,6 +2,7 @@
 Chat that renders plain text into strings."""
 from __future__ import annotations
 
+import threading
 import time
 
 from rich.console import Console
@@ -37,14 +38,17 @@ class ScriptedEngine:
     context_length = 10_000
     template = WordTemplate()
 
-    def __init__(self, replies=(), delay: float = 0.0, fail_with: Exception | None = None):
+    def __init__(self, replies=(), delay: float = 0.0, fail_with: Exception | None = None,
+                 hold_after: int | None = None):
         self.replies = list(replies)
         self.delay = delay
         self.fail_with = fail_with
+        self.hold_after = hold_after  # after this many words, wait for cancel: only Ctrl-C ends the reply
         self.seen: list[list[dict]] = []  # the messages of each call
         self.prompts: list = []  # the Prompt of each call
         self.settings_seen: list = []  # the GenSettings of each call
-        self.started = None  # set to a threading.Event by tests that want to know a reply began
+        self.seeds: list = []  # the sampling seed of each call
+        self.holding = threading.Event()  # set while a reply waits for cancel (hold_after)
 
     def count(self, messages):
         return len(self.template.build(messages).ids)
@@ -57,11 +61,15 @@ class ScriptedEngine:
         self.seen.append([dict(m) for m in messages])
         self.prompts.append(prompt)
         self.settings_seen.append(settings)
+        self.seeds.append(settings.seed)
         if self.fail_with is not None:
             raise self.fail_with
         words = (self.replies.pop(0) if self.replies else "echo: " + messages[-1]["content"]).split(" ")
         stats = Stats(prompt_tokens=len(prompt.ids), ttft_s=0.01)
         for i, w in enumerate(words):
+            if i == self.hold_after:
+                self.holding.set()
+                cancel.wait(60)  # bounded: a broken Ctrl-C fails the test instead of hanging it
             if cancel.is_set():
                 stats.finish_reason = FINISH_INTERRUPTED
                 yield Finish(stats)
@@ -70,8 +78,6 @@ class ScriptedEngine:
                 stats.finish_reason = FINISH_LENGTH
                 yield Finish(stats)
                 return
-            if self.started is not None:
-                self.started.set()
             yield Text(w if i == 0 else " " + w)
             stats.new_tokens += 1
             time.sleep(self.delay)

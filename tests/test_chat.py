@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import signal
 import threading
 
@@ -25,12 +26,13 @@ def test_two_turn_transcript():
 
 
 def test_ctrl_c_mid_reply_keeps_partial_reply_and_session():
-    engine = ScriptedEngine(["one two three four five six seven eight nine ten"] + ["next answer"], delay=0.05)
-    engine.started = threading.Event()
+    # The reply waits for cancel after three words and the SIGINT is sent only then: it lands mid-reply however
+    # late it is delivered (it used to race a 0.5 s reply on a loaded machine).
+    engine = ScriptedEngine(["one two three four five six seven eight nine ten"] + ["next answer"], hold_after=3)
     chat, out, err = plain_chat(engine)
 
     def interrupt():
-        engine.started.wait(5)
+        assert engine.holding.wait(60)
         os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C delivers to the REPL's main thread
 
     t = threading.Thread(target=interrupt)
@@ -39,7 +41,7 @@ def test_ctrl_c_mid_reply_keeps_partial_reply_and_session():
     t.join()
     assert stats.finish_reason == "interrupted"
     last = chat.session.last_assistant()
-    assert last.interrupted and 1 <= len(last.content.split()) < 10
+    assert last.interrupted and last.content == "one two three"
     assert out.getvalue().startswith("one") and "[interrupted]" in out.getvalue()
     # The session goes on, roles still alternate.
     chat.handle("and now?")
@@ -95,9 +97,9 @@ def test_retry_and_continue():
     chat, out, err = plain_chat(engine, settings=GenSettings(max_new_tokens=3))
     chat.handle("q")
     chat.handle("/retry 7")
-    # The seed is for that retry only: the session keeps its own, the next turn samples unseeded again.
-    assert engine.settings_seen[-1].seed == 7 and chat.settings.seed is None
-    assert chat.session.turns[-1].content == "a b c" and chat.session.turns[-1].finish_reason == "length"
+    assert engine.seeds == [None, 7] and chat.session.turns[-1].content == "a b c"
+    assert chat.settings.seed is None and "seed" not in chat.options.setting_sources  # 7 was that retry's alone
+    assert chat.session.turns[-1].finish_reason == "length"
     chat.handle("/continue")
     # The cut reply is sent back open (continue_final), and the new text extends it in place.
     assert engine.prompts[-1].continue_final and engine.seen[-1][-1] == {"role": "assistant", "content": "a b c"}
@@ -105,8 +107,24 @@ def test_retry_and_continue():
     assert len(chat.session.turns) == 2
     chat.handle("/continue")
     assert "was complete" in err.getvalue()
+    assert engine.seeds == [None, 7, None]
+
+
+def test_retry_seed_is_for_that_retry_only(tmp_path, monkeypatch):
+    from yi_cli.conversation import store
+
+    monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path))
+    engine = ScriptedEngine(["r1", "r1", "r3", "r4", "r5"])
+    autosave = store.Autosave("interactive")
+    chat, out, err = plain_chat(engine, settings=GenSettings(seed=3), on_turn=autosave)
+    chat.handle("q")
+    chat.handle("/retry 5")  # the same reply again: the session looks unchanged, its autosave must still be right
+    assert store.read("last")[1].seed == 3
     chat.handle("/retry")
-    assert engine.settings_seen[-1].seed is None
+    chat.handle("next")
+    chat.handle("/retry bad")  # refused: nothing changes
+    assert engine.seeds == [3, 5, 3, 3]
+    assert chat.settings.seed == 3 and err.getvalue() == "error: seed must be an integer, got 'bad'\n"
 
 
 def test_a_turn_builds_its_prompt_once_and_a_failure_leaves_the_session_as_it_was():
@@ -199,32 +217,60 @@ def test_json_renderer_writes_one_object_per_turn():
     assert lines[1]["command"] == "history" and "hello there" in lines[1]["output"]
 
 
-@pytest.mark.parametrize("text,done,tail", [
-    ("para one\n\npara two", "para one\n\n", "para two"),
-    ("```\ncode\n\nmore\n", "", "```\ncode\n\nmore\n"),
-    ("a\n\n```\nx\n```\n\nb", "a\n\n```\nx\n```\n\n", "b"),
-])
-def test_split_blocks_never_cuts_inside_code(text, done, tail):
-    from yi_cli.ui.render import split_blocks
+@pytest.mark.parametrize("chunk", [1, 2, 3, 7, 1000])
+def test_markdown_tint_keeps_every_character_and_tints_by_line(chunk):
+    from yi_cli.ui.render import MarkdownTint
 
-    assert split_blocks(text) == (done, tail)
+    text = "# Title\n\nSome #text\n```py\nx = 1\n# a comment\n```\n## Two\n- item\n#not a heading\n###"
+    tint, pieces = MarkdownTint(), []
+    for i in range(0, len(text), chunk):
+        pieces += tint.feed(text[i:i + chunk])
+    pieces += tint.flush()
+    assert "".join(t for t, _ in pieces) == text
+    kinds = {}
+    for t, k in pieces:
+        for line in t.split("\n"):
+            if line:
+                kinds.setdefault(k, "")
+                kinds[k] += line + "|"
+    assert kinds["heading"].replace("|", "") == "# Title## Two###"
+    assert kinds["code"].replace("|", "") == "```pyx = 1# a comment```"
 
 
-def test_live_renderer_prints_markdown_and_footer():
+def test_terminal_renderer_streams_the_reply_once_then_the_footer():
     import io
 
     from rich.console import Console
 
     from yi_cli.conversation.chat import Chat
-    from yi_cli.ui.render import LiveRenderer
+    from yi_cli.ui.render import TerminalRenderer
+
+    buf = io.StringIO()
+    console = Console(file=buf, width=80, force_terminal=True, color_system="standard")
+    reply = "# Title\n\nSome **bold** text.\n\n```\ncode\n```\n- item"
+    chat = Chat(ScriptedEngine([reply]), TerminalRenderer(console, console))
+    chat.handle("show me")
+    raw = buf.getvalue()
+    assert "\x1b[1m# Title" in raw and "\x1b[36mcode" in raw  # heading bold, code cyan
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", raw).split("\n")
+    assert "\n".join(lines[:8]) == reply  # every character once, in order; no redraws (no cursor moves)
+    assert lines[8].startswith("stop · ") and "prompt tok" in lines[8]
+    assert "\x1b[A" not in raw and "\r" not in raw
+
+
+def test_terminal_renderer_shows_control_characters_instead_of_obeying_them():
+    import io
+
+    from rich.console import Console
+
+    from yi_cli.conversation.chat import Chat
+    from yi_cli.ui.render import TerminalRenderer
 
     buf = io.StringIO()
     console = Console(file=buf, width=80, force_terminal=True, color_system=None)
-    chat = Chat(ScriptedEngine(["# Title\n\nSome **bold** text.\n\n- item"]), LiveRenderer(console, console))
-    chat.handle("show me")
-    text = buf.getvalue()
-    assert "Title" in text and "bold" in text and "**" not in text
-    assert "stop · " in text and "prompt tok" in text
+    chat = Chat(ScriptedEngine(["a\x1b[2J b\rc\tok \x07\x9b"]), TerminalRenderer(console, console, show_stats=False))
+    chat.handle("hi")
+    assert buf.getvalue() == "a^[[2J b^Mc\tok ^GM-^[\n"
 
 
 def test_edit_rewrites_the_last_message_and_regenerates():

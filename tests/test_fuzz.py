@@ -215,8 +215,7 @@ def test_chat_session_invariants(fuzz_home, ops, system, max_new):
         dropped = any(m.startswith("context full") for m in render.notices[n_notice:])
         if new_errors and not dropped:  # a refused line or a failed reply changes nothing (/retry, /edit too)
             assert chat.session == before[0], (line[:80], new_errors)
-            if not line.startswith("/retry "):  # /retry SEED sets the seed before it regenerates
-                assert chat.settings == before[1], (line[:80], new_errors)
+            assert chat.settings == before[1], (line[:80], new_errors)
         for what, hit in (("reply recorded", len(chat.history) > replies), ("context drop", dropped),
                           ("error", bool(new_errors)), ("continued", line == "/continue" and not new_errors),
                           ("loaded", kind == "load" and not new_errors), ("huge line", len(line) > 10_000)):

@@ -4,6 +4,7 @@ EXIT_OK = 0
 EXIT_CHAT = 1
 EXIT_USAGE = 2
 EXIT_LOAD = 3
+EXIT_HANGUP = 129  # SIGHUP, 128 + 1 as shells report it
 EXIT_INTERRUPTED = 130
 
 

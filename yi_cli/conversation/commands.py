@@ -199,7 +199,7 @@ TABLE = {c.name: c for c in [
     Command("system", do_system, "/system [TEXT|none]", "show or set the system prompt", True),
     Command("set", do_set, "/set [NAME VALUE]", "list settings, or set temperature, top_p, top_k, "
             "repetition_penalty, max_new_tokens, seed", True),
-    Command("retry", do_retry, "/retry [SEED]", "regenerate the last reply (optionally with a new seed)", True),
+    Command("retry", do_retry, "/retry [SEED]", "regenerate the last reply (SEED: for this retry only)", True),
     Command("undo", do_undo, "/undo", "remove the last exchange"),
     Command("edit", do_edit, "/edit [TEXT]", "rewrite your last message ($EDITOR, inline, or TEXT) and "
             "regenerate the reply", True),

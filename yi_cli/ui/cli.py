@@ -7,7 +7,7 @@ import signal
 import sys
 
 from .. import __version__
-from ..errors import EXIT_INTERRUPTED, UsageError, YiError
+from ..errors import EXIT_HANGUP, EXIT_INTERRUPTED, UsageError, YiError
 
 EPILOG = """examples:
   yi-chat                                     chat with the demo model (Ctrl-D leaves)
@@ -33,7 +33,8 @@ exit codes:
   3    the model could not be loaded (missing path, corrupt config or weights, unsupported format), or could not
        be fetched (missing or gated repo, network error, full disk); the --endpoint server could not be reached
        or listed no model
-  130  interrupted (Ctrl-C outside a reply, SIGTERM)
+  129  hung up (SIGHUP: the terminal closed); the reply in flight is kept, the session saved
+  130  interrupted (Ctrl-C outside a reply, SIGTERM); after SIGTERM the session is saved
 
 Model: a checkpoint directory, a hub id (fetched into the Hugging Face cache when missing), a Yi alias such as
 yi-6b-chat-4bits, or 'demo' (SmolLM2-135M, AWQ int4), 'demo-gptq8', 'demo-fp32'. Piped stdin without -p: each
@@ -139,15 +140,18 @@ def main(argv=None) -> int:
     if sub is None:
         args = parser().parse_intermixed_args(argv)  # usage errors exit 2 through argparse
         args.dashdash = "--" in argv
-    signal.signal(signal.SIGTERM, _sigterm)
+    _LEAVING.clear()
+    for signum in LEAVE:
+        if signal.getsignal(signum) is not signal.SIG_IGN:  # under nohup, SIGHUP stays ignored
+            signal.signal(signum, _leave)
     try:
         return sub(argv[1:]) if sub else _main(args)
     except YiError as e:
         _err(str(e))
         return e.exit_code
     except KeyboardInterrupt:
-        _err("interrupted")
-        return EXIT_INTERRUPTED
+        _err(LEAVE[_LEAVING[0]][1] if _LEAVING else "interrupted")
+        return LEAVE[_LEAVING[0]][0] if _LEAVING else EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader closed stdout (| head): nothing more to say. Point stdout at devnull so the
         # interpreter's final flush does not raise again.
@@ -169,7 +173,25 @@ def subcommand(argv: list[str]):
     return module.main
 
 
-def _sigterm(signum, frame):
+# Signals that end yi-chat: exit code, and what the one line on stderr says.
+LEAVE = {signal.SIGTERM: (EXIT_INTERRUPTED, "terminated"), signal.SIGHUP: (EXIT_HANGUP, "hung up")}
+_LEAVING: list[int] = []  # the first such signal received
+_CHAT: list = []  # the Chat, once there is one
+
+
+def _leave(signum, frame):
+    """Like Ctrl-C the reply in flight ends and is recorded (Chat turns the KeyboardInterrupt into cancel); then
+    the chat stops. After SIGHUP the terminal is gone: output to it would fail (EIO), so it goes to /dev/null."""
+    if not _LEAVING:
+        _LEAVING.append(signum)
+    if signum == signal.SIGHUP:
+        null = os.open(os.devnull, os.O_WRONLY)
+        for fd in (1, 2):
+            if os.isatty(fd):
+                os.dup2(null, fd)
+        os.close(null)
+    for chat in _CHAT:
+        chat.running, chat.terminated = False, True
     raise KeyboardInterrupt
 
 
@@ -228,25 +250,30 @@ def _main(args) -> int:
         render.notice(f"attached {', '.join(a.name for a in attachments)}: it goes with your first message")
     if interactive and endpoint_from.startswith("$"):  # a server chosen by the environment is said, not silent
         render.notice(f"streaming from {args.endpoint} (set by {endpoint_from}; --endpoint '' runs the local model)")
+    _CHAT[:] = [chat]
+    try:
+        if prompt is not None:
+            chat.handle(prompt)
+            code = 1 if chat.failures else 0
+        elif interactive:
+            from . import repl
 
-    def on_term(signum, frame):  # like Ctrl-C, the reply in flight ends and is recorded; then we leave
-        chat.running, chat.terminated = False, True
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
-    if prompt is not None:
-        chat.handle(prompt)
-        return 1 if chat.failures else 0
-    if interactive:
-        from . import repl
-
-        code = repl.run(chat)
-    else:
-        code = run_pipe(chat)
+            code = repl.run(chat)
+        else:
+            code = run_pipe(chat)
+    except KeyboardInterrupt:
+        if not chat.terminated:
+            raise
+    finally:
+        render.release_keys()
+        _CHAT.clear()
     if chat.terminated:
+        exit_code, what = LEAVE[_LEAVING[0]]
+        if chat.session.turns:  # again: the signal may have cut the autosave of the turn before it
+            chat.on_turn(chat)
         saved = chat.on_turn.path
-        _err(f"terminated; the session is saved in {saved}" if saved else "terminated")
-        return EXIT_INTERRUPTED
+        _err(f"{what}; the session is saved in {saved}" if saved else what)
+        return exit_code
     return code
 
 
@@ -287,13 +314,14 @@ def run_pipe(chat) -> int:
 def make_renderer(args, interactive: bool, prompt: str | None):
     from rich.console import Console
 
-    from .render import JsonRenderer, LiveRenderer, PlainRenderer
+    from .keys import KeyHold
+    from .render import JsonRenderer, PlainRenderer, TerminalRenderer
 
     err = Console(stderr=True)
     if args.json:
         return JsonRenderer(Console(), err)
     if interactive or (sys.stdout.isatty() and prompt is not None):
-        return LiveRenderer(Console(), err)
+        return TerminalRenderer(Console(), err, keys=KeyHold(sys.stdin.fileno()) if sys.stdin.isatty() else None)
     return PlainRenderer(Console(), err, show_stats=args.stats)
 
 
@@ -315,7 +343,9 @@ def make_engine(args, top: dict, render, endpoint_from: str = ""):
     from ..checkpoint.loader import open_checkpoint, resolve
     from ..engines.local import LocalEngine
 
-    path = resolve(args.model, args.allow_pickle)  # a hub id not cached is fetched here, with its own progress
+    # A hub id not cached is fetched here, and the demo converted on its first run, each with its own progress
+    # display: before the spinner.
+    path = resolve(args.model, args.allow_pickle)
     with render.err.status(f"loading {args.model} ...") if render.err.is_terminal else _nullctx():
         ckpt = open_checkpoint(path, device=args.device or top.get("device"), dtype=args.dtype or top.get("dtype"),
                                allow_pickle=args.allow_pickle, trust_remote_code=args.trust_remote_code)

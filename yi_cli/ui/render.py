@@ -1,13 +1,13 @@
-"""Output: a rich Live markdown panel on a terminal; plain text or JSON lines for pipes (no torch)."""
+"""Output: the reply streamed once, markdown tinted, on a terminal; plain text or JSON lines for pipes (no torch)."""
 from __future__ import annotations
 
 import io
 import json
+import re
 import sys
 
 from rich.console import Console
-from rich.live import Live
-from rich.markdown import Markdown
+from rich.style import Style
 from rich.text import Text as RichText
 
 from ..engines.events import FINISH_ERROR, Stats
@@ -21,18 +21,81 @@ def footer(stats: Stats) -> str:
     return " · ".join(parts)
 
 
-def split_blocks(text: str) -> tuple[str, str]:
-    """Split markdown into (finished blocks, live tail) at the last blank line outside a code fence."""
-    fence = False
-    cut = 0
-    pos = 0
-    for line in text.splitlines(keepends=True):
-        pos += len(line)
-        if line.lstrip().startswith(("```", "~~~")):
-            fence = not fence
-        elif not fence and line.strip() == "" and pos < len(text):
-            cut = pos
-    return text[:cut], text[cut:]
+class MarkdownTint:
+    """Styles streamed markdown line by line without changing a character: headings bold, fenced code in colour.
+
+    A line's kind shows in its first characters; until it does (a bare '#', '`' or '~' run), they are held back.
+    """
+
+    MARKS = frozenset(("", "#", "##", "###", "####", "#####", "######", "`", "``", "~", "~~"))
+
+    def __init__(self):
+        self.fence = False
+        self.kind: str | None = None  # None: the line's kind is not known yet
+        self.held = ""
+
+    def feed(self, text: str) -> list[tuple[str, str | None]]:
+        """(text, kind) pieces to show now; kind is None for plain text."""
+        out: list[tuple[str, str | None]] = []
+        for ch in text:
+            if ch == "\n":
+                if self.kind is None:
+                    self._decide(final=True)
+                out.append((self.held + ch, self.kind))
+                self.kind, self.held = None, ""
+            elif self.kind is None:
+                self.held += ch
+                self._decide()
+                if self.kind is not None:
+                    out.append((self.held, self.kind))
+                    self.held = ""
+            else:
+                out.append((ch, self.kind))
+        return [(t, None if k == "text" else k) for t, k in _merge(out)]
+
+    def flush(self) -> list[tuple[str, str | None]]:
+        """The held-back start of an unfinished last line (the reply ended or was cut)."""
+        if not self.held:
+            return []
+        self._decide(final=True)
+        held, kind, self.held, self.kind = self.held, self.kind, "", None
+        return [(held, None if kind == "text" else kind)]
+
+    def _decide(self, final: bool = False) -> None:
+        s = self.held.lstrip(" ")
+        if s in self.MARKS and not final:
+            return
+        if s.startswith(("```", "~~~")):
+            self.kind, self.fence = "code", not self.fence
+        elif self.fence:
+            self.kind = "code"
+        elif re.match(r"#{1,6}( |$)", s):
+            self.kind = "heading"
+        else:
+            self.kind = "text"
+
+
+# Control characters in a reply would move the cursor or restyle the terminal (\r overwrites, ESC sequences clear
+# or recolour): they are shown in caret notation, as `cat -v` does, so the screen is the reply's text.
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def visible(text: str) -> str:
+    def caret(m):
+        o = ord(m.group())
+        return ("M-" if o >= 0x80 else "") + "^" + chr((o & 0x7F) ^ 0x40)
+
+    return CONTROL.sub(caret, text)
+
+
+def _merge(pieces):
+    merged: list[list] = []
+    for text, kind in pieces:
+        if merged and merged[-1][1] == kind:
+            merged[-1][0] += text
+        else:
+            merged.append([text, kind])
+    return [tuple(m) for m in merged]
 
 
 class Renderer:
@@ -61,50 +124,72 @@ class Renderer:
 
     def command_done(self, name: str) -> None: ...
 
+    def release_keys(self) -> None:
+        """Give the terminal its echo back (a reply cut short by an exception never reached reply_end)."""
 
-class LiveRenderer(Renderer):
-    """A terminal: the reply renders as markdown; finished blocks are printed once, only the tail stays live
-    (rich Live repeats output taller than the screen, rich#3263)."""
 
-    def __init__(self, console: Console, err: Console, show_stats: bool = True):
+class TerminalRenderer(Renderer):
+    """A terminal: the reply streams as it comes, written once and never redrawn, so the scrollback holds each
+    reply exactly once whatever its height, the width, a resize or Ctrl-C (a redrawn live panel repeats what
+    scrolled off, rich#3263, and leaves stale copies when the terminal reflows it). Markdown keeps its characters;
+    headings and code are tinted as they stream. Keys typed meanwhile are held for the next prompt (keys.py)."""
+
+    def __init__(self, console: Console, err: Console, show_stats: bool = True, keys=None):
         super().__init__(console, err)
         self.show_stats = show_stats
-        self.live: Live | None = None
-        self.text = ""
-        self.printed = 0
-        self.held: list[str] = []  # notices that came while a reply was live (an engine's thread): shown after it
+        self.keys = keys  # a KeyHold on the terminal's stdin, or None
+        self.tint = MarkdownTint()
+        self.line_open = False  # the reply's last line has no newline yet
+        styles = {"heading": Style(bold=True), "code": Style(color="cyan")}
+        self.styles = {k: v.without_color for k, v in styles.items()} if console.no_color else styles
+        self.streaming = False  # a reply is being written
+        self.held: list[str] = []  # notices that came while a reply streamed (an engine's thread): shown after it
 
     def reply_start(self, prompt: str) -> None:
-        self.text, self.printed = "", 0
-        self.live = Live(Markdown(""), console=self.console, refresh_per_second=12, vertical_overflow="visible")
-        self.live.start()
+        self.tint, self.line_open, self.streaming = MarkdownTint(), False, True
+        if self.keys is not None:
+            self.keys.hold()
 
     def reply_text(self, delta: str) -> None:
-        self.text += delta
-        done, tail = split_blocks(self.text[self.printed:])
-        if done.strip():
-            self.console.print(Markdown(done))
-        self.printed += len(done)
-        self.live.update(Markdown(tail))
+        self._write(self.tint.feed(delta))
 
     def notice(self, msg: str) -> None:
-        if self.live is not None:  # printing into the live region's place would leave half a reply behind
+        if self.streaming:  # a line printed into the reply's own would cut it in two
             self.held.append(msg)
         else:
             super().notice(msg)
 
     def reply_end(self, text: str, stats: Stats | None) -> None:
-        if self.live is not None:
-            self.live.update(Markdown(self.text[self.printed:]))
-            self.live.stop()
-            self.live = None
+        self._write(self.tint.flush())
+        if self.line_open:
+            self.console.file.write("\n")
+            self.line_open = False
         if stats is not None and stats.finish_reason == "interrupted":
-            self.console.print(RichText("[interrupted]", style="yellow"))
+            self.console.print(RichText("[interrupted]", style="yellow"), soft_wrap=True)
         if stats is not None and self.show_stats and stats.finish_reason != FINISH_ERROR:  # the error line says it
-            self.console.print(RichText(footer(stats), style="dim"))
+            self.console.print(RichText(footer(stats), style="dim"), soft_wrap=True)  # the terminal wraps it
+        self.streaming = False
         held, self.held = self.held, []
         for msg in held:
             super().notice(msg)
+        self.release_keys()
+
+    def release_keys(self) -> None:
+        """Echo back on; the REPL calls this too when a reply ends by an exception."""
+        if self.keys is not None:
+            self.keys.release()
+
+    def _write(self, pieces) -> None:
+        if not pieces:
+            return
+        colors = self.console._color_system  # None: no terminal colours (TERM=dumb, a file)
+        for text, kind in pieces:
+            text, style = visible(text), self.styles.get(kind)
+            if style and colors:  # styled line by line: a newline inside the codes would carry them to the next
+                text = "\n".join(style.render(part, color_system=colors) if part else "" for part in text.split("\n"))
+            self.console.file.write(text)
+        self.line_open = not pieces[-1][0].endswith("\n")
+        self.console.file.flush()
 
 
 class PlainRenderer(Renderer):

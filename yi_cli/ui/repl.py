@@ -90,5 +90,7 @@ def run(chat, prompt_text: str = ">>> ") -> int:
         try:
             chat.handle(line)
         except KeyboardInterrupt:  # a third Ctrl-C during a reply, or one between replies: back to the prompt
-            chat.render.notice("interrupted")
+            chat.render.release_keys()
+            if not chat.terminated:
+                chat.render.notice("interrupted")
     return 0

@@ -1,0 +1,410 @@
+"""Replies in a real terminal (tmux): what the screen and the scrollback hold is the reply, exactly once.
+
+yi-chat runs in a tmux pane as a person runs it. The reply comes from a scripted engine behind the test
+OpenAI-compatible server on 127.0.0.1 (`--endpoint`), so the test knows the exact text the engine produced and
+can pause it mid-reply; one test runs the real demo model. The scrollback is read with `capture-pane -J -S -`
+(lines the terminal wrapped are joined back), so it compares with the reply's own lines at any width and after a
+resize. Every wait is on screen content, an event or a process exit, with a deadline; none is a sleep.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.openai_server import OpenAIServer
+from yi_cli.events import FINISH_INTERRUPTED, Finish, Stats, Text
+from yi_cli.ui.render import visible
+
+TMUX = shutil.which("tmux")
+pytestmark = pytest.mark.skipif(TMUX is None, reason="needs tmux (apt install tmux)")
+DEADLINE = 120  # seconds any one wait may take on a loaded machine before the test fails
+QUESTION = "tell me everything"
+FOOTER = re.compile(r"^(stop|length|interrupted) · \d+ prompt tok")
+TOOLBAR = re.compile(r"^ \S+ · ctx \d+")  # prompt_toolkit's bottom toolbar, at the bottom while a prompt waits
+
+
+def markdown_reply(parts: int = 12) -> str:
+    """A reply far taller than the screen: headings, long paragraphs that wrap, lists, code blocks."""
+    out = ["# A long answer", ""]
+    for i in range(parts):
+        words = " ".join(f"w{i}.{j}" for j in range(70))
+        out += [f"## Part {i}", "", f"Paragraph {i} starts here and runs on: {words} and ends.", "",
+                f"- first point of part {i}", f"- second point, with `code {i}` inline", "  - a nested point", "",
+                "```python", f"def part_{i}(x):", f"    return x * {i}  # a comment, not a heading", "```", ""]
+    out.append("The end.")
+    return "\n".join(out)
+
+
+class Scripted:
+    """The engine behind the test server. It streams `reply` in chunks of 1-7 characters (split anywhere, even
+    inside a code fence); after `pause_at` characters it sends only empty chunks (keep-alives, on which the client
+    notices a cancel) until `go` is set, or until it is cancelled: then only Ctrl-C or a signal ends the reply."""
+
+    model_name = "scripted"
+
+    def __init__(self, reply: str, pause_at: int | None = None):
+        self.reply = reply
+        self.pause_at = pause_at
+        self.paused = threading.Event()  # the pause began: everything before it is on the wire
+        self.go = threading.Event()
+        self.sent = ""  # the text that went out
+        self.prompts: list[str] = []  # the last user message of each request
+
+    def stream(self, messages, settings, cancel):
+        self.prompts.append(messages[-1]["content"])
+        stats = Stats(prompt_tokens=len(messages), ttft_s=0.01)
+        pos, size = 0, 0
+        while pos < len(self.reply):
+            if pos == self.pause_at:
+                self.paused.set()
+                while not (self.go.wait(0.02) or cancel.is_set()):
+                    yield Text("")  # a keep-alive: the client checks its cancel on every chunk
+            if cancel.is_set():
+                stats.finish_reason = FINISH_INTERRUPTED
+                break
+            size = size % 7 + 1
+            end = min(pos + size, len(self.reply), self.pause_at if self.pause_at and pos < self.pause_at else 1 << 30)
+            piece = self.reply[pos:end]
+            yield Text(piece)
+            self.sent += piece
+            stats.new_tokens += 1
+            pos = end
+        yield Finish(stats)
+
+
+class Pane:
+    """yi-chat alone in a tmux pane of its own tmux server (a private socket)."""
+
+    def __init__(self, args, *, home: Path, width: int, height: int):
+        self.dir = tempfile.mkdtemp(prefix="yi-tmux-")  # short: a unix socket path has ~100 bytes
+        self.sock = os.path.join(self.dir, "s")
+        conf = os.path.join(self.dir, "conf")
+        with open(conf, "w") as f:  # big scrollback; the pane stays after yi-chat exits, to read its status
+            f.write("set -g history-limit 100000\nset -g remain-on-exit on\nset -g status off\n"
+                    "set -g default-terminal xterm-256color\n")
+        env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "PROMPT_TOOLKIT_NO_CPR", "TMUX")}
+        env["YI_CHAT_HOME"] = str(home)
+        self.env = env
+        # sh waits for yi-chat and writes its exit status (tmux's pane_dead_status can lag behind by seconds).
+        self.status_file = os.path.join(self.dir, "status")
+        self.tmux("-f", conf, "new-session", "-d", "-x", str(width), "-y", str(height),
+                  "sh", "-c", f'"$@"; echo $? > {self.status_file}', "sh", sys.executable, "-m", "yi_cli",
+                  *map(str, args))
+
+    def tmux(self, *args) -> str:
+        return subprocess.run([TMUX, "-S", self.sock, *args], env=self.env, capture_output=True, text=True,
+                              check=True, timeout=60).stdout
+
+    def scrollback(self) -> str:
+        return self.tmux("capture-pane", "-p", "-J", "-S", "-", "-E", "-", "-t", "0")
+
+    def screen(self) -> str:
+        return self.tmux("capture-pane", "-p", "-J", "-t", "0")
+
+    def wait(self, pred, what: str, deadline: float = DEADLINE, exits: bool = False) -> str:
+        """The scrollback once pred(scrollback) holds; yi-chat exiting first fails, unless `exits`."""
+        deadline += time.monotonic()
+        while True:
+            text = self.scrollback()
+            if pred(text):
+                return text
+            if time.monotonic() > deadline or (self.dead() and not exits):
+                raise AssertionError(f"waited for {what}; the terminal shows:\n{text[-3000:]}")
+            time.sleep(0.02)  # the poll interval of a condition wait, not a guess at timing
+
+    def prompt(self, deadline: float = DEADLINE) -> str:
+        """Wait for an empty prompt, the last line above the toolbar."""
+        return self.wait(lambda s: content(s)[-1:] == [">>>"], "the prompt", deadline)
+
+    def type(self, text: str) -> None:
+        self.tmux("send-keys", "-t", "0", "-l", text)
+
+    def keys(self, *keys: str) -> None:
+        self.tmux("send-keys", "-t", "0", *keys)
+
+    def resize(self, width: int, height: int) -> None:
+        self.tmux("resize-window", "-t", "0", "-x", str(width), "-y", str(height))
+
+    def pid(self) -> int:
+        """yi-chat's process id: the one child of the pane's sh."""
+        sh = int(self.tmux("display", "-p", "-t", "0", "#{pane_pid}"))
+        with open(f"/proc/{sh}/task/{sh}/children") as f:
+            (child,) = f.read().split()
+        return int(child)
+
+    def dead(self) -> bool:
+        return self.tmux("display", "-p", "-t", "0", "#{pane_dead}").strip() == "1"
+
+    def exit_status(self) -> int:
+        def written(_):
+            return os.path.exists(self.status_file) and open(self.status_file).read().endswith("\n")
+
+        self.wait(written, "yi-chat to exit", exits=True)
+        with open(self.status_file) as f:
+            return int(f.read())
+
+    def close(self) -> None:
+        subprocess.run([TMUX, "-S", self.sock, "kill-server"], env=self.env, capture_output=True, timeout=60, check=False)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def home(tmp_path):
+    h = tmp_path / "home"
+    h.mkdir()
+    return h
+
+
+@pytest.fixture
+def term(home):
+    """term(engine, width, height, *extra args) -> a Pane running yi-chat on `engine` behind the test server."""
+    opened = []
+
+    def start(engine, width, height, *args, model_args=None):
+        if model_args is None:
+            srv = OpenAIServer(engine, model="scripted").__enter__()
+            opened.append(srv.__exit__)
+            model_args = ["--endpoint", srv.url, "--model", "scripted"]
+        pane = Pane([*model_args, *args], home=home, width=width, height=height)
+        opened.append(lambda *a: pane.close())
+        pane.prompt()
+        return pane
+
+    yield start
+    for close in reversed(opened):
+        close(None, None, None)
+
+
+def reply_on_screen(scroll: str, question: str, end: re.Pattern | str) -> str:
+    """The lines between the question's prompt line and the first line matching `end` after it."""
+    lines = scroll.split("\n")
+    start = max(i for i, ln in enumerate(lines) if ln.startswith(">>> " + question))
+    for i in range(start + 1, len(lines)):
+        if (end.match(lines[i]) if isinstance(end, re.Pattern) else lines[i] == end):
+            return "\n".join(lines[start + 1:i])
+    raise AssertionError(f"no {end!r} after the question in:\n{scroll[-3000:]}")
+
+
+def content(scroll: str, blanks: bool = False) -> list[str]:
+    """The lines without the toolbar and trailing blanks; blank lines only inside the text, and if `blanks`."""
+    lines = [ln.rstrip() for ln in scroll.split("\n") if not TOOLBAR.match(ln) and (blanks or ln.strip())]
+    while lines and not lines[-1]:
+        lines.pop()
+    return lines
+
+
+def lines_of(text: str) -> str:
+    """The lines a terminal shows of a reply: control characters in caret notation (render.visible), tabs as
+    spaces, no trailing blanks, without the newline ending the last line."""
+    return "\n".join(ln.expandtabs().rstrip() for ln in visible(text).removesuffix("\n").split("\n"))
+
+
+def saved(home: Path) -> list[dict]:
+    return json.loads((home / "data" / "sessions" / "last.json").read_text())["turns"]
+
+
+def ask(pane: Pane, question: str = QUESTION) -> None:
+    pane.type(question)
+    pane.keys("Enter")
+
+
+def footer_after(question: str):
+    def done(scroll: str) -> bool:
+        lines = scroll.split("\n")
+        idx = [i for i, ln in enumerate(lines) if ln.startswith(">>> " + question)]
+        return bool(idx) and any(FOOTER.match(ln) for ln in lines[idx[-1]:])
+    return done
+
+
+# 1. a reply taller than the screen, at several widths ---------------------------------------------------------------
+
+@pytest.mark.parametrize("width,height", [(60, 12), (140, 40), (24, 10)])
+def test_tall_markdown_reply_is_in_the_scrollback_once(term, home, width, height):
+    reply = markdown_reply()
+    engine = Scripted(reply)
+    pane = term(engine, width, height)
+    ask(pane)
+    pane.wait(footer_after(QUESTION), "the footer")
+    scroll = pane.prompt()
+    assert engine.sent == reply
+    shown = reply_on_screen(scroll, QUESTION, FOOTER)
+    assert shown == lines_of(reply)  # every line once, in order: no copies of what scrolled off
+    for i in range(12):
+        assert scroll.count(f"Paragraph {i} starts") == 1
+    # The visible screen is the end of the same text, then the footer and the prompt.
+    # The visible screen is the end of that same text: the reply's last lines, the footer, the prompt.
+    screen = "\n".join(content(pane.screen(), blanks=True))
+    assert screen.endswith("tok/s\n>>>")
+    assert "\n".join(content(scroll, blanks=True)).endswith(screen)
+
+
+# 2. Ctrl-C mid-reply: a clean prefix, then [interrupted]; the session goes on ----------------------------------------
+
+def test_ctrl_c_leaves_a_clean_prefix_then_interrupted(term, home):
+    reply = markdown_reply()
+    cut = reply.index("## Part 3")  # mid-reply, after a code block: the tint's state is mid-way too
+    engine = Scripted(reply, pause_at=cut)
+    pane = term(engine, 60, 12)
+    ask(pane)
+    pane.wait(lambda s: "return x * 2" in s and "```" in s.split("return x * 2")[-1], "the reply up to the pause")
+    assert engine.paused.wait(DEADLINE)
+    pane.keys("C-c")
+    scroll = pane.wait(lambda s: "[interrupted]" in s, "[interrupted]")
+    pane.prompt()
+    shown = reply_on_screen(scroll, QUESTION, "[interrupted]")
+    assert engine.sent == reply[:cut]
+    assert shown == lines_of(reply[:cut])
+    turns = saved(home)
+    assert turns[-1]["finish_reason"] == "interrupted" and turns[-1]["content"] == reply[:cut]
+    assert scroll.count("[interrupted]") == 1 and scroll.count("Paragraph 2 starts") == 1
+    # The REPL goes on.
+    engine.reply, engine.pause_at = "A short one.", None
+    ask(pane, "and now?")
+    scroll = pane.wait(footer_after("and now?"), "the second reply")
+    assert reply_on_screen(scroll, "and now?", FOOTER) == "A short one."
+
+
+# 3. a resize mid-reply ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("size", [(45, 10), (130, 30)])
+def test_resize_mid_reply_leaves_no_stale_copy(term, home, size):
+    reply = markdown_reply(6)
+    cut = reply.index("Paragraph 3 starts") + 200  # inside a long wrapped paragraph
+    engine = Scripted(reply, pause_at=cut)
+    pane = term(engine, 80, 16)
+    ask(pane)
+    assert engine.paused.wait(DEADLINE)
+    pane.wait(lambda s: "w3.20" in s, "the reply up to the pause")
+    pane.resize(*size)
+    pane.wait(lambda s: pane.tmux("display", "-p", "-t", "0", "#{pane_width}").strip() == str(size[0]), "resize")
+    engine.go.set()
+    scroll = pane.wait(footer_after(QUESTION), "the footer")
+    pane.prompt()
+    assert reply_on_screen(scroll, QUESTION, FOOTER) == lines_of(reply)
+    assert scroll.count("Paragraph 3 starts") == 1
+
+
+# 4. keys typed during a reply ------------------------------------------------------------------------------------------
+
+def test_keys_typed_during_a_reply_start_the_next_input(term, home):
+    reply = markdown_reply(3)
+    engine = Scripted(reply, pause_at=reply.index("## Part 1"))
+    pane = term(engine, 80, 20)
+    ask(pane)
+    assert engine.paused.wait(DEADLINE)
+    pane.wait(lambda s: "## Part 0" in s, "the first part")
+    pane.type("next question")  # while the reply streams: no echo into it
+    engine.go.set()
+    scroll = pane.wait(lambda s: content(s)[-1:] == [">>> next question"], "the typed keys at the next prompt")
+    assert reply_on_screen(scroll, QUESTION, FOOTER) == lines_of(reply)
+    assert scroll.count("next question") == 1
+    engine.reply = "Answered."
+    pane.keys("Enter")
+    pane.wait(footer_after("next question"), "the second reply")
+    assert engine.prompts == [QUESTION, "next question"]
+
+
+# 5. SIGTERM / SIGHUP mid-reply: recorded, autosaved, one line, exit 130 / 129 -----------------------------------------
+
+@pytest.mark.parametrize("signum,code", [(signal.SIGTERM, 130), (signal.SIGHUP, 129)])
+def test_signal_mid_reply_in_the_repl(term, home, signum, code):
+    reply = markdown_reply(3)
+    cut = reply.index("## Part 1")
+    engine = Scripted(reply, pause_at=cut)
+    pane = term(engine, 80, 20)
+    ask(pane)
+    assert engine.paused.wait(DEADLINE)
+    pane.wait(lambda s: "## Part 0" in s and "return x * 0" in s, "the reply up to the pause")
+    os.kill(pane.pid(), signum)
+    assert pane.exit_status() == code
+    turns = saved(home)
+    assert [t["role"] for t in turns] == ["user", "assistant"]
+    assert turns[1]["finish_reason"] == "interrupted" and turns[1]["content"] == reply[:cut]
+    scroll = pane.scrollback()
+    if signum == signal.SIGTERM:  # after SIGHUP the terminal is gone: the line goes nowhere
+        assert reply_on_screen(scroll, QUESTION, "[interrupted]") == lines_of(reply[:cut])
+        assert "yi-chat: terminated; the session is autosaved (--resume last)" in scroll
+    assert "Traceback" not in scroll
+
+
+@pytest.mark.parametrize("signum,code,what", [(signal.SIGTERM, 130, "terminated"), (signal.SIGHUP, 129, "hung up")])
+@pytest.mark.parametrize("mode", ["pipe", "one-shot"])
+def test_signal_mid_reply_when_piped(home, mode, signum, code, what):
+    reply = "First line of the answer.\nSecond line, and then a pause"
+    engine = Scripted(reply + " that never ends.", pause_at=len(reply))
+    with OpenAIServer(engine, model="scripted") as srv:
+        args = [sys.executable, "-m", "yi_cli", "--endpoint", srv.url, "--model", "scripted"]
+        if mode == "one-shot":
+            args += ["-p", QUESTION]
+        proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env={**os.environ, "YI_CHAT_HOME": str(home)})
+        try:
+            if mode == "pipe":
+                proc.stdin.write(QUESTION.encode() + b"\n")
+                proc.stdin.flush()  # stdin stays open: mid-session, not at EOF
+            got = b""
+            deadline = time.monotonic() + DEADLINE
+            while not got.endswith(b"a pause") and time.monotonic() < deadline:
+                if select.select([proc.stdout], [], [], 1)[0]:
+                    got += os.read(proc.stdout.fileno(), 4096)
+            assert got == reply.encode()
+            proc.send_signal(signum)
+            out, err = proc.communicate(timeout=DEADLINE)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == code, err.decode()
+    assert err.decode().splitlines() == [f"yi-chat: {what}; the session is autosaved (--resume last)"]
+    assert (got + out).decode() == reply + " [interrupted]\n\n"
+    turns = saved(home)
+    assert turns[-1]["finish_reason"] == "interrupted" and turns[-1]["content"] == reply
+
+
+# 6. the real demo model ------------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_demo_model_tall_reply_once_in_a_small_terminal(demo_dir, home):
+    (home / "cache").symlink_to(Path(demo_dir).parent.parent, target_is_directory=True)
+    pane = Pane(["--model", "demo", "--temperature", "0", "--max-new-tokens", "300"], home=home, width=60, height=12)
+    try:
+        pane.prompt()
+        question = "Write a long story about a dragon who learns to cook."
+        ask(pane, question)
+        scroll = pane.wait(footer_after(question), "the footer")
+        pane.prompt()
+        reply = saved(home)[-1]["content"]
+        shown = reply_on_screen(scroll, question, FOOTER)
+        assert len(shown) > 60 * 12, "taller than the 60x12 screen"
+        assert shown == lines_of(reply)
+    finally:
+        pane.close()
+
+
+@pytest.mark.slow
+def test_first_run_conversion_shows_one_progress_display_of_our_own(home):
+    """A fresh YI_CHAT_HOME: the demo is converted from the GGUF (tens of seconds of CPU) under yi-chat's one
+    progress line; transformers' tqdm bars never reach the terminal."""
+    pane = Pane(["--model", "demo"], home=home, width=100, height=30)
+    try:
+        scroll = pane.prompt(deadline=900)  # the conversion, then the load
+        lines = content(scroll)
+        banner = lines.index("yi-chat · demo · /help for commands, Ctrl-D to exit")
+        assert len(lines[:banner]) == 1, scroll  # the transient progress line and load spinner leave one line
+        assert re.fullmatch(r"yi-chat: demo model, first run: ready in \d+ s", lines[0])
+        for noise in ("Converting and de-quantizing", "Loading weights", "Writing model shards", "it/s", "%|"):
+            assert noise not in scroll
+        assert (home / "cache" / "demo" / "demo" / "config.json").is_file()
+    finally:
+        pane.close()

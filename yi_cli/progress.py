@@ -1,0 +1,82 @@
+"""yi-chat's own progress display for long one-time work, such as the demo model's first-run conversion (no torch).
+
+On a terminal: one rich progress line (spinner, stage, a bar over the stages, elapsed time) that leaves a single
+line when done. Piped: one line per stage on stderr. Meanwhile other libraries' progress bars and chatter
+(transformers' tqdm bars "Converting and de-quantizing GGUF tensors", "Loading weights", "Writing model shards")
+are silenced: they would interleave with ours and stay above the first prompt.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+import time
+
+
+class Stages:
+    """with Stages(title, n) as s: s.stage("reading ..."); ...; s.stage("writing ...") — n stages in order.
+
+    `prepare` runs once the display shows, before the output is silenced (set up a library's own logging there:
+    a log handler keeps the stream it is created with)."""
+
+    def __init__(self, title: str, total: int, stream=None, prepare=None):
+        self.title = title
+        self.total = total
+        self.prepare = prepare
+        self.stream = stream or sys.stderr  # taken now: while silenced, sys.stderr is a sink
+        self.done = 0
+        self.progress = None
+        self.quiet = contextlib.ExitStack()
+
+    def __enter__(self) -> Stages:
+        self.t0 = time.monotonic()
+        if self.stream.isatty():
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                SpinnerColumn,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
+            # transient: the line goes when done; no redirects: rich would print the silenced chatter above it.
+            self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=20),
+                                     MofNCompleteColumn(), TimeElapsedColumn(), console=Console(file=self.stream),
+                                     transient=True, redirect_stdout=False, redirect_stderr=False)
+            self.progress.start()
+            self.task = self.progress.add_task(self.title, total=self.total)
+        if self.prepare is not None:
+            self.prepare()
+        self.quiet.enter_context(silenced())
+        return self
+
+    def stage(self, what: str) -> None:
+        """The next stage begins (the previous one is done)."""
+        if self.progress is not None:
+            self.progress.update(self.task, completed=self.done, description=f"{self.title}: {what}")
+        else:
+            self._line(f"{self.title}: {what} ({self.done + 1}/{self.total})")
+        self.done += 1
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.quiet.close()
+        if self.progress is not None:
+            self.progress.update(self.task, completed=self.done)
+            self.progress.stop()
+        if exc_type is None:
+            self._line(f"{self.title}: ready in {time.monotonic() - self.t0:.0f} s")
+
+    def _line(self, msg: str) -> None:
+        print(f"yi-chat: {msg}", file=self.stream, flush=True)
+
+
+@contextlib.contextmanager
+def silenced():
+    """Python-level stdout/stderr into a sink, and tqdm off (TQDM_DISABLE is read when tqdm is first imported)."""
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    sink = io.StringIO()
+    with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        yield
