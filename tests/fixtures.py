@@ -1,5 +1,6 @@
 """Shared test helpers: a scripted engine (the Engine protocol over queued replies), its word-level template, and a
 Chat that renders plain text into strings."""
+
 from __future__ import annotations
 
 import threading
@@ -38,8 +39,9 @@ class ScriptedEngine:
     context_length = 10_000
     template = WordTemplate()
 
-    def __init__(self, replies=(), delay: float = 0.0, fail_with: Exception | None = None,
-                 hold_after: int | None = None):
+    def __init__(
+        self, replies=(), delay: float = 0.0, fail_with: Exception | None = None, hold_after: int | None = None
+    ):
         self.replies = list(replies)
         self.delay = delay
         self.fail_with = fail_with
@@ -92,6 +94,7 @@ def plain_chat(engine, **kw):
     from yi_cli.conversation.chat import Chat
 
     out, err = io.StringIO(), io.StringIO()
-    render = PlainRenderer(Console(file=out, width=100, color_system=None),
-                           Console(file=err, width=200, color_system=None), out=out)
+    render = PlainRenderer(
+        Console(file=out, width=100, color_system=None), Console(file=err, width=200, color_system=None), out=out
+    )
     return Chat(engine, render, **kw), out, err

@@ -7,8 +7,8 @@ import threading
 import pytest
 
 from tests.fixtures import ScriptedEngine, plain_chat
-from yi_cli.errors import YiError
 from yi_cli.engines.settings import GenSettings
+from yi_cli.errors import YiError
 
 
 def test_two_turn_transcript():
@@ -20,7 +20,10 @@ def test_two_turn_transcript():
     assert err.getvalue() == ""
     # The second request carries the whole conversation.
     assert [m["content"] for m in engine.seen[1]] == [
-        "What is the capital of France?", "Paris is the capital.", "How many people live there?"]
+        "What is the capital of France?",
+        "Paris is the capital.",
+        "How many people live there?",
+    ]
     assert [t.finish_reason for t in chat.session.turns if t.role == "assistant"] == ["stop", "stop"]
     assert chat.session.turns[1].tokens == 4
 
@@ -178,7 +181,9 @@ def test_save_and_load_round_trip(tmp_path, monkeypatch):
     # A foreign or malformed file leaves the session untouched.
     (tmp_path / "bad.json").write_text('{"format": "something-else"}')
     other.handle(f"/load {tmp_path / 'bad.json'}")
-    (tmp_path / "worse.json").write_text('{"format": "yi-chat-session", "version": 1, "turns": [{"role": "assistant", "content": "x"}]}')
+    (tmp_path / "worse.json").write_text(
+        '{"format": "yi-chat-session", "version": 1, "turns": [{"role": "assistant", "content": "x"}]}'
+    )
     other.handle(f"/load {tmp_path / 'worse.json'}")
     assert "not a yi-chat session file" in err2.getvalue() and "malformed session file" in err2.getvalue()
     assert other.session == chat.session
@@ -208,7 +213,9 @@ def test_json_renderer_writes_one_object_per_turn():
     from yi_cli.ui.render import JsonRenderer
 
     out = io.StringIO()
-    chat = Chat(ScriptedEngine(["hello there"]), JsonRenderer(Console(file=io.StringIO()), Console(file=io.StringIO()), out=out))
+    chat = Chat(
+        ScriptedEngine(["hello there"]), JsonRenderer(Console(file=io.StringIO()), Console(file=io.StringIO()), out=out)
+    )
     chat.handle("hi")
     chat.handle("/history")
     lines = [json.loads(x) for x in out.getvalue().splitlines()]
@@ -224,7 +231,7 @@ def test_markdown_tint_keeps_every_character_and_tints_by_line(chunk):
     text = "# Title\n\nSome #text\n```py\nx = 1\n# a comment\n```\n## Two\n- item\n#not a heading\n###"
     tint, pieces = MarkdownTint(), []
     for i in range(0, len(text), chunk):
-        pieces += tint.feed(text[i:i + chunk])
+        pieces += tint.feed(text[i : i + chunk])
     pieces += tint.flush()
     assert "".join(t for t, _ in pieces) == text
     kinds = {}

@@ -1,4 +1,5 @@
 """yi-chat's own progress display (progress.py): one line per stage when piped; other libraries' bars silenced."""
+
 import io
 import sys
 
@@ -18,9 +19,11 @@ def test_piped_stages_are_one_line_each_and_third_party_output_is_silenced(capsy
         st.stage("writing the fp32 checkpoint")
         st.stage("quantizing to AWQ int4")
     lines = err.getvalue().splitlines()
-    assert lines[:3] == ["yi-chat: demo model, first run: reading model.gguf (1/3)",
-                         "yi-chat: demo model, first run: writing the fp32 checkpoint (2/3)",
-                         "yi-chat: demo model, first run: quantizing to AWQ int4 (3/3)"]
+    assert lines[:3] == [
+        "yi-chat: demo model, first run: reading model.gguf (1/3)",
+        "yi-chat: demo model, first run: writing the fp32 checkpoint (2/3)",
+        "yi-chat: demo model, first run: quantizing to AWQ int4 (3/3)",
+    ]
     assert len(lines) == 4 and lines[3].startswith("yi-chat: demo model, first run: ready in ")
     assert capsys.readouterr() == ("", "")  # nothing reached the real stdout / stderr
 

@@ -6,6 +6,7 @@ can pause it mid-reply; one test runs the real demo model. The scrollback is rea
 (lines the terminal wrapped are joined back), so it compares with the reply's own lines at any width and after a
 resize. Every wait is on screen content, an event or a process exit, with a deadline; none is a sleep.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,9 +41,21 @@ def markdown_reply(parts: int = 12) -> str:
     out = ["# A long answer", ""]
     for i in range(parts):
         words = " ".join(f"w{i}.{j}" for j in range(70))
-        out += [f"## Part {i}", "", f"Paragraph {i} starts here and runs on: {words} and ends.", "",
-                f"- first point of part {i}", f"- second point, with `code {i}` inline", "  - a nested point", "",
-                "```python", f"def part_{i}(x):", f"    return x * {i}  # a comment, not a heading", "```", ""]
+        out += [
+            f"## Part {i}",
+            "",
+            f"Paragraph {i} starts here and runs on: {words} and ends.",
+            "",
+            f"- first point of part {i}",
+            f"- second point, with `code {i}` inline",
+            "  - a nested point",
+            "",
+            "```python",
+            f"def part_{i}(x):",
+            f"    return x * {i}  # a comment, not a heading",
+            "```",
+            "",
+        ]
     out.append("The end.")
     return "\n".join(out)
 
@@ -99,20 +112,38 @@ class Pane:
         self.sock = os.path.join(self.dir, "s")
         conf = os.path.join(self.dir, "conf")
         with open(conf, "w") as f:  # big scrollback; the pane stays after yi-chat exits, to read its status
-            f.write("set -g history-limit 100000\nset -g remain-on-exit on\nset -g status off\n"
-                    "set -g default-terminal xterm-256color\n")
+            f.write(
+                "set -g history-limit 100000\nset -g remain-on-exit on\nset -g status off\n"
+                "set -g default-terminal xterm-256color\n"
+            )
         env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "PROMPT_TOOLKIT_NO_CPR", "TMUX")}
         env["YI_CHAT_HOME"] = str(home)
         self.env = env
         # sh waits for yi-chat and writes its exit status (tmux's pane_dead_status can lag behind by seconds).
         self.status_file = os.path.join(self.dir, "status")
-        self.tmux("-f", conf, "new-session", "-d", "-x", str(width), "-y", str(height),
-                  "sh", "-c", f'"$@"; echo $? > {self.status_file}', "sh", sys.executable, "-m", "yi_cli",
-                  *map(str, args))
+        self.tmux(
+            "-f",
+            conf,
+            "new-session",
+            "-d",
+            "-x",
+            str(width),
+            "-y",
+            str(height),
+            "sh",
+            "-c",
+            f'"$@"; echo $? > {self.status_file}',
+            "sh",
+            sys.executable,
+            "-m",
+            "yi_cli",
+            *map(str, args),
+        )
 
     def tmux(self, *args) -> str:
-        return subprocess.run([TMUX, "-S", self.sock, *args], env=self.env, capture_output=True, text=True,
-                              check=True, timeout=60).stdout
+        return subprocess.run(
+            [TMUX, "-S", self.sock, *args], env=self.env, capture_output=True, text=True, check=True, timeout=60
+        ).stdout
 
     def scrollback(self) -> str:
         return self.tmux("capture-pane", "-p", "-J", "-S", "-", "-E", "-", "-t", "0")
@@ -163,7 +194,9 @@ class Pane:
             return int(f.read())
 
     def close(self) -> None:
-        subprocess.run([TMUX, "-S", self.sock, "kill-server"], env=self.env, capture_output=True, timeout=60, check=False)
+        subprocess.run(
+            [TMUX, "-S", self.sock, "kill-server"], env=self.env, capture_output=True, timeout=60, check=False
+        )
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -200,8 +233,8 @@ def reply_on_screen(scroll: str, question: str, end: re.Pattern | str) -> str:
     lines = scroll.split("\n")
     start = max(i for i, ln in enumerate(lines) if ln.startswith(">>> " + question))
     for i in range(start + 1, len(lines)):
-        if (end.match(lines[i]) if isinstance(end, re.Pattern) else lines[i] == end):
-            return "\n".join(lines[start + 1:i])
+        if end.match(lines[i]) if isinstance(end, re.Pattern) else lines[i] == end:
+            return "\n".join(lines[start + 1 : i])
     raise AssertionError(f"no {end!r} after the question in:\n{scroll[-3000:]}")
 
 
@@ -234,11 +267,13 @@ def footer_after(question: str):
     def done(scroll: str) -> bool:
         lines = scroll.split("\n")
         idx = [i for i, ln in enumerate(lines) if ln.startswith(">>> " + question)]
-        return bool(idx) and any(FOOTER.match(ln) for ln in lines[idx[-1]:])
+        return bool(idx) and any(FOOTER.match(ln) for ln in lines[idx[-1] :])
+
     return done
 
 
-# 1. a reply taller than the screen, at several widths ---------------------------------------------------------------
+# 1. a reply taller than the screen, at several widths -----------------------------------------------------------------
+
 
 @pytest.mark.parametrize("width,height", [(60, 12), (140, 40), (24, 10)])
 def test_tall_markdown_reply_is_in_the_scrollback_once(term, home, width, height):
@@ -260,7 +295,8 @@ def test_tall_markdown_reply_is_in_the_scrollback_once(term, home, width, height
     assert "\n".join(content(scroll, blanks=True)).endswith(screen)
 
 
-# 2. Ctrl-C mid-reply: a clean prefix, then [interrupted]; the session goes on ----------------------------------------
+# 2. Ctrl-C mid-reply: a clean prefix, then [interrupted]; the session goes on -----------------------------------------
+
 
 def test_ctrl_c_leaves_a_clean_prefix_then_interrupted(term, home):
     reply = markdown_reply()
@@ -288,6 +324,7 @@ def test_ctrl_c_leaves_a_clean_prefix_then_interrupted(term, home):
 
 # 3. a resize mid-reply ------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("size", [(45, 10), (130, 30)])
 def test_resize_mid_reply_leaves_no_stale_copy(term, home, size):
     reply = markdown_reply(6)
@@ -306,7 +343,8 @@ def test_resize_mid_reply_leaves_no_stale_copy(term, home, size):
     assert scroll.count("Paragraph 3 starts") == 1
 
 
-# 4. keys typed during a reply ------------------------------------------------------------------------------------------
+# 4. keys typed during a reply -----------------------------------------------------------------------------------------
+
 
 def test_keys_typed_during_a_reply_start_the_next_input(term, home):
     reply = markdown_reply(3)
@@ -327,6 +365,7 @@ def test_keys_typed_during_a_reply_start_the_next_input(term, home):
 
 
 # 5. SIGTERM / SIGHUP mid-reply: recorded, autosaved, one line, exit 130 / 129 -----------------------------------------
+
 
 @pytest.mark.parametrize("signum,code", [(signal.SIGTERM, 130), (signal.SIGHUP, 129)])
 def test_signal_mid_reply_in_the_repl(term, home, signum, code):
@@ -355,11 +394,26 @@ def test_signal_mid_reply_when_piped(home, mode, signum, code, what):
     reply = "First line of the answer.\nSecond line, and then a pause"
     engine = Scripted(reply + " that never ends.", pause_at=len(reply))
     with OpenAIServer(engine, model="scripted") as srv:
-        args = [sys.executable, "-m", "yi_cli", "--endpoint", srv.url, "--model", "scripted", "--max-new-tokens", "100000"]
+        args = [
+            sys.executable,
+            "-m",
+            "yi_cli",
+            "--endpoint",
+            srv.url,
+            "--model",
+            "scripted",
+            "--max-new-tokens",
+            "100000",
+        ]
         if mode == "one-shot":  # stdin is not a pipe here: a piped one would be read as context first (-p)
             args += ["-p", QUESTION]
-        proc = subprocess.Popen(args, stdin=subprocess.PIPE if mode == "pipe" else subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                env={**os.environ, "YI_CHAT_HOME": str(home)})
+        proc = subprocess.Popen(
+            args,
+            stdin=subprocess.PIPE if mode == "pipe" else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "YI_CHAT_HOME": str(home)},
+        )
         try:
             if mode == "pipe":
                 proc.stdin.write(QUESTION.encode() + b"\n")
@@ -383,7 +437,8 @@ def test_signal_mid_reply_when_piped(home, mode, signum, code, what):
     assert turns[-1]["finish_reason"] == "interrupted" and turns[-1]["content"] == reply
 
 
-# 6. the real demo model ------------------------------------------------------------------------------------------------
+# 6. the real demo model -----------------------------------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_demo_model_tall_reply_once_in_a_small_terminal(demo_dir, home):

@@ -5,6 +5,7 @@ line when done. Piped: one line per stage on stderr. Meanwhile other libraries' 
 (transformers' tqdm bars "Converting and de-quantizing GGUF tensors", "Loading weights", "Writing model shards")
 are silenced: they would interleave with ours and stay above the first prompt.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -43,9 +44,17 @@ class Stages:
             )
 
             # transient: the line goes when done; no redirects: rich would print the silenced chatter above it.
-            self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=20),
-                                     MofNCompleteColumn(), TimeElapsedColumn(), console=Console(file=self.stream),
-                                     transient=True, redirect_stdout=False, redirect_stderr=False)
+            self.progress = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(bar_width=20),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=Console(file=self.stream),
+                transient=True,
+                redirect_stdout=False,
+                redirect_stderr=False,
+            )
             self.progress.start()
             self.task = self.progress.add_task(self.title, total=self.total)
         if self.prepare is not None:

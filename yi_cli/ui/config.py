@@ -8,9 +8,9 @@ from __future__ import annotations
 import re
 import tomllib
 
+from ..engines.settings import NAMES, parse
 from ..errors import UsageError, shown
 from ..paths import config_dir
-from ..engines.settings import NAMES, parse
 
 TOP_KEYS = {"model", "device", "dtype", "engine", "overflow", "system", "endpoint", "api_key_env"}
 CHOICES = {

@@ -3,6 +3,7 @@
 The keys stay in the terminal's input queue, untouched; the next prompt (prompt_toolkit) reads them as if they
 were typed there, so a question typed during a reply starts the next input and is never drawn into the reply.
 """
+
 from __future__ import annotations
 
 import termios

@@ -1,4 +1,5 @@
 """Output: the reply streamed once, markdown tinted, on a terminal; plain text or JSON lines for pipes (no torch)."""
+
 from __future__ import annotations
 
 import io
@@ -14,8 +15,12 @@ from ..engines.events import FINISH_ERROR, Stats
 
 
 def footer(stats: Stats) -> str:
-    parts = [stats.finish_reason, f"{stats.prompt_tokens} prompt tok", f"{stats.new_tokens} new tok",
-             f"ttft {stats.ttft_s:.2f}s"]
+    parts = [
+        stats.finish_reason,
+        f"{stats.prompt_tokens} prompt tok",
+        f"{stats.new_tokens} new tok",
+        f"ttft {stats.ttft_s:.2f}s",
+    ]
     if stats.decode_tok_s:
         parts.append(f"{stats.decode_tok_s:.1f} tok/s")
     return " · ".join(parts)
