@@ -45,19 +45,12 @@ class ChatSession:
             Turn("assistant", reply, tokens, finish_reason, dict(stats or {})),
         ]
 
-    def replace_last_exchange(
-        self,
-        user: str,
-        user_tokens: int,
-        reply: str,
-        tokens: int = 0,
-        finish_reason: str = "stop",
-        stats: dict | None = None,
-    ) -> None:
-        """/retry and /edit: a new reply (to a possibly edited message) in place of the last exchange."""
+    def replace_last_exchange(self, *exchange, **kw) -> None:
+        """/retry and /edit: a new reply (to a possibly edited message) in place of the last exchange; the
+        arguments are add_exchange's."""
         assert len(self.turns) >= 2, "there is an exchange to replace"
         del self.turns[-2:]
-        self.add_exchange(user, user_tokens, reply, tokens, finish_reason, stats)
+        self.add_exchange(*exchange, **kw)
 
     def extend_last_reply(self, more: str, tokens: int, finish_reason: str, stats: dict | None = None) -> None:
         """/continue: the last reply goes on where it was cut."""
