@@ -219,7 +219,9 @@ def test_demo_document_greedy_identical_and_faster_per_step(demo_dir):
                                              add_generation_prompt=True, tokenize=True)
     ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)
     dec = FastDecoder(ckpt)
-    settings = GenSettings(temperature=0, max_new_tokens=64)  # the default repetition penalty 1.2 stays on
+    settings = GenSettings(temperature=0, repetition_penalty=1.0, max_new_tokens=64)  # the demo's own setting
     off, on, steps = both(dec, ids, settings)
     assert on == off
     assert (len(on) - 1) / steps > 1.5
+    off, on, _ = both(dec, ids, replace(settings, repetition_penalty=1.2))  # Yi's recipe penalises copying
+    assert on == off
