@@ -20,8 +20,11 @@ from .sampling import Sampler
 
 PREFILL_CHUNK = {"cuda": 1024, "cpu": 256}  # tokens per prefill forward (bounds the transient memory)
 PIPELINE = 2  # decode steps queued on the GPU ahead of the token the host is reading
-# settings.speculate "auto": prompt-lookup speculation where scripts/bench_speculate.py measured a gain (README)
-SPECULATE_AUTO = {"cpu": True, "cuda": True}
+# settings.speculate "auto": prompt-lookup speculation where scripts/bench_speculate.py measured a gain
+# (BENCHMARKS.md). CPU (demo model): 1.1-1.2x on document work, about even on chat. H200 (Yi-6B AWQ): a verify of
+# 2 / 4 / 8 rows costs 1.5 / 2.1 / 3.5 decode steps (tinygemm's few-row kernel instead of the one-row GEMV, and
+# attention and sampling once per row), so it loses unless nearly every draft is kept: off by default.
+SPECULATE_AUTO = {"cpu": True, "cuda": False}
 VERIFY_ROWS = (2, 4, 8)  # CUDA: one verify graph per row count (k + 1 rounded up; extra rows are padding)
 
 
