@@ -21,17 +21,18 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import ClassVar
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-import torch  # noqa: E402
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from yi_cli.checkpoint.loader import open_checkpoint, resolve  # noqa: E402
-from yi_cli.engines.settings import GenSettings  # noqa: E402
-from yi_cli.runtime import decoder as decoder_mod  # noqa: E402
-from yi_cli.runtime import speculate  # noqa: E402
-from yi_cli.runtime.decoder import FastDecoder  # noqa: E402
+from yi_cli.checkpoint.loader import open_checkpoint, resolve
+from yi_cli.engines.settings import GenSettings
+from yi_cli.runtime import decoder as decoder_mod
+from yi_cli.runtime import speculate
+from yi_cli.runtime.decoder import FastDecoder
 
 DOC = """The Tour de France is an annual men's multiple-stage bicycle race held primarily in France. It is the oldest \
 of the three Grand Tours, and is generally considered the most prestigious. The race was first organized in 1903 \
@@ -45,11 +46,11 @@ day-long stages over a 23-day period."""
 
 WORKLOADS = {  # name -> the user's messages (earlier ones answered by the model itself, then timed: the last)
     "repeat": [f"Repeat the following document word for word.\n\n{DOC}"],
-    "edit": [f"Here is a document:\n\n{DOC}\n\nRewrite the document, replacing the word \"race\" with "
-             "\"competition\" everywhere. Change nothing else."],
+    "edit": [(f"Here is a document:\n\n{DOC}\n\nRewrite the document, replacing the word \"race\" with "
+              "\"competition\" everywhere. Change nothing else.")],
     "summarise": [f"Summarise the following document in a few sentences.\n\n{DOC}"],
-    "qa": [f"Read this document:\n\n{DOC}\n\nWhen was the race first organized, and why? Quote the sentence "
-           "that says so, then list the three jerseys it mentions."],
+    "qa": [(f"Read this document:\n\n{DOC}\n\nWhen was the race first organized, and why? Quote the sentence "
+            "that says so, then list the three jerseys it mentions.")],
     "chat": ["Write a short story about a lighthouse keeper who finds a message in a bottle."],
     "chat2": ["What are three good habits for learning a new language?", "Tell me more about the second one."],
 }
@@ -150,7 +151,7 @@ def verify_cost(dec, base: dict, reps: int = 30) -> dict:
 
 class Oracle(speculate.Lookup):
     """Drafts the reply speculation-off produced (`want`), every `miss`-th drafted token wrong."""
-    want: list[int] = []
+    want: ClassVar[list[int]] = []
     prompt, miss, vocab = 0, 0, 0
 
     def draft(self, k, n_min=1):

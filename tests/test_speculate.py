@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
+from typing import ClassVar
 
 import pytest
 import torch
-
 from test_fast import PROMPT, checkpoint, fast_decoder, fast_tokens
 
 from yi_cli.engines.settings import GenSettings, parse
@@ -21,6 +21,8 @@ from yi_cli.runtime.sampling import Sampler
 
 # A prompt that repeats itself: the tiny models continue such patterns, so drafts are found and kept.
 DOC = PROMPT * 3
+PARAGRAPH = ("Speculative decoding drafts several tokens cheaply and checks them with one forward pass of the large "
+             "model. Prompt lookup takes the drafts from the conversation itself, so it needs no second model.")
 GREEDY = GenSettings(temperature=0, repetition_penalty=1.0, max_new_tokens=120)
 
 
@@ -34,7 +36,7 @@ def both(dec, ids, settings, **kw) -> tuple[list[int], list[int], int]:
 class Oracle(speculate.Lookup):
     """Drafts the reply decoding without speculation gave (`want`), every 4th drafted token wrong: verify steps
     then keep long bursts and also reject, whatever the tiny random model does."""
-    want: list[int] = []
+    want: ClassVar[list[int]] = []
     prompt = 0
 
     def __init__(self, ids):
@@ -166,8 +168,12 @@ def test_verify_rows_are_decode_steps_bit_for_bit():
 def test_acceptance_rule_distribution(temperature, top_p, top_k, penalty, draft):
     """A point-mass draft d is kept with probability p(d); a rejection draws from p without d, renormalised;
     so the first token is distributed as p (p: the sampler's processed distribution)."""
-    from transformers.generation.logits_process import (RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper,
-                                                        TopKLogitsWarper, TopPLogitsWarper)
+    from transformers.generation.logits_process import (
+        RepetitionPenaltyLogitsProcessor,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
 
     vocab, prompt = 8, [1, 4]
     logits = torch.tensor([[1.5, 0.3, 1.0, -0.5, 0.8, 0.0, -1.0, 0.6]])
@@ -213,9 +219,7 @@ def test_demo_document_greedy_identical_and_faster_per_step(demo_dir):
     from yi_cli.runtime.decoder import FastDecoder
 
     ckpt = open_checkpoint(demo_dir, device="cpu", dtype="fp32")
-    text = ("Speculative decoding drafts several tokens cheaply and checks them with one forward pass of the large "
-            "model. Prompt lookup takes the drafts from the conversation itself, so it needs no second model.")
-    ids = ckpt.tokenizer.apply_chat_template([{"role": "user", "content": f"Repeat this text:\n\n{text}"}],
+    ids = ckpt.tokenizer.apply_chat_template([{"role": "user", "content": f"Repeat this text:\n\n{PARAGRAPH}"}],
                                              add_generation_prompt=True, tokenize=True)
     ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)
     dec = FastDecoder(ckpt)
@@ -225,3 +229,34 @@ def test_demo_document_greedy_identical_and_faster_per_step(demo_dir):
     assert (len(on) - 1) / steps > 1.5
     off, on, _ = both(dec, ids, replace(settings, repetition_penalty=1.2))  # Yi's recipe penalises copying
     assert on == off
+
+
+def test_stats_report_tokens_per_step():
+    from yi_cli.engines.events import Stats
+    from yi_cli.render import footer
+
+    assert "tokens_per_step" not in Stats().to_dict()  # engines that do not know it (remote, generate)
+    s = Stats(new_tokens=9, tokens_per_step=2.666)
+    assert s.to_dict()["tokens_per_step"] == 2.67
+    assert "2.67 tok/step" in footer(s)
+    assert "tok/step" not in footer(Stats(new_tokens=9, tokens_per_step=1.0))
+
+
+@pytest.mark.slow
+def test_cli_speculate_flag_same_reply_and_json(demo_dir):
+    """`yi-chat --speculate lookup|off` on the demo model (with its own settings: no repetition penalty): the same
+    greedy reply; --json reports tokens_per_step."""
+    import json
+
+    from test_cli import yi
+
+    runs = {}
+    for mode in ("off", "lookup"):
+        p = yi("-m", "demo", "--device", "cpu", "--temperature", "0", "--max-new-tokens", "64",
+               "--speculate", mode, "--json", "-p", f"Repeat this text:\n\n{PARAGRAPH}")
+        assert p.returncode == 0, p.stderr.decode()
+        runs[mode] = json.loads(p.stdout.decode().splitlines()[-1])
+    assert runs["lookup"]["reply"] == runs["off"]["reply"]
+    assert runs["off"]["tokens_per_step"] == 1.0 and runs["lookup"]["tokens_per_step"] > 1.2
+    p = yi("--speculate", "medusa", "-p", "hi")
+    assert p.returncode == 2 and b"invalid choice" in p.stderr

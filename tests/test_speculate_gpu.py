@@ -11,7 +11,6 @@ from dataclasses import replace
 
 import pytest
 import torch
-
 from test_fast import PROMPT, assert_greedy_match, checkpoint, fast_tokens, rel_err
 from test_fast_gpu import cuda_pair
 from test_speculate import DOC, GREEDY, oracle  # noqa: F401 (a fixture)

@@ -25,7 +25,7 @@ argmax) whenever the verify forward computes the same logits — bit for bit on 
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 K_MAX = 7  # drafts per verify: k + 1 <= 8 rows, where the int4 kernels still cost about one row
 K_START = 4
