@@ -15,8 +15,8 @@ class GenSettings:
     top_k: int = 0  # 0 means off
     repetition_penalty: float = 1.2
     max_new_tokens: int = 512
-    seed: int | None = None
     speculate: str = "auto"  # prompt-lookup speculative decoding: auto (where it pays), lookup, off
+    seed: int | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
