@@ -2,6 +2,8 @@
 
 The KV cache lives for the whole session: a new prompt that starts with the previous prompt + reply only
 prefills the new tail, so the time to first token stays flat as a conversation grows.
+With settings.speculate on, a step instead feeds the last token plus the drafts prompt lookup finds and keeps what
+the sampler would have chosen anyway (speculate.py): same tokens, fewer forward passes.
 """
 from __future__ import annotations
 
@@ -114,7 +116,7 @@ class FastDecoder:
         self.events[slot].record()
 
     def speculating(self, settings) -> bool:
-        mode = getattr(settings, "speculate", "auto")
+        mode = settings.speculate
         if mode == "off" or (self.cuda and not (self.sampler.fused and self.model.fused)):
             return False  # CUDA without Triton: the verify graph's sampler needs the nucleus kernels
         return mode == "lookup" or SPECULATE_AUTO["cuda" if self.cuda else "cpu"]
