@@ -10,6 +10,7 @@ random model never copies it; `oracle` rows draft the reply that decoding withou
 One JSON line per workload: tokens_per_step (lookup), decode tok/s off and on, spec_speedup (request to last
 token, off time / lookup time, best of --repeats alternating runs), same_tokens (lookup gave the tokens off gave).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,11 +47,19 @@ day-long stages over a 23-day period."""
 
 WORKLOADS = {  # name -> the user's messages (earlier ones answered by the model itself, then timed: the last)
     "repeat": [f"Repeat the following document word for word.\n\n{DOC}"],
-    "edit": [(f"Here is a document:\n\n{DOC}\n\nRewrite the document, replacing the word \"race\" with "
-              "\"competition\" everywhere. Change nothing else.")],
+    "edit": [
+        (
+            f'Here is a document:\n\n{DOC}\n\nRewrite the document, replacing the word "race" with '
+            '"competition" everywhere. Change nothing else.'
+        )
+    ],
     "summarise": [f"Summarise the following document in a few sentences.\n\n{DOC}"],
-    "qa": [(f"Read this document:\n\n{DOC}\n\nWhen was the race first organized, and why? Quote the sentence "
-            "that says so, then list the three jerseys it mentions.")],
+    "qa": [
+        (
+            f"Read this document:\n\n{DOC}\n\nWhen was the race first organized, and why? Quote the sentence "
+            "that says so, then list the three jerseys it mentions."
+        )
+    ],
     "chat": ["Write a short story about a lighthouse keeper who finds a message in a bottle."],
     "chat2": ["What are three good habits for learning a new language?", "Tell me more about the second one."],
 }
@@ -81,10 +90,16 @@ def compare(dec, ids: list[int], settings: GenSettings, repeats: int) -> dict:
     def decode_rate(t, n):
         return round((n - 1) / (t[-1] - t[1]), 2) if n > 1 else 0.0
 
-    return {"prompt_tokens": len(ids), "new_tokens": len(on), "tokens_per_step": round((len(on) - 1) / max(steps, 1), 2),
-            "decode_tok_s_off": decode_rate(t_off, len(off)), "decode_tok_s_on": decode_rate(t_on, len(on)),
-            "spec_speedup": round((t_off[-1] - t_off[0]) / (t_on[-1] - t_on[0]), 3),
-            "decode_speedup": round((t_off[-1] - t_off[1]) / (t_on[-1] - t_on[1]), 3), "same_tokens": on == off}
+    return {
+        "prompt_tokens": len(ids),
+        "new_tokens": len(on),
+        "tokens_per_step": round((len(on) - 1) / max(steps, 1), 2),
+        "decode_tok_s_off": decode_rate(t_off, len(off)),
+        "decode_tok_s_on": decode_rate(t_on, len(on)),
+        "spec_speedup": round((t_off[-1] - t_off[0]) / (t_on[-1] - t_on[0]), 3),
+        "decode_speedup": round((t_off[-1] - t_off[1]) / (t_on[-1] - t_on[1]), 3),
+        "same_tokens": on == off,
+    }
 
 
 def chat_ids(tok, messages: list[dict]) -> list[int]:
@@ -100,11 +115,21 @@ def cpu_workloads(dec, tok, settings: GenSettings, new: int, repeats: int, base:
             messages.append({"role": "user", "content": text})
             ids = chat_ids(tok, messages)
             if i < len(turns) - 1:  # an earlier turn: the model's own answer becomes context
-                reply = list(dec.generate(ids, replace(settings, max_new_tokens=new), threading.Event(),
-                                          set(tok.convert_tokens_to_ids(["<|im_end|>"]))))
+                reply = list(
+                    dec.generate(
+                        ids,
+                        replace(settings, max_new_tokens=new),
+                        threading.Event(),
+                        set(tok.convert_tokens_to_ids(["<|im_end|>"])),
+                    )
+                )
                 messages.append({"role": "assistant", "content": tok.decode(reply, skip_special_tokens=True)})
-        row = {**base, "workload": name, "document": name in DOCUMENT,
-               **compare(dec, ids, replace(settings, max_new_tokens=new), repeats)}
+        row = {
+            **base,
+            "workload": name,
+            "document": name in DOCUMENT,
+            **compare(dec, ids, replace(settings, max_new_tokens=new), repeats),
+        }
         print(json.dumps(row), flush=True)
         rows.append(row)
     return rows
@@ -145,19 +170,26 @@ def verify_cost(dec, base: dict, reps: int = 30) -> dict:
             for rows in (2, 4, 8):
                 tk, ps = torch.tensor(ids[:rows]), torch.arange(pos, pos + rows)
                 out[rows] = clock(lambda tk=tk, ps=ps: m.head(m.verify(tk, ps, ps[-1] + 1)[:1])) / one
-    return {**base, "workload": "verify_cost", "step_ms": round(one * 1e3, 3),
-            "verify_cost_ratio": {str(k): round(v, 3) for k, v in out.items()}}
+    return {
+        **base,
+        "workload": "verify_cost",
+        "step_ms": round(one * 1e3, 3),
+        "verify_cost_ratio": {str(k): round(v, 3) for k, v in out.items()},
+    }
 
 
 class Oracle(speculate.Lookup):
     """Drafts the reply speculation-off produced (`want`), every `miss`-th drafted token wrong."""
+
     want: ClassVar[list[int]] = []
     prompt, miss, vocab = 0, 0, 0
 
     def draft(self, k, n_min=1):
         at = len(self.ids) - Oracle.prompt
-        return [t if not Oracle.miss or (at + j) % Oracle.miss != Oracle.miss - 1 else (t + 1) % Oracle.vocab
-                for j, t in enumerate(Oracle.want[at:at + k])]
+        return [
+            t if not Oracle.miss or (at + j) % Oracle.miss != Oracle.miss - 1 else (t + 1) % Oracle.vocab
+            for j, t in enumerate(Oracle.want[at : at + k])
+        ]
 
 
 def gpu_workloads(dec, vocab: int, settings: GenSettings, new: int, repeats: int, miss: int, base: dict) -> list:
@@ -196,8 +228,19 @@ def main(argv=None) -> int:
     if cuda:
         path = a.dir / f"{a.shape}-awq"
         if not (path / "config.json").is_file():
-            subprocess.run([sys.executable, str(ROOT / "scripts" / "make_checkpoint.py"), "--format", "awq",
-                            "--shape", a.shape, "--out", str(path)], check=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    str(ROOT / "scripts" / "make_checkpoint.py"),
+                    "--format",
+                    "awq",
+                    "--shape",
+                    a.shape,
+                    "--out",
+                    str(path),
+                ],
+                check=True,
+            )
         ckpt = open_checkpoint(str(path), device=a.device, dtype="bf16")
         settings = GenSettings(temperature=0, repetition_penalty=1.0)
         model = f"{a.shape}-awq (random)"
@@ -209,8 +252,12 @@ def main(argv=None) -> int:
         model = a.model
     dec = FastDecoder(ckpt)
     device = torch.cuda.get_device_name() if cuda else f"cpu ({os.cpu_count()} cores)"
-    base = {"device": device, "model": model, "torch": torch.__version__,
-            "speculate_auto": decoder_mod.SPECULATE_AUTO["cuda" if cuda else "cpu"]}
+    base = {
+        "device": device,
+        "model": model,
+        "torch": torch.__version__,
+        "speculate_auto": decoder_mod.SPECULATE_AUTO["cuda" if cuda else "cpu"],
+    }
     settings = replace(settings, max_new_tokens=a.new_tokens or (256 if cuda else 160))
     print(json.dumps({**base, **{k: v for k, v in vars(settings).items() if k != "speculate"}}), flush=True)
     print(json.dumps(verify_cost(dec, base)), flush=True)
@@ -220,9 +267,18 @@ def main(argv=None) -> int:
         rows = cpu_workloads(dec, ckpt.tokenizer, settings, settings.max_new_tokens, a.repeats, base)
         doc = [r["spec_speedup"] for r in rows if r["document"]]
         chat = [r["spec_speedup"] for r in rows if not r["document"]]
-        print(json.dumps({**base, "workload": "summary", "document_spec_speedup_mean": round(sum(doc) / len(doc), 3),
-                          "chat_spec_speedup_mean": round(sum(chat) / len(chat), 3),
-                          "all_same_tokens": all(r["same_tokens"] for r in rows)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    **base,
+                    "workload": "summary",
+                    "document_spec_speedup_mean": round(sum(doc) / len(doc), 3),
+                    "chat_spec_speedup_mean": round(sum(chat) / len(chat), 3),
+                    "all_same_tokens": all(r["same_tokens"] for r in rows),
+                }
+            ),
+            flush=True,
+        )
     return 0
 
 

@@ -4,6 +4,7 @@ Greedy and seeded sampling give the very same tokens with and without speculatio
 row's logits bit for bit as a decode step, and the sampler's noise depends only on (seed, step, id)); the
 acceptance rule's output distribution is checked statistically on a small vocabulary.
 """
+
 from __future__ import annotations
 
 import threading
@@ -21,8 +22,10 @@ from yi_cli.runtime.sampling import Sampler
 
 # A prompt that repeats itself: the tiny models continue such patterns, so drafts are found and kept.
 DOC = PROMPT * 3
-PARAGRAPH = ("Speculative decoding drafts several tokens cheaply and checks them with one forward pass of the large "
-             "model. Prompt lookup takes the drafts from the conversation itself, so it needs no second model.")
+PARAGRAPH = (
+    "Speculative decoding drafts several tokens cheaply and checks them with one forward pass of the large "
+    "model. Prompt lookup takes the drafts from the conversation itself, so it needs no second model."
+)
 GREEDY = GenSettings(temperature=0, repetition_penalty=1.0, max_new_tokens=120)
 
 
@@ -36,6 +39,7 @@ def both(dec, ids, settings, **kw) -> tuple[list[int], list[int], int]:
 class Oracle(speculate.Lookup):
     """Drafts the reply decoding without speculation gave (`want`), every 4th drafted token wrong: verify steps
     then keep long bursts and also reject, whatever the tiny random model does."""
+
     want: ClassVar[list[int]] = []
     prompt = 0
 
@@ -45,7 +49,7 @@ class Oracle(speculate.Lookup):
 
     def draft(self, k, n_min=1):
         at = len(self.ids) - Oracle.prompt
-        return [t if (at + j) % 4 != 3 else (t + 1) % 512 for j, t in enumerate(Oracle.want[at:at + k])]
+        return [t if (at + j) % 4 != 3 else (t + 1) % 512 for j, t in enumerate(Oracle.want[at : at + k])]
 
 
 @pytest.fixture
@@ -55,6 +59,7 @@ def oracle(monkeypatch):
     def use(want, prompt_len):
         Oracle.want, Oracle.prompt = want, prompt_len
         monkeypatch.setattr(decoder.speculate, "Lookup", Oracle)
+
     return use
 
 
@@ -113,12 +118,15 @@ def test_greedy_identical_through_long_bursts(oracle, quant, penalty):
     assert dec.steps < len(on) / 2
 
 
-@pytest.mark.parametrize("temperature,top_p,top_k,penalty", [(1.0, 1.0, 0, 1.0), (0.7, 0.8, 0, 1.2),
-                                                             (1.3, 0.95, 5, 1.5), (0.3, 0.9, 40, 1.1)])
+@pytest.mark.parametrize(
+    "temperature,top_p,top_k,penalty",
+    [(1.0, 1.0, 0, 1.0), (0.7, 0.8, 0, 1.2), (1.3, 0.95, 5, 1.5), (0.3, 0.9, 40, 1.1)],
+)
 def test_seeded_sampling_identical_with_and_without(oracle, temperature, top_p, top_k, penalty):
     dec = fast_decoder(checkpoint(3, "awq"))
-    s = GenSettings(temperature=temperature, top_p=top_p, top_k=top_k, repetition_penalty=penalty,
-                    max_new_tokens=40, seed=11)
+    s = GenSettings(
+        temperature=temperature, top_p=top_p, top_k=top_k, repetition_penalty=penalty, max_new_tokens=40, seed=11
+    )
     off, on, _ = both(dec, DOC, s)
     assert on == off
     oracle(off, len(DOC))
@@ -157,14 +165,16 @@ def test_verify_rows_are_decode_steps_bit_for_bit():
     m, n = dec.model, len(PROMPT)
     with torch.inference_mode():
         m.prefill(torch.tensor(PROMPT), 0)
-        steps = torch.cat([m.decode_step(torch.tensor([t]), torch.tensor([n + j]), n + j + 1)
-                           for j, t in enumerate(toks)])
+        steps = torch.cat(
+            [m.decode_step(torch.tensor([t]), torch.tensor([n + j]), n + j + 1) for j, t in enumerate(toks)]
+        )
         h = m.verify(torch.tensor(toks), torch.arange(n, n + len(toks)), n + len(toks))
-        assert torch.equal(torch.cat([m.head(h[i:i + 1]) for i in range(len(toks))]), steps)
+        assert torch.equal(torch.cat([m.head(h[i : i + 1]) for i in range(len(toks))]), steps)
 
 
-@pytest.mark.parametrize("temperature,top_p,top_k,penalty,draft", [(1.0, 1.0, 0, 1.0, 2), (0.7, 0.9, 0, 1.3, 4),
-                                                                   (1.2, 1.0, 3, 1.0, 0)])
+@pytest.mark.parametrize(
+    "temperature,top_p,top_k,penalty,draft", [(1.0, 1.0, 0, 1.0, 2), (0.7, 0.9, 0, 1.3, 4), (1.2, 1.0, 3, 1.0, 0)]
+)
 def test_acceptance_rule_distribution(temperature, top_p, top_k, penalty, draft):
     """A point-mass draft d is kept with probability p(d); a rejection draws from p without d, renormalised;
     so the first token is distributed as p (p: the sampler's processed distribution)."""
@@ -187,8 +197,10 @@ def test_acceptance_rule_distribution(temperature, top_p, top_k, penalty, draft)
     sampler = Sampler(vocab, "cpu")
     n, kept, first, rejected = 6000, 0, torch.zeros(vocab), torch.zeros(vocab)
     for trial in range(n):
-        sampler.reset(GenSettings(temperature=temperature, top_p=top_p, top_k=top_k, repetition_penalty=penalty,
-                                  seed=trial), prompt)
+        sampler.reset(
+            GenSettings(temperature=temperature, top_p=top_p, top_k=top_k, repetition_penalty=penalty, seed=trial),
+            prompt,
+        )
         out = speculate.accept([draft], lambda i: int(sampler.eager(logits, greedy=False)))
         first[out[0]] += 1
         if out[0] == draft:
@@ -219,8 +231,9 @@ def test_demo_document_greedy_identical_and_faster_per_step(demo_dir):
     from yi_cli.runtime.decoder import FastDecoder
 
     ckpt = open_checkpoint(demo_dir, device="cpu", dtype="fp32")
-    ids = ckpt.tokenizer.apply_chat_template([{"role": "user", "content": f"Repeat this text:\n\n{PARAGRAPH}"}],
-                                             add_generation_prompt=True, tokenize=True)
+    ids = ckpt.tokenizer.apply_chat_template(
+        [{"role": "user", "content": f"Repeat this text:\n\n{PARAGRAPH}"}], add_generation_prompt=True, tokenize=True
+    )
     ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)
     dec = FastDecoder(ckpt)
     settings = GenSettings(temperature=0, repetition_penalty=1.0, max_new_tokens=64)  # the demo's own setting
@@ -252,8 +265,21 @@ def test_cli_speculate_flag_same_reply_and_json(demo_dir):
 
     runs = {}
     for mode in ("off", "lookup"):
-        p = yi("-m", "demo", "--device", "cpu", "--temperature", "0", "--max-new-tokens", "64",
-               "--speculate", mode, "--json", "-p", f"Repeat this text:\n\n{PARAGRAPH}")
+        p = yi(
+            "-m",
+            "demo",
+            "--device",
+            "cpu",
+            "--temperature",
+            "0",
+            "--max-new-tokens",
+            "64",
+            "--speculate",
+            mode,
+            "--json",
+            "-p",
+            f"Repeat this text:\n\n{PARAGRAPH}",
+        )
         assert p.returncode == 0, p.stderr.decode()
         runs[mode] = json.loads(p.stdout.decode().splitlines()[-1])
     assert runs["lookup"]["reply"] == runs["off"]["reply"]

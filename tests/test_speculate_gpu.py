@@ -4,6 +4,7 @@ On CUDA the verify rows run through tinygemm's few-row int4 kernel while a plain
 so their bf16 logits differ in rounding: greedy tokens must agree except at near-ties of the reference
 (test_fast.assert_greedy_match), and a verify row's logits are within 3e-2 (relative L2) of the step's.
 """
+
 from __future__ import annotations
 
 import threading
@@ -41,8 +42,12 @@ def test_cuda_verify_rows_close_to_steps():
     with torch.inference_mode():
         m.prefill(torch.tensor(PROMPT, device="cuda"), 0)
         length = dec.graphs.bucket(n + 8)
-        steps = torch.cat([m.decode_step(torch.tensor([t], device="cuda"), torch.tensor([n + j], device="cuda"),
-                                         length) for j, t in enumerate(toks)])
+        steps = torch.cat(
+            [
+                m.decode_step(torch.tensor([t], device="cuda"), torch.tensor([n + j], device="cuda"), length)
+                for j, t in enumerate(toks)
+            ]
+        )
         rows = m.head(m.verify(torch.tensor(toks, device="cuda"), torch.arange(n, n + 8, device="cuda"), length))
     assert rel_err(rows, steps) < 3e-2
 
@@ -69,5 +74,5 @@ def test_cuda_stop_length_cancel_sampling(oracle):  # noqa: F811
     oracle(off, len(DOC))
     on = fast_tokens(dec, DOC, replace(s, speculate="lookup"))
     # the same seed gives the same tokens up to where a bf16 rounding difference first flips a choice
-    same = next((i for i, (a, b) in enumerate(zip(on, off)) if a != b), len(off))
+    same = next((i for i, (a, b) in enumerate(zip(on, off, strict=False)) if a != b), len(off))
     assert len(on) == len(off) and same >= 20

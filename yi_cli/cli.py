@@ -1,4 +1,5 @@
 """yi-chat: argument parsing; interactive, piped or one-shot; errors mapped to exit codes."""
+
 from __future__ import annotations
 
 import argparse
@@ -50,8 +51,12 @@ def seconds_arg(value: str) -> float:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = Parser(prog="yi-chat", description="Chat with Yi models (and other chat models) in a terminal.",
-                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(
+        prog="yi-chat",
+        description="Chat with Yi models (and other chat models) in a terminal.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     a = p.add_argument
     a("--model", "-m", help="checkpoint directory, hub id, Yi alias, or demo (default: demo)")
     a("--system", help="system prompt")
@@ -63,8 +68,11 @@ def parser() -> argparse.ArgumentParser:
     a("--top-k", type=int, help="top-k sampling, 0 = off (default 0)")
     a("--repetition-penalty", type=float, help="repetition penalty (default 1.2)")
     a("--seed", type=int, help="random seed for reproducible sampling")
-    a("--speculate", choices=["auto", "lookup", "off"],
-      help="prompt-lookup speculative decoding, same output (default auto: on where it pays)")
+    a(
+        "--speculate",
+        choices=["auto", "lookup", "off"],
+        help="prompt-lookup speculative decoding, same output (default auto: on where it pays)",
+    )
     a("--device", type=device_arg, help="cpu, cuda, cuda:N (default: cuda when available)")
     a("--dtype", choices=["auto", "fp32", "fp16", "bf16"], help="activation dtype (default: fp32 on cpu, fp16 on cuda)")
     a("--engine", choices=["auto", "fast", "generate"], help="decode engine: fast (CUDA graphs) or plain generate")
@@ -73,8 +81,12 @@ def parser() -> argparse.ArgumentParser:
     a("--endpoint", metavar="URL", help="stream from an OpenAI-compatible server instead of a local model")
     a("--api-key", help="API key for --endpoint (default: $OPENAI_API_KEY; the variable keeps it out of ps)")
     a("--connect-timeout", type=seconds_arg, metavar="S", help="--endpoint: seconds to connect (default 10)")
-    a("--idle-timeout", type=seconds_arg, metavar="S",
-      help="--endpoint: seconds without reply data before giving up; keep-alives do not count (default 60)")
+    a(
+        "--idle-timeout",
+        type=seconds_arg,
+        metavar="S",
+        help="--endpoint: seconds without reply data before giving up; keep-alives do not count (default 60)",
+    )
     a("--deadline", type=seconds_arg, metavar="S", help="--endpoint: seconds for one whole reply (default 900)")
     a("--overflow", choices=["drop", "refuse"], help="when the context is full: drop oldest turns, or refuse")
     a("--stats", action="store_true", help="print the stats line after each reply also when piped (stderr)")
@@ -152,7 +164,9 @@ def _main(args) -> int:
     top, gen_cfg = config.read()
     args.endpoint = args.endpoint or top.get("endpoint")
     # A remote engine names its own model when none is given; a local one defaults to the demo.
-    args.model = args.model or os.environ.get("YI_CHAT_MODEL") or top.get("model") or (None if args.endpoint else "demo")
+    args.model = (
+        args.model or os.environ.get("YI_CHAT_MODEL") or top.get("model") or (None if args.endpoint else "demo")
+    )
     args.model = top.get("aliases", {}).get(args.model, args.model)  # [aliases] in config.toml
     settings, sources = settings_from(args, gen_cfg, None if args.endpoint else args.model)
     session = None
@@ -243,8 +257,13 @@ def make_engine(args, top: dict, render):
 
     path = resolve(args.model, args.allow_pickle)  # a hub id not cached is fetched here, with its own progress
     with render.err.status(f"loading {args.model} ...") if render.err.is_terminal else _nullctx():
-        ckpt = open_checkpoint(path, device=args.device or top.get("device"), dtype=args.dtype or top.get("dtype"),
-                               allow_pickle=args.allow_pickle, trust_remote_code=args.trust_remote_code)
+        ckpt = open_checkpoint(
+            path,
+            device=args.device or top.get("device"),
+            dtype=args.dtype or top.get("dtype"),
+            allow_pickle=args.allow_pickle,
+            trust_remote_code=args.trust_remote_code,
+        )
         return LocalEngine(ckpt, backend=args.engine or top.get("engine", "auto"), raw=args.raw)
 
 

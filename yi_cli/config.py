@@ -1,11 +1,12 @@
 """Defaults from a TOML file in the user's config dir (config.toml); flags override them (no torch)."""
+
 from __future__ import annotations
 
 import tomllib
 
+from .engines.settings import NAMES, parse
 from .errors import UsageError
 from .paths import config_dir
-from .engines.settings import NAMES, parse
 
 TOP_KEYS = {"model", "device", "dtype", "engine", "overflow", "system", "endpoint"}
 

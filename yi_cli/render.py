@@ -1,4 +1,5 @@
 """Output: a rich Live markdown panel on a terminal; plain text or JSON lines for pipes (no torch)."""
+
 from __future__ import annotations
 
 import io
@@ -14,8 +15,12 @@ from .engines.events import FINISH_ERROR, Stats
 
 
 def footer(stats: Stats) -> str:
-    parts = [stats.finish_reason, f"{stats.prompt_tokens} prompt tok", f"{stats.new_tokens} new tok",
-             f"ttft {stats.ttft_s:.2f}s"]
+    parts = [
+        stats.finish_reason,
+        f"{stats.prompt_tokens} prompt tok",
+        f"{stats.new_tokens} new tok",
+        f"ttft {stats.ttft_s:.2f}s",
+    ]
     if stats.decode_tok_s:
         parts.append(f"{stats.decode_tok_s:.1f} tok/s")
     if stats.tokens_per_step > 1:  # speculative decoding kept drafts
@@ -83,7 +88,7 @@ class LiveRenderer(Renderer):
 
     def reply_text(self, delta: str) -> None:
         self.text += delta
-        done, tail = split_blocks(self.text[self.printed:])
+        done, tail = split_blocks(self.text[self.printed :])
         if done.strip():
             self.console.print(Markdown(done))
         self.printed += len(done)
@@ -97,7 +102,7 @@ class LiveRenderer(Renderer):
 
     def reply_end(self, text: str, stats: Stats | None) -> None:
         if self.live is not None:
-            self.live.update(Markdown(self.text[self.printed:]))
+            self.live.update(Markdown(self.text[self.printed :]))
             self.live.stop()
             self.live = None
         if stats is not None and stats.finish_reason == "interrupted":

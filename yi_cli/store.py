@@ -1,4 +1,5 @@
 """Sessions as plain JSON files: /save, /load, --resume, and the autosave written after every turn (no torch)."""
+
 from __future__ import annotations
 
 import json
@@ -7,10 +8,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from .engines.settings import GenSettings
 from .errors import YiError, shown
 from .paths import data_dir, private_dir
 from .session import ChatSession
-from .engines.settings import GenSettings
 
 FORMAT = "yi-chat-session"
 VERSION = 1
@@ -25,9 +26,14 @@ def default_path() -> Path:
 
 
 def to_dict(chat) -> dict:
-    return {"format": FORMAT, "version": VERSION, "model": chat.engine.name, "quant": chat.engine.quant,
-            "settings": chat.settings.to_dict(),
-            **chat.session.to_dict()}
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "model": chat.engine.name,
+        "quant": chat.engine.quant,
+        "settings": chat.settings.to_dict(),
+        **chat.session.to_dict(),
+    }
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -72,7 +78,9 @@ def read(path: str) -> tuple[ChatSession, GenSettings, dict]:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise YiError(f"{shown(str(p))}: not a yi-chat session file")
     if data.get("version") != VERSION:
-        raise YiError(f"{shown(str(p))}: session file version {data.get('version')!r} is not supported (expected {VERSION})")
+        raise YiError(
+            f"{shown(str(p))}: session file version {data.get('version')!r} is not supported (expected {VERSION})"
+        )
     try:
         session = ChatSession.from_dict(data)
         settings = GenSettings.from_dict(data.get("settings") or {})

@@ -1,5 +1,6 @@
 """The files of a checkpoint directory, read defensively: config.json, the safetensors index, safetensors headers,
 and name -> tensor access over one or several safetensors files, with errors that name the file."""
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,10 @@ def weight_files(path: Path, allow_pickle: bool) -> list[Path]:
         return st
     if sorted(path.glob("*.bin")):
         if not allow_pickle:
-            raise LoadError(f"{path}: only pickle (.bin) weights found; they can run code when loaded, "
-                            "pass --allow-pickle if you trust them")
+            raise LoadError(
+                f"{path}: only pickle (.bin) weights found; they can run code when loaded, "
+                "pass --allow-pickle if you trust them"
+            )
         return sorted(path.glob("*.bin"))
     raise LoadError(f"{path}: no weight files (*.safetensors)")
 

@@ -5,11 +5,12 @@ prefills the new tail, so the time to first token stays flat as a conversation g
 With settings.speculate on, a step instead feeds the last token plus the drafts prompt lookup finds and keeps what
 the sampler would have chosen anyway (speculate.py): same tokens, fewer forward passes.
 """
+
 from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 
@@ -37,7 +38,7 @@ def supports(ckpt) -> bool:
 
 def common_prefix(a: list[int], b: list[int]) -> int:
     n = 0
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=False):
         if x != y:
             break
         n += 1
@@ -134,12 +135,16 @@ class FastDecoder:
         t = len(drafts) + 1
         if not self.cuda:
             h = self.model.verify(torch.tensor([tok] + drafts), torch.arange(pos, pos + t), pos + t)
-            out = speculate.accept(drafts, lambda i: int(self.sampler.eager(self.model.head(h[i:i + 1]), greedy)))
+            out = speculate.accept(drafts, lambda i: int(self.sampler.eager(self.model.head(h[i : i + 1]), greedy)))
         else:
             rows = next(r for r in VERIFY_ROWS if r >= t)
             length = self.graphs.bucket(pos + rows)
-            self.vin.copy_(torch.tensor([[tok] + drafts + drafts[-1:] * (VERIFY_ROWS[-1] - t),
-                                         list(range(pos, pos + VERIFY_ROWS[-1]))]), non_blocking=True)
+            self.vin.copy_(
+                torch.tensor(
+                    [[tok] + drafts + drafts[-1:] * (VERIFY_ROWS[-1] - t), list(range(pos, pos + VERIFY_ROWS[-1]))]
+                ),
+                non_blocking=True,
+            )
             if (rows, length) not in self.vgraphs:
                 self.vgraphs[rows, length] = GraphedStep(lambda n: self._verify_step(rows, n), [length])
             self.vgraphs[rows, length].replay(length)
@@ -212,8 +217,7 @@ class FastDecoder:
             self.steps += 1
             yield int(self.host[slot])
 
-    def generate(self, prompt_ids: list[int], settings, cancel: threading.Event,
-                 stop_ids: set[int]) -> Iterator[int]:
+    def generate(self, prompt_ids: list[int], settings, cancel: threading.Event, stop_ids: set[int]) -> Iterator[int]:
         """Yield generated ids one by one; the last may be a stop id. Ends at a stop id, when `cancel` is set,
         after settings.max_new_tokens, or when the cache (max_seq_len) is full."""
         ids = list(prompt_ids)

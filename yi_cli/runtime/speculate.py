@@ -23,6 +23,7 @@ noise shared between draft check and residual draw. Since the noise of a step de
 the tokens are also the very tokens decoding without speculation picks for the same seed (and, greedy, the same
 argmax) whenever the verify forward computes the same logits — bit for bit on CPU (llama.FastLlama.verify).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -48,15 +49,15 @@ class Lookup:
         ids.append(tok)
         end = len(ids) - 1  # the n-grams that end just before `tok` are now followed by it
         for n in range(1, min(N_MAX, end) + 1):
-            self.index[n][tuple(ids[end - n:end])] = end
+            self.index[n][tuple(ids[end - n : end])] = end
 
     def draft(self, k: int, n_min: int = N_MIN) -> list[int]:
         """Up to k tokens that followed the latest earlier occurrence of the longest matching suffix (>= n_min)."""
         ids = self.ids
         for n in range(min(N_MAX, len(ids)), n_min - 1, -1):
-            at = self.index[n].get(tuple(ids[len(ids) - n:]))
+            at = self.index[n].get(tuple(ids[len(ids) - n :]))
             if at is not None:
-                return ids[at:at + k]
+                return ids[at : at + k]
         return []
 
 
