@@ -22,6 +22,7 @@ class Stats:
     ttft_s: float = 0.0  # time from request to first generated token
     decode_s: float = 0.0  # time from first to last generated token
     finish_reason: str = FINISH_STOP
+    tokens_per_step: float = 0.0  # fast engine: tokens per decode forward after the first (> 1: speculation)
 
     @property
     def decode_tok_s(self) -> float:
@@ -34,6 +35,7 @@ class Stats:
             "ttft_s": round(self.ttft_s, 4),
             "decode_tok_s": round(self.decode_tok_s, 2),
             "finish_reason": self.finish_reason,
+            **({"tokens_per_step": round(self.tokens_per_step, 2)} if self.tokens_per_step else {}),
         }
 
 

@@ -95,6 +95,8 @@ class LocalEngine:
         tail = detok.flush()
         if tail:
             yield Text(tail)
+        if self.decoder.steps:
+            stats.tokens_per_step = (len(out) - 1) / self.decoder.steps
         stats.finish_reason = finish_reason(out[-1] if out else None, stop_ids, cancel)
         yield Finish(stats, out)
 

@@ -16,6 +16,7 @@ class GenSettings:
     top_k: int = 0  # 0 means off
     repetition_penalty: float = 1.2
     max_new_tokens: int = 512
+    speculate: str = "auto"  # prompt-lookup speculative decoding: auto (where it pays), lookup, off
     seed: int | None = None
 
     def to_dict(self) -> dict:
@@ -34,6 +35,7 @@ class GenSettings:
 
 
 NAMES = tuple(f.name for f in fields(GenSettings))
+SPECULATE = ("auto", "lookup", "off")
 
 
 def _finite(name: str, v: float) -> float:
@@ -62,6 +64,11 @@ def parse(name: str, value) -> object:
     if name not in NAMES:
         raise UsageError(f"unknown setting {shown(name, 40)!r}; known: {', '.join(NAMES)}")
     kind = {"top_k": int, "max_new_tokens": int, "seed": int}.get(name, float)
+    if name == "speculate":
+        v = str(value).strip().lower()
+        if v not in SPECULATE:
+            raise UsageError(f"speculate must be one of {', '.join(SPECULATE)}, got {shown(repr(value), 40)}")
+        return v
     if name == "seed" and (value is None or str(value).lower() in ("none", "off", "random")):
         return None
     if isinstance(value, bool):

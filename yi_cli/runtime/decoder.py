@@ -2,6 +2,8 @@
 
 The KV cache lives for the whole session: a new prompt that starts with the previous prompt + reply only
 prefills the new tail, so the time to first token stays flat as a conversation grows.
+With settings.speculate on, a step instead feeds the last token plus the drafts prompt lookup finds and keeps what
+the sampler would have chosen anyway (speculate.py): same tokens, fewer forward passes.
 """
 
 from __future__ import annotations
@@ -14,13 +16,19 @@ import torch
 
 from ..errors import YiError
 from ..kernels import tinygemm
-from . import llama
+from . import llama, speculate
 from .graph import GraphedStep, buckets
 from .hf import trim_heap
 from .sampling import Sampler
 
 PREFILL_CHUNK = {"cuda": 1024, "cpu": 256}  # tokens per prefill forward (bounds the transient memory)
 PIPELINE = 2  # decode steps queued on the GPU ahead of the token the host is reading
+# settings.speculate "auto": prompt-lookup speculation where scripts/bench_speculate.py measured a gain
+# (BENCHMARKS.md). CPU (demo model): 1.1-1.2x on document work, about even on chat. H200 (Yi-6B AWQ): a verify of
+# 2 / 4 / 8 rows costs 1.5 / 2.1 / 3.5 decode steps (tinygemm's few-row kernel instead of the one-row GEMV, and
+# attention and sampling once per row), so it loses unless nearly every draft is kept: off by default.
+SPECULATE_AUTO = {"cpu": True, "cuda": False}
+VERIFY_ROWS = (2, 4, 8)  # CUDA: one verify graph per row count (k + 1 rounded up; extra rows are padding)
 
 
 def supports(ckpt) -> bool:
@@ -44,6 +52,7 @@ class FastDecoder:
         self.max_seq = min(max_seq_len or ckpt.context_length, ckpt.context_length)
         self.cached: list[int] = []  # ids whose K/V sit in cache slots [0, len)
         self.last_prefill: tuple[int, list[int]] = (0, [])  # (first slot computed, prompt) of the last prefill
+        self.steps = 0  # forward steps of the last generate after its first token (tokens per step = tokens / steps)
         dtype = tinygemm.compute_dtype(self.device, ckpt.dtype, ckpt.quant is not None)
         with torch.inference_mode():
             self.model = llama.FastLlama(ckpt, self.max_seq, dtype, padded=self.cuda)
@@ -52,6 +61,12 @@ class FastDecoder:
             self.tok = torch.zeros(1, dtype=torch.long, device=self.device)  # the token the next step feeds
             self.pos = torch.zeros(1, dtype=torch.long, device=self.device)  # its position
             self.graphs = GraphedStep(self._graph_step, buckets(self.max_seq)) if self.cuda else None
+            if self.cuda:  # the verify graphs' inputs and scratch state (speculate.py), captured on first use
+                rows = VERIFY_ROWS[-1]
+                self.vin = torch.zeros(2, rows, dtype=torch.long, device=self.device)  # tokens; positions
+                self.vout = torch.zeros(rows, dtype=torch.long, device=self.device)
+                self.vseen, self.vrng = torch.zeros_like(self.sampler.seen), torch.zeros_like(self.sampler.rng)
+                self.vgraphs: dict[tuple[int, int], GraphedStep] = {}
         if self.cuda:
             self.host = torch.zeros(PIPELINE + 1, dtype=torch.long, pin_memory=True)
             self.events = [torch.cuda.Event() for _ in range(PIPELINE + 1)]
@@ -101,6 +116,79 @@ class FastDecoder:
         self.host[slot].copy_(self.tok[0], non_blocking=True)
         self.events[slot].record()
 
+    def speculating(self, settings) -> bool:
+        mode = settings.speculate
+        if mode == "off" or (self.cuda and not (self.sampler.fused and self.model.fused)):
+            return False  # CUDA without Triton: the verify graph's sampler needs the nucleus kernels
+        return mode == "lookup" or SPECULATE_AUTO["cuda" if self.cuda else "cpu"]
+
+    def _verify_step(self, rows: int, length: int) -> torch.Tensor:
+        """The captured verify: rows tokens of self.vin, attending to `length` slots, choices into self.vout."""
+        logits = self.model.head(self.model.verify(self.vin[0, :rows], self.vin[1, :rows], length))
+        self.sampler.step_rows(logits, self.vout[:rows], self.vseen, self.vrng)
+        return logits
+
+    @torch.inference_mode()
+    def _verify(self, tok: int, pos: int, drafts: list[int], greedy: bool) -> list[int]:
+        """Feed [tok] + drafts at positions pos.. in one forward; the tokens kept (speculate.accept). Rejected
+        drafts' K/V stay in their slots, outside self.cached, until later steps overwrite them."""
+        t = len(drafts) + 1
+        if not self.cuda:
+            h = self.model.verify(torch.tensor([tok] + drafts), torch.arange(pos, pos + t), pos + t)
+            out = speculate.accept(drafts, lambda i: int(self.sampler.eager(self.model.head(h[i : i + 1]), greedy)))
+        else:
+            rows = next(r for r in VERIFY_ROWS if r >= t)
+            length = self.graphs.bucket(pos + rows)
+            self.vin.copy_(
+                torch.tensor(
+                    [[tok] + drafts + drafts[-1:] * (VERIFY_ROWS[-1] - t), list(range(pos, pos + VERIFY_ROWS[-1]))]
+                ),
+                non_blocking=True,
+            )
+            if (rows, length) not in self.vgraphs:
+                self.vgraphs[rows, length] = GraphedStep(lambda n: self._verify_step(rows, n), [length])
+            self.vgraphs[rows, length].replay(length)
+            chosen = self.vout[:rows].tolist()
+            out = speculate.accept(drafts, chosen.__getitem__)
+            self.sampler.commit(out)
+        self.tok.fill_(out[-1])
+        self.pos.fill_(pos + len(out))
+        return out
+
+    def _plain(self, pos: int, greedy: bool) -> int:
+        """One decode step, its token read back at once (the next draft is looked up from it)."""
+        if not self.cuda:
+            return self._eager(pos + 1, greedy)
+        with torch.inference_mode():
+            self.graphs.replay(pos + 1)
+        return int(self.tok)
+
+    def _spec_steps(self, ids: list[int], first: int, limit: int, greedy: bool) -> Iterator[int]:
+        """Tokens 2..limit, each step feeding the last token plus the drafts prompt lookup finds (speculate.py)."""
+        look, adapt = speculate.Lookup(ids + [first]), speculate.Adapt()
+        made, tok = 1, first  # reply tokens so far; the last, fed next at position len(ids) + made - 1
+        cap = VERIFY_ROWS[-1] if self.cuda else 0  # CUDA verify rows past the drafts still write K/V slots
+        threads = torch.get_num_threads()
+        if not self.cuda:
+            torch.set_num_threads(1)  # as _steps (and the verify's rows then get a one-token step's bits)
+        try:
+            while made < limit:
+                pos = len(ids) + made - 1
+                k = min(adapt.k, limit - made - 1, self.max_seq - pos - cap)
+                drafts = look.draft(k, adapt.n_min) if k > 0 else []
+                if drafts:
+                    out = self._verify(tok, pos, drafts, greedy)
+                    adapt.update(len(drafts), len(out) - 1)
+                else:
+                    out = [self._plain(pos, greedy)]
+                self.steps += 1
+                for t in out:
+                    look.append(t)
+                    yield t
+                made, tok = made + len(out), out[-1]
+        finally:
+            torch.set_num_threads(threads)
+
     def _steps(self, n: int, limit: int, greedy_only: bool) -> Iterator[int]:
         """Tokens 2..limit after a prompt of n tokens; step j feeds token j at position n + j - 1."""
         if not self.cuda:
@@ -110,6 +198,7 @@ class FastDecoder:
             torch.set_num_threads(1)
             try:
                 for j in range(1, limit):
+                    self.steps += 1
                     yield self._eager(n + j, greedy_only)
             finally:
                 torch.set_num_threads(threads)
@@ -125,6 +214,7 @@ class FastDecoder:
                 return
             slot = pending.popleft()
             self.events[slot].synchronize()
+            self.steps += 1
             yield int(self.host[slot])
 
     def generate(self, prompt_ids: list[int], settings, cancel: threading.Event, stop_ids: set[int]) -> Iterator[int]:
@@ -134,6 +224,7 @@ class FastDecoder:
         n = len(ids)
         if not 0 < n < self.max_seq:
             raise YiError(f"the prompt is {n} tokens; the fast decoder holds 1 to {self.max_seq - 1}")
+        self.steps = 0
         if cancel.is_set():
             return
         first = self._prefill(ids, settings, cancel)
@@ -144,7 +235,12 @@ class FastDecoder:
             yield out[0]
             if out[0] in stop_ids:
                 return
-            for tok in self._steps(n, min(settings.max_new_tokens, self.max_seq - n), settings.temperature == 0):
+            limit, greedy = min(settings.max_new_tokens, self.max_seq - n), settings.temperature == 0
+            if self.speculating(settings):
+                steps = self._spec_steps(ids, out[0], limit, greedy)
+            else:
+                steps = self._steps(n, limit, greedy)
+            for tok in steps:
                 if cancel.is_set():
                     return
                 out.append(tok)

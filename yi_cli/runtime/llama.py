@@ -118,7 +118,38 @@ class FastLlama:
             mask = (self.arange[:length] <= pos).unsqueeze(0).repeat(self.n_heads // self.n_kv, 1)
         return self._forward(tok, pos, length, mask, False, True)
 
-    def _forward(self, tokens, pos, length: int, mask, dense: bool, last: bool) -> torch.Tensor:
+    def verify(self, tokens: torch.Tensor, pos: torch.Tensor, length: int) -> torch.Tensor:
+        """The speculative verify step: tokens [T] at consecutive positions pos [T] (device tensors, graphable),
+        through the same int4 kernels as a decode step (few rows: weights read once). Returns the final hidden
+        states [T, D] for `head`: the CPU computes a row's logits only if the draft before it was accepted (its
+        fp16 lm_head costs as much per row as for one). Each token attends as its own decode step would (slots
+        [0, pos[t]] only), so on CPU, where the matmuls give every row the bits of a one-row matmul, head(h[t:t+1])
+        is bit for bit decode_step's logits."""
+        return self._forward(tokens, pos, length, None, False, False, rows=True, head=False)
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        """Final hidden states [T, D] -> fp32 logits [T, V]."""
+        return F.linear(h.to(self.lm_head.dtype), self.lm_head).float()
+
+    def _row_attention(self, qg, kc, vc, pos, length: int) -> torch.Tensor:
+        """qg [1, KV, G·T, hd] (row j·T + t) -> the same shape, token t attending like decode_step at pos[t]."""
+        t, g = pos.shape[0], self.n_heads // self.n_kv
+        q = qg.view(1, self.n_kv, g, t, self.hd)
+        outs = []
+        for i in range(t):
+            qi = q[:, :, :, i].contiguous()  # [1, KV, G, hd], the shape of a decode step's query
+            if self.fused:
+                outs.append(glue.decode_attention(qi, kc, vc, pos[i : i + 1], length))
+                continue
+            n, mask = int(pos[i]) + 1, None  # CPU: exactly the slots [0, pos], as an unpadded step
+            if self.padded:
+                n, mask = length, (self.arange[:length] <= pos[i]).unsqueeze(0).repeat(g, 1)
+            outs.append(F.scaled_dot_product_attention(qi, kc[:, :, :n], vc[:, :, :n], attn_mask=mask))
+        return torch.stack(outs, 3).view(1, self.n_kv, g * t, self.hd)
+
+    def _forward(
+        self, tokens, pos, length: int, mask, dense: bool, last: bool, rows: bool = False, head: bool = True
+    ) -> torch.Tensor:
         t = tokens.shape[0]
         fused, decode = self.fused, self.fused and t == 1
         x = F.embedding(tokens, self.embed)  # [T, D]
@@ -133,6 +164,8 @@ class FastLlama:
             qg = rope_cache(mm(layer.qkv, h), cos, sin, pos, kc, vc, self.n_heads, self.n_kv, self.hd, fused)
             if decode:
                 o = glue.decode_attention(qg, kc, vc, pos, length)
+            elif rows:
+                o = self._row_attention(qg, kc, vc, pos, length)
             else:
                 # Not cuDNN: it builds an execution plan per new prompt length, ~1 s each (measured on the H200),
                 # which every chat turn would pay in its time to first token.
@@ -146,4 +179,4 @@ class FastLlama:
         if last:
             x, delta = x[-1:], delta[-1:]
         _, x = add_rmsnorm(x, delta, self.norm, self.eps, fused)
-        return F.linear(x.to(self.lm_head.dtype), self.lm_head).float()
+        return self.head(x) if head else x

@@ -61,6 +61,21 @@ class Sampler:
             return out
         return out.copy_(self._choose(logits, greedy=False, eager=False))
 
+    def step_rows(self, logits: torch.Tensor, out: torch.Tensor, seen: torch.Tensor, rng: torch.Tensor) -> None:
+        """The graphed choice for a speculative verify (nucleus kernels, CUDA): logits [T, V] -> out [T], row i
+        chosen as `step` would choose it after rows < i, on scratch copies `seen` / `rng` of the state, so the
+        step can be replayed (and warmed up) without touching the real state; `commit` then records what was
+        kept."""
+        seen.copy_(self.seen)
+        rng.copy_(self.rng)
+        for i in range(logits.shape[0]):
+            nucleus.sample(logits[i : i + 1], seen, self.params, rng, out[i : i + 1])
+
+    def commit(self, tokens: list[int]) -> None:
+        """The tokens a verify step kept: mark them seen and advance the step counter past them."""
+        self.seen[torch.tensor(tokens, device=self.seen.device)] = True
+        self.rng[1] += len(tokens)
+
     def eager(self, logits: torch.Tensor, greedy: bool) -> torch.Tensor:
         """The same choice outside a graph: may read settings on the host to score only the top CAP candidates
         when that is exact (a full sort of the vocabulary costs ~4 ms on a small CPU). greedy: temperature is 0."""

@@ -107,6 +107,11 @@ def parser() -> argparse.ArgumentParser:
     a("--top-k", type=int, help="top-k sampling, 0 = off (default 0)")
     a("--repetition-penalty", type=float, help="repetition penalty (default 1.2)")
     a("--seed", type=int, help="random seed for reproducible sampling")
+    a(
+        "--speculate",
+        choices=["auto", "lookup", "off"],
+        help="prompt-lookup speculative decoding, same output (default auto: on where it pays)",
+    )
     a("--device", type=device_arg, help="cpu, cuda, cuda:N (default: cuda when available)")
     a("--dtype", choices=["auto", "fp32", "fp16", "bf16"], help="activation dtype (default: fp32 on cpu, fp16 on cuda)")
     a("--engine", choices=["auto", "fast", "generate"], help="decode engine: fast (CUDA graphs) or plain generate")
@@ -152,7 +157,7 @@ def settings_from(args, gen_cfg: dict, model: str | None):
     for name, value in gen_cfg.items():
         setattr(s, name, value)
         sources[name] = "config"
-    for name in ("temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens", "seed"):
+    for name in ("temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens", "seed", "speculate"):
         v = getattr(args, name)
         if v is not None:
             setattr(s, name, parse(name, v))

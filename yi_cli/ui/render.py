@@ -23,6 +23,8 @@ def footer(stats: Stats) -> str:
     ]
     if stats.decode_tok_s:
         parts.append(f"{stats.decode_tok_s:.1f} tok/s")
+    if stats.tokens_per_step > 1:  # speculative decoding kept drafts
+        parts.append(f"{stats.tokens_per_step:.2f} tok/step")
     return " · ".join(parts)
 
 
