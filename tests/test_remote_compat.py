@@ -476,10 +476,10 @@ def test_a_note_during_a_live_reply_waits_for_its_end():
     from rich.console import Console
 
     from yi_cli.engines.events import Stats
-    from yi_cli.ui.render import LiveRenderer
+    from yi_cli.ui.render import TerminalRenderer
 
     out, err = io.StringIO(), io.StringIO()
-    render = LiveRenderer(Console(file=out, width=80), Console(file=err, width=200), show_stats=False)
+    render = TerminalRenderer(Console(file=out, width=80), Console(file=err, width=200), show_stats=False)
     render.reply_start("hi")
     render.reply_text("some text")
     render.notice("skipped 1 bad chunk")  # from the engine's thread, mid-reply

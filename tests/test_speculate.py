@@ -245,9 +245,8 @@ def test_demo_document_greedy_identical_and_faster_per_step(demo_dir):
 
 
 def test_stats_report_tokens_per_step():
-    from yi_cli.ui.render import footer
-
     from yi_cli.engines.events import Stats
+    from yi_cli.ui.render import footer
 
     assert "tokens_per_step" not in Stats().to_dict()  # engines that do not know it (remote, generate)
     s = Stats(new_tokens=9, tokens_per_step=2.666)
