@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from . import attach
-from .. import durable
+from .. import durable, inputs
 from ..errors import YiError, shown
 from ..paths import data_dir, private_dir
 from .session import ChatSession
@@ -163,12 +163,8 @@ def resolve(path: str) -> Path:
 def read(path: str) -> tuple[ChatSession, GenSettings, dict]:
     """Parse a session file; raises YiError with one line for anything malformed or foreign."""
     p = resolve(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise YiError(f"{shown(str(p))}: no such session file") from None
-    except (OSError, ValueError) as e:  # ValueError covers bad JSON, bad UTF-8 and a NUL byte in the path
-        raise YiError(f"{shown(str(p))}: not a readable session file ({e.__class__.__name__})") from None
+    # Size, kind (a FIFO or /dev/zero is refused without blocking), nesting and finite numbers checked first.
+    data = inputs.read_json(p, inputs.SESSION_LIMIT, YiError, "session file", obj=False)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise YiError(f"{shown(str(p))}: not a yi-chat session file")
     if data.get("version") != VERSION:
@@ -213,10 +209,10 @@ def entries() -> list[dict]:
     out = []
     for f in files:
         try:
-            data = json.loads(f.read_text(encoding="utf-8"))
+            data = inputs.read_json(f, inputs.SESSION_LIMIT, YiError, "session file")
             session = ChatSession.from_dict(data)
             mtime = f.stat().st_mtime
-        except (OSError, ValueError, TypeError, AttributeError):
+        except (OSError, ValueError, TypeError, AttributeError, YiError):
             continue
         if data.get("format") != FORMAT:
             continue
