@@ -44,8 +44,28 @@ def ensure(name: str = "demo") -> Path:
         return out
     try:
         private_dir(root)
+        lock = open(root / f".{name}.lock", "a")
     except OSError as e:
         raise LoadError(f"{root}: cannot create the cache directory ({e.strerror})") from None
+    with lock:  # closing the file releases the lock, also when the conversion fails
+        _wait_for(lock, name)
+        if (out / "config.json").is_file():  # another run converted it while we waited
+            return out
+        return _make(name, out)
+
+
+def _wait_for(lock, name: str) -> None:
+    """Take the conversion lock of `name`: a second first run waits for the first, then reuses its result."""
+    import fcntl
+
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        say(f"yi-chat: another yi-chat is preparing the demo model {name}; waiting for it ...")
+        fcntl.flock(lock, fcntl.LOCK_EX)
+
+
+def _make(name: str, out: Path) -> Path:
     if name == "demo-fp32":
         _convert_gguf(out)
         make_private(out)

@@ -331,6 +331,11 @@ class _nullctx:
 
 
 def entry() -> None:
+    from . import streams
+
+    if "stdout" in streams.repair():  # nothing could be shown: say so instead of chatting into the void
+        _err("stdout is closed; replies would be lost (redirect it to /dev/null to discard them)")
+        sys.exit(2)
     if "OMP_WAIT_POLICY" not in os.environ:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # libgomp spinning makes small CPU ops ~100x slower
     sys.exit(main())
