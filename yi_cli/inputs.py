@@ -25,7 +25,9 @@ CONFIG_LIMIT = 1 * MiB  # config.toml
 JSON_LIMIT = 16 * MiB  # config.json, generation_config.json, quantize_config.json, tokenizer_config.json, index
 HEADER_LIMIT = 100 * MiB  # a safetensors header (the safetensors library's own limit)
 MAX_DEPTH = 64  # our files nest 4 deep; a tokenizer_config.json about 6
-MAX_INT = 2**63  # counts, sizes and offsets; anything larger is garbage in our files
+# Integers up to 40 digits: transformers itself writes model_max_length = int(1e30) into tokenizer_config.json;
+# each reader checks its own ranges, this only keeps a 4000-digit number from costing a quadratic parse.
+MAX_DIGITS = 40
 
 # A JSON string literal (unrolled loop: no backtracking per character); brackets inside strings do not nest.
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
@@ -105,12 +107,9 @@ def _float(s: str) -> float:
 
 
 def _int(s: str) -> int:
-    if len(s.lstrip("-")) > 19:
+    if len(s.lstrip("-")) > MAX_DIGITS:
         raise _Bad(f"the number {shown(s, 30)} is out of range")
-    v = int(s)
-    if not -MAX_INT <= v < MAX_INT:
-        raise _Bad(f"the number {shown(s, 30)} is out of range")
-    return v
+    return int(s)
 
 
 def _constant(s: str):

@@ -25,7 +25,7 @@ def read_json(f: Path) -> dict:
 
 def read_config(path: Path) -> dict:
     cfg = path / "config.json"
-    if not cfg.is_file():
+    if not cfg.exists():  # a FIFO or a directory by that name is named as such by read_json
         raise LoadError(f"{path}: no config.json (not a model checkpoint directory)")
     data = inputs.read_json(cfg, inputs.JSON_LIMIT, LoadError, "config.json")
     if "model_type" not in data:

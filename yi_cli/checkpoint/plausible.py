@@ -41,7 +41,7 @@ def check(cfg: dict, src: Path) -> None:
     if heads and kv and heads % kv:
         raise LoadError(f"{src}: num_attention_heads = {heads} is not a multiple of num_key_value_heads = {kv}")
     hidden = cfg.get("hidden_size")
-    if heads and hidden and "head_dim" not in cfg and hidden % heads:
+    if heads and hidden and cfg.get("head_dim") is None and hidden % heads:
         raise LoadError(f"{src}: hidden_size = {hidden} is not a multiple of num_attention_heads = {heads}")
 
 

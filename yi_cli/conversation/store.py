@@ -146,7 +146,7 @@ def save(chat, path: str | None) -> Path:
         else:
             p = write_new(p, text)
     except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
-        raise YiError(f"{shown(str(p))}: cannot save the session ({getattr(e, 'strerror', None) or e})") from None
+        raise YiError(f"{shown(str(p), 200)}: cannot save the session ({getattr(e, 'strerror', None) or e})") from None
     return p
 
 
@@ -166,16 +166,16 @@ def read(path: str) -> tuple[ChatSession, GenSettings, dict]:
     # Size, kind (a FIFO or /dev/zero is refused without blocking), nesting and finite numbers checked first.
     data = inputs.read_json(p, inputs.SESSION_LIMIT, YiError, "session file", obj=False)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise YiError(f"{shown(str(p))}: not a yi-chat session file")
+        raise YiError(f"{shown(str(p), 200)}: not a yi-chat session file")
     if data.get("version") != VERSION:
         raise YiError(
-            f"{shown(str(p))}: session file version {data.get('version')!r} is not supported (expected {VERSION})"
+            f"{shown(str(p), 200)}: session file version {data.get('version')!r} is not supported (expected {VERSION})"
         )
     try:
         session = ChatSession.from_dict(data)
         settings = GenSettings.from_dict(data.get("settings") or {})
     except (ValueError, TypeError, YiError) as e:
-        raise YiError(f"{shown(str(p))}: malformed session file ({shown(str(e), 200)})") from None
+        raise YiError(f"{shown(str(p), 200)}: malformed session file ({shown(str(e), 200)})") from None
     data["path"] = str(p)
     return session, settings, data
 

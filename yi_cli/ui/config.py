@@ -5,6 +5,7 @@ one (yi-chat never writes a key anywhere)."""
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import re
@@ -52,8 +53,11 @@ def read() -> tuple[dict, dict]:
         raise UsageError(f"{p}: generation must be a table ([generation])")
     unknown = (set(data) - TOP_KEYS) | {f"generation.{k}" for k in set(gen) - set(NAMES)}
     if unknown:
+        known = [*TOP_KEYS, *(f"generation.{n}" for n in NAMES)]
+        near = difflib.get_close_matches(sorted(unknown)[0], known, n=1, cutoff=0.6)
         raise UsageError(
-            f"{p}: unknown key(s): {', '.join(sorted(unknown))} (known: {', '.join(sorted(TOP_KEYS))}"
+            f"{p}: unknown key(s): {', '.join(shown(k, 40) for k in sorted(unknown))}"
+            f"{f' (did you mean {near[0]}?)' if near else ''} (known: {', '.join(sorted(TOP_KEYS))}"
             f", [generation] {', '.join(NAMES)})"
         )
     for k, v in data.items():
