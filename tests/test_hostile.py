@@ -689,7 +689,7 @@ def _check_on_disk(stdout: bytes, home: Path) -> int:
     return len(replies)
 
 
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
 def test_signal_at_a_random_instant_loses_no_finished_exchange(sig, seed, tiny_src, home):
     rng = random.Random(seed * 2 + (sig == signal.SIGINT))
@@ -702,6 +702,7 @@ def test_signal_at_a_random_instant_loses_no_finished_exchange(sig, seed, tiny_s
     # random fraction of the next one. Replies are waited for on the pipe, not by sleeping.
     proc.stdin.write(lines.encode())
     proc.stdin.close()
+    proc.stdin = None  # communicate() below must not flush it again
     got = b""
     for _ in range(rng.randrange(0, 4)):
         line = proc.stdout.readline()

@@ -3,8 +3,8 @@ that cannot encode the replies.
 
 A closed descriptor 0, 1 or 2 is pointed at /dev/null: otherwise the next file opened (a session being saved)
 takes its number and print() writes into it; Python leaves sys.stdin/stdout/stderr None then, which is fixed too.
-A stream whose encoding cannot write every character (LANG=C without UTF-8 mode, latin-1) escapes what it cannot
-show instead of failing mid-reply.
+A stream whose encoding cannot write every character (LANG=C without UTF-8 mode, latin-1, PYTHONIOENCODING=ascii)
+writes UTF-8 into a pipe, and escapes what it cannot show on a terminal, instead of failing mid-reply.
 """
 
 from __future__ import annotations
@@ -39,5 +39,6 @@ def repair() -> list[str]:
     for s in (sys.stdout, sys.stderr):
         enc = (getattr(s, "encoding", None) or "").lower().replace("-", "")
         if enc not in ("utf8", "utf16", "utf32") and hasattr(s, "reconfigure"):
-            s.reconfigure(errors="backslashreplace")
+            # A pipe or file gets UTF-8 (lossless; --json stays valid JSON); a terminal in that locale, escapes.
+            s.reconfigure(errors="backslashreplace") if s.isatty() else s.reconfigure(encoding="utf-8")
     return closed
