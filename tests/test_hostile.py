@@ -542,8 +542,8 @@ def test_plain_text_newlines_tabs_and_cjk_pass_unchanged():
 
 
 def test_history_of_a_loaded_session_shows_escapes_visibly(tmp_path, home):
-    from yi_cli.conversation import commands, store
     from tests.fixtures import ScriptedEngine, plain_chat
+    from yi_cli.conversation import commands, store
 
     d = json.loads(json.dumps(GOOD_SESSION))
     d["turns"][1]["content"] = "hello \x1b]0;owned\x07 \x1b]52;c;Zm9v\x07"
@@ -735,8 +735,8 @@ def test_two_runs_at_once_with_one_home_keep_both_conversations(tiny_src, home):
 
 
 def test_three_saves_in_one_second_make_three_files(home):
-    from yi_cli.conversation import store
     from tests.fixtures import ScriptedEngine, plain_chat
+    from yi_cli.conversation import store
 
     chat, out, err = plain_chat(ScriptedEngine())
     chat.handle("hi")
@@ -759,3 +759,23 @@ def test_two_first_runs_convert_the_demo_at_once(tmp_path):
     assert sum("waiting for it" in x for x in errs) == 1 and sum("converting" in x for x in errs) == 1, errs
     out = Path(outs[0][0].decode().strip())
     assert (out / "config.json").is_file() and not [p for p in out.parent.iterdir() if p.name.startswith(".tmp")]
+
+
+# --- the readers themselves ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text,want", [
+    ('{"a": "[[[[", "b": [1]}', 2),  # brackets inside strings do not nest
+    ('{"a": "\\"[[[", "b": {}}', 2),  # nor after an escaped quote
+    ("[" * 100_000 + "]" * 100_000, 100_000),  # any depth is measured without recursing
+    ('"just a string"', 0),
+])
+def test_depth_is_measured_outside_strings(text, want):
+    assert inputs.depth(text) == want
+
+
+def test_limits_are_checked_before_reading(tmp_path):
+    f = tmp_path / "f"
+    f.write_bytes(b"x" * 1025)
+    with pytest.raises(YiError, match="1025 bytes, more than the 1 KiB limit"):
+        inputs.read_bytes(f, 1024)
+    assert inputs.read_bytes(f, 1025) == b"x" * 1025

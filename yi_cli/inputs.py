@@ -49,7 +49,7 @@ def read_bytes(path: str | Path, limit: int, err: type[YiError] = YiError, what:
         if not stat.S_ISREG(st.st_mode):
             raise err(f"{name}: not a regular file (a {_kind(st.st_mode)}); a {what} must be a regular file")
         if st.st_size > limit:
-            raise err(f"{name}: {size_text(st.st_size)}, more than the {size_text(limit)} limit of a {what}")
+            raise err(f"{name}: {st.st_size} bytes, more than the {size_text(limit)} limit of a {what}")
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
     except YiError:
         raise
