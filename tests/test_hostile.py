@@ -779,3 +779,48 @@ def test_limits_are_checked_before_reading(tmp_path):
     with pytest.raises(YiError, match="1025 bytes, more than the 1 KiB limit"):
         inputs.read_bytes(f, 1024)
     assert inputs.read_bytes(f, 1025) == b"x" * 1025
+
+
+def test_a_signal_right_after_a_reply_is_shown_finds_it_on_disk(home):
+    """The commit (session + autosave) happens before the reply is reported: a SIGTERM handler raising at the
+    report (here: the renderer raising KeyboardInterrupt) cannot leave a shown exchange off the disk."""
+    from tests.fixtures import ScriptedEngine, plain_chat
+    from yi_cli.conversation import store
+
+    chat, out, err = plain_chat(ScriptedEngine(["the answer"]))
+    chat.on_turn = store.Autosave("pipe")
+
+    def interrupted(text, stats):
+        raise KeyboardInterrupt
+
+    chat.render.reply_end = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        chat.handle("question")
+    session, _, _ = store.read(str(chat.on_turn.path))
+    assert [(t.role, t.content) for t in session.turns] == [("user", "question"), ("assistant", "the answer")]
+
+
+def test_the_autosave_write_holds_signals_until_it_is_done(home, monkeypatch):
+    from tests.fixtures import ScriptedEngine, plain_chat
+    from yi_cli.conversation import store
+
+    chat, out, err = plain_chat(ScriptedEngine(["a reply"]))
+    seen = []
+    real = store.write_new
+
+    def write_new(directory, text):  # a SIGINT lands in the middle of the write
+        os.kill(os.getpid(), signal.SIGINT)
+        path = real(directory, text)
+        seen.append(path)
+        return path
+
+    chat.on_turn = store.Autosave("pipe")
+    monkeypatch.setattr(store, "write_new", write_new)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in the CLI: Ctrl-C raises
+    try:
+        with pytest.raises(KeyboardInterrupt):  # delivered once the file is written
+            chat.handle("q")
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert seen == [chat.on_turn.path]
+    assert store.read(str(chat.on_turn.path))[0].turns[-1].content == "a reply"

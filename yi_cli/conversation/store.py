@@ -12,8 +12,11 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import tempfile
+import threading
 import time
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -107,6 +110,34 @@ def write_new(directory: Path, text: str) -> Path:
     return path
 
 
+HELD = (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", signal.SIGTERM))
+
+
+@contextmanager
+def _signals_held():
+    """Ctrl-C, SIGTERM and SIGHUP wait until the write is done: their handlers raise, and an exception between
+    writing the temp file and linking it would leave the finished exchange off the disk. A write takes ms.
+
+    The Python-level handlers are swapped, not the signal mask: a process-directed signal reaches whichever
+    thread does not block it (torch's, the tokenizer's), and Python runs its handler in the main thread anyway."""
+    if threading.current_thread() is not threading.main_thread():  # handlers can only be set from there
+        yield
+        return
+    caught: list = []
+    old = {s: signal.signal(s, lambda signum, frame: caught.append((signum, frame))) for s in set(HELD)}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        for signum, frame in caught[:1]:  # now delivered to the handler it was meant for
+            handler = old[signum]
+            if callable(handler):
+                handler(signum, frame)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(signum)
+
+
 class Autosave:
     """The chat's on_turn hook: after every recorded change the conversation is written to its own file.
 
@@ -127,10 +158,11 @@ class Autosave:
         self.created = self.created or _now()
         text = json.dumps(to_dict(chat, self.mode, self.created), ensure_ascii=False)
         try:
-            if self.path is None:
-                self.path = write_new(sessions_dir(), text)
-            else:
-                write_atomic(self.path, text)
+            with _signals_held():
+                if self.path is None:
+                    self.path = write_new(sessions_dir(), text)
+                else:
+                    write_atomic(self.path, text)
         except OSError as e:
             chat.render.notice(f"autosave failed ({e.strerror or e}); the chat goes on")
 
