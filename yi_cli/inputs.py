@@ -116,7 +116,8 @@ def _constant(s: str):
     raise _Bad(f"{s} is not a JSON number")
 
 
-def loads(text: str | bytes, name: str, err: type[YiError] = YiError, max_depth: int = MAX_DEPTH):
+def loads(text: str | bytes, name: str, err: type[YiError] = YiError, max_depth: int = MAX_DEPTH,
+          what: str = "JSON"):
     """json.loads with the nesting checked first (the parser recurses), and only finite, bounded numbers."""
     name = shown(str(name), 200)
     d = depth(text)
@@ -127,13 +128,13 @@ def loads(text: str | bytes, name: str, err: type[YiError] = YiError, max_depth:
     except _Bad as e:
         raise err(f"{name}: {e}") from None
     except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise err(f"{name}: corrupt JSON ({e.__class__.__name__}: {shown(str(e), 120)})") from None
+        raise err(f"{name}: corrupt {what} ({e.__class__.__name__}: {shown(str(e), 120)})") from None
 
 
 def read_json(path: str | Path, limit: int = JSON_LIMIT, err: type[YiError] = YiError, what: str = "JSON file",
               obj: bool = True):
     """A JSON file read within `limit` bytes; `obj`: it must be a JSON object."""
-    data = loads(read_bytes(path, limit, err, what), str(path), err)
+    data = loads(read_bytes(path, limit, err, what), str(path), err, what=what)
     if obj and not isinstance(data, dict):
         raise err(f"{shown(str(path), 200)}: expected a JSON object, found {type_name(data)}")
     return data
@@ -153,8 +154,8 @@ def field(data: dict, key: str, kinds, src, err: type[YiError] = YiError, defaul
     ok = any(type(v) is k or (k is float and type(v) is int) for k in kinds)
     if not ok:
         want = " or ".join(type_name(k()) if k is not type(None) else "null" for k in kinds)
-        raise err(f"{shown(str(src), 200)}: {label or key} must be {want}, found {type_name(v)} "
-                  f"{shown(json.dumps(v) if not isinstance(v, str) else repr(v), 40)}")
+        value = shown(json.dumps(v) if not isinstance(v, str) else repr(v), 40)
+        raise err(f"{shown(str(src), 200)}: {label or key} {value} must be {want}, not {type_name(v)}")
     return v
 
 
@@ -163,6 +164,5 @@ def choice(value: str, choices, src, key: str, err: type[YiError] = YiError) -> 
     if value in choices:
         return value
     near = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.5)
-    hint = f"did you mean {near[0]!r}? " if near else ""
-    raise err(f"{shown(str(src), 200)}: {key} = {shown(value, 40)!r} is not allowed ({hint}use one of "
-              f"{', '.join(choices)})")
+    hint = f" (did you mean {near[0]!r}?)" if near else ""
+    raise err(f"{shown(str(src), 200)}: {key} = {shown(value, 40)!r}: use one of {', '.join(choices)}{hint}")

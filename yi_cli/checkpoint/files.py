@@ -27,8 +27,8 @@ def read_config(path: Path) -> dict:
     cfg = path / "config.json"
     if not cfg.exists():  # a FIFO or a directory by that name is named as such by read_json
         raise LoadError(f"{path}: no config.json (not a model checkpoint directory)")
-    data = inputs.read_json(cfg, inputs.JSON_LIMIT, LoadError, "config.json")
-    if "model_type" not in data:
+    data = inputs.read_json(cfg, inputs.JSON_LIMIT, LoadError, "config.json", obj=False)
+    if not isinstance(data, dict) or "model_type" not in data:
         raise LoadError(f"{cfg}: not a transformers model config (no model_type)")
     return data
 
@@ -103,7 +103,10 @@ def read_header(f: Path) -> tuple[dict, int, int]:
             raw = fh.read(n)
     except (OSError, struct.error):
         raise LoadError(f"{f}: not a valid safetensors file") from None
-    header = inputs.loads(raw, str(f), LoadError)
+    try:
+        header = inputs.loads(raw, f.name, LoadError, what="header")
+    except LoadError as e:
+        raise LoadError(f"{f}: not a valid safetensors file ({str(e).removeprefix(f.name + ': ')})") from None
     if not isinstance(header, dict):
         raise LoadError(f"{f}: not a valid safetensors file (the header is not a JSON object)")
     return header, n, size
