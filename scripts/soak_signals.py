@@ -5,8 +5,9 @@ well-formed. Prints one JSON line; exits 1 when a check fails.
 
     OMP_WAIT_POLICY=PASSIVE python scripts/soak_signals.py --turns 500 --model demo --max-new-tokens 8
 
-The instant of each signal: after a random number of replies (uniform in 0 .. 2 x --every), plus a random
-fraction of a second, so signals land while the model loads, mid-reply, between turns and during autosaves.
+The instant of each signal: after a random number of replies (uniform in 0 .. 2 x --every, again after each
+signal), plus a random fraction of a second, so signals land while the model loads, mid-reply, between turns and
+during autosaves. SIGINT cuts the reply in flight (the pipe goes on); SIGTERM ends the process.
 """
 
 from __future__ import annotations
@@ -35,32 +36,32 @@ def lane(name: str, args, home: Path, rng: random.Random, log: dict) -> None:
     while done < args.turns:
         lines = [f"{name} turn {i}: say one word about {rng.choice(['rain', 'owls', 'tea', 'chess'])}"
                  for i in range(done, args.turns)]
+        errf = tempfile.TemporaryFile()  # a file, not a pipe: a long run's notices cannot fill it and stall
         proc = subprocess.Popen([sys.executable, "-m", "yi_cli", "-m", args.model, "--json", "--max-new-tokens",
                                  str(args.max_new_tokens), "--temperature", "0"],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errf, env=env)
         log["processes"] += 1
         feeder = threading.Thread(target=_feed, args=(proc, lines), daemon=True)
         feeder.start()
-        wait_for = rng.randrange(0, 2 * args.every + 1)
-        sig = rng.choice([signal.SIGINT, signal.SIGTERM])
-        out, n, signalled = [], 0, False
-        if wait_for == 0:  # while the process starts or loads the model
+        out, n = [], 0
+        next_at = rng.randrange(0, 2 * args.every + 1)  # signal after this many replies (0: while it loads)
+        if next_at == 0:
             time.sleep(rng.random() * args.jitter * 6)
-            proc.send_signal(sig)
-            signalled = True
-        for raw in proc.stdout:
+            _signal(proc, rng, log)
+            next_at = rng.randrange(1, 2 * args.every + 1)
+        for raw in proc.stdout:  # SIGINT cuts the reply in flight and the pipe goes on; SIGTERM ends the run
             out.append(raw)
             n += 1
-            if n >= wait_for and not signalled and n < len(lines):
+            if n >= next_at and n < len(lines):
                 time.sleep(rng.random() * args.jitter)
-                proc.send_signal(sig)
-                signalled = True
-        err = proc.stderr.read().decode(errors="replace")
+                _signal(proc, rng, log)
+                next_at = n + rng.randrange(1, 2 * args.every + 1)
         rc = proc.wait()
+        errf.seek(0)
+        err = errf.read().decode(errors="replace")
+        errf.close()
         feeder.join()
         log["exit_codes"][rc] += 1
-        if signalled:
-            log["signals"][signal.Signals(sig).name] += 1
         if "Traceback" in err:
             log["tracebacks"].append(err[-1500:])
         for raw in out:
@@ -73,6 +74,12 @@ def lane(name: str, args, home: Path, rng: random.Random, log: dict) -> None:
         if rc not in (0, 130, -signal.SIGINT, -signal.SIGTERM):
             log["bad_exit"].append((rc, err[-500:]))
             return
+
+
+def _signal(proc, rng: random.Random, log: dict) -> None:
+    sig = rng.choice([signal.SIGINT, signal.SIGTERM])
+    proc.send_signal(sig)
+    log["signals"][sig.name] += 1
 
 
 def _feed(proc, lines: list[str]) -> None:

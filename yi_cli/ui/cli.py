@@ -339,7 +339,13 @@ def entry() -> None:
         sys.exit(2)
     if "OMP_WAIT_POLICY" not in os.environ:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # libgomp spinning makes small CPU ops ~100x slower
-    sys.exit(main())
+    try:
+        code = main()
+    except KeyboardInterrupt:  # a second signal while the first was being handled: still one exit code
+        code = EXIT_INTERRUPTED
+    for s in (signal.SIGINT, signal.SIGTERM):  # leaving: a late signal must not turn the code into a kill (-2, -15)
+        signal.signal(s, signal.SIG_IGN)
+    sys.exit(code)
 
 
 if __name__ == "__main__":
