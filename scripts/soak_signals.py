@@ -34,12 +34,29 @@ def lane(name: str, args, home: Path, rng: random.Random, log: dict) -> None:
     env = {**os.environ, "YI_CHAT_HOME": str(home), "PYTHONPATH": str(ROOT), "COLUMNS": "100"}
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     while done < args.turns:
-        lines = [f"{name} turn {i}: say one word about {rng.choice(['rain', 'owls', 'tea', 'chess'])}"
-                 for i in range(done, args.turns)]
+        lines = [
+            f"{name} turn {i}: say one word about {rng.choice(['rain', 'owls', 'tea', 'chess'])}"
+            for i in range(done, args.turns)
+        ]
         errf = tempfile.TemporaryFile()  # a file, not a pipe: a long run's notices cannot fill it and stall
-        proc = subprocess.Popen([sys.executable, "-m", "yi_cli", "-m", args.model, "--json", "--max-new-tokens",
-                                 str(args.max_new_tokens), "--temperature", "0"],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errf, env=env)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "yi_cli",
+                "-m",
+                args.model,
+                "--json",
+                "--max-new-tokens",
+                str(args.max_new_tokens),
+                "--temperature",
+                "0",
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=errf,
+            env=env,
+        )
         log["processes"] += 1
         feeder = threading.Thread(target=_feed, args=(proc, lines), daemon=True)
         feeder.start()
@@ -106,11 +123,22 @@ def main(argv=None) -> int:
     cache = Path(os.environ.get("YI_CHAT_HOME", ROOT / ".pytest_home")) / "cache"
     if cache.is_dir():  # reuse the converted demo model
         os.symlink(cache.resolve(), home / "cache")
-    logs = {n: {"processes": 0, "exit_codes": Counter(), "signals": Counter(), "finished": [], "cut": [],
-                "tracebacks": [], "bad_exit": []} for n in ("A", "B")}
+    logs = {
+        n: {
+            "processes": 0,
+            "exit_codes": Counter(),
+            "signals": Counter(),
+            "finished": [],
+            "cut": [],
+            "tracebacks": [],
+            "bad_exit": [],
+        }
+        for n in ("A", "B")
+    }
     t0 = time.perf_counter()
-    threads = [threading.Thread(target=lane, args=(n, args, home, random.Random(f"{args.seed}-{n}"), logs[n]))
-               for n in logs]
+    threads = [
+        threading.Thread(target=lane, args=(n, args, home, random.Random(f"{args.seed}-{n}"), logs[n])) for n in logs
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -133,20 +161,35 @@ def main(argv=None) -> int:
     tracebacks = [t for log in logs.values() for t in log["tracebacks"]]
     bad_exit = [b for log in logs.values() for b in log["bad_exit"]]
     answered = {n: len(log["finished"]) + len(log["cut"]) for n, log in logs.items()}
-    ok = (not missing and not bad_files and not tracebacks and not bad_exit
-          and all(v == args.turns for v in answered.values()))
+    ok = (
+        not missing
+        and not bad_files
+        and not tracebacks
+        and not bad_exit
+        and all(v == args.turns for v in answered.values())
+    )
     result = {
-        "script": "soak_signals", "model": args.model, "turns_per_session": args.turns, "seed": args.seed,
+        "script": "soak_signals",
+        "model": args.model,
+        "turns_per_session": args.turns,
+        "seed": args.seed,
         "processes": sum(log["processes"] for log in logs.values()),
         "signals": dict(sum((log["signals"] for log in logs.values()), Counter())),
         "exit_codes": {str(k): v for k, v in sum((log["exit_codes"] for log in logs.values()), Counter()).items()},
-        "answered": answered, "finished_exchanges": len(finished), "cut_replies": len(cut),
-        "cut_on_disk": sum(x in on_disk for x in cut), "finished_missing_on_disk": len(missing),
-        "session_files": len(files), "bad_session_files": len(bad_files), "tracebacks": len(tracebacks),
-        "bad_exits": len(bad_exit), "run_s": round(run_s, 1), "ok": ok,
+        "answered": answered,
+        "finished_exchanges": len(finished),
+        "cut_replies": len(cut),
+        "cut_on_disk": sum(x in on_disk for x in cut),
+        "finished_missing_on_disk": len(missing),
+        "session_files": len(files),
+        "bad_session_files": len(bad_files),
+        "tracebacks": len(tracebacks),
+        "bad_exits": len(bad_exit),
+        "run_s": round(run_s, 1),
+        "ok": ok,
     }
     print(json.dumps(result))
-    for x in (missing[:3] + tracebacks[:2] + bad_exit[:2]):
+    for x in missing[:3] + tracebacks[:2] + bad_exit[:2]:
         print(x, file=sys.stderr)
     return 0 if ok else 1
 

@@ -64,8 +64,14 @@ def sparse(path: Path, size: int) -> None:
 
 # --- session files ------------------------------------------------------------------------------------------------
 
-GOOD_SESSION = {"format": "yi-chat-session", "version": 1, "model": "m", "settings": {}, "system": None,
-                "turns": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+GOOD_SESSION = {
+    "format": "yi-chat-session",
+    "version": 1,
+    "model": "m",
+    "settings": {},
+    "system": None,
+    "turns": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
+}
 
 
 def with_turn(**changes) -> str:
@@ -78,11 +84,15 @@ SESSION_CASES = {
     "inf-literal": (with_turn().replace('"content": "hi"', '"content": "hi", "tokens": Infinity'), "Infinity"),
     "nan-literal": (with_turn().replace('"content": "hi"', '"content": "hi", "tokens": NaN'), "NaN"),
     "1e400": (with_turn().replace('"content": "hi"', '"content": "hi", "tokens": 1e400'), "out of range"),
-    "neg-1e400": (json.dumps(GOOD_SESSION).replace('"settings": {}', '"settings": {"temperature": -1e400}'),
-                  "out of range"),
+    "neg-1e400": (
+        json.dumps(GOOD_SESSION).replace('"settings": {}', '"settings": {"temperature": -1e400}'),
+        "out of range",
+    ),
     "huge-int": (with_turn().replace('"content": "hi"', '"content": "hi", "tokens": ' + "9" * 41), "out of range"),
-    "5000-digit-int": (with_turn().replace('"content": "hi"', '"content": "hi", "tokens": ' + "9" * 5000),
-                       "out of range"),
+    "5000-digit-int": (
+        with_turn().replace('"content": "hi"', '"content": "hi", "tokens": ' + "9" * 5000),
+        "out of range",
+    ),
     "nested-list-100000": (json.dumps(GOOD_SESSION)[:-1] + ', "x": ' + nested(100_000) + "}", "nested 100001 deep"),
     "nested-object-100000": ('{"a":' * 100_000 + "1" + "}" * 100_000, "nested 100000 deep"),
     "nested-65": (json.dumps(GOOD_SESSION)[:-1] + ', "x": ' + nested(65) + "}", "nested 66 deep"),
@@ -94,8 +104,7 @@ SESSION_CASES = {
     "role-swapped": (with_turn(role="assistant"), "should be a user turn"),
     "turns-not-list": (json.dumps({**GOOD_SESSION, "turns": {"a": 1}}), "not a chat session"),
     "system-list": (json.dumps({**GOOD_SESSION, "system": ["x"]}), "system prompt must be text"),
-    "unanswered-user-turn": (json.dumps({**GOOD_SESSION, "turns": GOOD_SESSION["turns"][:1]}),
-                             "without a reply"),
+    "unanswered-user-turn": (json.dumps({**GOOD_SESSION, "turns": GOOD_SESSION["turns"][:1]}), "without a reply"),
     "wrong-format": (json.dumps({**GOOD_SESSION, "format": "other"}), "not a yi-chat session file"),
     "version-2": (json.dumps({**GOOD_SESSION, "version": 2}), "version 2 is not supported"),
     "version-string": (json.dumps({**GOOD_SESSION, "version": "1"}), "version '1' is not supported"),
@@ -162,8 +171,7 @@ def test_session_special_files_refused_without_blocking(case, tmp_path, home):
 
 def test_load_of_a_fifo_in_a_piped_chat_is_one_error_and_the_chat_goes_on(tmp_path, tiny_src):
     fifo = _fifo(tmp_path)
-    p = yi("-m", tiny_src, "--max-new-tokens", "2", stdin=f"/load {fifo}\nhello\n", home=tmp_path / "h",
-           timeout=300)
+    p = yi("-m", tiny_src, "--max-new-tokens", "2", stdin=f"/load {fifo}\nhello\n", home=tmp_path / "h", timeout=300)
     err = p.stderr.decode()
     assert p.returncode == 1, err  # the failed command counts; the chat went on to answer "hello"
     assert "not a regular file (a FIFO)" in err and str(fifo) in err
@@ -236,6 +244,7 @@ def test_config_typo_through_the_command_is_one_line_exit_2(home):
 
 # --- model directories: config.json and friends -------------------------------------------------------------------
 
+
 def set_json(f: Path, **changes) -> None:
     d = json.loads(f.read_text())
     d.update(changes)
@@ -260,11 +269,21 @@ CONFIG_JSON_CASES = {
     "max-pos-zero": ({"max_position_embeddings": 0}, "max_position_embeddings = 0"),
     "max-pos-1e9-float": ({"max_position_embeddings": 1e9}, "max_position_embeddings must be an integer"),
     "max-pos-1e9": ({"max_position_embeddings": 10**9}, "max_position_embeddings = 1000000000"),
-    "cache-exceeds-memory": ({"max_position_embeddings": 1 << 24, "num_hidden_layers": 1024,
-                              "num_key_value_heads": 4}, "max_position_embeddings: this model needs about"),
-    "weights-exceed-memory": ({"num_hidden_layers": 1024, "hidden_size": 65536, "intermediate_size": 262144,
-                               "num_attention_heads": 512, "num_key_value_heads": 512,
-                               "max_position_embeddings": 16}, "the model's sizes: this model needs about"),
+    "cache-exceeds-memory": (
+        {"max_position_embeddings": 1 << 24, "num_hidden_layers": 1024, "num_key_value_heads": 4},
+        "max_position_embeddings: this model needs about",
+    ),
+    "weights-exceed-memory": (
+        {
+            "num_hidden_layers": 1024,
+            "hidden_size": 65536,
+            "intermediate_size": 262144,
+            "num_attention_heads": 512,
+            "num_key_value_heads": 512,
+            "max_position_embeddings": 16,
+        },
+        "the model's sizes: this model needs about",
+    ),
 }
 
 
@@ -302,21 +321,39 @@ JSON_FILE_CASES = {
     "tokenizer-config-17-MiB": ("tokenizer_config.json", None, "more than the 16 MiB limit"),
     "quantize-config-nested": ("quantize_config.json", '{"bits": ' + nested(100_000) + "}", "nested 100001 deep"),
     "quantize-config-inf": ("quantize_config.json", '{"bits": 8, "group_size": -Infinity}', "-Infinity"),
-    "quantize-config-modules-5": ("quantize_config.json", '{"quant_method": "awq", "bits": 4, '
-                                  '"modules_to_not_convert": 5}', "modules_to_not_convert 5 must be a list or null"),
-    "quantize-config-modules-ints": ("quantize_config.json", '{"quant_method": "awq", "bits": 4, '
-                                     '"modules_to_not_convert": [1]}', "must be a list of module names"),
+    "quantize-config-modules-5": (
+        "quantize_config.json",
+        '{"quant_method": "awq", "bits": 4, "modules_to_not_convert": 5}',
+        "modules_to_not_convert 5 must be a list or null",
+    ),
+    "quantize-config-modules-ints": (
+        "quantize_config.json",
+        '{"quant_method": "awq", "bits": 4, "modules_to_not_convert": [1]}',
+        "must be a list of module names",
+    ),
     "quantize-config-bits-string": ("quantize_config.json", '{"bits": "8"}', "bits '8' must be an integer"),
-    "quantize-config-group-true": ("quantize_config.json", '{"bits": 8, "group_size": true}',
-                                   "group_size true must be an integer"),
-    "quantize-config-desc-act-string": ("quantize_config.json", '{"bits": 8, "desc_act": "yes"}',
-                                        "desc_act 'yes' must be true/false"),
+    "quantize-config-group-true": (
+        "quantize_config.json",
+        '{"bits": 8, "group_size": true}',
+        "group_size true must be an integer",
+    ),
+    "quantize-config-desc-act-string": (
+        "quantize_config.json",
+        '{"bits": 8, "desc_act": "yes"}',
+        "desc_act 'yes' must be true/false",
+    ),
     "index-nested": ("model.safetensors.index.json", '{"weight_map": ' + nested(100_000) + "}", "nested 100001"),
     "index-weight-map-list": ("model.safetensors.index.json", '{"weight_map": []}', "weight_map must be an object"),
-    "index-path-escape": ("model.safetensors.index.json", '{"weight_map": {"a": "../../etc/passwd"}}',
-                          "not a file name in the directory"),
-    "index-inf": ("model.safetensors.index.json", '{"metadata": {"total_size": Infinity}, "weight_map": {}}',
-                  "Infinity"),
+    "index-path-escape": (
+        "model.safetensors.index.json",
+        '{"weight_map": {"a": "../../etc/passwd"}}',
+        "not a file name in the directory",
+    ),
+    "index-inf": (
+        "model.safetensors.index.json",
+        '{"metadata": {"total_size": Infinity}, "weight_map": {}}',
+        "Infinity",
+    ),
 }
 
 
@@ -356,7 +393,7 @@ def test_checkpoint_json_files_read_defensively(case, tiny):
 def _header(f: Path) -> tuple[dict, bytes]:
     raw = f.read_bytes()
     (n,) = struct.unpack("<Q", raw[:8])
-    return json.loads(raw[8:8 + n]), raw[8 + n:]
+    return json.loads(raw[8 : 8 + n]), raw[8 + n :]
 
 
 def _write_header(f: Path, header: dict | str, body: bytes, n: int | None = None) -> None:
@@ -379,8 +416,10 @@ SAFETENSORS_CASES = {
     "shape-negative": (lambda h, k: h[k].update(shape=[-1, 4]), "shape must be a list of non-negative integers"),
     "shape-string": (lambda h, k: h[k].update(shape="64"), "shape must be a list"),
     "entry-not-object": (lambda h, k: h.update({k: 5}), "header entry is not an object"),
-    "offsets-past-end": (lambda h, k: h[k].update(data_offsets=[h[k]["data_offsets"][0] + 10**12,
-                                                                 h[k]["data_offsets"][1] + 10**12]), "truncated"),
+    "offsets-past-end": (
+        lambda h, k: h[k].update(data_offsets=[h[k]["data_offsets"][0] + 10**12, h[k]["data_offsets"][1] + 10**12]),
+        "truncated",
+    ),
 }
 
 
@@ -405,8 +444,14 @@ def test_safetensors_header_itself_hostile(case, tiny):
     f = tiny / "model.safetensors"
     header, body = _header(f)
     text = {"nested": '{"a": ' + nested(100_000) + "}", "nan": '{"a": NaN}', "list": "[]", "not-json": "{oops"}
-    needle = {"length-2^60": "header", "length-zero": "header length does not fit", "nested": "nested 100001 deep",
-              "nan": "NaN", "list": "not a JSON object", "not-json": "not a valid safetensors file (corrupt header"}[case]
+    needle = {
+        "length-2^60": "header",
+        "length-zero": "header length does not fit",
+        "nested": "nested 100001 deep",
+        "nan": "NaN",
+        "list": "not a JSON object",
+        "not-json": "not a valid safetensors file (corrupt header",
+    }[case]
     if case.startswith("length"):
         _write_header(f, header, body, n=1 << 60 if case == "length-2^60" else 0)
     else:
@@ -426,7 +471,7 @@ def test_model_config_error_through_the_command_is_one_line_exit_3(tiny, home):
 LOOPS = {
     "nested-ranges": "{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}",
     "deep-recursion-macro": "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{% for i in range(99999) %}"
-                            "{% for j in range(99999) %}{{ i }}{% endfor %}{% endfor %}",
+    "{% for j in range(99999) %}{{ i }}{% endfor %}{% endfor %}",
     "string-loop": "{% for i in range(99999) %}{% for c in 'x' * 99999 %}{% endfor %}{% endfor %}",
 }
 
@@ -457,6 +502,7 @@ def test_a_looping_template_refuses_the_turn_and_the_run_ends(tiny, home):
 
 
 # --- streams, locales, terminals ----------------------------------------------------------------------------------
+
 
 def run_shell(cmd: str, home: Path, env: dict | None = None, stdin: bytes = b"") -> subprocess.CompletedProcess:
     e = {**os.environ, "YI_CHAT_HOME": str(home), "PYTHONPATH": str(ROOT), **(env or {})}
@@ -490,8 +536,11 @@ def test_stderr_closed_error_keeps_its_exit_code_and_stays_off_stdout(home):
     assert p.returncode == 3 and p.stdout == b""
 
 
-@pytest.mark.parametrize("env", [{"LANG": "C", "LC_ALL": "C"}, {"LANG": "C.UTF-8"}, {"TERM": "dumb"},
-                                 {"PYTHONIOENCODING": "ascii"}], ids=["LC_ALL=C", "C.UTF-8", "TERM=dumb", "ascii-io"])
+@pytest.mark.parametrize(
+    "env",
+    [{"LANG": "C", "LC_ALL": "C"}, {"LANG": "C.UTF-8"}, {"TERM": "dumb"}, {"PYTHONIOENCODING": "ascii"}],
+    ids=["LC_ALL=C", "C.UTF-8", "TERM=dumb", "ascii-io"],
+)
 def test_any_locale_or_terminal_with_non_ascii_input(env, tiny_src, home):
     p = yi("-m", tiny_src, "--max-new-tokens", "3", "--json", stdin="你好，世界 é\n", home=home, env=env)
     err = p.stderr.decode(errors="replace")
@@ -566,6 +615,7 @@ def test_model_output_with_escapes_reaches_the_pipe_visibly():
 
 
 # --- misbehaving servers ------------------------------------------------------------------------------------------
+
 
 def _remote(srv, *args, stdin="hi\n", home=None):
     return yi("--endpoint", srv.root + "/v1", "--model", "m", *args, stdin=stdin, home=home, timeout=120)
@@ -668,6 +718,7 @@ def test_misbehaving_server(case, home):
 
 # --- signals at random instants -----------------------------------------------------------------------------------
 
+
 def _sessions(home: Path) -> list[dict]:
     out = []
     for f in sorted((home / "data" / "sessions").glob("*.json")):
@@ -694,9 +745,28 @@ def test_signal_at_a_random_instant_loses_no_finished_exchange(sig, seed, tiny_s
     rng = random.Random(seed * 2 + (sig == signal.SIGINT))
     lines = "".join(f"line {i} {rng.random():.3f}\n" for i in range(40))
     e = {**os.environ, "YI_CHAT_HOME": str(home), "COLUMNS": "80"}
-    proc = subprocess.Popen([PY, "-m", "yi_cli", "-m", str(tiny_src), "--json", "--max-new-tokens", "4",
-                             "--temperature", "1", "--top-p", "1", "--seed", "0"],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e)
+    proc = subprocess.Popen(
+        [
+            PY,
+            "-m",
+            "yi_cli",
+            "-m",
+            str(tiny_src),
+            "--json",
+            "--max-new-tokens",
+            "4",
+            "--temperature",
+            "1",
+            "--top-p",
+            "1",
+            "--seed",
+            "0",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=e,
+    )
     # The instant: a random number of replies in (0 = while the model loads or the first reply runs), then a
     # random fraction of the next one. Replies are waited for on the pipe, not by sleeping.
     proc.stdin.write(lines.encode())
@@ -721,11 +791,19 @@ def test_signal_at_a_random_instant_loses_no_finished_exchange(sig, seed, tiny_s
 
 # --- concurrency --------------------------------------------------------------------------------------------------
 
+
 def test_two_runs_at_once_with_one_home_keep_both_conversations(tiny_src, home):
     e = {**os.environ, "YI_CHAT_HOME": str(home)}
-    procs = [subprocess.Popen([PY, "-m", "yi_cli", "-m", str(tiny_src), "--json", "--max-new-tokens", "2"],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [PY, "-m", "yi_cli", "-m", str(tiny_src), "--json", "--max-new-tokens", "2"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=e,
+        )
+        for _ in range(2)
+    ]
     outs = [p.communicate(f"run {i} a\nrun {i} b\nrun {i} c\n".encode(), timeout=300) for i, p in enumerate(procs)]
     assert [p.returncode for p in procs] == [0, 0], [o[1] for o in outs]
     firsts = sorted(s["turns"][0]["content"] for s in _sessions(home))
@@ -749,8 +827,9 @@ def test_two_first_runs_convert_the_demo_at_once(tmp_path):
     home = tmp_path / "home"
     e = {**os.environ, "YI_CHAT_HOME": str(home), "PYTHONPATH": str(ROOT)}
     code = "from yi_cli.checkpoint import demo; print(demo.ensure('demo-fp32'))"
-    procs = [subprocess.Popen([PY, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen([PY, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e) for _ in range(2)
+    ]
     outs = [p.communicate(timeout=900) for p in procs]
     errs = [o[1].decode() for o in outs]
     assert [p.returncode for p in procs] == [0, 0], errs
@@ -762,12 +841,16 @@ def test_two_first_runs_convert_the_demo_at_once(tmp_path):
 
 # --- the readers themselves ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("text,want", [
-    ('{"a": "[[[[", "b": [1]}', 2),  # brackets inside strings do not nest
-    ('{"a": "\\"[[[", "b": {}}', 2),  # nor after an escaped quote
-    ("[" * 100_000 + "]" * 100_000, 100_000),  # any depth is measured without recursing
-    ('"just a string"', 0),
-])
+
+@pytest.mark.parametrize(
+    "text,want",
+    [
+        ('{"a": "[[[[", "b": [1]}', 2),  # brackets inside strings do not nest
+        ('{"a": "\\"[[[", "b": {}}', 2),  # nor after an escaped quote
+        ("[" * 100_000 + "]" * 100_000, 100_000),  # any depth is measured without recursing
+        ('"just a string"', 0),
+    ],
+)
 def test_depth_is_measured_outside_strings(text, want):
     assert inputs.depth(text) == want
 

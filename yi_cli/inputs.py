@@ -72,8 +72,13 @@ def read_bytes(path: str | Path, limit: int, err: type[YiError] = YiError, what:
 
 
 def _kind(mode: int) -> str:
-    for test, word in ((stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"),
-                       (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket")):
+    for test, word in (
+        (stat.S_ISDIR, "directory"),
+        (stat.S_ISFIFO, "FIFO"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISSOCK, "socket"),
+    ):
         if test(mode):
             return word
     return "special file"
@@ -116,8 +121,7 @@ def _constant(s: str):
     raise _Bad(f"{s} is not a JSON number")
 
 
-def loads(text: str | bytes, name: str, err: type[YiError] = YiError, max_depth: int = MAX_DEPTH,
-          what: str = "JSON"):
+def loads(text: str | bytes, name: str, err: type[YiError] = YiError, max_depth: int = MAX_DEPTH, what: str = "JSON"):
     """json.loads with the nesting checked first (the parser recurses), and only finite, bounded numbers."""
     name = shown(str(name), 200)
     d = depth(text)
@@ -131,8 +135,9 @@ def loads(text: str | bytes, name: str, err: type[YiError] = YiError, max_depth:
         raise err(f"{name}: corrupt {what} ({e.__class__.__name__}: {shown(str(e), 120)})") from None
 
 
-def read_json(path: str | Path, limit: int = JSON_LIMIT, err: type[YiError] = YiError, what: str = "JSON file",
-              obj: bool = True):
+def read_json(
+    path: str | Path, limit: int = JSON_LIMIT, err: type[YiError] = YiError, what: str = "JSON file", obj: bool = True
+):
     """A JSON file read within `limit` bytes; `obj`: it must be a JSON object."""
     data = loads(read_bytes(path, limit, err, what), str(path), err, what=what)
     if obj and not isinstance(data, dict):
@@ -141,8 +146,15 @@ def read_json(path: str | Path, limit: int = JSON_LIMIT, err: type[YiError] = Yi
 
 
 def type_name(v) -> str:
-    return {bool: "true/false", int: "an integer", float: "a number", str: "a string", list: "a list",
-            dict: "an object", type(None): "null"}.get(type(v), type(v).__name__)
+    return {
+        bool: "true/false",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "an object",
+        type(None): "null",
+    }.get(type(v), type(v).__name__)
 
 
 def field(data: dict, key: str, kinds, src, err: type[YiError] = YiError, default=None, label: str = ""):

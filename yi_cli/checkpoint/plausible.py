@@ -85,6 +85,8 @@ def check_memory(cfg: dict, src: Path, device: str, elem_bytes: int, weight_bits
     if weights + cache > have:
         gib = 1 << 30
         culprit = "max_position_embeddings" if cache > weights else "the model's sizes"
-        raise LoadError(f"{src}: {culprit}: this model needs about {(weights + cache) / gib:.1f} GiB "
-                        f"(weights {weights / gib:.1f} GiB, KV cache for {cfg.get('max_position_embeddings')} "
-                        f"positions {cache / gib:.1f} GiB), more than the {have / gib:.1f} GiB of {device}")
+        raise LoadError(
+            f"{src}: {culprit}: this model needs about {(weights + cache) / gib:.1f} GiB "
+            f"(weights {weights / gib:.1f} GiB, KV cache for {cfg.get('max_position_embeddings')} "
+            f"positions {cache / gib:.1f} GiB), more than the {have / gib:.1f} GiB of {device}"
+        )

@@ -33,9 +33,16 @@ def repair() -> list[str]:
             closed.append(name)
         if getattr(sys, name) is None:
             mode = "r" if fd == 0 else "w"
-            setattr(sys, name, io.TextIOWrapper(io.FileIO(fd, mode, closefd=False), encoding="utf-8",
-                                                errors="surrogateescape" if fd == 0 else "backslashreplace",
-                                                line_buffering=fd != 0))
+            setattr(
+                sys,
+                name,
+                io.TextIOWrapper(
+                    io.FileIO(fd, mode, closefd=False),
+                    encoding="utf-8",
+                    errors="surrogateescape" if fd == 0 else "backslashreplace",
+                    line_buffering=fd != 0,
+                ),
+            )
     for s in (sys.stdout, sys.stderr):
         enc = (getattr(s, "encoding", None) or "").lower().replace("-", "")
         if enc not in ("utf8", "utf16", "utf32") and hasattr(s, "reconfigure"):
