@@ -686,7 +686,12 @@ def _html(h):
     h.wfile.write(data)
 
 
+def _escape_models_error(h):
+    h.json(500, {"error": {"message": "down \x1b]0;pwned\x07 \x1b]52;c;Zm9v\x07"}})
+
+
 REMOTE_CASES = {
+    "escape-every-error": (_escape_models_error, (), 1, "500"),
     "keepalives-only": (_only_keepalives, ("--idle-timeout", "1"), 1, "1"),
     "escape-reply": (_escape_reply, (), 0, None),
     "escape-error": (_escape_error, (), 1, "500"),
@@ -906,3 +911,11 @@ def test_the_autosave_write_holds_signals_until_it_is_done(home, monkeypatch):
         signal.signal(signal.SIGINT, before)
     assert seen == [chat.on_turn.path]
     assert store.read(str(chat.on_turn.path))[0].turns[-1].content == "a reply"
+
+
+def test_a_server_error_at_start_is_one_line_exit_3_with_escapes_visible(home):
+    """No --model: the model list is read at start, and its failure is the CLI's own one-line error."""
+    with Server(_escape_models_error) as srv:
+        p = yi("--endpoint", srv.root + "/v1", "-p", "hi", home=home, timeout=120)
+    line = one_line_error(p, 3, "500")
+    assert "\x1b" not in line and "\\x1b]0;pwned\\x07" in line, line

@@ -175,8 +175,10 @@ def _sigterm(signum, frame):
 
 
 def _err(msg: str) -> None:
+    from ..safe_text import safe
+
     try:
-        print(f"yi-chat: {msg}", file=sys.stderr, flush=True)
+        print(f"yi-chat: {safe(msg)}", file=sys.stderr, flush=True)  # messages quote files and servers
     except OSError:
         pass
 
