@@ -44,7 +44,8 @@ def ensure(name: str = "demo") -> Path:
         return out
     try:
         private_dir(root)
-        lock = open(root / f".{name}.lock", "a")
+        lock = os.fdopen(os.open(root / f".{name}.lock", os.O_RDWR | os.O_CREAT, 0o600), "r+")
+        os.fchmod(lock.fileno(), 0o600)  # the cache is the user's alone (the mode above is filtered by the umask)
     except OSError as e:
         raise LoadError(f"{root}: cannot create the cache directory ({e.strerror})") from None
     with lock:  # closing the file releases the lock, also when the conversion fails
