@@ -10,6 +10,7 @@ also start_s / start_cold_jit_s: a fresh interpreter to its first token, the Tri
 The seed recipe here runs on the model yi_cli.load returns: for AWQ/GPTQ that is yi-chat's own quantized
 modules (qlinear.py) under plain eager `generate`, since GPTQModel/Marlin cannot be installed on the device.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import yi_cli  # noqa: E402
 from yi_cli.checkpoint.loader import open_checkpoint, resolve  # noqa: E402
-from yi_cli.runtime.decoder import FastDecoder  # noqa: E402
 from yi_cli.engines.settings import GenSettings  # noqa: E402
+from yi_cli.runtime.decoder import FastDecoder  # noqa: E402
 
 SEED = GenSettings(seed=0)  # the seed recipe's sampling defaults: temperature 0.6, top_p 0.8, penalty 1.2
 
@@ -76,9 +77,18 @@ def seed_generate(loaded, ids: list[int], new: int, settings: GenSettings = SEED
 
     streamer = TextIteratorStreamer(loaded.tokenizer, skip_prompt=True, timeout=600)
     x = torch.tensor([ids], device=loaded.device)
-    kw = dict(max_new_tokens=new, min_new_tokens=new, do_sample=True, temperature=settings.temperature,
-              top_p=settings.top_p, top_k=0, repetition_penalty=settings.repetition_penalty, streamer=streamer,
-              attention_mask=torch.ones_like(x), stopping_criteria=StoppingCriteriaList([Clock()]))
+    kw = dict(
+        max_new_tokens=new,
+        min_new_tokens=new,
+        do_sample=True,
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        top_k=0,
+        repetition_penalty=settings.repetition_penalty,
+        streamer=streamer,
+        attention_mask=torch.ones_like(x),
+        stopping_criteria=StoppingCriteriaList([Clock()]),
+    )
     torch.manual_seed(settings.seed or 0)
     t0 = time.perf_counter()
 
@@ -136,8 +146,12 @@ def turns(dec, vocab: int, n_turns: int = 10, reply: int = 64) -> dict:
             out.append(tok)
         ttft.append(times[1] - times[0])
         ids = ids + out + random_ids(40, vocab, 200 + k)
-    return {"ttft_turn1_s": round(ttft[0], 4), f"ttft_turn{n_turns}_s": round(ttft[-1], 4),
-            "turn10_over_turn1": round(ttft[-1] / ttft[0], 2), "turn10_prompt_tokens": len(ids) - 40 - reply}
+    return {
+        "ttft_turn1_s": round(ttft[0], 4),
+        f"ttft_turn{n_turns}_s": round(ttft[-1], 4),
+        "turn10_over_turn1": round(ttft[-1] / ttft[0], 2),
+        "turn10_prompt_tokens": len(ids) - 40 - reply,
+    }
 
 
 def free() -> None:
@@ -193,8 +207,9 @@ def cpu_demo(model: str, new: int, seed_new: int) -> list[dict]:
     loaded = yi_cli.load(str(path), device="cpu")
     quant = (loaded.quant or {}).get("method", "fp32")
     base["quant"] = quant
-    ids = loaded.tokenizer.apply_chat_template([{"role": "user", "content": "Write a short poem about the sea."}],
-                                               add_generation_prompt=True, tokenize=True)
+    ids = loaded.tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Write a short poem about the sea."}], add_generation_prompt=True, tokenize=True
+    )
     ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)
     ttft, eager = rates(seed_generate(loaded, ids, seed_new))
     row = dict(base, engine="transformers-eager", ready_s=round(time.perf_counter() - t0, 2))
@@ -204,8 +219,17 @@ def cpu_demo(model: str, new: int, seed_new: int) -> list[dict]:
     init = time.perf_counter() - t0
     fast_generate(dec, ids, 2)
     ttft, tok_s = rates(fast_generate(dec, ids, new))
-    rows.append(dict(base, engine="yi-chat-fast", init_s=round(init, 2), ttft_s=round(ttft, 3),
-                     decode_tok_s=round(tok_s, 2), seed_recipe_decode_tok_s=round(eager, 2), new_tokens=new))
+    rows.append(
+        dict(
+            base,
+            engine="yi-chat-fast",
+            init_s=round(init, 2),
+            ttft_s=round(ttft, 3),
+            decode_tok_s=round(tok_s, 2),
+            seed_recipe_decode_tok_s=round(eager, 2),
+            new_tokens=new,
+        )
+    )
     rows.append(llama_cpp_row(base, ids, new))
     for r in rows:
         r["versions"] = versions()
@@ -226,15 +250,27 @@ def llama_cpp_row(base: dict, ids: list[int], new: int) -> dict:
         if len(times) > new:
             break
     ttft, tok_s = rates(times)
-    return dict(base, quant="gguf Q4_1", engine="llama.cpp", ttft_s=round(ttft, 3), decode_tok_s=round(tok_s, 2),
-                new_tokens=new)
+    return dict(
+        base, quant="gguf Q4_1", engine="llama.cpp", ttft_s=round(ttft, 3), decode_tok_s=round(tok_s, 2), new_tokens=new
+    )
 
 
 def ensure_checkpoint(root: Path, shape: str, fmt: str) -> Path:
     out = root / f"{shape}-{fmt}"
     if not (out / "config.json").is_file():
-        subprocess.run([sys.executable, str(ROOT / "scripts" / "make_checkpoint.py"), "--format", fmt, "--shape",
-                        shape, "--out", str(out)], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "scripts" / "make_checkpoint.py"),
+                "--format",
+                fmt,
+                "--shape",
+                shape,
+                "--out",
+                str(out),
+            ],
+            check=True,
+        )
     return out
 
 
@@ -259,8 +295,14 @@ def process_start(path: Path, quant: str, cold_jit: bool) -> tuple[float, float]
     with tempfile.TemporaryDirectory() as cache:
         env = dict(os.environ, PYTHONPATH=str(ROOT), **({"TRITON_CACHE_DIR": cache} if cold_jit else {}))
         t0, w0 = time.perf_counter(), time.time()
-        out = subprocess.run([sys.executable, "-c", START, str(path), quant, repr(w0)], env=env, check=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True).stdout
+        out = subprocess.run(
+            [sys.executable, "-c", START, str(path), quant, repr(w0)],
+            env=env,
+            check=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        ).stdout
         return round(time.perf_counter() - t0, 2), round(float(out.split()[0]), 2)
 
 
@@ -274,8 +316,11 @@ def main(argv=None) -> int:
     ap.add_argument("--new-tokens", type=int, default=256)
     ap.add_argument("--seed-new-tokens", type=int, default=32, help="tokens for the (slow) seed recipe's decode")
     ap.add_argument("--skip-seed", action="store_true")
-    ap.add_argument("--start", action="store_true",
-                    help="also time fresh processes to their first token, with the Triton cache warm and empty")
+    ap.add_argument(
+        "--start",
+        action="store_true",
+        help="also time fresh processes to their first token, with the Triton cache warm and empty",
+    )
     a = ap.parse_args(argv)
     if a.device == "cpu":
         for row in cpu_demo(a.model, min(a.new_tokens, 128), a.seed_new_tokens):

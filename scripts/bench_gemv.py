@@ -5,6 +5,7 @@
 Each matmul is timed over COPIES different weight sets in one CUDA graph, so weights come from HBM, not L2.
 Prints one JSON line per (matmul, kernel config); the last line is a summary.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,11 @@ from yi_cli.kernels import gemv, tinygemm  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_parts import graph_time_us  # noqa: E402
 
-SHAPES = {"yi-6b": (4096, 11008, 32, 4, 128), "yi-34b": (7168, 20480, 56, 8, 128),  # hidden, inter, heads, kv, hd
-          "demo": (576, 1536, 9, 3, 64)}
+SHAPES = {
+    "yi-6b": (4096, 11008, 32, 4, 128),
+    "yi-34b": (7168, 20480, 56, 8, 128),  # hidden, inter, heads, kv, hd
+    "demo": (576, 1536, 9, 3, 64),
+}
 COPIES = 8
 
 
@@ -60,25 +64,48 @@ def main() -> None:
         nbytes = n * k // 2 + n * (k // a.group) * 4
         ref = torch.ops.aten._weight_int4pack_mm(x, sets[0][0], a.group, sets[0][1]).float()
         t_ref = graph_us([lambda p=p, sz=sz: torch.ops.aten._weight_int4pack_mm(x, p, a.group, sz) for p, sz in sets])
-        row = {"matmul": name, "n": n, "k": k, "tinygemm_us": round(t_ref, 2),
-               "tinygemm_TB_s": round(nbytes / t_ref / 1e6, 2)}
+        row = {
+            "matmul": name,
+            "n": n,
+            "k": k,
+            "tinygemm_us": round(t_ref, 2),
+            "tinygemm_TB_s": round(nbytes / t_ref / 1e6, 2),
+        }
         best = None
         for rows, warps in configs:
             try:
                 y = gemv.gemv_int4(x, sets[0][0], sets[0][1], n, k, a.group, 2 * ikt, rows, warps, pdl)
                 err = float((y.float() - ref).norm() / ref.norm())
-                t = graph_us([lambda p=p, sz=sz: gemv.gemv_int4(x, p, sz, n, k, a.group, 2 * ikt, rows, warps, pdl)
-                            for p, sz in sets])
+                t = graph_us(
+                    [
+                        lambda p=p, sz=sz: gemv.gemv_int4(x, p, sz, n, k, a.group, 2 * ikt, rows, warps, pdl)
+                        for p, sz in sets
+                    ]
+                )
             except Exception as e:  # a config Triton cannot build (registers, shared memory)
                 print(json.dumps({"matmul": name, "config": [rows, warps], "error": str(e)[-600:]}))
                 continue
-            print(json.dumps({**row, "config": [rows, warps], "us": round(t, 2),
-                              "TB_s": round(nbytes / t / 1e6, 2), "rel_err_vs_tinygemm": round(err, 5)}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        **row,
+                        "config": [rows, warps],
+                        "us": round(t, 2),
+                        "TB_s": round(nbytes / t / 1e6, 2),
+                        "rel_err_vs_tinygemm": round(err, 5),
+                    }
+                ),
+                flush=True,
+            )
             if err < 1e-2 and (best is None or t < best[0]):
                 best = (t, (rows, warps))
         if best:
-            summary[name] = {"tinygemm_us": round(t_ref, 2), "best_us": round(best[0], 2), "best": best[1],
-                             "TB_s": round(nbytes / best[0] / 1e6, 2)}
+            summary[name] = {
+                "tinygemm_us": round(t_ref, 2),
+                "best_us": round(best[0], 2),
+                "best": best[1],
+                "TB_s": round(nbytes / best[0] / 1e6, 2),
+            }
     print(json.dumps({"summary": summary, "device": torch.cuda.get_device_name()}))
 
 

@@ -4,6 +4,7 @@ matmuls alone (bandwidth), and prefill through the int4 kernel vs dequantize + G
     python scripts/bench_parts.py --path /tmp/yi-bench/yi-6b-awq
 Prints JSON lines; the last one is a short summary.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,8 +19,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from yi_cli.checkpoint.loader import open_checkpoint  # noqa: E402
-from yi_cli.runtime.decoder import FastDecoder  # noqa: E402
 from yi_cli.engines.settings import GenSettings  # noqa: E402
+from yi_cli.runtime.decoder import FastDecoder  # noqa: E402
 
 
 def graph_time_us(fn, reps: int = 20, iters: int = 20) -> float:
@@ -43,9 +44,19 @@ def graph_time_us(fn, reps: int = 20, iters: int = 20) -> float:
 
 def kind(name: str) -> str:
     n = name.lower()
-    for key, label in (("tinygemm", "int4_mm"), ("int4", "int4_mm"), ("fmha", "attention"), ("attention", "attention"),
-                       ("flash", "attention"), ("gemm", "dense_gemm"), ("gemv", "dense_gemm"), ("sort", "sampling"),
-                       ("scan", "sampling"), ("_pick", "sampling"), ("_scale", "sampling")):
+    for key, label in (
+        ("tinygemm", "int4_mm"),
+        ("int4", "int4_mm"),
+        ("fmha", "attention"),
+        ("attention", "attention"),
+        ("flash", "attention"),
+        ("gemm", "dense_gemm"),
+        ("gemv", "dense_gemm"),
+        ("sort", "sampling"),
+        ("scan", "sampling"),
+        ("_pick", "sampling"),
+        ("_scale", "sampling"),
+    ):
         if key in n:
             return label
     return "other"
@@ -72,11 +83,21 @@ def step_breakdown(dec, length: int, steps: int = 20) -> dict:
         if e.device_type == torch.autograd.DeviceType.CUDA or "cuda" in str(e.device_type).lower():
             by[kind(e.key)] += t / steps
             count[kind(e.key)] += e.count // steps
-    top = sorted(((e.key[:60], round((getattr(e, "device_time_total", 0) or 0) / steps, 1), e.count // steps)
-                  for e in prof.key_averages()), key=lambda x: -x[1])[:24]
-    return {"bucket": dec.graphs.bucket(length), "wall_us_per_step": round(wall, 1),
-            "kernel_us": {k: round(v, 1) for k, v in by.items()}, "kernels_per_step": dict(count),
-            "kernel_total_us": round(sum(by.values()), 1), "top_kernels": top}
+    top = sorted(
+        (
+            (e.key[:60], round((getattr(e, "device_time_total", 0) or 0) / steps, 1), e.count // steps)
+            for e in prof.key_averages()
+        ),
+        key=lambda x: -x[1],
+    )[:24]
+    return {
+        "bucket": dec.graphs.bucket(length),
+        "wall_us_per_step": round(wall, 1),
+        "kernel_us": {k: round(v, 1) for k, v in by.items()},
+        "kernels_per_step": dict(count),
+        "kernel_total_us": round(sum(by.values()), 1),
+        "top_kernels": top,
+    }
 
 
 def matmuls(dec) -> dict:
@@ -85,11 +106,18 @@ def matmuls(dec) -> dict:
     x = torch.randn(1, m.embed.shape[1], device="cuda", dtype=m.dtype)
     xi = torch.randn(1, m.inter, device="cuda", dtype=m.dtype)
     out = {}
-    for name, lin, inp in (("qkv", layer.qkv, x), ("o", layer.o, x), ("gate_up", layer.gate_up, x),
-                           ("down", layer.down, xi)):
+    for name, lin, inp in (
+        ("qkv", layer.qkv, x),
+        ("o", layer.o, x),
+        ("gate_up", layer.gate_up, x),
+        ("down", layer.down, xi),
+    ):
         us = graph_time_us(lambda: lin.mm(inp))
-        nbytes = sum(p.numel() * p.element_size() + sz.numel() * sz.element_size() for p, sz in lin.planes) \
-            if hasattr(lin, "planes") else lin.w.numel() * lin.w.element_size()
+        nbytes = (
+            sum(p.numel() * p.element_size() + sz.numel() * sz.element_size() for p, sz in lin.planes)
+            if hasattr(lin, "planes")
+            else lin.w.numel() * lin.w.element_size()
+        )
         out[name] = {"us": round(us, 1), "TB_s": round(nbytes / us / 1e6, 2)}
     us = graph_time_us(lambda: torch.nn.functional.linear(x, m.lm_head))
     out["lm_head"] = {"us": round(us, 1), "TB_s": round(m.lm_head.numel() * 2 / us / 1e6, 2)}
@@ -123,8 +151,11 @@ def main(argv=None) -> int:
     ap.add_argument("--dtype", default="bf16")
     a = ap.parse_args(argv)
     dec = FastDecoder(open_checkpoint(a.path, device="cuda", dtype=a.dtype))
-    list(dec.generate(list(range(100, 612)), GenSettings(max_new_tokens=4, seed=0), __import__("threading").Event(),
-                      set()))
+    list(
+        dec.generate(
+            list(range(100, 612)), GenSettings(max_new_tokens=4, seed=0), __import__("threading").Event(), set()
+        )
+    )
     summary = {}
     for length in (600, 4096):
         b = step_breakdown(dec, length)

@@ -7,6 +7,7 @@ file and through the autosave. Prints one JSON line; exits 1 when a check fails.
 
     OMP_WAIT_POLICY=PASSIVE python scripts/soak.py --turns 500 --context 256 --max-new-tokens 8
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,13 +51,14 @@ def main(argv=None) -> int:
     ap.add_argument("--max-growth-mb", type=float, default=32.0, help="RSS growth early->end that still counts as flat")
     args = ap.parse_args(argv)
 
-    from yi_cli.conversation import store
+    from rich.console import Console
+
     from yi_cli.checkpoint.loader import open_checkpoint
+    from yi_cli.conversation import store
     from yi_cli.conversation.chat import Chat, Options
     from yi_cli.engines.local import LocalEngine
-    from yi_cli.ui.render import JsonRenderer
     from yi_cli.engines.settings import GenSettings
-    from rich.console import Console
+    from yi_cli.ui.render import JsonRenderer
 
     t0 = time.perf_counter()
     engine = LocalEngine(open_checkpoint(args.model, device="cpu", dtype="fp32"), backend=args.engine)
@@ -70,8 +72,7 @@ def main(argv=None) -> int:
     transcript_path = work / "transcript.jsonl"
     transcript = open(transcript_path, "w", encoding="utf-8")
     err = io.StringIO()
-    render = JsonRenderer(Console(file=io.StringIO()), Console(file=err, width=200, color_system=None),
-                          out=transcript)
+    render = JsonRenderer(Console(file=io.StringIO()), Console(file=err, width=200, color_system=None), out=transcript)
     drops = {"notices": 0}
     notice = render.notice
 
@@ -106,18 +107,40 @@ def main(argv=None) -> int:
     last_ok = bool(turns) and turns[-2].content == sent[-1] and turns[-1].content == replies[-1]["reply"]
     fits = len(engine.template.build(chat.session.messages()).ids) <= args.context
     growth = rss[args.turns] - rss[args.early]
-    ok = (len(replies) == args.turns and in_order and finished and chat.failures == 0 and alternate and last_ok
-          and fits and drops["notices"] > 0 and growth <= args.max_growth_mb)
+    ok = (
+        len(replies) == args.turns
+        and in_order
+        and finished
+        and chat.failures == 0
+        and alternate
+        and last_ok
+        and fits
+        and drops["notices"] > 0
+        and growth <= args.max_growth_mb
+    )
     result = {
-        "script": "soak", "model": args.model, "engine": engine.backend, "turns": args.turns,
-        "context_length": args.context, "native_context_length": native_ctx, "max_new_tokens": args.max_new_tokens,
-        "transcript_turns": len(replies), "transcript_in_order": in_order, "failures": chat.failures,
-        "overflow_drop_notices": drops["notices"], "session_turns_kept": len(turns),
+        "script": "soak",
+        "model": args.model,
+        "engine": engine.backend,
+        "turns": args.turns,
+        "context_length": args.context,
+        "native_context_length": native_ctx,
+        "max_new_tokens": args.max_new_tokens,
+        "transcript_turns": len(replies),
+        "transcript_in_order": in_order,
+        "failures": chat.failures,
+        "overflow_drop_notices": drops["notices"],
+        "session_turns_kept": len(turns),
         "new_tokens_total": sum(r.get("new_tokens", 0) for r in replies),
-        "rss_mb_turn1": round(rss[1], 1), f"rss_mb_turn{args.early}": round(rss[args.early], 1),
-        f"rss_mb_turn{args.turns}": round(rss[args.turns], 1), "rss_growth_mb": round(growth, 1),
-        "load_s": round(load_s, 1), "run_s": round(run_s, 1), "s_per_turn": round(run_s / args.turns, 3),
-        "torch_threads": __import__("torch").get_num_threads(), "ok": ok,
+        "rss_mb_turn1": round(rss[1], 1),
+        f"rss_mb_turn{args.early}": round(rss[args.early], 1),
+        f"rss_mb_turn{args.turns}": round(rss[args.turns], 1),
+        "rss_growth_mb": round(growth, 1),
+        "load_s": round(load_s, 1),
+        "run_s": round(run_s, 1),
+        "s_per_turn": round(run_s / args.turns, 3),
+        "torch_threads": __import__("torch").get_num_threads(),
+        "ok": ok,
     }
     print(json.dumps(result))
     if not ok and err.getvalue():

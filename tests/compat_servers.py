@@ -13,6 +13,7 @@ Shapes follow each server's documented (and observed) answers:
              errors {"error": {"code": "404", "message": "Resource not found"}}
 Every loop that could run forever is bounded in count, so a server stops by itself.
 """
+
 from __future__ import annotations
 
 import json
@@ -113,8 +114,9 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
     def event(self, obj) -> None:
-        self.chunk(b"data: " + (obj if isinstance(obj, str) else json.dumps(obj)).encode("utf-8", "surrogatepass")
-                   + b"\n\n")
+        self.chunk(
+            b"data: " + (obj if isinstance(obj, str) else json.dumps(obj)).encode("utf-8", "surrogatepass") + b"\n\n"
+        )
 
     def sse_end(self) -> None:
         self.event("[DONE]")
@@ -134,118 +136,281 @@ class Handler(BaseHTTPRequestHandler):
 
 # --- the flavours: (models answer, stream writer, error answer) -------------------------------------------------
 
+
 def usage(p: int, n: int) -> dict:
     return {"prompt_tokens": p, "completion_tokens": n, "total_tokens": p + n}
 
 
 def vllm(h: Handler, words: list[str], reason: str = "stop") -> None:
-    head = {"id": "chatcmpl-7f3a", "object": "chat.completion.chunk", "created": 1764500000,
-            "model": "Qwen/Qwen2.5-7B-Instruct"}
+    head = {
+        "id": "chatcmpl-7f3a",
+        "object": "chat.completion.chunk",
+        "created": 1764500000,
+        "model": "Qwen/Qwen2.5-7B-Instruct",
+    }
     h.sse_start("text/event-stream; charset=utf-8")
-    h.event({**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
-                                  "finish_reason": None}]})
+    h.event(
+        {
+            **head,
+            "choices": [
+                {"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
+            ],
+        }
+    )
     for w in words:
         h.event({**head, "choices": [{"index": 0, "delta": {"content": w}, "logprobs": None, "finish_reason": None}]})
-    h.event({**head, "choices": [{"index": 0, "delta": {"content": ""}, "logprobs": None, "finish_reason": reason,
-                                  "stop_reason": None}]})
+    h.event(
+        {
+            **head,
+            "choices": [
+                {"index": 0, "delta": {"content": ""}, "logprobs": None, "finish_reason": reason, "stop_reason": None}
+            ],
+        }
+    )
     if (h.body.get("stream_options") or {}).get("include_usage"):
         h.event({**head, "choices": [], "usage": usage(11, len(words))})
     h.sse_end()
 
 
 def vllm_models(h: Handler) -> None:
-    h.json(200, {"object": "list", "data": [{"id": "Qwen/Qwen2.5-7B-Instruct", "object": "model",
-                                             "created": 1764500000, "owned_by": "vllm", "root": "/models/qwen",
-                                             "parent": None, "max_model_len": 32768, "permission": []}]})
+    h.json(
+        200,
+        {
+            "object": "list",
+            "data": [
+                {
+                    "id": "Qwen/Qwen2.5-7B-Instruct",
+                    "object": "model",
+                    "created": 1764500000,
+                    "owned_by": "vllm",
+                    "root": "/models/qwen",
+                    "parent": None,
+                    "max_model_len": 32768,
+                    "permission": [],
+                }
+            ],
+        },
+    )
 
 
 def vllm_error(h: Handler) -> None:
-    h.json(400, {"object": "error", "message": "This model's maximum context length is 32768 tokens. However, you "
-                 "requested 40000 tokens in the messages. Please reduce the length of the messages.",
-                 "type": "BadRequestError", "param": None, "code": 400})
+    h.json(
+        400,
+        {
+            "object": "error",
+            "message": "This model's maximum context length is 32768 tokens. However, you "
+            "requested 40000 tokens in the messages. Please reduce the length of the messages.",
+            "type": "BadRequestError",
+            "param": None,
+            "code": 400,
+        },
+    )
 
 
 def llamacpp(h: Handler, words: list[str], reason: str = "stop") -> None:
-    head = {"created": 1764500000, "id": "chatcmpl-Xq2", "model": "gpt-3.5-turbo",
-            "system_fingerprint": "b5000-7b3c6e1", "object": "chat.completion.chunk"}
+    head = {
+        "created": 1764500000,
+        "id": "chatcmpl-Xq2",
+        "model": "gpt-3.5-turbo",
+        "system_fingerprint": "b5000-7b3c6e1",
+        "object": "chat.completion.chunk",
+    }
     h.sse_start()
     h.event({"choices": [{"finish_reason": None, "index": 0, "delta": {"role": "assistant", "content": None}}], **head})
     for w in words:
         h.event({"choices": [{"finish_reason": None, "index": 0, "delta": {"content": w}}], **head})
-    h.event({"choices": [{"finish_reason": reason, "index": 0, "delta": {}}], **head, "usage": usage(11, len(words)),
-             "timings": {"prompt_n": 11, "prompt_ms": 20.1, "predicted_n": len(words), "predicted_ms": 30.2}})
+    h.event(
+        {
+            "choices": [{"finish_reason": reason, "index": 0, "delta": {}}],
+            **head,
+            "usage": usage(11, len(words)),
+            "timings": {"prompt_n": 11, "prompt_ms": 20.1, "predicted_n": len(words), "predicted_ms": 30.2},
+        }
+    )
     h.sse_end()
 
 
 def llamacpp_models(h: Handler) -> None:
-    h.json(200, {"models": [{"name": "yi-6b-chat.Q4_K_M.gguf", "model": "yi-6b-chat.Q4_K_M.gguf", "type": "model"}],
-                 "object": "list", "data": [{"id": "yi-6b-chat.Q4_K_M.gguf", "object": "model", "created": 1764500000,
-                                             "owned_by": "llamacpp", "meta": {"n_ctx_train": 4096}}]})
+    h.json(
+        200,
+        {
+            "models": [{"name": "yi-6b-chat.Q4_K_M.gguf", "model": "yi-6b-chat.Q4_K_M.gguf", "type": "model"}],
+            "object": "list",
+            "data": [
+                {
+                    "id": "yi-6b-chat.Q4_K_M.gguf",
+                    "object": "model",
+                    "created": 1764500000,
+                    "owned_by": "llamacpp",
+                    "meta": {"n_ctx_train": 4096},
+                }
+            ],
+        },
+    )
 
 
 def llamacpp_error(h: Handler) -> None:
-    h.json(400, {"error": {"code": 400, "message": "the request exceeds the available context size, try increasing "
-                           "it", "type": "exceed_context_size_error", "n_prompt_tokens": 5000, "n_ctx": 4096}})
+    h.json(
+        400,
+        {
+            "error": {
+                "code": 400,
+                "message": "the request exceeds the available context size, try increasing it",
+                "type": "exceed_context_size_error",
+                "n_prompt_tokens": 5000,
+                "n_ctx": 4096,
+            }
+        },
+    )
 
 
 def ollama(h: Handler, words: list[str], reason: str = "stop") -> None:
-    head = {"id": "chatcmpl-123", "object": "chat.completion.chunk", "created": 1764500000, "model": "yi:6b",
-            "system_fingerprint": "fp_ollama"}
+    head = {
+        "id": "chatcmpl-123",
+        "object": "chat.completion.chunk",
+        "created": 1764500000,
+        "model": "yi:6b",
+        "system_fingerprint": "fp_ollama",
+    }
     h.sse_start()
     for w in words:
-        h.event({**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": w},
-                                      "finish_reason": None}]})
-    h.event({**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                                  "finish_reason": reason}]})
+        h.event(
+            {**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": w}, "finish_reason": None}]}
+        )
+    h.event({**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": reason}]})
     if (h.body.get("stream_options") or {}).get("include_usage"):
         h.event({**head, "choices": [], "usage": usage(11, len(words))})
     h.sse_end()
 
 
 def ollama_models(h: Handler) -> None:
-    h.json(200, {"object": "list", "data": [{"id": "yi:6b", "object": "model", "created": 1764500000,
-                                             "owned_by": "library"}]})
+    h.json(
+        200,
+        {"object": "list", "data": [{"id": "yi:6b", "object": "model", "created": 1764500000, "owned_by": "library"}]},
+    )
 
 
 def ollama_error(h: Handler) -> None:
-    h.json(404, {"error": {"message": 'model "yi:34b" not found, try pulling it first', "type": "api_error",
-                           "param": None, "code": None}})
+    h.json(
+        404,
+        {
+            "error": {
+                "message": 'model "yi:34b" not found, try pulling it first',
+                "type": "api_error",
+                "param": None,
+                "code": None,
+            }
+        },
+    )
 
 
 FILTERS = {k: {"filtered": False, "severity": "safe"} for k in ("hate", "self_harm", "sexual", "violence")}
 
 
 def azure(h: Handler, words: list[str], reason: str = "stop") -> None:
-    head = {"created": 1764500000, "id": "chatcmpl-AzX", "model": "gpt-4o-2024-08-06",
-            "object": "chat.completion.chunk", "system_fingerprint": "fp_04751d0b65"}
+    head = {
+        "created": 1764500000,
+        "id": "chatcmpl-AzX",
+        "model": "gpt-4o-2024-08-06",
+        "object": "chat.completion.chunk",
+        "system_fingerprint": "fp_04751d0b65",
+    }
     h.sse_start()
-    h.event({"choices": [], "created": 0, "id": "", "model": "", "object": "",
-             "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": FILTERS}]})
-    h.event({"choices": [{"content_filter_results": {}, "delta": {"content": "", "refusal": None, "role": "assistant"},
-                          "finish_reason": None, "index": 0, "logprobs": None}], **head})
+    h.event(
+        {
+            "choices": [],
+            "created": 0,
+            "id": "",
+            "model": "",
+            "object": "",
+            "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": FILTERS}],
+        }
+    )
+    h.event(
+        {
+            "choices": [
+                {
+                    "content_filter_results": {},
+                    "delta": {"content": "", "refusal": None, "role": "assistant"},
+                    "finish_reason": None,
+                    "index": 0,
+                    "logprobs": None,
+                }
+            ],
+            **head,
+        }
+    )
     for w in words:
-        h.event({"choices": [{"content_filter_results": FILTERS, "delta": {"content": w}, "finish_reason": None,
-                              "index": 0, "logprobs": None}], **head})
-    h.event({"choices": [{"content_filter_results": {}, "delta": {}, "finish_reason": reason, "index": 0,
-                          "logprobs": None}], **head})
+        h.event(
+            {
+                "choices": [
+                    {
+                        "content_filter_results": FILTERS,
+                        "delta": {"content": w},
+                        "finish_reason": None,
+                        "index": 0,
+                        "logprobs": None,
+                    }
+                ],
+                **head,
+            }
+        )
+    h.event(
+        {
+            "choices": [
+                {"content_filter_results": {}, "delta": {}, "finish_reason": reason, "index": 0, "logprobs": None}
+            ],
+            **head,
+        }
+    )
     if (h.body.get("stream_options") or {}).get("include_usage"):
         h.event({"choices": [], **head, "usage": usage(11, len(words))})
     h.sse_end()
 
 
 def azure_error(h: Handler) -> None:
-    h.json(400, {"error": {"message": "The response was filtered due to the prompt triggering Azure OpenAI's content "
-                           "management policy.", "type": None, "param": "prompt", "code": "content_filter",
-                           "status": 400}})
+    h.json(
+        400,
+        {
+            "error": {
+                "message": "The response was filtered due to the prompt triggering Azure OpenAI's content "
+                "management policy.",
+                "type": None,
+                "param": "prompt",
+                "code": "content_filter",
+                "status": 400,
+            }
+        },
+    )
 
 
 def self_signed(tmp_path) -> tuple[str, str] | None:
     """A certificate for 127.0.0.1 made by the openssl tool, or None where there is none."""
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     try:
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
-                        str(cert), "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                       check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                str(key),
+                "-out",
+                str(cert),
+                "-days",
+                "2",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return str(cert), str(key)

@@ -1,5 +1,6 @@
 """Shared test helpers: a scripted engine (the Engine protocol over queued replies), its word-level template, and a
 Chat that renders plain text into strings."""
+
 from __future__ import annotations
 
 import time
@@ -86,6 +87,7 @@ def plain_chat(engine, **kw):
     from yi_cli.conversation.chat import Chat
 
     out, err = io.StringIO(), io.StringIO()
-    render = PlainRenderer(Console(file=out, width=100, color_system=None),
-                           Console(file=err, width=200, color_system=None), out=out)
+    render = PlainRenderer(
+        Console(file=out, width=100, color_system=None), Console(file=err, width=200, color_system=None), out=out
+    )
     return Chat(engine, render, **kw), out, err

@@ -13,6 +13,7 @@ recorded in `log` as (method, path, Range header, has-auth).
 
     python tests/hub_server.py --port 8765 acme/tiny-chat=/path/to/checkpoint   # serve by hand
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -30,13 +31,18 @@ class Repo:
     def __init__(self, files: dict[str, bytes], gated: bool = False):
         self.files = files
         self.gated = gated
-        self.commit = hashlib.sha1(b"".join(hashlib.sha1(k.encode() + v).digest()
-                                            for k, v in sorted(files.items()))).hexdigest()
+        self.commit = hashlib.sha1(
+            b"".join(hashlib.sha1(k.encode() + v).digest() for k, v in sorted(files.items()))
+        ).hexdigest()
 
     def entry(self, path: str) -> dict:
         data = self.files[path]
-        e = {"type": "file", "path": path, "size": len(data),
-             "oid": hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()}
+        e = {
+            "type": "file",
+            "path": path,
+            "size": len(data),
+            "oid": hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest(),
+        }
         if path.endswith(LFS_SUFFIXES):
             e["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
         return e
@@ -100,8 +106,13 @@ class FakeHub:
             if repo is None:
                 return self._error(h, 404, "RepoNotFound", "Repository not found")
             if parts[4] == "revision":
-                body = {"id": f"{parts[2]}/{parts[3]}", "sha": repo.commit, "gated": "auto" if repo.gated else False,
-                        "private": False, "siblings": [{"rfilename": p} for p in sorted(repo.files)]}
+                body = {
+                    "id": f"{parts[2]}/{parts[3]}",
+                    "sha": repo.commit,
+                    "gated": "auto" if repo.gated else False,
+                    "private": False,
+                    "siblings": [{"rfilename": p} for p in sorted(repo.files)],
+                }
             else:
                 body = [repo.entry(p) for p in sorted(repo.files)]
             return self._send(h, 200, json.dumps(body).encode(), {"Content-Type": "application/json"}, head)
@@ -111,9 +122,14 @@ class FakeHub:
             if repo is None:
                 return self._error(h, 404, "RepoNotFound", "Repository not found")
             if repo.gated and auth.removeprefix("Bearer ") not in self.tokens:
-                return self._error(h, 401, "GatedRepo", f"Access to model {parts[0]}/{parts[1]} is restricted. "
-                                   "You must have access to it and be authenticated to access it. Please log in.",
-                                   {"X-Repo-Commit": repo.commit})
+                return self._error(
+                    h,
+                    401,
+                    "GatedRepo",
+                    f"Access to model {parts[0]}/{parts[1]} is restricted. "
+                    "You must have access to it and be authenticated to access it. Please log in.",
+                    {"X-Repo-Commit": repo.commit},
+                )
             if name not in repo.files:
                 return self._error(h, 404, "EntryNotFound", "Entry not found", {"X-Repo-Commit": repo.commit})
             return self._file(h, repo, name, head)
@@ -121,8 +137,12 @@ class FakeHub:
 
     def _file(self, h, repo: Repo, name: str, head: bool) -> None:
         data = repo.files[name]
-        headers = {"X-Repo-Commit": repo.commit, "ETag": f'"{repo.etag(name)}"', "Accept-Ranges": "bytes",
-                   "Content-Type": "application/octet-stream"}
+        headers = {
+            "X-Repo-Commit": repo.commit,
+            "ETag": f'"{repo.etag(name)}"',
+            "Accept-Ranges": "bytes",
+            "Content-Type": "application/octet-stream",
+        }
         rng = h.headers.get("Range")
         start = int(rng.split("=")[1].split("-")[0]) if rng and not head else 0
         if start:

@@ -14,6 +14,7 @@ or a scripted fake. Faults to inject, as attributes a test may change between re
 
 Run by hand to serve a local model: python tests/openai_server.py demo-fp32 --port 8000
 """
+
 from __future__ import annotations
 
 import json
@@ -22,12 +23,11 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from yi_cli.errors import YiError
 from yi_cli.engines.events import FINISH_LENGTH, Finish, Text
 from yi_cli.engines.settings import GenSettings
+from yi_cli.errors import YiError
 
 MAX_BODY = 1 << 20  # bytes; a test never sends more, and the server stays bounded
-
 
 
 def prompt_of(engine, messages):
@@ -36,9 +36,18 @@ def prompt_of(engine, messages):
 
     return engine.template.build(messages) if engine.template is not None else Prompt(messages)
 
+
 class OpenAIServer:
-    def __init__(self, engine, model: str = "demo", api_key: str | None = None, drop_after: int | None = None,
-                 corrupt_after: int | None = None, error: tuple[int, str] | None = None, port: int = 0):
+    def __init__(
+        self,
+        engine,
+        model: str = "demo",
+        api_key: str | None = None,
+        drop_after: int | None = None,
+        corrupt_after: int | None = None,
+        error: tuple[int, str] | None = None,
+        port: int = 0,
+    ):
         self.engine = engine
         self.model = model
         self.api_key = api_key
@@ -53,12 +62,13 @@ class OpenAIServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def __enter__(self) -> "OpenAIServer":
+    def __enter__(self) -> OpenAIServer:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.httpd.app = self
         self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                       name="openai-server", daemon=True)
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="openai-server", daemon=True
+        )
         self.thread.start()
         return self
 
@@ -70,9 +80,15 @@ class OpenAIServer:
 
 def settings_of(body: dict) -> GenSettings:
     """Request fields -> GenSettings; absent fields keep the project's defaults. Raises UsageError (-> 400)."""
-    names = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "seed": "seed",
-             "repetition_penalty": "repetition_penalty", "max_tokens": "max_new_tokens",
-             "max_completion_tokens": "max_new_tokens"}
+    names = {
+        "temperature": "temperature",
+        "top_p": "top_p",
+        "top_k": "top_k",
+        "seed": "seed",
+        "repetition_penalty": "repetition_penalty",
+        "max_tokens": "max_new_tokens",
+        "max_completion_tokens": "max_new_tokens",
+    }
     return GenSettings.from_dict({ours: body[theirs] for theirs, ours in names.items() if body.get(theirs) is not None})
 
 
@@ -136,8 +152,20 @@ class Handler(BaseHTTPRequestHandler):
                 text.append(ev.text)
             elif isinstance(ev, Finish):
                 stats = ev.stats
-        self._json(200, {**self._head("chat.completion"), "usage": usage(stats), "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": "".join(text)}, "finish_reason": reason(stats)}]})
+        self._json(
+            200,
+            {
+                **self._head("chat.completion"),
+                "usage": usage(stats),
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": "".join(text)},
+                        "finish_reason": reason(stats),
+                    }
+                ],
+            },
+        )
 
     def _stream(self, messages, settings, include_usage: bool) -> None:
         self.send_response(200)
@@ -150,8 +178,14 @@ class Handler(BaseHTTPRequestHandler):
         head = self._head("chat.completion.chunk")
         sent, stats = 0, None
         try:
-            self._send(json.dumps({**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                                                        "finish_reason": None}]}))
+            self._send(
+                json.dumps(
+                    {
+                        **head,
+                        "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}],
+                    }
+                )
+            )
             for ev in events:
                 if isinstance(ev, Finish):
                     stats = ev.stats
@@ -160,8 +194,11 @@ class Handler(BaseHTTPRequestHandler):
                     return self._drop(cancel)
                 if self.app.corrupt_after is not None and sent == self.app.corrupt_after:
                     self._send('{"choices": [{"delta": {"content": "unterminated')
-                self._send(json.dumps({**head, "choices": [{"index": 0, "delta": {"content": ev.text},
-                                                            "finish_reason": None}]}))
+                self._send(
+                    json.dumps(
+                        {**head, "choices": [{"index": 0, "delta": {"content": ev.text}, "finish_reason": None}]}
+                    )
+                )
                 sent += 1
         except YiError as e:  # the engine failed after the 200: vLLM's way is an error chunk
             self._send(json.dumps({"error": {"message": str(e), "type": "server_error", "code": 500}}))
@@ -189,12 +226,24 @@ class Handler(BaseHTTPRequestHandler):
         self.connection.shutdown(socket.SHUT_RDWR)  # no terminating chunk: the client sees a broken body
 
     def _head(self, kind: str) -> dict:
-        return {"id": f"chatcmpl-{len(self.app.requests)}", "object": kind, "created": int(time.time()),
-                "model": self.app.model}
+        return {
+            "id": f"chatcmpl-{len(self.app.requests)}",
+            "object": kind,
+            "created": int(time.time()),
+            "model": self.app.model,
+        }
 
     def _error(self, status: int, message: str, code: str | None = None) -> None:
-        self._json(status, {"error": {"message": message, "type": "invalid_request_error" if status < 500
-                                      else "server_error", "code": code or status}})
+        self._json(
+            status,
+            {
+                "error": {
+                    "message": message,
+                    "type": "invalid_request_error" if status < 500 else "server_error",
+                    "code": code or status,
+                }
+            },
+        )
 
     def _json(self, status: int, obj: dict) -> None:
         data = json.dumps(obj).encode()

@@ -4,6 +4,7 @@ Every test asserts the message, the exit code (0 ok, 1 chat failure, 2 usage, 3 
 and that no traceback reaches stderr. Load-failure rows break a tiny random Llama checkpoint (hidden 64, 2 layers)
 that carries the demo's tokenizer, so most rows cost one interpreter start and no real model.
 """
+
 from __future__ import annotations
 
 import json
@@ -11,7 +12,6 @@ import os
 import select
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import time
@@ -25,6 +25,7 @@ TINY_CONTEXT = 4096  # long enough that a sampled reply outlasts a SIGTERM sent 
 
 # --- fixtures: tiny checkpoints ---------------------------------------------------------------------------------
 
+
 def make_tiny(dst: Path, tokenizer_from: Path | None = None, *, context: int = TINY_CONTEXT, seed: int = 0) -> Path:
     """A random LlamaForCausalLM (hidden 64, 2 layers) saved as safetensors, with the tokenizer files of
     `tokenizer_from` (every non-weight, non-config file) or the ones already in `dst`."""
@@ -34,15 +35,27 @@ def make_tiny(dst: Path, tokenizer_from: Path | None = None, *, context: int = T
     dst.mkdir(parents=True, exist_ok=True)
     if tokenizer_from is not None:
         for f in Path(tokenizer_from).iterdir():
-            if f.is_file() and f.suffix not in (".safetensors", ".bin") and f.name not in (
-                    "config.json", "generation_config.json", "model.safetensors.index.json"):
+            if (
+                f.is_file()
+                and f.suffix not in (".safetensors", ".bin")
+                and f.name not in ("config.json", "generation_config.json", "model.safetensors.index.json")
+            ):
                 shutil.copy(f, dst / f.name)
     tok = AutoTokenizer.from_pretrained(str(dst))
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=context,
-                      tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                      pad_token_id=tok.eos_token_id)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=context,
+        tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.eos_token_id,
+    )
     LlamaForCausalLM(cfg).save_pretrained(str(dst))
     return dst
 
@@ -58,8 +71,9 @@ def write_plain_tokenizer(dst: Path) -> None:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens(specials)
-    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>",
-                            eos_token="</s>").save_pretrained(str(dst))
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>").save_pretrained(
+        str(dst)
+    )
 
 
 @pytest.fixture(scope="session")
@@ -90,9 +104,13 @@ def yi(*args, stdin: bytes | str = b"", home: Path | None = None, env=None, time
     e.pop("NO_COLOR", None)
     if home is not None:
         e["YI_CHAT_HOME"] = str(home)
-    return subprocess.run([PY, "-m", "yi_cli", *map(str, args)],
-                          input=stdin.encode() if isinstance(stdin, str) else stdin,
-                          capture_output=True, timeout=timeout, env=e)
+    return subprocess.run(
+        [PY, "-m", "yi_cli", *map(str, args)],
+        input=stdin.encode() if isinstance(stdin, str) else stdin,
+        capture_output=True,
+        timeout=timeout,
+        env=e,
+    )
 
 
 def no_traceback(err: str) -> None:
@@ -128,36 +146,52 @@ def set_config(ckpt: Path, **changes) -> None:
 
 # --- the catalogue ------------------------------------------------------------------------------------------------
 
+
 def test_invalid_utf8_and_nul_bytes_on_stdin(tiny_dir, home):
-    stdin = (b"\xff\xfe not utf-8\n"  # invalid start bytes
-             b"hello\n"
-             b"hi\x00there\n"  # NUL byte
-             b"\xed\xa0\x80 surrogate\n"  # UTF-8-encoded surrogate: invalid in strict UTF-8
-             b"\xc0\xaf overlong\n"  # overlong encoding of '/'
-             b"/history\n")
+    stdin = (
+        b"\xff\xfe not utf-8\n"  # invalid start bytes
+        b"hello\n"
+        b"hi\x00there\n"  # NUL byte
+        b"\xed\xa0\x80 surrogate\n"  # UTF-8-encoded surrogate: invalid in strict UTF-8
+        b"\xc0\xaf overlong\n"  # overlong encoding of '/'
+        b"/history\n"
+    )
     p = yi("--model", tiny_dir, "--json", "--temperature", "0", "--max-new-tokens", "2", stdin=stdin, home=home)
     err = p.stderr.decode()
     assert p.returncode == 1, err
     no_traceback(err)
-    assert err_lines(p) == ["error: stdin line 1 is not valid UTF-8; skipped",
-                            "error: stdin line 3 contains a NUL byte; skipped",
-                            "error: stdin line 4 is not valid UTF-8; skipped",
-                            "error: stdin line 5 is not valid UTF-8; skipped"]
+    assert err_lines(p) == [
+        "error: stdin line 1 is not valid UTF-8; skipped",
+        "error: stdin line 3 contains a NUL byte; skipped",
+        "error: stdin line 4 is not valid UTF-8; skipped",
+        "error: stdin line 5 is not valid UTF-8; skipped",
+    ]
     objs = json_out(p)
     assert [o["prompt"] for o in objs if "prompt" in o] == ["hello"]  # the good line still ran
     hist = [o for o in objs if o.get("command") == "history"][0]["output"]
     assert "hello" in hist and "there" not in hist and "surrogate" not in hist
 
 
-
-
 @pytest.mark.parametrize("where", ["argv", "terminal"])
 def test_invalid_utf8_in_the_prompt_argument_or_terminal(tiny_dir, home, where):
     """The same bytes the stdin row skips, arriving by the other two doors: -p and the interactive prompt."""
     if where == "argv":
-        p = subprocess.run([os.fsencode(PY), b"-m", b"yi_cli", b"--model", os.fsencode(tiny_dir),
-                            b"--max-new-tokens", b"2", b"-p", b"caf\xe9 \xff"], capture_output=True, timeout=180,
-                           env={**os.environ, "YI_CHAT_HOME": str(home)})
+        p = subprocess.run(
+            [
+                os.fsencode(PY),
+                b"-m",
+                b"yi_cli",
+                b"--model",
+                os.fsencode(tiny_dir),
+                b"--max-new-tokens",
+                b"2",
+                b"-p",
+                b"caf\xe9 \xff",
+            ],
+            capture_output=True,
+            timeout=180,
+            env={**os.environ, "YI_CHAT_HOME": str(home)},
+        )
         err = p.stderr.decode(errors="replace")
         no_traceback(err)
         assert p.returncode == 1, err
@@ -181,7 +215,6 @@ def test_invalid_utf8_in_the_prompt_argument_or_terminal(tiny_dir, home, where):
     assert "Traceback" not in log
 
 
-
 @pytest.mark.parametrize("stdin", [b"", b"\n  \n\t\n"], ids=["empty", "blank-lines"])
 def test_empty_stdin(tiny_dir, home, stdin):
     p = yi("--model", tiny_dir, stdin=stdin, home=home)
@@ -198,8 +231,17 @@ def test_empty_stdin(tiny_dir, home, stdin):
 def test_prompt_longer_than_the_context(tiny, home):
     set_config(tiny, max_position_embeddings=128)
     long = "word " * 400
-    p = yi("--model", tiny, "--json", "--temperature", "0", "--max-new-tokens", "2",
-           stdin=f"hi\n{long}\n/history\nagain\n", home=home)
+    p = yi(
+        "--model",
+        tiny,
+        "--json",
+        "--temperature",
+        "0",
+        "--max-new-tokens",
+        "2",
+        stdin=f"hi\n{long}\n/history\nagain\n",
+        home=home,
+    )
     err = p.stderr.decode()
     assert p.returncode == 1, err
     no_traceback(err)
@@ -213,24 +255,42 @@ def test_prompt_longer_than_the_context(tiny, home):
 
 
 def test_unknown_or_malformed_slash_commands(tiny_dir, home):
-    script = "\n".join(["/bogus", "/histroy", "/undo now", "/set top_p 7", "/set temperature", "/set colour red",
-                        "/", "/load", "/retry x", "hi", "/history"]) + "\n"
+    script = (
+        "\n".join(
+            [
+                "/bogus",
+                "/histroy",
+                "/undo now",
+                "/set top_p 7",
+                "/set temperature",
+                "/set colour red",
+                "/",
+                "/load",
+                "/retry x",
+                "hi",
+                "/history",
+            ]
+        )
+        + "\n"
+    )
     p = yi("--model", tiny_dir, "--json", "--temperature", "0", "--max-new-tokens", "2", stdin=script, home=home)
     err = p.stderr.decode()
     assert p.returncode == 1, err
     no_traceback(err)
     lines = err_lines(p)
-    expected = ["error: unknown command /bogus; /help lists the commands",
-                "error: unknown command /histroy; did you mean /history?",
-                "error: /undo takes no argument (usage: /undo)",
-                "error: top_p must be in (0, 1], got 7.0",
-                "error: usage: /set NAME VALUE (/set alone lists the settings)",
-                "error: unknown setting 'colour'",
-                "error: unknown command /; /help lists the commands",
-                "error: usage: /load PATH",
-                "error: nothing to retry"]
+    expected = [
+        "error: unknown command /bogus; /help lists the commands",
+        "error: unknown command /histroy; did you mean /history?",
+        "error: /undo takes no argument (usage: /undo)",
+        "error: top_p must be in (0, 1], got 7.0",
+        "error: usage: /set NAME VALUE (/set alone lists the settings)",
+        "error: unknown setting 'colour'",
+        "error: unknown command /; /help lists the commands",
+        "error: usage: /load PATH",
+        "error: nothing to retry",
+    ]
     assert len(lines) == len(expected), err
-    for line, want in zip(lines, expected):
+    for line, want in zip(lines, expected, strict=False):
         assert line.startswith(want), (line, want)
     assert "known: temperature, top_p" in lines[5] and lines[5].endswith("seed")  # long, still one line
     objs = json_out(p)
@@ -238,44 +298,50 @@ def test_unknown_or_malformed_slash_commands(tiny_dir, home):
     assert "hi" in [o for o in objs if o.get("command") == "history"][0]["output"]
 
 
-
-
-@pytest.mark.parametrize("flags,needle", [
-    (["--top-p", "3"], "top_p must be in (0, 1]"),
-    (["--temperature", "-1"], "temperature must be between 0 and 5"),
-    (["--temperature", "nan"], "temperature must be a finite number"),
-    (["--max-new-tokens", "0"], "max_new_tokens must be between 1 and"),
-    (["--top-k", "-1"], "top_k must be >= 0"),
-    (["--repetition-penalty", "0"], "repetition_penalty must be in (0, 10]"),
-    (["--seed", "-5"], "seed must be a non-negative integer"),
-    (["--device", "tpu"], "unknown device 'tpu'"),
-    (["--temperature", "hot"], "invalid float value: 'hot'"),
-    (["--dtype", "fp8"], "invalid choice: 'fp8'"),
-    (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
-    (["--overflow", "maybe"], "invalid choice: 'maybe'"),
-], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+@pytest.mark.parametrize(
+    "flags,needle",
+    [
+        (["--top-p", "3"], "top_p must be in (0, 1]"),
+        (["--temperature", "-1"], "temperature must be between 0 and 5"),
+        (["--temperature", "nan"], "temperature must be a finite number"),
+        (["--max-new-tokens", "0"], "max_new_tokens must be between 1 and"),
+        (["--top-k", "-1"], "top_k must be >= 0"),
+        (["--repetition-penalty", "0"], "repetition_penalty must be in (0, 10]"),
+        (["--seed", "-5"], "seed must be a non-negative integer"),
+        (["--device", "tpu"], "unknown device 'tpu'"),
+        (["--temperature", "hot"], "invalid float value: 'hot'"),
+        (["--dtype", "fp8"], "invalid choice: 'fp8'"),
+        (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+        (["--overflow", "maybe"], "invalid choice: 'maybe'"),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else None,
+)
 def test_bad_flag_values(tiny_dir, home, flags, needle):
     p = yi("--model", tiny_dir, *flags, "-p", "hi", home=home)
     one_line_error(p, 2, needle)
 
 
-
-@pytest.mark.parametrize("case,needle", [
-    ("missing", "no config.json"),
-    ("empty", "corrupt config.json"),
-    ("corrupt", "corrupt config.json"),
-    ("binary", "corrupt config.json"),
-    ("not-an-object", "not a transformers model config"),
-    ("no-model-type", "not a transformers model config (no model_type)"),
-])
+@pytest.mark.parametrize(
+    "case,needle",
+    [
+        ("missing", "no config.json"),
+        ("empty", "corrupt config.json"),
+        ("corrupt", "corrupt config.json"),
+        ("binary", "corrupt config.json"),
+        ("not-an-object", "not a transformers model config"),
+        ("no-model-type", "not a transformers model config (no model_type)"),
+    ],
+)
 def test_missing_empty_or_corrupt_config_json(tiny, home, case, needle):
     cfg = tiny / "config.json"
-    {"missing": lambda: cfg.unlink(),
-     "empty": lambda: cfg.write_bytes(b""),
-     "corrupt": lambda: cfg.write_text('{"model_type": "llama", '),
-     "binary": lambda: cfg.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe"),
-     "not-an-object": lambda: cfg.write_text("[1, 2, 3]"),
-     "no-model-type": lambda: cfg.write_text('{"hidden_size": 64}')}[case]()
+    {
+        "missing": lambda: cfg.unlink(),
+        "empty": lambda: cfg.write_bytes(b""),
+        "corrupt": lambda: cfg.write_text('{"model_type": "llama", '),
+        "binary": lambda: cfg.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe"),
+        "not-an-object": lambda: cfg.write_text("[1, 2, 3]"),
+        "no-model-type": lambda: cfg.write_text('{"hidden_size": 64}'),
+    }[case]()
     line = one_line_error(yi("--model", tiny, "-p", "hi", home=home), 3, needle)
     assert str(tiny) in line  # names the path
 
@@ -287,8 +353,10 @@ def _split_into_index(ckpt: Path) -> list[str]:
     tensors = load_file(str(ckpt / "model.safetensors"))
     (ckpt / "model.safetensors").unlink()
     names = sorted(tensors)
-    shards = {"model-00001-of-00002.safetensors": names[: len(names) // 2],
-              "model-00002-of-00002.safetensors": names[len(names) // 2:]}
+    shards = {
+        "model-00001-of-00002.safetensors": names[: len(names) // 2],
+        "model-00002-of-00002.safetensors": names[len(names) // 2 :],
+    }
     for fname, keys in shards.items():
         save_file({k: tensors[k] for k in keys}, str(ckpt / fname), metadata={"format": "pt"})
     weight_map = {k: f for f, keys in shards.items() for k in keys}
@@ -304,8 +372,10 @@ def _drop_tensor(f: Path, name: str) -> None:
     save_file(tensors, str(f), metadata={"format": "pt"})
 
 
-@pytest.mark.parametrize("case", ["no-weights", "shard-missing", "truncated", "garbage", "missing-tensor",
-                                  "awq-missing-tensor", "awq-truncated"])
+@pytest.mark.parametrize(
+    "case",
+    ["no-weights", "shard-missing", "truncated", "garbage", "missing-tensor", "awq-missing-tensor", "awq-truncated"],
+)
 def test_checkpoint_missing_weights_or_tensor_or_truncated(tiny, tmp_path, home, case):
     ckpt = tiny
     if case.startswith("awq"):
@@ -336,14 +406,17 @@ def test_checkpoint_missing_weights_or_tensor_or_truncated(tiny, tmp_path, home,
     one_line_error(yi("--model", ckpt, "-p", "hi", home=home), 3, *needles)
 
 
-@pytest.mark.parametrize("where,qc,needles", [
-    ("config.json", {"quant_method": "bitsandbytes", "bits": 4}, ["'bitsandbytes' is not supported"]),
-    ("config.json", {"quant_method": "awq", "bits": 3, "group_size": 64, "version": "gemm"}, ["bits=3"]),
-    ("config.json", {"quant_method": "awq", "bits": 4, "group_size": 64, "version": "gemv"}, ["'gemv'"]),
-    ("config.json", {"quant_method": "gptq", "bits": 3, "group_size": 64}, ["bits=3"]),
-    ("config.json", {"quant_method": "awq", "bits": 4, "group_size": "big"}, ["group_size 'big'"]),
-    ("quantize_config.json", {"bits": 2, "group_size": 64, "desc_act": False}, ["bits=2"]),
-])
+@pytest.mark.parametrize(
+    "where,qc,needles",
+    [
+        ("config.json", {"quant_method": "bitsandbytes", "bits": 4}, ["'bitsandbytes' is not supported"]),
+        ("config.json", {"quant_method": "awq", "bits": 3, "group_size": 64, "version": "gemm"}, ["bits=3"]),
+        ("config.json", {"quant_method": "awq", "bits": 4, "group_size": 64, "version": "gemv"}, ["'gemv'"]),
+        ("config.json", {"quant_method": "gptq", "bits": 3, "group_size": 64}, ["bits=3"]),
+        ("config.json", {"quant_method": "awq", "bits": 4, "group_size": "big"}, ["group_size 'big'"]),
+        ("quantize_config.json", {"bits": 2, "group_size": 64, "desc_act": False}, ["bits=2"]),
+    ],
+)
 def test_unsupported_quant_method_or_bits(tiny, home, where, qc, needles):
     if where == "config.json":
         set_config(tiny, quantization_config=qc)
@@ -368,8 +441,9 @@ def test_tokenizer_without_a_template(tiny, tmp_path, home, vocab):
         write_plain_tokenizer(ckpt)
         make_tiny(ckpt)
     assert not (ckpt / "chat_template.jinja").exists()
-    p = yi("--model", ckpt, "--json", "--temperature", "0", "--max-new-tokens", "2", stdin="hi there\n/prompt\n",
-           home=home)
+    p = yi(
+        "--model", ckpt, "--json", "--temperature", "0", "--max-new-tokens", "2", stdin="hi there\n/prompt\n", home=home
+    )
     err = p.stderr.decode()
     assert p.returncode == 0, err
     no_traceback(err)
@@ -385,8 +459,9 @@ def test_tokenizer_without_a_template(tiny, tmp_path, home, vocab):
 
 def test_model_that_is_a_file(tmp_path, tiny_dir, home):
     for f in (tiny_dir / "model.safetensors", tiny_dir / "config.json"):
-        line = one_line_error(yi("--model", f, "-p", "hi", home=home), 3, "is a file",
-                              "--model takes a checkpoint directory")
+        line = one_line_error(
+            yi("--model", f, "-p", "hi", home=home), 3, "is a file", "--model takes a checkpoint directory"
+        )
         assert str(f) in line
 
 
@@ -396,21 +471,27 @@ def test_device_cuda_without_cuda(tiny_dir, home):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     for dev in ("cuda", "cuda:1"):
-        one_line_error(yi("--model", tiny_dir, "--device", dev, "-p", "hi", home=home), 3,
-                       f"--device {dev}: CUDA is not available")
+        one_line_error(
+            yi("--model", tiny_dir, "--device", dev, "-p", "hi", home=home), 3, f"--device {dev}: CUDA is not available"
+        )
 
 
 def _spawn(*args, home: Path):
     pexpect = pytest.importorskip("pexpect")
-    env = {**os.environ, "TERM": "xterm-256color", "PROMPT_TOOLKIT_NO_CPR": "1", "COLUMNS": "120", "LINES": "40",
-           "YI_CHAT_HOME": str(home)}
-    return pexpect.spawn(PY, ["-m", "yi_cli", *map(str, args)], env=env, encoding="utf-8", dimensions=(40, 120),
-                         timeout=60)
+    env = {
+        **os.environ,
+        "TERM": "xterm-256color",
+        "PROMPT_TOOLKIT_NO_CPR": "1",
+        "COLUMNS": "120",
+        "LINES": "40",
+        "YI_CHAT_HOME": str(home),
+    }
+    return pexpect.spawn(
+        PY, ["-m", "yi_cli", *map(str, args)], env=env, encoding="utf-8", dimensions=(40, 120), timeout=60
+    )
 
 
-@pytest.mark.parametrize("case", [
-    "home-under-a-file",
-    "history-is-a-directory"])
+@pytest.mark.parametrize("case", ["home-under-a-file", "history-is-a-directory"])
 def test_unwritable_home_or_history_file(tiny_dir, tmp_path, case):
     """Root ignores permission bits, so the paths are made impossible instead: a home below a regular file
     (mkdir fails with ENOTDIR), or a directory where the history file should be (open fails with EISDIR)."""
@@ -441,8 +522,6 @@ def test_unwritable_home_or_history_file(tiny_dir, tmp_path, case):
     assert "Traceback" not in (child.before or "")
 
 
-
-
 @pytest.mark.parametrize("mode", ["plain", "json", "one-shot"])
 def test_closed_stdout(tiny_dir, tmp_path, home, mode):
     """`yi-chat ... | head -c 20`: yi-chat itself exits 0 (PIPESTATUS), stderr stays clean."""
@@ -456,10 +535,13 @@ def test_closed_stdout(tiny_dir, tmp_path, home, mode):
     if mode == "one-shot":
         args += ["-p", "tell me a long story"]
     cmd = " ".join(f"'{a}'" for a in args)
-    script = f"{cmd} < '{prompts}' 2> '{tmp_path / 'err'}' | head -c 20 > '{tmp_path / 'out'}'; " \
-             "echo \"${PIPESTATUS[0]} ${PIPESTATUS[1]}\""
-    p = subprocess.run(["bash", "-c", script], capture_output=True, timeout=180,
-                       env={**os.environ, "YI_CHAT_HOME": str(home)})
+    script = (
+        f"{cmd} < '{prompts}' 2> '{tmp_path / 'err'}' | head -c 20 > '{tmp_path / 'out'}'; "
+        'echo "${PIPESTATUS[0]} ${PIPESTATUS[1]}"'
+    )
+    p = subprocess.run(
+        ["bash", "-c", script], capture_output=True, timeout=180, env={**os.environ, "YI_CHAT_HOME": str(home)}
+    )
     err = (tmp_path / "err").read_text(errors="replace")
     assert p.stdout.decode().split() == ["0", "0"], err  # yi-chat's status, head's status
     assert (tmp_path / "out").stat().st_size == 20
@@ -468,9 +550,13 @@ def test_closed_stdout(tiny_dir, tmp_path, home, mode):
 
 
 def test_sigterm_during_a_reply(tiny_dir, home):
-    proc = subprocess.Popen([PY, "-m", "yi_cli", "--model", str(tiny_dir), *SAMPLE, "--max-new-tokens", "4000"],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, "YI_CHAT_HOME": str(home)})
+    proc = subprocess.Popen(
+        [PY, "-m", "yi_cli", "--model", str(tiny_dir), *SAMPLE, "--max-new-tokens", "4000"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "YI_CHAT_HOME": str(home)},
+    )
     try:
         proc.stdin.write(b"first question\n")
         proc.stdin.flush()  # stdin stays open: the process is mid-session, not at EOF
@@ -506,6 +592,7 @@ def test_sigterm_during_a_reply(tiny_dir, home):
 
 
 # --- security basics ----------------------------------------------------------------------------------------------
+
 
 class _Boom:
     """Unpickling this runs code: it creates the marker file named in its state."""
@@ -560,7 +647,8 @@ def test_trust_remote_code_off_unless_flag(tiny, monkeypatch, tmp_path):
     (tiny / "configuration_evil.py").write_text(
         f"open({str(marker)!r}, 'w').close()\n"
         "from transformers import LlamaConfig\n"
-        "class EvilConfig(LlamaConfig):\n    model_type = 'evil'\n")
+        "class EvilConfig(LlamaConfig):\n    model_type = 'evil'\n"
+    )
     set_config(tiny, model_type="evil", auto_map={"AutoConfig": "configuration_evil.EvilConfig"})
     p = yi("--model", tiny, "-p", "hi", home=tmp_path / "home", env={"HF_MODULES_CACHE": str(tmp_path / "mods")})
     one_line_error(p, 3, str(tiny))
@@ -568,13 +656,15 @@ def test_trust_remote_code_off_unless_flag(tiny, monkeypatch, tmp_path):
 
 
 def _modes(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root.parent)): oct(p.stat().st_mode & 0o777)
-            for p in [root, *sorted(root.rglob("*"))] if not p.is_symlink()}
+    return {
+        str(p.relative_to(root.parent)): oct(p.stat().st_mode & 0o777)
+        for p in [root, *sorted(root.rglob("*"))]
+        if not p.is_symlink()
+    }
 
 
 def _assert_private(root: Path) -> None:
-    bad = {p: m for p, m in _modes(root).items()
-           if m != ("0o700" if (root.parent / p).is_dir() else "0o600")}
+    bad = {p: m for p, m in _modes(root).items() if m != ("0o700" if (root.parent / p).is_dir() else "0o600")}
     assert not bad, f"not 0700 dirs / 0600 files: {bad}"
 
 
@@ -588,8 +678,16 @@ def test_written_files_are_private(tiny_dir, tmp_path, door):
     home.mkdir()
     saved = home / "mine" / "saved.json"
     if door == "pipe":
-        p = yi("--model", tiny_dir, "--temperature", "0", "--max-new-tokens", "2",
-               stdin=f"hello\n/save\n/save {saved}\n", home=home)
+        p = yi(
+            "--model",
+            tiny_dir,
+            "--temperature",
+            "0",
+            "--max-new-tokens",
+            "2",
+            stdin=f"hello\n/save\n/save {saved}\n",
+            home=home,
+        )
         assert p.returncode == 0, p.stderr.decode()
     else:
         child = _spawn("--model", tiny_dir, "--temperature", "0", "--max-new-tokens", "2", home=home)

@@ -6,8 +6,8 @@ import threading
 import pytest
 
 from tests.fixtures import ScriptedEngine, plain_chat
-from yi_cli.errors import YiError
 from yi_cli.engines.settings import GenSettings
+from yi_cli.errors import YiError
 
 
 def test_two_turn_transcript():
@@ -19,7 +19,10 @@ def test_two_turn_transcript():
     assert err.getvalue() == ""
     # The second request carries the whole conversation.
     assert [m["content"] for m in engine.seen[1]] == [
-        "What is the capital of France?", "Paris is the capital.", "How many people live there?"]
+        "What is the capital of France?",
+        "Paris is the capital.",
+        "How many people live there?",
+    ]
     assert [t.finish_reason for t in chat.session.turns if t.role == "assistant"] == ["stop", "stop"]
     assert chat.session.turns[1].tokens == 4
 
@@ -160,7 +163,9 @@ def test_save_and_load_round_trip(tmp_path, monkeypatch):
     # A foreign or malformed file leaves the session untouched.
     (tmp_path / "bad.json").write_text('{"format": "something-else"}')
     other.handle(f"/load {tmp_path / 'bad.json'}")
-    (tmp_path / "worse.json").write_text('{"format": "yi-chat-session", "version": 1, "turns": [{"role": "assistant", "content": "x"}]}')
+    (tmp_path / "worse.json").write_text(
+        '{"format": "yi-chat-session", "version": 1, "turns": [{"role": "assistant", "content": "x"}]}'
+    )
     other.handle(f"/load {tmp_path / 'worse.json'}")
     assert "not a yi-chat session file" in err2.getvalue() and "malformed session file" in err2.getvalue()
     assert other.session == chat.session
@@ -190,7 +195,9 @@ def test_json_renderer_writes_one_object_per_turn():
     from yi_cli.ui.render import JsonRenderer
 
     out = io.StringIO()
-    chat = Chat(ScriptedEngine(["hello there"]), JsonRenderer(Console(file=io.StringIO()), Console(file=io.StringIO()), out=out))
+    chat = Chat(
+        ScriptedEngine(["hello there"]), JsonRenderer(Console(file=io.StringIO()), Console(file=io.StringIO()), out=out)
+    )
     chat.handle("hi")
     chat.handle("/history")
     lines = [json.loads(x) for x in out.getvalue().splitlines()]
@@ -199,11 +206,14 @@ def test_json_renderer_writes_one_object_per_turn():
     assert lines[1]["command"] == "history" and "hello there" in lines[1]["output"]
 
 
-@pytest.mark.parametrize("text,done,tail", [
-    ("para one\n\npara two", "para one\n\n", "para two"),
-    ("```\ncode\n\nmore\n", "", "```\ncode\n\nmore\n"),
-    ("a\n\n```\nx\n```\n\nb", "a\n\n```\nx\n```\n\n", "b"),
-])
+@pytest.mark.parametrize(
+    "text,done,tail",
+    [
+        ("para one\n\npara two", "para one\n\n", "para two"),
+        ("```\ncode\n\nmore\n", "", "```\ncode\n\nmore\n"),
+        ("a\n\n```\nx\n```\n\nb", "a\n\n```\nx\n```\n\n", "b"),
+    ],
+)
 def test_split_blocks_never_cuts_inside_code(text, done, tail):
     from yi_cli.ui.render import split_blocks
 

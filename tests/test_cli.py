@@ -1,4 +1,5 @@
 """The installed command as a user runs it: exit codes, one-line errors, pipes, one-shot, JSON."""
+
 import json
 import os
 import subprocess
@@ -11,8 +12,13 @@ from yi_cli.ui.cli import parser
 
 def yi(*args, stdin="", env=None, timeout=300):
     e = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "yi_cli", *args], input=stdin.encode() if isinstance(stdin, str)
-                          else stdin, capture_output=True, timeout=timeout, env=e)
+    return subprocess.run(
+        [sys.executable, "-m", "yi_cli", *args],
+        input=stdin.encode() if isinstance(stdin, str) else stdin,
+        capture_output=True,
+        timeout=timeout,
+        env=e,
+    )
 
 
 def one_line_error(p, code, *needles):
@@ -94,8 +100,15 @@ def test_one_shot_json(demo_dir):
 
 @pytest.mark.slow
 def test_bad_lines_in_a_pipe_are_skipped_loudly(demo_dir):
-    p = yi("--model", "demo", "--temperature", "0", "--max-new-tokens", "5",
-           stdin=b"\xff\xfe bad\n/bogus\nhi\x00there\n/history\n")
+    p = yi(
+        "--model",
+        "demo",
+        "--temperature",
+        "0",
+        "--max-new-tokens",
+        "5",
+        stdin=b"\xff\xfe bad\n/bogus\nhi\x00there\n/history\n",
+    )
     err = p.stderr.decode()
     assert p.returncode == 1 and "Traceback" not in err
     assert "stdin line 1 is not valid UTF-8" in err and "unknown command /bogus" in err and "NUL byte" in err
@@ -107,8 +120,7 @@ def test_both_quantized_demos_answer_paris(model, demo_dir):
     p = yi("--model", model, "--temperature", "0", "--json", "-p", "What is the capital of France?")
     assert p.returncode == 0, p.stderr.decode()
     assert "Paris" in json.loads(p.stdout.decode())["reply"]
-    from yi_cli.checkpoint import demo
-    from yi_cli.checkpoint import files
+    from yi_cli.checkpoint import demo, files
 
     quant = files.read_config(demo.ensure(model)).get("quantization_config", {})
     assert (quant.get("quant_method"), quant.get("bits")) == (("awq", 4) if model == "demo" else ("gptq", 8))

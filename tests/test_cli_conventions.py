@@ -643,8 +643,8 @@ def test_the_tests_run_from_the_sdist(tmp_path):
 def test_readme_lists_every_flag_command_and_subcommand_and_links_nothing_outside():
     import re
 
-    from yi_cli.ui import cli
     from yi_cli.conversation import commands
+    from yi_cli.ui import cli
 
     readme = (ROOT / "README.md").read_text()
     for act in cli.parser()._actions:

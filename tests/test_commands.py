@@ -41,7 +41,9 @@ def test_set_validates_and_records_source():
 
 
 def test_clear_history_undo_system():
-    chat, out, err = plain_chat(ScriptedEngine(["first answer", "second answer"]), )
+    chat, out, err = plain_chat(
+        ScriptedEngine(["first answer", "second answer"]),
+    )
     chat.handle("/system be terse")
     chat.handle("q one")
     chat.handle("q two")

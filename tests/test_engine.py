@@ -1,4 +1,5 @@
 """The local engine on the real demo model (CPU): template, stop tokens, streaming, cancel, worker errors."""
+
 import threading
 
 import pytest
@@ -39,8 +40,11 @@ def test_without_the_end_of_turn_token_it_runs_on(demo_engine):
 
 def test_cancel_stops_generation(demo_engine):
     cancel = threading.Event()
-    gen = demo_engine.stream(demo_engine.template.build([{"role": "user", "content": "Write a long story about a dragon."}]),
-                             GenSettings(temperature=0, max_new_tokens=200), cancel)
+    gen = demo_engine.stream(
+        demo_engine.template.build([{"role": "user", "content": "Write a long story about a dragon."}]),
+        GenSettings(temperature=0, max_new_tokens=200),
+        cancel,
+    )
     pieces = []
     for ev in gen:
         if isinstance(ev, Text):

@@ -1,21 +1,27 @@
 """The Yi family: every member as a tiny random checkpoint in its exact config / tokenizer-config form (template,
 special tokens, eos ids, rope parameters, context), laid out as in the hub cache, loaded by yi_cli.load: the
 rendered prompt, the stop set and the context length the loader reports; aliases."""
+
 import json
 import sys
 from pathlib import Path
 
 import pytest
 
-import yi_cli
 from yi_cli.checkpoint import family
 from yi_cli.checkpoint.writer import YI_SPECIALS, write_byte_tokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import make_checkpoint  # noqa: E402
 
-TINY = dict(hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-            vocab_size=320)
+TINY = dict(
+    hidden_size=256,
+    intermediate_size=512,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    vocab_size=320,
+)
 GROUP = 64
 MSGS = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi there"}]
 CHATML_TEXT = "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n"
@@ -23,28 +29,73 @@ CHATML_TEXT = "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi the
 
 def config(m: family.Member) -> dict:
     """config.json as the released repo writes it, with tiny sizes in place of the real ones."""
-    cfg = {"architectures": ["LlamaForCausalLM"], "attention_bias": False, "bos_token_id": 1, "eos_token_id": 2,
-           "hidden_act": "silu", "initializer_range": 0.02, "max_position_embeddings": m.context,
-           "model_type": "llama", "pad_token_id": 0, "pretraining_tp": 1, "rms_norm_eps": m.rms_eps,
-           "rope_scaling": None, "rope_theta": m.rope_theta, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
-           "transformers_version": "4.37.2", "use_cache": True, **TINY}
+    cfg = {
+        "architectures": ["LlamaForCausalLM"],
+        "attention_bias": False,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "hidden_act": "silu",
+        "initializer_range": 0.02,
+        "max_position_embeddings": m.context,
+        "model_type": "llama",
+        "pad_token_id": 0,
+        "pretraining_tp": 1,
+        "rms_norm_eps": m.rms_eps,
+        "rope_scaling": None,
+        "rope_theta": m.rope_theta,
+        "tie_word_embeddings": False,
+        "torch_dtype": "bfloat16",
+        "transformers_version": "4.37.2",
+        "use_cache": True,
+        **TINY,
+    }
     if m.fmt == "awq":
-        cfg["quantization_config"] = {"bits": 4, "group_size": GROUP, "quant_method": "awq", "version": "gemm",
-                                      "zero_point": True}
+        cfg["quantization_config"] = {
+            "bits": 4,
+            "group_size": GROUP,
+            "quant_method": "awq",
+            "version": "gemm",
+            "zero_point": True,
+        }
     elif m.fmt == "gptq":
-        cfg["quantization_config"] = {"bits": 8, "group_size": GROUP, "damp_percent": 0.01, "desc_act": False,
-                                      "static_groups": False, "sym": True, "true_sequential": True,
-                                      "model_name_or_path": None, "model_file_base_name": "model",
-                                      "quant_method": "gptq"}
+        cfg["quantization_config"] = {
+            "bits": 8,
+            "group_size": GROUP,
+            "damp_percent": 0.01,
+            "desc_act": False,
+            "static_groups": False,
+            "sym": True,
+            "true_sequential": True,
+            "model_name_or_path": None,
+            "model_file_base_name": "model",
+            "quant_method": "gptq",
+        }
     return cfg
 
 
 def tokenizer_config(m: family.Member) -> dict:
-    tc = {"add_bos_token": False, "add_eos_token": False, "bos_token": "<|startoftext|>", "eos_token": m.eos,
-          "pad_token": "<unk>", "unk_token": "<unk>", "clean_up_tokenization_spaces": False,
-          "model_max_length": m.context, "tokenizer_class": "PreTrainedTokenizerFast",
-          "added_tokens_decoder": {str(i): {"content": t, "lstrip": False, "normalized": False, "rstrip": False,
-                                            "single_word": False, "special": True} for i, t in enumerate(YI_SPECIALS)}}
+    tc = {
+        "add_bos_token": False,
+        "add_eos_token": False,
+        "bos_token": "<|startoftext|>",
+        "eos_token": m.eos,
+        "pad_token": "<unk>",
+        "unk_token": "<unk>",
+        "clean_up_tokenization_spaces": False,
+        "model_max_length": m.context,
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "added_tokens_decoder": {
+            str(i): {
+                "content": t,
+                "lstrip": False,
+                "normalized": False,
+                "rstrip": False,
+                "single_word": False,
+                "special": True,
+            }
+            for i, t in enumerate(YI_SPECIALS)
+        },
+    }
     if m.template:
         tc["chat_template"] = family.TEMPLATES[m.template]
     return tc
@@ -106,8 +157,12 @@ def test_aliases_expand_to_the_family_repos():
 def test_family_facts_from_the_research():
     a = family.ALIASES
     assert (a["yi-9b"].layers, a["yi-9b"].hidden) == (48, 4096)
-    assert (a["yi-34b-chat"].layers, a["yi-34b-chat"].hidden, a["yi-34b-chat"].heads, a["yi-34b-chat"].kv_heads) \
-        == (60, 7168, 56, 8)
+    assert (a["yi-34b-chat"].layers, a["yi-34b-chat"].hidden, a["yi-34b-chat"].heads, a["yi-34b-chat"].kv_heads) == (
+        60,
+        7168,
+        56,
+        8,
+    )
     assert (a["yi-6b-chat-4bits"].fmt, a["yi-6b-chat-4bits"].bits) == ("awq", 4)
     assert (a["yi-34b-chat-8bits"].fmt, a["yi-34b-chat-8bits"].bits) == ("gptq", 8)
     assert a["yi-1.5-34b-chat-16k"].context == 16384 and a["yi-coder-9b-chat"].context == 131072

@@ -7,16 +7,16 @@ Tolerances (relative L2 norm of the logits over all positions):
   int4 vs fp32-activation reference 5e-2 (the fast path rounds activations to bf16 before the int4 kernel)
   int8 GPTQ as two int4 planes      5e-2 (bf16 activations and bf16 scales vs the fp32 dequantized reference)
 """
+
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
+from pathlib import Path
 
 import pytest
 import torch
-
-import tempfile
-from pathlib import Path
 
 import yi_cli
 from yi_cli.checkpoint import writer
@@ -35,9 +35,17 @@ def tiny_llama(seed: int = 0, vocab: int = 512):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=vocab, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                      initializer_range=0.1, tie_word_embeddings=False)
+    cfg = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        initializer_range=0.1,
+        tie_word_embeddings=False,
+    )
     return LlamaForCausalLM(cfg).eval()
 
 
@@ -79,16 +87,24 @@ def reference(path, op_dtype=None):
 def reference_greedy(model, ids: list[int], n: int = 64) -> list[int]:
     x = torch.tensor([ids], device=model.device)
     with torch.inference_mode():
-        out = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=n, min_new_tokens=n,
-                             do_sample=False, repetition_penalty=1.0, eos_token_id=None, pad_token_id=0)
-    return out[0, len(ids):].tolist()
+        out = model.generate(
+            x,
+            attention_mask=torch.ones_like(x),
+            max_new_tokens=n,
+            min_new_tokens=n,
+            do_sample=False,
+            repetition_penalty=1.0,
+            eos_token_id=None,
+            pad_token_id=0,
+        )
+    return out[0, len(ids) :].tolist()
 
 
 def assert_greedy_match(model, ids: list[int], fast: list[int], ref: list[int], tie: float = 1e-2) -> None:
     """Same tokens, except that a divergence is allowed at a near-tie of the reference's own top two logits
     (random tiny models have them: transformers' incremental decode and its full forward already disagree there)."""
     assert len(fast) == len(ref)
-    i = next((i for i, (a, b) in enumerate(zip(fast, ref)) if a != b), None)
+    i = next((i for i, (a, b) in enumerate(zip(fast, ref, strict=False)) if a != b), None)
     if i is None:
         return
     x = torch.tensor([ids + ref[:i]], device=model.device)
@@ -187,11 +203,16 @@ def test_sampling_seeded_and_penalized():
     assert fast_tokens(dec, PROMPT, top1) == fast_tokens(dec, PROMPT, greedy)
 
 
-@pytest.mark.parametrize("temperature,top_p,top_k,penalty", [(1.0, 1.0, 0, 1.0), (0.7, 0.8, 0, 1.2),
-                                                             (1.3, 0.95, 5, 1.5)])
+@pytest.mark.parametrize(
+    "temperature,top_p,top_k,penalty", [(1.0, 1.0, 0, 1.0), (0.7, 0.8, 0, 1.2), (1.3, 0.95, 5, 1.5)]
+)
 def test_sampler_distribution_matches_transformers_warpers(temperature, top_p, top_k, penalty):
-    from transformers.generation.logits_process import (RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper,
-                                                        TopKLogitsWarper, TopPLogitsWarper)
+    from transformers.generation.logits_process import (
+        RepetitionPenaltyLogitsProcessor,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
 
     torch.manual_seed(0)
     vocab, prompt = 12, [1, 4, 4, 9]
@@ -250,8 +271,9 @@ def test_demo_awq_greedy_64_tokens_match_transformers():
         loaded = yi_cli.load(str(demo.ensure("demo")), device="cpu")
     except LoadError as e:
         pytest.skip(str(e))
-    ids = loaded.tokenizer.apply_chat_template([{"role": "user", "content": "Write a short poem about the sea."}],
-                                               add_generation_prompt=True, tokenize=True)
+    ids = loaded.tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Write a short poem about the sea."}], add_generation_prompt=True, tokenize=True
+    )
     ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)
     ref = reference_greedy(loaded.model, ids)
     assert fast_tokens(FastDecoder(loaded.checkpoint), ids) == ref

@@ -6,6 +6,7 @@ Tolerances (relative L2 norm of logits):
       exact-weight reference (the bf16 noise floor through 32 layers, ~0.022; measured ~0.024)
 Greedy tokens must agree except at near-ties of the reference (see test_fast.assert_greedy_match).
 """
+
 from __future__ import annotations
 
 import os
@@ -16,7 +17,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from test_fast import GREEDY, PROMPT, assert_greedy_match, checkpoint, fast_tokens, reference_greedy, rel_err
 
 import yi_cli
@@ -30,8 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def cuda_pair(path):
     """(transformers model, FastDecoder) of one checkpoint on CUDA in bf16."""
-    return (yi_cli.load(path, device="cuda", dtype="bf16").model,
-            FastDecoder(open_checkpoint(path, device="cuda", dtype="bf16")))
+    return (
+        yi_cli.load(path, device="cuda", dtype="bf16").model,
+        FastDecoder(open_checkpoint(path, device="cuda", dtype="bf16")),
+    )
 
 
 def test_graph_greedy_matches_eager_dense_bf16():
@@ -79,8 +81,19 @@ def yi6b_awq(tmp_path_factory):
     if (cached / "config.json").is_file():
         return cached
     out = tmp_path_factory.mktemp("ckpt") / "yi-6b-awq"
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "make_checkpoint.py"), "--format", "awq", "--shape",
-                    "yi-6b", "--out", str(out)], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "make_checkpoint.py"),
+            "--format",
+            "awq",
+            "--shape",
+            "yi-6b",
+            "--out",
+            str(out),
+        ],
+        check=True,
+    )
     return out
 
 
@@ -119,7 +132,7 @@ def test_yi6b_awq_teacher_forced_graph_steps(yi6b_awq):
     with torch.inference_mode():
         ref = exact_weight_logits(loaded.model, ids)
         tf = loaded.model(torch.tensor([ids], device="cuda")).logits[0].float()
-        floor = [rel_err(a, b) for a, b in zip(tf[n - 1:], ref[n - 1:])]
+        floor = [rel_err(a, b) for a, b in zip(tf[n - 1 :], ref[n - 1 :], strict=False)]
         dec._prefill(ids[:n], GREEDY, threading.Event())
         errs = []
         for j in range(8):  # feed the reference's tokens, one graph replay per step
@@ -128,8 +141,9 @@ def test_yi6b_awq_teacher_forced_graph_steps(yi6b_awq):
             errs.append(rel_err(dec.graphs.replay(n + j + 1)[0], ref[n + j]))
         first = dec.model.prefill(torch.tensor(ids[:n], device="cuda"), 0, dense=True)
     errs = [rel_err(first[0], ref[n - 1])] + errs
-    print(f"rel err prefill + graph steps {[round(e, 4) for e in errs]}; "
-          f"transformers int4 {[round(e, 4) for e in floor]}")
+    print(
+        f"rel err prefill + graph steps {[round(e, 4) for e in errs]}; transformers int4 {[round(e, 4) for e in floor]}"
+    )
     assert all(e < 4e-2 for e in errs)
     assert sum(errs) < 1.5 * sum(floor)
 
@@ -140,15 +154,16 @@ def test_fused_glue_kernels_match_torch_ops():
     x = torch.tensor(PROMPT * 4, device="cuda")
     with torch.inference_mode():
         fused = dec.model.prefill(x, 0, dense=False, all_logits=True)
-        step = dec.model.decode_step(x[-1:], dec.model.arange[x.shape[0] - 1:x.shape[0]], 256)  # decode kernel
+        step = dec.model.decode_step(x[-1:], dec.model.arange[x.shape[0] - 1 : x.shape[0]], 256)  # decode kernel
         dec.model.fused = False
         plain = dec.model.prefill(x, 0, dense=False, all_logits=True)
     assert rel_err(fused, plain) < 3e-2  # bf16 roundings in a different order, amplified by the tiny random model
     assert rel_err(step[0], plain[-1]) < 3e-2
 
 
-@pytest.mark.parametrize("n,k,group", [(64, 256, 32), (96, 576, 64), (128, 1536, 64), (5120, 4096, 128),
-                                       (4096, 11008, 128)])
+@pytest.mark.parametrize(
+    "n,k,group", [(64, 256, 32), (96, 576, 64), (128, 1536, 64), (5120, 4096, 128), (4096, 11008, 128)]
+)
 def test_gemv_int4_matches_dequantized_weights(n, k, group):
     """The decode GEMV (yi_cli/kernels/gemv.py) reads tinygemm-packed codes: its output against x @ W.T in fp32, W
     dequantized from the codes; the bound is the bf16 rounding of the output (tinygemm's own error is printed)."""
@@ -181,9 +196,10 @@ def test_gemv_int4_matches_dequantized_weights(n, k, group):
         assert torch.equal(fused, want), (fused.float() - want.float()).abs().max()
 
 
-@pytest.mark.parametrize("temperature,top_p,top_k,penalty", [(0.6, 0.8, 0, 1.2), (1.0, 1.0, 0, 1.0),
-                                                             (0.9, 0.95, 40, 1.1), (0, 0.8, 0, 1.3),
-                                                             (1.3, 0.5, 3000, 1.0)])
+@pytest.mark.parametrize(
+    "temperature,top_p,top_k,penalty",
+    [(0.6, 0.8, 0, 1.2), (1.0, 1.0, 0, 1.0), (0.9, 0.95, 40, 1.1), (0, 0.8, 0, 1.3), (1.3, 0.5, 3000, 1.0)],
+)
 def test_graph_sampler_kernels_pick_what_the_torch_ops_pick(temperature, top_p, top_k, penalty):
     """nucleus.sample (the graphed sampler on CUDA) against Sampler's torch ops: the same token, the same `seen`
     marks and step counter, over peaked and flat logits of Yi's vocabulary size."""

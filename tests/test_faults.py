@@ -4,6 +4,7 @@ timeout. Each fails the reply with one line; the session is kept and the next tu
 The real LocalEngine runs a tiny random Llama (tests/test_bad_input.make_tiny) with faults injected into its
 model; the chat-level cases use the scripted engine.
 """
+
 from __future__ import annotations
 
 import threading
@@ -26,8 +27,9 @@ GREEDY = GenSettings(temperature=0.0, max_new_tokens=3, repetition_penalty=1.0)
 def tiny_ckpt(tmp_path_factory, demo_fp32_dir):
     from yi_cli.checkpoint.loader import open_checkpoint
 
-    return open_checkpoint(make_tiny(tmp_path_factory.mktemp("faults") / "tiny", demo_fp32_dir), device="cpu",
-                           dtype="fp32")
+    return open_checkpoint(
+        make_tiny(tmp_path_factory.mktemp("faults") / "tiny", demo_fp32_dir), device="cpu", dtype="fp32"
+    )
 
 
 @pytest.fixture(params=["generate", "fast"])
@@ -57,6 +59,7 @@ def snapshot(chat):
 
 # --- an exception in the worker thread ---------------------------------------------------------------------------
 
+
 class FailingMidStream(ScriptedEngine):
     """Streams two words, then raises from inside the engine's iterator (the worker thread)."""
 
@@ -75,11 +78,14 @@ class FailingMidStream(ScriptedEngine):
         raise self.exc
 
 
-@pytest.mark.parametrize("exc,line", [
-    (RuntimeError("boom"), "error: generation failed (RuntimeError: boom)"),
-    (KeyError("past_key_values"), "error: generation failed (KeyError: 'past_key_values')"),
-    (RuntimeError("boom\n  at frame 1\n  at frame 2"), "error: generation failed (RuntimeError: boom)"),
-])
+@pytest.mark.parametrize(
+    "exc,line",
+    [
+        (RuntimeError("boom"), "error: generation failed (RuntimeError: boom)"),
+        (KeyError("past_key_values"), "error: generation failed (KeyError: 'past_key_values')"),
+        (RuntimeError("boom\n  at frame 1\n  at frame 2"), "error: generation failed (RuntimeError: boom)"),
+    ],
+)
 def test_exception_in_worker_thread_chat(exc, line):
     engine = FailingMidStream(exc)
     engine.armed = False
@@ -112,6 +118,7 @@ def test_exception_in_worker_thread_local_engine(engine, monkeypatch, request):
 
 
 # --- CUDA out of memory during prefill ------------------------------------------------------------------------------
+
 
 def test_out_of_memory_during_prefill(engine, monkeypatch, request):
     chat, out, err = plain_chat(engine, settings=GenSettings(**GREEDY.to_dict()))
@@ -170,6 +177,7 @@ def test_failed_regeneration_keeps_the_session(command):
 
 # --- a streamer timeout ----------------------------------------------------------------------------------------------
 
+
 def fake_generate(tokenizer, gap_s: float, release: threading.Event, n_tokens: int = 50):
     """A stand-in for model.generate: the prompt goes to the streamer, then one token per `gap_s` (each checked by
     the stopping criteria, like transformers does); `gap_s=None` hangs before the first token (a stuck prefill)
@@ -195,10 +203,13 @@ def fake_generate(tokenizer, gap_s: float, release: threading.Event, n_tokens: i
     return generate
 
 
-@pytest.mark.parametrize("stall", [
-    "between-tokens",
-    "in-prefill",
-])
+@pytest.mark.parametrize(
+    "stall",
+    [
+        "between-tokens",
+        "in-prefill",
+    ],
+)
 def test_streamer_timeout(tiny_ckpt, monkeypatch, stall):
     import yi_cli.engines.local as eng
 
@@ -208,8 +219,11 @@ def test_streamer_timeout(tiny_ckpt, monkeypatch, stall):
     before = snapshot(chat)
     monkeypatch.setattr(eng, "STREAM_TIMEOUT_S", 1.0)
     release = threading.Event()
-    monkeypatch.setattr(engine.model, "generate",
-                        fake_generate(engine.template.tokenizer, 2.5 if stall == "between-tokens" else None, release))
+    monkeypatch.setattr(
+        engine.model,
+        "generate",
+        fake_generate(engine.template.tokenizer, 2.5 if stall == "between-tokens" else None, release),
+    )
     worker = threading.Thread(target=chat.handle, args=("second",), daemon=True)
     t0 = time.monotonic()
     worker.start()

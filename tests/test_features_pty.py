@@ -4,6 +4,7 @@ Each test gets its own YI_CHAT_HOME (session files, autosave, history, config) w
 demo cache, so `--model demo` works without converting the demo again. Replies are checked through the autosave
 file (the screen shows them as live redraws); commands through their text on the screen.
 """
+
 import io
 import json
 import os
@@ -71,7 +72,9 @@ class Term:
     prompt_toolkit needs before it draws the bottom toolbar (with PROMPT_TOOLKIT_NO_CPR=1 the toolbar stays hidden)."""
 
     def __init__(self, *args, home: Path, cpr: bool = False, env: dict | None = None):
-        base = {k: v for k, v in os.environ.items() if k not in ("EDITOR", "VISUAL", "NO_COLOR", "PROMPT_TOOLKIT_NO_CPR")}
+        base = {
+            k: v for k, v in os.environ.items() if k not in ("EDITOR", "VISUAL", "NO_COLOR", "PROMPT_TOOLKIT_NO_CPR")
+        }
         base.update(TERM="xterm-256color", COLUMNS="100", LINES="40", YI_CHAT_HOME=str(home))
         if not cpr:
             base["PROMPT_TOOLKIT_NO_CPR"] = "1"
@@ -79,8 +82,15 @@ class Term:
         self.cpr = cpr
         self.log = io.StringIO()
         # Run in the test's tmp dir so that file arguments are short relative names (long lines wrap on screen).
-        self.child = pexpect.spawn(sys.executable, ["-m", "yi_cli", *args], env=base, encoding="utf-8",
-                                   dimensions=(40, 100), timeout=TIMEOUT, cwd=str(home.parent))
+        self.child = pexpect.spawn(
+            sys.executable,
+            ["-m", "yi_cli", *args],
+            env=base,
+            encoding="utf-8",
+            dimensions=(40, 100),
+            timeout=TIMEOUT,
+            cwd=str(home.parent),
+        )
         self.child.logfile_read = self.log
         OPEN.append(self.child)
         self.expect(PROMPT)
@@ -116,7 +126,7 @@ class Term:
         tens of KB fills the pty both ways (the child redraws what it reads) and deadlocks."""
         data = "\x1b[200~" + text + "\x1b[201~"
         for i in range(0, len(data), chunk):
-            self.child.send(data[i:i + chunk])
+            self.child.send(data[i : i + chunk])
             self._drain()
         self._drain(0.5)
 
@@ -155,6 +165,7 @@ def mode(p: Path) -> int:
 
 # 1. sessions as files ------------------------------------------------------------------------------------------------
 
+
 def test_save_resume_autosave_and_refused_load(demo_dir, tmp_path):
     home = make_home(tmp_path, demo_dir)
     saved = tmp_path / "france.json"
@@ -172,8 +183,10 @@ def test_save_resume_autosave_and_refused_load(demo_dir, tmp_path):
     t.turn("And of Germany?")
     auto = last_session_file(home)
     assert mode(auto) == 0o600
-    assert [x["content"] for x in last_session(home)["turns"][::2]] == ["What is the capital of France?",
-                                                                         "And of Germany?"]
+    assert [x["content"] for x in last_session(home)["turns"][::2]] == [
+        "What is the capital of France?",
+        "And of Germany?",
+    ]
     # malformed and foreign files: one line each, the session untouched
     bad = tmp_path / "bad.json"
     bad.write_text('{"format": "yi-chat-session", "version": 1, "turns": [')
@@ -209,13 +222,13 @@ def test_save_resume_autosave_and_refused_load(demo_dir, tmp_path):
 
 # 2. editing the conversation ----------------------------------------------------------------------------------------
 
+
 def test_retry_undo_edit_continue(demo_dir, tmp_path):
     home = make_home(tmp_path, demo_dir)
     editor = tmp_path / "editor.sh"
-    editor.write_text("#!/bin/sh\nsed -i s/France/Italy/ \"$1\"\n")
+    editor.write_text('#!/bin/sh\nsed -i s/France/Italy/ "$1"\n')
     editor.chmod(0o755)
-    t = Term("--model", "demo", "--temperature", "0", "--max-new-tokens", "10", home=home,
-             env={"EDITOR": str(editor)})
+    t = Term("--model", "demo", "--temperature", "0", "--max-new-tokens", "10", home=home, env={"EDITOR": str(editor)})
     t.turn("What is the capital of France?")
     first = last_session(home)["turns"]
     assert [x["role"] for x in first] == ["user", "assistant"]
@@ -262,13 +275,20 @@ def test_retry_undo_edit_continue(demo_dir, tmp_path):
 
 # 3. live settings, 4. stats and the context meter, 5. inspection, 2. inline /edit ---------------------------------
 
+
 def test_settings_stats_meter_inspection_and_inline_edit(demo_dir, tmp_path):
     home = make_home(tmp_path, demo_dir)
     t = Term("--model", "demo", "--temperature", "0", "--max-new-tokens", "12", home=home, cpr=True)
     t.expect("ctx 0/8192")  # the toolbar's context meter, drawn once the terminal reported the cursor position
     out = t.cmd("/set", "seed = ")
-    for line in ("temperature = 0.0  (flag)", "top_p = 0.9  (model)", "top_k = 0  (default)",
-                 "repetition_penalty = 1.0  (model)", "max_new_tokens = 12  (flag)", "seed = None  (default)"):
+    for line in (
+        "temperature = 0.0  (flag)",
+        "top_p = 0.9  (model)",
+        "top_k = 0  (default)",
+        "repetition_penalty = 1.0  (model)",
+        "max_new_tokens = 12  (flag)",
+        "seed = None  (default)",
+    ):
         assert line in out, out
 
     assert "system prompt set" in t.cmd("/system You are a pirate.", "system prompt set")
@@ -290,23 +310,40 @@ def test_settings_stats_meter_inspection_and_inline_edit(demo_dir, tmp_path):
     out = t.cmd("/stats", "context used")
     assert "replies: 1  (interrupted 0, cut by length " in out
     assert f"tokens generated: {new_tok}" in out
-    assert re.search(r"mean time to first token: \d+\.\d+ s", out) and re.search(r"mean decode speed: [\d.]+ tok/s", out)
+    assert re.search(r"mean time to first token: \d+\.\d+ s", out) and re.search(
+        r"mean decode speed: [\d.]+ tok/s", out
+    )
     used = int(re.search(r"context used: (\d+) / 8192 tokens", out).group(1))
     assert used > prompt_tok
     assert meter == used, "the toolbar shows the context used after the reply"
 
     out = t.cmd("/prompt", r"\(\d+ tokens\)", regex=True)
-    for piece in ("<|im_start|>system\nYou are a pirate.<|im_end|>", "<|im_start|>user\nWhat is the capital of France?"
-                  "<|im_end|>", "<|im_start|>assistant\n"):
+    for piece in (
+        "<|im_start|>system\nYou are a pirate.<|im_end|>",
+        "<|im_start|>user\nWhat is the capital of France?<|im_end|>",
+        "<|im_start|>assistant\n",
+    ):
         assert piece in out, out
     assert f"({used} tokens)" in out
 
     out = t.cmd("/model", "lm_head")
-    for pattern in (r"architecture\s+LlamaForCausalLM", r"layers\s+30\b", r"hidden / intermediate\s+576 / 1536",
-                    r"heads / kv heads\s+9 / 3\b", r"vocab\s+49152", r"context\s+8192",
-                    r"rope theta\s+\d", r"quantization\s+awq int4, group 64", r"parameters\s+[\d.]+ M",
-                    r"memory\s+[\d.]+ MiB", r"device / dtype\s+cpu / float32", r"engine: (fast|generate)",
-                    r"self_attn: LlamaAttention", r"q_proj: Int4Linear", r"more LlamaDecoderLayer layers"):
+    for pattern in (
+        r"architecture\s+LlamaForCausalLM",
+        r"layers\s+30\b",
+        r"hidden / intermediate\s+576 / 1536",
+        r"heads / kv heads\s+9 / 3\b",
+        r"vocab\s+49152",
+        r"context\s+8192",
+        r"rope theta\s+\d",
+        r"quantization\s+awq int4, group 64",
+        r"parameters\s+[\d.]+ M",
+        r"memory\s+[\d.]+ MiB",
+        r"device / dtype\s+cpu / float32",
+        r"engine: (fast|generate)",
+        r"self_attn: LlamaAttention",
+        r"q_proj: Int4Linear",
+        r"more LlamaDecoderLayer layers",
+    ):
         assert re.search(pattern, out), pattern
 
     # /edit with neither EDITOR nor VISUAL: an inline `edit> ` prompt, prefilled with the old message
@@ -325,20 +362,36 @@ def test_settings_stats_meter_inspection_and_inline_edit(demo_dir, tmp_path):
 
 # 4. context overflow ------------------------------------------------------------------------------------------------
 
+
 def long_session(path: Path) -> None:
     """A saved session whose first exchange alone is past the demo's 8192-token context (' apple' is one token)."""
-    turns = [{"role": "user", "content": "apple" + " apple" * 8300}, {"role": "assistant", "content": "Many apples."},
-             {"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4"}]
-    path.write_text(json.dumps({"format": "yi-chat-session", "version": 1, "model": "demo", "system": "Answer briefly.",
-                                "settings": {"temperature": 0.0, "max_new_tokens": 12}, "turns": turns}))
+    turns = [
+        {"role": "user", "content": "apple" + " apple" * 8300},
+        {"role": "assistant", "content": "Many apples."},
+        {"role": "user", "content": "What is 2+2?"},
+        {"role": "assistant", "content": "4"},
+    ]
+    path.write_text(
+        json.dumps(
+            {
+                "format": "yi-chat-session",
+                "version": 1,
+                "model": "demo",
+                "system": "Answer briefly.",
+                "settings": {"temperature": 0.0, "max_new_tokens": 12},
+                "turns": turns,
+            }
+        )
+    )
 
 
 def test_overflow_drops_oldest_exchange_and_refuses_a_too_long_message(demo_dir, tmp_path):
     home = make_home(tmp_path, demo_dir)
     long = tmp_path / "long.json"
     long_session(long)
-    t = Term("--model", "demo", "--resume", "long.json", "--temperature", "0", "--max-new-tokens", "12",
-             home=home, cpr=True)
+    t = Term(
+        "--model", "demo", "--resume", "long.json", "--temperature", "0", "--max-new-tokens", "12", home=home, cpr=True
+    )
     before = int(re.search(r"ctx (\d+)/8192", t.expect(r"ctx \d+/8192", regex=True)).group(1))
     assert before > 8192
     t.child.sendline("Hi")
@@ -377,9 +430,15 @@ def test_overflow_refuse_policy_when_piped(demo_dir, tmp_path):
     long = tmp_path / "long.json"
     long_session(long)
     env = {**os.environ, "YI_CHAT_HOME": str(home)}
-    r = subprocess.run([sys.executable, "-m", "yi_cli", "--model", "demo", "--resume", "long.json", "--overflow",
-                        "refuse", "--json"], input="Hi\n/history\n", capture_output=True, text=True, env=env,
-                       cwd=tmp_path, timeout=TIMEOUT)
+    r = subprocess.run(
+        [sys.executable, "-m", "yi_cli", "--model", "demo", "--resume", "long.json", "--overflow", "refuse", "--json"],
+        input="Hi\n/history\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=TIMEOUT,
+    )
     assert r.returncode == 1
     errors = [x for x in r.stderr.splitlines() if x.strip()]
     assert len(errors) == 1 and re.search(r"error: the prompt is \d+ tokens but only \d+ fit", errors[0]), r.stderr
@@ -389,6 +448,7 @@ def test_overflow_refuse_policy_when_piped(demo_dir, tmp_path):
 
 
 # 6. raw completion ----------------------------------------------------------------------------------------------------
+
 
 def checkpoint_copy(src: Path, dst: Path) -> Path:
     """Config and tokenizer copied (to be edited), the weights linked."""
@@ -447,14 +507,20 @@ def test_checkpoint_without_template_or_chatml_tokens_goes_raw(demo_dir, tmp_pat
 
 # 8. config file and NO_COLOR --------------------------------------------------------------------------------------
 
+
 def test_config_file_defaults_flag_overrides_and_no_color(demo_dir, tmp_path):
     home = make_home(tmp_path, demo_dir)
     (home / "config").mkdir()
     (home / "config" / "config.toml").write_text("[generation]\ntemperature = 0.1\ntop_p = 0.7\nmax_new_tokens = 6\n")
     t = Term("--model", "demo", "--top-p", "0.5", home=home, env={"NO_COLOR": "1"})
     out = t.cmd("/set", "seed = ")
-    for line in ("temperature = 0.1  (config)", "top_p = 0.5  (flag)", "max_new_tokens = 6  (config)",
-                 "repetition_penalty = 1.0  (model)", "top_k = 0  (default)"):
+    for line in (
+        "temperature = 0.1  (config)",
+        "top_p = 0.5  (flag)",
+        "max_new_tokens = 6  (config)",
+        "repetition_penalty = 1.0  (model)",
+        "top_k = 0  (default)",
+    ):
         assert line in out, out
     m = t.turn("What is the capital of France?")
     assert int(m.group(3)) <= 6
@@ -470,8 +536,9 @@ def test_malformed_config_exits_2_with_one_line(tmp_path):
     (home / "config").mkdir(parents=True)
     (home / "config" / "config.toml").write_text("[generation\ntemperature = 0.1\n")
     env = {**os.environ, "YI_CHAT_HOME": str(home), "TERM": "xterm-256color", "PROMPT_TOOLKIT_NO_CPR": "1"}
-    out, status = pexpect.run(f"{sys.executable} -m yi_cli --model demo", env=env, withexitstatus=True,
-                              encoding="utf-8", timeout=TIMEOUT)
+    out, status = pexpect.run(
+        f"{sys.executable} -m yi_cli --model demo", env=env, withexitstatus=True, encoding="utf-8", timeout=TIMEOUT
+    )
     lines = [x for x in plain(out).splitlines() if x.strip()]
     assert status == 2
     assert len(lines) == 1 and "config.toml" in lines[0] and "cannot read the config file" in lines[0], out

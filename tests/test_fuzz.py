@@ -5,6 +5,7 @@ unanswered user turn; every turn's token count is the engine's count_text of its
 back exactly the session and settings, and /load restores exactly what was saved (or, on error, changes nothing).
 Bugs this file found (now fixed) are pinned by the regression tests at the bottom.
 """
+
 from __future__ import annotations
 
 import copy
@@ -21,25 +22,29 @@ from rich.console import Console
 from tests.fixtures import ScriptedEngine
 from yi_cli.conversation import commands, store
 from yi_cli.conversation.chat import Chat, Options
-from yi_cli.errors import YiError
 from yi_cli.engines.events import Text
-from yi_cli.ui.render import PlainRenderer
 from yi_cli.engines.settings import NAMES, GenSettings
+from yi_cli.errors import YiError
+from yi_cli.ui.render import PlainRenderer
 
 EXAMPLES = int(os.environ.get("YI_FUZZ_EXAMPLES", "1000"))  # per property; two properties -> 2,000 inputs
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                             HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
 
 # Lone surrogates (what surrogateescape makes of invalid UTF-8 in argv or terminal input) crash the product today:
 # pinned by test_lone_surrogate_* below, and kept out of the properties so they can check everything else.
 CHARS = st.characters(exclude_categories=("Cs",))
-CONTROL = st.sampled_from([chr(i) for i in range(32)] + ["\x7f", "\x85", "\u2028", "\u2029", "\u202e", "\ufeff",
-                                                         "\u200b", "\U0001f600", "\u0301", "中", "ß", "İ"])
+CONTROL = st.sampled_from(
+    [chr(i) for i in range(32)]
+    + ["\x7f", "\x85", "\u2028", "\u2029", "\u202e", "\ufeff", "\u200b", "\U0001f600", "\u0301", "中", "ß", "İ"]
+)
 TEXT = st.one_of(
     st.text(CHARS, max_size=40),
     st.text(st.one_of(CHARS, CONTROL), max_size=40),
-    st.builds(lambda s, n: s * n, st.text(st.one_of(CHARS, CONTROL), min_size=1, max_size=8),
-              st.integers(500, 30_000)),  # huge: up to ~240k characters, most overflow the context
+    st.builds(
+        lambda s, n: s * n, st.text(st.one_of(CHARS, CONTROL), min_size=1, max_size=8), st.integers(500, 30_000)
+    ),  # huge: up to ~240k characters, most overflow the context
 )
 NO_NL = re.compile(r"[\n\r]")
 
@@ -53,9 +58,12 @@ def line_has_no_newline(s: str) -> bool:
 PARSE_LINES = st.one_of(
     TEXT,
     st.builds(lambda ws, t: ws + "/" + t, st.sampled_from(["", " ", "\t", "\u3000"]), TEXT),
-    st.builds(lambda n, sep, t: f"/{n}{sep}{t}",
-              st.sampled_from(list(commands.TABLE) + list(commands.ALIASES) + ["HELP", "Set", "histroy", ""]),
-              st.sampled_from(["", " ", "  ", "\t", "\n"]), TEXT),
+    st.builds(
+        lambda n, sep, t: f"/{n}{sep}{t}",
+        st.sampled_from(list(commands.TABLE) + list(commands.ALIASES) + ["HELP", "Set", "histroy", ""]),
+        st.sampled_from(["", " ", "  ", "\t", "\n"]),
+        TEXT,
+    ),
 )
 
 
@@ -82,6 +90,7 @@ def test_parse_never_crashes(line):
 
 
 # --- the chat session -------------------------------------------------------------------------------------------
+
 
 class FuzzEngine(ScriptedEngine):
     """Replies with words derived from the prompt (whitespace-free, so count_text counts them exactly); a
@@ -111,8 +120,11 @@ class FuzzEngine(ScriptedEngine):
 class Recorder(PlainRenderer):
     def __init__(self):
         self.buf = io.StringIO()
-        super().__init__(Console(file=io.StringIO(), width=100, color_system=None),
-                         Console(file=self.buf, width=200, color_system=None), out=io.StringIO())
+        super().__init__(
+            Console(file=io.StringIO(), width=100, color_system=None),
+            Console(file=self.buf, width=200, color_system=None),
+            out=io.StringIO(),
+        )
         self.errors: list[str] = []
         self.notices: list[str] = []
 
@@ -137,21 +149,48 @@ def fuzz_home(tmp_path_factory):
 
 
 SAVE_NAMES = st.sampled_from(["a.json", "b.json", "sub/c.json", "missing.json", "bad.json", "foreign.json"])
-SETTING_VALUES = st.one_of(st.integers(-5, 3000).map(str), st.floats(allow_nan=True, allow_infinity=True).map(str),
-                           st.sampled_from(["none", "off", "1e400", "0x10", " 0.5 ", "", "1_000"]),
-                           st.text(CHARS, max_size=10))
+SETTING_VALUES = st.one_of(
+    st.integers(-5, 3000).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(str),
+    st.sampled_from(["none", "off", "1e400", "0x10", " 0.5 ", "", "1_000"]),
+    st.text(CHARS, max_size=10),
+)
 OPS = st.one_of(
     st.tuples(st.just("say"), TEXT),
     st.tuples(st.just("say"), st.builds(lambda t: "//" + t, TEXT)),
-    st.tuples(st.just("cmd"), st.sampled_from(["/undo", "/retry", "/clear", "/continue", "/history", "/stats",
-                                               "/system", "/system none", "/set", "/help", "/prompt", "/model",
-                                               "/edit", "/reset", "/exit", "/save", "/load"])),
-    st.tuples(st.just("cmd"), st.builds(lambda s: f"/retry {s}", st.one_of(st.integers(-3, 2**64).map(str),
-                                                                             st.text(CHARS, max_size=6)))),
+    st.tuples(
+        st.just("cmd"),
+        st.sampled_from(
+            [
+                "/undo",
+                "/retry",
+                "/clear",
+                "/continue",
+                "/history",
+                "/stats",
+                "/system",
+                "/system none",
+                "/set",
+                "/help",
+                "/prompt",
+                "/model",
+                "/edit",
+                "/reset",
+                "/exit",
+                "/save",
+                "/load",
+            ]
+        ),
+    ),
+    st.tuples(
+        st.just("cmd"),
+        st.builds(lambda s: f"/retry {s}", st.one_of(st.integers(-3, 2**64).map(str), st.text(CHARS, max_size=6))),
+    ),
     st.tuples(st.just("cmd"), st.builds(lambda t: "/edit " + t, TEXT)),
     st.tuples(st.just("cmd"), st.builds(lambda t: "/system " + t, TEXT)),
-    st.tuples(st.just("cmd"), st.builds(lambda n, v: f"/set {n} {v}", st.sampled_from(NAMES + ("bogus",)),
-                                        SETTING_VALUES)),
+    st.tuples(
+        st.just("cmd"), st.builds(lambda n, v: f"/set {n} {v}", st.sampled_from(NAMES + ("bogus",)), SETTING_VALUES)
+    ),
     st.tuples(st.just("cmd"), st.builds(lambda t: "/" + t, st.text(CHARS, max_size=12))),
     st.tuples(st.just("save"), SAVE_NAMES),
     st.tuples(st.just("load"), SAVE_NAMES),
@@ -173,8 +212,9 @@ def check_invariants(chat: Chat, engine: FuzzEngine) -> None:
 
 
 @FUZZ
-@given(ops=st.lists(OPS, max_size=25), system=st.one_of(st.none(), st.text(CHARS, max_size=30)),
-       max_new=st.integers(1, 4))
+@given(
+    ops=st.lists(OPS, max_size=25), system=st.one_of(st.none(), st.text(CHARS, max_size=30)), max_new=st.integers(1, 4)
+)
 def test_chat_session_invariants(fuzz_home, ops, system, max_new):
     root = fuzz_home / "saves"
     root.mkdir(exist_ok=True)
@@ -188,8 +228,14 @@ def test_chat_session_invariants(fuzz_home, ops, system, max_new):
     render = Recorder()
     from yi_cli.conversation.session import ChatSession
 
-    chat = Chat(engine, render, GenSettings(max_new_tokens=max_new), ChatSession(system=system or None),
-                Options(overflow="drop"), on_turn=store.Autosave("interactive"))
+    chat = Chat(
+        engine,
+        render,
+        GenSettings(max_new_tokens=max_new),
+        ChatSession(system=system or None),
+        Options(overflow="drop"),
+        on_turn=store.Autosave("interactive"),
+    )
     for kind, arg in ops:
         if not chat.running:
             break
@@ -197,8 +243,11 @@ def test_chat_session_invariants(fuzz_home, ops, system, max_new):
         replies = len(chat.history)
         n_err, n_notice = len(render.errors), len(render.notices)
         if kind == "fail":
-            engine.fail_next = {"yi": YiError("the server went away"), "runtime": RuntimeError("kernel died"),
-                                "oom": MemoryError("out of memory")}[arg]
+            engine.fail_next = {
+                "yi": YiError("the server went away"),
+                "runtime": RuntimeError("kernel died"),
+                "oom": MemoryError("out of memory"),
+            }[arg]
             continue
         if kind in ("save", "load"):
             path = root / arg
@@ -217,9 +266,14 @@ def test_chat_session_invariants(fuzz_home, ops, system, max_new):
             assert chat.session == before[0], (line[:80], new_errors)
             if not line.startswith("/retry "):  # /retry SEED sets the seed before it regenerates
                 assert chat.settings == before[1], (line[:80], new_errors)
-        for what, hit in (("reply recorded", len(chat.history) > replies), ("context drop", dropped),
-                          ("error", bool(new_errors)), ("continued", line == "/continue" and not new_errors),
-                          ("loaded", kind == "load" and not new_errors), ("huge line", len(line) > 10_000)):
+        for what, hit in (
+            ("reply recorded", len(chat.history) > replies),
+            ("context drop", dropped),
+            ("error", bool(new_errors)),
+            ("continued", line == "/continue" and not new_errors),
+            ("loaded", kind == "load" and not new_errors),
+            ("huge line", len(line) > 10_000),
+        ):
             if hit:
                 event(what)
         if kind == "save" and not new_errors:
@@ -240,6 +294,7 @@ def test_chat_session_invariants(fuzz_home, ops, system, max_new):
 
 
 # --- known bugs the fuzzer found (pinned; the properties above avoid these inputs) --------------------------------
+
 
 def _chat(tmp_path, on_turn=None):
     engine = FuzzEngine()

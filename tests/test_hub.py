@@ -1,6 +1,7 @@
 """Fetching over real HTTP from a loopback fake Hub (tests/hub_server.py) with the real huggingface_hub client:
 fetch + chat, resume after a dropped connection and after Ctrl-C, offline reruns, missing / gated / pickle-only
 repos, a full disk, an unreachable hub; `yi-chat models`. HF_HOME / HF_HUB_CACHE are tmp dirs: never the network."""
+
 import hashlib
 import json
 import os
@@ -14,18 +15,38 @@ import time
 import pytest
 from hub_server import FakeHub, Repo
 
-NEEDED = {"config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
-          "model.safetensors"}
-PARIS = ["--temperature", "0", "--repetition-penalty", "1", "--max-new-tokens", "24", "-p",
-         "What is the capital of France?"]
+NEEDED = {
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+    "model.safetensors",
+}
+PARIS = [
+    "--temperature",
+    "0",
+    "--repetition-penalty",
+    "1",
+    "--max-new-tokens",
+    "24",
+    "-p",
+    "What is the capital of France?",
+]
 
 
 @pytest.fixture(scope="module")
 def demo_files(demo_dir):
     files = {f.name: f.read_bytes() for f in demo_dir.iterdir() if f.is_file()}
     # Files yi-chat must leave on the hub: a README, pickle weights, a sub-folder, GGUF.
-    files.update({"README.md": b"# tiny chat\n", "pytorch_model.bin": b"pickle!" * 100,
-                  "onnx/model.onnx": b"onnx", "tiny.Q4_0.gguf": b"gguf"})
+    files.update(
+        {
+            "README.md": b"# tiny chat\n",
+            "pytorch_model.bin": b"pickle!" * 100,
+            "onnx/model.onnx": b"onnx",
+            "tiny.Q4_0.gguf": b"gguf",
+        }
+    )
     return files
 
 
@@ -34,8 +55,9 @@ def hub(demo_files):
     with FakeHub() as h:
         h.repos["acme/tiny-chat"] = Repo(demo_files)
         h.repos["acme/gated"] = Repo(demo_files, gated=True)
-        h.repos["acme/pickle-only"] = Repo({"config.json": demo_files["config.json"],
-                                            "pytorch_model.bin": b"pickle!" * 100})
+        h.repos["acme/pickle-only"] = Repo(
+            {"config.json": demo_files["config.json"], "pytorch_model.bin": b"pickle!" * 100}
+        )
         h.tokens.add("hf_secret")
         yield h
 
@@ -43,14 +65,24 @@ def hub(demo_files):
 @pytest.fixture
 def env(tmp_path, hub):
     e = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
-    e.update(HF_HOME=str(tmp_path / "hf"), HF_HUB_CACHE=str(tmp_path / "hf" / "hub"), HF_ENDPOINT=hub.url,
-             HF_HUB_DISABLE_TELEMETRY="1")
+    e.update(
+        HF_HOME=str(tmp_path / "hf"),
+        HF_HUB_CACHE=str(tmp_path / "hf" / "hub"),
+        HF_ENDPOINT=hub.url,
+        HF_HUB_DISABLE_TELEMETRY="1",
+    )
     return e
 
 
 def yi(env, *args, timeout=600, **kw):
-    return subprocess.run([sys.executable, "-m", "yi_cli", *args], capture_output=True, timeout=timeout, env=env,
-                          stdin=subprocess.DEVNULL, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "yi_cli", *args],
+        capture_output=True,
+        timeout=timeout,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        **kw,
+    )
 
 
 def repo_dir(env, repo="acme/tiny-chat"):
@@ -123,9 +155,13 @@ def test_ctrl_c_mid_file_leaves_nothing_trusted_and_the_next_run_continues(hub, 
     written = 25_000_000 // DOWNLOAD_CHUNK_SIZE * DOWNLOAD_CHUNK_SIZE  # the client writes whole chunks
     blobs = repo_dir(env) / "blobs"
     part = blobs / (hashlib.sha256(demo_files["model.safetensors"]).hexdigest() + ".incomplete")
-    proc = subprocess.Popen([sys.executable, "-m", "yi_cli", "pull", "acme/tiny-chat"],
-                            env={**env, "HF_HUB_DOWNLOAD_TIMEOUT": "300"}, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "yi_cli", "pull", "acme/tiny-chat"],
+        env={**env, "HF_HUB_DOWNLOAD_TIMEOUT": "300"},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         assert hub.held.wait(timeout=300)
         deadline = time.monotonic() + 120
@@ -168,14 +204,18 @@ def test_full_disk_is_one_line_and_the_partial_file_continues_later(hub, env, de
 
 
 def test_missing_repo_exits_3_with_one_line(hub, env):
-    lines = error_line(yi(env, "pull", "acme/nope"), 3, "acme/nope: not a local directory, and no such model repo",
-                       hub.url, "hf auth login")
+    lines = error_line(
+        yi(env, "pull", "acme/nope"),
+        3,
+        "acme/nope: not a local directory, and no such model repo",
+        hub.url,
+        "hf auth login",
+    )
     assert len(lines) == 1
 
 
 def test_gated_repo_without_token_says_how_to_log_in_and_with_one_fetches(hub, env):
-    lines = error_line(yi(env, "-m", "acme/gated", "-p", "hi"), 3, "acme/gated is gated", "hf auth login",
-                       "HF_TOKEN")
+    lines = error_line(yi(env, "-m", "acme/gated", "-p", "hi"), 3, "acme/gated is gated", "hf auth login", "HF_TOKEN")
     assert len(lines) == 1
     assert not list(repo_dir(env, "acme/gated").glob("snapshots/*/*"))
     p = yi({**env, "HF_TOKEN": "hf_secret"}, "pull", "acme/gated")
@@ -195,8 +235,12 @@ def test_unreachable_hub_and_offline_mode_exit_3(env):
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    lines = error_line(yi({**env, "HF_ENDPOINT": f"http://127.0.0.1:{port}"}, "pull", "acme/tiny-chat"), 3,
-                       "cannot reach", "HF_HUB_OFFLINE=1")
+    lines = error_line(
+        yi({**env, "HF_ENDPOINT": f"http://127.0.0.1:{port}"}, "pull", "acme/tiny-chat"),
+        3,
+        "cannot reach",
+        "HF_HUB_OFFLINE=1",
+    )
     assert len(lines) == 1
     lines = error_line(yi({**env, "HF_HUB_OFFLINE": "1"}, "pull", "acme/tiny-chat"), 3, "HF_HUB_OFFLINE=1")
     assert len(lines) == 1
@@ -236,8 +280,13 @@ def test_pull_on_a_terminal_draws_one_rich_bar_with_size_and_speed(hub, env):
     import pexpect
 
     hub.hold["model.safetensors"] = 25_000_000  # the bar is caught mid-file
-    child = pexpect.spawn(sys.executable, ["-m", "yi_cli", "pull", "acme/tiny-chat"], timeout=300,
-                          env={**env, "NO_COLOR": "1", "HF_HUB_DOWNLOAD_TIMEOUT": "300"}, dimensions=(24, 120))
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "yi_cli", "pull", "acme/tiny-chat"],
+        timeout=300,
+        env={**env, "NO_COLOR": "1", "HF_HUB_DOWNLOAD_TIMEOUT": "300"},
+        dimensions=(24, 120),
+    )
     try:
         child.expect(r"fetching acme/tiny-chat: 6 files, 117\.5 MB")
         child.expect(r"model\.safetensors\s+\S+\s+\d+\.\d/117\.5 MB\s+\d+(\.\d+)? [kM]B/s")

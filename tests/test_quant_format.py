@@ -3,6 +3,7 @@
 The packers below are written from the format descriptions (the docstring of yi_cli/checkpoint/formats.py),
 independently of its code, so a wrong nibble order, shift direction or zero convention in yi_cli makes these tests fail.
 """
+
 import numpy as np
 import pytest
 import torch
@@ -94,8 +95,14 @@ def test_awq_nibble_order_is_interleaved():
 def test_gptq_dequant_bit_exact(bits, sym, desc_act):
     rng = np.random.default_rng(bits * 10 + sym * 2 + desc_act)
     q, z, s, g_idx = random_case(rng, 128, 64, bits, 32, sym, desc_act)
-    w = Q.from_gptq(gptq_pack_in(q, bits), gptq_pack_out(z - 1, bits), torch.from_numpy(s),
-                    torch.from_numpy(g_idx.astype(np.int32)), bits, 32)
+    w = Q.from_gptq(
+        gptq_pack_in(q, bits),
+        gptq_pack_out(z - 1, bits),
+        torch.from_numpy(s),
+        torch.from_numpy(g_idx.astype(np.int32)),
+        bits,
+        32,
+    )
     want = expected_weight(q, z, s, g_idx).astype(np.float32)
     assert np.array_equal(Q.dequantize(w).numpy(), want)
     packed = Q.to_gptq(w)
@@ -108,8 +115,14 @@ def test_gptq_zero_minus_one_convention():
     # stored zero 7 means zero 8: code 8 dequantizes to 0, code 9 to one scale step
     q = np.full((8, 8), 8)
     q[0] = 9
-    w = Q.from_gptq(gptq_pack_in(q, 4), gptq_pack_out(np.full((1, 8), 7), 4), torch.full((1, 8), 0.5).half(),
-                    torch.zeros(8, dtype=torch.int32), 4, 8)
+    w = Q.from_gptq(
+        gptq_pack_in(q, 4),
+        gptq_pack_out(np.full((1, 8), 7), 4),
+        torch.full((1, 8), 0.5).half(),
+        torch.zeros(8, dtype=torch.int32),
+        4,
+        8,
+    )
     d = Q.dequantize(w)
     assert d[:, 0].tolist() == [0.5] * 8 and not d[:, 1:].any()
 
@@ -129,8 +142,15 @@ def test_modules_match_reference(bits, group, sym, desc_act, bias, kind):
     n_in, n_out = 256, 48
     q, z, s, g_idx = random_case(rng, n_in, n_out, bits, n_in if group == -1 else group, sym, desc_act)
     b = torch.from_numpy(rng.standard_normal(n_out).astype(np.float16)) if bias else None
-    w = Q.from_gptq(gptq_pack_in(q, bits), gptq_pack_out(z - 1, bits), torch.from_numpy(s),
-                    torch.from_numpy(g_idx.astype(np.int32)), bits, group, b)
+    w = Q.from_gptq(
+        gptq_pack_in(q, bits),
+        gptq_pack_out(z - 1, bits),
+        torch.from_numpy(s),
+        torch.from_numpy(g_idx.astype(np.int32)),
+        bits,
+        group,
+        b,
+    )
     m = make_linear(w, "cpu", torch.float32)
     assert isinstance(m, kind) and (m.in_features, m.out_features) == (n_in, n_out)
     ref = Q.dequantize(w)

@@ -1,5 +1,6 @@
 """Whole tiny quantized models through yi_cli.load: logits vs the reference-dequantized model, detection,
 refusals with one-line messages, memory (4-bit stays 4-bit), CUDA (marker `gpu`), optional GPTQModel cross-check."""
+
 import importlib.util
 import json
 import shutil
@@ -10,21 +11,31 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import yi_cli
-from yi_cli.checkpoint import writer
-from yi_cli.checkpoint import quantized
 from yi_cli.checkpoint import formats as Q
+from yi_cli.checkpoint import quantized, writer
 from yi_cli.errors import LoadError
 from yi_cli.runtime.qlinear import DequantLinear, Int4Linear
 
-TINY = dict(vocab_size=320, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, max_position_embeddings=256, initializer_range=0.1)
+TINY = dict(
+    vocab_size=320,
+    hidden_size=128,
+    intermediate_size=256,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=256,
+    initializer_range=0.1,
+)
 IDS = torch.tensor([[1, 6, 40, 41, 42, 100, 7, 9, 200, 300, 11, 12]])
 # (name, maker kwargs, config extras); each becomes a checkpoint built once per session
 FORMATS = {
     "awq": ("awq", dict(group_size=64), dict(tie_word_embeddings=True)),
     "gptq8": ("gptq", dict(bits=8, group_size=32), dict(tie_word_embeddings=False)),
-    "gptq4-desc-asym-bias": ("gptq", dict(bits=4, group_size=32, desc_act=True, sym=False),
-                             dict(attention_bias=True, mlp_bias=True)),
+    "gptq4-desc-asym-bias": (
+        "gptq",
+        dict(bits=4, group_size=32, desc_act=True, sym=False),
+        dict(attention_bias=True, mlp_bias=True),
+    ),
     "gptq8-desc-asym": ("gptq", dict(bits=8, group_size=64, desc_act=True, sym=False), {}),
 }
 
@@ -70,8 +81,9 @@ def reference_model(path):
         if quant["method"] == "awq":
             w = Q.from_awq(raw[k], raw[p + ".qzeros"], raw[p + ".scales"], quant["group_size"])
         else:
-            w = Q.from_gptq(raw[k], raw[p + ".qzeros"], raw[p + ".scales"], raw[p + ".g_idx"], quant["bits"],
-                            quant["group_size"])
+            w = Q.from_gptq(
+                raw[k], raw[p + ".qzeros"], raw[p + ".scales"], raw[p + ".g_idx"], quant["bits"], quant["group_size"]
+            )
         sd[p + ".weight"] = Q.dequantize(w)
     missing, unexpected = model.load_state_dict(sd, strict=False)
     assert set(missing) <= {"lm_head.weight"} and (not missing or model.config.tie_word_embeddings)
@@ -129,8 +141,13 @@ def test_detect(ckpts, tmp_path):
     fp = ckpts["awq"].parent / "awq-fp32"
     assert quantized.detect(fp, json.loads((fp / "config.json").read_text())) is None
     q = quantized.detect(ckpts["awq"], json.loads((ckpts["awq"] / "config.json").read_text()))
-    assert {k: q[k] for k in ("method", "bits", "group_size", "version", "zero_point")} == \
-        {"method": "awq", "bits": 4, "group_size": 64, "version": "gemm", "zero_point": True}
+    assert {k: q[k] for k in ("method", "bits", "group_size", "version", "zero_point")} == {
+        "method": "awq",
+        "bits": 4,
+        "group_size": 64,
+        "version": "gemm",
+        "zero_point": True,
+    }
     # AutoGPTQ before optimum: only quantize_config.json says the model is quantized
     d = copy_with(ckpts["gptq8-desc-asym"], tmp_path / "old", drop_qc=True)
     q = quantized.detect(d, json.loads((d / "config.json").read_text()))
@@ -158,14 +175,17 @@ def load_error(path) -> str:
     return msg
 
 
-@pytest.mark.parametrize("base,qc,needle", [
-    ("awq", {"bits": 3}, "AWQ with bits=3"),
-    ("awq", {"version": "gemv"}, "AWQ version 'gemv'"),
-    ("awq", {"zero_point": False}, "zero_point false"),
-    ("awq", {"quant_method": "bitsandbytes"}, "'bitsandbytes' is not supported"),
-    ("gptq8", {"bits": 2}, "GPTQ with bits=2"),
-    ("gptq8", {"checkpoint_format": "gptq_v2"}, "'gptq_v2' is not supported"),
-])
+@pytest.mark.parametrize(
+    "base,qc,needle",
+    [
+        ("awq", {"bits": 3}, "AWQ with bits=3"),
+        ("awq", {"version": "gemv"}, "AWQ version 'gemv'"),
+        ("awq", {"zero_point": False}, "zero_point false"),
+        ("awq", {"quant_method": "bitsandbytes"}, "'bitsandbytes' is not supported"),
+        ("gptq8", {"bits": 2}, "GPTQ with bits=2"),
+        ("gptq8", {"checkpoint_format": "gptq_v2"}, "'gptq_v2' is not supported"),
+    ],
+)
 def test_refuses_unsupported_config(ckpts, tmp_path, base, qc, needle):
     d = copy_with(ckpts[base], tmp_path / "bad", qc=qc)
     msg = load_error(d)
@@ -217,9 +237,17 @@ def test_refuses_truncated_file(ckpts, tmp_path):
 
 def test_demo_output_is_atomic_and_complete(ckpts):
     d = ckpts["gptq8"]
-    assert sorted(p.name for p in d.iterdir()) == sorted([
-        "config.json", "quantize_config.json", "gptq_model-8bit-32g.safetensors", "tokenizer.json",
-        "tokenizer_config.json", "chat_template.jinja", "generation_config.json"])
+    assert sorted(p.name for p in d.iterdir()) == sorted(
+        [
+            "config.json",
+            "quantize_config.json",
+            "gptq_model-8bit-32g.safetensors",
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "chat_template.jinja",
+            "generation_config.json",
+        ]
+    )
     assert not [p for p in d.parent.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
     qc = json.loads((d / "quantize_config.json").read_text())
     assert json.loads((d / "config.json").read_text())["quantization_config"] == qc
@@ -238,8 +266,10 @@ def check_low_precision(path, device, dtype):
     out = logits(got.model, device)
     ref_model = reference_model(path)
     ref = logits(ref_model)
-    lost = [(logits(ref_model.to(device, t), device) - ref).abs().max().item()
-            for t in {torch.bfloat16, {"bf16": torch.bfloat16, "fp16": torch.float16}[dtype]}]
+    lost = [
+        (logits(ref_model.to(device, t), device) - ref).abs().max().item()
+        for t in {torch.bfloat16, {"bf16": torch.bfloat16, "fp16": torch.float16}[dtype]}
+    ]
     tol = 2 * max(lost) + 0.02
     err = (out - ref).abs().max().item()
     print(f"{path.name} {device} {dtype}: max |logit - fp32 reference| = {err:.4f} (tolerance {tol:.4f})")
@@ -271,8 +301,10 @@ def test_logits_match_reference_cuda(ckpts, name, dtype):
     assert kinds == ({DequantLinear} if FORMATS[name][1].get("bits") == 8 else {Int4Linear})
 
 
-@pytest.mark.skipif(importlib.util.find_spec("gptqmodel") is None or importlib.util.find_spec("optimum") is None,
-                    reason="GPTQModel and optimum are not installed")
+@pytest.mark.skipif(
+    importlib.util.find_spec("gptqmodel") is None or importlib.util.find_spec("optimum") is None,
+    reason="GPTQModel and optimum are not installed",
+)
 @pytest.mark.parametrize("name", ["awq", "gptq8"])
 def test_cross_check_with_gptqmodel(ckpts, name):
     from transformers import AutoModelForCausalLM

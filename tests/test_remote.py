@@ -1,6 +1,7 @@
 """The remote engine over real HTTP on loopback, against tests/openai_server.py: streaming, stats, finish
 reasons, cancel, faults (dropped connection, HTTP errors, malformed chunks, timeouts), the chat on top of it,
 and the CLI end to end against the real demo model served over the OpenAI protocol."""
+
 import socket
 import subprocess
 import sys
@@ -84,8 +85,9 @@ def test_without_a_usage_chunk_new_tokens_are_counted_from_chunks(served):
     assert text == "a b c" and stats.new_tokens == 3 and stats.prompt_tokens == 0
 
 
-@pytest.mark.parametrize("form", ["{root}", "{root}/", "{root}/v1", "{root}/v1/", "{root}/v1/chat/completions",
-                                  "127.0.0.1:{port}"])
+@pytest.mark.parametrize(
+    "form", ["{root}", "{root}/", "{root}/v1", "{root}/v1/", "{root}/v1/chat/completions", "127.0.0.1:{port}"]
+)
 def test_endpoint_forms_name_the_same_server(served, form):
     endpoint = form.format(root=f"http://127.0.0.1:{served.port}", port=served.port)
     engine = RemoteEngine(endpoint, None)
@@ -138,14 +140,22 @@ def test_dropped_connection_keeps_the_partial_reply_marked(served):
     assert "this [interrupted]" in out.getvalue()  # shown, and marked
     cut = chat.session.turns[-1]
     assert [(t.role, t.content) for t in chat.session.turns] == [
-        ("user", "first question"), ("assistant", "echo: first question"),
-        ("user", "second question"), ("assistant", "this")]
+        ("user", "first question"),
+        ("assistant", "echo: first question"),
+        ("user", "second question"),
+        ("assistant", "this"),
+    ]
     assert cut.finish_reason == "interrupted" and cut.tokens == 1
     served.drop_after = None
     chat.handle("third question")
     assert chat.failures == 1
     assert [m["content"] for m in served.requests[-1]["messages"]] == [
-        "first question", "echo: first question", "second question", "this", "third question"]
+        "first question",
+        "echo: first question",
+        "second question",
+        "this",
+        "third question",
+    ]
     assert out.getvalue().endswith("echo: third question\n\n")
 
 
@@ -225,7 +235,10 @@ def test_two_turn_conversation_through_the_chat(served):
     assert out.getvalue() == "echo: What is Yi?\n\necho: And its context size?\n\n"
     assert err.getvalue() == ""
     assert [m["content"] for m in served.requests[1]["messages"]] == [
-        "What is Yi?", "echo: What is Yi?", "And its context size?"]
+        "What is Yi?",
+        "echo: What is Yi?",
+        "And its context size?",
+    ]
     last = chat.session.turns[-1]
     assert last.finish_reason == "stop" and last.tokens == 5 and last.stats["prompt_tokens"] > 0
 
@@ -256,8 +269,13 @@ def demo_fp32_engine(demo_fp32_dir):
 @pytest.mark.slow
 def test_cli_end_to_end_against_the_demo_model_served_over_http(demo_fp32_engine):
     with OpenAIServer(demo_fp32_engine, model="demo-fp32") as srv:
-        proc = subprocess.run([sys.executable, "-m", "yi_cli", "--endpoint", srv.url, "--temperature", "0"],
-                              input="What is the capital of France?\n", capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [sys.executable, "-m", "yi_cli", "--endpoint", srv.url, "--temperature", "0"],
+            input="What is the capital of France?\n",
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     assert proc.returncode == 0, proc.stderr
     assert "Paris" in proc.stdout
     assert srv.requests[0]["model"] == "demo-fp32" and srv.requests[0]["temperature"] == 0

@@ -2,6 +2,7 @@
 and an Azure-style endpoint do, then against hostile ones: a stream that never ends, a line that never ends, a
 model list that never ends, keep-alives and nothing else, redirects elsewhere, bad chunks. Bounds are shrunk so
 each case trips its limit quickly; the outcome never depends on timing luck."""
+
 from __future__ import annotations
 
 import threading
@@ -12,13 +13,13 @@ import pytest
 from tests import compat_servers as cs
 from tests.compat_servers import Server
 from tests.fixtures import plain_chat
-from yi_cli.errors import EXIT_LOAD, LoadError, ReplyCut, YiError
 from yi_cli.engines.events import Finish, Text
 from yi_cli.engines.remote import RemoteEngine
 from yi_cli.engines.remote_endpoint import Endpoint
 from yi_cli.engines.remote_http import Limits
 from yi_cli.engines.settings import GenSettings
 from yi_cli.engines.template import Prompt
+from yi_cli.errors import EXIT_LOAD, LoadError, ReplyCut, YiError
 
 HELLO = [{"role": "user", "content": "hello"}]
 WORDS = ["Paris", " is", " the", " capital", "."]
@@ -46,8 +47,13 @@ FLAVOURS = {
     "vllm": (cs.vllm_models, cs.vllm, cs.vllm_error, "/v1", "maximum context length is 32768"),
     "llamacpp": (cs.llamacpp_models, cs.llamacpp, cs.llamacpp_error, "/v1", "exceeds the available context size"),
     "ollama": (cs.ollama_models, cs.ollama, cs.ollama_error, "/v1", 'model "yi:34b" not found'),
-    "azure": (None, cs.azure, cs.azure_error, "/openai/deployments/gpt-4o?api-version=2024-10-21",
-              "filtered due to the prompt"),
+    "azure": (
+        None,
+        cs.azure,
+        cs.azure_error,
+        "/openai/deployments/gpt-4o?api-version=2024-10-21",
+        "filtered due to the prompt",
+    ),
 }
 
 
@@ -56,8 +62,9 @@ def flavour_server(name: str, state: dict):
 
     def answer(h):
         if name == "azure" and ("api-version=2024-10-21" not in h.path or h.headers.get("api-key") != "az-key-1234"):
-            return h.json(404 if "api-version" not in h.path else 401, {"error": {"code": "404", "message":
-                                                                               "Resource not found"}})
+            return h.json(
+                404 if "api-version" not in h.path else 401, {"error": {"code": "404", "message": "Resource not found"}}
+            )
         if h.command == "GET":
             return models(h) if models else h.json(404, {"error": {"code": "404", "message": "Resource not found"}})
         if state.get("error"):
@@ -103,14 +110,17 @@ def test_matrix_first_listed_model_is_used(name):
     assert srv.requests[1]["body"]["model"] == engine.name != ""
 
 
-@pytest.mark.parametrize("form,base", [
-    ("{root}/v1?api-version=2024-02-01", "/v1?api-version=2024-02-01"),
-    ("{root}/v1/?api-version=2024-02-01", "/v1?api-version=2024-02-01"),
-    ("{root}/v1/chat/completions?api-version=2024-02-01", "/v1?api-version=2024-02-01"),
-    ("{root}/v1/models", "/v1"),
-    ("{root}/proxy/openai/v1", "/proxy/openai/v1"),  # an OPENAI_BASE_URL with a gateway's prefix
-    ("{root}", "/v1"),
-])
+@pytest.mark.parametrize(
+    "form,base",
+    [
+        ("{root}/v1?api-version=2024-02-01", "/v1?api-version=2024-02-01"),
+        ("{root}/v1/?api-version=2024-02-01", "/v1?api-version=2024-02-01"),
+        ("{root}/v1/chat/completions?api-version=2024-02-01", "/v1?api-version=2024-02-01"),
+        ("{root}/v1/models", "/v1"),
+        ("{root}/proxy/openai/v1", "/proxy/openai/v1"),  # an OPENAI_BASE_URL with a gateway's prefix
+        ("{root}", "/v1"),
+    ],
+)
 def test_endpoint_forms_keep_the_query_on_every_request(form, base):
     def answer(h):
         return cs.vllm_models(h) if h.command == "GET" else cs.vllm(h, ["ok"])
@@ -125,8 +135,17 @@ def test_endpoint_forms_keep_the_query_on_every_request(form, base):
 
 def test_a_server_that_ignores_stream_true_still_answers():
     def answer(h):
-        h.json(200, {"id": "x", "object": "chat.completion", "choices": [{"index": 0, "message": {
-            "role": "assistant", "content": "whole answer"}, "finish_reason": "stop"}], "usage": cs.usage(3, 2)})
+        h.json(
+            200,
+            {
+                "id": "x",
+                "object": "chat.completion",
+                "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": "whole answer"}, "finish_reason": "stop"}
+                ],
+                "usage": cs.usage(3, 2),
+            },
+        )
 
     with Server(answer) as srv:
         text, stats = run(RemoteEngine(srv.root, None, model="m", limits=small()))
@@ -137,8 +156,9 @@ def test_error_chunk_mid_stream_keeps_the_text_so_far():
     def answer(h):
         h.sse_start()
         h.event({"choices": [{"index": 0, "delta": {"content": "half"}}]})
-        h.event({"error": {"object": "error", "message": "CUDA out of memory", "type": "InternalServerError",
-                           "code": 500}})
+        h.event(
+            {"error": {"object": "error", "message": "CUDA out of memory", "type": "InternalServerError", "code": 500}}
+        )
         h.sse_end()
 
     with Server(answer) as srv:
@@ -150,6 +170,7 @@ def test_error_chunk_mid_stream_keeps_the_text_so_far():
 
 
 # --- hostile servers ----------------------------------------------------------------------------------------------
+
 
 def test_a_stream_that_never_ends_stops_at_max_new_tokens():
     def answer(h):  # ignores max_tokens and never sends a finish reason
@@ -257,6 +278,7 @@ def test_keepalives_alone_do_not_hold_off_the_idle_timeout():
 
 def test_a_redirect_to_another_host_is_refused_and_the_key_stays_home():
     with Server(lambda h: h.json(200, {"data": [{"id": "elsewhere"}]}), host="localhost") as other:
+
         def answer(h):
             h.redirect(f"http://localhost:{other.port}{h.path}", 307)
 
@@ -288,8 +310,10 @@ def test_http_to_https_on_the_same_host_is_followed(cert, monkeypatch):
     def secure(h):
         return cs.vllm_models(h) if h.command == "GET" else cs.vllm(h, ["safe"])
 
-    with Server(secure, tls=cert) as tls, \
-            Server(lambda h: h.redirect(f"https://127.0.0.1:{tls.port}{h.path}", 301)) as plain:
+    with (
+        Server(secure, tls=cert) as tls,
+        Server(lambda h: h.redirect(f"https://127.0.0.1:{tls.port}{h.path}", 301)) as plain,
+    ):
         engine = RemoteEngine(plain.root + "/v1?api-version=1", "sk-key-5678", limits=small())
         assert run(engine)[0] == "safe"
     assert [r["path"] for r in plain.requests] == ["/v1/models?api-version=1"]  # then straight to https
@@ -306,8 +330,10 @@ def test_an_untrusted_certificate_is_one_line_exit_3(cert):
 
 def test_https_to_http_downgrade_is_refused(cert, monkeypatch):
     monkeypatch.setenv("SSL_CERT_FILE", cert[0])
-    with Server(lambda h: h.redirect(f"http://127.0.0.1:1{h.path}", 308), tls=cert) as tls, \
-            pytest.raises(LoadError) as e:
+    with (
+        Server(lambda h: h.redirect(f"http://127.0.0.1:1{h.path}", 308), tls=cert) as tls,
+        pytest.raises(LoadError) as e,
+    ):
         RemoteEngine(tls.root, "sk-key-5678", limits=small())
     assert "downgrade to http); not followed" in one_line(e)
 
@@ -317,7 +343,7 @@ BAD_CHUNKS = [
     ('{"choices": [{"index": 0, "delta": {"content": 42}}]}', "content is not text"),
     ('{"choices": [{"index": 0, "delta": {"content": ["a", "b"]}}]}', "content is not text"),
     ('{"choices": [{"index": 0, "delta": {"content": "unterminated', "not JSON"),
-    ('[1, 2, 3]', "not a JSON object"),
+    ("[1, 2, 3]", "not a JSON object"),
     ('{"choices": "none"}', "choices is not a list"),
     ("[" * 100000, "not JSON"),  # nested past the parser's recursion limit
 ]
@@ -383,8 +409,14 @@ def test_endpoint_parsing_and_shown_urls():
 
 def test_remote_limits_from_config_are_checked():
     assert Limits.from_config({"idle_timeout": 5, "max_line_bytes": 4096}, "c.toml").idle_timeout == 5
-    for bad in ({"idle_timeout": -1}, {"idle_timout": 5}, {"max_line_bytes": 1.5}, {"deadline": float("inf")},
-                {"deadline": True}, {"deadline": "10"}):
+    for bad in (
+        {"idle_timeout": -1},
+        {"idle_timout": 5},
+        {"max_line_bytes": 1.5},
+        {"deadline": float("inf")},
+        {"deadline": True},
+        {"deadline": "10"},
+    ):
         with pytest.raises(YiError) as e:
             Limits.from_config(bad, "c.toml")
         assert e.value.exit_code == 2 and "c.toml: " in str(e.value)
@@ -407,8 +439,14 @@ def test_cli_bounds_from_config_and_flags(tmp_path):
 
     def yi(*args, remote="idle_timeout = 0.5"):
         (home / "config" / "config.toml").write_text(f'endpoint = "{srv.root}"\n[remote]\n{remote}\n')
-        return subprocess.run([sys.executable, "-m", "yi_cli", "--model", "m", "-p", "hi", *args], env=env,
-                              capture_output=True, text=True, timeout=120, check=False)
+        return subprocess.run(
+            [sys.executable, "-m", "yi_cli", "--model", "m", "-p", "hi", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
 
     with Server(keepalive) as srv:
         from_config, from_flag = yi(), yi("--idle-timeout", "0.3")

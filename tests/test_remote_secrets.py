@@ -2,6 +2,7 @@
 Authorization and api-key headers, the URL with its query) in its errors, its stream and its notes, and every
 byte yi-chat wrote — stdout, stderr, the session files, the history, anything under its home — is searched for
 them, in plain, URL-encoded and base64 forms."""
+
 from __future__ import annotations
 
 import base64
@@ -47,7 +48,7 @@ def echoing(h):
         h.event({"choices": [{"index": 0, "delta": {"content": " done"}, "finish_reason": "stop"}]})
     elif prompt == "leakytext":  # the reply itself repeats them, three characters a chunk
         for i in range(0, len(leak), 3):
-            h.event({"choices": [{"index": 0, "delta": {"content": leak[i:i + 3]}}]})
+            h.event({"choices": [{"index": 0, "delta": {"content": leak[i : i + 3]}}]})
         h.event({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
     elif prompt == "drop":
         h.close_connection = True
@@ -63,8 +64,14 @@ def yi(args, stdin, home: Path, env_key: str | None):
     env.update(YI_CHAT_HOME=str(home / "yi"), HOME=str(home), NO_COLOR="1")
     if env_key:
         env["OPENAI_API_KEY"] = env_key
-    return subprocess.run([sys.executable, "-m", "yi_cli", *args], input=stdin.encode(), capture_output=True,
-                          env=env, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "yi_cli", *args],
+        input=stdin.encode(),
+        capture_output=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
 
 
 def everything_written(home: Path, procs) -> bytes:
@@ -82,17 +89,36 @@ def test_no_credential_in_any_byte_written(tmp_path, key_from):
         endpoint = f"http://{USER}:{quote(PASSWORD, safe='')}@127.0.0.1:{srv.port}/v1?api-version=1&token={TOKEN}"
         flags = ["--endpoint", endpoint] + (["--api-key", KEY] if key_from == "flag" else [])
         env_key = KEY if key_from == "env" else None
-        script = "\n".join(["ok", "unauthorized", "crash", "midstream", "badchunk", "elsewhere", "drop", "leakytext",
-                            "/model",
-                            f"/save {save}", "/history"]) + "\n"
+        script = (
+            "\n".join(
+                [
+                    "ok",
+                    "unauthorized",
+                    "crash",
+                    "midstream",
+                    "badchunk",
+                    "elsewhere",
+                    "drop",
+                    "leakytext",
+                    "/model",
+                    f"/save {save}",
+                    "/history",
+                ]
+            )
+            + "\n"
+        )
         chat = yi(flags + ["--stats"], script, home, env_key)
         as_json = yi(flags + ["--json"], "ok\nmidstream\nunauthorized\n", home, env_key)
         one_shot = yi(flags + ["-p", "crash"], "", home, env_key)
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         closed = s.getsockname()[1]
-    refused = yi(["--endpoint", f"http://{USER}:{quote(PASSWORD, safe='')}@127.0.0.1:{closed}/v1?token={TOKEN}"],
-                 "hi\n", home, env_key)
+    refused = yi(
+        ["--endpoint", f"http://{USER}:{quote(PASSWORD, safe='')}@127.0.0.1:{closed}/v1?token={TOKEN}"],
+        "hi\n",
+        home,
+        env_key,
+    )
     procs = [chat, as_json, one_shot, refused]
 
     err = chat.stderr.decode()
@@ -106,15 +132,28 @@ def test_no_credential_in_any_byte_written(tmp_path, key_from):
     assert "dropped mid-stream" in err and "skipped 1 bad chunk" in err
     assert f"http://***@127.0.0.1:{srv.port}/v1?api-version=1&token=***" in chat.stdout.decode()  # /model
     assert one_shot.returncode == 1 and "HTTP 500" in one_shot.stderr.decode()
-    assert refused.returncode == 3 and f"http://***@127.0.0.1:{closed}/v1/models?token=***: cannot connect" in \
-        refused.stderr.decode()
+    assert (
+        refused.returncode == 3
+        and f"http://***@127.0.0.1:{closed}/v1/models?token=***: cannot connect" in refused.stderr.decode()
+    )
     saved = json.loads(save.read_text())
     assert [t["content"] for t in saved["turns"] if t["role"] == "assistant"] == [
-        "partial fine", "partial", "partial done", "partial",  # the cut replies are kept, marked interrupted
-        (f"partialauth={auth} api-key={'***' if key_from != 'userinfo' else None} "
-         f"url=/v1/chat/completions?api-version=1&token=***")]
+        "partial fine",
+        "partial",
+        "partial done",
+        "partial",  # the cut replies are kept, marked interrupted
+        (
+            f"partialauth={auth} api-key={'***' if key_from != 'userinfo' else None} "
+            f"url=/v1/chat/completions?api-version=1&token=***"
+        ),
+    ]
     assert [t["finish_reason"] for t in saved["turns"] if t["role"] == "assistant"] == [
-        "stop", "interrupted", "stop", "interrupted", "stop"]
+        "stop",
+        "interrupted",
+        "stop",
+        "interrupted",
+        "stop",
+    ]
     # and the server did receive the credentials: the test would catch a leak
     sent = [r["headers"].get("Authorization", "") for r in srv.requests]
     assert all((KEY in a) if key_from != "userinfo" else (BASIC in a) for a in sent)

@@ -1,4 +1,5 @@
 """The REPL in a real pseudo-terminal, as a person uses it: question, /history, /clear, Ctrl-C mid-reply, Ctrl-D."""
+
 import os
 import sys
 import time
@@ -14,8 +15,9 @@ def spawn(*args, home=None):
     env = {**os.environ, "TERM": "xterm-256color", "PROMPT_TOOLKIT_NO_CPR": "1", "COLUMNS": "100", "LINES": "40"}
     if home:
         env["YI_CHAT_HOME"] = home
-    child = pexpect.spawn(sys.executable, ["-m", "yi_cli", *args], env=env, encoding="utf-8",
-                          dimensions=(40, 100), timeout=90)
+    child = pexpect.spawn(
+        sys.executable, ["-m", "yi_cli", *args], env=env, encoding="utf-8", dimensions=(40, 100), timeout=90
+    )
     child.expect_exact(PROMPT)
     return child
 

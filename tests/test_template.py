@@ -12,15 +12,25 @@ def yi_like_tokenizer():
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    specials = ["<unk>", "<|startoftext|>", "<|endoftext|>", "<pad3>", "<pad4>", "<pad5>",
-                "<|im_start|>", "<|im_end|>", "<|im_sep|>"]
+    specials = [
+        "<unk>",
+        "<|startoftext|>",
+        "<|endoftext|>",
+        "<pad3>",
+        "<pad4>",
+        "<pad5>",
+        "<|im_start|>",
+        "<|im_end|>",
+        "<|im_sep|>",
+    ]
     words = ["user", "assistant", "system", "hello", "there", "hi", "\n"]
     vocab = {t: i for i, t in enumerate(specials + words)}
     tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.Split(pattern="\n", behavior="isolated")
     tk.add_special_tokens(specials)
-    return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<|startoftext|>", eos_token="<|endoftext|>",
-                                   unk_token="<unk>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tk, bos_token="<|startoftext|>", eos_token="<|endoftext|>", unk_token="<unk>"
+    )
 
 
 def test_yi_fallback_is_chatml_and_stops_on_2_6_7_8(yi_like_tokenizer):
@@ -31,7 +41,8 @@ def test_yi_fallback_is_chatml_and_stops_on_2_6_7_8(yi_like_tokenizer):
     msgs = [{"role": "system", "content": "hi"}, {"role": "user", "content": "hello"}]
     prompt = tpl.build(msgs)
     assert prompt.text == (
-        "<|im_start|>system\nhi<|im_end|>\n<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n")
+        "<|im_start|>system\nhi<|im_end|>\n<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n"
+    )
     assert prompt.ids[0] == 6 and prompt.ids.count(7) == 2 and 1 not in prompt.ids  # no bos before a template
     assert tpl.stop_ids == {2, 6, 7, 8}
 
@@ -40,7 +51,8 @@ def test_continue_final_leaves_the_last_reply_open(yi_like_tokenizer):
     tpl = Template(yi_like_tokenizer)
     msgs = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi there"}]
     assert tpl.build(msgs, continue_final=True).text == (
-        "<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\nhi there")
+        "<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\nhi there"
+    )
     raw = Template(yi_like_tokenizer, raw=True)
     assert raw.build(msgs, continue_final=True).text == "hellohi there"
 

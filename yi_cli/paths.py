@@ -1,4 +1,5 @@
 """Where yi-chat keeps its files: XDG dirs, or everything under $YI_CHAT_HOME when set."""
+
 from __future__ import annotations
 
 import os
@@ -40,7 +41,7 @@ def private_dir(path: Path) -> Path:
 
 def make_private(tree: Path) -> None:
     """Files the tool writes are the user's alone: directories 0700, files 0600."""
-    for d, dirs, files in os.walk(tree):
+    for d, _dirs, files in os.walk(tree):
         os.chmod(d, 0o700)
         for f in files:
             os.chmod(os.path.join(d, f), 0o600)

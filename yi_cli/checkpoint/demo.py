@@ -3,6 +3,7 @@
 `--model demo` is the AutoAWQ int4 form, `demo-gptq8` the AutoGPTQ int8 form, `demo-fp32` the plain
 dequantized checkpoint they are both made from. Each lives under <cache>/demo/<name> and is reused.
 """
+
 from __future__ import annotations
 
 import importlib.util

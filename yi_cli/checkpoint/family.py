@@ -5,6 +5,7 @@ Facts are from the released config.json values (as recorded by Xinference), the 
 field; Xinference advertises 262144), Yi-Coder's rope_theta. No torch here: `yi-chat models` and the loader's
 alias lookup import this.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -65,8 +66,15 @@ _CHAT = dict(chat=True, template="yi", gen_eos=7)
 _BASE = dict(chat=False, template=None, gen_eos=2)
 # Yi-1.5 chat: tokenizer eos <|im_end|>, config/generation eos 2 (01-ai/Yi-1.5#23); rms_norm_eps 1e-6.
 _15 = dict(chat=True, template="yi", rope_theta=5e6, eos="<|im_end|>", gen_eos=2, rms_eps=1e-6, context=4096)
-_CODER = dict(chat=True, template="yi-coder", rope_theta=1e7, eos="<|endoftext|>", gen_eos=2, context=131072,
-              chosen="shape and rope_theta from the released config (not in the research)")
+_CODER = dict(
+    chat=True,
+    template="yi-coder",
+    rope_theta=1e7,
+    eos="<|endoftext|>",
+    gen_eos=2,
+    context=131072,
+    chosen="shape and rope_theta from the released config (not in the research)",
+)
 
 
 def _m(repo, **kw) -> Member:
@@ -78,15 +86,29 @@ MEMBERS: tuple[Member, ...] = (
     _m("Yi-6B-Chat", fmt="bf16", context=4096, **_6B, **_YI, **_CHAT),
     _m("Yi-6B-Chat-4bits", fmt="awq", bits=4, context=4096, **_6B, **_YI, **_CHAT),
     _m("Yi-6B-Chat-8bits", fmt="gptq", bits=8, context=4096, **_6B, **_YI, **_CHAT),
-    _m("Yi-6B-200K", fmt="bf16", context=200000, **_6B, **_YI, **_BASE,
-       chosen="context 200000 is the config's max_position_embeddings (Xinference lists 262144)"),
+    _m(
+        "Yi-6B-200K",
+        fmt="bf16",
+        context=200000,
+        **_6B,
+        **_YI,
+        **_BASE,
+        chosen="context 200000 is the config's max_position_embeddings (Xinference lists 262144)",
+    ),
     _m("Yi-9B", fmt="bf16", context=4096, **_9B, **_YI, **_BASE),
     _m("Yi-34B", fmt="bf16", context=4096, **_34B, **_YI, **_BASE),
     _m("Yi-34B-Chat", fmt="bf16", context=4096, **_34B, **_YI, **_CHAT),
     _m("Yi-34B-Chat-4bits", fmt="awq", bits=4, context=4096, **_34B, **_YI, **_CHAT),
     _m("Yi-34B-Chat-8bits", fmt="gptq", bits=8, context=4096, **_34B, **_YI, **_CHAT),
-    _m("Yi-34B-200K", fmt="bf16", context=200000, **_34B, **_YI, **_BASE,
-       chosen="context 200000 is the config's max_position_embeddings"),
+    _m(
+        "Yi-34B-200K",
+        fmt="bf16",
+        context=200000,
+        **_34B,
+        **_YI,
+        **_BASE,
+        chosen="context 200000 is the config's max_position_embeddings",
+    ),
     _m("Yi-1.5-6B-Chat", fmt="bf16", **_6B, **_15, chosen="shape = Yi-6B's (not recorded in the research)"),
     _m("Yi-1.5-9B-Chat", fmt="bf16", **_9B, **_15),
     _m("Yi-1.5-34B-Chat", fmt="bf16", **_34B, **_15),

@@ -1,5 +1,6 @@
 """The files of a checkpoint directory, read defensively: config.json, the safetensors index, safetensors headers,
 and name -> tensor access over one or several safetensors files, with errors that name the file."""
+
 from __future__ import annotations
 
 import math
@@ -12,11 +13,31 @@ from ..errors import LoadError, first_line, shown
 
 # JSON files that transformers reads after us: checked here first (size, nesting, finite numbers), since its own
 # readers recurse, accept NaN and read any size.
-SIDE_FILES = ("generation_config.json", "tokenizer_config.json", "special_tokens_map.json", "quantize_config.json",
-              "preprocessor_config.json")
+SIDE_FILES = (
+    "generation_config.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "quantize_config.json",
+    "preprocessor_config.json",
+)
 # Bytes per element of the safetensors dtypes.
-DTYPES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
-          "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+DTYPES = {
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "I16": 2,
+    "U16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "I32": 4,
+    "U32": 4,
+    "F32": 4,
+    "I64": 8,
+    "U64": 8,
+    "F64": 8,
+}
 
 
 def read_json(f: Path) -> dict:
@@ -45,8 +66,10 @@ def weight_files(path: Path, allow_pickle: bool) -> list[Path]:
         return st
     if sorted(path.glob("*.bin")):
         if not allow_pickle:
-            raise LoadError(f"{path}: only pickle (.bin) weights found; they can run code when loaded, "
-                            "pass --allow-pickle if you trust them")
+            raise LoadError(
+                f"{path}: only pickle (.bin) weights found; they can run code when loaded, "
+                "pass --allow-pickle if you trust them"
+            )
         return sorted(path.glob("*.bin"))
     raise LoadError(f"{path}: no weight files (*.safetensors)")
 
@@ -97,8 +120,11 @@ def read_header(f: Path) -> tuple[dict, int, int]:
         with open(f, "rb") as fh:
             (n,) = struct.unpack("<Q", fh.read(8))
             if not 0 < n <= min(size - 8, inputs.HEADER_LIMIT):
-                why = (f"its header is {n} bytes, more than the {inputs.size_text(inputs.HEADER_LIMIT)} limit"
-                       if n > inputs.HEADER_LIMIT else "its header length does not fit the file")
+                why = (
+                    f"its header is {n} bytes, more than the {inputs.size_text(inputs.HEADER_LIMIT)} limit"
+                    if n > inputs.HEADER_LIMIT
+                    else "its header length does not fit the file"
+                )
                 raise LoadError(f"{f}: not a valid safetensors file ({why})")
             raw = fh.read(n)
     except (OSError, struct.error):
@@ -121,12 +147,18 @@ def _entry_end(f: Path, name: str, v) -> int:
         raise LoadError(f"{where}: unknown dtype {shown(str(dtype), 20)!r}")
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
         raise LoadError(f"{where}: shape must be a list of non-negative integers")
-    if (not isinstance(offsets, list) or len(offsets) != 2 or not all(type(o) is int for o in offsets)
-            or not 0 <= offsets[0] <= offsets[1]):
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(type(o) is int for o in offsets)
+        or not 0 <= offsets[0] <= offsets[1]
+    ):
         raise LoadError(f"{where}: data_offsets must be [begin, end] with 0 <= begin <= end")
     if offsets[1] - offsets[0] != math.prod(shape) * DTYPES[dtype]:
-        raise LoadError(f"{where}: data_offsets span {offsets[1] - offsets[0]} bytes, its shape {shape} "
-                        f"{dtype} needs {math.prod(shape) * DTYPES[dtype]}")
+        raise LoadError(
+            f"{where}: data_offsets span {offsets[1] - offsets[0]} bytes, its shape {shape} "
+            f"{dtype} needs {math.prod(shape) * DTYPES[dtype]}"
+        )
     return offsets[1]
 
 

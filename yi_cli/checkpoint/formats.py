@@ -8,6 +8,7 @@ Layouts (verified by packing known values, tests/test_quant_format.py):
   GPTQ v1   qweight int32 [in*b/32, out] packed along IN, LSB first; qzeros int32 [in/g, out*b/32] packed along
             OUT, stored value = zero - 1; scales fp16 [in/g, out]; g_idx int32 [in].
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -60,14 +61,26 @@ def concat(ws: list[QWeight]) -> QWeight:
     bias = None
     if any(w.bias is not None for w in ws):
         bias = torch.cat([w.bias if w.bias is not None else w.scales.new_zeros(w.out_features) for w in ws])
-    return QWeight(torch.cat([w.q for w in ws]), torch.cat([w.zeros for w in ws], 1),
-                   torch.cat([w.scales for w in ws], 1), w0.g_idx, w0.bits, w0.group_size, bias)
+    return QWeight(
+        torch.cat([w.q for w in ws]),
+        torch.cat([w.zeros for w in ws], 1),
+        torch.cat([w.scales for w in ws], 1),
+        w0.g_idx,
+        w0.bits,
+        w0.group_size,
+        bias,
+    )
 
 
 def concatenable(ws: list[QWeight]) -> bool:
     w0 = ws[0]
-    return all(w.bits == w0.bits and w.group_size == w0.group_size and w.in_features == w0.in_features
-               and torch.equal(w.g_idx, w0.g_idx) for w in ws)
+    return all(
+        w.bits == w0.bits
+        and w.group_size == w0.group_size
+        and w.in_features == w0.in_features
+        and torch.equal(w.g_idx, w0.g_idx)
+        for w in ws
+    )
 
 
 def _to_int32(words: torch.Tensor) -> torch.Tensor:
@@ -119,8 +132,15 @@ def trivial_g_idx(in_features: int, group_size: int, device=None) -> torch.Tenso
 def from_awq(qweight, qzeros, scales, group_size: int, bias=None) -> QWeight:
     q = unpack_cols(qweight, 4, AWQ_ORDER)  # [in, out]
     zeros = unpack_cols(qzeros, 4, AWQ_ORDER)  # [G, out]
-    return QWeight(q.t().to(torch.uint8).contiguous(), zeros, scales, trivial_g_idx(q.shape[0], group_size, q.device),
-                   4, group_size, bias)
+    return QWeight(
+        q.t().to(torch.uint8).contiguous(),
+        zeros,
+        scales,
+        trivial_g_idx(q.shape[0], group_size, q.device),
+        4,
+        group_size,
+        bias,
+    )
 
 
 def from_gptq(qweight, qzeros, scales, g_idx, bits: int, group_size: int, bias=None) -> QWeight:
@@ -131,8 +151,11 @@ def from_gptq(qweight, qzeros, scales, g_idx, bits: int, group_size: int, bias=N
 
 def to_awq(w: QWeight) -> dict[str, torch.Tensor]:
     assert w.bits == 4 and torch.equal(w.g_idx, trivial_g_idx(w.in_features, w.group_size, w.g_idx.device))
-    out = {"qweight": pack_cols(w.q.t(), 4, AWQ_ORDER), "qzeros": pack_cols(w.zeros, 4, AWQ_ORDER),
-           "scales": w.scales.to(torch.float16)}
+    out = {
+        "qweight": pack_cols(w.q.t(), 4, AWQ_ORDER),
+        "qzeros": pack_cols(w.zeros, 4, AWQ_ORDER),
+        "scales": w.scales.to(torch.float16),
+    }
     if w.bias is not None:
         out["bias"] = w.bias.to(torch.float16)
     return out
@@ -142,8 +165,13 @@ def to_gptq(w: QWeight) -> dict[str, torch.Tensor]:
     """AutoGPTQ v1 tensors; a zero fp16 bias is written when there is none, as AutoGPTQ does."""
     assert int(w.zeros.min()) >= 1, "GPTQ v1 stores zero - 1, so a zero point of 0 cannot be stored"
     bias = w.bias if w.bias is not None else torch.zeros(w.out_features)
-    return {"qweight": pack_rows(w.q.t(), w.bits), "qzeros": pack_cols(w.zeros - 1, w.bits),
-            "scales": w.scales.to(torch.float16), "g_idx": w.g_idx.to(torch.int32), "bias": bias.to(torch.float16)}
+    return {
+        "qweight": pack_rows(w.q.t(), w.bits),
+        "qzeros": pack_cols(w.zeros - 1, w.bits),
+        "scales": w.scales.to(torch.float16),
+        "g_idx": w.g_idx.to(torch.int32),
+        "bias": bias.to(torch.float16),
+    }
 
 
 def dequantize(w: QWeight, dtype=torch.float32) -> torch.Tensor:

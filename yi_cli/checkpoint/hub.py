@@ -10,6 +10,7 @@ blobs/<etag>.incomplete and continue it with a Range request (huggingface_hub's 
 connection dropped mid-file within the run). A file enters snapshots/ only once complete and checked (size, and
 the sha256 of LFS files), so a later run never trusts half a file.
 """
+
 from __future__ import annotations
 
 import errno
@@ -24,9 +25,19 @@ from urllib.parse import urlparse
 from ..errors import LoadError
 
 # What yi-chat reads from a checkpoint; README, weights of other frameworks, GGUF and images stay on the hub.
-NEEDED = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer.model", "tokenizer_config.json",
-          "special_tokens_map.json", "added_tokens.json", "chat_template.jinja", "chat_template.json",
-          "model.safetensors.index.json", "quantize_config.json")
+NEEDED = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer.model",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "model.safetensors.index.json",
+    "quantize_config.json",
+)
 PICKLE_INDEX = "pytorch_model.bin.index.json"
 LOGIN = "log in with `hf auth login` or set HF_TOKEN"
 
@@ -108,8 +119,9 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
     from huggingface_hub.utils import logging as hub_logging
 
     if offline():
-        raise LoadError(f"{repo}: not in the local Hugging Face cache ({cache_root()}), and HF_HUB_OFFLINE=1 "
-                        "forbids downloading it")
+        raise LoadError(
+            f"{repo}: not in the local Hugging Face cache ({cache_root()}), and HF_HUB_OFFLINE=1 forbids downloading it"
+        )
     progress = progress or Progress()
     hub_logging.set_verbosity_error()  # its retry warnings are multi-line; a dropped connection resumes quietly
     api = HfApi()
@@ -121,13 +133,17 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
     files = [f for f in listed if wanted(f.path, allow_pickle)]
     if not any(f.path.endswith((".safetensors", ".bin")) for f in files):
         if any(f.path.endswith(".bin") for f in listed):
-            raise LoadError(f"{repo}: only pickle (.bin) weights; they can run code when loaded, "
-                            "pass --allow-pickle if you trust them")
+            raise LoadError(
+                f"{repo}: only pickle (.bin) weights; they can run code when loaded, "
+                "pass --allow-pickle if you trust them"
+            )
         raise LoadError(f"{repo}: no safetensors weights in the repo (yi-chat reads safetensors checkpoints)")
     root = storage(repo)
     snap = root / "snapshots" / commit
-    todo = sorted((f for f in files if not (snap / f.path).is_file()), key=lambda f: (f.path.endswith(
-        (".safetensors", ".bin")), f.path))  # config and tokenizer first: weights linked last
+    todo = sorted(
+        (f for f in files if not (snap / f.path).is_file()),
+        key=lambda f: (f.path.endswith((".safetensors", ".bin")), f.path),
+    )  # config and tokenizer first: weights linked last
     blobs = root / "blobs"
     try:
         blobs.mkdir(parents=True, exist_ok=True)
@@ -160,8 +176,10 @@ def _partial_size(blobs: Path, f) -> int:
 def check_space(folder: Path, need: int) -> None:
     free = shutil.disk_usage(folder).free
     if need > free:
-        raise LoadError(f"not enough disk space in {folder}: {_size(need)} to download, {_size(free)} free "
-                        "(free some space, or point HF_HUB_CACHE at a larger disk)")
+        raise LoadError(
+            f"not enough disk space in {folder}: {_size(need)} to download, {_size(free)} free "
+            "(free some space, or point HF_HUB_CACHE at a larger disk)"
+        )
 
 
 def _fetch_file(repo: str, commit: str, entry, root: Path, progress) -> None:
@@ -201,8 +219,14 @@ def _download(repo: str, entry, url: str, meta, blob: Path, progress) -> None:
     progress.file(entry.path, entry.size, have)
     with open(part, "r+b" if have else "wb") as fh:
         fh.seek(have)
-        http_get(meta.location, fh, resume_size=have, headers=headers, expected_size=meta.size,
-                 tqdm_class=progress.bar_class())
+        http_get(
+            meta.location,
+            fh,
+            resume_size=have,
+            headers=headers,
+            expected_size=meta.size,
+            tqdm_class=progress.bar_class(),
+        )
     if entry.lfs is not None and _sha256(part) != entry.lfs.sha256:
         part.unlink()
         raise LoadError(f"{repo}/{entry.path}: the download does not match its checksum (discarded; run again)")
@@ -241,11 +265,15 @@ def hub_error(e: BaseException, repo: str) -> LoadError:
         status = getattr(getattr(e, "response", None), "status_code", "?")
         return LoadError(f"{repo}: {where} answered HTTP {status}; try again later")
     if isinstance(e, (httpx2.TransportError, errors.OfflineModeIsEnabled)):
-        return LoadError(f"{repo}: cannot reach {where} ({e.__class__.__name__}); check the network, or set "
-                         "HF_HUB_OFFLINE=1 to use only the cache (a partial download continues on the next run)")
+        return LoadError(
+            f"{repo}: cannot reach {where} ({e.__class__.__name__}); check the network, or set "
+            "HF_HUB_OFFLINE=1 to use only the cache (a partial download continues on the next run)"
+        )
     if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        return LoadError(f"{repo}: cannot write into {cache_root()} ({os.strerror(e.errno)}); free some space or "
-                         "point HF_HUB_CACHE at a larger disk (the partial download is kept and continues)")
+        return LoadError(
+            f"{repo}: cannot write into {cache_root()} ({os.strerror(e.errno)}); free some space or "
+            "point HF_HUB_CACHE at a larger disk (the partial download is kept and continues)"
+        )
     if isinstance(e, OSError) and "Consistency check failed" in str(e):
         return LoadError(f"{repo}: a download ended short of its size; run again to continue it")
     if isinstance(e, OSError):
@@ -308,8 +336,15 @@ class Progress:
             )
             from rich.progress import Progress as Bar
 
-            self.live = Bar(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                            TimeRemainingColumn(), console=Console(file=self.stream), transient=True)
+            self.live = Bar(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+                console=Console(file=self.stream),
+                transient=True,
+            )
             self.task = self.live.add_task(self.repo, total=self.total, completed=self.done_bytes)
             self.live.start()
         self._line(f"fetching {self.repo}: {len(self.files)} files, {_size(self.total)}{resumed} -> {cache_root()}")

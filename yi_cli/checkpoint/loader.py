@@ -3,6 +3,7 @@
 A `Checkpoint` holds no weights. The runtime reads them through `Checkpoint.weights()`: dense tensors and, for
 AWQ / GPTQ projections, `QWeight`s, one at a time, so the unpacked codes of the whole model never sit in memory.
 """
+
 from __future__ import annotations
 
 import os
@@ -39,8 +40,7 @@ class Checkpoint:
     def is_quantized(self, module: str) -> bool:
         """Whether decoder projection `module` (e.g. model.layers.0.self_attn.q_proj) is stored packed."""
         q = self.quant
-        return (q is not None and module.rsplit(".", 1)[-1] in quantized.PROJ
-                and not any(s in module for s in q["skip"]))
+        return q is not None and module.rsplit(".", 1)[-1] in quantized.PROJ and not any(s in module for s in q["skip"])
 
     @contextmanager
     def weights(self):
@@ -94,8 +94,14 @@ def pick_dtype(dtype, device: str, quantized: bool):
         return tinygemm.compute_dtype(device, torch.float32 if device == "cpu" else torch.float16, quantized)
     if isinstance(dtype, torch.dtype):
         return dtype
-    table = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
-             "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+    table = {
+        "fp32": torch.float32,
+        "float32": torch.float32,
+        "fp16": torch.float16,
+        "float16": torch.float16,
+        "bf16": torch.bfloat16,
+        "bfloat16": torch.bfloat16,
+    }
     if dtype not in table:
         raise LoadError(f"--dtype {dtype}: unknown dtype (use auto, fp32, fp16 or bf16)")
     return table[dtype]
@@ -104,8 +110,7 @@ def pick_dtype(dtype, device: str, quantized: bool):
 def resolve(model: str, allow_pickle: bool = False) -> Path:
     """`model` is a local directory, 'demo'/'demo-*', a Yi alias (yi-6b-chat-4bits) or a hub id: a complete
     snapshot in the Hugging Face cache is used as is, anything else is fetched (unless HF_HUB_OFFLINE=1)."""
-    from . import demo
-    from . import family, hub
+    from . import demo, family, hub
 
     if model in demo.NAMES:
         return demo.ensure(model)
@@ -123,8 +128,9 @@ def resolve(model: str, allow_pickle: bool = False) -> Path:
     raise LoadError(f"{p}: no such directory, Yi alias (yi-chat models --all) or hub id")
 
 
-def open_checkpoint(path, device: str | None = None, dtype=None, *, allow_pickle: bool = False,
-                    trust_remote_code: bool = False) -> Checkpoint:
+def open_checkpoint(
+    path, device: str | None = None, dtype=None, *, allow_pickle: bool = False, trust_remote_code: bool = False
+) -> Checkpoint:
     """Resolve `path`, check its files and read everything but the weights."""
     path = resolve(str(path), allow_pickle)
     cfg = read_config(path)
@@ -148,9 +154,18 @@ def open_checkpoint(path, device: str | None = None, dtype=None, *, allow_pickle
     config = _config(path, quant is not None, trust_remote_code)
     from . import hub
 
-    return Checkpoint(path=path, name=hub.repo_of(path) or path.name, config=config, tokenizer=load_tokenizer(path, trust_remote_code), device=device,
-                      dtype=dtype, quant=quant, generation_config=_generation_config(path), files=files,
-                      trust_remote_code=trust_remote_code)
+    return Checkpoint(
+        path=path,
+        name=hub.repo_of(path) or path.name,
+        config=config,
+        tokenizer=load_tokenizer(path, trust_remote_code),
+        device=device,
+        dtype=dtype,
+        quant=quant,
+        generation_config=_generation_config(path),
+        files=files,
+        trust_remote_code=trust_remote_code,
+    )
 
 
 def _config(path: Path, quant: bool, trust_remote_code: bool):

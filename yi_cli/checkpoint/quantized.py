@@ -1,5 +1,6 @@
 """Quantized checkpoints on disk: which format (AutoAWQ GEMM int4, AutoGPTQ v1 4/8-bit) and reading one projection's
 packed tensors into a QWeight (formats.py holds the bit layouts)."""
+
 from __future__ import annotations
 
 import re
@@ -27,10 +28,20 @@ def detect(path: Path, cfg: dict) -> dict | None:
         qc.setdefault("quant_method", "gptq")
     if not isinstance(qc, dict):
         raise LoadError(f"{src}: quantization_config is not an object")
-    for key, kinds in (("quant_method", str), ("bits", int), ("w_bit", int), ("group_size", int),
-                       ("q_group_size", int), ("version", str), ("checkpoint_format", str), ("format", str),
-                       ("modules_to_not_convert", (list, type(None))), ("zero_point", bool), ("sym", bool),
-                       ("desc_act", bool)):
+    for key, kinds in (
+        ("quant_method", str),
+        ("bits", int),
+        ("w_bit", int),
+        ("group_size", int),
+        ("q_group_size", int),
+        ("version", str),
+        ("checkpoint_format", str),
+        ("format", str),
+        ("modules_to_not_convert", (list, type(None))),
+        ("zero_point", bool),
+        ("sym", bool),
+        ("desc_act", bool),
+    ):
         field(qc, key, kinds, src, LoadError, label=f"quantization_config.{key}")
     if not all(isinstance(m, str) for m in qc.get("modules_to_not_convert") or []):
         raise LoadError(f"{src}: quantization_config.modules_to_not_convert must be a list of module names")
@@ -50,8 +61,13 @@ def detect(path: Path, cfg: dict) -> dict | None:
             raise LoadError(f"{src}: AWQ version {version!r} is not supported ({SUPPORTED})")
         if qc.get("zero_point", True) is not True:
             raise LoadError(f"{src}: AWQ with zero_point false is not supported ({SUPPORTED})")
-        quant.update(version="gemm", zero_point=True, sym=False, desc_act=False,
-                     skip=list(qc.get("modules_to_not_convert") or []))
+        quant.update(
+            version="gemm",
+            zero_point=True,
+            sym=False,
+            desc_act=False,
+            skip=list(qc.get("modules_to_not_convert") or []),
+        )
     else:
         fmt = str(qc.get("checkpoint_format", qc.get("format", "gptq"))).lower()
         if bits not in (4, 8):
@@ -60,8 +76,13 @@ def detect(path: Path, cfg: dict) -> dict | None:
             raise LoadError(f"{src}: GPTQ checkpoint_format {fmt!r} is not supported ({SUPPORTED})")
         if qc.get("lm_head"):
             raise LoadError(f"{src}: a quantized lm_head is not supported ({SUPPORTED})")
-        quant.update(version="gemm", zero_point=True, sym=bool(qc.get("sym", True)),
-                     desc_act=bool(qc.get("desc_act", False)), skip=[])
+        quant.update(
+            version="gemm",
+            zero_point=True,
+            sym=bool(qc.get("sym", True)),
+            desc_act=bool(qc.get("desc_act", False)),
+            skip=[],
+        )
     quant["files"] = _weight_files(path, quant, src)
     return quant
 
@@ -77,8 +98,10 @@ def _weight_files(path: Path, quant: dict, src: Path) -> list[str]:
     for name in files:  # AutoGPTQ names its file after the settings: gptq_model-8bit-64g.safetensors
         m = re.fullmatch(r"gptq_model-(\d+)bit-(\d+)g\.safetensors", name)
         if m and (int(m[1]), int(m[2])) != (quant["bits"], quant["group_size"]):
-            raise LoadError(f"{path / name}: file name says {m[1]}-bit group {m[2]}, but {src.name} says "
-                            f"{quant['bits']}-bit group {quant['group_size']}")
+            raise LoadError(
+                f"{path / name}: file name says {m[1]}-bit group {m[2]}, but {src.name} says "
+                f"{quant['bits']}-bit group {quant['group_size']}"
+            )
     return files
 
 

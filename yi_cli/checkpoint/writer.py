@@ -3,6 +3,7 @@
 Used for `--model demo` (AWQ int4, group 64) and `--model demo-gptq8`, and by tests and scripts for fixtures.
 Output is written to a temp dir beside `dst` and renamed into place, so a crash leaves nothing half-written.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,11 +19,22 @@ from . import formats as Q
 
 PROJ = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 NOT_TOKENIZER = ("config.json", "quantize_config.json", "model.safetensors.index.json")
-YI_SPECIALS = ["<unk>", "<|startoftext|>", "<|endoftext|>", "<|reserved_3|>", "<|reserved_4|>", "<|reserved_5|>",
-               "<|im_start|>", "<|im_end|>", "<|im_sep|>"]  # ids 0..8 as in Yi's tokenizer
-CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] "
-          "+ '<|im_end|>' + '\\n' }}{% endfor %}"
-          "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+YI_SPECIALS = [
+    "<unk>",
+    "<|startoftext|>",
+    "<|endoftext|>",
+    "<|reserved_3|>",
+    "<|reserved_4|>",
+    "<|reserved_5|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|im_sep|>",
+]  # ids 0..8 as in Yi's tokenizer
+CHATML = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] "
+    "+ '<|im_end|>' + '\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
 
 
 def make_awq(src: Path, dst: Path, group_size: int = 64) -> Path:
@@ -37,17 +49,28 @@ def make_awq(src: Path, dst: Path, group_size: int = 64) -> Path:
     return _convert(Path(src), Path(dst), layer, qc, "model.safetensors", extra={})
 
 
-def make_gptq(src: Path, dst: Path, bits: int = 8, group_size: int = 64, desc_act: bool = False,
-              sym: bool = True) -> Path:
+def make_gptq(
+    src: Path, dst: Path, bits: int = 8, group_size: int = 64, desc_act: bool = False, sym: bool = True
+) -> Path:
     """AutoGPTQ 0.7 layout: gptq_model-{b}bit-{g}g.safetensors + quantize_config.json, zero fp16 bias per layer.
 
     desc_act without calibration data orders columns by descending max |w| (a stand-in for the Hessian
     diagonal AutoGPTQ uses), which gives a real g_idx permutation.
     """
     base = f"gptq_model-{bits}bit-{group_size}g"
-    qc = {"bits": bits, "group_size": group_size, "damp_percent": 0.01, "desc_act": desc_act, "static_groups": False,
-          "sym": sym, "true_sequential": True, "model_name_or_path": None, "model_file_base_name": base,
-          "quant_method": "gptq", "checkpoint_format": "gptq"}
+    qc = {
+        "bits": bits,
+        "group_size": group_size,
+        "damp_percent": 0.01,
+        "desc_act": desc_act,
+        "static_groups": False,
+        "sym": sym,
+        "true_sequential": True,
+        "model_name_or_path": None,
+        "model_file_base_name": base,
+        "quant_method": "gptq",
+        "checkpoint_format": "gptq",
+    }
 
     def layer(w, bias):
         perm = torch.argsort(w.abs().amax(0), descending=True, stable=True) if desc_act else None
@@ -83,8 +106,7 @@ def _convert(src: Path, dst: Path, layer, qc: dict, weights_name: str, extra: di
     cfg["quantization_config"] = qc
     cfg["dtype"] = "float16"
     files = {"config.json": cfg, **extra}
-    return write_atomic(src, dst, lambda tmp: save_file(out, str(tmp / weights_name), metadata={"format": "pt"}),
-                         files)
+    return write_atomic(src, dst, lambda tmp: save_file(out, str(tmp / weights_name), metadata={"format": "pt"}), files)
 
 
 def write_atomic(src: Path, dst: Path, write_weights, json_files: dict) -> Path:
@@ -124,7 +146,12 @@ def write_byte_tokenizer(dst: Path) -> None:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens(YI_SPECIALS)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<|startoftext|>",
-                                   eos_token="<|endoftext|>", pad_token="<unk>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="<unk>",
+        bos_token="<|startoftext|>",
+        eos_token="<|endoftext|>",
+        pad_token="<unk>",
+    )
     fast.chat_template = CHATML
     fast.save_pretrained(str(dst))

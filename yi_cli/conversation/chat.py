@@ -4,18 +4,19 @@ A reply is pending until its Finish arrives: only then does `Pending.commit` cha
 together, or a regenerated / extended reply), and the autosave follows. A failure leaves the session as it was; a
 cancel commits the partial reply marked interrupted.
 """
+
 from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
-from . import attach, commands, context
 from ..engines.events import FINISH_ERROR, FINISH_INTERRUPTED, Finish, Stats, Text
 from ..engines.settings import GenSettings
 from ..engines.template import Prompt
 from ..errors import ReplyCut, YiError, failure, first_line
+from . import attach, commands, context
 from .session import ChatSession
 
 
@@ -38,8 +39,15 @@ class Pending:
 
 
 class Chat:
-    def __init__(self, engine, renderer, settings: GenSettings | None = None, session: ChatSession | None = None,
-                 options: Options | None = None, on_turn=None):
+    def __init__(
+        self,
+        engine,
+        renderer,
+        settings: GenSettings | None = None,
+        session: ChatSession | None = None,
+        options: Options | None = None,
+        on_turn=None,
+    ):
         self.engine = engine
         self.render = renderer
         self.settings = settings or GenSettings()
@@ -98,17 +106,21 @@ class Chat:
 
     def turn(self, text: str) -> Stats | None:
         """Send one user message and stream the reply; the session gets both once the reply has finished."""
+
         def commit(reply: str, stats: Stats) -> None:
-            self.session.add_exchange(text, self._count(text), reply, stats.new_tokens, stats.finish_reason,
-                                      stats.to_dict())
+            self.session.add_exchange(
+                text, self._count(text), reply, stats.new_tokens, stats.finish_reason, stats.to_dict()
+            )
 
         return self.reply(Pending(self.session.messages() + [{"role": "user", "content": text}], commit, text))
 
     def regenerate(self, text: str, settings: GenSettings | None = None) -> Stats | None:
         """A new reply to `text` in place of the last exchange (/retry, /edit); the old one stays if it fails."""
+
         def commit(reply: str, stats: Stats) -> None:
-            self.session.replace_last_exchange(text, self._count(text), reply, stats.new_tokens, stats.finish_reason,
-                                               stats.to_dict())
+            self.session.replace_last_exchange(
+                text, self._count(text), reply, stats.new_tokens, stats.finish_reason, stats.to_dict()
+            )
 
         msgs = self.session.messages()[:-2] + [{"role": "user", "content": text}]
         return self.reply(Pending(msgs, commit, text, settings=settings))
@@ -121,8 +133,15 @@ class Chat:
         def commit(more: str, stats: Stats) -> None:
             self.session.extend_last_reply(more, stats.new_tokens, stats.finish_reason, stats.to_dict())
 
-        return self.reply(Pending(self.session.messages(), commit, "/continue", continue_final=True,
-                                  resume_ids=ids if turn is last else None))
+        return self.reply(
+            Pending(
+                self.session.messages(),
+                commit,
+                "/continue",
+                continue_final=True,
+                resume_ids=ids if turn is last else None,
+            )
+        )
 
     def reply(self, pending: Pending) -> Stats | None:
         """Stream the reply of `pending` and commit it; the oldest exchanges dropped to fit go only then."""
@@ -134,8 +153,9 @@ class Chat:
             return None
         settings = pending.settings or self.settings
         if prompt.ids is not None:
-            settings = replace(settings, max_new_tokens=min(settings.max_new_tokens,
-                                                            self.engine.context_length - len(prompt.ids)))
+            settings = replace(
+                settings, max_new_tokens=min(settings.max_new_tokens, self.engine.context_length - len(prompt.ids))
+            )
         self.render.reply_start(pending.label)
         try:
             text, stats, error, ids = self._stream(prompt, settings)
@@ -187,13 +207,15 @@ class Chat:
         first = 1 if p.messages and p.messages[0]["role"] == "system" else 0
         sizes = [self._size(i) for i in range(len(p.messages) - first - 1)]
         dropped = context.fit(lambda n: self._rebuild(p, first, n), len(prompt.ids), sizes, budget, policy)
-        msgs = p.messages[:first] + p.messages[first + dropped:]
-        self.render.notice(f"context full ({ctx} tokens): dropped the {dropped // 2} oldest exchange(s) "
-                           f"to fit; the system prompt is kept")
+        msgs = p.messages[:first] + p.messages[first + dropped :]
+        self.render.notice(
+            f"context full ({ctx} tokens): dropped the {dropped // 2} oldest exchange(s) "
+            f"to fit; the system prompt is kept"
+        )
         return tpl.build(msgs), dropped
 
     def _rebuild(self, p: Pending, first: int, n: int) -> int:
-        return len(self.engine.template.build(p.messages[:first] + p.messages[first + n:]).ids)
+        return len(self.engine.template.build(p.messages[:first] + p.messages[first + n :]).ids)
 
     def _size(self, i: int) -> int:
         """Tokens of session turn i (as counted when it was committed, else counted now)."""

@@ -1,16 +1,17 @@
 """Slash commands: one table of name -> handler, usage and help; parsing and validation (no torch)."""
+
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable
 
 from rich.table import Table
 
-from . import attach
 from ..engines import settings as gen
 from ..errors import YiError, shown
 from ..safe_text import safe
+from . import attach
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,10 @@ def help_text() -> str:
     width = max(len(c.usage) for c in TABLE.values())
     lines = ["Commands (type a message to chat; '//' starts a message with '/'):"]
     lines += [f"  {c.usage.ljust(width)}  {c.help}" for c in TABLE.values()]
-    lines.append("Keys: Enter sends · Esc then Enter (or a paste) adds a new line · Ctrl-C stops a reply "
-                 "or clears the line · Ctrl-D exits")
+    lines.append(
+        "Keys: Enter sends · Esc then Enter (or a paste) adds a new line · Ctrl-C stops a reply "
+        "or clears the line · Ctrl-D exits"
+    )
     return "\n".join(lines)
 
 
@@ -168,12 +171,14 @@ def do_stats(chat, arg):
     h = chat.history
     new = sum(s.new_tokens for s in h)
     rates = [s.decode_tok_s for s in h if s.decode_tok_s]
-    lines = [f"replies: {len(h)}  (interrupted {sum(s.finish_reason == 'interrupted' for s in h)}, "
-             f"cut by length {sum(s.finish_reason == 'length' for s in h)})",
-             f"tokens generated: {new}",
-             f"mean time to first token: {sum(s.ttft_s for s in h) / len(h):.3f} s" if h else "",
-             f"mean decode speed: {sum(rates) / len(rates):.1f} tok/s" if rates else "",
-             f"context used: {chat.context_used()} / {chat.engine.context_length or '?'} tokens"]
+    lines = [
+        f"replies: {len(h)}  (interrupted {sum(s.finish_reason == 'interrupted' for s in h)}, "
+        f"cut by length {sum(s.finish_reason == 'length' for s in h)})",
+        f"tokens generated: {new}",
+        f"mean time to first token: {sum(s.ttft_s for s in h) / len(h):.3f} s" if h else "",
+        f"mean decode speed: {sum(rates) / len(rates):.1f} tok/s" if rates else "",
+        f"context used: {chat.context_used()} / {chat.engine.context_length or '?'} tokens",
+    ]
     chat.render.show("\n".join(x for x in lines if x))
 
 
@@ -193,25 +198,39 @@ def do_load(chat, arg):
     chat.render.show(f"loaded {chat.session.exchanges} exchange(s) from {arg}")
 
 
-TABLE = {c.name: c for c in [
-    Command("help", do_help, "/help [COMMAND]", "show the commands, or one command's help", True),
-    Command("clear", do_clear, "/clear", "forget the conversation (keeps the system prompt)"),
-    Command("history", do_history, "/history", "list the turns with roles and token counts"),
-    Command("system", do_system, "/system [TEXT|none]", "show or set the system prompt", True),
-    Command("set", do_set, "/set [NAME VALUE]", "list settings, or set temperature, top_p, top_k, "
-            "repetition_penalty, max_new_tokens, seed", True),
-    Command("retry", do_retry, "/retry [SEED]", "regenerate the last reply (optionally with a new seed)", True),
-    Command("undo", do_undo, "/undo", "remove the last exchange"),
-    Command("edit", do_edit, "/edit [TEXT]", "rewrite your last message ($EDITOR, inline, or TEXT) and "
-            "regenerate the reply", True),
-    Command("continue", do_continue, "/continue", "extend a reply cut by Ctrl-C or the token limit"),
-    Command("prompt", do_prompt, "/prompt", "show the exact prompt the chat template builds, with its token count"),
-    Command("model", do_model, "/model", "show the model: config, quantization, memory, module tree"),
-    Command("stats", do_stats, "/stats", "summarise this session: replies, tokens, speed, context"),
-    Command("save", do_save, "/save [PATH]", "save the session to a JSON file", True),
-    Command("load", do_load, "/load PATH", "load a session saved with /save", True),
-    Command("file", attach.do_file, "/file [PATH]", "attach a text file to your next message (alone: list them)",
-            True),
-    Command("exit", do_exit, "/exit", "leave (Ctrl-D too)"),
-]}
+TABLE = {
+    c.name: c
+    for c in [
+        Command("help", do_help, "/help [COMMAND]", "show the commands, or one command's help", True),
+        Command("clear", do_clear, "/clear", "forget the conversation (keeps the system prompt)"),
+        Command("history", do_history, "/history", "list the turns with roles and token counts"),
+        Command("system", do_system, "/system [TEXT|none]", "show or set the system prompt", True),
+        Command(
+            "set",
+            do_set,
+            "/set [NAME VALUE]",
+            "list settings, or set temperature, top_p, top_k, repetition_penalty, max_new_tokens, seed",
+            True,
+        ),
+        Command("retry", do_retry, "/retry [SEED]", "regenerate the last reply (optionally with a new seed)", True),
+        Command("undo", do_undo, "/undo", "remove the last exchange"),
+        Command(
+            "edit",
+            do_edit,
+            "/edit [TEXT]",
+            "rewrite your last message ($EDITOR, inline, or TEXT) and regenerate the reply",
+            True,
+        ),
+        Command("continue", do_continue, "/continue", "extend a reply cut by Ctrl-C or the token limit"),
+        Command("prompt", do_prompt, "/prompt", "show the exact prompt the chat template builds, with its token count"),
+        Command("model", do_model, "/model", "show the model: config, quantization, memory, module tree"),
+        Command("stats", do_stats, "/stats", "summarise this session: replies, tokens, speed, context"),
+        Command("save", do_save, "/save [PATH]", "save the session to a JSON file", True),
+        Command("load", do_load, "/load PATH", "load a session saved with /save", True),
+        Command(
+            "file", attach.do_file, "/file [PATH]", "attach a text file to your next message (alone: list them)", True
+        ),
+        Command("exit", do_exit, "/exit", "leave (Ctrl-D too)"),
+    ]
+}
 ALIASES = {"quit": "exit", "q": "exit", "h": "help", "?": "help", "reset": "clear"}

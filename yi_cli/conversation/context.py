@@ -1,7 +1,8 @@
 """The overflow policy: which of the oldest exchanges a prompt drops to fit the context (pure, no torch)."""
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from ..errors import YiError
 
@@ -15,9 +16,12 @@ def fit(rebuild: Callable[[int], int], total: int, sizes: list[int], budget: int
     twice however many exchanges are dropped. With policy "refuse", or when dropping everything is not enough,
     YiError.
     """
+
     def refuse(n: int):
-        return YiError(f"the prompt is {n} tokens but only {budget} fit in the context "
-                       f"(after reserving room for the reply); shorten it, /clear, or lower max_new_tokens")
+        return YiError(
+            f"the prompt is {n} tokens but only {budget} fit in the context "
+            f"(after reserving room for the reply); shorten it, /clear, or lower max_new_tokens"
+        )
 
     assert len(sizes) % 2 == 0, "droppable messages come in whole exchanges"
     if policy == "refuse" or not sizes:

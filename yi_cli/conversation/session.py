@@ -1,4 +1,5 @@
 """ChatSession: the system prompt and the turns of one conversation (no torch)."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -28,14 +29,31 @@ class ChatSession:
         out += [{"role": t.role, "content": t.content} for t in self.turns]
         return out
 
-    def add_exchange(self, user: str, user_tokens: int, reply: str, tokens: int = 0, finish_reason: str = "stop",
-                     stats: dict | None = None) -> None:
+    def add_exchange(
+        self,
+        user: str,
+        user_tokens: int,
+        reply: str,
+        tokens: int = 0,
+        finish_reason: str = "stop",
+        stats: dict | None = None,
+    ) -> None:
         """A user message and its finished reply, recorded together."""
         assert not self.turns or self.turns[-1].role == "assistant", "roles must alternate"
-        self.turns += [Turn("user", user, user_tokens), Turn("assistant", reply, tokens, finish_reason, dict(stats or {}))]
+        self.turns += [
+            Turn("user", user, user_tokens),
+            Turn("assistant", reply, tokens, finish_reason, dict(stats or {})),
+        ]
 
-    def replace_last_exchange(self, user: str, user_tokens: int, reply: str, tokens: int = 0,
-                              finish_reason: str = "stop", stats: dict | None = None) -> None:
+    def replace_last_exchange(
+        self,
+        user: str,
+        user_tokens: int,
+        reply: str,
+        tokens: int = 0,
+        finish_reason: str = "stop",
+        stats: dict | None = None,
+    ) -> None:
         """/retry and /edit: a new reply (to a possibly edited message) in place of the last exchange."""
         assert len(self.turns) >= 2, "there is an exchange to replace"
         del self.turns[-2:]
@@ -76,7 +94,7 @@ class ChatSession:
         return {"system": self.system, "turns": [asdict(t) for t in self.turns]}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ChatSession":
+    def from_dict(cls, data: dict) -> ChatSession:
         if not isinstance(data, dict) or not isinstance(data.get("turns", []), list):
             raise ValueError("not a chat session")
         system = data.get("system")

@@ -20,12 +20,12 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import attach
 from .. import durable, inputs
+from ..engines.settings import GenSettings
 from ..errors import YiError, shown
 from ..paths import data_dir, private_dir
+from . import attach
 from .session import ChatSession
-from ..engines.settings import GenSettings
 
 FORMAT = "yi-chat-session"
 VERSION = 1

@@ -7,10 +7,12 @@ messages); `settings` a GenSettings whose max_new_tokens already fits the contex
 caller sets to stop early. The iterator yields Text events and ends with exactly one Finish (finish reason, stats and,
 for local engines, the generated token ids). Failures are raised from the iterator as YiError.
 """
+
 from __future__ import annotations
 
 import threading
-from typing import Iterator, Protocol, runtime_checkable
+from collections.abc import Iterator
+from typing import Protocol, runtime_checkable
 
 from .events import Finish, Text
 from .settings import GenSettings
@@ -28,5 +30,4 @@ class Engine(Protocol):
         """What /model prints: lines, rich tables or trees."""
         ...
 
-    def stream(self, prompt: Prompt, settings: GenSettings, cancel: threading.Event) -> Iterator[Text | Finish]:
-        ...
+    def stream(self, prompt: Prompt, settings: GenSettings, cancel: threading.Event) -> Iterator[Text | Finish]: ...

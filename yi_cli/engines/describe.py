@@ -1,6 +1,7 @@
 """/model: what is loaded — config summary, quantization, sizes, device, and the module tree (the seed chapter's
 "UML analysis" of Yi's structure). The fast runtime keeps no transformers model, so the tree and the parameter
 count come from the config's model built on the meta device (shapes only, no memory)."""
+
 from __future__ import annotations
 
 from rich.table import Table
@@ -33,7 +34,10 @@ def summary(ckpt, arch: str, params: int, nbytes: int) -> Table:
         ("architecture", arch),
         ("layers", getattr(cfg, "num_hidden_layers", "?")),
         ("hidden / intermediate", f"{getattr(cfg, 'hidden_size', '?')} / {getattr(cfg, 'intermediate_size', '?')}"),
-        ("heads / kv heads", f"{getattr(cfg, 'num_attention_heads', '?')} / {getattr(cfg, 'num_key_value_heads', '?')}"),
+        (
+            "heads / kv heads",
+            f"{getattr(cfg, 'num_attention_heads', '?')} / {getattr(cfg, 'num_key_value_heads', '?')}",
+        ),
         ("vocab", getattr(cfg, "vocab_size", "?")),
         ("context", ckpt.context_length),
         ("rope theta", theta or getattr(cfg, "rope_theta", "?")),
@@ -70,8 +74,10 @@ def tree(model, ckpt=None, max_children: int = 3) -> Tree:
             if isinstance(child, QuantLinear):  # a quantized linear: its buffers are packed codes, not [out, in]
                 shape = f" ({child.extra_repr()})"
             elif q is not None and ckpt.is_quantized(full) and hasattr(child, "in_features"):
-                shape = (f" (in={child.in_features}, out={child.out_features}, bits={q['bits']}, "
-                         f"group={q['group_size']}, {q['method']})")
+                shape = (
+                    f" (in={child.in_features}, out={child.out_features}, bits={q['bits']}, "
+                    f"group={q['group_size']}, {q['method']})"
+                )
             elif w is not None and not list(child.children()):
                 shape = f" {tuple(w.shape)} {str(w.dtype).replace('torch.', '')}"
             add(node.add(f"{name}: {type(child).__name__}{shape}"), child, full + ".")

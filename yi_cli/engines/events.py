@@ -1,4 +1,5 @@
 """The events of a reply stream (engines/base.py): Text deltas, then one Finish with the stats (no torch)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

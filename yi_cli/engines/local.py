@@ -4,6 +4,7 @@ Two backends behind it, chosen once at load: the fast runtime (yi_cli.runtime: s
 kernels; Llama-architecture safetensors checkpoints) and transformers `generate` in a worker thread feeding a
 TextIteratorStreamer (any architecture, the reference).
 """
+
 from __future__ import annotations
 
 import os
@@ -28,8 +29,10 @@ class LocalEngine:
         self.template = Template(ckpt.tokenizer, ckpt.config, ckpt.generation_config, raw)
         usable = decoder.supports(ckpt)
         if backend == "fast" and not usable:
-            raise YiError(f"--engine fast does not support this model ({ckpt.config.model_type}, "
-                          f"{'safetensors' if ckpt.safetensors else 'pickle'} weights)")
+            raise YiError(
+                f"--engine fast does not support this model ({ckpt.config.model_type}, "
+                f"{'safetensors' if ckpt.safetensors else 'pickle'} weights)"
+            )
         self.decoder = self.model = None
         if usable and backend != "generate":
             self.decoder = decoder.FastDecoder(ckpt)
@@ -55,8 +58,9 @@ class LocalEngine:
         return describe.describe(self)
 
     def stream(self, prompt: Prompt, settings: GenSettings, cancel: threading.Event):
-        assert prompt.ids is not None and len(prompt.ids) + settings.max_new_tokens <= self.context_length, \
+        assert prompt.ids is not None and len(prompt.ids) + settings.max_new_tokens <= self.context_length, (
             "the conversation layer fits the prompt and the reply into the context"
+        )
         if self.decoder is not None:
             yield from self._stream_fast(prompt.ids, settings, cancel)
         else:
@@ -109,11 +113,13 @@ class LocalEngine:
             # Called once per generated token: records timing and stops on cancel (Ctrl-C).
             def __call__(self, input_ids, scores, **kw):
                 times.append(time.perf_counter())
-                return torch.full((input_ids.shape[0],), cancel.is_set() or stop.is_set(), dtype=torch.bool,
-                                  device=input_ids.device)
+                return torch.full(
+                    (input_ids.shape[0],), cancel.is_set() or stop.is_set(), dtype=torch.bool, device=input_ids.device
+                )
 
-        streamer = TextIteratorStreamer(self.template.tokenizer, skip_prompt=True, skip_special_tokens=True,
-                                        timeout=STREAM_TIMEOUT_S)
+        streamer = TextIteratorStreamer(
+            self.template.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=STREAM_TIMEOUT_S
+        )
         kwargs = generation_kwargs(settings, sorted(stop_ids))
         input_ids = torch.tensor([ids], device=self.ckpt.device)
         result: dict = {}
@@ -124,8 +130,12 @@ class LocalEngine:
                     torch.manual_seed(settings.seed)
                 with torch.inference_mode():
                     result["out"] = self.model.generate(
-                        input_ids, attention_mask=torch.ones_like(input_ids), streamer=streamer,
-                        stopping_criteria=StoppingCriteriaList([Watch()]), **kwargs)
+                        input_ids,
+                        attention_mask=torch.ones_like(input_ids),
+                        streamer=streamer,
+                        stopping_criteria=StoppingCriteriaList([Watch()]),
+                        **kwargs,
+                    )
             except BaseException as e:  # surfaced in the REPL thread below
                 result["error"] = e
                 streamer.end()
@@ -147,7 +157,7 @@ class LocalEngine:
             worker.join(timeout=1 if timed_out.is_set() else None)
         if "error" in result:
             raise engine_error(result["error"])
-        out = result["out"][0, len(ids):].tolist()
+        out = result["out"][0, len(ids) :].tolist()
         stats.new_tokens = len(out)
         if times:
             stats.ttft_s = times[0] - t0
@@ -157,8 +167,12 @@ class LocalEngine:
 
 
 def generation_kwargs(s: GenSettings, stop: list[int]) -> dict:
-    kw = {"max_new_tokens": s.max_new_tokens, "eos_token_id": stop, "pad_token_id": stop[0] if stop else None,
-          "repetition_penalty": s.repetition_penalty}
+    kw = {
+        "max_new_tokens": s.max_new_tokens,
+        "eos_token_id": stop,
+        "pad_token_id": stop[0] if stop else None,
+        "repetition_penalty": s.repetition_penalty,
+    }
     if s.temperature == 0:
         kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
     else:
@@ -183,6 +197,8 @@ def engine_error(e: BaseException) -> YiError:
             torch.cuda.empty_cache()
         except Exception:
             pass
-        return YiError("out of memory while generating; the session is kept — try a shorter context "
-                       "(/clear or /undo) or lower max_new_tokens")
+        return YiError(
+            "out of memory while generating; the session is kept — try a shorter context "
+            "(/clear or /undo) or lower max_new_tokens"
+        )
     return YiError(f"generation failed ({failure(e)})")

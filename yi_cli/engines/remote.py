@@ -5,6 +5,7 @@ server-sent events (no torch). HTTP, credentials and bounds live in remote_http.
 The server owns the chat template and the tokenizer, so this engine has no template and no context_length: the
 chat does no local fitting and /prompt says the template is applied server-side.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,17 @@ class RemoteEngine:
     template = None  # the server applies its own
     origin = ""  # where the endpoint and key came from (flag, environment, config), for /model
 
-    def __init__(self, endpoint: str, api_key: str | None, model: str | None = None, timeout: float | None = None,
-                 *, limits: Limits | None = None, notify=None, verify=True):
+    def __init__(
+        self,
+        endpoint: str,
+        api_key: str | None,
+        model: str | None = None,
+        timeout: float | None = None,
+        *,
+        limits: Limits | None = None,
+        notify=None,
+        verify=True,
+    ):
         """`timeout` is the idle timeout (seconds without data), kept as a shortcut for limits.idle_timeout;
         `notify(text)` receives notes (bad chunks skipped); `verify` is httpx's TLS verification setting."""
         self.limits = limits or Limits()
@@ -53,9 +63,11 @@ class RemoteEngine:
         return self.http.endpoint.shown()
 
     def describe(self) -> list:
-        return [f"remote model {self.name} at {self.base}",
-                "the server applies the chat template and tokenizes; context size and weights are its own",
-                *([self.origin] if self.origin else [])]
+        return [
+            f"remote model {self.name} at {self.base}",
+            "the server applies the chat template and tokenizes; context size and weights are its own",
+            *([self.origin] if self.origin else []),
+        ]
 
     def _first_model(self) -> str:
         try:
@@ -73,9 +85,15 @@ class RemoteEngine:
         return self.http.redact(ids[0])  # shown by /model and saved in sessions: no echo of a credential there
 
     def request_body(self, messages: list[dict], s: GenSettings) -> dict:
-        body = {"model": self.name, "messages": messages, "stream": True,
-                "stream_options": {"include_usage": True},
-                "temperature": s.temperature, "top_p": s.top_p, "max_tokens": s.max_new_tokens}
+        body = {
+            "model": self.name,
+            "messages": messages,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "temperature": s.temperature,
+            "top_p": s.top_p,
+            "max_tokens": s.max_new_tokens,
+        }
         # Not in the OpenAI API: vLLM, SGLang and lmdeploy accept them, most others ignore unknown fields, and
         # their neutral values are left out so `--repetition-penalty 1` makes a request strict servers accept.
         if s.repetition_penalty != 1.0:
@@ -189,8 +207,11 @@ class RemoteEngine:
     def _note(self, reply: Reply) -> None:
         if reply.bad_chunks:
             n = reply.bad_chunks
-            self.notify(self.http.redact(f"skipped {n} bad chunk{'s' * (n > 1)} of the server's stream "
-                                         f"(first: {reply.first_bad})"))
+            self.notify(
+                self.http.redact(
+                    f"skipped {n} bad chunk{'s' * (n > 1)} of the server's stream (first: {reply.first_bad})"
+                )
+            )
 
 
 class Reply:

@@ -1,6 +1,7 @@
 """Endpoints as users write them, and credentials kept out of every message: URLs shown with user info and
 secret query values as ***, and any credential in text bound for the user (errors, notes, the reply) replaced
 by *** (no torch, no httpx)."""
+
 from __future__ import annotations
 
 import base64
@@ -81,8 +82,10 @@ def hide_userinfo(url: str) -> str:
 def shown_query(query: str) -> str:
     if not query:
         return ""
-    pairs = [f"{quote(k, safe='')}={'***' if SECRET_PARAM.search(k) else quote(v, safe='')}"
-             for k, v in parse_qsl(query, keep_blank_values=True)]
+    pairs = [
+        f"{quote(k, safe='')}={'***' if SECRET_PARAM.search(k) else quote(v, safe='')}"
+        for k, v in parse_qsl(query, keep_blank_values=True)
+    ]
     return "?" + "&".join(pairs)
 
 
@@ -118,8 +121,8 @@ class StreamRedactor:
     def feed(self, piece: str) -> str:
         text = self.redact(self.tail + piece)
         keep = self.redact.held(text)
-        self.tail = text[len(text) - keep:]
-        return text[:len(text) - keep]
+        self.tail = text[len(text) - keep :]
+        return text[: len(text) - keep]
 
     def flush(self) -> str:
         text, self.tail = self.tail, ""

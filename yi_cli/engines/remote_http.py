@@ -7,6 +7,7 @@ the server sends. Time: a connect timeout, an idle timeout on *data* (SSE commen
 and an overall deadline per request. A watcher thread enforces the idle timeout, the deadline and the caller's
 cancel Event by shutting the socket down, which wakes a read blocked in it at once (closing alone would not).
 """
+
 from __future__ import annotations
 
 import base64
@@ -48,8 +49,12 @@ class Limits:
             if k not in known:
                 raise UsageError(f"{where}: unknown key remote.{k} (known: {', '.join(sorted(known))})")
             whole = known[k] == "int"
-            if isinstance(v, bool) or not isinstance(v, int if whole else (int, float)) or not math.isfinite(v) \
-                    or v <= 0:
+            if (
+                isinstance(v, bool)
+                or not isinstance(v, int if whole else (int, float))
+                or not math.isfinite(v)
+                or v <= 0
+            ):
                 raise UsageError(f"{where}: remote.{k} must be a positive {'whole ' if whole else ''}number")
             setattr(limits, k, v)
         return limits
@@ -92,8 +97,15 @@ class Watch:
         lim = self.limits
         while not self.done.wait(self.POLL):
             now = time.monotonic()
-            why = ("cancel" if self.cancel.is_set() else "deadline" if now - self.start >= lim.deadline
-                   else "idle" if now - self.last >= lim.idle_timeout else None)
+            why = (
+                "cancel"
+                if self.cancel.is_set()
+                else "deadline"
+                if now - self.start >= lim.deadline
+                else "idle"
+                if now - self.last >= lim.idle_timeout
+                else None
+            )
             if why:
                 self.why = why
                 self._shut()
@@ -122,8 +134,9 @@ class Transport:
             if "api-version=" in endpoint.query:  # Azure-style endpoints read the key from api-key
                 self.headers["api-key"] = api_key
         elif endpoint.user is not None:
-            self.headers["Authorization"] = "Basic " + base64.b64encode(
-                f"{endpoint.user}:{endpoint.password or ''}".encode()).decode()
+            self.headers["Authorization"] = (
+                "Basic " + base64.b64encode(f"{endpoint.user}:{endpoint.password or ''}".encode()).decode()
+            )
         self.redact = Redactor(([api_key] if api_key else []) + endpoint.secrets())
         # One TLS context for the engine's life (loading the CA bundle per request costs ~20 ms).
         self.verify = httpx.create_ssl_context(verify=verify, trust_env=True) if verify is not False else False
@@ -179,12 +192,17 @@ class Transport:
         if not same_host or not (upgrade or (t.scheme == here.scheme and t_port == h_port)):
             shown_target = hide_userinfo(target.split("?")[0]) + shown_query(t.query)
             why = "another host" if not same_host else "another port or a downgrade to http"
-            raise self.fail(shown, f"redirected to {shown_target} ({why}); not followed, so the credentials are "
-                                   f"not sent there (use that URL as --endpoint if you trust it)")
+            raise self.fail(
+                shown,
+                f"redirected to {shown_target} ({why}); not followed, so the credentials are "
+                f"not sent there (use that URL as --endpoint if you trust it)",
+            )
         moved = self.endpoint.moved(target, route)
         if moved is not None:
             self.endpoint = moved  # later requests go straight to the new place
-        return target, self.endpoint.shown(route) if moved else hide_userinfo(target.split("?")[0]) + shown_query(t.query)
+        return target, self.endpoint.shown(route) if moved else hide_userinfo(target.split("?")[0]) + shown_query(
+            t.query
+        )
 
     def transport_error(self, e: Exception, watch: Watch, shown: str) -> YiError:
         lim = self.limits
@@ -195,8 +213,11 @@ class Transport:
         text = " ".join(str(e).split())[:200]
         if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
             detail = text.split("certificate verify failed:")[-1].split("(_ssl")[0].strip(" :")
-            return self.fail(shown, f"TLS: the server's certificate is not trusted ({detail or 'verify failed'}); "
-                                    f"for a private CA point SSL_CERT_FILE at its certificate")
+            return self.fail(
+                shown,
+                f"TLS: the server's certificate is not trusted ({detail or 'verify failed'}); "
+                f"for a private CA point SSL_CERT_FILE at its certificate",
+            )
         if isinstance(e, httpx.ConnectError) and ("SSL" in text or "TLS" in text):
             return self.fail(shown, f"TLS handshake failed ({text})")
         if isinstance(e, httpx.ConnectTimeout):
@@ -254,7 +275,7 @@ class Answer:
         buf = bytearray()
         for chunk in self.chunks():
             self.watch.data()
-            buf += chunk[:limit + 1 - len(buf)]
+            buf += chunk[: limit + 1 - len(buf)]
             if len(buf) > limit:
                 if cut:
                     return bytes(buf[:limit])
@@ -302,4 +323,4 @@ def error_message(body: bytes) -> str:
 
 def one_line(text: str, limit: int = 200) -> str:
     text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,4 +1,5 @@
 """Generation settings: one validated dataclass shared by the CLI flags, /set, session files and engines."""
+
 from __future__ import annotations
 
 import math
@@ -21,7 +22,7 @@ class GenSettings:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "GenSettings":
+    def from_dict(cls, data: dict) -> GenSettings:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -68,6 +69,8 @@ def parse(name: str, value) -> object:
     try:
         v = kind(value) if not isinstance(value, str) else kind(value.strip())
     except (TypeError, ValueError):
-        raise UsageError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {shown(repr(value), 40)}") from None
+        raise UsageError(
+            f"{name} must be {'an integer' if kind is int else 'a number'}, got {shown(repr(value), 40)}"
+        ) from None
     check(name, v)
     return v

@@ -1,5 +1,6 @@
 """Messages -> Prompt(ids, text) through the tokenizer's chat template (ChatML fallback for Yi), built once per turn;
 the stop-token set; streaming detokenization. No torch here."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -76,12 +77,21 @@ class Template:
         if self.source is None:  # raw: the text as is, so a cut reply continues where it stopped
             return "".join(m["content"] for m in messages if m["role"] != "system")
         try:
-            return timebox.run(lambda: self.tokenizer.apply_chat_template(
-                messages, chat_template=self.source, tokenize=False, add_generation_prompt=not continue_final,
-                continue_final_message=continue_final), TEMPLATE_SECONDS)
+            return timebox.run(
+                lambda: self.tokenizer.apply_chat_template(
+                    messages,
+                    chat_template=self.source,
+                    tokenize=False,
+                    add_generation_prompt=not continue_final,
+                    continue_final_message=continue_final,
+                ),
+                TEMPLATE_SECONDS,
+            )
         except timebox.TimedOut:
-            raise YiError(f"the chat template ran for more than {TEMPLATE_SECONDS:g} s and was stopped (a loop in "
-                          f"the checkpoint's template?); the message was not sent") from None
+            raise YiError(
+                f"the chat template ran for more than {TEMPLATE_SECONDS:g} s and was stopped (a loop in "
+                f"the checkpoint's template?); the message was not sent"
+            ) from None
         except YiError:
             raise
         except Exception as e:  # a template that cannot render these messages (roles, continuation)
@@ -114,17 +124,17 @@ class Detokenizer:
 
     def add(self, token_id: int) -> str:
         self.ids.append(token_id)
-        text = self.tok.decode(self.ids[self.start:], skip_special_tokens=True)
+        text = self.tok.decode(self.ids[self.start :], skip_special_tokens=True)
         if text.endswith("\ufffd"):
             return ""
-        delta = text[len(self.emitted):]
+        delta = text[len(self.emitted) :]
         self.emitted = text
         if len(self.ids) - self.start > 16:  # keep decoding windows short: O(n) per reply, not O(n^2)
             self.start, self.emitted = len(self.ids) - 4, self.tok.decode(self.ids[-4:], skip_special_tokens=True)
         return delta
 
     def flush(self) -> str:
-        text = self.tok.decode(self.ids[self.start:], skip_special_tokens=True)
-        delta = text[len(self.emitted):] if text.startswith(self.emitted) else ""
+        text = self.tok.decode(self.ids[self.start :], skip_special_tokens=True)
+        delta = text[len(self.emitted) :] if text.startswith(self.emitted) else ""
         self.emitted = text
         return delta

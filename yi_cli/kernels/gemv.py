@@ -14,6 +14,7 @@ tinygemm keeps codes for a tile of 8 rows x TK columns in 8·WPR words (WPR = TK
 [r·WPR, (r+1)·WPR); nibbles m and m + 4 of word w hold the column pair c, c + 1 with
 c = 32·(w % (WPR/4)) + 2·(w // (WPR/4)) + 8·m (weights._gemv_layout checks this on the running build).
 """
+
 from __future__ import annotations
 
 import torch
@@ -33,11 +34,26 @@ WARPS = 4  # best on the H100 for all four Yi-6B matmuls (scripts/bench_gemv.py 
 # its activation. $1 = word, $2..$9 = activations of nibbles 0..7 (the j=4 ones pre-divided by 16), $10 = start.
 # Three rotations serve all 8 nibbles: rotl 8 brings nibbles 1, 2 to j=3, 4; rotl 16 nibbles 7, 0; rotl 24
 # nibbles 5, 6; nibbles 3, 4 sit there already.
-_SLOTS = [("r16", 0x000F0000), ("r8", 0x0000F000), ("r8", 0x000F0000), ("$1", 0x0000F000), ("$1", 0x000F0000),
-          ("r24", 0x0000F000), ("r24", 0x000F0000), ("r16", 0x0000F000)]  # (rotated word, mask) of nibbles 0..7
-WORD_DOT = ("{\n.reg .b32 r8, r16, r24, t;\n" + "".join(f"shf.l.wrap.b32 r{k}, $1, $1, {k};\n" for k in (8, 16, 24))
-             + "".join(f"lop3.b32 t, {src}, {mask:#010x}, 0x4B000000, 0xEA;\nfma.rn.f32 $0, t, ${2 + n}, "
-                       f"{'$10' if n == 0 else '$0'};\n" for n, (src, mask) in enumerate(_SLOTS)) + "}")
+_SLOTS = [
+    ("r16", 0x000F0000),
+    ("r8", 0x0000F000),
+    ("r8", 0x000F0000),
+    ("$1", 0x0000F000),
+    ("$1", 0x000F0000),
+    ("r24", 0x0000F000),
+    ("r24", 0x000F0000),
+    ("r16", 0x0000F000),
+]  # (rotated word, mask) of nibbles 0..7
+WORD_DOT = (
+    "{\n.reg .b32 r8, r16, r24, t;\n"
+    + "".join(f"shf.l.wrap.b32 r{k}, $1, $1, {k};\n" for k in (8, 16, 24))
+    + "".join(
+        f"lop3.b32 t, {src}, {mask:#010x}, 0x4B000000, 0xEA;\nfma.rn.f32 $0, t, ${2 + n}, "
+        f"{'$10' if n == 0 else '$0'};\n"
+        for n, (src, mask) in enumerate(_SLOTS)
+    )
+    + "}"
+)
 # Over a word, (2^23 + q·2^12)·x (j=3) and (2^23 + q·2^16)·x/16 (j=4) sum to 2^12·sum (q - 8)·x + C3·X3 + C4·X4,
 # X3 / X4 the sums of the word's j=3 / j=4 activations: the start value is -(C3·X3 + C4·X4).
 C3 = 8421376.0  # 2^23 + 8·2^12
@@ -68,8 +84,20 @@ if gluon is not None:
         return gl.broadcast(gl.expand_dims(v, 0), like)[0]
 
     @gluon.jit
-    def _gemv_int4(X, P, SZ, Y, N, KT: gl.constexpr, G: gl.constexpr, WPR: gl.constexpr, R: gl.constexpr,
-                   WARPS: gl.constexpr, PDL: gl.constexpr, SILU: gl.constexpr):
+    def _gemv_int4(
+        X,
+        P,
+        SZ,
+        Y,
+        N,
+        KT: gl.constexpr,
+        G: gl.constexpr,
+        WPR: gl.constexpr,
+        R: gl.constexpr,
+        WARPS: gl.constexpr,
+        PDL: gl.constexpr,
+        SILU: gl.constexpr,
+    ):
         """y[r] = sum_k ((q[r, k] - 8)·s + zf)·x[k] for rows [pid·R, pid·R + R).
         SILU (W = [gate; up], N = 2·I): rows pid·R/2 + i of gate and of up, y[i] = silu(gate_i)·up_i."""
         TPW_W: gl.constexpr = WPR // 4  # threads across one row's words of a tile
@@ -92,8 +120,9 @@ if gluon is not None:
         else:
             r = gl.program_id(0) * R + i
         tt = gl.arange(0, TB, layout=LT)
-        w3 = (gl.expand_dims(gl.expand_dims(gl.arange(0, TPW_W, layout=LL), 0), 2) * 4
-              + gl.expand_dims(gl.expand_dims(gl.arange(0, 4, layout=LI), 0), 0))  # [1, TPW_W, 4] word index
+        w3 = gl.expand_dims(gl.expand_dims(gl.arange(0, TPW_W, layout=LL), 0), 2) * 4 + gl.expand_dims(
+            gl.expand_dims(gl.arange(0, 4, layout=LI), 0), 0
+        )  # [1, TPW_W, 4] word index
         pair = 32 * (w3 % TPW_W) + 2 * (w3 // TPW_W)  # first column of nibbles 0 / 4 in the tile
         rbase = ((r // 8) * (KT * 8) + r % 8) * WPR  # word offset of row r in tile 0
         r4 = gl.expand_dims(gl.expand_dims(gl.expand_dims(rbase, 1), 2), 3)  # [R, 1, 1, 1]
@@ -104,10 +133,10 @@ if gluon is not None:
         # stream in while it finishes; the activations are read after the wait.
         words = _codes(P, r4, tt, w3, KT, TK)
         if PDL:
-            gl.inline_asm_elementwise("griddepcontrol.wait; // $0", "=r", [], dtype=gl.int32, is_pure=False,
-                                      pack=1)
-            gl.inline_asm_elementwise("griddepcontrol.launch_dependents; // $0", "=r", [], dtype=gl.int32,
-                                      is_pure=False, pack=1)
+            gl.inline_asm_elementwise("griddepcontrol.wait; // $0", "=r", [], dtype=gl.int32, is_pure=False, pack=1)
+            gl.inline_asm_elementwise(
+                "griddepcontrol.launch_dependents; // $0", "=r", [], dtype=gl.int32, is_pure=False, pack=1
+            )
         for t0 in range(0, KT, TB):
             t = t0 + tt
             t3 = gl.expand_dims(gl.expand_dims(t, 1), 2)  # [TB, 1, 1]
@@ -120,11 +149,24 @@ if gluon is not None:
             x3 = (l1 + l3) + (h1 + h3)  # nibbles 1, 3, 5, 7 sit at 2^12
             x4 = (l0 + l2) + (h0 + h2)  # nibbles 0, 2, 4, 6 at 2^16
             u = gl.inline_asm_elementwise(
-                WORD_DOT, "=f,r,f,f,f,f,f,f,f,f,f",
-                [words, _bc(l0 * 0.0625, words), _bc(l1, words), _bc(l2 * 0.0625, words), _bc(l3, words),
-                 _bc(h0 * 0.0625, words), _bc(h1, words), _bc(h2 * 0.0625, words), _bc(h3, words),
-                 _bc(-(x3 * C3 + x4 * C4), words)],
-                dtype=gl.float32, is_pure=True, pack=1)  # 2^12 · sum over the word of (q - 8)·x
+                WORD_DOT,
+                "=f,r,f,f,f,f,f,f,f,f,f",
+                [
+                    words,
+                    _bc(l0 * 0.0625, words),
+                    _bc(l1, words),
+                    _bc(l2 * 0.0625, words),
+                    _bc(l3, words),
+                    _bc(h0 * 0.0625, words),
+                    _bc(h1, words),
+                    _bc(h2 * 0.0625, words),
+                    _bc(h3, words),
+                    _bc(-(x3 * C3 + x4 * C4), words),
+                ],
+                dtype=gl.float32,
+                is_pure=True,
+                pack=1,
+            )  # 2^12 · sum over the word of (q - 8)·x
             xs = x3 + x4  # [TB, TPW_W, 4]
             if G >= TK:  # one group per tile: scale each thread's sum over its 4 words
                 ts = gl.convert_layout(t, gl.SliceLayout(0, gl.SliceLayout(2, LRTL)))
@@ -152,13 +194,38 @@ if gluon is not None:
             gl.store(Y + r, y)
 
 
-def gemv_int4(x: torch.Tensor, packed: torch.Tensor, sz: torch.Tensor, n: int, k: int, group: int, wpr: int,
-              rows: int = ROWS, warps: int = WARPS, pdl: bool | None = None, silu: bool = False) -> torch.Tensor:
+def gemv_int4(
+    x: torch.Tensor,
+    packed: torch.Tensor,
+    sz: torch.Tensor,
+    n: int,
+    k: int,
+    group: int,
+    wpr: int,
+    rows: int = ROWS,
+    warps: int = WARPS,
+    pdl: bool | None = None,
+    silu: bool = False,
+) -> torch.Tensor:
     """x [1, K] bf16 -> [1, N]; packed / sz as for torch's _weight_int4pack_mm (wpr = 2·inner k tiles).
     pdl: launch as a programmatic dependent launch (default: glue.pdl).
     silu: W is [gate; up] and the result silu(gate)·up, [1, N/2] (N/2 a multiple of rows/2)."""
     y = torch.empty(1, n // 2 if silu else n, dtype=x.dtype, device=x.device)
     pdl = glue.pdl(x) if pdl is None else pdl
-    _gemv_int4[(n // rows,)](x, packed, sz, y, n, KT=k // (8 * wpr), G=group, WPR=wpr, R=rows, WARPS=warps,
-                             PDL=pdl, SILU=silu, num_warps=warps, launch_pdl=pdl)
+    _gemv_int4[(n // rows,)](
+        x,
+        packed,
+        sz,
+        y,
+        n,
+        KT=k // (8 * wpr),
+        G=group,
+        WPR=wpr,
+        R=rows,
+        WARPS=warps,
+        PDL=pdl,
+        SILU=silu,
+        num_warps=warps,
+        launch_pdl=pdl,
+    )
     return y

@@ -9,6 +9,7 @@ in a general attention kernel than in its int4 matmuls (scripts/bench_parts.py).
   dequant_int4  tinygemm-packed codes -> W for prefill GEMMs       (1 instead of ~7 passes over W)
 Roundings follow transformers' bf16 op order (each torch op rounds to the activation dtype).
 """
+
 from __future__ import annotations
 
 import os
@@ -33,8 +34,11 @@ def available(x: torch.Tensor, head_dim: int) -> bool:
 
 @cache
 def _pdl(device_index: int) -> bool:
-    return (os.environ.get("YI_CHAT_PDL", "1") != "0" and triton is not None
-            and torch.cuda.get_device_capability(device_index)[0] >= 9)
+    return (
+        os.environ.get("YI_CHAT_PDL", "1") != "0"
+        and triton is not None
+        and torch.cuda.get_device_capability(device_index)[0] >= 9
+    )
 
 
 def pdl(x: torch.Tensor) -> bool:
@@ -51,6 +55,7 @@ def _launch_pdl(x: torch.Tensor) -> dict:
 
 
 if triton is not None:
+
     @triton.jit
     def _pdl_enter():
         """Wait for the previous kernel's data, then let the next kernel launch (see pdl)."""
@@ -74,8 +79,9 @@ if triton is not None:
         tl.store(H + row * n + offs, h.to(x.dtype), mask=m)
 
     @triton.jit
-    def _rope_cache(QKV, COS, SIN, POS, QO, KC, VC, T, S, NH: tl.constexpr, NKV: tl.constexpr, HD: tl.constexpr,
-                    PDL: tl.constexpr):
+    def _rope_cache(
+        QKV, COS, SIN, POS, QO, KC, VC, T, S, NH: tl.constexpr, NKV: tl.constexpr, HD: tl.constexpr, PDL: tl.constexpr
+    ):
         if PDL:
             _pdl_enter()
         t, h = tl.program_id(0), tl.program_id(1)
@@ -88,8 +94,7 @@ if triton is not None:
             rot = tl.where(offs < HD // 2, -x2, x2)
             c = tl.load(COS + p * HD + offs).to(tl.float32)
             s = tl.load(SIN + p * HD + offs).to(tl.float32)
-            x = ((x.to(tl.float32) * c).to(x.dtype).to(tl.float32)
-                 + (rot * s).to(x.dtype).to(tl.float32)).to(x.dtype)
+            x = ((x.to(tl.float32) * c).to(x.dtype).to(tl.float32) + (rot * s).to(x.dtype).to(tl.float32)).to(x.dtype)
         if h < NH:  # q folded to [NKV, G·T, HD]: row (h % G)·T + t of KV head h // G, i.e. flat row h·T + t
             tl.store(QO + (h * T + t) * HD + offs, x)
         elif h < NH + NKV:
@@ -111,8 +116,23 @@ if triton is not None:
         tl.store(O + t * inter + offs, (s * u).to(g.dtype), mask=m)
 
     @triton.jit
-    def _attn_split(Q, KC, VC, POS, ACC, ML, S, R, NS, scale, RP: tl.constexpr, HD: tl.constexpr,
-                    SPLIT: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr):
+    def _attn_split(
+        Q,
+        KC,
+        VC,
+        POS,
+        ACC,
+        ML,
+        S,
+        R,
+        NS,
+        scale,
+        RP: tl.constexpr,
+        HD: tl.constexpr,
+        SPLIT: tl.constexpr,
+        BLOCK: tl.constexpr,
+        PDL: tl.constexpr,
+    ):
         """Partial softmax attention of the R query rows of one KV head over cache slots [j·SPLIT, (j+1)·SPLIT)."""
         if PDL:
             _pdl_enter()
@@ -159,6 +179,7 @@ if triton is not None:
 
 
 if triton is not None:
+
     @triton.jit
     def _dequant_int4(P, INV, SZ, W, n, k, kt, group, ACC: tl.constexpr, TK: tl.constexpr):
         """One packed tile (8 rows x TK columns): nibble INV[e] of the tile holds element e (row-major)."""
@@ -192,9 +213,19 @@ def add_rmsnorm(x: torch.Tensor, delta: torch.Tensor | None, w: torch.Tensor, ep
     t, n = x.shape
     h = torch.empty_like(x)
     xo = torch.empty_like(x) if delta is not None else x
-    _add_rmsnorm[(t,)](x, delta if delta is not None else x, w, xo, h, n, eps, HAS_D=delta is not None,
-                       BLOCK=triton.next_power_of_2(n), **_launch_pdl(x),
-                       num_warps=NORM_WARPS if n >= 2048 else 4)
+    _add_rmsnorm[(t,)](
+        x,
+        delta if delta is not None else x,
+        w,
+        xo,
+        h,
+        n,
+        eps,
+        HAS_D=delta is not None,
+        BLOCK=triton.next_power_of_2(n),
+        **_launch_pdl(x),
+        num_warps=NORM_WARPS if n >= 2048 else 4,
+    )
     return xo, h
 
 
@@ -215,8 +246,9 @@ def rope_cache(qkv, cos, sin, pos, kc, vc, n_heads: int, n_kv: int, hd: int, fus
         vc.index_copy_(2, pos, v.view(t, n_kv, hd).transpose(0, 1).unsqueeze(0))
         return rope(q.view(t, n_heads, hd)).transpose(0, 1).reshape(1, n_kv, n_heads // n_kv * t, hd)
     qo = torch.empty(1, n_kv, n_heads // n_kv * t, hd, dtype=qkv.dtype, device=qkv.device)
-    _rope_cache[(t, n_heads + 2 * n_kv)](qkv, cos, sin, pos, qo, kc, vc, t, kc.shape[2], NH=n_heads, NKV=n_kv, HD=hd,
-                                         **_launch_pdl(qkv))
+    _rope_cache[(t, n_heads + 2 * n_kv)](
+        qkv, cos, sin, pos, qo, kc, vc, t, kc.shape[2], NH=n_heads, NKV=n_kv, HD=hd, **_launch_pdl(qkv)
+    )
     return qo
 
 
@@ -231,8 +263,9 @@ def silu_mul(gu: torch.Tensor, fused: bool) -> torch.Tensor:
     return out
 
 
-def decode_attention(qg: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, pos: torch.Tensor,
-                     length: int) -> torch.Tensor:
+def decode_attention(
+    qg: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, pos: torch.Tensor, length: int
+) -> torch.Tensor:
     """One token: qg [1, KV, G, hd] attends to cache slots [0, pos] (pos [1]; length >= pos + 1, a multiple of
     SPLIT or the cache size). Returns [1, KV, G, hd]."""
     _, n_kv, r, hd = qg.shape
@@ -240,8 +273,9 @@ def decode_attention(qg: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, pos: 
     rp = max(16, triton.next_power_of_2(r))  # tl.dot needs 16 rows
     acc = torch.empty(n_kv, ns, rp, hd, dtype=torch.float32, device=qg.device)
     ml = torch.empty(n_kv, ns, rp, 2, dtype=torch.float32, device=qg.device)
-    _attn_split[(n_kv, ns)](qg, kc, vc, pos, acc, ml, kc.shape[2], r, ns, hd ** -0.5, RP=rp, HD=hd, SPLIT=SPLIT,
-                            BLOCK=64, **_launch_pdl(qg))
+    _attn_split[(n_kv, ns)](
+        qg, kc, vc, pos, acc, ml, kc.shape[2], r, ns, hd**-0.5, RP=rp, HD=hd, SPLIT=SPLIT, BLOCK=64, **_launch_pdl(qg)
+    )
     out = torch.empty_like(qg)
     # NSP from the cache size, not the bucket: one compiled merge kernel serves every graph bucket (a cold start
     # compiles each Triton specialization once, ~1 s each)

@@ -8,6 +8,7 @@ step went from 2.52 to 2.36 ms: BENCHMARKS.md).
 Same choice as Sampler's full-sort path: the same order of operations, the same hash, and tl.log is libdevice's logf
 (as torch's CUDA log).
 """
+
 from __future__ import annotations
 
 import torch
@@ -26,6 +27,7 @@ def available(x: torch.Tensor) -> bool:
 
 
 if triton is not None:
+
     @triton.jit
     def _mix(x):
         """sampling._mix on uint32."""
@@ -91,8 +93,9 @@ if triton is not None:
         tl.store(RNG + 1, step.to(tl.int64) + 1)
 
 
-def sample(logits: torch.Tensor, seen: torch.Tensor, params: torch.Tensor, rng: torch.Tensor,
-           out: torch.Tensor) -> None:
+def sample(
+    logits: torch.Tensor, seen: torch.Tensor, params: torch.Tensor, rng: torch.Tensor, out: torch.Tensor
+) -> None:
     """Sampler's full-sort step for logits fp32 [1, V]: the token into out [1], `seen` and `rng` updated."""
     v = logits.shape[-1]
     scaled = torch.empty(v, dtype=torch.float32, device=logits.device)

@@ -5,6 +5,7 @@ zf = (8 - z)·s. The packed layouts differ by device and are probed here, never 
   CUDA  [N/8, K/(16·ikt), 32, ikt/2] int32 tiles (ikt = inner k tiles); the op takes bf16 activations only.
   CPU   row blocks of 64 (AVX512), 32 (AVX2) or row pairs (plain builds), depending on how ATen was built.
 """
+
 from __future__ import annotations
 
 from functools import cache
@@ -37,8 +38,9 @@ def pack(q: torch.Tensor) -> torch.Tensor:
     """Codes uint8 [N, K] (0..15, input columns in group order) -> the tinygemm layout of q's device."""
     ikt = inner_k_tiles(q.shape[1])
     if q.is_cuda:  # [N, K/2] uint8 in, even column in the high nibble
-        return torch.ops.aten._convert_weight_to_int4pack((q[:, ::2] << 4 | q[:, 1::2]).to(torch.uint8).contiguous(),
-                                                          ikt)
+        return torch.ops.aten._convert_weight_to_int4pack(
+            (q[:, ::2] << 4 | q[:, 1::2]).to(torch.uint8).contiguous(), ikt
+        )
     return torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.to(torch.int32), ikt)
 
 
@@ -60,7 +62,7 @@ def unpack_cpu(packed: torch.Tensor, n: int, k: int, block: int, pairs: bool) ->
     flat, nf, tail = packed.reshape(-1), n // block, n % block
 
     def take(start: int, blocks: int, rows: int, pair: bool) -> torch.Tensor:
-        b = flat[start:start + blocks * k * rows // 2].view(blocks, k, rows // 2)
+        b = flat[start : start + blocks * k * rows // 2].view(blocks, k, rows // 2)
         lo, hi = b & 15, b >> 4
         c = torch.stack([lo, hi], 3).reshape(blocks, k, rows) if pair else torch.cat([lo, hi], 2)
         return c.transpose(1, 2).reshape(blocks * rows, k)

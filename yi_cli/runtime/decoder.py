@@ -3,11 +3,12 @@
 The KV cache lives for the whole session: a new prompt that starts with the previous prompt + reply only
 prefills the new tail, so the time to first token stays flat as a conversation grows.
 """
+
 from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 
@@ -29,7 +30,7 @@ def supports(ckpt) -> bool:
 
 def common_prefix(a: list[int], b: list[int]) -> int:
     n = 0
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=False):
         if x != y:
             break
         n += 1
@@ -126,8 +127,7 @@ class FastDecoder:
             self.events[slot].synchronize()
             yield int(self.host[slot])
 
-    def generate(self, prompt_ids: list[int], settings, cancel: threading.Event,
-                 stop_ids: set[int]) -> Iterator[int]:
+    def generate(self, prompt_ids: list[int], settings, cancel: threading.Event, stop_ids: set[int]) -> Iterator[int]:
         """Yield generated ids one by one; the last may be a stop id. Ends at a stop id, when `cancel` is set,
         after settings.max_new_tokens, or when the cache (max_seq_len) is full."""
         ids = list(prompt_ids)

@@ -3,6 +3,7 @@
 Eager PyTorch spends ~60 ms of CPU time per token launching ~1000 small kernels (measured on an H100); a replay launches
 them all at once. A step only attends to cache slots [0, L), so short conversations use a small-L graph.
 """
+
 from __future__ import annotations
 
 import torch

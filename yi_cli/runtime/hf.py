@@ -4,6 +4,7 @@ Plain checkpoints load through transformers. AWQ / GPTQ ones are built from thei
 full-precision linear is ever materialised); each packed projection becomes a qlinear module made from its QWeight,
 the rest is read from safetensors in the checkpoint's dtype.
 """
+
 from __future__ import annotations
 
 from ..errors import LoadError, failure, first_line
@@ -22,9 +23,14 @@ def _plain(ckpt):
 
     try:
         model, info = AutoModelForCausalLM.from_pretrained(
-            str(ckpt.path), config=ckpt.config, dtype=ckpt.dtype,
-            device_map=ckpt.device if ckpt.device != "cpu" else None, use_safetensors=ckpt.safetensors or None,
-            trust_remote_code=ckpt.trust_remote_code, output_loading_info=True)
+            str(ckpt.path),
+            config=ckpt.config,
+            dtype=ckpt.dtype,
+            device_map=ckpt.device if ckpt.device != "cpu" else None,
+            use_safetensors=ckpt.safetensors or None,
+            trust_remote_code=ckpt.trust_remote_code,
+            output_loading_info=True,
+        )
     except Exception as e:
         raise LoadError(f"{ckpt.path}: cannot load weights ({failure(e)})") from None
     # transformers fills missing tensors with random values and only warns: a model that would talk nonsense.

@@ -4,6 +4,7 @@ Every shape in a decode step is fixed for a given attended length L, so the step
 Numerics follow transformers' Llama: RMSNorm in fp32 then cast, rotary tables in fp32 cast to the compute dtype,
 logits in the compute dtype then fp32.
 """
+
 from __future__ import annotations
 
 import torch
@@ -20,8 +21,11 @@ PREFILL_ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
 
 def supports(config) -> bool:
     """Llama-architecture models (Yi, SmolLM2, Llama 2/3); others stay on transformers' generate."""
-    return (getattr(config, "model_type", None) == "llama" and getattr(config, "hidden_act", "silu") == "silu"
-            and not getattr(config, "mlp_bias", False))
+    return (
+        getattr(config, "model_type", None) == "llama"
+        and getattr(config, "hidden_act", "silu") == "silu"
+        and not getattr(config, "mlp_bias", False)
+    )
 
 
 def rotary(config, device) -> tuple[torch.Tensor, float]:
@@ -91,8 +95,9 @@ class FastLlama:
             total += sum(p.nbytes() for p in (layer.qkv, layer.o, layer.gate_up, layer.down))
         return total
 
-    def prefill(self, tokens: torch.Tensor, start: int, dense: bool | None = None,
-                all_logits: bool = False) -> torch.Tensor:
+    def prefill(
+        self, tokens: torch.Tensor, start: int, dense: bool | None = None, all_logits: bool = False
+    ) -> torch.Tensor:
         """tokens [T] at positions start .. start + T - 1, cache slots before `start` already filled. Many tokens
         dequantize int4 weights for one dense GEMM (`dense`, default: T >= dense_min). Returns fp32 logits [1, V]
         for the last token, or [T, V] with all_logits."""
@@ -103,8 +108,7 @@ class FastLlama:
         # row j·T + t being head kv·g + j at token t (transformers' repeat_kv order); mask [g·T, length].
         g = self.n_heads // self.n_kv
         mask = None if t == 1 else (self.arange[:length].unsqueeze(0) <= pos.unsqueeze(1)).repeat(g, 1)
-        return self._forward(tokens, pos, length, mask, t >= self.dense_min if dense is None else dense,
-                             not all_logits)
+        return self._forward(tokens, pos, length, mask, t >= self.dense_min if dense is None else dense, not all_logits)
 
     def decode_step(self, tok: torch.Tensor, pos: torch.Tensor, length: int) -> torch.Tensor:
         """One token tok [1] at position pos [1] (device tensors, so the step can be graphed), attending to cache
@@ -124,7 +128,7 @@ class FastLlama:
             return lin.prefill_mm(v) if dense else lin.mm(v)
 
         delta = None  # the residual branch not yet added to x: the add is fused into the next norm
-        for layer, kc, vc in zip(self.layers, self.k_cache, self.v_cache):
+        for layer, kc, vc in zip(self.layers, self.k_cache, self.v_cache, strict=False):
             x, h = add_rmsnorm(x, delta, layer.ln1, self.eps, fused)
             qg = rope_cache(mm(layer.qkv, h), cos, sin, pos, kc, vc, self.n_heads, self.n_kv, self.hd, fused)
             if decode:

@@ -6,6 +6,7 @@
          q = 16·hi + lo, the same bytes as int8.
 Projections that read the same input (q/k/v, gate/up) become one matmul along N where their kinds agree.
 """
+
 from __future__ import annotations
 
 import os
@@ -51,17 +52,22 @@ class Int4(_Proj):
         ikt = tinygemm.inner_k_tiles(k)
         self.wpr = 2 * ikt  # int32 words per row of a packed tile
         # one token: yi-chat's GEMV over the same packed codes where this build's tile layout is the expected one
-        self.gemv = (packed.is_cuda and gemv.available(packed) and self.n % gemv.ROWS == 0
-                     and os.environ.get("YI_CHAT_GEMV", "1") != "0"
-                     and tinygemm.gemv_layout(ikt, packed.device))
+        self.gemv = (
+            packed.is_cuda
+            and gemv.available(packed)
+            and self.n % gemv.ROWS == 0
+            and os.environ.get("YI_CHAT_GEMV", "1") != "0"
+            and tinygemm.gemv_layout(ikt, packed.device)
+        )
         # gate_up: the GEMV can finish with silu(gate)·up itself (one plane: the sum of two would come first)
         self.gemv_silu = self.gemv and len(planes) == 1 and bias is None and (n // 2) % (gemv.ROWS // 2) == 0
 
     def nbytes(self) -> int:
         return _nbytes(self.perm, self.bias, *(t for plane in self.planes for t in plane))
 
-    def _gemv(self, x: torch.Tensor, packed: torch.Tensor, group: int, sz: torch.Tensor,
-              silu: bool = False) -> torch.Tensor:
+    def _gemv(
+        self, x: torch.Tensor, packed: torch.Tensor, group: int, sz: torch.Tensor, silu: bool = False
+    ) -> torch.Tensor:
         return gemv.gemv_int4(x, packed, sz, self.n, self.k, group, self.wpr, silu=silu)
 
     def _input(self, x: torch.Tensor) -> torch.Tensor:
@@ -138,21 +144,26 @@ def build(ckpt, weights, names: list[str], k: int, sizes: list[int], dtype: torc
     """One matmul object computing cat([x @ W_name.T for name in names], -1) in `dtype`; W_name is [size, k]."""
     packed = [ckpt.is_quantized(n) for n in names]
     if any(packed) and not all(packed):
-        return Multi([build(ckpt, weights, [n], k, [s], dtype) for n, s in zip(names, sizes)])
+        return Multi([build(ckpt, weights, [n], k, [s], dtype) for n, s in zip(names, sizes, strict=False)])
     if not any(packed):
-        ws = [weights.tensor(f"{n}.weight", [s, k], dtype) for n, s in zip(names, sizes)]
-        biases = [weights.tensor(f"{n}.bias", [s], dtype) if f"{n}.bias" in weights else None
-                  for n, s in zip(names, sizes)]
+        ws = [weights.tensor(f"{n}.weight", [s, k], dtype) for n, s in zip(names, sizes, strict=False)]
+        biases = [
+            weights.tensor(f"{n}.bias", [s], dtype) if f"{n}.bias" in weights else None
+            for n, s in zip(names, sizes, strict=False)
+        ]
         return Dense(torch.cat(ws) if len(ws) > 1 else ws[0], _cat_bias(biases, sizes, dtype, ws[0].device))
-    qs = [weights.qweight(n, k, s) for n, s in zip(names, sizes)]
+    qs = [weights.qweight(n, k, s) for n, s in zip(names, sizes, strict=False)]
     if len(qs) > 1 and not Q.concatenable(qs):
-        return Multi([build(ckpt, weights, [n], k, [s], dtype) for n, s in zip(names, sizes)])
+        return Multi([build(ckpt, weights, [n], k, [s], dtype) for n, s in zip(names, sizes, strict=False)])
     w = Q.concat(qs)
     del qs
     bias = _bias(w.bias, dtype)
     g, n, device = w.groups_of, w.out_features, w.q.device
-    if not (w.bits in (4, 8) and tinygemm.supported(4, g, k, n, device)
-            and all(tinygemm.supported(4, g, k, s, device) for s in sizes)):
+    if not (
+        w.bits in (4, 8)
+        and tinygemm.supported(4, g, k, n, device)
+        and all(tinygemm.supported(4, g, k, s, device) for s in sizes)
+    ):
         return Dense(Q.dequantize(w, dtype), bias)  # shapes the int4 ops refuse
     perm = Q.group_perm(w)
     q = w.q if perm is None else w.q[:, perm]  # [N, K] codes, input columns in group order
@@ -173,13 +184,19 @@ def _bias(b, dtype):
 def _cat_bias(biases, sizes, dtype, device):
     if all(b is None for b in biases):
         return None
-    return torch.cat([b if b is not None else torch.zeros(s, dtype=dtype, device=device)
-                      for b, s in zip(biases, sizes)])
+    return torch.cat(
+        [
+            b if b is not None else torch.zeros(s, dtype=dtype, device=device)
+            for b, s in zip(biases, sizes, strict=False)
+        ]
+    )
 
 
 def _int8_planes(q, s, c):
     """q uint8 [N, K], s / c [N, G] fp32 (W = q·s + c) -> two int4 planes with the same bytes as q."""
     sz_hi = torch.stack([16 * s, 128 * s + c], -1).transpose(0, 1)  # [G, N, 2]
     sz_lo = torch.stack([s, 8 * s], -1).transpose(0, 1)
-    return [(tinygemm.pack(q >> 4), sz_hi.to(OP_DTYPE).contiguous()),
-            (tinygemm.pack(q & 15), sz_lo.to(OP_DTYPE).contiguous())]
+    return [
+        (tinygemm.pack(q >> 4), sz_hi.to(OP_DTYPE).contiguous()),
+        (tinygemm.pack(q & 15), sz_lo.to(OP_DTYPE).contiguous()),
+    ]

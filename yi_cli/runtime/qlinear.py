@@ -5,6 +5,7 @@ DequantLinear 8-bit (and 4-bit shapes the int4 ops refuse): keeps the codes pack
 Both: `in_features`, `out_features`, `forward(x [..., in]) -> [..., out]`, `dequantize() -> float32 [out, in]`.
 `make_linear(QWeight, device, dtype)` picks one. Neither keeps a float [out, in] weight between calls.
 """
+
 from __future__ import annotations
 
 import torch
@@ -12,6 +13,7 @@ from torch import nn
 
 from ..checkpoint.formats import QWeight, group_perm
 from ..kernels import tinygemm
+
 
 class QuantLinear(nn.Module):
     """Shared by the kernels: `_weight(dtype)` gives W [out, in] in kernel column order (g_idx-sorted)."""
@@ -44,8 +46,9 @@ class Int4Linear(QuantLinear):
         del q
         self.cpu_layout = None if self.weight.is_cuda else tinygemm.cpu_layout()
         self.op_dtype = tinygemm.compute_dtype(device, dtype, quantized=True)
-        self.register_buffer("scales_and_zeros", tinygemm.scales_and_zeros(w.scales.to(device), w.zeros.to(device),
-                                                                           self.op_dtype))  # [G, out, 2]
+        self.register_buffer(
+            "scales_and_zeros", tinygemm.scales_and_zeros(w.scales.to(device), w.zeros.to(device), self.op_dtype)
+        )  # [G, out, 2]
         self.register_buffer("bias", None if w.bias is None else w.bias.to(device, dtype))
 
     def _mm(self, x2: torch.Tensor, sz: torch.Tensor) -> torch.Tensor:
@@ -98,7 +101,7 @@ class DequantLinear(QuantLinear):
             q = q[:, perm.to(device)]
         self.register_buffer("perm", None if perm is None else perm.to(device))
         if self.bits == 4:  # two codes per byte: [out, in/2], column j low nibble, column j + in/2 high
-            q = q[:, : self.in_features // 2] | (q[:, self.in_features // 2:] << 4)
+            q = q[:, : self.in_features // 2] | (q[:, self.in_features // 2 :] << 4)
         self.register_buffer("qweight", q.contiguous())
         s = w.scales.to(device, torch.float32).t().unsqueeze(2)  # [out, G, 1]
         self.register_buffer("scales", s.to(dtype))

@@ -4,6 +4,7 @@ Same semantics and order as transformers' generate (RepetitionPenalty, then Temp
 All settings live in device tensors, so one captured CUDA graph serves every setting. The random numbers come from
 a counter-based hash of (seed, step, vocab id): graph-safe, reproducible for a seed, identical on CPU and CUDA.
 """
+
 from __future__ import annotations
 
 import random
@@ -37,8 +38,9 @@ class Sampler:
     def reset(self, settings, prompt_ids: list[int]) -> None:
         """Load one request's settings and the prompt's ids (host -> device copies, before the first step)."""
         dev = self.params.device
-        self.params.copy_(torch.tensor([settings.temperature, settings.top_p, settings.top_k,
-                                        settings.repetition_penalty]))
+        self.params.copy_(
+            torch.tensor([settings.temperature, settings.top_p, settings.top_k, settings.repetition_penalty])
+        )
         seed = settings.seed if settings.seed is not None else random.getrandbits(32)
         self.rng.copy_(torch.tensor([seed & _M32, 0]))
         self.seen.zero_()
@@ -48,7 +50,7 @@ class Sampler:
         """Gumbel noise for vocab `ids` at this (seed, step): the same value for an id whichever candidates
         are scored, so the graph (all ids) and the CPU shortcut (top candidates) pick the same token."""
         key = _mix((_mix(self.rng[0]) + self.rng[1]) & _M32)
-        u = (_mix((_mix(ids ^ key) + key) & _M32) >> 8).float().add_(0.5).mul_(2.0 ** -24)  # (0, 1)
+        u = (_mix((_mix(ids ^ key) + key) & _M32) >> 8).float().add_(0.5).mul_(2.0**-24)  # (0, 1)
         return -torch.log(-torch.log(u))
 
     def step(self, logits: torch.Tensor, out: torch.Tensor) -> torch.Tensor:

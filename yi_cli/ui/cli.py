@@ -1,4 +1,5 @@
 """yi-chat: argument parsing; interactive, piped or one-shot; errors mapped to exit codes."""
+
 from __future__ import annotations
 
 import argparse
@@ -75,17 +76,30 @@ def seconds_arg(value: str) -> float:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = Parser(prog="yi-chat", description="Chat with Yi models (and other chat models) in a terminal.",
-                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(
+        prog="yi-chat",
+        description="Chat with Yi models (and other chat models) in a terminal.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     a = p.add_argument
     a("words", nargs="*", metavar="PROMPT", help="answer this prompt and exit, like -p (see subcommands below)")
     a("--version", action="version", version=f"yi-chat {__version__}")
     a("--model", "-m", help="checkpoint directory, hub id, Yi alias, or demo (default: demo)")
     a("--system", help="system prompt")
-    a("--prompt", "-p", help="answer this one prompt and exit; '-' reads it from stdin; piped stdin is "
-      "prepended as context")
-    a("--file", "-f", action="append", dest="files", metavar="PATH", help="attach a text file to the (first) "
-      "message; repeatable; '-' is stdin")
+    a(
+        "--prompt",
+        "-p",
+        help="answer this one prompt and exit; '-' reads it from stdin; piped stdin is prepended as context",
+    )
+    a(
+        "--file",
+        "-f",
+        action="append",
+        dest="files",
+        metavar="PATH",
+        help="attach a text file to the (first) message; repeatable; '-' is stdin",
+    )
     a("--json", action="store_true", help="write one JSON object per turn to stdout")
     a("--max-new-tokens", type=int, help="most tokens per reply (default 512)")
     a("--temperature", type=float, help="sampling temperature, 0 = greedy (default 0.6)")
@@ -98,14 +112,26 @@ def parser() -> argparse.ArgumentParser:
     a("--engine", choices=["auto", "fast", "generate"], help="decode engine: fast (CUDA graphs) or plain generate")
     a("--raw", action="store_true", help="no chat template: feed the text as is (base models)")
     a("--resume", metavar="PATH", help="start from a saved session file ('last' = the newest interactive one)")
-    a("--continue", "-c", action="store_true", dest="continue_", help="go on with the newest interactive "
-      "session (= --resume last)")
+    a(
+        "--continue",
+        "-c",
+        action="store_true",
+        dest="continue_",
+        help="go on with the newest interactive session (= --resume last)",
+    )
     a("--endpoint", metavar="URL", help="stream from an OpenAI-compatible server instead of a local model")
-    a("--api-key", help="API key for --endpoint (default: the variable named by api_key_env in the config, "
-      "else $OPENAI_API_KEY; a variable keeps it out of ps)")
+    a(
+        "--api-key",
+        help="API key for --endpoint (default: the variable named by api_key_env in the config, "
+        "else $OPENAI_API_KEY; a variable keeps it out of ps)",
+    )
     a("--connect-timeout", type=seconds_arg, metavar="S", help="--endpoint: seconds to connect (default 10)")
-    a("--idle-timeout", type=seconds_arg, metavar="S",
-      help="--endpoint: seconds without reply data before giving up; keep-alives do not count (default 60)")
+    a(
+        "--idle-timeout",
+        type=seconds_arg,
+        metavar="S",
+        help="--endpoint: seconds without reply data before giving up; keep-alives do not count (default 60)",
+    )
     a("--deadline", type=seconds_arg, metavar="S", help="--endpoint: seconds for one whole reply (default 900)")
     a("--overflow", choices=["drop", "refuse"], help="when the context is full: drop oldest turns, or refuse")
     a("--stats", action="store_true", help="print the stats line after each reply also when piped (stderr)")
@@ -185,23 +211,26 @@ def _err(msg: str) -> None:
 
 def _main(args) -> int:
     from ..conversation import attach, store
-    from . import config, remote_env
     from ..conversation.chat import Chat, Options
     from ..conversation.session import ChatSession
+    from . import config, remote_env
 
     tty = sys.stdin is not None and sys.stdin.isatty()
     first = " ".join(args.words).split()[:1]
     if first and first[0] in SUBCOMMANDS and not args.dashdash:
-        raise UsageError(f"'{first[0]}' is a subcommand: put it first (yi-chat {first[0]} ...), or send it as a "
-                         f"prompt with -p TEXT or after --")
+        raise UsageError(
+            f"'{first[0]}' is a subcommand: put it first (yi-chat {first[0]} ...), or send it as a "
+            f"prompt with -p TEXT or after --"
+        )
     prompt, attachments = attach.gather(args.words, args.prompt, args.files or [], tty)  # before anything loads
     top, gen_cfg = config.read()
     args.endpoint, endpoint_from = remote_env.endpoint(args.endpoint, top)
     if args.model is not None and not args.model.strip():
         raise UsageError("--model is empty: give a checkpoint directory, a cached hub id, or demo")
     # A remote engine names its own model when none is given; a local one defaults to the demo.
-    args.model = (args.model or os.environ.get("YI_CHAT_MODEL") or top.get("model")
-                  or (None if args.endpoint else "demo"))
+    args.model = (
+        args.model or os.environ.get("YI_CHAT_MODEL") or top.get("model") or (None if args.endpoint else "demo")
+    )
     args.model = top.get("aliases", {}).get(args.model, args.model)  # [aliases] in config.toml
     if not args.endpoint:
         check_model_name(args.model)
@@ -261,8 +290,9 @@ def check_model_name(model: str) -> None:
     from ..errors import LoadError
 
     if model.startswith("demo") and model not in demo.NAMES and not Path(model).expanduser().exists():
-        raise LoadError(f"--model {model}: no such demo model or directory (the demo models are "
-                        f"{', '.join(demo.NAMES)})")
+        raise LoadError(
+            f"--model {model}: no such demo model or directory (the demo models are {', '.join(demo.NAMES)})"
+        )
 
 
 def run_pipe(chat) -> int:
@@ -302,9 +332,9 @@ def make_renderer(args, interactive: bool, prompt: str | None):
 
 def make_engine(args, top: dict, render, endpoint_from: str = ""):
     if args.endpoint:
-        from . import config, remote_env
         from ..engines.remote import RemoteEngine
         from ..engines.remote_http import Limits
+        from . import config, remote_env
 
         key, key_from = remote_env.api_key(args.api_key, top)
         limits = Limits.from_config(top.get("remote") or {}, str(config.path()))
@@ -312,16 +342,22 @@ def make_engine(args, top: dict, render, endpoint_from: str = ""):
             if getattr(args, name) is not None:
                 setattr(limits, name, getattr(args, name))
         engine = RemoteEngine(args.endpoint, key, model=args.model, limits=limits, notify=render.notice)
-        engine.origin = f"endpoint from {endpoint_from}\n" + (f"API key from {key_from} (not shown)" if key
-                                                               else "no API key")
+        engine.origin = f"endpoint from {endpoint_from}\n" + (
+            f"API key from {key_from} (not shown)" if key else "no API key"
+        )
         return engine
     from ..checkpoint.loader import open_checkpoint, resolve
     from ..engines.local import LocalEngine
 
     path = resolve(args.model, args.allow_pickle)  # a hub id not cached is fetched here, with its own progress
     with render.err.status(f"loading {args.model} ...") if render.err.is_terminal else _nullctx():
-        ckpt = open_checkpoint(path, device=args.device or top.get("device"), dtype=args.dtype or top.get("dtype"),
-                               allow_pickle=args.allow_pickle, trust_remote_code=args.trust_remote_code)
+        ckpt = open_checkpoint(
+            path,
+            device=args.device or top.get("device"),
+            dtype=args.dtype or top.get("dtype"),
+            allow_pickle=args.allow_pickle,
+            trust_remote_code=args.trust_remote_code,
+        )
         return LocalEngine(ckpt, backend=args.engine or top.get("engine", "auto"), raw=args.raw)
 
 

@@ -19,8 +19,8 @@ def model_names() -> list[str]:
     """The demo models, and the ones a `models` subcommand lists when it has a names() function."""
     import importlib
 
-    from . import cli
     from ..checkpoint import demo
+    from . import cli
 
     names = list(demo.NAMES)
     module = cli.SUBCOMMANDS["models"][0]

@@ -12,9 +12,9 @@ import re
 import tomllib
 
 from .. import inputs
+from ..engines.settings import NAMES, parse
 from ..errors import UsageError, shown
 from ..paths import config_dir
-from ..engines.settings import NAMES, parse
 
 TOP_KEYS = {"model", "device", "dtype", "engine", "overflow", "system", "endpoint", "api_key_env"}
 CHOICES = {

@@ -2,6 +2,7 @@
 
 No torch: a checkpoint is described from its config, quantization settings and safetensors headers only.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -10,8 +11,7 @@ import struct
 import sys
 from pathlib import Path
 
-from ..checkpoint import demo
-from ..checkpoint import family, hub
+from ..checkpoint import demo, family, hub
 from ..errors import LoadError, UsageError
 
 COMMANDS = ("pull", "models")
@@ -25,14 +25,20 @@ class _Parser(argparse.ArgumentParser):
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="yi-chat", description="Fetch and list models.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    pull = sub.add_parser("pull", help="download a hub checkpoint into the Hugging Face cache, without chatting",
-                          description="Download what yi-chat needs of a hub repo (config, tokenizer, safetensors) "
-                                      "into the Hugging Face cache; an interrupted download continues.")
+    pull = sub.add_parser(
+        "pull",
+        help="download a hub checkpoint into the Hugging Face cache, without chatting",
+        description="Download what yi-chat needs of a hub repo (config, tokenizer, safetensors) "
+        "into the Hugging Face cache; an interrupted download continues.",
+    )
     pull.add_argument("repo", help="hub id (01-ai/Yi-6B-Chat-4bits) or a Yi alias (yi-6b-chat-4bits)")
     pull.add_argument("--revision", default="main", help="branch, tag or commit (default main)")
     pull.add_argument("--allow-pickle", action="store_true", help="also fetch pickle .bin weights")
-    models = sub.add_parser("models", help="list the models this machine can chat with",
-                            description="Cached hub checkpoints, the demo models and config aliases.")
+    models = sub.add_parser(
+        "models",
+        help="list the models this machine can chat with",
+        description="Cached hub checkpoints, the demo models and config aliases.",
+    )
     models.add_argument("--all", action="store_true", help="also list the Yi family's aliases, fetched or not")
     models.add_argument("--json", action="store_true", help="one JSON array on stdout")
     return p
@@ -91,15 +97,32 @@ def models(args, aliases: dict) -> int:
         row = describe(d) if d else {**_blank(), "loadable": True, "reason": "converted on first use"}
         rows.append({"name": name, "source": "demo", "alias": None, **row})
     for alias, target in sorted(aliases.items()):
-        rows.append({"name": alias, "source": "config alias", "alias": None, "target": target, **_describe_target(
-            target, cached)})
+        rows.append(
+            {
+                "name": alias,
+                "source": "config alias",
+                "alias": None,
+                "target": target,
+                **_describe_target(target, cached),
+            }
+        )
     if args.all:
         for m in family.MEMBERS:
             if m.repo.lower() in cached:
                 continue
-            rows.append({"name": m.repo, "source": "Yi family (not fetched)", "alias": m.alias, **_blank(),
-                         "format": _family_format(m), "params": _params_of(m), "context": m.context,
-                         "loadable": True, "reason": f"yi-chat pull {m.alias}"})
+            rows.append(
+                {
+                    "name": m.repo,
+                    "source": "Yi family (not fetched)",
+                    "alias": m.alias,
+                    **_blank(),
+                    "format": _family_format(m),
+                    "params": _params_of(m),
+                    "context": m.context,
+                    "loadable": True,
+                    "reason": f"yi-chat pull {m.alias}",
+                }
+            )
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
@@ -137,8 +160,13 @@ def describe(path: Path, size: int | None = None) -> dict:
     from ..checkpoint import files as loader
     from ..checkpoint import quantized
 
-    row = {**_blank(), "path": str(path), "size": size if size is not None else _disk_size(path),
-           "loadable": True, "reason": None}
+    row = {
+        **_blank(),
+        "path": str(path),
+        "size": size if size is not None else _disk_size(path),
+        "loadable": True,
+        "reason": None,
+    }
     try:
         cfg = loader.read_config(path)
         row["context"] = cfg.get("max_position_embeddings") or cfg.get("n_positions")
@@ -147,8 +175,11 @@ def describe(path: Path, size: int | None = None) -> dict:
             files = loader.weight_files(path, allow_pickle=True)
             loader.check_index(path)
             loader.check_safetensors(files)
-            row["format"] = str(cfg.get("torch_dtype") or cfg.get("dtype") or "float16").replace("float", "fp") \
+            row["format"] = (
+                str(cfg.get("torch_dtype") or cfg.get("dtype") or "float16")
+                .replace("float", "fp")
                 .replace("bfp16", "bf16")
+            )
             if files[0].suffix == ".bin":
                 row["format"] += " (pickle .bin: needs --allow-pickle)"
             row["params"] = _header_params(files) or _params_from_config(cfg)
@@ -198,9 +229,16 @@ def _params_from_config(cfg: dict) -> int | None:
 
 
 def _params_of(m: family.Member) -> int:
-    return _params_from_config({"hidden_size": m.hidden, "intermediate_size": m.intermediate, "vocab_size": 64000,
-                                "num_hidden_layers": m.layers, "num_attention_heads": m.heads,
-                                "num_key_value_heads": m.kv_heads})
+    return _params_from_config(
+        {
+            "hidden_size": m.hidden,
+            "intermediate_size": m.intermediate,
+            "vocab_size": 64000,
+            "num_hidden_layers": m.layers,
+            "num_attention_heads": m.heads,
+            "num_key_value_heads": m.kv_heads,
+        }
+    )
 
 
 def _family_format(m: family.Member) -> str:
@@ -223,8 +261,10 @@ def _bytes(n: int | None) -> str:
 
 
 def summary(row: dict) -> str:
-    return (f"{row['format'] or '?'} · {_count(row['params'])} params · {_bytes(row['size'])} · "
-            f"context {row['context'] or '?'}")
+    return (
+        f"{row['format'] or '?'} · {_count(row['params'])} params · {_bytes(row['size'])} · "
+        f"context {row['context'] or '?'}"
+    )
 
 
 def _table(rows: list[dict]) -> None:
@@ -238,8 +278,16 @@ def _table(rows: list[dict]) -> None:
         status = "ok" if r["loadable"] and not r["reason"] else (r["reason"] or "")
         if not r["loadable"]:
             status = f"cannot load: {r['reason']}"
-        t.add_row(r["name"], r.get("alias") or "", r["source"], r["format"] or "-", _count(r["params"]),
-                  _bytes(r["size"]), str(r["context"] or "-"), status)
+        t.add_row(
+            r["name"],
+            r.get("alias") or "",
+            r["source"],
+            r["format"] or "-",
+            _count(r["params"]),
+            _bytes(r["size"]),
+            str(r["context"] or "-"),
+            status,
+        )
     console = Console(highlight=False)
     if not console.is_terminal:
         console.width = 250  # a pipe gets whole rows, not rows wrapped at 80 columns

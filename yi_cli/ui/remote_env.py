@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import os
 
-from . import config
 from ..errors import UsageError
+from . import config
 
 
 def endpoint(flag: str | None, top: dict) -> tuple[str | None, str]:

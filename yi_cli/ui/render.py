@@ -1,4 +1,5 @@
 """Output: a rich Live markdown panel on a terminal; plain text or JSON lines for pipes (no torch)."""
+
 from __future__ import annotations
 
 import io
@@ -15,8 +16,12 @@ from ..safe_text import safe
 
 
 def footer(stats: Stats) -> str:
-    parts = [stats.finish_reason, f"{stats.prompt_tokens} prompt tok", f"{stats.new_tokens} new tok",
-             f"ttft {stats.ttft_s:.2f}s"]
+    parts = [
+        stats.finish_reason,
+        f"{stats.prompt_tokens} prompt tok",
+        f"{stats.new_tokens} new tok",
+        f"ttft {stats.ttft_s:.2f}s",
+    ]
     if stats.decode_tok_s:
         parts.append(f"{stats.decode_tok_s:.1f} tok/s")
     return " · ".join(parts)
@@ -45,8 +50,9 @@ class Renderer:
 
     def show(self, renderable) -> None:
         """Output of a command (text or a rich renderable)."""
-        self.console.print(safe(renderable) if isinstance(renderable, str) else renderable, markup=False,
-                           highlight=False)
+        self.console.print(
+            safe(renderable) if isinstance(renderable, str) else renderable, markup=False, highlight=False
+        )
 
     def notice(self, msg: str) -> None:
         self.err.print(safe(msg), markup=False, highlight=False, style="yellow", soft_wrap=True)
@@ -83,7 +89,7 @@ class LiveRenderer(Renderer):
 
     def reply_text(self, delta: str) -> None:
         self.text += safe(delta)
-        done, tail = split_blocks(self.text[self.printed:])
+        done, tail = split_blocks(self.text[self.printed :])
         if done.strip():
             self.console.print(Markdown(done))
         self.printed += len(done)
@@ -97,7 +103,7 @@ class LiveRenderer(Renderer):
 
     def reply_end(self, text: str, stats: Stats | None) -> None:
         if self.live is not None:
-            self.live.update(Markdown(self.text[self.printed:]))
+            self.live.update(Markdown(self.text[self.printed :]))
             self.live.stop()
             self.live = None
         if stats is not None and stats.finish_reason == "interrupted":

@@ -1,4 +1,5 @@
 """The interactive loop: prompt_toolkit line editing, history, completion, toolbar; dispatch to Chat (no torch)."""
+
 from __future__ import annotations
 
 import os
@@ -43,13 +44,14 @@ def toolbar(chat):
         ctx = chat.engine.context_length
         meter = f"ctx {used}/{ctx}" if ctx else f"ctx {used}"
         s = chat.settings
-        return (f" {chat.engine.name} · {meter} · temp {s.temperature} · "
-                f"top_p {s.top_p} · /help")
+        return f" {chat.engine.name} · {meter} · temp {s.temperature} · top_p {s.top_p} · /help"
+
     return text
 
 
 def editor(session):
     """/edit: $VISUAL/$EDITOR on a temp file when set, else the message inline, ready to change."""
+
     def edit(old: str) -> str | None:
         cmd = os.environ.get("VISUAL") or os.environ.get("EDITOR")
         if not cmd:
@@ -70,14 +72,20 @@ def editor(session):
                 raise YiError(f"editor {cmd!r} failed ({e})") from None
             with open(f.name, encoding="utf-8") as g:
                 return g.read().rstrip("\n")
+
     return edit
 
 
 def run(chat, prompt_text: str = ">>> ") -> int:
     words = ["/" + n for n in commands.TABLE] + ["/" + a for a in commands.ALIASES]
-    session = PromptSession(history=history(chat.render), key_bindings=bindings(),
-                            completer=WordCompleter(words, sentence=True), complete_while_typing=True,
-                            bottom_toolbar=toolbar(chat), prompt_continuation="... ")
+    session = PromptSession(
+        history=history(chat.render),
+        key_bindings=bindings(),
+        completer=WordCompleter(words, sentence=True),
+        complete_while_typing=True,
+        bottom_toolbar=toolbar(chat),
+        prompt_continuation="... ",
+    )
     chat.editor = editor(session)
     chat.render.show(f"yi-chat · {chat.engine.name} · /help for commands, Ctrl-D to exit")
     while chat.running:
