@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -45,8 +46,36 @@ def ensure(name: str = "demo") -> Path:
         return out
     try:
         private_dir(root)
+        lock = os.fdopen(
+            os.open(root / ".convert.lock", os.O_RDWR | os.O_CREAT, 0o600), "r+"
+        )  # one for all: demo converts demo-fp32 too
+        os.fchmod(lock.fileno(), 0o600)  # the cache is the user's alone (the mode above is filtered by the umask)
     except OSError as e:
         raise LoadError(f"{root}: cannot create the cache directory ({e.strerror})") from None
+    with lock:  # closing the file releases the lock, also when the conversion fails
+        _wait_for(lock, name)
+        if (out / "config.json").is_file():  # another run converted it while we waited
+            return out
+        return _make(name, out, src)
+
+
+def _wait_for(lock, name: str) -> None:
+    """Take the conversion lock of `name`: a second first run waits for the first, then reuses its result."""
+    import fcntl
+
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(
+            f"yi-chat: another yi-chat is preparing the demo model {name}; waiting for it ...",
+            file=sys.stderr,
+            flush=True,
+        )
+        fcntl.flock(lock, fcntl.LOCK_EX)
+
+
+def _make(name: str, out: Path, src: Path) -> Path:
+    """Convert the GGUF into demo-fp32 where it is missing, then quantize it into `name`, under one progress."""
     gguf = None if (src / "config.json").is_file() else gguf_path()
     writer = None
     if name != "demo-fp32":

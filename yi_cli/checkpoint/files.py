@@ -3,34 +3,61 @@ and name -> tensor access over one or several safetensors files, with errors tha
 
 from __future__ import annotations
 
-import json
+import math
+import struct
 from contextlib import ExitStack
 from pathlib import Path
 
-from ..errors import LoadError, first_line
+from .. import inputs
+from ..errors import LoadError, first_line, shown
+
+# JSON files that transformers reads after us: checked here first (size, nesting, finite numbers), since its own
+# readers recurse, accept NaN and read any size.
+SIDE_FILES = (
+    "generation_config.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "quantize_config.json",
+    "preprocessor_config.json",
+)
+# Bytes per element of the safetensors dtypes.
+DTYPES = {
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "I16": 2,
+    "U16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "I32": 4,
+    "U32": 4,
+    "F32": 4,
+    "I64": 8,
+    "U64": 8,
+    "F64": 8,
+}
 
 
 def read_json(f: Path) -> dict:
-    try:
-        data = json.loads(f.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise LoadError(f"{f}: corrupt JSON ({e.__class__.__name__}: {e})") from None
-    if not isinstance(data, dict):
-        raise LoadError(f"{f}: expected a JSON object")
-    return data
+    return inputs.read_json(f, inputs.JSON_LIMIT, LoadError, f.name)
 
 
 def read_config(path: Path) -> dict:
     cfg = path / "config.json"
-    if not cfg.is_file():
+    if not cfg.exists():  # a FIFO or a directory by that name is named as such by read_json
         raise LoadError(f"{path}: no config.json (not a model checkpoint directory)")
-    try:
-        data = json.loads(cfg.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise LoadError(f"{cfg}: corrupt config.json ({e.__class__.__name__}: {e})") from None
+    data = inputs.read_json(cfg, inputs.JSON_LIMIT, LoadError, "config.json", obj=False)
     if not isinstance(data, dict) or "model_type" not in data:
         raise LoadError(f"{cfg}: not a transformers model config (no model_type)")
     return data
+
+
+def check_side_files(path: Path) -> None:
+    for name in SIDE_FILES:
+        if (path / name).exists():
+            read_json(path / name)
 
 
 def weight_files(path: Path, allow_pickle: bool) -> list[Path]:
@@ -51,34 +78,88 @@ def check_index(path: Path) -> None:
     idx = path / "model.safetensors.index.json"
     if not idx.is_file():
         return
-    try:
-        names = set(json.loads(idx.read_text())["weight_map"].values())
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise LoadError(f"{idx}: corrupt index ({e.__class__.__name__})") from None
+    names = index_files(idx)
     for n in sorted(names):
         if not (path / n).is_file():
             raise LoadError(f"{path / n}: weight shard listed in the index is missing")
 
 
-def check_safetensors(files: list[Path]) -> None:
-    """Open each file's header and check its data fits the file: catches truncated downloads."""
-    import struct
+def index_files(idx: Path) -> set[str]:
+    """The shard names of a safetensors index: plain file names only (no paths out of the directory)."""
+    wm = read_json(idx).get("weight_map")
+    if not isinstance(wm, dict) or not all(isinstance(v, str) for v in wm.values()):
+        raise LoadError(f"{idx}: weight_map must be an object of tensor name -> file name")
+    bad = next((v for v in wm.values() if not v or Path(v).name != v or v in (".", "..")), None)
+    if bad is not None:
+        raise LoadError(f"{idx}: weight_map names {shown(bad, 60)!r}, not a file name in the directory")
+    return set(wm.values())
 
+
+def check_safetensors(files: list[Path]) -> None:
+    """Read each file's header (within a size limit) and check every entry: a known dtype, a shape of
+    non-negative integers, data_offsets that match the shape and fit the file (catches truncated downloads)."""
     for f in files:
         if f.suffix != ".safetensors":
             continue
-        try:
-            size = f.stat().st_size
-            with open(f, "rb") as fh:
-                (n,) = struct.unpack("<Q", fh.read(8))
-                header = json.loads(fh.read(n)) if 0 < n < size else None
-        except (OSError, ValueError, struct.error, UnicodeDecodeError):
-            header = None
-        if not isinstance(header, dict):
-            raise LoadError(f"{f}: not a valid safetensors file")
-        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        header, n, size = read_header(f)
+        end = 0
+        for name, v in header.items():
+            if name == "__metadata__":
+                continue
+            end = max(end, _entry_end(f, name, v))
         if 8 + n + end > size:
             raise LoadError(f"{f}: truncated ({size} bytes, header needs {8 + n + end}); download it again")
+
+
+def read_header(f: Path) -> tuple[dict, int, int]:
+    """(header, its length, file size) of a safetensors file; the header is read only within HEADER_LIMIT."""
+    if not f.is_file():  # a FIFO named *.safetensors would block the open
+        raise LoadError(f"{f}: not a regular file")
+    try:
+        size = f.stat().st_size
+        with open(f, "rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            if not 0 < n <= min(size - 8, inputs.HEADER_LIMIT):
+                why = (
+                    f"its header is {n} bytes, more than the {inputs.size_text(inputs.HEADER_LIMIT)} limit"
+                    if n > inputs.HEADER_LIMIT
+                    else "its header length does not fit the file"
+                )
+                raise LoadError(f"{f}: not a valid safetensors file ({why})")
+            raw = fh.read(n)
+    except (OSError, struct.error):
+        raise LoadError(f"{f}: not a valid safetensors file") from None
+    try:
+        header = inputs.loads(raw, f.name, LoadError, what="header")
+    except LoadError as e:
+        raise LoadError(f"{f}: not a valid safetensors file ({str(e).removeprefix(f.name + ': ')})") from None
+    if not isinstance(header, dict):
+        raise LoadError(f"{f}: not a valid safetensors file (the header is not a JSON object)")
+    return header, n, size
+
+
+def _entry_end(f: Path, name: str, v) -> int:
+    where = f"{f}: tensor {shown(name, 80)}"
+    if not isinstance(v, dict):
+        raise LoadError(f"{where}: header entry is not an object")
+    dtype, shape, offsets = v.get("dtype"), v.get("shape"), v.get("data_offsets")
+    if dtype not in DTYPES:
+        raise LoadError(f"{where}: unknown dtype {shown(str(dtype), 20)!r}")
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+        raise LoadError(f"{where}: shape must be a list of non-negative integers")
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(type(o) is int for o in offsets)
+        or not 0 <= offsets[0] <= offsets[1]
+    ):
+        raise LoadError(f"{where}: data_offsets must be [begin, end] with 0 <= begin <= end")
+    if offsets[1] - offsets[0] != math.prod(shape) * DTYPES[dtype]:
+        raise LoadError(
+            f"{where}: data_offsets span {offsets[1] - offsets[0]} bytes, its shape {shape} "
+            f"{dtype} needs {math.prod(shape) * DTYPES[dtype]}"
+        )
+    return offsets[1]
 
 
 class Tensors:

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import LoadError, failure, first_line
-from . import quantized
-from .files import Tensors, check_index, check_safetensors, read_config, weight_files
+from . import plausible, quantized
+from .files import Tensors, check_index, check_safetensors, check_side_files, read_config, weight_files
 
 
 @dataclass
@@ -134,6 +134,8 @@ def open_checkpoint(
     """Resolve `path`, check its files and read everything but the weights."""
     path = resolve(str(path), allow_pickle)
     cfg = read_config(path)
+    plausible.check(cfg, path / "config.json")
+    check_side_files(path)
     device = pick_device(device)
     from transformers.utils import logging as hf_logging
 
@@ -147,6 +149,8 @@ def open_checkpoint(
         check_index(path)
     check_safetensors(files)
     dtype = pick_dtype(dtype, device, quant is not None)
+    elem = dtype.itemsize
+    plausible.check_memory(cfg, path / "config.json", device, elem, quant["bits"] if quant else elem * 8)
     config = _config(path, quant is not None, trust_remote_code)
     from . import hub
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import torch
 
 from ..errors import LoadError
+from ..inputs import field
 from . import formats as Q
-from .files import Tensors, check_index, read_json
+from .files import Tensors, check_index, index_files, read_json
 
 PROJ = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 SUPPORTED = "supported: awq gemm 4-bit with zero_point, gptq v1 4/8-bit"
@@ -27,6 +28,23 @@ def detect(path: Path, cfg: dict) -> dict | None:
         qc.setdefault("quant_method", "gptq")
     if not isinstance(qc, dict):
         raise LoadError(f"{src}: quantization_config is not an object")
+    for key, kinds in (
+        ("quant_method", str),
+        ("bits", int),
+        ("w_bit", int),
+        ("group_size", int),
+        ("q_group_size", int),
+        ("version", str),
+        ("checkpoint_format", str),
+        ("format", str),
+        ("modules_to_not_convert", (list, type(None))),
+        ("zero_point", bool),
+        ("sym", bool),
+        ("desc_act", bool),
+    ):
+        field(qc, key, kinds, src, LoadError, label=f"quantization_config.{key}")
+    if not all(isinstance(m, str) for m in qc.get("modules_to_not_convert") or []):
+        raise LoadError(f"{src}: quantization_config.modules_to_not_convert must be a list of module names")
     method = str(qc.get("quant_method", "")).lower()
     bits = qc.get("bits", qc.get("w_bit"))  # w_bit / q_group_size: AutoAWQ's own key names
     group = qc.get("group_size", qc.get("q_group_size", 128))
@@ -73,7 +91,7 @@ def _weight_files(path: Path, quant: dict, src: Path) -> list[str]:
     idx = path / "model.safetensors.index.json"
     if idx.is_file():
         check_index(path)
-        return sorted(set(read_json(idx)["weight_map"].values()))
+        return sorted(index_files(idx))
     files = sorted(f.name for f in path.glob("*.safetensors"))
     if not files:
         raise LoadError(f"{path}: no *.safetensors weight files (quantized checkpoints load only from safetensors)")

@@ -163,13 +163,14 @@ class Chat:
             text, stats, error, ids = self._abandoned
             self._commit(pending, prompt, text, stats, dropped, None)
             raise
+        keep = error is None or bool(text and stats.finish_reason == FINISH_INTERRUPTED)  # else nothing worth keeping
+        if keep:  # on disk before it is reported finished: a signal after the report loses nothing
+            self._commit(pending, prompt, text, stats, dropped, ids)
         self.render.reply_end(text, stats)
         if error is not None:
             self.failures += 1
             self.render.error(error)
-            if not (text and stats.finish_reason == FINISH_INTERRUPTED):  # nothing shown worth keeping
-                return None
-        return self._commit(pending, prompt, text, stats, dropped, ids)
+        return stats if keep else None
 
     def _commit(self, pending: Pending, prompt: Prompt, text: str, stats: Stats, dropped: int, ids) -> Stats:
         pending.commit(text, stats)

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from ..engines import settings as gen
 from ..errors import YiError, shown
+from ..safe_text import safe
 from . import attach
 
 
@@ -84,10 +85,10 @@ def do_history(chat, arg):
     for col in ("#", "role", "tokens", "text"):
         t.add_column(col, overflow="fold")
     if s.system:
-        t.add_row("", "system", "", s.system)
+        t.add_row("", "system", "", safe(s.system))  # loaded text: its escape sequences are shown, not run
     for i, turn in enumerate(s.turns, 1):
         note = f" [{turn.finish_reason}]" if turn.finish_reason in ("interrupted", "length") else ""
-        t.add_row(str(i), turn.role, str(turn.tokens or ""), turn.content + note)
+        t.add_row(str(i), turn.role, str(turn.tokens or ""), safe(turn.content) + note)
     chat.render.show(t)
 
 

@@ -100,15 +100,10 @@ class ChatSession:
             expected = "user" if i % 2 == 0 else "assistant"
             if t.get("role") != expected:
                 raise ValueError(f"turn {i} should be a {expected} turn (roles alternate)")
-            s.turns.append(
-                Turn(
-                    t["role"],
-                    t["content"],
-                    int(t.get("tokens", 0) or 0),
-                    str(t.get("finish_reason", "") or ""),
-                    dict(t.get("stats") or {}),
-                )
-            )
+            tokens, reason, stats = t.get("tokens", 0) or 0, t.get("finish_reason", "") or "", t.get("stats") or {}
+            if type(tokens) is not int or not isinstance(reason, str) or not isinstance(stats, dict):
+                raise ValueError(f"turn {i}: tokens must be an integer, finish_reason text, stats an object")
+            s.turns.append(Turn(t["role"], t["content"], tokens, reason, dict(stats)))
         if len(s.turns) % 2:
             raise ValueError("the last turn is a user message without a reply")
         return s

@@ -12,12 +12,15 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import tempfile
+import threading
 import time
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .. import durable
+from .. import durable, inputs
 from ..engines.settings import GenSettings
 from ..errors import YiError, shown
 from ..paths import data_dir, private_dir
@@ -107,6 +110,34 @@ def write_new(directory: Path, text: str) -> Path:
     return path
 
 
+HELD = (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", signal.SIGTERM))
+
+
+@contextmanager
+def _signals_held():
+    """Ctrl-C, SIGTERM and SIGHUP wait until the write is done: their handlers raise, and an exception between
+    writing the temp file and linking it would leave the finished exchange off the disk. A write takes ms.
+
+    The Python-level handlers are swapped, not the signal mask: a process-directed signal reaches whichever
+    thread does not block it (torch's, the tokenizer's), and Python runs its handler in the main thread anyway."""
+    if threading.current_thread() is not threading.main_thread():  # handlers can only be set from there
+        yield
+        return
+    caught: list = []
+    old = {s: signal.signal(s, lambda signum, frame: caught.append((signum, frame))) for s in set(HELD)}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        for signum, frame in caught[:1]:  # now delivered to the handler it was meant for
+            handler = old[signum]
+            if callable(handler):
+                handler(signum, frame)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(signum)
+
+
 class Autosave:
     """The chat's on_turn hook: after every recorded change the conversation is written to its own file.
 
@@ -127,10 +158,11 @@ class Autosave:
         self.created = self.created or _now()
         text = json.dumps(to_dict(chat, self.mode, self.created), ensure_ascii=False)
         try:
-            if self.path is None:
-                self.path = write_new(sessions_dir(), text)
-            else:
-                write_atomic(self.path, text)
+            with _signals_held():
+                if self.path is None:
+                    self.path = write_new(sessions_dir(), text)
+                else:
+                    write_atomic(self.path, text)
         except OSError as e:
             chat.render.notice(f"autosave failed ({e.strerror or e}); the chat goes on")
 
@@ -146,7 +178,7 @@ def save(chat, path: str | None) -> Path:
         else:
             p = write_new(p, text)
     except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
-        raise YiError(f"{shown(str(p))}: cannot save the session ({getattr(e, 'strerror', None) or e})") from None
+        raise YiError(f"{shown(str(p), 200)}: cannot save the session ({getattr(e, 'strerror', None) or e})") from None
     return p
 
 
@@ -163,23 +195,19 @@ def resolve(path: str) -> Path:
 def read(path: str) -> tuple[ChatSession, GenSettings, dict]:
     """Parse a session file; raises YiError with one line for anything malformed or foreign."""
     p = resolve(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise YiError(f"{shown(str(p))}: no such session file") from None
-    except (OSError, ValueError) as e:  # ValueError covers bad JSON, bad UTF-8 and a NUL byte in the path
-        raise YiError(f"{shown(str(p))}: not a readable session file ({e.__class__.__name__})") from None
+    # Size, kind (a FIFO or /dev/zero is refused without blocking), nesting and finite numbers checked first.
+    data = inputs.read_json(p, inputs.SESSION_LIMIT, YiError, "session file", obj=False)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise YiError(f"{shown(str(p))}: not a yi-chat session file")
+        raise YiError(f"{shown(str(p), 200)}: not a yi-chat session file")
     if data.get("version") != VERSION:
         raise YiError(
-            f"{shown(str(p))}: session file version {data.get('version')!r} is not supported (expected {VERSION})"
+            f"{shown(str(p), 200)}: session file version {data.get('version')!r} is not supported (expected {VERSION})"
         )
     try:
         session = ChatSession.from_dict(data)
         settings = GenSettings.from_dict(data.get("settings") or {})
     except (ValueError, TypeError, YiError) as e:
-        raise YiError(f"{shown(str(p))}: malformed session file ({shown(str(e), 200)})") from None
+        raise YiError(f"{shown(str(p), 200)}: malformed session file ({shown(str(e), 200)})") from None
     data["path"] = str(p)
     return session, settings, data
 
@@ -213,10 +241,10 @@ def entries() -> list[dict]:
     out = []
     for f in files:
         try:
-            data = json.loads(f.read_text(encoding="utf-8"))
+            data = inputs.read_json(f, inputs.SESSION_LIMIT, YiError, "session file")
             session = ChatSession.from_dict(data)
             mtime = f.stat().st_mtime
-        except (OSError, ValueError, TypeError, AttributeError):
+        except (OSError, ValueError, TypeError, AttributeError, YiError):
             continue
         if data.get("format") != FORMAT:
             continue

@@ -6,6 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import YiError, first_line
+from . import timebox
+
+TEMPLATE_SECONDS = 10.0  # a template renders in milliseconds; a loaded machine compiling it first takes ~0.1 s
 
 # Yi chat models use ChatML; some Yi tokenizers ship without a template.
 CHATML = (
@@ -74,13 +77,21 @@ class Template:
         if self.source is None:  # raw: the text as is, so a cut reply continues where it stopped
             return "".join(m["content"] for m in messages if m["role"] != "system")
         try:
-            return self.tokenizer.apply_chat_template(
-                messages,
-                chat_template=self.source,
-                tokenize=False,
-                add_generation_prompt=not continue_final,
-                continue_final_message=continue_final,
+            return timebox.run(
+                lambda: self.tokenizer.apply_chat_template(
+                    messages,
+                    chat_template=self.source,
+                    tokenize=False,
+                    add_generation_prompt=not continue_final,
+                    continue_final_message=continue_final,
+                ),
+                TEMPLATE_SECONDS,
             )
+        except timebox.TimedOut:
+            raise YiError(
+                f"the chat template ran for more than {TEMPLATE_SECONDS:g} s and was stopped (a loop in "
+                f"the checkpoint's template?); the message was not sent"
+            ) from None
         except YiError:
             raise
         except Exception as e:  # a template that cannot render these messages (roles, continuation)

@@ -29,9 +29,10 @@ exit codes:
   0    success (also: stdout closed by the reader, e.g. | head)
   1    a failure during the chat (in a piped script: any turn or command failed; a remote reply cut by
        the network, a timeout or a limit keeps its partial text)
-  2    usage error (bad flag or value, a malformed --endpoint URL; an attached file that is binary, not UTF-8 or
-       too large)
-  3    the model could not be loaded (missing path, corrupt config or weights, unsupported format), or could not
+  2    usage error (bad flag or value, a malformed --endpoint URL, a config file error; an attached file that is
+       binary, not UTF-8 or too large; stdout closed)
+  3    the model could not be loaded (missing path, corrupt config or weights, unsupported format, sizes that
+       are implausible or need more memory than the device has), or could not
        be fetched (missing or gated repo, network error, full disk); the --endpoint server could not be reached
        or listed no model
   129  hung up (SIGHUP: the terminal closed); the reply in flight is kept, the session saved
@@ -227,8 +228,10 @@ def _leave(signum, frame):
 
 
 def _err(msg: str) -> None:
+    from ..safe_text import safe
+
     try:
-        print(f"yi-chat: {msg}", file=sys.stderr, flush=True)
+        print(f"yi-chat: {safe(msg)}", file=sys.stderr, flush=True)  # messages quote files and servers
     except OSError:
         pass
 
@@ -402,9 +405,20 @@ class _nullctx:
 
 
 def entry() -> None:
+    from . import streams
+
+    if "stdout" in streams.repair():  # nothing could be shown: say so instead of chatting into the void
+        _err("stdout is closed; replies would be lost (redirect it to /dev/null to discard them)")
+        sys.exit(2)
     if "OMP_WAIT_POLICY" not in os.environ:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # libgomp spinning makes small CPU ops ~100x slower
-    sys.exit(main())
+    try:
+        code = main()
+    except KeyboardInterrupt:  # a second signal while the first was being handled: still one exit code
+        code = EXIT_INTERRUPTED
+    for s in (signal.SIGINT, signal.SIGTERM):  # leaving: a late signal must not turn the code into a kill (-2, -15)
+        signal.signal(s, signal.SIG_IGN)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -5,9 +5,13 @@ one (yi-chat never writes a key anywhere)."""
 
 from __future__ import annotations
 
+import difflib
+import math
+import os
 import re
 import tomllib
 
+from .. import inputs
 from ..engines.settings import NAMES, parse
 from ..errors import UsageError, shown
 from ..paths import config_dir
@@ -28,12 +32,13 @@ def path():
 def read() -> tuple[dict, dict]:
     """Return (top-level options, generation settings) from config.toml; ({}, {}) when there is none."""
     p = path()
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except (FileNotFoundError, NotADirectoryError):  # no config (or no usable home): defaults
+    if not os.path.lexists(p):  # no config (or no usable home): defaults
         return {}, {}
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        raise UsageError(f"{p}: cannot read the config file ({e})") from None
+    text = inputs.read_text(p, inputs.CONFIG_LIMIT, UsageError, "config file")  # size and kind checked first
+    try:
+        data = tomllib.loads(text, parse_float=_finite)
+    except (tomllib.TOMLDecodeError, ValueError, RecursionError) as e:  # ValueError: inf, nan, a 5000-digit int
+        raise UsageError(f"{p}: cannot read the config file ({e.__class__.__name__}: {shown(str(e), 120)})") from None
     if "api_key" in data:
         raise UsageError(
             f"{p}: api_key: keys are not kept in the config file; set api_key_env to the name of "
@@ -48,8 +53,11 @@ def read() -> tuple[dict, dict]:
         raise UsageError(f"{p}: generation must be a table ([generation])")
     unknown = (set(data) - TOP_KEYS) | {f"generation.{k}" for k in set(gen) - set(NAMES)}
     if unknown:
+        known = [*TOP_KEYS, *(f"generation.{n}" for n in NAMES)]
+        near = difflib.get_close_matches(sorted(unknown)[0], known, n=1, cutoff=0.6)
         raise UsageError(
-            f"{p}: unknown key(s): {', '.join(sorted(unknown))} (known: {', '.join(sorted(TOP_KEYS))}"
+            f"{p}: unknown key(s): {', '.join(shown(k, 40) for k in sorted(unknown))}"
+            f"{f' (did you mean {near[0]}?)' if near else ''} (known: {', '.join(sorted(TOP_KEYS))}"
             f", [generation] {', '.join(NAMES)})"
         )
     for k, v in data.items():
@@ -65,11 +73,18 @@ def read() -> tuple[dict, dict]:
         raise UsageError(f"{p}: generation: {e}") from None
 
 
+def _finite(text: str) -> float:
+    v = float(text)
+    if not math.isfinite(v):
+        raise ValueError(f"{text} is not a finite number")
+    return v
+
+
 def check(p, key: str, value) -> None:
     if not isinstance(value, str):
         raise UsageError(f"{p}: {key} must be a string")
-    if key in CHOICES and value not in CHOICES[key]:
-        raise UsageError(f"{p}: {key} = {shown(value, 40)!r}: use one of {', '.join(CHOICES[key])}")
+    if key in CHOICES:
+        inputs.choice(value, CHOICES[key], p, key, UsageError)
     if key == "model" and not value.strip():
         raise UsageError(f"{p}: model is empty")
     if key == "api_key_env" and not ENV_NAME.fullmatch(value):

@@ -12,6 +12,7 @@ from rich.style import Style
 from rich.text import Text as RichText
 
 from ..engines.events import FINISH_ERROR, Stats
+from ..safe_text import safe
 
 
 def footer(stats: Stats) -> str:
@@ -114,14 +115,16 @@ class Renderer:
 
     def show(self, renderable) -> None:
         """Output of a command (text or a rich renderable)."""
-        self.console.print(renderable, markup=False, highlight=False)
+        self.console.print(
+            safe(renderable) if isinstance(renderable, str) else renderable, markup=False, highlight=False
+        )
 
     def notice(self, msg: str) -> None:
-        self.err.print(msg, markup=False, highlight=False, style="yellow", soft_wrap=True)
+        self.err.print(safe(msg), markup=False, highlight=False, style="yellow", soft_wrap=True)
 
     def error(self, msg: str) -> None:
         # soft_wrap: one failure is one line on stderr, however narrow rich thinks a pipe is
-        self.err.print(f"error: {msg}", markup=False, highlight=False, style="bold red", soft_wrap=True)
+        self.err.print(f"error: {safe(msg)}", markup=False, highlight=False, style="bold red", soft_wrap=True)
 
     def reply_start(self, prompt: str) -> None: ...
 
@@ -208,7 +211,7 @@ class PlainRenderer(Renderer):
         self.show_stats = show_stats
 
     def reply_text(self, delta: str) -> None:
-        self.out.write(delta)
+        self.out.write(safe(delta))
         self.out.flush()
 
     def reply_end(self, text: str, stats: Stats | None) -> None:

@@ -1,0 +1,921 @@
+"""The hostile-input battery of issue 13: files, configs, model directories, stdin and streams, signals at random
+instants, concurrency, misbehaving servers, terminal injection.
+
+Every case asserts one clear outcome (the error type and so the exit code, the file and field named in the
+message, or the exact data on disk) and that no traceback escapes. Most run in-process against the readers the
+CLI uses; the rest run the real command on a tiny random Llama checkpoint (hidden 64, 2 layers, the demo's
+tokenizer) or against a loopback server, so the whole file stays within a few minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests import compat_servers as cs
+from tests.compat_servers import Server
+from tests.test_bad_input import make_tiny, no_traceback, one_line_error, yi
+from yi_cli import inputs
+from yi_cli.errors import EXIT_LOAD, EXIT_USAGE, LoadError, UsageError, YiError
+from yi_cli.safe_text import safe
+
+PY = sys.executable
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def tiny_src(tmp_path_factory, demo_fp32_dir):
+    return make_tiny(tmp_path_factory.mktemp("hostile") / "tiny", demo_fp32_dir)
+
+
+@pytest.fixture
+def tiny(tmp_path, tiny_src):
+    return Path(shutil.copytree(tiny_src, tmp_path / "ckpt"))
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    h = tmp_path / "home"
+    h.mkdir()
+    monkeypatch.setenv("YI_CHAT_HOME", str(h))
+    return h
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+def sparse(path: Path, size: int) -> None:
+    """A file of `size` bytes that takes no disk: the size check must refuse it before reading."""
+    with open(path, "wb") as f:
+        f.truncate(size)
+
+
+# --- session files ------------------------------------------------------------------------------------------------
+
+GOOD_SESSION = {
+    "format": "yi-chat-session",
+    "version": 1,
+    "model": "m",
+    "settings": {},
+    "system": None,
+    "turns": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
+}
+
+
+def with_turn(**changes) -> str:
+    d = json.loads(json.dumps(GOOD_SESSION))
+    d["turns"][0].update(changes)
+    return json.dumps(d)
+
+
+SESSION_CASES = {
+    "inf-literal": (with_turn().replace('"content": "hi"', '"content": "hi", "tokens": Infinity'), "Infinity"),
+    "nan-literal": (with_turn().replace('"content": "hi"', '"content": "hi", "tokens": NaN'), "NaN"),
+    "1e400": (with_turn().replace('"content": "hi"', '"content": "hi", "tokens": 1e400'), "out of range"),
+    "neg-1e400": (
+        json.dumps(GOOD_SESSION).replace('"settings": {}', '"settings": {"temperature": -1e400}'),
+        "out of range",
+    ),
+    "huge-int": (with_turn().replace('"content": "hi"', '"content": "hi", "tokens": ' + "9" * 41), "out of range"),
+    "5000-digit-int": (
+        with_turn().replace('"content": "hi"', '"content": "hi", "tokens": ' + "9" * 5000),
+        "out of range",
+    ),
+    "nested-list-100000": (json.dumps(GOOD_SESSION)[:-1] + ', "x": ' + nested(100_000) + "}", "nested 100001 deep"),
+    "nested-object-100000": ('{"a":' * 100_000 + "1" + "}" * 100_000, "nested 100000 deep"),
+    "nested-65": (json.dumps(GOOD_SESSION)[:-1] + ', "x": ' + nested(65) + "}", "nested 66 deep"),
+    "tokens-string": (with_turn(tokens="many"), "tokens must be an integer"),
+    "tokens-float": (with_turn(tokens=1.5), "tokens must be an integer"),
+    "stats-list": (with_turn(stats=[1, 2]), "stats an object"),
+    "finish-reason-number": (with_turn(finish_reason=5), "finish_reason text"),
+    "content-number": (with_turn(content=5), "turn 0 has no text content"),
+    "role-swapped": (with_turn(role="assistant"), "should be a user turn"),
+    "turns-not-list": (json.dumps({**GOOD_SESSION, "turns": {"a": 1}}), "not a chat session"),
+    "system-list": (json.dumps({**GOOD_SESSION, "system": ["x"]}), "system prompt must be text"),
+    "unanswered-user-turn": (json.dumps({**GOOD_SESSION, "turns": GOOD_SESSION["turns"][:1]}), "without a reply"),
+    "wrong-format": (json.dumps({**GOOD_SESSION, "format": "other"}), "not a yi-chat session file"),
+    "version-2": (json.dumps({**GOOD_SESSION, "version": 2}), "version 2 is not supported"),
+    "version-string": (json.dumps({**GOOD_SESSION, "version": "1"}), "version '1' is not supported"),
+    "temperature-text": (json.dumps({**GOOD_SESSION, "settings": {"temperature": "hot"}}), "temperature"),
+    "unknown-setting": (json.dumps({**GOOD_SESSION, "settings": {"temprature": 1}}), "unknown setting"),
+    "settings-list": (json.dumps({**GOOD_SESSION, "settings": [1]}), "malformed session file"),
+    "top-level-list": ("[1, 2]", "not a yi-chat session file"),
+    "empty": ("", "corrupt session file"),
+    "truncated": (json.dumps(GOOD_SESSION)[:40], "corrupt session file"),
+    "not-utf8": (b'{"format": "\xff\xfe"}', "corrupt session file"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SESSION_CASES))
+def test_session_file_malformed(case, tmp_path, home):
+    from yi_cli.conversation import store
+
+    text, needle = SESSION_CASES[case]
+    f = tmp_path / "s.json"
+    f.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(YiError) as e:
+        store.read(str(f))
+    msg = str(e.value)
+    assert str(f) in msg and needle in msg and "\n" not in msg, msg
+    assert f.name not in {x["name"] for x in store.entries()}  # the store's listing passes it by too
+
+
+def _fifo(tmp_path: Path) -> Path:
+    f = tmp_path / "fifo.json"
+    os.mkfifo(f)
+    return f
+
+
+SPECIAL_FILES = {
+    "fifo": (_fifo, "not a regular file (a FIFO)"),
+    "dev-zero": (lambda p: Path("/dev/zero"), "not a regular file (a character device)"),
+    "directory": (lambda p: p, "not a regular file (a directory)"),
+    "65-MiB": (lambda p: (sparse(p / "big.json", 65 << 20), p / "big.json")[1], "more than the 64 MiB limit"),
+    "missing": (lambda p: p / "nope.json", "no such session file"),
+    "symlink-loop": (lambda p: (os.symlink(p / "loop", p / "loop"), p / "loop")[1], "cannot read"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SPECIAL_FILES))
+def test_session_special_files_refused_without_blocking(case, tmp_path, home):
+    from yi_cli.conversation import store
+
+    make, needle = SPECIAL_FILES[case]
+    f = make(tmp_path)
+    result: dict = {}
+
+    def load():  # in a thread: a FIFO opened for reading would block the test forever
+        try:
+            store.read(str(f))
+        except YiError as e:
+            result["msg"] = str(e)
+
+    t = threading.Thread(target=load, daemon=True)
+    t.start()
+    t.join(30)
+    assert not t.is_alive(), "reading the file blocked"
+    assert needle in result["msg"], result
+
+
+def test_load_of_a_fifo_in_a_piped_chat_is_one_error_and_the_chat_goes_on(tmp_path, tiny_src):
+    fifo = _fifo(tmp_path)
+    p = yi("-m", tiny_src, "--max-new-tokens", "2", stdin=f"/load {fifo}\nhello\n", home=tmp_path / "h", timeout=300)
+    err = p.stderr.decode()
+    assert p.returncode == 1, err  # the failed command counts; the chat went on to answer "hello"
+    assert "not a regular file (a FIFO)" in err and str(fifo) in err
+    no_traceback(err)
+    sessions = list((tmp_path / "h" / "data" / "sessions").glob("*.json"))
+    assert len(sessions) == 1 and json.loads(sessions[0].read_text())["turns"][0]["content"] == "hello"
+
+
+# --- config.toml --------------------------------------------------------------------------------------------------
+
+CONFIG_CASES = {
+    "temperature-inf": ("[generation]\ntemperature = inf\n", "not a finite number"),
+    "temperature-nan": ("[generation]\ntemperature = nan\n", "not a finite number"),
+    "temperature-1e400": ("[generation]\ntemperature = 1e400\n", "not a finite number"),
+    "top-p-neg-inf": ("[generation]\ntop_p = -inf\n", "not a finite number"),
+    "max-new-tokens-5000-digits": ("[generation]\nmax_new_tokens = " + "9" * 5000 + "\n", "cannot read"),
+    "max-new-tokens-huge": ("[generation]\nmax_new_tokens = 99999999999\n", "max_new_tokens must be between"),
+    "overflow-dorp": ('overflow = "dorp"\n', "did you mean 'drop'"),
+    "engine-fsat": ('engine = "fsat"\n', "did you mean 'fast'"),
+    "dtype-fp61": ('dtype = "fp61"\n', "did you mean"),
+    "engine-number": ("engine = 3\n", "engine must be a string"),
+    "generation-3": ("generation = 3\n", "generation must be a table"),
+    "remote-5": ("remote = 5\n", "remote must be a table"),
+    "aliases-number-value": ("[aliases]\nx = 5\n", "[aliases] maps names to strings"),
+    "unknown-key-modle": ('modle = "demo"\n', "did you mean model?"),
+    "unknown-generation-key": ("[generation]\ntemprature = 1\n", "did you mean generation.temperature?"),
+    "api-key-in-file": ('api_key = "sk-123"\n', "keys are not kept in the config file"),
+    "api-key-env-bad": ('api_key_env = "1 2"\n', "is not an environment variable name"),
+    "device-tpu": ('device = "tpu"\n', "unknown device"),
+    "model-empty": ('model = " "\n', "model is empty"),
+    "nested-array-100000": ("x = " + nested(100_000) + "\n", "cannot read"),
+    "bad-toml": ("[generation\n", "cannot read"),
+    "not-utf8": (b"model = '\xff'\n", "not UTF-8"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONFIG_CASES))
+def test_config_toml_malformed(case, home):
+    from yi_cli.ui import config
+
+    text, needle = CONFIG_CASES[case]
+    p = config.path()
+    p.parent.mkdir(parents=True)
+    p.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(UsageError) as e:
+        config.read()
+    msg = str(e.value)
+    assert msg.startswith(str(p)) and needle in msg and "\n" not in msg, msg
+    assert e.value.exit_code == EXIT_USAGE
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "2-MiB"])
+def test_config_toml_special_files(kind, home):
+    from yi_cli.ui import config
+
+    p = config.path()
+    p.parent.mkdir(parents=True)
+    {"fifo": lambda: os.mkfifo(p), "directory": lambda: p.mkdir(), "2-MiB": lambda: sparse(p, 2 << 20)}[kind]()
+    with pytest.raises(UsageError) as e:
+        config.read()
+    assert str(p) in str(e.value)
+    assert ("limit" if kind == "2-MiB" else "not a regular file") in str(e.value)
+
+
+def test_config_typo_through_the_command_is_one_line_exit_2(home):
+    (home / "config").mkdir()
+    (home / "config" / "config.toml").write_text('overflow = "dorp"\n')
+    one_line_error(yi("-p", "hi", home=home), 2, "config.toml", "did you mean 'drop'")
+
+
+# --- model directories: config.json and friends -------------------------------------------------------------------
+
+
+def set_json(f: Path, **changes) -> None:
+    d = json.loads(f.read_text())
+    d.update(changes)
+    f.write_text(json.dumps(d))
+
+
+CONFIG_JSON_CASES = {
+    "layers-1000000": ({"num_hidden_layers": 1_000_000}, "num_hidden_layers = 1000000 is not a plausible size"),
+    "layers-0": ({"num_hidden_layers": 0}, "num_hidden_layers = 0 is not a plausible"),
+    "layers-negative": ({"num_hidden_layers": -2}, "num_hidden_layers = -2"),
+    "layers-string": ({"num_hidden_layers": "2"}, "num_hidden_layers must be an integer, found a string"),
+    "layers-true": ({"num_hidden_layers": True}, "num_hidden_layers must be an integer, found true/false"),
+    "layers-float": ({"num_hidden_layers": 2.5}, "num_hidden_layers must be an integer, found a number"),
+    "hidden-huge": ({"hidden_size": 1 << 30}, "hidden_size = 1073741824"),
+    "hidden-zero": ({"hidden_size": 0}, "hidden_size = 0"),
+    "vocab-1e9": ({"vocab_size": 10**9}, "vocab_size = 1000000000"),
+    "vocab-negative": ({"vocab_size": -1}, "vocab_size = -1"),
+    "heads-zero": ({"num_attention_heads": 0}, "num_attention_heads = 0"),
+    "kv-heads-not-dividing": ({"num_key_value_heads": 3}, "not a multiple of num_key_value_heads = 3"),
+    "hidden-not-dividing": ({"hidden_size": 66, "head_dim": None}, "hidden_size = 66 is not a multiple"),
+    "max-pos-negative": ({"max_position_embeddings": -1}, "max_position_embeddings = -1"),
+    "max-pos-zero": ({"max_position_embeddings": 0}, "max_position_embeddings = 0"),
+    "max-pos-1e9-float": ({"max_position_embeddings": 1e9}, "max_position_embeddings must be an integer"),
+    "max-pos-1e9": ({"max_position_embeddings": 10**9}, "max_position_embeddings = 1000000000"),
+    "cache-exceeds-memory": (
+        {"max_position_embeddings": 1 << 24, "num_hidden_layers": 1024, "num_key_value_heads": 4},
+        "max_position_embeddings: this model needs about",
+    ),
+    "weights-exceed-memory": (
+        {
+            "num_hidden_layers": 1024,
+            "hidden_size": 65536,
+            "intermediate_size": 262144,
+            "num_attention_heads": 512,
+            "num_key_value_heads": 512,
+            "max_position_embeddings": 16,
+        },
+        "the model's sizes: this model needs about",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONFIG_JSON_CASES))
+def test_model_config_sizes_checked_before_any_allocation(case, tiny):
+    from yi_cli.checkpoint.loader import open_checkpoint
+
+    changes, needle = CONFIG_JSON_CASES[case]
+    set_json(tiny / "config.json", **changes)
+    t0 = time.monotonic()
+    with pytest.raises(LoadError) as e:
+        open_checkpoint(tiny, device="cpu")
+    msg = str(e.value)
+    assert msg.startswith(str(tiny / "config.json")) and needle in msg, msg
+    assert e.value.exit_code == EXIT_LOAD
+    assert time.monotonic() - t0 < 60  # refused from the numbers, not after building a million modules
+
+
+def write_raw(f: Path, text: str | bytes) -> None:
+    f.write_bytes(text if isinstance(text, bytes) else text.encode())
+
+
+JSON_FILE_CASES = {
+    "config-nested": ("config.json", '{"model_type": "llama", "x": ' + nested(100_000) + "}", "nested 100001 deep"),
+    "config-inf": ("config.json", '{"model_type": "llama", "rope_theta": Infinity}', "Infinity is not a JSON number"),
+    "config-1e400": ("config.json", '{"model_type": "llama", "rope_theta": 1e400}', "out of range"),
+    "config-list": ("config.json", "[]", "not a transformers model config"),
+    "config-17-MiB": ("config.json", None, "more than the 16 MiB limit"),
+    "config-fifo": ("config.json", "fifo", "not a regular file (a FIFO)"),
+    "generation-nested": ("generation_config.json", nested(100_000), "nested 100000 deep"),
+    "generation-nan": ("generation_config.json", '{"temperature": NaN}', "NaN is not a JSON number"),
+    "generation-17-MiB": ("generation_config.json", None, "more than the 16 MiB limit"),
+    "generation-fifo": ("generation_config.json", "fifo", "not a regular file (a FIFO)"),
+    "tokenizer-config-nested": ("tokenizer_config.json", '{"a": ' + nested(5000) + "}", "nested 5001 deep"),
+    "tokenizer-config-17-MiB": ("tokenizer_config.json", None, "more than the 16 MiB limit"),
+    "quantize-config-nested": ("quantize_config.json", '{"bits": ' + nested(100_000) + "}", "nested 100001 deep"),
+    "quantize-config-inf": ("quantize_config.json", '{"bits": 8, "group_size": -Infinity}', "-Infinity"),
+    "quantize-config-modules-5": (
+        "quantize_config.json",
+        '{"quant_method": "awq", "bits": 4, "modules_to_not_convert": 5}',
+        "modules_to_not_convert 5 must be a list or null",
+    ),
+    "quantize-config-modules-ints": (
+        "quantize_config.json",
+        '{"quant_method": "awq", "bits": 4, "modules_to_not_convert": [1]}',
+        "must be a list of module names",
+    ),
+    "quantize-config-bits-string": ("quantize_config.json", '{"bits": "8"}', "bits '8' must be an integer"),
+    "quantize-config-group-true": (
+        "quantize_config.json",
+        '{"bits": 8, "group_size": true}',
+        "group_size true must be an integer",
+    ),
+    "quantize-config-desc-act-string": (
+        "quantize_config.json",
+        '{"bits": 8, "desc_act": "yes"}',
+        "desc_act 'yes' must be true/false",
+    ),
+    "index-nested": ("model.safetensors.index.json", '{"weight_map": ' + nested(100_000) + "}", "nested 100001"),
+    "index-weight-map-list": ("model.safetensors.index.json", '{"weight_map": []}', "weight_map must be an object"),
+    "index-path-escape": (
+        "model.safetensors.index.json",
+        '{"weight_map": {"a": "../../etc/passwd"}}',
+        "not a file name in the directory",
+    ),
+    "index-inf": (
+        "model.safetensors.index.json",
+        '{"metadata": {"total_size": Infinity}, "weight_map": {}}',
+        "Infinity",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(JSON_FILE_CASES))
+def test_checkpoint_json_files_read_defensively(case, tiny):
+    from yi_cli.checkpoint.loader import open_checkpoint
+
+    name, text, needle = JSON_FILE_CASES[case]
+    f = tiny / name
+    if name == "quantize_config.json":  # detected only when config.json has no quantization_config
+        assert "quantization_config" not in json.loads((tiny / "config.json").read_text())
+    f.unlink(missing_ok=True)
+    if text is None:
+        sparse(f, 17 << 20)
+    elif text == "fifo":
+        os.mkfifo(f)
+    else:
+        write_raw(f, text)
+    result: dict = {}
+
+    def load():
+        try:
+            open_checkpoint(tiny, device="cpu")
+        except LoadError as e:
+            result["msg"] = str(e)
+        except BaseException as e:  # noqa: BLE001 - the test reports it
+            result["other"] = e
+
+    t = threading.Thread(target=load, daemon=True)
+    t.start()
+    t.join(120)
+    assert not t.is_alive(), "open_checkpoint blocked"
+    assert "other" not in result, repr(result.get("other"))
+    assert result["msg"].startswith(str(f)) and needle in result["msg"], result["msg"]
+
+
+def _header(f: Path) -> tuple[dict, bytes]:
+    raw = f.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    return json.loads(raw[8 : 8 + n]), raw[8 + n :]
+
+
+def _write_header(f: Path, header: dict | str, body: bytes, n: int | None = None) -> None:
+    h = (header if isinstance(header, str) else json.dumps(header)).encode()
+    f.write_bytes(struct.pack("<Q", len(h) if n is None else n) + h + body)
+
+
+def _first_tensor(h: dict) -> str:
+    return next(k for k in h if k != "__metadata__")
+
+
+SAFETENSORS_CASES = {
+    "no-data-offsets": (lambda h, k: h[k].pop("data_offsets"), "data_offsets must be [begin, end]"),
+    "offsets-reversed": (lambda h, k: h[k].update(data_offsets=h[k]["data_offsets"][::-1]), "data_offsets must be"),
+    "offsets-strings": (lambda h, k: h[k].update(data_offsets=["0", "4"]), "data_offsets must be"),
+    "offsets-three": (lambda h, k: h[k].update(data_offsets=[0, 1, 2]), "data_offsets must be"),
+    "offsets-shape-mismatch": (lambda h, k: h[k].update(shape=[1]), "its shape [1]"),
+    "dtype-unknown": (lambda h, k: h[k].update(dtype="F99"), "unknown dtype 'F99'"),
+    "dtype-missing": (lambda h, k: h[k].pop("dtype"), "unknown dtype 'None'"),
+    "shape-negative": (lambda h, k: h[k].update(shape=[-1, 4]), "shape must be a list of non-negative integers"),
+    "shape-string": (lambda h, k: h[k].update(shape="64"), "shape must be a list"),
+    "entry-not-object": (lambda h, k: h.update({k: 5}), "header entry is not an object"),
+    "offsets-past-end": (
+        lambda h, k: h[k].update(data_offsets=[h[k]["data_offsets"][0] + 10**12, h[k]["data_offsets"][1] + 10**12]),
+        "truncated",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SAFETENSORS_CASES))
+def test_safetensors_header_entries_checked(case, tiny):
+    from yi_cli.checkpoint.loader import open_checkpoint
+
+    f = tiny / "model.safetensors"
+    header, body = _header(f)
+    change, needle = SAFETENSORS_CASES[case]
+    change(header, _first_tensor(header))
+    _write_header(f, header, body)
+    with pytest.raises(LoadError) as e:
+        open_checkpoint(tiny, device="cpu")
+    assert str(e.value).startswith(str(f)) and needle in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("case", ["length-2^60", "length-zero", "nested", "nan", "list", "not-json"])
+def test_safetensors_header_itself_hostile(case, tiny):
+    from yi_cli.checkpoint.loader import open_checkpoint
+
+    f = tiny / "model.safetensors"
+    header, body = _header(f)
+    text = {"nested": '{"a": ' + nested(100_000) + "}", "nan": '{"a": NaN}', "list": "[]", "not-json": "{oops"}
+    needle = {
+        "length-2^60": "header",
+        "length-zero": "header length does not fit",
+        "nested": "nested 100001 deep",
+        "nan": "NaN",
+        "list": "not a JSON object",
+        "not-json": "not a valid safetensors file (corrupt header",
+    }[case]
+    if case.startswith("length"):
+        _write_header(f, header, body, n=1 << 60 if case == "length-2^60" else 0)
+    else:
+        _write_header(f, text[case], body)
+    with pytest.raises(LoadError) as e:
+        open_checkpoint(tiny, device="cpu")
+    assert str(e.value).startswith(str(f)) and needle in str(e.value), str(e.value)
+
+
+def test_model_config_error_through_the_command_is_one_line_exit_3(tiny, home):
+    set_json(tiny / "config.json", num_hidden_layers=1_000_000)
+    one_line_error(yi("-m", tiny, "-p", "hi", home=home), 3, "config.json", "num_hidden_layers")
+
+
+# --- chat templates -----------------------------------------------------------------------------------------------
+
+LOOPS = {
+    "nested-ranges": "{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}",
+    "deep-recursion-macro": "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{% for i in range(99999) %}"
+    "{% for j in range(99999) %}{{ i }}{% endfor %}{% endfor %}",
+    "string-loop": "{% for i in range(99999) %}{% for c in 'x' * 99999 %}{% endfor %}{% endfor %}",
+}
+
+
+@pytest.mark.parametrize("case", sorted(LOOPS))
+def test_a_chat_template_that_loops_is_stopped(case, tiny_src, monkeypatch):
+    from transformers import AutoTokenizer
+
+    from yi_cli.engines import template
+
+    monkeypatch.setattr(template, "TEMPLATE_SECONDS", 1.0)
+    t = template.Template(AutoTokenizer.from_pretrained(str(tiny_src)))
+    t.source = LOOPS[case]
+    t0 = time.monotonic()
+    with pytest.raises(YiError, match="chat template ran for more than 1 s"):
+        t.build([{"role": "user", "content": "hi"}])
+    assert time.monotonic() - t0 < 30
+    t.source = template.CHATML  # the same template object still works afterwards
+    assert "<|im_start|>user\nhi" in t.render([{"role": "user", "content": "hi"}])
+
+
+def test_a_looping_template_refuses_the_turn_and_the_run_ends(tiny, home):
+    (tiny / "chat_template.jinja").write_text(LOOPS["nested-ranges"])  # where transformers 5 keeps it
+    p = yi("-m", tiny, "--max-new-tokens", "2", stdin="hello\n", home=home, timeout=300)
+    err = p.stderr.decode()
+    assert p.returncode == 1 and "chat template ran for more than" in err, err
+    no_traceback(err)
+
+
+# --- streams, locales, terminals ----------------------------------------------------------------------------------
+
+
+def run_shell(cmd: str, home: Path, env: dict | None = None, stdin: bytes = b"") -> subprocess.CompletedProcess:
+    e = {**os.environ, "YI_CHAT_HOME": str(home), "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run(["bash", "-c", cmd], input=stdin, capture_output=True, timeout=300, env=e)
+
+
+def test_stdin_closed_with_a_prompt_still_answers(tiny_src, home):
+    p = run_shell(f"{PY} -m yi_cli -m {tiny_src} --max-new-tokens 3 -p hi <&-", home)
+    assert p.returncode == 0, p.stderr.decode()
+    assert p.stdout.strip()
+    no_traceback(p.stderr.decode())
+
+
+def test_stdin_closed_without_a_prompt_is_an_empty_pipe(tiny_src, home):
+    p = run_shell(f"{PY} -m yi_cli -m {tiny_src} <&-", home)
+    assert p.returncode == 0 and "stdin is empty" in p.stderr.decode(), p.stderr.decode()
+
+
+def test_stdout_closed_is_one_line_exit_2(home):
+    p = run_shell(f"{PY} -m yi_cli -p hi >&-", home)
+    one_line_error(p, 2, "stdout is closed")
+
+
+def test_stderr_closed_is_a_working_chat(tiny_src, home):
+    p = run_shell(f"{PY} -m yi_cli -m {tiny_src} --max-new-tokens 3 -p hi 2>&-", home)
+    assert p.returncode == 0 and p.stdout.strip()
+
+
+def test_stderr_closed_error_keeps_its_exit_code_and_stays_off_stdout(home):
+    p = run_shell(f"{PY} -m yi_cli -m /no/such/dir -p hi 2>&-", home)
+    assert p.returncode == 3 and p.stdout == b""
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{"LANG": "C", "LC_ALL": "C"}, {"LANG": "C.UTF-8"}, {"TERM": "dumb"}, {"PYTHONIOENCODING": "ascii"}],
+    ids=["LC_ALL=C", "C.UTF-8", "TERM=dumb", "ascii-io"],
+)
+def test_any_locale_or_terminal_with_non_ascii_input(env, tiny_src, home):
+    p = yi("-m", tiny_src, "--max-new-tokens", "3", "--json", stdin="你好，世界 é\n", home=home, env=env)
+    err = p.stderr.decode(errors="replace")
+    assert p.returncode == 0, err
+    no_traceback(err)
+    assert json.loads(p.stdout.decode().splitlines()[0])["prompt"] == "你好，世界 é"
+
+
+def test_whitespace_only_lines_do_nothing(tiny_src, home):
+    p = yi("-m", tiny_src, "--max-new-tokens", "2", "--json", stdin=" \n\t\n   \nhi\n \n", home=home)
+    assert p.returncode == 0, p.stderr.decode()
+    assert [r["prompt"] for r in map(json.loads, p.stdout.decode().splitlines())] == ["hi"]
+    assert p.stderr.decode().strip() == ""
+
+
+def test_whitespace_only_prompt_is_one_line_exit_2(home):
+    p = yi("-p", "   ", home=home)
+    assert p.returncode == 2, p.stderr.decode()
+    one_line_error(p, 2, "empty")
+
+
+# --- terminal injection -------------------------------------------------------------------------------------------
+
+INJECTIONS = {
+    "title": ("a\x1b]0;pwned\x07b", "a\\x1b]0;pwned\\x07b"),
+    "osc52-clipboard": ("\x1b]52;c;cm0gLXJmIH4=\x07", "\\x1b]52;c;cm0gLXJmIH4=\\x07"),
+    "osc8-link": ("\x1b]8;;http://evil\x1b\\x\x1b]8;;\x1b\\", "\\x1b]8;;http://evil\\x1b\\x\\x1b]8;;\\x1b\\"),
+    "csi-clear": ("\x1b[2J\x1b[H", "\\x1b[2J\\x1b[H"),
+    "c1-csi": ("\x9b31m", "\\x9b31m"),
+    "bidi-override": ("abc\u202edef", "abc\\u202edef"),
+    "backspace": ("ok\x08\x08no", "ok\\x08\\x08no"),
+    "lone-cr": ("safe\rEVIL", "safe\\x0dEVIL"),
+    "del-and-nul": ("a\x7fb\x00c", "a\\x7fb\\x00c"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(INJECTIONS))
+def test_escape_sequences_are_made_visible(case):
+    raw, want = INJECTIONS[case]
+    assert safe(raw) == want
+    assert not any(ord(c) < 32 and c not in "\n\t" for c in safe(raw))
+
+
+def test_plain_text_newlines_tabs_and_cjk_pass_unchanged():
+    text = "line 1\n\tline 2 — 你好 👋🏽 ‍family\r\nend"
+    assert safe(text) == text.replace("\r\n", "\n")
+
+
+def test_history_of_a_loaded_session_shows_escapes_visibly(tmp_path, home):
+    from tests.fixtures import ScriptedEngine, plain_chat
+    from yi_cli.conversation import commands, store
+
+    d = json.loads(json.dumps(GOOD_SESSION))
+    d["turns"][1]["content"] = "hello \x1b]0;owned\x07 \x1b]52;c;Zm9v\x07"
+    d["system"] = "sys \x1b[2J"
+    f = tmp_path / "s.json"
+    f.write_text(json.dumps(d))
+    chat, out, err = plain_chat(ScriptedEngine())
+    store.load_into(chat, str(f))
+    commands.do_history(chat, "")
+    shown = out.getvalue()
+    assert "\x1b" not in shown and "\\x1b]0;owned\\x07" in shown and "\\x1b[2J" in shown, shown
+
+
+def test_model_output_with_escapes_reaches_the_pipe_visibly():
+    from tests.fixtures import ScriptedEngine, plain_chat
+
+    chat, out, err = plain_chat(ScriptedEngine(["hi \x1b]0;t\x07 there"]))
+    chat.handle("x")
+    assert "\x1b" not in out.getvalue() and "\\x1b]0;t\\x07" in out.getvalue()
+    assert chat.session.turns[-1].content == "hi \x1b]0;t\x07 there"  # the session keeps the true text
+
+
+# --- misbehaving servers ------------------------------------------------------------------------------------------
+
+
+def _remote(srv, *args, stdin="hi\n", home=None):
+    return yi("--endpoint", srv.root + "/v1", "--model", "m", *args, stdin=stdin, home=home, timeout=120)
+
+
+def _only_keepalives(h):
+    if h.command == "GET":
+        return cs.vllm_models(h)
+    h.sse_start()
+    for _ in cs.forever(30):
+        h.chunk(b": keep-alive\n\n")
+        if h.wait_for_close(0.05):
+            return
+
+
+def _escape_reply(h):
+    if h.command == "GET":
+        return cs.vllm_models(h)
+    cs.vllm(h, ["safe", " \x1b]0;pwned\x07", " \x1b]52;c;Zm9v\x07 end"])
+
+
+def _escape_error(h):
+    if h.command == "GET":
+        return cs.vllm_models(h)
+    h.json(500, {"error": {"message": "boom \x1b]0;pwned\x07 \x1b[2J"}})
+
+
+def _escape_model_id(h):
+    if h.command == "GET":
+        return h.json(200, {"data": [{"id": "evil\x1b]0;x\x07"}]})
+    cs.vllm(h, ["ok"])
+
+
+def _drop_mid_stream(h):
+    if h.command == "GET":
+        return cs.vllm_models(h)
+    h.sse_start()
+    h.event({"choices": [{"index": 0, "delta": {"content": "partial"}}]})
+    h.connection.shutdown(2)
+
+
+def _nan_usage(h):
+    if h.command == "GET":
+        return cs.vllm_models(h)
+    h.sse_start()
+    h.event({"choices": [{"index": 0, "delta": {"content": "ok"}, "finish_reason": "stop"}]})
+    h.event('{"choices": [], "usage": {"prompt_tokens": NaN, "completion_tokens": 1e400}}')
+    h.sse_end()
+
+
+def _bad_utf8(h):
+    if h.command == "GET":
+        return cs.vllm_models(h)
+    h.sse_start()
+    h.chunk(b'data: {"choices": [{"index": 0, "delta": {"content": "\xff\xfe"}}]}\n\n')
+    h.event({"choices": [{"index": 0, "delta": {"content": "ok"}, "finish_reason": "stop"}]})
+    h.sse_end()
+
+
+def _html(h):
+    if h.command == "GET":
+        return cs.vllm_models(h)
+    data = b"<html>\x1b]0;x\x07 not an API</html>"
+    h.send_response(200)
+    h.send_header("Content-Type", "text/html")
+    h.send_header("Content-Length", str(len(data)))
+    h.end_headers()
+    h.wfile.write(data)
+
+
+def _escape_models_error(h):
+    h.json(500, {"error": {"message": "down \x1b]0;pwned\x07 \x1b]52;c;Zm9v\x07"}})
+
+
+REMOTE_CASES = {
+    "escape-every-error": (_escape_models_error, (), 1, "500"),
+    "keepalives-only": (_only_keepalives, ("--idle-timeout", "1"), 1, "1"),
+    "escape-reply": (_escape_reply, (), 0, None),
+    "escape-error": (_escape_error, (), 1, "500"),
+    "escape-model-id": (_escape_model_id, (), None, None),
+    "drop-mid-stream": (_drop_mid_stream, (), 1, None),
+    "nan-usage": (_nan_usage, (), None, None),
+    "bad-utf8-chunk": (_bad_utf8, (), None, None),
+    "html-answer": (_html, (), 1, None),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REMOTE_CASES))
+def test_misbehaving_server(case, home):
+    answer, args, code, needle = REMOTE_CASES[case]
+    with Server(answer) as srv:
+        p = _remote(srv, *args, home=home)
+    out, err = p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
+    no_traceback(err)
+    assert "\x1b" not in out and "\x1b" not in err, (out, err)  # nothing from the server reaches a terminal raw
+    if code is not None:
+        assert p.returncode == code, err
+    else:
+        assert p.returncode in (0, 1), err
+    if needle:
+        assert needle in err
+    if case == "escape-reply":
+        assert "\\x1b]0;pwned\\x07" in out
+
+
+# --- signals at random instants -----------------------------------------------------------------------------------
+
+
+def _sessions(home: Path) -> list[dict]:
+    out = []
+    for f in sorted((home / "data" / "sessions").glob("*.json")):
+        out.append(json.loads(f.read_text()))  # every file is whole, valid JSON
+    return out
+
+
+def _check_on_disk(stdout: bytes, home: Path) -> int:
+    """Every reply the run printed (a --json line) is in a session file, and every session is well-formed."""
+    replies = [json.loads(x) for x in stdout.decode().splitlines() if x.strip().startswith("{")]
+    turns = [(t["role"], t["content"]) for s in _sessions(home) for t in s["turns"]]
+    for s in _sessions(home):
+        roles = [t["role"] for t in s["turns"]]
+        assert roles == ["user", "assistant"] * (len(roles) // 2) and len(roles) % 2 == 0, roles
+    for r in replies:
+        if "reply" in r:
+            assert ("user", r["prompt"]) in turns and ("assistant", r["reply"]) in turns, r
+    return len(replies)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+def test_signal_at_a_random_instant_loses_no_finished_exchange(sig, seed, tiny_src, home):
+    rng = random.Random(seed * 2 + (sig == signal.SIGINT))
+    lines = "".join(f"line {i} {rng.random():.3f}\n" for i in range(40))
+    e = {**os.environ, "YI_CHAT_HOME": str(home), "COLUMNS": "80"}
+    proc = subprocess.Popen(
+        [
+            PY,
+            "-m",
+            "yi_cli",
+            "-m",
+            str(tiny_src),
+            "--json",
+            "--max-new-tokens",
+            "4",
+            "--temperature",
+            "1",
+            "--top-p",
+            "1",
+            "--seed",
+            "0",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=e,
+    )
+    # The instant: a random number of replies in (0 = while the model loads or the first reply runs), then a
+    # random fraction of the next one. Replies are waited for on the pipe, not by sleeping.
+    proc.stdin.write(lines.encode())
+    proc.stdin.close()
+    proc.stdin = None  # communicate() below must not flush it again
+    got = b""
+    for _ in range(rng.randrange(0, 4)):
+        line = proc.stdout.readline()
+        if not line:
+            break
+        got += line
+    time.sleep(rng.random() * 0.3)
+    proc.send_signal(sig)
+    rest, err = proc.communicate(timeout=120)
+    err = err.decode(errors="replace")
+    no_traceback(err)
+    assert proc.returncode in (0, 130, -sig), (proc.returncode, err)
+    if proc.returncode == 130:
+        assert len([ln for ln in err.splitlines() if ln.strip()]) <= 2, err
+    _check_on_disk(got + rest, home)
+
+
+# --- concurrency --------------------------------------------------------------------------------------------------
+
+
+def test_two_runs_at_once_with_one_home_keep_both_conversations(tiny_src, home):
+    e = {**os.environ, "YI_CHAT_HOME": str(home)}
+    procs = [
+        subprocess.Popen(
+            [PY, "-m", "yi_cli", "-m", str(tiny_src), "--json", "--max-new-tokens", "2"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=e,
+        )
+        for _ in range(2)
+    ]
+    outs = [p.communicate(f"run {i} a\nrun {i} b\nrun {i} c\n".encode(), timeout=300) for i, p in enumerate(procs)]
+    assert [p.returncode for p in procs] == [0, 0], [o[1] for o in outs]
+    firsts = sorted(s["turns"][0]["content"] for s in _sessions(home))
+    assert firsts == ["run 0 a", "run 1 a"] and all(len(s["turns"]) == 6 for s in _sessions(home))
+    assert _check_on_disk(outs[0][0] + outs[1][0], home) == 6
+
+
+def test_three_saves_in_one_second_make_three_files(home):
+    from tests.fixtures import ScriptedEngine, plain_chat
+    from yi_cli.conversation import store
+
+    chat, out, err = plain_chat(ScriptedEngine())
+    chat.handle("hi")
+    paths = {store.save(chat, None) for _ in range(3)}
+    assert len(paths) == 3 and all(p.is_file() for p in paths)
+
+
+@pytest.mark.slow
+def test_two_first_runs_convert_the_demo_at_once(tmp_path):
+    """Two processes on an empty cache: one converts, the other waits on the lock and reuses the result."""
+    home = tmp_path / "home"
+    e = {**os.environ, "YI_CHAT_HOME": str(home), "PYTHONPATH": str(ROOT)}
+    code = "from yi_cli.checkpoint import demo; print(demo.ensure('demo-fp32'))"
+    procs = [
+        subprocess.Popen([PY, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e) for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=900) for p in procs]
+    errs = [o[1].decode() for o in outs]
+    assert [p.returncode for p in procs] == [0, 0], errs
+    assert outs[0][0] == outs[1][0]
+    assert sum("waiting for it" in x for x in errs) == 1 and sum("first run: ready" in x for x in errs) == 1, errs
+    out = Path(outs[0][0].decode().strip())
+    assert (out / "config.json").is_file() and not [p for p in out.parent.iterdir() if p.name.startswith(".tmp")]
+
+
+# --- the readers themselves ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text,want",
+    [
+        ('{"a": "[[[[", "b": [1]}', 2),  # brackets inside strings do not nest
+        ('{"a": "\\"[[[", "b": {}}', 2),  # nor after an escaped quote
+        ("[" * 100_000 + "]" * 100_000, 100_000),  # any depth is measured without recursing
+        ('"just a string"', 0),
+    ],
+)
+def test_depth_is_measured_outside_strings(text, want):
+    assert inputs.depth(text) == want
+
+
+def test_limits_are_checked_before_reading(tmp_path):
+    f = tmp_path / "f"
+    f.write_bytes(b"x" * 1025)
+    with pytest.raises(YiError, match="1025 bytes, more than the 1 KiB limit"):
+        inputs.read_bytes(f, 1024)
+    assert inputs.read_bytes(f, 1025) == b"x" * 1025
+
+
+def test_a_signal_right_after_a_reply_is_shown_finds_it_on_disk(home):
+    """The commit (session + autosave) happens before the reply is reported: a SIGTERM handler raising at the
+    report (here: the renderer raising KeyboardInterrupt) cannot leave a shown exchange off the disk."""
+    from tests.fixtures import ScriptedEngine, plain_chat
+    from yi_cli.conversation import store
+
+    chat, out, err = plain_chat(ScriptedEngine(["the answer"]))
+    chat.on_turn = store.Autosave("pipe")
+
+    def interrupted(text, stats):
+        raise KeyboardInterrupt
+
+    chat.render.reply_end = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        chat.handle("question")
+    session, _, _ = store.read(str(chat.on_turn.path))
+    assert [(t.role, t.content) for t in session.turns] == [("user", "question"), ("assistant", "the answer")]
+
+
+def test_the_autosave_write_holds_signals_until_it_is_done(home, monkeypatch):
+    from tests.fixtures import ScriptedEngine, plain_chat
+    from yi_cli.conversation import store
+
+    chat, out, err = plain_chat(ScriptedEngine(["a reply"]))
+    seen = []
+    real = store.write_new
+
+    def write_new(directory, text):  # a SIGINT lands in the middle of the write
+        os.kill(os.getpid(), signal.SIGINT)
+        path = real(directory, text)
+        seen.append(path)
+        return path
+
+    chat.on_turn = store.Autosave("pipe")
+    monkeypatch.setattr(store, "write_new", write_new)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in the CLI: Ctrl-C raises
+    try:
+        with pytest.raises(KeyboardInterrupt):  # delivered once the file is written
+            chat.handle("q")
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert seen == [chat.on_turn.path]
+    assert store.read(str(chat.on_turn.path))[0].turns[-1].content == "a reply"
+
+
+def test_a_server_error_at_start_is_one_line_exit_3_with_escapes_visible(home):
+    """No --model: the model list is read at start, and its failure is the CLI's own one-line error."""
+    with Server(_escape_models_error) as srv:
+        p = yi("--endpoint", srv.root + "/v1", "-p", "hi", home=home, timeout=120)
+    line = one_line_error(p, 3, "500")
+    assert "\x1b" not in line and "\\x1b]0;pwned\\x07" in line, line

@@ -1,0 +1,92 @@
+"""A model config checked for plausible sizes before anything is allocated: each size field an integer in a sane
+range, and the weights plus a full-context KV cache estimated against the memory of the device.
+
+Without this, `num_hidden_layers: 1000000` builds modules for minutes and `max_position_embeddings: 10**9` asks
+for a 128 GB cache; both now fail at once with one line naming the field and the file (exit 3).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import LoadError
+from ..inputs import type_name
+
+# field -> (smallest, largest): the largest real models are far inside these (Llama-3.1-405B: 126 layers,
+# hidden 16384, 128 heads; vocabularies up to 256k; contexts up to 10M).
+BOUNDS = {
+    "num_hidden_layers": (1, 1024),
+    "hidden_size": (1, 1 << 17),
+    "intermediate_size": (1, 1 << 20),
+    "vocab_size": (1, 1 << 22),
+    "num_attention_heads": (1, 1024),
+    "num_key_value_heads": (1, 1024),
+    "head_dim": (1, 4096),
+    "max_position_embeddings": (1, 1 << 24),
+}
+
+
+def check(cfg: dict, src: Path) -> None:
+    """Each size field present is an integer in BOUNDS, and the head counts divide as attention needs."""
+    for key, (lo, hi) in BOUNDS.items():
+        v = cfg.get(key)
+        if v is None:
+            continue
+        if type(v) is not int:
+            raise LoadError(f"{src}: {key} must be an integer, found {type_name(v)} {v!r:.40}")
+        if not lo <= v <= hi:
+            raise LoadError(f"{src}: {key} = {v} is not a plausible size (expected {lo}..{hi})")
+    heads, kv = cfg.get("num_attention_heads"), cfg.get("num_key_value_heads")
+    if heads and kv and heads % kv:
+        raise LoadError(f"{src}: num_attention_heads = {heads} is not a multiple of num_key_value_heads = {kv}")
+    hidden = cfg.get("hidden_size")
+    if heads and hidden and cfg.get("head_dim") is None and hidden % heads:
+        raise LoadError(f"{src}: hidden_size = {hidden} is not a multiple of num_attention_heads = {heads}")
+
+
+def estimate(cfg: dict, elem_bytes: int, weight_bits: float) -> tuple[int, int]:
+    """(weight bytes, KV-cache bytes at the full context) of a decoder-only transformer with this config."""
+    hidden = cfg.get("hidden_size") or 4096
+    layers = cfg.get("num_hidden_layers") or 32
+    heads = cfg.get("num_attention_heads") or 32
+    kv = cfg.get("num_key_value_heads") or heads
+    head_dim = cfg.get("head_dim") or hidden // heads
+    inter = cfg.get("intermediate_size") or 4 * hidden
+    vocab = cfg.get("vocab_size") or 32000
+    ctx = cfg.get("max_position_embeddings") or 4096
+    per_layer = hidden * head_dim * (2 * heads + 2 * kv) + 3 * hidden * inter
+    embed = vocab * hidden * (1 if cfg.get("tie_word_embeddings") else 2)
+    weights = int(layers * per_layer * weight_bits / 8) + embed * elem_bytes
+    cache = 2 * layers * kv * head_dim * ctx * elem_bytes
+    return weights, cache
+
+
+def device_memory(device: str) -> int | None:
+    """Total bytes of the device's memory: the GPU's, else the machine's physical memory; None when unknown."""
+    if device.startswith("cuda"):
+        import torch
+
+        try:
+            return torch.cuda.mem_get_info(torch.device(device))[1]
+        except Exception:  # a broken driver is reported by the load itself
+            return None
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(cfg: dict, src: Path, device: str, elem_bytes: int, weight_bits: float) -> None:
+    have = device_memory(device)
+    if have is None:
+        return
+    weights, cache = estimate(cfg, elem_bytes, weight_bits)
+    if weights + cache > have:
+        gib = 1 << 30
+        culprit = "max_position_embeddings" if cache > weights else "the model's sizes"
+        raise LoadError(
+            f"{src}: {culprit}: this model needs about {(weights + cache) / gib:.1f} GiB "
+            f"(weights {weights / gib:.1f} GiB, KV cache for {cfg.get('max_position_embeddings')} "
+            f"positions {cache / gib:.1f} GiB), more than the {have / gib:.1f} GiB of {device}"
+        )

@@ -1,0 +1,180 @@
+"""Input files read defensively: a size limit before reading, regular files only (a FIFO or /dev/zero is refused
+without blocking), JSON with a nesting limit and finite numbers, enum values with a did-you-mean (no torch).
+
+Every failure is the caller's error type with one line that starts with the file's name: the callers (sessions,
+config.toml, the checkpoint's JSON files, safetensors headers) only choose the type, and so the exit code.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import os
+import re
+import stat
+from itertools import accumulate, repeat
+from operator import sub
+from pathlib import Path
+
+from .errors import YiError, shown
+
+MiB = 1 << 20
+SESSION_LIMIT = 64 * MiB  # a long chat with attachments is a few MB
+CONFIG_LIMIT = 1 * MiB  # config.toml
+JSON_LIMIT = 16 * MiB  # config.json, generation_config.json, quantize_config.json, tokenizer_config.json, index
+HEADER_LIMIT = 100 * MiB  # a safetensors header (the safetensors library's own limit)
+MAX_DEPTH = 64  # our files nest 4 deep; a tokenizer_config.json about 6
+# Integers up to 40 digits: transformers itself writes model_max_length = int(1e30) into tokenizer_config.json;
+# each reader checks its own ranges, this only keeps a 4000-digit number from costing a quadratic parse.
+MAX_DIGITS = 40
+
+# A JSON string literal (unrolled loop: no backtracking per character); brackets inside strings do not nest.
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+# Opening brackets -> 2, closing -> 0, everything else deleted: minus one each gives the depth steps.
+_STEPS = bytes.maketrans(b"[{]}", b"\x02\x02\x00\x00")
+_OTHERS = bytes(sorted(set(range(256)) - set(b"[{]}")))
+
+
+def size_text(n: int) -> str:
+    return f"{n // MiB} MiB" if n >= MiB else f"{n // 1024} KiB" if n >= 1024 else f"{n} bytes"
+
+
+def read_bytes(path: str | Path, limit: int, err: type[YiError] = YiError, what: str = "file") -> bytes:
+    """The bytes of regular file `path`, at most `limit` of them. Checked with stat before opening (a FIFO would
+    block in open, a device never ends) and opened non-blocking in case it was swapped for one since."""
+    name = shown(str(path), 200)
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise err(f"{name}: not a regular file (a {_kind(st.st_mode)}); a {what} must be a regular file")
+        if st.st_size > limit:
+            raise err(f"{name}: {st.st_size} bytes, more than the {size_text(limit)} limit of a {what}")
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    except YiError:
+        raise
+    except FileNotFoundError:
+        raise err(f"{name}: no such {what}") from None
+    except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
+        raise err(f"{name}: cannot read the {what} ({getattr(e, 'strerror', None) or e})") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise err(f"{name}: not a regular file; a {what} must be a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(limit + 1)  # one byte more tells a file that grew past the limit since stat
+    except OSError as e:
+        raise err(f"{name}: cannot read the {what} ({e.strerror or e})") from None
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise err(f"{name}: more than the {size_text(limit)} limit of a {what}")
+    return data
+
+
+def _kind(mode: int) -> str:
+    for test, word in (
+        (stat.S_ISDIR, "directory"),
+        (stat.S_ISFIFO, "FIFO"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISSOCK, "socket"),
+    ):
+        if test(mode):
+            return word
+    return "special file"
+
+
+def read_text(path: str | Path, limit: int, err: type[YiError] = YiError, what: str = "file") -> str:
+    data = read_bytes(path, limit, err, what)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise err(f"{shown(str(path), 200)}: not UTF-8 text (byte {e.start})") from None
+
+
+def depth(text: str | bytes) -> int:
+    """How deep the brackets of JSON text nest, outside string literals; iterative, so any depth is safe."""
+    if isinstance(text, str):
+        text = text.encode("utf-8", "surrogatepass")
+    steps = _STRING.sub(b"", text).translate(_STEPS, _OTHERS)
+    return max(accumulate(map(sub, steps, repeat(1))), default=0)
+
+
+class _Bad(ValueError):
+    pass
+
+
+def _float(s: str) -> float:
+    v = float(s)
+    if not math.isfinite(v):
+        raise _Bad(f"the number {shown(s, 30)} is out of range")
+    return v
+
+
+def _int(s: str) -> int:
+    if len(s.lstrip("-")) > MAX_DIGITS:
+        raise _Bad(f"the number {shown(s, 30)} is out of range")
+    return int(s)
+
+
+def _constant(s: str):
+    raise _Bad(f"{s} is not a JSON number")
+
+
+def loads(text: str | bytes, name: str, err: type[YiError] = YiError, max_depth: int = MAX_DEPTH, what: str = "JSON"):
+    """json.loads with the nesting checked first (the parser recurses), and only finite, bounded numbers."""
+    name = shown(str(name), 200)
+    d = depth(text)
+    if d > max_depth:
+        raise err(f"{name}: JSON nested {d} deep, more than the limit of {max_depth}")
+    try:
+        return json.loads(text, parse_float=_float, parse_int=_int, parse_constant=_constant)
+    except _Bad as e:
+        raise err(f"{name}: {e}") from None
+    except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise err(f"{name}: corrupt {what} ({e.__class__.__name__}: {shown(str(e), 120)})") from None
+
+
+def read_json(
+    path: str | Path, limit: int = JSON_LIMIT, err: type[YiError] = YiError, what: str = "JSON file", obj: bool = True
+):
+    """A JSON file read within `limit` bytes; `obj`: it must be a JSON object."""
+    data = loads(read_bytes(path, limit, err, what), str(path), err, what=what)
+    if obj and not isinstance(data, dict):
+        raise err(f"{shown(str(path), 200)}: expected a JSON object, found {type_name(data)}")
+    return data
+
+
+def type_name(v) -> str:
+    return {
+        bool: "true/false",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "an object",
+        type(None): "null",
+    }.get(type(v), type(v).__name__)
+
+
+def field(data: dict, key: str, kinds, src, err: type[YiError] = YiError, default=None, label: str = ""):
+    """data[key] when it has one of the exact `kinds` (bool is not an int here), else one line naming the field."""
+    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+    v = data.get(key, default)
+    if v is default:
+        return v
+    ok = any(type(v) is k or (k is float and type(v) is int) for k in kinds)
+    if not ok:
+        want = " or ".join(type_name(k()) if k is not type(None) else "null" for k in kinds)
+        value = shown(json.dumps(v) if not isinstance(v, str) else repr(v), 40)
+        raise err(f"{shown(str(src), 200)}: {label or key} {value} must be {want}, not {type_name(v)}")
+    return v
+
+
+def choice(value: str, choices, src, key: str, err: type[YiError] = YiError) -> str:
+    """`value` when it is one of `choices`; else one line with a did-you-mean."""
+    if value in choices:
+        return value
+    near = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.5)
+    hint = f" (did you mean {near[0]!r}?)" if near else ""
+    raise err(f"{shown(str(src), 200)}: {key} = {shown(value, 40)!r}: use one of {', '.join(choices)}{hint}")

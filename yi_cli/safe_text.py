@@ -1,0 +1,25 @@
+"""Text from outside (model output, session files, server messages) made safe to print on a terminal.
+
+An escape sequence in a reply or a loaded session can set the window title, write the clipboard (OSC 52), forge
+links (OSC 8) or redraw the screen; bidi overrides reorder what is shown. Every C0/C1 control character but
+newline and tab, DEL, and the bidi embedding/override/isolate marks are shown as visible escapes (ESC as `\\x1b`).
+Stateless per character, so a sequence split across two streamed pieces is caught in either piece.
+"""
+
+from __future__ import annotations
+
+import re
+
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def _visible(m: re.Match) -> str:
+    c = ord(m.group())
+    return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+
+
+def safe(text: str) -> str:
+    """`text` with control characters and escape sequences made visible; \\n and \\t kept, \\r\\n becomes \\n."""
+    if not _UNSAFE.search(text):
+        return text
+    return _UNSAFE.sub(_visible, text.replace("\r\n", "\n"))

@@ -1,0 +1,51 @@
+"""The standard streams made safe before anything runs: closed ones (`<&-`, `>&-`, `2>&-`) and a locale
+that cannot encode the replies.
+
+A closed descriptor 0, 1 or 2 is pointed at /dev/null: otherwise the next file opened (a session being saved)
+takes its number and print() writes into it; Python leaves sys.stdin/stdout/stderr None then, which is fixed too.
+A stream whose encoding cannot write every character (LANG=C without UTF-8 mode, latin-1, PYTHONIOENCODING=ascii)
+writes UTF-8 into a pipe, and escapes what it cannot show on a terminal, instead of failing mid-reply.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+
+NAMES = ("stdin", "stdout", "stderr")
+
+
+def repair() -> list[str]:
+    """Reopen closed standard descriptors on /dev/null; returns the names of those that were closed."""
+    closed = []
+    for fd, name in enumerate(NAMES):
+        try:
+            os.fstat(fd)
+            is_open = True
+        except OSError:
+            is_open = False
+        if not is_open:
+            null = os.open(os.devnull, os.O_RDONLY if fd == 0 else os.O_WRONLY)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+            closed.append(name)
+        if getattr(sys, name) is None:
+            mode = "r" if fd == 0 else "w"
+            setattr(
+                sys,
+                name,
+                io.TextIOWrapper(
+                    io.FileIO(fd, mode, closefd=False),
+                    encoding="utf-8",
+                    errors="surrogateescape" if fd == 0 else "backslashreplace",
+                    line_buffering=fd != 0,
+                ),
+            )
+    for s in (sys.stdout, sys.stderr):
+        enc = (getattr(s, "encoding", None) or "").lower().replace("-", "")
+        if enc not in ("utf8", "utf16", "utf32") and hasattr(s, "reconfigure"):
+            # A pipe or file gets UTF-8 (lossless; --json stays valid JSON); a terminal in that locale, escapes.
+            s.reconfigure(errors="backslashreplace") if s.isatty() else s.reconfigure(encoding="utf-8")
+    return closed
