@@ -192,7 +192,7 @@ def test_save_resume_autosave_and_refused_load(demo_dir, tmp_path):
     bad.write_text('{"format": "yi-chat-session", "version": 1, "turns": [')
     out = t.cmd("/load bad.json", "error:")
     out += t.cmd("/history", "Germany")
-    assert "not a readable session file" in flat(out)
+    assert "corrupt session file" in flat(out)
     foreign = tmp_path / "foreign.json"
     foreign.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}]}))
     out = t.cmd("/load foreign.json", "error:")
