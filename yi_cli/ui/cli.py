@@ -9,6 +9,7 @@ import sys
 
 from .. import __version__
 from ..errors import EXIT_HANGUP, EXIT_INTERRUPTED, UsageError, YiError
+from .config import device_arg
 
 EPILOG = """examples:
   yi-chat                                     chat with the demo model (Ctrl-D leaves)
@@ -58,12 +59,6 @@ class Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, not argparse's usage block: every failure is one line on stderr
         _err(f"{message} (see --help)")
         sys.exit(2)
-
-
-def device_arg(value: str) -> str:
-    if value in ("auto", "cpu", "cuda", "mps") or (value.startswith("cuda:") and value[5:].isdigit()):
-        return value
-    raise argparse.ArgumentTypeError(f"unknown device {value!r} (use auto, cpu, cuda or cuda:N)")
 
 
 def seconds_arg(value: str) -> float:

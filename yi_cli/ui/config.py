@@ -5,6 +5,7 @@ one (yi-chat never writes a key anywhere)."""
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import math
 import os
@@ -15,6 +16,14 @@ from .. import inputs
 from ..engines.settings import NAMES, parse
 from ..errors import UsageError, shown
 from ..paths import config_dir
+
+
+def device_arg(value: str) -> str:
+    """`--device` and the config's `device`: auto, cpu, mps, cuda or cuda:N."""
+    if value in ("auto", "cpu", "cuda", "mps") or (value.startswith("cuda:") and value[5:].isdigit()):
+        return value
+    raise argparse.ArgumentTypeError(f"unknown device {value!r} (use auto, cpu, cuda or cuda:N)")
+
 
 TOP_KEYS = {"model", "device", "dtype", "engine", "overflow", "system", "endpoint", "api_key_env"}
 CHOICES = {
@@ -90,10 +99,6 @@ def check(p, key: str, value) -> None:
     if key == "api_key_env" and not ENV_NAME.fullmatch(value):
         raise UsageError(f"{p}: api_key_env = {shown(value, 40)!r} is not an environment variable name")
     if key == "device":
-        import argparse
-
-        from .cli import device_arg
-
         try:
             device_arg(value)
         except argparse.ArgumentTypeError as e:
