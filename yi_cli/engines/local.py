@@ -21,11 +21,13 @@ STREAM_TIMEOUT_S = float(os.environ.get("YI_CHAT_STREAM_TIMEOUT", "300"))
 
 
 class LocalEngine:
-    def __init__(self, ckpt, backend: str = "auto", raw: bool = False):
+    def __init__(self, ckpt, backend: str = "auto", raw: bool = False, context: int | None = None):
+        """context: cap the session's context below the model's (--context)."""
         from ..runtime import decoder
 
         self.ckpt = ckpt
-        self.name, self.quant, self.context_length = ckpt.name, ckpt.quant, ckpt.context_length
+        self.name, self.quant = ckpt.name, ckpt.quant
+        self.context_length = min(context or ckpt.context_length, ckpt.context_length)
         self.template = Template(ckpt.tokenizer, ckpt.config, ckpt.generation_config, raw)
         usable = decoder.supports(ckpt)
         if backend == "fast" and not usable:
@@ -35,7 +37,8 @@ class LocalEngine:
             )
         self.decoder = self.model = None
         if usable and backend != "generate":
-            self.decoder = decoder.FastDecoder(ckpt)
+            self.decoder = decoder.FastDecoder(ckpt, self.context_length)
+            self.context_length = self.decoder.max_seq  # what the free GPU memory holds
         else:
             from ..runtime.hf import build_model
 

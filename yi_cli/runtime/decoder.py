@@ -14,7 +14,7 @@ import torch
 
 from ..errors import YiError
 from ..kernels import tinygemm
-from . import llama
+from . import kvcache, llama
 from .graph import GraphedStep, buckets
 from .hf import trim_heap
 from .sampling import Sampler
@@ -48,13 +48,21 @@ class FastDecoder:
         with torch.inference_mode():
             self.model = llama.FastLlama(ckpt, self.max_seq, dtype, padded=self.cuda)
             trim_heap()
+            self.max_seq = self.model.max_seq = kvcache.fit(self.model, self.max_seq)
             self.sampler = Sampler(self.model.lm_head.shape[0], self.device)
             self.tok = torch.zeros(1, dtype=torch.long, device=self.device)  # the token the next step feeds
             self.pos = torch.zeros(1, dtype=torch.long, device=self.device)  # its position
-            self.graphs = GraphedStep(self._graph_step, buckets(self.max_seq)) if self.cuda else None
+            self.graphs = self._graphed()
         if self.cuda:
             self.host = torch.zeros(PIPELINE + 1, dtype=torch.long, pin_memory=True)
             self.events = [torch.cuda.Event() for _ in range(PIPELINE + 1)]
+
+    def _graphed(self) -> GraphedStep | None:
+        """Decode-step graphs over the cache as it is now (its capacity is the largest bucket)."""
+        if not self.cuda:
+            return None
+        state = [self.tok, self.pos, self.sampler.rng, self.sampler.seen]
+        return GraphedStep(self._graph_step, buckets(self.model.k_cache[0].shape[2]), state)
 
     def _graph_step(self, length: int) -> torch.Tensor:
         """The captured step: feed self.tok at self.pos, attend to `length` slots, sample into self.tok."""
@@ -136,6 +144,8 @@ class FastDecoder:
             raise YiError(f"the prompt is {n} tokens; the fast decoder holds 1 to {self.max_seq - 1}")
         if cancel.is_set():
             return
+        if kvcache.grow(self.model, min(n + settings.max_new_tokens, self.max_seq)):
+            self.graphs = self._graphed()
         first = self._prefill(ids, settings, cancel)
         if first is None:
             return

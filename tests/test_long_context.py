@@ -1,0 +1,113 @@
+"""Long context on CPU: a tiny random model with Yi-6B-200K's context and rope theta, run past a "native" 4K with
+the KV cache growing as the conversation does (runtime.kvcache), greedy tokens against transformers' forward."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from test_fast import assert_greedy_match, checkpoint, fast_decoder, reference, reference_greedy
+
+from yi_cli.checkpoint.loader import open_checkpoint
+from yi_cli.engines.local import LocalEngine
+from yi_cli.engines.settings import GenSettings
+from yi_cli.runtime import kvcache
+
+YI_200K = {"max_position_embeddings": 200000, "rope_theta": 5e6}  # Yi-6B-200K's config.json
+REPLY = GenSettings(temperature=0, repetition_penalty=1.0, max_new_tokens=16)
+
+
+def random_ids(n: int, seed: int) -> list[int]:
+    return torch.randint(3, 512, (n,), generator=torch.Generator().manual_seed(seed)).tolist()
+
+
+def cache_slots(dec) -> int:
+    return dec.model.k_cache[0].shape[2]
+
+
+def test_200k_config_runs_past_4k_with_a_growing_cache():
+    path = checkpoint(4, **YI_200K)
+    dec, model = fast_decoder(path), reference(path)
+    assert dec.max_seq == 200000
+    assert cache_slots(dec) == kvcache.SMALLEST  # nothing sized for 200K up front
+    held = sum(c.numel() * c.element_size() for c in dec.model.k_cache + dec.model.v_cache)
+    assert held == kvcache.SMALLEST * kvcache.token_bytes(dec.model)
+
+    turn1 = random_ids(3000, 1)
+    got = list(dec.generate(turn1, REPLY, threading.Event(), set()))
+    assert_greedy_match(model, turn1, got, reference_greedy(model, turn1, 16))
+    assert cache_slots(dec) == 4096  # 3000 + 16 tokens: the next capacity
+
+    # the second turn goes past 4096 positions: the cache grows with its filled prefix copied, and only the new
+    # tail is prefilled (prefix reuse across the reallocation)
+    turn2 = turn1 + got + random_ids(1500, 2)
+    got2 = list(dec.generate(turn2, REPLY, threading.Event(), set()))
+    assert cache_slots(dec) == 8192
+    assert dec.last_prefill[0] == len(turn1) + len(got) - 1
+    assert len(turn2) + len(got2) > 4096
+    assert_greedy_match(model, turn2, got2, reference_greedy(model, turn2, 16))
+
+
+def test_capacity_steps():
+    assert [kvcache.capacity(n, 200000) for n in (1, 257, 4096, 16385, 131072, 199999)] == [
+        256,
+        512,
+        4096,
+        32768,
+        131072,
+        200000,
+    ]
+    assert kvcache.capacity(5000, 3000) == 3000
+
+
+def test_context_flag_caps_the_model_context():
+    ckpt = open_checkpoint(checkpoint(4, **YI_200K), device="cpu", dtype="fp32")
+    engine = LocalEngine(ckpt, context=1000)
+    assert engine.context_length == engine.decoder.max_seq == 1000
+    assert LocalEngine(ckpt).context_length == 200000
+
+
+def run_cli(*args: str, home) -> subprocess.CompletedProcess:
+    env = {**os.environ, "YI_CHAT_HOME": str(home)}
+    return subprocess.run(
+        [sys.executable, "-m", "yi_cli", *args], capture_output=True, text=True, env=env, timeout=600, check=False
+    )
+
+
+def test_model_command_shows_the_capped_context(tmp_path):
+    done = run_cli("-m", str(checkpoint(4, **YI_200K)), "--context", "32K", "-p", "/model", home=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "context                32768 (model 200000)" in done.stdout
+    assert "5000000.0" in done.stdout
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "lots", "1.5K"])
+def test_bad_context_flag_is_a_usage_error(tmp_path, value):
+    done = run_cli("--context", value, "-p", "hi", home=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"yi-chat: argument --context: {value!r} is not a positive number of tokens (e.g. 32768 or 32K) (see --help)"
+    ]
+
+
+def test_bad_context_in_config_is_a_usage_error(tmp_path):
+    where = subprocess.run(
+        [sys.executable, "-c", "from yi_cli.ui import config; print(config.path())"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "YI_CHAT_HOME": str(tmp_path)},
+        check=True,
+    )
+    cfg = Path(where.stdout.strip())
+    cfg.parent.mkdir(parents=True, exist_ok=True)
+    cfg.write_text("context = 0\n")
+    done = run_cli("-p", "hi", home=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"yi-chat: {cfg}: context: '0' is not a positive number of tokens (e.g. 32768 or 32K)"
+    ]
