@@ -14,9 +14,11 @@ import torch
 from test_fast import assert_greedy_match, checkpoint, fast_decoder, reference, reference_greedy
 
 from yi_cli.checkpoint.loader import open_checkpoint
+from yi_cli.engines.events import FINISH_INTERRUPTED, Finish
 from yi_cli.engines.local import LocalEngine
 from yi_cli.engines.settings import GenSettings
-from yi_cli.runtime import kvcache
+from yi_cli.engines.template import Prompt
+from yi_cli.runtime import decoder, kvcache
 
 YI_200K = {"max_position_embeddings": 200000, "rope_theta": 5e6}  # Yi-6B-200K's config.json
 REPLY = GenSettings(temperature=0, repetition_penalty=1.0, max_new_tokens=16)
@@ -111,3 +113,59 @@ def test_bad_context_in_config_is_a_usage_error(tmp_path):
     assert done.stderr.strip().splitlines() == [
         f"yi-chat: {cfg}: context: '0' is not a positive number of tokens (e.g. 32768 or 32K)"
     ]
+
+
+def long_prompt_engine(monkeypatch):
+    from yi_cli.engines import local
+
+    monkeypatch.setattr(local, "PROGRESS_AFTER_S", 0.0)  # every chunk reports (the product waits 1 s)
+    engine = LocalEngine(open_checkpoint(checkpoint(4, **YI_200K), device="cpu", dtype="fp32"))
+    statuses: list = []
+    engine.progress = statuses.append
+    return engine, statuses
+
+
+def test_long_prefill_reports_progress_then_clears_it(monkeypatch):
+    engine, statuses = long_prompt_engine(monkeypatch)
+    ids = random_ids(1000, 3)
+    events = list(engine.stream(Prompt([], ids=ids), REPLY, threading.Event()))
+    assert isinstance(events[-1], Finish) and len(events[-1].token_ids) == 16
+    chunk = decoder.PREFILL_CHUNK["cpu"]
+    done = [min(e, 1000) for e in range(chunk, 1000 + chunk, chunk)]
+    assert statuses == [f"reading the prompt: {d}/1000 tokens ({100 * d // 1000}%)" for d in done] + [None]
+
+
+def test_cancel_during_a_long_prefill_stops_between_chunks_and_keeps_the_cache_usable(monkeypatch):
+    engine, statuses = long_prompt_engine(monkeypatch)
+    chunk = decoder.PREFILL_CHUNK["cpu"]
+    ids = random_ids(6 * chunk, 5)
+    cancel = threading.Event()
+
+    def ctrl_c(status):  # Ctrl-C in the REPL sets the turn's cancel event; here after the second chunk
+        statuses.append(status)
+        if len(statuses) == 2:
+            cancel.set()
+
+    engine.progress = ctrl_c
+    events = list(engine.stream(Prompt([], ids=ids), REPLY, cancel))
+    assert [type(e) for e in events] == [Finish]
+    assert events[0].stats.finish_reason == FINISH_INTERRUPTED and events[0].token_ids == []
+    assert statuses[-1] is None and len(statuses) == 3  # two chunks read, then the line erased
+    assert engine.decoder.cached == ids[: 2 * chunk]
+    # the next turn reuses the chunks read and answers as a fresh decoder does
+    again = list(engine.decoder.generate(ids, REPLY, threading.Event(), set()))
+    assert engine.decoder.last_prefill[0] == 2 * chunk
+    assert again == list(fast_decoder(checkpoint(4, **YI_200K)).generate(ids, REPLY, threading.Event(), set()))
+
+
+def test_progress_line_only_on_a_terminal():
+    import io
+
+    from rich.console import Console
+
+    from yi_cli.ui.render import PlainRenderer, TerminalRenderer
+
+    tty, pipe = io.StringIO(), io.StringIO()
+    TerminalRenderer(Console(file=io.StringIO()), Console(file=tty, force_terminal=True)).progress("reading 5%")
+    PlainRenderer(Console(file=io.StringIO()), Console(file=pipe), out=io.StringIO()).progress("reading 5%")
+    assert tty.getvalue() == "\r\x1b[2Kreading 5%" and pipe.getvalue() == ""

@@ -44,6 +44,7 @@ class FastDecoder:
         self.max_seq = min(max_seq_len or ckpt.context_length, ckpt.context_length)
         self.cached: list[int] = []  # ids whose K/V sit in cache slots [0, len)
         self.last_prefill: tuple[int, list[int]] = (0, [])  # (first slot computed, prompt) of the last prefill
+        self.on_chunk = None  # called (tokens done, tokens to do) after each prefill chunk: progress of long prompts
         dtype = tinygemm.compute_dtype(self.device, ckpt.dtype, ckpt.quant is not None)
         with torch.inference_mode():
             self.model = llama.FastLlama(ckpt, self.max_seq, dtype, padded=self.cuda)
@@ -87,10 +88,14 @@ class FastDecoder:
         chunk = PREFILL_CHUNK["cuda" if self.cuda else "cpu"]
         for s in range(start, n, chunk):
             if cancel.is_set():
+                # sent again (after Ctrl-C), the prompt resumes here: same chunk bounds, same result as one run
+                self.last_prefill = (s, list(ids))
                 return None
             e = min(s + chunk, n)
             logits = self.model.prefill(torch.tensor(ids[s:e], device=self.device), s)
             self.cached = ids[:e]
+            if self.on_chunk is not None:
+                self.on_chunk(e - start, n - start)
         tok = self.sampler.eager(logits, greedy=settings.temperature == 0)
         self.tok.copy_(tok)
         self.pos.fill_(n)

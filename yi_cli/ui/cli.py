@@ -405,7 +405,9 @@ def make_engine(args, top: dict, render, endpoint_from: str = ""):
             trust_remote_code=args.trust_remote_code,
         )
         context = args.context or (tokens_arg(top["context"]) if "context" in top else None)
-        return LocalEngine(ckpt, backend=args.engine or top.get("engine", "auto"), raw=args.raw, context=context)
+        engine = LocalEngine(ckpt, backend=args.engine or top.get("engine", "auto"), raw=args.raw, context=context)
+        engine.progress = render.progress
+        return engine
 
 
 class _nullctx:
