@@ -56,11 +56,12 @@ def test_200k_config_runs_past_4k_with_a_growing_cache():
 
 
 def test_capacity_steps():
-    assert [kvcache.capacity(n, 200000) for n in (1, 257, 4096, 16385, 131072, 199999)] == [
+    assert [kvcache.capacity(n, 200000) for n in (1, 257, 4096, 16385, 40016, 131072, 199999)] == [
         256,
         512,
         4096,
-        32768,
+        24576,
+        40960,
         131072,
         200000,
     ]

@@ -11,15 +11,15 @@ from __future__ import annotations
 import torch
 
 SMALLEST = 256
-STEP = 16384  # capacities double up to STEP, then grow by STEP: a 128K prompt takes ~128K slots, not 256K
+STEP = 8192  # capacities double up to 2·STEP, then grow by STEP: a 128K prompt takes ~128K slots, not 256K
 RESERVE = 2 << 30  # GPU bytes left free for prefill activations, dequantized weights and graphs
 
 
 def capacity(n: int, limit: int) -> int:
-    """The cache slots that hold n tokens: SMALLEST, doubling to STEP, then multiples of STEP; at most limit."""
+    """The cache slots that hold n tokens: SMALLEST, doubling to 2·STEP, then multiples of STEP; at most limit."""
     c = SMALLEST
     while c < n:
-        c = c * 2 if c < STEP else c + STEP
+        c = c * 2 if c < 2 * STEP else c + STEP
     return min(c, limit)
 
 
