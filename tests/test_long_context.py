@@ -170,3 +170,18 @@ def test_progress_line_only_on_a_terminal():
     TerminalRenderer(Console(file=io.StringIO()), Console(file=tty, force_terminal=True)).progress("reading 5%")
     PlainRenderer(Console(file=io.StringIO()), Console(file=pipe), out=io.StringIO()).progress("reading 5%")
     assert tty.getvalue() == "\r\x1b[2Kreading 5%" and pipe.getvalue() == ""
+
+
+def test_free_gpu_memory_caps_the_context(monkeypatch):
+    """kvcache.fit's arithmetic with the GPU's free bytes stubbed: the Yi-6B shape (64 KiB a token in bf16)."""
+    from types import SimpleNamespace
+
+    yi6b = SimpleNamespace(
+        embed=SimpleNamespace(device=torch.device("cuda")), layers=[None] * 32, n_kv=4, hd=128, dtype=torch.bfloat16
+    )
+    yi6b.k_cache = yi6b.v_cache = []  # nothing held yet
+    assert kvcache.token_bytes(yi6b) == 64 << 10
+    free = kvcache.RESERVE + 50_000 * (64 << 10)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free, 2 * free))
+    assert kvcache.fit(yi6b, 200000) == 50_000
+    assert kvcache.fit(yi6b, 32768) == 32768  # --context below what memory holds

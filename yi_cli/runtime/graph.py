@@ -19,7 +19,7 @@ def buckets(max_seq: int, smallest: int = 256) -> list[int]:
 
 
 class GraphedStep:
-    def __init__(self, step, lengths: list[int], state: list[torch.Tensor]):
+    def __init__(self, step, lengths: list[int], state: list[torch.Tensor] | tuple = ()):
         """step(L) reads and writes only static tensors and returns the logits. A bucket's graph is captured when
         a step first needs it (at 200K, capturing every bucket at load would take seconds and memory for lengths
         a chat may never reach); before capture the step runs once to warm up (cuBLAS handles, Triton compiles)
