@@ -16,7 +16,7 @@ from ..engines.settings import NAMES, parse
 from ..errors import UsageError, shown
 from ..paths import config_dir
 
-TOP_KEYS = {"model", "device", "dtype", "engine", "overflow", "system", "endpoint", "api_key_env"}
+TOP_KEYS = {"context", "model", "device", "dtype", "engine", "overflow", "system", "endpoint", "api_key_env"}
 CHOICES = {
     "dtype": ("auto", "fp32", "fp16", "bf16"),
     "engine": ("auto", "fast", "generate"),
@@ -81,6 +81,16 @@ def _finite(text: str) -> float:
 
 
 def check(p, key: str, value) -> None:
+    if key == "context":  # tokens: 32768 or "32K", as --context
+        import argparse
+
+        from .cli import tokens_arg
+
+        try:
+            tokens_arg(str(value) if type(value) in (int, str) else "")
+        except argparse.ArgumentTypeError as e:
+            raise UsageError(f"{p}: context: {e}") from None
+        return
     if not isinstance(value, str):
         raise UsageError(f"{p}: {key} must be a string")
     if key in CHOICES:
