@@ -185,3 +185,4 @@ def test_free_gpu_memory_caps_the_context(monkeypatch):
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free, 2 * free))
     assert kvcache.fit(yi6b, 200000) == 50_000
     assert kvcache.fit(yi6b, 32768) == 32768  # --context below what memory holds
+    assert kvcache.fit(yi6b, 96) == 96  # a cache smaller than the smallest step stays as asked

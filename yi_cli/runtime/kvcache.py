@@ -35,7 +35,7 @@ def fit(model, limit: int) -> int:
         return limit
     free, _ = torch.cuda.mem_get_info(dev)
     held = sum(c.numel() * c.element_size() for c in model.k_cache + model.v_cache)
-    return max(SMALLEST, min(limit, (free + held - RESERVE) // token_bytes(model)))
+    return min(limit, max(SMALLEST, (free + held - RESERVE) // token_bytes(model)))  # never past the limit
 
 
 @torch.inference_mode()
