@@ -27,6 +27,7 @@ except ImportError:  # CPU-only installs: the torch paths below run instead
 SPLIT = 128  # cache slots per decode-attention program, up to LONG slots attended
 LONG_SPLIT, LONG = 256, 32768  # past LONG: fewer, longer programs (100K of Yi-6B: 1564 programs of 64 KiB K+V each)
 MERGE_BLOCK = 64  # partial results combined per merge-loop iteration
+TILE_MERGE = 64  # up to this many partials (8K slots) the merge loads them as one tile: no loop in a tiny kernel
 NORM_WARPS = 16  # one program normalizes a row of D values: more warps, shorter latency
 
 
@@ -165,6 +166,22 @@ if triton is not None:
         tl.store(ML + (base + rows) * 2 + 1, l_i)
 
     @triton.jit
+    def _attn_merge_tile(ACC, ML, O, R, NS, RP: tl.constexpr, HD: tl.constexpr, NSP: tl.constexpr, PDL: tl.constexpr):
+        """Up to NSP partials of one query row in one tile (the short-context case: one load, no loop)."""
+        if PDL:
+            _pdl_enter()
+        kv, r = tl.program_id(0), tl.program_id(1)
+        j, d = tl.arange(0, NSP), tl.arange(0, HD)
+        base = (kv * NS + j) * RP + r
+        m = tl.load(ML + base * 2, mask=j < NS, other=-float("inf"))
+        ln = tl.load(ML + base * 2 + 1, mask=j < NS, other=0.0)
+        mx = tl.max(m, 0)
+        w = tl.where(m == -float("inf"), 0.0, tl.exp(m - mx))
+        acc = tl.load(ACC + base[:, None] * HD + d[None, :], mask=(j < NS)[:, None], other=0.0)
+        o = tl.sum(acc * w[:, None], 0) / tl.sum(ln * w, 0)
+        tl.store(O + (kv * R + r) * HD + d, o.to(O.dtype.element_ty))
+
+    @triton.jit
     def _attn_merge(ACC, ML, O, R, NS, RP: tl.constexpr, HD: tl.constexpr, BS: tl.constexpr, PDL: tl.constexpr):
         """Combine the NS partial softmaxes of one query row, BS at a time: a pass over the maxima, then one over
         the partial outputs (at 100K slots NS is ~400: one [NS, HD] tile would not fit in registers)."""
@@ -296,5 +313,8 @@ def decode_attention(
         qg, kc, vc, pos, acc, ml, kc.shape[2], r, ns, hd**-0.5, RP=rp, HD=hd, SPLIT=split, BLOCK=64, **_launch_pdl(qg)
     )
     out = torch.empty_like(qg)
-    _attn_merge[(n_kv, r)](acc, ml, out, r, ns, RP=rp, HD=hd, BS=MERGE_BLOCK, **_launch_pdl(qg))
+    if ns <= TILE_MERGE:  # one constant tile width: a single compiled kernel for every short bucket
+        _attn_merge_tile[(n_kv, r)](acc, ml, out, r, ns, RP=rp, HD=hd, NSP=TILE_MERGE, **_launch_pdl(qg))
+    else:
+        _attn_merge[(n_kv, r)](acc, ml, out, r, ns, RP=rp, HD=hd, BS=MERGE_BLOCK, **_launch_pdl(qg))
     return out
