@@ -30,12 +30,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 GREEDY = GenSettings(temperature=0, repetition_penalty=1.0, max_new_tokens=64)
 
 
-def tiny_llama(seed: int = 0, vocab: int = 512):
-    """A random Llama with peaked logits (large init)."""
+def tiny_llama(seed: int = 0, vocab: int = 512, **overrides):
+    """A random Llama with peaked logits (large init); overrides change its config (e.g. a 200K context)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    cfg = LlamaConfig(
+    cfg = dict(
         vocab_size=vocab,
         hidden_size=128,
         intermediate_size=256,
@@ -46,20 +46,21 @@ def tiny_llama(seed: int = 0, vocab: int = 512):
         initializer_range=0.1,
         tie_word_embeddings=False,
     )
+    cfg = LlamaConfig(**{**cfg, **overrides})
     return LlamaForCausalLM(cfg).eval()
 
 
 _CKPTS: dict = {}
 
 
-def checkpoint(seed: int = 0, quant: str | None = None, group: int = 32) -> Path:
+def checkpoint(seed: int = 0, quant: str | None = None, group: int = 32, **overrides) -> Path:
     """tiny_llama(seed) written to disk as a real checkpoint (safetensors + a byte tokenizer): plain fp32, AutoAWQ
     int4 ("awq") or AutoGPTQ int8 ("gptq8"), the formats yi-chat reads. Cached per test session."""
-    key = (seed, quant, group)
+    key = (seed, quant, group, tuple(sorted(overrides.items())))
     if key not in _CKPTS:
         root = Path(tempfile.mkdtemp(prefix="yi-fast-"))
         plain = root / "plain"
-        tiny_llama(seed).save_pretrained(str(plain))
+        tiny_llama(seed, **overrides).save_pretrained(str(plain))
         writer.write_byte_tokenizer(plain)
         out = plain
         if quant == "awq":

@@ -22,10 +22,12 @@ def describe(engine) -> list:
         model = meta_model(ckpt.config, engine.decoder.model.dtype)
         params = sum(p.numel() for p in model.parameters())
         nbytes = engine.decoder.model.weight_bytes()
-    return [summary(ckpt, type(model).__name__, params, nbytes), f"engine: {engine.backend}", tree(model, ckpt)]
+    table = summary(ckpt, type(model).__name__, params, nbytes, engine.context_length)
+    return [table, f"engine: {engine.backend}", tree(model, ckpt)]
 
 
-def summary(ckpt, arch: str, params: int, nbytes: int) -> Table:
+def summary(ckpt, arch: str, params: int, nbytes: int, context: int | None = None) -> Table:
+    """context: the session's limit (--context, free memory), shown next to the model's when lower."""
     cfg, q = ckpt.config, ckpt.quant
     rope = getattr(cfg, "rope_parameters", None) or {}
     theta = rope.get("rope_theta") if isinstance(rope, dict) else None
@@ -39,7 +41,12 @@ def summary(ckpt, arch: str, params: int, nbytes: int) -> Table:
             f"{getattr(cfg, 'num_attention_heads', '?')} / {getattr(cfg, 'num_key_value_heads', '?')}",
         ),
         ("vocab", getattr(cfg, "vocab_size", "?")),
-        ("context", ckpt.context_length),
+        (
+            "context",
+            f"{context} (model {ckpt.context_length})"
+            if context and context < ckpt.context_length
+            else ckpt.context_length,
+        ),
         ("rope theta", theta or getattr(cfg, "rope_theta", "?")),
         ("quantization", f"{q['method']} int{q['bits']}, group {q.get('group_size')}" if q else "none"),
         ("parameters", f"{params / 1e6:.1f} M"),

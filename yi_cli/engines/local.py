@@ -18,14 +18,17 @@ from .settings import GenSettings
 from .template import Prompt, Template
 
 STREAM_TIMEOUT_S = float(os.environ.get("YI_CHAT_STREAM_TIMEOUT", "300"))
+PROGRESS_AFTER_S = 1.0  # a prompt whose prefill runs longer shows its progress
 
 
 class LocalEngine:
-    def __init__(self, ckpt, backend: str = "auto", raw: bool = False):
+    def __init__(self, ckpt, backend: str = "auto", raw: bool = False, context: int | None = None):
+        """context: cap the session's context below the model's (--context)."""
         from ..runtime import decoder
 
         self.ckpt = ckpt
-        self.name, self.quant, self.context_length = ckpt.name, ckpt.quant, ckpt.context_length
+        self.name, self.quant = ckpt.name, ckpt.quant
+        self.context_length = min(context or ckpt.context_length, ckpt.context_length)
         self.template = Template(ckpt.tokenizer, ckpt.config, ckpt.generation_config, raw)
         usable = decoder.supports(ckpt)
         if backend == "fast" and not usable:
@@ -34,8 +37,11 @@ class LocalEngine:
                 f"{'safetensors' if ckpt.safetensors else 'pickle'} weights)"
             )
         self.decoder = self.model = None
+        self.progress = None  # renderer hook: a status line (str) while a long prompt is read, None clears it
+        self.showing = False  # a status line is up
         if usable and backend != "generate":
-            self.decoder = decoder.FastDecoder(ckpt)
+            self.decoder = decoder.FastDecoder(ckpt, self.context_length)
+            self.context_length = self.decoder.max_seq  # what the free GPU memory holds
         else:
             from ..runtime.hf import build_model
 
@@ -74,24 +80,45 @@ class LocalEngine:
         except Exception as e:  # out of memory and the like: one line, cache freed (engine_error)
             raise engine_error(e) from None
 
+    def _prefill_progress(self, t0: float):
+        """The decoder's per-chunk hook: a status line once the prompt has taken PROGRESS_AFTER_S."""
+
+        def chunk(done: int, total: int) -> None:
+            if self.progress is not None and time.perf_counter() - t0 >= PROGRESS_AFTER_S:
+                self.showing = True
+                self.progress(f"reading the prompt: {done}/{total} tokens ({100 * done // total}%)")
+
+        return chunk
+
+    def _progress_end(self) -> None:
+        if self.showing:
+            self.showing = False
+            self.progress(None)
+
     def _fast_events(self, ids, settings, cancel):
         stats = Stats(prompt_tokens=len(ids))
         detok = self.template.detokenizer()
         stop_ids = self.template.stop_ids
         t0 = time.perf_counter()
         out: list[int] = []
-        for tok in self.decoder.generate(ids, settings, cancel, stop_ids):
-            now = time.perf_counter()
-            if not out:
-                stats.ttft_s = now - t0
-            out.append(tok)
-            stats.new_tokens = len(out)
-            stats.decode_s = now - t0 - stats.ttft_s
-            if tok in stop_ids:
-                break
-            piece = detok.add(tok)
-            if piece:
-                yield Text(piece)
+        self.decoder.on_chunk = self._prefill_progress(t0)
+        try:
+            for tok in self.decoder.generate(ids, settings, cancel, stop_ids):
+                now = time.perf_counter()
+                if not out:
+                    stats.ttft_s = now - t0
+                    self._progress_end()  # before the reply's first text
+                out.append(tok)
+                stats.new_tokens = len(out)
+                stats.decode_s = now - t0 - stats.ttft_s
+                if tok in stop_ids:
+                    break
+                piece = detok.add(tok)
+                if piece:
+                    yield Text(piece)
+        finally:
+            self.decoder.on_chunk = None
+            self._progress_end()  # cancelled or failed while reading the prompt
         tail = detok.flush()
         if tail:
             yield Text(tail)

@@ -24,7 +24,10 @@ try:
 except ImportError:  # CPU-only installs: the torch paths below run instead
     triton = None
 
-SPLIT = 128  # cache slots per decode-attention program
+SPLIT = 128  # cache slots per decode-attention program, up to LONG slots attended
+LONG_SPLIT, LONG = 256, 32768  # past LONG: fewer, longer programs (100K of Yi-6B: 1564 programs of 64 KiB K+V each)
+MERGE_BLOCK = 64  # partial results combined per merge-loop iteration
+TILE_MERGE = 64  # up to this many partials (8K slots) the merge loads them as one tile: no loop in a tiny kernel
 NORM_WARPS = 16  # one program normalizes a row of D values: more warps, shorter latency
 
 
@@ -158,12 +161,13 @@ if triton is not None:
             acc = acc * alpha[:, None] + tl.dot(w.to(v.dtype), v)
             m_i = m_new
         base = (kv * NS + j) * RP
-        tl.store(ACC + (base + rows[:, None]) * HD + d[None, :], acc)
+        tl.store(ACC + (base + rows[:, None]) * HD + d[None, :], acc, mask=rows[:, None] < R)
         tl.store(ML + (base + rows) * 2, m_i)
         tl.store(ML + (base + rows) * 2 + 1, l_i)
 
     @triton.jit
-    def _attn_merge(ACC, ML, O, R, NS, RP: tl.constexpr, HD: tl.constexpr, NSP: tl.constexpr, PDL: tl.constexpr):
+    def _attn_merge_tile(ACC, ML, O, R, NS, RP: tl.constexpr, HD: tl.constexpr, NSP: tl.constexpr, PDL: tl.constexpr):
+        """Up to NSP partials of one query row in one tile (the short-context case: one load, no loop)."""
         if PDL:
             _pdl_enter()
         kv, r = tl.program_id(0), tl.program_id(1)
@@ -176,6 +180,31 @@ if triton is not None:
         acc = tl.load(ACC + base[:, None] * HD + d[None, :], mask=(j < NS)[:, None], other=0.0)
         o = tl.sum(acc * w[:, None], 0) / tl.sum(ln * w, 0)
         tl.store(O + (kv * R + r) * HD + d, o.to(O.dtype.element_ty))
+
+    @triton.jit
+    def _attn_merge(ACC, ML, O, R, NS, RP: tl.constexpr, HD: tl.constexpr, BS: tl.constexpr, PDL: tl.constexpr):
+        """Combine the NS partial softmaxes of one query row, BS at a time: a pass over the maxima, then one over
+        the partial outputs (at 100K slots NS is ~400: one [NS, HD] tile would not fit in registers)."""
+        if PDL:
+            _pdl_enter()
+        kv, r = tl.program_id(0), tl.program_id(1)
+        d = tl.arange(0, HD)
+        mv = tl.full([BS], -float("inf"), tl.float32)
+        for j0 in range(0, NS, BS):
+            j = j0 + tl.arange(0, BS)
+            mv = tl.maximum(mv, tl.load(ML + ((kv * NS + j) * RP + r) * 2, mask=j < NS, other=-float("inf")))
+        mx = tl.max(mv, 0)  # finite: split 0 always holds slot 0
+        o = tl.zeros([HD], tl.float32)
+        lv = tl.zeros([BS], tl.float32)
+        for j0 in range(0, NS, BS):
+            j = j0 + tl.arange(0, BS)
+            base = (kv * NS + j) * RP + r
+            m = tl.load(ML + base * 2, mask=j < NS, other=-float("inf"))
+            w = tl.where(m == -float("inf"), 0.0, tl.exp(m - mx))
+            lv += tl.load(ML + base * 2 + 1, mask=j < NS, other=0.0) * w
+            acc = tl.load(ACC + base[:, None] * HD + d[None, :], mask=(j < NS)[:, None], other=0.0)
+            o += tl.sum(acc * w[:, None], 0)
+        tl.store(O + (kv * R + r) * HD + d, (o / tl.sum(lv, 0)).to(O.dtype.element_ty))
 
 
 if triton is not None:
@@ -263,22 +292,29 @@ def silu_mul(gu: torch.Tensor, fused: bool) -> torch.Tensor:
     return out
 
 
+def split_slots(length: int) -> int:
+    """Cache slots per decode-attention program for a step attending to `length` slots."""
+    return SPLIT if length <= LONG else LONG_SPLIT
+
+
 def decode_attention(
     qg: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, pos: torch.Tensor, length: int
 ) -> torch.Tensor:
-    """One token: qg [1, KV, G, hd] attends to cache slots [0, pos] (pos [1]; length >= pos + 1, a multiple of
-    SPLIT or the cache size). Returns [1, KV, G, hd]."""
+    """One token: qg [1, KV, G, hd] attends to cache slots [0, pos] (pos [1]; length >= pos + 1, a graph bucket
+    or the cache size). Split-K: KV x cdiv(length, split) programs each write a partial softmax for their slots,
+    then one merge program per query row combines them. Returns [1, KV, G, hd]."""
     _, n_kv, r, hd = qg.shape
-    ns = triton.cdiv(length, SPLIT)
+    split = split_slots(length)
+    ns = triton.cdiv(length, split)
     rp = max(16, triton.next_power_of_2(r))  # tl.dot needs 16 rows
     acc = torch.empty(n_kv, ns, rp, hd, dtype=torch.float32, device=qg.device)
     ml = torch.empty(n_kv, ns, rp, 2, dtype=torch.float32, device=qg.device)
     _attn_split[(n_kv, ns)](
-        qg, kc, vc, pos, acc, ml, kc.shape[2], r, ns, hd**-0.5, RP=rp, HD=hd, SPLIT=SPLIT, BLOCK=64, **_launch_pdl(qg)
+        qg, kc, vc, pos, acc, ml, kc.shape[2], r, ns, hd**-0.5, RP=rp, HD=hd, SPLIT=split, BLOCK=64, **_launch_pdl(qg)
     )
     out = torch.empty_like(qg)
-    # NSP from the cache size, not the bucket: one compiled merge kernel serves every graph bucket (a cold start
-    # compiles each Triton specialization once, ~1 s each)
-    nsp = triton.next_power_of_2(triton.cdiv(kc.shape[2], SPLIT))
-    _attn_merge[(n_kv, r)](acc, ml, out, r, ns, RP=rp, HD=hd, NSP=nsp, **_launch_pdl(qg))
+    if ns <= TILE_MERGE:  # one constant tile width: a single compiled kernel for every short bucket
+        _attn_merge_tile[(n_kv, r)](acc, ml, out, r, ns, RP=rp, HD=hd, NSP=TILE_MERGE, **_launch_pdl(qg))
+    else:
+        _attn_merge[(n_kv, r)](acc, ml, out, r, ns, RP=rp, HD=hd, BS=MERGE_BLOCK, **_launch_pdl(qg))
     return out

@@ -16,7 +16,7 @@ import torch
 
 from ..errors import YiError
 from ..kernels import tinygemm
-from . import llama, speculate
+from . import kvcache, llama, speculate
 from .graph import GraphedStep, buckets
 from .hf import trim_heap
 from .sampling import Sampler
@@ -53,14 +53,16 @@ class FastDecoder:
         self.cached: list[int] = []  # ids whose K/V sit in cache slots [0, len)
         self.last_prefill: tuple[int, list[int]] = (0, [])  # (first slot computed, prompt) of the last prefill
         self.steps = 0  # forward steps of the last generate after its first token (tokens per step = tokens / steps)
+        self.on_chunk = None  # called (tokens done, tokens to do) after each prefill chunk: progress of long prompts
         dtype = tinygemm.compute_dtype(self.device, ckpt.dtype, ckpt.quant is not None)
         with torch.inference_mode():
             self.model = llama.FastLlama(ckpt, self.max_seq, dtype, padded=self.cuda)
             trim_heap()
+            self.max_seq = self.model.max_seq = kvcache.fit(self.model, self.max_seq)
             self.sampler = Sampler(self.model.lm_head.shape[0], self.device)
             self.tok = torch.zeros(1, dtype=torch.long, device=self.device)  # the token the next step feeds
             self.pos = torch.zeros(1, dtype=torch.long, device=self.device)  # its position
-            self.graphs = GraphedStep(self._graph_step, buckets(self.max_seq)) if self.cuda else None
+            self.graphs = self._graphed()
             if self.cuda:  # the verify graphs' inputs and scratch state (speculate.py), captured on first use
                 rows = VERIFY_ROWS[-1]
                 self.vin = torch.zeros(2, rows, dtype=torch.long, device=self.device)  # tokens; positions
@@ -70,6 +72,13 @@ class FastDecoder:
         if self.cuda:
             self.host = torch.zeros(PIPELINE + 1, dtype=torch.long, pin_memory=True)
             self.events = [torch.cuda.Event() for _ in range(PIPELINE + 1)]
+
+    def _graphed(self) -> GraphedStep | None:
+        """Decode-step graphs over the cache as it is now (its capacity is the largest bucket)."""
+        if not self.cuda:
+            return None
+        state = [self.tok, self.pos, self.sampler.rng, self.sampler.seen]
+        return GraphedStep(self._graph_step, buckets(self.model.k_cache[0].shape[2]), state)
 
     def _graph_step(self, length: int) -> torch.Tensor:
         """The captured step: feed self.tok at self.pos, attend to `length` slots, sample into self.tok."""
@@ -94,10 +103,14 @@ class FastDecoder:
         chunk = PREFILL_CHUNK["cuda" if self.cuda else "cpu"]
         for s in range(start, n, chunk):
             if cancel.is_set():
+                # sent again (after Ctrl-C), the prompt resumes here: same chunk bounds, same result as one run
+                self.last_prefill = (s, list(ids))
                 return None
             e = min(s + chunk, n)
             logits = self.model.prefill(torch.tensor(ids[s:e], device=self.device), s)
             self.cached = ids[:e]
+            if self.on_chunk is not None:
+                self.on_chunk(e - start, n - start)
         tok = self.sampler.eager(logits, greedy=settings.temperature == 0)
         self.tok.copy_(tok)
         self.pos.fill_(n)
@@ -227,6 +240,11 @@ class FastDecoder:
         self.steps = 0
         if cancel.is_set():
             return
+        # verify (speculate.py) writes K/V up to VERIFY_ROWS[-1] slots past a position: room for them too
+        if kvcache.grow(self.model, min(n + settings.max_new_tokens + VERIFY_ROWS[-1], self.max_seq)):
+            self.graphs = self._graphed()
+            if self.cuda:
+                self.vgraphs = {}  # captured on the old cache's addresses
         first = self._prefill(ids, settings, cancel)
         if first is None:
             return

@@ -10,10 +10,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.attention.bias import causal_lower_right
 
 from ..kernels import glue
 from ..kernels.glue import add_rmsnorm, rope_cache, silu_mul
-from . import projections
+from . import kvcache, projections
 
 DENSE_PREFILL_MIN = {"cuda": 64, "cpu": 256}  # fewer new tokens: the int4 kernel beats dequantize + GEMM
 PREFILL_ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
@@ -36,6 +37,28 @@ def rotary(config, device) -> tuple[torch.Tensor, float]:
     with torch.device("cpu"):
         rot = LlamaRotaryEmbedding(config)
     return rot.inv_freq.float().to(device), float(getattr(rot, "attention_scaling", 1.0))
+
+
+def attention(qg: torch.Tensor, k: torch.Tensor, v: torch.Tensor, t: int, mask) -> torch.Tensor:
+    """Grouped-query attention without repeating K/V: qg [1, KV, G·T, hd] holds the G query heads of each KV head
+    as G·T rows, row j·T + t being head kv·G + j at token t (transformers' repeat_kv order); k, v [1, KV, L, hd].
+    Tokens are the last T positions: causal, aligned bottom-right. With no explicit mask (a decode step's) each
+    head group j runs as its own flash-attention call, so no [G·T, L] mask exists (1 GB for a 1024-token chunk at
+    128K of context). Returns [1, KV, G·T, hd]."""
+    # Not cuDNN: it builds an execution plan per new prompt length, ~1 s each (measured on the H200), which every
+    # chat turn would pay in its time to first token.
+    with sdpa_kernel(PREFILL_ATTENTION):
+        if t == 1 or mask is not None:
+            return F.scaled_dot_product_attention(qg, k, v, attn_mask=mask)
+        causal = causal_lower_right(t, k.shape[2])
+        groups = qg.shape[2] // t
+        return torch.cat(
+            [
+                F.scaled_dot_product_attention(qg[:, :, j * t : (j + 1) * t], k, v, attn_mask=causal)
+                for j in range(groups)
+            ],
+            2,
+        )
 
 
 class Layer:
@@ -79,7 +102,7 @@ class FastLlama:
         freqs = torch.outer(torch.arange(max_seq, device=dev, dtype=torch.float32), inv_freq)
         emb = torch.cat((freqs, freqs), -1)  # [S, hd]
         self.cos, self.sin = (emb.cos() * scale).to(dtype), (emb.sin() * scale).to(dtype)
-        shape = (1, self.n_kv, max_seq, self.hd)
+        shape = (1, self.n_kv, kvcache.capacity(1, max_seq), self.hd)  # grown by kvcache.grow
         self.k_cache = [torch.zeros(shape, dtype=dtype, device=dev) for _ in self.layers]
         self.v_cache = [torch.zeros(shape, dtype=dtype, device=dev) for _ in self.layers]
         self.arange = torch.arange(max_seq, device=dev)
@@ -103,12 +126,9 @@ class FastLlama:
         for the last token, or [T, V] with all_logits."""
         t = tokens.shape[0]
         length = start + t
+        assert length <= self.k_cache[0].shape[2], "kvcache.grow makes room before a prefill"
         pos = self.arange[start:length]
-        # Grouped-query attention without repeating K/V: the g query heads of one KV head become g·T query rows,
-        # row j·T + t being head kv·g + j at token t (transformers' repeat_kv order); mask [g·T, length].
-        g = self.n_heads // self.n_kv
-        mask = None if t == 1 else (self.arange[:length].unsqueeze(0) <= pos.unsqueeze(1)).repeat(g, 1)
-        return self._forward(tokens, pos, length, mask, t >= self.dense_min if dense is None else dense, not all_logits)
+        return self._forward(tokens, pos, length, None, t >= self.dense_min if dense is None else dense, not all_logits)
 
     def decode_step(self, tok: torch.Tensor, pos: torch.Tensor, length: int) -> torch.Tensor:
         """One token tok [1] at position pos [1] (device tensors, so the step can be graphed), attending to cache
@@ -167,10 +187,7 @@ class FastLlama:
             elif rows:
                 o = self._row_attention(qg, kc, vc, pos, length)
             else:
-                # Not cuDNN: it builds an execution plan per new prompt length, ~1 s each (measured on the H200),
-                # which every chat turn would pay in its time to first token.
-                with sdpa_kernel(PREFILL_ATTENTION):
-                    o = F.scaled_dot_product_attention(qg, kc[:, :, :length], vc[:, :, :length], attn_mask=mask)
+                o = attention(qg, kc[:, :, :length], vc[:, :, :length], t, mask)
             # reshape, not view: the flash / efficient SDPA kernels may return a non-contiguous [n_kv, g·T, hd]
             o = o.reshape(self.n_heads, t, self.hd).transpose(0, 1).reshape(t, self.n_heads * self.hd)
             x, h = add_rmsnorm(x, mm(layer.o, o), layer.ln2, self.eps, fused)

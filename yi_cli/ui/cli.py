@@ -71,6 +71,19 @@ def seconds_arg(value: str) -> float:
     return v
 
 
+def tokens_arg(value: str) -> int:
+    """--context N: a positive whole number of tokens (16K, 128k and 200000 alike: K = 1024)."""
+    v = value.strip().lower()
+    scale = 1024 if v.endswith("k") else 1
+    try:
+        n = int(v[:-1] if scale > 1 else v) * scale
+    except ValueError:
+        n = 0
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive number of tokens (e.g. 32768 or 32K)")
+    return n
+
+
 def parser() -> argparse.ArgumentParser:
     p = Parser(
         prog="yi-chat",
@@ -110,6 +123,12 @@ def parser() -> argparse.ArgumentParser:
     )
     a("--device", type=device_arg, help="cpu, cuda, cuda:N (default: cuda when available)")
     a("--dtype", choices=["auto", "fp32", "fp16", "bf16"], help="activation dtype (default: fp32 on cpu, fp16 on cuda)")
+    a(
+        "--context",
+        type=tokens_arg,
+        metavar="N",
+        help="tokens of context a session may use (default: the model's, as far as GPU memory holds)",
+    )
     a("--engine", choices=["auto", "fast", "generate"], help="decode engine: fast (CUDA graphs) or plain generate")
     a("--raw", action="store_true", help="no chat template: feed the text as is (base models)")
     a("--resume", metavar="PATH", help="start from a saved session file ('last' = the newest interactive one)")
@@ -388,7 +407,10 @@ def make_engine(args, top: dict, render, endpoint_from: str = ""):
             allow_pickle=args.allow_pickle,
             trust_remote_code=args.trust_remote_code,
         )
-        return LocalEngine(ckpt, backend=args.engine or top.get("engine", "auto"), raw=args.raw)
+        context = args.context or (tokens_arg(top["context"]) if "context" in top else None)
+        engine = LocalEngine(ckpt, backend=args.engine or top.get("engine", "auto"), raw=args.raw, context=context)
+        engine.progress = render.progress
+        return engine
 
 
 class _nullctx:

@@ -25,7 +25,7 @@ def device_arg(value: str) -> str:
     raise argparse.ArgumentTypeError(f"unknown device {value!r} (use auto, cpu, cuda or cuda:N)")
 
 
-TOP_KEYS = {"model", "device", "dtype", "engine", "overflow", "system", "endpoint", "api_key_env"}
+TOP_KEYS = {"context", "model", "device", "dtype", "engine", "overflow", "system", "endpoint", "api_key_env"}
 CHOICES = {
     "dtype": ("auto", "fp32", "fp16", "bf16"),
     "engine": ("auto", "fast", "generate"),
@@ -90,6 +90,16 @@ def _finite(text: str) -> float:
 
 
 def check(p, key: str, value) -> None:
+    if key == "context":  # tokens: 32768 or "32K", as --context
+        import argparse
+
+        from .cli import tokens_arg
+
+        try:
+            tokens_arg(str(value) if type(value) in (int, str) else "")
+        except argparse.ArgumentTypeError as e:
+            raise UsageError(f"{p}: context: {e}") from None
+        return
     if not isinstance(value, str):
         raise UsageError(f"{p}: {key} must be a string")
     if key in CHOICES:

@@ -126,6 +126,13 @@ class Renderer:
         # soft_wrap: one failure is one line on stderr, however narrow rich thinks a pipe is
         self.err.print(f"error: {safe(msg)}", markup=False, highlight=False, style="bold red", soft_wrap=True)
 
+    def progress(self, status: str | None) -> None:
+        """A status line on a terminal's stderr while a long prompt is read (the engine's thread, before any reply
+        text); None erases it. Pipes get nothing."""
+        if self.err.is_terminal:
+            self.err.file.write("\r\x1b[2K" + (visible(status) if status else ""))
+            self.err.file.flush()
+
     def reply_start(self, prompt: str) -> None: ...
 
     def reply_text(self, delta: str) -> None: ...

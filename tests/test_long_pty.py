@@ -1,0 +1,30 @@
+"""A long prompt in the real REPL (a pty, the demo model): the progress line while it is read, and Ctrl-C during
+the prefill stopping it between chunks with the session intact."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+pytest.importorskip("pexpect")
+from test_features_pty import PROMPT, Term, last_session, make_home  # noqa: E402
+
+pytestmark = pytest.mark.slow
+STATUS = re.compile(r"reading the prompt: (\d+)/(\d+) tokens")
+
+
+def test_ctrl_c_during_a_long_prefill(demo_dir, tmp_path):
+    home = make_home(tmp_path, demo_dir)
+    book = tmp_path / "book.txt"
+    book.write_text("the cat sat on the mat and the dog ran to the park. " * 500)  # ~6.5K tokens of 8192
+    t = Term("--model", "demo", "-f", book.name, home=home)
+    t.child.sendline("What did the dog do?")
+    done, total = (int(x) for x in STATUS.search(t.expect(STATUS.pattern, regex=True)).groups())
+    assert done < total > 6000  # chunks of the prompt still to read: the Ctrl-C below lands in the prefill
+    t.child.sendcontrol("c")
+    t.expect("[interrupted]")
+    t.expect(PROMPT)
+    reply = last_session(home)["turns"][-1]
+    assert reply["role"] == "assistant" and reply["content"] == "" and reply["finish_reason"] == "interrupted"
+    assert t.exit() == 0
