@@ -52,19 +52,29 @@ def turn(dec: FastDecoder, ids: list[int], new: int) -> dict:
     }
 
 
-def attention_alone(dec: FastDecoder, context: int) -> None:
-    """glue.decode_attention over one layer's cache at `context` slots, per long split size (CUDA events)."""
+def attention_alone(dec: FastDecoder, context: int, sweep: bool) -> None:
+    """glue.decode_attention over one layer's cache at `context` slots (CUDA events), per long split size; with
+    sweep, per split x slots per iteration x warps x pipeline stages."""
     m = dec.model
     kc, vc = m.k_cache[0], m.v_cache[0]
     q = torch.randn(1, m.n_kv, m.n_heads // m.n_kv, m.hd, device="cuda", dtype=m.dtype)
     pos = torch.tensor([context - 1], device="cuda")
     length = dec.graphs.bucket(context)
     moved = 2 * m.n_kv * context * m.hd * m.dtype.itemsize  # K and V read once
-    default = glue.LONG_SPLIT
-    for split in (128, 256, 512, 1024):
-        glue.LONG_SPLIT = split
-        for _ in range(3):
-            glue.decode_attention(q, kc, vc, pos, length)
+    names = ("LONG_SPLIT", "LONG_BLOCK", "LONG_WARPS", "LONG_STAGES")
+    default = tuple(getattr(glue, n) for n in names)
+    grid = [(s, *default[1:]) for s in (128, 256, 512, 1024)]
+    if sweep:
+        grid = [(s, b, w, st) for s in (256, 512, 1024, 2048) for b in (64, 128) for w in (4, 8) for st in (2, 3, 4)]
+    for config in grid:
+        for n, v in zip(names, config, strict=True):
+            setattr(glue, n, v)
+        try:
+            for _ in range(3):
+                glue.decode_attention(q, kc, vc, pos, length)
+        except Exception as e:  # a configuration the compiler refuses (shared memory): skip it
+            emit(what="decode_attention_one_layer", config=config, error=str(e).splitlines()[0][:120])
+            continue
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         for _ in range(100):
@@ -72,17 +82,22 @@ def attention_alone(dec: FastDecoder, context: int) -> None:
         end.record()
         end.synchronize()
         us = start.elapsed_time(end) * 10  # ms per 100 -> us per call
+        split, block, warps, stages = config
         emit(
             what="decode_attention_one_layer",
             context=context,
             bucket=length,
             split=split,
+            block=block,
+            warps=warps,
+            stages=stages,
             programs=m.n_kv * -(-length // split),
             us=round(us, 1),
             tb_s=round(moved / us / 1e6, 2),
-            default=split == default,
+            default=config == default,
         )
-    glue.LONG_SPLIT = default
+    for n, v in zip(names, default, strict=True):
+        setattr(glue, n, v)
 
 
 def main(argv=None) -> int:
@@ -91,6 +106,7 @@ def main(argv=None) -> int:
     ap.add_argument("--ttft", type=int, nargs="*", default=[32768, 131072], help="prompt lengths (tokens)")
     ap.add_argument("--decode-at", type=int, default=100000, help="context length of the decode measurement")
     ap.add_argument("--new", type=int, default=128, help="tokens per reply")
+    ap.add_argument("--sweep", action="store_true", help="time the decode-attention kernel's tuning grid at 100K")
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
     ckpt = open_checkpoint(a.model, device="cuda", dtype=torch.bfloat16)
@@ -120,7 +136,7 @@ def main(argv=None) -> int:
         ids = longest[: a.decode_at]  # the cached prefix: a one-token prefill, then decode at this depth
         turn(dec, ids, 4)  # the bucket's graph captured
         emit(what="decode", model=name, context=a.decode_at, **turn(dec, ids, a.new))
-        attention_alone(dec, a.decode_at)
+        attention_alone(dec, a.decode_at, a.sweep)
     short = longest[:1024]
     turn(dec, short, 4)
     emit(what="decode", model=name, context=1024, **turn(dec, short, a.new))

@@ -36,14 +36,14 @@ def test_200k_config_runs_past_4k_with_a_growing_cache():
     path = checkpoint(4, **YI_200K)
     dec, model = fast_decoder(path), reference(path)
     assert dec.max_seq == 200000
-    assert cache_slots(dec) == kvcache.SMALLEST  # nothing sized for 200K up front
+    assert cache_slots(dec) == kvcache.START  # nothing sized for 200K up front
     held = sum(c.numel() * c.element_size() for c in dec.model.k_cache + dec.model.v_cache)
-    assert held == kvcache.SMALLEST * kvcache.token_bytes(dec.model)
+    assert held == kvcache.START * kvcache.token_bytes(dec.model)
 
     turn1 = random_ids(3000, 1)
     got = list(dec.generate(turn1, REPLY, threading.Event(), set()))
     assert_greedy_match(model, turn1, got, reference_greedy(model, turn1, 16))
-    assert cache_slots(dec) == 4096  # 3000 + 16 tokens: the next capacity
+    assert cache_slots(dec) == 4096  # 3000 + 16 tokens fit the cache it started with
 
     # the second turn goes past 4096 positions: the cache grows with its filled prefix copied, and only the new
     # tail is prefilled (prefix reuse across the reallocation)

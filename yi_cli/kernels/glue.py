@@ -26,6 +26,7 @@ except ImportError:  # CPU-only installs: the torch paths below run instead
 
 SPLIT = 128  # cache slots per decode-attention program, up to LONG slots attended
 LONG_SPLIT, LONG = 256, 32768  # past LONG: fewer, longer programs (100K of Yi-6B: 1564 programs of 64 KiB K+V each)
+LONG_BLOCK, LONG_WARPS, LONG_STAGES = 64, 4, 3  # their slots per loop iteration, warps, software-pipeline stages
 MERGE_BLOCK = 64  # partial results combined per merge-loop iteration
 TILE_MERGE = 64  # up to this many partials (8K slots) the merge loads them as one tile: no loop in a tiny kernel
 NORM_WARPS = 16  # one program normalizes a row of D values: more warps, shorter latency
@@ -146,8 +147,8 @@ if triton is not None:
         m_i = tl.full([RP], -float("inf"), tl.float32)
         l_i = tl.zeros([RP], tl.float32)
         acc = tl.zeros([RP, HD], tl.float32)
-        for i in range(SPLIT // BLOCK):  # slots past pos are masked: no loads
-            n = j * SPLIT + i * BLOCK + tl.arange(0, BLOCK)
+        for i in range(0, tl.minimum(SPLIT, p + 1 - j * SPLIT), BLOCK):  # no work past pos (a bucket's tail)
+            n = j * SPLIT + i + tl.arange(0, BLOCK)
             ok = n <= p
             k = tl.load(KC + (kv * S + n[:, None]) * HD + d[None, :], mask=ok[:, None], other=0.0)
             v = tl.load(VC + (kv * S + n[:, None]) * HD + d[None, :], mask=ok[:, None], other=0.0)
@@ -309,8 +310,9 @@ def decode_attention(
     rp = max(16, triton.next_power_of_2(r))  # tl.dot needs 16 rows
     acc = torch.empty(n_kv, ns, rp, hd, dtype=torch.float32, device=qg.device)
     ml = torch.empty(n_kv, ns, rp, 2, dtype=torch.float32, device=qg.device)
+    tune = dict(BLOCK=64) if length <= LONG else dict(BLOCK=LONG_BLOCK, num_warps=LONG_WARPS, num_stages=LONG_STAGES)
     _attn_split[(n_kv, ns)](
-        qg, kc, vc, pos, acc, ml, kc.shape[2], r, ns, hd**-0.5, RP=rp, HD=hd, SPLIT=split, BLOCK=64, **_launch_pdl(qg)
+        qg, kc, vc, pos, acc, ml, kc.shape[2], r, ns, hd**-0.5, RP=rp, HD=hd, SPLIT=split, **tune, **_launch_pdl(qg)
     )
     out = torch.empty_like(qg)
     if ns <= TILE_MERGE:  # one constant tile width: a single compiled kernel for every short bucket

@@ -78,7 +78,7 @@ class FastDecoder:
         if not self.cuda:
             return None
         state = [self.tok, self.pos, self.sampler.rng, self.sampler.seen]
-        return GraphedStep(self._graph_step, buckets(self.model.k_cache[0].shape[2]), state)
+        return GraphedStep(self._graph_step, buckets(self.model.k_cache[0].shape[2]), state, eager=kvcache.START)
 
     def _graph_step(self, length: int) -> torch.Tensor:
         """The captured step: feed self.tok at self.pos, attend to `length` slots, sample into self.tok."""

@@ -19,15 +19,20 @@ def buckets(max_seq: int, smallest: int = 256) -> list[int]:
 
 
 class GraphedStep:
-    def __init__(self, step, lengths: list[int], state: list[torch.Tensor] | tuple = ()):
-        """step(L) reads and writes only static tensors and returns the logits. A bucket's graph is captured when
-        a step first needs it (at 200K, capturing every bucket at load would take seconds and memory for lengths
-        a chat may never reach); before capture the step runs once to warm up (cuBLAS handles, Triton compiles)
-        and `state` (the tensors a step advances: token, position, sampler) is put back as it was."""
+    def __init__(self, step, lengths: list[int], state: list[torch.Tensor] | tuple = (), eager: int = 0):
+        """step(L) reads and writes only static tensors and returns the logits. Buckets up to `eager` slots are
+        captured now, largest first (its buffers then fit every smaller graph): a chat's first few thousand tokens
+        never pay a capture (~20-50 ms) in the middle of a reply. A longer bucket's graph is captured when a step
+        first needs it (at 200K, capturing every bucket up front would take seconds and memory for lengths a chat
+        may never reach). Before a capture the step runs once to warm up (cuBLAS handles, Triton compiles) and
+        `state` (the tensors a step advances: token, position, sampler) is put back as it was."""
         self.step, self.state = step, state
         self.lengths = sorted(lengths)
         self.pool = torch.cuda.graph_pool_handle()  # graphs never run concurrently, so they share one pool
         self.graphs, self.logits = {}, {}
+        for n in reversed(self.lengths):
+            if n <= eager:
+                self._capture(n)
 
     def bucket(self, length: int) -> int:
         return next(n for n in self.lengths if n >= length)

@@ -1,9 +1,10 @@
 """The KV cache's size: it grows with the conversation instead of holding the whole context from the start.
 
 A session may use the model's context (max_position_embeddings, 200K for Yi-*-200K), capped by --context and by
-the GPU memory free after the weights. The cache starts at SMALLEST slots and is reallocated to the next capacity
-when a turn needs more (the filled prefix copied: ~3 ms for 12 GB on an H200), so a short chat on a 200K model
-holds megabytes, not the 12.8 GB a Yi-6B-200K cache takes at full length.
+the GPU memory free after the weights. The cache starts at START slots (256 MiB
+for Yi-6B: a chat of a few thousand tokens never reallocates it, nor recaptures its decode graphs mid-reply) and is
+reallocated to the next capacity when a turn needs more (the filled prefix copied: ~3 ms for 12 GB on an H200), so
+a short chat on a 200K model holds megabytes, not the 12.8 GB a Yi-6B-200K cache takes at full length.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import torch
 
 SMALLEST = 256
+START = 4096  # slots held from the start, and the decode-graph buckets captured at load (runtime.graph)
 STEP = 8192  # capacities double up to 2·STEP, then grow by STEP: a 128K prompt takes ~128K slots, not 256K
 RESERVE = 2 << 30  # GPU bytes left free for prefill activations, dequantized weights and graphs
 

@@ -102,7 +102,7 @@ class FastLlama:
         freqs = torch.outer(torch.arange(max_seq, device=dev, dtype=torch.float32), inv_freq)
         emb = torch.cat((freqs, freqs), -1)  # [S, hd]
         self.cos, self.sin = (emb.cos() * scale).to(dtype), (emb.sin() * scale).to(dtype)
-        shape = (1, self.n_kv, kvcache.capacity(1, max_seq), self.hd)  # grown by kvcache.grow
+        shape = (1, self.n_kv, kvcache.capacity(kvcache.START, max_seq), self.hd)  # grown by kvcache.grow
         self.k_cache = [torch.zeros(shape, dtype=dtype, device=dev) for _ in self.layers]
         self.v_cache = [torch.zeros(shape, dtype=dtype, device=dev) for _ in self.layers]
         self.arange = torch.arange(max_seq, device=dev)
