@@ -73,6 +73,7 @@ class FastDecoder:
             self.host = torch.zeros(PIPELINE + 1, dtype=torch.long, pin_memory=True)
             self.events = [torch.cuda.Event() for _ in range(PIPELINE + 1)]
 
+    @torch.inference_mode()  # captures steps that advance the inference tensors tok and pos
     def _graphed(self) -> GraphedStep | None:
         """Decode-step graphs over the cache as it is now (its capacity is the largest bucket)."""
         if not self.cuda:
