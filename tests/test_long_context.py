@@ -186,3 +186,25 @@ def test_free_gpu_memory_caps_the_context(monkeypatch):
     assert kvcache.fit(yi6b, 200000) == 50_000
     assert kvcache.fit(yi6b, 32768) == 32768  # --context below what memory holds
     assert kvcache.fit(yi6b, 96) == 96  # a cache smaller than the smallest step stays as asked
+
+
+def attach_file_turn(tmp_path, chars: int, device: str) -> dict:
+    """`yi-chat -f FILE -p QUESTION --json` on the tiny 200K model (a byte tokenizer: a token per character)."""
+    import json
+
+    doc = tmp_path / "book.txt"
+    words = "the quick brown fox jumps over the lazy dog and keeps on running far away "
+    doc.write_text((words * (chars // len(words) + 1))[:chars])
+    path = checkpoint(4, **YI_200K)
+    done = run_cli(
+        "-m", str(path), "--device", device, "--json", "--max-new-tokens", "8", "-f", str(doc), "-p", "what?",
+        home=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_an_attached_file_past_the_first_cache_reaches_the_model(tmp_path):
+    turn = attach_file_turn(tmp_path, 6000, "cpu")
+    assert turn["prompt_tokens"] > 6000 > kvcache.START  # the whole file went in: the cache grew for it
+    assert turn["new_tokens"] == 8

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from test_fast import assert_greedy_match, checkpoint, reference_greedy, rel_err
-from test_long_context import REPLY, YI_200K, random_ids
+from test_long_context import REPLY, YI_200K, attach_file_turn, random_ids
 
 import yi_cli
 from yi_cli.checkpoint.loader import open_checkpoint
@@ -57,3 +57,9 @@ def test_tiny_200k_model_decodes_past_32k_in_graphs():
     long = [n for n in dec.graphs.graphs if n > kvcache.START]
     assert long == [dec.graphs.bucket(40_001)]  # past START: captured when first needed, only that one
     assert_greedy_match(model, ids, got, reference_greedy(model, ids, 16), tie=5e-2)
+
+
+def test_a_100k_token_file_through_the_cli(tmp_path):
+    turn = attach_file_turn(tmp_path, 100_000, "cuda")
+    assert turn["prompt_tokens"] > 100_000
+    assert turn["new_tokens"] == 8
