@@ -14,8 +14,8 @@ scripts/llama_cpp_peer.py and DEVELOPERS.md): the AWQ row gets llama_cpp_decode_
 llama_cpp_pp2048_s, llama_cpp_q4_k_m_decode_tok_s and vs_llama_cpp, or llama_cpp_skipped with the reason. The GGUF
 files come from the fp16 checkpoint of the same shape, converted once into <dir>/<shape>-gguf. Its weights are
 not the AWQ checkpoint's: make_checkpoint.py draws both from seed 0, but AWQ draws packed codes and fp16 normal
-weights, so only the embedding matches. Same shapes and about the same bytes per token (Q4_0 4.5 bits a weight,
-AWQ g128 ~4.25): decode speed does not depend on the values.
+weights, so only the embedding matches. Same shapes and about the same bytes per token (Q4_0 3.48 GB, AWQ 3.5 GB
+for Yi-6B): decode speed does not depend on the values.
 """
 
 from __future__ import annotations
