@@ -93,9 +93,13 @@ def tokenizer_dir(explicit: Path | None = None) -> Path | Skipped:
     if explicit or env:
         places = [Path(explicit or env)]
     else:
-        from yi_cli.paths import cache_dir
+        places = [ROOT / ".carry" / "tokenizer"]
+        try:
+            from yi_cli.paths import cache_dir
 
-        places = [ROOT / ".carry" / "tokenizer", cache_dir() / "demo" / "demo"]
+            places.append(cache_dir() / "demo" / "demo")
+        except ImportError:  # yi_cli is not on sys.path (bench.py puts it there)
+            pass
     for d in places:
         if (d / "tokenizer.json").is_file():
             return d
