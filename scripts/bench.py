@@ -9,6 +9,13 @@ ready_s: load to the first token in a process with its imports and CUDA context 
 also start_s / start_cold_jit_s: a fresh interpreter to its first token, the Triton cache warm / empty.
 The seed recipe here runs on the model yi_cli.load returns: for AWQ/GPTQ that is yi-chat's own quantized
 modules (qlinear.py) under plain eager `generate`, since GPTQModel/Marlin cannot be installed on the device.
+llama.cpp CUDA in the same run (--peer, on by default when ../shared/peers and a build in $LCPP are there; see
+scripts/llama_cpp_peer.py and DEVELOPERS.md): the AWQ row gets llama_cpp_decode_tok_s (Q4_0, tg256 at depth 512),
+llama_cpp_pp2048_s, llama_cpp_q4_k_m_decode_tok_s and vs_llama_cpp, or llama_cpp_skipped with the reason. The GGUF
+files come from the fp16 checkpoint of the same shape, converted once into <dir>/<shape>-gguf. Its weights are
+not the AWQ checkpoint's: make_checkpoint.py draws both from seed 0, but AWQ draws packed codes and fp16 normal
+weights, so only the embedding matches. Same shapes and about the same bytes per token (Q4_0 3.48 GB, AWQ 3.5 GB
+for Yi-6B): decode speed does not depend on the values.
 """
 
 from __future__ import annotations
@@ -30,6 +37,9 @@ import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+# scripts/ is sys.path[0] when this runs as a script
+import llama_cpp_peer  # noqa: E402
+
 import yi_cli  # noqa: E402
 from yi_cli.checkpoint.loader import open_checkpoint, resolve  # noqa: E402
 from yi_cli.engines.settings import GenSettings  # noqa: E402
@@ -306,6 +316,18 @@ def process_start(path: Path, quant: str, cold_jit: bool) -> tuple[float, float]
         return round(time.perf_counter() - t0, 2), round(float(out.split()[0]), 2)
 
 
+def peer_fields(a, decode_tok_s: float) -> dict:
+    """llama.cpp CUDA on the fp16 checkpoint of the same shape (converted to Q4_0 / Q4_K_M once), for the AWQ row."""
+    skip = "--no-peer" if a.peer is False else llama_cpp_peer.available() if a.peer is None else None
+    if skip:
+        return {"llama_cpp_skipped": skip}
+    fp16 = ensure_checkpoint(a.dir, a.shape, "fp16")
+    out = llama_cpp_peer.measure(fp16, a.dir / f"{a.shape}-gguf", wait_s=a.peer_wait)
+    if "llama_cpp_decode_tok_s" in out:
+        out["vs_llama_cpp"] = round(decode_tok_s / out["llama_cpp_decode_tok_s"], 2)
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -321,6 +343,13 @@ def main(argv=None) -> int:
         action="store_true",
         help="also time fresh processes to their first token, with the Triton cache warm and empty",
     )
+    ap.add_argument(
+        "--peer",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="measure llama.cpp CUDA for the AWQ row (default: when its script and a build in $LCPP are there)",
+    )
+    ap.add_argument("--peer-wait", type=float, default=900, help="seconds to wait for the llama.cpp build")
     a = ap.parse_args(argv)
     if a.device == "cpu":
         for row in cpu_demo(a.model, min(a.new_tokens, 128), a.seed_new_tokens):
@@ -332,6 +361,8 @@ def main(argv=None) -> int:
         if a.start:
             row["start_cold_jit_s"], _ = process_start(path, q, cold_jit=True)
             row["start_s"], row["start_imports_s"] = process_start(path, q, cold_jit=False)
+        if q == "awq":
+            row.update(peer_fields(a, row["decode_tok_s"]))
         print(json.dumps(row), flush=True)
     return 0
 
