@@ -27,6 +27,9 @@ from yi_cli.kernels import glue  # noqa: E402
 from yi_cli.runtime import kvcache  # noqa: E402
 from yi_cli.runtime.decoder import FastDecoder  # noqa: E402
 
+# scripts/ is sys.path[0] when this runs as a script
+import llama_cpp_peer  # noqa: E402
+
 GIB = 2**30
 
 
@@ -106,6 +109,9 @@ def main(argv=None) -> int:
     ap.add_argument("--ttft", type=int, nargs="*", default=[32768, 131072], help="prompt lengths (tokens)")
     ap.add_argument("--decode-at", type=int, default=100000, help="context length of the decode measurement")
     ap.add_argument("--new", type=int, default=128, help="tokens per reply")
+    ap.add_argument(
+        "--peer-gguf", type=Path, help="also llama.cpp CUDA on this GGUF (scripts/llama_cpp_peer.py, DEVELOPERS.md)"
+    )
     ap.add_argument("--sweep", action="store_true", help="time the decode-attention kernel's tuning grid at 100K")
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
@@ -137,6 +143,8 @@ def main(argv=None) -> int:
         turn(dec, ids, 4)  # the bucket's graph captured
         emit(what="decode", model=name, context=a.decode_at, **turn(dec, ids, a.new))
         attention_alone(dec, a.decode_at, a.sweep)
+    if a.peer_gguf:
+        emit(what="llama.cpp", gguf=str(a.peer_gguf), **llama_cpp_peer.long_context(a.peer_gguf, depth=a.decode_at))
     short = longest[:1024]
     turn(dec, short, 4)
     emit(what="decode", model=name, context=1024, **turn(dec, short, a.new))
