@@ -21,14 +21,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# scripts/ is sys.path[0] when this runs as a script
+import llama_cpp_peer  # noqa: E402
+
 from yi_cli.checkpoint.loader import open_checkpoint  # noqa: E402
 from yi_cli.engines.settings import GenSettings  # noqa: E402
 from yi_cli.kernels import glue  # noqa: E402
 from yi_cli.runtime import kvcache  # noqa: E402
 from yi_cli.runtime.decoder import FastDecoder  # noqa: E402
-
-# scripts/ is sys.path[0] when this runs as a script
-import llama_cpp_peer  # noqa: E402
 
 GIB = 2**30
 
