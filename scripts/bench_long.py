@@ -112,8 +112,16 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--peer-gguf", type=Path, help="also llama.cpp CUDA on this GGUF (scripts/llama_cpp_peer.py, DEVELOPERS.md)"
     )
+    ap.add_argument(
+        "--long-config",
+        help="SPLIT,BLOCK,WARPS,STAGES: the long decode-attention tuning to use (default: glue's LONG_* constants)",
+    )
     ap.add_argument("--sweep", action="store_true", help="time the decode-attention kernel's tuning grid at 100K")
     a = ap.parse_args(argv)
+    if a.long_config:
+        names = ("LONG_SPLIT", "LONG_BLOCK", "LONG_WARPS", "LONG_STAGES")
+        for n, v in zip(names, a.long_config.split(","), strict=True):
+            setattr(glue, n, int(v))
     t0 = time.perf_counter()
     ckpt = open_checkpoint(a.model, device="cuda", dtype=torch.bfloat16)
     dec = FastDecoder(ckpt)
