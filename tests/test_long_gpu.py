@@ -39,7 +39,7 @@ def test_split_k_decode_attention_matches_torch(n_kv, groups, slots, pos, length
     kc[:, :, 3] = q[:, :, 0] * 3.0  # a needle far back: row 0 attends mostly to slot 3, not to the recent slots
     kc[:, :, pos + 1 :] = 100.0  # slots past pos must not count
     split = glue.split_slots(length)
-    assert n_kv * -(-length // split) >= (1000 if length > glue.LONG else 1)  # hundreds of programs per layer at 100K
+    assert n_kv * -(-length // split) >= (400 if length > glue.LONG else 1)  # hundreds of programs per layer at 100K
     out = glue.decode_attention(q, kc, vc, torch.tensor([pos], device="cuda"), length)
     want = F.scaled_dot_product_attention(q.float(), kc[:, :, : pos + 1].float(), vc[:, :, : pos + 1].float())
     assert rel_err(out, want) < 1e-2

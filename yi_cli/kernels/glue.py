@@ -25,8 +25,11 @@ except ImportError:  # CPU-only installs: the torch paths below run instead
     triton = None
 
 SPLIT = 128  # cache slots per decode-attention program, up to LONG slots attended
-LONG_SPLIT, LONG = 256, 32768  # past LONG: fewer, longer programs (100K of Yi-6B: 1564 programs of 64 KiB K+V each)
-LONG_BLOCK, LONG_WARPS, LONG_STAGES = 64, 4, 3  # their slots per loop iteration, warps, software-pipeline stages
+# Past LONG slots: fewer, longer programs, each streaming 1024 slots (512 KiB of K+V for Yi-6B) 128 at a time through
+# a 2-stage software pipeline. The best of 48 configurations at 100K on the H200 (scripts/bench_long.py --sweep):
+# 59 us a layer = 3.45 TB/s for Yi-6B (was 88 us with 256-slot programs, 64 slots a loop, 3 stages), 3.8 TB/s Yi-34B.
+LONG_SPLIT, LONG = 1024, 32768
+LONG_BLOCK, LONG_WARPS, LONG_STAGES = 128, 4, 2
 MERGE_BLOCK = 64  # partial results combined per merge-loop iteration
 TILE_MERGE = 64  # up to this many partials (8K slots) the merge loads them as one tile: no loop in a tiny kernel
 NORM_WARPS = 16  # one program normalizes a row of D values: more warps, shorter latency
