@@ -152,15 +152,13 @@ class FastLlama:
         return F.linear(h.to(self.lm_head.dtype), self.lm_head).float()
 
     def _row_attention(self, qg, kc, vc, pos, length: int) -> torch.Tensor:
-        """qg [1, KV, G·T, hd] (row j·T + t) -> the same shape, token t attending like decode_step at pos[t]."""
+        """qg [1, KV, G·T, hd] (row j·T + t) -> the same shape, token t attending like decode_step at pos[t]
+        (unfused: one SDPA call per token; the fused path runs glue.decode_attention once for all tokens)."""
         t, g = pos.shape[0], self.n_heads // self.n_kv
         q = qg.view(1, self.n_kv, g, t, self.hd)
         outs = []
         for i in range(t):
             qi = q[:, :, :, i].contiguous()  # [1, KV, G, hd], the shape of a decode step's query
-            if self.fused:
-                outs.append(glue.decode_attention(qi, kc, vc, pos[i : i + 1], length))
-                continue
             n, mask = int(pos[i]) + 1, None  # CPU: exactly the slots [0, pos], as an unpadded step
             if self.padded:
                 n, mask = length, (self.arange[:length] <= pos[i]).unsqueeze(0).repeat(g, 1)
@@ -182,7 +180,7 @@ class FastLlama:
         for layer, kc, vc in zip(self.layers, self.k_cache, self.v_cache, strict=False):
             x, h = add_rmsnorm(x, delta, layer.ln1, self.eps, fused)
             qg = rope_cache(mm(layer.qkv, h), cos, sin, pos, kc, vc, self.n_heads, self.n_kv, self.hd, fused)
-            if decode:
+            if decode or (rows and fused):  # a verify's tokens: one split + one merge launch for all rows
                 o = glue.decode_attention(qg, kc, vc, pos, length)
             elif rows:
                 o = self._row_attention(qg, kc, vc, pos, length)
