@@ -163,7 +163,7 @@ def verify_cost(dec, base: dict, reps: int = 30) -> dict:
             one = clock(lambda: (dec.pos.fill_(pos), dec.graphs.replay(length)))
             for rows in decoder_mod.VERIFY_ROWS:
                 dec._verify(ids[0], pos, ids[1:rows], greedy=True)  # captures this row count's graph
-                out[rows] = clock(lambda g=dec.vgraphs[rows, length]: g.replay(length)) / one
+                out[rows] = clock(lambda g=dec.vgraphs[rows, length, True]: g.replay(length)) / one
         else:
             torch.set_num_threads(1)  # as the decode loop
             one = clock(lambda: m.decode_step(torch.tensor([ids[0]]), torch.tensor([pos]), pos + 1))

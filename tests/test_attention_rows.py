@@ -1,42 +1,19 @@
 """glue.decode_attention for T tokens in one split + one merge launch (a speculative verify) against T one-token
 calls: bit for bit per row, on every merge path.
 
-Runs on CUDA, or on the CPU in Triton's interpreter (TRITON_INTERPRET=1 with a triton importable; tiny shapes):
-    TRITON_INTERPRET=1 PYTHONPATH=$PWD:/path/to/triton python -m pytest -q tests/test_attention_rows.py
-Skipped otherwise (the CPU suite has no Triton).
+On CUDA (Yi-6B's attention shape), or interpreted on the CPU (tiny shapes): see triton_interpret.py.
 """
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
+from triton_interpret import CUDA, DEV, DTYPE
 
-pytest.importorskip("triton")
-CUDA = torch.cuda.is_available()
-if not CUDA and os.environ.get("TRITON_INTERPRET") != "1":
-    pytest.skip("needs CUDA or TRITON_INTERPRET=1", allow_module_level=True)
+from yi_cli.kernels import glue
 
-from yi_cli.kernels import glue  # noqa: E402
-
-if not CUDA:
-    from triton.runtime import interpreter
-
-    _patch = interpreter._patch_lang_tensor
-
-    def _patch_index(tensor, scope):
-        """Triton 3.6's interpreter turns a scalar into an int with int(array of shape (1,)), an error since
-        numpy 2.4 (range(0, tl.minimum(...), BLOCK) in the split kernel): take its one item instead."""
-        _patch(tensor, scope)
-        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.item()))
-
-    interpreter._patch_lang_tensor = _patch_index
-
-DEV = "cuda" if CUDA else "cpu"
 # (KV heads, query heads per KV head, head dim, cache slots): Yi-6B's attention on CUDA, a small one interpreted
 SHAPE = (4, 8, 128, 4096) if CUDA else (2, 4, 16, 320)
-DTYPE = torch.bfloat16 if CUDA else torch.float16  # Triton 3.6's interpreter mis-converts bf16 (off by ~1e8)
 
 
 @pytest.mark.parametrize("path", ["tile", "merge_loop", "long"])

@@ -32,7 +32,7 @@ def test_cuda_greedy_with_verify_graphs(oracle, quant):  # noqa: F811
     # drafts were kept (after a near-tie flip the oracle's drafts are another reply's: rejected from there on)
     assert dec.steps < len(on) - 1
     assert_greedy_match(model, DOC, on, off, tie=5e-2)
-    assert {rows for rows, _ in dec.vgraphs} <= {2, 4, 8} and dec.vgraphs
+    assert {rows for rows, _, _ in dec.vgraphs} <= {2, 4, 8} and dec.vgraphs
 
 
 def test_cuda_verify_rows_close_to_steps():
