@@ -36,8 +36,12 @@ WARPS = 4  # best on the H100 for all four Yi-6B matmuls (scripts/bench_gemv.py 
 MAX_X = 8
 MULTI = os.environ.get("YI_CHAT_GEMV_ROWS", "1") != "0"
 # W rows per program by rows of x (padded to a power of 2): each thread holds 4 words x R rows and 32 activations
-# per row of x; these keep ptxas under 255 registers with no spills for sm_90 (167 / 149 / 211 registers).
-X_ROWS_R = {2: 4, 4: 2, 8: 2}
+# per row of x. These are the largest R with no spills for sm_90 (ptxas: 168-215 / 216-254 / 213-251 registers).
+# Cost (SASS of the Yi-6B shapes): ~27-34 instructions per word per row of x against the one-row kernel's ~35 per
+# word: each row of x costs about the ALU work of a one-row GEMV (the words are read once; the activations are
+# unpacked, scaled and summed per row, amortized over only R rows), so where the one-row GEMV is issue-bound this
+# kernel's time grows with the rows. Its gain is exactness: every row is the one-row GEMV's bits.
+X_ROWS_R = {2: 4, 4: 4, 8: 2}
 
 # Per word: rotate so each nibble lands in bits 12-15 (j=3) or 16-19 (j=4), OR in the exponent of 2^23, FMA with
 # its activation. $1 = word, $2..$9 = activations of nibbles 0..7 (the j=4 ones pre-divided by 16), $10 = start.
@@ -397,16 +401,17 @@ def gemv_int4_rows(
     k: int,
     group: int,
     wpr: int,
+    rows: int | None = None,
     warps: int = WARPS,
     pdl: bool | None = None,
     silu: bool = False,
 ) -> torch.Tensor:
     """gemv_int4 for x [T, K] bf16, 2 <= T <= MAX_X (contiguous): [T, N] (silu: [T, N/2]), each weight word read
     once for all T rows; row t is bit for bit gemv_int4(x[t:t+1]) (the same per-row arithmetic and reduction
-    order; only the W rows per program differ)."""
+    order; only the W rows per program differ). rows: W rows per program (default X_ROWS_R)."""
     t = x.shape[0]
     m = 1 << (t - 1).bit_length()
-    rows = X_ROWS_R[m]
+    rows = rows or X_ROWS_R[m]
     y = torch.empty(t, n // 2 if silu else n, dtype=x.dtype, device=x.device)
     pdl = glue.pdl(x) if pdl is None else pdl
     _gemv_int4_rows[(n // rows,)](
