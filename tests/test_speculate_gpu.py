@@ -38,10 +38,15 @@ def test_cuda_greedy_with_verify_graphs(oracle, quant):  # noqa: F811
     assert {rows for rows, _, _ in dec.vgraphs} <= {2, 4, 8} and dec.vgraphs
 
 
+@pytest.mark.parametrize("exact_head", [False, True])
 @pytest.mark.parametrize("rows", [2, 4, 8])
-def test_cuda_verify_rows_are_decode_steps_bit_for_bit(rows):
+def test_cuda_verify_rows_are_decode_steps_bit_for_bit(monkeypatch, rows, exact_head):
     """The verify's final hidden states [T, D] against T decode steps' (int4: the multi-row GEMV, one attention
-    launch for all rows); logits within 3e-2 (the lm_head's T-row GEMM rounds differently)."""
+    launch for all rows); logits within 3e-2 (the lm_head's T-row GEMM rounds differently), or the same bits
+    with llama.EXACT_HEAD."""
+    from yi_cli.runtime import llama
+
+    monkeypatch.setattr(llama, "EXACT_HEAD", exact_head)
     _, dec = cuda_pair(checkpoint(0, "awq"))
     assert dec.model.layers[0].qkv.gemv, "the int4 projections should run the GEMVs"
     toks = fast_tokens(dec, PROMPT, replace(GREEDY, max_new_tokens=rows, speculate="off"))
@@ -66,6 +71,26 @@ def test_cuda_verify_rows_are_decode_steps_bit_for_bit(rows):
     for j, x in enumerate(steps):
         assert torch.equal(h[j : j + 1], x), f"row {j}: max diff {(h[j] - x[0]).abs().max()}"
     assert rel_err(m.head(h), logits) < 3e-2
+    if exact_head:
+        assert torch.equal(m.head(h), logits)
+
+
+def test_cuda_lookup_gives_the_very_tokens_with_exact_head(monkeypatch, oracle):  # noqa: F811
+    """With llama.EXACT_HEAD a CUDA verify row is a decode step bit for bit, logits included: greedy and seeded
+    sampling give exactly the tokens decoding without speculation gives (as on CPU)."""
+    from yi_cli.runtime import llama
+
+    monkeypatch.setattr(llama, "EXACT_HEAD", True)
+    _, dec = cuda_pair(checkpoint(0, "awq"))
+    for s in (
+        replace(GREEDY, max_new_tokens=64),
+        replace(GREEDY, temperature=0.8, top_p=0.9, repetition_penalty=1.2, seed=5, max_new_tokens=64),
+    ):
+        off = fast_tokens(dec, DOC, replace(s, speculate="off"))
+        oracle(off, len(DOC))
+        on = fast_tokens(dec, DOC, replace(s, speculate="lookup"))
+        assert dec.steps < len(on) - 1  # drafts were kept
+        assert on == off
 
 
 def test_cuda_verify_greedy_rows_pick_the_argmax():
