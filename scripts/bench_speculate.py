@@ -4,7 +4,7 @@ CPU, the real demo model on real text (repeat / edit / summarise / answer about 
     python scripts/bench_speculate.py --device cpu [--model demo]
 GPU, the Yi-6B shape (random AWQ weights, built by scripts/make_checkpoint.py under --dir): the verify cost
 t(k+1 rows) / t(1 row) of the captured graphs (verify_cost_ratio: the greedy graphs, _sampling: the sampling
-ones; gemv_rows: the multi-row int4 GEMV on, YI_CHAT_GEMV_ROWS=0 runs tinygemm instead; exact_head:
+ones; gemv_rows: the most rows the multi-row int4 GEMV takes (YI_CHAT_GEMV_ROWS; 0: tinygemm); exact_head:
 YI_CHAT_EXACT_HEAD=1, verify rows bit for bit decode steps, a step's lm_head on 8 rows), and synthetic workloads
 (random ids: the text is meaningless, so a random model never copies it; `oracle` rows draft the reply that
 decoding without speculation produced, every `--oracle-miss`-th draft token wrong, to time the verify machinery
@@ -266,7 +266,7 @@ def main(argv=None) -> int:
         "speculate_auto": decoder_mod.SPECULATE_AUTO["cuda" if cuda else "cpu"],
     }
     if cuda:  # which verify paths ran: the multi-row GEMV (YI_CHAT_GEMV_ROWS=0: tinygemm) and the one-row GEMV
-        base["gemv_rows"] = bool(gemv.MULTI and getattr(dec.model.layers[0].qkv, "gemv", False))
+        base["gemv_rows"] = gemv.MAX_X if getattr(dec.model.layers[0].qkv, "gemv", False) else 0
         base["exact_head"] = llama.EXACT_HEAD  # YI_CHAT_EXACT_HEAD=1: the lm_head always multiplies 8 rows
     settings = replace(settings, max_new_tokens=a.new_tokens or (256 if cuda else 160))
     print(json.dumps({**base, **{k: v for k, v in vars(settings).items() if k != "speculate"}}), flush=True)

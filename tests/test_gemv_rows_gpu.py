@@ -56,7 +56,7 @@ def test_gemv_rows_match_dequantized_weights_and_the_one_row_gemv(shape, m):
 
 
 def test_projection_uses_the_rows_gemv_for_a_verify(monkeypatch):
-    """Int4.mm / silu_mm route 2..8 rows to the multi-row GEMV (and to tinygemm with gemv.MULTI off)."""
+    """Int4.mm / silu_mm route 2..8 rows to the multi-row GEMV (and to tinygemm past gemv.MAX_X)."""
     from test_fast import checkpoint
     from test_fast_gpu import cuda_pair
 
@@ -72,7 +72,7 @@ def test_projection_uses_the_rows_gemv_for_a_verify(monkeypatch):
     with torch.inference_mode():
         a = layer.qkv.mm(x)
         layer.gate_up.silu_mm(x, True)
-        monkeypatch.setattr(gemv, "MULTI", False)
+        monkeypatch.setattr(gemv, "MAX_X", 2)
         b = layer.qkv.mm(x)
     assert calls == [4, 4]
     assert rel_err(a.float(), b.float()) < 1e-2  # tinygemm: bf16 weights, another order

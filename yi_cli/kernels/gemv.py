@@ -31,10 +31,9 @@ except ImportError:  # no Triton, or one without Gluon: the decode step keeps ti
 
 ROWS = 8  # output rows per program: a multiple of tinygemm's row block of 8
 WARPS = 4  # best on the H100 for all four Yi-6B matmuls (scripts/bench_gemv.py --sweep)
-# Up to MAX_X rows of x (a speculative verify's k + 1 tokens, a short prefill) through one GEMV that reads each
-# weight word once for all of them (gemv_int4_rows); YI_CHAT_GEMV_ROWS=0 sends them to tinygemm instead.
-MAX_X = 8
-MULTI = os.environ.get("YI_CHAT_GEMV_ROWS", "1") != "0"
+# 2 to MAX_X rows of x (a speculative verify's k + 1 tokens, a short prefill) go through one GEMV that reads each
+# weight word once for all of them (gemv_int4_rows); more, or YI_CHAT_GEMV_ROWS=0 (or 1), go to tinygemm. At most 8.
+MAX_X = min(8, int(os.environ.get("YI_CHAT_GEMV_ROWS", "8")))
 # W rows per program by rows of x (padded to a power of 2): each thread holds 4 words x R rows and 32 activations
 # per row of x. These are the largest R with no spills for sm_90 (ptxas: 168-215 / 216-254 / 213-251 registers).
 # Cost (SASS of the Yi-6B shapes): ~27-34 instructions per word per row of x against the one-row kernel's ~35 per

@@ -74,7 +74,7 @@ class Int4(_Proj):
 
     def _rows_ok(self, t: int) -> bool:
         """The GEMV serves t rows of x: one, or up to gemv.MAX_X (a verify's tokens) with the multi-row kernel."""
-        return self.gemv and (t == 1 or (gemv.MULTI and 1 < t <= gemv.MAX_X))
+        return self.gemv and t <= max(1, gemv.MAX_X)
 
     def _input(self, x: torch.Tensor) -> torch.Tensor:
         xb = x.to(OP_DTYPE)
