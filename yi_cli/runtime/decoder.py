@@ -9,6 +9,7 @@ the sampler would have chosen anyway (speculate.py): same tokens, fewer forward 
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 
@@ -30,6 +31,12 @@ PIPELINE = 2  # decode steps queued on the GPU ahead of the token the host is re
 # one-launch attention / sampling and the multi-row GEMV are measured there.
 SPECULATE_AUTO = {"cpu": True, "cuda": False}
 VERIFY_ROWS = (2, 4, 8)  # CUDA: one verify graph per row count (k + 1 rounded up; extra rows are padding)
+# What a verify of T rows costs in decode steps before this reply has timed its own (speculate.Costs), and the rows
+# it really runs: scripts/bench_speculate.py's verify_cost_ratio (CPU: the demo model on 2 cores; CUDA: Yi-6B AWQ).
+VERIFY_COST = {
+    "cpu": ({2: 1.26, 4: 1.73, 8: 2.79}, lambda t: t),
+    "cuda": ({2: 1.53, 4: 2.14, 8: 3.50}, lambda t: next(r for r in VERIFY_ROWS if r >= t)),
+}
 
 
 def supports(ckpt) -> bool:
@@ -179,7 +186,8 @@ class FastDecoder:
 
     def _spec_steps(self, ids: list[int], first: int, limit: int, greedy: bool) -> Iterator[int]:
         """Tokens 2..limit, each step feeding the last token plus the drafts prompt lookup finds (speculate.py)."""
-        look, adapt = speculate.Lookup(ids + [first]), speculate.Adapt()
+        costs = speculate.Costs(*VERIFY_COST["cuda"]) if self.cuda else speculate.Costs(*VERIFY_COST["cpu"])
+        look, adapt = speculate.Lookup(ids + [first]), speculate.Adapt(costs.ratio)
         made, tok = 1, first  # reply tokens so far; the last, fed next at position len(ids) + made - 1
         cap = VERIFY_ROWS[-1] if self.cuda else 0  # CUDA verify rows past the drafts still write K/V slots
         threads = torch.get_num_threads()
@@ -190,11 +198,14 @@ class FastDecoder:
                 pos = len(ids) + made - 1
                 k = min(adapt.k, limit - made - 1, self.max_seq - pos - cap)
                 drafts = look.draft(k, adapt.n_min) if k > 0 else []
+                t0 = time.perf_counter()
                 if drafts:
                     out = self._verify(tok, pos, drafts, greedy)
+                    costs.observe(len(drafts) + 1, time.perf_counter() - t0)
                     adapt.update(len(drafts), len(out) - 1)
                 else:
                     out = [self._plain(pos, greedy)]
+                    costs.observe(1, time.perf_counter() - t0)
                 self.steps += 1
                 for t in out:
                     look.append(t)
