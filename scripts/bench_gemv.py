@@ -2,6 +2,7 @@
 (torch's _weight_int4pack_mm) on the same packed weights, for a model shape's four decode matmuls.
 
     python scripts/bench_gemv.py [--shape yi-6b] [--sweep]
+    python scripts/bench_gemv.py --x-rows 2 4 8   # a verify's rows: gemv_int4_rows vs tinygemm vs one-row GEMV
 Each matmul is timed over COPIES different weight sets in one CUDA graph, so weights come from HBM, not L2.
 Prints one JSON line per (matmul, kernel config); the last line is a summary.
 """
@@ -35,12 +36,49 @@ def graph_us(fns) -> float:
     return graph_time_us(lambda: [f() for f in fns]) / len(fns)
 
 
+def x_rows(n, k, group, wpr, sets, counts, pdl, nbytes) -> dict:
+    """gemv_int4_rows on T rows of x (each R of gemv.X_ROWS_R's choices and the default) against tinygemm on the
+    same T rows and the one-row GEMV on one row: one JSON line per T."""
+    out = {}
+    for t in counts:
+        x = torch.randn(t, k, device="cuda", dtype=torch.bfloat16)
+        ref = torch.ops.aten._weight_int4pack_mm(x, sets[0][0], group, sets[0][1]).float()
+        row = {
+            "n": n,
+            "k": k,
+            "x_rows": t,
+            "tinygemm_us": round(
+                graph_us([lambda p=p, s=s: torch.ops.aten._weight_int4pack_mm(x, p, group, s) for p, s in sets]), 2
+            ),
+            "one_row_gemv_us": round(
+                graph_us([lambda p=p, s=s: gemv.gemv_int4(x[:1], p, s, n, k, group, wpr, pdl=pdl) for p, s in sets]), 2
+            ),
+        }
+        for r in sorted({2, 4, 8, gemv.X_ROWS_R[1 << (t - 1).bit_length()]}):
+            try:
+                y = gemv.gemv_int4_rows(x, sets[0][0], sets[0][1], n, k, group, wpr, rows=r, pdl=pdl)
+                err = float((y.float() - ref).norm() / ref.norm())
+                us = graph_us(
+                    [lambda p=p, s=s: gemv.gemv_int4_rows(x, p, s, n, k, group, wpr, rows=r, pdl=pdl) for p, s in sets]
+                )
+            except Exception as e:  # registers, shared memory
+                row[f"rows_{r}_error"] = str(e)[-300:]
+                continue
+            row[f"rows_{r}_us"] = round(us, 2)
+            row[f"rows_{r}_TB_s"] = round(nbytes / us / 1e6, 2)
+            row[f"rows_{r}_rel_err_vs_tinygemm"] = round(err, 5)
+        print(json.dumps(row), flush=True)
+        out[t] = row
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shape", default="yi-6b", choices=SHAPES)
     ap.add_argument("--group", type=int, default=128)
     ap.add_argument("--no-pdl", action="store_true", help="plain launches (default: glue.pdl)")
     ap.add_argument("--sweep", action="store_true", help="try several rows/warps configurations")
+    ap.add_argument("--x-rows", type=int, nargs="*", help="time gemv_int4_rows for these rows of x instead")
     a = ap.parse_args()
     d, inter, heads, kv, hd = SHAPES[a.shape]
     mats = {"qkv": ((heads + 2 * kv) * hd, d), "o": (d, heads * hd), "gate_up": (2 * inter, d), "down": (d, inter)}
@@ -62,6 +100,9 @@ def main() -> None:
             sets.append((packed, torch.stack([s, zf], -1).to(torch.bfloat16).contiguous()))
         x = torch.randn(1, k, device=dev, dtype=torch.bfloat16)
         nbytes = n * k // 2 + n * (k // a.group) * 4
+        if a.x_rows:
+            summary[name] = x_rows(n, k, a.group, 2 * ikt, sets, a.x_rows, pdl, nbytes)
+            continue
         ref = torch.ops.aten._weight_int4pack_mm(x, sets[0][0], a.group, sets[0][1]).float()
         t_ref = graph_us([lambda p=p, sz=sz: torch.ops.aten._weight_int4pack_mm(x, p, a.group, sz) for p, sz in sets])
         row = {

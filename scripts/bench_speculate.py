@@ -3,9 +3,12 @@
 CPU, the real demo model on real text (repeat / edit / summarise / answer about a document, plain chat):
     python scripts/bench_speculate.py --device cpu [--model demo]
 GPU, the Yi-6B shape (random AWQ weights, built by scripts/make_checkpoint.py under --dir): the verify cost
-t(k+1 rows) / t(1 row) of the captured graphs, and synthetic workloads (random ids: the text is meaningless, so a
-random model never copies it; `oracle` rows draft the reply that decoding without speculation produced, every
-`--oracle-miss`-th draft token wrong, to time the verify machinery at a known acceptance):
+t(k+1 rows) / t(1 row) of the captured graphs (verify_cost_ratio: the greedy graphs, _sampling: the sampling
+ones; gemv_rows: the most rows the multi-row int4 GEMV takes (YI_CHAT_GEMV_ROWS; 0: tinygemm); exact_head:
+YI_CHAT_EXACT_HEAD=1, verify rows bit for bit decode steps, a step's lm_head on 8 rows), and synthetic workloads
+(random ids: the text is meaningless, so a random model never copies it; `oracle` rows draft the reply that
+decoding without speculation produced, every `--oracle-miss`-th draft token wrong, to time the verify machinery
+at a known acceptance):
     python scripts/bench_speculate.py --device cuda --shape yi-6b
 One JSON line per workload: tokens_per_step (lookup), decode tok/s off and on, spec_speedup (request to last
 token, off time / lookup time, best of --repeats alternating runs), same_tokens (lookup gave the tokens off gave).
@@ -31,8 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from yi_cli.checkpoint.loader import open_checkpoint, resolve  # noqa: E402
 from yi_cli.engines.settings import GenSettings  # noqa: E402
+from yi_cli.kernels import gemv  # noqa: E402
 from yi_cli.runtime import decoder as decoder_mod  # noqa: E402
-from yi_cli.runtime import speculate  # noqa: E402
+from yi_cli.runtime import llama, speculate  # noqa: E402
 from yi_cli.runtime.decoder import FastDecoder  # noqa: E402
 
 DOC = """The Tour de France is an annual men's multiple-stage bicycle race held primarily in France. It is the oldest \
@@ -157,13 +161,15 @@ def verify_cost(dec, base: dict, reps: int = 30) -> dict:
             ts.append(time.perf_counter() - t)
         return sorted(ts)[len(ts) // 2]
 
+    sampled = {}  # CUDA: the verify graphs that sample (temperature > 0: a batched sort), against the same step
     with torch.inference_mode():
         if dec.cuda:
             length = dec.graphs.bucket(pos + decoder_mod.VERIFY_ROWS[-1])
             one = clock(lambda: (dec.pos.fill_(pos), dec.graphs.replay(length)))
             for rows in decoder_mod.VERIFY_ROWS:
-                dec._verify(ids[0], pos, ids[1:rows], greedy=True)  # captures this row count's graph
-                out[rows] = clock(lambda g=dec.vgraphs[rows, length]: g.replay(length)) / one
+                for greedy, ratios in ((True, out), (False, sampled)):
+                    dec._verify(ids[0], pos, ids[1:rows], greedy)  # captures this row count's graph
+                    ratios[rows] = clock(lambda g=dec.vgraphs[rows, length, greedy]: g.replay(length)) / one
         else:
             torch.set_num_threads(1)  # as the decode loop
             one = clock(lambda: m.decode_step(torch.tensor([ids[0]]), torch.tensor([pos]), pos + 1))
@@ -175,6 +181,7 @@ def verify_cost(dec, base: dict, reps: int = 30) -> dict:
         "workload": "verify_cost",
         "step_ms": round(one * 1e3, 3),
         "verify_cost_ratio": {str(k): round(v, 3) for k, v in out.items()},
+        **({"verify_cost_ratio_sampling": {str(k): round(v, 3) for k, v in sampled.items()}} if sampled else {}),
     }
 
 
@@ -258,6 +265,9 @@ def main(argv=None) -> int:
         "torch": torch.__version__,
         "speculate_auto": decoder_mod.SPECULATE_AUTO["cuda" if cuda else "cpu"],
     }
+    if cuda:  # which verify paths ran: the multi-row GEMV (YI_CHAT_GEMV_ROWS=0: tinygemm) and the one-row GEMV
+        base["gemv_rows"] = gemv.MAX_X if getattr(dec.model.layers[0].qkv, "gemv", False) else 0
+        base["exact_head"] = llama.EXACT_HEAD  # YI_CHAT_EXACT_HEAD=1: the lm_head always multiplies 8 rows
     settings = replace(settings, max_new_tokens=a.new_tokens or (256 if cuda else 160))
     print(json.dumps({**base, **{k: v for k, v in vars(settings).items() if k != "speculate"}}), flush=True)
     print(json.dumps(verify_cost(dec, base)), flush=True)

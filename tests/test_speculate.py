@@ -85,15 +85,46 @@ def test_accept_keeps_matching_prefix_plus_one():
     assert speculate.accept([], lambda i: 4) == [4]
 
 
-def test_adapt_grows_and_shrinks():
-    a = speculate.Adapt()
-    a.update(4, 4)
-    assert a.k == 6
-    a.update(6, 1)
-    assert a.k == 2
+def test_adapt_drafts_long_when_drafts_are_kept_and_verifies_are_cheap():
+    a = speculate.Adapt()  # a verify costs one step whatever its rows
+    for _ in range(3):
+        a.update(a.k, a.k)
+    assert a.k == speculate.K_MAX
+
+
+CPU_COST = speculate.Costs({2: 1.26, 4: 1.73, 8: 2.79}).ratio
+
+
+def test_adapt_drafts_short_when_half_are_rejected_and_rows_cost():
+    a = speculate.Adapt(CPU_COST)
+    for _ in range(6):  # one of two drafts kept, every time: a = 1/2
+        a.update(2, 1)
+    assert a.k == 1  # 1.5 tokens for 1.26 steps beats 1.75 for 1.5 (k = 2) and 1.875 for 1.73 (k = 3)
+    for _ in range(12):  # then everything kept: long drafts pay even at CPU prices (8 tokens for 2.79 steps)
+        a.update(a.k, a.k)
+    assert a.k == speculate.K_MAX
+
+
+def test_adapt_demands_longer_matches_after_wasted_drafts():
+    a = speculate.Adapt(CPU_COST)
     for _ in range(speculate.MISS_LIMIT):
         a.update(1, 0)
     assert a.n_min == speculate.N_MIN + 1
+    a.update(1, 1)
+    assert a.n_min == speculate.N_MIN
+
+
+def test_costs_start_from_the_prior_then_follow_the_clock():
+    c = speculate.Costs({2: 1.5, 4: 2.0, 8: 3.0}, bucket=lambda t: next(r for r in (2, 4, 8) if r >= t))
+    assert c.ratio(1) == 1.0 and c.ratio(3) == 2.0 and c.ratio(8) == 3.0  # rows 3 run as 4
+    c.observe(1, 0.010)
+    assert c.ratio(4) == 2.0  # no verify of 4 timed yet
+    c.observe(3, 0.012)
+    assert c.ratio(4) == pytest.approx(1.2)
+    c.observe(4, 0.022)  # averaged, recent timings weighing 0.2
+    assert c.ratio(4) == pytest.approx((0.012 + 0.2 * (0.022 - 0.012)) / 0.010)
+    free = speculate.Costs({2: 1.26, 4: 1.73})
+    assert free.ratio(3) == pytest.approx((1.26 + 1.73) / 2) and free.ratio(6) == pytest.approx(1.73 + 0.47)
 
 
 @pytest.mark.parametrize("quant", [None, "awq", "gptq8"])

@@ -17,6 +17,8 @@ c = 32·(w % (WPR/4)) + 2·(w // (WPR/4)) + 8·m (weights._gemv_layout checks th
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from . import glue
@@ -29,6 +31,16 @@ except ImportError:  # no Triton, or one without Gluon: the decode step keeps ti
 
 ROWS = 8  # output rows per program: a multiple of tinygemm's row block of 8
 WARPS = 4  # best on the H100 for all four Yi-6B matmuls (scripts/bench_gemv.py --sweep)
+# 2 to MAX_X rows of x (a speculative verify's k + 1 tokens, a short prefill) go through one GEMV that reads each
+# weight word once for all of them (gemv_int4_rows); more, or YI_CHAT_GEMV_ROWS=0 (or 1), go to tinygemm. At most 8.
+MAX_X = min(8, int(os.environ.get("YI_CHAT_GEMV_ROWS", "8")))
+# W rows per program by rows of x (padded to a power of 2): each thread holds 4 words x R rows and 32 activations
+# per row of x. These are the largest R with no spills for sm_90 (ptxas: 168-215 / 216-254 / 213-251 registers).
+# Cost (SASS of the Yi-6B shapes): ~27-34 instructions per word per row of x against the one-row kernel's ~35 per
+# word: each row of x costs about the ALU work of a one-row GEMV (the words are read once; the activations are
+# unpacked, scaled and summed per row, amortized over only R rows), so where the one-row GEMV is issue-bound this
+# kernel's time grows with the rows. Its gain is exactness: every row is the one-row GEMV's bits.
+X_ROWS_R = {2: 4, 4: 4, 8: 2}
 
 # Per word: rotate so each nibble lands in bits 12-15 (j=3) or 16-19 (j=4), OR in the exponent of 2^23, FMA with
 # its activation. $1 = word, $2..$9 = activations of nibbles 0..7 (the j=4 ones pre-divided by 16), $10 = start.
@@ -193,6 +205,155 @@ if gluon is not None:
         else:
             gl.store(Y + r, y)
 
+    @gluon.jit
+    def _gemv_int4_rows(
+        X,
+        P,
+        SZ,
+        Y,
+        N,
+        MX,
+        KT: gl.constexpr,
+        G: gl.constexpr,
+        WPR: gl.constexpr,
+        R: gl.constexpr,
+        M: gl.constexpr,
+        WARPS: gl.constexpr,
+        PDL: gl.constexpr,
+        SILU: gl.constexpr,
+    ):
+        """_gemv_int4 for the MX <= M rows of x [MX, K] (M a power of 2): each program reads its R weight rows'
+        words once and runs WORD_DOT on them against each row of x. Every row's arithmetic is _gemv_int4's (the
+        same expressions over the same layout, a leading x-row dimension added), so row m of y is bit for bit
+        _gemv_int4 on x[m] alone."""
+        TPW_W: gl.constexpr = WPR // 4
+        TPW_T: gl.constexpr = 32 // TPW_W
+        TB: gl.constexpr = TPW_T * WARPS
+        TK: gl.constexpr = 8 * WPR
+        K: gl.constexpr = KT * TK
+        L5: gl.constexpr = gl.BlockedLayout(
+            [M, R, 1, 1, 4], [1, 1, TPW_T, TPW_W, 1], [1, 1, WARPS, 1, 1], [4, 3, 2, 1, 0]
+        )  # [x row, W row, tile, thread's word group, word]
+        L4: gl.constexpr = gl.SliceLayout(0, L5)  # [R, TB, TPW_W, 4]: the words, shared by the M rows of x
+        LTW: gl.constexpr = gl.SliceLayout(0, L4)
+        LT2: gl.constexpr = gl.SliceLayout(2, LTW)
+        LT: gl.constexpr = gl.SliceLayout(1, LT2)
+        LL: gl.constexpr = gl.SliceLayout(0, LT2)
+        LI: gl.constexpr = gl.SliceLayout(0, gl.SliceLayout(0, LTW))
+        LRTL: gl.constexpr = gl.SliceLayout(3, L4)  # [R, TB, TPW_W]
+        LR: gl.constexpr = gl.SliceLayout(1, gl.SliceLayout(2, LRTL))
+        LX4: gl.constexpr = gl.SliceLayout(1, L5)  # [M, TB, TPW_W, 4]: activations, shared by the R rows of W
+        LXTW: gl.constexpr = gl.SliceLayout(0, LX4)
+        LXT2: gl.constexpr = gl.SliceLayout(2, LXTW)
+        LXM: gl.constexpr = gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, LX4)))  # [M]
+        LA: gl.constexpr = gl.SliceLayout(4, L5)  # [M, R, TB, TPW_W]: the accumulators
+        LY: gl.constexpr = gl.SliceLayout(2, gl.SliceLayout(3, LA))  # [M, R]
+
+        i = gl.arange(0, R, layout=LR)
+        if SILU:
+            o = gl.program_id(0) * (R // 2) + i // 2
+            r = o + (i % 2) * (N // 2)
+        else:
+            r = gl.program_id(0) * R + i
+        tt = gl.arange(0, TB, layout=LT)
+        w3 = gl.expand_dims(gl.expand_dims(gl.arange(0, TPW_W, layout=LL), 0), 2) * 4 + gl.expand_dims(
+            gl.expand_dims(gl.arange(0, 4, layout=LI), 0), 0
+        )
+        rbase = ((r // 8) * (KT * 8) + r % 8) * WPR
+        r4 = gl.expand_dims(gl.expand_dims(gl.expand_dims(rbase, 1), 2), 3)
+        rs = gl.expand_dims(gl.expand_dims(r, 1), 2)  # [R, 1, 1]
+        # the activation side's own index tensors (the same values, laid out for [M, TB, TPW_W, 4])
+        xtt = gl.arange(0, TB, layout=gl.SliceLayout(1, LXT2))
+        xw3 = gl.expand_dims(gl.expand_dims(gl.arange(0, TPW_W, layout=gl.SliceLayout(0, LXT2)), 0), 2) * 4 + (
+            gl.expand_dims(gl.expand_dims(gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(0, LXTW))), 0), 0)
+        )
+        xpair = gl.expand_dims(32 * (xw3 % TPW_W) + 2 * (xw3 // TPW_W), 0)  # [1, 1, TPW_W, 4]
+        mx = gl.arange(0, M, layout=LXM)
+        xrow = gl.expand_dims(gl.expand_dims(gl.expand_dims(mx * (K // 2), 1), 2), 3)  # [M, 1, 1, 1] in words
+        xok = gl.expand_dims(gl.expand_dims(gl.expand_dims(mx < MX, 1), 2), 3)
+        # the accumulators' own row and tile indices, for the scales: [1, R, 1, 1] and [TB]
+        LAR: gl.constexpr = gl.SliceLayout(2, gl.SliceLayout(3, LA))  # [M, R]
+        ia = gl.arange(0, R, layout=gl.SliceLayout(0, LAR))
+        if SILU:
+            ra = gl.program_id(0) * (R // 2) + ia // 2 + (ia % 2) * (N // 2)
+        else:
+            ra = gl.program_id(0) * R + ia
+        ra = gl.expand_dims(gl.expand_dims(gl.expand_dims(ra, 0), 2), 3)
+        att = gl.arange(0, TB, layout=gl.SliceLayout(0, gl.SliceLayout(0, gl.SliceLayout(3, LA))))
+        X32 = X.to(gl.pointer_type(gl.int32))
+        acc = gl.zeros([M, R, TB, TPW_W], gl.float32, LA)
+        words = _codes(P, r4, tt, w3, KT, TK)
+        if PDL:
+            gl.inline_asm_elementwise("griddepcontrol.wait; // $0", "=r", [], dtype=gl.int32, is_pure=False, pack=1)
+            gl.inline_asm_elementwise(
+                "griddepcontrol.launch_dependents; // $0", "=r", [], dtype=gl.int32, is_pure=False, pack=1
+            )
+        for t0 in range(0, KT, TB):
+            t = t0 + tt
+            xt4 = gl.expand_dims(gl.expand_dims(gl.expand_dims(t0 + xtt, 1), 2), 0)  # [1, TB, 1, 1]
+            m4 = (xt4 < KT) & xok
+            xc = xrow * 2 + xt4 * TK + xpair  # [M, TB, TPW_W, 4] columns of the flat x
+            l0, h0 = _pair(X32, xc, m4)
+            l1, h1 = _pair(X32, xc + 8, m4)
+            l2, h2 = _pair(X32, xc + 16, m4)
+            l3, h3 = _pair(X32, xc + 24, m4)
+            x3 = (l1 + l3) + (h1 + h3)
+            x4 = (l0 + l2) + (h0 + h2)
+            wb, _ = gl.broadcast(gl.expand_dims(words, 0), gl.expand_dims(l0, 1))  # [M, R, TB, TPW_W, 4]
+            u = gl.inline_asm_elementwise(
+                WORD_DOT,
+                "=f,r,f,f,f,f,f,f,f,f,f",
+                [
+                    wb,
+                    _bx(l0 * 0.0625, wb),
+                    _bx(l1, wb),
+                    _bx(l2 * 0.0625, wb),
+                    _bx(l3, wb),
+                    _bx(h0 * 0.0625, wb),
+                    _bx(h1, wb),
+                    _bx(h2 * 0.0625, wb),
+                    _bx(h3, wb),
+                    _bx(-(x3 * C3 + x4 * C4), wb),
+                ],
+                dtype=gl.float32,
+                is_pure=True,
+                pack=1,
+            )  # [M, R, TB, TPW_W, 4]
+            xs = x3 + x4  # [M, TB, TPW_W, 4]
+            if G >= TK:
+                ta = gl.expand_dims(gl.expand_dims(gl.expand_dims(t0 + att, 0), 0), 3)  # [1, 1, TB, 1]
+                sp = SZ + (((ta * TK) // G) * N + ra) * 2
+                sm = ta < KT
+                s = gl.load(sp, mask=sm, other=0.0).to(gl.float32)  # [1, R, TB, 1]
+                zf = gl.load(sp + 1, mask=sm, other=0.0).to(gl.float32)
+                xt = gl.expand_dims(gl.convert_layout(gl.sum(xs, axis=3), gl.SliceLayout(1, LA)), 1)
+                acc += gl.sum(u, axis=4) * (s * (1.0 / 4096)) + zf * xt  # xt: [M, 1, TB, TPW_W]
+            else:
+                t3 = gl.expand_dims(gl.expand_dims(t, 1), 2)
+                g = gl.expand_dims((t3 * TK + 32 * (w3 % TPW_W) + 2 * (w3 // TPW_W)) // G, 0)  # [1, TB, TPW_W, 4]
+                sp = SZ + (g * N + gl.expand_dims(rs, 3)) * 2
+                sm = gl.expand_dims(t3 < KT, 0)
+                s = gl.expand_dims(gl.load(sp, mask=sm, other=0.0).to(gl.float32), 0)  # [1, R, TB, TPW_W, 4]
+                zf = gl.expand_dims(gl.load(sp + 1, mask=sm, other=0.0).to(gl.float32), 0)
+                acc += gl.sum(u * (s * (1.0 / 4096)) + zf * gl.expand_dims(xs, 1), axis=4)
+            words = _codes(P, r4, t + TB, w3, KT, TK)
+        y = gl.sum(gl.sum(acc, axis=3), axis=2).to(Y.dtype.element_ty)  # [M, R]
+        ym = gl.expand_dims(gl.arange(0, M, layout=gl.SliceLayout(1, LY)), 1)  # [M, 1]
+        yi = gl.expand_dims(gl.arange(0, R, layout=gl.SliceLayout(0, LY)), 0)  # [1, R]
+        if SILU:
+            out = ym * (N // 2) + gl.program_id(0) * (R // 2) + yi // 2  # [M, R]: pairs (gate, up) share one
+            g, u = gl.split(gl.reshape(y.to(gl.float32), [M, R // 2, 2]))
+            oo, _ = gl.split(gl.reshape(out, [M, R // 2, 2]))
+            s = (g / (1.0 + gl.exp(-g))).to(Y.dtype.element_ty).to(gl.float32)
+            gl.store(Y + oo, (s * u).to(Y.dtype.element_ty), mask=oo < MX * (N // 2))
+        else:
+            gl.store(Y + ym * N + gl.program_id(0) * R + yi, y, mask=(ym < MX) & (yi < R))
+
+    @gluon.jit
+    def _bx(v, like):
+        """Activations [M, TB, TPW_W, 4] to the [M, R, TB, TPW_W, 4] of WORD_DOT."""
+        return gl.broadcast(gl.expand_dims(v, 1), like)[0]
+
 
 def gemv_int4(
     x: torch.Tensor,
@@ -222,6 +383,48 @@ def gemv_int4(
         G=group,
         WPR=wpr,
         R=rows,
+        WARPS=warps,
+        PDL=pdl,
+        SILU=silu,
+        num_warps=warps,
+        launch_pdl=pdl,
+    )
+    return y
+
+
+def gemv_int4_rows(
+    x: torch.Tensor,
+    packed: torch.Tensor,
+    sz: torch.Tensor,
+    n: int,
+    k: int,
+    group: int,
+    wpr: int,
+    rows: int | None = None,
+    warps: int = WARPS,
+    pdl: bool | None = None,
+    silu: bool = False,
+) -> torch.Tensor:
+    """gemv_int4 for x [T, K] bf16, 2 <= T <= MAX_X (contiguous): [T, N] (silu: [T, N/2]), each weight word read
+    once for all T rows; row t is bit for bit gemv_int4(x[t:t+1]) (the same per-row arithmetic and reduction
+    order; only the W rows per program differ). rows: W rows per program (default X_ROWS_R)."""
+    t = x.shape[0]
+    m = 1 << (t - 1).bit_length()
+    rows = rows or X_ROWS_R[m]
+    y = torch.empty(t, n // 2 if silu else n, dtype=x.dtype, device=x.device)
+    pdl = glue.pdl(x) if pdl is None else pdl
+    _gemv_int4_rows[(n // rows,)](
+        x,
+        packed,
+        sz,
+        y,
+        n,
+        t,
+        KT=k // (8 * wpr),
+        G=group,
+        WPR=wpr,
+        R=rows,
+        M=m,
         WARPS=warps,
         PDL=pdl,
         SILU=silu,

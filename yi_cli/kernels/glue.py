@@ -133,6 +133,7 @@ if triton is not None:
         S,
         R,
         NS,
+        T,
         scale,
         RP: tl.constexpr,
         HD: tl.constexpr,
@@ -140,13 +141,15 @@ if triton is not None:
         BLOCK: tl.constexpr,
         PDL: tl.constexpr,
     ):
-        """Partial softmax attention of the R query rows of one KV head over cache slots [j·SPLIT, (j+1)·SPLIT)."""
+        """Partial softmax attention of the R query rows of token t for one KV head over cache slots
+        [j·SPLIT, (j+1)·SPLIT), up to the token's own position. The T tokens' programs of one (head, split) are
+        adjacent (t varies fastest), so their K/V tiles come from L2 after the first read."""
         if PDL:
             _pdl_enter()
-        kv, j = tl.program_id(0), tl.program_id(1)
-        p = tl.load(POS)
+        kv, t, j = tl.program_id(0) // T, tl.program_id(0) % T, tl.program_id(1)
+        p = tl.load(POS + t)
         rows, d = tl.arange(0, RP), tl.arange(0, HD)
-        q = tl.load(Q + (kv * R + rows[:, None]) * HD + d[None, :], mask=rows[:, None] < R, other=0.0)
+        q = tl.load(Q + ((kv * R + rows[:, None]) * T + t) * HD + d[None, :], mask=rows[:, None] < R, other=0.0)
         m_i = tl.full([RP], -float("inf"), tl.float32)
         l_i = tl.zeros([RP], tl.float32)
         acc = tl.zeros([RP, HD], tl.float32)
@@ -164,51 +167,59 @@ if triton is not None:
             l_i = l_i * alpha + tl.sum(w, 1)
             acc = acc * alpha[:, None] + tl.dot(w.to(v.dtype), v)
             m_i = m_new
-        base = (kv * NS + j) * RP
+        base = ((t * (tl.num_programs(0) // T) + kv) * NS + j) * RP
         tl.store(ACC + (base + rows[:, None]) * HD + d[None, :], acc, mask=rows[:, None] < R)
         tl.store(ML + (base + rows) * 2, m_i)
         tl.store(ML + (base + rows) * 2 + 1, l_i)
 
     @triton.jit
-    def _attn_merge_tile(ACC, ML, O, R, NS, RP: tl.constexpr, HD: tl.constexpr, NSP: tl.constexpr, PDL: tl.constexpr):
+    def _partials(kv, row, NKV, NS, T, RP: tl.constexpr):
+        """Index of split 0's partial for query row `row` = g·T + t of KV head kv (ACC [T, NKV, NS, RP, HD])."""
+        return ((row % T * NKV + kv) * NS) * RP + row // T
+
+    @triton.jit
+    def _attn_merge_tile(
+        ACC, ML, O, NKV, R, NS, T, RP: tl.constexpr, HD: tl.constexpr, NSP: tl.constexpr, PDL: tl.constexpr
+    ):
         """Up to NSP partials of one query row in one tile (the short-context case: one load, no loop)."""
         if PDL:
             _pdl_enter()
         kv, r = tl.program_id(0), tl.program_id(1)
         j, d = tl.arange(0, NSP), tl.arange(0, HD)
-        base = (kv * NS + j) * RP + r
+        base = _partials(kv, r, NKV, NS, T, RP) + j * RP
         m = tl.load(ML + base * 2, mask=j < NS, other=-float("inf"))
         ln = tl.load(ML + base * 2 + 1, mask=j < NS, other=0.0)
         mx = tl.max(m, 0)
         w = tl.where(m == -float("inf"), 0.0, tl.exp(m - mx))
         acc = tl.load(ACC + base[:, None] * HD + d[None, :], mask=(j < NS)[:, None], other=0.0)
         o = tl.sum(acc * w[:, None], 0) / tl.sum(ln * w, 0)
-        tl.store(O + (kv * R + r) * HD + d, o.to(O.dtype.element_ty))
+        tl.store(O + (kv * R * T + r) * HD + d, o.to(O.dtype.element_ty))
 
     @triton.jit
-    def _attn_merge(ACC, ML, O, R, NS, RP: tl.constexpr, HD: tl.constexpr, BS: tl.constexpr, PDL: tl.constexpr):
+    def _attn_merge(ACC, ML, O, NKV, R, NS, T, RP: tl.constexpr, HD: tl.constexpr, BS: tl.constexpr, PDL: tl.constexpr):
         """Combine the NS partial softmaxes of one query row, BS at a time: a pass over the maxima, then one over
         the partial outputs (at 100K slots NS is ~400: one [NS, HD] tile would not fit in registers)."""
         if PDL:
             _pdl_enter()
         kv, r = tl.program_id(0), tl.program_id(1)
+        first = _partials(kv, r, NKV, NS, T, RP)
         d = tl.arange(0, HD)
         mv = tl.full([BS], -float("inf"), tl.float32)
         for j0 in range(0, NS, BS):
             j = j0 + tl.arange(0, BS)
-            mv = tl.maximum(mv, tl.load(ML + ((kv * NS + j) * RP + r) * 2, mask=j < NS, other=-float("inf")))
+            mv = tl.maximum(mv, tl.load(ML + (first + j * RP) * 2, mask=j < NS, other=-float("inf")))
         mx = tl.max(mv, 0)  # finite: split 0 always holds slot 0
         o = tl.zeros([HD], tl.float32)
         lv = tl.zeros([BS], tl.float32)
         for j0 in range(0, NS, BS):
             j = j0 + tl.arange(0, BS)
-            base = (kv * NS + j) * RP + r
+            base = first + j * RP
             m = tl.load(ML + base * 2, mask=j < NS, other=-float("inf"))
             w = tl.where(m == -float("inf"), 0.0, tl.exp(m - mx))
             lv += tl.load(ML + base * 2 + 1, mask=j < NS, other=0.0) * w
             acc = tl.load(ACC + base[:, None] * HD + d[None, :], mask=(j < NS)[:, None], other=0.0)
             o += tl.sum(acc * w[:, None], 0)
-        tl.store(O + (kv * R + r) * HD + d, (o / tl.sum(lv, 0)).to(O.dtype.element_ty))
+        tl.store(O + (kv * R * T + r) * HD + d, (o / tl.sum(lv, 0)).to(O.dtype.element_ty))
 
 
 if triton is not None:
@@ -304,22 +315,27 @@ def split_slots(length: int) -> int:
 def decode_attention(
     qg: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, pos: torch.Tensor, length: int
 ) -> torch.Tensor:
-    """One token: qg [1, KV, G, hd] attends to cache slots [0, pos] (pos [1]; length >= pos + 1, a graph bucket
-    or the cache size). Split-K: KV x cdiv(length, split) programs each write a partial softmax for their slots,
-    then one merge program per query row combines them. Returns [1, KV, G, hd]."""
-    _, n_kv, r, hd = qg.shape
+    """T tokens at positions pos [T]: qg [1, KV, G·T, hd] (row g·T + t, as rope_cache folds them); token t
+    attends to cache slots [0, pos[t]] (length >= max(pos) + 1, a graph bucket or the cache size). Split-K:
+    KV·T x cdiv(length, split) programs each write a partial softmax for their slots, then one merge program per
+    query row combines them: two launches for all T tokens (a speculative verify), and each token's program is a
+    one-token step's (same tile shapes, same split boundaries, same loop), so each row gets the bits decode
+    attention at its own pos alone gives. Returns qg's shape."""
+    _, n_kv, rows, hd = qg.shape
+    t = pos.shape[0]
+    r = rows // t  # query heads per KV head
     split = split_slots(length)
     ns = triton.cdiv(length, split)
     rp = max(16, triton.next_power_of_2(r))  # tl.dot needs 16 rows
-    acc = torch.empty(n_kv, ns, rp, hd, dtype=torch.float32, device=qg.device)
-    ml = torch.empty(n_kv, ns, rp, 2, dtype=torch.float32, device=qg.device)
+    acc = torch.empty(t, n_kv, ns, rp, hd, dtype=torch.float32, device=qg.device)
+    ml = torch.empty(t, n_kv, ns, rp, 2, dtype=torch.float32, device=qg.device)
     tune = dict(BLOCK=64) if length <= LONG else dict(BLOCK=LONG_BLOCK, num_warps=LONG_WARPS, num_stages=LONG_STAGES)
-    _attn_split[(n_kv, ns)](
-        qg, kc, vc, pos, acc, ml, kc.shape[2], r, ns, hd**-0.5, RP=rp, HD=hd, SPLIT=split, **tune, **_launch_pdl(qg)
+    _attn_split[(n_kv * t, ns)](
+        qg, kc, vc, pos, acc, ml, kc.shape[2], r, ns, t, hd**-0.5, RP=rp, HD=hd, SPLIT=split, **tune, **_launch_pdl(qg)
     )
     out = torch.empty_like(qg)
     if ns <= TILE_MERGE:  # one constant tile width: a single compiled kernel for every short bucket
-        _attn_merge_tile[(n_kv, r)](acc, ml, out, r, ns, RP=rp, HD=hd, NSP=TILE_MERGE, **_launch_pdl(qg))
+        _attn_merge_tile[(n_kv, rows)](acc, ml, out, n_kv, r, ns, t, RP=rp, HD=hd, NSP=TILE_MERGE, **_launch_pdl(qg))
     else:
-        _attn_merge[(n_kv, r)](acc, ml, out, r, ns, RP=rp, HD=hd, BS=MERGE_BLOCK, **_launch_pdl(qg))
+        _attn_merge[(n_kv, rows)](acc, ml, out, n_kv, r, ns, t, RP=rp, HD=hd, BS=MERGE_BLOCK, **_launch_pdl(qg))
     return out

@@ -9,6 +9,7 @@ the sampler would have chosen anyway (speculate.py): same tokens, fewer forward 
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 
@@ -25,10 +26,17 @@ PREFILL_CHUNK = {"cuda": 1024, "cpu": 256}  # tokens per prefill forward (bounds
 PIPELINE = 2  # decode steps queued on the GPU ahead of the token the host is reading
 # settings.speculate "auto": prompt-lookup speculation where scripts/bench_speculate.py measured a gain
 # (BENCHMARKS.md). CPU (demo model): 1.1-1.2x on document work, about even on chat. H200 (Yi-6B AWQ): a verify of
-# 2 / 4 / 8 rows costs 1.5 / 2.1 / 3.5 decode steps (tinygemm's few-row kernel instead of the one-row GEMV, and
-# attention and sampling once per row), so it loses unless nearly every draft is kept: off by default.
+# 2 / 4 / 8 rows cost 1.5 / 2.1 / 3.5 decode steps (tinygemm's few-row kernel instead of the one-row GEMV, and
+# attention and sampling once per row), so it lost unless nearly every draft was kept: off by default until the
+# one-launch attention / sampling and the multi-row GEMV are measured there.
 SPECULATE_AUTO = {"cpu": True, "cuda": False}
 VERIFY_ROWS = (2, 4, 8)  # CUDA: one verify graph per row count (k + 1 rounded up; extra rows are padding)
+# What a verify of T rows costs in decode steps before this reply has timed its own (speculate.Costs), and the rows
+# it really runs: scripts/bench_speculate.py's verify_cost_ratio (CPU: the demo model on 2 cores; CUDA: Yi-6B AWQ).
+VERIFY_COST = {
+    "cpu": ({2: 1.26, 4: 1.73, 8: 2.79}, lambda t: t),
+    "cuda": ({2: 1.53, 4: 2.14, 8: 3.50}, lambda t: next(r for r in VERIFY_ROWS if r >= t)),
+}
 
 
 def supports(ckpt) -> bool:
@@ -67,8 +75,7 @@ class FastDecoder:
                 rows = VERIFY_ROWS[-1]
                 self.vin = torch.zeros(2, rows, dtype=torch.long, device=self.device)  # tokens; positions
                 self.vout = torch.zeros(rows, dtype=torch.long, device=self.device)
-                self.vseen, self.vrng = torch.zeros_like(self.sampler.seen), torch.zeros_like(self.sampler.rng)
-                self.vgraphs: dict[tuple[int, int], GraphedStep] = {}
+                self.vgraphs: dict[tuple[int, int, bool], GraphedStep] = {}  # (rows, length, greedy)
         if self.cuda:
             self.host = torch.zeros(PIPELINE + 1, dtype=torch.long, pin_memory=True)
             self.events = [torch.cuda.Event() for _ in range(PIPELINE + 1)]
@@ -136,10 +143,10 @@ class FastDecoder:
             return False  # CUDA without Triton: the verify graph's sampler needs the nucleus kernels
         return mode == "lookup" or SPECULATE_AUTO["cuda" if self.cuda else "cpu"]
 
-    def _verify_step(self, rows: int, length: int) -> torch.Tensor:
+    def _verify_step(self, rows: int, length: int, greedy: bool) -> torch.Tensor:
         """The captured verify: rows tokens of self.vin, attending to `length` slots, choices into self.vout."""
         logits = self.model.head(self.model.verify(self.vin[0, :rows], self.vin[1, :rows], length))
-        self.sampler.step_rows(logits, self.vout[:rows], self.vseen, self.vrng)
+        self.sampler.step_rows(logits, self.vin[0, :rows], self.vout[:rows], greedy)
         return logits
 
     @torch.inference_mode()
@@ -159,9 +166,10 @@ class FastDecoder:
                 ),
                 non_blocking=True,
             )
-            if (rows, length) not in self.vgraphs:
-                self.vgraphs[rows, length] = GraphedStep(lambda n: self._verify_step(rows, n), [length])
-            self.vgraphs[rows, length].replay(length)
+            key = (rows, length, greedy)
+            if key not in self.vgraphs:
+                self.vgraphs[key] = GraphedStep(lambda n: self._verify_step(rows, n, greedy), [length])
+            self.vgraphs[key].replay(length)
             chosen = self.vout[:rows].tolist()
             out = speculate.accept(drafts, chosen.__getitem__)
             self.sampler.commit(out)
@@ -179,7 +187,8 @@ class FastDecoder:
 
     def _spec_steps(self, ids: list[int], first: int, limit: int, greedy: bool) -> Iterator[int]:
         """Tokens 2..limit, each step feeding the last token plus the drafts prompt lookup finds (speculate.py)."""
-        look, adapt = speculate.Lookup(ids + [first]), speculate.Adapt()
+        costs = speculate.Costs(*VERIFY_COST["cuda"]) if self.cuda else speculate.Costs(*VERIFY_COST["cpu"])
+        look, adapt = speculate.Lookup(ids + [first]), speculate.Adapt(costs.ratio)
         made, tok = 1, first  # reply tokens so far; the last, fed next at position len(ids) + made - 1
         cap = VERIFY_ROWS[-1] if self.cuda else 0  # CUDA verify rows past the drafts still write K/V slots
         threads = torch.get_num_threads()
@@ -190,11 +199,14 @@ class FastDecoder:
                 pos = len(ids) + made - 1
                 k = min(adapt.k, limit - made - 1, self.max_seq - pos - cap)
                 drafts = look.draft(k, adapt.n_min) if k > 0 else []
+                t0 = time.perf_counter()
                 if drafts:
                     out = self._verify(tok, pos, drafts, greedy)
+                    costs.observe(len(drafts) + 1, time.perf_counter() - t0)
                     adapt.update(len(drafts), len(out) - 1)
                 else:
                     out = [self._plain(pos, greedy)]
+                    costs.observe(1, time.perf_counter() - t0)
                 self.steps += 1
                 for t in out:
                     look.append(t)

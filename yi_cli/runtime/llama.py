@@ -7,6 +7,8 @@ logits in the compute dtype then fp32.
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -18,6 +20,10 @@ from . import kvcache, projections
 
 DENSE_PREFILL_MIN = {"cuda": 64, "cpu": 256}  # fewer new tokens: the int4 kernel beats dequantize + GEMM
 PREFILL_ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+# CUDA: the lm_head multiplies HEAD_ROWS rows at every call up to that many (see FastLlama.head). Off by default
+# until measured: a decode step's lm_head becomes an 8-row GEMM (the same 0.5 GB of Yi-6B's head weights read).
+EXACT_HEAD = os.environ.get("YI_CHAT_EXACT_HEAD") == "1"
+HEAD_ROWS = 8  # decoder.VERIFY_ROWS[-1]
 
 
 def supports(config) -> bool:
@@ -148,19 +154,23 @@ class FastLlama:
         return self._forward(tokens, pos, length, None, False, False, rows=True, head=False)
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
-        """Final hidden states [T, D] -> fp32 logits [T, V]."""
-        return F.linear(h.to(self.lm_head.dtype), self.lm_head).float()
+        """Final hidden states [T, D] -> fp32 logits [T, V]. With EXACT_HEAD on CUDA, up to HEAD_ROWS rows are
+        zero-padded to HEAD_ROWS: cuBLAS then runs the same GEMM for a decode step and a verify, whose rows are
+        each computed alone, so a verify row's logits are the decode step's bits (its hidden state already is)
+        and greedy speculation keeps exactly the tokens decoding without it picks."""
+        x, t = h.to(self.lm_head.dtype), h.shape[0]
+        if EXACT_HEAD and x.is_cuda and t < HEAD_ROWS:
+            return F.linear(F.pad(x, (0, 0, 0, HEAD_ROWS - t)), self.lm_head)[:t].float()
+        return F.linear(x, self.lm_head).float()
 
     def _row_attention(self, qg, kc, vc, pos, length: int) -> torch.Tensor:
-        """qg [1, KV, G·T, hd] (row j·T + t) -> the same shape, token t attending like decode_step at pos[t]."""
+        """qg [1, KV, G·T, hd] (row j·T + t) -> the same shape, token t attending like decode_step at pos[t]
+        (unfused: one SDPA call per token; the fused path runs glue.decode_attention once for all tokens)."""
         t, g = pos.shape[0], self.n_heads // self.n_kv
         q = qg.view(1, self.n_kv, g, t, self.hd)
         outs = []
         for i in range(t):
             qi = q[:, :, :, i].contiguous()  # [1, KV, G, hd], the shape of a decode step's query
-            if self.fused:
-                outs.append(glue.decode_attention(qi, kc, vc, pos[i : i + 1], length))
-                continue
             n, mask = int(pos[i]) + 1, None  # CPU: exactly the slots [0, pos], as an unpadded step
             if self.padded:
                 n, mask = length, (self.arange[:length] <= pos[i]).unsqueeze(0).repeat(g, 1)
@@ -182,7 +192,7 @@ class FastLlama:
         for layer, kc, vc in zip(self.layers, self.k_cache, self.v_cache, strict=False):
             x, h = add_rmsnorm(x, delta, layer.ln1, self.eps, fused)
             qg = rope_cache(mm(layer.qkv, h), cos, sin, pos, kc, vc, self.n_heads, self.n_kv, self.hd, fused)
-            if decode:
+            if decode or (rows and fused):  # a verify's tokens: one split + one merge launch for all rows
                 o = glue.decode_attention(qg, kc, vc, pos, length)
             elif rows:
                 o = self._row_attention(qg, kc, vc, pos, length)

@@ -68,19 +68,25 @@ class Int4(_Proj):
     def _gemv(
         self, x: torch.Tensor, packed: torch.Tensor, group: int, sz: torch.Tensor, silu: bool = False
     ) -> torch.Tensor:
+        if x.shape[0] > 1:
+            return gemv.gemv_int4_rows(x, packed, sz, self.n, self.k, group, self.wpr, silu=silu)
         return gemv.gemv_int4(x, packed, sz, self.n, self.k, group, self.wpr, silu=silu)
+
+    def _rows_ok(self, t: int) -> bool:
+        """The GEMV serves t rows of x: one, or up to gemv.MAX_X (a verify's tokens) with the multi-row kernel."""
+        return self.gemv and t <= max(1, gemv.MAX_X)
 
     def _input(self, x: torch.Tensor) -> torch.Tensor:
         xb = x.to(OP_DTYPE)
         if self.perm is not None:  # codes are stored with input columns in group order
             xb = xb.index_select(1, self.perm)
-        if self.gemv and xb.shape[0] == 1:
+        if self._rows_ok(xb.shape[0]):
             xb = xb.contiguous() if xb.data_ptr() % 4 == 0 else xb.clone()  # the GEMV reads column pairs
         return xb
 
     def silu_mm(self, x: torch.Tensor, fused: bool) -> torch.Tensor:
-        """One token through [gate; up] with the glue kernels on: silu(gate)·up in the GEMV's epilogue."""
-        if not (fused and self.gemv_silu and x.shape[0] == 1):
+        """Few tokens through [gate; up] with the glue kernels on: silu(gate)·up in the GEMV's epilogue."""
+        if not (fused and self.gemv_silu and self._rows_ok(x.shape[0])):
             return super().silu_mm(x, fused)
         packed, sz = self.planes[0]
         return self._gemv(self._input(x), packed, self.group, sz, silu=True).to(x.dtype)
@@ -88,7 +94,7 @@ class Int4(_Proj):
     def mm(self, x: torch.Tensor) -> torch.Tensor:  # [T, K] -> [T, N], via bf16
         op = tinygemm.mm
         xb = self._input(x)
-        if self.gemv and xb.shape[0] == 1:
+        if self._rows_ok(xb.shape[0]):
             op = self._gemv
         y = op(xb, self.planes[0][0], self.group, self.planes[0][1])
         for packed, sz in self.planes[1:]:

@@ -61,15 +61,12 @@ class Sampler:
             return out
         return out.copy_(self._choose(logits, greedy=False, eager=False))
 
-    def step_rows(self, logits: torch.Tensor, out: torch.Tensor, seen: torch.Tensor, rng: torch.Tensor) -> None:
-        """The graphed choice for a speculative verify (nucleus kernels, CUDA): logits [T, V] -> out [T], row i
-        chosen as `step` would choose it after rows < i, on scratch copies `seen` / `rng` of the state, so the
-        step can be replayed (and warmed up) without touching the real state; `commit` then records what was
-        kept."""
-        seen.copy_(self.seen)
-        rng.copy_(self.rng)
-        for i in range(logits.shape[0]):
-            nucleus.sample(logits[i : i + 1], seen, self.params, rng, out[i : i + 1])
+    def step_rows(self, logits: torch.Tensor, tokens: torch.Tensor, out: torch.Tensor, greedy: bool) -> None:
+        """The graphed choice for a speculative verify (nucleus kernels, CUDA): logits [T, V] of the rows fed
+        `tokens` [T] -> out [T], row i chosen as `step` would choose it after rows < i chose tokens[1..i] (only
+        then does row i count), all rows in one pass; the state is left as it is, so the step can be replayed (and
+        warmed up): `commit` then records what was kept. greedy: temperature 0 (a graph of its own: no sort)."""
+        nucleus.sample_rows(logits, tokens, self.seen, self.params, self.rng, out, greedy)
 
     def commit(self, tokens: list[int]) -> None:
         """The tokens a verify step kept: mark them seen and advance the step counter past them."""

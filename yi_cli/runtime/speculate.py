@@ -4,8 +4,8 @@ Drafting. A chat reply often copies spans of its context (a document it edits, s
 its own earlier turns). `Lookup` indexes every n-gram (n = 1..N_MAX) of prompt + reply by the position that
 followed its latest occurrence; a step looks up the context's last n tokens, longest n first, and proposes the k
 tokens that followed. No match: no draft, and the step is a plain decode step (no extra cost). `Adapt` tunes k and
-the shortest n it trusts from the recent acceptance: a fully accepted draft grows k, a rejection shrinks it to what
-was accepted + 1, and a run of wasted drafts demands longer matches.
+the shortest n it trusts: k from the recent acceptance rate and what a verify of k + 1 rows costs on this machine
+(`Costs`, timed as the reply goes), and a run of wasted drafts demands longer matches.
 
 Verifying. The verify step feeds [t, d1..dk] at positions p..p+k in one forward (k + 1 rows read the weights
 once) and gets the target's logits for every row. Row i is then chosen exactly as a plain decode step would choose
@@ -33,6 +33,8 @@ K_START = 4
 N_MAX = 4  # longest n-gram matched
 N_MIN = 1
 MISS_LIMIT = 3  # drafts rejected outright in a row before the shortest trusted match grows by one
+PRIOR_HITS, PRIOR_TRIALS = 3.0, 4.0  # before any draft: a = 0.75
+DECAY = 0.7  # weight of the earlier outcomes at each verify
 
 
 class Lookup:
@@ -62,16 +64,22 @@ class Lookup:
 
 
 class Adapt:
-    """Draft length k and the shortest trusted match n_min from the outcome of recent drafts."""
+    """Draft length k and the shortest trusted match n_min from the outcome of recent drafts and the cost of a
+    verify. Each kept draft token is a success and a rejected one a failure of a coin with probability a (recent
+    outcomes weigh most); k drafts then yield 1 + a + ... + a^k tokens for one verify of k + 1 rows, whose cost
+    in decode steps (`cost(rows)`, e.g. `Costs.ratio`) grows with the rows on a CPU and in steps on CUDA: k is
+    the one with the most tokens per unit of cost. A run of wasted drafts demands longer matches."""
 
-    def __init__(self):
+    def __init__(self, cost: Callable[[int], float] = lambda rows: 1.0):
         self.k, self.n_min, self.misses = K_START, N_MIN, 0
+        self.cost = cost
+        self.hits, self.trials = PRIOR_HITS, PRIOR_TRIALS
 
     def update(self, drafted: int, accepted: int) -> None:
-        if accepted == drafted:
-            self.k = min(K_MAX, self.k + 2)
-        else:
-            self.k = max(1, accepted + 1)
+        self.hits = DECAY * self.hits + accepted
+        self.trials = DECAY * self.trials + accepted + (accepted < drafted)
+        a = min(self.hits / self.trials, 0.999)
+        self.k = max(range(1, K_MAX + 1), key=lambda k: (1 - a ** (k + 1)) / (1 - a) / self.cost(k + 1))
         if accepted == 0:
             self.misses += 1
             if self.misses >= MISS_LIMIT:
@@ -80,6 +88,36 @@ class Adapt:
             self.misses = 0
             if accepted == drafted:
                 self.n_min = max(N_MIN, self.n_min - 1)
+
+
+class Costs:
+    """Seconds per forward by its rows (1: a plain decode step), averaged as a reply goes, starting from `prior`
+    (rows -> cost in decode steps, as scripts/bench_speculate.py measures it): the speculation pays for what this
+    machine, under its present load, and this model charge. Timing only chooses how many drafts to make: the
+    tokens are the same whatever it measures."""
+
+    def __init__(self, prior: dict[int, float], bucket: Callable[[int], int] = lambda rows: rows):
+        self.prior, self.bucket = sorted({1: 1.0, **prior}.items()), bucket
+        self.seconds: dict[int, float] = {}
+
+    def _bucket(self, rows: int) -> int:
+        return 1 if rows == 1 else self.bucket(rows)  # the rows a verify of `rows` tokens runs; 1: a decode step
+
+    def observe(self, rows: int, seconds: float) -> None:
+        b = self._bucket(rows)
+        old = self.seconds.get(b)
+        self.seconds[b] = seconds if old is None else old + (seconds - old) * 0.2
+
+    def ratio(self, rows: int) -> float:
+        """A forward of `rows` rows in decode steps: timed where both were, else the prior (interpolated)."""
+        b = self._bucket(rows)
+        if b in self.seconds and 1 in self.seconds:
+            return self.seconds[b] / self.seconds[1]
+        for (r0, c0), (r1, c1) in zip(self.prior, self.prior[1:], strict=False):
+            if b <= r1:
+                return c0 + (c1 - c0) * (b - r0) / (r1 - r0)
+        (r0, c0), (r1, c1) = self.prior[-2:]
+        return c1 + (c1 - c0) * (b - r1) / (r1 - r0)
 
 
 def accept(drafts: list[int], choose: Callable[[int], int]) -> list[int]:

@@ -1,0 +1,42 @@
+"""glue.decode_attention for T tokens in one split + one merge launch (a speculative verify) against T one-token
+calls: bit for bit per row, on every merge path.
+
+On CUDA (Yi-6B's attention shape), or interpreted on the CPU (tiny shapes): see triton_interpret.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from triton_interpret import CUDA, DEV, DTYPE
+
+from yi_cli.kernels import glue
+
+# (KV heads, query heads per KV head, head dim, cache slots): Yi-6B's attention on CUDA, a small one interpreted
+SHAPE = (4, 8, 128, 4096) if CUDA else (2, 4, 16, 320)
+
+
+@pytest.mark.parametrize("path", ["tile", "merge_loop", "long"])
+@pytest.mark.parametrize("t", [1, 2, 8])
+def test_rows_in_one_launch_are_one_token_calls(monkeypatch, path, t):
+    n_kv, g, hd, slots = SHAPE
+    if path == "merge_loop":  # more partials than one tile: the looping merge kernel
+        monkeypatch.setattr(glue, "TILE_MERGE", 2)
+    if path == "long":  # past LONG: longer splits, the long-context tuning
+        monkeypatch.setattr(glue, "LONG", slots // 2)
+    gen = torch.Generator().manual_seed(t)
+    kc, vc = (torch.randn(1, n_kv, slots, hd, generator=gen).to(DTYPE).to(DEV) for _ in range(2))
+    qg = torch.randn(1, n_kv, g * t, hd, generator=gen).to(DTYPE).to(DEV)  # row j·T + i
+    first = slots - 70 if path != "long" else glue.LONG_SPLIT - 3  # the rows cross a split boundary
+    pos = torch.arange(first, first + t, device=DEV)
+    length = slots
+    many = glue.decode_attention(qg, kc, vc, pos, length)
+    assert many.shape == qg.shape
+    for i in range(t):
+        q1 = qg[:, :, i::t].contiguous()  # token i's heads, as a one-token step's query
+        one = glue.decode_attention(q1, kc, vc, pos[i : i + 1], length)
+        assert torch.equal(many[:, :, i::t], one), f"row {i}: {(many[:, :, i::t] - one).abs().max()}"
+        # and it is attention over slots [0, pos[i]]
+        n = int(pos[i]) + 1
+        ref = torch.softmax((q1.float() @ kc[:, :, :n].float().transpose(2, 3)) * hd**-0.5, -1) @ vc[:, :, :n].float()
+        assert (one.float() - ref).abs().max() < 2e-2

@@ -1,0 +1,52 @@
+"""nucleus.sample_rows (a speculative verify's choices, all rows in one pass) against row-by-row choices: row t
+is what nucleus.sample and Sampler's torch ops pick after rows < t chose the drafts, and the state is untouched.
+
+On CUDA (Yi's vocabulary), or interpreted on the CPU (a small vocabulary): see triton_interpret.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from triton_interpret import CUDA, DEV
+
+from yi_cli.engines.settings import GenSettings
+from yi_cli.kernels import nucleus
+from yi_cli.runtime.sampling import Sampler
+
+VOCAB = 64000 if CUDA else 5000  # two chunks of nucleus.BLOCK interpreted
+
+
+@pytest.mark.parametrize(
+    "temperature,top_p,top_k,penalty",
+    [(0, 0.8, 0, 1.3), (0, 1.0, 0, 1.0), (0.6, 0.8, 0, 1.2), (0.9, 0.95, 40, 1.1), (1.3, 0.5, 3000, 1.0)],
+)
+def test_rows_pick_what_one_row_steps_pick(temperature, top_p, top_k, penalty):
+    settings = GenSettings(temperature=temperature, top_p=top_p, top_k=top_k, repetition_penalty=penalty, seed=11)
+    t = 8
+    g = torch.Generator().manual_seed(int(temperature * 10 + top_k))
+    logits = (torch.randn(t, VOCAB, generator=g) * torch.tensor([0.5, 8.0] * 4).unsqueeze(1)).to(DEV)
+    # the drafts: row i has seen tokens[1..i], mostly its own maximum (then the penalty matters) and one repeat
+    top = logits.argmax(-1).tolist()
+    tokens = torch.tensor([7, top[1], top[2], 9, top[4], 9, top[6], top[7]], device=DEV)
+    rows = Sampler(VOCAB, DEV)
+    rows.reset(settings, [1, 2, 3, int(logits[5].argmax())])
+    rows.rng[1] = 17
+    seen, rng = rows.seen.clone(), rows.rng.clone()
+    out = torch.full((t,), -1, dtype=torch.long, device=DEV)
+    nucleus.sample_rows(logits, tokens, rows.seen, rows.params, rows.rng, out, greedy=temperature == 0)
+    assert torch.equal(rows.seen, seen) and torch.equal(rows.rng, rng)  # replayable: the state is untouched
+    for i in range(t):
+        want = []
+        for fused in (True, False):  # nucleus.sample, and Sampler's torch ops
+            one = Sampler(VOCAB, DEV)
+            one.fused = fused
+            one.params.copy_(rows.params)
+            one.seen.copy_(seen)
+            one.seen[tokens[1 : i + 1]] = True  # rows < i chose the drafts
+            one.rng.copy_(rng)
+            one.rng[1] += i
+            o = torch.zeros(1, dtype=torch.long, device=DEV)
+            one.step(logits[i : i + 1].contiguous(), o)
+            want.append(int(o))
+        assert [int(out[i])] * 2 == want, f"row {i}"
