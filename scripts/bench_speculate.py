@@ -1,7 +1,8 @@
 """Prompt-lookup speculative decoding benchmark: the same replies with `speculate` off and lookup, in one run.
 
-CPU, the real demo model on real text (repeat / edit / summarise / answer about a document, plain chat):
+The real demo model (or --model DIR) on real text (repeat / edit / summarise / answer about a document, chat):
     python scripts/bench_speculate.py --device cpu [--model demo]
+    python scripts/bench_speculate.py --device cuda --model DIR     # DEVELOPERS.md: the demo's files on the GPU
 GPU, the Yi-6B shape (random AWQ weights, built by scripts/make_checkpoint.py under --dir): the verify cost
 t(k+1 rows) / t(1 row) of the captured graphs (verify_cost_ratio: the greedy graphs, _sampling: the sampling
 ones; gemv_rows: the most rows the multi-row int4 GEMV takes (YI_CHAT_GEMV_ROWS; 0: tinygemm); exact_head:
@@ -224,15 +225,29 @@ def gpu_workloads(dec, vocab: int, settings: GenSettings, new: int, repeats: int
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--model", default="demo", help="CPU: the checkpoint (default: the demo model)")
+    ap.add_argument(
+        "--model",
+        help="the checkpoint for the real-text workloads (default: the demo model on CPU; on CUDA, without it, the "
+        "random --shape checkpoint and synthetic workloads)",
+    )
     ap.add_argument("--shape", default="yi-6b", help="CUDA: the random checkpoint's shape")
     ap.add_argument("--dir", type=Path, default=Path(os.environ.get("YI_BENCH_DIR", "/tmp/yi-bench")))
-    ap.add_argument("--new-tokens", type=int, default=None, help="tokens per reply (default: cpu 160, cuda 256)")
+    ap.add_argument(
+        "--new-tokens", type=int, default=None, help="tokens per reply (default: 160 on text, 256 synthetic)"
+    )
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--oracle-miss", type=int, default=4)
     a = ap.parse_args(argv)
     cuda = a.device.startswith("cuda")
-    if cuda:
+    text = not cuda or a.model is not None  # real text on a real model (the demo's settings)
+    if text:
+        a.model = a.model or "demo"
+        ckpt = open_checkpoint(str(resolve(a.model)), device=a.device, dtype="bf16" if cuda else "fp32")
+        from yi_cli import demo
+
+        settings = GenSettings(**demo.RECOMMENDED, seed=0)  # what `yi-chat` runs the demo with
+        model = Path(a.model).name if cuda else a.model
+    else:
         path = a.dir / f"{a.shape}-awq"
         if not (path / "config.json").is_file():
             subprocess.run(
@@ -251,12 +266,6 @@ def main(argv=None) -> int:
         ckpt = open_checkpoint(str(path), device=a.device, dtype="bf16")
         settings = GenSettings(temperature=0, repetition_penalty=1.0)
         model = f"{a.shape}-awq (random)"
-    else:
-        ckpt = open_checkpoint(str(resolve(a.model)), device="cpu", dtype="fp32")
-        from yi_cli import demo
-
-        settings = GenSettings(**demo.RECOMMENDED, seed=0)  # what `yi-chat` runs the demo with
-        model = a.model
     dec = FastDecoder(ckpt)
     device = torch.cuda.get_device_name() if cuda else f"cpu ({os.cpu_count()} cores)"
     base = {
@@ -268,10 +277,10 @@ def main(argv=None) -> int:
     if cuda:  # which verify paths ran: the multi-row GEMV (YI_CHAT_GEMV_ROWS=0: tinygemm) and the one-row GEMV
         base["gemv_rows"] = gemv.MAX_X if getattr(dec.model.layers[0].qkv, "gemv", False) else 0
         base["exact_head"] = llama.EXACT_HEAD  # YI_CHAT_EXACT_HEAD=1: the lm_head always multiplies 8 rows
-    settings = replace(settings, max_new_tokens=a.new_tokens or (256 if cuda else 160))
+    settings = replace(settings, max_new_tokens=a.new_tokens or (160 if text else 256))
     print(json.dumps({**base, **{k: v for k, v in vars(settings).items() if k != "speculate"}}), flush=True)
     print(json.dumps(verify_cost(dec, base)), flush=True)
-    if cuda:
+    if not text:
         gpu_workloads(dec, ckpt.config.vocab_size, settings, settings.max_new_tokens, a.repeats, a.oracle_miss, base)
     else:
         rows = cpu_workloads(dec, ckpt.tokenizer, settings, settings.max_new_tokens, a.repeats, base)
