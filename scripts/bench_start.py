@@ -76,7 +76,11 @@ def import_table(stderr: str) -> tuple[float, dict, list]:
         per[name.split(".")[0]] = per.get(name.split(".")[0], 0) + own
     top = sorted(rows, key=lambda r: -r[1])[:10]
     packages = {k: round(v / 1e6, 3) for k, v in sorted(per.items(), key=lambda kv: -kv[1])[:12]}
-    return round(sum(per.values()) / 1e6, 3), packages, [{"module": n, "cumulative_s": round(c / 1e6, 3)} for _, c, n in top]
+    return (
+        round(sum(per.values()) / 1e6, 3),
+        packages,
+        [{"module": n, "cumulative_s": round(c / 1e6, 3)} for _, c, n in top],
+    )
 
 
 def versions() -> dict:

@@ -30,13 +30,20 @@ def supports(config) -> bool:
 
 
 def rotary(config, device) -> tuple[torch.Tensor, float]:
-    """(inv_freq [hd/2] fp32, attention scaling) exactly as transformers' rotary module computes them (rope
-    scaling types included: llama3, linear, dynamic's base table, yarn)."""
-    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
-
+    """(inv_freq [hd/2] fp32, attention scaling) exactly as transformers' LlamaRotaryEmbedding computes them, without
+    importing its modeling module (seconds of a fresh start): the original RoPE is its
+    compute_default_rope_parameters, op for op; scaled kinds (llama3, linear, dynamic's base table, yarn) go through
+    transformers' own rope functions."""
+    rope = config.rope_parameters
     with torch.device("cpu"):
-        rot = LlamaRotaryEmbedding(config)
-    return rot.inv_freq.float().to(device), float(getattr(rot, "attention_scaling", 1.0))
+        if rope["rope_type"] == "default":
+            dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+            inv_freq, scale = 1.0 / (rope["rope_theta"] ** (torch.arange(0, dim, 2, dtype=torch.float) / dim)), 1.0
+        else:
+            from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+            inv_freq, scale = ROPE_INIT_FUNCTIONS[rope["rope_type"]](config)
+    return inv_freq.float().to(device), float(scale)
 
 
 def attention(qg: torch.Tensor, k: torch.Tensor, v: torch.Tensor, t: int, mask) -> torch.Tensor:
