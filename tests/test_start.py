@@ -10,10 +10,17 @@ import pytest
 import torch
 
 from yi_cli.checkpoint import light
-from yi_cli.runtime.llama import rotary
+from yi_cli.runtime import causal
+from yi_cli.runtime.llama import PREFILL_ATTENTION, rotary
 
 # Modules the fast engine must not import before (or for) its first token.
-FORBIDDEN = ("transformers.models.llama.modeling_llama", "transformers.generation", "transformers.modeling_utils")
+FORBIDDEN = (
+    "transformers.models.llama.modeling_llama",
+    "transformers.generation",
+    "transformers.modeling_utils",
+    "torch.nn.attention.bias",  # imports torch._dynamo (runtime/causal.py)
+    "torch._dynamo",
+)
 
 YI_6B = {  # Yi-6B-Chat's config.json (the fields that matter here), legacy rope_theta, no head_dim
     "model_type": "llama",
@@ -141,3 +148,47 @@ def test_fast_start_imports_no_transformers_modeling_or_generation(demo_dir, mod
     assert "transformers.tokenization_utils_tokenizers" in imported  # the list is real
     bad = sorted(m for m in imported if m.startswith(FORBIDDEN))
     assert not bad, bad
+
+
+# (query rows T, key slots L, head dim): chunks after a cached prefix, T == L (a first chunk), head sizes that flash
+# pads (72, 80 % 8 == 0 aside), one row.
+CAUSAL_SHAPES = [(5, 9, 64), (16, 16, 64), (1, 7, 64), (33, 100, 72), (64, 1100, 128), (7, 8, 80)]
+
+
+def check_causal_equals_torch_bias(device, dtype, backends):
+    from torch.nn.attention import sdpa_kernel
+    from torch.nn.attention.bias import causal_lower_right
+
+    g = torch.Generator(device).manual_seed(0)
+    for t, length, hd in CAUSAL_SHAPES:
+        # as llama.attention slices them: one head group's rows of qg [1, KV, G·T, hd], not contiguous
+        qg = torch.randn(1, 3, 2 * t, hd, generator=g, device=device, dtype=dtype)
+        k, v = (torch.randn(1, 3, length, hd, generator=g, device=device, dtype=dtype) for _ in "kv")
+        for j in range(2):
+            q = qg[:, :, j * t : (j + 1) * t]
+            with sdpa_kernel(backends):
+                want = torch.nn.functional.scaled_dot_product_attention(
+                    q, k, v, attn_mask=causal_lower_right(t, length)
+                )
+                got = causal.attention(q, k, v)
+            assert got.shape == want.shape and torch.equal(got, want), (t, length, hd, dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_causal_attention_equals_torch_lower_right_bias_on_cpu(dtype):
+    check_causal_equals_torch_bias("cpu", dtype, PREFILL_ATTENTION)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("backend", ["flash", "efficient", "prefill"])
+def test_causal_attention_equals_torch_lower_right_bias_on_gpu(dtype, backend):
+    from torch.nn.attention import SDPBackend
+
+    backends = {
+        "flash": [SDPBackend.FLASH_ATTENTION],
+        "efficient": [SDPBackend.EFFICIENT_ATTENTION],
+        "prefill": PREFILL_ATTENTION,
+    }[backend]
+    check_causal_equals_torch_bias("cuda", dtype, backends)

@@ -10,11 +10,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.nn.attention.bias import causal_lower_right
 
 from ..kernels import glue
 from ..kernels.glue import add_rmsnorm, rope_cache, silu_mul
-from . import kvcache, projections
+from . import causal, kvcache, projections
 
 DENSE_PREFILL_MIN = {"cuda": 64, "cpu": 256}  # fewer new tokens: the int4 kernel beats dequantize + GEMM
 PREFILL_ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
@@ -57,15 +56,8 @@ def attention(qg: torch.Tensor, k: torch.Tensor, v: torch.Tensor, t: int, mask) 
     with sdpa_kernel(PREFILL_ATTENTION):
         if t == 1 or mask is not None:
             return F.scaled_dot_product_attention(qg, k, v, attn_mask=mask)
-        causal = causal_lower_right(t, k.shape[2])
         groups = qg.shape[2] // t
-        return torch.cat(
-            [
-                F.scaled_dot_product_attention(qg[:, :, j * t : (j + 1) * t], k, v, attn_mask=causal)
-                for j in range(groups)
-            ],
-            2,
-        )
+        return torch.cat([causal.attention(qg[:, :, j * t : (j + 1) * t], k, v) for j in range(groups)], 2)
 
 
 class Layer:
