@@ -45,7 +45,7 @@ class LlamaView:
         return self._real
 
     def __getattr__(self, name: str):  # only for names not set in __init__
-        if name.startswith("__"):
+        if name.startswith("_"):  # our own before __init__ ran (copy, pickle), dunders: never the real config's
             raise AttributeError(name)
         return getattr(self.real(), name)
 
@@ -114,7 +114,7 @@ class GenerationView:
         return self._real
 
     def __getattr__(self, name: str):
-        if name.startswith("__"):
+        if name.startswith("_"):
             raise AttributeError(name)
         return getattr(self.real(), name)
 

@@ -207,7 +207,7 @@ def _hf_generation_config(path: Path):
 
 def load_tokenizer(path: Path, trust_remote_code: bool = False):
     try:
-        if _plain_tokenizer(path):
+        if not trust_remote_code and _plain_tokenizer(path):
             # The class AutoTokenizer picks for these files, without the model config it builds to decide (that
             # imports transformers' modeling side: seconds of a fresh start on the GPU machine).
             from transformers.tokenization_utils_tokenizers import TokenizersBackend
