@@ -205,3 +205,30 @@ def test_causal_attention_equals_torch_lower_right_bias_on_gpu(dtype, backend):
         "prefill": PREFILL_ATTENTION,
     }[backend]
     check_causal_equals_torch_bias("cuda", dtype, backends)
+
+
+@pytest.mark.parametrize(
+    "tokenizer_config, config, plain",
+    [
+        ({"tokenizer_class": "TokenizersBackend"}, {"model_type": "llama"}, True),
+        ({"tokenizer_class": "LlamaTokenizer"}, {"model_type": "llama"}, False),  # Yi's own: AutoTokenizer decides
+        ({"tokenizer_class": "PreTrainedTokenizerFast"}, {"model_type": "llama"}, False),
+        (
+            {"tokenizer_class": "TokenizersBackend", "auto_map": {"AutoTokenizer": ["x.T", None]}},
+            {"model_type": "llama"},
+            False,
+        ),
+        ({"tokenizer_class": "TokenizersBackend"}, {"model_type": "qwen2"}, False),
+        ({"tokenizer_class": "TokenizersBackend"}, {"model_type": "llama", "auto_map": {}}, False),
+    ],
+)
+def test_direct_tokenizer_load_only_where_autotokenizer_picks_tokenizersbackend(
+    tmp_path, tokenizer_config, config, plain
+):
+    from yi_cli.checkpoint import loader
+
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert not loader._plain_tokenizer(tmp_path)  # no tokenizer.json
+    (tmp_path / "tokenizer.json").write_text("{}")
+    assert loader._plain_tokenizer(tmp_path) is plain
