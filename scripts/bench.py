@@ -289,7 +289,6 @@ import sys, threading, time, torch
 from yi_cli.checkpoint.loader import open_checkpoint
 from yi_cli.runtime.decoder import FastDecoder
 from yi_cli.engines.settings import GenSettings
-import transformers.generation.utils, transformers.models.llama.modeling_llama
 print(time.time() - float(sys.argv[3]))
 ckpt = open_checkpoint(sys.argv[1], device="cuda", dtype=torch.bfloat16 if sys.argv[2] != "fp16" else torch.float16)
 dec = FastDecoder(ckpt)

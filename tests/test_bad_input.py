@@ -637,7 +637,8 @@ def test_trust_remote_code_off_unless_flag(tiny, monkeypatch, tmp_path):
 
         monkeypatch.setattr(cls, "from_pretrained", classmethod(spy))
     yi_cli.load(tiny, device="cpu", dtype="fp32")
-    assert {n for n, _ in seen} >= {"AutoTokenizer", "AutoModelForCausalLM"}
+    # A tokenizer with no code of its own loads without AutoTokenizer (loader._plain_tokenizer, test_start.py)
+    assert {n for n, _ in seen} >= {"AutoModelForCausalLM"}
     assert all(flag is False for _, flag in seen), seen
     seen.clear()
     yi_cli.load(tiny, device="cpu", dtype="fp32", trust_remote_code=True)

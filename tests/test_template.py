@@ -79,3 +79,44 @@ def test_fit_drops_whole_exchanges_and_rebuilds_about_once():
         context.fit(rebuild, rebuild(0), sizes, 5)
     with pytest.raises(YiError, match="fit in the context"):
         context.fit(rebuild, rebuild(0), sizes, 30, policy="refuse")
+
+
+TEXTS = [
+    "What is 2+2?",
+    "  leading spaces, trailing  \n\n tabs\t and CRLF\r\n",
+    "日本語と中文，还有 emoji 🤖🎉 and café",
+    "<|im_start|>user\nspecial tokens typed as text<|im_end|>",
+    "```python\ndef f(x):\n    return x ** 2\n```",
+]
+
+
+@pytest.mark.parametrize(
+    "source", ["own", template.CHATML, "yi", "yi-coder"], ids=["demo-template", "chatml", "yi", "yi-coder"]
+)
+def test_fast_path_tokenizer_builds_the_same_prompts_as_autotokenizer(demo_dir, source):
+    """The fast path loads TokenizersBackend directly (no model config): prompts, ids, counts and decoded text
+    must equal AutoTokenizer's, under the demo's own template and under Yi-style ones."""
+    from transformers import AutoTokenizer
+
+    from yi_cli.checkpoint import family, loader
+
+    light, auto = loader.load_tokenizer(demo_dir), AutoTokenizer.from_pretrained(str(demo_dir))
+    assert type(light) is type(auto) and light.init_kwargs == auto.init_kwargs
+    assert light.get_vocab() == auto.get_vocab() and light.chat_template == auto.chat_template
+    msgs = [{"role": "system", "content": "Be brief."}]
+    for i, text in enumerate(TEXTS):
+        msgs += [{"role": "user", "content": text}, {"role": "assistant", "content": TEXTS[-1 - i]}]
+    ta, tb = Template(light), Template(auto)
+    if source != "own":
+        ta.source = tb.source = family.TEMPLATES.get(source, source)
+    assert ta.stop_ids == tb.stop_ids
+    for n in range(1, len(msgs) + 1):
+        for cont in (False, True) if msgs[n - 1]["role"] == "assistant" else (False,):
+            pa, pb = ta.build(msgs[:n], cont), tb.build(msgs[:n], cont)
+            assert (pa.text, pa.ids) == (pb.text, pb.ids)
+            assert light.decode(pa.ids, skip_special_tokens=True) == auto.decode(pb.ids, skip_special_tokens=True)
+    for text in TEXTS:
+        assert ta.count(text) == tb.count(text)
+        ids = auto(text, add_special_tokens=True)["input_ids"]
+        assert light(text, add_special_tokens=True)["input_ids"] == ids
+        assert light.decode(ids) == auto.decode(ids)

@@ -12,15 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import LoadError, failure, first_line
-from . import plausible, quantized
-from .files import Tensors, check_index, check_safetensors, check_side_files, read_config, weight_files
+from . import light, plausible, quantized
+from .files import Tensors, check_index, check_safetensors, check_side_files, read_config, read_json, weight_files
 
 
 @dataclass
 class Checkpoint:
     path: Path
     name: str  # the hub id for a hub snapshot, else the directory's name
-    config: object  # transformers PretrainedConfig
+    config: object  # transformers PretrainedConfig, or a light.LlamaView of it (hf_config is always the former)
     tokenizer: object
     device: str
     dtype: object  # torch.dtype asked for (a quantized model on CUDA computes in bf16: kernels.tinygemm)
@@ -32,6 +32,16 @@ class Checkpoint:
     @property
     def context_length(self) -> int:
         return int(getattr(self.config, "max_position_embeddings", 4096) or 4096)
+
+    @property
+    def hf_config(self):
+        """The transformers config (built on first use when `config` is a light view)."""
+        return self.config.real() if isinstance(self.config, light.LlamaView) else self.config
+
+    @property
+    def hf_generation_config(self):
+        g = self.generation_config
+        return g.real() if isinstance(g, light.GenerationView) else g
 
     @property
     def safetensors(self) -> bool:
@@ -151,7 +161,9 @@ def open_checkpoint(
     dtype = pick_dtype(dtype, device, quant is not None)
     elem = dtype.itemsize
     plausible.check_memory(cfg, path / "config.json", device, elem, quant["bits"] if quant else elem * 8)
-    config = _config(path, quant is not None, trust_remote_code)
+    # A plain Llama config is read from the dict; transformers' config classes only load when asked (light.py).
+    config = light.llama_view(cfg, lambda: _config(path, quant is not None, trust_remote_code))
+    config = config or _config(path, quant is not None, trust_remote_code)
     from . import hub
 
     return Checkpoint(
@@ -180,6 +192,11 @@ def _config(path: Path, quant: bool, trust_remote_code: bool):
 def _generation_config(path: Path):
     if not (path / "generation_config.json").is_file():
         return None
+    view = light.generation_view(read_json(path / "generation_config.json"), lambda: _hf_generation_config(path))
+    return view or _hf_generation_config(path)
+
+
+def _hf_generation_config(path: Path):
     from transformers import GenerationConfig
 
     try:
@@ -189,12 +206,33 @@ def _generation_config(path: Path):
 
 
 def load_tokenizer(path: Path, trust_remote_code: bool = False):
-    from transformers import AutoTokenizer
-
     try:
+        if not trust_remote_code and _plain_tokenizer(path):
+            # The class AutoTokenizer picks for these files, without the model config it builds to decide (that
+            # imports transformers' modeling side: seconds of a fresh start on the GPU machine).
+            from transformers.tokenization_utils_tokenizers import TokenizersBackend
+
+            return TokenizersBackend.from_pretrained(str(path))
+        from transformers import AutoTokenizer
+
         return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     except Exception as e:  # transformers raises many types for a broken tokenizer
         raise LoadError(f"{path}: cannot load the tokenizer ({failure(e)})") from None
+
+
+def _plain_tokenizer(path: Path) -> bool:
+    """A Llama checkpoint whose tokenizer_config.json names the generic tokenizers class for its tokenizer.json,
+    with no code of its own: AutoTokenizer returns exactly TokenizersBackend.from_pretrained for it."""
+    tc = path / "tokenizer_config.json"
+    if not (tc.is_file() and (path / "tokenizer.json").is_file()):
+        return False
+    t, c = read_json(tc), read_json(path / "config.json")
+    return (
+        t.get("tokenizer_class") == "TokenizersBackend"
+        and "auto_map" not in t
+        and c.get("model_type") == "llama"
+        and "auto_map" not in c
+    )
 
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

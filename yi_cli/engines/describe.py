@@ -19,7 +19,7 @@ def describe(engine) -> list:
         params = sum(p.numel() for p in model.parameters()) + sum(q.in_features * q.out_features for q in packed)
         nbytes = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
     else:
-        model = meta_model(ckpt.config, engine.decoder.model.dtype)
+        model = meta_model(ckpt.hf_config, engine.decoder.model.dtype)
         params = sum(p.numel() for p in model.parameters())
         nbytes = engine.decoder.model.weight_bytes()
     table = summary(ckpt, type(model).__name__, params, nbytes, engine.context_length)

@@ -14,7 +14,7 @@ def build_model(ckpt):
     """The checkpoint as a transformers model in eval mode, with its generation config."""
     model = _quantized(ckpt) if ckpt.quant is not None else _plain(ckpt)
     if ckpt.generation_config is not None:
-        model.generation_config = ckpt.generation_config
+        model.generation_config = ckpt.hf_generation_config
     return model.eval()
 
 
@@ -24,7 +24,7 @@ def _plain(ckpt):
     try:
         model, info = AutoModelForCausalLM.from_pretrained(
             str(ckpt.path),
-            config=ckpt.config,
+            config=ckpt.hf_config,
             dtype=ckpt.dtype,
             device_map=ckpt.device if ckpt.device != "cpu" else None,
             use_safetensors=ckpt.safetensors or None,
@@ -57,7 +57,7 @@ def _quantized(ckpt):
 
     device, dtype = ckpt.device, ckpt.dtype
     try:
-        model = meta_model(ckpt.config, dtype)
+        model = meta_model(ckpt.hf_config, dtype)
     except Exception as e:
         raise LoadError(f"{ckpt.path / 'config.json'}: cannot build the model ({first_line(e)})") from None
     head = model.get_output_embeddings()
@@ -112,5 +112,5 @@ class Loaded:
 
     def __init__(self, model, ckpt):
         self.model, self.checkpoint = model, ckpt
-        self.tokenizer, self.config, self.quant = ckpt.tokenizer, ckpt.config, ckpt.quant
+        self.tokenizer, self.config, self.quant = ckpt.tokenizer, ckpt.hf_config, ckpt.quant
         self.device, self.dtype, self.path, self.name = ckpt.device, ckpt.dtype, ckpt.path, ckpt.name

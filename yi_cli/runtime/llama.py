@@ -12,11 +12,10 @@ import os
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.nn.attention.bias import causal_lower_right
 
 from ..kernels import glue
 from ..kernels.glue import add_rmsnorm, rope_cache, silu_mul
-from . import kvcache, projections
+from . import causal, kvcache, projections
 
 DENSE_PREFILL_MIN = {"cuda": 64, "cpu": 256}  # fewer new tokens: the int4 kernel beats dequantize + GEMM
 PREFILL_ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
@@ -36,13 +35,20 @@ def supports(config) -> bool:
 
 
 def rotary(config, device) -> tuple[torch.Tensor, float]:
-    """(inv_freq [hd/2] fp32, attention scaling) exactly as transformers' rotary module computes them (rope
-    scaling types included: llama3, linear, dynamic's base table, yarn)."""
-    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
-
+    """(inv_freq [hd/2] fp32, attention scaling) exactly as transformers' LlamaRotaryEmbedding computes them, without
+    importing its modeling module (seconds of a fresh start): the original RoPE is its
+    compute_default_rope_parameters, op for op; scaled kinds (llama3, linear, dynamic's base table, yarn) go through
+    transformers' own rope functions."""
+    rope = config.rope_parameters
     with torch.device("cpu"):
-        rot = LlamaRotaryEmbedding(config)
-    return rot.inv_freq.float().to(device), float(getattr(rot, "attention_scaling", 1.0))
+        if rope["rope_type"] == "default":
+            dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+            inv_freq, scale = 1.0 / (rope["rope_theta"] ** (torch.arange(0, dim, 2, dtype=torch.float) / dim)), 1.0
+        else:
+            from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+            inv_freq, scale = ROPE_INIT_FUNCTIONS[rope["rope_type"]](config)
+    return inv_freq.float().to(device), float(scale)
 
 
 def attention(qg: torch.Tensor, k: torch.Tensor, v: torch.Tensor, t: int, mask) -> torch.Tensor:
@@ -56,15 +62,8 @@ def attention(qg: torch.Tensor, k: torch.Tensor, v: torch.Tensor, t: int, mask) 
     with sdpa_kernel(PREFILL_ATTENTION):
         if t == 1 or mask is not None:
             return F.scaled_dot_product_attention(qg, k, v, attn_mask=mask)
-        causal = causal_lower_right(t, k.shape[2])
         groups = qg.shape[2] // t
-        return torch.cat(
-            [
-                F.scaled_dot_product_attention(qg[:, :, j * t : (j + 1) * t], k, v, attn_mask=causal)
-                for j in range(groups)
-            ],
-            2,
-        )
+        return torch.cat([causal.attention(qg[:, :, j * t : (j + 1) * t], k, v) for j in range(groups)], 2)
 
 
 class Layer:
