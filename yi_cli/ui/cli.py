@@ -9,7 +9,7 @@ import sys
 
 from .. import __version__
 from ..errors import EXIT_HANGUP, EXIT_INTERRUPTED, UsageError, YiError
-from .config import device_arg
+from .config import device_arg, tokens_arg
 
 EPILOG = """examples:
   yi-chat                                     chat with the demo model (Ctrl-D leaves)
@@ -69,19 +69,6 @@ def seconds_arg(value: str) -> float:
     if not 0 < v < float("inf"):
         raise argparse.ArgumentTypeError(f"{value!r} is not a positive number of seconds")
     return v
-
-
-def tokens_arg(value: str) -> int:
-    """--context N: a positive whole number of tokens (16K, 128k and 200000 alike: K = 1024)."""
-    v = value.strip().lower()
-    scale = 1024 if v.endswith("k") else 1
-    try:
-        n = int(v[:-1] if scale > 1 else v) * scale
-    except ValueError:
-        n = 0
-    if n <= 0:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a positive number of tokens (e.g. 32768 or 32K)")
-    return n
 
 
 def parser() -> argparse.ArgumentParser:

@@ -25,6 +25,19 @@ def device_arg(value: str) -> str:
     raise argparse.ArgumentTypeError(f"unknown device {value!r} (use auto, cpu, cuda or cuda:N)")
 
 
+def tokens_arg(value: str) -> int:
+    """--context N: a positive whole number of tokens (16K, 128k and 200000 alike: K = 1024)."""
+    v = value.strip().lower()
+    scale = 1024 if v.endswith("k") else 1
+    try:
+        n = int(v[:-1] if scale > 1 else v) * scale
+    except ValueError:
+        n = 0
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive number of tokens (e.g. 32768 or 32K)")
+    return n
+
+
 TOP_KEYS = {"context", "model", "device", "dtype", "engine", "overflow", "system", "endpoint", "api_key_env"}
 CHOICES = {
     "dtype": ("auto", "fp32", "fp16", "bf16"),
@@ -91,10 +104,6 @@ def _finite(text: str) -> float:
 
 def check(p, key: str, value) -> None:
     if key == "context":  # tokens: 32768 or "32K", as --context
-        import argparse
-
-        from .cli import tokens_arg
-
         try:
             tokens_arg(str(value) if type(value) in (int, str) else "")
         except argparse.ArgumentTypeError as e:
