@@ -243,7 +243,7 @@ def main(argv=None) -> int:
     if text:
         a.model = a.model or "demo"
         ckpt = open_checkpoint(str(resolve(a.model)), device=a.device, dtype="bf16" if cuda else "fp32")
-        from yi_cli import demo
+        from yi_cli.checkpoint import demo
 
         settings = GenSettings(**demo.RECOMMENDED, seed=0)  # what `yi-chat` runs the demo with
         model = Path(a.model).name if cuda else a.model

@@ -105,6 +105,24 @@ def test_adapt_drafts_short_when_half_are_rejected_and_rows_cost():
     assert a.k == speculate.K_MAX
 
 
+def test_adapt_stops_drafting_when_no_draft_pays_and_probes_again():
+    a = speculate.Adapt(speculate.Costs({2: 1.5, 4: 2.0, 8: 3.0}).ratio)
+    for _ in range(4):  # drafts rejected: a falls to ~0.2, and 1.2 tokens for 1.5 steps loses to a plain step
+        a.update(1, 0)
+    assert a.k == 0
+    for _ in range(speculate.PROBE - 1):
+        a.plain()
+    assert a.k == 0
+    a.plain()
+    assert a.k == 1  # one try after PROBE plain steps
+    for _ in range(40):  # then every draft is kept (the reply turned to quoting): k climbs back
+        if a.k:
+            a.update(a.k, a.k)
+        else:
+            a.plain()
+    assert a.k == speculate.K_MAX
+
+
 def test_adapt_demands_longer_matches_after_wasted_drafts():
     a = speculate.Adapt(CPU_COST)
     for _ in range(speculate.MISS_LIMIT):

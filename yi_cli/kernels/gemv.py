@@ -31,9 +31,12 @@ except ImportError:  # no Triton, or one without Gluon: the decode step keeps ti
 
 ROWS = 8  # output rows per program: a multiple of tinygemm's row block of 8
 WARPS = 4  # best on the H100 for all four Yi-6B matmuls (scripts/bench_gemv.py --sweep)
-# 2 to MAX_X rows of x (a speculative verify's k + 1 tokens, a short prefill) go through one GEMV that reads each
-# weight word once for all of them (gemv_int4_rows); more, or YI_CHAT_GEMV_ROWS=0 (or 1), go to tinygemm. At most 8.
-MAX_X = min(8, int(os.environ.get("YI_CHAT_GEMV_ROWS", "8")))
+# With YI_CHAT_GEMV_ROWS=N (at most 8), 2 to N rows of x (a speculative verify's k + 1 tokens, a short prefill) go
+# through one GEMV that reads each weight word once for all of them (gemv_int4_rows), each row bit for bit the
+# one-row GEMV's; by default (0) they go to tinygemm, which is faster there: on the H200 a Yi-6B verify of 2 / 4 / 8
+# rows costs 1.27 / 1.56 / 2.32 decode steps through tinygemm and 1.70 / 2.94 / 8.10 through this kernel, whose
+# decode arithmetic is paid once per row of x (BENCHMARKS.md, issue 17).
+MAX_X = min(8, int(os.environ.get("YI_CHAT_GEMV_ROWS", "0")))
 # W rows per program by rows of x (padded to a power of 2): each thread holds 4 words x R rows and 32 activations
 # per row of x. These are the largest R with no spills for sm_90 (ptxas: 168-215 / 216-254 / 213-251 registers).
 # Cost (SASS of the Yi-6B shapes): ~27-34 instructions per word per row of x against the one-row kernel's ~35 per

@@ -26,16 +26,15 @@ PREFILL_CHUNK = {"cuda": 1024, "cpu": 256}  # tokens per prefill forward (bounds
 PIPELINE = 2  # decode steps queued on the GPU ahead of the token the host is reading
 # settings.speculate "auto": prompt-lookup speculation where scripts/bench_speculate.py measured a gain
 # (BENCHMARKS.md). CPU (demo model): 1.1-1.2x on document work, about even on chat. H200 (Yi-6B AWQ): a verify of
-# 2 / 4 / 8 rows cost 1.5 / 2.1 / 3.5 decode steps (tinygemm's few-row kernel instead of the one-row GEMV, and
-# attention and sampling once per row), so it lost unless nearly every draft was kept: off by default until the
-# one-launch attention / sampling and the multi-row GEMV are measured there.
+# 2 / 4 / 8 rows costs 1.27 / 1.56 / 2.32 decode steps (tinygemm's few-row kernel; attention and sampling one launch
+# for all rows); on random-weight Yi-6B replies 0.92-1.02x (their flat logits keep few drafts): off by default.
 SPECULATE_AUTO = {"cpu": True, "cuda": False}
 VERIFY_ROWS = (2, 4, 8)  # CUDA: one verify graph per row count (k + 1 rounded up; extra rows are padding)
 # What a verify of T rows costs in decode steps before this reply has timed its own (speculate.Costs), and the rows
 # it really runs: scripts/bench_speculate.py's verify_cost_ratio (CPU: the demo model on 2 cores; CUDA: Yi-6B AWQ).
 VERIFY_COST = {
     "cpu": ({2: 1.26, 4: 1.73, 8: 2.79}, lambda t: t),
-    "cuda": ({2: 1.53, 4: 2.14, 8: 3.50}, lambda t: next(r for r in VERIFY_ROWS if r >= t)),
+    "cuda": ({2: 1.27, 4: 1.56, 8: 2.32}, lambda t: next(r for r in VERIFY_ROWS if r >= t)),
 }
 
 
@@ -207,6 +206,7 @@ class FastDecoder:
                 else:
                     out = [self._plain(pos, greedy)]
                     costs.observe(1, time.perf_counter() - t0)
+                    adapt.plain()
                 self.steps += 1
                 for t in out:
                     look.append(t)

@@ -35,6 +35,7 @@ N_MIN = 1
 MISS_LIMIT = 3  # drafts rejected outright in a row before the shortest trusted match grows by one
 PRIOR_HITS, PRIOR_TRIALS = 3.0, 4.0  # before any draft: a = 0.75
 DECAY = 0.7  # weight of the earlier outcomes at each verify
+PROBE = 8  # plain steps between tries when no draft pays (a wasted 2-row verify every 8 steps: ~3% on the H200)
 
 
 class Lookup:
@@ -68,10 +69,11 @@ class Adapt:
     verify. Each kept draft token is a success and a rejected one a failure of a coin with probability a (recent
     outcomes weigh most); k drafts then yield 1 + a + ... + a^k tokens for one verify of k + 1 rows, whose cost
     in decode steps (`cost(rows)`, e.g. `Costs.ratio`) grows with the rows on a CPU and in steps on CUDA: k is
-    the one with the most tokens per unit of cost. A run of wasted drafts demands longer matches."""
+    the one with the most tokens per unit of cost, 0 (no draft) when none beats a plain step. A run of wasted
+    drafts demands longer matches."""
 
     def __init__(self, cost: Callable[[int], float] = lambda rows: 1.0):
-        self.k, self.n_min, self.misses = K_START, N_MIN, 0
+        self.k, self.n_min, self.misses, self.idle = K_START, N_MIN, 0, 0
         self.cost = cost
         self.hits, self.trials = PRIOR_HITS, PRIOR_TRIALS
 
@@ -79,7 +81,9 @@ class Adapt:
         self.hits = DECAY * self.hits + accepted
         self.trials = DECAY * self.trials + accepted + (accepted < drafted)
         a = min(self.hits / self.trials, 0.999)
-        self.k = max(range(1, K_MAX + 1), key=lambda k: (1 - a ** (k + 1)) / (1 - a) / self.cost(k + 1))
+        # k = 0 (a plain step: 1 token for 1 step) when no draft is worth its verify; then plain() probes again
+        self.k = max(range(K_MAX + 1), key=lambda k: (1 - a ** (k + 1)) / (1 - a) / (self.cost(k + 1) if k else 1.0))
+        self.idle = 0
         if accepted == 0:
             self.misses += 1
             if self.misses >= MISS_LIMIT:
@@ -88,6 +92,13 @@ class Adapt:
             self.misses = 0
             if accepted == drafted:
                 self.n_min = max(N_MIN, self.n_min - 1)
+
+    def plain(self) -> None:
+        """A step without drafts. After PROBE of them with k = 0, one draft is tried again: the text may have
+        turned to copying (a quote, a list it restates)."""
+        self.idle += 1
+        if self.k == 0 and self.idle >= PROBE:
+            self.k = 1
 
 
 class Costs:
