@@ -25,6 +25,16 @@ from yi_cli.engines.settings import GenSettings
 from yi_cli.runtime.decoder import FastDecoder
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+
+
+@pytest.fixture(autouse=True)
+def plain_decode(monkeypatch):
+    """These tests check the plain decode path against transformers; speculation on CUDA is test_speculate_gpu's."""
+    from yi_cli.runtime import decoder
+
+    monkeypatch.setitem(decoder.SPECULATE_AUTO, "cuda", False)
+
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

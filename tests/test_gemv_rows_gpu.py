@@ -62,6 +62,7 @@ def test_projection_uses_the_rows_gemv_for_a_verify(monkeypatch):
 
     from yi_cli.kernels import gemv
 
+    monkeypatch.setattr(gemv, "MAX_X", 8)  # YI_CHAT_GEMV_ROWS=8 (opt-in)
     _, dec = cuda_pair(checkpoint(0, "awq"))
     layer = dec.model.layers[0]
     assert layer.gate_up.gemv and layer.gate_up.gemv_silu

@@ -188,7 +188,7 @@ def test_free_gpu_memory_caps_the_context(monkeypatch):
     assert kvcache.fit(yi6b, 96) == 96  # a cache smaller than the smallest step stays as asked
 
 
-def attach_file_turn(tmp_path, chars: int, device: str) -> dict:
+def attach_file_turn(tmp_path, chars: int, device: str, *extra: str) -> dict:
     """`yi-chat -f FILE -p QUESTION --json` on the tiny 200K model (a byte tokenizer: a token per character)."""
     import json
 
@@ -198,7 +198,7 @@ def attach_file_turn(tmp_path, chars: int, device: str) -> dict:
     path = checkpoint(4, **YI_200K)
     done = run_cli(
         "-m", str(path), "--device", device, "--json", "--max-new-tokens", "8", "-f", str(doc), "-p", "what?",
-        home=tmp_path,
+        *extra, home=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])

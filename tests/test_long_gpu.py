@@ -21,6 +21,14 @@ from yi_cli.runtime.decoder import FastDecoder
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
 
+@pytest.fixture(autouse=True)
+def plain_decode(monkeypatch):
+    """These tests check the plain decode path against transformers; speculation on CUDA is test_speculate_gpu's."""
+    from yi_cli.runtime import decoder
+
+    monkeypatch.setitem(decoder.SPECULATE_AUTO, "cuda", False)
+
+
 @pytest.mark.parametrize(
     "n_kv,groups,slots,pos,length",
     [
@@ -60,6 +68,6 @@ def test_tiny_200k_model_decodes_past_32k_in_graphs():
 
 
 def test_a_100k_token_file_through_the_cli(tmp_path):
-    turn = attach_file_turn(tmp_path, 100_000, "cuda")
+    turn = attach_file_turn(tmp_path, 100_000, "cuda", "--speculate", "off")
     assert turn["prompt_tokens"] > 100_000
     assert turn["new_tokens"] == 8

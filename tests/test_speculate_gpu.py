@@ -24,6 +24,14 @@ from yi_cli.runtime.decoder import FastDecoder
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
 
+@pytest.fixture
+def exact_rows(monkeypatch):
+    """The exact verify (opt-in: YI_CHAT_GEMV_ROWS=8 YI_CHAT_EXACT_HEAD=1): the multi-row GEMV for verify rows."""
+    from yi_cli.kernels import gemv
+
+    monkeypatch.setattr(gemv, "MAX_X", 8)
+
+
 @pytest.mark.parametrize("quant", [None, "awq"])
 def test_cuda_greedy_with_verify_graphs(oracle, quant):  # noqa: F811
     model, dec = cuda_pair(checkpoint(0, quant))
@@ -40,7 +48,7 @@ def test_cuda_greedy_with_verify_graphs(oracle, quant):  # noqa: F811
 
 @pytest.mark.parametrize("exact_head", [False, True])
 @pytest.mark.parametrize("rows", [2, 4, 8])
-def test_cuda_verify_rows_are_decode_steps_bit_for_bit(monkeypatch, rows, exact_head):
+def test_cuda_verify_rows_are_decode_steps_bit_for_bit(monkeypatch, exact_rows, rows, exact_head):
     """The verify's final hidden states [T, D] against T decode steps' (int4: the multi-row GEMV, one attention
     launch for all rows); logits within 3e-2 (the lm_head's T-row GEMM rounds differently), or the same bits
     with llama.EXACT_HEAD."""
@@ -75,7 +83,7 @@ def test_cuda_verify_rows_are_decode_steps_bit_for_bit(monkeypatch, rows, exact_
         assert torch.equal(m.head(h), logits)
 
 
-def test_cuda_lookup_gives_the_very_tokens_with_exact_head(monkeypatch, oracle):  # noqa: F811
+def test_cuda_lookup_gives_the_very_tokens_with_exact_head(monkeypatch, exact_rows, oracle):  # noqa: F811
     """With llama.EXACT_HEAD a CUDA verify row is a decode step bit for bit, logits included: greedy and seeded
     sampling give exactly the tokens decoding without speculation gives (as on CPU)."""
     from yi_cli.runtime import llama
@@ -107,7 +115,10 @@ def test_cuda_verify_greedy_rows_pick_the_argmax():
     assert picks[0] == picks[1]
 
 
-def test_cuda_stop_length_cancel_sampling(oracle):  # noqa: F811
+def test_cuda_stop_length_cancel_sampling(monkeypatch, exact_rows, oracle):  # noqa: F811
+    from yi_cli.runtime import llama
+
+    monkeypatch.setattr(llama, "EXACT_HEAD", True)  # a shorter limit drafts fewer rows: the same tokens all the same
     # a 96-slot cache: the verify graphs' padding rows must stay inside it
     dec = FastDecoder(open_checkpoint(checkpoint(2, "awq"), device="cuda", dtype="bf16"), max_seq_len=96)
     off = fast_tokens(dec, DOC, replace(GREEDY, max_new_tokens=200, speculate="off"))
