@@ -28,6 +28,27 @@ def test_two_turn_transcript():
     assert chat.session.turns[1].tokens == 4
 
 
+def test_stdout_gone_mid_reply_keeps_the_turn_and_saves_it():
+    """`yi-chat ... | head -c 20`: the renderer's write fails mid-reply. The exchange so far is committed (marked
+    interrupted) and autosaved before the BrokenPipeError leaves the chat: nothing said is lost."""
+    engine = ScriptedEngine(["one two three four five six"])
+    saved = []
+    chat, out, err = plain_chat(engine, on_turn=lambda c: saved.append(c.session.to_dict()))
+    pieces = []
+
+    def closing(delta):
+        pieces.append(delta)
+        if len(pieces) == 3:
+            raise BrokenPipeError
+
+    chat.render.reply_text = closing
+    with pytest.raises(BrokenPipeError):
+        chat.turn("count")
+    last = chat.session.last_assistant()
+    assert last.interrupted and last.content == "".join(pieces)  # what the model said, shown or not
+    assert [t["content"] for t in saved[-1]["turns"]] == ["count", last.content]
+
+
 def test_ctrl_c_mid_reply_keeps_partial_reply_and_session():
     # The reply waits for cancel after three words and the SIGINT is sent only then: it lands mid-reply however
     # late it is delivered (it used to race a 0.5 s reply on a loaded machine).

@@ -159,7 +159,7 @@ class Chat:
         self.render.reply_start(pending.label)
         try:
             text, stats, error, ids = self._stream(prompt, settings)
-        except KeyboardInterrupt:  # abandoned (a third Ctrl-C): what was said stays, marked interrupted
+        except BaseException:  # abandoned (a third Ctrl-C, stdout gone): what was said stays, marked interrupted
             text, stats, error, ids = self._abandoned
             self._commit(pending, prompt, text, stats, dropped, None)
             raise
