@@ -289,12 +289,21 @@ def no_post_processor(t: dict) -> None:
     t["post_processor"] = None
 
 
+def bos_post_processor(t: dict) -> None:
+    bos = {"SpecialToken": {"id": "<|startoftext|>", "type_id": 0}}
+    a, b = {"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}
+    special = {"<|startoftext|>": {"id": "<|startoftext|>", "ids": [1], "tokens": ["<|startoftext|>"]}}
+    t["post_processor"] = {"type": "TemplateProcessing", "single": [bos, a], "pair": [bos, a, b]}
+    t["post_processor"]["special_tokens"] = special
+
+
 QUALIFY = {
     "added-tokens-decoder": lambda d: edit_json(
         d / "tokenizer_config.json", lambda c: c.update(added_tokens_decoder=added_decoder(d))
     ),
     "extra-special-tokens": with_config(lambda c: c.update(extra_special_tokens=["<|im_sep|>", "<|reserved_3|>"])),
     "no-post-processor": with_tokenizer_json(no_post_processor),  # transformers writes its own: $A, no bos
+    "bos-post-processor": with_tokenizer_json(bos_post_processor),  # kept: a raw prompt starts with bos
     "named-templates": named_templates,
     "template-files": extra_template_files,
     "config-template-loses-to-file": with_config(lambda c: c.update(chat_template="{{ 'unused' }}")),
@@ -321,6 +330,7 @@ def test_variants_that_qualify_are_transformers(byte_dir, tmp_path, variant):
             assert light.apply_chat_template(msgs, **kw) == real.apply_chat_template(msgs, **kw)
     for text in TEXTS:
         assert light(text)["input_ids"] == real(text)["input_ids"]
+    assert (light("hi")["input_ids"][0] == 1) == (variant == "bos-post-processor")
 
 
 def test_a_word_level_tokenizer_cleans_up_decoded_text_as_transformers(tmp_path):
@@ -415,7 +425,7 @@ def test_loader_gives_the_fast_path_the_light_tokenizer_and_the_rest_transformer
     assert isinstance(loader.load_tokenizer(d, trust_remote_code=True), TokenizersBackend)  # AutoTokenizer decides
 
 
-def test_the_sandbox_is_transformers(pair):
+def test_the_sandbox_is_transformers():
     """The environment's options, globals and filters equal transformers' compiled one."""
     from transformers.utils.chat_template_utils import _compile_jinja_template
 

@@ -1,7 +1,7 @@
 """A plain checkpoint's tokenizer without transformers: tokenizer.json through `tokenizers`, the chat template rendered
 the way transformers renders it.
 
-Importing transformers costs a fresh start 0.6 s on the CPU here and 1.6 s on the H200 (its dependency check alone
+Importing transformers costs a fresh start 0.5 s on the CPU here and 1.6 s on the H200 (its dependency check alone
 1.5 s), and the fast engine asks little of its tokenizer: a rendered template, ids, decoded text, the vocabulary and
 the special tokens. `load` builds a LightTokenizer only where TokenizersBackend.from_pretrained (what AutoTokenizer
 picks for these files: loader._plain_tokenizer) provably leaves tokenizer.json's backend as it is: every key of
