@@ -283,7 +283,7 @@ def main(argv=None) -> int:
     if not text:
         gpu_workloads(dec, ckpt.config.vocab_size, settings, settings.max_new_tokens, a.repeats, a.oracle_miss, base)
     else:
-        rows = cpu_workloads(dec, ckpt.tokenizer, settings, settings.max_new_tokens, a.repeats, base)
+        rows = cpu_workloads(dec, ckpt.hf_tokenizer, settings, settings.max_new_tokens, a.repeats, base)
         doc = [r["spec_speedup"] for r in rows if r["document"]]
         chat = [r["spec_speedup"] for r in rows if not r["document"]]
         print(

@@ -280,7 +280,7 @@ def test_demo_document_greedy_identical_and_faster_per_step(demo_dir):
     from yi_cli.runtime.decoder import FastDecoder
 
     ckpt = open_checkpoint(demo_dir, device="cpu", dtype="fp32")
-    ids = ckpt.tokenizer.apply_chat_template(
+    ids = ckpt.hf_tokenizer.apply_chat_template(
         [{"role": "user", "content": f"Repeat this text:\n\n{PARAGRAPH}"}], add_generation_prompt=True, tokenize=True
     )
     ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)

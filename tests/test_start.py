@@ -1,5 +1,6 @@
 """A fresh start on the fast engine imports only what that path needs: no transformers modeling / generation
-modules, no transformers config classes (light.py), and the values that replace them are exactly transformers'."""
+modules, no transformers config classes (light.py), on the demo no transformers at all (light_tokenizer.py), and the
+values that replace them are exactly transformers'."""
 
 import json
 import os
@@ -145,22 +146,30 @@ def fast_start_imports(model: str, device: str) -> set[str]:
     assert p.returncode == 0, p.stderr[-2000:]
     assert json.loads(p.stdout)["new_tokens"] >= 1
     imported = {ln.rsplit("|", 1)[1].strip() for ln in p.stderr.splitlines() if ln.startswith("import time:")}
-    assert "transformers.tokenization_utils_tokenizers" in imported  # the list is real
+    assert {"tokenizers", "jinja2", "yi_cli.checkpoint.light_tokenizer"} <= imported  # the list is real
     return imported
+
+
+def transformers_modules(imported: set[str]) -> list[str]:
+    return sorted(m for m in imported if m == "transformers" or m.startswith("transformers."))
 
 
 @pytest.mark.parametrize("model", ["demo", "demo-gptq8", "demo-fp32"])
 def test_fast_start_imports_no_transformers_modeling_or_generation(demo_dir, model):
-    bad = sorted(m for m in fast_start_imports(model, "cpu") if m.startswith(FORBIDDEN))
+    imported = fast_start_imports(model, "cpu")
+    bad = sorted(m for m in imported if m.startswith(FORBIDDEN))
     assert not bad, bad
+    assert not transformers_modules(imported)  # the demo's tokenizer qualifies for light_tokenizer.py
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_fast_start_on_cuda_imports_no_transformers_modeling_or_generation(demo_dir):
     """Warm-up, graph capture and the Triton kernels included."""
-    bad = sorted(m for m in fast_start_imports("demo", "cuda") if m.startswith(FORBIDDEN))
+    imported = fast_start_imports("demo", "cuda")
+    bad = sorted(m for m in imported if m.startswith(FORBIDDEN))
     assert not bad, bad
+    assert not transformers_modules(imported)
 
 
 # (query rows T, key slots L, head dim): chunks after a cached prefix, T == L (a first chunk), head sizes that flash

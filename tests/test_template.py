@@ -94,14 +94,17 @@ TEXTS = [
     "source", ["own", template.CHATML, "yi", "yi-coder"], ids=["demo-template", "chatml", "yi", "yi-coder"]
 )
 def test_fast_path_tokenizer_builds_the_same_prompts_as_autotokenizer(demo_dir, source):
-    """The fast path loads TokenizersBackend directly (no model config): prompts, ids, counts and decoded text
-    must equal AutoTokenizer's, under the demo's own template and under Yi-style ones."""
+    """The fast path loads the demo's tokenizer without transformers (light_tokenizer.py; its transformers twin is
+    TokenizersBackend, loaded directly): prompts, ids, counts and decoded text must equal AutoTokenizer's, under the
+    demo's own template and under Yi-style ones."""
     from transformers import AutoTokenizer
 
     from yi_cli.checkpoint import family, loader
+    from yi_cli.checkpoint.light_tokenizer import LightTokenizer
 
     light, auto = loader.load_tokenizer(demo_dir), AutoTokenizer.from_pretrained(str(demo_dir))
-    assert type(light) is type(auto) and light.init_kwargs == auto.init_kwargs
+    assert isinstance(light, LightTokenizer)
+    assert type(light.real()) is type(auto) and light.real().init_kwargs == auto.init_kwargs
     assert light.get_vocab() == auto.get_vocab() and light.chat_template == auto.chat_template
     msgs = [{"role": "system", "content": "Be brief."}]
     for i, text in enumerate(TEXTS):

@@ -21,7 +21,7 @@ class Checkpoint:
     path: Path
     name: str  # the hub id for a hub snapshot, else the directory's name
     config: object  # transformers PretrainedConfig, or a light.LlamaView of it (hf_config is always the former)
-    tokenizer: object
+    tokenizer: object  # transformers tokenizer, or a light_tokenizer.LightTokenizer (hf_tokenizer is the former)
     device: str
     dtype: object  # torch.dtype asked for (a quantized model on CUDA computes in bf16: kernels.tinygemm)
     quant: dict | None = None  # {"method": "awq"|"gptq", "bits": 4|8, "group_size": g, "skip": [...], ...}
@@ -37,6 +37,14 @@ class Checkpoint:
     def hf_config(self):
         """The transformers config (built on first use when `config` is a light view)."""
         return self.config.real() if isinstance(self.config, light.LlamaView) else self.config
+
+    @property
+    def hf_tokenizer(self):
+        """The transformers tokenizer (built on first use when `tokenizer` is a light_tokenizer.LightTokenizer)."""
+        from . import light_tokenizer
+
+        t = self.tokenizer
+        return t.real() if isinstance(t, light_tokenizer.LightTokenizer) else t
 
     @property
     def hf_generation_config(self):
@@ -147,10 +155,6 @@ def open_checkpoint(
     plausible.check(cfg, path / "config.json")
     check_side_files(path)
     device = pick_device(device)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # per-tensor bars on every start are noise; the CLI shows one status line
-    hf_logging.set_verbosity_error()  # its load reports and warnings would bury our one-line errors
     quant = quantized.detect(path, cfg)
     if quant is not None:
         files = [path / f for f in quant["files"]]
@@ -161,7 +165,8 @@ def open_checkpoint(
     dtype = pick_dtype(dtype, device, quant is not None)
     elem = dtype.itemsize
     plausible.check_memory(cfg, path / "config.json", device, elem, quant["bits"] if quant else elem * 8)
-    # A plain Llama config is read from the dict; transformers' config classes only load when asked (light.py).
+    # A plain Llama config is read from the dict, the tokenizer of a plain checkpoint without transformers;
+    # transformers only loads when asked (light.py, light_tokenizer.py).
     config = light.llama_view(cfg, lambda: _config(path, quant is not None, trust_remote_code))
     config = config or _config(path, quant is not None, trust_remote_code)
     from . import hub
@@ -180,7 +185,17 @@ def open_checkpoint(
     )
 
 
+def _quiet_transformers() -> None:
+    """Before transformers loads anything of ours: no per-tensor progress bars (the CLI shows one status line), and
+    no load reports or warnings burying our one-line errors."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
 def _config(path: Path, quant: bool, trust_remote_code: bool):
+    _quiet_transformers()
     from transformers import AutoConfig
 
     try:
@@ -197,6 +212,7 @@ def _generation_config(path: Path):
 
 
 def _hf_generation_config(path: Path):
+    _quiet_transformers()
     from transformers import GenerationConfig
 
     try:
@@ -206,6 +222,18 @@ def _hf_generation_config(path: Path):
 
 
 def load_tokenizer(path: Path, trust_remote_code: bool = False):
+    """A LightTokenizer where it gives transformers' results exactly (light_tokenizer.py), else transformers' own."""
+    if not trust_remote_code and _plain_tokenizer(path):
+        from . import light_tokenizer
+
+        tok = light_tokenizer.load(path, lambda: _hf_tokenizer(path, trust_remote_code))
+        if tok is not None:
+            return tok
+    return _hf_tokenizer(path, trust_remote_code)
+
+
+def _hf_tokenizer(path: Path, trust_remote_code: bool):
+    _quiet_transformers()
     try:
         if not trust_remote_code and _plain_tokenizer(path):
             # The class AutoTokenizer picks for these files, without the model config it builds to decide (that

@@ -46,6 +46,7 @@ class LocalEngine:
             from ..runtime.hf import build_model
 
             self.model = build_model(ckpt)
+            self.hf_tokenizer = ckpt.hf_tokenizer  # the streamer's: transformers' own, built at load
         self.backend = "fast" if self.decoder is not None else "generate"
         if self.decoder is not None and ckpt.device.startswith("cuda"):
             self._warm_up()
@@ -147,7 +148,7 @@ class LocalEngine:
                 )
 
         streamer = TextIteratorStreamer(
-            self.template.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=STREAM_TIMEOUT_S
+            self.hf_tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=STREAM_TIMEOUT_S
         )
         kwargs = generation_kwargs(settings, sorted(stop_ids))
         input_ids = torch.tensor([ids], device=self.ckpt.device)

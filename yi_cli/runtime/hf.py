@@ -112,5 +112,5 @@ class Loaded:
 
     def __init__(self, model, ckpt):
         self.model, self.checkpoint = model, ckpt
-        self.tokenizer, self.config, self.quant = ckpt.tokenizer, ckpt.hf_config, ckpt.quant
+        self.tokenizer, self.config, self.quant = ckpt.hf_tokenizer, ckpt.hf_config, ckpt.quant
         self.device, self.dtype, self.path, self.name = ckpt.device, ckpt.dtype, ckpt.path, ckpt.name
