@@ -141,6 +141,10 @@ def test_costs_start_from_the_prior_then_follow_the_clock():
     assert c.ratio(4) == pytest.approx(1.2)
     c.observe(4, 0.022)  # averaged, recent timings weighing 0.2
     assert c.ratio(4) == pytest.approx((0.012 + 0.2 * (0.022 - 0.012)) / 0.010)
+    fixed = speculate.Costs({2: 1.5}, timed=False)  # CUDA: the prior stands, whatever the clock says
+    fixed.observe(1, 0.010)
+    fixed.observe(2, 0.011)
+    assert fixed.ratio(2) == 1.5
     free = speculate.Costs({2: 1.26, 4: 1.73})
     assert free.ratio(3) == pytest.approx((1.26 + 1.73) / 2) and free.ratio(6) == pytest.approx(1.73 + 0.47)
 

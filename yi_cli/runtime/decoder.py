@@ -37,9 +37,9 @@ VERIFY_ROWS = (2, 4, 8)  # CUDA: one verify graph per row count (k + 1 rounded u
 # times its own steps as the reply goes (its verify rows are decode steps bit for bit, so however many drafts the
 # clock picks, the tokens are the same); CUDA keeps the prior: a verify there rounds differently with its row
 # count, and the same prompt and seed must give the same reply every time.
-VERIFY_COST = {
-    "cpu": ({2: 1.26, 4: 1.73, 8: 2.79}, lambda t: t),
-    "cuda": ({2: 1.27, 4: 1.56, 8: 2.32}, lambda t: next(r for r in VERIFY_ROWS if r >= t)),
+VERIFY_COST = {  # speculate.Costs(prior, bucket, timed)
+    "cpu": ({2: 1.26, 4: 1.73, 8: 2.79}, lambda t: t, True),
+    "cuda": ({2: 1.27, 4: 1.56, 8: 2.32}, lambda t: next(r for r in VERIFY_ROWS if r >= t), False),
 }
 
 
@@ -191,7 +191,7 @@ class FastDecoder:
 
     def _spec_steps(self, ids: list[int], first: int, limit: int, greedy: bool) -> Iterator[int]:
         """Tokens 2..limit, each step feeding the last token plus the drafts prompt lookup finds (speculate.py)."""
-        costs = speculate.Costs(*VERIFY_COST["cuda"]) if self.cuda else speculate.Costs(*VERIFY_COST["cpu"])
+        costs = speculate.Costs(*VERIFY_COST["cuda" if self.cuda else "cpu"])
         look, adapt = speculate.Lookup(ids + [first]), speculate.Adapt(costs.ratio)
         made, tok = 1, first  # reply tokens so far; the last, fed next at position len(ids) + made - 1
         cap = VERIFY_ROWS[-1] if self.cuda else 0  # CUDA verify rows past the drafts still write K/V slots
@@ -206,13 +206,11 @@ class FastDecoder:
                 t0 = time.perf_counter()
                 if drafts:
                     out = self._verify(tok, pos, drafts, greedy)
-                    if not self.cuda:
-                        costs.observe(len(drafts) + 1, time.perf_counter() - t0)
+                    costs.observe(len(drafts) + 1, time.perf_counter() - t0)
                     adapt.update(len(drafts), len(out) - 1)
                 else:
                     out = [self._plain(pos, greedy)]
-                    if not self.cuda:
-                        costs.observe(1, time.perf_counter() - t0)
+                    costs.observe(1, time.perf_counter() - t0)
                     adapt.plain()
                 self.steps += 1
                 for t in out:

@@ -104,17 +104,19 @@ class Adapt:
 class Costs:
     """Seconds per forward by its rows (1: a plain decode step), averaged as a reply goes, starting from `prior`
     (rows -> cost in decode steps, as scripts/bench_speculate.py measures it): the speculation pays for what this
-    machine, under its present load, and this model charge. Timing only chooses how many drafts to make: the
-    tokens are the same whatever it measures."""
+    machine, under its present load, and this model charge. Timing only chooses how many drafts to make, so it
+    is on (`timed`) only where the tokens are the same whatever it measures; otherwise the prior stands."""
 
-    def __init__(self, prior: dict[int, float], bucket: Callable[[int], int] = lambda rows: rows):
-        self.prior, self.bucket = sorted({1: 1.0, **prior}.items()), bucket
+    def __init__(self, prior: dict[int, float], bucket: Callable[[int], int] = lambda rows: rows, timed: bool = True):
+        self.prior, self.bucket, self.timed = sorted({1: 1.0, **prior}.items()), bucket, timed
         self.seconds: dict[int, float] = {}
 
     def _bucket(self, rows: int) -> int:
         return 1 if rows == 1 else self.bucket(rows)  # the rows a verify of `rows` tokens runs; 1: a decode step
 
     def observe(self, rows: int, seconds: float) -> None:
+        if not self.timed:
+            return
         b = self._bucket(rows)
         old = self.seconds.get(b)
         self.seconds[b] = seconds if old is None else old + (seconds - old) * 0.2
