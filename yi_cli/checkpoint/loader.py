@@ -223,19 +223,21 @@ def _hf_generation_config(path: Path):
 
 def load_tokenizer(path: Path, trust_remote_code: bool = False):
     """A LightTokenizer where it gives transformers' results exactly (light_tokenizer.py), else transformers' own."""
-    if not trust_remote_code and _plain_tokenizer(path):
+    plain = not trust_remote_code and _plain_tokenizer(path)
+    if plain:
         from . import light_tokenizer
 
-        tok = light_tokenizer.load(path, lambda: _hf_tokenizer(path, trust_remote_code))
+        tok = light_tokenizer.load(path, lambda: _hf_tokenizer(path, trust_remote_code, plain))
         if tok is not None:
             return tok
-    return _hf_tokenizer(path, trust_remote_code)
+    return _hf_tokenizer(path, trust_remote_code, plain)
 
 
-def _hf_tokenizer(path: Path, trust_remote_code: bool):
+def _hf_tokenizer(path: Path, trust_remote_code: bool, plain: bool):
+    """transformers' tokenizer; plain: _plain_tokenizer holds (and no remote code)."""
     _quiet_transformers()
     try:
-        if not trust_remote_code and _plain_tokenizer(path):
+        if plain:
             # The class AutoTokenizer picks for these files, without the model config it builds to decide (that
             # imports transformers' modeling side: seconds of a fresh start on the GPU machine).
             from transformers.tokenization_utils_tokenizers import TokenizersBackend
