@@ -31,6 +31,13 @@ from yi_cli.runtime import kvcache  # noqa: E402
 from yi_cli.runtime.decoder import FastDecoder  # noqa: E402
 
 GIB = 2**30
+KNOBS = ("LONG_SPLIT", "LONG_BLOCK", "LONG_WARPS", "LONG_STAGES")  # glue's long decode-attention tuning
+
+
+def tune(values) -> None:
+    """Set glue's long decode-attention knobs (split, block, warps, stages)."""
+    for n, v in zip(KNOBS, list(values), strict=True):
+        setattr(glue, n, v)
 
 
 def emit(**kw) -> None:
@@ -64,14 +71,12 @@ def attention_alone(dec: FastDecoder, context: int, sweep: bool) -> None:
     pos = torch.tensor([context - 1], device="cuda")
     length = dec.graphs.bucket(context)
     moved = 2 * m.n_kv * context * m.hd * m.dtype.itemsize  # K and V read once
-    names = ("LONG_SPLIT", "LONG_BLOCK", "LONG_WARPS", "LONG_STAGES")
-    default = tuple(getattr(glue, n) for n in names)
+    default = tuple(getattr(glue, n) for n in KNOBS)
     grid = [(s, *default[1:]) for s in (128, 256, 512, 1024)]
     if sweep:
         grid = [(s, b, w, st) for s in (256, 512, 1024, 2048) for b in (64, 128) for w in (4, 8) for st in (2, 3, 4)]
     for config in grid:
-        for n, v in zip(names, config, strict=True):
-            setattr(glue, n, v)
+        tune(config)
         try:
             for _ in range(3):
                 glue.decode_attention(q, kc, vc, pos, length)
@@ -99,8 +104,7 @@ def attention_alone(dec: FastDecoder, context: int, sweep: bool) -> None:
             tb_s=round(moved / us / 1e6, 2),
             default=config == default,
         )
-    for n, v in zip(names, default, strict=True):
-        setattr(glue, n, v)
+    tune(default)
 
 
 def main(argv=None) -> int:
@@ -119,9 +123,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sweep", action="store_true", help="time the decode-attention kernel's tuning grid at 100K")
     a = ap.parse_args(argv)
     if a.long_config:
-        names = ("LONG_SPLIT", "LONG_BLOCK", "LONG_WARPS", "LONG_STAGES")
-        for n, v in zip(names, a.long_config.split(","), strict=True):
-            setattr(glue, n, int(v))
+        tune(int(v) for v in a.long_config.split(","))
     t0 = time.perf_counter()
     ckpt = open_checkpoint(a.model, device="cuda", dtype=torch.bfloat16)
     dec = FastDecoder(ckpt)
