@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from test_fast import assert_greedy_match, checkpoint, reference_greedy, rel_err
+from test_fast_gpu import plain_decode  # noqa: F401 (autouse: the plain decode path, as in test_fast_gpu)
 from test_long_context import REPLY, YI_200K, attach_file_turn, random_ids
 
 import yi_cli
@@ -19,14 +20,6 @@ from yi_cli.runtime import kvcache
 from yi_cli.runtime.decoder import FastDecoder
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
-
-
-@pytest.fixture(autouse=True)
-def plain_decode(monkeypatch):
-    """These tests check the plain decode path against transformers; speculation on CUDA is test_speculate_gpu's."""
-    from yi_cli.runtime import decoder
-
-    monkeypatch.setitem(decoder.SPECULATE_AUTO, "cuda", False)
 
 
 @pytest.mark.parametrize(
