@@ -99,12 +99,70 @@ if gluon is not None:
         return gl.broadcast(gl.expand_dims(v, 0), like)[0]
 
     @gluon.jit
+    def _dot(words, l0, h0, l1, h1, l2, h2, l3, h3, start):
+        """2^12 · sum over each word of (q - 8)·x: WORD_DOT on words [R, TB, TPW_W, 4] against its activations."""
+        return gl.inline_asm_elementwise(
+            WORD_DOT,
+            "=f,r,f,f,f,f,f,f,f,f,f",
+            [
+                words,
+                _bc(l0 * 0.0625, words),
+                _bc(l1, words),
+                _bc(l2 * 0.0625, words),
+                _bc(l3, words),
+                _bc(h0 * 0.0625, words),
+                _bc(h1, words),
+                _bc(h2 * 0.0625, words),
+                _bc(h3, words),
+                _bc(start, words),
+            ],
+            dtype=gl.float32,
+            is_pure=True,
+            pack=1,
+        )
+
+    @gluon.jit
+    def _scaled(u, xs, SZ, t, t3, pair, rs, N, KT: gl.constexpr, G: gl.constexpr, TK: gl.constexpr, LRTL: gl.constexpr):
+        """The word sums u of tiles t scaled by their groups' (s, zf) from SZ: the [R, TB, TPW_W] accumulator
+        update. xs: the words' activation sums (for zf)."""
+        if G >= TK:  # one group per tile: scale each thread's sum over its 4 words
+            ts = gl.convert_layout(t, gl.SliceLayout(0, gl.SliceLayout(2, LRTL)))
+            sp = SZ + (gl.expand_dims(gl.expand_dims((ts * TK) // G, 0), 2) * N + rs) * 2
+            sm = gl.expand_dims(gl.expand_dims(ts < KT, 0), 2)
+            s = gl.load(sp, mask=sm, other=0.0).to(gl.float32)
+            zf = gl.load(sp + 1, mask=sm, other=0.0).to(gl.float32)
+            xt = gl.convert_layout(gl.sum(xs, axis=2), gl.SliceLayout(0, LRTL))
+            return gl.sum(u, axis=3) * (s * (1.0 / 4096)) + zf * gl.expand_dims(xt, 0)
+        else:  # several groups per tile: scale each word
+            g = gl.expand_dims((t3 * TK + pair) // G, 0)  # [1, TB, TPW_W, 4]
+            sp = SZ + (g * N + gl.expand_dims(rs, 3)) * 2
+            sm = gl.expand_dims(t3 < KT, 0)
+            s = gl.load(sp, mask=sm, other=0.0).to(gl.float32)
+            zf = gl.load(sp + 1, mask=sm, other=0.0).to(gl.float32)
+            return gl.sum(u * (s * (1.0 / 4096)) + zf * gl.expand_dims(xs, 0), axis=3)
+
+    @gluon.jit
+    def _rstd(PART, NP: gl.constexpr, K: gl.constexpr, eps, WARPS: gl.constexpr):
+        """RMSNorm's 1 / sqrt(mean(x^2) + eps) from the NP partial sums of squares the producing GEMV wrote."""
+        NPP: gl.constexpr = 1 << (NP - 1).bit_length()
+        j = gl.arange(0, NPP, layout=gl.BlockedLayout([1], [32], [WARPS], [0]))
+        ss = gl.sum(gl.load(PART + j, mask=j < NP, other=0.0), axis=0)
+        return 1.0 / gl.sqrt(ss / K + eps)
+
+    @gluon.jit
     def _gemv_int4(
         X,
         P,
         SZ,
         Y,
         N,
+        P2,
+        SZ2,
+        NORM_IN,
+        XR,
+        WN,
+        NORM_OUT,
+        eps,
         KT: gl.constexpr,
         G: gl.constexpr,
         WPR: gl.constexpr,
@@ -112,9 +170,17 @@ if gluon is not None:
         WARPS: gl.constexpr,
         PDL: gl.constexpr,
         SILU: gl.constexpr,
+        PLANES: gl.constexpr,
+        NP: gl.constexpr,
+        RESIDUAL: gl.constexpr,
     ):
         """y[r] = sum_k ((q[r, k] - 8)·s + zf)·x[k] for rows [pid·R, pid·R + R).
-        SILU (W = [gate; up], N = 2·I): rows pid·R/2 + i of gate and of up, y[i] = silu(gate_i)·up_i."""
+        SILU (W = [gate; up], N = 2·I): rows pid·R/2 + i of gate and of up, y[i] = silu(gate_i)·up_i.
+        PLANES = 2: W = plane (P, SZ) + plane (P2, SZ2) (GPTQ int8's high and low nibbles), summed in fp32.
+        NP > 0: x is RMSNorm's input times its weight and NORM_IN the NP partial sums of squares of the input
+        (a RESIDUAL GEMV's NORM_OUT): y is scaled by the norm's 1 / rms before it is rounded.
+        RESIDUAL: the residual stream XR [N] += y (in place, rounded as a bf16 add) and Y = XR·WN, the next
+        RMSNorm's input times its weight, with the program's sum of squares of XR in NORM_OUT[pid]."""
         TPW_W: gl.constexpr = WPR // 4  # threads across one row's words of a tile
         TPW_T: gl.constexpr = 32 // TPW_W  # tiles across a warp
         TB: gl.constexpr = TPW_T * WARPS  # tiles per iteration
@@ -147,11 +213,15 @@ if gluon is not None:
         # The first tiles' codes do not depend on the previous kernel: with programmatic dependent launch they
         # stream in while it finishes; the activations are read after the wait.
         words = _codes(P, r4, tt, w3, KT, TK)
+        if PLANES == 2:
+            words2 = _codes(P2, r4, tt, w3, KT, TK)
         if PDL:
             gl.inline_asm_elementwise("griddepcontrol.wait; // $0", "=r", [], dtype=gl.int32, is_pure=False, pack=1)
             gl.inline_asm_elementwise(
                 "griddepcontrol.launch_dependents; // $0", "=r", [], dtype=gl.int32, is_pure=False, pack=1
             )
+        if NP > 0:
+            rstd = _rstd(NORM_IN, NP, KT * TK, eps, WARPS)
         for t0 in range(0, KT, TB):
             t = t0 + tt
             t3 = gl.expand_dims(gl.expand_dims(t, 1), 2)  # [TB, 1, 1]
@@ -163,48 +233,30 @@ if gluon is not None:
             l3, h3 = _pair(X32, xc + 24, m3)
             x3 = (l1 + l3) + (h1 + h3)  # nibbles 1, 3, 5, 7 sit at 2^12
             x4 = (l0 + l2) + (h0 + h2)  # nibbles 0, 2, 4, 6 at 2^16
-            u = gl.inline_asm_elementwise(
-                WORD_DOT,
-                "=f,r,f,f,f,f,f,f,f,f,f",
-                [
-                    words,
-                    _bc(l0 * 0.0625, words),
-                    _bc(l1, words),
-                    _bc(l2 * 0.0625, words),
-                    _bc(l3, words),
-                    _bc(h0 * 0.0625, words),
-                    _bc(h1, words),
-                    _bc(h2 * 0.0625, words),
-                    _bc(h3, words),
-                    _bc(-(x3 * C3 + x4 * C4), words),
-                ],
-                dtype=gl.float32,
-                is_pure=True,
-                pack=1,
-            )  # 2^12 · sum over the word of (q - 8)·x
+            start = -(x3 * C3 + x4 * C4)
             xs = x3 + x4  # [TB, TPW_W, 4]
-            if G >= TK:  # one group per tile: scale each thread's sum over its 4 words
-                ts = gl.convert_layout(t, gl.SliceLayout(0, gl.SliceLayout(2, LRTL)))
-                sp = SZ + (gl.expand_dims(gl.expand_dims((ts * TK) // G, 0), 2) * N + rs) * 2
-                sm = gl.expand_dims(gl.expand_dims(ts < KT, 0), 2)
-                s = gl.load(sp, mask=sm, other=0.0).to(gl.float32)
-                zf = gl.load(sp + 1, mask=sm, other=0.0).to(gl.float32)
-                xt = gl.convert_layout(gl.sum(xs, axis=2), gl.SliceLayout(0, LRTL))
-                acc += gl.sum(u, axis=3) * (s * (1.0 / 4096)) + zf * gl.expand_dims(xt, 0)
-            else:  # several groups per tile: scale each word
-                g = gl.expand_dims((t3 * TK + pair) // G, 0)  # [1, TB, TPW_W, 4]
-                sp = SZ + (g * N + gl.expand_dims(rs, 3)) * 2
-                sm = gl.expand_dims(m3, 0)
-                s = gl.load(sp, mask=sm, other=0.0).to(gl.float32)
-                zf = gl.load(sp + 1, mask=sm, other=0.0).to(gl.float32)
-                acc += gl.sum(u * (s * (1.0 / 4096)) + zf * gl.expand_dims(xs, 0), axis=3)
+            u = _dot(words, l0, h0, l1, h1, l2, h2, l3, h3, start)  # 2^12 · sum over the word of (q - 8)·x
+            acc += _scaled(u, xs, SZ, t, t3, pair, rs, N, KT, G, TK, LRTL)
             words = _codes(P, r4, t + TB, w3, KT, TK)  # the next tiles (all masked after the last)
-        y = gl.sum(gl.sum(acc, axis=2), axis=1).to(Y.dtype.element_ty)
+            if PLANES == 2:
+                u2 = _dot(words2, l0, h0, l1, h1, l2, h2, l3, h3, start)
+                acc += _scaled(u2, xs, SZ2, t, t3, pair, rs, N, KT, G, TK, LRTL)
+                words2 = _codes(P2, r4, t + TB, w3, KT, TK)
+        y = gl.sum(gl.sum(acc, axis=2), axis=1)
+        if NP > 0:
+            y = y * rstd
+        y = y.to(Y.dtype.element_ty)
         if SILU:  # as transformers: gate and up rounded, silu in fp32 rounded, the product rounded
             g, u = gl.split(gl.reshape(y.to(gl.float32), [R // 2, 2]))
             oo, _ = gl.split(gl.reshape(o, [R // 2, 2]))
             s = (g / (1.0 + gl.exp(-g))).to(Y.dtype.element_ty).to(gl.float32)
             gl.store(Y + oo, (s * u).to(Y.dtype.element_ty))
+        elif RESIDUAL:  # as transformers' residual add (bf16 + bf16, rounded), then the next norm's first half
+            xr = (gl.load(XR + r).to(gl.float32) + y.to(gl.float32)).to(Y.dtype.element_ty)
+            gl.store(XR + r, xr)
+            xf = xr.to(gl.float32)
+            gl.store(Y + r, (xf * gl.load(WN + r).to(gl.float32)).to(Y.dtype.element_ty))
+            gl.store(NORM_OUT + gl.program_id(0) + i * 0, gl.sum(xf * xf, axis=0) + xf * 0.0, mask=i == 0)
         else:
             gl.store(Y + r, y)
 
@@ -370,18 +422,37 @@ def gemv_int4(
     warps: int = WARPS,
     pdl: bool | None = None,
     silu: bool = False,
-) -> torch.Tensor:
+    plane2: tuple[torch.Tensor, torch.Tensor] | None = None,
+    norm: tuple[torch.Tensor, float] | None = None,
+    residual: tuple[torch.Tensor, torch.Tensor] | None = None,
+):
     """x [1, K] bf16 -> [1, N]; packed / sz as for torch's _weight_int4pack_mm (wpr = 2·inner k tiles).
     pdl: launch as a programmatic dependent launch (default: glue.pdl).
-    silu: W is [gate; up] and the result silu(gate)·up, [1, N/2] (N/2 a multiple of rows/2)."""
+    silu: W is [gate; up] and the result silu(gate)·up, [1, N/2] (N/2 a multiple of rows/2).
+    plane2: (packed, sz) of a second plane, W the sum of both (GPTQ int8).
+    norm: (partial sums of squares, eps): x is an RMSNorm's input times the norm's weight, and the result is
+    scaled by 1 / rms of that input (the partials: a residual GEMV's second result).
+    residual: (xr [1, N] the residual stream, w [N] the next RMSNorm's weight): xr += y in place, and the result
+    is (xr·w [1, N], the N / rows partial sums of squares of xr) for the next GEMV's `norm`."""
     y = torch.empty(1, n // 2 if silu else n, dtype=x.dtype, device=x.device)
     pdl = glue.pdl(x) if pdl is None else pdl
+    part, eps = norm if norm is not None else (y, 0.0)
+    xr, wn = residual if residual is not None else (y, y)
+    out = torch.empty(n // rows, dtype=torch.float32, device=x.device) if residual is not None else y
+    p2, sz2 = plane2 if plane2 is not None else (packed, sz)
     _gemv_int4[(n // rows,)](
         x,
         packed,
         sz,
         y,
         n,
+        p2,
+        sz2,
+        part,
+        xr,
+        wn,
+        out,
+        eps,
         KT=k // (8 * wpr),
         G=group,
         WPR=wpr,
@@ -389,10 +460,13 @@ def gemv_int4(
         WARPS=warps,
         PDL=pdl,
         SILU=silu,
+        PLANES=1 if plane2 is None else 2,
+        NP=0 if norm is None else part.numel(),
+        RESIDUAL=residual is not None,
         num_warps=warps,
         launch_pdl=pdl,
     )
-    return y
+    return (y, out) if residual is not None else y
 
 
 def gemv_int4_rows(

@@ -25,6 +25,8 @@ def _nbytes(*ts) -> int:
 
 
 class _Proj:
+    chains = False  # decode steps may fold RMSNorm and the residual add into this projection (Int4's GEMV)
+
     def silu_mm(self, x: torch.Tensor, fused: bool) -> torch.Tensor:
         """For a [gate; up] projection: silu(gate)·up [T, N/2] (fused: the Triton glue kernel)."""
         return glue.silu_mul(self.mm(x), fused)
@@ -59,22 +61,27 @@ class Int4(_Proj):
             and os.environ.get("YI_CHAT_GEMV", "1") != "0"
             and tinygemm.gemv_layout(ikt, packed.device)
         )
-        # gate_up: the GEMV can finish with silu(gate)·up itself (one plane: the sum of two would come first)
-        self.gemv_silu = self.gemv and len(planes) == 1 and bias is None and (n // 2) % (gemv.ROWS // 2) == 0
+        # gate_up: the GEMV can finish with silu(gate)·up itself (both planes of int8 summed before it)
+        self.gemv_silu = self.gemv and bias is None and (n // 2) % (gemv.ROWS // 2) == 0
+        # one token: the RMSNorm before this projection and the residual add after it can run inside the GEMV
+        self.chains = self.gemv and bias is None and os.environ.get("YI_CHAT_CHAIN", "1") != "0"
 
     def nbytes(self) -> int:
         return _nbytes(self.perm, self.bias, *(t for plane in self.planes for t in plane))
 
-    def _gemv(
-        self, x: torch.Tensor, packed: torch.Tensor, group: int, sz: torch.Tensor, silu: bool = False
-    ) -> torch.Tensor:
+    def _gemv(self, x: torch.Tensor, silu: bool = False, **fold):
+        """x through yi-chat's GEMV: one row over every plane in one launch (fold: gemv_int4's norm / residual),
+        or a few rows of a one-plane projection through the multi-row kernel."""
+        (packed, sz), *rest = self.planes
         if x.shape[0] > 1:
-            return gemv.gemv_int4_rows(x, packed, sz, self.n, self.k, group, self.wpr, silu=silu)
-        return gemv.gemv_int4(x, packed, sz, self.n, self.k, group, self.wpr, silu=silu)
+            return gemv.gemv_int4_rows(x, packed, sz, self.n, self.k, self.group, self.wpr, silu=silu)
+        plane2 = rest[0] if rest else None
+        return gemv.gemv_int4(x, packed, sz, self.n, self.k, self.group, self.wpr, silu=silu, plane2=plane2, **fold)
 
     def _rows_ok(self, t: int) -> bool:
-        """The GEMV serves t rows of x: one, or up to gemv.MAX_X (a verify's tokens) with the multi-row kernel."""
-        return self.gemv and t <= max(1, gemv.MAX_X)
+        """The GEMV serves t rows of x: one, or up to gemv.MAX_X (a verify's tokens) of a one-plane projection
+        with the multi-row kernel."""
+        return self.gemv and (t == 1 or (t <= gemv.MAX_X and len(self.planes) == 1))
 
     def _input(self, x: torch.Tensor) -> torch.Tensor:
         xb = x.to(OP_DTYPE)
@@ -84,24 +91,32 @@ class Int4(_Proj):
             xb = xb.contiguous() if xb.data_ptr() % 4 == 0 else xb.clone()  # the GEMV reads column pairs
         return xb
 
-    def silu_mm(self, x: torch.Tensor, fused: bool) -> torch.Tensor:
-        """Few tokens through [gate; up] with the glue kernels on: silu(gate)·up in the GEMV's epilogue."""
+    def silu_mm(self, x: torch.Tensor, fused: bool, norm=None) -> torch.Tensor:
+        """Few tokens through [gate; up] with the glue kernels on: silu(gate)·up in the GEMV's epilogue.
+        norm: x is RMSNorm's input times its weight, and `norm` its (partial sums of squares, eps) (`chains`)."""
         if not (fused and self.gemv_silu and self._rows_ok(x.shape[0])):
+            assert norm is None
             return super().silu_mm(x, fused)
-        packed, sz = self.planes[0]
-        return self._gemv(self._input(x), packed, self.group, sz, silu=True).to(x.dtype)
+        return self._gemv(self._input(x), silu=True, norm=norm).to(x.dtype)
 
-    def mm(self, x: torch.Tensor) -> torch.Tensor:  # [T, K] -> [T, N], via bf16
-        op = tinygemm.mm
+    def mm(self, x: torch.Tensor, norm=None) -> torch.Tensor:  # [T, K] -> [T, N], via bf16
         xb = self._input(x)
         if self._rows_ok(xb.shape[0]):
-            op = self._gemv
-        y = op(xb, self.planes[0][0], self.group, self.planes[0][1])
-        for packed, sz in self.planes[1:]:
-            y = y + op(xb, packed, self.group, sz)
+            y = self._gemv(xb, norm=norm)
+        else:
+            assert norm is None
+            y = None
+            for packed, sz in self.planes:
+                p = tinygemm.mm(xb, packed, self.group, sz)
+                y = p if y is None else y + p
         if self.bias is not None:
             y = y + self.bias
         return y.to(x.dtype)
+
+    def residual_mm(self, x: torch.Tensor, xr: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+        """One token (`chains`): the residual stream xr [1, N] += x·W^T in place. Returns the next RMSNorm's input
+        times its weight w [1, N] and the partial sums of squares of xr, for the next projection's `norm`."""
+        return self._gemv(self._input(x), residual=(xr, w))
 
     def dense(self, dtype) -> torch.Tensor:
         """W [N, K] in `dtype`, input columns in stored (group) order."""
