@@ -30,6 +30,9 @@ except ImportError:  # no Triton, or one without Gluon: the decode step keeps ti
     gluon = None
 
 ROWS = 8  # output rows per program: a multiple of tinygemm's row block of 8
+# Two planes (GPTQ int8) hold twice the words per row in flight: 8 rows take 225 registers for Yi-6B's down
+# projection (2 programs an SM), 4 rows 144 (ptxas for sm_90)
+ROWS_TWO_PLANES = 4
 WARPS = 4  # best on the H100 for all four Yi-6B matmuls (scripts/bench_gemv.py --sweep)
 # With YI_CHAT_GEMV_ROWS=N (at most 8), 2 to N rows of x (a speculative verify's k + 1 tokens, a short prefill) go
 # through one GEMV that reads each weight word once for all of them (gemv_int4_rows), each row bit for bit the
@@ -418,7 +421,7 @@ def gemv_int4(
     k: int,
     group: int,
     wpr: int,
-    rows: int = ROWS,
+    rows: int | None = None,
     warps: int = WARPS,
     pdl: bool | None = None,
     silu: bool = False,
@@ -433,7 +436,9 @@ def gemv_int4(
     norm: (partial sums of squares, eps): x is an RMSNorm's input times the norm's weight, and the result is
     scaled by 1 / rms of that input (the partials: a residual GEMV's second result).
     residual: (xr [1, N] the residual stream, w [N] the next RMSNorm's weight): xr += y in place, and the result
-    is (xr·w [1, N], the N / rows partial sums of squares of xr) for the next GEMV's `norm`."""
+    is (xr·w [1, N], the N / rows partial sums of squares of xr) for the next GEMV's `norm`.
+    rows: W rows per program (default ROWS, ROWS_TWO_PLANES with plane2)."""
+    rows = rows or (ROWS if plane2 is None else ROWS_TWO_PLANES)
     y = torch.empty(1, n // 2 if silu else n, dtype=x.dtype, device=x.device)
     pdl = glue.pdl(x) if pdl is None else pdl
     part, eps = norm if norm is not None else (y, 0.0)
