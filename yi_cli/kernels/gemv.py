@@ -98,26 +98,28 @@ if gluon is not None:
         return gl.load(P + r4 + gl.expand_dims(t3 * TK + w3, 0), mask=gl.expand_dims(t3 < KT, 0), other=0)
 
     @gluon.jit
-    def _bc(v, like):
-        return gl.broadcast(gl.expand_dims(v, 0), like)[0]
+    def _bc(v, like, AXIS: gl.constexpr):
+        """Activations broadcast over the W rows (axis AXIS of the words' shape)."""
+        return gl.broadcast(gl.expand_dims(v, AXIS), like)[0]
 
     @gluon.jit
-    def _dot(words, l0, h0, l1, h1, l2, h2, l3, h3, start):
-        """2^12 · sum over each word of (q - 8)·x: WORD_DOT on words [R, TB, TPW_W, 4] against its activations."""
+    def _dot(words, l0, h0, l1, h1, l2, h2, l3, h3, start, AXIS: gl.constexpr):
+        """2^12 · sum over each word of (q - 8)·x: WORD_DOT on the words ([R, TB, TPW_W, 4], or [M, R, ...] for M
+        rows of x) against their activations, which lack the W-row axis AXIS."""
         return gl.inline_asm_elementwise(
             WORD_DOT,
             "=f,r,f,f,f,f,f,f,f,f,f",
             [
                 words,
-                _bc(l0 * 0.0625, words),
-                _bc(l1, words),
-                _bc(l2 * 0.0625, words),
-                _bc(l3, words),
-                _bc(h0 * 0.0625, words),
-                _bc(h1, words),
-                _bc(h2 * 0.0625, words),
-                _bc(h3, words),
-                _bc(start, words),
+                _bc(l0 * 0.0625, words, AXIS),
+                _bc(l1, words, AXIS),
+                _bc(l2 * 0.0625, words, AXIS),
+                _bc(l3, words, AXIS),
+                _bc(h0 * 0.0625, words, AXIS),
+                _bc(h1, words, AXIS),
+                _bc(h2 * 0.0625, words, AXIS),
+                _bc(h3, words, AXIS),
+                _bc(start, words, AXIS),
             ],
             dtype=gl.float32,
             is_pure=True,
@@ -238,11 +240,11 @@ if gluon is not None:
             x4 = (l0 + l2) + (h0 + h2)  # nibbles 0, 2, 4, 6 at 2^16
             start = -(x3 * C3 + x4 * C4)
             xs = x3 + x4  # [TB, TPW_W, 4]
-            u = _dot(words, l0, h0, l1, h1, l2, h2, l3, h3, start)  # 2^12 · sum over the word of (q - 8)·x
+            u = _dot(words, l0, h0, l1, h1, l2, h2, l3, h3, start, 0)  # 2^12 · sum over the word of (q - 8)·x
             acc += _scaled(u, xs, SZ, t, t3, pair, rs, N, KT, G, TK, LRTL)
             words = _codes(P, r4, t + TB, w3, KT, TK)  # the next tiles (all masked after the last)
             if PLANES == 2:
-                u2 = _dot(words2, l0, h0, l1, h1, l2, h2, l3, h3, start)
+                u2 = _dot(words2, l0, h0, l1, h1, l2, h2, l3, h3, start, 0)
                 acc += _scaled(u2, xs, SZ2, t, t3, pair, rs, N, KT, G, TK, LRTL)
                 words2 = _codes(P2, r4, t + TB, w3, KT, TK)
         y = gl.sum(gl.sum(acc, axis=2), axis=1)
@@ -358,25 +360,7 @@ if gluon is not None:
             x3 = (l1 + l3) + (h1 + h3)
             x4 = (l0 + l2) + (h0 + h2)
             wb, _ = gl.broadcast(gl.expand_dims(words, 0), gl.expand_dims(l0, 1))  # [M, R, TB, TPW_W, 4]
-            u = gl.inline_asm_elementwise(
-                WORD_DOT,
-                "=f,r,f,f,f,f,f,f,f,f,f",
-                [
-                    wb,
-                    _bx(l0 * 0.0625, wb),
-                    _bx(l1, wb),
-                    _bx(l2 * 0.0625, wb),
-                    _bx(l3, wb),
-                    _bx(h0 * 0.0625, wb),
-                    _bx(h1, wb),
-                    _bx(h2 * 0.0625, wb),
-                    _bx(h3, wb),
-                    _bx(-(x3 * C3 + x4 * C4), wb),
-                ],
-                dtype=gl.float32,
-                is_pure=True,
-                pack=1,
-            )  # [M, R, TB, TPW_W, 4]
+            u = _dot(wb, l0, h0, l1, h1, l2, h2, l3, h3, -(x3 * C3 + x4 * C4), 1)  # [M, R, TB, TPW_W, 4]
             xs = x3 + x4  # [M, TB, TPW_W, 4]
             if G >= TK:
                 ta = gl.expand_dims(gl.expand_dims(gl.expand_dims(t0 + att, 0), 0), 3)  # [1, 1, TB, 1]
@@ -406,11 +390,6 @@ if gluon is not None:
             gl.store(Y + oo, (s * u).to(Y.dtype.element_ty), mask=oo < MX * (N // 2))
         else:
             gl.store(Y + ym * N + gl.program_id(0) * R + yi, y, mask=(ym < MX) & (yi < R))
-
-    @gluon.jit
-    def _bx(v, like):
-        """Activations [M, TB, TPW_W, 4] to the [M, R, TB, TPW_W, 4] of WORD_DOT."""
-        return gl.broadcast(gl.expand_dims(v, 1), like)[0]
 
 
 def gemv_int4(
