@@ -114,3 +114,42 @@ def test_chained_decode_step_matches_the_unchained_one(quant):
     assert rel_err(chained[0], plain[0]) < 2e-2
     model = yi_cli.load(path, device="cuda", dtype="bf16").model
     assert_greedy_match(model, PROMPT, fast_tokens(dec, PROMPT), reference_greedy(model, PROMPT), tie=5e-2)
+
+
+@pytest.mark.parametrize(
+    "heads,kv,hd,k,group,planes", [(32, 4, 128, 4096, 128, 1), (32, 4, 128, 4096, 128, 2), (9, 3, 64, 576, 64, 1)]
+)
+def test_rope_epilogue(heads, kv, hd, k, group, planes):
+    """ROPE ([q; k; v] rows in pairs (d, d + hd/2)): q roped and k, v in the caches at pos, bit for bit the plain
+    GEMV followed by glue.rope_cache (the kernel the decode step ran before), with and without the norm's 1/rms."""
+    from yi_cli.kernels import gemv, glue
+
+    n = (heads + 2 * kv) * hd
+    packed, sz, _, wpr = weights(n, k, group)
+    plane2 = weights_other(n, k, group)[:2] if planes == 2 else None
+    seq, p = 64, 37
+    g = torch.Generator(device="cuda").manual_seed(hd)
+    ang = torch.rand(seq, hd // 2, device="cuda", generator=g) * 6
+    cos, sin = torch.cat([ang.cos()] * 2, -1).bfloat16(), torch.cat([ang.sin()] * 2, -1).bfloat16()
+    pos = torch.tensor([p], device="cuda")
+    x = _x(k, 8, 3.0)
+    for norm in (None, (x.float().pow(2).view(-1, 8).sum(1), 1e-6)):
+        caches = [torch.randn(1, kv, seq, hd, device="cuda", generator=g).bfloat16() for _ in range(2)]
+        caches += [c.clone() for c in caches]
+        y = gemv.gemv_int4(x, packed, sz, n, k, group, wpr, plane2=plane2, norm=norm)
+        want = glue.rope_cache(y, cos, sin, pos, caches[0], caches[1], heads, kv, hd, True)
+        q = gemv.gemv_int4(
+            x,
+            packed,
+            sz,
+            n,
+            k,
+            group,
+            wpr,
+            plane2=plane2,
+            norm=norm,
+            rope=(cos, sin, pos, caches[2], caches[3], heads, kv, hd),
+        )
+        assert q.shape == (1, heads * hd)
+        assert torch.equal(q.view(want.shape), want)
+        assert torch.equal(caches[2], caches[0]) and torch.equal(caches[3], caches[1])

@@ -82,6 +82,12 @@ def available(x: torch.Tensor) -> bool:
     return gluon is not None and x.is_cuda
 
 
+def rope_fits(head_dim: int, planes: int) -> bool:
+    """gemv_int4's rope can serve this head dim: a program's rows are whole (d, d + head_dim/2) pairs."""
+    rows = ROWS if planes == 1 else ROWS_TWO_PLANES
+    return head_dim % 2 == 0 and (head_dim // 2) % (rows // 2) == 0
+
+
 if gluon is not None:
     C3, C4, WORD_DOT = gl.constexpr(C3), gl.constexpr(C4), gl.constexpr(WORD_DOT)
 
@@ -147,6 +153,38 @@ if gluon is not None:
             return gl.sum(u * (s * (1.0 / 4096)) + zf * gl.expand_dims(xs, 0), axis=3)
 
     @gluon.jit
+    def _rope_store(
+        y, r, Y, POS, COS, SIN, KC, VC, S, R: gl.constexpr, HD: gl.constexpr, NH: gl.constexpr, NKV: gl.constexpr
+    ):
+        """Rows (d, d + HD/2) of heads of [q; k; v] (y rounded as the GEMV's output): q and k rotated as
+        glue._rope_cache rounds it (x·cos + rotate_half(x)·sin, each product rounded), then q to Y and k, v to
+        the caches at slot POS[0]."""
+        a, b = gl.split(gl.reshape(y.to(gl.float32), [R // 2, 2]))  # rows d, d + HD/2
+        at, _ = gl.split(gl.reshape(r, [R // 2, 2]))  # head·HD + d
+        head, d = at // HD, at % HD
+        p = gl.load(POS + head * 0)
+        cs = p * HD + d
+        c1 = gl.load(COS + cs).to(gl.float32)
+        s1 = gl.load(SIN + cs).to(gl.float32)
+        c2 = gl.load(COS + cs + HD // 2).to(gl.float32)
+        s2 = gl.load(SIN + cs + HD // 2).to(gl.float32)
+        dt = Y.dtype.element_ty
+        rot = head < NH + NKV
+        a2 = gl.where(rot, ((a * c1).to(dt).to(gl.float32) + (-b * s1).to(dt).to(gl.float32)).to(dt), a.to(dt))
+        b2 = gl.where(rot, ((b * c2).to(dt).to(gl.float32) + (a * s2).to(dt).to(gl.float32)).to(dt), b.to(dt))
+        isq = head < NH
+        gl.store(Y + at, a2, mask=isq)
+        gl.store(Y + at + HD // 2, b2, mask=isq)
+        isk = (head >= NH) & rot
+        kat = ((head - NH) * S + p) * HD + d
+        gl.store(KC + kat, a2, mask=isk)
+        gl.store(KC + kat + HD // 2, b2, mask=isk)
+        isv = head >= NH + NKV
+        vat = ((head - NH - NKV) * S + p) * HD + d
+        gl.store(VC + vat, a2, mask=isv)
+        gl.store(VC + vat + HD // 2, b2, mask=isv)
+
+    @gluon.jit
     def _rstd(PART, NP: gl.constexpr, K: gl.constexpr, eps, WARPS: gl.constexpr):
         """RMSNorm's 1 / sqrt(mean(x^2) + eps) from the NP partial sums of squares the producing GEMV wrote."""
         NPP: gl.constexpr = 1 << (NP - 1).bit_length()
@@ -168,6 +206,12 @@ if gluon is not None:
         WN,
         NORM_OUT,
         eps,
+        POS,
+        COS,
+        SIN,
+        KC,
+        VC,
+        S,
         KT: gl.constexpr,
         G: gl.constexpr,
         WPR: gl.constexpr,
@@ -178,6 +222,9 @@ if gluon is not None:
         PLANES: gl.constexpr,
         NP: gl.constexpr,
         RESIDUAL: gl.constexpr,
+        HD: gl.constexpr,
+        NH: gl.constexpr,
+        NKV: gl.constexpr,
     ):
         """y[r] = sum_k ((q[r, k] - 8)·s + zf)·x[k] for rows [pid·R, pid·R + R).
         SILU (W = [gate; up], N = 2·I): rows pid·R/2 + i of gate and of up, y[i] = silu(gate_i)·up_i.
@@ -185,7 +232,10 @@ if gluon is not None:
         NP > 0: x is RMSNorm's input times its weight and NORM_IN the NP partial sums of squares of the input
         (a RESIDUAL GEMV's NORM_OUT): y is scaled by the norm's 1 / rms before it is rounded.
         RESIDUAL: the residual stream XR [N] += y (in place, rounded as a bf16 add) and Y = XR·WN, the next
-        RMSNorm's input times its weight, with the program's sum of squares of XR in NORM_OUT[pid]."""
+        RMSNorm's input times its weight, with the program's sum of squares of XR in NORM_OUT[pid].
+        HD > 0 (W = [q; k; v] of NH, NKV, NKV heads of HD): rotary embedding and the cache write of one token in
+        the epilogue, as glue._rope_cache: a program's rows are pairs (d, d + HD/2) of one head; q heads are
+        roped into Y, k heads roped and v heads as they are into KC / VC [NKV, S, HD] at slot POS[0]."""
         TPW_W: gl.constexpr = WPR // 4  # threads across one row's words of a tile
         TPW_T: gl.constexpr = 32 // TPW_W  # tiles across a warp
         TB: gl.constexpr = TPW_T * WARPS  # tiles per iteration
@@ -203,6 +253,9 @@ if gluon is not None:
         if SILU:  # even i: gate row, odd i: the up row of the same output
             o = gl.program_id(0) * (R // 2) + i // 2
             r = o + (i % 2) * (N // 2)
+        elif HD > 0:  # even i: row d of a head, odd i: row d + HD/2 (rotate_half's partner)
+            pp = gl.program_id(0) * (R // 2) + i // 2
+            r = (pp // (HD // 2)) * HD + pp % (HD // 2) + (i % 2) * (HD // 2)
         else:
             r = gl.program_id(0) * R + i
         tt = gl.arange(0, TB, layout=LT)
@@ -238,13 +291,12 @@ if gluon is not None:
             l3, h3 = _pair(X32, xc + 24, m3)
             x3 = (l1 + l3) + (h1 + h3)  # nibbles 1, 3, 5, 7 sit at 2^12
             x4 = (l0 + l2) + (h0 + h2)  # nibbles 0, 2, 4, 6 at 2^16
-            start = -(x3 * C3 + x4 * C4)
+            u = _dot(words, l0, h0, l1, h1, l2, h2, l3, h3, -(x3 * C3 + x4 * C4), 0)  # 2^12 · sum of (q - 8)·x
             xs = x3 + x4  # [TB, TPW_W, 4]
-            u = _dot(words, l0, h0, l1, h1, l2, h2, l3, h3, start, 0)  # 2^12 · sum over the word of (q - 8)·x
             acc += _scaled(u, xs, SZ, t, t3, pair, rs, N, KT, G, TK, LRTL)
             words = _codes(P, r4, t + TB, w3, KT, TK)  # the next tiles (all masked after the last)
             if PLANES == 2:
-                u2 = _dot(words2, l0, h0, l1, h1, l2, h2, l3, h3, start, 0)
+                u2 = _dot(words2, l0, h0, l1, h1, l2, h2, l3, h3, -(x3 * C3 + x4 * C4), 0)
                 acc += _scaled(u2, xs, SZ2, t, t3, pair, rs, N, KT, G, TK, LRTL)
                 words2 = _codes(P2, r4, t + TB, w3, KT, TK)
         y = gl.sum(gl.sum(acc, axis=2), axis=1)
@@ -256,6 +308,8 @@ if gluon is not None:
             oo, _ = gl.split(gl.reshape(o, [R // 2, 2]))
             s = (g / (1.0 + gl.exp(-g))).to(Y.dtype.element_ty).to(gl.float32)
             gl.store(Y + oo, (s * u).to(Y.dtype.element_ty))
+        elif HD > 0:
+            _rope_store(y, r, Y, POS, COS, SIN, KC, VC, S, R, HD, NH, NKV)
         elif RESIDUAL:  # as transformers' residual add (bf16 + bf16, rounded), then the next norm's first half
             xr = (gl.load(XR + r).to(gl.float32) + y.to(gl.float32)).to(Y.dtype.element_ty)
             gl.store(XR + r, xr)
@@ -407,6 +461,7 @@ def gemv_int4(
     plane2: tuple[torch.Tensor, torch.Tensor] | None = None,
     norm: tuple[torch.Tensor, float] | None = None,
     residual: tuple[torch.Tensor, torch.Tensor] | None = None,
+    rope: tuple | None = None,
 ):
     """x [1, K] bf16 -> [1, N]; packed / sz as for torch's _weight_int4pack_mm (wpr = 2·inner k tiles).
     pdl: launch as a programmatic dependent launch (default: glue.pdl).
@@ -416,6 +471,8 @@ def gemv_int4(
     scaled by 1 / rms of that input (the partials: a residual GEMV's second result).
     residual: (xr [1, N] the residual stream, w [N] the next RMSNorm's weight): xr += y in place, and the result
     is (xr·w [1, N], the N / rows partial sums of squares of xr) for the next GEMV's `norm`.
+    rope: (cos, sin, pos, k cache, v cache, heads, kv heads, head dim) with W = [q; k; v]: as
+    glue.rope_cache for one token, the result being q roped, [1, heads·head dim].
     rows: W rows per program (default ROWS, ROWS_TWO_PLANES with plane2)."""
     rows = rows or (ROWS if plane2 is None else ROWS_TWO_PLANES)
     y = torch.empty(1, n // 2 if silu else n, dtype=x.dtype, device=x.device)
@@ -424,6 +481,9 @@ def gemv_int4(
     xr, wn = residual if residual is not None else (y, y)
     out = torch.empty(n // rows, dtype=torch.float32, device=x.device) if residual is not None else y
     p2, sz2 = plane2 if plane2 is not None else (packed, sz)
+    cos, sin, pos, kc, vc, nh, nkv, hd = rope if rope is not None else (y, y, y, y, y, 0, 0, 0)
+    if rope is not None:
+        y = torch.empty(1, nh * hd, dtype=x.dtype, device=x.device)
     _gemv_int4[(n // rows,)](
         x,
         packed,
@@ -437,6 +497,12 @@ def gemv_int4(
         wn,
         out,
         eps,
+        pos,
+        cos,
+        sin,
+        kc,
+        vc,
+        kc.shape[2] if rope is not None else 0,
         KT=k // (8 * wpr),
         G=group,
         WPR=wpr,
@@ -447,6 +513,9 @@ def gemv_int4(
         PLANES=1 if plane2 is None else 2,
         NP=0 if norm is None else part.numel(),
         RESIDUAL=residual is not None,
+        HD=hd,
+        NH=nh,
+        NKV=nkv,
         num_warps=warps,
         launch_pdl=pdl,
     )

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from ..kernels import glue
+from ..kernels import gemv, glue
 from ..kernels.glue import add_rmsnorm, rope_cache, silu_mul
 from . import causal, kvcache, projections
 
@@ -112,14 +112,18 @@ class FastLlama:
         self.v_cache = [torch.zeros(shape, dtype=dtype, device=dev) for _ in self.layers]
         self.arange = torch.arange(max_seq, device=dev)
         self.fused = glue.available(self.embed, self.hd)  # Triton kernels for the glue (CUDA)
-        # A decode step's RMSNorms and residual adds run inside the int4 GEMVs: o and down add their output to
-        # the residual stream and write the next norm's input times its weight with partial sums of squares, and
-        # qkv and gate_up scale their output by the norm's 1 / rms (62 of a Yi-6B step's 65 norm launches).
+        # A decode step's RMSNorms, residual adds and rotary embedding run inside the int4 GEMVs: o and down add
+        # their output to the residual stream and write the next norm's input times its weight with partial sums
+        # of squares, qkv and gate_up scale their output by the norm's 1 / rms, and qkv ropes q and k and writes
+        # the cache (a Yi-6B step: 62 of 65 norm launches and all 32 rope launches gone).
+        # (Not with the multi-row GEMV opt-in, YI_CHAT_GEMV_ROWS: a verify's rows are then a decode step's bits,
+        # which the unchained step computes.)
         self.chained = (
             self.fused
+            and not gemv.MAX_X
             and dtype == projections.OP_DTYPE
             and all(p.chains for layer in self.layers for p in (layer.qkv, layer.o, layer.gate_up, layer.down))
-            and all(layer.gate_up.gemv_silu for layer in self.layers)
+            and all(layer.gate_up.gemv_silu and layer.qkv.rope_fits(self.hd) for layer in self.layers)
         )
         self.dense_min = DENSE_PREFILL_MIN["cuda" if dev.type == "cuda" else "cpu"]
 
@@ -202,8 +206,11 @@ class FastLlama:
         for i, (layer, kc, vc) in enumerate(zip(self.layers, self.k_cache, self.v_cache, strict=False)):
             if norm is None:
                 x, h = add_rmsnorm(x, delta, layer.ln1, self.eps, fused)
-            qkv = layer.qkv.mm(h, norm) if chain else mm(layer.qkv, h)
-            qg = rope_cache(qkv, cos, sin, pos, kc, vc, self.n_heads, self.n_kv, self.hd, fused)
+            if chain:
+                rope = (cos, sin, pos, kc, vc, self.n_heads, self.n_kv, self.hd)
+                qg = layer.qkv.rope_mm(h, norm, rope).view(1, self.n_kv, -1, self.hd)
+            else:
+                qg = rope_cache(mm(layer.qkv, h), cos, sin, pos, kc, vc, self.n_heads, self.n_kv, self.hd, fused)
             if decode or (rows and fused):  # a verify's tokens: one split + one merge launch for all rows
                 o = glue.decode_attention(qg, kc, vc, pos, length)
             elif rows:

@@ -113,6 +113,14 @@ class Int4(_Proj):
             y = y + self.bias
         return y.to(x.dtype)
 
+    def rope_mm(self, x: torch.Tensor, norm, rope: tuple) -> torch.Tensor:
+        """One token through [q; k; v] (`chains`, `rope_fits`): the rotary embedding and the cache write run in the
+        GEMV's epilogue (gemv.gemv_int4's rope); returns q roped, [1, heads·head dim]."""
+        return self._gemv(self._input(x), norm=norm, rope=rope)
+
+    def rope_fits(self, head_dim: int) -> bool:
+        return gemv.rope_fits(head_dim, len(self.planes))
+
     def residual_mm(self, x: torch.Tensor, xr: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, tuple]:
         """One token (`chains`): the residual stream xr [1, N] += x·W^T in place. Returns the next RMSNorm's input
         times its weight w [1, N] and the partial sums of squares of xr, for the next projection's `norm`."""
