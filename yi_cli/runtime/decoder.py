@@ -26,11 +26,11 @@ from .sampling import Sampler
 PREFILL_CHUNK = {"cuda": 1024, "cpu": 256}  # tokens per prefill forward (bounds the transient memory)
 PIPELINE = 2  # decode steps queued on the GPU ahead of the token the host is reading
 # settings.speculate "auto": prompt-lookup speculation where scripts/bench_speculate.py measured a gain
-# (BENCHMARKS.md). CPU (demo model): 1.1-1.2x on document work, about even on chat. H200 (Yi-6B AWQ): a verify of
-# 2 / 4 / 8 rows costs 1.27 / 1.56 / 2.32 decode steps (tinygemm's few-row kernel; attention and sampling one launch
-# for all rows); the demo model on real text there: 1.04-1.89x on documents, 1.04x on plain chat, measured while
-# CUDA still timed its own verifies (it now keeps this prior, so that a prompt and seed always give one reply);
-# off by default on CUDA until the rule as it stands is measured there on a real model.
+# (BENCHMARKS.md). CPU (demo model): 1.12-1.38x on document work (mean 1.22), about even on chat. H200 (Yi-6B AWQ):
+# a verify of 2 / 4 / 8 rows costs 1.27 / 1.56 / 2.32 decode steps (tinygemm's few-row kernel; attention and
+# sampling one launch for all rows); the demo model on real text there: 1.04-1.89x on documents, 1.04x on plain
+# chat, measured while CUDA still timed its own verifies (it now keeps this prior, so that a prompt and seed always
+# give one reply); off by default on CUDA until the rule as it stands is measured there on a real model.
 SPECULATE_AUTO = {"cpu": True, "cuda": False}
 VERIFY_ROWS = (2, 4, 8)  # CUDA: one verify graph per row count (k + 1 rounded up; extra rows are padding)
 # What a verify of T rows costs in decode steps (speculate.Costs), the rows it really runs, and what one more row's
