@@ -142,7 +142,8 @@ def cpu_workloads(dec, tok, settings: GenSettings, new: int, repeats: int, base:
 
 def verify_cost(dec, base: dict, reps: int = 30) -> dict:
     """t(verify of k+1 rows) / t(one decode step) at the same position: CUDA, the captured graphs' replays; CPU,
-    FastLlama.verify plus one row's lm_head (the CPU computes further rows' logits only for kept drafts)."""
+    FastLlama.verify plus one row's lm_head, as the decoder runs them (the CPU computes further rows' logits only
+    for kept drafts: head_cost_ratio, one row's lm_head / a step)."""
     pos = 600
     ids = torch.randint(100, 1000, (pos,), generator=torch.Generator().manual_seed(0)).tolist()
     list(dec.generate(ids, GenSettings(temperature=0, max_new_tokens=2, speculate="off"), threading.Event(), set()))
@@ -163,6 +164,7 @@ def verify_cost(dec, base: dict, reps: int = 30) -> dict:
         return sorted(ts)[len(ts) // 2]
 
     sampled = {}  # CUDA: the verify graphs that sample (temperature > 0: a batched sort), against the same step
+    head = None  # CPU: one more row's logits
     with torch.inference_mode():
         if dec.cuda:
             length = dec.graphs.bucket(pos + decoder_mod.VERIFY_ROWS[-1])
@@ -172,17 +174,23 @@ def verify_cost(dec, base: dict, reps: int = 30) -> dict:
                     dec._verify(ids[0], pos, ids[1:rows], greedy)  # captures this row count's graph
                     ratios[rows] = clock(lambda g=dec.vgraphs[rows, length, greedy]: g.replay(length)) / one
         else:
-            torch.set_num_threads(1)  # as the decode loop
-            one = clock(lambda: m.decode_step(torch.tensor([ids[0]]), torch.tensor([pos]), pos + 1))
-            for rows in (2, 4, 8):
+            dec.threads = torch.get_num_threads()
+            torch.set_num_threads(1)  # as the decode loop (decoder._one_thread; _head takes every thread)
+            tk, ps = torch.tensor([ids[0]]), torch.tensor([pos])
+            one = clock(lambda: dec._head(m.verify(tk, ps, pos + 1)))
+            h = m.verify(tk, ps, pos + 1)
+            head = clock(lambda: dec._head(h)) / one
+            for rows in range(2, decoder_mod.VERIFY_ROWS[-1] + 1):
                 tk, ps = torch.tensor(ids[:rows]), torch.arange(pos, pos + rows)
-                out[rows] = clock(lambda tk=tk, ps=ps: m.head(m.verify(tk, ps, ps[-1] + 1)[:1])) / one
+                out[rows] = clock(lambda tk=tk, ps=ps: dec._head(m.verify(tk, ps, ps[-1] + 1)[:1])) / one
+            torch.set_num_threads(dec.threads)
     return {
         **base,
         "workload": "verify_cost",
         "step_ms": round(one * 1e3, 3),
         "verify_cost_ratio": {str(k): round(v, 3) for k, v in out.items()},
         **({"verify_cost_ratio_sampling": {str(k): round(v, 3) for k, v in sampled.items()}} if sampled else {}),
+        **({"head_cost_ratio": round(head, 3)} if head is not None else {}),
     }
 
 
@@ -192,12 +200,12 @@ class Oracle(speculate.Lookup):
     want: ClassVar[list[int]] = []
     prompt, miss, vocab = 0, 0, 0
 
-    def draft(self, k, n_min=1):
+    def draft(self, k):
         at = len(self.ids) - Oracle.prompt
         return [
             t if not Oracle.miss or (at + j) % Oracle.miss != Oracle.miss - 1 else (t + 1) % Oracle.vocab
             for j, t in enumerate(Oracle.want[at : at + k])
-        ]
+        ], speculate.RUN_MAX
 
 
 def gpu_workloads(dec, vocab: int, settings: GenSettings, new: int, repeats: int, miss: int, base: dict) -> list:

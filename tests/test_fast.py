@@ -246,11 +246,14 @@ def test_supports_llama_only():
     assert not llama.supports(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64, n_positions=32))
 
 
-@pytest.mark.parametrize("top_p,top_k", [(0.8, 0), (1.0, 0), (0.9, 40), (0.5, 2000)])
-def test_sampler_cpu_shortcut_picks_what_the_full_sort_picks(top_p, top_k):
+@pytest.mark.parametrize(
+    "top_p,top_k,temperature", [(0.8, 0, 0.9), (1.0, 0, 0.9), (0.9, 40, 0.9), (0.5, 2000, 0.9), (0.9, 0, 0.05)]
+)
+def test_sampler_cpu_shortcut_picks_what_the_full_sort_picks(top_p, top_k, temperature):
+    """temperature 0.05: scores spread over hundreds, most far below exp's normal range (the clamped logsumexp)."""
     vocab = 5000
     sampler = Sampler(vocab, "cpu")
-    settings = GenSettings(temperature=0.9, top_p=top_p, top_k=top_k, repetition_penalty=1.1, seed=5)
+    settings = GenSettings(temperature=temperature, top_p=top_p, top_k=top_k, repetition_penalty=1.1, seed=5)
     for step in range(50):
         logits = torch.randn(1, vocab, generator=torch.Generator().manual_seed(step)) * 3
         picks = []

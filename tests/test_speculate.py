@@ -47,9 +47,10 @@ class Oracle(speculate.Lookup):
         super().__init__(ids)
         Oracle.prompt = Oracle.prompt or len(ids) - 1
 
-    def draft(self, k, n_min=1):
+    def draft(self, k):
         at = len(self.ids) - Oracle.prompt
-        return [t if (at + j) % 4 != 3 else (t + 1) % 512 for j, t in enumerate(Oracle.want[at : at + k])]
+        drafts = [t if (at + j) % 4 != 3 else (t + 1) % 512 for j, t in enumerate(Oracle.want[at : at + k])]
+        return drafts, speculate.RUN_MAX  # as a long copied run: Adapt drafts long
 
 
 @pytest.fixture
@@ -65,11 +66,19 @@ def oracle(monkeypatch):
 
 def test_lookup_drafts_the_longest_latest_match():
     look = speculate.Lookup([1, 2, 3, 4, 9, 2, 3, 5, 6, 7, 2, 3])
-    assert look.draft(3) == [5, 6, 7]  # "2 3" last followed by 5 6 7 (the later of its two occurrences)
+    assert look.draft(3) == ([5, 6, 7], 2)  # "2 3" last followed by 5 6 7 (the later of its two occurrences)
     look.append(4)
-    assert look.draft(2) == [9, 2]  # "2 3 4" matches at the start: the longer match wins over "4"
-    assert look.draft(2, n_min=4) == []
-    assert speculate.Lookup([1, 2, 3]).draft(4) == []  # nothing repeats: no draft, a plain step
+    assert look.draft(2) == ([9, 2], 3)  # "2 3 4" matches at the start: the longer match wins over "4"
+    assert speculate.Lookup([1, 2, 3]).draft(4) == ([], 0)  # nothing repeats: no draft, a plain step
+
+
+def test_lookup_reports_how_long_the_copied_run_is():
+    text = list(range(10, 30))
+    look = speculate.Lookup(text + [99] + text[:12])  # the reply has copied 12 tokens of the text so far
+    assert look.draft(3) == (text[12:15], speculate.RUN_MAX)  # counted past the indexed n-grams, up to RUN_MAX
+    look = speculate.Lookup(text + [99] + [5, 16, 17])  # only "16 17" matches (N_MAX-gram "5 16 17" does not)
+    assert look.draft(2) == ([18, 19], 2)
+    assert look.draft(0) == ([], 2)
 
 
 def test_accept_keeps_matching_prefix_plus_one():
@@ -85,51 +94,44 @@ def test_accept_keeps_matching_prefix_plus_one():
     assert speculate.accept([], lambda i: 4) == [4]
 
 
-def test_adapt_drafts_long_when_drafts_are_kept_and_verifies_are_cheap():
-    a = speculate.Adapt()  # a verify costs one step whatever its rows
-    for _ in range(3):
-        a.update(a.k, a.k)
-    assert a.k == speculate.K_MAX
+CPU_COST = speculate.Costs({2: 1.29, 3: 1.52, 4: 1.76, 5: 2.26, 6: 2.49, 7: 2.73, 8: 3.0}, head=0.11)
 
 
-CPU_COST = speculate.Costs({2: 1.26, 4: 1.73, 8: 2.79}).ratio
+def test_adapt_drafts_by_the_length_of_the_copied_run():
+    a = speculate.Adapt(CPU_COST.ratio, CPU_COST.head)
+    # the prior rates at CPU prices: one matching token is not worth a verify row, a long copied run is
+    assert a.k(1) == 0
+    assert 0 < a.k(2) < a.k(4) <= a.k(speculate.RUN_MAX) < 5  # 5+ rows: the CPU int4 kernel's cost jumps
+    assert a.k(speculate.RUN_MAX, most=2) == 2  # never more than the drafts found
+    for _ in range(12):  # every draft of a long run kept: then 8 rows pay even at CPU prices
+        a.update(speculate.RUN_MAX, 7, 7)
+    assert a.k(speculate.RUN_MAX) == speculate.K_MAX
+    free = speculate.Adapt()  # a verify costs one step whatever its rows: every draft pays
+    assert free.k(1) == speculate.K_MAX
 
 
-def test_adapt_drafts_short_when_half_are_rejected_and_rows_cost():
-    a = speculate.Adapt(CPU_COST)
-    for _ in range(6):  # one of two drafts kept, every time: a = 1/2
-        a.update(2, 1)
-    assert a.k == 1  # 1.5 tokens for 1.26 steps beats 1.75 for 1.5 (k = 2) and 1.875 for 1.73 (k = 3)
-    for _ in range(12):  # then everything kept: long drafts pay even at CPU prices (8 tokens for 2.79 steps)
-        a.update(a.k, a.k)
-    assert a.k == speculate.K_MAX
+def test_adapt_learns_each_run_lengths_acceptance():
+    a = speculate.Adapt(CPU_COST.ratio, CPU_COST.head)
+    k2 = a.k(2)
+    for _ in range(8):  # drafts after 2-token matches are all rejected (this model paraphrases)
+        a.update(2, 3, 0)
+    assert a.k(2) == 0 and a.rate(2) < 0.2
+    assert a.rate(speculate.RUN_MAX) == speculate.PRIOR_RATE[-1]  # long runs keep their rate
+    for _ in range(3):  # a kept draft of 4 after a 2-token match counts at runs 2, 3, 4, 5, a rejection at 6
+        a.update(2, 5, 4)
+    assert a.rate(3) > speculate.PRIOR_RATE[2] and a.rate(6) < speculate.PRIOR_RATE[5]
+    for _ in range(20):
+        a.update(2, 1, 1)
+    assert a.k(2) >= k2
 
 
-def test_adapt_stops_drafting_when_no_draft_pays_and_probes_again():
-    a = speculate.Adapt(speculate.Costs({2: 1.5, 4: 2.0, 8: 3.0}).ratio)
-    for _ in range(4):  # drafts rejected: a falls to ~0.2, and 1.2 tokens for 1.5 steps loses to a plain step
-        a.update(1, 0)
-    assert a.k == 0
-    for _ in range(speculate.PROBE - 1):
-        a.plain()
-    assert a.k == 0
-    a.plain()
-    assert a.k == 1  # one try after PROBE plain steps
-    for _ in range(40):  # then every draft is kept (the reply turned to quoting): k climbs back
-        if a.k:
-            a.update(a.k, a.k)
-        else:
-            a.plain()
-    assert a.k == speculate.K_MAX
-
-
-def test_adapt_demands_longer_matches_after_wasted_drafts():
-    a = speculate.Adapt(CPU_COST)
-    for _ in range(speculate.MISS_LIMIT):
-        a.update(1, 0)
-    assert a.n_min == speculate.N_MIN + 1
-    a.update(1, 1)
-    assert a.n_min == speculate.N_MIN
+def test_adapt_probes_a_passed_over_match_now_and_then():
+    a = speculate.Adapt(CPU_COST.ratio, CPU_COST.head)
+    assert [a.k(1) for _ in range(speculate.PROBE)] == [0] * (speculate.PROBE - 1) + [1]
+    assert a.k(1) == 0
+    assert a.k(1, most=0) == 0 and a.passed == 1  # no draft found: nothing passed over
+    a.update(1, 1, 1)
+    assert a.passed == 0
 
 
 def test_costs_start_from_the_prior_then_follow_the_clock():
@@ -147,6 +149,15 @@ def test_costs_start_from_the_prior_then_follow_the_clock():
     assert fixed.ratio(2) == 1.5
     free = speculate.Costs({2: 1.26, 4: 1.73})
     assert free.ratio(3) == pytest.approx((1.26 + 1.73) / 2) and free.ratio(6) == pytest.approx(1.73 + 0.47)
+
+
+def test_costs_take_the_kept_rows_logits_off_a_verifys_time():
+    c = speculate.Costs({2: 1.5}, head=0.1)
+    c.observe(3, 0.030, logits=3)  # no step timed yet: the two further rows' logits cannot be priced
+    assert c.ratio(3) == pytest.approx(2.0)  # the prior (extrapolated), untouched
+    c.observe(1, 0.010)
+    c.observe(3, 0.030, logits=3)  # 2 more rows' logits at 0.1 steps (1 ms) each
+    assert c.ratio(3) == pytest.approx(2.8)
 
 
 @pytest.mark.parametrize("quant", [None, "awq", "gptq8"])
@@ -223,6 +234,30 @@ def test_verify_rows_are_decode_steps_bit_for_bit():
         )
         h = m.verify(torch.tensor(toks), torch.arange(n, n + len(toks)), n + len(toks))
         assert torch.equal(torch.cat([m.head(h[i : i + 1]) for i in range(len(toks))]), steps)
+
+
+@pytest.mark.slow
+def test_cpu_step_logits_on_every_thread_are_one_threads_bits(demo_dir):
+    """The CPU decode loop runs the layers on one thread and the lm_head on all (decoder._head): on the demo's
+    [49152, 576] head, split over 2 threads, the logits are decode_step's on one thread, bit for bit."""
+    from yi_cli.checkpoint.loader import open_checkpoint
+    from yi_cli.runtime.decoder import FastDecoder
+
+    dec = FastDecoder(open_checkpoint(demo_dir, device="cpu", dtype="fp32"))
+    m, threads = dec.model, torch.get_num_threads()
+    ids = torch.arange(100, 140)
+    try:
+        with torch.inference_mode():
+            m.prefill(ids, 0)
+            tok, pos = ids[-1:], torch.tensor([len(ids)])
+            torch.set_num_threads(1)
+            want = m.decode_step(tok, pos, len(ids) + 1)
+            dec.threads = 2
+            h = m.verify(tok, pos, len(ids) + 1)
+            assert torch.equal(dec._head(h), want)
+            assert torch.get_num_threads() == 1  # back to the decode loop's one
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 
 import torch
 
@@ -25,21 +26,23 @@ from .sampling import Sampler
 PREFILL_CHUNK = {"cuda": 1024, "cpu": 256}  # tokens per prefill forward (bounds the transient memory)
 PIPELINE = 2  # decode steps queued on the GPU ahead of the token the host is reading
 # settings.speculate "auto": prompt-lookup speculation where scripts/bench_speculate.py measured a gain
-# (BENCHMARKS.md). CPU (demo model): 1.1-1.2x on document work, about even on chat. H200 (Yi-6B AWQ): a verify of
-# 2 / 4 / 8 rows costs 1.27 / 1.56 / 2.32 decode steps (tinygemm's few-row kernel; attention and sampling one launch
-# for all rows); the demo model on real text there: 1.04-1.89x on documents, 1.04x on plain chat, measured while
-# CUDA still timed its own verifies (it now keeps this prior, so that a prompt and seed always give one reply);
-# off by default on CUDA until the rule as it stands is measured there on a real model.
+# (BENCHMARKS.md). CPU (demo model): 1.12-1.38x on document work (mean 1.22), about even on chat. H200 (Yi-6B AWQ):
+# a verify of 2 / 4 / 8 rows costs 1.27 / 1.56 / 2.32 decode steps (tinygemm's few-row kernel; attention and
+# sampling one launch for all rows); the demo model on real text there: 1.04-1.89x on documents, 1.04x on plain
+# chat, measured while CUDA still timed its own verifies (it now keeps this prior, so that a prompt and seed always
+# give one reply); off by default on CUDA until the rule as it stands is measured there on a real model.
 SPECULATE_AUTO = {"cpu": True, "cuda": False}
 VERIFY_ROWS = (2, 4, 8)  # CUDA: one verify graph per row count (k + 1 rounded up; extra rows are padding)
-# What a verify of T rows costs in decode steps (speculate.Costs), and the rows it really runs:
-# scripts/bench_speculate.py's verify_cost_ratio (CPU: the demo model on 2 cores; CUDA: Yi-6B AWQ). The CPU then
-# times its own steps as the reply goes (its verify rows are decode steps bit for bit, so however many drafts the
-# clock picks, the tokens are the same); CUDA keeps the prior: a verify there rounds differently with its row
-# count, and the same prompt and seed must give the same reply every time.
-VERIFY_COST = {  # speculate.Costs(prior, bucket, timed)
-    "cpu": ({2: 1.26, 4: 1.73, 8: 2.79}, lambda t: t, True),
-    "cuda": ({2: 1.27, 4: 1.56, 8: 2.32}, lambda t: next(r for r in VERIFY_ROWS if r >= t), False),
+# What a verify of T rows costs in decode steps (speculate.Costs), the rows it really runs, and what one more row's
+# logits cost: scripts/bench_speculate.py's verify_cost_ratio and head_cost_ratio (CPU: the demo model on 2 cores,
+# where rows 5-8 cost a jump: the CPU int4 kernel dequantizes its weights once per 4 rows; CUDA: Yi-6B AWQ, whose
+# verify graph computes every row's logits). The CPU then times its own steps as the reply goes (its verify rows
+# are decode steps bit for bit, so however many drafts the clock picks, the tokens are the same); CUDA keeps the
+# prior: a verify there rounds differently with its row count, and the same prompt and seed must give the same
+# reply every time.
+VERIFY_COST = {  # speculate.Costs(prior, bucket, timed, head)
+    "cpu": ({2: 1.29, 3: 1.52, 4: 1.76, 5: 2.26, 6: 2.49, 7: 2.73, 8: 3.0}, lambda t: t, True, 0.11),
+    "cuda": ({2: 1.27, 4: 1.56, 8: 2.32}, lambda t: next(r for r in VERIFY_ROWS if r >= t), False, 0.0),
 }
 
 
@@ -66,6 +69,7 @@ class FastDecoder:
         self.last_prefill: tuple[int, list[int]] = (0, [])  # (first slot computed, prompt) of the last prefill
         self.steps = 0  # forward steps of the last generate after its first token (tokens per step = tokens / steps)
         self.on_chunk = None  # called (tokens done, tokens to do) after each prefill chunk: progress of long prompts
+        self.threads = torch.get_num_threads()  # CPU: _head's threads while a decode loop holds the layers to one
         dtype = tinygemm.compute_dtype(self.device, ckpt.dtype, ckpt.quant is not None)
         with torch.inference_mode():
             self.model = llama.FastLlama(ckpt, self.max_seq, dtype, padded=self.cuda)
@@ -130,10 +134,22 @@ class FastDecoder:
 
     @torch.inference_mode()
     def _eager(self, length: int, greedy: bool) -> int:
-        logits = self.model.decode_step(self.tok, self.pos, length)
+        """A CPU decode step: FastLlama.verify of one token is decode_step without its lm_head (the same bits),
+        which then runs on every thread (_head)."""
+        logits = self._head(self.model.verify(self.tok, self.pos, length))
         self.tok.copy_(self.sampler.eager(logits, greedy))
         self.pos.add_(1)
         return int(self.tok.item())
+
+    def _head(self, h: torch.Tensor) -> torch.Tensor:
+        """CPU: logits of hidden states h [T, D] with every thread, while the layers' small ops run on one (see
+        _steps). The [V, D] lm_head is the one matmul of a step that a second core speeds up (demo, 2 cores: 3.4 ->
+        1.8 ms of a 18.4 ms step); each logit is still one thread's dot product, the bits of the one-thread run."""
+        torch.set_num_threads(self.threads)
+        try:
+            return self.model.head(h)
+        finally:
+            torch.set_num_threads(1)
 
     @torch.inference_mode()
     def _launch(self, length: int, slot: int) -> None:
@@ -160,7 +176,7 @@ class FastDecoder:
         t = len(drafts) + 1
         if not self.cuda:
             h = self.model.verify(torch.tensor([tok] + drafts), torch.arange(pos, pos + t), pos + t)
-            out = speculate.accept(drafts, lambda i: int(self.sampler.eager(self.model.head(h[i : i + 1]), greedy)))
+            out = speculate.accept(drafts, lambda i: int(self.sampler.eager(self._head(h[i : i + 1]), greedy)))
         else:
             rows = next(r for r in VERIFY_ROWS if r >= t)
             length = self.graphs.bucket(pos + rows)
@@ -189,50 +205,50 @@ class FastDecoder:
             self.graphs.replay(pos + 1)
         return int(self.tok)
 
+    @contextmanager
+    def _one_thread(self):
+        """CPU decode: one intra-op thread for the layers (a one-token step is ~40 small ops a layer: a second
+        thread costs more than it gives, demo on 2 cores 55 vs 46 tok/s); _head takes them all (self.threads).
+        Prefill keeps every thread."""
+        self.threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(self.threads)
+
     def _spec_steps(self, ids: list[int], first: int, limit: int, greedy: bool) -> Iterator[int]:
         """Tokens 2..limit, each step feeding the last token plus the drafts prompt lookup finds (speculate.py)."""
         costs = speculate.Costs(*VERIFY_COST["cuda" if self.cuda else "cpu"])
-        look, adapt = speculate.Lookup(ids + [first]), speculate.Adapt(costs.ratio)
+        look, adapt = speculate.Lookup(ids + [first]), speculate.Adapt(costs.ratio, costs.head)
         made, tok = 1, first  # reply tokens so far; the last, fed next at position len(ids) + made - 1
         cap = VERIFY_ROWS[-1] if self.cuda else 0  # CUDA verify rows past the drafts still write K/V slots
-        threads = torch.get_num_threads()
-        if not self.cuda:
-            torch.set_num_threads(1)  # as _steps (and the verify's rows then get a one-token step's bits)
-        try:
+        with nullcontext() if self.cuda else self._one_thread():  # CPU: as _steps, so verify rows are its bits
             while made < limit:
                 pos = len(ids) + made - 1
-                k = min(adapt.k, limit - made - 1, self.max_seq - pos - cap)
-                drafts = look.draft(k, adapt.n_min) if k > 0 else []
+                drafts, run = look.draft(max(0, min(speculate.K_MAX, limit - made - 1, self.max_seq - pos - cap)))
+                drafts = drafts[: adapt.k(run, len(drafts))]
                 t0 = time.perf_counter()
                 if drafts:
                     out = self._verify(tok, pos, drafts, greedy)
-                    costs.observe(len(drafts) + 1, time.perf_counter() - t0)
-                    adapt.update(len(drafts), len(out) - 1)
+                    costs.observe(len(drafts) + 1, time.perf_counter() - t0, len(out))
+                    adapt.update(run, len(drafts), len(out) - 1)
                 else:
                     out = [self._plain(pos, greedy)]
                     costs.observe(1, time.perf_counter() - t0)
-                    adapt.plain()
                 self.steps += 1
                 for t in out:
                     look.append(t)
                     yield t
                 made, tok = made + len(out), out[-1]
-        finally:
-            torch.set_num_threads(threads)
 
     def _steps(self, n: int, limit: int, greedy_only: bool) -> Iterator[int]:
         """Tokens 2..limit after a prompt of n tokens; step j feeds token j at position n + j - 1."""
         if not self.cuda:
-            # A one-token step is ~40 small ops a layer: a second intra-op thread costs more than it gives
-            # (demo on 2 cores: 55 vs 46 tok/s). Prefill keeps every thread.
-            threads = torch.get_num_threads()
-            torch.set_num_threads(1)
-            try:
+            with self._one_thread():
                 for j in range(1, limit):
                     self.steps += 1
                     yield self._eager(n + j, greedy_only)
-            finally:
-                torch.set_num_threads(threads)
             return
         pending: deque[int] = deque()
         j = 1

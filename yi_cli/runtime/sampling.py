@@ -115,7 +115,11 @@ class Sampler:
         scores, order = scaled.topk(cap)
         if top_k > 0:
             return self._pick(scores, order, None)  # top-k keeps only candidates: softmax over them is exact
-        lse = scaled.logsumexp(-1)
+        # logsumexp's exp is ~10x slower on scores far below the maximum (x86, the demo's 49152 ids at temperature
+        # 0.2: 0.9 ms instead of 60 µs a token); clamped at -87 (exp: the smallest normal float) they still add
+        # nothing to a sum >= 1, and the ops are logsumexp's own (max, subtract, exp, sum, log, add)
+        top = scores[0]
+        lse = top + (scaled - top).clamp_(min=-87.0).exp_().sum().log_()
         if float((scores - lse).exp().sum()) < top_p:
             return None
         return self._pick(scores, order, lse)
