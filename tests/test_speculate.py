@@ -374,3 +374,18 @@ def test_cli_speculate_flag_same_reply_and_json(demo_dir):
     assert runs["off"]["tokens_per_step"] == 1.0 and runs["lookup"]["tokens_per_step"] > 1.2
     p = yi("--speculate", "medusa", "-p", "hi")
     assert p.returncode == 2 and b"invalid choice" in p.stderr
+
+
+def test_cuda_verify_prior_follows_the_model_size():
+    """CUDA's verify costs by weight bytes: each measured model gets its own, sizes between are interpolated, and
+    sizes past either end keep the nearer one (a prior, not an extrapolation)."""
+    from yi_cli.runtime import decoder
+
+    (small, c_small), (large, c_large) = decoder.CUDA_VERIFY_ANCHORS
+    assert decoder.cuda_verify_prior(int(small)) == pytest.approx(c_small)
+    assert decoder.cuda_verify_prior(int(large)) == pytest.approx(c_large)
+    assert decoder.cuda_verify_prior(10**6) == pytest.approx(c_small)
+    assert decoder.cuda_verify_prior(20 * 10**9) == pytest.approx(c_large)  # Yi-34B: as Yi-6B
+    mid = decoder.cuda_verify_prior(int((small * large) ** 0.5))  # halfway in log(bytes)
+    for rows in c_small:
+        assert mid[rows] == pytest.approx((c_small[rows] + c_large[rows]) / 2)

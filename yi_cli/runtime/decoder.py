@@ -8,6 +8,7 @@ the sampler would have chosen anyway (speculate.py): same tokens, fewer forward 
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -28,9 +29,10 @@ PIPELINE = 2  # decode steps queued on the GPU ahead of the token the host is re
 # settings.speculate "auto": prompt-lookup speculation where scripts/bench_speculate.py measured a gain
 # (BENCHMARKS.md). CPU (demo model): 1.12-1.38x on document work (mean 1.22), about even on chat. H200 (Yi-6B AWQ):
 # a verify of 2 / 4 / 8 rows costs 1.27 / 1.56 / 2.32 decode steps (tinygemm's few-row kernel; attention and
-# sampling one launch for all rows); the demo model on real text there: 1.04-1.89x on documents, 1.04x on plain
-# chat, measured while CUDA still timed its own verifies (it now keeps this prior, so that a prompt and seed always
-# give one reply); off by default on CUDA until the rule as it stands is measured there on a real model.
+# sampling one launch for all rows); the demo model on real text there, with the prior of its size below:
+# 1.13-1.95x on documents (mean 1.41), 1.19x on plain chat. Off by default on CUDA all the same: a verify there
+# rounds differently from a decode step, so speculation changes a reply's bits, and no real Yi model has been
+# measured (the benchmark checkpoints' random weights draft nothing).
 SPECULATE_AUTO = {"cpu": True, "cuda": False}
 VERIFY_ROWS = (2, 4, 8)  # CUDA: one verify graph per row count (k + 1 rounded up; extra rows are padding)
 # What a verify of T rows costs in decode steps (speculate.Costs), the rows it really runs, and what one more row's
@@ -40,10 +42,21 @@ VERIFY_ROWS = (2, 4, 8)  # CUDA: one verify graph per row count (k + 1 rounded u
 # are decode steps bit for bit, so however many drafts the clock picks, the tokens are the same); CUDA keeps the
 # prior: a verify there rounds differently with its row count, and the same prompt and seed must give the same
 # reply every time.
-VERIFY_COST = {  # speculate.Costs(prior, bucket, timed, head)
+VERIFY_COST = {  # speculate.Costs(prior, bucket, timed, head); CUDA's prior: cuda_verify_prior
     "cpu": ({2: 1.29, 3: 1.52, 4: 1.76, 5: 2.26, 6: 2.49, 7: 2.73, 8: 3.0}, lambda t: t, True, 0.11),
-    "cuda": ({2: 1.27, 4: 1.56, 8: 2.32}, lambda t: next(r for r in VERIFY_ROWS if r >= t), False, 0.0),
+    "cuda": (None, lambda t: next(r for r in VERIFY_ROWS if r >= t), False, 0.0),
 }
+# CUDA's prior by the model's size: a small model's step is launch-bound, so extra rows cost it little, while a
+# large one's rows add to every weight read (tinygemm). Measured on the H200: the demo model (0.12 GB of weights)
+# 1.34 / 1.36 / 1.46 decode steps for 2 / 4 / 8 rows, Yi-6B AWQ (4.0 GB) 1.27 / 1.56 / 2.32; interpolated in
+# log(bytes) between them and held past either end. (With Yi-6B's prior for the demo, documents ran 1.24x.)
+CUDA_VERIFY_ANCHORS = ((0.12e9, {2: 1.34, 4: 1.36, 8: 1.46}), (4.0e9, {2: 1.27, 4: 1.56, 8: 2.32}))
+
+
+def cuda_verify_prior(weight_bytes: int) -> dict[int, float]:
+    (b0, c0), (b1, c1) = CUDA_VERIFY_ANCHORS
+    f = min(1.0, max(0.0, math.log(max(weight_bytes, 1) / b0) / math.log(b1 / b0)))
+    return {rows: c0[rows] + (c1[rows] - c0[rows]) * f for rows in c0}
 
 
 def supports(ckpt) -> bool:
@@ -219,7 +232,9 @@ class FastDecoder:
 
     def _spec_steps(self, ids: list[int], first: int, limit: int, greedy: bool) -> Iterator[int]:
         """Tokens 2..limit, each step feeding the last token plus the drafts prompt lookup finds (speculate.py)."""
-        costs = speculate.Costs(*VERIFY_COST["cuda" if self.cuda else "cpu"])
+        prior, bucket, timed, head = VERIFY_COST["cuda" if self.cuda else "cpu"]
+        prior = cuda_verify_prior(self.model.weight_bytes()) if self.cuda else prior
+        costs = speculate.Costs(prior, bucket, timed, head)
         look, adapt = speculate.Lookup(ids + [first]), speculate.Adapt(costs.ratio, costs.head)
         made, tok = 1, first  # reply tokens so far; the last, fed next at position len(ids) + made - 1
         cap = VERIFY_ROWS[-1] if self.cuda else 0  # CUDA verify rows past the drafts still write K/V slots
