@@ -30,8 +30,8 @@ except ImportError:  # no Triton, or one without Gluon: the decode step keeps ti
     gluon = None
 
 ROWS = 8  # output rows per program: a multiple of tinygemm's row block of 8
-# Two planes (GPTQ int8) hold twice the words per row in flight: 8 rows take 225 registers for Yi-6B's down
-# projection (2 programs an SM), 4 rows 144 (ptxas for sm_90)
+# Two planes (GPTQ int8) hold twice the words per row in flight: 8 rows take 176 registers for Yi-6B's down
+# projection, 4 rows 128 (scripts/sass.py: ptxas for sm_90)
 ROWS_TWO_PLANES = 4
 WARPS = 4  # best on the H100 for all four Yi-6B matmuls (scripts/bench_gemv.py --sweep)
 # With YI_CHAT_GEMV_ROWS=N (at most 8), 2 to N rows of x (a speculative verify's k + 1 tokens, a short prefill) go

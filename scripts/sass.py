@@ -1,0 +1,121 @@
+"""What ptxas makes of the decode GEMV (yi_cli/kernels/gemv.py) for sm_90, without a GPU: Gluon compiles offline with
+the triton wheel's own ptxas and nvdisasm, so registers, spills and instruction counts cost no device time.
+
+    python scripts/sass.py                     # each Yi-6B decode specialization: registers, spills, instructions
+    python scripts/sass.py --against 2f60e4a   # and whether the plain GEMV's instructions equal that revision's
+
+Needs triton (3.6) importable; torch's CPU wheel is enough. Prints one JSON line per specialization. Instructions are
+compared after renaming registers and kernel-parameter offsets (adding parameters moves them), so "same" means the
+same instructions in the same order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TRITON_CACHE_DIR", tempfile.mkdtemp(prefix="yi-sass-"))
+
+import triton  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.experimental.gluon._runtime import GluonASTSource  # noqa: E402
+
+from yi_cli.kernels import gemv, tinygemm  # noqa: E402
+
+TYPES = {"X": "*bf16", "P": "*i32", "SZ": "*bf16", "Y": "*bf16", "N": "i32", "P2": "*i32", "SZ2": "*bf16"}
+TYPES |= {"NORM_IN": "*fp32", "XR": "*bf16", "WN": "*bf16", "NORM_OUT": "*fp32", "eps": "fp32", "POS": "*i64"}
+TYPES |= {"COS": "*bf16", "SIN": "*bf16", "KC": "*bf16", "VC": "*bf16", "S": "i32"}
+OFF = {"PLANES": 1, "NP": 0, "RESIDUAL": False, "HD": 0, "NH": 0, "NKV": 0, "SILU": False}
+# Yi-6B (hidden 4096, 32 heads of 128, 4 KV heads, intermediate 11008): the chained decode step's GEMVs
+SPECS = {
+    "qkv (layer 0: rope)": dict(n=5120, k=4096, HD=128, NH=32, NKV=4),
+    "qkv (rope + norm)": dict(n=5120, k=4096, HD=128, NH=32, NKV=4, NP=512),
+    "o (residual)": dict(n=4096, k=4096, RESIDUAL=True),
+    "gate_up (silu + norm)": dict(n=22016, k=4096, SILU=True, NP=512),
+    "down (residual)": dict(n=4096, k=11008, RESIDUAL=True),
+    "down (last layer)": dict(n=4096, k=11008),
+    "gptq8 down (two planes, residual)": dict(n=4096, k=11008, PLANES=2, R=gemv.ROWS_TWO_PLANES, RESIDUAL=True),
+    "plain 5120x4096": dict(n=5120, k=4096),
+}
+
+
+def bindir() -> str:
+    return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
+
+
+def compile_sass(fn, n: int, k: int, group: int = 128, **const) -> tuple[dict, list[str]]:
+    """ptxas's resource line and the normalized SASS of fn (a gemv._gemv_int4 of any revision) for one shape."""
+    wpr = 2 * tinygemm.inner_k_tiles(k)
+    values = {"KT": k // (8 * wpr), "G": group, "WPR": wpr, "R": gemv.ROWS, "WARPS": gemv.WARPS, "PDL": True}
+    values |= OFF | const
+    names = fn.arg_names
+    sig = {a: ("constexpr" if a in values else TYPES[a]) for a in names}
+    if any(values.get(a, OFF.get(a)) != OFF.get(a) for a in OFF if a not in names):
+        raise ValueError("this revision's kernel has no such specialization")
+    attrs = {(i,): [["tt.divisibility", 16]] for i, a in enumerate(names) if sig[a].startswith("*") or a == "N"}
+    src = GluonASTSource(fn, sig, {(i,): values[a] for i, a in enumerate(names) if a in values}, attrs)
+    ck = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": values["WARPS"]})
+    with tempfile.TemporaryDirectory() as d:
+        ptx, cubin = Path(d) / "k.ptx", Path(d) / "k.cubin"
+        ptx.write_text(ck.asm["ptx"])
+        info = subprocess.run(
+            [f"{bindir()}/ptxas", "-v", "-arch=sm_90a", str(ptx), "-o", str(cubin)], capture_output=True, text=True
+        ).stderr
+        sass = subprocess.run([f"{bindir()}/nvdisasm", "-c", str(cubin)], capture_output=True, text=True).stdout
+    regs = int(re.search(r"Used (\d+) registers", info).group(1))
+    spills = sum(int(x) for x in re.findall(r"(\d+) bytes spill", info))
+    lines = [
+        re.sub(r"\bU?R\d+\b", "R", re.sub(r"c\[0x0\]\[0x[0-9a-f]+\]", "c[P]", re.sub(r"/\*[0-9a-f]+\*/", "", ln)))
+        .replace(".reuse", "")
+        .strip()
+        for ln in sass.splitlines()
+        if re.match(r"^\s+/\*[0-9a-f]+\*/", ln)
+    ]
+    return {"registers": regs, "spill_bytes": spills, "instructions": len(lines)}, lines
+
+
+def revision_kernel(rev: str):
+    """gemv._gemv_int4 as it was at git revision rev."""
+    text = subprocess.run(
+        ["git", "-C", str(ROOT), "show", f"{rev}:yi_cli/kernels/gemv.py"], capture_output=True, text=True, check=True
+    ).stdout
+    path = Path(tempfile.mkdtemp()) / "gemv_rev.py"
+    path.write_text(text)
+    spec = importlib.util.spec_from_file_location("yi_cli.kernels.gemv_rev", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod._gemv_int4
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--against", help="a git revision: compare each specialization it also has")
+    a = ap.parse_args()
+    old = revision_kernel(a.against) if a.against else None
+    for name, spec in SPECS.items():
+        spec = dict(spec)
+        n, k = spec.pop("n"), spec.pop("k")
+        row, lines = compile_sass(gemv._gemv_int4, n, k, **spec)
+        row = {"gemv": name, "n": n, "k": k, **row}
+        if old is not None:
+            try:
+                base, base_lines = compile_sass(old, n, k, **spec)
+                row |= {f"{a.against}_{key}": v for key, v in base.items()}
+                row["same_instructions"] = lines == base_lines
+            except ValueError:
+                row["same_instructions"] = None  # the older kernel has no such epilogue
+        print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
