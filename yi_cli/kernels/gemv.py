@@ -82,10 +82,14 @@ def available(x: torch.Tensor) -> bool:
     return gluon is not None and x.is_cuda
 
 
+def rows_for(planes: int) -> int:
+    """gemv_int4's W rows per program for a weight of `planes` 4-bit planes."""
+    return ROWS if planes == 1 else ROWS_TWO_PLANES
+
+
 def rope_fits(head_dim: int, planes: int) -> bool:
     """gemv_int4's rope can serve this head dim: a program's rows are whole (d, d + head_dim/2) pairs."""
-    rows = ROWS if planes == 1 else ROWS_TWO_PLANES
-    return head_dim % 2 == 0 and (head_dim // 2) % (rows // 2) == 0
+    return head_dim % 2 == 0 and (head_dim // 2) % (rows_for(planes) // 2) == 0
 
 
 if gluon is not None:
@@ -474,16 +478,15 @@ def gemv_int4(
     rope: (cos, sin, pos, k cache, v cache, heads, kv heads, head dim) with W = [q; k; v]: as
     glue.rope_cache for one token, the result being q roped, [1, heads·head dim].
     rows: W rows per program (default ROWS, ROWS_TWO_PLANES with plane2)."""
-    rows = rows or (ROWS if plane2 is None else ROWS_TWO_PLANES)
-    y = torch.empty(1, n // 2 if silu else n, dtype=x.dtype, device=x.device)
+    rows = rows or rows_for(1 if plane2 is None else 2)
+    width = rope[5] * rope[7] if rope is not None else n // 2 if silu else n  # q's heads · head dim
+    y = torch.empty(1, width, dtype=x.dtype, device=x.device)
+    cos, sin, pos, kc, vc, nh, nkv, hd = rope if rope is not None else (y, y, y, y, y, 0, 0, 0)
     pdl = glue.pdl(x) if pdl is None else pdl
     part, eps = norm if norm is not None else (y, 0.0)
     xr, wn = residual if residual is not None else (y, y)
     out = torch.empty(n // rows, dtype=torch.float32, device=x.device) if residual is not None else y
     p2, sz2 = plane2 if plane2 is not None else (packed, sz)
-    cos, sin, pos, kc, vc, nh, nkv, hd = rope if rope is not None else (y, y, y, y, y, 0, 0, 0)
-    if rope is not None:
-        y = torch.empty(1, nh * hd, dtype=x.dtype, device=x.device)
     _gemv_int4[(n // rows,)](
         x,
         packed,

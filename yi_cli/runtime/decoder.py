@@ -97,6 +97,9 @@ class FastDecoder:
                 self.vin = torch.zeros(2, rows, dtype=torch.long, device=self.device)  # tokens; positions
                 self.vout = torch.zeros(rows, dtype=torch.long, device=self.device)
                 self.vgraphs: dict[tuple[int, int, bool], GraphedStep] = {}  # (rows, length, greedy)
+        prior, bucket, timed, head = VERIFY_COST["cuda" if self.cuda else "cpu"]
+        prior = cuda_verify_prior(self.model.weight_bytes()) if self.cuda else prior
+        self.verify_cost = (prior, bucket, timed, head)  # speculate.Costs' arguments, a reply's fresh Costs
         if self.cuda:
             self.host = torch.zeros(PIPELINE + 1, dtype=torch.long, pin_memory=True)
             self.events = [torch.cuda.Event() for _ in range(PIPELINE + 1)]
@@ -232,9 +235,7 @@ class FastDecoder:
 
     def _spec_steps(self, ids: list[int], first: int, limit: int, greedy: bool) -> Iterator[int]:
         """Tokens 2..limit, each step feeding the last token plus the drafts prompt lookup finds (speculate.py)."""
-        prior, bucket, timed, head = VERIFY_COST["cuda" if self.cuda else "cpu"]
-        prior = cuda_verify_prior(self.model.weight_bytes()) if self.cuda else prior
-        costs = speculate.Costs(prior, bucket, timed, head)
+        costs = speculate.Costs(*self.verify_cost)
         look, adapt = speculate.Lookup(ids + [first]), speculate.Adapt(costs.ratio, costs.head)
         made, tok = 1, first  # reply tokens so far; the last, fed next at position len(ids) + made - 1
         cap = VERIFY_ROWS[-1] if self.cuda else 0  # CUDA verify rows past the drafts still write K/V slots
