@@ -3,6 +3,8 @@
 
     python scripts/bench_gemv.py [--shape yi-6b] [--sweep]
     python scripts/bench_gemv.py --x-rows 2 4 8   # a verify's rows: gemv_int4_rows vs tinygemm vs one-row GEMV
+    python scripts/bench_gemv.py --mma [--sweep]  # the tensor-core GEMV (gemv_mma) beside the CUDA-core one
+    python scripts/bench_gemv.py --x-rows 2 4 8 --mma  # and gemv_mma on those rows
 Each matmul is timed over COPIES different weight sets in one CUDA graph, so weights come from HBM, not L2.
 Prints one JSON line per (matmul, kernel config); the last line is a summary.
 """
@@ -18,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from yi_cli.kernels import gemv, tinygemm  # noqa: E402
+from yi_cli.kernels import gemv, gemv_mma, tinygemm  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_parts import graph_time_us  # noqa: E402
@@ -36,7 +38,7 @@ def graph_us(fns) -> float:
     return graph_time_us(lambda: [f() for f in fns]) / len(fns)
 
 
-def x_rows(n, k, group, wpr, sets, counts, pdl, nbytes) -> dict:
+def x_rows(n, k, group, wpr, sets, counts, pdl, nbytes, mma=False) -> dict:
     """gemv_int4_rows on T rows of x (each R of gemv.X_ROWS_R's choices and the default) against tinygemm on the
     same T rows and the one-row GEMV on one row: one JSON line per T."""
     out = {}
@@ -48,18 +50,22 @@ def x_rows(n, k, group, wpr, sets, counts, pdl, nbytes) -> dict:
             "k": k,
             "x_rows": t,
             "tinygemm_us": round(
-                graph_us([lambda p=p, s=s: torch.ops.aten._weight_int4pack_mm(x, p, group, s) for p, s in sets]), 2
+                graph_us([lambda p=p, s=s: torch.ops.aten._weight_int4pack_mm(x, p, group, s) for p, s, _ in sets]), 2
             ),
             "one_row_gemv_us": round(
-                graph_us([lambda p=p, s=s: gemv.gemv_int4(x[:1], p, s, n, k, group, wpr, pdl=pdl) for p, s in sets]), 2
+                graph_us([lambda p=p, s=s: gemv.gemv_int4(x[:1], p, s, n, k, group, wpr, pdl=pdl) for p, s, _ in sets]),
+                2,
             ),
         }
-        for r in sorted({2, 4, 8, gemv.X_ROWS_R[1 << (t - 1).bit_length()]}):
+        for r in sorted({2, 4, 8, gemv.X_ROWS_R[1 << (t - 1).bit_length()]}) if t > 1 else ():
             try:
                 y = gemv.gemv_int4_rows(x, sets[0][0], sets[0][1], n, k, group, wpr, rows=r, pdl=pdl)
                 err = float((y.float() - ref).norm() / ref.norm())
                 us = graph_us(
-                    [lambda p=p, s=s: gemv.gemv_int4_rows(x, p, s, n, k, group, wpr, rows=r, pdl=pdl) for p, s in sets]
+                    [
+                        lambda p=p, s=s: gemv.gemv_int4_rows(x, p, s, n, k, group, wpr, rows=r, pdl=pdl)
+                        for p, s, _ in sets
+                    ]
                 )
             except Exception as e:  # registers, shared memory
                 row[f"rows_{r}_error"] = str(e)[-300:]
@@ -67,6 +73,15 @@ def x_rows(n, k, group, wpr, sets, counts, pdl, nbytes) -> dict:
             row[f"rows_{r}_us"] = round(us, 2)
             row[f"rows_{r}_TB_s"] = round(nbytes / us / 1e6, 2)
             row[f"rows_{r}_rel_err_vs_tinygemm"] = round(err, 5)
+        if mma:  # the tensor-core GEMV on the same t rows and on one (its default configuration)
+            mma_sets = [(gemv_mma.pack(q), sz) for _, sz, q in sets]
+            y = gemv_mma.gemv_mma(x, *mma_sets[0], n, k, group, pdl=pdl)
+            row["mma_rel_err_vs_tinygemm"] = round(float((y.float() - ref).norm() / ref.norm()), 5)
+            for m, xm in (("mma_us", x), ("mma_one_row_us", x[:1])):
+                row[m] = round(
+                    graph_us([lambda p=p, s=s: gemv_mma.gemv_mma(xm, p, s, n, k, group, pdl=pdl) for p, s in mma_sets]),
+                    2,
+                )
         print(json.dumps(row), flush=True)
         out[t] = row
     return out
@@ -79,6 +94,7 @@ def main() -> None:
     ap.add_argument("--no-pdl", action="store_true", help="plain launches (default: glue.pdl)")
     ap.add_argument("--sweep", action="store_true", help="try several rows/warps configurations")
     ap.add_argument("--x-rows", type=int, nargs="*", help="time gemv_int4_rows for these rows of x instead")
+    ap.add_argument("--mma", action="store_true", help="also time gemv_mma (its (rt, warps) swept with --sweep)")
     a = ap.parse_args()
     d, inter, heads, kv, hd = SHAPES[a.shape]
     mats = {"qkv": ((heads + 2 * kv) * hd, d), "o": (d, heads * hd), "gate_up": (2 * inter, d), "down": (d, inter)}
@@ -97,14 +113,16 @@ def main() -> None:
             packed = tinygemm.pack(q)
             s = torch.rand(k // a.group, n, device=dev) * 0.01 + 0.001
             zf = torch.randn(k // a.group, n, device=dev) * 0.02
-            sets.append((packed, torch.stack([s, zf], -1).to(torch.bfloat16).contiguous()))
+            sets.append((packed, torch.stack([s, zf], -1).to(torch.bfloat16).contiguous(), q))
         x = torch.randn(1, k, device=dev, dtype=torch.bfloat16)
         nbytes = n * k // 2 + n * (k // a.group) * 4
         if a.x_rows:
-            summary[name] = x_rows(n, k, a.group, 2 * ikt, sets, a.x_rows, pdl, nbytes)
+            summary[name] = x_rows(n, k, a.group, 2 * ikt, sets, a.x_rows, pdl, nbytes, a.mma)
             continue
         ref = torch.ops.aten._weight_int4pack_mm(x, sets[0][0], a.group, sets[0][1]).float()
-        t_ref = graph_us([lambda p=p, sz=sz: torch.ops.aten._weight_int4pack_mm(x, p, a.group, sz) for p, sz in sets])
+        t_ref = graph_us(
+            [lambda p=p, sz=sz: torch.ops.aten._weight_int4pack_mm(x, p, a.group, sz) for p, sz, _ in sets]
+        )
         row = {
             "matmul": name,
             "n": n,
@@ -120,7 +138,7 @@ def main() -> None:
                 t = graph_us(
                     [
                         lambda p=p, sz=sz: gemv.gemv_int4(x, p, sz, n, k, a.group, 2 * ikt, rows, warps, pdl)
-                        for p, sz in sets
+                        for p, sz, _ in sets
                     ]
                 )
             except Exception as e:  # a config Triton cannot build (registers, shared memory)
@@ -140,6 +158,39 @@ def main() -> None:
             )
             if err < 1e-2 and (best is None or t < best[0]):
                 best = (t, (rows, warps))
+        if a.mma:
+            mma_sets = [(gemv_mma.pack(q), sz) for _, sz, q in sets]
+            configs = itertools.product((1, 2, 4), (4, 8, 16)) if a.sweep else [gemv_mma.config(n, k)]
+            for (rt, warps), silu in itertools.product(configs, (False, True) if name == "gate_up" else (False,)):
+                if n % (16 * rt) or (silu and rt == 1):
+                    continue
+                try:  # silu: gate_up with its epilogue (the plain launch plus glue.silu_mul's is the alternative)
+                    y = gemv_mma.gemv_mma(x, *mma_sets[0], n, k, a.group, rt, warps, pdl)
+                    err = float((y.float() - ref).norm() / ref.norm())
+                    t = graph_us(
+                        [
+                            lambda p=p, sz=sz: gemv_mma.gemv_mma(x, p, sz, n, k, a.group, rt, warps, pdl, silu)
+                            for p, sz in mma_sets
+                        ]
+                    )
+                except Exception as e:
+                    print(json.dumps({"matmul": name, "mma": [rt, warps], "error": str(e)[-600:]}))
+                    continue
+                print(
+                    json.dumps(
+                        {
+                            **row,
+                            "mma": [rt, warps],
+                            "silu": silu,
+                            "us": round(t, 2),
+                            "TB_s": round(nbytes / t / 1e6, 2),
+                            "rel_err_vs_tinygemm": round(err, 5),
+                        }
+                    ),
+                    flush=True,
+                )
+                if err < 1e-2 and (best is None or t < best[0]):
+                    best = (t, ("mma", rt, warps, silu))
         if best:
             summary[name] = {
                 "tinygemm_us": round(t_ref, 2),

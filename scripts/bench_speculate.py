@@ -280,11 +280,12 @@ def main(argv=None) -> int:
         "device": device,
         "model": model,
         "torch": torch.__version__,
-        "speculate_auto": decoder_mod.SPECULATE_AUTO["cuda" if cuda else "cpu"],
+        "speculate_auto": decoder_mod.SPECULATE_AUTO["cuda" if cuda else "cpu"] and dec.exact,
     }
     if cuda:  # which verify paths ran: the multi-row GEMV (YI_CHAT_GEMV_ROWS=0: tinygemm) and the one-row GEMV
         base["gemv_rows"] = gemv.MAX_X if getattr(dec.model.layers[0].qkv, "gemv", False) else 0
         base["exact_head"] = llama.EXACT_HEAD  # YI_CHAT_EXACT_HEAD=1: the lm_head always multiplies 8 rows
+        base["exact_rows"] = dec.model.exact_rows  # the tensor-core GEMV (YI_CHAT_MMA=1, the default): exact verifies
     settings = replace(settings, max_new_tokens=a.new_tokens or (160 if text else 256))
     print(json.dumps({**base, **{k: v for k, v in vars(settings).items() if k != "speculate"}}), flush=True)
     print(json.dumps(verify_cost(dec, base)), flush=True)

@@ -52,3 +52,11 @@ def demo_engine(demo_dir):
     from yi_cli.engines.local import LocalEngine
 
     return LocalEngine(open_checkpoint(demo_dir, device="cpu", dtype="fp32"), backend="generate")
+
+
+@pytest.fixture
+def cuda_core(monkeypatch):
+    """CUDA int4 projections on the CUDA-core GEMV and tinygemm (YI_CHAT_MMA=0) instead of the tensor-core GEMV."""
+    from yi_cli.kernels import gemv_mma
+
+    monkeypatch.setattr(gemv_mma, "ENABLED", False)

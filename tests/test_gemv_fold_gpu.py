@@ -92,7 +92,7 @@ def test_norm_prologue(shape):
 
 
 @pytest.mark.parametrize("quant", ["awq", "gptq8"])
-def test_chained_decode_step_matches_the_unchained_one(quant):
+def test_chained_decode_step_matches_the_unchained_one(quant, cuda_core):
     """The chained decode step (norms and residual adds inside the GEMVs) against the same step with separate
     norm kernels, and greedy tokens against transformers."""
     import yi_cli

@@ -55,7 +55,7 @@ def test_gemv_rows_match_dequantized_weights_and_the_one_row_gemv(shape, m):
         assert torch.equal(fused, glue.silu_mul(y, True))
 
 
-def test_projection_uses_the_rows_gemv_for_a_verify(monkeypatch):
+def test_projection_uses_the_rows_gemv_for_a_verify(monkeypatch, cuda_core):
     """Int4.mm / silu_mm route 2..8 rows to the multi-row GEMV (and to tinygemm past gemv.MAX_X)."""
     from test_fast import checkpoint
     from test_fast_gpu import cuda_pair

@@ -389,3 +389,8 @@ def test_cuda_verify_prior_follows_the_model_size():
     mid = decoder.cuda_verify_prior(int((small * large) ** 0.5))  # halfway in log(bytes)
     for rows in c_small:
         assert mid[rows] == pytest.approx((c_small[rows] + c_large[rows]) / 2)
+    # the tensor-core GEMV's exact verifies have their own anchors: cheaper rows for a Yi-6B-sized model
+    (_, e_small), (_, e_large) = decoder.CUDA_EXACT_ANCHORS
+    assert decoder.cuda_verify_prior(int(small), exact=True) == pytest.approx(e_small)
+    assert decoder.cuda_verify_prior(int(large), exact=True) == pytest.approx(e_large)
+    assert all(e_large[rows] < c_large[rows] for rows in c_large)

@@ -24,12 +24,21 @@ from yi_cli.runtime.decoder import FastDecoder
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
 
-@pytest.fixture
-def exact_rows(monkeypatch):
-    """The exact verify (opt-in: YI_CHAT_GEMV_ROWS=8 YI_CHAT_EXACT_HEAD=1): the multi-row GEMV for verify rows."""
-    from yi_cli.kernels import gemv
+@pytest.fixture(params=["mma", "rows"])
+def exact_rows(request, monkeypatch):
+    """The exact verify: the tensor-core GEMV (the default), or the opt-in of the CUDA-core path
+    (YI_CHAT_MMA=0 YI_CHAT_GEMV_ROWS=8 YI_CHAT_EXACT_HEAD=1): the multi-row GEMV for verify rows."""
+    from yi_cli.kernels import gemv, gemv_mma
 
-    monkeypatch.setattr(gemv, "MAX_X", 8)
+    if request.param == "rows":
+        monkeypatch.setattr(gemv_mma, "ENABLED", False)
+        monkeypatch.setattr(gemv, "MAX_X", 8)
+    return request.param
+
+
+def _group(mode: str) -> int:
+    """The tensor-core GEMV takes groups of 64 columns and more; the CUDA-core path's checkpoints keep 32."""
+    return 64 if mode == "mma" else 32
 
 
 @pytest.mark.parametrize("quant", [None, "awq"])
@@ -55,8 +64,9 @@ def test_cuda_verify_rows_are_decode_steps_bit_for_bit(monkeypatch, exact_rows, 
     from yi_cli.runtime import llama
 
     monkeypatch.setattr(llama, "EXACT_HEAD", exact_head)
-    _, dec = cuda_pair(checkpoint(0, "awq"))
-    assert dec.model.layers[0].qkv.gemv, "the int4 projections should run the GEMVs"
+    _, dec = cuda_pair(checkpoint(0, "awq", group=_group(exact_rows)))
+    qkv = dec.model.layers[0].qkv
+    assert qkv.mma if exact_rows == "mma" else qkv.gemv, "the int4 projections should run the GEMVs"
     toks = fast_tokens(dec, PROMPT, replace(GREEDY, max_new_tokens=rows, speculate="off"))
     m, n = dec.model, len(PROMPT)
     with torch.inference_mode():
@@ -89,7 +99,7 @@ def test_cuda_lookup_gives_the_very_tokens_with_exact_head(monkeypatch, exact_ro
     from yi_cli.runtime import llama
 
     monkeypatch.setattr(llama, "EXACT_HEAD", True)
-    _, dec = cuda_pair(checkpoint(0, "awq"))
+    _, dec = cuda_pair(checkpoint(0, "awq", group=_group(exact_rows)))
     for s in (
         replace(GREEDY, max_new_tokens=64),
         replace(GREEDY, temperature=0.8, top_p=0.9, repetition_penalty=1.2, seed=5, max_new_tokens=64),
@@ -120,7 +130,8 @@ def test_cuda_stop_length_cancel_sampling(monkeypatch, exact_rows, oracle):  # n
 
     monkeypatch.setattr(llama, "EXACT_HEAD", True)  # a shorter limit drafts fewer rows: the same tokens all the same
     # a 96-slot cache: the verify graphs' padding rows must stay inside it
-    dec = FastDecoder(open_checkpoint(checkpoint(2, "awq"), device="cuda", dtype="bf16"), max_seq_len=96)
+    path = checkpoint(2, "awq", group=_group(exact_rows))
+    dec = FastDecoder(open_checkpoint(path, device="cuda", dtype="bf16"), max_seq_len=96)
     off = fast_tokens(dec, DOC, replace(GREEDY, max_new_tokens=200, speculate="off"))
     oracle(off, len(DOC))
     on = fast_tokens(dec, DOC, replace(GREEDY, max_new_tokens=200, speculate="lookup"))
@@ -142,3 +153,22 @@ def test_cuda_stop_length_cancel_sampling(monkeypatch, exact_rows, oracle):  # n
     # the same seed gives the same tokens up to where a bf16 rounding difference first flips a choice
     same = next((i for i, (a, b) in enumerate(zip(on, off, strict=False)) if a != b), len(off))
     assert len(on) == len(off) and same >= 20
+
+
+def test_cuda_auto_speculates_where_verify_rows_are_decode_steps(monkeypatch, oracle):  # noqa: F811
+    """speculate=auto: on with the tensor-core GEMV (verify rows are decode steps bit for bit, so the reply keeps
+    its tokens), off on the CUDA-core path (YI_CHAT_MMA=0), whose tinygemm verifies round differently."""
+    from yi_cli.kernels import gemv_mma
+
+    path = checkpoint(0, "awq", group=64)
+    dec = FastDecoder(open_checkpoint(path, device="cuda", dtype="bf16"))
+    auto = replace(GREEDY, max_new_tokens=48, speculate="auto")
+    assert dec.model.exact_rows and dec.speculating(auto)
+    off = fast_tokens(dec, DOC, replace(auto, speculate="off"))
+    oracle(off, len(DOC))
+    assert fast_tokens(dec, DOC, auto) == off
+    assert dec.steps < len(off) - 1  # drafts were kept
+    monkeypatch.setattr(gemv_mma, "ENABLED", False)
+    core = FastDecoder(open_checkpoint(path, device="cuda", dtype="bf16"))
+    assert not core.model.exact_rows and not core.speculating(auto)
+    assert core.speculating(replace(auto, speculate="lookup"))

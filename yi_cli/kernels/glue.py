@@ -225,14 +225,15 @@ if triton is not None:
 if triton is not None:
 
     @triton.jit
-    def _dequant_int4(P, INV, SZ, W, n, k, kt, group, ACC: tl.constexpr, TK: tl.constexpr):
-        """One packed tile (8 rows x TK columns): nibble INV[e] of the tile holds element e (row-major)."""
+    def _dequant_int4(P, INV, SZ, W, n, k, kt, group, ACC: tl.constexpr, TR: tl.constexpr, TK: tl.constexpr):
+        """One packed tile (TR rows x TK columns in TR·TK/8 int32 words): nibble INV[e] of the tile holds element
+        e (row-major)."""
         bn, bk = tl.program_id(0), tl.program_id(1)
-        e = tl.arange(0, 8 * TK)
+        e = tl.arange(0, TR * TK)
         m = tl.load(INV + e)
-        word = tl.load(P + (bn * kt + bk) * TK + m // 8)  # a tile: 8·TK codes in TK int32 words
+        word = tl.load(P + (bn * kt + bk) * (TR * TK // 8) + m // 8)
         q = ((word >> (4 * (m % 8))) & 15).to(tl.float32)
-        row, col = bn * 8 + e // TK, bk * TK + e % TK
+        row, col = bn * TR + e // TK, bk * TK + e % TK
         sz = SZ + ((col // group) * n + row) * 2
         w = (q - 8.0) * tl.load(sz).to(tl.float32) + tl.load(sz + 1).to(tl.float32)
         if ACC:
@@ -240,11 +241,13 @@ if triton is not None:
         tl.store(W + row * k + col, w.to(W.dtype.element_ty))
 
 
-def dequant_int4(packed, inv, sz, w, group: int, ikt: int, accumulate: bool) -> None:
-    """w [N, K] (+)= (q - 8)·s + zf for tinygemm CUDA-packed codes; inv [8·16·ikt] maps tile element -> nibble."""
+def dequant_int4(packed, inv, sz, w, group: int, tile: tuple[int, int], accumulate: bool) -> None:
+    """w [N, K] (+)= (q - 8)·s + zf for codes packed in tiles of tile = (rows, columns), tile (i, j) at words
+    [(i·K/columns + j)·rows·columns/8, ...) (tinygemm's CUDA layout: (8, 16·ikt); gemv_mma's: (16, 64)); inv
+    [rows·columns] maps tile element -> nibble."""
     n, k = w.shape
-    tk = 16 * ikt
-    _dequant_int4[(n // 8, k // tk)](packed, inv, sz, w, n, k, k // tk, group, ACC=accumulate, TK=tk)
+    tr, tk = tile
+    _dequant_int4[(n // tr, k // tk)](packed, inv, sz, w, n, k, k // tk, group, ACC=accumulate, TR=tr, TK=tk)
 
 
 def add_rmsnorm(x: torch.Tensor, delta: torch.Tensor | None, w: torch.Tensor, eps: float, fused: bool):

@@ -27,13 +27,12 @@ from .sampling import Sampler
 PREFILL_CHUNK = {"cuda": 1024, "cpu": 256}  # tokens per prefill forward (bounds the transient memory)
 PIPELINE = 2  # decode steps queued on the GPU ahead of the token the host is reading
 # settings.speculate "auto": prompt-lookup speculation where scripts/bench_speculate.py measured a gain
-# (BENCHMARKS.md). CPU (demo model): 1.12-1.38x on document work (mean 1.22), about even on chat. H200 (Yi-6B AWQ):
-# a verify of 2 / 4 / 8 rows costs 1.27 / 1.56 / 2.32 decode steps (tinygemm's few-row kernel; attention and
-# sampling one launch for all rows); the demo model on real text there, with the prior of its size below:
-# 1.13-1.95x on documents (mean 1.41), 1.19x on plain chat. Off by default on CUDA all the same: a verify there
-# rounds differently from a decode step, so speculation changes a reply's bits, and no real Yi model has been
-# measured (the benchmark checkpoints' random weights draft nothing).
-SPECULATE_AUTO = {"cpu": True, "cuda": False}
+# (BENCHMARKS.md) and the verify rows are decode steps bit for bit (the reply keeps its tokens). CPU (demo model):
+# 1.12-1.38x on document work (mean 1.22), about even on chat. CUDA, int4 on the tensor-core GEMV (exact_rows):
+# a Yi-6B AWQ verify of 2 / 4 / 8 rows costs 1.05 / 1.09 / 1.21 decode steps on the H200, and the demo model on
+# real text ran 1.34-2.15x on documents (mean 1.65), 1.04x on plain chat. Off on the other CUDA paths
+# (YI_CHAT_MMA=0: tinygemm's verify rows round differently from a decode step; `lookup` still turns it on).
+SPECULATE_AUTO = {"cpu": True, "cuda": True}  # CUDA: only where verify rows are decode steps (exact_rows)
 VERIFY_ROWS = (2, 4, 8)  # CUDA: one verify graph per row count (k + 1 rounded up; extra rows are padding)
 # What a verify of T rows costs in decode steps (speculate.Costs), the rows it really runs, and what one more row's
 # logits cost: scripts/bench_speculate.py's verify_cost_ratio and head_cost_ratio (CPU: the demo model on 2 cores,
@@ -51,10 +50,14 @@ VERIFY_COST = {  # speculate.Costs(prior, bucket, timed, head); CUDA's prior: cu
 # 1.34 / 1.36 / 1.46 decode steps for 2 / 4 / 8 rows, Yi-6B AWQ (4.0 GB) 1.27 / 1.56 / 2.32; interpolated in
 # log(bytes) between them and held past either end. (With Yi-6B's prior for the demo, documents ran 1.24x.)
 CUDA_VERIFY_ANCHORS = ((0.12e9, {2: 1.34, 4: 1.36, 8: 1.46}), (4.0e9, {2: 1.27, 4: 1.56, 8: 2.32}))
+# The same where the int4 projections run the tensor-core GEMV (FastLlama.exact_rows), whose verify reads each
+# weight once for all rows (H200, scripts/bench_speculate.py): Yi-6B AWQ 1.045 / 1.089 / 1.212 decode steps; the
+# demo 1.07 / 1.09 / 1.15 greedy and 1.17 / 1.20 / 1.28 sampling, its prior between the two.
+CUDA_EXACT_ANCHORS = ((0.12e9, {2: 1.1, 4: 1.12, 8: 1.18}), (4.0e9, {2: 1.045, 4: 1.089, 8: 1.212}))
 
 
-def cuda_verify_prior(weight_bytes: int) -> dict[int, float]:
-    (b0, c0), (b1, c1) = CUDA_VERIFY_ANCHORS
+def cuda_verify_prior(weight_bytes: int, exact: bool = False) -> dict[int, float]:
+    (b0, c0), (b1, c1) = CUDA_EXACT_ANCHORS if exact else CUDA_VERIFY_ANCHORS
     f = min(1.0, max(0.0, math.log(max(weight_bytes, 1) / b0) / math.log(b1 / b0)))
     return {rows: c0[rows] + (c1[rows] - c0[rows]) * f for rows in c0}
 
@@ -98,8 +101,9 @@ class FastDecoder:
                 self.vout = torch.zeros(rows, dtype=torch.long, device=self.device)
                 self.vgraphs: dict[tuple[int, int, bool], GraphedStep] = {}  # (rows, length, greedy)
         prior, bucket, timed, head = VERIFY_COST["cuda" if self.cuda else "cpu"]
-        prior = cuda_verify_prior(self.model.weight_bytes()) if self.cuda else prior
+        prior = cuda_verify_prior(self.model.weight_bytes(), self.model.exact_rows) if self.cuda else prior
         self.verify_cost = (prior, bucket, timed, head)  # speculate.Costs' arguments, a reply's fresh Costs
+        self.exact = not self.cuda or self.model.exact_rows  # verify rows are decode steps bit for bit
         if self.cuda:
             self.host = torch.zeros(PIPELINE + 1, dtype=torch.long, pin_memory=True)
             self.events = [torch.cuda.Event() for _ in range(PIPELINE + 1)]
@@ -177,7 +181,8 @@ class FastDecoder:
         mode = settings.speculate
         if mode == "off" or (self.cuda and not (self.sampler.fused and self.model.fused)):
             return False  # CUDA without Triton: the verify graph's sampler needs the nucleus kernels
-        return mode == "lookup" or SPECULATE_AUTO["cuda" if self.cuda else "cpu"]
+        # auto on CUDA only where speculation keeps the tokens bit for bit (exact_rows)
+        return mode == "lookup" or (SPECULATE_AUTO["cuda" if self.cuda else "cpu"] and self.exact)
 
     def _verify_step(self, rows: int, length: int, greedy: bool) -> torch.Tensor:
         """The captured verify: rows tokens of self.vin, attending to `length` slots, choices into self.vout."""

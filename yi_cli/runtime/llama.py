@@ -19,8 +19,8 @@ from . import causal, kvcache, projections
 
 DENSE_PREFILL_MIN = {"cuda": 64, "cpu": 256}  # fewer new tokens: the int4 kernel beats dequantize + GEMM
 PREFILL_ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
-# CUDA: the lm_head multiplies HEAD_ROWS rows at every call up to that many (see FastLlama.head). Off by default
-# until measured: a decode step's lm_head becomes an 8-row GEMM (the same 0.5 GB of Yi-6B's head weights read).
+# CUDA: the lm_head multiplies HEAD_ROWS rows at every call up to that many (see FastLlama.head): always where the
+# int4 projections run the tensor-core GEMV (FastLlama.exact_rows), else with YI_CHAT_EXACT_HEAD=1.
 EXACT_HEAD = os.environ.get("YI_CHAT_EXACT_HEAD") == "1"
 HEAD_ROWS = 8  # decoder.VERIFY_ROWS[-1]
 
@@ -117,7 +117,7 @@ class FastLlama:
         # of squares, qkv and gate_up scale their output by the norm's 1 / rms, and qkv ropes q and k and writes
         # the cache (a Yi-6B step: 62 of 65 norm launches and all 32 rope launches gone).
         # (Not with the multi-row GEMV opt-in, YI_CHAT_GEMV_ROWS: a verify's rows are then a decode step's bits,
-        # which the unchained step computes.)
+        # which the unchained step computes; nor on the tensor-core GEMV, which folds none of them.)
         self.chained = (
             self.fused
             and not gemv.MAX_X
@@ -125,6 +125,11 @@ class FastLlama:
             and all(p.chains for layer in self.layers for p in (layer.qkv, layer.o, layer.gate_up, layer.down))
             and all(layer.gate_up.gemv_silu and layer.qkv.rope_fits(self.hd) for layer in self.layers)
         )
+        # Every int4 projection on the tensor-core GEMV (gemv_mma), whose rows of x each get the same bits for any
+        # row count: with the lm_head padded to HEAD_ROWS rows a speculative verify's rows are decode steps bit for
+        # bit (attention, norms, rope and silu already compute each row alone), so speculation keeps the tokens.
+        projs = [p for layer in self.layers for p in (layer.qkv, layer.o, layer.gate_up, layer.down)]
+        self.exact_rows = self.fused and all(getattr(p, "mma", False) for p in projs)
         self.dense_min = DENSE_PREFILL_MIN["cuda" if dev.type == "cuda" else "cpu"]
 
     def weight_bytes(self) -> int:
@@ -166,12 +171,12 @@ class FastLlama:
         return self._forward(tokens, pos, length, None, False, False, rows=True, head=False)
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
-        """Final hidden states [T, D] -> fp32 logits [T, V]. With EXACT_HEAD on CUDA, up to HEAD_ROWS rows are
-        zero-padded to HEAD_ROWS: cuBLAS then runs the same GEMM for a decode step and a verify, whose rows are
+        """Final hidden states [T, D] -> fp32 logits [T, V]. With exact_rows or EXACT_HEAD on CUDA, up to HEAD_ROWS
+        rows are zero-padded to HEAD_ROWS: cuBLAS then runs the same GEMM for a decode step and a verify, whose rows are
         each computed alone, so a verify row's logits are the decode step's bits (its hidden state already is)
         and greedy speculation keeps exactly the tokens decoding without it picks."""
         x, t = h.to(self.lm_head.dtype), h.shape[0]
-        if EXACT_HEAD and x.is_cuda and t < HEAD_ROWS:
+        if (EXACT_HEAD or self.exact_rows) and x.is_cuda and t < HEAD_ROWS:
             return F.linear(F.pad(x, (0, 0, 0, HEAD_ROWS - t)), self.lm_head)[:t].float()
         return F.linear(x, self.lm_head).float()
 

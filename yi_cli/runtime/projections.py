@@ -1,9 +1,11 @@
 """Decoder projections as plain matmul objects for the fast runtime, built from the checkpoint's tensors.
 
 `Dense`  W [N, K] in the compute dtype (plain checkpoints, and packed shapes the int4 ops refuse, dequantized).
-`Int4`   tinygemm int4: W = sum over planes of (q - 8)·s + zf per group of `group` input columns. One plane for
+`Int4`   int4: W = sum over planes of (q - 8)·s + zf per group of `group` input columns. One plane for
          AWQ / GPTQ 4-bit, two for GPTQ 8-bit: q·s + c = (hi - 8)·16s + (128s + c) + (lo - 8)·s + 8s with
-         q = 16·hi + lo, the same bytes as int8.
+         q = 16·hi + lo, the same bytes as int8. Codes in tinygemm's layout (CPU; CUDA with YI_CHAT_MMA=0: the
+         CUDA-core GEMV for one token, tinygemm for a few) or, on CUDA where the shape allows, in the tensor-core
+         GEMV's (kernels.gemv_mma: 1 to 8 tokens, each row the same bits for any count; more tokens dequantize).
 Projections that read the same input (q/k/v, gate/up) become one matmul along N where their kinds agree.
 """
 
@@ -15,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..checkpoint import formats as Q
-from ..kernels import gemv, glue, tinygemm
+from ..kernels import gemv, gemv_mma, glue, tinygemm
 
 OP_DTYPE = torch.bfloat16  # int4 activations: the CUDA op takes bf16 only, and the CPU op is ~10x faster in bf16
 
@@ -46,23 +48,26 @@ class Dense(_Proj):
 
 
 class Int4(_Proj):
-    def __init__(self, planes, group: int, n: int, k: int, perm=None, bias=None):
-        self.planes = planes  # [(packed, sz bf16 [K/group, N, 2])]
-        self.group, self.n, self.k, self.perm, self.bias = group, n, k, perm, bias
+    def __init__(self, planes, group: int, n: int, k: int, perm=None, bias=None, mma: bool = False):
+        self.planes = planes  # [(packed, sz bf16 [K/group, N, 2])]: packed in gemv_mma's layout when mma
+        self.group, self.n, self.k, self.perm, self.bias, self.mma = group, n, k, perm, bias, mma
         packed = planes[0][0]
         self.layout = None if packed.is_cuda else tinygemm.cpu_layout()
         ikt = tinygemm.inner_k_tiles(k)
         self.wpr = 2 * ikt  # int32 words per row of a packed tile
         # one token: yi-chat's GEMV over the same packed codes where this build's tile layout is the expected one
         self.gemv = (
-            packed.is_cuda
+            not mma
+            and packed.is_cuda
             and gemv.available(packed)
             and self.n % gemv.ROWS == 0
             and os.environ.get("YI_CHAT_GEMV", "1") != "0"
             and tinygemm.gemv_layout(ikt, packed.device)
         )
         # gate_up: the GEMV can finish with silu(gate)·up itself (both planes of int8 summed before it)
-        self.gemv_silu = self.gemv and bias is None and (n // 2) % (gemv.ROWS // 2) == 0
+        self.gemv_silu = bias is None and (
+            (self.gemv and (n // 2) % (gemv.ROWS // 2) == 0) or (mma and gemv_mma.silu_fits(n))
+        )
         # one token: the RMSNorm before this projection and the residual add after it can run inside the GEMV
         self.chains = self.gemv and bias is None and os.environ.get("YI_CHAT_CHAIN", "1") != "0"
 
@@ -73,6 +78,9 @@ class Int4(_Proj):
         """x through yi-chat's GEMV: one row over every plane in one launch (fold: gemv_int4's norm / residual),
         or a few rows of a one-plane projection through the multi-row kernel."""
         (packed, sz), *rest = self.planes
+        if self.mma:
+            assert all(v is None for v in fold.values()), "gemv_mma folds no norm, residual or rope"
+            return gemv_mma.gemv_mma(x, packed, sz, self.n, self.k, self.group, silu=silu, plane2=(rest or [None])[0])
         if x.shape[0] > 1:
             return gemv.gemv_int4_rows(x, packed, sz, self.n, self.k, self.group, self.wpr, silu=silu)
         plane2 = rest[0] if rest else None
@@ -80,7 +88,9 @@ class Int4(_Proj):
 
     def _rows_ok(self, t: int) -> bool:
         """The GEMV serves t rows of x: one, or up to gemv.MAX_X (a verify's tokens) of a one-plane projection
-        with the multi-row kernel."""
+        with the multi-row kernel; the tensor-core GEMV up to its 8."""
+        if self.mma:
+            return t <= gemv_mma.MAX_X
         return self.gemv and (t == 1 or (t <= gemv.MAX_X and len(self.planes) == 1))
 
     def _input(self, x: torch.Tensor) -> torch.Tensor:
@@ -100,6 +110,9 @@ class Int4(_Proj):
         return self._gemv(self._input(x), silu=True, norm=norm).to(x.dtype)
 
     def mm(self, x: torch.Tensor, norm=None) -> torch.Tensor:  # [T, K] -> [T, N], via bf16
+        if self.mma and not self._rows_ok(x.shape[0]):
+            assert norm is None
+            return self.prefill_mm(x).to(x.dtype)
         xb = self._input(x)
         if self._rows_ok(xb.shape[0]):
             y = self._gemv(xb, norm=norm)
@@ -129,12 +142,17 @@ class Int4(_Proj):
     def dense(self, dtype) -> torch.Tensor:
         """W [N, K] in `dtype`, input columns in stored (group) order."""
         packed = self.planes[0][0]
+        if self.mma:
+            w = torch.empty(self.n, self.k, dtype=dtype, device=packed.device)
+            for i, (p, sz) in enumerate(self.planes):
+                gemv_mma.dequant(p, sz, w, self.group, accumulate=i > 0)
+            return w
         if packed.is_cuda and glue.triton is not None:
             ikt = tinygemm.inner_k_tiles(self.k)
             inv = tinygemm.tile_inv(ikt, packed.device)
             w = torch.empty(self.n, self.k, dtype=dtype, device=packed.device)
             for i, (p, sz) in enumerate(self.planes):
-                glue.dequant_int4(p, inv, sz, w, self.group, ikt, accumulate=i > 0)
+                glue.dequant_int4(p, inv, sz, w, self.group, (8, 16 * ikt), accumulate=i > 0)
             return w
         w = None
         for packed, sz in self.planes:
@@ -196,14 +214,16 @@ def build(ckpt, weights, names: list[str], k: int, sizes: list[int], dtype: torc
         return Dense(Q.dequantize(w, dtype), bias)  # shapes the int4 ops refuse
     perm = Q.group_perm(w)
     q = w.q if perm is None else w.q[:, perm]  # [N, K] codes, input columns in group order
+    mma = gemv_mma.ENABLED and gemv_mma.available(q) and gemv_mma.supported(n, k, g)
+    pack = gemv_mma.pack if mma else tinygemm.pack
     if w.bits == 4:
-        planes = [(tinygemm.pack(q), tinygemm.scales_and_zeros(w.scales, w.zeros, OP_DTYPE))]
+        planes = [(pack(q), tinygemm.scales_and_zeros(w.scales, w.zeros, OP_DTYPE))]
     else:
         # s and c = -z·s rounded through the model dtype first, as the generate engine's DequantLinear holds them
         s = w.scales.float().to(dtype).float().t()  # [N, G]
         c = (-w.zeros.float() * w.scales.float()).to(dtype).float().t()
-        planes = _int8_planes(q, s, c)
-    return Int4(planes, g, n, k, perm, bias)
+        planes = _int8_planes(q, s, c, pack)
+    return Int4(planes, g, n, k, perm, bias, mma)
 
 
 def _bias(b, dtype):
@@ -221,11 +241,11 @@ def _cat_bias(biases, sizes, dtype, device):
     )
 
 
-def _int8_planes(q, s, c):
+def _int8_planes(q, s, c, pack):
     """q uint8 [N, K], s / c [N, G] fp32 (W = q·s + c) -> two int4 planes with the same bytes as q."""
     sz_hi = torch.stack([16 * s, 128 * s + c], -1).transpose(0, 1)  # [G, N, 2]
     sz_lo = torch.stack([s, 8 * s], -1).transpose(0, 1)
     return [
-        (tinygemm.pack(q >> 4), sz_hi.to(OP_DTYPE).contiguous()),
-        (tinygemm.pack(q & 15), sz_lo.to(OP_DTYPE).contiguous()),
+        (pack(q >> 4), sz_hi.to(OP_DTYPE).contiguous()),
+        (pack(q & 15), sz_lo.to(OP_DTYPE).contiguous()),
     ]

@@ -1,0 +1,397 @@
+"""A few tokens through int4 codes on the tensor cores: a GEMV for 1 to 8 rows of x whose weights are repacked at load
+so that one 32-bit word per lane is the A fragment of an mma.m16n8k16 (16 rows x 16 columns of W), written in Gluon.
+
+Why: row i of x is column i of the mma's B (8 columns), and each column of D is computed from its own column of B
+alone, so one compiled kernel gives every row of x the same bits whether it runs alone (a decode step) or beside
+up to 7 others (a speculative verify's rows): verify rows are decode steps bit for bit, and they cost about one
+step (the weights are read once; a word's 3 shifts + 4 LOP3 + one mma serve all 8 columns). The row count is a
+runtime argument that Triton does not specialize on, so a decode step and a verify run the very same binary.
+
+Layout (pack): W [N, K] codes -> int32 [N/16, K/64, 32, 4]: tile i (rows 16i..16i+15), chunk c (columns
+64c..64c+63), lane l = 4g + t, k-step s (columns 64c + 16s + 0..15). With A[r][kk] = q[16i + r, 64c + 16s + kk],
+nibble j + 4e of the word is A[g + 8·(j % 2)][2t + 8·(j // 2) + e]: the pairs (j, j + 4) are mma's a0..a3.
+Per group of G columns (G a multiple of 64) and row: y += s·D + (zf - 136·s)·X, D = sum (128 + q)·x over a
+chunk (fp32 on the tensor core) and X = sum x over the chunk: sum ((q - 8)·s + zf)·x as gemv.py's.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+
+import torch
+
+from . import glue
+
+try:
+    from triton.experimental import gluon
+    from triton.experimental.gluon import language as gl
+except ImportError:
+    gluon = None
+
+MAX_X = 8  # rows of x a launch takes: the mma's 8 columns
+# Decode and verifies go through this kernel where it serves every int4 projection of a CUDA model
+# (YI_CHAT_MMA=0: the CUDA-core GEMV and tinygemm instead).
+ENABLED = os.environ.get("YI_CHAT_MMA", "1") != "0"
+
+
+def supported(n: int, k: int, group: int) -> bool:
+    return n % 16 == 0 and k % 64 == 0 and group % 64 == 0
+
+
+def available(t: torch.Tensor) -> bool:
+    return gluon is not None and t.is_cuda and torch.cuda.get_device_capability(t.device) >= (8, 0)
+
+
+def config(n: int, k: int, planes: int = 1) -> tuple[int, int]:
+    """(row tiles of 16 per program, warps splitting K) for an [n, k] weight: the fastest measured on the H200
+    (scripts/bench_gemv.py --mma --sweep; BENCHMARKS.md) for Yi-6B's and Yi-34B's matmuls, RT cut to divide
+    N / 16; two planes (GPTQ int8) at most 2 tiles and 8 warps (ptxas for sm_90: 4 tiles take 239 registers, 16
+    warps spill at their 128)."""
+    if n >= 16384:  # gate_up, silu in the epilogue (tile pairs): Yi-6B 4 x 4 (20.8 us), Yi-34B 2 x 4
+        rt, warps = (4, 4) if k <= 4096 else (2, 4)
+    elif k >= 16384:  # Yi-34B's down
+        rt, warps = 2, 8
+    elif k >= 8192:  # Yi-6B's down
+        rt, warps = 2, 16
+    else:  # qkv, o
+        rt, warps = 1, 8
+    if planes == 2:
+        rt, warps = min(rt, 2), min(warps, 8)
+    while (n // 16) % rt:
+        rt //= 2
+    return rt, warps
+
+
+def silu_fits(n: int) -> bool:
+    """gemv_mma can finish a [gate; up] weight of n rows with silu(gate)·up: programs take tile pairs."""
+    return n % 32 == 0
+
+
+def pack(q: torch.Tensor) -> torch.Tensor:
+    """Codes uint8 [N, K] (0..15, input columns in group order) -> int32 [N/16, K/64, 32, 4] (module docstring)."""
+    n, k = q.shape
+    a = q.view(n // 16, 2, 8, k // 64, 4, 2, 4, 2)  # [tile, h, g, chunk, s, kh, t, e]: row 16·tile + 8h + g,
+    # column 64·chunk + 16s + 8kh + 2t + e; one nibble (j + 4e, j = h + 2kh) of every word at a time (load time
+    # memory: one int64 plane of N·K/8 words besides the codes)
+    words = torch.zeros(n // 16, k // 64, 8, 4, 4, dtype=torch.int64, device=q.device)  # [tile, chunk, g, t, s]
+    for h in range(2):
+        for kh in range(2):
+            for e in range(2):
+                part = a[:, h, :, :, :, kh, :, e].permute(0, 2, 1, 4, 3)  # [tile, chunk, g, t, s]
+                words |= part.to(torch.int64) << (4 * (h + 2 * kh + 4 * e))
+    words = torch.where(words >= 2**31, words - 2**32, words).to(torch.int32)
+    return words.reshape(n // 16, k // 64, 32, 4).contiguous()
+
+
+@cache
+def tile_inv(device) -> torch.Tensor:
+    """int32 [16·64]: the nibble of a tile's 128 words holding each element of its 16 x 64 block (row-major), for
+    glue.dequant_int4. Found by packing the block's own element indices, 4 bits at a time."""
+    idx = torch.arange(16 * 64, device=device).view(16, 64)
+    pos = torch.zeros(16 * 64, dtype=torch.long, device=device)
+    for d in range(3):  # 1024 elements: 10 bits
+        words = pack(((idx >> (4 * d)) & 15).to(torch.uint8)).reshape(-1)
+        nib = (words.view(-1, 1).to(torch.int64) >> (4 * torch.arange(8, device=device))) & 15  # [128, 8]
+        pos += nib.reshape(-1) << (4 * d)
+    return torch.argsort(pos).to(torch.int32)
+
+
+def dequant(packed: torch.Tensor, sz: torch.Tensor, w: torch.Tensor, group: int, accumulate: bool) -> None:
+    """w [N, K] (+)= (q - 8)·s + zf of `pack`'s layout (a prefill's dense GEMM)."""
+    glue.dequant_int4(packed, tile_inv(packed.device), sz, w, group, (16, 64), accumulate)
+
+
+if gluon is not None:
+    # A chunk of one row tile: its 4 words (k-steps) -> nibble pairs (j, j + 4) as bf16x2 (128 + q_j, 128 + q_j+4)
+    # by (w >> 4j) & 0x000F000F | 0x43004300, one mma per word accumulating in fp32 from C = 0.
+    # $0..$3: D[g][2t], D[g][2t+1], D[g+8][2t], D[g+8][2t+1]; $4..$7 the words; $8..$15 the B fragments (b0, b1)
+    # of each k-step.
+    def _mma_asm():
+        out = "{\n.reg .b32 a0, a1, a2, a3, t;\n.reg .f32 z;\nmov.f32 z, 0f00000000;\n"
+        for s in range(4):
+            w = f"${4 + s}"
+            out += f"lop3.b32 a0, {w}, 0x000F000F, 0x43004300, 0xEA;\n"
+            for j in (1, 2, 3):
+                out += f"shr.b32 t, {w}, {4 * j};\nlop3.b32 a{j}, t, 0x000F000F, 0x43004300, 0xEA;\n"
+            c = "z, z, z, z" if s == 0 else "$0, $1, $2, $3"
+            out += (
+                "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {$0, $1, $2, $3}, {a0, a1, a2, a3}, "
+                f"{{${8 + 2 * s}, ${9 + 2 * s}}}, {{{c}}};\n"
+            )
+        return out + "}"
+
+    MMA = gl.constexpr(_mma_asm())
+    # The chunk's sum of each row of x: A = ones, so D[m][n] = sum_k x_n[k] (exact products, fp32 sums): 4 mmas.
+    # $0, $1: the sums of columns 2t, 2t + 1; $2..$9 as MMA's $8..$15.
+    XSUM = gl.constexpr(
+        "{\n.reg .b32 one;\n.reg .f32 e2, e3, z;\nmov.b32 one, 0x3F803F80;\nmov.f32 z, 0f00000000;\n"
+        + "".join(
+            "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {$0, $1, e2, e3}, {one, one, one, one}, "
+            f"{{${2 + 2 * s}, ${3 + 2 * s}}}, {{{'z, z, z, z' if s == 0 else '$0, $1, e2, e3'}}};\n"
+            for s in range(4)
+        )
+        + "}"
+    )
+
+    @gluon.constexpr_function
+    def _dim(layout, rank, d):
+        """The 1-D layout of dimension d of a rank-dimensional layout."""
+        for k in range(rank - 1, -1, -1):
+            if k != d:
+                layout = gl.SliceLayout(k, layout)
+        return layout
+
+    @gluon.jit
+    def _unpack(b):
+        """bf16x2 words -> (low, high) as fp32."""
+        return (b << 16).to(gl.float32, bitcast=True), (b & -65536).to(gl.float32, bitcast=True)
+
+    @gluon.jit
+    def _words(P, wbase, w5, c0, KC: gl.constexpr, WARPS: gl.constexpr):
+        """The words of chunks c0 + warp for the program's tiles: [RT, WARPS, 8, 4, 4], one 16-byte load a tile."""
+        if KC % WARPS == 0:
+            return gl.load(P + wbase + (c0 + w5) * 128, mask=c0 + w5 < KC)
+        return gl.load(P + wbase + (c0 + w5) * 128, mask=c0 + w5 < KC, other=0)
+
+    @gluon.jit
+    def _b(xc, at: gl.constexpr, ok):
+        """A B fragment register of the chunk: the word `at` words in, [1, WARPS, 8, 4]."""
+        return gl.expand_dims(gl.load(xc + at, mask=ok, other=0), 0)
+
+    @gluon.jit
+    def _chunk(words, bs, LA: gl.constexpr):
+        """MMA over a chunk's 4 words of each tile: D[g][2t], D[g][2t+1], D[g+8][2t], D[g+8][2t+1], each
+        [RT, WARPS, 8, 4]."""
+        w02, w13 = gl.split(gl.reshape(words, [words.shape[0], words.shape[1], 8, 4, 2, 2]))  # s = 2a + b
+        w0, w2 = gl.split(w02)
+        w1, w3 = gl.split(w13)
+        return gl.inline_asm_elementwise(
+            MMA,
+            "=f,=f,=f,=f" + ",r" * 12,
+            [
+                gl.convert_layout(w0, LA),
+                gl.convert_layout(w1, LA),
+                gl.convert_layout(w2, LA),
+                gl.convert_layout(w3, LA),
+                bs[0],
+                bs[1],
+                bs[2],
+                bs[3],
+                bs[4],
+                bs[5],
+                bs[6],
+                bs[7],
+            ],
+            dtype=(gl.float32, gl.float32, gl.float32, gl.float32),
+            is_pure=True,
+            pack=1,
+        )
+
+    @gluon.jit
+    def _xfrag(X32, xw, xoff, c0, KC: gl.constexpr):
+        """b0, b1 of k-steps 0..3 of chunks c0 + warp: 8 tensors [1, WARPS, 8, 4] of bf16 pairs (lane group g
+        holds row min(g, MX - 1) of x: the columns past MX are computed and never stored)."""
+        xc = X32 + (c0 + xw) * 32 + xoff  # [WARPS, 8, 4]
+        ok = c0 + xw < KC
+        return (
+            _b(xc, 0, ok),
+            _b(xc, 4, ok),
+            _b(xc, 8, ok),
+            _b(xc, 12, ok),
+            _b(xc, 16, ok),
+            _b(xc, 20, ok),
+            _b(xc, 24, ok),
+            _b(xc, 28, ok),
+        )
+
+    @gluon.jit
+    def _sc(SZ32, w4, c0, row0, N, G: gl.constexpr, KC: gl.constexpr):
+        """The (s, zf) words of rows g and g + 8 for chunks c0 + warp: 2 x [RT, WARPS, 8, 1]."""
+        c4 = c0 + w4
+        at = SZ32 + ((c4 * 64) // G) * N + row0
+        return gl.load(at, mask=c4 < KC, other=0), gl.load(at + 8, mask=c4 < KC, other=0)
+
+    @gluon.jit
+    def _scale(acc, d, xs0, xs1, sc):
+        """The accumulators (rows g / g + 8 x columns 2t / 2t + 1) after one chunk of one plane: its mma sums d
+        scaled per row by the chunk's group (sc: its (s, zf) words): s·D + (zf - 136·s)·X."""
+        s0, z0 = _unpack(sc[0])
+        s2, z2 = _unpack(sc[1])
+        c0 = z0 - 136.0 * s0
+        c2 = z2 - 136.0 * s2
+        return (
+            acc[0] + (d[0] * s0 + c0 * xs0),
+            acc[1] + (d[1] * s0 + c0 * xs1),
+            acc[2] + (d[2] * s2 + c2 * xs0),
+            acc[3] + (d[3] * s2 + c2 * xs1),
+        )
+
+    @gluon.jit
+    def _store(Y, y, row, col, MX, NY):
+        """y [RT, 8, 4] of rows `row` and x rows `col` (< MX) into Y [MX, NY]."""
+        gl.store(Y + col * NY + row, y, mask=col < MX)
+
+    @gluon.jit
+    def _silu_store(Y, y, row, col, MX, NY, RT: gl.constexpr):
+        """y of [gate; up] tiles (even / odd): silu(gate)·up at the gate rows, rounded as gemv._gemv_int4."""
+        g, u = gl.split(gl.permute(gl.reshape(y.to(gl.float32), [RT // 2, 2, 8, 4]), (0, 2, 3, 1)))
+        out, _ = gl.split(gl.permute(gl.reshape(row, [RT // 2, 2, 8, 4]), (0, 2, 3, 1)))
+        cc, _ = gl.split(gl.permute(gl.reshape(col, [RT // 2, 2, 8, 4]), (0, 2, 3, 1)))
+        s = (g / (1.0 + gl.exp(-g))).to(Y.dtype.element_ty).to(gl.float32)
+        gl.store(Y + cc * NY + out, (s * u).to(Y.dtype.element_ty), mask=cc < MX)
+
+    @gluon.jit(do_not_specialize=["MX"])
+    def _gemv_mma(
+        X,
+        P,
+        SZ,
+        Y,
+        N,
+        MX,
+        P2,
+        SZ2,
+        KC: gl.constexpr,
+        G: gl.constexpr,
+        RT: gl.constexpr,
+        WARPS: gl.constexpr,
+        PDL: gl.constexpr,
+        SILU: gl.constexpr,
+        PLANES: gl.constexpr,
+    ):
+        """Y[m] = W·x[m] for the MX <= 8 rows of x [MX, K] and the 16·RT rows of this program's tiles (SILU: RT/2
+        tiles of gate and the same of up, Y[m] = silu(gate)·up). PLANES = 2: W = plane (P, SZ) + plane (P2, SZ2)
+        (GPTQ int8's high and low nibbles), summed in fp32."""
+        L5: gl.constexpr = gl.BlockedLayout([RT, 1, 1, 1, 4], [1, 1, 8, 4, 1], [1, WARPS, 1, 1, 1], [4, 3, 2, 1, 0])
+        LA: gl.constexpr = gl.SliceLayout(4, L5)  # [RT, WARPS, 8, 4]: tile, warp, g, t
+        pid = gl.program_id(0)
+        rt = gl.arange(0, RT, layout=_dim(LA, 4, 0))
+        if SILU:  # even tiles from gate, odd ones the matching tiles of up
+            tile = pid * (RT // 2) + rt // 2 + (rt % 2) * (N // 32)
+        else:
+            tile = pid * RT + rt
+        tile4 = gl.expand_dims(gl.expand_dims(gl.expand_dims(tile, 1), 2), 3)  # [RT, 1, 1, 1]
+        w4 = gl.expand_dims(gl.expand_dims(gl.expand_dims(gl.arange(0, WARPS, layout=_dim(LA, 4, 1)), 0), 2), 3)
+        g4 = gl.expand_dims(gl.expand_dims(gl.expand_dims(gl.arange(0, 8, layout=_dim(LA, 4, 2)), 0), 1), 3)
+        t4 = gl.expand_dims(gl.expand_dims(gl.expand_dims(gl.arange(0, 4, layout=_dim(LA, 4, 3)), 0), 1), 2)
+        s5 = gl.arange(0, 4, layout=_dim(L5, 5, 4))
+        s5 = gl.expand_dims(gl.expand_dims(gl.expand_dims(gl.expand_dims(s5, 0), 1), 2), 3)  # [1, 1, 1, 1, 4]
+        wbase = gl.expand_dims((tile4 * (KC * 32) + 4 * g4 + t4) * 4, 4) + s5  # [RT, 1, 8, 4, 4]
+        w5 = gl.expand_dims(w4, 4)  # [1, WARPS, 1, 1, 1]
+        row0 = tile4 * 16 + g4  # [RT, 1, 8, 1]: D row g; g + 8 is row0 + 8
+        # x side: lane group g holds row g of x: b0 = x[g][64c + 16s + 2t, +1], b1 = x[g][64c + 16s + 2t + 8, +9]
+        # as words of bf16 pairs; past the MX rows, the last row again (every load valid: one row of x is the
+        # one-row GEMV's broadcast load, and a column's sums use its own column of B alone)
+        LW: gl.constexpr = gl.SliceLayout(0, LA)  # [WARPS, 8, 4]
+        xw = gl.expand_dims(gl.expand_dims(gl.arange(0, WARPS, layout=_dim(LW, 3, 0)), 1), 2)
+        xg = gl.expand_dims(gl.expand_dims(gl.arange(0, 8, layout=_dim(LW, 3, 1)), 0), 2)
+        xt = gl.expand_dims(gl.expand_dims(gl.arange(0, 4, layout=_dim(LW, 3, 2)), 0), 1)
+        xoff = xt + gl.minimum(xg, MX - 1) * (KC * 32)  # [1, 8, 4] words
+        X32 = X.to(gl.pointer_type(gl.int32))
+        SZ32 = SZ.to(gl.pointer_type(gl.int32))  # (s, zf) bf16 pairs as one word
+        SZ232 = SZ2.to(gl.pointer_type(gl.int32))
+        zero = gl.zeros([RT, WARPS, 8, 4], gl.float32, LA)
+        acc = (zero, zero, zero, zero)
+        # Loads run two iterations ahead (words, x's B fragments, scales): ptxas schedules a load whose value the
+        # iteration does not use after the iteration's mma chain, so one iteration of lead would leave each
+        # iteration waiting on memory.
+        words, nwords = _words(P, wbase, w5, 0, KC, WARPS), _words(P, wbase, w5, WARPS, KC, WARPS)
+        if PLANES == 2:
+            words2, nwords2 = _words(P2, wbase, w5, 0, KC, WARPS), _words(P2, wbase, w5, WARPS, KC, WARPS)
+        if PDL:
+            gl.inline_asm_elementwise("griddepcontrol.wait; // $0", "=r", [], dtype=gl.int32, is_pure=False, pack=1)
+            gl.inline_asm_elementwise(
+                "griddepcontrol.launch_dependents; // $0", "=r", [], dtype=gl.int32, is_pure=False, pack=1
+            )
+        bs, nbs = _xfrag(X32, xw, xoff, 0, KC), _xfrag(X32, xw, xoff, WARPS, KC)
+        sc, nsc = _sc(SZ32, w4, 0, row0, N, G, KC), _sc(SZ32, w4, WARPS, row0, N, G, KC)
+        if PLANES == 2:
+            sc2, nsc2 = _sc(SZ232, w4, 0, row0, N, G, KC), _sc(SZ232, w4, WARPS, row0, N, G, KC)
+        for c0 in range(0, KC, WARPS):
+            c2 = c0 + 2 * WARPS
+            wnext = _words(P, wbase, w5, c2, KC, WARPS)
+            bnext = _xfrag(X32, xw, xoff, c2, KC)
+            snext = _sc(SZ32, w4, c2, row0, N, G, KC)
+            xs0, xs1 = gl.inline_asm_elementwise(
+                XSUM, "=f,=f" + ",r" * 8, bs, dtype=(gl.float32, gl.float32), is_pure=True, pack=1
+            )
+            acc = _scale(acc, _chunk(words, bs, LA), xs0, xs1, sc)
+            if PLANES == 2:
+                w2next = _words(P2, wbase, w5, c2, KC, WARPS)
+                s2next = _sc(SZ232, w4, c2, row0, N, G, KC)
+                acc = _scale(acc, _chunk(words2, bs, LA), xs0, xs1, sc2)
+                words2, nwords2 = nwords2, w2next
+                sc2, nsc2 = nsc2, s2next
+            words, nwords = nwords, wnext
+            bs, nbs = nbs, bnext
+            sc, nsc = nsc, snext
+        # the warps' partial sums added: [RT, 8, 4] for D rows g / g + 8, columns (rows of x) 2t / 2t + 1
+        dt = Y.dtype.element_ty
+        y00 = gl.sum(acc[0], axis=1).to(dt)
+        y01 = gl.sum(acc[1], axis=1).to(dt)
+        y20 = gl.sum(acc[2], axis=1).to(dt)
+        y21 = gl.sum(acc[3], axis=1).to(dt)
+        LY: gl.constexpr = gl.SliceLayout(1, LA)
+        ry = gl.expand_dims(gl.expand_dims(gl.arange(0, RT, layout=_dim(LY, 3, 0)), 1), 2)
+        gy = gl.expand_dims(gl.expand_dims(gl.arange(0, 8, layout=_dim(LY, 3, 1)), 0), 2)
+        col = 2 * gl.expand_dims(gl.expand_dims(gl.arange(0, 4, layout=_dim(LY, 3, 2)), 0), 1) + ry * 0 + gy * 0
+        if SILU:  # even tiles gate, odd ones up: out rows are the gate rows
+            row = (pid * (RT // 2) + ry // 2) * 16 + gy + col * 0  # [RT, 8, 4]
+            _silu_store(Y, y00, row, col, MX, N // 2, RT)
+            _silu_store(Y, y01, row, col + 1, MX, N // 2, RT)
+            _silu_store(Y, y20, row + 8, col, MX, N // 2, RT)
+            _silu_store(Y, y21, row + 8, col + 1, MX, N // 2, RT)
+        else:
+            row = (pid * RT + ry) * 16 + gy + col * 0
+            _store(Y, y00, row, col, MX, N)
+            _store(Y, y01, row, col + 1, MX, N)
+            _store(Y, y20, row + 8, col, MX, N)
+            _store(Y, y21, row + 8, col + 1, MX, N)
+
+
+def gemv_mma(
+    x: torch.Tensor,
+    packed: torch.Tensor,
+    sz: torch.Tensor,
+    n: int,
+    k: int,
+    group: int,
+    rt: int | None = None,
+    warps: int | None = None,
+    pdl: bool | None = None,
+    silu: bool = False,
+    plane2: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """x [T, K] bf16 (1 <= T <= 8, contiguous) @ W.T over `pack`'s layout -> [T, N] (silu: W = [gate; up],
+    silu(gate)·up [T, N/2]); each row of the result the same bits for any T."""
+    t = x.shape[0]
+    assert 1 <= t <= MAX_X and x.is_contiguous()
+    crt, cwarps = config(n, k, 1 if plane2 is None else 2)
+    rt, warps = rt or crt, warps or cwarps
+    if silu:  # RT tiles: RT / 2 of gate and as many of up
+        rt = max(rt, 2)
+        while (n // 32) % (rt // 2):
+            rt //= 2
+    y = torch.empty(t, n // 2 if silu else n, dtype=x.dtype, device=x.device)
+    pdl = glue.pdl(x) if pdl is None else pdl
+    p2, sz2 = plane2 if plane2 is not None else (packed, sz)
+    _gemv_mma[(n // (16 * rt),)](
+        x,
+        packed,
+        sz,
+        y,
+        n,
+        t,
+        p2,
+        sz2,
+        KC=k // 64,
+        G=group,
+        RT=rt,
+        WARPS=warps,
+        PDL=pdl,
+        SILU=silu,
+        PLANES=1 if plane2 is None else 2,
+        num_warps=warps,
+        launch_pdl=pdl,
+    )
+    return y
