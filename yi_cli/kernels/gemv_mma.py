@@ -241,6 +241,20 @@ if gluon is not None:
         s = (g / (1.0 + gl.exp(-g))).to(Y.dtype.element_ty).to(gl.float32)
         gl.store(Y + cc * NY + out, (s * u).to(Y.dtype.element_ty), mask=cc < MX)
 
+    @gluon.jit
+    def _epilogue(Y, a0, a2, row, col, MX, NY, RT: gl.constexpr, SILU: gl.constexpr):
+        """One column of each lane's D pair (rows g and g + 8): the warps' sums, rounded, stored (SILU: as
+        silu(gate)·up)."""
+        dt = Y.dtype.element_ty
+        y0 = gl.sum(a0, axis=1).to(dt)
+        y2 = gl.sum(a2, axis=1).to(dt)
+        if SILU:
+            _silu_store(Y, y0, row, col, MX, NY, RT)
+            _silu_store(Y, y2, row + 8, col, MX, NY, RT)
+        else:
+            _store(Y, y0, row, col, MX, NY)
+            _store(Y, y2, row + 8, col, MX, NY)
+
     @gluon.jit(do_not_specialize=["MX"])
     def _gemv_mma(
         X,
@@ -325,28 +339,22 @@ if gluon is not None:
             words, nwords = nwords, wnext
             bs, nbs = nbs, bnext
             sc, nsc = nsc, snext
-        # the warps' partial sums added: [RT, 8, 4] for D rows g / g + 8, columns (rows of x) 2t / 2t + 1
-        dt = Y.dtype.element_ty
-        y00 = gl.sum(acc[0], axis=1).to(dt)
-        y01 = gl.sum(acc[1], axis=1).to(dt)
-        y20 = gl.sum(acc[2], axis=1).to(dt)
-        y21 = gl.sum(acc[3], axis=1).to(dt)
+        # the warps' partial sums added: [RT, 8, 4] for D rows g / g + 8, columns (rows of x) 2t / 2t + 1; the odd
+        # columns only where x has a second row (a decode step skips half the cross-warp sums; each column's own
+        # sum is the same code either way)
         LY: gl.constexpr = gl.SliceLayout(1, LA)
         ry = gl.expand_dims(gl.expand_dims(gl.arange(0, RT, layout=_dim(LY, 3, 0)), 1), 2)
         gy = gl.expand_dims(gl.expand_dims(gl.arange(0, 8, layout=_dim(LY, 3, 1)), 0), 2)
         col = 2 * gl.expand_dims(gl.expand_dims(gl.arange(0, 4, layout=_dim(LY, 3, 2)), 0), 1) + ry * 0 + gy * 0
         if SILU:  # even tiles gate, odd ones up: out rows are the gate rows
             row = (pid * (RT // 2) + ry // 2) * 16 + gy + col * 0  # [RT, 8, 4]
-            _silu_store(Y, y00, row, col, MX, N // 2, RT)
-            _silu_store(Y, y01, row, col + 1, MX, N // 2, RT)
-            _silu_store(Y, y20, row + 8, col, MX, N // 2, RT)
-            _silu_store(Y, y21, row + 8, col + 1, MX, N // 2, RT)
+            NY = N // 2
         else:
             row = (pid * RT + ry) * 16 + gy + col * 0
-            _store(Y, y00, row, col, MX, N)
-            _store(Y, y01, row, col + 1, MX, N)
-            _store(Y, y20, row + 8, col, MX, N)
-            _store(Y, y21, row + 8, col + 1, MX, N)
+            NY = N
+        _epilogue(Y, acc[0], acc[2], row, col, MX, NY, RT, SILU)
+        if MX > 1:
+            _epilogue(Y, acc[1], acc[3], row, col + 1, MX, NY, RT, SILU)
 
 
 def gemv_mma(
