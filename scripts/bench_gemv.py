@@ -42,6 +42,7 @@ def x_rows(n, k, group, wpr, sets, counts, pdl, nbytes, mma=False) -> dict:
     """gemv_int4_rows on T rows of x (each R of gemv.X_ROWS_R's choices and the default) against tinygemm on the
     same T rows and the one-row GEMV on one row: one JSON line per T."""
     out = {}
+    mma_sets = [(gemv_mma.pack(q), sz) for _, sz, q in sets] if mma else []
     for t in counts:
         x = torch.randn(t, k, device="cuda", dtype=torch.bfloat16)
         ref = torch.ops.aten._weight_int4pack_mm(x, sets[0][0], group, sets[0][1]).float()
@@ -74,7 +75,6 @@ def x_rows(n, k, group, wpr, sets, counts, pdl, nbytes, mma=False) -> dict:
             row[f"rows_{r}_TB_s"] = round(nbytes / us / 1e6, 2)
             row[f"rows_{r}_rel_err_vs_tinygemm"] = round(err, 5)
         if mma:  # the tensor-core GEMV on the same t rows and on one (its default configuration)
-            mma_sets = [(gemv_mma.pack(q), sz) for _, sz, q in sets]
             y = gemv_mma.gemv_mma(x, *mma_sets[0], n, k, group, pdl=pdl)
             row["mma_rel_err_vs_tinygemm"] = round(float((y.float() - ref).norm() / ref.norm()), 5)
             for m, xm in (("mma_us", x), ("mma_one_row_us", x[:1])):

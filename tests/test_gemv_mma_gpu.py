@@ -7,18 +7,16 @@ from __future__ import annotations
 import pytest
 import torch
 from test_fast import rel_err
+from test_gemv_fold_gpu import weights_other
+from test_gemv_rows_gpu import SHAPES as ROWS_SHAPES
 from test_gemv_rows_gpu import weights
+
+from yi_cli.kernels import gemv_mma
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
-SHAPES = {
-    "qkv": (5120, 4096, 128),
-    "o": (4096, 4096, 128),
-    "gate_up": (22016, 4096, 128),
-    "down": (4096, 11008, 128),
-    "tiny64": (96, 576, 64),
-    "34b_down": (7168, 20480, 128),
-}
+# the multi-row GEMV's shapes that this kernel serves (groups of 64 columns and more), and Yi-34B's down
+SHAPES = {name: s for name, s in ROWS_SHAPES.items() if gemv_mma.supported(*s)} | {"34b_down": (7168, 20480, 128)}
 
 
 def _x(t, k, seed, scale=1.0):
@@ -26,20 +24,15 @@ def _x(t, k, seed, scale=1.0):
     return (torch.randn(t, k, device="cuda", generator=g) * scale).to(torch.bfloat16)
 
 
-def _mma_weights(n, k, group, seed=0):
-    """(packed for gemv_mma, sz) and the fp32 weights they hold."""
-    from yi_cli.kernels import gemv_mma, tinygemm
+def _mma_weights(n, k, group, other=False):
+    """(packed for gemv_mma, sz) and the fp32 weights they hold (other: a second, different plane)."""
+    from yi_cli.kernels import tinygemm
 
-    packed, sz, w, _ = weights(n, k, group)
-    if seed:  # another plane: the rows permuted
-        perm = torch.randperm(n, device="cuda", generator=torch.Generator(device="cuda").manual_seed(seed))
-        return (gemv_mma.pack(tinygemm.codes(packed, n, k)[perm]), sz[:, perm].contiguous()), w[perm]
+    packed, sz, w, _ = (weights_other if other else weights)(n, k, group)
     return (gemv_mma.pack(tinygemm.codes(packed, n, k)), sz), w
 
 
 def _mma(planes, x, n, k, group, **kw):
-    from yi_cli.kernels import gemv_mma
-
     (packed, sz), *rest = planes
     return gemv_mma.gemv_mma(x, packed, sz, n, k, group, plane2=(rest or [None])[0], **kw)
 
@@ -79,7 +72,7 @@ def test_mma_silu_epilogue(shape):
 def test_mma_two_planes(shape):
     n, k, group = SHAPES[shape]
     a, w1 = _mma_weights(n, k, group)
-    b, w2 = _mma_weights(n, k, group, seed=7)
+    b, w2 = _mma_weights(n, k, group, other=True)
     x = _x(3, k, 3)
     y = _mma([a, b], x, n, k, group)
     assert rel_err(y.float(), x.float() @ (w1 + w2).t()) < 3e-3
@@ -88,8 +81,6 @@ def test_mma_two_planes(shape):
 
 @pytest.mark.parametrize("shape", ["o", "tiny64"])
 def test_mma_dequant_for_prefill(shape):
-    from yi_cli.kernels import gemv_mma
-
     n, k, group = SHAPES[shape]
     (packed, sz), w = _mma_weights(n, k, group)
     got = torch.empty(n, k, dtype=torch.bfloat16, device="cuda")
@@ -103,8 +94,6 @@ def test_projection_routes_rows_to_the_mma_gemv(monkeypatch):
     """Int4 on CUDA: 1..8 rows through gemv_mma (silu in its epilogue), more through the dequantized GEMM."""
     from test_fast import checkpoint
     from test_fast_gpu import cuda_pair
-
-    from yi_cli.kernels import gemv_mma
 
     _, dec = cuda_pair(checkpoint(0, "awq", group=64))
     m = dec.model

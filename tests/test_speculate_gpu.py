@@ -28,10 +28,10 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 def exact_rows(request, monkeypatch):
     """The exact verify: the tensor-core GEMV (the default), or the opt-in of the CUDA-core path
     (YI_CHAT_MMA=0 YI_CHAT_GEMV_ROWS=8 YI_CHAT_EXACT_HEAD=1): the multi-row GEMV for verify rows."""
-    from yi_cli.kernels import gemv, gemv_mma
+    from yi_cli.kernels import gemv
 
     if request.param == "rows":
-        monkeypatch.setattr(gemv_mma, "ENABLED", False)
+        request.getfixturevalue("cuda_core")
         monkeypatch.setattr(gemv, "MAX_X", 8)
     return request.param
 

@@ -189,6 +189,13 @@ if gluon is not None:
         gl.store(VC + vat + HD // 2, b2, mask=isv)
 
     @gluon.jit
+    def _silu_gate_up(g, u, DT: gl.constexpr):
+        """silu(gate)·up as transformers rounds it: from gate and up already rounded to DT (passed as fp32), silu in
+        fp32 rounded, the product rounded; returns DT."""
+        s = (g / (1.0 + gl.exp(-g))).to(DT).to(gl.float32)
+        return (s * u).to(DT)
+
+    @gluon.jit
     def _rstd(PART, NP: gl.constexpr, K: gl.constexpr, eps, WARPS: gl.constexpr):
         """RMSNorm's 1 / sqrt(mean(x^2) + eps) from the NP partial sums of squares the producing GEMV wrote."""
         NPP: gl.constexpr = 1 << (NP - 1).bit_length()
@@ -310,8 +317,7 @@ if gluon is not None:
         if SILU:  # as transformers: gate and up rounded, silu in fp32 rounded, the product rounded
             g, u = gl.split(gl.reshape(y.to(gl.float32), [R // 2, 2]))
             oo, _ = gl.split(gl.reshape(o, [R // 2, 2]))
-            s = (g / (1.0 + gl.exp(-g))).to(Y.dtype.element_ty).to(gl.float32)
-            gl.store(Y + oo, (s * u).to(Y.dtype.element_ty))
+            gl.store(Y + oo, _silu_gate_up(g, u, Y.dtype.element_ty))
         elif HD > 0:
             _rope_store(y, r, Y, POS, COS, SIN, KC, VC, S, R, HD, NH, NKV)
         elif RESIDUAL:  # as transformers' residual add (bf16 + bf16, rounded), then the next norm's first half
@@ -444,8 +450,7 @@ if gluon is not None:
             out = ym * (N // 2) + gl.program_id(0) * (R // 2) + yi // 2  # [M, R]: pairs (gate, up) share one
             g, u = gl.split(gl.reshape(y.to(gl.float32), [M, R // 2, 2]))
             oo, _ = gl.split(gl.reshape(out, [M, R // 2, 2]))
-            s = (g / (1.0 + gl.exp(-g))).to(Y.dtype.element_ty).to(gl.float32)
-            gl.store(Y + oo, (s * u).to(Y.dtype.element_ty), mask=oo < MX * (N // 2))
+            gl.store(Y + oo, _silu_gate_up(g, u, Y.dtype.element_ty), mask=oo < MX * (N // 2))
         else:
             gl.store(Y + ym * N + gl.program_id(0) * R + yi, y, mask=(ym < MX) & (yi < R))
 

@@ -21,7 +21,7 @@ from functools import cache
 
 import torch
 
-from . import glue
+from . import glue, tinygemm
 
 try:
     from triton.experimental import gluon
@@ -87,14 +87,8 @@ def pack(q: torch.Tensor) -> torch.Tensor:
 @cache
 def tile_inv(device) -> torch.Tensor:
     """int32 [16·64]: the nibble of a tile's 128 words holding each element of its 16 x 64 block (row-major), for
-    glue.dequant_int4. Found by packing the block's own element indices, 4 bits at a time."""
-    idx = torch.arange(16 * 64, device=device).view(16, 64)
-    pos = torch.zeros(16 * 64, dtype=torch.long, device=device)
-    for d in range(3):  # 1024 elements: 10 bits
-        words = pack(((idx >> (4 * d)) & 15).to(torch.uint8)).reshape(-1)
-        nib = (words.view(-1, 1).to(torch.int64) >> (4 * torch.arange(8, device=device))) & 15  # [128, 8]
-        pos += nib.reshape(-1) << (4 * d)
-    return torch.argsort(pos).to(torch.int32)
+    glue.dequant_int4 (tinygemm.element_pos, inverted)."""
+    return torch.argsort(tinygemm.element_pos(pack, 16, 64, device)).to(torch.int32)
 
 
 def dequant(packed: torch.Tensor, sz: torch.Tensor, w: torch.Tensor, group: int, accumulate: bool) -> None:
@@ -103,6 +97,8 @@ def dequant(packed: torch.Tensor, sz: torch.Tensor, w: torch.Tensor, group: int,
 
 
 if gluon is not None:
+    from .gemv import _silu_gate_up
+
     # A chunk of one row tile: its 4 words (k-steps) -> nibble pairs (j, j + 4) as bf16x2 (128 + q_j, 128 + q_j+4)
     # by (w >> 4j) & 0x000F000F | 0x43004300, one mma per word accumulating in fp32 from C = 0.
     # $0..$3: D[g][2t], D[g][2t+1], D[g+8][2t], D[g+8][2t+1]; $4..$7 the words; $8..$15 the B fragments (b0, b1)
@@ -238,8 +234,7 @@ if gluon is not None:
         g, u = gl.split(gl.permute(gl.reshape(y.to(gl.float32), [RT // 2, 2, 8, 4]), (0, 2, 3, 1)))
         out, _ = gl.split(gl.permute(gl.reshape(row, [RT // 2, 2, 8, 4]), (0, 2, 3, 1)))
         cc, _ = gl.split(gl.permute(gl.reshape(col, [RT // 2, 2, 8, 4]), (0, 2, 3, 1)))
-        s = (g / (1.0 + gl.exp(-g))).to(Y.dtype.element_ty).to(gl.float32)
-        gl.store(Y + cc * NY + out, (s * u).to(Y.dtype.element_ty), mask=cc < MX)
+        gl.store(Y + cc * NY + out, _silu_gate_up(g, u, Y.dtype.element_ty), mask=cc < MX)
 
     @gluon.jit
     def _epilogue(Y, a0, a2, row, col, MX, NY, RT: gl.constexpr, SILU: gl.constexpr):

@@ -86,18 +86,23 @@ def _nibbles(packed: torch.Tensor) -> torch.Tensor:
     return torch.stack([b & 15, b >> 4], -1).flatten(-2)
 
 
+def element_pos(pack_fn, rows: int, cols: int, device) -> torch.Tensor:
+    """Where a packing function puts each code of a rows x cols block that it stores as one tile of words: pack
+    the block's own element index, 4 bits at a time. pos[m] is the row-major index of the code held in nibble m
+    of the tile."""
+    idx = torch.arange(rows * cols, device=device).view(rows, cols)
+    pos = torch.zeros(rows * cols, dtype=torch.long, device=device)
+    for d in range(-(-(rows * cols - 1).bit_length() // 4)):
+        codes = ((idx >> (4 * d)) & 15).to(torch.uint8)
+        pos += _nibbles(pack_fn(codes)).reshape(-1).long() << (4 * d)
+    return pos
+
+
 @cache
 def tile_pos(ikt: int, device) -> torch.Tensor:
-    """The CUDA pack stores each 8 x 16·ikt block of codes as one [32, ikt/2] int32 tile in a fixed order.
-    Recover that order by packing the block's own element index, 4 bits at a time: pos[m] is the row-major
-    index (row·16·ikt + col) of the code held in nibble m of the tile."""
-    k = 16 * ikt
-    idx = torch.arange(8 * k, device=device).view(8, k)
-    pos = torch.zeros(8 * k, dtype=torch.long, device=device)
-    for d in range(3):  # 8·k <= 1024 elements: 10 bits
-        codes = ((idx >> (4 * d)) & 15).to(torch.uint8)
-        pos += _nibbles(pack(codes)).reshape(-1).long() << (4 * d)
-    return pos
+    """The CUDA pack stores each 8 x 16·ikt block of codes as one [32, ikt/2] int32 tile in a fixed order:
+    element_pos of that block (index row·16·ikt + col)."""
+    return element_pos(pack, 8, 16 * ikt, device)
 
 
 @cache

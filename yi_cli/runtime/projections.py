@@ -112,7 +112,7 @@ class Int4(_Proj):
     def mm(self, x: torch.Tensor, norm=None) -> torch.Tensor:  # [T, K] -> [T, N], via bf16
         if self.mma and not self._rows_ok(x.shape[0]):
             assert norm is None
-            return self.prefill_mm(x).to(x.dtype)
+            return self.prefill_mm(x)
         xb = self._input(x)
         if self._rows_ok(xb.shape[0]):
             y = self._gemv(xb, norm=norm)
