@@ -36,17 +36,20 @@ def test_supported_shapes():
     assert not gemv_mma.supported(40, 256, 64)
 
 
-def test_tile_inv_finds_each_element_of_a_tile():
-    """dequant's map (glue.dequant_int4 reads element e of a 16 x 64 tile from nibble tile_inv[e] of its 128
-    words): checked against pack on codes that differ in every element of two tiles."""
-    q = torch.randint(0, 16, (16, 128), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
-    words = gemv_mma.pack(q).reshape(2, 128).to(torch.int64) & 0xFFFFFFFF  # tile (0, chunk) = 128 words
-    inv = gemv_mma.tile_inv(torch.device("cpu")).long()
-    assert sorted(inv.tolist()) == list(range(1024))
-    for chunk in range(2):
-        nib = (words[chunk].view(-1, 1) >> (4 * torch.arange(8))) & 15  # [128 words, 8 nibbles]
-        got = nib.reshape(-1)[inv].view(16, 64)
-        assert torch.equal(got, q[:, 64 * chunk : 64 * chunk + 64].to(torch.int64))
+def test_word_nibbles_are_the_fragment_rows_and_columns_dequant_places():
+    """The layout gemv_mma._dequant reads: nibble j + 4e (j = jr + 2·jc) of word s of lane 4g + t in a chunk holds
+    row 8·jr + g, column 16s + 8·jc + 2t + e of its 16 x 64 block; the kernel's permute of the six indices,
+    done here with torch, gives back the codes of two tiles x two chunks."""
+    q = torch.randint(0, 16, (32, 128), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    words = gemv_mma.pack(q).to(torch.int64) & 0xFFFFFFFF  # [tile, chunk, lane, s]
+    jc, jr, e = torch.arange(2).view(2, 1, 1), torch.arange(2).view(1, 2, 1), torch.arange(2).view(1, 1, 2)
+    shift = (4 * (jr + 2 * jc + 4 * e)).view(1, 1, 1, 2, 2, 2)
+    for tile in range(2):
+        for chunk in range(2):
+            w = words[tile, chunk].view(8, 4, 4, 1, 1, 1)  # [g, t, s, jc, jr, e]
+            got = ((w >> shift) & 15).permute(4, 0, 2, 3, 1, 5).reshape(16, 64)
+            want = q[16 * tile : 16 * tile + 16, 64 * chunk : 64 * chunk + 64].to(torch.int64)
+            assert torch.equal(got, want)
 
 
 def test_config_fits_every_shape():
@@ -66,6 +69,6 @@ def test_config_fits_every_shape():
         (48, 64),
     ]:
         for planes in (1, 2):
-            rt, warps = gemv_mma.config(n, k, planes)
-            assert (n // 16) % rt == 0 and warps in (4, 8, 16)
-            assert planes == 1 or (rt <= 2 and warps <= 8)
+            rt, warps, ahead = gemv_mma.config(n, k, planes)
+            assert (n // 16) % rt == 0 and warps in (4, 8, 16) and ahead in (2, 3)
+            assert planes == 1 or (rt <= 2 and warps <= 8 and ahead == 2)

@@ -216,6 +216,33 @@ def test_causal_attention_equals_torch_lower_right_bias_on_gpu(dtype, backend):
     check_causal_equals_torch_bias("cuda", dtype, backends)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize(
+    "t, length, kv, groups, hd", [(1024, 1024, 4, 8, 128), (300, 1324, 4, 8, 128), (5, 9, 2, 7, 64)]
+)
+def test_grouped_attention_is_each_head_groups_attention_on_gpu(t, length, kv, groups, hd):
+    """llama.attention's prompt chunks: all heads in one flash call (causal.grouped) give each head what attending
+    through its own KV head gives, within bf16 rounding of an fp32 reference (flash may split the keys
+    differently for 4 heads than for 32), and the [KV, G, T] rows come back where the per-group path puts them."""
+    from yi_cli.runtime.llama import attention
+
+    g = torch.Generator("cuda").manual_seed(0)
+    qg = torch.randn(1, kv, groups * t, hd, generator=g, device="cuda", dtype=torch.bfloat16)
+    k, v = (torch.randn(1, kv, length, hd, generator=g, device="cuda", dtype=torch.bfloat16) for _ in "kv")
+    got = attention(qg, k, v, t, None)
+    assert causal.grouped(qg.reshape(1, kv * groups, t, hd), k, v) is not None  # the one-call path ran
+    mask = torch.tril(torch.ones(t, length, dtype=torch.bool, device="cuda"), diagonal=length - t)
+    for j in range(groups):
+        rows = slice(j * t, (j + 1) * t)
+        want = torch.nn.functional.scaled_dot_product_attention(
+            qg[:, :, rows].float(), k.float(), v.float(), attn_mask=mask
+        )
+        per_group = causal.attention(qg[:, :, rows], k, v).float()
+        err, err_group = (got[:, :, rows].float() - want).abs().max(), (per_group - want).abs().max()
+        assert err <= max(2 * err_group, 1e-2), (j, float(err), float(err_group))
+
+
 @pytest.mark.parametrize(
     "tokenizer_config, config, plain",
     [

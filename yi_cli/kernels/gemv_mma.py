@@ -17,12 +17,16 @@ chunk (fp32 on the tensor core) and X = sum x over the chunk: sum ((q - 8)·s + 
 from __future__ import annotations
 
 import os
-from functools import cache
 
 import torch
 
-from . import glue, tinygemm
+from . import glue
 
+try:
+    import triton
+    import triton.language as tl
+except ImportError:
+    triton = None
 try:
     from triton.experimental import gluon
     from triton.experimental.gluon import language as gl
@@ -43,24 +47,31 @@ def available(t: torch.Tensor) -> bool:
     return gluon is not None and t.is_cuda and torch.cuda.get_device_capability(t.device) >= (8, 0)
 
 
-def config(n: int, k: int, planes: int = 1) -> tuple[int, int]:
-    """(row tiles of 16 per program, warps splitting K) for an [n, k] weight: the fastest measured on the H200
-    (scripts/bench_gemv.py --mma --sweep; BENCHMARKS.md) for Yi-6B's and Yi-34B's matmuls, RT cut to divide
-    N / 16; two planes (GPTQ int8) at most 2 tiles and 8 warps (ptxas for sm_90: 4 tiles take 239 registers, 16
-    warps spill at their 128)."""
-    if n >= 16384:  # gate_up, silu in the epilogue (tile pairs): Yi-6B 4 x 4 (20.8 us), Yi-34B 2 x 4
+def config(n: int, k: int, planes: int = 1) -> tuple[int, int, int]:
+    """(row tiles of 16 per program, warps splitting K, chunks each warp loads ahead) for an [n, k] weight: the
+    fastest measured on the H200 (scripts/bench_gemv.py --mma --sweep; BENCHMARKS.md) for Yi-6B's and Yi-34B's
+    matmuls, RT cut to divide N / 16; two planes (GPTQ int8) at most 2 tiles and 8 warps (ptxas for sm_90: 4 tiles
+    take 239 registers, 16 warps spill at their 128) and 2 chunks ahead. A program's registers bound how many
+    share an SM (3 of the 1 x 8 ones: 69 registers), so a weight just over one wave of programs takes 2 tiles each.
+    """
+    ahead = 2
+    if n >= 16384:  # gate_up, silu in the epilogue (tile pairs): Yi-6B 4 x 4 (20.3 us), Yi-34B 2 x 4 (52.5)
         rt, warps = (4, 4) if k <= 4096 else (2, 4)
-    elif k >= 16384:  # Yi-34B's down
+    elif k >= 16384:  # Yi-34B's down (29.9 us)
         rt, warps = 2, 8
-    elif k >= 8192:  # Yi-6B's down
+    elif k >= 8192:  # Yi-6B's down (12.7 us)
         rt, warps = 2, 16
-    else:  # qkv, o
+    elif n == k and n > 4096:  # Yi-34B's o: 448 one-tile programs are 1.1 waves (17.0 us), 224 of 2 tiles 12.1
+        rt, warps = 2, 8
+    elif n == k:  # Yi-6B's o: 16 warps, 3 chunks ahead (5.4 us; 1 x 8 with 2 ahead 6.7)
+        rt, warps, ahead = 1, 16, 3
+    else:  # qkv (Yi-6B 6.7 us, Yi-34B 17.5)
         rt, warps = 1, 8
     if planes == 2:
-        rt, warps = min(rt, 2), min(warps, 8)
+        rt, warps, ahead = min(rt, 2), min(warps, 8), 2
     while (n // 16) % rt:
         rt //= 2
-    return rt, warps
+    return rt, warps, ahead
 
 
 def silu_fits(n: int) -> bool:
@@ -84,16 +95,45 @@ def pack(q: torch.Tensor) -> torch.Tensor:
     return words.reshape(n // 16, k // 64, 32, 4).contiguous()
 
 
-@cache
-def tile_inv(device) -> torch.Tensor:
-    """int32 [16·64]: the nibble of a tile's 128 words holding each element of its 16 x 64 block (row-major), for
-    glue.dequant_int4 (tinygemm.element_pos, inverted)."""
-    return torch.argsort(tinygemm.element_pos(pack, 16, 64, device)).to(torch.int32)
-
-
 def dequant(packed: torch.Tensor, sz: torch.Tensor, w: torch.Tensor, group: int, accumulate: bool) -> None:
-    """w [N, K] (+)= (q - 8)·s + zf of `pack`'s layout (a prefill's dense GEMM)."""
-    glue.dequant_int4(packed, tile_inv(packed.device), sz, w, group, (16, 64), accumulate)
+    """w [N, K] (+)= (q - 8)·s + zf of `pack`'s layout (a prefill's dense GEMM): a program reads DEQUANT_CHUNKS
+    chunks of one row tile as whole words and writes rows of 64 columns (glue.dequant_int4's gather of each
+    element's word by an index map ran at ~1.7 TB/s of reads + writes on the H200)."""
+    n, k = w.shape
+    kc = k // 64
+    nt = next(t for t in (DEQUANT_CHUNKS, 4, 2, 1) if kc % t == 0)
+    _dequant[(n // 16, kc // nt)](packed, sz, w, n, k, kc, group, ACC=accumulate, NT=nt)
+
+
+DEQUANT_CHUNKS = 4
+
+if triton is not None:
+
+    @triton.jit
+    def _dequant(P, SZ, W, n, k, kc, group, ACC: tl.constexpr, NT: tl.constexpr):
+        """NT chunks of row tile program_id(0): each chunk's 128 words as [g, t, s] (lane 4g + t, k-step s), their
+        nibbles j + 4e, j = jr + 2·jc, placed at row 8·jr + g and column 16s + 8·jc + 2t + e (the module docstring's
+        A fragment) by a permute of the six indices, then one row-major [16, 64] store."""
+        g = tl.arange(0, 8)[:, None, None]
+        t = tl.arange(0, 4)[None, :, None]
+        s = tl.arange(0, 4)[None, None, :]
+        word_at = (g * 4 + t) * 4 + s  # [8, 4, 4]
+        jc = tl.arange(0, 2)[:, None, None]
+        jr = tl.arange(0, 2)[None, :, None]
+        e = tl.arange(0, 2)[None, None, :]
+        shift = tl.reshape(4 * (jr + 2 * jc + 4 * e), [1, 1, 1, 2, 2, 2])  # [g, t, s, jc, jr, e]
+        row = tl.program_id(0) * 16 + tl.arange(0, 16)
+        for cc in tl.static_range(NT):
+            c = tl.program_id(1) * NT + cc
+            words = tl.load(P + (tl.program_id(0) * kc + c) * 128 + word_at)
+            q = (tl.reshape(words, [8, 4, 4, 1, 1, 1]) >> shift) & 15  # [g, t, s, jc, jr, e]
+            q = tl.reshape(tl.permute(q, (4, 0, 2, 3, 1, 5)), [16, 64]).to(tl.float32)  # [jr·8 + g, s, jc, t, e]
+            sz = SZ + (((c * 64) // group) * n + row) * 2  # a chunk lies in one group
+            w = (q - 8.0) * tl.load(sz).to(tl.float32)[:, None] + tl.load(sz + 1).to(tl.float32)[:, None]
+            at = W + row[:, None] * k + c * 64 + tl.arange(0, 64)[None, :]
+            if ACC:
+                w += tl.load(at).to(tl.float32)
+            tl.store(at, w.to(W.dtype.element_ty))
 
 
 if gluon is not None:
@@ -267,10 +307,11 @@ if gluon is not None:
         PDL: gl.constexpr,
         SILU: gl.constexpr,
         PLANES: gl.constexpr,
+        AHEAD: gl.constexpr,
     ):
         """Y[m] = W·x[m] for the MX <= 8 rows of x [MX, K] and the 16·RT rows of this program's tiles (SILU: RT/2
         tiles of gate and the same of up, Y[m] = silu(gate)·up). PLANES = 2: W = plane (P, SZ) + plane (P2, SZ2)
-        (GPTQ int8's high and low nibbles), summed in fp32."""
+        (GPTQ int8's high and low nibbles), summed in fp32. AHEAD: chunks each warp loads ahead (config)."""
         L5: gl.constexpr = gl.BlockedLayout([RT, 1, 1, 1, 4], [1, 1, 8, 4, 1], [1, WARPS, 1, 1, 1], [4, 3, 2, 1, 0])
         LA: gl.constexpr = gl.SliceLayout(4, L5)  # [RT, WARPS, 8, 4]: tile, warp, g, t
         pid = gl.program_id(0)
@@ -301,23 +342,28 @@ if gluon is not None:
         SZ232 = SZ2.to(gl.pointer_type(gl.int32))
         zero = gl.zeros([RT, WARPS, 8, 4], gl.float32, LA)
         acc = (zero, zero, zero, zero)
-        # Loads run two iterations ahead (words, x's B fragments, scales): ptxas schedules a load whose value the
-        # iteration does not use after the iteration's mma chain, so one iteration of lead would leave each
-        # iteration waiting on memory.
+        # Loads run AHEAD (2 or 3) iterations ahead (words, x's B fragments, scales; a second plane 2): ptxas
+        # schedules a load whose value the iteration does not use after the iteration's mma chain, so one iteration
+        # of lead would leave each iteration waiting on memory. The words and scales do not depend on the previous
+        # kernel: with programmatic dependent launch they stream in before the wait.
         words, nwords = _words(P, wbase, w5, 0, KC, WARPS), _words(P, wbase, w5, WARPS, KC, WARPS)
+        sc, nsc = _sc(SZ32, w4, 0, row0, N, G, KC), _sc(SZ32, w4, WARPS, row0, N, G, KC)
+        if AHEAD == 3:
+            n2words = _words(P, wbase, w5, 2 * WARPS, KC, WARPS)
+            n2sc = _sc(SZ32, w4, 2 * WARPS, row0, N, G, KC)
         if PLANES == 2:
             words2, nwords2 = _words(P2, wbase, w5, 0, KC, WARPS), _words(P2, wbase, w5, WARPS, KC, WARPS)
+            sc2, nsc2 = _sc(SZ232, w4, 0, row0, N, G, KC), _sc(SZ232, w4, WARPS, row0, N, G, KC)
         if PDL:
             gl.inline_asm_elementwise("griddepcontrol.wait; // $0", "=r", [], dtype=gl.int32, is_pure=False, pack=1)
             gl.inline_asm_elementwise(
                 "griddepcontrol.launch_dependents; // $0", "=r", [], dtype=gl.int32, is_pure=False, pack=1
             )
         bs, nbs = _xfrag(X32, xw, xoff, 0, KC), _xfrag(X32, xw, xoff, WARPS, KC)
-        sc, nsc = _sc(SZ32, w4, 0, row0, N, G, KC), _sc(SZ32, w4, WARPS, row0, N, G, KC)
-        if PLANES == 2:
-            sc2, nsc2 = _sc(SZ232, w4, 0, row0, N, G, KC), _sc(SZ232, w4, WARPS, row0, N, G, KC)
+        if AHEAD == 3:
+            n2bs = _xfrag(X32, xw, xoff, 2 * WARPS, KC)
         for c0 in range(0, KC, WARPS):
-            c2 = c0 + 2 * WARPS
+            c2 = c0 + AHEAD * WARPS
             wnext = _words(P, wbase, w5, c2, KC, WARPS)
             bnext = _xfrag(X32, xw, xoff, c2, KC)
             snext = _sc(SZ32, w4, c2, row0, N, G, KC)
@@ -326,14 +372,19 @@ if gluon is not None:
             )
             acc = _scale(acc, _chunk(words, bs, LA), xs0, xs1, sc)
             if PLANES == 2:
-                w2next = _words(P2, wbase, w5, c2, KC, WARPS)
-                s2next = _sc(SZ232, w4, c2, row0, N, G, KC)
+                w2next = _words(P2, wbase, w5, c0 + 2 * WARPS, KC, WARPS)
+                s2next = _sc(SZ232, w4, c0 + 2 * WARPS, row0, N, G, KC)
                 acc = _scale(acc, _chunk(words2, bs, LA), xs0, xs1, sc2)
                 words2, nwords2 = nwords2, w2next
                 sc2, nsc2 = nsc2, s2next
-            words, nwords = nwords, wnext
-            bs, nbs = nbs, bnext
-            sc, nsc = nsc, snext
+            if AHEAD == 3:
+                words, nwords, n2words = nwords, n2words, wnext
+                bs, nbs, n2bs = nbs, n2bs, bnext
+                sc, nsc, n2sc = nsc, n2sc, snext
+            else:
+                words, nwords = nwords, wnext
+                bs, nbs = nbs, bnext
+                sc, nsc = nsc, snext
         # the warps' partial sums added: [RT, 8, 4] for D rows g / g + 8, columns (rows of x) 2t / 2t + 1; the odd
         # columns only where x has a second row (a decode step skips half the cross-warp sums; each column's own
         # sum is the same code either way)
@@ -364,13 +415,14 @@ def gemv_mma(
     pdl: bool | None = None,
     silu: bool = False,
     plane2: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ahead: int | None = None,
 ) -> torch.Tensor:
     """x [T, K] bf16 (1 <= T <= 8, contiguous) @ W.T over `pack`'s layout -> [T, N] (silu: W = [gate; up],
     silu(gate)·up [T, N/2]); each row of the result the same bits for any T."""
     t = x.shape[0]
     assert 1 <= t <= MAX_X and x.is_contiguous()
-    crt, cwarps = config(n, k, 1 if plane2 is None else 2)
-    rt, warps = rt or crt, warps or cwarps
+    crt, cwarps, cahead = config(n, k, 1 if plane2 is None else 2)
+    rt, warps, ahead = rt or crt, warps or cwarps, ahead or cahead
     if silu:  # RT tiles: RT / 2 of gate and as many of up
         rt = max(rt, 2)
         while (n // 32) % (rt // 2):
@@ -394,6 +446,7 @@ def gemv_mma(
         PDL=pdl,
         SILU=silu,
         PLANES=1 if plane2 is None else 2,
+        AHEAD=ahead,
         num_warps=warps,
         launch_pdl=pdl,
     )

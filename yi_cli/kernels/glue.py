@@ -33,6 +33,7 @@ LONG_BLOCK, LONG_WARPS, LONG_STAGES = 128, 4, 2
 MERGE_BLOCK = 64  # partial results combined per merge-loop iteration
 TILE_MERGE = 64  # up to this many partials (8K slots) the merge loads them as one tile: no loop in a tiny kernel
 NORM_WARPS = 16  # one program normalizes a row of D values: more warps, shorter latency
+DEQUANT_TILES = 8  # int4 tiles along K one dequant program converts (scripts/bench_parts.py: a prefill's dequant)
 
 
 def available(x: torch.Tensor, head_dim: int) -> bool:
@@ -225,29 +226,38 @@ if triton is not None:
 if triton is not None:
 
     @triton.jit
-    def _dequant_int4(P, INV, SZ, W, n, k, kt, group, ACC: tl.constexpr, TR: tl.constexpr, TK: tl.constexpr):
-        """One packed tile (TR rows x TK columns in TR·TK/8 int32 words): nibble INV[e] of the tile holds element
-        e (row-major)."""
-        bn, bk = tl.program_id(0), tl.program_id(1)
+    def _dequant_int4(
+        P, INV, SZ, W, n, k, kt, group, ACC: tl.constexpr, TR: tl.constexpr, TK: tl.constexpr, NT: tl.constexpr
+    ):
+        """NT packed tiles along K (each TR rows x TK columns in TR·TK/8 int32 words, contiguous): nibble INV[e] of
+        a tile holds its element e (row-major)."""
+        bn = tl.program_id(0)
         e = tl.arange(0, TR * TK)
         m = tl.load(INV + e)
-        word = tl.load(P + (bn * kt + bk) * (TR * TK // 8) + m // 8)
-        q = ((word >> (4 * (m % 8))) & 15).to(tl.float32)
-        row, col = bn * TR + e // TK, bk * TK + e % TK
-        sz = SZ + ((col // group) * n + row) * 2
-        w = (q - 8.0) * tl.load(sz).to(tl.float32) + tl.load(sz + 1).to(tl.float32)
-        if ACC:
-            w += tl.load(W + row * k + col).to(tl.float32)
-        tl.store(W + row * k + col, w.to(W.dtype.element_ty))
+        wi, sh = m // 8, 4 * (m % 8)
+        row, cl = bn * TR + e // TK, e % TK
+        for j in tl.static_range(NT):
+            bk = tl.program_id(1) * NT + j
+            word = tl.load(P + (bn * kt + bk) * (TR * TK // 8) + wi)
+            q = ((word >> sh) & 15).to(tl.float32)
+            col = bk * TK + cl
+            sz = SZ + ((col // group) * n + row) * 2
+            w = (q - 8.0) * tl.load(sz).to(tl.float32) + tl.load(sz + 1).to(tl.float32)
+            if ACC:
+                w += tl.load(W + row * k + col).to(tl.float32)
+            tl.store(W + row * k + col, w.to(W.dtype.element_ty))
 
 
 def dequant_int4(packed, inv, sz, w, group: int, tile: tuple[int, int], accumulate: bool) -> None:
     """w [N, K] (+)= (q - 8)·s + zf for codes packed in tiles of tile = (rows, columns), tile (i, j) at words
     [(i·K/columns + j)·rows·columns/8, ...) (tinygemm's CUDA layout: (8, 16·ikt); gemv_mma's: (16, 64)); inv
-    [rows·columns] maps tile element -> nibble."""
+    [rows·columns] maps tile element -> nibble. A program converts up to DEQUANT_TILES tiles along K (the words
+    it reads contiguous; one tile a program ran at ~1.4 TB/s of reads + writes on the H200)."""
     n, k = w.shape
     tr, tk = tile
-    _dequant_int4[(n // tr, k // tk)](packed, inv, sz, w, n, k, k // tk, group, ACC=accumulate, TR=tr, TK=tk)
+    kt = k // tk
+    nt = next(t for t in (DEQUANT_TILES, 4, 2, 1) if kt % t == 0)
+    _dequant_int4[(n // tr, kt // nt)](packed, inv, sz, w, n, k, kt, group, ACC=accumulate, TR=tr, TK=tk, NT=nt)
 
 
 def add_rmsnorm(x: torch.Tensor, delta: torch.Tensor | None, w: torch.Tensor, eps: float, fused: bool):

@@ -54,15 +54,21 @@ def rotary(config, device) -> tuple[torch.Tensor, float]:
 def attention(qg: torch.Tensor, k: torch.Tensor, v: torch.Tensor, t: int, mask) -> torch.Tensor:
     """Grouped-query attention without repeating K/V: qg [1, KV, G·T, hd] holds the G query heads of each KV head
     as G·T rows, row j·T + t being head kv·G + j at token t (transformers' repeat_kv order); k, v [1, KV, L, hd].
-    Tokens are the last T positions: causal, aligned bottom-right. With no explicit mask (a decode step's) each
-    head group j runs as its own flash-attention call, so no [G·T, L] mask exists (1 GB for a 1024-token chunk at
-    128K of context). Returns [1, KV, G·T, hd]."""
+    Tokens are the last T positions: causal, aligned bottom-right. With no explicit mask (a prompt chunk's) no
+    [G·T, L] mask is built (1 GB for a 1024-token chunk at 128K of context): on CUDA all heads go through one
+    flash-attention call (the [KV, G, T] rows are its [H, T] heads as they lie), elsewhere each head group j runs
+    as its own call. Returns [1, KV, G·T, hd]."""
     # Not cuDNN: it builds an execution plan per new prompt length, ~1 s each (measured on the H200), which every
     # chat turn would pay in its time to first token.
     with sdpa_kernel(PREFILL_ATTENTION):
         if t == 1 or mask is not None:
             return F.scaled_dot_product_attention(qg, k, v, attn_mask=mask)
-        groups = qg.shape[2] // t
+        kv, groups, hd = qg.shape[1], qg.shape[2] // t, qg.shape[3]
+        # One call for all heads: a group per call left flash with 4 heads x 16 query blocks for Yi-6B, which it ran
+        # split over the keys (TTFT(2k) on the H200: attention 10.3 of 70.8 ms; BENCHMARKS.md)
+        out = causal.grouped(qg.reshape(1, kv * groups, t, hd), k, v)
+        if out is not None:
+            return out.view(1, kv, groups * t, hd)
         return torch.cat([causal.attention(qg[:, :, j * t : (j + 1) * t], k, v) for j in range(groups)], 2)
 
 
