@@ -1,7 +1,8 @@
 """Where a prompt's time to first token goes on CUDA (issue 16's TTFT(2k)): generate's first token for 2048-token
 prompts, each 1024-token prefill chunk, one 2048-token chunk and its extra peak memory, the dequantization of every
 projection (gemv_mma.dequant by chunks a program, and the element-gather kernel it replaced), prompt attention for
-all heads in one flash call against one call per head group, the dense GEMMs, and a profile of one first token.
+all heads in one flash call against one call per head group, short prompt tails in chunks of 8 through the
+tensor-core GEMV against one dense chunk, the dense GEMMs, and a profile of one first token.
 
     python scripts/bench_prefill.py --path /tmp/yi-bench/yi-6b-awq
 Prints one JSON object.
@@ -105,6 +106,12 @@ def main(argv=None) -> int:
                 )
             finally:
                 causal.grouped = real
+        if m.exact_rows:  # short prompts: chunks of 8 tokens through gemv_mma (eager) against one dense chunk
+            rows = gemv_mma.MAX_X
+            for n in (8, 16, 24, 32, 48, 64):
+                tail = ids[:n]
+                out[f"short_{n}_rows_ms"] = timed(lambda: [m.prefill(tail[s : s + rows], s) for s in range(0, n, rows)])
+                out[f"short_{n}_dense_ms"] = timed(lambda: m.prefill(tail, 0, dense=True))
         layer = m.layers[0]
         for name in ("qkv", "o", "gate_up", "down"):
             w = getattr(layer, name).dense(m.dtype)

@@ -109,7 +109,7 @@ DEQUANT_CHUNKS = 4
 
 if triton is not None:
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["kc"])  # one binary for K = 4096 (64 chunks) and 11008 (172)
     def _dequant(P, SZ, W, n, k, kc, group, ACC: tl.constexpr, NT: tl.constexpr):
         """NT chunks of row tile program_id(0): each chunk's 128 words as [g, t, s] (lane 4g + t, k-step s), their
         nibbles j + 4e, j = jr + 2·jc, placed at row 8·jr + g and column 16s + 8·jc + 2t + e (the module docstring's

@@ -86,7 +86,9 @@ if triton is not None:
         h = (xf * rstd).to(x.dtype).to(tl.float32) * tl.load(W + offs, mask=m, other=0.0).to(tl.float32)
         tl.store(H + row * n + offs, h.to(x.dtype), mask=m)
 
-    @triton.jit
+    # Token and split counts are not specialized on (Triton would compile a copy for 1 and for multiples of 16): one
+    # binary serves a decode step, a verify and a prompt, every graph bucket (a cold start: 12 compiles, not 17)
+    @triton.jit(do_not_specialize=["T"])
     def _rope_cache(
         QKV, COS, SIN, POS, QO, KC, VC, T, S, NH: tl.constexpr, NKV: tl.constexpr, HD: tl.constexpr, PDL: tl.constexpr
     ):
@@ -123,7 +125,7 @@ if triton is not None:
         s = (gf / (1.0 + tl.exp(-gf))).to(g.dtype).to(tl.float32)
         tl.store(O + t * inter + offs, (s * u).to(g.dtype), mask=m)
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["NS", "T"])
     def _attn_split(
         Q,
         KC,
@@ -178,7 +180,7 @@ if triton is not None:
         """Index of split 0's partial for query row `row` = g·T + t of KV head kv (ACC [T, NKV, NS, RP, HD])."""
         return ((row % T * NKV + kv) * NS) * RP + row // T
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["NS", "T"])
     def _attn_merge_tile(
         ACC, ML, O, NKV, R, NS, T, RP: tl.constexpr, HD: tl.constexpr, NSP: tl.constexpr, PDL: tl.constexpr
     ):
@@ -196,7 +198,7 @@ if triton is not None:
         o = tl.sum(acc * w[:, None], 0) / tl.sum(ln * w, 0)
         tl.store(O + (kv * R * T + r) * HD + d, o.to(O.dtype.element_ty))
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["NS", "T"])
     def _attn_merge(ACC, ML, O, NKV, R, NS, T, RP: tl.constexpr, HD: tl.constexpr, BS: tl.constexpr, PDL: tl.constexpr):
         """Combine the NS partial softmaxes of one query row, BS at a time: a pass over the maxima, then one over
         the partial outputs (at 100K slots NS is ~400: one [NS, HD] tile would not fit in registers)."""
