@@ -33,7 +33,7 @@ LONG_BLOCK, LONG_WARPS, LONG_STAGES = 128, 4, 2
 MERGE_BLOCK = 64  # partial results combined per merge-loop iteration
 TILE_MERGE = 64  # up to this many partials (8K slots) the merge loads them as one tile: no loop in a tiny kernel
 NORM_WARPS = 16  # one program normalizes a row of D values: more warps, shorter latency
-DEQUANT_TILES = 8  # int4 tiles along K one dequant program converts (scripts/bench_parts.py: a prefill's dequant)
+DEQUANT_TILES = 8  # int4 tiles along K a dequant_int4 program converts (bench_prefill.py: dequant_all_ms_gather)
 
 
 def available(x: torch.Tensor, head_dim: int) -> bool:
