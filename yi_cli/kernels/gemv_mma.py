@@ -101,7 +101,7 @@ def dequant(packed: torch.Tensor, sz: torch.Tensor, w: torch.Tensor, group: int,
     element's word by an index map ran at ~1.7 TB/s of reads + writes on the H200)."""
     n, k = w.shape
     kc = k // 64
-    nt = next(t for t in (DEQUANT_CHUNKS, 4, 2, 1) if kc % t == 0)
+    nt = glue.per_program(kc, DEQUANT_CHUNKS)
     _dequant[(n // 16, kc // nt)](packed, sz, w, n, k, kc, group, ACC=accumulate, NT=nt)
 
 

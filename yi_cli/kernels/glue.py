@@ -250,6 +250,15 @@ if triton is not None:
             tl.store(W + row * k + col, w.to(W.dtype.element_ty))
 
 
+def per_program(count: int, most: int) -> int:
+    """How many of `count` tiles one program converts: the largest power of two up to `most` (a power of two)
+    that divides it, so that every program gets the same number."""
+    n = most
+    while count % n:
+        n //= 2
+    return n
+
+
 def dequant_int4(packed, inv, sz, w, group: int, tile: tuple[int, int], accumulate: bool) -> None:
     """w [N, K] (+)= (q - 8)·s + zf for codes packed in tiles of tile = (rows, columns), tile (i, j) at words
     [(i·K/columns + j)·rows·columns/8, ...) (tinygemm's CUDA layout: (8, 16·ikt); gemv_mma's: (16, 64)); inv
@@ -258,7 +267,7 @@ def dequant_int4(packed, inv, sz, w, group: int, tile: tuple[int, int], accumula
     n, k = w.shape
     tr, tk = tile
     kt = k // tk
-    nt = next(t for t in (DEQUANT_TILES, 4, 2, 1) if kt % t == 0)
+    nt = per_program(kt, DEQUANT_TILES)
     _dequant_int4[(n // tr, kt // nt)](packed, inv, sz, w, n, k, kt, group, ACC=accumulate, TR=tr, TK=tk, NT=nt)
 
 

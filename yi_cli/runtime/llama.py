@@ -124,17 +124,17 @@ class FastLlama:
         # the cache (a Yi-6B step: 62 of 65 norm launches and all 32 rope launches gone).
         # (Not with the multi-row GEMV opt-in, YI_CHAT_GEMV_ROWS: a verify's rows are then a decode step's bits,
         # which the unchained step computes; nor on the tensor-core GEMV, which folds none of them.)
+        projs = [p for layer in self.layers for p in (layer.qkv, layer.o, layer.gate_up, layer.down)]
         self.chained = (
             self.fused
             and not gemv.MAX_X
             and dtype == projections.OP_DTYPE
-            and all(p.chains for layer in self.layers for p in (layer.qkv, layer.o, layer.gate_up, layer.down))
+            and all(p.chains for p in projs)
             and all(layer.gate_up.gemv_silu and layer.qkv.rope_fits(self.hd) for layer in self.layers)
         )
         # Every int4 projection on the tensor-core GEMV (gemv_mma), whose rows of x each get the same bits for any
         # row count: with the lm_head padded to HEAD_ROWS rows a speculative verify's rows are decode steps bit for
         # bit (attention, norms, rope and silu already compute each row alone), so speculation keeps the tokens.
-        projs = [p for layer in self.layers for p in (layer.qkv, layer.o, layer.gate_up, layer.down)]
         self.exact_rows = self.fused and all(getattr(p, "mma", False) for p in projs)
         self.dense_min = DENSE_PREFILL_MIN["cuda" if dev.type == "cuda" else "cpu"]
 
