@@ -31,6 +31,8 @@ SHAPES = {
     "demo": (576, 1536, 9, 3, 64),
 }
 COPIES = 8
+# gemv_mma's (chunks of weights, chunks of x) loaded ahead that --mma --sweep tries
+MMA_AHEAD = [(2, 2), (3, 3), (2, 1), (3, 1), (4, 1), (2, 0), (3, 0), (4, 0), (5, 0), (3, 2), (4, 2)]
 
 
 def graph_us(fns) -> float:
@@ -94,7 +96,9 @@ def main() -> None:
     ap.add_argument("--no-pdl", action="store_true", help="plain launches (default: glue.pdl)")
     ap.add_argument("--sweep", action="store_true", help="try several rows/warps configurations")
     ap.add_argument("--x-rows", type=int, nargs="*", help="time gemv_int4_rows for these rows of x instead")
-    ap.add_argument("--mma", action="store_true", help="also time gemv_mma (its (rt, warps, ahead) swept with --sweep)")
+    ap.add_argument(
+        "--mma", action="store_true", help="also time gemv_mma (its (rt, warps, ahead, xahead) swept with --sweep)"
+    )
     a = ap.parse_args()
     d, inter, heads, kv, hd = SHAPES[a.shape]
     mats = {"qkv": ((heads + 2 * kv) * hd, d), "o": (d, heads * hd), "gate_up": (2 * inter, d), "down": (d, inter)}
@@ -160,30 +164,34 @@ def main() -> None:
                 best = (t, (rows, warps))
         if a.mma:
             mma_sets = [(gemv_mma.pack(q), sz) for _, sz, q in sets]
-            configs = itertools.product((1, 2, 4), (4, 8, 16), (2, 3)) if a.sweep else [gemv_mma.config(n, k)]
+            mma_configs = (
+                [(rt, w, *ax) for rt, w, ax in itertools.product((1, 2, 4), (4, 8, 16), MMA_AHEAD)]
+                if a.sweep
+                else [gemv_mma.config(n, k)]
+            )
             silus = (False, True) if name == "gate_up" else (False,)
-            for (rt, warps, ahead), silu in itertools.product(configs, silus):
+            for (rt, warps, ahead, xahead), silu in itertools.product(mma_configs, silus):
                 if n % (16 * rt) or (silu and rt == 1):
                     continue
                 try:  # silu: gate_up with its epilogue (the plain launch plus glue.silu_mul's is the alternative)
-                    y = gemv_mma.gemv_mma(x, *mma_sets[0], n, k, a.group, rt, warps, pdl, ahead=ahead)
+                    y = gemv_mma.gemv_mma(x, *mma_sets[0], n, k, a.group, rt, warps, pdl, ahead=ahead, xahead=xahead)
                     err = float((y.float() - ref).norm() / ref.norm())
                     t = graph_us(
                         [
                             lambda p=p, sz=sz: gemv_mma.gemv_mma(
-                                x, p, sz, n, k, a.group, rt, warps, pdl, silu, ahead=ahead
+                                x, p, sz, n, k, a.group, rt, warps, pdl, silu, ahead=ahead, xahead=xahead
                             )
                             for p, sz in mma_sets
                         ]
                     )
                 except Exception as e:
-                    print(json.dumps({"matmul": name, "mma": [rt, warps, ahead], "error": str(e)[-600:]}))
+                    print(json.dumps({"matmul": name, "mma": [rt, warps, ahead, xahead], "error": str(e)[-600:]}))
                     continue
                 print(
                     json.dumps(
                         {
                             **row,
-                            "mma": [rt, warps, ahead],
+                            "mma": [rt, warps, ahead, xahead],
                             "silu": silu,
                             "us": round(t, 2),
                             "TB_s": round(nbytes / t / 1e6, 2),
@@ -193,7 +201,7 @@ def main() -> None:
                     flush=True,
                 )
                 if err < 1e-2 and (best is None or t < best[0]):
-                    best = (t, ("mma", rt, warps, ahead, silu))
+                    best = (t, ("mma", rt, warps, ahead, xahead, silu))
         if best:
             summary[name] = {
                 "tinygemm_us": round(t_ref, 2),

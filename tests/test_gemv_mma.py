@@ -54,7 +54,7 @@ def test_word_nibbles_are_the_fragment_rows_and_columns_dequant_places():
 
 def test_config_fits_every_shape():
     """Each (tiles, warps) choice divides the weight's 16-row tiles, gate_up's with its silu tile pairs, and two
-    planes stay within 2 tiles and 8 warps (their register limit)."""
+    planes stay within 2 tiles, 8 warps and 3 chunks ahead (their register limit)."""
     for n, k in [
         (5120, 4096),
         (4096, 4096),
@@ -69,6 +69,6 @@ def test_config_fits_every_shape():
         (48, 64),
     ]:
         for planes in (1, 2):
-            rt, warps, ahead = gemv_mma.config(n, k, planes)
-            assert (n // 16) % rt == 0 and warps in (4, 8, 16) and ahead in (2, 3)
-            assert planes == 1 or (rt <= 2 and warps <= 8 and ahead == 2)
+            rt, warps, ahead, xahead = gemv_mma.config(n, k, planes)
+            assert (n // 16) % rt == 0 and warps in (4, 8, 16) and 2 <= ahead <= 5 and 0 <= xahead <= ahead
+            assert planes == 1 or (rt <= 2 and warps <= 8 and ahead <= 3)

@@ -47,31 +47,36 @@ def available(t: torch.Tensor) -> bool:
     return gluon is not None and t.is_cuda and torch.cuda.get_device_capability(t.device) >= (8, 0)
 
 
-def config(n: int, k: int, planes: int = 1) -> tuple[int, int, int]:
-    """(row tiles of 16 per program, warps splitting K, chunks each warp loads ahead) for an [n, k] weight: the
-    fastest measured on the H200 (scripts/bench_gemv.py --mma --sweep; BENCHMARKS.md) for Yi-6B's and Yi-34B's
-    matmuls, RT cut to divide N / 16; two planes (GPTQ int8) at most 2 tiles and 8 warps (ptxas for sm_90: 4 tiles
-    take 239 registers, 16 warps spill at their 128) and 2 chunks ahead. A program's registers bound how many
-    share an SM (3 of the 1 x 8 ones: 69 registers), so a weight just over one wave of programs takes 2 tiles each.
+def config(n: int, k: int, planes: int = 1) -> tuple[int, int, int, int]:
+    """(row tiles of 16 per program, warps splitting K, chunks of weights each warp loads ahead, chunks of x it
+    loads ahead) for an [n, k] weight: the fastest measured on the H200 (scripts/bench_gemv.py --mma --sweep;
+    BENCHMARKS.md) for Yi-6B's and Yi-34B's matmuls, RT cut to divide N / 16; two planes (GPTQ int8) at most 2
+    tiles, 8 warps and 3 chunks ahead (ptxas for sm_90: 4 tiles take 239 registers, 16 warps spill at their 128).
+    A program's registers bound how many share an SM, so x (read from L2, its latency short) is mostly loaded
+    fewer chunks ahead than the weights, or as it is used: the weights' bytes in flight set a GEMV's speed.
     """
-    ahead = 2
-    if n >= 16384:  # gate_up, silu in the epilogue (tile pairs): Yi-6B 4 x 4 (20.3 us), Yi-34B 2 x 4 (52.5)
-        rt, warps = (4, 4) if k <= 4096 else (2, 4)
-    elif k >= 16384:  # Yi-34B's down (29.9 us)
-        rt, warps = 2, 8
-    elif k >= 8192:  # Yi-6B's down (12.7 us)
-        rt, warps = 2, 16
+    if planes == 2:  # GPTQ int8 (Yi-6B): qkv 9.5 us, o 8.1, gate_up 34.2, down 19.3
+        if n >= 16384:
+            rt, warps, ahead, xahead = 2, 4, 2, 0
+        elif n == k or k >= 8192:
+            rt, warps, ahead, xahead = 1, 8, 3, 1
+        else:
+            rt, warps, ahead, xahead = 1, 8, 2, 0
+    elif n >= 16384:  # gate_up, silu in the epilogue (tile pairs): Yi-6B 18.5 us, Yi-34B 48.5
+        rt, warps, ahead, xahead = 2, 4, 2, 1
+    elif k >= 16384:  # Yi-34B's down (29.7 us)
+        rt, warps, ahead, xahead = 2, 8, 4, 0
+    elif k >= 8192:  # Yi-6B's down (11.1 us)
+        rt, warps, ahead, xahead = 1, 16, 2, 1
     elif n == k and n > 4096:  # Yi-34B's o: 448 one-tile programs are 1.1 waves (17.0 us), 224 of 2 tiles 12.1
-        rt, warps = 2, 8
-    elif n == k:  # Yi-6B's o: 16 warps, 3 chunks ahead (5.4 us; 1 x 8 with 2 ahead 6.7)
-        rt, warps, ahead = 1, 16, 3
-    else:  # qkv (Yi-6B 6.7 us, Yi-34B 17.5)
-        rt, warps = 1, 8
-    if planes == 2:
-        rt, warps, ahead = min(rt, 2), min(warps, 8), 2
+        rt, warps, ahead, xahead = 2, 8, 4, 0
+    elif n == k:  # Yi-6B's o: 16 warps, 3 chunks ahead (5.3 us; 1 x 8 with 2 ahead 7.0)
+        rt, warps, ahead, xahead = 1, 16, 3, 3
+    else:  # qkv: weights 4 ahead, x loaded as it is used (Yi-6B 6.4 us, Yi-34B 17.7)
+        rt, warps, ahead, xahead = 1, 8, 4, 0
     while (n // 16) % rt:
         rt //= 2
-    return rt, warps, ahead
+    return rt, warps, ahead, xahead
 
 
 def silu_fits(n: int) -> bool:
@@ -290,6 +295,20 @@ if gluon is not None:
             _store(Y, y0, row, col, MX, NY)
             _store(Y, y2, row + 8, col, MX, NY)
 
+    @gluon.jit
+    def _rotate(t, new, N: gl.constexpr):
+        """(t[1], ..., t[N - 1], new): a ring of N <= 5 loads in flight, the oldest consumed."""
+        if N == 1:
+            return (new,)
+        elif N == 2:
+            return (t[1], new)
+        elif N == 3:
+            return (t[1], t[2], new)
+        elif N == 4:
+            return (t[1], t[2], t[3], new)
+        else:
+            return (t[1], t[2], t[3], t[4], new)
+
     @gluon.jit(do_not_specialize=["MX"])
     def _gemv_mma(
         X,
@@ -308,10 +327,12 @@ if gluon is not None:
         SILU: gl.constexpr,
         PLANES: gl.constexpr,
         AHEAD: gl.constexpr,
+        XAHEAD: gl.constexpr,
     ):
         """Y[m] = W·x[m] for the MX <= 8 rows of x [MX, K] and the 16·RT rows of this program's tiles (SILU: RT/2
         tiles of gate and the same of up, Y[m] = silu(gate)·up). PLANES = 2: W = plane (P, SZ) + plane (P2, SZ2)
-        (GPTQ int8's high and low nibbles), summed in fp32. AHEAD: chunks each warp loads ahead (config)."""
+        (GPTQ int8's high and low nibbles), summed in fp32. AHEAD, XAHEAD: chunks of weights and of x each warp
+        loads ahead (config)."""
         L5: gl.constexpr = gl.BlockedLayout([RT, 1, 1, 1, 4], [1, 1, 8, 4, 1], [1, WARPS, 1, 1, 1], [4, 3, 2, 1, 0])
         LA: gl.constexpr = gl.SliceLayout(4, L5)  # [RT, WARPS, 8, 4]: tile, warp, g, t
         pid = gl.program_id(0)
@@ -342,49 +363,51 @@ if gluon is not None:
         SZ232 = SZ2.to(gl.pointer_type(gl.int32))
         zero = gl.zeros([RT, WARPS, 8, 4], gl.float32, LA)
         acc = (zero, zero, zero, zero)
-        # Loads run AHEAD (2 or 3) iterations ahead (words, x's B fragments, scales; a second plane 2): ptxas
-        # schedules a load whose value the iteration does not use after the iteration's mma chain, so one iteration
-        # of lead would leave each iteration waiting on memory. The words and scales do not depend on the previous
-        # kernel: with programmatic dependent launch they stream in before the wait.
-        words, nwords = _words(P, wbase, w5, 0, KC, WARPS), _words(P, wbase, w5, WARPS, KC, WARPS)
-        sc, nsc = _sc(SZ32, w4, 0, row0, N, G, KC), _sc(SZ32, w4, WARPS, row0, N, G, KC)
-        if AHEAD == 3:
-            n2words = _words(P, wbase, w5, 2 * WARPS, KC, WARPS)
-            n2sc = _sc(SZ32, w4, 2 * WARPS, row0, N, G, KC)
+        # Words and scales are loaded AHEAD iterations ahead, x's B fragments XAHEAD (0: as they are used), each in a
+        # ring of tuples that a loop iteration rotates: ptxas schedules a load whose value the iteration does not use
+        # after the iteration's mma chain, so each iteration would otherwise wait on memory; and a program's
+        # registers decide how many programs share an SM, so x, read from L2 with a short latency, need not take as
+        # many as the weights, whose bytes in flight set the GEMV's speed. The words and scales do not depend on the
+        # previous kernel: with programmatic dependent launch they stream in before the wait.
+        ws, scs, ws2, scs2, bss = (), (), (), (), ()
+        for i in gl.static_range(AHEAD):
+            ws = ws + (_words(P, wbase, w5, i * WARPS, KC, WARPS),)
+        for i in gl.static_range(AHEAD):
+            scs = scs + (_sc(SZ32, w4, i * WARPS, row0, N, G, KC),)
         if PLANES == 2:
-            words2, nwords2 = _words(P2, wbase, w5, 0, KC, WARPS), _words(P2, wbase, w5, WARPS, KC, WARPS)
-            sc2, nsc2 = _sc(SZ232, w4, 0, row0, N, G, KC), _sc(SZ232, w4, WARPS, row0, N, G, KC)
+            for i in gl.static_range(AHEAD):
+                ws2 = ws2 + (_words(P2, wbase, w5, i * WARPS, KC, WARPS),)
+            for i in gl.static_range(AHEAD):
+                scs2 = scs2 + (_sc(SZ232, w4, i * WARPS, row0, N, G, KC),)
         if PDL:
             gl.inline_asm_elementwise("griddepcontrol.wait; // $0", "=r", [], dtype=gl.int32, is_pure=False, pack=1)
             gl.inline_asm_elementwise(
                 "griddepcontrol.launch_dependents; // $0", "=r", [], dtype=gl.int32, is_pure=False, pack=1
             )
-        bs, nbs = _xfrag(X32, xw, xoff, 0, KC), _xfrag(X32, xw, xoff, WARPS, KC)
-        if AHEAD == 3:
-            n2bs = _xfrag(X32, xw, xoff, 2 * WARPS, KC)
+        for i in gl.static_range(XAHEAD):
+            bss = bss + (_xfrag(X32, xw, xoff, i * WARPS, KC),)
         for c0 in range(0, KC, WARPS):
             c2 = c0 + AHEAD * WARPS
             wnext = _words(P, wbase, w5, c2, KC, WARPS)
-            bnext = _xfrag(X32, xw, xoff, c2, KC)
             snext = _sc(SZ32, w4, c2, row0, N, G, KC)
+            if PLANES == 2:
+                w2next = _words(P2, wbase, w5, c2, KC, WARPS)
+                s2next = _sc(SZ232, w4, c2, row0, N, G, KC)
+            if XAHEAD == 0:
+                bs = _xfrag(X32, xw, xoff, c0, KC)
+            else:
+                bs = bss[0]
+                bss = _rotate(bss, _xfrag(X32, xw, xoff, c0 + XAHEAD * WARPS, KC), XAHEAD)
             xs0, xs1 = gl.inline_asm_elementwise(
                 XSUM, "=f,=f" + ",r" * 8, bs, dtype=(gl.float32, gl.float32), is_pure=True, pack=1
             )
-            acc = _scale(acc, _chunk(words, bs, LA), xs0, xs1, sc)
+            acc = _scale(acc, _chunk(ws[0], bs, LA), xs0, xs1, scs[0])
+            ws = _rotate(ws, wnext, AHEAD)
+            scs = _rotate(scs, snext, AHEAD)
             if PLANES == 2:
-                w2next = _words(P2, wbase, w5, c0 + 2 * WARPS, KC, WARPS)
-                s2next = _sc(SZ232, w4, c0 + 2 * WARPS, row0, N, G, KC)
-                acc = _scale(acc, _chunk(words2, bs, LA), xs0, xs1, sc2)
-                words2, nwords2 = nwords2, w2next
-                sc2, nsc2 = nsc2, s2next
-            if AHEAD == 3:
-                words, nwords, n2words = nwords, n2words, wnext
-                bs, nbs, n2bs = nbs, n2bs, bnext
-                sc, nsc, n2sc = nsc, n2sc, snext
-            else:
-                words, nwords = nwords, wnext
-                bs, nbs = nbs, bnext
-                sc, nsc = nsc, snext
+                acc = _scale(acc, _chunk(ws2[0], bs, LA), xs0, xs1, scs2[0])
+                ws2 = _rotate(ws2, w2next, AHEAD)
+                scs2 = _rotate(scs2, s2next, AHEAD)
         # the warps' partial sums added: [RT, 8, 4] for D rows g / g + 8, columns (rows of x) 2t / 2t + 1; the odd
         # columns only where x has a second row (a decode step skips half the cross-warp sums; each column's own
         # sum is the same code either way)
@@ -416,13 +439,16 @@ def gemv_mma(
     silu: bool = False,
     plane2: tuple[torch.Tensor, torch.Tensor] | None = None,
     ahead: int | None = None,
+    xahead: int | None = None,
 ) -> torch.Tensor:
     """x [T, K] bf16 (1 <= T <= 8, contiguous) @ W.T over `pack`'s layout -> [T, N] (silu: W = [gate; up],
     silu(gate)·up [T, N/2]); each row of the result the same bits for any T."""
     t = x.shape[0]
     assert 1 <= t <= MAX_X and x.is_contiguous()
-    crt, cwarps, cahead = config(n, k, 1 if plane2 is None else 2)
-    rt, warps, ahead = rt or crt, warps or cwarps, ahead or cahead
+    crt, cwarps, cahead, cxahead = config(n, k, 1 if plane2 is None else 2)
+    rt, warps = rt or crt, warps or cwarps
+    ahead, xahead = (cahead, cxahead) if ahead is None else (ahead, ahead if xahead is None else xahead)
+    assert 1 <= ahead <= 5 and 0 <= xahead <= 5, "gemv_mma's rings hold 1 to 5 loads"
     if silu:  # RT tiles: RT / 2 of gate and as many of up
         rt = max(rt, 2)
         while (n // 32) % (rt // 2):
@@ -447,6 +473,7 @@ def gemv_mma(
         SILU=silu,
         PLANES=1 if plane2 is None else 2,
         AHEAD=ahead,
+        XAHEAD=xahead,
         num_warps=warps,
         launch_pdl=pdl,
     )
