@@ -140,10 +140,11 @@ def cpu_workloads(dec, tok, settings: GenSettings, new: int, repeats: int, base:
     return rows
 
 
-def verify_cost(dec, base: dict, reps: int = 30) -> dict:
+def verify_cost(dec, base: dict, reps: int = 30, threads: int = 1) -> dict:
     """t(verify of k+1 rows) / t(one decode step) at the same position: CUDA, the captured graphs' replays; CPU,
     FastLlama.verify plus one row's lm_head, as the decoder runs them (the CPU computes further rows' logits only
-    for kept drafts: head_cost_ratio, one row's lm_head / a step)."""
+    for kept drafts: head_cost_ratio, one row's lm_head / a step). CPU `threads` > 1: the verify's layers on that
+    many threads (the decoder runs them on one), and whether its rows are still the one-thread verify's bits."""
     pos = 600
     ids = torch.randint(100, 1000, (pos,), generator=torch.Generator().manual_seed(0)).tolist()
     list(dec.generate(ids, GenSettings(temperature=0, max_new_tokens=2, speculate="off"), threading.Event(), set()))
@@ -165,6 +166,7 @@ def verify_cost(dec, base: dict, reps: int = 30) -> dict:
 
     sampled = {}  # CUDA: the verify graphs that sample (temperature > 0: a batched sort), against the same step
     head = None  # CPU: one more row's logits
+    same = {}  # CPU with threads > 1: rows -> the verify's hidden states equal to the one-thread verify's
     with torch.inference_mode():
         if dec.cuda:
             length = dec.graphs.bucket(pos + decoder_mod.VERIFY_ROWS[-1])
@@ -180,9 +182,19 @@ def verify_cost(dec, base: dict, reps: int = 30) -> dict:
             one = clock(lambda: dec._head(m.verify(tk, ps, pos + 1)))
             h = m.verify(tk, ps, pos + 1)
             head = clock(lambda: dec._head(h)) / one
+
+            def verify(tk, ps):
+                torch.set_num_threads(threads)
+                try:
+                    return m.verify(tk, ps, ps[-1] + 1)
+                finally:
+                    torch.set_num_threads(1)
+
             for rows in range(2, decoder_mod.VERIFY_ROWS[-1] + 1):
                 tk, ps = torch.tensor(ids[:rows]), torch.arange(pos, pos + rows)
-                out[rows] = clock(lambda tk=tk, ps=ps: dec._head(m.verify(tk, ps, ps[-1] + 1)[:1])) / one
+                out[rows] = clock(lambda tk=tk, ps=ps: dec._head(verify(tk, ps)[:1])) / one
+                if threads > 1:
+                    same[rows] = torch.equal(verify(tk, ps), m.verify(tk, ps, ps[-1] + 1))
             torch.set_num_threads(dec.threads)
     return {
         **base,
@@ -191,6 +203,7 @@ def verify_cost(dec, base: dict, reps: int = 30) -> dict:
         "verify_cost_ratio": {str(k): round(v, 3) for k, v in out.items()},
         **({"verify_cost_ratio_sampling": {str(k): round(v, 3) for k, v in sampled.items()}} if sampled else {}),
         **({"head_cost_ratio": round(head, 3)} if head is not None else {}),
+        **({"verify_threads": threads, "same_bits_as_one_thread": same} if threads > 1 else {}),
     }
 
 
@@ -245,6 +258,8 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--oracle-miss", type=int, default=4)
+    ap.add_argument("--verify-threads", type=int, default=1, help="CPU: time verifies on this many threads")
+    ap.add_argument("--verify-only", action="store_true", help="only the verify-cost line, no workloads")
     a = ap.parse_args(argv)
     cuda = a.device.startswith("cuda")
     text = not cuda or a.model is not None  # real text on a real model (the demo's settings)
@@ -288,7 +303,9 @@ def main(argv=None) -> int:
         base["exact_rows"] = dec.model.exact_rows  # the tensor-core GEMV (YI_CHAT_MMA=1, the default): exact verifies
     settings = replace(settings, max_new_tokens=a.new_tokens or (160 if text else 256))
     print(json.dumps({**base, **{k: v for k, v in vars(settings).items() if k != "speculate"}}), flush=True)
-    print(json.dumps(verify_cost(dec, base)), flush=True)
+    print(json.dumps(verify_cost(dec, base, threads=a.verify_threads)), flush=True)
+    if a.verify_only:
+        return 0
     if not text:
         gpu_workloads(dec, ckpt.config.vocab_size, settings, settings.max_new_tokens, a.repeats, a.oracle_miss, base)
     else:
