@@ -112,23 +112,24 @@ def chat_ids(tok, messages: list[dict]) -> list[int]:
     return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
 
 
+def workload_prompt(dec, tok, settings: GenSettings, turns: list[str]) -> list[int]:
+    """The ids of a workload's last user turn; each earlier turn is answered by the model itself (up to
+    settings.max_new_tokens, stopping at <|im_end|>) and its answer becomes context."""
+    messages = []
+    for i, text in enumerate(turns):
+        messages.append({"role": "user", "content": text})
+        ids = chat_ids(tok, messages)
+        if i < len(turns) - 1:
+            stop = set(tok.convert_tokens_to_ids(["<|im_end|>"]))
+            reply = list(dec.generate(ids, settings, threading.Event(), stop))
+            messages.append({"role": "assistant", "content": tok.decode(reply, skip_special_tokens=True)})
+    return ids
+
+
 def cpu_workloads(dec, tok, settings: GenSettings, new: int, repeats: int, base: dict) -> list[dict]:
     rows = []
     for name, turns in WORKLOADS.items():
-        messages = []
-        for i, text in enumerate(turns):
-            messages.append({"role": "user", "content": text})
-            ids = chat_ids(tok, messages)
-            if i < len(turns) - 1:  # an earlier turn: the model's own answer becomes context
-                reply = list(
-                    dec.generate(
-                        ids,
-                        replace(settings, max_new_tokens=new),
-                        threading.Event(),
-                        set(tok.convert_tokens_to_ids(["<|im_end|>"])),
-                    )
-                )
-                messages.append({"role": "assistant", "content": tok.decode(reply, skip_special_tokens=True)})
+        ids = workload_prompt(dec, tok, replace(settings, max_new_tokens=new), turns)
         row = {
             **base,
             "workload": name,

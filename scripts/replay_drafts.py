@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_speculate import DOCUMENT, WORKLOADS, chat_ids  # noqa: E402
+from bench_speculate import DOCUMENT, WORKLOADS, workload_prompt  # noqa: E402
 
 from yi_cli.checkpoint import demo  # noqa: E402
 from yi_cli.checkpoint.loader import open_checkpoint, resolve  # noqa: E402
@@ -36,16 +36,9 @@ def replies(new: int) -> dict[str, tuple[list[int], list[int]]]:
     ckpt = open_checkpoint(str(resolve("demo")), device="cpu", dtype="fp32")
     dec, tok = FastDecoder(ckpt), ckpt.hf_tokenizer
     settings = replace(GenSettings(**demo.RECOMMENDED, seed=0), max_new_tokens=new, speculate="off")
-    stop = set(tok.convert_tokens_to_ids(["<|im_end|>"]))
     out = {}
     for name, turns in WORKLOADS.items():
-        messages = []
-        for i, text in enumerate(turns):
-            messages.append({"role": "user", "content": text})
-            ids = chat_ids(tok, messages)
-            if i < len(turns) - 1:  # an earlier turn: the model's own answer becomes context
-                earlier = list(dec.generate(ids, settings, threading.Event(), stop))
-                messages.append({"role": "assistant", "content": tok.decode(earlier, skip_special_tokens=True)})
+        ids = workload_prompt(dec, tok, settings, turns)
         out[name] = (ids, list(dec.generate(ids, settings, threading.Event(), set())))
     return out
 
