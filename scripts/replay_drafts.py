@@ -54,17 +54,11 @@ def replay(prompt: list[int], reply: list[int], oracle: bool, prior: dict, head:
         kept = 0
         while kept < len(drafts) and drafts[kept] == reply[made + kept]:
             kept += 1
-        if not oracle:
-            drafts = drafts[: adapt.k(run, len(drafts))]
-            kept = min(kept, len(drafts))
-            if drafts:
-                adapt.update(run, len(drafts), kept)
-        elif kept:
-            drafts = drafts[:kept]
-        if drafts and (kept or not oracle):
-            cost += prior[len(drafts) + 1] + head * kept
-        else:
-            cost += 1.0
+        drafts = drafts[:kept] if oracle else drafts[: adapt.k(run, len(drafts))]
+        kept = min(kept, len(drafts))
+        if drafts and not oracle:
+            adapt.update(run, len(drafts), kept)
+        cost += prior[len(drafts) + 1] + head * kept if drafts else 1.0
         for t in reply[made : made + kept + 1]:
             look.append(t)
         made, steps = made + kept + 1, steps + 1

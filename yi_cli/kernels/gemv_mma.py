@@ -447,7 +447,9 @@ def gemv_mma(
     assert 1 <= t <= MAX_X and x.is_contiguous()
     crt, cwarps, cahead, cxahead = config(n, k, 1 if plane2 is None else 2)
     rt, warps = rt or crt, warps or cwarps
-    ahead, xahead = (cahead, cxahead) if ahead is None else (ahead, ahead if xahead is None else xahead)
+    if xahead is None:  # x as far ahead as the weights where only `ahead` is given
+        xahead = cxahead if ahead is None else ahead
+    ahead = cahead if ahead is None else ahead
     assert 1 <= ahead <= 5 and 0 <= xahead <= 5, "gemv_mma's rings hold 1 to 5 loads"
     if silu:  # RT tiles: RT / 2 of gate and as many of up
         rt = max(rt, 2)
