@@ -32,7 +32,7 @@ SHAPES = {
 }
 COPIES = 8
 # gemv_mma's (chunks of weights, chunks of x) loaded ahead that --mma --sweep tries
-MMA_AHEAD = [(2, 2), (3, 3), (2, 1), (3, 1), (4, 1), (2, 0), (3, 0), (4, 0), (5, 0), (3, 2), (4, 2)]
+MMA_AHEAD = [(2, 2), (3, 3), (2, 1), (3, 1), (4, 1), (2, 0), (3, 0), (4, 0), (5, 0), (4, 2), (4, 4)]
 
 
 def graph_us(fns) -> float:

@@ -54,7 +54,8 @@ def test_word_nibbles_are_the_fragment_rows_and_columns_dequant_places():
 
 def test_config_fits_every_shape():
     """Each (tiles, warps) choice divides the weight's 16-row tiles, gate_up's with its silu tile pairs, and two
-    planes stay within 2 tiles, 8 warps and 3 chunks ahead (their register limit)."""
+    planes stay within 2 tiles and 8 warps (their register limit); x's ring divides the weights' (the loop is
+    unrolled as many times as the weights' ring holds chunks)."""
     for n, k in [
         (5120, 4096),
         (4096, 4096),
@@ -71,4 +72,5 @@ def test_config_fits_every_shape():
         for planes in (1, 2):
             rt, warps, ahead, xahead = gemv_mma.config(n, k, planes)
             assert (n // 16) % rt == 0 and warps in (4, 8, 16) and 2 <= ahead <= 5 and 0 <= xahead <= ahead
-            assert planes == 1 or (rt <= 2 and warps <= 8 and ahead <= 3)
+            assert xahead == 0 or ahead % xahead == 0
+            assert planes == 1 or (rt <= 2 and warps <= 8)

@@ -51,29 +51,35 @@ def config(n: int, k: int, planes: int = 1) -> tuple[int, int, int, int]:
     """(row tiles of 16 per program, warps splitting K, chunks of weights each warp loads ahead, chunks of x it
     loads ahead) for an [n, k] weight: the fastest measured on the H200 (scripts/bench_gemv.py --mma --sweep;
     BENCHMARKS.md) for Yi-6B's and Yi-34B's matmuls, RT cut to divide N / 16; two planes (GPTQ int8) at most 2
-    tiles, 8 warps and 3 chunks ahead (ptxas for sm_90: 4 tiles take 239 registers, 16 warps spill at their 128).
-    A program's registers bound how many share an SM, so x (read from L2, its latency short) is mostly loaded
-    fewer chunks ahead than the weights, or as it is used: the weights' bytes in flight set a GEMV's speed.
+    tiles and 8 warps (ptxas for sm_90: 4 tiles take 239 registers, 16 warps spill at their 128). A program's
+    registers bound how many share an SM, so x (read from L2, its latency short) is mostly loaded fewer chunks
+    ahead than the weights (a divisor of their count: the loop is unrolled that many times), or as it is used.
     """
-    if planes == 2:  # GPTQ int8 (Yi-6B): qkv 9.5 us, o 8.1, gate_up 34.2, down 19.3
+    if planes == 2:  # GPTQ int8 (Yi-6B): qkv 9.3 us, o 6.6, gate_up 29.8, down 16.2
         if n >= 16384:
-            rt, warps, ahead, xahead = 2, 4, 2, 0
-        elif n == k or k >= 8192:
+            rt, warps, ahead, xahead = 2, 4, 3, 1
+        elif n == k:
             rt, warps, ahead, xahead = 1, 8, 3, 1
+        elif k >= 8192:
+            rt, warps, ahead, xahead = 1, 8, 2, 2
         else:
-            rt, warps, ahead, xahead = 1, 8, 2, 0
-    elif n >= 16384:  # gate_up, silu in the epilogue (tile pairs): Yi-6B 18.5 us, Yi-34B 48.5
-        rt, warps, ahead, xahead = 2, 4, 2, 1
-    elif k >= 16384:  # Yi-34B's down (29.7 us)
-        rt, warps, ahead, xahead = 2, 8, 4, 0
-    elif k >= 8192:  # Yi-6B's down (11.1 us)
-        rt, warps, ahead, xahead = 1, 16, 2, 1
-    elif n == k and n > 4096:  # Yi-34B's o: 448 one-tile programs are 1.1 waves (17.0 us), 224 of 2 tiles 12.1
-        rt, warps, ahead, xahead = 2, 8, 4, 0
-    elif n == k:  # Yi-6B's o: 16 warps, 3 chunks ahead (5.3 us; 1 x 8 with 2 ahead 7.0)
-        rt, warps, ahead, xahead = 1, 16, 3, 3
-    else:  # qkv: weights 4 ahead, x loaded as it is used (Yi-6B 6.4 us, Yi-34B 17.7)
-        rt, warps, ahead, xahead = 1, 8, 4, 0
+            rt, warps, ahead, xahead = 1, 4, 4, 2
+    elif n >= 32768:  # Yi-34B's gate_up, silu in the epilogue (tile pairs): 45.1 us
+        rt, warps, ahead, xahead = 2, 4, 3, 3
+    elif n >= 16384:  # Yi-6B's gate_up + silu: 16.8 us
+        rt, warps, ahead, xahead = 4, 4, 3, 1
+    elif k >= 16384:  # Yi-34B's down (26.3 us)
+        rt, warps, ahead, xahead = 2, 8, 3, 0
+    elif k >= 8192:  # Yi-6B's down (10.1 us)
+        rt, warps, ahead, xahead = 1, 8, 4, 2
+    elif n == k and n > 4096:  # Yi-34B's o: 224 programs of 2 tiles (11.0 us)
+        rt, warps, ahead, xahead = 2, 8, 3, 1
+    elif n == k:  # Yi-6B's o (4.9 us)
+        rt, warps, ahead, xahead = 1, 8, 3, 3
+    elif k >= 7168:  # Yi-34B's qkv (14.2 us)
+        rt, warps, ahead, xahead = 1, 4, 4, 1
+    else:  # Yi-6B's qkv (5.8 us)
+        rt, warps, ahead, xahead = 1, 8, 3, 1
     while (n // 16) % rt:
         rt //= 2
     return rt, warps, ahead, xahead
@@ -296,18 +302,76 @@ if gluon is not None:
             _store(Y, y2, row + 8, col, MX, NY)
 
     @gluon.jit
-    def _rotate(t, new, N: gl.constexpr):
-        """(t[1], ..., t[N - 1], new): a ring of N <= 5 loads in flight, the oldest consumed."""
-        if N == 1:
-            return (new,)
-        elif N == 2:
-            return (t[1], new)
-        elif N == 3:
-            return (t[1], t[2], new)
-        elif N == 4:
-            return (t[1], t[2], t[3], new)
+    def _put(t, j: gl.constexpr, new):
+        """t with element j replaced: a ring slot refilled (j static, so no registers move)."""
+        out = ()
+        for i in gl.static_range(len(t)):
+            if i == j:
+                out = out + (new,)
+            else:
+                out = out + (t[i],)
+        return out
+
+    @gluon.jit
+    def _step(
+        acc,
+        ws,
+        scs,
+        ws2,
+        scs2,
+        bss,
+        P,
+        P2,
+        SZ32,
+        SZ232,
+        X32,
+        wbase,
+        w5,
+        w4,
+        row0,
+        xw,
+        xoff,
+        N,
+        c,
+        j: gl.constexpr,
+        LA: gl.constexpr,
+        G: gl.constexpr,
+        KC: gl.constexpr,
+        WARPS: gl.constexpr,
+        PLANES: gl.constexpr,
+        AHEAD: gl.constexpr,
+        XAHEAD: gl.constexpr,
+        LOAD: gl.constexpr,
+        LOADX: gl.constexpr,
+    ):
+        """One chunk per warp (c + warp): its words, scales and x from ring slot j (x's slot j % XAHEAD), the
+        slots refilled with chunk c + AHEAD·WARPS when LOAD (x's with c + XAHEAD·WARPS when LOADX)."""
+        if LOAD:
+            c2 = c + AHEAD * WARPS
+            wnext = _words(P, wbase, w5, c2, KC, WARPS)
+            snext = _sc(SZ32, w4, c2, row0, N, G, KC)
+            if PLANES == 2:
+                w2next = _words(P2, wbase, w5, c2, KC, WARPS)
+                s2next = _sc(SZ232, w4, c2, row0, N, G, KC)
+        if XAHEAD == 0:
+            bs = _xfrag(X32, xw, xoff, c, KC)
         else:
-            return (t[1], t[2], t[3], t[4], new)
+            bs = bss[j % XAHEAD]
+            if LOADX:
+                bss = _put(bss, j % XAHEAD, _xfrag(X32, xw, xoff, c + XAHEAD * WARPS, KC))
+        xs0, xs1 = gl.inline_asm_elementwise(
+            XSUM, "=f,=f" + ",r" * 8, bs, dtype=(gl.float32, gl.float32), is_pure=True, pack=1
+        )
+        acc = _scale(acc, _chunk(ws[j], bs, LA), xs0, xs1, scs[j])
+        if PLANES == 2:
+            acc = _scale(acc, _chunk(ws2[j], bs, LA), xs0, xs1, scs2[j])
+        if LOAD:
+            ws = _put(ws, j, wnext)
+            scs = _put(scs, j, snext)
+            if PLANES == 2:
+                ws2 = _put(ws2, j, w2next)
+                scs2 = _put(scs2, j, s2next)
+        return acc, ws, scs, ws2, scs2, bss
 
     @gluon.jit(do_not_specialize=["MX"])
     def _gemv_mma(
@@ -386,28 +450,74 @@ if gluon is not None:
             )
         for i in gl.static_range(XAHEAD):
             bss = bss + (_xfrag(X32, xw, xoff, i * WARPS, KC),)
-        for c0 in range(0, KC, WARPS):
-            c2 = c0 + AHEAD * WARPS
-            wnext = _words(P, wbase, w5, c2, KC, WARPS)
-            snext = _sc(SZ32, w4, c2, row0, N, G, KC)
-            if PLANES == 2:
-                w2next = _words(P2, wbase, w5, c2, KC, WARPS)
-                s2next = _sc(SZ232, w4, c2, row0, N, G, KC)
-            if XAHEAD == 0:
-                bs = _xfrag(X32, xw, xoff, c0, KC)
-            else:
-                bs = bss[0]
-                bss = _rotate(bss, _xfrag(X32, xw, xoff, c0 + XAHEAD * WARPS, KC), XAHEAD)
-            xs0, xs1 = gl.inline_asm_elementwise(
-                XSUM, "=f,=f" + ",r" * 8, bs, dtype=(gl.float32, gl.float32), is_pure=True, pack=1
+        # The loop is unrolled AHEAD times so that every ring slot is a fixed register (a rotating ring cost ~25 moves
+        # a chunk); the last ITERS % AHEAD chunks of each warp after it.
+        ITERS: gl.constexpr = (KC + WARPS - 1) // WARPS
+        for c0 in range(0, (ITERS // AHEAD) * AHEAD * WARPS, AHEAD * WARPS):
+            for j in gl.static_range(AHEAD):
+                acc, ws, scs, ws2, scs2, bss = _step(
+                    acc,
+                    ws,
+                    scs,
+                    ws2,
+                    scs2,
+                    bss,
+                    P,
+                    P2,
+                    SZ32,
+                    SZ232,
+                    X32,
+                    wbase,
+                    w5,
+                    w4,
+                    row0,
+                    xw,
+                    xoff,
+                    N,
+                    c0 + j * WARPS,
+                    j,
+                    LA,
+                    G,
+                    KC,
+                    WARPS,
+                    PLANES,
+                    AHEAD,
+                    XAHEAD,
+                    True,
+                    True,
+                )
+        for j in gl.static_range(ITERS % AHEAD):
+            acc, ws, scs, ws2, scs2, bss = _step(
+                acc,
+                ws,
+                scs,
+                ws2,
+                scs2,
+                bss,
+                P,
+                P2,
+                SZ32,
+                SZ232,
+                X32,
+                wbase,
+                w5,
+                w4,
+                row0,
+                xw,
+                xoff,
+                N,
+                ((ITERS // AHEAD) * AHEAD + j) * WARPS,
+                j,
+                LA,
+                G,
+                KC,
+                WARPS,
+                PLANES,
+                AHEAD,
+                XAHEAD,
+                False,
+                j + XAHEAD < ITERS % AHEAD,
             )
-            acc = _scale(acc, _chunk(ws[0], bs, LA), xs0, xs1, scs[0])
-            ws = _rotate(ws, wnext, AHEAD)
-            scs = _rotate(scs, snext, AHEAD)
-            if PLANES == 2:
-                acc = _scale(acc, _chunk(ws2[0], bs, LA), xs0, xs1, scs2[0])
-                ws2 = _rotate(ws2, w2next, AHEAD)
-                scs2 = _rotate(scs2, s2next, AHEAD)
         # the warps' partial sums added: [RT, 8, 4] for D rows g / g + 8, columns (rows of x) 2t / 2t + 1; the odd
         # columns only where x has a second row (a decode step skips half the cross-warp sums; each column's own
         # sum is the same code either way)
@@ -450,7 +560,9 @@ def gemv_mma(
     if xahead is None:  # x as far ahead as the weights where only `ahead` is given
         xahead = cxahead if ahead is None else ahead
     ahead = cahead if ahead is None else ahead
-    assert 1 <= ahead <= 5 and 0 <= xahead <= 5, "gemv_mma's rings hold 1 to 5 loads"
+    assert 1 <= ahead <= 5 and 0 <= xahead <= ahead and (xahead == 0 or ahead % xahead == 0), (
+        "gemv_mma's rings: 1 to 5 chunks of weights ahead, of x none or a divisor of that"
+    )
     if silu:  # RT tiles: RT / 2 of gate and as many of up
         rt = max(rt, 2)
         while (n // 32) % (rt // 2):
