@@ -1,6 +1,8 @@
 """gemv_mma.pack (CPU): each lane's word holds exactly the A fragment of mma.m16n8k16 (PTX ISA, "Matrix Fragments
 for mma.m16n8k16" with .bf16: a0 = A[g][2t..2t+1], a1 = A[g+8][2t..], a2 = A[g][2t+8..], a3 = A[g+8][2t+8..],
-g = lane / 4, t = lane % 4), the pair a_j in nibbles j (low half) and j + 4 (high half) as the kernel extracts it."""
+g = lane / 4, t = lane % 4), the pair a_j in nibbles j (low half) and j + 4 (high half) as the kernel extracts it;
+the fragment's column kk of k-step s is column 16t' + 4s + 2·(kk // 8) + kk % 2 of the chunk (kk = 2t' + 8·(kk // 8)
++ kk % 2), the order in which lane t' reads x's B fragments as 8 consecutive words."""
 
 from __future__ import annotations
 
@@ -23,8 +25,8 @@ def test_pack_puts_each_lanes_fragment_in_its_word():
                 for s in range(4):
                     word = int(w[tile, chunk, lane, s])
                     a = [((word >> (4 * j)) & 15, (word >> (4 * j + 16)) & 15) for j in range(4)]  # a_j (lo, hi)
-                    r0, k0 = 16 * tile, 64 * chunk + 16 * s
-                    for j, (row, col) in enumerate([(g, 2 * t), (g + 8, 2 * t), (g, 2 * t + 8), (g + 8, 2 * t + 8)]):
+                    r0, k0 = 16 * tile, 64 * chunk + 16 * t + 4 * s  # kk = 2t and 2t + 8: columns +0 and +2
+                    for j, (row, col) in enumerate([(g, 0), (g + 8, 0), (g, 2), (g + 8, 2)]):
                         got[r0 + row, k0 + col] = a[j][0]
                         got[r0 + row, k0 + col + 1] = a[j][1]
     assert torch.equal(got, q.to(torch.int64))
@@ -38,7 +40,7 @@ def test_supported_shapes():
 
 def test_word_nibbles_are_the_fragment_rows_and_columns_dequant_places():
     """The layout gemv_mma._dequant reads: nibble j + 4e (j = jr + 2·jc) of word s of lane 4g + t in a chunk holds
-    row 8·jr + g, column 16s + 8·jc + 2t + e of its 16 x 64 block; the kernel's permute of the six indices,
+    row 8·jr + g, column 16t + 4s + 2·jc + e of its 16 x 64 block; the kernel's permute of the six indices,
     done here with torch, gives back the codes of two tiles x two chunks."""
     q = torch.randint(0, 16, (32, 128), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     words = gemv_mma.pack(q).to(torch.int64) & 0xFFFFFFFF  # [tile, chunk, lane, s]
@@ -47,7 +49,7 @@ def test_word_nibbles_are_the_fragment_rows_and_columns_dequant_places():
     for tile in range(2):
         for chunk in range(2):
             w = words[tile, chunk].view(8, 4, 4, 1, 1, 1)  # [g, t, s, jc, jr, e]
-            got = ((w >> shift) & 15).permute(4, 0, 2, 3, 1, 5).reshape(16, 64)
+            got = ((w >> shift) & 15).permute(4, 0, 1, 2, 3, 5).reshape(16, 64)
             want = q[16 * tile : 16 * tile + 16, 64 * chunk : 64 * chunk + 64].to(torch.int64)
             assert torch.equal(got, want)
 

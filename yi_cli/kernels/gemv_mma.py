@@ -8,8 +8,10 @@ step (the weights are read once; a word's 3 shifts + 4 LOP3 + one mma serve all 
 runtime argument that Triton does not specialize on, so a decode step and a verify run the very same binary.
 
 Layout (pack): W [N, K] codes -> int32 [N/16, K/64, 32, 4]: tile i (rows 16i..16i+15), chunk c (columns
-64c..64c+63), lane l = 4g + t, k-step s (columns 64c + 16s + 0..15). With A[r][kk] = q[16i + r, 64c + 16s + kk],
-nibble j + 4e of the word is A[g + 8·(j % 2)][2t + 8·(j // 2) + e]: the pairs (j, j + 4) are mma's a0..a3.
+64c..64c+63), lane l = 4g + t, k-step s. Nibble j + 4e of the word is A[g + 8·(j % 2)][2t + 8·(j // 2) + e], mma's
+a0..a3 (the pairs (j, j + 4)), with A[r][kk] = q[16i + r, 64c + 16t' + 4s + 2·(kk // 8) + kk % 2] for kk = 2t' +
+8·(kk // 8) + kk % 2: an mma sums its 16 products in any column order as long as A and B agree, and this one gives
+lane t the B fragments of all four k-steps (x's words 8t .. 8t + 7 of the chunk) in two 16-byte loads.
 Per group of G columns (G a multiple of 64) and row: y += s·D + (zf - 136·s)·X, D = sum (128 + q)·x over a
 chunk (fp32 on the tensor core) and X = sum x over the chunk: sum ((q - 8)·s + zf)·x as gemv.py's.
 """
@@ -66,19 +68,19 @@ def config(n: int, k: int, planes: int = 1) -> tuple[int, int, int, int]:
             rt, warps, ahead, xahead = 1, 4, 4, 2
     elif n >= 32768:  # Yi-34B's gate_up, silu in the epilogue (tile pairs): 45.1 us
         rt, warps, ahead, xahead = 2, 4, 3, 3
-    elif n >= 16384:  # Yi-6B's gate_up + silu: 16.8 us
+    elif n >= 16384:  # Yi-6B's gate_up + silu: 16.2 us
         rt, warps, ahead, xahead = 4, 4, 3, 1
     elif k >= 16384:  # Yi-34B's down (26.3 us)
         rt, warps, ahead, xahead = 2, 8, 3, 0
-    elif k >= 8192:  # Yi-6B's down (10.1 us)
+    elif k >= 8192:  # Yi-6B's down (9.6 us)
         rt, warps, ahead, xahead = 1, 8, 4, 2
     elif n == k and n > 4096:  # Yi-34B's o: 224 programs of 2 tiles (11.0 us)
         rt, warps, ahead, xahead = 2, 8, 3, 1
-    elif n == k:  # Yi-6B's o (4.9 us)
+    elif n == k:  # Yi-6B's o (4.2 us)
         rt, warps, ahead, xahead = 1, 8, 3, 3
     elif k >= 7168:  # Yi-34B's qkv (14.2 us)
         rt, warps, ahead, xahead = 1, 4, 4, 1
-    else:  # Yi-6B's qkv (5.8 us)
+    else:  # Yi-6B's qkv (5.4 us)
         rt, warps, ahead, xahead = 1, 8, 3, 1
     while (n // 16) % rt:
         rt //= 2
@@ -93,14 +95,14 @@ def silu_fits(n: int) -> bool:
 def pack(q: torch.Tensor) -> torch.Tensor:
     """Codes uint8 [N, K] (0..15, input columns in group order) -> int32 [N/16, K/64, 32, 4] (module docstring)."""
     n, k = q.shape
-    a = q.view(n // 16, 2, 8, k // 64, 4, 2, 4, 2)  # [tile, h, g, chunk, s, kh, t, e]: row 16·tile + 8h + g,
-    # column 64·chunk + 16s + 8kh + 2t + e; one nibble (j + 4e, j = h + 2kh) of every word at a time (load time
+    a = q.view(n // 16, 2, 8, k // 64, 4, 4, 2, 2)  # [tile, h, g, chunk, t, s, kh, e]: row 16·tile + 8h + g,
+    # column 64·chunk + 16t + 4s + 2kh + e; one nibble (j + 4e, j = h + 2kh) of every word at a time (load time
     # memory: one int64 plane of N·K/8 words besides the codes)
     words = torch.zeros(n // 16, k // 64, 8, 4, 4, dtype=torch.int64, device=q.device)  # [tile, chunk, g, t, s]
     for h in range(2):
         for kh in range(2):
             for e in range(2):
-                part = a[:, h, :, :, :, kh, :, e].permute(0, 2, 1, 4, 3)  # [tile, chunk, g, t, s]
+                part = a[:, h, :, :, :, :, kh, e].permute(0, 2, 1, 3, 4)  # [tile, chunk, g, t, s]
                 words |= part.to(torch.int64) << (4 * (h + 2 * kh + 4 * e))
     words = torch.where(words >= 2**31, words - 2**32, words).to(torch.int32)
     return words.reshape(n // 16, k // 64, 32, 4).contiguous()
@@ -123,7 +125,7 @@ if triton is not None:
     @triton.jit(do_not_specialize=["kc"])  # one binary for K = 4096 (64 chunks) and 11008 (172)
     def _dequant(P, SZ, W, n, k, kc, group, ACC: tl.constexpr, NT: tl.constexpr):
         """NT chunks of row tile program_id(0): each chunk's 128 words as [g, t, s] (lane 4g + t, k-step s), their
-        nibbles j + 4e, j = jr + 2·jc, placed at row 8·jr + g and column 16s + 8·jc + 2t + e (the module docstring's
+        nibbles j + 4e, j = jr + 2·jc, placed at row 8·jr + g and column 16t + 4s + 2·jc + e (the module docstring's
         A fragment) by a permute of the six indices, then one row-major [16, 64] store."""
         g = tl.arange(0, 8)[:, None, None]
         t = tl.arange(0, 4)[None, :, None]
@@ -138,7 +140,7 @@ if triton is not None:
             c = tl.program_id(1) * NT + cc
             words = tl.load(P + (tl.program_id(0) * kc + c) * 128 + word_at)
             q = (tl.reshape(words, [8, 4, 4, 1, 1, 1]) >> shift) & 15  # [g, t, s, jc, jr, e]
-            q = tl.reshape(tl.permute(q, (4, 0, 2, 3, 1, 5)), [16, 64]).to(tl.float32)  # [jr·8 + g, s, jc, t, e]
+            q = tl.reshape(tl.permute(q, (4, 0, 1, 2, 3, 5)), [16, 64]).to(tl.float32)  # [jr·8 + g, t, s, jc, e]
             sz = SZ + (((c * 64) // group) * n + row) * 2  # a chunk lies in one group
             w = (q - 8.0) * tl.load(sz).to(tl.float32)[:, None] + tl.load(sz + 1).to(tl.float32)[:, None]
             at = W + row[:, None] * k + c * 64 + tl.arange(0, 64)[None, :]
@@ -202,11 +204,6 @@ if gluon is not None:
         return gl.load(P + wbase + (c0 + w5) * 128, mask=c0 + w5 < KC, other=0)
 
     @gluon.jit
-    def _b(xc, at: gl.constexpr, ok):
-        """A B fragment register of the chunk: the word `at` words in, [1, WARPS, 8, 4]."""
-        return gl.expand_dims(gl.load(xc + at, mask=ok, other=0), 0)
-
-    @gluon.jit
     def _chunk(words, bs, LA: gl.constexpr):
         """MMA over a chunk's 4 words of each tile: D[g][2t], D[g][2t+1], D[g+8][2t], D[g+8][2t+1], each
         [RT, WARPS, 8, 4]."""
@@ -236,20 +233,27 @@ if gluon is not None:
         )
 
     @gluon.jit
-    def _xfrag(X32, xw, xoff, c0, KC: gl.constexpr):
-        """b0, b1 of k-steps 0..3 of chunks c0 + warp: 8 tensors [1, WARPS, 8, 4] of bf16 pairs (lane group g
-        holds row min(g, MX - 1) of x: the columns past MX are computed and never stored)."""
-        xc = X32 + (c0 + xw) * 32 + xoff  # [WARPS, 8, 4]
-        ok = c0 + xw < KC
+    def _xfrag(X32, xw, xoff, c0, KC: gl.constexpr, LW: gl.constexpr):
+        """b0, b1 of k-steps 0..3 of chunks c0 + warp: 8 tensors [1, WARPS, 8, 4] of bf16 pairs. Lane (g, t) reads
+        words 8t .. 8t + 7 of its chunk of row min(g, MX - 1) of x (xoff [1, 8, 4, 8]; two 16-byte loads): b0 of
+        k-step s is word 8t + 2s, b1 the next (the columns past MX are computed and never stored)."""
+        v = gl.load(X32 + (c0 + xw) * 32 + xoff, mask=c0 + xw < KC, other=0)  # [WARPS, 8, 4, 8]
+        lo, hi = gl.split(gl.reshape(v, [v.shape[0], 8, 4, 2, 2, 2]))  # word 4·i2 + 2·i1 + i0: i0 = 0 / 1
+        lo0, lo1 = gl.split(lo)  # i1 = 0 / 1
+        hi0, hi1 = gl.split(hi)
+        w0, w4 = gl.split(lo0)  # i2 = 0 / 1
+        w1, w5 = gl.split(hi0)
+        w2, w6 = gl.split(lo1)
+        w3, w7 = gl.split(hi1)
         return (
-            _b(xc, 0, ok),
-            _b(xc, 4, ok),
-            _b(xc, 8, ok),
-            _b(xc, 12, ok),
-            _b(xc, 16, ok),
-            _b(xc, 20, ok),
-            _b(xc, 24, ok),
-            _b(xc, 28, ok),
+            gl.expand_dims(gl.convert_layout(w0, LW), 0),
+            gl.expand_dims(gl.convert_layout(w1, LW), 0),
+            gl.expand_dims(gl.convert_layout(w2, LW), 0),
+            gl.expand_dims(gl.convert_layout(w3, LW), 0),
+            gl.expand_dims(gl.convert_layout(w4, LW), 0),
+            gl.expand_dims(gl.convert_layout(w5, LW), 0),
+            gl.expand_dims(gl.convert_layout(w6, LW), 0),
+            gl.expand_dims(gl.convert_layout(w7, LW), 0),
         )
 
     @gluon.jit
@@ -346,6 +350,7 @@ if gluon is not None:
     ):
         """One chunk per warp (c + warp): its words, scales and x from ring slot j (x's slot j % XAHEAD), the
         slots refilled with chunk c + AHEAD·WARPS when LOAD (x's with c + XAHEAD·WARPS when LOADX)."""
+        LW: gl.constexpr = gl.SliceLayout(0, LA)
         if LOAD:
             c2 = c + AHEAD * WARPS
             wnext = _words(P, wbase, w5, c2, KC, WARPS)
@@ -354,11 +359,11 @@ if gluon is not None:
                 w2next = _words(P2, wbase, w5, c2, KC, WARPS)
                 s2next = _sc(SZ232, w4, c2, row0, N, G, KC)
         if XAHEAD == 0:
-            bs = _xfrag(X32, xw, xoff, c, KC)
+            bs = _xfrag(X32, xw, xoff, c, KC, LW)
         else:
             bs = bss[j % XAHEAD]
             if LOADX:
-                bss = _put(bss, j % XAHEAD, _xfrag(X32, xw, xoff, c + XAHEAD * WARPS, KC))
+                bss = _put(bss, j % XAHEAD, _xfrag(X32, xw, xoff, c + XAHEAD * WARPS, KC, LW))
         xs0, xs1 = gl.inline_asm_elementwise(
             XSUM, "=f,=f" + ",r" * 8, bs, dtype=(gl.float32, gl.float32), is_pure=True, pack=1
         )
@@ -414,14 +419,17 @@ if gluon is not None:
         wbase = gl.expand_dims((tile4 * (KC * 32) + 4 * g4 + t4) * 4, 4) + s5  # [RT, 1, 8, 4, 4]
         w5 = gl.expand_dims(w4, 4)  # [1, WARPS, 1, 1, 1]
         row0 = tile4 * 16 + g4  # [RT, 1, 8, 1]: D row g; g + 8 is row0 + 8
-        # x side: lane group g holds row g of x: b0 = x[g][64c + 16s + 2t, +1], b1 = x[g][64c + 16s + 2t + 8, +9]
-        # as words of bf16 pairs; past the MX rows, the last row again (every load valid: one row of x is the
+        # x side: lane group g holds row g of x, lane t its words 8t .. 8t + 7 of a chunk (the B fragments of the four
+        # k-steps, pack's column order); past the MX rows, the last row again (every load valid: one row of x is the
         # one-row GEMV's broadcast load, and a column's sums use its own column of B alone)
-        LW: gl.constexpr = gl.SliceLayout(0, LA)  # [WARPS, 8, 4]
-        xw = gl.expand_dims(gl.expand_dims(gl.arange(0, WARPS, layout=_dim(LW, 3, 0)), 1), 2)
-        xg = gl.expand_dims(gl.expand_dims(gl.arange(0, 8, layout=_dim(LW, 3, 1)), 0), 2)
-        xt = gl.expand_dims(gl.expand_dims(gl.arange(0, 4, layout=_dim(LW, 3, 2)), 0), 1)
-        xoff = xt + gl.minimum(xg, MX - 1) * (KC * 32)  # [1, 8, 4] words
+        LW: gl.constexpr = gl.SliceLayout(0, LA)  # [WARPS, 8, 4]: the B fragments' layout
+        LX: gl.constexpr = gl.BlockedLayout([1, 1, 1, 8], [1, 8, 4, 1], [WARPS, 1, 1, 1], [3, 2, 1, 0])
+        xw = gl.arange(0, WARPS, layout=_dim(LX, 4, 0))
+        xw = gl.expand_dims(gl.expand_dims(gl.expand_dims(xw, 1), 2), 3)  # [WARPS, 1, 1, 1]
+        xg = gl.expand_dims(gl.expand_dims(gl.expand_dims(gl.arange(0, 8, layout=_dim(LX, 4, 1)), 0), 2), 3)
+        xt = gl.expand_dims(gl.expand_dims(gl.expand_dims(gl.arange(0, 4, layout=_dim(LX, 4, 2)), 0), 1), 3)
+        xi = gl.expand_dims(gl.expand_dims(gl.expand_dims(gl.arange(0, 8, layout=_dim(LX, 4, 3)), 0), 1), 2)
+        xoff = 8 * xt + xi + gl.minimum(xg, MX - 1) * (KC * 32)  # [1, 8, 4, 8] words
         X32 = X.to(gl.pointer_type(gl.int32))
         SZ32 = SZ.to(gl.pointer_type(gl.int32))  # (s, zf) bf16 pairs as one word
         SZ232 = SZ2.to(gl.pointer_type(gl.int32))
@@ -449,7 +457,7 @@ if gluon is not None:
                 "griddepcontrol.launch_dependents; // $0", "=r", [], dtype=gl.int32, is_pure=False, pack=1
             )
         for i in gl.static_range(XAHEAD):
-            bss = bss + (_xfrag(X32, xw, xoff, i * WARPS, KC),)
+            bss = bss + (_xfrag(X32, xw, xoff, i * WARPS, KC, LW),)
         # The loop is unrolled AHEAD times so that every ring slot is a fixed register (a rotating ring cost ~25 moves
         # a chunk); the last ITERS % AHEAD chunks of each warp after it.
         ITERS: gl.constexpr = (KC + WARPS - 1) // WARPS
