@@ -1,4 +1,5 @@
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,12 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("YI_CHAT_HOME", str(ROOT / ".pytest_home"))
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# A suite started as a background job of a non-interactive shell (`bash -c "... &"`) inherits SIGINT ignored, and
+# so would every yi-chat it spawns: Python then never raises KeyboardInterrupt and the Ctrl-C tests (in process and
+# through a terminal) see their signal dropped. Ctrl-C is what they test, so the run restores it (spawned processes
+# start from the default disposition: an exec resets handlers, not an ignored signal).
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(config, items):
