@@ -3,6 +3,7 @@ the triton wheel's own ptxas and nvdisasm, so registers, spills and instruction 
 
     python scripts/sass.py                     # each Yi-6B decode specialization: registers, spills, instructions
     python scripts/sass.py --against 2f60e4a   # and whether the plain GEMV's instructions equal that revision's
+    python scripts/sass.py --mma [--against dcd14d0]  # the tensor-core GEMV (gemv_mma) at each Yi-6B configuration
 
 Needs triton (3.6) importable; torch's CPU wheel is enough. Prints one JSON line per specialization. Instructions are
 compared after renaming registers and kernel-parameter offsets (adding parameters moves them), so "same" means the
@@ -29,9 +30,9 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.experimental.gluon._runtime import GluonASTSource  # noqa: E402
 
-from yi_cli.kernels import gemv, tinygemm  # noqa: E402
+from yi_cli.kernels import gemv, gemv_mma, tinygemm  # noqa: E402
 
-TYPES = {"X": "*bf16", "P": "*i32", "SZ": "*bf16", "Y": "*bf16", "N": "i32", "P2": "*i32", "SZ2": "*bf16"}
+TYPES = {"X": "*bf16", "P": "*i32", "SZ": "*bf16", "Y": "*bf16", "N": "i32", "MX": "i32", "P2": "*i32", "SZ2": "*bf16"}
 TYPES |= {"NORM_IN": "*fp32", "XR": "*bf16", "WN": "*bf16", "NORM_OUT": "*fp32", "eps": "fp32", "POS": "*i64"}
 TYPES |= {"COS": "*bf16", "SIN": "*bf16", "KC": "*bf16", "VC": "*bf16", "S": "i32"}
 OFF = {"PLANES": 1, "NP": 0, "RESIDUAL": False, "HD": 0, "NH": 0, "NKV": 0, "SILU": False}
@@ -48,6 +49,16 @@ SPECS = {
 }
 
 
+# Yi-6B's decode matmuls on gemv_mma: (n, k, silu, planes)
+MMA_SPECS = {
+    "qkv": (5120, 4096, False, 1),
+    "o": (4096, 4096, False, 1),
+    "gate_up (silu)": (22016, 4096, True, 1),
+    "down": (4096, 11008, False, 1),
+    "gptq8 gate_up (two planes)": (22016, 4096, False, 2),
+}
+
+
 def bindir() -> str:
     return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
 
@@ -56,7 +67,12 @@ def compile_sass(fn, n: int, k: int, group: int = 128, **const) -> tuple[dict, l
     """ptxas's resource line and the normalized SASS of fn (a gemv._gemv_int4 of any revision) for one shape."""
     wpr = 2 * tinygemm.inner_k_tiles(k)
     values = {"KT": k // (8 * wpr), "G": group, "WPR": wpr, "R": gemv.ROWS, "WARPS": gemv.WARPS, "PDL": True}
-    values |= OFF | const
+    return _compile(fn, values | OFF | const)
+
+
+def _compile(fn, values: dict) -> tuple[dict, list[str]]:
+    """Compile fn with these constexprs (the rest typed by TYPES) for sm_90; (resources and the main loop's size,
+    normalized instructions)."""
     names = fn.arg_names
     sig = {a: ("constexpr" if a in values else TYPES[a]) for a in names}
     if any(values.get(a, OFF.get(a)) != OFF.get(a) for a in OFF if a not in names):
@@ -71,6 +87,7 @@ def compile_sass(fn, n: int, k: int, group: int = 128, **const) -> tuple[dict, l
             [f"{bindir()}/ptxas", "-v", "-arch=sm_90a", str(ptx), "-o", str(cubin)], capture_output=True, text=True
         ).stderr
         sass = subprocess.run([f"{bindir()}/nvdisasm", "-c", str(cubin)], capture_output=True, text=True).stdout
+    loop, hmma = _main_loop(sass)
     regs = int(re.search(r"Used (\d+) registers", info).group(1))
     spills = sum(int(x) for x in re.findall(r"(\d+) bytes spill", info))
     lines = [
@@ -80,27 +97,71 @@ def compile_sass(fn, n: int, k: int, group: int = 128, **const) -> tuple[dict, l
         for ln in sass.splitlines()
         if re.match(r"^\s+/\*[0-9a-f]+\*/", ln)
     ]
-    return {"registers": regs, "spill_bytes": spills, "instructions": len(lines)}, lines
+    row = {"registers": regs, "spill_bytes": spills, "instructions": len(lines)}
+    return row | {"loop_instructions": loop, "loop_hmma": hmma}, lines
+
+
+def _main_loop(sass: str) -> tuple[int, int]:
+    """Instructions and HMMAs between the label and the backward branch of the longest loop in nvdisasm's text."""
+    text = sass.splitlines()
+    labels = {m.group(1): i for i, ln in enumerate(text) if (m := re.match(r"^(\.L_x_\d+):", ln))}
+    best = (0, 0)
+    for i, ln in enumerate(text):
+        m = re.search(r"BRA `\((\.L_x_\d+)\)", ln)
+        if m and labels.get(m.group(1), i) < i:
+            body = [x for x in text[labels[m.group(1)] : i + 1] if re.match(r"^\s+/\*[0-9a-f]+\*/", x)]
+            best = max(best, (len(body), sum("HMMA" in x for x in body)))
+    return best
+
+
+def mma_row(mod, n: int, k: int, silu: bool, planes: int) -> dict:
+    """gemv_mma._gemv_mma of module mod at mod.config's configuration for one Yi-6B matmul: resources and the
+    main loop's instructions per block of 16 x 64 codes of one plane (512 bytes; a warp's chunk of K has 4·tiles·
+    planes + 4 HMMAs: the weights' and the chunk sums of x). None where ptxas unrolled the whole loop."""
+    rt, warps, ahead, xahead = mod.config(n, k, planes)
+    if silu:
+        rt = max(rt, 2)
+    values = dict(KC=k // 64, G=128, RT=rt, WARPS=warps, PDL=True, SILU=silu, PLANES=planes, AHEAD=ahead)
+    values |= dict(XAHEAD=xahead) if "XAHEAD" in mod._gemv_mma.arg_names else {}
+    row, _ = _compile(mod._gemv_mma, values)
+    loop, hmma = row.pop("loop_instructions"), row.pop("loop_hmma")
+    chunks = hmma // (4 * rt * planes + 4)
+    per = round(loop / (chunks * rt * planes), 1) if chunks else None
+    return {"config": [rt, warps, ahead, xahead], **row, "loop_instructions_per_block": per}
+
+
+def revision_module(rev: str, name: str = "gemv"):
+    """yi_cli/kernels/<name>.py as it was at git revision rev (its relative imports: today's modules)."""
+    text = subprocess.run(
+        ["git", "-C", str(ROOT), "show", f"{rev}:yi_cli/kernels/{name}.py"], capture_output=True, text=True, check=True
+    ).stdout
+    path = Path(tempfile.mkdtemp()) / f"{name}_rev.py"
+    path.write_text(text)
+    spec = importlib.util.spec_from_file_location(f"yi_cli.kernels.{name}_rev", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def revision_kernel(rev: str):
     """gemv._gemv_int4 as it was at git revision rev."""
-    text = subprocess.run(
-        ["git", "-C", str(ROOT), "show", f"{rev}:yi_cli/kernels/gemv.py"], capture_output=True, text=True, check=True
-    ).stdout
-    path = Path(tempfile.mkdtemp()) / "gemv_rev.py"
-    path.write_text(text)
-    spec = importlib.util.spec_from_file_location("yi_cli.kernels.gemv_rev", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod._gemv_int4
+    return revision_module(rev)._gemv_int4
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--against", help="a git revision: compare each specialization it also has")
+    ap.add_argument("--mma", action="store_true", help="the tensor-core GEMV (gemv_mma) instead")
     a = ap.parse_args()
+    if a.mma:
+        old = revision_module(a.against, "gemv_mma") if a.against else None
+        for name, (n, k, silu, planes) in MMA_SPECS.items():
+            row = {"gemv_mma": name, "n": n, "k": k, **mma_row(gemv_mma, n, k, silu, planes)}
+            if old is not None:
+                row |= {f"{a.against}_{key}": v for key, v in mma_row(old, n, k, silu, planes).items()}
+            print(json.dumps(row), flush=True)
+        return
     old = revision_kernel(a.against) if a.against else None
     for name, spec in SPECS.items():
         spec = dict(spec)
