@@ -114,20 +114,21 @@ def _main_loop(sass: str) -> tuple[int, int]:
     return best
 
 
-def mma_row(mod, n: int, k: int, silu: bool, planes: int) -> dict:
+def mma_row(mod, n: int, k: int, silu: bool, planes: int) -> tuple[dict, list[str]]:
     """gemv_mma._gemv_mma of module mod at mod.config's configuration for one Yi-6B matmul: resources and the
     main loop's instructions per block of 16 x 64 codes of one plane (512 bytes; a warp's chunk of K has 4·tiles·
-    planes + 4 HMMAs: the weights' and the chunk sums of x). None where ptxas unrolled the whole loop."""
+    planes + 4 HMMAs: the weights' and the chunk sums of x; None where ptxas unrolled the whole loop); and the
+    normalized instructions."""
     rt, warps, ahead, xahead = mod.config(n, k, planes)
     if silu:
         rt = max(rt, 2)
     values = dict(KC=k // 64, G=128, RT=rt, WARPS=warps, PDL=True, SILU=silu, PLANES=planes, AHEAD=ahead)
     values |= dict(XAHEAD=xahead) if "XAHEAD" in mod._gemv_mma.arg_names else {}
-    row, _ = _compile(mod._gemv_mma, values)
+    row, lines = _compile(mod._gemv_mma, values)
     loop, hmma = row.pop("loop_instructions"), row.pop("loop_hmma")
     chunks = hmma // (4 * rt * planes + 4)
     per = round(loop / (chunks * rt * planes), 1) if chunks else None
-    return {"config": [rt, warps, ahead, xahead], **row, "loop_instructions_per_block": per}
+    return {"config": [rt, warps, ahead, xahead], **row, "loop_instructions_per_block": per}, lines
 
 
 def revision_module(rev: str, name: str = "gemv"):
@@ -157,9 +158,12 @@ def main() -> None:
     if a.mma:
         old = revision_module(a.against, "gemv_mma") if a.against else None
         for name, (n, k, silu, planes) in MMA_SPECS.items():
-            row = {"gemv_mma": name, "n": n, "k": k, **mma_row(gemv_mma, n, k, silu, planes)}
+            new, lines = mma_row(gemv_mma, n, k, silu, planes)
+            row = {"gemv_mma": name, "n": n, "k": k, **new}
             if old is not None:
-                row |= {f"{a.against}_{key}": v for key, v in mma_row(old, n, k, silu, planes).items()}
+                base, base_lines = mma_row(old, n, k, silu, planes)
+                row |= {f"{a.against}_{key}": v for key, v in base.items()}
+                row["same_instructions"] = lines == base_lines
             print(json.dumps(row), flush=True)
         return
     old = revision_kernel(a.against) if a.against else None

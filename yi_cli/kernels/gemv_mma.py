@@ -318,24 +318,8 @@ if gluon is not None:
 
     @gluon.jit
     def _step(
-        acc,
-        ws,
-        scs,
-        ws2,
-        scs2,
-        bss,
-        P,
-        P2,
-        SZ32,
-        SZ232,
-        X32,
-        wbase,
-        w5,
-        w4,
-        row0,
-        xw,
-        xoff,
-        N,
+        rings,
+        at,
         c,
         j: gl.constexpr,
         LA: gl.constexpr,
@@ -350,6 +334,8 @@ if gluon is not None:
     ):
         """One chunk per warp (c + warp): its words, scales and x from ring slot j (x's slot j % XAHEAD), the
         slots refilled with chunk c + AHEAD·WARPS when LOAD (x's with c + XAHEAD·WARPS when LOADX)."""
+        acc, ws, scs, ws2, scs2, bss = rings  # the accumulators and the rings of loads in flight
+        P, P2, SZ32, SZ232, X32, wbase, w5, w4, row0, xw, xoff, N = at  # where they come from
         LW: gl.constexpr = gl.SliceLayout(0, LA)
         if LOAD:
             c2 = c + AHEAD * WARPS
@@ -461,71 +447,15 @@ if gluon is not None:
         # The loop is unrolled AHEAD times so that every ring slot is a fixed register (a rotating ring cost ~25 moves
         # a chunk); the last ITERS % AHEAD chunks of each warp after it.
         ITERS: gl.constexpr = (KC + WARPS - 1) // WARPS
+        at = (P, P2, SZ32, SZ232, X32, wbase, w5, w4, row0, xw, xoff, N)
+        rings = (acc, ws, scs, ws2, scs2, bss)
         for c0 in range(0, (ITERS // AHEAD) * AHEAD * WARPS, AHEAD * WARPS):
             for j in gl.static_range(AHEAD):
-                acc, ws, scs, ws2, scs2, bss = _step(
-                    acc,
-                    ws,
-                    scs,
-                    ws2,
-                    scs2,
-                    bss,
-                    P,
-                    P2,
-                    SZ32,
-                    SZ232,
-                    X32,
-                    wbase,
-                    w5,
-                    w4,
-                    row0,
-                    xw,
-                    xoff,
-                    N,
-                    c0 + j * WARPS,
-                    j,
-                    LA,
-                    G,
-                    KC,
-                    WARPS,
-                    PLANES,
-                    AHEAD,
-                    XAHEAD,
-                    True,
-                    True,
-                )
+                rings = _step(rings, at, c0 + j * WARPS, j, LA, G, KC, WARPS, PLANES, AHEAD, XAHEAD, True, True)
         for j in gl.static_range(ITERS % AHEAD):
-            acc, ws, scs, ws2, scs2, bss = _step(
-                acc,
-                ws,
-                scs,
-                ws2,
-                scs2,
-                bss,
-                P,
-                P2,
-                SZ32,
-                SZ232,
-                X32,
-                wbase,
-                w5,
-                w4,
-                row0,
-                xw,
-                xoff,
-                N,
-                ((ITERS // AHEAD) * AHEAD + j) * WARPS,
-                j,
-                LA,
-                G,
-                KC,
-                WARPS,
-                PLANES,
-                AHEAD,
-                XAHEAD,
-                False,
-                j + XAHEAD < ITERS % AHEAD,
-            )
+            c = ((ITERS // AHEAD) * AHEAD + j) * WARPS
+            rings = _step(rings, at, c, j, LA, G, KC, WARPS, PLANES, AHEAD, XAHEAD, False, j + XAHEAD < ITERS % AHEAD)
+        acc = rings[0]
         # the warps' partial sums added: [RT, 8, 4] for D rows g / g + 8, columns (rows of x) 2t / 2t + 1; the odd
         # columns only where x has a second row (a decode step skips half the cross-warp sums; each column's own
         # sum is the same code either way)
