@@ -422,11 +422,12 @@ if gluon is not None:
         zero = gl.zeros([RT, WARPS, 8, 4], gl.float32, LA)
         acc = (zero, zero, zero, zero)
         # Words and scales are loaded AHEAD iterations ahead, x's B fragments XAHEAD (0: as they are used), each in a
-        # ring of tuples that a loop iteration rotates: ptxas schedules a load whose value the iteration does not use
-        # after the iteration's mma chain, so each iteration would otherwise wait on memory; and a program's
-        # registers decide how many programs share an SM, so x, read from L2 with a short latency, need not take as
-        # many as the weights, whose bytes in flight set the GEMV's speed. The words and scales do not depend on the
-        # previous kernel: with programmatic dependent launch they stream in before the wait.
+        # ring of tuples whose slot j the unrolled loop's j-th step consumes and refills: ptxas schedules a load whose
+        # value the iteration does not use after the iteration's mma chain, so each iteration would otherwise wait on
+        # memory; and a program's registers decide how many programs share an SM, so x, read from L2 with a short
+        # latency, need not take as many as the weights, whose bytes in flight set the GEMV's speed. The words and
+        # scales do not depend on the previous kernel: with programmatic dependent launch they stream in before the
+        # wait.
         ws, scs, ws2, scs2, bss = (), (), (), (), ()
         for i in gl.static_range(AHEAD):
             ws = ws + (_words(P, wbase, w5, i * WARPS, KC, WARPS),)
