@@ -34,7 +34,15 @@ from yi_cli.kernels import gemv, gemv_mma, tinygemm  # noqa: E402
 
 TYPES = {"X": "*bf16", "P": "*i32", "SZ": "*bf16", "Y": "*bf16", "N": "i32", "MX": "i32", "P2": "*i32", "SZ2": "*bf16"}
 TYPES |= {"NORM_IN": "*fp32", "XR": "*bf16", "WN": "*bf16", "NORM_OUT": "*fp32", "eps": "fp32", "POS": "*i64"}
-TYPES |= {"COS": "*bf16", "SIN": "*bf16", "KC": "*bf16", "VC": "*bf16", "S": "i32"}
+TYPES |= {
+    "COS": "*bf16",
+    "SIN": "*bf16",
+    "KC": "*bf16",
+    "VC": "*bf16",
+    "S": "i32",
+    "KCACHE": "*bf16",
+    "VCACHE": "*bf16",
+}
 OFF = {"PLANES": 1, "NP": 0, "RESIDUAL": False, "HD": 0, "NH": 0, "NKV": 0, "SILU": False}
 # Yi-6B (hidden 4096, 32 heads of 128, 4 KV heads, intermediate 11008): the chained decode step's GEMVs
 SPECS = {
@@ -49,14 +57,20 @@ SPECS = {
 }
 
 
-# Yi-6B's decode matmuls on gemv_mma: (n, k, silu, planes)
+# Yi-6B's decode matmuls on gemv_mma: (n, k, silu, planes, the epilogue's folds)
 MMA_SPECS = {
-    "qkv": (5120, 4096, False, 1),
-    "o": (4096, 4096, False, 1),
-    "gate_up (silu)": (22016, 4096, True, 1),
-    "down": (4096, 11008, False, 1),
-    "gptq8 gate_up (two planes)": (22016, 4096, False, 2),
+    "qkv": (5120, 4096, False, 1, {}),
+    "o": (4096, 4096, False, 1, {}),
+    "gate_up (silu)": (22016, 4096, True, 1, {}),
+    "down": (4096, 11008, False, 1, {}),
+    "gptq8 gate_up (two planes)": (22016, 4096, False, 2, {}),
+    # the chained decode step's (runtime/llama.py): norms, residual adds and rope in the epilogues
+    "qkv (rope + norm)": (5120, 4096, False, 1, dict(HALVES=128, NH=32, NKV=4, NP=256)),
+    "o (residual)": (4096, 4096, False, 1, dict(RESIDUAL=True)),
+    "gate_up (silu + norm)": (22016, 4096, True, 1, dict(NP=256)),
+    "down (residual)": (4096, 11008, False, 1, dict(RESIDUAL=True)),
 }
+MMA_OFF = dict(NP=0, RESIDUAL=False, HALVES=0, NH=0, NKV=0)
 
 
 def bindir() -> str:
@@ -114,7 +128,7 @@ def _main_loop(sass: str) -> tuple[int, int]:
     return best
 
 
-def mma_row(mod, n: int, k: int, silu: bool, planes: int) -> tuple[dict, list[str]]:
+def mma_row(mod, n: int, k: int, silu: bool, planes: int, folds: dict) -> tuple[dict, list[str]]:
     """gemv_mma._gemv_mma of module mod at mod.config's configuration for one Yi-6B matmul: resources and the
     main loop's instructions per block of 16 x 64 codes of one plane (512 bytes; a warp's chunk of K has 4·tiles·
     planes + 4 HMMAs: the weights' and the chunk sums of x; None where ptxas unrolled the whole loop); and the
@@ -124,6 +138,10 @@ def mma_row(mod, n: int, k: int, silu: bool, planes: int) -> tuple[dict, list[st
         rt = max(rt, 2)
     values = dict(KC=k // 64, G=128, RT=rt, WARPS=warps, PDL=True, SILU=silu, PLANES=planes, AHEAD=ahead)
     values |= dict(XAHEAD=xahead) if "XAHEAD" in mod._gemv_mma.arg_names else {}
+    names = mod._gemv_mma.arg_names
+    if any(v != MMA_OFF[key] for key, v in folds.items()) and not all(key in names for key in folds):
+        raise ValueError("this revision's kernel has no such epilogue")
+    values |= {key: v for key, v in (MMA_OFF | folds).items() if key in names}
     row, lines = _compile(mod._gemv_mma, values)
     loop, hmma = row.pop("loop_instructions"), row.pop("loop_hmma")
     chunks = hmma // (4 * rt * planes + 4)
@@ -157,13 +175,16 @@ def main() -> None:
     a = ap.parse_args()
     if a.mma:
         old = revision_module(a.against, "gemv_mma") if a.against else None
-        for name, (n, k, silu, planes) in MMA_SPECS.items():
-            new, lines = mma_row(gemv_mma, n, k, silu, planes)
+        for name, (n, k, silu, planes, folds) in MMA_SPECS.items():
+            new, lines = mma_row(gemv_mma, n, k, silu, planes, folds)
             row = {"gemv_mma": name, "n": n, "k": k, **new}
             if old is not None:
-                base, base_lines = mma_row(old, n, k, silu, planes)
-                row |= {f"{a.against}_{key}": v for key, v in base.items()}
-                row["same_instructions"] = lines == base_lines
+                try:
+                    base, base_lines = mma_row(old, n, k, silu, planes, folds)
+                    row |= {f"{a.against}_{key}": v for key, v in base.items()}
+                    row["same_instructions"] = lines == base_lines
+                except ValueError:
+                    row["same_instructions"] = None  # the older kernel has no such epilogue
             print(json.dumps(row), flush=True)
         return
     old = revision_kernel(a.against) if a.against else None

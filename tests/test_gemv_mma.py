@@ -76,3 +76,18 @@ def test_config_fits_every_shape():
             assert (n // 16) % rt == 0 and warps in (4, 8, 16) and 2 <= ahead <= 5 and 0 <= xahead <= ahead
             assert xahead == 0 or ahead % xahead == 0
             assert planes == 1 or (rt <= 2 and warps <= 8)
+
+
+def test_halves_order_puts_rotary_pairs_in_one_lane():
+    """halves_order (qkv packed for the rope epilogue): a permutation of the rows that keeps each head's rows in
+    its own tiles, with row g of a tile holding dimension d and row g + 8 its rotate_half partner d + head_dim/2
+    (the two D fragment rows of one lane)."""
+    for n, hd in [(5120, 128), (576, 64), (96, 16)]:
+        assert gemv_mma.halves_fit(n, hd)
+        rows = gemv_mma.halves_order(n, hd)
+        assert torch.equal(rows.sort().values, torch.arange(n))
+        tile = rows.view(-1, 16)
+        assert torch.equal(tile[:, 8:] - tile[:, :8], torch.full_like(tile[:, :8], hd // 2))
+        assert torch.equal(tile // hd, (torch.arange(n).view(-1, 16) // hd))  # heads stay together
+        assert bool(((tile[:, :8] % hd) < hd // 2).all())
+    assert not gemv_mma.halves_fit(5120, 120) and not gemv_mma.halves_fit(100, 20) and not gemv_mma.halves_fit(64, 0)

@@ -98,7 +98,7 @@ def test_projection_routes_rows_to_the_mma_gemv(monkeypatch):
     _, dec = cuda_pair(checkpoint(0, "awq", group=64))
     m = dec.model
     layer = m.layers[0]
-    assert layer.qkv.mma and layer.gate_up.gemv_silu and m.exact_rows and not m.chained
+    assert layer.qkv.mma and layer.gate_up.gemv_silu and m.exact_rows and m.chained
     calls = []
     real = gemv_mma.gemv_mma
     monkeypatch.setattr(gemv_mma, "gemv_mma", lambda *a, **kw: calls.append(a[0].shape[0]) or real(*a, **kw))
@@ -109,3 +109,135 @@ def test_projection_routes_rows_to_the_mma_gemv(monkeypatch):
             assert rel_err(layer.qkv.mm(x[:t]).float(), x[:t].float() @ w.t()) < 1e-2
         layer.gate_up.silu_mm(x[:3], True)
     assert calls == [1, 8, 3]
+
+
+def _halves(n, k, group, hd):
+    """A [q; k; v]-shaped plane packed in halves_order (as projections.build packs qkv), and the plain packing."""
+    from yi_cli.kernels import tinygemm
+
+    packed, sz, w, _ = weights(n, k, group)
+    q = tinygemm.codes(packed, n, k)
+    rows = gemv_mma.halves_order(n, hd, q.device)
+    return (gemv_mma.pack(q[rows]), sz[:, rows].contiguous()), (gemv_mma.pack(q), sz), w
+
+
+def test_halves_order_keeps_every_output_where_it_was():
+    """Rows packed in halves order: the plain epilogue stores each row where the stored order has it, bit for bit
+    the plainly packed launch (a row's sums do not depend on its place in a tile), and dequant gives W back."""
+    n, k, group, hd = 9 * 64, 576, 64, 64
+    halves, plain, w = _halves(n, k, group, hd)
+    x = _x(8, k, 11)
+    for t in (1, 3, 8):
+        got = gemv_mma.gemv_mma(x[:t].contiguous(), *halves, n, k, group, halves=hd)
+        assert torch.equal(got, gemv_mma.gemv_mma(x[:t].contiguous(), *plain, n, k, group))
+    out = torch.empty(n, k, device="cuda")
+    gemv_mma.dequant(*halves, out, group, accumulate=False, halves=hd)
+    assert torch.allclose(out, w, rtol=8e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", ["o", "down", "tiny64"])
+def test_mma_residual_epilogue(shape):
+    """RESIDUAL for 1 to 8 rows: xr += y as a bf16 add of the rounded output, then xr·w, bit for bit the plain launch
+    followed by torch ops, and each program's sums of squares of xr per row ([8, programs], up to fp32 order)."""
+    n, k, group = SHAPES[shape]
+    plane, _ = _mma_weights(n, k, group)
+    x, xr, w = _x(8, k, 2), _x(8, n, 3, 4.0), (_x(1, n, 4) + 1).flatten()
+    rt = gemv_mma.config(n, k)[0]
+    for t in (1, 2, 5, 8):
+        xt = x[:t].contiguous()
+        want = xr[:t] + gemv_mma.gemv_mma(xt, *plane, n, k, group)
+        got = xr[:t].clone()
+        h, part = gemv_mma.gemv_mma(xt, *plane, n, k, group, residual=(got, w))
+        assert torch.equal(got, want) and torch.equal(h, want * w)
+        assert part.shape == (gemv_mma.MAX_X, n // (16 * rt)) and part.dtype == torch.float32
+        sq = want.float().pow(2).view(t, -1, 16 * rt).sum(2)
+        assert torch.allclose(part[:t], sq, rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("shape", ["qkv", "gate_up", "tiny64"])
+def test_mma_norm_scales_each_row_by_its_own_rms(shape):
+    """NORM: x·w in, [8, P] partial sums of squares beside it: each row of the output is RMSNorm(x)·w @ W.T with
+    its own 1 / rms applied to the fp32 sum (against the fp32 reference and close to the unfused bf16 path), and
+    each row of an 8-row launch is its one-row launch bit for bit; silu(gate)·up of the scaled sums with SILU."""
+    from yi_cli.kernels import glue
+
+    n, k, group = SHAPES[shape]
+    plane, w = _mma_weights(n, k, group)
+    x, nw, eps = _x(8, k, 5, 3.0), (_x(1, k, 6) * 0.1 + 1).flatten(), 1e-6
+    part = torch.zeros(gemv_mma.MAX_X, 64, device="cuda")
+    part[:, :] = x.float().pow(2).view(8, 64, -1).sum(2)  # as a RESIDUAL launch of 64 programs writes them
+    xw = (x * nw).contiguous()
+    y = gemv_mma.gemv_mma(xw, *plane, n, k, group, norm=(part, eps))
+    rstd = torch.rsqrt(x.float().pow(2).mean(1, keepdim=True) + eps)
+    ref = (x.float() * rstd * nw.float()) @ w.t()
+    assert rel_err(y.float(), ref) < 4e-3
+    _, h = glue.add_rmsnorm(x, None, nw, eps, True)
+    assert rel_err(y.float(), gemv_mma.gemv_mma(h, *plane, n, k, group).float()) < 8e-3
+    for i in (0, 5, 7):
+        alone = gemv_mma.gemv_mma(xw[i : i + 1].contiguous(), *plane, n, k, group, norm=(part[i:].contiguous(), eps))
+        assert torch.equal(alone, y[i : i + 1]), f"row {i}"
+    if shape != "qkv":
+        y2 = gemv_mma.gemv_mma(xw, *plane, n, k, group, rt=2, norm=(part, eps))
+        s = gemv_mma.gemv_mma(xw, *plane, n, k, group, rt=2, silu=True, norm=(part, eps))
+        assert torch.equal(s, glue.silu_mul(y2, True))
+
+
+@pytest.mark.parametrize("heads,kv,hd,k,group,planes", [(32, 4, 128, 4096, 128, 1), (9, 3, 64, 576, 64, 2)])
+def test_mma_rope_epilogue(heads, kv, hd, k, group, planes):
+    """ROPE ([q; k; v] in halves order) for 1 to 8 tokens at their own positions: q roped and folded, k and v in
+    the caches at each token's slot, bit for bit the plain launch followed by glue.rope_cache, with and without
+    the norm's 1 / rms."""
+    from yi_cli.kernels import glue, tinygemm
+
+    n = (heads + 2 * kv) * hd
+    halves, plain, _ = _halves(n, k, group, hd)
+    plane2 = None
+    if planes == 2:
+        q2 = tinygemm.codes(weights_other(n, k, group)[0], n, k)
+        rows = gemv_mma.halves_order(n, hd, q2.device)
+        sz2 = weights_other(n, k, group)[1]
+        plane2 = (gemv_mma.pack(q2[rows]), sz2[:, rows].contiguous())
+    seq = 64
+    g = torch.Generator(device="cuda").manual_seed(hd)
+    ang = torch.rand(seq, hd // 2, device="cuda", generator=g) * 6
+    cos, sin = torch.cat([ang.cos()] * 2, -1).bfloat16(), torch.cat([ang.sin()] * 2, -1).bfloat16()
+    x = _x(8, k, 8, 3.0)
+    part = torch.rand(gemv_mma.MAX_X, 32, device="cuda", generator=g) * k / 32
+    for t in (1, 4, 8):
+        xt, pos = x[:t].contiguous(), torch.arange(30, 30 + t, device="cuda")
+        for norm in (None, (part, 1e-6)):
+            caches = [torch.randn(1, kv, seq, hd, device="cuda", generator=g).bfloat16() for _ in range(2)]
+            caches += [c.clone() for c in caches]
+            y = gemv_mma.gemv_mma(xt, *halves, n, k, group, plane2=plane2, halves=hd, norm=norm)
+            want = glue.rope_cache(y, cos, sin, pos, caches[0], caches[1], heads, kv, hd, True)
+            rope = (cos, sin, pos, caches[2], caches[3], heads, kv, hd)
+            got = gemv_mma.gemv_mma(xt, *halves, n, k, group, plane2=plane2, halves=hd, norm=norm, rope=rope)
+            assert got.shape == want.shape and torch.equal(got, want), f"{t} tokens, norm {norm is not None}"
+            assert torch.equal(caches[2], caches[0]) and torch.equal(caches[3], caches[1])
+
+
+@pytest.mark.parametrize("quant", ["awq", "gptq8"])
+def test_mma_chained_step_matches_the_unchained_one(quant):
+    """On the tensor-core GEMV the decode step chains (norms, residual adds, rope and the cache write in the GEMVs'
+    epilogues): against the same step with the glue kernels, and greedy tokens against transformers."""
+    from test_fast import PROMPT, assert_greedy_match, checkpoint, fast_tokens, reference_greedy
+
+    import yi_cli
+    from yi_cli.checkpoint.loader import open_checkpoint
+    from yi_cli.runtime.decoder import FastDecoder
+
+    path = checkpoint(0, quant, group=64)
+    dec = FastDecoder(open_checkpoint(path, device="cuda", dtype="bf16"))
+    m = dec.model
+    assert m.exact_rows and m.chained and m.layers[0].qkv.halves == m.hd
+    x = torch.tensor(PROMPT * 4, device="cuda")
+    with torch.inference_mode():
+        m.prefill(x[:-1], 0, dense=False)
+        pos = m.arange[x.shape[0] - 1 : x.shape[0]]
+        chained = m.decode_step(x[-1:], pos, 256)
+        m.chained = False
+        plain = m.decode_step(x[-1:], pos, 256)
+        m.chained = True
+    assert rel_err(chained[0], plain[0]) < 2e-2
+    model = yi_cli.load(path, device="cuda", dtype="bf16").model
+    assert_greedy_match(model, PROMPT, fast_tokens(dec, PROMPT), reference_greedy(model, PROMPT), tie=5e-2)

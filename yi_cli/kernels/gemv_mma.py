@@ -92,6 +92,19 @@ def silu_fits(n: int) -> bool:
     return n % 32 == 0
 
 
+def halves_order(n: int, head_dim: int, device=None) -> torch.Tensor:
+    """The rows of a [q; k; v] weight (heads of head_dim rows) in `pack`'s halves order: entry R is the original row
+    packed at row R. Row g of tile i of a head holds dimension d = 8·i + g, row g + 8 its rotate_half partner
+    d + head_dim/2, so one lane's D fragment holds both halves of a rotary pair (gemv_mma's rope epilogue)."""
+    r = torch.arange(n, device=device)
+    w = r % head_dim
+    return r - w + (w // 16) * 8 + r % 8 + (head_dim // 2) * ((r % 16) // 8)
+
+
+def halves_fit(n: int, head_dim: int) -> bool:
+    return head_dim > 0 and head_dim % 16 == 0 and n % head_dim == 0
+
+
 def pack(q: torch.Tensor) -> torch.Tensor:
     """Codes uint8 [N, K] (0..15, input columns in group order) -> int32 [N/16, K/64, 32, 4] (module docstring)."""
     n, k = q.shape
@@ -108,14 +121,17 @@ def pack(q: torch.Tensor) -> torch.Tensor:
     return words.reshape(n // 16, k // 64, 32, 4).contiguous()
 
 
-def dequant(packed: torch.Tensor, sz: torch.Tensor, w: torch.Tensor, group: int, accumulate: bool) -> None:
-    """w [N, K] (+)= (q - 8)·s + zf of `pack`'s layout (a prefill's dense GEMM): a program reads DEQUANT_CHUNKS
-    chunks of one row tile as whole words and writes rows of 64 columns (glue.dequant_int4's gather of each
-    element's word by an index map ran at ~1.7 TB/s of reads + writes on the H200)."""
+def dequant(
+    packed: torch.Tensor, sz: torch.Tensor, w: torch.Tensor, group: int, accumulate: bool, halves: int = 0
+) -> None:
+    """w [N, K] (+)= (q - 8)·s + zf of `pack`'s layout (a prefill's dense GEMM), rows in their original order
+    (halves: packed in halves_order): a program reads DEQUANT_CHUNKS chunks of one row tile as whole words and
+    writes rows of 64 columns (glue.dequant_int4's gather of each element's word by an index map ran at ~1.7 TB/s
+    of reads + writes on the H200)."""
     n, k = w.shape
     kc = k // 64
     nt = glue.per_program(kc, DEQUANT_CHUNKS)
-    _dequant[(n // 16, kc // nt)](packed, sz, w, n, k, kc, group, ACC=accumulate, NT=nt)
+    _dequant[(n // 16, kc // nt)](packed, sz, w, n, k, kc, group, ACC=accumulate, NT=nt, HALVES=halves)
 
 
 DEQUANT_CHUNKS = 4
@@ -123,7 +139,7 @@ DEQUANT_CHUNKS = 4
 if triton is not None:
 
     @triton.jit(do_not_specialize=["kc"])  # one binary for K = 4096 (64 chunks) and 11008 (172)
-    def _dequant(P, SZ, W, n, k, kc, group, ACC: tl.constexpr, NT: tl.constexpr):
+    def _dequant(P, SZ, W, n, k, kc, group, ACC: tl.constexpr, NT: tl.constexpr, HALVES: tl.constexpr):
         """NT chunks of row tile program_id(0): each chunk's 128 words as [g, t, s] (lane 4g + t, k-step s), their
         nibbles j + 4e, j = jr + 2·jc, placed at row 8·jr + g and column 16t + 4s + 2·jc + e (the module docstring's
         A fragment) by a permute of the six indices, then one row-major [16, 64] store."""
@@ -143,7 +159,11 @@ if triton is not None:
             q = tl.reshape(tl.permute(q, (4, 0, 1, 2, 3, 5)), [16, 64]).to(tl.float32)  # [jr·8 + g, t, s, jc, e]
             sz = SZ + (((c * 64) // group) * n + row) * 2  # a chunk lies in one group
             w = (q - 8.0) * tl.load(sz).to(tl.float32)[:, None] + tl.load(sz + 1).to(tl.float32)[:, None]
-            at = W + row[:, None] * k + c * 64 + tl.arange(0, 64)[None, :]
+            out = row
+            if HALVES:  # halves_order's row, computed
+                wr = row % HALVES
+                out = row - wr + (wr // 16) * 8 + row % 8 + (HALVES // 2) * ((row % 16) // 8)
+            at = W + out[:, None] * k + c * 64 + tl.arange(0, 64)[None, :]
             if ACC:
                 w += tl.load(at).to(tl.float32)
             tl.store(at, w.to(W.dtype.element_ty))
@@ -279,6 +299,37 @@ if gluon is not None:
         )
 
     @gluon.jit
+    def _orig(row, HALVES: gl.constexpr):
+        """The original row of packed row `row` (halves_order; HALVES = 0: the same)."""
+        out = row
+        if HALVES:
+            wr = row % HALVES
+            out = row - wr + (wr // 16) * 8 + row % 8 + (HALVES // 2) * ((row % 16) // 8)
+        return out
+
+    @gluon.constexpr_function
+    def _norm_layout(np2, warps):
+        """[4 rows of x, np2 partial sums]: lane t takes row 2t (+ 1), the other lanes and the warps the partials."""
+        return gl.BlockedLayout([1, max(1, np2 // (8 * warps))], [4, 8], [1, warps], [1, 0])
+
+    @gluon.constexpr_function
+    def _pow2(n):
+        return 1 << (n - 1).bit_length()
+
+    @gluon.jit
+    def _rstd(NORM_IN, c4, MX, eps, NP: gl.constexpr, K: gl.constexpr, WARPS: gl.constexpr):
+        """RMSNorm's 1 / sqrt(mean(x^2) + eps) for the rows c4 [4] of x, from the NP partial sums of squares a
+        row the producing GEMV wrote (NORM_IN [MAX_X, NP]), summed in the same order for any row count:
+        [1, 1, 4], c4's layout."""
+        NPP: gl.constexpr = _pow2(NP)
+        LN: gl.constexpr = _norm_layout(NPP, WARPS)
+        c = gl.expand_dims(gl.convert_layout(c4, gl.SliceLayout(1, LN)), 1)
+        j = gl.expand_dims(gl.arange(0, NPP, layout=gl.SliceLayout(0, LN)), 0)
+        v = gl.load(NORM_IN + c * NP + j, mask=(c < MX) & (j < NP), other=0.0)
+        r = 1.0 / gl.sqrt(gl.sum(v, axis=1) / K + eps)
+        return gl.expand_dims(gl.expand_dims(gl.convert_layout(r, c4.type.layout), 0), 1)
+
+    @gluon.jit
     def _store(Y, y, row, col, MX, NY):
         """y [RT, 8, 4] of rows `row` and x rows `col` (< MX) into Y [MX, NY]."""
         gl.store(Y + col * NY + row, y, mask=col < MX)
@@ -292,18 +343,99 @@ if gluon is not None:
         gl.store(Y + cc * NY + out, _silu_gate_up(g, u, Y.dtype.element_ty), mask=cc < MX)
 
     @gluon.jit
-    def _epilogue(Y, a0, a2, row, col, MX, NY, RT: gl.constexpr, SILU: gl.constexpr):
-        """One column of each lane's D pair (rows g and g + 8): the warps' sums, rounded, stored (SILU: as
-        silu(gate)·up)."""
+    def _residual(Y, XR, WN, y, row, col, MX, NY):
+        """The residual stream XR [MX, NY] += y (rounded as a bf16 add) and Y = XR·WN (the next RMSNorm's input
+        times its weight); returns XR's new values in fp32 (0 past MX)."""
+        ok = col < MX
+        at = col * NY + row
+        xr = (gl.load(XR + at, mask=ok, other=0.0).to(gl.float32) + y.to(gl.float32)).to(Y.dtype.element_ty)
+        gl.store(XR + at, xr, mask=ok)
+        xf = xr.to(gl.float32)
+        gl.store(Y + at, (xf * gl.load(WN + row).to(gl.float32)).to(Y.dtype.element_ty), mask=ok)
+        return gl.where(ok, xf, 0.0)
+
+    @gluon.jit
+    def _rope_store(Y, a, b, row, col, MX, rope, HD: gl.constexpr, NH: gl.constexpr, NKV: gl.constexpr):
+        """Rows d (a) and d + HD/2 (b) of the heads of [q; k; v] packed in halves order, rounded as the GEMV's
+        output: q and k rotated as glue._rope_cache rounds it (x·cos + rotate_half(x)·sin, each product rounded);
+        q into Y folded as rope_cache folds it (row head·MX + x row of [heads·MX, HD]), k and v into the caches
+        [NKV, S, HD] at slot POS[x row]."""
+        POS, COS, SIN, KC, VC, S = rope
         dt = Y.dtype.element_ty
-        y0 = gl.sum(a0, axis=1).to(dt)
-        y2 = gl.sum(a2, axis=1).to(dt)
+        head = row // HD
+        d = ((row % HD) // 16) * 8 + row % 8  # row 16·tile + g: dimension 8·(tile of the head) + g
+        ok = col < MX
+        p = gl.load(POS + col, mask=ok, other=0)
+        cs = p * HD + d
+        c1 = gl.load(COS + cs, mask=ok, other=0.0).to(gl.float32)
+        s1 = gl.load(SIN + cs, mask=ok, other=0.0).to(gl.float32)
+        c2 = gl.load(COS + cs + HD // 2, mask=ok, other=0.0).to(gl.float32)
+        s2 = gl.load(SIN + cs + HD // 2, mask=ok, other=0.0).to(gl.float32)
+        af = a.to(gl.float32)
+        bf = b.to(gl.float32)
+        rot = head < NH + NKV
+        a2 = gl.where(rot, ((af * c1).to(dt).to(gl.float32) + (-bf * s1).to(dt).to(gl.float32)).to(dt), a)
+        b2 = gl.where(rot, ((bf * c2).to(dt).to(gl.float32) + (af * s2).to(dt).to(gl.float32)).to(dt), b)
+        isq = ok & (head < NH)
+        qat = (head * MX + col) * HD + d
+        gl.store(Y + qat, a2, mask=isq)
+        gl.store(Y + qat + HD // 2, b2, mask=isq)
+        isk = ok & (head >= NH) & rot
+        kat = ((head - NH) * S + p) * HD + d
+        gl.store(KC + kat, a2, mask=isk)
+        gl.store(KC + kat + HD // 2, b2, mask=isk)
+        isv = ok & (head >= NH + NKV)
+        vat = ((head - NH - NKV) * S + p) * HD + d
+        gl.store(VC + vat, a2, mask=isv)
+        gl.store(VC + vat + HD // 2, b2, mask=isv)
+
+    @gluon.jit
+    def _epilogue(
+        Y,
+        a0,
+        a2,
+        row,
+        c4,
+        MX,
+        NY,
+        fold,
+        RT: gl.constexpr,
+        WARPS: gl.constexpr,
+        K: gl.constexpr,
+        SILU: gl.constexpr,
+        NP: gl.constexpr,
+        RESIDUAL: gl.constexpr,
+        HALVES: gl.constexpr,
+        NH: gl.constexpr,
+        NKV: gl.constexpr,
+    ):
+        """One column of each lane's D pair (rows g and g + 8; x rows c4 [4]): the warps' sums (NP: times the
+        norm's 1 / rms), rounded, stored (SILU: as silu(gate)·up; RESIDUAL: added to the residual stream, the next
+        norm's input times its weight and this program's sums of squares; NH: roped into q and the caches)."""
+        NORM_IN, eps, XR, WN, NORM_OUT, POS, COS, SIN, KCACHE, VCACHE, S = fold
+        dt = Y.dtype.element_ty
+        col = gl.expand_dims(gl.expand_dims(c4, 0), 1) + row * 0  # [RT, 8, 4]
+        y0 = gl.sum(a0, axis=1)
+        y2 = gl.sum(a2, axis=1)
+        if NP > 0:
+            rstd = _rstd(NORM_IN, c4, MX, eps, NP, K, WARPS)
+            y0 = y0 * rstd
+            y2 = y2 * rstd
+        y0 = y0.to(dt)
+        y2 = y2.to(dt)
         if SILU:
             _silu_store(Y, y0, row, col, MX, NY, RT)
             _silu_store(Y, y2, row + 8, col, MX, NY, RT)
+        elif RESIDUAL:
+            x0 = _residual(Y, XR, WN, y0, row, col, MX, NY)
+            x2 = _residual(Y, XR, WN, y2, row + 8, col, MX, NY)
+            sq = gl.sum(gl.sum(x0 * x0 + x2 * x2, axis=1), axis=0)  # [4]: this program's share of each row's sum
+            gl.store(NORM_OUT + c4 * gl.num_programs(0) + gl.program_id(0), sq, mask=c4 < MX)
+        elif NH > 0:
+            _rope_store(Y, y0, y2, row, col, MX, (POS, COS, SIN, KCACHE, VCACHE, S), HALVES, NH, NKV)
         else:
-            _store(Y, y0, row, col, MX, NY)
-            _store(Y, y2, row + 8, col, MX, NY)
+            _store(Y, y0, _orig(row, HALVES), col, MX, NY)
+            _store(Y, y2, _orig(row + 8, HALVES), col, MX, NY)
 
     @gluon.jit
     def _put(t, j: gl.constexpr, new):
@@ -364,7 +496,7 @@ if gluon is not None:
                 scs2 = _put(scs2, j, s2next)
         return acc, ws, scs, ws2, scs2, bss
 
-    @gluon.jit(do_not_specialize=["MX"])
+    @gluon.jit(do_not_specialize=["MX", "S"])
     def _gemv_mma(
         X,
         P,
@@ -374,6 +506,17 @@ if gluon is not None:
         MX,
         P2,
         SZ2,
+        NORM_IN,
+        XR,
+        WN,
+        NORM_OUT,
+        eps,
+        POS,
+        COS,
+        SIN,
+        KCACHE,
+        VCACHE,
+        S,
         KC: gl.constexpr,
         G: gl.constexpr,
         RT: gl.constexpr,
@@ -383,11 +526,22 @@ if gluon is not None:
         PLANES: gl.constexpr,
         AHEAD: gl.constexpr,
         XAHEAD: gl.constexpr,
+        NP: gl.constexpr,
+        RESIDUAL: gl.constexpr,
+        HALVES: gl.constexpr,
+        NH: gl.constexpr,
+        NKV: gl.constexpr,
     ):
         """Y[m] = W·x[m] for the MX <= 8 rows of x [MX, K] and the 16·RT rows of this program's tiles (SILU: RT/2
         tiles of gate and the same of up, Y[m] = silu(gate)·up). PLANES = 2: W = plane (P, SZ) + plane (P2, SZ2)
         (GPTQ int8's high and low nibbles), summed in fp32. AHEAD, XAHEAD: chunks of weights and of x each warp
-        loads ahead (config)."""
+        loads ahead (config). HALVES: W's rows are packed in halves_order of that head dim.
+        The decode step's glue, as gemv._gemv_int4 folds it for one row (each row of x alone, so a verify's rows
+        stay decode steps bit for bit): NP > 0: x is RMSNorm's input times its weight and NORM_IN [8, NP] the
+        partial sums of squares of that input (a RESIDUAL launch's NORM_OUT), the sums scaled by the norm's 1 / rms
+        before rounding. RESIDUAL: XR [MX, N] += Y, Y = XR·WN and this program's sums of squares of XR into
+        NORM_OUT [8, programs]. NH > 0 (W = [q; k; v] of NH, NKV, NKV heads, HALVES their head dim): q and k roped,
+        q into Y as glue.rope_cache folds it, k and v into KCACHE / VCACHE [NKV, S, HALVES] at slots POS[m]."""
         L5: gl.constexpr = gl.BlockedLayout([RT, 1, 1, 1, 4], [1, 1, 8, 4, 1], [1, WARPS, 1, 1, 1], [4, 3, 2, 1, 0])
         LA: gl.constexpr = gl.SliceLayout(4, L5)  # [RT, WARPS, 8, 4]: tile, warp, g, t
         pid = gl.program_id(0)
@@ -463,16 +617,19 @@ if gluon is not None:
         LY: gl.constexpr = gl.SliceLayout(1, LA)
         ry = gl.expand_dims(gl.expand_dims(gl.arange(0, RT, layout=_dim(LY, 3, 0)), 1), 2)
         gy = gl.expand_dims(gl.expand_dims(gl.arange(0, 8, layout=_dim(LY, 3, 1)), 0), 2)
-        col = 2 * gl.expand_dims(gl.expand_dims(gl.arange(0, 4, layout=_dim(LY, 3, 2)), 0), 1) + ry * 0 + gy * 0
+        c4 = 2 * gl.arange(0, 4, layout=_dim(LY, 3, 2))
+        zero3 = gl.expand_dims(gl.expand_dims(c4, 0), 1) * 0 + ry * 0 + gy * 0
         if SILU:  # even tiles gate, odd ones up: out rows are the gate rows
-            row = (pid * (RT // 2) + ry // 2) * 16 + gy + col * 0  # [RT, 8, 4]
+            row = (pid * (RT // 2) + ry // 2) * 16 + gy + zero3  # [RT, 8, 4]
             NY = N // 2
         else:
-            row = (pid * RT + ry) * 16 + gy + col * 0
+            row = (pid * RT + ry) * 16 + gy + zero3
             NY = N
-        _epilogue(Y, acc[0], acc[2], row, col, MX, NY, RT, SILU)
+        fold = (NORM_IN, eps, XR, WN, NORM_OUT, POS, COS, SIN, KCACHE, VCACHE, S)
+        K: gl.constexpr = KC * 64
+        _epilogue(Y, acc[0], acc[2], row, c4, MX, NY, fold, RT, WARPS, K, SILU, NP, RESIDUAL, HALVES, NH, NKV)
         if MX > 1:
-            _epilogue(Y, acc[1], acc[3], row, col + 1, MX, NY, RT, SILU)
+            _epilogue(Y, acc[1], acc[3], row, c4 + 1, MX, NY, fold, RT, WARPS, K, SILU, NP, RESIDUAL, HALVES, NH, NKV)
 
 
 def gemv_mma(
@@ -489,9 +646,20 @@ def gemv_mma(
     plane2: tuple[torch.Tensor, torch.Tensor] | None = None,
     ahead: int | None = None,
     xahead: int | None = None,
-) -> torch.Tensor:
+    halves: int = 0,
+    norm: tuple[torch.Tensor, float] | None = None,
+    residual: tuple[torch.Tensor, torch.Tensor] | None = None,
+    rope: tuple | None = None,
+):
     """x [T, K] bf16 (1 <= T <= 8, contiguous) @ W.T over `pack`'s layout -> [T, N] (silu: W = [gate; up],
-    silu(gate)·up [T, N/2]); each row of the result the same bits for any T."""
+    silu(gate)·up [T, N/2]); each row of the result the same bits for any T. halves: W packed in halves_order of
+    this head dim. The decode step's glue, as gemv.gemv_int4 folds it, row by row:
+    norm: (partial sums of squares [8, P], eps): x is an RMSNorm's input times the norm's weight, and each row of
+    the result is scaled by 1 / rms of its input (the partials: a residual launch's second result).
+    residual: (xr [T, N] the residual stream, w [N] the next RMSNorm's weight): xr += y in place, and the result
+    is (xr·w [T, N], partial sums of squares of xr [8, N / (16·rt)]) for the next launch's `norm`.
+    rope: (cos, sin, pos [T], k cache, v cache, heads, kv heads, head dim) with W = [q; k; v] packed in halves
+    order: as glue.rope_cache for T tokens, the result being q roped and folded, [1, kv heads, G·T, head dim]."""
     t = x.shape[0]
     assert 1 <= t <= MAX_X and x.is_contiguous()
     crt, cwarps, cahead, cxahead = config(n, k, 1 if plane2 is None else 2)
@@ -506,7 +674,18 @@ def gemv_mma(
         rt = max(rt, 2)
         while (n // 32) % (rt // 2):
             rt //= 2
-    y = torch.empty(t, n // 2 if silu else n, dtype=x.dtype, device=x.device)
+    assert silu + (residual is not None) + (rope is not None) <= 1, "one epilogue at a time"
+    if rope is not None:
+        cos, sin, pos, kc, vc, nh, nkv, hd = rope
+        assert hd == halves and pos.shape[0] == t
+        y = torch.empty(1, nkv, nh // nkv * t, hd, dtype=x.dtype, device=x.device)
+    else:
+        y = torch.empty(t, n // 2 if silu else n, dtype=x.dtype, device=x.device)
+        cos = sin = pos = kc = vc = y
+        nh = nkv = 0
+    part, eps = norm if norm is not None else (y, 0.0)
+    xr, wn = residual if residual is not None else (y, y)
+    out = torch.empty(MAX_X, n // (16 * rt), dtype=torch.float32, device=x.device) if residual is not None else y
     pdl = glue.pdl(x) if pdl is None else pdl
     p2, sz2 = plane2 if plane2 is not None else (packed, sz)
     _gemv_mma[(n // (16 * rt),)](
@@ -518,6 +697,17 @@ def gemv_mma(
         t,
         p2,
         sz2,
+        part,
+        xr,
+        wn,
+        out,
+        eps,
+        pos,
+        cos,
+        sin,
+        kc,
+        vc,
+        kc.shape[2] if rope is not None else 0,
         KC=k // 64,
         G=group,
         RT=rt,
@@ -527,7 +717,12 @@ def gemv_mma(
         PLANES=1 if plane2 is None else 2,
         AHEAD=ahead,
         XAHEAD=xahead,
+        NP=0 if norm is None else part.shape[1],
+        RESIDUAL=residual is not None,
+        HALVES=halves,
+        NH=nh,
+        NKV=nkv,
         num_warps=warps,
         launch_pdl=pdl,
     )
-    return y
+    return (y, out) if residual is not None else y

@@ -81,7 +81,8 @@ class Layer:
         self.ln2 = w.tensor(p + "post_attention_layernorm.weight", [d], dtype)
         a, m = p + "self_attn.", p + "mlp."
         q, kv = cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd
-        self.qkv = projections.build(ckpt, w, [a + "q_proj", a + "k_proj", a + "v_proj"], d, [q, kv, kv], dtype)
+        qkv = [a + "q_proj", a + "k_proj", a + "v_proj"]
+        self.qkv = projections.build(ckpt, w, qkv, d, [q, kv, kv], dtype, halves=hd)
         self.o = projections.build(ckpt, w, [a + "o_proj"], q, [d], dtype)
         self.gate_up = projections.build(ckpt, w, [m + "gate_proj", m + "up_proj"], d, [inter, inter], dtype)
         self.down = projections.build(ckpt, w, [m + "down_proj"], inter, [d], dtype)
@@ -118,24 +119,26 @@ class FastLlama:
         self.v_cache = [torch.zeros(shape, dtype=dtype, device=dev) for _ in self.layers]
         self.arange = torch.arange(max_seq, device=dev)
         self.fused = glue.available(self.embed, self.hd)  # Triton kernels for the glue (CUDA)
+        projs = [p for layer in self.layers for p in (layer.qkv, layer.o, layer.gate_up, layer.down)]
+        # Every int4 projection on the tensor-core GEMV (gemv_mma), whose rows of x each get the same bits for any
+        # row count: with the lm_head padded to HEAD_ROWS rows a speculative verify's rows are decode steps bit for
+        # bit (attention, norms, rope and silu already compute each row alone), so speculation keeps the tokens.
+        mma = [getattr(p, "mma", False) for p in projs]
+        self.exact_rows = self.fused and all(mma)
         # A decode step's RMSNorms, residual adds and rotary embedding run inside the int4 GEMVs: o and down add
         # their output to the residual stream and write the next norm's input times its weight with partial sums
         # of squares, qkv and gate_up scale their output by the norm's 1 / rms, and qkv ropes q and k and writes
-        # the cache (a Yi-6B step: 62 of 65 norm launches and all 32 rope launches gone).
-        # (Not with the multi-row GEMV opt-in, YI_CHAT_GEMV_ROWS: a verify's rows are then a decode step's bits,
-        # which the unchained step computes; nor on the tensor-core GEMV, which folds none of them.)
-        projs = [p for layer in self.layers for p in (layer.qkv, layer.o, layer.gate_up, layer.down)]
+        # the cache (a Yi-6B step: 62 of 65 norm launches and all 32 rope launches gone). On the tensor-core GEMV
+        # a verify's rows chain too, each as its decode step (exact_rows). Not on a mix of the two GEMVs (their
+        # partial sums differ in shape), nor with the CUDA-core multi-row opt-in YI_CHAT_GEMV_ROWS (a verify's
+        # rows are then a decode step's bits, which the unchained step computes).
         self.chained = (
             self.fused
-            and not gemv.MAX_X
+            and (self.exact_rows or (not gemv.MAX_X and not any(mma)))
             and dtype == projections.OP_DTYPE
             and all(p.chains for p in projs)
             and all(layer.gate_up.gemv_silu and layer.qkv.rope_fits(self.hd) for layer in self.layers)
         )
-        # Every int4 projection on the tensor-core GEMV (gemv_mma), whose rows of x each get the same bits for any
-        # row count: with the lm_head padded to HEAD_ROWS rows a speculative verify's rows are decode steps bit for
-        # bit (attention, norms, rope and silu already compute each row alone), so speculation keeps the tokens.
-        self.exact_rows = self.fused and all(getattr(p, "mma", False) for p in projs)
         self.dense_min = DENSE_PREFILL_MIN["cuda" if dev.type == "cuda" else "cpu"]
 
     def weight_bytes(self) -> int:
@@ -211,7 +214,9 @@ class FastLlama:
         def mm(lin, v):
             return lin.prefill_mm(v) if dense else lin.mm(v)
 
-        chain = decode and self.chained  # norms and residual adds inside the GEMVs (see __init__)
+        # norms, residual adds and rope inside the GEMVs (see __init__): a decode step, and a verify's rows where
+        # they are its decode steps
+        chain = self.chained and (decode or (rows and fused and self.exact_rows))
         delta = None  # the residual branch not yet added to x: the add is fused into the next norm
         norm = None  # chain: h is x·w of the next RMSNorm, and this its (partial sums of squares of x, eps)
         for i, (layer, kc, vc) in enumerate(zip(self.layers, self.k_cache, self.v_cache, strict=False)):

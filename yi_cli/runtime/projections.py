@@ -48,9 +48,10 @@ class Dense(_Proj):
 
 
 class Int4(_Proj):
-    def __init__(self, planes, group: int, n: int, k: int, perm=None, bias=None, mma: bool = False):
+    def __init__(self, planes, group: int, n: int, k: int, perm=None, bias=None, mma: bool = False, halves: int = 0):
         self.planes = planes  # [(packed, sz bf16 [K/group, N, 2])]: packed in gemv_mma's layout when mma
         self.group, self.n, self.k, self.perm, self.bias, self.mma = group, n, k, perm, bias, mma
+        self.halves = halves  # mma: rows packed in gemv_mma.halves_order of this head dim (0: as stored)
         packed = planes[0][0]
         self.layout = None if packed.is_cuda else tinygemm.cpu_layout()
         ikt = tinygemm.inner_k_tiles(k)
@@ -68,8 +69,9 @@ class Int4(_Proj):
         self.gemv_silu = bias is None and (
             (self.gemv and (n // 2) % (gemv.ROWS // 2) == 0) or (mma and gemv_mma.silu_fits(n))
         )
-        # one token: the RMSNorm before this projection and the residual add after it can run inside the GEMV
-        self.chains = self.gemv and bias is None and os.environ.get("YI_CHAT_CHAIN", "1") != "0"
+        # the RMSNorm before this projection and the residual add after it can run inside the GEMV (the CUDA-core
+        # one: one token; gemv_mma: each of up to 8 rows)
+        self.chains = (self.gemv or mma) and bias is None and os.environ.get("YI_CHAT_CHAIN", "1") != "0"
 
     def nbytes(self) -> int:
         return _nbytes(self.perm, self.bias, *(t for plane in self.planes for t in plane))
@@ -79,8 +81,10 @@ class Int4(_Proj):
         or a few rows of a one-plane projection through the multi-row kernel."""
         (packed, sz), *rest = self.planes
         if self.mma:
-            assert all(v is None for v in fold.values()), "gemv_mma folds no norm, residual or rope"
-            return gemv_mma.gemv_mma(x, packed, sz, self.n, self.k, self.group, silu=silu, plane2=(rest or [None])[0])
+            plane2 = (rest or [None])[0]
+            return gemv_mma.gemv_mma(
+                x, packed, sz, self.n, self.k, self.group, silu=silu, plane2=plane2, halves=self.halves, **fold
+            )
         if x.shape[0] > 1:
             return gemv.gemv_int4_rows(x, packed, sz, self.n, self.k, self.group, self.wpr, silu=silu)
         plane2 = rest[0] if rest else None
@@ -127,16 +131,20 @@ class Int4(_Proj):
         return y.to(x.dtype)
 
     def rope_mm(self, x: torch.Tensor, norm, rope: tuple) -> torch.Tensor:
-        """One token through [q; k; v] (`chains`, `rope_fits`): the rotary embedding and the cache write run in the
-        GEMV's epilogue (gemv.gemv_int4's rope); returns q roped, [1, heads·head dim]."""
+        """A decode step's tokens through [q; k; v] (`chains`, `rope_fits`): the rotary embedding and the cache
+        write run in the GEMV's epilogue (gemv.gemv_int4's rope, gemv_mma's); returns q roped and folded as
+        glue.rope_cache folds it."""
         return self._gemv(self._input(x), norm=norm, rope=rope)
 
     def rope_fits(self, head_dim: int) -> bool:
+        if self.mma:
+            return self.halves == head_dim
         return gemv.rope_fits(head_dim, len(self.planes))
 
     def residual_mm(self, x: torch.Tensor, xr: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, tuple]:
-        """One token (`chains`): the residual stream xr [1, N] += x·W^T in place. Returns the next RMSNorm's input
-        times its weight w [1, N] and the partial sums of squares of xr, for the next projection's `norm`."""
+        """A decode step's tokens (`chains`): the residual stream xr [T, N] += x·W^T in place. Returns the next
+        RMSNorm's input times its weight w [T, N] and the partial sums of squares of xr, for the next projection's
+        `norm`."""
         return self._gemv(self._input(x), residual=(xr, w))
 
     def dense(self, dtype) -> torch.Tensor:
@@ -145,7 +153,7 @@ class Int4(_Proj):
         if self.mma:
             w = torch.empty(self.n, self.k, dtype=dtype, device=packed.device)
             for i, (p, sz) in enumerate(self.planes):
-                gemv_mma.dequant(p, sz, w, self.group, accumulate=i > 0)
+                gemv_mma.dequant(p, sz, w, self.group, accumulate=i > 0, halves=self.halves)
             return w
         if packed.is_cuda and glue.triton is not None:
             ikt = tinygemm.inner_k_tiles(self.k)
@@ -187,8 +195,10 @@ class Multi(_Proj):
         return torch.cat([p.prefill_mm(x) for p in self.parts], -1)
 
 
-def build(ckpt, weights, names: list[str], k: int, sizes: list[int], dtype: torch.dtype):
-    """One matmul object computing cat([x @ W_name.T for name in names], -1) in `dtype`; W_name is [size, k]."""
+def build(ckpt, weights, names: list[str], k: int, sizes: list[int], dtype: torch.dtype, halves: int = 0):
+    """One matmul object computing cat([x @ W_name.T for name in names], -1) in `dtype`; W_name is [size, k].
+    halves: [q; k; v] of heads of this dim: on the tensor-core GEMV, rows packed so that its epilogue can rope them
+    (gemv_mma.halves_order)."""
     packed = [ckpt.is_quantized(n) for n in names]
     if any(packed) and not all(packed):
         return Multi([build(ckpt, weights, [n], k, [s], dtype) for n, s in zip(names, sizes, strict=False)])
@@ -216,14 +226,19 @@ def build(ckpt, weights, names: list[str], k: int, sizes: list[int], dtype: torc
     q = w.q if perm is None else w.q[:, perm]  # [N, K] codes, input columns in group order
     mma = gemv_mma.ENABLED and gemv_mma.available(q) and gemv_mma.supported(n, k, g)
     pack = gemv_mma.pack if mma else tinygemm.pack
+    halves = halves if mma and gemv_mma.halves_fit(n, halves) else 0
     if w.bits == 4:
-        planes = [(pack(q), tinygemm.scales_and_zeros(w.scales, w.zeros, OP_DTYPE))]
+        planes = [(q, tinygemm.scales_and_zeros(w.scales, w.zeros, OP_DTYPE))]  # sz [G, N, 2]
     else:
         # s and c = -z·s rounded through the model dtype first, as the generate engine's DequantLinear holds them
         s = w.scales.float().to(dtype).float().t()  # [N, G]
         c = (-w.zeros.float() * w.scales.float()).to(dtype).float().t()
-        planes = _int8_planes(q, s, c, pack)
-    return Int4(planes, g, n, k, perm, bias, mma)
+        planes = _int8_planes(q, s, c)
+    if halves:  # packed row R holds stored row rows[R]
+        rows = gemv_mma.halves_order(n, halves, q.device)
+        planes = [(p[rows], sz[:, rows].contiguous()) for p, sz in planes]
+    planes = [(pack(p), sz) for p, sz in planes]
+    return Int4(planes, g, n, k, perm, bias, mma, halves)
 
 
 def _bias(b, dtype):
@@ -241,11 +256,8 @@ def _cat_bias(biases, sizes, dtype, device):
     )
 
 
-def _int8_planes(q, s, c, pack):
-    """q uint8 [N, K], s / c [N, G] fp32 (W = q·s + c) -> two int4 planes with the same bytes as q."""
+def _int8_planes(q, s, c):
+    """q uint8 [N, K], s / c [N, G] fp32 (W = q·s + c) -> two int4 planes (codes, sz) with the same bytes as q."""
     sz_hi = torch.stack([16 * s, 128 * s + c], -1).transpose(0, 1)  # [G, N, 2]
     sz_lo = torch.stack([s, 8 * s], -1).transpose(0, 1)
-    return [
-        (pack(q >> 4), sz_hi.to(OP_DTYPE).contiguous()),
-        (pack(q & 15), sz_lo.to(OP_DTYPE).contiguous()),
-    ]
+    return [(q >> 4, sz_hi.to(OP_DTYPE).contiguous()), (q & 15, sz_lo.to(OP_DTYPE).contiguous())]
