@@ -3,7 +3,8 @@ the triton wheel's own ptxas and nvdisasm, so registers, spills and instruction 
 
     python scripts/sass.py                     # each Yi-6B decode specialization: registers, spills, instructions
     python scripts/sass.py --against 2f60e4a   # and whether the plain GEMV's instructions equal that revision's
-    python scripts/sass.py --mma [--against dcd14d0]  # the tensor-core GEMV (gemv_mma) at each Yi-6B configuration
+    python scripts/sass.py --mma [--against dcd14d0]  # the tensor-core GEMV (gemv_mma) at each Yi-6B configuration,
+                                                      # plain and with the chained step's epilogues
 
 Needs triton (3.6) importable; torch's CPU wheel is enough. Prints one JSON line per specialization. Instructions are
 compared after renaming registers and kernel-parameter offsets (adding parameters moves them), so "same" means the
