@@ -91,17 +91,22 @@ def test_norm_prologue(shape):
         assert torch.equal(fused, glue.silu_mul(y, True))
 
 
+@pytest.mark.parametrize("kernel", ["cuda_core", "mma"])
 @pytest.mark.parametrize("quant", ["awq", "gptq8"])
-def test_chained_decode_step_matches_the_unchained_one(quant, cuda_core):
-    """The chained decode step (norms and residual adds inside the GEMVs) against the same step with separate
-    norm kernels, and greedy tokens against transformers."""
+def test_chained_decode_step_matches_the_unchained_one(request, quant, kernel):
+    """The chained decode step (norms, residual adds, rope and the cache write inside the GEMVs: the CUDA-core one,
+    or the tensor-core one, whose qkv is packed with each rotary pair in one lane) against the same step with
+    separate glue kernels, and greedy tokens against transformers."""
     import yi_cli
     from yi_cli.checkpoint.loader import open_checkpoint
     from yi_cli.runtime.decoder import FastDecoder
 
-    path = checkpoint(0, quant)
+    if kernel == "cuda_core":
+        request.getfixturevalue("cuda_core")
+    path = checkpoint(0, quant, group=32 if kernel == "cuda_core" else 64)  # gemv_mma: groups of 64 and more
     dec = FastDecoder(open_checkpoint(path, device="cuda", dtype="bf16"))
-    assert dec.model.chained
+    assert dec.model.chained and dec.model.exact_rows == (kernel == "mma")
+    assert kernel == "cuda_core" or dec.model.layers[0].qkv.halves == dec.model.hd
     x = torch.tensor(PROMPT * 4, device="cuda")
     m = dec.model
     with torch.inference_mode():

@@ -214,30 +214,3 @@ def test_mma_rope_epilogue(heads, kv, hd, k, group, planes):
             got = gemv_mma.gemv_mma(xt, *halves, n, k, group, plane2=plane2, halves=hd, norm=norm, rope=rope)
             assert got.shape == want.shape and torch.equal(got, want), f"{t} tokens, norm {norm is not None}"
             assert torch.equal(caches[2], caches[0]) and torch.equal(caches[3], caches[1])
-
-
-@pytest.mark.parametrize("quant", ["awq", "gptq8"])
-def test_mma_chained_step_matches_the_unchained_one(quant):
-    """On the tensor-core GEMV the decode step chains (norms, residual adds, rope and the cache write in the GEMVs'
-    epilogues): against the same step with the glue kernels, and greedy tokens against transformers."""
-    from test_fast import PROMPT, assert_greedy_match, checkpoint, fast_tokens, reference_greedy
-
-    import yi_cli
-    from yi_cli.checkpoint.loader import open_checkpoint
-    from yi_cli.runtime.decoder import FastDecoder
-
-    path = checkpoint(0, quant, group=64)
-    dec = FastDecoder(open_checkpoint(path, device="cuda", dtype="bf16"))
-    m = dec.model
-    assert m.exact_rows and m.chained and m.layers[0].qkv.halves == m.hd
-    x = torch.tensor(PROMPT * 4, device="cuda")
-    with torch.inference_mode():
-        m.prefill(x[:-1], 0, dense=False)
-        pos = m.arange[x.shape[0] - 1 : x.shape[0]]
-        chained = m.decode_step(x[-1:], pos, 256)
-        m.chained = False
-        plain = m.decode_step(x[-1:], pos, 256)
-        m.chained = True
-    assert rel_err(chained[0], plain[0]) < 2e-2
-    model = yi_cli.load(path, device="cuda", dtype="bf16").model
-    assert_greedy_match(model, PROMPT, fast_tokens(dec, PROMPT), reference_greedy(model, PROMPT), tie=5e-2)

@@ -87,6 +87,16 @@ def rows_for(planes: int) -> int:
     return ROWS if planes == 1 else ROWS_TWO_PLANES
 
 
+def fold_args(y: torch.Tensor, norm, residual, rope, out: torch.Tensor) -> tuple:
+    """The arguments both int4 GEMV kernels (this module's and gemv_mma's) take for their epilogue folds, in their
+    order: NORM_IN, XR, WN, NORM_OUT, eps, POS, COS, SIN, the K and V caches, S (y stands in for what is absent;
+    norm, residual, rope and out as gemv_int4 takes and makes them)."""
+    cos, sin, pos, kc, vc = rope[:5] if rope is not None else (y,) * 5
+    part, eps = norm if norm is not None else (y, 0.0)
+    xr, wn = residual if residual is not None else (y, y)
+    return part, xr, wn, out, eps, pos, cos, sin, kc, vc, kc.shape[2] if rope is not None else 0
+
+
 def rope_fits(head_dim: int, planes: int) -> bool:
     """gemv_int4's rope can serve this head dim: a program's rows are whole (d, d + head_dim/2) pairs."""
     return head_dim % 2 == 0 and (head_dim // 2) % (rows_for(planes) // 2) == 0
@@ -486,10 +496,8 @@ def gemv_int4(
     rows = rows or rows_for(1 if plane2 is None else 2)
     width = rope[5] * rope[7] if rope is not None else n // 2 if silu else n  # q's heads · head dim
     y = torch.empty(1, width, dtype=x.dtype, device=x.device)
-    cos, sin, pos, kc, vc, nh, nkv, hd = rope if rope is not None else (y, y, y, y, y, 0, 0, 0)
+    nh, nkv, hd = rope[5:] if rope is not None else (0, 0, 0)
     pdl = glue.pdl(x) if pdl is None else pdl
-    part, eps = norm if norm is not None else (y, 0.0)
-    xr, wn = residual if residual is not None else (y, y)
     out = torch.empty(n // rows, dtype=torch.float32, device=x.device) if residual is not None else y
     p2, sz2 = plane2 if plane2 is not None else (packed, sz)
     _gemv_int4[(n // rows,)](
@@ -500,17 +508,7 @@ def gemv_int4(
         n,
         p2,
         sz2,
-        part,
-        xr,
-        wn,
-        out,
-        eps,
-        pos,
-        cos,
-        sin,
-        kc,
-        vc,
-        kc.shape[2] if rope is not None else 0,
+        *fold_args(y, norm, residual, rope, out),
         KT=k // (8 * wpr),
         G=group,
         WPR=wpr,
@@ -519,7 +517,7 @@ def gemv_int4(
         PDL=pdl,
         SILU=silu,
         PLANES=1 if plane2 is None else 2,
-        NP=0 if norm is None else part.numel(),
+        NP=0 if norm is None else norm[0].numel(),
         RESIDUAL=residual is not None,
         HD=hd,
         NH=nh,

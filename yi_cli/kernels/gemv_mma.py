@@ -22,7 +22,7 @@ import os
 
 import torch
 
-from . import glue
+from . import gemv, glue
 
 try:
     import triton
@@ -676,15 +676,12 @@ def gemv_mma(
             rt //= 2
     assert silu + (residual is not None) + (rope is not None) <= 1, "one epilogue at a time"
     if rope is not None:
-        cos, sin, pos, kc, vc, nh, nkv, hd = rope
-        assert hd == halves and pos.shape[0] == t
+        nh, nkv, hd = rope[5:]
+        assert hd == halves and rope[2].shape[0] == t
         y = torch.empty(1, nkv, nh // nkv * t, hd, dtype=x.dtype, device=x.device)
     else:
         y = torch.empty(t, n // 2 if silu else n, dtype=x.dtype, device=x.device)
-        cos = sin = pos = kc = vc = y
         nh = nkv = 0
-    part, eps = norm if norm is not None else (y, 0.0)
-    xr, wn = residual if residual is not None else (y, y)
     out = torch.empty(MAX_X, n // (16 * rt), dtype=torch.float32, device=x.device) if residual is not None else y
     pdl = glue.pdl(x) if pdl is None else pdl
     p2, sz2 = plane2 if plane2 is not None else (packed, sz)
@@ -697,17 +694,7 @@ def gemv_mma(
         t,
         p2,
         sz2,
-        part,
-        xr,
-        wn,
-        out,
-        eps,
-        pos,
-        cos,
-        sin,
-        kc,
-        vc,
-        kc.shape[2] if rope is not None else 0,
+        *gemv.fold_args(y, norm, residual, rope, out),
         KC=k // 64,
         G=group,
         RT=rt,
@@ -717,7 +704,7 @@ def gemv_mma(
         PLANES=1 if plane2 is None else 2,
         AHEAD=ahead,
         XAHEAD=xahead,
-        NP=0 if norm is None else part.shape[1],
+        NP=0 if norm is None else norm[0].shape[1],
         RESIDUAL=residual is not None,
         HALVES=halves,
         NH=nh,
