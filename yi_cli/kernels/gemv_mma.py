@@ -14,6 +14,11 @@ a0..a3 (the pairs (j, j + 4)), with A[r][kk] = q[16i + r, 64c + 16t' + 4s + 2·(
 lane t the B fragments of all four k-steps (x's words 8t .. 8t + 7 of the chunk) in two 16-byte loads.
 Per group of G columns (G a multiple of 64) and row: y += s·D + (zf - 136·s)·X, D = sum (128 + q)·x over a
 chunk (fp32 on the tensor core) and X = sum x over the chunk: sum ((q - 8)·s + zf)·x as gemv.py's.
+
+Epilogues (runtime/llama.py's chained step, for each row of x alone): the residual add with the next RMSNorm's
+first half and its partial sums of squares (o, down), the norm's 1 / rms (qkv, gate_up), silu(gate)·up (gate_up),
+and rope with the cache write (qkv), for which qkv's rows are packed in halves_order: each rotary pair (d, d + hd/2)
+of a head in rows g and g + 8 of one tile, the two rows of a lane's D fragment.
 """
 
 from __future__ import annotations
