@@ -111,11 +111,12 @@ def test_projection_routes_rows_to_the_mma_gemv(monkeypatch):
     assert calls == [1, 8, 3]
 
 
-def _halves(n, k, group, hd):
-    """A [q; k; v]-shaped plane packed in halves_order (as projections.build packs qkv), and the plain packing."""
+def _halves(n, k, group, hd, other=False):
+    """A [q; k; v]-shaped plane packed in halves_order (as projections.build packs qkv), and the plain packing
+    (other: a second, different plane)."""
     from yi_cli.kernels import tinygemm
 
-    packed, sz, w, _ = weights(n, k, group)
+    packed, sz, w, _ = (weights_other if other else weights)(n, k, group)
     q = tinygemm.codes(packed, n, k)
     rows = gemv_mma.halves_order(n, hd, q.device)
     return (gemv_mma.pack(q[rows]), sz[:, rows].contiguous()), (gemv_mma.pack(q), sz), w
@@ -187,16 +188,11 @@ def test_mma_rope_epilogue(heads, kv, hd, k, group, planes):
     """ROPE ([q; k; v] in halves order) for 1 to 8 tokens at their own positions: q roped and folded, k and v in
     the caches at each token's slot, bit for bit the plain launch followed by glue.rope_cache, with and without
     the norm's 1 / rms."""
-    from yi_cli.kernels import glue, tinygemm
+    from yi_cli.kernels import glue
 
     n = (heads + 2 * kv) * hd
     halves, plain, _ = _halves(n, k, group, hd)
-    plane2 = None
-    if planes == 2:
-        q2 = tinygemm.codes(weights_other(n, k, group)[0], n, k)
-        rows = gemv_mma.halves_order(n, hd, q2.device)
-        sz2 = weights_other(n, k, group)[1]
-        plane2 = (gemv_mma.pack(q2[rows]), sz2[:, rows].contiguous())
+    plane2 = _halves(n, k, group, hd, other=True)[0] if planes == 2 else None
     seq = 64
     g = torch.Generator(device="cuda").manual_seed(hd)
     ang = torch.rand(seq, hd // 2, device="cuda", generator=g) * 6

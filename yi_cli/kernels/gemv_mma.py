@@ -143,6 +143,16 @@ DEQUANT_CHUNKS = 4
 
 if triton is not None:
 
+    @triton.jit
+    def _orig(row, HALVES: tl.constexpr):
+        """The stored row of packed row `row`: halves_order's entry, computed (HALVES = 0: the same row). Also
+        called from gemv_mma's Gluon epilogue (a callee is generated in its caller's dialect)."""
+        out = row
+        if HALVES:
+            wr = row % HALVES
+            out = row - wr + (wr // 16) * 8 + row % 8 + (HALVES // 2) * ((row % 16) // 8)
+        return out
+
     @triton.jit(do_not_specialize=["kc"])  # one binary for K = 4096 (64 chunks) and 11008 (172)
     def _dequant(P, SZ, W, n, k, kc, group, ACC: tl.constexpr, NT: tl.constexpr, HALVES: tl.constexpr):
         """NT chunks of row tile program_id(0): each chunk's 128 words as [g, t, s] (lane 4g + t, k-step s), their
@@ -164,11 +174,7 @@ if triton is not None:
             q = tl.reshape(tl.permute(q, (4, 0, 1, 2, 3, 5)), [16, 64]).to(tl.float32)  # [jr·8 + g, t, s, jc, e]
             sz = SZ + (((c * 64) // group) * n + row) * 2  # a chunk lies in one group
             w = (q - 8.0) * tl.load(sz).to(tl.float32)[:, None] + tl.load(sz + 1).to(tl.float32)[:, None]
-            out = row
-            if HALVES:  # halves_order's row, computed
-                wr = row % HALVES
-                out = row - wr + (wr // 16) * 8 + row % 8 + (HALVES // 2) * ((row % 16) // 8)
-            at = W + out[:, None] * k + c * 64 + tl.arange(0, 64)[None, :]
+            at = W + _orig(row, HALVES)[:, None] * k + c * 64 + tl.arange(0, 64)[None, :]
             if ACC:
                 w += tl.load(at).to(tl.float32)
             tl.store(at, w.to(W.dtype.element_ty))
@@ -302,15 +308,6 @@ if gluon is not None:
             acc[2] + (d[2] * s2 + c2 * xs0),
             acc[3] + (d[3] * s2 + c2 * xs1),
         )
-
-    @gluon.jit
-    def _orig(row, HALVES: gl.constexpr):
-        """The original row of packed row `row` (halves_order; HALVES = 0: the same)."""
-        out = row
-        if HALVES:
-            wr = row % HALVES
-            out = row - wr + (wr // 16) * 8 + row % 8 + (HALVES // 2) * ((row % 16) // 8)
-        return out
 
     @gluon.constexpr_function
     def _norm_layout(np2, warps):
