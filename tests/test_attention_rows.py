@@ -16,20 +16,24 @@ from yi_cli.kernels import glue
 SHAPE = (4, 8, 128, 4096) if CUDA else (2, 4, 16, 320)
 
 
-@pytest.mark.parametrize("path", ["tile", "merge_loop", "long"])
-@pytest.mark.parametrize("t", [1, 2, 8])
+@pytest.mark.parametrize("path", ["short", "short_merge_loop", "tile", "merge_loop", "long"])
+@pytest.mark.parametrize("t", [1, 2, 3, 8])
 def test_rows_in_one_launch_are_one_token_calls(monkeypatch, path, t):
     n_kv, g, hd, slots = SHAPE
-    if path == "merge_loop":  # more partials than one tile: the looping merge kernel
+    if "merge_loop" in path:  # more partials than one tile: the looping merge kernel
         monkeypatch.setattr(glue, "TILE_MERGE", 2)
+    if not path.startswith("short"):  # past SHORT: the looping split kernel
+        monkeypatch.setattr(glue, "SHORT", 0)
+    else:  # up to SHORT: one tile a program, every token of a verify in one program
+        monkeypatch.setattr(glue, "SHORT", slots // 2)
     if path == "long":  # past LONG: longer splits, the long-context tuning
         monkeypatch.setattr(glue, "LONG", slots // 2)
     gen = torch.Generator().manual_seed(t)
     kc, vc = (torch.randn(1, n_kv, slots, hd, generator=gen).to(DTYPE).to(DEV) for _ in range(2))
     qg = torch.randn(1, n_kv, g * t, hd, generator=gen).to(DTYPE).to(DEV)  # row j·T + i
-    first = slots - 70 if path != "long" else glue.LONG_SPLIT - 3  # the rows cross a split boundary
+    length = glue.SHORT if path.startswith("short") else slots
+    first = length - 70 if path != "long" else glue.LONG_SPLIT - 3  # the rows cross a split boundary
     pos = torch.arange(first, first + t, device=DEV)
-    length = slots
     many = glue.decode_attention(qg, kc, vc, pos, length)
     assert many.shape == qg.shape
     for i in range(t):

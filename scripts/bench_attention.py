@@ -1,0 +1,95 @@
+"""The decode attention's share of a CUDA decode step: graph-replayed step time at several attended lengths, and a
+verify's cost in steps, with glue.decode_attention as shipped (`tile`: up to glue.SHORT slots one tile a program),
+with every length on the looping kernel (`loop`: glue.SHORT = 0, the path before), and with no attention at all
+(`none`: the query passed through, the bound on what attention can still give).
+
+    python scripts/bench_attention.py --path /tmp/yi-bench/yi-6b-awq
+Prints one JSON line per (round, variant): step_us by length, verify_ratio "length/rows" (verify graph / step).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from yi_cli.checkpoint.loader import open_checkpoint  # noqa: E402
+from yi_cli.engines.settings import GenSettings  # noqa: E402
+from yi_cli.kernels import glue  # noqa: E402
+from yi_cli.runtime.decoder import VERIFY_ROWS, FastDecoder  # noqa: E402
+
+SHIPPED = (glue.SHORT, glue.VERIFY_TT, glue.decode_attention)
+
+
+def use(variant: str) -> None:
+    glue.SHORT, glue.VERIFY_TT, glue.decode_attention = SHIPPED
+    if variant.startswith("tt"):  # ttN: N verify tokens a short-attention program
+        glue.VERIFY_TT = int(variant[2:])
+    elif variant == "loop":
+        glue.SHORT = 0
+    elif variant == "none":
+        glue.decode_attention = lambda qg, kc, vc, pos, length: qg
+
+
+def replay_us(run, n: int) -> float:
+    for _ in range(3):
+        run()
+    torch.cuda.synchronize()
+    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    a.record()
+    for _ in range(n):
+        run()
+    b.record()
+    b.synchronize()
+    return a.elapsed_time(b) * 1e3 / n
+
+
+@torch.inference_mode()
+def step_us(dec, length: int, n: int = 100) -> float:
+    """One decode step attending to `length` slots (its bucket's graph), from position length - n - 50 on."""
+    dec.pos.fill_(length - n - 50)
+    return replay_us(lambda: dec.graphs.replay(length), n)
+
+
+@torch.inference_mode()
+def verify_us(dec, pos: int, rows: int) -> float:
+    dec._verify(100, pos, list(range(200, 200 + rows - 1)), True)  # captures (rows, bucket, greedy)'s graph
+    length = dec.graphs.bucket(pos + VERIFY_ROWS[-1])
+    g = dec.vgraphs[rows, length, True]
+    return replay_us(lambda: g.replay(length), 50)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--path", required=True)
+    ap.add_argument("--variants", default="tile,loop,none")
+    ap.add_argument("--lengths", type=int, nargs="+", default=[200, 768, 1800, 3000, 4000])
+    ap.add_argument("--rounds", type=int, default=2)
+    a = ap.parse_args(argv)
+    dec = FastDecoder(open_checkpoint(a.path, device="cuda", dtype="bf16"))
+    settings = GenSettings(max_new_tokens=2, temperature=0)
+    list(dec.generate(list(range(100, 612)), settings, threading.Event(), set()))
+    for rnd in range(a.rounds):
+        for variant in a.variants.split(","):
+            use(variant)
+            dec.graphs = None
+            dec.graphs, dec.vgraphs = dec._graphed(), {}  # captured with this variant's kernels
+            steps = {n: round(step_us(dec, n), 1) for n in a.lengths}
+            ratios = {}
+            if variant != "none":
+                for n in (768, 1800, 3000):
+                    for rows in VERIFY_ROWS:
+                        ratios[f"{n}/{rows}"] = round(verify_us(dec, n - 150, rows) / step_us(dec, n), 3)
+            row = {"device": torch.cuda.get_device_name(), "round": rnd, "variant": variant, "step_us": steps}
+            print(json.dumps({**row, "verify_ratio": ratios}), flush=True)
+    use("tile")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
