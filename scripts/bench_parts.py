@@ -49,6 +49,7 @@ def kind(name: str) -> str:
         ("int4", "int4_mm"),
         ("fmha", "attention"),
         ("attention", "attention"),
+        ("_attn", "attention"),
         ("flash", "attention"),
         ("gemm", "dense_gemm"),
         ("gemv", "dense_gemm"),

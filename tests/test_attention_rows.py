@@ -44,3 +44,22 @@ def test_rows_in_one_launch_are_one_token_calls(monkeypatch, path, t):
         n = int(pos[i]) + 1
         ref = torch.softmax((q1.float() @ kc[:, :, :n].float().transpose(2, 3)) * hd**-0.5, -1) @ vc[:, :, :n].float()
         assert (one.float() - ref).abs().max() < 2e-2
+
+
+@pytest.mark.parametrize("tt", [1, 4, 8])
+def test_short_rows_per_program_do_not_change_a_row(monkeypatch, tt):
+    """Up to SHORT slots a program serves VERIFY_TT of a verify's tokens (K and V read once for them): however many,
+    each token's rows are its one-token call's bits."""
+    n_kv, g, hd, slots = SHAPE
+    monkeypatch.setattr(glue, "SHORT", slots // 2)
+    monkeypatch.setattr(glue, "VERIFY_TT", tt)
+    t = 8
+    gen = torch.Generator().manual_seed(tt)
+    kc, vc = (torch.randn(1, n_kv, slots, hd, generator=gen).to(DTYPE).to(DEV) for _ in range(2))
+    qg = torch.randn(1, n_kv, g * t, hd, generator=gen).to(DTYPE).to(DEV)
+    length = glue.SHORT
+    pos = torch.arange(length - 12, length - 12 + t, device=DEV)
+    many = glue.decode_attention(qg, kc, vc, pos, length)
+    for i in range(t):
+        one = glue.decode_attention(qg[:, :, i::t].contiguous(), kc, vc, pos[i : i + 1], length)
+        assert torch.equal(many[:, :, i::t], one), f"row {i}"
