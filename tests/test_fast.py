@@ -193,6 +193,42 @@ def test_cancel_and_stop_ids_and_length():
     assert fast_tokens(dec, PROMPT, short) == ref[:7]
 
 
+def test_long_prompt_dequantizes_each_projection_once(monkeypatch):
+    """CPU: a prompt of several dense prefill chunks dequantizes each int4 projection once (FastLlama.keep_dense):
+    the same reply and KV cache, bit for bit, as dequantizing per chunk; nothing is kept after the prompt, nor after
+    a Ctrl-C between its chunks (and the prompt sent again resumes to the same reply)."""
+    from yi_cli.runtime import decoder, projections
+
+    monkeypatch.setitem(decoder.PREFILL_CHUNK, "cpu", 8)
+    monkeypatch.setitem(llama.DENSE_PREFILL_MIN, "cpu", 8)  # read when a decoder is built
+    ids = PROMPT * 2 + PROMPT[:4]  # 36 tokens: 4 dense chunks of 8, then 4 through the int4 kernel
+    settings = GenSettings(temperature=0, repetition_penalty=1.0, max_new_tokens=8)
+    dequants = []
+    real = projections.Int4.dense
+    monkeypatch.setattr(projections.Int4, "dense", lambda self, dtype: dequants.append(id(self)) or real(self, dtype))
+    runs = {}
+    for limit in (0, llama.KEEP_DENSE_BYTES):
+        monkeypatch.setattr(llama, "KEEP_DENSE_BYTES", limit)
+        dec = fast_decoder(checkpoint(3, quant="awq"))
+        dequants.clear()
+        tokens = fast_tokens(dec, ids, settings)
+        assert dec.model.kept is None
+        runs[limit > 0] = (tokens, dec.model.k_cache, dec.model.v_cache, list(dequants))
+    (per_chunk, k0, v0, d0), (kept, k1, v1, d1) = runs[False], runs[True]
+    assert kept == per_chunk
+    assert all(torch.equal(a, b) for a, b in zip(k0 + v0, k1 + v1, strict=True))
+    projs = set(d1)
+    assert len(projs) >= 4 and len(d1) == len(projs) and len(d0) == 4 * len(projs)
+
+    cancel = threading.Event()
+    dec = fast_decoder(checkpoint(3, quant="awq"))
+    dec.on_chunk = lambda done, total: cancel.set() if done >= 16 else None
+    assert fast_tokens(dec, ids, settings, cancel=cancel) == []
+    assert dec.model.kept is None and dec.cached == ids[:16]
+    dec.on_chunk = None
+    assert fast_tokens(dec, ids, settings) == kept
+
+
 def test_sampling_seeded_and_penalized():
     dec = fast_decoder(checkpoint(3))
     s = GenSettings(temperature=1.0, top_p=0.9, top_k=0, repetition_penalty=1.3, max_new_tokens=32, seed=7)

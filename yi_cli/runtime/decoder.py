@@ -137,16 +137,17 @@ class FastDecoder:
         self.cached = ids[:start]
         self.sampler.reset(settings, ids)
         chunk = PREFILL_CHUNK["cuda" if self.cuda else "cpu"]
-        for s in range(start, n, chunk):
-            if cancel.is_set():
-                # sent again (after Ctrl-C), the prompt resumes here: same chunk bounds, same result as one run
-                self.last_prefill = (s, list(ids))
-                return None
-            e = min(s + chunk, n)
-            logits = self.model.prefill(torch.tensor(ids[s:e], device=self.device), s)
-            self.cached = ids[:e]
-            if self.on_chunk is not None:
-                self.on_chunk(e - start, n - start)
+        with self.model.keep_dense(n - start > chunk):  # CPU: each projection dequantized once for every chunk
+            for s in range(start, n, chunk):
+                if cancel.is_set():
+                    # sent again (after Ctrl-C), the prompt resumes here: same chunk bounds, same result as one run
+                    self.last_prefill = (s, list(ids))
+                    return None
+                e = min(s + chunk, n)
+                logits = self.model.prefill(torch.tensor(ids[s:e], device=self.device), s)
+                self.cached = ids[:e]
+                if self.on_chunk is not None:
+                    self.on_chunk(e - start, n - start)
         tok = self.sampler.eager(logits, greedy=settings.temperature == 0)
         self.tok.copy_(tok)
         self.pos.fill_(n)

@@ -8,6 +8,7 @@ logits in the compute dtype then fp32.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -16,8 +17,14 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from ..kernels import gemv, glue
 from ..kernels.glue import add_rmsnorm, rope_cache, silu_mul
 from . import causal, kvcache, projections
+from .hf import trim_heap
 
 DENSE_PREFILL_MIN = {"cuda": 64, "cpu": 256}  # fewer new tokens: the int4 kernel beats dequantize + GEMM
+# CPU: a prompt of several prefill chunks dequantizes each int4 projection once for all of them when the dequantized
+# weights fit in this many bytes (the demo: 0.43 GB, 0.28 GB more peak memory; its first token after 2048 tokens
+# 5.4-5.8 s, was 6.8-8.2: each chunk spent about as long dequantizing as multiplying; scripts/bench_prefill_cpu.py).
+# Held for that prompt only.
+KEEP_DENSE_BYTES = 1 << 30
 PREFILL_ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 # CUDA: the lm_head multiplies HEAD_ROWS rows at every call up to that many (see FastLlama.head): always where the
 # int4 projections run the tensor-core GEMV (FastLlama.exact_rows), else with YI_CHAT_EXACT_HEAD=1.
@@ -140,6 +147,23 @@ class FastLlama:
             and all(layer.gate_up.gemv_silu and layer.qkv.rope_fits(self.hd) for layer in self.layers)
         )
         self.dense_min = DENSE_PREFILL_MIN["cuda" if dev.type == "cuda" else "cpu"]
+        self.kept: dict | None = None  # dequantized weights reused across a prompt's chunks (keep_dense)
+
+    @contextmanager
+    def keep_dense(self, on: bool = True):
+        """Within it (on, on the CPU, where they fit in KEEP_DENSE_BYTES) the dense prefill dequantizes each int4
+        projection once and reuses it: the same weights, so the same bits as dequantizing per chunk."""
+        projs = [p for layer in self.layers for p in (layer.qkv, layer.o, layer.gate_up, layer.down)]
+        size = sum(p.dense_numel() for p in projs) * self.dtype.itemsize
+        if not on or self.embed.is_cuda or not 0 < size <= KEEP_DENSE_BYTES or self.kept is not None:
+            yield
+            return
+        self.kept = {}
+        try:
+            yield
+        finally:
+            self.kept = None
+            trim_heap()
 
     def weight_bytes(self) -> int:
         """Bytes of the weights (the KV cache aside), a tied lm_head counted once."""
@@ -212,7 +236,7 @@ class FastLlama:
         cos, sin = (self.cos, self.sin) if fused else (self.cos[pos].unsqueeze(1), self.sin[pos].unsqueeze(1))
 
         def mm(lin, v):
-            return lin.prefill_mm(v) if dense else lin.mm(v)
+            return lin.prefill_mm(v, self.kept) if dense else lin.mm(v)
 
         # norms, residual adds and rope inside the GEMVs (see __init__): a decode step, and a verify's rows where
         # they are its decode steps
@@ -245,7 +269,7 @@ class FastLlama:
                     delta = layer.down.mm(a)
                 continue
             x, h = add_rmsnorm(x, mm(layer.o, o), layer.ln2, self.eps, fused)
-            a = silu_mul(layer.gate_up.prefill_mm(h), fused) if dense else layer.gate_up.silu_mm(h, fused)
+            a = silu_mul(layer.gate_up.prefill_mm(h, self.kept), fused) if dense else layer.gate_up.silu_mm(h, fused)
             delta = mm(layer.down, a)
         if last:
             x, delta = x[-1:], delta[-1:]

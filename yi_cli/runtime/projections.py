@@ -44,7 +44,11 @@ class Dense(_Proj):
     def nbytes(self) -> int:
         return _nbytes(self.w, self.bias)
 
-    prefill_mm = mm
+    def dense_numel(self) -> int:
+        return 0  # already dense
+
+    def prefill_mm(self, x: torch.Tensor, keep: dict | None = None) -> torch.Tensor:
+        return self.mm(x)
 
 
 class Int4(_Proj):
@@ -170,13 +174,23 @@ class Int4(_Proj):
             w = p if w is None else w.add_(p)
         return w
 
-    def prefill_mm(self, x: torch.Tensor) -> torch.Tensor:
-        """Many tokens at once: dequantize, then one dense GEMM (compute-bound; on CPU also the reference's math)."""
+    def dense_numel(self) -> int:
+        """Elements of `dense`'s W."""
+        return self.n * self.k
+
+    def prefill_mm(self, x: torch.Tensor, keep: dict | None = None) -> torch.Tensor:
+        """Many tokens at once: dequantize, then one dense GEMM (compute-bound; on CPU also the reference's math).
+        keep: W dequantized once and reused from there (a long prompt's chunks: FastLlama.keep_dense)."""
         if not x.is_cuda and self.layout is None:
             return self.mm(x)
         if self.perm is not None:
             x = x.index_select(1, self.perm)
-        return F.linear(x, self.dense(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
+        w = None if keep is None else keep.get((id(self), x.dtype))
+        if w is None:
+            w = self.dense(x.dtype)
+            if keep is not None:
+                keep[id(self), x.dtype] = w
+        return F.linear(x, w, None if self.bias is None else self.bias.to(x.dtype))
 
 
 class Multi(_Proj):
@@ -191,8 +205,11 @@ class Multi(_Proj):
     def nbytes(self) -> int:
         return sum(p.nbytes() for p in self.parts)
 
-    def prefill_mm(self, x):
-        return torch.cat([p.prefill_mm(x) for p in self.parts], -1)
+    def dense_numel(self) -> int:
+        return sum(p.dense_numel() for p in self.parts)
+
+    def prefill_mm(self, x, keep: dict | None = None):
+        return torch.cat([p.prefill_mm(x, keep) for p in self.parts], -1)
 
 
 def build(ckpt, weights, names: list[str], k: int, sizes: list[int], dtype: torch.dtype, halves: int = 0):
