@@ -153,9 +153,12 @@ class FastLlama:
     def keep_dense(self, on: bool = True):
         """Within it (on, on the CPU, where they fit in KEEP_DENSE_BYTES) the dense prefill dequantizes each int4
         projection once and reuses it: the same weights, so the same bits as dequantizing per chunk."""
-        projs = [p for layer in self.layers for p in (layer.qkv, layer.o, layer.gate_up, layer.down)]
-        size = sum(p.dense_numel() for p in projs) * self.dtype.itemsize
-        if not on or self.embed.is_cuda or not 0 < size <= KEEP_DENSE_BYTES or self.kept is not None:
+        if on and not self.embed.is_cuda and self.kept is None:
+            projs = [p for layer in self.layers for p in (layer.qkv, layer.o, layer.gate_up, layer.down)]
+            on = 0 < sum(p.dense_numel() for p in projs) * self.dtype.itemsize <= KEEP_DENSE_BYTES
+        else:
+            on = False
+        if not on:
             yield
             return
         self.kept = {}
