@@ -164,6 +164,23 @@ def test_gptq_int8_as_two_int4_planes():
     assert rel_err(fast, ref) < 5e-2
 
 
+@pytest.mark.parametrize("quant", ["awq", "gptq8"])
+def test_cpu_dequantization_is_the_formula_bit_for_bit(quant):
+    """The CPU prefill's dense W (in place, one buffer a plane) is sum over planes of addcmul(zf, q - 8, s), the
+    out-of-place formula, to the last bit."""
+    from yi_cli.kernels import tinygemm
+
+    dec = fast_decoder(checkpoint(0, quant))
+    for proj in (dec.model.layers[0].qkv, dec.model.layers[1].down):
+        want = None
+        for packed, sz in proj.planes:
+            q = tinygemm.codes(packed, proj.n, proj.k).reshape(proj.n, -1, proj.group).float()
+            s, zf = sz.float().permute(1, 0, 2).unsqueeze(-1).unbind(2)
+            p = torch.addcmul(zf, q - 8, s).reshape(proj.n, proj.k)
+            want = p if want is None else want + p
+        assert torch.equal(proj.dense(torch.float32), want)
+
+
 def test_prefix_reuse_matches_cold_start():
     warm = fast_decoder(checkpoint(1))
     first = fast_tokens(warm, PROMPT, GenSettings(temperature=0, repetition_penalty=1.0, max_new_tokens=20))

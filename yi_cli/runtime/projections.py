@@ -170,7 +170,8 @@ class Int4(_Proj):
         for packed, sz in self.planes:
             q = tinygemm.codes(packed, self.n, self.k).reshape(self.n, -1, self.group).to(dtype)  # [N, G, g]
             s, zf = sz.to(dtype).permute(1, 0, 2).unsqueeze(-1).unbind(2)  # [N, G, 1] each
-            p = torch.addcmul(zf, q - 8, s).reshape(self.n, self.k)
+            # (q - 8)·s + zf in q's own memory: the same ops as out of place, one [N, K] buffer instead of three
+            p = torch.addcmul(zf, q.sub_(8), s, out=q).reshape(self.n, self.k)
             w = p if w is None else w.add_(p)
         return w
 
