@@ -28,8 +28,8 @@ SHIPPED = (glue.SHORT, glue.VERIFY_TT, glue.decode_attention)
 
 def use(variant: str) -> None:
     glue.SHORT, glue.VERIFY_TT, glue.decode_attention = SHIPPED
-    if variant.startswith("tt"):  # ttN: N verify tokens a short-attention program
-        glue.VERIFY_TT = int(variant[2:])
+    if variant.startswith("tt"):  # ttN: N of a verify's tokens a short-attention program, for every row count
+        glue.VERIFY_TT = dict.fromkeys(glue.VERIFY_TT, int(variant[2:]))
     elif variant == "loop":
         glue.SHORT = 0
     elif variant == "none":

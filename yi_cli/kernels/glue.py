@@ -39,10 +39,10 @@ LONG_BLOCK, LONG_WARPS, LONG_STAGES = 128, 4, 2
 MERGE_BLOCK = 64  # partial results combined per merge-loop iteration
 TILE_MERGE = 64  # up to this many partials (8K slots) the merge loads them as one tile: no loop in a tiny kernel
 NORM_WARPS = 16  # one program normalizes a row of D values: more warps, shorter latency
-# A verify's tokens per short-attention program past 2 rows (bench_attention.py's ttN: 2 rows cost 1805 us one token
+# A verify's tokens per short-attention program, by its rows (bench_attention.py's ttN: 2 rows cost 1805 us one token
 # a program and 1854 two; 4 rows 1940 / 1898; 8 rows 2099 / 2050, and 2254 all 8 in one program; the looping kernel
 # 1890 / 1934 / 2041 with a step 93 us slower; Yi-6B at 768 slots, H200)
-VERIFY_TT = 2
+VERIFY_TT = {2: 1, 4: 2, 8: 2}
 DEQUANT_TILES = 8  # int4 tiles along K a dequant_int4 program converts (bench_prefill.py: dequant_all_ms_gather)
 
 
@@ -422,7 +422,7 @@ def decode_attention(
     ml = torch.empty(t, n_kv, ns, rp, 2, dtype=torch.float32, device=qg.device)
     args = (qg, kc, vc, pos, acc, ml, kc.shape[2], r, ns, t, hd**-0.5)
     if length <= SHORT:  # positions consecutive (a step, a verify)
-        tt = 1 if t <= 2 else VERIFY_TT
+        tt = 1 if t == 1 else VERIFY_TT[triton.next_power_of_2(t)]
         _attn_split_tile[(n_kv, ns, triton.cdiv(t, tt))](
             *args, RP=rp, HD=hd, SPLIT=split, TT=tt, num_warps=SHORT_WARPS, **_launch_pdl(qg)
         )
