@@ -147,18 +147,14 @@ class FastLlama:
             and all(layer.gate_up.gemv_silu and layer.qkv.rope_fits(self.hd) for layer in self.layers)
         )
         self.dense_min = DENSE_PREFILL_MIN["cuda" if dev.type == "cuda" else "cpu"]
+        self.dense_bytes = sum(p.dense_numel() for p in projs) * dtype.itemsize  # the int4 projections dequantized
         self.kept: dict | None = None  # dequantized weights reused across a prompt's chunks (keep_dense)
 
     @contextmanager
     def keep_dense(self, on: bool = True):
         """Within it (on, on the CPU, where they fit in KEEP_DENSE_BYTES) the dense prefill dequantizes each int4
         projection once and reuses it: the same weights, so the same bits as dequantizing per chunk."""
-        if on and not self.embed.is_cuda and self.kept is None:
-            projs = [p for layer in self.layers for p in (layer.qkv, layer.o, layer.gate_up, layer.down)]
-            on = 0 < sum(p.dense_numel() for p in projs) * self.dtype.itemsize <= KEEP_DENSE_BYTES
-        else:
-            on = False
-        if not on:
+        if not on or self.embed.is_cuda or self.kept is not None or not 0 < self.dense_bytes <= KEEP_DENSE_BYTES:
             yield
             return
         self.kept = {}
