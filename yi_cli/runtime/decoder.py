@@ -18,7 +18,7 @@ from contextlib import contextmanager, nullcontext
 import torch
 
 from ..errors import YiError
-from ..kernels import tinygemm
+from ..kernels import precompile, tinygemm
 from . import kvcache, llama, speculate
 from .graph import GraphedStep, buckets
 from .hf import trim_heap
@@ -33,6 +33,9 @@ PIPELINE = 2  # decode steps queued on the GPU ahead of the token the host is re
 # real text ran 1.34-2.15x on documents (mean 1.65), 1.04x on plain chat. Off on the other CUDA paths
 # (YI_CHAT_MMA=0: tinygemm's verify rows round differently from a decode step; `lookup` still turns it on).
 SPECULATE_AUTO = {"cpu": True, "cuda": True}  # CUDA: only where verify rows are decode steps (exact_rows)
+# prompt lengths FastDecoder._compile_ahead runs besides a dense one: through the tensor-core GEMV's rows (<= 8), and
+# more (not a multiple of 16: Triton specializes integer arguments on it)
+PRECOMPILE_PROMPTS = (5, 17)
 VERIFY_ROWS = (2, 4, 8)  # CUDA: one verify graph per row count (k + 1 rounded up; extra rows are padding)
 # What a verify of T rows costs in decode steps (speculate.Costs), the rows it really runs, and what one more row's
 # logits cost: scripts/bench_speculate.py's verify_cost_ratio and head_cost_ratio (CPU: the demo model on 2 cores,
@@ -94,12 +97,13 @@ class FastDecoder:
             self.sampler = Sampler(self.model.lm_head.shape[0], self.device)
             self.tok = torch.zeros(1, dtype=torch.long, device=self.device)  # the token the next step feeds
             self.pos = torch.zeros(1, dtype=torch.long, device=self.device)  # its position
-            self.graphs = self._graphed()
             if self.cuda:  # the verify graphs' inputs and scratch state (speculate.py), captured on first use
                 rows = VERIFY_ROWS[-1]
                 self.vin = torch.zeros(2, rows, dtype=torch.long, device=self.device)  # tokens; positions
                 self.vout = torch.zeros(rows, dtype=torch.long, device=self.device)
                 self.vgraphs: dict[tuple[int, int, bool], GraphedStep] = {}  # (rows, length, greedy)
+                self.compiled = self._compile_ahead()
+            self.graphs = self._graphed()
         prior, bucket, timed, head = VERIFY_COST["cuda" if self.cuda else "cpu"]
         prior = cuda_verify_prior(self.model.weight_bytes(), self.model.exact_rows) if self.cuda else prior
         self.verify_cost = (prior, bucket, timed, head)  # speculate.Costs' arguments, a reply's fresh Costs
@@ -108,13 +112,44 @@ class FastDecoder:
             self.host = torch.zeros(PIPELINE + 1, dtype=torch.long, pin_memory=True)
             self.events = [torch.cuda.Event() for _ in range(PIPELINE + 1)]
 
+    def _state(self) -> list[torch.Tensor]:
+        """The tensors a step advances: token, position, sampler."""
+        return [self.tok, self.pos, self.sampler.rng, self.sampler.seen]
+
     @torch.inference_mode()  # captures steps that advance the inference tensors tok and pos
     def _graphed(self) -> GraphedStep | None:
         """Decode-step graphs over the cache as it is now (its capacity is the largest bucket)."""
         if not self.cuda:
             return None
-        state = [self.tok, self.pos, self.sampler.rng, self.sampler.seen]
-        return GraphedStep(self._graph_step, buckets(self.model.k_cache[0].shape[2]), state, eager=kvcache.START)
+        return GraphedStep(
+            self._graph_step, buckets(self.model.k_cache[0].shape[2]), self._state(), eager=kvcache.START
+        )
+
+    @torch.inference_mode()
+    def _compile_ahead(self) -> dict:
+        """The Triton kernels of a short and a dense prompt's prefill, of the decode steps captured at load and of
+        every verify they may run, compiled in parallel processes where the on-disk cache lacks them
+        (kernels.precompile). The first decode step alone where it finds them all there (a warm start). The prefill
+        writes cache slots the first prompt then writes again; the step state is put back."""
+        saved = [t.clone() for t in self._state()]
+        lengths = [n for n in buckets(self.model.k_cache[0].shape[2]) if n <= kvcache.START]
+
+        def rest():
+            for t in sorted({*PRECOMPILE_PROMPTS, self.model.dense_min + 1}):  # int4 kernels / dequantize + GEMM
+                for start in (0, PRECOMPILE_PROMPTS[-1]):  # a first prompt, a later turn's
+                    self.model.prefill(torch.zeros(t, dtype=torch.long, device=self.device), start)
+            for n in lengths:
+                if n != lengths[0]:
+                    self._graph_step(n)
+                for rows in VERIFY_ROWS if self.model.exact_rows else ():
+                    for greedy in (True, False):
+                        self._verify_step(rows, n, greedy)
+
+        try:
+            return precompile.ahead([lambda: self._graph_step(lengths[0]), rest])
+        finally:
+            for t, s in zip(self._state(), saved, strict=True):
+                t.copy_(s)
 
     def _graph_step(self, length: int) -> torch.Tensor:
         """The captured step: feed self.tok at self.pos, attend to `length` slots, sample into self.tok."""

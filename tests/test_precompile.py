@@ -1,0 +1,107 @@
+"""kernels.precompile: a start's Triton kernels compiled in worker processes into the on-disk cache.
+
+The worker test needs Triton only (it compiles for sm_90 without a GPU); the start test needs CUDA.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def silu_mul_specialization(target) -> str:
+    """glue._silu_mul's specialization for a launch on bf16 tensors, as Triton's jit_cache_hook serializes it."""
+    from triton.compiler import make_backend
+    from triton.runtime.jit import serialize_specialization_data
+
+    from yi_cli.kernels import glue
+
+    signature = {"GU": "*bf16", "O": "*bf16", "inter": "i32", "BLOCK": "constexpr", "PDL": "constexpr"}
+    constants = {(3,): 1024, (4,): True}
+    attrs = {(0,): [["tt.divisibility", 16]], (1,): [["tt.divisibility", 16]], (2,): [["tt.divisibility", 16]]}
+    options = make_backend(target).parse_options({"num_warps": 4})
+    name = f"{glue._silu_mul.fn.__module__}.{glue._silu_mul.fn.__qualname__}"
+    return serialize_specialization_data(name, signature, constants, attrs, options, "key")
+
+
+def test_children_compile_into_the_on_disk_cache(tmp_path, monkeypatch):
+    """Forked children (from this multi-threaded process with torch loaded, as the chat's) compile their shares
+    into the on-disk cache the parent then finds; a record that cannot compile fails alone."""
+    pytest.importorskip("triton")
+    from triton.backends.compiler import GPUTarget
+
+    from yi_cli.kernels import glue, precompile
+
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "cache"))
+    target = GPUTarget("cuda", 90, 32)
+    data = silu_mul_specialization(target)
+    src, options = precompile.source(glue._silu_mul, data, target)
+    assert not precompile.cached(src, target, options)
+    found = [("yi_cli.kernels.glue", "_no_such_kernel", data), ("yi_cli.kernels.glue", "_silu_mul", data)]
+    assert precompile.in_children(found, target, 4) == 2  # one child a record
+    assert precompile.cached(src, target, options)
+    assert list((tmp_path / "cache").rglob("_silu_mul.cubin"))
+    assert precompile.compile_all(found, target) == 1  # the missing kernel; the other is a cache hit
+
+
+def test_off_runs_nothing():
+    from yi_cli.kernels import precompile
+
+    ran = []
+    assert precompile.ahead([lambda: ran.append(1)], n=0)["kernels"] == 0
+    assert not ran
+
+
+START = """
+import json, sys, threading, torch
+from triton import knobs
+from yi_cli.checkpoint.loader import open_checkpoint
+from yi_cli.engines.settings import GenSettings
+from yi_cli.runtime.decoder import FastDecoder
+misses = []
+def listener(*, src, cache_hit, **_):
+    if not cache_hit:
+        misses.append(src.name)
+knobs.compilation.listener = listener
+dec = FastDecoder(open_checkpoint(sys.argv[1], device="cuda", dtype="bf16"))
+setting = GenSettings(temperature=0, repetition_penalty=1.0, max_new_tokens=24, speculate="off")
+toks = list(dec.generate(json.loads(sys.argv[2]), setting, threading.Event(), set()))
+print(json.dumps({"compiled": dec.compiled, "misses": misses, "tokens": toks}))
+"""
+
+
+def start(path, prompt, cache, precompile) -> dict:
+    env = dict(os.environ, TRITON_CACHE_DIR=str(cache), YI_CHAT_PRECOMPILE=precompile, PYTHONPATH=str(ROOT))
+    out = subprocess.run(
+        [sys.executable, "-c", START, str(path), json.dumps(prompt)], env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_an_empty_cache_start_compiles_in_workers(tmp_path):
+    """A fresh process on an empty Triton cache: every kernel its start launches was compiled by the workers (the
+    chat's own compiles all hit the cache), the reply is the one a start without them gives, and a second start
+    finds nothing to compile."""
+    from test_fast import PROMPT, checkpoint
+
+    path = checkpoint(0, "awq")
+    prompt = PROMPT + [7]  # 17 tokens: a prompt length FastDecoder._compile_ahead runs
+    plain = start(path, prompt, tmp_path / "plain", "0")
+    assert plain["compiled"]["kernels"] == 0 and plain["misses"]  # compiled where launched
+    ahead = start(path, prompt, tmp_path / "ahead", "4")
+    assert ahead["compiled"]["kernels"] >= len(set(plain["misses"])) and ahead["compiled"]["workers"] == 4
+    assert ahead["misses"] == []
+    assert ahead["tokens"] == plain["tokens"]
+    again = start(path, prompt, tmp_path / "ahead", "4")
+    assert again["compiled"]["kernels"] == 0 and again["misses"] == [] and again["tokens"] == plain["tokens"]

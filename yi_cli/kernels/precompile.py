@@ -1,0 +1,222 @@
+"""A fresh start's Triton compiles in parallel processes instead of one after another in the chat's own.
+
+With an empty Triton cache every kernel a start launches compiles where it is first launched, serially, each
+holding the interpreter lock (the H200, Yi-6B AWQ: ~10 s of a 16 s start). `ahead(dry)` runs `dry` (the start's
+prefill and decode steps) with no kernel launched: each Triton launch missing from the on-disk cache is recorded
+(Triton's jit_cache_hook hands out its specialization, as `JITFunction.preload` reads it) and skipped. The
+records go to forked child processes (a share each) that compile them into the same on-disk cache, and `ahead`
+returns when they are done: the real launches that follow load those binaries.
+Nothing is launched during `dry`, so its torch ops see unwritten buffers: it must only compute, not decide
+anything from them. Where anything fails, the kernels simply compile where they are launched, as before.
+
+YI_CHAT_PRECOMPILE=0 turns it off; YI_CHAT_PRECOMPILE=N sets the number of workers (default: the cores less one,
+at most 8).
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import importlib
+import json
+import os
+import signal
+import sys
+import time
+import warnings
+from contextlib import contextmanager
+
+try:
+    from triton import knobs
+    from triton.compiler import ASTSource, make_backend
+    from triton.compiler.compiler import get_cache_invalidating_env_vars, get_cache_key, get_cache_manager
+    from triton.runtime.jit import JITFunction
+except ImportError:
+    knobs = None
+try:
+    from triton.experimental.gluon._runtime import GluonASTSource
+except ImportError:
+    GluonASTSource = None
+
+SETTING = os.environ.get("YI_CHAT_PRECOMPILE", "")
+WORKERS_MAX = 8
+TIMEOUT_S = 120  # a child still compiling after this long is stopped (its kernels then compile in the chat)
+
+
+def workers() -> int:
+    """How many processes compile: 0 (off) where YI_CHAT_PRECOMPILE=0 or Triton is missing."""
+    if knobs is None or not hasattr(os, "fork"):
+        return 0
+    if SETTING.isdigit():
+        return int(SETTING)
+    return max(1, min(WORKERS_MAX, (os.cpu_count() or 2) - 1))
+
+
+_BACKENDS: dict = {}
+
+
+def _backend(target):
+    if target not in _BACKENDS:
+        _BACKENDS[target] = make_backend(target)
+    return _BACKENDS[target]
+
+
+def _kernel(module: str, name: str):
+    """The JIT function `name` of `module` (a qualified name: attributes below the module)."""
+    out = importlib.import_module(module)
+    for part in name.split("."):
+        out = getattr(out, part)
+    return out
+
+
+def source(fn, data: str, target):
+    """(source, options) of one compile of JIT function fn from its serialized specialization (as
+    JITFunction.preload rebuilds them) for target, with the options triton.compile derives from them."""
+    import triton.language as tl
+
+    spec = json.loads(data)
+    constexprs = {
+        tuple(k): tl.dtype(v)
+        if tl.dtype.is_dtype(v)
+        else tl.constexpr(v["constexpr"])
+        if isinstance(v, dict) and "constexpr" in v
+        else v
+        for k, v in zip(spec["constant_keys"], spec["constant_vals"], strict=True)
+    }
+    attrs = dict(zip(map(tuple, spec["attrs_keys"]), spec["attrs_vals"], strict=True))
+    signature = {k: tuple(v) if isinstance(v, list) else v for k, v in spec["signature"].items()}
+    options = {k: tuple(v) if isinstance(v, list) else v for k, v in spec["options"].items()}
+    kind = GluonASTSource if getattr(fn, "is_gluon", lambda: False)() else ASTSource
+    src = kind(fn, signature, constexprs, attrs)
+    return src, _backend(target).parse_options(dict(options, **src.parse_options()))
+
+
+def cached(src, target, options) -> bool:
+    """Whether triton.compile would find this source's binary in the on-disk cache."""
+    key = get_cache_key(src, _backend(target), options, env_vars=get_cache_invalidating_env_vars())
+    manager = get_cache_manager(hashlib.sha256(key.encode("utf-8")).hexdigest())
+    name = f"{src.name[:150]}.json"
+    return name in (manager.get_group(name) or {})
+
+
+_SKIP = object()  # stands in the process's kernel cache for a recorded specialization while recording
+
+
+@contextmanager
+def recording(target):
+    """Within it no Triton kernel launches; yields the list that collects (module, name, specialization) of each
+    launch whose binary is in neither the process's nor the on-disk cache, once each. A recorded specialization
+    stands as _SKIP in its kernel's cache meanwhile, so that its next launches cost a lookup (Triton would
+    otherwise serialize it again at each)."""
+    found: list[tuple[str, str, str]] = []
+    marked: list[tuple[dict, object]] = []
+
+    def hook(*, key, fn, compile, **_):
+        cache = fn.jit_function.device_caches[compile["device"]][0]
+        cache[key] = _SKIP
+        marked.append((cache, key))
+        data = compile["specialization_data"]
+        try:
+            src, options = source(fn.jit_function, data, target)
+            if not cached(src, target, options):
+                found.append((fn.module, fn.name, data))
+        except Exception:  # noqa: BLE001 - unreadable here: it compiles where it is launched
+            pass
+        return True  # skip the compile (and with it the launch)
+
+    run, prior = JITFunction.run, knobs.runtime.jit_cache_hook
+
+    def dry_run(self, *args, grid, warmup, **kwargs):
+        return run(self, *args, grid=grid, warmup=True, **kwargs)
+
+    JITFunction.run, knobs.runtime.jit_cache_hook = dry_run, hook
+    try:
+        yield found
+    finally:
+        JITFunction.run, knobs.runtime.jit_cache_hook = run, prior
+        for cache, key in marked:
+            cache.pop(key, None)
+
+
+def ahead(steps, n: int | None = None) -> dict:
+    """Run the callables `steps` with no kernel launched, compile what they would have compiled in n child
+    processes, and return once they are done: {"kernels": how many, "workers": n, "dry_s": seconds of the steps,
+    "s": seconds in all}. Where the first step finds every kernel in the on-disk cache the rest do not run (a warm
+    start pays one dry step). Any failure leaves the compiles to the launches."""
+    n = workers() if n is None else n
+    if n <= 0:
+        return {"kernels": 0, "workers": 0, "dry_s": 0.0, "s": 0.0}
+    from triton.runtime import driver
+
+    t0 = time.perf_counter()
+    target = driver.active.get_current_target()
+    with recording(target) as found:
+        for i, step in enumerate(steps):
+            if i == 1 and not found:
+                break
+            try:
+                step()
+            except Exception:  # noqa: BLE001 - a step that cannot run dry: its kernels compile where launched
+                break
+    dry = time.perf_counter() - t0
+    n = in_children(found, target, n) if found else 0
+    return {"kernels": len(found), "workers": n, "dry_s": round(dry, 3), "s": round(time.perf_counter() - t0, 3)}
+
+
+def in_children(found: list, target, n: int) -> int:
+    """Compile `found` (recording's records) in n forked children, the long compiles first, one to a child; returns
+    how many ran. A fork shares the chat's imports (a fresh interpreter would spend seconds importing torch before
+    its first compile); a child only compiles (Triton's compiler and ptxas, never CUDA or torch), its output goes
+    nowhere, it leaves the terminal's process group (Ctrl-C interrupts the chat, which then kills it) and it ends
+    with os._exit (no exit handlers of the chat's state)."""
+    found = sorted(found, key=lambda r: r[0] != "yi_cli.kernels.gemv_mma")
+    n = min(n, len(found))
+    pids = []
+    try:
+        for i in range(n):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # "multi-threaded, fork() may deadlock"
+                pid = os.fork()
+            if pid == 0:
+                _child(found[i::n], target)
+            pids.append(pid)
+        deadline = time.monotonic() + TIMEOUT_S
+        while pids and time.monotonic() < deadline:
+            pids = [p for p in pids if os.waitpid(p, os.WNOHANG)[0] == 0]
+            if pids:
+                time.sleep(0.01)
+    finally:
+        for p in pids:  # past the deadline or interrupted: what they did not finish compiles where launched
+            os.kill(p, signal.SIGKILL)
+            os.waitpid(p, 0)
+    return n
+
+
+def _child(share: list, target) -> None:
+    code = 1
+    try:
+        os.setsid()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        gc.disable()  # nothing of the chat's (CUDA tensors included) is freed here
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - the child ends with os._exit
+        code = 1 if compile_all(share, target) else 0
+    finally:
+        os._exit(code)
+
+
+def compile_all(share: list, target) -> int:
+    """Each (module, name, specialization) of share compiled into the on-disk cache; returns how many failed."""
+    import triton
+
+    failed = 0
+    for module, name, data in share:
+        try:
+            src, options = source(_kernel(module, name), data, target)
+            triton.compile(src, target=target, options=options.__dict__)
+        except Exception:  # noqa: BLE001 - this one compiles where it is launched
+            failed += 1
+    return failed
