@@ -167,18 +167,18 @@ def in_children(found: list, target, n: int) -> int:
     """Compile `found` (recording's records) in n forked children, the long compiles first, one to a child; returns
     how many ran. A fork shares the chat's imports (a fresh interpreter would spend seconds importing torch before
     its first compile); a child only compiles (Triton's compiler and ptxas, never CUDA or torch), its output goes
-    nowhere, it leaves the terminal's process group (Ctrl-C interrupts the chat, which then kills it) and it ends
-    with os._exit (no exit handlers of the chat's state)."""
+    nowhere, it leaves the terminal's process group (Ctrl-C interrupts the chat, which then kills it), it dies with
+    the chat (Linux) and it ends with os._exit (no exit handlers of the chat's state)."""
     found = sorted(found, key=lambda r: r[0] != "yi_cli.kernels.gemv_mma")
     n = min(n, len(found))
-    pids = []
+    pids, parent = [], os.getpid()
     try:
         for i in range(n):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)  # "multi-threaded, fork() may deadlock"
                 pid = os.fork()
             if pid == 0:
-                _child(found[i::n], target)
+                _child(found[i::n], target, parent)
             pids.append(pid)
         deadline = time.monotonic() + TIMEOUT_S
         while pids and time.monotonic() < deadline:
@@ -192,10 +192,13 @@ def in_children(found: list, target, n: int) -> int:
     return n
 
 
-def _child(share: list, target) -> None:
+def _child(share: list, target, parent: int) -> None:
     code = 1
     try:
         os.setsid()
+        _die_with_parent()
+        if os.getppid() != parent:  # the chat ended before the line above took effect
+            return
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         gc.disable()  # nothing of the chat's (CUDA tensors included) is freed here
@@ -206,6 +209,16 @@ def _child(share: list, target) -> None:
         code = 1 if compile_all(share, target) else 0
     finally:
         os._exit(code)
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this child when the thread that forked it ends (the chat killed mid-start included)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def compile_all(share: list, target) -> int:
