@@ -52,6 +52,47 @@ def test_children_compile_into_the_on_disk_cache(tmp_path, monkeypatch):
     assert precompile.compile_all(found, target) == 1  # the missing kernel; the other is a cache hit
 
 
+def test_recording_skips_this_threads_launches_only(tmp_path, monkeypatch):
+    """Within recording, this thread's launches run as warm-ups (nothing launched) and each missing specialization
+    is recorded once and stands as _SKIP in its kernel's cache; another thread's launches are untouched; all is put
+    back after. Triton's run is a stand-in here (it needs a GPU); the hook is Triton's own jit_cache_hook call."""
+    pytest.importorskip("triton")
+    import threading
+    from types import SimpleNamespace
+
+    from triton import knobs
+    from triton.backends.compiler import GPUTarget
+    from triton.runtime.jit import JITFunction
+
+    from yi_cli.kernels import glue, precompile
+
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "cache"))
+    target = GPUTarget("cuda", 90, 32)
+    data = silu_mul_specialization(target)
+    kernel_cache: dict = {}
+    fn = SimpleNamespace(module="yi_cli.kernels.glue", name="_silu_mul", jit_function=glue._silu_mul)
+    monkeypatch.setattr(glue._silu_mul, "device_caches", {0: (kernel_cache,)})
+    calls = []
+    monkeypatch.setattr(JITFunction, "run", lambda self, *a, grid, warmup, **k: calls.append(warmup))
+    before = JITFunction.run
+    with precompile.recording(target) as found:
+        JITFunction.run(glue._silu_mul, grid=(1,), warmup=False)
+        other = threading.Thread(target=lambda: JITFunction.run(glue._silu_mul, grid=(1,), warmup=False))
+        other.start()
+        other.join()
+        hook = knobs.runtime.jit_cache_hook
+        assert hook(key="k1", fn=fn, compile={"device": 0, "specialization_data": data}) is True
+        assert kernel_cache == {"k1": precompile._SKIP}
+        answer = []
+        other = threading.Thread(target=lambda: answer.append(hook(key="k2", fn=fn, compile={"device": 0})))
+        other.start()
+        other.join()
+        assert answer == [None] and "k2" not in kernel_cache  # compiled as ever
+    assert calls == [True, False]
+    assert found == [("yi_cli.kernels.glue", "_silu_mul", data)]
+    assert kernel_cache == {} and JITFunction.run is before and knobs.runtime.jit_cache_hook is None
+
+
 def test_off_runs_nothing():
     from yi_cli.kernels import precompile
 

@@ -22,6 +22,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 import warnings
 from contextlib import contextmanager
@@ -110,8 +111,11 @@ def recording(target):
     otherwise serialize it again at each)."""
     found: list[tuple[str, str, str]] = []
     marked: list[tuple[dict, object]] = []
+    me = threading.get_ident()  # another thread's launches (none at a start) run and compile as ever
 
     def hook(*, key, fn, compile, **_):
+        if threading.get_ident() != me:
+            return None if prior is None else prior(key=key, fn=fn, compile=compile, **_)
         cache = fn.jit_function.device_caches[compile["device"]][0]
         cache[key] = _SKIP
         marked.append((cache, key))
@@ -127,7 +131,7 @@ def recording(target):
     run, prior = JITFunction.run, knobs.runtime.jit_cache_hook
 
     def dry_run(self, *args, grid, warmup, **kwargs):
-        return run(self, *args, grid=grid, warmup=True, **kwargs)
+        return run(self, *args, grid=grid, warmup=warmup or threading.get_ident() == me, **kwargs)
 
     JITFunction.run, knobs.runtime.jit_cache_hook = dry_run, hook
     try:
