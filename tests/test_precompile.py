@@ -130,8 +130,8 @@ def start(path, prompt, cache, precompile) -> dict:
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_an_empty_cache_start_compiles_in_workers(tmp_path):
-    """A fresh process on an empty Triton cache: every kernel its start launches was compiled by the workers (the
+def test_an_empty_cache_start_compiles_ahead_in_children(tmp_path):
+    """A fresh process on an empty Triton cache: every kernel its start launches was compiled by the children (the
     chat's own compiles all hit the cache), the reply is the one a start without them gives, and a second start
     finds nothing to compile."""
     from test_fast import PROMPT, checkpoint

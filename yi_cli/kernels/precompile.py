@@ -1,20 +1,21 @@
 """A fresh start's Triton compiles in parallel processes instead of one after another in the chat's own.
 
 With an empty Triton cache every kernel a start launches compiles where it is first launched, serially, each
-holding the interpreter lock (the H200, Yi-6B AWQ: ~10 s of a 16 s start). `ahead(dry)` runs `dry` (the start's
-prefill and decode steps) with no kernel launched: each Triton launch missing from the on-disk cache is recorded
-(Triton's jit_cache_hook hands out its specialization, as `JITFunction.preload` reads it) and skipped. The
-records go to forked child processes (a share each) that compile them into the same on-disk cache, and `ahead`
-returns when they are done: the real launches that follow load those binaries.
-Nothing is launched during `dry`, so its torch ops see unwritten buffers: it must only compute, not decide
+holding the interpreter lock (the H200, Yi-6B AWQ: ~10 s of a 16 s start). `ahead(steps)` runs the callables
+`steps` (the start's decode, prefill and verify steps) with no kernel launched: each Triton launch missing from the
+on-disk cache is recorded (Triton's jit_cache_hook hands out its specialization, as `JITFunction.preload` reads it)
+and skipped. The records go to forked child processes (a share each) that compile them into the same on-disk cache,
+and `ahead` returns when they are done: the real launches that follow load those binaries.
+Nothing is launched during the steps, so their torch ops see unwritten buffers: they must only compute, not decide
 anything from them. Where anything fails, the kernels simply compile where they are launched, as before.
 
-YI_CHAT_PRECOMPILE=0 turns it off; YI_CHAT_PRECOMPILE=N sets the number of workers (default: the cores less one,
+YI_CHAT_PRECOMPILE=0 turns it off; YI_CHAT_PRECOMPILE=N sets the number of children (default: the cores less one,
 at most 8).
 """
 
 from __future__ import annotations
 
+import functools
 import gc
 import hashlib
 import importlib
@@ -53,13 +54,9 @@ def workers() -> int:
     return max(1, min(WORKERS_MAX, (os.cpu_count() or 2) - 1))
 
 
-_BACKENDS: dict = {}
-
-
+@functools.cache
 def _backend(target):
-    if target not in _BACKENDS:
-        _BACKENDS[target] = make_backend(target)
-    return _BACKENDS[target]
+    return make_backend(target)
 
 
 def _kernel(module: str, name: str):
