@@ -5,6 +5,7 @@
     python scripts/bench_gemv.py --x-rows 2 4 8   # a verify's rows: gemv_int4_rows vs tinygemm vs one-row GEMV
     python scripts/bench_gemv.py --mma [--sweep]  # the tensor-core GEMV (gemv_mma) beside the CUDA-core one
     python scripts/bench_gemv.py --x-rows 2 4 8 --mma  # and gemv_mma on those rows
+    python scripts/bench_gemv.py --dense [--sweep] [--dtype fp16]  # gemv_mma on dense weights against cuBLAS
 Each matmul is timed over COPIES different weight sets in one CUDA graph, so weights come from HBM, not L2.
 Prints one JSON line per (matmul, kernel config); the last line is a summary.
 """
@@ -89,6 +90,49 @@ def x_rows(n, k, group, wpr, sets, counts, pdl, nbytes, mma=False) -> dict:
     return out
 
 
+# gemv_mma's (row tiles, warps, chunks ahead, x chunks ahead) that --dense --sweep tries on dense weights
+DENSE_SWEEP = [(1, w, ah, xah) for w in (4, 8) for ah, xah in ((1, 0), (2, 0), (2, 1), (3, 1), (4, 1))]
+DENSE_SWEEP += [(2, w, ah, xah) for w in (4, 8) for ah, xah in ((1, 0), (2, 1))]
+
+
+def dense(mats: dict, dtype: torch.dtype, sweep: bool, pdl) -> dict:
+    """gemv_mma on dense weights (its default configuration, or DENSE_SWEEP's) against cuBLAS (F.linear) at one row,
+    COPIES weight copies a matmul; gate_up also with its silu epilogue. One JSON line each; the best per matmul
+    (gate_up's with silu, as a decode step runs it)."""
+    import torch.nn.functional as F
+
+    out = {}
+    for name, (n, k) in mats.items():
+        ws = [torch.randn(n, k, device="cuda").mul_(k**-0.5).to(dtype) for _ in range(COPIES)]
+        x = torch.randn(1, k, device="cuda", dtype=dtype)
+        ref = (x.float() @ ws[0].float().t()).flatten()
+        nbytes = n * k * 2
+        t_ref = graph_us([lambda w=w: F.linear(x, w) for w in ws])
+        row = {"matmul": name, "n": n, "k": k, "dtype": str(dtype), "cublas_us": round(t_ref, 2)}
+        row["cublas_TB_s"] = round(nbytes / t_ref / 1e6, 2)
+        best = None
+        for cfg, silu in itertools.product(DENSE_SWEEP if sweep else [gemv_mma.config(n, k, 0)], (False, True)):
+            rt, warps, ahead, xahead = cfg
+            if (silu and (name != "gate_up" or rt < 2)) or n % (16 * rt):
+                continue
+            kw = dict(rt=rt, warps=warps, pdl=pdl, silu=silu, ahead=ahead, xahead=xahead)
+            try:
+                y = gemv_mma.gemv_mma(x, ws[0], None, n, k, 0, **{**kw, "silu": False})
+                err = float((y.float().flatten() - ref).norm() / ref.norm())
+                t = graph_us([lambda w=w: gemv_mma.gemv_mma(x, w, None, n, k, 0, **kw) for w in ws])
+            except Exception as e:  # registers
+                print(json.dumps({"matmul": name, "dense": cfg, "error": str(e)[-400:]}), flush=True)
+                continue
+            line = {**row, "dense": cfg, "silu": silu, "us": round(t, 2), "TB_s": round(nbytes / t / 1e6, 2)}
+            print(json.dumps(line | {"rel_err": round(err, 5)}), flush=True)
+            if err < 1e-2 and silu == (name == "gate_up") and (best is None or t < best[0]):  # as the step runs
+                best = (t, cfg)
+        if best:
+            out[name] = {"cublas_us": row["cublas_us"], "best_us": round(best[0], 2), "best": best[1]}
+            out[name]["TB_s"] = round(nbytes / best[0] / 1e6, 2)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shape", default="yi-6b", choices=SHAPES)
@@ -99,9 +143,16 @@ def main() -> None:
     ap.add_argument(
         "--mma", action="store_true", help="also time gemv_mma (its (rt, warps, ahead, xahead) swept with --sweep)"
     )
+    ap.add_argument("--dense", action="store_true", help="gemv_mma on dense weights against cuBLAS instead")
+    ap.add_argument("--dtype", choices=["bf16", "fp16"], default="bf16", help="--dense: the weights' dtype")
     a = ap.parse_args()
     d, inter, heads, kv, hd = SHAPES[a.shape]
     mats = {"qkv": ((heads + 2 * kv) * hd, d), "o": (d, heads * hd), "gate_up": (2 * inter, d), "down": (d, inter)}
+    if a.dense:
+        dt = {"bf16": torch.bfloat16, "fp16": torch.float16}[a.dtype]
+        summary = dense(mats, dt, a.sweep, False if a.no_pdl else None)
+        print(json.dumps({"summary": summary, "device": torch.cuda.get_device_name()}))
+        return
     configs = [(gemv.ROWS, gemv.WARPS)]
     if a.sweep:
         configs = [c for c in itertools.product((8, 16), (1, 2, 4, 8))]

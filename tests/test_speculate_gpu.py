@@ -55,16 +55,19 @@ def test_cuda_greedy_with_verify_graphs(oracle, quant):  # noqa: F811
     assert {rows for rows, _, _ in dec.vgraphs} <= {2, 4, 8} and dec.vgraphs
 
 
+@pytest.mark.parametrize("quant", ["awq", None])
 @pytest.mark.parametrize("exact_head", [False, True])
 @pytest.mark.parametrize("rows", [2, 4, 8])
-def test_cuda_verify_rows_are_decode_steps_bit_for_bit(monkeypatch, exact_rows, rows, exact_head):
+def test_cuda_verify_rows_are_decode_steps_bit_for_bit(monkeypatch, exact_rows, rows, exact_head, quant):
     """The verify's final hidden states [T, D] against T decode steps' (int4: the multi-row GEMV, one attention
-    launch for all rows); logits within 3e-2 (the lm_head's T-row GEMM rounds differently), or the same bits
-    with llama.EXACT_HEAD."""
+    launch for all rows; a plain checkpoint: the tensor-core GEMV on its dense weights); logits within 3e-2 (the
+    lm_head's T-row GEMM rounds differently), or the same bits with llama.EXACT_HEAD."""
     from yi_cli.runtime import llama
 
+    if quant is None and exact_rows == "rows":
+        pytest.skip("the CUDA-core multi-row GEMV is int4's")
     monkeypatch.setattr(llama, "EXACT_HEAD", exact_head)
-    _, dec = cuda_pair(checkpoint(0, "awq", group=_group(exact_rows)))
+    _, dec = cuda_pair(checkpoint(0, quant, group=_group(exact_rows)))
     qkv = dec.model.layers[0].qkv
     assert qkv.mma if exact_rows == "mma" else qkv.gemv, "the int4 projections should run the GEMVs"
     toks = fast_tokens(dec, PROMPT, replace(GREEDY, max_new_tokens=rows, speculate="off"))
@@ -157,7 +160,8 @@ def test_cuda_stop_length_cancel_sampling(monkeypatch, exact_rows, oracle):  # n
 
 def test_cuda_auto_speculates_where_verify_rows_are_decode_steps(monkeypatch, oracle):  # noqa: F811
     """speculate=auto: on with the tensor-core GEMV (verify rows are decode steps bit for bit, so the reply keeps
-    its tokens), off on the CUDA-core path (YI_CHAT_MMA=0), whose tinygemm verifies round differently."""
+    its tokens; int4 and dense weights), off on the CUDA-core path (YI_CHAT_MMA=0), whose tinygemm verifies (and
+    cuBLAS's) round differently."""
     from yi_cli.kernels import gemv_mma
 
     path = checkpoint(0, "awq", group=64)
@@ -168,7 +172,11 @@ def test_cuda_auto_speculates_where_verify_rows_are_decode_steps(monkeypatch, or
     oracle(off, len(DOC))
     assert fast_tokens(dec, DOC, auto) == off
     assert dec.steps < len(off) - 1  # drafts were kept
+    plain = FastDecoder(open_checkpoint(checkpoint(0), device="cuda", dtype="bf16"))
+    assert plain.model.exact_rows and plain.speculating(auto)
     monkeypatch.setattr(gemv_mma, "ENABLED", False)
     core = FastDecoder(open_checkpoint(path, device="cuda", dtype="bf16"))
     assert not core.model.exact_rows and not core.speculating(auto)
+    plain = FastDecoder(open_checkpoint(checkpoint(0), device="cuda", dtype="bf16"))
+    assert not plain.model.exact_rows and not plain.speculating(auto)
     assert core.speculating(replace(auto, speculate="lookup"))

@@ -15,6 +15,13 @@ lane t the B fragments of all four k-steps (x's words 8t .. 8t + 7 of the chunk)
 Per group of G columns (G a multiple of 64) and row: y += s·D + (zf - 136·s)·X, D = sum (128 + q)·x over a
 chunk (fp32 on the tensor core) and X = sum x over the chunk: sum ((q - 8)·s + zf)·x as gemv.py's.
 
+Dense weights (bf16 / fp16 checkpoints: `gemv_mma` with sz None, PLANES = 0) are read as stored, [N, K] row-major:
+lane (g, t) loads columns 16t .. 16t + 15 of a chunk from rows g and g + 8 (two 16-byte loads each), and k-step s
+takes its columns 16t + 4s .. 16t + 4s + 3 — the columns of x's B fragments above, so x is read as for int4 codes —
+through four mmas accumulating in fp32 across chunks. Nothing is repacked (prefill's cuBLAS GEMM reads the same
+tensor), and [q; k; v]'s rows are read in halves_order by address. Its launches stream W at 3.6-4.1 TB/s on the
+H200, cuBLAS's batch-1 GEMV 3.2-3.4 (BENCHMARKS.md), and bring the int4 kernels' epilogues to the fp16 models.
+
 Epilogues (runtime/llama.py's chained step, for each row of x alone): the residual add with the next RMSNorm's
 first half and its partial sums of squares (o, down), the norm's 1 / rms (qkv, gate_up), silu(gate)·up (gate_up),
 and rope with the cache write (qkv), for which qkv's rows are packed in halves_order: each rotary pair (d, d + hd/2)
@@ -56,13 +63,29 @@ def available(t: torch.Tensor) -> bool:
 
 def config(n: int, k: int, planes: int = 1) -> tuple[int, int, int, int]:
     """(row tiles of 16 per program, warps splitting K, chunks of weights each warp loads ahead, chunks of x it
-    loads ahead) for an [n, k] weight: the fastest measured on the H200 (scripts/bench_gemv.py --mma --sweep;
-    BENCHMARKS.md) for Yi-6B's and Yi-34B's matmuls, RT cut to divide N / 16; two planes (GPTQ int8) at most 2
-    tiles and 8 warps (ptxas for sm_90: 4 tiles take 239 registers, 16 warps spill at their 128). A program's
-    registers bound how many share an SM, so x (read from L2, its latency short) is mostly loaded fewer chunks
-    ahead than the weights (a divisor of their count: the loop is unrolled that many times), or as it is used.
+    loads ahead) for an [n, k] weight of int4 codes in `planes` planes (0: a dense W): the fastest measured on the
+    H200 (scripts/bench_gemv.py --mma --sweep, --dense --sweep; BENCHMARKS.md) for Yi-6B's and Yi-34B's matmuls, RT
+    cut to divide N / 16; two planes (GPTQ int8) at most 2 tiles and 8 warps (ptxas for sm_90: 4 tiles take 239
+    registers, 16 warps spill at their 128). A program's registers bound how many share an SM, so x (read from L2,
+    its latency short) is mostly loaded fewer chunks ahead than the weights (a divisor of their count: the loop is
+    unrolled that many times), or as it is used.
     """
-    if planes == 2:  # GPTQ int8 (Yi-6B): qkv 9.3 us, o 6.6, gate_up 29.8, down 16.2
+    if planes == 0:  # a dense W (2 KB a tile's chunk): Yi-6B's / Yi-34B's (scripts/bench_gemv.py --dense --sweep)
+        if k >= 16384:  # Yi-34B's down: 69.6 us (cuBLAS 75.3)
+            rt, warps, ahead, xahead = 1, 4, 2, 1
+        elif k >= 2 * n:  # Yi-6B's down: 21.8 us (26.7)
+            rt, warps, ahead, xahead = 1, 4, 4, 1
+        elif n >= 32768:  # Yi-34B's gate_up + silu: 139.7 us (142.0 without silu)
+            rt, warps, ahead, xahead = 2, 8, 1, 0
+        elif n >= 4 * k:  # Yi-6B's gate_up + silu: 44.1 us (47.8 without silu)
+            rt, warps, ahead, xahead = 2, 4, 2, 1
+        elif n == k and n > 4096:  # Yi-34B's o: 25.6 us (28.8)
+            rt, warps, ahead, xahead = 1, 4, 3, 1
+        elif n == k:  # Yi-6B's o: 9.1 us (12.5)
+            rt, warps, ahead, xahead = 2, 8, 2, 1
+        else:  # qkv: Yi-6B's 11.5 us (13.0), Yi-34B's 34.2 (35.9)
+            rt, warps, ahead, xahead = 1, 8, 2, 1
+    elif planes == 2:  # GPTQ int8 (Yi-6B): qkv 9.3 us, o 6.6, gate_up 29.8, down 16.2
         if n >= 16384:
             rt, warps, ahead, xahead = 2, 4, 3, 1
         elif n == k:
@@ -214,6 +237,22 @@ if gluon is not None:
         + "}"
     )
 
+    # A dense weight's chunk (16 rows x 64 columns of bf16 or fp16 W, no codes): the accumulators ($0..$3, from C =
+    # $4..$7) through the four k-steps, k-step s's A fragment $8 + 4s .. $11 + 4s, its B fragment $24 + 2s, $25 + 2s.
+    def _dense_asm(ty):
+        out = "{\n"
+        for s in range(4):
+            c = "$4, $5, $6, $7" if s == 0 else "$0, $1, $2, $3"
+            a = ", ".join(f"${8 + 4 * s + i}" for i in range(4))
+            out += (
+                f"mma.sync.aligned.m16n8k16.row.col.f32.{ty}.{ty}.f32 {{$0, $1, $2, $3}}, {{{a}}}, "
+                f"{{${24 + 2 * s}, ${25 + 2 * s}}}, {{{c}}};\n"
+            )
+        return out + "}"
+
+    DENSE_BF16 = gl.constexpr(_dense_asm("bf16"))
+    DENSE_F16 = gl.constexpr(_dense_asm("f16"))
+
     @gluon.constexpr_function
     def _dim(layout, rank, d):
         """The 1-D layout of dimension d of a rank-dimensional layout."""
@@ -249,6 +288,70 @@ if gluon is not None:
                 gl.convert_layout(w1, LA),
                 gl.convert_layout(w2, LA),
                 gl.convert_layout(w3, LA),
+                bs[0],
+                bs[1],
+                bs[2],
+                bs[3],
+                bs[4],
+                bs[5],
+                bs[6],
+                bs[7],
+            ],
+            dtype=(gl.float32, gl.float32, gl.float32, gl.float32),
+            is_pure=True,
+            pack=1,
+        )
+
+    @gluon.jit
+    def _eight(v):
+        """[RT, WARPS, 8, 4, 8] -> its 8 words along the last dimension, in order, each [RT, WARPS, 8, 4]."""
+        e, o = gl.split(gl.reshape(v, [v.shape[0], v.shape[1], 8, 4, 2, 2, 2]))  # word 4·i2 + 2·i1 + i0: i0 = 0/1
+        e0, e1 = gl.split(e)  # i1
+        o0, o1 = gl.split(o)
+        w0, w4 = gl.split(e0)  # i2
+        w2, w6 = gl.split(e1)
+        w1, w5 = gl.split(o0)
+        w3, w7 = gl.split(o1)
+        return w0, w1, w2, w3, w4, w5, w6, w7
+
+    @gluon.jit
+    def _dense_words(W32, dlo, dhi, w5, c0, KC: gl.constexpr):
+        """Chunks c0 + warp of a dense W for the program's tiles: lane (g, t)'s 8 words (16 values, columns 16t ..
+        16t + 15 of the chunk) of rows g and g + 8, two [RT, WARPS, 8, 4, 8] (two 16-byte loads each)."""
+        c = (c0 + w5) * 32
+        ok = c0 + w5 < KC
+        return gl.load(W32 + dlo + c, mask=ok, other=0), gl.load(W32 + dhi + c, mask=ok, other=0)
+
+    @gluon.jit
+    def _dense_chunk(acc, words, bs, LA: gl.constexpr, F16: gl.constexpr):
+        """The accumulators after one chunk of a dense W: k-step s takes columns 16t + 4s .. 16t + 4s + 3 of rows
+        g / g + 8 (words 2s, 2s + 1 of each row), the columns of x's B fragments (x's words 8t + 2s, 8t + 2s + 1)."""
+        l0, l1, l2, l3, l4, l5, l6, l7 = _eight(words[0])
+        h0, h1, h2, h3, h4, h5, h6, h7 = _eight(words[1])
+        return gl.inline_asm_elementwise(
+            DENSE_F16 if F16 else DENSE_BF16,
+            "=f,=f,=f,=f,f,f,f,f" + ",r" * 24,
+            [
+                acc[0],
+                acc[1],
+                acc[2],
+                acc[3],
+                gl.convert_layout(l0, LA),
+                gl.convert_layout(h0, LA),
+                gl.convert_layout(l1, LA),
+                gl.convert_layout(h1, LA),
+                gl.convert_layout(l2, LA),
+                gl.convert_layout(h2, LA),
+                gl.convert_layout(l3, LA),
+                gl.convert_layout(h3, LA),
+                gl.convert_layout(l4, LA),
+                gl.convert_layout(h4, LA),
+                gl.convert_layout(l5, LA),
+                gl.convert_layout(h5, LA),
+                gl.convert_layout(l6, LA),
+                gl.convert_layout(h6, LA),
+                gl.convert_layout(l7, LA),
+                gl.convert_layout(h7, LA),
                 bs[0],
                 bs[1],
                 bs[2],
@@ -465,16 +568,21 @@ if gluon is not None:
         XAHEAD: gl.constexpr,
         LOAD: gl.constexpr,
         LOADX: gl.constexpr,
+        F16: gl.constexpr,
     ):
         """One chunk per warp (c + warp): its words, scales and x from ring slot j (x's slot j % XAHEAD), the
-        slots refilled with chunk c + AHEAD·WARPS when LOAD (x's with c + XAHEAD·WARPS when LOADX)."""
+        slots refilled with chunk c + AHEAD·WARPS when LOAD (x's with c + XAHEAD·WARPS when LOADX). PLANES = 0: a
+        dense W's words (wbase: the offsets of rows g and g + 8), no scales."""
         acc, ws, scs, ws2, scs2, bss = rings  # the accumulators and the rings of loads in flight
         P, P2, SZ32, SZ232, X32, wbase, w5, w4, row0, xw, xoff, N = at  # where they come from
         LW: gl.constexpr = gl.SliceLayout(0, LA)
         if LOAD:
             c2 = c + AHEAD * WARPS
-            wnext = _words(P, wbase, w5, c2, KC, WARPS)
-            snext = _sc(SZ32, w4, c2, row0, N, G, KC)
+            if PLANES == 0:
+                wnext = _dense_words(P, wbase[0], wbase[1], w5, c2, KC)
+            else:
+                wnext = _words(P, wbase, w5, c2, KC, WARPS)
+                snext = _sc(SZ32, w4, c2, row0, N, G, KC)
             if PLANES == 2:
                 w2next = _words(P2, wbase, w5, c2, KC, WARPS)
                 s2next = _sc(SZ232, w4, c2, row0, N, G, KC)
@@ -484,15 +592,19 @@ if gluon is not None:
             bs = bss[j % XAHEAD]
             if LOADX:
                 bss = _put(bss, j % XAHEAD, _xfrag(X32, xw, xoff, c + XAHEAD * WARPS, KC, LW))
-        xs0, xs1 = gl.inline_asm_elementwise(
-            XSUM, "=f,=f" + ",r" * 8, bs, dtype=(gl.float32, gl.float32), is_pure=True, pack=1
-        )
-        acc = _scale(acc, _chunk(ws[j], bs, LA), xs0, xs1, scs[j])
+        if PLANES == 0:
+            acc = _dense_chunk(acc, ws[j], bs, LA, F16)
+        else:
+            xs0, xs1 = gl.inline_asm_elementwise(
+                XSUM, "=f,=f" + ",r" * 8, bs, dtype=(gl.float32, gl.float32), is_pure=True, pack=1
+            )
+            acc = _scale(acc, _chunk(ws[j], bs, LA), xs0, xs1, scs[j])
         if PLANES == 2:
             acc = _scale(acc, _chunk(ws2[j], bs, LA), xs0, xs1, scs2[j])
         if LOAD:
             ws = _put(ws, j, wnext)
-            scs = _put(scs, j, snext)
+            if PLANES > 0:
+                scs = _put(scs, j, snext)
             if PLANES == 2:
                 ws2 = _put(ws2, j, w2next)
                 scs2 = _put(scs2, j, s2next)
@@ -544,7 +656,8 @@ if gluon is not None:
         before rounding. RESIDUAL: XR [MX, N] += Y, Y = XR·WN and this program's sums of squares of XR into
         NORM_OUT [8, programs]. NH > 0 (W = [q; k; v] of NH, NKV, NKV heads, HALVES their head dim): q and k roped,
         q into Y as glue.rope_cache folds it, k and v into KCACHE / VCACHE [NKV, S, HALVES] at slots POS[m]."""
-        L5: gl.constexpr = gl.BlockedLayout([RT, 1, 1, 1, 4], [1, 1, 8, 4, 1], [1, WARPS, 1, 1, 1], [4, 3, 2, 1, 0])
+        VEC: gl.constexpr = 8 if PLANES == 0 else 4  # words a lane loads per tile (a dense W: of each of 2 rows)
+        L5: gl.constexpr = gl.BlockedLayout([RT, 1, 1, 1, VEC], [1, 1, 8, 4, 1], [1, WARPS, 1, 1, 1], [4, 3, 2, 1, 0])
         LA: gl.constexpr = gl.SliceLayout(4, L5)  # [RT, WARPS, 8, 4]: tile, warp, g, t
         pid = gl.program_id(0)
         rt = gl.arange(0, RT, layout=_dim(LA, 4, 0))
@@ -556,9 +669,16 @@ if gluon is not None:
         w4 = gl.expand_dims(gl.expand_dims(gl.expand_dims(gl.arange(0, WARPS, layout=_dim(LA, 4, 1)), 0), 2), 3)
         g4 = gl.expand_dims(gl.expand_dims(gl.expand_dims(gl.arange(0, 8, layout=_dim(LA, 4, 2)), 0), 1), 3)
         t4 = gl.expand_dims(gl.expand_dims(gl.expand_dims(gl.arange(0, 4, layout=_dim(LA, 4, 3)), 0), 1), 2)
-        s5 = gl.arange(0, 4, layout=_dim(L5, 5, 4))
-        s5 = gl.expand_dims(gl.expand_dims(gl.expand_dims(gl.expand_dims(s5, 0), 1), 2), 3)  # [1, 1, 1, 1, 4]
-        wbase = gl.expand_dims((tile4 * (KC * 32) + 4 * g4 + t4) * 4, 4) + s5  # [RT, 1, 8, 4, 4]
+        s5 = gl.arange(0, VEC, layout=_dim(L5, 5, 4))
+        s5 = gl.expand_dims(gl.expand_dims(gl.expand_dims(gl.expand_dims(s5, 0), 1), 2), 3)  # [1, 1, 1, 1, VEC]
+        F16: gl.constexpr = X.dtype.element_ty == gl.float16
+        if PLANES == 0:  # W [N, K] itself, 32·KC words a row: lane (g, t) reads words 8t .. 8t + 7 of a chunk
+            wbase = (
+                gl.expand_dims(_orig(tile4 * 16 + g4, HALVES) * (KC * 32) + 8 * t4, 4) + s5,
+                gl.expand_dims(_orig(tile4 * 16 + g4 + 8, HALVES) * (KC * 32) + 8 * t4, 4) + s5,
+            )  # [RT, 1, 8, 4, 8] each: rows g and g + 8 of each tile (packed rows: where halves_order stored them)
+        else:
+            wbase = gl.expand_dims((tile4 * (KC * 32) + 4 * g4 + t4) * 4, 4) + s5  # [RT, 1, 8, 4, 4]
         w5 = gl.expand_dims(w4, 4)  # [1, WARPS, 1, 1, 1]
         row0 = tile4 * 16 + g4  # [RT, 1, 8, 1]: D row g; g + 8 is row0 + 8
         # x side: lane group g holds row g of x, lane t its words 8t .. 8t + 7 of a chunk (the B fragments of the four
@@ -585,10 +705,15 @@ if gluon is not None:
         # scales do not depend on the previous kernel: with programmatic dependent launch they stream in before the
         # wait.
         ws, scs, ws2, scs2, bss = (), (), (), (), ()
-        for i in gl.static_range(AHEAD):
-            ws = ws + (_words(P, wbase, w5, i * WARPS, KC, WARPS),)
-        for i in gl.static_range(AHEAD):
-            scs = scs + (_sc(SZ32, w4, i * WARPS, row0, N, G, KC),)
+        if PLANES == 0:
+            P = P.to(gl.pointer_type(gl.int32))
+            for i in gl.static_range(AHEAD):
+                ws = ws + (_dense_words(P, wbase[0], wbase[1], w5, i * WARPS, KC),)
+        else:
+            for i in gl.static_range(AHEAD):
+                ws = ws + (_words(P, wbase, w5, i * WARPS, KC, WARPS),)
+            for i in gl.static_range(AHEAD):
+                scs = scs + (_sc(SZ32, w4, i * WARPS, row0, N, G, KC),)
         if PLANES == 2:
             for i in gl.static_range(AHEAD):
                 ws2 = ws2 + (_words(P2, wbase, w5, i * WARPS, KC, WARPS),)
@@ -608,10 +733,12 @@ if gluon is not None:
         rings = (acc, ws, scs, ws2, scs2, bss)
         for c0 in range(0, (ITERS // AHEAD) * AHEAD * WARPS, AHEAD * WARPS):
             for j in gl.static_range(AHEAD):
-                rings = _step(rings, at, c0 + j * WARPS, j, LA, G, KC, WARPS, PLANES, AHEAD, XAHEAD, True, True)
+                rings = _step(rings, at, c0 + j * WARPS, j, LA, G, KC, WARPS, PLANES, AHEAD, XAHEAD, True, True, F16)
         for j in gl.static_range(ITERS % AHEAD):
             c = ((ITERS // AHEAD) * AHEAD + j) * WARPS
-            rings = _step(rings, at, c, j, LA, G, KC, WARPS, PLANES, AHEAD, XAHEAD, False, j + XAHEAD < ITERS % AHEAD)
+            rings = _step(
+                rings, at, c, j, LA, G, KC, WARPS, PLANES, AHEAD, XAHEAD, False, j + XAHEAD < ITERS % AHEAD, F16
+            )
         acc = rings[0]
         # the warps' partial sums added: [RT, 8, 4] for D rows g / g + 8, columns (rows of x) 2t / 2t + 1; the odd
         # columns only where x has a second row (a decode step skips half the cross-warp sums; each column's own
@@ -661,10 +788,16 @@ def gemv_mma(
     residual: (xr [T, N] the residual stream, w [N] the next RMSNorm's weight): xr += y in place, and the result
     is (xr·w [T, N], partial sums of squares of xr [8, N / (16·rt)]) for the next launch's `norm`.
     rope: (cos, sin, pos [T], k cache, v cache, heads, kv heads, head dim) with W = [q; k; v] packed in halves
-    order: as glue.rope_cache for T tokens, the result being q roped and folded, [1, kv heads, G·T, head dim]."""
+    order: as glue.rope_cache for T tokens, the result being q roped and folded, [1, kv heads, G·T, head dim].
+    sz None: `packed` is a dense W [N, K] in x's dtype (bf16 or fp16; `group` unused), its rows as stored (halves:
+    read in halves_order, so the epilogues see them as a packed [q; k; v])."""
     t = x.shape[0]
     assert 1 <= t <= MAX_X and x.is_contiguous()
-    crt, cwarps, cahead, cxahead = config(n, k, 1 if plane2 is None else 2)
+    planes = 0 if sz is None else 1 if plane2 is None else 2
+    if planes == 0:
+        assert packed.shape == (n, k) and packed.dtype == x.dtype and packed.is_contiguous()
+        sz, group = packed, 64
+    crt, cwarps, cahead, cxahead = config(n, k, planes)
     rt, warps = rt or crt, warps or cwarps
     if xahead is None:  # x as far ahead as the weights where only `ahead` is given
         xahead = cxahead if ahead is None else ahead
@@ -703,7 +836,7 @@ def gemv_mma(
         WARPS=warps,
         PDL=pdl,
         SILU=silu,
-        PLANES=1 if plane2 is None else 2,
+        PLANES=planes,
         AHEAD=ahead,
         XAHEAD=xahead,
         NP=0 if norm is None else norm[0].shape[1],

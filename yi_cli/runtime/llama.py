@@ -142,7 +142,7 @@ class FastLlama:
         self.chained = (
             self.fused
             and (self.exact_rows or (not gemv.MAX_X and not any(mma)))
-            and dtype == projections.OP_DTYPE
+            and (dtype == projections.OP_DTYPE or all(isinstance(p, projections.Dense) for p in projs))
             and all(p.chains for p in projs)
             and all(layer.gate_up.gemv_silu and layer.qkv.rope_fits(self.hd) for layer in self.layers)
         )

@@ -1,6 +1,8 @@
 """Decoder projections as plain matmul objects for the fast runtime, built from the checkpoint's tensors.
 
-`Dense`  W [N, K] in the compute dtype (plain checkpoints, and packed shapes the int4 ops refuse, dequantized).
+`Dense`  W [N, K] in the compute dtype (plain checkpoints, and packed shapes the int4 ops refuse, dequantized); on
+         CUDA 1 to 8 tokens of bf16 / fp16 through the tensor-core GEMV (kernels.gemv_mma reads W as it is stored,
+         with the int4 projections' epilogues), more through cuBLAS.
 `Int4`   int4: W = sum over planes of (q - 8)·s + zf per group of `group` input columns. One plane for
          AWQ / GPTQ 4-bit, two for GPTQ 8-bit: q·s + c = (hi - 8)·16s + (128s + c) + (lo - 8)·s + 8s with
          q = 16·hi + lo, the same bytes as int8. Codes in tinygemm's layout (CPU; CUDA with YI_CHAT_MMA=0: the
@@ -35,11 +37,51 @@ class _Proj:
 
 
 class Dense(_Proj):
-    def __init__(self, w: torch.Tensor, bias: torch.Tensor | None = None):
+    def __init__(self, w: torch.Tensor, bias: torch.Tensor | None = None, halves: int = 0):
         self.w, self.bias = w, bias  # [N, K], [N]
+        self.n, self.k = w.shape
+        self.mma = (
+            bias is None
+            and gemv_mma.ENABLED
+            and gemv_mma.available(w)
+            and w.dtype in (torch.bfloat16, torch.float16)
+            and gemv_mma.supported(self.n, self.k, 64)
+            and os.environ.get("YI_CHAT_MMA_DENSE", "1") != "0"
+        )
+        # [q; k; v]: the GEMV reads W's rows in halves order (gemv_mma.halves_order), its rope epilogue's
+        self.halves = halves if self.mma and gemv_mma.halves_fit(self.n, halves) else 0
+        self.gemv_silu = self.mma and gemv_mma.silu_fits(self.n)
+        self.chains = self.mma and os.environ.get("YI_CHAT_CHAIN", "1") != "0"
 
-    def mm(self, x: torch.Tensor) -> torch.Tensor:  # [T, K] -> [T, N]
+    def _rows(self, x: torch.Tensor) -> bool:
+        return self.mma and x.shape[0] <= gemv_mma.MAX_X and x.dtype == self.w.dtype
+
+    def _gemv(self, x: torch.Tensor, silu: bool = False, **fold):
+        return gemv_mma.gemv_mma(x.contiguous(), self.w, None, self.n, self.k, 0, silu=silu, halves=self.halves, **fold)
+
+    def mm(self, x: torch.Tensor, norm=None) -> torch.Tensor:  # [T, K] -> [T, N]
+        if self._rows(x):
+            return self._gemv(x, norm=norm)
+        assert norm is None
         return F.linear(x, self.w, self.bias)
+
+    def silu_mm(self, x: torch.Tensor, fused: bool, norm=None) -> torch.Tensor:
+        """As Int4.silu_mm: silu(gate)·up in the GEMV's epilogue for a decode step's or a verify's rows."""
+        if not (fused and self.gemv_silu and self._rows(x)):
+            assert norm is None
+            return super().silu_mm(x, fused)
+        return self._gemv(x, silu=True, norm=norm)
+
+    def rope_mm(self, x: torch.Tensor, norm, rope: tuple) -> torch.Tensor:
+        """As Int4.rope_mm (`chains`, `rope_fits`)."""
+        return self._gemv(x, norm=norm, rope=rope)
+
+    def rope_fits(self, head_dim: int) -> bool:
+        return self.mma and self.halves == head_dim
+
+    def residual_mm(self, x: torch.Tensor, xr: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+        """As Int4.residual_mm (`chains`)."""
+        return self._gemv(x, residual=(xr, w))
 
     def nbytes(self) -> int:
         return _nbytes(self.w, self.bias)
@@ -226,7 +268,7 @@ def build(ckpt, weights, names: list[str], k: int, sizes: list[int], dtype: torc
             weights.tensor(f"{n}.bias", [s], dtype) if f"{n}.bias" in weights else None
             for n, s in zip(names, sizes, strict=False)
         ]
-        return Dense(torch.cat(ws) if len(ws) > 1 else ws[0], _cat_bias(biases, sizes, dtype, ws[0].device))
+        return Dense(torch.cat(ws) if len(ws) > 1 else ws[0], _cat_bias(biases, sizes, dtype, ws[0].device), halves)
     qs = [weights.qweight(n, k, s) for n, s in zip(names, sizes, strict=False)]
     if len(qs) > 1 and not Q.concatenable(qs):
         return Multi([build(ckpt, weights, [n], k, [s], dtype) for n, s in zip(names, sizes, strict=False)])
