@@ -9,6 +9,7 @@ Greedy tokens must agree except at near-ties of the reference (see test_fast.ass
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -102,14 +103,20 @@ def yi6b_awq(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def yi6b_gptq8(tmp_path_factory):
+    return _yi6b("gptq8", tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
 def yi6b_fp16(tmp_path_factory):
     return _yi6b("fp16", tmp_path_factory)
 
 
-def exact_weight_logits(model, ids: list[int]) -> torch.Tensor:
-    """The reference with the exact dequantized weights: each quantized linear as x (bf16) @ W.T in fp32, W = the
-    fp32 dequantization, output rounded to bf16. The int4 kernels round W to bf16 first (tinygemm) or not at all
-    (yi-chat's decode GEMV, which computes (q - 8)·s + zf exactly)."""
+@contextlib.contextmanager
+def exact_weights(model):
+    """Within it, each quantized linear of the transformers model runs as x (bf16) @ W.T in fp32, W the fp32
+    dequantization, output rounded to bf16: what yi-chat's decode GEMVs compute ((q - 8)·s + zf, q·s + c exactly),
+    where transformers' own forward rounds W to bf16 first (tinygemm, DequantLinear)."""
     import torch.nn.functional as F
 
     from yi_cli.runtime.qlinear import QuantLinear
@@ -119,21 +126,29 @@ def exact_weight_logits(model, ids: list[int]) -> torch.Tensor:
         for m in mods:
             w, b = m.dequantize(), m.bias
             m.forward = lambda x, w=w, b=b: F.linear(x.float(), w, None if b is None else b.float()).to(x.dtype)
-        return model(torch.tensor([ids], device="cuda")).logits[0].float()
+        yield model
     finally:
         for m in mods:
             m.__dict__.pop("forward", None)
 
 
-def test_yi6b_awq_teacher_forced_graph_steps(yi6b_awq):
+def exact_weight_logits(model, ids: list[int]) -> torch.Tensor:
+    """The reference with the exact dequantized weights (exact_weights): logits [T, V] of ids."""
+    with exact_weights(model):
+        return model(torch.tensor([ids], device="cuda")).logits[0].float()
+
+
+@pytest.mark.parametrize("fmt", ["awq", "gptq8"])
+def test_yi6b_int_teacher_forced_graph_steps(request, fmt):
     """Prefill and 8 graph-step logits against the reference with exact weights (what the decode GEMV computes),
-    bf16 activations both. Tolerance 4e-2, and no worse than 1.5x transformers' own int4 forward (tinygemm, W
-    rounded to bf16) against that reference: the noise floor of bf16 activations through 32 layers of this
-    random model, measured in the same test (~0.022; the fast path ~0.024).
+    bf16 activations both (AWQ int4; GPTQ int8, whose codes meet x in fp16 on the tensor cores). Tolerance 4e-2,
+    and no worse than 1.5x transformers' own forward (int4: tinygemm, W rounded to bf16; int8: W dequantized to
+    bf16) against that reference: the noise floor of bf16 activations through 32 layers of this random model,
+    measured in the same test (~0.022; the fast path ~0.024).
     The random checkpoint's weights are centred (scripts/make_checkpoint.py): with codes uniform on 0..15 around
     zero 8 every weight had mean -s/2, the residual stream grew ~100x per layer and saturated attention turned
     bf16-level differences into a flipped output at one step in eight."""
-    loaded = yi_cli.load(str(yi6b_awq), device="cuda", dtype=torch.bfloat16)
+    loaded = yi_cli.load(str(request.getfixturevalue(f"yi6b_{fmt}")), device="cuda", dtype=torch.bfloat16)
     dec = FastDecoder(loaded.checkpoint, max_seq_len=512)
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(10, 64000, (72,), generator=gen).tolist()
@@ -150,9 +165,7 @@ def test_yi6b_awq_teacher_forced_graph_steps(yi6b_awq):
             errs.append(rel_err(dec.graphs.replay(n + j + 1)[0], ref[n + j]))
         first = dec.model.prefill(torch.tensor(ids[:n], device="cuda"), 0, dense=True)
     errs = [rel_err(first[0], ref[n - 1])] + errs
-    print(
-        f"rel err prefill + graph steps {[round(e, 4) for e in errs]}; transformers int4 {[round(e, 4) for e in floor]}"
-    )
+    print(f"rel err prefill + graph steps {[round(e, 4) for e in errs]}; transformers {[round(e, 4) for e in floor]}")
     assert all(e < 4e-2 for e in errs)
     assert sum(errs) < 1.5 * sum(floor)
 

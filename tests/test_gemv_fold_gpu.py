@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 from test_fast import PROMPT, assert_greedy_match, checkpoint, fast_tokens, reference_greedy, rel_err
+from test_fast_gpu import exact_weights
 from test_gemv_rows_gpu import SHAPES, weights
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
@@ -118,7 +119,9 @@ def test_chained_decode_step_matches_the_unchained_one(request, quant, kernel):
         m.chained = True
     assert rel_err(chained[0], plain[0]) < 2e-2
     model = yi_cli.load(path, device="cuda", dtype="bf16").model
-    assert_greedy_match(model, PROMPT, fast_tokens(dec, PROMPT), reference_greedy(model, PROMPT), tie=5e-2)
+    with exact_weights(model):  # the GEMVs' weights: transformers' forward rounds them to bf16 first, which on the
+        # GPTQ int8 model flips a greedy token the exact weights agree with (a margin of 0.17 in its logits)
+        assert_greedy_match(model, PROMPT, fast_tokens(dec, PROMPT), reference_greedy(model, PROMPT), tie=5e-2)
 
 
 @pytest.mark.parametrize(

@@ -210,3 +210,67 @@ def test_mma_rope_epilogue(heads, kv, hd, k, group, planes):
             got = gemv_mma.gemv_mma(xt, *halves, n, k, group, plane2=plane2, halves=hd, norm=norm, rope=rope)
             assert got.shape == want.shape and torch.equal(got, want), f"{t} tokens, norm {norm is not None}"
             assert torch.equal(caches[2], caches[0]) and torch.equal(caches[3], caches[1])
+
+
+def _int8(n, k, group, seed=0):
+    """GPTQ 8-bit as gemv_mma takes it: codes uint8 [N, K] as stored, (s, c) bf16 [K / group, N, 2], and W = q·s + c
+    in fp32."""
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    q = torch.randint(0, 256, (n, k), device="cuda", dtype=torch.uint8, generator=g)
+    s = (torch.rand(k // group, n, device="cuda", generator=g) * 0.002 + 0.0005).bfloat16()
+    c = (-128 * s.float() + torch.randn(k // group, n, device="cuda", generator=g) * 0.01).bfloat16()
+    sz = torch.stack([s, c], -1).contiguous()
+    w = q.float().view(n, k // group, group) * s.float().t()[:, :, None] + c.float().t()[:, :, None]
+    return q, sz, w.view(n, k)
+
+
+@pytest.mark.parametrize("shape", ["qkv", "gate_up", "down", "34b_down", "tiny64"])
+def test_int8_codes_match_their_weights_for_every_row_count(shape):
+    """int8 codes as stored (GPTQ 8-bit): against x @ W.T in fp32 (x through fp16 for the mma: exact in its range),
+    each row of 8 its one-row launch's bits; silu(gate)·up of the plain launch; prefill's dequant gives W back."""
+    from yi_cli.kernels import glue
+
+    n, k, group = SHAPES[shape]
+    q, sz, w = _int8(n, k, group)
+    x = _x(8, k, 1)
+    ref = x.float() @ w.t()
+    alone = [gemv_mma.gemv_mma(x[i : i + 1], q, sz, n, k, group) for i in range(8)]
+    for i, y in enumerate(alone):
+        assert rel_err(y[0].float(), ref[i]) < 3e-3, f"row {i}"
+    for t in (2, 5, 8):
+        y = gemv_mma.gemv_mma(x[:t].contiguous(), q, sz, n, k, group)
+        for i in range(t):
+            assert torch.equal(y[i : i + 1], alone[i]), f"{t} rows: row {i} differs from the one-row launch"
+    y = gemv_mma.gemv_mma(x[:3].contiguous(), q, sz, n, k, group, rt=2)
+    s = gemv_mma.gemv_mma(x[:3].contiguous(), q, sz, n, k, group, rt=2, silu=True)
+    assert torch.equal(s, glue.silu_mul(y, True))
+    got = torch.empty(n, k, dtype=torch.bfloat16, device="cuda")
+    gemv_mma.dequant(q, sz, got, group, accumulate=False)
+    assert torch.allclose(got.float(), w, rtol=8e-3, atol=1e-5)
+
+
+def test_int8_rows_read_in_halves_order():
+    """[q; k; v] int8 codes as stored, their scales in halves order (projections.build): the plain epilogue stores
+    each row where W has it, the rope epilogue is that launch followed by glue.rope_cache, dequant gives W back."""
+    from yi_cli.kernels import glue
+
+    heads, kv, hd, k, group = 32, 4, 128, 4096, 128
+    n = (heads + 2 * kv) * hd
+    q, sz, w = _int8(n, k, group, seed=3)
+    szh = sz[:, gemv_mma.halves_order(n, hd, q.device)].contiguous()
+    x, seq = _x(8, k, 9), 64
+    ang = torch.rand(seq, hd // 2, device="cuda", generator=torch.Generator(device="cuda").manual_seed(2)) * 6
+    cos, sin = torch.cat([ang.cos()] * 2, -1).bfloat16(), torch.cat([ang.sin()] * 2, -1).bfloat16()
+    for t in (1, 8):
+        xt, pos = x[:t].contiguous(), torch.arange(30, 30 + t, device="cuda")
+        y = gemv_mma.gemv_mma(xt, q, szh, n, k, group, halves=hd)
+        assert torch.equal(y, gemv_mma.gemv_mma(xt, q, sz, n, k, group))
+        caches = [_x(kv * seq, hd, 20 + i).view(1, kv, seq, hd) for i in range(2)]
+        caches += [c.clone() for c in caches]
+        want = glue.rope_cache(y, cos, sin, pos, caches[0], caches[1], heads, kv, hd, True)
+        rope = (cos, sin, pos, caches[2], caches[3], heads, kv, hd)
+        got = gemv_mma.gemv_mma(xt, q, szh, n, k, group, halves=hd, rope=rope)
+        assert torch.equal(got, want) and torch.equal(caches[2], caches[0]) and torch.equal(caches[3], caches[1])
+    out = torch.empty(n, k, device="cuda")
+    gemv_mma.dequant(q, szh, out, group, accumulate=False, halves=hd)
+    assert torch.allclose(out, w, rtol=8e-3, atol=1e-5)

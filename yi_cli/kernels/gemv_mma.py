@@ -22,6 +22,13 @@ through four mmas accumulating in fp32 across chunks. Nothing is repacked (prefi
 tensor), and [q; k; v]'s rows are read in halves_order by address. Its launches stream W at 3.6-4.1 TB/s on the
 H200, cuBLAS's batch-1 GEMV 3.2-3.4 (BENCHMARKS.md), and bring the int4 kernels' epilogues to the fp16 models.
 
+int8 codes (GPTQ 8-bit: `packed` uint8 [N, K] as stored, PLANES = INT8_PLANES) are read the same way, 16 bytes of
+rows g and g + 8 a chunk: k-step s's word of a row holds its columns 16t + 4s .. 16t + 4s + 3, and two `prmt` with
+0x64 make fp16 pairs 1024 + q of it (exact: fp16 integers reach 2048) for an fp16 mma against x converted to fp16
+(exact in fp16's range, which holds Yi's activations: its fp16 models run in it). Per group of G columns and row:
+y += s·D + (c - 1024·s)·X with W = q·s + c. Against the two int4 planes of the same bytes that GPTQ 8-bit took
+before (one mma per 8 codes, three shifts and four LOP3 a word, each plane), a chunk's codes cost 2 prmt a word.
+
 Epilogues (runtime/llama.py's chained step, for each row of x alone): the residual add with the next RMSNorm's
 first half and its partial sums of squares (o, down), the norm's 1 / rms (qkv, gate_up), silu(gate)·up (gate_up),
 and rope with the cache write (qkv), for which qkv's rows are packed in halves_order: each rotary pair (d, d + hd/2)
@@ -48,6 +55,7 @@ except ImportError:
     gluon = None
 
 MAX_X = 8  # rows of x a launch takes: the mma's 8 columns
+INT8_PLANES = 8  # the kernel's PLANES for int8 codes (bytes [N, K] as stored; 1 / 2: int4 planes, 0: a dense W)
 # Decode and verifies go through this kernel where it serves every int4 projection of a CUDA model
 # (YI_CHAT_MMA=0: the CUDA-core GEMV and tinygemm instead).
 ENABLED = os.environ.get("YI_CHAT_MMA", "1") != "0"
@@ -70,7 +78,16 @@ def config(n: int, k: int, planes: int = 1) -> tuple[int, int, int, int]:
     its latency short) is mostly loaded fewer chunks ahead than the weights (a divisor of their count: the loop is
     unrolled that many times), or as it is used.
     """
-    if planes == 0:  # a dense W (2 KB a tile's chunk): Yi-6B's / Yi-34B's (scripts/bench_gemv.py --dense --sweep)
+    if planes == INT8_PLANES:  # int8 codes (1 KB a tile's chunk), Yi-6B GPTQ (scripts/bench_gemv.py --int8 --sweep)
+        if k >= 2 * n:  # down: 13.7 us (as two int4 planes 22.4)
+            rt, warps, ahead, xahead = 1, 8, 4, 2
+        elif n >= 4 * k:  # gate_up + silu: 28.6-29.4 (29.1-29.2)
+            rt, warps, ahead, xahead = 2, 4, 4, 1
+        elif n == k:  # o: 6.1 (6.1)
+            rt, warps, ahead, xahead = 1, 8, 3, 1
+        else:  # qkv: 8.1 (9.0-9.1)
+            rt, warps, ahead, xahead = 1, 8, 2, 1
+    elif planes == 0:  # a dense W (2 KB a tile's chunk): Yi-6B's / Yi-34B's (scripts/bench_gemv.py --dense --sweep)
         if k >= 16384:  # Yi-34B's down: 69.6 us (cuBLAS 75.3)
             rt, warps, ahead, xahead = 1, 4, 2, 1
         elif k >= 2 * n:  # Yi-6B's down: 21.8 us (26.7)
@@ -85,7 +102,8 @@ def config(n: int, k: int, planes: int = 1) -> tuple[int, int, int, int]:
             rt, warps, ahead, xahead = 2, 8, 2, 1
         else:  # qkv: Yi-6B's 11.5 us (13.0), Yi-34B's 34.2 (35.9)
             rt, warps, ahead, xahead = 1, 8, 2, 1
-    elif planes == 2:  # GPTQ int8 (Yi-6B): qkv 9.3 us, o 6.6, gate_up 29.8, down 16.2
+    elif planes == 2:  # int8 as two int4 planes (how GPTQ 8-bit ran before INT8_PLANES; Yi-6B: qkv 9.3 us, o 6.6,
+        # gate_up 29.8, down 16.2): bench_gemv.py --int8's comparison
         if n >= 16384:
             rt, warps, ahead, xahead = 2, 4, 3, 1
         elif n == k:
@@ -159,6 +177,10 @@ def dequant(
     n, k = w.shape
     kc = k // 64
     nt = glue.per_program(kc, DEQUANT_CHUNKS)
+    if packed.dtype == torch.uint8:  # int8 codes as stored: W = q·s + zf
+        assert not accumulate
+        _dequant8[(n // 16, kc // nt)](packed, sz, w, n, k, group, NT=nt, HALVES=halves)
+        return
     _dequant[(n // 16, kc // nt)](packed, sz, w, n, k, kc, group, ACC=accumulate, NT=nt, HALVES=halves)
 
 
@@ -202,6 +224,19 @@ if triton is not None:
                 w += tl.load(at).to(tl.float32)
             tl.store(at, w.to(W.dtype.element_ty))
 
+    @triton.jit(do_not_specialize=["k"])
+    def _dequant8(Q, SZ, W, n, k, group, NT: tl.constexpr, HALVES: tl.constexpr):
+        """W [N, K] = q·s + zf of int8 codes Q [N, K] (rows as stored), NT chunks of 64 columns of 16 rows; the
+        scales SZ [K / group, N, 2] in halves order (as the GEMV reads them) when HALVES."""
+        row = tl.program_id(0) * 16 + tl.arange(0, 16)  # packed row: its codes at stored row _orig(row)
+        at = _orig(row, HALVES)[:, None] * k + tl.arange(0, 64)[None, :]
+        for cc in tl.static_range(NT):
+            c = (tl.program_id(1) * NT + cc) * 64
+            q = tl.load(Q + at + c).to(tl.float32)
+            sz = SZ + ((c // group) * n + row) * 2
+            w = q * tl.load(sz).to(tl.float32)[:, None] + tl.load(sz + 1).to(tl.float32)[:, None]
+            tl.store(W + at + c, w.to(W.dtype.element_ty))
+
 
 if gluon is not None:
     from .gemv import _silu_gate_up
@@ -210,6 +245,14 @@ if gluon is not None:
     # by (w >> 4j) & 0x000F000F | 0x43004300, one mma per word accumulating in fp32 from C = 0.
     # $0..$3: D[g][2t], D[g][2t+1], D[g+8][2t], D[g+8][2t+1]; $4..$7 the words; $8..$15 the B fragments (b0, b1)
     # of each k-step.
+    def _mma_line(ty, s, b, c0="z, z, z, z", a="a0, a1, a2, a3"):
+        """k-step s's mma: D ($0..$3) += A (a) · B ($b + 2s, $b + 1 + 2s), from C = c0 at the first k-step."""
+        c = c0 if s == 0 else "$0, $1, $2, $3"
+        return (
+            f"mma.sync.aligned.m16n8k16.row.col.f32.{ty}.{ty}.f32 {{$0, $1, $2, $3}}, {{{a}}}, "
+            f"{{${b + 2 * s}, ${b + 1 + 2 * s}}}, {{{c}}};\n"
+        )
+
     def _mma_asm():
         out = "{\n.reg .b32 a0, a1, a2, a3, t;\n.reg .f32 z;\nmov.f32 z, 0f00000000;\n"
         for s in range(4):
@@ -217,41 +260,52 @@ if gluon is not None:
             out += f"lop3.b32 a0, {w}, 0x000F000F, 0x43004300, 0xEA;\n"
             for j in (1, 2, 3):
                 out += f"shr.b32 t, {w}, {4 * j};\nlop3.b32 a{j}, t, 0x000F000F, 0x43004300, 0xEA;\n"
-            c = "z, z, z, z" if s == 0 else "$0, $1, $2, $3"
-            out += (
-                "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {$0, $1, $2, $3}, {a0, a1, a2, a3}, "
-                f"{{${8 + 2 * s}, ${9 + 2 * s}}}, {{{c}}};\n"
-            )
+            out += _mma_line("bf16", s, 8)
         return out + "}"
 
     MMA = gl.constexpr(_mma_asm())
+
     # The chunk's sum of each row of x: A = ones, so D[m][n] = sum_k x_n[k] (exact products, fp32 sums): 4 mmas.
     # $0, $1: the sums of columns 2t, 2t + 1; $2..$9 as MMA's $8..$15.
-    XSUM = gl.constexpr(
-        "{\n.reg .b32 one;\n.reg .f32 e2, e3, z;\nmov.b32 one, 0x3F803F80;\nmov.f32 z, 0f00000000;\n"
-        + "".join(
-            "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {$0, $1, e2, e3}, {one, one, one, one}, "
-            f"{{${2 + 2 * s}, ${3 + 2 * s}}}, {{{'z, z, z, z' if s == 0 else '$0, $1, e2, e3'}}};\n"
-            for s in range(4)
+    def _xsum_asm(ty, one):
+        return (
+            f"{{\n.reg .b32 one;\n.reg .f32 e2, e3, z;\nmov.b32 one, {one};\nmov.f32 z, 0f00000000;\n"
+            + "".join(
+                f"mma.sync.aligned.m16n8k16.row.col.f32.{ty}.{ty}.f32 {{$0, $1, e2, e3}}, {{one, one, one, one}}, "
+                f"{{${2 + 2 * s}, ${3 + 2 * s}}}, {{{'z, z, z, z' if s == 0 else '$0, $1, e2, e3'}}};\n"
+                for s in range(4)
+            )
+            + "}"
         )
-        + "}"
-    )
+
+    XSUM = gl.constexpr(_xsum_asm("bf16", "0x3F803F80"))
 
     # A dense weight's chunk (16 rows x 64 columns of bf16 or fp16 W, no codes): the accumulators ($0..$3, from C =
     # $4..$7) through the four k-steps, k-step s's A fragment $8 + 4s .. $11 + 4s, its B fragment $24 + 2s, $25 + 2s.
     def _dense_asm(ty):
-        out = "{\n"
-        for s in range(4):
-            c = "$4, $5, $6, $7" if s == 0 else "$0, $1, $2, $3"
-            a = ", ".join(f"${8 + 4 * s + i}" for i in range(4))
-            out += (
-                f"mma.sync.aligned.m16n8k16.row.col.f32.{ty}.{ty}.f32 {{$0, $1, $2, $3}}, {{{a}}}, "
-                f"{{${24 + 2 * s}, ${25 + 2 * s}}}, {{{c}}};\n"
-            )
-        return out + "}"
+        a = [", ".join(f"${8 + 4 * s + i}" for i in range(4)) for s in range(4)]
+        return "{\n" + "".join(_mma_line(ty, s, 24, "$4, $5, $6, $7", a[s]) for s in range(4)) + "}"
 
     DENSE_BF16 = gl.constexpr(_dense_asm("bf16"))
     DENSE_F16 = gl.constexpr(_dense_asm("f16"))
+
+    # int8 codes (GPTQ 8-bit, stored [N, K] bytes): k-step s's word of row g ($4 + s) and of row g + 8 ($8 + s) hold
+    # columns 16t + 4s .. 16t + 4s + 3, two prmt each give the fp16 pairs 1024 + q (a0 / a2 and a1 / a3), and one mma
+    # with x's B fragments in fp16 ($12 + 2s, $13 + 2s) from C = 0: $0..$3 as MMA's.
+    def _int8_asm():
+        out = "{\n.reg .b32 a0, a1, a2, a3, m;\n.reg .f32 z;\nmov.f32 z, 0f00000000;\nmov.b32 m, 0x64646464;\n"
+        for s in range(4):
+            out += f"prmt.b32 a0, ${4 + s}, m, 0x4140;\nprmt.b32 a2, ${4 + s}, m, 0x4342;\n"
+            out += f"prmt.b32 a1, ${8 + s}, m, 0x4140;\nprmt.b32 a3, ${8 + s}, m, 0x4342;\n"
+            out += _mma_line("f16", s, 12)
+        return out + "}"
+
+    INT8 = gl.constexpr(_int8_asm())
+    # x's bf16 pair -> an fp16 pair (round to nearest): the B fragments of int8 codes
+    TO_F16 = gl.constexpr(
+        "{\n.reg .f32 lo, hi;\nshl.b32 lo, $1, 16;\nand.b32 hi, $1, 0xFFFF0000;\ncvt.rn.f16x2.f32 $0, hi, lo;\n}"
+    )
+    XSUM_F16 = gl.constexpr(_xsum_asm("f16", "0x3C003C00"))  # XSUM of x in fp16
 
     @gluon.constexpr_function
     def _dim(layout, rank, d):
@@ -280,26 +334,14 @@ if gluon is not None:
         w02, w13 = gl.split(gl.reshape(words, [words.shape[0], words.shape[1], 8, 4, 2, 2]))  # s = 2a + b
         w0, w2 = gl.split(w02)
         w1, w3 = gl.split(w13)
+        a = (gl.convert_layout(w0, LA), gl.convert_layout(w1, LA), gl.convert_layout(w2, LA), gl.convert_layout(w3, LA))
+        return _mma4(MMA, "=f,=f,=f,=f" + ",r" * 12, a + bs)
+
+    @gluon.jit
+    def _mma4(ASM: gl.constexpr, CONSTRAINTS: gl.constexpr, args):
+        """An mma block's four fp32 outputs (D[g][2t], D[g][2t+1], D[g+8][2t], D[g+8][2t+1]) from its operands."""
         return gl.inline_asm_elementwise(
-            MMA,
-            "=f,=f,=f,=f" + ",r" * 12,
-            [
-                gl.convert_layout(w0, LA),
-                gl.convert_layout(w1, LA),
-                gl.convert_layout(w2, LA),
-                gl.convert_layout(w3, LA),
-                bs[0],
-                bs[1],
-                bs[2],
-                bs[3],
-                bs[4],
-                bs[5],
-                bs[6],
-                bs[7],
-            ],
-            dtype=(gl.float32, gl.float32, gl.float32, gl.float32),
-            is_pure=True,
-            pack=1,
+            ASM, CONSTRAINTS, args, dtype=(gl.float32, gl.float32, gl.float32, gl.float32), is_pure=True, pack=1
         )
 
     @gluon.jit
@@ -315,10 +357,11 @@ if gluon is not None:
         return w0, w1, w2, w3, w4, w5, w6, w7
 
     @gluon.jit
-    def _dense_words(W32, dlo, dhi, w5, c0, KC: gl.constexpr):
-        """Chunks c0 + warp of a dense W for the program's tiles: lane (g, t)'s 8 words (16 values, columns 16t ..
-        16t + 15 of the chunk) of rows g and g + 8, two [RT, WARPS, 8, 4, 8] (two 16-byte loads each)."""
-        c = (c0 + w5) * 32
+    def _dense_words(W32, dlo, dhi, w5, c0, KC: gl.constexpr, CW: gl.constexpr):
+        """Chunks c0 + warp of a dense W (or int8 codes) for the program's tiles: lane (g, t)'s words of columns 16t ..
+        16t + 15 of the chunk (CW words a row's chunk: 32 of bf16, 8 words each; 16 of bytes, 4 each) of rows g and
+        g + 8, two [RT, WARPS, 8, 4, CW / 4] (two or one 16-byte loads each)."""
+        c = (c0 + w5) * CW
         ok = c0 + w5 < KC
         return gl.load(W32 + dlo + c, mask=ok, other=0), gl.load(W32 + dhi + c, mask=ok, other=0)
 
@@ -326,45 +369,40 @@ if gluon is not None:
     def _dense_chunk(acc, words, bs, LA: gl.constexpr, F16: gl.constexpr):
         """The accumulators after one chunk of a dense W: k-step s takes columns 16t + 4s .. 16t + 4s + 3 of rows
         g / g + 8 (words 2s, 2s + 1 of each row), the columns of x's B fragments (x's words 8t + 2s, 8t + 2s + 1)."""
-        l0, l1, l2, l3, l4, l5, l6, l7 = _eight(words[0])
-        h0, h1, h2, h3, h4, h5, h6, h7 = _eight(words[1])
-        return gl.inline_asm_elementwise(
-            DENSE_F16 if F16 else DENSE_BF16,
-            "=f,=f,=f,=f,f,f,f,f" + ",r" * 24,
-            [
-                acc[0],
-                acc[1],
-                acc[2],
-                acc[3],
-                gl.convert_layout(l0, LA),
-                gl.convert_layout(h0, LA),
-                gl.convert_layout(l1, LA),
-                gl.convert_layout(h1, LA),
-                gl.convert_layout(l2, LA),
-                gl.convert_layout(h2, LA),
-                gl.convert_layout(l3, LA),
-                gl.convert_layout(h3, LA),
-                gl.convert_layout(l4, LA),
-                gl.convert_layout(h4, LA),
-                gl.convert_layout(l5, LA),
-                gl.convert_layout(h5, LA),
-                gl.convert_layout(l6, LA),
-                gl.convert_layout(h6, LA),
-                gl.convert_layout(l7, LA),
-                gl.convert_layout(h7, LA),
-                bs[0],
-                bs[1],
-                bs[2],
-                bs[3],
-                bs[4],
-                bs[5],
-                bs[6],
-                bs[7],
-            ],
-            dtype=(gl.float32, gl.float32, gl.float32, gl.float32),
-            is_pure=True,
-            pack=1,
-        )
+        lo = _eight(words[0])
+        hi = _eight(words[1])
+        a = ()
+        for s in gl.static_range(4):
+            a = a + (gl.convert_layout(lo[2 * s], LA), gl.convert_layout(hi[2 * s], LA))
+            a = a + (gl.convert_layout(lo[2 * s + 1], LA), gl.convert_layout(hi[2 * s + 1], LA))
+        return _mma4(DENSE_F16 if F16 else DENSE_BF16, "=f,=f,=f,=f,f,f,f,f" + ",r" * 24, acc + a + bs)
+
+    @gluon.jit
+    def _int8_chunk(words, bs, LA: gl.constexpr):
+        """MMA over a chunk of int8 codes (words: rows g and g + 8, [RT, WARPS, 8, 4, 4] each; bs: x's B fragments in
+        fp16): D of (1024 + q)·x as _chunk's, each [RT, WARPS, 8, 4]."""
+        lo = _four(words[0])
+        hi = _four(words[1])
+        a = ()
+        for i in gl.static_range(8):
+            a = a + (gl.convert_layout((lo + hi)[i], LA),)
+        return _mma4(INT8, "=f,=f,=f,=f" + ",r" * 16, a + bs)
+
+    @gluon.jit
+    def _four(v):
+        """[RT, WARPS, 8, 4, 4] -> its 4 words along the last dimension, in order."""
+        e, o = gl.split(gl.reshape(v, [v.shape[0], v.shape[1], 8, 4, 2, 2]))  # word 2·i1 + i0: i0 = 0 / 1
+        w0, w2 = gl.split(e)
+        w1, w3 = gl.split(o)
+        return w0, w1, w2, w3
+
+    @gluon.jit
+    def _f16(bs):
+        """x's 8 B-fragment words as fp16 pairs."""
+        out = ()
+        for i in gl.static_range(8):
+            out = out + (gl.inline_asm_elementwise(TO_F16, "=r,r", [bs[i]], dtype=gl.int32, is_pure=True, pack=1),)
+        return out
 
     @gluon.jit
     def _xfrag(X32, xw, xoff, c0, KC: gl.constexpr, LW: gl.constexpr):
@@ -398,13 +436,14 @@ if gluon is not None:
         return gl.load(at, mask=c4 < KC, other=0), gl.load(at + 8, mask=c4 < KC, other=0)
 
     @gluon.jit
-    def _scale(acc, d, xs0, xs1, sc):
+    def _scale(acc, d, xs0, xs1, sc, OFF: gl.constexpr):
         """The accumulators (rows g / g + 8 x columns 2t / 2t + 1) after one chunk of one plane: its mma sums d
-        scaled per row by the chunk's group (sc: its (s, zf) words): s·D + (zf - 136·s)·X."""
+        scaled per row by the chunk's group (sc: its (s, zf) words): s·D + (zf - OFF·s)·X (OFF: 136 for int4 codes,
+        whose D sums (128 + q)·x with W = (q - 8)·s + zf; 1024 for int8, (1024 + q)·x with W = q·s + zf)."""
         s0, z0 = _unpack(sc[0])
         s2, z2 = _unpack(sc[1])
-        c0 = z0 - 136.0 * s0
-        c2 = z2 - 136.0 * s2
+        c0 = z0 - OFF * s0
+        c2 = z2 - OFF * s2
         return (
             acc[0] + (d[0] * s0 + c0 * xs0),
             acc[1] + (d[1] * s0 + c0 * xs1),
@@ -579,7 +618,10 @@ if gluon is not None:
         if LOAD:
             c2 = c + AHEAD * WARPS
             if PLANES == 0:
-                wnext = _dense_words(P, wbase[0], wbase[1], w5, c2, KC)
+                wnext = _dense_words(P, wbase[0], wbase[1], w5, c2, KC, 32)
+            elif PLANES == 8:
+                wnext = _dense_words(P, wbase[0], wbase[1], w5, c2, KC, 16)
+                snext = _sc(SZ32, w4, c2, row0, N, G, KC)
             else:
                 wnext = _words(P, wbase, w5, c2, KC, WARPS)
                 snext = _sc(SZ32, w4, c2, row0, N, G, KC)
@@ -594,13 +636,19 @@ if gluon is not None:
                 bss = _put(bss, j % XAHEAD, _xfrag(X32, xw, xoff, c + XAHEAD * WARPS, KC, LW))
         if PLANES == 0:
             acc = _dense_chunk(acc, ws[j], bs, LA, F16)
+        elif PLANES == 8:
+            b16 = _f16(bs)
+            xs0, xs1 = gl.inline_asm_elementwise(
+                XSUM_F16, "=f,=f" + ",r" * 8, b16, dtype=(gl.float32, gl.float32), is_pure=True, pack=1
+            )
+            acc = _scale(acc, _int8_chunk(ws[j], b16, LA), xs0, xs1, scs[j], 1024.0)
         else:
             xs0, xs1 = gl.inline_asm_elementwise(
                 XSUM, "=f,=f" + ",r" * 8, bs, dtype=(gl.float32, gl.float32), is_pure=True, pack=1
             )
-            acc = _scale(acc, _chunk(ws[j], bs, LA), xs0, xs1, scs[j])
+            acc = _scale(acc, _chunk(ws[j], bs, LA), xs0, xs1, scs[j], 136.0)
         if PLANES == 2:
-            acc = _scale(acc, _chunk(ws2[j], bs, LA), xs0, xs1, scs2[j])
+            acc = _scale(acc, _chunk(ws2[j], bs, LA), xs0, xs1, scs2[j], 136.0)
         if LOAD:
             ws = _put(ws, j, wnext)
             if PLANES > 0:
@@ -672,11 +720,12 @@ if gluon is not None:
         s5 = gl.arange(0, VEC, layout=_dim(L5, 5, 4))
         s5 = gl.expand_dims(gl.expand_dims(gl.expand_dims(gl.expand_dims(s5, 0), 1), 2), 3)  # [1, 1, 1, 1, VEC]
         F16: gl.constexpr = X.dtype.element_ty == gl.float16
-        if PLANES == 0:  # W [N, K] itself, 32·KC words a row: lane (g, t) reads words 8t .. 8t + 7 of a chunk
+        if PLANES == 0 or PLANES == 8:  # W [N, K] itself (CW·KC words a row) or its int8 codes: lane (g, t) reads
+            CW: gl.constexpr = 32 if PLANES == 0 else 16  # columns 16t .. 16t + 15 of a chunk
             wbase = (
-                gl.expand_dims(_orig(tile4 * 16 + g4, HALVES) * (KC * 32) + 8 * t4, 4) + s5,
-                gl.expand_dims(_orig(tile4 * 16 + g4 + 8, HALVES) * (KC * 32) + 8 * t4, 4) + s5,
-            )  # [RT, 1, 8, 4, 8] each: rows g and g + 8 of each tile (packed rows: where halves_order stored them)
+                gl.expand_dims(_orig(tile4 * 16 + g4, HALVES) * (KC * CW) + (CW // 4) * t4, 4) + s5,
+                gl.expand_dims(_orig(tile4 * 16 + g4 + 8, HALVES) * (KC * CW) + (CW // 4) * t4, 4) + s5,
+            )  # [RT, 1, 8, VEC] each: rows g and g + 8 of each tile (packed rows: where halves_order stored them)
         else:
             wbase = gl.expand_dims((tile4 * (KC * 32) + 4 * g4 + t4) * 4, 4) + s5  # [RT, 1, 8, 4, 4]
         w5 = gl.expand_dims(w4, 4)  # [1, WARPS, 1, 1, 1]
@@ -705,10 +754,13 @@ if gluon is not None:
         # scales do not depend on the previous kernel: with programmatic dependent launch they stream in before the
         # wait.
         ws, scs, ws2, scs2, bss = (), (), (), (), ()
-        if PLANES == 0:
+        if PLANES == 0 or PLANES == 8:
             P = P.to(gl.pointer_type(gl.int32))
             for i in gl.static_range(AHEAD):
-                ws = ws + (_dense_words(P, wbase[0], wbase[1], w5, i * WARPS, KC),)
+                ws = ws + (_dense_words(P, wbase[0], wbase[1], w5, i * WARPS, KC, CW),)
+            if PLANES == 8:
+                for i in gl.static_range(AHEAD):
+                    scs = scs + (_sc(SZ32, w4, i * WARPS, row0, N, G, KC),)
         else:
             for i in gl.static_range(AHEAD):
                 ws = ws + (_words(P, wbase, w5, i * WARPS, KC, WARPS),)
@@ -793,7 +845,9 @@ def gemv_mma(
     read in halves_order, so the epilogues see them as a packed [q; k; v])."""
     t = x.shape[0]
     assert 1 <= t <= MAX_X and x.is_contiguous()
-    planes = 0 if sz is None else 1 if plane2 is None else 2
+    planes = 0 if sz is None else INT8_PLANES if packed.dtype == torch.uint8 else 1 if plane2 is None else 2
+    if planes == INT8_PLANES:
+        assert packed.shape == (n, k) and plane2 is None
     if planes == 0:
         assert packed.shape == (n, k) and packed.dtype == x.dtype and packed.is_contiguous()
         sz, group = packed, 64

@@ -7,7 +7,8 @@
          AWQ / GPTQ 4-bit, two for GPTQ 8-bit: q·s + c = (hi - 8)·16s + (128s + c) + (lo - 8)·s + 8s with
          q = 16·hi + lo, the same bytes as int8. Codes in tinygemm's layout (CPU; CUDA with YI_CHAT_MMA=0: the
          CUDA-core GEMV for one token, tinygemm for a few) or, on CUDA where the shape allows, in the tensor-core
-         GEMV's (kernels.gemv_mma: 1 to 8 tokens, each row the same bits for any count; more tokens dequantize).
+         GEMV's (kernels.gemv_mma: 1 to 8 tokens, each row the same bits for any count; more tokens dequantize),
+         which takes GPTQ 8-bit as one plane of int8 codes [N, K] as stored (W = q·s + c).
 Projections that read the same input (q/k/v, gate/up) become one matmul along N where their kinds agree.
 """
 
@@ -287,17 +288,22 @@ def build(ckpt, weights, names: list[str], k: int, sizes: list[int], dtype: torc
     mma = gemv_mma.ENABLED and gemv_mma.available(q) and gemv_mma.supported(n, k, g)
     pack = gemv_mma.pack if mma else tinygemm.pack
     halves = halves if mma and gemv_mma.halves_fit(n, halves) else 0
+    int8 = w.bits == 8 and mma  # gemv_mma reads int8 codes as stored, one byte each
     if w.bits == 4:
         planes = [(q, tinygemm.scales_and_zeros(w.scales, w.zeros, OP_DTYPE))]  # sz [G, N, 2]
     else:
         # s and c = -z·s rounded through the model dtype first, as the generate engine's DequantLinear holds them
         s = w.scales.float().to(dtype).float().t()  # [N, G]
         c = (-w.zeros.float() * w.scales.float()).to(dtype).float().t()
-        planes = _int8_planes(q, s, c)
-    if halves:  # packed row R holds stored row rows[R]
+        if int8:
+            planes = [(q.contiguous(), torch.stack([s, c], -1).transpose(0, 1).to(OP_DTYPE).contiguous())]
+        else:
+            planes = _int8_planes(q, s, c)
+    if halves:  # packed row R holds stored row rows[R] (int8 codes stay: the GEMV reads row rows[R] by address)
         rows = gemv_mma.halves_order(n, halves, q.device)
-        planes = [(p[rows], sz[:, rows].contiguous()) for p, sz in planes]
-    planes = [(pack(p), sz) for p, sz in planes]
+        planes = [(p if int8 else p[rows], sz[:, rows].contiguous()) for p, sz in planes]
+    if not int8:
+        planes = [(pack(p), sz) for p, sz in planes]
     return Int4(planes, g, n, k, perm, bias, mma, halves)
 
 
