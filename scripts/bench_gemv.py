@@ -6,7 +6,7 @@
     python scripts/bench_gemv.py --mma [--sweep]  # the tensor-core GEMV (gemv_mma) beside the CUDA-core one
     python scripts/bench_gemv.py --x-rows 2 4 8 --mma  # and gemv_mma on those rows
     python scripts/bench_gemv.py --dense [--sweep] [--dtype fp16]  # gemv_mma on dense weights against cuBLAS
-    python scripts/bench_gemv.py --int8 [--sweep]  # gemv_mma on int8 codes against its two int4 planes of them
+    python scripts/bench_gemv.py --int8 [--sweep]  # gemv_mma on int8 codes (GPTQ 8-bit)
 Each matmul is timed over COPIES different weight sets in one CUDA graph, so weights come from HBM, not L2.
 Prints one JSON line per (matmul, kernel config); the last line is a summary.
 """
@@ -112,7 +112,7 @@ def dense(mats: dict, dtype: torch.dtype, sweep: bool, pdl) -> dict:
         row = {"matmul": name, "n": n, "k": k, "dtype": str(dtype), "cublas_us": round(t_ref, 2)}
         row["cublas_TB_s"] = round(nbytes / t_ref / 1e6, 2)
         best = None
-        for cfg, silu in itertools.product(DENSE_SWEEP if sweep else [gemv_mma.config(n, k, 0)], (False, True)):
+        for cfg, silu in itertools.product(DENSE_SWEEP if sweep else [gemv_mma.config(n, k, 16)], (False, True)):
             rt, warps, ahead, xahead = cfg
             if (silu and (name != "gate_up" or rt < 2)) or n % (16 * rt):
                 continue
@@ -141,50 +141,41 @@ INT8_SWEEP += [(2, 16, 2, 1), (4, 4, 4, 1), (4, 8, 2, 1)]
 
 
 def int8(mats: dict, group: int, sweep: bool, pdl) -> dict:
-    """gemv_mma on int8 codes as stored (its default configuration, or INT8_SWEEP's) against the same bytes as two
-    int4 planes (the path GPTQ 8-bit took before), COPIES weight copies a matmul, one row; gate_up with its silu
-    epilogue. One JSON line each; the best per matmul."""
-    from yi_cli.runtime.projections import _int8_planes
-
+    """gemv_mma on int8 codes as stored (its default configuration, or INT8_SWEEP's), COPIES weight copies a matmul,
+    one row, against x @ W.T in fp32; gate_up with its silu epilogue. One JSON line each; the best per matmul. (Until
+    3140fa1 the same lines carried the two-int4-plane path GPTQ 8-bit took before, timed beside it.)"""
     out = {}
     for name, (n, k) in mats.items():
         silu = name == "gate_up"
         sets = []
         for _ in range(COPIES):
             q = torch.randint(0, 256, (n, k), dtype=torch.uint8, device="cuda")
-            s = (torch.rand(n, k // group, device="cuda") * 0.002 + 0.0005).bfloat16().float()
-            c = (-128 * s).bfloat16().float()
-            (hi, shi), (lo, slo) = _int8_planes(q, s, c)
-            sets.append((q, torch.stack([s, c], -1).transpose(0, 1).bfloat16().contiguous(), gemv_mma.pack(hi), shi))
-            sets[-1] += (gemv_mma.pack(lo), slo)
+            s = (torch.rand(k // group, n, device="cuda") * 0.002 + 0.0005).bfloat16()
+            sets.append((q, torch.stack([s, -128 * s], -1).contiguous()))
         x = torch.randn(1, k, device="cuda", dtype=torch.bfloat16)
+        q, sz = sets[0]
+        w = (q.float().view(n, -1, group) - 128) * sz[..., 0].float().t()[:, :, None]
+        ref = x.float() @ w.view(n, k).t()
         nbytes = n * k + n * (k // group) * 4
-        ref = gemv_mma.gemv_mma(x, *sets[0][2:4], n, k, group, plane2=sets[0][4:6], pdl=pdl, silu=silu)
-        t_ref = graph_us(
-            [lambda t=t: gemv_mma.gemv_mma(x, *t[2:4], n, k, group, plane2=t[4:6], pdl=pdl, silu=silu) for t in sets]
-        )
-        row = {"matmul": name, "n": n, "k": k, "two_planes_us": round(t_ref, 2)}
-        row["two_planes_TB_s"] = round(nbytes / t_ref / 1e6, 2)
         best = None
-        for cfg in INT8_SWEEP if sweep else [gemv_mma.config(n, k, gemv_mma.INT8_PLANES)]:
+        for cfg in INT8_SWEEP if sweep else [gemv_mma.config(n, k, 8)]:
             rt, warps, ahead, xahead = cfg
             if n % (16 * rt) or (silu and rt < 2 and sweep):
                 continue
-            kw = dict(rt=rt, warps=warps, pdl=pdl, silu=silu, ahead=ahead, xahead=xahead)
+            kw = dict(rt=rt, warps=warps, pdl=pdl, ahead=ahead, xahead=xahead)
             try:
-                y = gemv_mma.gemv_mma(x, *sets[0][:2], n, k, group, **kw)
-                err = float((y.float() - ref.float()).norm() / ref.float().norm())
-                t = graph_us([lambda t=t: gemv_mma.gemv_mma(x, *t[:2], n, k, group, **kw) for t in sets])
+                y = gemv_mma.gemv_mma(x, q, sz, n, k, group, **kw)
+                err = float((y.float() - ref).norm() / ref.norm())
+                t = graph_us([lambda t=t: gemv_mma.gemv_mma(x, *t, n, k, group, silu=silu, **kw) for t in sets])
             except Exception as e:  # registers
                 print(json.dumps({"matmul": name, "int8": cfg, "error": str(e)[-400:]}), flush=True)
                 continue
-            line = {**row, "int8": cfg, "us": round(t, 2), "TB_s": round(nbytes / t / 1e6, 2)}
-            print(json.dumps(line | {"rel_err_vs_two_planes": round(err, 5)}), flush=True)
+            line = {"matmul": name, "n": n, "k": k, "int8": cfg, "silu": silu, "us": round(t, 2)}
+            print(json.dumps(line | {"TB_s": round(nbytes / t / 1e6, 2), "rel_err": round(err, 5)}), flush=True)
             if err < 1e-2 and (best is None or t < best[0]):
                 best = (t, cfg)
         if best:
-            out[name] = {"two_planes_us": row["two_planes_us"], "best_us": round(best[0], 2), "best": best[1]}
-            out[name]["TB_s"] = round(nbytes / best[0] / 1e6, 2)
+            out[name] = {"best_us": round(best[0], 2), "best": best[1], "TB_s": round(nbytes / best[0] / 1e6, 2)}
     return out
 
 
@@ -200,7 +191,7 @@ def main() -> None:
     )
     ap.add_argument("--dense", action="store_true", help="gemv_mma on dense weights against cuBLAS instead")
     ap.add_argument("--dtype", choices=["bf16", "fp16"], default="bf16", help="--dense: the weights' dtype")
-    ap.add_argument("--int8", action="store_true", help="gemv_mma on int8 codes against two int4 planes instead")
+    ap.add_argument("--int8", action="store_true", help="gemv_mma on int8 codes (GPTQ 8-bit) instead")
     a = ap.parse_args()
     d, inter, heads, kv, hd = SHAPES[a.shape]
     mats = {"qkv": ((heads + 2 * kv) * hd, d), "o": (d, heads * hd), "gate_up": (2 * inter, d), "down": (d, inter)}

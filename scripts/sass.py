@@ -4,7 +4,8 @@ the triton wheel's own ptxas and nvdisasm, so registers, spills and instruction 
     python scripts/sass.py                     # each Yi-6B decode specialization: registers, spills, instructions
     python scripts/sass.py --against 2f60e4a   # and whether the plain GEMV's instructions equal that revision's
     python scripts/sass.py --mma [--against dcd14d0]  # the tensor-core GEMV (gemv_mma) at each Yi-6B configuration,
-                                                      # plain and with the chained step's epilogues
+                                                      # plain and with the chained step's epilogues (int4 codes; a
+                                                      # gate_up of int8 codes and of bf16 weights)
 
 Needs triton (3.6) importable; torch's CPU wheel is enough. Prints one JSON line per specialization. Instructions are
 compared after renaming registers and kernel-parameter offsets (adding parameters moves them), so "same" means the
@@ -58,18 +59,19 @@ SPECS = {
 }
 
 
-# Yi-6B's decode matmuls on gemv_mma: (n, k, silu, planes, the epilogue's folds)
+# Yi-6B's decode matmuls on gemv_mma: (n, k, silu, bits of the weights: 4 int4 codes / 8 int8 / 16 bf16, the folds)
 MMA_SPECS = {
-    "qkv": (5120, 4096, False, 1, {}),
-    "o": (4096, 4096, False, 1, {}),
-    "gate_up (silu)": (22016, 4096, True, 1, {}),
-    "down": (4096, 11008, False, 1, {}),
-    "gptq8 gate_up (two planes)": (22016, 4096, False, 2, {}),
+    "qkv": (5120, 4096, False, 4, {}),
+    "o": (4096, 4096, False, 4, {}),
+    "gate_up (silu)": (22016, 4096, True, 4, {}),
+    "down": (4096, 11008, False, 4, {}),
+    "gptq8 gate_up (int8 codes)": (22016, 4096, True, 8, {}),
+    "fp16 gate_up (bf16 weights)": (22016, 4096, True, 16, {}),
     # the chained decode step's (runtime/llama.py): norms, residual adds and rope in the epilogues
-    "qkv (rope + norm)": (5120, 4096, False, 1, dict(HALVES=128, NH=32, NKV=4, NP=256)),
-    "o (residual)": (4096, 4096, False, 1, dict(RESIDUAL=True)),
-    "gate_up (silu + norm)": (22016, 4096, True, 1, dict(NP=256)),
-    "down (residual)": (4096, 11008, False, 1, dict(RESIDUAL=True)),
+    "qkv (rope + norm)": (5120, 4096, False, 4, dict(HALVES=128, NH=32, NKV=4, NP=256)),
+    "o (residual)": (4096, 4096, False, 4, dict(RESIDUAL=True)),
+    "gate_up (silu + norm)": (22016, 4096, True, 4, dict(NP=256)),
+    "down (residual)": (4096, 11008, False, 4, dict(RESIDUAL=True)),
 }
 MMA_OFF = dict(NP=0, RESIDUAL=False, HALVES=0, NH=0, NKV=0)
 
@@ -85,11 +87,11 @@ def compile_sass(fn, n: int, k: int, group: int = 128, **const) -> tuple[dict, l
     return _compile(fn, values | OFF | const)
 
 
-def _compile(fn, values: dict) -> tuple[dict, list[str]]:
-    """Compile fn with these constexprs (the rest typed by TYPES) for sm_90; (resources and the main loop's size,
-    normalized instructions)."""
+def _compile(fn, values: dict, types: dict | None = None) -> tuple[dict, list[str]]:
+    """Compile fn with these constexprs (the rest typed by TYPES, or `types` where it names them) for sm_90;
+    (resources and the main loop's size, normalized instructions)."""
     names = fn.arg_names
-    sig = {a: ("constexpr" if a in values else TYPES[a]) for a in names}
+    sig = {a: ("constexpr" if a in values else (types or {}).get(a, TYPES[a])) for a in names}
     if any(values.get(a, OFF.get(a)) != OFF.get(a) for a in OFF if a not in names):
         raise ValueError("this revision's kernel has no such specialization")
     attrs = {(i,): [["tt.divisibility", 16]] for i, a in enumerate(names) if sig[a].startswith("*") or a == "N"}
@@ -129,24 +131,30 @@ def _main_loop(sass: str) -> tuple[int, int]:
     return best
 
 
-def mma_row(mod, n: int, k: int, silu: bool, planes: int, folds: dict) -> tuple[dict, list[str]]:
+def mma_row(mod, n: int, k: int, silu: bool, bits: int, folds: dict) -> tuple[dict, list[str]]:
     """gemv_mma._gemv_mma of module mod at mod.config's configuration for one Yi-6B matmul: resources and the
-    main loop's instructions per block of 16 x 64 codes of one plane (512 bytes; a warp's chunk of K has 4·tiles·
-    planes + 4 HMMAs: the weights' and the chunk sums of x; None where ptxas unrolled the whole loop); and the
-    normalized instructions."""
-    rt, warps, ahead, xahead = mod.config(n, k, planes)
+    main loop's instructions per block of 16 x 64 weights (a warp's chunk of K has 4·tiles HMMAs of the weights and,
+    but for bf16 weights, 4 of the chunk sums of x; None where ptxas unrolled the whole loop); and the normalized
+    instructions. Revisions before BITS name the kind PLANES (1: int4, 8: int8 codes, 0: bf16)."""
+    names = mod._gemv_mma.arg_names
+    kind = bits
+    if "BITS" not in names:
+        kind = {4: 1, 8: getattr(mod, "INT8_PLANES", None), 16: 0 if hasattr(mod, "_dense_words") else None}[bits]
+        if kind is None:
+            raise ValueError("this revision's kernel has no such specialization")
+    rt, warps, ahead, xahead = mod.config(n, k, kind)
     if silu:
         rt = max(rt, 2)
-    values = dict(KC=k // 64, G=128, RT=rt, WARPS=warps, PDL=True, SILU=silu, PLANES=planes, AHEAD=ahead)
-    values |= dict(XAHEAD=xahead) if "XAHEAD" in mod._gemv_mma.arg_names else {}
-    names = mod._gemv_mma.arg_names
+    values = dict(KC=k // 64, G=128, RT=rt, WARPS=warps, PDL=True, SILU=silu, AHEAD=ahead)
+    values |= dict(BITS=bits) if "BITS" in names else dict(PLANES=kind)
+    values |= dict(XAHEAD=xahead) if "XAHEAD" in names else {}
     if any(v != MMA_OFF[key] for key, v in folds.items()) and not all(key in names for key in folds):
         raise ValueError("this revision's kernel has no such epilogue")
     values |= {key: v for key, v in (MMA_OFF | folds).items() if key in names}
-    row, lines = _compile(mod._gemv_mma, values)
+    row, lines = _compile(mod._gemv_mma, values, {"P": {4: "*i32", 8: "*u8", 16: "*bf16"}[bits]})
     loop, hmma = row.pop("loop_instructions"), row.pop("loop_hmma")
-    chunks = hmma // (4 * rt * planes + 4)
-    per = round(loop / (chunks * rt * planes), 1) if chunks else None
+    chunks = hmma // (4 * rt + (4 if bits < 16 else 0))
+    per = round(loop / (chunks * rt), 1) if chunks else None
     return {"config": [rt, warps, ahead, xahead], **row, "loop_instructions_per_block": per}, lines
 
 
@@ -176,12 +184,12 @@ def main() -> None:
     a = ap.parse_args()
     if a.mma:
         old = revision_module(a.against, "gemv_mma") if a.against else None
-        for name, (n, k, silu, planes, folds) in MMA_SPECS.items():
-            new, lines = mma_row(gemv_mma, n, k, silu, planes, folds)
+        for name, (n, k, silu, bits, folds) in MMA_SPECS.items():
+            new, lines = mma_row(gemv_mma, n, k, silu, bits, folds)
             row = {"gemv_mma": name, "n": n, "k": k, **new}
             if old is not None:
                 try:
-                    base, base_lines = mma_row(old, n, k, silu, planes, folds)
+                    base, base_lines = mma_row(old, n, k, silu, bits, folds)
                     row |= {f"{a.against}_{key}": v for key, v in base.items()}
                     row["same_instructions"] = lines == base_lines
                 except ValueError:

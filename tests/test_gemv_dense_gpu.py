@@ -77,7 +77,7 @@ def test_dense_silu_and_norm_epilogues(shape):
 def test_dense_residual_epilogue(shape):
     n, k = SHAPES[shape]
     w, x, xr, nw = _w(n, k), _t((8, k), 4), _t((8, n), 5, scale=4.0), (_t((1, n), 6) + 1).flatten()
-    rt = gemv_mma.config(n, k, 0)[0]
+    rt = gemv_mma.config(n, k, 16)[0]
     for t in (1, 4, 8):
         xt = x[:t].contiguous()
         want = xr[:t] + _dense(xt, w)

@@ -1,5 +1,5 @@
-"""The tensor-core int4 GEMV (yi_cli/kernels/gemv_mma.py) on Yi-6B's projection shapes, Yi-34B's down and a tiny
-model's: against x @ W.T with the exact dequantized weights, and each row of x bit for bit the same whether it runs
+"""The tensor-core GEMV (yi_cli/kernels/gemv_mma.py) on int4 codes (and GPTQ's int8 codes, at the end) on Yi-6B's
+projection shapes, Yi-34B's down and a tiny model's: against x @ W.T with the exact dequantized weights, and each row of x bit for bit the same whether it runs
 alone or beside up to 7 others (what makes a speculative verify's rows decode steps)."""
 
 from __future__ import annotations
@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 import torch
 from test_fast import rel_err
-from test_gemv_fold_gpu import weights_other
 from test_gemv_rows_gpu import SHAPES as ROWS_SHAPES
 from test_gemv_rows_gpu import weights
 
@@ -24,17 +23,17 @@ def _x(t, k, seed, scale=1.0):
     return (torch.randn(t, k, device="cuda", generator=g) * scale).to(torch.bfloat16)
 
 
-def _mma_weights(n, k, group, other=False):
-    """(packed for gemv_mma, sz) and the fp32 weights they hold (other: a second, different plane)."""
+def _mma_weights(n, k, group):
+    """(packed for gemv_mma, sz) and the fp32 weights they hold."""
     from yi_cli.kernels import tinygemm
 
-    packed, sz, w, _ = (weights_other if other else weights)(n, k, group)
+    packed, sz, w, _ = weights(n, k, group)
     return (gemv_mma.pack(tinygemm.codes(packed, n, k)), sz), w
 
 
 def _mma(planes, x, n, k, group, **kw):
-    (packed, sz), *rest = planes
-    return gemv_mma.gemv_mma(x, packed, sz, n, k, group, plane2=(rest or [None])[0], **kw)
+    ((packed, sz),) = planes
+    return gemv_mma.gemv_mma(x, packed, sz, n, k, group, **kw)
 
 
 @pytest.mark.parametrize("shape", list(SHAPES))
@@ -66,17 +65,6 @@ def test_mma_silu_epilogue(shape):
     assert s.shape == (5, n // 2)
     assert torch.equal(s, glue.silu_mul(y, True))
     assert torch.equal(_mma([plane], x[3:4].contiguous(), n, k, group, silu=True), s[3:4])
-
-
-@pytest.mark.parametrize("shape", ["qkv", "down", "tiny64"])
-def test_mma_two_planes(shape):
-    n, k, group = SHAPES[shape]
-    a, w1 = _mma_weights(n, k, group)
-    b, w2 = _mma_weights(n, k, group, other=True)
-    x = _x(3, k, 3)
-    y = _mma([a, b], x, n, k, group)
-    assert rel_err(y.float(), x.float() @ (w1 + w2).t()) < 3e-3
-    assert torch.equal(_mma([a, b], x[2:3].contiguous(), n, k, group), y[2:3])
 
 
 @pytest.mark.parametrize("shape", ["o", "tiny64"])
@@ -111,12 +99,11 @@ def test_projection_routes_rows_to_the_mma_gemv(monkeypatch):
     assert calls == [1, 8, 3]
 
 
-def _halves(n, k, group, hd, other=False):
-    """A [q; k; v]-shaped plane packed in halves_order (as projections.build packs qkv), and the plain packing
-    (other: a second, different plane)."""
+def _halves(n, k, group, hd):
+    """A [q; k; v]-shaped plane packed in halves_order (as projections.build packs qkv), and the plain packing."""
     from yi_cli.kernels import tinygemm
 
-    packed, sz, w, _ = (weights_other if other else weights)(n, k, group)
+    packed, sz, w, _ = weights(n, k, group)
     q = tinygemm.codes(packed, n, k)
     rows = gemv_mma.halves_order(n, hd, q.device)
     return (gemv_mma.pack(q[rows]), sz[:, rows].contiguous()), (gemv_mma.pack(q), sz), w
@@ -183,8 +170,8 @@ def test_mma_norm_scales_each_row_by_its_own_rms(shape):
         assert torch.equal(s, glue.silu_mul(y2, True))
 
 
-@pytest.mark.parametrize("heads,kv,hd,k,group,planes", [(32, 4, 128, 4096, 128, 1), (9, 3, 64, 576, 64, 2)])
-def test_mma_rope_epilogue(heads, kv, hd, k, group, planes):
+@pytest.mark.parametrize("heads,kv,hd,k,group", [(32, 4, 128, 4096, 128), (9, 3, 64, 576, 64)])
+def test_mma_rope_epilogue(heads, kv, hd, k, group):
     """ROPE ([q; k; v] in halves order) for 1 to 8 tokens at their own positions: q roped and folded, k and v in
     the caches at each token's slot, bit for bit the plain launch followed by glue.rope_cache, with and without
     the norm's 1 / rms."""
@@ -192,7 +179,6 @@ def test_mma_rope_epilogue(heads, kv, hd, k, group, planes):
 
     n = (heads + 2 * kv) * hd
     halves, plain, _ = _halves(n, k, group, hd)
-    plane2 = _halves(n, k, group, hd, other=True)[0] if planes == 2 else None
     seq = 64
     g = torch.Generator(device="cuda").manual_seed(hd)
     ang = torch.rand(seq, hd // 2, device="cuda", generator=g) * 6
@@ -204,10 +190,10 @@ def test_mma_rope_epilogue(heads, kv, hd, k, group, planes):
         for norm in (None, (part, 1e-6)):
             caches = [torch.randn(1, kv, seq, hd, device="cuda", generator=g).bfloat16() for _ in range(2)]
             caches += [c.clone() for c in caches]
-            y = gemv_mma.gemv_mma(xt, *halves, n, k, group, plane2=plane2, halves=hd, norm=norm)
+            y = gemv_mma.gemv_mma(xt, *halves, n, k, group, halves=hd, norm=norm)
             want = glue.rope_cache(y, cos, sin, pos, caches[0], caches[1], heads, kv, hd, True)
             rope = (cos, sin, pos, caches[2], caches[3], heads, kv, hd)
-            got = gemv_mma.gemv_mma(xt, *halves, n, k, group, plane2=plane2, halves=hd, norm=norm, rope=rope)
+            got = gemv_mma.gemv_mma(xt, *halves, n, k, group, halves=hd, norm=norm, rope=rope)
             assert got.shape == want.shape and torch.equal(got, want), f"{t} tokens, norm {norm is not None}"
             assert torch.equal(caches[2], caches[0]) and torch.equal(caches[3], caches[1])
 

@@ -15,14 +15,14 @@ lane t the B fragments of all four k-steps (x's words 8t .. 8t + 7 of the chunk)
 Per group of G columns (G a multiple of 64) and row: y += s·D + (zf - 136·s)·X, D = sum (128 + q)·x over a
 chunk (fp32 on the tensor core) and X = sum x over the chunk: sum ((q - 8)·s + zf)·x as gemv.py's.
 
-Dense weights (bf16 / fp16 checkpoints: `gemv_mma` with sz None, PLANES = 0) are read as stored, [N, K] row-major:
+Dense weights (bf16 / fp16 checkpoints: `gemv_mma` with sz None, BITS = 16) are read as stored, [N, K] row-major:
 lane (g, t) loads columns 16t .. 16t + 15 of a chunk from rows g and g + 8 (two 16-byte loads each), and k-step s
 takes its columns 16t + 4s .. 16t + 4s + 3 — the columns of x's B fragments above, so x is read as for int4 codes —
 through four mmas accumulating in fp32 across chunks. Nothing is repacked (prefill's cuBLAS GEMM reads the same
 tensor), and [q; k; v]'s rows are read in halves_order by address. Its launches stream W at 3.6-4.1 TB/s on the
 H200, cuBLAS's batch-1 GEMV 3.2-3.4 (BENCHMARKS.md), and bring the int4 kernels' epilogues to the fp16 models.
 
-int8 codes (GPTQ 8-bit: `packed` uint8 [N, K] as stored, PLANES = INT8_PLANES) are read the same way, 16 bytes of
+int8 codes (GPTQ 8-bit: `packed` uint8 [N, K] as stored, BITS = 8) are read the same way, 16 bytes of
 rows g and g + 8 a chunk: k-step s's word of a row holds its columns 16t + 4s .. 16t + 4s + 3, and two `prmt` with
 0x64 make fp16 pairs 1024 + q of it (exact: fp16 integers reach 2048) for an fp16 mma against x converted to fp16
 (exact in fp16's range, which holds Yi's activations: its fp16 models run in it). Per group of G columns and row:
@@ -55,7 +55,6 @@ except ImportError:
     gluon = None
 
 MAX_X = 8  # rows of x a launch takes: the mma's 8 columns
-INT8_PLANES = 8  # the kernel's PLANES for int8 codes (bytes [N, K] as stored; 1 / 2: int4 planes, 0: a dense W)
 # Decode and verifies go through this kernel where it serves every int4 projection of a CUDA model
 # (YI_CHAT_MMA=0: the CUDA-core GEMV and tinygemm instead).
 ENABLED = os.environ.get("YI_CHAT_MMA", "1") != "0"
@@ -69,16 +68,15 @@ def available(t: torch.Tensor) -> bool:
     return gluon is not None and t.is_cuda and torch.cuda.get_device_capability(t.device) >= (8, 0)
 
 
-def config(n: int, k: int, planes: int = 1) -> tuple[int, int, int, int]:
+def config(n: int, k: int, bits: int = 4) -> tuple[int, int, int, int]:
     """(row tiles of 16 per program, warps splitting K, chunks of weights each warp loads ahead, chunks of x it
-    loads ahead) for an [n, k] weight of int4 codes in `planes` planes (0: a dense W): the fastest measured on the
-    H200 (scripts/bench_gemv.py --mma --sweep, --dense --sweep; BENCHMARKS.md) for Yi-6B's and Yi-34B's matmuls, RT
-    cut to divide N / 16; two planes (GPTQ int8) at most 2 tiles and 8 warps (ptxas for sm_90: 4 tiles take 239
-    registers, 16 warps spill at their 128). A program's registers bound how many share an SM, so x (read from L2,
-    its latency short) is mostly loaded fewer chunks ahead than the weights (a divisor of their count: the loop is
-    unrolled that many times), or as it is used.
+    loads ahead) for an [n, k] weight of int4 codes, int8 codes (bits 8) or bf16 / fp16 values (16): the fastest
+    measured on the H200 (scripts/bench_gemv.py --mma --sweep, --int8 --sweep, --dense --sweep; BENCHMARKS.md) for
+    Yi-6B's and Yi-34B's matmuls, RT cut to divide N / 16. A program's registers bound how many share an SM, so x
+    (read from L2, its latency short) is mostly loaded fewer chunks ahead than the weights (a divisor of their count:
+    the loop is unrolled that many times), or as it is used.
     """
-    if planes == INT8_PLANES:  # int8 codes (1 KB a tile's chunk), Yi-6B GPTQ (scripts/bench_gemv.py --int8 --sweep)
+    if bits == 8:  # int8 codes (1 KB a tile's chunk), Yi-6B GPTQ (scripts/bench_gemv.py --int8 --sweep)
         if k >= 2 * n:  # down: 13.7 us (as two int4 planes 22.4)
             rt, warps, ahead, xahead = 1, 8, 4, 2
         elif n >= 4 * k:  # gate_up + silu: 28.6-29.4 (29.1-29.2)
@@ -87,7 +85,7 @@ def config(n: int, k: int, planes: int = 1) -> tuple[int, int, int, int]:
             rt, warps, ahead, xahead = 1, 8, 3, 1
         else:  # qkv: 8.1 (9.0-9.1)
             rt, warps, ahead, xahead = 1, 8, 2, 1
-    elif planes == 0:  # a dense W (2 KB a tile's chunk): Yi-6B's / Yi-34B's (scripts/bench_gemv.py --dense --sweep)
+    elif bits == 16:  # a dense W (2 KB a tile's chunk): Yi-6B's / Yi-34B's (scripts/bench_gemv.py --dense --sweep)
         if k >= 16384:  # Yi-34B's down: 69.6 us (cuBLAS 75.3)
             rt, warps, ahead, xahead = 1, 4, 2, 1
         elif k >= 2 * n:  # Yi-6B's down: 21.8 us (26.7)
@@ -102,16 +100,6 @@ def config(n: int, k: int, planes: int = 1) -> tuple[int, int, int, int]:
             rt, warps, ahead, xahead = 2, 8, 2, 1
         else:  # qkv: Yi-6B's 11.5 us (13.0), Yi-34B's 34.2 (35.9)
             rt, warps, ahead, xahead = 1, 8, 2, 1
-    elif planes == 2:  # int8 as two int4 planes (how GPTQ 8-bit ran before INT8_PLANES; Yi-6B: qkv 9.3 us, o 6.6,
-        # gate_up 29.8, down 16.2): bench_gemv.py --int8's comparison
-        if n >= 16384:
-            rt, warps, ahead, xahead = 2, 4, 3, 1
-        elif n == k:
-            rt, warps, ahead, xahead = 1, 8, 3, 1
-        elif k >= 8192:
-            rt, warps, ahead, xahead = 1, 8, 2, 2
-        else:
-            rt, warps, ahead, xahead = 1, 4, 4, 2
     elif n >= 32768:  # Yi-34B's gate_up, silu in the epilogue (tile pairs): 45.1 us
         rt, warps, ahead, xahead = 2, 4, 3, 3
     elif n >= 16384:  # Yi-6B's gate_up + silu: 16.2 us
@@ -602,7 +590,7 @@ if gluon is not None:
         G: gl.constexpr,
         KC: gl.constexpr,
         WARPS: gl.constexpr,
-        PLANES: gl.constexpr,
+        BITS: gl.constexpr,
         AHEAD: gl.constexpr,
         XAHEAD: gl.constexpr,
         LOAD: gl.constexpr,
@@ -610,33 +598,28 @@ if gluon is not None:
         F16: gl.constexpr,
     ):
         """One chunk per warp (c + warp): its words, scales and x from ring slot j (x's slot j % XAHEAD), the
-        slots refilled with chunk c + AHEAD·WARPS when LOAD (x's with c + XAHEAD·WARPS when LOADX). PLANES = 0: a
-        dense W's words (wbase: the offsets of rows g and g + 8), no scales."""
-        acc, ws, scs, ws2, scs2, bss = rings  # the accumulators and the rings of loads in flight
-        P, P2, SZ32, SZ232, X32, wbase, w5, w4, row0, xw, xoff, N = at  # where they come from
+        slots refilled with chunk c + AHEAD·WARPS when LOAD (x's with c + XAHEAD·WARPS when LOADX). BITS 8 / 16:
+        int8 codes' / a dense W's words (wbase: the offsets of rows g and g + 8); a dense W has no scales."""
+        acc, ws, scs, bss = rings  # the accumulators and the rings of loads in flight
+        P, SZ32, X32, wbase, w5, w4, row0, xw, xoff, N = at  # where they come from
         LW: gl.constexpr = gl.SliceLayout(0, LA)
         if LOAD:
             c2 = c + AHEAD * WARPS
-            if PLANES == 0:
-                wnext = _dense_words(P, wbase[0], wbase[1], w5, c2, KC, 32)
-            elif PLANES == 8:
-                wnext = _dense_words(P, wbase[0], wbase[1], w5, c2, KC, 16)
-                snext = _sc(SZ32, w4, c2, row0, N, G, KC)
-            else:
+            if BITS == 4:
                 wnext = _words(P, wbase, w5, c2, KC, WARPS)
+            else:
+                wnext = _dense_words(P, wbase[0], wbase[1], w5, c2, KC, BITS * 2)
+            if BITS < 16:
                 snext = _sc(SZ32, w4, c2, row0, N, G, KC)
-            if PLANES == 2:
-                w2next = _words(P2, wbase, w5, c2, KC, WARPS)
-                s2next = _sc(SZ232, w4, c2, row0, N, G, KC)
         if XAHEAD == 0:
             bs = _xfrag(X32, xw, xoff, c, KC, LW)
         else:
             bs = bss[j % XAHEAD]
             if LOADX:
                 bss = _put(bss, j % XAHEAD, _xfrag(X32, xw, xoff, c + XAHEAD * WARPS, KC, LW))
-        if PLANES == 0:
+        if BITS == 16:
             acc = _dense_chunk(acc, ws[j], bs, LA, F16)
-        elif PLANES == 8:
+        elif BITS == 8:
             b16 = _f16(bs)
             xs0, xs1 = gl.inline_asm_elementwise(
                 XSUM_F16, "=f,=f" + ",r" * 8, b16, dtype=(gl.float32, gl.float32), is_pure=True, pack=1
@@ -647,16 +630,11 @@ if gluon is not None:
                 XSUM, "=f,=f" + ",r" * 8, bs, dtype=(gl.float32, gl.float32), is_pure=True, pack=1
             )
             acc = _scale(acc, _chunk(ws[j], bs, LA), xs0, xs1, scs[j], 136.0)
-        if PLANES == 2:
-            acc = _scale(acc, _chunk(ws2[j], bs, LA), xs0, xs1, scs2[j], 136.0)
         if LOAD:
             ws = _put(ws, j, wnext)
-            if PLANES > 0:
+            if BITS < 16:
                 scs = _put(scs, j, snext)
-            if PLANES == 2:
-                ws2 = _put(ws2, j, w2next)
-                scs2 = _put(scs2, j, s2next)
-        return acc, ws, scs, ws2, scs2, bss
+        return acc, ws, scs, bss
 
     @gluon.jit(do_not_specialize=["MX", "S"])
     def _gemv_mma(
@@ -666,8 +644,6 @@ if gluon is not None:
         Y,
         N,
         MX,
-        P2,
-        SZ2,
         NORM_IN,
         XR,
         WN,
@@ -685,7 +661,7 @@ if gluon is not None:
         WARPS: gl.constexpr,
         PDL: gl.constexpr,
         SILU: gl.constexpr,
-        PLANES: gl.constexpr,
+        BITS: gl.constexpr,
         AHEAD: gl.constexpr,
         XAHEAD: gl.constexpr,
         NP: gl.constexpr,
@@ -695,8 +671,8 @@ if gluon is not None:
         NKV: gl.constexpr,
     ):
         """Y[m] = W·x[m] for the MX <= 8 rows of x [MX, K] and the 16·RT rows of this program's tiles (SILU: RT/2
-        tiles of gate and the same of up, Y[m] = silu(gate)·up). PLANES = 2: W = plane (P, SZ) + plane (P2, SZ2)
-        (GPTQ int8's high and low nibbles), summed in fp32. AHEAD, XAHEAD: chunks of weights and of x each warp
+        tiles of gate and the same of up, Y[m] = silu(gate)·up). BITS: P holds int4 codes in pack's layout (4), int8
+        codes [N, K] as stored (8) or W itself (16, no SZ). AHEAD, XAHEAD: chunks of weights and of x each warp
         loads ahead (config). HALVES: W's rows are packed in halves_order of that head dim.
         The decode step's glue, as gemv._gemv_int4 folds it for one row (each row of x alone, so a verify's rows
         stay decode steps bit for bit): NP > 0: x is RMSNorm's input times its weight and NORM_IN [8, NP] the
@@ -704,7 +680,7 @@ if gluon is not None:
         before rounding. RESIDUAL: XR [MX, N] += Y, Y = XR·WN and this program's sums of squares of XR into
         NORM_OUT [8, programs]. NH > 0 (W = [q; k; v] of NH, NKV, NKV heads, HALVES their head dim): q and k roped,
         q into Y as glue.rope_cache folds it, k and v into KCACHE / VCACHE [NKV, S, HALVES] at slots POS[m]."""
-        VEC: gl.constexpr = 8 if PLANES == 0 else 4  # words a lane loads per tile (a dense W: of each of 2 rows)
+        VEC: gl.constexpr = 8 if BITS == 16 else 4  # words a lane loads per tile (int8 / dense: of each of 2 rows)
         L5: gl.constexpr = gl.BlockedLayout([RT, 1, 1, 1, VEC], [1, 1, 8, 4, 1], [1, WARPS, 1, 1, 1], [4, 3, 2, 1, 0])
         LA: gl.constexpr = gl.SliceLayout(4, L5)  # [RT, WARPS, 8, 4]: tile, warp, g, t
         pid = gl.program_id(0)
@@ -720,8 +696,8 @@ if gluon is not None:
         s5 = gl.arange(0, VEC, layout=_dim(L5, 5, 4))
         s5 = gl.expand_dims(gl.expand_dims(gl.expand_dims(gl.expand_dims(s5, 0), 1), 2), 3)  # [1, 1, 1, 1, VEC]
         F16: gl.constexpr = X.dtype.element_ty == gl.float16
-        if PLANES == 0 or PLANES == 8:  # W [N, K] itself (CW·KC words a row) or its int8 codes: lane (g, t) reads
-            CW: gl.constexpr = 32 if PLANES == 0 else 16  # columns 16t .. 16t + 15 of a chunk
+        if BITS > 4:  # W [N, K] itself or its int8 codes (CW·KC words a row): lane (g, t) reads columns 16t .. 16t + 15
+            CW: gl.constexpr = BITS * 2  # of a chunk
             wbase = (
                 gl.expand_dims(_orig(tile4 * 16 + g4, HALVES) * (KC * CW) + (CW // 4) * t4, 4) + s5,
                 gl.expand_dims(_orig(tile4 * 16 + g4 + 8, HALVES) * (KC * CW) + (CW // 4) * t4, 4) + s5,
@@ -743,7 +719,6 @@ if gluon is not None:
         xoff = 8 * xt + xi + gl.minimum(xg, MX - 1) * (KC * 32)  # [1, 8, 4, 8] words
         X32 = X.to(gl.pointer_type(gl.int32))
         SZ32 = SZ.to(gl.pointer_type(gl.int32))  # (s, zf) bf16 pairs as one word
-        SZ232 = SZ2.to(gl.pointer_type(gl.int32))
         zero = gl.zeros([RT, WARPS, 8, 4], gl.float32, LA)
         acc = (zero, zero, zero, zero)
         # Words and scales are loaded AHEAD iterations ahead, x's B fragments XAHEAD (0: as they are used), each in a
@@ -753,24 +728,17 @@ if gluon is not None:
         # latency, need not take as many as the weights, whose bytes in flight set the GEMV's speed. The words and
         # scales do not depend on the previous kernel: with programmatic dependent launch they stream in before the
         # wait.
-        ws, scs, ws2, scs2, bss = (), (), (), (), ()
-        if PLANES == 0 or PLANES == 8:
+        ws, scs, bss = (), (), ()
+        if BITS > 4:
             P = P.to(gl.pointer_type(gl.int32))
             for i in gl.static_range(AHEAD):
                 ws = ws + (_dense_words(P, wbase[0], wbase[1], w5, i * WARPS, KC, CW),)
-            if PLANES == 8:
-                for i in gl.static_range(AHEAD):
-                    scs = scs + (_sc(SZ32, w4, i * WARPS, row0, N, G, KC),)
         else:
             for i in gl.static_range(AHEAD):
                 ws = ws + (_words(P, wbase, w5, i * WARPS, KC, WARPS),)
+        if BITS < 16:
             for i in gl.static_range(AHEAD):
                 scs = scs + (_sc(SZ32, w4, i * WARPS, row0, N, G, KC),)
-        if PLANES == 2:
-            for i in gl.static_range(AHEAD):
-                ws2 = ws2 + (_words(P2, wbase, w5, i * WARPS, KC, WARPS),)
-            for i in gl.static_range(AHEAD):
-                scs2 = scs2 + (_sc(SZ232, w4, i * WARPS, row0, N, G, KC),)
         if PDL:
             gl.inline_asm_elementwise("griddepcontrol.wait; // $0", "=r", [], dtype=gl.int32, is_pure=False, pack=1)
             gl.inline_asm_elementwise(
@@ -781,15 +749,15 @@ if gluon is not None:
         # The loop is unrolled AHEAD times so that every ring slot is a fixed register (a rotating ring cost ~25 moves
         # a chunk); the last ITERS % AHEAD chunks of each warp after it.
         ITERS: gl.constexpr = (KC + WARPS - 1) // WARPS
-        at = (P, P2, SZ32, SZ232, X32, wbase, w5, w4, row0, xw, xoff, N)
-        rings = (acc, ws, scs, ws2, scs2, bss)
+        at = (P, SZ32, X32, wbase, w5, w4, row0, xw, xoff, N)
+        rings = (acc, ws, scs, bss)
         for c0 in range(0, (ITERS // AHEAD) * AHEAD * WARPS, AHEAD * WARPS):
             for j in gl.static_range(AHEAD):
-                rings = _step(rings, at, c0 + j * WARPS, j, LA, G, KC, WARPS, PLANES, AHEAD, XAHEAD, True, True, F16)
+                rings = _step(rings, at, c0 + j * WARPS, j, LA, G, KC, WARPS, BITS, AHEAD, XAHEAD, True, True, F16)
         for j in gl.static_range(ITERS % AHEAD):
             c = ((ITERS // AHEAD) * AHEAD + j) * WARPS
             rings = _step(
-                rings, at, c, j, LA, G, KC, WARPS, PLANES, AHEAD, XAHEAD, False, j + XAHEAD < ITERS % AHEAD, F16
+                rings, at, c, j, LA, G, KC, WARPS, BITS, AHEAD, XAHEAD, False, j + XAHEAD < ITERS % AHEAD, F16
             )
         acc = rings[0]
         # the warps' partial sums added: [RT, 8, 4] for D rows g / g + 8, columns (rows of x) 2t / 2t + 1; the odd
@@ -824,7 +792,6 @@ def gemv_mma(
     warps: int | None = None,
     pdl: bool | None = None,
     silu: bool = False,
-    plane2: tuple[torch.Tensor, torch.Tensor] | None = None,
     ahead: int | None = None,
     xahead: int | None = None,
     halves: int = 0,
@@ -832,7 +799,7 @@ def gemv_mma(
     residual: tuple[torch.Tensor, torch.Tensor] | None = None,
     rope: tuple | None = None,
 ):
-    """x [T, K] bf16 (1 <= T <= 8, contiguous) @ W.T over `pack`'s layout -> [T, N] (silu: W = [gate; up],
+    """x [T, K] bf16 (1 <= T <= 8, contiguous) @ W.T over int4 codes in `pack`'s layout -> [T, N] (silu: W = [gate; up],
     silu(gate)·up [T, N/2]); each row of the result the same bits for any T. halves: W packed in halves_order of
     this head dim. The decode step's glue, as gemv.gemv_int4 folds it, row by row:
     norm: (partial sums of squares [8, P], eps): x is an RMSNorm's input times the norm's weight, and each row of
@@ -841,17 +808,17 @@ def gemv_mma(
     is (xr·w [T, N], partial sums of squares of xr [8, N / (16·rt)]) for the next launch's `norm`.
     rope: (cos, sin, pos [T], k cache, v cache, heads, kv heads, head dim) with W = [q; k; v] packed in halves
     order: as glue.rope_cache for T tokens, the result being q roped and folded, [1, kv heads, G·T, head dim].
-    sz None: `packed` is a dense W [N, K] in x's dtype (bf16 or fp16; `group` unused), its rows as stored (halves:
-    read in halves_order, so the epilogues see them as a packed [q; k; v])."""
+    packed uint8: int8 codes [N, K] as stored (W = q·s + zf, sz's rows in halves order with halves). sz None:
+    `packed` is a dense W [N, K] in x's dtype (bf16 or fp16; `group` unused). Both read their rows in halves_order by
+    address with halves, so the epilogues see them as a packed [q; k; v]."""
     t = x.shape[0]
     assert 1 <= t <= MAX_X and x.is_contiguous()
-    planes = 0 if sz is None else INT8_PLANES if packed.dtype == torch.uint8 else 1 if plane2 is None else 2
-    if planes == INT8_PLANES:
-        assert packed.shape == (n, k) and plane2 is None
-    if planes == 0:
-        assert packed.shape == (n, k) and packed.dtype == x.dtype and packed.is_contiguous()
+    bits = 16 if sz is None else 8 if packed.dtype == torch.uint8 else 4
+    if bits > 4:
+        assert packed.shape == (n, k) and packed.is_contiguous() and (bits == 8 or packed.dtype == x.dtype)
+    if bits == 16:
         sz, group = packed, 64
-    crt, cwarps, cahead, cxahead = config(n, k, planes)
+    crt, cwarps, cahead, cxahead = config(n, k, bits)
     rt, warps = rt or crt, warps or cwarps
     if xahead is None:  # x as far ahead as the weights where only `ahead` is given
         xahead = cxahead if ahead is None else ahead
@@ -873,7 +840,6 @@ def gemv_mma(
         nh = nkv = 0
     out = torch.empty(MAX_X, n // (16 * rt), dtype=torch.float32, device=x.device) if residual is not None else y
     pdl = glue.pdl(x) if pdl is None else pdl
-    p2, sz2 = plane2 if plane2 is not None else (packed, sz)
     _gemv_mma[(n // (16 * rt),)](
         x,
         packed,
@@ -881,8 +847,6 @@ def gemv_mma(
         y,
         n,
         t,
-        p2,
-        sz2,
         *gemv.fold_args(y, norm, residual, rope, out),
         KC=k // 64,
         G=group,
@@ -890,7 +854,7 @@ def gemv_mma(
         WARPS=warps,
         PDL=pdl,
         SILU=silu,
-        PLANES=planes,
+        BITS=bits,
         AHEAD=ahead,
         XAHEAD=xahead,
         NP=0 if norm is None else norm[0].shape[1],

@@ -127,11 +127,8 @@ class Int4(_Proj):
         """x through yi-chat's GEMV: one row over every plane in one launch (fold: gemv_int4's norm / residual),
         or a few rows of a one-plane projection through the multi-row kernel."""
         (packed, sz), *rest = self.planes
-        if self.mma:
-            plane2 = (rest or [None])[0]
-            return gemv_mma.gemv_mma(
-                x, packed, sz, self.n, self.k, self.group, silu=silu, plane2=plane2, halves=self.halves, **fold
-            )
+        if self.mma:  # one plane: int4 codes, or GPTQ 8-bit's int8 codes
+            return gemv_mma.gemv_mma(x, packed, sz, self.n, self.k, self.group, silu=silu, halves=self.halves, **fold)
         if x.shape[0] > 1:
             return gemv.gemv_int4_rows(x, packed, sz, self.n, self.k, self.group, self.wpr, silu=silu)
         plane2 = rest[0] if rest else None
