@@ -1,6 +1,7 @@
 """The tensor-core GEMV (yi_cli/kernels/gemv_mma.py) on int4 codes (and GPTQ's int8 codes, at the end) on Yi-6B's
-projection shapes, Yi-34B's down and a tiny model's: against x @ W.T with the exact dequantized weights, and each row of x bit for bit the same whether it runs
-alone or beside up to 7 others (what makes a speculative verify's rows decode steps)."""
+projection shapes, Yi-34B's down and a tiny model's: against x @ W.T with the exact dequantized weights, and each row
+of x bit for bit the same whether it runs alone or beside up to 7 others (what makes a speculative verify's rows
+decode steps)."""
 
 from __future__ import annotations
 
