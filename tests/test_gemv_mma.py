@@ -55,9 +55,10 @@ def test_word_nibbles_are_the_fragment_rows_and_columns_dequant_places():
 
 
 def test_config_fits_every_shape():
-    """Each (tiles, warps) choice divides the weight's 16-row tiles, gate_up's with its silu tile pairs, and two
-    planes stay within 2 tiles and 8 warps (their register limit); x's ring divides the weights' (the loop is
-    unrolled as many times as the weights' ring holds chunks)."""
+    """Each (tiles, warps) choice divides the weight's 16-row tiles, gate_up's with its silu tile pairs, for int4
+    codes, int8 codes and bf16 weights; the rings within the kernel's 1 to 5 chunks, int8 and bf16 weights (4 and 8
+    words a lane a chunk) at most 2 tiles; x's ring divides the weights' (the loop is unrolled as many times as the
+    weights' ring holds chunks)."""
     for n, k in [
         (5120, 4096),
         (4096, 4096),
@@ -71,11 +72,11 @@ def test_config_fits_every_shape():
         (576, 1536),
         (48, 64),
     ]:
-        for planes in (1, 2):
-            rt, warps, ahead, xahead = gemv_mma.config(n, k, planes)
-            assert (n // 16) % rt == 0 and warps in (4, 8, 16) and 2 <= ahead <= 5 and 0 <= xahead <= ahead
+        for bits in (4, 8, 16):
+            rt, warps, ahead, xahead = gemv_mma.config(n, k, bits)
+            assert (n // 16) % rt == 0 and warps in (4, 8, 16) and 1 <= ahead <= 5 and 0 <= xahead <= ahead
             assert xahead == 0 or ahead % xahead == 0
-            assert planes == 1 or (rt <= 2 and warps <= 8)
+            assert bits == 4 or rt <= 2
 
 
 def test_halves_order_puts_rotary_pairs_in_one_lane():
