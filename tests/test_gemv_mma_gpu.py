@@ -261,3 +261,19 @@ def test_int8_rows_read_in_halves_order():
     out = torch.empty(n, k, device="cuda")
     gemv_mma.dequant(q, szh, out, group, accumulate=False, halves=hd)
     assert torch.allclose(out, w, rtol=8e-3, atol=1e-5)
+
+
+def test_int8_x_past_fp16s_range_saturates_instead_of_nan():
+    """x meets int8 codes in fp16: a bf16 value past fp16's range (1e5) goes in as its largest finite value,
+    65504, so the row is x with that value @ W.T, finite (as inf it would make s·D + (c - 1024·s)·X NaN); the other
+    row is untouched."""
+    n, k, group = SHAPES["qkv"]
+    q, sz, w = _int8(n, k, group, seed=5)
+    x = _x(2, k, 6)
+    x[0, 7] = 1e5
+    y = gemv_mma.gemv_mma(x, q, sz, n, k, group)
+    assert torch.isfinite(y).all()
+    xs = x.float()
+    xs[0, 7] = 65504.0
+    assert rel_err(y[0].float(), xs[0] @ w.t()) < 3e-3
+    assert torch.equal(y[1:], gemv_mma.gemv_mma(x[1:].contiguous(), q, sz, n, k, group))

@@ -19,13 +19,15 @@ Dense weights (bf16 / fp16 checkpoints: `gemv_mma` with sz None, BITS = 16) are 
 lane (g, t) loads columns 16t .. 16t + 15 of a chunk from rows g and g + 8 (two 16-byte loads each), and k-step s
 takes its columns 16t + 4s .. 16t + 4s + 3 — the columns of x's B fragments above, so x is read as for int4 codes —
 through four mmas accumulating in fp32 across chunks. Nothing is repacked (prefill's cuBLAS GEMM reads the same
-tensor), and [q; k; v]'s rows are read in halves_order by address. Its launches stream W at 3.6-4.1 TB/s on the
-H200, cuBLAS's batch-1 GEMV 3.2-3.4 (BENCHMARKS.md), and bring the int4 kernels' epilogues to the fp16 models.
+tensor), and [q; k; v]'s rows are read in halves_order by address. Its launches stream Yi-6B's and Yi-34B's W at
+3.6-4.2 TB/s on the H200, cuBLAS's batch-1 GEMV at 2.7-4.1 (BENCHMARKS.md), and bring the int4 kernels' epilogues to
+the fp16 models.
 
 int8 codes (GPTQ 8-bit: `packed` uint8 [N, K] as stored, BITS = 8) are read the same way, 16 bytes of
 rows g and g + 8 a chunk: k-step s's word of a row holds its columns 16t + 4s .. 16t + 4s + 3, and two `prmt` with
 0x64 make fp16 pairs 1024 + q of it (exact: fp16 integers reach 2048) for an fp16 mma against x converted to fp16
-(exact in fp16's range, which holds Yi's activations: its fp16 models run in it). Per group of G columns and row:
+(exact in fp16's range, which Yi's activations keep to as its fp16 models show; a value past ±65504 saturates there
+instead of turning the row into NaN). Per group of G columns and row:
 y += s·D + (c - 1024·s)·X with W = q·s + c. Against the two int4 planes of the same bytes that GPTQ 8-bit took
 before (one mma per 8 codes, three shifts and four LOP3 a word, each plane), a chunk's codes cost 2 prmt a word.
 
@@ -55,8 +57,9 @@ except ImportError:
     gluon = None
 
 MAX_X = 8  # rows of x a launch takes: the mma's 8 columns
-# Decode and verifies go through this kernel where it serves every int4 projection of a CUDA model
-# (YI_CHAT_MMA=0: the CUDA-core GEMV and tinygemm instead).
+# Decode and verifies go through this kernel where it serves every projection of a CUDA model (int4 codes, GPTQ's
+# int8 codes, bf16 / fp16 weights; YI_CHAT_MMA=0: the CUDA-core GEMV and tinygemm for int4 / int8, cuBLAS for the
+# rest).
 ENABLED = os.environ.get("YI_CHAT_MMA", "1") != "0"
 
 
@@ -289,9 +292,11 @@ if gluon is not None:
         return out + "}"
 
     INT8 = gl.constexpr(_int8_asm())
-    # x's bf16 pair -> an fp16 pair (round to nearest): the B fragments of int8 codes
+    # x's bf16 pair -> an fp16 pair (round to nearest; past fp16's range, its largest finite value rather than inf,
+    # which would make the row's s·D + (c - 1024·s)·X NaN): the B fragments of int8 codes
     TO_F16 = gl.constexpr(
-        "{\n.reg .f32 lo, hi;\nshl.b32 lo, $1, 16;\nand.b32 hi, $1, 0xFFFF0000;\ncvt.rn.f16x2.f32 $0, hi, lo;\n}"
+        "{\n.reg .f32 lo, hi;\nshl.b32 lo, $1, 16;\nand.b32 hi, $1, 0xFFFF0000;\n"
+        "cvt.rn.satfinite.f16x2.f32 $0, hi, lo;\n}"
     )
     XSUM_F16 = gl.constexpr(_xsum_asm("f16", "0x3C003C00"))  # XSUM of x in fp16
 
@@ -425,7 +430,7 @@ if gluon is not None:
 
     @gluon.jit
     def _scale(acc, d, xs0, xs1, sc, OFF: gl.constexpr):
-        """The accumulators (rows g / g + 8 x columns 2t / 2t + 1) after one chunk of one plane: its mma sums d
+        """The accumulators (rows g / g + 8 x columns 2t / 2t + 1) after one chunk of codes: its mma sums d
         scaled per row by the chunk's group (sc: its (s, zf) words): s·D + (zf - OFF·s)·X (OFF: 136 for int4 codes,
         whose D sums (128 + q)·x with W = (q - 8)·s + zf; 1024 for int8, (1024 + q)·x with W = q·s + zf)."""
         s0, z0 = _unpack(sc[0])
@@ -701,7 +706,7 @@ if gluon is not None:
             wbase = (
                 gl.expand_dims(_orig(tile4 * 16 + g4, HALVES) * (KC * CW) + (CW // 4) * t4, 4) + s5,
                 gl.expand_dims(_orig(tile4 * 16 + g4 + 8, HALVES) * (KC * CW) + (CW // 4) * t4, 4) + s5,
-            )  # [RT, 1, 8, VEC] each: rows g and g + 8 of each tile (packed rows: where halves_order stored them)
+            )  # [RT, 1, 8, 4, VEC] each: rows g and g + 8 of each tile (packed rows: where halves_order stored them)
         else:
             wbase = gl.expand_dims((tile4 * (KC * 32) + 4 * g4 + t4) * 4, 4) + s5  # [RT, 1, 8, 4, 4]
         w5 = gl.expand_dims(w4, 4)  # [1, WARPS, 1, 1, 1]
@@ -799,7 +804,8 @@ def gemv_mma(
     residual: tuple[torch.Tensor, torch.Tensor] | None = None,
     rope: tuple | None = None,
 ):
-    """x [T, K] bf16 (1 <= T <= 8, contiguous) @ W.T over int4 codes in `pack`'s layout -> [T, N] (silu: W = [gate; up],
+    """x [T, K] bf16 (1 <= T <= 8, contiguous; fp16 for an fp16 W) @ W.T over int4 codes in `pack`'s layout, int8
+    codes or W itself (below) -> [T, N] (silu: W = [gate; up],
     silu(gate)·up [T, N/2]); each row of the result the same bits for any T. halves: W packed in halves_order of
     this head dim. The decode step's glue, as gemv.gemv_int4 folds it, row by row:
     norm: (partial sums of squares [8, P], eps): x is an RMSNorm's input times the norm's weight, and each row of
@@ -814,8 +820,12 @@ def gemv_mma(
     t = x.shape[0]
     assert 1 <= t <= MAX_X and x.is_contiguous()
     bits = 16 if sz is None else 8 if packed.dtype == torch.uint8 else 4
+    if bits < 16:  # codes meet x through bf16 bit tricks (their chunk sums, its conversion to fp16 for int8)
+        assert x.dtype == torch.bfloat16
+    else:
+        assert x.dtype in (torch.bfloat16, torch.float16) and packed.dtype == x.dtype
     if bits > 4:
-        assert packed.shape == (n, k) and packed.is_contiguous() and (bits == 8 or packed.dtype == x.dtype)
+        assert packed.shape == (n, k) and packed.is_contiguous()
     if bits == 16:
         sz, group = packed, 64
     crt, cwarps, cahead, cxahead = config(n, k, bits)

@@ -127,18 +127,20 @@ class FastLlama:
         self.arange = torch.arange(max_seq, device=dev)
         self.fused = glue.available(self.embed, self.hd)  # Triton kernels for the glue (CUDA)
         projs = [p for layer in self.layers for p in (layer.qkv, layer.o, layer.gate_up, layer.down)]
-        # Every int4 projection on the tensor-core GEMV (gemv_mma), whose rows of x each get the same bits for any
-        # row count: with the lm_head padded to HEAD_ROWS rows a speculative verify's rows are decode steps bit for
-        # bit (attention, norms, rope and silu already compute each row alone), so speculation keeps the tokens.
+        # Every projection on the tensor-core GEMV (gemv_mma: int4 / int8 codes, bf16 / fp16 weights), whose rows of x
+        # each get the same bits for any row count: with the lm_head padded to HEAD_ROWS rows a speculative verify's
+        # rows are decode steps bit for bit (attention, norms, rope and silu already compute each row alone), so
+        # speculation keeps the tokens.
         mma = [getattr(p, "mma", False) for p in projs]
         self.exact_rows = self.fused and all(mma)
-        # A decode step's RMSNorms, residual adds and rotary embedding run inside the int4 GEMVs: o and down add
+        # A decode step's RMSNorms, residual adds and rotary embedding run inside the GEMVs: o and down add
         # their output to the residual stream and write the next norm's input times its weight with partial sums
         # of squares, qkv and gate_up scale their output by the norm's 1 / rms, and qkv ropes q and k and writes
         # the cache (a Yi-6B step: 62 of 65 norm launches and all 32 rope launches gone). On the tensor-core GEMV
         # a verify's rows chain too, each as its decode step (exact_rows). Not on a mix of the two GEMVs (their
         # partial sums differ in shape), nor with the CUDA-core multi-row opt-in YI_CHAT_GEMV_ROWS (a verify's
-        # rows are then a decode step's bits, which the unchained step computes).
+        # rows are then a decode step's bits, which the unchained step computes). fp16 activations: only where every
+        # projection is a dense fp16 W (the int4 / int8 kernels take bf16 x).
         self.chained = (
             self.fused
             and (self.exact_rows or (not gemv.MAX_X and not any(mma)))

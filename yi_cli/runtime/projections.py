@@ -58,7 +58,8 @@ class Dense(_Proj):
         return self.mma and x.shape[0] <= gemv_mma.MAX_X and x.dtype == self.w.dtype
 
     def _gemv(self, x: torch.Tensor, silu: bool = False, **fold):
-        return gemv_mma.gemv_mma(x.contiguous(), self.w, None, self.n, self.k, 0, silu=silu, halves=self.halves, **fold)
+        x = x.contiguous() if x.data_ptr() % 4 == 0 else x.clone()  # the GEMV reads x's column pairs as words
+        return gemv_mma.gemv_mma(x, self.w, None, self.n, self.k, 0, silu=silu, halves=self.halves, **fold)
 
     def mm(self, x: torch.Tensor, norm=None) -> torch.Tensor:  # [T, K] -> [T, N]
         if self._rows(x):
