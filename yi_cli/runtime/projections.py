@@ -29,12 +29,39 @@ def _nbytes(*ts) -> int:
     return sum(t.numel() * t.element_size() for t in ts if t is not None)
 
 
-class _Proj:
-    chains = False  # decode steps may fold RMSNorm and the residual add into this projection (Int4's GEMV)
+def _as_words(x: torch.Tensor) -> torch.Tensor:
+    """x contiguous from a 4-byte boundary: the GEMVs read its column pairs as words."""
+    return x.contiguous() if x.data_ptr() % 4 == 0 else x.clone()
 
-    def silu_mm(self, x: torch.Tensor, fused: bool) -> torch.Tensor:
-        """For a [gate; up] projection: silu(gate)·up [T, N/2] (fused: the Triton glue kernel)."""
-        return glue.silu_mul(self.mm(x), fused)
+
+class _Proj:
+    chains = False  # decode steps may fold RMSNorm and the residual add into this projection (a GEMV's epilogues)
+    gemv_silu = False  # a [gate; up] projection's GEMV can finish with silu(gate)·up itself
+
+    def _rows_ok(self, x: torch.Tensor) -> bool:
+        """Whether this projection's GEMV serves x's rows (with `_input`, `_gemv`)."""
+        return False
+
+    def silu_mm(self, x: torch.Tensor, fused: bool, norm=None) -> torch.Tensor:
+        """For a [gate; up] projection: silu(gate)·up [T, N/2] (fused: the Triton glue kernel). A few tokens with
+        the glue kernels on: in the GEMV's epilogue. norm: x is RMSNorm's input times its weight, and `norm` its
+        (partial sums of squares, eps) (`chains`)."""
+        if not (fused and self.gemv_silu and self._rows_ok(x)):
+            assert norm is None
+            return glue.silu_mul(self.mm(x), fused)
+        return self._gemv(self._input(x), silu=True, norm=norm).to(x.dtype)
+
+    def rope_mm(self, x: torch.Tensor, norm, rope: tuple) -> torch.Tensor:
+        """A decode step's tokens through [q; k; v] (`chains`, `rope_fits`): the rotary embedding and the cache
+        write run in the GEMV's epilogue (gemv.gemv_int4's rope, gemv_mma's); returns q roped and folded as
+        glue.rope_cache folds it."""
+        return self._gemv(self._input(x), norm=norm, rope=rope)
+
+    def residual_mm(self, x: torch.Tensor, xr: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+        """A decode step's tokens (`chains`): the residual stream xr [T, N] += x·W^T in place. Returns the next
+        RMSNorm's input times its weight w [T, N] and the partial sums of squares of xr, for the next projection's
+        `norm`."""
+        return self._gemv(self._input(x), residual=(xr, w))
 
 
 class Dense(_Proj):
@@ -54,36 +81,23 @@ class Dense(_Proj):
         self.gemv_silu = self.mma and gemv_mma.silu_fits(self.n)
         self.chains = self.mma and os.environ.get("YI_CHAT_CHAIN", "1") != "0"
 
-    def _rows(self, x: torch.Tensor) -> bool:
+    def _rows_ok(self, x: torch.Tensor) -> bool:
         return self.mma and x.shape[0] <= gemv_mma.MAX_X and x.dtype == self.w.dtype
 
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        return _as_words(x)
+
     def _gemv(self, x: torch.Tensor, silu: bool = False, **fold):
-        x = x.contiguous() if x.data_ptr() % 4 == 0 else x.clone()  # the GEMV reads x's column pairs as words
         return gemv_mma.gemv_mma(x, self.w, None, self.n, self.k, 0, silu=silu, halves=self.halves, **fold)
 
     def mm(self, x: torch.Tensor, norm=None) -> torch.Tensor:  # [T, K] -> [T, N]
-        if self._rows(x):
-            return self._gemv(x, norm=norm)
+        if self._rows_ok(x):
+            return self._gemv(self._input(x), norm=norm)
         assert norm is None
         return F.linear(x, self.w, self.bias)
 
-    def silu_mm(self, x: torch.Tensor, fused: bool, norm=None) -> torch.Tensor:
-        """As Int4.silu_mm: silu(gate)·up in the GEMV's epilogue for a decode step's or a verify's rows."""
-        if not (fused and self.gemv_silu and self._rows(x)):
-            assert norm is None
-            return super().silu_mm(x, fused)
-        return self._gemv(x, silu=True, norm=norm)
-
-    def rope_mm(self, x: torch.Tensor, norm, rope: tuple) -> torch.Tensor:
-        """As Int4.rope_mm (`chains`, `rope_fits`)."""
-        return self._gemv(x, norm=norm, rope=rope)
-
     def rope_fits(self, head_dim: int) -> bool:
         return self.mma and self.halves == head_dim
-
-    def residual_mm(self, x: torch.Tensor, xr: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, tuple]:
-        """As Int4.residual_mm (`chains`)."""
-        return self._gemv(x, residual=(xr, w))
 
     def nbytes(self) -> int:
         return _nbytes(self.w, self.bias)
@@ -135,9 +149,10 @@ class Int4(_Proj):
         plane2 = rest[0] if rest else None
         return gemv.gemv_int4(x, packed, sz, self.n, self.k, self.group, self.wpr, silu=silu, plane2=plane2, **fold)
 
-    def _rows_ok(self, t: int) -> bool:
-        """The GEMV serves t rows of x: one, or up to gemv.MAX_X (a verify's tokens) of a one-plane projection
+    def _rows_ok(self, x: torch.Tensor) -> bool:
+        """The GEMV serves x's t rows: one, or up to gemv.MAX_X (a verify's tokens) of a one-plane projection
         with the multi-row kernel; the tensor-core GEMV up to its 8."""
+        t = x.shape[0]
         if self.mma:
             return t <= gemv_mma.MAX_X
         return self.gemv and (t == 1 or (t <= gemv.MAX_X and len(self.planes) == 1))
@@ -146,24 +161,14 @@ class Int4(_Proj):
         xb = x.to(OP_DTYPE)
         if self.perm is not None:  # codes are stored with input columns in group order
             xb = xb.index_select(1, self.perm)
-        if self._rows_ok(xb.shape[0]):
-            xb = xb.contiguous() if xb.data_ptr() % 4 == 0 else xb.clone()  # the GEMV reads column pairs
-        return xb
-
-    def silu_mm(self, x: torch.Tensor, fused: bool, norm=None) -> torch.Tensor:
-        """Few tokens through [gate; up] with the glue kernels on: silu(gate)·up in the GEMV's epilogue.
-        norm: x is RMSNorm's input times its weight, and `norm` its (partial sums of squares, eps) (`chains`)."""
-        if not (fused and self.gemv_silu and self._rows_ok(x.shape[0])):
-            assert norm is None
-            return super().silu_mm(x, fused)
-        return self._gemv(self._input(x), silu=True, norm=norm).to(x.dtype)
+        return _as_words(xb) if self._rows_ok(xb) else xb
 
     def mm(self, x: torch.Tensor, norm=None) -> torch.Tensor:  # [T, K] -> [T, N], via bf16
-        if self.mma and not self._rows_ok(x.shape[0]):
+        if self.mma and not self._rows_ok(x):
             assert norm is None
             return self.prefill_mm(x)
         xb = self._input(x)
-        if self._rows_ok(xb.shape[0]):
+        if self._rows_ok(xb):
             y = self._gemv(xb, norm=norm)
         else:
             assert norm is None
@@ -175,22 +180,10 @@ class Int4(_Proj):
             y = y + self.bias
         return y.to(x.dtype)
 
-    def rope_mm(self, x: torch.Tensor, norm, rope: tuple) -> torch.Tensor:
-        """A decode step's tokens through [q; k; v] (`chains`, `rope_fits`): the rotary embedding and the cache
-        write run in the GEMV's epilogue (gemv.gemv_int4's rope, gemv_mma's); returns q roped and folded as
-        glue.rope_cache folds it."""
-        return self._gemv(self._input(x), norm=norm, rope=rope)
-
     def rope_fits(self, head_dim: int) -> bool:
         if self.mma:
             return self.halves == head_dim
         return gemv.rope_fits(head_dim, len(self.planes))
-
-    def residual_mm(self, x: torch.Tensor, xr: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, tuple]:
-        """A decode step's tokens (`chains`): the residual stream xr [T, N] += x·W^T in place. Returns the next
-        RMSNorm's input times its weight w [T, N] and the partial sums of squares of xr, for the next projection's
-        `norm`."""
-        return self._gemv(self._input(x), residual=(xr, w))
 
     def dense(self, dtype) -> torch.Tensor:
         """W [N, K] in `dtype`, input columns in stored (group) order."""
