@@ -624,17 +624,19 @@ if gluon is not None:
                 bss = _put(bss, j % XAHEAD, _xfrag(X32, xw, xoff, c + XAHEAD * WARPS, KC, LW))
         if BITS == 16:
             acc = _dense_chunk(acc, ws[j], bs, LA, F16)
-        elif BITS == 8:
-            b16 = _f16(bs)
+        else:  # codes: the chunk's mma sums scaled by its group, with x's chunk sums (int8: x in fp16)
+            if BITS == 8:
+                bs = _f16(bs)
             xs0, xs1 = gl.inline_asm_elementwise(
-                XSUM_F16, "=f,=f" + ",r" * 8, b16, dtype=(gl.float32, gl.float32), is_pure=True, pack=1
+                XSUM_F16 if BITS == 8 else XSUM,
+                "=f,=f" + ",r" * 8,
+                bs,
+                dtype=(gl.float32, gl.float32),
+                is_pure=True,
+                pack=1,
             )
-            acc = _scale(acc, _int8_chunk(ws[j], b16, LA), xs0, xs1, scs[j], 1024.0)
-        else:
-            xs0, xs1 = gl.inline_asm_elementwise(
-                XSUM, "=f,=f" + ",r" * 8, bs, dtype=(gl.float32, gl.float32), is_pure=True, pack=1
-            )
-            acc = _scale(acc, _chunk(ws[j], bs, LA), xs0, xs1, scs[j], 136.0)
+            d = _int8_chunk(ws[j], bs, LA) if BITS == 8 else _chunk(ws[j], bs, LA)
+            acc = _scale(acc, d, xs0, xs1, scs[j], 1024.0 if BITS == 8 else 136.0)
         if LOAD:
             ws = _put(ws, j, wnext)
             if BITS < 16:
