@@ -6,7 +6,7 @@
     python scripts/bench_gemv.py --mma [--sweep]  # the tensor-core GEMV (gemv_mma) beside the CUDA-core one
     python scripts/bench_gemv.py --x-rows 2 4 8 --mma  # and gemv_mma on those rows
     python scripts/bench_gemv.py --dense [--sweep] [--dtype fp16]  # gemv_mma on dense weights against cuBLAS
-    python scripts/bench_gemv.py --int8 [--sweep]  # gemv_mma on int8 codes (GPTQ 8-bit)
+    python scripts/bench_gemv.py --int8 [--sweep] [--dtype fp16]  # gemv_mma on int8 codes (GPTQ 8-bit)
 Each matmul is timed over COPIES different weight sets in one CUDA graph, so weights come from HBM, not L2.
 Prints one JSON line per (matmul, kernel config); the last line is a summary.
 """
@@ -113,7 +113,7 @@ def dense(mats: dict, dtype: torch.dtype, sweep: bool, pdl) -> dict:
         row["cublas_TB_s"] = round(nbytes / t_ref / 1e6, 2)
         best = None
         for cfg, silu in itertools.product(DENSE_SWEEP if sweep else [gemv_mma.config(n, k, 16)], (False, True)):
-            rt, warps, ahead, xahead = cfg
+            rt, warps, ahead, xahead = cfg[:4]
             if (silu and (name != "gate_up" or rt < 2)) or n % (16 * rt):
                 continue
             kw = dict(rt=rt, warps=warps, pdl=pdl, silu=silu, ahead=ahead, xahead=xahead)
@@ -134,35 +134,35 @@ def dense(mats: dict, dtype: torch.dtype, sweep: bool, pdl) -> dict:
     return out
 
 
-INT8_SWEEP = [(1, 4, 3, 1), (1, 4, 4, 1), (1, 4, 5, 1), (1, 8, 2, 1), (1, 8, 3, 1), (1, 8, 3, 3), (1, 8, 4, 1)]
-INT8_SWEEP += [(1, 8, 4, 2), (1, 8, 4, 4), (1, 8, 5, 1), (1, 16, 2, 1), (1, 16, 3, 1), (1, 16, 4, 2)]
-INT8_SWEEP += [(2, 4, 3, 1), (2, 4, 4, 1), (2, 4, 5, 1), (2, 8, 2, 1), (2, 8, 3, 1), (2, 8, 4, 1), (2, 8, 4, 2)]
-INT8_SWEEP += [(2, 16, 2, 1), (4, 4, 4, 1), (4, 8, 2, 1)]
+# gemv_mma's (row tiles, warps, units ahead, x units ahead, chunks a unit) that --int8 --sweep tries
+INT8_SWEEP = [(rt, w, ah, xah, 2) for rt in (1, 2) for w in (4, 8) for ah, xah in ((1, 1), (2, 1), (2, 2), (3, 1))]
+INT8_SWEEP += [(4, 4, 2, 1, 2), (1, 8, 2, 1, 1), (1, 8, 3, 1, 1), (1, 8, 4, 2, 1), (2, 4, 4, 1, 1)]
 
 
-def int8(mats: dict, group: int, sweep: bool, pdl) -> dict:
+def int8(mats: dict, group: int, sweep: bool, pdl, dtype: torch.dtype) -> dict:
     """gemv_mma on int8 codes as stored (its default configuration, or INT8_SWEEP's), COPIES weight copies a matmul,
-    one row, against x @ W.T in fp32; gate_up with its silu epilogue. One JSON line each; the best per matmul. (Until
-    3140fa1 the same lines carried the two-int4-plane path GPTQ 8-bit took before, timed beside it.)"""
+    one row of x in `dtype` (fp16: an fp16 model's, bf16: converted in the kernel), against x @ W.T in fp32; gate_up
+    with its silu epilogue. One JSON line each; the best per matmul. (Until 3140fa1 the same lines carried the
+    two-int4-plane path GPTQ 8-bit took before, timed beside it.)"""
     out = {}
     for name, (n, k) in mats.items():
         silu = name == "gate_up"
         sets = []
         for _ in range(COPIES):
             q = torch.randint(0, 256, (n, k), dtype=torch.uint8, device="cuda")
-            s = (torch.rand(k // group, n, device="cuda") * 0.002 + 0.0005).bfloat16()
+            s = (torch.rand(k // group, n, device="cuda") * 0.002 + 0.0005).to(dtype)
             sets.append((q, torch.stack([s, -128 * s], -1).contiguous()))
-        x = torch.randn(1, k, device="cuda", dtype=torch.bfloat16)
+        x = torch.randn(1, k, device="cuda", dtype=dtype)
         q, sz = sets[0]
         w = (q.float().view(n, -1, group) - 128) * sz[..., 0].float().t()[:, :, None]
         ref = x.float() @ w.view(n, k).t()
         nbytes = n * k + n * (k // group) * 4
         best = None
         for cfg in INT8_SWEEP if sweep else [gemv_mma.config(n, k, 8)]:
-            rt, warps, ahead, xahead = cfg
+            rt, warps, ahead, xahead, pair = cfg
             if n % (16 * rt) or (silu and rt < 2 and sweep):
                 continue
-            kw = dict(rt=rt, warps=warps, pdl=pdl, ahead=ahead, xahead=xahead)
+            kw = dict(rt=rt, warps=warps, pdl=pdl, ahead=ahead, xahead=xahead, pair=pair)
             try:
                 y = gemv_mma.gemv_mma(x, q, sz, n, k, group, **kw)
                 err = float((y.float() - ref).norm() / ref.norm())
@@ -170,7 +170,7 @@ def int8(mats: dict, group: int, sweep: bool, pdl) -> dict:
             except Exception as e:  # registers
                 print(json.dumps({"matmul": name, "int8": cfg, "error": str(e)[-400:]}), flush=True)
                 continue
-            line = {"matmul": name, "n": n, "k": k, "int8": cfg, "silu": silu, "us": round(t, 2)}
+            line = {"matmul": name, "n": n, "k": k, "int8": cfg, "silu": silu, "dtype": str(dtype), "us": round(t, 2)}
             print(json.dumps(line | {"TB_s": round(nbytes / t / 1e6, 2), "rel_err": round(err, 5)}), flush=True)
             if err < 1e-2 and (best is None or t < best[0]):
                 best = (t, cfg)
@@ -190,15 +190,18 @@ def main() -> None:
         "--mma", action="store_true", help="also time gemv_mma (its (rt, warps, ahead, xahead) swept with --sweep)"
     )
     ap.add_argument("--dense", action="store_true", help="gemv_mma on dense weights against cuBLAS instead")
-    ap.add_argument("--dtype", choices=["bf16", "fp16"], default="bf16", help="--dense: the weights' dtype")
+    ap.add_argument(
+        "--dtype", choices=["bf16", "fp16"], default="bf16", help="--dense: the weights' dtype; --int8: x's, scales'"
+    )
     ap.add_argument("--int8", action="store_true", help="gemv_mma on int8 codes (GPTQ 8-bit) instead")
+    ap.add_argument("--pair", type=int, choices=[1, 2], default=1, help="--mma --sweep: chunks a unit")
     a = ap.parse_args()
     d, inter, heads, kv, hd = SHAPES[a.shape]
     mats = {"qkv": ((heads + 2 * kv) * hd, d), "o": (d, heads * hd), "gate_up": (2 * inter, d), "down": (d, inter)}
     if a.dense or a.int8:
         dt = {"bf16": torch.bfloat16, "fp16": torch.float16}[a.dtype]
         pdl = False if a.no_pdl else None
-        summary = dense(mats, dt, a.sweep, pdl) if a.dense else int8(mats, a.group, a.sweep, pdl)
+        summary = dense(mats, dt, a.sweep, pdl) if a.dense else int8(mats, a.group, a.sweep, pdl, dt)
         print(json.dumps({"summary": summary, "device": torch.cuda.get_device_name()}))
         return
     configs = [(gemv.ROWS, gemv.WARPS)]
@@ -264,33 +267,36 @@ def main() -> None:
         if a.mma:
             mma_sets = [(gemv_mma.pack(q), sz) for _, sz, q in sets]
             mma_configs = (
-                [(rt, w, *ax) for rt, w, ax in itertools.product((1, 2, 4), (4, 8, 16), MMA_AHEAD)]
+                [(rt, w, *ax, a.pair) for rt, w, ax in itertools.product((1, 2, 4), (4, 8, 16), MMA_AHEAD)]
                 if a.sweep
                 else [gemv_mma.config(n, k)]
             )
             silus = (False, True) if name == "gate_up" else (False,)
-            for (rt, warps, ahead, xahead), silu in itertools.product(mma_configs, silus):
+            for (rt, warps, ahead, xahead, pair), silu in itertools.product(mma_configs, silus):
                 if n % (16 * rt) or (silu and rt == 1):
                     continue
+                kw = dict(ahead=ahead, xahead=xahead, pair=pair if gemv_mma.pairs(k, a.group, 4) else 1)
                 try:  # silu: gate_up with its epilogue (the plain launch plus glue.silu_mul's is the alternative)
-                    y = gemv_mma.gemv_mma(x, *mma_sets[0], n, k, a.group, rt, warps, pdl, ahead=ahead, xahead=xahead)
+                    y = gemv_mma.gemv_mma(x, *mma_sets[0], n, k, a.group, rt, warps, pdl, **kw)
                     err = float((y.float() - ref).norm() / ref.norm())
                     t = graph_us(
                         [
-                            lambda p=p, sz=sz: gemv_mma.gemv_mma(
-                                x, p, sz, n, k, a.group, rt, warps, pdl, silu, ahead=ahead, xahead=xahead
-                            )
+                            lambda p=p, sz=sz: gemv_mma.gemv_mma(x, p, sz, n, k, a.group, rt, warps, pdl, silu, **kw)
                             for p, sz in mma_sets
                         ]
                     )
                 except Exception as e:
-                    print(json.dumps({"matmul": name, "mma": [rt, warps, ahead, xahead], "error": str(e)[-600:]}))
+                    print(
+                        json.dumps(
+                            {"matmul": name, "mma": [rt, warps, ahead, xahead, kw["pair"]], "error": str(e)[-600:]}
+                        )
+                    )
                     continue
                 print(
                     json.dumps(
                         {
                             **row,
-                            "mma": [rt, warps, ahead, xahead],
+                            "mma": [rt, warps, ahead, xahead, kw["pair"]],
                             "silu": silu,
                             "us": round(t, 2),
                             "TB_s": round(nbytes / t / 1e6, 2),
@@ -300,7 +306,7 @@ def main() -> None:
                     flush=True,
                 )
                 if err < 1e-2 and (best is None or t < best[0]):
-                    best = (t, ("mma", rt, warps, ahead, xahead, silu))
+                    best = (t, ("mma", rt, warps, ahead, xahead, kw["pair"], silu))
         if best:
             summary[name] = {
                 "tinygemm_us": round(t_ref, 2),

@@ -142,12 +142,13 @@ def mma_row(mod, n: int, k: int, silu: bool, bits: int, folds: dict) -> tuple[di
         kind = {4: 1, 8: getattr(mod, "INT8_PLANES", None), 16: 0 if hasattr(mod, "_dense_words") else None}[bits]
         if kind is None:
             raise ValueError("this revision's kernel has no such specialization")
-    rt, warps, ahead, xahead = mod.config(n, k, kind)
+    rt, warps, ahead, xahead, *pair = mod.config(n, k, kind)
     if silu:
         rt = max(rt, 2)
     values = dict(KC=k // 64, G=128, RT=rt, WARPS=warps, PDL=True, SILU=silu, AHEAD=ahead)
     values |= dict(BITS=bits) if "BITS" in names else dict(PLANES=kind)
     values |= dict(XAHEAD=xahead) if "XAHEAD" in names else {}
+    values |= dict(PAIR=pair[0] if mod.pairs(k, 128, bits) else 1) if "PAIR" in names else {}
     if any(v != MMA_OFF[key] for key, v in folds.items()) and not all(key in names for key in folds):
         raise ValueError("this revision's kernel has no such epilogue")
     values |= {key: v for key, v in (MMA_OFF | folds).items() if key in names}

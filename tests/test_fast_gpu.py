@@ -138,18 +138,21 @@ def exact_weight_logits(model, ids: list[int]) -> torch.Tensor:
         return model(torch.tensor([ids], device="cuda")).logits[0].float()
 
 
-@pytest.mark.parametrize("fmt", ["awq", "gptq8"])
-def test_yi6b_int_teacher_forced_graph_steps(request, fmt):
+@pytest.mark.parametrize("fmt,dtype", [("awq", torch.bfloat16), ("gptq8", torch.bfloat16), ("gptq8", None)])
+def test_yi6b_int_teacher_forced_graph_steps(request, fmt, dtype):
     """Prefill and 8 graph-step logits against the reference with exact weights (what the decode GEMV computes),
-    bf16 activations both (AWQ int4; GPTQ int8, whose codes meet x in fp16 on the tensor cores). Tolerance 4e-2,
-    and no worse than 1.5x transformers' own forward (int4: tinygemm, W rounded to bf16; int8: W dequantized to
-    bf16) against that reference: the noise floor of bf16 activations through 32 layers of this random model,
-    measured in the same test (~0.022; the fast path ~0.024).
+    in bf16 activations (AWQ int4; GPTQ int8, whose codes meet x converted to fp16 on the tensor cores) or GPTQ
+    8-bit's default dtype on CUDA, fp16 (x meets the codes as it is; chained all the same). Tolerance 4e-2, and no
+    worse than 1.5x transformers' own forward (int4: tinygemm, W rounded to bf16; int8: W dequantized to the
+    model's dtype) against that reference: the noise floor of the activations' dtype through 32 layers of this
+    random model, measured in the same test (bf16 ~0.022; the fast path ~0.024).
     The random checkpoint's weights are centred (scripts/make_checkpoint.py): with codes uniform on 0..15 around
     zero 8 every weight had mean -s/2, the residual stream grew ~100x per layer and saturated attention turned
     bf16-level differences into a flipped output at one step in eight."""
-    loaded = yi_cli.load(str(request.getfixturevalue(f"yi6b_{fmt}")), device="cuda", dtype=torch.bfloat16)
+    loaded = yi_cli.load(str(request.getfixturevalue(f"yi6b_{fmt}")), device="cuda", dtype=dtype)
     dec = FastDecoder(loaded.checkpoint, max_seq_len=512)
+    want = torch.float16 if dtype is None else dtype
+    assert dec.model.chained and dec.model.layers[0].gate_up.op_dtype == want == loaded.checkpoint.dtype
     ids = torch.randint(10, 64000, (72,), generator=torch.Generator().manual_seed(0)).tolist()
     with torch.inference_mode():
         ref = exact_weight_logits(loaded.model, ids)

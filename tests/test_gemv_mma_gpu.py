@@ -37,18 +37,23 @@ def _mma(planes, x, n, k, group, **kw):
     return gemv_mma.gemv_mma(x, packed, sz, n, k, group, **kw)
 
 
+@pytest.mark.parametrize("pair", [1, 2])
 @pytest.mark.parametrize("shape", list(SHAPES))
-def test_mma_gemv_matches_dequantized_weights_for_every_row_count(shape):
+def test_mma_gemv_matches_dequantized_weights_for_every_row_count(shape, pair):
+    """A warp taking a chunk of 64 columns at a time, or two (groups of 128 columns and more: their mma sums
+    accumulate on the tensor cores and are scaled once)."""
     n, k, group = SHAPES[shape]
+    if pair == 2 and not gemv_mma.pairs(k, group, 4):
+        pytest.skip("groups of 64 columns: a chunk at a time")
     plane, w = _mma_weights(n, k, group)
     x = _x(8, k, 1)
     ref = x.float() @ w.t()
-    alone = [_mma([plane], x[i : i + 1], n, k, group) for i in range(8)]
+    alone = [_mma([plane], x[i : i + 1], n, k, group, pair=pair) for i in range(8)]
     for i, y in enumerate(alone):
         assert y.shape == (1, n) and y.dtype == torch.bfloat16
         assert rel_err(y[0].float(), ref[i]) < 3e-3, f"row {i}"
     for t in range(2, 9):
-        y = _mma([plane], x[:t].contiguous(), n, k, group)
+        y = _mma([plane], x[:t].contiguous(), n, k, group, pair=pair)
         assert y.shape == (t, n)
         for i in range(t):
             assert torch.equal(y[i : i + 1], alone[i]), f"{t} rows: row {i} differs from the one-row launch"
@@ -199,27 +204,29 @@ def test_mma_rope_epilogue(heads, kv, hd, k, group):
             assert torch.equal(caches[2], caches[0]) and torch.equal(caches[3], caches[1])
 
 
-def _int8(n, k, group, seed=0):
-    """GPTQ 8-bit as gemv_mma takes it: codes uint8 [N, K] as stored, (s, c) bf16 [K / group, N, 2], and W = q·s + c
-    in fp32."""
+def _int8(n, k, group, seed=0, dtype=torch.bfloat16):
+    """GPTQ 8-bit as gemv_mma takes it: codes uint8 [N, K] as stored, (s, c) [K / group, N, 2] in x's dtype, and
+    W = q·s + c in fp32."""
     g = torch.Generator(device="cuda").manual_seed(seed)
     q = torch.randint(0, 256, (n, k), device="cuda", dtype=torch.uint8, generator=g)
-    s = (torch.rand(k // group, n, device="cuda", generator=g) * 0.002 + 0.0005).bfloat16()
-    c = (-128 * s.float() + torch.randn(k // group, n, device="cuda", generator=g) * 0.01).bfloat16()
+    s = (torch.rand(k // group, n, device="cuda", generator=g) * 0.002 + 0.0005).to(dtype)
+    c = (-128 * s.float() + torch.randn(k // group, n, device="cuda", generator=g) * 0.01).to(dtype)
     sz = torch.stack([s, c], -1).contiguous()
     w = q.float().view(n, k // group, group) * s.float().t()[:, :, None] + c.float().t()[:, :, None]
     return q, sz, w.view(n, k)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("shape", ["qkv", "gate_up", "down", "34b_down", "tiny64"])
-def test_int8_codes_match_their_weights_for_every_row_count(shape):
-    """int8 codes as stored (GPTQ 8-bit): against x @ W.T in fp32 (x through fp16 for the mma: exact in its range),
-    each row of 8 its one-row launch's bits; silu(gate)·up of the plain launch; prefill's dequant gives W back."""
+def test_int8_codes_match_their_weights_for_every_row_count(shape, dtype):
+    """int8 codes as stored (GPTQ 8-bit), x and the scales in bf16 (x converted to fp16 for the mma: exact in its
+    range) or fp16 (an fp16 model's, as it is): against x @ W.T in fp32, each row of 8 its one-row launch's bits;
+    silu(gate)·up of the plain launch; prefill's dequant gives W back."""
     from yi_cli.kernels import glue
 
     n, k, group = SHAPES[shape]
-    q, sz, w = _int8(n, k, group)
-    x = _x(8, k, 1)
+    q, sz, w = _int8(n, k, group, dtype=dtype)
+    x = _x(8, k, 1).to(dtype)
     ref = x.float() @ w.t()
     alone = [gemv_mma.gemv_mma(x[i : i + 1], q, sz, n, k, group) for i in range(8)]
     for i, y in enumerate(alone):
@@ -231,9 +238,27 @@ def test_int8_codes_match_their_weights_for_every_row_count(shape):
     y = gemv_mma.gemv_mma(x[:3].contiguous(), q, sz, n, k, group, rt=2)
     s = gemv_mma.gemv_mma(x[:3].contiguous(), q, sz, n, k, group, rt=2, silu=True)
     assert torch.equal(s, glue.silu_mul(y, True))
-    got = torch.empty(n, k, dtype=torch.bfloat16, device="cuda")
+    got = torch.empty(n, k, dtype=dtype, device="cuda")
     gemv_mma.dequant(q, sz, got, group, accumulate=False)
     assert torch.allclose(got.float(), w, rtol=8e-3, atol=1e-5)
+
+
+def test_int8_codes_meet_an_fp16_x_as_a_bf16_one_converted():
+    """An fp16 x with fp16 scales (an fp16 model) skips the conversion; where both are exact in either dtype (bf16
+    values inside fp16's range) the fp32 sums are the bf16 launch's, so the two results are one value rounded to
+    each dtype (each within half its ulp of it), and fp16's is the closer to x @ W.T in fp32."""
+    n, k, group = SHAPES["gate_up"]
+    q, sz, w = _int8(n, k, group, seed=7)
+    sz16 = sz.to(torch.float16)
+    assert torch.equal(sz16.to(torch.bfloat16), sz)
+    x = _x(3, k, 8)
+    bf = gemv_mma.gemv_mma(x, q, sz, n, k, group).float()
+    half = gemv_mma.gemv_mma(x.half(), q, sz16, n, k, group)
+    assert half.dtype == torch.float16
+    half = half.float()
+    assert ((half - bf).abs() <= torch.maximum(half.abs(), bf.abs()) * 1.01 * (2**-8 + 2**-11)).all()
+    ref = x.float() @ w.t()
+    assert rel_err(half, ref) < rel_err(bf, ref) / 4  # fp16's rounding: 3 bits finer
 
 
 def test_int8_rows_read_in_halves_order():

@@ -103,13 +103,13 @@ def pick_device(device: str | None) -> str:
     return device
 
 
-def pick_dtype(dtype, device: str, quantized: bool):
+def pick_dtype(dtype, device: str, bits: int | None):
     import torch
 
     from ..kernels import tinygemm
 
     if dtype in (None, "", "auto"):
-        return tinygemm.compute_dtype(device, torch.float32 if device == "cpu" else torch.float16, quantized)
+        return tinygemm.compute_dtype(device, torch.float32 if device == "cpu" else torch.float16, bits)
     if isinstance(dtype, torch.dtype):
         return dtype
     table = {
@@ -162,7 +162,7 @@ def open_checkpoint(
         files = weight_files(path, allow_pickle)
         check_index(path)
     check_safetensors(files)
-    dtype = pick_dtype(dtype, device, quant is not None)
+    dtype = pick_dtype(dtype, device, quant["bits"] if quant else None)
     elem = dtype.itemsize
     plausible.check_memory(cfg, path / "config.json", device, elem, quant["bits"] if quant else elem * 8)
     # A plain Llama config is read from the dict, the tokenizer of a plain checkpoint without transformers;

@@ -25,9 +25,11 @@ the fp16 models.
 
 int8 codes (GPTQ 8-bit: `packed` uint8 [N, K] as stored, BITS = 8) are read the same way, 16 bytes of
 rows g and g + 8 a chunk: k-step s's word of a row holds its columns 16t + 4s .. 16t + 4s + 3, and two `prmt` with
-0x64 make fp16 pairs 1024 + q of it (exact: fp16 integers reach 2048) for an fp16 mma against x converted to fp16
-(exact in fp16's range, which Yi's activations keep to as its fp16 models show; a value past ±65504 saturates there
-instead of turning the row into NaN). Per group of G columns and row:
+0x64 make fp16 pairs 1024 + q of it (exact: fp16 integers reach 2048) for an fp16 mma against x in fp16: as it
+comes in a model computing in fp16 (GPTQ 8-bit's default on CUDA: its scales are fp16, and the conversion below
+cost ~30% of a chunk's instructions), else converted chunk by chunk (exact in fp16's range, which Yi's activations
+keep to as its fp16 models show; a value past ±65504 saturates there instead of turning the row into NaN). Per
+group of G columns and row:
 y += s·D + (c - 1024·s)·X with W = q·s + c. Against the two int4 planes of the same bytes that GPTQ 8-bit took
 before (one mma per 8 codes, three shifts and four LOP3 a word, each plane), a chunk's codes cost 2 prmt a word.
 
@@ -68,26 +70,34 @@ def supported(n: int, k: int, group: int) -> bool:
 
 
 def available(t: torch.Tensor) -> bool:
-    return gluon is not None and t.is_cuda and torch.cuda.get_device_capability(t.device) >= (8, 0)
+    return t.is_cuda and available_on(t.device)
 
 
-def config(n: int, k: int, bits: int = 4) -> tuple[int, int, int, int]:
-    """(row tiles of 16 per program, warps splitting K, chunks of weights each warp loads ahead, chunks of x it
-    loads ahead) for an [n, k] weight of int4 codes, int8 codes (bits 8) or bf16 / fp16 values (16): the fastest
-    measured on the H200 (scripts/bench_gemv.py --mma --sweep, --int8 --sweep, --dense --sweep; BENCHMARKS.md) for
-    Yi-6B's and Yi-34B's matmuls, RT cut to divide N / 16. A program's registers bound how many share an SM, so x
-    (read from L2, its latency short) is mostly loaded fewer chunks ahead than the weights (a divisor of their count:
-    the loop is unrolled that many times), or as it is used.
+def available_on(device) -> bool:
+    """Gluon is importable and `device` a CUDA device with mma.m16n8k16 (sm_80 on)."""
+    return gluon is not None and torch.cuda.get_device_capability(device) >= (8, 0)
+
+
+def config(n: int, k: int, bits: int = 4) -> tuple[int, int, int, int, int]:
+    """(row tiles of 16 per program, warps splitting K, units of weights each warp loads ahead, units of x it loads
+    ahead, chunks of 64 columns a unit) for an [n, k] weight of int4 codes, int8 codes (bits 8) or bf16 / fp16
+    values (16): the fastest measured on the H200 (scripts/bench_gemv.py --mma --sweep, --int8 --sweep, --dense
+    --sweep; BENCHMARKS.md) for Yi-6B's and Yi-34B's matmuls, RT cut to divide N / 16. A program's registers bound
+    how many share an SM, so x (read from L2, its latency short) is mostly loaded fewer units ahead than the weights
+    (a divisor of their count: the loop is unrolled that many times), or as it is used. A unit of 2 chunks (codes
+    only, where `pairs` allows it) scales its mma sums once.
     """
-    if bits == 8:  # int8 codes (1 KB a tile's chunk), Yi-6B GPTQ (scripts/bench_gemv.py --int8 --sweep)
-        if k >= 2 * n:  # down: 13.7 us (as two int4 planes 22.4)
-            rt, warps, ahead, xahead = 1, 8, 4, 2
-        elif n >= 4 * k:  # gate_up + silu: 28.6-29.4 (29.1-29.2)
-            rt, warps, ahead, xahead = 2, 4, 4, 1
-        elif n == k:  # o: 6.1 (6.1)
-            rt, warps, ahead, xahead = 1, 8, 3, 1
-        else:  # qkv: 8.1 (9.0-9.1)
-            rt, warps, ahead, xahead = 1, 8, 2, 1
+    pair = 1
+    if bits == 8:  # int8 codes (1 KB a tile's chunk), Yi-6B GPTQ in fp16 (scripts/bench_gemv.py --int8 --sweep)
+        pair = 2
+        if k >= 2 * n:  # down: 13.2 us (a chunk at a time 17.1)
+            rt, warps, ahead, xahead = 2, 8, 2, 2
+        elif n >= 4 * k:  # gate_up + silu: 24.8 (27.8)
+            rt, warps, ahead, xahead = 2, 4, 2, 1
+        elif n == k:  # o: 5.8 (5.8)
+            rt, warps, ahead, xahead = 1, 8, 2, 2
+        else:  # qkv: 7.1 (7.2)
+            rt, warps, ahead, xahead = 1, 8, 1, 1
     elif bits == 16:  # a dense W (2 KB a tile's chunk): Yi-6B's / Yi-34B's (scripts/bench_gemv.py --dense --sweep)
         if k >= 16384:  # Yi-34B's down: 69.6 us (cuBLAS 75.3)
             rt, warps, ahead, xahead = 1, 4, 2, 1
@@ -103,25 +113,37 @@ def config(n: int, k: int, bits: int = 4) -> tuple[int, int, int, int]:
             rt, warps, ahead, xahead = 2, 8, 2, 1
         else:  # qkv: Yi-6B's 11.5 us (13.0), Yi-34B's 34.2 (35.9)
             rt, warps, ahead, xahead = 1, 8, 2, 1
-    elif n >= 32768:  # Yi-34B's gate_up, silu in the epilogue (tile pairs): 45.1 us
-        rt, warps, ahead, xahead = 2, 4, 3, 3
-    elif n >= 16384:  # Yi-6B's gate_up + silu: 16.2 us
-        rt, warps, ahead, xahead = 4, 4, 3, 1
-    elif k >= 16384:  # Yi-34B's down: 26.8 us, 28.0 with the residual epilogue (33.2 at xahead 0: its registers)
-        rt, warps, ahead, xahead = 2, 8, 3, 3
+    # int4 codes: where pairs of chunks serve, their configurations were picked in the decode step (scripts/
+    # bench_gemv.py --mma --sweep --pair 2 for the candidates; a GEMV alone can favour more registers than the chained
+    # step, whose next launch's programs need room on the SMs for programmatic dependent launch)
+    elif n >= 32768:  # Yi-34B's gate_up + silu: 41.6 us (a chunk at a time 43.0)
+        rt, warps, ahead, xahead, pair = 2, 4, 1, 1, 2
+    elif n >= 16384:  # Yi-6B's gate_up + silu: 15.2 us (16.1)
+        rt, warps, ahead, xahead, pair = 2, 4, 1, 1, 2
+    elif k >= 16384:  # Yi-34B's down: 26.1 us (25.8 at (2, 8, 3, 3), but 131 registers with the residual epilogue)
+        rt, warps, ahead, xahead, pair = 1, 8, 3, 1, 2
     elif k >= 8192:  # Yi-6B's down (9.6 us)
         rt, warps, ahead, xahead = 1, 8, 4, 2
-    elif n == k and n > 4096:  # Yi-34B's o: 224 programs of 2 tiles (11.0 us)
-        rt, warps, ahead, xahead = 2, 8, 3, 1
-    elif n == k:  # Yi-6B's o (4.2 us)
+    elif n == k and n > 4096:  # Yi-34B's o: 224 programs of 2 tiles (9.5 us; 10.2)
+        rt, warps, ahead, xahead, pair = 2, 8, 2, 1, 2
+    elif n == k:  # Yi-6B's o (4.3 us)
         rt, warps, ahead, xahead = 1, 8, 3, 3
-    elif k >= 7168:  # Yi-34B's qkv (14.2 us)
-        rt, warps, ahead, xahead = 1, 4, 4, 1
+    elif k >= 7168:  # Yi-34B's qkv (12.4 us; 13.8)
+        rt, warps, ahead, xahead, pair = 2, 4, 3, 1, 2
     else:  # Yi-6B's qkv (5.4 us)
         rt, warps, ahead, xahead = 1, 8, 3, 1
     while (n // 16) % rt:
         rt //= 2
-    return rt, warps, ahead, xahead
+    return rt, warps, ahead, xahead, pair
+
+
+def pairs(k: int, group: int, bits: int) -> bool:
+    """Whether a warp may take chunks two at a time (codes whose groups and K span whole pairs of chunks, so that a
+    pair's mma sums accumulate on the tensor cores and are scaled once; not with YI_CHAT_MMA_PAIR=0)."""
+    return PAIRS and bits < 16 and group % 128 == 0 and k % 128 == 0
+
+
+PAIRS = os.environ.get("YI_CHAT_MMA_PAIR", "1") != "0"
 
 
 def silu_fits(n: int) -> bool:
@@ -244,17 +266,19 @@ if gluon is not None:
             f"{{${b + 2 * s}, ${b + 1 + 2 * s}}}, {{{c}}};\n"
         )
 
-    def _mma_asm():
+    def _mma_asm(c0="z, z, z, z"):
+        """c0: the first k-step's C (MMA_ACC: the previous chunk's D, $16..$19)."""
         out = "{\n.reg .b32 a0, a1, a2, a3, t;\n.reg .f32 z;\nmov.f32 z, 0f00000000;\n"
         for s in range(4):
             w = f"${4 + s}"
             out += f"lop3.b32 a0, {w}, 0x000F000F, 0x43004300, 0xEA;\n"
             for j in (1, 2, 3):
                 out += f"shr.b32 t, {w}, {4 * j};\nlop3.b32 a{j}, t, 0x000F000F, 0x43004300, 0xEA;\n"
-            out += _mma_line("bf16", s, 8)
+            out += _mma_line("bf16", s, 8, c0)
         return out + "}"
 
     MMA = gl.constexpr(_mma_asm())
+    MMA_ACC = gl.constexpr(_mma_asm("$16, $17, $18, $19"))
 
     # The chunk's sum of each row of x: A = ones, so D[m][n] = sum_k x_n[k] (exact products, fp32 sums): 4 mmas.
     # $0, $1: the sums of columns 2t, 2t + 1; $2..$9 as MMA's $8..$15.
@@ -283,15 +307,17 @@ if gluon is not None:
     # int8 codes (GPTQ 8-bit, stored [N, K] bytes): k-step s's word of row g ($4 + s) and of row g + 8 ($8 + s) hold
     # columns 16t + 4s .. 16t + 4s + 3, two prmt each give the fp16 pairs 1024 + q (a0 / a2 and a1 / a3), and one mma
     # with x's B fragments in fp16 ($12 + 2s, $13 + 2s) from C = 0: $0..$3 as MMA's.
-    def _int8_asm():
+    def _int8_asm(c0="z, z, z, z"):
+        """c0: the first k-step's C (INT8_ACC: the previous chunk's D, $20..$23)."""
         out = "{\n.reg .b32 a0, a1, a2, a3, m;\n.reg .f32 z;\nmov.f32 z, 0f00000000;\nmov.b32 m, 0x64646464;\n"
         for s in range(4):
             out += f"prmt.b32 a0, ${4 + s}, m, 0x4140;\nprmt.b32 a2, ${4 + s}, m, 0x4342;\n"
             out += f"prmt.b32 a1, ${8 + s}, m, 0x4140;\nprmt.b32 a3, ${8 + s}, m, 0x4342;\n"
-            out += _mma_line("f16", s, 12)
+            out += _mma_line("f16", s, 12, c0)
         return out + "}"
 
     INT8 = gl.constexpr(_int8_asm())
+    INT8_ACC = gl.constexpr(_int8_asm("$20, $21, $22, $23"))
     # x's bf16 pair -> an fp16 pair (round to nearest; past fp16's range, its largest finite value rather than inf,
     # which would make the row's s·D + (c - 1024·s)·X NaN): the B fragments of int8 codes
     TO_F16 = gl.constexpr(
@@ -299,6 +325,8 @@ if gluon is not None:
         "cvt.rn.satfinite.f16x2.f32 $0, hi, lo;\n}"
     )
     XSUM_F16 = gl.constexpr(_xsum_asm("f16", "0x3C003C00"))  # XSUM of x in fp16
+    # an fp16 pair (int8 codes' scales in an fp16 model) -> two fp32
+    UNPACK_F16 = gl.constexpr("{\n.reg .b16 l, h;\nmov.b32 {l, h}, $2;\ncvt.f32.f16 $0, l;\ncvt.f32.f16 $1, h;\n}")
 
     @gluon.constexpr_function
     def _dim(layout, rank, d):
@@ -309,26 +337,41 @@ if gluon is not None:
         return layout
 
     @gluon.jit
-    def _unpack(b):
-        """bf16x2 words -> (low, high) as fp32."""
+    def _unpack(b, F16: gl.constexpr):
+        """bf16x2 words (F16: fp16x2) -> (low, high) as fp32."""
+        if F16:
+            return gl.inline_asm_elementwise(
+                UNPACK_F16, "=f,=f,r", [b], dtype=(gl.float32, gl.float32), is_pure=True, pack=1
+            )
         return (b << 16).to(gl.float32, bitcast=True), (b & -65536).to(gl.float32, bitcast=True)
 
     @gluon.jit
-    def _words(P, wbase, w5, c0, KC: gl.constexpr, WARPS: gl.constexpr):
-        """The words of chunks c0 + warp for the program's tiles: [RT, WARPS, 8, 4, 4], one 16-byte load a tile."""
-        if KC % WARPS == 0:
-            return gl.load(P + wbase + (c0 + w5) * 128, mask=c0 + w5 < KC)
-        return gl.load(P + wbase + (c0 + w5) * 128, mask=c0 + w5 < KC, other=0)
+    def _at(c0, w, PAIR: gl.constexpr, H: gl.constexpr):
+        """Chunk H of the units c0 + warp (w: the warp index tensor): units of PAIR chunks."""
+        if PAIR == 1:
+            return c0 + w
+        return (c0 + w) * PAIR + H
 
     @gluon.jit
-    def _chunk(words, bs, LA: gl.constexpr):
+    def _words(P, wbase, w5, c0, KC: gl.constexpr, WARPS: gl.constexpr, PAIR: gl.constexpr, H: gl.constexpr):
+        """The words of chunk H of units c0 + warp for the program's tiles: [RT, WARPS, 8, 4, 4], one 16-byte load a
+        tile."""
+        c = _at(c0, w5, PAIR, H)
+        if (KC // PAIR) % WARPS == 0:
+            return gl.load(P + wbase + c * 128, mask=c < KC)
+        return gl.load(P + wbase + c * 128, mask=c < KC, other=0)
+
+    @gluon.jit
+    def _chunk(words, bs, LA: gl.constexpr, d):
         """MMA over a chunk's 4 words of each tile: D[g][2t], D[g][2t+1], D[g+8][2t], D[g+8][2t+1], each
-        [RT, WARPS, 8, 4]."""
+        [RT, WARPS, 8, 4]; added to d (the previous chunk's D of the same group) unless d is ()."""
         w02, w13 = gl.split(gl.reshape(words, [words.shape[0], words.shape[1], 8, 4, 2, 2]))  # s = 2a + b
         w0, w2 = gl.split(w02)
         w1, w3 = gl.split(w13)
         a = (gl.convert_layout(w0, LA), gl.convert_layout(w1, LA), gl.convert_layout(w2, LA), gl.convert_layout(w3, LA))
-        return _mma4(MMA, "=f,=f,=f,=f" + ",r" * 12, a + bs)
+        if len(d) == 0:
+            return _mma4(MMA, "=f,=f,=f,=f" + ",r" * 12, a + bs)
+        return _mma4(MMA_ACC, "=f,=f,=f,=f" + ",r" * 12 + ",f" * 4, a + bs + d)
 
     @gluon.jit
     def _mma4(ASM: gl.constexpr, CONSTRAINTS: gl.constexpr, args):
@@ -350,13 +393,13 @@ if gluon is not None:
         return w0, w1, w2, w3, w4, w5, w6, w7
 
     @gluon.jit
-    def _dense_words(W32, dlo, dhi, w5, c0, KC: gl.constexpr, CW: gl.constexpr):
-        """Chunks c0 + warp of a dense W (or int8 codes) for the program's tiles: lane (g, t)'s words of columns 16t ..
-        16t + 15 of the chunk (CW words a row's chunk: 32 of bf16, 8 words each; 16 of bytes, 4 each) of rows g and
-        g + 8, two [RT, WARPS, 8, 4, CW / 4] (two or one 16-byte loads each)."""
-        c = (c0 + w5) * CW
-        ok = c0 + w5 < KC
-        return gl.load(W32 + dlo + c, mask=ok, other=0), gl.load(W32 + dhi + c, mask=ok, other=0)
+    def _dense_words(W32, dlo, dhi, w5, c0, KC: gl.constexpr, CW: gl.constexpr, PAIR: gl.constexpr, H: gl.constexpr):
+        """Chunk H of units c0 + warp of a dense W (or int8 codes) for the program's tiles: lane (g, t)'s words of
+        columns 16t .. 16t + 15 of the chunk (CW words a row's chunk: 32 of bf16, 8 words each; 16 of bytes, 4 each)
+        of rows g and g + 8, two [RT, WARPS, 8, 4, CW / 4] (two or one 16-byte loads each)."""
+        c = _at(c0, w5, PAIR, H)
+        ok = c < KC
+        return gl.load(W32 + dlo + c * CW, mask=ok, other=0), gl.load(W32 + dhi + c * CW, mask=ok, other=0)
 
     @gluon.jit
     def _dense_chunk(acc, words, bs, LA: gl.constexpr, F16: gl.constexpr):
@@ -371,15 +414,17 @@ if gluon is not None:
         return _mma4(DENSE_F16 if F16 else DENSE_BF16, "=f,=f,=f,=f,f,f,f,f" + ",r" * 24, acc + a + bs)
 
     @gluon.jit
-    def _int8_chunk(words, bs, LA: gl.constexpr):
+    def _int8_chunk(words, bs, LA: gl.constexpr, d):
         """MMA over a chunk of int8 codes (words: rows g and g + 8, [RT, WARPS, 8, 4, 4] each; bs: x's B fragments in
-        fp16): D of (1024 + q)·x as _chunk's, each [RT, WARPS, 8, 4]."""
+        fp16): D of (1024 + q)·x as _chunk's, each [RT, WARPS, 8, 4], added to d unless d is ()."""
         lo = _four(words[0])
         hi = _four(words[1])
         a = ()
         for i in gl.static_range(8):
             a = a + (gl.convert_layout((lo + hi)[i], LA),)
-        return _mma4(INT8, "=f,=f,=f,=f" + ",r" * 16, a + bs)
+        if len(d) == 0:
+            return _mma4(INT8, "=f,=f,=f,=f" + ",r" * 16, a + bs)
+        return _mma4(INT8_ACC, "=f,=f,=f,=f" + ",r" * 16 + ",f" * 4, a + bs + d)
 
     @gluon.jit
     def _four(v):
@@ -398,11 +443,12 @@ if gluon is not None:
         return out
 
     @gluon.jit
-    def _xfrag(X32, xw, xoff, c0, KC: gl.constexpr, LW: gl.constexpr):
-        """b0, b1 of k-steps 0..3 of chunks c0 + warp: 8 tensors [1, WARPS, 8, 4] of bf16 pairs. Lane (g, t) reads
-        words 8t .. 8t + 7 of its chunk of row min(g, MX - 1) of x (xoff [1, 8, 4, 8]; two 16-byte loads): b0 of
-        k-step s is word 8t + 2s, b1 the next (the columns past MX are computed and never stored)."""
-        v = gl.load(X32 + (c0 + xw) * 32 + xoff, mask=c0 + xw < KC, other=0)  # [WARPS, 8, 4, 8]
+    def _xfrag(X32, xw, xoff, c0, KC: gl.constexpr, LW: gl.constexpr, PAIR: gl.constexpr, H: gl.constexpr):
+        """b0, b1 of k-steps 0..3 of chunk H of units c0 + warp: 8 tensors [1, WARPS, 8, 4] of bf16 pairs. Lane
+        (g, t) reads words 8t .. 8t + 7 of its chunk of row min(g, MX - 1) of x (xoff [1, 8, 4, 8]; two 16-byte
+        loads): b0 of k-step s is word 8t + 2s, b1 the next (the columns past MX are computed and never stored)."""
+        c = _at(c0, xw, PAIR, H)
+        v = gl.load(X32 + c * 32 + xoff, mask=c < KC, other=0)  # [WARPS, 8, 4, 8]
         lo, hi = gl.split(gl.reshape(v, [v.shape[0], 8, 4, 2, 2, 2]))  # word 4·i2 + 2·i1 + i0: i0 = 0 / 1
         lo0, lo1 = gl.split(lo)  # i1 = 0 / 1
         hi0, hi1 = gl.split(hi)
@@ -422,26 +468,28 @@ if gluon is not None:
         )
 
     @gluon.jit
-    def _sc(SZ32, w4, c0, row0, N, G: gl.constexpr, KC: gl.constexpr):
-        """The (s, zf) words of rows g and g + 8 for chunks c0 + warp: 2 x [RT, WARPS, 8, 1]."""
-        c4 = c0 + w4
+    def _sc(SZ32, w4, c0, row0, N, G: gl.constexpr, KC: gl.constexpr, PAIR: gl.constexpr):
+        """The (s, zf) words of rows g and g + 8 for units c0 + warp (a unit lies in one group): 2 x [RT, WARPS, 8,
+        1]."""
+        c4 = _at(c0, w4, PAIR, 0)
         at = SZ32 + ((c4 * 64) // G) * N + row0
         return gl.load(at, mask=c4 < KC, other=0), gl.load(at + 8, mask=c4 < KC, other=0)
 
     @gluon.jit
-    def _scale(acc, d, xs0, xs1, sc, OFF: gl.constexpr):
+    def _scale(acc, d, xs0, xs1, sc, OFF: gl.constexpr, F16: gl.constexpr):
         """The accumulators (rows g / g + 8 x columns 2t / 2t + 1) after one chunk of codes: its mma sums d
-        scaled per row by the chunk's group (sc: its (s, zf) words): s·D + (zf - OFF·s)·X (OFF: 136 for int4 codes,
-        whose D sums (128 + q)·x with W = (q - 8)·s + zf; 1024 for int8, (1024 + q)·x with W = q·s + zf)."""
-        s0, z0 = _unpack(sc[0])
-        s2, z2 = _unpack(sc[1])
+        scaled per row by the chunk's group (sc: its (s, zf) words, bf16 pairs or F16 fp16 ones): s·D + (zf -
+        OFF·s)·X (OFF: 136 for int4 codes, whose D sums (128 + q)·x with W = (q - 8)·s + zf; 1024 for int8,
+        (1024 + q)·x with W = q·s + zf)."""
+        s0, z0 = _unpack(sc[0], F16)
+        s2, z2 = _unpack(sc[1], F16)
         c0 = z0 - OFF * s0
         c2 = z2 - OFF * s2
         return (
-            acc[0] + (d[0] * s0 + c0 * xs0),
-            acc[1] + (d[1] * s0 + c0 * xs1),
-            acc[2] + (d[2] * s2 + c2 * xs0),
-            acc[3] + (d[3] * s2 + c2 * xs1),
+            (acc[0] + d[0] * s0) + c0 * xs0,  # two FFMA each
+            (acc[1] + d[1] * s0) + c0 * xs1,
+            (acc[2] + d[2] * s2) + c2 * xs0,
+            (acc[3] + d[3] * s2) + c2 * xs1,
         )
 
     @gluon.constexpr_function
@@ -586,6 +634,44 @@ if gluon is not None:
         return out
 
     @gluon.jit
+    def _unit_words(P, wbase, w5, c0, KC: gl.constexpr, WARPS: gl.constexpr, BITS: gl.constexpr, PAIR: gl.constexpr):
+        """The weights' words of units c0 + warp: a tuple of PAIR chunks' (_words or _dense_words)."""
+        out = ()
+        for h in gl.static_range(PAIR):
+            if BITS == 4:
+                out = out + (_words(P, wbase, w5, c0, KC, WARPS, PAIR, h),)
+            else:
+                out = out + (_dense_words(P, wbase[0], wbase[1], w5, c0, KC, BITS * 2, PAIR, h),)
+        return out
+
+    @gluon.jit
+    def _unit_x(X32, xw, xoff, c0, KC: gl.constexpr, LW: gl.constexpr, PAIR: gl.constexpr):
+        """x's B fragments of units c0 + warp: a tuple of PAIR chunks' (_xfrag)."""
+        out = ()
+        for h in gl.static_range(PAIR):
+            out = out + (_xfrag(X32, xw, xoff, c0, KC, LW, PAIR, h),)
+        return out
+
+    @gluon.jit
+    def _codes(words, bs, LA: gl.constexpr, BITS: gl.constexpr, F16: gl.constexpr, d):
+        """One chunk of codes: (its mma sums added to d unless d is (), x's chunk sums per column of x)."""
+        if BITS == 8 and not F16:  # int8 codes meet x in fp16
+            bs = _f16(bs)
+        xs0, xs1 = gl.inline_asm_elementwise(
+            XSUM_F16 if BITS == 8 else XSUM,
+            "=f,=f" + ",r" * 8,
+            bs,
+            dtype=(gl.float32, gl.float32),
+            is_pure=True,
+            pack=1,
+        )
+        if BITS == 8:
+            out = _int8_chunk(words, bs, LA, d)
+        else:
+            out = _chunk(words, bs, LA, d)
+        return out, xs0, xs1
+
+    @gluon.jit
     def _step(
         rings,
         at,
@@ -601,42 +687,37 @@ if gluon is not None:
         LOAD: gl.constexpr,
         LOADX: gl.constexpr,
         F16: gl.constexpr,
+        PAIR: gl.constexpr,
     ):
-        """One chunk per warp (c + warp): its words, scales and x from ring slot j (x's slot j % XAHEAD), the
-        slots refilled with chunk c + AHEAD·WARPS when LOAD (x's with c + XAHEAD·WARPS when LOADX). BITS 8 / 16:
-        int8 codes' / a dense W's words (wbase: the offsets of rows g and g + 8); a dense W has no scales."""
+        """One unit of PAIR chunks per warp (unit c + warp): its words, scales and x from ring slot j (x's slot j %
+        XAHEAD), the slots refilled with unit c + AHEAD·WARPS when LOAD (x's with c + XAHEAD·WARPS when LOADX).
+        BITS 8 / 16: int8 codes' / a dense W's words (wbase: the offsets of rows g and g + 8); a dense W has no
+        scales. Codes: a unit's chunks lie in one group, so their mma sums accumulate on the tensor cores and are
+        scaled once."""
         acc, ws, scs, bss = rings  # the accumulators and the rings of loads in flight
         P, SZ32, X32, wbase, w5, w4, row0, xw, xoff, N = at  # where they come from
         LW: gl.constexpr = gl.SliceLayout(0, LA)
         if LOAD:
             c2 = c + AHEAD * WARPS
-            if BITS == 4:
-                wnext = _words(P, wbase, w5, c2, KC, WARPS)
-            else:
-                wnext = _dense_words(P, wbase[0], wbase[1], w5, c2, KC, BITS * 2)
+            wnext = _unit_words(P, wbase, w5, c2, KC, WARPS, BITS, PAIR)
             if BITS < 16:
-                snext = _sc(SZ32, w4, c2, row0, N, G, KC)
+                snext = _sc(SZ32, w4, c2, row0, N, G, KC, PAIR)
         if XAHEAD == 0:
-            bs = _xfrag(X32, xw, xoff, c, KC, LW)
+            bs = _unit_x(X32, xw, xoff, c, KC, LW, PAIR)
         else:
             bs = bss[j % XAHEAD]
             if LOADX:
-                bss = _put(bss, j % XAHEAD, _xfrag(X32, xw, xoff, c + XAHEAD * WARPS, KC, LW))
+                bss = _put(bss, j % XAHEAD, _unit_x(X32, xw, xoff, c + XAHEAD * WARPS, KC, LW, PAIR))
         if BITS == 16:
-            acc = _dense_chunk(acc, ws[j], bs, LA, F16)
-        else:  # codes: the chunk's mma sums scaled by its group, with x's chunk sums (int8: x in fp16)
-            if BITS == 8:
-                bs = _f16(bs)
-            xs0, xs1 = gl.inline_asm_elementwise(
-                XSUM_F16 if BITS == 8 else XSUM,
-                "=f,=f" + ",r" * 8,
-                bs,
-                dtype=(gl.float32, gl.float32),
-                is_pure=True,
-                pack=1,
-            )
-            d = _int8_chunk(ws[j], bs, LA) if BITS == 8 else _chunk(ws[j], bs, LA)
-            acc = _scale(acc, d, xs0, xs1, scs[j], 1024.0 if BITS == 8 else 136.0)
+            for h in gl.static_range(PAIR):
+                acc = _dense_chunk(acc, ws[j][h], bs[h], LA, F16)
+        else:  # codes: the unit's mma sums scaled by its group, with x's sums over the unit
+            d, xs0, xs1 = _codes(ws[j][0], bs[0], LA, BITS, F16, ())
+            if PAIR == 2:
+                d, ys0, ys1 = _codes(ws[j][1], bs[1], LA, BITS, F16, d)
+                xs0 = xs0 + ys0
+                xs1 = xs1 + ys1
+            acc = _scale(acc, d, xs0, xs1, scs[j], 1024.0 if BITS == 8 else 136.0, F16)
         if LOAD:
             ws = _put(ws, j, wnext)
             if BITS < 16:
@@ -676,11 +757,14 @@ if gluon is not None:
         HALVES: gl.constexpr,
         NH: gl.constexpr,
         NKV: gl.constexpr,
+        PAIR: gl.constexpr,
     ):
         """Y[m] = W·x[m] for the MX <= 8 rows of x [MX, K] and the 16·RT rows of this program's tiles (SILU: RT/2
         tiles of gate and the same of up, Y[m] = silu(gate)·up). BITS: P holds int4 codes in pack's layout (4), int8
-        codes [N, K] as stored (8) or W itself (16, no SZ). AHEAD, XAHEAD: chunks of weights and of x each warp
-        loads ahead (config). HALVES: W's rows are packed in halves_order of that head dim.
+        codes [N, K] as stored (8) or W itself (16, no SZ). PAIR: chunks of 64 columns a warp takes at a time (a
+        unit; 2: codes whose groups span whole pairs, their mma sums scaled once a pair). AHEAD, XAHEAD: units of
+        weights and of x each warp loads ahead (config). HALVES: W's rows are packed in halves_order of that head
+        dim.
         The decode step's glue, as gemv._gemv_int4 folds it for one row (each row of x alone, so a verify's rows
         stay decode steps bit for bit): NP > 0: x is RMSNorm's input times its weight and NORM_IN [8, NP] the
         partial sums of squares of that input (a RESIDUAL launch's NORM_OUT), the sums scaled by the norm's 1 / rms
@@ -738,33 +822,32 @@ if gluon is not None:
         ws, scs, bss = (), (), ()
         if BITS > 4:
             P = P.to(gl.pointer_type(gl.int32))
-            for i in gl.static_range(AHEAD):
-                ws = ws + (_dense_words(P, wbase[0], wbase[1], w5, i * WARPS, KC, CW),)
-        else:
-            for i in gl.static_range(AHEAD):
-                ws = ws + (_words(P, wbase, w5, i * WARPS, KC, WARPS),)
+        for i in gl.static_range(AHEAD):
+            ws = ws + (_unit_words(P, wbase, w5, i * WARPS, KC, WARPS, BITS, PAIR),)
         if BITS < 16:
             for i in gl.static_range(AHEAD):
-                scs = scs + (_sc(SZ32, w4, i * WARPS, row0, N, G, KC),)
+                scs = scs + (_sc(SZ32, w4, i * WARPS, row0, N, G, KC, PAIR),)
         if PDL:
             gl.inline_asm_elementwise("griddepcontrol.wait; // $0", "=r", [], dtype=gl.int32, is_pure=False, pack=1)
             gl.inline_asm_elementwise(
                 "griddepcontrol.launch_dependents; // $0", "=r", [], dtype=gl.int32, is_pure=False, pack=1
             )
         for i in gl.static_range(XAHEAD):
-            bss = bss + (_xfrag(X32, xw, xoff, i * WARPS, KC, LW),)
+            bss = bss + (_unit_x(X32, xw, xoff, i * WARPS, KC, LW, PAIR),)
         # The loop is unrolled AHEAD times so that every ring slot is a fixed register (a rotating ring cost ~25 moves
-        # a chunk); the last ITERS % AHEAD chunks of each warp after it.
-        ITERS: gl.constexpr = (KC + WARPS - 1) // WARPS
+        # a chunk); the last ITERS % AHEAD units of each warp after it.
+        ITERS: gl.constexpr = (KC // PAIR + WARPS - 1) // WARPS
         at = (P, SZ32, X32, wbase, w5, w4, row0, xw, xoff, N)
         rings = (acc, ws, scs, bss)
         for c0 in range(0, (ITERS // AHEAD) * AHEAD * WARPS, AHEAD * WARPS):
             for j in gl.static_range(AHEAD):
-                rings = _step(rings, at, c0 + j * WARPS, j, LA, G, KC, WARPS, BITS, AHEAD, XAHEAD, True, True, F16)
+                rings = _step(
+                    rings, at, c0 + j * WARPS, j, LA, G, KC, WARPS, BITS, AHEAD, XAHEAD, True, True, F16, PAIR
+                )
         for j in gl.static_range(ITERS % AHEAD):
             c = ((ITERS // AHEAD) * AHEAD + j) * WARPS
             rings = _step(
-                rings, at, c, j, LA, G, KC, WARPS, BITS, AHEAD, XAHEAD, False, j + XAHEAD < ITERS % AHEAD, F16
+                rings, at, c, j, LA, G, KC, WARPS, BITS, AHEAD, XAHEAD, False, j + XAHEAD < ITERS % AHEAD, F16, PAIR
             )
         acc = rings[0]
         # the warps' partial sums added: [RT, 8, 4] for D rows g / g + 8, columns (rows of x) 2t / 2t + 1; the odd
@@ -805,38 +888,48 @@ def gemv_mma(
     norm: tuple[torch.Tensor, float] | None = None,
     residual: tuple[torch.Tensor, torch.Tensor] | None = None,
     rope: tuple | None = None,
+    pair: int | None = None,
 ):
-    """x [T, K] bf16 (1 <= T <= 8, contiguous; fp16 for an fp16 W) @ W.T over int4 codes in `pack`'s layout, int8
-    codes or W itself (below) -> [T, N] (silu: W = [gate; up],
-    silu(gate)·up [T, N/2]); each row of the result the same bits for any T. halves: W packed in halves_order of
-    this head dim. The decode step's glue, as gemv.gemv_int4 folds it, row by row:
+    """x [T, K] bf16 (1 <= T <= 8, contiguous; fp16 for an fp16 W, bf16 or fp16 for int8 codes) @ W.T over int4
+    codes in `pack`'s layout, int8 codes or W itself (below) -> [T, N] (silu: W = [gate; up], silu(gate)·up
+    [T, N/2]); each row of the result the same bits for any T. halves: W packed in halves_order of this head dim.
+    The decode step's glue, as gemv.gemv_int4 folds it, row by row:
     norm: (partial sums of squares [8, P], eps): x is an RMSNorm's input times the norm's weight, and each row of
     the result is scaled by 1 / rms of its input (the partials: a residual launch's second result).
     residual: (xr [T, N] the residual stream, w [N] the next RMSNorm's weight): xr += y in place, and the result
     is (xr·w [T, N], partial sums of squares of xr [8, N / (16·rt)]) for the next launch's `norm`.
     rope: (cos, sin, pos [T], k cache, v cache, heads, kv heads, head dim) with W = [q; k; v] packed in halves
     order: as glue.rope_cache for T tokens, the result being q roped and folded, [1, kv heads, G·T, head dim].
-    packed uint8: int8 codes [N, K] as stored (W = q·s + zf, sz's rows in halves order with halves). sz None:
+    packed uint8: int8 codes [N, K] as stored (W = q·s + zf, sz's rows in halves order with halves; sz in x's
+    dtype: an fp16 x meets the codes as it is, a bf16 one is converted to fp16 chunk by chunk). sz None:
     `packed` is a dense W [N, K] in x's dtype (bf16 or fp16; `group` unused). Both read their rows in halves_order by
     address with halves, so the epilogues see them as a packed [q; k; v]."""
     t = x.shape[0]
     assert 1 <= t <= MAX_X and x.is_contiguous()
     bits = 16 if sz is None else 8 if packed.dtype == torch.uint8 else 4
-    if bits < 16:  # codes meet x through bf16 bit tricks (their chunk sums, its conversion to fp16 for int8)
+    if bits == 4:  # int4 codes meet x through bf16 bit tricks
         assert x.dtype == torch.bfloat16
+    elif bits == 8:  # int8 codes: x in fp16 (an fp16 model, scales fp16 too) or bf16 (converted to fp16 per chunk)
+        assert x.dtype in (torch.bfloat16, torch.float16) and sz.dtype == x.dtype
     else:
         assert x.dtype in (torch.bfloat16, torch.float16) and packed.dtype == x.dtype
     if bits > 4:
         assert packed.shape == (n, k) and packed.is_contiguous()
     if bits == 16:
         sz, group = packed, 64
-    crt, cwarps, cahead, cxahead = config(n, k, bits)
+    crt, cwarps, cahead, cxahead, cpair = config(n, k, bits)
+    if cpair == 2 and not pairs(k, group, bits):  # a chunk at a time instead: as many bytes in flight
+        cpair, cahead = 1, min(2 * cahead, 4)
+        cxahead = 2 * cxahead if cxahead and cahead % (2 * cxahead) == 0 else min(cxahead, 1)
+    if pair is None:
+        pair = cpair
+    assert pair == 1 or (bits < 16 and group % 128 == 0 and k % 128 == 0)
     rt, warps = rt or crt, warps or cwarps
     if xahead is None:  # x as far ahead as the weights where only `ahead` is given
         xahead = cxahead if ahead is None else ahead
     ahead = cahead if ahead is None else ahead
     assert 1 <= ahead <= 5 and 0 <= xahead <= ahead and (xahead == 0 or ahead % xahead == 0), (
-        "gemv_mma's rings: 1 to 5 chunks of weights ahead, of x none or a divisor of that"
+        "gemv_mma's rings: 1 to 5 units of weights ahead, of x none or a divisor of that"
     )
     if silu:  # RT tiles: RT / 2 of gate and as many of up
         rt = max(rt, 2)
@@ -874,6 +967,7 @@ def gemv_mma(
         HALVES=halves,
         NH=nh,
         NKV=nkv,
+        PAIR=pair,
         num_warps=warps,
         launch_pdl=pdl,
     )

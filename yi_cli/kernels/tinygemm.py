@@ -18,10 +18,19 @@ CUDA_DTYPE = torch.bfloat16  # the CUDA op takes bf16 activations only
 CPU_LAYOUTS = ((64, False), (32, False), (32, True))
 
 
-def compute_dtype(device, dtype: torch.dtype, quantized: bool) -> torch.dtype:
-    """The activation dtype of a model on `device`: a quantized model on CUDA computes in bf16 (the int4 op's only
-    dtype; fp16 would need extra copies of the embeddings and lm_head), everything else in `dtype`."""
-    return CUDA_DTYPE if quantized and str(device).startswith("cuda") else dtype
+def compute_dtype(device, dtype: torch.dtype, bits: int | None) -> torch.dtype:
+    """The activation dtype of a model on `device` whose weights are `bits`-bit codes (None: not quantized): on
+    CUDA a quantized model computes in bf16 (the int4 ops' only dtype; fp16 would need extra copies of the
+    embeddings and lm_head), but 8-bit codes in fp16 where that is asked for (auto's CUDA default) and the
+    tensor-core GEMV reads them (GPTQ's scales are fp16, and the GEMV meets int8 codes with fp16 x); everything else
+    in `dtype`."""
+    if bits is None or not str(device).startswith("cuda"):
+        return dtype
+    from . import gemv_mma
+
+    if bits == 8 and dtype == torch.float16 and gemv_mma.ENABLED and gemv_mma.available_on(device):
+        return dtype
+    return CUDA_DTYPE
 
 
 def inner_k_tiles(k: int) -> int:

@@ -139,12 +139,12 @@ class FastLlama:
         # the cache (a Yi-6B step: 62 of 65 norm launches and all 32 rope launches gone). On the tensor-core GEMV
         # a verify's rows chain too, each as its decode step (exact_rows). Not on a mix of the two GEMVs (their
         # partial sums differ in shape), nor with the CUDA-core multi-row opt-in YI_CHAT_GEMV_ROWS (a verify's
-        # rows are then a decode step's bits, which the unchained step computes). fp16 activations: only where every
-        # projection is a dense fp16 W (the int4 / int8 kernels take bf16 x).
+        # rows are then a decode step's bits, which the unchained step computes). Only where every projection's GEMV
+        # takes x in the model's dtype (int4 codes: bf16; int8 codes: bf16 or fp16; a dense W: its own).
         self.chained = (
             self.fused
             and (self.exact_rows or (not gemv.MAX_X and not any(mma)))
-            and (dtype == projections.OP_DTYPE or all(isinstance(p, projections.Dense) for p in projs))
+            and all(p.op_dtype == dtype for p in projs)
             and all(p.chains for p in projs)
             and all(layer.gate_up.gemv_silu and layer.qkv.rope_fits(self.hd) for layer in self.layers)
         )

@@ -8,7 +8,8 @@
          q = 16·hi + lo, the same bytes as int8. Codes in tinygemm's layout (CPU; CUDA with YI_CHAT_MMA=0: the
          CUDA-core GEMV for one token, tinygemm for a few) or, on CUDA where the shape allows, in the tensor-core
          GEMV's (kernels.gemv_mma: 1 to 8 tokens, each row the same bits for any count; more tokens dequantize),
-         which takes GPTQ 8-bit as one plane of int8 codes [N, K] as stored (W = q·s + c).
+         which takes GPTQ 8-bit as one plane of int8 codes [N, K] as stored (W = q·s + c), in fp16 (the model's
+         dtype there by default: tinygemm.compute_dtype) or bf16.
 Projections that read the same input (q/k/v, gate/up) become one matmul along N where their kinds agree.
 """
 
@@ -35,6 +36,7 @@ def _as_words(x: torch.Tensor) -> torch.Tensor:
 
 
 class _Proj:
+    op_dtype = None  # the dtype of x its GEMV takes (None: none)
     chains = False  # decode steps may fold RMSNorm and the residual add into this projection (a GEMV's epilogues)
     gemv_silu = False  # a [gate; up] projection's GEMV can finish with silu(gate)·up itself
 
@@ -68,6 +70,7 @@ class Dense(_Proj):
     def __init__(self, w: torch.Tensor, bias: torch.Tensor | None = None, halves: int = 0):
         self.w, self.bias = w, bias  # [N, K], [N]
         self.n, self.k = w.shape
+        self.op_dtype = w.dtype
         self.mma = (
             bias is None
             and gemv_mma.ENABLED
@@ -111,7 +114,9 @@ class Dense(_Proj):
 
 class Int4(_Proj):
     def __init__(self, planes, group: int, n: int, k: int, perm=None, bias=None, mma: bool = False, halves: int = 0):
-        self.planes = planes  # [(packed, sz bf16 [K/group, N, 2])]: packed in gemv_mma's layout when mma
+        self.planes = planes  # [(packed, sz [K/group, N, 2])]: packed in gemv_mma's layout when mma
+        # x's dtype for the ops, the scales': bf16 (int4, tinygemm), or the model's fp16 for int8 codes on gemv_mma
+        self.op_dtype = planes[0][1].dtype
         self.group, self.n, self.k, self.perm, self.bias, self.mma = group, n, k, perm, bias, mma
         self.halves = halves  # mma: rows packed in gemv_mma.halves_order of this head dim (0: as stored)
         packed = planes[0][0]
@@ -158,12 +163,12 @@ class Int4(_Proj):
         return self.gemv and (t == 1 or (t <= gemv.MAX_X and len(self.planes) == 1))
 
     def _input(self, x: torch.Tensor) -> torch.Tensor:
-        xb = x.to(OP_DTYPE)
+        xb = x.to(self.op_dtype)
         if self.perm is not None:  # codes are stored with input columns in group order
             xb = xb.index_select(1, self.perm)
         return _as_words(xb) if self._rows_ok(xb) else xb
 
-    def mm(self, x: torch.Tensor, norm=None) -> torch.Tensor:  # [T, K] -> [T, N], via bf16
+    def mm(self, x: torch.Tensor, norm=None) -> torch.Tensor:  # [T, K] -> [T, N], via op_dtype
         if self.mma and not self._rows_ok(x):
             assert norm is None
             return self.prefill_mm(x)
@@ -286,8 +291,9 @@ def build(ckpt, weights, names: list[str], k: int, sizes: list[int], dtype: torc
         # s and c = -z·s rounded through the model dtype first, as the generate engine's DequantLinear holds them
         s = w.scales.float().to(dtype).float().t()  # [N, G]
         c = (-w.zeros.float() * w.scales.float()).to(dtype).float().t()
-        if int8:
-            planes = [(q.contiguous(), torch.stack([s, c], -1).transpose(0, 1).to(OP_DTYPE).contiguous())]
+        if int8:  # scales in x's dtype: the model's fp16 (x meets the codes as it is), else bf16
+            sz_dtype = dtype if dtype == torch.float16 else OP_DTYPE
+            planes = [(q.contiguous(), torch.stack([s, c], -1).transpose(0, 1).to(sz_dtype).contiguous())]
         else:
             planes = _int8_planes(q, s, c)
     if halves:  # packed row R holds stored row rows[R] (int8 codes stay: the GEMV reads row rows[R] by address)

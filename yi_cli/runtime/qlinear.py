@@ -45,7 +45,7 @@ class Int4Linear(QuantLinear):
         self.register_buffer("weight", tinygemm.pack(q))  # [out, in] codes in group order, 4 bits per weight
         del q
         self.cpu_layout = None if self.weight.is_cuda else tinygemm.cpu_layout()
-        self.op_dtype = tinygemm.compute_dtype(device, dtype, quantized=True)
+        self.op_dtype = tinygemm.compute_dtype(device, dtype, bits=4)
         self.register_buffer(
             "scales_and_zeros", tinygemm.scales_and_zeros(w.scales.to(device), w.zeros.to(device), self.op_dtype)
         )  # [G, out, 2]

@@ -109,7 +109,11 @@ def parser() -> argparse.ArgumentParser:
         help="prompt-lookup speculative decoding, same output (default auto: on where it pays)",
     )
     a("--device", type=device_arg, help="cpu, cuda, cuda:N (default: cuda when available)")
-    a("--dtype", choices=["auto", "fp32", "fp16", "bf16"], help="activation dtype (default: fp32 on cpu, fp16 on cuda)")
+    a(
+        "--dtype",
+        choices=["auto", "fp32", "fp16", "bf16"],
+        help="activation dtype (default: fp32 on cpu, fp16 on cuda, bf16 there for 4-bit codes)",
+    )
     a(
         "--context",
         type=tokens_arg,
