@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 from test_fast import rel_err
+from test_gemv_rows_gpu import rope_tables
 
 from yi_cli.kernels import gemv_mma, glue
 
@@ -93,8 +94,7 @@ def test_dense_rope_epilogue_reads_rows_in_halves_order(heads, kv, hd, k, dtype)
     rope epilogue equals that launch followed by glue.rope_cache."""
     n = (heads + 2 * kv) * hd
     w, x, seq = _w(n, k, dtype), _t((8, k), 7, dtype), 64
-    ang = torch.rand(seq, hd // 2, device="cuda", generator=torch.Generator(device="cuda").manual_seed(1)) * 6
-    cos, sin = torch.cat([ang.cos()] * 2, -1).to(dtype), torch.cat([ang.sin()] * 2, -1).to(dtype)
+    cos, sin = rope_tables(seq, hd, 1, dtype)
     for t in (1, 8):
         xt, pos = x[:t].contiguous(), torch.arange(30, 30 + t, device="cuda")
         y = _dense(xt, w, halves=hd)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from test_fast import PROMPT, assert_greedy_match, checkpoint, fast_tokens, reference_greedy, rel_err
 from test_fast_gpu import exact_weights
-from test_gemv_rows_gpu import SHAPES, weights
+from test_gemv_rows_gpu import SHAPES, rope_tables, weights
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
@@ -140,8 +140,7 @@ def test_rope_epilogue(heads, kv, hd, k, group, planes):
     plane2 = weights_other(n, k, group)[:2] if planes == 2 else None
     seq, p = 64, 37
     g = torch.Generator(device="cuda").manual_seed(hd)
-    ang = torch.rand(seq, hd // 2, device="cuda", generator=g) * 6
-    cos, sin = torch.cat([ang.cos()] * 2, -1).bfloat16(), torch.cat([ang.sin()] * 2, -1).bfloat16()
+    cos, sin = rope_tables(seq, hd, hd)
     pos = torch.tensor([p], device="cuda")
     x = _x(k, 8, 3.0)
     for norm in (None, (x.float().pow(2).view(-1, 8).sum(1), 1e-6)):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from test_fast import rel_err
 from test_gemv_rows_gpu import SHAPES as ROWS_SHAPES
-from test_gemv_rows_gpu import weights
+from test_gemv_rows_gpu import rope_tables, weights
 
 from yi_cli.kernels import gemv_mma
 
@@ -187,8 +187,7 @@ def test_mma_rope_epilogue(heads, kv, hd, k, group):
     halves, plain, _ = _halves(n, k, group, hd)
     seq = 64
     g = torch.Generator(device="cuda").manual_seed(hd)
-    ang = torch.rand(seq, hd // 2, device="cuda", generator=g) * 6
-    cos, sin = torch.cat([ang.cos()] * 2, -1).bfloat16(), torch.cat([ang.sin()] * 2, -1).bfloat16()
+    cos, sin = rope_tables(seq, hd, hd)
     x = _x(8, k, 8, 3.0)
     part = torch.rand(gemv_mma.MAX_X, 32, device="cuda", generator=g) * k / 32
     for t in (1, 4, 8):
@@ -271,8 +270,7 @@ def test_int8_rows_read_in_halves_order():
     q, sz, w = _int8(n, k, group, seed=3)
     szh = sz[:, gemv_mma.halves_order(n, hd, q.device)].contiguous()
     x, seq = _x(8, k, 9), 64
-    ang = torch.rand(seq, hd // 2, device="cuda", generator=torch.Generator(device="cuda").manual_seed(2)) * 6
-    cos, sin = torch.cat([ang.cos()] * 2, -1).bfloat16(), torch.cat([ang.sin()] * 2, -1).bfloat16()
+    cos, sin = rope_tables(seq, hd, 2)
     for t in (1, 8):
         xt, pos = x[:t].contiguous(), torch.arange(30, 30 + t, device="cuda")
         y = gemv_mma.gemv_mma(xt, q, szh, n, k, group, halves=hd)

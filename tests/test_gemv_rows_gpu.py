@@ -33,6 +33,13 @@ def weights(n, k, group):
     return tinygemm.pack(q), sz, w, 2 * tinygemm.inner_k_tiles(k)
 
 
+def rope_tables(seq: int, hd: int, seed: int, dtype=torch.bfloat16) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin [seq, hd] of random angles in [0, 6), each half repeated as RoPE's tables are: the rope epilogue
+    tests' input."""
+    ang = torch.rand(seq, hd // 2, device="cuda", generator=torch.Generator(device="cuda").manual_seed(seed)) * 6
+    return torch.cat([ang.cos()] * 2, -1).to(dtype), torch.cat([ang.sin()] * 2, -1).to(dtype)
+
+
 @pytest.mark.parametrize("m", [2, 3, 4, 8])
 @pytest.mark.parametrize("shape", list(SHAPES))
 def test_gemv_rows_match_dequantized_weights_and_the_one_row_gemv(shape, m):
