@@ -25,7 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_gemv import SHAPES  # noqa: E402
 from bench_parts import graph_time_us  # noqa: E402
 
-DOWN_CONFIGS = [(2, 8, 3, 0), (2, 8, 3, 1), (2, 8, 3, 3), (1, 8, 3, 0), (2, 8, 2, 2), (1, 8, 4, 2)]
+# (tiles, warps, units ahead, x units ahead, chunks a unit): one chunk a unit, and pairs (Yi-34B ships 1, 8, 3, 1, 2)
+DOWN_CONFIGS = [(2, 8, 3, 0, 1), (2, 8, 3, 1, 1), (2, 8, 3, 3, 1), (1, 8, 3, 0, 1), (2, 8, 2, 2, 1), (1, 8, 4, 2, 1)]
+DOWN_CONFIGS += [(1, 8, 3, 1, 2), (2, 8, 1, 1, 2)]
 
 
 def plane(n: int, k: int, group: int = 128):
@@ -56,9 +58,9 @@ def main() -> None:
     dn = plane(d, inter)
     if a.down_configs:
         out = {}
-        for rt, warps, ahead, xahead in DOWN_CONFIGS:
-            kw = dict(rt=rt, warps=warps, ahead=ahead, xahead=xahead)
-            out[str((rt, warps, ahead, xahead))] = [
+        for rt, warps, ahead, xahead, pair in DOWN_CONFIGS:
+            kw = dict(rt=rt, warps=warps, ahead=ahead, xahead=xahead, pair=pair)
+            out[str((rt, warps, ahead, xahead, pair))] = [
                 round(graph_time_us(lambda kw=kw: gemv_mma.gemv_mma(xi, *dn, d, inter, 128, **kw)), 2),
                 round(
                     graph_time_us(lambda kw=kw: gemv_mma.gemv_mma(xi, *dn, d, inter, 128, residual=(xr, wn), **kw)),

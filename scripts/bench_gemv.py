@@ -158,11 +158,14 @@ def int8(mats: dict, group: int, sweep: bool, pdl, dtype: torch.dtype) -> dict:
         ref = x.float() @ w.view(n, k).t()
         nbytes = n * k + n * (k // group) * 4
         best = None
-        for cfg in INT8_SWEEP if sweep else [gemv_mma.config(n, k, 8)]:
-            rt, warps, ahead, xahead, pair = cfg
-            if n % (16 * rt) or (silu and rt < 2 and sweep):
+        for cfg in INT8_SWEEP if sweep else [None]:  # None: the launcher's own configuration (gemv_mma.config)
+            if cfg is not None and (n % (16 * cfg[0]) or (silu and cfg[0] < 2)):
                 continue
-            kw = dict(rt=rt, warps=warps, pdl=pdl, ahead=ahead, xahead=xahead, pair=pair)
+            kw = dict(pdl=pdl)
+            if cfg is not None:  # pairs where gemv_mma.pairs allows them (not with --group 64, YI_CHAT_MMA_PAIR=0)
+                rt, warps, ahead, xahead, pair = cfg
+                pair = pair if gemv_mma.pairs(k, group, 8) else 1
+                kw |= dict(rt=rt, warps=warps, ahead=ahead, xahead=xahead, pair=pair)
             try:
                 y = gemv_mma.gemv_mma(x, q, sz, n, k, group, **kw)
                 err = float((y.float() - ref).norm() / ref.norm())
@@ -170,10 +173,11 @@ def int8(mats: dict, group: int, sweep: bool, pdl, dtype: torch.dtype) -> dict:
             except Exception as e:  # registers
                 print(json.dumps({"matmul": name, "int8": cfg, "error": str(e)[-400:]}), flush=True)
                 continue
-            line = {"matmul": name, "n": n, "k": k, "int8": cfg, "silu": silu, "dtype": str(dtype), "us": round(t, 2)}
+            line = {"matmul": name, "n": n, "k": k, "int8": cfg or gemv_mma.config(n, k, 8), "silu": silu}
+            line |= {"dtype": str(dtype), "us": round(t, 2)}
             print(json.dumps(line | {"TB_s": round(nbytes / t / 1e6, 2), "rel_err": round(err, 5)}), flush=True)
             if err < 1e-2 and (best is None or t < best[0]):
-                best = (t, cfg)
+                best = (t, line["int8"])
         if best:
             out[name] = {"best_us": round(best[0], 2), "best": best[1], "TB_s": round(nbytes / best[0] / 1e6, 2)}
     return out
@@ -276,6 +280,10 @@ def main() -> None:
                 if n % (16 * rt) or (silu and rt == 1):
                     continue
                 kw = dict(ahead=ahead, xahead=xahead, pair=pair if gemv_mma.pairs(k, a.group, 4) else 1)
+                label = [rt, warps, ahead, xahead, kw["pair"]]
+                if not a.sweep:  # the launcher's own configuration (with its fallback where pairs do not fit)
+                    rt = warps = None
+                    kw = {}
                 try:  # silu: gate_up with its epilogue (the plain launch plus glue.silu_mul's is the alternative)
                     y = gemv_mma.gemv_mma(x, *mma_sets[0], n, k, a.group, rt, warps, pdl, **kw)
                     err = float((y.float() - ref).norm() / ref.norm())
@@ -286,17 +294,13 @@ def main() -> None:
                         ]
                     )
                 except Exception as e:
-                    print(
-                        json.dumps(
-                            {"matmul": name, "mma": [rt, warps, ahead, xahead, kw["pair"]], "error": str(e)[-600:]}
-                        )
-                    )
+                    print(json.dumps({"matmul": name, "mma": label, "error": str(e)[-600:]}))
                     continue
                 print(
                     json.dumps(
                         {
                             **row,
-                            "mma": [rt, warps, ahead, xahead, kw["pair"]],
+                            "mma": label,
                             "silu": silu,
                             "us": round(t, 2),
                             "TB_s": round(nbytes / t / 1e6, 2),
@@ -306,7 +310,7 @@ def main() -> None:
                     flush=True,
                 )
                 if err < 1e-2 and (best is None or t < best[0]):
-                    best = (t, ("mma", rt, warps, ahead, xahead, kw["pair"], silu))
+                    best = (t, ("mma", *label, silu))
         if best:
             summary[name] = {
                 "tinygemm_us": round(t_ref, 2),

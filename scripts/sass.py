@@ -59,13 +59,15 @@ SPECS = {
 }
 
 
-# Yi-6B's decode matmuls on gemv_mma: (n, k, silu, bits of the weights: 4 int4 codes / 8 int8 / 16 bf16, the folds)
+# Yi-6B's decode matmuls on gemv_mma: (n, k, silu, bits of the weights: 4 int4 codes / 8 int8 / 16 bf16, the folds
+# and fp16 x)
 MMA_SPECS = {
     "qkv": (5120, 4096, False, 4, {}),
     "o": (4096, 4096, False, 4, {}),
     "gate_up (silu)": (22016, 4096, True, 4, {}),
     "down": (4096, 11008, False, 4, {}),
     "gptq8 gate_up (int8 codes)": (22016, 4096, True, 8, {}),
+    "gptq8 gate_up (int8 codes, fp16 x)": (22016, 4096, True, 8, dict(fp16=True)),  # GPTQ 8-bit's default on CUDA
     "fp16 gate_up (bf16 weights)": (22016, 4096, True, 16, {}),
     # the chained decode step's (runtime/llama.py): norms, residual adds and rope in the epilogues
     "qkv (rope + norm)": (5120, 4096, False, 4, dict(HALVES=128, NH=32, NKV=4, NP=256)),
@@ -135,7 +137,10 @@ def mma_row(mod, n: int, k: int, silu: bool, bits: int, folds: dict) -> tuple[di
     """gemv_mma._gemv_mma of module mod at mod.config's configuration for one Yi-6B matmul: resources and the
     main loop's instructions per block of 16 x 64 weights (a warp's chunk of K has 4·tiles HMMAs of the weights and,
     but for bf16 weights, 4 of the chunk sums of x; None where ptxas unrolled the whole loop); and the normalized
-    instructions. Revisions before BITS name the kind PLANES (1: int4, 8: int8 codes, 0: bf16)."""
+    instructions. Revisions before BITS name the kind PLANES (1: int4, 8: int8 codes, 0: bf16). folds may also
+    hold fp16=True: x, the scales and the result in fp16 (else bf16)."""
+    folds = dict(folds)
+    fp16 = folds.pop("fp16", False)
     names = mod._gemv_mma.arg_names
     kind = bits
     if "BITS" not in names:
@@ -152,11 +157,15 @@ def mma_row(mod, n: int, k: int, silu: bool, bits: int, folds: dict) -> tuple[di
     if any(v != MMA_OFF[key] for key, v in folds.items()) and not all(key in names for key in folds):
         raise ValueError("this revision's kernel has no such epilogue")
     values |= {key: v for key, v in (MMA_OFF | folds).items() if key in names}
-    row, lines = _compile(mod._gemv_mma, values, {"P": {4: "*i32", 8: "*u8", 16: "*bf16"}[bits]})
+    types = {"P": {4: "*i32", 8: "*u8", 16: "*bf16"}[bits]}
+    if fp16:
+        types |= {a: "*fp16" for a in ("X", "SZ", "Y", "XR", "WN", "COS", "SIN", "KCACHE", "VCACHE")}
+    row, lines = _compile(mod._gemv_mma, values, types)
     loop, hmma = row.pop("loop_instructions"), row.pop("loop_hmma")
     chunks = hmma // (4 * rt + (4 if bits < 16 else 0))
     per = round(loop / (chunks * rt), 1) if chunks else None
-    return {"config": [rt, warps, ahead, xahead], **row, "loop_instructions_per_block": per}, lines
+    config = [rt, warps, ahead, xahead, values.get("PAIR", 1)]
+    return {"config": config, **row, "loop_instructions_per_block": per}, lines
 
 
 def revision_module(rev: str, name: str = "gemv"):

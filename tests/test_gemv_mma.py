@@ -93,3 +93,23 @@ def test_halves_order_puts_rotary_pairs_in_one_lane():
         assert torch.equal(tile // hd, (torch.arange(n).view(-1, 16) // hd))  # heads stay together
         assert bool(((tile[:, :8] % hd) < hd // 2).all())
     assert not gemv_mma.halves_fit(5120, 120) and not gemv_mma.halves_fit(100, 20) and not gemv_mma.halves_fit(64, 0)
+
+
+def test_gptq8_computes_in_fp16_where_the_tensor_core_gemv_reads_it(monkeypatch):
+    """tinygemm.compute_dtype (CUDA's capability stubbed, nothing launched): 8-bit codes in groups of 64 columns or
+    more, or one group a row, keep auto's fp16 on the tensor-core GEMV; 4-bit codes, smaller groups (the int4
+    ops) and YI_CHAT_MMA=0 compute in bf16; --dtype bf16 stays bf16; plain weights and the CPU keep their dtype."""
+    from yi_cli.kernels import tinygemm
+
+    monkeypatch.setattr(gemv_mma, "available_on", lambda device: True)
+    fp16, bf16 = torch.float16, torch.bfloat16
+    assert tinygemm.compute_dtype("cuda", fp16, 8, 128) == fp16
+    assert tinygemm.compute_dtype("cuda:1", fp16, 8, -1) == fp16
+    assert tinygemm.compute_dtype("cuda", fp16, 8, 32) == bf16
+    assert tinygemm.compute_dtype("cuda", fp16, 4, 128) == bf16
+    assert tinygemm.compute_dtype("cuda", bf16, 8, 128) == bf16
+    assert tinygemm.compute_dtype("cuda", torch.float32, 8, 128) == bf16
+    assert tinygemm.compute_dtype("cuda", fp16, None) == fp16
+    assert tinygemm.compute_dtype("cpu", torch.float32, 8, 128) == torch.float32
+    monkeypatch.setattr(gemv_mma, "ENABLED", False)
+    assert tinygemm.compute_dtype("cuda", fp16, 8, 128) == bf16

@@ -260,22 +260,24 @@ def test_int8_codes_meet_an_fp16_x_as_a_bf16_one_converted():
     assert rel_err(half, ref) < rel_err(bf, ref) / 4  # fp16's rounding: 3 bits finer
 
 
-def test_int8_rows_read_in_halves_order():
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_int8_rows_read_in_halves_order(dtype):
     """[q; k; v] int8 codes as stored, their scales in halves order (projections.build): the plain epilogue stores
-    each row where W has it, the rope epilogue is that launch followed by glue.rope_cache, dequant gives W back."""
+    each row where W has it, the rope epilogue is that launch followed by glue.rope_cache, dequant gives W back; x,
+    the scales and the tables in bf16 or fp16 (GPTQ 8-bit's default)."""
     from yi_cli.kernels import glue
 
     heads, kv, hd, k, group = 32, 4, 128, 4096, 128
     n = (heads + 2 * kv) * hd
-    q, sz, w = _int8(n, k, group, seed=3)
+    q, sz, w = _int8(n, k, group, seed=3, dtype=dtype)
     szh = sz[:, gemv_mma.halves_order(n, hd, q.device)].contiguous()
-    x, seq = _x(8, k, 9), 64
-    cos, sin = rope_tables(seq, hd, 2)
+    x, seq = _x(8, k, 9).to(dtype), 64
+    cos, sin = rope_tables(seq, hd, 2, dtype)
     for t in (1, 8):
         xt, pos = x[:t].contiguous(), torch.arange(30, 30 + t, device="cuda")
         y = gemv_mma.gemv_mma(xt, q, szh, n, k, group, halves=hd)
         assert torch.equal(y, gemv_mma.gemv_mma(xt, q, sz, n, k, group))
-        caches = [_x(kv * seq, hd, 20 + i).view(1, kv, seq, hd) for i in range(2)]
+        caches = [_x(kv * seq, hd, 20 + i).to(dtype).view(1, kv, seq, hd) for i in range(2)]
         caches += [c.clone() for c in caches]
         want = glue.rope_cache(y, cos, sin, pos, caches[0], caches[1], heads, kv, hd, True)
         rope = (cos, sin, pos, caches[2], caches[3], heads, kv, hd)

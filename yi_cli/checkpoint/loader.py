@@ -103,13 +103,19 @@ def pick_device(device: str | None) -> str:
     return device
 
 
-def pick_dtype(dtype, device: str, bits: int | None):
+def quant_kind(quant: dict | None) -> tuple[int | None, int]:
+    """(bits, group size) of a checkpoint's quantization (None, 0: not quantized), as tinygemm.compute_dtype takes
+    them."""
+    return (quant["bits"], quant["group_size"]) if quant else (None, 0)
+
+
+def pick_dtype(dtype, device: str, quant: dict | None):
     import torch
 
     from ..kernels import tinygemm
 
     if dtype in (None, "", "auto"):
-        return tinygemm.compute_dtype(device, torch.float32 if device == "cpu" else torch.float16, bits)
+        return tinygemm.compute_dtype(device, torch.float32 if device == "cpu" else torch.float16, *quant_kind(quant))
     if isinstance(dtype, torch.dtype):
         return dtype
     table = {
@@ -162,7 +168,7 @@ def open_checkpoint(
         files = weight_files(path, allow_pickle)
         check_index(path)
     check_safetensors(files)
-    dtype = pick_dtype(dtype, device, quant["bits"] if quant else None)
+    dtype = pick_dtype(dtype, device, quant)
     elem = dtype.itemsize
     plausible.check_memory(cfg, path / "config.json", device, elem, quant["bits"] if quant else elem * 8)
     # A plain Llama config is read from the dict, the tokenizer of a plain checkpoint without transformers;

@@ -918,7 +918,7 @@ def gemv_mma(
     if bits == 16:
         sz, group = packed, 64
     crt, cwarps, cahead, cxahead, cpair = config(n, k, bits)
-    if cpair == 2 and not pairs(k, group, bits):  # a chunk at a time instead: as many bytes in flight
+    if cpair == 2 and not pairs(k, group, bits):  # a chunk at a time, about as many chunks ahead (untuned)
         cpair, cahead = 1, min(2 * cahead, 4)
         cxahead = 2 * cxahead if cxahead and cahead % (2 * cxahead) == 0 else min(cxahead, 1)
     if pair is None:

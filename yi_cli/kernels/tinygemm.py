@@ -18,17 +18,19 @@ CUDA_DTYPE = torch.bfloat16  # the CUDA op takes bf16 activations only
 CPU_LAYOUTS = ((64, False), (32, False), (32, True))
 
 
-def compute_dtype(device, dtype: torch.dtype, bits: int | None) -> torch.dtype:
-    """The activation dtype of a model on `device` whose weights are `bits`-bit codes (None: not quantized): on
-    CUDA a quantized model computes in bf16 (the int4 ops' only dtype; fp16 would need extra copies of the
-    embeddings and lm_head), but 8-bit codes in fp16 where that is asked for (auto's CUDA default) and the
-    tensor-core GEMV reads them (GPTQ's scales are fp16, and the GEMV meets int8 codes with fp16 x); everything else
-    in `dtype`."""
+def compute_dtype(device, dtype: torch.dtype, bits: int | None, group: int = 0) -> torch.dtype:
+    """The activation dtype of a model on `device` whose weights are `bits`-bit codes in groups of `group` input
+    columns (bits None: not quantized; group <= 0: one group a row): on CUDA a quantized model computes in bf16 (the
+    int4 ops' only dtype; fp16 would need extra copies of the embeddings and lm_head), but 8-bit codes in fp16 where
+    that is asked for (auto's CUDA default) and the tensor-core GEMV reads them (groups of 64 columns or more: GPTQ's
+    scales are fp16, and the GEMV meets int8 codes with fp16 x; smaller groups take the int4 ops, in bf16);
+    everything else in `dtype`."""
     if bits is None or not str(device).startswith("cuda"):
         return dtype
     from . import gemv_mma
 
-    if bits == 8 and dtype == torch.float16 and gemv_mma.ENABLED and gemv_mma.available_on(device):
+    mma = gemv_mma.ENABLED and gemv_mma.available_on(device) and (group <= 0 or group % 64 == 0)
+    if bits == 8 and dtype == torch.float16 and mma:
         return dtype
     return CUDA_DTYPE
 

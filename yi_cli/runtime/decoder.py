@@ -17,6 +17,7 @@ from contextlib import contextmanager, nullcontext
 
 import torch
 
+from ..checkpoint.loader import quant_kind
 from ..errors import YiError
 from ..kernels import precompile, tinygemm
 from . import kvcache, llama, speculate
@@ -89,7 +90,7 @@ class FastDecoder:
         self.steps = 0  # forward steps of the last generate after its first token (tokens per step = tokens / steps)
         self.on_chunk = None  # called (tokens done, tokens to do) after each prefill chunk: progress of long prompts
         self.threads = torch.get_num_threads()  # CPU: _head's threads while a decode loop holds the layers to one
-        dtype = tinygemm.compute_dtype(self.device, ckpt.dtype, ckpt.quant["bits"] if ckpt.quant else None)
+        dtype = tinygemm.compute_dtype(self.device, ckpt.dtype, *quant_kind(ckpt.quant))
         with torch.inference_mode():
             self.model = llama.FastLlama(ckpt, self.max_seq, dtype, padded=self.cuda)
             trim_heap()
