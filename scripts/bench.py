@@ -292,14 +292,14 @@ import sys, threading, time, torch
 from yi_cli.checkpoint.loader import open_checkpoint
 from yi_cli.runtime.decoder import FastDecoder
 from yi_cli.engines.settings import GenSettings
-print(time.time() - float(sys.argv[3]))
+print(time.time() - float(sys.argv[2]))
 ckpt = open_checkpoint(sys.argv[1], device="cuda")
 dec = FastDecoder(ckpt)
 next(dec.generate(list(range(100, 116)), GenSettings(max_new_tokens=1), threading.Event(), set()))
 """
 
 
-def process_start(path: Path, quant: str, cold_jit: bool) -> tuple[float, float]:
+def process_start(path: Path, cold_jit: bool) -> tuple[float, float]:
     """Seconds from a fresh interpreter's start to its first token (imports, load, graph capture), and of those
     the imports (torch, transformers); cold_jit: with an empty Triton cache, so every kernel compiles."""
     import tempfile
@@ -308,7 +308,7 @@ def process_start(path: Path, quant: str, cold_jit: bool) -> tuple[float, float]
         env = dict(os.environ, PYTHONPATH=str(ROOT), **({"TRITON_CACHE_DIR": cache} if cold_jit else {}))
         t0, w0 = time.perf_counter(), time.time()
         out = subprocess.run(
-            [sys.executable, "-c", START, str(path), quant, repr(w0)],
+            [sys.executable, "-c", START, str(path), repr(w0)],
             env=env,
             check=True,
             stdout=subprocess.PIPE,
@@ -361,8 +361,8 @@ def main(argv=None) -> int:
         path = ensure_checkpoint(a.dir, a.shape, q)
         row = gpu_config(path, q, a.shape, a.seed_new_tokens, a.new_tokens, a.skip_seed)
         if a.start:
-            row["start_cold_jit_s"], _ = process_start(path, q, cold_jit=True)
-            row["start_s"], row["start_imports_s"] = process_start(path, q, cold_jit=False)
+            row["start_cold_jit_s"], _ = process_start(path, cold_jit=True)
+            row["start_s"], row["start_imports_s"] = process_start(path, cold_jit=False)
         if q == "awq":
             row.update(peer_fields(a, row["decode_tok_s"]))
         print(json.dumps(row), flush=True)
