@@ -37,6 +37,17 @@ COPIES = 8
 MMA_AHEAD = [(2, 2), (3, 3), (2, 1), (3, 1), (4, 1), (2, 0), (3, 0), (4, 0), (5, 0), (4, 2), (4, 4)]
 
 
+def mma_kw(cfg, n: int, k: int, group: int, bits: int) -> tuple[dict, list]:
+    """gemv_mma's keyword arguments for a swept configuration (rt, warps, ahead, xahead, pair; pairs only where
+    gemv_mma.pairs allows them: not with --group 64 or YI_CHAT_MMA_PAIR=0) or, cfg None, none (the launcher's own
+    configuration, with its fallback where pairs do not fit); and the configuration as printed."""
+    if cfg is None:
+        return {}, list(gemv_mma.config(n, k, bits))
+    rt, warps, ahead, xahead, pair = cfg
+    pair = pair if gemv_mma.pairs(k, group, bits) else 1
+    return dict(rt=rt, warps=warps, ahead=ahead, xahead=xahead, pair=pair), [rt, warps, ahead, xahead, pair]
+
+
 def graph_us(fns) -> float:
     """Median time of one call, the calls in `fns` (one per weight copy) captured together in a CUDA graph."""
     return graph_time_us(lambda: [f() for f in fns]) / len(fns)
@@ -158,26 +169,22 @@ def int8(mats: dict, group: int, sweep: bool, pdl, dtype: torch.dtype) -> dict:
         ref = x.float() @ w.view(n, k).t()
         nbytes = n * k + n * (k // group) * 4
         best = None
-        for cfg in INT8_SWEEP if sweep else [None]:  # None: the launcher's own configuration (gemv_mma.config)
+        for cfg in INT8_SWEEP if sweep else [None]:
             if cfg is not None and (n % (16 * cfg[0]) or (silu and cfg[0] < 2)):
                 continue
-            kw = dict(pdl=pdl)
-            if cfg is not None:  # pairs where gemv_mma.pairs allows them (not with --group 64, YI_CHAT_MMA_PAIR=0)
-                rt, warps, ahead, xahead, pair = cfg
-                pair = pair if gemv_mma.pairs(k, group, 8) else 1
-                kw |= dict(rt=rt, warps=warps, ahead=ahead, xahead=xahead, pair=pair)
+            kw, label = mma_kw(cfg, n, k, group, 8)
+            kw["pdl"] = pdl
             try:
                 y = gemv_mma.gemv_mma(x, q, sz, n, k, group, **kw)
                 err = float((y.float() - ref).norm() / ref.norm())
                 t = graph_us([lambda t=t: gemv_mma.gemv_mma(x, *t, n, k, group, silu=silu, **kw) for t in sets])
             except Exception as e:  # registers
-                print(json.dumps({"matmul": name, "int8": cfg, "error": str(e)[-400:]}), flush=True)
+                print(json.dumps({"matmul": name, "int8": label, "error": str(e)[-400:]}), flush=True)
                 continue
-            line = {"matmul": name, "n": n, "k": k, "int8": cfg or gemv_mma.config(n, k, 8), "silu": silu}
-            line |= {"dtype": str(dtype), "us": round(t, 2)}
+            line = {"matmul": name, "n": n, "k": k, "int8": label, "silu": silu, "dtype": str(dtype), "us": round(t, 2)}
             print(json.dumps(line | {"TB_s": round(nbytes / t / 1e6, 2), "rel_err": round(err, 5)}), flush=True)
             if err < 1e-2 and (best is None or t < best[0]):
-                best = (t, line["int8"])
+                best = (t, label)
         if best:
             out[name] = {"best_us": round(best[0], 2), "best": best[1], "TB_s": round(nbytes / best[0] / 1e6, 2)}
     return out
@@ -273,23 +280,20 @@ def main() -> None:
             mma_configs = (
                 [(rt, w, *ax, a.pair) for rt, w, ax in itertools.product((1, 2, 4), (4, 8, 16), MMA_AHEAD)]
                 if a.sweep
-                else [gemv_mma.config(n, k)]
+                else [None]
             )
             silus = (False, True) if name == "gate_up" else (False,)
-            for (rt, warps, ahead, xahead, pair), silu in itertools.product(mma_configs, silus):
-                if n % (16 * rt) or (silu and rt == 1):
+            for cfg, silu in itertools.product(mma_configs, silus):
+                kw, label = mma_kw(cfg, n, k, a.group, 4)
+                if n % (16 * label[0]) or (silu and label[0] == 1):
                     continue
-                kw = dict(ahead=ahead, xahead=xahead, pair=pair if gemv_mma.pairs(k, a.group, 4) else 1)
-                label = [rt, warps, ahead, xahead, kw["pair"]]
-                if not a.sweep:  # the launcher's own configuration (with its fallback where pairs do not fit)
-                    rt = warps = None
-                    kw = {}
+                kw["pdl"] = pdl
                 try:  # silu: gate_up with its epilogue (the plain launch plus glue.silu_mul's is the alternative)
-                    y = gemv_mma.gemv_mma(x, *mma_sets[0], n, k, a.group, rt, warps, pdl, **kw)
+                    y = gemv_mma.gemv_mma(x, *mma_sets[0], n, k, a.group, **kw)
                     err = float((y.float() - ref).norm() / ref.norm())
                     t = graph_us(
                         [
-                            lambda p=p, sz=sz: gemv_mma.gemv_mma(x, p, sz, n, k, a.group, rt, warps, pdl, silu, **kw)
+                            lambda p=p, sz=sz: gemv_mma.gemv_mma(x, p, sz, n, k, a.group, silu=silu, **kw)
                             for p, sz in mma_sets
                         ]
                     )

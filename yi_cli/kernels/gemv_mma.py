@@ -66,7 +66,13 @@ ENABLED = os.environ.get("YI_CHAT_MMA", "1") != "0"
 
 
 def supported(n: int, k: int, group: int) -> bool:
-    return n % 16 == 0 and k % 64 == 0 and group % 64 == 0
+    return n % 16 == 0 and k % 64 == 0 and group_fits(group)
+
+
+def group_fits(group: int) -> bool:
+    """The GEMV scales groups of whole 64-column chunks (group <= 0, as a quantization config writes one group a
+    row: K, itself whole chunks where `supported`)."""
+    return group <= 0 or group % 64 == 0
 
 
 def available(t: torch.Tensor) -> bool:

@@ -29,7 +29,7 @@ def compute_dtype(device, dtype: torch.dtype, bits: int | None, group: int = 0) 
         return dtype
     from . import gemv_mma
 
-    mma = gemv_mma.ENABLED and gemv_mma.available_on(device) and (group <= 0 or group % 64 == 0)
+    mma = gemv_mma.ENABLED and gemv_mma.available_on(device) and gemv_mma.group_fits(group)
     if bits == 8 and dtype == torch.float16 and mma:
         return dtype
     return CUDA_DTYPE
