@@ -2,7 +2,11 @@
 matmuls alone (bandwidth), and prefill through the int4 kernel vs dequantize + GEMM by prompt length.
 
     python scripts/bench_parts.py --path /tmp/yi-bench/yi-6b-awq
-Prints JSON lines; the last one is a short summary.
+    python scripts/bench_parts.py --path /tmp/yi-bench/yi-6b-awq --timeline [--length 768]
+Prints JSON lines; the last one is a short summary. --timeline instead: the step's exposed time per kernel, i.e.
+how much later each kernel ends than every kernel before it (with programmatic dependent launch a kernel starts
+while the one before drains, so its duration overstates its share; the exposed times add up to the step), summed
+by kernel name and, for one layer in the middle of the step, in launch order.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ def graph_time_us(fn, reps: int = 20, iters: int = 20) -> float:
 def kind(name: str) -> str:
     n = name.lower()
     for key, label in (
+        ("_gemv_mma", "gemv"),  # the decode step's GEMVs: int4 / int8 codes or dense weights, with their epilogues
+        ("nvjet", "dense_gemm"),  # cuBLAS (the lm_head)
         ("tinygemm", "int4_mm"),
         ("int4", "int4_mm"),
         ("fmha", "attention"),
@@ -101,6 +107,81 @@ def step_breakdown(dec, length: int, steps: int = 20) -> dict:
     }
 
 
+def exposed(spans: list[tuple[str, float, float]]) -> list[tuple[str, float]]:
+    """(name, start, end) of one step's kernels in launch order -> (name, how much later it ends than every kernel
+    before it, at least 0); the first kernel counts from its own start. The values add up to the step's span."""
+    out = []
+    edge = spans[0][1] if spans else 0.0
+    for name, _, end in spans:
+        out.append((name, max(0.0, end - edge)))
+        edge = max(edge, end)
+    return out
+
+
+def by_name(steps: list[list[tuple[str, float]]]) -> list[dict]:
+    """Exposed time per kernel name, per step (averaged over steps), largest first."""
+    total, count = defaultdict(float), defaultdict(int)
+    for step in steps:
+        for name, us in step:
+            total[name] += us
+            count[name] += 1
+    n = len(steps)
+    rows = [
+        {"kernel": k[:60], "launches": count[k] // n, "exposed_us": round(total[k] / n, 1), "kind": kind(k)}
+        for k in total
+    ]
+    return sorted(rows, key=lambda r: -r["exposed_us"])
+
+
+def step_timeline(dec, length: int, steps: int = 10) -> dict:
+    """The graphed step attending to `length` slots under the profiler: exposed time by kernel and kind, and one
+    layer in the middle's kernels in order, from its [q; k; v] GEMV (name, exposed µs, start relative to the end of
+    everything before it: negative where it launched early)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    for _ in range(5):
+        dec.graphs.replay(length)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            dec.graphs.replay(length)
+        torch.cuda.synchronize()
+    ev = sorted(
+        ((e.name, e.time_range.start, e.time_range.end) for e in prof.events() if e.device_type.name == "CUDA"),
+        key=lambda e: e[1],
+    )
+    per, rest = divmod(len(ev), steps)
+    if rest:
+        raise SystemExit(f"{len(ev)} kernels do not split into {steps} equal steps")
+    spans = [ev[i * per : (i + 1) * per] for i in range(steps)]
+    steps_exposed = [exposed(s) for s in spans]
+    kinds = defaultdict(float)
+    for row in by_name(steps_exposed):
+        kinds[row["kind"]] += row["exposed_us"]
+    layers = len(dec.model.layers)
+    mid = spans[steps // 2]
+    # from the kernel before the first attention launch past the middle (the [q; k; v] GEMV)
+    first = next((i - 1 for i, e in enumerate(mid) if i > len(mid) // 2 and kind(e[0]) == "attention"), len(mid) // 2)
+    layer = [
+        {"kernel": name[:40], "exposed_us": round(us, 2), "start_us": round(mid[first + i][1] - edge, 2)}
+        for i, ((name, us), edge) in enumerate(
+            zip(
+                exposed(mid)[first : first + per // layers],
+                [max(e[2] for e in mid[: first + i]) for i in range(per // layers)],
+                strict=True,
+            )
+        )
+    ]
+    return {
+        "bucket": dec.graphs.bucket(length),
+        "step_us": round(statistics.median(max(e[2] for e in s) - s[0][1] for s in spans), 1),
+        "kernels_per_step": per,
+        "exposed_by_kind_us": {k: round(v, 1) for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])},
+        "exposed_by_kernel": by_name(steps_exposed),
+        "one_layer": layer,
+    }
+
+
 def matmuls(dec) -> dict:
     m = dec.model
     layer = m.layers[0]
@@ -149,7 +230,9 @@ def prefill_sweep(dec) -> list[dict]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--path", required=True)
-    ap.add_argument("--dtype", default="bf16")
+    ap.add_argument("--dtype", default="auto", help="as yi-chat's --dtype (auto: the dtype yi-chat picks)")
+    ap.add_argument("--timeline", action="store_true", help="only the step's exposed time per kernel")
+    ap.add_argument("--length", type=int, default=768, help="slots attended in --timeline")
     a = ap.parse_args(argv)
     dec = FastDecoder(open_checkpoint(a.path, device="cuda", dtype=a.dtype))
     list(
@@ -157,6 +240,10 @@ def main(argv=None) -> int:
             list(range(100, 612)), GenSettings(max_new_tokens=4, seed=0), __import__("threading").Event(), set()
         )
     )
+    if a.timeline:
+        info = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "model": a.path}
+        print(json.dumps(info | {"dtype": str(dec.model.dtype), "timeline": step_timeline(dec, a.length)}), flush=True)
+        return 0
     summary = {}
     for length in (600, 4096):
         b = step_breakdown(dec, length)
