@@ -38,6 +38,9 @@ LONG_SPLIT, LONG = 1024, 32768
 LONG_BLOCK, LONG_WARPS, LONG_STAGES = 128, 4, 2
 MERGE_BLOCK = 64  # partial results combined per merge-loop iteration
 TILE_MERGE = 64  # up to this many partials (8K slots) the merge loads them as one tile: no loop in a tiny kernel
+# Warps of that one-tile merge: 2 (a step at 768 slots, H200: Yi-6B AWQ 1550.7 us against 1560.6 with 4 and 1583.3
+# with 8; Yi-34B 6386.0 against 6400.2 and 6403.1; BENCHMARKS.md, thirteenth session)
+MERGE_WARPS = 2
 NORM_WARPS = 16  # one program normalizes a row of D values: more warps, shorter latency
 # A verify's tokens per short-attention program, by its rows (bench_attention.py's ttN: 2 rows cost 1805 us one token
 # a program and 1854 two; 4 rows 1940 / 1898; 8 rows 2099 / 2050, and 2254 all 8 in one program; the looping kernel
@@ -433,7 +436,9 @@ def decode_attention(
         _attn_split[(n_kv * t, ns)](*args, RP=rp, HD=hd, SPLIT=split, **tune, **_launch_pdl(qg))
     out = torch.empty_like(qg)
     if ns <= TILE_MERGE:  # one constant tile width: a single compiled kernel for every short bucket
-        _attn_merge_tile[(n_kv, rows)](acc, ml, out, n_kv, r, ns, t, RP=rp, HD=hd, NSP=TILE_MERGE, **_launch_pdl(qg))
+        _attn_merge_tile[(n_kv, rows)](
+            acc, ml, out, n_kv, r, ns, t, RP=rp, HD=hd, NSP=TILE_MERGE, num_warps=MERGE_WARPS, **_launch_pdl(qg)
+        )
     else:
         _attn_merge[(n_kv, rows)](acc, ml, out, n_kv, r, ns, t, RP=rp, HD=hd, BS=MERGE_BLOCK, **_launch_pdl(qg))
     return out
