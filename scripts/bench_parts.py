@@ -107,22 +107,23 @@ def step_breakdown(dec, length: int, steps: int = 20) -> dict:
     }
 
 
-def exposed(spans: list[tuple[str, float, float]]) -> list[tuple[str, float]]:
+def exposed(spans: list[tuple[str, float, float]]) -> list[tuple[str, float, float]]:
     """(name, start, end) of one step's kernels in launch order -> (name, how much later it ends than every kernel
-    before it, at least 0); the first kernel counts from its own start. The values add up to the step's span."""
+    before it, at least 0; its start against that end, negative where it launched early); the first kernel counts
+    from its own start. The exposed times add up to the step's span."""
     out = []
     edge = spans[0][1] if spans else 0.0
-    for name, _, end in spans:
-        out.append((name, max(0.0, end - edge)))
+    for name, start, end in spans:
+        out.append((name, max(0.0, end - edge), start - edge))
         edge = max(edge, end)
     return out
 
 
-def by_name(steps: list[list[tuple[str, float]]]) -> list[dict]:
+def by_name(steps: list[list[tuple[str, float, float]]]) -> list[dict]:
     """Exposed time per kernel name, per step (averaged over steps), largest first."""
     total, count = defaultdict(float), defaultdict(int)
     for step in steps:
-        for name, us in step:
+        for name, us, _ in step:
             total[name] += us
             count[name] += 1
     n = len(steps)
@@ -158,19 +159,12 @@ def step_timeline(dec, length: int, steps: int = 10) -> dict:
     kinds = defaultdict(float)
     for row in by_name(steps_exposed):
         kinds[row["kind"]] += row["exposed_us"]
-    layers = len(dec.model.layers)
-    mid = spans[steps // 2]
+    mid = steps_exposed[steps // 2]
     # from the kernel before the first attention launch past the middle (the [q; k; v] GEMV)
-    first = next((i - 1 for i, e in enumerate(mid) if i > len(mid) // 2 and kind(e[0]) == "attention"), len(mid) // 2)
+    first = next((i - 1 for i, e in enumerate(mid) if i > per // 2 and kind(e[0]) == "attention"), per // 2)
     layer = [
-        {"kernel": name[:40], "exposed_us": round(us, 2), "start_us": round(mid[first + i][1] - edge, 2)}
-        for i, ((name, us), edge) in enumerate(
-            zip(
-                exposed(mid)[first : first + per // layers],
-                [max(e[2] for e in mid[: first + i]) for i in range(per // layers)],
-                strict=True,
-            )
-        )
+        {"kernel": name[:40], "exposed_us": round(us, 2), "start_us": round(start, 2)}
+        for name, us, start in mid[first : first + per // len(dec.model.layers)]
     ]
     return {
         "bucket": dec.graphs.bucket(length),

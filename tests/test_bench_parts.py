@@ -19,14 +19,14 @@ def test_exposed_times_add_up_to_the_span_and_skip_hidden_kernels():
     # a starts at 0 and ends at 10; b starts early (PDL) and ends at 14; c runs inside b; d after a gap
     spans = [("a", 0.0, 10.0), ("b", 4.0, 14.0), ("c", 11.0, 13.0), ("d", 16.0, 17.5)]
     got = bench_parts.exposed(spans)
-    assert got == [("a", 10.0), ("b", 4.0), ("c", 0.0), ("d", 3.5)]
-    assert sum(us for _, us in got) == spans[-1][2] - spans[0][1]
+    assert got == [("a", 10.0, 0.0), ("b", 4.0, -6.0), ("c", 0.0, -3.0), ("d", 3.5, 2.0)]
+    assert sum(us for _, us, _ in got) == spans[-1][2] - spans[0][1]
 
 
 def test_by_name_averages_over_steps_and_classifies_kernels():
     steps = [
-        [("_gemv_mma", 9.0), ("_attn_merge_tile", 3.0), ("_gemv_mma", 5.0)],
-        [("_gemv_mma", 7.0), ("_attn_merge_tile", 1.0), ("_gemv_mma", 3.0)],
+        [("_gemv_mma", 9.0, 0.0), ("_attn_merge_tile", 3.0, -1.0), ("_gemv_mma", 5.0, -2.0)],
+        [("_gemv_mma", 7.0, 0.0), ("_attn_merge_tile", 1.0, -1.0), ("_gemv_mma", 3.0, -2.0)],
     ]
     rows = bench_parts.by_name(steps)
     assert rows[0] == {"kernel": "_gemv_mma", "launches": 2, "exposed_us": 12.0, "kind": "gemv"}
