@@ -59,10 +59,9 @@ def kind(name: str) -> str:
         ("flash", "attention"),
         ("gemm", "dense_gemm"),
         ("gemv", "dense_gemm"),
+        ("_sample", "sampling"),  # nucleus.sample: the whole choice in one launch
         ("sort", "sampling"),
         ("scan", "sampling"),
-        ("_pick", "sampling"),
-        ("_scale", "sampling"),
     ):
         if key in n:
             return label

@@ -34,7 +34,7 @@ def test_rows_pick_what_one_row_steps_pick(temperature, top_p, top_k, penalty):
     rows.rng[1] = 17
     seen, rng = rows.seen.clone(), rows.rng.clone()
     out = torch.full((t,), -1, dtype=torch.long, device=DEV)
-    nucleus.sample_rows(logits, tokens, rows.seen, rows.params, rows.rng, out, greedy=temperature == 0)
+    nucleus.sample_rows(logits, tokens, rows.seen, rows.params, rows.rng, out, temperature == 0, rows.work())
     assert torch.equal(rows.seen, seen) and torch.equal(rows.rng, rng)  # replayable: the state is untouched
     for i in range(t):
         want = []
@@ -50,3 +50,41 @@ def test_rows_pick_what_one_row_steps_pick(temperature, top_p, top_k, penalty):
             one.step(logits[i : i + 1].contiguous(), o)
             want.append(int(o))
         assert [int(out[i])] * 2 == want, f"row {i}"
+
+
+@pytest.mark.parametrize(
+    "temperature,top_p,top_k",
+    [(1.0, 0.05, 0), (0.7, 0.5, 0), (1.0, 0.9, 7), (1.0, 1.0, 1), (0.5, 0.3, 2500)],
+)
+def test_ties_and_narrow_nuclei_pick_what_the_torch_ops_pick(temperature, top_p, top_k):
+    """Scores in steps of 0.25 (ties at the top-p edge and at the k-th score, where the stable sort's id order
+    decides), small top_p on flat scores (several rejection rounds): one-row launches, rows launched together and
+    rows launched one at a time all choose what Sampler's torch ops choose, and the barrier counters are back at 0."""
+    settings = GenSettings(temperature=temperature, top_p=top_p, top_k=top_k, repetition_penalty=1.0, seed=3)
+    t = 8
+    g = torch.Generator().manual_seed(top_k + int(top_p * 100))
+    logits = ((torch.randn(t, VOCAB, generator=g) * torch.tensor([0.3, 2.0] * 4).unsqueeze(1)) * 4).round() / 4
+    logits = logits.to(DEV)
+    tokens = torch.full((t,), 5, device=DEV)  # the same id every row: the penalty is off, rows differ by step
+    rows = Sampler(VOCAB, DEV)
+    rows.reset(settings, [1])
+    work = rows.work()
+    outs = []
+    for sms in (work.sms, 1):  # all rows in one grid where they fit, and a launch a row
+        work.sms = sms
+        out = torch.full((t,), -1, dtype=torch.long, device=DEV)
+        nucleus.sample_rows(logits, tokens, rows.seen, rows.params, rows.rng, out, False, work)
+        outs.append(out.tolist())
+        assert not work.sync.any()
+    want = []
+    for i in range(t):
+        one = Sampler(VOCAB, DEV)
+        one.fused = False
+        one.params.copy_(rows.params)
+        one.seen.copy_(rows.seen)
+        one.rng.copy_(rows.rng)
+        one.rng[1] += i
+        o = torch.zeros(1, dtype=torch.long, device=DEV)
+        one.step(logits[i : i + 1].contiguous(), o)
+        want.append(int(o))
+    assert outs == [want, want]

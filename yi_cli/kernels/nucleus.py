@@ -1,16 +1,29 @@
-"""The sampler's graphed step on CUDA in three launches: penalize + scale, torch.sort, pick (for the T rows of a
-speculative verify, the same three launches over all rows at once, or one argmax launch when greedy).
+"""The sampler's graphed step on CUDA in one launch, with no sort (for the T rows of a speculative verify, the same
+programs for every row at once, or one argmax launch when greedy).
 
-sampling.Sampler spells a step as ~25 torch ops over the vocabulary (penalty, temperature, sort, top-k, softmax,
-cumsum, the Gumbel hash, argmax, bookkeeping); in a CUDA graph each is a kernel of its own, run one after
-another. Here the elementwise work before the sort is one kernel, and everything after it one program that walks
-the sorted scores in chunks and stops at the top-p edge (with the GEMV changes of the same session, the Yi-6B AWQ
-step went from 2.52 to 2.36 ms: BENCHMARKS.md).
-Same choice as Sampler's full-sort path: the same order of operations, the same hash, and tl.log is libdevice's logf
-(as torch's CUDA log).
+sampling.Sampler spells a step as ~25 torch ops over the vocabulary around a full sort (penalty, temperature, sort,
+top-k, softmax, cumsum, the Gumbel hash, argmax); a sort of Yi's 64000 scores alone is 11 launches. The choice
+needs no order, only which ids the sorted walk keeps: Gumbel-max over the kept ids, and the kept ids are a prefix
+of the order (score descending, ties by id, as a stable sort). So `_sample` finds the winner by rejection:
+  - w = the id of highest v = s + gumbel(id) among the candidates (all ids; top-k: those scoring >= the k-th);
+  - w is kept when the mass ranked before it (higher s, or the same s and a lower id) is < top_p of the
+    candidates' mass: then no kept id has a higher v, and w is the choice;
+  - else no id from w on in the order is kept: the candidates shrink to the ids ranked before w, and again.
+The first candidate is kept unless the nucleus misses it (flat scores at top_p 0.8: ~1 time in 5), each rejection
+drops at least the ids from w on, so a step takes 1 or 2 rounds, ~log2(V / nucleus) at worst in expectation (the
+noise is independent of the order). top-k's k-th score is bisected on the scores' int keys, 17 ways a round.
+Each row's ids are split among NCTA programs (a program an SM, all resident); a round is one pass over the
+program's ids in registers, its partial results (sums, maxima, the best candidate) in a slot of its own in F / I,
+then a barrier (an atomic counter), after which every program reduces all programs' slots in the same fixed order:
+the same bits on every program, every run. The Yi-6B AWQ step: 1565 -> 1487 µs (BENCHMARKS.md).
+Same choice as Sampler's full-sort path: the same scores, noise and tests, tl.log as torch's CUDA log; the masses
+are summed in another order, so where the mass before an id lies within rounding of top_p the two may differ (not
+seen in 3000 steps against the sort-based kernel it replaced, BENCHMARKS.md).
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -20,7 +33,11 @@ try:
 except ImportError:
     triton = None
 
-BLOCK = 4096  # vocabulary entries per program (scale) and per chunk (pick)
+BLOCK = 4096  # vocabulary ids a program of _sample takes (at least), and a chunk of _argmax's walk
+CTAS = 32  # programs a row of _sample at most
+WARPS = 16
+ROWS = 8  # rows a launch chooses at most: a speculative verify's (gemv_mma.MAX_X)
+SLOTS = 80  # rounds a row may take (in practice 2 or 3; the rejection rounds stop at the last slot)
 
 
 def available(x: torch.Tensor) -> bool:
@@ -50,17 +67,6 @@ if triton is not None:
         return tl.where(seen, tl.where(lg < 0, lg * pen, tl.math.div_rn(lg, pen)), lg)
 
     @triton.jit
-    def _scale(L, SEEN, TOK, PRM, S, V, BLOCK: tl.constexpr):
-        """S = penalized logits / temperature (1 when the temperature is 0: then S's argmax is the greedy pick),
-        row program_id(1) of L / S [T, V]."""
-        t = tl.program_id(1)
-        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-        m = offs < V
-        lg = _penalized(L + t * V, SEEN, TOK, PRM, offs, m, t)
-        temp = tl.load(PRM)
-        tl.store(S + t * V + offs, tl.math.div_rn(lg, tl.where(temp > 0, temp, 1.0)), mask=m)
-
-    @triton.jit
     def _argmax(L, SEEN, TOK, PRM, OUT, V, BLOCK: tl.constexpr):
         """Greedy rows: OUT[t] = the first maximum of row t's penalized logits, the token the sort-based pick
         takes at temperature 0 (its stable descending sort puts the first maximum first)."""
@@ -78,63 +84,221 @@ if triton is not None:
         tl.store(OUT + t, best_i)
 
     @triton.jit
-    def _pick(SC, ORD, PRM, RNG, SEEN, TOK, V: tl.constexpr, BLOCK: tl.constexpr, UPDATE: tl.constexpr):
-        """One program per row over its scores sorted descending (ids ORD): top-k, top-p, Gumbel-max with the
-        noise of step + row; writes the token, and with UPDATE (one row) marks it seen and advances the step."""
-        row = tl.program_id(0)
-        SC += row * V
-        ORD += row * V
+    def _mono(x):
+        """fp32 -> int32 in the same order (x without -0.0: see _sample)."""
+        b = x.to(tl.int32, bitcast=True)
+        return b ^ ((b >> 31) & 0x7FFFFFFF)
+
+    @triton.jit
+    def _best(v, s, offs, cand):
+        """The candidate that the sorted walk meets first among those of highest v: max v, then max s, then the
+        lowest id, as (its composite key v·2^32 + s, its id); (NONE, ID_NONE) where no id is a candidate."""
+        c = (_mono(v).to(tl.int64) << 32) + (_mono(s).to(tl.int64) + 2147483648)
+        c = tl.where(cand, c, -9223372036854775807)
+        cm = tl.max(c, 0)
+        return cm, tl.min(tl.where(cand & (c == cm), offs, 2147483647), 0)
+
+    @triton.jit
+    def _sync(CNT, target):
+        """A barrier of the row's programs (all resident: sample's grid is small): the target-th arrival."""
+        tl.debug_barrier()  # every thread's stores before the release
+        n = tl.atomic_add(CNT, 1, sem="acq_rel", scope="gpu") + 1
+        while n < target:
+            n = tl.atomic_add(CNT, 0, sem="acquire", scope="gpu")
+
+    @triton.jit
+    def _publish(IS, cm, ci, NP: tl.constexpr):
+        """This program's best candidate into its slot, then the row's best: (id, its s)."""
+        cta = tl.program_id(0)
+        tl.store(IS + cta, cm)
+        tl.store(IS + NP + cta, ci.to(tl.int64))
+
+    @triton.jit
+    def _gather(IS, NCTA: tl.constexpr, NP: tl.constexpr):
+        """The row's best candidate from the programs' slots: (id, its s)."""
+        ctas = tl.arange(0, NP)
+        cs = tl.load(IS + ctas, mask=ctas < NCTA, other=-9223372036854775807, cache_modifier=".cg")
+        ids = tl.load(IS + NP + ctas, mask=ctas < NCTA, other=2147483647, cache_modifier=".cg")
+        cm = tl.max(cs, 0)
+        w = tl.min(tl.where(cs == cm, ids, 2147483647), 0).to(tl.int32)
+        m = ((cm & 0xFFFFFFFF) - 2147483648).to(tl.int32)
+        return w, (m ^ ((m >> 31) & 0x7FFFFFFF)).to(tl.float32, bitcast=True)
+
+    @triton.jit
+    def _total(FS, NCTA: tl.constexpr, NP: tl.constexpr):
+        ctas = tl.arange(0, NP)
+        return tl.sum(tl.load(FS + ctas, mask=ctas < NCTA, other=0.0, cache_modifier=".cg"), 0)
+
+    @triton.jit
+    def _sample(
+        L,
+        SEEN,
+        TOK,
+        PRM,
+        RNG,
+        OUT,
+        FW,
+        IW,
+        SYNC,
+        V,
+        ROW0,
+        NCTA: tl.constexpr,
+        NP: tl.constexpr,
+        BLOCK: tl.constexpr,
+        SLOTS: tl.constexpr,
+        UPDATE: tl.constexpr,
+    ):
+        """Row program_id(1)'s choice over its ids [program_id(0)·BLOCK, +BLOCK), NCTA programs a row meeting at
+        barriers, each round's partial results in its own slot of F / I: see the module's docstring."""
+        cta, row = tl.program_id(0), ROW0 + tl.program_id(1)
+        offs = cta * BLOCK + tl.arange(0, BLOCK)
+        valid = offs < V
         temp, top_p, top_k = tl.load(PRM), tl.load(PRM + 1), tl.load(PRM + 2)
-        k = top_k.to(tl.int32)
-        k = tl.where((k > 0) & (k < V), k, V)
-        thr = tl.load(SC + k - 1)  # top-k keeps scores >= the k-th
-        s0 = tl.load(SC)
-        z = tl.zeros([BLOCK], tl.float32)
-        for c in range(0, V, BLOCK):
-            offs = c + tl.arange(0, BLOCK)
-            s = tl.load(SC + offs, mask=offs < V, other=-float("inf"))
-            z += tl.where(s >= thr, tl.exp(s - s0), 0.0)
-        z_all = tl.sum(z, 0)
+        # the scores of Sampler._choose (+ 0.0: -0.0 becomes 0.0, so the int order of _mono is the float order)
+        s = tl.math.div_rn(_penalized(L + row * V, SEEN, TOK, PRM, offs, valid, row), tl.where(temp > 0, temp, 1.0))
+        s = s + 0.0
         seed, step = tl.load(RNG).to(tl.uint32), (tl.load(RNG + 1) + row).to(tl.uint32)
         key = _mix(_mix(seed) + step)
-        best = -float("inf")
-        best_i = 0
-        carry = 0.0
-        c = 0
-        while (c < V) & (carry < top_p):  # past the top-p edge every token is dropped
-            offs = c + tl.arange(0, BLOCK)
-            s = tl.load(SC + offs, mask=offs < V, other=-float("inf"))
-            ids = tl.load(ORD + offs, mask=offs < V, other=0)
-            p = tl.where(s >= thr, tl.exp(s - s0) / z_all, 0.0)
-            cum = carry + tl.cumsum(p, 0)
-            # transformers drops every token whose higher-ranked mass (cum - p) is >= top_p; rank 0 stays
-            keep = (s >= thr) & (cum - p < top_p)
-            h = _mix(_mix(ids.to(tl.uint32) ^ key) + key) >> 8
-            u = (h.to(tl.float32) + 0.5) * 5.9604644775390625e-08  # 2^-24: (0, 1)
-            v = tl.where(keep, s - tl.log(-tl.log(u)), -float("inf"))
-            bv = tl.max(v, 0)
-            bi = tl.argmax(v, 0)
-            if bv > best:  # strictly: the first maximum wins, as torch's argmax
-                best = bv
-                best_i = c + bi
-            carry = carry + tl.sum(p, 0)
-            c += BLOCK
-        tok = tl.where(temp > 0, tl.load(ORD + best_i), tl.load(ORD))
-        tl.store(TOK + row, tok)
-        if UPDATE:
-            tl.store(SEEN + tok, 1)
-            tl.store(RNG + 1, step.to(tl.int64) + 1)
+        u = ((_mix(_mix(offs.to(tl.uint32) ^ key) + key) >> 8).to(tl.float32) + 0.5) * 5.9604644775390625e-08
+        v = tl.where(temp > 0, s - tl.log(-tl.log(u)), s)  # Gumbel-max (greedy: the first maximum of s)
+        FR = FW + row * (SLOTS * 4 * NP)  # slot r: fields [4, NP] of F, [18, NP] of I
+        IR = IW + row * (SLOTS * 18 * NP)
+        CNT = SYNC + 2 * row
+        # round 0: each program's max, min, sum of exp(s - max) and first candidate over all ids
+        m_c = tl.max(tl.where(valid, s, -float("inf")), 0)
+        tl.store(FR + cta, m_c)
+        tl.store(FR + NP + cta, tl.sum(tl.where(valid, tl.exp(s - m_c), 0.0), 0))
+        tl.store(FR + 2 * NP + cta, tl.min(tl.where(valid, s, float("inf")), 0))
+        cm, ci = _best(v, s, offs, valid)
+        _publish(IR, cm, ci, NP)
+        _sync(CNT, NCTA)
+        ctas = tl.arange(0, NP)
+        ms = tl.load(FR + ctas, mask=ctas < NCTA, other=-float("inf"), cache_modifier=".cg")
+        s0 = tl.max(ms, 0)
+        zs = tl.load(FR + NP + ctas, mask=ctas < NCTA, other=0.0, cache_modifier=".cg")
+        z_all = tl.sum(zs * tl.exp(ms - s0), 0)
+        smin = tl.min(tl.load(FR + 2 * NP + ctas, mask=ctas < NCTA, other=float("inf"), cache_modifier=".cg"), 0)
+        w, sw = _gather(IR, NCTA, NP)
+        e = tl.exp(s - s0)
+        cand = valid
+        r = 1
+        k = top_k.to(tl.int32)
+        if (temp > 0) & (k > 0) & (k < V):
+            # top-k: the k-th highest score's int key, bisected 17 ways a round (counts of keys >= 16 bounds)
+            mk = _mono(s)
+            lo = _mono(smin).to(tl.int64)  # count(keys >= lo) >= k > count(keys >= hi)
+            hi = _mono(s0).to(tl.int64) + 1
+            j16 = tl.arange(0, 16)
+            while hi - lo > 1:
+                b = (lo + ((j16 + 1).to(tl.int64) * (hi - lo)) // 17).to(tl.int32)
+                n = tl.sum(((mk[None, :] >= b[:, None]) & valid[None, :]).to(tl.int32), 1)
+                IS = IR + r * (18 * NP)
+                tl.store(IS + (2 + j16) * NP + cta, n.to(tl.int64))
+                _sync(CNT, NCTA * (r + 1))
+                tot = tl.sum(
+                    tl.load(
+                        IS + (2 + j16)[:, None] * NP + ctas[None, :],
+                        mask=(ctas < NCTA)[None, :],
+                        other=0,
+                        cache_modifier=".cg",
+                    ),
+                    1,
+                )
+                ok = tot >= k
+                lo = tl.maximum(lo, tl.max(tl.where(ok, b.to(tl.int64), lo), 0))
+                hi = tl.minimum(hi, tl.min(tl.where(ok, hi, b.to(tl.int64)), 0))
+                r += 1
+            cand = valid & (mk.to(tl.int64) >= lo)  # scores >= the k-th: its ties stay, as masked_fill keeps them
+            FS, IS = FR + r * (4 * NP), IR + r * (18 * NP)
+            tl.store(FS + cta, tl.sum(tl.where(cand, e, 0.0), 0))
+            cm, ci = _best(v, s, offs, cand)
+            _publish(IS, cm, ci, NP)
+            _sync(CNT, NCTA * (r + 1))
+            z_all = _total(FS, NCTA, NP)
+            w, sw = _gather(IS, NCTA, NP)
+            r += 1
+        # top-p by rejection: w (the highest v among the candidates) is kept when the mass ranked before it (higher
+        # s, or the same s and a lower id: the stable sort's order) is < top_p; else every id from w on is dropped,
+        # and the candidates shrink to those ranked before w
+        done = temp <= 0
+        while not done:
+            before = cand & ((s > sw) | ((s == sw) & (offs < w)))
+            FS, IS = FR + r * (4 * NP), IR + r * (18 * NP)
+            tl.store(FS + cta, tl.sum(tl.where(before, e, 0.0), 0))
+            cm, ci = _best(v, s, offs, before)
+            _publish(IS, cm, ci, NP)
+            _sync(CNT, NCTA * (r + 1))
+            if (_total(FS, NCTA, NP) / z_all < top_p) | (r >= SLOTS - 1):
+                done = True
+            else:
+                w, sw = _gather(IS, NCTA, NP)
+                cand = before
+            r += 1
+        if cta == 0:
+            tl.store(OUT + row, w.to(tl.int64))
+            if UPDATE:
+                tl.store(SEEN + w, 1)
+                tl.store(RNG + 1, step.to(tl.int64) + 1)
+        if tl.atomic_add(CNT + 1, 1, sem="acq_rel", scope="gpu") == NCTA - 1:  # every program is past every barrier
+            tl.atomic_xchg(CNT, 0, sem="relaxed", scope="gpu")
+            tl.atomic_xchg(CNT + 1, 0, sem="relaxed", scope="gpu")
+
+
+class Work:
+    """sample's scratch for a vocabulary on a device: each round's partial results (F, I) and the rows' barrier
+    counters (SYNC, back at 0 after every launch), allocated once: a captured graph holds their addresses."""
+
+    def __init__(self, vocab: int, device):
+        self.vocab = vocab
+        self.block, self.ctas, self.sms = layout(vocab, device)
+        self.np = triton.next_power_of_2(self.ctas)
+        self.f = torch.zeros(ROWS * SLOTS * 4 * self.np, dtype=torch.float32, device=device)
+        self.i = torch.zeros(ROWS * SLOTS * 18 * self.np, dtype=torch.int64, device=device)
+        self.sync = torch.zeros(2 * ROWS, dtype=torch.int32, device=device)
+
+    def launch(self, logits, seen, tokens, params, rng, out, rows: int, update: bool) -> None:
+        """Rows [0, rows) of logits; all rows in one grid where its programs fit on the SMs at once (a barrier
+        needs every program of its row resident), else a launch a row: the same programs either way."""
+        per = rows if self.ctas * rows <= self.sms else 1
+        for row0 in range(0, rows, per):
+            _sample[(self.ctas, per)](
+                logits,
+                seen.view(torch.uint8),
+                tokens,
+                params,
+                rng,
+                out,
+                self.f,
+                self.i,
+                self.sync,
+                self.vocab,
+                row0,
+                NCTA=self.ctas,
+                NP=self.np,
+                BLOCK=self.block,
+                SLOTS=SLOTS,
+                UPDATE=update,
+                num_warps=WARPS,
+            )
+
+
+def layout(vocab: int, device) -> tuple[int, int, int]:
+    """(ids a program takes, programs a row, SMs): BLOCK ids a program, at most CTAS programs and never more
+    than the SMs (one program fits an SM: 512 threads of at most 128 registers); one program in Triton's
+    interpreter, which runs programs one after another."""
+    if os.environ.get("TRITON_INTERPRET") == "1" or not torch.device(device).type == "cuda":
+        return triton.next_power_of_2(vocab), 1, 1
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    ctas = min(CTAS, sms, triton.cdiv(vocab, BLOCK))
+    block = max(BLOCK, triton.next_power_of_2(triton.cdiv(vocab, ctas)))
+    return block, triton.cdiv(vocab, block), sms
 
 
 def sample(
-    logits: torch.Tensor, seen: torch.Tensor, params: torch.Tensor, rng: torch.Tensor, out: torch.Tensor
+    logits: torch.Tensor, seen: torch.Tensor, params: torch.Tensor, rng: torch.Tensor, out: torch.Tensor, work: Work
 ) -> None:
-    """Sampler's full-sort step for logits fp32 [1, V]: the token into out [1], `seen` and `rng` updated."""
-    v = logits.shape[-1]
-    scaled = torch.empty(v, dtype=torch.float32, device=logits.device)
-    _scale[(triton.cdiv(v, BLOCK), 1)](logits, seen.view(torch.uint8), logits, params, scaled, v, BLOCK=BLOCK)
-    scores, order = torch.sort(scaled, descending=True, stable=True)  # stable: order[0] is the first maximum
-    _pick[(1,)](scores, order, params, rng, seen.view(torch.uint8), out, V=v, BLOCK=BLOCK, UPDATE=True, num_warps=16)
+    """Sampler's step for logits fp32 [1, V]: the token into out [1], `seen` and `rng` updated; one launch."""
+    work.launch(logits, seen, out, params, rng, out, 1, True)
 
 
 def sample_rows(
@@ -145,16 +309,14 @@ def sample_rows(
     rng: torch.Tensor,
     out: torch.Tensor,
     greedy: bool,
+    work: Work,
 ) -> None:
     """A speculative verify's choices for logits fp32 [T, V] fed `tokens` [T] (the last token, then the drafts):
     out[t] = what `sample` picks after rows < t chose tokens[1..t], i.e. with those ids seen and the step
-    advanced by t; `seen` and `rng` are left as they are. Three launches for all rows (scale, one batched sort,
-    pick), or with `greedy` (temperature 0) one: the penalized argmax, no sort."""
+    advanced by t; `seen` and `rng` are left as they are. sample's programs for each row, or with `greedy`
+    (temperature 0) one launch: the penalized argmax."""
     t, v = logits.shape
     if greedy:
         _argmax[(t,)](logits, seen.view(torch.uint8), tokens, params, out, v, BLOCK=BLOCK, num_warps=16)
         return
-    scaled = torch.empty(t, v, dtype=torch.float32, device=logits.device)
-    _scale[(triton.cdiv(v, BLOCK), t)](logits, seen.view(torch.uint8), tokens, params, scaled, v, BLOCK=BLOCK)
-    scores, order = torch.sort(scaled, dim=-1, descending=True, stable=True)  # each row as sample's 1-D sort
-    _pick[(t,)](scores, order, params, rng, seen.view(torch.uint8), out, V=v, BLOCK=BLOCK, UPDATE=False, num_warps=16)
+    work.launch(logits, seen, tokens, params, rng, out, t, False)

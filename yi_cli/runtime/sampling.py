@@ -33,7 +33,8 @@ class Sampler:
         self.rng = torch.zeros(2, dtype=torch.long, device=device)  # seed, step
         self.seen = torch.zeros(vocab, dtype=torch.bool, device=device)  # ids in prompt + output
         self.ids = torch.arange(vocab, device=device)
-        self.fused = nucleus.available(self.seen)  # the graphed path as nucleus.sample's kernels (CUDA)
+        self.fused = nucleus.available(self.seen)  # the graphed path as nucleus.sample's kernel (CUDA)
+        self._work = None  # nucleus.Work, made on first use (before a graph's capture: its warm-up step)
 
     def reset(self, settings, prompt_ids: list[int]) -> None:
         """Load one request's settings and the prompt's ids (host -> device copies, before the first step)."""
@@ -55,9 +56,9 @@ class Sampler:
 
     def step(self, logits: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """The graphed choice: logits fp32 [1, V] -> the next token written into `out` [1], no host sync. On CUDA
-        with Triton it runs as nucleus.sample's three launches; else the torch ops of `_choose` over a full sort."""
+        with Triton it runs as nucleus.sample's one launch; else the torch ops of `_choose` over a full sort."""
         if self.fused:
-            nucleus.sample(logits, self.seen, self.params, self.rng, out)
+            nucleus.sample(logits, self.seen, self.params, self.rng, out, self.work())
             return out
         return out.copy_(self._choose(logits, greedy=False, eager=False))
 
@@ -66,7 +67,12 @@ class Sampler:
         `tokens` [T] -> out [T], row i chosen as `step` would choose it after rows < i chose tokens[1..i] (only
         then does row i count), all rows in one pass; the state is left as it is, so the step can be replayed (and
         warmed up): `commit` then records what was kept. greedy: temperature 0 (a graph of its own: no sort)."""
-        nucleus.sample_rows(logits, tokens, self.seen, self.params, self.rng, out, greedy)
+        nucleus.sample_rows(logits, tokens, self.seen, self.params, self.rng, out, greedy, self.work())
+
+    def work(self) -> nucleus.Work:
+        if self._work is None:
+            self._work = nucleus.Work(self.vocab, self.seen.device)
+        return self._work
 
     def commit(self, tokens: list[int]) -> None:
         """The tokens a verify step kept: mark them seen and advance the step counter past them."""
@@ -88,7 +94,7 @@ class Sampler:
             scaled = lg / torch.where(temp > 0, temp, 1.0)
             picked = self._top_candidates(scaled) if eager else None
             if picked is None:
-                picked = self._pick(*torch.sort(scaled, descending=True), None)
+                picked = self._pick(*torch.sort(scaled, descending=True, stable=True), None)  # ties: lower ids first
             tok = torch.where(temp > 0, picked, tok)
         self.seen.index_fill_(0, tok, True)
         self.rng[1] += 1
