@@ -88,3 +88,29 @@ def test_ties_and_narrow_nuclei_pick_what_the_torch_ops_pick(temperature, top_p,
         one.step(logits[i : i + 1].contiguous(), o)
         want.append(int(o))
     assert outs == [want, want]
+
+
+@pytest.mark.parametrize("top_k", [1, 5, 64])
+def test_top_k_keeps_exactly_the_k_highest(top_k):
+    """At temperature 5 the k highest are about equally likely, so an id past them (a bisection that stops one
+    short) would be picked within a few steps: every pick is one of the k highest, and what the torch ops pick."""
+    settings = GenSettings(temperature=5.0, top_p=1.0, top_k=top_k, repetition_penalty=1.0, seed=9)
+    logits = (torch.randn(1, VOCAB, generator=torch.Generator().manual_seed(top_k)) * 2).to(DEV)
+    allowed = set(logits[0].topk(top_k).indices.tolist())
+    fused, plain = Sampler(VOCAB, DEV), Sampler(VOCAB, DEV)
+    plain.fused = False
+    picks = set()
+    for step in range(24):
+        got = []
+        for sm, run in (
+            (fused, lambda sm, o: nucleus.sample(logits, sm.seen, sm.params, sm.rng, o, sm.work())),
+            (plain, lambda sm, o: sm.step(logits, o)),
+        ):
+            sm.reset(settings, [0])
+            sm.rng[1] = step
+            o = torch.zeros(1, dtype=torch.long, device=DEV)
+            run(sm, o)
+            got.append(int(o))
+        assert got[0] == got[1] and got[0] in allowed
+        picks.add(got[0])
+    assert top_k == 1 or len(picks) > 1  # the temperature spreads the picks over the k

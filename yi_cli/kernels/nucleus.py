@@ -11,11 +11,11 @@ of the order (score descending, ties by id, as a stable sort). So `_sample` find
   - else no id from w on in the order is kept: the candidates shrink to the ids ranked before w, and again.
 The first candidate is kept unless the nucleus misses it (flat scores at top_p 0.8: ~1 time in 5), each rejection
 drops at least the ids from w on, so a step takes 1 or 2 rounds, ~log2(V / nucleus) at worst in expectation (the
-noise is independent of the order). top-k's k-th score is bisected on the scores' int keys, 17 ways a round.
+noise is independent of the order). top-k's k-th score is bisected 17 ways a round (in score, then in int key).
 Each row's ids are split among NCTA programs (a program an SM, all resident); a round is one pass over the
 program's ids in registers, its partial results (sums, maxima, the best candidate) in a slot of its own in F / I,
 then a barrier (an atomic counter), after which every program reduces all programs' slots in the same fixed order:
-the same bits on every program, every run. The Yi-6B AWQ step: 1565 -> 1487 µs (BENCHMARKS.md).
+the same bits on every program, every run. The Yi-6B AWQ step: 1565 -> 1478 µs (BENCHMARKS.md).
 Same choice as Sampler's full-sort path: the same scores, noise and tests, tl.log as torch's CUDA log; the masses
 are summed in another order, so where the mass before an id lies within rounding of top_p the two may differ (not
 seen in 3000 steps against the sort-based kernel it replaced, BENCHMARKS.md).
@@ -92,7 +92,7 @@ if triton is not None:
     @triton.jit
     def _best(v, s, offs, cand):
         """The candidate that the sorted walk meets first among those of highest v: max v, then max s, then the
-        lowest id, as (its composite key v·2^32 + s, its id); (NONE, ID_NONE) where no id is a candidate."""
+        lowest id, as (its composite key v·2^32 + s, its id); (-2^63 + 1, 2^31 - 1) where no id is a candidate."""
         c = (_mono(v).to(tl.int64) << 32) + (_mono(s).to(tl.int64) + 2147483648)
         c = tl.where(cand, c, -9223372036854775807)
         cm = tl.max(c, 0)
@@ -108,7 +108,7 @@ if triton is not None:
 
     @triton.jit
     def _publish(IS, cm, ci, NP: tl.constexpr):
-        """This program's best candidate into its slot, then the row's best: (id, its s)."""
+        """This program's best candidate (_best) into its slot IS of the round."""
         cta = tl.program_id(0)
         tl.store(IS + cta, cm)
         tl.store(IS + NP + cta, ci.to(tl.int64))
@@ -126,6 +126,7 @@ if triton is not None:
 
     @triton.jit
     def _total(FS, NCTA: tl.constexpr, NP: tl.constexpr):
+        """The row's sum of the programs' partial sums in slot FS, added in the same order on every program."""
         ctas = tl.arange(0, NP)
         return tl.sum(tl.load(FS + ctas, mask=ctas < NCTA, other=0.0, cache_modifier=".cg"), 0)
 
@@ -184,13 +185,20 @@ if triton is not None:
         r = 1
         k = top_k.to(tl.int32)
         if (temp > 0) & (k > 0) & (k < V):
-            # top-k: the k-th highest score's int key, bisected 17 ways a round (counts of keys >= 16 bounds)
+            # top-k: the k-th highest score's int key, bisected 17 ways a round (counts of keys >= 16 bounds): the
+            # first round's bounds evenly spaced in score (the k highest sit in the tail), the next ones in key (each
+            # round a 17th of the keys left); done when the keys >= lo are exactly k (they are then the k highest,
+            # ties and all) or one key is left
             mk = _mono(s)
-            lo = _mono(smin).to(tl.int64)  # count(keys >= lo) >= k > count(keys >= hi)
+            lo = _mono(smin).to(tl.int64)  # count(keys >= lo) = c_lo >= k > count(keys >= hi)
             hi = _mono(s0).to(tl.int64) + 1
+            c_lo = V
             j16 = tl.arange(0, 16)
-            while hi - lo > 1:
-                b = (lo + ((j16 + 1).to(tl.int64) * (hi - lo)) // 17).to(tl.int32)
+            while (hi - lo > 1) & (c_lo != k):
+                if r == 1:
+                    b = _mono(smin + (j16 + 1).to(tl.float32) * ((s0 - smin) / 17.0) + 0.0)
+                else:
+                    b = (lo + ((j16 + 1).to(tl.int64) * (hi - lo)) // 17).to(tl.int32)
                 n = tl.sum(((mk[None, :] >= b[:, None]) & valid[None, :]).to(tl.int32), 1)
                 IS = IR + r * (18 * NP)
                 tl.store(IS + (2 + j16) * NP + cta, n.to(tl.int64))
@@ -204,9 +212,10 @@ if triton is not None:
                     ),
                     1,
                 )
-                ok = tot >= k
+                ok = tot >= k  # any bounds are safe: one at or below lo counts >= k, one at or past hi < k
                 lo = tl.maximum(lo, tl.max(tl.where(ok, b.to(tl.int64), lo), 0))
                 hi = tl.minimum(hi, tl.min(tl.where(ok, hi, b.to(tl.int64)), 0))
+                c_lo = tl.minimum(c_lo, tl.min(tl.where(ok, tot, V), 0).to(tl.int32))
                 r += 1
             cand = valid & (mk.to(tl.int64) >= lo)  # scores >= the k-th: its ties stay, as masked_fill keeps them
             FS, IS = FR + r * (4 * NP), IR + r * (18 * NP)
