@@ -259,8 +259,9 @@ class Work:
 
     def __init__(self, vocab: int, device):
         self.vocab = vocab
-        self.block, self.ctas, self.sms = layout(vocab, device)
-        self.np = triton.next_power_of_2(self.ctas)
+        self.sms = usable_sms(device)
+        self.block, self.ctas = layout(vocab, self.sms)
+        self.np = _pow2(self.ctas)
         self.f = torch.zeros(ROWS * SLOTS * 4 * self.np, dtype=torch.float32, device=device)
         self.i = torch.zeros(ROWS * SLOTS * 18 * self.np, dtype=torch.int64, device=device)
         self.sync = torch.zeros(2 * ROWS, dtype=torch.int32, device=device)
@@ -291,16 +292,35 @@ class Work:
             )
 
 
-def layout(vocab: int, device) -> tuple[int, int, int]:
-    """(ids a program takes, programs a row, SMs): BLOCK ids a program, at most CTAS programs and never more
-    than the SMs (one program fits an SM: 512 threads of at most 128 registers); one program in Triton's
-    interpreter, which runs programs one after another."""
-    if os.environ.get("TRITON_INTERPRET") == "1" or not torch.device(device).type == "cuda":
-        return triton.next_power_of_2(vocab), 1, 1
+def layout(vocab: int, sms: int) -> tuple[int, int]:
+    """(ids a program takes, programs a row) for a GPU of `sms` SMs usable at once: BLOCK ids a program (more
+    where that would make more than CTAS programs), never more programs than SMs, as every program of a row must
+    be resident to pass its barriers and one program always fits an SM (512 threads of at most 128 registers)."""
+    ctas = max(1, min(CTAS, sms, -(-vocab // BLOCK)))
+    block = max(BLOCK, _pow2(-(-vocab // ctas)))
+    return block, -(-vocab // block)
+
+
+def usable_sms(device, env=os.environ) -> int:
+    """The SMs this process's kernels may hold at once: the device's, or under MPS the share that
+    CUDA_MPS_ACTIVE_THREAD_PERCENTAGE grants (rounded down); 1 in Triton's interpreter, which runs programs one
+    after another."""
+    if env.get("TRITON_INTERPRET") == "1" or torch.device(device).type != "cuda":
+        return 1
     sms = torch.cuda.get_device_properties(device).multi_processor_count
-    ctas = min(CTAS, sms, triton.cdiv(vocab, BLOCK))
-    block = max(BLOCK, triton.next_power_of_2(triton.cdiv(vocab, ctas)))
-    return block, triton.cdiv(vocab, block), sms
+    return mps_share(sms, env.get("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE", ""))
+
+
+def mps_share(sms: int, percentage: str) -> int:
+    try:
+        share = float(percentage)
+    except ValueError:
+        return sms
+    return max(1, int(sms * share / 100)) if 0 < share < 100 else sms
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
 
 
 def sample(
