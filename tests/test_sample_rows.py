@@ -114,3 +114,22 @@ def test_top_k_keeps_exactly_the_k_highest(top_k):
         assert got[0] == got[1] and got[0] in allowed
         picks.add(got[0])
     assert top_k == 1 or len(picks) > 1  # the temperature spreads the picks over the k
+
+
+@pytest.mark.parametrize("kind", ["some", "all", "inf"])
+def test_broken_scores_still_give_an_id(kind):
+    """NaN or infinite logits (a broken checkpoint) end in a vocabulary id, not a hang or an id past the table."""
+    logits = torch.randn(1, VOCAB, generator=torch.Generator().manual_seed(4))
+    if kind == "some":
+        logits[0, ::7] = float("nan")
+    elif kind == "all":
+        logits[:] = float("nan")
+    else:
+        logits[0, 3::11] = float("inf")
+    logits = logits.to(DEV)
+    for top_k in (0, 50):
+        sm = Sampler(VOCAB, DEV)
+        sm.reset(GenSettings(temperature=0.8, top_p=0.9, top_k=top_k, seed=1), [2])
+        out = torch.full((1,), -1, dtype=torch.long, device=DEV)
+        nucleus.sample(logits, sm.seen, sm.params, sm.rng, out, sm.work())
+        assert 0 <= int(out) < VOCAB and not sm.work().sync.any()

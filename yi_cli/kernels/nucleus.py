@@ -237,7 +237,10 @@ if triton is not None:
             cm, ci = _best(v, s, offs, before)
             _publish(IS, cm, ci, NP)
             _sync(CNT, NCTA * (r + 1))
-            if (_total(FS, NCTA, NP) / z_all < top_p) | (r >= SLOTS - 1):
+            ahead = _total(FS, NCTA, NP)
+            # none ahead: w ranks first (always kept). This also keeps w an id where NaN scores fail the test: a
+            # next candidate exists only if some id ranks before w. The last slot ends it whatever the scores.
+            if (ahead / z_all < top_p) | (ahead == 0) | (r >= SLOTS - 1):
                 done = True
             else:
                 w, sw = _gather(IS, NCTA, NP)
