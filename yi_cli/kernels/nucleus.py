@@ -125,6 +125,17 @@ if triton is not None:
         return w, (m ^ ((m >> 31) & 0x7FFFFFFF)).to(tl.float32, bitcast=True)
 
     @triton.jit
+    def _round(FS, IS, CNT, target, mask, e, v, s, offs, NCTA: tl.constexpr, NP: tl.constexpr):
+        """A round over the ids in `mask`: this program's mass of them (FS) and best candidate (IS) published, then
+        after the barrier the row's: (mass, best id, its s)."""
+        tl.store(FS + tl.program_id(0), tl.sum(tl.where(mask, e, 0.0), 0))
+        cm, ci = _best(v, s, offs, mask)
+        _publish(IS, cm, ci, NP)
+        _sync(CNT, target)
+        w, sw = _gather(IS, NCTA, NP)
+        return _total(FS, NCTA, NP), w, sw
+
+    @triton.jit
     def _total(FS, NCTA: tl.constexpr, NP: tl.constexpr):
         """The row's sum of the programs' partial sums in slot FS, added in the same order on every program."""
         ctas = tl.arange(0, NP)
@@ -218,13 +229,9 @@ if triton is not None:
                 c_lo = tl.minimum(c_lo, tl.min(tl.where(ok, tot, V), 0).to(tl.int32))
                 r += 1
             cand = valid & (mk.to(tl.int64) >= lo)  # scores >= the k-th: its ties stay, as masked_fill keeps them
-            FS, IS = FR + r * (4 * NP), IR + r * (18 * NP)
-            tl.store(FS + cta, tl.sum(tl.where(cand, e, 0.0), 0))
-            cm, ci = _best(v, s, offs, cand)
-            _publish(IS, cm, ci, NP)
-            _sync(CNT, NCTA * (r + 1))
-            z_all = _total(FS, NCTA, NP)
-            w, sw = _gather(IS, NCTA, NP)
+            z_all, w, sw = _round(
+                FR + r * (4 * NP), IR + r * (18 * NP), CNT, NCTA * (r + 1), cand, e, v, s, offs, NCTA, NP
+            )
             r += 1
         # top-p by rejection: w (the highest v among the candidates) is kept when the mass ranked before it (higher
         # s, or the same s and a lower id: the stable sort's order) is < top_p; else every id from w on is dropped,
@@ -232,19 +239,15 @@ if triton is not None:
         done = temp <= 0
         while not done:
             before = cand & ((s > sw) | ((s == sw) & (offs < w)))
-            FS, IS = FR + r * (4 * NP), IR + r * (18 * NP)
-            tl.store(FS + cta, tl.sum(tl.where(before, e, 0.0), 0))
-            cm, ci = _best(v, s, offs, before)
-            _publish(IS, cm, ci, NP)
-            _sync(CNT, NCTA * (r + 1))
-            ahead = _total(FS, NCTA, NP)
+            ahead, w2, sw2 = _round(
+                FR + r * (4 * NP), IR + r * (18 * NP), CNT, NCTA * (r + 1), before, e, v, s, offs, NCTA, NP
+            )
             # none ahead: w ranks first (always kept). This also keeps w an id where NaN scores fail the test: a
             # next candidate exists only if some id ranks before w. The last slot ends it whatever the scores.
             if (ahead / z_all < top_p) | (ahead == 0) | (r >= SLOTS - 1):
                 done = True
             else:
-                w, sw = _gather(IS, NCTA, NP)
-                cand = before
+                w, sw, cand = w2, sw2, before
             r += 1
         if cta == 0:
             tl.store(OUT + row, w.to(tl.int64))
