@@ -86,7 +86,11 @@ if triton is not None:
     @triton.jit
     def _mono(x):
         """fp32 -> int32 in the same order (x without -0.0: see _sample)."""
-        b = x.to(tl.int32, bitcast=True)
+        return _flip(x.to(tl.int32, bitcast=True))
+
+    @triton.jit
+    def _flip(b):
+        """A float's bits <-> its int32 key (_mono): negative floats' magnitude bits flipped; its own inverse."""
         return b ^ ((b >> 31) & 0x7FFFFFFF)
 
     @triton.jit
@@ -122,7 +126,7 @@ if triton is not None:
         cm = tl.max(cs, 0)
         w = tl.min(tl.where(cs == cm, ids, 2147483647), 0).to(tl.int32)
         m = ((cm & 0xFFFFFFFF) - 2147483648).to(tl.int32)
-        return w, (m ^ ((m >> 31) & 0x7FFFFFFF)).to(tl.float32, bitcast=True)
+        return w, _flip(m).to(tl.float32, bitcast=True)
 
     @triton.jit
     def _round(FS, IS, CNT, target, mask, e, v, s, offs, NCTA: tl.constexpr, NP: tl.constexpr):
