@@ -1,7 +1,8 @@
-"""The graphed sampler alone (yi_cli/kernels/nucleus.py), CUDA: µs a call in a CUDA graph of 20 calls, for Yi's
-vocabulary (64000) at several settings over flat, peaked and in-between logits; with --against, another revision's
-nucleus.py beside it (its `sample` without the `work` argument, as before the one-launch kernel) and how often the
-two pick the same token over --steps steps of the noise.
+"""The graphed sampler alone (yi_cli/kernels/nucleus.py), CUDA: µs a call (bench_parts.graph_time_us: the median
+over replays of a CUDA graph of 20 calls), for Yi's vocabulary (64000) at several settings over flat, peaked and
+in-between logits; with --against, another revision's nucleus.py beside it (its `sample` without the `work`
+argument, as before the one-launch kernel) and how often the two pick the same token over --steps steps of the
+noise.
 
     python scripts/bench_sampler.py [--against c445020 | --against /path/to/nucleus.py] [--steps 200]
 
@@ -23,6 +24,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench_parts import graph_time_us  # noqa: E402
 
 from yi_cli.engines.settings import GenSettings  # noqa: E402
 from yi_cli.kernels import nucleus  # noqa: E402
@@ -62,27 +65,6 @@ def caller(mod, sm: Sampler, logits, out):
     return lambda: mod.sample(logits, sm.seen, sm.params, sm.rng, out, sm.work())
 
 
-def graphed_us(fn, calls: int = 20, rounds: int = 5) -> float:
-    fn()
-    torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(calls):
-            fn()
-    g.replay()
-    torch.cuda.synchronize()
-    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    best = float("inf")
-    for _ in range(rounds):
-        a.record()
-        for _ in range(10):
-            g.replay()
-        b.record()
-        torch.cuda.synchronize()
-        best = min(best, a.elapsed_time(b) * 1000 / (10 * calls))
-    return round(best, 2)
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--against", help="a git revision or a nucleus.py file to compare with")
@@ -119,7 +101,7 @@ def main(argv=None) -> int:
                     same += picks[0] == picks[1]
                 row["same_picks"] = f"{same}/{a.steps}"
             for key, fn in fns.items():
-                row[key] = graphed_us(fn)
+                row[key] = round(graph_time_us(fn), 2)
             rows.append(row)
             print(json.dumps(row), flush=True)
     summary = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "vocab": VOCAB}
