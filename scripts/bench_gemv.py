@@ -7,6 +7,7 @@
     python scripts/bench_gemv.py --x-rows 2 4 8 --mma  # and gemv_mma on those rows
     python scripts/bench_gemv.py --dense [--sweep] [--dtype fp16]  # gemv_mma on dense weights against cuBLAS
     python scripts/bench_gemv.py --int8 [--sweep] [--dtype fp16]  # gemv_mma on int8 codes (GPTQ 8-bit)
+    python scripts/bench_gemv.py --floor  # a launch's floor: gemv_mma on 1-2 chunks of K, with and without PDL
 Each matmul is timed over COPIES different weight sets in one CUDA graph, so weights come from HBM, not L2.
 Prints one JSON line per (matmul, kernel config); the last line is a summary.
 """
@@ -190,6 +191,29 @@ def int8(mats: dict, group: int, sweep: bool, pdl, dtype: torch.dtype) -> dict:
     return out
 
 
+# (n, k, silu) that --floor times: one or two chunks of K (next to nothing to stream) at Yi-6B's row counts, and two
+# whole Yi-6B matmuls for scale
+FLOOR = ((4096, 128, False), (4096, 256, False), (5120, 128, False), (22016, 128, True), (4096, 4096, False))
+FLOOR += ((5120, 4096, False),)
+
+
+def floor() -> None:
+    """What a launch costs with next to nothing to stream: gemv_mma on random int4 codes, COPIES launches in a CUDA
+    graph, with and without programmatic dependent launch; one JSON line a shape (µs a launch)."""
+    for n, k, silu in FLOOR:
+        sets = []
+        for _ in range(COPIES):
+            q = torch.randint(0, 16, (n, k), dtype=torch.uint8, device="cuda")
+            sz = (torch.randn(k // 128, n, 2, device="cuda") * 0.01).to(torch.bfloat16)
+            sets.append((gemv_mma.pack(q), sz))
+        x = torch.randn(1, k, device="cuda", dtype=torch.bfloat16)
+        row = {"n": n, "k": k, "silu": silu}
+        for pdl in (True, False):
+            us = graph_us([lambda p=p, z=z: gemv_mma.gemv_mma(x, p, z, n, k, 128, silu=silu, pdl=pdl) for p, z in sets])
+            row["pdl_us" if pdl else "no_pdl_us"] = round(us, 2)
+        print(json.dumps(row), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shape", default="yi-6b", choices=SHAPES)
@@ -206,7 +230,11 @@ def main() -> None:
     )
     ap.add_argument("--int8", action="store_true", help="gemv_mma on int8 codes (GPTQ 8-bit) instead")
     ap.add_argument("--pair", type=int, choices=[1, 2], default=1, help="--mma --sweep: chunks a unit")
+    ap.add_argument("--floor", action="store_true", help="a launch's floor (gemv_mma on 1-2 chunks of K) instead")
     a = ap.parse_args()
+    if a.floor:
+        floor()
+        return
     d, inter, heads, kv, hd = SHAPES[a.shape]
     mats = {"qkv": ((heads + 2 * kv) * hd, d), "o": (d, heads * hd), "gate_up": (2 * inter, d), "down": (d, inter)}
     if a.dense or a.int8:

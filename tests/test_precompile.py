@@ -17,7 +17,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def silu_mul_specialization(target) -> str:
+def silu_mul_specialization(target, block: int = 1024) -> str:
     """glue._silu_mul's specialization for a launch on bf16 tensors, as Triton's jit_cache_hook serializes it."""
     from triton.compiler import make_backend
     from triton.runtime.jit import serialize_specialization_data
@@ -25,7 +25,7 @@ def silu_mul_specialization(target) -> str:
     from yi_cli.kernels import glue
 
     signature = {"GU": "*bf16", "O": "*bf16", "inter": "i32", "BLOCK": "constexpr", "PDL": "constexpr"}
-    constants = {(3,): 1024, (4,): True}
+    constants = {(3,): block, (4,): True}
     attrs = {(0,): [["tt.divisibility", 16]], (1,): [["tt.divisibility", 16]], (2,): [["tt.divisibility", 16]]}
     options = make_backend(target).parse_options({"num_warps": 4})
     name = f"{glue._silu_mul.fn.__module__}.{glue._silu_mul.fn.__qualname__}"
@@ -52,10 +52,43 @@ def test_children_compile_into_the_on_disk_cache(tmp_path, monkeypatch):
     assert precompile.compile_all(found, target) == 1  # the missing kernel; the other is a cache hit
 
 
+def test_children_take_records_as_they_come(tmp_path, monkeypatch):
+    """The children are forked at the first record, not before (a warm start forks none), and take records handed
+    over while they already compile (a start's dry steps go on finding kernels meanwhile)."""
+    pytest.importorskip("triton")
+    import time
+
+    from triton.backends.compiler import GPUTarget
+
+    from yi_cli.kernels import glue, precompile
+
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "cache"))
+    target = GPUTarget("cuda", 90, 32)
+    assert precompile.Children(target, 2).finish() == 0  # nothing handed over: nothing forked
+    first, second = silu_mul_specialization(target, 1024), silu_mul_specialization(target, 512)
+    srcs = [precompile.source(glue._silu_mul, d, target) for d in (first, second)]
+    pool = precompile.Children(target, 2)
+    try:
+        assert not pool.pids
+        pool.submit(("yi_cli.kernels.glue", "_silu_mul", first))
+        assert len(pool.pids) == 2
+        deadline = time.monotonic() + precompile.TIMEOUT_S
+        while not precompile.cached(srcs[0][0], target, srcs[0][1]):  # a child compiled the first record
+            assert time.monotonic() < deadline, "no child compiled the first record"
+            time.sleep(0.05)
+        assert not precompile.cached(srcs[1][0], target, srcs[1][1])
+        pool.submit(("yi_cli.kernels.glue", "_silu_mul", second))
+    finally:
+        assert pool.finish() == 2
+    assert precompile.cached(srcs[1][0], target, srcs[1][1])
+    assert not pool.pids and pool.shm is None
+
+
 def test_recording_skips_this_threads_launches_only(tmp_path, monkeypatch):
     """Within recording, this thread's launches run as warm-ups (nothing launched) and each missing specialization
-    is recorded once and stands as _SKIP in its kernel's cache; another thread's launches are untouched; all is put
-    back after. Triton's run is a stand-in here (it needs a GPU); the hook is Triton's own jit_cache_hook call."""
+    is recorded once (and handed to the callback) and stands as _SKIP in its kernel's cache; another thread's
+    launches are untouched; all is put back after. Triton's run is a stand-in here (it needs a GPU); the hook is
+    Triton's own jit_cache_hook call."""
     pytest.importorskip("triton")
     import threading
     from types import SimpleNamespace
@@ -75,7 +108,8 @@ def test_recording_skips_this_threads_launches_only(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(JITFunction, "run", lambda self, *a, grid, warmup, **k: calls.append(warmup))
     before = JITFunction.run
-    with precompile.recording(target) as found:
+    submitted = []
+    with precompile.recording(target, submitted.append) as found:
         JITFunction.run(glue._silu_mul, grid=(1,), warmup=False)
         other = threading.Thread(target=lambda: JITFunction.run(glue._silu_mul, grid=(1,), warmup=False))
         other.start()
@@ -89,7 +123,7 @@ def test_recording_skips_this_threads_launches_only(tmp_path, monkeypatch):
         other.join()
         assert answer == [None] and "k2" not in kernel_cache  # compiled as ever
     assert calls == [True, False]
-    assert found == [("yi_cli.kernels.glue", "_silu_mul", data)]
+    assert found == [("yi_cli.kernels.glue", "_silu_mul", data)] == submitted  # handed over as found
     assert kernel_cache == {} and JITFunction.run is before and knobs.runtime.jit_cache_hook is None
 
 
@@ -104,6 +138,7 @@ def test_off_runs_nothing():
 START = """
 import json, sys, threading, torch
 from triton import knobs
+from triton.runtime import build
 from yi_cli.checkpoint.loader import open_checkpoint
 from yi_cli.engines.settings import GenSettings
 from yi_cli.runtime.decoder import FastDecoder
@@ -112,10 +147,16 @@ def listener(*, src, cache_hit, **_):
     if not cache_hit:
         misses.append(src.name)
 knobs.compilation.listener = listener
+builds, _build = [], build._build
+def counted(name, *a, **k):  # a C module built here (on a miss in the on-disk cache)
+    builds.append(name)
+    return _build(name, *a, **k)
+build._build = counted
 dec = FastDecoder(open_checkpoint(sys.argv[1], device="cuda", dtype="bf16"))
 setting = GenSettings(temperature=0, repetition_penalty=1.0, max_new_tokens=24, speculate="off")
 toks = list(dec.generate(json.loads(sys.argv[2]), setting, threading.Event(), set()))
-print(json.dumps({"compiled": dec.compiled, "misses": misses, "tokens": toks}))
+launchers = [b for b in builds if b == "__triton_launcher"]
+print(json.dumps({"compiled": dec.compiled, "misses": misses, "launchers": launchers, "tokens": toks}))
 """
 
 
@@ -131,18 +172,18 @@ def start(path, prompt, cache, precompile) -> dict:
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_an_empty_cache_start_compiles_ahead_in_children(tmp_path):
-    """A fresh process on an empty Triton cache: every kernel its start launches was compiled by the children (the
-    chat's own compiles all hit the cache), the reply is the one a start without them gives, and a second start
-    finds nothing to compile."""
+    """A fresh process on an empty Triton cache: every kernel its start launches was compiled by the children, with
+    its C launcher (the chat's own compiles and launcher builds all hit the cache), the reply is the one a start
+    without them gives, and a second start finds nothing to compile."""
     from test_fast import PROMPT, checkpoint
 
     path = checkpoint(0, "awq")
     prompt = PROMPT + [7]  # 17 tokens: a prompt length FastDecoder._compile_ahead runs
     plain = start(path, prompt, tmp_path / "plain", "0")
-    assert plain["compiled"]["kernels"] == 0 and plain["misses"]  # compiled where launched
+    assert plain["compiled"]["kernels"] == 0 and plain["misses"] and plain["launchers"]  # built where launched
     ahead = start(path, prompt, tmp_path / "ahead", "4")
     assert ahead["compiled"]["kernels"] >= len(set(plain["misses"])) and ahead["compiled"]["workers"] == 4
-    assert ahead["misses"] == []
+    assert ahead["misses"] == [] and ahead["launchers"] == []
     assert ahead["tokens"] == plain["tokens"]
     again = start(path, prompt, tmp_path / "ahead", "4")
     assert again["compiled"]["kernels"] == 0 and again["misses"] == [] and again["tokens"] == plain["tokens"]

@@ -4,8 +4,9 @@ With an empty Triton cache every kernel a start launches compiles where it is fi
 holding the interpreter lock (the H200, Yi-6B AWQ: ~10 s of a 16 s start). `ahead(steps)` runs the callables
 `steps` (the start's decode, prefill and verify steps) with no kernel launched: each Triton launch missing from the
 on-disk cache is recorded (Triton's jit_cache_hook hands out its specialization, as `JITFunction.preload` reads it)
-and skipped. The records go to forked child processes (a share each) that compile them into the same on-disk cache,
-and `ahead` returns when they are done: the real launches that follow load those binaries.
+and skipped. The records go, as they are found, to forked child processes that compile them into the same on-disk
+cache while the steps still run dry, each child taking the next record when it is done; `ahead` returns when they
+are: the real launches that follow load those binaries.
 Nothing is launched during the steps, so their torch ops see unwritten buffers: they must only compute, not decide
 anything from them. Where anything fails, the kernels simply compile where they are launched, as before.
 
@@ -20,8 +21,10 @@ import gc
 import hashlib
 import importlib
 import json
+import mmap
 import os
 import signal
+import struct
 import sys
 import threading
 import time
@@ -101,11 +104,11 @@ _SKIP = object()  # stands in the process's kernel cache for a recorded speciali
 
 
 @contextmanager
-def recording(target):
+def recording(target, submit=None):
     """Within it no Triton kernel launches; yields the list that collects (module, name, specialization) of each
-    launch whose binary is in neither the process's nor the on-disk cache, once each. A recorded specialization
-    stands as _SKIP in its kernel's cache meanwhile, so that its next launches cost a lookup (Triton would
-    otherwise serialize it again at each)."""
+    launch whose binary is in neither the process's nor the on-disk cache, once each, and hands each to `submit`
+    as it is found. A recorded specialization stands as _SKIP in its kernel's cache meanwhile, so that its next
+    launches cost a lookup (Triton would otherwise serialize it again at each)."""
     found: list[tuple[str, str, str]] = []
     marked: list[tuple[dict, object]] = []
     me = threading.get_ident()  # another thread's launches (none at a start) run and compile as ever
@@ -121,7 +124,9 @@ def recording(target):
             src, options = source(fn.jit_function, data, target)
             if not cached(src, target, options):
                 found.append((fn.module, fn.name, data))
-        except Exception:  # noqa: BLE001 - unreadable here: it compiles where it is launched
+                if submit is not None:
+                    submit(found[-1])
+        except Exception:  # noqa: BLE001 - unreadable here, or no child to take it: it compiles where launched
             pass
         return True  # skip the compile (and with it the launch)
 
@@ -141,9 +146,10 @@ def recording(target):
 
 def ahead(steps, n: int | None = None) -> dict:
     """Run the callables `steps` with no kernel launched, compile what they would have compiled in n child
-    processes, and return once they are done: {"kernels": how many, "workers": n, "dry_s": seconds of the steps,
-    "s": seconds in all}. Where the first step finds every kernel in the on-disk cache the rest do not run (a warm
-    start pays one dry step). Any failure leaves the compiles to the launches."""
+    processes (forked at the first such kernel, compiling while the steps go on), and return once they are done:
+    {"kernels": how many, "workers": children forked, "dry_s": seconds of the steps, "s": seconds in all}. Where the
+    first step finds every kernel in the on-disk cache the rest do not run (a warm start pays one dry step, and
+    forks nothing). Any failure leaves the compiles to the launches."""
     n = workers() if n is None else n
     if n <= 0:
         return {"kernels": 0, "workers": 0, "dry_s": 0.0, "s": 0.0}
@@ -151,49 +157,111 @@ def ahead(steps, n: int | None = None) -> dict:
 
     t0 = time.perf_counter()
     target = driver.active.get_current_target()
-    with recording(target) as found:
-        for i, step in enumerate(steps):
-            if i == 1 and not found:
-                break
-            try:
-                step()
-            except Exception:  # noqa: BLE001 - a step that cannot run dry: its kernels compile where launched
-                break
-    dry = time.perf_counter() - t0
-    n = in_children(found, target, n) if found else 0
-    return {"kernels": len(found), "workers": n, "dry_s": round(dry, 3), "s": round(time.perf_counter() - t0, 3)}
+    pool = Children(target, n)
+    try:
+        with recording(target, pool.submit) as found:
+            for i, step in enumerate(steps):
+                if i == 1 and not found:
+                    break
+                try:
+                    step()
+                except Exception:  # noqa: BLE001 - a step that cannot run dry: its kernels compile where launched
+                    break
+        dry = time.perf_counter() - t0
+    finally:
+        forked = pool.finish()
+    return {"kernels": len(found), "workers": forked, "dry_s": round(dry, 3), "s": round(time.perf_counter() - t0, 3)}
 
 
 def in_children(found: list, target, n: int) -> int:
-    """Compile `found` (recording's records) in n forked children, the long compiles first, one to a child; returns
-    how many ran. A fork shares the chat's imports (a fresh interpreter would spend seconds importing torch before
-    its first compile); a child only compiles (Triton's compiler and ptxas, never CUDA or torch), its output goes
+    """Compile `found` (recording's records) in up to n forked children, the tensor-core GEMV's first; returns how
+    many ran."""
+    pool = Children(target, min(n, len(found)))
+    try:
+        for record in sorted(found, key=lambda r: r[0] != "yi_cli.kernels.gemv_mma"):
+            pool.submit(record)
+    finally:
+        forked = pool.finish()
+    return forked
+
+
+class Children:
+    """n forked compilers fed one record at a time (a kernel, then its C launcher): each takes the next when it is
+    done, so no child's share is fixed in advance (a few kernels take 1-1.3 s to compile, most 0.1-0.5 s: Yi-6B
+    AWQ's 23 on the H200). They are forked at the first record, so they compile while the start's steps still run
+    dry (1.1-1.5 s of Yi-6B's). A record goes into a shared anonymous mapping and its (offset, length) through a
+    pipe as one 8-byte write, which a reader takes whole (writes up to PIPE_BUF are atomic), so the children need no
+    lock; closing the pipe tells them there is no more.
+
+    A fork shares the chat's imports (a fresh interpreter would spend seconds importing torch before its first
+    compile); a child only compiles (Triton's compiler, ptxas and gcc, never CUDA or torch), its output goes
     nowhere, it leaves the terminal's process group (Ctrl-C interrupts the chat, which then kills it), it dies with
     the chat (Linux) and it ends with os._exit (no exit handlers of the chat's state)."""
-    found = sorted(found, key=lambda r: r[0] != "yi_cli.kernels.gemv_mma")
-    n = min(n, len(found))
-    pids, parent = [], os.getpid()
-    try:
-        for i in range(n):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)  # "multi-threaded, fork() may deadlock"
-                pid = os.fork()
-            if pid == 0:
-                _child(found[i::n], target, parent)
-            pids.append(pid)
-        deadline = time.monotonic() + TIMEOUT_S
-        while pids and time.monotonic() < deadline:
-            pids = [p for p in pids if os.waitpid(p, os.WNOHANG)[0] == 0]
-            if pids:
-                time.sleep(0.01)
-    finally:
-        for p in pids:  # past the deadline or interrupted: what they did not finish compiles where launched
-            os.kill(p, signal.SIGKILL)
-            os.waitpid(p, 0)
-    return n
+
+    SIZE = 1 << 22  # bytes of records (a specialization's is ~2-3 KB); past it, the rest compile where launched
+
+    def __init__(self, target, n: int):
+        self.target, self.n = target, n
+        self.pids: list[int] = []
+        self.shm: mmap.mmap | None = None
+        self.w, self.at = -1, 0
+
+    def submit(self, record) -> None:
+        """Hand one record to the children, forking them at the first; raises where none can take it (it then
+        compiles where it is launched)."""
+        data = json.dumps(record).encode()
+        if self.n <= 0 or self.at + len(data) > self.SIZE:
+            raise OSError("no child to compile it")
+        if self.shm is None:
+            self._fork()
+        if not self.pids:
+            raise OSError("no child to compile it")
+        self.shm[self.at : self.at + len(data)] = data
+        os.write(self.w, struct.pack("<II", self.at, len(data)))
+        self.at += len(data)
+
+    def _fork(self) -> None:
+        self.shm = mmap.mmap(-1, self.SIZE)  # MAP_SHARED | MAP_ANONYMOUS: the children see what is written later
+        r, self.w = os.pipe()
+        parent = os.getpid()
+        try:
+            for _ in range(self.n):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DeprecationWarning)  # "multi-threaded, fork() may deadlock"
+                    pid = os.fork()
+                if pid == 0:
+                    os.close(self.w)  # else the pipe would never reach its end for this child
+                    _child(r, self.shm, self.target, parent)
+                self.pids.append(pid)
+        finally:
+            os.close(r)
+
+    def finish(self) -> int:
+        """No more records: wait for the children to compile what they were given (at most TIMEOUT_S, then they are
+        killed: what they did not finish compiles where launched); returns how many were forked."""
+        forked, pids = len(self.pids), self.pids
+        if self.w >= 0:
+            os.close(self.w)
+            self.w = -1
+        try:
+            deadline = time.monotonic() + TIMEOUT_S
+            while pids and time.monotonic() < deadline:
+                pids = [p for p in pids if os.waitpid(p, os.WNOHANG)[0] == 0]
+                if pids:
+                    time.sleep(0.01)
+        finally:
+            for p in pids:  # past the deadline or interrupted
+                os.kill(p, signal.SIGKILL)
+                os.waitpid(p, 0)
+            self.pids = []
+            if self.shm is not None:
+                self.shm.close()
+                self.shm = None
+        return forked
 
 
-def _child(share: list, target, parent: int) -> None:
+def _child(r: int, shm: mmap.mmap, target, parent: int) -> None:
+    """A child's life: compile each record it reads from the pipe `r` (its bytes in `shm`) until the pipe ends."""
     code = 1
     try:
         os.setsid()
@@ -207,7 +275,11 @@ def _child(share: list, target, parent: int) -> None:
         for fd in (0, 1, 2):
             os.dup2(null, fd)
         sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - the child ends with os._exit
-        code = 1 if compile_all(share, target) else 0
+        failed = 0
+        while len(head := os.read(r, 8)) == 8:
+            at, size = struct.unpack("<II", head)
+            failed += compile_all([tuple(json.loads(shm[at : at + size]))], target)
+        code = 1 if failed else 0
     finally:
         os._exit(code)
 
@@ -223,14 +295,29 @@ def _die_with_parent() -> None:
 
 
 def compile_all(share: list, target) -> int:
-    """Each (module, name, specialization) of share compiled into the on-disk cache; returns how many failed."""
+    """Each (module, name, specialization) of share compiled into the on-disk cache, with its C launcher; returns
+    how many failed."""
     import triton
 
     failed = 0
     for module, name, data in share:
         try:
             src, options = source(_kernel(module, name), data, target)
-            triton.compile(src, target=target, options=options.__dict__)
+            kernel = triton.compile(src, target=target, options=options.__dict__)
         except Exception:  # noqa: BLE001 - this one compiles where it is launched
             failed += 1
+            continue
+        launcher(src, kernel.metadata)
     return failed
+
+
+def launcher(src, metadata) -> None:
+    """Build the C launcher that a first launch of this kernel builds (gcc, one per signature and constants) into
+    the on-disk cache, where a launch then finds it. Needs no CUDA context; where it cannot be built here (no
+    libcuda: a machine without the driver), the launch builds it."""
+    try:
+        from triton.runtime import driver
+
+        driver.active.launcher_cls(src, metadata)
+    except Exception:  # noqa: BLE001 - built where launched
+        pass
