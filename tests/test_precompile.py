@@ -84,6 +84,84 @@ def test_children_take_records_as_they_come(tmp_path, monkeypatch):
     assert not pool.pids and pool.shm is None
 
 
+def dry_start(monkeypatch, tmp_path, target, data):
+    """What ahead needs around a start's dry steps, on a machine without a GPU: Triton's active driver stands in
+    with the target (its C launchers cannot be built here: no libcuda), and a step's launch of glue._silu_mul is
+    the call Triton's run makes to the jit_cache_hook that ahead installs. Returns that step."""
+    from types import SimpleNamespace
+
+    from triton import knobs
+    from triton.runtime import driver
+
+    from yi_cli.kernels import glue
+
+    def no_launcher(*_):
+        raise RuntimeError("no libcuda here")
+
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(driver, "_active", SimpleNamespace(get_current_target=lambda: target, launcher_cls=no_launcher))
+    monkeypatch.setattr(glue._silu_mul, "device_caches", {0: ({},)})
+    fn = SimpleNamespace(module="yi_cli.kernels.glue", name="_silu_mul", jit_function=glue._silu_mul)
+    return lambda: knobs.runtime.jit_cache_hook(key="k", fn=fn, compile={"device": 0, "specialization_data": data})
+
+
+def test_ahead_compiles_what_the_steps_find(tmp_path, monkeypatch):
+    """ahead hands the kernel a dry step finds to its children, which compile it into the on-disk cache before it
+    returns; a second start finds it there and forks nothing."""
+    pytest.importorskip("triton")
+    from triton.backends.compiler import GPUTarget
+
+    from yi_cli.kernels import glue, precompile
+
+    target = GPUTarget("cuda", 90, 32)
+    data = silu_mul_specialization(target)
+    step = dry_start(monkeypatch, tmp_path, target, data)
+    src, options = precompile.source(glue._silu_mul, data, target)
+    out = precompile.ahead([step, lambda: None], n=2)
+    assert out["kernels"] == 1 and out["workers"] == 2
+    assert precompile.cached(src, target, options)
+    again = precompile.ahead([step, lambda: pytest.fail("a warm start runs the first step only")], n=2)
+    assert again["kernels"] == 0 and again["workers"] == 0
+
+
+def test_an_interrupted_start_stops_its_children(tmp_path, monkeypatch):
+    """Ctrl-C during the dry steps, after children were forked: ahead passes the interrupt on at once and leaves no
+    child running (they are killed, not waited for: here they would compile for an hour, and a wait would last
+    TIMEOUT_S, 60 s)."""
+    pytest.importorskip("triton")
+    import time
+
+    from triton.backends.compiler import GPUTarget
+
+    from yi_cli.kernels import precompile
+
+    target = GPUTarget("cuda", 90, 32)
+    step = dry_start(monkeypatch, tmp_path, target, silu_mul_specialization(target))
+    forked = []
+    real_fork = os.fork
+
+    def fork():
+        pid = real_fork()
+        forked.append(pid)
+        return pid
+
+    def interrupted():
+        step()
+        assert len(forked) == 2  # the children are up, compiling the record
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fork", fork)
+    monkeypatch.setattr(precompile, "compile_all", lambda share, target: time.sleep(3600))  # in the children
+    monkeypatch.setattr(precompile, "TIMEOUT_S", 60)
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        precompile.ahead([interrupted], n=2)
+    assert time.monotonic() - t0 < 30
+    for pid in forked:
+        with pytest.raises(ChildProcessError):  # reaped: no child of this process by that pid
+            os.waitpid(pid, os.WNOHANG)
+
+
 def test_recording_skips_this_threads_launches_only(tmp_path, monkeypatch):
     """Within recording, this thread's launches run as warm-ups (nothing launched) and each missing specialization
     is recorded once (and handed to the callback) and stands as _SKIP in its kernel's cache; another thread's

@@ -167,9 +167,11 @@ def ahead(steps, n: int | None = None) -> dict:
                     step()
                 except Exception:  # noqa: BLE001 - a step that cannot run dry: its kernels compile where launched
                     break
-        dry = time.perf_counter() - t0
-    finally:
-        forked = pool.finish()
+    except BaseException:  # Ctrl-C at a start: the children are stopped, not waited for
+        pool.finish(wait=False)
+        raise
+    dry = time.perf_counter() - t0
+    forked = pool.finish()
     return {"kernels": len(found), "workers": forked, "dry_s": round(dry, 3), "s": round(time.perf_counter() - t0, 3)}
 
 
@@ -180,9 +182,10 @@ def in_children(found: list, target, n: int) -> int:
     try:
         for record in sorted(found, key=lambda r: r[0] != "yi_cli.kernels.gemv_mma"):
             pool.submit(record)
-    finally:
-        forked = pool.finish()
-    return forked
+    except BaseException:
+        pool.finish(wait=False)
+        raise
+    return pool.finish()
 
 
 class Children:
@@ -236,15 +239,16 @@ class Children:
         finally:
             os.close(r)
 
-    def finish(self) -> int:
-        """No more records: wait for the children to compile what they were given (at most TIMEOUT_S, then they are
-        killed: what they did not finish compiles where launched); returns how many were forked."""
+    def finish(self, wait: bool = True) -> int:
+        """No more records: wait for the children to compile what they were given (at most TIMEOUT_S; not at all
+        without `wait`), then kill those still at it (what they did not finish compiles where launched); returns how
+        many were forked."""
         forked, pids = len(self.pids), self.pids
         if self.w >= 0:
             os.close(self.w)
             self.w = -1
         try:
-            deadline = time.monotonic() + TIMEOUT_S
+            deadline = time.monotonic() + (TIMEOUT_S if wait else 0)
             while pids and time.monotonic() < deadline:
                 pids = [p for p in pids if os.waitpid(p, os.WNOHANG)[0] == 0]
                 if pids:
