@@ -46,15 +46,28 @@ def test_children_compile_into_the_on_disk_cache(tmp_path, monkeypatch):
     src, options = precompile.source(glue._silu_mul, data, target)
     assert not precompile.cached(src, target, options)
     found = [("yi_cli.kernels.glue", "_no_such_kernel", data), ("yi_cli.kernels.glue", "_silu_mul", data)]
-    assert precompile.in_children(found, target, 4) == 2  # one child a record
+    assert precompile.in_children(found, target, 4) == 2  # no more children than records
     assert precompile.cached(src, target, options)
     assert list((tmp_path / "cache").rglob("_silu_mul.cubin"))
     assert precompile.compile_all(found, target) == 1  # the missing kernel; the other is a cache hit
 
 
+def kills(monkeypatch) -> list:
+    """The kills this test's process sends from now on (sent all the same); precompile's deadline at 60 s, so that
+    children still waiting on their pipe at the end are killed within the test's time."""
+    from yi_cli.kernels import precompile
+
+    sent, kill, killpg = [], os.kill, os.killpg
+    monkeypatch.setattr(os, "kill", lambda pid, sig: (sent.append(pid), kill(pid, sig)))
+    monkeypatch.setattr(os, "killpg", lambda pid, sig: (sent.append(pid), killpg(pid, sig)))
+    monkeypatch.setattr(precompile, "TIMEOUT_S", 60)
+    return sent
+
+
 def test_children_take_records_as_they_come(tmp_path, monkeypatch):
-    """The children are forked at the first record, not before (a warm start forks none), and take records handed
-    over while they already compile (a start's dry steps go on finding kernels meanwhile)."""
+    """The children are forked at the first record, not before (a warm start forks none), take records handed over
+    while they already compile (a start's dry steps go on finding kernels meanwhile), and end by themselves when
+    the records do (none is killed)."""
     pytest.importorskip("triton")
     import time
 
@@ -63,6 +76,7 @@ def test_children_take_records_as_they_come(tmp_path, monkeypatch):
     from yi_cli.kernels import glue, precompile
 
     monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "cache"))
+    killed = kills(monkeypatch)
     target = GPUTarget("cuda", 90, 32)
     assert precompile.Children(target, 2).finish() == 0  # nothing handed over: nothing forked
     first, second = silu_mul_specialization(target, 1024), silu_mul_specialization(target, 512)
@@ -81,7 +95,7 @@ def test_children_take_records_as_they_come(tmp_path, monkeypatch):
     finally:
         assert pool.finish() == 2
     assert precompile.cached(srcs[1][0], target, srcs[1][1])
-    assert not pool.pids and pool.shm is None
+    assert not pool.pids and pool.shm is None and killed == []
 
 
 def dry_start(monkeypatch, tmp_path, target, data):
@@ -106,8 +120,8 @@ def dry_start(monkeypatch, tmp_path, target, data):
 
 
 def test_ahead_compiles_what_the_steps_find(tmp_path, monkeypatch):
-    """ahead hands the kernel a dry step finds to its children, which compile it into the on-disk cache before it
-    returns; a second start finds it there and forks nothing."""
+    """ahead hands the kernel a dry step finds to its children, which compile it into the on-disk cache and end by
+    themselves before it returns; a second start finds it there and forks nothing."""
     pytest.importorskip("triton")
     from triton.backends.compiler import GPUTarget
 
@@ -116,9 +130,10 @@ def test_ahead_compiles_what_the_steps_find(tmp_path, monkeypatch):
     target = GPUTarget("cuda", 90, 32)
     data = silu_mul_specialization(target)
     step = dry_start(monkeypatch, tmp_path, target, data)
+    killed = kills(monkeypatch)
     src, options = precompile.source(glue._silu_mul, data, target)
     out = precompile.ahead([step, lambda: None], n=2)
-    assert out["kernels"] == 1 and out["workers"] == 2
+    assert out["kernels"] == 1 and out["workers"] == 2 and killed == []
     assert precompile.cached(src, target, options)
     again = precompile.ahead([step, lambda: pytest.fail("a warm start runs the first step only")], n=2)
     assert again["kernels"] == 0 and again["workers"] == 0

@@ -16,6 +16,7 @@ at most 8).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import hashlib
@@ -229,34 +230,54 @@ class Children:
         parent = os.getpid()
         try:
             for _ in range(self.n):
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", DeprecationWarning)  # "multi-threaded, fork() may deadlock"
-                    pid = os.fork()
-                if pid == 0:
-                    os.close(self.w)  # else the pipe would never reach its end for this child
-                    _child(r, self.shm, self.target, parent)
-                self.pids.append(pid)
+                # Ctrl-C, SIGTERM or SIGHUP at the terminal's process group must not reach a child before it leaves
+                # that group (it would unwind the chat's own code in the child): held until it has
+                held = signal.pthread_sigmask(signal.SIG_BLOCK, QUIT_SIGNALS)
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", DeprecationWarning)  # "multi-threaded, fork() may deadlock"
+                        pid = os.fork()
+                    if pid == 0:
+                        try:
+                            os.close(self.w)  # else the pipe would never reach its end for this child
+                            _child(r, self.shm, self.target, parent, held)
+                        finally:
+                            os._exit(1)
+                    self.pids.append(pid)
+                except OSError:  # no more processes: those forked do the work
+                    if not self.pids:
+                        raise
+                    break
+                finally:
+                    signal.pthread_sigmask(signal.SIG_SETMASK, held)
         finally:
             os.close(r)
 
     def finish(self, wait: bool = True) -> int:
         """No more records: wait for the children to compile what they were given (at most TIMEOUT_S; not at all
-        without `wait`), then kill those still at it (what they did not finish compiles where launched); returns how
-        many were forked."""
-        forked, pids = len(self.pids), self.pids
+        without `wait`), then kill those still at it with their compilers (what they did not finish compiles where
+        launched); returns how many were forked."""
+        forked = len(self.pids)
         if self.w >= 0:
             os.close(self.w)
             self.w = -1
         try:
             deadline = time.monotonic() + (TIMEOUT_S if wait else 0)
-            while pids and time.monotonic() < deadline:
-                pids = [p for p in pids if os.waitpid(p, os.WNOHANG)[0] == 0]
-                if pids:
+            while self.pids and time.monotonic() < deadline:
+                for p in list(self.pids):
+                    if _reaped(p, os.WNOHANG):
+                        self.pids.remove(p)
+                if self.pids:
                     time.sleep(0.01)
         finally:
-            for p in pids:  # past the deadline or interrupted
-                os.kill(p, signal.SIGKILL)
-                os.waitpid(p, 0)
+            for p in self.pids:  # past the deadline or interrupted: the child's group (ptxas, gcc) or the child
+                try:
+                    os.killpg(p, signal.SIGKILL)  # a child leads its own group once it is past setsid
+                except ProcessLookupError:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(p, signal.SIGKILL)
+            for p in self.pids:
+                _reaped(p, 0)
             self.pids = []
             if self.shm is not None:
                 self.shm.close()
@@ -264,16 +285,29 @@ class Children:
         return forked
 
 
-def _child(r: int, shm: mmap.mmap, target, parent: int) -> None:
-    """A child's life: compile each record it reads from the pipe `r` (its bytes in `shm`) until the pipe ends."""
+QUIT_SIGNALS = {getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n)}
+
+
+def _reaped(pid: int, flags: int) -> bool:
+    """waitpid: whether child pid has ended (and is reaped now, or was already)."""
+    try:
+        return os.waitpid(pid, flags)[0] != 0
+    except ChildProcessError:
+        return True
+
+
+def _child(r: int, shm: mmap.mmap, target, parent: int, mask) -> None:
+    """A child's life: compile each record it reads from the pipe `r` (its bytes in `shm`) until the pipe ends. It
+    starts with the quit signals held (`mask`: the signal mask to restore once it has left the chat's group)."""
     code = 1
     try:
         os.setsid()
         _die_with_parent()
         if os.getppid() != parent:  # the chat ended before the line above took effect
             return
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for sig in QUIT_SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         gc.disable()  # nothing of the chat's (CUDA tensors included) is freed here
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
