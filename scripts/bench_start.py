@@ -2,12 +2,17 @@
 
     python scripts/bench_start.py                                  # CPU, the demo model
     python scripts/bench_start.py --model DIR --device cuda        # GPU; --cold-triton adds an empty-cache run
+    python scripts/bench_start.py --model DIR --device cuda --cold-triton --against ../base --rounds 3
+                                   # and another checkout's yi_cli, timed alternately with this one's
 
 Prints one JSON object: device, versions, start_s (median of --runs: exec -> the first byte of the reply on
 stdout), start_cold_triton_s (with --cold-triton: TRITON_CACHE_DIR empty, every kernel compiles), imports_s (the
 sum of `python -X importtime` self times in one more run), packages_s (that sum per top-level package) and
 top_imports (the ten modules with the largest cumulative import time). The parent process imports nothing heavy
 before the timed runs, so it does not warm anything the child would not find warm anyway (the page cache aside).
+With --against TREE: one object per tree ("tree": this checkout or TREE), their runs alternating round by round
+(--rounds: each round a cold run where asked, a warm-up, then --runs timed runs, per tree), so that the two see the
+same machine; start_s and start_cold_triton_s are then medians over the rounds, the single runs listed beside them.
 """
 
 from __future__ import annotations
@@ -105,6 +110,20 @@ def device_name(device: str) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
+def rounds(trees: dict, rounds_n: int, runs: int, cold: bool, time_start) -> dict:
+    """Each tree's start times, the trees alternating round by round: {name: {"cold": [...], "runs": [...]}}.
+    time_start(tree, cold) times one fresh process (cold: on an empty Triton cache); each round gives a tree one
+    cold run where asked, one warm-up (untimed: page cache, demo conversion, Triton cache) and `runs` timed ones."""
+    out: dict = {name: {"cold": [], "runs": []} for name in trees}
+    for _ in range(rounds_n):
+        for name, tree in trees.items():
+            if cold:
+                out[name]["cold"].append(time_start(tree, True))
+            time_start(tree, False)
+            out[name]["runs"].extend(time_start(tree, False) for _ in range(runs))
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="demo")
@@ -113,22 +132,39 @@ def main(argv=None) -> int:
     ap.add_argument("--prompt", default="hi")
     ap.add_argument("--runs", type=int, default=3, help="timed runs (the median is start_s); one warm-up before")
     ap.add_argument("--cold-triton", action="store_true", help="also one run with an empty TRITON_CACHE_DIR")
+    ap.add_argument("--against", metavar="TREE", help="another checkout whose yi_cli is timed alternately")
+    ap.add_argument("--rounds", type=int, default=1, help="rounds of (cold, warm-up, runs) per tree, alternating")
     a = ap.parse_args(argv)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     cmd = command(a)
-    row: dict = {"device": device_name(a.device), "model": a.model, "engine": a.engine, "versions": versions()}
-    if a.cold_triton:
+    trees = {"this": ROOT} | ({"against": Path(a.against).resolve()} if a.against else {})
+
+    def env_for(tree: Path) -> dict:
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(tree), os.environ.get("PYTHONPATH")])))
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        return env
+
+    def time_start(tree: Path, cold: bool) -> float:
+        if not cold:
+            return first_token(cmd, env_for(tree))[0]
         with tempfile.TemporaryDirectory() as cache:
-            row["start_cold_triton_s"] = round(first_token(cmd, dict(env, TRITON_CACHE_DIR=cache))[0], 2)
-    first_token(cmd, env)  # warm-up: page cache, demo conversion, Triton cache
-    times = [first_token(cmd, env)[0] for _ in range(a.runs)]
-    row["start_s"] = round(statistics.median(times), 2)
-    row["start_runs_s"] = [round(t, 2) for t in times]
-    t, stderr = first_token(cmd, env, importtime=True)
-    row["imports_s"], row["packages_s"], row["top_imports"] = import_table(stderr)
-    row["start_importtime_s"] = round(t, 2)  # -X importtime itself adds time: not comparable to start_s
-    print(json.dumps(row), flush=True)
+            return first_token(cmd, dict(env_for(tree), TRITON_CACHE_DIR=cache))[0]
+
+    times = rounds(trees, a.rounds, a.runs, a.cold_triton, time_start)
+    for name, tree in trees.items():
+        row: dict = {"device": device_name(a.device), "model": a.model, "engine": a.engine, "versions": versions()}
+        if a.against:
+            row["tree"] = str(tree)
+        cold, runs = times[name]["cold"], times[name]["runs"]
+        if cold:
+            row["start_cold_triton_s"] = round(statistics.median(cold), 2)
+            if len(cold) > 1:
+                row["start_cold_triton_runs_s"] = [round(t, 2) for t in cold]
+        row["start_s"] = round(statistics.median(runs), 2)
+        row["start_runs_s"] = [round(t, 2) for t in runs]
+        t, stderr = first_token(cmd, env_for(tree), importtime=True)
+        row["imports_s"], row["packages_s"], row["top_imports"] = import_table(stderr)
+        row["start_importtime_s"] = round(t, 2)  # -X importtime itself adds time: not comparable to start_s
+        print(json.dumps(row), flush=True)
     return 0
 
 
