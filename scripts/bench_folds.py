@@ -22,18 +22,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from yi_cli.kernels import gemv_mma  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_gemv import SHAPES  # noqa: E402
+from bench_gemv import SHAPES, plane  # noqa: E402
 from bench_parts import graph_time_us  # noqa: E402
 
 # (tiles, warps, units ahead, x units ahead, chunks a unit): one chunk a unit, and pairs (Yi-34B ships 1, 8, 3, 1, 2)
 DOWN_CONFIGS = [(2, 8, 3, 0, 1), (2, 8, 3, 1, 1), (2, 8, 3, 3, 1), (1, 8, 3, 0, 1), (2, 8, 2, 2, 1), (1, 8, 4, 2, 1)]
 DOWN_CONFIGS += [(1, 8, 3, 1, 2), (2, 8, 1, 1, 2)]
-
-
-def plane(n: int, k: int, group: int = 128):
-    q = torch.randint(0, 16, (n, k), dtype=torch.uint8, device="cuda")
-    sz = (torch.rand(k // group, n, 2, device="cuda") * 0.01).bfloat16().contiguous()
-    return gemv_mma.pack(q), sz
 
 
 def main() -> None:

@@ -191,21 +191,30 @@ def int8(mats: dict, group: int, sweep: bool, pdl, dtype: torch.dtype) -> dict:
     return out
 
 
+def plane(n: int, k: int, group: int = 128):
+    """Random int4 codes in gemv_mma's packed layout and their (s, zf) scales: one weight set."""
+    q = torch.randint(0, 16, (n, k), dtype=torch.uint8, device="cuda")
+    sz = (torch.rand(k // group, n, 2, device="cuda") * 0.01).bfloat16().contiguous()
+    return gemv_mma.pack(q), sz
+
+
 # (n, k, silu) that --floor times: one or two chunks of K (next to nothing to stream) at Yi-6B's row counts, and two
 # whole Yi-6B matmuls for scale
-FLOOR = ((4096, 128, False), (4096, 256, False), (5120, 128, False), (22016, 128, True), (4096, 4096, False))
-FLOOR += ((5120, 4096, False),)
+FLOOR = [
+    (4096, 128, False),
+    (4096, 256, False),
+    (5120, 128, False),
+    (22016, 128, True),
+    (4096, 4096, False),
+    (5120, 4096, False),
+]
 
 
 def floor() -> None:
     """What a launch costs with next to nothing to stream: gemv_mma on random int4 codes, COPIES launches in a CUDA
     graph, with and without programmatic dependent launch; one JSON line a shape (µs a launch)."""
     for n, k, silu in FLOOR:
-        sets = []
-        for _ in range(COPIES):
-            q = torch.randint(0, 16, (n, k), dtype=torch.uint8, device="cuda")
-            sz = (torch.randn(k // 128, n, 2, device="cuda") * 0.01).to(torch.bfloat16)
-            sets.append((gemv_mma.pack(q), sz))
+        sets = [plane(n, k) for _ in range(COPIES)]
         x = torch.randn(1, k, device="cuda", dtype=torch.bfloat16)
         row = {"n": n, "k": k, "silu": silu}
         for pdl in (True, False):

@@ -150,8 +150,9 @@ def main(argv=None) -> int:
             return first_token(cmd, dict(env_for(tree), TRITON_CACHE_DIR=cache))[0]
 
     times = rounds(trees, a.rounds, a.runs, a.cold_triton, time_start)
+    common = {"device": device_name(a.device), "model": a.model, "engine": a.engine, "versions": versions()}
     for name, tree in trees.items():
-        row: dict = {"device": device_name(a.device), "model": a.model, "engine": a.engine, "versions": versions()}
+        row = dict(common)
         if a.against:
             row["tree"] = str(tree)
         cold, runs = times[name]["cold"], times[name]["runs"]

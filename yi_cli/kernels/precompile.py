@@ -158,8 +158,7 @@ def ahead(steps, n: int | None = None) -> dict:
 
     t0 = time.perf_counter()
     target = driver.active.get_current_target()
-    pool = Children(target, n)
-    try:
+    with Children(target, n) as pool:  # waited for at the end of the block; stopped at once on Ctrl-C
         with recording(target, pool.submit) as found:
             for i, step in enumerate(steps):
                 if i == 1 and not found:
@@ -168,25 +167,22 @@ def ahead(steps, n: int | None = None) -> dict:
                     step()
                 except Exception:  # noqa: BLE001 - a step that cannot run dry: its kernels compile where launched
                     break
-    except BaseException:  # Ctrl-C at a start: the children are stopped, not waited for
-        pool.finish(wait=False)
-        raise
-    dry = time.perf_counter() - t0
-    forked = pool.finish()
-    return {"kernels": len(found), "workers": forked, "dry_s": round(dry, 3), "s": round(time.perf_counter() - t0, 3)}
+        dry = time.perf_counter() - t0
+    return {
+        "kernels": len(found),
+        "workers": pool.forked,
+        "dry_s": round(dry, 3),
+        "s": round(time.perf_counter() - t0, 3),
+    }
 
 
 def in_children(found: list, target, n: int) -> int:
     """Compile `found` (recording's records) in up to n forked children, the tensor-core GEMV's first; returns how
     many ran."""
-    pool = Children(target, min(n, len(found)))
-    try:
+    with Children(target, min(n, len(found))) as pool:
         for record in sorted(found, key=lambda r: r[0] != "yi_cli.kernels.gemv_mma"):
             pool.submit(record)
-    except BaseException:
-        pool.finish(wait=False)
-        raise
-    return pool.finish()
+    return pool.forked
 
 
 class Children:
@@ -195,7 +191,8 @@ class Children:
     AWQ's 23 on the H200). They are forked at the first record, so they compile while the start's steps still run
     dry (1.1-1.5 s of Yi-6B's). A record goes into a shared anonymous mapping and its (offset, length) through a
     pipe as one 8-byte write, which a reader takes whole (writes up to PIPE_BUF are atomic), so the children need no
-    lock; closing the pipe tells them there is no more.
+    lock; closing the pipe tells them there is no more. As a context manager, its block's end calls `finish`: the
+    children are waited for, or on an exception (Ctrl-C at a start included) stopped at once.
 
     A fork shares the chat's imports (a fresh interpreter would spend seconds importing torch before its first
     compile); a child only compiles (Triton's compiler, ptxas and gcc, never CUDA or torch), its output goes
@@ -209,12 +206,19 @@ class Children:
         self.pids: list[int] = []
         self.shm: mmap.mmap | None = None
         self.w, self.at = -1, 0
+        self.forked = 0  # how many children were forked
+
+    def __enter__(self) -> Children:
+        return self
+
+    def __exit__(self, kind, *_) -> None:
+        self.finish(wait=kind is None)
 
     def submit(self, record) -> None:
         """Hand one record to the children, forking them at the first; raises where none can take it (it then
         compiles where it is launched)."""
         data = json.dumps(record).encode()
-        if self.n <= 0 or self.at + len(data) > self.SIZE:
+        if self.at + len(data) > self.SIZE:
             raise OSError("no child to compile it")
         if self.shm is None:
             self._fork()
@@ -244,6 +248,7 @@ class Children:
                         finally:
                             os._exit(1)
                     self.pids.append(pid)
+                    self.forked += 1
                 except OSError:  # no more processes: those forked do the work
                     if not self.pids:
                         raise
@@ -257,7 +262,6 @@ class Children:
         """No more records: wait for the children to compile what they were given (at most TIMEOUT_S; not at all
         without `wait`), then kill those still at it with their compilers (what they did not finish compiles where
         launched); returns how many were forked."""
-        forked = len(self.pids)
         if self.w >= 0:
             os.close(self.w)
             self.w = -1
@@ -282,7 +286,7 @@ class Children:
             if self.shm is not None:
                 self.shm.close()
                 self.shm = None
-        return forked
+        return self.forked
 
 
 QUIT_SIGNALS = {getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n)}
