@@ -54,13 +54,13 @@ def command(a) -> list[str]:
     ]
 
 
-def first_token(cmd: list[str], env: dict, importtime: bool = False) -> tuple[float, str]:
+def first_token(cmd: list[str], env: dict, importtime: bool = False, cwd: Path | None = None) -> tuple[float, str]:
     """(seconds from exec to the first stdout byte, stderr text). The process runs to its end either way."""
     if importtime:
         cmd = [cmd[0], "-X", "importtime", *cmd[1:]]
     with tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
-        p = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
+        p = subprocess.Popen(cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
         byte = p.stdout.read(1)
         t = time.perf_counter() - t0
         p.stdout.read()
@@ -71,6 +71,18 @@ def first_token(cmd: list[str], env: dict, importtime: bool = False) -> tuple[fl
         tail = [ln for ln in text.splitlines() if not ln.startswith("import time:")][-5:]
         sys.exit(f"bench_start: {' '.join(cmd)} exited {code} with no reply: {' | '.join(tail)}")
     return t, text
+
+
+def start(cmd: list[str], tree: Path, cold: bool = False, importtime: bool = False) -> tuple[float, str]:
+    """first_token of a fresh process of `tree`'s yi_cli (cold: on an empty Triton cache). It runs in the tree:
+    `python -m` puts the working directory ahead of PYTHONPATH, so run from another checkout it would import that
+    checkout's yi_cli."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(tree), os.environ.get("PYTHONPATH")])))
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if not cold:
+        return first_token(cmd, env, importtime, cwd=tree)
+    with tempfile.TemporaryDirectory() as cache:
+        return first_token(cmd, dict(env, TRITON_CACHE_DIR=cache), importtime, cwd=tree)
 
 
 def import_table(stderr: str) -> tuple[float, dict, list]:
@@ -135,21 +147,11 @@ def main(argv=None) -> int:
     ap.add_argument("--against", metavar="TREE", help="another checkout whose yi_cli is timed alternately")
     ap.add_argument("--rounds", type=int, default=1, help="rounds of (cold, warm-up, runs) per tree, alternating")
     a = ap.parse_args(argv)
+    if Path(a.model).exists():  # the processes run in their trees
+        a.model = str(Path(a.model).resolve())
     cmd = command(a)
     trees = {"this": ROOT} | ({"against": Path(a.against).resolve()} if a.against else {})
-
-    def env_for(tree: Path) -> dict:
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(tree), os.environ.get("PYTHONPATH")])))
-        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        return env
-
-    def time_start(tree: Path, cold: bool) -> float:
-        if not cold:
-            return first_token(cmd, env_for(tree))[0]
-        with tempfile.TemporaryDirectory() as cache:
-            return first_token(cmd, dict(env_for(tree), TRITON_CACHE_DIR=cache))[0]
-
-    times = rounds(trees, a.rounds, a.runs, a.cold_triton, time_start)
+    times = rounds(trees, a.rounds, a.runs, a.cold_triton, lambda tree, cold: start(cmd, tree, cold)[0])
     common = {"device": device_name(a.device), "model": a.model, "engine": a.engine, "versions": versions()}
     for name, tree in trees.items():
         row = dict(common)
@@ -162,7 +164,7 @@ def main(argv=None) -> int:
                 row["start_cold_triton_runs_s"] = [round(t, 2) for t in cold]
         row["start_s"] = round(statistics.median(runs), 2)
         row["start_runs_s"] = [round(t, 2) for t in runs]
-        t, stderr = first_token(cmd, env_for(tree), importtime=True)
+        t, stderr = start(cmd, tree, importtime=True)
         row["imports_s"], row["packages_s"], row["top_imports"] = import_table(stderr)
         row["start_importtime_s"] = round(t, 2)  # -X importtime itself adds time: not comparable to start_s
         print(json.dumps(row), flush=True)

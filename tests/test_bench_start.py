@@ -1,11 +1,12 @@
-"""scripts/bench_start.py's A/B of two trees (CPU, no process started): the order of the runs and what each tree's
-line reports."""
+"""scripts/bench_start.py's A/B of two trees (CPU): the order of the runs, what each tree's line reports (no
+process started), and that a tree's process imports that tree's yi_cli."""
 
 from __future__ import annotations
 
 import importlib.util
 import itertools
 import json
+import sys
 from pathlib import Path
 
 _spec = importlib.util.spec_from_file_location(
@@ -35,8 +36,9 @@ def test_against_times_each_tree_with_its_own_yi_cli(tmp_path, monkeypatch, caps
     other.mkdir()
     seen, clock = [], itertools.count(1)
 
-    def first_token(cmd, env, importtime=False):
+    def first_token(cmd, env, importtime=False, cwd=None):
         tree = env["PYTHONPATH"].split(":")[0]
+        assert str(cwd) == tree
         seen.append((tree, "TRITON_CACHE_DIR" in env, importtime))
         return float(next(clock)), ""
 
@@ -55,3 +57,16 @@ def test_against_times_each_tree_with_its_own_yi_cli(tmp_path, monkeypatch, caps
     assert [tree for tree, _, _ in seen] == [a] * 3 + [b] * 3 + [a] * 3 + [b] * 3 + [a, b]
     assert [cold for _, cold, _ in seen] == [True, False, False] * 4 + [False, False]  # an empty cache: cold runs only
     assert [imp for _, _, imp in seen] == [False] * 12 + [True, True]
+
+
+def test_a_trees_process_imports_its_own_yi_cli(tmp_path, monkeypatch):
+    """Started from this checkout (as on the GPU machine), `python -m yi_cli` for another tree runs that tree's
+    yi_cli, not the one in the working directory."""
+    other = tmp_path / "base"
+    (other / "yi_cli").mkdir(parents=True)
+    (other / "yi_cli" / "__init__.py").write_text("")
+    main = "import sys, yi_cli\nsys.stderr.write('ran ' + yi_cli.__file__)\nprint('token')\n"
+    (other / "yi_cli" / "__main__.py").write_text(main)
+    monkeypatch.chdir(bench_start.ROOT)
+    t, err = bench_start.start([sys.executable, "-m", "yi_cli"], other.resolve())
+    assert err == f"ran {other.resolve() / 'yi_cli' / '__init__.py'}" and t > 0
