@@ -331,6 +331,24 @@ def test_a_save_snapshot_is_not_where_continue_goes(tmp_path, monkeypatch):
     assert store.autosave_for("last", data, "one-shot").mode == "interactive"
 
 
+def test_a_set_after_the_last_turn_is_saved_and_a_resume_restores_it(server, home):
+    """/set is saved when it is given, not only with the next turn; a resumed session's settings win over
+    config.toml (they were the chat's), a flag over both, and /set names where each came from."""
+    p = yi("--endpoint", server.url, stdin="hi\n/set temperature 0.5\n/set speculate off\n", home=home)
+    assert p.returncode == 0, p.stderr.decode()
+    [f] = session_files(home)
+    assert (f["settings"]["temperature"], f["settings"]["speculate"]) == (0.5, "off")
+    (home / "config").mkdir()
+    (home / "config" / "config.toml").write_text("[generation]\ntemperature = 0.9\ntop_k = 7\n")
+    [path] = (home / "data" / "sessions").glob("*.json")
+    p = yi("--endpoint", server.url, "--resume", str(path), stdin="/set\n", home=home)
+    assert p.returncode == 0, p.stderr.decode()
+    listed = p.stdout.decode()
+    assert "temperature = 0.5  (session)" in listed and "speculate = off  (session)" in listed, listed
+    p = yi("--endpoint", server.url, "--resume", str(path), "--temperature", "0.3", stdin="/set\n", home=home)
+    assert "temperature = 0.3  (flag)" in p.stdout.decode()
+
+
 def test_clear_starts_a_new_file_and_keeps_the_old_conversation(server, home):
     p = yi("--endpoint", server.url, stdin="one\n/clear\ntwo\n", home=home)
     assert p.returncode == 0, p.stderr.decode()

@@ -2,6 +2,7 @@ import pytest
 
 from tests.fixtures import ScriptedEngine, plain_chat
 from yi_cli.conversation import commands
+from yi_cli.engines import settings as gen
 from yi_cli.errors import YiError
 
 
@@ -38,6 +39,7 @@ def test_set_validates_and_records_source():
     chat.handle("/set")
     assert "temperature = 0.25  (command)" in out.getvalue() and "top_k = 0  (default)" in out.getvalue()
     assert chat.failures == 2
+    assert all(name in commands.TABLE["set"].help for name in gen.NAMES)  # /help names every setting
 
 
 def test_clear_history_undo_system():

@@ -23,7 +23,7 @@ from .session import ChatSession
 @dataclass
 class Options:
     overflow: str = "drop"  # what a turn that overflows the context does: drop oldest exchanges, or refuse
-    setting_sources: dict = field(default_factory=dict)  # setting name -> "flag" | "config" | "command"
+    setting_sources: dict = field(default_factory=dict)  # name -> "flag" | "config" | "session" | "command"
 
 
 @dataclass
@@ -74,10 +74,10 @@ class Chat:
                 if text.strip():
                     self.turn(attach.take(self, text))
                 return self.running
-            before = self.session.to_dict()
+            before = self._saved_state()
             commands.run(self, *cmd)
             self.render.command_done(cmd[0].name)
-            if self.on_turn and self.session.to_dict() != before:  # /undo, /clear, /load...: autosave follows
+            if self.on_turn and self._saved_state() != before:  # /undo, /clear, /set, /load...: autosave follows
                 self.on_turn(self)
         except YiError as e:
             self.failures += 1
@@ -88,6 +88,10 @@ class Chat:
             self.failures += 1
             self.render.error(f"{line.strip()[:40]!r} failed ({failure(e)})")
         return self.running
+
+    def _saved_state(self) -> tuple[dict, dict]:
+        """What the autosave writes that a command may change: the conversation and the settings."""
+        return self.session.to_dict(), self.settings.to_dict()
 
     def context_used(self) -> int:
         """Tokens the conversation takes: counted with the engine's template (only when the conversation

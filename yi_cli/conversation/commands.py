@@ -209,7 +209,7 @@ TABLE = {
             "set",
             do_set,
             "/set [NAME VALUE]",
-            "list settings, or set temperature, top_p, top_k, repetition_penalty, max_new_tokens, seed",
+            "list the settings, or set one: " + ", ".join(gen.NAMES),
             True,
         ),
         Command("retry", do_retry, "/retry [SEED]", "regenerate the last reply (SEED: for this retry only)", True),

@@ -275,8 +275,9 @@ def _main(args) -> int:
     if resume:
         session, saved, data = store.read(resume)
         for k, v in saved.to_dict().items():
-            if k not in sources:  # flags win over the file's settings
+            if sources.get(k) != "flag":  # flags win over the file's settings; the file over config and model
                 setattr(settings, k, v)
+                sources[k] = "session"
     if args.system is not None or (session is None and top.get("system")):
         session = session or ChatSession()
         session.system = args.system if args.system is not None else top["system"]
@@ -307,7 +308,7 @@ def _main(args) -> int:
         if not chat.terminated:
             raise
     finally:
-        render.release_keys()
+        render.pin_keys(False)  # unpinned and echo back on, however the chat ended
         _CHAT.clear()
     if chat.terminated:
         exit_code, what = LEAVE[_LEAVING[0]]

@@ -2,6 +2,8 @@
 
 The keys stay in the terminal's input queue, untouched; the next prompt (prompt_toolkit) reads them as if they
 were typed there, so a question typed during a reply starts the next input and is never drawn into the reply.
+The REPL pins the hold from before each prompt until its line has been handled: prompt_toolkit then returns the
+terminal to the held mode it found, so keys typed right after Enter (before a reply starts) are not echoed either.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ class KeyHold:
     def __init__(self, fd: int):
         self.fd = fd
         self.saved: list | None = None
+        self.pinned = False  # held until unpin: a reply's end does not give the echo back
 
     def hold(self) -> None:
         """Echo and line editing off; Ctrl-C still raises SIGINT. TCSANOW: the queued keys are kept."""
@@ -31,8 +34,16 @@ class KeyHold:
         held[6][termios.VMIN], held[6][termios.VTIME] = 1, 0
         termios.tcsetattr(self.fd, termios.TCSANOW, held)
 
+    def pin(self) -> None:
+        self.hold()
+        self.pinned = True
+
+    def unpin(self) -> None:
+        self.pinned = False
+        self.release()
+
     def release(self) -> None:
-        if self.saved is None:
+        if self.saved is None or self.pinned:
             return
         attrs, self.saved = self.saved, None
         try:

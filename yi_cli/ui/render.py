@@ -144,6 +144,10 @@ class Renderer:
     def release_keys(self) -> None:
         """Give the terminal its echo back (a reply cut short by an exception never reached reply_end)."""
 
+    def pin_keys(self, on: bool) -> None:
+        """on: keys typed from now on are held (not echoed) until pin_keys(False), whatever replies start and
+        end meanwhile; the REPL pins them around each prompt and the handling of its line."""
+
 
 class TerminalRenderer(Renderer):
     """A terminal: the reply streams as it comes, written once and never redrawn, so the scrollback holds each
@@ -192,9 +196,13 @@ class TerminalRenderer(Renderer):
         self.release_keys()
 
     def release_keys(self) -> None:
-        """Echo back on; the REPL calls this too when a reply ends by an exception."""
+        """Echo back on (unless pinned); the REPL calls this too when a reply ends by an exception."""
         if self.keys is not None:
             self.keys.release()
+
+    def pin_keys(self, on: bool) -> None:
+        if self.keys is not None:
+            self.keys.pin() if on else self.keys.unpin()
 
     def _write(self, pieces) -> None:
         if not pieces:

@@ -49,8 +49,9 @@ def toolbar(chat):
     return text
 
 
-def editor(session):
-    """/edit: $VISUAL/$EDITOR on a temp file when set, else the message inline, ready to change."""
+def editor(session, render):
+    """/edit: $VISUAL/$EDITOR on a temp file when set (the terminal as the chat found it meanwhile), else the
+    message inline, ready to change."""
 
     def edit(old: str) -> str | None:
         cmd = os.environ.get("VISUAL") or os.environ.get("EDITOR")
@@ -66,10 +67,13 @@ def editor(session):
         with tempfile.NamedTemporaryFile("w+", suffix=".md", encoding="utf-8") as f:
             f.write(old)
             f.flush()
+            render.pin_keys(False)  # a line editor (ed) echoes through the terminal
             try:
                 subprocess.run([*shlex.split(cmd), f.name], check=True)
             except (OSError, subprocess.CalledProcessError) as e:
                 raise YiError(f"editor {cmd!r} failed ({e})") from None
+            finally:
+                render.pin_keys(True)
             with open(f.name, encoding="utf-8") as g:
                 return g.read().rstrip("\n")
 
@@ -86,19 +90,24 @@ def run(chat, prompt_text: str = ">>> ") -> int:
         bottom_toolbar=toolbar(chat),
         prompt_continuation="... ",
     )
-    chat.editor = editor(session)
+    chat.editor = editor(session, chat.render)
     chat.render.show(f"yi-chat · {chat.engine.name} · /help for commands, Ctrl-D to exit")
     while chat.running:
+        # Held from before the prompt (which puts back the mode it found) until the line is handled: keys typed
+        # after Enter wait unechoed for the next prompt, however long the reply takes to start.
+        chat.render.pin_keys(True)
         try:
-            line = session.prompt(prompt_text)
-        except KeyboardInterrupt:  # Ctrl-C at the prompt clears the line
-            continue
-        except EOFError:  # Ctrl-D
-            break
-        try:
-            chat.handle(line)
-        except KeyboardInterrupt:  # a third Ctrl-C during a reply, or one between replies: back to the prompt
-            chat.render.release_keys()
-            if not chat.terminated:
-                chat.render.notice("interrupted")
+            try:
+                line = session.prompt(prompt_text)
+            except KeyboardInterrupt:  # Ctrl-C at the prompt clears the line
+                continue
+            except EOFError:  # Ctrl-D
+                break
+            try:
+                chat.handle(line)
+            except KeyboardInterrupt:  # a third Ctrl-C during a reply, or one between replies: back to the prompt
+                if not chat.terminated:
+                    chat.render.notice("interrupted")
+        finally:
+            chat.render.pin_keys(False)
     return 0

@@ -1,0 +1,64 @@
+"""The REPL's hold on the terminal's keys (keys.KeyHold on a real pty): from before each prompt until its line has
+been handled, so keys typed right after Enter — before the reply's first token — are not echoed into the screen.
+prompt_toolkit is replaced by a scripted session to isolate repl.run's handling of the terminal (the tmux tests in
+test_screen.py run the real one)."""
+
+from __future__ import annotations
+
+import io
+import os
+import termios
+
+from rich.console import Console
+
+from tests.fixtures import ScriptedEngine
+from yi_cli.conversation.chat import Chat
+from yi_cli.ui import repl
+from yi_cli.ui.keys import KeyHold
+from yi_cli.ui.render import TerminalRenderer
+
+
+def echo(fd: int) -> bool:
+    return bool(termios.tcgetattr(fd)[3] & termios.ECHO)
+
+
+def test_keys_stay_held_from_each_prompt_until_its_line_is_handled(tmp_path, monkeypatch):
+    monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path))
+    master, slave = os.openpty()
+    try:
+        states = []
+        lines = ["a question", "/set temperature 0.5", "another question"]
+
+        class Session:  # prompt_toolkit's PromptSession as repl.run uses it
+            def __init__(self, **kw):
+                pass
+
+            def prompt(self, text, **kw):
+                states.append(("prompt", echo(slave)))
+                if not lines:
+                    raise EOFError
+                return lines.pop(0)
+
+        monkeypatch.setattr(repl, "PromptSession", Session)
+        engine = ScriptedEngine(["one reply", "two"])
+        out = Console(file=io.StringIO(), width=80, color_system=None)
+        chat = Chat(engine, TerminalRenderer(out, Console(file=io.StringIO()), keys=KeyHold(slave)))
+        handle = chat.handle
+
+        def handled(line):
+            states.append(("line", echo(slave)))
+            try:
+                return handle(line)
+            finally:
+                states.append(("handled", echo(slave)))
+
+        chat.handle = handled
+        assert echo(slave)
+        assert repl.run(chat) == 0
+        assert len(engine.seen) == 2 and "one reply" in out.file.getvalue()
+        assert [s for s, _ in states] == ["prompt", "line", "handled"] * 3 + ["prompt"]
+        assert not any(on for _, on in states), states  # through every reply's end too
+        assert echo(slave)  # and given back when the chat ends
+    finally:
+        os.close(master)
+        os.close(slave)
