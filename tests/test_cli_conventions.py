@@ -164,6 +164,13 @@ def test_missing_file_and_stdin_misuse_are_usage_errors(server, home, tmp_path):
         "nope.txt: cannot read (No such file or directory)",
     )
     one_line_error(yi("--endpoint", server.url, "-f", str(tmp_path), "-p", "x", home=home), 2, "is a directory")
+    master, slave = os.openpty()  # a terminal: its read would wait for keys (in the REPL, held ones)
+    try:
+        tty = os.ttyname(slave)
+        one_line_error(yi("--endpoint", server.url, "-f", tty, "-p", "x", home=home), 2, f"{tty}: is a terminal")
+    finally:
+        os.close(master)
+        os.close(slave)
     one_line_error(yi("--endpoint", server.url, "-p", "-", "-f", "-", home=home), 2, "stdin can be read once")
     one_line_error(yi("--endpoint", server.url, "-f", "-", stdin="hi\n", home=home), 2, "-f -: stdin is the chat's")
     one_line_error(yi("--endpoint", server.url, "-p", "-", stdin="  \n", home=home), 2, "-p -: stdin is empty")
@@ -347,6 +354,13 @@ def test_a_set_after_the_last_turn_is_saved_and_a_resume_restores_it(server, hom
     assert "temperature = 0.5  (session)" in listed and "speculate = off  (session)" in listed, listed
     p = yi("--endpoint", server.url, "--resume", str(path), "--temperature", "0.3", stdin="/set\n", home=home)
     assert "temperature = 0.3  (flag)" in p.stdout.decode()
+    # a setting the file does not hold (a 0.1.0 file has no speculate) is the config's, not the default's
+    (home / "config" / "config.toml").write_text('[generation]\nspeculate = "lookup"\n')
+    data = json.loads(path.read_text())
+    del data["settings"]["speculate"]
+    path.write_text(json.dumps(data))
+    listed = yi("--endpoint", server.url, "--resume", str(path), stdin="/set\n", home=home).stdout.decode()
+    assert "speculate = lookup  (config)" in listed and "temperature = 0.5  (session)" in listed, listed
 
 
 def test_clear_starts_a_new_file_and_keeps_the_old_conversation(server, home):

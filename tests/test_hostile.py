@@ -111,6 +111,8 @@ SESSION_CASES = {
     "temperature-text": (json.dumps({**GOOD_SESSION, "settings": {"temperature": "hot"}}), "temperature"),
     "unknown-setting": (json.dumps({**GOOD_SESSION, "settings": {"temprature": 1}}), "unknown setting"),
     "settings-list": (json.dumps({**GOOD_SESSION, "settings": [1]}), "malformed session file"),
+    "settings-names": (json.dumps({**GOOD_SESSION, "settings": ["seed"]}), "settings is not an object"),
+    "settings-text": (json.dumps({**GOOD_SESSION, "settings": "seed"}), "settings is not an object"),
     "top-level-list": ("[1, 2]", "not a yi-chat session file"),
     "empty": ("", "corrupt session file"),
     "truncated": (json.dumps(GOOD_SESSION)[:40], "corrupt session file"),

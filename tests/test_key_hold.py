@@ -62,3 +62,22 @@ def test_keys_stay_held_from_each_prompt_until_its_line_is_handled(tmp_path, mon
     finally:
         os.close(master)
         os.close(slave)
+
+
+def test_a_release_in_the_background_leaves_the_terminal_to_the_shell(monkeypatch):
+    """Stopped by Ctrl-Z and ended in the background (`kill %1`), the chat does not write the terminal's modes
+    back: the shell has it, and the write would stop the chat again (SIGTTOU)."""
+    for background in (True, False):
+        master, slave = os.openpty()
+        try:
+            keys = KeyHold(slave)
+            keys.hold()
+            assert not echo(slave)
+            if background:  # another process group holds our controlling terminal
+                monkeypatch.setattr(os, "tcgetpgrp", lambda fd: os.getpgrp() + 1)
+            keys.release()  # (a pty that is not our controlling terminal: restored, as in the foreground)
+            assert echo(slave) is not background and keys.saved is None
+            monkeypatch.undo()
+        finally:
+            os.close(master)
+            os.close(slave)

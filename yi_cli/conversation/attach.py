@@ -9,6 +9,7 @@ line, and so is one that cannot fit the model's context, before the model loads 
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -59,6 +60,8 @@ def read_bytes(name: str, stdin=None) -> bytes:
         if p.is_dir():
             raise UsageError(f"{shown(name, 200)}: is a directory; attach files one by one")
         with open(p, "rb") as f:
+            if os.isatty(f.fileno()):  # /dev/tty, a pty: a read would wait on the chat's own held keys
+                raise UsageError(f"{shown(name, 200)}: is a terminal; only files can be attached")
             return f.read(MAX_BYTES + 1)
     except OSError as e:
         raise UsageError(f"{shown(name, 200)}: cannot read ({e.strerror or e})") from None

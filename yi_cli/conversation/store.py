@@ -204,6 +204,8 @@ def read(path: str) -> tuple[ChatSession, GenSettings, dict]:
             f"{shown(str(p), 200)}: session file version {data.get('version')!r} is not supported (expected {VERSION})"
         )
     try:
+        if not isinstance(data.get("settings") or {}, dict):
+            raise ValueError("settings is not an object")
         session = ChatSession.from_dict(data)
         settings = GenSettings.from_dict(data.get("settings") or {})
     except (ValueError, TypeError, YiError) as e:

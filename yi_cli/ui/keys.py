@@ -8,6 +8,7 @@ terminal to the held mode it found, so keys typed right after Enter (before a re
 
 from __future__ import annotations
 
+import os
 import termios
 
 
@@ -46,7 +47,16 @@ class KeyHold:
         if self.saved is None or self.pinned:
             return
         attrs, self.saved = self.saved, None
+        if not self._foreground():  # stopped (Ctrl-Z), then ended in the background: the shell has the terminal
+            return  # and its own modes; a write would stop us again (SIGTTOU)
         try:
             termios.tcsetattr(self.fd, termios.TCSANOW, attrs)
         except (termios.error, OSError):  # the terminal is gone (SIGHUP)
             pass
+
+    def _foreground(self) -> bool:
+        """False only where the terminal is our controlling one and another process group has it."""
+        try:
+            return os.tcgetpgrp(self.fd) == os.getpgrp()
+        except OSError:  # not our controlling terminal (or gone): no job control between us and it
+            return True
