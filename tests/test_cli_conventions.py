@@ -601,6 +601,11 @@ def test_model_name_errors(home):
         ('api_key_env = "MY KEY"\n', "is not an environment variable name"),
         ('colour = "blue"\n', "unknown key(s): colour"),
         ("model = [\n", "cannot read the config file"),
+        ("[generation]\nmax_new_tokens = 1.5\n", "max_new_tokens must be an integer, got 1.5"),
+        ("[generation]\ntop_k = 2.0\n", "top_k must be an integer, got 2.0"),
+        ("[remote]\nfoo = 5\n", "unknown key remote.foo"),  # checked without --endpoint too
+        ('[remote]\nidle_timeout = "x"\n', "remote.idle_timeout must be a positive number"),
+        ("context = 100.5\n", "context: 100.5 is not a positive whole number of tokens"),
     ],
 )
 def test_config_errors_name_the_file(home, toml, needle):

@@ -56,5 +56,6 @@ def test_clear_history_undo_system():
     assert [t.content for t in chat.session.turns] == ["q one", "first answer"]
     chat.handle("/clear")
     assert chat.session.turns == [] and chat.session.system == "be terse"
+    assert chat.context_used() == chat.engine.count([{"role": "system", "content": "be terse"}]) > 0  # toolbar
     chat.handle("/exit")
     assert chat.running is False

@@ -82,6 +82,48 @@ def test_detokenizer_matches_full_decode(demo_loaded):
     assert out == tok.decode(ids, skip_special_tokens=True)
 
 
+def test_detokenizer_cut_inside_a_character_continues_it(demo_loaded):
+    """A reply cut inside a character ends before it (no U+FFFD), and the stream of its /continue, given the cut
+    reply's ids as context, begins with that character: the two add up to the whole decode at every cut."""
+    from yi_cli.engines.template import Detokenizer
+
+    tok = demo_loaded.tokenizer
+    ids = tok("So 東京 🙂👍🏽 naïve مرحبا end", add_special_tokens=False)["input_ids"]
+    inside = 0
+    for k in range(1, len(ids)):
+        inside += tok.decode(ids[:k]).endswith("\ufffd")
+        a = Detokenizer(tok)
+        first = "".join(a.add(i) for i in ids[:k]) + a.flush()
+        b = Detokenizer(tok, context=ids[:k])
+        rest = "".join(b.add(i) for i in ids[k:]) + b.flush()
+        assert "\ufffd" not in first + rest and first + rest == tok.decode(ids), k
+    assert inside >= 3  # the emoji and the CJK are several tokens each: cuts inside them were tried
+
+
+def test_continue_after_a_cut_inside_a_character(demo_dir):
+    """Greedy on the demo: a reply cut where its text ends inside a character, then /continue, is the uncut
+    reply, with no U+FFFD in the session (the continuation completes the character)."""
+    from tests.fixtures import plain_chat
+    from yi_cli.checkpoint.loader import open_checkpoint
+    from yi_cli.engines.local import LocalEngine
+
+    engine = LocalEngine(open_checkpoint(demo_dir, device="cpu", dtype="fp32"), backend="fast")
+    ask = "Repeat exactly: 😀👍🏽 你好世界 مرحبا بالعالم שלום 🙂🙂 東京"
+    prompt = engine.template.build([{"role": "user", "content": ask}])
+    events = list(engine.stream(prompt, GenSettings(temperature=0, max_new_tokens=40), threading.Event()))
+    whole, ids = "".join(e.text for e in events[:-1]), events[-1].token_ids
+    decode = engine.template.tokenizer.decode
+    cuts = [k for k in range(1, len(ids)) if decode(ids[:k], skip_special_tokens=True).endswith("\ufffd")]
+    assert cuts, f"the reply has no character of several tokens: {whole!r}"
+    chat, out, err = plain_chat(engine, settings=GenSettings(temperature=0, max_new_tokens=cuts[0]))
+    chat.handle(ask)
+    assert "\ufffd" not in chat.session.turns[-1].content
+    chat.settings.max_new_tokens = len(ids) - cuts[0]
+    chat.handle("/continue")
+    assert err.getvalue() == ""
+    assert chat.session.turns[-1].content == whole and "\ufffd" not in whole
+
+
 @pytest.mark.parametrize("backend", ["fast", "generate"])
 def test_continue_extends_the_cut_reply_in_place(demo_dir, backend):
     """Greedy: a reply cut at N tokens, then /continue (N more), is the uncut reply of 2N tokens, in one turn."""

@@ -369,6 +369,7 @@ def test_bad_chunks_are_skipped_with_a_note(bad, why):
 def test_cancel_closes_the_connection_while_the_server_is_silent():
     seen = {}
     got_request = threading.Event()
+    answered = {"mid": threading.Event(), "before": threading.Event()}  # the handler thread has recorded `seen`
 
     def answer(h):
         when = h.body["messages"][-1]["content"]
@@ -377,6 +378,7 @@ def test_cancel_closes_the_connection_while_the_server_is_silent():
             h.event({"choices": [{"index": 0, "delta": {"content": "first"}}]})
         got_request.set()
         seen[when] = h.wait_for_close(20)  # True: the client hung up
+        answered[when].set()
 
     with Server(answer) as srv:
         engine = RemoteEngine(srv.root, None, model="m", limits=small(idle_timeout=60))
@@ -392,6 +394,7 @@ def test_cancel_closes_the_connection_while_the_server_is_silent():
                     cancel.set()  # Ctrl-C while the server says nothing more
             assert events[-1].stats.finish_reason == "interrupted"
             assert "".join(e.text for e in events[:-1]) == ("first" if when == "mid" else "")
+            assert answered[when].wait(30)  # the server's handler runs on after the client has gone
     assert seen == {"mid": True, "before": True}  # closed by the client, not by the server's 20 s wait
 
 

@@ -96,9 +96,9 @@ class Chat:
     def context_used(self) -> int:
         """Tokens the conversation takes: counted with the engine's template (only when the conversation
         changed; the toolbar asks on every redraw), or as the server last reported (remote engines)."""
-        if not self.session.turns:
-            return 0
         tpl = self.engine.template
+        if not self.session.turns and (tpl is None or not self.session.system):  # a system prompt alone counts
+            return 0
         if tpl is None:
             last = self.history[-1] if self.history else None
             return last.prompt_tokens + last.new_tokens if last else 0

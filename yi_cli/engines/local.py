@@ -68,14 +68,14 @@ class LocalEngine:
         assert prompt.ids is not None and len(prompt.ids) + settings.max_new_tokens <= self.context_length, (
             "the conversation layer fits the prompt and the reply into the context"
         )
-        if self.decoder is not None:
-            yield from self._stream_fast(prompt.ids, settings, cancel)
+        if self.decoder is not None:  # a /continue's open reply: its last ids are the new text's context
+            yield from self._stream_fast(prompt.ids, settings, cancel, prompt.ids if prompt.continue_final else ())
         else:
             yield from self._stream_generate(prompt.ids, settings, cancel)
 
-    def _stream_fast(self, ids, settings, cancel):
+    def _stream_fast(self, ids, settings, cancel, context=()):
         try:
-            yield from self._fast_events(ids, settings, cancel)
+            yield from self._fast_events(ids, settings, cancel, context)
         except YiError:
             raise
         except Exception as e:  # out of memory and the like: one line, cache freed (engine_error)
@@ -96,9 +96,9 @@ class LocalEngine:
             self.showing = False
             self.progress(None)
 
-    def _fast_events(self, ids, settings, cancel):
+    def _fast_events(self, ids, settings, cancel, context=()):
         stats = Stats(prompt_tokens=len(ids))
-        detok = self.template.detokenizer()
+        detok = self.template.detokenizer(context)
         stop_ids = self.template.stop_ids
         t0 = time.perf_counter()
         out: list[int] = []

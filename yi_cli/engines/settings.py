@@ -71,8 +71,8 @@ def parse(name: str, value) -> object:
         return v
     if name == "seed" and (value is None or str(value).lower() in ("none", "off", "random")):
         return None
-    if isinstance(value, bool):
-        raise UsageError(f"{name} must be a number, got {value!r}")
+    if isinstance(value, bool) or (kind is int and isinstance(value, float)):  # TOML / JSON 1.5: not 1
+        raise UsageError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
     try:
         v = kind(value) if not isinstance(value, str) else kind(value.strip())
     except (TypeError, ValueError):

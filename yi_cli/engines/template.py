@@ -109,18 +109,23 @@ class Template:
         """Tokens of a message's text alone (what it adds to a prompt, template markers aside)."""
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def detokenizer(self) -> Detokenizer:
-        return Detokenizer(self.tokenizer)
+    def detokenizer(self, context: list[int] = ()) -> Detokenizer:
+        return Detokenizer(self.tokenizer, context)
 
 
 class Detokenizer:
-    """Token ids -> text deltas, holding back incomplete UTF-8 pieces (byte-level BPE emits them as U+FFFD)."""
+    """Token ids -> text deltas, holding back incomplete UTF-8 pieces (byte tokens decode them as U+FFFD), to the
+    end: a reply cut inside a character ends before it. `context`: the ids shown before this stream (a /continue's
+    cut reply), decoded with the new ones and never emitted, so that a character they began is completed."""
 
-    def __init__(self, tokenizer):
+    CONTEXT = 8  # ids of the context kept: a character's bytes, and the word before them
+
+    def __init__(self, tokenizer, context: list[int] = ()):
         self.tok = tokenizer
-        self.ids: list[int] = []
+        self.ids: list[int] = list(context)[-self.CONTEXT :]
         self.start = 0  # ids before this are already emitted and final
-        self.emitted = ""  # text of ids[start:] already emitted
+        # text of ids[start:] already emitted (the context's, an incomplete character at its end left out)
+        self.emitted = self._whole(self.tok.decode(self.ids, skip_special_tokens=True)) if self.ids else ""
 
     def add(self, token_id: int) -> str:
         self.ids.append(token_id)
@@ -134,7 +139,12 @@ class Detokenizer:
         return delta
 
     def flush(self) -> str:
-        text = self.tok.decode(self.ids[self.start :], skip_special_tokens=True)
+        text = self._whole(self.tok.decode(self.ids[self.start :], skip_special_tokens=True))
         delta = text[len(self.emitted) :] if text.startswith(self.emitted) else ""
         self.emitted = text
         return delta
+
+    @staticmethod
+    def _whole(text: str) -> str:
+        """The text without the incomplete character at its end (its bytes decoded as U+FFFD)."""
+        return text.rstrip("\ufffd")

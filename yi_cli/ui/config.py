@@ -13,6 +13,7 @@ import re
 import tomllib
 
 from .. import inputs
+from ..engines.remote_limits import Limits
 from ..engines.settings import NAMES, parse
 from ..errors import UsageError, shown
 from ..paths import config_dir
@@ -80,7 +81,7 @@ def read() -> tuple[dict, dict]:
         raise UsageError(
             f"{p}: unknown key(s): {', '.join(shown(k, 40) for k in sorted(unknown))}"
             f"{f' (did you mean {near[0]}?)' if near else ''} (known: {', '.join(sorted(TOP_KEYS))}"
-            f", [generation] {', '.join(NAMES)})"
+            f", [generation] {', '.join(NAMES)}, [remote], [aliases])"
         )
     for k, v in data.items():
         check(p, k, v)
@@ -88,7 +89,8 @@ def read() -> tuple[dict, dict]:
         data["aliases"] = aliases
     if not isinstance(remote, dict):
         raise UsageError(f"{p}: remote must be a table ([remote])")
-    data["remote"] = remote  # timeouts and size limits of --endpoint, checked by remote_http.Limits.from_config
+    Limits.from_config(remote, str(p))  # checked whether or not this run is remote: any error in the file is one
+    data["remote"] = remote  # timeouts and size limits of --endpoint
     try:
         return data, {k: parse(k, v) for k, v in gen.items()}
     except UsageError as e:
@@ -105,7 +107,9 @@ def _finite(text: str) -> float:
 def check(p, key: str, value) -> None:
     if key == "context":  # tokens: 32768 or "32K", as --context
         try:
-            tokens_arg(str(value) if type(value) in (int, str) else "")
+            if type(value) not in (int, str):  # 100.5, true, a table
+                raise argparse.ArgumentTypeError(f"{shown(repr(value), 40)} is not a positive whole number of tokens")
+            tokens_arg(str(value))
         except argparse.ArgumentTypeError as e:
             raise UsageError(f"{p}: context: {e}") from None
         return

@@ -1,0 +1,41 @@
+"""The bounds of a remote engine's requests, from config.toml's [remote] table (no httpx: config.toml is checked
+at every start, local or remote)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+from ..errors import UsageError
+
+
+@dataclass
+class Limits:
+    """Bounds of one request. Seconds are floats; sizes are bytes. Tests shrink them to keep the hostile cases fast."""
+
+    connect_timeout: float = 10.0  # TCP + TLS handshake
+    idle_timeout: float = 60.0  # no data event for this long (waiting for the first token counts)
+    deadline: float = 900.0  # one whole request, first byte to last
+    max_line_bytes: int = 1 << 20  # one line of the event stream
+    max_stream_bytes: int = 64 << 20  # one whole streamed reply
+    max_json_bytes: int = 8 << 20  # a JSON answer: the model list, a non-streamed reply
+    max_error_bytes: int = 64 << 10  # the body of an HTTP error (only its first line is shown)
+    max_redirects: int = 5
+
+    @classmethod
+    def from_config(cls, values: dict, where: str) -> Limits:
+        """The [remote] table of config.toml: known keys, positive finite numbers (whole numbers for sizes)."""
+        limits, known = cls(), {f.name: f.type for f in fields(cls)}
+        for k, v in values.items():
+            if k not in known:
+                raise UsageError(f"{where}: unknown key remote.{k} (known: {', '.join(sorted(known))})")
+            whole = known[k] == "int"
+            if (
+                isinstance(v, bool)
+                or not isinstance(v, int if whole else (int, float))
+                or not math.isfinite(v)
+                or v <= 0
+            ):
+                raise UsageError(f"{where}: remote.{k} must be a positive {'whole ' if whole else ''}number")
+            setattr(limits, k, v)
+        return limits
