@@ -100,14 +100,15 @@ def test_detokenizer_cut_inside_a_character_continues_it(demo_loaded):
     assert inside >= 3  # the emoji and the CJK are several tokens each: cuts inside them were tried
 
 
-def test_continue_after_a_cut_inside_a_character(demo_dir):
+@pytest.mark.parametrize("backend", ["fast", "generate"])
+def test_continue_after_a_cut_inside_a_character(demo_dir, backend):
     """Greedy on the demo: a reply cut where its text ends inside a character, then /continue, is the uncut
     reply, with no U+FFFD in the session (the continuation completes the character)."""
     from tests.fixtures import plain_chat
     from yi_cli.checkpoint.loader import open_checkpoint
     from yi_cli.engines.local import LocalEngine
 
-    engine = LocalEngine(open_checkpoint(demo_dir, device="cpu", dtype="fp32"), backend="fast")
+    engine = LocalEngine(open_checkpoint(demo_dir, device="cpu", dtype="fp32"), backend=backend)
     ask = "Repeat exactly: 😀👍🏽 你好世界 مرحبا بالعالم שלום 🙂🙂 東京"
     prompt = engine.template.build([{"role": "user", "content": ask}])
     events = list(engine.stream(prompt, GenSettings(temperature=0, max_new_tokens=40), threading.Event()))

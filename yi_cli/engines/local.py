@@ -71,7 +71,7 @@ class LocalEngine:
         if self.decoder is not None:  # a /continue's open reply: its last ids are the new text's context
             yield from self._stream_fast(prompt.ids, settings, cancel, prompt.ids if prompt.continue_final else ())
         else:
-            yield from self._stream_generate(prompt.ids, settings, cancel)
+            yield from self._stream_generate(prompt.ids, settings, cancel, prompt.ids if prompt.continue_final else ())
 
     def _stream_fast(self, ids, settings, cancel, context=()):
         try:
@@ -128,9 +128,28 @@ class LocalEngine:
         stats.finish_reason = finish_reason(out[-1] if out else None, stop_ids, cancel)
         yield Finish(stats, out)
 
-    def _stream_generate(self, ids, settings, cancel):
+    def _stream_generate(self, ids, settings, cancel, context=()):
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        class Streamer(TextIteratorStreamer):
+            """transformers' queue of text, the text made by the fast path's Detokenizer (a cut inside a character,
+            a /continue's context, as there)."""
+
+            def __init__(self, tokenizer, detok, timeout):
+                super().__init__(tokenizer, skip_prompt=True, timeout=timeout)
+                self.detok = detok
+
+            def put(self, value):
+                if self.next_tokens_are_prompt:  # generate passes the prompt first
+                    self.next_tokens_are_prompt = False
+                    return
+                for tok in value.reshape(-1).tolist():
+                    if piece := self.detok.add(tok):
+                        self.on_finalized_text(piece)
+
+            def end(self):
+                self.on_finalized_text(self.detok.flush(), stream_end=True)
 
         stats = Stats(prompt_tokens=len(ids))
         stop_ids = self.template.stop_ids
@@ -147,9 +166,7 @@ class LocalEngine:
                     (input_ids.shape[0],), cancel.is_set() or stop.is_set(), dtype=torch.bool, device=input_ids.device
                 )
 
-        streamer = TextIteratorStreamer(
-            self.hf_tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=STREAM_TIMEOUT_S
-        )
+        streamer = Streamer(self.hf_tokenizer, self.template.detokenizer(context), STREAM_TIMEOUT_S)
         kwargs = generation_kwargs(settings, sorted(stop_ids))
         input_ids = torch.tensor([ids], device=self.ckpt.device)
         result: dict = {}
