@@ -208,7 +208,8 @@ def check_invariants(chat: Chat, engine: FuzzEngine) -> None:
         assert t.tokens == engine.count_text(t.content), (i, t)
         if t.role == "assistant":
             assert t.finish_reason in ("stop", "length", "interrupted"), t
-    assert chat.context_used() == (engine.count(chat.session.messages()) if turns else 0)
+    # a system prompt alone counts too (the toolbar after /clear)
+    assert chat.context_used() == (engine.count(chat.session.messages()) if turns or chat.session.system else 0)
 
 
 @FUZZ
