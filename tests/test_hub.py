@@ -180,6 +180,9 @@ def test_ctrl_c_mid_file_leaves_nothing_trusted_and_the_next_run_continues(hub, 
 
     p = yi({**env, "HF_HUB_OFFLINE": "1"}, "-m", "acme/tiny-chat", "-p", "hi")  # offline: incomplete = missing
     error_line(p, 3, "HF_HUB_OFFLINE=1")
+    listed = yi({**env, "HF_HUB_OFFLINE": "1"}, "models", "--json")
+    [row] = [r for r in json.loads(listed.stdout) if r["name"] == "acme/tiny-chat"]
+    assert not row["loadable"] and "`yi-chat pull acme/tiny-chat` continues it" in row["reason"], row
 
     p = yi(env, "pull", "acme/tiny-chat")
     assert p.returncode == 0, p.stderr.decode()
@@ -187,6 +190,63 @@ def test_ctrl_c_mid_file_leaves_nothing_trusted_and_the_next_run_continues(hub, 
     assert hub.requests("GET", "/model.safetensors")[-1][2] == f"bytes={have}-"
     assert (snapshot(env) / "model.safetensors").read_bytes() == demo_files["model.safetensors"]
     assert not part.exists()
+
+
+def test_a_pull_waiting_on_another_says_so_then_finishes(hub, env, demo_files):
+    """A file another process is fetching (its blob's lock held): one line says so, then the pull waits and ends."""
+    import threading
+
+    from huggingface_hub.utils import WeakFileLock
+
+    etag = hashlib.sha256(demo_files["model.safetensors"]).hexdigest()
+    lock = repo_dir(env).parent / ".locks" / repo_dir(env).name / f"{etag}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    said = threading.Event()
+    with WeakFileLock(lock):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "yi_cli", "pull", "acme/tiny-chat"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        lines = []
+
+        def read():
+            for line in proc.stderr:
+                lines.append(line)
+                if "another yi-chat is fetching it" in line:
+                    said.set()
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        try:
+            assert said.wait(timeout=300), "".join(lines)
+            assert proc.poll() is None  # still waiting on the lock
+        except BaseException:
+            proc.kill()
+            raise
+    assert proc.wait(timeout=300) == 0, "".join(lines)
+    reader.join(timeout=60)
+    assert "yi-chat: model.safetensors: another yi-chat is fetching it; waiting for it to finish\n" in lines
+    assert (snapshot(env) / "model.safetensors").read_bytes() == demo_files["model.safetensors"]
+
+
+def test_a_connection_cut_mid_download_is_not_called_unreachable(env, monkeypatch):
+    """The hub was reached and then closed the connection mid-file (every retry too): the line says so, and
+    that a run continues it; a refused connection is still "cannot reach"."""
+    import httpx2
+
+    from yi_cli.checkpoint import hub
+
+    monkeypatch.setattr(hub, "endpoint", lambda: "http://127.0.0.1:9")  # huggingface_hub read HF_ENDPOINT at import
+    cut = hub.hub_error(httpx2.RemoteProtocolError("peer closed connection"), "acme/x")
+    assert str(cut) == (
+        "acme/x: http://127.0.0.1:9 closed the connection mid-download (RemoteProtocolError); run again to "
+        "continue it (the partial download is kept)"
+    )
+    assert "cannot reach http://127.0.0.1:9 (ConnectError)" in str(hub.hub_error(httpx2.ConnectError("no"), "acme/x"))
 
 
 def test_full_disk_is_one_line_and_the_partial_file_continues_later(hub, env, demo_files):

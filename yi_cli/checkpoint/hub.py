@@ -19,6 +19,7 @@ import os
 import shutil
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -40,6 +41,7 @@ NEEDED = (
 )
 PICKLE_INDEX = "pytorch_model.bin.index.json"
 LOGIN = "log in with `hf auth login` or set HF_TOKEN"
+LOCK_NOTICE_S = 1.0  # a file another process is fetching: say so after this long
 
 
 def offline() -> bool:
@@ -110,6 +112,11 @@ def complete(snap: Path) -> bool:
                 return False
             return all((snap / s).is_file() for s in shards)
     return any(snap.glob("*.safetensors")) or any(snap.glob("*.bin"))
+
+
+def cut_short(repo: str, snap: Path) -> bool:
+    """A fetch of repo stopped inside a file (its partial blob waits) before the snapshot was complete."""
+    return not complete(snap) and any((storage(repo) / "blobs").glob("*.incomplete"))
 
 
 def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", progress=None) -> Path:
@@ -184,7 +191,6 @@ def check_space(folder: Path, need: int) -> None:
 
 def _fetch_file(repo: str, commit: str, entry, root: Path, progress) -> None:
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
-    from huggingface_hub.utils import WeakFileLock
 
     url = hf_hub_url(repo, entry.path, revision=commit)
     meta = get_hf_file_metadata(url)
@@ -192,7 +198,7 @@ def _fetch_file(repo: str, commit: str, entry, root: Path, progress) -> None:
     # huggingface_hub's lock for this blob: two processes never append to one partial file.
     lock = root.parent / ".locks" / root.name / f"{meta.etag}.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
-    with WeakFileLock(lock):
+    with _locked(lock, entry.path, progress):
         if not blob.is_file():
             _download(repo, entry, url, meta, blob, progress)
     link = root / "snapshots" / commit / entry.path
@@ -201,6 +207,24 @@ def _fetch_file(repo: str, commit: str, entry, root: Path, progress) -> None:
     tmp.unlink(missing_ok=True)
     os.symlink(os.path.relpath(blob, link.parent), tmp)
     os.replace(tmp, link)
+
+
+@contextmanager
+def _locked(lock: Path, name: str, progress):
+    """The blob's lock; a line first when another process holds it (its fetch goes on: this one waits, silent
+    otherwise as if hung)."""
+    from filelock import Timeout
+    from huggingface_hub.utils import WeakFileLock
+
+    try:
+        with WeakFileLock(lock, timeout=LOCK_NOTICE_S):
+            yield
+            return
+    except Timeout:
+        if progress is not None:
+            progress.waiting(name)
+    with WeakFileLock(lock):
+        yield
 
 
 def _download(repo: str, entry, url: str, meta, blob: Path, progress) -> None:
@@ -264,6 +288,11 @@ def hub_error(e: BaseException, repo: str) -> LoadError:
     if isinstance(e, errors.HfHubHTTPError):
         status = getattr(getattr(e, "response", None), "status_code", "?")
         return LoadError(f"{repo}: {where} answered HTTP {status}; try again later")
+    if isinstance(e, (httpx2.RemoteProtocolError, httpx2.ReadError)):  # reached, then cut off mid-answer
+        return LoadError(
+            f"{repo}: {where} closed the connection mid-download ({e.__class__.__name__}); run again to continue it "
+            "(the partial download is kept)"
+        )
     if isinstance(e, (httpx2.TransportError, errors.OfflineModeIsEnabled)):
         return LoadError(
             f"{repo}: cannot reach {where} ({e.__class__.__name__}); check the network, or set "
@@ -347,7 +376,8 @@ class Progress:
             )
             self.task = self.live.add_task(self.repo, total=self.total, completed=self.done_bytes)
             self.live.start()
-        self._line(f"fetching {self.repo}: {len(self.files)} files, {_size(self.total)}{resumed} -> {cache_root()}")
+        n = len(self.files)
+        self._line(f"fetching {self.repo}: {n} file{'s' * (n != 1)}, {_size(self.total)}{resumed} -> {cache_root()}")
         self.opened = True
 
     def file(self, name: str, size: int, have: int) -> None:
@@ -356,6 +386,9 @@ class Progress:
         self.t_file, self.file_bytes, self.file_have = time.monotonic(), size, have
         if self.live is not None:
             self.live.update(self.task, description=name)
+
+    def waiting(self, name: str) -> None:
+        self._line(f"{name}: another yi-chat is fetching it; waiting for it to finish")
 
     def advance(self, n: int) -> None:
         if self.live is not None:
