@@ -62,6 +62,7 @@ class FakeHub:
         self.tokens: set[str] = set()
         self.drop: dict[str, int] = {}
         self.hold: dict[str, int] = {}
+        self.drop_always: dict[str, int] = {}  # as drop, for every GET of the path until removed
         self.held = threading.Event()
         self.release = threading.Event()
         self.log: list[tuple[str, str, str | None, bool]] = []
@@ -148,7 +149,7 @@ class FakeHub:
         if start:
             headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
         body = data[start:]
-        dropped = None if head else self.drop.pop(name, None)
+        dropped = None if head else self.drop.pop(name, self.drop_always.get(name))
         held = None if head else self.hold.pop(name, None)
         cut = dropped if dropped is not None else held
         if cut is None:

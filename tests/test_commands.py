@@ -42,7 +42,7 @@ def test_set_validates_and_records_source():
     assert all(name in commands.TABLE["set"].help for name in gen.NAMES)  # /help names every setting
 
 
-def test_clear_history_undo_system():
+def test_clear_history_undo_system(monkeypatch):
     chat, out, err = plain_chat(
         ScriptedEngine(["first answer", "second answer"]),
     )
@@ -57,5 +57,12 @@ def test_clear_history_undo_system():
     chat.handle("/clear")
     assert chat.session.turns == [] and chat.session.system == "be terse"
     assert chat.context_used() == chat.engine.count([{"role": "system", "content": "be terse"}]) > 0  # toolbar
+
+    def refuse(*a, **k):  # a template that needs a user message (Qwen3's raises): the toolbar must not fail
+        raise YiError("the chat template failed (No user query found in messages.)")
+
+    monkeypatch.setattr(chat.engine.template, "build", refuse)  # the engines' template is shared: put back
+    chat.session.system = "be brief"
+    assert chat.context_used() == 0
     chat.handle("/exit")
     assert chat.running is False

@@ -243,20 +243,34 @@ def _download(repo: str, entry, url: str, meta, blob: Path, progress) -> None:
     progress.file(entry.path, entry.size, have)
     with open(part, "r+b" if have else "wb") as fh:
         fh.seek(have)
-        http_get(
-            meta.location,
-            fh,
-            resume_size=have,
-            headers=headers,
-            expected_size=meta.size,
-            tqdm_class=progress.bar_class(),
-        )
+        try:
+            http_get(
+                meta.location,
+                fh,
+                resume_size=have,
+                headers=headers,
+                expected_size=meta.size,
+                tqdm_class=progress.bar_class(),
+            )
+        except Exception as e:
+            if _cut_off(e):  # reached, then cut off mid-file past http_get's own retries
+                raise LoadError(
+                    f"{repo}: {endpoint()} closed the connection mid-download ({e.__class__.__name__}) on every "
+                    "retry; run again to continue it"
+                ) from None
+            raise
     if entry.lfs is not None and _sha256(part) != entry.lfs.sha256:
         part.unlink()
         raise LoadError(f"{repo}/{entry.path}: the download does not match its checksum (discarded; run again)")
     os.chmod(part, 0o644)
     os.replace(part, blob)
     progress.file_done(entry.path)
+
+
+def _cut_off(e: BaseException) -> bool:
+    import httpx2
+
+    return isinstance(e, (httpx2.RemoteProtocolError, httpx2.ReadError))
 
 
 def _sha256(path: Path) -> str:
@@ -288,11 +302,6 @@ def hub_error(e: BaseException, repo: str) -> LoadError:
     if isinstance(e, errors.HfHubHTTPError):
         status = getattr(getattr(e, "response", None), "status_code", "?")
         return LoadError(f"{repo}: {where} answered HTTP {status}; try again later")
-    if isinstance(e, (httpx2.RemoteProtocolError, httpx2.ReadError)):  # reached, then cut off mid-answer
-        return LoadError(
-            f"{repo}: {where} closed the connection mid-download ({e.__class__.__name__}); run again to continue it "
-            "(the partial download is kept)"
-        )
     if isinstance(e, (httpx2.TransportError, errors.OfflineModeIsEnabled)):
         return LoadError(
             f"{repo}: cannot reach {where} ({e.__class__.__name__}); check the network, or set "
@@ -388,7 +397,7 @@ class Progress:
             self.live.update(self.task, description=name)
 
     def waiting(self, name: str) -> None:
-        self._line(f"{name}: another yi-chat is fetching it; waiting for it to finish")
+        self._line(f"{name}: another process is fetching it (its lock is held); waiting for it to finish")
 
     def advance(self, n: int) -> None:
         if self.live is not None:

@@ -105,7 +105,10 @@ class Chat:
         msgs = self.session.messages()
         key = tuple((m["role"], m["content"]) for m in msgs)
         if self._counted[0] != key:
-            self._counted = (key, len(tpl.build(msgs).ids))
+            try:
+                self._counted = (key, len(tpl.build(msgs).ids))
+            except YiError:  # a template that refuses these messages (a system prompt alone): the toolbar goes on
+                return 0
         return self._counted[1]
 
     def turn(self, text: str) -> Stats | None:

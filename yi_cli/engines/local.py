@@ -144,9 +144,8 @@ class LocalEngine:
                 if self.next_tokens_are_prompt:  # generate passes the prompt first
                     self.next_tokens_are_prompt = False
                     return
-                for tok in value.reshape(-1).tolist():
-                    if piece := self.detok.add(tok):
-                        self.on_finalized_text(piece)
+                for tok in value.reshape(-1).tolist():  # "" too: the consumer's stall timeout counts tokens
+                    self.on_finalized_text(self.detok.add(tok))
 
             def end(self):
                 self.on_finalized_text(self.detok.flush(), stream_end=True)

@@ -114,37 +114,55 @@ class Template:
 
 
 class Detokenizer:
-    """Token ids -> text deltas, holding back incomplete UTF-8 pieces (byte tokens decode them as U+FFFD), to the
-    end: a reply cut inside a character ends before it. `context`: the ids shown before this stream (a /continue's
-    cut reply), decoded with the new ones and never emitted, so that a character they began is completed."""
+    """Token ids -> text deltas, holding back incomplete UTF-8 pieces (byte tokens decode them as U+FFFD; a
+    SentencePiece byte-fallback decoder turns a whole run of byte tokens into U+FFFD while one of its characters is
+    incomplete), to the end: a reply cut inside a character ends before it. `context`: the ids shown before this
+    stream (a /continue's cut reply), decoded with the new ones and never emitted, so that a character they began
+    is completed. Windows of ids always start on a character boundary."""
 
     CONTEXT = 8  # ids of the context kept: a character's bytes, and the word before them
 
     def __init__(self, tokenizer, context: list[int] = ()):
         self.tok = tokenizer
         self.ids: list[int] = list(context)[-self.CONTEXT :]
+        # The context's text: from its first character boundary (a character the window cuts in front left out) to
+        # the end of its last complete character (an incomplete one's ids stay, for the new ones to complete).
+        i = j = 0
+        for i in range(len(self.ids)):
+            j = self._complete_end(i)
+            if j > i and not self._text(i, j).startswith("\ufffd"):
+                break
+        self.ids = self.ids[i:]
         self.start = 0  # ids before this are already emitted and final
-        # text of ids[start:] already emitted (the context's, an incomplete character at its end left out)
-        self.emitted = self._whole(self.tok.decode(self.ids, skip_special_tokens=True)) if self.ids else ""
+        self.emitted = self._text(0, j - i) if j > i else ""  # text of ids[start:] already emitted
 
     def add(self, token_id: int) -> str:
         self.ids.append(token_id)
-        text = self.tok.decode(self.ids[self.start :], skip_special_tokens=True)
+        text = self._text(self.start)
         if text.endswith("\ufffd"):
             return ""
         delta = text[len(self.emitted) :]
         self.emitted = text
         if len(self.ids) - self.start > 16:  # keep decoding windows short: O(n) per reply, not O(n^2)
-            self.start, self.emitted = len(self.ids) - 4, self.tok.decode(self.ids[-4:], skip_special_tokens=True)
+            s = len(self.ids) - 4
+            while s < len(self.ids) and self._text(s).startswith("\ufffd"):  # not inside a character
+                s += 1
+            self.start, self.emitted = s, self._text(s)
         return delta
 
     def flush(self) -> str:
-        text = self._whole(self.tok.decode(self.ids[self.start :], skip_special_tokens=True))
+        text = self._text(self.start, self._complete_end(self.start))
         delta = text[len(self.emitted) :] if text.startswith(self.emitted) else ""
         self.emitted = text
         return delta
 
-    @staticmethod
-    def _whole(text: str) -> str:
-        """The text without the incomplete character at its end (its bytes decoded as U+FFFD)."""
-        return text.rstrip("\ufffd")
+    def _text(self, a: int, b: int | None = None) -> str:
+        return self.tok.decode(self.ids[a:b], skip_special_tokens=True)
+
+    def _complete_end(self, a: int) -> int:
+        """The end of ids[a:] without its incomplete last character: the largest j whose text does not end in
+        U+FFFD (a character of U+FFFD itself at the very end is held back too: rare, and a cut reply's loss)."""
+        j = len(self.ids)
+        while j > a and self._text(a, j).endswith("\ufffd"):
+            j -= 1
+        return j
