@@ -58,11 +58,15 @@ def test_clear_history_undo_system(monkeypatch):
     assert chat.session.turns == [] and chat.session.system == "be terse"
     assert chat.context_used() == chat.engine.count([{"role": "system", "content": "be terse"}]) > 0  # toolbar
 
+    refused = []
+
     def refuse(*a, **k):  # a template that needs a user message (Qwen3's raises): the toolbar must not fail
+        refused.append(a)
         raise YiError("the chat template failed (No user query found in messages.)")
 
     monkeypatch.setattr(chat.engine.template, "build", refuse)  # the engines' template is shared: put back
     chat.session.system = "be brief"
-    assert chat.context_used() == 0
+    assert chat.context_used() == 0 and chat.context_used() == 0
+    assert len(refused) == 1  # asked again only when the conversation changes (the toolbar redraws per key)
     chat.handle("/exit")
     assert chat.running is False

@@ -106,9 +106,10 @@ class Chat:
         key = tuple((m["role"], m["content"]) for m in msgs)
         if self._counted[0] != key:
             try:
-                self._counted = (key, len(tpl.build(msgs).ids))
+                n = len(tpl.build(msgs).ids)
             except YiError:  # a template that refuses these messages (a system prompt alone): the toolbar goes on
-                return 0
+                n = 0  # and asks again only when they change
+            self._counted = (key, n)
         return self._counted[1]
 
     def turn(self, text: str) -> Stats | None:

@@ -68,10 +68,11 @@ class LocalEngine:
         assert prompt.ids is not None and len(prompt.ids) + settings.max_new_tokens <= self.context_length, (
             "the conversation layer fits the prompt and the reply into the context"
         )
-        if self.decoder is not None:  # a /continue's open reply: its last ids are the new text's context
-            yield from self._stream_fast(prompt.ids, settings, cancel, prompt.ids if prompt.continue_final else ())
+        context = prompt.ids if prompt.continue_final else ()  # a /continue's open reply: the new text's context
+        if self.decoder is not None:
+            yield from self._stream_fast(prompt.ids, settings, cancel, context)
         else:
-            yield from self._stream_generate(prompt.ids, settings, cancel, prompt.ids if prompt.continue_final else ())
+            yield from self._stream_generate(prompt.ids, settings, cancel, context)
 
     def _stream_fast(self, ids, settings, cancel, context=()):
         try:

@@ -274,9 +274,8 @@ def _main(args) -> int:
         raise UsageError("-c/--continue and --resume PATH name two sessions; give one")
     if resume:
         session, saved, data = store.read(resume)
-        kept = data.get("settings") or {}  # what the file holds: a 0.1.0 file has no speculate
-        for k in kept:
-            if hasattr(settings, k) and sources.get(k) != "flag":  # flags win; the file over config and model
+        for k in data.get("settings") or {}:  # what the file holds (store.read refused unknown names): 0.1.0 has
+            if sources.get(k) != "flag":  # no speculate; flags win, the file over config and model
                 setattr(settings, k, getattr(saved, k))
                 sources[k] = "session"
     if args.system is not None or (session is None and top.get("system")):
