@@ -34,6 +34,8 @@ def use(variant: str) -> None:
         glue.SHORT = 0
     elif variant == "none":
         glue.decode_attention = lambda qg, kc, vc, pos, length: qg
+    elif variant != "tile":
+        raise SystemExit(f"bench_attention.py: unknown variant {variant!r} (tile, loop, none or ttN)")
 
 
 def replay_us(run, n: int) -> float:
@@ -71,6 +73,9 @@ def main(argv=None) -> int:
     ap.add_argument("--lengths", type=int, nargs="+", default=[200, 768, 1800, 3000, 4000])
     ap.add_argument("--rounds", type=int, default=2)
     a = ap.parse_args(argv)
+    for variant in a.variants.split(","):  # refused before the model loads
+        use(variant)
+    use("tile")
     dec = FastDecoder(open_checkpoint(a.path, device="cuda", dtype="bf16"))
     settings = GenSettings(max_new_tokens=2, temperature=0)
     list(dec.generate(list(range(100, 612)), settings, threading.Event(), set()))

@@ -1,0 +1,112 @@
+"""The graphed decode step recaptured with other gemv_mma launch configurations for some of a layer's matmuls: µs a
+step at one attended length, variants interleaved over rounds (CUDA; the configurations gemv_mma.config ships are
+the variant `shipped`).
+
+    python3 scripts/bench_step_variants.py --path /tmp/yi-bench/yi-34b-awq \\
+        --variant down=1,4,3,1,2 --variant o=1,4,3,1,2 --variant qkv=1,4,3,1,2+o=1,4,3,1,2
+
+A variant is MATMUL=RT,WARPS,AHEAD,XAHEAD,PAIR joined by '+' (MATMUL: qkv, o, gate_up, down; the five numbers as
+gemv_mma.config returns them). Prints one JSON line per (round, variant) and a summary line of each variant's
+medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import threading
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from yi_cli.kernels import gemv_mma  # noqa: E402
+
+MATMULS = ("qkv", "o", "gate_up", "down")
+SHIPPED = gemv_mma.config
+OVER: dict[tuple[int, int, int], tuple[int, int, int, int, int]] = {}  # (n, k, bits) -> configuration
+
+
+def config(n: int, k: int, bits: int = 4) -> tuple[int, int, int, int, int]:
+    return OVER.get((n, k, bits)) or SHIPPED(n, k, bits)
+
+
+def parse(spec: str) -> dict[str, tuple[int, int, int, int, int]]:
+    """'down=1,4,3,1,2+o=2,8,2,1,2' -> {'down': (1, 4, 3, 1, 2), 'o': (2, 8, 2, 1, 2)}."""
+    out = {}
+    for part in spec.split("+"):
+        name, _, nums = part.partition("=")
+        if name not in MATMULS:
+            raise ValueError(f"unknown matmul {name!r} in {spec!r} (one of {', '.join(MATMULS)})")
+        cfg = tuple(int(v) for v in nums.split(","))
+        if len(cfg) != 5:
+            raise ValueError(f"{part!r}: five numbers RT,WARPS,AHEAD,XAHEAD,PAIR")
+        out[name] = cfg
+    return out
+
+
+def shapes(layer) -> dict[str, tuple[int, int, int]]:
+    """(n, k, bits) of each matmul of a layer, as gemv_mma.config sees them (bits 16: dense weights)."""
+    out = {}
+    for name in MATMULS:
+        lin = getattr(layer, name)
+        if hasattr(lin, "planes"):  # int4 codes in gemv_mma's layout, or int8 codes as stored (uint8), as gemv_mma
+            bits = 8 if lin.planes[0][0].dtype.itemsize == 1 else 4
+        else:
+            bits = 16
+        out[name] = (lin.n, lin.k, bits)
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--path", required=True, help="a checkpoint (scripts/make_checkpoint.py)")
+    ap.add_argument("--variant", action="append", default=[], help="MATMUL=RT,WARPS,AHEAD,XAHEAD,PAIR[+...]")
+    ap.add_argument("--length", type=int, default=768, help="slots attended (its bucket's graph)")
+    ap.add_argument("--rounds", type=int, default=2)
+    a = ap.parse_args(argv)
+    variants = {"shipped": {}}
+    for spec in a.variant:
+        variants[spec] = parse(spec)
+
+    import torch
+
+    from yi_cli.checkpoint.loader import open_checkpoint
+    from yi_cli.engines.settings import GenSettings
+    from yi_cli.runtime.decoder import FastDecoder
+
+    gemv_mma.config = config
+    dec = FastDecoder(open_checkpoint(a.path, device="cuda", dtype="auto"))
+    list(dec.generate(list(range(100, 612)), GenSettings(max_new_tokens=4, seed=0), threading.Event(), set()))
+    at = shapes(dec.model.layers[0])
+    res: dict[str, list[float]] = {}
+    for rnd in range(a.rounds):
+        for name, over in variants.items():
+            OVER.clear()
+            OVER.update({at[m]: cfg for m, cfg in over.items()})
+            dec.graphs = None
+            dec.graphs = dec._graphed()  # captured with this variant's launches
+            with torch.inference_mode():
+                dec.pos.fill_(a.length - 330)  # 320 steps below follow: they end at the length
+            for _ in range(20):
+                dec.graphs.replay(a.length)
+            torch.cuda.synchronize()
+            times = []
+            for _ in range(15):
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                for _ in range(20):
+                    dec.graphs.replay(a.length)
+                end.record()
+                end.synchronize()
+                times.append(start.elapsed_time(end) * 1e3 / 20)
+            res.setdefault(name, []).append(round(statistics.median(times), 1))
+            row = {"device": torch.cuda.get_device_name(), "model": a.path, "round": rnd, "variant": name}
+            print(json.dumps({**row, "step_us": res[name][-1]}), flush=True)
+    OVER.clear()
+    print(json.dumps({"length": a.length, "shapes": {m: list(s) for m, s in at.items()}, "step_us": res}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""scripts/bench_step_variants.py's variant specs and configuration override (CPU; the step itself needs CUDA)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+torch = pytest.importorskip("torch")
+_spec = importlib.util.spec_from_file_location(
+    "bench_step_variants", Path(__file__).resolve().parents[1] / "scripts" / "bench_step_variants.py"
+)
+variants = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(variants)
+
+
+def test_a_spec_names_matmuls_and_their_five_numbers():
+    assert variants.parse("down=1,4,3,1,2+o=2,8,2,1,2") == {"down": (1, 4, 3, 1, 2), "o": (2, 8, 2, 1, 2)}
+    with pytest.raises(ValueError, match="unknown matmul 'up'"):
+        variants.parse("up=1,4,3,1,2")
+    with pytest.raises(ValueError, match="five numbers"):
+        variants.parse("down=1,4,3")
+
+
+def test_the_override_serves_only_its_own_shape_and_bits():
+    shipped = variants.SHIPPED(7168, 20480, 4)
+    variants.OVER[(7168, 20480, 4)] = (1, 4, 3, 1, 2)
+    try:
+        assert variants.config(7168, 20480, 4) == (1, 4, 3, 1, 2)
+        assert variants.config(7168, 20480, 8) == variants.SHIPPED(7168, 20480, 8)
+        assert variants.config(7168, 7168) == variants.SHIPPED(7168, 7168, 4)
+    finally:
+        variants.OVER.clear()
+    assert variants.config(7168, 20480, 4) == shipped
+
+
+def test_shapes_tell_int4_int8_and_dense_weights_apart():
+    int4 = SimpleNamespace(n=64, k=128, planes=[(torch.zeros(4, 2, 32, 4, dtype=torch.int32), None)])
+    int8 = SimpleNamespace(n=64, k=128, planes=[(torch.zeros(64, 128, dtype=torch.uint8), None)])
+    dense = SimpleNamespace(n=32, k=64, w=torch.zeros(32, 64))
+    layer = SimpleNamespace(qkv=int4, o=int8, gate_up=dense, down=int4)
+    got = variants.shapes(layer)
+    assert got == {"qkv": (64, 128, 4), "o": (64, 128, 8), "gate_up": (32, 64, 16), "down": (64, 128, 4)}
