@@ -307,7 +307,7 @@ def test_unknown_or_malformed_slash_commands(tiny_dir, home):
         (["--max-new-tokens", "0"], "max_new_tokens must be between 1 and"),
         (["--top-k", "-1"], "top_k must be >= 0"),
         (["--repetition-penalty", "0"], "repetition_penalty must be in (0, 10]"),
-        (["--seed", "-5"], "seed must be a non-negative integer"),
+        (["--seed", "-5"], "seed must be an integer from 0 to 2**63 - 1, got -5"),
         (["--device", "tpu"], "unknown device 'tpu'"),
         (["--temperature", "hot"], "invalid float value: 'hot'"),
         (["--dtype", "fp8"], "invalid choice: 'fp8'"),

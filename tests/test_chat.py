@@ -2,6 +2,7 @@ import json
 import os
 import re
 import signal
+import stat
 import threading
 
 import pytest
@@ -208,6 +209,27 @@ def test_save_and_load_round_trip(tmp_path, monkeypatch):
     other.handle(f"/load {tmp_path / 'worse.json'}")
     assert "not a yi-chat session file" in err2.getvalue() and "malformed session file" in err2.getvalue()
     assert other.session == chat.session
+
+
+def test_save_goes_through_a_symlink_and_never_replaces_a_fifo_or_a_device(tmp_path, monkeypatch):
+    """/save PATH turned a FIFO, a device node or a symlink into a regular file (a run-through; /load refused
+    them all the while)."""
+    monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path / "home"))
+    chat, out, err = plain_chat(ScriptedEngine(["a1"]))
+    chat.handle("q1")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    chat.handle(f"/save {fifo}")
+    chat.handle(f"/save {tmp_path}")
+    assert "fifo: not a regular file (a FIFO)" in err.getvalue()
+    assert "not a regular file (a directory)" in err.getvalue()
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)  # still the FIFO
+    target, link = tmp_path / "target.json", tmp_path / "link.json"
+    target.write_text("old")
+    link.symlink_to(target)
+    chat.handle(f"/save {link}")
+    assert link.is_symlink() and json.loads(target.read_text())["turns"][0]["content"] == "q1"
+    assert f"saved to {target}" in " ".join(out.getvalue().split())
 
 
 def test_autosave_after_every_turn(tmp_path, monkeypatch):

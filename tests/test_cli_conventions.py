@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tomllib
@@ -240,6 +242,57 @@ def leave(child) -> int:
     return child.exitstatus
 
 
+def spawn_redirected(*args, home: Path, cwd: Path, out: Path):
+    """yi-chat in a terminal (stdin and stderr) with stdout sent to `out`, as `yi-chat > out` does."""
+    pexpect = pytest.importorskip("pexpect")
+    env = {k: v for k, v in os.environ.items() if k not in CLEAN}
+    env.update(TERM="xterm-256color", PROMPT_TOOLKIT_NO_CPR="1", YI_CHAT_HOME=str(home))
+    cmd = " ".join(shlex.quote(a) for a in [sys.executable, "-m", "yi_cli", *args])
+    child = pexpect.spawn(
+        "/bin/sh",
+        ["-c", f"exec {cmd} > {shlex.quote(str(out))}"],
+        env=env,
+        encoding="utf-8",
+        dimensions=(40, 120),
+        timeout=60,
+        cwd=str(cwd),
+    )
+    child.expect_exact(">>>")
+    return child
+
+
+def test_a_chat_with_stdout_redirected_is_drawn_on_stderr_and_writes_the_replies_alone(server, home, tmp_path):
+    """`yi-chat > log` in a terminal: the prompt, the replies and /history on the terminal (stderr), each reply
+    once and nothing else in the file (it was a blind chat and the file held the prompt's redraws)."""
+    out = tmp_path / "replies.txt"
+    child = spawn_redirected("--endpoint", server.url, home=home, cwd=tmp_path, out=out)
+    child.sendline("first question")
+    child.expect_exact("echo: first question")  # on the terminal
+    child.expect_exact("stop · ")
+    child.expect_exact(">>>")
+    child.sendline("/history")
+    child.expect_exact("assistant")
+    child.expect_exact(">>>")
+    child.sendline("second question")
+    child.expect_exact("echo: second question")
+    child.expect_exact(">>>")
+    assert leave(child) == 0
+    assert out.read_text() == "echo: first question\n\necho: second question\n\n"
+
+
+def test_a_json_chat_in_a_terminal_keeps_its_banner_out_of_the_json(server, home, tmp_path):
+    out = tmp_path / "lines.jsonl"
+    child = spawn_redirected("--endpoint", server.url, "--json", home=home, cwd=tmp_path, out=out)
+    child.sendline("hi")
+    child.expect_exact(">>>")
+    child.sendline("/stats")
+    child.expect_exact(">>>")
+    assert leave(child) == 0
+    lines = [json.loads(ln) for ln in out.read_text().splitlines()]
+    assert [ln.get("reply") or ln.get("command") for ln in lines] == ["echo: hi", "stats"]
+    assert "yi-chat ·" not in lines[1]["output"]  # the banner went to the terminal
+
+
 def test_file_command_and_f_flag_in_a_real_terminal(server, home, tmp_path):
     (tmp_path / "todo.txt").write_text("buy milk\n")
     (tmp_path / "blob.bin").write_bytes(b"\x00\x01")
@@ -252,7 +305,7 @@ def test_file_command_and_f_flag_in_a_real_terminal(server, home, tmp_path):
     child.expect_exact("binary file")
     child.expect_exact(">>>")
     child.sendline("/file todo.txt")
-    child.expect_exact("attached todo.txt (1 lines)")
+    child.expect_exact("attached todo.txt (1 line)")
     child.expect_exact(">>>")
     child.sendline("/file")
     child.expect_exact("attached for the next message: todo.txt")
@@ -320,6 +373,75 @@ def test_continue_reopens_the_last_interactive_chat_not_a_later_one_shot(server,
     assert [t["content"] for t in inter["turns"]][::2] == ["interactive question", "follow-up"]
 
 
+def test_two_chats_continuing_one_session_never_overwrite_each_other(server, home, tmp_path):
+    """-c in two terminals: the second goes on in a new file (and says so); neither loses a turn (issue found
+    by a run-through: each process rewrote the file with its own turns)."""
+    first = spawn("--endpoint", server.url, home=home, cwd=tmp_path)
+    first.sendline("original question")
+    first.expect_exact("stop · ")
+    first.expect_exact(">>>")
+    assert leave(first) == 0
+    [original] = list((home / "data" / "sessions").glob("*.json"))
+
+    a = spawn("--endpoint", server.url, "-c", home=home, cwd=tmp_path)  # holds the session while it runs
+    a.sendline("A one")
+    a.expect_exact("stop · ")
+    a.expect_exact(">>>")
+    p = yi("--endpoint", server.url, "-c", "-p", "B one", home=home)
+    assert p.returncode == 0, p.stderr.decode()
+    assert f"{original.name} is open in another yi-chat" in p.stderr.decode()
+    # B goes on from the file as A last saved it
+    assert [m["content"] for m in server.requests[-1]["messages"]][::2] == ["original question", "A one", "B one"]
+    a.sendline("A two")
+    a.expect_exact("stop · ")
+    a.expect_exact(">>>")
+    assert leave(a) == 0
+
+    files = {p.name: json.loads(p.read_text()) for p in (home / "data" / "sessions").glob("*.json")}
+    asked = {name: [t["content"] for t in f["turns"]][::2] for name, f in files.items()}
+    [fork] = set(asked) - {original.name}
+    assert asked[original.name] == ["original question", "A one", "A two"]  # A went on in place
+    assert asked[fork] == ["original question", "A one", "B one"]  # B in its own file
+    assert files[fork]["mode"] == "interactive"  # the same conversation, continued: -c may go on with it
+    assert not list((home / "data" / "sessions").glob(".*.lock"))  # let go when each process ended
+    p = yi("--endpoint", server.url, "-c", "-p", "C one", home=home)  # nobody holds it now: in place again
+    assert "open in another" not in p.stderr.decode()
+    assert [t["content"] for t in json.loads(original.read_text())["turns"]][::2][-1] == "C one"
+
+
+@pytest.mark.parametrize("how", ["pipe", "one-shot"])
+def test_ctrl_c_stops_a_piped_or_one_shot_run_with_130_and_keeps_the_partial_reply(home, how):
+    """A batch stops at Ctrl-C, as a pipeline does (each Ctrl-C cut one reply, the batch went on and exited 0)."""
+    long_reply = " ".join(f"w{i}" for i in range(400))
+    with OpenAIServer(ScriptedEngine([long_reply] * 3, delay=0.05), model="served") as srv:
+        e = {k: v for k, v in os.environ.items() if k not in CLEAN}
+        e.update(YI_CHAT_HOME=str(home))
+        args = ["-p", "q1"] if how == "one-shot" else []
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "yi_cli", "--endpoint", srv.url, *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=e,
+        )
+        if how == "pipe":
+            proc.stdin.write(b"q1\nq2\nq3\n")
+        proc.stdin.close()
+        proc.stdin = None
+        got = proc.stdout.read(10)  # the reply is streaming: the signal lands inside it
+        proc.send_signal(signal.SIGINT)
+        rest, err = proc.communicate(timeout=120)
+    out, err = (got + rest).decode(), err.decode()
+    assert proc.returncode == 130, err
+    assert [ln for ln in err.splitlines() if ln.strip()] == [
+        f"yi-chat: interrupted; the session is saved in {next((home / 'data' / 'sessions').glob('*.json'))}"
+    ]
+    assert out.startswith("w0 w1") and out.count("[interrupted]") == 1 and "w399" not in out
+    [saved] = session_files(home)
+    assert [t["content"] for t in saved["turns"]][::2] == ["q1"]  # q2 and q3 never asked
+    assert saved["turns"][1]["finish_reason"] == "interrupted"
+
+
 def test_a_save_snapshot_is_not_where_continue_goes(tmp_path, monkeypatch):
     from tests.fixtures import plain_chat
     from yi_cli.conversation import store
@@ -334,8 +456,12 @@ def test_a_save_snapshot_is_not_where_continue_goes(tmp_path, monkeypatch):
     _, _, data = store.read(snap["path"])
     assert store.autosave_for(snap["path"], data, "interactive").path is None  # goes on in a new file
     _, _, data = store.read("last")
-    assert store.autosave_for("last", data, "one-shot").path == saver.path  # goes on in place, as interactive
-    assert store.autosave_for("last", data, "one-shot").mode == "interactive"
+    held = store.autosave_for("last", data, "one-shot")  # the chat that wrote it still holds it: a new file
+    assert held.path is None and held.forked
+    saver.close()
+    resumed = store.autosave_for("last", data, "one-shot")
+    assert resumed.path == saver.path and not resumed.forked  # let go: goes on in place, as interactive
+    assert resumed.mode == "interactive"
 
 
 def test_a_set_after_the_last_turn_is_saved_and_a_resume_restores_it(server, home):
@@ -384,6 +510,8 @@ def test_sessions_lists_newest_first_as_a_table_and_as_json(server, home, tmp_pa
     assert "updated" in table[0] and "model" in table[0] and "turns" in table[0] and "first line" in table[0]
     assert "second run" in table[1] and "first run" in table[2] and "served" in table[1]
     assert len(json.loads(yi("sessions", "--json", "-n", "1", home=home).stdout)) == 1
+    for bad, needle in (("0", "1 or more sessions, not 0"), ("-1", "not -1"), ("x", "a number of sessions")):
+        one_line_error(yi("sessions", "-n", bad, home=home), 2, needle)  # it said "no saved sessions", exit 0
 
 
 def test_an_old_last_json_still_loads_and_is_listed(server, home):

@@ -70,3 +70,40 @@ def test_clear_history_undo_system(monkeypatch):
     assert len(refused) == 1  # asked again only when the conversation changes (the toolbar redraws per key)
     chat.handle("/exit")
     assert chat.running is False
+
+
+def test_file_refuses_a_file_too_long_for_the_context_before_tokenizing_it(tmp_path):
+    """/file checks the length first, as -f does (it tokenized 3.3M tokens, ~10 s, before refusing)."""
+    from tests.fixtures import WordTemplate
+
+    engine = ScriptedEngine()
+    engine.context_length = 100
+    chat, out, err = plain_chat(engine)
+    big = tmp_path / "big.txt"
+    big.write_text("word " * 1000)
+    builds = WordTemplate.builds
+    chat.handle(f"/file {big}")
+    assert "too large for the model's context (5000 characters" in err.getvalue()
+    assert WordTemplate.builds == builds  # refused by its length: no prompt was built
+    assert chat.attachments == []
+
+    empty, one = tmp_path / "empty.txt", tmp_path / "one.txt"
+    empty.write_text("")
+    one.write_text("a line\n")
+    chat.handle(f"/file {empty}")
+    chat.handle(f"/file {one}")
+    chat.handle(f"/file {one}")
+    shown = " ".join(out.getvalue().split())  # unwrapped
+    assert "empty.txt (empty); it goes" in shown
+    assert "one.txt (1 line); it goes" in shown
+    assert "one.txt (1 line) (attached twice now); it goes" in shown
+
+
+def test_continue_and_retry_say_what_is_wrong():
+    chat, out, err = plain_chat(ScriptedEngine(["a1", "a2"]))
+    chat.handle("/continue")
+    assert "nothing to continue yet" in err.getvalue()  # it said "the last one was complete"
+    chat.handle("q1")
+    chat.handle("/retry 99999999999999999999999")
+    assert "seed must be an integer from 0 to 2**63 - 1, got 99999999999999999999999" in err.getvalue()
+    assert [t.content for t in chat.session.turns] == ["q1", "a1"]

@@ -897,9 +897,9 @@ def test_the_autosave_write_holds_signals_until_it_is_done(home, monkeypatch):
     seen = []
     real = store.write_new
 
-    def write_new(directory, text):  # a SIGINT lands in the middle of the write
+    def write_new(directory, text, owner=None):  # a SIGINT lands in the middle of the write
         os.kill(os.getpid(), signal.SIGINT)
-        path = real(directory, text)
+        path = real(directory, text, owner)
         seen.append(path)
         return path
 

@@ -71,6 +71,15 @@ def read_bytes(path: str | Path, limit: int, err: type[YiError] = YiError, what:
     return data
 
 
+def kind_of(path: str | Path) -> str | None:
+    """What is at `path` (following symlinks): None when nothing is, else "regular file", "directory", "FIFO"..."""
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return "regular file" if stat.S_ISREG(mode) else _kind(mode)
+
+
 def _kind(mode: int) -> str:
     for test, word in (
         (stat.S_ISDIR, "directory"),

@@ -176,7 +176,10 @@ def do_file(chat, arg: str) -> None:
     if arg == STDIN:
         raise UsageError("/file -: stdin is the chat's own input here; give a file path")
     a = read(arg)
+    check_size([*chat.attachments, a], chat.engine.context_length)  # by its length alone: before tokenizing it
     check_tokens(chat.engine, chat.settings, [*chat.attachments, a])
     chat.attachments.append(a)
-    lines = a.text.count("\n") + (not a.text.endswith("\n"))
-    chat.render.show(f"attached {a.name} ({lines} lines); it goes with your next message")
+    lines = a.text.count("\n") + (bool(a.text) and not a.text.endswith("\n"))
+    again = " (attached twice now)" if any(b.name == a.name for b in chat.attachments[:-1]) else ""
+    size = f"{lines} line{'s' if lines != 1 else ''}" if a.text else "empty"
+    chat.render.show(f"attached {a.name} ({size}){again}; it goes with your next message")

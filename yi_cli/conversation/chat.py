@@ -56,6 +56,7 @@ class Chat:
         self.on_turn = on_turn  # called with the Chat after each change of the session (autosave)
         self.history: list[Stats] = []  # stats of every finished reply, for /stats
         self.failures = 0
+        self.ctrl_c = 0  # replies Ctrl-C cut short (a piped or one-shot run stops at the first)
         self.running = True
         self.terminated = False  # SIGTERM: finish the reply in flight, record it, then leave
         self.editor = None  # callable(old text) -> new text, for /edit; set by the interactive REPL
@@ -276,6 +277,7 @@ class Chat:
                 continue
             except KeyboardInterrupt:  # Ctrl-C can land anywhere in this loop: it only ever sets cancel
                 interrupts += 1
+                self.ctrl_c += interrupts == 1
                 cancel.set()
                 if interrupts >= 3:  # the engine does not answer cancel (e.g. a long prefill): give up
                     raise

@@ -148,7 +148,9 @@ def do_edit(chat, arg):
 
 def do_continue(chat, arg):
     last = chat.session.last_assistant()
-    if last is None or last.finish_reason not in ("interrupted", "length"):
+    if last is None:
+        raise YiError("nothing to continue yet: /continue extends a reply cut by Ctrl-C or the token limit")
+    if last.finish_reason not in ("interrupted", "length"):
         raise YiError("/continue extends a reply cut by Ctrl-C or the token limit; the last one was complete")
     chat.extend()
 

@@ -1,9 +1,11 @@
 """Sessions as a store of JSON files, one per conversation: autosave, /save, /load, --resume, -c (no torch).
 
 Every conversation gets its own file in <data>/sessions/, named by its start time plus a random suffix and created
-with a no-clobber link, so two processes (or three saves in one second) never share a name. Each file records
-the mode it was started in: `--resume last` and `-c` reopen the newest *interactive* one, so a one-shot or piped
-run (or a /save snapshot) is saved but never takes the place of the chat before it. The format is unchanged
+with a no-clobber link, so two processes (or three saves in one second) never share a name. The process that
+writes a file holds an exclusive lock on it (`.NAME.lock` beside it) while it does: a second yi-chat resuming the
+same session (`-c` in two terminals) goes on in a new file instead of overwriting the first one's turns. Each file
+records the mode it was started in: `--resume last` and `-c` reopen the newest *interactive* one, so a one-shot or
+piped run (or a /save snapshot) is saved but never takes the place of the chat before it. The format is unchanged
 (version 1; `mode`, `created` and `updated` are extra keys) and the `last.json` of earlier versions still loads.
 """
 
@@ -91,23 +93,76 @@ def write_atomic(path: Path, text: str) -> None:
     durable.sync_dir(path.parent)
 
 
-def write_new(directory: Path, text: str) -> Path:
+def write_new(directory: Path, text: str, owner: Owner | None = None) -> Path:
     """Write `text` under a fresh timestamped name in `directory` that no other writer can take: the name is
-    claimed with link(2), which fails when it exists, so a clash only costs another random suffix."""
+    claimed with link(2), which fails when it exists, so a clash only costs another random suffix. owner: locks
+    the name before it is linked, so no other process can resume the file before this one holds it."""
     tmp = _tmp_file(directory, text)
     try:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         while True:
             path = directory / f"{stamp}-{secrets.token_hex(3)}.json"
+            if owner is not None and not owner.claim(path):
+                continue
             try:
                 os.link(tmp, path)
                 break
             except FileExistsError:
+                if owner is not None:
+                    owner.release()
                 continue
     finally:
         os.unlink(tmp)
     durable.sync_dir(directory)
     return path
+
+
+class Owner:
+    """This process's hold on one session file of the store: an exclusive flock on `.NAME.lock` beside it, taken
+    before the file is written and kept until the process lets it go (or ends: the kernel drops a dead process's
+    locks, so a crash never leaves a session locked). Where flock is missing (Windows) every claim succeeds."""
+
+    def __init__(self):
+        self.fd: int | None = None
+        self.lock: Path | None = None
+
+    def claim(self, path: Path) -> bool:
+        """Hold `path` (letting go of any other); False: another live process holds it."""
+        self.release()
+        try:
+            import fcntl
+        except ImportError:
+            return True
+        lock = path.with_name(f".{path.name}.lock")
+        for _ in range(3):
+            try:
+                fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError:  # a read-only store: autosave itself will say why it fails
+                return True
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                return False
+            try:  # the lock file may have been removed by its last holder between our open and our lock
+                same = os.stat(lock).st_ino == os.fstat(fd).st_ino
+            except OSError:
+                same = False
+            if same:
+                self.fd, self.lock = fd, lock
+                return True
+            os.close(fd)
+        return False
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:  # removed while still held: a process that opened it meanwhile sees another inode and retries
+            os.unlink(self.lock)
+        except OSError:
+            pass
+        os.close(self.fd)
+        self.fd = self.lock = None
 
 
 HELD = (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", signal.SIGTERM))
@@ -141,15 +196,25 @@ def _signals_held():
 class Autosave:
     """The chat's on_turn hook: after every recorded change the conversation is written to its own file.
 
-    The file is created at the first turn; a resumed store file is written in place. A session emptied by /clear
-    (or replaced by /load) starts a new file at its next change, so the earlier conversation is kept."""
+    The file is created at the first turn; a resumed store file is written in place while this process holds it
+    (Owner), else the conversation goes on in a new file. A session emptied by /clear (or replaced by /load)
+    starts a new file at its next change, so the earlier conversation is kept."""
 
     def __init__(self, mode: str, path: Path | None = None, created: str | None = None):
         assert mode in MODES
         self.mode, self.path, self.created = mode, path, created
+        self.owner = Owner()
+        self.forked = False  # the resumed file is held by another process: this one's turns go to a new file
+        if path is not None and not self.owner.claim(path):
+            self.path, self.forked = None, True
 
     def detach(self) -> None:
+        self.owner.release()
         self.path = self.created = None
+
+    def close(self) -> None:
+        """Let the file go (the process is ending): another yi-chat may resume it now."""
+        self.owner.release()
 
     def __call__(self, chat) -> None:
         if not chat.session.turns:
@@ -160,7 +225,7 @@ class Autosave:
         try:
             with _signals_held():
                 if self.path is None:
-                    self.path = write_new(sessions_dir(), text)
+                    self.path = write_new(sessions_dir(), text, self.owner)
                 else:
                     write_atomic(self.path, text)
         except OSError as e:
@@ -168,12 +233,19 @@ class Autosave:
 
 
 def save(chat, path: str | None) -> Path:
-    """/save: a snapshot to PATH (replaced if it exists), or to a new file in the store. Its mode `saved` keeps it
-    a snapshot: -c passes it by, and a session resumed from it goes on in a new file."""
+    """/save: a snapshot to PATH (a regular file replaced if it exists, through a symlink to the file it names; a
+    FIFO, a device or a directory refused), or to a new file in the store. Its mode `saved` keeps it a snapshot: -c
+    passes it by, and a session resumed from it goes on in a new file."""
     text = json.dumps(to_dict(chat, SAVED), ensure_ascii=False, indent=1)
     p = Path(path).expanduser() if path else sessions_dir()
     try:
         if path:
+            p = Path(os.path.realpath(p))  # the file a symlink names is replaced, not the link
+            kind = inputs.kind_of(p)
+            if kind not in (None, "regular file"):
+                raise YiError(
+                    f"{shown(path, 200)}: not a regular file (a {kind}); a session is saved to a regular file"
+                )
             write_atomic(p, text)
         else:
             p = write_new(p, text)

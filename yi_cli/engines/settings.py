@@ -56,7 +56,7 @@ def check(name: str, v) -> None:
     if name == "max_new_tokens" and not (1 <= v <= 1_000_000):
         raise UsageError(f"max_new_tokens must be between 1 and 1000000, got {v}")
     if name == "seed" and v is not None and not (0 <= v < 2**63):
-        raise UsageError(f"seed must be a non-negative integer, got {v}")
+        raise UsageError(f"seed must be an integer from 0 to 2**63 - 1, got {shown(str(v), 40)}")
 
 
 def parse(name: str, value) -> object:

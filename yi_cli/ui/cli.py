@@ -281,23 +281,39 @@ def _main(args) -> int:
     if args.system is not None or (session is None and top.get("system")):
         session = session or ChatSession()
         session.system = args.system if args.system is not None else top["system"]
-    interactive = prompt is None and tty
-    render = make_renderer(args, interactive, prompt)
+    # The chat is drawn where a person sees it: stdout, or stderr when stdout goes to a file or a pipe (which then
+    # gets the replies alone, as a piped run writes them); with neither a terminal it reads its lines as a pipe.
+    screen = sys.stdout if _isatty(sys.stdout) else sys.stderr if _isatty(sys.stderr) else None
+    interactive = prompt is None and tty and screen is not None
+    render = make_renderer(args, interactive, prompt, screen)
     engine = make_engine(args, top, render, endpoint_from)
     attach.check_tokens(engine, settings, attachments, prompt or "")
     options = Options(overflow=args.overflow or top.get("overflow", "drop"), setting_sources=sources)
     mode = "one-shot" if prompt is not None else "interactive" if interactive else "pipe"
-    chat = Chat(engine, render, settings, session, options, on_turn=store.autosave_for(resume, data, mode))
+    autosave = store.autosave_for(resume, data, mode)
+    chat = Chat(engine, render, settings, session, options, on_turn=autosave)
     chat.attachments = attachments
+    if autosave.forked:
+        render.notice(
+            f"{os.path.basename(data['path'])} is open in another yi-chat: this chat goes on from it in a new "
+            "session file (the other keeps its own)"
+        )
     if attachments and prompt is None:
         render.notice(f"attached {', '.join(a.name for a in attachments)}: it goes with your first message")
     if interactive and endpoint_from.startswith("$"):  # a server chosen by the environment is said, not silent
         render.notice(f"streaming from {args.endpoint} (set by {endpoint_from}; --endpoint '' runs the local model)")
     _CHAT[:] = [chat]
     try:
+        return _run(chat, prompt, interactive, render)
+    finally:
+        autosave.close()
+
+
+def _run(chat, prompt, interactive, render) -> int:
+    try:
         if prompt is not None:
             chat.handle(prompt)
-            code = 1 if chat.failures else 0
+            code = 130 if chat.ctrl_c else 1 if chat.failures else 0
         elif interactive:
             from . import repl
 
@@ -317,6 +333,9 @@ def _main(args) -> int:
         saved = chat.on_turn.path
         _err(f"{what}; the session is saved in {saved}" if saved else what)
         return exit_code
+    if not interactive and chat.ctrl_c:  # a batch stops at Ctrl-C, as a pipeline does; the REPL goes on
+        saved = chat.on_turn.path
+        _err(f"interrupted; the session is saved in {saved}" if saved else "interrupted")
     return code
 
 
@@ -348,14 +367,22 @@ def run_pipe(chat) -> int:
             chat.failures += 1
             chat.render.error(f"stdin line {n} contains a NUL byte; skipped")
             continue
-        if line.strip() and not chat.handle(line):
+        if line.strip() and (not chat.handle(line) or chat.ctrl_c):
             break
     if n == 0:
         chat.render.notice("stdin is empty: nothing to do")
-    return 1 if chat.failures else 0
+    return 130 if chat.ctrl_c else 1 if chat.failures else 0
 
 
-def make_renderer(args, interactive: bool, prompt: str | None):
+def _isatty(stream) -> bool:
+    try:
+        return stream is not None and stream.isatty()
+    except (OSError, ValueError):  # closed
+        return False
+
+
+def make_renderer(args, interactive: bool, prompt: str | None, screen=None):
+    """screen: the terminal stream the REPL draws on (interactive), stdout or stderr."""
     from rich.console import Console
 
     from .keys import KeyHold
@@ -363,10 +390,16 @@ def make_renderer(args, interactive: bool, prompt: str | None):
 
     err = Console(stderr=True)
     if args.json:
-        return JsonRenderer(Console(), err)
-    if interactive or (sys.stdout.isatty() and prompt is not None):
-        return TerminalRenderer(Console(), err, keys=KeyHold(sys.stdin.fileno()) if sys.stdin.isatty() else None)
-    return PlainRenderer(Console(), err, show_stats=args.stats)
+        render = JsonRenderer(Console(), err)
+    elif interactive and screen is not sys.stdout:  # the chat on stderr, the replies alone to stdout
+        keys = KeyHold(sys.stdin.fileno())
+        render = TerminalRenderer(Console(file=screen), err, keys=keys, transcript=PlainRenderer(Console(), err))
+    elif interactive or (sys.stdout.isatty() and prompt is not None):
+        render = TerminalRenderer(Console(), err, keys=KeyHold(sys.stdin.fileno()) if sys.stdin.isatty() else None)
+    else:
+        render = PlainRenderer(Console(), err, show_stats=args.stats)
+    render.screen = screen if interactive else None
+    return render
 
 
 def make_engine(args, top: dict, render, endpoint_from: str = ""):

@@ -109,6 +109,8 @@ def _merge(pieces):
 class Renderer:
     """Base: writes command output and notices; subclasses show the reply stream."""
 
+    screen = None  # the terminal stream a REPL draws its prompt on (cli.make_renderer), None: stdout
+
     def __init__(self, console: Console, err: Console):
         self.console = console
         self.err = err
@@ -118,6 +120,10 @@ class Renderer:
         self.console.print(
             safe(renderable) if isinstance(renderable, str) else renderable, markup=False, highlight=False
         )
+
+    def banner(self, text: str) -> None:
+        """The REPL's first line."""
+        self.show(text)
 
     def notice(self, msg: str) -> None:
         self.err.print(safe(msg), markup=False, highlight=False, style="yellow", soft_wrap=True)
@@ -155,10 +161,13 @@ class TerminalRenderer(Renderer):
     scrolled off, rich#3263, and leaves stale copies when the terminal reflows it). Markdown keeps its characters;
     headings and code are tinted as they stream. Keys typed meanwhile are held for the next prompt (keys.py)."""
 
-    def __init__(self, console: Console, err: Console, show_stats: bool = True, keys=None):
+    def __init__(self, console: Console, err: Console, show_stats: bool = True, keys=None, transcript=None):
         super().__init__(console, err)
         self.show_stats = show_stats
         self.keys = keys  # a KeyHold on the terminal's stdin, or None
+        # a PlainRenderer on stdout while the chat is drawn on stderr (stdout a file or a pipe): each reply once,
+        # as a piped run writes it; dropped with a notice if stdout goes away
+        self.transcript = transcript
         self.tint = MarkdownTint()
         self.line_open = False  # the reply's last line has no newline yet
         styles = {"heading": Style(bold=True), "code": Style(color="cyan")}
@@ -173,6 +182,16 @@ class TerminalRenderer(Renderer):
 
     def reply_text(self, delta: str) -> None:
         self._write(self.tint.feed(delta))
+        self._copy("reply_text", delta)
+
+    def _copy(self, what: str, *args) -> None:
+        if self.transcript is None:
+            return
+        try:
+            getattr(self.transcript, what)(*args)
+        except (OSError, ValueError):  # a closed pipe or file: the chat goes on, on the screen only
+            self.transcript = None
+            self.held.append("stdout is closed: replies are shown here only from now on")
 
     def notice(self, msg: str) -> None:
         if self.streaming:  # a line printed into the reply's own would cut it in two
@@ -182,6 +201,7 @@ class TerminalRenderer(Renderer):
 
     def reply_end(self, text: str, stats: Stats | None) -> None:
         self._write(self.tint.flush())
+        self._copy("reply_end", text, None if stats is None else Stats(finish_reason=stats.finish_reason))
         if self.line_open:
             self.console.file.write("\n")
             self.line_open = False
@@ -246,6 +266,9 @@ class JsonRenderer(Renderer):
         self.out = out or sys.stdout
         self.prompt = ""
         self.pending = ""
+
+    def banner(self, text: str) -> None:  # not a command's output: on the terminal, not in the JSON lines
+        self.err.print(safe(text), markup=False, highlight=False, soft_wrap=True)
 
     def show(self, renderable) -> None:
         buf = io.StringIO()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.completion import WordCompleter
@@ -82,16 +83,23 @@ def editor(session, render):
 
 def run(chat, prompt_text: str = ">>> ") -> int:
     words = ["/" + n for n in commands.TABLE] + ["/" + a for a in commands.ALIASES]
+    output = None
+    if chat.render.screen is not None and chat.render.screen is not sys.stdout:  # stdout is a file or a pipe
+        from prompt_toolkit.output import create_output
+
+        output = create_output(stdout=chat.render.screen)
     session = PromptSession(
+        output=output,
         history=history(chat.render),
         key_bindings=bindings(),
         completer=WordCompleter(words, sentence=True),
         complete_while_typing=True,
         bottom_toolbar=toolbar(chat),
         prompt_continuation="... ",
+        enable_suspend=True,  # Ctrl-Z at the prompt suspends to the shell, as it does mid-reply (it typed a ^Z)
     )
     chat.editor = editor(session, chat.render)
-    chat.render.show(f"yi-chat · {chat.engine.name} · /help for commands, Ctrl-D to exit")
+    chat.render.banner(f"yi-chat · {chat.engine.name} · /help for commands, Ctrl-D to exit")
     while chat.running:
         # Held from before the prompt (which puts back the mode it found) until the line is handled: keys typed
         # after Enter wait unechoed for the next prompt, however long the reply takes to start.

@@ -21,15 +21,25 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--json", action="store_true", help="one JSON array: path, name, mode, model, updated, exchanges, first_line"
     )
-    p.add_argument("-n", "--limit", type=int, metavar="N", help="show the newest N only")
+    p.add_argument("-n", "--limit", type=_count, metavar="N", help="show the newest N only (1 or more)")
     return p
+
+
+def _count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"-n wants a number of sessions, not {shown(text, 40)!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"-n wants 1 or more sessions, not {n}")
+    return n
 
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     rows = store.entries()
     if args.limit is not None:
-        rows = rows[: max(args.limit, 0)]
+        rows = rows[: args.limit]
     if args.json:
         print(json.dumps(rows, ensure_ascii=False, indent=1))
         return 0
