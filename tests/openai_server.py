@@ -8,6 +8,7 @@ or a scripted fake. Faults to inject, as attributes a test may change between re
   corrupt_after=N  send a chunk that is not JSON after N content chunks, then go on
   error=(status, message)  answer every chat request with that HTTP error
   api_key="..."    require `Authorization: Bearer ...`, else 401
+  models_gate=threading.Event()  answer /v1/models only once it is set (models_asked is set when one waits)
 
     with OpenAIServer(engine) as srv:
         RemoteEngine(srv.url, None)
@@ -56,6 +57,8 @@ class OpenAIServer:
         self.error = error
         self.port = port  # 0: an ephemeral port, read back after start
         self.requests: list[dict] = []  # bodies of the chat requests, for tests to inspect
+        self.models_gate: threading.Event | None = None
+        self.models_asked = threading.Event()
         self.httpd: ThreadingHTTPServer | None = None
 
     @property
@@ -114,6 +117,9 @@ class Handler(BaseHTTPRequestHandler):
             return
         if self.path.rstrip("/") != "/v1/models":
             return self._error(404, f"no route {self.path}")
+        self.app.models_asked.set()
+        if self.app.models_gate is not None:
+            self.app.models_gate.wait(60)
         self._json(200, {"object": "list", "data": [{"id": self.app.model, "object": "model", "owned_by": "tests"}]})
 
     def do_POST(self) -> None:

@@ -229,7 +229,7 @@ def test_save_goes_through_a_symlink_and_never_replaces_a_fifo_or_a_device(tmp_p
     link.symlink_to(target)
     chat.handle(f"/save {link}")
     assert link.is_symlink() and json.loads(target.read_text())["turns"][0]["content"] == "q1"
-    assert f"saved to {target}" in " ".join(out.getvalue().split())
+    assert f"saved to {link}" in " ".join(out.getvalue().split())  # as it was given
 
 
 def test_autosave_after_every_turn(tmp_path, monkeypatch):
@@ -345,3 +345,14 @@ def test_a_crashing_command_is_one_line_and_the_chat_goes_on():
     assert err.getvalue().strip() == "error: '/model' failed (ZeroDivisionError: division by zero)"
     chat.handle("hello")
     assert chat.session.turns[-1].content == "still here"
+
+
+def test_a_line_read_in_a_non_utf8_locale_is_taken_as_the_utf8_the_terminal_sent():
+    """LC_ALL=C without Python's coercion: the REPL's line holds UTF-8 bytes as surrogates (it was refused)."""
+    raw = "café 日本語 🐉".encode()
+    chat, out, err = plain_chat(ScriptedEngine())
+    chat.handle(raw.decode("ascii", "surrogateescape"))
+    assert chat.session.turns[0].content == "café 日本語 🐉"
+    chat.handle(b"\xff\xfe bad".decode("ascii", "surrogateescape"))
+    assert "the input is not valid UTF-8; line ignored" in err.getvalue()
+    assert len(chat.session.turns) == 2

@@ -261,6 +261,38 @@ def spawn_redirected(*args, home: Path, cwd: Path, out: Path):
     return child
 
 
+def test_keys_typed_while_the_model_loads_wait_unechoed_for_the_first_prompt(home, tmp_path):
+    """They were echoed raw during the load, then drawn again by the prompt (a run-through)."""
+    import threading
+
+    pexpect = pytest.importorskip("pexpect")
+    with OpenAIServer(ScriptedEngine(), model="served") as srv:
+        srv.models_gate = threading.Event()  # the start waits on the model list: past the renderer, loading
+        env = {k: v for k, v in os.environ.items() if k not in CLEAN}
+        env.update(TERM="xterm-256color", PROMPT_TOOLKIT_NO_CPR="1", YI_CHAT_HOME=str(home))
+        child = pexpect.spawn(
+            sys.executable,
+            ["-m", "yi_cli", "--endpoint", srv.url],
+            env=env,
+            encoding="utf-8",
+            dimensions=(40, 120),
+            timeout=60,
+            cwd=str(tmp_path),
+        )
+        assert srv.models_asked.wait(60)
+        child.send("typed early")
+        srv.models_gate.set()
+        child.expect_exact("yi-chat · served")  # the banner: the load is over
+        assert "typed early" not in child.before  # not echoed while loading
+        child.expect_exact(">>>")
+        child.expect_exact("typed early")  # drawn by the prompt, as the start of the input
+        child.send("\r")
+        child.expect_exact("echo: typed early")
+        child.expect_exact(">>>")
+        assert leave(child) == 0
+    assert sent(srv) == "typed early"
+
+
 def test_a_chat_with_stdout_redirected_is_drawn_on_stderr_and_writes_the_replies_alone(server, home, tmp_path):
     """`yi-chat > log` in a terminal: the prompt, the replies and /history on the terminal (stderr), each reply
     once and nothing else in the file (it was a blind chat and the file held the prompt's redraws)."""
@@ -278,6 +310,61 @@ def test_a_chat_with_stdout_redirected_is_drawn_on_stderr_and_writes_the_replies
     child.expect_exact(">>>")
     assert leave(child) == 0
     assert out.read_text() == "echo: first question\n\necho: second question\n\n"
+
+
+def test_an_editor_run_from_a_redirected_chat_draws_on_the_terminal_not_in_the_file(server, home, tmp_path):
+    """/edit's $EDITOR inherited stdout: with `yi-chat > file`, a real editor drew its screen into the file."""
+    editor = tmp_path / "ed.sh"
+    editor.write_text('#!/bin/sh\necho EDITOR-SCREEN\nprintf "edited question" > "$1"\n')
+    editor.chmod(0o755)
+    out = tmp_path / "replies.txt"
+    env_editor = {"EDITOR": str(editor)}
+    pexpect = pytest.importorskip("pexpect")
+    env = {k: v for k, v in os.environ.items() if k not in CLEAN}
+    env.update(TERM="xterm-256color", PROMPT_TOOLKIT_NO_CPR="1", YI_CHAT_HOME=str(home), **env_editor)
+    cmd = " ".join(shlex.quote(a) for a in [sys.executable, "-m", "yi_cli", "--endpoint", server.url])
+    child = pexpect.spawn(
+        "/bin/sh",
+        ["-c", f"exec {cmd} > {shlex.quote(str(out))}"],
+        env=env,
+        encoding="utf-8",
+        dimensions=(40, 120),
+        timeout=60,
+        cwd=str(tmp_path),
+    )
+    child.expect_exact(">>>")
+    child.sendline("first question")
+    child.expect_exact("stop · ")
+    child.expect_exact(">>>")
+    child.sendline("/edit")
+    child.expect_exact("EDITOR-SCREEN")  # on the terminal
+    child.expect_exact("echo: edited question")
+    child.expect_exact(">>>")
+    assert leave(child) == 0
+    assert out.read_text() == "echo: first question\n\necho: edited question\n\n"
+
+
+def test_ctrl_c_between_replies_of_a_piped_run_says_where_the_session_is(server, home):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "yi_cli", "--endpoint", server.url],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**{k: v for k, v in os.environ.items() if k not in CLEAN}, "YI_CHAT_HOME": str(home)},
+    )
+    proc.stdin.write(b"q1\n")
+    proc.stdin.flush()
+    assert proc.stdout.readline() == b"echo: q1\n"  # the reply; the run now waits on stdin for the next line
+    assert proc.stdout.readline() == b"\n"
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)  # stdin stays open until it has exited: an EOF must not end the run before the signal
+    err = proc.stderr.read()
+    proc.stdin.close()
+    proc.stdout.close()
+    proc.stderr.close()
+    [saved] = (home / "data" / "sessions").glob("*.json")
+    assert proc.returncode == 130
+    assert err.decode().splitlines() == [f"yi-chat: interrupted; the session is saved in {saved}"]
 
 
 def test_a_json_chat_in_a_terminal_keeps_its_banner_out_of_the_json(server, home, tmp_path):
@@ -389,7 +476,7 @@ def test_two_chats_continuing_one_session_never_overwrite_each_other(server, hom
     a.expect_exact(">>>")
     p = yi("--endpoint", server.url, "-c", "-p", "B one", home=home)
     assert p.returncode == 0, p.stderr.decode()
-    assert f"{original.name} is open in another yi-chat" in p.stderr.decode()
+    assert f"{original.name} is in use by another yi-chat" in p.stderr.decode()
     # B goes on from the file as A last saved it
     assert [m["content"] for m in server.requests[-1]["messages"]][::2] == ["original question", "A one", "B one"]
     a.sendline("A two")
@@ -405,7 +492,7 @@ def test_two_chats_continuing_one_session_never_overwrite_each_other(server, hom
     assert files[fork]["mode"] == "interactive"  # the same conversation, continued: -c may go on with it
     assert not list((home / "data" / "sessions").glob(".*.lock"))  # let go when each process ended
     p = yi("--endpoint", server.url, "-c", "-p", "C one", home=home)  # nobody holds it now: in place again
-    assert "open in another" not in p.stderr.decode()
+    assert "in use by another" not in p.stderr.decode()
     assert [t["content"] for t in json.loads(original.read_text())["turns"]][::2][-1] == "C one"
 
 
@@ -440,6 +527,48 @@ def test_ctrl_c_stops_a_piped_or_one_shot_run_with_130_and_keeps_the_partial_rep
     [saved] = session_files(home)
     assert [t["content"] for t in saved["turns"]][::2] == ["q1"]  # q2 and q3 never asked
     assert saved["turns"][1]["finish_reason"] == "interrupted"
+
+
+def test_a_session_written_after_it_was_read_goes_on_in_a_new_file(tmp_path, monkeypatch):
+    """-c reads the file, then loads the model (seconds) before it holds the file: another yi-chat may write a
+    turn and exit meanwhile, and that turn must not be overwritten by the stale copy (a review)."""
+    from tests.fixtures import plain_chat
+    from yi_cli.conversation import store
+
+    monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path))
+    first = store.Autosave("interactive")
+    chat, _, _ = plain_chat(ScriptedEngine(), on_turn=first)
+    chat.handle("one")
+    first.close()
+    _, _, data = store.read("last")  # this run reads it...
+    chat.handle("two")  # ...another writes a turn (without holding it now: it was let go above)
+    saver = store.autosave_for("last", data, "interactive")
+    assert saver.forked and saver.path is None
+    _, _, fresh = store.read("last")
+    assert store.autosave_for("last", fresh, "interactive").path == first.path  # as read: in place
+
+
+def test_a_store_without_locks_saves_as_before(tmp_path, monkeypatch):
+    """flock failing for want of locks (ENOLCK on NFS without lockd) is not 'held': the first autosave looped
+    over fresh names forever, holding off signals, leaving a lock file each time (a review)."""
+    import errno
+    import fcntl
+
+    from tests.fixtures import plain_chat
+    from yi_cli.conversation import store
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path))
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    saver = store.Autosave("interactive")
+    chat, _, err = plain_chat(ScriptedEngine(), on_turn=saver)
+    chat.handle("hello")
+    assert saver.path is not None and store.read(str(saver.path))[0].turns[0].content == "hello"
+    assert sorted(p.name for p in saver.path.parent.iterdir()) == [saver.path.name]  # no lock files left
+    _, _, data = store.read("last")
+    assert store.autosave_for("last", data, "interactive").path == saver.path  # not taken for 'in use'
 
 
 def test_a_save_snapshot_is_not_where_continue_goes(tmp_path, monkeypatch):

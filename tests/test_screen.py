@@ -364,6 +364,28 @@ def test_keys_typed_during_a_reply_start_the_next_input(term, home):
     assert engine.prompts == [QUESTION, "next question"]
 
 
+def test_a_long_question_comes_back_whole_from_the_scrollback(term, home):
+    """A question longer than the width wraps on screen (prompt_toolkit breaks the lines itself); the wrapped
+    parts had '... ' before them (the multi-line continuation), so a URL copied from the scrollback came back with
+    those inserted. Now the lines hold the URL's characters alone; a real new line still gets the '... '."""
+    url = "https://example.com/" + "/".join(f"segment{i}" for i in range(20)) + "?q=1"
+    engine = Scripted("Seen.")
+    pane = term(engine, 60, 20)
+    ask(pane, url)
+    scroll = pane.wait(lambda s: "Seen." in s and FOOTER.search(s.split("Seen.")[-1].strip()), "the reply")
+    lines = content(scroll)
+    start = next(i for i, ln in enumerate(lines) if ln.startswith(">>> https"))
+    end = lines.index("Seen.")
+    assert "".join(lines[start:end]) == ">>> " + url  # the wrapped lines, put together: the URL and nothing else
+    assert engine.prompts == [url]
+    pane.type("two")
+    pane.keys("Escape", "Enter")  # a new line inside the message
+    pane.type("lines")
+    pane.keys("Enter")
+    scroll = pane.wait(lambda s: "... lines" in s, "the second line after its continuation")
+    pane.wait(lambda s: engine.prompts[-1:] == ["two\nlines"], "the two-line message sent")
+
+
 # 5. SIGTERM / SIGHUP mid-reply: recorded, autosaved, one line, exit 130 / 129 -----------------------------------------
 
 

@@ -8,8 +8,10 @@ cancel commits the partial reply marked interrupted.
 from __future__ import annotations
 
 import queue
+import signal
 import threading
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 from ..engines.events import FINISH_ERROR, FINISH_INTERRUPTED, Finish, Stats, Text
@@ -67,8 +69,8 @@ class Chat:
     def handle(self, line: str) -> bool:
         """Process one line of input; returns False once the chat should end (/exit)."""
         try:
-            if any("\ud800" <= c <= "\udfff" for c in line):  # undecodable bytes (surrogateescape)
-                raise YiError("the input is not valid UTF-8; line ignored")
+            if any("\ud800" <= c <= "\udfff" for c in line):  # bytes the locale's codec could not read
+                line = _utf8(line)
             cmd = commands.parse(line)
             if cmd is None:
                 text = line.strip()[1:] if line.strip().startswith("//") else line  # "//x" sends "/x"
@@ -262,25 +264,32 @@ class Chat:
         return "".join(acc["text"]), stats, error, finish.token_ids if finish is not None else None
 
     def _drain(self, worker, events, cancel, acc) -> None:
-        interrupts = 0
+        interrupts = [0]
+
+        def interrupted(sigint: bool) -> None:
+            interrupts[0] += 1
+            self.ctrl_c += sigint and interrupts[0] == 1
+            cancel.set()
+            if interrupts[0] >= 3:  # the engine does not answer cancel (e.g. a long prefill): give up
+                raise KeyboardInterrupt
+
         started = False
-        while True:
-            try:
-                if not started:
-                    started = True
-                    worker.start()
-                ev = events.get(timeout=0.1)
-                if ev is None:
-                    break
-                self._on_event(ev, acc)
-            except queue.Empty:
-                continue
-            except KeyboardInterrupt:  # Ctrl-C can land anywhere in this loop: it only ever sets cancel
-                interrupts += 1
-                self.ctrl_c += interrupts == 1
-                cancel.set()
-                if interrupts >= 3:  # the engine does not answer cancel (e.g. a long prefill): give up
-                    raise
+        with _cancelling_signals(interrupted) as wrapped:
+            while True:
+                try:
+                    if not started:
+                        started = True
+                        worker.start()
+                    ev = events.get(timeout=0.1)
+                    if ev is None:
+                        break
+                    self._on_event(ev, acc)
+                except queue.Empty:
+                    continue
+                except KeyboardInterrupt:
+                    if wrapped:  # the handler's own, at the third: give up
+                        raise
+                    interrupted(True)  # Ctrl-C as Python raises it (handlers not ours): it only sets cancel
 
     def _on_event(self, ev, acc: dict) -> None:
         if isinstance(ev, Text):
@@ -292,3 +301,47 @@ class Chat:
             acc["error"] = first_line(ev) if isinstance(ev, YiError) else f"generation failed ({failure(ev)})"
             if isinstance(ev, ReplyCut):  # the text shown so far is kept, marked interrupted
                 acc["finish"] = Finish(ev.stats)
+
+
+def _utf8(line: str) -> str:
+    """A line read in a locale that is not UTF-8 (LC_ALL=C without Python's UTF-8 coercion) holds its bytes past
+    ASCII as surrogates: they are UTF-8 (a terminal sends that) or the line is refused."""
+    try:
+        return line.encode("utf-8", "surrogateescape").decode("utf-8")
+    except UnicodeError:
+        raise YiError("the input is not valid UTF-8; line ignored") from None
+
+
+_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+
+@contextmanager
+def _cancelling_signals(interrupted):
+    """While a reply streams, Ctrl-C, SIGTERM and SIGHUP set its cancel from their handler instead of raising in
+    the main thread: a KeyboardInterrupt raised inside queue.get's lock handling surfaced as "RuntimeError: release
+    unlocked lock" (a reply failed instead of ending as interrupted). SIGTERM's and SIGHUP's own handlers (the
+    CLI's: mark the chat terminated, point a dead terminal at /dev/null) still run at once, their exception
+    dropped: the reply's end is what they ask for. Only Python-level handlers are wrapped, on the main thread;
+    yields whether Ctrl-C's was."""
+    if threading.current_thread() is not threading.main_thread():
+        yield False
+        return
+    old = {s: signal.getsignal(s) for s in _SIGNALS}
+
+    def handler(signum, frame):
+        before = old[signum]
+        if signum != signal.SIGINT and callable(before):
+            try:
+                before(signum, frame)
+            except KeyboardInterrupt:
+                pass
+        interrupted(signum == signal.SIGINT)
+
+    wrapped = [s for s, h in old.items() if callable(h)]
+    for s in wrapped:
+        signal.signal(s, handler)
+    try:
+        yield signal.SIGINT in wrapped
+    finally:
+        for s in wrapped:
+            signal.signal(s, old[s])

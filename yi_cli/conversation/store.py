@@ -11,6 +11,7 @@ piped run (or a /save snapshot) is saved but never takes the place of the chat b
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import secrets
@@ -100,7 +101,7 @@ def write_new(directory: Path, text: str, owner: Owner | None = None) -> Path:
     tmp = _tmp_file(directory, text)
     try:
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        while True:
+        for _ in range(1000):  # a clash costs a retry; a thousand in a row is a store that refuses names
             path = directory / f"{stamp}-{secrets.token_hex(3)}.json"
             if owner is not None and not owner.claim(path):
                 continue
@@ -111,6 +112,8 @@ def write_new(directory: Path, text: str, owner: Owner | None = None) -> Path:
                 if owner is not None:
                     owner.release()
                 continue
+        else:
+            raise OSError(errno.EEXIST, "no free session file name after 1000 tries")
     finally:
         os.unlink(tmp)
     durable.sync_dir(directory)
@@ -141,9 +144,13 @@ class Owner:
                 return True
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
+            except BlockingIOError:  # held by another live process
                 os.close(fd)
                 return False
+            except OSError:  # a file system without locks (ENOLCK, EOPNOTSUPP): as without flock at all
+                os.close(fd)
+                _unlink(lock)
+                return True
             try:  # the lock file may have been removed by its last holder between our open and our lock
                 same = os.stat(lock).st_ino == os.fstat(fd).st_ino
             except OSError:
@@ -155,14 +162,18 @@ class Owner:
         return False
 
     def release(self) -> None:
-        if self.fd is None:
+        fd, lock, self.fd, self.lock = self.fd, self.lock, None, None  # first: a signal here leaves nothing twice
+        if fd is None:
             return
-        try:  # removed while still held: a process that opened it meanwhile sees another inode and retries
-            os.unlink(self.lock)
-        except OSError:
-            pass
-        os.close(self.fd)
-        self.fd = self.lock = None
+        _unlink(lock)  # removed while still held: a process that opened it meanwhile sees another inode, retries
+        os.close(fd)
+
+
+def _unlink(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 HELD = (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", signal.SIGTERM))
@@ -240,13 +251,13 @@ def save(chat, path: str | None) -> Path:
     p = Path(path).expanduser() if path else sessions_dir()
     try:
         if path:
-            p = Path(os.path.realpath(p))  # the file a symlink names is replaced, not the link
-            kind = inputs.kind_of(p)
+            real = Path(os.path.realpath(p))  # the file a symlink names is replaced, not the link ("saved to" p)
+            kind = inputs.kind_of(real)
             if kind not in (None, "regular file"):
                 raise YiError(
                     f"{shown(path, 200)}: not a regular file (a {kind}); a session is saved to a regular file"
                 )
-            write_atomic(p, text)
+            write_atomic(real, text)
         else:
             p = write_new(p, text)
     except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
@@ -267,6 +278,7 @@ def resolve(path: str) -> Path:
 def read(path: str) -> tuple[ChatSession, GenSettings, dict]:
     """Parse a session file; raises YiError with one line for anything malformed or foreign."""
     p = resolve(path)
+    version = _version(p)  # before the read: autosave_for tells a file written since (each write is a new inode)
     # Size, kind (a FIFO or /dev/zero is refused without blocking), nesting and finite numbers checked first.
     data = inputs.read_json(p, inputs.SESSION_LIMIT, YiError, "session file", obj=False)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
@@ -283,16 +295,31 @@ def read(path: str) -> tuple[ChatSession, GenSettings, dict]:
     except (ValueError, TypeError, YiError) as e:
         raise YiError(f"{shown(str(p), 200)}: malformed session file ({shown(str(e), 200)})") from None
     data["path"] = str(p)
+    data["_version"] = version
     return session, settings, data
 
 
+def _version(p: Path) -> tuple | None:
+    try:
+        st = os.stat(p)
+    except (OSError, ValueError):
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
 def autosave_for(path: str | None, data: dict | None, mode: str) -> Autosave:
-    """The autosave of a run: a resumed file of the store is continued in place (keeping its mode); a session
-    from elsewhere (a /save file, an old last.json) is copied into a new store file at its first change."""
+    """The autosave of a run: a resumed file of the store is continued in place (keeping its mode) once this
+    process holds it and finds it as it was read; held by another, or written since (another yi-chat went on
+    with it while this one loaded), the conversation goes on in a new file (`forked`). A session from elsewhere
+    (a /save file, an old last.json) is copied into a new store file at its first change."""
     if data is not None:
         p = Path(data["path"])
         if p.parent.resolve() == sessions_dir().resolve() and p.name != LEGACY and data.get("mode") in MODES:
-            return Autosave(data["mode"], p, data.get("created"))
+            saver = Autosave(data["mode"], p, data.get("created"))
+            if saver.path is not None and _version(p) != data.get("_version"):
+                saver.detach()
+                saver.created, saver.forked = data.get("created"), True
+            return saver
     return Autosave(mode)
 
 

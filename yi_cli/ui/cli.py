@@ -286,27 +286,33 @@ def _main(args) -> int:
     screen = sys.stdout if _isatty(sys.stdout) else sys.stderr if _isatty(sys.stderr) else None
     interactive = prompt is None and tty and screen is not None
     render = make_renderer(args, interactive, prompt, screen)
-    engine = make_engine(args, top, render, endpoint_from)
-    attach.check_tokens(engine, settings, attachments, prompt or "")
-    options = Options(overflow=args.overflow or top.get("overflow", "drop"), setting_sources=sources)
-    mode = "one-shot" if prompt is not None else "interactive" if interactive else "pipe"
-    autosave = store.autosave_for(resume, data, mode)
-    chat = Chat(engine, render, settings, session, options, on_turn=autosave)
-    chat.attachments = attachments
-    if autosave.forked:
-        render.notice(
-            f"{os.path.basename(data['path'])} is open in another yi-chat: this chat goes on from it in a new "
-            "session file (the other keeps its own)"
-        )
-    if attachments and prompt is None:
-        render.notice(f"attached {', '.join(a.name for a in attachments)}: it goes with your first message")
-    if interactive and endpoint_from.startswith("$"):  # a server chosen by the environment is said, not silent
-        render.notice(f"streaming from {args.endpoint} (set by {endpoint_from}; --endpoint '' runs the local model)")
-    _CHAT[:] = [chat]
+    if interactive:  # keys typed while the model loads wait, unechoed, for the first prompt (they were echoed
+        render.pin_keys(True)  # raw, then shown again by it)
     try:
-        return _run(chat, prompt, interactive, render)
+        engine = make_engine(args, top, render, endpoint_from)
+        attach.check_tokens(engine, settings, attachments, prompt or "")
+        options = Options(overflow=args.overflow or top.get("overflow", "drop"), setting_sources=sources)
+        mode = "one-shot" if prompt is not None else "interactive" if interactive else "pipe"
+        autosave = store.autosave_for(resume, data, mode)
+        chat = Chat(engine, render, settings, session, options, on_turn=autosave)
+        chat.attachments = attachments
+        if autosave.forked:
+            render.notice(
+                f"{os.path.basename(data['path'])} is in use by another yi-chat: this chat goes on from it in a "
+                "new session file (the other keeps its own)"
+            )
+        if attachments and prompt is None:
+            render.notice(f"attached {', '.join(a.name for a in attachments)}: it goes with your first message")
+        if interactive and endpoint_from.startswith("$"):  # a server chosen by the environment is said, not silent
+            where = f"{args.endpoint} (set by {endpoint_from}; --endpoint '' runs the local model)"
+            render.notice(f"streaming from {where}")
+        _CHAT[:] = [chat]
+        try:
+            return _run(chat, prompt, interactive, render)
+        finally:
+            autosave.close()
     finally:
-        autosave.close()
+        render.pin_keys(False)
 
 
 def _run(chat, prompt, interactive, render) -> int:
@@ -321,8 +327,13 @@ def _run(chat, prompt, interactive, render) -> int:
         else:
             code = run_pipe(chat)
     except KeyboardInterrupt:
-        if not chat.terminated:
+        if chat.terminated:
+            pass
+        elif interactive:
             raise
+        else:  # a batch's Ctrl-C between replies (waiting on stdin, or held through an autosave): as inside one
+            chat.ctrl_c += 1
+            code = 130
     finally:
         render.pin_keys(False)  # unpinned and echo back on, however the chat ended
         _CHAT.clear()

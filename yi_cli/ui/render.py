@@ -189,9 +189,10 @@ class TerminalRenderer(Renderer):
             return
         try:
             getattr(self.transcript, what)(*args)
-        except (OSError, ValueError):  # a closed pipe or file: the chat goes on, on the screen only
+        except (OSError, ValueError) as e:  # a closed pipe, a full disk: the chat goes on, on the screen only
             self.transcript = None
-            self.held.append("stdout is closed: replies are shown here only from now on")
+            why = "is closed" if isinstance(e, BrokenPipeError | ValueError) else f"failed ({e.strerror or e})"
+            self.held.append(f"stdout {why}: replies are shown here only from now on")
 
     def notice(self, msg: str) -> None:
         if self.streaming:  # a line printed into the reply's own would cut it in two

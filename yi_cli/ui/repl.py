@@ -39,6 +39,12 @@ def bindings() -> KeyBindings:
     return kb
 
 
+def continuation(width: int, line_number: int, wrap_count: int) -> str:
+    """'... ' before each new line of a multi-line message; nothing before the terminal's own wraps of a long
+    line, so that a long line (a URL) copied from the scrollback comes back whole."""
+    return "... " if wrap_count == 0 else ""
+
+
 def toolbar(chat):
     def text():
         used = chat.context_used()
@@ -70,7 +76,8 @@ def editor(session, render):
             f.flush()
             render.pin_keys(False)  # a line editor (ed) echoes through the terminal
             try:
-                subprocess.run([*shlex.split(cmd), f.name], check=True)
+                screen = render.screen if render.screen not in (None, sys.stdout) else None  # stdout: a file
+                subprocess.run([*shlex.split(cmd), f.name], check=True, stdout=screen)
             except (OSError, subprocess.CalledProcessError) as e:
                 raise YiError(f"editor {cmd!r} failed ({e})") from None
             finally:
@@ -95,7 +102,7 @@ def run(chat, prompt_text: str = ">>> ") -> int:
         completer=WordCompleter(words, sentence=True),
         complete_while_typing=True,
         bottom_toolbar=toolbar(chat),
-        prompt_continuation="... ",
+        prompt_continuation=continuation,
         enable_suspend=True,  # Ctrl-Z at the prompt suspends to the shell, as it does mid-reply (it typed a ^Z)
     )
     chat.editor = editor(session, chat.render)
