@@ -24,7 +24,7 @@ from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared,
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor  # noqa: E402
 
 from yi_cli.kernels import gemv, gemv_mma, glue  # noqa: E402
-from yi_cli.kernels.gemv_mma import _codes, _dim, _epilogue, _put, _sc, _scale, _unit_x  # noqa: E402
+from yi_cli.kernels.gemv_mma import _chunk, _codes, _dim, _epilogue, _put, _sc, _scale, _unit_x  # noqa: E402
 
 LAYOUT = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=32, rank=2)
 
@@ -48,6 +48,7 @@ def _tstep(
     F16: gl.constexpr,
     PER: gl.constexpr,
     STRIP: gl.constexpr,
+    NOXSUM: gl.constexpr,
 ):
     """gemv_mma._step at one chunk a unit, the words from shared memory (chunks c .. c + WARPS - 1)."""
     acc, scs, bss = rings
@@ -65,7 +66,12 @@ def _tstep(
     words = gl.convert_layout(gl.reshape(v, [1, WARPS, 8, 4, 4]), L5)
     if (KC % WARPS) != 0:
         words = gl.where(c + w5 < KC, words, 0)
-    d, xs0, xs1 = _codes(words, bs[0], LA, 4, F16, ())
+    if NOXSUM:  # timing only: x's chunk sums left out (as if computed once a launch), the result wrong
+        d = _chunk(words, bs[0], LA, ())
+        xs0 = gl.zeros([1, WARPS, 8, 4], gl.float32, LA)
+        xs1 = xs0
+    else:
+        d, xs0, xs1 = _codes(words, bs[0], LA, 4, F16, ())
     acc = _scale(acc, d, xs0, xs1, scs[j], 136.0, F16)
     if LOAD and STRIP < 3:
         scs = _put(scs, j, snext)
@@ -103,6 +109,7 @@ def _gemv_tma(
     NH: gl.constexpr,
     NKV: gl.constexpr,
     STRIP: gl.constexpr,
+    NOXSUM: gl.constexpr,
     AHEAD: gl.constexpr,
     XAHEAD: gl.constexpr,
 ):
@@ -160,12 +167,46 @@ def _gemv_tma(
     for c0 in range(0, (ITERS // AHEAD) * AHEAD * WARPS, AHEAD * WARPS):
         for j in gl.static_range(AHEAD):
             rings = _tstep(
-                rings, at, c0 + j * WARPS, j, LA, L5, LS, G, KC, WARPS, AHEAD, XAHEAD, True, True, F16, PER, STRIP
+                rings,
+                at,
+                c0 + j * WARPS,
+                j,
+                LA,
+                L5,
+                LS,
+                G,
+                KC,
+                WARPS,
+                AHEAD,
+                XAHEAD,
+                True,
+                True,
+                F16,
+                PER,
+                STRIP,
+                NOXSUM,
             )
     for j in gl.static_range(ITERS % AHEAD):
         c = ((ITERS // AHEAD) * AHEAD + j) * WARPS
         rings = _tstep(
-            rings, at, c, j, LA, L5, LS, G, KC, WARPS, AHEAD, XAHEAD, False, j + XAHEAD < ITERS % AHEAD, F16, PER, STRIP
+            rings,
+            at,
+            c,
+            j,
+            LA,
+            L5,
+            LS,
+            G,
+            KC,
+            WARPS,
+            AHEAD,
+            XAHEAD,
+            False,
+            j + XAHEAD < ITERS % AHEAD,
+            F16,
+            PER,
+            STRIP,
+            NOXSUM,
         )
     acc = rings[0]
     LY: gl.constexpr = gl.SliceLayout(1, LA)
@@ -195,7 +236,7 @@ def desc(packed, rows):
 
 # STRIP: 0 as designed; 1 the loop on shared memory never written (no weight bytes move); 2 also x's fragments
 # loaded once before the loop and reused (no x loads in it); 3 also the scales (no global loads in the loop at all)
-MODE = {"strip": 0, "ahead": None, "xahead": None}
+MODE = {"strip": 0, "ahead": None, "xahead": None, "noxsum": False}  # NOXSUM: timing only (a wrong result)
 
 
 def gemv_tma(x, packed, sz, n, k, group, warps=8, pdl=None, halves=0, norm=None, residual=None, rope=None):
@@ -227,6 +268,7 @@ def gemv_tma(x, packed, sz, n, k, group, warps=8, pdl=None, halves=0, norm=None,
         ITERS=iters,
         NB=nb,
         STRIP=MODE["strip"],
+        NOXSUM=MODE["noxsum"],
         AHEAD=MODE["ahead"] or max(2, cfg[2]),
         XAHEAD=MODE["xahead"] or cfg[3],
         NP=0 if norm is None else norm[0].shape[1],
@@ -339,17 +381,19 @@ def check():
             ("notma", {"strip": 1}),
             ("notma_nox", {"strip": 2}),
             ("notma_nox_nosc", {"strip": 3}),
+            ("noxsum", {"noxsum": True}),
+            ("notma_nox_nosc_noxsum", {"strip": 3, "noxsum": True}),
             ("a4x4", {"ahead": 4, "xahead": 4}),
             ("a6x3", {"ahead": 6, "xahead": 3}),
             ("a4x4_notma", {"ahead": 4, "xahead": 4, "strip": 1}),
         )
         for key, mode in modes:
-            MODE.update({"strip": 0, "ahead": None, "xahead": None})
+            MODE.update({"strip": 0, "ahead": None, "xahead": None, "noxsum": False})
             MODE.update(mode)
             t_tma = graph_time_us(lambda: [gemv_tma(x, p, z, n, k, 128) for p, z in sets]) / copies  # noqa: B023
             row[key + "_us"] = round(t_tma, 2)
             row[key + "_regs_spills_smem"] = INFO[(n, k, tuple(MODE.values()))]
-        MODE.update({"strip": 0, "ahead": None, "xahead": None})
+        MODE.update({"strip": 0, "ahead": None, "xahead": None, "noxsum": False})
         print(json.dumps(row), flush=True)
 
 
