@@ -4,6 +4,7 @@ import re
 import signal
 import stat
 import threading
+import time
 
 import pytest
 
@@ -356,3 +357,51 @@ def test_a_line_read_in_a_non_utf8_locale_is_taken_as_the_utf8_the_terminal_sent
     chat.handle(b"\xff\xfe bad".decode("ascii", "surrogateescape"))
     assert "the input is not valid UTF-8; line ignored" in err.getvalue()
     assert len(chat.session.turns) == 2
+
+
+def test_a_third_ctrl_c_on_a_deaf_engine_ends_the_reply_on_screen_too():
+    """A long prefill does not answer cancel; the third Ctrl-C gives up on it. The turn was recorded, but the
+    screen got no [interrupted] and the terminal renderer kept holding every notice until some later reply."""
+    import io
+
+    from rich.console import Console
+
+    from yi_cli.conversation.chat import Chat
+    from yi_cli.engines.events import Text
+    from yi_cli.ui.render import TerminalRenderer
+
+    release = threading.Event()
+    streaming = threading.Event()
+
+    class Deaf(ScriptedEngine):
+        def stream(self, prompt, settings, cancel):
+            yield Text("partial")
+            streaming.set()
+            release.wait(60)  # bounded; set at the end of the test
+
+    out, err = io.StringIO(), io.StringIO()
+    render = TerminalRenderer(Console(file=out, width=100), Console(file=err, width=100))
+    chat = Chat(Deaf(), render)
+
+    def interrupt():
+        assert streaming.wait(60)
+        for k in range(1, 4):  # one at a time: signals sent together are handled as one
+            os.kill(os.getpid(), signal.SIGINT)
+            deadline = time.monotonic() + 60
+            while chat.interrupts[0] < k and time.monotonic() < deadline:
+                time.sleep(0.01)  # polling a condition with a deadline
+        release.set()  # given up on: the engine's thread may end now
+
+    t = threading.Thread(target=interrupt)
+    t.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            chat.handle("summarise")
+    finally:
+        t.join()
+        release.set()
+    assert "partial" in out.getvalue() and "[interrupted]" in out.getvalue()
+    assert not render.streaming
+    render.notice("shown at once")
+    assert "shown at once" in err.getvalue()
+    assert chat.session.turns[-1].interrupted and chat.session.turns[-1].content == "partial"

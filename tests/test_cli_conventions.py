@@ -7,6 +7,7 @@ scripted engine that echoes the last user message: the test sees exactly what yi
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shlex
@@ -344,6 +345,48 @@ def test_an_editor_run_from_a_redirected_chat_draws_on_the_terminal_not_in_the_f
     assert out.read_text() == "echo: first question\n\necho: edited question\n\n"
 
 
+def test_sigterm_during_the_editor_leaves_the_terminal_as_the_chat_found_it(server, home, tmp_path):
+    """SIGTERM while $EDITOR runs: the editor is killed with its alternate screen up and its raw modes set, and
+    the shell was left in them (no echo, the exit line drawn inside the editor's screen)."""
+    import termios
+
+    pexpect = pytest.importorskip("pexpect")
+    editor = tmp_path / "ed.sh"
+    editor.write_text("#!/bin/sh\nprintf '\\033[?1049h'\nstty raw -echo\necho EDITING\nsleep 60\n")
+    editor.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in CLEAN}
+    env.update(TERM="xterm-256color", PROMPT_TOOLKIT_NO_CPR="1", YI_CHAT_HOME=str(home), EDITOR=str(editor))
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "yi_cli", "--endpoint", server.url],
+        env=env,
+        encoding="utf-8",
+        dimensions=(40, 120),
+        timeout=60,
+        cwd=str(tmp_path),
+    )
+    try:
+        child.expect_exact(">>>")
+        seen = io.StringIO()
+        child.logfile_read = seen
+        child.sendline("first question")
+        child.expect_exact("stop · ")
+        child.expect_exact(">>>")
+        child.sendline("/edit")
+        child.expect_exact("EDITING")
+        assert not termios.tcgetattr(child.child_fd)[3] & termios.ECHO  # the editor's raw mode
+        os.kill(child.pid, signal.SIGTERM)
+        child.expect_exact("terminated; the session is saved in")
+        child.expect(pexpect.EOF)
+        after = termios.tcgetattr(child.child_fd)
+        assert after[3] & termios.ECHO and after[3] & termios.ICANON  # cooked again
+    finally:
+        child.close(force=True)
+    out = seen.getvalue()
+    assert out.rfind("\x1b[?1049l") > out.rfind("\x1b[?1049h") > 0  # the editor's screen left...
+    assert out.rfind("\x1b[?1049l") < out.index("terminated; the session")  # ...before the exit line
+
+
 def test_ctrl_c_between_replies_of_a_piped_run_says_where_the_session_is(server, home):
     proc = subprocess.Popen(
         [sys.executable, "-m", "yi_cli", "--endpoint", server.url],
@@ -569,6 +612,63 @@ def test_a_store_without_locks_saves_as_before(tmp_path, monkeypatch):
     assert sorted(p.name for p in saver.path.parent.iterdir()) == [saver.path.name]  # no lock files left
     _, _, data = store.read("last")
     assert store.autosave_for("last", data, "interactive").path == saver.path  # not taken for 'in use'
+
+
+def test_keys_typed_ahead_of_a_ctrl_c_that_ends_the_run_are_not_run_by_the_shell(home, tmp_path):
+    """A line typed during a one-shot reply (held: not echoed into it), then Ctrl-C: the shell ran it (the hold's
+    NOFLSH kept it queued). Run under an interactive dash, as a person runs it."""
+    pexpect = pytest.importorskip("pexpect")
+    dash = shutil.which("dash")
+    if dash is None:
+        pytest.skip("needs dash")
+    long_reply = " ".join(f"w{i}" for i in range(400))
+    with OpenAIServer(ScriptedEngine([long_reply], delay=0.05), model="served") as srv:
+        env = {k: v for k, v in os.environ.items() if k not in CLEAN}
+        env.update(TERM="xterm-256color", PROMPT_TOOLKIT_NO_CPR="1", YI_CHAT_HOME=str(home), PS1="$ ")
+        child = pexpect.spawn(dash, ["-i"], env=env, encoding="utf-8", timeout=60, cwd=str(tmp_path))
+        try:
+            child.expect_exact("$ ")
+            child.sendline(f"{sys.executable} -m yi_cli --endpoint {srv.url} -p question; echo rc=$?")
+            child.expect_exact("w5 ")  # the reply streams, the terminal held
+            child.send("echo LEAKED\r")
+            child.expect_exact("w12 ")
+            child.sendcontrol("c")
+            child.expect_exact("rc=130")
+            child.expect_exact("$ ")
+            child.sendline("echo DONE")
+            child.expect_exact("DONE")
+            assert "LEAKED" not in child.before
+            child.expect_exact("$ ")
+            assert "LEAKED" not in child.before
+            child.sendline("exit")
+            child.expect(pexpect.EOF)
+        finally:
+            child.close(force=True)
+
+
+def test_ctrl_c_that_also_ends_the_reader_of_stdout_is_still_an_interrupt(home):
+    """`yi-chat -p ... | cat` and Ctrl-C: cat goes too, the [interrupted] marker meets a closed pipe, and the run
+    exited 0 without a word as for `| head`."""
+    engine = ScriptedEngine(["a b c d e f g h"], hold_after=3)
+    with OpenAIServer(engine, model="served") as srv:
+        e = {k: v for k, v in os.environ.items() if k not in CLEAN}
+        e.update(YI_CHAT_HOME=str(home))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "yi_cli", "--endpoint", srv.url, "-p", "q"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=e,
+        )
+        assert proc.stdout.read(5) == b"a b c"
+        assert engine.holding.wait(60)  # nothing more is written until the reply is cancelled
+        proc.stdout.close()  # the reader is gone...
+        proc.send_signal(signal.SIGINT)  # ...with the same Ctrl-C
+        err = proc.stderr.read().decode()
+        proc.wait(timeout=60)
+    assert proc.returncode == 130, err
+    [saved] = (home / "data" / "sessions").glob("*.json")
+    assert err.splitlines() == [f"yi-chat: interrupted; the session is saved in {saved}"]
 
 
 def test_a_save_snapshot_is_not_where_continue_goes(tmp_path, monkeypatch):

@@ -8,7 +8,9 @@ from __future__ import annotations
 import io
 import os
 import termios
+from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 from tests.fixtures import ScriptedEngine
@@ -81,3 +83,56 @@ def test_a_release_in_the_background_leaves_the_terminal_to_the_shell(monkeypatc
         finally:
             os.close(master)
             os.close(slave)
+
+
+def test_ctrl_z_while_held_gives_the_shell_its_modes_and_fg_holds_again(tmp_path):
+    """Ctrl-Z during a reply stopped the chat with the terminal held (dash was left without echo or line editing)
+    and after `fg` the keys typed were echoed into the reply. A process holding its terminal, run as a job of an
+    interactive dash (which leaves the terminal's modes as it finds them), stopped with Ctrl-Z and brought back
+    with fg; the modes read from the pty's master side."""
+    import shutil
+    import sys
+    import time
+
+    pexpect = pytest.importorskip("pexpect")
+    dash = shutil.which("dash")
+    if dash is None:
+        pytest.skip("needs dash")
+    root = Path(__file__).resolve().parents[1]
+    script = tmp_path / "hold.py"
+    script.write_text(
+        f"import sys; sys.path.insert(0, {str(root)!r})\n"
+        "from yi_cli.ui.keys import KeyHold\n"
+        "k = KeyHold(0); k.hold(); print('HELD', flush=True)\n"
+        "sys.stdin.buffer.read(1); k.release(); print('RELEASED', flush=True)\n"
+    )
+    child = pexpect.spawn(dash, ["-i"], env={"PATH": os.environ["PATH"], "PS1": "$ "}, timeout=30)
+    try:
+        child.expect_exact("$ ")
+
+        def echoing() -> bool:
+            return bool(termios.tcgetattr(child.child_fd)[3] & termios.ECHO)
+
+        def until(pred, what):
+            deadline = time.monotonic() + 30
+            while not pred():
+                assert time.monotonic() < deadline, what
+                time.sleep(0.01)  # polling a condition with a deadline
+
+        child.sendline(f"{sys.executable} {script}")
+        child.expect_exact("HELD")
+        assert not echoing()
+        child.sendcontrol("z")
+        child.expect("Stopped")
+        child.expect_exact("$ ")
+        assert echoing()  # the shell has the terminal as it was before the hold
+        child.sendline("fg")
+        until(lambda: not echoing(), "the hold again after fg")
+        child.send("q")
+        child.expect_exact("RELEASED")
+        child.expect_exact("$ ")
+        assert echoing()
+        child.sendline("exit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)

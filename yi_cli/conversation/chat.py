@@ -59,6 +59,7 @@ class Chat:
         self.history: list[Stats] = []  # stats of every finished reply, for /stats
         self.failures = 0
         self.ctrl_c = 0  # replies Ctrl-C cut short (a piped or one-shot run stops at the first)
+        self.interrupts = [0]  # Ctrl-C and signals during the last reply
         self.running = True
         self.terminated = False  # SIGTERM: finish the reply in flight, record it, then leave
         self.editor = None  # callable(old text) -> new text, for /edit; set by the interactive REPL
@@ -173,6 +174,10 @@ class Chat:
         except BaseException:  # abandoned (a third Ctrl-C, stdout gone): what was said stays, marked interrupted
             text, stats, error, ids = self._abandoned
             self._commit(pending, prompt, text, stats, dropped, None)
+            try:  # the reply ends on screen too (its marker; a terminal renderer stops holding notices)
+                self.render.reply_end(text, stats)
+            except Exception:  # noqa: BLE001 - stdout gone: nothing more can be shown
+                pass
             raise
         keep = error is None or bool(text and stats.finish_reason == FINISH_INTERRUPTED)  # else nothing worth keeping
         if keep:  # on disk before it is reported finished: a signal after the report loses nothing
@@ -264,7 +269,7 @@ class Chat:
         return "".join(acc["text"]), stats, error, finish.token_ids if finish is not None else None
 
     def _drain(self, worker, events, cancel, acc) -> None:
-        interrupts = [0]
+        interrupts = self.interrupts = [0]  # Ctrl-C and signals during this reply (tests wait on it)
 
         def interrupted(sigint: bool) -> None:
             interrupts[0] += 1

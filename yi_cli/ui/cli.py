@@ -298,8 +298,8 @@ def _main(args) -> int:
         chat.attachments = attachments
         if autosave.forked:
             render.notice(
-                f"{os.path.basename(data['path'])} is in use by another yi-chat: this chat goes on from it in a "
-                "new session file (the other keeps its own)"
+                f"{os.path.basename(data['path'])} is in use by another yi-chat (or was written by one since it "
+                "was read): this chat goes on from it in a new session file, the other keeps its own"
             )
         if attachments and prompt is None:
             render.notice(f"attached {', '.join(a.name for a in attachments)}: it goes with your first message")
@@ -308,9 +308,15 @@ def _main(args) -> int:
             render.notice(f"streaming from {where}")
         _CHAT[:] = [chat]
         try:
-            return _run(chat, prompt, interactive, render)
+            code = _run(chat, prompt, interactive, render)
+            if chat.ctrl_c and not interactive:
+                render.discard_keys()
+            return code
         finally:
             autosave.close()
+    except KeyboardInterrupt:  # Ctrl-C while the model loads, or a signal: what was typed ahead is not the shell's
+        render.discard_keys()
+        raise
     finally:
         render.pin_keys(False)
 
@@ -334,6 +340,12 @@ def _run(chat, prompt, interactive, render) -> int:
         else:  # a batch's Ctrl-C between replies (waiting on stdin, or held through an autosave): as inside one
             chat.ctrl_c += 1
             code = 130
+    except BrokenPipeError:
+        if not (chat.ctrl_c or chat.terminated):  # the reader left on its own (| head): cli's quiet exit 0
+            raise
+        # Ctrl-C reached the reader too (| cat): the run was interrupted all the same
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 130
     finally:
         render.pin_keys(False)  # unpinned and echo back on, however the chat ended
         _CHAT.clear()

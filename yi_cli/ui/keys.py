@@ -9,14 +9,18 @@ terminal to the held mode it found, so keys typed right after Enter (before a re
 from __future__ import annotations
 
 import os
+import signal
 import termios
+import threading
 
 
 class KeyHold:
     def __init__(self, fd: int):
         self.fd = fd
         self.saved: list | None = None
+        self.held: list | None = None  # the held modes, put back after a Ctrl-Z and fg
         self.pinned = False  # held until unpin: a reply's end does not give the echo back
+        self._old_tstp = None  # SIGTSTP's handler before the hold took it
 
     def hold(self) -> None:
         """Echo and line editing off; Ctrl-C still raises SIGINT. TCSANOW: the queued keys are kept."""
@@ -34,6 +38,47 @@ class KeyHold:
         held[3] = (held[3] & ~(termios.ECHO | termios.ICANON)) | termios.NOFLSH
         held[6][termios.VMIN], held[6][termios.VTIME] = 1, 0
         termios.tcsetattr(self.fd, termios.TCSANOW, held)
+        self.held = held
+        self._catch_stop(True)
+
+    def _catch_stop(self, on: bool) -> None:
+        """While held, Ctrl-Z (SIGTSTP) gives the shell the terminal as it was before stopping, and `fg` holds it
+        again: left held, the shell got no echo and no line editing (dash), and after `fg` the keys typed during
+        the reply were echoed into it. Python-level handlers only, on the main thread."""
+        if not hasattr(signal, "SIGTSTP") or threading.current_thread() is not threading.main_thread():
+            return
+        if on and self._old_tstp is None:
+            current = signal.getsignal(signal.SIGTSTP)
+            if current in (signal.SIG_DFL, None):  # a shell that ignores it (no job control): leave it so
+                self._old_tstp = current
+                signal.signal(signal.SIGTSTP, self._on_stop)
+        elif not on and self._old_tstp is not None:
+            signal.signal(signal.SIGTSTP, self._old_tstp)
+            self._old_tstp = None
+
+    def _on_stop(self, signum, frame) -> None:
+        if self.saved is not None and self._foreground():
+            try:
+                termios.tcsetattr(self.fd, termios.TCSANOW, self.saved)
+            except (termios.error, OSError):
+                pass
+        signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTSTP)  # stopped here until SIGCONT (fg / bg)
+        signal.signal(signal.SIGTSTP, self._on_stop)
+        if self.saved is not None and self._foreground():  # back in the foreground: held again
+            try:
+                termios.tcsetattr(self.fd, termios.TCSANOW, self.held)
+            except (termios.error, OSError):
+                pass
+
+    def discard(self) -> None:
+        """Drop the keys typed ahead (the chat ends by Ctrl-C: there is no next prompt for them, and the shell
+        would run them), as a terminal does on Ctrl-C without the hold's NOFLSH."""
+        if self._foreground():
+            try:
+                termios.tcflush(self.fd, termios.TCIFLUSH)
+            except (termios.error, OSError):
+                pass
 
     def pin(self) -> None:
         self.hold()
@@ -47,6 +92,7 @@ class KeyHold:
         if self.saved is None or self.pinned:
             return
         attrs, self.saved = self.saved, None
+        self._catch_stop(False)
         if not self._foreground():  # stopped (Ctrl-Z), then ended in the background: the shell has the terminal
             return  # and its own modes; a write would stop us again (SIGTTOU)
         try:

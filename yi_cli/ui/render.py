@@ -150,6 +150,9 @@ class Renderer:
     def release_keys(self) -> None:
         """Give the terminal its echo back (a reply cut short by an exception never reached reply_end)."""
 
+    def discard_keys(self) -> None:
+        """Drop the keys typed ahead: the chat ends by Ctrl-C, and the shell would run them."""
+
     def pin_keys(self, on: bool) -> None:
         """on: keys typed from now on are held (not echoed) until pin_keys(False), whatever replies start and
         end meanwhile; the REPL pins them around each prompt and the handling of its line."""
@@ -224,6 +227,10 @@ class TerminalRenderer(Renderer):
     def pin_keys(self, on: bool) -> None:
         if self.keys is not None:
             self.keys.pin() if on else self.keys.unpin()
+
+    def discard_keys(self) -> None:
+        if self.keys is not None:
+            self.keys.discard()
 
     def _write(self, pieces) -> None:
         if not pieces:

@@ -75,17 +75,48 @@ def editor(session, render):
             f.write(old)
             f.flush()
             render.pin_keys(False)  # a line editor (ed) echoes through the terminal
+            modes = _modes()
+            ended = False
             try:
                 screen = render.screen if render.screen not in (None, sys.stdout) else None  # stdout: a file
-                subprocess.run([*shlex.split(cmd), f.name], check=True, stdout=screen)
+                done = subprocess.run([*shlex.split(cmd), f.name], stdout=screen)
+                ended = done.returncode >= 0  # not killed by a signal
+                if done.returncode:
+                    raise subprocess.CalledProcessError(done.returncode, cmd)
             except (OSError, subprocess.CalledProcessError) as e:
                 raise YiError(f"editor {cmd!r} failed ({e})") from None
             finally:
+                if not ended:  # killed (SIGTERM to the chat kills it too): its screen and modes are still up
+                    _restore(modes, screen or sys.stdout)
                 render.pin_keys(True)
             with open(f.name, encoding="utf-8") as g:
                 return g.read().rstrip("\n")
 
     return edit
+
+
+def _modes():
+    """The terminal's modes on stdin, or None where it is not a terminal."""
+    import termios
+
+    try:
+        return termios.tcgetattr(sys.stdin.fileno())
+    except (termios.error, OSError, ValueError):
+        return None
+
+
+def _restore(modes, screen) -> None:
+    """After an editor that did not exit by itself: its alternate screen left, the terminal's modes put back."""
+    import termios
+
+    try:
+        if screen.isatty():
+            screen.write("\x1b[?1049l\x1b[?25h")  # the normal screen again, the cursor shown
+            screen.flush()
+        if modes is not None:
+            termios.tcsetattr(sys.stdin.fileno(), termios.TCSANOW, modes)
+    except (termios.error, OSError, ValueError):
+        pass
 
 
 def run(chat, prompt_text: str = ">>> ") -> int:
