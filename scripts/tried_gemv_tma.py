@@ -24,9 +24,49 @@ from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared,
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor  # noqa: E402
 
 from yi_cli.kernels import gemv, gemv_mma, glue  # noqa: E402
-from yi_cli.kernels.gemv_mma import _chunk, _codes, _dim, _epilogue, _put, _sc, _scale, _unit_x  # noqa: E402
+from yi_cli.kernels.gemv_mma import XSUM, _chunk, _codes, _dim, _epilogue, _put, _sc, _scale, _unit_x  # noqa: E402
 
 LAYOUT = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=32, rank=2)
+
+
+def _mma2_asm() -> str:
+    """gemv_mma's chunk asm with two accumulator chains: k-steps 0 and 2 into D, 1 and 3 into E, then D + E (the
+    HMMAs of a chunk two deep instead of four; a different order of fp32 sums, the same for every row of x)."""
+    out = "{\n.reg .b32 a0, a1, a2, a3, t;\n.reg .f32 z, e0, e1, e2, e3;\nmov.f32 z, 0f00000000;\n"
+    for s in range(4):
+        w = f"${4 + s}"
+        out += f"lop3.b32 a0, {w}, 0x000F000F, 0x43004300, 0xEA;\n"
+        for j in (1, 2, 3):
+            out += f"shr.b32 t, {w}, {4 * j};\nlop3.b32 a{j}, t, 0x000F000F, 0x43004300, 0xEA;\n"
+        d = "$0, $1, $2, $3" if s % 2 == 0 else "e0, e1, e2, e3"
+        c = "z, z, z, z" if s < 2 else d
+        out += (
+            f"mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {{{d}}}, {{a0, a1, a2, a3}}, "
+            f"{{${8 + 2 * s}, ${9 + 2 * s}}}, {{{c}}};\n"
+        )
+    for i in range(4):
+        out += f"add.f32 ${i}, ${i}, e{i};\n"
+    return out + "}"
+
+
+MMA2 = gl.constexpr(_mma2_asm())
+
+
+@gluon.jit
+def _chunk2(words, bs, LA: gl.constexpr):
+    """gemv_mma._chunk from C = 0 with MMA2."""
+    w02, w13 = gl.split(gl.reshape(words, [words.shape[0], words.shape[1], 8, 4, 2, 2]))
+    w0, w2 = gl.split(w02)
+    w1, w3 = gl.split(w13)
+    a = (gl.convert_layout(w0, LA), gl.convert_layout(w1, LA), gl.convert_layout(w2, LA), gl.convert_layout(w3, LA))
+    return gl.inline_asm_elementwise(
+        MMA2,
+        "=f,=f,=f,=f" + ",r" * 12,
+        a + bs,
+        dtype=(gl.float32, gl.float32, gl.float32, gl.float32),
+        is_pure=True,
+        pack=1,
+    )
 
 
 @gluon.jit
@@ -66,7 +106,12 @@ def _tstep(
     words = gl.convert_layout(gl.reshape(v, [1, WARPS, 8, 4, 4]), L5)
     if (KC % WARPS) != 0:
         words = gl.where(c + w5 < KC, words, 0)
-    if NOXSUM:  # timing only: x's chunk sums left out (as if computed once a launch), the result wrong
+    if NOXSUM == 2:  # two accumulator chains a chunk (a different order of sums; x's sums as shipped)
+        d = _chunk2(words, bs[0], LA)
+        xs0, xs1 = gl.inline_asm_elementwise(
+            XSUM, "=f,=f" + ",r" * 8, bs[0], dtype=(gl.float32, gl.float32), is_pure=True, pack=1
+        )
+    elif NOXSUM:  # timing only: x's chunk sums left out (as if computed once a launch), the result wrong
         d = _chunk(words, bs[0], LA, ())
         xs0 = gl.zeros([1, WARPS, 8, 4], gl.float32, LA)
         xs1 = xs0
@@ -383,6 +428,8 @@ def check():
             ("notma_nox_nosc", {"strip": 3}),
             ("noxsum", {"noxsum": True}),
             ("notma_nox_nosc_noxsum", {"strip": 3, "noxsum": True}),
+            ("two_chains", {"noxsum": 2}),
+            ("notma_nox_nosc_two_chains", {"strip": 3, "noxsum": 2}),
             ("a4x4", {"ahead": 4, "xahead": 4}),
             ("a6x3", {"ahead": 6, "xahead": 3}),
             ("a4x4_notma", {"ahead": 4, "xahead": 4, "strip": 1}),
@@ -393,6 +440,10 @@ def check():
             t_tma = graph_time_us(lambda: [gemv_tma(x, p, z, n, k, 128) for p, z in sets]) / copies  # noqa: B023
             row[key + "_us"] = round(t_tma, 2)
             row[key + "_regs_spills_smem"] = INFO[(n, k, tuple(MODE.values()))]
+        MODE.update({"strip": 0, "ahead": None, "xahead": None, "noxsum": 2})
+        ref = ORIG(x, *sets[0], n, k, 128, rt=1, warps=8, pair=1).float()
+        two = gemv_tma(x, *sets[0], n, k, 128).float()
+        row["two_chains_max_rel_diff"] = float((two - ref).abs().max() / ref.abs().max())
         MODE.update({"strip": 0, "ahead": None, "xahead": None, "noxsum": False})
         print(json.dumps(row), flush=True)
 
