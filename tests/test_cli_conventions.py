@@ -217,20 +217,32 @@ def test_a_file_too_large_for_the_real_tokenizer_is_refused_after_loading(demo_d
 # 1b. /file in the REPL, in a real terminal -------------------------------------------------------------------------
 
 
-def spawn(*args, home: Path, cwd: Path, env: dict | None = None):
+def term_env(home: Path, **extra) -> dict:
+    """The environment of a yi-chat in a test's terminal: this one's, less what chooses an engine."""
+    env = {k: v for k, v in os.environ.items() if k not in CLEAN}
+    env.update(TERM="xterm-256color", PROMPT_TOOLKIT_NO_CPR="1", YI_CHAT_HOME=str(home), **extra)
+    return env
+
+
+def spawn(*args, home: Path, cwd: Path, env: dict | None = None, out: Path | None = None, prompt: bool = True):
+    """yi-chat in a pseudo-terminal (out: its stdout sent to that file, as `yi-chat > out` does); waits for its
+    first prompt unless `prompt` is False."""
     pexpect = pytest.importorskip("pexpect")
-    env = {**{k: v for k, v in os.environ.items() if k not in CLEAN}, **(env or {})}
-    env.update(TERM="xterm-256color", PROMPT_TOOLKIT_NO_CPR="1", YI_CHAT_HOME=str(home))
+    argv = [sys.executable, "-m", "yi_cli", *args]
+    if out is not None:
+        command = " ".join(shlex.quote(a) for a in argv)
+        argv = ["/bin/sh", "-c", f"exec {command} > {shlex.quote(str(out))}"]
     child = pexpect.spawn(
-        sys.executable,
-        ["-m", "yi_cli", *args],
-        env=env,
+        argv[0],
+        argv[1:],
+        env=term_env(home, **(env or {})),
         encoding="utf-8",
         dimensions=(40, 120),
         timeout=60,
         cwd=str(cwd),
     )
-    child.expect_exact(">>>")
+    if prompt:
+        child.expect_exact(">>>")
     return child
 
 
@@ -245,41 +257,17 @@ def leave(child) -> int:
 
 def spawn_redirected(*args, home: Path, cwd: Path, out: Path):
     """yi-chat in a terminal (stdin and stderr) with stdout sent to `out`, as `yi-chat > out` does."""
-    pexpect = pytest.importorskip("pexpect")
-    env = {k: v for k, v in os.environ.items() if k not in CLEAN}
-    env.update(TERM="xterm-256color", PROMPT_TOOLKIT_NO_CPR="1", YI_CHAT_HOME=str(home))
-    cmd = " ".join(shlex.quote(a) for a in [sys.executable, "-m", "yi_cli", *args])
-    child = pexpect.spawn(
-        "/bin/sh",
-        ["-c", f"exec {cmd} > {shlex.quote(str(out))}"],
-        env=env,
-        encoding="utf-8",
-        dimensions=(40, 120),
-        timeout=60,
-        cwd=str(cwd),
-    )
-    child.expect_exact(">>>")
-    return child
+    return spawn(*args, home=home, cwd=cwd, out=out)
 
 
 def test_keys_typed_while_the_model_loads_wait_unechoed_for_the_first_prompt(home, tmp_path):
     """They were echoed raw during the load, then drawn again by the prompt (a run-through)."""
     import threading
 
-    pexpect = pytest.importorskip("pexpect")
+    pytest.importorskip("pexpect")
     with OpenAIServer(ScriptedEngine(), model="served") as srv:
         srv.models_gate = threading.Event()  # the start waits on the model list: past the renderer, loading
-        env = {k: v for k, v in os.environ.items() if k not in CLEAN}
-        env.update(TERM="xterm-256color", PROMPT_TOOLKIT_NO_CPR="1", YI_CHAT_HOME=str(home))
-        child = pexpect.spawn(
-            sys.executable,
-            ["-m", "yi_cli", "--endpoint", srv.url],
-            env=env,
-            encoding="utf-8",
-            dimensions=(40, 120),
-            timeout=60,
-            cwd=str(tmp_path),
-        )
+        child = spawn("--endpoint", srv.url, home=home, cwd=tmp_path, prompt=False)
         assert srv.models_asked.wait(60)
         child.send("typed early")
         srv.models_gate.set()
@@ -319,21 +307,7 @@ def test_an_editor_run_from_a_redirected_chat_draws_on_the_terminal_not_in_the_f
     editor.write_text('#!/bin/sh\necho EDITOR-SCREEN\nprintf "edited question" > "$1"\n')
     editor.chmod(0o755)
     out = tmp_path / "replies.txt"
-    env_editor = {"EDITOR": str(editor)}
-    pexpect = pytest.importorskip("pexpect")
-    env = {k: v for k, v in os.environ.items() if k not in CLEAN}
-    env.update(TERM="xterm-256color", PROMPT_TOOLKIT_NO_CPR="1", YI_CHAT_HOME=str(home), **env_editor)
-    cmd = " ".join(shlex.quote(a) for a in [sys.executable, "-m", "yi_cli", "--endpoint", server.url])
-    child = pexpect.spawn(
-        "/bin/sh",
-        ["-c", f"exec {cmd} > {shlex.quote(str(out))}"],
-        env=env,
-        encoding="utf-8",
-        dimensions=(40, 120),
-        timeout=60,
-        cwd=str(tmp_path),
-    )
-    child.expect_exact(">>>")
+    child = spawn("--endpoint", server.url, home=home, cwd=tmp_path, env={"EDITOR": str(editor)}, out=out)
     child.sendline("first question")
     child.expect_exact("stop · ")
     child.expect_exact(">>>")
@@ -354,19 +328,8 @@ def test_sigterm_during_the_editor_leaves_the_terminal_as_the_chat_found_it(serv
     editor = tmp_path / "ed.sh"
     editor.write_text("#!/bin/sh\nprintf '\\033[?1049h'\nstty raw -echo\necho EDITING\nsleep 60\n")
     editor.chmod(0o755)
-    env = {k: v for k, v in os.environ.items() if k not in CLEAN}
-    env.update(TERM="xterm-256color", PROMPT_TOOLKIT_NO_CPR="1", YI_CHAT_HOME=str(home), EDITOR=str(editor))
-    child = pexpect.spawn(
-        sys.executable,
-        ["-m", "yi_cli", "--endpoint", server.url],
-        env=env,
-        encoding="utf-8",
-        dimensions=(40, 120),
-        timeout=60,
-        cwd=str(tmp_path),
-    )
+    child = spawn("--endpoint", server.url, home=home, cwd=tmp_path, env={"EDITOR": str(editor)})
     try:
-        child.expect_exact(">>>")
         seen = io.StringIO()
         child.logfile_read = seen
         child.sendline("first question")
@@ -623,8 +586,7 @@ def test_keys_typed_ahead_of_a_ctrl_c_that_ends_the_run_are_not_run_by_the_shell
         pytest.skip("needs dash")
     long_reply = " ".join(f"w{i}" for i in range(400))
     with OpenAIServer(ScriptedEngine([long_reply], delay=0.05), model="served") as srv:
-        env = {k: v for k, v in os.environ.items() if k not in CLEAN}
-        env.update(TERM="xterm-256color", PROMPT_TOOLKIT_NO_CPR="1", YI_CHAT_HOME=str(home), PS1="$ ")
+        env = term_env(home, PS1="$ ")
         child = pexpect.spawn(dash, ["-i"], env=env, encoding="utf-8", timeout=60, cwd=str(tmp_path))
         try:
             child.expect_exact("$ ")
