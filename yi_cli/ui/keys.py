@@ -21,6 +21,7 @@ class KeyHold:
         self.held: list | None = None  # the held modes, put back after a Ctrl-Z and fg
         self.pinned = False  # held until unpin: a reply's end does not give the echo back
         self._old_tstp = None  # SIGTSTP's handler before the hold took it
+        self.pid = os.getpid()
 
     def hold(self) -> None:
         """Echo and line editing off; Ctrl-C still raises SIGINT. TCSANOW: the queued keys are kept."""
@@ -57,7 +58,8 @@ class KeyHold:
             self._old_tstp = None
 
     def _on_stop(self, signum, frame) -> None:
-        if self.saved is not None and self._foreground():
+        mine = os.getpid() == self.pid  # a forked child (a compile worker) inherits the handler: it only stops
+        if mine and self.saved is not None and self._foreground():
             try:
                 termios.tcsetattr(self.fd, termios.TCSANOW, self.saved)
             except (termios.error, OSError):
@@ -65,7 +67,7 @@ class KeyHold:
         signal.signal(signal.SIGTSTP, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTSTP)  # stopped here until SIGCONT (fg / bg)
         signal.signal(signal.SIGTSTP, self._on_stop)
-        if self.saved is not None and self._foreground():  # back in the foreground: held again
+        if mine and self.saved is not None and self._foreground():  # back in the foreground: held again
             try:
                 termios.tcsetattr(self.fd, termios.TCSANOW, self.held)
             except (termios.error, OSError):
