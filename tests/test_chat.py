@@ -388,7 +388,7 @@ def test_a_third_ctrl_c_on_a_deaf_engine_ends_the_reply_on_screen_too():
         for k in range(1, 4):  # one at a time: signals sent together are handled as one
             os.kill(os.getpid(), signal.SIGINT)
             deadline = time.monotonic() + 60
-            while chat.interrupts[0] < k and time.monotonic() < deadline:
+            while chat.interrupts < k and time.monotonic() < deadline:
                 time.sleep(0.01)  # polling a condition with a deadline
         release.set()  # given up on: the engine's thread may end now
 

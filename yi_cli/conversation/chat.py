@@ -59,7 +59,7 @@ class Chat:
         self.history: list[Stats] = []  # stats of every finished reply, for /stats
         self.failures = 0
         self.ctrl_c = 0  # replies Ctrl-C cut short (a piped or one-shot run stops at the first)
-        self.interrupts = [0]  # Ctrl-C and signals during the last reply
+        self.interrupts = 0  # Ctrl-C and signals during the last reply
         self.running = True
         self.terminated = False  # SIGTERM: finish the reply in flight, record it, then leave
         self.editor = None  # callable(old text) -> new text, for /edit; set by the interactive REPL
@@ -269,13 +269,13 @@ class Chat:
         return "".join(acc["text"]), stats, error, finish.token_ids if finish is not None else None
 
     def _drain(self, worker, events, cancel, acc) -> None:
-        interrupts = self.interrupts = [0]  # Ctrl-C and signals during this reply (tests wait on it)
+        self.interrupts = 0
 
         def interrupted(sigint: bool) -> None:
-            interrupts[0] += 1
-            self.ctrl_c += sigint and interrupts[0] == 1
+            self.interrupts += 1
+            self.ctrl_c += sigint and self.interrupts == 1
             cancel.set()
-            if interrupts[0] >= 3:  # the engine does not answer cancel (e.g. a long prefill): give up
+            if self.interrupts >= 3:  # the engine does not answer cancel (e.g. a long prefill): give up
                 raise KeyboardInterrupt
 
         started = False

@@ -215,9 +215,14 @@ class Autosave:
         assert mode in MODES
         self.mode, self.path, self.created = mode, path, created
         self.owner = Owner()
-        self.forked = False  # the resumed file is held by another process: this one's turns go to a new file
+        self.forked = False  # the resumed file is another process's: this one's turns go to a new file
         if path is not None and not self.owner.claim(path):
-            self.path, self.forked = None, True
+            self.fork()
+
+    def fork(self) -> None:
+        """Go on with the conversation in a new file: the resumed one is another process's."""
+        self.owner.release()
+        self.path, self.forked = None, True
 
     def detach(self) -> None:
         self.owner.release()
@@ -317,8 +322,7 @@ def autosave_for(path: str | None, data: dict | None, mode: str) -> Autosave:
         if p.parent.resolve() == sessions_dir().resolve() and p.name != LEGACY and data.get("mode") in MODES:
             saver = Autosave(data["mode"], p, data.get("created"))
             if saver.path is not None and _version(p) != data.get("_version"):
-                saver.detach()
-                saver.created, saver.forked = data.get("created"), True
+                saver.fork()
             return saver
     return Autosave(mode)
 

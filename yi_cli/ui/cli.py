@@ -247,7 +247,7 @@ def _main(args) -> int:
     from ..conversation.session import ChatSession
     from . import config, remote_env
 
-    tty = sys.stdin is not None and sys.stdin.isatty()
+    tty = _isatty(sys.stdin)
     first = " ".join(args.words).split()[:1]
     if first and first[0] in SUBCOMMANDS and not args.dashdash:
         raise UsageError(
@@ -308,10 +308,7 @@ def _main(args) -> int:
             render.notice(f"streaming from {where}")
         _CHAT[:] = [chat]
         try:
-            code = _run(chat, prompt, interactive, render)
-            if chat.ctrl_c and not interactive:
-                render.discard_keys()
-            return code
+            return _run(chat, prompt, interactive, render)
         finally:
             autosave.close()
     except KeyboardInterrupt:  # Ctrl-C while the model loads, or a signal: what was typed ahead is not the shell's
@@ -349,6 +346,8 @@ def _run(chat, prompt, interactive, render) -> int:
     finally:
         render.pin_keys(False)  # unpinned and echo back on, however the chat ended
         _CHAT.clear()
+    if not interactive and chat.ctrl_c:  # what was typed ahead of a batch's Ctrl-C is not the shell's
+        render.discard_keys()
     if chat.terminated:
         exit_code, what = LEAVE[_LEAVING[0]]
         if chat.session.turns:  # again: the signal may have cut the autosave of the turn before it

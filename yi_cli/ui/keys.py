@@ -60,18 +60,12 @@ class KeyHold:
     def _on_stop(self, signum, frame) -> None:
         mine = os.getpid() == self.pid  # a forked child (a compile worker) inherits the handler: it only stops
         if mine and self.saved is not None and self._foreground():
-            try:
-                termios.tcsetattr(self.fd, termios.TCSANOW, self.saved)
-            except (termios.error, OSError):
-                pass
+            self._set(self.saved)
         signal.signal(signal.SIGTSTP, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTSTP)  # stopped here until SIGCONT (fg / bg)
         signal.signal(signal.SIGTSTP, self._on_stop)
         if mine and self.saved is not None and self._foreground():  # back in the foreground: held again
-            try:
-                termios.tcsetattr(self.fd, termios.TCSANOW, self.held)
-            except (termios.error, OSError):
-                pass
+            self._set(self.held)
 
     def discard(self) -> None:
         """Drop the keys typed ahead (the chat ends by Ctrl-C: there is no next prompt for them, and the shell
@@ -97,6 +91,9 @@ class KeyHold:
         self._catch_stop(False)
         if not self._foreground():  # stopped (Ctrl-Z), then ended in the background: the shell has the terminal
             return  # and its own modes; a write would stop us again (SIGTTOU)
+        self._set(attrs)
+
+    def _set(self, attrs) -> None:
         try:
             termios.tcsetattr(self.fd, termios.TCSANOW, attrs)
         except (termios.error, OSError):  # the terminal is gone (SIGHUP)

@@ -111,6 +111,10 @@ class Renderer:
 
     screen = None  # the terminal stream a REPL draws its prompt on (cli.make_renderer), None: stdout
 
+    def side_screen(self):
+        """The terminal the REPL draws on where it is not stdout (stdout a file or a pipe), else None."""
+        return self.screen if self.screen not in (None, sys.stdout) else None
+
     def __init__(self, console: Console, err: Console):
         self.console = console
         self.err = err

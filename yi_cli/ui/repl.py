@@ -78,7 +78,7 @@ def editor(session, render):
             modes = _modes()
             ended = False
             try:
-                screen = render.screen if render.screen not in (None, sys.stdout) else None  # stdout: a file
+                screen = render.side_screen()  # stdout a file: the editor draws on the terminal
                 done = subprocess.run([*shlex.split(cmd), f.name], stdout=screen)
                 ended = done.returncode >= 0  # not killed by a signal
                 if done.returncode:
@@ -122,10 +122,10 @@ def _restore(modes, screen) -> None:
 def run(chat, prompt_text: str = ">>> ") -> int:
     words = ["/" + n for n in commands.TABLE] + ["/" + a for a in commands.ALIASES]
     output = None
-    if chat.render.screen is not None and chat.render.screen is not sys.stdout:  # stdout is a file or a pipe
+    if chat.render.side_screen() is not None:  # stdout is a file or a pipe
         from prompt_toolkit.output import create_output
 
-        output = create_output(stdout=chat.render.screen)
+        output = create_output(stdout=chat.render.side_screen())
     session = PromptSession(
         output=output,
         history=history(chat.render),
