@@ -350,6 +350,55 @@ def test_sigterm_during_the_editor_leaves_the_terminal_as_the_chat_found_it(serv
     assert out.rfind("\x1b[?1049l") < out.index("terminated; the session")  # ...before the exit line
 
 
+def test_kill_of_a_chat_stopped_at_the_prompt_ends_it_on_fg(server, home, tmp_path):
+    """Ctrl-Z at the prompt, `kill %1` from the shell (dash: the job stays stopped), `fg`: the chat ended with
+    SIGTERM's line and code; the SIGTERM raised inside prompt_toolkit's suspend task, which printed "Task exception
+    was never retrieved" and went on prompting."""
+    pexpect = pytest.importorskip("pexpect")
+    dash = shutil.which("dash")
+    if dash is None:
+        pytest.skip("needs dash")
+    argv = " ".join(shlex.quote(a) for a in (sys.executable, "-m", "yi_cli", "--endpoint", server.url))
+    child = pexpect.spawn(
+        dash, ["-i"], env=term_env(home, PS1="$ "), encoding="utf-8", dimensions=(40, 120), timeout=60, cwd=tmp_path
+    )
+    try:
+        seen = io.StringIO()
+        child.logfile_read = seen
+        child.expect_exact("$ ")
+        child.sendline(argv)
+        child.expect_exact(">>>")
+        child.sendline("first question")
+        child.expect_exact("echo: first question")
+        child.expect_exact(">>>")
+        child.sendcontrol("z")  # first a plain suspend: fg gives the prompt back
+        child.expect("Stopped")
+        child.expect_exact("$ ")
+        child.sendline("fg")
+        child.expect_exact(">>>")
+        child.sendline("second question")
+        child.expect_exact("echo: second question")
+        child.expect_exact(">>>")
+        child.sendcontrol("z")
+        child.expect("Stopped")
+        child.expect_exact("$ ")
+        child.sendline("kill %1")
+        child.expect_exact("$ ")
+        child.sendline("fg")
+        child.expect_exact("terminated; the session is saved in")
+        child.expect_exact("$ ")
+        child.sendline("echo code=$?")
+        child.expect(r"code=(\d+)")
+        assert child.match.group(1) == "130"
+        child.sendline("exit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert "Task exception" not in seen.getvalue() and "Traceback" not in seen.getvalue()
+    (saved,) = session_files(home)
+    assert [t["content"] for t in saved["turns"]][::2] == ["first question", "second question"]
+
+
 def test_ctrl_c_between_replies_of_a_piped_run_says_where_the_session_is(server, home):
     proc = subprocess.Popen(
         [sys.executable, "-m", "yi_cli", "--endpoint", server.url],

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 from prompt_toolkit import PromptSession
+from prompt_toolkit.application import run_in_terminal
 from prompt_toolkit.completion import WordCompleter
 from prompt_toolkit.history import FileHistory, InMemoryHistory
 from prompt_toolkit.key_binding import KeyBindings
@@ -35,6 +37,24 @@ def bindings() -> KeyBindings:
     @kb.add("escape", "enter")
     def _(event):  # Esc-Enter (or Alt-Enter) inserts a newline; Enter sends
         event.current_buffer.insert_text("\n")
+
+    if hasattr(signal, "SIGTSTP"):
+
+        @kb.add("c-z")
+        def _(event):
+            """Ctrl-Z suspends to the shell (prompt_toolkit's own suspend); a SIGTERM or SIGHUP that came while
+            stopped (`kill %1`, then `fg`) ends the prompt as it would have at the prompt, instead of raising inside
+            the suspend's task, where prompt_toolkit reported it and kept prompting."""
+            app = event.app
+
+            async def stop():
+                try:
+                    await run_in_terminal(lambda: os.kill(0, signal.SIGTSTP))
+                except KeyboardInterrupt:
+                    if not app.is_done:
+                        app.exit(exception=KeyboardInterrupt, style="class:aborting")
+
+            app.create_background_task(stop())
 
     return kb
 
@@ -134,7 +154,6 @@ def run(chat, prompt_text: str = ">>> ") -> int:
         complete_while_typing=True,
         bottom_toolbar=toolbar(chat),
         prompt_continuation=continuation,
-        enable_suspend=True,  # Ctrl-Z at the prompt suspends to the shell, as it does mid-reply (it typed a ^Z)
     )
     chat.editor = editor(session, chat.render)
     chat.render.banner(f"yi-chat · {chat.engine.name} · /help for commands, Ctrl-D to exit")
