@@ -19,6 +19,7 @@ from yi_cli.engines.remote_endpoint import Endpoint
 from yi_cli.engines.settings import GenSettings
 from yi_cli.engines.template import Prompt
 from yi_cli.errors import EXIT_LOAD, LoadError, ReplyCut, UsageError, YiError
+from yi_cli.ui.render import footer
 
 HELLO = [{"role": "user", "content": "hello"}]
 
@@ -82,7 +83,8 @@ def test_without_a_usage_chunk_new_tokens_are_counted_from_chunks(served):
 
     served.scripted.replies = ["a b c"]
     text, stats = run(NoUsage(served.url, None))
-    assert text == "a b c" and stats.new_tokens == 3 and stats.prompt_tokens == 0
+    assert text == "a b c" and stats.new_tokens == 3 and stats.prompt_tokens is None  # not known: not 0
+    assert footer(stats).startswith("stop · 3 new tok · ")
 
 
 @pytest.mark.parametrize(
@@ -146,6 +148,11 @@ def test_dropped_connection_keeps_the_partial_reply_marked(served):
         ("assistant", "this"),
     ]
     assert cut.finish_reason == "interrupted" and cut.tokens == 1
+    # the server's usage never came for the cut reply: its prompt is not said to be 0 tokens, and the toolbar's
+    # meter stays at the count the server last reported
+    first = chat.history[0]
+    assert first.prompt_tokens > 0 and chat.context_used() == first.prompt_tokens + first.new_tokens
+    assert "0 prompt tok" not in out.getvalue() + err.getvalue()
     served.drop_after = None
     chat.handle("third question")
     assert chat.failures == 1

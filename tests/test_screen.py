@@ -32,7 +32,7 @@ TMUX = shutil.which("tmux")
 pytestmark = pytest.mark.skipif(TMUX is None, reason="needs tmux (apt install tmux)")
 DEADLINE = 120  # seconds any one wait may take on a loaded machine before the test fails
 QUESTION = "tell me everything"
-FOOTER = re.compile(r"^(stop|length|interrupted) · \d+ prompt tok")
+FOOTER = re.compile(r"^(stop|length|interrupted) · (\d+ prompt tok|\d+ new tok)")
 TOOLBAR = re.compile(r"^ \S+ · ctx \d+")  # prompt_toolkit's bottom toolbar, at the bottom while a prompt waits
 
 

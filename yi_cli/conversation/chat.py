@@ -104,8 +104,8 @@ class Chat:
         if not self.session.turns and (tpl is None or not self.session.system):  # a system prompt alone counts
             return 0
         if tpl is None:
-            last = self.history[-1] if self.history else None
-            return last.prompt_tokens + last.new_tokens if last else 0
+            known = (s.prompt_tokens + s.new_tokens for s in reversed(self.history) if s.prompt_tokens is not None)
+            return next(known, 0)  # as of the last reply the server reported its usage for
         msgs = self.session.messages()
         key = tuple((m["role"], m["content"]) for m in msgs)
         if self._counted[0] != key:

@@ -17,7 +17,7 @@ class Text:
 
 @dataclass
 class Stats:
-    prompt_tokens: int = 0
+    prompt_tokens: int | None = 0  # None: not known (a server that did not report its usage)
     new_tokens: int = 0
     ttft_s: float = 0.0  # time from request to first generated token
     decode_s: float = 0.0  # time from first to last generated token

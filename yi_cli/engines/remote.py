@@ -243,7 +243,7 @@ class Reply:
             self.first_bad = f"{why}: {one_line(data, 60)}"
 
     def stats(self, reason: str) -> Stats:
-        s = Stats(finish_reason=reason)
+        s = Stats(finish_reason=reason, prompt_tokens=None)  # known only from the server's usage report
         if self.usage:
             s.prompt_tokens, s.new_tokens = self.usage
         if not self.usage or reason == FINISH_INTERRUPTED or self.cut:

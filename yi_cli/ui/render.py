@@ -16,12 +16,10 @@ from ..safe_text import safe
 
 
 def footer(stats: Stats) -> str:
-    parts = [
-        stats.finish_reason,
-        f"{stats.prompt_tokens} prompt tok",
-        f"{stats.new_tokens} new tok",
-        f"ttft {stats.ttft_s:.2f}s",
-    ]
+    parts = [stats.finish_reason]
+    if stats.prompt_tokens is not None:  # a server that sent no usage (or a reply cut before it came): not known
+        parts.append(f"{stats.prompt_tokens} prompt tok")
+    parts += [f"{stats.new_tokens} new tok", f"ttft {stats.ttft_s:.2f}s"]
     if stats.decode_tok_s:
         parts.append(f"{stats.decode_tok_s:.1f} tok/s")
     if stats.tokens_per_step > 1:  # speculative decoding kept drafts
