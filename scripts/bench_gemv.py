@@ -39,14 +39,16 @@ MMA_AHEAD = [(2, 2), (3, 3), (2, 1), (3, 1), (4, 1), (2, 0), (3, 0), (4, 0), (5,
 
 
 def mma_kw(cfg, n: int, k: int, group: int, bits: int) -> tuple[dict, list]:
-    """gemv_mma's keyword arguments for a swept configuration (rt, warps, ahead, xahead, pair; pairs only where
-    gemv_mma.pairs allows them: not with --group 64 or YI_CHAT_MMA_PAIR=0) or, cfg None, none (the launcher's own
+    """gemv_mma's keyword arguments for a swept configuration (rt, warps, ahead, xahead, pair[, unroll]; pairs only
+    where gemv_mma.pairs allows them: not with --group 64 or YI_CHAT_MMA_PAIR=0) or, cfg None, none (the launcher's own
     configuration, with its fallback where pairs do not fit); and the configuration as printed."""
     if cfg is None:
         return {}, list(gemv_mma.config(n, k, bits))
-    rt, warps, ahead, xahead, pair = cfg
+    rt, warps, ahead, xahead, pair, *unroll = cfg
     pair = pair if gemv_mma.pairs(k, group, bits) else 1
-    return dict(rt=rt, warps=warps, ahead=ahead, xahead=xahead, pair=pair), [rt, warps, ahead, xahead, pair]
+    unroll = unroll[0] if unroll and pair == cfg[4] else ahead
+    kw = dict(rt=rt, warps=warps, ahead=ahead, xahead=xahead, pair=pair, unroll=unroll)
+    return kw, [rt, warps, ahead, xahead, pair, unroll]
 
 
 def graph_us(fns) -> float:

@@ -3,11 +3,11 @@ step at one attended length, variants interleaved over rounds (CUDA; the configu
 the variant `shipped`).
 
     python3 scripts/bench_step_variants.py --path /tmp/yi-bench/yi-34b-awq \\
-        --variant down=1,4,3,1,2 --variant o=1,4,3,1,2 --variant qkv=1,4,3,1,2+o=1,4,3,1,2
+        --variant down=1,4,3,1,2 --variant o=1,4,3,1,2 --variant qkv=1,4,3,1,2+o=1,4,3,1,2,6
 
-A variant is MATMUL=RT,WARPS,AHEAD,XAHEAD,PAIR joined by '+' (MATMUL: qkv, o, gate_up, down; the five numbers as
-gemv_mma.config returns them). Prints one JSON line per (round, variant) and a summary line of each variant's
-medians.
+A variant is MATMUL=RT,WARPS,AHEAD,XAHEAD,PAIR[,UNROLL] joined by '+' (MATMUL: qkv, o, gate_up, down; the numbers as
+gemv_mma.config returns them, UNROLL AHEAD where it is left out). Prints one JSON line per (round, variant) and a
+summary line of each variant's medians.
 """
 
 from __future__ import annotations
@@ -24,24 +24,24 @@ from yi_cli.kernels import gemv_mma  # noqa: E402
 
 MATMULS = ("qkv", "o", "gate_up", "down")
 SHIPPED = gemv_mma.config
-OVER: dict[tuple[int, int, int], tuple[int, int, int, int, int]] = {}  # (n, k, bits) -> configuration
+OVER: dict[tuple[int, int, int], tuple[int, ...]] = {}  # (n, k, bits) -> configuration
 
 
-def config(n: int, k: int, bits: int = 4) -> tuple[int, int, int, int, int]:
+def config(n: int, k: int, bits: int = 4) -> tuple[int, ...]:
     return OVER.get((n, k, bits)) or SHIPPED(n, k, bits)
 
 
-def parse(spec: str) -> dict[str, tuple[int, int, int, int, int]]:
-    """'down=1,4,3,1,2+o=2,8,2,1,2' -> {'down': (1, 4, 3, 1, 2), 'o': (2, 8, 2, 1, 2)}."""
+def parse(spec: str) -> dict[str, tuple[int, ...]]:
+    """'down=1,4,3,1,2+o=2,8,2,1,2,4' -> {'down': (1, 4, 3, 1, 2, 3), 'o': (2, 8, 2, 1, 2, 4)}."""
     out = {}
     for part in spec.split("+"):
         name, _, nums = part.partition("=")
         if name not in MATMULS:
             raise ValueError(f"unknown matmul {name!r} in {spec!r} (one of {', '.join(MATMULS)})")
         cfg = tuple(int(v) for v in nums.split(","))
-        if len(cfg) != 5:
-            raise ValueError(f"{part!r}: five numbers RT,WARPS,AHEAD,XAHEAD,PAIR")
-        out[name] = cfg
+        if len(cfg) not in (5, 6):
+            raise ValueError(f"{part!r}: five or six numbers RT,WARPS,AHEAD,XAHEAD,PAIR[,UNROLL]")
+        out[name] = cfg if len(cfg) == 6 else cfg + (cfg[2],)
     return out
 
 
@@ -61,7 +61,7 @@ def shapes(layer) -> dict[str, tuple[int, int, int]]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--path", required=True, help="a checkpoint (scripts/make_checkpoint.py)")
-    ap.add_argument("--variant", action="append", default=[], help="MATMUL=RT,WARPS,AHEAD,XAHEAD,PAIR[+...]")
+    ap.add_argument("--variant", action="append", default=[], help="MATMUL=RT,WARPS,AHEAD,XAHEAD,PAIR[,UNROLL][+...]")
     ap.add_argument("--length", type=int, default=768, help="slots attended (its bucket's graph)")
     ap.add_argument("--rounds", type=int, default=2)
     a = ap.parse_args(argv)

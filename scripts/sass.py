@@ -6,10 +6,11 @@ the triton wheel's own ptxas and nvdisasm, so registers, spills and instruction 
     python scripts/sass.py --mma [--against dcd14d0]  # the tensor-core GEMV (gemv_mma) at each Yi-6B configuration,
                                                       # plain and with the chained step's epilogues (int4 codes; a
                                                       # gate_up of int8 codes and of bf16 weights)
+    python scripts/sass.py --mma --unroll 2    # its main loop unrolled 2 x the units loaded ahead ('full': no loop)
 
-Needs triton (3.6) importable; torch's CPU wheel is enough. Prints one JSON line per specialization. Instructions are
-compared after renaming registers and kernel-parameter offsets (adding parameters moves them), so "same" means the
-same instructions in the same order.
+Needs triton (3.6) importable; torch's CPU wheel is enough. Prints one JSON line per specialization (--mma: with
+`moves`, the register-to-register moves in the whole kernel). Instructions are compared after renaming registers and
+kernel-parameter offsets (adding parameters moves them), so "same" means the same instructions in the same order.
 """
 
 from __future__ import annotations
@@ -133,7 +134,9 @@ def _main_loop(sass: str) -> tuple[int, int]:
     return best
 
 
-def mma_row(mod, n: int, k: int, silu: bool, bits: int, folds: dict) -> tuple[dict, list[str]]:
+def mma_row(
+    mod, n: int, k: int, silu: bool, bits: int, folds: dict, unroll: str | None = None
+) -> tuple[dict, list[str]]:
     """gemv_mma._gemv_mma of module mod at mod.config's configuration for one Yi-6B matmul: resources and the
     main loop's instructions per block of 16 x 64 weights (a warp's chunk of K has 4·tiles HMMAs of the weights and,
     but for bf16 weights, 4 of the chunk sums of x; None where ptxas unrolled the whole loop); and the normalized
@@ -154,6 +157,12 @@ def mma_row(mod, n: int, k: int, silu: bool, bits: int, folds: dict) -> tuple[di
     values |= dict(BITS=bits) if "BITS" in names else dict(PLANES=kind)
     values |= dict(XAHEAD=xahead) if "XAHEAD" in names else {}
     values |= dict(PAIR=pair[0] if mod.pairs(k, 128, bits) else 1) if "PAIR" in names else {}
+    if "UNROLL" in names:  # the configuration's own, TIMES x ahead, or every unit static ('full': no loop)
+        iters = (k // 64 // values["PAIR"] + warps - 1) // warps
+        own = pair[1] if len(pair) > 1 else ahead
+        values["UNROLL"] = {None: own, "full": -(-iters // ahead) * ahead}.get(unroll) or int(unroll or 1) * ahead
+    elif unroll is not None:
+        raise ValueError("this revision's kernel has no UNROLL")
     if any(v != MMA_OFF[key] for key, v in folds.items()) and not all(key in names for key in folds):
         raise ValueError("this revision's kernel has no such epilogue")
     values |= {key: v for key, v in (MMA_OFF | folds).items() if key in names}
@@ -161,10 +170,11 @@ def mma_row(mod, n: int, k: int, silu: bool, bits: int, folds: dict) -> tuple[di
     if fp16:
         types |= {a: "*fp16" for a in ("X", "SZ", "Y", "XR", "WN", "COS", "SIN", "KCACHE", "VCACHE")}
     row, lines = _compile(mod._gemv_mma, values, types)
+    row["moves"] = sum(1 for ln in lines if ln.startswith(("IMAD.MOV", "MOV ")))
     loop, hmma = row.pop("loop_instructions"), row.pop("loop_hmma")
     chunks = hmma // (4 * rt + (4 if bits < 16 else 0))
     per = round(loop / (chunks * rt), 1) if chunks else None
-    config = [rt, warps, ahead, xahead, values.get("PAIR", 1)]
+    config = [rt, warps, ahead, xahead, values.get("PAIR", 1)] + ([values["UNROLL"]] if "UNROLL" in values else [])
     return {"config": config, **row, "loop_instructions_per_block": per}, lines
 
 
@@ -191,11 +201,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--against", help="a git revision: compare each specialization it also has")
     ap.add_argument("--mma", action="store_true", help="the tensor-core GEMV (gemv_mma) instead")
+    ap.add_argument(
+        "--unroll", help="--mma: its main loop unrolled TIMES x the units loaded ahead, or 'full' (no loop)"
+    )
     a = ap.parse_args()
     if a.mma:
         old = revision_module(a.against, "gemv_mma") if a.against else None
         for name, (n, k, silu, bits, folds) in MMA_SPECS.items():
-            new, lines = mma_row(gemv_mma, n, k, silu, bits, folds)
+            new, lines = mma_row(gemv_mma, n, k, silu, bits, folds, a.unroll)
             row = {"gemv_mma": name, "n": n, "k": k, **new}
             if old is not None:
                 try:

@@ -17,10 +17,10 @@ _spec.loader.exec_module(variants)
 
 
 def test_a_spec_names_matmuls_and_their_five_numbers():
-    assert variants.parse("down=1,4,3,1,2+o=2,8,2,1,2") == {"down": (1, 4, 3, 1, 2), "o": (2, 8, 2, 1, 2)}
+    assert variants.parse("down=1,4,3,1,2+o=2,8,2,1,2,4") == {"down": (1, 4, 3, 1, 2, 3), "o": (2, 8, 2, 1, 2, 4)}
     with pytest.raises(ValueError, match="unknown matmul 'up'"):
         variants.parse("up=1,4,3,1,2")
-    with pytest.raises(ValueError, match="five numbers"):
+    with pytest.raises(ValueError, match="five or six numbers"):
         variants.parse("down=1,4,3")
 
 

@@ -73,8 +73,9 @@ def test_config_fits_every_shape():
         (48, 64),
     ]:
         for bits in (4, 8, 16):
-            rt, warps, ahead, xahead, pair = gemv_mma.config(n, k, bits)
+            rt, warps, ahead, xahead, pair, unroll = gemv_mma.config(n, k, bits)
             assert (n // 16) % rt == 0 and warps in (4, 8, 16) and 1 <= ahead <= 5 and 0 <= xahead <= ahead
+            assert unroll >= ahead and unroll % ahead == 0
             assert xahead == 0 or ahead % xahead == 0
             assert pair == 1 or (pair == 2 and bits < 16)  # where `pairs` refuses, the launch takes one chunk
             assert bits == 4 or rt <= 2

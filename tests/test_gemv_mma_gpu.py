@@ -59,6 +59,24 @@ def test_mma_gemv_matches_dequantized_weights_for_every_row_count(shape, pair):
             assert torch.equal(y[i : i + 1], alone[i]), f"{t} rows: row {i} differs from the one-row launch"
 
 
+@pytest.mark.parametrize("shape", ["qkv", "o", "down", "34b_down"])
+def test_an_unrolled_loop_gives_the_same_bits(shape):
+    """The main loop unrolled 1, 2 or 3 times the weights' units ahead, or not a loop at all (every unit static):
+    the same units in the same order, so the same bits for 1 and 3 rows of x, a chunk or a pair of chunks a unit."""
+    n, k, group = SHAPES[shape]
+    plane, _ = _mma_weights(n, k, group)
+    for rows in (1, 3):
+        x = _x(rows, k, 2)
+        for pair in (1, 2):
+            rt, warps, ahead, xahead = gemv_mma.config(n, k)[:4]
+            kw = dict(rt=rt, warps=warps, ahead=ahead, xahead=xahead, pair=pair)
+            iters = (k // 64 // pair + warps - 1) // warps
+            base = _mma([plane], x, n, k, group, **kw, unroll=ahead)
+            for unroll in sorted({2 * ahead, 3 * ahead, -(-iters // ahead) * ahead}):
+                y = _mma([plane], x, n, k, group, **kw, unroll=unroll)
+                assert torch.equal(y, base), f"{rows} rows, pair {pair}: unrolled {unroll} differs"
+
+
 @pytest.mark.parametrize("shape", ["gate_up", "tiny64"])
 def test_mma_silu_epilogue(shape):
     from yi_cli.kernels import glue

@@ -84,16 +84,17 @@ def available_on(device) -> bool:
     return gluon is not None and torch.cuda.get_device_capability(device) >= (8, 0)
 
 
-def config(n: int, k: int, bits: int = 4) -> tuple[int, int, int, int, int]:
+def config(n: int, k: int, bits: int = 4) -> tuple[int, int, int, int, int, int]:
     """(row tiles of 16 per program, warps splitting K, units of weights each warp loads ahead, units of x it loads
-    ahead, chunks of 64 columns a unit) for an [n, k] weight of int4 codes, int8 codes (bits 8) or bf16 / fp16
-    values (16): the fastest measured on the H200 (scripts/bench_gemv.py --mma --sweep, --int8 --sweep, --dense
-    --sweep; BENCHMARKS.md) for Yi-6B's and Yi-34B's matmuls, RT cut to divide N / 16. A program's registers bound
-    how many share an SM, so x (read from L2, its latency short) is mostly loaded fewer units ahead than the weights
-    (a divisor of their count: the loop is unrolled that many times), or as it is used. A unit of 2 chunks (codes
-    only, where `pairs` allows it) scales its mma sums once.
+    ahead, chunks of 64 columns a unit, units a pass of the unrolled loop takes) for an [n, k] weight of int4 codes,
+    int8 codes (bits 8) or bf16 / fp16 values (16): the fastest measured on the H200 (scripts/bench_gemv.py --mma
+    --sweep, --int8 --sweep, --dense --sweep; BENCHMARKS.md) for Yi-6B's and Yi-34B's matmuls, RT cut to divide N / 16.
+    A program's registers bound how many share an SM, so x (read from L2, its latency short) is mostly loaded fewer
+    units ahead than the weights (a divisor of their count: the loop is unrolled that many times), or as it is used. A
+    unit of 2 chunks (codes only, where `pairs` allows it) scales its mma sums once. The loop is unrolled a multiple of
+    the weights' units ahead (at least once).
     """
-    pair = 1
+    pair, unroll = 1, 0
     if bits == 8:  # int8 codes (1 KB a tile's chunk), Yi-6B GPTQ in fp16 (scripts/bench_gemv.py --int8 --sweep)
         pair = 2
         if k >= 2 * n:  # down: 13.2 us (a chunk at a time 17.1)
@@ -126,10 +127,9 @@ def config(n: int, k: int, bits: int = 4) -> tuple[int, int, int, int, int]:
         rt, warps, ahead, xahead, pair = 2, 4, 1, 1, 2
     elif n >= 16384:  # Yi-6B's gate_up + silu: 15.2 us (16.1)
         rt, warps, ahead, xahead, pair = 2, 4, 1, 1, 2
-    elif k >= 16384:  # Yi-34B's down: 26.1 us (25.8 at (2, 8, 3, 3), but 131 registers with the residual epilogue)
-        rt, warps, ahead, xahead, pair = 1, 8, 3, 1, 2
-    elif k >= 8192:  # Yi-6B's down (9.6 us)
-        rt, warps, ahead, xahead = 1, 8, 4, 2
+    elif k >= 8192:  # Yi-6B's and Yi-34B's down: pairs 2 ahead, x as far (scripts/bench_step_variants.py: Yi-6B's
+        # step 1455 us against 1484 at (1, 8, 4, 2, 1), Yi-34B's 6270 against 6286-6309 at (1, 8, 3, 1, 2))
+        rt, warps, ahead, xahead, pair = 1, 8, 2, 2, 2
     elif n == k and n > 4096:  # Yi-34B's o: 224 programs of 2 tiles (9.5 us; 10.2)
         rt, warps, ahead, xahead, pair = 2, 8, 2, 1, 2
     elif n == k:  # Yi-6B's o (4.3 us)
@@ -140,7 +140,7 @@ def config(n: int, k: int, bits: int = 4) -> tuple[int, int, int, int, int]:
         rt, warps, ahead, xahead = 1, 8, 3, 1
     while (n // 16) % rt:
         rt //= 2
-    return rt, warps, ahead, xahead, pair
+    return rt, warps, ahead, xahead, pair, unroll or ahead
 
 
 def pairs(k: int, group: int, bits: int) -> bool:
@@ -764,6 +764,7 @@ if gluon is not None:
         NH: gl.constexpr,
         NKV: gl.constexpr,
         PAIR: gl.constexpr,
+        UNROLL: gl.constexpr,
     ):
         """Y[m] = W·x[m] for the MX <= 8 rows of x [MX, K] and the 16·RT rows of this program's tiles (SILU: RT/2
         tiles of gate and the same of up, Y[m] = silu(gate)·up). BITS: P holds int4 codes in pack's layout (4), int8
@@ -840,20 +841,36 @@ if gluon is not None:
             )
         for i in gl.static_range(XAHEAD):
             bss = bss + (_unit_x(X32, xw, xoff, i * WARPS, KC, LW, PAIR),)
-        # The loop is unrolled AHEAD times so that every ring slot is a fixed register (a rotating ring cost ~25 moves
-        # a chunk); the last ITERS % AHEAD units of each warp after it.
+        # The loop is unrolled UNROLL times (a multiple of AHEAD) so that every ring slot is a fixed register (a
+        # rotating ring cost ~25 moves a chunk); the last ITERS % UNROLL units of each warp after it (UNROLL >= ITERS:
+        # no loop at all).
         ITERS: gl.constexpr = (KC // PAIR + WARPS - 1) // WARPS
+        MAIN: gl.constexpr = 0 if UNROLL >= ITERS else (ITERS // UNROLL) * UNROLL
+        TAIL: gl.constexpr = ITERS - MAIN
         at = (P, SZ32, X32, wbase, w5, w4, row0, xw, xoff, N)
         rings = (acc, ws, scs, bss)
-        for c0 in range(0, (ITERS // AHEAD) * AHEAD * WARPS, AHEAD * WARPS):
-            for j in gl.static_range(AHEAD):
+        for c0 in range(0, MAIN * WARPS, UNROLL * WARPS):
+            for j in gl.static_range(UNROLL):
                 rings = _step(
-                    rings, at, c0 + j * WARPS, j, LA, G, KC, WARPS, BITS, AHEAD, XAHEAD, True, True, F16, PAIR
+                    rings, at, c0 + j * WARPS, j % AHEAD, LA, G, KC, WARPS, BITS, AHEAD, XAHEAD, True, True, F16, PAIR
                 )
-        for j in gl.static_range(ITERS % AHEAD):
-            c = ((ITERS // AHEAD) * AHEAD + j) * WARPS
+        for j in gl.static_range(TAIL):
             rings = _step(
-                rings, at, c, j, LA, G, KC, WARPS, BITS, AHEAD, XAHEAD, False, j + XAHEAD < ITERS % AHEAD, F16, PAIR
+                rings,
+                at,
+                (MAIN + j) * WARPS,
+                j % AHEAD,
+                LA,
+                G,
+                KC,
+                WARPS,
+                BITS,
+                AHEAD,
+                XAHEAD,
+                j + AHEAD < TAIL,
+                j + XAHEAD < TAIL,
+                F16,
+                PAIR,
             )
         acc = rings[0]
         # the warps' partial sums added: [RT, 8, 4] for D rows g / g + 8, columns (rows of x) 2t / 2t + 1; the odd
@@ -895,6 +912,7 @@ def gemv_mma(
     residual: tuple[torch.Tensor, torch.Tensor] | None = None,
     rope: tuple | None = None,
     pair: int | None = None,
+    unroll: int | None = None,
 ):
     """x [T, K] bf16 (1 <= T <= 8, contiguous; fp16 for an fp16 W, bf16 or fp16 for int8 codes) @ W.T over int4
     codes in `pack`'s layout, int8 codes or W itself (below) -> [T, N] (silu: W = [gate; up], silu(gate)·up
@@ -923,9 +941,10 @@ def gemv_mma(
         assert packed.shape == (n, k) and packed.is_contiguous()
     if bits == 16:
         sz, group = packed, 64
-    crt, cwarps, cahead, cxahead, cpair = config(n, k, bits)
+    crt, cwarps, cahead, cxahead, cpair, cunroll = config(n, k, bits)
     if cpair == 2 and not pairs(k, group, bits):  # a chunk at a time, about as many chunks ahead (untuned)
         cpair, cahead = 1, min(2 * cahead, 4)
+        cunroll = cahead
         cxahead = 2 * cxahead if cxahead and cahead % (2 * cxahead) == 0 else min(cxahead, 1)
     if pair is None:
         pair = cpair
@@ -933,10 +952,13 @@ def gemv_mma(
     rt, warps = rt or crt, warps or cwarps
     if xahead is None:  # x as far ahead as the weights where only `ahead` is given
         xahead = cxahead if ahead is None else ahead
+    if unroll is None:  # the loop unrolled as the weights' ring where only `ahead` is given
+        unroll = cunroll if ahead is None else ahead
     ahead = cahead if ahead is None else ahead
     assert 1 <= ahead <= 5 and 0 <= xahead <= ahead and (xahead == 0 or ahead % xahead == 0), (
         "gemv_mma's rings: 1 to 5 units of weights ahead, of x none or a divisor of that"
     )
+    assert unroll % ahead == 0, "gemv_mma's loop: unrolled a multiple of the units ahead"
     if silu:  # RT tiles: RT / 2 of gate and as many of up
         rt = max(rt, 2)
         while (n // 32) % (rt // 2):
@@ -974,6 +996,7 @@ def gemv_mma(
         NH=nh,
         NKV=nkv,
         PAIR=pair,
+        UNROLL=unroll,
         num_warps=warps,
         launch_pdl=pdl,
     )
