@@ -67,3 +67,12 @@ def cuda_core(monkeypatch):
     from yi_cli.kernels import gemv_mma
 
     monkeypatch.setattr(gemv_mma, "ENABLED", False)
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """An empty yi-chat home of the test's own, in YI_CHAT_HOME."""
+    h = tmp_path / "home"
+    h.mkdir()
+    monkeypatch.setenv("YI_CHAT_HOME", str(h))
+    return h

@@ -836,6 +836,20 @@ def test_a_subcommand_word_is_not_sent_as_a_prompt(server, home):
     assert p.returncode == 0 and sent(server) == "completion please"
 
 
+def test_every_word_after_dashdash_is_the_prompt_verbatim(server, home):
+    """README recommends `--` for a prompt that holds flag-like words: argparse's intermixed parsing read flags past
+    it ('unrecognized arguments: do', 'two prompts', a --max-new-tokens taken from the prompt)."""
+    p = yi("--endpoint", server.url, "--max-new-tokens", "5", "--", "what", "does", "--json", "do", home=home)
+    assert p.returncode == 0, p.stderr
+    assert sent(server) == "what does --json do" and server.requests[-1]["max_tokens"] == 5
+    assert not p.stdout.decode().startswith("{")  # --json after -- is a word, not the flag
+    p = yi("--endpoint", server.url, "--", "explain", "the", "-p", "flag", home=home)
+    assert p.returncode == 0 and sent(server) == "explain the -p flag", p.stderr
+    p = yi("--endpoint", server.url, "--", "models", "are", "cool", "--max-new-tokens", "3", "--", home=home)
+    assert p.returncode == 0 and sent(server) == "models are cool --max-new-tokens 3 --", p.stderr
+    assert server.requests[-1]["max_tokens"] != 3
+
+
 def _bash_complete(script: Path, wrapper: Path, *words: str) -> list[str]:
     """COMPREPLY of the bash completion function for the command line `words` (the last one being completed)."""
     line = " ".join(f"'{w}'" for w in words)

@@ -42,6 +42,26 @@ def test_set_validates_and_records_source():
     assert all(name in commands.TABLE["set"].help for name in gen.NAMES)  # /help names every setting
 
 
+def test_set_refuses_integers_past_their_bounds():
+    """A top_k of 10**39 was taken and then failed every reply (the sampler's float32 made it infinity)."""
+    chat, out, err = plain_chat(ScriptedEngine())
+    chat.handle("/set top_k " + "9" * 39)
+    assert "top_k must be >= 0 (0 = off) and at most 2147483647 (2**31 - 1; any value >= the vocabulary" in (
+        err.getvalue()
+    )
+    assert chat.settings.top_k == 0 and chat.failures == 1
+    chat.handle(f"/set top_k {gen.TOP_K_MAX}")  # the bound itself: off, as any value from the vocabulary up
+    assert chat.settings.top_k == 2**31 - 1 and chat.failures == 1
+    chat.handle("/set max_new_tokens " + "9" * 39)
+    chat.handle("/set seed " + "9" * 39)
+    assert "max_new_tokens must be between 1 and 1000000" in err.getvalue() and "seed must be an integer" in (
+        err.getvalue()
+    )
+    assert chat.failures == 3
+    with pytest.raises(YiError, match="temperature is out of range"):  # a TOML or JSON integer past any float
+        gen.parse("temperature", 10**400)
+
+
 def test_clear_history_undo_system(monkeypatch):
     chat, out, err = plain_chat(
         ScriptedEngine(["first answer", "second answer"]),

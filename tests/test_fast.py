@@ -318,6 +318,24 @@ def test_sampler_cpu_shortcut_picks_what_the_full_sort_picks(top_p, top_k, tempe
         assert picks[0] == picks[1]
 
 
+def test_sampler_top_k_at_its_bound_is_off():
+    """top_k 2**31 - 1 (the most a setting takes) keeps every token, as 0 does; the sampler holds it as the
+    vocabulary size, which float32 and the CUDA kernel's int32 keep exact (float32 rounds 2**31 - 1 up to 2**31)."""
+    from yi_cli.engines.settings import TOP_K_MAX
+
+    vocab = 5000
+    sampler = Sampler(vocab, "cpu")
+    for step in range(20):
+        logits = torch.randn(1, vocab, generator=torch.Generator().manual_seed(step)) * 3
+        picks = []
+        for top_k in (0, TOP_K_MAX):
+            sampler.reset(GenSettings(temperature=0.9, top_p=0.95, top_k=top_k, repetition_penalty=1.0, seed=5), [1])
+            sampler.rng[1] = step
+            picks.append(int(sampler.step(logits, torch.empty(1).long())))
+        assert picks[0] == picks[1]
+    assert float(sampler.params[2]) == vocab
+
+
 @pytest.mark.slow
 def test_demo_awq_greedy_64_tokens_match_transformers():
     """The quantized demo model (a real chat model): the same 64 greedy tokens as eager transformers."""

@@ -44,14 +44,6 @@ def tiny(tmp_path, tiny_src):
     return Path(shutil.copytree(tiny_src, tmp_path / "ckpt"))
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    h = tmp_path / "home"
-    h.mkdir()
-    monkeypatch.setenv("YI_CHAT_HOME", str(h))
-    return h
-
-
 def nested(depth: int) -> str:
     return "[" * depth + "]" * depth
 
@@ -113,6 +105,8 @@ SESSION_CASES = {
     "settings-list": (json.dumps({**GOOD_SESSION, "settings": [1]}), "malformed session file"),
     "settings-names": (json.dumps({**GOOD_SESSION, "settings": ["seed"]}), "settings is not an object"),
     "settings-text": (json.dumps({**GOOD_SESSION, "settings": "seed"}), "settings is not an object"),
+    # every reply of the resumed chat failed (the sampler's float32 made it infinity): refused as the file is read
+    "top-k-10**39": (json.dumps({**GOOD_SESSION, "settings": {"top_k": 10**39}}), "top_k must be >= 0 (0 = off)"),
     "top-level-list": ("[1, 2]", "not a yi-chat session file"),
     "empty": ("", "corrupt session file"),
     "truncated": (json.dumps(GOOD_SESSION)[:40], "corrupt session file"),
@@ -191,6 +185,15 @@ CONFIG_CASES = {
     "top-p-neg-inf": ("[generation]\ntop_p = -inf\n", "not a finite number"),
     "max-new-tokens-5000-digits": ("[generation]\nmax_new_tokens = " + "9" * 5000 + "\n", "cannot read"),
     "max-new-tokens-huge": ("[generation]\nmax_new_tokens = 99999999999\n", "max_new_tokens must be between"),
+    "top-k-39-digits": ("[generation]\ntop_k = " + "9" * 39 + "\n", "and at most 2147483647 (2**31 - 1;"),
+    "top-k-2**31": (f"[generation]\ntop_k = {2**31}\n", "top_k must be >= 0 (0 = off) and at most 2147483647"),
+    "temperature-400-digits": ("[generation]\ntemperature = 1" + "0" * 400 + "\n", "temperature is out of range"),
+    "context-true": ("context = true\n", "context: True is not a positive whole number of tokens"),
+    "context-negative": ("context = -5\n", "context: '-5' is not a positive number of tokens"),
+    "context-39-digits": ("context = " + "9" * 39 + "\n", "is more tokens than any model's context (at most"),
+    "context-2**31-K": (f'context = "{2**21}K"\n', "context: '2097152K' is more tokens than any model's context"),
+    "remote-seconds-400-digits": ("[remote]\ndeadline = 1" + "0" * 400 + "\n", "must be at most 1000000 seconds"),
+    "remote-seconds-1e12": ("[remote]\nconnect_timeout = 1e12\n", "remote.connect_timeout must be at most 1000000"),
     "overflow-dorp": ('overflow = "dorp"\n', "did you mean 'drop'"),
     "engine-fsat": ('engine = "fsat"\n', "did you mean 'fast'"),
     "dtype-fp61": ('dtype = "fp61"\n', "did you mean"),
@@ -236,6 +239,17 @@ def test_config_toml_special_files(kind, home):
         config.read()
     assert str(p) in str(e.value)
     assert ("limit" if kind == "2-MiB" else "not a regular file") in str(e.value)
+
+
+@pytest.mark.parametrize("value", ["32768", '"32K"', '" 32k "'])
+def test_config_context_is_tokens_like_the_flag(value, home):
+    """A TOML integer and the flag's text alike: config.read hands make_engine the number of tokens (an integer
+    crashed there: 'int' object has no attribute 'strip')."""
+    from yi_cli.ui import config
+
+    config.path().parent.mkdir(parents=True)
+    config.path().write_text(f"context = {value}\n")
+    assert config.read()[0]["context"] == 32768
 
 
 def test_config_typo_through_the_command_is_one_line_exit_2(home):

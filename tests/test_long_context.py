@@ -89,6 +89,16 @@ def test_model_command_shows_the_capped_context(tmp_path):
     assert "5000000.0" in done.stdout
 
 
+def test_integer_context_in_config_caps_the_context(tmp_path):
+    """README: `context` is tokens, as --context: the TOML integer 32768 as "32K" (it crashed: 'int' object has no
+    attribute 'strip')."""
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.toml").write_text("context = 32768\n")
+    done = run_cli("-m", str(checkpoint(4, **YI_200K)), "-p", "/model", home=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "context                32768 (model 200000)" in done.stdout
+
+
 @pytest.mark.parametrize("value", ["0", "-5", "lots", "1.5K"])
 def test_bad_context_flag_is_a_usage_error(tmp_path, value):
     done = run_cli("--context", value, "-p", "hi", home=tmp_path)

@@ -42,7 +42,7 @@ def ensure(name: str = "demo") -> Path:
         raise LoadError(f"unknown demo model {name!r} (known: {', '.join(NAMES)})")
     root = cache_dir() / "demo"
     out, src = root / name, root / "demo-fp32"
-    if (out / "config.json").is_file():
+    if converted(out):
         return out
     try:
         private_dir(root)
@@ -54,9 +54,18 @@ def ensure(name: str = "demo") -> Path:
         raise LoadError(f"{root}: cannot create the cache directory ({e.strerror})") from None
     with lock:  # closing the file releases the lock, also when the conversion fails
         _wait_for(lock, name)
-        if (out / "config.json").is_file():  # another run converted it while we waited
+        if converted(out):  # another run converted it while we waited
             return out
         return _make(name, out, src)
+
+
+def converted(d: Path) -> bool:
+    """Whether demo checkpoint folder `d` holds a finished conversion. pathlib answers False for a missing file but
+    raises EACCES when a folder on the way cannot be searched (chmod 000): said in one line, not a traceback."""
+    try:
+        return (d / "config.json").is_file()
+    except OSError as e:
+        raise LoadError(f"{d}: cannot read the demo model cache ({e.strerror or e})") from None
 
 
 def _wait_for(lock, name: str) -> None:
@@ -76,7 +85,7 @@ def _wait_for(lock, name: str) -> None:
 
 def _make(name: str, out: Path, src: Path) -> Path:
     """Convert the GGUF into demo-fp32 where it is missing, then quantize it into `name`, under one progress."""
-    gguf = None if (src / "config.json").is_file() else gguf_path()
+    gguf = None if converted(src) else gguf_path()
     writer = None
     if name != "demo-fp32":
         try:

@@ -4,6 +4,7 @@ and name -> tensor access over one or several safetensors files, with errors tha
 from __future__ import annotations
 
 import math
+import os
 import struct
 from contextlib import ExitStack
 from pathlib import Path
@@ -46,7 +47,11 @@ def read_json(f: Path) -> dict:
 
 def read_config(path: Path) -> dict:
     cfg = path / "config.json"
-    if not cfg.exists():  # a FIFO or a directory by that name is named as such by read_json
+    try:
+        found = cfg.exists()
+    except OSError as e:  # pathlib raises EACCES where the folder cannot be searched (it answers False if missing)
+        raise LoadError(f"{path}: cannot read the checkpoint directory ({e.strerror or e})") from None
+    if not found:  # a FIFO or a directory by that name is named as such by read_json
         raise LoadError(f"{path}: no config.json (not a model checkpoint directory)")
     data = inputs.read_json(cfg, inputs.JSON_LIMIT, LoadError, "config.json", obj=False)
     if not isinstance(data, dict) or "model_type" not in data:
@@ -61,17 +66,28 @@ def check_side_files(path: Path) -> None:
 
 
 def weight_files(path: Path, allow_pickle: bool) -> list[Path]:
-    st = sorted(path.glob("*.safetensors"))
+    st = matching(path, "*.safetensors")
     if st:
         return st
-    if sorted(path.glob("*.bin")):
+    pickles = matching(path, "*.bin")
+    if pickles:
         if not allow_pickle:
             raise LoadError(
                 f"{path}: only pickle (.bin) weights found; they can run code when loaded, "
                 "pass --allow-pickle if you trust them"
             )
-        return sorted(path.glob("*.bin"))
+        return pickles
     raise LoadError(f"{path}: no weight files (*.safetensors)")
+
+
+def matching(path: Path, pattern: str) -> list[Path]:
+    """sorted(path.glob(pattern)), where a folder that cannot be listed (its read permission off) is said: pathlib's
+    glob passes over it in silence, which read as 'no weight files'."""
+    try:
+        os.listdir(path)
+    except OSError as e:
+        raise LoadError(f"{path}: cannot list the checkpoint directory ({e.strerror or e})") from None
+    return sorted(path.glob(pattern))
 
 
 def check_index(path: Path) -> None:
@@ -113,9 +129,9 @@ def check_safetensors(files: list[Path]) -> None:
 
 def read_header(f: Path) -> tuple[dict, int, int]:
     """(header, its length, file size) of a safetensors file; the header is read only within HEADER_LIMIT."""
-    if not f.is_file():  # a FIFO named *.safetensors would block the open
-        raise LoadError(f"{f}: not a regular file")
     try:
+        if not f.is_file():  # a FIFO named *.safetensors would block the open
+            raise LoadError(f"{f}: not a regular file")
         size = f.stat().st_size
         with open(f, "rb") as fh:
             (n,) = struct.unpack("<Q", fh.read(8))
@@ -127,7 +143,9 @@ def read_header(f: Path) -> tuple[dict, int, int]:
                 )
                 raise LoadError(f"{f}: not a valid safetensors file ({why})")
             raw = fh.read(n)
-    except (OSError, struct.error):
+    except OSError as e:  # permission denied, an I/O error: nothing is known yet about the file's contents
+        raise LoadError(f"{f}: cannot read the safetensors file ({e.strerror or e})") from None
+    except struct.error:  # shorter than the 8 bytes of its header length
         raise LoadError(f"{f}: not a valid safetensors file") from None
     try:
         header = inputs.loads(raw, f.name, LoadError, what="header")

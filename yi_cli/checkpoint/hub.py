@@ -91,10 +91,13 @@ def repo_of(path) -> str | None:
 def cached_snapshot(repo: str, revision: str = "main") -> Path | None:
     """The snapshot folder the cache has for repo@revision, or None (no network)."""
     root = storage(repo)
-    ref = root / "refs" / revision
-    commit = ref.read_text().strip() if ref.is_file() else revision
-    snap = root / "snapshots" / commit
-    return snap if snap.is_dir() else None
+    try:  # a folder that cannot be searched raises EACCES from is_file where a missing one answers False
+        ref = root / "refs" / revision
+        commit = ref.read_text().strip() if ref.is_file() else revision
+        snap = root / "snapshots" / commit
+        return snap if snap.is_dir() else None
+    except OSError as e:
+        raise LoadError(f"{root}: cannot read the Hugging Face cache ({e.strerror or e})") from None
 
 
 def complete(snap: Path) -> bool:
@@ -102,8 +105,11 @@ def complete(snap: Path) -> bool:
     one, weights last)."""
     import json
 
-    if not (snap / "config.json").is_file():
-        return False
+    try:  # a snapshot folder that cannot be searched raises EACCES from is_file
+        if not (snap / "config.json").is_file():
+            return False
+    except OSError as e:
+        raise LoadError(f"{snap}: cannot read the Hugging Face cache ({e.strerror or e})") from None
     for index in ("model.safetensors.index.json", PICKLE_INDEX):
         if (snap / index).is_file():
             try:
@@ -116,7 +122,10 @@ def complete(snap: Path) -> bool:
 
 def cut_short(repo: str, snap: Path) -> bool:
     """A fetch of repo stopped inside a file (its partial blob waits) before the snapshot was complete."""
-    return not complete(snap) and any((storage(repo) / "blobs").glob("*.incomplete"))
+    try:
+        return not complete(snap) and any((storage(repo) / "blobs").glob("*.incomplete"))
+    except LoadError:  # a snapshot that cannot be read: its listing row says why already
+        return False
 
 
 def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", progress=None) -> Path:

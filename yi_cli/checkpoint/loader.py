@@ -139,7 +139,7 @@ def resolve(model: str, allow_pickle: bool = False) -> Path:
     if model in demo.NAMES:
         return demo.ensure(model)
     p = Path(model).expanduser()
-    if p.exists():
+    if _exists(p):
         if not p.is_dir():
             raise LoadError(f"{p}: is a file; --model takes a checkpoint directory")
         return p
@@ -150,6 +150,15 @@ def resolve(model: str, allow_pickle: bool = False) -> Path:
             return snap
         return hub.fetch(repo, allow_pickle=allow_pickle)
     raise LoadError(f"{p}: no such directory, Yi alias (yi-chat models --all) or hub id")
+
+
+def _exists(p: Path) -> bool:
+    """p.exists(), where a folder on the way that cannot be searched is said: pathlib answers False only for a path
+    that is missing, and raises EACCES from such a folder."""
+    try:
+        return p.exists()
+    except OSError as e:
+        raise LoadError(f"{p}: cannot read ({e.strerror or e})") from None
 
 
 def open_checkpoint(
@@ -252,6 +261,10 @@ def _hf_tokenizer(path: Path, trust_remote_code: bool, plain: bool):
         from transformers import AutoTokenizer
 
         return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    except OSError as e:
+        if e.filename and e.strerror:  # a file it could not open (permission denied): named, as our readers do
+            raise LoadError(f"{e.filename}: cannot read the tokenizer file ({e.strerror})") from None
+        raise LoadError(f"{path}: cannot load the tokenizer ({failure(e)})") from None
     except Exception as e:  # transformers raises many types for a broken tokenizer
         raise LoadError(f"{path}: cannot load the tokenizer ({failure(e)})") from None
 

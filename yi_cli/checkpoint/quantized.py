@@ -11,7 +11,7 @@ import torch
 from ..errors import LoadError
 from ..inputs import field
 from . import formats as Q
-from .files import Tensors, check_index, index_files, read_json
+from .files import Tensors, check_index, index_files, matching, read_json
 
 PROJ = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 SUPPORTED = "supported: awq gemm 4-bit with zero_point, gptq v1 4/8-bit"
@@ -92,7 +92,7 @@ def _weight_files(path: Path, quant: dict, src: Path) -> list[str]:
     if idx.is_file():
         check_index(path)
         return sorted(index_files(idx))
-    files = sorted(f.name for f in path.glob("*.safetensors"))
+    files = [f.name for f in matching(path, "*.safetensors")]
     if not files:
         raise LoadError(f"{path}: no *.safetensors weight files (quantized checkpoints load only from safetensors)")
     for name in files:  # AutoGPTQ names its file after the settings: gptq_model-8bit-64g.safetensors

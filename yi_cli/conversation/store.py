@@ -338,11 +338,14 @@ def load_into(chat, path: str) -> None:
 
 def entries() -> list[dict]:
     """The sessions in the store, newest change first: path, name, mode, model, updated, exchanges, first line.
-    Files that cannot be read as sessions are left out."""
+    Files that cannot be read as sessions are left out; a folder that cannot be read is an error, not 'no sessions'."""
+    folder = sessions_dir()
     try:
-        files = [f for f in sessions_dir().iterdir() if f.suffix == ".json" and f.is_file()]
-    except OSError:  # no store yet
+        files = [f for f in folder.iterdir() if f.suffix == ".json" and f.is_file()]
+    except FileNotFoundError:  # no store yet
         return []
+    except OSError as e:  # EACCES from iterdir, or from is_file where the folder can be listed but not searched
+        raise YiError(f"{folder}: cannot read the sessions folder ({e.strerror or e})") from None
     out = []
     for f in files:
         try:

@@ -6,7 +6,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
-from ..errors import UsageError
+from ..errors import UsageError, shown
+
+# The most seconds a time bound may be (about 11.6 days): past it the number is a typo, and a socket refuses a
+# timeout past time_t's range (--connect-timeout 1e12 ended in an OverflowError traceback).
+MAX_SECONDS = 1_000_000
 
 
 @dataclass
@@ -24,18 +28,16 @@ class Limits:
 
     @classmethod
     def from_config(cls, values: dict, where: str) -> Limits:
-        """The [remote] table of config.toml: known keys, positive finite numbers (whole numbers for sizes)."""
+        """The [remote] table of config.toml: known keys, positive finite numbers (whole numbers for sizes; seconds
+        at most MAX_SECONDS)."""
         limits, known = cls(), {f.name: f.type for f in fields(cls)}
         for k, v in values.items():
             if k not in known:
                 raise UsageError(f"{where}: unknown key remote.{k} (known: {', '.join(sorted(known))})")
             whole = known[k] == "int"
-            if (
-                isinstance(v, bool)
-                or not isinstance(v, int if whole else (int, float))
-                or not math.isfinite(v)
-                or v <= 0
-            ):
+            if isinstance(v, bool) or not isinstance(v, int if whole else (int, float)) or not 0 < v < math.inf:
                 raise UsageError(f"{where}: remote.{k} must be a positive {'whole ' if whole else ''}number")
+            if not whole and v > MAX_SECONDS:  # compared as is: math.isfinite(10**400) raises OverflowError
+                raise UsageError(f"{where}: remote.{k} must be at most {MAX_SECONDS} seconds, got {shown(str(v), 40)}")
             setattr(limits, k, v)
         return limits

@@ -36,6 +36,9 @@ class GenSettings:
 
 NAMES = tuple(f.name for f in fields(GenSettings))
 SPECULATE = ("auto", "lookup", "off")
+# Any top_k from the vocabulary size up keeps every token (off); the bound is int32's, which servers and the
+# sampling kernels take: past it a top_k is a typo, and 10**39 overflowed the sampler (float32 infinity).
+TOP_K_MAX = 2**31 - 1
 
 
 def _finite(name: str, v: float) -> float:
@@ -49,12 +52,15 @@ def check(name: str, v) -> None:
         raise UsageError(f"temperature must be between 0 and 5, got {v}")
     if name == "top_p" and not (0 < _finite(name, v) <= 1):
         raise UsageError(f"top_p must be in (0, 1], got {v}")
-    if name == "top_k" and v < 0:
-        raise UsageError(f"top_k must be >= 0 (0 = off), got {v}")
+    if name == "top_k" and not (0 <= v <= TOP_K_MAX):
+        raise UsageError(
+            f"top_k must be >= 0 (0 = off) and at most {TOP_K_MAX} (2**31 - 1; any value >= the vocabulary size is "
+            f"off too), got {shown(str(v), 40)}"
+        )
     if name == "repetition_penalty" and not (0 < _finite(name, v) <= 10):
         raise UsageError(f"repetition_penalty must be in (0, 10], got {v}")
     if name == "max_new_tokens" and not (1 <= v <= 1_000_000):
-        raise UsageError(f"max_new_tokens must be between 1 and 1000000, got {v}")
+        raise UsageError(f"max_new_tokens must be between 1 and 1000000, got {shown(str(v), 40)}")
     if name == "seed" and v is not None and not (0 <= v < 2**63):
         raise UsageError(f"seed must be an integer from 0 to 2**63 - 1, got {shown(str(v), 40)}")
 
@@ -79,5 +85,7 @@ def parse(name: str, value) -> object:
         raise UsageError(
             f"{name} must be {'an integer' if kind is int else 'a number'}, got {shown(repr(value), 40)}"
         ) from None
+    except OverflowError:  # a TOML integer of 400 digits is past any float
+        raise UsageError(f"{name} is out of range, got {shown(str(value), 40)}") from None
     check(name, v)
     return v

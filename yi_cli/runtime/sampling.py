@@ -39,9 +39,9 @@ class Sampler:
     def reset(self, settings, prompt_ids: list[int]) -> None:
         """Load one request's settings and the prompt's ids (host -> device copies, before the first step)."""
         dev = self.params.device
-        self.params.copy_(
-            torch.tensor([settings.temperature, settings.top_p, settings.top_k, settings.repetition_penalty])
-        )
+        # top_k from the vocabulary up is off either way; capped, it stays exact in float32 and in the kernel's int32
+        top_k = min(settings.top_k, self.vocab)
+        self.params.copy_(torch.tensor([settings.temperature, settings.top_p, top_k, settings.repetition_penalty]))
         seed = settings.seed if settings.seed is not None else random.getrandbits(32)
         self.rng.copy_(torch.tensor([seed & _M32, 0]))
         self.seen.zero_()

@@ -8,6 +8,7 @@ import signal
 import sys
 
 from .. import __version__
+from ..engines.remote_limits import MAX_SECONDS
 from ..errors import EXIT_HANGUP, EXIT_INTERRUPTED, UsageError, YiError
 from .config import device_arg, tokens_arg
 
@@ -68,6 +69,8 @@ def seconds_arg(value: str) -> float:
         v = -1.0
     if not 0 < v < float("inf"):
         raise argparse.ArgumentTypeError(f"{value!r} is not a positive number of seconds")
+    if v > MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"{value!r} is too many seconds (at most {MAX_SECONDS})")
     return v
 
 
@@ -175,8 +178,7 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     sub = subcommand(argv)
     if sub is None:
-        args = parser().parse_intermixed_args(argv)  # usage errors exit 2 through argparse
-        args.dashdash = "--" in argv
+        args = parse_args(argv)
     _LEAVING.clear()
     for signum in LEAVE:
         if signal.getsignal(signum) is not signal.SIG_IGN:  # under nohup, SIGHUP stays ignored
@@ -194,6 +196,17 @@ def main(argv=None) -> int:
         # interpreter's final flush does not raise again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """Flags and prompt words; every word after the first `--` is a prompt word as typed (`yi-chat -- what does
+    --json do`). Usage errors exit 2 through argparse."""
+    # Split here: parse_intermixed_args drops the `--` and goes on reading flags after it.
+    i = argv.index("--") if "--" in argv else len(argv)
+    args = parser().parse_intermixed_args(argv[:i])
+    args.words += argv[i + 1 :]
+    args.dashdash = "--" in argv  # a subcommand's name after it is a prompt word
+    return args
 
 
 def subcommand(argv: list[str]):
@@ -454,7 +467,7 @@ def make_engine(args, top: dict, render, endpoint_from: str = ""):
             allow_pickle=args.allow_pickle,
             trust_remote_code=args.trust_remote_code,
         )
-        context = args.context or (tokens_arg(top["context"]) if "context" in top else None)
+        context = args.context or top.get("context")  # config.read made it tokens (an int)
         engine = LocalEngine(ckpt, backend=args.engine or top.get("engine", "auto"), raw=args.raw, context=context)
         engine.progress = render.progress
         return engine

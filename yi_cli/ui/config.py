@@ -26,16 +26,27 @@ def device_arg(value: str) -> str:
     raise argparse.ArgumentTypeError(f"unknown device {value!r} (use auto, cpu, cuda or cuda:N)")
 
 
+# Far past any model's context (Yi's longest is 200K): a bigger number is a typo, refused rather than capped.
+MAX_TOKENS = 2**31 - 1
+
+
 def tokens_arg(value: str) -> int:
-    """--context N: a positive whole number of tokens (16K, 128k and 200000 alike: K = 1024)."""
+    """--context N and the config's `context` (as text): a positive whole number of tokens (16K, 128k and 200000
+    alike: K = 1024), at most MAX_TOKENS."""
     v = value.strip().lower()
     scale = 1024 if v.endswith("k") else 1
     try:
         n = int(v[:-1] if scale > 1 else v) * scale
-    except ValueError:
+    except ValueError:  # also a number of more than 4300 digits
         n = 0
     if n <= 0:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a positive number of tokens (e.g. 32768 or 32K)")
+        raise argparse.ArgumentTypeError(
+            f"{shown(repr(value), 40)} is not a positive number of tokens (e.g. 32768 or 32K)"
+        )
+    if n > MAX_TOKENS:
+        raise argparse.ArgumentTypeError(
+            f"{shown(repr(value), 40)} is more tokens than any model's context (at most 2**31 - 1 = {MAX_TOKENS})"
+        )
     return n
 
 
@@ -55,7 +66,7 @@ def path():
 def read() -> tuple[dict, dict]:
     """Return (top-level options, generation settings) from config.toml; ({}, {}) when there is none."""
     p = path()
-    if not os.path.lexists(p):  # no config (or no usable home): defaults
+    if not _exists(p):
         return {}, {}
     text = inputs.read_text(p, inputs.CONFIG_LIMIT, UsageError, "config file")  # size and kind checked first
     try:
@@ -83,8 +94,7 @@ def read() -> tuple[dict, dict]:
             f"{f' (did you mean {near[0]}?)' if near else ''} (known: {', '.join(sorted(TOP_KEYS))}"
             f", [generation] {', '.join(NAMES)}, [remote], [aliases])"
         )
-    for k, v in data.items():
-        check(p, k, v)
+    data = {k: check(p, k, v) for k, v in data.items()}
     if aliases:
         data["aliases"] = aliases
     if not isinstance(remote, dict):
@@ -97,6 +107,19 @@ def read() -> tuple[dict, dict]:
         raise UsageError(f"{p}: generation: {e}") from None
 
 
+def _exists(p) -> bool:
+    """Whether anything (a dangling link too) is at p. A folder on the way that cannot be searched hides the file
+    from lexists, and running on the defaults would silently drop the user's settings: an error, as an unreadable
+    file is."""
+    try:
+        os.lstat(p)
+    except (FileNotFoundError, NotADirectoryError):  # no config (or no usable home): defaults
+        return False
+    except OSError as e:
+        raise UsageError(f"{shown(str(p), 200)}: cannot read the config file ({e.strerror or e})") from None
+    return True
+
+
 def _finite(text: str) -> float:
     v = float(text)
     if not math.isfinite(v):
@@ -104,15 +127,15 @@ def _finite(text: str) -> float:
     return v
 
 
-def check(p, key: str, value) -> None:
+def check(p, key: str, value):
+    """The top-level `key`'s value as the program uses it (context: tokens, an int), or a UsageError naming p."""
     if key == "context":  # tokens: 32768 or "32K", as --context
         try:
             if type(value) not in (int, str):  # 100.5, true, a table
                 raise argparse.ArgumentTypeError(f"{shown(repr(value), 40)} is not a positive whole number of tokens")
-            tokens_arg(str(value))
+            return tokens_arg(str(value))  # the int that make_engine uses: TOML's 32768 is an int, "32K" text
         except argparse.ArgumentTypeError as e:
             raise UsageError(f"{p}: context: {e}") from None
-        return
     if not isinstance(value, str):
         raise UsageError(f"{p}: {key} must be a string")
     if key in CHOICES:
@@ -126,3 +149,4 @@ def check(p, key: str, value) -> None:
             device_arg(value)
         except argparse.ArgumentTypeError as e:
             raise UsageError(f"{p}: {e}") from None
+    return value

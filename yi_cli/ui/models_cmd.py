@@ -95,9 +95,7 @@ def models(args, aliases: dict) -> int:
         cached[repo.lower()] = row
         rows.append(row)
     for name in demo.NAMES:
-        d = _demo_dir(name)
-        row = describe(d) if d else {**_blank(), "loadable": True, "reason": "converted on first use"}
-        rows.append({"name": name, "source": "demo", "alias": None, **row})
+        rows.append({"name": name, "source": "demo", "alias": None, **_demo_row(name)})
     for alias, target in sorted(aliases.items()):
         rows.append(
             {
@@ -132,12 +130,16 @@ def models(args, aliases: dict) -> int:
     return 0
 
 
-def _demo_dir(name: str) -> Path | None:
-    """The demo checkpoint's directory when it has been converted (listing never converts it)."""
+def _demo_row(name: str) -> dict:
+    """The demo checkpoint's row: described when it has been converted (listing never converts it)."""
     from ..paths import cache_dir
 
     d = cache_dir() / "demo" / name
-    return d if (d / "config.json").is_file() else None
+    try:
+        done = demo.converted(d)
+    except LoadError as e:  # its cache cannot be read: that row says so, the others are listed
+        return {**_blank(), "loadable": False, "reason": str(e)}
+    return describe(d) if done else {**_blank(), "loadable": True, "reason": "converted on first use"}
 
 
 def _blank() -> dict:
@@ -146,8 +148,7 @@ def _blank() -> dict:
 
 def _describe_target(target: str, cached: dict) -> dict:
     if target in demo.NAMES:
-        d = _demo_dir(target)
-        return describe(d) if d else {**_blank(), "loadable": True, "reason": "converted on first use"}
+        return _demo_row(target)
     p = Path(target).expanduser()
     if p.is_dir():
         return describe(p)
