@@ -266,6 +266,7 @@ def test_json_renderer_writes_one_object_per_turn():
     assert lines[0]["prompt"] == "hi" and lines[0]["reply"] == "hello there"
     assert lines[0]["finish_reason"] == "stop" and lines[0]["new_tokens"] == 2
     assert lines[1]["command"] == "history" and "hello there" in lines[1]["output"]
+    assert all(row == row.rstrip() for row in lines[1]["output"].splitlines())  # not a table's padding to 100
 
 
 @pytest.mark.parametrize("chunk", [1, 2, 3, 7, 1000])

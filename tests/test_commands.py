@@ -1,4 +1,7 @@
+import io
+
 import pytest
+from rich.console import Console
 
 from tests.fixtures import ScriptedEngine, plain_chat
 from yi_cli.conversation import commands
@@ -22,9 +25,26 @@ def test_unknown_and_malformed_commands_are_refused_with_a_hint():
 
 
 def test_help_is_generated_from_the_table():
-    text = commands.help_text()
+    text = shown_text(commands.help_text(), 400)
     for c in commands.TABLE.values():
         assert c.usage in text and c.help in text
+
+
+def test_help_wraps_each_description_in_its_own_column():
+    """A description longer than the terminal is wide wrapped back to column 0 (a run-through at 100 columns)."""
+    lines = shown_text(commands.help_text(), 60).splitlines()
+    rows = [line for line in lines if line.startswith("  ")]  # the table's (the title and the keys wrap as text)
+    assert len(rows) > len(commands.TABLE)  # some wrapped
+    column = 2 + max(len(c.usage) for c in commands.TABLE.values()) + 2  # where the descriptions start
+    for line in rows:
+        assert len(line.rstrip()) <= 60
+        assert line.startswith("  /") or line[:column].strip() == "", line  # a command, or its description's column
+
+
+def shown_text(renderable, width: int) -> str:
+    out = Console(file=io.StringIO(), width=width, color_system=None)
+    out.print(renderable)
+    return out.file.getvalue()
 
 
 def test_set_validates_and_records_source():

@@ -6,6 +6,7 @@ import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from rich.console import Group
 from rich.table import Table
 
 from ..engines import settings as gen
@@ -55,15 +56,20 @@ def do_help(chat, arg):
     chat.render.show(help_text())
 
 
-def help_text() -> str:
-    width = max(len(c.usage) for c in TABLE.values())
-    lines = ["Commands (type a message to chat; '//' starts a message with '/'):"]
-    lines += [f"  {c.usage.ljust(width)}  {c.help}" for c in TABLE.values()]
-    lines.append(
+def help_text() -> Group:
+    """The command table in two columns: a description longer than the terminal is wide wraps inside its own
+    column (as plain text it wrapped back to column 0, under the commands)."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(no_wrap=True)
+    grid.add_column(overflow="fold")
+    for c in TABLE.values():
+        grid.add_row(f"  {c.usage}", c.help)
+    return Group(
+        "Commands (type a message to chat; '//' starts a message with '/'):",
+        grid,
         "Keys: Enter sends · Esc then Enter (or a paste) adds a new line · Ctrl-C stops a reply "
-        "or clears the line · Ctrl-D exits"
+        "or clears the line · Ctrl-D exits",
     )
-    return "\n".join(lines)
 
 
 def do_exit(chat, arg):

@@ -283,7 +283,7 @@ class JsonRenderer(Renderer):
     def show(self, renderable) -> None:
         buf = io.StringIO()
         Console(file=buf, width=100, color_system=None).print(renderable, markup=False, highlight=False)
-        self.pending += buf.getvalue()
+        self.pending += "\n".join(line.rstrip() for line in buf.getvalue().split("\n"))  # a table pads its cells
 
     def command_done(self, name: str) -> None:
         self._write({"command": name, "output": self.pending})
