@@ -231,18 +231,34 @@ _CHAT: list = []  # the Chat, once there is one
 
 def _leave(signum, frame):
     """Like Ctrl-C the reply in flight ends and is recorded (Chat turns the KeyboardInterrupt into cancel); then
-    the chat stops. After SIGHUP the terminal is gone: output to it would fail (EIO), so it goes to /dev/null."""
+    the chat stops. After a hangup the terminal is gone: output to it would fail (EIO), so it goes to /dev/null; a
+    SIGHUP sent to a chat whose terminal is still there (kill -HUP) leaves it its line."""
     if not _LEAVING:
         _LEAVING.append(signum)
     if signum == signal.SIGHUP:
         null = os.open(os.devnull, os.O_WRONLY)
         for fd in (1, 2):
-            if os.isatty(fd):
+            if _hung_up(fd):
                 os.dup2(null, fd)
         os.close(null)
     for chat in _CHAT:
         chat.running, chat.terminated = False, True
     raise KeyboardInterrupt
+
+
+def _hung_up(fd: int) -> bool:
+    """fd is a terminal that has been hung up: the kernel answers its ioctls with EIO (a file, a pipe or a live
+    terminal: False)."""
+    import errno
+    import termios
+
+    try:
+        termios.tcgetattr(fd)
+    except termios.error as e:
+        return e.args[0] == errno.EIO
+    except (OSError, ValueError):
+        return False
+    return False
 
 
 def _err(msg: str) -> None:
