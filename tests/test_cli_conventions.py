@@ -399,23 +399,29 @@ def test_kill_of_a_chat_stopped_at_the_prompt_ends_it_on_fg(server, home, tmp_pa
     assert [t["content"] for t in saved["turns"]][::2] == ["first question", "second question"]
 
 
-def test_a_real_hangup_mid_reply_saves_the_turn_and_exits_129(home, tmp_path):
+@pytest.mark.parametrize("when", ["mid-reply", "at the prompt"])
+def test_a_real_hangup_saves_the_turn_and_exits_129(home, tmp_path, when):
     """The terminal closed under the chat (its pty's master side: a closed window, a dropped ssh): the reply so far
     is recorded and the exit is SIGHUP's 129 — the chat's output, on a terminal that answers EIO now, went to
     /dev/null instead of failing (a traceback would exit 1)."""
-    engine = ScriptedEngine(["one two three four"], hold_after=2)
+    engine = ScriptedEngine(["one two three four"], hold_after=2 if when == "mid-reply" else None)
     with OpenAIServer(engine, model="served") as srv:
         child = spawn("--endpoint", srv.url, home=home, cwd=tmp_path)
         child.sendline("a question")
-        assert engine.holding.wait(60)
-        child.expect_exact("one two")
+        if when == "mid-reply":
+            assert engine.holding.wait(60)
+            child.expect_exact("one two")
+        else:
+            child.expect_exact("one two three four")
+            child.expect_exact(">>>")
         child.ptyproc.fileobj.close()  # the master side: the kernel hangs the terminal up and sends SIGHUP
         child.ptyproc.closed = child.closed = True  # (pexpect's own close would signal the child itself)
         _, status = os.waitpid(child.pid, 0)
     assert os.waitstatus_to_exitcode(status) == 129
     (saved,) = session_files(home)
-    assert [t["content"] for t in saved["turns"]] == ["a question", "one two"]
-    assert saved["turns"][1]["finish_reason"] == "interrupted"
+    reply = "one two" if when == "mid-reply" else "one two three four"
+    assert [t["content"] for t in saved["turns"]] == ["a question", reply]
+    assert saved["turns"][1]["finish_reason"] == ("interrupted" if when == "mid-reply" else "stop")
 
 
 def test_ctrl_c_between_replies_of_a_piped_run_says_where_the_session_is(server, home):
