@@ -76,6 +76,14 @@ def test_token_limit_finishes_with_length(served):
     assert text == "one two" and stats.finish_reason == "length" and stats.new_tokens == 2
 
 
+def test_a_usage_without_its_prompt_count_leaves_it_unknown():
+    from yi_cli.engines.remote import usage_of
+
+    assert usage_of({"completion_tokens": 3}) == (None, 3)
+    assert usage_of({"prompt_tokens": None, "completion_tokens": 3}) == (None, 3)
+    assert usage_of({"prompt_tokens": 7, "completion_tokens": 3}) == (7, 3)
+
+
 def test_without_a_usage_chunk_new_tokens_are_counted_from_chunks(served):
     class NoUsage(RemoteEngine):
         def request_body(self, messages, s):

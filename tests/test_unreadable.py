@@ -91,6 +91,23 @@ def test_models_lists_a_demo_whose_cache_cannot_be_read(home, monkeypatch):
     assert models_cmd._demo_row("demo-gptq8")["reason"] == "converted on first use"  # the others are listed
 
 
+@pytest.mark.parametrize("where", ["below an unsearchable folder", "an unlistable checkpoint"])
+def test_models_lists_an_alias_it_cannot_read(tmp_path, monkeypatch, where):
+    """An [aliases] entry into a folder that cannot be searched, or at a checkpoint folder that cannot be listed:
+    its row says why (a traceback before), the listing goes on."""
+    from yi_cli.ui import models_cmd
+
+    ckpt = fake_checkpoint(tmp_path / "locked" / "model")
+    if where == "below an unsearchable folder":
+        deny(monkeypatch, tmp_path / "locked", search=True)
+        reason = f"{ckpt}: cannot read ({DENIED})"
+    else:
+        deny(monkeypatch, ckpt)  # its own listing refused; a stat of it works
+        reason = f"{ckpt}: cannot list the checkpoint directory ({DENIED})"
+    row = models_cmd._describe_target(str(ckpt), {})
+    assert not row["loadable"] and row["reason"] == reason
+
+
 def test_model_path_below_a_folder_that_cannot_be_searched(tmp_path, monkeypatch):
     from yi_cli.checkpoint.loader import resolve
 

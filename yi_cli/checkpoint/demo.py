@@ -13,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .. import durable
+from .. import durable, inputs
 from ..errors import LoadError
 from ..paths import cache_dir, make_private, private_dir
 from ..progress import Stages
@@ -63,7 +63,7 @@ def converted(d: Path) -> bool:
     """Whether demo checkpoint folder `d` holds a finished conversion. pathlib answers False for a missing file but
     raises EACCES when a folder on the way cannot be searched (chmod 000): said in one line, not a traceback."""
     try:
-        return (d / "config.json").is_file()
+        return inputs.kind_of(d / "config.json") == "regular file"
     except OSError as e:
         raise LoadError(f"{d}: cannot read the demo model cache ({e.strerror or e})") from None
 

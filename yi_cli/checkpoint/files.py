@@ -48,8 +48,8 @@ def read_json(f: Path) -> dict:
 def read_config(path: Path) -> dict:
     cfg = path / "config.json"
     try:
-        found = cfg.exists()
-    except OSError as e:  # pathlib raises EACCES where the folder cannot be searched (it answers False if missing)
+        found = inputs.kind_of(cfg) is not None
+    except OSError as e:  # EACCES where the folder cannot be searched: not "no config.json"
         raise LoadError(f"{path}: cannot read the checkpoint directory ({e.strerror or e})") from None
     if not found:  # a FIFO or a directory by that name is named as such by read_json
         raise LoadError(f"{path}: no config.json (not a model checkpoint directory)")

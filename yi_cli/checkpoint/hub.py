@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
+from .. import inputs
 from ..errors import LoadError
 
 # What yi-chat reads from a checkpoint; README, weights of other frameworks, GGUF and images stay on the hub.
@@ -91,11 +92,11 @@ def repo_of(path) -> str | None:
 def cached_snapshot(repo: str, revision: str = "main") -> Path | None:
     """The snapshot folder the cache has for repo@revision, or None (no network)."""
     root = storage(repo)
-    try:  # a folder that cannot be searched raises EACCES from is_file where a missing one answers False
+    try:  # a folder that cannot be searched raises EACCES where a missing one is None
         ref = root / "refs" / revision
-        commit = ref.read_text().strip() if ref.is_file() else revision
+        commit = ref.read_text().strip() if inputs.kind_of(ref) == "regular file" else revision
         snap = root / "snapshots" / commit
-        return snap if snap.is_dir() else None
+        return snap if inputs.kind_of(snap) == "directory" else None
     except OSError as e:
         raise LoadError(f"{root}: cannot read the Hugging Face cache ({e.strerror or e})") from None
 
@@ -105,8 +106,8 @@ def complete(snap: Path) -> bool:
     one, weights last)."""
     import json
 
-    try:  # a snapshot folder that cannot be searched raises EACCES from is_file
-        if not (snap / "config.json").is_file():
+    try:  # a snapshot folder that cannot be searched raises EACCES
+        if inputs.kind_of(snap / "config.json") != "regular file":
             return False
     except OSError as e:
         raise LoadError(f"{snap}: cannot read the Hugging Face cache ({e.strerror or e})") from None

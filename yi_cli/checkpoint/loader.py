@@ -11,6 +11,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import inputs
 from ..errors import LoadError, failure, first_line
 from . import light, plausible, quantized
 from .files import Tensors, check_index, check_safetensors, check_side_files, read_config, read_json, weight_files
@@ -153,10 +154,10 @@ def resolve(model: str, allow_pickle: bool = False) -> Path:
 
 
 def _exists(p: Path) -> bool:
-    """p.exists(), where a folder on the way that cannot be searched is said: pathlib answers False only for a path
-    that is missing, and raises EACCES from such a folder."""
+    """p.exists(), where a folder on the way that cannot be searched is said, not taken for a missing path (Python
+    3.14's pathlib answers False for both)."""
     try:
-        return p.exists()
+        return inputs.kind_of(p) is not None
     except OSError as e:
         raise LoadError(f"{p}: cannot read ({e.strerror or e})") from None
 

@@ -259,7 +259,12 @@ class Chat:
             cancel.set()
             if worker.is_alive():
                 worker.join(timeout=30)  # bounded: a third Ctrl-C during a stuck prefill must still return
-            self._abandoned = ("".join(acc["text"]), Stats(finish_reason=FINISH_INTERRUPTED), None, None)
+            self._abandoned = (
+                "".join(acc["text"]),
+                Stats(prompt_tokens=None, finish_reason=FINISH_INTERRUPTED),
+                None,
+                None,
+            )
             raise
         worker.join()
         finish, error = acc["finish"], acc["error"]

@@ -341,7 +341,7 @@ def entries() -> list[dict]:
     Files that cannot be read as sessions are left out; a folder that cannot be read is an error, not 'no sessions'."""
     folder = sessions_dir()
     try:
-        files = [f for f in folder.iterdir() if f.suffix == ".json" and f.is_file()]
+        files = [f for f in folder.iterdir() if f.suffix == ".json" and inputs.kind_of(f) == "regular file"]
     except FileNotFoundError:  # no store yet
         return []
     except OSError as e:  # EACCES from iterdir, or from is_file where the folder can be listed but not searched

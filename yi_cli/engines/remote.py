@@ -222,7 +222,7 @@ class Reply:
         self.t0 = time.perf_counter()
         self.first = self.last = None
         self.chunks = self.seen = self.grace = self.bad_chunks = 0
-        self.usage: tuple[int, int] | None = None
+        self.usage: tuple[int | None, int] | None = None
         self.reason: str | None = None
         self.done = self.cut = False
         self.first_bad = ""
@@ -259,7 +259,7 @@ def usage_of(u) -> tuple[int, int] | None:
     p, c = u.get("prompt_tokens"), u.get("completion_tokens")
     if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in (p or 0, c or 0)):
         return None
-    return p or 0, c or 0
+    return p, c or 0  # a prompt count the server left out stays unknown (None), not 0
 
 
 def parse_chunk(data: str, fail) -> tuple[tuple[int, int] | None, list[tuple[str | None, str | None]]]:

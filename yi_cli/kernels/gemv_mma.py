@@ -958,7 +958,7 @@ def gemv_mma(
     assert 1 <= ahead <= 5 and 0 <= xahead <= ahead and (xahead == 0 or ahead % xahead == 0), (
         "gemv_mma's rings: 1 to 5 units of weights ahead, of x none or a divisor of that"
     )
-    assert unroll % ahead == 0, "gemv_mma's loop: unrolled a multiple of the units ahead"
+    assert unroll >= ahead and unroll % ahead == 0, "gemv_mma's loop: unrolled a multiple of the units ahead"
     if silu:  # RT tiles: RT / 2 of gate and as many of up
         rt = max(rt, 2)
         while (n // 32) % (rt // 2):

@@ -11,6 +11,7 @@ import struct
 import sys
 from pathlib import Path
 
+from .. import inputs
 from ..checkpoint import demo, family, hub
 from ..errors import LoadError, UsageError
 
@@ -150,7 +151,11 @@ def _describe_target(target: str, cached: dict) -> dict:
     if target in demo.NAMES:
         return _demo_row(target)
     p = Path(target).expanduser()
-    if p.is_dir():
+    try:
+        kind = inputs.kind_of(p)
+    except OSError as e:  # a folder on the way cannot be searched: this row says so, the others are listed
+        return {**_blank(), "loadable": False, "reason": f"{p}: cannot read ({e.strerror or e})"}
+    if kind == "directory":
         return describe(p)
     repo = family.expand(target).lower()
     if repo in cached:
@@ -196,8 +201,12 @@ def describe(path: Path, size: int | None = None) -> dict:
     return row
 
 
-def _disk_size(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+def _disk_size(path: Path) -> int | None:
+    """Bytes of the files in path; None where it cannot be listed (describe's checks then say why)."""
+    try:
+        return sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+    except OSError:
+        return None
 
 
 def _header_params(files: list[Path]) -> int | None:

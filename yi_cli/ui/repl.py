@@ -42,19 +42,16 @@ def bindings() -> KeyBindings:
 
         @kb.add("c-z")
         def _(event):
-            """Ctrl-Z suspends to the shell (prompt_toolkit's own suspend); a SIGTERM or SIGHUP that came while
-            stopped (`kill %1`, then `fg`) ends the prompt as it would have at the prompt, instead of raising inside
-            the suspend's task, where prompt_toolkit reported it and kept prompting."""
-            app = event.app
+            """Ctrl-Z suspends to the shell, as prompt_toolkit's own suspend does, but awaits the suspend's task: a
+            SIGTERM or SIGHUP that came while stopped (`kill %1`, then `fg`) raises its KeyboardInterrupt in that
+            task, which asyncio lets out of the event loop (the prompt ends as at any other instant), and with the
+            task awaited asyncio no longer also reports it as "Task exception was never retrieved" with a
+            traceback."""
 
             async def stop():
-                try:
-                    await run_in_terminal(lambda: os.kill(0, signal.SIGTSTP))
-                except KeyboardInterrupt:
-                    if not app.is_done:
-                        app.exit(exception=KeyboardInterrupt, style="class:aborting")
+                await run_in_terminal(lambda: os.kill(0, signal.SIGTSTP))
 
-            app.create_background_task(stop())
+            event.app.create_background_task(stop())
 
     return kb
 
