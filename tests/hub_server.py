@@ -63,6 +63,7 @@ class FakeHub:
         self.drop: dict[str, int] = {}
         self.hold: dict[str, int] = {}
         self.drop_always: dict[str, int] = {}  # as drop, for every GET of the path until removed
+        self.refuse: dict[str, int] = {}  # repo -> an HTTP status (401 / 403) for all its calls, no gated code
         self.held = threading.Event()
         self.release = threading.Event()
         self.log: list[tuple[str, str, str | None, bool]] = []
@@ -102,6 +103,9 @@ class FakeHub:
         auth = h.headers.get("Authorization", "")
         self.log.append(("HEAD" if head else "GET", path, h.headers.get("Range"), bool(auth)))
         parts = path.strip("/").split("/")
+        for name, status in self.refuse.items():
+            if f"/{name}/" in f"{path}/":
+                return self._error(h, status, None, "Invalid credentials in Authorization header")
         if parts[:2] == ["api", "models"] and len(parts) >= 6 and parts[4] in ("revision", "tree"):
             repo = self.repos.get(f"{parts[2]}/{parts[3]}")
             if repo is None:

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -56,7 +57,11 @@ def hub(demo_files):
         h.repos["acme/tiny-chat"] = Repo(demo_files)
         h.repos["acme/gated"] = Repo(demo_files, gated=True)
         h.repos["acme/pickle-only"] = Repo(
-            {"config.json": demo_files["config.json"], "pytorch_model.bin": b"pickle!" * 100}
+            {
+                "config.json": demo_files["config.json"],
+                "tokenizer.json": demo_files["tokenizer.json"],
+                "pytorch_model.bin": b"pickle!" * 100,
+            }
         )
         h.tokens.add("hf_secret")
         yield h
@@ -328,6 +333,70 @@ def test_models_lists_unloadable_repos_with_the_reason_and_aliases(hub, env, dem
     # Aliases reach the loader: offline, the family alias names the hub repo it stands for.
     p = yi({**e, "HF_HUB_OFFLINE": "1"}, "-m", "yi-1.5-9b-chat-16k", "-p", "hi")
     error_line(p, 3, "01-ai/Yi-1.5-9B-Chat-16K: not in the local Hugging Face cache")
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refused_token_or_private_repo_says_so_not_try_again_later(hub, env, status):
+    hub.refuse["acme/private"] = status
+    lines = error_line(yi(env, "pull", "acme/private"), 3, f"refused access (HTTP {status})", "hf auth login")
+    assert len(lines) == 1
+    error_line(yi({**env, "HF_TOKEN": "hf_wrong"}, "pull", "acme/private"), 3, "your token was refused")
+
+
+@pytest.mark.parametrize("what", ["no tokenizer", "a config it cannot read"])
+def test_a_repo_it_cannot_load_is_refused_before_its_weights_are_fetched(hub, env, demo_files, what):
+    files = dict(demo_files)
+    if what == "no tokenizer":
+        for name in ("tokenizer.json", "tokenizer.model"):
+            files.pop(name, None)
+        needle = "no tokenizer in the repo"
+    else:
+        files["config.json"] = b"{"
+        needle = "config.json"
+    hub.repos["acme/broken"] = Repo(files)
+    error_line(yi(env, "pull", "acme/broken"), 3, needle)
+    assert not hub.requests("GET", "/model.safetensors")  # 100s of MB (GBs for a real Yi) not fetched for nothing
+
+
+def test_a_hub_that_never_answers_times_out_in_one_line(env, monkeypatch):
+    """It accepted the connection and sent nothing: huggingface_hub's client has no timeout, and a pull hung for
+    good (in-process here, the timeout shortened)."""
+    from huggingface_hub import constants, set_client_factory
+    from huggingface_hub.utils._http import default_client_factory
+
+    from yi_cli.checkpoint import hub as yi_hub
+    from yi_cli.errors import LoadError
+
+    with socket.socket() as s:  # listens, never accepts: the kernel completes the connection, nothing answers
+        s.bind(("127.0.0.1", 0))
+        s.listen(8)
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"
+        monkeypatch.setattr(constants, "ENDPOINT", url)
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(yi_hub, "ANSWER_S", 0.5)
+        got = []
+
+        def pull():
+            try:
+                yi_hub.fetch("acme/tiny-chat")
+            except LoadError as e:
+                got.append(str(e))
+
+        worker = threading.Thread(target=pull, daemon=True)  # without a timeout it would wait for good
+        try:
+            worker.start()
+            worker.join(60)
+        finally:
+            set_client_factory(default_client_factory)  # no short timeout left behind for other tests
+    assert not worker.is_alive(), "the fetch still waits on a hub that never answers"
+    assert got and got[0].startswith(f"acme/tiny-chat: {url} stopped answering (timed out"), got
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "http://127.0.0.1:99999", "http://127.0.0.1:abc", "ftp://hub"])
+def test_a_malformed_hf_endpoint_is_one_line_exit_2(env, url):
+    for args in (("pull", "acme/tiny-chat"), ("-m", "demo", "-p", "hi"), ("models",)):
+        lines = error_line(yi({**env, "HF_ENDPOINT": url}, *args), 2, "HF_ENDPOINT=")
+        assert len(lines) == 1
 
 
 def test_pull_usage_errors_exit_2(env):

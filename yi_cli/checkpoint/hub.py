@@ -25,6 +25,7 @@ from urllib.parse import urlparse
 
 from .. import inputs
 from ..errors import LoadError
+from .files import read_config
 
 # What yi-chat reads from a checkpoint; README, weights of other frameworks, GGUF and images stay on the hub.
 NEEDED = (
@@ -43,6 +44,9 @@ NEEDED = (
 PICKLE_INDEX = "pytorch_model.bin.index.json"
 LOGIN = "log in with `hf auth login` or set HF_TOKEN"
 LOCK_NOTICE_S = 1.0  # a file another process is fetching: say so after this long
+# huggingface_hub's client has no timeout (httpx's None): a hub that accepted the connection and never answered its
+# API calls hung a pull silently for good. Downloads keep their own (HF_HUB_DOWNLOAD_TIMEOUT, retried).
+CONNECT_S, ANSWER_S = 10.0, 60.0
 
 
 def offline() -> bool:
@@ -141,9 +145,10 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
         )
     progress = progress or Progress()
     hub_logging.set_verbosity_error()  # its retry warnings are multi-line; a dropped connection resumes quietly
+    _bounded_client()
     api = HfApi()
     try:
-        commit = api.repo_info(repo, revision=revision).sha
+        commit = api.repo_info(repo, revision=revision, timeout=ANSWER_S).sha  # its None would override the client's
         listed = [f for f in api.list_repo_tree(repo, recursive=True, revision=commit) if isinstance(f, RepoFile)]
     except Exception as e:
         raise hub_error(e, repo) from None
@@ -155,6 +160,7 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
                 "pass --allow-pickle if you trust them"
             )
         raise LoadError(f"{repo}: no safetensors weights in the repo (yi-chat reads safetensors checkpoints)")
+    _loadable_as_listed(repo, files)
     root = storage(repo)
     snap = root / "snapshots" / commit
     todo = sorted(
@@ -166,7 +172,11 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
         blobs.mkdir(parents=True, exist_ok=True)
         check_space(blobs, sum(f.size for f in todo) - sum(_partial_size(blobs, f) for f in todo))
         progress.start(repo, [(f.path, f.size, _partial_size(blobs, f)) for f in todo])
+        checked = False
         for f in todo:
+            if not checked and f.path.endswith((".safetensors", ".bin")):
+                read_config(snap)  # fetched first: one yi-chat cannot read fails before the weights are fetched
+                checked = True
             _fetch_file(repo, commit, f, root, progress)
         ref = root / "refs" / revision
         if revision != commit:
@@ -182,6 +192,29 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
         progress.stop()  # also on Ctrl-C: the terminal gets its cursor back
     progress.done(repo)
     return snap
+
+
+def _bounded_client() -> None:
+    """huggingface_hub's HTTP client with a connect and a read timeout where a call sets none (its API calls)."""
+    import httpx2
+    from huggingface_hub import set_client_factory
+    from huggingface_hub.utils import _http
+
+    def factory():
+        client = _http.default_client_factory()
+        client.timeout = httpx2.Timeout(ANSWER_S, connect=CONNECT_S)
+        return client
+
+    set_client_factory(factory)
+
+
+def _loadable_as_listed(repo: str, files) -> None:
+    """What the listing alone shows yi-chat cannot load, said before gigabytes of weights are fetched."""
+    names = {f.path for f in files}
+    if "config.json" not in names:
+        raise LoadError(f"{repo}: no config.json in the repo (not a transformers model checkpoint)")
+    if not names & {"tokenizer.json", "tokenizer.model"}:
+        raise LoadError(f"{repo}: no tokenizer in the repo (tokenizer.json or tokenizer.model)")
 
 
 def _partial_size(blobs: Path, f) -> int:
@@ -311,7 +344,15 @@ def hub_error(e: BaseException, repo: str) -> LoadError:
         return LoadError(f"{repo}: a file listed by the hub is missing on {where}; try again later")
     if isinstance(e, errors.HfHubHTTPError):
         status = getattr(getattr(e, "response", None), "status_code", "?")
+        if status in (401, 403):  # not a gated repo (handled above): a token refused, or a private repo
+            why = "your token was refused or has no access to it" if token else f"if it is private, {LOGIN}"
+            return LoadError(f"{repo}: {where} refused access (HTTP {status}); {why}")
         return LoadError(f"{repo}: {where} answered HTTP {status}; try again later")
+    if isinstance(e, httpx2.TimeoutException) and not isinstance(e, httpx2.ConnectTimeout):
+        return LoadError(
+            f"{repo}: {where} stopped answering (timed out waiting for data); try again later "
+            "(a partial download continues on the next run)"
+        )
     if isinstance(e, (httpx2.TransportError, errors.OfflineModeIsEnabled)):
         return LoadError(
             f"{repo}: cannot reach {where} ({e.__class__.__name__}); check the network, or set "

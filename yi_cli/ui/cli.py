@@ -184,6 +184,7 @@ def main(argv=None) -> int:
         if signal.getsignal(signum) is not signal.SIG_IGN:  # under nohup, SIGHUP stays ignored
             signal.signal(signum, _leave)
     try:
+        _check_hf_endpoint()
         return sub(argv[1:]) if sub else _main(args)
     except YiError as e:
         _err(str(e))
@@ -196,6 +197,25 @@ def main(argv=None) -> int:
         # interpreter's final flush does not raise again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def _check_hf_endpoint() -> None:
+    """HF_ENDPOINT (the hub huggingface_hub talks to) as a URL, before anything imports huggingface_hub: a malformed
+    one ('http://[::1', a port past 65535) raised a ValueError traceback from its import or its first request."""
+    from urllib.parse import urlsplit
+
+    from ..errors import shown
+
+    url = os.environ.get("HF_ENDPOINT", "")
+    if not url:
+        return
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (checked on access: 'abc' or 99999 raise ValueError)
+    except ValueError as e:
+        raise UsageError(f"HF_ENDPOINT={shown(url, 80)} is not a URL ({e})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"HF_ENDPOINT={shown(url, 80)} is not an http(s) URL (e.g. https://huggingface.co)")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
