@@ -399,6 +399,29 @@ def test_a_malformed_hf_endpoint_is_one_line_exit_2(env, url):
         assert len(lines) == 1
 
 
+@pytest.mark.parametrize("damage", ["truncated", "deleted"])
+def test_a_damaged_cached_file_is_listed_so_and_pull_fetches_it_again(hub, env, damage):
+    """A weights blob truncated or deleted after the fetch: `pull` said all was there (exit 0) and fetched nothing,
+    and `models` called the truncated one loadable and left the other out without a word."""
+    assert yi(env, "pull", "acme/tiny-chat").returncode == 0
+    weights = snapshot(env) / "model.safetensors"
+    blob, size = weights.resolve(), weights.stat().st_size
+    if damage == "truncated":
+        os.truncate(blob, size // 2)
+    else:
+        blob.unlink()
+        rows = {r["name"]: r for r in json.loads(yi(env, "models", "--json").stdout)}
+        row = rows["acme/tiny-chat"]  # listed, with what to do
+        assert not row["loadable"] and "`yi-chat pull acme/tiny-chat` fetches it again" in row["reason"]
+    gets = len(hub.requests("GET", "/model.safetensors"))
+    p = yi(env, "pull", "acme/tiny-chat")
+    assert p.returncode == 0, p.stderr.decode()
+    assert len(hub.requests("GET", "/model.safetensors")) == gets + 1
+    assert weights.stat().st_size == size
+    rows = {r["name"]: r for r in json.loads(yi(env, "models", "--json").stdout)}
+    assert rows["acme/tiny-chat"]["loadable"]
+
+
 def test_pull_usage_errors_exit_2(env):
     error_line(yi(env, "pull"), 2, "the following arguments are required: repo")
     error_line(yi(env, "pull", "not-a-repo-or-alias"), 2, "not a hub id")

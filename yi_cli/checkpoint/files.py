@@ -124,7 +124,10 @@ def check_safetensors(files: list[Path]) -> None:
                 continue
             end = max(end, _entry_end(f, name, v))
         if 8 + n + end > size:
-            raise LoadError(f"{f}: truncated ({size} bytes, header needs {8 + n + end}); download it again")
+            raise LoadError(
+                f"{f}: truncated ({size} bytes, header needs {8 + n + end}); download it again "
+                "(`yi-chat pull ORG/NAME` fetches a damaged hub file again)"
+            )
 
 
 def read_header(f: Path) -> tuple[dict, int, int]:

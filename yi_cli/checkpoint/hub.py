@@ -164,7 +164,7 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
     root = storage(repo)
     snap = root / "snapshots" / commit
     todo = sorted(
-        (f for f in files if not (snap / f.path).is_file()),
+        (f for f in files if not _have(snap / f.path, f.size)),
         key=lambda f: (f.path.endswith((".safetensors", ".bin")), f.path),
     )  # config and tokenizer first: weights linked last
     blobs = root / "blobs"
@@ -192,6 +192,15 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
         progress.stop()  # also on Ctrl-C: the terminal gets its cursor back
     progress.done(repo)
     return snap
+
+
+def _have(path: Path, size: int | None) -> bool:
+    """The snapshot holds this file whole: a regular file (through its link) of the listed size. A blob truncated or
+    deleted since (a full disk, a hand) is fetched again instead of trusted."""
+    try:
+        return path.is_file() and (size is None or path.stat().st_size == size)
+    except OSError:
+        return False
 
 
 def _bounded_client() -> None:
@@ -242,6 +251,8 @@ def _fetch_file(repo: str, commit: str, entry, root: Path, progress) -> None:
     lock = root.parent / ".locks" / root.name / f"{meta.etag}.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
     with _locked(lock, entry.path, progress):
+        if blob.is_file() and meta.size is not None and blob.stat().st_size != meta.size:
+            blob.unlink()  # damaged since it was checked: not the file the hub has
         if not blob.is_file():
             _download(repo, entry, url, meta, blob, progress)
     link = root / "snapshots" / commit / entry.path
@@ -371,21 +382,40 @@ def hub_error(e: BaseException, repo: str) -> LoadError:
 
 
 def scan() -> list[tuple[str, Path, int]]:
-    """(repo id, snapshot path, size on disk) of each model repo in the hub cache; its main ref's snapshot."""
-    from huggingface_hub import scan_cache_dir
-    from huggingface_hub.errors import CacheNotFound
-
+    """(repo id, snapshot path, size on disk) of each model repo in the hub cache: its main ref's snapshot, else its
+    newest. Read here rather than with huggingface_hub's scan_cache_dir, which leaves out (with a warning) a repo
+    whose snapshot links a missing blob or whose ref ends in a newline: `yi-chat models` lost them without a word."""
+    root = cache_root()
     try:
-        info = scan_cache_dir(cache_root())
-    except CacheNotFound:
+        folders = sorted((d for d in root.iterdir() if d.name.startswith("models--")), key=lambda d: d.name.lower())
+    except FileNotFoundError:
         return []
+    except OSError as e:
+        raise LoadError(f"{root}: cannot read the Hugging Face cache ({e.strerror or e})") from None
     out = []
-    for repo in sorted(info.repos, key=lambda r: r.repo_id.lower()):
-        if repo.repo_type != "model" or not repo.revisions:
-            continue
-        revs = sorted(repo.revisions, key=lambda r: ("main" not in r.refs, -r.last_modified))
-        out.append((repo.repo_id, Path(revs[0].snapshot_path), repo.size_on_disk))
+    for d in folders:
+        repo = repo_of(d)
+        try:
+            snap = cached_snapshot(repo) if repo else None
+            if snap is None and (d / "snapshots").is_dir():
+                snaps = [s for s in (d / "snapshots").iterdir() if s.is_dir()]
+                snap = max(snaps, key=lambda s: s.stat().st_mtime, default=None)
+            size = (
+                sum(b.stat().st_size for b in (d / "blobs").iterdir() if b.is_file()) if (d / "blobs").is_dir() else 0
+            )
+        except (OSError, LoadError):
+            continue  # a folder it cannot read is no model it can list
+        if snap is not None:
+            out.append((repo, snap, size))
     return out
+
+
+def damaged(snap: Path) -> bool:
+    """A snapshot that links a file its blob no longer backs (deleted, or cut short before it was linked)."""
+    try:
+        return any(p.is_symlink() and not p.exists() for p in snap.rglob("*"))
+    except OSError:
+        return False
 
 
 def _size(n: float) -> str:

@@ -93,6 +93,10 @@ def models(args, aliases: dict) -> int:
         row = {"name": repo, "source": "hub", "alias": m.alias if m else None, **describe(snap, size)}
         if not row["loadable"] and hub.cut_short(repo, snap):  # not a format yi-chat cannot read
             row["reason"] = f"the download is not complete: `yi-chat pull {repo}` continues it"
+        elif hub.damaged(snap):  # a link to a blob deleted since: whatever the files that are there say
+            row.update(
+                loadable=False, reason=f"a file of it is missing from the cache: `yi-chat pull {repo}` fetches it again"
+            )
         cached[repo.lower()] = row
         rows.append(row)
     for name in demo.NAMES:
