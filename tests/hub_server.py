@@ -64,6 +64,7 @@ class FakeHub:
         self.hold: dict[str, int] = {}
         self.drop_always: dict[str, int] = {}  # as drop, for every GET of the path until removed
         self.refuse: dict[str, int] = {}  # repo -> an HTTP status (401 / 403) for all its calls, no gated code
+        self.fail: dict[str, int] = {}  # file name -> an HTTP status its GETs answer (a 500 on the weights)
         self.held = threading.Event()
         self.release = threading.Event()
         self.log: list[tuple[str, str, str | None, bool]] = []
@@ -137,6 +138,8 @@ class FakeHub:
                 )
             if name not in repo.files:
                 return self._error(h, 404, "EntryNotFound", "Entry not found", {"X-Repo-Commit": repo.commit})
+            if name in self.fail:
+                return self._error(h, self.fail[name], None, "Internal Error")
             return self._file(h, repo, name, head)
         return self._error(h, 404, None, "Not found")
 

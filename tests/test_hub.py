@@ -422,6 +422,19 @@ def test_a_damaged_cached_file_is_listed_so_and_pull_fetches_it_again(hub, env, 
     assert rows["acme/tiny-chat"]["loadable"]
 
 
+def test_a_fetch_failed_before_the_weights_is_listed_as_not_complete(hub, env):
+    """A 500 on the weights (nothing of them written): `models` said "no *.safetensors weight files", a format
+    verdict, where a pull continues it."""
+    hub.fail["model.safetensors"] = 500
+    error_line(yi(env, "pull", "acme/tiny-chat"), 3, "HTTP 500")
+    rows = {r["name"]: r for r in json.loads(yi(env, "models", "--json").stdout)}
+    assert (
+        rows["acme/tiny-chat"]["reason"] == "the download is not complete: `yi-chat pull acme/tiny-chat` continues it"
+    )
+    del hub.fail["model.safetensors"]
+    assert yi(env, "pull", "acme/tiny-chat").returncode == 0
+
+
 def test_pull_usage_errors_exit_2(env):
     error_line(yi(env, "pull"), 2, "the following arguments are required: repo")
     error_line(yi(env, "pull", "not-a-repo-or-alias"), 2, "not a hub id")

@@ -155,7 +155,7 @@ def test_hub_cache_that_cannot_be_searched(tmp_path, monkeypatch, locked):
         hub.complete(hub.cached_snapshot("org/name"))
     assert str(e.value) == f"{root if locked == 'repo' else snap}: cannot read the Hugging Face cache ({DENIED})"
     if locked == "snapshot":
-        assert not hub.cut_short("org/name", snap)  # `yi-chat models` lists it (as not loadable) and goes on
+        assert not hub.cut_short(snap)  # `yi-chat models` lists it (as not loadable) and goes on
 
 
 # --- 2. the sessions folder ----------------------------------------------------------------------------------------

@@ -125,10 +125,11 @@ def complete(snap: Path) -> bool:
     return any(snap.glob("*.safetensors")) or any(snap.glob("*.bin"))
 
 
-def cut_short(repo: str, snap: Path) -> bool:
-    """A fetch of repo stopped inside a file (its partial blob waits) before the snapshot was complete."""
+def cut_short(snap: Path) -> bool:
+    """A fetch stopped before the snapshot was complete: files are linked as they arrive, config and tokenizer first
+    and weights last, so a connection dropped, a checksum failed or a Ctrl-C leaves one without (all) its weights."""
     try:
-        return not complete(snap) and any((storage(repo) / "blobs").glob("*.incomplete"))
+        return not complete(snap)
     except LoadError:  # a snapshot that cannot be read: its listing row says why already
         return False
 

@@ -91,7 +91,7 @@ def models(args, aliases: dict) -> int:
     for repo, snap, size in hub.scan():
         m = family.BY_REPO.get(repo.lower())
         row = {"name": repo, "source": "hub", "alias": m.alias if m else None, **describe(snap, size)}
-        if not row["loadable"] and hub.cut_short(repo, snap):  # not a format yi-chat cannot read
+        if not row["loadable"] and hub.cut_short(snap):  # not a format yi-chat cannot read
             row["reason"] = f"the download is not complete: `yi-chat pull {repo}` continues it"
         elif hub.damaged(snap):  # a link to a blob deleted since: whatever the files that are there say
             row.update(
