@@ -435,6 +435,17 @@ def test_a_fetch_failed_before_the_weights_is_listed_as_not_complete(hub, env):
     assert yi(env, "pull", "acme/tiny-chat").returncode == 0
 
 
+def test_a_mistyped_yi_alias_and_an_alias_to_a_missing_folder_say_so(env, tmp_path):
+    error_line(yi(env, "-m", "yi-6b-chat-4bit", "-p", "hi"), 3, "(did you mean yi-6b-chat-4bits?)")
+    home = tmp_path / "yi"
+    (home / "config").mkdir(parents=True)
+    gone = tmp_path / "gone" / "model"
+    (home / "config" / "config.toml").write_text(f'[aliases]\ngone = "{gone}"\n')
+    e = {**env, "YI_CHAT_HOME": str(home)}
+    error_line(yi(e, "-m", "gone", "-p", "hi"), 3, f"gone ([aliases] in {home / 'config' / 'config.toml'}): {gone}:")
+    error_line(yi(e, "pull", "gone"), 3, f"gone: its [aliases] entry '{gone}' is neither a directory nor a hub id")
+
+
 def test_pull_usage_errors_exit_2(env):
     error_line(yi(env, "pull"), 2, "the following arguments are required: repo")
     error_line(yi(env, "pull", "not-a-repo-or-alias"), 2, "not a hub id")

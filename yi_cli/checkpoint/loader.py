@@ -6,6 +6,7 @@ AWQ / GPTQ projections, `QWeight`s, one at a time, so the unpacked codes of the 
 
 from __future__ import annotations
 
+import difflib
 import os
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -150,7 +151,9 @@ def resolve(model: str, allow_pickle: bool = False) -> Path:
         if snap is not None and hub.complete(snap):
             return snap
         return hub.fetch(repo, allow_pickle=allow_pickle)
-    raise LoadError(f"{p}: no such directory, Yi alias (yi-chat models --all) or hub id")
+    near = difflib.get_close_matches(model.lower(), [*family.ALIASES, *demo.NAMES], n=1, cutoff=0.8)
+    hint = f" (did you mean {near[0]}?)" if near else ""
+    raise LoadError(f"{p}: no such directory, Yi alias (yi-chat models --all) or hub id{hint}")
 
 
 def _exists(p: Path) -> bool:

@@ -312,7 +312,9 @@ def _main(args) -> int:
     args.model = (
         args.model or os.environ.get("YI_CHAT_MODEL") or top.get("model") or (None if args.endpoint else "demo")
     )
-    args.model = top.get("aliases", {}).get(args.model, args.model)  # [aliases] in config.toml
+    aliases = top.get("aliases", {})  # [aliases] in config.toml
+    args.alias = args.model if args.model in aliases else None
+    args.model = aliases.get(args.model, args.model)
     if not args.endpoint:
         check_model_name(args.model)
     attach.check_size(attachments, None if args.endpoint else attach.context_hint(args.model))
@@ -491,10 +493,18 @@ def make_engine(args, top: dict, render, endpoint_from: str = ""):
         return engine
     from ..checkpoint.loader import open_checkpoint, resolve
     from ..engines.local import LocalEngine
+    from ..errors import LoadError
 
     # A hub id not cached is fetched here, and the demo converted on its first run, each with its own progress
     # display: before the spinner.
-    path = resolve(args.model, args.allow_pickle)
+    try:
+        path = resolve(args.model, args.allow_pickle)
+    except LoadError as e:  # an alias's target is named by the path or id it stands for: say whose it is
+        if getattr(args, "alias", None) is None:
+            raise
+        from . import config
+
+        raise LoadError(f"{args.alias} ([aliases] in {config.path()}): {e}") from None
     with render.err.status(f"loading {args.model} ...") if render.err.is_terminal else _nullctx():
         ckpt = open_checkpoint(
             path,

@@ -60,6 +60,8 @@ def pull(args, aliases: dict) -> int:
     else:
         repo = family.expand(name)
         if repo.count("/") != 1:
+            if args.repo in aliases:  # a config alias to a folder that is not there
+                raise LoadError(f"{args.repo}: its [aliases] entry {name!r} is neither a directory nor a hub id")
             raise UsageError(f"{args.repo}: not a hub id (ORG/NAME) or a Yi alias (see yi-chat models --all)")
         snap = hub.cached_snapshot(repo, args.revision)
         if hub.offline() and snap is not None and hub.complete(snap):
