@@ -46,7 +46,7 @@ def mma_kw(cfg, n: int, k: int, group: int, bits: int) -> tuple[dict, list]:
         return {}, list(gemv_mma.config(n, k, bits))
     rt, warps, ahead, xahead, pair, *unroll = cfg
     pair = pair if gemv_mma.pairs(k, group, bits) else 1
-    unroll = unroll[0] if unroll and pair == cfg[4] else ahead
+    unroll = unroll[0] if unroll and pair == cfg[4] else ahead  # a unit of one chunk where pairs were refused
     kw = dict(rt=rt, warps=warps, ahead=ahead, xahead=xahead, pair=pair, unroll=unroll)
     return kw, [rt, warps, ahead, xahead, pair, unroll]
 

@@ -160,7 +160,12 @@ def mma_row(
     if "UNROLL" in names:  # the configuration's own, TIMES x ahead, or every unit static ('full': no loop)
         iters = (k // 64 // values["PAIR"] + warps - 1) // warps
         own = pair[1] if len(pair) > 1 else ahead
-        values["UNROLL"] = {None: own, "full": -(-iters // ahead) * ahead}.get(unroll) or int(unroll or 1) * ahead
+        if unroll is None:
+            values["UNROLL"] = own
+        elif unroll == "full":
+            values["UNROLL"] = -(-iters // ahead) * ahead
+        else:
+            values["UNROLL"] = int(unroll) * ahead
     elif unroll is not None:
         raise ValueError("this revision's kernel has no UNROLL")
     if any(v != MMA_OFF[key] for key, v in folds.items()) and not all(key in names for key in folds):

@@ -24,7 +24,18 @@ from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared,
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor  # noqa: E402
 
 from yi_cli.kernels import gemv, gemv_mma, glue  # noqa: E402
-from yi_cli.kernels.gemv_mma import XSUM, _chunk, _codes, _dim, _epilogue, _put, _sc, _scale, _unit_x  # noqa: E402
+from yi_cli.kernels.gemv_mma import (  # noqa: E402
+    XSUM,
+    _chunk,
+    _codes,
+    _dim,
+    _epilogue,
+    _put,
+    _sc,
+    _scale,
+    _unit_x,
+    _unpack_asm,
+)
 
 LAYOUT = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=32, rank=2)
 
@@ -34,10 +45,7 @@ def _mma2_asm() -> str:
     HMMAs of a chunk two deep instead of four; a different order of fp32 sums, the same for every row of x)."""
     out = "{\n.reg .b32 a0, a1, a2, a3, t;\n.reg .f32 z, e0, e1, e2, e3;\nmov.f32 z, 0f00000000;\n"
     for s in range(4):
-        w = f"${4 + s}"
-        out += f"lop3.b32 a0, {w}, 0x000F000F, 0x43004300, 0xEA;\n"
-        for j in (1, 2, 3):
-            out += f"shr.b32 t, {w}, {4 * j};\nlop3.b32 a{j}, t, 0x000F000F, 0x43004300, 0xEA;\n"
+        out += _unpack_asm(f"${4 + s}")
         d = "$0, $1, $2, $3" if s % 2 == 0 else "e0, e1, e2, e3"
         c = "z, z, z, z" if s < 2 else d
         out += (

@@ -80,6 +80,16 @@ def kind_of(path: str | Path) -> str | None:
     return "regular file" if stat.S_ISREG(mode) else _kind(mode)
 
 
+def looked_up(path: str | Path, err: type[YiError] = YiError, where=None, what: str = "") -> str | None:
+    """kind_of(path), where a lookup the file system refused (EACCES from a folder above it that cannot be searched)
+    is err "WHERE: cannot read WHAT (reason)" instead of a missing path, which pathlib's exists and is_file answer
+    for both from Python 3.14."""
+    try:
+        return kind_of(path)
+    except OSError as e:
+        raise err(f"{where or path}: cannot read {what + ' ' if what else ''}({e.strerror or e})") from None
+
+
 def _kind(mode: int) -> str:
     for test, word in (
         (stat.S_ISDIR, "directory"),

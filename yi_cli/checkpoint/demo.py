@@ -62,10 +62,7 @@ def ensure(name: str = "demo") -> Path:
 def converted(d: Path) -> bool:
     """Whether demo checkpoint folder `d` holds a finished conversion. pathlib answers False for a missing file but
     raises EACCES when a folder on the way cannot be searched (chmod 000): said in one line, not a traceback."""
-    try:
-        return inputs.kind_of(d / "config.json") == "regular file"
-    except OSError as e:
-        raise LoadError(f"{d}: cannot read the demo model cache ({e.strerror or e})") from None
+    return inputs.looked_up(d / "config.json", LoadError, d, "the demo model cache") == "regular file"
 
 
 def _wait_for(lock, name: str) -> None:

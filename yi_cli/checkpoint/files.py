@@ -47,11 +47,9 @@ def read_json(f: Path) -> dict:
 
 def read_config(path: Path) -> dict:
     cfg = path / "config.json"
-    try:
-        found = inputs.kind_of(cfg) is not None
-    except OSError as e:  # EACCES where the folder cannot be searched: not "no config.json"
-        raise LoadError(f"{path}: cannot read the checkpoint directory ({e.strerror or e})") from None
-    if not found:  # a FIFO or a directory by that name is named as such by read_json
+    # A folder that cannot be searched is said (EACCES), not taken for "no config.json"; a FIFO or a directory by
+    # that name is named as such by read_json.
+    if inputs.looked_up(cfg, LoadError, path, "the checkpoint directory") is None:
         raise LoadError(f"{path}: no config.json (not a model checkpoint directory)")
     data = inputs.read_json(cfg, inputs.JSON_LIMIT, LoadError, "config.json", obj=False)
     if not isinstance(data, dict) or "model_type" not in data:

@@ -110,11 +110,8 @@ def complete(snap: Path) -> bool:
     one, weights last)."""
     import json
 
-    try:  # a snapshot folder that cannot be searched raises EACCES
-        if inputs.kind_of(snap / "config.json") != "regular file":
-            return False
-    except OSError as e:
-        raise LoadError(f"{snap}: cannot read the Hugging Face cache ({e.strerror or e})") from None
+    if inputs.looked_up(snap / "config.json", LoadError, snap, "the Hugging Face cache") != "regular file":
+        return False
     for index in ("model.safetensors.index.json", PICKLE_INDEX):
         if (snap / index).is_file():
             try:
@@ -412,7 +409,7 @@ def scan() -> list[tuple[str, Path, int]]:
 
 
 def damaged(snap: Path) -> bool:
-    """A snapshot that links a file its blob no longer backs (deleted, or cut short before it was linked)."""
+    """A snapshot that links a file its blob no longer backs (deleted or moved since it was fetched)."""
     try:
         return any(p.is_symlink() and not p.exists() for p in snap.rglob("*"))
     except OSError:

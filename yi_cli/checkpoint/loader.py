@@ -141,7 +141,7 @@ def resolve(model: str, allow_pickle: bool = False) -> Path:
     if model in demo.NAMES:
         return demo.ensure(model)
     p = Path(model).expanduser()
-    if _exists(p):
+    if inputs.looked_up(p, LoadError) is not None:  # a folder on the way that cannot be searched is said
         if not p.is_dir():
             raise LoadError(f"{p}: is a file; --model takes a checkpoint directory")
         return p
@@ -154,15 +154,6 @@ def resolve(model: str, allow_pickle: bool = False) -> Path:
     near = difflib.get_close_matches(model.lower(), [*family.ALIASES, *demo.NAMES], n=1, cutoff=0.8)
     hint = f" (did you mean {near[0]}?)" if near else ""
     raise LoadError(f"{p}: no such directory, Yi alias (yi-chat models --all) or hub id{hint}")
-
-
-def _exists(p: Path) -> bool:
-    """p.exists(), where a folder on the way that cannot be searched is said, not taken for a missing path (Python
-    3.14's pathlib answers False for both)."""
-    try:
-        return inputs.kind_of(p) is not None
-    except OSError as e:
-        raise LoadError(f"{p}: cannot read ({e.strerror or e})") from None
 
 
 def open_checkpoint(

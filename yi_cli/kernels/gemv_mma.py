@@ -272,15 +272,18 @@ if gluon is not None:
             f"{{${b + 2 * s}, ${b + 1 + 2 * s}}}, {{{c}}};\n"
         )
 
+    def _unpack_asm(w: str) -> str:
+        """Word w's nibble pairs (j, j + 4) into a0..a3 as bf16x2 (128 + q_j, 128 + q_j+4); t: scratch."""
+        out = f"lop3.b32 a0, {w}, 0x000F000F, 0x43004300, 0xEA;\n"
+        for j in (1, 2, 3):
+            out += f"shr.b32 t, {w}, {4 * j};\nlop3.b32 a{j}, t, 0x000F000F, 0x43004300, 0xEA;\n"
+        return out
+
     def _mma_asm(c0="z, z, z, z"):
         """c0: the first k-step's C (MMA_ACC: the previous chunk's D, $16..$19)."""
         out = "{\n.reg .b32 a0, a1, a2, a3, t;\n.reg .f32 z;\nmov.f32 z, 0f00000000;\n"
         for s in range(4):
-            w = f"${4 + s}"
-            out += f"lop3.b32 a0, {w}, 0x000F000F, 0x43004300, 0xEA;\n"
-            for j in (1, 2, 3):
-                out += f"shr.b32 t, {w}, {4 * j};\nlop3.b32 a{j}, t, 0x000F000F, 0x43004300, 0xEA;\n"
-            out += _mma_line("bf16", s, 8, c0)
+            out += _unpack_asm(f"${4 + s}") + _mma_line("bf16", s, 8, c0)
         return out + "}"
 
     MMA = gl.constexpr(_mma_asm())

@@ -158,9 +158,9 @@ def _describe_target(target: str, cached: dict) -> dict:
         return _demo_row(target)
     p = Path(target).expanduser()
     try:
-        kind = inputs.kind_of(p)
-    except OSError as e:  # a folder on the way cannot be searched: this row says so, the others are listed
-        return {**_blank(), "loadable": False, "reason": f"{p}: cannot read ({e.strerror or e})"}
+        kind = inputs.looked_up(p, LoadError)
+    except LoadError as e:  # a folder on the way cannot be searched: this row says so, the others are listed
+        return {**_blank(), "loadable": False, "reason": str(e)}
     if kind == "directory":
         return describe(p)
     repo = family.expand(target).lower()
