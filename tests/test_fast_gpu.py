@@ -86,6 +86,22 @@ def test_graph_prefix_reuse_cancel_stop():
     assert fast_tokens(warm, PROMPT, s) == fast_tokens(warm, PROMPT, s)
 
 
+def test_the_loop_reads_the_tokens_its_steps_posted():
+    """The decode loop reads each token where the graphed sampler wrote it in pinned memory (slot by step, a ring
+    of sampling.HOSTS): the same tokens as a loop that copies each step's token out, across several turns of the
+    ring, sampling and greedy."""
+    _, dec = cuda_pair(checkpoint(1))
+    assert dec.sampler.host is not None and dec.sampler.host.is_pinned()
+    for s in (GenSettings(temperature=0.8, top_p=0.9, max_new_tokens=30, seed=5), GREEDY):
+        posted = fast_tokens(dec, PROMPT, s)
+        host, dec.sampler.host = dec.sampler.host, None  # _launch copies tok out; the graph still posts
+        try:
+            copied = fast_tokens(dec, PROMPT, s)
+        finally:
+            dec.sampler.host = host
+        assert len(posted) > 8 and posted == copied
+
+
 def _yi6b(fmt: str, tmp_path_factory) -> Path:
     """The Yi-6B-shape random checkpoint scripts/bench.py writes (reused from YI_BENCH_DIR where it is there)."""
     cached = Path(os.environ.get("YI_BENCH_DIR", "/tmp/yi-bench")) / f"yi-6b-{fmt}"

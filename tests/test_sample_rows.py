@@ -133,3 +133,38 @@ def test_broken_scores_still_give_an_id(kind):
         out = torch.full((1,), -1, dtype=torch.long, device=DEV)
         nucleus.sample(logits, sm.seen, sm.params, sm.rng, out, sm.work())
         assert 0 <= int(out) < VOCAB and not sm.work().sync.any()
+
+
+def test_a_step_posts_its_token_to_its_host_slot():
+    """nucleus.sample with a host ring (pinned on CUDA): the token also lands in slot step % H, nothing else in
+    the ring changes; a verify's rows post nothing."""
+    settings = GenSettings(temperature=0.7, top_p=0.9, seed=3)
+    sm = Sampler(VOCAB, DEV)
+    sm.reset(settings, [1, 2, 3])
+    host = torch.full((4,), -1, dtype=torch.long, pin_memory=CUDA)
+    g = torch.Generator().manual_seed(0)
+    for step in range(6):
+        logits = (torch.randn(1, VOCAB, generator=g) * 4).to(DEV)
+        out = torch.zeros(1, dtype=torch.long, device=DEV)
+        before = host.clone()
+        nucleus.sample(logits, sm.seen, sm.params, sm.rng, out, sm.work(), host)
+        if CUDA:
+            torch.cuda.synchronize()
+        assert int(sm.rng[1]) == step + 1
+        before[step % 4] = int(out)
+        assert torch.equal(host, before), step
+    rows = torch.randn(3, VOCAB, generator=g).to(DEV)
+    kept = host.clone()
+    nucleus.sample_rows(
+        rows,
+        torch.tensor([5, 6, 7], device=DEV),
+        sm.seen,
+        sm.params,
+        sm.rng,
+        torch.zeros(3, dtype=torch.long, device=DEV),
+        False,
+        sm.work(),
+    )
+    if CUDA:
+        torch.cuda.synchronize()
+    assert torch.equal(host, kept)

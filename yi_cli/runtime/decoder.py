@@ -211,7 +211,8 @@ class FastDecoder:
     @torch.inference_mode()
     def _launch(self, length: int, slot: int) -> None:
         self.graphs.replay(length)
-        self.host[slot].copy_(self.tok[0], non_blocking=True)
+        if self.sampler.host is None:  # else the step's sampler wrote its token into pinned memory (posted)
+            self.host[slot].copy_(self.tok[0], non_blocking=True)
         self.events[slot].record()
 
     def speculating(self, settings) -> bool:
@@ -320,7 +321,8 @@ class FastDecoder:
             slot = pending.popleft()
             self.events[slot].synchronize()
             self.steps += 1
-            yield int(self.host[slot])
+            # step k of the reply (the first token was step 0, the prefill's) ran with the sampler's counter at k
+            yield int(self.host[slot]) if self.sampler.host is None else self.sampler.posted(self.steps)
 
     def generate(self, prompt_ids: list[int], settings, cancel: threading.Event, stop_ids: set[int]) -> Iterator[int]:
         """Yield generated ids one by one; the last may be a stop id. Ends at a stop id, when `cancel` is set,

@@ -15,6 +15,7 @@ from ..kernels import nucleus
 
 _M32 = 0xFFFFFFFF
 CAP = 1024  # candidates scored by the eager shortcut
+HOSTS = 4  # host slots the graphed step writes its token to, in turn (more than a decode loop queues)
 
 
 def _mix(x: torch.Tensor) -> torch.Tensor:
@@ -35,6 +36,9 @@ class Sampler:
         self.ids = torch.arange(vocab, device=device)
         self.fused = nucleus.available(self.seen)  # the graphed path as nucleus.sample's kernel (CUDA)
         self._work = None  # nucleus.Work, made on first use (before a graph's capture: its warm-up step)
+        # CUDA: step's token also lands in pinned host memory, slot rng[1] % HOSTS (nucleus.sample): a decode loop
+        # reads it there once the step's event has passed (Sampler.posted), with no copy launched after each step
+        self.host = torch.zeros(HOSTS, dtype=torch.long, pin_memory=True) if self.fused else None
 
     def reset(self, settings, prompt_ids: list[int]) -> None:
         """Load one request's settings and the prompt's ids (host -> device copies, before the first step)."""
@@ -58,7 +62,7 @@ class Sampler:
         """The graphed choice: logits fp32 [1, V] -> the next token written into `out` [1], no host sync. On CUDA
         with Triton it runs as nucleus.sample's one launch; else the torch ops of `_choose` over a full sort."""
         if self.fused:
-            nucleus.sample(logits, self.seen, self.params, self.rng, out, self.work())
+            nucleus.sample(logits, self.seen, self.params, self.rng, out, self.work(), self.host)
             return out
         return out.copy_(self._choose(logits, greedy=False, eager=False))
 
@@ -68,6 +72,11 @@ class Sampler:
         then does row i count), all rows in one pass; the state is left as it is, so the step can be replayed (and
         warmed up): `commit` then records what was kept. greedy: temperature 0 (a graph of its own: no sort)."""
         nucleus.sample_rows(logits, tokens, self.seen, self.params, self.rng, out, greedy, self.work())
+
+    def posted(self, step: int) -> int:
+        """The token `step` chose (step: the reply's tokens before it, rng[1] as it ran) from the host slot it
+        wrote; valid once that step's event has passed and until HOSTS more steps ran."""
+        return int(self.host[step % HOSTS])
 
     def work(self) -> nucleus.Work:
         if self._work is None:
