@@ -23,19 +23,29 @@ from yi_cli.engines.settings import GenSettings  # noqa: E402
 from yi_cli.kernels import glue  # noqa: E402
 from yi_cli.runtime.decoder import VERIFY_ROWS, FastDecoder  # noqa: E402
 
-SHIPPED = (glue.SHORT, glue.VERIFY_TT, glue.decode_attention)
+SHIPPED = (glue.SHORT, glue.VERIFY_TT, glue.decode_attention, glue.SHORT_SPLIT, glue.SHORT_WARPS, glue.MERGE_WARPS)
+# the short-attention launch knobs a variant may set: split=N slots a program, sw=N its warps, mw=N the merge's warps
+KNOBS = {"split": "SHORT_SPLIT", "sw": "SHORT_WARPS", "mw": "MERGE_WARPS"}
 
 
 def use(variant: str) -> None:
-    glue.SHORT, glue.VERIFY_TT, glue.decode_attention = SHIPPED
+    """Set glue up for one variant: tile (as shipped), loop, none, ttN, or knobs as `split=128+sw=4+mw=1`."""
+    glue.SHORT, glue.VERIFY_TT, glue.decode_attention, glue.SHORT_SPLIT, glue.SHORT_WARPS, glue.MERGE_WARPS = SHIPPED
     if variant.startswith("tt"):  # ttN: N of a verify's tokens a short-attention program, for every row count
         glue.VERIFY_TT = dict.fromkeys(glue.VERIFY_TT, int(variant[2:]))
     elif variant == "loop":
         glue.SHORT = 0
     elif variant == "none":
         glue.decode_attention = lambda qg, kc, vc, pos, length: qg
+    elif "=" in variant:
+        for part in variant.split("+"):
+            key, _, value = part.partition("=")
+            if key not in KNOBS or not value.isdigit() or int(value) & (int(value) - 1) or int(value) == 0:
+                raise SystemExit(f"bench_attention.py: {part!r}: one of {', '.join(KNOBS)} = a power of two")
+            setattr(glue, KNOBS[key], int(value))
     elif variant != "tile":
-        raise SystemExit(f"bench_attention.py: unknown variant {variant!r} (tile, loop, none or ttN)")
+        known = "tile, loop, none, ttN or split=N+sw=N+mw=N"
+        raise SystemExit(f"bench_attention.py: unknown variant {variant!r} ({known})")
 
 
 def replay_us(run, n: int) -> float:
@@ -72,6 +82,7 @@ def main(argv=None) -> int:
     ap.add_argument("--variants", default="tile,loop,none")
     ap.add_argument("--lengths", type=int, nargs="+", default=[200, 768, 1800, 3000, 4000])
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--no-verify", action="store_true", help="step times only (no verify ratios)")
     a = ap.parse_args(argv)
     for variant in a.variants.split(","):  # refused before the model loads
         use(variant)
@@ -86,7 +97,7 @@ def main(argv=None) -> int:
             dec.graphs, dec.vgraphs = dec._graphed(), {}  # captured with this variant's kernels
             steps = {n: round(step_us(dec, n), 1) for n in a.lengths}
             ratios = {}
-            if variant != "none":
+            if variant != "none" and not a.no_verify:
                 for n in (768, 1800, 3000):
                     for rows in VERIFY_ROWS:
                         ratios[f"{n}/{rows}"] = round(verify_us(dec, n - 150, rows) / step_us(dec, n), 3)
