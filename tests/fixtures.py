@@ -30,6 +30,9 @@ class WordTemplate:
     def count(self, text):
         return len(text.split())
 
+    def default_system(self):
+        return None
+
 
 class ScriptedEngine:
     """Replies with queued texts, word by word; honours cancel and max_new_tokens like a real engine."""

@@ -112,6 +112,38 @@ def test_clear_history_undo_system(monkeypatch):
     assert chat.running is False
 
 
+def test_system_shows_the_templates_default_when_none_is_set(demo_dir):
+    """The demo's template adds "You are a helpful AI assistant named SmolLM..." when no system prompt is given:
+    /system said "(no system prompt)" (a run-through). It shows that default, says where it comes from and how to
+    replace it; /system none says the default applies again."""
+    from yi_cli.checkpoint import loader
+    from yi_cli.engines.template import Template
+
+    engine = ScriptedEngine()
+    engine.template = Template(loader.load_tokenizer(demo_dir))  # the demo's real tokenizer and template
+    chat, out, err = plain_chat(engine)
+    chat.handle("/system")
+    default = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+    assert out.getvalue().splitlines() == [
+        f"system prompt: {default}",
+        "(none set: this is the chat template's default; /system TEXT replaces it)",
+    ]
+    chat.handle("/system be terse")
+    chat.handle("/system")
+    chat.handle("/system none")
+    assert out.getvalue().splitlines()[2:] == [
+        "system prompt set",
+        "system prompt: be terse",
+        "system prompt cleared; the chat template's default applies (/system shows it)",
+    ]
+    assert chat.session.system is None and err.getvalue() == ""
+
+    plain, out, err = plain_chat(ScriptedEngine())  # a template that adds none
+    plain.handle("/system")
+    plain.handle("/system none")
+    assert out.getvalue().splitlines() == ["(no system prompt)", "system prompt cleared"]
+
+
 def test_file_refuses_a_file_too_long_for_the_context_before_tokenizing_it(tmp_path):
     """/file checks the length first, as -f does (it tokenized 3.3M tokens, ~10 s, before refusing)."""
     from tests.fixtures import WordTemplate

@@ -66,6 +66,24 @@ def test_demo_template_and_stop_ids(demo_loaded):
     assert tok.decode(prompt.ids) == prompt.text
 
 
+def test_default_system_prompt_is_read_off_the_template(demo_dir, yi_like_tokenizer):
+    """/system said "(no system prompt)" while the demo's template put its own in every prompt: the default is read
+    off the real template, and none is claimed where the template adds none or cannot be read that way."""
+    from yi_cli.checkpoint import family, loader
+
+    demo = Template(loader.load_tokenizer(demo_dir))
+    assert demo.default_system() == "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+    assert demo.default_system() in demo.render([{"role": "user", "content": "hi"}])
+    yi = Template(yi_like_tokenizer)
+    assert yi.source == template.CHATML and yi.default_system() is None
+    for source in (family.TEMPLATES["yi"], family.TEMPLATES["yi-coder"]):
+        yi.source = source
+        assert yi.default_system() is None
+    yi.source = "{{ raise_exception('System role not supported') if messages[0]['role'] == 'system' }}x"
+    assert yi.default_system() is None  # a template that refuses a system prompt: nothing to tell
+    assert Template(yi_like_tokenizer, raw=True).default_system() is None
+
+
 def test_fit_drops_whole_exchanges_and_rebuilds_about_once():
     sizes = [3, 5] * 4  # four exchanges of the session (user 3, assistant 5 tokens)
     rebuilt = []

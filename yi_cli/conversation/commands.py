@@ -99,10 +99,21 @@ def do_history(chat, arg):
 
 
 def do_system(chat, arg):
+    tpl = chat.engine.template
     if not arg:
-        chat.render.show(f"system prompt: {chat.session.system}" if chat.session.system else "(no system prompt)")
+        if chat.session.system:
+            chat.render.show(f"system prompt: {chat.session.system}")
+        elif tpl is not None and (default := tpl.default_system()):  # none set is not always none sent
+            chat.render.show(
+                f"system prompt: {default}\n(none set: this is the chat template's default; /system TEXT replaces it)"
+            )
+        else:
+            chat.render.show("(no system prompt)")
         return
     chat.session.system = None if arg.lower() in ("none", "off", "-") else arg
+    if chat.session.system is None and tpl is not None and tpl.default_system():
+        chat.render.show("system prompt cleared; the chat template's default applies (/system shows it)")
+        return
     chat.render.show("system prompt " + ("cleared" if chat.session.system is None else "set"))
 
 
@@ -212,7 +223,13 @@ TABLE = {
         Command("help", do_help, "/help [COMMAND]", "show the commands, or one command's help", True),
         Command("clear", do_clear, "/clear", "forget the conversation (keeps the system prompt)"),
         Command("history", do_history, "/history", "list the turns with roles and token counts"),
-        Command("system", do_system, "/system [TEXT|none]", "show or set the system prompt", True),
+        Command(
+            "system",
+            do_system,
+            "/system [TEXT|none]",
+            "show or set the system prompt (none set: the chat template's default, where it adds one)",
+            True,
+        ),
         Command(
             "set",
             do_set,

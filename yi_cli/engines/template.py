@@ -19,6 +19,8 @@ CHATML = (
 )
 # End-of-turn / end-of-text markers of ChatML models. Yi: <|endoftext|>=2, <|im_start|>=6, <|im_end|>=7, <|im_sep|>=8.
 STOP_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|im_start|>", "<|im_sep|>", "<|eot_id|>", "<|end|>")
+# Message texts no template rewrites or meets in a real chat: default_system finds where the template puts them.
+PROBE_SYSTEM, PROBE_USER = "yi-chat-probe-system-7Q", "yi-chat-probe-user-7Q"
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,28 @@ class Template:
             raise
         except Exception as e:  # a template that cannot render these messages (roles, continuation)
             raise YiError(f"the chat template failed ({first_line(e)})") from None
+
+    def default_system(self) -> str | None:
+        """The system prompt the template adds when the conversation has none (SmolLM2's names the model; Yi's
+        ChatML adds none), read off the template itself: a conversation given a system prompt of ours shows where
+        the template puts one, and the same conversation without it what the template puts there instead. None when
+        it adds none, or when that cannot be told (a template that refuses a system role or moves it elsewhere)."""
+        if self.source is None:
+            return None
+        user = {"role": "user", "content": PROBE_USER}
+        try:
+            alone = self.render([user])
+            given = self.render([{"role": "system", "content": PROBE_SYSTEM}, user])
+        except YiError:
+            return None
+        at, end = given.find(PROBE_SYSTEM), given.find(PROBE_USER)
+        if not 0 <= at < end or PROBE_USER not in alone:
+            return None
+        head = alone[: alone.index(PROBE_USER)]  # what comes before the user's text without a system prompt
+        before, after = given[:at], given[at + len(PROBE_SYSTEM) : end]  # around ours, up to the user's text
+        if len(head) > len(before) + len(after) and head.startswith(before) and head.endswith(after):
+            return head[len(before) : len(head) - len(after)].strip() or None
+        return None
 
     def build(self, messages: list[dict], continue_final: bool = False) -> Prompt:
         """The prompt of one reply, tokenized once. continue_final: the last (assistant) message stays open, via the
