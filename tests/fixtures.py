@@ -19,10 +19,10 @@ class WordTemplate:
     stop_ids: set = set()
     builds = 0  # prompts built, over all instances (tests check a turn builds its prompt once)
 
-    def render(self, messages, continue_final=False):
+    def render(self, messages, continue_final=False, opening=True):
         return "".join(f"<{m['role']}> {m['content']} " for m in messages)
 
-    def build(self, messages, continue_final=False):
+    def build(self, messages, continue_final=False, opening=True):
         WordTemplate.builds += 1
         n = sum(len(m["content"].split()) + 4 for m in messages)
         return Prompt(list(messages), list(range(n)), self.render(messages, continue_final), continue_final)

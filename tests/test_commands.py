@@ -144,6 +144,31 @@ def test_system_shows_the_templates_default_when_none_is_set(demo_dir):
     assert out.getvalue().splitlines() == ["(no system prompt)", "system prompt cleared"]
 
 
+def test_prompt_shows_the_conversation_so_far(demo_dir):
+    """/prompt after a reply ended with "<|im_start|>assistant\n", the opening of a reply that no request sends
+    (the next one has your message first). It shows the conversation so far, each turn closed, as /help says: the
+    text the next request starts with."""
+    from yi_cli.checkpoint import loader
+    from yi_cli.engines.template import Template
+
+    engine = ScriptedEngine(["Paris.", "Two million."])
+    engine.template = tpl = Template(loader.load_tokenizer(demo_dir))
+    chat, out, err = plain_chat(engine)
+    chat.handle("/prompt")
+    assert out.getvalue() == "(nothing yet: the prompt starts with your first message)\n"
+    chat.handle("Capital of France?")
+    mark = len(out.getvalue())
+    chat.handle("/prompt")
+    text = (
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+        "<|im_start|>user\nCapital of France?<|im_end|>\n<|im_start|>assistant\nParis.<|im_end|>\n"
+    )
+    assert out.getvalue()[mark:] == f"{text}\n({len(tpl.tokenizer(text)['input_ids'])} tokens)\n"
+    chat.handle("How many people?")
+    assert engine.prompts[-1].text.startswith(text)  # the next request: this, then the new message
+    assert "conversation so far" in commands.TABLE["prompt"].help and err.getvalue() == ""
+
+
 def test_file_refuses_a_file_too_long_for_the_context_before_tokenizing_it(tmp_path):
     """/file checks the length first, as -f does (it tokenized 3.3M tokens, ~10 s, before refusing)."""
     from tests.fixtures import WordTemplate

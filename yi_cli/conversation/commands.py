@@ -176,7 +176,13 @@ def do_prompt(chat, arg):
     tpl = chat.engine.template
     if tpl is None:
         raise YiError("this engine does not expose its prompt (remote engines apply the template server-side)")
-    prompt = tpl.build(chat.session.messages() or [{"role": "user", "content": ""}])
+    messages = chat.session.messages()
+    if not messages:
+        chat.render.show("(nothing yet: the prompt starts with your first message)")
+        return
+    # The conversation as it stands, each turn closed: the next request adds your message and the reply's opening
+    # to it. Ending with that opening after a reply showed a prompt that no request sends.
+    prompt = tpl.build(messages, opening=False)
     chat.render.show(prompt.text)
     chat.render.show(f"({len(prompt.ids)} tokens)")
 
@@ -247,7 +253,12 @@ TABLE = {
             True,
         ),
         Command("continue", do_continue, "/continue", "extend a reply cut by Ctrl-C or the token limit"),
-        Command("prompt", do_prompt, "/prompt", "show the exact prompt the chat template builds, with its token count"),
+        Command(
+            "prompt",
+            do_prompt,
+            "/prompt",
+            "show the conversation so far as the model sees it (chat template, special tokens), with its token count",
+        ),
         Command("model", do_model, "/model", "show the model: config, quantization, memory, module tree"),
         Command("stats", do_stats, "/stats", "summarise this session: replies, tokens, speed, context"),
         Command("save", do_save, "/save [PATH]", "save the session to a JSON file", True),

@@ -74,8 +74,9 @@ class Template:
         self.source = None if raw else template_of(tokenizer)
         self.stop_ids = stop_ids(tokenizer, config, generation_config)
 
-    def render(self, messages: list[dict], continue_final: bool = False) -> str:
-        """The exact prompt text (special tokens included) the model sees."""
+    def render(self, messages: list[dict], continue_final: bool = False, opening: bool = True) -> str:
+        """The exact prompt text (special tokens included) the model sees. opening: end with the opening of the
+        reply to come (the template's generation prompt); without it, the conversation as it stands (/prompt)."""
         if self.source is None:  # raw: the text as is, so a cut reply continues where it stopped
             return "".join(m["content"] for m in messages if m["role"] != "system")
         try:
@@ -84,7 +85,7 @@ class Template:
                     messages,
                     chat_template=self.source,
                     tokenize=False,
-                    add_generation_prompt=not continue_final,
+                    add_generation_prompt=opening and not continue_final,
                     continue_final_message=continue_final,
                 ),
                 TEMPLATE_SECONDS,
@@ -121,10 +122,10 @@ class Template:
             return head[len(before) : len(head) - len(after)].strip() or None
         return None
 
-    def build(self, messages: list[dict], continue_final: bool = False) -> Prompt:
+    def build(self, messages: list[dict], continue_final: bool = False, opening: bool = True) -> Prompt:
         """The prompt of one reply, tokenized once. continue_final: the last (assistant) message stays open, via the
-        template's own continue_final_message."""
-        text = self.render(messages, continue_final)
+        template's own continue_final_message; opening: as render's."""
+        text = self.render(messages, continue_final, opening)
         # The template already wrote the special tokens; a raw prompt gets the tokenizer's usual bos.
         ids = list(self.tokenizer(text, add_special_tokens=self.source is None)["input_ids"])
         return Prompt(list(messages), ids, text, continue_final)
