@@ -233,6 +233,78 @@ def test_save_goes_through_a_symlink_and_never_replaces_a_fifo_or_a_device(tmp_p
     assert f"saved to {link}" in " ".join(out.getvalue().split())  # as it was given
 
 
+def test_save_into_a_missing_folder_is_refused_and_the_chat_goes_on(tmp_path, monkeypatch):
+    """/save PATH created every missing folder on the way (a typo in a path made folders; a run-through). It is
+    refused with one line naming the folder, as an editor's write is; nothing is created, nothing said is lost, and
+    a save into a folder that exists is as before."""
+    monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.json").write_text("keep")
+    chat, out, err = plain_chat(ScriptedEngine(["a1", "a2"]))
+    chat.handle("q1")
+    before = chat.session.to_dict()
+    for line in (f"/save {tmp_path}/typo/s.json", "/save typo/deeper/s.json", "/save notes/", "/save a.json/s.json"):
+        chat.handle(line)
+    assert err.getvalue().splitlines() == [
+        f"error: {tmp_path}/typo/s.json: cannot save the session (the folder {tmp_path}/typo does not exist)",
+        "error: typo/deeper/s.json: cannot save the session (the folder typo/deeper does not exist)",
+        "error: notes/: cannot save the session (the folder notes does not exist)",  # a slash names a folder
+        "error: a.json/s.json: cannot save the session (a.json is a regular file, not a folder)",
+    ]
+    assert sorted(os.listdir(tmp_path)) == ["a.json"] and chat.failures == 4
+    assert chat.session.to_dict() == before
+    chat.handle("/save s.json")
+    chat.handle("q2")
+    assert "saved to s.json" in out.getvalue()
+    assert json.loads((tmp_path / "s.json").read_text())["turns"] == before["turns"]
+    assert [t.content for t in chat.session.turns] == ["q1", "a1", "q2", "a2"] and chat.failures == 4
+
+
+SAVE_AS_A_USER = """
+import sys
+from tests.fixtures import ScriptedEngine, plain_chat
+chat, out, err = plain_chat(ScriptedEngine(["a1"]))
+chat.handle("q1")
+for path in sys.argv[1:]:
+    chat.handle("/save " + path)
+sys.stdout.write(err.getvalue())
+"""
+
+
+def test_save_to_a_file_or_folder_this_user_may_not_write(tmp_path):
+    """A read-only file was replaced all the same (the save renames a new file over it) and left writable; a folder
+    the user may not write says so. Real permission bits: root's override dropped, as test_unreadable does."""
+    import subprocess
+    import sys
+
+    from tests.test_unreadable import _unprivileged
+
+    prefix = _unprivileged()
+    locked, ro = tmp_path / "locked.json", tmp_path / "ro"
+    locked.write_text("keep")
+    locked.chmod(0o400)
+    ro.mkdir(mode=0o500)
+    if subprocess.run([*prefix, "touch", str(ro / "probe")], capture_output=True).returncode == 0:
+        pytest.skip("permission bits do not stop this user here")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # this checkout: tests.fixtures, yi_cli
+    p = subprocess.run(
+        [*prefix, sys.executable, "-c", SAVE_AS_A_USER, str(locked), str(ro / "s.json"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "YI_CHAT_HOME": str(tmp_path / "home"), "PYTHONPATH": root},
+        cwd=root,
+    )
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines() == [
+        f"error: {locked}: cannot save the session (the file is not writable)",
+        f"error: {ro / 's.json'}: cannot save the session (Permission denied)",
+        f"error: {tmp_path}: not a regular file (a directory); a session is saved to a regular file",
+    ]
+    assert locked.read_text() == "keep" and stat.S_IMODE(locked.stat().st_mode) == 0o400
+    assert os.listdir(ro) == []
+
+
 def test_autosave_after_every_turn(tmp_path, monkeypatch):
     from yi_cli.conversation import store
 

@@ -250,8 +250,9 @@ class Autosave:
 
 def save(chat, path: str | None) -> Path:
     """/save: a snapshot to PATH (a regular file replaced if it exists, through a symlink to the file it names; a
-    FIFO, a device or a directory refused), or to a new file in the store. Its mode `saved` keeps it a snapshot: -c
-    passes it by, and a session resumed from it goes on in a new file."""
+    FIFO, a device, a directory or a file this user may not write refused), or to a new file in the store. Its mode
+    `saved` keeps it a snapshot: -c passes it by, and a session resumed from it goes on in a new file. The folder
+    must exist, as for an editor's write: a mistyped folder is named, not created."""
     text = json.dumps(to_dict(chat, SAVED), ensure_ascii=False, indent=1)
     p = Path(path).expanduser() if path else sessions_dir()
     try:
@@ -262,12 +263,30 @@ def save(chat, path: str | None) -> Path:
                 raise YiError(
                     f"{shown(path, 200)}: not a regular file (a {kind}); a session is saved to a regular file"
                 )
+            _check_folder(path, p, real)
+            if kind is not None and not os.access(real, os.W_OK):  # the rename below would replace it all the same
+                raise YiError(f"{shown(path, 200)}: cannot save the session (the file is not writable)")
             write_atomic(real, text)
         else:
             p = write_new(p, text)
     except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
         raise YiError(f"{shown(str(p), 200)}: cannot save the session ({getattr(e, 'strerror', None) or e})") from None
     return p
+
+
+def _check_folder(path: str, p: Path, real: Path) -> None:
+    """The folder /save PATH writes into exists: write_atomic would create it (and every folder above), so a typo in
+    a path made folders. A PATH ending in a slash names a folder, not the file to write."""
+    folder = real if path.endswith(("/", os.sep)) else real.parent
+    kind = inputs.kind_of(folder)
+    if kind == "directory":
+        return
+    if p.is_symlink():  # the folder of the file the link names
+        named = shown(str(folder), 200)
+    else:  # as the user gave it
+        named = shown(str(p if folder == real else p.parent), 200)
+    why = f"the folder {named} does not exist" if kind is None else f"{named} is a {kind}, not a folder"
+    raise YiError(f"{shown(path, 200)}: cannot save the session ({why})")
 
 
 def resolve(path: str) -> Path:
