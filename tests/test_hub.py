@@ -408,6 +408,9 @@ def test_a_damaged_cached_file_is_listed_so_and_pull_fetches_it_again(hub, env, 
     blob, size = weights.resolve(), weights.stat().st_size
     if damage == "truncated":
         os.truncate(blob, size // 2)
+        rows = {r["name"]: r for r in json.loads(yi(env, "models", "--json").stdout)}
+        row = rows["acme/tiny-chat"]  # an AWQ checkpoint: its safetensors headers alone read as whole
+        assert not row["loadable"] and row["reason"].startswith(f"{weights}: truncated ({size // 2} bytes"), row
     else:
         blob.unlink()
         rows = {r["name"]: r for r in json.loads(yi(env, "models", "--json").stdout)}
@@ -420,6 +423,27 @@ def test_a_damaged_cached_file_is_listed_so_and_pull_fetches_it_again(hub, env, 
     assert weights.stat().st_size == size
     rows = {r["name"]: r for r in json.loads(yi(env, "models", "--json").stdout)}
     assert rows["acme/tiny-chat"]["loadable"]
+
+
+def test_models_calls_a_truncated_quantized_checkpoint_damaged_as_chat_does(env, demo_dir, tmp_path):
+    """An AWQ folder (a config alias) whose weights file is cut short: `models` read its config and headers only and
+    said "ok"; its row names the file, in the words chat's refusal uses."""
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    for f in demo_dir.iterdir():
+        if f.name != "model.safetensors":
+            (cut / f.name).symlink_to(f)
+    with open(demo_dir / "model.safetensors", "rb") as fh:
+        (cut / "model.safetensors").write_bytes(fh.read(4_000_000))
+    home = tmp_path / "yi"
+    (home / "config").mkdir(parents=True)
+    (home / "config" / "config.toml").write_text(f'[aliases]\ncut = "{cut}"\n')
+    e = {**env, "YI_CHAT_HOME": str(home)}
+    rows = {r["name"]: r for r in json.loads(yi(e, "models", "--json").stdout)}
+    reason = rows["cut"]["reason"]
+    assert not rows["cut"]["loadable"] and reason.startswith(f"{cut / 'model.safetensors'}: truncated (4000000 bytes")
+    assert "cannot load: " in yi(e, "models").stdout.decode()
+    error_line(yi(e, "-m", "cut", "-p", "hi"), 3, reason)
 
 
 def test_a_fetch_failed_before_the_weights_is_listed_as_not_complete(hub, env):

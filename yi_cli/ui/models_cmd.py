@@ -198,6 +198,9 @@ def describe(path: Path, size: int | None = None) -> dict:
                 row["format"] += " (pickle .bin: needs --allow-pickle)"
             row["params"] = _header_params(files) or _params_from_config(cfg)
         else:
+            # The loader's check, as for plain weights: a file shorter than its header says (a cut-short copy) is
+            # damaged, which the headers alone pass.
+            loader.check_safetensors([path / f for f in quant["files"]])
             row["format"] = f"{quant['method'].upper()} int{quant['bits']}"
             row["params"] = _params_from_config(cfg)
         if not any((path / f).is_file() for f in ("tokenizer.json", "tokenizer.model")):
