@@ -140,6 +140,23 @@ def test_fetch_then_chat_answers_paris_then_offline_rerun_and_models_lists_it(hu
     assert len(hub.log) == n
 
 
+def test_an_update_fetches_and_counts_only_the_files_that_changed(hub, env, demo_files):
+    """A new commit that changed one small file: the unchanged ones are linked from the cache, and the header, the
+    done line and the space check counted them (6 files, 117.5 MB) as if fetched again."""
+    assert yi(env, "pull", "acme/tiny-chat").returncode == 0
+    files = {**demo_files, "generation_config.json": demo_files["generation_config.json"] + b"\n"}
+    hub.repos["acme/tiny-chat"] = Repo(files)
+    p = yi(env, "pull", "acme/tiny-chat")
+    err = p.stderr.decode()
+    assert p.returncode == 0, err
+    n = len(files["generation_config.json"])
+    assert f"fetching acme/tiny-chat: 1 file, {n} bytes -> " in err and f"acme/tiny-chat ready ({n} bytes in " in err
+    assert len(hub.requests("GET", "/model.safetensors")) == 1  # fetched once, by the first pull
+    snap = snapshot(env)
+    assert {f.name for f in snap.iterdir()} == NEEDED
+    assert (snap / "generation_config.json").read_bytes() == files["generation_config.json"]
+
+
 def test_pull_resumes_a_connection_dropped_mid_file(hub, env, demo_files):
     hub.drop["model.safetensors"] = 40_000_000
     p = yi(env, "pull", "acme/tiny-chat")

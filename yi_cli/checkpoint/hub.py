@@ -166,10 +166,13 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
         key=lambda f: (f.path.endswith((".safetensors", ".bin")), f.path),
     )  # config and tokenizer first: weights linked last
     blobs = root / "blobs"
+    # An update's unchanged files are in the cache already (blobs/<etag>, the commit before linked them): they are
+    # only linked into the new snapshot, so neither the space check nor the size shown counts them.
+    fetching = [f for f in todo if not _have(blobs / _etag(f), f.size)]
     try:
         blobs.mkdir(parents=True, exist_ok=True)
-        check_space(blobs, sum(f.size for f in todo) - sum(_partial_size(blobs, f) for f in todo))
-        progress.start(repo, [(f.path, f.size, _partial_size(blobs, f)) for f in todo])
+        check_space(blobs, sum(f.size for f in fetching) - sum(_partial_size(blobs, f) for f in fetching))
+        progress.start(repo, [(f.path, f.size, _partial_size(blobs, f)) for f in fetching])
         checked = False
         for f in todo:
             if not checked and f.path.endswith((".safetensors", ".bin")):
@@ -224,9 +227,13 @@ def _loadable_as_listed(repo: str, files) -> None:
         raise LoadError(f"{repo}: no tokenizer in the repo (tokenizer.json or tokenizer.model)")
 
 
+def _etag(f) -> str:
+    """The name of a listed file's blob in the cache: the hub's ETag, its LFS sha256 or else its git blob id."""
+    return f.lfs.sha256 if f.lfs is not None else f.blob_id
+
+
 def _partial_size(blobs: Path, f) -> int:
-    etag = f.lfs.sha256 if f.lfs is not None else f.blob_id
-    part = blobs / f"{etag}.incomplete"
+    part = blobs / f"{_etag(f)}.incomplete"
     return part.stat().st_size if part.is_file() else 0
 
 
