@@ -286,14 +286,30 @@ def test_full_disk_is_one_line_and_the_partial_file_continues_later(hub, env, de
 
 
 def test_missing_repo_exits_3_with_one_line(hub, env):
-    lines = error_line(
-        yi(env, "pull", "acme/nope"),
-        3,
-        "acme/nope: not a local directory, and no such model repo",
-        hub.url,
-        "hf auth login",
-    )
+    lines = error_line(yi(env, "pull", "acme/nope"), 3, "acme/nope: no such model repo", hub.url, "hf auth login")
     assert len(lines) == 1
+    lines = error_line(yi(env, "-m", "acme/nope", "-p", "hi"), 3, "acme/nope: not a local directory, and no such")
+    assert len(lines) == 1  # -m looked for a folder first
+
+
+def test_pull_of_org_name_is_the_hub_repo_where_a_folder_of_that_name_is_here(hub, env, demo_files, tmp_path):
+    """`pull acme/tiny-chat` run where ./acme/tiny-chat is a folder: the folder shadowed the hub id (its listing
+    called it "fetched, but yi-chat cannot load it", nothing fetched). Now the hub's is fetched, and a line says that
+    -m would open the folder; a repo missing on the hub says so, not "not a local directory"."""
+    here = tmp_path / "here"
+    (here / "acme" / "tiny-chat").mkdir(parents=True)
+    (here / "acme" / "nope").mkdir(parents=True)
+    p = yi(env, "pull", "acme/tiny-chat", cwd=here)
+    err = p.stderr.decode()
+    assert p.returncode == 0, err
+    assert p.stdout.decode().strip() == str(snapshot(env))
+    assert len(hub.requests("GET", "/model.safetensors")) == 1
+    assert "acme/tiny-chat: the hub repo; the folder acme/tiny-chat here is not pulled" in err
+    assert "-m acme/tiny-chat opens it, not this repo" in err
+    lines = error_line(yi(env, "pull", "acme/nope", cwd=here), 3, "acme/nope: no such model repo on", "-m acme/nope")
+    assert len(lines) == 1 and "not a local directory" not in lines[0]
+    # A path is no name to pull: one line, a usage error, whether or not the folder is there.
+    error_line(yi(env, "pull", str(here / "acme"), cwd=here), 2, "not a hub id", "a local folder, which pull")
 
 
 def test_gated_repo_without_token_says_how_to_log_in_and_with_one_fetches(hub, env):
@@ -491,6 +507,20 @@ def test_pull_usage_errors_exit_2(env):
     error_line(yi(env, "pull"), 2, "the following arguments are required: repo")
     error_line(yi(env, "pull", "not-a-repo-or-alias"), 2, "not a hub id")
     error_line(yi(env, "models", "--bogus"), 2, "unrecognized arguments")
+
+
+@pytest.mark.parametrize("name", ["a/b/c", "a//b", "../x", "/nowhere/x", "a/b c", "a/-b", "a/b--c"])
+def test_a_malformed_hub_id_is_a_usage_error_in_pull_and_in_m(env, name):
+    """`pull a/b/c` exited 2 and `pull ../x` 3 (the hub's id check, after the cache lookup); `-m bad//id` exited 3
+    as a missing model. A name that cannot be a hub id is a usage error (exit 2) in both; a missing path given to -m
+    is still a model that is not there (exit 3)."""
+    lines = error_line(yi(env, "pull", name), 2, f"{name}: not a", "hub id")
+    assert len(lines) == 1
+    p = yi(env, "-m", name, "-p", "hi")
+    if name.startswith((".", "/")):
+        error_line(p, 3, f"{name}: no such directory")
+    else:
+        assert len(error_line(p, 2, f"{name}: no such directory, and not a valid hub id (")) == 1
 
 
 def test_pull_on_a_terminal_draws_one_rich_bar_with_size_and_speed(hub, env):

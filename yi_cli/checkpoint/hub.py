@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import re
 import shutil
 import sys
 import time
@@ -43,6 +44,7 @@ NEEDED = (
 )
 PICKLE_INDEX = "pytorch_model.bin.index.json"
 LOGIN = "log in with `hf auth login` or set HF_TOKEN"
+NOT_LOCAL = "not a local directory, and "  # a repo missing on the hub, after the name was looked for as a folder
 LOCK_NOTICE_S = 1.0  # a file another process is fetching: say so after this long
 # huggingface_hub's client has no timeout (httpx's None): a hub that accepted the connection and never answered its
 # API calls hung a pull silently for good. Downloads keep their own (HF_HUB_DOWNLOAD_TIMEOUT, retried).
@@ -74,6 +76,25 @@ def wanted(path: str, allow_pickle: bool) -> bool:
     if path in NEEDED or path.endswith(".safetensors"):
         return True
     return allow_pickle and (path.endswith(".bin") or path == PICKLE_INDEX)
+
+
+def written_as_id(name: str) -> bool:
+    """Written as a hub id is (ORG/NAME), not as a path (/..., ./..., ../..., ~/...): such a name that breaks the
+    hub's rules is malformed (see id_problem), where a path is a folder that is there or missing."""
+    return "/" in name and not name.startswith((".", "/", "~"))
+
+
+def id_problem(repo: str) -> str | None:
+    """Why repo cannot be a hub id (two slashes, characters the hub refuses), or None when it can."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if repo.count("/") != 1:
+        return "a hub id is ORG/NAME, with one slash"
+    try:
+        validate_repo_id(repo)
+    except HFValidationError as e:  # its rule, less the id it quotes at the end ("...: 'a/b c'.")
+        return re.sub(r": '.*'\.?$", "", str(e).splitlines()[0])
+    return None
 
 
 def storage(repo: str) -> Path:
@@ -131,8 +152,10 @@ def cut_short(snap: Path) -> bool:
         return False
 
 
-def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", progress=None) -> Path:
-    """Download what yi-chat needs of `repo` into the hub cache (continuing partial files); return the snapshot."""
+def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", progress=None, local: bool = True) -> Path:
+    """Download what yi-chat needs of `repo` into the hub cache (continuing partial files); return the snapshot.
+    local: the name was looked for as a local folder first (-m), which a repo missing on the hub says; `pull` asks
+    the hub alone."""
     from huggingface_hub import HfApi
     from huggingface_hub.hf_api import RepoFile
     from huggingface_hub.utils import logging as hub_logging
@@ -149,7 +172,7 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
         commit = api.repo_info(repo, revision=revision, timeout=ANSWER_S).sha  # its None would override the client's
         listed = [f for f in api.list_repo_tree(repo, recursive=True, revision=commit) if isinstance(f, RepoFile)]
     except Exception as e:
-        raise hub_error(e, repo) from None
+        raise hub_error(e, repo, local) from None
     files = [f for f in listed if wanted(f.path, allow_pickle)]
     if not any(f.path.endswith((".safetensors", ".bin")) for f in files):
         if any(f.path.endswith(".bin") for f in listed):
@@ -188,7 +211,7 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
     except LoadError:
         raise
     except Exception as e:
-        raise hub_error(e, repo) from None
+        raise hub_error(e, repo, local) from None
     finally:
         progress.stop()  # also on Ctrl-C: the terminal gets its cursor back
     progress.done(repo)
@@ -340,8 +363,9 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def hub_error(e: BaseException, repo: str) -> LoadError:
-    """One line for each way a fetch fails: missing repo, gated, revision, network, disk; the rest by type."""
+def hub_error(e: BaseException, repo: str, local: bool = True) -> LoadError:
+    """One line for each way a fetch fails: missing repo, gated, revision, network, disk; the rest by type. local:
+    a folder by that name was looked for first (fetch's local)."""
     import httpx2
     from huggingface_hub import errors, get_token
 
@@ -353,7 +377,7 @@ def hub_error(e: BaseException, repo: str) -> LoadError:
         return LoadError(f"{repo} is gated: accept its terms at {where}/{repo}, then {LOGIN}")
     if isinstance(e, errors.RepositoryNotFoundError):
         hint = "" if token else f"; if it is private, {LOGIN}"
-        return LoadError(f"{repo}: not a local directory, and no such model repo on {where}{hint}")
+        return LoadError(f"{repo}: {NOT_LOCAL if local else ''}no such model repo on {where}{hint}")
     if isinstance(e, errors.RevisionNotFoundError):
         return LoadError(f"{repo}: no such revision on {where}")
     if isinstance(e, errors.RemoteEntryNotFoundError):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import inputs
-from ..errors import LoadError, failure, first_line
+from ..errors import LoadError, UsageError, failure, first_line
 from . import light, plausible, quantized
 from .files import Tensors, check_index, check_safetensors, check_side_files, read_config, read_json, weight_files
 
@@ -146,7 +146,10 @@ def resolve(model: str, allow_pickle: bool = False) -> Path:
             raise LoadError(f"{p}: is a file; --model takes a checkpoint directory")
         return p
     repo = family.expand(model)
-    if repo.count("/") == 1 and not repo.startswith((".", "/", "~")):
+    if hub.written_as_id(repo):
+        problem = hub.id_problem(repo)
+        if problem:  # bad//id, a/b/c: malformed as typed, a usage error (as `pull` says it), not a missing model
+            raise UsageError(f"{model}: no such directory, and not a valid hub id ({problem})")
         snap = hub.cached_snapshot(repo)
         if snap is not None and hub.complete(snap):
             return snap

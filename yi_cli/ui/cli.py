@@ -31,8 +31,8 @@ exit codes:
   0    success (also: stdout closed by the reader, e.g. | head)
   1    a failure during the chat (in a piped script: any turn or command failed; a remote reply cut by
        the network, a timeout or a limit keeps its partial text)
-  2    usage error (bad flag or value, a malformed --endpoint URL, a config file error; an attached file that is
-       binary, not UTF-8 or too large; stdout closed)
+  2    usage error (bad flag or value, a malformed --endpoint URL or hub id, a config file error; an attached file
+       that is binary, not UTF-8 or too large; stdout closed)
   3    the model could not be loaded (missing path, corrupt config or weights, unsupported format, sizes that
        are implausible or need more memory than the device has), or could not
        be fetched (missing or gated repo, network error, full disk); the --endpoint server could not be reached

@@ -53,27 +53,48 @@ def main(argv: list[str], aliases: dict | None = None) -> int:
 
 def pull(args, aliases: dict) -> int:
     name = aliases.get(args.repo, args.repo)
+    alias = args.repo in aliases
+    repo = family.expand(name)
+    local = Path(name).expanduser()
+    hub_id = hub.written_as_id(repo) and hub.id_problem(repo) is None
+    # `pull` is about the hub: ORG/NAME (as typed, or a Yi alias) is the hub repo even where a folder of that name
+    # is here, and a path is no name to pull. A config alias stands for what -m opens: its folder first, described.
     if name in demo.NAMES:
         path = demo.ensure(name)
-    elif Path(name).expanduser().is_dir():
-        path = Path(name).expanduser()
-    else:
-        repo = family.expand(name)
-        if repo.count("/") != 1:
-            if args.repo in aliases:  # a config alias to a folder that is not there
-                raise LoadError(f"{args.repo}: its [aliases] entry {name!r} is neither a directory nor a hub id")
-            raise UsageError(f"{args.repo}: not a hub id (ORG/NAME) or a Yi alias (see yi-chat models --all)")
-        snap = hub.cached_snapshot(repo, args.revision)
-        if hub.offline() and snap is not None and hub.complete(snap):
-            path = snap  # HF_HUB_OFFLINE: what the cache has is what there is
-        else:
-            path = hub.fetch(repo, allow_pickle=args.allow_pickle, revision=args.revision)
+    elif hub_id and not (alias and local.is_dir()):
+        path = _pull_hub(args, repo, shadowed=name if not alias and local.is_dir() else None)
+    elif alias and local.is_dir():
+        path = local
+    elif alias and not hub.written_as_id(repo):  # a config alias to a folder that is not there
+        raise LoadError(f"{args.repo}: its [aliases] entry {name!r} is neither a directory nor a hub id")
+    else:  # a//b, a/b/c, ../x, a folder: not a hub id, whichever way it came (-m says a malformed one as usage too)
+        problem = hub.id_problem(repo) if hub.written_as_id(repo) else None
+        what = f"not a valid hub id ({problem})" if problem else "not a hub id (ORG/NAME) or a Yi alias"
+        folder = f"; a local folder, which pull does not fetch (-m {name} opens it)" if local.is_dir() else ""
+        raise UsageError(f"{args.repo}: {what} (see yi-chat models --all){folder}")
     row = describe(path)
     print(f"yi-chat: {args.repo}: {summary(row)}", file=sys.stderr)
     print(path)
     if not row["loadable"]:
         raise LoadError(f"{args.repo}: fetched, but yi-chat cannot load it: {row['reason']}")
     return 0
+
+
+def _pull_hub(args, repo: str, shadowed: str | None) -> Path:
+    """Fetch repo (the cache as it is under HF_HUB_OFFLINE). shadowed: the name, where a folder of that name is here:
+    -m opens that folder, not this repo, which the lines say."""
+    note = f"the folder {shadowed} here is not pulled (pull takes hub ids); -m {shadowed} opens it, not this repo"
+    try:
+        snap = hub.cached_snapshot(repo, args.revision)
+        if hub.offline() and snap is not None and hub.complete(snap):
+            path = snap  # HF_HUB_OFFLINE: what the cache has is what there is
+        else:
+            path = hub.fetch(repo, allow_pickle=args.allow_pickle, revision=args.revision, local=False)
+    except LoadError as e:
+        raise LoadError(f"{e} ({note})" if shadowed else str(e)) from None
+    if shadowed:
+        print(f"yi-chat: {args.repo}: the hub repo; {note}", file=sys.stderr)
+    return path
 
 
 def names() -> list[str]:
