@@ -201,6 +201,10 @@ CONFIG_CASES = {
     "generation-3": ("generation = 3\n", "generation must be a table"),
     "remote-5": ("remote = 5\n", "remote must be a table"),
     "aliases-number-value": ("[aliases]\nx = 5\n", "[aliases] maps names to strings"),
+    "aliases-demo": ('[aliases]\ndemo = "/models/mine"\n', "[aliases] demo would hide the built-in demo model demo"),
+    "aliases-demo-fp32": ('[aliases]\ndemo-fp32 = "x/y"\n', "[aliases] demo-fp32 would hide the built-in demo model"),
+    "aliases-yi-alias": ('[aliases]\nYi-6B-Chat-4bits = "/m"\n', "built-in Yi alias yi-6b-chat-4bits (01-ai/"),
+    "aliases-yi-repo": ('[aliases]\n"01-ai/yi-6b" = "/m"\n', "01-ai/yi-6b would hide the built-in Yi repo 01-ai/Yi-6B"),
     "unknown-key-modle": ('modle = "demo"\n', "did you mean model?"),
     "unknown-generation-key": ("[generation]\ntemprature = 1\n", "did you mean generation.temperature?"),
     "api-key-in-file": ('api_key = "sk-123"\n', "keys are not kept in the config file"),
@@ -256,6 +260,14 @@ def test_config_typo_through_the_command_is_one_line_exit_2(home):
     (home / "config").mkdir()
     (home / "config" / "config.toml").write_text('overflow = "dorp"\n')
     one_line_error(yi("-p", "hi", home=home), 2, "config.toml", "did you mean 'drop'")
+
+
+def test_an_alias_named_like_a_demo_model_is_refused_in_one_line(home):
+    """`[aliases] demo = ...` took -m demo (the default model) and `yi-chat pull demo` over without a word."""
+    (home / "config").mkdir()
+    (home / "config" / "config.toml").write_text('[aliases]\ndemo = "/models/mine"\n')
+    for args in (("-p", "hi"), ("-m", "demo", "-p", "hi"), ("pull", "demo"), ("models",)):
+        one_line_error(yi(*args, home=home), 2, "config.toml: [aliases] demo would hide the built-in demo model demo")
 
 
 # --- model directories: config.json and friends -------------------------------------------------------------------

@@ -82,6 +82,7 @@ def read() -> tuple[dict, dict]:
     aliases = data.pop("aliases", {})  # [aliases] name = "path or hub id": names for -m and `yi-chat models`
     if not isinstance(aliases, dict) or not all(isinstance(v, str) for v in aliases.values()):
         raise UsageError(f"{p}: [aliases] maps names to strings (a directory or a hub id)")
+    _no_builtin(p, aliases)
     remote = data.pop("remote", {})
     if not isinstance(gen, dict):
         raise UsageError(f"{p}: generation must be a table ([generation])")
@@ -105,6 +106,27 @@ def read() -> tuple[dict, dict]:
         return data, {k: parse(k, v) for k, v in gen.items()}
     except UsageError as e:
         raise UsageError(f"{p}: generation: {e}") from None
+
+
+def _no_builtin(p, aliases: dict) -> None:
+    """An alias named like a built-in model (demo, a Yi alias or repo) is refused: -m takes the alias first, so
+    the built-in one would be hidden without a word."""
+    from ..checkpoint import demo, family
+
+    for name in aliases:
+        key = name.lower()  # -m takes a Yi alias or repo in any case
+        if name in demo.NAMES:
+            what = f"demo model {name}"
+        elif key in family.ALIASES:
+            what = f"Yi alias {key} ({family.ALIASES[key].repo})"
+        elif key in family.BY_REPO:
+            what = f"Yi repo {family.BY_REPO[key].repo}"
+        else:
+            continue
+        raise UsageError(
+            f"{p}: [aliases] {shown(name, 60)} would hide the built-in {what} (-m takes an alias first); "
+            "choose another name"
+        )
 
 
 def _exists(p) -> bool:
