@@ -500,7 +500,30 @@ def test_a_mistyped_yi_alias_and_an_alias_to_a_missing_folder_say_so(env, tmp_pa
     (home / "config" / "config.toml").write_text(f'[aliases]\ngone = "{gone}"\n')
     e = {**env, "YI_CHAT_HOME": str(home)}
     error_line(yi(e, "-m", "gone", "-p", "hi"), 3, f"gone ([aliases] in {home / 'config' / 'config.toml'}): {gone}:")
-    error_line(yi(e, "pull", "gone"), 3, f"gone: its [aliases] entry '{gone}' is neither a directory nor a hub id")
+    error_line(yi(e, "pull", "gone"), 3, f"gone ([aliases] in {home / 'config' / 'config.toml'}): {gone}: no such")
+
+
+def test_an_alias_to_a_missing_relative_folder_says_where_it_looked_and_what_the_hub_said(hub, env, tmp_path):
+    """`mine = "models/yi"`, no such folder here: it was taken for a hub id, and the line read as a hub error that
+    had ignored the folder. It says where the folder was looked for (the working directory's), then the hub's
+    answer, in one line, for -m, pull and offline; `models` says the same. A malformed target is a usage error."""
+    home, here = tmp_path / "yi", tmp_path / "here"
+    (home / "config").mkdir(parents=True)
+    here.mkdir()
+    cfg = home / "config" / "config.toml"
+    cfg.write_text('[aliases]\nmine = "models/yi"\nbad = "models//yi"\n')
+    e = {**env, "YI_CHAT_HOME": str(home)}
+    said = f"mine ([aliases] in {cfg}): models/yi: no folder {here / 'models' / 'yi'}, and as a hub id: "
+    for args in (("-m", "mine", "-p", "hi"), ("pull", "mine")):
+        lines = error_line(yi(e, *args, cwd=here), 3, said + f"no such model repo on {hub.url}")
+        assert len(lines) == 1 and "not a local directory" not in lines[0]
+    p = yi({**e, "HF_HUB_OFFLINE": "1"}, "-m", "mine", "-p", "hi", cwd=here)
+    error_line(p, 3, said + "not in the local Hugging Face cache")
+    rows = {r["name"]: r for r in json.loads(yi(e, "models", "--json", cwd=here).stdout)}
+    assert rows["mine"]["reason"] == f"models/yi: no folder {here / 'models' / 'yi'}, and not fetched (yi-chat pull)"
+    for args in (("-m", "bad", "-p", "hi"), ("pull", "bad")):
+        lines = error_line(yi(e, *args, cwd=here), 2, f"bad ([aliases] in {cfg}): models//yi: ", "not a valid hub id")
+        assert len(lines) == 1
 
 
 def test_pull_usage_errors_exit_2(env):

@@ -499,12 +499,12 @@ def make_engine(args, top: dict, render, endpoint_from: str = ""):
     # display: before the spinner.
     try:
         path = resolve(args.model, args.allow_pickle)
-    except LoadError as e:  # an alias's target is named by the path or id it stands for: say whose it is
+    except (LoadError, UsageError) as e:  # an alias's target is named by the path or id it stands for: say whose
         if getattr(args, "alias", None) is None:
             raise
         from . import config
 
-        raise LoadError(f"{args.alias} ([aliases] in {config.path()}): {e}") from None
+        raise config.alias_error(args.alias, args.model, e) from None
     with render.err.status(f"loading {args.model} ...") if render.err.is_terminal else _nullctx():
         ckpt = open_checkpoint(
             path,

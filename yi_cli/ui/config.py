@@ -15,7 +15,7 @@ import tomllib
 from .. import inputs
 from ..engines.remote_limits import Limits
 from ..engines.settings import NAMES, parse
-from ..errors import UsageError, shown
+from ..errors import UsageError, YiError, shown
 from ..paths import config_dir
 
 
@@ -106,6 +106,20 @@ def read() -> tuple[dict, dict]:
         return data, {k: parse(k, v) for k, v in gen.items()}
     except UsageError as e:
         raise UsageError(f"{p}: generation: {e}") from None
+
+
+def alias_error(alias: str, target: str, e: YiError) -> YiError:
+    """e, met resolving `[aliases] alias = target`, as one line naming the alias and config.toml (its exit code
+    kept). A target that reads as a relative path and as a hub id alike (models/yi) and is no folder was looked for
+    as both: the line says where the folder would be (relative to the working directory, not to config.toml),
+    since the hub's answer alone read as if the path had been ignored."""
+    from ..checkpoint import hub
+
+    msg = str(e)
+    if hub.written_as_id(target) and hub.id_problem(target) is None and not os.path.isdir(target):
+        rest = msg.removeprefix(f"{target}: ").removeprefix(hub.NOT_LOCAL)  # the hub's answer, without the id
+        msg = f"{target}: no folder {os.path.abspath(target)}, and as a hub id: {rest}"
+    return type(e)(f"{alias} ([aliases] in {path()}): {msg}")
 
 
 def _no_builtin(p, aliases: dict) -> None:

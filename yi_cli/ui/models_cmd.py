@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import struct
 import sys
 from pathlib import Path
@@ -53,31 +54,42 @@ def main(argv: list[str], aliases: dict | None = None) -> int:
 
 def pull(args, aliases: dict) -> int:
     name = aliases.get(args.repo, args.repo)
-    alias = args.repo in aliases
-    repo = family.expand(name)
-    local = Path(name).expanduser()
-    hub_id = hub.written_as_id(repo) and hub.id_problem(repo) is None
-    # `pull` is about the hub: ORG/NAME (as typed, or a Yi alias) is the hub repo even where a folder of that name
-    # is here, and a path is no name to pull. A config alias stands for what -m opens: its folder first, described.
-    if name in demo.NAMES:
-        path = demo.ensure(name)
-    elif hub_id and not (alias and local.is_dir()):
-        path = _pull_hub(args, repo, shadowed=name if not alias and local.is_dir() else None)
-    elif alias and local.is_dir():
-        path = local
-    elif alias and not hub.written_as_id(repo):  # a config alias to a folder that is not there
-        raise LoadError(f"{args.repo}: its [aliases] entry {name!r} is neither a directory nor a hub id")
-    else:  # a//b, a/b/c, ../x, a folder: not a hub id, whichever way it came (-m says a malformed one as usage too)
-        problem = hub.id_problem(repo) if hub.written_as_id(repo) else None
-        what = f"not a valid hub id ({problem})" if problem else "not a hub id (ORG/NAME) or a Yi alias"
-        folder = f"; a local folder, which pull does not fetch (-m {name} opens it)" if local.is_dir() else ""
-        raise UsageError(f"{args.repo}: {what} (see yi-chat models --all){folder}")
+    try:
+        path = _pulled(args, name, alias=args.repo in aliases)
+    except (LoadError, UsageError) as e:
+        if args.repo not in aliases:
+            raise
+        from . import config
+
+        raise config.alias_error(args.repo, name, e) from None  # the target named, as its alias from config.toml
     row = describe(path)
     print(f"yi-chat: {args.repo}: {summary(row)}", file=sys.stderr)
     print(path)
     if not row["loadable"]:
         raise LoadError(f"{args.repo}: fetched, but yi-chat cannot load it: {row['reason']}")
     return 0
+
+
+def _pulled(args, name: str, alias: bool) -> Path:
+    """The folder `pull` describes for name (args.repo, or the target of its config alias)."""
+    repo = family.expand(name)
+    local = Path(name).expanduser()
+    hub_id = hub.written_as_id(repo) and hub.id_problem(repo) is None
+    # `pull` is about the hub: ORG/NAME (as typed, or a Yi alias) is the hub repo even where a folder of that name
+    # is here, and a path is no name to pull. A config alias stands for what -m opens: its folder first, described.
+    if name in demo.NAMES:
+        return demo.ensure(name)
+    if hub_id and not (alias and local.is_dir()):
+        return _pull_hub(args, repo, shadowed=name if not alias and local.is_dir() else None)
+    if alias and local.is_dir():
+        return local
+    if alias and not hub.written_as_id(repo):  # a config alias to a folder that is not there
+        raise LoadError(f"{name}: no such directory, and not a hub id")
+    # a//b, a/b/c, ../x, a folder: not a hub id, whichever way it came (-m says a malformed one as usage too)
+    problem = hub.id_problem(repo) if hub.written_as_id(repo) else None
+    what = f"not a valid hub id ({problem})" if problem else "not a hub id (ORG/NAME) or a Yi alias"
+    folder = f"; a local folder, which pull does not fetch (-m {name} opens it)" if local.is_dir() else ""
+    raise UsageError(f"{name}: {what} (see yi-chat models --all){folder}")
 
 
 def _pull_hub(args, repo: str, shadowed: str | None) -> Path:
@@ -187,7 +199,8 @@ def _describe_target(target: str, cached: dict) -> dict:
     repo = family.expand(target).lower()
     if repo in cached:
         return {k: v for k, v in cached[repo].items() if k not in ("name", "source", "alias")}
-    return {**_blank(), "loadable": False, "reason": f"{target}: not a directory and not fetched (yi-chat pull)"}
+    where = f"no folder {os.path.abspath(p)}, and" if hub.written_as_id(target) else "not a directory and"
+    return {**_blank(), "loadable": False, "reason": f"{target}: {where} not fetched (yi-chat pull)"}
 
 
 def describe(path: Path, size: int | None = None) -> dict:
