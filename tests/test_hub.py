@@ -304,8 +304,8 @@ def test_pull_of_org_name_is_the_hub_repo_where_a_folder_of_that_name_is_here(hu
     assert p.returncode == 0, err
     assert p.stdout.decode().strip() == str(snapshot(env))
     assert len(hub.requests("GET", "/model.safetensors")) == 1
-    assert "acme/tiny-chat: the hub repo; the folder acme/tiny-chat here is not pulled" in err
-    assert "-m acme/tiny-chat opens it, not this repo" in err
+    assert "acme/tiny-chat: the hub repo; the folder acme/tiny-chat here is not what pull fetches" in err
+    assert "-m acme/tiny-chat opens that folder, not this repo" in err
     lines = error_line(yi(env, "pull", "acme/nope", cwd=here), 3, "acme/nope: no such model repo on", "-m acme/nope")
     assert len(lines) == 1 and "not a local directory" not in lines[0]
     # A path is no name to pull: one line, a usage error, whether or not the folder is there.

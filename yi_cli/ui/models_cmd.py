@@ -95,7 +95,7 @@ def _pulled(args, name: str, alias: bool) -> Path:
 def _pull_hub(args, repo: str, shadowed: str | None) -> Path:
     """Fetch repo (the cache as it is under HF_HUB_OFFLINE). shadowed: the name, where a folder of that name is here:
     -m opens that folder, not this repo, which the lines say."""
-    note = f"the folder {shadowed} here is not pulled (pull takes hub ids); -m {shadowed} opens it, not this repo"
+    note = f"the folder {shadowed} here is not what pull fetches: -m {shadowed} opens that folder, not this repo"
     try:
         snap = hub.cached_snapshot(repo, args.revision)
         if hub.offline() and snap is not None and hub.complete(snap):
