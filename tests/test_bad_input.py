@@ -469,6 +469,21 @@ def test_model_that_is_a_file(tmp_path, tiny_dir, home):
         assert str(f) in line
 
 
+def test_a_tilde_for_a_user_this_system_does_not_know(tiny_dir, home):
+    """~USER/... for an unknown user: one line naming it (pathlib raises RuntimeError: a traceback from --model,
+    pull and --file, "failed (RuntimeError: ...)" from /save and /load), and a piped session goes on."""
+    who = "~nosuchuser-yi"
+    one_line_error(yi("--model", f"{who}/x", "-p", "hi", home=home), 3, f"cannot expand {who}", "no user")
+    one_line_error(yi("pull", f"{who}/x", home=home), 2, f"cannot expand {who}")
+    one_line_error(yi("--model", tiny_dir, "-f", f"{who}/notes.txt", "-p", "hi", home=home), 2, f"{who}/notes.txt")
+    script = f"/file {who}/f.txt\n/save {who}/s.json\n/load {who}/l.json\nhi\n"
+    p = yi("--model", tiny_dir, "--json", "--temperature", "0", "--max-new-tokens", "2", stdin=script, home=home)
+    no_traceback(p.stderr.decode())
+    lines = err_lines(p)
+    assert len(lines) == 3 and all(f"cannot expand {who} (no user" in ln for ln in lines), lines
+    assert [o["prompt"] for o in json_out(p) if "prompt" in o] == ["hi"]
+
+
 def test_device_cuda_without_cuda(tiny_dir, home):
     import torch
 

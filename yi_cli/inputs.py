@@ -90,6 +90,18 @@ def looked_up(path: str | Path, err: type[YiError] = YiError, where=None, what: 
         raise err(f"{where or path}: cannot read {what + ' ' if what else ''}({e.strerror or e})") from None
 
 
+def user_path(name: str, err: type[YiError] = YiError) -> Path:
+    """Path(name) with a leading ~ or ~USER expanded, where a user the system does not know (or no home for ~) is
+    err "NAME: cannot expand ~USER (...)" instead of pathlib's RuntimeError, which callers would report as a
+    failure of their own or a traceback."""
+    try:
+        return Path(name).expanduser()
+    except RuntimeError:
+        user = name[1:].split("/", 1)[0]
+        why = f"no user {user!r} here" if user else "no home folder is set"
+        raise err(f"{shown(name, 200)}: cannot expand ~{user} ({why})") from None
+
+
 def _kind(mode: int) -> str:
     for test, word in (
         (stat.S_ISDIR, "directory"),

@@ -140,7 +140,7 @@ def resolve(model: str, allow_pickle: bool = False) -> Path:
 
     if model in demo.NAMES:
         return demo.ensure(model)
-    p = Path(model).expanduser()
+    p = inputs.user_path(model, LoadError)
     if inputs.looked_up(p, LoadError) is not None:  # a folder on the way that cannot be searched is said
         if not p.is_dir():
             raise LoadError(f"{p}: is a file; --model takes a checkpoint directory")

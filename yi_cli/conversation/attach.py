@@ -13,8 +13,8 @@ import os
 import re
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
+from .. import inputs
 from ..errors import UsageError, shown
 
 STDIN = "-"
@@ -55,7 +55,7 @@ def read_bytes(name: str, stdin=None) -> bytes:
         if stream is None:  # started with stdin closed
             return b""
         return stream.buffer.read(MAX_BYTES + 1) if hasattr(stream, "buffer") else stream.read(MAX_BYTES + 1)
-    p = Path(name).expanduser()
+    p = inputs.user_path(name, UsageError)
     try:
         if p.is_dir():
             raise UsageError(f"{shown(name, 200)}: is a directory; attach files one by one")
@@ -132,10 +132,10 @@ def context_hint(model: str | None) -> int | None:
     from ..checkpoint import demo
     from ..paths import cache_dir
 
-    d = cache_dir() / "demo" / model if model in demo.NAMES else Path(model).expanduser()
     try:
+        d = cache_dir() / "demo" / model if model in demo.NAMES else inputs.user_path(model, UsageError)
         n = json.loads((d / "config.json").read_text(encoding="utf-8")).get("max_position_embeddings")
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, UsageError):  # loading the model then says what is wrong
         return None
     return n if isinstance(n, int) and n > 0 else None
 

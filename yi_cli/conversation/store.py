@@ -254,7 +254,7 @@ def save(chat, path: str | None) -> Path:
     `saved` keeps it a snapshot: -c passes it by, and a session resumed from it goes on in a new file. The folder
     must exist, as for an editor's write: a mistyped folder is named, not created."""
     text = json.dumps(to_dict(chat, SAVED), ensure_ascii=False, indent=1)
-    p = Path(path).expanduser() if path else sessions_dir()
+    p = inputs.user_path(path) if path else sessions_dir()
     try:
         if path:
             real = Path(os.path.realpath(p))  # the file a symlink names is replaced, not the link ("saved to" p)
@@ -292,7 +292,7 @@ def _check_folder(path: str, p: Path, real: Path) -> None:
 def resolve(path: str) -> Path:
     """`last` is the newest interactive session in the store (or an old last.json); anything else a file name."""
     if path != "last":
-        return Path(path).expanduser()
+        return inputs.user_path(path)
     for entry in entries():
         if entry["mode"] in RESUMABLE:
             return Path(entry["path"])

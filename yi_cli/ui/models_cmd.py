@@ -73,7 +73,7 @@ def pull(args, aliases: dict) -> int:
 def _pulled(args, name: str, alias: bool) -> Path:
     """The folder `pull` describes for name (args.repo, or the target of its config alias)."""
     repo = family.expand(name)
-    local = Path(name).expanduser()
+    local = inputs.user_path(name, UsageError)
     hub_id = hub.written_as_id(repo) and hub.id_problem(repo) is None
     # `pull` is about the hub: ORG/NAME (as typed, or a Yi alias) is the hub repo even where a folder of that name
     # is here, and a path is no name to pull. A config alias stands for what -m opens: its folder first, described.
@@ -189,8 +189,8 @@ def _blank() -> dict:
 def _describe_target(target: str, cached: dict) -> dict:
     if target in demo.NAMES:
         return _demo_row(target)
-    p = Path(target).expanduser()
     try:
+        p = inputs.user_path(target, LoadError)
         kind = inputs.looked_up(p, LoadError)
     except LoadError as e:  # a folder on the way cannot be searched: this row says so, the others are listed
         return {**_blank(), "loadable": False, "reason": str(e)}
