@@ -1,10 +1,14 @@
 """The decode attention's share of a CUDA decode step: graph-replayed step time at several attended lengths, and a
 verify's cost in steps, with glue.decode_attention as shipped (`tile`: up to glue.SHORT slots one tile a program),
 with every length on the looping kernel (`loop`: glue.SHORT = 0, the path before), and with no attention at all
-(`none`: the query passed through, the bound on what attention can still give).
+(`none`: the query passed through, the bound on what attention can still give), with N of a verify's tokens a
+short-attention program (`ttN`), or with the short attention's launch knobs (`split=N` slots a program, `sw=N` its
+warps, `mw=N` the merge's warps, joined by `+`).
 
     python scripts/bench_attention.py --path /tmp/yi-bench/yi-6b-awq
-Prints one JSON line per (round, variant): step_us by length, verify_ratio "length/rows" (verify graph / step).
+    python scripts/bench_attention.py --path /tmp/yi-bench/yi-34b-awq --variants tile,split=128,sw=4 --no-verify
+Prints one JSON line per (round, variant): step_us by length, verify_ratio "length/rows" (verify graph / step;
+left out with --no-verify).
 """
 
 from __future__ import annotations

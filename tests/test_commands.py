@@ -154,8 +154,9 @@ def test_prompt_shows_the_conversation_so_far(demo_dir):
     engine = ScriptedEngine(["Paris.", "Two million."])
     engine.template = tpl = Template(loader.load_tokenizer(demo_dir))
     chat, out, err = plain_chat(engine)
-    chat.handle("/prompt")
-    assert out.getvalue() == "(nothing yet: the prompt starts with your first message)\n"
+    chat.handle("/prompt")  # the demo's template puts its own system prompt first
+    want = "(nothing yet: the template's default system prompt (/system), then your first message)\n"
+    assert out.getvalue() == want
     chat.handle("Capital of France?")
     mark = len(out.getvalue())
     chat.handle("/prompt")

@@ -203,8 +203,6 @@ CONFIG_CASES = {
     "aliases-number-value": ("[aliases]\nx = 5\n", "[aliases] maps names to strings"),
     "aliases-demo": ('[aliases]\ndemo = "/models/mine"\n', "[aliases] demo would hide the built-in demo model demo"),
     "aliases-demo-fp32": ('[aliases]\ndemo-fp32 = "x/y"\n', "[aliases] demo-fp32 would hide the built-in demo model"),
-    "aliases-yi-alias": ('[aliases]\nYi-6B-Chat-4bits = "/m"\n', "built-in Yi alias yi-6b-chat-4bits (01-ai/"),
-    "aliases-yi-repo": ('[aliases]\n"01-ai/yi-6b" = "/m"\n', "01-ai/yi-6b would hide the built-in Yi repo 01-ai/Yi-6B"),
     "unknown-key-modle": ('modle = "demo"\n', "did you mean model?"),
     "unknown-generation-key": ("[generation]\ntemprature = 1\n", "did you mean generation.temperature?"),
     "api-key-in-file": ('api_key = "sk-123"\n', "keys are not kept in the config file"),
@@ -268,6 +266,24 @@ def test_an_alias_named_like_a_demo_model_is_refused_in_one_line(home):
     (home / "config" / "config.toml").write_text('[aliases]\ndemo = "/models/mine"\n')
     for args in (("-p", "hi"), ("-m", "demo", "-p", "hi"), ("pull", "demo"), ("models",)):
         one_line_error(yi(*args, home=home), 2, "config.toml: [aliases] demo would hide the built-in demo model demo")
+
+
+def test_an_alias_named_like_a_yi_model_points_it_at_a_local_copy(home, tiny_src):
+    """A Yi alias or repo name in [aliases] is a deliberate override (the model's weights kept elsewhere): -m with
+    that name opens the alias's folder, and yi-chat models lists it so."""
+    (home / "config").mkdir()
+    (home / "config" / "config.toml").write_text(
+        f'[aliases]\nyi-6b-chat-4bits = "{tiny_src}"\n"01-ai/Yi-6B-Chat" = "{tiny_src}"\n'
+    )
+    for name in ("yi-6b-chat-4bits", "01-ai/Yi-6B-Chat"):  # no hub here: an answer is the local folder's
+        p = yi("-m", name, "--json", "-p", "hi", "--max-new-tokens", "2", home=home)
+        assert p.returncode == 0, p.stderr.decode()
+        assert json.loads(p.stdout.decode().splitlines()[-1])["new_tokens"] == 2
+    listed = yi("models", "--json", home=home)
+    assert listed.returncode == 0, listed.stderr.decode()
+    rows = {r["name"]: r for r in json.loads(listed.stdout.decode())}
+    for name in ("yi-6b-chat-4bits", "01-ai/Yi-6B-Chat"):
+        assert (rows[name]["source"], rows[name]["path"]) == ("config alias", str(tiny_src))
 
 
 # --- model directories: config.json and friends -------------------------------------------------------------------

@@ -521,6 +521,7 @@ def test_an_alias_to_a_missing_relative_folder_says_where_it_looked_and_what_the
     error_line(p, 3, said + "not in the local Hugging Face cache")
     rows = {r["name"]: r for r in json.loads(yi(e, "models", "--json", cwd=here).stdout)}
     assert rows["mine"]["reason"] == f"models/yi: no folder {here / 'models' / 'yi'}, and not fetched (yi-chat pull)"
+    assert rows["bad"]["reason"].startswith("models//yi: no such directory, and not a valid hub id (")
     for args in (("-m", "bad", "-p", "hi"), ("pull", "bad")):
         lines = error_line(yi(e, *args, cwd=here), 2, f"bad ([aliases] in {cfg}): models//yi: ", "not a valid hub id")
         assert len(lines) == 1

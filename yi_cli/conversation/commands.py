@@ -178,7 +178,10 @@ def do_prompt(chat, arg):
         raise YiError("this engine does not expose its prompt (remote engines apply the template server-side)")
     messages = chat.session.messages()
     if not messages:
-        chat.render.show("(nothing yet: the prompt starts with your first message)")
+        if tpl.default_system():
+            chat.render.show("(nothing yet: the template's default system prompt (/system), then your first message)")
+        else:
+            chat.render.show("(nothing yet: the prompt starts with your first message)")
         return
     # The conversation as it stands, each turn closed: the next request adds your message and the reply's opening
     # to it. Ending with that opening after a reply showed a prompt that no request sends.

@@ -20,13 +20,15 @@ import torch
 from ..checkpoint.loader import quant_kind
 from ..errors import YiError
 from ..kernels import precompile, tinygemm
-from . import kvcache, llama, speculate
+from . import kvcache, llama, sampling, speculate
 from .graph import GraphedStep, buckets
 from .hf import trim_heap
 from .sampling import Sampler
 
 PREFILL_CHUNK = {"cuda": 1024, "cpu": 256}  # tokens per prefill forward (bounds the transient memory)
 PIPELINE = 2  # decode steps queued on the GPU ahead of the token the host is reading
+# the steps queued or read fit the sampler's host ring: none overwrites a slot not yet read
+assert PIPELINE < sampling.HOSTS
 # settings.speculate "auto": prompt-lookup speculation where scripts/bench_speculate.py measured a gain
 # (BENCHMARKS.md) and the verify rows are decode steps bit for bit (the reply keeps its tokens). CPU (demo model):
 # 1.12-1.38x on document work (mean 1.22), about even on chat. CUDA, int4 on the tensor-core GEMV (exact_rows):
@@ -309,20 +311,20 @@ class FastDecoder:
                     self.steps += 1
                     yield self._eager(n + j, greedy_only)
             return
-        pending: deque[int] = deque()
+        pending: deque[tuple[int, int]] = deque()  # (event slot, step)
         j = 1
         while True:
             while len(pending) < PIPELINE and j < limit:
                 self._launch(n + j, j % len(self.events))
-                pending.append(j % len(self.events))
+                pending.append((j % len(self.events), j))
                 j += 1
             if not pending:
                 return
-            slot = pending.popleft()
+            slot, k = pending.popleft()
             self.events[slot].synchronize()
             self.steps += 1
-            # step k of the reply (the first token was step 0, the prefill's) ran with the sampler's counter at k
-            yield int(self.host[slot]) if self.sampler.host is None else self.sampler.posted(self.steps)
+            # step k ran with the sampler's counter at k (the prefill's choice, token 1, left it at 1)
+            yield int(self.host[slot]) if self.sampler.host is None else self.sampler.posted(k)
 
     def generate(self, prompt_ids: list[int], settings, cancel: threading.Event, stop_ids: set[int]) -> Iterator[int]:
         """Yield generated ids one by one; the last may be a stop id. Ends at a stop id, when `cancel` is set,

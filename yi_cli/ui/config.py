@@ -123,24 +123,17 @@ def alias_error(alias: str, target: str, e: YiError) -> YiError:
 
 
 def _no_builtin(p, aliases: dict) -> None:
-    """An alias named like a built-in model (demo, a Yi alias or repo) is refused: -m takes the alias first, so
-    the built-in one would be hidden without a word."""
-    from ..checkpoint import demo, family
+    """An alias named like a demo model is refused: -m takes the alias first, so the embedded demo (the default
+    model) would be hidden without a word. A Yi alias or repo name may be taken on purpose (`yi-6b-chat-4bits =
+    "/models/Yi-6B-Chat-4bits"`: a local copy of that model) and stays allowed."""
+    from ..checkpoint import demo
 
     for name in aliases:
-        key = name.lower()  # -m takes a Yi alias or repo in any case
         if name in demo.NAMES:
-            what = f"demo model {name}"
-        elif key in family.ALIASES:
-            what = f"Yi alias {key} ({family.ALIASES[key].repo})"
-        elif key in family.BY_REPO:
-            what = f"Yi repo {family.BY_REPO[key].repo}"
-        else:
-            continue
-        raise UsageError(
-            f"{p}: [aliases] {shown(name, 60)} would hide the built-in {what} (-m takes an alias first); "
-            "choose another name"
-        )
+            raise UsageError(
+                f"{p}: [aliases] {shown(name, 60)} would hide the built-in demo model {name} (-m takes an alias "
+                "first); choose another name"
+            )
 
 
 def _exists(p) -> bool:

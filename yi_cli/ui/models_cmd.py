@@ -199,6 +199,13 @@ def _describe_target(target: str, cached: dict) -> dict:
     repo = family.expand(target).lower()
     if repo in cached:
         return {k: v for k, v in cached[repo].items() if k not in ("name", "source", "alias")}
+    problem = hub.id_problem(target) if hub.written_as_id(target) else None
+    if problem:  # models//yi: -m says so (exit 2), and pull would refuse it
+        return {
+            **_blank(),
+            "loadable": False,
+            "reason": f"{target}: no such directory, and not a valid hub id ({problem})",
+        }
     where = f"no folder {os.path.abspath(p)}, and" if hub.written_as_id(target) else "not a directory and"
     return {**_blank(), "loadable": False, "reason": f"{target}: {where} not fetched (yi-chat pull)"}
 
