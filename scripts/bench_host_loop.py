@@ -1,6 +1,7 @@
 """What a token costs the decode loop beyond its graphed step (CUDA): FastDecoder.generate's wall time a token
-against the step's graph replayed back to back, and the same loop with each step's token copied out to the host
-after its replay (how the loop read it before the sampler posted it into pinned memory itself).
+against the step's graph replayed back to back, and the same loop copying each step's token out to the host after
+its replay (what the loop did before the sampler posted the token into pinned memory itself: the graph here still
+posts it too, a store that costs the step nothing measurable).
 
     python3 scripts/bench_host_loop.py --path /tmp/yi-bench/yi-6b-awq [--rounds 3]
 
@@ -21,6 +22,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench import rates  # noqa: E402
+from bench_attention import replay_us  # noqa: E402
+
 from yi_cli.checkpoint.loader import open_checkpoint  # noqa: E402
 from yi_cli.engines.settings import GenSettings  # noqa: E402
 from yi_cli.runtime.decoder import FastDecoder  # noqa: E402
@@ -29,37 +33,26 @@ PROMPT, NEW = 512, 256
 
 
 def generate_us(dec: FastDecoder, ids: list[int], copy: bool) -> float:
-    """Wall µs a token between the first token and the last (bench.py's rates), the shipped loop or the copying
-    one (the sampler's host ring left out: decoder._launch then copies each token)."""
-    host = dec.sampler.host
-    if copy:
-        dec.sampler.host = None
+    """Wall µs a token between the first token and the last (bench.py's rates), the shipped loop or one copying
+    each token out (the sampler's host ring left out: decoder._launch then queues the copy)."""
+    ring = dec.sampler.host
+    dec.sampler.host = None if copy else ring
     try:
         dec.cached = []
-        times = []
         s = GenSettings(seed=0, speculate="off", max_new_tokens=NEW)
+        times = [time.perf_counter()]
         for _ in dec.generate(ids, s, threading.Event(), set()):
             times.append(time.perf_counter())
     finally:
-        dec.sampler.host = host
-    return (times[-1] - times[0]) * 1e6 / (len(times) - 1)
+        dec.sampler.host = ring
+    return 1e6 / rates(times)[1]
 
 
-def replay_us(dec: FastDecoder, length: int, reps: int = 200) -> float:
-    """µs a step of the same bucket's graph replayed back to back (no host read between steps)."""
-    with torch.inference_mode():
-        dec.pos.fill_(PROMPT)
-    for _ in range(10):
-        dec.graphs.replay(length)
-    with torch.inference_mode():
-        dec.pos.fill_(PROMPT)
-    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    a.record()
-    for _ in range(reps):
-        dec.graphs.replay(length)
-    b.record()
-    b.synchronize()
-    return a.elapsed_time(b) * 1e3 / reps
+@torch.inference_mode()
+def step_us(dec: FastDecoder) -> float:
+    """µs a step of the bucket's graph replayed back to back from the prompt's end (no host read between)."""
+    dec.pos.fill_(PROMPT)
+    return replay_us(lambda: dec.graphs.replay(PROMPT + NEW), 200)
 
 
 def main(argv=None) -> int:
@@ -75,7 +68,7 @@ def main(argv=None) -> int:
         row = {
             "generate_us": generate_us(dec, ids, False),
             "generate_copy_us": generate_us(dec, ids, True),
-            "replay_us": replay_us(dec, PROMPT + NEW),
+            "replay_us": step_us(dec),
         }
         row = {k: round(v, 1) for k, v in row.items()}
         print(json.dumps({"round": rnd, **row}), flush=True)
