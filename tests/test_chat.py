@@ -228,7 +228,7 @@ def test_save_goes_through_a_symlink_and_never_replaces_a_fifo_or_a_device(tmp_p
     target, link = tmp_path / "target.json", tmp_path / "link.json"
     target.write_text("old")
     link.symlink_to(target)
-    chat.handle(f"/save {link}")
+    chat.handle(f"/save! {link}")  # "old" is no session of this chat: replaced only with the !
     assert link.is_symlink() and json.loads(target.read_text())["turns"][0]["content"] == "q1"
     assert f"saved to {link}" in " ".join(out.getvalue().split())  # as it was given
 
@@ -258,6 +258,60 @@ def test_save_into_a_missing_folder_is_refused_and_the_chat_goes_on(tmp_path, mo
     assert "saved to s.json" in out.getvalue()
     assert json.loads((tmp_path / "s.json").read_text())["turns"] == before["turns"]
     assert [t.content for t in chat.session.turns] == ["q1", "a1", "q2", "a2"] and chat.failures == 4
+
+
+def test_save_replaces_a_file_of_this_session_only_and_save_bang_any(tmp_path, monkeypatch):
+    """/save PATH replaced whatever was there: a mistyped name destroyed another snapshot (a run-through: an empty
+    new chat saved over a one-exchange snapshot left "turns": []). Like an editor's :w, it replaces a file that
+    holds this same conversation (its id: saved or loaded before) and refuses any other with one line saying how
+    (/save! PATH); nothing is lost, and saving the same chat again to the same path stays one command."""
+    monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("keep")
+    first, first_out, first_err = plain_chat(ScriptedEngine(["a1", "a2"]))
+    first.handle("q1")
+    first.handle("/save snap.json")
+    first.handle("q2")
+    first.handle("/save snap.json")  # the same conversation again: replaced
+    snap = (tmp_path / "snap.json").read_text()
+    assert [t["content"] for t in json.loads(snap)["turns"]] == ["q1", "a1", "q2", "a2"]
+    assert first_out.getvalue().count("saved to snap.json") == 2
+
+    new, out, err = plain_chat(ScriptedEngine(["b1"]))
+    for line in ("/save snap.json", "/save notes.txt", "/save!", "/exit! now"):
+        new.handle(line)
+    assert err.getvalue().splitlines() == [
+        "error: snap.json: the file exists and holds another session; /save! snap.json replaces it",
+        "error: notes.txt: the file exists and is not a yi-chat session; /save! notes.txt replaces it",
+        "error: usage: /save! PATH (/save alone writes a new file in the session store)",
+        "error: /exit has no ! form (usage: /exit)",
+    ]
+    first.handle("/clear")  # a new conversation: no longer the one the snapshot holds
+    first.handle("/save snap.json")
+    assert first_err.getvalue().splitlines() == [
+        "error: snap.json: the file exists and holds another session; /save! snap.json replaces it"
+    ]
+    assert (tmp_path / "snap.json").read_text() == snap and (tmp_path / "notes.txt").read_text() == "keep"
+    assert new.failures == 4 and new.running and first.failures == 1
+
+    new.handle("b")
+    new.handle("/save! snap.json")
+    assert [t["content"] for t in json.loads((tmp_path / "snap.json").read_text())["turns"]] == ["b", "b1"]
+    first.handle("/load snap.json")  # loaded from it: its own file now
+    first.handle("/save snap.json")
+    assert first_out.getvalue().count("saved to snap.json") == 3 and first.failures == 1
+
+    # A file from before sessions kept an id (0.1.0) is known by its path: a chat loaded from it saves over it.
+    old = json.loads((tmp_path / "snap.json").read_text())
+    del old["id"]
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    first.handle("/load old.json")
+    first.handle("/save old.json")
+    new.handle("/clear")
+    new.handle("/save old.json")
+    assert json.loads((tmp_path / "old.json").read_text())["id"] == first.session.id
+    assert "saved to old.json" in first_out.getvalue() and first.failures == 1
+    assert err.getvalue().splitlines()[-1].startswith("error: old.json: the file exists and holds another session")
 
 
 SAVE_AS_A_USER = """

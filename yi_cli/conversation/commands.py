@@ -22,6 +22,7 @@ class Command:
     usage: str
     help: str
     takes_arg: bool = False  # False: any argument is an error
+    forced: Callable | None = None  # the handler of /NAME! (/save! replaces a file /save refuses), where there is one
 
 
 def parse(line: str):
@@ -31,11 +32,17 @@ def parse(line: str):
         return None
     name, _, arg = s[1:].partition(" ")
     name = name.lower()
-    cmd = TABLE.get(ALIASES.get(name, name))
+    bang = len(name) > 1 and name.endswith("!")
+    base = name[:-1] if bang else name
+    cmd = TABLE.get(ALIASES.get(base, base))
     if cmd is None:
-        near = difflib.get_close_matches(name, list(TABLE) + list(ALIASES), n=1)
+        near = difflib.get_close_matches(base, list(TABLE) + list(ALIASES), n=1)
         hint = f"; did you mean /{near[0]}?" if near else "; /help lists the commands"
         raise YiError(f"unknown command /{shown(name, 40)}{hint}")
+    if bang:
+        if cmd.forced is None:
+            raise YiError(f"/{cmd.name} has no ! form (usage: {cmd.usage})")
+        cmd = replace(cmd, name=cmd.name + "!", handler=cmd.forced)
     arg = arg.strip()
     if arg and not cmd.takes_arg:
         raise YiError(f"/{cmd.name} takes no argument (usage: {cmd.usage})")
@@ -48,7 +55,7 @@ def run(chat, cmd: Command, arg: str) -> None:
 
 def do_help(chat, arg):
     if arg:
-        cmd = TABLE.get(arg.lstrip("/").lower())
+        cmd = TABLE.get(arg.lstrip("/").rstrip("!").lower())
         if cmd is None:
             raise YiError(f"no command /{shown(arg.lstrip('/'), 40)}; /help lists the commands")
         chat.render.show(f"{cmd.usage}\n  {cmd.help}")
@@ -210,11 +217,17 @@ def do_stats(chat, arg):
     chat.render.show("\n".join(x for x in lines if x))
 
 
-def do_save(chat, arg):
+def do_save(chat, arg, replace=False):
     from . import store
 
-    path = store.save(chat, arg or None)
+    path = store.save(chat, arg or None, replace)
     chat.render.show(f"saved to {path}")
+
+
+def do_save_replacing(chat, arg):
+    if not arg:
+        raise YiError("usage: /save! PATH (/save alone writes a new file in the session store)")
+    do_save(chat, arg, replace=True)
 
 
 def do_load(chat, arg):
@@ -264,7 +277,15 @@ TABLE = {
         ),
         Command("model", do_model, "/model", "show the model: config, quantization, memory, module tree"),
         Command("stats", do_stats, "/stats", "summarise this session: replies, tokens, speed, context"),
-        Command("save", do_save, "/save [PATH]", "save the session to a JSON file", True),
+        Command(
+            "save",
+            do_save,
+            "/save[!] [PATH]",
+            "save the session to a JSON file (alone: a new one in the session store); /save! PATH replaces a file "
+            "that is not this session's",
+            True,
+            do_save_replacing,
+        ),
         Command("load", do_load, "/load PATH", "load a session saved with /save", True),
         Command(
             "file", attach.do_file, "/file [PATH]", "attach a text file to your next message (alone: list them)", True

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import asdict, dataclass, field
+
+
+def new_id() -> str:
+    return secrets.token_hex(8)
 
 
 @dataclass
@@ -22,6 +27,8 @@ class Turn:
 class ChatSession:
     system: str | None = None
     turns: list[Turn] = field(default_factory=list)
+    # Which conversation this is, kept in its files: /save PATH replaces a file only when it holds this same one.
+    id: str = field(default_factory=new_id)
 
     def messages(self) -> list[dict]:
         """The conversation as chat-template messages, system prompt first when set."""
@@ -69,7 +76,10 @@ class ChatSession:
         return u.content, a.content
 
     def clear(self) -> None:
+        """/clear: a new conversation (the system prompt is kept), so a new id: its /save PATH does not replace the
+        snapshot of the one before."""
         self.turns.clear()
+        self.id = new_id()
 
     @property
     def exchanges(self) -> int:
@@ -84,7 +94,7 @@ class ChatSession:
         del self.turns[:n_messages]
 
     def to_dict(self) -> dict:
-        return {"system": self.system, "turns": [asdict(t) for t in self.turns]}
+        return {"id": self.id, "system": self.system, "turns": [asdict(t) for t in self.turns]}
 
     @classmethod
     def from_dict(cls, data: dict) -> ChatSession:
@@ -93,7 +103,10 @@ class ChatSession:
         system = data.get("system")
         if system is not None and not isinstance(system, str):
             raise ValueError("system prompt must be text")
-        s = cls(system=system)
+        sid = data.get("id")  # absent from files before ids were kept: a new one (store.read: one from the path)
+        if sid is not None and (not isinstance(sid, str) or not sid):
+            raise ValueError("the session id must be text")
+        s = cls(system=system, **({"id": sid} if sid else {}))
         for i, t in enumerate(data.get("turns", [])):
             if not isinstance(t, dict) or not isinstance(t.get("content"), str):
                 raise ValueError(f"turn {i} has no text content")

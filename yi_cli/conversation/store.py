@@ -6,12 +6,14 @@ writes a file holds an exclusive lock on it (`.NAME.lock` beside it) while it do
 same session (`-c` in two terminals) goes on in a new file instead of overwriting the first one's turns. Each file
 records the mode it was started in: `--resume last` and `-c` reopen the newest *interactive* one, so a one-shot or
 piped run (or a /save snapshot) is saved but never takes the place of the chat before it. The format is unchanged
-(version 1; `mode`, `created` and `updated` are extra keys) and the `last.json` of earlier versions still loads.
+(version 1; `mode`, `created`, `updated` and the conversation's `id` are extra keys) and the `last.json` of earlier
+versions still loads.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import secrets
@@ -248,11 +250,13 @@ class Autosave:
             chat.render.notice(f"autosave failed ({e.strerror or e}); the chat goes on")
 
 
-def save(chat, path: str | None) -> Path:
-    """/save: a snapshot to PATH (a regular file replaced if it exists, through a symlink to the file it names; a
-    FIFO, a device, a directory or a file this user may not write refused), or to a new file in the store. Its mode
-    `saved` keeps it a snapshot: -c passes it by, and a session resumed from it goes on in a new file. The folder
-    must exist, as for an editor's write: a mistyped folder is named, not created."""
+def save(chat, path: str | None, replace: bool = False) -> Path:
+    """/save: a snapshot to PATH, or to a new file in the store. Its mode `saved` keeps it a snapshot: -c passes it
+    by, and a session resumed from it goes on in a new file. The folder must exist, as for an editor's write: a
+    mistyped folder is named, not created. A regular file at PATH is replaced (through a symlink, the file it names)
+    when it holds this same conversation (its id: saved or loaded before), so saving again stays one command; any
+    other file only with `replace` (/save! PATH), as an editor's :w refuses another file without ! (a mistyped name
+    replaced another snapshot). A FIFO, a device, a directory or a file this user may not write is refused."""
     text = json.dumps(to_dict(chat, SAVED), ensure_ascii=False, indent=1)
     p = inputs.user_path(path) if path else sessions_dir()
     try:
@@ -266,12 +270,34 @@ def save(chat, path: str | None) -> Path:
             _check_folder(path, p, real)
             if kind is not None and not os.access(real, os.W_OK):  # the rename below would replace it all the same
                 raise YiError(f"{shown(path, 200)}: cannot save the session (the file is not writable)")
+            if kind is not None and not replace and (held := _session_id(real)) != chat.session.id:
+                what = "holds another session" if held else "is not a yi-chat session"
+                raise YiError(f"{shown(path, 200)}: the file exists and {what}; /save! {shown(path, 200)} replaces it")
             write_atomic(real, text)
         else:
             p = write_new(p, text)
     except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
         raise YiError(f"{shown(str(p), 200)}: cannot save the session ({getattr(e, 'strerror', None) or e})") from None
     return p
+
+
+def _session_id(path: Path) -> str | None:
+    """The id of the session in the file at `path`; None when it holds none (another file, or one unreadable)."""
+    try:
+        data = inputs.read_json(path, inputs.SESSION_LIMIT, YiError, "session file")
+    except YiError:
+        return None
+    if data.get("format") != FORMAT:
+        return None
+    sid = data.get("id")
+    return sid if isinstance(sid, str) and sid else path_id(path)
+
+
+def path_id(path: Path) -> str:
+    """The id of a session file written before sessions kept one (0.1.0): taken from where the file is, so that a
+    chat resumed or loaded from it saves over it again, as over a file of its own."""
+    real = os.path.realpath(path).encode("utf-8", "surrogateescape")
+    return hashlib.sha256(real).hexdigest()[:16]
 
 
 def _check_folder(path: str, p: Path, real: Path) -> None:
@@ -318,6 +344,8 @@ def read(path: str) -> tuple[ChatSession, GenSettings, dict]:
         settings = GenSettings.from_dict(data.get("settings") or {})
     except (ValueError, TypeError, YiError) as e:
         raise YiError(f"{shown(str(p), 200)}: malformed session file ({shown(str(e), 200)})") from None
+    if data.get("id") is None:  # a file from before ids: known by its path (path_id), as /save tells it
+        session.id = path_id(p)
     data["path"] = str(p)
     data["_version"] = version
     return session, settings, data
