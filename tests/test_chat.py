@@ -1,3 +1,4 @@
+import errno
 import json
 import os
 import re
@@ -352,11 +353,43 @@ def test_save_to_a_file_or_folder_this_user_may_not_write(tmp_path):
     assert p.returncode == 0, p.stderr
     assert p.stdout.splitlines() == [
         f"error: {locked}: cannot save the session (the file is not writable)",
-        f"error: {ro / 's.json'}: cannot save the session (Permission denied)",
+        f"error: {ro / 's.json'}: cannot save the session (the folder {ro} is not writable)",
         f"error: {tmp_path}: not a regular file (a directory); a session is saved to a regular file",
     ]
     assert locked.read_text() == "keep" and stat.S_IMODE(locked.stat().st_mode) == 0o400
     assert os.listdir(ro) == []
+
+
+def test_save_where_no_file_can_be_made_says_what_failed(tmp_path, monkeypatch):
+    """/save /proc/version said "cannot save the session (No such file or directory)" of a file that exists: the
+    temp file the save writes first cannot be made in /proc. The line says what failed: the folder."""
+    from yi_cli.conversation import store
+
+    monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    chat, out, err = plain_chat(ScriptedEngine(["a1"]))
+    chat.handle("q1")
+    chat.handle("/save /proc/yi-chat-save-test.json")
+    chat.handle("/save! /proc/version")  # root may write it (access says so), others may not
+
+    def read_only(*args, **kw):  # a folder on a read-only mount, named as the current folder
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(store.tempfile, "mkstemp", read_only)
+    chat.handle("/save s.json")
+    proc = "cannot save the session (no file can be created in the folder /proc)"
+    lines = err.getvalue().splitlines()
+    assert lines[0] == f"error: /proc/yi-chat-save-test.json: {proc}"
+    assert lines[1] in (
+        f"error: /proc/version: {proc}",
+        "error: /proc/version: cannot save the session (the file is not writable)",
+    )
+    assert lines[2] == (
+        f"error: s.json: cannot save the session (the folder {os.path.realpath(tmp_path)} is on a read-only file "
+        "system)"
+    )
+    assert len(lines) == 3 and chat.failures == 3 and os.listdir(tmp_path) == []
+    assert [t.content for t in chat.session.turns] == ["q1", "a1"]
 
 
 def test_autosave_after_every_turn(tmp_path, monkeypatch):

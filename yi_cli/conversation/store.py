@@ -69,10 +69,18 @@ def _iso(t: datetime) -> str:
     return t.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+class NoNewFile(OSError):
+    """The folder let no new file be made in it (the temp file of a write): /save says so, where the bare errno
+    misled ("No such file or directory" for /save /proc/version, a file that exists: /proc takes no new files)."""
+
+
 def _tmp_file(directory: Path, text: str) -> str:
     """A 0600 temp file in `directory` holding `text`, flushed to the disk; returns its path."""
     private_dir(directory)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    except OSError as e:
+        raise NoNewFile(e.errno, e.strerror, str(directory)) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
@@ -273,7 +281,11 @@ def save(chat, path: str | None, replace: bool = False) -> Path:
             if kind is not None and not replace and (held := _session_id(real)) != chat.session.id:
                 what = "holds another session" if held else "is not a yi-chat session"
                 raise YiError(f"{shown(path, 200)}: the file exists and {what}; /save! {shown(path, 200)} replaces it")
-            write_atomic(real, text)
+            try:
+                write_atomic(real, text)
+            except NoNewFile as e:  # what failed is the folder, not the file PATH names
+                why = _no_new_file(_folder_named(path, p, real)[1], e)
+                raise YiError(f"{shown(path, 200)}: cannot save the session ({why})") from None
         else:
             p = write_new(p, text)
     except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
@@ -300,19 +312,34 @@ def path_id(path: Path) -> str:
     return hashlib.sha256(real).hexdigest()[:16]
 
 
+def _folder_named(path: str, p: Path, real: Path) -> tuple[Path, str]:
+    """The folder /save PATH writes into, and its name as the user gave it (for a symlink, the folder of the file
+    it names; for a bare file name, the current folder's path). A PATH ending in a slash names a folder."""
+    folder = real if path.endswith(("/", os.sep)) else real.parent
+    given = p if folder == real else p.parent
+    return folder, shown(str(folder if p.is_symlink() or str(given) == "." else given), 200)
+
+
 def _check_folder(path: str, p: Path, real: Path) -> None:
     """The folder /save PATH writes into exists: write_atomic would create it (and every folder above), so a typo in
     a path made folders. A PATH ending in a slash names a folder, not the file to write."""
-    folder = real if path.endswith(("/", os.sep)) else real.parent
+    folder, named = _folder_named(path, p, real)
     kind = inputs.kind_of(folder)
     if kind == "directory":
         return
-    if p.is_symlink():  # the folder of the file the link names
-        named = shown(str(folder), 200)
-    else:  # as the user gave it
-        named = shown(str(p if folder == real else p.parent), 200)
     why = f"the folder {named} does not exist" if kind is None else f"{named} is a {kind}, not a folder"
     raise YiError(f"{shown(path, 200)}: cannot save the session ({why})")
+
+
+def _no_new_file(folder: str, e: OSError) -> str:
+    """Why no file could be made in `folder`, which exists (_check_folder)."""
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return f"the folder {folder} is not writable"
+    if e.errno == errno.EROFS:
+        return f"the folder {folder} is on a read-only file system"
+    if e.errno == errno.ENOENT:  # an existing folder that makes no files: /proc, and the like
+        return f"no file can be created in the folder {folder}"
+    return f"no file can be created in the folder {folder} ({e.strerror or e})"
 
 
 def resolve(path: str) -> Path:
