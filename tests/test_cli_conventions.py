@@ -170,7 +170,11 @@ def test_missing_file_and_stdin_misuse_are_usage_errors(server, home, tmp_path):
     master, slave = os.openpty()  # a terminal: its read would wait for keys (in the REPL, held ones)
     try:
         tty = os.ttyname(slave)
-        one_line_error(yi("--endpoint", server.url, "-f", tty, "-p", "x", home=home), 2, f"{tty}: is a terminal")
+        one_line_error(
+            yi("--endpoint", server.url, "-f", tty, "-p", "x", home=home),
+            2,
+            f"{tty}: not a regular file (a character device)",  # before it is opened, as any device
+        )
     finally:
         os.close(master)
         os.close(slave)

@@ -176,6 +176,49 @@ def test_load_of_a_fifo_in_a_piped_chat_is_one_error_and_the_chat_goes_on(tmp_pa
     assert len(sessions) == 1 and json.loads(sessions[0].read_text())["turns"][0]["content"] == "hello"
 
 
+def test_a_device_or_socket_is_not_attached_but_a_pipe_is(tmp_path, home):
+    """/file /dev/zero read 64 MiB to say "too large to attach (over 64 MiB)" where /load says "not a regular file
+    (a character device)" up front. /file and -f refuse a device or a socket before opening it, with that kind of
+    line; a pipe, which `-f <(cmd)` names (/dev/fd/63) and /dev/stdin is when piped, is still read to its end."""
+    import socket
+
+    from tests.fixtures import ScriptedEngine, plain_chat
+    from yi_cli.conversation import attach
+
+    sock = tmp_path / "sock"
+    chat, out, err = plain_chat(ScriptedEngine())
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(sock))
+        for path in ("/dev/zero", sock):
+            chat.handle(f"/file {path}")
+    tail = "only regular files and pipes can be attached"
+    assert err.getvalue().splitlines() == [
+        f"error: /dev/zero: not a regular file (a character device); {tail}",
+        f"error: {sock}: not a regular file (a socket); {tail}",
+    ]
+    assert chat.attachments == [] and chat.failures == 2
+    # -f: refused before the model loads (a model that does not exist would be exit 3)
+    p = yi("--model", str(tmp_path / "no-model"), "-f", "/dev/zero", "-p", "hi", home=home)
+    one_line_error(p, EXIT_USAGE, f"/dev/zero: not a regular file (a character device); {tail}")
+
+    def pipe(text: bytes) -> tuple[int, str]:  # what a shell's <(cmd) gives: a pipe's read end as /dev/fd/N
+        r, w = os.pipe()
+        os.write(w, text)
+        os.close(w)
+        return r, f"/dev/fd/{r}"
+
+    r1, piped = pipe(b"from a pipe\n")
+    r2, flagged = pipe(b"from -f\n")
+    try:
+        chat.handle(f"/file {piped}")
+        _, attached = attach.gather([], "hi", [flagged], tty=True)
+    finally:
+        os.close(r1)
+        os.close(r2)
+    assert [a.text for a in chat.attachments] == ["from a pipe\n"] and chat.failures == 2
+    assert [(a.name, a.text) for a in attached] == [(flagged, "from -f\n")]
+
+
 # --- config.toml --------------------------------------------------------------------------------------------------
 
 CONFIG_CASES = {

@@ -57,10 +57,18 @@ def read_bytes(name: str, stdin=None) -> bytes:
         return stream.buffer.read(MAX_BYTES + 1) if hasattr(stream, "buffer") else stream.read(MAX_BYTES + 1)
     p = inputs.user_path(name, UsageError)
     try:
-        if p.is_dir():
+        kind = inputs.kind_of(p)  # through links: `-f <(cmd)` names /dev/fd/63, a pipe
+        if kind == "directory":
             raise UsageError(f"{shown(name, 200)}: is a directory; attach files one by one")
+        # A pipe is read to its end (process substitution, /dev/stdin piped); a device is refused before it is
+        # opened, as /load refuses it: /dev/zero never ends (it read 64 MiB to say "too large"), a terminal would
+        # wait on the chat's own held keys, and opening some devices does things.
+        if kind not in (None, "regular file", "FIFO"):
+            raise UsageError(
+                f"{shown(name, 200)}: not a regular file (a {kind}); only regular files and pipes can be attached"
+            )
         with open(p, "rb") as f:
-            if os.isatty(f.fileno()):  # /dev/tty, a pty: a read would wait on the chat's own held keys
+            if os.isatty(f.fileno()):  # swapped for a terminal since the look above
                 raise UsageError(f"{shown(name, 200)}: is a terminal; only files can be attached")
             return f.read(MAX_BYTES + 1)
     except OSError as e:
