@@ -323,6 +323,36 @@ def test_an_editor_run_from_a_redirected_chat_draws_on_the_terminal_not_in_the_f
     assert out.read_text() == "echo: first question\n\necho: edited question\n\n"
 
 
+def test_a_message_edited_in_the_editor_is_shown_as_sent_and_an_emptied_file_cancels(server, home, tmp_path):
+    """/edit with $EDITOR sent the edited message without showing it (the scrollback read `>>> /edit`, then the
+    reply to a message it never showed; inline /edit leaves `edit> ...`): it is shown as the edit> prompt leaves
+    it, a second line after `... `. A file saved empty said "the message is unchanged": it says the file was left
+    empty, and the exchange stays as it was."""
+    editor = tmp_path / "ed.sh"
+    editor.write_text(
+        '#!/bin/sh\nif [ -e empty ]; then : > "$1"; else printf "edited question\\nsecond line\\n" > "$1"; fi\n'
+    )
+    editor.chmod(0o755)
+    child = spawn("--endpoint", server.url, home=home, cwd=tmp_path, env={"EDITOR": str(editor)})
+    child.sendline("first question")
+    child.expect_exact("stop · ")
+    child.expect_exact(">>>")
+    child.sendline("/edit")
+    child.expect_exact("echo: edited question")
+    shown = child.before.replace("\r", "")
+    assert "edit> edited question\n... second line\n" in shown, shown  # before the reply, as a typed message
+    child.expect_exact(">>>")
+    (tmp_path / "empty").touch()
+    child.sendline("/edit")
+    child.expect_exact("edit cancelled: ")
+    child.expect_exact(">>>")
+    assert "the file was left empty" in child.before
+    assert leave(child) == 0
+    (saved,) = session_files(home)
+    edited = "edited question\nsecond line"
+    assert [t["content"] for t in saved["turns"]] == [edited, "echo: " + edited]
+
+
 def test_sigterm_during_the_editor_leaves_the_terminal_as_the_chat_found_it(server, home, tmp_path):
     """SIGTERM while $EDITOR runs: the editor is killed with its alternate screen up and its raw modes set, and
     the shell was left in them (no echo, the exit line drawn inside the editor's screen)."""

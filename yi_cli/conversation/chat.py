@@ -62,7 +62,7 @@ class Chat:
         self.interrupts = 0  # Ctrl-C and signals during the last reply
         self.running = True
         self.terminated = False  # SIGTERM: finish the reply in flight, record it, then leave
-        self.editor = None  # callable(old text) -> new text, for /edit; set by the interactive REPL
+        self.editor = None  # callable(old text) -> new text or None (given up), for /edit; set by the REPL
         self._counted: tuple = (None, 0)  # (conversation, its token count), for the context meter
         self._resume: tuple = (None, None)  # (last reply Turn, ids of its prompt + reply): exact /continue
         self.attachments: list = []  # files for the next message (-f, /file): attach.take prepends them

@@ -164,7 +164,12 @@ def do_edit(chat, arg):
         new = chat.editor(old)
     else:
         raise YiError("usage: /edit NEW TEXT (no editor here: give the new message)")
-    if not new or not new.strip() or new == old:
+    if new is None:  # the editor gave up (its file left empty, Ctrl-C at edit>) and said why
+        return
+    if not new.strip():
+        chat.render.notice("edit cancelled: the message was left empty")
+        return
+    if new == old:
         chat.render.notice("edit cancelled: the message is unchanged")
         return
     chat.regenerate(new)

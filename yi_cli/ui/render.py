@@ -127,6 +127,13 @@ class Renderer:
         """The REPL's first line."""
         self.show(text)
 
+    def echo(self, prompt: str, text: str) -> None:
+        """A message sent that the screen does not show (an /edit made in $EDITOR), drawn as a prompt leaves a
+        typed one: `prompt` before its first line, the REPL's `... ` before the others; the terminal wraps it."""
+        first, *rest = safe(text).split("\n")
+        shown = "\n".join([prompt + first, *("... " + line for line in rest)])
+        self.console.print(shown, markup=False, highlight=False, soft_wrap=True)
+
     def notice(self, msg: str) -> None:
         self.err.print(safe(msg), markup=False, highlight=False, style="yellow", soft_wrap=True)
 

@@ -73,43 +73,60 @@ def toolbar(chat):
     return text
 
 
+EDIT_PROMPT = "edit> "
+
+
 def editor(session, render):
     """/edit: $VISUAL/$EDITOR on a temp file when set (the terminal as the chat found it meanwhile), else the
-    message inline, ready to change."""
+    message inline, ready to change. None: the edit was given up, and the notice says why."""
 
     def edit(old: str) -> str | None:
         cmd = os.environ.get("VISUAL") or os.environ.get("EDITOR")
         if not cmd:
             try:
-                return session.prompt("edit> ", default=old)
+                return session.prompt(EDIT_PROMPT, default=old)
             except (KeyboardInterrupt, EOFError):
+                render.notice("edit cancelled: your last message stays as it was")
                 return None
-        import shlex
-        import subprocess
-        import tempfile
-
-        with tempfile.NamedTemporaryFile("w+", suffix=".md", encoding="utf-8") as f:
-            f.write(old)
-            f.flush()
-            render.pin_keys(False)  # a line editor (ed) echoes through the terminal
-            modes = _modes()
-            ended = False
-            try:
-                screen = render.side_screen()  # stdout a file: the editor draws on the terminal
-                done = subprocess.run([*shlex.split(cmd), f.name], stdout=screen)
-                ended = done.returncode >= 0  # not killed by a signal
-                if done.returncode:
-                    raise subprocess.CalledProcessError(done.returncode, cmd)
-            except (OSError, subprocess.CalledProcessError) as e:
-                raise YiError(f"editor {cmd!r} failed ({e})") from None
-            finally:
-                if not ended:  # killed (SIGTERM to the chat kills it too): its screen and modes are still up
-                    _restore(modes, screen or sys.stdout)
-                render.pin_keys(True)
-            with open(f.name, encoding="utf-8") as g:
-                return g.read().rstrip("\n")
+        new = _edit_file(cmd, old, render)
+        if not new.strip():  # saved empty: the way to give up an edit in most editors (:%d, :wq)
+            render.notice("edit cancelled: the file was left empty")
+            return None
+        if new != old:
+            # The editor's screen is gone and the scrollback showed `>>> /edit` then the reply: the message sent is
+            # shown as the inline edit> prompt leaves it, so the scrollback reads as the conversation.
+            render.echo(EDIT_PROMPT, new)
+        return new
 
     return edit
+
+
+def _edit_file(cmd: str, old: str, render) -> str:
+    """`old` in a temp file, $EDITOR run on it, the file's text read back (trailing newlines dropped)."""
+    import shlex
+    import subprocess
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w+", suffix=".md", encoding="utf-8") as f:
+        f.write(old)
+        f.flush()
+        render.pin_keys(False)  # a line editor (ed) echoes through the terminal
+        modes = _modes()
+        ended = False
+        try:
+            screen = render.side_screen()  # stdout a file: the editor draws on the terminal
+            done = subprocess.run([*shlex.split(cmd), f.name], stdout=screen)
+            ended = done.returncode >= 0  # not killed by a signal
+            if done.returncode:
+                raise subprocess.CalledProcessError(done.returncode, cmd)
+        except (OSError, subprocess.CalledProcessError) as e:
+            raise YiError(f"editor {cmd!r} failed ({e})") from None
+        finally:
+            if not ended:  # killed (SIGTERM to the chat kills it too): its screen and modes are still up
+                _restore(modes, screen or sys.stdout)
+            render.pin_keys(True)
+        with open(f.name, encoding="utf-8") as g:
+            return g.read().rstrip("\n")
 
 
 def _modes():
