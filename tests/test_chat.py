@@ -34,7 +34,7 @@ def test_two_turn_transcript():
 def test_stdout_gone_mid_reply_keeps_the_turn_and_saves_it():
     """`yi-chat ... | head -c 20`: the renderer's write fails mid-reply. The exchange so far is committed (marked
     interrupted) and autosaved before the BrokenPipeError leaves the chat: nothing said is lost."""
-    engine = ScriptedEngine(["one two three four five six"])
+    engine = ScriptedEngine(["one two three four five six"], hold_after=3)  # no word past the cut: the same text
     saved = []
     chat, out, err = plain_chat(engine, on_turn=lambda c: saved.append(c.session.to_dict()))
     pieces = []
@@ -50,6 +50,31 @@ def test_stdout_gone_mid_reply_keeps_the_turn_and_saves_it():
     last = chat.session.last_assistant()
     assert last.interrupted and last.content == "".join(pieces)  # what the model said, shown or not
     assert [t["content"] for t in saved[-1]["turns"]] == ["count", last.content]
+
+
+def test_a_reply_cut_by_a_closed_stdout_records_the_tokens_it_keeps():
+    """`printf 'a long story\\nhi\\n' | yi-chat | head -c 100`: the reply cut by the closed pipe was saved with its
+    text but `"tokens": 0` and new_tokens 0 (an interactive Ctrl-C records the real count). The engine's count of
+    what it generated is kept, with the text it generated after the cut (not shown, as after a Ctrl-C)."""
+    engine = ScriptedEngine(["one two three four five six"], hold_after=4)
+    saved = []
+    chat, out, err = plain_chat(engine, on_turn=lambda c: saved.append(c.session.to_dict()))
+    pieces = []
+
+    def closing(delta):
+        pieces.append(delta)
+        if len(pieces) == 2:
+            assert engine.holding.wait(60)  # four words made, the engine waits for the cancel the cut sets
+            raise BrokenPipeError
+
+    chat.render.reply_text = closing
+    with pytest.raises(BrokenPipeError):
+        chat.turn("tell a long story")
+    last = chat.session.last_assistant()
+    assert last.interrupted and last.content == "one two three four" and "".join(pieces) == "one two"
+    assert last.tokens == 4 and last.stats["new_tokens"] == 4 and last.stats["prompt_tokens"] == 8
+    assert saved[-1]["turns"][1]["tokens"] == 4  # the session file
+    assert [s.new_tokens for s in chat.history] == [4]  # /stats
 
 
 def test_ctrl_c_mid_reply_keeps_partial_reply_and_session():

@@ -173,7 +173,7 @@ class Chat:
             text, stats, error, ids = self._stream(prompt, settings)
         except BaseException:  # abandoned (a third Ctrl-C, stdout gone): what was said stays, marked interrupted
             text, stats, error, ids = self._abandoned
-            self._commit(pending, prompt, text, stats, dropped, None)
+            self._commit(pending, prompt, text, stats, dropped, ids)
             try:  # the reply ends on screen too (its marker; a terminal renderer stops holding notices)
                 self.render.reply_end(text, stats)
             except Exception:  # noqa: BLE001 - stdout gone: nothing more can be shown
@@ -259,11 +259,12 @@ class Chat:
             cancel.set()
             if worker.is_alive():
                 worker.join(timeout=30)  # bounded: a third Ctrl-C during a stuck prefill must still return
+            finish = self._leftover(events, acc)
             self._abandoned = (
                 "".join(acc["text"]),
-                Stats(prompt_tokens=None, finish_reason=FINISH_INTERRUPTED),
+                finish.stats if finish is not None else Stats(prompt_tokens=None, finish_reason=FINISH_INTERRUPTED),
                 None,
-                None,
+                finish.token_ids if finish is not None else None,
             )
             raise
         worker.join()
@@ -272,6 +273,24 @@ class Chat:
             error = "the engine ended without finishing the reply"
         stats = finish.stats if finish is not None else Stats(finish_reason=FINISH_ERROR)
         return "".join(acc["text"]), stats, error, finish.token_ids if finish is not None else None
+
+    @staticmethod
+    def _leftover(events, acc) -> Finish | None:
+        """What an abandoned reply's engine said after the renderer stopped taking it (stdout closed, | head): its
+        text is kept, unshown, and its Finish gives the real count of the tokens that text is (it was recorded as 0,
+        as if none had been generated). None where the engine has not finished (it did not answer cancel)."""
+        finish = None
+        while True:
+            try:
+                ev = events.get_nowait()
+            except queue.Empty:
+                return finish
+            if isinstance(ev, Text):
+                acc["text"].append(ev.text)
+            elif isinstance(ev, Finish):
+                finish = ev
+            elif isinstance(ev, ReplyCut):  # a remote reply cut by the network: its text so far and its count
+                finish = Finish(ev.stats)
 
     def _drain(self, worker, events, cancel, acc) -> None:
         self.interrupts = 0
