@@ -481,6 +481,19 @@ def test_ctrl_c_between_replies_of_a_piped_run_says_where_the_session_is(server,
     assert err.decode().splitlines() == [f"yi-chat: interrupted; the session is saved in {saved}"]
 
 
+def test_piped_tables_carry_no_trailing_spaces(server, home):
+    """Piped `/history` padded every line of its table with spaces to 80 columns (`cat -A` showed them); `--json`
+    already dropped them. Tables written to a pipe end at their last character; the columns still line up."""
+    p = yi("--endpoint", server.url, stdin="what is a cat\n/history\n/help\n", home=home)
+    assert p.returncode == 0, p.stderr.decode()
+    lines = p.stdout.decode().splitlines()
+    assert [ln for ln in lines if ln != ln.rstrip()] == []
+    rows = [ln for ln in lines if ln.lstrip().startswith(("#", "1 ", "2 "))][:3]
+    assert [r.split(None, 2)[:2] for r in rows] == [["#", "role"], ["1", "user"], ["2", "assistant"]]
+    assert rows[1].endswith("what is a cat") and rows[2].endswith("echo: what is a cat")
+    assert len({r.index(w) for r, w in zip(rows, ("text", "what", "echo"), strict=True)}) == 1  # one text column
+
+
 def test_a_json_chat_in_a_terminal_keeps_its_banner_out_of_the_json(server, home, tmp_path):
     out = tmp_path / "lines.jsonl"
     child = spawn_redirected("--endpoint", server.url, "--json", home=home, cwd=tmp_path, out=out)

@@ -119,9 +119,18 @@ class Renderer:
 
     def show(self, renderable) -> None:
         """Output of a command (text or a rich renderable)."""
-        self.console.print(
-            safe(renderable) if isinstance(renderable, str) else renderable, markup=False, highlight=False
-        )
+        if isinstance(renderable, str):
+            self.console.print(safe(renderable), markup=False, highlight=False)
+            return
+        if self.console.is_terminal:
+            self.console.print(renderable, markup=False, highlight=False)
+            return
+        # A file or a pipe: a table pads every line with spaces to the width (80 columns; `cat -A` shows them,
+        # `grep 'x$'` misses); they are dropped, as JsonRenderer.show drops them. Text is written as it is.
+        with self.console.capture() as shown:
+            self.console.print(renderable, markup=False, highlight=False)
+        self.console.file.write("\n".join(line.rstrip() for line in shown.get().split("\n")))
+        self.console.file.flush()
 
     def banner(self, text: str) -> None:
         """The REPL's first line."""
