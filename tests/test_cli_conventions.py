@@ -587,6 +587,35 @@ def test_continue_reopens_the_last_interactive_chat_not_a_later_one_shot(server,
     assert [t["content"] for t in inter["turns"]][::2] == ["interactive question", "follow-up"]
 
 
+def test_a_resumed_chat_says_which_session_it_opened(server, home, tmp_path):
+    """`yi-chat -c` showed only the usual banner: nothing said which session went on, or that one did. One line
+    names its file (in the store by name, elsewhere as given), its exchanges and when it was last written."""
+    import re
+
+    child = spawn("--endpoint", server.url, home=home, cwd=tmp_path)
+    child.sendline("first question")
+    child.expect_exact("stop · ")
+    child.expect_exact(">>>")
+    child.sendline("/save snap.json")
+    child.expect_exact("saved to snap.json")
+    child.expect_exact(">>>")
+    assert leave(child) == 0
+    [path] = (home / "data" / "sessions").glob("*.json")
+    updated = json.loads(path.read_text())["updated"]
+    line = f"resumed 1 exchange from {path.name} (updated {updated[:10]} {updated[11:16]} UTC)"
+
+    child = spawn("--endpoint", server.url, "-c", home=home, cwd=tmp_path, prompt=False)
+    child.expect_exact("yi-chat · served")  # the banner: the line came before it, with the other notices
+    assert line in " ".join(child.before.split()), child.before
+    child.expect_exact(">>>")
+    assert leave(child) == 0
+    p = yi("--endpoint", server.url, "-c", "-p", "follow-up", home=home)
+    assert p.returncode == 0 and p.stderr.decode().splitlines()[0].startswith("resumed 1 exchange from "), p.stderr
+    p = yi("--endpoint", server.url, "--resume", "snap.json", stdin="/history\n", home=home, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr.decode()
+    assert re.fullmatch(r"resumed 1 exchange from snap\.json \(updated [-0-9]{10} [:0-9]{5} UTC\)\n", p.stderr.decode())
+
+
 def test_two_chats_continuing_one_session_never_overwrite_each_other(server, home, tmp_path):
     """-c in two terminals: the second goes on in a new file (and says so); neither loses a turn (issue found
     by a run-through: each process rewrote the file with its own turns)."""

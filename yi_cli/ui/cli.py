@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import sys
 
@@ -347,6 +348,8 @@ def _main(args) -> int:
         autosave = store.autosave_for(resume, data, mode)
         chat = Chat(engine, render, settings, session, options, on_turn=autosave)
         chat.attachments = attachments
+        if data is not None:
+            render.notice(resumed(args.resume if resume != "last" else None, data, chat.session.exchanges))
         if autosave.forked:
             render.notice(
                 f"{os.path.basename(data['path'])} is in use by another yi-chat (or was written by one since it "
@@ -367,6 +370,23 @@ def _main(args) -> int:
         raise
     finally:
         render.pin_keys(False)
+
+
+def resumed(given: str | None, data: dict, exchanges: int) -> str:
+    """The line that says which session a resume opened (`-c` names none, and the banner is the same for every
+    chat): its file (by name in the store, else as given), its exchanges, when it was last written."""
+    from pathlib import Path
+
+    from ..conversation import store
+    from ..errors import shown
+
+    path = Path(data["path"])
+    name = path.name if given is None or path.parent.resolve() == store.sessions_dir().resolve() else given
+    line = f"resumed {exchanges} exchange{'s' * (exchanges != 1)} from {shown(name, 200)}"
+    updated = data.get("updated")
+    if isinstance(updated, str) and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d[0-9:.]*Z", updated):
+        line += f" (updated {updated[:10]} {updated[11:16]} UTC)"  # as `yi-chat sessions` lists it
+    return line
 
 
 def _run(chat, prompt, interactive, render) -> int:
