@@ -433,6 +433,104 @@ def test_kill_of_a_chat_stopped_at_the_prompt_ends_it_on_fg(server, home, tmp_pa
     assert [t["content"] for t in saved["turns"]][::2] == ["first question", "second question"]
 
 
+# Run as yi-chat is (python -m yi_cli), with perf_counter moved on by the seconds in the file $SHIFT names: the test
+# writes 1000 there while the chat is stopped, a long Ctrl-Z without waiting through one.
+SHIFTED_CLOCK = """import os, runpy, sys, time
+sys.path.insert(0, {root!r})
+real = time.perf_counter
+
+
+def shifted():
+    try:
+        with open(os.environ["SHIFT"]) as f:
+            return real() + float(f.read())
+    except FileNotFoundError:
+        return real()
+
+
+time.perf_counter = shifted
+sys.argv[0] = "yi-chat"
+runpy.run_module("yi_cli", run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.parametrize("how", ["chat", "piped"])
+def test_a_reply_stopped_with_ctrl_z_leaves_the_stop_out_of_its_speed(home, tmp_path, how):
+    """Ctrl-Z mid-reply, `fg` later: the stopped time was counted as decode time, so the footer's tok/s (and
+    /stats, and the session's decode_tok_s) fell to a fraction. The stop is left out, in the chat (the terminal's
+    hold takes Ctrl-Z) and in a piped run (`< questions > replies`, the chat's own handler during a reply). yi-chat
+    runs as a job of an interactive dash; while it is stopped its clock is moved on by 1000 s (a 1000 s stop), and
+    the reply's decode time must not have grown by that."""
+    import threading
+    import time
+
+    pexpect = pytest.importorskip("pexpect")
+    dash = shutil.which("dash")
+    if dash is None:
+        pytest.skip("needs dash")
+
+    class Gated(ScriptedEngine):
+        """Streams the first 5 words of its reply, then waits for `go` before the rest."""
+
+        def __init__(self, replies):
+            super().__init__(replies)
+            self.waiting, self.go = threading.Event(), threading.Event()
+
+        def stream(self, prompt, settings, cancel):
+            for i, ev in enumerate(super().stream(prompt, settings, cancel)):
+                if i == 5:
+                    self.waiting.set()
+                    assert self.go.wait(60)
+                yield ev
+
+    words = [f"w{i}" for i in range(20)]
+    wrapper = tmp_path / "yi_shifted.py"
+    wrapper.write_text(SHIFTED_CLOCK.format(root=str(ROOT)))
+    shift, replies = tmp_path / "shift", tmp_path / "replies.txt"
+    (tmp_path / "questions.txt").write_text("tell me a story\n")
+    with OpenAIServer(Gated([" ".join(words)]), model="served") as srv:
+        argv = " ".join(shlex.quote(a) for a in (sys.executable, str(wrapper), "--endpoint", srv.url, "--stats"))
+        env = term_env(home, PS1="$ ", SHIFT=str(shift))
+        child = pexpect.spawn(dash, ["-i"], env=env, encoding="utf-8", dimensions=(40, 120), timeout=60, cwd=tmp_path)
+        try:
+            child.expect_exact("$ ")
+            if how == "chat":
+                child.sendline(argv)
+                child.expect_exact(">>>")
+                child.sendline("tell me a story")
+                child.expect_exact("w4")  # the reply is on screen: its decode time has begun
+            else:
+                child.sendline(f"{argv} < questions.txt > replies.txt")
+                deadline = time.monotonic() + 60
+                while "w4" not in (replies.read_text() if replies.exists() else ""):  # written as it comes
+                    assert time.monotonic() < deadline, "the reply's first words"
+                    time.sleep(0.01)  # polling a condition with a deadline
+            assert srv.engine.waiting.wait(60)
+            child.sendcontrol("z")
+            child.expect("Stopped")
+            child.expect_exact("$ ")
+            shift.write_text("1000")  # stopped for 1000 s, as the chat's clock sees it
+            child.sendline("fg")
+            child.expect_exact("fg")
+            srv.engine.go.set()
+            child.expect(r"stop · \d+ prompt tok · 20 new tok · ttft \d+\.\d+s · (\d+\.\d+) tok/s")
+            footer = float(child.match.group(1))
+            if how == "chat":
+                child.expect_exact(">>>")
+                child.sendcontrol("d")
+            child.expect_exact("$ ")
+            child.sendline("exit")
+            child.expect(pexpect.EOF)
+        finally:
+            child.close(force=True)
+    (saved,) = session_files(home)
+    reply = saved["turns"][1]
+    assert reply["content"] == " ".join(words) and reply["tokens"] == 20
+    decode_s = 19 / reply["stats"]["decode_tok_s"]
+    assert decode_s < 100, f"the stop counted as decode time: {decode_s:.0f} s ({footer} tok/s)"
+    assert footer > 0.2  # the footer as well (19 tokens in less than 95 s)
+
+
 @pytest.mark.parametrize("when", ["mid-reply", "at the prompt"])
 def test_a_real_hangup_saves_the_turn_and_exits_129(home, tmp_path, when):
     """The terminal closed under the chat (its pty's master side: a closed window, a dropped ssh): the reply so far

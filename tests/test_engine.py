@@ -146,3 +146,29 @@ def test_continue_extends_the_cut_reply_in_place(demo_dir, backend):
     reply = chat.session.turns[-1]
     assert reply.content.startswith(cut) and len(reply.content) > len(cut) and reply.tokens == 24
     assert reply.content == whole.session.turns[-1].content
+
+
+@pytest.mark.parametrize("backend", ["fast", "generate"])
+def test_a_stop_mid_reply_is_no_decode_time(demo_dir, backend, monkeypatch):
+    """Ctrl-Z mid-reply, then `fg`: the stopped time counted as decode time and the tok/s fell to a fraction. A stop
+    that clock.paused measures (as clock.suspend does; here 1000 s, perf_counter moved on meanwhile) is left out
+    of the reply's timing on both local paths."""
+    import time
+
+    from yi_cli import clock
+    from yi_cli.checkpoint.loader import open_checkpoint
+    from yi_cli.engines.local import LocalEngine
+
+    real, shift = time.perf_counter, [0.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: real() + shift[0])
+    engine = LocalEngine(open_checkpoint(demo_dir, device="cpu", dtype="fp32"), backend=backend)
+    prompt = engine.template.build([{"role": "user", "content": "Write a long story about a dragon."}])
+    events = []
+    for ev in engine.stream(prompt, GenSettings(temperature=0, max_new_tokens=12), threading.Event()):
+        events.append(ev)
+        if len(events) == 3:  # mid-reply
+            with clock.paused():
+                shift[0] += 1000.0
+    stats = events[-1].stats
+    assert stats.new_tokens == 12 and stats.finish_reason == "length"
+    assert stats.ttft_s + stats.decode_s < 100, stats

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
+from .. import clock
 from ..engines.events import FINISH_ERROR, FINISH_INTERRUPTED, Finish, Stats, Text
 from ..engines.settings import GenSettings
 from ..engines.template import Prompt
@@ -303,7 +304,7 @@ class Chat:
                 raise KeyboardInterrupt
 
         started = False
-        with _cancelling_signals(interrupted) as wrapped:
+        with _cancelling_signals(interrupted) as wrapped, _timed_stops():
             while True:
                 try:
                     if not started:
@@ -339,6 +340,30 @@ def _utf8(line: str) -> str:
         return line.encode("utf-8", "surrogateescape").decode("utf-8")
     except UnicodeError:
         raise YiError("the input is not valid UTF-8; line ignored") from None
+
+
+@contextmanager
+def _timed_stops():
+    """While a reply streams, a Ctrl-Z stop (SIGTSTP, to `fg`) is left out of its timing (clock.suspend) where no
+    handler of the terminal's hold (ui/keys.py) takes the signal: a piped or redirected run. Left to the default
+    action, the stopped time counted as decode time and the tok/s fell. Main thread only, as any handler."""
+    tstp = getattr(signal, "SIGTSTP", None)
+    if (
+        tstp is None
+        or threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(tstp) != signal.SIG_DFL
+    ):
+        yield
+        return
+
+    def stop(signum, frame):
+        clock.suspend(stop)
+
+    signal.signal(tstp, stop)
+    try:
+        yield
+    finally:
+        signal.signal(tstp, signal.SIG_DFL)
 
 
 _SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))

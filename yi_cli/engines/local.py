@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from queue import Empty
 
+from .. import clock
 from ..errors import YiError, failure
 from .events import FINISH_INTERRUPTED, FINISH_LENGTH, FINISH_STOP, Finish, Stats, Text
 from .settings import GenSettings
@@ -86,7 +86,7 @@ class LocalEngine:
         """The decoder's per-chunk hook: a status line once the prompt has taken PROGRESS_AFTER_S."""
 
         def chunk(done: int, total: int) -> None:
-            if self.progress is not None and time.perf_counter() - t0 >= PROGRESS_AFTER_S:
+            if self.progress is not None and clock.now() - t0 >= PROGRESS_AFTER_S:
                 self.showing = True
                 self.progress(f"reading the prompt: {done}/{total} tokens ({100 * done // total}%)")
 
@@ -101,12 +101,12 @@ class LocalEngine:
         stats = Stats(prompt_tokens=len(ids))
         detok = self.template.detokenizer(context)
         stop_ids = self.template.stop_ids
-        t0 = time.perf_counter()
+        t0 = clock.now()  # not perf_counter: the time stopped by Ctrl-Z is no decode time (clock.py)
         out: list[int] = []
         self.decoder.on_chunk = self._prefill_progress(t0)
         try:
             for tok in self.decoder.generate(ids, settings, cancel, stop_ids):
-                now = time.perf_counter()
+                now = clock.now()
                 if not out:
                     stats.ttft_s = now - t0
                     self._progress_end()  # before the reply's first text
@@ -153,7 +153,7 @@ class LocalEngine:
 
         stats = Stats(prompt_tokens=len(ids))
         stop_ids = self.template.stop_ids
-        t0 = time.perf_counter()
+        t0 = clock.now()  # the stops of Ctrl-Z left out, as on the fast path
         times: list[float] = []
         stop = threading.Event()  # set when the consumer goes away early; `cancel` stays the caller's
         timed_out = threading.Event()
@@ -161,7 +161,7 @@ class LocalEngine:
         class Watch(StoppingCriteria):
             # Called once per generated token: records timing and stops on cancel (Ctrl-C).
             def __call__(self, input_ids, scores, **kw):
-                times.append(time.perf_counter())
+                times.append(clock.now())
                 return torch.full(
                     (input_ids.shape[0],), cancel.is_set() or stop.is_set(), dtype=torch.bool, device=input_ids.device
                 )

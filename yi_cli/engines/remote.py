@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import re
 import threading
-import time
 
+from .. import clock
 from ..errors import LoadError, ReplyCut, YiError
 from .events import FINISH_INTERRUPTED, FINISH_LENGTH, FINISH_STOP, Finish, Stats, Text
 from .remote_endpoint import Endpoint, StreamRedactor
@@ -219,7 +219,7 @@ class Reply:
 
     def __init__(self, max_new_tokens: int):
         self.max_new_tokens = max_new_tokens
-        self.t0 = time.perf_counter()
+        self.t0 = clock.now()  # the time stopped by Ctrl-Z left out of ttft and decode (clock.py)
         self.first = self.last = None
         self.chunks = self.seen = self.grace = self.bad_chunks = 0
         self.usage: tuple[int | None, int] | None = None
@@ -233,7 +233,7 @@ class Reply:
         return max(self.chunks, self.usage[1] if self.usage else 0) >= self.max_new_tokens
 
     def token(self) -> None:
-        self.last = time.perf_counter()
+        self.last = clock.now()
         self.first = self.first or self.last
         self.chunks += 1
 

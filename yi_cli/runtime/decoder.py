@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import math
 import threading
-import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 
 import torch
 
+from .. import clock
 from ..checkpoint.loader import quant_kind
 from ..errors import YiError
 from ..kernels import precompile, tinygemm
@@ -289,14 +289,14 @@ class FastDecoder:
                 pos = len(ids) + made - 1
                 drafts, run = look.draft(max(0, min(speculate.K_MAX, limit - made - 1, self.max_seq - pos - cap)))
                 drafts = drafts[: adapt.k(run, len(drafts))]
-                t0 = time.perf_counter()
+                t0 = clock.now()  # a Ctrl-Z stop inside a step is not its cost: it would set the drafts back
                 if drafts:
                     out = self._verify(tok, pos, drafts, greedy)
-                    costs.observe(len(drafts) + 1, time.perf_counter() - t0, len(out))
+                    costs.observe(len(drafts) + 1, clock.now() - t0, len(out))
                     adapt.update(run, len(drafts), len(out) - 1)
                 else:
                     out = [self._plain(pos, greedy)]
-                    costs.observe(1, time.perf_counter() - t0)
+                    costs.observe(1, clock.now() - t0)
                 self.steps += 1
                 for t in out:
                     look.append(t)

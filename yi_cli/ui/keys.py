@@ -13,6 +13,8 @@ import signal
 import termios
 import threading
 
+from .. import clock
+
 
 class KeyHold:
     def __init__(self, fd: int):
@@ -61,9 +63,7 @@ class KeyHold:
         mine = os.getpid() == self.pid  # a forked child (a compile worker) inherits the handler: it only stops
         if mine and self.saved is not None and self._foreground():
             self._set(self.saved)
-        signal.signal(signal.SIGTSTP, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTSTP)  # stopped here until SIGCONT (fg / bg)
-        signal.signal(signal.SIGTSTP, self._on_stop)
+        clock.suspend(self._on_stop)  # stopped here until SIGCONT (fg / bg); the reply's timing leaves it out
         if mine and self.saved is not None and self._foreground():  # back in the foreground: held again
             self._set(self.held)
 
