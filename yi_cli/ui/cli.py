@@ -348,7 +348,7 @@ def _main(args) -> int:
         autosave = store.autosave_for(resume, data, mode)
         chat = Chat(engine, render, settings, session, options, on_turn=autosave)
         chat.attachments = attachments
-        if data is not None:
+        if data is not None and interactive:  # a script's stderr keeps to errors: -c -p and pipes say nothing
             render.notice(resumed(args.resume if resume != "last" else None, data, chat.session.exchanges))
         if autosave.forked:
             render.notice(
