@@ -27,4 +27,11 @@ def test_ctrl_c_during_a_long_prefill(demo_dir, tmp_path):
     t.expect(PROMPT)
     reply = last_session(home)["turns"][-1]
     assert reply["role"] == "assistant" and reply["content"] == "" and reply["finish_reason"] == "interrupted"
+    # /continue reads on from where the Ctrl-C stopped it (README): the chunks read are not read again
+    t.child.sendline("/continue")
+    again = int(STATUS.search(t.expect(STATUS.pattern, regex=True)).group(2))
+    assert again <= total - done, (done, total, again)
+    t.expect(PROMPT)
+    turns = last_session(home)["turns"]
+    assert [x["role"] for x in turns] == ["user", "assistant"] and turns[-1]["content"]  # one exchange, answered
     assert t.exit() == 0
