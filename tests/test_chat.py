@@ -396,6 +396,7 @@ def test_save_where_no_file_can_be_made_says_what_failed(tmp_path, monkeypatch):
     chat.handle("q1")
     chat.handle("/save /proc/yi-chat-save-test.json")
     chat.handle("/save! /proc/version")  # root may write it (access says so), others may not
+    chat.handle("/save /proc/version")  # not a session: refused, but not with "/save! replaces it", which cannot
 
     def read_only(*args, **kw):  # a folder on a read-only mount, named as the current folder
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))
@@ -409,11 +410,12 @@ def test_save_where_no_file_can_be_made_says_what_failed(tmp_path, monkeypatch):
         f"error: /proc/version: {proc}",
         "error: /proc/version: cannot save the session (the file is not writable)",
     )
-    assert lines[2] == (
+    assert lines[2] == lines[1]
+    assert lines[3] == (
         f"error: s.json: cannot save the session (the folder {os.path.realpath(tmp_path)} is on a read-only file "
         "system)"
     )
-    assert len(lines) == 3 and chat.failures == 3 and os.listdir(tmp_path) == []
+    assert len(lines) == 4 and chat.failures == 4 and os.listdir(tmp_path) == []
     assert [t.content for t in chat.session.turns] == ["q1", "a1"]
 
 

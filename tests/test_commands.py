@@ -205,3 +205,19 @@ def test_continue_and_retry_say_what_is_wrong():
     chat.handle("/retry 99999999999999999999999")
     assert "seed must be an integer from 0 to 2**63 - 1, got 99999999999999999999999" in err.getvalue()
     assert [t.content for t in chat.session.turns] == ["q1", "a1"]
+
+
+def test_command_text_is_written_as_it_is_and_help_wraps_under_itself():
+    """A file or a pipe got /system's text and /prompt's template broken at 80 columns (rich wraps text to the
+    console's width), as if they held those line breaks; /help COMMAND wrapped back to column 0."""
+    chat, out, err = plain_chat(ScriptedEngine())
+    text = " ".join(f"word{i}" for i in range(60))  # ~400 characters on one line
+    chat.handle(f"/system {text}")
+    chat.handle("/system")
+    assert out.getvalue().splitlines()[1] == f"system prompt: {text}"
+    mark = len(out.getvalue())
+    chat.handle("/help save")
+    usage, *rest = out.getvalue()[mark:].splitlines()
+    assert usage == commands.TABLE["save"].usage and len(rest) >= 2  # the help is longer than 100 columns
+    assert all(line.startswith("  ") and line == line.rstrip() and len(line) <= 100 for line in rest), rest
+    assert " ".join(line.strip() for line in rest) == commands.TABLE["save"].help and err.getvalue() == ""

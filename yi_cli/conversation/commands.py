@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from rich.console import Group
+from rich.padding import Padding
 from rich.table import Table
 
 from ..engines import settings as gen
@@ -58,7 +59,8 @@ def do_help(chat, arg):
         cmd = TABLE.get(arg.lstrip("/").rstrip("!").lower())
         if cmd is None:
             raise YiError(f"no command /{shown(arg.lstrip('/'), 40)}; /help lists the commands")
-        chat.render.show(f"{cmd.usage}\n  {cmd.help}")
+        # the help indented, wrapping under itself as in /help's table (as text it wrapped back to column 0)
+        chat.render.show(Group(cmd.usage, Padding(cmd.help, (0, 0, 0, 2))))
         return
     chat.render.show(help_text())
 

@@ -278,10 +278,13 @@ def save(chat, path: str | None, replace: bool = False) -> Path:
             _check_folder(path, p, real)
             if kind is not None and not os.access(real, os.W_OK):  # the rename below would replace it all the same
                 raise YiError(f"{shown(path, 200)}: cannot save the session (the file is not writable)")
-            if kind is not None and not replace and (held := _session_id(real)) != chat.session.id:
-                what = "holds another session" if held else "is not a yi-chat session"
-                raise YiError(f"{shown(path, 200)}: the file exists and {what}; /save! {shown(path, 200)} replaces it")
             try:
+                if kind is not None and not replace and (held := _session_id(real)) != chat.session.id:
+                    os.unlink(_tmp_file(real.parent, ""))  # /save! could not write there either: say that instead
+                    what = "holds another session" if held else "is not a yi-chat session"
+                    raise YiError(
+                        f"{shown(path, 200)}: the file exists and {what}; /save! {shown(path, 200)} replaces it"
+                    )
                 write_atomic(real, text)
             except NoNewFile as e:  # what failed is the folder, not the file PATH names
                 why = _no_new_file(_folder_named(path, p, real)[1], e)

@@ -118,9 +118,11 @@ class Renderer:
         self.err = err
 
     def show(self, renderable) -> None:
-        """Output of a command (text or a rich renderable)."""
+        """Output of a command (text or a rich renderable). Text is written as it is (soft_wrap: rich would break it
+        at the console's width, 80 columns in a pipe, and /prompt's template, /system's text would read as if they
+        held those line breaks); a terminal wraps it on screen."""
         if isinstance(renderable, str):
-            self.console.print(safe(renderable), markup=False, highlight=False)
+            self.console.print(safe(renderable), markup=False, highlight=False, soft_wrap=True)
             return
         if self.console.is_terminal:
             self.console.print(renderable, markup=False, highlight=False)
@@ -298,7 +300,8 @@ class JsonRenderer(Renderer):
 
     def show(self, renderable) -> None:
         buf = io.StringIO()
-        Console(file=buf, width=100, color_system=None).print(renderable, markup=False, highlight=False)
+        text = isinstance(renderable, str)  # as it is, as Renderer.show writes text (a table still fits 100 columns)
+        Console(file=buf, width=100, color_system=None).print(renderable, markup=False, highlight=False, soft_wrap=text)
         self.pending += "\n".join(line.rstrip() for line in buf.getvalue().split("\n"))  # a table pads its cells
 
     def command_done(self, name: str) -> None:
