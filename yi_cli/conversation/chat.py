@@ -280,18 +280,12 @@ class Chat:
         """What an abandoned reply's engine said after the renderer stopped taking it (stdout closed, | head): its
         text is kept, unshown, and its Finish gives the real count of the tokens that text is (it was recorded as 0,
         as if none had been generated). None where the engine has not finished (it did not answer cancel)."""
-        finish = None
+        left = {"text": acc["text"], "finish": None, "error": None}  # its text goes on the reply's; its end alone
         while True:
             try:
-                ev = events.get_nowait()
+                _record(events.get_nowait(), left)
             except queue.Empty:
-                return finish
-            if isinstance(ev, Text):
-                acc["text"].append(ev.text)
-            elif isinstance(ev, Finish):
-                finish = ev
-            elif isinstance(ev, ReplyCut):  # a remote reply cut by the network: its text so far and its count
-                finish = Finish(ev.stats)
+                return left["finish"]
 
     def _drain(self, worker, events, cancel, acc) -> None:
         self.interrupts = 0
@@ -322,15 +316,21 @@ class Chat:
                     interrupted(True)  # Ctrl-C as Python raises it (handlers not ours): it only sets cancel
 
     def _on_event(self, ev, acc: dict) -> None:
+        _record(ev, acc)
         if isinstance(ev, Text):
-            acc["text"].append(ev.text)
             self.render.reply_text(ev.text)
-        elif isinstance(ev, Finish):
-            acc["finish"] = ev
-        elif isinstance(ev, BaseException):
-            acc["error"] = first_line(ev) if isinstance(ev, YiError) else f"generation failed ({failure(ev)})"
-            if isinstance(ev, ReplyCut):  # the text shown so far is kept, marked interrupted
-                acc["finish"] = Finish(ev.stats)
+
+
+def _record(ev, acc: dict) -> None:
+    """An engine event into the reply's record `acc`: its text, its Finish, its error."""
+    if isinstance(ev, Text):
+        acc["text"].append(ev.text)
+    elif isinstance(ev, Finish):
+        acc["finish"] = ev
+    elif isinstance(ev, BaseException):
+        acc["error"] = first_line(ev) if isinstance(ev, YiError) else f"generation failed ({failure(ev)})"
+        if isinstance(ev, ReplyCut):  # the text so far is kept, marked interrupted, with the count the server gave
+            acc["finish"] = Finish(ev.stats)
 
 
 def _utf8(line: str) -> str:
