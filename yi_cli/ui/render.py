@@ -15,6 +15,11 @@ from ..engines.events import FINISH_ERROR, Stats
 from ..safe_text import safe
 
 
+def _unpadded(text: str) -> str:
+    """Rich's output for a file or a pipe without the spaces a table pads each line with to the console's width."""
+    return "\n".join(line.rstrip() for line in text.split("\n"))
+
+
 def footer(stats: Stats) -> str:
     parts = [stats.finish_reason]
     if stats.prompt_tokens is not None:  # a server that sent no usage (or a reply cut before it came): not known
@@ -131,7 +136,7 @@ class Renderer:
         # `grep 'x$'` misses); they are dropped, as JsonRenderer.show drops them. Text is written as it is.
         with self.console.capture() as shown:
             self.console.print(renderable, markup=False, highlight=False)
-        self.console.file.write("\n".join(line.rstrip() for line in shown.get().split("\n")))
+        self.console.file.write(_unpadded(shown.get()))
         self.console.file.flush()
 
     def banner(self, text: str) -> None:
@@ -302,7 +307,7 @@ class JsonRenderer(Renderer):
         buf = io.StringIO()
         text = isinstance(renderable, str)  # as it is, as Renderer.show writes text (a table still fits 100 columns)
         Console(file=buf, width=100, color_system=None).print(renderable, markup=False, highlight=False, soft_wrap=text)
-        self.pending += "\n".join(line.rstrip() for line in buf.getvalue().split("\n"))  # a table pads its cells
+        self.pending += _unpadded(buf.getvalue())
 
     def command_done(self, name: str) -> None:
         self._write({"command": name, "output": self.pending})
