@@ -97,6 +97,14 @@ def id_problem(repo: str) -> str | None:
     return None
 
 
+def malformed(repo: str, typed: str | None = None) -> str | None:
+    """The line for a name that is no folder and, written as a hub id, breaks the hub's rules (bad//id, a/b/c):
+    "TYPED: no such directory, and not a valid hub id (RULE)", as -m and `yi-chat models` say it; None otherwise.
+    typed: the name as the user gave it, where repo is what it expanded to."""
+    problem = id_problem(repo) if written_as_id(repo) else None
+    return f"{typed or repo}: no such directory, and not a valid hub id ({problem})" if problem else None
+
+
 def storage(repo: str) -> Path:
     from huggingface_hub.file_download import repo_folder_name
 

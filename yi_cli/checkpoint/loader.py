@@ -147,9 +147,8 @@ def resolve(model: str, allow_pickle: bool = False) -> Path:
         return p
     repo = family.expand(model)
     if hub.written_as_id(repo):
-        problem = hub.id_problem(repo)
-        if problem:  # bad//id, a/b/c: malformed as typed, a usage error (as `pull` says it), not a missing model
-            raise UsageError(f"{model}: no such directory, and not a valid hub id ({problem})")
+        if bad := hub.malformed(repo, model):  # bad//id, a/b/c: a usage error (as `pull` says it), not a missing model
+            raise UsageError(bad)
         snap = hub.cached_snapshot(repo)
         if snap is not None and hub.complete(snap):
             return snap

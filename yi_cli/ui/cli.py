@@ -513,18 +513,12 @@ def make_engine(args, top: dict, render, endpoint_from: str = ""):
         return engine
     from ..checkpoint.loader import open_checkpoint, resolve
     from ..engines.local import LocalEngine
-    from ..errors import LoadError
+    from .config import as_alias
 
     # A hub id not cached is fetched here, and the demo converted on its first run, each with its own progress
     # display: before the spinner.
-    try:
+    with as_alias(getattr(args, "alias", None), args.model):  # a target's error names the alias it stands for
         path = resolve(args.model, args.allow_pickle)
-    except (LoadError, UsageError) as e:  # an alias's target is named by the path or id it stands for: say whose
-        if getattr(args, "alias", None) is None:
-            raise
-        from . import config
-
-        raise config.alias_error(args.alias, args.model, e) from None
     with render.err.status(f"loading {args.model} ...") if render.err.is_terminal else _nullctx():
         ckpt = open_checkpoint(
             path,

@@ -11,11 +11,12 @@ import math
 import os
 import re
 import tomllib
+from contextlib import contextmanager
 
 from .. import inputs
 from ..engines.remote_limits import Limits
 from ..engines.settings import NAMES, parse
-from ..errors import UsageError, YiError, shown
+from ..errors import LoadError, UsageError, YiError, shown
 from ..paths import config_dir
 
 
@@ -106,6 +107,18 @@ def read() -> tuple[dict, dict]:
         return data, {k: parse(k, v) for k, v in gen.items()}
     except UsageError as e:
         raise UsageError(f"{p}: generation: {e}") from None
+
+
+@contextmanager
+def as_alias(alias: str | None, target: str):
+    """Within it, resolving `target`: a LoadError or UsageError is said as alias_error's line where `target` came
+    from `[aliases] alias` (alias None: as it is)."""
+    try:
+        yield
+    except (LoadError, UsageError) as e:
+        if alias is None:
+            raise
+        raise alias_error(alias, target, e) from None
 
 
 def alias_error(alias: str, target: str, e: YiError) -> YiError:

@@ -53,15 +53,11 @@ def main(argv: list[str], aliases: dict | None = None) -> int:
 
 
 def pull(args, aliases: dict) -> int:
-    name = aliases.get(args.repo, args.repo)
-    try:
-        path = _pulled(args, name, alias=args.repo in aliases)
-    except (LoadError, UsageError) as e:
-        if args.repo not in aliases:
-            raise
-        from . import config
+    from .config import as_alias
 
-        raise config.alias_error(args.repo, name, e) from None  # the target named, as its alias from config.toml
+    name = aliases.get(args.repo, args.repo)
+    with as_alias(args.repo if args.repo in aliases else None, name):  # the target named, as its alias
+        path = _pulled(args, name, alias=args.repo in aliases)
     row = describe(path)
     print(f"yi-chat: {args.repo}: {summary(row)}", file=sys.stderr)
     print(path)
@@ -199,13 +195,8 @@ def _describe_target(target: str, cached: dict) -> dict:
     repo = family.expand(target).lower()
     if repo in cached:
         return {k: v for k, v in cached[repo].items() if k not in ("name", "source", "alias")}
-    problem = hub.id_problem(target) if hub.written_as_id(target) else None
-    if problem:  # models//yi: -m says so (exit 2), and pull would refuse it
-        return {
-            **_blank(),
-            "loadable": False,
-            "reason": f"{target}: no such directory, and not a valid hub id ({problem})",
-        }
+    if bad := hub.malformed(target):  # models//yi: -m says so (exit 2), and pull would refuse it
+        return {**_blank(), "loadable": False, "reason": bad}
     where = f"no folder {os.path.abspath(p)}, and" if hub.written_as_id(target) else "not a directory and"
     return {**_blank(), "loadable": False, "reason": f"{target}: {where} not fetched (yi-chat pull)"}
 
