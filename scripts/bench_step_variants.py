@@ -5,9 +5,11 @@ the variant `shipped`).
     python3 scripts/bench_step_variants.py --path /tmp/yi-bench/yi-34b-awq \\
         --variant down=1,4,3,1,2 --variant o=1,4,3,1,2 --variant qkv=1,4,3,1,2+o=1,4,3,1,2,6
 
-A variant is MATMUL=RT,WARPS,AHEAD,XAHEAD,PAIR[,UNROLL] joined by '+' (MATMUL: qkv, o, gate_up, down; the numbers as
-gemv_mma.config returns them, UNROLL AHEAD where it is left out). Prints one JSON line per (round, variant) and a
-summary line of each variant's medians.
+A variant is MATMUL=RT,WARPS,AHEAD,XAHEAD,PAIR[,UNROLL] or MATMUL=KNOB=VALUE, joined by '+' (MATMUL: qkv, o, gate_up,
+down; the numbers as gemv_mma.config returns them, UNROLL AHEAD where it is left out; KNOB: early (the epilogue reads
+issued early, bits of gemv_mma.NORM, RESIDUAL, POS, AT_END), gather (0 or 1) or regs (ptxas's register cap, 0 for
+none), in place of what gemv_mma.early_reads, gather_sums and max_registers return). Prints one JSON line per (round,
+variant) and a summary line of each variant's medians.
 """
 
 from __future__ import annotations
@@ -23,25 +25,46 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from yi_cli.kernels import gemv_mma  # noqa: E402
 
 MATMULS = ("qkv", "o", "gate_up", "down")
+KNOBS = {"early": "early_reads", "gather": "gather_sums", "regs": "max_registers"}  # MATMUL=KNOB=VALUE
 SHIPPED = gemv_mma.config
-OVER: dict[tuple[int, int, int], tuple[int, ...]] = {}  # (n, k, bits) -> configuration
+SHIPPED_KNOBS = {knob: getattr(gemv_mma, fn) for knob, fn in KNOBS.items()}
+OVER: dict[tuple[int, int, int], dict] = {}  # (n, k, bits) -> {"config": (...), "early": 18, ...}
 
 
 def config(n: int, k: int, bits: int = 4) -> tuple[int, ...]:
-    return OVER.get((n, k, bits)) or SHIPPED(n, k, bits)
+    return OVER.get((n, k, bits), {}).get("config") or SHIPPED(n, k, bits)
 
 
-def parse(spec: str) -> dict[str, tuple[int, ...]]:
-    """'down=1,4,3,1,2+o=2,8,2,1,2,4' -> {'down': (1, 4, 3, 1, 2, 3), 'o': (2, 8, 2, 1, 2, 4)}."""
-    out = {}
+def _knob(knob: str):
+    def value(n: int, k: int, bits: int = 4):
+        over = OVER.get((n, k, bits), {})
+        return over[knob] if knob in over else SHIPPED_KNOBS[knob](n, k, bits)
+
+    value.__name__ = KNOBS[knob]
+    return value
+
+
+KNOB_FNS = {knob: _knob(knob) for knob in KNOBS}
+
+
+def parse(spec: str) -> dict[str, dict]:
+    """'down=1,4,3,1,2+o=early=18+o=gather=0' -> {'down': {'config': (1, 4, 3, 1, 2, 3)}, 'o': {'early': 18,
+    'gather': 0}}."""
+    out: dict[str, dict] = {}
     for part in spec.split("+"):
         name, _, nums = part.partition("=")
         if name not in MATMULS:
             raise ValueError(f"unknown matmul {name!r} in {spec!r} (one of {', '.join(MATMULS)})")
+        knob, eq, value = nums.partition("=")
+        if eq:
+            if knob not in KNOBS:
+                raise ValueError(f"{part!r}: unknown knob {knob!r} (one of {', '.join(KNOBS)})")
+            out.setdefault(name, {})[knob] = int(value)
+            continue
         cfg = tuple(int(v) for v in nums.split(","))
         if len(cfg) not in (5, 6):
             raise ValueError(f"{part!r}: five or six numbers RT,WARPS,AHEAD,XAHEAD,PAIR[,UNROLL]")
-        out[name] = cfg if len(cfg) == 6 else cfg + (cfg[2],)
+        out.setdefault(name, {})["config"] = cfg if len(cfg) == 6 else cfg + (cfg[2],)
     return out
 
 
@@ -76,6 +99,8 @@ def main(argv=None) -> int:
     from yi_cli.runtime.decoder import FastDecoder
 
     gemv_mma.config = config
+    for knob, fn in KNOBS.items():
+        setattr(gemv_mma, fn, KNOB_FNS[knob])
     dec = FastDecoder(open_checkpoint(a.path, device="cuda", dtype="auto"))
     list(dec.generate(list(range(100, 612)), GenSettings(max_new_tokens=4, seed=0), threading.Event(), set()))
     at = shapes(dec.model.layers[0])

@@ -7,6 +7,8 @@ the triton wheel's own ptxas and nvdisasm, so registers, spills and instruction 
                                                       # plain and with the chained step's epilogues (int4 codes; a
                                                       # gate_up of int8 codes and of bf16 weights)
     python scripts/sass.py --mma --unroll 2    # its main loop unrolled 2 x the units loaded ahead ('full': no loop)
+    python scripts/sass.py --mma --early 0     # no epilogue read before the loop (gemv_mma.early_bits; default: as
+                                               # gemv_mma launches it)
 
 Needs triton (3.6) importable; torch's CPU wheel is enough. Prints one JSON line per specialization (--mma: with
 `moves`, the register-to-register moves in the whole kernel). Instructions are compared after renaming registers and
@@ -90,16 +92,17 @@ def compile_sass(fn, n: int, k: int, group: int = 128, **const) -> tuple[dict, l
     return _compile(fn, values | OFF | const)
 
 
-def _compile(fn, values: dict, types: dict | None = None) -> tuple[dict, list[str]]:
-    """Compile fn with these constexprs (the rest typed by TYPES, or `types` where it names them) for sm_90;
-    (resources and the main loop's size, normalized instructions)."""
+def _compile(fn, values: dict, types: dict | None = None, maxnreg: int = 0) -> tuple[dict, list[str]]:
+    """Compile fn with these constexprs (the rest typed by TYPES, or `types` where it names them) for sm_90, its
+    registers capped at maxnreg (0: not); (resources and the main loop's size, normalized instructions)."""
     names = fn.arg_names
     sig = {a: ("constexpr" if a in values else (types or {}).get(a, TYPES[a])) for a in names}
     if any(values.get(a, OFF.get(a)) != OFF.get(a) for a in OFF if a not in names):
         raise ValueError("this revision's kernel has no such specialization")
     attrs = {(i,): [["tt.divisibility", 16]] for i, a in enumerate(names) if sig[a].startswith("*") or a == "N"}
     src = GluonASTSource(fn, sig, {(i,): values[a] for i, a in enumerate(names) if a in values}, attrs)
-    ck = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": values["WARPS"]})
+    options = {"num_warps": values["WARPS"]} | ({"maxnreg": maxnreg} if maxnreg else {})
+    ck = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options)
     with tempfile.TemporaryDirectory() as d:
         ptx, cubin = Path(d) / "k.ptx", Path(d) / "k.cubin"
         ptx.write_text(ck.asm["ptx"])
@@ -135,7 +138,15 @@ def _main_loop(sass: str) -> tuple[int, int]:
 
 
 def mma_row(
-    mod, n: int, k: int, silu: bool, bits: int, folds: dict, unroll: str | None = None
+    mod,
+    n: int,
+    k: int,
+    silu: bool,
+    bits: int,
+    folds: dict,
+    unroll: str | None = None,
+    early: str | None = None,
+    gather: str | None = None,
 ) -> tuple[dict, list[str]]:
     """gemv_mma._gemv_mma of module mod at mod.config's configuration for one Yi-6B matmul: resources and the
     main loop's instructions per block of 16 x 64 weights (a warp's chunk of K has 4·tiles HMMAs of the weights and,
@@ -171,15 +182,24 @@ def mma_row(
     if any(v != MMA_OFF[key] for key, v in folds.items()) and not all(key in names for key in folds):
         raise ValueError("this revision's kernel has no such epilogue")
     values |= {key: v for key, v in (MMA_OFF | folds).items() if key in names}
+    if "GATHER" in names:  # the warps' sums: as gemv_mma launches it, or --gather's
+        values["GATHER"] = mod.gather_sums(n, k, bits) if gather is None else gather == "1"
+    if "EARLY" in names:  # the epilogue reads issued before the loop: as gemv_mma launches it, or --early's
+        values["EARLY"] = mod.early_bits(
+            n, k, bits, values["NP"] > 0, values["RESIDUAL"], values["NH"] > 0, None if early is None else int(early)
+        )
     types = {"P": {4: "*i32", 8: "*u8", 16: "*bf16"}[bits]}
     if fp16:
         types |= {a: "*fp16" for a in ("X", "SZ", "Y", "XR", "WN", "COS", "SIN", "KCACHE", "VCACHE")}
-    row, lines = _compile(mod._gemv_mma, values, types)
+    cap = mod.max_registers(n, k, bits) if warps == 8 and hasattr(mod, "max_registers") else 0
+    row, lines = _compile(mod._gemv_mma, values, types, cap)
     row["moves"] = sum(1 for ln in lines if ln.startswith(("IMAD.MOV", "MOV ")))
     loop, hmma = row.pop("loop_instructions"), row.pop("loop_hmma")
     chunks = hmma // (4 * rt + (4 if bits < 16 else 0))
     per = round(loop / (chunks * rt), 1) if chunks else None
     config = [rt, warps, ahead, xahead, values.get("PAIR", 1)] + ([values["UNROLL"]] if "UNROLL" in values else [])
+    if "EARLY" in values:
+        config += [values["EARLY"], int(values["GATHER"])]
     return {"config": config, **row, "loop_instructions_per_block": per}, lines
 
 
@@ -209,11 +229,13 @@ def main() -> None:
     ap.add_argument(
         "--unroll", help="--mma: its main loop unrolled TIMES x the units loaded ahead, or 'full' (no loop)"
     )
+    ap.add_argument("--early", help="--mma: the epilogue reads issued before the loop (gemv_mma.NORM | RESIDUAL | ...)")
+    ap.add_argument("--gather", choices=["0", "1"], help="--mma: the warps' sums added in each lane (1) or by gl.sum")
     a = ap.parse_args()
     if a.mma:
         old = revision_module(a.against, "gemv_mma") if a.against else None
         for name, (n, k, silu, bits, folds) in MMA_SPECS.items():
-            new, lines = mma_row(gemv_mma, n, k, silu, bits, folds, a.unroll)
+            new, lines = mma_row(gemv_mma, n, k, silu, bits, folds, a.unroll, a.early, a.gather)
             row = {"gemv_mma": name, "n": n, "k": k, **new}
             if old is not None:
                 try:

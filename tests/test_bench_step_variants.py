@@ -17,16 +17,37 @@ _spec.loader.exec_module(variants)
 
 
 def test_a_spec_names_matmuls_and_their_five_numbers():
-    assert variants.parse("down=1,4,3,1,2+o=2,8,2,1,2,4") == {"down": (1, 4, 3, 1, 2, 3), "o": (2, 8, 2, 1, 2, 4)}
+    assert variants.parse("down=1,4,3,1,2+o=2,8,2,1,2,4") == {
+        "down": {"config": (1, 4, 3, 1, 2, 3)},
+        "o": {"config": (2, 8, 2, 1, 2, 4)},
+    }
     with pytest.raises(ValueError, match="unknown matmul 'up'"):
         variants.parse("up=1,4,3,1,2")
     with pytest.raises(ValueError, match="five or six numbers"):
         variants.parse("down=1,4,3")
+    with pytest.raises(ValueError, match="unknown knob 'late'"):
+        variants.parse("down=late=1")
+
+
+def test_knobs_join_a_configuration_and_serve_only_their_shape():
+    assert variants.parse("qkv=early=5+o=1,8,3,3,1,3+o=gather=0+o=regs=128") == {
+        "qkv": {"early": 5},
+        "o": {"config": (1, 8, 3, 3, 1, 3), "gather": 0, "regs": 128},
+    }
+    variants.OVER.update({(5120, 4096, 4): {"early": 5}, (4096, 4096, 4): {"config": (1, 8, 3, 3, 1, 3), "gather": 0}})
+    early, gather = variants.KNOB_FNS["early"], variants.KNOB_FNS["gather"]
+    try:
+        assert variants.config(5120, 4096) == variants.SHIPPED(5120, 4096, 4) and early(5120, 4096) == 5
+        assert variants.config(4096, 4096) == (1, 8, 3, 3, 1, 3) and gather(4096, 4096) == 0
+        assert early(4096, 4096) == variants.SHIPPED_KNOBS["early"](4096, 4096, 4)
+        assert gather(4096, 11008) == variants.SHIPPED_KNOBS["gather"](4096, 11008, 4)
+    finally:
+        variants.OVER.clear()
 
 
 def test_the_override_serves_only_its_own_shape_and_bits():
     shipped = variants.SHIPPED(7168, 20480, 4)
-    variants.OVER[(7168, 20480, 4)] = (1, 4, 3, 1, 2)
+    variants.OVER[(7168, 20480, 4)] = {"config": (1, 4, 3, 1, 2)}
     try:
         assert variants.config(7168, 20480, 4) == (1, 4, 3, 1, 2)
         assert variants.config(7168, 20480, 8) == variants.SHIPPED(7168, 20480, 8)

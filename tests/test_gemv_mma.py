@@ -114,3 +114,22 @@ def test_gptq8_computes_in_fp16_where_the_tensor_core_gemv_reads_it(monkeypatch)
     assert tinygemm.compute_dtype("cpu", torch.float32, 8, 128) == torch.float32
     monkeypatch.setattr(gemv_mma, "ENABLED", False)
     assert tinygemm.compute_dtype("cuda", fp16, 8, 128) == bf16
+
+
+def test_early_reads_keep_only_the_folds_a_launch_makes():
+    """A launch's EARLY holds the bits of the epilogue reads it makes (AT_END with them), none for a plain one."""
+    e = gemv_mma.NORM | gemv_mma.RESIDUAL | gemv_mma.POS | gemv_mma.AT_END
+    assert gemv_mma.early_bits(4096, 4096, 4, False, True, False, e) == gemv_mma.RESIDUAL | gemv_mma.AT_END
+    assert gemv_mma.early_bits(5120, 4096, 4, True, False, True, e) == gemv_mma.NORM | gemv_mma.POS | gemv_mma.AT_END
+    assert gemv_mma.early_bits(4096, 4096, 4, False, False, False, e) == 0  # AT_END alone means nothing
+    # shipped: the residual stream's reads before the warps' sums, nothing early for the norm or rope
+    assert gemv_mma.early_bits(4096, 11008, 4, False, True, False) == gemv_mma.RESIDUAL | gemv_mma.AT_END
+    assert gemv_mma.early_bits(5120, 4096, 4, True, False, True) == 0
+
+
+def test_gathered_sums_and_the_register_cap_serve_int4_codes():
+    assert gemv_mma.gather_sums(4096, 4096, 4) and not gemv_mma.gather_sums(4096, 4096, 8)
+    assert not gemv_mma.gather_sums(22016, 4096, 16)
+    assert gemv_mma.max_registers(4096, 11008, 4) == 128  # Yi-6B's down: 131 registers uncapped
+    assert gemv_mma.max_registers(7168, 20480, 4) == 0  # Yi-34B's down: 95 uncapped, a cap made ptxas spill
+    assert gemv_mma.max_registers(5120, 4096, 4) == gemv_mma.max_registers(4096, 11008, 8) == 0

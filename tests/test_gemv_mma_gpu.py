@@ -221,6 +221,66 @@ def test_mma_rope_epilogue(heads, kv, hd, k, group):
             assert torch.equal(caches[2], caches[0]) and torch.equal(caches[3], caches[1])
 
 
+@pytest.mark.parametrize(
+    "early",
+    [gemv_mma.NORM, gemv_mma.RESIDUAL, gemv_mma.POS, 7, 7 | gemv_mma.AT_END],
+)
+def test_early_reads_give_the_same_bits(early):
+    """An epilogue's reads issued before the loop or the warps' sums (early) give the bits of those issued after them,
+    for 1 to 8 rows:
+    the residual stream, the next norm's input and its partial sums (o, down); the norm's scaling (qkv, gate_up with
+    silu); q roped and the caches written (qkv, with the norm)."""
+    for shape in ("o", "down", "qkv", "gate_up", "tiny64"):
+        n, k, group = SHAPES[shape]
+        plane, _ = _mma_weights(n, k, group)
+        x, xr, w = _x(8, k, 2), _x(8, n, 3, 4.0), (_x(1, n, 4) + 1).flatten()
+        part = torch.rand(gemv_mma.MAX_X, 64, device="cuda", generator=torch.Generator("cuda").manual_seed(1)) * k
+        for t in (1, 2, 5, 8):
+            xt = x[:t].contiguous()
+            outs = []
+            for e in (0, early):
+                got = xr[:t].clone()
+                h, sq = gemv_mma.gemv_mma(xt, *plane, n, k, group, residual=(got, w), early=e)
+                y = gemv_mma.gemv_mma(xt, *plane, n, k, group, norm=(part, 1e-6), early=e)
+                outs.append((got, h, sq[:t], y))
+                if shape == "gate_up":
+                    outs[-1] += (gemv_mma.gemv_mma(xt, *plane, n, k, group, silu=True, norm=(part, 1e-6), early=e),)
+            for a, b in zip(*outs, strict=True):
+                assert torch.equal(a, b), f"{shape}, {t} rows"
+    heads, kv, hd, k, group = 32, 4, 128, 4096, 128
+    n = (heads + 2 * kv) * hd
+    halves, _, _ = _halves(n, k, group, hd)
+    cos, sin = rope_tables(64, hd, hd)
+    x = _x(8, k, 8, 3.0)
+    part = torch.rand(gemv_mma.MAX_X, 32, device="cuda", generator=torch.Generator("cuda").manual_seed(2)) * k / 32
+    for t in (1, 3, 8):
+        xt, pos = x[:t].contiguous(), torch.arange(29, 29 + t, device="cuda")
+        outs = []
+        for e in (0, early):
+            caches = [torch.zeros(1, kv, 64, hd, device="cuda", dtype=torch.bfloat16) for _ in range(2)]
+            rope = (cos, sin, pos, caches[0], caches[1], heads, kv, hd)
+            q = gemv_mma.gemv_mma(xt, *halves, n, k, group, halves=hd, norm=(part, 1e-6), rope=rope, early=e)
+            outs.append((q, *caches))
+        for a, b in zip(*outs, strict=True):
+            assert torch.equal(a, b), f"rope, {t} rows"
+
+
+@pytest.mark.parametrize("shape", ["qkv", "o", "gate_up", "down", "34b_down", "tiny64"])
+def test_gathered_sums_match_the_cross_warp_sum(shape):
+    """The warps' partial sums added in each lane after one exchange (gather) or by gl.sum across the warps: the
+    same fp32 sums up to their order, so at most one bf16 rounding step apart, for 1 to 8 rows (each row of an 8-row
+    gathered launch its one-row launch's bits, as the first test checks for the default)."""
+    n, k, group = SHAPES[shape]
+    plane, _ = _mma_weights(n, k, group)
+    x = _x(8, k, 7)
+    for t in (1, 3, 8):
+        xt = x[:t].contiguous()
+        a = gemv_mma.gemv_mma(xt, *plane, n, k, group, gather=True).float()
+        b = gemv_mma.gemv_mma(xt, *plane, n, k, group, gather=False).float()
+        assert torch.allclose(a, b, rtol=2**-7, atol=1e-6), f"{t} rows"
+        assert (a != b).float().mean() < 0.05
+
+
 def _int8(n, k, group, seed=0, dtype=torch.bfloat16):
     """GPTQ 8-bit as gemv_mma takes it: codes uint8 [N, K] as stored, (s, c) [K / group, N, 2] in x's dtype, and
     W = q·s + c in fp32."""

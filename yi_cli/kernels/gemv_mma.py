@@ -36,7 +36,10 @@ before (one mma per 8 codes, three shifts and four LOP3 a word, each plane), a c
 Epilogues (runtime/llama.py's chained step, for each row of x alone): the residual add with the next RMSNorm's
 first half and its partial sums of squares (o, down), the norm's 1 / rms (qkv, gate_up), silu(gate)·up (gate_up),
 and rope with the cache write (qkv), for which qkv's rows are packed in halves_order: each rotary pair (d, d + hd/2)
-of a head in rows g and g + 8 of one tile, the two rows of a lane's D fragment.
+of a head in rows g and g + 8 of one tile, the two rows of a lane's D fragment. With int4 codes a program's warps'
+partial sums meet in one exchange through shared memory (a lane gathers its element of every warp, then adds them:
+one barrier, where gl.sum across the warps took three a sum), and the residual stream's and the norm weight's reads
+are issued before it (early_reads), so that their latency hides behind it: Yi-6B AWQ's step 1446 -> 1399 us.
 """
 
 from __future__ import annotations
@@ -150,6 +153,44 @@ def pairs(k: int, group: int, bits: int) -> bool:
 
 
 PAIRS = os.environ.get("YI_CHAT_MMA_PAIR", "1") != "0"
+
+# Which of an epilogue's reads a launch issues before its loop (early: bits of these), so that their latency hides
+# behind the loop instead of following it: the norm's partial sums (qkv, gate_up), the residual stream and the next
+# norm's weight (o, down), the positions (qkv). AT_END: those reads issued after the loop instead, before the warps'
+# partial sums are added (their latency then hides behind that exchange through shared memory).
+NORM, RESIDUAL, POS, AT_END = 1, 2, 4, 16
+
+
+def early_reads(n: int, k: int, bits: int = 4) -> int:
+    """The epilogue reads an [n, k] weight's launch issues early (bits of NORM, RESIDUAL, POS, AT_END): the residual
+    stream's before the warps' sums (o, down; Yi-6B's step 1418-1420 us against 1439-1443 with none early, while the
+    norm's and the positions' gained nothing and every read before the loop lost; BENCHMARKS.md)."""
+    return RESIDUAL | AT_END
+
+
+def max_registers(n: int, k: int, bits: int = 4) -> int:
+    """ptxas's cap on the registers a thread of an [n, k] weight's 8-warp programs takes (0: none). Yi-6B's int4
+    down takes 131 with the gathered sums, one program an SM: capped at 128, two share one (its step 1399 us against
+    1520). Nowhere else: given a cap ptxas spends up to it (Yi-6B's qkv 112 registers instead of 76, two programs an SM
+    instead of three; Yi-34B's down 128 with spills instead of 95; `scripts/sass.py --mma`, BENCHMARKS.md)."""
+    return 128 if (n, k, bits) in CAPPED else 0
+
+
+CAPPED = {(4096, 11008, 4)}  # (n, k, bits): Yi-6B's int4 down
+
+
+def gather_sums(n: int, k: int, bits: int = 4) -> bool:
+    """Whether an [n, k] weight's launch adds its warps' partial sums in each lane after one exchange through shared
+    memory (the kernel's GATHER: one barrier) rather than through gl.sum across the warps (three a sum): int4 codes'
+    (measured there; int8 codes and dense weights as before)."""
+    return bits == 4
+
+
+def early_bits(n: int, k: int, bits: int, norm: bool, residual: bool, rope: bool, early: int | None = None) -> int:
+    """The kernel's EARLY: `early` (default early_reads') without the bits of folds this launch does not make."""
+    folds = (NORM if norm else 0) | (RESIDUAL if residual else 0) | (POS if rope else 0)
+    bits = (early_reads(n, k, bits) if early is None else early) & (folds | AT_END)
+    return bits if bits & folds else 0
 
 
 def silu_fits(n: int) -> bool:
@@ -334,6 +375,7 @@ if gluon is not None:
         "cvt.rn.satfinite.f16x2.f32 $0, hi, lo;\n}"
     )
     XSUM_F16 = gl.constexpr(_xsum_asm("f16", "0x3C003C00"))  # XSUM of x in fp16
+    EARLY_NORM, EARLY_RESIDUAL, EARLY_POS, EARLY_AT_END = (gl.constexpr(v) for v in (NORM, RESIDUAL, POS, AT_END))
     # an fp16 pair (int8 codes' scales in an fp16 model) -> two fp32
     UNPACK_F16 = gl.constexpr("{\n.reg .b16 l, h;\nmov.b32 {l, h}, $2;\ncvt.f32.f16 $0, l;\ncvt.f32.f16 $1, h;\n}")
 
@@ -537,34 +579,59 @@ if gluon is not None:
         gl.store(Y + cc * NY + out, _silu_gate_up(g, u, Y.dtype.element_ty), mask=cc < MX)
 
     @gluon.jit
-    def _residual(Y, XR, WN, y, row, col, MX, NY):
+    def _residual_in(XR, WN, row, col, MX, NY):
+        """What _residual reads, in fp32: the residual stream XR at (col, row) (0 past MX) and the norm's weight at row
+        (converted where they are read: a load still in flight during the loop would hold one of its scoreboards)."""
+        xr = gl.load(XR + col * NY + row, mask=col < MX, other=0.0).to(gl.float32)
+        return xr, gl.load(WN + row).to(gl.float32)
+
+    @gluon.jit
+    def _residual(Y, XR, WN, y, row, col, MX, NY, xin, EARLY: gl.constexpr):
         """The residual stream XR [MX, NY] += y (rounded as a bf16 add) and Y = XR·WN (the next RMSNorm's input
-        times its weight); returns XR's new values in fp32 (0 past MX)."""
+        times its weight); returns XR's new values in fp32 (0 past MX). EARLY: xin is _residual_in's (loaded before
+        the loop), else it is read here."""
         ok = col < MX
         at = col * NY + row
-        xr = (gl.load(XR + at, mask=ok, other=0.0).to(gl.float32) + y.to(gl.float32)).to(Y.dtype.element_ty)
+        if EARLY:
+            xr0, wn = xin
+        else:
+            xr0, wn = _residual_in(XR, WN, row, col, MX, NY)
+        xr = (xr0 + y.to(gl.float32)).to(Y.dtype.element_ty)
         gl.store(XR + at, xr, mask=ok)
         xf = xr.to(gl.float32)
-        gl.store(Y + at, (xf * gl.load(WN + row).to(gl.float32)).to(Y.dtype.element_ty), mask=ok)
+        gl.store(Y + at, (xf * wn).to(Y.dtype.element_ty), mask=ok)
         return gl.where(ok, xf, 0.0)
 
     @gluon.jit
-    def _rope_store(Y, a, b, row, col, MX, rope, HD: gl.constexpr, NH: gl.constexpr, NKV: gl.constexpr):
+    def _tables(COS, SIN, p, row, ok, HD: gl.constexpr):
+        """cos and sin at position p of the rotary pair (d, d + HD/2) of each row (16·tile + g: d = 8·tile + g)."""
+        cs = p * HD + ((row % HD) // 16) * 8 + row % 8
+        c1 = gl.load(COS + cs, mask=ok, other=0.0).to(gl.float32)
+        s1 = gl.load(SIN + cs, mask=ok, other=0.0).to(gl.float32)
+        c2 = gl.load(COS + cs + HD // 2, mask=ok, other=0.0).to(gl.float32)
+        s2 = gl.load(SIN + cs + HD // 2, mask=ok, other=0.0).to(gl.float32)
+        return c1, s1, c2, s2
+
+    @gluon.jit
+    def _rope_store(
+        Y, a, b, row, col, MX, rope, HD: gl.constexpr, NH: gl.constexpr, NKV: gl.constexpr, pin, EARLY: gl.constexpr
+    ):
         """Rows d (a) and d + HD/2 (b) of the heads of [q; k; v] packed in halves order, rounded as the GEMV's
         output: q and k rotated as glue._rope_cache rounds it (x·cos + rotate_half(x)·sin, each product rounded);
         q into Y folded as rope_cache folds it (row head·MX + x row of [heads·MX, HD]), k and v into the caches
-        [NKV, S, HD] at slot POS[x row]."""
+        [NKV, S, HD] at slot POS[x row]. EARLY: p holds the positions, read early (int32).
+        The rotary tables are read here: read early, LLVM fused other products into fma.rn.bf16 than glue.rope_cache's
+        (the products are rounded as bf16 ops, and NVPTX fuses a bf16 mul with the add), giving other bits."""
         POS, COS, SIN, KC, VC, S = rope
         dt = Y.dtype.element_ty
         head = row // HD
         d = ((row % HD) // 16) * 8 + row % 8  # row 16·tile + g: dimension 8·(tile of the head) + g
         ok = col < MX
-        p = gl.load(POS + col, mask=ok, other=0)
-        cs = p * HD + d
-        c1 = gl.load(COS + cs, mask=ok, other=0.0).to(gl.float32)
-        s1 = gl.load(SIN + cs, mask=ok, other=0.0).to(gl.float32)
-        c2 = gl.load(COS + cs + HD // 2, mask=ok, other=0.0).to(gl.float32)
-        s2 = gl.load(SIN + cs + HD // 2, mask=ok, other=0.0).to(gl.float32)
+        if EARLY:
+            p = pin.to(gl.int64)
+        else:
+            p = gl.load(POS + col, mask=ok, other=0)
+        c1, s1, c2, s2 = _tables(COS, SIN, p, row, ok, HD)
         af = a.to(gl.float32)
         bf = b.to(gl.float32)
         rot = head < NH + NKV
@@ -602,17 +669,32 @@ if gluon is not None:
         HALVES: gl.constexpr,
         NH: gl.constexpr,
         NKV: gl.constexpr,
+        pre,
+        EARLY: gl.constexpr,
+        GATHER: gl.constexpr,
     ):
         """One column of each lane's D pair (rows g and g + 8; x rows c4 [4]): the warps' sums (NP: times the
         norm's 1 / rms), rounded, stored (SILU: as silu(gate)·up; RESIDUAL: added to the residual stream, the next
-        norm's input times its weight and this program's sums of squares; NH: roped into q and the caches)."""
+        norm's input times its weight and this program's sums of squares; NH: roped into q and the caches).
+        EARLY: which of the epilogue's reads `pre` holds (_early's, loaded before the loop). GATHER: the warps' sums
+        added in each lane after one exchange of a0 and a2 into _gathered's layout (else gl.sum across the warps)."""
         NORM_IN, eps, XR, WN, NORM_OUT, POS, COS, SIN, KCACHE, VCACHE, S = fold
         dt = Y.dtype.element_ty
         col = gl.expand_dims(gl.expand_dims(c4, 0), 1) + row * 0  # [RT, 8, 4]
-        y0 = gl.sum(a0, axis=1)
-        y2 = gl.sum(a2, axis=1)
+        if GATHER:  # each lane's sums of all warps in its own registers: one exchange through shared memory
+            LG: gl.constexpr = _gathered(RT, WARPS)
+            both = gl.convert_layout(gl.join(a0, a2), _gathered2(RT, WARPS))
+            y0, y2 = gl.split(gl.sum(both, axis=1))
+            y0 = gl.convert_layout(y0, gl.SliceLayout(1, LG))
+            y2 = gl.convert_layout(y2, gl.SliceLayout(1, LG))
+        else:
+            y0 = gl.sum(a0, axis=1)
+            y2 = gl.sum(a2, axis=1)
         if NP > 0:
-            rstd = _rstd(NORM_IN, c4, MX, eps, NP, K, WARPS)
+            if EARLY & EARLY_NORM:
+                rstd = pre[0]
+            else:
+                rstd = _rstd(NORM_IN, c4, MX, eps, NP, K, WARPS)
             y0 = y0 * rstd
             y2 = y2 * rstd
         y0 = y0.to(dt)
@@ -621,15 +703,72 @@ if gluon is not None:
             _silu_store(Y, y0, row, col, MX, NY, RT)
             _silu_store(Y, y2, row + 8, col, MX, NY, RT)
         elif RESIDUAL:
-            x0 = _residual(Y, XR, WN, y0, row, col, MX, NY)
-            x2 = _residual(Y, XR, WN, y2, row + 8, col, MX, NY)
+            x0 = _residual(Y, XR, WN, y0, row, col, MX, NY, pre[1], EARLY & EARLY_RESIDUAL)
+            x2 = _residual(Y, XR, WN, y2, row + 8, col, MX, NY, pre[2], EARLY & EARLY_RESIDUAL)
             sq = gl.sum(gl.sum(x0 * x0 + x2 * x2, axis=1), axis=0)  # [4]: this program's share of each row's sum
             gl.store(NORM_OUT + c4 * gl.num_programs(0) + gl.program_id(0), sq, mask=c4 < MX)
         elif NH > 0:
-            _rope_store(Y, y0, y2, row, col, MX, (POS, COS, SIN, KCACHE, VCACHE, S), HALVES, NH, NKV)
+            rope = (POS, COS, SIN, KCACHE, VCACHE, S)
+            _rope_store(Y, y0, y2, row, col, MX, rope, HALVES, NH, NKV, pre[3], EARLY & EARLY_POS)
         else:
             _store(Y, y0, _orig(row, HALVES), col, MX, NY)
             _store(Y, y2, _orig(row + 8, HALVES), col, MX, NY)
+
+    @gluon.jit
+    def _early(
+        fold,
+        row,
+        c4,
+        MX,
+        NY,
+        WARPS: gl.constexpr,
+        K: gl.constexpr,
+        NP: gl.constexpr,
+        RESIDUAL: gl.constexpr,
+        HALVES: gl.constexpr,
+        NH: gl.constexpr,
+        EARLY: gl.constexpr,
+    ):
+        """The first epilogue's reads that do not depend on the loop, issued before it or before the warps' sums
+        (EARLY's bits) so that their latency hides behind them: (the norm's 1 / rms, _residual_in of rows g and g + 8,
+        the positions), 0 where not."""
+        NORM_IN, eps, XR, WN, NORM_OUT, POS, COS, SIN, KCACHE, VCACHE, S = fold
+        col = gl.expand_dims(gl.expand_dims(c4, 0), 1) + row * 0
+        rstd = 0
+        x0 = 0
+        x2 = 0
+        pin = 0
+        if NP > 0 and (EARLY & EARLY_NORM):
+            rstd = _rstd(NORM_IN, c4, MX, eps, NP, K, WARPS)
+        if RESIDUAL and (EARLY & EARLY_RESIDUAL):
+            x0 = _residual_in(XR, WN, row, col, MX, NY)
+            x2 = _residual_in(XR, WN, row + 8, col, MX, NY)
+        if NH > 0 and (EARLY & EARLY_POS):
+            pin = gl.load(POS + col, mask=col < MX, other=0).to(gl.int32)
+        return rstd, x0, x2, pin
+
+    @gluon.constexpr_function
+    def _gathered(rt, warps):
+        """[RT, WARPS, 8, 4] with a lane's WARPS partial sums in its own registers (every warp holding them all)."""
+        return gl.BlockedLayout([rt, warps, 1, 1], [1, 1, 8, 4], [warps, 1, 1, 1], [3, 2, 1, 0])
+
+    @gluon.constexpr_function
+    def _gathered2(rt, warps):
+        """_gathered's with a last dimension of 2 (a0 and a2 joined) in each lane."""
+        return gl.BlockedLayout([rt, warps, 1, 1, 2], [1, 1, 8, 4, 1], [warps, 1, 1, 1, 1], [4, 3, 2, 1, 0])
+
+    @gluon.jit
+    def _out_rows(N, RT: gl.constexpr, SILU: gl.constexpr, LY: gl.constexpr):
+        """The output rows of each lane's D fragment (row g; g + 8 is row + 8) [RT, 8, 4], the x rows of its even
+        column c4 [4], and the output's row count."""
+        pid = gl.program_id(0)
+        ry = gl.expand_dims(gl.expand_dims(gl.arange(0, RT, layout=_dim(LY, 3, 0)), 1), 2)
+        gy = gl.expand_dims(gl.expand_dims(gl.arange(0, 8, layout=_dim(LY, 3, 1)), 0), 2)
+        c4 = 2 * gl.arange(0, 4, layout=_dim(LY, 3, 2))
+        zero3 = gl.expand_dims(gl.expand_dims(c4, 0), 1) * 0 + ry * 0 + gy * 0
+        if SILU:  # even tiles gate, odd ones up: out rows are the gate rows
+            return (pid * (RT // 2) + ry // 2) * 16 + gy + zero3, c4, N // 2
+        return (pid * RT + ry) * 16 + gy + zero3, c4, N
 
     @gluon.jit
     def _put(t, j: gl.constexpr, new):
@@ -768,6 +907,8 @@ if gluon is not None:
         NKV: gl.constexpr,
         PAIR: gl.constexpr,
         UNROLL: gl.constexpr,
+        EARLY: gl.constexpr,
+        GATHER: gl.constexpr,
     ):
         """Y[m] = W·x[m] for the MX <= 8 rows of x [MX, K] and the 16·RT rows of this program's tiles (SILU: RT/2
         tiles of gate and the same of up, Y[m] = silu(gate)·up). BITS: P holds int4 codes in pack's layout (4), int8
@@ -844,6 +985,14 @@ if gluon is not None:
             )
         for i in gl.static_range(XAHEAD):
             bss = bss + (_unit_x(X32, xw, xoff, i * WARPS, KC, LW, PAIR),)
+        # the epilogue's reads of what the kernels before wrote (early), in flight during the loop
+        LY: gl.constexpr = gl.SliceLayout(1, _gathered(RT, WARPS) if GATHER else LA)
+        fold = (NORM_IN, eps, XR, WN, NORM_OUT, POS, COS, SIN, KCACHE, VCACHE, S)
+        K: gl.constexpr = KC * 64
+        pre = (0, 0, 0, 0)
+        if EARLY != 0 and (EARLY & EARLY_AT_END) == 0:
+            erow, ec4, eny = _out_rows(N, RT, SILU, LY)
+            pre = _early(fold, erow, ec4, MX, eny, WARPS, K, NP, RESIDUAL, HALVES, NH, EARLY)
         # The loop is unrolled UNROLL times (a multiple of AHEAD) so that every ring slot is a fixed register (a
         # rotating ring cost ~25 moves a chunk); the last ITERS % UNROLL units of each warp after it (UNROLL >= ITERS:
         # no loop at all).
@@ -876,25 +1025,38 @@ if gluon is not None:
                 PAIR,
             )
         acc = rings[0]
+        if EARLY & EARLY_AT_END:  # the reads issued before the warps' sums instead
+            erow, ec4, eny = _out_rows(N, RT, SILU, LY)
+            pre = _early(fold, erow, ec4, MX, eny, WARPS, K, NP, RESIDUAL, HALVES, NH, EARLY)
         # the warps' partial sums added: [RT, 8, 4] for D rows g / g + 8, columns (rows of x) 2t / 2t + 1; the odd
         # columns only where x has a second row (a decode step skips half the cross-warp sums; each column's own
         # sum is the same code either way)
-        LY: gl.constexpr = gl.SliceLayout(1, LA)
-        ry = gl.expand_dims(gl.expand_dims(gl.arange(0, RT, layout=_dim(LY, 3, 0)), 1), 2)
-        gy = gl.expand_dims(gl.expand_dims(gl.arange(0, 8, layout=_dim(LY, 3, 1)), 0), 2)
-        c4 = 2 * gl.arange(0, 4, layout=_dim(LY, 3, 2))
-        zero3 = gl.expand_dims(gl.expand_dims(c4, 0), 1) * 0 + ry * 0 + gy * 0
-        if SILU:  # even tiles gate, odd ones up: out rows are the gate rows
-            row = (pid * (RT // 2) + ry // 2) * 16 + gy + zero3  # [RT, 8, 4]
-            NY = N // 2
-        else:
-            row = (pid * RT + ry) * 16 + gy + zero3
-            NY = N
-        fold = (NORM_IN, eps, XR, WN, NORM_OUT, POS, COS, SIN, KCACHE, VCACHE, S)
-        K: gl.constexpr = KC * 64
-        _epilogue(Y, acc[0], acc[2], row, c4, MX, NY, fold, RT, WARPS, K, SILU, NP, RESIDUAL, HALVES, NH, NKV)
-        if MX > 1:
-            _epilogue(Y, acc[1], acc[3], row, c4 + 1, MX, NY, fold, RT, WARPS, K, SILU, NP, RESIDUAL, HALVES, NH, NKV)
+        row, c4, NY = _out_rows(N, RT, SILU, LY)
+        for h in gl.static_range(2):  # the even columns, then the odd ones where x has them (a verify's rows)
+            if h == 0 or MX > 1:  # the odd ones' reads after the loop
+                a0, a2, ch = acc[h], acc[h + 2], c4 + h
+                _epilogue(
+                    Y,
+                    a0,
+                    a2,
+                    row,
+                    ch,
+                    MX,
+                    NY,
+                    fold,
+                    RT,
+                    WARPS,
+                    K,
+                    SILU,
+                    NP,
+                    RESIDUAL,
+                    HALVES,
+                    NH,
+                    NKV,
+                    pre,
+                    EARLY * (1 - h),
+                    GATHER,
+                )
 
 
 def gemv_mma(
@@ -916,6 +1078,9 @@ def gemv_mma(
     rope: tuple | None = None,
     pair: int | None = None,
     unroll: int | None = None,
+    early: int | None = None,
+    gather: bool | None = None,
+    maxnreg: int | None = None,
 ):
     """x [T, K] bf16 (1 <= T <= 8, contiguous; fp16 for an fp16 W, bf16 or fp16 for int8 codes) @ W.T over int4
     codes in `pack`'s layout, int8 codes or W itself (below) -> [T, N] (silu: W = [gate; up], silu(gate)·up
@@ -976,6 +1141,7 @@ def gemv_mma(
         nh = nkv = 0
     out = torch.empty(MAX_X, n // (16 * rt), dtype=torch.float32, device=x.device) if residual is not None else y
     pdl = glue.pdl(x) if pdl is None else pdl
+    early = early_bits(n, k, bits, norm is not None, residual is not None, rope is not None, early)
     _gemv_mma[(n // (16 * rt),)](
         x,
         packed,
@@ -1000,7 +1166,10 @@ def gemv_mma(
         NKV=nkv,
         PAIR=pair,
         UNROLL=unroll,
+        EARLY=early,
+        GATHER=gather_sums(n, k, bits) if gather is None else gather,
         num_warps=warps,
+        maxnreg=((max_registers(n, k, bits) if maxnreg is None else maxnreg) if warps == 8 else 0) or None,
         launch_pdl=pdl,
     )
     return (y, out) if residual is not None else y
