@@ -340,6 +340,96 @@ def test_save_replaces_a_file_of_this_session_only_and_save_bang_any(tmp_path, m
     assert err.getvalue().splitlines()[-1].startswith("error: old.json: the file exists and holds another session")
 
 
+def test_two_chats_going_on_from_one_snapshot_never_save_over_each_other(tmp_path, monkeypatch):
+    """Two yi-chats that /load one snapshot share its conversation's id: once they went different ways, either
+    one's /save PATH replaced the other's continuation without a word (a lost conversation). A chat goes on
+    saving over the file while it holds what this chat read or wrote there, or an earlier state of it (its turns
+    begin this chat's); another continuation saved there is refused with one line, and /save! replaces it."""
+    monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    start, _, _ = plain_chat(ScriptedEngine(["a0"]))
+    start.handle("q0")
+    start.handle("/save snap.json")
+    a, a_out, a_err = plain_chat(ScriptedEngine(["a1", "a2"]))
+    b, b_out, b_err = plain_chat(ScriptedEngine(["b1", "b2"]))
+    for chat in (a, b):
+        chat.handle("/load snap.json")
+    a.handle("qa")
+    a.handle("/save snap.json")  # as a read it: its own continuation goes back in
+    b.handle("qb")
+    b.handle("/save snap.json")  # A's continuation is there now, not the state B read
+    refused = "error: {0}: the file exists and holds another continuation of this conversation; /save! {0} replaces it"
+    assert b_err.getvalue().splitlines() == [refused.format("snap.json")] and b.failures == 1
+
+    def asked(name="snap.json"):
+        return [t["content"] for t in json.loads((tmp_path / name).read_text())["turns"]][::2]
+
+    assert asked() == ["q0", "qa"]
+    b.handle("/save b.json")  # B's turns are kept elsewhere; the chat goes on
+    a.handle("/retry")  # A's own save, rewritten after it: still A's to replace
+    a.handle("/save snap.json")
+    assert asked() == ["q0", "qa"] and a_out.getvalue().count("saved to snap.json") == 2 and a.failures == 0
+    b.handle("/save! snap.json")
+    assert asked() == ["q0", "qb"]
+
+    # An earlier state saved by another chat (the turns this one begins with) is replaced without !
+    c, c_out, c_err = plain_chat(ScriptedEngine(["c1"]))
+    c.handle("/load snap.json")
+    b.handle("/save snap.json")  # B saves the same turns again: not the bytes C read
+    c.handle("qc")
+    c.handle("/save snap.json")
+    assert asked() == ["q0", "qb", "qc"] and c_err.getvalue() == "" and "saved to snap.json" in c_out.getvalue()
+    a.handle("/save snap.json")  # A has not got C's turns (nor B's): refused, as B was
+    assert a_err.getvalue().splitlines() == [refused.format("snap.json")]
+    assert asked() == ["q0", "qb", "qc"]
+
+    # A file from 0.1.0 (no id, known by its path) is guarded the same way
+    old = json.loads((tmp_path / "snap.json").read_text())
+    del old["id"]
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    for chat in (a, b):
+        chat.handle("/load old.json")
+    a.handle("qa2")
+    a.handle("/save old.json")
+    b.handle("qb2")
+    b.handle("/save old.json")
+    assert b_err.getvalue().splitlines()[-1] == refused.format("old.json")
+    assert asked("old.json")[-1] == "qa2"
+
+
+def test_two_chats_continuing_one_stored_session_keep_every_turn(tmp_path, monkeypatch):
+    """-c in two terminals on one home: the second goes on in a file of its own (the store's lock), with the same
+    conversation id; each one's /save to one snapshot path no longer replaces the other's continuation."""
+    from yi_cli.conversation import store
+
+    monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    first = store.Autosave("interactive")
+    chat, _, _ = plain_chat(ScriptedEngine(["a0"]), on_turn=first)
+    chat.handle("q0")
+    chat.handle("/save snap.json")
+    first.close()
+    chats = []
+    for name in "ab":  # as the CLI resumes `last`: read, then the autosave that holds the file or forks
+        session, settings, data = store.read("last")
+        saver = store.autosave_for("last", data, "interactive")
+        chats.append((plain_chat(ScriptedEngine([f"{name}1"]), session=session, on_turn=saver), saver))
+    ((a, _, a_err), a_saver), ((b, _, b_err), b_saver) = chats
+    assert a_saver.path == first.path and b_saver.forked and a.session.id == b.session.id
+    a.handle("qa")
+    b.handle("qb")
+    a.handle("/save snap.json")  # an earlier state of A's conversation: replaced
+    b.handle("/save snap.json")  # A's continuation now: refused
+    assert a_err.getvalue() == "" and "holds another continuation of this conversation" in b_err.getvalue()
+    for saver in (a_saver, b_saver):
+        saver.close()
+    files = [json.loads(f.read_text()) for f in (tmp_path / "home" / "data" / "sessions").glob("*.json")]
+    kept = sorted(
+        [t["content"] for t in f["turns"]][::2] for f in files + [json.loads((tmp_path / "snap.json").read_text())]
+    )
+    assert kept == [["q0", "qa"], ["q0", "qa"], ["q0", "qb"]]
+
+
 SAVE_AS_A_USER = """
 import sys
 from tests.fixtures import ScriptedEngine, plain_chat

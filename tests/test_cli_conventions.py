@@ -755,6 +755,31 @@ def test_two_chats_continuing_one_session_never_overwrite_each_other(server, hom
     assert [t["content"] for t in json.loads(original.read_text())["turns"]][::2][-1] == "C one"
 
 
+def test_two_chats_resumed_from_one_snapshot_never_save_over_each_other(server, home, tmp_path):
+    """`--resume snap.json` in two terminals: both go on from it with its conversation's id, and the later /save
+    snap.json replaced the other's continuation without a word (a lost conversation). It is refused with one line
+    naming /save!; the one whose continuation is there saved over it as before, and every turn stays on disk."""
+    p = yi("--endpoint", server.url, stdin="q0\n/save snap.json\n", home=home, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr.decode()
+    a = spawn("--endpoint", server.url, "--resume", "snap.json", home=home, cwd=tmp_path)  # has read it
+    p = yi("--endpoint", server.url, "--resume", "snap.json", stdin="qb\n/save snap.json\n", home=home, cwd=tmp_path)
+    assert p.returncode == 0 and p.stderr.decode() == "", p.stderr.decode()
+    a.sendline("qa")
+    a.expect_exact("stop · ")
+    a.expect_exact(">>>")
+    a.sendline("/save snap.json")
+    assert a.expect_exact(["replaces it", "saved to snap.json"]) == 0, "B's continuation was replaced"
+    assert "snap.json: the file exists and holds another continuation of this conversation; /save! snap.json" in (
+        " ".join(a.before.split())
+    )
+    a.expect_exact(">>>")
+    snap = json.loads((tmp_path / "snap.json").read_text())
+    assert [t["content"] for t in snap["turns"]][::2] == ["q0", "qb"]  # B's continuation, untouched
+    assert leave(a) == 0
+    asked = sorted([t["content"] for t in f["turns"]][::2] for f in session_files(home))
+    assert asked == [["q0"], ["q0", "qa"], ["q0", "qb"]]  # and each run's turns in the store
+
+
 @pytest.mark.parametrize("how", ["pipe", "one-shot"])
 def test_ctrl_c_stops_a_piped_or_one_shot_run_with_130_and_keeps_the_partial_reply(home, how):
     """A batch stops at Ctrl-C, as a pipeline does (each Ctrl-C cut one reply, the batch went on and exited 0)."""

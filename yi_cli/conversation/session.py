@@ -29,6 +29,9 @@ class ChatSession:
     turns: list[Turn] = field(default_factory=list)
     # Which conversation this is, kept in its files: /save PATH replaces a file only when it holds this same one.
     id: str = field(default_factory=new_id)
+    # The files this chat read or wrote the conversation from / to, as it left them (real path -> digest, not saved):
+    # two yi-chats going on from one file share its id, and /save PATH replaces another's continuation only with !.
+    known: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def messages(self) -> list[dict]:
         """The conversation as chat-template messages, system prompt first when set."""
@@ -80,6 +83,16 @@ class ChatSession:
         snapshot of the one before."""
         self.turns.clear()
         self.id = new_id()
+
+    def goes_on_from(self, other: ChatSession) -> bool:
+        """`other` is an earlier state of this conversation: the same one, system prompt, and turns this one
+        starts with (what /save PATH may replace without ! in a file another yi-chat wrote)."""
+        n = len(other.turns)
+        return (
+            other.id == self.id
+            and other.system == self.system
+            and [(t.role, t.content) for t in other.turns] == [(t.role, t.content) for t in self.turns[:n]]
+        )
 
     @property
     def exchanges(self) -> int:

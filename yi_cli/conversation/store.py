@@ -262,7 +262,7 @@ def save(chat, path: str | None, replace: bool = False) -> Path:
     """/save: a snapshot to PATH, or to a new file in the store. Its mode `saved` keeps it a snapshot: -c passes it
     by, and a session resumed from it goes on in a new file. The folder must exist, as for an editor's write: a
     mistyped folder is named, not created. A regular file at PATH is replaced (through a symlink, the file it names)
-    when it holds this same conversation (its id: saved or loaded before), so saving again stays one command; any
+    when it holds an earlier state of this same conversation (_refusal), so saving again stays one command; any
     other file only with `replace` (/save! PATH), as an editor's :w refuses another file without ! (a mistyped name
     replaced another snapshot). A FIFO, a device, a directory or a file this user may not write is refused."""
     text = json.dumps(to_dict(chat, SAVED), ensure_ascii=False, indent=1)
@@ -279,33 +279,53 @@ def save(chat, path: str | None, replace: bool = False) -> Path:
             if kind is not None and not os.access(real, os.W_OK):  # the rename below would replace it all the same
                 raise YiError(f"{shown(path, 200)}: cannot save the session (the file is not writable)")
             try:
-                if kind is not None and not replace and (held := _session_id(real)) != chat.session.id:
+                if kind is not None and not replace and (what := _refusal(real, chat.session)):
                     os.unlink(_tmp_file(real.parent, ""))  # /save! could not write there either: say that instead
-                    what = "holds another session" if held else "is not a yi-chat session"
                     raise YiError(
                         f"{shown(path, 200)}: the file exists and {what}; /save! {shown(path, 200)} replaces it"
                     )
                 write_atomic(real, text)
+                chat.session.known[str(real)] = _digest(text)
             except NoNewFile as e:  # what failed is the folder, not the file PATH names
                 why = _no_new_file(_folder_named(path, p, real)[1], e)
                 raise YiError(f"{shown(path, 200)}: cannot save the session ({why})") from None
         else:
             p = write_new(p, text)
+            chat.session.known[os.path.realpath(p)] = _digest(text)
     except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
         raise YiError(f"{shown(str(p), 200)}: cannot save the session ({getattr(e, 'strerror', None) or e})") from None
     return p
 
 
-def _session_id(path: Path) -> str | None:
-    """The id of the session in the file at `path`; None when it holds none (another file, or one unreadable)."""
+def _refusal(path: Path, session: ChatSession) -> str | None:
+    """Why /save PATH does not replace the file at `path` without !, or None when it may: the file holds this
+    conversation (its id) as this chat last read or wrote it, or an earlier state of it (turns this chat's begin
+    with). Two yi-chats going on from one file (-c in two terminals, /load) share its id: once one of them has
+    saved its own continuation there, the other's /save would replace it, and the turns only it had were lost."""
     try:
-        data = inputs.read_json(path, inputs.SESSION_LIMIT, YiError, "session file")
+        raw = inputs.read_bytes(path, inputs.SESSION_LIMIT, YiError, "session file")
+        data = inputs.loads(raw, str(path), YiError, what="session file")
     except YiError:
-        return None
-    if data.get("format") != FORMAT:
-        return None
+        return "is not a yi-chat session"
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        return "is not a yi-chat session"
     sid = data.get("id")
-    return sid if isinstance(sid, str) and sid else path_id(path)
+    sid = sid if isinstance(sid, str) and sid else path_id(path)
+    if sid != session.id:
+        return "holds another session"
+    if session.known.get(str(path)) == _digest(raw):
+        return None  # as this chat left it
+    try:
+        if session.goes_on_from(ChatSession.from_dict({**data, "id": sid})):
+            return None  # an earlier state of it (another yi-chat saved it before going on): nothing is lost
+    except (ValueError, TypeError):
+        pass
+    return "holds another continuation of this conversation"
+
+
+def _digest(text: str | bytes) -> str:
+    """What a session file holds, byte for byte: /save tells a file left as this chat read or wrote it."""
+    return hashlib.sha256(text.encode("utf-8") if isinstance(text, str) else text).hexdigest()
 
 
 def path_id(path: Path) -> str:
@@ -360,7 +380,8 @@ def read(path: str) -> tuple[ChatSession, GenSettings, dict]:
     p = resolve(path)
     version = _version(p)  # before the read: autosave_for tells a file written since (each write is a new inode)
     # Size, kind (a FIFO or /dev/zero is refused without blocking), nesting and finite numbers checked first.
-    data = inputs.read_json(p, inputs.SESSION_LIMIT, YiError, "session file", obj=False)
+    raw = inputs.read_bytes(p, inputs.SESSION_LIMIT, YiError, "session file")
+    data = inputs.loads(raw, str(p), YiError, what="session file")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise YiError(f"{shown(str(p), 200)}: not a yi-chat session file")
     if data.get("version") != VERSION:
@@ -376,6 +397,7 @@ def read(path: str) -> tuple[ChatSession, GenSettings, dict]:
         raise YiError(f"{shown(str(p), 200)}: malformed session file ({shown(str(e), 200)})") from None
     if data.get("id") is None:  # a file from before ids: known by its path (path_id), as /save tells it
         session.id = path_id(p)
+    session.known[os.path.realpath(p)] = _digest(raw)  # /save PATH goes on replacing it while it stays so
     data["path"] = str(p)
     data["_version"] = version
     return session, settings, data
