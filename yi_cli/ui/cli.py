@@ -8,7 +8,7 @@ import re
 import signal
 import sys
 
-from .. import __version__
+from .. import __version__, terminal
 from ..engines.remote_limits import MAX_SECONDS
 from ..errors import EXIT_HANGUP, EXIT_INTERRUPTED, UsageError, YiError
 from .config import device_arg, tokens_arg
@@ -180,10 +180,10 @@ def main(argv=None) -> int:
     sub = subcommand(argv)
     if sub is None:
         args = parse_args(argv)
+    else:  # a subcommand draws its own output: the keys typed are the terminal's to echo
+        _unhold_early()
     _LEAVING.clear()
-    for signum in LEAVE:
-        if signal.getsignal(signum) is not signal.SIG_IGN:  # under nohup, SIGHUP stays ignored
-            signal.signal(signum, _leave)
+    _catch_leave()
     try:
         _check_hf_endpoint()
         return sub(argv[1:]) if sub else _main(args)
@@ -198,6 +198,12 @@ def main(argv=None) -> int:
         # interpreter's final flush does not raise again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def _catch_leave() -> None:
+    for signum in LEAVE:
+        if signal.getsignal(signum) is not signal.SIG_IGN:  # under nohup, SIGHUP stays ignored
+            signal.signal(signum, _leave)
 
 
 def _check_hf_endpoint() -> None:
@@ -248,12 +254,14 @@ def subcommand(argv: list[str]):
 LEAVE = {signal.SIGTERM: (EXIT_INTERRUPTED, "terminated"), signal.SIGHUP: (EXIT_HANGUP, "hung up")}
 _LEAVING: list[int] = []  # the first such signal received
 _CHAT: list = []  # the Chat, once there is one
+_EARLY: list = []  # the KeyHold entry() took the terminal with, until the chat's renderer takes it over
 
 
 def _leave(signum, frame):
     """Like Ctrl-C the reply in flight ends and is recorded (Chat turns the KeyboardInterrupt into cancel); then
     the chat stops. After a hangup the terminal is gone: output to it would fail (EIO), so it goes to /dev/null; a
-    SIGHUP sent to a chat whose terminal is still there (kill -HUP) leaves it its line."""
+    SIGHUP sent to a chat whose terminal is still there (kill -HUP) leaves it its line. A background job (`kill
+    %1`) lets go of the terminal: it is the shell's (terminal.let_go)."""
     if not _LEAVING:
         _LEAVING.append(signum)
     if signum == signal.SIGHUP:
@@ -262,6 +270,7 @@ def _leave(signum, frame):
             if _hung_up(fd):
                 os.dup2(null, fd)
         os.close(null)
+    terminal.let_go()
     for chat in _CHAT:
         chat.running, chat.terminated = False, True
     raise KeyboardInterrupt
@@ -285,8 +294,11 @@ def _hung_up(fd: int) -> bool:
 def _err(msg: str) -> None:
     from ..safe_text import safe
 
+    line = f"yi-chat: {safe(msg)}"  # messages quote files and servers
+    if terminal.say(line):  # a background job's last line, on the terminal it let go of
+        return
     try:
-        print(f"yi-chat: {safe(msg)}", file=sys.stderr, flush=True)  # messages quote files and servers
+        print(line, file=sys.stderr, flush=True)
     except OSError:
         pass
 
@@ -339,7 +351,10 @@ def _main(args) -> int:
     interactive = prompt is None and tty and screen is not None
     render = make_renderer(args, interactive, prompt, screen)
     if interactive:  # keys typed while the model loads wait, unechoed, for the first prompt (they were echoed
-        render.pin_keys(True)  # raw, then shown again by it)
+        terminal.wait_foreground()  # raw, then shown again by it); a background job (`yi-chat &`) waits for `fg`
+        render.pin_keys(True)
+    if not interactive or getattr(render, "keys", None) not in _EARLY:  # no prompt to read the keys held since
+        _unhold_early()  # entry(): the terminal echoes them again
     try:
         engine = make_engine(args, top, render, endpoint_from)
         attach.check_tokens(engine, settings, attachments, prompt or "")
@@ -485,10 +500,11 @@ def make_renderer(args, interactive: bool, prompt: str | None, screen=None):
     if args.json:
         render = JsonRenderer(Console(), err)
     elif interactive and screen is not sys.stdout:  # the chat on stderr, the replies alone to stdout
-        keys = KeyHold(sys.stdin.fileno())
+        keys = _EARLY[0] if _EARLY else KeyHold(sys.stdin.fileno())
         render = TerminalRenderer(Console(file=screen), err, keys=keys, transcript=PlainRenderer(Console(), err))
     elif interactive or (sys.stdout.isatty() and prompt is not None):
-        render = TerminalRenderer(Console(), err, keys=KeyHold(sys.stdin.fileno()) if sys.stdin.isatty() else None)
+        keys = (_EARLY[0] if _EARLY and interactive else KeyHold(sys.stdin.fileno())) if sys.stdin.isatty() else None
+        render = TerminalRenderer(Console(), err, keys=keys)
     else:
         render = PlainRenderer(Console(), err, show_stats=args.stats)
     render.screen = screen if interactive else None
@@ -533,6 +549,14 @@ def make_engine(args, top: dict, render, endpoint_from: str = ""):
         return engine
 
 
+def _unhold_early() -> None:
+    """The terminal as entry() found it, unless the chat's renderer has taken the hold over (then it is given
+    back when the chat ends)."""
+    for keys in _EARLY:
+        keys.unpin()
+    _EARLY.clear()
+
+
 class _nullctx:
     def __enter__(self):
         return self
@@ -549,10 +573,18 @@ def entry() -> None:
         sys.exit(2)
     if "OMP_WAIT_POLICY" not in os.environ:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # libgomp spinning makes small CPU ops ~100x slower
+    # The terminal is held from here, before the imports and the model load: keys typed meanwhile were echoed raw
+    # above the banner, then again by the prompt that reads them. SIGTERM and SIGHUP are caught first, so that
+    # every way out (an error, --help, Ctrl-C, a signal) passes the finally that gives the echo back.
+    _catch_leave()
     try:
+        if not (sys.argv[1:] and sys.argv[1] in SUBCOMMANDS):
+            _EARLY[:] = [k for k in [terminal.hold_early()] if k]
         code = main()
     except KeyboardInterrupt:  # a second signal while the first was being handled: still one exit code
-        code = EXIT_INTERRUPTED
+        code = LEAVE[_LEAVING[0]][0] if _LEAVING else EXIT_INTERRUPTED
+    finally:
+        _unhold_early()
     for s in (signal.SIGINT, signal.SIGTERM):  # leaving: a late signal must not turn the code into a kill (-2, -15)
         signal.signal(s, signal.SIG_IGN)
     sys.exit(code)

@@ -12,6 +12,7 @@ from prompt_toolkit.completion import WordCompleter
 from prompt_toolkit.history import FileHistory, InMemoryHistory
 from prompt_toolkit.key_binding import KeyBindings
 
+from .. import terminal
 from ..conversation import commands
 from ..errors import YiError
 from ..paths import data_dir, private_dir
@@ -49,7 +50,11 @@ def bindings() -> KeyBindings:
             traceback."""
 
             async def stop():
-                await run_in_terminal(lambda: os.kill(0, signal.SIGTSTP))
+                await run_in_terminal(suspend)
+
+            def suspend():  # after `bg`, stopped until `fg` before prompt_toolkit sets the modes (terminal.py)
+                os.kill(0, signal.SIGTSTP)
+                terminal.wait_foreground()
 
             event.app.create_background_task(stop())
 

@@ -1,0 +1,124 @@
+"""The terminal at the edges of a run, in tmux under an interactive bash (job control): a background yi-chat that
+`kill %1` ends exits (it was stopped by SIGTTOU, setting the modes of a terminal the shell had).
+
+Every wait is on screen content or process state, with a deadline; none is a sleep.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+TMUX = shutil.which("tmux")
+BASH = shutil.which("bash")
+pytestmark = pytest.mark.skipif(TMUX is None or BASH is None, reason="needs tmux and bash")
+DEADLINE = 120
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class Shell:
+    """An interactive bash alone in a tmux pane of its own tmux server."""
+
+    def __init__(self, home):
+        self.dir = tempfile.mkdtemp(prefix="yi-tty-")
+        self.sock = os.path.join(self.dir, "s")
+        env = {k: v for k, v in os.environ.items() if k not in ("TMUX", "PROMPT_TOOLKIT_NO_CPR", "NO_COLOR")}
+        env.update(YI_CHAT_HOME=str(home), PYTHONPATH=ROOT, PS1="$ ", TERM="xterm-256color")
+        self.env = env
+        self.tmux("-f", os.devnull, "new-session", "-d", "-x", "100", "-y", "30", BASH, "--norc", "--noprofile", "-i")
+        self.wait(lambda s: s.rstrip().endswith("$"), "the shell's prompt")
+
+    def tmux(self, *args) -> str:
+        return subprocess.run(
+            [TMUX, "-S", self.sock, *args], env=self.env, capture_output=True, text=True, check=True, timeout=60
+        ).stdout
+
+    def scrollback(self) -> str:
+        return self.tmux("capture-pane", "-p", "-J", "-S", "-", "-E", "-", "-t", "0")
+
+    def wait(self, pred, what: str) -> str:
+        deadline = time.monotonic() + DEADLINE
+        while True:
+            text = self.scrollback()
+            if pred(text):
+                return text
+            if time.monotonic() > deadline:
+                raise AssertionError(f"waited for {what}; the terminal shows:\n{text[-3000:]}")
+            time.sleep(0.02)  # the poll interval of a condition wait
+
+    def line(self, text: str) -> None:
+        self.tmux("send-keys", "-t", "0", "-l", text)
+        self.tmux("send-keys", "-t", "0", "Enter")
+
+    def close(self) -> None:
+        subprocess.run([TMUX, "-S", self.sock, "kill-server"], env=self.env, capture_output=True, check=False)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def state(pid: int) -> str | None:
+    """The process's state letter (T: stopped), None once bash has reaped it (and so recorded its status, which
+    `wait PID` then gives; before that it still gives the stop's 128 + SIGTTOU)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return None
+
+
+def pending_term(pid: int) -> bool:
+    """SIGTERM is still waiting to be delivered (the process stopped before it could run its handler)."""
+    with open(f"/proc/{pid}/status") as f:
+        fields = dict(ln.split(":", 1) for ln in f if ":" in ln)
+    return any(int(fields[k], 16) & (1 << 14) for k in ("SigPnd", "ShdPnd"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["&", "ctrl-z-bg"])
+def test_kill_of_a_background_chat_ends_it(demo_dir, tmp_path, how):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "cache").symlink_to(os.path.dirname(os.path.dirname(demo_dir)), target_is_directory=True)
+    sh = Shell(home)
+    try:
+        cmd = f"{sys.executable} -m yi_cli --model demo"
+        if how == "&":
+            sh.line(cmd + " &")
+            scroll = sh.wait(lambda s: re.search(r"^\[1\] \d+$", s, re.M), "the job's pid")
+        else:
+            sh.line(cmd)
+            sh.wait(lambda s: re.search(r"^>>>", s, re.M), "the prompt")
+            sh.tmux("send-keys", "-t", "0", "C-z")
+            sh.wait(lambda s: "Stopped" in s, "the stop")
+            sh.line("bg")
+            scroll = sh.wait(lambda s: re.search(r"^\[1\]\+ .*&$", s, re.M), "bg")
+        sh.line("echo JOB=$(jobs -p %1)")
+        scroll = sh.wait(lambda s: re.search(r"^JOB=\d+$", s, re.M), "the job's pid")
+        pid = int(re.search(r"^JOB=(\d+)$", scroll, re.M)[1])
+        # a background job that touches the terminal's modes is stopped (tty output): so it is, before the kill
+        deadline = time.monotonic() + DEADLINE
+        while state(pid) != "T":
+            assert time.monotonic() < deadline, "the job never stopped"
+            time.sleep(0.02)
+        sh.line("kill %1; echo KILLED")
+        sh.wait(lambda s: re.search(r"^KILLED$", s, re.M), "bash's kill (SIGTERM, then SIGCONT to a stopped job)")
+        deadline = time.monotonic() + DEADLINE
+        while (s := state(pid)) is not None:
+            # stopped again with SIGTERM handled: stuck on the terminal (SIGTTOU), as before the fix
+            assert not (s == "T" and not pending_term(pid)), f"stopped again after kill %1:\n{sh.scrollback()}"
+            assert time.monotonic() < deadline, "yi-chat did not exit"
+            time.sleep(0.02)
+        sh.line(f"wait {pid}; echo STATUS=$?")
+        scroll = sh.wait(lambda s: re.search(r"^STATUS=\d+$", s, re.M), "the exit status")
+        assert re.search(r"^STATUS=130$", scroll, re.M), scroll
+        after = scroll[scroll.index("$ kill %1") :]
+        assert "yi-chat: terminated" in after
+        assert ">>>" not in after and "Traceback" not in after  # nothing drawn on the shell's terminal
+    finally:
+        sh.close()

@@ -1,0 +1,85 @@
+"""The controlling terminal at the two ends of a run (no torch, no prompt_toolkit).
+
+From the first instant: a chat's terminal is held (ui/keys.KeyHold: no echo, no line editing, the keys kept) as
+soon as yi-chat runs, not only once the model starts loading. Until then the terminal echoed the keys typed during
+the imports raw above the banner, and the prompt, which reads them as typed there, showed them a second time.
+
+At the last: a chat that SIGTERM or SIGHUP ends while it is a background job (`yi-chat &`, or Ctrl-Z then `bg`,
+then `kill %1`) must neither set the terminal's modes nor draw on it: the shell has it, and the kernel stops a
+process of another group that sets them (SIGTTOU), so the chat never exited ("Stopped (tty output)").
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+_KEPT: list[int] = []  # stderr's terminal, kept aside by let_go for the line that says how the chat ended
+_KEEP_OPEN: list[int] = []  # the write end of the pipe let_go gives stdin
+
+
+def background(fd: int) -> bool:
+    """fd is our controlling terminal and another process group has it: we are a background job."""
+    try:
+        return os.isatty(fd) and os.tcgetpgrp(fd) != os.getpgrp()
+    except OSError:  # not our controlling terminal (or gone): no job control between us and it
+        return False
+
+
+def hold_early():
+    """A pinned KeyHold on stdin when it is a terminal in our foreground, else None (a background job would be
+    stopped by setting its modes; a pipe echoes nothing)."""
+    if not os.isatty(0) or background(0):
+        return None
+    from .ui.keys import KeyHold
+
+    keys = KeyHold(0)
+    keys.pin()
+    return keys if keys.saved is not None else None
+
+
+def let_go() -> None:
+    """In the background, the standard descriptors on the terminal are pointed elsewhere: the exit path's mode
+    restores (prompt_toolkit's, KeyHold's) then fail quietly instead of stopping us, and its redraws go nowhere.
+    stderr's terminal is kept aside for say()."""
+    fds = [fd for fd in (0, 1, 2) if background(fd)]
+    if not fds:
+        return
+    if 2 in fds and not _KEPT:
+        _KEPT.append(os.dup(2))
+    null = os.open(os.devnull, os.O_WRONLY)
+    for fd in fds:
+        if fd == 0:  # a pipe that stays empty: an event loop can wait on it (not on /dev/null, which epoll refuses:
+            quiet, keep = os.pipe()  # prompt_toolkit's cancelled prompt then spun forever)
+            _KEEP_OPEN.append(keep)
+            os.dup2(quiet, 0)
+            os.close(quiet)
+        else:
+            os.dup2(null, fd)
+    os.close(null)
+
+
+def say(line: str) -> bool:
+    """Write `line` on the terminal let_go kept aside (False where there is none). SIGTTOU is blocked meanwhile:
+    under `stty tostop` a background job's writes stop it too, and a line is not the shell's modes."""
+    if not _KEPT:
+        return False
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTTOU})
+    try:
+        os.write(_KEPT[0], (line + "\n").encode("utf-8", "replace"))
+    except OSError:
+        pass
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    return True
+
+
+def wait_foreground(fd: int = 0) -> None:
+    """Stopped here, as the kernel stops a background job that sets the terminal's modes (SIGTTOU), until the
+    shell gives us the terminal (`fg`). Stopping in the kernel's place matters: stopped inside the ioctl, a
+    `kill %1` (SIGTERM, then SIGCONT) could be taken by another thread (torch's, BLAS's), the ioctl be restarted and
+    stop us again before the SIGTERM handler ran; stopped here, the handler runs as soon as we go on."""
+    if signal.getsignal(signal.SIGTTOU) is not signal.SIG_DFL:  # ignored: the kernel lets us set the modes
+        return
+    while background(fd):
+        os.kill(os.getpid(), signal.SIGTTOU)
