@@ -122,3 +122,48 @@ def test_kill_of_a_background_chat_ends_it(demo_dir, tmp_path, how):
         assert ">>>" not in after and "Traceback" not in after  # nothing drawn on the shell's terminal
     finally:
         sh.close()
+
+
+@pytest.mark.slow
+def test_keys_typed_before_the_model_loads_are_not_echoed_raw(demo_dir, tmp_path):
+    """From yi-chat's first instant (its imports, reading -f files, the model load) the terminal does not echo: keys
+    typed then are kept for the first prompt, which shows them once, instead of echoed raw above the banner and
+    again in the prompt. A FIFO given to -f holds the chat at its attachment read, inside that window."""
+    import fcntl
+    import struct
+    import termios
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "cache").symlink_to(os.path.dirname(os.path.dirname(demo_dir)), target_is_directory=True)
+    fifo = tmp_path / "notes.txt"
+    os.mkfifo(fifo)
+    sh = Shell(home)
+    try:
+        sh.line(f"{sys.executable} -m yi_cli --model demo -f {fifo}")
+        deadline = time.monotonic() + DEADLINE
+        while True:  # the chat opens the FIFO to read it: a writer may open it then
+            try:
+                writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, f"yi-chat never opened the FIFO:\n{sh.scrollback()}"
+                time.sleep(0.02)
+        tty = sh.tmux("display-message", "-p", "-t", "0", "#{pane_tty}").strip()
+        fd = os.open(tty, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+        try:
+            assert not termios.tcgetattr(fd)[3] & termios.ECHO, "the terminal echoes while yi-chat starts"
+            sh.tmux("send-keys", "-t", "0", "-l", "early words")
+            deadline = time.monotonic() + DEADLINE
+            while struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0] < len("early words"):
+                assert time.monotonic() < deadline, "the keys never reached the terminal's input"
+                time.sleep(0.02)
+        finally:
+            os.close(fd)
+        assert "early words" not in sh.scrollback()  # not echoed where the cursor was
+        os.write(writer, b"some notes\n")
+        os.close(writer)
+        scroll = sh.wait(lambda s: re.search(r"^>>> early words", s, re.M), "the prompt holding the early keys")
+        assert scroll.count("early words") == 1, scroll
+    finally:
+        sh.close()
