@@ -343,6 +343,64 @@ def test_resize_mid_reply_leaves_no_stale_copy(term, home, size):
     assert scroll.count("Paragraph 3 starts") == 1
 
 
+# 3b. resizes at the idle prompt --------------------------------------------------------------------------------------
+
+BANNER = "yi-chat · scripted · /help for commands, Ctrl-D to exit"
+RESIZES = [(60, 30), (80, 30), (40, 30), (80, 30), (40, 20), (100, 40)]
+
+
+def redrawn(pane: Pane, width: int, height: int):
+    """The prompt drawn at width x height: the screen that size, its last row the toolbar, the empty prompt above.
+    (Where the resize rewrapped the toolbar, its last row is the wrapped end until the redraw; elsewhere this can
+    hold before the redraw, and drawn_once waits for the screen to settle.)"""
+
+    def done(_) -> bool:
+        rows = pane.tmux("capture-pane", "-p", "-t", "0").split("\n")  # the rows as they are, not -J's joined
+        if pane.tmux("display", "-p", "-t", "0", "#{pane_width}x#{pane_height}").strip() != f"{width}x{height}":
+            return False
+        rows = [r.rstrip() for r in rows[:height]]
+        return len(rows) == height and TOOLBAR.match(rows[-1]) is not None and ">>>" in rows
+
+    return done
+
+
+def resize_at_the_prompt(pane: Pane, sizes=RESIZES) -> None:
+    """Each resize of `sizes`, each waited for until the prompt is drawn at the new size."""
+    for width, height in sizes:
+        pane.resize(width, height)
+        pane.wait(redrawn(pane, width, height), f"the prompt redrawn at {width}x{height}")
+
+
+def drawn_once(lines: list[str]):
+    """The scrollback holds `lines` (the toolbar aside), then one toolbar line: nothing drawn twice."""
+
+    def once(scroll: str) -> bool:
+        return content(scroll) == lines and sum(bool(TOOLBAR.match(ln)) for ln in scroll.split("\n")) == 1
+
+    return once
+
+
+def test_resizes_at_the_first_prompt_leave_the_banner_once_and_no_toolbar_copies(term, home):
+    """Right after start, the prompt under the banner: a narrowing resize rewraps the toolbar's full-width row,
+    the banner scrolls off and the prompt (which reaches down to the toolbar on the last row) starts in the top row.
+    prompt_toolkit's redraw erased from there with ED, which tmux takes for a cleared screen and keeps in its
+    history: every resize after that added a stale prompt and toolbar to the scrollback, a screen apart."""
+    pane = term(Scripted("unused"), 80, 30)
+    resize_at_the_prompt(pane)
+    pane.wait(drawn_once([BANNER, ">>>"]), "the banner, the prompt and its toolbar, each once")
+
+
+def test_resizes_at_the_prompt_after_a_reply_leave_each_line_once(term, home):
+    reply = "A short reply.\nOn two lines."
+    pane = term(Scripted(reply), 80, 30)
+    ask(pane)
+    pane.wait(footer_after(QUESTION), "the footer")
+    scroll = pane.prompt()
+    footer = next(ln for ln in content(scroll) if FOOTER.match(ln))
+    resize_at_the_prompt(pane, [(80, 10), (40, 10), (80, 30)])
+    pane.wait(drawn_once([BANNER, ">>> " + QUESTION, *reply.split("\n"), footer, ">>>"]), "each line once")
+
+
 # 4. keys typed during a reply -----------------------------------------------------------------------------------------
 
 

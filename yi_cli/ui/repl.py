@@ -11,6 +11,7 @@ from prompt_toolkit.application import run_in_terminal
 from prompt_toolkit.completion import WordCompleter
 from prompt_toolkit.history import FileHistory, InMemoryHistory
 from prompt_toolkit.key_binding import KeyBindings
+from prompt_toolkit.styles import Style
 
 from .. import terminal
 from ..conversation import commands
@@ -77,6 +78,46 @@ def toolbar(chat):
 
     return text
 
+
+def screen_output(stdout=None):
+    """prompt_toolkit's output on `stdout` (None: sys.stdout), erasing its prompt line by line (erase_lines).
+
+    The prompt with its bottom toolbar spans from the prompt line to the screen's last row (prompt_toolkit asks the
+    terminal where the cursor is and pins the toolbar there). A narrowing resize rewraps the toolbar's full-width
+    row into two, the screen overflows by a row and everything moves up one: at a prompt right under the banner
+    the banner scrolls into the history and the prompt lands in the top row, and from then on the prompt fills the
+    screen from its top row. prompt_toolkit redraws after a resize by erasing to the end of the screen (ED,
+    `ESC [ J`) from the prompt line, and tmux (scroll-on-clear, on by default) takes an ED from the top-left corner
+    for a cleared screen and scrolls what it held into the history first: each resize (two redraws each: the
+    SIGWINCH and the size poll) left a copy of the stale prompt and toolbar in the scrollback, a screen apart."""
+    from prompt_toolkit.output import create_output
+    from prompt_toolkit.output.vt100 import Vt100_Output
+
+    output = create_output(stdout=stdout)
+    if isinstance(output, Vt100_Output):
+        output.erase_down = erase_lines(output)
+    return output
+
+
+def erase_lines(output):
+    """Erase to the end of the screen as ED does, but a row at a time (EL on the cursor's row, then down a row and
+    EL, for every row of the screen; the cursor saved and put back): the same cells cleared, and never a screen
+    clear that a terminal could keep in its history. A cursor move down stops at the last row, so the count needs
+    no knowledge of where the cursor is."""
+
+    def erase_down() -> None:
+        rows = max(output.get_size().rows, 1)
+        output.write_raw("\x1b7\x1b[K" + "\x1b[B\x1b[2K" * (rows - 1) + "\x1b8")
+
+    return erase_down
+
+
+# The toolbar's text in reverse video and the rest of its row plain: prompt_toolkit then writes the row only as far
+# as the text (it leaves out unstyled trailing blanks), where the default style painted every cell of the row. A
+# painted row is as wide as the terminal was, so any narrowing resize rewrapped it into two rows below the prompt,
+# pushing the screen up a row (the prompt into the top row, then off it into the history: a stale `>>>`); the
+# text alone rewraps only where the terminal gets narrower than it.
+TOOLBAR_STYLE = Style.from_dict({"bottom-toolbar": "noreverse", "bottom-toolbar.text": "reverse"})
 
 EDIT_PROMPT = "edit> "
 
@@ -160,11 +201,7 @@ def _restore(modes, screen) -> None:
 
 def run(chat, prompt_text: str = ">>> ") -> int:
     words = ["/" + n for n in commands.TABLE] + ["/" + a for a in commands.ALIASES]
-    output = None
-    if chat.render.side_screen() is not None:  # stdout is a file or a pipe
-        from prompt_toolkit.output import create_output
-
-        output = create_output(stdout=chat.render.side_screen())
+    output = screen_output(chat.render.side_screen())  # None: stdout, else the terminal where stdout is a file
     session = PromptSession(
         output=output,
         history=history(chat.render),
@@ -172,6 +209,7 @@ def run(chat, prompt_text: str = ">>> ") -> int:
         completer=WordCompleter(words, sentence=True),
         complete_while_typing=True,
         bottom_toolbar=toolbar(chat),
+        style=TOOLBAR_STYLE,
         prompt_continuation=continuation,
     )
     chat.editor = editor(session, chat.render)
