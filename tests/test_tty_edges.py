@@ -1,5 +1,6 @@
 """The terminal at the edges of a run, in tmux under an interactive bash (job control): a background yi-chat that
-`kill %1` ends exits (it was stopped by SIGTTOU, setting the modes of a terminal the shell had).
+`kill %1` ends exits (it was stopped by SIGTTOU, setting the modes of a terminal the shell had); keys typed while
+yi-chat starts are not echoed raw.
 
 Every wait is on screen content or process state, with a deadline; none is a sleep.
 """
@@ -9,22 +10,20 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 
 import pytest
+from test_screen import DEADLINE, TMUX, Pane
 
-TMUX = shutil.which("tmux")
 BASH = shutil.which("bash")
 pytestmark = pytest.mark.skipif(TMUX is None or BASH is None, reason="needs tmux and bash")
-DEADLINE = 120
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-class Shell:
-    """An interactive bash alone in a tmux pane of its own tmux server."""
+class Shell(Pane):
+    """An interactive bash alone in a tmux pane of its own tmux server (test_screen's Pane, started with bash)."""
 
     def __init__(self, home):
         self.dir = tempfile.mkdtemp(prefix="yi-tty-")
@@ -35,31 +34,9 @@ class Shell:
         self.tmux("-f", os.devnull, "new-session", "-d", "-x", "100", "-y", "30", BASH, "--norc", "--noprofile", "-i")
         self.wait(lambda s: s.rstrip().endswith("$"), "the shell's prompt")
 
-    def tmux(self, *args) -> str:
-        return subprocess.run(
-            [TMUX, "-S", self.sock, *args], env=self.env, capture_output=True, text=True, check=True, timeout=60
-        ).stdout
-
-    def scrollback(self) -> str:
-        return self.tmux("capture-pane", "-p", "-J", "-S", "-", "-E", "-", "-t", "0")
-
-    def wait(self, pred, what: str) -> str:
-        deadline = time.monotonic() + DEADLINE
-        while True:
-            text = self.scrollback()
-            if pred(text):
-                return text
-            if time.monotonic() > deadline:
-                raise AssertionError(f"waited for {what}; the terminal shows:\n{text[-3000:]}")
-            time.sleep(0.02)  # the poll interval of a condition wait
-
     def line(self, text: str) -> None:
         self.tmux("send-keys", "-t", "0", "-l", text)
         self.tmux("send-keys", "-t", "0", "Enter")
-
-    def close(self) -> None:
-        subprocess.run([TMUX, "-S", self.sock, "kill-server"], env=self.env, capture_output=True, check=False)
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def state(pid: int) -> str | None:
