@@ -191,8 +191,9 @@ def mma_row(
     types = {"P": {4: "*i32", 8: "*u8", 16: "*bf16"}[bits]}
     if fp16:
         types |= {a: "*fp16" for a in ("X", "SZ", "Y", "XR", "WN", "COS", "SIN", "KCACHE", "VCACHE")}
-    cap = mod.max_registers(n, k, bits) if warps == 8 and hasattr(mod, "max_registers") else 0
-    row, lines = _compile(mod._gemv_mma, values, types, cap)
+    # the launch's register cap (revisions with max_registers but before register_cap: the same rule)
+    rule = getattr(mod, "register_cap", gemv_mma.register_cap if hasattr(mod, "max_registers") else None)
+    row, lines = _compile(mod._gemv_mma, values, types, (rule and rule(n, k, bits, warps)) or 0)
     row["moves"] = sum(1 for ln in lines if ln.startswith(("IMAD.MOV", "MOV ")))
     loop, hmma = row.pop("loop_instructions"), row.pop("loop_hmma")
     chunks = hmma // (4 * rt + (4 if bits < 16 else 0))

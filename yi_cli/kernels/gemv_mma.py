@@ -179,6 +179,11 @@ def max_registers(n: int, k: int, bits: int = 4) -> int:
 CAPPED = {(4096, 11008, 4)}  # (n, k, bits): Yi-6B's int4 down
 
 
+def register_cap(n: int, k: int, bits: int, warps: int, maxnreg: int | None = None) -> int | None:
+    """The launch's maxnreg: `maxnreg` (default max_registers') for programs of 8 warps, else None (no cap)."""
+    return ((max_registers(n, k, bits) if maxnreg is None else maxnreg) if warps == 8 else 0) or None
+
+
 def gather_sums(n: int, k: int, bits: int = 4) -> bool:
     """Whether an [n, k] weight's launch adds its warps' partial sums in each lane after one exchange through shared
     memory (the kernel's GATHER: one barrier) rather than through gl.sum across the warps (three a sum): int4 codes'
@@ -189,8 +194,8 @@ def gather_sums(n: int, k: int, bits: int = 4) -> bool:
 def early_bits(n: int, k: int, bits: int, norm: bool, residual: bool, rope: bool, early: int | None = None) -> int:
     """The kernel's EARLY: `early` (default early_reads') without the bits of folds this launch does not make."""
     folds = (NORM if norm else 0) | (RESIDUAL if residual else 0) | (POS if rope else 0)
-    bits = (early_reads(n, k, bits) if early is None else early) & (folds | AT_END)
-    return bits if bits & folds else 0
+    on = (early_reads(n, k, bits) if early is None else early) & (folds | AT_END)
+    return on if on & folds else 0
 
 
 def silu_fits(n: int) -> bool:
@@ -580,8 +585,8 @@ if gluon is not None:
 
     @gluon.jit
     def _residual_in(XR, WN, row, col, MX, NY):
-        """What _residual reads, in fp32: the residual stream XR at (col, row) (0 past MX) and the norm's weight at row
-        (converted where they are read: a load still in flight during the loop would hold one of its scoreboards)."""
+        """What _residual reads, in fp32: the residual stream XR at (col, row) (0 past MX) and the norm's weight at
+        row."""
         xr = gl.load(XR + col * NY + row, mask=col < MX, other=0.0).to(gl.float32)
         return xr, gl.load(WN + row).to(gl.float32)
 
@@ -603,16 +608,6 @@ if gluon is not None:
         return gl.where(ok, xf, 0.0)
 
     @gluon.jit
-    def _tables(COS, SIN, p, row, ok, HD: gl.constexpr):
-        """cos and sin at position p of the rotary pair (d, d + HD/2) of each row (16·tile + g: d = 8·tile + g)."""
-        cs = p * HD + ((row % HD) // 16) * 8 + row % 8
-        c1 = gl.load(COS + cs, mask=ok, other=0.0).to(gl.float32)
-        s1 = gl.load(SIN + cs, mask=ok, other=0.0).to(gl.float32)
-        c2 = gl.load(COS + cs + HD // 2, mask=ok, other=0.0).to(gl.float32)
-        s2 = gl.load(SIN + cs + HD // 2, mask=ok, other=0.0).to(gl.float32)
-        return c1, s1, c2, s2
-
-    @gluon.jit
     def _rope_store(
         Y, a, b, row, col, MX, rope, HD: gl.constexpr, NH: gl.constexpr, NKV: gl.constexpr, pin, EARLY: gl.constexpr
     ):
@@ -631,7 +626,11 @@ if gluon is not None:
             p = pin.to(gl.int64)
         else:
             p = gl.load(POS + col, mask=ok, other=0)
-        c1, s1, c2, s2 = _tables(COS, SIN, p, row, ok, HD)
+        cs = p * HD + d
+        c1 = gl.load(COS + cs, mask=ok, other=0.0).to(gl.float32)
+        s1 = gl.load(SIN + cs, mask=ok, other=0.0).to(gl.float32)
+        c2 = gl.load(COS + cs + HD // 2, mask=ok, other=0.0).to(gl.float32)
+        s2 = gl.load(SIN + cs + HD // 2, mask=ok, other=0.0).to(gl.float32)
         af = a.to(gl.float32)
         bf = b.to(gl.float32)
         rot = head < NH + NKV
@@ -1025,13 +1024,12 @@ if gluon is not None:
                 PAIR,
             )
         acc = rings[0]
-        if EARLY & EARLY_AT_END:  # the reads issued before the warps' sums instead
-            erow, ec4, eny = _out_rows(N, RT, SILU, LY)
-            pre = _early(fold, erow, ec4, MX, eny, WARPS, K, NP, RESIDUAL, HALVES, NH, EARLY)
         # the warps' partial sums added: [RT, 8, 4] for D rows g / g + 8, columns (rows of x) 2t / 2t + 1; the odd
         # columns only where x has a second row (a decode step skips half the cross-warp sums; each column's own
         # sum is the same code either way)
         row, c4, NY = _out_rows(N, RT, SILU, LY)
+        if EARLY & EARLY_AT_END:  # the reads issued before the warps' sums instead
+            pre = _early(fold, row, c4, MX, NY, WARPS, K, NP, RESIDUAL, HALVES, NH, EARLY)
         for h in gl.static_range(2):  # the even columns, then the odd ones where x has them (a verify's rows)
             if h == 0 or MX > 1:  # the odd ones' reads after the loop
                 a0, a2, ch = acc[h], acc[h + 2], c4 + h
@@ -1169,7 +1167,7 @@ def gemv_mma(
         EARLY=early,
         GATHER=gather_sums(n, k, bits) if gather is None else gather,
         num_warps=warps,
-        maxnreg=((max_registers(n, k, bits) if maxnreg is None else maxnreg) if warps == 8 else 0) or None,
+        maxnreg=register_cap(n, k, bits, warps, maxnreg),
         launch_pdl=pdl,
     )
     return (y, out) if residual is not None else y
