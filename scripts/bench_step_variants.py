@@ -6,9 +6,10 @@ the variant `shipped`).
         --variant down=1,4,3,1,2 --variant o=1,4,3,1,2 --variant qkv=1,4,3,1,2+o=1,4,3,1,2,6
 
 A variant is MATMUL=RT,WARPS,AHEAD,XAHEAD,PAIR[,UNROLL] or MATMUL=KNOB=VALUE, joined by '+' (MATMUL: qkv, o, gate_up,
-down; the numbers as gemv_mma.config returns them, UNROLL AHEAD where it is left out; KNOB: early (the epilogue reads
-issued early, bits of gemv_mma.NORM, RESIDUAL, POS, AT_END), gather (0 or 1) or regs (ptxas's register cap, 0 for
-none), in place of what gemv_mma.early_reads, gather_sums and max_registers return). Prints one JSON line per (round,
+down, head: the lm_head's GEMV where the step has one, `head=off` for cuBLAS after the final norm's launch; the
+numbers as gemv_mma.config returns them, UNROLL AHEAD where it is left out; KNOB: early (the epilogue reads issued
+early, bits of gemv_mma.NORM, RESIDUAL, POS, AT_END), gather (0 or 1) or regs (ptxas's register cap, 0 for none), in
+place of what gemv_mma.early_reads, gather_sums and max_registers return). Prints one JSON line per (round,
 variant) and a summary line of each variant's medians.
 """
 
@@ -24,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from yi_cli.kernels import gemv_mma  # noqa: E402
 
-MATMULS = ("qkv", "o", "gate_up", "down")
+MATMULS = ("qkv", "o", "gate_up", "down", "head")
 KNOBS = {"early": "early_reads", "gather": "gather_sums", "regs": "max_registers"}  # MATMUL=KNOB=VALUE
 SHIPPED = gemv_mma.config
 SHIPPED_KNOBS = {knob: getattr(gemv_mma, fn) for knob, fn in KNOBS.items()}
@@ -55,6 +56,9 @@ def parse(spec: str) -> dict[str, dict]:
         name, _, nums = part.partition("=")
         if name not in MATMULS:
             raise ValueError(f"unknown matmul {name!r} in {spec!r} (one of {', '.join(MATMULS)})")
+        if name == "head" and nums == "off":
+            out.setdefault(name, {})["off"] = True
+            continue
         knob, eq, value = nums.partition("=")
         if eq:
             if knob not in KNOBS:
@@ -68,11 +72,14 @@ def parse(spec: str) -> dict[str, dict]:
     return out
 
 
-def shapes(layer) -> dict[str, tuple[int, int, int]]:
-    """(n, k, bits) of each matmul of a layer, as gemv_mma.config sees them (bits 16: dense weights)."""
+def shapes(layer, head=None) -> dict[str, tuple[int, int, int]]:
+    """(n, k, bits) of each matmul of a layer and of the lm_head's GEMV `head` (projections.Dense, or None), as
+    gemv_mma.config sees them (bits 16: dense weights)."""
     out = {}
     for name in MATMULS:
-        lin = getattr(layer, name)
+        lin = head if name == "head" else getattr(layer, name)
+        if lin is None:
+            continue
         if hasattr(lin, "planes"):  # int4 codes in gemv_mma's layout, or int8 codes as stored (uint8), as gemv_mma
             bits = 8 if lin.planes[0][0].dtype.itemsize == 1 else 4
         else:
@@ -103,12 +110,18 @@ def main(argv=None) -> int:
         setattr(gemv_mma, fn, KNOB_FNS[knob])
     dec = FastDecoder(open_checkpoint(a.path, device="cuda", dtype="auto"))
     list(dec.generate(list(range(100, 612)), GenSettings(max_new_tokens=4, seed=0), threading.Event(), set()))
-    at = shapes(dec.model.layers[0])
+    model = dec.model
+    at = shapes(model.layers[0], model.head_proj if model.head_gemv else None)
+    for over in variants.values():
+        if set(over) - set(at):
+            raise SystemExit(f"bench_step_variants.py: this step has no GEMV for {', '.join(set(over) - set(at))}")
+    head_gemv = model.head_gemv
     res: dict[str, list[float]] = {}
     for rnd in range(a.rounds):
         for name, over in variants.items():
             OVER.clear()
             OVER.update({at[m]: cfg for m, cfg in over.items()})
+            model.head_gemv = head_gemv and not over.get("head", {}).get("off")
             dec.graphs = None
             dec.graphs = dec._graphed()  # captured with this variant's launches
             with torch.inference_mode():
@@ -129,6 +142,7 @@ def main(argv=None) -> int:
             row = {"device": torch.cuda.get_device_name(), "model": a.path, "round": rnd, "variant": name}
             print(json.dumps({**row, "step_us": res[name][-1]}), flush=True)
     OVER.clear()
+    model.head_gemv = head_gemv
     print(json.dumps({"length": a.length, "shapes": {m: list(s) for m, s in at.items()}, "step_us": res}))
     return 0
 

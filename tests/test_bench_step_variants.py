@@ -27,6 +27,8 @@ def test_a_spec_names_matmuls_and_their_five_numbers():
         variants.parse("down=1,4,3")
     with pytest.raises(ValueError, match="unknown knob 'late'"):
         variants.parse("down=late=1")
+    assert variants.parse("head=off+down=gather=0") == {"head": {"off": True}, "down": {"gather": 0}}
+    assert variants.parse("head=2,4,2,1,1") == {"head": {"config": (2, 4, 2, 1, 1, 2)}}
 
 
 def test_knobs_join_a_configuration_and_serve_only_their_shape():
@@ -64,3 +66,5 @@ def test_shapes_tell_int4_int8_and_dense_weights_apart():
     layer = SimpleNamespace(qkv=int4, o=int8, gate_up=dense, down=int4)
     got = variants.shapes(layer)
     assert got == {"qkv": (64, 128, 4), "o": (64, 128, 8), "gate_up": (32, 64, 16), "down": (64, 128, 4)}
+    head = SimpleNamespace(n=256, k=64, w=torch.zeros(256, 64))
+    assert variants.shapes(layer, head)["head"] == (256, 64, 16)

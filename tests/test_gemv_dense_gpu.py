@@ -21,6 +21,8 @@ SHAPES = {  # (n, k)
     "down": (4096, 11008),
     "34b_qkv": (9216, 7168),
     "34b_down": (7168, 20480),
+    "head": (64000, 4096),  # Yi's lm_head (FastLlama.head_gemv)
+    "34b_head": (64000, 7168),
     "tiny": (256, 128),
 }
 
@@ -57,7 +59,7 @@ def test_dense_matches_fp32_for_every_row_count(shape, dtype):
             assert torch.equal(y[i : i + 1], alone[i]), f"{t} rows: row {i} differs from the one-row launch"
 
 
-@pytest.mark.parametrize("shape", ["gate_up", "tiny"])
+@pytest.mark.parametrize("shape", ["gate_up", "head", "tiny"])
 def test_dense_silu_and_norm_epilogues(shape):
     """SILU: silu(gate)·up of the plain launch bit for bit; NORM: each row scaled by its own 1 / rms (against fp32,
     and each row of 8 its one-row launch's bits)."""

@@ -2,9 +2,10 @@
 
 An int4 verify runs each row through the same arithmetic as a decode step: the multi-row GEMV (each row the one-row
 GEMV's bits), one attention launch whose per-token programs are a decode step's, the glue kernels row by row. So
-a verify row's final hidden state is bit for bit the decode step's. Only the lm_head differs: cuBLAS multiplies T
-rows with another kernel than one row, so the bf16 logits may differ in rounding and greedy tokens must agree
-except at near-ties of the reference (test_fast.assert_greedy_match).
+a verify row's final hidden state is bit for bit the decode step's. On the tensor-core GEMV the lm_head is one too
+(FastLlama.head_gemv), so its logits are as well; elsewhere cuBLAS multiplies T rows with another kernel than one
+row unless they are padded (YI_CHAT_EXACT_HEAD), so the bf16 logits may differ in rounding and greedy tokens must
+agree except at near-ties of the reference (test_fast.assert_greedy_match).
 """
 
 from __future__ import annotations
@@ -94,6 +95,17 @@ def test_cuda_verify_rows_are_decode_steps_bit_for_bit(monkeypatch, exact_rows, 
     assert rel_err(m.head(h), logits) < 3e-2
     if exact_head:
         assert torch.equal(m.head(h), logits)
+    # the logits a verify graph samples from against each row's decode_step (the graphed step's): the same bits
+    # where the rows chain (the lm_head's GEMV, or cuBLAS on padded rows)
+    with torch.inference_mode():
+        pos = torch.arange(n, n + rows, device="cuda")
+        got = m.verify(torch.tensor(toks, device="cuda"), pos, length, logits=True)
+        one = [m.decode_step(torch.tensor([t], device="cuda"), pos[j : j + 1], length) for j, t in enumerate(toks)]
+    assert m.head_gemv == (exact_rows == "mma")
+    assert got.dtype == torch.float32 and rel_err(got, logits) < 3e-2
+    if m.head_gemv or exact_head:
+        for j, x in enumerate(one):
+            assert torch.equal(got[j : j + 1], x), f"row {j}: logits differ by {(got[j] - x[0]).abs().max()}"
 
 
 def test_cuda_lookup_gives_the_very_tokens_with_exact_head(monkeypatch, exact_rows, oracle):  # noqa: F811

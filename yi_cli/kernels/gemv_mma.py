@@ -109,7 +109,9 @@ def config(n: int, k: int, bits: int = 4) -> tuple[int, int, int, int, int, int]
         else:  # qkv: 7.1 (7.2)
             rt, warps, ahead, xahead = 1, 8, 1, 1
     elif bits == 16:  # a dense W (2 KB a tile's chunk): Yi-6B's / Yi-34B's (scripts/bench_gemv.py --dense --sweep)
-        if k >= 16384:  # Yi-34B's down: 69.6 us (cuBLAS 75.3)
+        if n >= 49152:  # a vocabulary's lm_head (FastLlama.head_gemv), in the graphed step
+            rt, warps, ahead, xahead = 1, 4, 2, 1
+        elif k >= 16384:  # Yi-34B's down: 69.6 us (cuBLAS 75.3)
             rt, warps, ahead, xahead = 1, 4, 2, 1
         elif k >= 2 * n:  # Yi-6B's down: 21.8 us (26.7)
             rt, warps, ahead, xahead = 1, 4, 4, 1

@@ -226,7 +226,7 @@ class FastDecoder:
 
     def _verify_step(self, rows: int, length: int, greedy: bool) -> torch.Tensor:
         """The captured verify: rows tokens of self.vin, attending to `length` slots, choices into self.vout."""
-        logits = self.model.head(self.model.verify(self.vin[0, :rows], self.vin[1, :rows], length))
+        logits = self.model.verify(self.vin[0, :rows], self.vin[1, :rows], length, logits=True)
         self.sampler.step_rows(logits, self.vin[0, :rows], self.vout[:rows], greedy)
         return logits
 

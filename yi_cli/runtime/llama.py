@@ -30,6 +30,9 @@ PREFILL_ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
 # int4 projections run the tensor-core GEMV (FastLlama.exact_rows), else with YI_CHAT_EXACT_HEAD=1.
 EXACT_HEAD = os.environ.get("YI_CHAT_EXACT_HEAD") == "1"
 HEAD_ROWS = 8  # decoder.VERIFY_ROWS[-1]
+# A chained decode step's lm_head on the tensor-core GEMV (FastLlama.head_gemv), the final RMSNorm folded into it;
+# YI_CHAT_HEAD_GEMV=0: cuBLAS after the norm's launch, as a prompt's last token gets it.
+HEAD_GEMV = os.environ.get("YI_CHAT_HEAD_GEMV", "1") != "0"
 
 
 def supports(config) -> bool:
@@ -148,6 +151,12 @@ class FastLlama:
             and all(p.chains for p in projs)
             and all(layer.gate_up.gemv_silu and layer.qkv.rope_fits(self.hd) for layer in self.layers)
         )
+        # The chained step's last down adds to the residual stream and writes the final norm's input times its
+        # weight, and the lm_head's GEMV scales each row of logits by the norm's 1 / rms: no norm launch, no padded
+        # copy for cuBLAS, and the head's weights stream while the last layer drains (programmatic dependent launch).
+        # Each row its own bits for any row count, as every other GEMV: a verify's logits are its decode steps'.
+        self.head_proj = projections.Dense(self.lm_head) if self.chained and self.exact_rows else None
+        self.head_gemv = HEAD_GEMV and self.head_proj is not None and self.head_proj.chains
         self.dense_min = DENSE_PREFILL_MIN["cuda" if dev.type == "cuda" else "cpu"]
         self.dense_bytes = sum(p.dense_numel() for p in projs) * dtype.itemsize  # the int4 projections dequantized
         self.kept: dict | None = None  # dequantized weights reused across a prompt's chunks (keep_dense)
@@ -195,14 +204,15 @@ class FastLlama:
             mask = (self.arange[:length] <= pos).unsqueeze(0).repeat(self.n_heads // self.n_kv, 1)
         return self._forward(tok, pos, length, mask, False, True)
 
-    def verify(self, tokens: torch.Tensor, pos: torch.Tensor, length: int) -> torch.Tensor:
+    def verify(self, tokens: torch.Tensor, pos: torch.Tensor, length: int, logits: bool = False) -> torch.Tensor:
         """The speculative verify step: tokens [T] at consecutive positions pos [T] (device tensors, graphable),
         through the same int4 kernels as a decode step (few rows: weights read once). Returns the final hidden
         states [T, D] for `head`: the CPU computes a row's logits only if the draft before it was accepted (its
         fp16 lm_head costs as much per row as for one). Each token attends as its own decode step would (slots
         [0, pos[t]] only), so on CPU, where the matmuls give every row the bits of a one-row matmul, head(h[t:t+1])
-        is bit for bit decode_step's logits."""
-        return self._forward(tokens, pos, length, None, False, False, rows=True, head=False)
+        is bit for bit decode_step's logits. logits: fp32 logits [T, V] instead, each row decode_step's bits where the
+        rows chain (exact_rows: the lm_head's GEMV, or cuBLAS on HEAD_ROWS padded rows)."""
+        return self._forward(tokens, pos, length, None, False, False, rows=True, head=logits)
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
         """Final hidden states [T, D] -> fp32 logits [T, V]. With exact_rows or EXACT_HEAD on CUDA, up to HEAD_ROWS
@@ -266,6 +276,10 @@ class FastLlama:
                 if i + 1 < len(self.layers):
                     h, part = layer.down.residual_mm(a, x, self.layers[i + 1].ln1)
                     norm = (part, self.eps)
+                elif head and self.head_gemv:  # the final norm inside the lm_head's GEMV
+                    h, part = layer.down.residual_mm(a, x, self.norm)
+                    logits = self.head_proj.mm(h, norm=(part, self.eps))
+                    return (logits[-1:] if last else logits).float()
                 else:  # the final norm: add_rmsnorm below
                     delta = layer.down.mm(a)
                 continue
