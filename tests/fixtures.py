@@ -27,6 +27,10 @@ class WordTemplate:
         n = sum(len(m["content"].split()) + 4 for m in messages)
         return Prompt(list(messages), list(range(n)), self.render(messages, continue_final), continue_final)
 
+    def reply_part(self, user, reply):
+        """(opening, part) as Template's: no opening, and a part of the reply's 4 markers and its words."""
+        return "", " ".join(["<assistant>"] * 4 + [reply])
+
     def count(self, text):
         return len(text.split())
 

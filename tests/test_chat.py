@@ -188,7 +188,7 @@ def test_a_turn_builds_its_prompt_once_and_a_failure_leaves_the_session_as_it_wa
     before, builds = chat.session.to_dict(), WordTemplate.builds
     chat.handle("q2")
     assert WordTemplate.builds == builds + 1
-    assert chat.context_used() == len(engine.prompts[-1].ids) + 1  # from the turn itself: no rebuild
+    assert chat.context_used() == len(engine.prompts[-1].ids) + 4 + 1  # from the turn itself: no rebuild
     assert WordTemplate.builds == builds + 1
     engine.fail_with = RuntimeError("boom")
     saved = chat.session.to_dict()

@@ -1,4 +1,5 @@
 import io
+import re
 
 import pytest
 from rich.console import Console
@@ -168,6 +169,75 @@ def test_prompt_shows_the_conversation_so_far(demo_dir):
     chat.handle("How many people?")
     assert engine.prompts[-1].text.startswith(text)  # the next request: this, then the new message
     assert "conversation so far" in commands.TABLE["prompt"].help and err.getvalue() == ""
+
+
+def test_the_toolbars_context_used_is_prompts_count_in_every_state(demo_dir, tmp_path):
+    """The toolbar's ctx and /prompt count the same text: the conversation so far, each turn closed, through the
+    demo's real tokenizer and template. After a reply the toolbar had the reply's prompt plus its generated tokens,
+    short of the turn's closing "<|im_end|>\\n" (86 against /prompt's 88); before one, the conversation with the
+    opening of a reply. After a reply it is counted from the reply's own prompt, without a rebuild."""
+    import json
+
+    from yi_cli.checkpoint import loader
+    from yi_cli.engines.template import Template
+
+    # replies whose edges a tokenizer could join to the opening's "\n" or the closing: a blank line first, spaces
+    replies = ["Paris.", "\n\nTwo  million \n", "About two  million.", " Two million.", "Over two million", " million"]
+    replies.append("\nIt is  old. ")
+    engine = ScriptedEngine(replies)
+    engine.template = tpl = Template(loader.load_tokenizer(demo_dir))
+    chat, out, err = plain_chat(engine)
+    built = []
+    build = tpl.build
+    tpl.build = lambda msgs, *a, **k: built.append(k.get("opening", True)) or build(msgs, *a, **k)
+
+    def same(rebuilt: bool = True) -> int:
+        """The toolbar's count, as it asks at the next prompt, and /prompt's; whether it counted in full."""
+        del built[:]
+        used = chat.context_used()
+        assert (False in built) == rebuilt, built
+        mark = len(out.getvalue())
+        chat.handle("/prompt")
+        shown = re.search(r"\((\d+) tokens\)\n$", out.getvalue()[mark:])
+        assert used == (int(shown.group(1)) if shown else 0), out.getvalue()[mark:]
+        return used
+
+    assert same(rebuilt=False) == 0  # nothing yet
+    chat.handle("/system be terse")
+    assert same() > 0  # a system prompt alone
+    chat.handle("Capital of France?")
+    same(rebuilt=False)
+    chat.handle("How many people?")
+    same(rebuilt=False)
+    chat.handle("/retry")
+    same(rebuilt=False)
+    chat.handle("/edit How many people live there?")
+    same(rebuilt=False)
+    chat.handle("/set max_new_tokens 2")
+    chat.handle("How old is it?")  # cut by the token limit, then continued
+    assert chat.session.turns[-1].finish_reason == "length"
+    same(rebuilt=False)
+    chat.handle("/set max_new_tokens 100")
+    chat.handle("/continue")
+    assert chat.session.turns[-1].content == "Over two million"
+    same(rebuilt=False)
+    chat.handle("/undo")
+    same(rebuilt=False)  # a state the toolbar has shown before
+    chat.handle("/system be brief")
+    same()
+    chat.handle("Any river?")  # the next request's prompt starts with what /prompt showed
+    text = engine.prompts[-1].text
+    assert text.endswith("<|im_start|>user\nAny river?<|im_end|>\n<|im_start|>assistant\n")
+    same(rebuilt=False)
+
+    saved = tmp_path / "saved.json"  # a session loaded (or resumed) is counted in full once
+    turns = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": " Hello!\n\n"}]
+    saved.write_text(json.dumps({"format": "yi-chat-session", "version": 1, "system": None, "turns": turns}))
+    chat.handle(f"/load {saved}")
+    same()
+    chat.handle("/clear")
+    assert same(rebuilt=False) == 0
+    assert err.getvalue() == ""
 
 
 def test_file_refuses_a_file_too_long_for_the_context_before_tokenizing_it(tmp_path):

@@ -273,6 +273,16 @@ def test_retry_undo_edit_continue(demo_dir, tmp_path):
     assert re.search(r"seed = None +\(default\)", seed_listing), seed_listing  # /retry 7 was for that reply only
 
 
+def toolbar(t: Term) -> int:
+    """The context used the toolbar shows at the prompt (drawn after the prompt itself)."""
+    return int(re.search(r"ctx (\d+)/8192", t.expect(r"ctx \d+/8192", regex=True)).group(1))
+
+
+def prompt_count(t: Term) -> int:
+    """The token count /prompt gives for the conversation as it stands."""
+    return int(re.search(r"\((\d+) tokens\)", t.cmd("/prompt", r"\(\d+ tokens\)", regex=True)).group(1))
+
+
 # 3. live settings, 4. stats and the context meter, 5. inspection, 2. inline /edit ---------------------------------
 
 
@@ -306,7 +316,7 @@ def test_settings_stats_meter_inspection_and_inline_edit(demo_dir, tmp_path):
     reason, prompt_tok, new_tok = m.group(1), int(m.group(2)), int(m.group(3))
     assert reason in ("stop", "length") and prompt_tok > 10 and 1 <= new_tok <= 12
     assert float(m.group(4)) > 0 and float(m.group(5)) > 0
-    meter = int(re.search(r"ctx (\d+)/8192", t.expect(r"ctx \d+/8192", regex=True)).group(1))
+    meter = toolbar(t)
     out = t.cmd("/stats", "context used")
     assert "replies: 1  (interrupted 0, cut by length " in out
     assert f"tokens generated: {new_tok}" in out
@@ -314,8 +324,7 @@ def test_settings_stats_meter_inspection_and_inline_edit(demo_dir, tmp_path):
         r"mean decode speed: [\d.]+ tok/s", out
     )
     used = int(re.search(r"context used: (\d+) / 8192 tokens", out).group(1))
-    assert used == prompt_tok + new_tok, "the turn's own prompt and reply: nothing re-tokenized"
-    assert meter == used, "the toolbar shows the context used after the reply"
+    assert meter == used > prompt_tok, "the toolbar shows the context used after the reply"
 
     out = t.cmd("/prompt", r"\(\d+ tokens\)", regex=True)
     for piece in (
@@ -327,8 +336,9 @@ def test_settings_stats_meter_inspection_and_inline_edit(demo_dir, tmp_path):
     # the conversation so far, the reply's turn closed, and no opening of another reply (no request sends that)
     assert re.search(r"<\|im_start\|>assistant\n.+?<\|im_end\|>\s*\(\d+ tokens\)", out, re.S), out
     assert out.count("<|im_start|>assistant") == 1, out
-    # what the context holds: the prompt and the reply (re-tokenized here), its turn closed by "<|im_end|>\n"
-    assert abs(int(re.search(r"\((\d+) tokens\)", out).group(1)) - used) <= 3
+    # what the context holds, the toolbar's count: the prompt and the reply, its turn closed by "<|im_end|>\n" (the
+    # toolbar had the turn's prompt and generated tokens, short of the closing: 86 against 88)
+    assert int(re.search(r"\((\d+) tokens\)", out).group(1)) == used
 
     out = t.cmd("/model", "lm_head")
     for pattern in (
@@ -361,6 +371,11 @@ def test_settings_stats_meter_inspection_and_inline_edit(demo_dir, tmp_path):
     assert [x["content"] for x in turns[::2]] == ["What is the capital of Italy?"]
     hist = t.cmd("/history", "assistant")
     assert "Italy" in hist and "France?" not in hist
+    assert toolbar(t) == prompt_count(t), "after a regenerated reply"
+    t.cmd("/system You are a parrot.", "system prompt set")
+    assert toolbar(t) == prompt_count(t), "after the system prompt changed under a conversation"
+    t.cmd("/undo", "removed the last exchange")
+    assert toolbar(t) == prompt_count(t) > 0, "a system prompt alone"
     assert t.exit() == 0
 
 

@@ -518,6 +518,16 @@ def test_signal_mid_reply_when_piped(home, mode, signum, code, what):
     assert turns[-1]["finish_reason"] == "interrupted" and turns[-1]["content"] == reply
 
 
+def toolbar_used(pane: Pane) -> int:
+    """The context used that the toolbar shows, the last row while a prompt waits."""
+    used = re.compile(r"^ \S+ · ctx (\d+)")
+
+    def last(scroll: str) -> str:
+        return scroll.rstrip().rsplit("\n", 1)[-1]
+
+    return int(used.match(last(pane.wait(lambda s: used.match(last(s)), "the toolbar"))).group(1))
+
+
 # 6. the real demo model -----------------------------------------------------------------------------------------------
 
 
@@ -535,6 +545,12 @@ def test_demo_model_tall_reply_once_in_a_small_terminal(demo_dir, home):
         shown = reply_on_screen(scroll, question, FOOTER)
         assert len(shown) > 60 * 12, "taller than the 60x12 screen"
         assert shown == lines_of(reply)
+        # the toolbar's context used is what /prompt counts for the same conversation
+        used = toolbar_used(pane)
+        ask(pane, "/prompt")
+        count = re.compile(r"^\((\d+) tokens\)$", re.M)
+        scroll = pane.wait(lambda s: count.search(s) and content(s)[-1:] == [">>>"], "/prompt's count")
+        assert used == int(count.findall(scroll)[-1])
     finally:
         pane.close()
 

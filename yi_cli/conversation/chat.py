@@ -19,7 +19,7 @@ from ..engines.events import FINISH_ERROR, FINISH_INTERRUPTED, Finish, Stats, Te
 from ..engines.settings import GenSettings
 from ..engines.template import Prompt
 from ..errors import ReplyCut, YiError, failure, first_line
-from . import attach, commands, context
+from . import attach, commands, context, meter
 from .session import ChatSession
 
 
@@ -64,7 +64,7 @@ class Chat:
         self.running = True
         self.terminated = False  # SIGTERM: finish the reply in flight, record it, then leave
         self.editor = None  # callable(old text) -> new text or None (given up), for /edit; set by the REPL
-        self._counted: tuple = (None, 0)  # (conversation, its token count), for the context meter
+        self.meter = meter.Meter()  # the toolbar's context used: /prompt's count, kept in step with each reply
         self._resume: tuple = (None, None)  # (last reply Turn, ids of its prompt + reply): exact /continue
         self.attachments: list = []  # files for the next message (-f, /file): attach.take prepends them
 
@@ -99,23 +99,15 @@ class Chat:
         return self.session.to_dict(), self.settings.to_dict()
 
     def context_used(self) -> int:
-        """Tokens the conversation takes: counted with the engine's template (only when the conversation
-        changed; the toolbar asks on every redraw), or as the server last reported (remote engines)."""
+        """Tokens the conversation takes: as /prompt counts it, each turn closed (meter.py: in full only when the
+        conversation changed otherwise than by a reply), or as the server last reported (remote engines)."""
         tpl = self.engine.template
         if not self.session.turns and (tpl is None or not self.session.system):  # a system prompt alone counts
             return 0
         if tpl is None:
             known = (s.prompt_tokens + s.new_tokens for s in reversed(self.history) if s.prompt_tokens is not None)
             return next(known, 0)  # as of the last reply the server reported its usage for
-        msgs = self.session.messages()
-        key = tuple((m["role"], m["content"]) for m in msgs)
-        if self._counted[0] != key:
-            try:
-                n = len(tpl.build(msgs).ids)
-            except YiError:  # a template that refuses these messages (a system prompt alone): the toolbar goes on
-                n = 0  # and asks again only when they change
-            self._counted = (key, n)
-        return self._counted[1]
+        return self.meter.used(tpl, self.session.messages())
 
     def turn(self, text: str) -> Stats | None:
         """Send one user message and stream the reply; the session gets both once the reply has finished."""
@@ -196,8 +188,7 @@ class Chat:
         resume = prompt.ids + ids if prompt.ids is not None and ids is not None else None
         self._resume = (self.session.last_assistant(), resume)
         if prompt.ids is not None:  # the context meter from this turn's own prompt, no re-tokenizing
-            key = tuple((m["role"], m["content"]) for m in self.session.messages())
-            self._counted = (key, len(prompt.ids) + stats.new_tokens)
+            self.meter.replied(self.engine.template, prompt, self.session.messages())
         self.history.append(stats)
         if self.on_turn:
             self.on_turn(self)

@@ -198,7 +198,8 @@ def do_prompt(chat, arg):
             chat.render.show("(nothing yet: the prompt starts with your first message)")
         return
     # The conversation as it stands, each turn closed: the next request adds your message and the reply's opening
-    # to it. Ending with that opening after a reply showed a prompt that no request sends.
+    # to it. Ending with that opening after a reply showed a prompt that no request sends. The toolbar's ctx is this
+    # count too (meter.py keeps it without tokenizing the conversation again).
     prompt = tpl.build(messages, opening=False)
     chat.render.show(prompt.text)
     chat.render.show(f"({len(prompt.ids)} tokens)")

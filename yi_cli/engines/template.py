@@ -130,8 +130,32 @@ class Template:
         ids = list(self.tokenizer(text, add_special_tokens=self.source is None)["input_ids"])
         return Prompt(list(messages), ids, text, continue_final)
 
+    def reply_part(self, user: str, reply: str) -> tuple[str, str] | None:
+        """(opening, part): what a reply to `user` adds to a conversation, read off that exchange rendered alone
+        (O(its text)). part: the reply's opening (the generation prompt, ChatML's "<|im_start|>assistant\\n"), its
+        text and the turn's closing ("<|im_end|>\\n"), as the template writes them. None where the part cannot be
+        counted apart from the text before it: a raw prompt (it runs on into the reply), an opening that does not
+        start with a special token (a tokenizer splits text at special tokens before anything else, so a part that
+        starts with one tokenizes alone as it does at the end of the whole conversation), or a template that refuses
+        the exchange alone."""
+        if self.source is None:
+            return None
+        asked = [{"role": "user", "content": user}]
+        try:
+            closed, opened = self.render(asked, opening=False), self.render(asked)
+            whole = self.render([*asked, {"role": "assistant", "content": reply}], opening=False)
+        except YiError:
+            return None
+        if opened == closed or not opened.startswith(closed) or not whole.startswith(opened):
+            return None
+        opening = opened[len(closed) :]
+        first = self.tokenizer(opening, add_special_tokens=False)["input_ids"][:1]
+        if not first or self.tokenizer.decode(first, skip_special_tokens=True):  # no special token first
+            return None
+        return opening, whole[len(closed) :]
+
     def count(self, text: str) -> int:
-        """Tokens of a message's text alone (what it adds to a prompt, template markers aside)."""
+        """Tokens of a message's text alone (what it adds to a prompt, template markers aside), or of a reply's part."""
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def detokenizer(self, context: list[int] = ()) -> Detokenizer:
