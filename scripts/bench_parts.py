@@ -194,7 +194,10 @@ def matmuls(dec) -> dict:
             else lin.w.numel() * lin.w.element_size()
         )
         out[name] = {"us": round(us, 1), "TB_s": round(nbytes / us / 1e6, 2)}
-    us = graph_time_us(lambda: torch.nn.functional.linear(x, m.lm_head))
+    # the lm_head as the decode step runs it: the tensor-core GEMV (FastLlama.head_gemv; its norm aside), or cuBLAS
+    us = graph_time_us(
+        (lambda: m.head_proj.mm(x)) if m.head_gemv else (lambda: torch.nn.functional.linear(x, m.lm_head))
+    )
     out["lm_head"] = {"us": round(us, 1), "TB_s": round(m.lm_head.numel() * 2 / us / 1e6, 2)}
     per_tok = sum(v["us"] for k, v in out.items() if k != "lm_head") * len(m.layers) + out["lm_head"]["us"]
     out["all_matmuls_ms_per_token"] = round(per_tok / 1e3, 3)
