@@ -444,11 +444,13 @@ def test_a_long_question_comes_back_whole_from_the_scrollback(term, home):
     pane.wait(lambda s: engine.prompts[-1:] == ["two\nlines"], "the two-line message sent")
 
 
-# 5. SIGTERM / SIGHUP mid-reply: recorded, autosaved, one line, exit 130 / 129 -----------------------------------------
+# 5. SIGTERM / SIGHUP / SIGQUIT mid-reply: recorded, autosaved, one line, exit 130 / 129 / 131 -------------------------
+
+LEAVING = [(signal.SIGTERM, 130, "terminated"), (signal.SIGHUP, 129, "hung up"), (signal.SIGQUIT, 131, "quit")]
 
 
-@pytest.mark.parametrize("signum,code", [(signal.SIGTERM, 130), (signal.SIGHUP, 129)])
-def test_signal_mid_reply_in_the_repl(term, home, signum, code):
+@pytest.mark.parametrize("signum,code,what", LEAVING)
+def test_signal_mid_reply_in_the_repl(term, home, signum, code, what):
     reply = markdown_reply(3)
     cut = reply.index("## Part 1")
     engine = Scripted(reply, pause_at=cut)
@@ -464,47 +466,46 @@ def test_signal_mid_reply_in_the_repl(term, home, signum, code):
     scroll = pane.scrollback()
     # kill -HUP with the terminal still there: its line too (a real hangup's goes nowhere: test_cli_conventions)
     assert reply_on_screen(scroll, QUESTION, "[interrupted]") == lines_of(reply[:cut])
-    what = "terminated" if signum == signal.SIGTERM else "hung up"
     assert re.search(rf"yi-chat: {what}; the session is saved in \S+\.json", scroll.replace("\n", ""))
     assert "Traceback" not in scroll
 
 
-@pytest.mark.parametrize("signum,code,what", [(signal.SIGTERM, 130, "terminated"), (signal.SIGHUP, 129, "hung up")])
+PAUSED = "First line of the answer.\nSecond line, and then a pause"  # a piped reply's text up to its pause
+
+
+def piped(srv, home: Path, mode: str, **popen) -> tuple[subprocess.Popen, bytes]:
+    """yi-chat on the scripted server, asked QUESTION in a pipe (stdin stays open: mid-session, not at EOF) or with
+    -p; returns the process once its reply has streamed up to the pause, and the bytes of it read."""
+    args = [sys.executable, "-m", "yi_cli", "--endpoint", srv.url, "--model", "scripted", "--max-new-tokens", "100000"]
+    if mode == "one-shot":  # stdin is not a pipe here: a piped one would be read as context first (-p)
+        args += ["-p", QUESTION]
+    proc = subprocess.Popen(
+        args,
+        stdin=subprocess.PIPE if mode == "pipe" else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "YI_CHAT_HOME": str(home)},
+        **popen,
+    )
+    if mode == "pipe":
+        proc.stdin.write(QUESTION.encode() + b"\n")
+        proc.stdin.flush()
+    got = b""
+    deadline = time.monotonic() + DEADLINE
+    while not got.endswith(b"a pause") and time.monotonic() < deadline:
+        if select.select([proc.stdout], [], [], 1)[0]:
+            got += os.read(proc.stdout.fileno(), 4096)
+    return proc, got
+
+
+@pytest.mark.parametrize("signum,code,what", LEAVING)
 @pytest.mark.parametrize("mode", ["pipe", "one-shot"])
 def test_signal_mid_reply_when_piped(home, mode, signum, code, what):
-    reply = "First line of the answer.\nSecond line, and then a pause"
-    engine = Scripted(reply + " that never ends.", pause_at=len(reply))
+    engine = Scripted(PAUSED + " that never ends.", pause_at=len(PAUSED))
     with OpenAIServer(engine, model="scripted") as srv:
-        args = [
-            sys.executable,
-            "-m",
-            "yi_cli",
-            "--endpoint",
-            srv.url,
-            "--model",
-            "scripted",
-            "--max-new-tokens",
-            "100000",
-        ]
-        if mode == "one-shot":  # stdin is not a pipe here: a piped one would be read as context first (-p)
-            args += ["-p", QUESTION]
-        proc = subprocess.Popen(
-            args,
-            stdin=subprocess.PIPE if mode == "pipe" else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env={**os.environ, "YI_CHAT_HOME": str(home)},
-        )
+        proc, got = piped(srv, home, mode)
         try:
-            if mode == "pipe":
-                proc.stdin.write(QUESTION.encode() + b"\n")
-                proc.stdin.flush()  # stdin stays open: mid-session, not at EOF
-            got = b""
-            deadline = time.monotonic() + DEADLINE
-            while not got.endswith(b"a pause") and time.monotonic() < deadline:
-                if select.select([proc.stdout], [], [], 1)[0]:
-                    got += os.read(proc.stdout.fileno(), 4096)
-            assert got == reply.encode()
+            assert got == PAUSED.encode()
             proc.send_signal(signum)
             out, err = proc.communicate(timeout=DEADLINE)
         finally:
@@ -513,9 +514,31 @@ def test_signal_mid_reply_when_piped(home, mode, signum, code, what):
     assert proc.returncode == code, err.decode()
     [line] = err.decode().splitlines()
     assert re.fullmatch(rf"yi-chat: {what}; the session is saved in \S+\.json", line), line
-    assert (got + out).decode() == reply + " [interrupted]\n\n"
+    assert (got + out).decode() == PAUSED + " [interrupted]\n\n"
     turns = saved(home)
-    assert turns[-1]["finish_reason"] == "interrupted" and turns[-1]["content"] == reply
+    assert turns[-1]["finish_reason"] == "interrupted" and turns[-1]["content"] == PAUSED
+
+
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGQUIT], ids=["HUP", "QUIT"])
+def test_a_signal_ignored_at_start_stays_ignored(home, signum):
+    """Under nohup (or a script's `trap '' QUIT`) the signal arrives ignored, and yi-chat leaves it so: the reply
+    goes on and the run ends as it would have."""
+    engine = Scripted(PAUSED + " and the end.", pause_at=len(PAUSED))
+    with OpenAIServer(engine, model="scripted") as srv:
+        proc, got = piped(srv, home, "pipe", preexec_fn=lambda: signal.signal(signum, signal.SIG_IGN))
+        try:
+            assert got == PAUSED.encode()
+            proc.send_signal(signum)  # an ignored signal is dropped as it is sent: the reply cannot see it after this
+            engine.go.set()
+            out, err = proc.communicate(b"", timeout=DEADLINE)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 0, err.decode()
+    assert err.decode() == ""
+    assert (got + out).decode() == PAUSED + " and the end.\n\n"
+    turns = saved(home)
+    assert turns[-1]["finish_reason"] == "stop" and turns[-1]["content"] == PAUSED + " and the end."
 
 
 def toolbar_used(pane: Pane) -> int:

@@ -1,25 +1,29 @@
 """The terminal at the edges of a run, in tmux under an interactive bash (job control): a background yi-chat that
 `kill %1` ends exits (it was stopped by SIGTTOU, setting the modes of a terminal the shell had); keys typed while
-yi-chat starts are not echoed raw.
+yi-chat starts are not echoed raw; SIGQUIT (Ctrl-\\ mid-reply, kill -QUIT at the prompt) gives the terminal back with
+its echo, the turn saved.
 
 Every wait is on screen content or process state, with a deadline; none is a sleep.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
 import time
 
 import pytest
-from test_screen import DEADLINE, TMUX, Pane
+from test_screen import DEADLINE, TMUX, TOOLBAR, Pane
 
 BASH = shutil.which("bash")
 pytestmark = pytest.mark.skipif(TMUX is None or BASH is None, reason="needs tmux and bash")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUESTION = "Write a very long story about a dragon who learns to cook."  # the demo, greedy: 300 tokens and more
 
 
 class Shell(Pane):
@@ -142,5 +146,61 @@ def test_keys_typed_before_the_model_loads_are_not_echoed_raw(demo_dir, tmp_path
         os.close(writer)
         scroll = sh.wait(lambda s: re.search(r"^>>> early words", s, re.M), "the prompt holding the early keys")
         assert scroll.count("early words") == 1, scroll
+    finally:
+        sh.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("when", ["reply", "prompt"])
+def test_sigquit_gives_the_terminal_back_and_keeps_the_turn(demo_dir, tmp_path, when):
+    """SIGQUIT ends a chat as SIGTERM does: the reply in flight recorded, the session saved, the terminal's modes
+    put back, one line, exit 131. Mid-reply it is Ctrl-\\ (the hold keeps the terminal's signal keys); at the
+    prompt, which reads Ctrl-\\ as a key, it is `kill -QUIT`. Left to Python's default the chat dumped core with
+    the echo off and the reply in flight lost. The chat runs from a script (`sh`, which traps SIGQUIT for itself as
+    a wrapper would): an interactive bash puts back its own modes after a job that a signal killed, and would hide
+    what the chat left."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "cache").symlink_to(os.path.dirname(os.path.dirname(demo_dir)), target_is_directory=True)
+    tokens = 4000 if when == "reply" else 8  # a reply that goes on past the Ctrl-\ (the demo loops at temp 0)
+    script = tmp_path / "chat.sh"
+    script.write_text(
+        f"trap : QUIT\necho SH=$$\n{sys.executable} -m yi_cli --model demo --temperature 0 --max-new-tokens {tokens}\n"
+        "echo STATUS=$?\nstty -a\n"
+    )
+    sh = Shell(home)
+    try:
+        sh.line(f"sh {script}")
+        sh.wait(lambda s: re.search(r"^>>>", s, re.M), "the prompt")
+        sh.line(QUESTION)
+        if when == "reply":
+
+            def streaming(s: str) -> bool:  # letters of the reply below the question (not the prompt's toolbar)
+                below = s.partition(QUESTION)[2].split("\n")
+                return len(re.sub(r"\s", "", "".join(ln for ln in below if not TOOLBAR.match(ln)))) >= 40
+
+            sh.wait(streaming, "the reply")
+            sh.tmux("send-keys", "-t", "0", "C-\\")
+        else:
+            sh.wait(
+                lambda s: re.search(r"^length · .*\n>>>", s.partition(QUESTION)[2], re.M),
+                "the next prompt",
+            )
+            shell = int(re.search(r"^SH=(\d+)$", sh.scrollback(), re.M)[1])
+            with open(f"/proc/{shell}/task/{shell}/children") as f:
+                (chat,) = f.read().split()
+            os.kill(int(chat), signal.SIGQUIT)
+        scroll = sh.wait(lambda s: re.search(r"^STATUS=\d+$", s, re.M) and s.rstrip().endswith("$"), "the exit")
+        assert re.search(r"^STATUS=131$", scroll, re.M), scroll
+        modes = scroll[scroll.index("STATUS=") :].split()
+        assert "echo" in modes and "icanon" in modes and "isig" in modes, scroll  # as the shell had them
+        assert re.search(r"yi-chat: quit; the session is saved in \S+\.json", scroll.replace("\n", "")), scroll
+        assert "Traceback" not in scroll and "core dumped" not in scroll
+        [path] = (home / "data" / "sessions").glob("*.json")
+        turns = json.loads(path.read_text())["turns"]
+        assert [t["role"] for t in turns] == ["user", "assistant"]
+        assert turns[0]["content"] == QUESTION
+        assert turns[1]["finish_reason"] == ("interrupted" if when == "reply" else "length"), turns[1]
+        assert turns[1]["content"].strip()
     finally:
         sh.close()

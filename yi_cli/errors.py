@@ -6,6 +6,7 @@ EXIT_USAGE = 2
 EXIT_LOAD = 3
 EXIT_HANGUP = 129  # SIGHUP, 128 + 1 as shells report it
 EXIT_INTERRUPTED = 130
+EXIT_QUIT = 131  # SIGQUIT (Ctrl-\ during a reply, kill -QUIT), 128 + 3
 
 
 def shown(text: str, limit: int = 60) -> str:

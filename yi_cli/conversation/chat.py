@@ -62,7 +62,7 @@ class Chat:
         self.ctrl_c = 0  # replies Ctrl-C cut short (a piped or one-shot run stops at the first)
         self.interrupts = 0  # Ctrl-C and signals during the last reply
         self.running = True
-        self.terminated = False  # SIGTERM: finish the reply in flight, record it, then leave
+        self.terminated = False  # SIGTERM, SIGHUP, SIGQUIT: finish the reply in flight, record it, then leave
         self.editor = None  # callable(old text) -> new text or None (given up), for /edit; set by the REPL
         self.meter = meter.Meter()  # the toolbar's context used: /prompt's count, kept in step with each reply
         self._resume: tuple = (None, None)  # (last reply Turn, ids of its prompt + reply): exact /continue
@@ -357,15 +357,15 @@ def _timed_stops():
         signal.signal(tstp, signal.SIG_DFL)
 
 
-_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
+_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT") if hasattr(signal, n))
 
 
 @contextmanager
 def _cancelling_signals(interrupted):
-    """While a reply streams, Ctrl-C, SIGTERM and SIGHUP set its cancel from their handler instead of raising in
-    the main thread: a KeyboardInterrupt raised inside queue.get's lock handling surfaced as "RuntimeError: release
-    unlocked lock" (a reply failed instead of ending as interrupted). SIGTERM's and SIGHUP's own handlers (the
-    CLI's: mark the chat terminated, point a dead terminal at /dev/null) still run at once, their exception
+    """While a reply streams, Ctrl-C, SIGTERM, SIGHUP and SIGQUIT set its cancel from their handler instead of
+    raising in the main thread: a KeyboardInterrupt raised inside queue.get's lock handling surfaced as
+    "RuntimeError: release unlocked lock" (a reply failed instead of ending as interrupted). The others' own handlers
+    (the CLI's: mark the chat terminated, point a dead terminal at /dev/null) still run at once, their exception
     dropped: the reply's end is what they ask for. Only Python-level handlers are wrapped, on the main thread;
     yields whether Ctrl-C's was."""
     if threading.current_thread() is not threading.main_thread():

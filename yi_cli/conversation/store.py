@@ -186,13 +186,13 @@ def _unlink(path: Path) -> None:
         pass
 
 
-HELD = (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", signal.SIGTERM))
+HELD = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT") if hasattr(signal, n))
 
 
 @contextmanager
 def _signals_held():
-    """Ctrl-C, SIGTERM and SIGHUP wait until the write is done: their handlers raise, and an exception between
-    writing the temp file and linking it would leave the finished exchange off the disk. A write takes ms.
+    """Ctrl-C, SIGTERM, SIGHUP and SIGQUIT wait until the write is done: their handlers raise, and an exception
+    between writing the temp file and linking it would leave the finished exchange off the disk. A write takes ms.
 
     The Python-level handlers are swapped, not the signal mask: a process-directed signal reaches whichever
     thread does not block it (torch's, the tokenizer's), and Python runs its handler in the main thread anyway."""

@@ -234,8 +234,8 @@ class Children:
         parent = os.getpid()
         try:
             for _ in range(self.n):
-                # Ctrl-C, SIGTERM or SIGHUP at the terminal's process group must not reach a child before it leaves
-                # that group (it would unwind the chat's own code in the child): held until it has
+                # Ctrl-C, Ctrl-\, SIGTERM or SIGHUP at the terminal's process group must not reach a child before
+                # it leaves that group (it would unwind the chat's own code in the child): held until it has
                 held = signal.pthread_sigmask(signal.SIG_BLOCK, QUIT_SIGNALS)
                 try:
                     with warnings.catch_warnings():
@@ -289,7 +289,7 @@ class Children:
         return self.forked
 
 
-QUIT_SIGNALS = {getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n)}
+QUIT_SIGNALS = {getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT") if hasattr(signal, n)}
 
 
 def _reaped(pid: int, flags: int) -> bool:

@@ -10,7 +10,7 @@ import sys
 
 from .. import __version__, terminal
 from ..engines.remote_limits import MAX_SECONDS
-from ..errors import EXIT_HANGUP, EXIT_INTERRUPTED, UsageError, YiError
+from ..errors import EXIT_HANGUP, EXIT_INTERRUPTED, EXIT_QUIT, UsageError, YiError
 from .config import device_arg, tokens_arg
 
 EPILOG = """examples:
@@ -40,6 +40,7 @@ exit codes:
        or listed no model
   129  hung up (SIGHUP: the terminal closed); the reply in flight is kept, the session saved
   130  interrupted (Ctrl-C outside a reply, SIGTERM); after SIGTERM the session is saved
+  131  quit (SIGQUIT: Ctrl-\\ during a reply, kill -QUIT); the reply in flight is kept, the session saved
 
 Model: a checkpoint directory, a hub id (fetched into the Hugging Face cache when missing), a Yi alias such as
 yi-6b-chat-4bits, or 'demo' (SmolLM2-135M, AWQ int4), 'demo-gptq8', 'demo-fp32'. Piped stdin without -p: each
@@ -201,8 +202,8 @@ def main(argv=None) -> int:
 
 
 def _catch_leave() -> None:
-    for signum in LEAVE:
-        if signal.getsignal(signum) is not signal.SIG_IGN:  # under nohup, SIGHUP stays ignored
+    for signum in LEAVE:  # one ignored at start stays ignored: SIGHUP under nohup, SIGQUIT after `trap '' QUIT`
+        if signal.getsignal(signum) is not signal.SIG_IGN:
             signal.signal(signum, _leave)
 
 
@@ -250,8 +251,14 @@ def subcommand(argv: list[str]):
     return module.main
 
 
-# Signals that end yi-chat: exit code, and what the one line on stderr says.
-LEAVE = {signal.SIGTERM: (EXIT_INTERRUPTED, "terminated"), signal.SIGHUP: (EXIT_HANGUP, "hung up")}
+# Signals that end yi-chat: exit code, and what the one line on stderr says. SIGQUIT (Ctrl-\ while a reply streams,
+# the terminal then keeping its signal keys; kill -QUIT) ends it as SIGTERM does: left to Python's default it dumped
+# core, with the terminal's echo off and the reply in flight lost.
+LEAVE = {
+    signal.SIGTERM: (EXIT_INTERRUPTED, "terminated"),
+    signal.SIGHUP: (EXIT_HANGUP, "hung up"),
+    signal.SIGQUIT: (EXIT_QUIT, "quit"),
+}
 _LEAVING: list[int] = []  # the first such signal received
 _CHAT: list = []  # the Chat, once there is one
 _EARLY: list = []  # the KeyHold entry() took the terminal with, until the chat's renderer takes it over
@@ -574,8 +581,8 @@ def entry() -> None:
     if "OMP_WAIT_POLICY" not in os.environ:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # libgomp spinning makes small CPU ops ~100x slower
     # The terminal is held from here, before the imports and the model load: keys typed meanwhile were echoed raw
-    # above the banner, then again by the prompt that reads them. SIGTERM and SIGHUP are caught first, so that
-    # every way out (an error, --help, Ctrl-C, a signal) passes the finally that gives the echo back.
+    # above the banner, then again by the prompt that reads them. SIGTERM, SIGHUP and SIGQUIT are caught first, so
+    # that every way out (an error, --help, Ctrl-C, a signal) passes the finally that gives the echo back.
     _catch_leave()
     try:
         if not (sys.argv[1:] and sys.argv[1] in SUBCOMMANDS):
@@ -585,8 +592,8 @@ def entry() -> None:
         code = LEAVE[_LEAVING[0]][0] if _LEAVING else EXIT_INTERRUPTED
     finally:
         _unhold_early()
-    for s in (signal.SIGINT, signal.SIGTERM):  # leaving: a late signal must not turn the code into a kill (-2, -15)
-        signal.signal(s, signal.SIG_IGN)
+    for s in (signal.SIGINT, *LEAVE):  # leaving: a late signal must not turn the code into a kill (-2, -15) or a
+        signal.signal(s, signal.SIG_IGN)  # traceback (the handler's KeyboardInterrupt)
     sys.exit(code)
 
 

@@ -45,9 +45,9 @@ def bindings() -> KeyBindings:
         @kb.add("c-z")
         def _(event):
             """Ctrl-Z suspends to the shell, as prompt_toolkit's own suspend does, but awaits the suspend's task: a
-            SIGTERM or SIGHUP that came while stopped (`kill %1`, then `fg`) raises its KeyboardInterrupt in that
-            task, which asyncio lets out of the event loop (the prompt ends as at any other instant), and with the
-            task awaited asyncio no longer also reports it as "Task exception was never retrieved" with a
+            SIGTERM, SIGHUP or SIGQUIT that came while stopped (`kill %1`, then `fg`) raises its KeyboardInterrupt in
+            that task, which asyncio lets out of the event loop (the prompt ends as at any other instant), and with
+            the task awaited asyncio no longer also reports it as "Task exception was never retrieved" with a
             traceback."""
 
             async def stop():
