@@ -473,9 +473,19 @@ def test_signal_mid_reply_in_the_repl(term, home, signum, code, what):
 PAUSED = "First line of the answer.\nSecond line, and then a pause"  # a piped reply's text up to its pause
 
 
+def _signals_as_a_shell_gives_them() -> None:
+    """In the child: the signals a command typed at a shell starts with, whatever this run inherited (a CI job
+    started in the background of a non-interactive shell has SIGINT and SIGQUIT ignored, and an ignored signal stays
+    ignored across exec: yi-chat leaves it so, as under nohup)."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 def piped(srv, home: Path, mode: str, **popen) -> tuple[subprocess.Popen, bytes]:
     """yi-chat on the scripted server, asked QUESTION in a pipe (stdin stays open: mid-session, not at EOF) or with
-    -p; returns the process once its reply has streamed up to the pause, and the bytes of it read."""
+    -p, its signals as a shell gives them unless `popen` sets them; returns the process once its reply has streamed
+    up to the pause, and the bytes of it read."""
+    popen.setdefault("preexec_fn", _signals_as_a_shell_gives_them)
     args = [sys.executable, "-m", "yi_cli", "--endpoint", srv.url, "--model", "scripted", "--max-new-tokens", "100000"]
     if mode == "one-shot":  # stdin is not a pipe here: a piped one would be read as context first (-p)
         args += ["-p", QUESTION]
