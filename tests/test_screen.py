@@ -401,6 +401,89 @@ def test_resizes_at_the_prompt_after_a_reply_leave_each_line_once(term, home):
     pane.wait(drawn_once([BANNER, ">>> " + QUESTION, *reply.split("\n"), footer, ">>>"]), "each line once")
 
 
+TYPED = " ".join(f"word{i}" for i in range(40))  # about 270 characters: four rows at 80 columns, ten at 30
+
+
+def typed_rows(rows: list[str], width: int) -> str:
+    """The text of the prompt's rows drawn `width` wide: prompt_toolkit breaks a long line at the width, and leaves
+    out a blank at the end of a row (where the capture has nothing), so each row is padded back to the width."""
+    return "".join(r.ljust(width) for r in rows).rstrip()
+
+
+def typed_once(lines: list[str], text: str, width: int):
+    """The scrollback holds `lines`, then the prompt with `text` on its rows `width` wide, then one toolbar."""
+
+    def once(scroll: str) -> bool:
+        got = content(scroll)
+        return (
+            got[: len(lines)] == lines
+            and typed_rows(got[len(lines) :], width) == ">>> " + text
+            and sum(bool(TOOLBAR.match(ln)) for ln in scroll.split("\n")) == 1
+        )
+
+    return once
+
+
+def typed_redrawn(pane: Pane, width: int, height: int, text: str):
+    """The prompt with `text` drawn at width x height: the screen that size, its last row the toolbar, the rows
+    from the last `>>> ` on holding the text. (As with redrawn, typed_once waits for the screen to settle.)"""
+
+    def done(_) -> bool:
+        rows = pane.tmux("capture-pane", "-p", "-t", "0").split("\n")  # the rows as they are, not -J's joined
+        if pane.tmux("display", "-p", "-t", "0", "#{pane_width}x#{pane_height}").strip() != f"{width}x{height}":
+            return False
+        rows = [r.rstrip() for r in rows[:height]]
+        starts = [i for i, r in enumerate(rows) if r.startswith(">>> ")]
+        if len(rows) != height or not TOOLBAR.match(rows[-1]) or not starts:
+            return False
+        return typed_rows(rows[starts[-1] : -1], width) == ">>> " + text
+
+    return done
+
+
+@pytest.mark.parametrize("sizes", [[(40, 30), (30, 30), (80, 30)], [(60, 20), (30, 20), (100, 40), (25, 40)]])
+def test_resizes_with_typed_input_that_wraps_redraw_it_once(term, home, sizes):
+    """Typed input over several rows: a narrowing rewraps each of its rows into more, and prompt_toolkit went back
+    up by the rows it drew (not the rows the terminal now shows) to redraw it: the upper rows stayed, stale. (A
+    reply tall enough that the prompt starts low on the screen: the rewrap moves it up without scrolling it off.)"""
+    reply = "\n".join(f"Line {i} of the reply." for i in range(20))
+    engine = Scripted(reply)
+    pane = term(engine, 80, 30)
+    ask(pane)
+    pane.wait(footer_after(QUESTION), "the footer")
+    scroll = pane.prompt()
+    before = content(scroll)[:-1]  # the banner, the question, the reply and its footer
+    pane.type(TYPED)
+    pane.wait(lambda s: "word39" in s, "the typed text")
+    for width, height in sizes:
+        pane.resize(width, height)
+        pane.wait(typed_redrawn(pane, width, height, TYPED), f"the prompt redrawn at {width}x{height}")
+    pane.wait(typed_once(before, TYPED, sizes[-1][0]), "each line once, the typed text whole")
+    pane.keys("Enter")
+    pane.wait(footer_after("word0"), "the reply to the typed text")
+    assert engine.prompts == [QUESTION, TYPED]
+
+
+def test_the_way_back_up_counts_the_rows_as_the_terminal_rewrapped_them():
+    """rows_to_cursor: each row drawn above the cursor rewrapped at the new width, the cursor in its row's piece."""
+    from prompt_toolkit.data_structures import Point
+    from prompt_toolkit.layout.screen import Char, Screen
+
+    from yi_cli.ui.repl import rewraps, rows_to_cursor
+
+    screen = Screen()
+    for i, ch in enumerate(">>> " + "x" * 196):  # rows of 80, 80 and 40 characters at 80 columns
+        screen.data_buffer[i // 80][i % 80] = Char(ch, "")
+    assert rows_to_cursor(screen, Point(x=40, y=2), 80, 80) == 2  # the width it was drawn at: as drawn
+    assert rows_to_cursor(screen, Point(x=40, y=2), 80, 100) == 2  # wider: nothing joined
+    assert rows_to_cursor(screen, Point(x=40, y=2), 80, 40) == 4  # two rows each above; the cursor past the text
+    assert rows_to_cursor(screen, Point(x=40, y=2), 80, 30) == 7  # three each, the cursor in its row's second
+    assert rows_to_cursor(screen, Point(x=10, y=2), 80, 30) == 6
+    # xterm and the Linux console cut their rows: prompt_toolkit's count stays; inside tmux, tmux's rewrap counts
+    assert rewraps({"TERM": "xterm-256color"}) and rewraps({"TMUX": "/tmp/t,1,0", "XTERM_VERSION": "XTerm(390)"})
+    assert not rewraps({"XTERM_VERSION": "XTerm(390)"}) and not rewraps({"TERM": "linux"})
+
+
 # 4. keys typed during a reply -----------------------------------------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ from prompt_toolkit.application import run_in_terminal
 from prompt_toolkit.completion import WordCompleter
 from prompt_toolkit.history import FileHistory, InMemoryHistory
 from prompt_toolkit.key_binding import KeyBindings
+from prompt_toolkit.renderer import Renderer
 from prompt_toolkit.styles import Style
 
 from .. import terminal
@@ -110,6 +111,82 @@ def erase_lines(output):
         output.write_raw("\x1b7\x1b[K" + "\x1b[B\x1b[2K" * (rows - 1) + "\x1b8")
 
     return erase_down
+
+
+class ReflowRenderer(Renderer):
+    """prompt_toolkit's renderer, erasing the prompt from where a terminal that rewraps its lines on resize (tmux,
+    VTE, kitty, iTerm2, Windows Terminal) left its top row.
+
+    prompt_toolkit redraws after a resize by going up from the cursor as many rows as it drew above it, and erasing
+    from there. Its rows end with its own line breaks, so a narrowing rewraps each one longer than the new width
+    into several rows (a widening joins none back): typed input over several rows then has more rows above the
+    cursor than prompt_toolkit drew, it went up too few, and the redraw left the upper rows of the old prompt on
+    the screen (and from there in the scrollback), or drew over them. After a change of width the way up is counted
+    as the terminal now holds those rows: each rewrapped at the width it has now (two resizes before a redraw
+    rewrap the rows as drawn once), and the cursor in the piece of its row where the rewrap put it (the last one
+    when past the row's text). Not in a terminal known to cut its rows instead (rewraps): there prompt_toolkit's
+    count is right, and a larger one would erase lines above the prompt."""
+
+    rewraps = True
+
+    def erase(self, leave_alternate_screen: bool = True) -> None:
+        screen, drawn = self._last_screen, self._last_size
+        width = self.output.get_size().columns
+        if self.rewraps and screen is not None and drawn is not None and width != drawn.columns and width > 0:
+            y = rows_to_cursor(screen, self._cursor_pos, drawn.columns, width, self._style_string_has_style)
+            self._cursor_pos = self._cursor_pos._replace(y=y)
+        super().erase(leave_alternate_screen=leave_alternate_screen)
+
+
+def rewraps(env=os.environ) -> bool:
+    """Whether the terminal rewraps its lines on resize: tmux (inside it, whatever holds it) and most terminals do;
+    xterm (XTERM_VERSION, which it sets) and the Linux console cut them and show them whole again when wider."""
+    if env.get("TMUX"):
+        return True
+    return not (env.get("XTERM_VERSION") or env.get("TERM") == "linux")
+
+
+def reflow_on_resize(app) -> None:
+    """The application's renderer a ReflowRenderer (once; a new one, as the application was just reset: run as
+    its prompt's pre_run)."""
+    old = app.renderer
+    if not isinstance(old, ReflowRenderer):
+        app.renderer = ReflowRenderer(
+            old.style,
+            old.output,
+            full_screen=old.full_screen,
+            mouse_support=old.mouse_support,
+            cpr_not_supported_callback=old.cpr_not_supported_callback,
+        )
+        app.renderer.rewraps = rewraps()
+
+
+def rows_to_cursor(screen, cursor, drawn: int, width: int, has_style=None) -> int:
+    """The rows from the top row of `screen` (drawn `drawn` columns wide) down to the cursor's row, once a terminal
+    has rewrapped each row at `width` columns. A row's text ends at its last character or styled cell (where
+    prompt_toolkit stops writing it), `has_style[style]` telling the styled ones (the renderer's cache; None: no
+    cell counts for its style)."""
+
+    def pieces(y: int, upto: int | None = None) -> int:
+        row = screen.data_buffer.get(y, {})
+        cells = [(x, c) for x, c in row.items() if x < drawn]
+        end = max(
+            (x + max(c.width, 1) for x, c in cells if c.char != " " or (has_style and has_style[c.style])), default=0
+        )
+        if upto is not None and upto >= end:
+            upto = None  # past the text: the rewrap leaves the cursor at the end of the row's last piece
+        n, col, x = 1, 0, 0
+        while x < end:
+            c = row.get(x)
+            w = max(c.width, 1) if c is not None else 1
+            if col + w > width:
+                n, col = n + 1, 0
+            if upto is not None and x >= upto:
+                return n
+            col, x = col + w, x + w
+        return n
+
+    return sum(pieces(y) for y in range(cursor.y)) + pieces(cursor.y, cursor.x) - 1
 
 
 # The toolbar's text in reverse video and the rest of its row plain: prompt_toolkit then writes the row only as far
@@ -220,7 +297,7 @@ def run(chat, prompt_text: str = ">>> ") -> int:
         chat.render.pin_keys(True)
         try:
             try:
-                line = session.prompt(prompt_text)
+                line = session.prompt(prompt_text, pre_run=lambda: reflow_on_resize(session.app))
             except KeyboardInterrupt:  # Ctrl-C at the prompt clears the line
                 continue
             except EOFError:  # Ctrl-D
