@@ -479,9 +479,12 @@ def test_the_way_back_up_counts_the_rows_as_the_terminal_rewrapped_them():
     assert rows_to_cursor(screen, Point(x=40, y=2), 80, 40) == 4  # two rows each above; the cursor past the text
     assert rows_to_cursor(screen, Point(x=40, y=2), 80, 30) == 7  # three each, the cursor in its row's second
     assert rows_to_cursor(screen, Point(x=10, y=2), 80, 30) == 6
-    # xterm and the Linux console cut their rows: prompt_toolkit's count stays; inside tmux, tmux's rewrap counts
-    assert rewraps({"TERM": "xterm-256color"}) and rewraps({"TMUX": "/tmp/t,1,0", "XTERM_VERSION": "XTerm(390)"})
+    # terminals known to rewrap (inside tmux, tmux's rewrap counts); xterm, the Linux console, GNU screen and
+    # terminals not recognised keep prompt_toolkit's count
+    assert rewraps({"TMUX": "/tmp/t,1,0", "XTERM_VERSION": "XTerm(390)"}) and rewraps({"VTE_VERSION": "7600"})
+    assert rewraps({"TERM_PROGRAM": "iTerm.app"}) and rewraps({"KITTY_WINDOW_ID": "1"})
     assert not rewraps({"XTERM_VERSION": "XTerm(390)"}) and not rewraps({"TERM": "linux"})
+    assert not rewraps({"STY": "1.pts-0", "TERM": "screen"}) and not rewraps({"TERM": "xterm-256color"})
 
 
 # 4. keys typed during a reply -----------------------------------------------------------------------------------------

@@ -124,8 +124,8 @@ class ReflowRenderer(Renderer):
     the screen (and from there in the scrollback), or drew over them. After a change of width the way up is counted
     as the terminal now holds those rows: each rewrapped at the width it has now (two resizes before a redraw
     rewrap the rows as drawn once), and the cursor in the piece of its row where the rewrap put it (the last one
-    when past the row's text). Not in a terminal known to cut its rows instead (rewraps): there prompt_toolkit's
-    count is right, and a larger one would erase lines above the prompt."""
+    when past the row's text). Only in a terminal known to rewrap (rewraps): in one that cuts its rows
+    prompt_toolkit's count is right, and a larger one would erase lines above the prompt."""
 
     rewraps = True
 
@@ -138,12 +138,19 @@ class ReflowRenderer(Renderer):
         super().erase(leave_alternate_screen=leave_alternate_screen)
 
 
+# Terminals known to rewrap their rows on resize, by what they set in the environment. Elsewhere prompt_toolkit's
+# count stays: a count too large erases lines above the prompt (a reply's), one too small leaves stale prompt rows.
+REWRAPPING = ("TMUX", "VTE_VERSION", "KITTY_WINDOW_ID", "WT_SESSION", "ALACRITTY_WINDOW_ID", "WEZTERM_PANE")
+REWRAPPING_PROGRAMS = ("iTerm.app", "Apple_Terminal", "vscode", "WezTerm", "ghostty")
+
+
 def rewraps(env=os.environ) -> bool:
-    """Whether the terminal rewraps its lines on resize: tmux (inside it, whatever holds it) and most terminals do;
-    xterm (XTERM_VERSION, which it sets) and the Linux console cut them and show them whole again when wider."""
-    if env.get("TMUX"):
+    """Whether the terminal rewraps its rows on resize: tmux (inside it, whatever holds it), VTE's (GNOME Terminal
+    and others), kitty, Windows Terminal, Alacritty, WezTerm, iTerm2, Terminal.app, VS Code's, Ghostty. Not xterm,
+    the Linux console or GNU screen (they cut rows), nor a terminal not recognised."""
+    if any(env.get(name) for name in REWRAPPING):
         return True
-    return not (env.get("XTERM_VERSION") or env.get("TERM") == "linux")
+    return env.get("TERM_PROGRAM") in REWRAPPING_PROGRAMS
 
 
 def reflow_on_resize(app) -> None:
