@@ -124,15 +124,13 @@ class ReflowRenderer(Renderer):
     the screen (and from there in the scrollback), or drew over them. After a change of width the way up is counted
     as the terminal now holds those rows: each rewrapped at the width it has now (two resizes before a redraw
     rewrap the rows as drawn once), and the cursor in the piece of its row where the rewrap put it (the last one
-    when past the row's text). Only in a terminal known to rewrap (rewraps): in one that cuts its rows
+    when past the row's text). Installed only in a terminal known to rewrap (rewraps): in one that cuts its rows
     prompt_toolkit's count is right, and a larger one would erase lines above the prompt."""
-
-    rewraps = True
 
     def erase(self, leave_alternate_screen: bool = True) -> None:
         screen, drawn = self._last_screen, self._last_size
         width = self.output.get_size().columns
-        if self.rewraps and screen is not None and drawn is not None and width != drawn.columns and width > 0:
+        if screen is not None and drawn is not None and width != drawn.columns and width > 0:
             y = rows_to_cursor(screen, self._cursor_pos, drawn.columns, width, self._style_string_has_style)
             self._cursor_pos = self._cursor_pos._replace(y=y)
         super().erase(leave_alternate_screen=leave_alternate_screen)
@@ -154,10 +152,10 @@ def rewraps(env=os.environ) -> bool:
 
 
 def reflow_on_resize(app) -> None:
-    """The application's renderer a ReflowRenderer (once; a new one, as the application was just reset: run as
-    its prompt's pre_run)."""
+    """The application's renderer a ReflowRenderer where the terminal rewraps (once; a new one, as the application
+    was just reset: run as its prompt's pre_run)."""
     old = app.renderer
-    if not isinstance(old, ReflowRenderer):
+    if not isinstance(old, ReflowRenderer) and rewraps():
         app.renderer = ReflowRenderer(
             old.style,
             old.output,
@@ -165,7 +163,6 @@ def reflow_on_resize(app) -> None:
             mouse_support=old.mouse_support,
             cpr_not_supported_callback=old.cpr_not_supported_callback,
         )
-        app.renderer.rewraps = rewraps()
 
 
 def rows_to_cursor(screen, cursor, drawn: int, width: int, has_style=None) -> int:
