@@ -1,13 +1,14 @@
 """Soak under signals: two piped `yi-chat` sessions at once on one YI_CHAT_HOME, each for N turns, each process
-sent SIGINT or SIGTERM at random instants (then restarted for the turns left); at the end every finished exchange
-that either run printed must be on disk in some session file, and every session file must be whole and
-well-formed. Prints one JSON line; exits 1 when a check fails.
+sent SIGINT, SIGTERM, SIGHUP or SIGQUIT at random instants (then restarted for the turns left); at the end every
+finished exchange that either run printed must be on disk in some session file, and every session file must be
+whole and well-formed. Prints one JSON line; exits 1 when a check fails.
 
     OMP_WAIT_POLICY=PASSIVE python scripts/soak_signals.py --turns 500 --model demo --max-new-tokens 8
 
 The instant of each signal: after a random number of replies (uniform in 0 .. 2 x --every, again after each
 signal), plus a random fraction of a second, so signals land while the model loads, mid-reply, between turns and
-during autosaves. SIGINT cuts the reply in flight (the pipe goes on); SIGTERM ends the process.
+during autosaves. SIGINT cuts the reply in flight (the pipe goes on); SIGTERM, SIGHUP and SIGQUIT end the process
+(exit 130, 129, 131: README's exit codes), after saving the reply in flight.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def lane(name: str, args, home: Path, rng: random.Random, log: dict) -> None:
             time.sleep(rng.random() * args.jitter * 6)
             _signal(proc, rng, log)
             next_at = rng.randrange(1, 2 * args.every + 1)
-        for raw in proc.stdout:  # SIGINT cuts the reply in flight and the pipe goes on; SIGTERM ends the run
+        for raw in proc.stdout:  # SIGINT cuts the reply in flight and the pipe goes on; the others end the run
             out.append(raw)
             n += 1
             if n >= next_at and n < len(lines):
@@ -88,13 +89,18 @@ def lane(name: str, args, home: Path, rng: random.Random, log: dict) -> None:
             done += 1
             kind = "finished" if rec.get("finish_reason") in ("stop", "length") else "cut"
             log[kind].append((rec["prompt"], rec["reply"]))
-        if rc not in (0, 130, -signal.SIGINT, -signal.SIGTERM):
+        if rc not in EXITS:
             log["bad_exit"].append((rc, err[-500:]))
             return
 
 
+# the signals sent, and the exits they may lead to (a signal before the handlers are installed: killed by it)
+SIGNALS = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT]
+EXITS = {0, 129, 130, 131, *(-s for s in SIGNALS)}
+
+
 def _signal(proc, rng: random.Random, log: dict) -> None:
-    sig = rng.choice([signal.SIGINT, signal.SIGTERM])
+    sig = rng.choice(SIGNALS)
     proc.send_signal(sig)
     log["signals"][sig.name] += 1
 

@@ -168,3 +168,29 @@ def test_a_step_posts_its_token_to_its_host_slot():
     if CUDA:
         torch.cuda.synchronize()
     assert torch.equal(host, kept)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16] if CUDA else [torch.float16])
+def test_a_step_on_half_logits_picks_what_fp32_logits_pick_and_advances_pos(dtype):
+    """The graphed decode step hands the lm_head GEMV's logits to nucleus.sample as they are (no fp32 copy) and
+    lets it advance the position: the same token, the same state as the fp32 logits of the same values, over greedy,
+    top-p, top-k and penalty settings; pos advanced by exactly one each step, only where it is given."""
+    g = torch.Generator().manual_seed(5)
+    for settings in (
+        GenSettings(temperature=0, repetition_penalty=1.3, seed=1),
+        GenSettings(temperature=0.8, top_p=0.9, seed=2),
+        GenSettings(temperature=1.1, top_k=40, repetition_penalty=1.1, seed=3),
+    ):
+        half, full = Sampler(VOCAB, DEV), Sampler(VOCAB, DEV)
+        for sm in (half, full):
+            sm.reset(settings, [1, 2, 3])
+        pos = torch.full((1,), 41, dtype=torch.long, device=DEV)
+        for step in range(4):
+            logits = (torch.randn(1, VOCAB, generator=g) * 4).to(dtype).to(DEV)
+            a = torch.zeros(1, dtype=torch.long, device=DEV)
+            b = torch.zeros(1, dtype=torch.long, device=DEV)
+            nucleus.sample(logits, half.seen, half.params, half.rng, a, half.work(), pos=pos)
+            nucleus.sample(logits.float(), full.seen, full.params, full.rng, b, full.work())
+            assert int(a) == int(b), (settings, step)
+            assert torch.equal(half.seen, full.seen) and torch.equal(half.rng, full.rng)
+            assert int(pos) == 42 + step

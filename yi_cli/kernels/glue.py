@@ -3,6 +3,7 @@
 A graphed step spends more time in ~40 tiny elementwise kernels per layer (norms, rope, residuals, activation) and
 in a general attention kernel than in its int4 matmuls (scripts/bench_parts.py). Here:
   add_rmsnorm   x += delta; h = RMSNorm(x)·w                    (1 kernel instead of ~9)
+  embed_rmsnorm x = embed[ids]; h = RMSNorm(x)·w                (the embedding in the first norm's launch)
   rope_cache    rope(q), rope(k) -> cache, v -> cache, q folded  (1 instead of ~12)
   silu_mul      silu(gate)·up                                    (1 instead of 2)
   decode_attn   T query tokens, split-K over the cache           (2 instead of cuDNN's one long serial kernel)
@@ -84,15 +85,20 @@ if triton is not None:
         tl.extra.cuda.gdc_launch_dependents()
 
     @triton.jit
-    def _add_rmsnorm(X, D, W, XO, H, n, eps, HAS_D: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr):
+    def _add_rmsnorm(
+        X, D, W, XO, H, IDS, n, eps, HAS_D: tl.constexpr, GATHER: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr
+    ):
+        """GATHER: row t's x is row IDS[t] of X (an embedding), stored into XO."""
         if PDL:
             _pdl_enter()
         row = tl.program_id(0)
         offs = tl.arange(0, BLOCK)
         m = offs < n
-        x = tl.load(X + row * n + offs, mask=m, other=0.0)
+        src = tl.load(IDS + row).to(tl.int64) if GATHER else row
+        x = tl.load(X + src * n + offs, mask=m, other=0.0)
         if HAS_D:
             x = (x.to(tl.float32) + tl.load(D + row * n + offs, mask=m, other=0.0).to(tl.float32)).to(x.dtype)
+        if HAS_D or GATHER:
             tl.store(XO + row * n + offs, x, mask=m)
         xf = x.to(tl.float32)
         rstd = 1.0 / tl.sqrt(tl.sum(xf * xf, 0) / n + eps)
@@ -350,20 +356,37 @@ def add_rmsnorm(x: torch.Tensor, delta: torch.Tensor | None, w: torch.Tensor, ep
     t, n = x.shape
     h = torch.empty_like(x)
     xo = torch.empty_like(x) if delta is not None else x
+    _norm_launch(x, delta, w, xo, h, None, t, eps)
+    return xo, h
+
+
+def embed_rmsnorm(ids: torch.Tensor, embed: torch.Tensor, w: torch.Tensor, eps: float):
+    """(x, RMSNorm(x)·w) for x = embed[ids] [T, D]: the embedding and the first norm in one launch, each the bits
+    of F.embedding and add_rmsnorm (Triton, CUDA)."""
+    t, n = ids.shape[0], embed.shape[1]
+    x = torch.empty(t, n, dtype=embed.dtype, device=embed.device)
+    h = torch.empty_like(x)
+    _norm_launch(embed, None, w, x, h, ids, t, eps)
+    return x, h
+
+
+def _norm_launch(x, delta, w, xo, h, ids, t: int, eps: float) -> None:
+    n = xo.shape[1]
     _add_rmsnorm[(t,)](
         x,
         delta if delta is not None else x,
         w,
         xo,
         h,
+        ids if ids is not None else x,
         n,
         eps,
         HAS_D=delta is not None,
+        GATHER=ids is not None,
         BLOCK=triton.next_power_of_2(n),
         **_launch_pdl(x),
         num_warps=NORM_WARPS if n >= 2048 else 4,
     )
-    return xo, h
 
 
 def rope_cache(qkv, cos, sin, pos, kc, vc, n_heads: int, n_kv: int, hd: int, fused: bool) -> torch.Tensor:

@@ -59,7 +59,7 @@ if triton is not None:
     def _penalized(L, SEEN, TOK, PRM, offs, m, t):
         """Row t's logits at offs with the repetition penalty over `seen` plus TOK[1..t]: a verify row's sampler
         has seen the drafts before it (it only counts if the rows before it chose them)."""
-        lg = tl.load(L + offs, mask=m, other=0.0)
+        lg = tl.load(L + offs, mask=m, other=0.0).to(tl.float32)  # fp32, bf16 or fp16 logits: the same scores
         seen = tl.load(SEEN + offs, mask=m, other=0).to(tl.int1)
         for i in range(1, t + 1):
             seen = seen | (offs == tl.load(TOK + i))
@@ -157,6 +157,7 @@ if triton is not None:
         IW,
         SYNC,
         HOST,
+        POS,
         V,
         ROW0,
         NCTA: tl.constexpr,
@@ -165,6 +166,7 @@ if triton is not None:
         SLOTS: tl.constexpr,
         UPDATE: tl.constexpr,
         HOSTS: tl.constexpr,
+        BUMP: tl.constexpr,
     ):
         """Row program_id(1)'s choice over its ids [program_id(0)·BLOCK, +BLOCK), NCTA programs a row meeting at
         barriers, each round's partial results in its own slot of F / I: see the module's docstring."""
@@ -262,6 +264,8 @@ if triton is not None:
                 tl.store(RNG + 1, step.to(tl.int64) + 1)
                 if HOSTS > 0:  # also into pinned host memory, slot step % HOSTS: the host reads it with no copy
                     tl.store(HOST + step % HOSTS, w.to(tl.int64))
+                if BUMP:  # the decode step's position, advanced here rather than by a launch of its own
+                    tl.store(POS, tl.load(POS) + 1)
         if tl.atomic_add(CNT + 1, 1, sem="acq_rel", scope="gpu") == NCTA - 1:  # every program is past every barrier
             tl.atomic_xchg(CNT, 0, sem="relaxed", scope="gpu")
             tl.atomic_xchg(CNT + 1, 0, sem="relaxed", scope="gpu")
@@ -280,7 +284,7 @@ class Work:
         self.i = torch.zeros(ROWS * SLOTS * 18 * self.np, dtype=torch.int64, device=device)
         self.sync = torch.zeros(2 * ROWS, dtype=torch.int32, device=device)
 
-    def launch(self, logits, seen, tokens, params, rng, out, rows: int, update: bool, host=None) -> None:
+    def launch(self, logits, seen, tokens, params, rng, out, rows: int, update: bool, host=None, pos=None) -> None:
         """Rows [0, rows) of logits; all rows in one grid where its programs fit on the SMs at once (a barrier
         needs every program of its row resident), else a launch a row: the same programs either way."""
         per = rows if self.ctas * rows <= self.sms else 1
@@ -296,6 +300,7 @@ class Work:
                 self.i,
                 self.sync,
                 out if host is None else host,
+                out if pos is None else pos,
                 self.vocab,
                 row0,
                 NCTA=self.ctas,
@@ -304,6 +309,7 @@ class Work:
                 SLOTS=SLOTS,
                 UPDATE=update,
                 HOSTS=0 if host is None else host.numel(),
+                BUMP=pos is not None,
                 num_warps=WARPS,
             )
 
@@ -347,12 +353,14 @@ def sample(
     out: torch.Tensor,
     work: Work,
     host: torch.Tensor | None = None,
+    pos: torch.Tensor | None = None,
 ) -> None:
-    """Sampler's step for logits fp32 [1, V]: the token into out [1], `seen` and `rng` updated; one launch. With
-    `host` (pinned int64 [H]) the token also goes to host[step % H], step = rng[1] before the call: a decode loop
-    reads it once the step's event has passed, without a device-to-host copy after every step (~10 µs a token on
-    the H200, BENCHMARKS.md)."""
-    work.launch(logits, seen, out, params, rng, out, 1, True, host)
+    """Sampler's step for logits [1, V] (fp32, or bf16 / fp16 read as fp32): the token into out [1], `seen` and
+    `rng` updated; one launch. With `host` (pinned int64 [H]) the token also goes to host[step % H], step = rng[1]
+    before the call: a decode loop reads it once the step's event has passed, without a device-to-host copy after
+    every step (~10 µs a token on the H200, BENCHMARKS.md). With `pos` (int64 [1], the step's position) it is
+    advanced by one in the same launch."""
+    work.launch(logits, seen, out, params, rng, out, 1, True, host, pos)
 
 
 def sample_rows(

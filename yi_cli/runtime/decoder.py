@@ -156,9 +156,8 @@ class FastDecoder:
 
     def _graph_step(self, length: int) -> torch.Tensor:
         """The captured step: feed self.tok at self.pos, attend to `length` slots, sample into self.tok."""
-        logits = self.model.decode_step(self.tok, self.pos, length)
-        self.sampler.step(logits, self.tok)
-        self.pos.add_(1)
+        logits = self.model.decode_step(self.tok, self.pos, length, fp32=not self.sampler.fused)
+        self.sampler.step(logits, self.tok, self.pos)  # the sampler's kernel reads them as they come
         return logits
 
     @torch.inference_mode()

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..kernels import gemv, glue
-from ..kernels.glue import add_rmsnorm, rope_cache, silu_mul
+from ..kernels.glue import add_rmsnorm, embed_rmsnorm, rope_cache, silu_mul
 from . import causal, kvcache, projections
 from .hf import trim_heap
 
@@ -198,13 +198,15 @@ class FastLlama:
         pos = self.arange[start:length]
         return self._forward(tokens, pos, length, None, t >= self.dense_min if dense is None else dense, not all_logits)
 
-    def decode_step(self, tok: torch.Tensor, pos: torch.Tensor, length: int) -> torch.Tensor:
+    def decode_step(self, tok: torch.Tensor, pos: torch.Tensor, length: int, fp32: bool = True) -> torch.Tensor:
         """One token tok [1] at position pos [1] (device tensors, so the step can be graphed), attending to cache
-        slots [0, length); with padded steps length may exceed pos + 1 (a graph bucket). fp32 logits [1, V]."""
+        slots [0, length); with padded steps length may exceed pos + 1 (a graph bucket). Logits [1, V], fp32 (not
+        fp32: in the model's dtype where the lm_head's GEMV computes them, saving the copy a sampler that reads
+        them as they are does not need)."""
         mask = None
         if self.padded and not self.fused:  # the fused decode attention masks by pos itself
             mask = (self.arange[:length] <= pos).unsqueeze(0).repeat(self.n_heads // self.n_kv, 1)
-        return self._forward(tok, pos, length, mask, False, True)
+        return self._forward(tok, pos, length, mask, False, True, fp32=fp32)
 
     def verify(self, tokens: torch.Tensor, pos: torch.Tensor, length: int, logits: bool = False) -> torch.Tensor:
         """The speculative verify step: tokens [T] at consecutive positions pos [T] (device tensors, graphable),
@@ -241,11 +243,20 @@ class FastLlama:
         return torch.stack(outs, 3).view(1, self.n_kv, g * t, self.hd)
 
     def _forward(
-        self, tokens, pos, length: int, mask, dense: bool, last: bool, rows: bool = False, head: bool = True
+        self,
+        tokens,
+        pos,
+        length: int,
+        mask,
+        dense: bool,
+        last: bool,
+        rows: bool = False,
+        head: bool = True,
+        fp32: bool = True,
     ) -> torch.Tensor:
         t = tokens.shape[0]
         fused, decode = self.fused, self.fused and t == 1
-        x = F.embedding(tokens, self.embed)  # [T, D]
+        x = None if fused else F.embedding(tokens, self.embed)  # [T, D]; fused: in the first norm's launch
         cos, sin = (self.cos, self.sin) if fused else (self.cos[pos].unsqueeze(1), self.sin[pos].unsqueeze(1))
 
         def mm(lin, v):
@@ -257,7 +268,9 @@ class FastLlama:
         delta = None  # the residual branch not yet added to x: the add is fused into the next norm
         norm = None  # chain: h is x·w of the next RMSNorm, and this its (partial sums of squares of x, eps)
         for i, (layer, kc, vc) in enumerate(zip(self.layers, self.k_cache, self.v_cache, strict=False)):
-            if norm is None:
+            if x is None:
+                x, h = embed_rmsnorm(tokens, self.embed, layer.ln1, self.eps)
+            elif norm is None:
                 x, h = add_rmsnorm(x, delta, layer.ln1, self.eps, fused)
             if chain:
                 rope = (cos, sin, pos, kc, vc, self.n_heads, self.n_kv, self.hd)
@@ -281,7 +294,8 @@ class FastLlama:
                 elif head and self.head_gemv:  # the final norm inside the lm_head's GEMV
                     h, part = layer.down.residual_mm(a, x, self.norm)
                     logits = self.head_proj.mm(h, norm=(part, self.eps))
-                    return (logits[-1:] if last else logits).float()
+                    logits = logits[-1:] if last else logits
+                    return logits.float() if fp32 else logits
                 else:  # the final norm: add_rmsnorm below
                     delta = layer.down.mm(a)
                 continue

@@ -58,13 +58,18 @@ class Sampler:
         u = (_mix((_mix(ids ^ key) + key) & _M32) >> 8).float().add_(0.5).mul_(2.0**-24)  # (0, 1)
         return -torch.log(-torch.log(u))
 
-    def step(self, logits: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """The graphed choice: logits fp32 [1, V] -> the next token written into `out` [1], no host sync. On CUDA
-        with Triton it runs as nucleus.sample's one launch; else the torch ops of `_choose` over a full sort."""
+    def step(self, logits: torch.Tensor, out: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
+        """The graphed choice: logits [1, V] -> the next token written into `out` [1], no host sync; `pos` (the
+        step's position [1]), if given, advanced by one. On CUDA with Triton it runs as nucleus.sample's one launch
+        (logits fp32 or in the model's dtype, the position advanced in it); else the torch ops of `_choose` over a
+        full sort (fp32 logits)."""
         if self.fused:
-            nucleus.sample(logits, self.seen, self.params, self.rng, out, self.work(), self.host)
+            nucleus.sample(logits, self.seen, self.params, self.rng, out, self.work(), self.host, pos)
             return out
-        return out.copy_(self._choose(logits, greedy=False, eager=False))
+        out.copy_(self._choose(logits, greedy=False, eager=False))
+        if pos is not None:
+            pos.add_(1)
+        return out
 
     def step_rows(self, logits: torch.Tensor, tokens: torch.Tensor, out: torch.Tensor, greedy: bool) -> None:
         """The graphed choice for a speculative verify (nucleus kernels, CUDA): logits [T, V] of the rows fed
