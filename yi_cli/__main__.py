@@ -1,3 +1,3 @@
-from .ui.cli import entry
+from .launch import entry
 
 entry()

@@ -205,6 +205,8 @@ def _catch_leave() -> None:
     for signum in LEAVE:  # one ignored at start stays ignored: SIGHUP under nohup, SIGQUIT after `trap '' QUIT`
         if signal.getsignal(signum) is not signal.SIG_IGN:
             signal.signal(signum, _leave)
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # Python's, or launch's before the CLI's imports
+        signal.signal(signal.SIGINT, _interrupt)
 
 
 def _check_hf_endpoint() -> None:
@@ -262,6 +264,7 @@ LEAVE = {
 _LEAVING: list[int] = []  # the first such signal received
 _CHAT: list = []  # the Chat, once there is one
 _EARLY: list = []  # the KeyHold entry() took the terminal with, until the chat's renderer takes it over
+_DONE: list = []  # set once main() has ended: a signal then is recorded, not raised (nothing is left to cut)
 
 
 def _leave(signum, frame):
@@ -280,7 +283,14 @@ def _leave(signum, frame):
     terminal.let_go()
     for chat in _CHAT:
         chat.running, chat.terminated = False, True
-    raise KeyboardInterrupt
+    if not _DONE:
+        raise KeyboardInterrupt
+
+
+def _interrupt(signum, frame):
+    """SIGINT: Python's default (KeyboardInterrupt) until main() has ended."""
+    if not _DONE:
+        raise KeyboardInterrupt
 
 
 def _hung_up(fd: int) -> bool:
@@ -585,16 +595,22 @@ def entry() -> None:
     # that every way out (an error, --help, Ctrl-C, a signal) passes the finally that gives the echo back.
     _catch_leave()
     try:
-        if not (sys.argv[1:] and sys.argv[1] in SUBCOMMANDS):
-            _EARLY[:] = [k for k in [terminal.hold_early()] if k]
-        code = main()
-    except KeyboardInterrupt:  # a second signal while the first was being handled: still one exit code
-        code = LEAVE[_LEAVING[0]][0] if _LEAVING else EXIT_INTERRUPTED
-    finally:
-        _unhold_early()
-    for s in (signal.SIGINT, *LEAVE):  # leaving: a late signal must not turn the code into a kill (-2, -15) or a
-        signal.signal(s, signal.SIG_IGN)  # traceback (the handler's KeyboardInterrupt)
+        try:
+            if not (sys.argv[1:] and sys.argv[1] in SUBCOMMANDS):
+                _EARLY[:] = [k for k in [terminal.hold_early()] if k]
+            code = main()
+        except KeyboardInterrupt:  # a second signal while the first was being handled: still one exit code
+            code = _signal_code()
+        finally:
+            _DONE.append(True)  # from here a signal (its handler) raises nothing: main's code stands
+    except KeyboardInterrupt:  # one in the instant between main's end and the line above (soak_signals.py met it)
+        code = _signal_code()
+    _unhold_early()
     sys.exit(code)
+
+
+def _signal_code() -> int:
+    return LEAVE[_LEAVING[0]][0] if _LEAVING else EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

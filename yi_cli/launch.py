@@ -1,0 +1,35 @@
+"""The `yi-chat` command's first module (and `python -m yi_cli`'s): the signals that end yi-chat are caught before
+anything else is imported, then the CLI runs. Until the CLI's own handlers take over (~70 ms of imports on 2 cores),
+Ctrl-C printed a KeyboardInterrupt traceback and SIGQUIT dumped core; now any of them ends the start with the
+documented exit code and one line. Nothing is held yet: no terminal modes, no session."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+# the exit codes and words of ui.cli.LEAVE, and Ctrl-C's
+EARLY = {
+    signal.SIGINT: (130, "interrupted"),
+    signal.SIGTERM: (130, "terminated"),
+    signal.SIGHUP: (129, "hung up"),
+    signal.SIGQUIT: (131, "quit"),
+}
+
+
+def _early(signum, frame):
+    code, words = EARLY[signum]
+    try:
+        os.write(2, f"yi-chat: {words}\n".encode())
+    except OSError:  # a hung-up terminal
+        pass
+    os._exit(code)
+
+
+def entry() -> None:
+    for signum in EARLY:  # one ignored at start stays ignored (nohup, a background job of a script)
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, _early)
+    from .ui.cli import entry as run
+
+    run()
