@@ -144,6 +144,14 @@ def unhold():  # what entry() does after main() has ended; the signal lands ther
         os.kill(os.getpid(), sig)
     sys.stderr.write("unheld\n")
 
+class Late:
+    def __del__(self):  # run as the interpreter tears its modules down, past its own signal handling's end
+        os.kill(os.getpid(), sig)
+        sys.stderr.write("torn down\n")
+
+if when == "teardown":
+    late = Late()
+
 cli.main = main
 cli._unhold_early = unhold
 cli.entry()
@@ -152,16 +160,18 @@ cli.entry()
 
 @pytest.mark.parametrize("sig,code", [("SIGINT", 130), ("SIGTERM", 130), ("SIGHUP", 129), ("SIGQUIT", 131)])
 def test_a_signal_just_after_the_chat_ended_is_no_traceback(sig, code):
-    """soak_signals.py found it: a SIGHUP landing after main() had returned (the chat done and saved) raised its
-    handler's KeyboardInterrupt outside every try: a traceback and exit 1. Now main's own code stands. During main,
-    the signal's documented code as before."""
-    for when, want in (("after", 0), ("during", code)):
+    """soak_signals.py found them: a SIGHUP landing after main() had returned (the chat done and saved) raised its
+    handler's KeyboardInterrupt outside every try: a traceback and exit 1; and one landing as Python tore its
+    modules down (~0.3 s with torch), when it has put its handlers back to the default action, killed the process.
+    Now main's own code stands. During main, the signal's documented code as before."""
+    for when, want in (("after", 0), ("teardown", 0), ("during", code)):
         p = subprocess.run(
             [sys.executable, "-c", LATE_SIGNAL, when, sig], capture_output=True, timeout=120, env=os.environ
         )
         err = p.stderr.decode()
         assert p.returncode == want and "Traceback" not in err, (when, p.returncode, err)
         assert "unheld" in err  # the rest of the way out ran
+        assert ("torn down" in err) == (when == "teardown")  # the signal was sent there, and ignored
 
 
 DURING_IMPORTS = r"""
