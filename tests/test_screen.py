@@ -107,7 +107,7 @@ class Scripted:
 class Pane:
     """yi-chat alone in a tmux pane of its own tmux server (a private socket)."""
 
-    def __init__(self, args, *, home: Path, width: int, height: int):
+    def __init__(self, args, *, home: Path, width: int, height: int, argv=None):
         self.dir = tempfile.mkdtemp(prefix="yi-tmux-")  # short: a unix socket path has ~100 bytes
         self.sock = os.path.join(self.dir, "s")
         conf = os.path.join(self.dir, "conf")
@@ -134,10 +134,7 @@ class Pane:
             "-c",
             f'"$@"; echo $? > {self.status_file}',
             "sh",
-            sys.executable,
-            "-m",
-            "yi_cli",
-            *map(str, args),
+            *(argv or [sys.executable, "-m", "yi_cli", *map(str, args)]),  # argv: another program in the pane
         )
 
     def tmux(self, *args) -> str:
@@ -528,6 +525,29 @@ def test_a_long_question_comes_back_whole_from_the_scrollback(term, home):
     pane.keys("Enter")
     scroll = pane.wait(lambda s: "... lines" in s, "the second line after its continuation")
     pane.wait(lambda s: engine.prompts[-1:] == ["two\nlines"], "the two-line message sent")
+
+
+def test_the_status_line_of_a_long_prompt_leaves_nothing_in_a_narrow_terminal(home):
+    """The status line while a long prompt is read ("reading the prompt: N/M tokens (P%)", 42 columns and more),
+    written as the chat writes it, in a terminal narrower than it (a split pane): each update and the erase leave
+    no row behind. It wrapped, and the carriage return and EL that redraw it reach only the cursor's row: every
+    update left a stale row on the screen and in the scrollback."""
+    script = (
+        "from rich.console import Console\n"
+        "from yi_cli.ui.render import TerminalRenderer\n"
+        "r = TerminalRenderer(Console(), Console(stderr=True))\n"
+        "for done in range(0, 6356, 512):\n"
+        "    r.progress(f'reading the prompt: {done}/6356 tokens ({100 * done // 6356}%)')\n"
+        "r.progress(None)\n"
+        "print('read')\n"
+    )
+    pane = Pane([], home=home, width=30, height=10, argv=[sys.executable, "-c", script])
+    try:
+        assert pane.exit_status() == 0
+        shown = [ln for ln in content(pane.scrollback()) if not ln.startswith("Pane is dead")]  # remain-on-exit's
+        assert shown == ["read"]
+    finally:
+        pane.close()
 
 
 # 5. SIGTERM / SIGHUP / SIGQUIT mid-reply: recorded, autosaved, one line, exit 130 / 129 / 131 -------------------------

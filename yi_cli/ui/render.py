@@ -7,6 +7,7 @@ import json
 import re
 import sys
 
+from rich.cells import cell_len, set_cell_size
 from rich.console import Console
 from rich.style import Style
 from rich.text import Text as RichText
@@ -159,9 +160,15 @@ class Renderer:
 
     def progress(self, status: str | None) -> None:
         """A status line on a terminal's stderr while a long prompt is read (the engine's thread, before any reply
-        text); None erases it. Pipes get nothing."""
+        text); None erases it. Pipes get nothing. The line is cut to fit the terminal's width (short of its last
+        column): one that wrapped left its upper rows behind, on the screen and in the scrollback, at each update
+        and when erased (the carriage return and EL reach only the cursor's row)."""
         if self.err.is_terminal:
-            self.err.file.write("\r\x1b[2K" + (visible(status) if status else ""))
+            text = visible(status) if status else ""
+            room = max(self.err.size.width - 1, 0)
+            if cell_len(text) > room:
+                text = set_cell_size(text, room).rstrip()
+            self.err.file.write("\r\x1b[2K" + text)
             self.err.file.flush()
 
     def reply_start(self, prompt: str) -> None: ...
