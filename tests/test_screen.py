@@ -505,6 +505,56 @@ def test_keys_typed_during_a_reply_start_the_next_input(term, home):
     assert engine.prompts == [QUESTION, "next question"]
 
 
+def test_a_paste_of_several_lines_during_a_reply_stays_one_message(term, home):
+    """A paste while a reply streams (tmux's paste-buffer -p brackets it where the application asked for pasting
+    mode, as a terminal does): the next prompt gets it as one message of two lines, not sent. Before, prompt_toolkit
+    had turned the terminal's pasting mode off when its prompt ended, so the paste came as typed keys and its line
+    break as Enter: its first line went out as a message of its own."""
+    reply = markdown_reply(3)
+    engine = Scripted(reply, pause_at=reply.index("## Part 1"))
+    pane = term(engine, 80, 20)
+    ask(pane)
+    assert engine.paused.wait(DEADLINE)
+    pane.wait(lambda s: "## Part 0" in s, "the first part")
+    pane.tmux("set-buffer", "-b", "p", "pasted first line\npasted second line")
+    pane.tmux("paste-buffer", "-p", "-b", "p", "-t", "0")
+    engine.go.set()
+    want = [">>> pasted first line", "... pasted second line"]
+    scroll = pane.wait(lambda s: content(s)[-2:] == want, "the paste at the next prompt, not sent")
+    assert reply_on_screen(scroll, QUESTION, FOOTER) == lines_of(reply)
+    engine.reply = "Answered."
+    pane.keys("Enter")
+    pane.wait(footer_after("pasted first line"), "the reply to the pasted message")
+    assert engine.prompts == [QUESTION, "pasted first line\npasted second line"]
+
+
+def test_a_chat_ended_mid_reply_leaves_the_terminal_out_of_pasting_mode(home):
+    """Bracketed paste is held with the keys while a reply streams: a chat ended there (SIGTERM) turns it off on its
+    way out, or the shell after it would get every paste wrapped in ESC [200~ ... ESC [201~ (`cat` here echoes
+    them as ^[[200~)."""
+    reply = markdown_reply(3)
+    engine = Scripted(reply, pause_at=reply.index("## Part 1"))
+    with OpenAIServer(engine, model="scripted") as srv:
+        chat = f"{sys.executable} -m yi_cli --endpoint {srv.url} --model scripted --max-new-tokens 100000"
+        pane = Pane([], home=home, width=80, height=20, argv=["sh", "-c", f"{chat}; echo after yi-chat; exec cat"])
+        try:
+            pane.prompt()
+            ask(pane)
+            assert engine.paused.wait(DEADLINE)
+            pane.wait(lambda s: "## Part 0" in s, "the reply up to the pause")
+            sh = pane.pid()  # the sh running the chat, then cat
+            with open(f"/proc/{sh}/task/{sh}/children") as f:
+                (chat_pid,) = f.read().split()
+            os.kill(int(chat_pid), signal.SIGTERM)
+            pane.wait(lambda s: "after yi-chat" in s, "the chat's end")
+            pane.tmux("set-buffer", "-b", "p", "pasted after\n")
+            pane.tmux("paste-buffer", "-p", "-b", "p", "-t", "0")
+            scroll = pane.wait(lambda s: s.count("pasted after") == 2, "cat's echo of the paste and its copy of it")
+            assert "[200~" not in scroll and "[201~" not in scroll
+        finally:
+            pane.close()
+
+
 def test_a_long_question_comes_back_whole_from_the_scrollback(term, home):
     """A question longer than the width wraps on screen (prompt_toolkit breaks the lines itself); the wrapped
     parts had '... ' before them (the multi-line continuation), so a URL copied from the scrollback came back with

@@ -4,6 +4,8 @@ The keys stay in the terminal's input queue, untouched; the next prompt (prompt_
 were typed there, so a question typed during a reply starts the next input and is never drawn into the reply.
 The REPL pins the hold from before each prompt until its line has been handled: prompt_toolkit then returns the
 terminal to the held mode it found, so keys typed right after Enter (before a reply starts) are not echoed either.
+The terminal's bracketed-paste mode is held with the keys: a paste during a reply then reaches the next prompt as a
+paste (its line breaks new lines of one message), where as typed keys its first line break was Enter.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import threading
 
 from .. import clock
 
+PASTE_ON, PASTE_OFF = b"\x1b[?2004h", b"\x1b[?2004l"  # the terminal's bracketed-paste mode (xterm's, all of them)
+
 
 class KeyHold:
     def __init__(self, fd: int):
@@ -24,10 +28,13 @@ class KeyHold:
         self.pinned = False  # held until unpin: a reply's end does not give the echo back
         self._old_tstp = None  # SIGTSTP's handler before the hold took it
         self.pid = os.getpid()
+        self.paste = os.environ.get("TERM", "") != "dumb"  # bracketed paste held too (as prompt_toolkit asks it)
 
     def hold(self) -> None:
-        """Echo and line editing off; Ctrl-C still raises SIGINT. TCSANOW: the queued keys are kept."""
+        """Echo and line editing off, bracketed paste on; Ctrl-C still raises SIGINT. TCSANOW: the queued keys
+        are kept. Held already: bracketed paste on again (a prompt that ended has turned it off)."""
         if self.saved is not None:
+            self._paste(True)
             return
         try:
             attrs = termios.tcgetattr(self.fd)
@@ -42,7 +49,17 @@ class KeyHold:
         held[6][termios.VMIN], held[6][termios.VTIME] = 1, 0
         termios.tcsetattr(self.fd, termios.TCSANOW, held)
         self.held = held
+        self._paste(True)
         self._catch_stop(True)
+
+    def _paste(self, on: bool) -> None:
+        """The terminal's bracketed-paste mode, written to it through the held descriptor (a terminal's is open for
+        both ways; where it is not, pasting stays as the terminal has it)."""
+        if self.paste:
+            try:
+                os.write(self.fd, PASTE_ON if on else PASTE_OFF)
+            except OSError:
+                pass
 
     def _catch_stop(self, on: bool) -> None:
         """While held, Ctrl-Z (SIGTSTP) gives the shell the terminal as it was before stopping, and `fg` holds it
@@ -63,9 +80,11 @@ class KeyHold:
         mine = os.getpid() == self.pid  # a forked child (a compile worker) inherits the handler: it only stops
         if mine and self.saved is not None and self._foreground():
             self._set(self.saved)
+            self._paste(False)
         clock.suspend(self._on_stop)  # stopped here until SIGCONT (fg / bg); the reply's timing leaves it out
         if mine and self.saved is not None and self._foreground():  # back in the foreground: held again
             self._set(self.held)
+            self._paste(True)
 
     def discard(self) -> None:
         """Drop the keys typed ahead (the chat ends by Ctrl-C: there is no next prompt for them, and the shell
@@ -92,6 +111,7 @@ class KeyHold:
         if not self._foreground():  # stopped (Ctrl-Z), then ended in the background: the shell has the terminal
             return  # and its own modes; a write would stop us again (SIGTTOU)
         self._set(attrs)
+        self._paste(False)
 
     def _set(self, attrs) -> None:
         try:

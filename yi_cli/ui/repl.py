@@ -306,6 +306,7 @@ def run(chat, prompt_text: str = ">>> ") -> int:
                 continue
             except EOFError:  # Ctrl-D
                 break
+            chat.render.pin_keys(True)  # the prompt turned bracketed paste off: a paste during the reply stays one
             try:
                 chat.handle(line)
             except KeyboardInterrupt:  # a third Ctrl-C during a reply, or one between replies: back to the prompt
