@@ -224,8 +224,8 @@ def test_empty_stdin(tiny_dir, home, stdin):
     assert p.stdout == b""
     if not stdin:
         assert err_lines(p) == ["stdin is empty: nothing to do"]
-    else:
-        assert err_lines(p) == []
+    else:  # silent before, while an empty stdin said why nothing happened
+        assert err_lines(p) == ["stdin has only blank lines: nothing to do"]
 
 
 def test_prompt_longer_than_the_context(tiny, home):

@@ -480,7 +480,7 @@ def check_model_name(model: str) -> None:
 def run_pipe(chat) -> int:
     """Each non-empty stdin line is one user turn (or command) of one session; bad lines are skipped loudly."""
     stdin = sys.stdin.buffer
-    n = 0
+    n = asked = 0
     for n, raw in enumerate(stdin, 1):
         try:
             line = raw.decode("utf-8").rstrip("\r\n")
@@ -492,10 +492,15 @@ def run_pipe(chat) -> int:
             chat.failures += 1
             chat.render.error(f"stdin line {n} contains a NUL byte; skipped")
             continue
-        if line.strip() and (not chat.handle(line) or chat.ctrl_c):
+        if not line.strip():
+            continue
+        asked += 1
+        if not chat.handle(line) or chat.ctrl_c:
             break
     if n == 0:
         chat.render.notice("stdin is empty: nothing to do")
+    elif not asked and not chat.failures:  # as quiet as an empty one was not: the same word for it
+        chat.render.notice("stdin has only blank lines: nothing to do")
     return 130 if chat.ctrl_c else 1 if chat.failures else 0
 
 
