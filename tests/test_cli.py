@@ -127,6 +127,13 @@ def test_both_quantized_demos_answer_paris(model, demo_dir):
     assert (quant.get("quant_method"), quant.get("bits")) == (("awq", 4) if model == "demo" else ("gptq", 8))
 
 
+def as_a_shell_starts_a_command() -> None:
+    """In the child: the four signals at their default action, whatever this run inherited (a CI job started in the
+    background of a non-interactive shell has SIGINT and SIGQUIT ignored, and yi-chat leaves an ignored one so)."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 LATE_SIGNAL = r"""
 import os, signal, sys
 from yi_cli.ui import cli
@@ -166,7 +173,11 @@ def test_a_signal_just_after_the_chat_ended_is_no_traceback(sig, code):
     Now main's own code stands. During main, the signal's documented code as before."""
     for when, want in (("after", 0), ("teardown", 0), ("during", code)):
         p = subprocess.run(
-            [sys.executable, "-c", LATE_SIGNAL, when, sig], capture_output=True, timeout=120, env=os.environ
+            [sys.executable, "-c", LATE_SIGNAL, when, sig],
+            capture_output=True,
+            timeout=120,
+            env=os.environ,
+            preexec_fn=as_a_shell_starts_a_command,
         )
         err = p.stderr.decode()
         assert p.returncode == want and "Traceback" not in err, (when, p.returncode, err)
@@ -202,6 +213,6 @@ def test_a_signal_during_the_first_imports_is_one_line(sig, code, words):
         capture_output=True,
         timeout=120,
         env=os.environ,
-        preexec_fn=lambda: [signal.signal(s, signal.SIG_DFL) for s in (signal.SIGINT, signal.SIGQUIT)],
+        preexec_fn=as_a_shell_starts_a_command,
     )
     one_line_error(p, code, f"yi-chat: {words}")
