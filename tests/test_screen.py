@@ -487,13 +487,19 @@ def test_the_way_back_up_counts_the_rows_as_the_terminal_rewrapped_them():
 # 4. keys typed during a reply -----------------------------------------------------------------------------------------
 
 
-def test_keys_typed_during_a_reply_start_the_next_input(term, home):
+def paused_mid_reply(term) -> tuple[Pane, Scripted, str]:
+    """A pane whose reply (three parts of markdown) has streamed its first part and pauses there."""
     reply = markdown_reply(3)
     engine = Scripted(reply, pause_at=reply.index("## Part 1"))
     pane = term(engine, 80, 20)
     ask(pane)
     assert engine.paused.wait(DEADLINE)
     pane.wait(lambda s: "## Part 0" in s, "the first part")
+    return pane, engine, reply
+
+
+def test_keys_typed_during_a_reply_start_the_next_input(term, home):
+    pane, engine, reply = paused_mid_reply(term)
     pane.type("next question")  # while the reply streams: no echo into it
     engine.go.set()
     scroll = pane.wait(lambda s: content(s)[-1:] == [">>> next question"], "the typed keys at the next prompt")
@@ -510,12 +516,7 @@ def test_a_paste_of_several_lines_during_a_reply_stays_one_message(term, home):
     mode, as a terminal does): the next prompt gets it as one message of two lines, not sent. Before, prompt_toolkit
     had turned the terminal's pasting mode off when its prompt ended, so the paste came as typed keys and its line
     break as Enter: its first line went out as a message of its own."""
-    reply = markdown_reply(3)
-    engine = Scripted(reply, pause_at=reply.index("## Part 1"))
-    pane = term(engine, 80, 20)
-    ask(pane)
-    assert engine.paused.wait(DEADLINE)
-    pane.wait(lambda s: "## Part 0" in s, "the first part")
+    pane, engine, reply = paused_mid_reply(term)
     pane.tmux("set-buffer", "-b", "p", "pasted first line\npasted second line")
     pane.tmux("paste-buffer", "-p", "-b", "p", "-t", "0")
     engine.go.set()
