@@ -54,8 +54,9 @@ class KeyHold:
 
     def _paste(self, on: bool) -> None:
         """The terminal's bracketed-paste mode, written to it through the held descriptor (a terminal's is open for
-        both ways; where it is not, pasting stays as the terminal has it)."""
-        if self.paste:
+        both ways; where it is not, pasting stays as the terminal has it). Not from the background (Ctrl-Z, `bg`):
+        the shell has the terminal, and under `stty tostop` the write would stop us."""
+        if self.paste and self._foreground():
             try:
                 os.write(self.fd, PASTE_ON if on else PASTE_OFF)
             except OSError:
