@@ -1,5 +1,7 @@
 """The one error type for user-facing failures; cli.py prints it as a single line."""
 
+import signal
+
 EXIT_OK = 0
 EXIT_CHAT = 1
 EXIT_USAGE = 2
@@ -7,6 +9,15 @@ EXIT_LOAD = 3
 EXIT_HANGUP = 129  # SIGHUP, 128 + 1 as shells report it
 EXIT_INTERRUPTED = 130
 EXIT_QUIT = 131  # SIGQUIT (Ctrl-\ during a reply, kill -QUIT), 128 + 3
+
+# The signals that end a run (Ctrl-C: a reply, or a piped or one-shot run), each with its exit code and the word of
+# the one line on stderr: the one list the CLI's handlers, the chat's, the autosave's and the compile children's use.
+ENDING = {
+    signal.SIGINT: (EXIT_INTERRUPTED, "interrupted"),
+    signal.SIGTERM: (EXIT_INTERRUPTED, "terminated"),
+    signal.SIGHUP: (EXIT_HANGUP, "hung up"),
+    signal.SIGQUIT: (EXIT_QUIT, "quit"),
+}
 
 
 def shown(text: str, limit: int = 60) -> str:

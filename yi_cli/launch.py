@@ -8,17 +8,11 @@ from __future__ import annotations
 import os
 import signal
 
-# the exit codes and words of ui.cli.LEAVE, and Ctrl-C's
-EARLY = {
-    signal.SIGINT: (130, "interrupted"),
-    signal.SIGTERM: (130, "terminated"),
-    signal.SIGHUP: (129, "hung up"),
-    signal.SIGQUIT: (131, "quit"),
-}
+from .errors import ENDING
 
 
 def _early(signum, frame):
-    code, words = EARLY[signum]
+    code, words = ENDING[signum]
     try:
         os.write(2, f"yi-chat: {words}\n".encode())
     except OSError:  # a hung-up terminal
@@ -27,7 +21,7 @@ def _early(signum, frame):
 
 
 def entry() -> None:
-    for signum in EARLY:  # one ignored at start stays ignored (nohup, a background job of a script)
+    for signum in ENDING:  # one ignored at start stays ignored (nohup, a background job of a script)
         if signal.getsignal(signum) is not signal.SIG_IGN:
             signal.signal(signum, _early)
     from .ui.cli import entry as run

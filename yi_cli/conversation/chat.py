@@ -18,7 +18,7 @@ from .. import clock
 from ..engines.events import FINISH_ERROR, FINISH_INTERRUPTED, Finish, Stats, Text
 from ..engines.settings import GenSettings
 from ..engines.template import Prompt
-from ..errors import ReplyCut, YiError, failure, first_line
+from ..errors import ENDING, ReplyCut, YiError, failure, first_line
 from . import attach, commands, context, meter
 from .session import ChatSession
 
@@ -357,7 +357,7 @@ def _timed_stops():
         signal.signal(tstp, signal.SIG_DFL)
 
 
-_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT") if hasattr(signal, n))
+_SIGNALS = tuple(ENDING)
 
 
 @contextmanager

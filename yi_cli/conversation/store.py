@@ -27,7 +27,7 @@ from pathlib import Path
 
 from .. import durable, inputs
 from ..engines.settings import GenSettings
-from ..errors import YiError, shown
+from ..errors import ENDING, YiError, shown
 from ..paths import data_dir, private_dir
 from . import attach
 from .session import ChatSession
@@ -186,7 +186,7 @@ def _unlink(path: Path) -> None:
         pass
 
 
-HELD = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT") if hasattr(signal, n))
+HELD = tuple(ENDING)
 
 
 @contextmanager

@@ -32,6 +32,8 @@ import time
 import warnings
 from contextlib import contextmanager
 
+from ..errors import ENDING
+
 try:
     from triton import knobs
     from triton.compiler import ASTSource, make_backend
@@ -289,7 +291,7 @@ class Children:
         return self.forked
 
 
-QUIT_SIGNALS = {getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT") if hasattr(signal, n)}
+QUIT_SIGNALS = set(ENDING)
 
 
 def _reaped(pid: int, flags: int) -> bool:

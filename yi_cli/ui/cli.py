@@ -10,7 +10,7 @@ import sys
 
 from .. import __version__, terminal
 from ..engines.remote_limits import MAX_SECONDS
-from ..errors import EXIT_HANGUP, EXIT_INTERRUPTED, EXIT_QUIT, UsageError, YiError
+from ..errors import ENDING, UsageError, YiError
 from .config import device_arg, tokens_arg
 
 EPILOG = """examples:
@@ -192,8 +192,9 @@ def main(argv=None) -> int:
         _err(str(e))
         return e.exit_code
     except KeyboardInterrupt:
-        _err(LEAVE[_LEAVING[0]][1] if _LEAVING else "interrupted")
-        return LEAVE[_LEAVING[0]][0] if _LEAVING else EXIT_INTERRUPTED
+        code, what = _leaving()
+        _err(what)
+        return code
     except BrokenPipeError:
         # The reader closed stdout (| head): nothing more to say. Point stdout at devnull so the
         # interpreter's final flush does not raise again.
@@ -253,14 +254,10 @@ def subcommand(argv: list[str]):
     return module.main
 
 
-# Signals that end yi-chat: exit code, and what the one line on stderr says. SIGQUIT (Ctrl-\ while a reply streams,
-# the terminal then keeping its signal keys; kill -QUIT) ends it as SIGTERM does: left to Python's default it dumped
-# core, with the terminal's echo off and the reply in flight lost.
-LEAVE = {
-    signal.SIGTERM: (EXIT_INTERRUPTED, "terminated"),
-    signal.SIGHUP: (EXIT_HANGUP, "hung up"),
-    signal.SIGQUIT: (EXIT_QUIT, "quit"),
-}
+# Signals that end yi-chat (errors.ENDING less Ctrl-C): exit code, and what the one line on stderr says. SIGQUIT
+# (Ctrl-\ while a reply streams, the terminal then keeping its signal keys; kill -QUIT) ends it as SIGTERM does: left
+# to Python's default it dumped core, with the terminal's echo off and the reply in flight lost.
+LEAVE = {s: v for s, v in ENDING.items() if s != signal.SIGINT}
 _LEAVING: list[int] = []  # the first such signal received
 _CHAT: list = []  # the Chat, once there is one
 _EARLY: list = []  # the KeyHold entry() took the terminal with, until the chat's renderer takes it over
@@ -605,22 +602,23 @@ def entry() -> None:
                 _EARLY[:] = [k for k in [terminal.hold_early()] if k]
             code = main()
         except KeyboardInterrupt:  # a second signal while the first was being handled: still one exit code
-            code = _signal_code()
+            code = _leaving()[0]
         finally:
             _DONE.append(True)  # from here a signal (its handler) raises nothing: main's code stands
     except KeyboardInterrupt:  # one in the instant between main's end and the line above (soak_signals.py met it)
-        code = _signal_code()
+        code = _leaving()[0]
     _unhold_early()
     # Ignored from here: Python's finalization puts a Python-level handler back to the default action before it
     # tears the modules down (~0.3 s with torch loaded), where a signal then killed yi-chat (-15, -1; SIGQUIT a core)
     # after its chat had ended and saved; an ignored one it leaves ignored.
-    for s in (signal.SIGINT, *LEAVE):
+    for s in ENDING:
         signal.signal(s, signal.SIG_IGN)
     sys.exit(code)
 
 
-def _signal_code() -> int:
-    return LEAVE[_LEAVING[0]][0] if _LEAVING else EXIT_INTERRUPTED
+def _leaving() -> tuple[int, str]:
+    """(exit code, word) of the first signal that ended the run, or Ctrl-C's."""
+    return ENDING[_LEAVING[0] if _LEAVING else signal.SIGINT]
 
 
 if __name__ == "__main__":
