@@ -228,6 +228,16 @@ def test_empty_stdin(tiny_dir, home, stdin):
         assert err_lines(p) == ["stdin has only blank lines: nothing to do"]
 
 
+def test_a_one_shot_prompt_longer_than_the_context_names_flags_not_commands(tiny, home):
+    """`--context 10 -p hi` said to /clear, which a one-shot run has not (a run-through)."""
+    set_config(tiny, max_position_embeddings=128)
+    p = yi("--model", tiny, "-p", "word " * 400, home=home)
+    assert p.returncode == 1
+    assert err_lines(p) == [err_lines(p)[0]] and err_lines(p)[0].startswith("error: the prompt is "), p.stderr
+    assert err_lines(p)[0].endswith("; shorten it, or give more --context or a lower --max-new-tokens"), p.stderr
+    assert "/clear" not in p.stderr.decode()
+
+
 def test_prompt_longer_than_the_context(tiny, home):
     set_config(tiny, max_position_embeddings=128)
     long = "word " * 400
@@ -248,6 +258,7 @@ def test_prompt_longer_than_the_context(tiny, home):
     lines = err_lines(p)
     assert len(lines) == 1, err  # one line, however narrow rich thinks a pipe is
     assert lines[0].startswith("error: the prompt is ") and "fit in the context" in lines[0], lines
+    assert lines[0].endswith("; shorten it, /clear, or lower max_new_tokens"), lines  # a session has /clear
     objs = json_out(p)
     assert [o["prompt"] for o in objs if "prompt" in o] == ["hi", "again"]  # the session went on
     hist = [o for o in objs if o.get("command") == "history"][0]["output"]

@@ -592,16 +592,41 @@ def test_piped_tables_carry_no_trailing_spaces(server, home):
     assert len({r.index(w) for r, w in zip(rows, ("text", "what", "echo"), strict=True)}) == 1  # one text column
 
 
+@pytest.mark.parametrize("json_lines", [False, True])
+def test_piped_history_keeps_each_turn_whole_on_its_line(server, home, json_lines):
+    """Piped (and --json) `/history` folded a turn's text at 80 (100) columns, the table's width in a pipe: a long
+    message came out in pieces on continuation lines. The table is as wide as its rows there."""
+    words = " ".join(f"word{i}" for i in range(40))  # 309 characters
+    p = yi("--endpoint", server.url, *(["--json"] if json_lines else []), stdin=f"{words}\n/history\n", home=home)
+    assert p.returncode == 0, p.stderr.decode()
+    out = p.stdout.decode()
+    if json_lines:
+        out = [json.loads(ln) for ln in out.splitlines()][-1]["output"]
+    else:
+        reply, out = out.split("\n\n", 1)  # the reply, its blank line, then the table
+        assert reply == "echo: " + words
+    rows = [ln for ln in out.splitlines() if ln.lstrip().startswith(("1 ", "2 "))]
+    assert len(rows) == 2 and rows[0].endswith(words) and rows[1].endswith("echo: " + words)
+    assert len(out.splitlines()) == 3  # the header and the two rows: no continuation lines
+
+
 def test_a_json_chat_in_a_terminal_keeps_its_banner_out_of_the_json(server, home, tmp_path):
+    """`yi-chat --json > lines.jsonl` at a terminal: the JSON lines go to the file, and the chat (its replies and the
+    commands' output) to the screen, as without --json; the screen showed no reply at all before (a run-through)."""
     out = tmp_path / "lines.jsonl"
     child = spawn_redirected("--endpoint", server.url, "--json", home=home, cwd=tmp_path, out=out)
     child.sendline("hi")
+    child.expect_exact("echo: hi")
+    child.expect_exact("stop · ")  # the footer, on the screen
     child.expect_exact(">>>")
     child.sendline("/stats")
+    child.expect_exact("tokens generated: ")  # the command's output, on the screen
     child.expect_exact(">>>")
     assert leave(child) == 0
     lines = [json.loads(ln) for ln in out.read_text().splitlines()]
     assert [ln.get("reply") or ln.get("command") for ln in lines] == ["echo: hi", "stats"]
+    assert lines[0]["prompt"] == "hi" and lines[0]["finish_reason"] == "stop" and lines[0]["new_tokens"] > 0
+    assert "tokens generated: " in lines[1]["output"]
     assert "yi-chat ·" not in lines[1]["output"]  # the banner went to the terminal
 
 

@@ -27,6 +27,7 @@ from .session import ChatSession
 class Options:
     overflow: str = "drop"  # what a turn that overflows the context does: drop oldest exchanges, or refuse
     setting_sources: dict = field(default_factory=dict)  # name -> "flag" | "config" | "session" | "command"
+    one_shot: bool = False  # -p / PROMPT: one reply, no commands (a refusal's remedy names flags, not /clear)
 
 
 @dataclass
@@ -214,7 +215,8 @@ class Chat:
         policy = "refuse" if p.continue_final else self.options.overflow
         first = 1 if p.messages and p.messages[0]["role"] == "system" else 0
         sizes = [self._size(i) for i in range(len(p.messages) - first - 1)]
-        dropped = context.fit(lambda n: self._rebuild(p, first, n), len(prompt.ids), sizes, budget, policy)
+        remedy = context.ONE_SHOT if self.options.one_shot else context.REMEDY
+        dropped = context.fit(lambda n: self._rebuild(p, first, n), len(prompt.ids), sizes, budget, policy, remedy)
         msgs = p.messages[:first] + p.messages[first + dropped :]
         self.render.notice(
             f"context full ({ctx} tokens): dropped the {dropped // 2} oldest exchange(s) "

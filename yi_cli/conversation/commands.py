@@ -104,7 +104,7 @@ def do_history(chat, arg):
     for i, turn in enumerate(s.turns, 1):
         note = f" [{turn.finish_reason}]" if turn.finish_reason in ("interrupted", "length") else ""
         t.add_row(str(i), turn.role, str(turn.tokens or ""), safe(turn.content) + note)
-    chat.render.show(t)
+    chat.render.show(t, whole=True)  # a pipe gets each turn on its line, whole
 
 
 def do_system(chat, arg):

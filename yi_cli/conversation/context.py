@@ -6,21 +6,26 @@ from collections.abc import Callable
 
 from ..errors import YiError
 
+REMEDY = "shorten it, /clear, or lower max_new_tokens"  # a session's (a one-shot run has no /clear: ONE_SHOT)
+ONE_SHOT = "shorten it, or give more --context or a lower --max-new-tokens"
 
-def fit(rebuild: Callable[[int], int], total: int, sizes: list[int], budget: int, policy: str = "drop") -> int:
+
+def fit(
+    rebuild: Callable[[int], int], total: int, sizes: list[int], budget: int, policy: str = "drop", remedy=REMEDY
+) -> int:
     """How many of the oldest droppable messages (whole user + assistant exchanges) must go for the prompt to fit.
 
     total: tokens of the whole prompt; sizes: tokens of each droppable message's text, oldest first (the system
     prompt and the message being answered are not droppable); rebuild(n): tokens of the prompt without the first n.
     The sizes, plus the template's markers measured once, estimate how many must go, so the prompt is rebuilt about
     twice however many exchanges are dropped. With policy "refuse", or when dropping everything is not enough,
-    YiError.
+    YiError (its message ends with `remedy`).
     """
 
     def refuse(n: int):
         return YiError(
             f"the prompt is {n} tokens but only {budget} fit in the context "
-            f"(after reserving room for the reply); shorten it, /clear, or lower max_new_tokens"
+            f"(after reserving room for the reply); {remedy}"
         )
 
     assert len(sizes) % 2 == 0, "droppable messages come in whole exchanges"

@@ -372,7 +372,8 @@ def _main(args) -> int:
     try:
         engine = make_engine(args, top, render, endpoint_from)
         attach.check_tokens(engine, settings, attachments, prompt or "")
-        options = Options(overflow=args.overflow or top.get("overflow", "drop"), setting_sources=sources)
+        overflow = args.overflow or top.get("overflow", "drop")
+        options = Options(overflow=overflow, setting_sources=sources, one_shot=prompt is not None)
         mode = "one-shot" if prompt is not None else "interactive" if interactive else "pipe"
         autosave = store.autosave_for(resume, data, mode)
         chat = Chat(engine, render, settings, session, options, on_turn=autosave)
@@ -516,11 +517,12 @@ def make_renderer(args, interactive: bool, prompt: str | None, screen=None):
     from .render import JsonRenderer, PlainRenderer, TerminalRenderer
 
     err = Console(stderr=True)
-    if args.json:
-        render = JsonRenderer(Console(), err)
-    elif interactive and screen is not sys.stdout:  # the chat on stderr, the replies alone to stdout
+    if interactive and screen is not sys.stdout:  # the chat on stderr; to stdout the replies alone, or JSON lines
         keys = _EARLY[0] if _EARLY else KeyHold(sys.stdin.fileno())
-        render = TerminalRenderer(Console(file=screen), err, keys=keys, transcript=PlainRenderer(Console(), err))
+        copy = JsonRenderer(Console(), err) if args.json else PlainRenderer(Console(), err)
+        render = TerminalRenderer(Console(file=screen), err, keys=keys, transcript=copy)
+    elif args.json:
+        render = JsonRenderer(Console(), err)
     elif interactive or (sys.stdout.isatty() and prompt is not None):
         keys = (_EARLY[0] if _EARLY and interactive else KeyHold(sys.stdin.fileno())) if sys.stdin.isatty() else None
         render = TerminalRenderer(Console(), err, keys=keys)

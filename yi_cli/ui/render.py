@@ -21,6 +21,16 @@ def _unpadded(text: str) -> str:
     return "\n".join(line.rstrip() for line in text.split("\n"))
 
 
+def _piped(renderable, width: int, whole: bool) -> str:
+    """A renderable (a table) for a file or a pipe, as text at `width` columns without the padding at its lines'
+    ends; whole: as wide as its widest row needs, if wider, so that no cell's text is folded onto continuation
+    lines (`/history`'s turns stay one line each in a pipe)."""
+    wide = Console(width=1 << 20, color_system=None).measure(renderable).maximum if whole else 0
+    buf = io.StringIO()
+    Console(file=buf, width=max(width, wide), color_system=None).print(renderable, markup=False, highlight=False)
+    return _unpadded(buf.getvalue())
+
+
 def footer(stats: Stats) -> str:
     parts = [stats.finish_reason]
     if stats.prompt_tokens is not None:  # a server that sent no usage (or a reply cut before it came): not known
@@ -113,6 +123,8 @@ def _merge(pieces):
 class Renderer:
     """Base: writes command output and notices; subclasses show the reply stream."""
 
+    commands = False  # as a TerminalRenderer's transcript: takes the commands' output too (JSON lines)
+
     screen = None  # the terminal stream a REPL draws its prompt on (cli.make_renderer), None: stdout
 
     def side_screen(self):
@@ -123,21 +135,20 @@ class Renderer:
         self.console = console
         self.err = err
 
-    def show(self, renderable) -> None:
+    def show(self, renderable, whole: bool = False) -> None:
         """Output of a command (text or a rich renderable). Text is written as it is (soft_wrap: rich would break it
         at the console's width, 80 columns in a pipe, and /prompt's template, /system's text would read as if they
-        held those line breaks); a terminal wraps it on screen."""
+        held those line breaks); a terminal wraps it on screen. whole: a table whose rows a file or a pipe gets
+        unfolded, however wide (a terminal folds them to its width)."""
         if isinstance(renderable, str):
             self.console.print(safe(renderable), markup=False, highlight=False, soft_wrap=True)
             return
         if self.console.is_terminal:
             self.console.print(renderable, markup=False, highlight=False)
             return
-        # A file or a pipe: a table pads every line with spaces to the width (80 columns; `cat -A` shows them,
-        # `grep 'x$'` misses); they are dropped, as JsonRenderer.show drops them. Text is written as it is.
-        with self.console.capture() as shown:
-            self.console.print(renderable, markup=False, highlight=False)
-        self.console.file.write(_unpadded(shown.get()))
+        # A file or a pipe: a table as wide as its rows (rich folds cells at 80 columns there), its lines unpadded
+        # (`cat -A` showed the spaces, `grep 'x$'` missed)
+        self.console.file.write(_piped(renderable, self.console.width, whole))
         self.console.file.flush()
 
     def banner(self, text: str) -> None:
@@ -214,10 +225,23 @@ class TerminalRenderer(Renderer):
         self.tint, self.line_open, self.streaming = MarkdownTint(), False, True
         if self.keys is not None:
             self.keys.hold()
+        self._copy("reply_start", prompt)
 
     def reply_text(self, delta: str) -> None:
         self._write(self.tint.feed(delta))
         self._copy("reply_text", delta)
+
+    def banner(self, text: str) -> None:  # the screen's, never the transcript's
+        super().show(text)
+
+    def show(self, renderable, whole: bool = False) -> None:
+        super().show(renderable, whole)
+        if self.transcript is not None and self.transcript.commands:  # --json: the commands' lines too
+            self._copy("show", renderable, whole)
+
+    def command_done(self, name: str) -> None:
+        if self.transcript is not None and self.transcript.commands:
+            self._copy("command_done", name)
 
     def _copy(self, what: str, *args) -> None:
         if self.transcript is None:
@@ -237,7 +261,7 @@ class TerminalRenderer(Renderer):
 
     def reply_end(self, text: str, stats: Stats | None) -> None:
         self._write(self.tint.flush())
-        self._copy("reply_end", text, None if stats is None else Stats(finish_reason=stats.finish_reason))
+        self._copy("reply_end", text, stats)
         if self.line_open:
             self.console.file.write("\n")
             self.line_open = False
@@ -301,6 +325,8 @@ class PlainRenderer(Renderer):
 class JsonRenderer(Renderer):
     """--json: one JSON object per turn on stdout (and per command, with its output as text)."""
 
+    commands = True
+
     def __init__(self, console: Console, err: Console, out=None):
         super().__init__(console, err)
         self.out = out or sys.stdout
@@ -310,11 +336,13 @@ class JsonRenderer(Renderer):
     def banner(self, text: str) -> None:  # not a command's output: on the terminal, not in the JSON lines
         self.err.print(safe(text), markup=False, highlight=False, soft_wrap=True)
 
-    def show(self, renderable) -> None:
-        buf = io.StringIO()
-        text = isinstance(renderable, str)  # as it is, as Renderer.show writes text (a table still fits 100 columns)
-        Console(file=buf, width=100, color_system=None).print(renderable, markup=False, highlight=False, soft_wrap=text)
-        self.pending += _unpadded(buf.getvalue())
+    def show(self, renderable, whole: bool = False) -> None:
+        if not isinstance(renderable, str):  # as Renderer.show writes it to a pipe, at 100 columns
+            self.pending += _piped(renderable, 100, whole)
+            return
+        buf = io.StringIO()  # text as it is, as Renderer.show writes it
+        Console(file=buf, width=100, color_system=None).print(renderable, markup=False, highlight=False, soft_wrap=True)
+        self.pending += buf.getvalue()
 
     def command_done(self, name: str) -> None:
         self._write({"command": name, "output": self.pending})
