@@ -187,9 +187,10 @@ def test_the_toolbars_context_used_is_prompts_count_in_every_state(demo_dir, tmp
     engine = ScriptedEngine(replies)
     engine.template = tpl = Template(loader.load_tokenizer(demo_dir))
     chat, out, err = plain_chat(engine)
-    built = []
-    build = tpl.build
+    built, counted = [], []
+    build, count = tpl.build, tpl.count
     tpl.build = lambda msgs, *a, **k: built.append(k.get("opening", True)) or build(msgs, *a, **k)
+    tpl.count = lambda text: counted.append(text) or count(text)
 
     def same(rebuilt: bool = True) -> int:
         """The toolbar's count, as it asks at the next prompt, and /prompt's; whether it counted in full."""
@@ -238,6 +239,7 @@ def test_the_toolbars_context_used_is_prompts_count_in_every_state(demo_dir, tmp
     chat.handle("/clear")
     assert same(rebuilt=False) == 0
     assert err.getvalue() == ""
+    assert counted.count("<|im_start|>assistant\n") == 1  # a reply's opening, the same every reply: counted once
 
 
 def test_file_refuses_a_file_too_long_for_the_context_before_tokenizing_it(tmp_path):

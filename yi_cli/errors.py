@@ -20,6 +20,14 @@ ENDING = {
 }
 
 
+def catch(signums, handler) -> None:
+    """`handler` for each of `signums`, but one ignored at start stays ignored (SIGHUP under nohup, SIGQUIT after
+    `trap '' QUIT`, SIGINT in a script's background job)."""
+    for signum in signums:
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, handler)
+
+
 def shown(text: str, limit: int = 60) -> str:
     """User text echoed in a message: control characters made visible, long text cut, so the message stays one line."""
     out = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:limit])

@@ -6,9 +6,8 @@ documented exit code and one line. Nothing is held yet: no terminal modes, no se
 from __future__ import annotations
 
 import os
-import signal
 
-from .errors import ENDING
+from .errors import ENDING, catch
 
 
 def _early(signum, frame):
@@ -21,9 +20,7 @@ def _early(signum, frame):
 
 
 def entry() -> None:
-    for signum in ENDING:  # one ignored at start stays ignored (nohup, a background job of a script)
-        if signal.getsignal(signum) is not signal.SIG_IGN:
-            signal.signal(signum, _early)
+    catch(ENDING, _early)
     from .ui.cli import entry as run
 
     run()

@@ -29,6 +29,7 @@ class Meter:
 
     def __init__(self):
         self.counts: dict[tuple, int] = {}  # conversation -> its count, the last KEEP states
+        self.opening: tuple = (None, None, 0)  # (template, a reply's opening: the same every reply, its count)
 
     def used(self, tpl, messages: list[dict]) -> int:
         """The count of `messages` (the toolbar asks on every redraw: counted only when not known)."""
@@ -52,7 +53,9 @@ class Meter:
             if before is not None and cut and grown:
                 n = before - tpl.count(cut[1]) + tpl.count(grown[1])
         elif (part := tpl.reply_part(user, reply)) and prompt.text.endswith(part[0]):
-            n = len(prompt.ids) - tpl.count(part[0]) + tpl.count(part[1])
+            if self.opening[:2] != (tpl, part[0]):
+                self.opening = (tpl, part[0], tpl.count(part[0]))
+            n = len(prompt.ids) - self.opening[2] + tpl.count(part[1])
         if n is None:
             self.counts.pop(key(messages), None)  # counted in full when asked
         else:

@@ -10,7 +10,7 @@ import sys
 
 from .. import __version__, terminal
 from ..engines.remote_limits import MAX_SECONDS
-from ..errors import ENDING, UsageError, YiError
+from ..errors import ENDING, UsageError, YiError, catch
 from .config import device_arg, tokens_arg
 
 EPILOG = """examples:
@@ -203,11 +203,8 @@ def main(argv=None) -> int:
 
 
 def _catch_leave() -> None:
-    for signum in LEAVE:  # one ignored at start stays ignored: SIGHUP under nohup, SIGQUIT after `trap '' QUIT`
-        if signal.getsignal(signum) is not signal.SIG_IGN:
-            signal.signal(signum, _leave)
-    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # Python's, or launch's before the CLI's imports
-        signal.signal(signal.SIGINT, _interrupt)
+    catch(LEAVE, _leave)  # replacing launch's early handlers
+    catch([signal.SIGINT], _interrupt)
 
 
 def _check_hf_endpoint() -> None:
