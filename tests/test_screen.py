@@ -319,6 +319,25 @@ def test_ctrl_c_leaves_a_clean_prefix_then_interrupted(term, home):
     assert reply_on_screen(scroll, "and now?", FOOTER) == "A short one."
 
 
+def test_ctrl_c_sent_with_the_enter_stops_the_reply(term, home):
+    """Enter and Ctrl-C in one write (tmux's send-keys, a fast hand): the prompt kept the Ctrl-C in its typeahead
+    for the next prompt, and the reply ran to its end (a run-through). The reply stops as at a Ctrl-C during it."""
+    reply = markdown_reply()
+    engine = Scripted(reply)
+    pane = term(engine, 60, 12)
+    pane.type(QUESTION)
+    pane.keys("Enter", "C-c")
+    scroll = pane.wait(lambda s: any(FOOTER.match(ln) for ln in s.split("\n")), "the reply's end (its footer)")
+    pane.prompt()
+    assert "[interrupted]" in scroll and scroll.count("[interrupted]") == 1
+    assert saved(home)[-1]["finish_reason"] == "interrupted"  # (the server may have sent it all meanwhile)
+    # the next prompt starts empty, and takes a question as ever
+    engine.reply = "A short one."
+    ask(pane, "and now?")
+    scroll = pane.wait(footer_after("and now?"), "the second reply")
+    assert reply_on_screen(scroll, "and now?", FOOTER) == "A short one."
+
+
 # 3. a resize mid-reply ------------------------------------------------------------------------------------------------
 
 

@@ -62,6 +62,7 @@ class Chat:
         self.failures = 0
         self.ctrl_c = 0  # replies Ctrl-C cut short (a piped or one-shot run stops at the first)
         self.interrupts = 0  # Ctrl-C and signals during the last reply
+        self.interrupt_next = False  # a Ctrl-C typed with the Enter that sent the line (the REPL's typeahead)
         self.running = True
         self.terminated = False  # SIGTERM, SIGHUP, SIGQUIT: finish the reply in flight, record it, then leave
         self.editor = None  # callable(old text) -> new text or None (given up), for /edit; set by the REPL
@@ -292,6 +293,9 @@ class Chat:
 
         started = False
         with _cancelling_signals(interrupted) as wrapped, _timed_stops():
+            if self.interrupt_next:  # stopped as soon as it starts, as a Ctrl-C then would stop it
+                self.interrupt_next = False
+                interrupted(True)
             while True:
                 try:
                     if not started:

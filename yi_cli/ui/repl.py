@@ -280,6 +280,19 @@ def _restore(modes, screen) -> None:
         pass
 
 
+def ctrl_c_typed_ahead(keys_in) -> bool:
+    """Whether Ctrl-C came in the same read as the Enter that sent the line (Enter, then Ctrl-C at once): the prompt
+    kept it in its typeahead for the next prompt, and the reply it meant to stop ran to its end. It is taken out
+    (the keys after it stay for the next prompt) for the reply to stop as at a Ctrl-C during it."""
+    from prompt_toolkit.input.typeahead import get_typeahead, store_typeahead
+    from prompt_toolkit.keys import Keys
+
+    ahead = get_typeahead(keys_in)
+    at = next((i for i, k in enumerate(ahead) if k.key == Keys.ControlC), None)
+    store_typeahead(keys_in, ahead if at is None else ahead[:at] + ahead[at + 1 :])
+    return at is not None
+
+
 def run(chat, prompt_text: str = ">>> ") -> int:
     words = ["/" + n for n in commands.TABLE] + ["/" + a for a in commands.ALIASES]
     output = screen_output(chat.render.side_screen())  # None: stdout, else the terminal where stdout is a file
@@ -307,11 +320,13 @@ def run(chat, prompt_text: str = ">>> ") -> int:
             except EOFError:  # Ctrl-D
                 break
             chat.render.pin_keys(True)  # the prompt turned bracketed paste off: a paste during the reply stays one
+            chat.interrupt_next = ctrl_c_typed_ahead(session.input)
             try:
                 chat.handle(line)
             except KeyboardInterrupt:  # a third Ctrl-C during a reply, or one between replies: back to the prompt
                 if not chat.terminated:
                     chat.render.notice("interrupted")
         finally:
+            chat.interrupt_next = False  # a command's line with no reply does not pass it on to a later one
             chat.render.pin_keys(False)
     return 0
