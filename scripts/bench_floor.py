@@ -1,0 +1,177 @@
+"""The floor of a decode step made of chained launches: the Yi-6B step's launch sequence (per layer qkv, attention
+split and merge, o, gate_up, down; the first norm, the lm_head and the sampler) where every launch only streams the
+bytes its real kernel reads (codes and scales, the KV cache's slots, the partials, the logits) through a plain
+read kernel, chained by programmatic dependent launch in one CUDA graph as the real step is. No mma, no epilogue,
+no data dependence: what the launch boundaries and the bytes alone cost, against the real step (scripts/bench_parts.py
+--timeline) and against one launch streaming all of it (the read kernel's own bandwidth).
+
+    python3 scripts/bench_floor.py [--shape yi-6b] [--slots 768] [--rounds 2] [--sweep]
+
+Prints one JSON line a variant (µs a step, and the tok/s that would be): `chain` the step's launches in order,
+`gemvs` its 129 weight launches alone (no attention, norm or sampler launches), `layers` one launch a layer for its
+four weights plus the lm_head, `one` everything in one launch; each with a program's first block read before its PDL
+wait (ahead=1, as the GEMVs load their weights before they wait for x) and after it (ahead=0), and the chain also
+without PDL. --sweep: the chain with 1, 2 or 4 blocks read before the wait, 1, 2 or 4 programs an SM, 8 or 16 KB
+blocks, and the one launch with those programs and blocks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+
+import torch
+import triton
+import triton.language as tl
+
+SHAPES = {"yi-6b": (4096, 11008, 32, 4, 128, 32, 64000), "yi-34b": (7168, 20480, 56, 8, 128, 60, 64000)}
+GROUP = 128
+BLOCK = 4096  # int32 words a program reads an iteration (16 KB)
+WARPS = 8
+
+
+@triton.jit
+def _stream(W, OUT, n, iters, PDL: tl.constexpr, AHEAD: tl.constexpr, BLOCK: tl.constexpr):
+    """Program p reads blocks p, p + P, p + 2P, ... of W's n words (a grid stride) and stores their xor, so nothing is
+    optimised away: its first AHEAD blocks before the PDL wait (PDL), the rest after it."""
+    pid = tl.program_id(0)
+    step = tl.num_programs(0)
+    offs = tl.arange(0, BLOCK)
+    acc = tl.zeros([BLOCK], dtype=tl.int32)
+    for i in tl.static_range(AHEAD):
+        at = (pid + i * step) * BLOCK + offs
+        acc ^= tl.load(W + at, mask=(at < n) & (i < iters), other=0)
+    if PDL:
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
+    for i in range(AHEAD, iters):
+        at = (pid + i * step) * BLOCK + offs
+        acc ^= tl.load(W + at, mask=at < n, other=0)
+    tl.store(OUT + pid * BLOCK + offs, acc)
+
+
+def launches(shape: str, slots: int) -> list[tuple[str, int, int | None]]:
+    """(name, bytes, programs) of each launch of one decode step, in order (programs None: a weight's launch, as
+    many programs as the variant gives each SM)."""
+    hidden, inter, heads, kv, hd, layers, vocab = SHAPES[shape]
+
+    def int4(n, k):  # codes and (scale, zero) bf16 pairs a group and row
+        return n * k // 2 + (k // GROUP) * n * 4
+
+    qkv, o = int4((heads + 2 * kv) * hd, hidden), int4(hidden, hidden)
+    gate_up, down = int4(2 * inter, hidden), int4(hidden, inter)
+    tiles = max(slots // 64, 1)
+    split = slots * kv * hd * 2 * 2  # the cached K and V of every slot, bf16
+    merge = tiles * heads * (hd + 2) * 4  # the partials, fp32
+    out = [("norm", hidden * 2, 1)]
+    for _ in range(layers):
+        out += [("qkv", qkv, None), ("split", split, tiles * kv), ("merge", merge, heads)]
+        out += [("o", o, None), ("gate_up", gate_up, None), ("down", down, None)]
+    return out + [("head", vocab * hidden * 2, None), ("sample", vocab * 2, 8)]
+
+
+def plan(variant: str, step: list) -> list[tuple[int, int]]:
+    """(bytes, programs) of each launch a variant makes."""
+    weights = ("qkv", "o", "gate_up", "down", "head")
+    if variant == "chain":
+        return [(b, p) for _, b, p in step]
+    if variant == "gemvs":
+        return [(b, p) for name, b, p in step if name in weights]
+    if variant == "layers":  # a layer's four weights in one launch, then the lm_head
+        out, acc = [], 0
+        for name, b, p in step:
+            if name in ("qkv", "o", "gate_up"):
+                acc += b
+            elif name == "down":
+                out.append((acc + b, p))
+                acc = 0
+            elif name == "head":
+                out.append((b, p))
+        return out
+    total = sum(b for name, b, _ in step if name in weights)
+    return [(total, None)]
+
+
+def build(shape_plan, cfg: dict, sms: int, device):
+    """The launches as callables on buffers of their own (so that no launch finds its bytes in L2)."""
+    calls, block = [], cfg["block"]
+    for nbytes, progs in shape_plan:
+        n = max(nbytes // 4, block)
+        w = torch.empty(n, dtype=torch.int32, device=device)  # what it holds does not matter
+        progs = min(progs or cfg["per_sm"] * sms, triton.cdiv(n, block))
+        iters = triton.cdiv(triton.cdiv(n, block), progs)
+        out = torch.empty(progs * block, dtype=torch.int32, device=device)
+
+        def call(w=w, out=out, n=n, progs=progs, iters=iters):
+            pdl, ahead = cfg["pdl"], cfg["ahead"]
+            _stream[(progs,)](w, out, n, iters, PDL=pdl, AHEAD=ahead, BLOCK=block, num_warps=WARPS, launch_pdl=pdl)
+
+        calls.append(call)
+    return calls
+
+
+def step_us(calls, reps: int = 5, iters: int = 20) -> float:
+    for c in calls:
+        c()
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for _ in range(reps):
+            for c in calls:
+                c()
+    times = []
+    for _ in range(iters):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        g.replay()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b) * 1e3 / reps)
+    return statistics.median(times)
+
+
+def configs(sweep: bool) -> list[dict]:
+    """The variants measured: each of `plan`'s with the first block read before the PDL wait and after it, and the
+    chain without PDL (2 programs an SM, 16 KB blocks); --sweep: the chain under other blocks, programs an SM and
+    blocks read before the wait."""
+    base = {"pdl": True, "ahead": 1, "per_sm": 2, "block": BLOCK}
+    if sweep:
+        grid = itertools.product((1, 2, 4), (1, 2, 4), (2048, 4096))
+        out = [base | {"variant": "chain", "ahead": a, "per_sm": p, "block": b} for a, p, b in grid]
+        return out + [base | {"variant": "one", "per_sm": p, "block": b} for p in (1, 2, 4) for b in (2048, 4096)]
+    out = [base | {"variant": "chain", "pdl": False, "ahead": 0}]
+    for variant in ("chain", "gemvs", "layers", "one"):
+        out += [base | {"variant": variant}, base | {"variant": variant, "ahead": 0}]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--shape", choices=sorted(SHAPES), default="yi-6b")
+    ap.add_argument("--slots", type=int, default=768, help="KV slots the attention launches read (the bench's 768)")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--sweep", action="store_true", help="the chain under other launch configurations")
+    a = ap.parse_args()
+    dev = torch.device("cuda")
+    sms = torch.cuda.get_device_properties(dev).multi_processor_count
+    step = launches(a.shape, a.slots)
+    weights = sum(b for name, b, _ in step if name in ("qkv", "o", "gate_up", "down", "head"))
+    head = {"device": torch.cuda.get_device_name(dev), "torch": torch.__version__, "triton": triton.__version__}
+    print(json.dumps({**head, "shape": a.shape, "slots": a.slots, "launches": len(step), "weight_bytes": weights}))
+    results: dict[str, list[float]] = {}
+    for r in range(a.rounds):
+        for cfg in configs(a.sweep):
+            p = plan(cfg["variant"], step)
+            us = step_us(build(p, cfg, sms, dev))
+            name = "{variant}/pdl={pdl}/ahead={ahead}/per_sm={per_sm}/block={block}".format(**cfg)
+            results.setdefault(name, []).append(round(us, 1))
+            line = {"round": r, **cfg, "launches": len(p), "step_us": round(us, 1), "tok_s": round(1e6 / us, 1)}
+            print(json.dumps(line | {"weights_TBps": round(weights / us / 1e6, 2)}), flush=True)
+            torch.cuda.empty_cache()
+    print(json.dumps({**head, "shape": a.shape, "step_us": results}))
+
+
+if __name__ == "__main__":
+    main()
