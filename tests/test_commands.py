@@ -269,6 +269,45 @@ def test_file_refuses_a_file_too_long_for_the_context_before_tokenizing_it(tmp_p
     assert "one.txt (1 line) (attached twice now); it goes" in shown
 
 
+def test_a_message_that_fails_keeps_its_attachments_waiting(tmp_path):
+    """A turn refused (too long for the context) or failed (an engine error) took the /file attachments with it: the
+    next message, typed again, went out without them and nothing said so (a run-through)."""
+    engine = ScriptedEngine(["a reply"])
+    engine.context_length = 64
+    chat, out, err = plain_chat(engine)
+    (tmp_path / "notes.txt").write_text("the secret is 42\n")
+    chat.handle(f"/file {tmp_path / 'notes.txt'}")
+    chat.handle("word " * 80)  # refused: does not fit the context
+    assert "fit in the context" in err.getvalue()
+    assert f"still attached for the next message: {tmp_path / 'notes.txt'}" in err.getvalue()
+    assert [a.name for a in chat.attachments] == [str(tmp_path / "notes.txt")] and chat.session.turns == []
+    engine.fail_with = RuntimeError("the server went away")  # failed with no text: not recorded either
+    chat.handle("what is the secret?")
+    assert "generation failed" in err.getvalue() or "the server went away" in err.getvalue()
+    assert len(chat.attachments) == 1 and chat.session.turns == []
+    engine.fail_with = None
+    chat.handle("what is the secret?")
+    assert chat.session.turns[0].content.endswith("the secret is 42\n```\n\nwhat is the secret?")
+    assert chat.attachments == []
+
+
+def test_detach_drops_the_attachments_and_file_takes_a_quoted_path(tmp_path):
+    """/detach: the attachments waiting go; /file takes a path as a terminal's drag and drop types it (quoted,
+    or its spaces escaped), which it refused as not found."""
+    chat, out, err = plain_chat(ScriptedEngine(["r"]))
+    spaced = tmp_path / "my notes.txt"
+    spaced.write_text("hello\n")
+    for typed in (f"'{spaced}'", f'"{spaced}"', str(spaced).replace(" ", "\\ ")):
+        chat.handle(f"/file {typed}")
+    assert err.getvalue() == "" and [a.name for a in chat.attachments] == [str(spaced)] * 3
+    chat.handle("/detach")
+    assert f"detached {spaced}, {spaced}, {spaced}" in " ".join(out.getvalue().split())
+    chat.handle("/detach")
+    assert out.getvalue().rstrip().endswith("(nothing attached)") and chat.attachments == []
+    chat.handle("hi")
+    assert chat.session.turns[0].content == "hi"
+
+
 def test_continue_and_retry_say_what_is_wrong():
     chat, out, err = plain_chat(ScriptedEngine(["a1", "a2"]))
     chat.handle("/continue")

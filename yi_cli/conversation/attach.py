@@ -175,6 +175,29 @@ def check_tokens(engine, settings, attachments: list[Attachment], prompt: str = 
         )
 
 
+def as_dropped(arg: str) -> str:
+    """The path `arg` names where a terminal's drag and drop (or a shell habit) typed it quoted ('a b.txt',
+    "a b.txt") or with its spaces escaped (a\\ b.txt): its one shell word, when the text as typed names nothing."""
+    import shlex
+
+    if not arg.startswith(("'", '"')) and "\\" not in arg:
+        return arg
+    try:
+        words = shlex.split(arg)
+        if len(words) != 1 or os.path.lexists(inputs.user_path(arg, UsageError)):
+            return arg
+    except (ValueError, UsageError):  # an unclosed quote; a name the path check refuses: as typed
+        return arg
+    return words[0]
+
+
+def do_detach(chat, arg: str) -> None:
+    """/detach: the files attached for the next message go."""
+    names = [a.name for a in chat.attachments]
+    chat.attachments = []
+    chat.render.show("detached " + ", ".join(names) if names else "(nothing attached)")
+
+
 def do_file(chat, arg: str) -> None:
     """/file PATH: attach a text file to the next message; /file alone lists what is attached."""
     if not arg:
@@ -183,7 +206,7 @@ def do_file(chat, arg: str) -> None:
         return
     if arg == STDIN:
         raise UsageError("/file -: stdin is the chat's own input here; give a file path")
-    a = read(arg)
+    a = read(as_dropped(arg))
     check_size([*chat.attachments, a], chat.engine.context_length)  # by its length alone: before tokenizing it
     check_tokens(chat.engine, chat.settings, [*chat.attachments, a])
     chat.attachments.append(a)

@@ -79,7 +79,11 @@ class Chat:
             if cmd is None:
                 text = line.strip()[1:] if line.strip().startswith("//") else line  # "//x" sends "/x"
                 if text.strip():
-                    self.turn(attach.take(self, text))
+                    waiting = self.attachments
+                    if self.turn(attach.take(self, text)) is None and waiting:  # refused or failed: not recorded
+                        self.attachments = waiting + self.attachments
+                        names = ", ".join(a.name for a in waiting)
+                        self.render.notice(f"still attached for the next message: {names} (/detach drops them)")
                 return self.running
             before = self._saved_state()
             commands.run(self, *cmd)

@@ -298,6 +298,7 @@ TABLE = {
         Command(
             "file", attach.do_file, "/file [PATH]", "attach a text file to your next message (alone: list them)", True
         ),
+        Command("detach", attach.do_detach, "/detach", "drop the files attached to your next message"),
         Command("exit", do_exit, "/exit", "leave (Ctrl-D too)"),
     ]
 }
