@@ -983,6 +983,21 @@ def test_a_set_after_the_last_turn_is_saved_and_a_resume_restores_it(server, hom
     assert "speculate = lookup  (config)" in listed and "temperature = 0.5  (session)" in listed, listed
 
 
+def test_an_undo_of_the_only_exchange_leaves_no_session_to_resume(server, home):
+    """/undo of a conversation's only exchange left its file as it was: `-c` brought the undone exchange back (a
+    run-through). The file goes with the exchange, in place too when the session was resumed; /undo of one of two
+    exchanges keeps the file with the other."""
+    p = yi("--endpoint", server.url, stdin="only\n/undo\n", home=home)
+    assert p.returncode == 0, p.stderr.decode()
+    assert session_files(home) == []
+    p = yi("--endpoint", server.url, stdin="first\nsecond\n/undo\n", home=home)
+    assert [[t["content"] for t in f["turns"]] for f in session_files(home)] == [["first", "echo: first"]]
+    [path] = (home / "data" / "sessions").glob("*.json")
+    p = yi("--endpoint", server.url, "--resume", str(path), stdin="/undo\n", home=home)
+    assert p.returncode == 0, p.stderr.decode()
+    assert session_files(home) == [] and not path.exists()
+
+
 def test_clear_starts_a_new_file_and_keeps_the_old_conversation(server, home):
     p = yi("--endpoint", server.url, stdin="one\n/clear\ntwo\n", home=home)
     assert p.returncode == 0, p.stderr.decode()

@@ -219,11 +219,13 @@ class Autosave:
 
     The file is created at the first turn; a resumed store file is written in place while this process holds it
     (Owner), else the conversation goes on in a new file. A session emptied by /clear (or replaced by /load)
-    starts a new file at its next change, so the earlier conversation is kept."""
+    starts a new file at its next change, so the earlier conversation is kept; one emptied by /undo (the same
+    conversation, `conv`, with no exchange left) takes its file with it: `-c` brought the undone exchange back."""
 
-    def __init__(self, mode: str, path: Path | None = None, created: str | None = None):
+    def __init__(self, mode: str, path: Path | None = None, created: str | None = None, conv: str | None = None):
         assert mode in MODES
         self.mode, self.path, self.created = mode, path, created
+        self.conv = conv  # the id of the conversation the file holds
         self.owner = Owner()
         self.forked = False  # the resumed file is another process's: this one's turns go to a new file
         if path is not None and not self.owner.claim(path):
@@ -244,8 +246,12 @@ class Autosave:
 
     def __call__(self, chat) -> None:
         if not chat.session.turns:
+            if self.path is not None and self.conv == chat.session.id:  # /undo of its last exchange
+                with _signals_held():
+                    _unlink(self.path)
             self.detach()
             return
+        self.conv = chat.session.id
         self.created = self.created or _now()
         text = json.dumps(to_dict(chat, self.mode, self.created), ensure_ascii=False)
         try:
@@ -419,7 +425,7 @@ def autosave_for(path: str | None, data: dict | None, mode: str) -> Autosave:
     if data is not None:
         p = Path(data["path"])
         if p.parent.resolve() == sessions_dir().resolve() and p.name != LEGACY and data.get("mode") in MODES:
-            saver = Autosave(data["mode"], p, data.get("created"))
+            saver = Autosave(data["mode"], p, data.get("created"), data.get("id"))
             if saver.path is not None and _version(p) != data.get("_version"):
                 saver.fork()
             return saver
