@@ -634,6 +634,24 @@ class _Boom:
         return (open, (self.marker, "w"))
 
 
+def test_a_resumed_session_goes_on_with_its_own_model(tiny, home, tmp_path):
+    """A resume with no -m loaded the default model (the config's, or the demo), not the session's, and said
+    nothing (a run-through). A session records where its local model came from (`source`: a directory's absolute
+    path); a resume with no model given loads it again, over the config's default; -m still chooses."""
+    p = yi("-m", tiny, *SAMPLE, "--max-new-tokens", "2", stdin="hello\n", home=home)
+    assert p.returncode == 0, p.stderr.decode()
+    [path] = (home / "data" / "sessions").glob("*.json")
+    assert json.loads(path.read_text())["source"] == str(tiny.resolve())
+    (home / "config").mkdir()
+    (home / "config" / "config.toml").write_text(f'model = "{tmp_path / "not-this-one"}"\n')
+    p = yi("--resume", path, *SAMPLE, "--max-new-tokens", "2", stdin="again\n", home=home)
+    assert p.returncode == 0, p.stderr.decode()
+    data = json.loads(path.read_text())
+    assert data["model"] == tiny.name and [t["content"] for t in data["turns"][::2]] == ["hello", "again"]
+    p = yi("--resume", path, "-m", tmp_path / "not-this-one", stdin="more\n", home=home)
+    assert p.returncode == 3 and "not-this-one" in p.stderr.decode()  # -m chose, and it is not there
+
+
 def test_pickle_weights_need_allow_pickle(tiny, home, tmp_path):
     import torch
     from safetensors.torch import load_file

@@ -69,6 +69,7 @@ class Chat:
         self.meter = meter.Meter()  # the toolbar's context used: /prompt's count, kept in step with each reply
         self._resume: tuple = (None, None)  # (last reply Turn, ids of its prompt + reply): exact /continue
         self.attachments: list = []  # files for the next message (-f, /file): attach.take prepends them
+        self.source: str | None = None  # the local model's source as given (a directory's absolute path), saved
 
     def handle(self, line: str) -> bool:
         """Process one line of input; returns False once the chat should end (/exit)."""

@@ -53,6 +53,7 @@ def to_dict(chat, mode: str | None = None, created: str | None = None) -> dict:
         "model": engine.name,
         "quant": engine.quant,
         "settings": chat.settings.to_dict(),
+        **({"source": chat.source} if chat.source else {}),  # where `model` is loaded from again: a resume's
         **({"mode": mode} if mode else {}),
         "created": created or now,
         "updated": now,

@@ -10,7 +10,7 @@ import sys
 
 from .. import __version__, terminal
 from ..engines.remote_limits import MAX_SECONDS
-from ..errors import ENDING, UsageError, YiError, catch
+from ..errors import ENDING, UsageError, YiError, catch, shown
 from .config import device_arg, tokens_arg
 
 EPILOG = """examples:
@@ -332,9 +332,20 @@ def _main(args) -> int:
     args.endpoint, endpoint_from = remote_env.endpoint(args.endpoint, top)
     if args.model is not None and not args.model.strip():
         raise UsageError("--model is empty: give a checkpoint directory, a cached hub id, or demo")
-    # A remote engine names its own model when none is given; a local one defaults to the demo.
+    session = data = None
+    resume = "last" if args.continue_ else args.resume
+    if args.continue_ and args.resume not in (None, "last"):
+        raise UsageError("-c/--continue and --resume PATH name two sessions; give one")
+    if resume:
+        session, saved, data = store.read(resume)
+    # A remote engine names its own model when none is given; a local one defaults to the model a resumed session
+    # was with (the config's default would switch it silently), else to the demo.
     args.model = (
-        args.model or os.environ.get("YI_CHAT_MODEL") or top.get("model") or (None if args.endpoint else "demo")
+        args.model
+        or os.environ.get("YI_CHAT_MODEL")
+        or (None if args.endpoint else resumed_model(data))
+        or top.get("model")
+        or (None if args.endpoint else "demo")
     )
     aliases = top.get("aliases", {})  # [aliases] in config.toml
     args.alias = args.model if args.model in aliases else None
@@ -343,12 +354,7 @@ def _main(args) -> int:
         check_model_name(args.model)
     attach.check_size(attachments, None if args.endpoint else attach.context_hint(args.model))
     settings, sources = settings_from(args, gen_cfg, None if args.endpoint else args.model)
-    session = data = None
-    resume = "last" if args.continue_ else args.resume
-    if args.continue_ and args.resume not in (None, "last"):
-        raise UsageError("-c/--continue and --resume PATH name two sessions; give one")
     if resume:
-        session, saved, data = store.read(resume)
         for k in data.get("settings") or {}:  # what the file holds (store.read refused unknown names): 0.1.0 has
             if sources.get(k) != "flag":  # no speculate; flags win, the file over config and model
                 setattr(settings, k, getattr(saved, k))
@@ -375,8 +381,11 @@ def _main(args) -> int:
         autosave = store.autosave_for(resume, data, mode)
         chat = Chat(engine, render, settings, session, options, on_turn=autosave)
         chat.attachments = attachments
+        chat.source = None if args.endpoint else model_source(args.model)
         if data is not None and interactive:  # a script's stderr keeps to errors: -c -p and pipes say nothing
             render.notice(resumed(args.resume if resume != "last" else None, data, chat.session.exchanges))
+            if isinstance(data.get("model"), str) and data["model"] != engine.name:
+                render.notice(f"it was with {shown(data['model'], 200)}; it goes on with {engine.name} (-m chooses)")
         if autosave.forked:
             render.notice(
                 f"{os.path.basename(data['path'])} is in use by another yi-chat (or was written by one since it "
@@ -397,6 +406,34 @@ def _main(args) -> int:
         raise
     finally:
         render.pin_keys(False)
+
+
+def model_source(model: str) -> str:
+    """What a session records as its model's source, for a resume to load it again: a directory as an absolute
+    path (the session's `model` is only its name), a hub id or a demo name as given."""
+    from ..inputs import user_path
+
+    try:
+        p = user_path(model)
+        return str(p.resolve()) if p.is_dir() else model
+    except (YiError, OSError, ValueError):
+        return model
+
+
+def resumed_model(data: dict | None) -> str | None:
+    """The model a resumed session was with (its `source`) where no model is given: a directory that is still
+    there, a hub id or a demo name; None (the default applies, and the chat says it was another) otherwise."""
+    from ..inputs import user_path
+
+    source = (data or {}).get("source")
+    if not isinstance(source, str) or not source.strip():
+        return None
+    try:
+        if source.startswith(("/", "~", ".")) and not user_path(source).is_dir():
+            return None
+    except (YiError, OSError, ValueError):
+        return None
+    return source
 
 
 def resumed(given: str | None, data: dict, exchanges: int) -> str:
