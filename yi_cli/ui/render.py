@@ -314,6 +314,8 @@ class PlainRenderer(Renderer):
         self.out.flush()
 
     def reply_end(self, text: str, stats: Stats | None) -> None:
+        if not text and stats is not None and stats.finish_reason == FINISH_ERROR:  # failed before any text: no
+            return  # reply (an empty one was a phantom turn to a reader splitting on blank lines), the error says it
         if stats is not None and stats.finish_reason == "interrupted":
             self.out.write(" [interrupted]")
         self.out.write("\n\n")
