@@ -524,6 +524,30 @@ def test_autosave_after_every_turn(tmp_path, monkeypatch):
     assert oct(saver.path.parent.stat().st_mode & 0o777) == "0o700"
 
 
+def test_an_autosave_that_fails_says_so_once_and_when_it_works_again(tmp_path, monkeypatch):
+    """`autosave failed (Read-only file system); the chat goes on` came after every turn (a run-through)."""
+    import errno
+
+    from yi_cli.conversation import store
+
+    monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path))
+    write_new = store.write_new
+
+    def read_only(*a, **k):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(store, "write_new", read_only)
+    saver = store.Autosave("interactive")
+    chat, out, err = plain_chat(ScriptedEngine(["r1", "r2", "r3", "r4"]), on_turn=saver)
+    for q in ("one", "two", "three"):
+        chat.handle(q)
+    assert err.getvalue().count("autosave failed (Read-only file system)") == 1, err.getvalue()
+    monkeypatch.setattr(store, "write_new", write_new)
+    chat.handle("four")
+    assert f"autosave works again: the session is saved in {saver.path}" in err.getvalue()
+    assert [t.content for t in store.read(str(saver.path))[0].turns][::2] == ["one", "two", "three", "four"]
+
+
 def test_json_renderer_writes_one_object_per_turn():
     import io
 

@@ -1023,6 +1023,27 @@ def test_sessions_lists_newest_first_as_a_table_and_as_json(server, home, tmp_pa
         one_line_error(yi("sessions", "-n", bad, home=home), 2, needle)  # it said "no saved sessions", exit 0
 
 
+def test_a_hand_edited_updated_does_not_take_the_place_of_the_newest_session(server, home):
+    """A session file whose `updated` was edited to a word ("yesterday") sorted before every real time (as text):
+    `sessions` listed it first and -c resumed it (a run-through). Such a file is dated by its mtime."""
+    assert yi("--endpoint", server.url, "--resume", "last", "-p", "x", home=home).returncode == 1  # none yet
+    for question in ("older", "newer"):
+        p = yi("--endpoint", server.url, home=home, stdin=f"{question}\n")
+        assert p.returncode == 0, p.stderr.decode()
+    files = {json.loads(f.read_text())["turns"][0]["content"]: f for f in (home / "data" / "sessions").glob("*.json")}
+    data = json.loads(files["older"].read_text())
+    data["updated"], data["mode"] = "yesterday", "interactive"
+    files["older"].write_text(json.dumps(data))
+    os.utime(files["older"], (1_000_000_000, 1_000_000_000))  # 2001
+    data = json.loads(files["newer"].read_text())
+    data["mode"] = "interactive"
+    files["newer"].write_text(json.dumps(data))
+    rows = json.loads(yi("sessions", "--json", home=home).stdout)
+    assert [r["first_line"] for r in rows] == ["newer", "older"] and rows[1]["updated"].startswith("2001-09-09")
+    p = yi("--endpoint", server.url, "-c", "-p", "/history", home=home)
+    assert p.returncode == 0 and "newer" in p.stdout.decode() and "older" not in p.stdout.decode()
+
+
 def test_an_old_last_json_still_loads_and_is_listed(server, home):
     sessions = home / "data" / "sessions"
     sessions.mkdir(parents=True)

@@ -94,6 +94,10 @@ SESSION_CASES = {
     "finish-reason-number": (with_turn(finish_reason=5), "finish_reason text"),
     "content-number": (with_turn(content=5), "turn 0 has no text content"),
     "role-swapped": (with_turn(role="assistant"), "should be a user turn"),
+    "two-user-turns": (
+        json.dumps({**GOOD_SESSION, "turns": GOOD_SESSION["turns"][:1] * 2 + GOOD_SESSION["turns"][1:]}),
+        "turn 1 should be an assistant turn",  # "a assistant" before
+    ),
     "turns-not-list": (json.dumps({**GOOD_SESSION, "turns": {"a": 1}}), "not a chat session"),
     "system-list": (json.dumps({**GOOD_SESSION, "system": ["x"]}), "system prompt must be text"),
     "unanswered-user-turn": (json.dumps({**GOOD_SESSION, "turns": GOOD_SESSION["turns"][:1]}), "without a reply"),

@@ -125,7 +125,8 @@ class ChatSession:
                 raise ValueError(f"turn {i} has no text content")
             expected = "user" if i % 2 == 0 else "assistant"
             if t.get("role") != expected:
-                raise ValueError(f"turn {i} should be a {expected} turn (roles alternate)")
+                article = "an" if expected == "assistant" else "a"  # a user turn
+                raise ValueError(f"turn {i} should be {article} {expected} turn (roles alternate)")
             tokens, reason, stats = t.get("tokens", 0) or 0, t.get("finish_reason", "") or "", t.get("stats") or {}
             if type(tokens) is not int or not isinstance(reason, str) or not isinstance(stats, dict):
                 raise ValueError(f"turn {i}: tokens must be an integer, finish_reason text, stats an object")

@@ -16,6 +16,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import secrets
 import signal
 import tempfile
@@ -63,6 +64,15 @@ def to_dict(chat, mode: str | None = None, created: str | None = None) -> dict:
 
 def _now() -> str:
     return _iso(datetime.now(UTC))
+
+
+STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d[0-9:.]*Z")  # _iso's form: a file's `updated` as yi-chat wrote it
+
+
+def stamp(value) -> str | None:
+    """A file's `updated` where it is a time as yi-chat writes it (they sort as text), else None: a hand-edited
+    "yesterday" sorted before every real time and took -c's place."""
+    return value if isinstance(value, str) and STAMP.fullmatch(value) else None
 
 
 def _iso(t: datetime) -> str:
@@ -227,6 +237,7 @@ class Autosave:
         assert mode in MODES
         self.mode, self.path, self.created = mode, path, created
         self.conv = conv  # the id of the conversation the file holds
+        self.failing: str | None = None  # why the last write failed (said once)
         self.owner = Owner()
         self.forked = False  # the resumed file is another process's: this one's turns go to a new file
         if path is not None and not self.owner.claim(path):
@@ -262,7 +273,14 @@ class Autosave:
                 else:
                     write_atomic(self.path, text)
         except OSError as e:
-            chat.render.notice(f"autosave failed ({e.strerror or e}); the chat goes on")
+            why = e.strerror or str(e)
+            if why != self.failing:  # once, not after every turn, until it works again or fails otherwise
+                chat.render.notice(f"autosave failed ({why}); the chat goes on (the next turns are tried too)")
+            self.failing = why
+        else:
+            if self.failing:
+                chat.render.notice(f"autosave works again: the session is saved in {self.path}")
+            self.failing = None
 
 
 def save(chat, path: str | None, replace: bool = False) -> Path:
@@ -463,14 +481,14 @@ def entries() -> list[dict]:
         if data.get("format") != FORMAT:
             continue
         first = next((t.content for t in session.turns if t.role == "user"), "")
-        updated = data.get("updated")
+        updated = stamp(data.get("updated"))
         out.append(
             {
                 "path": str(f),
                 "name": f.name,
                 "mode": data.get("mode"),
                 "model": str(data.get("model") or ""),
-                "updated": updated if isinstance(updated, str) else _iso(datetime.fromtimestamp(mtime, UTC)),
+                "updated": updated or _iso(datetime.fromtimestamp(mtime, UTC)),
                 "exchanges": session.exchanges,
                 "first_line": attach.summary(first),
             }

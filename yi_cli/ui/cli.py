@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import signal
 import sys
 
@@ -447,8 +446,7 @@ def resumed(given: str | None, data: dict, exchanges: int) -> str:
     path = Path(data["path"])
     name = path.name if given is None or path.parent.resolve() == store.sessions_dir().resolve() else given
     line = f"resumed {exchanges} exchange{'s' * (exchanges != 1)} from {shown(name, 200)}"
-    updated = data.get("updated")
-    if isinstance(updated, str) and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d[0-9:.]*Z", updated):
+    if updated := store.stamp(data.get("updated")):
         line += f" (updated {updated[:10]} {updated[11:16]} UTC)"  # as `yi-chat sessions` lists it
     return line
 
