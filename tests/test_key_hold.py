@@ -33,7 +33,9 @@ def test_keys_stay_held_from_each_prompt_until_its_line_is_handled(tmp_path, mon
 
         class Session:  # prompt_toolkit's PromptSession as repl.run uses it
             def __init__(self, **kw):
-                pass
+                from prompt_toolkit.input import DummyInput
+
+                self.input = DummyInput()  # its keys typed ahead (none here)
 
             def prompt(self, text, **kw):
                 states.append(("prompt", echo(slave)))
