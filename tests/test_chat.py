@@ -569,6 +569,32 @@ def test_json_renderer_writes_one_object_per_turn():
     assert all(row == row.rstrip() for row in lines[1]["output"].splitlines())  # not a table's padding to 100
 
 
+def test_json_lines_give_a_commands_reply_one_object():
+    """--json gave /continue (and /retry) two objects: the reply's, then {"command": ..., "output": ""} (a
+    run-through). The reply's object stands for the command; a command with output keeps its own."""
+    import io
+
+    from rich.console import Console
+
+    from yi_cli.conversation.chat import Chat
+    from yi_cli.engines.settings import GenSettings
+    from yi_cli.ui.render import JsonRenderer
+
+    out = io.StringIO()
+    engine = ScriptedEngine(["one two three four", "five six", "again"])
+    chat = Chat(engine, JsonRenderer(Console(file=io.StringIO()), Console(file=io.StringIO()), out=out))
+    chat.settings = GenSettings(max_new_tokens=2)
+    chat.handle("hi")
+    chat.handle("/set max_new_tokens 50")
+    chat.handle("/continue")
+    chat.handle("/retry")
+    chat.handle("/undo")
+    lines = [json.loads(x) for x in out.getvalue().splitlines()]
+    assert [ln.get("command") or ln["prompt"] for ln in lines] == ["hi", "set", "/continue", "hi", "undo"], lines
+    assert lines[2]["reply"] and lines[3]["reply"] == "again"
+    assert lines[1]["output"] and lines[4]["output"]
+
+
 @pytest.mark.parametrize("chunk", [1, 2, 3, 7, 1000])
 def test_markdown_tint_keeps_every_character_and_tints_by_line(chunk):
     from yi_cli.ui.render import MarkdownTint

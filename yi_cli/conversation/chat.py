@@ -87,6 +87,7 @@ class Chat:
                         self.render.notice(f"still attached for the next message: {names} (/detach drops them)")
                 return self.running
             before = self._saved_state()
+            self.render.command_start(cmd[0].name)
             commands.run(self, *cmd)
             self.render.command_done(cmd[0].name)
             if self.on_turn and self._saved_state() != before:  # /undo, /clear, /set, /load...: autosave follows

@@ -188,6 +188,8 @@ class Renderer:
 
     def reply_end(self, text: str, stats: Stats | None) -> None: ...
 
+    def command_start(self, name: str) -> None: ...
+
     def command_done(self, name: str) -> None: ...
 
     def release_keys(self) -> None:
@@ -238,6 +240,10 @@ class TerminalRenderer(Renderer):
         super().show(renderable, whole)
         if self.transcript is not None and self.transcript.commands:  # --json: the commands' lines too
             self._copy("show", renderable, whole)
+
+    def command_start(self, name: str) -> None:
+        if self.transcript is not None and self.transcript.commands:
+            self._copy("command_start", name)
 
     def command_done(self, name: str) -> None:
         if self.transcript is not None and self.transcript.commands:
@@ -334,6 +340,7 @@ class JsonRenderer(Renderer):
         self.out = out or sys.stdout
         self.prompt = ""
         self.pending = ""
+        self.replied = False  # a reply was written since the command in hand started
 
     def banner(self, text: str) -> None:  # not a command's output: on the terminal, not in the JSON lines
         self.err.print(safe(text), markup=False, highlight=False, soft_wrap=True)
@@ -346,14 +353,19 @@ class JsonRenderer(Renderer):
         Console(file=buf, width=100, color_system=None).print(renderable, markup=False, highlight=False, soft_wrap=True)
         self.pending += buf.getvalue()
 
+    def command_start(self, name: str) -> None:
+        self.replied = False
+
     def command_done(self, name: str) -> None:
-        self._write({"command": name, "output": self.pending})
+        if self.pending or not self.replied:  # /continue, /retry, /edit: their reply's object is the command's
+            self._write({"command": name, "output": self.pending})
         self.pending = ""
 
     def reply_start(self, prompt: str) -> None:
         self.prompt = prompt
 
     def reply_end(self, text: str, stats: Stats | None) -> None:
+        self.replied = True
         self._write({"prompt": self.prompt, "reply": text, **(stats.to_dict() if stats else {})})
 
     def _write(self, obj: dict) -> None:
