@@ -12,7 +12,9 @@ Prints one JSON line a variant (µs a step, and the tok/s that would be): `chain
 four weights plus the lm_head, `one` everything in one launch; each with a program's first block read before its PDL
 wait (ahead=1, as the GEMVs load their weights before they wait for x) and after it (ahead=0), and the chain also
 without PDL. --sweep: the chain with 1, 2 or 4 blocks read before the wait, 1, 2 or 4 programs an SM, 8 or 16 KB
-blocks, and the one launch with those programs and blocks.
+blocks, and the one launch with those programs and blocks; `persistent`: the chain's launches as phases of one
+launch of resident programs, a grid barrier (an arrival counter) between phases, a program's first 0-4 blocks of a
+phase read before the barrier that ends the one before (1 or 2 programs an SM).
 """
 
 from __future__ import annotations
@@ -20,11 +22,11 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import statistics
 
 import torch
 import triton
 import triton.language as tl
+from bench_parts import graph_time_us  # scripts/ is sys.path[0] when this runs as a script
 
 SHAPES = {"yi-6b": (4096, 11008, 32, 4, 128, 32, 64000), "yi-34b": (7168, 20480, 56, 8, 128, 60, 64000)}
 GROUP = 128
@@ -52,6 +54,64 @@ def _stream(W, OUT, n, iters, PDL: tl.constexpr, AHEAD: tl.constexpr, BLOCK: tl.
     tl.store(OUT + pid * BLOCK + offs, acc)
 
 
+@triton.jit
+def _persistent(W, OUT, OFFS, NW, CNT, phases, AHEAD: tl.constexpr, BLOCK: tl.constexpr):
+    """The chain's launches as phases of one launch whose programs are all resident: phase f reads words
+    OFFS[f] .. OFFS[f] + NW[f] of W in _stream's grid stride, its first AHEAD blocks before the grid barrier that
+    ends phase f - 1 (an arrival counter CNT, released and acquired at GPU scope: zeroed before the launch)."""
+    pid = tl.program_id(0)
+    step = tl.num_programs(0)
+    offs = tl.arange(0, BLOCK)
+    acc = tl.zeros([BLOCK], dtype=tl.int32)
+    for f in range(phases):
+        base = tl.load(OFFS + f)
+        n = tl.load(NW + f)
+        iters = tl.cdiv(tl.cdiv(n, BLOCK), step).to(tl.int32)
+        for i in tl.static_range(AHEAD):
+            at = (pid + i * step) * BLOCK + offs
+            acc ^= tl.load(W + base + at, mask=(at < n) & (i < iters), other=0)
+        if f > 0:  # phase f - 1 done by every program
+            seen = tl.atomic_add(CNT, 0, sem="acquire", scope="gpu")
+            while seen < f * step:
+                seen = tl.atomic_add(CNT, 0, sem="acquire", scope="gpu")
+        for i in range(AHEAD, iters):
+            at = (pid + i * step) * BLOCK + offs
+            acc ^= tl.load(W + base + at, mask=at < n, other=0)
+        tl.atomic_add(CNT, 1, sem="release", scope="gpu")
+    tl.store(OUT + pid * BLOCK + offs, acc)
+
+
+def persistent(shape_plan, cfg: dict, sms: int, device):
+    """The plan's launches as phases of one persistent launch (with the counter's zeroing before it)."""
+    block = cfg["block"]
+    sizes = [max(nbytes // 4, block) for nbytes, _ in shape_plan]
+    offs = torch.tensor([0] + sizes[:-1], dtype=torch.int64).cumsum(0)
+    w = torch.empty(sum(sizes), dtype=torch.int32, device=device)
+    offs, nw = offs.to(device), torch.tensor(sizes, dtype=torch.int64, device=device)
+    progs = cfg["per_sm"] * sms
+    out = torch.empty(progs * block, dtype=torch.int32, device=device)
+    cnt = torch.zeros(1, dtype=torch.int32, device=device)
+
+    args = (w, out, offs, nw, cnt, len(sizes))
+    kw = dict(AHEAD=cfg["ahead"], BLOCK=block, num_warps=WARPS)
+    k = _persistent.warmup(*args, grid=(progs,), **kw)
+    k._init_handles()
+    smem = getattr(torch.cuda.get_device_properties(device), "shared_memory_per_multiprocessor", 228 << 10)
+    fits = min(65536 // max(k.n_regs * 32 * WARPS, 1), 2048 // (32 * WARPS), smem // max(k.metadata.shared, 1))
+    if fits < cfg["per_sm"]:  # its grid barrier would wait forever on programs that never start
+        raise NotResident(f"{k.n_regs} registers a thread: {fits} programs an SM, not {cfg['per_sm']}")
+
+    def call():
+        cnt.zero_()
+        _persistent[(progs,)](*args, **kw)
+
+    return [call]
+
+
+class NotResident(Exception):
+    """A persistent configuration whose programs cannot all be resident at once."""
+
+
 def launches(shape: str, slots: int) -> list[tuple[str, int, int | None]]:
     """(name, bytes, programs) of each launch of one decode step, in order (programs None: a weight's launch, as
     many programs as the variant gives each SM)."""
@@ -73,9 +133,9 @@ def launches(shape: str, slots: int) -> list[tuple[str, int, int | None]]:
 
 
 def plan(variant: str, step: list) -> list[tuple[int, int]]:
-    """(bytes, programs) of each launch a variant makes."""
+    """(bytes, programs) of each launch a variant makes (`persistent`: each phase of its one launch)."""
     weights = ("qkv", "o", "gate_up", "down", "head")
-    if variant == "chain":
+    if variant in ("chain", "persistent"):
         return [(b, p) for _, b, p in step]
     if variant == "gemvs":
         return [(b, p) for name, b, p in step if name in weights]
@@ -112,24 +172,9 @@ def build(shape_plan, cfg: dict, sms: int, device):
     return calls
 
 
-def step_us(calls, reps: int = 5, iters: int = 20) -> float:
-    for c in calls:
-        c()
-    torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(reps):
-            for c in calls:
-                c()
-    times = []
-    for _ in range(iters):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        g.replay()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b) * 1e3 / reps)
-    return statistics.median(times)
+def step_us(calls) -> float:
+    """µs a step: the calls in order, five steps captured in one CUDA graph (bench_parts.graph_time_us)."""
+    return graph_time_us(lambda: [c() for c in calls], reps=5)
 
 
 def configs(sweep: bool) -> list[dict]:
@@ -140,6 +185,8 @@ def configs(sweep: bool) -> list[dict]:
     if sweep:
         grid = itertools.product((1, 2, 4), (1, 2, 4), (2048, 4096))
         out = [base | {"variant": "chain", "ahead": a, "per_sm": p, "block": b} for a, p, b in grid]
+        grid = itertools.product((0, 1, 2, 4), (1, 2), (2048, 4096))
+        out += [base | {"variant": "persistent", "ahead": a, "per_sm": p, "block": b} for a, p, b in grid]
         return out + [base | {"variant": "one", "per_sm": p, "block": b} for p in (1, 2, 4) for b in (2048, 4096)]
     out = [base | {"variant": "chain", "pdl": False, "ahead": 0}]
     for variant in ("chain", "gemvs", "layers", "one"):
@@ -153,6 +200,9 @@ def main() -> None:
     ap.add_argument("--slots", type=int, default=768, help="KV slots the attention launches read (the bench's 768)")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--sweep", action="store_true", help="the chain under other launch configurations")
+    ap.add_argument("--only", nargs="+", metavar="VARIANT", help="only these variants (chain, persistent, one, ...)")
+    for key in ("ahead", "per_sm", "block"):
+        ap.add_argument(f"--{key.replace('_', '-')}", nargs="+", type=int, help=f"only configurations with these {key}")
     a = ap.parse_args()
     dev = torch.device("cuda")
     sms = torch.cuda.get_device_properties(dev).multi_processor_count
@@ -162,9 +212,16 @@ def main() -> None:
     print(json.dumps({**head, "shape": a.shape, "slots": a.slots, "launches": len(step), "weight_bytes": weights}))
     results: dict[str, list[float]] = {}
     for r in range(a.rounds):
-        for cfg in configs(a.sweep):
+        picked = [c for c in configs(a.sweep) if not a.only or c["variant"] in a.only]
+        for key in ("ahead", "per_sm", "block"):
+            picked = [c for c in picked if getattr(a, key) is None or c[key] in getattr(a, key)]
+        for cfg in picked:
             p = plan(cfg["variant"], step)
-            us = step_us(build(p, cfg, sms, dev))
+            try:
+                us = step_us((persistent if cfg["variant"] == "persistent" else build)(p, cfg, sms, dev))
+            except NotResident as e:
+                print(json.dumps({"round": r, **cfg, "skipped": str(e)}), flush=True)
+                continue
             name = "{variant}/pdl={pdl}/ahead={ahead}/per_sm={per_sm}/block={block}".format(**cfg)
             results.setdefault(name, []).append(round(us, 1))
             line = {"round": r, **cfg, "launches": len(p), "step_us": round(us, 1), "tok_s": round(1e6 / us, 1)}
