@@ -5,7 +5,8 @@ read kernel, chained by programmatic dependent launch in one CUDA graph as the r
 no data dependence: what the launch boundaries and the bytes alone cost, against the real step (scripts/bench_parts.py
 --timeline) and against one launch streaming all of it (the read kernel's own bandwidth).
 
-    python3 scripts/bench_floor.py [--shape yi-6b] [--slots 768] [--rounds 2] [--sweep]
+    python3 scripts/bench_floor.py [--shape yi-6b] [--slots 768] [--rounds 2] [--sweep] [--only VARIANT ...]
+        [--ahead N ...] [--per-sm N ...] [--block N ...]
 
 Prints one JSON line a variant (µs a step, and the tok/s that would be): `chain` the step's launches in order,
 `gemvs` its 129 weight launches alone (no attention, norm or sampler launches), `layers` one launch a layer for its
