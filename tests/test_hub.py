@@ -569,3 +569,26 @@ def test_pull_on_a_terminal_draws_one_rich_bar_with_size_and_speed(hub, env):
         child.close()
     assert child.exitstatus == 0
     assert b"it/s" not in child.before and hub.requests("GET", "/model.safetensors")[-1][2] is not None
+
+
+def test_a_config_with_implausible_sizes_is_refused_before_its_weights_and_listed_with_the_reason(hub, env, demo_files):
+    """`num_hidden_layers: -3`: `pull` fetched every weight file, said "ready" (exit 0) and `models` listed it ok,
+    then -m refused it (exit 3). The fetch refuses it in one line before the weights (as the loader would, exit 3);
+    `models` gives the reason, for the snapshot that leaves (not "a pull continues it": a pull stops there again)
+    and for one fetched whole before this check."""
+    cfg = json.loads(demo_files["config.json"])
+    cfg["num_hidden_layers"] = -3
+    odd = json.dumps(cfg).encode()
+    hub.repos["acme/odd"] = Repo({**demo_files, "config.json": odd})
+    said = "config.json: num_hidden_layers = -3 is not a plausible size (expected 1..1024)"
+    error_line(yi(env, "pull", "acme/odd"), 3, said)
+    error_line(yi(env, "-m", "acme/odd", "-p", "hi"), 3, said)
+    assert not hub.requests("GET", "/model.safetensors")
+    rows = {r["name"]: r for r in json.loads(yi(env, "models", "--json").stdout)}
+    assert not rows["acme/odd"]["loadable"] and said in rows["acme/odd"]["reason"], rows["acme/odd"]
+    # A snapshot fetched whole before the fetch checked this (its config changed here, through its link)
+    assert yi(env, "pull", "acme/tiny-chat").returncode == 0
+    (snapshot(env) / "config.json").write_bytes(odd)
+    rows = {r["name"]: r for r in json.loads(yi({**env, "HF_HUB_OFFLINE": "1"}, "models", "--json").stdout)}
+    assert not rows["acme/tiny-chat"]["loadable"] and said in rows["acme/tiny-chat"]["reason"], rows["acme/tiny-chat"]
+    assert "cannot load: " in yi({**env, "HF_HUB_OFFLINE": "1"}, "models").stdout.decode()

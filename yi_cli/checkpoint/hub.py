@@ -26,6 +26,7 @@ from urllib.parse import urlparse
 
 from .. import inputs
 from ..errors import LoadError
+from . import plausible
 from .files import read_config
 
 # What yi-chat reads from a checkpoint; README, weights of other frameworks, GGUF and images stay on the hub.
@@ -207,7 +208,9 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
         checked = False
         for f in todo:
             if not checked and f.path.endswith((".safetensors", ".bin")):
-                read_config(snap)  # fetched first: one yi-chat cannot read fails before the weights are fetched
+                # Fetched first: a config yi-chat cannot read, or whose sizes no model has (num_hidden_layers = -3,
+                # which the load would refuse), fails here, before the weights are fetched for nothing.
+                plausible.check(read_config(snap), snap / "config.json")
                 checked = True
             _fetch_file(repo, commit, f, root, progress)
         ref = root / "refs" / revision

@@ -122,7 +122,7 @@ def models(args, aliases: dict) -> int:
     for repo, snap, size in hub.scan():
         m = family.BY_REPO.get(repo.lower())
         row = {"name": repo, "source": "hub", "alias": m.alias if m else None, **describe(snap, size)}
-        if not row["loadable"] and hub.cut_short(snap):  # not a format yi-chat cannot read
+        if not row["loadable"] and hub.cut_short(snap) and not _config_refused(snap):  # a pull completes it
             row["reason"] = f"the download is not complete: `yi-chat pull {repo}` continues it"
         elif hub.damaged(snap):  # a link to a blob deleted since: whatever the files that are there say
             row.update(
@@ -214,7 +214,7 @@ def describe(path: Path, size: int | None = None) -> dict:
         "reason": None,
     }
     try:
-        cfg = loader.read_config(path)
+        cfg = _config(path)
         row["context"] = cfg.get("max_position_embeddings") or cfg.get("n_positions")
         quant = quantized.detect(path, cfg)
         if quant is None:
@@ -240,6 +240,28 @@ def describe(path: Path, size: int | None = None) -> dict:
     except LoadError as e:
         row.update(loadable=False, reason=str(e))
     return row
+
+
+def _config(path: Path) -> dict:
+    """config.json, its sizes checked as the loader checks them before it builds anything: a checkpoint whose
+    num_hidden_layers is -3 was listed ok, and -m refused it."""
+    from ..checkpoint import files, plausible
+
+    cfg = files.read_config(path)
+    plausible.check(cfg, path / "config.json")
+    return cfg
+
+
+def _config_refused(snap: Path) -> bool:
+    """A snapshot whose config.json is there and refused (unreadable, implausible sizes): a pull stops at it again,
+    before the weights, so its row gives that reason, not a download that `pull` continues."""
+    if not (snap / "config.json").is_file():  # cut short before its config: the pull does continue it
+        return False
+    try:
+        _config(snap)
+    except LoadError:
+        return True
+    return False
 
 
 def _disk_size(path: Path) -> int | None:
