@@ -592,3 +592,28 @@ def test_a_config_with_implausible_sizes_is_refused_before_its_weights_and_liste
     rows = {r["name"]: r for r in json.loads(yi({**env, "HF_HUB_OFFLINE": "1"}, "models", "--json").stdout)}
     assert not rows["acme/tiny-chat"]["loadable"] and said in rows["acme/tiny-chat"]["reason"], rows["acme/tiny-chat"]
     assert "cannot load: " in yi({**env, "HF_HUB_OFFLINE": "1"}, "models").stdout.decode()
+
+
+@pytest.mark.parametrize("name", ["tokenizer.json", "model.safetensors"])
+def test_a_cached_snapshot_missing_a_blob_is_fetched_again_and_named_offline(hub, env, name):
+    """A blob deleted from the cache after the fetch: -m trusted the snapshot (config and weights "complete") and
+    failed with "cannot load the tokenizer (ValueError: ...)" or "model.safetensors: not a regular file", where
+    `models` said the file is missing and that a pull fetches it again. -m fetches it again now, as an incomplete
+    snapshot; offline, one line names the file and the pull."""
+    assert yi(env, "pull", "acme/tiny-chat").returncode == 0
+    (snapshot(env) / name).resolve().unlink()
+    lines = error_line(
+        yi({**env, "HF_HUB_OFFLINE": "1"}, "-m", "acme/tiny-chat", "-p", "hi"),
+        3,
+        f"acme/tiny-chat: {name} is missing from the Hugging Face cache (",
+        "HF_HUB_OFFLINE=1",
+        "`yi-chat pull acme/tiny-chat`",
+    )
+    assert len(lines) == 1
+    error_line(yi({**env, "HF_HUB_OFFLINE": "1"}, "pull", "acme/tiny-chat"), 3, f"{name} is missing from the")
+    gets = len(hub.requests("GET", f"/{name}"))
+    p = yi(env, "-m", "acme/tiny-chat", "--json", "--max-new-tokens", "2", "-p", "hi")
+    assert p.returncode == 0, p.stderr.decode()
+    assert json.loads(p.stdout.decode().splitlines()[-1])["new_tokens"] == 2
+    assert len(hub.requests("GET", f"/{name}")) == gets + 1
+    assert (snapshot(env) / name).is_file()

@@ -450,12 +450,37 @@ def scan() -> list[tuple[str, Path, int]]:
     return out
 
 
+def missing(snap: Path, allow_pickle: bool = True) -> list[str]:
+    """The files yi-chat reads (wanted) that a snapshot links to a blob no longer there (deleted or moved since they
+    were fetched). Others (a README another tool fetched) are no loss, and no fetch of ours would bring them back."""
+    try:
+        links = [p.relative_to(snap).as_posix() for p in snap.rglob("*") if p.is_symlink() and not p.exists()]
+    except OSError:
+        return []
+    return sorted(name for name in links if wanted(name, allow_pickle))
+
+
 def damaged(snap: Path) -> bool:
     """A snapshot that links a file its blob no longer backs (deleted or moved since it was fetched)."""
-    try:
-        return any(p.is_symlink() and not p.exists() for p in snap.rglob("*"))
-    except OSError:
+    return bool(missing(snap))
+
+
+def usable(repo: str, snap: Path | None, allow_pickle: bool = False) -> bool:
+    """Whether the cached snapshot serves as it is, without the network: complete, and no file of it gone from the
+    cache since (complete() looks at config and weights only: a snapshot whose tokenizer blob was deleted was loaded
+    and failed as "cannot load the tokenizer"). A damaged one is fetched again, as one cut short is; offline, where
+    nothing can fetch it, it is a LoadError naming what is missing and the pull that brings it back (fetch's own
+    offline line would call the model not in the cache at all)."""
+    if snap is None:
         return False
+    gone = missing(snap, allow_pickle)
+    if gone and offline():
+        raise LoadError(
+            f"{repo}: {', '.join(gone)} {'is' if len(gone) == 1 else 'are'} missing from the Hugging Face cache "
+            f"({snap}), and HF_HUB_OFFLINE=1 forbids fetching {'it' if len(gone) == 1 else 'them'} again "
+            f"(`yi-chat pull {repo}` does, online)"
+        )
+    return not gone and complete(snap)
 
 
 def _size(n: float) -> str:

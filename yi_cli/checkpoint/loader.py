@@ -150,7 +150,7 @@ def resolve(model: str, allow_pickle: bool = False) -> Path:
         if bad := hub.malformed(repo, model):  # bad//id, a/b/c: a usage error (as `pull` says it), not a missing model
             raise UsageError(bad)
         snap = hub.cached_snapshot(repo)
-        if snap is not None and hub.complete(snap):
+        if hub.usable(repo, snap, allow_pickle):
             return snap
         return hub.fetch(repo, allow_pickle=allow_pickle)
     near = difflib.get_close_matches(model.lower(), [*family.ALIASES, *demo.NAMES], n=1, cutoff=0.8)

@@ -94,7 +94,7 @@ def _pull_hub(args, repo: str, shadowed: str | None) -> Path:
     note = f"the folder {shadowed} here is not what pull fetches: -m {shadowed} opens that folder, not this repo"
     try:
         snap = hub.cached_snapshot(repo, args.revision)
-        if hub.offline() and snap is not None and hub.complete(snap):
+        if hub.offline() and hub.usable(repo, snap, args.allow_pickle):
             path = snap  # HF_HUB_OFFLINE: what the cache has is what there is
         else:
             path = hub.fetch(repo, allow_pickle=args.allow_pickle, revision=args.revision, local=False)
