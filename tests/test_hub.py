@@ -617,3 +617,18 @@ def test_a_cached_snapshot_missing_a_blob_is_fetched_again_and_named_offline(hub
     assert json.loads(p.stdout.decode().splitlines()[-1])["new_tokens"] == 2
     assert len(hub.requests("GET", f"/{name}")) == gets + 1
     assert (snapshot(env) / name).is_file()
+
+
+@pytest.mark.parametrize(
+    "revision", ["", " ", "main ", "ma\tin", "a\x1bb", "../../x", "{tmp}/ref", "a//b", "a..b", "a:b", "x.lock"]
+)
+def test_pull_refuses_a_malformed_revision_as_a_usage_error(hub, env, revision, tmp_path):
+    """`--revision ''` asked the hub for it and said "answered HTTP 404; try again later" (exit 3); a revision no
+    branch, tag or commit can have (whitespace, control characters, what git refuses in a ref name: the cache keeps
+    it as the path refs/REVISION, which an absolute one replaced: the stand-in hub answers any revision) is one line,
+    exit 2, and nothing is asked of the hub."""
+    revision = revision.format(tmp=tmp_path)  # an absolute path, where the code before wrote its ref file
+    lines = error_line(yi(env, "pull", "acme/tiny-chat", "--revision", revision), 2, "argument --revision: ")
+    assert len(lines) == 1
+    assert ("the revision is empty" if not revision else "is not a branch, tag or commit name") in lines[0]
+    assert not hub.log

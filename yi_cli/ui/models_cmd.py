@@ -14,9 +14,33 @@ from pathlib import Path
 
 from .. import inputs
 from ..checkpoint import demo, family, hub
-from ..errors import LoadError, UsageError
+from ..errors import LoadError, UsageError, shown
 
 COMMANDS = ("pull", "models")
+GIT_REFUSES = "~^:?*[\\"  # characters git check-ref-format refuses in any ref name, spaces and controls aside
+
+
+def revision_arg(value: str) -> str:
+    """--revision: a branch, tag or commit named as git allows (git check-ref-format; refs/pr/1 is one). The hub
+    answered an empty one with a 404 that read as an outage ("try again later"), and the cache keeps a revision as
+    the file refs/REVISION, which a name with `..` or a leading / would put outside it."""
+    if not value:
+        raise argparse.ArgumentTypeError("the revision is empty; give a branch, tag or commit (default main)")
+    if any(c.isspace() or not c.isprintable() for c in value):
+        why = "it holds whitespace or control characters"
+    elif bad := [c for c in GIT_REFUSES if c in value]:
+        why = f"git refuses {bad[0]!r} in a ref name"
+    elif (
+        value == "@"
+        or "@{" in value
+        or ".." in value
+        or value.endswith(".")
+        or any(not part or part.startswith(".") or part.endswith(".lock") for part in value.split("/"))
+    ):
+        why = "git refuses a name with '..', '@{', an empty part or one that starts with '.' or ends in '.lock'"
+    else:
+        return value
+    raise argparse.ArgumentTypeError(f"{shown(repr(value), 80)} is not a branch, tag or commit name ({why})")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -34,7 +58,7 @@ def parser() -> argparse.ArgumentParser:
         "into the Hugging Face cache; an interrupted download continues.",
     )
     pull.add_argument("repo", help="hub id (01-ai/Yi-6B-Chat-4bits) or a Yi alias (yi-6b-chat-4bits)")
-    pull.add_argument("--revision", default="main", help="branch, tag or commit (default main)")
+    pull.add_argument("--revision", default="main", type=revision_arg, help="branch, tag or commit (default main)")
     pull.add_argument("--allow-pickle", action="store_true", help="also fetch pickle .bin weights")
     models = sub.add_parser(
         "models",
