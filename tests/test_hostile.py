@@ -250,6 +250,15 @@ CONFIG_CASES = {
     "aliases-number-value": ("[aliases]\nx = 5\n", "[aliases] maps names to strings"),
     "aliases-demo": ('[aliases]\ndemo = "/models/mine"\n', "[aliases] demo would hide the built-in demo model demo"),
     "aliases-demo-fp32": ('[aliases]\ndemo-fp32 = "x/y"\n', "[aliases] demo-fp32 would hide the built-in demo model"),
+    "aliases-empty-name": ('[aliases]\n"" = "demo"\n', "[aliases] '' is not a name for -m (empty, blank or with"),
+    "aliases-blank-name": ('[aliases]\n"  " = "demo"\n', "[aliases] '  ' is not a name for -m"),
+    "aliases-control-name": ('[aliases]\n"a\\u001bb" = "demo"\n', "[aliases] 'a\\x1bb' is not a name for -m"),
+    "aliases-tab-name": ('[aliases]\n"a\\tb" = "demo"\n', "[aliases] 'a\\tb' is not a name for -m"),
+    "aliases-empty-target": ('[aliases]\nmine = " "\n', "[aliases] mine is empty (a directory or a hub id)"),
+    "endpoint-ftp": ('endpoint = "ftp://x"\n', "endpoint: ftp://x: not an http(s) URL of an OpenAI-compatible server"),
+    "endpoint-port": ('endpoint = "http://h:99999/v1"\n', "endpoint: http://h:99999/v1: not an http(s) URL"),
+    "endpoint-blank": ('endpoint = " "\n', "endpoint: : not an http(s) URL"),
+    "endpoint-userinfo": ('endpoint = "ftp://me:pw@x"\n', "endpoint: ftp://***@x: not an http(s) URL"),
     "unknown-key-modle": ('modle = "demo"\n', "did you mean model?"),
     "unknown-generation-key": ("[generation]\ntemprature = 1\n", "did you mean generation.temperature?"),
     "api-key-in-file": ('api_key = "sk-123"\n', "keys are not kept in the config file"),
@@ -305,6 +314,32 @@ def test_config_typo_through_the_command_is_one_line_exit_2(home):
     (home / "config").mkdir()
     (home / "config" / "config.toml").write_text('overflow = "dorp"\n')
     one_line_error(yi("-p", "hi", home=home), 2, "config.toml", "did you mean 'drop'")
+
+
+def test_a_bad_endpoint_or_alias_name_in_the_config_is_a_config_error_for_every_command(home):
+    """`endpoint = "ftp://x"` failed only a chat that used it, with a line that did not name the file (`models` ran,
+    exit 0), and `[aliases] "" = "demo"` made a row without a name: each is one line naming the file, exit 2, whether
+    or not the run uses it (as `endpoint = 5` was)."""
+    (home / "config").mkdir()
+    cfg = home / "config" / "config.toml"
+    for text, needle in (
+        ('endpoint = "ftp://x"\n', f"{cfg}: endpoint: ftp://x: not an http(s) URL"),
+        ('[aliases]\n"" = "demo"\n', f"{cfg}: [aliases] '' is not a name for -m"),
+    ):
+        cfg.write_text(text)
+        for args in (("-p", "hi"), ("--endpoint", "", "-p", "hi"), ("models",), ("pull", "demo")):
+            one_line_error(yi(*args, home=home), 2, needle)
+
+
+def test_a_good_endpoint_in_the_config_is_kept_as_written(home):
+    """The config's endpoint is checked as --endpoint's is, and handed on as written (host:port gets its http:// and
+    /v1 where the engine builds its URL); "" names none, as before."""
+    from yi_cli.ui import config
+
+    config.path().parent.mkdir(parents=True)
+    for value in ("localhost:8000", "https://u:p@gw.example/proxy/openai/v1?api-version=1", ""):
+        config.path().write_text(f'endpoint = "{value}"\n')
+        assert config.read()[0]["endpoint"] == value
 
 
 def test_an_alias_named_like_a_demo_model_is_refused_in_one_line(home):

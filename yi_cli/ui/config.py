@@ -14,6 +14,7 @@ import tomllib
 from contextlib import contextmanager
 
 from .. import inputs
+from ..engines.remote_endpoint import Endpoint
 from ..engines.remote_limits import Limits
 from ..engines.settings import NAMES, parse
 from ..errors import LoadError, UsageError, YiError, shown
@@ -83,6 +84,7 @@ def read() -> tuple[dict, dict]:
     aliases = data.pop("aliases", {})  # [aliases] name = "path or hub id": names for -m and `yi-chat models`
     if not isinstance(aliases, dict) or not all(isinstance(v, str) for v in aliases.values()):
         raise UsageError(f"{p}: [aliases] maps names to strings (a directory or a hub id)")
+    _alias_names(p, aliases)
     _no_builtin(p, aliases)
     remote = data.pop("remote", {})
     if not isinstance(gen, dict):
@@ -135,6 +137,19 @@ def alias_error(alias: str, target: str, e: YiError) -> YiError:
     return type(e)(f"{alias} ([aliases] in {path()}): {msg}")
 
 
+def _alias_names(p, aliases: dict) -> None:
+    """An alias is a name typed after -m: an empty or blank one (`"" = "demo"`) made a row without a name in
+    `yi-chat models`, and one with a control character a row that moves the terminal's cursor. A blank target
+    (`mine = ""`) is refused as `model = " "` is: it opened the working directory (Path("") is ".")."""
+    for name, target in aliases.items():
+        if not name.strip() or not name.isprintable():
+            raise UsageError(
+                f"{p}: [aliases] {shown(repr(name), 60)} is not a name for -m (empty, blank or with control characters)"
+            )
+        if not target.strip():
+            raise UsageError(f"{p}: [aliases] {shown(name, 60)} is empty (a directory or a hub id)")
+
+
 def _no_builtin(p, aliases: dict) -> None:
     """An alias named like a demo model is refused: -m takes the alias first, so the embedded demo (the default
     model) would be hidden without a word. A Yi alias or repo name may be taken on purpose (`yi-6b-chat-4bits =
@@ -184,6 +199,11 @@ def check(p, key: str, value):
         inputs.choice(value, CHOICES[key], p, key, UsageError)
     if key == "model" and not value.strip():
         raise UsageError(f"{p}: model is empty")
+    if key == "endpoint" and value:  # "": none here (the next source is used); else the check --endpoint gets
+        try:
+            Endpoint(value)
+        except UsageError as e:
+            raise UsageError(f"{p}: endpoint: {e}") from None
     if key == "api_key_env" and not ENV_NAME.fullmatch(value):
         raise UsageError(f"{p}: api_key_env = {shown(value, 40)!r} is not an environment variable name")
     if key == "device":
