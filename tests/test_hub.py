@@ -632,3 +632,18 @@ def test_pull_refuses_a_malformed_revision_as_a_usage_error(hub, env, revision, 
     assert len(lines) == 1
     assert ("the revision is empty" if not revision else "is not a branch, tag or commit name") in lines[0]
     assert not hub.log
+
+
+def test_models_in_a_pipe_carries_no_trailing_spaces(env, tmp_path):
+    """Piped, every line of the listing was padded with spaces to the width of the longest reason (200 columns and
+    more); a row stays whole (not folded), and a name or reason is printed as written (rich read `[x]` as markup)."""
+    home = tmp_path / "yi"
+    (home / "config").mkdir(parents=True)
+    far = tmp_path / ("far" * 60) / "model"
+    (home / "config" / "config.toml").write_text(f'[aliases]\nfar = "{far}"\n"[b]x" = "acme/nope"\n')
+    p = yi({**env, "YI_CHAT_HOME": str(home), "HF_HUB_OFFLINE": "1"}, "models")
+    assert p.returncode == 0, p.stderr.decode()
+    lines = p.stdout.decode().splitlines()
+    assert lines and not [ln for ln in lines if ln != ln.rstrip()], lines
+    assert any(ln.startswith("far ") and str(far) in ln for ln in lines), lines  # one line, not folded
+    assert any(ln.startswith("[b]x ") for ln in lines), lines

@@ -387,7 +387,13 @@ def _table(rows: list[dict]) -> None:
             str(r["context"] or "-"),
             status,
         )
-    console = Console(highlight=False)
-    if not console.is_terminal:
-        console.width = 250  # a pipe gets whole rows, not rows wrapped at 80 columns
-    console.print(t)
+    console = Console(highlight=False, markup=False)  # a name or a reason is shown as written, brackets too
+    if console.is_terminal:
+        console.print(t)
+        return
+    from .render import piped
+
+    # A pipe gets whole rows (not rows wrapped at 80 columns), without the spaces rich pads every line with to the
+    # width of the longest reason (200 columns and more: `cat -A` showed them)
+    sys.stdout.write(piped(t, console.width, whole=True))
+    sys.stdout.flush()

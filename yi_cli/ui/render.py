@@ -21,7 +21,7 @@ def _unpadded(text: str) -> str:
     return "\n".join(line.rstrip() for line in text.split("\n"))
 
 
-def _piped(renderable, width: int, whole: bool) -> str:
+def piped(renderable, width: int, whole: bool) -> str:
     """A renderable (a table) for a file or a pipe, as text at `width` columns without the padding at its lines'
     ends; whole: as wide as its widest row needs, if wider, so that no cell's text is folded onto continuation
     lines (`/history`'s turns stay one line each in a pipe)."""
@@ -148,7 +148,7 @@ class Renderer:
             return
         # A file or a pipe: a table as wide as its rows (rich folds cells at 80 columns there), its lines unpadded
         # (`cat -A` showed the spaces, `grep 'x$'` missed)
-        self.console.file.write(_piped(renderable, self.console.width, whole))
+        self.console.file.write(piped(renderable, self.console.width, whole))
         self.console.file.flush()
 
     def banner(self, text: str) -> None:
@@ -347,7 +347,7 @@ class JsonRenderer(Renderer):
 
     def show(self, renderable, whole: bool = False) -> None:
         if not isinstance(renderable, str):  # as Renderer.show writes it to a pipe, at 100 columns
-            self.pending += _piped(renderable, 100, whole)
+            self.pending += piped(renderable, 100, whole)
             return
         buf = io.StringIO()  # text as it is, as Renderer.show writes it
         Console(file=buf, width=100, color_system=None).print(renderable, markup=False, highlight=False, soft_wrap=True)
