@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -90,6 +91,21 @@ def test_positional_prompt_works_like_p(server, home):
     p = yi("--endpoint", server.url, "Say", "hi", home=home)
     assert p.returncode == 0, p.stderr.decode()
     assert sent(server) == "Say hi" and "echo: Say hi" in p.stdout.decode()
+
+
+@pytest.mark.parametrize("args", [["-p", "-"], ["-f", "-", "-p", "hi"], ["-"]])
+def test_stdin_named_at_a_terminal_is_refused_not_waited_on(server, home, tmp_path, args):
+    """`-p -` (and `-f - -p TEXT`) with stdin a terminal hung: the keys were held unechoed from the start, so what
+    was typed was not shown and Ctrl-D was a plain byte, until Ctrl-C (a run-through). One line, exit 2."""
+    pexpect = pytest.importorskip("pexpect")
+    child = spawn("--endpoint", server.url, *args, home=home, cwd=tmp_path, prompt=False)
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 2, child.before
+    shown = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", child.before)  # the held keys' bracketed-paste mode, on and off
+    lines = [ln for ln in shown.replace("\r", "").split("\n") if ln.strip()]
+    assert len(lines) == 1 and "stdin is the terminal here; pipe" in lines[0], child.before
+    assert server.requests == []
 
 
 def test_p_dash_reads_the_prompt_from_stdin(server, home):

@@ -97,13 +97,17 @@ def gather(words: list[str], prompt: str | None, files: list[str], tty: bool) ->
     if prompt is None and STDIN in files:
         where = "the terminal" if tty else "the chat's input (one turn per line)"
         raise UsageError(f"-f -: stdin is {where} here; '-f -' goes with -p")
+    if tty and prompt == STDIN:  # read from a terminal whose keys are held (not echoed): a hang
+        raise UsageError("-p -: stdin is the terminal here; pipe the prompt in (... | yi-chat -p -) or give -p TEXT")
+    if tty and STDIN in files:
+        raise UsageError("-f -: stdin is the terminal here; pipe the text in (... | yi-chat -f - -p TEXT)")
     attachments = []
     if prompt == STDIN:
         prompt = read(STDIN).text.strip()
         if not prompt:
             raise UsageError("-p -: stdin is empty")
     elif prompt is not None and not prompt.strip():
-        raise UsageError("-p/--prompt is empty")
+        raise UsageError("the prompt words are empty" if words else "-p/--prompt is empty")
     elif prompt is not None and not tty and STDIN not in files:
         piped = read(STDIN)  # `git diff | yi-chat -p "review this"`
         attachments += [piped] if piped.text.strip() else []
