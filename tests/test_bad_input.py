@@ -290,13 +290,13 @@ def test_unknown_or_malformed_slash_commands(tiny_dir, home):
     no_traceback(err)
     lines = err_lines(p)
     expected = [
-        "error: unknown command /bogus; /help lists the commands",
+        "error: unknown command /bogus; /help lists them, and //TEXT sends a message starting /",
         "error: unknown command /histroy; did you mean /history?",
         "error: /undo takes no argument (usage: /undo)",
         "error: top_p must be in (0, 1], got 7.0",
         "error: usage: /set NAME VALUE (/set alone lists the settings)",
         "error: unknown setting 'colour'",
-        "error: unknown command /; /help lists the commands",
+        "error: unknown command /; /help lists them, and //TEXT sends a message starting /",
         "error: usage: /load PATH",
         "error: nothing to retry",
     ]

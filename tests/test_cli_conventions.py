@@ -1154,6 +1154,14 @@ def test_every_word_after_dashdash_is_the_prompt_verbatim(server, home):
     p = yi("--endpoint", server.url, "--", "models", "are", "cool", "--max-new-tokens", "3", "--", home=home)
     assert p.returncode == 0 and sent(server) == "models are cool --max-new-tokens 3 --", p.stderr
     assert server.requests[-1]["max_tokens"] != 3
+    # a prompt that starts with "/" after -- is a message too (it was run as a slash command: "unknown command
+    # /etc/hosts", a run-through); before it, a slash command as ever, whose error says how to send one
+    p = yi("--endpoint", server.url, "--", "/etc/hosts", "has", "what", "format?", home=home)
+    assert p.returncode == 0 and sent(server) == "/etc/hosts has what format?", p.stderr
+    p = yi("--endpoint", server.url, "-p", "/usr/bin/env prints what?", home=home)
+    one_line_error(p, 1, "unknown command /usr/bin/env;", "//TEXT sends a message starting /")
+    p = yi("--endpoint", server.url, "-p", "/file README.md", home=home)  # its attachment had no message to go with
+    one_line_error(p, 1, "/file: a one-shot prompt has no next message; attach with -f PATH")
 
 
 def _bash_complete(script: Path, wrapper: Path, *words: str) -> list[str]:

@@ -308,6 +308,19 @@ def test_detach_drops_the_attachments_and_file_takes_a_quoted_path(tmp_path):
     assert chat.session.turns[0].content == "hi"
 
 
+def test_help_knows_the_aliases_and_names_them():
+    """`/help quit` said "no command /quit" while /quit works (a run-through); `/help set extra` looked up
+    "set extra"; `/help bogus` had no did-you-mean where `/bogus` has."""
+    chat, out, err = plain_chat(ScriptedEngine())
+    for name in ("quit", "q", "/exit", "h", "?", "reset", "set extra"):
+        chat.handle(f"/help {name}")
+    shown = out.getvalue()
+    assert "/exit  (also /quit, /q)" in shown and "/help [COMMAND]  (also /h, /?)" in shown, shown
+    assert "/clear  (also /reset)" in shown and "/set" in shown and err.getvalue() == ""
+    chat.handle("/help histroy")
+    assert err.getvalue().strip() == "error: no command /histroy; did you mean /history?"
+
+
 def test_continue_and_retry_say_what_is_wrong():
     chat, out, err = plain_chat(ScriptedEngine(["a1", "a2"]))
     chat.handle("/continue")

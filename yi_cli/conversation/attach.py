@@ -210,6 +210,8 @@ def do_file(chat, arg: str) -> None:
         return
     if arg == STDIN:
         raise UsageError("/file -: stdin is the chat's own input here; give a file path")
+    if chat.options.one_shot:  # its attachment would wait for a message that never comes
+        raise UsageError("/file: a one-shot prompt has no next message; attach with -f PATH")
     a = read(as_dropped(arg))
     check_size([*chat.attachments, a], chat.engine.context_length)  # by its length alone: before tokenizing it
     check_tokens(chat.engine, chat.settings, [*chat.attachments, a])

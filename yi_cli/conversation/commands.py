@@ -38,7 +38,7 @@ def parse(line: str):
     cmd = TABLE.get(ALIASES.get(base, base))
     if cmd is None:
         near = difflib.get_close_matches(base, list(TABLE) + list(ALIASES), n=1)
-        hint = f"; did you mean /{near[0]}?" if near else "; /help lists the commands"
+        hint = f"; did you mean /{near[0]}?" if near else "; /help lists them, and //TEXT sends a message starting /"
         raise YiError(f"unknown command /{shown(name, 40)}{hint}")
     if bang:
         if cmd.forced is None:
@@ -56,11 +56,16 @@ def run(chat, cmd: Command, arg: str) -> None:
 
 def do_help(chat, arg):
     if arg:
-        cmd = TABLE.get(arg.lstrip("/").rstrip("!").lower())
+        base = arg.split()[0].lstrip("/").rstrip("!").lower()  # `/help set extra`: the command's name, set
+        cmd = TABLE.get(ALIASES.get(base, base))
         if cmd is None:
-            raise YiError(f"no command /{shown(arg.lstrip('/'), 40)}; /help lists the commands")
+            near = difflib.get_close_matches(base, list(TABLE) + list(ALIASES), n=1)
+            hint = f"; did you mean /{near[0]}?" if near else "; /help lists the commands"
+            raise YiError(f"no command /{shown(base, 40)}{hint}")
+        names = [f"/{a}" for a, target in ALIASES.items() if target == cmd.name]
+        also = f"  (also {', '.join(names)})" if names else ""
         # the help indented, wrapping under itself as in /help's table (as text it wrapped back to column 0)
-        chat.render.show(Group(cmd.usage, Padding(cmd.help, (0, 0, 0, 2))))
+        chat.render.show(Group(cmd.usage + also, Padding(cmd.help, (0, 0, 0, 2))))
         return
     chat.render.show(help_text())
 

@@ -327,6 +327,8 @@ def _main(args) -> int:
             f"prompt with -p TEXT or after --"
         )
     prompt, attachments = attach.gather(args.words, args.prompt, args.files or [], tty)  # before anything loads
+    if args.dashdash and args.words and prompt.lstrip().startswith("/"):  # after --, words as typed: a message
+        prompt = "/" + prompt.lstrip()  # (Chat.handle sends "//x" as "/x")
     top, gen_cfg = config.read()
     args.endpoint, endpoint_from = remote_env.endpoint(args.endpoint, top)
     if args.model is not None and not args.model.strip():
