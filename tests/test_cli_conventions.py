@@ -93,6 +93,25 @@ def test_positional_prompt_works_like_p(server, home):
     assert sent(server) == "Say hi" and "echo: Say hi" in p.stdout.decode()
 
 
+def test_a_dumb_terminal_gets_a_plain_prompt(server, home, tmp_path):
+    """TERM=dumb (Emacs' shell) got prompt_toolkit's full-screen prompt: hundreds of erase-line and cursor moves,
+    the toolbar, bracketed paste (a run-through). It gets prompt_toolkit's plain prompt: text only."""
+    pexpect = pytest.importorskip("pexpect")
+    child = spawn("--endpoint", server.url, home=home, cwd=tmp_path, env={"TERM": "dumb"}, prompt=False)
+    child.logfile_read = seen = io.StringIO()
+    child.expect_exact(">>>")
+    child.sendline("hi")
+    child.expect_exact("echo: hi")
+    child.expect_exact(">>>")
+    child.sendcontrol("d")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0 and sent(server) == "hi"
+    codes = re.findall(r"\x1b\[[0-9;?]*[a-zA-Z]|\x1b[78]", seen.getvalue())
+    assert set(codes) <= {"\x1b[?12l", "\x1b[?25h"}, codes  # the cursor shown once, at the start
+    assert "ctx " not in seen.getvalue()  # no toolbar
+
+
 @pytest.mark.parametrize("args", [["-p", "-"], ["-f", "-", "-p", "hi"], ["-"]])
 def test_stdin_named_at_a_terminal_is_refused_not_waited_on(server, home, tmp_path, args):
     """`-p -` (and `-f - -p TEXT`) with stdin a terminal hung: the keys were held unechoed from the start, so what
@@ -240,7 +259,7 @@ def test_a_file_too_large_for_the_real_tokenizer_is_refused_after_loading(demo_d
 def term_env(home: Path, **extra) -> dict:
     """The environment of a yi-chat in a test's terminal: this one's, less what chooses an engine."""
     env = {k: v for k, v in os.environ.items() if k not in CLEAN}
-    env.update(TERM="xterm-256color", PROMPT_TOOLKIT_NO_CPR="1", YI_CHAT_HOME=str(home), **extra)
+    env.update({"TERM": "xterm-256color", "PROMPT_TOOLKIT_NO_CPR": "1", "YI_CHAT_HOME": str(home), **extra})
     return env
 
 

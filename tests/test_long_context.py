@@ -180,6 +180,11 @@ def test_progress_line_only_on_a_terminal():
     TerminalRenderer(Console(file=io.StringIO()), Console(file=tty, force_terminal=True)).progress("reading 5%")
     PlainRenderer(Console(file=io.StringIO()), Console(file=pipe), out=io.StringIO()).progress("reading 5%")
     assert tty.getvalue() == "\r\x1b[2Kreading 5%" and pipe.getvalue() == ""
+    dumb = io.StringIO()  # TERM=dumb: no erase-line; spaces over what the longer status before left
+    r = TerminalRenderer(Console(file=io.StringIO()), Console(file=dumb, force_terminal=True, _environ={"TERM": "dumb"}))
+    for status in ("reading 95%", "done", None):
+        r.progress(status)
+    assert dumb.getvalue() == "\rreading 95%" + "\rdone" + " " * 7 + "\rdone" + "\r" + " " * 4 + "\r"
 
 
 def test_free_gpu_memory_caps_the_context(monkeypatch):

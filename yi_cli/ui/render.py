@@ -124,6 +124,7 @@ class Renderer:
     """Base: writes command output and notices; subclasses show the reply stream."""
 
     commands = False  # as a TerminalRenderer's transcript: takes the commands' output too (JSON lines)
+    status_cells = 0  # the width of the status line shown last (a dumb terminal's progress overwrites it)
 
     screen = None  # the terminal stream a REPL draws its prompt on (cli.make_renderer), None: stdout
 
@@ -179,7 +180,12 @@ class Renderer:
             room = max(self.err.size.width - 1, 0)
             if cell_len(text) > room:
                 text = set_cell_size(text, room).rstrip()
-            self.err.file.write("\r\x1b[2K" + text)
+            if self.err.is_dumb_terminal:  # no erase there: spaces over what the last status left past this one
+                pad = max(self.status_cells - cell_len(text), 0)
+                self.err.file.write("\r" + text + " " * pad + ("\r" + text if pad else ""))
+                self.status_cells = cell_len(text)
+            else:
+                self.err.file.write("\r\x1b[2K" + text)
             self.err.file.flush()
 
     def reply_start(self, prompt: str) -> None: ...

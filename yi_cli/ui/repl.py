@@ -13,6 +13,7 @@ from prompt_toolkit.history import FileHistory, InMemoryHistory
 from prompt_toolkit.key_binding import KeyBindings
 from prompt_toolkit.renderer import Renderer
 from prompt_toolkit.styles import Style
+from prompt_toolkit.utils import is_dumb_terminal
 
 from .. import terminal
 from ..conversation import commands
@@ -295,14 +296,17 @@ def ctrl_c_typed_ahead(keys_in) -> bool:
 
 def run(chat, prompt_text: str = ">>> ") -> int:
     words = ["/" + n for n in commands.TABLE] + ["/" + a for a in commands.ALIASES]
-    output = screen_output(chat.render.side_screen())  # None: stdout, else the terminal where stdout is a file
+    side = chat.render.side_screen()  # None: stdout, else the terminal where stdout is a file
+    # TERM=dumb (Emacs' shell): prompt_toolkit's own plain prompt, no cursor moves, no toolbar; it takes it only
+    # on its default output, stdout
+    dumb = side is None and is_dumb_terminal()
     session = PromptSession(
-        output=output,
+        output=None if dumb else screen_output(side),
         history=history(chat.render),
         key_bindings=bindings(),
         completer=WordCompleter(words, sentence=True),
-        complete_while_typing=True,
-        bottom_toolbar=toolbar(chat),
+        complete_while_typing=not dumb,
+        bottom_toolbar=None if dumb else toolbar(chat),
         style=TOOLBAR_STYLE,
         prompt_continuation=continuation,
     )
