@@ -181,7 +181,8 @@ def test_progress_line_only_on_a_terminal():
     PlainRenderer(Console(file=io.StringIO()), Console(file=pipe), out=io.StringIO()).progress("reading 5%")
     assert tty.getvalue() == "\r\x1b[2Kreading 5%" and pipe.getvalue() == ""
     dumb = io.StringIO()  # TERM=dumb: no erase-line; spaces over what the longer status before left
-    r = TerminalRenderer(Console(file=io.StringIO()), Console(file=dumb, force_terminal=True, _environ={"TERM": "dumb"}))
+    err = Console(file=dumb, force_terminal=True, _environ={"TERM": "dumb"})
+    r = TerminalRenderer(Console(file=io.StringIO()), err)
     for status in ("reading 95%", "done", None):
         r.progress(status)
     assert dumb.getvalue() == "\rreading 95%" + "\rdone" + " " * 7 + "\rdone" + "\r" + " " * 4 + "\r"
