@@ -77,8 +77,8 @@ class Template:
     def render(self, messages: list[dict], continue_final: bool = False, opening: bool = True) -> str:
         """The exact prompt text (special tokens included) the model sees. opening: end with the opening of the
         reply to come (the template's generation prompt); without it, the conversation as it stands (/prompt)."""
-        if self.source is None:  # raw: the text as is, so a cut reply continues where it stopped
-            return "".join(m["content"] for m in messages if m["role"] != "system")
+        if self.source is None:  # raw: the texts as they are, run on (a cut reply continues where it stopped), the
+            return "".join(m["content"] for m in messages)  # system prompt's first (it was dropped, silently)
         try:
             return timebox.run(
                 lambda: self.tokenizer.apply_chat_template(
