@@ -1161,6 +1161,18 @@ def test_a_subcommand_word_is_not_sent_as_a_prompt(server, home):
     assert p.returncode == 0 and sent(server) == "completion please"
 
 
+def test_local_model_flags_with_an_endpoint_are_said_to_do_nothing(server, home):
+    """--context, --device, --dtype, --engine, --raw, --speculate with --endpoint were taken and did nothing,
+    silently (a run-through): one line says so; the reply comes as ever."""
+    p = yi("--endpoint", server.url, "--context", "100", "--raw", "--speculate", "lookup", "-p", "hi", home=home)
+    assert p.returncode == 0 and p.stdout.decode() == "echo: hi\n\n", p.stderr
+    assert p.stderr.decode().splitlines() == [
+        "--context, --raw, --speculate: a local model's; the server at --endpoint decides (ignored)"
+    ]
+    p = yi("--endpoint", server.url, "--max-new-tokens", "3", "-p", "hi", home=home)
+    assert p.returncode == 0 and p.stderr.decode() == ""
+
+
 def test_every_word_after_dashdash_is_the_prompt_verbatim(server, home):
     """README recommends `--` for a prompt that holds flag-like words: argparse's intermixed parsing read flags past
     it ('unrecognized arguments: do', 'two prompts', a --max-new-tokens taken from the prompt)."""

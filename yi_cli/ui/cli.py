@@ -29,8 +29,8 @@ subcommands: when the first argument is one of  models, pull, sessions, completi
 
 exit codes:
   0    success (also: stdout closed by the reader, e.g. | head)
-  1    a failure during the chat (in a piped script: any turn or command failed; a remote reply cut by
-       the network, a timeout or a limit keeps its partial text)
+  1    a session to resume cannot be read; in a one-shot or piped run, a turn or command failed (a remote
+       reply cut by the network, a timeout or a limit keeps its partial text); an interactive chat ends 0
   2    usage error (bad flag or value, a malformed --endpoint URL or hub id, a config file error; an attached file
        that is binary, not UTF-8 or too large; stdout closed)
   3    the model could not be loaded (missing path, corrupt config or weights, unsupported format, sizes that
@@ -38,7 +38,8 @@ exit codes:
        be fetched (missing or gated repo, network error, full disk); the --endpoint server could not be reached
        or listed no model
   129  hung up (SIGHUP: the terminal closed); the reply in flight is kept, the session saved
-  130  interrupted (Ctrl-C outside a reply, SIGTERM); after SIGTERM the session is saved
+  130  interrupted (Ctrl-C while the model loads, or in a one-shot or piped run; SIGTERM); the reply in
+       flight is kept and the session saved
   131  quit (SIGQUIT: Ctrl-\\ during a reply, kill -QUIT); the reply in flight is kept, the session saved
 
 Model: a checkpoint directory, a hub id (fetched into the Hugging Face cache when missing), a Yi alias such as
@@ -98,14 +99,14 @@ def parser() -> argparse.ArgumentParser:
         action="append",
         dest="files",
         metavar="PATH",
-        help="attach a text file to the (first) message; repeatable; '-' is stdin",
+        help="attach a text file to the (first) message; repeatable; '-' is piped stdin (with -p)",
     )
     a("--json", action="store_true", help="write one JSON object per turn to stdout")
     a("--max-new-tokens", type=int, help="most tokens per reply (default 512)")
-    a("--temperature", type=float, help="sampling temperature, 0 = greedy (default 0.6)")
-    a("--top-p", type=float, help="nucleus sampling (default 0.8)")
-    a("--top-k", type=int, help="top-k sampling, 0 = off (default 0)")
-    a("--repetition-penalty", type=float, help="repetition penalty (default 1.2)")
+    a("--temperature", type=float, help="sampling temperature, 0 = greedy (default: the model's, else 0.6)")
+    a("--top-p", type=float, help="nucleus sampling (default: the model's, else 0.8)")
+    a("--top-k", type=int, help="top-k sampling, 0 = off (default: the model's, else 0)")
+    a("--repetition-penalty", type=float, help="repetition penalty (default: the model's, else 1.2)")
     a("--seed", type=int, help="random seed for reproducible sampling")
     a(
         "--speculate",
@@ -577,6 +578,10 @@ def make_engine(args, top: dict, render, endpoint_from: str = ""):
         for name in ("connect_timeout", "idle_timeout", "deadline"):
             if getattr(args, name) is not None:
                 setattr(limits, name, getattr(args, name))
+        local = [("--context", args.context), ("--device", args.device), ("--dtype", args.dtype)]
+        local += [("--engine", args.engine), ("--raw", args.raw), ("--speculate", args.speculate)]
+        if ignored := [flag for flag, value in local if value not in (None, False)]:  # accepted, and did nothing
+            render.notice(f"{', '.join(ignored)}: a local model's; the server at --endpoint decides (ignored)")
         engine = RemoteEngine(args.endpoint, key, model=args.model, limits=limits, notify=render.notice)
         engine.origin = f"endpoint from {endpoint_from}\n" + (
             f"API key from {key_from} (not shown)" if key else "no API key"
