@@ -144,6 +144,22 @@ def test_overflow_refuse_policy():
     assert [t.content for t in chat.session.turns] == ["short", "echo: short"]
 
 
+def test_a_refusal_suggests_clear_only_where_it_would_make_room():
+    """--overflow refuse suggested /clear when the system prompt and the message alone did not fit, where /clear
+    (which keeps the system prompt) cannot help (a run-through)."""
+    from yi_cli.conversation import context
+
+    rebuild = {0: 120, 2: 40}.get  # the whole prompt 120 tokens; without the one earlier exchange, 40
+    with pytest.raises(YiError, match="; shorten it, /clear, or lower max_new_tokens$"):
+        context.fit(rebuild, 120, [30, 50], 100, "refuse")
+    rebuild = {0: 120, 2: 110}.get  # without it still 110 > 100: clearing cannot make room
+    for policy in ("refuse", "drop"):
+        with pytest.raises(YiError, match=r"; shorten it, or lower max_new_tokens \(a system prompt counts too\)$"):
+            context.fit(rebuild, 120, [4, 6], 100, policy)
+    with pytest.raises(YiError, match="give more --context"):  # a one-shot run's remedy names flags
+        context.fit(rebuild, 120, [4, 6], 100, "refuse", context.ONE_SHOT)
+
+
 def test_retry_and_continue():
     engine = ScriptedEngine(["first try", "a b c d e f", "second try", "third"])
     chat, out, err = plain_chat(engine, settings=GenSettings(max_new_tokens=3))

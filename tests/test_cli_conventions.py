@@ -1173,6 +1173,13 @@ def test_local_model_flags_with_an_endpoint_are_said_to_do_nothing(server, home)
     assert p.returncode == 0 and p.stderr.decode() == ""
 
 
+def test_a_model_name_from_the_environment_is_named_as_such(home):
+    """YI_CHAT_MODEL=demo-bogus was reported as `--model demo-bogus`, a flag the user did not give (a run-through)."""
+    p = yi("-p", "hi", home=home, env={"YI_CHAT_MODEL": "demo-bogus"})
+    one_line_error(p, 3, "YI_CHAT_MODEL=demo-bogus: no such demo model or directory")
+    one_line_error(yi("-m", "demo-bogus", "-p", "hi", home=home), 3, "--model demo-bogus: no such demo model")
+
+
 def test_every_word_after_dashdash_is_the_prompt_verbatim(server, home):
     """README recommends `--` for a prompt that holds flag-like words: argparse's intermixed parsing read flags past
     it ('unrecognized arguments: do', 'two prompts', a --max-new-tokens taken from the prompt)."""

@@ -22,18 +22,21 @@ def fit(
     YiError (its message ends with `remedy`).
     """
 
-    def refuse(n: int):
+    def refuse(n: int, clears: bool = True):
+        """clears: forgetting the exchanges would make room (else /clear, which keeps the system prompt, cannot)."""
+        why = (
+            remedy if clears or remedy != REMEDY else "shorten it, or lower max_new_tokens (a system prompt counts too)"
+        )
         return YiError(
-            f"the prompt is {n} tokens but only {budget} fit in the context "
-            f"(after reserving room for the reply); {remedy}"
+            f"the prompt is {n} tokens but only {budget} fit in the context (after reserving room for the reply); {why}"
         )
 
     assert len(sizes) % 2 == 0, "droppable messages come in whole exchanges"
+    base = rebuild(len(sizes)) if sizes else total  # the prompt with every droppable message gone
     if policy == "refuse" or not sizes:
-        raise refuse(total)
-    base = rebuild(len(sizes))  # the prompt with every droppable message gone
+        raise refuse(total, base <= budget and bool(sizes))
     if base > budget:
-        raise refuse(base)
+        raise refuse(base, False)
     markers = (total - base - sum(sizes)) / len(sizes)  # template tokens around each message
     n, est = 0, total
     while True:

@@ -340,6 +340,7 @@ def _main(args) -> int:
         raise UsageError("-c/--continue and --resume PATH name two sessions; give one")
     if resume:
         session, saved, data = store.read(resume)
+    named = "--model " if args.model else "YI_CHAT_MODEL=" if os.environ.get("YI_CHAT_MODEL") else "model "
     # A remote engine names its own model when none is given; a local one defaults to the model a resumed session
     # was with (the config's default would switch it silently), else to the demo.
     args.model = (
@@ -353,7 +354,7 @@ def _main(args) -> int:
     args.alias = args.model if args.model in aliases else None
     args.model = aliases.get(args.model, args.model)
     if not args.endpoint:
-        check_model_name(args.model)
+        check_model_name(args.model, named)
     attach.check_size(attachments, None if args.endpoint else attach.context_hint(args.model))
     settings, sources = settings_from(args, gen_cfg, None if args.endpoint else args.model)
     if resume:
@@ -387,7 +388,8 @@ def _main(args) -> int:
         if data is not None and interactive:  # a script's stderr keeps to errors: -c -p and pipes say nothing
             render.notice(resumed(args.resume if resume != "last" else None, data, chat.session.exchanges))
             if isinstance(data.get("model"), str) and data["model"] != engine.name:
-                render.notice(f"it was with {shown(data['model'], 200)}; it goes on with {engine.name} (-m chooses)")
+                how = "-m chooses" if data.get("source") else "-m or --endpoint chooses"  # a remote session's
+                render.notice(f"it was with {shown(data['model'], 200)}; it goes on with {engine.name} ({how})")
         if autosave.forked:
             render.notice(
                 f"{os.path.basename(data['path'])} is in use by another yi-chat (or was written by one since it "
@@ -497,8 +499,9 @@ def _run(chat, prompt, interactive, render) -> int:
     return code
 
 
-def check_model_name(model: str) -> None:
-    """A `demo-...` name that is neither a demo model nor a directory is a typo: say which demos exist."""
+def check_model_name(model: str, given: str = "--model ") -> None:
+    """A `demo-...` name that is neither a demo model nor a directory is a typo: say which demos exist (given: where
+    the name came from, as the line names it)."""
     from pathlib import Path
 
     from ..checkpoint import demo
@@ -506,7 +509,7 @@ def check_model_name(model: str) -> None:
 
     if model.startswith("demo") and model not in demo.NAMES and not Path(model).expanduser().exists():
         raise LoadError(
-            f"--model {model}: no such demo model or directory (the demo models are {', '.join(demo.NAMES)})"
+            f"{given}{model}: no such demo model or directory (the demo models are {', '.join(demo.NAMES)})"
         )
 
 
