@@ -89,6 +89,16 @@ def test_model_command_shows_the_capped_context(tmp_path):
     assert "5000000.0" in done.stdout
 
 
+def test_a_context_past_the_models_is_said(tmp_path):
+    """--context 300K on a 200K model was capped to 200000 silently (a run-through)."""
+    done = run_cli("-m", str(checkpoint(4, **YI_200K)), "--context", "300K", "-p", "/model", home=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "context                200000" in done.stdout
+    assert done.stderr.splitlines() == ["context 200000 tokens: the most this model takes here (--context 307200)"], (
+        done.stderr
+    )
+
+
 def test_integer_context_in_config_caps_the_context(tmp_path):
     """README: `context` is tokens, as --context: the TOML integer 32768 as "32K" (it crashed: 'int' object has no
     attribute 'strip')."""

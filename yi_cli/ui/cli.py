@@ -608,8 +608,10 @@ def make_engine(args, top: dict, render, endpoint_from: str = ""):
         )
         context = args.context or top.get("context")  # config.read made it tokens (an int)
         engine = LocalEngine(ckpt, backend=args.engine or top.get("engine", "auto"), raw=args.raw, context=context)
-        engine.progress = render.progress
-        return engine
+    engine.progress = render.progress
+    if context and context > engine.context_length:  # the model's, or what the free GPU memory holds, is less
+        render.notice(f"context {engine.context_length} tokens: the most this model takes here (--context {context})")
+    return engine
 
 
 def _unhold_early() -> None:
