@@ -653,6 +653,15 @@ def test_a_resumed_session_goes_on_with_its_own_model(tiny, home, tmp_path):
     assert p.returncode == 3 and "not-this-one" in p.stderr.decode()  # -m chose, and it is not there
 
 
+def test_speculation_asked_of_the_generate_engine_is_said_to_do_nothing(tiny_dir, home):
+    """--engine generate --speculate lookup took the flag and drafted nothing, silently (a run-through)."""
+    p = yi(
+        "-m", tiny_dir, "--engine", "generate", "--speculate", "lookup", "--max-new-tokens", "2", "-p", "hi", home=home
+    )
+    assert p.returncode == 0, p.stderr.decode()
+    assert err_lines(p) == ["--speculate lookup: the generate engine does not speculate (the fast engine does)"]
+
+
 def test_pickle_weights_need_allow_pickle(tiny, home, tmp_path):
     import torch
     from safetensors.torch import load_file

@@ -609,6 +609,8 @@ def make_engine(args, top: dict, render, endpoint_from: str = ""):
         context = args.context or top.get("context")  # config.read made it tokens (an int)
         engine = LocalEngine(ckpt, backend=args.engine or top.get("engine", "auto"), raw=args.raw, context=context)
     engine.progress = render.progress
+    if args.speculate == "lookup" and engine.backend == "generate":  # it took the flag and drafted nothing
+        render.notice("--speculate lookup: the generate engine does not speculate (the fast engine does)")
     if context and context > engine.context_length:  # the model's, or what the free GPU memory holds, is less
         render.notice(f"context {engine.context_length} tokens: the most this model takes here (--context {context})")
     return engine
