@@ -1428,3 +1428,28 @@ def test_readme_lists_every_flag_command_and_subcommand_and_links_nothing_outsid
         assert f"yi-chat {name}" in readme, name
     prose = re.sub(r"```.*?```|`[^`]*`", "", readme, flags=re.S)  # URLs in code are examples, not links
     assert not re.search(r"\]\((?!#)[^)]*\)|\.\./|https?://", prose)  # no links, no paths out of the repo
+
+
+def test_a_dumb_terminal_edit_shows_the_message_it_edits(server, home, tmp_path):
+    """TERM=dumb: /edit's inline edit> prompt is prompt_toolkit's plain prompt, which writes the prompt and then each
+    key typed, never the default text: the message being edited was in the buffer, unseen, and what was typed went
+    on after it (the screen showed `edit> bye`, the message sent was `hibye`)."""
+    pexpect = pytest.importorskip("pexpect")
+    env = {"TERM": "dumb", "VISUAL": "", "EDITOR": ""}
+    child = spawn("--endpoint", server.url, home=home, cwd=tmp_path, env=env, prompt=False)
+    child.logfile_read = seen = io.StringIO()
+    child.expect_exact(">>>")
+    child.sendline("hi")
+    child.expect_exact("echo: hi")
+    child.expect_exact(">>>")
+    child.sendline("/edit")
+    child.expect_exact("edit> ")
+    child.send("bye")
+    child.send("\r")
+    child.expect_exact("echo: ")
+    child.expect_exact(">>>")
+    child.sendcontrol("d")
+    child.expect(pexpect.EOF)
+    child.close()
+    line = next(ln for ln in seen.getvalue().replace("\r", "\n").split("\n") if ln.startswith("edit> "))
+    assert "edit> " + sent(server) == line.rstrip(), (line, sent(server))
