@@ -779,3 +779,21 @@ def test_demo_cache_is_private(demo_dir, demo_fp32_dir):
     from yi_cli.paths import cache_dir
 
     _assert_private(cache_dir())
+
+
+def test_a_resumed_session_whose_hub_model_is_gone_goes_on_with_the_default(tiny, home, tmp_path):
+    """README: a resumed session's `source` that "is gone" gives way to the default model (and an interactive chat
+    says so). A directory gone does; a hub id no longer in the cache was fetched again (gigabytes, unasked) or, with
+    HF_HUB_OFFLINE=1, ended the resume with exit 3 where it went on with the default before `source` existed."""
+    p = yi("-m", tiny, *SAMPLE, "--max-new-tokens", "2", stdin="hello\n", home=home)
+    assert p.returncode == 0, p.stderr.decode()
+    [path] = (home / "data" / "sessions").glob("*.json")
+    data = json.loads(path.read_text())
+    data.update(source="01-ai/Yi-6B-Chat", model="Yi-6B-Chat", mode="interactive")  # a chat with a hub model since deleted
+    path.write_text(json.dumps(data))
+    (home / "config").mkdir()
+    (home / "config" / "config.toml").write_text(f'model = "{tiny}"\n')
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "HF_HUB_CACHE": str(tmp_path / "hf" / "hub")}
+    p = yi("-c", *SAMPLE, "--max-new-tokens", "2", stdin="again\n", home=home, env=env)
+    assert p.returncode == 0, p.stderr.decode()
+
