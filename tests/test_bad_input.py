@@ -797,3 +797,13 @@ def test_a_resumed_session_whose_hub_model_is_gone_goes_on_with_the_default(tiny
     p = yi("-c", *SAMPLE, "--max-new-tokens", "2", stdin="again\n", home=home, env=env)
     assert p.returncode == 0, p.stderr.decode()
 
+
+def test_a_demo_session_records_the_demo_where_a_folder_named_demo_is_here(tmp_path, monkeypatch):
+    """-m demo loads the embedded demo whatever the working directory holds (loader.resolve looks at the demo names
+    first), but the session recorded a folder ./demo as its source where one was there: a resume then loaded that
+    folder (a project's demo/, no checkpoint: exit 3), not the demo it was with."""
+    from yi_cli.ui import cli
+
+    (tmp_path / "demo").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert cli.model_source("demo") == "demo"
