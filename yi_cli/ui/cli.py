@@ -415,8 +415,11 @@ def _main(args) -> int:
 def model_source(model: str) -> str:
     """What a session records as its model's source, for a resume to load it again: a directory as an absolute
     path (the session's `model` is only its name), a hub id or a demo name as given."""
+    from ..checkpoint import demo
     from ..inputs import user_path
 
+    if model in demo.NAMES:  # the demo whatever folder of that name is here, as loader.resolve takes it
+        return model
     try:
         p = user_path(model)
         return str(p.resolve()) if p.is_dir() else model
