@@ -789,7 +789,7 @@ def test_a_resumed_session_whose_hub_model_is_gone_goes_on_with_the_default(tiny
     assert p.returncode == 0, p.stderr.decode()
     [path] = (home / "data" / "sessions").glob("*.json")
     data = json.loads(path.read_text())
-    data.update(source="01-ai/Yi-6B-Chat", model="Yi-6B-Chat", mode="interactive")  # a chat with a hub model since deleted
+    data.update(source="01-ai/Yi-6B-Chat", model="Yi-6B-Chat", mode="interactive")  # its hub model deleted
     path.write_text(json.dumps(data))
     (home / "config").mkdir()
     (home / "config" / "config.toml").write_text(f'model = "{tiny}"\n')
