@@ -748,3 +748,50 @@ def test_a_third_ctrl_c_on_a_deaf_engine_ends_the_reply_on_screen_too():
     render.notice("shown at once")
     assert "shown at once" in err.getvalue()
     assert chat.session.turns[-1].interrupted and chat.session.turns[-1].content == "partial"
+
+
+def test_continue_past_the_context_is_refused_with_one_line():
+    """/continue of a cut reply whose conversation no longer fits: context.fit asserted its droppable messages come
+    in whole exchanges, but /continue's are every turn before the reply it extends (an odd count), so the chat said
+    "'/continue' failed (AssertionError: ...)" instead of the refusal (policy refuse)."""
+    import io
+
+    from rich.console import Console
+
+    from yi_cli.conversation.chat import Chat
+    from yi_cli.conversation.session import ChatSession
+    from yi_cli.engines.template import Prompt
+    from yi_cli.ui.render import PlainRenderer
+
+    class Words:  # a template whose tokens are words, two markers a message
+        def build(self, messages, continue_final=False, opening=True):
+            n = sum(len(m["content"].split()) + 2 for m in messages)
+            return Prompt(messages, list(range(n)), "", continue_final)
+
+        def render(self, messages, continue_final=True, opening=True):
+            return ""
+
+        def count(self, text):
+            return len(text.split())
+
+        def reply_part(self, user, reply):
+            return None
+
+        def default_system(self):
+            return None
+
+    class Engine:
+        template, context_length, name, quant = Words(), 100, "words", None
+
+        def stream(self, *a):
+            raise AssertionError("refused before any generation")
+
+    session = ChatSession()
+    for _ in range(3):
+        session.add_exchange("w " * 20, 20, "r " * 20, 20, "length", {})
+    err = io.StringIO()
+    render = PlainRenderer(Console(file=io.StringIO()), Console(file=err), out=io.StringIO())
+    chat = Chat(Engine(), render, GenSettings(max_new_tokens=10), session)
+    chat.handle("/continue")
+    assert "AssertionError" not in err.getvalue() and "fit in the context" in err.getvalue(), err.getvalue()
+    assert chat.session.exchanges == 3
