@@ -1453,3 +1453,14 @@ def test_a_dumb_terminal_edit_shows_the_message_it_edits(server, home, tmp_path)
     child.close()
     line = next(ln for ln in seen.getvalue().replace("\r", "\n").split("\n") if ln.startswith("edit> "))
     assert "edit> " + sent(server) == line.rstrip(), (line, sent(server))
+
+
+def test_a_one_shot_prompt_that_fails_says_nothing_of_a_next_message(home, tmp_path):
+    """A message that fails keeps its attachments "for the next message (/detach drops them)": a one-shot run has
+    neither a next message nor /detach (it refuses /file for that reason), and a script's stderr keeps to errors.
+    `yi-chat -f notes.txt -p TEXT` whose reply fails wrote that line after the error."""
+    (tmp_path / "notes.txt").write_text("some notes\n")
+    with OpenAIServer(ScriptedEngine(), model="served", error=(500, "boom")) as srv:
+        p = yi("--endpoint", srv.url, "-f", str(tmp_path / "notes.txt"), "-p", "sum up", home=home)
+    assert p.returncode == 1, p.stderr.decode()
+    assert "next message" not in p.stderr.decode() and "/detach" not in p.stderr.decode(), p.stderr.decode()
