@@ -81,7 +81,8 @@ class Chat:
                 text = line.strip()[1:] if line.strip().startswith("//") else line  # "//x" sends "/x"
                 if text.strip():
                     waiting = self.attachments
-                    if self.turn(attach.take(self, text)) is None and waiting:  # refused or failed: not recorded
+                    sent = self.turn(attach.take(self, text))
+                    if sent is None and waiting and not self.options.one_shot:  # refused or failed: not recorded
                         self.attachments = waiting + self.attachments
                         names = ", ".join(a.name for a in waiting)
                         self.render.notice(f"still attached for the next message: {names} (/detach drops them)")
