@@ -1464,3 +1464,18 @@ def test_a_one_shot_prompt_that_fails_says_nothing_of_a_next_message(home, tmp_p
         p = yi("--endpoint", srv.url, "-f", str(tmp_path / "notes.txt"), "-p", "sum up", home=home)
     assert p.returncode == 1, p.stderr.decode()
     assert "next message" not in p.stderr.decode() and "/detach" not in p.stderr.decode(), p.stderr.decode()
+
+
+def test_an_undo_of_the_only_exchange_of_a_0_1_0_session_leaves_no_session_to_resume(server, home):
+    """A store file written by 0.1.0 has no `id` (store.read gives it its path's): the autosave's `conv` was None,
+    so /undo of its only exchange left the file as it was and `-c` brought the undone exchange back, the defect the
+    rule "/undo of a conversation's last exchange removes its file" fixed for newer files."""
+    p = yi("--endpoint", server.url, stdin="only\n", home=home)
+    assert p.returncode == 0, p.stderr.decode()
+    [path] = (home / "data" / "sessions").glob("*.json")
+    data = json.loads(path.read_text())
+    del data["id"]  # as 0.1.0 wrote it
+    path.write_text(json.dumps(data))
+    p = yi("--endpoint", server.url, "--resume", str(path), stdin="/undo\n", home=home)
+    assert p.returncode == 0, p.stderr.decode()
+    assert not path.exists() and session_files(home) == []
