@@ -444,7 +444,7 @@ def autosave_for(path: str | None, data: dict | None, mode: str) -> Autosave:
     if data is not None:
         p = Path(data["path"])
         if p.parent.resolve() == sessions_dir().resolve() and p.name != LEGACY and data.get("mode") in MODES:
-            saver = Autosave(data["mode"], p, data.get("created"), data.get("id"))
+            saver = Autosave(data["mode"], p, data.get("created"), data.get("id") or path_id(p))  # read's id for it
             if saver.path is not None and _version(p) != data.get("_version"):
                 saver.fork()
             return saver
