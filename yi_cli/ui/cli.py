@@ -428,19 +428,29 @@ def model_source(model: str) -> str:
 
 
 def resumed_model(data: dict | None) -> str | None:
-    """The model a resumed session was with (its `source`) where no model is given: a directory that is still
-    there, a hub id or a demo name; None (the default applies, and the chat says it was another) otherwise."""
+    """The model a resumed session was with (its `source`) where no model is given, while it is still here: a
+    demo name, a directory that is still there, a hub id (or Yi alias) whose snapshot is complete in the Hugging
+    Face cache; None otherwise (the default applies, and the chat says the session was with another): a resume
+    does not start a download of gigabytes nobody asked for, nor fail offline where the default would serve."""
+    from ..checkpoint import demo
     from ..inputs import user_path
 
     source = (data or {}).get("source")
     if not isinstance(source, str) or not source.strip():
         return None
+    if source in demo.NAMES:
+        return source
     try:
-        if source.startswith(("/", "~", ".")) and not user_path(source).is_dir():
+        if user_path(source).is_dir():
+            return source
+        from ..checkpoint import family, hub  # a hub id's question only
+
+        repo = family.expand(source)
+        if source.startswith(("/", "~", ".")) or not hub.written_as_id(repo) or hub.malformed(repo, source):
             return None
-    except (YiError, OSError, ValueError):
+        return source if hub.usable(repo, hub.cached_snapshot(repo)) else None
+    except (YiError, OSError, ValueError):  # offline with a file of it gone, a name the checks refuse: not here
         return None
-    return source
 
 
 def resumed(given: str | None, data: dict, exchanges: int) -> str:

@@ -204,15 +204,24 @@ TOOLBAR_STYLE = Style.from_dict({"bottom-toolbar": "noreverse", "bottom-toolbar.
 EDIT_PROMPT = "edit> "
 
 
-def editor(session, render):
+def editor(session, render, dumb: bool = False):
     """/edit: $VISUAL/$EDITOR on a temp file when set (the terminal as the chat found it meanwhile), else the
-    message inline, ready to change. None: the edit was given up, and the notice says why."""
+    message inline, ready to change. None: the edit was given up, and the notice says why. dumb (TERM=dumb):
+    prompt_toolkit's plain prompt shows only the keys typed, never a default text (it went out unseen, with what
+    was typed after it): the message is shown above an empty edit> line, whose text replaces it."""
 
     def edit(old: str) -> str | None:
         cmd = os.environ.get("VISUAL") or os.environ.get("EDITOR")
         if not cmd:
             try:
-                return session.prompt(EDIT_PROMPT, default=old)
+                if not dumb:
+                    return session.prompt(EDIT_PROMPT, default=old)
+                render.show(f"editing: {old}\n(type the new message; an empty line keeps this one)")
+                new = session.prompt(EDIT_PROMPT)
+                if new.strip():
+                    return new
+                render.notice("edit cancelled: your last message stays as it was")
+                return None
             except (KeyboardInterrupt, EOFError):
                 render.notice("edit cancelled: your last message stays as it was")
                 return None
@@ -310,7 +319,7 @@ def run(chat, prompt_text: str = ">>> ") -> int:
         style=TOOLBAR_STYLE,
         prompt_continuation=continuation,
     )
-    chat.editor = editor(session, chat.render)
+    chat.editor = editor(session, chat.render, dumb)
     chat.render.banner(f"yi-chat · {chat.engine.name} · /help for commands, Ctrl-D to exit")
     while chat.running:
         # Held from before the prompt (which puts back the mode it found) until the line is handled: keys typed
