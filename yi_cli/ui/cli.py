@@ -232,6 +232,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     # Split here: parse_intermixed_args drops the `--` and goes on reading flags after it.
     i = argv.index("--") if "--" in argv else len(argv)
     args = parser().parse_intermixed_args(argv[:i])
+    args.verbatim = not args.words and i + 1 < len(argv)  # the prompt's first word comes after `--`: as typed
     args.words += argv[i + 1 :]
     args.dashdash = "--" in argv  # a subcommand's name after it is a prompt word
     return args
@@ -328,8 +329,8 @@ def _main(args) -> int:
             f"prompt with -p TEXT or after --"
         )
     prompt, attachments = attach.gather(args.words, args.prompt, args.files or [], tty)  # before anything loads
-    if args.dashdash and args.words and prompt.lstrip().startswith("/"):  # after --, words as typed: a message
-        prompt = "/" + prompt.lstrip()  # (Chat.handle sends "//x" as "/x")
+    if args.verbatim and prompt.startswith("/"):  # after --, words as typed: a message (Chat.handle sends "//x"
+        prompt = "/" + prompt  # as "/x")
     top, gen_cfg = config.read()
     args.endpoint, endpoint_from = remote_env.endpoint(args.endpoint, top)
     if args.model is not None and not args.model.strip():
