@@ -321,6 +321,21 @@ def test_help_knows_the_aliases_and_names_them():
     assert err.getvalue().strip() == "error: no command /histroy; did you mean /history?"
 
 
+def test_system_says_when_plain_completion_does_not_send_it(demo_dir):
+    """--raw (and a base model) sends no system prompt, while /system said "set" (a run-through)."""
+    from yi_cli.checkpoint import loader
+    from yi_cli.engines.template import Template
+
+    engine = ScriptedEngine(["r"])
+    engine.template = Template(loader.load_tokenizer(demo_dir), raw=True)
+    chat, out, err = plain_chat(engine)
+    chat.handle("/system be brief")
+    assert "system prompt set, but not sent: this model runs as plain completion" in out.getvalue()
+    engine.template = Template(loader.load_tokenizer(demo_dir))
+    chat.handle("/system be brief")
+    assert out.getvalue().rstrip().endswith("system prompt set")
+
+
 def test_continue_and_retry_say_what_is_wrong():
     chat, out, err = plain_chat(ScriptedEngine(["a1", "a2"]))
     chat.handle("/continue")

@@ -128,6 +128,11 @@ def do_system(chat, arg):
     if chat.session.system is None and tpl is not None and tpl.default_system():
         chat.render.show("system prompt cleared; the chat template's default applies (/system shows it)")
         return
+    if chat.session.system is not None and getattr(tpl, "plain", False):  # it said "set", and it was not sent
+        chat.render.show(
+            "system prompt set, but not sent: this model runs as plain completion (--raw, or a base model)"
+        )
+        return
     chat.render.show("system prompt " + ("cleared" if chat.session.system is None else "set"))
 
 

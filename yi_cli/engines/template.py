@@ -74,11 +74,16 @@ class Template:
         self.source = None if raw else template_of(tokenizer)
         self.stop_ids = stop_ids(tokenizer, config, generation_config)
 
+    @property
+    def plain(self) -> bool:
+        """Plain completion (--raw, a base model): no chat template, no system prompt sent."""
+        return self.source is None
+
     def render(self, messages: list[dict], continue_final: bool = False, opening: bool = True) -> str:
         """The exact prompt text (special tokens included) the model sees. opening: end with the opening of the
         reply to come (the template's generation prompt); without it, the conversation as it stands (/prompt)."""
-        if self.source is None:  # raw: the texts as they are, run on (a cut reply continues where it stopped), the
-            return "".join(m["content"] for m in messages)  # system prompt's first (it was dropped, silently)
+        if self.source is None:  # raw: the text as is, so a cut reply continues where it stopped (plain
+            return "".join(m["content"] for m in messages if m["role"] != "system")  # completion: no system prompt)
         try:
             return timebox.run(
                 lambda: self.tokenizer.apply_chat_template(
