@@ -662,6 +662,15 @@ def test_speculation_asked_of_the_generate_engine_is_said_to_do_nothing(tiny_dir
     assert err_lines(p) == ["--speculate lookup: the generate engine does not speculate (the fast engine does)"]
 
 
+def test_a_system_prompt_for_plain_completion_is_said_not_to_be_sent(tiny_dir, home):
+    """--raw sends no system prompt: --system was taken silently (a run-through)."""
+    p = yi("-m", tiny_dir, "--raw", "--system", "Be brief.", "--max-new-tokens", "2", "-p", "hi", home=home)
+    assert p.returncode == 0, p.stderr.decode()
+    assert err_lines(p) == [
+        "the system prompt is not sent: this model runs as plain completion (--raw, or a base model)"
+    ]
+
+
 def test_pickle_weights_need_allow_pickle(tiny, home, tmp_path):
     import torch
     from safetensors.torch import load_file

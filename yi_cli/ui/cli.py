@@ -386,6 +386,8 @@ def _main(args) -> int:
         chat = Chat(engine, render, settings, session, options, on_turn=autosave)
         chat.attachments = attachments
         chat.source = None if args.endpoint else model_source(args.model)
+        if chat.session.system and getattr(engine.template, "plain", False):  # taken, and never sent
+            render.notice("the system prompt is not sent: this model runs as plain completion (--raw, or a base model)")
         if data is not None and interactive:  # a script's stderr keeps to errors: -c -p and pipes say nothing
             render.notice(resumed(args.resume if resume != "last" else None, data, chat.session.exchanges))
             if isinstance(data.get("model"), str) and data["model"] != engine.name:
