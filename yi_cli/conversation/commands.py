@@ -37,8 +37,7 @@ def parse(line: str):
     base = name[:-1] if bang else name
     cmd = TABLE.get(ALIASES.get(base, base))
     if cmd is None:
-        near = difflib.get_close_matches(base, list(TABLE) + list(ALIASES), n=1)
-        hint = f"; did you mean /{near[0]}?" if near else "; /help lists them, and //TEXT sends a message starting /"
+        hint = _near(base, "; /help lists them, and //TEXT sends a message starting /")
         raise YiError(f"unknown command /{shown(name, 40)}{hint}")
     if bang:
         if cmd.forced is None:
@@ -50,6 +49,12 @@ def parse(line: str):
     return cmd, arg
 
 
+def _near(name: str, otherwise: str) -> str:
+    """The tail of an unknown command's line: the nearest command or alias as a question, else `otherwise`."""
+    near = difflib.get_close_matches(name, list(TABLE) + list(ALIASES), n=1)
+    return f"; did you mean /{near[0]}?" if near else otherwise
+
+
 def run(chat, cmd: Command, arg: str) -> None:
     cmd.handler(chat, arg)
 
@@ -59,9 +64,7 @@ def do_help(chat, arg):
         base = arg.split()[0].lstrip("/").rstrip("!").lower()  # `/help set extra`: the command's name, set
         cmd = TABLE.get(ALIASES.get(base, base))
         if cmd is None:
-            near = difflib.get_close_matches(base, list(TABLE) + list(ALIASES), n=1)
-            hint = f"; did you mean /{near[0]}?" if near else "; /help lists the commands"
-            raise YiError(f"no command /{shown(base, 40)}{hint}")
+            raise YiError(f"no command /{shown(base, 40)}{_near(base, '; /help lists the commands')}")
         names = [f"/{a}" for a, target in ALIASES.items() if target == cmd.name]
         also = f"  (also {', '.join(names)})" if names else ""
         # the help indented, wrapping under itself as in /help's table (as text it wrapped back to column 0)
