@@ -157,7 +157,7 @@ def test_a_refusal_suggests_clear_only_where_it_would_make_room():
         with pytest.raises(YiError, match=r"; shorten it, or lower max_new_tokens \(a system prompt counts too\)$"):
             context.fit(rebuild, 120, [4, 6], 100, policy)
     with pytest.raises(YiError, match="give more --context"):  # a one-shot run's remedy names flags
-        context.fit(rebuild, 120, [4, 6], 100, "refuse", context.ONE_SHOT)
+        context.fit(rebuild, 120, [4, 6], 100, "refuse", one_shot=True)
 
 
 def test_retry_and_continue():

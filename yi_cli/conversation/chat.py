@@ -223,8 +223,8 @@ class Chat:
         policy = "refuse" if p.continue_final else self.options.overflow
         first = 1 if p.messages and p.messages[0]["role"] == "system" else 0
         sizes = [self._size(i) for i in range(len(p.messages) - first - 1)]
-        remedy = context.ONE_SHOT if self.options.one_shot else context.REMEDY
-        dropped = context.fit(lambda n: self._rebuild(p, first, n), len(prompt.ids), sizes, budget, policy, remedy)
+        one_shot = self.options.one_shot
+        dropped = context.fit(lambda n: self._rebuild(p, first, n), len(prompt.ids), sizes, budget, policy, one_shot)
         msgs = p.messages[:first] + p.messages[first + dropped :]
         self.render.notice(
             f"context full ({ctx} tokens): dropped the {dropped // 2} oldest exchange(s) "
