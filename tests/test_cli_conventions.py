@@ -93,11 +93,15 @@ def test_positional_prompt_works_like_p(server, home):
     assert sent(server) == "Say hi" and "echo: Say hi" in p.stdout.decode()
 
 
-def test_a_dumb_terminal_gets_a_plain_prompt(server, home, tmp_path):
+@pytest.mark.parametrize("redirected", [False, True], ids=["stdout-tty", "stdout-file"])
+def test_a_dumb_terminal_gets_a_plain_prompt(server, home, tmp_path, redirected):
     """TERM=dumb (Emacs' shell) got prompt_toolkit's full-screen prompt: hundreds of erase-line and cursor moves,
-    the toolbar, bracketed paste (a run-through). It gets prompt_toolkit's plain prompt: text only."""
+    the toolbar, bracketed paste (a run-through). It gets prompt_toolkit's plain prompt: text only. So does a chat
+    with stdout redirected (`yi-chat > out`), drawn on stderr: prompt_toolkit takes its plain prompt only on its
+    default output, and that one got the full prompt."""
     pexpect = pytest.importorskip("pexpect")
-    child = spawn("--endpoint", server.url, home=home, cwd=tmp_path, env={"TERM": "dumb"}, prompt=False)
+    out = tmp_path / "out.txt" if redirected else None
+    child = spawn("--endpoint", server.url, home=home, cwd=tmp_path, env={"TERM": "dumb"}, out=out, prompt=False)
     child.logfile_read = seen = io.StringIO()
     child.expect_exact(">>>")
     child.sendline("hi")
@@ -110,6 +114,8 @@ def test_a_dumb_terminal_gets_a_plain_prompt(server, home, tmp_path):
     codes = re.findall(r"\x1b\[[0-9;?]*[a-zA-Z]|\x1b[78]", seen.getvalue())
     assert set(codes) <= {"\x1b[?12l", "\x1b[?25h"}, codes  # the cursor shown once, at the start
     assert "ctx " not in seen.getvalue()  # no toolbar
+    if redirected:
+        assert out.read_text() == "echo: hi\n\n"  # the reply alone, as a piped run writes it
 
 
 @pytest.mark.parametrize("args", [["-p", "-"], ["-f", "-", "-p", "hi"], ["-"]])

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 
 from prompt_toolkit import PromptSession
-from prompt_toolkit.application import run_in_terminal
+from prompt_toolkit.application import create_app_session, run_in_terminal
 from prompt_toolkit.completion import WordCompleter
 from prompt_toolkit.history import FileHistory, InMemoryHistory
 from prompt_toolkit.key_binding import KeyBindings
+from prompt_toolkit.output import create_output
 from prompt_toolkit.renderer import Renderer
 from prompt_toolkit.styles import Style
 from prompt_toolkit.utils import is_dumb_terminal
@@ -92,7 +94,6 @@ def screen_output(stdout=None):
     `ESC [ J`) from the prompt line, and tmux (scroll-on-clear, on by default) takes an ED from the top-left corner
     for a cleared screen and scrolls what it held into the history first: each resize (two redraws each: the
     SIGWINCH and the size poll) left a copy of the stale prompt and toolbar in the scrollback, a screen apart."""
-    from prompt_toolkit.output import create_output
     from prompt_toolkit.output.vt100 import Vt100_Output
 
     output = create_output(stdout=stdout)
@@ -306,19 +307,21 @@ def ctrl_c_typed_ahead(keys_in) -> bool:
 def run(chat, prompt_text: str = ">>> ") -> int:
     words = ["/" + n for n in commands.TABLE] + ["/" + a for a in commands.ALIASES]
     side = chat.render.side_screen()  # None: stdout, else the terminal where stdout is a file
-    # TERM=dumb (Emacs' shell): prompt_toolkit's own plain prompt, no cursor moves, no toolbar; it takes it only
-    # on its default output, stdout
-    dumb = side is None and is_dumb_terminal()
-    session = PromptSession(
-        output=None if dumb else screen_output(side),
-        history=history(chat.render),
-        key_bindings=bindings(),
-        completer=WordCompleter(words, sentence=True),
-        complete_while_typing=not dumb,
-        bottom_toolbar=None if dumb else toolbar(chat),
-        style=TOOLBAR_STYLE,
-        prompt_continuation=continuation,
-    )
+    # TERM=dumb (Emacs' shell): prompt_toolkit's own plain prompt, no cursor moves, no toolbar. It takes it only
+    # where it was given no output, and writes it on its session's: with stdout a file, the session's is the
+    # terminal on stderr (the session is made here: its output is fixed then).
+    dumb = is_dumb_terminal()
+    with create_app_session(output=create_output(stdout=side)) if dumb and side else contextlib.nullcontext():
+        session = PromptSession(
+            output=None if dumb else screen_output(side),
+            history=history(chat.render),
+            key_bindings=bindings(),
+            completer=WordCompleter(words, sentence=True),
+            complete_while_typing=not dumb,
+            bottom_toolbar=None if dumb else toolbar(chat),
+            style=TOOLBAR_STYLE,
+            prompt_continuation=continuation,
+        )
     chat.editor = editor(session, chat.render, dumb)
     chat.render.banner(f"yi-chat · {chat.engine.name} · /help for commands, Ctrl-D to exit")
     while chat.running:
