@@ -13,6 +13,7 @@ import json
 import os
 import re
 import select
+import shlex
 import shutil
 import signal
 import subprocess
@@ -319,23 +320,42 @@ def test_ctrl_c_leaves_a_clean_prefix_then_interrupted(term, home):
     assert reply_on_screen(scroll, "and now?", FOOTER) == "A short one."
 
 
-def test_ctrl_c_sent_with_the_enter_stops_the_reply(term, home):
-    """Enter and Ctrl-C in one write (tmux's send-keys, a fast hand): the prompt kept the Ctrl-C in its typeahead
-    for the next prompt, and the reply ran to its end (a run-through). The reply stops as at a Ctrl-C during it."""
-    reply = markdown_reply()
-    engine = Scripted(reply)
-    pane = term(engine, 60, 12)
-    pane.type(QUESTION)
-    pane.keys("Enter", "C-c")
-    scroll = pane.wait(lambda s: any(FOOTER.match(ln) for ln in s.split("\n")), "the reply's end (its footer)")
-    pane.prompt()
-    assert "[interrupted]" in scroll and scroll.count("[interrupted]") == 1
-    assert saved(home)[-1]["finish_reason"] == "interrupted"  # (the server may have sent it all meanwhile)
-    # the next prompt starts empty, and takes a question as ever
-    engine.reply = "A short one."
-    ask(pane, "and now?")
-    scroll = pane.wait(footer_after("and now?"), "the second reply")
-    assert reply_on_screen(scroll, "and now?", FOOTER) == "A short one."
+def test_ctrl_c_sent_with_the_enter_stops_the_reply(home):
+    """Enter and Ctrl-C in one write (a fast hand, tmux's send-keys): the prompt read both at once, kept the Ctrl-C
+    in its typeahead for the next prompt, and the reply ran to its end (a run-through). The reply stops as at a
+    Ctrl-C during it. Written at once into a pseudo-terminal (pexpect's send: one write), with SIGINT ignored from
+    the start (it stays ignored, errors.catch): a Ctrl-C that came in a read of its own would be a signal that does
+    nothing, or a key for the next prompt, and this reply never ends uncancelled. So the reply stops only where the
+    Ctrl-C was read with the Enter, and taken from the typeahead (repl.ctrl_c_typed_ahead, Chat.interrupt_next)."""
+    pexpect = pytest.importorskip("pexpect")
+    engine = Scripted(markdown_reply(), pause_at=0)  # nothing sent until it is cancelled
+    with OpenAIServer(engine, model="scripted") as srv:
+        chat = [sys.executable, "-m", "yi_cli", "--endpoint", srv.url, "--model", "scripted"]
+        env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "TMUX")}
+        env.update(TERM="xterm-256color", PROMPT_TOOLKIT_NO_CPR="1", YI_CHAT_HOME=str(home))
+        argv = ["-c", "trap '' INT; exec " + " ".join(map(shlex.quote, chat))]
+        child = pexpect.spawn("/bin/sh", argv, env=env, encoding="utf-8", dimensions=(20, 80), timeout=DEADLINE)
+        try:
+            child.expect_exact(">>>")
+            child.send(QUESTION)
+            child.expect_exact(QUESTION)
+            child.send("\r\x03")
+            child.expect_exact("[interrupted]")
+            child.expect_exact(">>>")
+            assert engine.sent == ""
+            assert saved(home)[-1]["finish_reason"] == "interrupted"
+            # the next prompt starts empty, and takes a question as ever
+            engine.reply, engine.pause_at = "A short one.", None
+            child.send("and now?\r")
+            child.expect_exact("A short one.")
+            child.expect(FOOTER.pattern[1:])
+            child.expect_exact(">>>")
+            child.sendcontrol("d")
+            child.expect(pexpect.EOF)
+        finally:
+            child.close(force=True)
+    assert child.exitstatus == 0
+    assert engine.prompts[-1] == "and now?"
 
 
 # 3. a resize mid-reply ------------------------------------------------------------------------------------------------
