@@ -492,6 +492,41 @@ def test_a_fetch_failed_before_the_weights_is_listed_as_not_complete(hub, env):
     assert yi(env, "pull", "acme/tiny-chat").returncode == 0
 
 
+def test_a_download_killed_before_its_first_byte_is_listed_and_named_as_not_complete(hub, env, demo_files):
+    """A pull killed (SIGKILL, a closed laptop) before the first byte of its first file: the cache holds that file's
+    empty blobs/<etag>.incomplete and no snapshot. `yi-chat models` did not list the repo at all, and `-m` offline
+    called it not in the cache; both say the download is not complete and that a pull continues it."""
+    hub.hold["chat_template.jinja"] = 0  # the first file fetched (config and tokenizer first, by name)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "yi_cli", "pull", "acme/tiny-chat"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert hub.held.wait(timeout=300)  # the GET reached the hub: its .incomplete was opened before it
+    finally:
+        proc.kill()
+        proc.wait(timeout=120)
+        hub.release.set()
+    [part] = (repo_dir(env) / "blobs").glob("*.incomplete")
+    assert part.stat().st_size == 0 and not (repo_dir(env) / "snapshots").exists()
+    offline = {**env, "HF_HUB_OFFLINE": "1"}
+    for e in (offline, env):
+        rows = {r["name"]: r for r in json.loads(yi(e, "models", "--json").stdout)}
+        row = rows["acme/tiny-chat"]
+        assert not row["loadable"], row
+        assert row["reason"] == "the download is not complete: `yi-chat pull acme/tiny-chat` continues it", row
+    p = yi(offline, "-m", "acme/tiny-chat", "-p", "hi")
+    [line] = error_line(p, 3, "the download is not complete", "HF_HUB_OFFLINE=1", "`yi-chat pull acme/tiny-chat`")
+    assert "not in the local" not in line
+    p = yi(env, "pull", "acme/tiny-chat")
+    assert p.returncode == 0, p.stderr.decode()
+    assert (snapshot(env) / "chat_template.jinja").read_bytes() == demo_files["chat_template.jinja"]
+    assert not part.exists()
+
+
 def test_a_mistyped_yi_alias_and_an_alias_to_a_missing_folder_say_so(env, tmp_path):
     error_line(yi(env, "-m", "yi-6b-chat-4bit", "-p", "hi"), 3, "(did you mean yi-6b-chat-4bits?)")
     home = tmp_path / "yi"

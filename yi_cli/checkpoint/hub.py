@@ -170,6 +170,11 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
     from huggingface_hub.utils import logging as hub_logging
 
     if offline():
+        if started(repo):
+            raise LoadError(
+                f"{repo}: the download is not complete in the Hugging Face cache ({cache_root()}), and "
+                f"HF_HUB_OFFLINE=1 forbids continuing it: `yi-chat pull {repo}` online continues it"
+            )
         raise LoadError(
             f"{repo}: not in the local Hugging Face cache ({cache_root()}), and HF_HUB_OFFLINE=1 forbids downloading it"
         )
@@ -227,6 +232,16 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
         progress.stop()  # also on Ctrl-C: the terminal gets its cursor back
     progress.done(repo)
     return snap
+
+
+def started(repo: str) -> bool:
+    """The cache holds a download of repo that was begun: a snapshot folder, or a partial blob (a pull killed before
+    the first byte of its first file leaves an empty blobs/<etag>.incomplete and nothing else)."""
+    root = storage(repo)
+    try:
+        return (root / "snapshots").is_dir() or any((root / "blobs").glob("*.incomplete"))
+    except OSError:
+        return False
 
 
 def _have(path: Path, size: int | None) -> bool:
@@ -423,8 +438,10 @@ def hub_error(e: BaseException, repo: str, local: bool = True) -> LoadError:
 
 def scan() -> list[tuple[str, Path, int]]:
     """(repo id, snapshot path, size on disk) of each model repo in the hub cache: its main ref's snapshot, else its
-    newest. Read here rather than with huggingface_hub's scan_cache_dir, which leaves out (with a warning) a repo
-    whose snapshot links a missing blob or whose ref ends in a newline: `yi-chat models` lost them without a word."""
+    newest; a repo with no snapshot yet, only partial blobs (a pull killed in its first file), gives its own folder,
+    which holds no config: a download cut short. Read here rather than with huggingface_hub's scan_cache_dir, which
+    leaves out (with a warning) a repo whose snapshot links a missing blob or whose ref ends in a newline: `yi-chat
+    models` lost them without a word."""
     root = cache_root()
     try:
         folders = sorted((d for d in root.iterdir() if d.name.startswith("models--")), key=lambda d: d.name.lower())
@@ -440,6 +457,8 @@ def scan() -> list[tuple[str, Path, int]]:
             if snap is None and (d / "snapshots").is_dir():
                 snaps = [s for s in (d / "snapshots").iterdir() if s.is_dir()]
                 snap = max(snaps, key=lambda s: s.stat().st_mtime, default=None)
+            if snap is None and any((d / "blobs").glob("*.incomplete")):
+                snap = d
             size = (
                 sum(b.stat().st_size for b in (d / "blobs").iterdir() if b.is_file()) if (d / "blobs").is_dir() else 0
             )
