@@ -189,7 +189,14 @@ def test_progress_line_only_on_a_terminal():
     tty, pipe = io.StringIO(), io.StringIO()
     TerminalRenderer(Console(file=io.StringIO()), Console(file=tty, force_terminal=True)).progress("reading 5%")
     PlainRenderer(Console(file=io.StringIO()), Console(file=pipe), out=io.StringIO()).progress("reading 5%")
-    assert tty.getvalue() == "\r\x1b[2Kreading 5%" and pipe.getvalue() == ""
+    assert tty.getvalue() == "\r\x1b7\x1b[2K\x1b8reading 5%\r" and pipe.getvalue() == ""  # the cursor at its start
+    narrowed = io.StringIO()  # a terminal narrowed under a status of 40 cells rewraps it into 3 rows of 15: all erased
+    err = Console(file=narrowed, force_terminal=True, width=80)
+    r = TerminalRenderer(Console(file=io.StringIO()), err)
+    r.progress("reading the prompt: 512/6356 tokens (8%)")
+    err.width = 15
+    r.progress(None)
+    assert narrowed.getvalue().endswith("\r\x1b7\x1b[2K" + "\x1b[B\x1b[2K" * 2 + "\x1b8")
     dumb = io.StringIO()  # TERM=dumb: no erase-line; spaces over what the longer status before left
     err = Console(file=dumb, force_terminal=True, _environ={"TERM": "dumb"})
     r = TerminalRenderer(Console(file=io.StringIO()), err)

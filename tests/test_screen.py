@@ -640,6 +640,56 @@ def test_the_status_line_of_a_long_prompt_leaves_nothing_in_a_narrow_terminal(ho
         pane.close()
 
 
+def tty_width(pane: Pane) -> int:
+    """The width of the pane's terminal as a program in it reads it (tmux sets it some time after its own resize)."""
+    fd = os.open(pane.tmux("display", "-p", "-t", "0", "#{pane_tty}").strip(), os.O_RDONLY | os.O_NOCTTY)
+    try:
+        return os.get_terminal_size(fd).columns
+    finally:
+        os.close(fd)
+
+
+def test_the_status_line_of_a_long_prompt_leaves_nothing_when_the_terminal_narrows(home, tmp_path):
+    """The status line drawn to fit, then the terminal narrowed under it (twice): the terminal rewraps it into two
+    rows, and the carriage return and EL of the next update (and of the erase) reached only the cursor's row: each
+    narrowing left a row of it on the screen and in the scrollback. The screen is full, as under a book's question:
+    tmux puts the rows a rewrap adds at the top of the screen into its history, the question's (on a screen with
+    the status in its top row, that row's first piece, out of reach of any erase)."""
+    go = tmp_path / "go"  # a line written here: the script goes on to its next status
+    os.mkfifo(go)
+    script = (
+        "from rich.console import Console\n"
+        "from yi_cli.ui.render import TerminalRenderer\n"
+        "r = TerminalRenderer(Console(), Console(stderr=True))\n"
+        "print('>>> a long book', *(f'line {i} of it' for i in range(12)), sep='\\n', flush=True)\n"
+        f"go = open({str(go)!r})\n"
+        "for done in (512, 1024, 2048):\n"
+        "    r.progress(f'reading the prompt: {done}/6356 tokens ({100 * done // 6356}%)')\n"
+        "    go.readline()\n"
+        "r.progress(None)\n"
+        "print('read')\n"
+    )
+    pane = Pane([], home=home, width=80, height=10, argv=[sys.executable, "-c", script])
+    fd = os.open(go, os.O_RDWR)  # never blocks, whether or not the script has opened it yet
+    try:
+        pane.wait(lambda s: "512/6356 tokens (8%)" in s, "the first status")
+        for width, shown in [(35, "1024/6356"), (25, "prompt: 2048")]:
+            pane.resize(width, 10)
+            pane.wait(
+                lambda s, width=width: tty_width(pane) == width,
+                "the resize, as the terminal's size (tmux sets it late)",
+            )
+            os.write(fd, b"\n")
+            pane.wait(lambda s, shown=shown: shown in s, f"the status at {width} columns")
+        os.write(fd, b"\n")
+        assert pane.exit_status() == 0
+        shown = [ln for ln in content(pane.scrollback()) if not ln.startswith("Pane is dead")]  # remain-on-exit's
+        assert shown == [">>> a long book", *(f"line {i} of it" for i in range(12)), "read"]
+    finally:
+        os.close(fd)
+        pane.close()
+
+
 # 5. SIGTERM / SIGHUP / SIGQUIT mid-reply: recorded, autosaved, one line, exit 130 / 129 / 131 -------------------------
 
 LEAVING = [(signal.SIGTERM, 130, "terminated"), (signal.SIGHUP, 129, "hung up"), (signal.SIGQUIT, 131, "quit")]

@@ -124,7 +124,7 @@ class Renderer:
     """Base: writes command output and notices; subclasses show the reply stream."""
 
     commands = False  # as a TerminalRenderer's transcript: takes the commands' output too (JSON lines)
-    status_cells = 0  # the width of the status line shown last (a dumb terminal's progress overwrites it)
+    status_cells = 0  # the width of the status line shown last (what the next one has to overwrite or erase)
 
     screen = None  # the terminal stream a REPL draws its prompt on (cli.make_renderer), None: stdout
 
@@ -174,18 +174,27 @@ class Renderer:
         """A status line on a terminal's stderr while a long prompt is read (the engine's thread, before any reply
         text); None erases it. Pipes get nothing. The line is cut to fit the terminal's width (short of its last
         column): one that wrapped left its upper rows behind, on the screen and in the scrollback, at each update
-        and when erased (the carriage return and EL reach only the cursor's row)."""
+        and when erased (the carriage return and EL reach only the cursor's row).
+
+        A terminal narrowed under it rewraps it into more rows all the same (tmux, VTE, kitty, iTerm2): the cursor is
+        left at the line's start, where a rewrap keeps it (on the line's first row; at its end it would be on the
+        last), and each update erases down from there as many rows as the last status takes at the width now (DECSC
+        and DECRC around EL and cursor-down: never ED, which tmux takes for a screen cleared into its history). Those
+        rows are the status's own: nothing is written below it while the prompt is read."""
         if self.err.is_terminal:
             text = visible(status) if status else ""
-            room = max(self.err.size.width - 1, 0)
+            width = self.err.size.width
+            room = max(width - 1, 0)
             if cell_len(text) > room:
                 text = set_cell_size(text, room).rstrip()
             if self.err.is_dumb_terminal:  # no erase there: spaces over what the last status left past this one
                 pad = max(self.status_cells - cell_len(text), 0)
                 self.err.file.write("\r" + text + " " * pad + ("\r" + text if pad else ""))
-                self.status_cells = cell_len(text)
             else:
-                self.err.file.write("\r\x1b[2K" + text)
+                rows = -(-self.status_cells // max(width, 1))  # the last status's rows, rewrapped at this width
+                down = "\x1b[B\x1b[2K" * (rows - 1)
+                self.err.file.write("\r\x1b7\x1b[2K" + down + "\x1b8" + text + ("\r" if text else ""))
+            self.status_cells = cell_len(text)
             self.err.file.flush()
 
     def reply_start(self, prompt: str) -> None: ...
