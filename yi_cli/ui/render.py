@@ -253,19 +253,17 @@ class TerminalRenderer(Renderer):
 
     def show(self, renderable, whole: bool = False) -> None:
         super().show(renderable, whole)
-        if self.transcript is not None and self.transcript.commands:  # --json: the commands' lines too
-            self._copy("show", renderable, whole)
+        self._copy("show", renderable, whole, command=True)
 
     def command_start(self, name: str) -> None:
-        if self.transcript is not None and self.transcript.commands:
-            self._copy("command_start", name)
+        self._copy("command_start", name, command=True)
 
     def command_done(self, name: str) -> None:
-        if self.transcript is not None and self.transcript.commands:
-            self._copy("command_done", name)
+        self._copy("command_done", name, command=True)
 
-    def _copy(self, what: str, *args) -> None:
-        if self.transcript is None:
+    def _copy(self, what: str, *args, command: bool = False) -> None:
+        """The transcript's `what` too; a command's output only to a transcript that takes it (--json's)."""
+        if self.transcript is None or (command and not self.transcript.commands):
             return
         try:
             getattr(self.transcript, what)(*args)
