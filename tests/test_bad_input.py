@@ -215,6 +215,24 @@ def test_invalid_utf8_in_the_prompt_argument_or_terminal(tiny_dir, home, where):
     assert "Traceback" not in log
 
 
+def test_an_attached_file_whose_name_is_not_utf8(tiny_dir, home, tmp_path):
+    """A file named in Latin-1 (an old archive's) attaches: its name, as the argument's surrogates, went into the
+    message and the tokenizer's TypeError came out as a traceback. The message names it as `\\xe9`."""
+    name = tmp_path / os.fsdecode(b"caf\xe9.txt")
+    name.write_text("hello\n")
+    p = subprocess.run(
+        [os.fsencode(PY), b"-m", b"yi_cli", b"--model", os.fsencode(tiny_dir), b"--max-new-tokens", b"2", b"--json"]
+        + [b"-f", os.fsencode(name), b"-p", b"hi"],
+        capture_output=True,
+        timeout=180,
+        env={**os.environ, "YI_CHAT_HOME": str(home)},
+    )
+    err = p.stderr.decode(errors="replace")
+    no_traceback(err)
+    assert p.returncode == 0, err
+    assert json_out(p)[0]["prompt"].startswith(str(tmp_path) + "/caf\\xe9.txt:\n```\nhello\n```")
+
+
 @pytest.mark.parametrize("stdin", [b"", b"\n  \n\t\n"], ids=["empty", "blank-lines"])
 def test_empty_stdin(tiny_dir, home, stdin):
     p = yi("--model", tiny_dir, stdin=stdin, home=home)

@@ -78,8 +78,9 @@ def read_bytes(name: str, stdin=None) -> bytes:
 
 
 def read(name: str, stdin=None) -> Attachment:
-    """Read and check one attachment; `-` is stdin."""
-    label = "stdin" if name == STDIN else name
+    """Read and check one attachment; `-` is stdin. A name's bytes that are not UTF-8 (an argument's, kept as
+    surrogates) are named as `\\xff` in the message: the tokenizer takes no surrogates."""
+    label = "stdin" if name == STDIN else name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     data = read_bytes(name, stdin)
     if len(data) > MAX_BYTES:
         raise UsageError(f"{shown(label, 200)}: too large to attach (over {MAX_BYTES >> 20} MiB)")
