@@ -347,6 +347,7 @@ def test_unknown_or_malformed_slash_commands(tiny_dir, home):
         (["--dtype", "fp8"], "invalid choice: 'fp8'"),
         (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
         (["--overflow", "maybe"], "invalid choice: 'maybe'"),
+        (["--system", "caf\udce9"], "argument --system: not valid UTF-8 text"),  # b"caf\xe9": each turn failed
     ],
     ids=lambda v: " ".join(v) if isinstance(v, list) else None,
 )

@@ -76,6 +76,15 @@ def seconds_arg(value: str) -> float:
     return v
 
 
+def text_arg(value: str) -> str:
+    """Text for the conversation (--system). An argument's bytes that are not UTF-8 arrive as surrogates, which no
+    tokenizer takes: every turn failed with a TypeError."""
+    try:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8")
+    except UnicodeError:
+        raise argparse.ArgumentTypeError("not valid UTF-8 text") from None
+
+
 def parser() -> argparse.ArgumentParser:
     p = Parser(
         prog="yi-chat",
@@ -87,7 +96,7 @@ def parser() -> argparse.ArgumentParser:
     a("words", nargs="*", metavar="PROMPT", help="answer this prompt and exit, like -p (see subcommands below)")
     a("--version", action="version", version=f"yi-chat {__version__}")
     a("--model", "-m", help="checkpoint directory, hub id, Yi alias, or demo (default: demo)")
-    a("--system", help="system prompt")
+    a("--system", type=text_arg, help="system prompt")
     a(
         "--prompt",
         "-p",
