@@ -91,8 +91,10 @@ def read() -> tuple[dict, dict]:
         raise UsageError(f"{p}: generation must be a table ([generation])")
     unknown = (set(data) - TOP_KEYS) | {f"generation.{k}" for k in set(gen) - set(NAMES)}
     if unknown:
-        known = [*TOP_KEYS, *(f"generation.{n}" for n in NAMES)]
-        near = difflib.get_close_matches(sorted(unknown)[0], known, n=1, cutoff=0.6)
+        # A table's name too ([Generation], [alias]: it read as a key, and 'generation.seed' was suggested)
+        tables = {t: f"[{t}]" for t in ("generation", "remote", "aliases")}
+        known = [*TOP_KEYS, *(f"generation.{n}" for n in NAMES), *tables]
+        near = [tables.get(n, n) for n in difflib.get_close_matches(sorted(unknown)[0].lower(), known, n=1, cutoff=0.6)]
         raise UsageError(
             f"{p}: unknown key(s): {', '.join(shown(k, 40) for k in sorted(unknown))}"
             f"{f' (did you mean {near[0]}?)' if near else ''} (known: {', '.join(sorted(TOP_KEYS))}"
