@@ -89,14 +89,19 @@ def test_model_command_shows_the_capped_context(tmp_path):
     assert "5000000.0" in done.stdout
 
 
-def test_a_context_past_the_models_is_said(tmp_path):
-    """--context 300K on a 200K model was capped to 200000 silently (a run-through)."""
-    done = run_cli("-m", str(checkpoint(4, **YI_200K)), "--context", "300K", "-p", "/model", home=tmp_path)
+@pytest.mark.parametrize("where", ["flag", "config"])
+def test_a_context_past_the_models_is_said(tmp_path, where):
+    """--context 300K on a 200K model was capped to 200000 silently (a run-through); the config's context was said
+    as a --context never given (run-through 4)."""
+    flags = ["--context", "300K"] if where == "flag" else []
+    if where == "config":
+        (tmp_path / "config").mkdir()
+        (tmp_path / "config" / "config.toml").write_text('context = "300K"\n')
+    done = run_cli("-m", str(checkpoint(4, **YI_200K)), *flags, "-p", "/model", home=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "context                200000" in done.stdout
-    assert done.stderr.splitlines() == ["context 200000 tokens: the most this model takes here (--context 307200)"], (
-        done.stderr
-    )
+    given = "--context 307200" if where == "flag" else "config.toml: context = 307200"
+    assert done.stderr.splitlines() == [f"context 200000 tokens: the most this model takes here ({given})"], done.stderr
 
 
 def test_integer_context_in_config_caps_the_context(tmp_path):
