@@ -116,6 +116,20 @@ def test_bad_lines_in_a_pipe_are_skipped_loudly(demo_dir):
 
 
 @pytest.mark.slow
+def test_a_prompt_file_with_a_bom_runs_its_first_command(demo_dir):
+    """A prompt file saved as UTF-8 with BOM (Notepad, PowerShell) and CRLF: the BOM began the first line, so its
+    /system went to the model as a message (-f and -p - dropped it already)."""
+    p = yi(
+        *("--model", "demo", "--temperature", "0", "--max-new-tokens", "3", "--json"),
+        stdin=b"\xef\xbb\xbf/system Be terse.\r\nHi\r\n",
+    )
+    assert p.returncode == 0, p.stderr.decode()
+    objs = [json.loads(x) for x in p.stdout.decode().splitlines()]
+    assert objs[0] == {"command": "system", "output": "system prompt set\n"}
+    assert [o["prompt"] for o in objs[1:]] == ["Hi"]
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["demo", "demo-gptq8"])
 def test_both_quantized_demos_answer_paris(model, demo_dir):
     p = yi("--model", model, "--temperature", "0", "--json", "-p", "What is the capital of France?")

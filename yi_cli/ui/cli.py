@@ -544,7 +544,9 @@ def run_pipe(chat) -> int:
     n = asked = 0
     for n, raw in enumerate(stdin, 1):
         try:
-            line = raw.decode("utf-8").rstrip("\r\n")
+            # utf-8-sig: a file saved "UTF-8 with BOM" (Notepad, PowerShell) began its first line with U+FEFF,
+            # which made a first `/system ...` a message to the model
+            line = raw.decode("utf-8-sig" if n == 1 else "utf-8").rstrip("\r\n")
         except UnicodeDecodeError:
             chat.failures += 1
             chat.render.error(f"stdin line {n} is not valid UTF-8; skipped")
