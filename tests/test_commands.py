@@ -308,6 +308,22 @@ def test_detach_drops_the_attachments_and_file_takes_a_quoted_path(tmp_path):
     assert chat.session.turns[0].content == "hi"
 
 
+def test_save_and_load_take_a_quoted_path_as_file_does(tmp_path):
+    """/save and /load took a dragged path ('my dir/s.json') with its quotes: "the folder 'my dir does not
+    exist", "no such session file" (run-through 4)."""
+    chat, out, err = plain_chat(ScriptedEngine(["r"]))
+    chat.handle("hi")
+    (tmp_path / "my dir").mkdir()
+    target = tmp_path / "my dir" / "s.json"
+    chat.handle(f"/save '{target}'")
+    assert err.getvalue() == "" and target.is_file()
+    chat.handle("/clear")
+    for typed in (f'"{target}"', str(target).replace(" ", "\\ ")):
+        chat.handle(f"/load {typed}")
+    assert err.getvalue() == "" and [t.content for t in chat.session.turns] == ["hi", "r"]
+    assert out.getvalue().rstrip().endswith(f"loaded 1 exchange(s) from {target}")
+
+
 def test_help_knows_the_aliases_and_names_them():
     """`/help quit` said "no command /quit" while /quit works (a run-through); `/help set extra` looked up
     "set extra"; `/help bogus` had no did-you-mean where `/bogus` has."""

@@ -240,8 +240,9 @@ def do_stats(chat, arg):
 
 def do_save(chat, arg, replace=False):
     from . import store
+    from .attach import as_dropped
 
-    path = store.save(chat, arg or None, replace)
+    path = store.save(chat, as_dropped(arg) if arg else None, replace)  # a path typed as /file takes it
     chat.render.show(f"saved to {path}")
 
 
@@ -253,9 +254,11 @@ def do_save_replacing(chat, arg):
 
 def do_load(chat, arg):
     from . import store
+    from .attach import as_dropped
 
     if not arg:
         raise YiError("usage: /load PATH")
+    arg = as_dropped(arg)  # quoted or its spaces escaped, as a terminal's drag and drop types it (as /file)
     store.load_into(chat, arg)
     chat.render.show(f"loaded {chat.session.exchanges} exchange(s) from {arg}")
 
