@@ -48,6 +48,12 @@ def test_usage_errors_exit_2():
     one_line_error(p, 2, "top_p must be in (0, 1]")
 
 
+@pytest.mark.parametrize("second", ["-p", "--prompt"])
+def test_two_prompt_flags_are_a_usage_error(second):
+    """`-p a -p b` answered b alone: the first prompt was dropped unsaid (run-through 4)."""
+    one_line_error(yi("-m", "demo", "-p", "first", second, "second"), 2, f"two prompts: {second} is given twice")
+
+
 def test_missing_model_dir_exits_3(tmp_path):
     one_line_error(yi("--model", str(tmp_path / "nope"), "-p", "hi"), 3, "no such directory")
 

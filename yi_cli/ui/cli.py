@@ -76,6 +76,15 @@ def seconds_arg(value: str) -> float:
     return v
 
 
+class Once(argparse.Action):
+    """-p given twice: argparse kept the last prompt and dropped the first unsaid."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if getattr(namespace, self.dest) is not None:
+            parser.error(f"two prompts: {option_string} is given twice; a run answers one (pipe several, one a line)")
+        setattr(namespace, self.dest, values)
+
+
 def text_arg(value: str) -> str:
     """Text for the conversation (--system). An argument's bytes that are not UTF-8 arrive as surrogates, which no
     tokenizer takes: every turn failed with a TypeError."""
@@ -100,6 +109,7 @@ def parser() -> argparse.ArgumentParser:
     a(
         "--prompt",
         "-p",
+        action=Once,
         help="answer this one prompt and exit; '-' reads it from stdin; piped stdin is prepended as context",
     )
     a(
