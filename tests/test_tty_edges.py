@@ -204,3 +204,43 @@ def test_sigquit_gives_the_terminal_back_and_keeps_the_turn(demo_dir, tmp_path, 
         assert turns[1]["content"].strip()
     finally:
         sh.close()
+
+
+@pytest.mark.slow
+def test_a_reply_put_in_the_background_waits_stopped_for_fg(demo_dir, tmp_path):
+    """README: a chat put in the background (`bg`) waits stopped for `fg`. Ctrl-Z mid-reply then `bg` went on
+    streaming the reply over the shell's prompt and the keys typed there (run-through 4); it waits, and `fg` finishes
+    the reply in place."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "cache").symlink_to(os.path.dirname(os.path.dirname(demo_dir)), target_is_directory=True)
+    sh = Shell(home)
+    try:
+        sh.line(f"{sys.executable} -m yi_cli --model demo --temperature 0 --max-new-tokens 600")
+        sh.wait(lambda s: re.search(r"^>>>", s, re.M), "the prompt")
+        sh.line(QUESTION)
+
+        def streaming(s: str) -> bool:  # letters of the reply below the question (not the prompt's toolbar)
+            below = s.partition(QUESTION)[2].split("\n")
+            return len(re.sub(r"\s", "", "".join(ln for ln in below if not TOOLBAR.match(ln)))) >= 40
+
+        sh.wait(streaming, "the reply")
+        sh.tmux("send-keys", "-t", "0", "C-z")
+        sh.wait(lambda s: "Stopped" in s, "the stop")
+        sh.line("echo JOB=$(jobs -p %1)")
+        pid = int(re.search(r"^JOB=(\d+)$", sh.wait(lambda s: re.search(r"^JOB=\d+$", s, re.M), "the pid"), re.M)[1])
+        sh.line("bg")
+        sh.wait(lambda s: re.search(r"^\[1\]\+ .*&$", s, re.M), "bg")
+        deadline = time.monotonic() + DEADLINE
+        while state(pid) != "T":  # stopped again at once: the reply waits for the terminal
+            assert time.monotonic() < deadline, f"the background reply never stopped:\n{sh.scrollback()}"
+            time.sleep(0.02)
+        sh.line("echo MARK")
+        scroll = sh.wait(lambda s: re.search(r"^MARK$", s, re.M), "the shell's own line")
+        after_bg = scroll[re.search(r"^\[1\]\+ .*&$", scroll, re.M).end() :]
+        shown = [ln.strip() for ln in after_bg.splitlines() if ln.strip() and not re.match(r"\[1\]\+ +Stopped", ln)]
+        assert shown == ["$ echo MARK", "MARK", "$"], scroll  # bash's own lines alone: no reply text
+        sh.line("fg")
+        sh.wait(lambda s: re.search(r"^length · ", s.rpartition("$ fg")[2], re.M), "the reply's end after fg")
+    finally:
+        sh.close()

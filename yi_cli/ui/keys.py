@@ -83,6 +83,11 @@ class KeyHold:
             self._set(self.saved)
             self._paste(False)
         clock.suspend(self._on_stop)  # stopped here until SIGCONT (fg / bg); the reply's timing leaves it out
+        if mine and self.saved is not None and not self._foreground():  # `bg`: the reply waits, stopped, for `fg`
+            from .. import terminal  # (it streamed on over the shell's prompt and the keys typed there)
+
+            with clock.paused():
+                terminal.wait_foreground(self.fd)
         if mine and self.saved is not None and self._foreground():  # back in the foreground: held again
             self._set(self.held)
             self._paste(True)
