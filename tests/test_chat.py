@@ -795,3 +795,17 @@ def test_continue_past_the_context_is_refused_with_one_line():
     chat.handle("/continue")
     assert "AssertionError" not in err.getvalue() and "fit in the context" in err.getvalue(), err.getvalue()
     assert chat.session.exchanges == 3
+
+
+def test_a_reply_with_no_token_has_no_time_to_first_token():
+    """A long prompt stopped by Ctrl-C while it was read: its footer said `ttft 0.00s` for a first token never
+    produced, and /stats averaged that 0 in (run-through 4)."""
+    from yi_cli.engines.events import Stats
+    from yi_cli.ui.render import footer
+
+    cut = Stats(prompt_tokens=4597, new_tokens=0, finish_reason="interrupted")
+    assert footer(cut) == "interrupted · 4597 prompt tok · 0 new tok"
+    chat, out, err = plain_chat(ScriptedEngine())
+    chat.history = [cut, Stats(prompt_tokens=40, new_tokens=5, ttft_s=0.5, decode_s=1.0)]
+    chat.handle("/stats")
+    assert "mean time to first token: 0.500 s" in out.getvalue() and err.getvalue() == ""

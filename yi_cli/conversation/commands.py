@@ -226,12 +226,13 @@ def do_model(chat, arg):
 def do_stats(chat, arg):
     h = chat.history
     new = sum(s.new_tokens for s in h)
+    firsts = [s.ttft_s for s in h if s.new_tokens]  # a reply stopped before its first token has no time to it
     rates = [s.decode_tok_s for s in h if s.decode_tok_s]
     lines = [
         f"replies: {len(h)}  (interrupted {sum(s.finish_reason == 'interrupted' for s in h)}, "
         f"cut by length {sum(s.finish_reason == 'length' for s in h)})",
         f"tokens generated: {new}",
-        f"mean time to first token: {sum(s.ttft_s for s in h) / len(h):.3f} s" if h else "",
+        f"mean time to first token: {sum(firsts) / len(firsts):.3f} s" if firsts else "",
         f"mean decode speed: {sum(rates) / len(rates):.1f} tok/s" if rates else "",
         f"context used: {chat.context_used()} / {chat.engine.context_length or '?'} tokens",
     ]

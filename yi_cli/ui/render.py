@@ -35,7 +35,9 @@ def footer(stats: Stats) -> str:
     parts = [stats.finish_reason]
     if stats.prompt_tokens is not None:  # a server that sent no usage (or a reply cut before it came): not known
         parts.append(f"{stats.prompt_tokens} prompt tok")
-    parts += [f"{stats.new_tokens} new tok", f"ttft {stats.ttft_s:.2f}s"]
+    parts.append(f"{stats.new_tokens} new tok")
+    if stats.new_tokens:  # none: a prompt stopped while it was read has no first token ('ttft 0.00s' read as instant)
+        parts.append(f"ttft {stats.ttft_s:.2f}s")
     if stats.decode_tok_s:
         parts.append(f"{stats.decode_tok_s:.1f} tok/s")
     if stats.tokens_per_step > 1:  # speculative decoding kept drafts
