@@ -1045,6 +1045,28 @@ def test_clear_starts_a_new_file_and_keeps_the_old_conversation(server, home):
     assert sorted(f["turns"][0]["content"] for f in session_files(home)) == ["one", "two"]
 
 
+def test_models_on_a_narrow_terminal_cuts_no_name(home, tmp_path):
+    """`yi-chat models` at 40 columns cut its columns to fit ("demo-gp", the status gone; run-through 4): a table
+    too wide for the terminal is written as whole rows, which the terminal wraps."""
+    pexpect = pytest.importorskip("pexpect")
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "yi_cli", "models"],
+        env=term_env(home),
+        encoding="utf-8",
+        dimensions=(30, 40),
+        timeout=60,
+        cwd=str(tmp_path),
+    )
+    child.expect(pexpect.EOF)
+    child.close()
+    out = child.before.replace("\r\n", "\n")
+    assert child.exitstatus == 0, out
+    rows = {ln.split()[0]: ln for ln in out.splitlines() if ln.strip()}
+    assert {"demo", "demo-gptq8", "demo-fp32"} <= set(rows), out
+    assert rows["demo-gptq8"].rstrip().endswith("converted on first use"), out
+
+
 def test_sessions_lists_newest_first_as_a_table_and_as_json(server, home, tmp_path):
     p = yi("sessions", home=home)
     assert p.returncode == 0 and "no saved sessions" in p.stderr.decode()

@@ -388,7 +388,9 @@ def _table(rows: list[dict]) -> None:
             status,
         )
     console = Console(highlight=False, markup=False)  # a name or a reason is shown as written, brackets too
-    if console.is_terminal:
+    # A terminal too narrow for the table's unbroken columns (40 columns) had them cut ("demo-gp", the status gone):
+    # it gets whole rows, as a pipe does, and wraps them itself
+    if console.is_terminal and Console(width=1 << 20).measure(t).minimum <= console.width:
         console.print(t)
         return
     from .render import piped
