@@ -172,3 +172,21 @@ def test_a_stop_mid_reply_is_no_decode_time(demo_dir, backend, monkeypatch):
     stats = events[-1].stats
     assert stats.new_tokens == 12 and stats.finish_reason == "length"
     assert stats.ttft_s + stats.decode_s < 100, stats
+
+
+def test_model_summary_shows_a_long_path_whole():
+    """/model's first row cut a path wider than the terminal with an ellipsis (a hub snapshot's, at 80 columns; any
+    at 40: run-through 4): it folds onto the next lines instead."""
+    import io
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from yi_cli.engines.describe import summary
+
+    path = "/root/.cache/huggingface/hub/models--01-ai--Yi-6B-Chat-4bits/snapshots/" + "0123456789abcdef" * 3
+    ckpt = SimpleNamespace(path=path, config=SimpleNamespace(), quant=None, context_length=4096, device="cpu")
+    ckpt.dtype = "torch.float32"
+    buf = io.StringIO()
+    Console(file=buf, width=80, color_system=None).print(summary(ckpt, "LlamaForCausalLM", 6_000_000_000, 1 << 30))
+    assert path in "".join(line.strip() for line in buf.getvalue().splitlines()), buf.getvalue()

@@ -55,7 +55,7 @@ def summary(ckpt, arch: str, params: int, nbytes: int, context: int | None = Non
     ]
     t = Table(show_header=False, box=None)
     t.add_column(style="bold")
-    t.add_column()
+    t.add_column(overflow="fold")  # a hub snapshot's path (100 characters and more) was cut to "…" at 80 columns
     for k, v in rows:
         t.add_row(k, str(v))
     return t
