@@ -136,6 +136,18 @@ def test_a_prompt_file_with_a_bom_runs_its_first_command(demo_dir):
 
 
 @pytest.mark.slow
+def test_a_pipe_that_ends_with_an_attachment_waiting_says_it_was_not_sent(demo_dir, tmp_path):
+    """`/file notes.md` as a prompt file's last line: the file waited for a message that never came, and the run
+    ended 0 with nothing sent (run-through 4)."""
+    notes = tmp_path / "notes.md"
+    notes.write_text("# notes\n")
+    p = yi("--model", "demo", "--max-new-tokens", "3", stdin=f"Hi\n/file {notes}\n")
+    err = p.stderr.decode()
+    assert p.returncode == 1, err
+    assert err.splitlines()[-1] == f"error: {notes}: attached, but no message followed; not sent", err
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["demo", "demo-gptq8"])
 def test_both_quantized_demos_answer_paris(model, demo_dir):
     p = yi("--model", model, "--temperature", "0", "--json", "-p", "What is the capital of France?")
