@@ -651,7 +651,9 @@ def test_stdin_closed_without_a_prompt_is_an_empty_pipe(tiny_src, home):
 
 def test_stdout_closed_is_one_line_exit_2(home):
     p = run_shell(f"{PY} -m yi_cli -p hi >&-", home)
-    one_line_error(p, 2, "stdout is closed")
+    one_line_error(p, 2, "stdout is closed; replies would be lost")
+    p = run_shell(f"{PY} -m yi_cli sessions >&-", home)  # it said "replies" for a listing (run-through 4)
+    one_line_error(p, 2, "stdout is closed; the output of yi-chat sessions would be lost")
 
 
 def test_stderr_closed_is_a_working_chat(tiny_src, home):

@@ -678,7 +678,10 @@ def entry() -> None:
     from . import streams
 
     if "stdout" in streams.repair():  # nothing could be shown: say so instead of chatting into the void
-        _err("stdout is closed; replies would be lost (redirect it to /dev/null to discard them)")
+        what = (
+            "replies" if not (sys.argv[1:] and sys.argv[1] in SUBCOMMANDS) else f"the output of yi-chat {sys.argv[1]}"
+        )
+        _err(f"stdout is closed; {what} would be lost (redirect it to /dev/null to discard it)")
         sys.exit(2)
     if "OMP_WAIT_POLICY" not in os.environ:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # libgomp spinning makes small CPU ops ~100x slower
