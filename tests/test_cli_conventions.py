@@ -394,6 +394,32 @@ def test_a_message_edited_in_the_editor_is_shown_as_sent_and_an_emptied_file_can
     assert [t["content"] for t in saved["turns"]] == [edited, "echo: " + edited]
 
 
+def test_an_editor_that_saves_a_bom_or_latin_1(server, home, tmp_path):
+    """/edit read the editor's file as plain UTF-8: a BOM (Windows editors, vim's 'bomb') went to the model at the
+    message's start, and a Latin-1 file failed as "'/edit' failed (UnicodeDecodeError: ...)" (run-through 4)."""
+    editor = tmp_path / "ed.sh"
+    editor.write_text(
+        '#!/bin/sh\nif [ -e latin ]; then printf "caf\\351\\n" > "$1"; '
+        'else printf "\\357\\273\\277edited question\\r\\n" > "$1"; fi\n'
+    )
+    editor.chmod(0o755)
+    child = spawn("--endpoint", server.url, home=home, cwd=tmp_path, env={"EDITOR": str(editor)})
+    child.sendline("first question")
+    child.expect_exact("stop · ")
+    child.expect_exact(">>>")
+    child.sendline("/edit")
+    child.expect_exact("echo: edited question")
+    child.expect_exact(">>>")
+    assert sent(server) == "edited question"
+    (tmp_path / "latin").touch()
+    child.sendline("/edit")
+    child.expect_exact("error: the editor saved text that is not UTF-8 (byte 3); the message stays as it was")
+    child.expect_exact(">>>")
+    assert leave(child) == 0
+    (saved,) = session_files(home)
+    assert [t["content"] for t in saved["turns"]] == ["edited question", "echo: edited question"]
+
+
 def test_sigterm_during_the_editor_leaves_the_terminal_as_the_chat_found_it(server, home, tmp_path):
     """SIGTERM while $EDITOR runs: the editor is killed with its alternate screen up and its raw modes set, and
     the shell was left in them (no echo, the exit line drawn inside the editor's screen)."""

@@ -263,8 +263,14 @@ def _edit_file(cmd: str, old: str, render) -> str:
             if not ended:  # killed (SIGTERM to the chat kills it too): its screen and modes are still up
                 _restore(modes, screen or sys.stdout)
             render.pin_keys(True)
-        with open(f.name, encoding="utf-8") as g:
-            return g.read().rstrip("\n")
+        with open(f.name, "rb") as g:
+            data = g.read()
+    try:  # utf-8-sig: an editor that saves a BOM (Windows ones, vim's 'bomb') put U+FEFF before the message
+        return data.decode("utf-8-sig").replace("\r\n", "\n").replace("\r", "\n").rstrip("\n")  # as text mode
+    except UnicodeDecodeError as e:  # a Latin-1 editor: it was "'/edit' failed (UnicodeDecodeError: ...)"
+        raise YiError(
+            f"the editor saved text that is not UTF-8 (byte {e.start}); the message stays as it was"
+        ) from None
 
 
 def _modes():
