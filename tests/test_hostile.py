@@ -301,6 +301,16 @@ def test_config_toml_special_files(kind, home):
     assert ("limit" if kind == "2-MiB" else "not a regular file") in str(e.value)
 
 
+def test_config_toml_saved_with_a_bom_and_crlf_is_read(home):
+    """A config.toml saved "UTF-8 with BOM" (Notepad) failed: "Invalid statement (at line 1, column 1)", on a
+    character no editor shows (run-through 4)."""
+    from yi_cli.ui import config
+
+    config.path().parent.mkdir(parents=True)
+    config.path().write_bytes(b'\xef\xbb\xbfmodel = "demo"\r\n[generation]\r\ntemperature = 0.3\r\n')
+    assert config.read() == ({"model": "demo", "remote": {}}, {"temperature": 0.3})
+
+
 @pytest.mark.parametrize("value", ["32768", '"32K"', '" 32k "'])
 def test_config_context_is_tokens_like_the_flag(value, home):
     """A TOML integer and the flag's text alike: config.read hands make_engine the number of tokens (an integer

@@ -71,6 +71,7 @@ def read() -> tuple[dict, dict]:
     if not _exists(p):
         return {}, {}
     text = inputs.read_text(p, inputs.CONFIG_LIMIT, UsageError, "config file")  # size and kind checked first
+    text = text.removeprefix("\ufeff")  # saved "UTF-8 with BOM" (Notepad): "Invalid statement (at line 1, column 1)"
     try:
         data = tomllib.loads(text, parse_float=_finite)
     except (tomllib.TOMLDecodeError, ValueError, RecursionError) as e:  # ValueError: inf, nan, a 5000-digit int
