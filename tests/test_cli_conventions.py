@@ -1071,16 +1071,18 @@ def test_clear_starts_a_new_file_and_keeps_the_old_conversation(server, home):
     assert sorted(f["turns"][0]["content"] for f in session_files(home)) == ["one", "two"]
 
 
-def test_models_on_a_narrow_terminal_cuts_no_name(home, tmp_path):
-    """`yi-chat models` at 40 columns cut its columns to fit ("demo-gp", the status gone; run-through 4): a table
-    too wide for the terminal is written as whole rows, which the terminal wraps."""
+@pytest.mark.parametrize("columns", [40, 80])
+def test_models_on_a_narrow_terminal_cuts_no_name(home, tmp_path, columns):
+    """`yi-chat models` cut its columns to fit the terminal: at 40 columns "demo-gp", the status gone, and `models
+    --all` at 80 "01-ai/Yi-34B-Chat-4bi", its context and pull command gone (run-through 4). A table too wide for
+    the terminal is written as whole rows, which the terminal wraps."""
     pexpect = pytest.importorskip("pexpect")
     child = pexpect.spawn(
         sys.executable,
-        ["-m", "yi_cli", "models"],
-        env=term_env(home),
+        ["-m", "yi_cli", "models", *(["--all"] if columns == 80 else [])],
+        env=term_env(home, HF_HUB_OFFLINE="1"),
         encoding="utf-8",
-        dimensions=(30, 40),
+        dimensions=(30, columns),
         timeout=60,
         cwd=str(tmp_path),
     )
@@ -1091,6 +1093,9 @@ def test_models_on_a_narrow_terminal_cuts_no_name(home, tmp_path):
     rows = {ln.split()[0]: ln for ln in out.splitlines() if ln.strip()}
     assert {"demo", "demo-gptq8", "demo-fp32"} <= set(rows), out
     assert rows["demo-gptq8"].rstrip().endswith("converted on first use"), out
+    if columns == 80:
+        assert rows["01-ai/Yi-34B-Chat-4bits"].split()[1:2] == ["yi-34b-chat-4bits"], out
+        assert rows["01-ai/Yi-34B-Chat-4bits"].rstrip().endswith("4096     yi-chat pull yi-34b-chat-4bits"), out
 
 
 def test_sessions_lists_newest_first_as_a_table_and_as_json(server, home, tmp_path):
