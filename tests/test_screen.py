@@ -437,6 +437,23 @@ def test_resizes_at_the_prompt_after_a_reply_leave_each_line_once(term, home):
     pane.wait(drawn_once([BANNER, ">>> " + QUESTION, *reply.split("\n"), footer, ">>>"]), "each line once")
 
 
+def test_a_command_being_typed_is_completed_and_a_message_is_not(term, home):
+    """The completion menu while a command is typed (the completer runs only for a line that starts with /: it ran
+    on every key of a message, each run one more redraw of the prompt after the key's own)."""
+    engine = Scripted("A reply.")
+    pane = term(engine, 80, 30)
+    pane.type("/his")
+    pane.wait(lambda s: "/history" in s, "the completion menu offering /history")
+    pane.keys("Tab")
+    pane.wait(lambda s: ">>> /history" in s, "the command completed by Tab")
+    pane.keys("Enter")
+    pane.prompt()
+    pane.type("his")
+    pane.keys("Enter")
+    pane.wait(footer_after("his"), "the reply to a message")
+    assert engine.prompts == ["his"]  # a message that starts like a command is sent as it is
+
+
 TYPED = " ".join(f"word{i}" for i in range(40))  # about 270 characters: four rows at 80 columns, ten at 30
 
 

@@ -8,8 +8,9 @@ import signal
 import sys
 
 from prompt_toolkit import PromptSession
-from prompt_toolkit.application import create_app_session, run_in_terminal
+from prompt_toolkit.application import create_app_session, get_app, run_in_terminal
 from prompt_toolkit.completion import WordCompleter
+from prompt_toolkit.filters import Condition
 from prompt_toolkit.history import FileHistory, InMemoryHistory
 from prompt_toolkit.key_binding import KeyBindings
 from prompt_toolkit.output import create_output
@@ -297,6 +298,14 @@ def _restore(modes, screen) -> None:
         pass
 
 
+@Condition
+def command_typed() -> bool:
+    """Whether the line so far is a command (starts with /): only commands complete, so the completer runs while
+    those are typed, not on every key of a message (each run redrew the prompt once more, after the key's own
+    redraw: an extra redraw that a resize arriving meanwhile could meet half done)."""
+    return get_app().current_buffer.text.startswith("/")
+
+
 def ctrl_c_typed_ahead(keys_in) -> bool:
     """Whether Ctrl-C came in the same read as the Enter that sent the line (Enter, then Ctrl-C at once): the prompt
     kept it in its typeahead for the next prompt, and the reply it meant to stop ran to its end. It is taken out
@@ -323,7 +332,7 @@ def run(chat, prompt_text: str = ">>> ") -> int:
             history=history(chat.render),
             key_bindings=bindings(),
             completer=WordCompleter(words, sentence=True),
-            complete_while_typing=not dumb,
+            complete_while_typing=False if dumb else command_typed,
             bottom_toolbar=None if dumb else toolbar(chat),
             style=TOOLBAR_STYLE,
             prompt_continuation=continuation,
