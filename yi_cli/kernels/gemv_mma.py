@@ -873,8 +873,11 @@ if gluon is not None:
                 scs = _put(scs, j, snext)
         return acc, ws, scs, bss
 
-    @gluon.jit(do_not_specialize=["MX", "S"])
-    def _gemv_mma(
+    @gluon.jit
+    def _gemv_tile(
+        pid,
+        wait_at,
+        CNT,
         X,
         P,
         SZ,
@@ -910,6 +913,7 @@ if gluon is not None:
         UNROLL: gl.constexpr,
         EARLY: gl.constexpr,
         GATHER: gl.constexpr,
+        BARRIER: gl.constexpr,
     ):
         """Y[m] = W·x[m] for the MX <= 8 rows of x [MX, K] and the 16·RT rows of this program's tiles (SILU: RT/2
         tiles of gate and the same of up, Y[m] = silu(gate)·up). BITS: P holds int4 codes in pack's layout (4), int8
@@ -926,7 +930,6 @@ if gluon is not None:
         VEC: gl.constexpr = 8 if BITS == 16 else 4  # words a lane loads per tile (int8 / dense: of each of 2 rows)
         L5: gl.constexpr = gl.BlockedLayout([RT, 1, 1, 1, VEC], [1, 1, 8, 4, 1], [1, WARPS, 1, 1, 1], [4, 3, 2, 1, 0])
         LA: gl.constexpr = gl.SliceLayout(4, L5)  # [RT, WARPS, 8, 4]: tile, warp, g, t
-        pid = gl.program_id(0)
         rt = gl.arange(0, RT, layout=_dim(LA, 4, 0))
         if SILU:  # even tiles from gate, odd ones the matching tiles of up
             tile = pid * (RT // 2) + rt // 2 + (rt % 2) * (N // 32)
@@ -984,6 +987,11 @@ if gluon is not None:
             gl.inline_asm_elementwise(
                 "griddepcontrol.launch_dependents; // $0", "=r", [], dtype=gl.int32, is_pure=False, pack=1
             )
+        if BARRIER:  # a phase of a persistent launch: the arrivals of every program at CNT reach wait_at first
+            if wait_at > 0:
+                seen = gl.atomic_add(CNT, 0, sem="acquire", scope="gpu")
+                while seen < wait_at:
+                    seen = gl.atomic_add(CNT, 0, sem="acquire", scope="gpu")
         for i in gl.static_range(XAHEAD):
             bss = bss + (_unit_x(X32, xw, xoff, i * WARPS, KC, LW, PAIR),)
         # the epilogue's reads of what the kernels before wrote (early), in flight during the loop
@@ -1057,6 +1065,87 @@ if gluon is not None:
                     EARLY * (1 - h),
                     GATHER,
                 )
+
+    @gluon.jit(do_not_specialize=["MX", "S"])
+    def _gemv_mma(
+        X,
+        P,
+        SZ,
+        Y,
+        N,
+        MX,
+        NORM_IN,
+        XR,
+        WN,
+        NORM_OUT,
+        eps,
+        POS,
+        COS,
+        SIN,
+        KCACHE,
+        VCACHE,
+        S,
+        KC: gl.constexpr,
+        G: gl.constexpr,
+        RT: gl.constexpr,
+        WARPS: gl.constexpr,
+        PDL: gl.constexpr,
+        SILU: gl.constexpr,
+        BITS: gl.constexpr,
+        AHEAD: gl.constexpr,
+        XAHEAD: gl.constexpr,
+        NP: gl.constexpr,
+        RESIDUAL: gl.constexpr,
+        HALVES: gl.constexpr,
+        NH: gl.constexpr,
+        NKV: gl.constexpr,
+        PAIR: gl.constexpr,
+        UNROLL: gl.constexpr,
+        EARLY: gl.constexpr,
+        GATHER: gl.constexpr,
+    ):
+        """One program of the GEMV: _gemv_tile at this program's tiles (its doc)."""
+        _gemv_tile(
+            gl.program_id(0),
+            0,
+            0,
+            X,
+            P,
+            SZ,
+            Y,
+            N,
+            MX,
+            NORM_IN,
+            XR,
+            WN,
+            NORM_OUT,
+            eps,
+            POS,
+            COS,
+            SIN,
+            KCACHE,
+            VCACHE,
+            S,
+            KC,
+            G,
+            RT,
+            WARPS,
+            PDL,
+            SILU,
+            BITS,
+            AHEAD,
+            XAHEAD,
+            NP,
+            RESIDUAL,
+            HALVES,
+            NH,
+            NKV,
+            PAIR,
+            UNROLL,
+            EARLY,
+            GATHER,
+            False,
+        )
 
 
 def gemv_mma(
