@@ -223,6 +223,37 @@ def test_a_device_or_socket_is_not_attached_but_a_pipe_is(tmp_path, home):
     assert [(a.name, a.text) for a in attached] == [(flagged, "from -f\n")]
 
 
+@pytest.mark.parametrize("case", ["fifo", "nested", "17-MiB", "directory"])
+def test_the_context_look_before_loading_reads_config_json_defensively(case, tmp_path):
+    """`-f FILE -m DIR` reads DIR/config.json's context before loading, to refuse an attachment by its size alone:
+    it read the file raw, so a FIFO there hung the run and deep nesting was a RecursionError traceback. It reads it
+    as the loader does and leaves the verdict to the load."""
+    from yi_cli.conversation import attach
+
+    f = tmp_path / "config.json"
+    if case == "fifo":
+        os.mkfifo(f)
+    elif case == "nested":
+        f.write_text('{"max_position_embeddings": 8, "x": ' + nested(100_000) + "}")
+    elif case == "17-MiB":
+        sparse(f, 17 << 20)
+    else:
+        f.mkdir()
+    result: dict = {}
+
+    def look():
+        try:
+            result["n"] = attach.context_hint(str(tmp_path))
+        except BaseException as e:  # noqa: BLE001 - the test reports it
+            result["other"] = e
+
+    t = threading.Thread(target=look, daemon=True)
+    t.start()
+    t.join(30)
+    assert not t.is_alive(), "the look at config.json blocked"
+    assert result == {"n": None}, result
+
+
 # --- config.toml --------------------------------------------------------------------------------------------------
 
 CONFIG_CASES = {

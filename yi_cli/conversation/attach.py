@@ -8,7 +8,6 @@ line, and so is one that cannot fit the model's context, before the model loads 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
@@ -147,8 +146,11 @@ def context_hint(model: str | None) -> int | None:
 
     try:
         d = cache_dir() / "demo" / model if model in demo.NAMES else inputs.user_path(model, UsageError)
-        n = json.loads((d / "config.json").read_text(encoding="utf-8")).get("max_position_embeddings")
-    except (OSError, ValueError, AttributeError, UsageError):  # loading the model then says what is wrong
+        # As the loader reads it (size, kind, nesting): a FIFO there hung this look, deep nesting was a traceback.
+        n = inputs.read_json(d / "config.json", inputs.JSON_LIMIT, UsageError, "config.json").get(
+            "max_position_embeddings"
+        )
+    except UsageError:  # loading the model then says what is wrong
         return None
     return n if isinstance(n, int) and n > 0 else None
 
