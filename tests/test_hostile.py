@@ -438,6 +438,15 @@ CONFIG_JSON_CASES = {
     "max-pos-zero": ({"max_position_embeddings": 0}, "max_position_embeddings = 0"),
     "max-pos-1e9-float": ({"max_position_embeddings": 1e9}, "max_position_embeddings must be an integer"),
     "max-pos-1e9": ({"max_position_embeddings": 10**9}, "max_position_embeddings = 1000000000"),
+    # a string theta was a TypeError traceback building the runtime; a negative one NaN frequencies (babble)
+    "rope-theta-string": (
+        {"rope_parameters": {"rope_theta": "abc", "rope_type": "default"}},
+        "rope_parameters.rope_theta must be a positive number, found a string",
+    ),
+    "rope-theta-negative": ({"rope_theta": -5.0}, "rope_theta must be a positive number, found a number -5.0"),
+    "rope-theta-zero": ({"rope_parameters": {"rope_theta": 0}}, "rope_parameters.rope_theta must be a positive"),
+    "rms-eps-negative": ({"rms_norm_eps": -1}, "rms_norm_eps must be a number >= 0, found an integer -1"),
+    "rms-eps-string": ({"rms_norm_eps": "x"}, "rms_norm_eps must be a number >= 0, found a string"),
     "cache-exceeds-memory": (
         {"max_position_embeddings": 1 << 24, "num_hidden_layers": 1024, "num_key_value_heads": 4},
         "max_position_embeddings: this model needs about",

@@ -37,6 +37,17 @@ def check(cfg: dict, src: Path) -> None:
             raise LoadError(f"{src}: {key} must be an integer, found {type_name(v)} {v!r:.40}")
         if not lo <= v <= hi:
             raise LoadError(f"{src}: {key} = {v} is not a plausible size (expected {lo}..{hi})")
+    # Numbers the runtime computes with (inv_freq = 1 / theta ** (2i / d); x / sqrt(mean(x²) + eps)): a string was a
+    # TypeError traceback building the model, a negative theta NaN frequencies and a model that babbles.
+    rope = cfg.get("rope_parameters")
+    for key, v, positive in (
+        ("rope_theta", cfg.get("rope_theta"), True),
+        ("rope_parameters.rope_theta", rope.get("rope_theta") if type(rope) is dict else None, True),
+        ("rms_norm_eps", cfg.get("rms_norm_eps"), False),
+    ):
+        if v is not None and (type(v) not in (int, float) or not (v > 0 if positive else v >= 0)):
+            want = "a positive number" if positive else "a number >= 0"
+            raise LoadError(f"{src}: {key} must be {want}, found {type_name(v)} {v!r:.40}")
     heads, kv = cfg.get("num_attention_heads"), cfg.get("num_key_value_heads")
     if heads and kv and heads % kv:
         raise LoadError(f"{src}: num_attention_heads = {heads} is not a multiple of num_key_value_heads = {kv}")
