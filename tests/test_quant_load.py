@@ -219,6 +219,22 @@ def test_refuses_missing_plain_tensor(ckpts, tmp_path):
     assert "missing tensor model.norm.weight" in load_error(f.parent)
 
 
+@pytest.mark.parametrize(
+    "base,tensor", [("awq", "qweight"), ("awq", "qzeros"), ("gptq8", "qweight"), ("gptq4-desc-asym-bias", "g_idx")]
+)
+def test_refuses_packed_tensor_of_a_float_dtype(ckpts, tmp_path, base, tensor):
+    """Packed codes stored as floats (same shape, same bytes) reached the unpacking's shifts: a NotImplementedError
+    traceback ("rshift_cpu" not implemented for 'Float'). Refused with the file, the tensor and the dtype."""
+    name = f"model.layers.0.self_attn.q_proj.{tensor}"
+
+    def change(t):
+        t[name] = t[name].view(torch.float32) if t[name].dtype == torch.int32 else t[name].float()
+
+    f = rewrite_weights(ckpts[base], tmp_path / "bad", change)
+    msg = load_error(f.parent)
+    assert msg.startswith(str(f)) and f"tensor {name} is float32, expected int32" in msg, msg
+
+
 def test_refuses_shape_mismatch(ckpts, tmp_path):
     d = copy_with(ckpts["gptq8"], tmp_path / "bad", intermediate_size=512)
     msg = load_error(d)

@@ -113,20 +113,30 @@ def read_qweight(t: Tensors, name: str, k: int, n: int, quant: dict, device: str
     if k % g or (n * b) % 32 or (k * b) % 32:
         raise LoadError(f"{t.missing_in}: layer {name} is not packable{what}")
 
-    def get(key: str, shape: list[int]):
-        return t.get(f"{name}.{key}", shape, what).to(device)  # unpacked on the target device: fast on CUDA
+    def get(key: str, shape: list[int], ints: tuple = ()):
+        w = t.get(f"{name}.{key}", shape, what)
+        if ints and w.dtype not in ints:  # the unpacking shifts and masks words: a float one was a traceback
+            want = " or ".join(map(_dtype_name, ints))
+            raise LoadError(
+                f"{t.where[f'{name}.{key}']}: tensor {name}.{key} is {_dtype_name(w.dtype)}, expected {want}{what}"
+            )
+        return w.to(device)  # unpacked on the target device: fast on CUDA
 
-    awq = quant["method"] == "awq"
-    qweight = get("qweight", [k, n * b // 32] if awq else [k * b // 32, n])
-    qzeros = get("qzeros", [k // g, n * b // 32])
+    awq, words = quant["method"] == "awq", (torch.int32,)
+    qweight = get("qweight", [k, n * b // 32] if awq else [k * b // 32, n], words)
+    qzeros = get("qzeros", [k // g, n * b // 32], words)
     scales = get("scales", [k // g, n])
     bias = get("bias", [n]) if f"{name}.bias" in t or bias else None
     if awq:
         return Q.from_awq(qweight, qzeros, scales, quant["group_size"], bias)
     if f"{name}.g_idx" in t or quant["desc_act"]:
-        g_idx = get("g_idx", [k])
+        g_idx = get("g_idx", [k], (torch.int32, torch.int64))
     else:
         g_idx = Q.trivial_g_idx(k, g, device)
     if g_idx.numel() and not (0 <= int(g_idx.min()) and int(g_idx.max()) < k // g):
         raise LoadError(f"{t.where[f'{name}.g_idx']}: tensor {name}.g_idx has group numbers outside 0..{k // g - 1}")
     return Q.from_gptq(qweight, qzeros, scales, g_idx.to(torch.int32), b, quant["group_size"], bias)
+
+
+def _dtype_name(dtype) -> str:
+    return str(dtype).removeprefix("torch.")
