@@ -192,6 +192,27 @@ def _refusing_below(fn, folder: Path):
     return refusing
 
 
+def test_a_link_loop_in_the_sessions_folder_is_one_entry_left_out(home, capsys):
+    """One NAME.json linking to itself made the whole store "cannot read the sessions folder (Too many levels of
+    symbolic links)": `yi-chat sessions` and `-c` failed for every session. It is left out as any file that is not a
+    session is; --resume of it names it."""
+    from yi_cli.conversation import store
+    from yi_cli.ui import sessions_cmd
+
+    sessions = store.sessions_dir()
+    sessions.mkdir(parents=True)
+    good = sessions / "20250101-000000-abcdef.json"
+    turns = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    good.write_text(json.dumps({"format": "yi-chat-session", "version": 1, "mode": "interactive", "turns": turns}))
+    loop = sessions / "20300101-000000-fedcba.json"  # newer by its name: listed first were it read
+    loop.symlink_to(loop.name)
+    assert sessions_cmd.main(["--json"]) == 0
+    assert [e["name"] for e in json.loads(capsys.readouterr().out)] == [good.name]
+    assert store.resolve("last") == good
+    with pytest.raises(YiError, match="cannot read the session file .Too many levels of symbolic links"):
+        store.read(str(loop))
+
+
 def test_no_sessions_folder_yet_is_still_an_empty_store(home, capsys):
     from yi_cli.ui import sessions_cmd
 

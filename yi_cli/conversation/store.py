@@ -465,7 +465,7 @@ def entries() -> list[dict]:
     Files that cannot be read as sessions are left out; a folder that cannot be read is an error, not 'no sessions'."""
     folder = sessions_dir()
     try:
-        files = [f for f in folder.iterdir() if f.suffix == ".json" and inputs.kind_of(f) == "regular file"]
+        files = [f for f in folder.iterdir() if f.suffix == ".json" and _regular(f)]
     except FileNotFoundError:  # no store yet
         return []
     except OSError as e:  # EACCES from iterdir, or from is_file where the folder can be listed but not searched
@@ -494,3 +494,14 @@ def entries() -> list[dict]:
             }
         )
     return sorted(out, key=lambda e: (e["updated"], e["name"]), reverse=True)
+
+
+def _regular(f: Path) -> bool:
+    """A regular file (through links). A link loop is one entry's problem, not the folder's: it made the whole store
+    unreadable (`yi-chat sessions`, `-c`); EACCES from a folder that cannot be searched still is the folder's."""
+    try:
+        return inputs.kind_of(f) == "regular file"
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return False
+        raise
