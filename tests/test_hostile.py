@@ -671,6 +671,32 @@ def test_a_chat_template_that_loops_is_stopped(case, tiny_src, monkeypatch):
     assert "<|im_start|>user\nhi" in t.render([{"role": "user", "content": "hi"}])
 
 
+# One C call each, which the time limit cannot stop: `9 ** 99999999` held the GIL (the run hung) and
+# `m.content * 300000000` asked for gigabytes (the run was killed); these smaller ones show the bound without the cost.
+BIG_OPS = {
+    "power": ("{{ (3 ** 700000) % 7 }}", "an integer power of about 1400000 bits is too large"),
+    "repetition": ("{{ ('x' * 20000000)|length }}", "a repetition of 20000000 items is too long"),
+    "repeated-message": ("{{ (messages[0].content * 10000000)|length }}", "a repetition of 20000000 items"),
+}
+
+
+@pytest.mark.parametrize("backend", ["light", "transformers"])
+@pytest.mark.parametrize("case", sorted(BIG_OPS))
+def test_a_template_asking_for_a_huge_value_is_refused(case, backend, tiny_src):
+    from yi_cli.checkpoint import light_tokenizer, loader
+    from yi_cli.engines import template
+
+    tok = loader.load_tokenizer(tiny_src) if backend == "light" else loader._hf_tokenizer(tiny_src, False, False)
+    assert isinstance(tok, light_tokenizer.LightTokenizer) == (backend == "light")
+    t = template.Template(tok)
+    t.source, needle = BIG_OPS[case]
+    with pytest.raises(YiError, match="the chat template failed") as e:
+        t.build([{"role": "user", "content": "hi"}])
+    assert needle in str(e.value), str(e.value)
+    t.source = template.CHATML  # the same template object still works afterwards
+    assert "<|im_start|>user\nhi" in t.render([{"role": "user", "content": "hi"}])
+
+
 def test_a_looping_template_refuses_the_turn_and_the_run_ends(tiny, home):
     (tiny / "chat_template.jinja").write_text(LOOPS["nested-ranges"])  # where transformers 5 keeps it
     p = yi("-m", tiny, "--max-new-tokens", "2", stdin="hello\n", home=home, timeout=300)

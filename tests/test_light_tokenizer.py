@@ -430,7 +430,10 @@ def test_the_sandbox_is_transformers():
     from transformers.utils.chat_template_utils import _compile_jinja_template
 
     ours, theirs = light_tokenizer.compile_template(FEATURES).environment, _compile_jinja_template(FEATURES).environment
-    assert type(ours) is type(theirs) is jinja2.sandbox.ImmutableSandboxedEnvironment
+    # ours bounds `*` and `**` (BoundedSandbox); so does theirs once the loader loaded a transformers tokenizer
+    assert type(ours) is light_tokenizer.BoundedSandbox
+    assert type(theirs) in (jinja2.sandbox.ImmutableSandboxedEnvironment, light_tokenizer.BoundedSandbox)
+    assert light_tokenizer.BoundedSandbox.__bases__ == (jinja2.sandbox.ImmutableSandboxedEnvironment,)
     for option in ("trim_blocks", "lstrip_blocks", "keep_trailing_newline", "autoescape", "undefined", "finalize"):
         assert getattr(ours, option) == getattr(theirs, option), option
     assert set(ours.globals) == set(theirs.globals) and set(ours.filters) == set(theirs.filters)

@@ -408,10 +408,32 @@ def jinja_is_safe() -> bool:
         return False
 
 
+class BoundedSandbox(ImmutableSandboxedEnvironment):
+    """transformers' sandbox, with `*` and `**` bounded: each is one C call the time limit (engines/timebox.py)
+    cannot stop. `{{ 9 ** 99999999 }}` held the GIL for minutes (the run hung), `{{ m.content * 300000000 }}`
+    asked for gigabytes (the run was killed for memory)."""
+
+    intercepted_binops = frozenset({"*", "**"})
+    MAX_ITEMS = 1 << 24  # a repeated string or list: far beyond any prompt
+    MAX_BITS = 1 << 20  # an integer power: 315,653 digits
+
+    def call_binop(self, context, operator, left, right):
+        if operator == "*":
+            for seq, n in ((left, right), (right, left)):
+                if isinstance(seq, (str, list, tuple)) and type(n) is int and len(seq) * n > self.MAX_ITEMS:
+                    raise jinja2.exceptions.SecurityError(f"a repetition of {len(seq) * n} items is too long")
+        elif type(left) is int and type(right) is int and right > 0 and left.bit_length() * right > self.MAX_BITS:
+            raise jinja2.exceptions.SecurityError(
+                f"an integer power of about {left.bit_length() * right} bits is too large"
+            )
+        return super().call_binop(context, operator, left, right)
+
+
 @lru_cache
 def compile_template(template: str):
-    """The template in transformers' sandbox: the same environment options, globals and filters."""
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[Generation, loopcontrols])
+    """The template in transformers' sandbox: the same environment options, globals and filters; `*` and `**`
+    bounded (BoundedSandbox)."""
+    env = BoundedSandbox(trim_blocks=True, lstrip_blocks=True, extensions=[Generation, loopcontrols])
     env.filters["tojson"] = tojson
     env.globals.update(
         raise_exception=raise_exception, strftime_now=strftime_now, dict=TemplateDict(), namespace=TemplateNamespace

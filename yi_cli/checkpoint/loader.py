@@ -248,6 +248,7 @@ def load_tokenizer(path: Path, trust_remote_code: bool = False):
 def _hf_tokenizer(path: Path, trust_remote_code: bool, plain: bool):
     """transformers' tokenizer; plain: _plain_tokenizer holds (and no remote code)."""
     _quiet_transformers()
+    _bound_templates()
     try:
         if plain:
             # The class AutoTokenizer picks for these files, without the model config it builds to decide (that
@@ -264,6 +265,16 @@ def _hf_tokenizer(path: Path, trust_remote_code: bool, plain: bool):
         raise LoadError(f"{path}: cannot load the tokenizer ({failure(e)})") from None
     except Exception as e:  # transformers raises many types for a broken tokenizer
         raise LoadError(f"{path}: cannot load the tokenizer ({failure(e)})") from None
+
+
+def _bound_templates() -> None:
+    """transformers renders a chat template in a sandbox of its own: it gets light_tokenizer's bounds on `*` and
+    `**` (a `{{ 9 ** 99999999 }}` hung the run), set where it looks the class up, before it compiles any template."""
+    from transformers.utils import chat_template_utils
+
+    from .light_tokenizer import BoundedSandbox
+
+    chat_template_utils.ImmutableSandboxedEnvironment = BoundedSandbox
 
 
 def _plain_tokenizer(path: Path) -> bool:
