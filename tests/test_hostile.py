@@ -568,6 +568,22 @@ def test_checkpoint_json_files_read_defensively(case, tiny):
     assert result["msg"].startswith(str(f)) and needle in result["msg"], result["msg"]
 
 
+@pytest.mark.parametrize("case", ["nested", "17-MiB"])
+def test_a_hub_snapshot_index_is_read_within_the_json_limits(case, tmp_path):
+    """A cached hub snapshot's index was read raw to tell whether the snapshot is complete: deep nesting was a
+    RecursionError traceback for `-m ORG/NAME` and for `yi-chat models`. Read within the limits; a bad one is a
+    snapshot not complete, as a corrupt one was."""
+    from yi_cli.checkpoint import hub
+
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}')
+    index = tmp_path / "model.safetensors.index.json"
+    if case == "nested":
+        index.write_text('{"weight_map": ' + nested(100_000) + "}")
+    else:
+        sparse(index, 17 << 20)
+    assert hub.complete(tmp_path) is False
+
+
 def _header(f: Path) -> tuple[dict, bytes]:
     raw = f.read_bytes()
     (n,) = struct.unpack("<Q", raw[:8])

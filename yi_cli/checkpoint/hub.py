@@ -138,15 +138,13 @@ def cached_snapshot(repo: str, revision: str = "main") -> Path | None:
 def complete(snap: Path) -> bool:
     """Enough to load: a config and weights, every shard the index lists present (a run cut short links files one by
     one, weights last)."""
-    import json
-
     if inputs.looked_up(snap / "config.json", LoadError, snap, "the Hugging Face cache") != "regular file":
         return False
     for index in ("model.safetensors.index.json", PICKLE_INDEX):
         if (snap / index).is_file():
-            try:
-                shards = set(json.loads((snap / index).read_text())["weight_map"].values())
-            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            try:  # within the JSON limits (deep nesting was a RecursionError traceback)
+                shards = set(inputs.read_json(snap / index, inputs.JSON_LIMIT, LoadError, index)["weight_map"].values())
+            except (LoadError, KeyError, TypeError, AttributeError):
                 return False
             return all((snap / s).is_file() for s in shards)
     return any(snap.glob("*.safetensors")) or any(snap.glob("*.bin"))
