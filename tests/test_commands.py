@@ -63,6 +63,19 @@ def test_set_validates_and_records_source():
     assert all(name in commands.TABLE["set"].help for name in gen.NAMES)  # /help names every setting
 
 
+def test_set_names_ignore_case_and_typos_get_a_suggestion():
+    """/HELP worked but /set Temperature 0.5 was an unknown setting with no hint."""
+    chat, out, err = plain_chat(ScriptedEngine())
+    chat.handle("/set Temperature 0.5")
+    assert chat.settings.temperature == 0.5 and "temperature = 0.5" in out.getvalue()
+    assert chat.options.setting_sources["temperature"] == "command"
+    chat.handle("/set temprature 0.3")
+    assert "unknown setting 'temprature'; did you mean temperature?" in err.getvalue()
+    chat.handle("/set colour 1")
+    assert "unknown setting 'colour'; known: temperature, top_p" in err.getvalue()
+    assert chat.settings.temperature == 0.5 and chat.failures == 2
+
+
 def test_set_refuses_integers_past_their_bounds():
     """A top_k of 10**39 was taken and then failed every reply (the sampler's float32 made it infinity)."""
     chat, out, err = plain_chat(ScriptedEngine())

@@ -49,10 +49,11 @@ def parse(line: str):
     return cmd, arg
 
 
-def _near(name: str, otherwise: str) -> str:
-    """The tail of an unknown command's line: the nearest command or alias as a question, else `otherwise`."""
-    near = difflib.get_close_matches(name, list(TABLE) + list(ALIASES), n=1)
-    return f"; did you mean /{near[0]}?" if near else otherwise
+def _near(name: str, otherwise: str, choices=None, mark: str = "/") -> str:
+    """The tail of an unknown name's line: the nearest command or alias (or of `choices`) as a question, else
+    `otherwise`."""
+    near = difflib.get_close_matches(name, list(TABLE) + list(ALIASES) if choices is None else choices, n=1)
+    return f"; did you mean {mark}{near[0]}?" if near else otherwise
 
 
 def run(chat, cmd: Command, arg: str) -> None:
@@ -148,6 +149,10 @@ def do_set(chat, arg):
     name, _, value = arg.partition(" ")
     if not value.strip():
         raise YiError("usage: /set NAME VALUE (/set alone lists the settings)")
+    name = name.lower()  # as command names: /set Temperature 0.5 sets temperature
+    if name not in gen.NAMES:
+        known = f"; known: {', '.join(gen.NAMES)}"
+        raise YiError(f"unknown setting {shown(name, 40)!r}{_near(name, known, gen.NAMES, '')}")
     v = gen.parse(name, value)
     setattr(chat.settings, name, v)
     chat.options.setting_sources[name] = "command"
