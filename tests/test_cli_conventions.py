@@ -1211,6 +1211,22 @@ def test_version_and_help_examples(home):
         assert flag in out
 
 
+def test_a_subcommands_usage_error_points_at_its_own_help(home):
+    """`yi-chat pull ID extra` said "see yi-chat --help", whose help is not pull's; sessions and completion said
+    "see --help" without saying whose."""
+    for args, help in [
+        (["pull", "01-ai/Yi-6B-Chat", "extra"], "yi-chat pull --help"),
+        (["pull", "--bogus", "x"], "yi-chat pull --help"),
+        (["models", "extra"], "yi-chat models --help"),
+        (["sessions", "extra"], "yi-chat sessions --help"),
+        (["completion", "bash", "extra"], "yi-chat completion --help"),
+        (["completion"], "yi-chat completion --help"),
+        (["--bogus"], "yi-chat --help"),
+    ]:
+        line = one_line_error(yi(*args, home=home), 2)
+        assert line.endswith(f"(see {help})"), (args, line)
+
+
 def test_a_subcommand_word_is_not_sent_as_a_prompt(server, home):
     one_line_error(yi("--endpoint", server.url, "models are big", home=home), 2, "'models' is a subcommand", "-p")
     one_line_error(yi("--endpoint", server.url, "sessions", "-x", home=home), 2, "unrecognized arguments: -x")

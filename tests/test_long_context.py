@@ -119,7 +119,8 @@ def test_bad_context_flag_is_a_usage_error(tmp_path, value):
     done = run_cli("--context", value, "-p", "hi", home=tmp_path)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        f"yi-chat: argument --context: {value!r} is not a positive number of tokens (e.g. 32768 or 32K) (see --help)"
+        f"yi-chat: argument --context: {value!r} is not a positive number of tokens (e.g. 32768 or 32K)"
+        " (see yi-chat --help)"
     ]
 
 

@@ -60,7 +60,7 @@ SUBCOMMANDS = {
 
 class Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, not argparse's usage block: every failure is one line on stderr
-        _err(f"{message} (see --help)")
+        _err(f"{message} (see {self.prog} --help)")  # a subcommand's own help: yi-chat sessions --help
         sys.exit(2)
 
 

@@ -71,7 +71,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str], aliases: dict | None = None) -> int:
-    args = parser().parse_args(argv)
+    args, extra = parser().parse_known_args(argv)
+    if extra:  # argparse leaves them to the top parser, whose help is not the subcommand's
+        raise UsageError(f"unrecognized arguments: {shown(' '.join(extra), 80)} (see yi-chat {args.command} --help)")
     aliases = aliases or {}
     return pull(args, aliases) if args.command == "pull" else models(args, aliases)
 
