@@ -321,6 +321,26 @@ def test_detach_drops_the_attachments_and_file_takes_a_quoted_path(tmp_path):
     assert chat.session.turns[0].content == "hi"
 
 
+def test_file_with_several_paths_says_it_takes_one(tmp_path, monkeypatch):
+    """`/file a.txt b.txt` said "a.txt b.txt: cannot read (No such file or directory)", no hint that /file takes
+    one path (a run-through)."""
+    monkeypatch.chdir(tmp_path)
+    chat, out, err = plain_chat(ScriptedEngine(["r"]))
+    for name in ("a.txt", "b.txt", "c c.txt"):
+        (tmp_path / name).write_text(name + "\n")
+    chat.handle("/file a.txt 'c c.txt'")
+    assert err.getvalue() == (
+        "error: /file takes one path, and a.txt 'c c.txt' names 2 files: attach each with its own /file (a path "
+        "with spaces goes quoted: /file 'my notes.txt')\n"
+    )
+    assert chat.attachments == [] and chat.failures == 1
+    chat.handle("/file a.txt missing.txt")  # one word a file: the text as typed is what is missing
+    assert err.getvalue().endswith("error: a.txt missing.txt: cannot read (No such file or directory)\n")
+    (tmp_path / "a.txt b.txt").write_text("both\n")  # a name with a space, typed unquoted, is that one file
+    chat.handle("/file a.txt b.txt")
+    assert [x.text for x in chat.attachments] == ["both\n"] and chat.failures == 2
+
+
 def test_save_and_load_take_a_quoted_path_as_file_does(tmp_path):
     """/save and /load took a dragged path ('my dir/s.json') with its quotes: "the folder 'my dir does not
     exist", "no such session file" (run-through 4)."""

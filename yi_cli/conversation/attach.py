@@ -198,6 +198,28 @@ def as_dropped(arg: str) -> str:
     return words[0]
 
 
+def _one_path(arg: str) -> None:
+    """Refuse `/file a.txt b.txt` as what it is, two paths to one command, where the text as a whole names nothing
+    but its words name files (it was "a.txt b.txt: cannot read", no hint that /file takes one path)."""
+    import shlex
+
+    try:
+        words = shlex.split(arg)
+    except ValueError:  # an unclosed quote: the words as spaces split them
+        words = arg.split()
+    try:
+        if len(words) < 2 or os.path.lexists(inputs.user_path(arg, UsageError)):
+            return
+        found = [w for w in words if os.path.lexists(inputs.user_path(w, UsageError))]
+    except (UsageError, ValueError):  # ~nobody, a NUL byte: read says what is wrong with it
+        return
+    if len(found) >= 2:
+        raise UsageError(
+            f"/file takes one path, and {shown(arg, 200)} names {len(found)} files: attach each with its own /file "
+            "(a path with spaces goes quoted: /file 'my notes.txt')"
+        )
+
+
 def do_detach(chat, arg: str) -> None:
     """/detach: the files attached for the next message go."""
     names = [a.name for a in chat.attachments]
@@ -215,6 +237,7 @@ def do_file(chat, arg: str) -> None:
         raise UsageError("/file -: stdin is the chat's own input here; give a file path")
     if chat.options.one_shot:  # its attachment would wait for a message that never comes
         raise UsageError("/file: a one-shot prompt has no next message; attach with -f PATH")
+    _one_path(arg)
     a = read(as_dropped(arg))
     check_size([*chat.attachments, a], chat.engine.context_length)  # by its length alone: before tokenizing it
     check_tokens(chat.engine, chat.settings, [*chat.attachments, a])
