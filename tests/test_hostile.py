@@ -568,6 +568,27 @@ def test_checkpoint_json_files_read_defensively(case, tiny):
     assert result["msg"].startswith(str(f)) and needle in result["msg"], result["msg"]
 
 
+@pytest.mark.parametrize("kind", ["fifo", "directory", "65-MiB"])
+def test_tokenizer_json_is_a_regular_file_within_its_limit(kind, tiny):
+    """A directory (or a FIFO) named tokenizer.json was "cannot load the tokenizer (ValueError: Couldn't
+    instantiate the backend tokenizer from one of: )", naming neither the file nor what is wrong with it."""
+    from yi_cli.checkpoint.loader import open_checkpoint
+
+    f = tiny / "tokenizer.json"
+    assert f.is_file()
+    f.unlink()
+    {"fifo": lambda: os.mkfifo(f), "directory": f.mkdir, "65-MiB": lambda: sparse(f, 65 << 20)}[kind]()
+    with pytest.raises(LoadError) as e:
+        open_checkpoint(tiny, device="cpu")
+    want = {
+        "fifo": f"{f}: not a regular file (a FIFO); a tokenizer.json must be a regular file",
+        "directory": f"{f}: not a regular file (a directory); a tokenizer.json must be a regular file",
+        "65-MiB": f"{f}: {65 << 20} bytes, more than the 64 MiB limit of a tokenizer.json",
+    }
+    assert str(e.value) == want[kind]
+    assert e.value.exit_code == EXIT_LOAD
+
+
 @pytest.mark.parametrize("case", ["nested", "17-MiB"])
 def test_a_hub_snapshot_index_is_read_within_the_json_limits(case, tmp_path):
     """A cached hub snapshot's index was read raw to tell whether the snapshot is complete: deep nesting was a

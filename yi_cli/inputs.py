@@ -23,6 +23,8 @@ MiB = 1 << 20
 SESSION_LIMIT = 64 * MiB  # a long chat with attachments is a few MB
 CONFIG_LIMIT = 1 * MiB  # config.toml
 JSON_LIMIT = 16 * MiB  # config.json, generation_config.json, quantize_config.json, tokenizer_config.json, index
+# tokenizer.json: a Yi or Llama one is a few MB (the demo's 3.5 MB), the largest vocabularies' (Gemma 3) over 30 MB
+TOKENIZER_LIMIT = 64 * MiB
 HEADER_LIMIT = 100 * MiB  # a safetensors header (the safetensors library's own limit)
 MAX_DEPTH = 64  # our files nest 4 deep; a tokenizer_config.json about 6
 # Integers up to 40 digits: transformers itself writes model_max_length = int(1e30) into tokenizer_config.json;
@@ -40,19 +42,29 @@ def size_text(n: int) -> str:
     return f"{n // MiB} MiB" if n >= MiB else f"{n // 1024} KiB" if n >= 1024 else f"{n} bytes"
 
 
+def check_regular(path: str | Path, limit: int, err: type[YiError] = YiError, what: str = "file") -> None:
+    """`path` is a regular file of at most `limit` bytes, by stat alone: what read_bytes checks before opening, and
+    all that is checked of a file another library reads (tokenizer.json, read by `tokenizers`)."""
+    name = shown(str(path), 200)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise err(f"{name}: no such {what}") from None
+    except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
+        raise err(f"{name}: cannot read the {what} ({getattr(e, 'strerror', None) or e})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise err(f"{name}: not a regular file (a {_kind(st.st_mode)}); a {what} must be a regular file")
+    if st.st_size > limit:
+        raise err(f"{name}: {st.st_size} bytes, more than the {size_text(limit)} limit of a {what}")
+
+
 def read_bytes(path: str | Path, limit: int, err: type[YiError] = YiError, what: str = "file") -> bytes:
     """The bytes of regular file `path`, at most `limit` of them. Checked with stat before opening (a FIFO would
     block in open, a device never ends) and opened non-blocking in case it was swapped for one since."""
     name = shown(str(path), 200)
+    check_regular(path, limit, err, what)
     try:
-        st = os.stat(path)
-        if not stat.S_ISREG(st.st_mode):
-            raise err(f"{name}: not a regular file (a {_kind(st.st_mode)}); a {what} must be a regular file")
-        if st.st_size > limit:
-            raise err(f"{name}: {st.st_size} bytes, more than the {size_text(limit)} limit of a {what}")
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
-    except YiError:
-        raise
     except FileNotFoundError:
         raise err(f"{name}: no such {what}") from None
     except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path

@@ -61,6 +61,11 @@ def check_side_files(path: Path) -> None:
     for name in SIDE_FILES:
         if (path / name).exists():
             read_json(path / name)
+    # tokenizer.json is read by the tokenizers library, whose Rust parser bounds its nesting; a directory by that
+    # name was "Couldn't instantiate the backend tokenizer from one of: ", a FIFO blocked, any size was read. Not
+    # parsed here: a few MB parsed twice would cost every start.
+    if (path / "tokenizer.json").exists():
+        inputs.check_regular(path / "tokenizer.json", inputs.TOKENIZER_LIMIT, LoadError, "tokenizer.json")
 
 
 def weight_files(path: Path, allow_pickle: bool) -> list[Path]:
