@@ -447,6 +447,9 @@ CONFIG_JSON_CASES = {
     "rope-theta-zero": ({"rope_parameters": {"rope_theta": 0}}, "rope_parameters.rope_theta must be a positive"),
     "rms-eps-negative": ({"rms_norm_eps": -1}, "rms_norm_eps must be a number >= 0, found an integer -1"),
     "rms-eps-string": ({"rms_norm_eps": "x"}, "rms_norm_eps must be a number >= 0, found a string"),
+    # transformers' reason was on its message's second line: the line ended "Validation error for field 'X':"
+    "tie-embeddings-string": ({"tie_word_embeddings": "no"}, "'tie_word_embeddings': TypeError: Field"),
+    "bos-id-string": ({"bos_token_id": "x"}, "'bos_token_id': TypeError: Field 'bos_token_id' with value 'x'"),
     "cache-exceeds-memory": (
         {"max_position_embeddings": 1 << 24, "num_hidden_layers": 1024, "num_key_value_heads": 4},
         "max_position_embeddings: this model needs about",
@@ -478,6 +481,14 @@ def test_model_config_sizes_checked_before_any_allocation(case, tiny):
     assert msg.startswith(str(tiny / "config.json")) and needle in msg, msg
     assert e.value.exit_code == EXIT_LOAD
     assert time.monotonic() - t0 < 60  # refused from the numbers, not after building a million modules
+
+
+def test_a_library_message_cut_at_a_colon_keeps_its_reason():
+    from yi_cli.errors import first_line
+
+    e = TypeError("Validation error for field 'x':\n    TypeError: Field 'x' expected bool, got str\n  more\n")
+    assert first_line(e) == "Validation error for field 'x': TypeError: Field 'x' expected bool, got str"
+    assert first_line(ValueError("bad value\n  details")) == "bad value" and first_line(ValueError()) == "ValueError"
 
 
 def write_raw(f: Path, text: str | bytes) -> None:

@@ -35,9 +35,13 @@ def shown(text: str, limit: int = 60) -> str:
 
 
 def first_line(e: BaseException, limit: int = 300) -> str:
-    """An exception's message cut to its first line (library messages run on for pages), or its type's name."""
-    lines = str(e).strip().splitlines()
-    return lines[0][:limit] if lines else e.__class__.__name__
+    """An exception's message cut to its first line (library messages run on for pages), or its type's name. A
+    first line that ends at a colon keeps the line after it: there is the reason (huggingface_hub's "Validation
+    error for field 'bos_token_id':" then "TypeError: Field 'bos_token_id' expected int, got str")."""
+    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+    if not lines:
+        return e.__class__.__name__
+    return (f"{lines[0]} {lines[1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0])[:limit]
 
 
 def failure(e: BaseException) -> str:
