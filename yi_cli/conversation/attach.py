@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 
 from .. import inputs
-from ..errors import UsageError, YiError, shown
+from ..errors import UsageError, shown
 
 STDIN = "-"
 MAX_BYTES = 64 << 20  # read no further: far beyond any context, and bounds memory for `-f /dev/zero`
@@ -108,24 +108,10 @@ def gather(words: list[str], prompt: str | None, files: list[str], tty: bool) ->
             raise UsageError("-p -: stdin is empty")
     elif prompt is not None and not prompt.strip():
         raise UsageError("the prompt words are empty" if words else "-p/--prompt is empty")
-    elif prompt is not None:
-        _utf8_argument(prompt, "the prompt words" if words else "-p")
     elif prompt is not None and not tty and STDIN not in files:
         piped = read(STDIN)  # `git diff | yi-chat -p "review this"`
         attachments += [piped] if piped.text.strip() else []
     return prompt, attachments + [read(f) for f in files]
-
-
-def _utf8_argument(text: str, name: str) -> None:
-    """An argument's bytes past ASCII arrive as surrogates where they are not UTF-8 (or the locale is not): UTF-8
-    ones the chat takes, others are refused here, naming the argument (the chat's message spoke of a "line")."""
-    try:
-        text.encode("utf-8", "surrogateescape").decode("utf-8")
-    except UnicodeError as e:
-        # exit 1, as the turn it would have been fails in a one-shot run; before the model loads
-        raise YiError(
-            f"{name}: not valid UTF-8 text (undecodable byte at offset {e.start}); give the prompt as UTF-8"
-        ) from None
 
 
 def compose(attachments: list[Attachment], prompt: str) -> str:
