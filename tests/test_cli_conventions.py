@@ -1554,3 +1554,19 @@ def test_an_undo_of_the_only_exchange_of_a_0_1_0_session_leaves_no_session_to_re
     p = yi("--endpoint", server.url, "--resume", str(path), stdin="/undo\n", home=home)
     assert p.returncode == 0, p.stderr.decode()
     assert not path.exists() and session_files(home) == []
+
+
+@pytest.mark.parametrize("args", [["--version"], ["--help"], ["--temperature", "abc"]])
+def test_help_version_and_usage_errors_give_the_terminal_back(home, tmp_path, args):
+    """argparse's exit (--help, --version, a usage error) skipped the code that gives the terminal its echo back:
+    the shell showed nothing typed after it, until `stty sane` (a fresh-clone walkthrough)."""
+    pexpect = pytest.importorskip("pexpect")
+    command = " ".join(shlex.quote(a) for a in [sys.executable, "-m", "yi_cli", *args])
+    child = pexpect.spawn(
+        "/bin/sh", ["-c", f"{command} > /dev/null 2>&1; echo EXIT; stty -a"], env=term_env(home), encoding="utf-8",
+        timeout=60, cwd=str(tmp_path),
+    )  # fmt: skip
+    child.expect_exact("EXIT")
+    child.expect(pexpect.EOF)
+    modes = child.before.split()
+    assert "echo" in modes and "icanon" in modes, child.before

@@ -696,6 +696,8 @@ def entry() -> None:
             code = main()
         except KeyboardInterrupt:  # a second signal while the first was being handled: still one exit code
             code = _leaving()[0]
+        except SystemExit as e:  # argparse's --help, --version and usage errors: the terminal given back too
+            code = e.code
         finally:
             _DONE.append(True)  # from here a signal (its handler) raises nothing: main's code stands
     except KeyboardInterrupt:  # one in the instant between main's end and the line above (soak_signals.py met it)
