@@ -237,9 +237,14 @@ def started(repo: str) -> bool:
     the first byte of its first file leaves an empty blobs/<etag>.incomplete and nothing else)."""
     root = storage(repo)
     try:
-        return (root / "snapshots").is_dir() or any((root / "blobs").glob("*.incomplete"))
+        return (root / "snapshots").is_dir() or _partial(root)
     except OSError:
         return False
+
+
+def _partial(root: Path) -> bool:
+    """A repo folder of the cache holds a partial blob (blobs/<etag>.incomplete: a download cut short)."""
+    return any((root / "blobs").glob("*.incomplete"))
 
 
 def _have(path: Path, size: int | None) -> bool:
@@ -455,7 +460,7 @@ def scan() -> list[tuple[str, Path, int]]:
             if snap is None and (d / "snapshots").is_dir():
                 snaps = [s for s in (d / "snapshots").iterdir() if s.is_dir()]
                 snap = max(snaps, key=lambda s: s.stat().st_mtime, default=None)
-            if snap is None and any((d / "blobs").glob("*.incomplete")):
+            if snap is None and _partial(d):
                 snap = d
             size = (
                 sum(b.stat().st_size for b in (d / "blobs").iterdir() if b.is_file()) if (d / "blobs").is_dir() else 0
