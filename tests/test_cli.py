@@ -144,7 +144,21 @@ def test_a_pipe_that_ends_with_an_attachment_waiting_says_it_was_not_sent(demo_d
     p = yi("--model", "demo", "--max-new-tokens", "3", stdin=f"Hi\n/file {notes}\n")
     err = p.stderr.decode()
     assert p.returncode == 1, err
-    assert err.splitlines()[-1] == f"error: {notes}: attached, but no message followed; not sent", err
+    assert err.splitlines()[-1] == f"error: {notes}: attached, but the input ended before a message took it; not sent"
+
+
+@pytest.mark.slow
+def test_an_empty_stdin_with_a_file_attached_says_so_in_one_true_line(demo_dir, tmp_path):
+    """`yi-chat -f notes.md < /dev/null`: the file was attached and then nothing came; that once, not also "stdin is
+    empty" (run-through 4 said "no message followed" and "nothing to do": two lines, one of them false)."""
+    notes = tmp_path / "notes.md"
+    notes.write_text("# notes\n")
+    p = yi("--model", "demo", "-f", str(notes), stdin=b"")
+    err = p.stderr.decode()
+    assert p.returncode == 1, err
+    assert "nothing to do" not in err, err
+    assert err.count("not sent") == 1, err
+    assert err.splitlines()[-1] == f"error: {notes}: attached, but the input ended before a message took it; not sent"
 
 
 @pytest.mark.slow

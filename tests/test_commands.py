@@ -357,6 +357,22 @@ def test_save_and_load_take_a_quoted_path_as_file_does(tmp_path):
     assert out.getvalue().rstrip().endswith(f"loaded 1 exchange(s) from {target}")
 
 
+def test_an_empty_quoted_path_is_refused_by_file_save_and_load(tmp_path, monkeypatch):
+    """`/file ''` said ": is a directory", `/load ""` read the current folder, and `/save ''` wrote a new file in the
+    store as if no path was given (a review of the quoted paths)."""
+    monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    chat, out, err = plain_chat(ScriptedEngine(["r"]))
+    chat.handle("hi")
+    for typed in ("/file ''", '/file ""', "/save ''", "/save! ''", '/load ""'):
+        chat.handle(typed)
+    quotes = ["''", '""', "''", "''", '""']
+    assert err.getvalue().splitlines() == [f"error: {q}: an empty path; give a file's path" for q in quotes]
+    assert chat.failures == 5 and chat.attachments == [] and "saved" not in out.getvalue()
+    assert not (tmp_path / "home").exists() or not list((tmp_path / "home").rglob("*.json"))
+    assert [t.content for t in chat.session.turns] == ["hi", "r"]
+
+
 def test_help_knows_the_aliases_and_names_them():
     """`/help quit` said "no command /quit" while /quit works (a run-through); `/help set extra` looked up
     "set extra"; `/help bogus` had no did-you-mean where `/bogus` has."""

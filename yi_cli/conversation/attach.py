@@ -195,6 +195,8 @@ def as_dropped(arg: str) -> str:
             return arg
     except (ValueError, UsageError):  # an unclosed quote; a name the path check refuses: as typed
         return arg
+    if not words[0]:  # '' was "": is a directory" (/file), the current folder (/load), the store's default (/save)
+        raise UsageError(f"{arg}: an empty path; give a file's path")
     return words[0]
 
 

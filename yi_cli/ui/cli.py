@@ -570,11 +570,12 @@ def run_pipe(chat) -> int:
         asked += 1
         if not chat.handle(line) or chat.ctrl_c:
             break
-    if chat.attachments and not chat.ctrl_c:  # `/file x` as the last line: it waited for a message that never came
+    unsent = chat.attachments and not chat.ctrl_c  # `/file x` last, or `-f x < /dev/null`: no message took them
+    if unsent:  # one line that is true of both (an empty stdin is said by it, not by a second notice)
         chat.failures += 1
         names = ", ".join(shown(a.name, 200) for a in chat.attachments)
-        chat.render.error(f"{names}: attached, but no message followed; not sent")
-    if n == 0:
+        chat.render.error(f"{names}: attached, but the input ended before a message took it; not sent")
+    elif n == 0:
         chat.render.notice("stdin is empty: nothing to do")
     elif not asked and not chat.failures:  # as quiet as an empty one was not: the same word for it
         chat.render.notice("stdin has only blank lines: nothing to do")
