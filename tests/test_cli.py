@@ -83,6 +83,22 @@ def test_help_documents_exit_codes():
         assert f"\n  {code}" in out
 
 
+@pytest.mark.parametrize("columns", [50, 80, 100, 200])
+def test_help_fits_the_terminal_and_keeps_every_word(columns):
+    """The epilog was laid out for 115 columns: at 80 its lines broke mid-word into the first column (a fresh-clone
+    walkthrough). Every line now fits (at most 100 columns however wide the terminal), no word is lost or split,
+    and an exit code's text goes on under itself."""
+    from yi_cli.ui.cli import EPILOG
+
+    out = yi("--help", env={"COLUMNS": str(columns)}).stdout.decode()
+    epilog = out[out.index("examples:") :]
+    lines = epilog.splitlines()  # (argparse's usage block keeps an option and its metavar on one line)
+    assert max(map(len, lines)) <= min(columns, 100), [ln for ln in lines if len(ln) > min(columns, 100)]
+    assert epilog.split() == EPILOG.replace("\\\n", "").split()
+    code1 = lines.index(next(ln for ln in lines if ln.startswith("  1    ")))
+    assert lines[code1 + 1].startswith(" " * 7) and lines[code1 + 1][7] != " "
+
+
 @pytest.mark.slow
 def test_piped_two_turn_session_with_history(demo_dir):
     script = "What is the capital of France?\nWhat is the population of that city?\n/history\n"

@@ -1,6 +1,6 @@
 """yi-chat: a terminal chat REPL for the Yi chat models."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"  # main between releases: the next one's .dev0 (CHANGELOG: Unreleased)
 
 
 def load(path, device=None, dtype=None, **kw):

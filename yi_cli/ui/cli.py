@@ -13,40 +13,83 @@ from ..errors import ENDING, UsageError, YiError, catch, shown
 from .config import device_arg, tokens_arg
 
 EPILOG = """examples:
-  yi-chat                                     chat with the demo model (Ctrl-D leaves)
-  yi-chat "Say hi"                            one prompt, one answer (like -p)
-  git diff | yi-chat -p "review this"         piped stdin goes before the prompt as a fenced block
-  yi-chat -f notes.md -f todo.txt -p "merge these"   attach text files (also in a chat, and /file PATH)
-  yi-chat -p - < question.txt                 the prompt itself from stdin
-  yi-chat --json < prompts.txt > replies.jsonl     one turn per stdin line, one JSON object per reply
-  yi-chat -c                                  go on with the last interactive chat (--resume last)
-  yi-chat sessions                            the saved conversations (--json too)
-  source <(yi-chat completion bash)           tab completion (also zsh, fish)
+  yi-chat                                    chat with the demo model (Ctrl-D leaves)
+  yi-chat "Say hi"                           one prompt, one answer (like -p)
+  git diff | yi-chat -p "review this"        piped stdin goes before the prompt as a fenced block
+  yi-chat -f notes.md -f todo.txt -p "merge these"  attach text files (also in a chat, and /file PATH)
+  yi-chat -p - < question.txt                the prompt itself from stdin
+  yi-chat --json < prompts.txt > replies.jsonl  one turn per stdin line, one JSON object per reply
+  yi-chat -c                                 go on with the last interactive chat (--resume last)
+  yi-chat sessions                           the saved conversations (--json too)
+  source <(yi-chat completion bash)          tab completion (also zsh, fish)
 
-subcommands: when the first argument is one of  models, pull, sessions, completion,  it names a subcommand
-  (yi-chat sessions --help); any other words are a prompt. To send a prompt starting with one of those words,
-  use -p TEXT or put -- first (yi-chat -- "models are ...").
+subcommands: when the first argument is one of models, pull, sessions or completion, it names a subcommand \
+(yi-chat sessions --help); any other words are a prompt. To send a prompt starting with one of those words, use \
+-p TEXT or put -- first (yi-chat -- "models are ...").
 
 exit codes:
   0    success (also: stdout closed by the reader, e.g. | head)
-  1    a session to resume cannot be read; in a one-shot or piped run, a turn or command failed (a remote
-       reply cut by the network, a timeout or a limit keeps its partial text); an interactive chat ends 0
-  2    usage error (bad flag or value, a malformed --endpoint URL or hub id, a config file error; an attached file
-       that is binary, not UTF-8 or too large; stdout closed)
-  3    the model could not be loaded (missing path, corrupt config or weights, unsupported format, sizes that
-       are implausible or need more memory than the device has), or could not
-       be fetched (missing or gated repo, network error, full disk); the --endpoint server could not be reached
-       or listed no model
+  1    a session to resume cannot be read; in a one-shot or piped run, a turn or command failed (a remote reply \
+cut by the network, a timeout or a limit keeps its partial text); an interactive chat ends 0
+  2    usage error (bad flag or value, a malformed --endpoint URL or hub id, a config file error; an attached \
+file that is binary, not UTF-8 or too large; stdout closed)
+  3    the model could not be loaded (missing path, corrupt config or weights, unsupported format, sizes that \
+are implausible or need more memory than the device has), or could not be fetched (missing or gated repo, network \
+error, full disk); the --endpoint server could not be reached or listed no model
   129  hung up (SIGHUP: the terminal closed); the reply in flight is kept, the session saved
-  130  interrupted (Ctrl-C while the model loads, or in a one-shot or piped run; SIGTERM); the reply in
-       flight is kept and the session saved
+  130  interrupted (Ctrl-C while the model loads, or in a one-shot or piped run; SIGTERM); the reply in flight is \
+kept and the session saved
   131  quit (SIGQUIT: Ctrl-\\ during a reply, kill -QUIT); the reply in flight is kept, the session saved
 
-Model: a checkpoint directory, a hub id (fetched into the Hugging Face cache when missing), a Yi alias such as
-yi-6b-chat-4bits, or 'demo' (SmolLM2-135M, AWQ int4), 'demo-gptq8', 'demo-fp32'. Piped stdin without -p: each
+Model: a checkpoint directory, a hub id (fetched into the Hugging Face cache when missing), a Yi alias such as \
+yi-6b-chat-4bits, or 'demo' (SmolLM2-135M, AWQ int4), 'demo-gptq8', 'demo-fp32'. Piped stdin without -p: each \
 non-empty line is one user turn of one session.
-Environment: YI_CHAT_MODEL, YI_CHAT_ENDPOINT (then OPENAI_BASE_URL), OPENAI_API_KEY, YI_CHAT_HOME, NO_COLOR,
+Environment: YI_CHAT_MODEL, YI_CHAT_ENDPOINT (then OPENAI_BASE_URL), OPENAI_API_KEY, YI_CHAT_HOME, NO_COLOR, \
 HF_HOME, HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE."""
+HELP_WIDTH = 100  # the epilog's lines at most, however wide the terminal (argparse's own columns follow it)
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """The epilog fitted to the terminal: its lines were laid out for 115 columns, and an 80-column terminal broke
+    them mid-word into its first column. A logical line is one line of EPILOG; an indented one is two columns (the
+    text after its first run of 2+ spaces goes on under itself, or a line below when the column is too narrow)."""
+
+    def __init__(self, prog, **kw):
+        import shutil
+
+        kw.setdefault("width", min(shutil.get_terminal_size().columns - 2, HELP_WIDTH))
+        super().__init__(prog, **kw)
+
+    def _fill_text(self, text, width, indent):
+        import re
+        import textwrap
+
+        def fill(t, first, rest):
+            return textwrap.fill(t, width, initial_indent=first, subsequent_indent=rest, break_on_hyphens=False)
+
+        out = []
+        for section in text.split("\n\n"):
+            rows = [re.match(r"( +)(\S.*?)( {2,})(\S.*)$", line) or line for line in section.splitlines()]
+            # the section's column: where its aligned rows (3+ spaces) start their text; a longer left side (its
+            # text after 2 spaces) takes a line of its own and its text goes on that column below it
+            cols = [len(r[1] + r[2] + r[3]) for r in rows if not isinstance(r, str) and len(r[3]) > 2]
+            col = max(cols, default=0)
+            for r in rows:
+                if isinstance(r, str):  # a heading or prose: filled, its continuation lines indented
+                    out.append(fill(r, "", "  "))
+                    continue
+                lead, left, gap, right = r.groups()
+                here = len(lead + left + gap)
+                at = " " * (here if here <= col or not col else col)
+                if width - len(at) < 30:  # narrow: the text below its left side, indented
+                    out += [lead + left, fill(right, lead + "    ", lead + "    ")]
+                elif len(at) < here:
+                    out += [lead + left, fill(right, at, at)]
+                else:
+                    out.append(fill(left + gap + right, lead, at))
+            out.append("")
+        return "\n".join(indent + ln if ln else ln for ln in "\n".join(out[:-1]).splitlines())
+
 
 # The first argument names a subcommand when it is one of these; any other words are a prompt.
 # name -> (module under yi_cli with main(argv) -> int; one line of help)
@@ -99,7 +142,7 @@ def parser() -> argparse.ArgumentParser:
         prog="yi-chat",
         description="Chat with Yi models (and other chat models) in a terminal.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     a = p.add_argument
     a("words", nargs="*", metavar="PROMPT", help="answer this prompt and exit, like -p (see subcommands below)")
