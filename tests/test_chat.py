@@ -809,3 +809,24 @@ def test_a_reply_with_no_token_has_no_time_to_first_token():
     chat.history = [cut, Stats(prompt_tokens=40, new_tokens=5, ttft_s=0.5, decode_s=1.0)]
     chat.handle("/stats")
     assert "mean time to first token: 0.500 s" in out.getvalue() and err.getvalue() == ""
+
+
+def test_a_pipe_gets_a_blank_line_after_a_commands_output_and_hears_of_a_cut_reply():
+    """In a pipe /history's table ran into the next reply (replies end with a blank line; a command's output did not),
+    and a reply cut by --max-new-tokens was silent: only --stats said "length" (a walkthrough)."""
+    chat, out, err = plain_chat(ScriptedEngine(["one two", "three four five six", "seven"]))
+    chat.handle("hi")
+    chat.handle("/history")
+    chat.handle("/set max_new_tokens 2")
+    chat.handle("more")  # cut after two words
+    chat.handle("/retry")  # a command whose output is a reply: its blank line once
+    assert out.getvalue().split("\n\n") == [
+        "one two",
+        " #  role       tokens  text\n 1  user       1       hi\n 2  assistant  2       one two",
+        "max_new_tokens = 2",
+        "three four",
+        "seven",
+        "",
+    ]
+    cut = "the reply stopped at the token limit (--max-new-tokens)\n"
+    assert err.getvalue() == cut  # the second reply; the last ended by itself

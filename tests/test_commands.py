@@ -10,6 +10,11 @@ from yi_cli.engines import settings as gen
 from yi_cli.errors import YiError
 
 
+def lines(out) -> list[str]:
+    """What the commands wrote, without the blank line that ends each one's output in a pipe."""
+    return [ln for ln in out.getvalue().splitlines() if ln]
+
+
 def test_parse_commands_and_messages():
     assert commands.parse("hello") is None
     assert commands.parse("//etc/hosts is a path") is None
@@ -138,14 +143,14 @@ def test_system_shows_the_templates_default_when_none_is_set(demo_dir):
     chat, out, err = plain_chat(engine)
     chat.handle("/system")
     default = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
-    assert out.getvalue().splitlines() == [
+    assert lines(out) == [
         f"system prompt: {default}",
         "(none set: this is the chat template's default; /system TEXT replaces it)",
     ]
     chat.handle("/system be terse")
     chat.handle("/system")
     chat.handle("/system none")
-    assert out.getvalue().splitlines()[2:] == [
+    assert lines(out)[2:] == [
         "system prompt set",
         "system prompt: be terse",
         "system prompt cleared; the chat template's default applies (/system shows it)",
@@ -155,7 +160,7 @@ def test_system_shows_the_templates_default_when_none_is_set(demo_dir):
     plain, out, err = plain_chat(ScriptedEngine())  # a template that adds none
     plain.handle("/system")
     plain.handle("/system none")
-    assert out.getvalue().splitlines() == ["(no system prompt)", "system prompt cleared"]
+    assert out.getvalue() == "(no system prompt)\n\nsystem prompt cleared\n\n"  # a blank line after each
 
 
 def test_prompt_shows_the_conversation_so_far(demo_dir):
@@ -170,7 +175,7 @@ def test_prompt_shows_the_conversation_so_far(demo_dir):
     chat, out, err = plain_chat(engine)
     chat.handle("/prompt")  # the demo's template puts its own system prompt first
     want = "(nothing yet: the template's default system prompt (/system), then your first message)\n"
-    assert out.getvalue() == want
+    assert out.getvalue() == want + "\n"
     chat.handle("Capital of France?")
     mark = len(out.getvalue())
     chat.handle("/prompt")
@@ -178,7 +183,7 @@ def test_prompt_shows_the_conversation_so_far(demo_dir):
         "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
         "<|im_start|>user\nCapital of France?<|im_end|>\n<|im_start|>assistant\nParis.<|im_end|>\n"
     )
-    assert out.getvalue()[mark:] == f"{text}\n({len(tpl.tokenizer(text)['input_ids'])} tokens)\n"
+    assert out.getvalue()[mark:] == f"{text}\n({len(tpl.tokenizer(text)['input_ids'])} tokens)\n\n"
     chat.handle("How many people?")
     assert engine.prompts[-1].text.startswith(text)  # the next request: this, then the new message
     assert "conversation so far" in commands.TABLE["prompt"].help and err.getvalue() == ""
@@ -251,7 +256,7 @@ def test_the_toolbars_context_used_is_prompts_count_in_every_state(demo_dir, tmp
     same()
     chat.handle("/clear")
     assert same(rebuilt=False) == 0
-    assert err.getvalue() == ""
+    assert err.getvalue() == "the reply stopped at the token limit (--max-new-tokens)\n"  # How old is it?
     assert counted.count("<|im_start|>assistant\n") == 1  # a reply's opening, the same every reply: counted once
 
 
@@ -418,10 +423,11 @@ def test_command_text_is_written_as_it_is_and_help_wraps_under_itself():
     text = " ".join(f"word{i}" for i in range(60))  # ~400 characters on one line
     chat.handle(f"/system {text}")
     chat.handle("/system")
-    assert out.getvalue().splitlines()[1] == f"system prompt: {text}"
+    assert lines(out)[1] == f"system prompt: {text}"
     mark = len(out.getvalue())
     chat.handle("/help save")
-    usage, *rest = out.getvalue()[mark:].splitlines()
-    assert usage == commands.TABLE["save"].usage and len(rest) >= 2  # the help is longer than 100 columns
+    usage, *rest, blank = out.getvalue()[mark:].splitlines()
+    assert blank == "" and usage == commands.TABLE["save"].usage
+    assert len(rest) >= 2  # the help is longer than 100 columns
     assert all(line.startswith("  ") and line == line.rstrip() and len(line) <= 100 for line in rest), rest
     assert " ".join(line.strip() for line in rest) == commands.TABLE["save"].help and err.getvalue() == ""

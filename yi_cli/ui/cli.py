@@ -642,7 +642,7 @@ def make_renderer(args, interactive: bool, prompt: str | None, screen=None):
     err = Console(stderr=True)
     if interactive and screen is not sys.stdout:  # the chat on stderr; to stdout the replies alone, or JSON lines
         keys = _EARLY[0] if _EARLY else KeyHold(sys.stdin.fileno())
-        copy = JsonRenderer(Console(), err) if args.json else PlainRenderer(Console(), err)
+        copy = JsonRenderer(Console(), err) if args.json else PlainRenderer(Console(), err, say_cuts=False)
         render = TerminalRenderer(Console(file=screen), err, keys=keys, transcript=copy)
     elif args.json:
         render = JsonRenderer(Console(), err)

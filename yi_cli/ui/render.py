@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.style import Style
 from rich.text import Text as RichText
 
-from ..engines.events import FINISH_ERROR, Stats
+from ..engines.events import FINISH_ERROR, FINISH_LENGTH, Stats
 from ..safe_text import safe
 
 
@@ -323,12 +323,27 @@ class TerminalRenderer(Renderer):
 
 
 class PlainRenderer(Renderer):
-    """Pipes: the reply's text as it streams, then a blank line separating it from the next one."""
+    """Pipes: the reply's text as it streams, then a blank line separating it from the next one (a command's output
+    too: /history's table ran into the next reply)."""
 
-    def __init__(self, console: Console, err: Console, out=None, show_stats: bool = False):
+    def __init__(self, console: Console, err: Console, out=None, show_stats: bool = False, say_cuts: bool = True):
         super().__init__(console, err)
         self.out = out or sys.stdout
         self.show_stats = show_stats
+        self.say_cuts = say_cuts  # False: a terminal's transcript, whose screen's stats line says it
+        self.shown = self.replied = False  # the command in hand wrote output; a reply
+
+    def show(self, renderable, whole: bool = False) -> None:
+        super().show(renderable, whole)
+        self.shown = True
+
+    def command_start(self, name: str) -> None:
+        self.shown = self.replied = False
+
+    def command_done(self, name: str) -> None:
+        if self.shown and not self.replied:  # /retry's reply ended with its own blank line
+            self.console.file.write("\n")
+            self.console.file.flush()
 
     def reply_text(self, delta: str) -> None:
         self.out.write(safe(delta))
@@ -341,8 +356,11 @@ class PlainRenderer(Renderer):
             self.out.write(" [interrupted]")
         self.out.write("\n\n")
         self.out.flush()
+        self.replied = True
         if stats is not None and self.show_stats and stats.finish_reason != FINISH_ERROR:  # the error line says it
             self.notice(footer(stats))
+        elif stats is not None and stats.finish_reason == FINISH_LENGTH and self.say_cuts:  # it was silent
+            self.notice("the reply stopped at the token limit (--max-new-tokens)")
 
 
 class JsonRenderer(Renderer):
