@@ -437,6 +437,24 @@ def test_resizes_at_the_prompt_after_a_reply_leave_each_line_once(term, home):
     pane.wait(drawn_once([BANNER, ">>> " + QUESTION, *reply.split("\n"), footer, ">>>"]), "each line once")
 
 
+def test_ctrl_c_at_the_prompt_marks_the_dropped_line_and_sends_nothing(term, home):
+    """Ctrl-C at the prompt dropped the line but left it on the screen as typed: `>>> half a thought` read as a
+    message sent whose reply never came (a walkthrough). It is marked ^C, as a shell marks it, and not recalled."""
+    engine = Scripted("A reply.")
+    pane = term(engine, 80, 20)
+    pane.prompt()
+    pane.type("half a thought")
+    pane.wait(lambda s: ">>> half a thought" in s, "the typed line")
+    pane.keys("C-c")
+    pane.wait(lambda s: content(s)[-2:] == [">>> half a thought^C", ">>>"], "the line marked ^C, then a prompt")
+    pane.keys("C-c")  # at an empty prompt too
+    pane.wait(lambda s: content(s)[-3:] == [">>> half a thought^C", ">>> ^C", ">>>"], "an empty line marked")
+    pane.keys("Up")  # the dropped line is not in the history
+    ask(pane, "next")
+    pane.wait(footer_after("next"), "the reply to the next message")
+    assert engine.prompts == ["next"]
+
+
 def test_a_command_being_typed_is_completed_and_a_message_is_not(term, home):
     """The completion menu while a command is typed (the completer runs only for a line that starts with /: it ran
     on every key of a message, each run one more redraw of the prompt after the key's own)."""

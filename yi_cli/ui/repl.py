@@ -45,6 +45,15 @@ def bindings() -> KeyBindings:
     def _(event):  # Esc-Enter (or Alt-Enter) inserts a newline; Enter sends
         event.current_buffer.insert_text("\n")
 
+    @kb.add("c-c")
+    def _(event):
+        """Ctrl-C at the prompt drops the line, marked `^C` as a shell marks it: left as it was typed, the line on
+        the screen read as a message sent whose reply never came."""
+        b = event.current_buffer
+        b.cursor_position = len(b.text)
+        b.insert_text("^C")
+        event.app.exit(exception=KeyboardInterrupt, style="class:aborting")
+
     if hasattr(signal, "SIGTSTP"):
 
         @kb.add("c-z")
