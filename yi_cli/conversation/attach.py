@@ -101,6 +101,11 @@ def gather(words: list[str], prompt: str | None, files: list[str], tty: bool) ->
         raise UsageError("-p -: stdin is the terminal here; pipe the prompt in (... | yi-chat -p -) or give -p TEXT")
     if tty and STDIN in files:
         raise UsageError("-f -: stdin is the terminal here; pipe the text in (... | yi-chat -f - -p TEXT)")
+    if prompt is not None and prompt != STDIN:  # its bytes past ASCII as surrogates where they are not UTF-8: said
+        try:  # at the start, by name (it was "the input is not valid UTF-8; line ignored", after the model loaded)
+            prompt = prompt.encode("utf-8", "surrogateescape").decode("utf-8")
+        except UnicodeError:
+            raise UsageError(("the prompt words are" if words else "-p/--prompt is") + " not valid UTF-8") from None
     attachments = []
     if prompt == STDIN:
         prompt = read(STDIN).text.strip()
