@@ -659,6 +659,13 @@ def test_piped_tables_carry_no_trailing_spaces(server, home):
     assert len({r.index(w) for r, w in zip(rows, ("text", "what", "echo"), strict=True)}) == 1  # one text column
 
 
+def test_a_blank_system_flag_sets_none_as_an_empty_one_does(server, home):
+    """`--system ""` set no system prompt, while `--system "  "` sent two spaces as one (a walkthrough)."""
+    said = [yi("--endpoint", server.url, "--system", s, stdin="/system\n", home=home) for s in ("", "  ", "\t")]
+    assert [p.returncode for p in said] == [0, 0, 0]
+    assert {p.stdout.decode() for p in said} == {"(no system prompt)\n\n"}
+
+
 @pytest.mark.parametrize("json_lines", [False, True])
 def test_piped_history_keeps_each_turn_whole_on_its_line(server, home, json_lines):
     """Piped (and --json) `/history` folded a turn's text at 80 (100) columns, the table's width in a pipe: a long
@@ -674,7 +681,7 @@ def test_piped_history_keeps_each_turn_whole_on_its_line(server, home, json_line
         assert reply == "echo: " + words
     rows = [ln for ln in out.splitlines() if ln.lstrip().startswith(("1 ", "2 "))]
     assert len(rows) == 2 and rows[0].endswith(words) and rows[1].endswith("echo: " + words)
-    assert len(out.splitlines()) == 3  # the header and the two rows: no continuation lines
+    assert len(out.rstrip("\n").splitlines()) == 3  # the header and the two rows: no continuation lines
 
 
 def test_a_json_chat_in_a_terminal_keeps_its_banner_out_of_the_json(server, home, tmp_path):

@@ -132,9 +132,10 @@ def text_arg(value: str) -> str:
     """Text for the conversation (--system). An argument's bytes that are not UTF-8 arrive as surrogates, which no
     tokenizer takes: every turn failed with a TypeError."""
     try:
-        return value.encode("utf-8", "surrogateescape").decode("utf-8")
+        text = value.encode("utf-8", "surrogateescape").decode("utf-8")
     except UnicodeError:
         raise argparse.ArgumentTypeError("not valid UTF-8 text") from None
+    return text if text.strip() else ""  # blank as "" is: none set (`--system "  "` was sent as a system prompt)
 
 
 def parser() -> argparse.ArgumentParser:
