@@ -177,6 +177,7 @@ def test_files_attach_to_the_first_message_of_a_piped_chat(server, home, tmp_pat
     [
         (b"\x7fELF\x02\x01\x00\x00", "binary file"),
         (b"caf\xe9 au lait", "not UTF-8 text (undecodable byte at offset 3)"),
+        (b"\xef\xbb\xbfcaf\xe9", "not UTF-8 text (undecodable byte at offset 6)"),  # counted after the BOM: 3
     ],
 )
 def test_binary_and_undecodable_files_exit_2_before_the_model_loads(home, tmp_path, content, needle):
@@ -399,7 +400,7 @@ def test_an_editor_that_saves_a_bom_or_latin_1(server, home, tmp_path):
     message's start, and a Latin-1 file failed as "'/edit' failed (UnicodeDecodeError: ...)" (run-through 4)."""
     editor = tmp_path / "ed.sh"
     editor.write_text(
-        '#!/bin/sh\nif [ -e latin ]; then printf "caf\\351\\n" > "$1"; '
+        '#!/bin/sh\nif [ -e latin ]; then printf "\\357\\273\\277caf\\351\\n" > "$1"; '
         'else printf "\\357\\273\\277edited question\\r\\n" > "$1"; fi\n'
     )
     editor.chmod(0o755)
@@ -413,7 +414,7 @@ def test_an_editor_that_saves_a_bom_or_latin_1(server, home, tmp_path):
     assert sent(server) == "edited question"
     (tmp_path / "latin").touch()
     child.sendline("/edit")
-    child.expect_exact("error: the editor saved text that is not UTF-8 (byte 3); the message stays as it was")
+    child.expect_exact("error: the editor saved text that is not UTF-8 (byte 6); the message stays as it was")
     child.expect_exact(">>>")
     assert leave(child) == 0
     (saved,) = session_files(home)

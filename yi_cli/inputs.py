@@ -127,6 +127,16 @@ def _kind(mode: int) -> str:
     return "special file"
 
 
+def bom_text(data: bytes) -> str:
+    """UTF-8 text with or without a BOM (Windows editors save one). A bad byte's offset (UnicodeDecodeError.start)
+    counts from the file's start: the utf-8-sig codec counts it after the BOM, 3 bytes short."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        bom = 3 if data.startswith(b"\xef\xbb\xbf") else 0
+        raise UnicodeDecodeError(e.encoding, data, e.start + bom, e.end + bom, e.reason) from None
+
+
 def read_text(path: str | Path, limit: int, err: type[YiError] = YiError, what: str = "file") -> str:
     data = read_bytes(path, limit, err, what)
     try:

@@ -40,7 +40,7 @@ def decode(data: bytes, name: str) -> str:
     if b"\x00" in data:
         raise UsageError(f"{shown(name, 200)}: binary file (it contains NUL bytes); only text files can be attached")
     try:
-        return data.decode("utf-8-sig")
+        return inputs.bom_text(data)
     except UnicodeDecodeError as e:
         raise UsageError(
             f"{shown(name, 200)}: not UTF-8 text (undecodable byte at offset {e.start}); "

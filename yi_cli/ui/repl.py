@@ -18,7 +18,7 @@ from prompt_toolkit.renderer import Renderer
 from prompt_toolkit.styles import Style
 from prompt_toolkit.utils import is_dumb_terminal
 
-from .. import terminal
+from .. import inputs, terminal
 from ..conversation import commands
 from ..errors import YiError
 from ..paths import data_dir, private_dir
@@ -276,7 +276,7 @@ def _edit_file(cmd: str, old: str, render) -> str:
         with open(f.name, "rb") as g:
             data = g.read()
     try:  # utf-8-sig: an editor that saves a BOM (Windows ones, vim's 'bomb') put U+FEFF before the message
-        return data.decode("utf-8-sig").replace("\r\n", "\n").replace("\r", "\n").rstrip("\n")  # as text mode
+        return inputs.bom_text(data).replace("\r\n", "\n").replace("\r", "\n").rstrip("\n")  # as text mode
     except UnicodeDecodeError as e:  # a Latin-1 editor: it was "'/edit' failed (UnicodeDecodeError: ...)"
         raise YiError(
             f"the editor saved text that is not UTF-8 (byte {e.start}); the message stays as it was"
