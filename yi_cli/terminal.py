@@ -1,8 +1,8 @@
 """The controlling terminal at the two ends of a run (no torch, no prompt_toolkit).
 
-From the first instant: a chat's terminal is held (ui/keys.KeyHold: no echo, no line editing, the keys kept) as
-soon as yi-chat runs, not only once the model starts loading. Until then the terminal echoed the keys typed during
-the imports raw above the banner, and the prompt, which reads them as typed there, showed them a second time.
+From the first instant: a chat's terminal is held (ui/keys.hold_early: no echo, no line editing, the keys kept)
+as soon as yi-chat runs, not only once the model starts loading. Until then the terminal echoed the keys typed
+during the imports raw above the banner, and the prompt, which reads them as typed there, showed them a second time.
 
 At the last: a chat that SIGTERM or SIGHUP ends while it is a background job (`yi-chat &`, or Ctrl-Z then `bg`,
 then `kill %1`) must neither set the terminal's modes nor draw on it: the shell has it, and the kernel stops a
@@ -24,18 +24,6 @@ def background(fd: int) -> bool:
         return os.isatty(fd) and os.tcgetpgrp(fd) != os.getpgrp()
     except OSError:  # not our controlling terminal (or gone): no job control between us and it
         return False
-
-
-def hold_early():
-    """A pinned KeyHold on stdin when it is a terminal in our foreground, else None (a background job would be
-    stopped by setting its modes; a pipe echoes nothing)."""
-    if not os.isatty(0) or background(0):
-        return None
-    from .ui.keys import KeyHold
-
-    keys = KeyHold(0)
-    keys.pin()
-    return keys if keys.saved is not None else None
 
 
 def let_go() -> None:

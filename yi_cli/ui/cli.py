@@ -737,7 +737,9 @@ def entry() -> None:
     try:
         try:
             if not (sys.argv[1:] and sys.argv[1] in SUBCOMMANDS):
-                _EARLY[:] = [k for k in [terminal.hold_early()] if k]
+                from .keys import hold_early
+
+                _EARLY[:] = [k for k in [hold_early()] if k]
             code = main()
         except KeyboardInterrupt:  # a second signal while the first was being handled: still one exit code
             code = _leaving()[0]

@@ -15,7 +15,7 @@ import signal
 import termios
 import threading
 
-from .. import clock
+from .. import clock, terminal
 
 PASTE_ON, PASTE_OFF = b"\x1b[?2004h", b"\x1b[?2004l"  # the terminal's bracketed-paste mode (xterm's, all of them)
 
@@ -131,3 +131,13 @@ class KeyHold:
             return os.tcgetpgrp(self.fd) == os.getpgrp()
         except OSError:  # not our controlling terminal (or gone): no job control between us and it
             return True
+
+
+def hold_early():
+    """A pinned KeyHold on stdin when it is a terminal in our foreground, else None (a background job would be
+    stopped by setting its modes; a pipe echoes nothing)."""
+    if not os.isatty(0) or terminal.background(0):
+        return None
+    keys = KeyHold(0)
+    keys.pin()
+    return keys if keys.saved is not None else None
