@@ -725,6 +725,14 @@ BIG_OPS = {
     "power": ("{{ (3 ** 700000) % 7 }}", "an integer power of about 1400000 bits is too large"),
     "repetition": ("{{ ('x' * 20000000)|length }}", "a repetition of 20000000 items is too long"),
     "repeated-message": ("{{ (messages[0].content * 10000000)|length }}", "a repetition of 20000000 items"),
+    # widths: `'x'.center(2000000000)` was bounded only by the time limit, after the gigabytes were asked for
+    "center": ("{{ 'x'.center(20000000)|length }}", "a string padded to 20000000 characters wide is too long"),
+    "zfill": ("{{ messages[0].content.zfill(20000000)|length }}", "padded to 20000000 characters wide"),
+    "center-filter": ("{{ ('x'|center(20000000))|length }}", "a string centred in 20000000 characters wide"),
+    "indent-filter": ("{{ ('a\nb'|indent(20000000))|length }}", "an indent 20000000 characters wide"),
+    "percent-width": ("{{ ('%20000000s' % 'x')|length }}", "a format with a width past 16777216 characters"),
+    "format-filter": ("{{ ('%.20000000f'|format(1.0))|length }}", "a format with a width past 16777216 characters"),
+    "format-method": ("{{ '{:>20000000}'.format('x')|length }}", "a format with a width past 16777216 characters"),
 }
 
 

@@ -18,6 +18,7 @@ tests/test_light_tokenizer.py holds both side by side.
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
@@ -413,12 +414,58 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
     cannot stop. `{{ 9 ** 99999999 }}` held the GIL for minutes (the run hung), `{{ m.content * 300000000 }}`
     asked for gigabytes (the run was killed for memory)."""
 
-    intercepted_binops = frozenset({"*", "**"})
-    MAX_ITEMS = 1 << 24  # a repeated string or list: far beyond any prompt
+    intercepted_binops = frozenset({"*", "**", "%"})
+    MAX_ITEMS = 1 << 24  # a repeated string or list, a padded one: far beyond any prompt
     MAX_BITS = 1 << 20  # an integer power: 315,653 digits
+    WIDENING = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})  # str methods taking a width
+
+    def __init__(self, *a, **k):
+        super().__init__(*a, **k)
+        # the filters that pad (center, indent) or format (format) in one C call, bounded as the methods are
+        center, indent, fmt = self.filters["center"], self.filters["indent"], self.filters["format"]
+
+        def bounded_center(value, width=80):
+            self.wide(width, "a string centred in")
+            return center(value, width)
+
+        def bounded_indent(text, width=4, *a, **k):
+            self.wide(width, "an indent")
+            return indent(text, width, *a, **k)
+
+        def bounded_format(value, *a, **k):
+            self.wide_format(value)
+            return fmt(value, *a, **k)
+
+        self.filters = {**self.filters, "center": bounded_center, "indent": bounded_indent, "format": bounded_format}
+
+    def wide(self, n, what: str) -> None:
+        """Refuse a width past MAX_ITEMS: `'x'.center(2000000000)` is one C call asking for gigabytes."""
+        if type(n) is int and n > self.MAX_ITEMS:
+            raise jinja2.exceptions.SecurityError(f"{what} {n} characters wide is too long")
+
+    def wide_format(self, fmt) -> None:
+        """A format string's widths and precisions (`'%2000000000s' % x`, `'{:>2000000000}'.format(x)`): any number
+        in it past MAX_ITEMS is refused."""
+        if isinstance(fmt, str) and any(len(d) > 8 or int(d) > self.MAX_ITEMS for d in re.findall(r"\d+", fmt)):
+            raise jinja2.exceptions.SecurityError("a format with a width past 16777216 characters is too long")
+
+    def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 (jinja's own signature)
+        owner = getattr(__obj, "__self__", None)
+        if isinstance(owner, str) and getattr(__obj, "__name__", "") in __self.WIDENING:
+            for n in (*args, *kwargs.values()):
+                __self.wide(n, "a string padded to")
+        return super().call(__context, __obj, *args, **kwargs)
+
+    def wrap_str_format(self, value):  # `'{:>9999999999}'.format`: jinja wraps str.format as it is looked up
+        wrapped = super().wrap_str_format(value)
+        if wrapped is not None:
+            self.wide_format(value.__self__)
+        return wrapped
 
     def call_binop(self, context, operator, left, right):
-        if operator == "*":
+        if operator == "%":
+            self.wide_format(left)
+        elif operator == "*":
             for seq, n in ((left, right), (right, left)):
                 if isinstance(seq, (str, list, tuple)) and type(n) is int and len(seq) * n > self.MAX_ITEMS:
                     raise jinja2.exceptions.SecurityError(f"a repetition of {len(seq) * n} items is too long")
