@@ -733,6 +733,8 @@ BIG_OPS = {
     "percent-width": ("{{ ('%20000000s' % 'x')|length }}", "a format with a width past 16777216 characters"),
     "format-filter": ("{{ ('%.20000000f'|format(1.0))|length }}", "a format with a width past 16777216 characters"),
     "format-method": ("{{ '{:>20000000}'.format('x')|length }}", "a format with a width past 16777216 characters"),
+    "star-width": ("{{ ('%*s' % (20000000, 'x'))|length }}", "a format with a width past 16777216 characters"),
+    "nested-width": ("{{ '{:>{w}}'.format('x', w=20000000)|length }}", "a format with a width past 16777216"),
 }
 
 

@@ -433,7 +433,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             return indent(text, width, *a, **k)
 
         def bounded_format(value, *a, **k):
-            self.wide_format(value)
+            self.wide_format(value, (*a, *k.values()))
             return fmt(value, *a, **k)
 
         self.filters = {**self.filters, "center": bounded_center, "indent": bounded_indent, "format": bounded_format}
@@ -443,10 +443,16 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         if type(n) is int and n > self.MAX_ITEMS:
             raise jinja2.exceptions.SecurityError(f"{what} {n} characters wide is too long")
 
-    def wide_format(self, fmt) -> None:
+    def wide_format(self, fmt, args=()) -> None:
         """A format string's widths and precisions (`'%2000000000s' % x`, `'{:>2000000000}'.format(x)`): any number
-        in it past MAX_ITEMS is refused."""
-        if isinstance(fmt, str) and any(len(d) > 8 or int(d) > self.MAX_ITEMS for d in re.findall(r"\d+", fmt)):
+        in it past MAX_ITEMS is refused, and so is such an int argument where a width comes from the arguments
+        (`'%*s' % (n, x)`, `'{:>{w}}'.format(x, w=n)`)."""
+        if not isinstance(fmt, str):
+            return
+        big = any(len(d) > 8 or int(d) > self.MAX_ITEMS for d in re.findall(r"\d+", fmt))
+        if not big and ("*" in fmt or re.search(r"\{[^{}]*\{", fmt)):
+            big = any(type(n) is int and n > self.MAX_ITEMS for n in args)
+        if big:
             raise jinja2.exceptions.SecurityError("a format with a width past 16777216 characters is too long")
 
     def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 (jinja's own signature)
@@ -458,13 +464,20 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
 
     def wrap_str_format(self, value):  # `'{:>9999999999}'.format`: jinja wraps str.format as it is looked up
         wrapped = super().wrap_str_format(value)
-        if wrapped is not None:
-            self.wide_format(value.__self__)
-        return wrapped
+        if wrapped is None:
+            return None
+
+        def bounded(*args, **kwargs):
+            self.wide_format(
+                value.__self__, (*args, *kwargs.values(), *(a for x in args if isinstance(x, dict) for a in x.values()))
+            )
+            return wrapped(*args, **kwargs)
+
+        return bounded
 
     def call_binop(self, context, operator, left, right):
         if operator == "%":
-            self.wide_format(left)
+            self.wide_format(left, right if isinstance(right, tuple) else (right,))
         elif operator == "*":
             for seq, n in ((left, right), (right, left)):
                 if isinstance(seq, (str, list, tuple)) and type(n) is int and len(seq) * n > self.MAX_ITEMS:
