@@ -38,6 +38,9 @@ class WordTemplate:
         return None
 
 
+CUT = "the reply stopped at the token limit (--max-new-tokens)\n"  # a piped reply cut short says so on stderr
+
+
 class ScriptedEngine:
     """Replies with queued texts, word by word; honours cancel and max_new_tokens like a real engine."""
 

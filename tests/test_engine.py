@@ -104,7 +104,7 @@ def test_detokenizer_cut_inside_a_character_continues_it(demo_loaded):
 def test_continue_after_a_cut_inside_a_character(demo_dir, backend):
     """Greedy on the demo: a reply cut where its text ends inside a character, then /continue, is the uncut
     reply, with no U+FFFD in the session (the continuation completes the character)."""
-    from tests.fixtures import plain_chat
+    from tests.fixtures import CUT, plain_chat
     from yi_cli.checkpoint.loader import open_checkpoint
     from yi_cli.engines.local import LocalEngine
 
@@ -121,14 +121,14 @@ def test_continue_after_a_cut_inside_a_character(demo_dir, backend):
     assert "\ufffd" not in chat.session.turns[-1].content
     chat.settings.max_new_tokens = len(ids) - cuts[0]
     chat.handle("/continue")
-    assert err.getvalue() == ""
+    assert err.getvalue() == 2 * CUT  # the reply, then its continuation, each cut at its token limit
     assert chat.session.turns[-1].content == whole and "\ufffd" not in whole
 
 
 @pytest.mark.parametrize("backend", ["fast", "generate"])
 def test_continue_extends_the_cut_reply_in_place(demo_dir, backend):
     """Greedy: a reply cut at N tokens, then /continue (N more), is the uncut reply of 2N tokens, in one turn."""
-    from tests.fixtures import plain_chat
+    from tests.fixtures import CUT, plain_chat
     from yi_cli.checkpoint.loader import open_checkpoint
     from yi_cli.engines.local import LocalEngine
 
@@ -141,7 +141,7 @@ def test_continue_extends_the_cut_reply_in_place(demo_dir, backend):
     cut = chat.session.turns[-1].content
     assert chat.session.turns[-1].finish_reason == "length"
     chat.handle("/continue")
-    assert err.getvalue() == ""
+    assert err.getvalue() == 2 * CUT  # the reply, then its continuation, each cut at its token limit
     assert [t.role for t in chat.session.turns] == ["user", "assistant"]
     reply = chat.session.turns[-1]
     assert reply.content.startswith(cut) and len(reply.content) > len(cut) and reply.tokens == 24
