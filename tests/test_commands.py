@@ -431,3 +431,40 @@ def test_command_text_is_written_as_it_is_and_help_wraps_under_itself():
     assert len(rest) >= 2  # the help is longer than 100 columns
     assert all(line.startswith("  ") and line == line.rstrip() and len(line) <= 100 for line in rest), rest
     assert " ".join(line.strip() for line in rest) == commands.TABLE["save"].help and err.getvalue() == ""
+
+
+def test_load_takes_the_files_settings_as_a_resume_does_and_lists_them_as_session(tmp_path):
+    """After /load, /set listed the loaded temperature as `flag` (the flag's 0.7 was gone) and the loaded
+    max_new_tokens as `command`, and a setting the file lacks fell to the built-in default (a run-through):
+    /load takes the file's settings as --resume does, a flag's excepted, each listed as `session`."""
+    import json
+
+    from yi_cli.conversation.chat import Options
+    from yi_cli.engines.settings import GenSettings
+
+    settings = GenSettings(temperature=0.7, top_p=0.9, max_new_tokens=60)
+    sources = {"temperature": "flag", "top_p": "model", "max_new_tokens": "config"}
+    chat, out, err = plain_chat(ScriptedEngine(), settings=settings, options=Options(setting_sources=sources))
+    chat.handle("/set repetition_penalty 1.3")
+    saved = tmp_path / "s.json"
+    turns = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    held = {"temperature": 0.2, "top_p": 0.5, "repetition_penalty": 1.1, "max_new_tokens": 512}  # no speculate
+    saved.write_text(json.dumps({"format": "yi-chat-session", "version": 1, "turns": turns, "settings": held}))
+    chat.handle("/set speculate off")
+    chat.handle(f"/load {saved}")
+    chat.handle("/set")
+    assert err.getvalue() == ""
+    s = chat.settings
+    assert (s.temperature, s.top_p, s.repetition_penalty, s.max_new_tokens) == (0.7, 0.5, 1.1, 512)
+    assert s.speculate == "off"  # the file has none: this chat's stays
+    listed = out.getvalue().split("loaded 1 exchange(s)")[1]
+    for line in (
+        "temperature = 0.7  (flag)",
+        "top_p = 0.5  (session)",
+        "repetition_penalty = 1.1  (session)",
+        "max_new_tokens = 512  (session)",
+        "speculate = off  (command)",
+    ):
+        assert line in listed
+    chat.handle("/load " + str(tmp_path / "missing.json"))  # refused: the chat's settings untouched
+    assert chat.settings == s and chat.options.setting_sources["top_p"] == "session"

@@ -12,6 +12,7 @@ versions still loads.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
 import json
@@ -451,10 +452,23 @@ def autosave_for(path: str | None, data: dict | None, mode: str) -> Autosave:
     return Autosave(mode)
 
 
+def take_settings(settings: GenSettings, sources: dict, saved: GenSettings, data: dict) -> None:
+    """A session file's settings into `settings`, as a resume takes them back: each one the file holds (0.1.0's have
+    no speculate) over the config's, the model's and a command's, a flag's excepted, and listed as `session`."""
+    for k in data.get("settings") or {}:  # names store.read checked
+        if sources.get(k) != "flag":
+            setattr(settings, k, getattr(saved, k))
+            sources[k] = "session"
+
+
 def load_into(chat, path: str) -> None:
-    """Replace the chat's session and settings with the file's; on any error the chat is untouched. The loaded
-    conversation is saved as a new file at its next change: the one it replaces stays as it was."""
-    session, settings, _ = read(path)
+    """Replace the chat's session with the file's and take its settings back as a resume does (take_settings); on
+    any error the chat is untouched. The loaded conversation is saved as a new file at its next change: the one it
+    replaces stays as it was. The settings were replaced whole: a flag's value gave way while /set still listed it
+    as `flag` (and a /set value as `command`), and a setting the file lacks fell to the built-in default."""
+    session, saved, data = read(path)
+    settings = dataclasses.replace(chat.settings)
+    take_settings(settings, chat.options.setting_sources, saved, data)
     chat.session, chat.settings = session, settings
     if isinstance(chat.on_turn, Autosave):
         chat.on_turn.detach()

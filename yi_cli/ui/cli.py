@@ -421,11 +421,8 @@ def _main(args) -> int:
         check_model_name(args.model, named)
     attach.check_size(attachments, None if args.endpoint else attach.context_hint(args.model))
     settings, sources = settings_from(args, gen_cfg, None if args.endpoint else args.model)
-    if resume:
-        for k in data.get("settings") or {}:  # what the file holds (store.read refused unknown names): 0.1.0 has
-            if sources.get(k) != "flag":  # no speculate; flags win, the file over config and model
-                setattr(settings, k, getattr(saved, k))
-                sources[k] = "session"
+    if resume:  # flags win, the file over config and model
+        store.take_settings(settings, sources, saved, data)
     if args.system is not None or (session is None and top.get("system")):
         session = session or ChatSession()
         session.system = args.system if args.system is not None else top["system"]
