@@ -468,3 +468,22 @@ def test_load_takes_the_files_settings_as_a_resume_does_and_lists_them_as_sessio
         assert line in listed
     chat.handle("/load " + str(tmp_path / "missing.json"))  # refused: the chat's settings untouched
     assert chat.settings == s and chat.options.setting_sources["top_p"] == "session"
+
+
+def test_piped_history_keeps_a_turn_with_brackets_or_its_cut_mark_whole_on_its_line():
+    """Piped `/history` folded a reply cut by the token limit: its `[length]` mark went onto a continuation line
+    under the text (a run-through), and so did the end of a message holding `[b]`: the table was measured with
+    rich's markup on, which read them as tags of no width, and printed with it off."""
+    from yi_cli.conversation.session import ChatSession
+
+    words = " ".join(f"word{i}" for i in range(30))  # 229 characters: wider than the pipe's 100 columns
+    session = ChatSession()
+    session.add_exchange(f"[b]{words}[/b] [x]", 40, words, 30, "length")
+    session.add_exchange("go on", 2, words + " [y]", 31, "interrupted")
+    chat, out, err = plain_chat(ScriptedEngine(), session=session)
+    chat.handle("/history")
+    assert err.getvalue() == ""
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 5, lines  # the header and the four turns: no continuation line
+    assert lines[1].endswith(f"[b]{words}[/b] [x]") and lines[2].endswith(f"{words} [length]")
+    assert lines[4].endswith(f"{words} [y] [interrupted]")

@@ -392,10 +392,11 @@ def _table(rows: list[dict]) -> None:
     console = Console(highlight=False, markup=False)  # a name or a reason is shown as written, brackets too
     # A terminal too narrow for the table's unbroken columns (40 columns) had them cut ("demo-gp", the status gone):
     # it gets whole rows, as a pipe does, and wraps them itself
-    if console.is_terminal and Console(width=1 << 20).measure(t).minimum <= console.width:
+    from .render import measure, piped
+
+    if console.is_terminal and measure(t).minimum <= console.width:
         console.print(t)
         return
-    from .render import piped
 
     # A pipe gets whole rows (not rows wrapped at 80 columns), without the spaces rich pads every line with to the
     # width of the longest reason (200 columns and more: `cat -A` showed them)

@@ -9,6 +9,7 @@ import sys
 
 from rich.cells import cell_len, set_cell_size
 from rich.console import Console
+from rich.measure import Measurement
 from rich.style import Style
 from rich.text import Text as RichText
 
@@ -21,11 +22,19 @@ def _unpadded(text: str) -> str:
     return "\n".join(line.rstrip() for line in text.split("\n"))
 
 
+def measure(renderable) -> Measurement:
+    """The widths a renderable (a table) takes, as it is printed: markup off. Measured with it on (rich's default),
+    a cell's `[length]` mark or a message's `[b]` was a tag of no width, and a table printed as wide as that had the
+    row's end folded onto a continuation line."""
+    ruler = Console(width=1 << 20, color_system=None)
+    return ruler.measure(renderable, options=ruler.options.update(markup=False, highlight=False))
+
+
 def piped(renderable, width: int, whole: bool) -> str:
     """A renderable (a table) for a file or a pipe, as text at `width` columns without the padding at its lines'
     ends; whole: as wide as its widest row needs, if wider, so that no cell's text is folded onto continuation
     lines (`/history`'s turns stay one line each in a pipe)."""
-    wide = Console(width=1 << 20, color_system=None).measure(renderable).maximum if whole else 0
+    wide = measure(renderable).maximum if whole else 0
     buf = io.StringIO()
     Console(file=buf, width=max(width, wide), color_system=None).print(renderable, markup=False, highlight=False)
     return _unpadded(buf.getvalue())
