@@ -190,3 +190,29 @@ def test_model_summary_shows_a_long_path_whole():
     buf = io.StringIO()
     Console(file=buf, width=80, color_system=None).print(summary(ckpt, "LlamaForCausalLM", 6_000_000_000, 1 << 30))
     assert path in "".join(line.strip() for line in buf.getvalue().splitlines()), buf.getvalue()
+
+
+def test_a_greedy_retry_repeats_the_reply_after_a_continue_or_an_undo(demo_dir):
+    """Greedy on the fast engine: `/retry` gave the same reply again, but not after a `/continue` or an `/undo` (a
+    run-through: "Count to fifty", /continue, /retry went "...with the number of words" where the reply had been
+    "...with the count to fifty"): the prompt was then a prefix of the cache, prefilled as its last token alone,
+    which rounds otherwise than the prefill the reply had and flips near-ties. A prompt prefilled before is
+    prefilled again from where it began."""
+    from tests.fixtures import plain_chat
+    from yi_cli.checkpoint.loader import open_checkpoint
+    from yi_cli.engines.local import LocalEngine
+
+    engine = LocalEngine(open_checkpoint(demo_dir, device="cpu", dtype="fp32"), backend="fast")
+    chat, out, err = plain_chat(engine, settings=GenSettings(temperature=0, max_new_tokens=20, repetition_penalty=1.0))
+    for ask in ("Count to fifty", "What is 7 times 8?"):
+        chat.handle("/clear")
+        chat.handle(ask)
+        first = chat.session.turns[-1].content
+        chat.handle("/continue")
+        chat.handle("/retry")
+        assert chat.session.turns[-1].content == first, ask
+        chat.handle("Tell me more")
+        chat.handle("/undo")
+        chat.handle("/retry")
+        assert chat.session.turns[-1].content == first, ask
+    assert err.getvalue() == ""

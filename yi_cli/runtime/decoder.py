@@ -8,9 +8,11 @@ the sampler would have chosen anyway (speculate.py): same tokens, fewer forward 
 
 from __future__ import annotations
 
+import hashlib
 import math
 import threading
-from collections import deque
+from array import array
+from collections import OrderedDict, deque
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 
@@ -26,6 +28,7 @@ from .hf import trim_heap
 from .sampling import Sampler
 
 PREFILL_CHUNK = {"cuda": 1024, "cpu": 256}  # tokens per prefill forward (bounds the transient memory)
+BEGAN_KEPT = 32  # prompts whose first prefill start is kept: a /retry a few commands later prefills as it did
 PIPELINE = 2  # decode steps queued on the GPU ahead of the token the host is reading
 # the steps queued or read fit the sampler's host ring: none overwrites a slot not yet read
 assert PIPELINE < sampling.HOSTS
@@ -73,6 +76,11 @@ def supports(ckpt) -> bool:
     return ckpt.safetensors and llama.supports(ckpt.config)
 
 
+def prompt_key(ids: list[int]) -> bytes:
+    """A prompt's ids as a short key (FastDecoder.began keeps the last BEGAN_KEPT)."""
+    return hashlib.blake2b(array("q", ids).tobytes(), digest_size=16).digest()
+
+
 def common_prefix(a: list[int], b: list[int]) -> int:
     n = 0
     for x, y in zip(a, b, strict=False):
@@ -89,6 +97,7 @@ class FastDecoder:
         self.max_seq = min(max_seq_len or ckpt.context_length, ckpt.context_length)
         self.cached: list[int] = []  # ids whose K/V sit in cache slots [0, len)
         self.last_prefill: tuple[int, list[int]] = (0, [])  # (first slot computed, prompt) of the last prefill
+        self.began: OrderedDict[bytes, int] = OrderedDict()  # prompt_key -> the slot its first prefill began at
         self.steps = 0  # forward steps of the last generate after its first token (tokens per step = tokens / steps)
         self.on_chunk = None  # called (tokens done, tokens to do) after each prefill chunk: progress of long prompts
         self.threads = torch.get_num_threads()  # CPU: _head's threads while a decode loop holds the layers to one
@@ -166,10 +175,18 @@ class FastDecoder:
         None when cancelled."""
         n = len(ids)
         start = min(common_prefix(self.cached, ids), n - 1)  # at least one token runs, for its logits
+        key = prompt_key(ids)
         if ids == self.last_prefill[1]:
             # The same prompt again (/retry): redo the same prefill, so the same kernels see the same shapes and a
             # greedy reply repeats exactly (a one-token prefill rounds differently and flips near-ties).
             start = self.last_prefill[0]
+        elif (began := self.began.get(key)) is not None and began <= start:
+            # One prefilled before another (/retry after /continue or /undo): the cache holds it whole, and its last
+            # token alone gave another reply. From where its first prefill began, where the cache still holds it.
+            start = began
+        self.began[key] = self.began.pop(key, start)  # the first prefill's start, the newest prompt last
+        while len(self.began) > BEGAN_KEPT:
+            self.began.popitem(last=False)
         self.last_prefill = (start, list(ids))
         self.cached = ids[:start]
         self.sampler.reset(settings, ids)
