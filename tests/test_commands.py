@@ -487,3 +487,22 @@ def test_piped_history_keeps_a_turn_with_brackets_or_its_cut_mark_whole_on_its_l
     assert len(lines) == 5, lines  # the header and the four turns: no continuation line
     assert lines[1].endswith(f"[b]{words}[/b] [x]") and lines[2].endswith(f"{words} [length]")
     assert lines[4].endswith(f"{words} [y] [interrupted]")
+
+
+def test_load_of_another_models_conversation_says_which_model_goes_on(tmp_path):
+    """`/load` of a conversation saved with another model (`-m demo-fp32`, loaded in a `demo` chat) went on with
+    this chat's model without a word, where a resume says so (a run-through)."""
+    import json
+
+    chat, out, err = plain_chat(ScriptedEngine())
+    turns = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    for name, model in (("other.json", "demo-fp32"), ("same.json", "scripted"), ("none.json", None)):
+        held = {"format": "yi-chat-session", "version": 1, "turns": turns, **({"model": model} if model else {})}
+        (tmp_path / name).write_text(json.dumps(held))
+        chat.handle(f"/load {tmp_path / name}")
+    assert err.getvalue() == ""
+    assert out.getvalue().splitlines() == [
+        f"loaded 1 exchange(s) from {tmp_path / 'other.json'} (it was with demo-fp32; it goes on with scripted)",
+        f"loaded 1 exchange(s) from {tmp_path / 'same.json'}",
+        f"loaded 1 exchange(s) from {tmp_path / 'none.json'}",
+    ]

@@ -265,8 +265,12 @@ def do_load(chat, arg):
     if not arg:
         raise YiError("usage: /load PATH")
     arg = as_dropped(arg)  # quoted or its spaces escaped, as a terminal's drag and drop types it (as /file)
-    store.load_into(chat, arg)
-    chat.render.show(f"loaded {chat.session.exchanges} exchange(s) from {arg}")
+    data = store.load_into(chat, arg)
+    # The chat's model stays: a conversation of another model went on with this one without a word
+    was = data.get("model")
+    other = isinstance(was, str) and was != chat.engine.name
+    other = f" (it was with {shown(was, 200)}; it goes on with {chat.engine.name})" if other else ""
+    chat.render.show(f"loaded {chat.session.exchanges} exchange(s) from {arg}{other}")
 
 
 TABLE = {

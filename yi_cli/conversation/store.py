@@ -461,17 +461,19 @@ def take_settings(settings: GenSettings, sources: dict, saved: GenSettings, data
             sources[k] = "session"
 
 
-def load_into(chat, path: str) -> None:
+def load_into(chat, path: str) -> dict:
     """Replace the chat's session with the file's and take its settings back as a resume does (take_settings); on
     any error the chat is untouched. The loaded conversation is saved as a new file at its next change: the one it
     replaces stays as it was. The settings were replaced whole: a flag's value gave way while /set still listed it
-    as `flag` (and a /set value as `command`), and a setting the file lacks fell to the built-in default."""
+    as `flag` (and a /set value as `command`), and a setting the file lacks fell to the built-in default. Returns
+    the file's data."""
     session, saved, data = read(path)
     settings = dataclasses.replace(chat.settings)
     take_settings(settings, chat.options.setting_sources, saved, data)
     chat.session, chat.settings = session, settings
     if isinstance(chat.on_turn, Autosave):
         chat.on_turn.detach()
+    return data
 
 
 def entries() -> list[dict]:
