@@ -830,3 +830,23 @@ def test_a_pipe_gets_a_blank_line_after_a_commands_output_and_hears_of_a_cut_rep
     ]
     cut = "the reply stopped at the token limit (--max-new-tokens)\n"
     assert err.getvalue() == cut  # the second reply; the last ended by itself
+
+
+def test_clear_and_a_context_drop_say_the_system_prompt_is_kept_only_where_there_is_one():
+    """With no system prompt set, `/clear` said "cleared 0 exchange(s); the system prompt is kept" and a context drop
+    "...to fit; the system prompt is kept" (a run-through): there was none to keep. They say so only with one."""
+    for system in (None, "keep me"):
+        engine = ScriptedEngine()
+        engine.context_length = 64
+        chat, out, err = plain_chat(engine, settings=GenSettings(max_new_tokens=16))
+        chat.session.system = system
+        for i in range(6):
+            chat.handle(f"message number {i} with quite a few words in it")
+        chat.handle("/clear")
+        drops = [ln for ln in err.getvalue().splitlines() if ln.startswith("context full")]
+        assert drops and all(
+            ln.endswith("to fit" if system is None else "to fit; the system prompt is kept") for ln in drops
+        )
+        cleared = [ln for ln in out.getvalue().splitlines() if ln][-1]  # (a blank line ends a command's output)
+        assert re.fullmatch(r"cleared \d exchange\(s\)", cleared.split(";")[0])
+        assert cleared.endswith("exchange(s)" + ("; the system prompt is kept" if system else "")), cleared

@@ -226,10 +226,8 @@ class Chat:
         one_shot = self.options.one_shot
         dropped = context.fit(lambda n: self._rebuild(p, first, n), len(prompt.ids), sizes, budget, policy, one_shot)
         msgs = p.messages[:first] + p.messages[first + dropped :]
-        self.render.notice(
-            f"context full ({ctx} tokens): dropped the {dropped // 2} oldest exchange(s) "
-            f"to fit; the system prompt is kept"
-        )
+        kept = "; the system prompt is kept" if first else ""  # none set: none to keep
+        self.render.notice(f"context full ({ctx} tokens): dropped the {dropped // 2} oldest exchange(s) to fit{kept}")
         return tpl.build(msgs), dropped
 
     def _rebuild(self, p: Pending, first: int, n: int) -> int:

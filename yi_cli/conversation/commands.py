@@ -97,7 +97,8 @@ def do_exit(chat, arg):
 def do_clear(chat, arg):
     n = chat.session.exchanges
     chat.session.clear()
-    chat.render.show(f"cleared {n} exchange(s); the system prompt is kept")
+    kept = "; the system prompt is kept" if chat.session.system else ""  # none set: none to keep (it said kept)
+    chat.render.show(f"cleared {n} exchange(s){kept}")
 
 
 def do_history(chat, arg):
