@@ -1,6 +1,7 @@
 """yi-chat's own progress display (progress.py): one line per stage when piped; other libraries' bars silenced."""
 
 import io
+import re
 import sys
 
 from yi_cli.progress import Stages
@@ -39,3 +40,28 @@ def test_a_failed_stage_says_nothing_more_and_restores_the_streams():
         pass
     assert err.getvalue() == "yi-chat: work: one (1/2)\n"  # the error itself is cli.py's one line
     assert (sys.stdout, sys.stderr) == (out, stderr)
+
+
+def test_a_terminal_narrower_than_the_line_keeps_the_spinner_count_and_time(monkeypatch):
+    """At 60 columns the first run's line was its text alone, cut ("demo model, first run: reading
+    SmolLM2-135M-Instruct.Q4_1.…"): rich left the spinner, the bar, the count and the elapsed time out, and the line
+    stood still for the minute of the conversion, as if hung (a run-through in a split pane). The text gives way."""
+    from rich.console import Console
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    with Stages("demo model, first run", 3, stream=Tty()) as st:
+        st.stage("reading SmolLM2-135M-Instruct.Q4_1.gguf")
+        for width in (100, 60, 40):
+            shown = Console(file=io.StringIO(), width=width, color_system=None)
+            shown.print(st.progress.get_renderable())
+            line = shown.file.getvalue().rstrip("\n")
+            assert "\n" not in line and len(line) <= width, line
+            assert line[0] in "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏" and line.startswith(line[0] + " demo model"), line  # the spinner, the text
+            assert re.search(r" 0/3 \d:\d\d:\d\d$", line.rstrip()), line  # the count and the time
+            if width == 100:
+                assert "reading SmolLM2-135M-Instruct.Q4_1.gguf" in line
+            else:
+                assert "…" in line

@@ -39,15 +39,14 @@ class Stages:
                 MofNCompleteColumn,
                 Progress,
                 SpinnerColumn,
-                TextColumn,
                 TimeElapsedColumn,
             )
 
             # transient: the line goes when done; no redirects: rich would print the silenced chatter above it.
             self.progress = Progress(
                 SpinnerColumn(),
-                TextColumn("{task.description}"),
-                BarColumn(bar_width=20),
+                stage_column(),
+                BarColumn(bar_width=12),
                 MofNCompleteColumn(),
                 TimeElapsedColumn(),
                 console=Console(file=self.stream),
@@ -80,6 +79,34 @@ class Stages:
 
     def _line(self, msg: str) -> None:
         print(f"yi-chat: {msg}", file=self.stream, flush=True)
+
+
+def stage_column():
+    """The stage's text as a progress column (made where rich is imported) that gives way to the others in a
+    terminal narrower than the line: it is cut, with an ellipsis. A plain TextColumn kept its whole width and rich's
+    table left the spinner, the bar, the count and the time out (at 60 columns the line was the text alone, still
+    for the minute of a first run, as if hung)."""
+    from rich.measure import Measurement
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class Cut:
+        def __init__(self, text: str):
+            self.text = Text(text, no_wrap=True, overflow="ellipsis")
+
+        def __rich_measure__(self, console, options):
+            return Measurement(1, self.text.cell_len)
+
+        def __rich_console__(self, console, options):
+            text = self.text.copy()
+            text.truncate(options.max_width, overflow="ellipsis")
+            yield text
+
+    class Column(ProgressColumn):
+        def render(self, task):
+            return Cut(task.description)
+
+    return Column()
 
 
 @contextlib.contextmanager
