@@ -65,3 +65,29 @@ def test_a_terminal_narrower_than_the_line_keeps_the_spinner_count_and_time(monk
                 assert "reading SmolLM2-135M-Instruct.Q4_1.gguf" in line
             else:
                 assert "…" in line
+
+
+def test_the_download_line_stays_one_row_in_a_narrow_terminal():
+    """`yi-chat pull` at 60 columns: a shard's name kept its whole width and the line wrapped, its size's unit on a
+    second row ("1.0/3.5 \\n GB"), a live display of two rows that a resize leaves behind. The name gives way."""
+    from rich.console import Console
+
+    from yi_cli.checkpoint.hub import Progress
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    shard = "model-00001-of-00002.safetensors"
+    p = Progress(stream=Tty())
+    p.start("acme/tiny-chat", [(shard, 3_500_000_000, 1_000_000_000)])
+    try:
+        p.file(shard, 3_500_000_000, 1_000_000_000)
+        for width in (100, 60, 45):
+            shown = Console(file=io.StringIO(), width=width, color_system=None)
+            shown.print(p.live.get_renderable())
+            line = shown.file.getvalue().rstrip("\n")
+            assert "\n" not in line and len(line) <= width, line
+            assert "1.0/3.5 GB" in line and line.startswith("model-0"), line
+    finally:
+        p.stop()

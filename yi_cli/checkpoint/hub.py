@@ -536,14 +536,15 @@ class Progress:
             from rich.progress import (
                 BarColumn,
                 DownloadColumn,
-                TextColumn,
                 TimeRemainingColumn,
                 TransferSpeedColumn,
             )
             from rich.progress import Progress as Bar
 
+            from ..progress import stage_column
+
             self.live = Bar(
-                TextColumn("{task.description}"),
+                stage_column(),  # a long file name is cut: the line wrapped its size onto a second row at 60 columns
                 BarColumn(),
                 DownloadColumn(),
                 TransferSpeedColumn(),
