@@ -1286,6 +1286,17 @@ def test_every_word_after_dashdash_is_the_prompt_verbatim(server, home):
     one_line_error(p, 1, "/file: a one-shot prompt has no next message; attach with -f PATH")
 
 
+def test_a_mistyped_command_as_the_prompt_is_said_before_the_model_loads(home, tmp_path):
+    """`yi-chat /histroy` loaded the model (seconds on the demo, a minute of a 34B) to say "unknown command": it is
+    said first, exit 1 as before; here the model is a folder that is not there, whose exit 3 came first."""
+    missing = str(tmp_path / "no-such-model")
+    for argv in (["/histroy"], ["-p", "/clear now"], ["-c", "/stast"]):
+        p = yi("-m", missing, *argv, home=home)
+        one_line_error(p, 1, "unknown command /histroy; did you mean /history?" if argv == ["/histroy"] else "/")
+        assert "no-such-model" not in p.stderr.decode()
+    one_line_error(yi("-m", missing, "/history", home=home), 3, "no-such-model")  # a command known: loads
+
+
 def _bash_complete(script: Path, wrapper: Path, *words: str) -> list[str]:
     """COMPREPLY of the bash completion function for the command line `words` (the last one being completed)."""
     line = " ".join(f"'{w}'" for w in words)

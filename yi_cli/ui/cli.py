@@ -394,6 +394,10 @@ def _main(args) -> int:
     prompt, attachments = attach.gather(args.words, args.prompt, args.files or [], tty)  # before anything loads
     if args.verbatim and prompt.startswith("/"):  # after --, words as typed: a message (Chat.handle sends "//x"
         prompt = "/" + prompt  # as "/x")
+    if prompt is not None:  # a mistyped command (`yi-chat /histroy`) is said before the model loads, not after
+        from ..conversation import commands
+
+        commands.parse(prompt)  # YiError: its one line, exit 1, as the chat would have said it
     top, gen_cfg = config.read()
     args.endpoint, endpoint_from = remote_env.endpoint(args.endpoint, top)
     if args.model is not None and not args.model.strip():
