@@ -483,10 +483,10 @@ def test_piped_history_keeps_a_turn_with_brackets_or_its_cut_mark_whole_on_its_l
     chat, out, err = plain_chat(ScriptedEngine(), session=session)
     chat.handle("/history")
     assert err.getvalue() == ""
-    lines = out.getvalue().splitlines()
-    assert len(lines) == 5, lines  # the header and the four turns: no continuation line
-    assert lines[1].endswith(f"[b]{words}[/b] [x]") and lines[2].endswith(f"{words} [length]")
-    assert lines[4].endswith(f"{words} [y] [interrupted]")
+    shown = lines(out)  # (without the blank line that ends the command's output)
+    assert len(shown) == 5, shown  # the header and the four turns: no continuation line
+    assert shown[1].endswith(f"[b]{words}[/b] [x]") and shown[2].endswith(f"{words} [length]")
+    assert shown[4].endswith(f"{words} [y] [interrupted]")
 
 
 def test_load_of_another_models_conversation_says_which_model_goes_on(tmp_path):
@@ -501,7 +501,7 @@ def test_load_of_another_models_conversation_says_which_model_goes_on(tmp_path):
         (tmp_path / name).write_text(json.dumps(held))
         chat.handle(f"/load {tmp_path / name}")
     assert err.getvalue() == ""
-    assert out.getvalue().splitlines() == [
+    assert lines(out) == [
         f"loaded 1 exchange(s) from {tmp_path / 'other.json'} (it was with demo-fp32; it goes on with scripted)",
         f"loaded 1 exchange(s) from {tmp_path / 'same.json'}",
         f"loaded 1 exchange(s) from {tmp_path / 'none.json'}",
