@@ -101,6 +101,35 @@ def test_ctrl_c_mid_reply_keeps_partial_reply_and_session():
     assert [t.role for t in chat.session.turns] == ["user", "assistant"] * 2
 
 
+def test_a_retry_stopped_by_ctrl_c_keeps_the_whole_reply_it_was_to_replace():
+    """A whole reply, /retry, Ctrl-C a second in: only the cut retry was left, the whole reply gone for good (and
+    /undo took the exchange). A stopped retry of a reply that ended by itself leaves that reply in place and says so;
+    a retry of a cut reply takes its place as before (the screen and the session agree that it was cut)."""
+    replies = ["a whole reply", "one two three four", "five six seven eight", "nine ten eleven twelve"]
+    engine = ScriptedEngine(replies, hold_after=3)
+    chat, out, err = plain_chat(engine)
+
+    def stopped(line: str) -> None:
+        def interrupt():
+            assert engine.holding.wait(60)
+            engine.holding.clear()
+            os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C delivers to the REPL's main thread
+
+        t = threading.Thread(target=interrupt)
+        t.start()
+        chat.handle(line)
+        t.join()
+
+    chat.handle("tell me")
+    stopped("/retry")
+    assert [x.content for x in chat.session.turns] == ["tell me", "a whole reply"]
+    assert err.getvalue() == "retry stopped: the previous reply is kept (/retry again for another)\n"
+    stopped("more")  # a cut reply
+    stopped("/retry")  # its retry, cut too, takes its place
+    assert [x.content for x in chat.session.turns[2:]] == ["more", "nine ten eleven"]
+    assert chat.session.turns[-1].interrupted and err.getvalue().count("retry stopped") == 1
+
+
 def test_engine_error_is_one_line_and_the_turn_is_not_recorded():
     engine = ScriptedEngine(["ok"])
     chat, out, err = plain_chat(engine)

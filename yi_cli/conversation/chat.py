@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 from .. import clock
-from ..engines.events import FINISH_ERROR, FINISH_INTERRUPTED, Finish, Stats, Text
+from ..engines.events import FINISH_ERROR, FINISH_INTERRUPTED, FINISH_STOP, Finish, Stats, Text
 from ..engines.settings import GenSettings
 from ..engines.template import Prompt
 from ..errors import ENDING, ReplyCut, YiError, failure, first_line
@@ -40,6 +40,9 @@ class Pending:
     continue_final: bool = False  # the last message is a cut reply to extend (/continue)
     resume_ids: list[int] | None = None  # /continue: the exact ids of the prompt + cut reply, where known
     settings: GenSettings | None = None  # this reply's own settings (/retry SEED), else the chat's
+    # /retry of a reply that ended by itself: stopped (Ctrl-C), the new one does not take its place (it did, and the
+    # whole reply was lost for the part of another)
+    keeps_old: bool = False
 
 
 class Chat:
@@ -137,7 +140,9 @@ class Chat:
             )
 
         msgs = self.session.messages()[:-2] + [{"role": "user", "content": text}]
-        return self.reply(Pending(msgs, commit, text, settings=settings))
+        old = self.session.turns[-1]
+        same = text == self.session.turns[-2].content and old.finish_reason == FINISH_STOP  # a /retry of a whole one
+        return self.reply(Pending(msgs, commit, text, settings=settings, keeps_old=same))
 
     def extend(self) -> Stats | None:
         """/continue: generate more of the last (cut) reply, in place."""
@@ -182,9 +187,12 @@ class Chat:
                 pass
             raise
         keep = error is None or bool(text and stats.finish_reason == FINISH_INTERRUPTED)  # else nothing worth keeping
-        if keep:  # on disk before it is reported finished: a signal after the report loses nothing
+        kept_old = keep and pending.keeps_old and stats.finish_reason == FINISH_INTERRUPTED
+        if keep and not kept_old:  # on disk before it is reported finished: a signal after the report loses nothing
             self._commit(pending, prompt, text, stats, dropped, ids)
         self.render.reply_end(text, stats)
+        if kept_old:
+            self.render.notice("retry stopped: the previous reply is kept (/retry again for another)")
         if error is not None:
             self.failures += 1
             self.render.error(error)
