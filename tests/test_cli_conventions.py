@@ -660,6 +660,18 @@ def test_piped_tables_carry_no_trailing_spaces(server, home):
     assert len({r.index(w) for r, w in zip(rows, ("text", "what", "echo"), strict=True)}) == 1  # one text column
 
 
+@pytest.mark.parametrize("path", ["/dev/stdin", "/proc/self/fd/0"])
+def test_file_of_the_chats_own_piped_input_is_refused_and_its_lines_still_run(server, home, path):
+    """`/file /dev/stdin` in a piped chat read the pipe the chat reads its lines from: the lines after it became the
+    attachment and were never sent (a walkthrough). It is refused; the lines run as turns."""
+    p = yi("--endpoint", server.url, stdin=f"/file {path}\nhi\nthere\n", home=home)
+    assert p.returncode == 1, p.stderr.decode()
+    assert p.stderr.decode().splitlines() == [
+        f"error: {path}: is the chat's own input (stdin); attaching it would take the lines after this one"
+    ]
+    assert [r["messages"][-1]["content"] for r in server.requests] == ["hi", "there"]
+
+
 def test_a_blank_system_flag_sets_none_as_an_empty_one_does(server, home):
     """`--system ""` set no system prompt, while `--system "  "` sent two spaces as one (a walkthrough)."""
     said = [yi("--endpoint", server.url, "--system", s, stdin="/system\n", home=home) for s in ("", "  ", "\t")]

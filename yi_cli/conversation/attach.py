@@ -227,6 +227,23 @@ def _one_path(arg: str) -> None:
         )
 
 
+def _not_own_input(name: str) -> None:
+    """`/file /dev/stdin` (or /proc/self/fd/0) in a piped chat read the pipe the chat reads its lines from: the rest
+    of the input became the attachment, its turns never sent. A file the chat reads by its own descriptor is refused
+    where reading it takes from the chat (a pipe, a socket); a redirected regular file is read from its start apart."""
+    import stat
+
+    try:
+        st, own = os.stat(inputs.user_path(name, UsageError)), os.fstat(0)
+    except (OSError, ValueError, UsageError):  # no stdin, no such file: read() says what is wrong with it
+        return
+    shared = stat.S_ISFIFO(st.st_mode) or stat.S_ISSOCK(st.st_mode)
+    if shared and (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino):
+        raise UsageError(
+            f"{shown(name, 200)}: is the chat's own input (stdin); attaching it would take the lines after this one"
+        )
+
+
 def do_detach(chat, arg: str) -> None:
     """/detach: the files attached for the next message go."""
     names = [a.name for a in chat.attachments]
@@ -245,7 +262,9 @@ def do_file(chat, arg: str) -> None:
     if chat.options.one_shot:  # its attachment would wait for a message that never comes
         raise UsageError("/file: a one-shot prompt has no next message; attach with -f PATH")
     _one_path(arg)
-    a = read(as_dropped(arg))
+    path = as_dropped(arg)
+    _not_own_input(path)
+    a = read(path)
     check_size([*chat.attachments, a], chat.engine.context_length)  # by its length alone: before tokenizing it
     check_tokens(chat.engine, chat.settings, [*chat.attachments, a])
     chat.attachments.append(a)
