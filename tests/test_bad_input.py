@@ -352,7 +352,7 @@ def test_bad_flag_values(tiny_dir, home, flags, needle):
     "case,needle",
     [
         ("missing", "no config.json"),
-        ("empty", "corrupt config.json"),
+        ("empty", "corrupt config.json (the file is empty)"),  # it was "(JSONDecodeError: Expecting value: ...)"
         ("corrupt", "corrupt config.json"),
         ("binary", "corrupt config.json"),
         ("not-an-object", "not a transformers model config"),

@@ -1130,7 +1130,9 @@ def test_sessions_lists_newest_first_as_a_table_and_as_json(server, home, tmp_pa
     assert [r["first_line"] for r in rows] == ["[+1 file] second run", "first run"]
     assert all(r["model"] == "served" and r["exchanges"] == 1 and r["mode"] == "one-shot" for r in rows)
     table = yi("sessions", home=home).stdout.decode().splitlines()
-    assert "updated" in table[0] and "model" in table[0] and "turns" in table[0] and "first line" in table[0]
+    assert "updated" in table[0] and "model" in table[0] and "first line" in table[0]
+    # the count is of exchanges (a message and its reply), as --json and /history's pairs say: "turns" read as 2
+    assert table[0].split()[4] == "exchanges" and table[1].split()[4] == "1", table
     assert "second run" in table[1] and "first run" in table[2] and "served" in table[1]
     assert len(json.loads(yi("sessions", "--json", "-n", "1", home=home).stdout)) == 1
     for bad, needle in (("0", "1 or more sessions, not 0"), ("-1", "not -1"), ("x", "a number of sessions")):

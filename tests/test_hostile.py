@@ -112,7 +112,7 @@ SESSION_CASES = {
     # every reply of the resumed chat failed (the sampler's float32 made it infinity): refused as the file is read
     "top-k-10**39": (json.dumps({**GOOD_SESSION, "settings": {"top_k": 10**39}}), "top_k must be >= 0 (0 = off)"),
     "top-level-list": ("[1, 2]", "not a yi-chat session file"),
-    "empty": ("", "corrupt session file"),
+    "empty": ("", "corrupt session file (the file is empty)"),
     "truncated": (json.dumps(GOOD_SESSION)[:40], "corrupt session file"),
     "not-utf8": (b'{"format": "\xff\xfe"}', "corrupt session file"),
 }

@@ -177,6 +177,8 @@ def _constant(s: str):
 def loads(text: str | bytes, name: str, err: type[YiError] = YiError, max_depth: int = MAX_DEPTH, what: str = "JSON"):
     """json.loads with the nesting checked first (the parser recurses), and only finite, bounded numbers."""
     name = shown(str(name), 200)
+    if not text.strip():  # it was "corrupt ... (JSONDecodeError: Expecting value: line 1 column 1 (char 0))"
+        raise err(f"{name}: corrupt {what} ({'the file is empty' if not text else 'only blanks in it'})")
     d = depth(text)
     if d > max_depth:
         raise err(f"{name}: JSON nested {d} deep, more than the limit of {max_depth}")

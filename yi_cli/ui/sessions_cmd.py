@@ -46,11 +46,11 @@ def main(argv: list[str]) -> int:
     if not rows:
         print(f"no saved sessions in {store.sessions_dir()}", file=sys.stderr)
         return 0
-    print(f"{'updated (UTC)':20}  {'mode':11}  {'model':20}  {'turns':>5}  first line  (in {store.sessions_dir()})")
+    print(f"{'updated (UTC)':20}  {'mode':11}  {'model':20}  {'exchanges':>9}  first line  (in {store.sessions_dir()})")
     for r in rows:
         when = r["updated"].replace("T", " ").removesuffix("Z")[:19]
         print(
-            f"{when:20}  {str(r['mode'] or '-'):11}  {shown(r['model'], 20):20}  {r['exchanges']:>5}  "
+            f"{when:20}  {str(r['mode'] or '-'):11}  {shown(r['model'], 20):20}  {r['exchanges']:>9}  "
             f"{shown(r['first_line'], 50)}  {r['name']}"
         )
     return 0
