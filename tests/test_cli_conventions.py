@@ -421,6 +421,22 @@ def test_an_editor_that_saves_a_bom_or_latin_1(server, home, tmp_path):
     assert [t["content"] for t in saved["turns"]] == ["edited question", "echo: edited question"]
 
 
+def test_an_editor_that_is_not_there_is_named_with_what_works_without_one(server, home, tmp_path):
+    """EDITOR=nanox, then /edit: "editor 'nanox' failed ([Errno 2] No such file or directory: 'nanox')", no word of
+    the fix nor of `/edit NEW TEXT` (a walkthrough)."""
+    child = spawn("--endpoint", server.url, home=home, cwd=tmp_path, env={"EDITOR": "nanox", "VISUAL": ""})
+    child.sendline("first question")
+    child.expect_exact("stop · ")
+    child.expect_exact(">>>")
+    child.sendline("/edit")
+    child.expect_exact("error: editor 'nanox' not found (set EDITOR or VISUAL to one; /edit NEW TEXT needs no editor)")
+    child.expect_exact(">>>")
+    child.sendline("/edit second question")
+    child.expect_exact("echo: second question")
+    child.expect_exact(">>>")
+    assert leave(child) == 0
+
+
 def test_sigterm_during_the_editor_leaves_the_terminal_as_the_chat_found_it(server, home, tmp_path):
     """SIGTERM while $EDITOR runs: the editor is killed with its alternate screen up and its raw modes set, and
     the shell was left in them (no echo, the exit line drawn inside the editor's screen)."""

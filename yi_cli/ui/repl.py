@@ -267,6 +267,10 @@ def _edit_file(cmd: str, old: str, render) -> str:
             ended = done.returncode >= 0  # not killed by a signal
             if done.returncode:
                 raise subprocess.CalledProcessError(done.returncode, cmd)
+        except FileNotFoundError:  # EDITOR names no program: "([Errno 2] No such file or directory: 'nanox')"
+            raise YiError(
+                f"editor {cmd!r} not found (set EDITOR or VISUAL to one; /edit NEW TEXT needs no editor)"
+            ) from None
         except (OSError, subprocess.CalledProcessError) as e:
             raise YiError(f"editor {cmd!r} failed ({e})") from None
         finally:
