@@ -688,6 +688,20 @@ def test_file_of_the_chats_own_piped_input_is_refused_and_its_lines_still_run(se
     assert [r["messages"][-1]["content"] for r in server.requests] == ["hi", "there"]
 
 
+def test_an_empty_file_attached_with_f_is_said(server, home, tmp_path):
+    """`-f empty.txt -p ...` attached an empty file without a word, where `/file empty.txt` says "(empty)" (a
+    walkthrough): a file with nothing in it is more likely the wrong file than the context meant."""
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "blank.txt").write_text("\n  \n")
+    p = yi("--endpoint", server.url, "-f", tmp_path / "empty.txt", "-f", tmp_path / "blank.txt", "-p", "hi", home=home)
+    assert p.returncode == 0, p.stderr.decode()
+    assert p.stderr.decode().splitlines() == [
+        f"{tmp_path / 'empty.txt'} is empty: attached as it is",
+        f"{tmp_path / 'blank.txt'} is blank: attached as it is",
+    ]
+    assert server.requests[-1]["messages"][-1]["content"].endswith("hi")
+
+
 def test_a_blank_system_flag_sets_none_as_an_empty_one_does(server, home):
     """`--system ""` set no system prompt, while `--system "  "` sent two spaces as one (a walkthrough)."""
     said = [yi("--endpoint", server.url, "--system", s, stdin="/system\n", home=home) for s in ("", "  ", "\t")]

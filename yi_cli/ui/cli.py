@@ -440,6 +440,9 @@ def _main(args) -> int:
         render.pin_keys(True)
     if not interactive or getattr(render, "keys", None) not in _EARLY:  # no prompt to read the keys held since
         _unhold_early()  # entry(): the terminal echoes them again
+    for a in attachments:  # -f of an empty file went silently, where /file says "(empty)"
+        if not a.text.strip():
+            render.notice(f"{shown(a.name, 200)} is {'empty' if not a.text else 'blank'}: attached as it is")
     try:
         engine = make_engine(args, top, render, endpoint_from)
         attach.check_tokens(engine, settings, attachments, prompt or "")
