@@ -318,7 +318,7 @@ def test_settings_stats_meter_inspection_and_inline_edit(demo_dir, tmp_path):
     assert float(m.group(4)) > 0 and float(m.group(5)) > 0
     meter = toolbar(t)
     out = t.cmd("/stats", "context used")
-    assert "replies: 1  (interrupted 0, cut by length " in out
+    assert "replies since the chat started: 1  (interrupted 0, cut by length " in out
     assert f"tokens generated: {new_tok}" in out
     assert re.search(r"mean time to first token: \d+\.\d+ s", out) and re.search(
         r"mean decode speed: [\d.]+ tok/s", out

@@ -55,7 +55,7 @@ def test_chat_history_clear_interrupt_and_exit(demo_dir):
     child.sendcontrol("c")  # clears the line, stays in the REPL
     child.expect_exact(PROMPT)
     child.sendline("/stats")
-    child.expect("replies: 2")
+    child.expect("replies since the chat started: 2")
     child.expect_exact(PROMPT)
     child.sendcontrol("d")
     child.expect(pexpect.EOF)

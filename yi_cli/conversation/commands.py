@@ -235,7 +235,7 @@ def do_stats(chat, arg):
     firsts = [s.ttft_s for s in h if s.new_tokens]  # a reply stopped before its first token has no time to it
     rates = [s.decode_tok_s for s in h if s.decode_tok_s]
     lines = [
-        f"replies: {len(h)}  (interrupted {sum(s.finish_reason == 'interrupted' for s in h)}, "
+        f"replies since the chat started: {len(h)}  (interrupted {sum(s.finish_reason == 'interrupted' for s in h)}, "
         f"cut by length {sum(s.finish_reason == 'length' for s in h)})",
         f"tokens generated: {new}",
         f"mean time to first token: {sum(firsts) / len(firsts):.3f} s" if firsts else "",
@@ -311,7 +311,12 @@ TABLE = {
             "show the conversation so far as the model sees it (chat template, special tokens), with its token count",
         ),
         Command("model", do_model, "/model", "show the model: config, quantization, memory, module tree"),
-        Command("stats", do_stats, "/stats", "summarise this session: replies, tokens, speed, context"),
+        Command(
+            "stats",
+            do_stats,
+            "/stats",
+            "the replies since the chat started (across /clear and /load): tokens, speed; the context in use",
+        ),
         Command(
             "save",
             do_save,
