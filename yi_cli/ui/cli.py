@@ -44,6 +44,8 @@ kept and the session saved
 Model: a checkpoint directory, a hub id (fetched into the Hugging Face cache when missing), a Yi alias such as \
 yi-6b-chat-4bits, or 'demo' (SmolLM2-135M, AWQ int4), 'demo-gptq8', 'demo-fp32'. Piped stdin without -p: each \
 non-empty line is one user turn of one session.
+Defaults: the ones above are built in; config.toml ($YI_CHAT_HOME/config/, else ~/.config/yi-chat/) sets its own \
+(max_new_tokens, temperature, model, ...), and a flag wins over both.
 Environment: YI_CHAT_MODEL, YI_CHAT_ENDPOINT (then OPENAI_BASE_URL), OPENAI_API_KEY, YI_CHAT_HOME, NO_COLOR, \
 HF_HOME, HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE."""
 HELP_WIDTH = 100  # the epilog's lines at most, however wide the terminal (argparse's own columns follow it)
