@@ -192,6 +192,46 @@ def test_model_summary_shows_a_long_path_whole():
     assert path in "".join(line.strip() for line in buf.getvalue().splitlines()), buf.getvalue()
 
 
+def test_model_tree_shows_one_of_alike_layers_and_folds_unlike_ones():
+    """/model printed three identical decoder layers in full (~60 lines for the demo) before "... 27 more": layers
+    all alike are shown by the first, the rest named as its copies; layers that differ are folded as before."""
+    import io
+
+    from rich.console import Console
+    from torch import nn
+
+    from yi_cli.engines.describe import tree
+
+    def shown(model) -> list[str]:
+        buf = io.StringIO()
+        Console(file=buf, width=100, color_system=None).print(tree(model))
+        return [ln.strip("│├└─ ") for ln in buf.getvalue().splitlines()]
+
+    class Block(nn.Module):
+        def __init__(self, n):
+            super().__init__()
+            self.proj = nn.Linear(n, n, bias=False)
+
+    alike = shown(nn.ModuleDict({"layers": nn.ModuleList(Block(4) for _ in range(30))}))
+    assert alike == [
+        "ModuleDict",
+        "layers: ModuleList",
+        "0: Block",
+        "proj: Linear (4, 4) float32",
+        "1-29: 29 more Block layers, each as 0",
+    ]
+    unlike = shown(nn.ModuleDict({"layers": nn.ModuleList(Block(n) for n in range(1, 31))}))
+    assert unlike[2:] == [
+        "0: Block",
+        "proj: Linear (1, 1) float32",
+        "1: Block",
+        "proj: Linear (2, 2) float32",
+        "2: Block",
+        "proj: Linear (3, 3) float32",
+        "... 27 more Block layers",
+    ]
+
+
 def test_a_greedy_retry_repeats_the_reply_after_a_continue_or_an_undo(demo_dir):
     """Greedy on the fast engine: `/retry` gave the same reply again, but not after a `/continue` or an `/undo` (a
     run-through: "Count to fifty", /continue, /retry went "...with the number of words" where the reply had been

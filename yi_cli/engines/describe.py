@@ -62,32 +62,46 @@ def summary(ckpt, arch: str, params: int, nbytes: int, context: int | None = Non
 
 
 def tree(model, ckpt=None, max_children: int = 3) -> Tree:
-    """The module tree; runs of identical layers (ModuleList) are folded after `max_children`. Projections stored
-    packed are shown with their format."""
+    """The module tree; a run of layers (ModuleList) is shown by its first where all are alike (it printed three in
+    full, ~60 lines, before "... 27 more"), else folded after `max_children`. Projections stored packed are shown
+    with their format."""
     from ..runtime.qlinear import QuantLinear
 
     root = Tree(f"{type(model).__name__}")
     q = ckpt.quant if ckpt is not None else None
 
+    def label(name, child, full) -> str:
+        shape = ""
+        w = getattr(child, "weight", None)
+        if isinstance(child, QuantLinear):  # a quantized linear: its buffers are packed codes, not [out, in]
+            shape = f" ({child.extra_repr()})"
+        elif q is not None and ckpt.is_quantized(full) and hasattr(child, "in_features"):
+            shape = (
+                f" (in={child.in_features}, out={child.out_features}, bits={q['bits']}, "
+                f"group={q['group_size']}, {q['method']})"
+            )
+        elif w is not None and not list(child.children()):
+            shape = f" {tuple(w.shape)} {str(w.dtype).replace('torch.', '')}"
+        return f"{name}: {type(child).__name__}{shape}"
+
+    def shape_of(module, full) -> tuple:
+        """A subtree's labels below it, by names relative to it: alike layers give the same."""
+        return tuple((label(n, c, f"{full}.{n}"), shape_of(c, f"{full}.{n}")) for n, c in module.named_children())
+
     def add(node, module, prefix):
         children = list(module.named_children())
+        layers = [(n, c) for n, c in children if n.isdigit()]
+        alike = len(layers) > 1 and len({shape_of(c, prefix + n) for n, c in layers}) == 1
         for i, (name, child) in enumerate(children):
+            if alike and name.isdigit() and i >= 1:
+                more = f"{len(layers) - 1} more {type(child).__name__} layers"
+                node.add(f"{name}-{layers[-1][0]}: {more}, each as {layers[0][0]}")
+                break
             if name.isdigit() and i >= max_children:
                 node.add(f"... {len(children) - max_children} more {type(child).__name__} layers")
                 break
             full = f"{prefix}{name}"
-            shape = ""
-            w = getattr(child, "weight", None)
-            if isinstance(child, QuantLinear):  # a quantized linear: its buffers are packed codes, not [out, in]
-                shape = f" ({child.extra_repr()})"
-            elif q is not None and ckpt.is_quantized(full) and hasattr(child, "in_features"):
-                shape = (
-                    f" (in={child.in_features}, out={child.out_features}, bits={q['bits']}, "
-                    f"group={q['group_size']}, {q['method']})"
-                )
-            elif w is not None and not list(child.children()):
-                shape = f" {tuple(w.shape)} {str(w.dtype).replace('torch.', '')}"
-            add(node.add(f"{name}: {type(child).__name__}{shape}"), child, full + ".")
+            add(node.add(label(name, child, full)), child, full + ".")
 
     add(root, model, "")
     return root
