@@ -238,7 +238,7 @@ def test_a_greedy_retry_repeats_the_reply_after_a_continue_or_an_undo(demo_dir):
     "...with the count to fifty"): the prompt was then a prefix of the cache, prefilled as its last token alone,
     which rounds otherwise than the prefill the reply had and flips near-ties. A prompt prefilled before is
     prefilled again from where it began."""
-    from tests.fixtures import plain_chat
+    from tests.fixtures import CUT, plain_chat
     from yi_cli.checkpoint.loader import open_checkpoint
     from yi_cli.engines.local import LocalEngine
 
@@ -255,4 +255,4 @@ def test_a_greedy_retry_repeats_the_reply_after_a_continue_or_an_undo(demo_dir):
         chat.handle("/undo")
         chat.handle("/retry")
         assert chat.session.turns[-1].content == first, ask
-    assert err.getvalue() == ""
+    assert {ln for ln in err.getvalue().splitlines()} <= {CUT.strip()}  # nothing but the cut replies' notice
