@@ -682,3 +682,52 @@ def test_models_in_a_pipe_carries_no_trailing_spaces(env, tmp_path):
     assert lines and not [ln for ln in lines if ln != ln.rstrip()], lines
     assert any(ln.startswith("far ") and str(far) in ln for ln in lines), lines  # one line, not folded
     assert any(ln.startswith("[b]x ") for ln in lines), lines
+
+
+@pytest.fixture(scope="module")
+def gpt2_files(tmp_path_factory, demo_files):
+    """A 13 MB GPT-2 (random weights; config sizes under GPT-2's names: n_embd, n_layer, n_head, n_positions)."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("gpt2")
+    cfg = GPT2Config(n_embd=64, n_layer=2, n_head=2, n_positions=1024, vocab_size=49152, bos_token_id=1, eos_token_id=2)
+    GPT2LMHeadModel(cfg).save_pretrained(d)
+    files = {f.name: f.read_bytes() for f in d.iterdir() if f.is_file()}
+    return {**files, **{k: demo_files[k] for k in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")}}
+
+
+def test_a_gpt2_sized_by_its_own_field_names_is_fetched_and_chats(hub, env, gpt2_files):
+    """GPT-2 names its sizes n_embd / n_layer / n_head / n_positions: the memory estimate read none of them and took
+    a 7B Llama's (32 layers of 4096), so on a machine under 37 GiB `-m` of a 13 MB model said "needs about 36.8 GiB
+    (weights 32.8 GiB, KV cache for None positions 4.0 GiB)", exit 3."""
+    hub.repos["acme/gpt2-tiny"] = Repo(gpt2_files)
+    p = yi(env, "-m", "acme/gpt2-tiny", "--max-new-tokens", "4", "-p", "hi")
+    err = p.stderr.decode()
+    assert p.returncode == 0, err
+    assert "needs about" not in err and "Traceback" not in err
+    assert "fetching acme/gpt2-tiny" in err and p.stdout.strip()
+
+
+def test_the_memory_estimate_reads_other_architectures_size_names(monkeypatch):
+    """The estimate behind "needs about N GiB", on a 1 GiB device: a GPT-2 or T5 config by its own field names, and
+    one whose names it does not know (nothing to go on: no refusal); a Llama config without sizes keeps
+    LlamaConfig's 7B defaults, as transformers fills them, and so is refused there."""
+    from pathlib import Path
+
+    from yi_cli.checkpoint import plausible
+    from yi_cli.errors import LoadError
+
+    monkeypatch.setattr(plausible, "device_memory", lambda device: 1 << 30)
+    gpt2 = {"model_type": "gpt2", "n_embd": 64, "n_layer": 2, "n_head": 2, "n_positions": 1024, "vocab_size": 50257}
+    t5 = {"model_type": "t5", "d_model": 512, "num_layers": 8, "num_heads": 6, "d_ff": 1024, "vocab_size": 32128}
+    weights, cache = plausible.estimate(gpt2, 4, 32)
+    assert weights < 50e6 and cache == 2 * 2 * 64 * 1024 * 4
+    for cfg in (gpt2, t5, {"model_type": "rwkv", "attention_hidden_size": 4096}):
+        plausible.check_memory(cfg, Path("config.json"), "cpu", 4, 32)
+    big = {**gpt2, "n_embd": 8192, "n_layer": 96, "n_head": 64}
+    with pytest.raises(LoadError, match=r"KV cache for 1024 positions"):
+        plausible.check_memory(big, Path("config.json"), "cpu", 4, 32)
+    with pytest.raises(LoadError, match=r"KV cache for 4096 positions"):
+        plausible.check_memory({"model_type": "llama"}, Path("config.json"), "cpu", 4, 32)

@@ -56,21 +56,53 @@ def check(cfg: dict, src: Path) -> None:
         raise LoadError(f"{src}: hidden_size = {hidden} is not a multiple of num_attention_heads = {heads}")
 
 
-def estimate(cfg: dict, elem_bytes: int, weight_bits: float) -> tuple[int, int]:
-    """(weight bytes, KV-cache bytes at the full context) of a decoder-only transformer with this config."""
-    hidden = cfg.get("hidden_size") or 4096
-    layers = cfg.get("num_hidden_layers") or 32
-    heads = cfg.get("num_attention_heads") or 32
-    kv = cfg.get("num_key_value_heads") or heads
-    head_dim = cfg.get("head_dim") or hidden // heads
-    inter = cfg.get("intermediate_size") or 4 * hidden
-    vocab = cfg.get("vocab_size") or 32000
-    ctx = cfg.get("max_position_embeddings") or 4096
+# The same sizes under other architectures' names (transformers maps them with a config class's attribute_map:
+# GPT-2's n_embd / n_layer / n_head / n_positions, T5's d_model / num_layers / num_heads / d_ff, MPT's n_layers /
+# n_heads / max_seq_len): without them a 13 MB GPT-2 was estimated as a 7B Llama (the fallbacks) and refused.
+ALIASES = {
+    "hidden_size": ("n_embd", "d_model"),
+    "num_hidden_layers": ("n_layer", "num_layers", "n_layers"),
+    "num_attention_heads": ("n_head", "num_heads", "n_heads"),
+    "intermediate_size": ("n_inner", "d_ff", "ffn_dim"),
+    "max_position_embeddings": ("n_positions", "max_seq_len", "seq_length"),
+}
+
+
+def size(cfg: dict, key: str) -> int | None:
+    """A size field of config.json under its Llama name or an alias (ALIASES); None where none is an integer in
+    BOUNDS (the Llama names themselves were checked by check)."""
+    lo, hi = BOUNDS.get(key, (1, 1 << 24))
+    for name in (key, *ALIASES.get(key, ())):
+        v = cfg.get(name)
+        if type(v) is int and lo <= v <= hi:
+            return v
+    return None
+
+
+def estimate(cfg: dict, elem_bytes: int, weight_bits: float) -> tuple[int, int] | None:
+    """(weight bytes, KV-cache bytes at the full context) of a decoder-only transformer with this config; None where
+    the config names no hidden size or layer count yi-chat knows (an architecture of its own: nothing to go on)."""
+    llama = cfg.get("model_type") == "llama"  # transformers fills a size it lacks with LlamaConfig's (7B's)
+    hidden = size(cfg, "hidden_size") or (4096 if llama else None)
+    layers = size(cfg, "num_hidden_layers") or (32 if llama else None)
+    if hidden is None or layers is None:
+        return None
+    heads = size(cfg, "num_attention_heads") or (32 if llama else max(hidden // 128, 1))
+    kv = size(cfg, "num_key_value_heads") or heads
+    head_dim = size(cfg, "head_dim") or max(hidden // heads, 1)
+    inter = size(cfg, "intermediate_size") or (11008 if llama else 4 * hidden)
+    vocab = size(cfg, "vocab_size") or 32000
+    ctx = context(cfg)
     per_layer = hidden * head_dim * (2 * heads + 2 * kv) + 3 * hidden * inter
     embed = vocab * hidden * (1 if cfg.get("tie_word_embeddings") else 2)
     weights = int(layers * per_layer * weight_bits / 8) + embed * elem_bytes
     cache = 2 * layers * kv * head_dim * ctx * elem_bytes
     return weights, cache
+
+
+def context(cfg: dict) -> int:
+    """The positions a full KV cache holds (4096 where the config names none)."""
+    return size(cfg, "max_position_embeddings") or 4096
 
 
 def device_memory(device: str) -> int | None:
@@ -92,12 +124,15 @@ def check_memory(cfg: dict, src: Path, device: str, elem_bytes: int, weight_bits
     have = device_memory(device)
     if have is None:
         return
-    weights, cache = estimate(cfg, elem_bytes, weight_bits)
+    sizes = estimate(cfg, elem_bytes, weight_bits)
+    if sizes is None:
+        return
+    weights, cache = sizes
     if weights + cache > have:
         gib = 1 << 30
         culprit = "max_position_embeddings" if cache > weights else "the model's sizes"
         raise LoadError(
             f"{src}: {culprit}: this model needs about {(weights + cache) / gib:.1f} GiB "
-            f"(weights {weights / gib:.1f} GiB, KV cache for {cfg.get('max_position_embeddings')} "
+            f"(weights {weights / gib:.1f} GiB, KV cache for {context(cfg)} "
             f"positions {cache / gib:.1f} GiB), more than the {have / gib:.1f} GiB of {device}"
         )
