@@ -731,3 +731,33 @@ def test_the_memory_estimate_reads_other_architectures_size_names(monkeypatch):
         plausible.check_memory(big, Path("config.json"), "cpu", 4, 32)
     with pytest.raises(LoadError, match=r"KV cache for 4096 positions"):
         plausible.check_memory({"model_type": "llama"}, Path("config.json"), "cpu", 4, 32)
+
+
+FLAN_T5_CONFIG = {  # google/flan-t5-small's config.json, the fields that matter
+    "architectures": ["T5ForConditionalGeneration"],
+    "d_ff": 1024,
+    "d_kv": 64,
+    "d_model": 512,
+    "is_encoder_decoder": True,
+    "model_type": "t5",
+    "n_positions": 512,
+    "num_decoder_layers": 8,
+    "num_heads": 6,
+    "num_layers": 8,
+    "vocab_size": 32128,
+}
+
+
+def test_an_encoder_decoder_model_is_refused_before_its_weights_and_listed_with_the_reason(hub, env, demo_files):
+    """flan-t5 (an encoder-decoder): `pull` fetched its weights and said ready, `models` listed it ok, and `-m` said
+    transformers' "Unrecognized configuration class <class '...T5Config'> for this kind of AutoModel:
+    AutoModelForCausalLM." It is refused as the implausible config is: before the weights, one line, exit 3."""
+    files = {**demo_files, "config.json": json.dumps(FLAN_T5_CONFIG).encode()}
+    hub.repos["acme/flan-t5-small"] = Repo(files)
+    said = "config.json: an encoder-decoder model (t5, T5ForConditionalGeneration), not one yi-chat can chat with"
+    error_line(yi(env, "pull", "acme/flan-t5-small"), 3, said)
+    assert not hub.requests("GET", "/model.safetensors")
+    rows = {r["name"]: r for r in json.loads(yi(env, "models", "--json").stdout)}
+    row = rows["acme/flan-t5-small"]
+    assert not row["loadable"] and said in row["reason"], row
+    error_line(yi(env, "-m", "acme/flan-t5-small", "-p", "hi"), 3, said)

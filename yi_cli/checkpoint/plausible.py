@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..errors import LoadError
+from ..errors import LoadError, shown
 from ..inputs import type_name
 
 # field -> (smallest, largest): the largest real models are far inside these (Llama-3.1-405B: 126 layers,
@@ -28,7 +28,18 @@ BOUNDS = {
 
 
 def check(cfg: dict, src: Path) -> None:
-    """Each size field present is an integer in BOUNDS, and the head counts divide as attention needs."""
+    """Each size field present is an integer in BOUNDS, and the head counts divide as attention needs; and the model
+    one that chats at all: not an encoder-decoder."""
+    if cfg.get("is_encoder_decoder") is True:
+        # T5 / flan-t5, BART, Whisper, Marian: a pull fetched the weights and said ready, `models` listed it ok, and
+        # -m failed in transformers' words ("Unrecognized configuration class <class '...T5Config'> for this kind of
+        # AutoModel: AutoModelForCausalLM.") or with the decoder's "missing tensor" (WhisperForCausalLM).
+        arch = cfg.get("architectures")
+        what = ", ".join(x for x in ([cfg.get("model_type")] + (arch if type(arch) is list else [])) if type(x) is str)
+        raise LoadError(
+            f"{src}: an encoder-decoder model{f' ({shown(what, 80)})' if what else ''}, not one yi-chat can chat with "
+            "(it runs decoder-only language models: Yi, Llama, Qwen, Mistral, GPT-2, ...)"
+        )
     for key, (lo, hi) in BOUNDS.items():
         v = cfg.get(key)
         if v is None:
