@@ -196,6 +196,10 @@ def test_ctrl_c_mid_file_leaves_nothing_trusted_and_the_next_run_continues(hub, 
         proc.kill()
     assert proc.returncode == 130, err.decode()
     assert err.decode().splitlines()[-1] == "yi-chat: interrupted"
+    # "interrupted" alone left it to guess whether the 25 MB were lost: the line before says they are kept
+    kept = err.decode().splitlines()[-2]
+    assert kept.startswith("yi-chat: acme/tiny-chat: stopped at ") and " of 117.5 MB; what was fetched is kept" in kept
+    assert kept.endswith("`yi-chat pull acme/tiny-chat` (or this command again) continues from there"), kept
     assert not list((repo_dir(env) / "snapshots").glob("*/model.safetensors"))  # no later run trusts half a file
     have = part.stat().st_size
     assert have >= written and not (blobs / part.stem).exists()

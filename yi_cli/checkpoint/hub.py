@@ -226,6 +226,10 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
         raise
     except Exception as e:
         raise hub_error(e, repo, local) from None
+    except KeyboardInterrupt:  # "interrupted" alone left it to guess whether the gigabytes so far were lost
+        progress.stop()
+        progress.kept(repo)
+        raise
     finally:
         progress.stop()  # also on Ctrl-C: the terminal gets its cursor back
     progress.done(repo)
@@ -569,6 +573,7 @@ class Progress:
         self._line(f"{name}: another process is fetching it (its lock is held); waiting for it to finish")
 
     def advance(self, n: int) -> None:
+        self.done_bytes += n
         if self.live is not None:
             self.live.update(self.task, advance=n)
 
@@ -583,6 +588,14 @@ class Progress:
         if self.live is not None:
             self.live.stop()
             self.live = None
+
+    def kept(self, repo: str) -> None:
+        """A fetch stopped (Ctrl-C) after some bytes: they stay in the cache, and a pull continues from them."""
+        if self.opened and self.done_bytes:
+            self._line(
+                f"{repo}: stopped at {_size(self.done_bytes)} of {_size(self.total)}; what was fetched is kept, and "
+                f"`yi-chat pull {repo}` (or this command again) continues from there"
+            )
 
     def done(self, repo: str) -> None:
         if self.opened:
