@@ -533,6 +533,8 @@ def test_a_download_killed_before_its_first_byte_is_listed_and_named_as_not_comp
 
 def test_a_mistyped_yi_alias_and_an_alias_to_a_missing_folder_say_so(env, tmp_path):
     error_line(yi(env, "-m", "yi-6b-chat-4bit", "-p", "hi"), 3, "(did you mean yi-6b-chat-4bits?)")
+    # pull said only "not a hub id (ORG/NAME) or a Yi alias" where -m suggests the alias
+    error_line(yi(env, "pull", "yi-6b-caht-4bits"), 2, "a Yi alias; did you mean yi-6b-chat-4bits? (see yi-chat models")
     home = tmp_path / "yi"
     (home / "config").mkdir(parents=True)
     gone = tmp_path / "gone" / "model"

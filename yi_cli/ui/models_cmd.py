@@ -6,6 +6,7 @@ No torch: a checkpoint is described from its config, quantization settings and s
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import struct
@@ -110,6 +111,10 @@ def _pulled(args, name: str, alias: bool) -> Path:
     # a//b, a/b/c, ../x, a folder: not a hub id, whichever way it came (-m says a malformed one as usage too)
     problem = hub.id_problem(repo) if hub.written_as_id(repo) else None
     what = f"not a valid hub id ({problem})" if problem else "not a hub id (ORG/NAME) or a Yi alias"
+    # A mistyped Yi alias: -m says "did you mean"; pull said only "not a hub id or a Yi alias".
+    near = difflib.get_close_matches(name.lower(), [*family.ALIASES, *demo.NAMES], n=1, cutoff=0.8)
+    if near and not problem:
+        what += f"; did you mean {near[0]}?"
     folder = f"; a local folder, which pull does not fetch (-m {name} opens it)" if local.is_dir() else ""
     raise UsageError(f"{name}: {what} (see yi-chat models --all){folder}")
 
