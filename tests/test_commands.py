@@ -28,6 +28,12 @@ def test_unknown_and_malformed_commands_are_refused_with_a_hint():
         commands.parse("/histroy")
     with pytest.raises(YiError, match="takes no argument"):
         commands.parse("/clear now")
+    # `/model acme/tiny-chat`: a newcomer switching models is told how (it was the usage alone; a walkthrough)
+    with pytest.raises(YiError) as e:
+        commands.parse("/model acme/tiny-chat")
+    assert str(e.value) == (
+        "/model takes no argument (usage: /model; a chat keeps its model: another is yi-chat -m NAME)"
+    )
 
 
 def test_help_is_generated_from_the_table():

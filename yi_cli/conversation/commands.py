@@ -45,7 +45,8 @@ def parse(line: str):
         cmd = replace(cmd, name=cmd.name + "!", handler=cmd.forced)
     arg = arg.strip()
     if arg and not cmd.takes_arg:
-        raise YiError(f"/{cmd.name} takes no argument (usage: {cmd.usage})")
+        more = "; a chat keeps its model: another is yi-chat -m NAME" if cmd.name == "model" else ""  # `/model X`
+        raise YiError(f"/{cmd.name} takes no argument (usage: {cmd.usage}{more})")
     return cmd, arg
 
 
