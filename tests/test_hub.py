@@ -5,6 +5,7 @@ repos, a full disk, an unreachable hub; `yi-chat models`. HF_HOME / HF_HUB_CACHE
 import hashlib
 import json
 import os
+import re
 import resource
 import signal
 import socket
@@ -213,6 +214,11 @@ def test_ctrl_c_mid_file_leaves_nothing_trusted_and_the_next_run_continues(hub, 
     p = yi(env, "pull", "acme/tiny-chat")
     assert p.returncode == 0, p.stderr.decode()
     assert "(resumed at " in p.stderr.decode()
+    # the ready line counts what this run fetched apart from the whole (it said the whole "in N s")
+    ready = re.search(r"acme/tiny-chat ready \(([\d.]+ \w+), ([\d.]+ \w+) of it fetched in ", p.stderr.decode())
+    unit = {"bytes": 1, "kB": 1e3, "MB": 1e6, "GB": 1e9}
+    whole, now = (float(x.split()[0]) * unit[x.split()[1]] for x in ready.groups()) if ready else (0, 0)
+    assert ready and whole - now >= have - 2e5, p.stderr.decode()  # (rich shows a size to 0.1 MB)
     assert hub.requests("GET", "/model.safetensors")[-1][2] == f"bytes={have}-"
     assert (snapshot(env) / "model.safetensors").read_bytes() == demo_files["model.safetensors"]
     assert not part.exists()

@@ -600,7 +600,9 @@ class Progress:
     def done(self, repo: str) -> None:
         if self.opened:
             dt = max(time.monotonic() - self.t0, 1e-6)
-            self._line(f"{repo} ready ({_size(self.total)} in {dt:.1f} s)")
+            had = sum(have for _, _, have in self.files)  # a resumed pull: "114.0 MB in 7.4 s" counted them too
+            now = f", {_size(self.total - had)} of it fetched" if had else ""
+            self._line(f"{repo} ready ({_size(self.total)}{now} in {dt:.1f} s)")
 
     def _line(self, text: str) -> None:
         if self.live is not None:
