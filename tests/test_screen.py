@@ -845,6 +845,48 @@ def toolbar_used(pane: Pane) -> int:
 # 6. the real demo model -----------------------------------------------------------------------------------------------
 
 
+STAGES = """
+import os, sys, time
+sys.path.insert(0, {root!r})
+from yi_cli.progress import Stages
+print("$ yi-chat", file=sys.stderr)  # a row above, as the shell's command line is
+with Stages("demo model, first run", 2) as s:
+    s.stage("reading SmolLM2-135M-Instruct-Q8_0.gguf, a stage text long enough to fill the line")
+    while not os.path.exists({go!r}):
+        time.sleep(0.02)  # polls a file the test makes; the test waits on the screen, not on this
+    s.stage("writing")
+print("DONE", file=sys.stderr)
+time.sleep(600)
+"""
+
+
+def test_a_progress_line_narrowed_under_it_leaves_no_stale_row(home, tmp_path):
+    """The first run's progress line (and `yi-chat pull`'s bar, the same display), narrowed under it: the terminal
+    rewrapped it onto two rows and rich redrew only the lower one, the upper staying on the screen and in the
+    scrollback above the ready line (two walkthroughs). The display keeps its cursor at its start and erases the
+    rows it takes at the width now."""
+    go = tmp_path / "go"
+    script = tmp_path / "stages.py"
+    script.write_text(STAGES.format(root=str(Path(__file__).resolve().parent.parent), go=str(go)))
+    pane = Pane([], home=home, width=100, height=20, argv=[sys.executable, str(script)])
+    try:
+        pane.wait(lambda s: "0/2" in s and "reading SmolLM2" in s, "the progress line at 100 columns")
+        pane.resize(60, 20)
+
+        def narrow(_) -> bool:  # the line drawn again at 60 columns: one row, cut with an ellipsis
+            rows = [r for r in pane.tmux("capture-pane", "-p", "-t", "0").split("\n") if "0/2" in r]
+            return len(rows) == 1 and "…" in rows[0] and len(rows[0].rstrip()) <= 60
+
+        pane.wait(narrow, "the progress line redrawn at 60 columns")
+        go.touch()
+        scroll = pane.wait(lambda s: "DONE" in s, "the stages to end")
+        assert "reading" not in scroll, scroll  # nothing of the (transient) line is left, above or below
+        shown = content(scroll)
+        assert shown[0] == "$ yi-chat" and shown[1].startswith("yi-chat: demo model, first run: ready in "), shown
+    finally:
+        pane.close()
+
+
 @pytest.mark.slow
 def test_demo_model_tall_reply_once_in_a_small_terminal(demo_dir, home):
     (home / "cache").symlink_to(Path(demo_dir).parent.parent, target_is_directory=True)

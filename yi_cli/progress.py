@@ -54,7 +54,7 @@ class Stages:
                 redirect_stdout=False,
                 redirect_stderr=False,
             )
-            self.progress.start()
+            rewrap_safe(self.progress).start()
             self.task = self.progress.add_task(self.title, total=self.total)
         if self.prepare is not None:
             self.prepare()
@@ -107,6 +107,51 @@ def stage_column():
             return Cut(task.description)
 
     return Column()
+
+
+def rewrap_safe(progress):
+    """`progress` (a rich Progress, not started) drawn so that a terminal narrowed under it leaves no stale row.
+
+    rich leaves the cursor at the end of its last line and, to redraw, goes up a row for each line it drew: a
+    terminal that rewraps the line on narrowing (tmux, VTE, kitty, iTerm2) has put its end on a lower row, and the
+    rows above it stayed on the screen and in the scrollback (`model.safetensors ━━━━╺━━ 2` above the ready line).
+    Here the cursor goes back to the display's first column after each draw, where a rewrap keeps it, and a redraw
+    erases downward from there as many rows as the last draw takes at the width now (the render.py status line's
+    way: DECSC and DECRC around EL and cursor-down; nothing is below a live display)."""
+    from rich.control import Control
+    from rich.live_render import LiveRender
+    from rich.segment import ControlType, Segment
+
+    live = progress.live
+    console = live.console
+
+    def raw(text: str) -> Control:
+        c = Control()
+        c.segment = Segment(text, None, [(ControlType.CARRIAGE_RETURN,)])  # written as it is, zero cells
+        return c
+
+    class AtStart(LiveRender):
+        def rows(self) -> int:
+            width, height = self._shape
+            return height * max(1, -(-width // max(console.size.width, 1)))
+
+        def erase(self) -> str:
+            return "\r\x1b7\x1b[2K" + "\x1b[B\x1b[2K" * (self.rows() - 1) + "\x1b8"
+
+        def position_cursor(self):
+            return raw(self.erase()) if self._shape is not None else Control()
+
+        def restore_cursor(self):  # at stop: after its line feed, one row down from the start; erase, stay there
+            return raw("\x1b[A" + self.erase()) if self._shape is not None else Control()
+
+        def __rich_console__(self, console, options):
+            yield from super().__rich_console__(console, options)
+            if self._shape is not None:  # back to the first column of the first line
+                yield raw("\r" + "\x1b[A" * (self._shape[1] - 1))
+
+    mine = AtStart(live._live_render.renderable, live._live_render.style, live._live_render.vertical_overflow)
+    live._live_render = mine
+    return progress
 
 
 @contextlib.contextmanager

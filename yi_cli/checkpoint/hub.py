@@ -545,7 +545,7 @@ class Progress:
             )
             from rich.progress import Progress as Bar
 
-            from ..progress import stage_column
+            from ..progress import rewrap_safe, stage_column
 
             self.live = Bar(
                 stage_column(),  # a long file name is cut: the line wrapped its size onto a second row at 60 columns
@@ -557,7 +557,7 @@ class Progress:
                 transient=True,
             )
             self.task = self.live.add_task(self.repo, total=self.total, completed=self.done_bytes)
-            self.live.start()
+            rewrap_safe(self.live).start()
         n = len(self.files)
         self._line(f"fetching {self.repo}: {n} file{'s' * (n != 1)}, {_size(self.total)}{resumed} -> {cache_root()}")
         self.opened = True
