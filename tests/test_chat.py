@@ -101,6 +101,64 @@ def test_ctrl_c_mid_reply_keeps_partial_reply_and_session():
     assert [t.role for t in chat.session.turns] == ["user", "assistant"] * 2
 
 
+def test_a_second_ctrl_c_as_the_stopped_reply_is_saved_and_shown_cuts_neither():
+    """Ctrl-C twice quickly: the first stops the reply; the second landed after the stream had ended, while the
+    reply was saved and its end drawn, where Ctrl-C raised a KeyboardInterrupt again. The autosave was cut (the
+    exchange not on disk), the screen got no `[interrupted]` nor footer, and the REPL's "interrupted" notice was
+    held for after the next reply. The reply has stopped already: a Ctrl-C then stops nothing more. Here the second
+    one is sent from the autosave itself, the instant it would land in."""
+    import io
+
+    from rich.console import Console
+
+    from yi_cli.conversation.chat import Chat
+    from yi_cli.ui.render import TerminalRenderer
+
+    engine = ScriptedEngine(["one two three four five six"], hold_after=3)
+    saved = []
+
+    def autosave(chat):
+        if not saved:
+            os.kill(os.getpid(), signal.SIGINT)  # the second Ctrl-C; Python runs its handler within this call
+        saved.append(chat.session.to_dict())
+
+    out, err = io.StringIO(), io.StringIO()
+    render = TerminalRenderer(Console(file=out, width=100), Console(file=err, width=100))
+    chat = Chat(engine, render, on_turn=autosave)
+
+    def interrupt():
+        assert engine.holding.wait(60)
+        os.kill(os.getpid(), signal.SIGINT)  # the first
+
+    t = threading.Thread(target=interrupt)
+    t.start()
+    try:
+        chat.handle("count")
+    except KeyboardInterrupt:
+        pytest.fail("the second Ctrl-C cut the stopped reply's autosave and its end on screen")
+    finally:
+        t.join()
+    assert [t["content"] for t in saved[-1]["turns"]] == ["count", "one two three"]
+    assert "one two three\n[interrupted]\ninterrupted · " in out.getvalue()
+    assert not render.streaming and err.getvalue() == ""
+
+
+def test_a_ctrl_c_as_a_piped_reply_is_saved_stops_the_run_after_it():
+    """A Ctrl-C landing as a reply that ended by itself is saved: it is not raised there (the autosave would be cut)
+    and a piped run still stops at it (Chat.ctrl_c), as at a Ctrl-C anywhere in it."""
+    saved = []
+
+    def autosave(chat):
+        if not saved:
+            os.kill(os.getpid(), signal.SIGINT)  # Python runs its handler within this call
+        saved.append(chat.session.to_dict())
+
+    chat, out, err = plain_chat(ScriptedEngine(["a whole reply"]), on_turn=autosave)
+    chat.handle("tell me")
+    assert chat.ctrl_c == 1 and [t["content"] for t in saved[-1]["turns"]] == ["tell me", "a whole reply"]
+    assert chat.session.turns[-1].finish_reason == "stop"
+
+
 def test_a_retry_stopped_by_ctrl_c_keeps_the_whole_reply_it_was_to_replace():
     """A whole reply, /retry, Ctrl-C a second in: only the cut retry was left, the whole reply gone for good (and
     /undo took the exchange). A stopped retry of a reply that ended by itself leaves that reply in place and says so;

@@ -68,6 +68,46 @@ def test_keys_stay_held_from_each_prompt_until_its_line_is_handled(tmp_path, mon
         os.close(slave)
 
 
+def test_a_ctrl_c_between_a_reply_and_the_next_prompt_does_not_end_the_chat(tmp_path, monkeypatch):
+    """Ctrl-C twice quickly: the first stops the reply; a second that came once the line was handled, before the
+    next prompt took the keys, raised a KeyboardInterrupt outside the REPL's handlers and ended the chat (exit 130).
+    There is nothing to stop then: the next prompt comes. Sent here as the REPL lets go of the keys after the line."""
+    import signal
+
+    monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path))
+    lines = ["a question", "another question"]
+
+    class Session:  # prompt_toolkit's PromptSession as repl.run uses it
+        def __init__(self, **kw):
+            from prompt_toolkit.input import DummyInput
+
+            self.input = DummyInput()
+
+        def prompt(self, text, **kw):
+            if not lines:
+                raise EOFError
+            return lines.pop(0)
+
+    monkeypatch.setattr(repl, "PromptSession", Session)
+    engine = ScriptedEngine(["one reply", "two"])
+    out = Console(file=io.StringIO(), width=80, color_system=None)
+    chat = Chat(engine, TerminalRenderer(out, Console(file=io.StringIO())))
+    pin, done = chat.render.pin_keys, []
+
+    def pinned(on: bool) -> None:
+        pin(on)
+        if not on and len(done) < len(engine.seen):  # the line's handling has ended: the REPL lets go of the keys
+            done.append(True)
+            os.kill(os.getpid(), signal.SIGINT)  # Python runs its handler (KeyboardInterrupt) in this call
+
+    chat.render.pin_keys = pinned
+    try:
+        assert repl.run(chat) == 0
+    except KeyboardInterrupt:
+        pytest.fail("a Ctrl-C between a reply and the next prompt ended the chat")
+    assert len(engine.seen) == 2 and "two" in out.file.getvalue()
+
+
 def test_a_release_in_the_background_leaves_the_terminal_to_the_shell(monkeypatch):
     """Stopped by Ctrl-Z and ended in the background (`kill %1`), the chat does not write the terminal's modes
     back: the shell has it, and the write would stop the chat again (SIGTTOU)."""

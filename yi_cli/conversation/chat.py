@@ -71,6 +71,8 @@ class Chat:
         self.editor = None  # callable(old text) -> new text or None (given up), for /edit; set by the REPL
         self.meter = meter.Meter()  # the toolbar's context used: /prompt's count, kept in step with each reply
         self._resume: tuple = (None, None)  # (last reply Turn, ids of its prompt + reply): exact /continue
+        self._early: list[bool] = []  # Ctrl-C (True) or an ending signal that came before the reply's stream began
+        self._on_signal = self._ended  # what a Ctrl-C or an ending signal does while reply() holds them
         self.attachments: list = []  # files for the next message (-f, /file): attach.take prepends them
         self.source: str | None = None  # the local model's source as given (a directory's absolute path), saved
 
@@ -176,26 +178,33 @@ class Chat:
                 settings, max_new_tokens=min(settings.max_new_tokens, self.engine.context_length - len(prompt.ids))
             )
         self.render.reply_start(pending.label)
-        try:
-            text, stats, error, ids = self._stream(prompt, settings)
-        except BaseException:  # abandoned (a third Ctrl-C, stdout gone): what was said stays, marked interrupted
-            text, stats, error, ids = self._abandoned
-            self._commit(pending, prompt, text, stats, dropped, ids)
-            try:  # the reply ends on screen too (its marker; a terminal renderer stops holding notices)
-                self.render.reply_end(text, stats)
-            except Exception:  # noqa: BLE001 - stdout gone: nothing more can be shown
-                pass
-            raise
-        keep = error is None or bool(text and stats.finish_reason == FINISH_INTERRUPTED)  # else nothing worth keeping
-        kept_old = keep and pending.keeps_old and stats.finish_reason == FINISH_INTERRUPTED
-        if keep and not kept_old:  # on disk before it is reported finished: a signal after the report loses nothing
-            self._commit(pending, prompt, text, stats, dropped, ids)
-        self.render.reply_end(text, stats)
-        if kept_old:
-            self.render.notice("retry stopped: the previous reply is kept (/retry again for another)")
-        if error is not None:
-            self.failures += 1
-            self.render.error(error)
+        # Ctrl-C and the signals that end the chat are taken from here until the reply is saved and its end shown:
+        # one that came as the stream ended (Ctrl-C twice quickly) raised a KeyboardInterrupt in the autosave or in
+        # the drawing of the reply's end. Before the stream starts it stops the reply as soon as it starts; after
+        # it ends it stops nothing more (the reply has stopped); the ending signals' own handlers still run.
+        self._early = []
+        self._on_signal = self._early.append
+        with _cancelling_signals(lambda sigint: self._on_signal(sigint)) as wrapped:
+            try:
+                text, stats, error, ids = self._stream(prompt, settings, wrapped)
+            except BaseException:  # abandoned (a third Ctrl-C, stdout gone): what was said stays, marked interrupted
+                text, stats, error, ids = self._abandoned
+                self._commit(pending, prompt, text, stats, dropped, ids)
+                try:  # the reply ends on screen too (its marker; a terminal renderer stops holding notices)
+                    self.render.reply_end(text, stats)
+                except Exception:  # noqa: BLE001 - stdout gone: nothing more can be shown
+                    pass
+                raise
+            keep = error is None or bool(text and stats.finish_reason == FINISH_INTERRUPTED)  # else nothing to keep
+            kept_old = keep and pending.keeps_old and stats.finish_reason == FINISH_INTERRUPTED
+            if keep and not kept_old:  # on disk before it is reported finished: a signal after it loses nothing
+                self._commit(pending, prompt, text, stats, dropped, ids)
+            self.render.reply_end(text, stats)
+            if kept_old:
+                self.render.notice("retry stopped: the previous reply is kept (/retry again for another)")
+            if error is not None:
+                self.failures += 1
+                self.render.error(error)
         return stats if keep else None
 
     def _commit(self, pending: Pending, prompt: Prompt, text: str, stats: Stats, dropped: int, ids) -> Stats:
@@ -246,7 +255,7 @@ class Chat:
         t = self.session.turns[i]
         return t.tokens or self._count(t.content)
 
-    def _stream(self, prompt: Prompt, settings: GenSettings):
+    def _stream(self, prompt: Prompt, settings: GenSettings, wrapped: bool = False):
         """Run engine.stream in a worker thread so Ctrl-C here only sets `cancel`; the stream ends itself."""
         events: queue.Queue = queue.Queue()
         cancel = threading.Event()
@@ -262,7 +271,7 @@ class Chat:
         worker = threading.Thread(target=pump, name="yi-stream", daemon=True)
         acc = {"text": [], "finish": None, "error": None}
         try:
-            self._drain(worker, events, cancel, acc)
+            self._drain(worker, events, cancel, acc, wrapped)
         except BaseException:  # e.g. BrokenPipeError from the renderer: stop the model before leaving
             cancel.set()
             if worker.is_alive():
@@ -294,7 +303,9 @@ class Chat:
             except queue.Empty:
                 return left["finish"]
 
-    def _drain(self, worker, events, cancel, acc) -> None:
+    def _drain(self, worker, events, cancel, acc, wrapped: bool) -> None:
+        """The reply's events until its end. wrapped: Ctrl-C's handler is reply()'s (_cancelling_signals), which
+        calls `interrupted` while the stream runs."""
         self.interrupts = 0
 
         def interrupted(sigint: bool) -> None:
@@ -304,26 +315,44 @@ class Chat:
             if self.interrupts >= 3:  # the engine does not answer cancel (e.g. a long prefill): give up
                 raise KeyboardInterrupt
 
+        with _timed_stops():
+            early, self._early = self._early, []
+            self._on_signal = interrupted
+            try:
+                if self.interrupt_next:  # stopped as soon as it starts, as a Ctrl-C then would stop it
+                    self.interrupt_next = False
+                    interrupted(True)
+                for sigint in early:  # a Ctrl-C or a signal as the reply started
+                    interrupted(sigint)
+                self._events(worker, events, acc, interrupted, wrapped)
+            finally:
+                self._on_signal = self._ended
+
+    def _events(self, worker, events, acc, interrupted, wrapped: bool) -> None:
         started = False
-        with _cancelling_signals(interrupted) as wrapped, _timed_stops():
-            if self.interrupt_next:  # stopped as soon as it starts, as a Ctrl-C then would stop it
-                self.interrupt_next = False
-                interrupted(True)
-            while True:
-                try:
-                    if not started:
-                        started = True
-                        worker.start()
-                    ev = events.get(timeout=0.1)
-                    if ev is None:
-                        break
-                    self._on_event(ev, acc)
-                except queue.Empty:
-                    continue
-                except KeyboardInterrupt:
-                    if wrapped:  # the handler's own, at the third: give up
-                        raise
-                    interrupted(True)  # Ctrl-C as Python raises it (handlers not ours): it only sets cancel
+        while True:
+            try:
+                if not started:
+                    started = True
+                    worker.start()
+                ev = events.get(timeout=0.1)
+                if ev is None:
+                    break
+                self._on_event(ev, acc)
+            except queue.Empty:
+                continue
+            except KeyboardInterrupt:
+                if wrapped:  # the handler's own, at the third: give up
+                    raise
+                interrupted(True)  # Ctrl-C as Python raises it (handlers not ours): it only sets cancel
+
+    def _ended(self, sigint: bool) -> None:
+        """A Ctrl-C or an ending signal after the reply's stream ended, while it is saved and its end shown: the
+        reply has stopped, there is nothing more to stop (an ending signal's own handler has marked the chat to
+        end). A Ctrl-C after a reply that ended by itself is counted: a piped or one-shot run stops at it."""
+        if sigint and not self.interrupts:
+            self.interrupts = 1
+            self.ctrl_c += 1
 
     def _on_event(self, ev, acc: dict) -> None:
         _record(ev, acc)

@@ -353,24 +353,34 @@ def run(chat, prompt_text: str = ">>> ") -> int:
     chat.editor = editor(session, chat.render, dumb)
     chat.render.banner(f"yi-chat · {chat.engine.name} · /help for commands, Ctrl-D to exit")
     while chat.running:
-        # Held from before the prompt (which puts back the mode it found) until the line is handled: keys typed
-        # after Enter wait unechoed for the next prompt, however long the reply takes to start.
-        chat.render.pin_keys(True)
         try:
-            try:
-                line = session.prompt(prompt_text, pre_run=lambda: reflow_on_resize(session.app))
-            except KeyboardInterrupt:  # Ctrl-C at the prompt clears the line
-                continue
-            except EOFError:  # Ctrl-D
+            if not _one_line(chat, session, prompt_text):
                 break
-            chat.render.pin_keys(True)  # the prompt turned bracketed paste off: a paste during the reply stays one
-            chat.interrupt_next = ctrl_c_typed_ahead(session.input)
-            try:
-                chat.handle(line)
-            except KeyboardInterrupt:  # a third Ctrl-C during a reply, or one between replies: back to the prompt
-                if not chat.terminated:
-                    chat.render.notice("interrupted")
-        finally:
-            chat.interrupt_next = False  # a command's line with no reply does not pass it on to a later one
-            chat.render.pin_keys(False)
+        except KeyboardInterrupt:  # Ctrl-C between a reply's end and the next prompt (twice quickly): it ended the
+            continue  # chat (exit 130); there is nothing to stop then. A signal's has stopped the chat (running)
     return 0
+
+
+def _one_line(chat, session, prompt_text: str) -> bool:
+    """Prompt for one line and handle it; False at Ctrl-D."""
+    # Held from before the prompt (which puts back the mode it found) until the line is handled: keys typed
+    # after Enter wait unechoed for the next prompt, however long the reply takes to start.
+    chat.render.pin_keys(True)
+    try:
+        try:
+            line = session.prompt(prompt_text, pre_run=lambda: reflow_on_resize(session.app))
+        except KeyboardInterrupt:  # Ctrl-C at the prompt clears the line
+            return True
+        except EOFError:  # Ctrl-D
+            return False
+        chat.render.pin_keys(True)  # the prompt turned bracketed paste off: a paste during the reply stays one
+        chat.interrupt_next = ctrl_c_typed_ahead(session.input)
+        try:
+            chat.handle(line)
+        except KeyboardInterrupt:  # a third Ctrl-C during a reply, or one between replies: back to the prompt
+            if not chat.terminated:
+                chat.render.notice("interrupted")
+    finally:
+        chat.interrupt_next = False  # a command's line with no reply does not pass it on to a later one
+        chat.render.pin_keys(False)
+    return True
