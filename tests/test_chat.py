@@ -101,6 +101,60 @@ def test_ctrl_c_mid_reply_keeps_partial_reply_and_session():
     assert [t.role for t in chat.session.turns] == ["user", "assistant"] * 2
 
 
+def test_a_retry_stopped_before_its_first_word_keeps_the_reply_it_was_retrying():
+    """/retry, then Ctrl-C before the new reply's first word (a long prompt is read again first): a cut reply was
+    replaced by an empty one (its text gone, /continue then had nothing to go on from), and a retry given up on by
+    a third Ctrl-C (a prefill does not answer cancel) replaced even a whole reply that way. Both stay."""
+    release = threading.Event()
+
+    class Slow(ScriptedEngine):  # its retries do not answer cancel (a long prefill) while `deaf`
+        deaf = False
+
+        def stream(self, prompt, settings, cancel):
+            if self.deaf:
+                self.holding.set()
+                release.wait(60)  # bounded; set once the third Ctrl-C is in
+                self.seen.append(prompt.messages)
+                return
+            yield from super().stream(prompt, settings, cancel)
+
+    engine = Slow(["one two three four", "five six seven", "a whole reply"], hold_after=2)
+    chat, out, err = plain_chat(engine)
+
+    def stopped(line: str, times: int = 1) -> None:
+        def interrupt():
+            assert engine.holding.wait(60)
+            engine.holding.clear()
+            for k in range(1, times + 1):
+                os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C delivers to the REPL's main thread
+                deadline = time.monotonic() + 60
+                while chat.interrupts < k and time.monotonic() < deadline:
+                    time.sleep(0.01)  # polling a condition with a deadline: signals sent together are one
+            if times == 3:
+                release.set()  # given up on: the engine's thread may end now
+
+        t = threading.Thread(target=interrupt)
+        t.start()
+        try:
+            chat.handle(line)
+        finally:
+            t.join()
+
+    stopped("tell me")  # cut after two words
+    engine.hold_after = 0  # the retry is stopped before its first word
+    stopped("/retry")
+    assert [x.content for x in chat.session.turns] == ["tell me", "one two"] and chat.session.turns[1].interrupted
+    assert err.getvalue().count("retry stopped: the previous reply is kept") == 1
+    engine.replies, engine.hold_after = ["a whole reply"], None
+    chat.handle("more")
+    engine.deaf = True
+    with pytest.raises(KeyboardInterrupt):  # the third gives up on it (the REPL says "interrupted")
+        stopped("/retry", times=3)
+    assert [x.content for x in chat.session.turns[2:]] == ["more", "a whole reply"]
+    assert not chat.session.turns[-1].interrupted
+    assert err.getvalue().count("retry stopped: the previous reply is kept") == 2
+
+
 def test_a_second_ctrl_c_as_the_stopped_reply_is_saved_and_shown_cuts_neither():
     """Ctrl-C twice quickly: the first stops the reply; the second landed after the stream had ended, while the
     reply was saved and its end drawn, where Ctrl-C raised a KeyboardInterrupt again. The autosave was cut (the

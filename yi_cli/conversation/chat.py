@@ -30,6 +30,9 @@ class Options:
     one_shot: bool = False  # -p / PROMPT: one reply, no commands (a refusal's remedy names flags, not /clear)
 
 
+RETRY_STOPPED = "retry stopped: the previous reply is kept (/retry again for another)"
+
+
 @dataclass
 class Pending:
     """A reply in the making: the messages it answers, and how it lands in the session once it has finished."""
@@ -43,6 +46,9 @@ class Pending:
     # /retry of a reply that ended by itself: stopped (Ctrl-C), the new one does not take its place (it did, and the
     # whole reply was lost for the part of another)
     keeps_old: bool = False
+    # /retry of a cut reply: stopped before its first word, the cut one stays (an empty reply took its place, and
+    # /continue then had nothing to go on from)
+    keeps_cut: bool = False
 
 
 class Chat:
@@ -143,8 +149,9 @@ class Chat:
 
         msgs = self.session.messages()[:-2] + [{"role": "user", "content": text}]
         old = self.session.turns[-1]
-        same = text == self.session.turns[-2].content and old.finish_reason == FINISH_STOP  # a /retry of a whole one
-        return self.reply(Pending(msgs, commit, text, settings=settings, keeps_old=same))
+        retry = text == self.session.turns[-2].content  # /retry (an /edit changes the message: it goes in)
+        whole = retry and old.finish_reason == FINISH_STOP
+        return self.reply(Pending(msgs, commit, text, settings=settings, keeps_old=whole, keeps_cut=retry))
 
     def extend(self) -> Stats | None:
         """/continue: generate more of the last (cut) reply, in place."""
@@ -189,19 +196,24 @@ class Chat:
                 text, stats, error, ids = self._stream(prompt, settings, wrapped)
             except BaseException:  # abandoned (a third Ctrl-C, stdout gone): what was said stays, marked interrupted
                 text, stats, error, ids = self._abandoned
-                self._commit(pending, prompt, text, stats, dropped, ids)
+                kept_old = pending.keeps_old or (pending.keeps_cut and not text)  # a /retry given up on
+                if not kept_old:
+                    self._commit(pending, prompt, text, stats, dropped, ids)
                 try:  # the reply ends on screen too (its marker; a terminal renderer stops holding notices)
                     self.render.reply_end(text, stats)
+                    if kept_old:
+                        self.render.notice(RETRY_STOPPED)
                 except Exception:  # noqa: BLE001 - stdout gone: nothing more can be shown
                     pass
                 raise
             keep = error is None or bool(text and stats.finish_reason == FINISH_INTERRUPTED)  # else nothing to keep
-            kept_old = keep and pending.keeps_old and stats.finish_reason == FINISH_INTERRUPTED
+            stopped = keep and stats.finish_reason == FINISH_INTERRUPTED
+            kept_old = stopped and (pending.keeps_old or (pending.keeps_cut and not text))
             if keep and not kept_old:  # on disk before it is reported finished: a signal after it loses nothing
                 self._commit(pending, prompt, text, stats, dropped, ids)
             self.render.reply_end(text, stats)
             if kept_old:
-                self.render.notice("retry stopped: the previous reply is kept (/retry again for another)")
+                self.render.notice(RETRY_STOPPED)
             if error is not None:
                 self.failures += 1
                 self.render.error(error)
