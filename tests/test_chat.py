@@ -793,6 +793,39 @@ def test_terminal_renderer_streams_the_reply_once_then_the_footer():
     assert "\x1b[A" not in raw and "\r" not in raw
 
 
+def test_a_continue_inside_a_code_fence_goes_on_tinted_as_code():
+    """A reply cut inside a fenced code block, then /continue: the continuation was tinted as if it began a new
+    reply, its code plain and, past the closing fence, its prose in the code's colour (the fence read as opening
+    one). It goes on from the cut reply's state: the code tinted, the text after the fence plain."""
+    import io
+
+    from rich.console import Console
+
+    from yi_cli.conversation.chat import Chat
+    from yi_cli.engines.events import Finish, Stats, Text
+    from yi_cli.ui.render import TerminalRenderer
+
+    class Parts(ScriptedEngine):
+        parts = [("Intro.\n\n```python\ndef f(x):\n    ret", "interrupted"), ("urn x\n```\n\nAfter it.", "stop")]
+
+        def stream(self, prompt, settings, cancel):
+            text, reason = self.parts.pop(0)
+            yield Text(text)
+            yield Finish(Stats(prompt_tokens=1, new_tokens=1, finish_reason=reason))
+
+    buf = io.StringIO()
+    console = Console(file=buf, width=80, force_terminal=True, color_system="standard")
+    chat = Chat(Parts(), TerminalRenderer(console, console))
+    chat.handle("code please")
+    buf.seek(0)
+    buf.truncate()
+    chat.handle("/continue")
+    raw = buf.getvalue()
+    assert "\x1b[36murn x" in raw and "\x1b[36m```" in raw  # the code, and its closing fence
+    assert "\x1b[36mAfter" not in raw and "After it." in raw
+    assert chat.session.turns[-1].content == "Intro.\n\n```python\ndef f(x):\n    return x\n```\n\nAfter it."
+
+
 def test_terminal_renderer_shows_control_characters_instead_of_obeying_them():
     import io
 

@@ -42,6 +42,7 @@ class Pending:
     label: str  # what the renderer shows as the request (the user's text, or the command)
     continue_final: bool = False  # the last message is a cut reply to extend (/continue)
     resume_ids: list[int] | None = None  # /continue: the exact ids of the prompt + cut reply, where known
+    after: str = ""  # /continue: the cut reply's text, which the new text goes on from (the tint's state)
     settings: GenSettings | None = None  # this reply's own settings (/retry SEED), else the chat's
     # /retry of a reply that ended by itself: stopped (Ctrl-C), the new one does not take its place (it did, and the
     # whole reply was lost for the part of another)
@@ -168,6 +169,7 @@ class Chat:
                 "/continue",
                 continue_final=True,
                 resume_ids=ids if turn is last else None,
+                after=last.content,
             )
         )
 
@@ -184,7 +186,7 @@ class Chat:
             settings = replace(
                 settings, max_new_tokens=min(settings.max_new_tokens, self.engine.context_length - len(prompt.ids))
             )
-        self.render.reply_start(pending.label)
+        self.render.reply_start(pending.label, pending.after)
         # Ctrl-C and the signals that end the chat are taken from here until the reply is saved and its end shown:
         # one that came as the stream ended (Ctrl-C twice quickly) raised a KeyboardInterrupt in the autosave or in
         # the drawing of the reply's end. Before the stream starts it stops the reply as soon as it starts; after

@@ -86,6 +86,15 @@ class MarkdownTint:
                 out.append((ch, self.kind))
         return [(t, None if k == "text" else k) for t, k in _merge(out)]
 
+    def after(self, text: str) -> None:
+        """Take up the state that `text` (shown already: the cut reply a /continue extends) leaves: inside a code
+        fence or not, and the kind of its unfinished last line. A start held back is decided as it stands (it is
+        on the screen as plain text): held, it would be written again with the continuation."""
+        self.feed(text)
+        if self.held:
+            self._decide(final=True)
+            self.held = ""
+
     def flush(self) -> list[tuple[str, str | None]]:
         """The held-back start of an unfinished last line (the reply ended or was cut)."""
         if not self.held:
@@ -208,7 +217,8 @@ class Renderer:
             self.status_cells = cell_len(text)
             self.err.file.flush()
 
-    def reply_start(self, prompt: str) -> None: ...
+    def reply_start(self, prompt: str, after: str = "") -> None:
+        """A reply begins; after: the text it continues (/continue: the cut reply, already shown)."""
 
     def reply_text(self, delta: str) -> None: ...
 
@@ -249,8 +259,9 @@ class TerminalRenderer(Renderer):
         self.streaming = False  # a reply is being written
         self.held: list[str] = []  # notices that came while a reply streamed (an engine's thread): shown after it
 
-    def reply_start(self, prompt: str) -> None:
+    def reply_start(self, prompt: str, after: str = "") -> None:
         self.tint, self.line_open, self.streaming = MarkdownTint(), False, True
+        self.tint.after(after)  # a /continue inside a code fence goes on tinted as code (and its end closes it)
         if self.keys is not None:
             self.keys.hold()
         self._copy("reply_start", prompt)
@@ -403,7 +414,7 @@ class JsonRenderer(Renderer):
             self._write({"command": name, "output": self.pending})
         self.pending = ""
 
-    def reply_start(self, prompt: str) -> None:
+    def reply_start(self, prompt: str, after: str = "") -> None:
         self.prompt = prompt
 
     def reply_end(self, text: str, stats: Stats | None) -> None:
