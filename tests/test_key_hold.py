@@ -24,6 +24,24 @@ def echo(fd: int) -> bool:
     return bool(termios.tcgetattr(fd)[3] & termios.ECHO)
 
 
+def scripted_session(lines: list[str], on_prompt=lambda: None):
+    """prompt_toolkit's PromptSession as repl.run uses it: each prompt gives the next of `lines`, then Ctrl-D."""
+
+    class Session:
+        def __init__(self, **kw):
+            from prompt_toolkit.input import DummyInput
+
+            self.input = DummyInput()  # its keys typed ahead (none here)
+
+        def prompt(self, text, **kw):
+            on_prompt()
+            if not lines:
+                raise EOFError
+            return lines.pop(0)
+
+    return Session
+
+
 def test_keys_stay_held_from_each_prompt_until_its_line_is_handled(tmp_path, monkeypatch):
     monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path))
     master, slave = os.openpty()
@@ -31,19 +49,8 @@ def test_keys_stay_held_from_each_prompt_until_its_line_is_handled(tmp_path, mon
         states = []
         lines = ["a question", "/set temperature 0.5", "another question"]
 
-        class Session:  # prompt_toolkit's PromptSession as repl.run uses it
-            def __init__(self, **kw):
-                from prompt_toolkit.input import DummyInput
-
-                self.input = DummyInput()  # its keys typed ahead (none here)
-
-            def prompt(self, text, **kw):
-                states.append(("prompt", echo(slave)))
-                if not lines:
-                    raise EOFError
-                return lines.pop(0)
-
-        monkeypatch.setattr(repl, "PromptSession", Session)
+        session = scripted_session(lines, lambda: states.append(("prompt", echo(slave))))
+        monkeypatch.setattr(repl, "PromptSession", session)
         engine = ScriptedEngine(["one reply", "two"])
         out = Console(file=io.StringIO(), width=80, color_system=None)
         chat = Chat(engine, TerminalRenderer(out, Console(file=io.StringIO()), keys=KeyHold(slave)))
@@ -77,18 +84,7 @@ def test_a_ctrl_c_between_a_reply_and_the_next_prompt_does_not_end_the_chat(tmp_
     monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path))
     lines = ["a question", "another question"]
 
-    class Session:  # prompt_toolkit's PromptSession as repl.run uses it
-        def __init__(self, **kw):
-            from prompt_toolkit.input import DummyInput
-
-            self.input = DummyInput()
-
-        def prompt(self, text, **kw):
-            if not lines:
-                raise EOFError
-            return lines.pop(0)
-
-    monkeypatch.setattr(repl, "PromptSession", Session)
+    monkeypatch.setattr(repl, "PromptSession", scripted_session(lines))
     engine = ScriptedEngine(["one reply", "two"])
     out = Console(file=io.StringIO(), width=80, color_system=None)
     chat = Chat(engine, TerminalRenderer(out, Console(file=io.StringIO())))
