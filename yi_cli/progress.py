@@ -109,6 +109,17 @@ def stage_column():
     return Column()
 
 
+def rewrapped_rows(cells: int, width: int) -> int:
+    """The rows a line of `cells` cells takes in a terminal `width` wide that rewraps it (at least one)."""
+    return max(1, -(-cells // max(width, 1)))
+
+
+def erase_rows(rows: int) -> str:
+    """From the cursor's row, its first column: erase it and the `rows` - 1 below, the cursor back where it was
+    (DECSC / DECRC around EL and cursor-down: never ED, which tmux takes for a screen cleared into its history)."""
+    return "\r\x1b7\x1b[2K" + "\x1b[B\x1b[2K" * (rows - 1) + "\x1b8"
+
+
 def rewrap_safe(progress):
     """`progress` (a rich Progress, not started) drawn so that a terminal narrowed under it leaves no stale row.
 
@@ -131,12 +142,9 @@ def rewrap_safe(progress):
         return c
 
     class AtStart(LiveRender):
-        def rows(self) -> int:
-            width, height = self._shape
-            return height * max(1, -(-width // max(console.size.width, 1)))
-
         def erase(self) -> str:
-            return "\r\x1b7\x1b[2K" + "\x1b[B\x1b[2K" * (self.rows() - 1) + "\x1b8"
+            width, height = self._shape
+            return erase_rows(height * rewrapped_rows(width, console.size.width))
 
         def position_cursor(self):
             return raw(self.erase()) if self._shape is not None else Control()

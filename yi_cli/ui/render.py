@@ -14,6 +14,7 @@ from rich.style import Style
 from rich.text import Text as RichText
 
 from ..engines.events import FINISH_ERROR, FINISH_LENGTH, Stats
+from ..progress import erase_rows, rewrapped_rows
 from ..safe_text import safe
 
 
@@ -211,9 +212,8 @@ class Renderer:
                 pad = max(self.status_cells - cell_len(text), 0)
                 self.err.file.write("\r" + text + " " * pad + ("\r" + text if pad else ""))
             else:
-                rows = -(-self.status_cells // max(width, 1))  # the last status's rows, rewrapped at this width
-                down = "\x1b[B\x1b[2K" * (rows - 1)
-                self.err.file.write("\r\x1b7\x1b[2K" + down + "\x1b8" + text + ("\r" if text else ""))
+                rows = rewrapped_rows(self.status_cells, width)  # the last status's rows, rewrapped at this width
+                self.err.file.write(erase_rows(rows) + text + ("\r" if text else ""))
             self.status_cells = cell_len(text)
             self.err.file.flush()
 
