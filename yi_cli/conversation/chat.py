@@ -51,6 +51,10 @@ class Pending:
     # /continue then had nothing to go on from)
     keeps_cut: bool = False
 
+    def keeps_previous(self, text: str) -> bool:
+        """A /retry stopped with `text` so far leaves the reply it was retrying (keeps_old, keeps_cut)."""
+        return self.keeps_old or (self.keeps_cut and not text)
+
 
 class Chat:
     def __init__(
@@ -198,7 +202,7 @@ class Chat:
                 text, stats, error, ids = self._stream(prompt, settings, wrapped)
             except BaseException:  # abandoned (a third Ctrl-C, stdout gone): what was said stays, marked interrupted
                 text, stats, error, ids = self._abandoned
-                kept_old = pending.keeps_old or (pending.keeps_cut and not text)  # a /retry given up on
+                kept_old = pending.keeps_previous(text)  # a /retry given up on
                 if not kept_old:
                     self._commit(pending, prompt, text, stats, dropped, ids)
                 try:  # the reply ends on screen too (its marker; a terminal renderer stops holding notices)
@@ -210,7 +214,7 @@ class Chat:
                 raise
             keep = error is None or bool(text and stats.finish_reason == FINISH_INTERRUPTED)  # else nothing to keep
             stopped = keep and stats.finish_reason == FINISH_INTERRUPTED
-            kept_old = stopped and (pending.keeps_old or (pending.keeps_cut and not text))
+            kept_old = stopped and pending.keeps_previous(text)
             if keep and not kept_old:  # on disk before it is reported finished: a signal after it loses nothing
                 self._commit(pending, prompt, text, stats, dropped, ids)
             self.render.reply_end(text, stats)
