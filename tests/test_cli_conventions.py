@@ -640,6 +640,54 @@ def test_a_real_hangup_saves_the_turn_and_exits_129(home, tmp_path, when):
     assert saved["turns"][1]["finish_reason"] == ("interrupted" if when == "mid-reply" else "stop")
 
 
+@pytest.mark.parametrize("where", ["in a task", "in the loop"])
+def test_a_signal_at_the_prompt_ends_it_through_its_event_loop(monkeypatch, capfd, caplog, where):
+    """SIGTERM (SIGHUP, SIGQUIT) at the prompt: its handler raised KeyboardInterrupt from whatever the event loop ran
+    at that instant. Landing in one of prompt_toolkit's tasks it printed a traceback ("Exception in default
+    exception handler"), and a task left broken could keep the loop's shutdown waiting forever (orphaned chats holding
+    their session's lock). The handler now ends the prompt through its loop, as Ctrl-C does, and the chat stops."""
+    import asyncio
+    import threading
+    from types import SimpleNamespace
+
+    from prompt_toolkit import PromptSession
+    from prompt_toolkit.input import create_pipe_input
+    from prompt_toolkit.output import DummyOutput
+
+    from yi_cli.ui import cli, repl
+
+    chat = SimpleNamespace(running=True, terminated=False)
+    monkeypatch.setattr(cli, "_CHAT", [chat])
+    monkeypatch.setattr(cli, "_LEAVING", [])
+    started = threading.Event()
+
+    def pre_run():
+        started.set()
+        if where == "in a task":  # the handler runs inside the task, at the bytecode after the kill
+
+            async def signalled():
+                os.kill(os.getpid(), signal.SIGTERM)
+                await asyncio.sleep(0)
+
+            session.app.create_background_task(signalled())
+
+    old = signal.signal(signal.SIGTERM, cli._leave)
+    try:
+        with create_pipe_input() as keys:
+            session = PromptSession(input=keys, output=DummyOutput())
+            if where == "in the loop":  # from another thread, while the loop waits for keys
+                threading.Thread(target=lambda: started.wait(60) and os.kill(os.getpid(), signal.SIGTERM)).start()
+            with pytest.raises(KeyboardInterrupt):
+                repl.read_line(session, ">>> ", pre_run=pre_run)
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    assert not chat.running and chat.terminated and cli._LEAVING == [signal.SIGTERM]
+    assert repl._READING == []
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "xception" not in err, err
+    assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []  # what asyncio reports on stderr
+
+
 def test_ctrl_c_between_replies_of_a_piped_run_says_where_the_session_is(server, home):
     proc = subprocess.Popen(
         [sys.executable, "-m", "yi_cli", "--endpoint", server.url],

@@ -329,9 +329,10 @@ _DONE: list = []  # set once main() has ended: a signal then is recorded, not ra
 
 def _leave(signum, frame):
     """Like Ctrl-C the reply in flight ends and is recorded (Chat turns the KeyboardInterrupt into cancel); then
-    the chat stops. After a hangup the terminal is gone: output to it would fail (EIO), so it goes to /dev/null; a
-    SIGHUP sent to a chat whose terminal is still there (kill -HUP) leaves it its line. A background job (`kill
-    %1`) lets go of the terminal: it is the shell's (terminal.let_go)."""
+    the chat stops; a prompt is ended through its event loop (repl.end_prompt), not by raising. After a hangup the
+    terminal is gone: output to it would fail (EIO), so it goes to /dev/null; a SIGHUP sent to a chat whose
+    terminal is still there (kill -HUP) leaves it its line. A background job (`kill %1`) lets go of the terminal:
+    it is the shell's (terminal.let_go)."""
     if not _LEAVING:
         _LEAVING.append(signum)
     if signum == signal.SIGHUP:
@@ -343,7 +344,8 @@ def _leave(signum, frame):
     terminal.let_go()
     for chat in _CHAT:
         chat.running, chat.terminated = False, True
-    if not _DONE:
+    repl = sys.modules.get(f"{__package__}.repl")  # imported for a chat at a terminal only
+    if not _DONE and not (repl and repl.end_prompt()):  # at the prompt: ended through its event loop
         raise KeyboardInterrupt
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -59,10 +60,9 @@ def bindings() -> KeyBindings:
         @kb.add("c-z")
         def _(event):
             """Ctrl-Z suspends to the shell, as prompt_toolkit's own suspend does, but awaits the suspend's task: a
-            SIGTERM, SIGHUP or SIGQUIT that came while stopped (`kill %1`, then `fg`) raises its KeyboardInterrupt in
-            that task, which asyncio lets out of the event loop (the prompt ends as at any other instant), and with
-            the task awaited asyncio no longer also reports it as "Task exception was never retrieved" with a
-            traceback."""
+            SIGTERM, SIGHUP or SIGQUIT that came while stopped (`kill %1`, then `fg`) ends the prompt (end_prompt) as
+            at any other instant, and an exception out of the task is not reported as "Task exception was never
+            retrieved" with a traceback."""
 
             async def stop():
                 await run_in_terminal(suspend)
@@ -226,9 +226,9 @@ def editor(session, render, dumb: bool = False):
         if not cmd:
             try:
                 if not dumb:
-                    return session.prompt(EDIT_PROMPT, default=old)
+                    return read_line(session, EDIT_PROMPT, default=old)
                 render.show(f"editing: {old}\n(type the new message; an empty line keeps this one)")
-                new = session.prompt(EDIT_PROMPT)
+                new = read_line(session, EDIT_PROMPT)
                 if new.strip():
                     return new
                 render.notice("edit cancelled: your last message stays as it was")
@@ -332,6 +332,43 @@ def ctrl_c_typed_ahead(keys_in) -> bool:
     return at is not None
 
 
+_READING: list = []  # (application, event loop) of the prompt reading a line, while its loop runs
+
+
+def read_line(session, message: str, pre_run=None, **kwargs) -> str:
+    """session.prompt(message), its application and event loop known meanwhile to end_prompt."""
+
+    def started():
+        _READING.append((session.app, asyncio.get_running_loop()))
+        if pre_run is not None:
+            pre_run()
+
+    try:
+        return session.prompt(message, pre_run=started, **kwargs)
+    finally:
+        _READING.clear()
+
+
+def end_prompt() -> bool:
+    """For a signal handler (SIGTERM, SIGHUP, SIGQUIT): end the prompt reading a line through its own event loop,
+    as Ctrl-C ends it (it raises KeyboardInterrupt); False where no prompt's loop runs. Raised from the handler
+    instead, the KeyboardInterrupt came out of whatever the loop was running at that instant: one of prompt_toolkit's
+    tasks (a traceback on stderr), or the loop itself, whose shutdown could then wait forever on a task left
+    broken, the process holding its session's lock. A prompt already returning its line is left to return it (the
+    caller sees chat.running turned off)."""
+    if not _READING:
+        return False
+    app, loop = _READING[-1]
+
+    def stop():
+        if app.is_running and not app.future.done():
+            app.exit(exception=KeyboardInterrupt, style="class:aborting")
+
+    with contextlib.suppress(RuntimeError):  # the loop has closed: the prompt is returning
+        loop.call_soon_threadsafe(stop)
+    return True
+
+
 def run(chat, prompt_text: str = ">>> ") -> int:
     words = ["/" + n for n in commands.TABLE] + ["/" + a for a in commands.ALIASES]
     side = chat.render.side_screen()  # None: stdout, else the terminal where stdout is a file
@@ -368,10 +405,12 @@ def _one_line(chat, session, prompt_text: str) -> bool:
     chat.render.pin_keys(True)
     try:
         try:
-            line = session.prompt(prompt_text, pre_run=lambda: reflow_on_resize(session.app))
+            line = read_line(session, prompt_text, pre_run=lambda: reflow_on_resize(session.app))
         except KeyboardInterrupt:  # Ctrl-C at the prompt clears the line
             return True
         except EOFError:  # Ctrl-D
+            return False
+        if not chat.running:  # a SIGTERM, SIGHUP or SIGQUIT as the prompt returned the line (end_prompt)
             return False
         chat.render.pin_keys(True)  # the prompt turned bracketed paste off: a paste during the reply stays one
         chat.interrupt_next = ctrl_c_typed_ahead(session.input)
