@@ -294,9 +294,11 @@ def test_a_refusal_suggests_clear_only_where_it_would_make_room():
     with pytest.raises(YiError, match="; shorten it, /clear, or lower max_new_tokens$"):
         context.fit(rebuild, 120, [30, 50], 100, "refuse")
     rebuild = {0: 120, 2: 110}.get  # without it still 110 > 100: clearing cannot make room
-    for policy in ("refuse", "drop"):
-        with pytest.raises(YiError, match=r"; shorten it, or lower max_new_tokens \(a system prompt counts too\)$"):
+    for policy in ("refuse", "drop"):  # the system prompt is named only where one is set (it was said of none)
+        with pytest.raises(YiError, match=r"; shorten it, or lower max_new_tokens$"):
             context.fit(rebuild, 120, [4, 6], 100, policy)
+        with pytest.raises(YiError, match=r"; shorten it, or lower max_new_tokens \(the system prompt counts too\)$"):
+            context.fit(rebuild, 120, [4, 6], 100, policy, system=True)
     with pytest.raises(YiError, match="give more --context"):  # a one-shot run's remedy names flags
         context.fit(rebuild, 120, [4, 6], 100, "refuse", one_shot=True)
 
@@ -791,6 +793,39 @@ def test_terminal_renderer_streams_the_reply_once_then_the_footer():
     assert "\n".join(lines[:8]) == reply  # every character once, in order; no redraws (no cursor moves)
     assert lines[8].startswith("stop · ") and "prompt tok" in lines[8]
     assert "\x1b[A" not in raw and "\r" not in raw
+
+
+@pytest.mark.parametrize("cut,shown", [("The answer is hel", "…hello world."), ("The answer is ", "hello world.")])
+def test_a_continue_of_a_reply_cut_mid_word_shows_the_word_whole(cut, shown):
+    """A reply cut mid-word ("hel"), then /continue: the continuation began on a line of its own with the rest of
+    the word ("lo world."); the cut piece is shown again before it (dim, after an ellipsis). The session holds the
+    reply once, whole."""
+    import io
+
+    from rich.console import Console
+
+    from yi_cli.conversation.chat import Chat
+    from yi_cli.engines.events import Finish, Stats, Text
+    from yi_cli.ui.render import TerminalRenderer
+
+    class Parts(ScriptedEngine):
+        parts = [(cut, "interrupted"), ("lo world." if cut.endswith("hel") else "hello world.", "stop")]
+
+        def stream(self, prompt, settings, cancel):
+            text, reason = self.parts.pop(0)
+            yield Text(text)
+            yield Finish(Stats(prompt_tokens=1, new_tokens=1, finish_reason=reason))
+
+    buf = io.StringIO()
+    console = Console(file=buf, width=80, force_terminal=True, color_system="standard")
+    chat = Chat(Parts(), TerminalRenderer(console, console))
+    chat.handle("say it")
+    buf.seek(0)
+    buf.truncate()
+    chat.handle("/continue")
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", buf.getvalue()).split("\n")
+    assert lines[0] == shown
+    assert chat.session.turns[-1].content == "The answer is hello world."
 
 
 def test_a_continue_inside_a_code_fence_goes_on_tinted_as_code():

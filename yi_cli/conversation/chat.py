@@ -259,7 +259,9 @@ class Chat:
         first = 1 if p.messages and p.messages[0]["role"] == "system" else 0
         sizes = [self._size(i) for i in range(len(p.messages) - first - 1)]
         one_shot = self.options.one_shot
-        dropped = context.fit(lambda n: self._rebuild(p, first, n), len(prompt.ids), sizes, budget, policy, one_shot)
+        dropped = context.fit(
+            lambda n: self._rebuild(p, first, n), len(prompt.ids), sizes, budget, policy, one_shot, system=bool(first)
+        )
         msgs = p.messages[:first] + p.messages[first + dropped :]
         kept = "; the system prompt is kept" if first else ""  # none set: none to keep
         self.render.notice(f"context full ({ctx} tokens): dropped the {dropped // 2} oldest exchange(s) to fit{kept}")

@@ -7,12 +7,19 @@ from collections.abc import Callable
 from ..errors import YiError
 
 REMEDY = "shorten it, /clear, or lower max_new_tokens"  # a session's, where clearing would make room
-NO_CLEAR = "shorten it, or lower max_new_tokens (a system prompt counts too)"  # where /clear would not
+NO_CLEAR = "shorten it, or lower max_new_tokens"  # where /clear would not
+SYSTEM_COUNTS = " (the system prompt counts too)"  # NO_CLEAR's, where one is set
 ONE_SHOT = "shorten it, or give more --context or a lower --max-new-tokens"  # a one-shot run's (it has no /clear)
 
 
 def fit(
-    rebuild: Callable[[int], int], total: int, sizes: list[int], budget: int, policy: str = "drop", one_shot=False
+    rebuild: Callable[[int], int],
+    total: int,
+    sizes: list[int],
+    budget: int,
+    policy: str = "drop",
+    one_shot=False,
+    system=False,
 ) -> int:
     """How many of the oldest droppable messages (whole user + assistant exchanges) must go for the prompt to fit.
 
@@ -20,12 +27,13 @@ def fit(
     prompt and the message being answered are not droppable); rebuild(n): tokens of the prompt without the first n.
     The sizes, plus the template's markers measured once, estimate how many must go, so the prompt is rebuilt about
     twice however many exchanges are dropped. With policy "refuse", or when dropping everything is not enough,
-    YiError (its message ends with what to do: ONE_SHOT for a one-shot run, else REMEDY or NO_CLEAR).
+    YiError (its message ends with what to do: ONE_SHOT for a one-shot run, else REMEDY or NO_CLEAR, which says the
+    system prompt counts too where one is set: `system`).
     """
 
     def refuse(n: int, clears: bool = True):
         """clears: forgetting the exchanges would make room (else /clear, which keeps the system prompt, cannot)."""
-        why = ONE_SHOT if one_shot else REMEDY if clears else NO_CLEAR
+        why = ONE_SHOT if one_shot else REMEDY if clears else NO_CLEAR + (SYSTEM_COUNTS if system else "")
         return YiError(
             f"the prompt is {n} tokens but only {budget} fit in the context (after reserving room for the reply); {why}"
         )

@@ -706,7 +706,8 @@ def make_engine(args, top: dict, render, endpoint_from: str = ""):
     if args.speculate == "lookup" and engine.backend == "generate":  # it took the flag and drafted nothing
         render.notice("--speculate lookup: the generate engine does not speculate (the fast engine does)")
     if context and context > engine.context_length:  # the model's, or what the free GPU memory holds, is less
-        given = f"--context {context}" if args.context else f"config.toml: context = {context}"
+        said = getattr(context, "given", context)  # as written: 300K, not 307200
+        given = f"--context {said}" if args.context else f"config.toml: context = {said}"
         render.notice(f"context {engine.context_length} tokens: the most this model takes here ({given})")
     return engine
 

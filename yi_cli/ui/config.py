@@ -32,9 +32,15 @@ def device_arg(value: str) -> str:
 MAX_TOKENS = 2**31 - 1
 
 
+class Tokens(int):
+    """A number of tokens that keeps how it was written (`given`: "300K"), for messages that quote it."""
+
+    given: str
+
+
 def tokens_arg(value: str) -> int:
     """--context N and the config's `context` (as text): a positive whole number of tokens (16K, 128k and 200000
-    alike: K = 1024), at most MAX_TOKENS."""
+    alike: K = 1024), at most MAX_TOKENS; a Tokens, whose `given` is the text stripped."""
     v = value.strip().lower()
     scale = 1024 if v.endswith("k") else 1
     try:
@@ -49,7 +55,9 @@ def tokens_arg(value: str) -> int:
         raise argparse.ArgumentTypeError(
             f"{shown(repr(value), 40)} is more tokens than any model's context (at most 2**31 - 1 = {MAX_TOKENS})"
         )
-    return n
+    out = Tokens(n)
+    out.given = value.strip()
+    return out
 
 
 TOP_KEYS = {"context", "model", "device", "dtype", "engine", "overflow", "system", "endpoint", "api_key_env"}

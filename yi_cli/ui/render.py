@@ -254,7 +254,7 @@ class TerminalRenderer(Renderer):
         self.transcript = transcript
         self.tint = MarkdownTint()
         self.line_open = False  # the reply's last line has no newline yet
-        styles = {"heading": Style(bold=True), "code": Style(color="cyan")}
+        styles = {"heading": Style(bold=True), "code": Style(color="cyan"), "dim": Style(dim=True)}
         self.styles = {k: v.without_color for k, v in styles.items()} if console.no_color else styles
         self.streaming = False  # a reply is being written
         self.held: list[str] = []  # notices that came while a reply streamed (an engine's thread): shown after it
@@ -262,6 +262,9 @@ class TerminalRenderer(Renderer):
     def reply_start(self, prompt: str, after: str = "") -> None:
         self.tint, self.line_open, self.streaming = MarkdownTint(), False, True
         self.tint.after(after)  # a /continue inside a code fence goes on tinted as code (and its end closes it)
+        piece = cut_word(after)
+        if piece:  # a reply cut mid-word: its piece again (dim, after an ellipsis), the continuation ends the word
+            self._write([("…" + piece, "dim")])
         if self.keys is not None:
             self.keys.hold()
         self._copy("reply_start", prompt)
@@ -340,6 +343,18 @@ class TerminalRenderer(Renderer):
             self.console.file.write(text)
         self.line_open = not pieces[-1][0].endswith("\n")
         self.console.file.flush()
+
+
+CUT_WORD = 40  # characters of a cut word that /continue shows again, at most
+
+
+def cut_word(text: str) -> str:
+    """The word a reply cut mid-word ends with (its last CUT_WORD characters; "" where it ends with a space or a
+    line break): /continue shows it again before the continuation, which otherwise began on a line of its own with
+    the rest of the word ("lo world" for a reply cut at "hel")."""
+    if not text or text[-1].isspace():
+        return ""
+    return text.split()[-1][-CUT_WORD:]
 
 
 class PlainRenderer(Renderer):
