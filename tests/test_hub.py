@@ -773,3 +773,27 @@ def test_an_encoder_decoder_model_is_refused_before_its_weights_and_listed_with_
     row = rows["acme/flan-t5-small"]
     assert not row["loadable"] and said in row["reason"], row
     error_line(yi(env, "-m", "acme/flan-t5-small", "-p", "hi"), 3, said)
+
+
+@pytest.mark.parametrize(
+    "arch,model_type", [("BertForMaskedLM", "bert"), ("BertModel", "bert"), ("LlamaForSequenceClassification", "llama")]
+)
+def test_a_model_that_does_not_write_text_is_refused_before_its_weights(hub, env, demo_files, arch, model_type):
+    """A BertForMaskedLM, a sentence-embedding BertModel, a classifier: `pull` fetched the weights and said ready and
+    `models` listed it loadable. Refused as an encoder-decoder is: before the weights, one line, exit 3."""
+    cfg = {**json.loads(demo_files["config.json"]), "architectures": [arch], "model_type": model_type}
+    hub.repos["acme/not-a-chat"] = Repo({**demo_files, "config.json": json.dumps(cfg).encode()})
+    said = f"config.json: {arch} is not a model that writes text"
+    error_line(yi(env, "pull", "acme/not-a-chat"), 3, said)
+    assert not hub.requests("GET", "/model.safetensors")
+    rows = {r["name"]: r for r in json.loads(yi(env, "models", "--json").stdout)}
+    assert not rows["acme/not-a-chat"]["loadable"] and said in rows["acme/not-a-chat"]["reason"]
+
+
+def test_which_architectures_write_text():
+    from yi_cli.checkpoint.plausible import generates
+
+    for arch in ("LlamaForCausalLM", "GPT2LMHeadModel", "XLMWithLMHeadModel", "Gemma3ForConditionalGeneration"):
+        assert generates(arch), arch
+    for arch in ("BertForMaskedLM", "BertModel", "LlamaModel", "RobertaForSequenceClassification", "Wav2Vec2ForCTC"):
+        assert not generates(arch), arch

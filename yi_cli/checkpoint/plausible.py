@@ -40,6 +40,16 @@ def check(cfg: dict, src: Path) -> None:
             f"{src}: an encoder-decoder model{f' ({shown(what, 80)})' if what else ''}, not one yi-chat can chat with "
             "(it runs decoder-only language models: Yi, Llama, Qwen, Mistral, GPT-2, ...)"
         )
+    arch = cfg.get("architectures")
+    heads = [x for x in arch if type(x) is str] if type(arch) is list else []
+    if heads and not any(generates(x) for x in heads):
+        # BERT and its kin (a sentence-embedding model's BertModel, a BertForMaskedLM, a classifier): `pull` and
+        # `models` took them, and `-m` loaded a model that cannot write text (transformers builds a decoder for it
+        # with fresh weights, or fails in its own words)
+        raise LoadError(
+            f"{src}: {shown(', '.join(heads), 80)} is not a model that writes text (an encoder, a classifier or a "
+            "bare model without its language-model head), not one yi-chat can chat with"
+        )
     for key, (lo, hi) in BOUNDS.items():
         v = cfg.get(key)
         if v is None:
@@ -65,6 +75,36 @@ def check(cfg: dict, src: Path) -> None:
     hidden = cfg.get("hidden_size")
     if heads and hidden and cfg.get("head_dim") is None and hidden % heads:
         raise LoadError(f"{src}: hidden_size = {hidden} is not a multiple of num_attention_heads = {heads}")
+
+
+# Heads of transformers' model classes that do not write text: an encoder's masked LM or pre-training heads, the
+# classifiers, and speech and vision heads; a class named only "...Model" (BertModel, LlamaModel) has no head at all.
+NOT_GENERATING = (
+    "ForMaskedLM",
+    "ForPreTraining",
+    "ForNextSentencePrediction",
+    "ForSequenceClassification",
+    "ForTokenClassification",
+    "ForQuestionAnswering",
+    "ForMultipleChoice",
+    "ForImageClassification",
+    "ForAudioClassification",
+    "ForAudioFrameClassification",
+    "ForXVector",
+    "ForCTC",
+    "ForObjectDetection",
+    "ForSemanticSegmentation",
+    "ForDepthEstimation",
+    "ForMaskedImageModeling",
+)
+
+
+def generates(architecture: str) -> bool:
+    """Whether a config's `architectures` entry names a class that writes text (XForCausalLM, GPT2LMHeadModel,
+    XForConditionalGeneration, ...): not one of NOT_GENERATING's heads, nor a bare "...Model"."""
+    if architecture.endswith(NOT_GENERATING):
+        return False
+    return not architecture.endswith("Model") or architecture.endswith("LMHeadModel")
 
 
 # The same sizes under other architectures' names (transformers maps them with a config class's attribute_map:
