@@ -302,6 +302,14 @@ def test_missing_repo_exits_3_with_one_line(hub, env):
     assert len(lines) == 1  # -m looked for a folder first
 
 
+def test_a_yi_repo_id_in_another_case_gets_the_did_you_mean_an_alias_gets(hub, env):
+    """`-m 01-ai/yi-6b-chat-4bits` (the alias's case, with the org): "no such model repo" and a hint to log in for a
+    private one, where a mistyped alias gets a did-you-mean."""
+    for args in (["pull", "01-ai/yi-6b-chat-4bits"], ["-m", "01-ai/yi-6b-chat-4bits", "-p", "hi"]):
+        (line,) = error_line(yi(env, *args), 3, "01-ai/yi-6b-chat-4bits: ", "no such model repo on")
+        assert line.endswith(f"{hub.url}; did you mean 01-ai/Yi-6B-Chat-4bits?"), line
+
+
 def test_pull_of_org_name_is_the_hub_repo_where_a_folder_of_that_name_is_here(hub, env, demo_files, tmp_path):
     """`pull acme/tiny-chat` run where ./acme/tiny-chat is a folder: the folder shadowed the hub id (its listing
     called it "fetched, but yi-chat cannot load it", nothing fetched). Now the hub's is fetched, and a line says that

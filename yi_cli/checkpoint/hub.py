@@ -409,7 +409,13 @@ def hub_error(e: BaseException, repo: str, local: bool = True) -> LoadError:
             return LoadError(f"{repo} is gated and your token has no access: accept its terms at {where}/{repo}")
         return LoadError(f"{repo} is gated: accept its terms at {where}/{repo}, then {LOGIN}")
     if isinstance(e, errors.RepositoryNotFoundError):
-        hint = "" if token else f"; if it is private, {LOGIN}"
+        from .family import BY_REPO
+
+        twin = BY_REPO.get(repo.lower())  # 01-ai/yi-6b-chat-4bits: a Yi repo's id in another case
+        if twin and twin.repo != repo:
+            hint = f"; did you mean {twin.repo}?"
+        else:
+            hint = "" if token else f"; if it is private, {LOGIN}"
         return LoadError(f"{repo}: {NOT_LOCAL if local else ''}no such model repo on {where}{hint}")
     if isinstance(e, errors.RevisionNotFoundError):
         return LoadError(f"{repo}: no such revision on {where}")
