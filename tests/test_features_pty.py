@@ -484,6 +484,7 @@ def test_raw_flag_sends_text_without_template(demo_dir, tmp_path):
     home = make_home(tmp_path, demo_dir)
     t = Term("--model", "demo", "--raw", "--temperature", "0", "--max-new-tokens", "6", home=home)
     t.turn("The capital of France is")
+    assert "no chat template" not in flat(t.raw)  # --raw was asked for: not said
     out = t.cmd("/prompt", r"\(\d+ tokens\)", regex=True)
     assert "The capital of France is" in out
     assert "<|im_start|>" not in out and "<|im_end|>" not in out
@@ -518,6 +519,8 @@ def test_checkpoint_without_template_or_chatml_tokens_goes_raw(demo_dir, tmp_pat
     home = make_home(tmp_path, demo_dir)
     t = Term("--model", str(ck), "--temperature", "0", "--max-new-tokens", "6", home=home)
     t.turn("The capital of France is")
+    # said at the start (a base model's chat went on as plain completion, unsaid), not under --raw (asked for)
+    assert "base has no chat template (a base model): each message is continued as plain text" in flat(t.raw)
     out = t.cmd("/prompt", r"\(\d+ tokens\)", regex=True)
     assert "The capital of France is" in out
     assert not re.search(r"<\|(im_start|begin|im_end)\|>", out), out

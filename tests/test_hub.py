@@ -805,3 +805,14 @@ def test_which_architectures_write_text():
         assert generates(arch), arch
     for arch in ("BertForMaskedLM", "BertModel", "LlamaModel", "RobertaForSequenceClassification", "Wav2Vec2ForCTC"):
         assert not generates(arch), arch
+
+
+def test_pull_of_a_yi_base_model_says_it_continues_text(hub, env, demo_files):
+    """`pull yi-6b` (a base model) said ready as a chat model does, and the chat then continued each message as text
+    instead of answering it: the ready line says it is a base model."""
+    hub.repos["01-ai/Yi-6B"] = Repo(demo_files)
+    p = yi(env, "pull", "yi-6b")
+    assert p.returncode == 0, p.stderr.decode()
+    assert p.stderr.decode().rstrip().endswith("· a base model: it continues text, a -Chat model answers")
+    p = yi(env, "pull", "acme/tiny-chat")
+    assert p.returncode == 0 and "base model" not in p.stderr.decode()

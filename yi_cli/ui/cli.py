@@ -459,6 +459,11 @@ def _main(args) -> int:
         chat.source = None if args.endpoint else model_source(args.model)
         if chat.session.system and getattr(engine.template, "plain", False):  # taken, and never sent
             render.notice("the system prompt is not sent: this model runs as plain completion (--raw, or a base model)")
+        elif interactive and not args.raw and getattr(engine.template, "plain", False):  # a base model, unsaid
+            render.notice(
+                f"{engine.name} has no chat template (a base model): each message is continued as plain text, not "
+                "answered"
+            )
         if data is not None and interactive:  # a script's stderr keeps to errors: -c -p and pipes say nothing
             render.notice(resumed(args.resume if resume != "last" else None, data, chat.session.exchanges))
             if isinstance(data.get("model"), str) and data["model"] != engine.name:

@@ -86,7 +86,8 @@ def pull(args, aliases: dict) -> int:
     with as_alias(args.repo if args.repo in aliases else None, name):  # the target named, as its alias
         path = _pulled(args, name, alias=args.repo in aliases)
     row = describe(path)
-    print(f"yi-chat: {args.repo}: {summary(row)}", file=sys.stderr)
+    base = " · a base model: it continues text, a -Chat model answers" if family.is_base(path) else ""
+    print(f"yi-chat: {args.repo}: {summary(row)}{base}", file=sys.stderr)
     print(path)
     if not row["loadable"]:
         raise LoadError(f"{args.repo}: fetched, but yi-chat cannot load it: {row['reason']}")
