@@ -816,3 +816,12 @@ def test_pull_of_a_yi_base_model_says_it_continues_text(hub, env, demo_files):
     assert p.stderr.decode().rstrip().endswith("· a base model: it continues text, a -Chat model answers")
     p = yi(env, "pull", "acme/tiny-chat")
     assert p.returncode == 0 and "base model" not in p.stderr.decode()
+
+
+def test_model_command_names_the_hub_repo_and_where_its_files_are(hub, env):
+    """/model of a fetched model showed only its snapshot path (.../models--acme--tiny-chat/snapshots/<commit>)."""
+    p = yi(env, "-m", "acme/tiny-chat", "-p", "/model")
+    assert p.returncode == 0, p.stderr.decode()
+    out = p.stdout.decode()
+    assert [ln.split() for ln in out.splitlines() if ln.split()[:1] == ["model"]] == [["model", "acme/tiny-chat"]], out
+    assert f"files{snapshot(env)}architecture" in "".join(out.split()), out  # (a pipe's table wraps the path)

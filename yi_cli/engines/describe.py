@@ -31,8 +31,11 @@ def summary(ckpt, arch: str, params: int, nbytes: int, context: int | None = Non
     cfg, q = ckpt.config, ckpt.quant
     rope = getattr(cfg, "rope_parameters", None) or {}
     theta = rope.get("rope_theta") if isinstance(rope, dict) else None
+    from ..checkpoint.hub import repo_of
+
+    repo = repo_of(ckpt.path)  # a hub snapshot: its id, then where its files are (the path alone hid the name)
     rows = [
-        ("model", str(ckpt.path)),
+        *([("model", repo), ("files", str(ckpt.path))] if repo else [("model", str(ckpt.path))]),
         ("architecture", arch),
         ("layers", getattr(cfg, "num_hidden_layers", "?")),
         ("hidden / intermediate", f"{getattr(cfg, 'hidden_size', '?')} / {getattr(cfg, 'intermediate_size', '?')}"),
