@@ -224,8 +224,11 @@ def test_ctrl_c_mid_file_leaves_nothing_trusted_and_the_next_run_continues(hub, 
     assert not part.exists()
 
 
-def test_a_pull_waiting_on_another_says_so_then_finishes(hub, env, demo_files):
-    """A file another process is fetching (its blob's lock held): one line says so, then the pull waits and ends."""
+@pytest.mark.parametrize("other", ["gives up", "finishes it"])
+def test_a_pull_waiting_on_another_says_so_then_finishes(hub, env, demo_files, other):
+    """A file another process is fetching (its blob's lock held): one line says so, then the pull waits and ends.
+    Where that file was all a pull had left to fetch (a second `pull` started while the first fetched the
+    weights), its waiting line came with no header before it and no ready line after: both are said."""
     import threading
 
     from huggingface_hub.utils import WeakFileLock
@@ -233,6 +236,10 @@ def test_a_pull_waiting_on_another_says_so_then_finishes(hub, env, demo_files):
     etag = hashlib.sha256(demo_files["model.safetensors"]).hexdigest()
     lock = repo_dir(env).parent / ".locks" / repo_dir(env).name / f"{etag}.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
+    if other == "finishes it":  # the first pull has fetched all but the weights: they are all the second fetches
+        hub.drop_always["model.safetensors"] = 3_000_000
+        assert yi(env, "pull", "acme/tiny-chat").returncode == 3
+        del hub.drop_always["model.safetensors"]
     said = threading.Event()
     with WeakFileLock(lock):
         proc = subprocess.Popen(
@@ -256,15 +263,20 @@ def test_a_pull_waiting_on_another_says_so_then_finishes(hub, env, demo_files):
         try:
             assert said.wait(timeout=300), "".join(lines)
             assert proc.poll() is None  # still waiting on the lock
+            if other == "finishes it":  # as the other process does: the whole blob in place, then the lock let go
+                blobs = repo_dir(env) / "blobs"
+                (blobs / f"{etag}.incomplete").unlink(missing_ok=True)
+                (blobs / etag).write_bytes(demo_files["model.safetensors"])
         except BaseException:
             proc.kill()
             raise
     assert proc.wait(timeout=300) == 0, "".join(lines)
     reader.join(timeout=60)
-    assert (
-        "yi-chat: model.safetensors: another process is fetching it (its lock is held); waiting for it to finish\n"
-        in lines
-    )
+    waiting = "model.safetensors: another process is fetching it (its lock is held); waiting for it to finish"
+    assert f"yi-chat: {waiting}\n" in lines
+    assert lines[0].startswith("yi-chat: fetching acme/tiny-chat: "), lines  # the header first
+    [ready] = [ln for ln in lines if ln.startswith("yi-chat: acme/tiny-chat ready (")]
+    assert ("fetched by another process" in ready) == (other == "finishes it"), ready
     assert (snapshot(env) / "model.safetensors").read_bytes() == demo_files["model.safetensors"]
 
 

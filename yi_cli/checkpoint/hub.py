@@ -529,6 +529,7 @@ class Progress:
         self.stream = stream or sys.stderr
         self.live = None
         self.opened = False
+        self.waited = self.fetched = False  # waited on another process's lock; fetched a file itself
         self.t0 = self.t_file = time.monotonic()
         self.total = self.done_bytes = self.file_bytes = self.file_have = 0
 
@@ -571,11 +572,15 @@ class Progress:
     def file(self, name: str, size: int, have: int) -> None:
         if not self.opened:
             self._open()
+        self.fetched = True
         self.t_file, self.file_bytes, self.file_have = time.monotonic(), size, have
         if self.live is not None:
             self.live.update(self.task, description=name)
 
     def waiting(self, name: str) -> None:
+        if not self.opened:  # the first file it has to fetch is the other's: what this pull is, first
+            self._open()
+        self.waited = True
         self._line(f"{name}: another process is fetching it (its lock is held); waiting for it to finish")
 
     def advance(self, n: int) -> None:
@@ -608,6 +613,8 @@ class Progress:
             dt = max(time.monotonic() - self.t0, 1e-6)
             had = sum(have for _, _, have in self.files)  # a resumed pull: "114.0 MB in 7.4 s" counted them too
             now = f", {_size(self.total - had)} of it fetched" if had else ""
+            if self.waited and not self.fetched:  # it said ready without a line before (a second pull at once)
+                now = ", fetched by another process"
             self._line(f"{repo} ready ({_size(self.total)}{now} in {dt:.1f} s)")
 
     def _line(self, text: str) -> None:
