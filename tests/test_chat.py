@@ -795,11 +795,9 @@ def test_terminal_renderer_streams_the_reply_once_then_the_footer():
     assert "\x1b[A" not in raw and "\r" not in raw
 
 
-@pytest.mark.parametrize("cut,shown", [("The answer is hel", "…hello world."), ("The answer is ", "hello world.")])
-def test_a_continue_of_a_reply_cut_mid_word_shows_the_word_whole(cut, shown):
-    """A reply cut mid-word ("hel"), then /continue: the continuation began on a line of its own with the rest of
-    the word ("lo world."); the cut piece is shown again before it (dim, after an ellipsis). The session holds the
-    reply once, whole."""
+def continued_on_screen(cut: str, more: str) -> tuple:
+    """A reply cut (Ctrl-C) at `cut`, then /continue streaming `more`, in a TerminalRenderer on a colour terminal:
+    what /continue wrote (escape sequences kept) and the chat."""
     import io
 
     from rich.console import Console
@@ -809,7 +807,7 @@ def test_a_continue_of_a_reply_cut_mid_word_shows_the_word_whole(cut, shown):
     from yi_cli.ui.render import TerminalRenderer
 
     class Parts(ScriptedEngine):
-        parts = [(cut, "interrupted"), ("lo world." if cut.endswith("hel") else "hello world.", "stop")]
+        parts = [(cut, "interrupted"), (more, "stop")]
 
         def stream(self, prompt, settings, cancel):
             text, reason = self.parts.pop(0)
@@ -823,8 +821,16 @@ def test_a_continue_of_a_reply_cut_mid_word_shows_the_word_whole(cut, shown):
     buf.seek(0)
     buf.truncate()
     chat.handle("/continue")
-    lines = re.sub(r"\x1b\[[0-9;]*m", "", buf.getvalue()).split("\n")
-    assert lines[0] == shown
+    return buf.getvalue(), chat
+
+
+@pytest.mark.parametrize("cut,shown", [("The answer is hel", "…hello world."), ("The answer is ", "hello world.")])
+def test_a_continue_of_a_reply_cut_mid_word_shows_the_word_whole(cut, shown):
+    """A reply cut mid-word ("hel"), then /continue: the continuation began on a line of its own with the rest of
+    the word ("lo world."); the cut piece is shown again before it (dim, after an ellipsis). The session holds the
+    reply once, whole."""
+    raw, chat = continued_on_screen(cut, "lo world." if cut.endswith("hel") else "hello world.")
+    assert re.sub(r"\x1b\[[0-9;]*m", "", raw).split("\n")[0] == shown
     assert chat.session.turns[-1].content == "The answer is hello world."
 
 
@@ -832,30 +838,7 @@ def test_a_continue_inside_a_code_fence_goes_on_tinted_as_code():
     """A reply cut inside a fenced code block, then /continue: the continuation was tinted as if it began a new
     reply, its code plain and, past the closing fence, its prose in the code's colour (the fence read as opening
     one). It goes on from the cut reply's state: the code tinted, the text after the fence plain."""
-    import io
-
-    from rich.console import Console
-
-    from yi_cli.conversation.chat import Chat
-    from yi_cli.engines.events import Finish, Stats, Text
-    from yi_cli.ui.render import TerminalRenderer
-
-    class Parts(ScriptedEngine):
-        parts = [("Intro.\n\n```python\ndef f(x):\n    ret", "interrupted"), ("urn x\n```\n\nAfter it.", "stop")]
-
-        def stream(self, prompt, settings, cancel):
-            text, reason = self.parts.pop(0)
-            yield Text(text)
-            yield Finish(Stats(prompt_tokens=1, new_tokens=1, finish_reason=reason))
-
-    buf = io.StringIO()
-    console = Console(file=buf, width=80, force_terminal=True, color_system="standard")
-    chat = Chat(Parts(), TerminalRenderer(console, console))
-    chat.handle("code please")
-    buf.seek(0)
-    buf.truncate()
-    chat.handle("/continue")
-    raw = buf.getvalue()
+    raw, chat = continued_on_screen("Intro.\n\n```python\ndef f(x):\n    ret", "urn x\n```\n\nAfter it.")
     assert "\x1b[36murn x" in raw and "\x1b[36m```" in raw  # the code, and its closing fence
     assert "\x1b[36mAfter" not in raw and "After it." in raw
     assert chat.session.turns[-1].content == "Intro.\n\n```python\ndef f(x):\n    return x\n```\n\nAfter it."
