@@ -7,6 +7,8 @@ from __future__ import annotations
 from rich.table import Table
 from rich.tree import Tree
 
+from ..checkpoint.hub import repo_of
+
 
 def describe(engine) -> list:
     from ..runtime.hf import meta_model
@@ -31,8 +33,6 @@ def summary(ckpt, arch: str, params: int, nbytes: int, context: int | None = Non
     cfg, q = ckpt.config, ckpt.quant
     rope = getattr(cfg, "rope_parameters", None) or {}
     theta = rope.get("rope_theta") if isinstance(rope, dict) else None
-    from ..checkpoint.hub import repo_of
-
     repo = repo_of(ckpt.path)  # a hub snapshot: its id, then where its files are (the path alone hid the name)
     rows = [
         *([("model", repo), ("files", str(ckpt.path))] if repo else [("model", str(ckpt.path))]),
