@@ -298,6 +298,8 @@ CONFIG_CASES = {
     "api-key-env-bad": ('api_key_env = "1 2"\n', "is not an environment variable name"),
     "device-tpu": ('device = "tpu"\n', "unknown device"),
     "model-empty": ('model = " "\n', "model is empty"),
+    "model-nul": ('model = "a\\u0000b"\n', "model 'a\\x00b' holds a NUL character"),  # was os.stat's traceback
+    "aliases-nul-target": ('[aliases]\nx = "\\u0000"\n', "[aliases] x = '\\x00' holds a NUL character"),
     "nested-array-100000": ("x = " + nested(100_000) + "\n", "cannot read"),
     "bad-toml": ("[generation\n", "cannot read"),
     "not-utf8": (b"model = '\xff'\n", "not UTF-8"),
@@ -368,6 +370,7 @@ def test_a_bad_endpoint_or_alias_name_in_the_config_is_a_config_error_for_every_
     for text, needle in (
         ('endpoint = "ftp://x"\n', f"{cfg}: endpoint: ftp://x: not an http(s) URL"),
         ('[aliases]\n"" = "demo"\n', f"{cfg}: [aliases] '' is not a name for -m"),
+        ('[aliases]\nx = "a\\u0000b"\n', f"{cfg}: [aliases] x = 'a\\x00b' holds a NUL character"),  # a traceback
     ):
         cfg.write_text(text)
         for args in (("-p", "hi"), ("--endpoint", "", "-p", "hi"), ("models",), ("pull", "demo")):

@@ -159,6 +159,11 @@ def _alias_names(p, aliases: dict) -> None:
             )
         if not target.strip():
             raise UsageError(f"{p}: [aliases] {shown(name, 60)} is empty (a directory or a hub id)")
+        if "\0" in target:  # os.stat's ValueError (embedded null byte) was a traceback in -m and `yi-chat models`
+            raise UsageError(
+                f"{p}: [aliases] {shown(name, 60)} = {shown(repr(target), 60)} holds a NUL character, which no path "
+                "or hub id has"
+            )
 
 
 def _no_builtin(p, aliases: dict) -> None:
@@ -210,6 +215,8 @@ def check(p, key: str, value):
         inputs.choice(value, CHOICES[key], p, key, UsageError)
     if key == "model" and not value.strip():
         raise UsageError(f"{p}: model is empty")
+    if key == "model" and "\0" in value:  # os.stat's ValueError (embedded null byte) was a traceback
+        raise UsageError(f"{p}: model {shown(repr(value), 60)} holds a NUL character, which no path or hub id has")
     if key == "endpoint" and value:  # "": none here (the next source is used); else the check --endpoint gets
         try:
             Endpoint(value)
