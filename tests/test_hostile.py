@@ -294,6 +294,11 @@ CONFIG_CASES = {
     "unknown-generation-key": ("[generation]\ntemprature = 1\n", "did you mean generation.temperature?"),
     "table-name-case": ("[Generation]\ntemperature = 1\n", "did you mean [generation]?"),  # was generation.seed
     "table-name-typo": ('[alias]\nmine = "x/y"\n', "did you mean [aliases]?"),  # was no suggestion
+    # A top-level key appended below a table is the table's in TOML: said so (was generation.model with a
+    # did-you-mean of generation.seed, an unknown remote.endpoint, or an alias named model, silently)
+    "model-under-generation": ('[generation]\ntemperature = 1\nmodel = "x"\n', "model is under [generation], where it"),
+    "endpoint-under-remote": ('[remote]\nendpoint = "http://h"\n', "endpoint is under [remote], where it is not"),
+    "model-under-aliases": ('[aliases]\nmine = "/m"\nmodel = "mine"\n', "model is under [aliases], where it is"),
     "api-key-in-file": ('api_key = "sk-123"\n', "keys are not kept in the config file"),
     "api-key-env-bad": ('api_key_env = "1 2"\n', "is not an environment variable name"),
     "device-tpu": ('device = "tpu"\n', "unknown device"),
@@ -304,6 +309,20 @@ CONFIG_CASES = {
     "bad-toml": ("[generation\n", "cannot read"),
     "not-utf8": (b"model = '\xff'\n", "not UTF-8"),
 }
+
+
+def test_an_unknown_generation_key_is_not_told_to_be_the_table_it_is_in(home):
+    """`[generation] foo = 1` got "did you mean [generation]?" (the table it sat in; 'generation.foo' is close to
+    'generation'): a [generation] key is matched against that table's keys alone, and nothing near is no suggestion."""
+    from yi_cli.ui import config
+
+    config.path().parent.mkdir(parents=True)
+    for text, hint in (("[generation]\nfoo = 1\n", None), ("[generation]\ntemprature = 1\n", "generation.temperature")):
+        config.path().write_text(text)
+        with pytest.raises(UsageError) as e:
+            config.read()
+        msg = str(e.value)
+        assert ("did you mean" not in msg) if hint is None else f"(did you mean {hint}?)" in msg, msg
 
 
 @pytest.mark.parametrize("case", sorted(CONFIG_CASES))

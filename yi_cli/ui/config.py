@@ -98,12 +98,18 @@ def read() -> tuple[dict, dict]:
     remote = data.pop("remote", {})
     if not isinstance(gen, dict):
         raise UsageError(f"{p}: generation must be a table ([generation])")
+    _misplaced(p, {"generation": gen, "remote": remote, "aliases": aliases})
     unknown = (set(data) - TOP_KEYS) | {f"generation.{k}" for k in set(gen) - set(NAMES)}
     if unknown:
         # A table's name too ([Generation], [alias]: it read as a key, and 'generation.seed' was suggested)
         tables = {t: f"[{t}]" for t in ("generation", "remote", "aliases")}
-        known = [*TOP_KEYS, *(f"generation.{n}" for n in NAMES), *tables]
-        near = [tables.get(n, n) for n in difflib.get_close_matches(sorted(unknown)[0].lower(), known, n=1, cutoff=0.6)]
+        first = sorted(unknown)[0].lower()
+        if first.startswith("generation."):  # its own keys only: `[generation] foo = 1` got "did you mean
+            bare = first.removeprefix("generation.")  # [generation]?", the table it sat in
+            near = [f"generation.{n}" for n in difflib.get_close_matches(bare, NAMES, n=1, cutoff=0.6)]
+        else:
+            known = [*TOP_KEYS, *(f"generation.{n}" for n in NAMES), *tables]
+            near = [tables.get(n, n) for n in difflib.get_close_matches(first, known, n=1, cutoff=0.6)]
         raise UsageError(
             f"{p}: unknown key(s): {', '.join(shown(k, 40) for k in sorted(unknown))}"
             f"{f' (did you mean {near[0]}?)' if near else ''} (known: {', '.join(sorted(TOP_KEYS))}"
@@ -163,6 +169,19 @@ def _alias_names(p, aliases: dict) -> None:
             raise UsageError(
                 f"{p}: [aliases] {shown(name, 60)} = {shown(repr(target), 60)} holds a NUL character, which no path "
                 "or hub id has"
+            )
+
+
+def _misplaced(p, tables: dict) -> None:
+    """A top-level key written below a [table] line is that table's in TOML: `model = ...` appended to a file that
+    ends in [generation] was an unknown key `generation.model` (with a did-you-mean of another generation key), under
+    [remote] an unknown `remote.model`, and under [aliases] an alias named `model`, the setting silently not taken.
+    The line says where the key belongs."""
+    for table, keys in tables.items():
+        if isinstance(keys, dict) and (top := sorted(set(keys) & TOP_KEYS)):
+            raise UsageError(
+                f"{p}: {top[0]} is under [{table}], where it is not a setting: move it above the file's first "
+                "[table] line (in TOML a key belongs to the [table] line before it)"
             )
 
 
