@@ -1356,6 +1356,24 @@ def test_a_model_name_from_the_environment_is_named_as_such(home):
     one_line_error(yi("-m", "demo-bogus", "-p", "hi", home=home), 3, "--model demo-bogus: no such demo model")
 
 
+def test_a_model_the_environment_or_the_config_names_is_said_to_come_from_there(home, tmp_path):
+    """A model from YI_CHAT_MODEL or config.toml's `model` that is not there was one line naming the bare path
+    (`/models/gone: no such directory`), which left the user to guess where it came from; YI_CHAT_MODEL=' ' was
+    exit 3 with ` : no such directory`, where `--model ' '` is a usage error. Each names its source; -m wins over
+    both and is named as typed."""
+    gone = str(tmp_path / "gone")
+    p = yi("-p", "hi", home=home, env={"YI_CHAT_MODEL": " "})
+    one_line_error(p, 2, "YI_CHAT_MODEL is blank: set it to a checkpoint directory, a hub id or demo, or unset it")
+    one_line_error(yi("-p", "hi", home=home, env={"YI_CHAT_MODEL": gone}), 3, f"YI_CHAT_MODEL: {gone}: no such dir")
+    one_line_error(yi("-p", "hi", home=home, env={"YI_CHAT_MODEL": "a//b"}), 2, "YI_CHAT_MODEL: a//b: no such dir")
+    (home / "config").mkdir()
+    (home / "config" / "config.toml").write_text(f'model = "{gone}"\n')
+    cfg = home / "config" / "config.toml"
+    one_line_error(yi("-p", "hi", home=home), 3, f"yi-chat: model in {cfg}: {gone}: no such directory")
+    line = one_line_error(yi("-m", gone + "2", "-p", "hi", home=home, env={"YI_CHAT_MODEL": gone}), 3)
+    assert line.startswith(f"yi-chat: {gone}2: no such directory"), line
+
+
 def test_every_word_after_dashdash_is_the_prompt_verbatim(server, home):
     """README recommends `--` for a prompt that holds flag-like words: argparse's intermixed parsing read flags past
     it ('unrecognized arguments: do', 'two prompts', a --max-new-tokens taken from the prompt)."""

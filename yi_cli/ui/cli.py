@@ -413,15 +413,23 @@ def _main(args) -> int:
     if resume:
         session, saved, data = store.read(resume)
     named = "--model " if args.model else "YI_CHAT_MODEL=" if os.environ.get("YI_CHAT_MODEL") else "model "
+    env_model = os.environ.get("YI_CHAT_MODEL")
+    if args.model is None and env_model and env_model.isspace():  # as --model ' ' (it was " : no such directory")
+        raise UsageError("YI_CHAT_MODEL is blank: set it to a checkpoint directory, a hub id or demo, or unset it")
     # A remote engine names its own model when none is given; a local one defaults to the model a resumed session
-    # was with (the config's default would switch it silently), else to the demo.
-    args.model = (
-        args.model
-        or os.environ.get("YI_CHAT_MODEL")
-        or (None if args.endpoint else resumed_model(data))
-        or top.get("model")
-        or (None if args.endpoint else "demo")
-    )
+    # was with (the config's default would switch it silently), else to the demo. model_from: the setting that
+    # named it where no flag did, said before an error resolving it (the line gave the name alone)
+    args.model_from = None
+    if args.model:
+        pass
+    elif env_model:
+        args.model, args.model_from = env_model, "YI_CHAT_MODEL"
+    elif not args.endpoint and (was := resumed_model(data)):
+        args.model = was
+    elif top.get("model"):
+        args.model, args.model_from = top["model"], f"model in {config.path()}"
+    elif not args.endpoint:
+        args.model = "demo"
     aliases = top.get("aliases", {})  # [aliases] in config.toml
     args.alias = args.model if args.model in aliases else None
     args.model = aliases.get(args.model, args.model)
@@ -695,7 +703,8 @@ def make_engine(args, top: dict, render, endpoint_from: str = ""):
 
     # A hub id not cached is fetched here, and the demo converted on its first run, each with its own progress
     # display: before the spinner.
-    with as_alias(getattr(args, "alias", None), args.model):  # a target's error names the alias it stands for
+    # a target's error names the alias it stands for, or the setting that named it
+    with as_alias(getattr(args, "alias", None), args.model, getattr(args, "model_from", None)):
         path = resolve(args.model, args.allow_pickle)
     with render.err.status(f"loading {args.model} ...") if render.err.is_terminal else _nullctx():
         ckpt = open_checkpoint(

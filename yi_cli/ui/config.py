@@ -129,15 +129,19 @@ def read() -> tuple[dict, dict]:
 
 
 @contextmanager
-def as_alias(alias: str | None, target: str):
+def as_alias(alias: str | None, target: str, where: str | None = None):
     """Within it, resolving `target`: a LoadError or UsageError is said as alias_error's line where `target` came
-    from `[aliases] alias` (alias None: as it is)."""
+    from `[aliases] alias`; else, where it came from a setting that is not on the command line (`where`:
+    YI_CHAT_MODEL, config.toml's model), that line after the setting's name (`/models/gone: no such directory`
+    left the user to guess where the name came from); else as it is."""
     try:
         yield
     except (LoadError, UsageError) as e:
-        if alias is None:
-            raise
-        raise alias_error(alias, target, e) from None
+        if alias is not None:
+            raise alias_error(alias, target, e) from None
+        if where is not None:
+            raise type(e)(f"{where}: {e}") from None
+        raise
 
 
 def alias_error(alias: str, target: str, e: YiError) -> YiError:
