@@ -29,7 +29,15 @@ class Endpoint:
             parts.port  # noqa: B018 - raises ValueError on a port that is not a number
         except ValueError:
             parts = None
-        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        # A host with a space or a control character (`--endpoint 'not a url'`) was looked up in DNS and said as
+        # "cannot connect", exit 3; port 0 (which no server listens on) was taken as none: port 80
+        if (
+            parts is None
+            or parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or not all(c.isprintable() and not c.isspace() for c in parts.hostname)
+            or parts.port == 0
+        ):
             raise UsageError(f"{hide_userinfo(value.strip())}: not an http(s) URL of an OpenAI-compatible server")
         self.scheme = parts.scheme
         self.hostport = parts.netloc.rpartition("@")[2]  # as written: [v6]:port stays bracketed
