@@ -14,6 +14,7 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tomllib
@@ -1506,6 +1507,27 @@ def test_a_chat_says_when_the_environment_chose_its_server(server, home, tmp_pat
     child.expect_exact("endpoint from $OPENAI_BASE_URL")
     child.expect_exact(">>>")
     assert leave(child) == 0
+
+
+def test_a_server_the_environment_or_config_chose_that_fails_at_start_is_said_to_come_from_there(home):
+    """An OPENAI_BASE_URL set for another tool made yi-chat fail with `http://.../v1/models: cannot connect` (or
+    `not a url: not an http(s) URL`) and no word of why it had asked a server at all: the line names the variable
+    (or config.toml) and `--endpoint ''`. Given as --endpoint, the line is as before."""
+    with socket.socket() as s:  # a port nobody listens on: bound, then released
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    tail = "; --endpoint '' runs the local model)"
+    for var in ("OPENAI_BASE_URL", "YI_CHAT_ENDPOINT"):
+        line = one_line_error(yi("-p", "hi", home=home, env={var: url}), 3, f"{url}/models: cannot connect")
+        assert line.endswith(f"(set by ${var}{tail}"), line
+        line = one_line_error(yi("-p", "hi", home=home, env={var: "ftp://x"}), 2, "ftp://x: not an http(s) URL")
+        assert line.endswith(f"(set by ${var}{tail}"), line
+    line = one_line_error(yi("--endpoint", url, "-p", "hi", home=home), 3, f"{url}/models: cannot connect")
+    assert "set by" not in line, line
+    (home / "config").mkdir()
+    (home / "config" / "config.toml").write_text(f'endpoint = "{url}"\n')
+    line = one_line_error(yi("-p", "hi", home=home), 3, f"{url}/models: cannot connect")
+    assert line.endswith(f"(set by {home / 'config' / 'config.toml'}{tail}"), line
 
 
 def test_an_empty_endpoint_flag_means_the_local_model_whatever_the_environment(home, tmp_path):

@@ -681,6 +681,7 @@ def make_engine(args, top: dict, render, endpoint_from: str = ""):
     if args.endpoint:
         from ..engines.remote import RemoteEngine
         from ..engines.remote_http import Limits
+        from ..errors import LoadError
         from . import config, remote_env
 
         key, key_from = remote_env.api_key(args.api_key, top)
@@ -692,7 +693,12 @@ def make_engine(args, top: dict, render, endpoint_from: str = ""):
         local += [("--engine", args.engine), ("--raw", args.raw), ("--speculate", args.speculate)]
         if ignored := [flag for flag, value in local if value not in (None, False)]:  # accepted, and did nothing
             render.notice(f"{', '.join(ignored)}: a local model's; the server at --endpoint decides (ignored)")
-        engine = RemoteEngine(args.endpoint, key, model=args.model, limits=limits, notify=render.notice)
+        try:
+            engine = RemoteEngine(args.endpoint, key, model=args.model, limits=limits, notify=render.notice)
+        except (LoadError, UsageError) as e:  # a server nobody named on this command line: where it came from
+            if endpoint_from in ("", "--endpoint"):  # (an OPENAI_BASE_URL set for another tool made yi-chat fail
+                raise  # "cannot connect" with no word of why it had asked a server at all)
+            raise type(e)(f"{e} (set by {endpoint_from}; --endpoint '' runs the local model)") from None
         engine.origin = f"endpoint from {endpoint_from}\n" + (
             f"API key from {key_from} (not shown)" if key else "no API key"
         )
