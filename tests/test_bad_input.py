@@ -484,6 +484,18 @@ def test_tokenizer_without_a_template(tiny, tmp_path, home, vocab):
         assert prompt.startswith("hi there") and "<|im_start|>" not in prompt, prompt
 
 
+@pytest.mark.parametrize("gone", [("tokenizer.json",), ("tokenizer.json", "tokenizer_config.json")])
+def test_a_checkpoint_without_tokenizer_files_says_so(tiny, home, gone):
+    """A checkpoint copied without its tokenizer said `cannot load the tokenizer (ValueError: Couldn't instantiate
+    the backend tokenizer from one of: (1) a `tokenizers` library serialization file,)`, cut mid-list: one line
+    saying which files are missing."""
+    for name in gone:
+        (tiny / name).unlink()
+    one_line_error(
+        yi("--model", tiny, "-p", "hi", home=home), 3, f"{tiny}: no tokenizer files (tokenizer.json or tokenizer.model)"
+    )
+
+
 def test_model_that_is_a_file(tmp_path, tiny_dir, home):
     for f in (tiny_dir / "model.safetensors", tiny_dir / "config.json"):
         line = one_line_error(

@@ -233,8 +233,16 @@ def _hf_generation_config(path: Path):
         raise LoadError(f"{path / 'generation_config.json'}: {first_line(e)}") from None
 
 
+# The files a tokenizer is read from (tokenizers' JSON, sentencepiece, BPE / WordPiece vocabularies, tiktoken)
+TOKENIZER_FILES = ("tokenizer.json", "*.model", "vocab.json", "vocab.txt", "merges.txt", "*.tiktoken")
+
+
 def load_tokenizer(path: Path, trust_remote_code: bool = False):
     """A LightTokenizer where it gives transformers' results exactly (light_tokenizer.py), else transformers' own."""
+    if not trust_remote_code and not any(any(path.glob(g)) for g in TOKENIZER_FILES):  # transformers' words were
+        raise LoadError(  # "Couldn't instantiate the backend tokenizer from one of: (1) a `tokenizers` library ..."
+            f"{path}: no tokenizer files (tokenizer.json or tokenizer.model); copy them from where the model came from"
+        )
     plain = not trust_remote_code and _plain_tokenizer(path)
     if plain:
         from . import light_tokenizer
