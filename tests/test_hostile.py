@@ -785,6 +785,21 @@ def test_a_looping_template_refuses_the_turn_and_the_run_ends(tiny, home):
     no_traceback(err)
 
 
+def test_a_template_that_is_not_jinja_is_refused_as_the_model_loads(tiny, home):
+    """A chat_template.jinja with a syntax error started a chat whose every message failed with "the chat template
+    failed (Expected an expression, got 'end of statement block')", naming no file (-p: exit 1, as a failed turn).
+    It is a broken checkpoint: one line naming the file, exit 3, and --raw runs without the template."""
+    (tiny / "chat_template.jinja").write_text("{% for %}")
+    one_line_error(
+        yi("-m", tiny, "-p", "hi", home=home),
+        3,
+        f"{tiny / 'chat_template.jinja'}: the chat template is not valid Jinja (Expected an expression",
+        "--raw runs the model without it",
+    )
+    p = yi("-m", tiny, "--raw", "--max-new-tokens", "2", "-p", "hi", home=home)
+    assert p.returncode == 0, p.stderr.decode()
+
+
 # --- streams, locales, terminals ----------------------------------------------------------------------------------
 
 

@@ -4,8 +4,9 @@ the stop-token set; streaming detokenization. No torch here."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
-from ..errors import YiError, first_line
+from ..errors import YiError, first_line, shown
 from . import timebox
 
 TEMPLATE_SECONDS = 10.0  # a template renders in milliseconds; a loaded machine compiling it first takes ~0.1 s
@@ -52,6 +53,27 @@ def template_of(tokenizer) -> str | None:
     return CHATML if "<|im_start|>" in vocab and "<|im_end|>" in vocab else None
 
 
+def _parses(source: str, where: str) -> None:
+    """A checkpoint's chat template that is not valid Jinja is refused as the model loads, naming its file: it was
+    a chat whose every message failed with "the chat template failed (Expected an expression, ...)" and no file."""
+    import jinja2
+
+    from ..checkpoint.light_tokenizer import compile_template
+    from ..errors import LoadError
+
+    try:
+        compile_template(source)
+    except jinja2.TemplateSyntaxError as e:
+        folder = Path(where)
+        name = next(
+            (folder / f for f in ("chat_template.jinja", "tokenizer_config.json") if (folder / f).is_file()), where
+        )
+        raise LoadError(
+            f"{name}: the chat template is not valid Jinja ({shown(e.message or '', 120)}, line {e.lineno}); "
+            "--raw runs the model without it"
+        ) from None
+
+
 def stop_ids(tokenizer, config=None, generation_config=None) -> set[int]:
     """Every id that ends a reply: tokenizer eos, the model's eos ids, and the template's end-of-turn tokens."""
     ids: set[int] = set()
@@ -73,6 +95,8 @@ class Template:
         self.tokenizer = tokenizer
         self.source = None if raw else template_of(tokenizer)
         self.stop_ids = stop_ids(tokenizer, config, generation_config)
+        if self.source is not None:
+            _parses(self.source, getattr(tokenizer, "name_or_path", ""))
 
     @property
     def plain(self) -> bool:
