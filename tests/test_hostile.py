@@ -340,17 +340,25 @@ def test_config_toml_malformed(case, home):
     assert e.value.exit_code == EXIT_USAGE
 
 
-@pytest.mark.parametrize("kind", ["fifo", "directory", "2-MiB"])
-def test_config_toml_special_files(kind, home):
+@pytest.mark.parametrize("kind", ["fifo", "directory", "2-MiB", "dangling-link"])
+def test_config_toml_special_files(kind, home, tmp_path):
+    """A dangling symbolic link (a dotfiles checkout not made yet) said "no such config file" of a file `ls` lists."""
     from yi_cli.ui import config
 
     p = config.path()
     p.parent.mkdir(parents=True)
-    {"fifo": lambda: os.mkfifo(p), "directory": lambda: p.mkdir(), "2-MiB": lambda: sparse(p, 2 << 20)}[kind]()
+    gone = tmp_path / "dotfiles" / "config.toml"
+    {
+        "fifo": lambda: os.mkfifo(p),
+        "directory": lambda: p.mkdir(),
+        "2-MiB": lambda: sparse(p, 2 << 20),
+        "dangling-link": lambda: p.symlink_to(gone),
+    }[kind]()
     with pytest.raises(UsageError) as e:
         config.read()
     assert str(p) in str(e.value)
-    assert ("limit" if kind == "2-MiB" else "not a regular file") in str(e.value)
+    said = {"2-MiB": "limit", "dangling-link": f"a symbolic link to {gone}, which does not exist"}
+    assert said.get(kind, "not a regular file") in str(e.value)
 
 
 def test_config_toml_saved_with_a_bom_and_crlf_is_read(home):

@@ -49,13 +49,24 @@ def check_regular(path: str | Path, limit: int, err: type[YiError] = YiError, wh
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        raise err(f"{name}: no such {what}") from None
+        raise err(missing(path, what)) from None
     except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
         raise err(f"{name}: cannot read the {what} ({getattr(e, 'strerror', None) or e})") from None
     if not stat.S_ISREG(st.st_mode):
         raise err(f"{name}: not a regular file (a {_kind(st.st_mode)}); a {what} must be a regular file")
     if st.st_size > limit:
         raise err(f"{name}: {st.st_size} bytes, more than the {size_text(limit)} limit of a {what}")
+
+
+def missing(path: str | Path, what: str = "file") -> str:
+    """The line for a missing file: PATH: no such WHAT, or where PATH is a symbolic link whose target is gone, that
+    ("no such file" of a file `ls` lists was a riddle)."""
+    name = shown(str(path), 200)
+    try:
+        target = os.readlink(path)
+    except (OSError, ValueError):
+        return f"{name}: no such {what}"
+    return f"{name}: a symbolic link to {shown(target, 200)}, which does not exist"
 
 
 def read_bytes(path: str | Path, limit: int, err: type[YiError] = YiError, what: str = "file") -> bytes:
@@ -66,7 +77,7 @@ def read_bytes(path: str | Path, limit: int, err: type[YiError] = YiError, what:
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
     except FileNotFoundError:
-        raise err(f"{name}: no such {what}") from None
+        raise err(missing(path, what)) from None
     except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
         raise err(f"{name}: cannot read the {what} ({getattr(e, 'strerror', None) or e})") from None
     try:
