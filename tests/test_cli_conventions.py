@@ -1218,6 +1218,27 @@ def test_sessions_lists_newest_first_as_a_table_and_as_json(server, home, tmp_pa
         one_line_error(yi("sessions", "-n", bad, home=home), 2, needle)  # it said "no saved sessions", exit 0
 
 
+def test_sessions_cuts_and_pads_chinese_by_its_width_on_screen(server, home):
+    """A Chinese first line was cut at 50 characters, 100 columns, where an English one took 50; a model named in
+    Chinese padded by characters pushed the next columns out of line; an emoji family's joiners (ZWJ) and an
+    ideographic space showed as \\u200d, \\u3000. Each cell is cut and padded by the columns it takes."""
+    from rich.cells import cell_len
+
+    question = "这是一个很长的中文问题，用来测试会话列表的截断是否按照显示宽度而不是字符数量来进行的"  # 43: 86 columns
+    assert yi("--endpoint", server.url, "-p", question, home=home).returncode == 0
+    family = "家庭\u3000👨\u200d👩\u200d👧 e\u0301"
+    assert yi("--endpoint", server.url, "--model", "模型", "-p", family, home=home).returncode == 0
+    assert yi("--endpoint", server.url, "-p", "short", home=home).returncode == 0
+    rows = yi("sessions", home=home).stdout.decode().splitlines()[1:]
+    by = {r.split()[-2]: r for r in rows}  # the first line's last word
+    assert by["short"].index("short") == by["e\u0301"].index("家庭") + 2  # 模型 padded as its 4 columns
+    assert cell_len(by["short"][: by["short"].index("short")]) == cell_len(by["e\u0301"][: by["e\u0301"].index("家庭")])
+    assert family in by["e\u0301"]  # as typed, no escapes
+    cut = next(r for r in rows if "这是" in r)
+    first = cut[cut.index("这是") :].rsplit("  ", 1)[0]
+    assert first.endswith("...") and cell_len(first) <= 53 and question.startswith(first.removesuffix("..."))
+
+
 def test_a_hand_edited_updated_does_not_take_the_place_of_the_newest_session(server, home):
     """A session file whose `updated` was edited to a word ("yesterday") sorted before every real time (as text):
     `sessions` listed it first and -c resumed it (a run-through). Such a file is dated by its mtime."""

@@ -6,8 +6,11 @@ import argparse
 import json
 import sys
 
+from rich.cells import cell_len, set_cell_size
+
 from ..conversation import store
 from ..errors import shown
+from ..safe_text import safe
 
 
 def parser() -> argparse.ArgumentParser:
@@ -49,8 +52,21 @@ def main(argv: list[str]) -> int:
     print(f"{'updated (UTC)':20}  {'mode':11}  {'model':20}  {'exchanges':>9}  first line  (in {store.sessions_dir()})")
     for r in rows:
         when = r["updated"].replace("T", " ").removesuffix("Z")[:19]
+        model = fit(r["model"], 20)
         print(
-            f"{when:20}  {str(r['mode'] or '-'):11}  {shown(r['model'], 20):20}  {r['exchanges']:>9}  "
-            f"{shown(r['first_line'], 50)}  {r['name']}"
+            f"{when:20}  {str(r['mode'] or '-'):11}  {model}{' ' * (20 - cell_len(model))}  {r['exchanges']:>9}  "
+            f"{fit(r['first_line'], 50)}  {r['name']}"
         )
     return 0
+
+
+def fit(text: str, cells: int) -> str:
+    """A cell of the table: `text` in at most `cells` columns of the terminal, "..." after it where it was cut.
+    Counted in columns, not characters: a Chinese first line (two columns a character) cut at 50 characters took
+    100, and padded by characters a model's column went out of line. Control characters are made visible, tabs
+    and line breaks as \\t and \\n; the rest is kept as typed (shown() writes a ZWJ of an emoji sequence, an
+    ideographic space, as escapes)."""
+    text = safe(text).replace("\t", "\\t").replace("\n", "\\n")
+    if cell_len(text) <= cells:
+        return text
+    return set_cell_size(text, cells).rstrip() + "..."
