@@ -174,19 +174,31 @@ def test_files_attach_to_the_first_message_of_a_piped_chat(server, home, tmp_pat
 
 
 @pytest.mark.parametrize(
-    "content, needle",
+    "content, needle, encoding",
     [
-        (b"\x7fELF\x02\x01\x00\x00", "binary file"),
-        (b"caf\xe9 au lait", "not UTF-8 text (undecodable byte at offset 3)"),
-        (b"\xef\xbb\xbfcaf\xe9", "not UTF-8 text (undecodable byte at offset 6)"),  # counted after the BOM: 3
+        (b"\x7fELF\x02\x01\x00\x00", "binary file", None),
+        (b"caf\xe9 au lait", "not UTF-8 text (undecodable byte at offset 3)", None),
+        (b"\xef\xbb\xbfcaf\xe9", "not UTF-8 text (undecodable byte at offset 6)", None),  # counted after the BOM: 3
+        # Chinese saved by Windows in GBK or Big5 was refused as "only text files can be attached", with no way on;
+        # UTF-16 (Notepad's "Unicode") as a binary file for its NUL bytes
+        ("这是一个中文文件。\n".encode("gbk"), "only UTF-8 text can be attached (Chinese saved as GBK: ", "GBK"),
+        ("這是一個中文檔案。\n".encode("big5"), "only UTF-8 text can be attached (Chinese saved as GBK: ", "GBK"),
+        ("notes: 你好\n".encode("utf-16"), "UTF-16 text, not UTF-8 (", "UTF-16"),
     ],
 )
-def test_binary_and_undecodable_files_exit_2_before_the_model_loads(home, tmp_path, content, needle):
+def test_binary_and_undecodable_files_exit_2_before_the_model_loads(home, tmp_path, content, needle, encoding):
     f = tmp_path / "data.bin"
     f.write_bytes(content)
     # A model that does not exist: had yi-chat tried to load it first, the exit would be 3.
-    one_line_error(yi("--model", str(tmp_path / "no-model"), "-f", str(f), "-p", "hi", home=home), 2, str(f), needle)
-    one_line_error(yi("--model", str(tmp_path / "no-model"), "-p", "hi", stdin=content, home=home), 2, "stdin:", needle)
+    no_model = ("--model", str(tmp_path / "no-model"))
+    line = one_line_error(yi(*no_model, "-f", str(f), "-p", "hi", home=home), 2, str(f), needle)
+    assert ("iconv" in line) == (encoding is not None), line  # Latin-1 text is not said to be Chinese
+    if encoding:  # the command that converts it, into a file beside it
+        assert f"iconv -f {encoding} -t UTF-8 {f} > {tmp_path / 'data.utf8.bin'} converts it" in line, line
+    line = one_line_error(yi(*no_model, "-p", "hi", stdin=content, home=home), 2, "stdin:", needle)
+    assert ("iconv" in line) == (encoding is not None), line
+    if encoding:
+        assert f"pipe it through iconv -f {encoding} -t UTF-8" in line, line
 
 
 def test_a_file_too_large_for_the_context_exits_2_before_the_model_loads(home, tmp_path):

@@ -36,16 +36,53 @@ class Attachment:
 
 
 def decode(data: bytes, name: str) -> str:
-    """Bytes -> text, or one line saying why they are not text (NUL bytes, not UTF-8)."""
+    """Bytes -> text, or one line saying why they are not text (NUL bytes), or not UTF-8 and how to convert them:
+    a Chinese file saved in GBK or Big5 (Windows' default for Chinese) was refused as if it were not text at all,
+    and a UTF-16 one (Notepad's "Unicode") as a binary file for its NUL bytes."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # a UTF-16 byte order mark
+        raise UsageError(f"{shown(name, 200)}: UTF-16 text, not UTF-8 ({convert(name, 'UTF-16')})")
     if b"\x00" in data:
         raise UsageError(f"{shown(name, 200)}: binary file (it contains NUL bytes); only text files can be attached")
     try:
         return inputs.bom_text(data)
     except UnicodeDecodeError as e:
+        chinese = legacy_chinese(data)
         raise UsageError(
-            f"{shown(name, 200)}: not UTF-8 text (undecodable byte at offset {e.start}); "
-            f"only text files can be attached"
+            f"{shown(name, 200)}: not UTF-8 text (undecodable byte at offset {e.start}); only UTF-8 text can be "
+            + (
+                f"attached ({convert(name, 'GBK', 'Chinese saved as GBK: ')}; as Big5: -f BIG5)"
+                if chinese
+                else "attached"
+            )
         ) from None
+
+
+CJK = re.compile(r"[\u3000-\u303f\u3400-\u9fff\uf900-\ufaff\uff00-\uffef]")
+
+
+def legacy_chinese(data: bytes) -> bool:
+    """Whether `data` reads as Chinese in GB18030 (GBK's superset) or Big5: it decodes, and everything past ASCII
+    is a CJK character or punctuation (Latin-1 text seldom decodes so)."""
+    for encoding in ("gb18030", "big5"):
+        try:
+            wide = [c for c in data.decode(encoding) if ord(c) > 0x7F]
+        except UnicodeDecodeError:
+            continue
+        if wide and all(CJK.match(c) for c in wide):
+            return True
+    return False
+
+
+def convert(name: str, encoding: str, what: str = "") -> str:
+    """How to make a file UTF-8 text with iconv (stdin: the pipe through it); `what` says which files it is for."""
+    if name == "stdin":
+        return f"{what}pipe it through iconv -f {encoding} -t UTF-8"
+    import shlex
+    from pathlib import PurePath
+
+    p = PurePath(name)
+    out = shlex.quote(str(p.with_name(f"{p.stem}.utf8{p.suffix}")))
+    return f"{what}iconv -f {encoding} -t UTF-8 {shlex.quote(name)} > {out} converts it"
 
 
 def read_bytes(name: str, stdin=None) -> bytes:
