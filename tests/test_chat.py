@@ -834,6 +834,23 @@ def test_a_continue_of_a_reply_cut_mid_word_shows_the_word_whole(cut, shown):
     assert chat.session.turns[-1].content == "The answer is hello world."
 
 
+@pytest.mark.parametrize(
+    "cut,more,shown",
+    [
+        ("静夜思：床前明月光，疑是地", "上霜。", "…疑是地上霜。"),  # from the clause's comma on
+        ("答：" + "月" * 30, "亮。", "…" + "月" * 20 + "亮。"),  # one clause: its last 40 columns
+        ("床前明月光。", "疑是地上霜。", "疑是地上霜。"),  # cut at a full stop: nothing again, as after a space
+    ],
+)
+def test_a_continue_of_a_chinese_reply_shows_again_only_its_cut_clause(cut, more, shown):
+    """Chinese has no spaces between words: /continue showed the whole run since the last space again, its last
+    40 characters (80 columns, two rows of an 80-column terminal) before the continuation. The piece shown again is
+    the cut clause, from its punctuation on, at most 40 columns."""
+    raw, chat = continued_on_screen(cut, more)
+    assert re.sub(r"\x1b\[[0-9;]*m", "", raw).split("\n")[0] == shown
+    assert chat.session.turns[-1].content == cut + more
+
+
 def test_a_continue_inside_a_code_fence_goes_on_tinted_as_code():
     """A reply cut inside a fenced code block, then /continue: the continuation was tinted as if it began a new
     reply, its code plain and, past the closing fence, its prose in the code's colour (the fence read as opening

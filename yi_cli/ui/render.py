@@ -345,16 +345,23 @@ class TerminalRenderer(Renderer):
         self.console.file.flush()
 
 
-CUT_WORD = 40  # characters of a cut word that /continue shows again, at most
+CUT_WORD = 40  # columns of a cut word that /continue shows again, at most
+# Chinese and Japanese put no spaces between words: a clause ends at its punctuation (full-width comma, full stop,
+# enumeration comma, closing brackets and quotes ...)
+CLAUSE_END = re.compile(r"[\u3001\u3002\u300d\u300f\u3011\u300b\u3009\uff01\uff09\uff0c\uff1a\uff1b\uff1f\u2026]")
 
 
 def cut_word(text: str) -> str:
-    """The word a reply cut mid-word ends with (its last CUT_WORD characters; "" where it ends with a space or a
+    """The word a reply cut mid-word ends with (its last CUT_WORD columns; "" where it ends with a space or a
     line break): /continue shows it again before the continuation, which otherwise began on a line of its own with
-    the rest of the word ("lo world" for a reply cut at "hel")."""
+    the rest of the word ("lo world" for a reply cut at "hel"). Chinese, with no spaces, is taken from its last
+    clause's punctuation on: the whole run since the last space was shown again, 40 characters (80 columns)."""
     if not text or text[-1].isspace():
         return ""
-    return text.split()[-1][-CUT_WORD:]
+    word = CLAUSE_END.split(text.split()[-1][-CUT_WORD:])[-1]
+    while cell_len(word) > CUT_WORD:
+        word = word[1:]
+    return word
 
 
 class PlainRenderer(Renderer):
