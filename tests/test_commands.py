@@ -23,6 +23,21 @@ def test_parse_commands_and_messages():
     assert commands.parse("/quit")[0].name == "exit"
 
 
+def test_a_command_typed_with_a_full_width_slash_runs():
+    """`／history`, as a Chinese or Japanese input method types it, went to the model as a message. A full-width
+    solidus (letters, an ideographic space) before a command's name is that command; before anything else, the line
+    stays a message, as typed."""
+    assert commands.parse("／history")[0].name == "history"
+    assert commands.parse("／ｈｅｌｐ")[0].name == "help"
+    cmd, arg = commands.parse("／system\u3000你是\u3000助手")
+    assert cmd.name == "system" and arg == "你是\u3000助手"  # the argument as typed
+    assert commands.parse("／不是命令") is None and commands.parse("／ 空格") is None
+    chat, out, _ = plain_chat(ScriptedEngine(["答"]))
+    chat.handle("你好")
+    chat.handle("／history")
+    assert chat.session.exchanges == 1 and "你好" in out.getvalue()
+
+
 def test_unknown_and_malformed_commands_are_refused_with_a_hint():
     with pytest.raises(YiError, match=r"unknown command /histroy; did you mean /history\?"):
         commands.parse("/histroy")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -28,7 +29,7 @@ class Command:
 
 def parse(line: str):
     """Return (Command, argument text) for a slash command, None for a chat message. '//x' is a message."""
-    s = line.strip()
+    s = _half_width_slash(line.strip())
     if not s.startswith("/") or s.startswith("//"):
         return None
     name, _, arg = s[1:].partition(" ")
@@ -48,6 +49,21 @@ def parse(line: str):
         more = "; a chat keeps its model: another is yi-chat -m NAME" if cmd.name == "model" else ""  # `/model X`
         raise YiError(f"/{cmd.name} takes no argument (usage: {cmd.usage}{more})")
     return cmd, arg
+
+
+def _half_width_slash(s: str) -> str:
+    """A line a Chinese or Japanese input method typed as `／history` (full-width solidus, maybe full-width letters
+    and an ideographic space after): the command it names, written `/history`. A line starting ／ that names no
+    command stays a message as typed."""
+    if not s.startswith("／"):
+        return s
+    typed = s.split(maxsplit=1)[0]  # up to any space, the ideographic one too
+    word = unicodedata.normalize("NFKC", typed)
+    base = word[1:].lower().removesuffix("!")
+    if ALIASES.get(base, base) not in TABLE:
+        return s
+    rest = s[len(typed) :]
+    return word + (" " + rest[1:] if rest else "")
 
 
 def _near(name: str, otherwise: str, choices=None, mark: str = "/") -> str:
