@@ -154,7 +154,7 @@ def test_invalid_utf8_and_nul_bytes_on_stdin(tiny_dir, home):
         b"hi\x00there\n"  # NUL byte
         b"\xed\xa0\x80 surrogate\n"  # UTF-8-encoded surrogate: invalid in strict UTF-8
         b"\xc0\xaf overlong\n"  # overlong encoding of '/'
-        b"/history\n"
+        b"/history\n" + "你好，世界\n".encode("gbk")  # a prompt file saved in GBK: how to convert it is said
     )
     p = yi("--model", tiny_dir, "--json", "--temperature", "0", "--max-new-tokens", "2", stdin=stdin, home=home)
     err = p.stderr.decode()
@@ -165,6 +165,7 @@ def test_invalid_utf8_and_nul_bytes_on_stdin(tiny_dir, home):
         "error: stdin line 3 contains a NUL byte; skipped",
         "error: stdin line 4 is not valid UTF-8; skipped",
         "error: stdin line 5 is not valid UTF-8; skipped",
+        "error: stdin line 7 is not valid UTF-8; skipped (Chinese saved as GBK? pipe it through iconv -f GBK -t UTF-8)",
     ]
     objs = json_out(p)
     assert [o["prompt"] for o in objs if "prompt" in o] == ["hello"]  # the good line still ran

@@ -60,15 +60,16 @@ def decode(data: bytes, name: str) -> str:
 CJK = re.compile(r"[\u3000-\u303f\u3400-\u9fff\uf900-\ufaff\uff00-\uffef]")
 
 
-def legacy_chinese(data: bytes) -> bool:
+def legacy_chinese(data: bytes, least: int = 1) -> bool:
     """Whether `data` reads as Chinese in GB18030 (GBK's superset) or Big5: it decodes, and everything past ASCII
-    is a CJK character or punctuation (Latin-1 text seldom decodes so)."""
+    is a CJK character or punctuation, `least` of them at least (Latin-1 text seldom decodes so; a single pair of
+    stray bytes may)."""
     for encoding in ("gb18030", "big5"):
         try:
             wide = [c for c in data.decode(encoding) if ord(c) > 0x7F]
         except UnicodeDecodeError:
             continue
-        if wide and all(CJK.match(c) for c in wide):
+        if len(wide) >= least and all(CJK.match(c) for c in wide):
             return True
     return False
 

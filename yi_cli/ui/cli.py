@@ -623,8 +623,12 @@ def run_pipe(chat) -> int:
             # which made a first `/system ...` a message to the model
             line = raw.decode("utf-8-sig" if n == 1 else "utf-8").rstrip("\r\n")
         except UnicodeDecodeError:
+            from ..conversation.attach import convert, legacy_chinese
+
             chat.failures += 1
-            chat.render.error(f"stdin line {n} is not valid UTF-8; skipped")
+            # a prompt file in GBK or Big5: every line of it is skipped, and the line says how to convert it
+            hint = f" (Chinese saved as GBK? {convert('stdin', 'GBK')})" if legacy_chinese(raw, 2) else ""
+            chat.render.error(f"stdin line {n} is not valid UTF-8; skipped{hint}")
             continue
         if "\x00" in line:
             chat.failures += 1
