@@ -148,6 +148,24 @@ def test_dropped_connection_mid_stream_is_one_line(served):
     assert "dropped mid-stream" in msg and served.url in msg
 
 
+def test_a_first_reply_cut_before_the_servers_usage_leaves_the_meter_unknown_not_0(served):
+    """The toolbar read `ctx 0` (and /stats "context used: 0") for a conversation holding a question and a cut
+    reply, the server never having reported its usage: it is unknown ("?") until a reply's usage comes."""
+    chat, out, _ = plain_chat(RemoteEngine(served.url, None))
+    served.drop_after = 1
+    served.scripted.replies = ["this reply is cut off"]
+    chat.handle("first question")
+    assert [t.content for t in chat.session.turns] == ["first question", "this"]
+    assert chat.context_used() is None
+    chat.handle("/stats")
+    assert "context used: ? / " in out.getvalue()
+    served.drop_after = None
+    served.scripted.replies = ["a whole reply"]
+    chat.handle("second question")
+    last = chat.history[-1]
+    assert chat.context_used() == last.prompt_tokens + last.new_tokens > 0
+
+
 def test_dropped_connection_keeps_the_partial_reply_marked(served):
     chat, out, err = plain_chat(RemoteEngine(served.url, None))
     chat.handle("first question")

@@ -34,7 +34,7 @@ pytestmark = pytest.mark.skipif(TMUX is None, reason="needs tmux (apt install tm
 DEADLINE = 120  # seconds any one wait may take on a loaded machine before the test fails
 QUESTION = "tell me everything"
 FOOTER = re.compile(r"^(stop|length|interrupted) · (\d+ prompt tok|\d+ new tok)")
-TOOLBAR = re.compile(r"^ \S+ · ctx \d+")  # prompt_toolkit's bottom toolbar, at the bottom while a prompt waits
+TOOLBAR = re.compile(r"^ \S+ · ctx (\d+|\?)")  # prompt_toolkit's bottom toolbar, at the bottom while a prompt waits
 
 
 def markdown_reply(parts: int = 12) -> str:

@@ -123,15 +123,17 @@ class Chat:
         """What the autosave writes that a command may change: the conversation and the settings."""
         return self.session.to_dict(), self.settings.to_dict()
 
-    def context_used(self) -> int:
+    def context_used(self) -> int | None:
         """Tokens the conversation takes: as /prompt counts it, each turn closed (meter.py: in full only when the
-        conversation changed otherwise than by a reply), or as the server last reported (remote engines)."""
+        conversation changed otherwise than by a reply), or as the server last reported (remote engines; None
+        while it has reported none for a conversation that has turns: a first reply cut before the server's
+        usage came, a resumed session)."""
         tpl = self.engine.template
         if not self.session.turns and (tpl is None or not self.session.system):  # a system prompt alone counts
             return 0
         if tpl is None:
             known = (s.prompt_tokens + s.new_tokens for s in reversed(self.history) if s.prompt_tokens is not None)
-            return next(known, 0)  # as of the last reply the server reported its usage for
+            return next(known, None)  # as of the last reply the server reported its usage for (it read 0)
         return self.meter.used(tpl, self.session.messages())
 
     def turn(self, text: str) -> Stats | None:

@@ -257,9 +257,13 @@ def do_stats(chat, arg):
         f"tokens generated: {new}",
         f"mean time to first token: {sum(firsts) / len(firsts):.3f} s" if firsts else "",
         f"mean decode speed: {sum(rates) / len(rates):.1f} tok/s" if rates else "",
-        f"context used: {chat.context_used()} / {chat.engine.context_length or '?'} tokens",
+        f"context used: {_or_unknown(chat.context_used())} / {chat.engine.context_length or '?'} tokens",
     ]
     chat.render.show("\n".join(x for x in lines if x))
+
+
+def _or_unknown(n: int | None) -> int | str:
+    return "?" if n is None else n
 
 
 def do_save(chat, arg, replace=False):

@@ -85,6 +85,7 @@ def continuation(width: int, line_number: int, wrap_count: int) -> str:
 def toolbar(chat):
     def text():
         used = chat.context_used()  # /prompt's count: the conversation so far, each turn closed (meter.py)
+        used = "?" if used is None else used  # a server that has not reported it yet
         ctx = chat.engine.context_length
         meter = f"ctx {used}/{ctx}" if ctx else f"ctx {used}"
         s = chat.settings
