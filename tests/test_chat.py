@@ -890,6 +890,26 @@ def test_edit_rewrites_the_last_message_and_regenerates():
     assert engine.seen[-1][-1]["content"] == "what is 4+4"
 
 
+def test_edit_with_text_keeps_the_files_attached_to_the_message(tmp_path):
+    """`/edit just the question` after `/file notes.txt`: the new text took the place of the whole message, the file
+    went from the conversation without a word and the reply came without it."""
+    (tmp_path / "notes.txt").write_text("the notes\n")
+    (tmp_path / "my todo.txt").write_text("the todo\n")
+    engine = ScriptedEngine(["first reply", "second reply"])
+    chat, out, err = plain_chat(engine)
+    chat.handle(f"/file {tmp_path / 'notes.txt'}")
+    chat.handle(f"/file '{tmp_path / 'my todo.txt'}'")
+    chat.handle("what do these say")
+    sent = chat.session.turns[0].content
+    assert sent.endswith("\n\nwhat do these say") and "the notes" in sent and "the todo" in sent
+    chat.handle("/edit just the question")
+    assert chat.session.turns[0].content == sent.replace("what do these say", "just the question")
+    assert engine.seen[-1][-1]["content"] == chat.session.turns[0].content
+    assert "the message keeps its 2 attached files" in err.getvalue()
+    chat.handle("/edit ```\nnot a file\n```")  # typed text that looks like a block is what was typed
+    assert chat.session.turns[0].content == sent.replace("what do these say", "```\nnot a file\n```")
+
+
 def test_a_crashing_command_is_one_line_and_the_chat_goes_on():
     engine = ScriptedEngine(["still here"])
     engine.describe = lambda: [1 / 0]

@@ -164,12 +164,19 @@ def compose(attachments: list[Attachment], prompt: str) -> str:
 LEADING_BLOCK = re.compile(r"(?:[^\n`]*:\n)?(`{3,})\n.*?\n\1(?:\n+|$)", re.S)
 
 
+def leading(message: str) -> tuple[str, int]:
+    """The attachment blocks `message` starts with (as compose wrote them, the blank lines after them included) and
+    how many there are: what the user typed is the rest."""
+    end = n = 0
+    while m := LEADING_BLOCK.match(message, end):
+        end, n = m.end(), n + 1
+    return message[:end], n
+
+
 def summary(message: str) -> str:
     """The first line of what the user typed, behind the attachments: `[+2 files] review this`."""
-    n = 0
-    while m := LEADING_BLOCK.match(message):
-        message, n = message[m.end() :], n + 1
-    first = (message.strip().splitlines() or [""])[0]
+    head, n = leading(message)
+    first = (message[len(head) :].strip().splitlines() or [""])[0]
     return f"[+{n} file{'s' * (n > 1)}] {first}" if n else first
 
 

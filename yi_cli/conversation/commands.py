@@ -196,8 +196,10 @@ def do_edit(chat, arg):
     if len(turns) < 2:
         raise YiError("nothing to edit yet")
     old = turns[-2].content
-    if arg:
-        new = arg
+    kept = 0
+    if arg:  # what was typed is rewritten; the files attached to it stay (the editor shows them, to change too)
+        head, kept = attach.leading(old)
+        new = head + arg
     elif chat.editor is not None:
         new = chat.editor(old)
     else:
@@ -210,6 +212,8 @@ def do_edit(chat, arg):
     if new == old:
         chat.render.notice("edit cancelled: the message is unchanged")
         return
+    if kept:
+        chat.render.notice(f"the message keeps its {kept} attached file{'s' * (kept > 1)}")
     chat.regenerate(new)
 
 
@@ -321,7 +325,7 @@ TABLE = {
             "edit",
             do_edit,
             "/edit [TEXT]",
-            "rewrite your last message ($EDITOR, inline, or TEXT) and regenerate the reply",
+            "rewrite your last message ($EDITOR, inline, or TEXT: its attached files stay) and regenerate the reply",
             True,
         ),
         Command("continue", do_continue, "/continue", "extend a reply cut by Ctrl-C or the token limit"),
