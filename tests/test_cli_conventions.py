@@ -922,6 +922,29 @@ def test_a_resumed_chat_says_which_session_it_opened(server, home, tmp_path):
     assert p.returncode == 0 and p.stderr.decode() == "", p.stderr
 
 
+def test_a_session_is_resumed_and_loaded_by_the_name_yi_chat_sessions_lists(server, home, tmp_path):
+    """`yi-chat sessions` lists names (its folder in the header); `--resume NAME` from another folder said "NAME: no
+    such session file". A bare name no file in the working folder has is the store's, with or without `.json`; it
+    goes on in place. A file of that name in the working folder still wins."""
+    p = yi("--endpoint", server.url, stdin="first question\n", home=home, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr.decode()
+    [path] = (home / "data" / "sessions").glob("*.json")
+    listed = yi("sessions", home=home, cwd=tmp_path).stdout.decode()
+    assert path.name in listed
+    for name in (path.name, path.stem):
+        p = yi("--endpoint", server.url, "--resume", name, "-p", f"more by {name}", home=home, cwd=tmp_path)
+        assert p.returncode == 0, p.stderr.decode()
+        assert [m["content"] for m in server.requests[-1]["messages"]][::2][0] == "first question"
+    assert [f.name for f in (home / "data" / "sessions").glob("*.json")] == [path.name]  # in place
+    p = yi("--endpoint", server.url, stdin=f"/load {path.stem}\n/history\n", home=home, cwd=tmp_path)
+    assert p.returncode == 0 and f"more by {path.stem}" in p.stdout.decode(), p.stderr.decode()
+    (tmp_path / path.name).write_text("not a session")  # a file here of that name is the one meant
+    p = yi("--endpoint", server.url, "--resume", path.name, "-p", "x", home=home, cwd=tmp_path)
+    assert p.returncode == 1 and p.stderr.decode().startswith(f"yi-chat: {path.name}: corrupt session file")
+    p = yi("--endpoint", server.url, "--resume", "20000101-000000-abcdef", "-p", "x", home=home, cwd=tmp_path)
+    assert p.returncode == 1 and "20000101-000000-abcdef: no such session file" in p.stderr.decode()
+
+
 def test_two_chats_continuing_one_session_never_overwrite_each_other(server, home, tmp_path):
     """-c in two terminals: the second goes on in a new file (and says so); neither loses a turn (issue found
     by a run-through: each process rewrote the file with its own turns)."""

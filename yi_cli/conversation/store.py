@@ -392,9 +392,14 @@ def _no_new_file(folder: str, e: OSError) -> str:
 
 
 def resolve(path: str) -> Path:
-    """`last` is the newest interactive session in the store (or an old last.json); anything else a file name."""
+    """`last` is the newest interactive session in the store (or an old last.json); anything else a file name: a
+    bare name that no file here has is looked for in the store, as `yi-chat sessions` lists it (`.json` optional)."""
     if path != "last":
-        return inputs.user_path(path)
+        p = inputs.user_path(path)
+        if os.sep not in path and not os.path.lexists(p):
+            found = [f for f in (sessions_dir() / path, sessions_dir() / f"{path}.json") if os.path.lexists(f)]
+            return found[0] if found else p
+        return p
     for entry in entries():
         if entry["mode"] in RESUMABLE:
             return Path(entry["path"])

@@ -192,7 +192,11 @@ def parser() -> argparse.ArgumentParser:
     )
     a("--engine", choices=["auto", "fast", "generate"], help="decode engine: fast (CUDA graphs) or plain generate")
     a("--raw", action="store_true", help="no chat template: feed the text as is (base models)")
-    a("--resume", metavar="PATH", help="start from a saved session file ('last' = the newest interactive one)")
+    a(
+        "--resume",
+        metavar="PATH",
+        help="start from a saved session file (a name yi-chat sessions lists; 'last' = the newest interactive one)",
+    )
     a(
         "--continue",
         "-c",
