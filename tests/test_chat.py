@@ -910,6 +910,30 @@ def test_edit_with_text_keeps_the_files_attached_to_the_message(tmp_path):
     assert chat.session.turns[0].content == sent.replace("what do these say", "```\nnot a file\n```")
 
 
+def test_a_file_changed_between_attach_and_send_goes_as_it_is_now(tmp_path):
+    """`/file notes.txt`, then notes.txt edited in another window, then the message: the copy read at /file went,
+    while the line had said "it goes with your next message". It is read again and said so; one that cannot be read
+    now goes as it was read, with the reason."""
+    notes, gone = tmp_path / "notes.txt", tmp_path / "gone.txt"
+    notes.write_text("draft\n")
+    gone.write_text("kept text\n")
+    engine = ScriptedEngine(["one", "two"])
+    chat, out, err = plain_chat(engine)
+    chat.handle(f"/file {notes}")
+    chat.handle(f"/file {gone}")
+    notes.write_text("the final version\n")  # another size: the change shows whatever the clock's granularity
+    gone.unlink()
+    chat.handle("read these")
+    sent = engine.seen[-1][-1]["content"]
+    assert "the final version" in sent and "draft" not in sent and "kept text" in sent
+    assert f"{notes} changed since it was attached: it goes as it is now" in err.getvalue()
+    assert f"{gone}: cannot read (No such file or directory); it goes as it was when attached" in err.getvalue()
+    chat.handle(f"/file {notes}")  # unchanged since: read once, nothing said
+    chat.handle("again")
+    assert "the final version" in engine.seen[-1][-1]["content"]
+    assert err.getvalue().count("changed since") == 1
+
+
 def test_a_crashing_command_is_one_line_and_the_chat_goes_on():
     engine = ScriptedEngine(["still here"])
     engine.describe = lambda: [1 / 0]

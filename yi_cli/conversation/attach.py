@@ -26,6 +26,8 @@ class Attachment:
     name: str  # the path as given, or "stdin"
     text: str
     titled: bool = True  # a file's block is headed by its name; piped stdin's is not
+    path: str | None = None  # a regular file's path as given, read again at send time where it changed since
+    version: tuple | None = None  # its (inode, mtime, size) when it was read
 
     def block(self) -> str:
         """The text in a fence longer than any backtick run inside it (CommonMark), under its name."""
@@ -118,10 +120,40 @@ def read(name: str, stdin=None) -> Attachment:
     """Read and check one attachment; `-` is stdin. A name's bytes that are not UTF-8 (an argument's, kept as
     surrogates) are named as `\\xff` in the message: the tokenizer takes no surrogates."""
     label = "stdin" if name == STDIN else name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    version = None if name == STDIN else _version(name)  # before the read: a change while reading shows later
     data = read_bytes(name, stdin)
     if len(data) > MAX_BYTES:
         raise UsageError(f"{shown(label, 200)}: too large to attach (over {MAX_BYTES >> 20} MiB)")
-    return Attachment(label, decode(data, label), titled=name != STDIN)
+    return Attachment(label, decode(data, label), name != STDIN, name if version else None, version)
+
+
+def _version(name: str) -> tuple | None:
+    """A regular file's (inode, mtime, size); None for anything else (a pipe is read once, to its end)."""
+    import stat
+
+    try:
+        st = os.stat(inputs.user_path(name, UsageError))
+    except (OSError, ValueError, UsageError):
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size) if stat.S_ISREG(st.st_mode) else None
+
+
+def fresh(attachments: list[Attachment], notice) -> list[Attachment]:
+    """The attachments as their files are now: one changed since it was attached (edited in another window before
+    the message went) is read again, and said so; one that cannot be read now goes as it was read, and says why."""
+    out = []
+    for a in attachments:
+        if a.path is None or _version(a.path) == a.version:
+            out.append(a)
+            continue
+        try:
+            out.append(read(a.path))
+        except UsageError as e:
+            notice(f"{e}; it goes as it was when attached")
+            out.append(a)
+        else:
+            notice(f"{shown(a.name, 200)} changed since it was attached: it goes as it is now")
+    return out
 
 
 def gather(words: list[str], prompt: str | None, files: list[str], tty: bool) -> tuple[str | None, list]:

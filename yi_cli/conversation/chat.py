@@ -96,7 +96,7 @@ class Chat:
             if cmd is None:
                 text = line.strip()[1:] if line.strip().startswith("//") else line  # "//x" sends "/x"
                 if text.strip():
-                    waiting = self.attachments
+                    waiting = self.attachments = attach.fresh(self.attachments, self.render.notice)
                     sent = self.turn(attach.take(self, text))
                     if sent is None and waiting and not self.options.one_shot:  # refused or failed: not recorded
                         self.attachments = waiting + self.attachments
