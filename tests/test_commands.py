@@ -380,7 +380,7 @@ def test_save_and_load_take_a_quoted_path_as_file_does(tmp_path):
     for typed in (f'"{target}"', str(target).replace(" ", "\\ ")):
         chat.handle(f"/load {typed}")
     assert err.getvalue() == "" and [t.content for t in chat.session.turns] == ["hi", "r"]
-    assert out.getvalue().rstrip().endswith(f"loaded 1 exchange(s) from {target}")
+    assert out.getvalue().rstrip().endswith(f"loaded 1 exchange from {target}")
 
 
 def test_an_empty_quoted_path_is_refused_by_file_save_and_load(tmp_path, monkeypatch):
@@ -478,7 +478,7 @@ def test_load_takes_the_files_settings_as_a_resume_does_and_lists_them_as_sessio
     s = chat.settings
     assert (s.temperature, s.top_p, s.repetition_penalty, s.max_new_tokens) == (0.7, 0.5, 1.1, 512)
     assert s.speculate == "off"  # the file has none: this chat's stays
-    listed = out.getvalue().split("loaded 1 exchange(s)")[1]
+    listed = out.getvalue().split("loaded 1 exchange")[1]
     for line in (
         "temperature = 0.7  (flag)",
         "top_p = 0.5  (session)",
@@ -523,7 +523,7 @@ def test_load_of_another_models_conversation_says_which_model_goes_on(tmp_path):
         chat.handle(f"/load {tmp_path / name}")
     assert err.getvalue() == ""
     assert lines(out) == [
-        f"loaded 1 exchange(s) from {tmp_path / 'other.json'} (it was with demo-fp32; it goes on with scripted)",
-        f"loaded 1 exchange(s) from {tmp_path / 'same.json'}",
-        f"loaded 1 exchange(s) from {tmp_path / 'none.json'}",
+        f"loaded 1 exchange from {tmp_path / 'other.json'} (it was with demo-fp32; it goes on with scripted)",
+        f"loaded 1 exchange from {tmp_path / 'same.json'}",
+        f"loaded 1 exchange from {tmp_path / 'none.json'}",
     ]

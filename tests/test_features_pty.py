@@ -415,7 +415,7 @@ def test_overflow_drops_oldest_exchange_and_refuses_a_too_long_message(demo_dir,
     assert before > 8192
     t.child.sendline("Hi")
     notice = flat(t.expect("the system prompt is kept"))
-    assert "context full (8192 tokens): dropped the 1 oldest exchange(s) to fit" in notice
+    assert "context full (8192 tokens): dropped the oldest 1 exchange to fit" in notice
     t.expect(FOOTER.pattern, regex=True)
     t.expect(PROMPT)
     after = int(re.search(r"ctx (\d+)/8192", t.expect(r"ctx \d+/8192", regex=True)).group(1))

@@ -49,3 +49,10 @@ def test_round_trip_and_refusal():
     # A file whose last turn was never answered would make the next message fail: refused when read.
     with pytest.raises(ValueError, match="without a reply"):
         ChatSession.from_dict({"turns": [{"role": "user", "content": "q"}]})
+
+
+def test_exchanges_are_counted_in_words_not_with_a_parenthesised_s():
+    """/clear, /load, a context drop and a resume said "1 exchange(s)"; they say it as a person would."""
+    from yi_cli.conversation.session import exchanges_said
+
+    assert [exchanges_said(n) for n in (0, 1, 2, 11)] == ["0 exchanges", "1 exchange", "2 exchanges", "11 exchanges"]

@@ -20,7 +20,7 @@ from ..engines.settings import GenSettings
 from ..engines.template import Prompt
 from ..errors import ENDING, ReplyCut, YiError, failure, first_line
 from . import attach, commands, context, meter
-from .session import ChatSession
+from .session import ChatSession, exchanges_said
 
 
 @dataclass
@@ -266,7 +266,8 @@ class Chat:
         )
         msgs = p.messages[:first] + p.messages[first + dropped :]
         kept = "; the system prompt is kept" if first else ""  # none set: none to keep
-        self.render.notice(f"context full ({ctx} tokens): dropped the {dropped // 2} oldest exchange(s) to fit{kept}")
+        gone = exchanges_said(dropped // 2)
+        self.render.notice(f"context full ({ctx} tokens): dropped the oldest {gone} to fit{kept}")
         return tpl.build(msgs), dropped
 
     def _rebuild(self, p: Pending, first: int, n: int) -> int:

@@ -15,6 +15,7 @@ from ..engines import settings as gen
 from ..errors import YiError, shown
 from ..safe_text import safe
 from . import attach
+from .session import exchanges_said
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ def do_clear(chat, arg):
     n = chat.session.exchanges
     chat.session.clear()
     kept = "; the system prompt is kept" if chat.session.system else ""  # none set: none to keep (it said kept)
-    chat.render.show(f"cleared {n} exchange(s){kept}")
+    chat.render.show(f"cleared {exchanges_said(n)}{kept}")
 
 
 def do_history(chat, arg):
@@ -296,7 +297,7 @@ def do_load(chat, arg):
     was = data.get("model")
     other = isinstance(was, str) and was != chat.engine.name
     other = f" (it was with {shown(was, 200)}; it goes on with {chat.engine.name})" if other else ""
-    chat.render.show(f"loaded {chat.session.exchanges} exchange(s) from {arg}{other}")
+    chat.render.show(f"loaded {exchanges_said(chat.session.exchanges)} from {arg}{other}")
 
 
 TABLE = {

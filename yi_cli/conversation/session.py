@@ -10,6 +10,11 @@ def new_id() -> str:
     return secrets.token_hex(8)
 
 
+def exchanges_said(n: int) -> str:
+    """`n` exchanges as a line says it: "1 exchange", "0 exchanges", "3 exchanges"."""
+    return f"{n} exchange{'s' * (n != 1)}"
+
+
 @dataclass
 class Turn:
     role: str  # "user" | "assistant"

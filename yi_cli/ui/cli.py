@@ -550,11 +550,12 @@ def resumed(given: str | None, data: dict, exchanges: int) -> str:
     from pathlib import Path
 
     from ..conversation import store
+    from ..conversation.session import exchanges_said
     from ..errors import shown
 
     path = Path(data["path"])
     name = path.name if given is None or path.parent.resolve() == store.sessions_dir().resolve() else given
-    line = f"resumed {exchanges} exchange{'s' * (exchanges != 1)} from {shown(name, 200)}"
+    line = f"resumed {exchanges_said(exchanges)} from {shown(name, 200)}"
     if updated := store.stamp(data.get("updated")):
         line += f" (updated {updated[:10]} {updated[11:16]} UTC)"  # as `yi-chat sessions` lists it
     return line
