@@ -527,3 +527,35 @@ def test_load_of_another_models_conversation_says_which_model_goes_on(tmp_path):
         f"loaded 1 exchange from {tmp_path / 'same.json'}",
         f"loaded 1 exchange from {tmp_path / 'none.json'}",
     ]
+
+
+def test_history_shows_an_attached_file_as_one_line_and_all_shows_it_in_full(tmp_path, monkeypatch):
+    """/history printed every attached file in full (a 20,000-line log took ~19 s to scroll by): each attachment
+    is one line, `NAME: [attached, N lines]`, before what was typed; `/history all` prints it as sent."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.md").write_text("".join(f"note line {i}\n" for i in range(300)))
+    (tmp_path / "empty.txt").write_text("")
+    chat, out, err = plain_chat(ScriptedEngine(["the answer", "second"]))
+    chat.handle("/file notes.md")
+    chat.handle("/file empty.txt")
+    chat.handle("what do the notes say?")
+    out.truncate(0), out.seek(0)
+    chat.handle("/history")
+    folded = lines(out)
+    assert err.getvalue() == "" and "note line 150" not in out.getvalue()
+    text = folded[0].index("text")  # the table's text column
+    assert [ln[text:] for ln in folded[1:5]] == [
+        "notes.md: [attached, 300 lines]",
+        "empty.txt: [attached, empty]",
+        "what do the notes say?",
+        "the answer",
+    ], folded
+    out.truncate(0), out.seek(0)
+    chat.handle("/history all")
+    assert "note line 150" in out.getvalue() and "notes.md:" in out.getvalue()
+    assert chat.session.turns[0].content.count("note line") == 300  # the session keeps what was sent
+    chat.handle("/history everything")
+    assert (
+        err.getvalue().strip()
+        == "error: usage: /history [all] (all: with the attached files in full), not /history everything"
+    )

@@ -193,7 +193,7 @@ def compose(attachments: list[Attachment], prompt: str) -> str:
     return "\n\n".join([a.block() for a in attachments] + ([prompt] if prompt else []))
 
 
-LEADING_BLOCK = re.compile(r"(?:[^\n`]*:\n)?(`{3,})\n.*?\n\1(?:\n+|$)", re.S)
+LEADING_BLOCK = re.compile(r"(?:(?P<name>[^\n`]*):\n)?(?P<fence>`{3,})\n(?P<body>.*?)\n(?P=fence)(?:\n+|$)", re.S)
 
 
 def leading(message: str) -> tuple[str, int]:
@@ -203,6 +203,19 @@ def leading(message: str) -> tuple[str, int]:
     while m := LEADING_BLOCK.match(message, end):
         end, n = m.end(), n + 1
     return message[:end], n
+
+
+def folded(message: str) -> str:
+    """`message` with each attachment block it starts with as one line, `notes.md: [attached, 120 lines]`, and what
+    the user typed after them whole: what /history shows (it printed a 20,000-line file in full; `/history all`
+    still does)."""
+    lines, end = [], 0
+    while m := LEADING_BLOCK.match(message, end):
+        n = m["body"].count("\n") + 1 if m["body"] else 0
+        size = f"{n} line{'s' * (n != 1)}" if n else "empty"
+        lines.append(f"{m['name']}: [attached, {size}]" if m["name"] is not None else f"[attached, {size}]")
+        end = m.end()
+    return "\n".join(lines + ([message[end:]] if message[end:] else [])) if lines else message
 
 
 def summary(message: str) -> str:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from rich.console import Group
 from rich.padding import Padding
 from rich.table import Table
+from rich.text import Text
 
 from ..engines import settings as gen
 from ..errors import YiError, shown
@@ -87,7 +88,7 @@ def do_help(chat, arg):
         names = [f"/{a}" for a, target in ALIASES.items() if target == cmd.name]
         also = f"  (also {', '.join(names)})" if names else ""
         # the help indented, wrapping under itself as in /help's table (as text it wrapped back to column 0)
-        chat.render.show(Group(cmd.usage + also, Padding(cmd.help, (0, 0, 0, 2))))
+        chat.render.show(Group(Text(cmd.usage + also), Padding(Text(cmd.help), (0, 0, 0, 2))))  # [all]: no markup
         return
     chat.render.show(help_text())
 
@@ -99,7 +100,7 @@ def help_text() -> Group:
     grid.add_column(no_wrap=True)
     grid.add_column(overflow="fold")
     for c in TABLE.values():
-        grid.add_row(f"  {c.usage}", c.help)
+        grid.add_row(Text(f"  {c.usage}"), Text(c.help))  # as written: rich read `[all]` as a markup tag
     return Group(
         "Commands (type a message to chat; '//' starts a message with '/'):",
         grid,
@@ -120,6 +121,9 @@ def do_clear(chat, arg):
 
 
 def do_history(chat, arg):
+    if arg and arg.lower() != "all":
+        raise YiError(f"usage: /history [all] (all: with the attached files in full), not /history {shown(arg, 40)}")
+    whole = bool(arg)
     s = chat.session
     if not s.turns and not s.system:
         chat.render.show("(no turns yet)")
@@ -131,7 +135,8 @@ def do_history(chat, arg):
         t.add_row("", "system", "", safe(s.system))  # loaded text: its escape sequences are shown, not run
     for i, turn in enumerate(s.turns, 1):
         note = f" [{turn.finish_reason}]" if turn.finish_reason in ("interrupted", "length") else ""
-        t.add_row(str(i), turn.role, str(turn.tokens or ""), safe(turn.content) + note)
+        text = turn.content if whole or turn.role != "user" else attach.folded(turn.content)
+        t.add_row(str(i), turn.role, str(turn.tokens or ""), safe(text) + note)
     chat.render.show(t, whole=True)  # a pipe gets each turn on its line, whole
 
 
@@ -305,7 +310,13 @@ TABLE = {
     for c in [
         Command("help", do_help, "/help [COMMAND]", "show the commands, or one command's help", True),
         Command("clear", do_clear, "/clear", "forget the conversation (keeps the system prompt)"),
-        Command("history", do_history, "/history", "list the turns with roles and token counts"),
+        Command(
+            "history",
+            do_history,
+            "/history [all]",
+            "list the turns with roles and token counts (attached files as one line each; all: in full)",
+            True,
+        ),
         Command(
             "system",
             do_system,
