@@ -201,6 +201,20 @@ def test_binary_and_undecodable_files_exit_2_before_the_model_loads(home, tmp_pa
         assert f"pipe it through iconv -f {encoding} -t UTF-8" in line, line
 
 
+@pytest.mark.parametrize(
+    "content, needle",
+    [
+        ("北京是中国的首都。\n".encode("gbk"), "only UTF-8 text can be read as the prompt (Chinese saved as GBK: pipe"),
+        (b"\x7fELF\x02\x01\x00\x00", "binary file (it contains NUL bytes); only text can be read as the prompt"),
+    ],
+)
+def test_a_prompt_piped_to_p_dash_that_is_not_utf8_is_refused_as_the_prompt(home, tmp_path, content, needle):
+    """`yi-chat -p - < gbk.txt` said "only UTF-8 text can be attached": nothing was being attached there, the
+    pipe is the prompt. The line says what it was read as, with the iconv hint where it reads as Chinese."""
+    line = one_line_error(yi("--model", str(tmp_path / "no-model"), "-p", "-", stdin=content, home=home), 2, needle)
+    assert line.startswith("yi-chat: stdin: ") and "attached" not in line, line
+
+
 def test_a_file_too_large_for_the_context_exits_2_before_the_model_loads(home, tmp_path):
     ckpt = tmp_path / "ckpt"  # only a config: the refusal must come before anything else is read
     ckpt.mkdir()

@@ -37,25 +37,22 @@ class Attachment:
         return f"{head}{fence}\n{self.text.rstrip(chr(10))}\n{fence}"
 
 
-def decode(data: bytes, name: str) -> str:
+def decode(data: bytes, name: str, use: str = "attached") -> str:
     """Bytes -> text, or one line saying why they are not text (NUL bytes), or not UTF-8 and how to convert them:
     a Chinese file saved in GBK or Big5 (Windows' default for Chinese) was refused as if it were not text at all,
-    and a UTF-16 one (Notepad's "Unicode") as a binary file for its NUL bytes."""
+    and a UTF-16 one (Notepad's "Unicode") as a binary file for its NUL bytes. `use`: what the text was for
+    ("attached", or "read as the prompt" for `-p -`, where the line spoke of attaching)."""
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # a UTF-16 byte order mark
         raise UsageError(f"{shown(name, 200)}: UTF-16 text, not UTF-8 ({convert(name, 'UTF-16')})")
     if b"\x00" in data:
-        raise UsageError(f"{shown(name, 200)}: binary file (it contains NUL bytes); only text files can be attached")
+        raise UsageError(f"{shown(name, 200)}: binary file (it contains NUL bytes); only text can be {use}")
     try:
         return inputs.bom_text(data)
     except UnicodeDecodeError as e:
         chinese = legacy_chinese(data)
         raise UsageError(
-            f"{shown(name, 200)}: not UTF-8 text (undecodable byte at offset {e.start}); only UTF-8 text can be "
-            + (
-                f"attached ({convert(name, 'GBK', 'Chinese saved as GBK: ')}; as Big5: -f BIG5)"
-                if chinese
-                else "attached"
-            )
+            f"{shown(name, 200)}: not UTF-8 text (undecodable byte at offset {e.start}); only UTF-8 text can be {use}"
+            + (f" ({convert(name, 'GBK', 'Chinese saved as GBK: ')}; as Big5: -f BIG5)" if chinese else "")
         ) from None
 
 
@@ -116,7 +113,7 @@ def read_bytes(name: str, stdin=None) -> bytes:
         raise UsageError(f"{shown(name, 200)}: not a valid file name") from None
 
 
-def read(name: str, stdin=None) -> Attachment:
+def read(name: str, stdin=None, use: str = "attached") -> Attachment:
     """Read and check one attachment; `-` is stdin. A name's bytes that are not UTF-8 (an argument's, kept as
     surrogates) are named as `\\xff` in the message: the tokenizer takes no surrogates."""
     label = "stdin" if name == STDIN else name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
@@ -124,7 +121,7 @@ def read(name: str, stdin=None) -> Attachment:
     data = read_bytes(name, stdin)
     if len(data) > MAX_BYTES:
         raise UsageError(f"{shown(label, 200)}: too large to attach (over {MAX_BYTES >> 20} MiB)")
-    return Attachment(label, decode(data, label), name != STDIN, name if version else None, version)
+    return Attachment(label, decode(data, label, use), name != STDIN, name if version else None, version)
 
 
 def _version(name: str) -> tuple | None:
@@ -178,7 +175,7 @@ def gather(words: list[str], prompt: str | None, files: list[str], tty: bool) ->
             raise UsageError(("the prompt words are" if words else "-p/--prompt is") + " not valid UTF-8") from None
     attachments = []
     if prompt == STDIN:
-        prompt = read(STDIN).text.strip()
+        prompt = read(STDIN, use="read as the prompt").text.strip()
         if not prompt:
             raise UsageError("-p -: stdin is empty")
     elif prompt is not None and not prompt.strip():
