@@ -7,10 +7,15 @@ from pathlib import Path
 
 
 def _base(xdg_var: str, fallback: str, sub: str) -> Path:
+    """A `~` in YI_CHAT_HOME is the home folder (quoted, the shell left it) and a relative one is taken from the
+    working directory yi-chat starts in, made absolute so every message names the same folder; a relative XDG
+    variable is ignored, as the XDG spec says."""
     home = os.environ.get("YI_CHAT_HOME")
     if home:
-        return Path(home) / sub
-    root = os.environ.get(xdg_var) or os.path.join(os.path.expanduser("~"), fallback)
+        return Path(home).expanduser().absolute() / sub
+    root = os.environ.get(xdg_var, "")
+    if not os.path.isabs(root):
+        root = os.path.join(os.path.expanduser("~"), fallback)
     return Path(root) / "yi-chat"
 
 
