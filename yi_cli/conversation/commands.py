@@ -267,13 +267,16 @@ def do_stats(chat, arg):
         f"tokens generated: {new}",
         f"mean time to first token: {sum(firsts) / len(firsts):.3f} s" if firsts else "",
         f"mean decode speed: {sum(rates) / len(rates):.1f} tok/s" if rates else "",
-        f"context used: {_or_unknown(chat.context_used())} / {chat.engine.context_length or '?'} tokens",
+        _context_line(chat.context_used(), chat.engine.context_length),
     ]
     chat.render.show("\n".join(x for x in lines if x))
 
 
-def _or_unknown(n: int | None) -> int | str:
-    return "?" if n is None else n
+def _context_line(used: int | None, length: int | None) -> str:
+    """How full the context is; a server that has not reported its count for these turns yet (a resumed chat, a
+    reply cut before its usage came) gets a `?` and when it will be known."""
+    line = f"context used: {'?' if used is None else used} / {length or '?'} tokens"
+    return line + (" (the server reports it with its next reply)" if used is None else "")
 
 
 def do_save(chat, arg, replace=False):
