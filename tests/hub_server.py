@@ -5,11 +5,12 @@
     HEAD /{repo}/resolve/{rev}/{path}            X-Repo-Commit, ETag (sha256 for LFS files), Content-Length
     GET  /{repo}/resolve/{rev}/{path}            the bytes; `Range: bytes=N-` answers 206 from N
 
-A missing repo answers 404 with X-Error-Code RepoNotFound; a gated repo's files answer 401 GatedRepo unless the
-request carries `Authorization: Bearer <token>` with a token the server knows (model info and listing stay public,
-as on the real hub). Faults for tests: `drop[path] = n` sends n bytes of the next GET of `path` and closes the
-connection; `hold[path] = n` sends n bytes, sets `held` and waits for `release` (then closes). Every request is
-recorded in `log` as (method, path, Range header, has-auth).
+{rev} is main, another branch or tag of the Repo's `branches`, or one of their commits; any other revision answers
+404 RevisionNotFound. A missing repo answers 404 with X-Error-Code RepoNotFound; a gated repo's files answer 401
+GatedRepo unless the request carries `Authorization: Bearer <token>` with a token the server knows (model info and
+listing stay public, as on the real hub). Faults for tests: `drop[path] = n` sends n bytes of the next GET of `path`
+and closes the connection; `hold[path] = n` sends n bytes, sets `held` and waits for `release` (then closes). Every
+request is recorded in `log` as (method, path, Range header, has-auth).
 
     python tests/hub_server.py --port 8765 acme/tiny-chat=/path/to/checkpoint   # serve by hand
 """
@@ -28,9 +29,10 @@ LFS_SUFFIXES = (".safetensors", ".bin")
 
 
 class Repo:
-    def __init__(self, files: dict[str, bytes], gated: bool = False):
+    def __init__(self, files: dict[str, bytes], gated: bool = False, branches: dict[str, Repo] | None = None):
         self.files = files
         self.gated = gated
+        self.branches = branches or {}  # another branch or tag -> its content (main is this Repo's)
         self.commit = hashlib.sha1(
             b"".join(hashlib.sha1(k.encode() + v).digest() for k, v in sorted(files.items()))
         ).hexdigest()
@@ -46,6 +48,13 @@ class Repo:
         if path.endswith(LFS_SUFFIXES):
             e["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
         return e
+
+    def at(self, revision: str) -> Repo | None:
+        """The content at a branch, tag or full commit id; None where the repo has no such revision."""
+        for name, r in {"main": self, **self.branches}.items():
+            if revision in (name, r.commit):
+                return r
+        return None
 
     def etag(self, path: str) -> str:
         e = self.entry(path)
@@ -100,10 +109,11 @@ class FakeHub:
         return [r for r in self.log if r[0] == method and r[1].endswith(suffix)]
 
     def _serve(self, h: BaseHTTPRequestHandler, head: bool) -> None:
-        path = unquote(urlparse(h.path).path)
+        raw = urlparse(h.path).path
+        path = unquote(raw)
         auth = h.headers.get("Authorization", "")
         self.log.append(("HEAD" if head else "GET", path, h.headers.get("Range"), bool(auth)))
-        parts = path.strip("/").split("/")
+        parts = [unquote(p) for p in raw.strip("/").split("/")]  # a revision's quoted / stays in its part
         for name, status in self.refuse.items():
             if f"/{name}/" in f"{path}/":
                 return self._error(h, status, None, "Invalid credentials in Authorization header")
@@ -111,6 +121,9 @@ class FakeHub:
             repo = self.repos.get(f"{parts[2]}/{parts[3]}")
             if repo is None:
                 return self._error(h, 404, "RepoNotFound", "Repository not found")
+            repo = repo.at(parts[5])
+            if repo is None:
+                return self._error(h, 404, "RevisionNotFound", f"Invalid rev id: {parts[5]}")
             if parts[4] == "revision":
                 body = {
                     "id": f"{parts[2]}/{parts[3]}",
@@ -127,6 +140,9 @@ class FakeHub:
             name = "/".join(parts[4:])
             if repo is None:
                 return self._error(h, 404, "RepoNotFound", "Repository not found")
+            repo = repo.at(parts[3])
+            if repo is None:
+                return self._error(h, 404, "RevisionNotFound", f"Invalid rev id: {parts[3]}")
             if repo.gated and auth.removeprefix("Bearer ") not in self.tokens:
                 return self._error(
                     h,

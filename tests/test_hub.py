@@ -692,13 +692,41 @@ def test_a_cached_snapshot_missing_a_blob_is_fetched_again_and_named_offline(hub
 def test_pull_refuses_a_malformed_revision_as_a_usage_error(hub, env, revision, tmp_path):
     """`--revision ''` asked the hub for it and said "answered HTTP 404; try again later" (exit 3); a revision no
     branch, tag or commit can have (whitespace, control characters, what git refuses in a ref name: the cache keeps
-    it as the path refs/REVISION, which an absolute one replaced: the stand-in hub answers any revision) is one line,
+    it as the path refs/REVISION, which an absolute one replaced) is one line,
     exit 2, and nothing is asked of the hub."""
     revision = revision.format(tmp=tmp_path)  # an absolute path, where the code before wrote its ref file
     lines = error_line(yi(env, "pull", "acme/tiny-chat", "--revision", revision), 2, "argument --revision: ")
     assert len(lines) == 1
     assert ("the revision is empty" if not revision else "is not a branch, tag or commit name") in lines[0]
     assert not hub.log
+
+
+def test_pull_of_a_branch_and_of_a_commit_fetches_that_revision(hub, env, demo_files):
+    """`--revision` names what is fetched: a branch's files (its ref written as refs/BRANCH, main's untouched), or a
+    commit by its id; the snapshot printed on stdout is that commit's. (The stand-in hub answered every revision
+    with main's files, so nothing checked that the revision was asked for.)"""
+    v2 = {**demo_files, "generation_config.json": demo_files["generation_config.json"] + b"\n"}
+    main = hub.repos["acme/tiny-chat"]
+    main.branches["v2"] = Repo(v2)
+    p = yi(env, "pull", "acme/tiny-chat", "--revision", "v2")
+    assert p.returncode == 0, p.stderr.decode()
+    commit = main.branches["v2"].commit
+    assert (repo_dir(env) / "refs" / "v2").read_text() == commit
+    assert not (repo_dir(env) / "refs" / "main").exists()
+    snap = repo_dir(env) / "snapshots" / commit
+    assert p.stdout.decode().strip() == str(snap)
+    assert (snap / "generation_config.json").read_bytes() == v2["generation_config.json"]
+    p = yi(env, "pull", "acme/tiny-chat", "--revision", main.commit)
+    assert p.returncode == 0, p.stderr.decode()
+    snap = repo_dir(env) / "snapshots" / main.commit
+    assert p.stdout.decode().strip() == str(snap)
+    assert (snap / "generation_config.json").read_bytes() == demo_files["generation_config.json"]
+
+
+def test_pull_of_a_revision_the_repo_lacks_is_one_line_exit_3(hub, env):
+    lines = error_line(yi(env, "pull", "acme/tiny-chat", "--revision", "v9"), 3, "acme/tiny-chat: no such revision on ")
+    assert len(lines) == 1 and hub.url in lines[0]
+    assert not any(m == "GET" and "/resolve/" in path for m, path, *_ in hub.log)  # nothing was downloaded
 
 
 def test_models_in_a_pipe_carries_no_trailing_spaces(env, tmp_path):
