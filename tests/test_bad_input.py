@@ -309,7 +309,7 @@ def test_unknown_or_malformed_slash_commands(tiny_dir, home):
         "error: usage: /set NAME VALUE (/set alone lists the settings)",
         "error: unknown setting 'colour'",
         "error: unknown command /; /help lists them, and //TEXT sends a message starting /",
-        "error: usage: /load PATH",
+        "error: usage: /load PATH (or a NAME yi-chat sessions lists)",
         "error: nothing to retry",
     ]
     assert len(lines) == len(expected), err

@@ -298,7 +298,7 @@ def do_load(chat, arg):
     from .attach import as_dropped
 
     if not arg:
-        raise YiError("usage: /load PATH")
+        raise YiError("usage: /load PATH (or a NAME yi-chat sessions lists)")
     arg = as_dropped(arg)  # quoted or its spaces escaped, as a terminal's drag and drop types it (as /file)
     data = store.load_into(chat, arg)
     # The chat's model stays: a conversation of another model went on with this one without a word
@@ -366,7 +366,13 @@ TABLE = {
             True,
             do_save_replacing,
         ),
-        Command("load", do_load, "/load PATH", "load a session saved with /save", True),
+        Command(
+            "load",
+            do_load,
+            "/load PATH|NAME",
+            "load a session saved with /save (NAME: one yi-chat sessions lists)",
+            True,
+        ),
         Command(
             "file", attach.do_file, "/file [PATH]", "attach a text file to your next message (alone: list them)", True
         ),
