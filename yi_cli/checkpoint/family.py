@@ -128,11 +128,17 @@ def expand(name: str) -> str:
     return m.repo if m else name
 
 
+def repo_of(path) -> str | None:
+    """The hub id of a path inside the hub cache (.../models--01-ai--Yi-6B/snapshots/<commit>), else None."""
+    for part in reversed(Path(str(path)).parts):
+        if part.startswith("models--") and part.count("--") >= 2:
+            return part.removeprefix("models--").replace("--", "/", 1)
+    return None
+
+
 def member_of(path) -> Member | None:
     """The family member a checkpoint directory holds: from a hub-cache path (models--01-ai--Yi-6B/snapshots/...)
     or from a directory named like the repo (~/models/Yi-6B-Chat-4bits)."""
-    from .hub import repo_of
-
     repo = repo_of(path)
     if repo is not None:
         return BY_REPO.get(repo.lower())

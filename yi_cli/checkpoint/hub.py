@@ -27,6 +27,7 @@ from urllib.parse import urlparse
 from .. import inputs
 from ..errors import LoadError
 from . import plausible
+from .family import BY_REPO, repo_of
 from .files import read_config
 
 # What yi-chat reads from a checkpoint; README, weights of other frameworks, GGUF and images stay on the hub.
@@ -113,14 +114,6 @@ def storage(repo: str) -> Path:
         return cache_root() / repo_folder_name(repo_id=repo, repo_type="model")
     except ValueError as e:  # HFValidationError: characters a repo id cannot have
         raise LoadError(f"{repo}: not a valid hub id ({str(e).splitlines()[0]})") from None
-
-
-def repo_of(path) -> str | None:
-    """The hub id of a path inside the hub cache (.../models--01-ai--Yi-6B/snapshots/<commit>), else None."""
-    for part in reversed(Path(str(path)).parts):
-        if part.startswith("models--") and part.count("--") >= 2:
-            return part.removeprefix("models--").replace("--", "/", 1)
-    return None
 
 
 def cached_snapshot(repo: str, revision: str = "main") -> Path | None:
@@ -409,8 +402,6 @@ def hub_error(e: BaseException, repo: str, local: bool = True) -> LoadError:
             return LoadError(f"{repo} is gated and your token has no access: accept its terms at {where}/{repo}")
         return LoadError(f"{repo} is gated: accept its terms at {where}/{repo}, then {LOGIN}")
     if isinstance(e, errors.RepositoryNotFoundError):
-        from .family import BY_REPO
-
         twin = BY_REPO.get(repo.lower())  # 01-ai/yi-6b-chat-4bits: a Yi repo's id in another case
         if twin and twin.repo != repo:
             hint = f"; did you mean {twin.repo}?"

@@ -181,11 +181,11 @@ def open_checkpoint(
     # transformers only loads when asked (light.py, light_tokenizer.py).
     config = light.llama_view(cfg, lambda: _config(path, quant is not None, trust_remote_code))
     config = config or _config(path, quant is not None, trust_remote_code)
-    from . import hub
+    from .family import repo_of
 
     return Checkpoint(
         path=path,
-        name=hub.repo_of(path) or path.name,
+        name=repo_of(path) or path.name,
         config=config,
         tokenizer=load_tokenizer(path, trust_remote_code),
         device=device,

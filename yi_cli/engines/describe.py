@@ -7,7 +7,7 @@ from __future__ import annotations
 from rich.table import Table
 from rich.tree import Tree
 
-from ..checkpoint.hub import repo_of
+from ..checkpoint.family import repo_of
 
 
 def describe(engine) -> list:
