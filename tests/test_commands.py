@@ -529,6 +529,34 @@ def test_load_of_another_models_conversation_says_which_model_goes_on(tmp_path):
     ]
 
 
+def test_history_counts_the_tokens_of_loaded_turns_that_came_without_them(tmp_path):
+    """A session saved by a chat with a remote engine holds no token counts for its user turns (the server counts
+    them); `/load`ed into a local chat, `/history` showed them blank. They are counted with this chat's tokenizer;
+    a count the session holds is shown as held, and a chat that cannot count leaves the column blank."""
+    import json
+
+    from tests.fixtures import WordTemplate
+
+    turns = [
+        {"role": "user", "content": "what is the capital of France"},
+        {"role": "assistant", "content": "Paris, of course.", "tokens": 7},
+    ]
+    (tmp_path / "remote.json").write_text(json.dumps({"format": "yi-chat-session", "version": 1, "turns": turns}))
+
+    def history(template):
+        engine = ScriptedEngine()
+        engine.template = template
+        chat, out, err = plain_chat(engine)
+        chat.handle(f"/load {tmp_path / 'remote.json'}")
+        out.truncate(0), out.seek(0)
+        chat.handle("/history")
+        assert err.getvalue() == ""
+        return [ln.split()[:3] for ln in lines(out)[1:]]
+
+    assert history(WordTemplate()) == [["1", "user", "6"], ["2", "assistant", "7"]]
+    assert history(None) == [["1", "user", "what"], ["2", "assistant", "7"]]  # nothing to count with: blank
+
+
 def test_history_shows_an_attached_file_as_one_line_and_all_shows_it_in_full(tmp_path, monkeypatch):
     """/history printed every attached file in full (a 20,000-line log took ~19 s to scroll by): each attachment
     is one line, `NAME: [attached, N lines]`, before what was typed; `/history all` prints it as sent."""

@@ -275,8 +275,12 @@ class Chat:
 
     def _size(self, i: int) -> int:
         """Tokens of session turn i (as counted when it was committed, else counted now)."""
-        t = self.session.turns[i]
-        return t.tokens or self._count(t.content)
+        return self.tokens_of(self.session.turns[i])
+
+    def tokens_of(self, turn) -> int:
+        """A turn's tokens as counted when it was committed, else as this chat's tokenizer counts them now (a turn
+        loaded from a remote chat's session has none of its own); 0 where nothing can count them."""
+        return turn.tokens or self._count(turn.content)
 
     def _stream(self, prompt: Prompt, settings: GenSettings, wrapped: bool = False):
         """Run engine.stream in a worker thread so Ctrl-C here only sets `cancel`; the stream ends itself."""

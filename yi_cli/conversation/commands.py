@@ -136,7 +136,7 @@ def do_history(chat, arg):
     for i, turn in enumerate(s.turns, 1):
         note = f" [{turn.finish_reason}]" if turn.finish_reason in ("interrupted", "length") else ""
         text = turn.content if whole or turn.role != "user" else attach.folded(turn.content)
-        t.add_row(str(i), turn.role, str(turn.tokens or ""), safe(text) + note)
+        t.add_row(str(i), turn.role, str(chat.tokens_of(turn) or ""), safe(text) + note)
     chat.render.show(t, whole=True)  # a pipe gets each turn on its line, whole
 
 
