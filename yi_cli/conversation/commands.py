@@ -212,6 +212,8 @@ def do_edit(chat, arg):
         raise YiError("usage: /edit NEW TEXT (no editor here: give the new message)")
     if new is None:  # the editor gave up (its file left empty, Ctrl-C at edit>) and said why
         return
+    if not chat.running:  # a SIGTERM, SIGHUP or SIGQUIT as edit> returned its line: the chat ends, as at >>>
+        return
     if not new.strip():
         chat.render.notice("edit cancelled: the message was left empty")
         return
