@@ -41,3 +41,21 @@ def test_mps_share(percentage, want):
 def test_usable_sms_off_cuda():
     assert nucleus.usable_sms("cpu") == 1
     assert nucleus.usable_sms("cuda", {"TRITON_INTERPRET": "1"}) == 1
+
+
+@pytest.mark.parametrize(
+    "rows,ctas,sms,want",
+    [
+        (8, 16, 132, [(0, 8)]),  # a verify's 8 rows on an H200: one launch
+        (8, 16, 108, [(0, 6), (6, 2)]),  # an A100: two launches (it was eight)
+        (8, 16, 20, [(r, 1) for r in range(8)]),  # one row's programs fill the GPU: a launch a row
+        (1, 16, 132, [(0, 1)]),  # a decode step
+        (5, 32, 100, [(0, 3), (3, 2)]),
+        (3, 1, 1, [(0, 1), (1, 1), (2, 1)]),  # Triton's interpreter: one program at a time
+    ],
+)
+def test_row_groups_hold_as_many_rows_as_fit(rows, ctas, sms, want):
+    groups = nucleus.row_groups(rows, ctas, sms)
+    assert groups == want
+    assert [r for r0, n in groups for r in range(r0, r0 + n)] == list(range(rows))  # each row once, in order
+    assert all(n * ctas <= sms or n == 1 for _, n in groups)  # every program of a launch resident
