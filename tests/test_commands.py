@@ -306,6 +306,9 @@ def test_file_refuses_a_file_too_long_for_the_context_before_tokenizing_it(tmp_p
     assert "empty.txt (empty); it goes" in shown
     assert "one.txt (1 line); it goes" in shown
     assert "one.txt (1 line) (attached twice now); it goes" in shown
+    chat.handle(f"/file {one}")  # a third time said "attached twice now" again
+    shown = " ".join(out.getvalue().split())
+    assert shown.endswith("one.txt (1 line) (attached 3 times now); it goes with your next message")
 
 
 def test_a_message_that_fails_keeps_its_attachments_waiting(tmp_path):

@@ -356,6 +356,7 @@ def do_file(chat, arg: str) -> None:
     check_tokens(chat.engine, chat.settings, [*chat.attachments, a])
     chat.attachments.append(a)
     lines = a.text.count("\n") + (bool(a.text) and not a.text.endswith("\n"))
-    again = " (attached twice now)" if any(b.name == a.name for b in chat.attachments[:-1]) else ""
+    times = sum(b.name == a.name for b in chat.attachments)
+    again = {1: "", 2: " (attached twice now)"}.get(times, f" (attached {times} times now)")
     size = f"{lines} line{'s' if lines != 1 else ''}" if a.text else "empty"
     chat.render.show(f"attached {a.name} ({size}){again}; it goes with your next message")
