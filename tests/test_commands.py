@@ -41,6 +41,13 @@ def test_a_command_typed_with_a_full_width_slash_runs():
 def test_unknown_and_malformed_commands_are_refused_with_a_hint():
     with pytest.raises(YiError, match=r"unknown command /histroy; did you mean /history\?"):
         commands.parse("/histroy")
+    # a command's start alone, as an abbreviation: it was "did you mean /h?" (help) for /hi, /set for /det, none for /cl
+    for typed, meant in [("/hi", "/history"), ("/det", "/detach"), ("/cl", "/clear"), ("/con", "/continue")]:
+        with pytest.raises(YiError) as e:
+            commands.parse(typed)
+        assert str(e.value) == f"unknown command {typed}; did you mean {meant}?"
+    with pytest.raises(YiError, match=r"unknown command /re; did you mean /retry or /reset\?"):
+        commands.parse("/re")
     with pytest.raises(YiError, match="takes no argument"):
         commands.parse("/clear now")
     # `/model acme/tiny-chat`: a newcomer switching models is told how (it was the usage alone; a walkthrough)
