@@ -685,6 +685,23 @@ def test_a_message_taller_than_the_screen_is_in_the_scrollback_whole(term, home,
     assert engine.prompts == [message]
 
 
+def test_a_message_taller_than_the_screen_given_up_by_ctrl_c_is_not_shown_as_sent(term, home):
+    """Ctrl-C at a prompt taller than the screen sends nothing, so the message is not written out whole as a sent
+    one is (the test above): the next message is the first the model gets."""
+    engine = Scripted("Seen.")
+    pane = term(engine, 60, 12)
+    pane.tmux("set-buffer", "-b", "p", TALL_PASTE)
+    pane.tmux("paste-buffer", "-p", "-b", "p", "-t", "0")
+    pane.wait(lambda s: "pasted line 29" in pane.screen(), "the message typed")
+    pane.keys("C-c")
+    pane.wait(lambda s: content(pane.screen())[-1:] == [">>>"], "an empty prompt")
+    pane.type("hi")
+    pane.keys("Enter")
+    scroll = pane.wait(lambda s: "Seen." in s and content(s)[-1:] == [">>>"], "the reply and the next prompt")
+    assert engine.prompts == ["hi"]
+    assert ">>> pasted line 0 of a block taller than the screen" not in content(scroll)
+
+
 def test_the_status_line_of_a_long_prompt_leaves_nothing_in_a_narrow_terminal(home):
     """The status line while a long prompt is read ("reading the prompt: N/M tokens (P%)", 42 columns and more),
     written as the chat writes it, in a terminal narrower than it (a split pane): each update and the erase leave

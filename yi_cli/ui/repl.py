@@ -347,7 +347,11 @@ def read_line(session, message: str, pre_run=None, render=None, **kwargs) -> str
             pre_run()
 
     def done(app) -> None:
-        if render is not None and app.is_done and too_tall(app):
+        """The last draw, as the line is sent; not as Ctrl-C, Ctrl-D or a signal ends the prompt (nothing is sent:
+        the message was shown whole all the same, as if it had been)."""
+        if render is None or not app.is_done or app.future.cancelled() or app.future.exception() is not None:
+            return
+        if too_tall(app):
             app.erase_when_done = True
             tall.append(session.default_buffer.text)
 
