@@ -41,6 +41,13 @@ def test_a_command_typed_with_a_full_width_slash_runs():
 def test_unknown_and_malformed_commands_are_refused_with_a_hint():
     with pytest.raises(YiError, match=r"unknown command /histroy; did you mean /history\?"):
         commands.parse("/histroy")
+    # a command's start alone, as an abbreviation: it was "did you mean /h?" (help) for /hi, /set for /det, none for /cl
+    for typed, meant in [("/hi", "/history"), ("/det", "/detach"), ("/cl", "/clear"), ("/con", "/continue")]:
+        with pytest.raises(YiError) as e:
+            commands.parse(typed)
+        assert str(e.value) == f"unknown command {typed}; did you mean {meant}?"
+    with pytest.raises(YiError, match=r"unknown command /re; did you mean /retry or /reset\?"):
+        commands.parse("/re")
     with pytest.raises(YiError, match="takes no argument"):
         commands.parse("/clear now")
     # `/model acme/tiny-chat`: a newcomer switching models is told how (it was the usage alone; a walkthrough)
@@ -306,6 +313,36 @@ def test_file_refuses_a_file_too_long_for_the_context_before_tokenizing_it(tmp_p
     assert "empty.txt (empty); it goes" in shown
     assert "one.txt (1 line); it goes" in shown
     assert "one.txt (1 line) (attached twice now); it goes" in shown
+    chat.handle(f"/file {one}")  # a third time said "attached twice now" again
+    shown = " ".join(out.getvalue().split())
+    assert shown.endswith("one.txt (1 line) (attached 3 times now); it goes with your next message")
+
+
+def test_file_of_a_pipe_nothing_writes_into_says_what_it_waits_for(tmp_path):
+    """/file of a FIFO nothing writes into blocked in its open with nothing on the screen, keys held: the chat looked
+    hung until Ctrl-C. Past a second a line says what it waits for; what is written then is attached."""
+    import os
+    import threading
+    import time
+
+    chat, out, err = plain_chat(ScriptedEngine(["a reply"]))
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    handled = threading.Thread(target=chat.handle, args=(f"/file {fifo}",))
+    handled.start()
+    try:
+        deadline = time.monotonic() + 60
+        while "waiting for what writes into it (Ctrl-C gives it up)" not in err.getvalue():
+            assert time.monotonic() < deadline, f"no line while /file waits on the pipe: {err.getvalue()!r}"
+            time.sleep(0.01)  # the poll of a condition wait
+        assert f"{fifo}: a pipe, read to its end" in err.getvalue()
+    finally:
+        with open(fifo, "w") as w:  # the writer comes: the open and the read end
+            w.write("fed through the pipe\n")
+        handled.join(60)
+    assert not handled.is_alive()
+    assert [a.text for a in chat.attachments] == ["fed through the pipe\n"]
+    assert f"attached {fifo} (1 line)" in " ".join(out.getvalue().split())
 
 
 def test_a_message_that_fails_keeps_its_attachments_waiting(tmp_path):

@@ -652,6 +652,56 @@ def test_a_long_question_comes_back_whole_from_the_scrollback(term, home):
     pane.wait(lambda s: engine.prompts[-1:] == ["two\nlines"], "the two-line message sent")
 
 
+TALL_PASTE = "\n".join(f"pasted line {i} of a block taller than the screen" for i in range(30))
+TALL_LINE = " ".join(f"word{i}" for i in range(300))  # one line of 2,000 characters: 34 rows 60 wide
+
+
+@pytest.mark.parametrize(
+    "message,last", [(TALL_PASTE, "pasted line 29"), (TALL_LINE, "word299")], ids=["paste", "line"]
+)
+def test_a_message_taller_than_the_screen_is_in_the_scrollback_whole(term, home, message, last):
+    """prompt_toolkit draws at most a screen of the prompt, the rows around the cursor: a message pasted or typed
+    taller than the screen went out whole, but the scrollback kept only its last screenful, without its first
+    lines and its `>>>`. Now it is there whole, once, followed by the reply."""
+    engine = Scripted("Seen.")
+    pane = term(engine, 60, 12)
+    if "\n" in message:
+        pane.tmux("set-buffer", "-b", "p", message)
+        pane.tmux("paste-buffer", "-p", "-b", "p", "-t", "0")
+    else:
+        pane.type(message)
+    pane.wait(lambda s: last in pane.screen(), "the message typed")
+    pane.keys("Enter")
+    scroll = pane.wait(lambda s: content(s)[-1:] == [">>>"] and "Seen." in s, "the reply and the next prompt")
+    first, *rest = message.split("\n")
+    assert content(scroll) == [
+        "yi-chat · scripted · /help for commands, Ctrl-D to exit",
+        ">>> " + first,
+        *("... " + line for line in rest),
+        "Seen.",
+        *[ln for ln in content(scroll) if FOOTER.match(ln)],
+        ">>>",
+    ]
+    assert engine.prompts == [message]
+
+
+def test_a_message_taller_than_the_screen_given_up_by_ctrl_c_is_not_shown_as_sent(term, home):
+    """Ctrl-C at a prompt taller than the screen sends nothing, so the message is not written out whole as a sent
+    one is (the test above): the next message is the first the model gets."""
+    engine = Scripted("Seen.")
+    pane = term(engine, 60, 12)
+    pane.tmux("set-buffer", "-b", "p", TALL_PASTE)
+    pane.tmux("paste-buffer", "-p", "-b", "p", "-t", "0")
+    pane.wait(lambda s: "pasted line 29" in pane.screen(), "the message typed")
+    pane.keys("C-c")
+    pane.wait(lambda s: content(pane.screen())[-1:] == [">>>"], "an empty prompt")
+    pane.type("hi")
+    pane.keys("Enter")
+    scroll = pane.wait(lambda s: "Seen." in s and content(s)[-1:] == [">>>"], "the reply and the next prompt")
+    assert engine.prompts == ["hi"]
+    assert ">>> pasted line 0 of a block taller than the screen" not in content(scroll)
+
+
 def test_the_status_line_of_a_long_prompt_leaves_nothing_in_a_narrow_terminal(home):
     """The status line while a long prompt is read ("reading the prompt: N/M tokens (P%)", 42 columns and more),
     written as the chat writes it, in a terminal narrower than it (a split pane): each update and the erase leave

@@ -8,9 +8,11 @@ line, and so is one that cannot fit the model's context, before the model loads 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
+import threading
 from dataclasses import dataclass
 
 from .. import inputs
@@ -85,7 +87,13 @@ def convert(name: str, encoding: str, what: str = "") -> str:
     return f"{what}iconv -f {encoding} -t UTF-8 {shlex.quote(name)} > {out} converts it"
 
 
-def read_bytes(name: str, stdin=None) -> bytes:
+WAIT_NOTICE_S = 1.0  # a pipe read longer than this says what it waits for
+
+
+def read_bytes(name: str, stdin=None, waiting=None) -> bytes:
+    """The bytes of `name` (`-`: stdin). waiting(line): called once where a pipe's reading takes over WAIT_NOTICE_S
+    (a FIFO nothing writes into yet, a slow command's output): the open or the read blocks until it ends, and the
+    chat showed nothing meanwhile, its keys held, as if hung."""
     if name == STDIN:
         stream = stdin if stdin is not None else sys.stdin
         if stream is None:  # started with stdin closed
@@ -103,7 +111,7 @@ def read_bytes(name: str, stdin=None) -> bytes:
             raise UsageError(
                 f"{shown(name, 200)}: not a regular file (a {kind}); only regular files and pipes can be attached"
             )
-        with open(p, "rb") as f:
+        with _waiting_for(name, kind == "FIFO" and waiting), open(p, "rb") as f:
             if os.isatty(f.fileno()):  # swapped for a terminal since the look above
                 raise UsageError(f"{shown(name, 200)}: is a terminal; only files can be attached")
             return f.read(MAX_BYTES + 1)
@@ -113,12 +121,28 @@ def read_bytes(name: str, stdin=None) -> bytes:
         raise UsageError(f"{shown(name, 200)}: not a valid file name") from None
 
 
-def read(name: str, stdin=None, use: str = "attached") -> Attachment:
+@contextlib.contextmanager
+def _waiting_for(name: str, waiting):
+    """A line through waiting(line) if the block takes over WAIT_NOTICE_S (a timer's thread); no waiting: nothing."""
+    if not waiting:
+        yield
+        return
+    line = f"{shown(name, 200)}: a pipe, read to its end: waiting for what writes into it (Ctrl-C gives it up)"
+    timer = threading.Timer(WAIT_NOTICE_S, waiting, [line])
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
+def read(name: str, stdin=None, use: str = "attached", waiting=None) -> Attachment:
     """Read and check one attachment; `-` is stdin. A name's bytes that are not UTF-8 (an argument's, kept as
     surrogates) are named as `\\xff` in the message: the tokenizer takes no surrogates."""
     label = "stdin" if name == STDIN else name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     version = None if name == STDIN else _version(name)  # before the read: a change while reading shows later
-    data = read_bytes(name, stdin)
+    data = read_bytes(name, stdin, waiting)
     if len(data) > MAX_BYTES:
         raise UsageError(f"{shown(label, 200)}: too large to attach (over {MAX_BYTES >> 20} MiB)")
     return Attachment(label, decode(data, label, use), name != STDIN, name if version else None, version)
@@ -351,11 +375,12 @@ def do_file(chat, arg: str) -> None:
     _one_path(arg)
     path = as_dropped(arg)
     _not_own_input(path)
-    a = read(path)
+    a = read(path, waiting=chat.render.notice)
     check_size([*chat.attachments, a], chat.engine.context_length)  # by its length alone: before tokenizing it
     check_tokens(chat.engine, chat.settings, [*chat.attachments, a])
     chat.attachments.append(a)
     lines = a.text.count("\n") + (bool(a.text) and not a.text.endswith("\n"))
-    again = " (attached twice now)" if any(b.name == a.name for b in chat.attachments[:-1]) else ""
+    times = sum(b.name == a.name for b in chat.attachments)
+    again = {1: "", 2: " (attached twice now)"}.get(times, f" (attached {times} times now)")
     size = f"{lines} line{'s' if lines != 1 else ''}" if a.text else "empty"
     chat.render.show(f"attached {a.name} ({size}){again}; it goes with your next message")

@@ -70,9 +70,12 @@ def _half_width_slash(s: str) -> str:
 
 def _near(name: str, otherwise: str, choices=None, mark: str = "/") -> str:
     """The tail of an unknown name's line: the nearest command or alias (or of `choices`) as a question, else
-    `otherwise`."""
-    near = difflib.get_close_matches(name, list(TABLE) + list(ALIASES) if choices is None else choices, n=1)
-    return f"; did you mean {mark}{near[0]}?" if near else otherwise
+    `otherwise`. A name that begins one to three of them is taken for an abbreviation of those: by spelling alone,
+    `/hi` was nearest `/h` (help), `/det` `/set`, and `/cl`, `/con`, `/re` near nothing."""
+    pool = list(TABLE) + list(ALIASES) if choices is None else list(choices)
+    starts = [c for c in pool if name and c.startswith(name)]
+    near = starts if 1 <= len(starts) <= 3 else difflib.get_close_matches(name, pool, n=1)
+    return f"; did you mean {' or '.join(mark + n for n in near)}?" if near else otherwise
 
 
 def run(chat, cmd: Command, arg: str) -> None:

@@ -227,7 +227,7 @@ def editor(session, render, dumb: bool = False):
         if not cmd:
             try:
                 if not dumb:
-                    return read_line(session, EDIT_PROMPT, default=old)
+                    return read_line(session, EDIT_PROMPT, render=render, default=old)
                 render.show(f"editing: {old}\n(type the new message; an empty line keeps this one)")
                 new = read_line(session, EDIT_PROMPT)
                 if new.strip():
@@ -336,18 +336,43 @@ def ctrl_c_typed_ahead(keys_in) -> bool:
 _READING: list = []  # (application, event loop) of the prompt reading a line, while its loop runs
 
 
-def read_line(session, message: str, pre_run=None, **kwargs) -> str:
-    """session.prompt(message), its application and event loop known meanwhile to end_prompt."""
+def read_line(session, message: str, pre_run=None, render=None, **kwargs) -> str:
+    """session.prompt(message), its application and event loop known meanwhile to end_prompt. With `render`, a line
+    taller than the screen is shown whole once it is sent (too_tall)."""
+    tall: list[str] = []
 
     def started():
         _READING.append((session.app, asyncio.get_running_loop()))
         if pre_run is not None:
             pre_run()
 
+    def done(app) -> None:
+        """The last draw, as the line is sent; not as Ctrl-C, Ctrl-D or a signal ends the prompt (nothing is sent:
+        the message was shown whole all the same, as if it had been)."""
+        if render is None or not app.is_done or app.future.cancelled() or app.future.exception() is not None:
+            return
+        if too_tall(app):
+            app.erase_when_done = True
+            tall.append(session.default_buffer.text)
+
+    session.app.before_render += done
     try:
         return session.prompt(message, pre_run=started, **kwargs)
     finally:
         _READING.clear()
+        session.app.before_render -= done
+        session.app.erase_when_done = False
+        if tall:
+            render.echo(message, tall[0])
+
+
+def too_tall(app) -> bool:
+    """Whether the prompt as it is drawn when sent (no toolbar) is taller than the screen. prompt_toolkit draws at
+    most a screen of it, the rows around the cursor: the rows above were never written, and a message typed or
+    pasted longer than the screen was in the scrollback without its start (its `>>>` included). Such a prompt is
+    erased when sent and the message written whole in its place, as the terminal wraps it (render.echo)."""
+    size = app.output.get_size()
+    return app.layout.container.preferred_height(size.columns, 1 << 20).preferred > size.rows
 
 
 def end_prompt() -> bool:
@@ -406,7 +431,7 @@ def _one_line(chat, session, prompt_text: str) -> bool:
     chat.render.pin_keys(True)
     try:
         try:
-            line = read_line(session, prompt_text, pre_run=lambda: reflow_on_resize(session.app))
+            line = read_line(session, prompt_text, pre_run=lambda: reflow_on_resize(session.app), render=chat.render)
         except KeyboardInterrupt:  # Ctrl-C at the prompt clears the line
             return True
         except EOFError:  # Ctrl-D
