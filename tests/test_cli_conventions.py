@@ -1799,3 +1799,22 @@ def test_help_version_and_usage_errors_give_the_terminal_back(home, tmp_path, ar
     child.expect(pexpect.EOF)
     modes = child.before.split()
     assert "echo" in modes and "icanon" in modes, child.before
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("args", [["sessions", "--json"], ["models", "--json"], ["completion", "bash"]])
+def test_subcommand_into_a_full_disk_is_one_line(args, home):
+    """`yi-chat sessions > /dev/full` (a full disk, an I/O error on stdout) was a traceback from print() (OSError:
+    [Errno 28]); now one line saying stdout failed and that the listing is cut short, exit 1."""
+    e = {k: v for k, v in os.environ.items() if k not in CLEAN}
+    e.update(YI_CHAT_HOME=str(home))
+    with open("/dev/full", "w") as full:
+        p = subprocess.run(
+            [sys.executable, "-m", "yi_cli", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=full,
+            stderr=subprocess.PIPE,
+            env=e,
+            timeout=120,
+        )
+    one_line_error(p, 1, "stdout failed", f"yi-chat {args[0]} is cut short")

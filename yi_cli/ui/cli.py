@@ -9,7 +9,7 @@ import sys
 
 from .. import __version__, terminal
 from ..engines.remote_limits import MAX_SECONDS
-from ..errors import ENDING, UsageError, YiError, catch, shown
+from ..errors import ENDING, EXIT_CHAT, UsageError, YiError, catch, shown
 from .config import device_arg, tokens_arg
 
 EPILOG = """examples:
@@ -254,9 +254,22 @@ def main(argv=None) -> int:
         _unhold_early()
     _LEAVING.clear()
     _catch_leave()
+    from . import streams
+
+    stdout = sys.stdout
+    if sub is not None:
+        sys.stdout = streams.GuardedStdout(stdout)
     try:
         _check_hf_endpoint()
-        return sub(argv[1:]) if sub else _main(args)
+        if sub is None:
+            return _main(args)
+        code = sub(argv[1:])
+        sys.stdout.flush()  # what is still buffered fails here, not in the interpreter's last flush
+        return code
+    except streams.StdoutFailed as e:  # > /dev/full: one line, not a traceback from print()
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stdout.fileno())  # the buffered rest goes nowhere
+        _err(f"stdout failed ({e}); the output of yi-chat {argv[0]} is cut short")
+        return EXIT_CHAT
     except YiError as e:
         _err(str(e))
         return e.exit_code
@@ -269,6 +282,8 @@ def main(argv=None) -> int:
         # interpreter's final flush does not raise again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    finally:
+        sys.stdout = stdout
 
 
 def _catch_leave() -> None:

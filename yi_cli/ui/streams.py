@@ -49,3 +49,38 @@ def repair() -> list[str]:
             # A pipe or file gets UTF-8 (lossless; --json stays valid JSON); a terminal in that locale, escapes.
             s.reconfigure(errors="backslashreplace") if s.isatty() else s.reconfigure(encoding="utf-8")
     return closed
+
+
+class StdoutFailed(Exception):
+    """Writing to stdout failed (a full disk, an I/O error): what was being printed is cut short."""
+
+    def __init__(self, error: OSError):
+        super().__init__(error.strerror or str(error))
+
+
+class GuardedStdout:
+    """sys.stdout for a subcommand's listing: a write or flush that fails (`> /dev/full`) raises StdoutFailed, which
+    cli reports as one line, where an OSError from any print() was a traceback. A reader gone (| head) stays a
+    BrokenPipeError, the quiet exit 0."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise StdoutFailed(e) from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise StdoutFailed(e) from None
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
