@@ -13,6 +13,8 @@ import io
 import os
 import sys
 
+from ..errors import StdoutFailed
+
 NAMES = ("stdin", "stdout", "stderr")
 
 
@@ -51,17 +53,11 @@ def repair() -> list[str]:
     return closed
 
 
-class StdoutFailed(Exception):
-    """Writing to stdout failed (a full disk, an I/O error): what was being printed is cut short."""
-
-    def __init__(self, error: OSError):
-        super().__init__(error.strerror or str(error))
-
-
 class GuardedStdout:
-    """sys.stdout for a subcommand's listing: a write or flush that fails (`> /dev/full`) raises StdoutFailed, which
-    cli reports as one line, where an OSError from any print() was a traceback. A reader gone (| head) stays a
-    BrokenPipeError, the quiet exit 0."""
+    """stdout for a subcommand's listing or a piped run's replies: a write or flush that fails (`> /dev/full`) raises
+    StdoutFailed, which cli reports as one line, where an OSError from print() was a traceback (and in a piped run
+    every later turn was generated and reported failed). A reader gone (| head) stays a BrokenPipeError, the quiet
+    exit 0."""
 
     def __init__(self, stream):
         self._stream = stream
@@ -72,7 +68,7 @@ class GuardedStdout:
         except BrokenPipeError:
             raise
         except OSError as e:
-            raise StdoutFailed(e) from None
+            raise StdoutFailed(e.errno, e.strerror or str(e)) from None
 
     def flush(self) -> None:
         try:
@@ -80,7 +76,7 @@ class GuardedStdout:
         except BrokenPipeError:
             raise
         except OSError as e:
-            raise StdoutFailed(e) from None
+            raise StdoutFailed(e.errno, e.strerror or str(e)) from None
 
     def __getattr__(self, name: str):
         return getattr(self._stream, name)
