@@ -1799,3 +1799,50 @@ def test_help_version_and_usage_errors_give_the_terminal_back(home, tmp_path, ar
     child.expect(pexpect.EOF)
     modes = child.before.split()
     assert "echo" in modes and "icanon" in modes, child.before
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("args", [["sessions", "--json"], ["models", "--json"], ["completion", "bash"]])
+def test_subcommand_into_a_full_disk_is_one_line(args, home):
+    """`yi-chat sessions > /dev/full` (a full disk, an I/O error on stdout) was a traceback from print() (OSError:
+    [Errno 28]); now one line saying stdout failed and that the listing is cut short, exit 1."""
+    e = {k: v for k, v in os.environ.items() if k not in CLEAN}
+    e.update(YI_CHAT_HOME=str(home))
+    with open("/dev/full", "w") as full:
+        p = subprocess.run(
+            [sys.executable, "-m", "yi_cli", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=full,
+            stderr=subprocess.PIPE,
+            env=e,
+            timeout=120,
+        )
+    one_line_error(p, 1, "stdout failed", f"yi-chat {args[0]} is cut short")
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("json_out", [False, True])
+@pytest.mark.parametrize("first", ["one", "/history"])
+def test_piped_run_into_a_full_disk_stops_at_the_first_write(first, json_out, home, server):
+    """A piped run into a full disk (`> /dev/full`) generated every line's reply and said of each "error: 'one'
+    failed (OSError: [Errno 28] ...)", though the turn was saved; now it stops at the first reply or command output
+    it cannot write (a reply kept in the session), one line saying stdout failed and where the session is, exit 1."""
+    e = {k: v for k, v in os.environ.items() if k not in CLEAN}
+    e.update(YI_CHAT_HOME=str(home))
+    with open("/dev/full", "w") as full:
+        p = subprocess.run(
+            [sys.executable, "-m", "yi_cli", "--endpoint", server.url, *(["--json"] if json_out else [])],
+            input=f"{first}\ntwo\nthree\n".encode(),
+            stdout=full,
+            stderr=subprocess.PIPE,
+            env=e,
+            timeout=120,
+        )
+    if first == "/history":  # its output failed: no line after it was sent
+        one_line_error(p, 1, "stdout failed (No space left on device)", "no turn was saved")
+        assert server.requests == []
+    else:
+        line = one_line_error(p, 1, "stdout failed (No space left on device)", "the session is saved in")
+        assert [r["messages"][-1]["content"] for r in server.requests] == ["one"], line
+        (saved,) = session_files(home)
+        assert [t["content"] for t in saved["turns"] if t["role"] == "user"] == ["one"]

@@ -50,6 +50,11 @@ def failure(e: BaseException) -> str:
     return f"{name}: {first_line(e)}" if str(e).strip() else name
 
 
+class StdoutFailed(OSError):
+    """Writing to stdout failed (a full disk, an I/O error; not a reader gone, which is a BrokenPipeError): the run
+    stops there, the turn in flight kept, rather than report each later turn as failed."""
+
+
 class YiError(Exception):
     """A failure the user can act on. `str(err)` is the whole message: one line, no traceback."""
 

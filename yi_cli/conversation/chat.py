@@ -18,7 +18,7 @@ from .. import clock
 from ..engines.events import FINISH_ERROR, FINISH_INTERRUPTED, FINISH_STOP, Finish, Stats, Text
 from ..engines.settings import GenSettings
 from ..engines.template import Prompt
-from ..errors import ENDING, ReplyCut, YiError, failure, first_line
+from ..errors import ENDING, ReplyCut, StdoutFailed, YiError, failure, first_line
 from . import attach, commands, context, meter
 from .session import ChatSession, exchanges_said
 
@@ -112,7 +112,7 @@ class Chat:
         except YiError as e:
             self.failures += 1
             self.render.error(str(e))
-        except BrokenPipeError:  # the reader of stdout is gone: nothing more to say (cli exits quietly)
+        except (BrokenPipeError, StdoutFailed):  # the reader of stdout is gone, or it failed: cli ends the run
             raise
         except Exception as e:  # a bug in a command must not end the chat: one line, and the REPL lives on
             self.failures += 1

@@ -9,7 +9,7 @@ import sys
 
 from .. import __version__, terminal
 from ..engines.remote_limits import MAX_SECONDS
-from ..errors import ENDING, UsageError, YiError, catch, shown
+from ..errors import ENDING, EXIT_CHAT, StdoutFailed, UsageError, YiError, catch, shown
 from .config import device_arg, tokens_arg
 
 EPILOG = """examples:
@@ -254,9 +254,22 @@ def main(argv=None) -> int:
         _unhold_early()
     _LEAVING.clear()
     _catch_leave()
+    from . import streams
+
+    stdout = sys.stdout
+    if sub is not None:
+        sys.stdout = streams.GuardedStdout(stdout)
     try:
         _check_hf_endpoint()
-        return sub(argv[1:]) if sub else _main(args)
+        if sub is None:
+            return _main(args)
+        code = sub(argv[1:])
+        sys.stdout.flush()  # what is still buffered fails here, not in the interpreter's last flush
+        return code
+    except StdoutFailed as e:  # > /dev/full: one line, not a traceback from print()
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stdout.fileno())  # the buffered rest goes nowhere
+        _err(f"stdout failed ({e.strerror}); the output of yi-chat {argv[0]} is cut short")
+        return EXIT_CHAT
     except YiError as e:
         _err(str(e))
         return e.exit_code
@@ -269,6 +282,8 @@ def main(argv=None) -> int:
         # interpreter's final flush does not raise again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    finally:
+        sys.stdout = stdout
 
 
 def _catch_leave() -> None:
@@ -586,6 +601,15 @@ def _run(chat, prompt, interactive, render) -> int:
         # Ctrl-C reached the reader too (| cat): the run was interrupted all the same
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = 130
+    except StdoutFailed as e:  # > /dev/full: the run stops at the reply it could not write, that reply kept
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = EXIT_CHAT
+        if not chat.terminated:
+            saved = chat.on_turn.path
+            _err(
+                f"stdout failed ({e.strerror}); "
+                + (f"the session is saved in {saved}" if saved else "no turn was saved")
+            )
     finally:
         render.pin_keys(False)  # unpinned and echo back on, however the chat ended
         _CHAT.clear()
@@ -667,6 +691,7 @@ def make_renderer(args, interactive: bool, prompt: str | None, screen=None):
     """screen: the terminal stream the REPL draws on (interactive), stdout or stderr."""
     from rich.console import Console
 
+    from . import streams
     from .keys import KeyHold
     from .render import JsonRenderer, PlainRenderer, TerminalRenderer
 
@@ -676,12 +701,14 @@ def make_renderer(args, interactive: bool, prompt: str | None, screen=None):
         copy = JsonRenderer(Console(), err) if args.json else PlainRenderer(Console(), err, say_cuts=False)
         render = TerminalRenderer(Console(file=screen), err, keys=keys, transcript=copy)
     elif args.json:
-        render = JsonRenderer(Console(), err)
+        out = streams.GuardedStdout(sys.stdout)  # the replies and a command's output: a write that fails ends the run
+        render = JsonRenderer(Console(file=out), err, out=out)
     elif interactive or (sys.stdout.isatty() and prompt is not None):
         keys = (_EARLY[0] if _EARLY and interactive else KeyHold(sys.stdin.fileno())) if sys.stdin.isatty() else None
         render = TerminalRenderer(Console(), err, keys=keys)
     else:
-        render = PlainRenderer(Console(), err, show_stats=args.stats)
+        out = streams.GuardedStdout(sys.stdout)
+        render = PlainRenderer(Console(file=out), err, out=out, show_stats=args.stats)
     render.screen = screen if interactive else None
     return render
 

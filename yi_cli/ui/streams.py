@@ -13,6 +13,8 @@ import io
 import os
 import sys
 
+from ..errors import StdoutFailed
+
 NAMES = ("stdin", "stdout", "stderr")
 
 
@@ -49,3 +51,32 @@ def repair() -> list[str]:
             # A pipe or file gets UTF-8 (lossless; --json stays valid JSON); a terminal in that locale, escapes.
             s.reconfigure(errors="backslashreplace") if s.isatty() else s.reconfigure(encoding="utf-8")
     return closed
+
+
+class GuardedStdout:
+    """stdout for a subcommand's listing or a piped run's replies: a write or flush that fails (`> /dev/full`) raises
+    StdoutFailed, which cli reports as one line, where an OSError from print() was a traceback (and in a piped run
+    every later turn was generated and reported failed). A reader gone (| head) stays a BrokenPipeError, the quiet
+    exit 0."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise StdoutFailed(e.errno, e.strerror or str(e)) from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise StdoutFailed(e.errno, e.strerror or str(e)) from None
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
