@@ -59,6 +59,16 @@ def load_other(spec: str):
     return mod
 
 
+def case(settings: GenSettings, scale: float) -> tuple[Sampler, torch.Tensor, torch.Tensor]:
+    """A sampler reset for `settings` over a prompt's ids (the penalty applies to them), logits of standard
+    deviation `scale` (seeded) and the output slot."""
+    sm = Sampler(VOCAB, "cuda")
+    sm.reset(settings, list(range(0, 2000, 7)))
+    g = torch.Generator(device="cuda").manual_seed(1)
+    logits = torch.randn(1, VOCAB, device="cuda", generator=g) * scale
+    return sm, logits, torch.zeros(1, dtype=torch.long, device="cuda")
+
+
 def caller(mod, sm: Sampler, logits, out):
     if len(inspect.signature(mod.sample).parameters) == 5:
         return lambda: mod.sample(logits, sm.seen, sm.params, sm.rng, out)
@@ -78,11 +88,7 @@ def main(argv=None) -> int:
     for name, (temp, top_p, top_k, pen) in SETTINGS.items():
         settings = GenSettings(temperature=temp, top_p=top_p, top_k=top_k, repetition_penalty=pen, seed=5)
         for kind, scale in KINDS.items():
-            sm = Sampler(VOCAB, "cuda")
-            sm.reset(settings, list(range(0, 2000, 7)))  # a prompt's ids: the penalty applies to them
-            g = torch.Generator(device="cuda").manual_seed(1)
-            logits = torch.randn(1, VOCAB, device="cuda", generator=g) * scale
-            out = torch.zeros(1, dtype=torch.long, device="cuda")
+            sm, logits, out = case(settings, scale)
             seen, rng = sm.seen.clone(), sm.rng.clone()
             fns = {"us": caller(nucleus, sm, logits, out)}
             if other is not None:

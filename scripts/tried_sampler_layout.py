@@ -19,12 +19,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench_parts import graph_time_us  # noqa: E402
+from bench_sampler import VOCAB, case  # noqa: E402
 
 from yi_cli.engines.settings import GenSettings  # noqa: E402
 from yi_cli.kernels import nucleus  # noqa: E402
-from yi_cli.runtime.sampling import Sampler  # noqa: E402
 
-VOCAB = 64000
 LAYOUTS = [  # (BLOCK, CTAS, WARPS); the first is the shipped one
     (4096, 32, 16),
     (4096, 32, 8),
@@ -43,11 +42,7 @@ KINDS = {"lm": 3.0, "flat": 0.5}  # standard deviation of the logits
 
 
 def picks_and_time(work, settings, scale: float, steps: int = 200) -> tuple[list[int], float]:
-    sm = Sampler(VOCAB, "cuda")
-    sm.reset(settings, list(range(0, 2000, 7)))  # a prompt's ids: the penalty applies to them
-    g = torch.Generator(device="cuda").manual_seed(1)
-    logits = torch.randn(1, VOCAB, device="cuda", generator=g) * scale
-    out = torch.zeros(1, dtype=torch.long, device="cuda")
+    sm, logits, out = case(settings, scale)
     seen, rng = sm.seen.clone(), sm.rng.clone()
 
     def call():
