@@ -340,28 +340,32 @@ def read_line(session, message: str, pre_run=None, render=None, **kwargs) -> str
     """session.prompt(message), its application and event loop known meanwhile to end_prompt. With `render`, a line
     taller than the screen is shown whole once it is sent (too_tall)."""
     tall: list[str] = []
+    hooked: list = []  # the application `done` watches, from its start (pre_run) to the prompt's end
 
     def started():
         _READING.append((session.app, asyncio.get_running_loop()))
+        if render is not None:
+            session.app.before_render += done
+            hooked.append(session.app)
         if pre_run is not None:
             pre_run()
 
     def done(app) -> None:
         """The last draw, as the line is sent; not as Ctrl-C, Ctrl-D or a signal ends the prompt (nothing is sent:
         the message was shown whole all the same, as if it had been)."""
-        if render is None or not app.is_done or app.future.cancelled() or app.future.exception() is not None:
+        if not app.is_done or app.future.cancelled() or app.future.exception() is not None:
             return
         if too_tall(app):
             app.erase_when_done = True
             tall.append(session.default_buffer.text)
 
-    session.app.before_render += done
     try:
         return session.prompt(message, pre_run=started, **kwargs)
     finally:
         _READING.clear()
-        session.app.before_render -= done
-        session.app.erase_when_done = False
+        for app in hooked:
+            app.before_render -= done
+            app.erase_when_done = False
         if tall:
             render.echo(message, tall[0])
 
