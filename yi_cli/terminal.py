@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 _KEPT: list[int] = []  # stderr's terminal, kept aside by let_go for the line that says how the chat ended
 _KEEP_OPEN: list[int] = []  # the write end of the pipe let_go gives stdin
@@ -71,3 +72,7 @@ def wait_foreground(fd: int = 0) -> None:
         return
     while background(fd):
         os.kill(os.getpid(), signal.SIGTTOU)
+        # Resumed (SIGCONT). `kill %1`'s SIGTERM, pending while we were stopped, may have been taken by another
+        # thread, its handler not run here yet: stopped again at once, the chat stayed stopped with the SIGTERM
+        # spent (seen once in CI, on a loaded machine). A moment's sleep lets the handler run (let_go ends the loop).
+        time.sleep(0.05)
