@@ -259,7 +259,7 @@ class Chat:
             return prompt, 0
         policy = "refuse" if p.continue_final else self.options.overflow
         first = 1 if p.messages and p.messages[0]["role"] == "system" else 0
-        sizes = [self._size(i) for i in range(len(p.messages) - first - 1)]
+        sizes = [self.tokens_of(self.session.turns[i]) for i in range(len(p.messages) - first - 1)]
         one_shot = self.options.one_shot
         dropped = context.fit(
             lambda n: self._rebuild(p, first, n), len(prompt.ids), sizes, budget, policy, one_shot, system=bool(first)
@@ -272,10 +272,6 @@ class Chat:
 
     def _rebuild(self, p: Pending, first: int, n: int) -> int:
         return len(self.engine.template.build(p.messages[:first] + p.messages[first + n :]).ids)
-
-    def _size(self, i: int) -> int:
-        """Tokens of session turn i (as counted when it was committed, else counted now)."""
-        return self.tokens_of(self.session.turns[i])
 
     def tokens_of(self, turn) -> int:
         """A turn's tokens as counted when it was committed, else as this chat's tokenizer counts them now (a turn

@@ -267,7 +267,7 @@ def main(argv=None) -> int:
         sys.stdout.flush()  # what is still buffered fails here, not in the interpreter's last flush
         return code
     except StdoutFailed as e:  # > /dev/full: one line, not a traceback from print()
-        os.dup2(os.open(os.devnull, os.O_WRONLY), stdout.fileno())  # the buffered rest goes nowhere
+        _to_null(stdout.fileno())  # the buffered rest goes nowhere
         _err(f"stdout failed ({e.strerror}); the output of yi-chat {argv[0]} is cut short")
         return EXIT_CHAT
     except YiError as e:
@@ -280,10 +280,17 @@ def main(argv=None) -> int:
     except BrokenPipeError:
         # The reader closed stdout (| head): nothing more to say. Point stdout at devnull so the
         # interpreter's final flush does not raise again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _to_null(sys.stdout.fileno())
         return 0
     finally:
         sys.stdout = stdout
+
+
+def _to_null(fd: int) -> None:
+    """fd pointed at /dev/null: what is still buffered for it (the interpreter's last flush) goes nowhere."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, fd)
+    os.close(null)
 
 
 def _catch_leave() -> None:
@@ -599,10 +606,10 @@ def _run(chat, prompt, interactive, render) -> int:
         if not (chat.ctrl_c or chat.terminated):  # the reader left on its own (| head): cli's quiet exit 0
             raise
         # Ctrl-C reached the reader too (| cat): the run was interrupted all the same
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _to_null(sys.stdout.fileno())
         code = 130
     except StdoutFailed as e:  # > /dev/full: the run stops at the reply it could not write, that reply kept
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _to_null(sys.stdout.fileno())
         code = EXIT_CHAT
         if not chat.terminated:
             saved = chat.on_turn.path

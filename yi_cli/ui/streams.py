@@ -63,20 +63,20 @@ class GuardedStdout:
         self._stream = stream
 
     def write(self, text: str) -> int:
-        try:
-            return self._stream.write(text)
-        except BrokenPipeError:
-            raise
-        except OSError as e:
-            raise StdoutFailed(e.errno, e.strerror or str(e)) from None
+        return _guarded(self._stream.write, text)
 
     def flush(self) -> None:
-        try:
-            self._stream.flush()
-        except BrokenPipeError:
-            raise
-        except OSError as e:
-            raise StdoutFailed(e.errno, e.strerror or str(e)) from None
+        _guarded(self._stream.flush)
 
     def __getattr__(self, name: str):
         return getattr(self._stream, name)
+
+
+def _guarded(call, *args):
+    """call(*args), an OSError from it but a BrokenPipeError raised as StdoutFailed."""
+    try:
+        return call(*args)
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        raise StdoutFailed(e.errno, e.strerror or str(e)) from None
