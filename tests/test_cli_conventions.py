@@ -1802,10 +1802,14 @@ def test_help_version_and_usage_errors_give_the_terminal_back(home, tmp_path, ar
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
-@pytest.mark.parametrize("args", [["sessions", "--json"], ["models", "--json"], ["completion", "bash"]])
+@pytest.mark.parametrize(
+    "args",
+    [["sessions", "--json"], ["models", "--json"], ["completion", "bash"], ["--help"], ["--version"], ["pull", "-h"]],
+)
 def test_subcommand_into_a_full_disk_is_one_line(args, home):
     """`yi-chat sessions > /dev/full` (a full disk, an I/O error on stdout) was a traceback from print() (OSError:
-    [Errno 28]); now one line saying stdout failed and that the listing is cut short, exit 1."""
+    [Errno 28]); now one line saying stdout failed and that the listing is cut short, exit 1. --help and --version
+    (the chat's or a subcommand's) exited 0 with nothing written: argparse ignores a write that fails."""
     e = {k: v for k, v in os.environ.items() if k not in CLEAN}
     e.update(YI_CHAT_HOME=str(home))
     with open("/dev/full", "w") as full:

@@ -248,17 +248,25 @@ def settings_from(args, gen_cfg: dict, model: str | None):
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     sub = subcommand(argv)
+    from . import streams
+
+    stdout = sys.stdout
+    guard = streams.GuardedStdout(stdout)
     if sub is None:
-        args = parse_args(argv)
+        sys.stdout = guard  # --help and --version are all parsing writes
+        try:
+            args = parse_args(argv)
+        except SystemExit:
+            _said(guard, next((a for a in argv if a in ("--version", "-h", "--help")), "--help"))
+            raise
+        finally:
+            sys.stdout = stdout
     else:  # a subcommand draws its own output: the keys typed are the terminal's to echo
         _unhold_early()
     _LEAVING.clear()
     _catch_leave()
-    from . import streams
-
-    stdout = sys.stdout
     if sub is not None:
-        sys.stdout = streams.GuardedStdout(stdout)
+        sys.stdout = guard
     try:
         _check_hf_endpoint()
         if sub is None:
@@ -266,6 +274,9 @@ def main(argv=None) -> int:
         code = sub(argv[1:])
         sys.stdout.flush()  # what is still buffered fails here, not in the interpreter's last flush
         return code
+    except SystemExit:  # a subcommand's --help: argparse ignored a write that failed
+        _said(guard, argv[0])
+        raise
     except StdoutFailed as e:  # > /dev/full: one line, not a traceback from print()
         _to_null(stdout.fileno())  # the buffered rest goes nowhere
         _err(f"stdout failed ({e.strerror}); the output of yi-chat {argv[0]} is cut short")
@@ -284,6 +295,21 @@ def main(argv=None) -> int:
         return 0
     finally:
         sys.stdout = stdout
+
+
+def _said(out, what: str) -> None:
+    """argparse's --help or --version text written, or one line and exit 1 where writing it failed: argparse ignores
+    a write that fails, so `yi-chat --help > /dev/full` exited 0 with nothing written. A reader gone (| head) stays
+    the quiet exit argparse chose."""
+    try:
+        out.flush()
+    except OSError:  # a failure is in out.failed; a reader gone is no failure
+        pass
+    if out.failed is None:
+        return
+    _to_null(sys.stdout.fileno())
+    _err(f"stdout failed ({out.failed.strerror}); the output of yi-chat {what} is cut short")
+    sys.exit(EXIT_CHAT)
 
 
 def _to_null(fd: int) -> None:

@@ -61,12 +61,20 @@ class GuardedStdout:
 
     def __init__(self, stream):
         self._stream = stream
+        self.failed: StdoutFailed | None = None  # the first failure, for a caller that swallowed it (argparse)
 
     def write(self, text: str) -> int:
-        return _guarded(self._stream.write, text)
+        return self._guarded(self._stream.write, text)
 
     def flush(self) -> None:
-        _guarded(self._stream.flush)
+        self._guarded(self._stream.flush)
+
+    def _guarded(self, call, *args):
+        try:
+            return _guarded(call, *args)
+        except StdoutFailed as e:
+            self.failed = self.failed or e
+            raise
 
     def __getattr__(self, name: str):
         return getattr(self._stream, name)
