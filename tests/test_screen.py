@@ -702,6 +702,26 @@ def test_a_message_taller_than_the_screen_given_up_by_ctrl_c_is_not_shown_as_sen
     assert ">>> pasted line 0 of a block taller than the screen" not in content(scroll)
 
 
+def test_ctrl_c_while_file_waits_on_a_pipe_says_nothing_was_attached(term, home, tmp_path):
+    """/file of a pipe nothing writes into says it waits and that Ctrl-C gives it up; Ctrl-C then said only
+    "interrupted", not whether the file was attached. It says the file is not attached, and the next message goes
+    without it."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    engine = Scripted("Seen.")
+    pane = term(engine, 100, 12)
+    pane.type(f"/file {fifo}")
+    pane.keys("Enter")
+    pane.wait(lambda s: "(Ctrl-C gives it up)" in s, "the line saying what /file waits for")
+    pane.keys("C-c")
+    scroll = pane.wait(lambda s: content(s)[-1:] == [">>>"], "the prompt after Ctrl-C")
+    assert f"{fifo}: not attached (Ctrl-C stopped the wait for what writes into it)" in " ".join(content(scroll))
+    assert "interrupted" not in content(scroll)
+    ask(pane, "hi")
+    pane.wait(footer_after("hi"), "the reply")
+    assert engine.prompts == ["hi"]
+
+
 def test_the_status_line_of_a_long_prompt_leaves_nothing_in_a_narrow_terminal(home):
     """The status line while a long prompt is read ("reading the prompt: N/M tokens (P%)", 42 columns and more),
     written as the chat writes it, in a terminal narrower than it (a split pane): each update and the erase leave

@@ -375,7 +375,14 @@ def do_file(chat, arg: str) -> None:
     _one_path(arg)
     path = as_dropped(arg)
     _not_own_input(path)
-    a = read(path, waiting=chat.render.notice)
+    try:
+        a = read(path, waiting=chat.render.notice)
+    except KeyboardInterrupt:  # Ctrl-C gave up a pipe's wait: said of the file, not a bare "interrupted"
+        if chat.terminated:  # a signal ends the chat
+            raise
+        raise UsageError(
+            f"{shown(path, 200)}: not attached (Ctrl-C stopped the wait for what writes into it)"
+        ) from None
     check_size([*chat.attachments, a], chat.engine.context_length)  # by its length alone: before tokenizing it
     check_tokens(chat.engine, chat.settings, [*chat.attachments, a])
     chat.attachments.append(a)
