@@ -50,6 +50,15 @@ def test_unknown_and_malformed_commands_are_refused_with_a_hint():
         commands.parse("/re")
     with pytest.raises(YiError, match="takes no argument"):
         commands.parse("/clear now")
+    # an alias is told of as typed: `/reset x` said "/clear takes no argument (usage: /clear)"
+    for typed, said in [
+        ("/reset x", "/reset takes no argument (usage: /reset)"),
+        ("/quit now", "/quit takes no argument (usage: /quit)"),
+        ("/q!", "/q has no ! form (usage: /q)"),
+    ]:
+        with pytest.raises(YiError) as e:
+            commands.parse(typed)
+        assert str(e.value) == said
     # `/model acme/tiny-chat`: a newcomer switching models is told how (it was the usage alone; a walkthrough)
     with pytest.raises(YiError) as e:
         commands.parse("/model acme/tiny-chat")

@@ -42,14 +42,15 @@ def parse(line: str):
     if cmd is None:
         hint = _near(base, "; /help lists them, and //TEXT sends a message starting /")
         raise YiError(f"unknown command /{shown(name, 40)}{hint}")
+    usage = cmd.usage.replace(f"/{cmd.name}", f"/{base}", 1)  # as typed: /reset x is told of /reset, not /clear
     if bang:
         if cmd.forced is None:
-            raise YiError(f"/{cmd.name} has no ! form (usage: {cmd.usage})")
+            raise YiError(f"/{base} has no ! form (usage: {usage})")
         cmd = replace(cmd, name=cmd.name + "!", handler=cmd.forced)
     arg = arg.strip()
     if arg and not cmd.takes_arg:
         more = "; a chat keeps its model: another is yi-chat -m NAME" if cmd.name == "model" else ""  # `/model X`
-        raise YiError(f"/{cmd.name} takes no argument (usage: {cmd.usage}{more})")
+        raise YiError(f"/{base} takes no argument (usage: {usage}{more})")
     return cmd, arg
 
 
