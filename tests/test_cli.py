@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from yi_cli.ui.cli import parser
+from yi_cli.ui.args import parser
 
 
 def yi(*args, stdin="", env=None, timeout=300):
@@ -88,7 +88,7 @@ def test_help_fits_the_terminal_and_keeps_every_word(columns):
     """The epilog was laid out for 115 columns: at 80 its lines broke mid-word into the first column (a fresh-clone
     walkthrough). Every line now fits (at most 100 columns however wide the terminal), no word is lost or split,
     and an exit code's text goes on under itself."""
-    from yi_cli.ui.cli import EPILOG
+    from yi_cli.ui.args import EPILOG
 
     out = yi("--help", env={"COLUMNS": str(columns)}).stdout.decode()
     epilog = out[out.index("examples:") :]

@@ -1719,16 +1719,16 @@ def test_readme_lists_every_flag_command_and_subcommand_and_links_nothing_outsid
     import re
 
     from yi_cli.conversation import commands
-    from yi_cli.ui import cli
+    from yi_cli.ui import args
 
     readme = (ROOT / "README.md").read_text()
-    for act in cli.parser()._actions:
+    for act in args.parser()._actions:
         for flag in act.option_strings:
             assert f"`{flag}" in readme or f"`--{flag.lstrip('-')}" in readme or f", `{flag}" in readme, flag
     table = readme[readme.index("### Commands") : readme.index("After each reply")]
     for name in commands.TABLE:
         assert f"`/{name}" in table, name
-    for name in cli.SUBCOMMANDS:
+    for name in args.SUBCOMMANDS:
         assert f"yi-chat {name}" in readme, name
     prose = re.sub(r"```.*?```|`[^`]*`", "", readme, flags=re.S)  # URLs in code are examples, not links
     assert not re.search(r"\]\((?!#)[^)]*\)|\.\./|https?://", prose)  # no links, no paths out of the repo

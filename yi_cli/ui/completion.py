@@ -20,10 +20,10 @@ def model_names() -> list[str]:
     import importlib
 
     from ..checkpoint import demo
-    from . import cli
+    from .args import SUBCOMMANDS
 
     names = list(demo.NAMES)
-    module = cli.SUBCOMMANDS["models"][0]
+    module = SUBCOMMANDS["models"][0]
     lister = getattr(importlib.import_module(f".{module}", __package__), "names", None) if module else None
     if lister is not None:
         names += [n for n in lister() if n not in names]
@@ -32,10 +32,10 @@ def model_names() -> list[str]:
 
 def options():
     """(option strings, takes a value, fixed values or kind, help) for each visible flag of the main parser."""
-    from . import cli
+    from .args import parser
 
     out = []
-    for act in cli.parser()._actions:
+    for act in parser()._actions:
         if not act.option_strings or act.help == argparse.SUPPRESS:
             continue
         takes = act.nargs != 0
@@ -59,9 +59,9 @@ def _one_line(text: str) -> str:
 
 
 def subcommands() -> dict[str, str]:
-    from . import cli
+    from .args import SUBCOMMANDS
 
-    return {name: help for name, (module, help) in cli.SUBCOMMANDS.items() if module}
+    return {name: help for name, (module, help) in SUBCOMMANDS.items() if module}
 
 
 def slash_commands() -> dict[str, str]:
@@ -216,7 +216,7 @@ def fish() -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    from .cli import Parser
+    from .args import Parser
 
     p = Parser(
         prog="yi-chat completion",

@@ -14,7 +14,7 @@ from ..safe_text import safe
 
 
 def parser() -> argparse.ArgumentParser:
-    from .cli import Parser
+    from .args import Parser
 
     p = Parser(
         prog="yi-chat sessions",

@@ -88,3 +88,18 @@ def _guarded(call, *args):
         raise
     except OSError as e:
         raise StdoutFailed(e.errno, e.strerror or str(e)) from None
+
+
+def say_error(msg: str) -> None:
+    """One line on stderr, `yi-chat: ` first, escape sequences made visible (messages quote files and servers); a
+    background job's last line goes to the terminal it let go of."""
+    from .. import terminal
+    from ..safe_text import safe
+
+    line = f"yi-chat: {safe(msg)}"
+    if terminal.say(line):  # a background job's last line, on the terminal it let go of
+        return
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except OSError:
+        pass
