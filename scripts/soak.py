@@ -83,7 +83,8 @@ def main(argv=None) -> int:
 
     render.notice = counting_notice
     settings = GenSettings(temperature=0.0, max_new_tokens=args.max_new_tokens, repetition_penalty=1.0)
-    chat = Chat(engine, render, settings, options=Options(overflow="drop"), on_turn=store.autosave)
+    saver = store.Autosave("pipe")  # as run_pipe's: the session file written after every turn
+    chat = Chat(engine, render, settings, options=Options(overflow="drop"), on_turn=saver)
 
     sent = list(prompts(args.turns))
     rss = {}
@@ -97,7 +98,8 @@ def main(argv=None) -> int:
     transcript.close()
 
     records = [json.loads(x) for x in transcript_path.read_text(encoding="utf-8").splitlines() if x.strip()]
-    saved, _, _ = store.read("last")
+    saver.close()
+    saved, _, _ = store.read(str(saver.path))
     shutil.rmtree(work, ignore_errors=True)
     replies = [r for r in records if "prompt" in r]
     in_order = [r["prompt"] for r in replies] == sent
