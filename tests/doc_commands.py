@@ -291,6 +291,7 @@ def _error(c: dict) -> str | None:
         return (
             f"scripts/{c['script']}.py takes no flags (no argparse parser), but got {c['argv']}" if c["argv"] else None
         )
+    parser.allow_abbrev = False  # each flag as the document spells it, not a prefix of one renamed since
     if c["mention"]:  # `scripts/bench_parts.py --timeline`: the flags named, the rest of the line left out
         for action in parser._actions:
             action.required = False
@@ -301,10 +302,8 @@ def _error(c: dict) -> str | None:
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            if c["script"] == "yi_cli":
-                from yi_cli.ui import cli
-
-                cli.parse_args(argv)
+            if c["script"] == "yi_cli":  # as cli.parse_args: the words after `--` are the prompt's
+                parser.parse_intermixed_args(argv[: argv.index("--")] if "--" in argv else argv)
             else:
                 parser.parse_args(argv)
     except SystemExit as e:

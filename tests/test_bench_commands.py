@@ -27,10 +27,11 @@ def test_a_documented_command_parses(command, errors):
 
 def test_what_the_parser_refuses_fails_the_test():
     """The same child, on lines the scripts refuse: an unknown flag, a value outside the choices, a variant name the
-    script does not know, a subcommand word, yi-chat's own flags."""
+    script does not know, a subcommand word, a flag's prefix, yi-chat's own flags."""
     bad = [
         ("bench", ("--quant", "awq", "--no-such-flag")),
         ("bench", ("--quant", "awq4")),
+        ("bench", ("--quant", "awq", "--peer-w", "60")),  # a prefix of a flag: a rename to --peer-wait-s kept it
         ("bench_parts", ("--path", "x", "--time-line")),
         ("bench_floor", ("--sweep", "--only", "persistant")),
         ("bench_attention", ("--path", "x", "--variants", "tile,merge2")),
@@ -46,8 +47,8 @@ def test_what_the_parser_refuses_fails_the_test():
     got = doc_commands.parse(cmds)
     assert [c.argv for c, e in zip(cmds, got, strict=True) if e is None] == []
     assert "unrecognized arguments: --no-such-flag" in got[0]
-    assert "invalid choice: 'persistant'" in got[3]
-    assert "unknown variant 'merge2'" in got[4]
+    assert "invalid choice: 'persistant'" in got[4]
+    assert "unknown variant 'merge2'" in got[5]
 
 
 def test_commands_are_read_from_blocks_spans_loops_and_optional_flags(tmp_path):
