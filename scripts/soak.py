@@ -107,7 +107,11 @@ def main(argv=None) -> int:
     turns = saved.turns
     alternate = all(t.role == ("user" if k % 2 == 0 else "assistant") for k, t in enumerate(turns))
     last_ok = bool(turns) and turns[-2].content == sent[-1] and turns[-1].content == replies[-1]["reply"]
-    fits = len(engine.template.build(chat.session.messages()).ids) <= args.context
+    # What the overflow policy promises: each prompt fits the context less the room kept for its reply (the reply
+    # itself may take the conversation past the context; the next turn drops again). The last prompt: the session's
+    # messages less the last reply, as Chat built it.
+    budget = args.context - min(args.max_new_tokens, args.context // 4)
+    fits = len(engine.template.build(chat.session.messages()[:-1]).ids) <= budget
     growth = rss[args.turns] - rss[args.early]
     ok = (
         len(replies) == args.turns
