@@ -9,7 +9,7 @@ into the tests' own process.
 A paragraph of BENCHMARKS.md whose commands ran in a patched tree (a throwaway change not in the repository) starts
 with the marker `<!-- commands: not in the repository -->` (BENCHMARKS.md, "Reading this file"), on a line of its own
 just before the paragraph or the fenced block: its commands (up to the next blank line, or the end of that block) are
-listed but not parsed."""
+`skipped`, and must be ones today's scripts refuse (a line that parses needs no marker)."""
 
 from __future__ import annotations
 
