@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import threading
 from pathlib import Path
@@ -32,24 +33,44 @@ SHIPPED = (glue.SHORT, glue.VERIFY_TT, glue.decode_attention, glue.SHORT_SPLIT, 
 KNOBS = {"split": "SHORT_SPLIT", "sw": "SHORT_WARPS", "mw": "MERGE_WARPS"}
 
 
-def use(variant: str) -> None:
-    """Set glue up for one variant: tile (as shipped), loop, none, ttN, or knobs as `split=128+sw=4+mw=1`."""
-    glue.SHORT, glue.VERIFY_TT, glue.decode_attention, glue.SHORT_SPLIT, glue.SHORT_WARPS, glue.MERGE_WARPS = SHIPPED
-    if variant.startswith("tt"):  # ttN: N of a verify's tokens a short-attention program, for every row count
-        glue.VERIFY_TT = dict.fromkeys(glue.VERIFY_TT, int(variant[2:]))
-    elif variant == "loop":
-        glue.SHORT = 0
-    elif variant == "none":
-        glue.decode_attention = lambda qg, kc, vc, pos, length: qg
-    elif "=" in variant:
+def settings(variant: str) -> dict:
+    """glue's attributes a variant sets: tile (as shipped), loop, none, ttN, or knobs as `split=128+sw=4+mw=1`; a
+    ValueError for a variant it does not know."""
+    if re.fullmatch(r"tt[0-9]+", variant):  # ttN: N of a verify's tokens a short-attention program, every row count
+        return {"VERIFY_TT": dict.fromkeys(glue.VERIFY_TT, int(variant[2:]))}
+    if variant == "loop":
+        return {"SHORT": 0}
+    if variant == "none":
+        return {"decode_attention": lambda qg, kc, vc, pos, length: qg}
+    if "=" in variant:
+        out = {}
         for part in variant.split("+"):
             key, _, value = part.partition("=")
             if key not in KNOBS or not value.isdigit() or int(value) & (int(value) - 1) or int(value) == 0:
-                raise SystemExit(f"bench_attention.py: {part!r}: one of {', '.join(KNOBS)} = a power of two")
-            setattr(glue, KNOBS[key], int(value))
-    elif variant != "tile":
-        known = "tile, loop, none, ttN or split=N+sw=N+mw=N"
-        raise SystemExit(f"bench_attention.py: unknown variant {variant!r} ({known})")
+                raise ValueError(f"{part!r}: one of {', '.join(KNOBS)} = a power of two")
+            out[KNOBS[key]] = int(value)
+        return out
+    if variant != "tile":
+        raise ValueError(f"unknown variant {variant!r} (tile, loop, none, ttN or split=N+sw=N+mw=N)")
+    return {}
+
+
+def use(variant: str) -> None:
+    """Set glue up for one variant (`settings`)."""
+    glue.SHORT, glue.VERIFY_TT, glue.decode_attention, glue.SHORT_SPLIT, glue.SHORT_WARPS, glue.MERGE_WARPS = SHIPPED
+    for name, value in settings(variant).items():
+        setattr(glue, name, value)
+
+
+def variants(text: str) -> list[str]:
+    """--variants: comma-separated, each one `settings` knows (else a usage error, before the model loads)."""
+    names = text.split(",")
+    for variant in names:
+        try:
+            settings(variant)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return names
 
 
 def replay_us(run, n: int) -> float:
@@ -83,19 +104,16 @@ def verify_us(dec, pos: int, rows: int) -> float:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--path", required=True)
-    ap.add_argument("--variants", default="tile,loop,none")
+    ap.add_argument("--variants", type=variants, default="tile,loop,none")
     ap.add_argument("--lengths", type=int, nargs="+", default=[200, 768, 1800, 3000, 4000])
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--no-verify", action="store_true", help="step times only (no verify ratios)")
     a = ap.parse_args(argv)
-    for variant in a.variants.split(","):  # refused before the model loads
-        use(variant)
-    use("tile")
     dec = FastDecoder(open_checkpoint(a.path, device="cuda", dtype="bf16"))
-    settings = GenSettings(max_new_tokens=2, temperature=0)
-    list(dec.generate(list(range(100, 612)), settings, threading.Event(), set()))
+    warm = GenSettings(max_new_tokens=2, temperature=0)
+    list(dec.generate(list(range(100, 612)), warm, threading.Event(), set()))
     for rnd in range(a.rounds):
-        for variant in a.variants.split(","):
+        for variant in a.variants:
             use(variant)
             dec.graphs = None
             dec.graphs, dec.vgraphs = dec._graphed(), {}  # captured with this variant's kernels

@@ -201,7 +201,10 @@ def main() -> None:
     ap.add_argument("--slots", type=int, default=768, help="KV slots the attention launches read (the bench's 768)")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--sweep", action="store_true", help="the chain under other launch configurations")
-    ap.add_argument("--only", nargs="+", metavar="VARIANT", help="only these variants (chain, persistent, one, ...)")
+    known = sorted({c["variant"] for c in configs(False) + configs(True)})
+    ap.add_argument(
+        "--only", nargs="+", metavar="VARIANT", choices=known, help=f"only these variants ({', '.join(known)})"
+    )
     for key in ("ahead", "per_sm", "block"):
         ap.add_argument(f"--{key.replace('_', '-')}", nargs="+", type=int, help=f"only configurations with these {key}")
     a = ap.parse_args()

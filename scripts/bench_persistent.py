@@ -117,17 +117,30 @@ def weights(n: int, k: int, layers: int, dev) -> tuple[torch.Tensor, torch.Tenso
     return words, sz.bfloat16().contiguous()
 
 
+def cfg_spec(text: str) -> tuple[str, tuple[int, ...]]:
+    """--cfg NAME=RT,AHEAD,XAHEAD,PAIR,UNROLL for one of MATS (else a usage error)."""
+    name, _, nums = text.partition("=")
+    if name not in MATS:
+        raise argparse.ArgumentTypeError(f"unknown matmul {name!r} in {text!r} (one of {', '.join(MATS)})")
+    try:
+        cfg = tuple(int(v) for v in nums.split(","))
+    except ValueError:
+        cfg = ()
+    if len(cfg) != len(MATS[name][2]):
+        raise argparse.ArgumentTypeError(f"{text!r}: five numbers RT,AHEAD,XAHEAD,PAIR,UNROLL")
+    return name, cfg
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--layers", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--per-sm", type=int, default=2)
-    ap.add_argument("--cfg", action="append", default=[], help="NAME=RT,AHEAD,XAHEAD,PAIR,UNROLL")
+    ap.add_argument("--cfg", type=cfg_spec, action="append", default=[], help="NAME=RT,AHEAD,XAHEAD,PAIR,UNROLL")
     args = ap.parse_args()
-    for spec in args.cfg:
-        name, _, nums = spec.partition("=")
+    for name, cfg in args.cfg:
         n, k, _, silu = MATS[name]
-        MATS[name] = (n, k, tuple(int(v) for v in nums.split(",")), silu)
+        MATS[name] = (n, k, cfg, silu)
     dev = torch.device("cuda")
     torch.manual_seed(0)
     L = args.layers

@@ -72,6 +72,15 @@ def parse(spec: str) -> dict[str, dict]:
     return out
 
 
+def variant_spec(text: str) -> str:
+    """--variant: a spec `parse` takes (else a usage error, before anything loads)."""
+    try:
+        parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
 def shapes(layer, head=None) -> dict[str, tuple[int, int, int]]:
     """(n, k, bits) of each matmul of a layer and of the lm_head's GEMV `head` (projections.Dense, or None), as
     gemv_mma.config sees them (bits 16: dense weights)."""
@@ -91,7 +100,13 @@ def shapes(layer, head=None) -> dict[str, tuple[int, int, int]]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--path", required=True, help="a checkpoint (scripts/make_checkpoint.py)")
-    ap.add_argument("--variant", action="append", default=[], help="MATMUL=RT,WARPS,AHEAD,XAHEAD,PAIR[,UNROLL][+...]")
+    ap.add_argument(
+        "--variant",
+        type=variant_spec,
+        action="append",
+        default=[],
+        help="MATMUL=RT,WARPS,AHEAD,XAHEAD,PAIR[,UNROLL][+...]",
+    )
     ap.add_argument("--length", type=int, default=768, help="slots attended (its bucket's graph)")
     ap.add_argument("--rounds", type=int, default=2)
     a = ap.parse_args(argv)

@@ -12,6 +12,7 @@ over the launch and the instructions with the most samples.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import re
@@ -73,9 +74,21 @@ def summarize(path: str) -> dict:
     }
 
 
-if __name__ == "__main__":
-    if sys.argv[1] == "run":
-        run(int(sys.argv[2]), int(sys.argv[3]))
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    launch = sub.add_parser("run", help="launch the int4 GEMV on random [N, K] codes (under ncu)")
+    launch.add_argument("n", type=int)
+    launch.add_argument("k", type=int)
+    sub.add_parser("summarize", help="one JSON line per ncu CSV").add_argument("csv", nargs="+")
+    a = ap.parse_args(argv)
+    if a.command == "run":
+        run(a.n, a.k)
     else:
-        for f in sys.argv[2:]:
+        for f in a.csv:
             print(json.dumps(summarize(f)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -223,14 +223,25 @@ def revision_kernel(rev: str):
     return revision_module(rev)._gemv_int4
 
 
+def unroll_times(text: str) -> str:
+    """--unroll: a whole number from 1, or 'full' (else a usage error)."""
+    if text != "full" and not (text.isdigit() and int(text) > 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: TIMES (a whole number from 1) or 'full'")
+    return text
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--against", help="a git revision: compare each specialization it also has")
     ap.add_argument("--mma", action="store_true", help="the tensor-core GEMV (gemv_mma) instead")
     ap.add_argument(
-        "--unroll", help="--mma: its main loop unrolled TIMES x the units loaded ahead, or 'full' (no loop)"
+        "--unroll",
+        type=unroll_times,
+        help="--mma: its main loop unrolled TIMES x the units loaded ahead, or 'full' (no loop)",
     )
-    ap.add_argument("--early", help="--mma: the epilogue reads issued before the loop (gemv_mma.NORM | RESIDUAL | ...)")
+    ap.add_argument(
+        "--early", type=int, help="--mma: the epilogue reads issued before the loop (gemv_mma.NORM | RESIDUAL | ...)"
+    )
     ap.add_argument("--gather", choices=["0", "1"], help="--mma: the warps' sums added in each lane (1) or by gl.sum")
     a = ap.parse_args()
     if a.mma:

@@ -83,7 +83,8 @@ def main(argv=None) -> int:
 
     render.notice = counting_notice
     settings = GenSettings(temperature=0.0, max_new_tokens=args.max_new_tokens, repetition_penalty=1.0)
-    chat = Chat(engine, render, settings, options=Options(overflow="drop"), on_turn=store.autosave)
+    saver = store.Autosave("pipe")  # as run_pipe's: the session file written after every turn
+    chat = Chat(engine, render, settings, options=Options(overflow="drop"), on_turn=saver)
 
     sent = list(prompts(args.turns))
     rss = {}
@@ -97,7 +98,8 @@ def main(argv=None) -> int:
     transcript.close()
 
     records = [json.loads(x) for x in transcript_path.read_text(encoding="utf-8").splitlines() if x.strip()]
-    saved, _, _ = store.read("last")
+    saver.close()
+    saved, _, _ = store.read(str(saver.path))
     shutil.rmtree(work, ignore_errors=True)
     replies = [r for r in records if "prompt" in r]
     in_order = [r["prompt"] for r in replies] == sent
@@ -105,7 +107,11 @@ def main(argv=None) -> int:
     turns = saved.turns
     alternate = all(t.role == ("user" if k % 2 == 0 else "assistant") for k, t in enumerate(turns))
     last_ok = bool(turns) and turns[-2].content == sent[-1] and turns[-1].content == replies[-1]["reply"]
-    fits = len(engine.template.build(chat.session.messages()).ids) <= args.context
+    # What the overflow policy promises: each prompt fits the context less the room kept for its reply (the reply
+    # itself may take the conversation past the context; the next turn drops again). The last prompt: the session's
+    # messages less the last reply, as Chat built it.
+    budget = args.context - min(args.max_new_tokens, args.context // 4)
+    fits = len(engine.template.build(chat.session.messages()[:-1]).ids) <= budget
     growth = rss[args.turns] - rss[args.early]
     ok = (
         len(replies) == args.turns

@@ -8,6 +8,7 @@ that its numbers can be rerun; it imports gemv_mma's private helpers and may nee
     python3 scripts/tried_gemv_tma.py step /tmp/yi-bench/yi-6b-awq   # the graphed step with it on qkv / o / down
 """
 
+import argparse
 import json
 import statistics
 import sys
@@ -506,8 +507,18 @@ def step(path, rounds=2):
     print(json.dumps({"summary": res}))
 
 
-if __name__ == "__main__":
-    if sys.argv[1] == "check":
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    sub.add_parser("check", help="bits, and a launch alone: Yi-6B's and Yi-34B's shapes")
+    sub.add_parser("step", help="the graphed step with it on qkv / o / down").add_argument("path")
+    a = ap.parse_args(argv)
+    if a.command == "check":
         check()
     else:
-        step(sys.argv[2])
+        step(a.path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
