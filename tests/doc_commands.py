@@ -238,9 +238,9 @@ def _parser(script: str):
     import inspect
 
     if script == "yi_cli":
-        from yi_cli.ui import cli
+        from yi_cli.ui import args
 
-        return cli.parser()
+        return args.parser()
     module = importlib.import_module(script)
     if "argparse" not in inspect.getsource(module):
         return None
@@ -302,7 +302,7 @@ def _error(c: dict) -> str | None:
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            if c["script"] == "yi_cli":  # as cli.parse_args: the words after `--` are the prompt's
+            if c["script"] == "yi_cli":  # as args.parse_args: the words after `--` are the prompt's
                 parser.parse_intermixed_args(argv[: argv.index("--")] if "--" in argv else argv)
             else:
                 parser.parse_args(argv)
