@@ -1886,3 +1886,23 @@ def test_a_failing_stderr_is_a_silent_chat(one_shot, stderr, home, server):
     assert [r["messages"][-1]["content"] for r in server.requests] == want
     assert p.returncode == 0
     assert p.stdout.decode().count("\n\n") == len(want)
+
+
+@pytest.mark.parametrize("prompt", [["-p", "/history"], ["/system", "be", "terse"], ["stdin", "-p", "/history"]])
+def test_a_one_shot_command_with_a_file_attached_says_it_was_not_sent(prompt, home, server, tmp_path):
+    """`yi-chat -f notes.md -p /history` (or `yi-chat -f notes.md /system be terse`, `git diff | yi-chat -p
+    /history`): the prompt ran as a command, the file waited for a message that never came, and the run ended 0
+    with it dropped unsaid, where a piped run whose input ends so says it and exits 1. Now one line saying so,
+    exit 1."""
+    notes = tmp_path / "notes.md"
+    notes.write_text("# notes\n")
+    if prompt[0] == "stdin":  # piped stdin goes before a one-shot's prompt: an attachment named stdin
+        p = yi("--endpoint", server.url, *prompt[1:], stdin="# notes\n", home=home)
+        name = "stdin"
+    else:
+        p = yi("--endpoint", server.url, "-f", str(notes), *prompt, stdin=None, home=home)
+        name = str(notes)
+    err = p.stderr.decode()
+    assert p.returncode == 1, err
+    assert err.splitlines()[-1] == f"error: {name}: attached, but the prompt ran a command, not a message; not sent"
+    assert server.requests == []
