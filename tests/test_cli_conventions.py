@@ -1850,3 +1850,59 @@ def test_piped_run_into_a_full_disk_stops_at_the_first_write(first, json_out, ho
         assert [r["messages"][-1]["content"] for r in server.requests] == ["one"], line
         (saved,) = session_files(home)
         assert [t["content"] for t in saved["turns"] if t["role"] == "user"] == ["one"]
+
+
+@pytest.mark.parametrize("stderr", ["a pipe its reader closed", "/dev/full"])
+@pytest.mark.parametrize("one_shot", [False, True])
+def test_a_failing_stderr_is_a_silent_chat(one_shot, stderr, home, server):
+    """stderr whose reader is gone (`2>&1 | head -1`, `2> >(cmd)` that exited) or that fails (a full disk): rich
+    ends the process with exit 1 at a BrokenPipeError, and an OSError from a notice escaped the turn, so a piped run
+    stopped at its first line on stderr (the stats line here; a token-limit cut), the lines after it never sent,
+    exit 1, and a one-shot run answered but exited 1. Now stderr goes quiet as a closed one does (`2>&-`): every
+    line is sent, the exit code is the run's."""
+    if stderr == "/dev/full" and not os.path.exists("/dev/full"):
+        pytest.skip("needs /dev/full")
+    e = {k: v for k, v in os.environ.items() if k not in CLEAN}
+    e.update(YI_CHAT_HOME=str(home))
+    if stderr == "/dev/full":
+        err = os.open("/dev/full", os.O_WRONLY)
+    else:
+        r, err = os.pipe()
+        os.close(r)
+    args = ["-p", "one"] if one_shot else []
+    try:
+        p = subprocess.run(
+            [sys.executable, "-m", "yi_cli", "--endpoint", server.url, "--stats", *args],
+            input=None if one_shot else b"one\ntwo\nthree\n",
+            stdin=subprocess.DEVNULL if one_shot else None,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            env=e,
+            timeout=120,
+        )
+    finally:
+        os.close(err)
+    want = ["one"] if one_shot else ["one", "two", "three"]
+    assert [r["messages"][-1]["content"] for r in server.requests] == want
+    assert p.returncode == 0
+    assert p.stdout.decode().count("\n\n") == len(want)
+
+
+@pytest.mark.parametrize("prompt", [["-p", "/history"], ["/system", "be", "terse"], ["stdin", "-p", "/history"]])
+def test_a_one_shot_command_with_a_file_attached_says_it_was_not_sent(prompt, home, server, tmp_path):
+    """`yi-chat -f notes.md -p /history` (or `yi-chat -f notes.md /system be terse`, `git diff | yi-chat -p
+    /history`): the prompt ran as a command, the file waited for a message that never came, and the run ended 0
+    with it dropped unsaid, where a piped run whose input ends so says it and exits 1. Now one line saying so,
+    exit 1."""
+    notes = tmp_path / "notes.md"
+    notes.write_text("# notes\n")
+    if prompt[0] == "stdin":  # piped stdin goes before a one-shot's prompt: an attachment named stdin
+        p = yi("--endpoint", server.url, *prompt[1:], stdin="# notes\n", home=home)
+        name = "stdin"
+    else:
+        p = yi("--endpoint", server.url, "-f", str(notes), *prompt, stdin=None, home=home)
+        name = str(notes)
+    err = p.stderr.decode()
+    assert p.returncode == 1, err
+    assert err.splitlines()[-1] == f"error: {name}: attached, but the prompt ran a command, not a message; not sent"
+    assert server.requests == []

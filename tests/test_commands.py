@@ -459,7 +459,8 @@ def test_help_knows_the_aliases_and_names_them():
 
 
 def test_system_says_when_plain_completion_does_not_send_it(demo_dir):
-    """--raw (and a base model) sends no system prompt, while /system said "set" (a run-through)."""
+    """--raw (and a base model) sends no system prompt, while /system said "set" (a run-through); /system alone
+    then showed it as any system prompt (`yi-chat --raw --system X`, a session resumed into a base model)."""
     from yi_cli.checkpoint import loader
     from yi_cli.engines.template import Template
 
@@ -468,9 +469,17 @@ def test_system_says_when_plain_completion_does_not_send_it(demo_dir):
     chat, out, err = plain_chat(engine)
     chat.handle("/system be brief")
     assert "system prompt set, but not sent: this model runs as plain completion" in out.getvalue()
+    chat.handle("/system")
+    assert (
+        out.getvalue()
+        .rstrip()
+        .endswith("system prompt: be brief\n(not sent: this model runs as plain completion: --raw, or a base model)")
+    )
     engine.template = Template(loader.load_tokenizer(demo_dir))
     chat.handle("/system be brief")
     assert out.getvalue().rstrip().endswith("system prompt set")
+    chat.handle("/system")
+    assert out.getvalue().rstrip().endswith("system prompt set\n\nsystem prompt: be brief")
 
 
 def test_continue_and_retry_say_what_is_wrong():

@@ -600,11 +600,11 @@ def test_pull_usage_errors_exit_2(env):
     error_line(yi(env, "models", "--bogus"), 2, "unrecognized arguments")
 
 
-@pytest.mark.parametrize("name", ["a/b/c", "a//b", "../x", "/nowhere/x", "a/b c", "a/-b", "a/b--c"])
+@pytest.mark.parametrize("name", ["a/b/c", "a//b", "../x", "./x/y", "/nowhere/x", "a/b c", "a/-b", "a/b--c"])
 def test_a_malformed_hub_id_is_a_usage_error_in_pull_and_in_m(env, name):
     """`pull a/b/c` exited 2 and `pull ../x` 3 (the hub's id check, after the cache lookup); `-m bad//id` exited 3
     as a missing model. A name that cannot be a hub id is a usage error (exit 2) in both; a missing path given to -m
-    is still a model that is not there (exit 3)."""
+    is still a model that is not there (exit 3), named as typed (`./x/y` read `x/y`, a hub id's shape)."""
     lines = error_line(yi(env, "pull", name), 2, f"{name}: not a", "hub id")
     assert len(lines) == 1
     p = yi(env, "-m", name, "-p", "hi")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import inputs
-from ..errors import LoadError, UsageError, failure, first_line
+from ..errors import LoadError, UsageError, failure, first_line, shown
 from . import light, plausible, quantized
 from .files import Tensors, check_index, check_safetensors, check_side_files, read_config, read_json, weight_files
 
@@ -155,7 +155,8 @@ def resolve(model: str, allow_pickle: bool = False) -> Path:
         return hub.fetch(repo, allow_pickle=allow_pickle)
     near = difflib.get_close_matches(model.lower(), [*family.ALIASES, *demo.NAMES], n=1, cutoff=0.8)
     hint = f" (did you mean {near[0]}?)" if near else ""
-    raise LoadError(f"{p}: no such directory, Yi alias (yi-chat models --all) or hub id{hint}")
+    # named as typed: Path drops a leading ./, and `./models/yi` read `models/yi`, as if a hub id had been asked
+    raise LoadError(f"{shown(model, 200)}: no such directory, Yi alias (yi-chat models --all) or hub id{hint}")
 
 
 def open_checkpoint(

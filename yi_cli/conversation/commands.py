@@ -146,9 +146,11 @@ def do_history(chat, arg):
 
 def do_system(chat, arg):
     tpl = chat.engine.template
+    plain = getattr(tpl, "plain", False)  # plain completion sends no system prompt
     if not arg:
         if chat.session.system:
-            chat.render.show(f"system prompt: {chat.session.system}")
+            unsent = "\n(not sent: this model runs as plain completion: --raw, or a base model)" if plain else ""
+            chat.render.show(f"system prompt: {chat.session.system}{unsent}")
         elif tpl is not None and (default := tpl.default_system()):  # none set is not always none sent
             chat.render.show(
                 f"system prompt: {default}\n(none set: this is the chat template's default; /system TEXT replaces it)"
@@ -160,7 +162,7 @@ def do_system(chat, arg):
     if chat.session.system is None and tpl is not None and tpl.default_system():
         chat.render.show("system prompt cleared; the chat template's default applies (/system shows it)")
         return
-    if chat.session.system is not None and getattr(tpl, "plain", False):  # it said "set", and it was not sent
+    if chat.session.system is not None and plain:  # it said "set", and it was not sent
         chat.render.show(
             "system prompt set, but not sent: this model runs as plain completion (--raw, or a base model)"
         )

@@ -357,6 +357,9 @@ def _run(chat, prompt, interactive, render) -> int:
     try:
         if prompt is not None:
             chat.handle(prompt)
+            if chat.attachments and not (chat.ctrl_c or chat.terminated):  # `-f x -p /history`: no message took x
+                chat.failures += 1
+                chat.render.error(f"{_waiting(chat)}: attached, but the prompt ran a command, not a message; not sent")
             code = 130 if chat.ctrl_c else 1 if chat.failures else 0
         elif interactive:
             from . import repl
@@ -448,13 +451,17 @@ def run_pipe(chat) -> int:
     unsent = chat.attachments and not chat.ctrl_c  # `/file x` last, or `-f x < /dev/null`: no message took them
     if unsent:  # one line that is true of both (an empty stdin is said by it, not by a second notice)
         chat.failures += 1
-        names = ", ".join(shown(a.name, 200) for a in chat.attachments)
-        chat.render.error(f"{names}: attached, but the input ended before a message took it; not sent")
+        chat.render.error(f"{_waiting(chat)}: attached, but the input ended before a message took it; not sent")
     elif n == 0:
         chat.render.notice("stdin is empty: nothing to do")
     elif not asked and not chat.failures:  # as quiet as an empty one was not: the same word for it
         chat.render.notice("stdin has only blank lines: nothing to do")
     return 130 if chat.ctrl_c else 1 if chat.failures else 0
+
+
+def _waiting(chat) -> str:
+    """The names of the files attached that no message took."""
+    return ", ".join(shown(a.name, 200) for a in chat.attachments)
 
 
 def _isatty(stream) -> bool:

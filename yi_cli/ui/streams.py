@@ -3,6 +3,7 @@ that cannot encode the replies.
 
 A closed descriptor 0, 1 or 2 is pointed at /dev/null: otherwise the next file opened (a session being saved)
 takes its number and print() writes into it; Python leaves sys.stdin/stdout/stderr None then, which is fixed too.
+A stderr that is not a terminal goes quiet the same way at its first failed write (QuietStderr).
 A stream whose encoding cannot write every character (LANG=C without UTF-8 mode, latin-1, PYTHONIOENCODING=ascii)
 writes UTF-8 into a pipe, and escapes what it cannot show on a terminal, instead of failing mid-reply.
 """
@@ -50,7 +51,44 @@ def repair() -> list[str]:
         if enc not in ("utf8", "utf16", "utf32") and hasattr(s, "reconfigure"):
             # A pipe or file gets UTF-8 (lossless; --json stays valid JSON); a terminal in that locale, escapes.
             s.reconfigure(errors="backslashreplace") if s.isatty() else s.reconfigure(encoding="utf-8")
+    if not sys.stderr.isatty():
+        sys.stderr = QuietStderr(sys.stderr)
     return closed
+
+
+class QuietStderr:
+    """stderr that, from its first write that fails (its reader gone: `2>&1 | head -1`, `2> >(cmd)` that exited;
+    a full disk), goes to /dev/null, as a closed one (`2>&-`) does: the run goes on silently, its exit code its own.
+    rich exits 1 at a BrokenPipeError (Console.on_broken_pipe) and an OSError from a notice escaped the turn: a
+    piped run stopped at its first line on stderr (a token-limit cut, --stats), the lines after it never sent."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except OSError:
+            self._quiet()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError:
+            self._quiet()
+
+    def _quiet(self) -> None:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, self._stream.fileno())
+        os.close(null)
+        try:
+            self._stream.flush()  # what is still buffered goes nowhere (a failing last flush made the exit 120)
+        except OSError:
+            pass
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
 
 
 class GuardedStdout:
