@@ -41,6 +41,24 @@ def test_flags_parse_with_seed_defaults():
     assert (d.temperature, d.top_p, d.repetition_penalty) == (0.6, 0.8, 1.2)
 
 
+def test_help_states_the_sampling_defaults_in_force():
+    """--help said "default: the model's, else 0.6", but only the demo brings its own values (a checkpoint's
+    generation_config.json sets none): each sampling flag's help names the built-in default, and the demo's where
+    it differs, as the settings hold them."""
+    import re
+
+    from yi_cli.checkpoint import demo
+    from yi_cli.engines.settings import GenSettings
+
+    helps = {a.dest: a.help for a in parser()._actions}
+    for name in ("temperature", "top_p", "top_k", "repetition_penalty"):
+        said = re.search(r"default ([0-9.]+)(?:, Yi's; the demo's ([0-9.]+))?\)", helps[name])
+        assert said, helps[name]
+        assert float(said[1]) == getattr(GenSettings(), name), helps[name]
+        ours = demo.RECOMMENDED.get(name)
+        assert (float(said[2]) if said[2] else None) == (ours if ours != getattr(GenSettings(), name) else None)
+
+
 def test_usage_errors_exit_2():
     p = yi("--temperature", "hot")
     assert p.returncode == 2 and b"invalid float value" in p.stderr

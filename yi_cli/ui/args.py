@@ -167,10 +167,10 @@ def parser() -> argparse.ArgumentParser:
     )
     a("--json", action="store_true", help="write one JSON object per turn to stdout")
     a("--max-new-tokens", type=int, help="most tokens per reply (default 512)")
-    a("--temperature", type=float, help="sampling temperature, 0 = greedy (default: the model's, else 0.6)")
-    a("--top-p", type=float, help="nucleus sampling (default: the model's, else 0.8)")
-    a("--top-k", type=int, help="top-k sampling, 0 = off (default: the model's, else 0)")
-    a("--repetition-penalty", type=float, help="repetition penalty (default: the model's, else 1.2)")
+    a("--temperature", type=float, help="sampling temperature, 0 = greedy (default 0.6, Yi's; the demo's 0.2)")
+    a("--top-p", type=float, help="nucleus sampling (default 0.8, Yi's; the demo's 0.9)")
+    a("--top-k", type=int, help="top-k sampling, 0 = off (default 0)")
+    a("--repetition-penalty", type=float, help="repetition penalty (default 1.2, Yi's; the demo's 1.0)")
     a("--seed", type=int, help="random seed for reproducible sampling")
     a(
         "--speculate",
