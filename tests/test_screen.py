@@ -513,6 +513,21 @@ def test_a_command_being_typed_is_completed_and_a_message_is_not(term, home):
     assert engine.prompts == ["his"]  # a message that starts like a command is sent as it is
 
 
+def test_a_command_typed_with_a_full_width_slash_is_completed(term, home):
+    """`／his` (an input method's full-width slash, which runs as /history) offered no completion: Tab did nothing,
+    where `/his` completes. The menu offers the commands as typed, with the full-width slash."""
+    engine = Scripted("A reply.")
+    pane = term(engine, 80, 30)
+    pane.type("／his")
+    pane.wait(lambda s: "／history" in s, "the completion menu offering ／history")
+    pane.keys("Tab")
+    pane.wait(lambda s: ">>> ／history" in s, "the command completed by Tab")
+    pane.keys("Enter")
+    pane.wait(lambda s: "(no turns yet)" in s, "the command's output")
+    pane.prompt()
+    assert engine.prompts == []
+
+
 TYPED = " ".join(f"word{i}" for i in range(40))  # about 270 characters: four rows at 80 columns, ten at 30
 # Chinese, two columns a character and no spaces: at an odd width a row's last column stays blank (the next
 # character does not fit), and the way back up counts each row's cells, not its characters
