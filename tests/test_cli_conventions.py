@@ -1467,6 +1467,16 @@ def test_every_word_after_dashdash_is_the_prompt_verbatim(server, home):
     one_line_error(p, 1, "/file: a one-shot prompt has no next message; attach with -f PATH")
 
 
+def test_a_prompt_after_dashdash_is_never_a_command_however_it_starts(server, home):
+    """After --, the prompt is sent as typed, README says, "one starting with `/` too": one starting with a
+    full-width slash (an input method's, `／stats 是什么`) or with a space before its `/` ran as that slash command
+    (its output, no reply; `／help 怎么用` an error, exit 1)."""
+    for prompt in ["／stats 是什么", "／help 怎么用", " /stats", "\u3000／model 是什么意思", "//two slashes"]:
+        p = yi("--endpoint", server.url, "--json", "--", prompt, home=home)
+        assert p.returncode == 0, p.stderr
+        assert sent(server) == prompt and '"reply"' in p.stdout.decode(), prompt
+
+
 def test_a_mistyped_command_as_the_prompt_is_said_before_the_model_loads(home, tmp_path):
     """`yi-chat /histroy` loaded the model (seconds on the demo, a minute of a 34B) to say "unknown command": it is
     said first, exit 1 as before; here the model is a folder that is not there, whose exit 3 came first."""

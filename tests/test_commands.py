@@ -38,6 +38,36 @@ def test_a_command_typed_with_a_full_width_slash_runs():
     assert chat.session.exchanges == 1 and "你好" in out.getvalue()
 
 
+def test_an_ideographic_space_separates_a_command_and_its_words():
+    """An input method in full-width mode types each space as U+3000 (the ideographic space). `／set　temperature　0.5`
+    said 'usage: /set NAME VALUE', `/history　all` 'unknown command /history\\u3000all', `／history　ａｌｌ` was not
+    `all`: the space is a space there, and a command's keywords (a setting's name and value, `all`, /help's command)
+    are read in their half-width form. Free text (/system's) stays as typed."""
+    chat, out, _ = plain_chat(ScriptedEngine(["答"]))
+    chat.handle("／set\u3000temperature\u30000.5")
+    assert chat.settings.temperature == 0.5
+    chat.handle("/set\u3000ｔｏｐ＿ｋ\u3000４０")
+    assert chat.settings.top_k == 40
+    chat.handle("/set temperature\u3000０．２５")
+    assert chat.settings.temperature == 0.25
+    chat.handle("你好")
+    for typed in ["/history\u3000all", "／history\u3000ａｌｌ", "/history\u3000\u3000ALL\u3000"]:
+        out.seek(0), out.truncate(0)
+        chat.handle(typed)
+        assert "你好" in out.getvalue(), typed
+    out.seek(0), out.truncate(0)
+    chat.handle("/help\u3000ｓｅｔ")
+    assert out.getvalue().startswith("/set")
+    cmd, arg = commands.parse("/system\u3000你是\u3000助手")
+    assert cmd.name == "system" and arg == "你是\u3000助手"
+    cmd, arg = commands.parse("/file\u3000笔记.md")
+    assert cmd.name == "file" and arg == "笔记.md"
+    with pytest.raises(YiError, match="takes no argument"):
+        commands.parse("/clear\u3000now")
+    with pytest.raises(YiError, match="unknown command"):  # a line break is no space between a name and its words
+        commands.parse("/system\nline two")
+
+
 def test_unknown_and_malformed_commands_are_refused_with_a_hint():
     with pytest.raises(YiError, match=r"unknown command /histroy; did you mean /history\?"):
         commands.parse("/histroy")

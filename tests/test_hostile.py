@@ -115,6 +115,12 @@ SESSION_CASES = {
     "empty": ("", "corrupt session file (the file is empty)"),
     "truncated": (json.dumps(GOOD_SESSION)[:40], "corrupt session file"),
     "not-utf8": (b'{"format": "\xff\xfe"}', "corrupt session file"),
+    # half of a character outside the BMP (a rare CJK one, an emoji) as a JSON escape alone, as a tool slicing
+    # UTF-16 writes it: loaded, the chat failed at every output after it ('/history' failed (UnicodeEncodeError)),
+    # every reply too, and `yi-chat sessions` ended in a traceback
+    "lone-surrogate-turn": (with_turn(content="坏\ud842字"), "a lone surrogate"),
+    "lone-surrogate-system": (json.dumps({**GOOD_SESSION, "system": "\udfb7"}), "a lone surrogate"),
+    "lone-surrogate-model": (json.dumps({**GOOD_SESSION, "model": "m\ud83d"}), "a lone surrogate"),
 }
 
 
@@ -130,6 +136,22 @@ def test_session_file_malformed(case, tmp_path, home):
     msg = str(e.value)
     assert str(f) in msg and needle in msg and "\n" not in msg, msg
     assert f.name not in {x["name"] for x in store.entries()}  # the store's listing passes it by too
+
+
+def test_a_session_with_a_lone_surrogate_is_passed_by_in_the_listing(home):
+    """`yi-chat sessions` ended in a traceback (UnicodeEncodeError) on a stored file holding half a character as a
+    JSON escape (\\ud842): the listing leaves it out, as any file that cannot be read as a session, and lists the
+    rest; a pair of escapes that is one character (𠮷) is that character."""
+    store = home / "data" / "sessions"
+    store.mkdir(parents=True)
+    (store / "20261204-000000-aaaaaa.json").write_text(with_turn(content="坏\ud842字"))
+    (store / "20261204-000001-bbbbbb.json").write_text(with_turn(content="\ud842\udfb7野家"))
+    p = subprocess.run(
+        [PY, "-m", "yi_cli", "sessions"], capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)}
+    )
+    assert p.returncode == 0 and p.stderr == b"", p.stderr.decode()
+    out = p.stdout.decode()
+    assert "𠮷野家" in out and "20261204-000001-bbbbbb.json" in out and "aaaaaa" not in out
 
 
 def _fifo(tmp_path: Path) -> Path:

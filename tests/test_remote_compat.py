@@ -339,7 +339,9 @@ def test_https_to_http_downgrade_is_refused(cert, monkeypatch):
 
 
 BAD_CHUNKS = [
-    ('{"choices": [{"index": 0, "delta": {"content": "\\ud800"}}]}', "lone surrogate"),
+    ('{"choices": [{"index": 0, "delta": {"content": "a\\ud800b"}}]}', "lone surrogate"),
+    ('{"choices": [{"index": 0, "delta": {"content": "\\udc00b"}}]}', "lone surrogate"),  # no first half before
+    ('{"choices": [{"index": 0, "delta": {"content": "a\\ud800\\n"}}]}', "lone surrogate"),  # not at the end
     ('{"choices": [{"index": 0, "delta": {"content": 42}}]}', "content is not text"),
     ('{"choices": [{"index": 0, "delta": {"content": ["a", "b"]}}]}', "content is not text"),
     ('{"choices": [{"index": 0, "delta": {"content": "unterminated', "not JSON"),
@@ -364,6 +366,26 @@ def test_bad_chunks_are_skipped_with_a_note(bad, why):
         text, stats = run(RemoteEngine(srv.root, None, model="m", limits=small(), notify=notes.append))
     assert text == "good end" and stats.finish_reason == "stop"
     assert len(notes) == 1 and "skipped 2 bad chunks of the server's stream" in notes[0] and why in notes[0]
+
+
+def test_a_character_split_between_two_chunks_as_utf16_halves_is_joined():
+    """A server that streams UTF-16 code units (a JavaScript proxy slicing its text) can end a chunk with the first
+    half of a character outside the BMP, a rare CJK one (𠮷, U+20BB7) or an emoji, and start the next with the second:
+    JSON escapes each half alone ("\\ud842", "\\udfb7..."). Both chunks were skipped as bad ("skipped 2 bad chunks",
+    the reply "家的牛肉饭"): the halves are one character. A half that nothing completes is still skipped, said."""
+
+    def answer(h):
+        h.sse_start()
+        for piece in ["\ud842", "\udfb7野", "家\ud83d", "\ude00", "的牛肉饭\ud83d"]:
+            h.event({"choices": [{"index": 0, "delta": {"content": piece}}]})
+        h.event({"choices": [{"index": 0, "delta": {"content": "。"}, "finish_reason": "stop"}]})
+        h.sse_end()
+
+    notes = []
+    with Server(answer) as srv:
+        text, stats = run(RemoteEngine(srv.root, None, model="m", limits=small(), notify=notes.append))
+    assert text == "\U00020bb7野家\U0001f600的牛肉饭。" and stats.finish_reason == "stop"
+    assert len(notes) == 1 and "skipped 1 bad chunk" in notes[0] and "lone surrogate" in notes[0]
 
 
 def test_cancel_closes_the_connection_while_the_server_is_silent():

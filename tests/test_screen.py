@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import pytest
+from rich.cells import cell_len
 
 from tests.openai_server import OpenAIServer
 from yi_cli.engines.events import FINISH_INTERRUPTED, Finish, Stats, Text
@@ -379,6 +380,46 @@ def test_resize_mid_reply_leaves_no_stale_copy(term, home, size):
     assert scroll.count("Paragraph 3 starts") == 1
 
 
+def chinese_reply(parts: int = 6) -> str:
+    """Chinese mixed with English, inline code, a table and a code block: lines of wide characters that wrap with
+    a character landing on the right edge, or a column short of it, at any width."""
+    para = "这是一段很长的中文文本，用来测试换行。Mixed English and `code` 混合：全角标点！" * 6
+    out = ["# 标题：一个长回答", ""]
+    for i in range(parts):
+        out += [
+            f"## 第{i}部分",
+            "",
+            f"段落{i}：{para}",
+            "",
+            "| 名称 | 说明 |",
+            "|---|---|",
+            "| 模型 | Yi-6B，中文 |",
+            "",
+        ]
+        out += ["```python", f"print('你好，世界{i}')  # 注释", "```", ""]
+    return "\n".join(out)
+
+
+@pytest.mark.parametrize("size", [(45, 10), (33, 12), (131, 30)])
+def test_resize_mid_chinese_reply_leaves_each_character_once(term, home, size):
+    """A reply of wide characters (two columns each), resized mid-stream to an odd width: what the terminal
+    rewrapped and what came after the resize are the reply's characters, each once, none cut in half."""
+    reply = chinese_reply()
+    cut = reply.index("段落3") + 77
+    engine = Scripted(reply, pause_at=cut)
+    pane = term(engine, 80, 16)
+    ask(pane)
+    assert engine.paused.wait(DEADLINE)
+    pane.wait(lambda s: "段落3" in s, "the reply up to the pause")
+    pane.resize(*size)
+    pane.wait(lambda s: pane.tmux("display", "-p", "-t", "0", "#{pane_width}").strip() == str(size[0]), "resize")
+    engine.go.set()
+    scroll = pane.wait(footer_after(QUESTION), "the footer")
+    pane.prompt()
+    assert reply_on_screen(scroll, QUESTION, FOOTER) == lines_of(reply)
+    assert saved(home)[-1]["content"] == reply
+
+
 # 3b. resizes at the idle prompt --------------------------------------------------------------------------------------
 
 BANNER = "yi-chat · scripted · /help for commands, Ctrl-D to exit"
@@ -472,13 +513,37 @@ def test_a_command_being_typed_is_completed_and_a_message_is_not(term, home):
     assert engine.prompts == ["his"]  # a message that starts like a command is sent as it is
 
 
+def test_a_command_typed_with_a_full_width_slash_is_completed(term, home):
+    """`／his` (an input method's full-width slash, which runs as /history) offered no completion: Tab did nothing,
+    where `/his` completes. The menu offers the commands as typed, with the full-width slash."""
+    engine = Scripted("A reply.")
+    pane = term(engine, 80, 30)
+    pane.type("／his")
+    pane.wait(lambda s: "／history" in s, "the completion menu offering ／history")
+    pane.keys("Tab")
+    pane.wait(lambda s: ">>> ／history" in s, "the command completed by Tab")
+    pane.keys("Enter")
+    pane.wait(lambda s: "(no turns yet)" in s, "the command's output")
+    pane.prompt()
+    assert engine.prompts == []
+
+
 TYPED = " ".join(f"word{i}" for i in range(40))  # about 270 characters: four rows at 80 columns, ten at 30
+# Chinese, two columns a character and no spaces: at an odd width a row's last column stays blank (the next
+# character does not fit), and the way back up counts each row's cells, not its characters
+TYPED_CJK = "天地玄黄宇宙洪荒日月盈昃辰宿列张寒来暑往秋收冬藏闰余成岁律吕调阳云腾致雨露结为霜金生丽水玉出昆冈，" * 2
 
 
 def typed_rows(rows: list[str], width: int) -> str:
     """The text of the prompt's rows drawn `width` wide: prompt_toolkit breaks a long line at the width, and leaves
-    out a blank at the end of a row (where the capture has nothing), so each row is padded back to the width."""
-    return "".join(r.ljust(width) for r in rows).rstrip()
+    out a blank at the end of a row (where the capture has nothing), so each row is padded back to the width in
+    columns, except one a column short whose next row starts with a wide character (that did not fit there)."""
+    out = []
+    for i, row in enumerate(rows):
+        after = rows[i + 1][:1] if i + 1 < len(rows) else ""
+        wide_next = cell_len(row) == width - 1 and cell_len(after) == 2
+        out.append(row if wide_next else row + " " * (width - cell_len(row)))
+    return "".join(out).rstrip()
 
 
 def typed_once(lines: list[str], text: str, width: int):
@@ -512,8 +577,9 @@ def typed_redrawn(pane: Pane, width: int, height: int, text: str):
     return done
 
 
-@pytest.mark.parametrize("sizes", [[(40, 30), (30, 30), (80, 30)], [(60, 20), (30, 20), (100, 40), (25, 40)]])
-def test_resizes_with_typed_input_that_wraps_redraw_it_once(term, home, sizes):
+@pytest.mark.parametrize("typed", [TYPED, TYPED_CJK], ids=["words", "chinese"])
+@pytest.mark.parametrize("sizes", [[(40, 30), (30, 30), (80, 30)], [(60, 20), (31, 20), (101, 40), (25, 40)]])
+def test_resizes_with_typed_input_that_wraps_redraw_it_once(term, home, sizes, typed):
     """Typed input over several rows: a narrowing rewraps each of its rows into more, and prompt_toolkit went back
     up by the rows it drew (not the rows the terminal now shows) to redraw it: the upper rows stayed, stale. (A
     reply tall enough that the prompt starts low on the screen: the rewrap moves it up without scrolling it off.)"""
@@ -524,15 +590,15 @@ def test_resizes_with_typed_input_that_wraps_redraw_it_once(term, home, sizes):
     pane.wait(footer_after(QUESTION), "the footer")
     scroll = pane.prompt()
     before = content(scroll)[:-1]  # the banner, the question, the reply and its footer
-    pane.type(TYPED)
-    pane.wait(lambda s: "word39" in s, "the typed text")
+    pane.type(typed)
+    pane.wait(lambda s: typed[-6:] in s.replace("\n", ""), "the typed text")
     for width, height in sizes:
         pane.resize(width, height)
-        pane.wait(typed_redrawn(pane, width, height, TYPED), f"the prompt redrawn at {width}x{height}")
-    pane.wait(typed_once(before, TYPED, sizes[-1][0]), "each line once, the typed text whole")
+        pane.wait(typed_redrawn(pane, width, height, typed), f"the prompt redrawn at {width}x{height}")
+    pane.wait(typed_once(before, typed, sizes[-1][0]), "each line once, the typed text whole")
     pane.keys("Enter")
-    pane.wait(footer_after("word0"), "the reply to the typed text")
-    assert engine.prompts == [QUESTION, TYPED]
+    pane.wait(footer_after(typed[:4]), "the reply to the typed text")
+    assert engine.prompts == [QUESTION, typed]
 
 
 def test_the_way_back_up_counts_the_rows_as_the_terminal_rewrapped_them():

@@ -87,14 +87,16 @@ class Chat:
         self.attachments: list = []  # files for the next message (-f, /file): attach.take prepends them
         self.source: str | None = None  # the local model's source as given (a directory's absolute path), saved
 
-    def handle(self, line: str) -> bool:
-        """Process one line of input; returns False once the chat should end (/exit)."""
+    def handle(self, line: str, verbatim: bool = False) -> bool:
+        """Process one line of input; returns False once the chat should end (/exit). verbatim: a message as typed,
+        whatever it starts with (a prompt after `--`)."""
         try:
             if any("\ud800" <= c <= "\udfff" for c in line):  # bytes the locale's codec could not read
                 line = _utf8(line)
-            cmd = commands.parse(line)
+            cmd = None if verbatim else commands.parse(line)
             if cmd is None:
-                text = line.strip()[1:] if line.strip().startswith("//") else line  # "//x" sends "/x"
+                escaped = not verbatim and line.strip().startswith("//")
+                text = line.strip()[1:] if escaped else line  # "//x" sends "/x"
                 if text.strip():
                     waiting = self.attachments = attach.fresh(self.attachments, self.render.notice)
                     sent = self.turn(attach.take(self, text))

@@ -34,7 +34,8 @@ def parse(line: str):
     s = _half_width_slash(line.strip())
     if not s.startswith("/") or s.startswith("//"):
         return None
-    name, _, arg = s[1:].partition(" ")
+    name, _, arg = s[1:].replace(IDEOGRAPHIC_SPACE, " ").partition(" ")
+    arg = s[2 + len(name) :] if arg else ""  # the words as typed (/system's text keeps its ideographic spaces)
     name = name.lower()
     bang = len(name) > 1 and name.endswith("!")
     base = name[:-1] if bang else name
@@ -52,6 +53,15 @@ def parse(line: str):
         more = "; a chat keeps its model: another is yi-chat -m NAME" if cmd.name == "model" else ""  # `/model X`
         raise YiError(f"/{base} takes no argument (usage: {usage}{more})")
     return cmd, arg
+
+
+# An input method in full-width mode types each space as this one: between a command and its words it is a space
+IDEOGRAPHIC_SPACE = "\u3000"
+
+
+def keyword(text: str) -> str:
+    """A command's keyword as typed in full-width mode (`ａｌｌ`, `ｔｏｐ＿ｋ`, `０．５`): its half-width form."""
+    return unicodedata.normalize("NFKC", text).strip()
 
 
 def _half_width_slash(s: str) -> str:
@@ -85,7 +95,7 @@ def run(chat, cmd: Command, arg: str) -> None:
 
 def do_help(chat, arg):
     if arg:
-        base = arg.split()[0].lstrip("/").rstrip("!").lower()  # `/help set extra`: the command's name, set
+        base = keyword(arg).split()[0].lstrip("/").rstrip("!").lower()  # `/help set extra`: the command's name, set
         cmd = TABLE.get(ALIASES.get(base, base))
         if cmd is None:
             raise YiError(f"no command /{shown(base, 40)}{_near(base, '; /help lists the commands')}")
@@ -125,7 +135,7 @@ def do_clear(chat, arg):
 
 
 def do_history(chat, arg):
-    if arg and arg.lower() != "all":
+    if arg and keyword(arg).lower() != "all":
         raise YiError(f"usage: /history [all] (all: with the attached files in full), not /history {shown(arg, 40)}")
     whole = bool(arg)
     s = chat.session
@@ -176,7 +186,7 @@ def do_set(chat, arg):
         src = chat.options.setting_sources
         chat.render.show("\n".join(f"{k} = {cur[k]}  ({src.get(k, 'default')})" for k in gen.NAMES))
         return
-    name, _, value = arg.partition(" ")
+    name, _, value = keyword(arg).partition(" ")
     if not value.strip():
         raise YiError("usage: /set NAME VALUE (/set alone lists the settings)")
     name = name.lower()  # as command names: /set Temperature 0.5 sets temperature

@@ -415,6 +415,7 @@ def read(path: str) -> tuple[ChatSession, GenSettings, dict]:
     data = inputs.loads(raw, str(p), YiError, what="session file")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise YiError(f"{shown(str(p), 200)}: not a yi-chat session file")
+    unicode_only(data, p)
     if data.get("version") != VERSION:
         raise YiError(
             f"{shown(str(p), 200)}: session file version {data.get('version')!r} is not supported (expected {VERSION})"
@@ -432,6 +433,20 @@ def read(path: str) -> tuple[ChatSession, GenSettings, dict]:
     data["path"] = str(p)
     data["_version"] = version
     return session, settings, data
+
+
+def unicode_only(data: dict, p: Path) -> None:
+    """Refuse a session whose text holds half a character: a surrogate alone, which JSON can escape (`\\ud842`; a
+    tool slicing UTF-16 writes one) and no output can encode. Loaded, every output after it failed (/history, each
+    reply's autosave) and `yi-chat sessions` ended in a traceback. A pair of escapes that is one character is read
+    as that character by the JSON parser and passes."""
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as e:
+        half = e.object[e.start : e.start + 1].encode("unicode_escape").decode()
+        raise YiError(
+            f"{shown(str(p), 200)}: malformed session file (a lone surrogate {half}: half a character)"
+        ) from None
 
 
 def _version(p: Path) -> tuple | None:
@@ -495,6 +510,7 @@ def entries() -> list[dict]:
     for f in files:
         try:
             data = inputs.read_json(f, inputs.SESSION_LIMIT, YiError, "session file")
+            unicode_only(data, f)
             session = ChatSession.from_dict(data)
             mtime = f.stat().st_mtime
         except (OSError, ValueError, TypeError, AttributeError, YiError):

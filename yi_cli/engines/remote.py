@@ -22,6 +22,11 @@ from .template import Prompt
 
 ROUTE = "/chat/completions"
 LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+# A chunk's content may end with the first half of a character outside the BMP (a high surrogate) and the next start
+# with its second (a low one): a server streaming UTF-16 code units (a JavaScript proxy slicing its text) splits a
+# rare CJK character (𠮷, U+20BB7) or an emoji so, JSON escaping each half alone. Not lone: the two are one character.
+SPLIT_HALVES = re.compile("\\A[\udc00-\udfff]|[\ud800-\udbff]\\Z")
+LONE = "content is not valid Unicode (a lone surrogate)"
 # Data events tolerated after the reply reached max_new_tokens, for the finish reason, usage and [DONE] that
 # follow the last token; past them the server is ignoring max_tokens and the reply ends as "length".
 GRACE_EVENTS = 16
@@ -139,6 +144,13 @@ class RemoteEngine:
     def _events(self, answer, reply: Reply, cancel: threading.Event):
         # Cancel is also checked between lines, but mostly it arrives through the watch, which shuts the socket
         # down: leaving the `with` closes the connection, which makes the server stop generating.
+        pieces = Halves(reply)
+        try:
+            yield from self._event_texts(answer, reply, cancel, pieces)
+        finally:
+            pieces.end()
+
+    def _event_texts(self, answer, reply: Reply, cancel: threading.Event, pieces: Halves):
         for line in answer.lines():
             if cancel.is_set():
                 return
@@ -166,8 +178,8 @@ class RemoteEngine:
                     if reply.full:  # the server ignores max_tokens: the client-side bound ends the reply
                         reply.cut = True
                         return
-                    reply.token()
-                    yield content
+                    if content := pieces.join(content):
+                        yield content
             if reply.full:
                 reply.grace += 1
                 if reply.grace > GRACE_EVENTS:
@@ -284,11 +296,43 @@ def parse_chunk(data: str, fail) -> tuple[tuple[int, int] | None, list[tuple[str
         content = delta.get("content") if isinstance(delta, dict) else None
         if content is not None and not isinstance(content, str):
             raise BadChunk("content is not text")
-        if content and LONE_SURROGATE.search(content):
-            raise BadChunk("content is not valid Unicode (a lone surrogate)")
+        if content and LONE_SURROGATE.search(SPLIT_HALVES.sub("", content)):
+            raise BadChunk(LONE)
         finish = c.get("finish_reason") if isinstance(c, dict) else None
         out.append((content, finish if isinstance(finish, str) else None))
     return usage_of(chunk.get("usage")), out
+
+
+class Halves:
+    """Joins a character a server split between chunks as UTF-16 halves (SPLIT_HALVES): a chunk's trailing high
+    surrogate is held back until the next chunk, whose leading low one completes it. A half that the other does not
+    complete is skipped as a bad chunk, said, as one inside a chunk is."""
+
+    def __init__(self, reply: Reply):
+        self.reply = reply
+        self.half = ""  # the first half, held
+
+    def join(self, content: str) -> str:
+        """The text of a chunk's content to show now (counted as a token, as the chunk is, held half or not)."""
+        starts_low = "\udc00" <= content[0] <= "\udfff"
+        if self.half and starts_low:
+            content = (self.half + content[0]).encode("utf-16-le", "surrogatepass").decode("utf-16-le") + content[1:]
+        elif self.half:
+            self.reply.bad(LONE, repr(self.half))
+        elif starts_low:  # skipped whole, as a chunk with a lone half inside
+            self.reply.bad(LONE, repr(content))
+            return ""
+        self.half = ""
+        if "\ud800" <= content[-1] <= "\udbff":
+            content, self.half = content[:-1], content[-1]
+        self.reply.token()
+        return content
+
+    def end(self) -> None:
+        """The stream ended (or was given up): a half held is one that no second half came for."""
+        if self.half:
+            self.reply.bad(LONE, repr(self.half))
+            self.half = ""
 
 
 def map_reason(reason: str | None) -> str:

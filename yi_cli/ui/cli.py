@@ -192,9 +192,9 @@ def _main(args) -> int:
             f"prompt with -p TEXT or after --"
         )
     prompt, attachments = attach.gather(args.words, args.prompt, args.files or [], tty)  # before anything loads
-    if args.verbatim and prompt.startswith("/"):  # after --, words as typed: a message (Chat.handle sends "//x"
-        prompt = "/" + prompt  # as "/x")
-    if prompt is not None:  # a mistyped command (`yi-chat /histroy`) is said before the model loads, not after
+    # A mistyped command (`yi-chat /histroy`) is said before the model loads, not after. After --, the words are a
+    # message as typed, whatever they start with (a `/`, an input method's `／`, a space): Chat.handle's verbatim
+    if prompt is not None and not args.verbatim:
         from ..conversation import commands
 
         commands.parse(prompt)  # YiError: its one line, exit 1, as the chat would have said it
@@ -285,7 +285,7 @@ def _main(args) -> int:
             render.notice(f"streaming from {where}")
         _CHAT[:] = [chat]
         try:
-            return _run(chat, prompt, interactive, render)
+            return _run(chat, prompt, interactive, render, args.verbatim)
         finally:
             autosave.close()
     except KeyboardInterrupt:  # Ctrl-C while the model loads, or a signal: what was typed ahead is not the shell's
@@ -353,10 +353,10 @@ def resumed(given: str | None, data: dict, exchanges: int) -> str:
     return line
 
 
-def _run(chat, prompt, interactive, render) -> int:
+def _run(chat, prompt, interactive, render, verbatim: bool = False) -> int:
     try:
         if prompt is not None:
-            chat.handle(prompt)
+            chat.handle(prompt, verbatim)
             if chat.attachments and not (chat.ctrl_c or chat.terminated):  # `-f x -p /history`: no message took x
                 chat.failures += 1
                 chat.render.error(f"{_waiting(chat)}: attached, but the prompt ran a command, not a message; not sent")

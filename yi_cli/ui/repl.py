@@ -314,10 +314,10 @@ def _restore(modes, screen) -> None:
 
 @Condition
 def command_typed() -> bool:
-    """Whether the line so far is a command (starts with /): only commands complete, so the completer runs while
+    """Whether the line so far is a command (starts with / or ／): only commands complete, so the completer runs while
     those are typed, not on every key of a message (each run redrew the prompt once more, after the key's own
     redraw: an extra redraw that a resize arriving meanwhile could meet half done)."""
-    return get_app().current_buffer.text.startswith("/")
+    return get_app().current_buffer.text.startswith(("/", "／"))
 
 
 def ctrl_c_typed_ahead(keys_in) -> bool:
@@ -400,7 +400,9 @@ def end_prompt() -> bool:
 
 
 def run(chat, prompt_text: str = ">>> ") -> int:
-    words = ["/" + n for n in commands.TABLE] + ["/" + a for a in commands.ALIASES]
+    names = [*commands.TABLE, *commands.ALIASES]
+    # and with an input method's full-width slash, as typed: `／his` completes to `／history`, which runs as /history
+    words = [slash + n for slash in ("/", "／") for n in names]
     side = chat.render.side_screen()  # None: stdout, else the terminal where stdout is a file
     # TERM=dumb (Emacs' shell): prompt_toolkit's own plain prompt, no cursor moves, no toolbar. It takes it only
     # where it was given no output, and writes it on its session's: with stdout a file, the session's is the
