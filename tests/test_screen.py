@@ -366,18 +366,25 @@ def test_ctrl_c_sent_with_the_enter_stops_the_reply(home):
 def test_resize_mid_reply_leaves_no_stale_copy(term, home, size):
     reply = markdown_reply(6)
     cut = reply.index("Paragraph 3 starts") + 200  # inside a long wrapped paragraph
+    scroll = resized_mid_reply(term, reply, cut, "w3.20", size)
+    assert reply_on_screen(scroll, QUESTION, FOOTER) == lines_of(reply)
+    assert scroll.count("Paragraph 3 starts") == 1
+
+
+def resized_mid_reply(term, reply: str, cut: int, seen: str, size) -> str:
+    """The scrollback after `reply`, paused at `cut` once `seen` is on the screen, then resized to `size`, ran to
+    its end."""
     engine = Scripted(reply, pause_at=cut)
     pane = term(engine, 80, 16)
     ask(pane)
     assert engine.paused.wait(DEADLINE)
-    pane.wait(lambda s: "w3.20" in s, "the reply up to the pause")
+    pane.wait(lambda s: seen in s, "the reply up to the pause")
     pane.resize(*size)
     pane.wait(lambda s: pane.tmux("display", "-p", "-t", "0", "#{pane_width}").strip() == str(size[0]), "resize")
     engine.go.set()
     scroll = pane.wait(footer_after(QUESTION), "the footer")
     pane.prompt()
-    assert reply_on_screen(scroll, QUESTION, FOOTER) == lines_of(reply)
-    assert scroll.count("Paragraph 3 starts") == 1
+    return scroll
 
 
 def chinese_reply(parts: int = 6) -> str:
@@ -405,17 +412,7 @@ def test_resize_mid_chinese_reply_leaves_each_character_once(term, home, size):
     """A reply of wide characters (two columns each), resized mid-stream to an odd width: what the terminal
     rewrapped and what came after the resize are the reply's characters, each once, none cut in half."""
     reply = chinese_reply()
-    cut = reply.index("段落3") + 77
-    engine = Scripted(reply, pause_at=cut)
-    pane = term(engine, 80, 16)
-    ask(pane)
-    assert engine.paused.wait(DEADLINE)
-    pane.wait(lambda s: "段落3" in s, "the reply up to the pause")
-    pane.resize(*size)
-    pane.wait(lambda s: pane.tmux("display", "-p", "-t", "0", "#{pane_width}").strip() == str(size[0]), "resize")
-    engine.go.set()
-    scroll = pane.wait(footer_after(QUESTION), "the footer")
-    pane.prompt()
+    scroll = resized_mid_reply(term, reply, reply.index("段落3") + 77, "段落3", size)
     assert reply_on_screen(scroll, QUESTION, FOOTER) == lines_of(reply)
     assert saved(home)[-1]["content"] == reply
 
