@@ -672,3 +672,15 @@ def test_history_shows_an_attached_file_as_one_line_and_all_shows_it_in_full(tmp
         err.getvalue().strip()
         == "error: usage: /history [all] (all: with the attached files in full), not /history everything"
     )
+
+
+def test_a_name_with_an_ideographic_space_is_shown_as_typed(tmp_path):
+    """A file name with a Chinese input method's space (U+3000) was shown as `笔记\\u3000副本.md` in its error
+    line, where the "attached" line showed it as typed; a no-break space, which passes for an ASCII one, stays
+    escaped."""
+    chat, out, err = plain_chat(ScriptedEngine(["r"]))
+    for name in ("笔记\u3000副本.md", "notes\u00a0copy.md"):
+        chat.handle(f"/file '{tmp_path / name}'")
+    lines = err.getvalue().splitlines()
+    assert len(lines) == 2 and f"{tmp_path}/笔记\u3000副本.md: " in lines[0], lines
+    assert "notes\\xa0copy.md: " in lines[1], lines
