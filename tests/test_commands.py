@@ -684,3 +684,17 @@ def test_a_name_with_an_ideographic_space_is_shown_as_typed(tmp_path):
     lines = err.getvalue().splitlines()
     assert len(lines) == 2 and f"{tmp_path}/笔记\u3000副本.md: " in lines[0], lines
     assert "notes\\xa0copy.md: " in lines[1], lines
+
+
+def test_two_slashes_of_either_width_send_a_message_that_starts_with_the_second():
+    """`//stats` sends "/stats"; a Chinese input method's `／stats 是什么` runs /stats, and `／／stats 是什么` sent
+    "／／stats 是什么" (`/／stats` was an unknown command): two slashes of either width send the text from the
+    second on, as `//` does."""
+    engine = ScriptedEngine(["r"] * 5)
+    chat, out, err = plain_chat(engine)
+    typed = ["//stats 是什么", "／／stats 是什么", "/／stats 是什么", "／/stats 是什么", "／stats"]
+    for line in typed:
+        chat.handle(line)
+    sent = [t.content for t in chat.session.turns if t.role == "user"]
+    assert sent == ["/stats 是什么", "／stats 是什么", "／stats 是什么", "/stats 是什么"], err.getvalue()
+    assert err.getvalue() == "" and "replies since the chat started: 4" in out.getvalue()  # ／stats ran /stats

@@ -95,8 +95,9 @@ class Chat:
                 line = _utf8(line)
             cmd = None if verbatim else commands.parse(line)
             if cmd is None:
-                escaped = not verbatim and line.strip().startswith("//")
-                text = line.strip()[1:] if escaped else line  # "//x" sends "/x"
+                # "//x" sends "/x", and "／／x" "／x" (an input method's slashes, either width in either place)
+                escaped = not verbatim and line.strip()[:2] in commands.ESCAPES
+                text = line.strip()[1:] if escaped else line
                 if text.strip():
                     waiting = self.attachments = attach.fresh(self.attachments, self.render.notice)
                     sent = self.turn(attach.take(self, text))

@@ -29,10 +29,13 @@ class Command:
     forced: Callable | None = None  # the handler of /NAME! (/save! replaces a file /save refuses), where there is one
 
 
+ESCAPES = {"//", "／／", "/／", "／/"}  # two slashes, either width: a message that starts with the second
+
+
 def parse(line: str):
     """Return (Command, argument text) for a slash command, None for a chat message. '//x' is a message."""
     s = _half_width_slash(line.strip())
-    if not s.startswith("/") or s.startswith("//"):
+    if not s.startswith("/") or s[:2] in ESCAPES:
         return None
     name, _, arg = s[1:].replace(IDEOGRAPHIC_SPACE, " ").partition(" ")
     arg = s[2 + len(name) :] if arg else ""  # the words as typed (/system's text keeps its ideographic spaces)
