@@ -1642,6 +1642,10 @@ def test_model_name_errors(home):
         ('api_key_env = "MY KEY"\n', "is not an environment variable name"),
         ('colour = "blue"\n', "unknown key(s): colour"),
         ("model = [\n", "cannot read the config file"),
+        # a key in Chinese, or with a space, is TOML's "Invalid statement": said how to write it (quoted)
+        ('[aliases]\n模型 = "demo"\n', "Invalid statement (at line 2, column 1)); a key of other characters"),
+        ('[aliases]\n模型 = "demo"\n', 'is written quoted: "模型" = ...'),
+        ('[aliases]\nmy model = "demo"\n', 'is written quoted: "my model" = ...'),
         ("[generation]\nmax_new_tokens = 1.5\n", "max_new_tokens must be an integer, got 1.5"),
         ("[generation]\ntop_k = 2.0\n", "top_k must be an integer, got 2.0"),
         ("[remote]\nfoo = 5\n", "unknown key remote.foo"),  # checked without --endpoint too

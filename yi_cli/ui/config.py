@@ -73,6 +73,21 @@ def path():
     return config_dir() / "config.toml"
 
 
+def _bare_key_hint(text: str, message: str) -> str:
+    """What TOML's "Invalid statement" or "Expected '='" means where the line starts with a key of other characters
+    than A-Z a-z 0-9 _ - (a Chinese alias name, `模型 = "demo"`; `my model = ...`): such a key is written quoted."""
+    import re
+
+    at = re.search(r"at line (\d+), column \d+\)", message)
+    lines = text.splitlines()
+    if not at or not 0 < int(at[1]) <= len(lines):
+        return ""
+    key = lines[int(at[1]) - 1].partition("=")[0].strip()
+    if "=" not in lines[int(at[1]) - 1] or not key or re.fullmatch(r"[A-Za-z0-9_.-]+", key) or key[0] in "\"'[":
+        return ""
+    return f'; a key of other characters than A-Z a-z 0-9 _ - is written quoted: "{shown(key, 40)}" = ...'
+
+
 def read() -> tuple[dict, dict]:
     """Return (top-level options, generation settings) from config.toml; ({}, {}) when there is none."""
     p = path()
@@ -83,7 +98,10 @@ def read() -> tuple[dict, dict]:
     try:
         data = tomllib.loads(text, parse_float=_finite)
     except (tomllib.TOMLDecodeError, ValueError, RecursionError) as e:  # ValueError: inf, nan, a 5000-digit int
-        raise UsageError(f"{p}: cannot read the config file ({e.__class__.__name__}: {shown(str(e), 120)})") from None
+        hint = _bare_key_hint(text, str(e)) if isinstance(e, tomllib.TOMLDecodeError) else ""
+        raise UsageError(
+            f"{p}: cannot read the config file ({e.__class__.__name__}: {shown(str(e), 120)}){hint}"
+        ) from None
     if "api_key" in data:
         raise UsageError(
             f"{p}: api_key: keys are not kept in the config file; set api_key_env to the name of "
