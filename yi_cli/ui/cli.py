@@ -11,6 +11,7 @@ from .. import terminal
 from ..errors import ENDING, EXIT_CHAT, StdoutFailed, UsageError, YiError, catch, shown
 from .args import SUBCOMMANDS, parse_args, settings_from
 from .streams import say_error as _err
+from .streams import to_null
 
 
 def main(argv=None) -> int:
@@ -46,7 +47,7 @@ def main(argv=None) -> int:
         _said(guard, argv[0])
         raise
     except StdoutFailed as e:  # > /dev/full: one line, not a traceback from print()
-        _to_null(stdout.fileno())  # the buffered rest goes nowhere
+        to_null(stdout.fileno())  # the buffered rest goes nowhere
         _err(f"stdout failed ({e.strerror}); the output of yi-chat {argv[0]} is cut short")
         return EXIT_CHAT
     except YiError as e:
@@ -59,7 +60,7 @@ def main(argv=None) -> int:
     except BrokenPipeError:
         # The reader closed stdout (| head): nothing more to say. Point stdout at devnull so the
         # interpreter's final flush does not raise again.
-        _to_null(sys.stdout.fileno())
+        to_null(sys.stdout.fileno())
         return 0
     finally:
         sys.stdout = stdout
@@ -75,16 +76,9 @@ def _said(out, what: str) -> None:
         pass
     if out.failed is None:
         return
-    _to_null(sys.stdout.fileno())
+    to_null(sys.stdout.fileno())
     _err(f"stdout failed ({out.failed.strerror}); the output of yi-chat {what} is cut short")
     sys.exit(EXIT_CHAT)
-
-
-def _to_null(fd: int) -> None:
-    """fd pointed at /dev/null: what is still buffered for it (the interpreter's last flush) goes nowhere."""
-    null = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(null, fd)
-    os.close(null)
 
 
 def _catch_leave() -> None:
@@ -379,10 +373,10 @@ def _run(chat, prompt, interactive, render, verbatim: bool = False) -> int:
         if not (chat.ctrl_c or chat.terminated):  # the reader left on its own (| head): cli's quiet exit 0
             raise
         # Ctrl-C reached the reader too (| cat): the run was interrupted all the same
-        _to_null(sys.stdout.fileno())
+        to_null(sys.stdout.fileno())
         code = 130
     except StdoutFailed as e:  # > /dev/full: the run stops at the reply it could not write, that reply kept
-        _to_null(sys.stdout.fileno())
+        to_null(sys.stdout.fileno())
         code = EXIT_CHAT
         if not chat.terminated:
             saved = chat.on_turn.path

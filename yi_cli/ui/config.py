@@ -79,11 +79,12 @@ def _bare_key_hint(text: str, message: str) -> str:
     import re
 
     at = re.search(r"at line (\d+), column \d+\)", message)
-    lines = text.splitlines()
+    lines = text.split("\n")  # as TOML counts them (splitlines also breaks at \r, \x0b, U+2028, ...)
     if not at or not 0 < int(at[1]) <= len(lines):
         return ""
-    key = lines[int(at[1]) - 1].partition("=")[0].strip()
-    if "=" not in lines[int(at[1]) - 1] or not key or re.fullmatch(r"[A-Za-z0-9_.-]+", key) or key[0] in "\"'[":
+    key, eq, _ = lines[int(at[1]) - 1].partition("=")
+    key = key.strip()
+    if not eq or not key or re.fullmatch(r"[A-Za-z0-9_.-]+", key) or key[0] in "\"'[":
         return ""
     return f'; a key of other characters than A-Z a-z 0-9 _ - is written quoted: "{shown(key, 40)}" = ...'
 

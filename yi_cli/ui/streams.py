@@ -79,9 +79,7 @@ class QuietStderr:
             self._quiet()
 
     def _quiet(self) -> None:
-        null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, self._stream.fileno())
-        os.close(null)
+        to_null(self._stream.fileno())
         try:
             self._stream.flush()  # what is still buffered goes nowhere (a failing last flush made the exit 120)
         except OSError:
@@ -108,24 +106,25 @@ class GuardedStdout:
         self._guarded(self._stream.flush)
 
     def _guarded(self, call, *args):
+        """call(*args), an OSError from it but a BrokenPipeError raised as StdoutFailed (the first one kept)."""
         try:
-            return _guarded(call, *args)
-        except StdoutFailed as e:
-            self.failed = self.failed or e
+            return call(*args)
+        except BrokenPipeError:
             raise
+        except OSError as e:
+            failed = StdoutFailed(e.errno, e.strerror or str(e))
+            self.failed = self.failed or failed
+            raise failed from None
 
     def __getattr__(self, name: str):
         return getattr(self._stream, name)
 
 
-def _guarded(call, *args):
-    """call(*args), an OSError from it but a BrokenPipeError raised as StdoutFailed."""
-    try:
-        return call(*args)
-    except BrokenPipeError:
-        raise
-    except OSError as e:
-        raise StdoutFailed(e.errno, e.strerror or str(e)) from None
+def to_null(fd: int) -> None:
+    """fd pointed at /dev/null: what is still buffered for it (the interpreter's last flush) goes nowhere."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, fd)
+    os.close(null)
 
 
 def say_error(msg: str) -> None:
