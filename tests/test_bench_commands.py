@@ -48,6 +48,8 @@ def test_what_the_parser_refuses_fails_the_test():
         ("bench_attention", ("--path", "x", "--variants", "tile,merge2")),
         ("bench_step_variants", ("--path", "x", "--variant", "up=1,4,3,1,2")),
         ("bench_persistent", ("--cfg", "qkv=2,3,1")),
+        ("bench_ring", ("--ring", "12,32,8")),
+        ("bench_ring_gemv", ("--unit", "48")),
         ("sass", ("--mma", "--unroll", "0")),
         ("ncu_gemv", ("summarise", "o.csv")),
         ("tried_gemv_tma", ("steps", "/tmp/yi-bench/yi-6b-awq")),
