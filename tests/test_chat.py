@@ -1103,6 +1103,21 @@ def test_a_pipe_gets_a_blank_line_after_a_commands_output_and_hears_of_a_cut_rep
     assert err.getvalue() == cut  # the second reply; the last ended by itself
 
 
+def test_clear_on_an_empty_chat_says_there_is_nothing_to_clear():
+    """`/clear` before any message said "cleared 0 exchanges" (a walk-through); with a system prompt it also said the
+    prompt is kept, as if something had gone. It says there was nothing; a chat with a message still clears it."""
+    for system in (None, "keep me"):
+        chat, out, _ = plain_chat(ScriptedEngine())
+        chat.session.system = system
+        chat.handle("/clear")
+        assert [ln for ln in out.getvalue().splitlines() if ln] == ["nothing to clear: no messages yet"]
+        assert chat.session.system == system
+        chat.handle("hello")
+        chat.handle("/clear")
+        assert [ln for ln in out.getvalue().splitlines() if ln][-1].startswith("cleared 1 exchange")
+        assert chat.session.turns == []
+
+
 def test_clear_and_a_context_drop_say_the_system_prompt_is_kept_only_where_there_is_one():
     """With no system prompt set, `/clear` said "cleared 0 exchange(s); the system prompt is kept" and a context drop
     "...to fit; the system prompt is kept" (a run-through): there was none to keep. They say so only with one."""

@@ -132,7 +132,11 @@ def do_exit(chat, arg):
 
 def do_clear(chat, arg):
     n = chat.session.exchanges
+    empty = not chat.session.turns  # (it said "cleared 0 exchanges")
     chat.session.clear()
+    if empty:
+        chat.render.show("nothing to clear: no messages yet")
+        return
     kept = "; the system prompt is kept" if chat.session.system else ""  # none set: none to keep (it said kept)
     chat.render.show(f"cleared {exchanges_said(n)}{kept}")
 
