@@ -10,8 +10,11 @@ scaled once, as gemv_mma's pairs). A program keeps --slots units in flight, issu
 whatever phase they belong to, so the weights of the phases after a barrier are on their way while it waits there:
 by one of its 8 warps between units (the warps meet at a barrier and the cursor's arithmetic is on their path), or
 with --ws by a warp of its own (gl.warp_specialize: it waits for a slot the 8 warps released, copies, moves on).
-After a barrier, x (the previous phase's output, from L2) is copied once into shared memory, with each chunk's sum
-of x (which gemv_mma computes by 4 more mma a chunk and tile), and each unit's B fragments are read there. No
+With --split (and a producer warp) each program takes a contiguous range of a phase's units instead of whole
+tiles, every program the same count to within one; a tile two programs share is added up by the one that finishes
+it last (BENCHMARKS.md: slower, its units no longer unrolled). After a barrier, x (the previous phase's output,
+from L2) is copied once into shared memory, with each chunk's sum of x (which gemv_mma computes by 4 more mma a
+chunk and tile), and each unit's B fragments are read there. No
 attention, no norm / residual / rope folds, and gate_up's output goes to down as it is (no SiLU: down reads its
 first 11008 rows), in both variants.
 
@@ -41,7 +44,7 @@ from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared,
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor  # noqa: E402
 
 from yi_cli.kernels import gemv_mma  # noqa: E402
-from yi_cli.kernels.gemv_mma import _chunk, _dim, _epilogue, _gathered, _scale  # noqa: E402
+from yi_cli.kernels.gemv_mma import _chunk, _dim, _epilogue, _gathered, _gathered2, _scale  # noqa: E402
 
 HIDDEN, INTER, QKV = 4096, 11008, 5120
 GROUP = 128
@@ -81,27 +84,41 @@ def _advance(lf, li, lu, phases, pid, progs, SH: gl.constexpr, UC: gl.constexpr)
 
 
 @gluon.jit
-def _issue(D, lf, li, lu, slot, pid, progs, ring, sring, bars, SH: gl.constexpr, UC: gl.constexpr):
-    """TMA copies of the cursor's unit (codes and scales) into ring slot `slot`, on its barrier."""
+def _issue(D, lf, t, lu, slot, ring, sring, bars, SH: gl.constexpr, UC: gl.constexpr):
+    """TMA copies of unit lu of tile t of phase lf (codes and scales) into ring slot `slot`, on its barrier. Down's
+    last unit of a tile copies only its last 12 chunks where 172 % UC is 12 (D[8..11]: boxes of 8 and 4 chunks, of
+    4 and 2 groups, as TMA boxes are powers of 2; the rest of the slot keeps what it held, which x's zeros past K
+    leave out of the sums)."""
     kind = lf % 4
     layer = lf // 4
-    t = pid + li * progs
     bar = bars.index(slot)
-    mbarrier.expect(bar, UC * 512 + UC * 32)
     dst = ring.index(slot)
     sdst = sring.index(slot)
-    if kind == 0:
-        tma.async_copy_global_to_shared(D[0], [(layer * (SH[0][0] // 16) + t) * 64 + UC * lu, 0], bar, dst)
-        tma.async_copy_global_to_shared(D[4], [layer * 32 + (UC // 2) * lu, t * 16], bar, sdst)
-    elif kind == 1:
-        tma.async_copy_global_to_shared(D[1], [(layer * (SH[1][0] // 16) + t) * 64 + UC * lu, 0], bar, dst)
-        tma.async_copy_global_to_shared(D[5], [layer * 32 + (UC // 2) * lu, t * 16], bar, sdst)
-    elif kind == 2:
-        tma.async_copy_global_to_shared(D[2], [(layer * (SH[2][0] // 16) + t) * 64 + UC * lu, 0], bar, dst)
-        tma.async_copy_global_to_shared(D[6], [layer * 32 + (UC // 2) * lu, t * 16], bar, sdst)
+    KD: gl.constexpr = SH[3][1] // 64
+    TAIL: gl.constexpr = KD % UC
+    if kind < 3:
+        mbarrier.expect(bar, UC * 512 + UC * 32)
+        if kind == 0:
+            tma.async_copy_global_to_shared(D[0], [(layer * (SH[0][0] // 16) + t) * 64 + UC * lu, 0], bar, dst)
+            tma.async_copy_global_to_shared(D[4], [layer * 32 + (UC // 2) * lu, t * 16], bar, sdst)
+        elif kind == 1:
+            tma.async_copy_global_to_shared(D[1], [(layer * (SH[1][0] // 16) + t) * 64 + UC * lu, 0], bar, dst)
+            tma.async_copy_global_to_shared(D[5], [layer * 32 + (UC // 2) * lu, t * 16], bar, sdst)
+        else:
+            tma.async_copy_global_to_shared(D[2], [(layer * (SH[2][0] // 16) + t) * 64 + UC * lu, 0], bar, dst)
+            tma.async_copy_global_to_shared(D[6], [layer * 32 + (UC // 2) * lu, t * 16], bar, sdst)
+    elif (lu == KD // UC) & (TAIL == 12):  # 12 = 8 + 4 chunks (UC 16 or 32; 64 copies whole units)
+        mbarrier.expect(bar, TAIL * 512 + TAIL * 32)
+        row = (layer * (SH[3][0] // 16) + t) * KD + UC * lu
+        group = layer * (KD // 2) + (UC // 2) * lu
+        tma.async_copy_global_to_shared(D[8], [row, 0], bar, dst.slice(0, 8))
+        tma.async_copy_global_to_shared(D[9], [row + 8, 0], bar, dst.slice(8, 4))
+        tma.async_copy_global_to_shared(D[10], [group, t * 16], bar, sdst.slice(0, 4))
+        tma.async_copy_global_to_shared(D[11], [group + 4, t * 16], bar, sdst.slice(4, 2))
     else:
-        tma.async_copy_global_to_shared(D[3], [(layer * (SH[3][0] // 16) + t) * 172 + UC * lu, 0], bar, dst)
-        tma.async_copy_global_to_shared(D[7], [layer * 86 + (UC // 2) * lu, t * 16], bar, sdst)
+        mbarrier.expect(bar, UC * 512 + UC * 32)
+        tma.async_copy_global_to_shared(D[3], [(layer * (SH[3][0] // 16) + t) * KD + UC * lu, 0], bar, dst)
+        tma.async_copy_global_to_shared(D[7], [layer * (KD // 2) + (UC // 2) * lu, t * 16], bar, sdst)
 
 
 @gluon.jit
@@ -147,7 +164,7 @@ def _pieces(v, K4: gl.constexpr):
 
 
 @gluon.jit
-def _xfrags(xs, r: gl.constexpr, xz, LXB: gl.constexpr, LX: gl.constexpr, LW: gl.constexpr, WARPS: gl.constexpr):
+def _xfrags(xs, r, xz, LXB: gl.constexpr, LX: gl.constexpr, LW: gl.constexpr, WARPS: gl.constexpr):
     """x's B fragments of row r of the staged x (a warp's chunk; lane (g, t): words 8t .. 8t + 7, every g the
     same): 8 tensors [1, WARPS, 8, 4] of bf16 pairs, as gemv_mma._xfrag's."""
     v = xs.index(r).load(gl.SliceLayout(1, LXB))  # [WARPS, 32]
@@ -171,6 +188,58 @@ def _xfrags(xs, r: gl.constexpr, xz, LXB: gl.constexpr, LX: gl.constexpr, LW: gl
     )
 
 
+@gluon.constexpr_function
+def _codes_layout(warps):
+    """gemv_mma's [RT = 1, WARPS, 8, 4, 4]: a lane's 4 words of a chunk (lane 4g + t), a warp's own chunk."""
+    return gl.BlockedLayout([1, 1, 1, 1, 4], [1, 1, 8, 4, 1], [1, warps, 1, 1, 1], [4, 3, 2, 1, 0])
+
+
+@gluon.constexpr_function
+def _acc_layout(warps):
+    """The accumulators' [1, WARPS, 8, 4] (D rows g / g + 8, columns 2t / 2t + 1)."""
+    return gl.SliceLayout(4, _codes_layout(warps))
+
+
+@gluon.jit
+def _unit(acc, ring, sring, xs, xsum, bars, empty, slot, parity, uu, xz, WS: gl.constexpr, K4: gl.constexpr,
+          WARPS: gl.constexpr):  # fmt: skip
+    """The accumulators after the unit in ring slot `slot` (unit uu of its tile: x's staged rows 2·K4·uu ..), once
+    its copies land (parity: of the slot's barrier); with WS the slot is released as soon as it is read."""
+    L5: gl.constexpr = _codes_layout(WARPS)
+    LA: gl.constexpr = gl.SliceLayout(4, L5)
+    LX: gl.constexpr = gl.BlockedLayout([1, 1, 1, 8], [1, 8, 4, 1], [WARPS, 1, 1, 1], [3, 2, 1, 0])
+    LW: gl.constexpr = gl.SliceLayout(0, LA)
+    LXB: gl.constexpr = gl.BlockedLayout([1, 1, 8], [1, 8, 4], [WARPS, 1, 1], [2, 1, 0])  # [w, g, word]
+    LC: gl.constexpr = gl.BlockedLayout([2, 4], [1, 32], [WARPS, 1], [1, 0])
+    LS2: gl.constexpr = gl.SliceLayout(0, gl.SliceLayout(3, LA))  # [WARPS, 8]
+    LSP: gl.constexpr = gl.BlockedLayout([1, 1, 1], [1, 8, 4], [WARPS, 1, 1], [2, 1, 0])  # [group, row, t]
+    L1W: gl.constexpr = gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(0, LA)))  # [WARPS]
+    mbarrier.wait(bars.index(slot), parity)
+    # the unit's codes: warp w rows 2p and 2p + 1 for its pairs p = w + 8k, lane l words 4l .. 4l + 3
+    v = ring.index(slot).load(LC)  # [UC, 128]
+    words = _pieces(gl.permute(gl.reshape(v, [K4, WARPS, 2, 128]), [1, 3, 0, 2]), K4)  # [(k, h)]: [W, 128]
+    # its scales: group p, rows g and g + 8
+    sv = sring.index(slot).load(gl.SliceLayout(2, LSP))  # [UC / 2, 16]
+    scs = _pieces(gl.permute(gl.reshape(sv, [K4, WARPS, 2, 8]), [1, 3, 0, 2]), K4)  # [(k, hi)]: [W, 8]
+    if WS:  # every warp's loads of the slot done: the producer warp may refill it
+        gl.thread_barrier()
+        fence_async_shared()
+        mbarrier.arrive(empty.index(slot), count=1)
+    for k in gl.static_range(K4):
+        r = 2 * (uu * K4 + k)
+        bs = (_xfrags(xs, r, xz, LXB, LX, LW, WARPS), _xfrags(xs, r + 1, xz, LXB, LX, LW, WARPS))
+        w0 = gl.convert_layout(gl.reshape(words[2 * k], [1, WARPS, 8, 4, 4]), L5)
+        w1 = gl.convert_layout(gl.reshape(words[2 * k + 1], [1, WARPS, 8, 4, 4]), L5)
+        s_lo = gl.expand_dims(gl.expand_dims(gl.convert_layout(scs[2 * k], LS2), 0), 3)  # [1, WARPS, 8, 1]
+        s_hi = gl.expand_dims(gl.expand_dims(gl.convert_layout(scs[2 * k + 1], LS2), 0), 3)
+        xsm = xsum.index(r).load(L1W) + xsum.index(r + 1).load(L1W)  # the pair's sum of x
+        xsm = gl.expand_dims(gl.expand_dims(gl.expand_dims(xsm, 1), 2), 0)  # [1, WARPS, 1, 1]
+        d = _chunk(w0, bs[0], LA, ())
+        d = _chunk(w1, bs[1], LA, d)
+        acc = _scale(acc, d, xsm, xsm, (s_lo, s_hi), 136.0, False)
+    return acc
+
+
 @gluon.jit
 def _phase(
     f, st, X, Y, D, ring, sring, xs, xsum, bars, empty, CNT, pid, progs, phases,
@@ -180,16 +249,9 @@ def _phase(
     """This program's tiles of phase f (Y = W·x over X's K), units from the ring, refilled with the cursor's units;
     then its arrival."""
     lf, li, lu, c = st
-    L5: gl.constexpr = gl.BlockedLayout([1, 1, 1, 1, 4], [1, 1, 8, 4, 1], [1, WARPS, 1, 1, 1], [4, 3, 2, 1, 0])
-    LA: gl.constexpr = gl.SliceLayout(4, L5)
-    LX: gl.constexpr = gl.BlockedLayout([1, 1, 1, 8], [1, 8, 4, 1], [WARPS, 1, 1, 1], [3, 2, 1, 0])
-    LW: gl.constexpr = gl.SliceLayout(0, LA)
+    LA: gl.constexpr = _acc_layout(WARPS)
     LXB: gl.constexpr = gl.BlockedLayout([1, 1, 8], [1, 8, 4], [WARPS, 1, 1], [2, 1, 0])  # [w, g, word]
-    LC: gl.constexpr = gl.BlockedLayout([2, 4], [1, 32], [WARPS, 1], [1, 0])
-    LS2: gl.constexpr = gl.SliceLayout(0, gl.SliceLayout(3, LA))  # [WARPS, 8]
-    LSP: gl.constexpr = gl.BlockedLayout([1, 1, 1], [1, 8, 4], [WARPS, 1, 1], [2, 1, 0])  # [group, row, t]
     LY: gl.constexpr = gl.SliceLayout(1, _gathered(1, WARPS))
-    L1W: gl.constexpr = gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(0, LA)))  # [WARPS]
     if f > 0:  # phase f - 1 done by every program
         seen = gl.atomic_add(CNT, 0, sem="acquire", scope="gpu")
         while seen < f * progs:
@@ -208,35 +270,12 @@ def _phase(
         acc = (zero, zero, zero, zero)
         for u in gl.static_range(UI):
             slot = c % S
-            mbarrier.wait(bars.index(slot), (c // S) & 1)
-            # the unit's codes: warp w rows 2p and 2p + 1 for its pairs p = w + 8k, lane l words 4l .. 4l + 3
-            v = ring.index(slot).load(LC)  # [UC, 128]
-            words = _pieces(gl.permute(gl.reshape(v, [K4, WARPS, 2, 128]), [1, 3, 0, 2]), K4)  # [(k, h)]: [W, 128]
-            # its scales: group p, rows g and g + 8
-            sv = sring.index(slot).load(gl.SliceLayout(2, LSP))  # [UC / 2, 16]
-            scs = _pieces(gl.permute(gl.reshape(sv, [K4, WARPS, 2, 8]), [1, 3, 0, 2]), K4)  # [(k, hi)]: [W, 8]
-            if WS:  # every warp's loads of the slot done: the producer warp may refill it
-                gl.thread_barrier()
-                fence_async_shared()
-                mbarrier.arrive(empty.index(slot), count=1)
-            for k in gl.static_range(K4):
-                bs = ()
-                for h in gl.static_range(2):
-                    bs = bs + (_xfrags(xs, 2 * (u * K4 + k) + h, xz, LXB, LX, LW, WARPS),)
-                w0 = gl.convert_layout(gl.reshape(words[2 * k], [1, WARPS, 8, 4, 4]), L5)
-                w1 = gl.convert_layout(gl.reshape(words[2 * k + 1], [1, WARPS, 8, 4, 4]), L5)
-                s_lo = gl.expand_dims(gl.expand_dims(gl.convert_layout(scs[2 * k], LS2), 0), 3)  # [1, WARPS, 8, 1]
-                s_hi = gl.expand_dims(gl.expand_dims(gl.convert_layout(scs[2 * k + 1], LS2), 0), 3)
-                xsm = xsum.index(2 * (u * K4 + k)).load(L1W) + xsum.index(2 * (u * K4 + k) + 1).load(L1W)  # the pair's
-                xsm = gl.expand_dims(gl.expand_dims(gl.expand_dims(xsm, 1), 2), 0)  # [1, WARPS, 1, 1]
-                d = _chunk(w0, bs[0], LA, ())
-                d = _chunk(w1, bs[1], LA, d)
-                acc = _scale(acc, d, xsm, xsm, (s_lo, s_hi), 136.0, False)
+            acc = _unit(acc, ring, sring, xs, xsum, bars, empty, slot, (c // S) & 1, u, xz, WS, K4, WARPS)
             if not WS:  # the slot refilled by this program's warps, one thread issuing
                 gl.thread_barrier()
                 fence_async_shared()
                 if lf < phases:
-                    _issue(D, lf, li, lu, slot, pid, progs, ring, sring, bars, SH, UC)
+                    _issue(D, lf, pid + li * progs, lu, slot, ring, sring, bars, SH, UC)
                     lf, li, lu = _advance(lf, li, lu, phases, pid, progs, SH, UC)
             c += 1
         row = t * 16 + gy + zero3
@@ -266,7 +305,7 @@ def _consumers(
     if not WS:
         for s in gl.static_range(S):
             if lf < phases:
-                _issue(D, lf, li, lu, s, pid, progs, ring, sring, bars, SH, UC)
+                _issue(D, lf, pid + li * progs, lu, s, ring, sring, bars, SH, UC)
                 lf, li, lu = _advance(lf, li, lu, phases, pid, progs, SH, UC)
     st = (lf, li, lu, zero)
     for layer in range(layers):
@@ -289,12 +328,12 @@ def _consumers_ws(X, Y1, Y2, Y3, D, ring, sring, xs, xsum, bars, empty, CNT, lay
 
 @gluon.jit
 def _producer(
-    DQ, DO, DG, DD, SQ, SO, SG, SD, ring, sring, bars, empty, layers,
+    DQ, DO, DG, DD, SQ, SO, SG, SD, DT8, DT4, ST4, ST2, ring, sring, bars, empty, layers,
 ):  # fmt: skip
     """One warp issuing the ring's copies in the order the consumers take them, each into a slot they released."""
     S: gl.constexpr = ring.shape[0]
     UC: gl.constexpr = ring.shape[1]
-    D = (DQ, DO, DG, DD, SQ, SO, SG, SD)
+    D = (DQ, DO, DG, DD, SQ, SO, SG, SD, DT8, DT4, ST4, ST2)
     SH: gl.constexpr = SH_
     pid = gl.program_id(0)
     progs = gl.num_programs(0)
@@ -304,20 +343,169 @@ def _producer(
     while lf < phases:
         slot = k % S
         mbarrier.wait(empty.index(slot), ((k // S) & 1) ^ 1)
-        _issue(D, lf, li, lu, slot, pid, progs, ring, sring, bars, SH, UC)
+        _issue(D, lf, pid + li * progs, lu, slot, ring, sring, bars, SH, UC)
         lf, li, lu = _advance(lf, li, lu, phases, pid, progs, SH, UC)
         k += 1
 
 
 @gluon.jit
+def _split_work(kind, SH: gl.constexpr, UC: gl.constexpr):
+    """(tiles, units a tile, units) of a phase of this kind (0..3) split by units (--split)."""
+    t = (
+        (kind == 0).to(gl.int32) * (SH[0][0] // 16)
+        + (kind == 1).to(gl.int32) * (SH[1][0] // 16)
+        + (kind == 2).to(gl.int32) * (SH[2][0] // 16)
+        + (kind == 3).to(gl.int32) * (SH[3][0] // 16)
+    )
+    u0: gl.constexpr = (SH[0][1] // 64 + UC - 1) // UC  # kinds 0..2 share K
+    u3: gl.constexpr = (SH[3][1] // 64 + UC - 1) // UC
+    u = u0 + (kind == 3).to(gl.int32) * (u3 - u0)
+    return t, u, t * u
+
+
+@gluon.jit
+def _owner(unit, w, progs):
+    """The program whose range [floor(p·w / progs), floor((p + 1)·w / progs)) holds `unit`."""
+    return ((unit + 1) * progs - 1) // w
+
+
+@gluon.jit
+def _advance_split(lf, lu, phases, pid, progs, SH: gl.constexpr, UC: gl.constexpr):
+    """The load cursor (phase, unit of the phase) one unit on: a program's units of a phase are a contiguous
+    range of the phase's units (tile-major), the same count to within one for every program."""
+    _, _, w = _split_work(lf % 4, SH, UC)
+    lu += 1
+    while (lu >= ((pid + 1) * w) // progs) & (lf < phases):
+        lf += 1
+        _, _, w = _split_work(lf % 4, SH, UC)
+        lu = (pid * w) // progs
+    return lf, lu
+
+
+@gluon.jit
+def _producer_split(
+    DQ, DO, DG, DD, SQ, SO, SG, SD, DT8, DT4, ST4, ST2, ring, sring, bars, empty, layers,
+):  # fmt: skip
+    """_producer for the ranges of units of --split."""
+    S: gl.constexpr = ring.shape[0]
+    UC: gl.constexpr = ring.shape[1]
+    D = (DQ, DO, DG, DD, SQ, SO, SG, SD, DT8, DT4, ST4, ST2)
+    SH: gl.constexpr = SH_
+    pid = gl.program_id(0)
+    progs = gl.num_programs(0)
+    phases = layers * 4
+    _, _, w = _split_work(pid * 0, SH, UC)
+    lf = pid * 0
+    lu = (pid * w) // progs
+    k = pid * 0
+    while lf < phases:
+        slot = k % S
+        mbarrier.wait(empty.index(slot), ((k // S) & 1) ^ 1)
+        _, per, _ = _split_work(lf % 4, SH, UC)
+        _issue(D, lf, lu // per, lu % per, slot, ring, sring, bars, SH, UC)
+        lf, lu = _advance_split(lf, lu, phases, pid, progs, SH, UC)
+        k += 1
+
+
+@gluon.jit
+def _phase_split(
+    f, c, X, Y, PART, TCNT, ring, sring, xs, xsum, bars, empty, CNT, pid, progs,
+    N: gl.constexpr, KC: gl.constexpr, S: gl.constexpr, WARPS: gl.constexpr, UC: gl.constexpr,
+):  # fmt: skip
+    """This program's range of units of phase f (tile-major; the producer warp copies them): a tile whose units all
+    fall in the range is stored as _phase stores it; a part of a tile (two programs share it) leaves its fp32 sums in
+    PART [4, 1376, 2, 16] and counts itself at TCNT[kind, tile], and the part that counts last adds both parts in
+    order (the same bits whichever finishes first), rounds and stores the rows."""
+    LA: gl.constexpr = _acc_layout(WARPS)
+    LXB: gl.constexpr = gl.BlockedLayout([1, 1, 8], [1, 8, 4], [WARPS, 1, 1], [2, 1, 0])  # [w, g, word]
+    LG: gl.constexpr = _gathered(1, WARPS)
+    LY: gl.constexpr = gl.SliceLayout(1, LG)
+    kind = f % 4
+    if f > 0:  # phase f - 1 done by every program
+        seen = gl.atomic_add(CNT, 0, sem="acquire", scope="gpu")
+        while seen < f * progs:
+            seen = gl.atomic_add(CNT, 0, sem="acquire", scope="gpu")
+    _stage_x(X, xs, xsum, KC, 2 * ((KC + UC - 1) // UC) * (UC // (2 * WARPS)), WARPS)
+    gl.thread_barrier()
+    U: gl.constexpr = (KC + UC - 1) // UC
+    W: gl.constexpr = (N // 16) * U
+    K4: gl.constexpr = UC // (2 * WARPS)
+    gy = gl.expand_dims(gl.expand_dims(gl.arange(0, 8, layout=_dim(LY, 3, 1)), 0), 2)
+    c4 = 2 * gl.arange(0, 4, layout=_dim(LY, 3, 2))
+    zero3 = gl.expand_dims(gl.expand_dims(c4, 0), 1) * 0 + gy * 0
+    col0 = (gl.expand_dims(gl.expand_dims(c4, 0), 1) + gy * 0) == 0  # x's row 0 (the D columns of t = 0)
+    xz = gl.zeros([WARPS, 8, 32], gl.int32, LXB)
+    zero = gl.zeros([1, WARPS, 8, 4], gl.float32, LA)
+    acc = (zero, zero, zero, zero)
+    start = (pid * W) // progs
+    end = ((pid + 1) * W) // progs
+    for u in range(start, end):
+        t = u // U
+        uu = u % U
+        keep = ((uu != 0) & (u != start)).to(gl.float32)  # a part starts from zero
+        acc = (acc[0] * keep, acc[1] * keep, acc[2] * keep, acc[3] * keep)
+        acc = _unit(acc, ring, sring, xs, xsum, bars, empty, c % S, (c // S) & 1, uu, xz, True, K4, WARPS)
+        c += 1
+        if (uu == U - 1) | (u == end - 1):  # the end of this program's part of tile t
+            both = gl.convert_layout(gl.join(acc[0], acc[2]), _gathered2(1, WARPS))
+            y0, y2 = gl.split(gl.sum(both, axis=1))
+            y0 = gl.convert_layout(y0, LY)
+            y2 = gl.convert_layout(y2, LY)
+            row = t * 16 + gy + zero3
+            if (t * U >= start) & (uu == U - 1):  # the whole tile here
+                gl.store(Y + row, y0.to(Y.dtype.element_ty), mask=col0)
+                gl.store(Y + row + 8, y2.to(Y.dtype.element_ty), mask=col0)
+            else:
+                first = _owner(t * U, W, progs)
+                at = PART + ((kind * 1376 + t) * 2 + (pid - first)) * 16 + gy + zero3
+                gl.store(at, y0, mask=col0)
+                gl.store(at + 8, y2, mask=col0)
+                gl.thread_barrier()
+                done = gl.atomic_add(TCNT + kind * 1376 + t, 1, sem="acq_rel", scope="gpu")
+                if done % 2 == 1:  # the other part is in PART: both, in order
+                    at = PART + (kind * 1376 + t) * 32 + gy + zero3
+                    p0 = gl.load(at, mask=col0, other=0.0, cache_modifier=".cg")
+                    q0 = gl.load(at + 8, mask=col0, other=0.0, cache_modifier=".cg")
+                    p1 = gl.load(at + 16, mask=col0, other=0.0, cache_modifier=".cg")
+                    q1 = gl.load(at + 24, mask=col0, other=0.0, cache_modifier=".cg")
+                    gl.store(Y + row, (p0 + p1).to(Y.dtype.element_ty), mask=col0)
+                    gl.store(Y + row + 8, (q0 + q1).to(Y.dtype.element_ty), mask=col0)
+    gl.thread_barrier()
+    gl.atomic_add(CNT, 1, sem="release", scope="gpu")
+    return c
+
+
+@gluon.jit
+def _consumers_split(X, Y1, Y2, Y3, PART, TCNT, ring, sring, xs, xsum, bars, empty, CNT, layers):
+    """_consumers for --split (beside _producer_split)."""
+    S: gl.constexpr = ring.shape[0]
+    UC: gl.constexpr = ring.shape[1]
+    WARPS: gl.constexpr = xs.shape[1]
+    SH: gl.constexpr = SH_
+    pid = gl.program_id(0)
+    progs = gl.num_programs(0)
+    c = pid * 0
+    for layer in range(layers):
+        f = layer * 4
+        c = _phase_split(f, c, X, Y1, PART, TCNT, ring, sring, xs, xsum, bars, empty, CNT, pid, progs,
+                         SH[0][0], SH[0][1] // 64, S, WARPS, UC)  # fmt: skip
+        c = _phase_split(f + 1, c, Y1, Y2, PART, TCNT, ring, sring, xs, xsum, bars, empty, CNT, pid, progs,
+                         SH[1][0], SH[1][1] // 64, S, WARPS, UC)  # fmt: skip
+        c = _phase_split(f + 2, c, Y2, Y3, PART, TCNT, ring, sring, xs, xsum, bars, empty, CNT, pid, progs,
+                         SH[2][0], SH[2][1] // 64, S, WARPS, UC)  # fmt: skip
+        c = _phase_split(f + 3, c, Y3, X, PART, TCNT, ring, sring, xs, xsum, bars, empty, CNT, pid, progs,
+                         SH[3][0], SH[3][1] // 64, S, WARPS, UC)  # fmt: skip
+
+
+@gluon.jit
 def _layers(
-    X, Y1, Y2, Y3, DQ, DO, DG, DD, SQ, SO, SG, SD, CNT, layers, S: gl.constexpr, WARPS: gl.constexpr,
-    UC: gl.constexpr, WS: gl.constexpr,
+    X, Y1, Y2, Y3, DQ, DO, DG, DD, SQ, SO, SG, SD, DT8, DT4, ST4, ST2, CNT, PART, TCNT, layers,
+    S: gl.constexpr, WARPS: gl.constexpr, UC: gl.constexpr, WS: gl.constexpr, SPLIT: gl.constexpr,
 ):  # fmt: skip
     """`layers` layers of x -> qkv -> o -> gate_up -> down -> x, each matmul a phase (the descriptors: the four
     matmuls' codes, then their scales; a tuple of them as an argument is not launched by Triton 3.6). WS: one more
     warp issues the ring's copies (gl.warp_specialize)."""
-    D = (DQ, DO, DG, DD, SQ, SO, SG, SD)
+    D = (DQ, DO, DG, DD, SQ, SO, SG, SD, DT8, DT4, ST4, ST2)
     ring = gl.allocate_shared_memory(gl.int32, [S, UC, 128], NVMMA)
     sring = gl.allocate_shared_memory(gl.int32, [S, UC // 2, 16], NVMMA)
     xs = gl.allocate_shared_memory(gl.int32, [192 // WARPS, WARPS, 32], PLAIN2)  # 192 chunks: down's 172 in units
@@ -328,9 +516,13 @@ def _layers(
         mbarrier.init(bars.index(s), count=1)
         mbarrier.init(empty.index(s), count=1)
     fence_async_shared()
-    if WS:
+    if SPLIT:  # ranges of units, a producer warp
+        cargs = (X, Y1, Y2, Y3, PART, TCNT, ring, sring, xs, xsum, bars, empty, CNT, layers)
+        pargs = (DQ, DO, DG, DD, SQ, SO, SG, SD, DT8, DT4, ST4, ST2, ring, sring, bars, empty, layers)
+        gl.warp_specialize([(_consumers_split, cargs), (_producer_split, pargs)], [1], [48])
+    elif WS:
         cargs = (X, Y1, Y2, Y3, D, ring, sring, xs, xsum, bars, empty, CNT, layers)
-        pargs = (DQ, DO, DG, DD, SQ, SO, SG, SD, ring, sring, bars, empty, layers)
+        pargs = (DQ, DO, DG, DD, SQ, SO, SG, SD, DT8, DT4, ST4, ST2, ring, sring, bars, empty, layers)
         gl.warp_specialize([(_consumers_ws, cargs), (_producer, pargs)], [1], [48])
     else:
         _consumers(X, Y1, Y2, Y3, D, ring, sring, xs, xsum, bars, empty, CNT, layers, False)
@@ -347,8 +539,8 @@ def weights(n: int, k: int, layers: int, dev) -> tuple[torch.Tensor, torch.Tenso
 
 
 def descriptors(W: dict, layers: int, uc: int) -> tuple:
-    """The four codes' descriptors (rows of 512 bytes, units of 16) and the four scales' ((s, zf) words [groups, N],
-    units of 8 groups x 16 rows)."""
+    """The four codes' descriptors (rows of 512 bytes, units of uc), the four scales' ((s, zf) words [groups, N],
+    units of uc / 2 groups x 16 rows), then down's for the last unit of its tiles (8 + 4 chunks, 4 + 2 groups)."""
     codes, scales = [], []
     for name, (n, k) in MATS.items():
         words, sz = W[name]
@@ -356,7 +548,12 @@ def descriptors(W: dict, layers: int, uc: int) -> tuple:
         scales.append(
             TensorDescriptor.from_tensor(sz.view(torch.int32).view(layers * (k // GROUP), n), [uc // 2, 16], NVMMA)
         )
-    return tuple(codes + scales)
+    n, k = MATS["down"]
+    words, sz = W["down"]
+    groups = sz.view(torch.int32).view(layers * (k // GROUP), n)
+    tail = [TensorDescriptor.from_tensor(words.view(-1, 128), [rows, 128], NVMMA) for rows in (8, 4)]
+    tail += [TensorDescriptor.from_tensor(groups, [rows, 16], NVMMA) for rows in (4, 2)]
+    return tuple(codes + scales + tail)
 
 
 def main() -> None:
@@ -367,6 +564,7 @@ def main() -> None:
     ap.add_argument("--unit", type=int, choices=(16, 32, 64), default=32, help="chunks of 64 columns a unit")
     ap.add_argument("--per-sm", type=int, choices=(1, 2), default=2, help="programs an SM (all resident)")
     ap.add_argument("--ws", action="store_true", help="one more warp issues the copies (warp specialization)")
+    ap.add_argument("--split", action="store_true", help="--ws with each phase's units split evenly (tiles shared)")
     ap.add_argument("--warps", type=int, choices=(8, 16), default=8, help="warps a program (a unit: pairs of each)")
     args = ap.parse_args()
     dev = torch.device("cuda")
@@ -396,7 +594,10 @@ def main() -> None:
         Y3=torch.empty(1, 2 * INTER, dtype=torch.bfloat16, device=dev),
     )
     cnt = torch.zeros(1, dtype=torch.int32, device=dev)
+    part = torch.zeros(4 * 1376 * 2 * 16, dtype=torch.float32, device=dev)  # --split: a shared tile's two parts
+    tcnt = torch.zeros(4 * 1376, dtype=torch.int32, device=dev)  # and how many of them are done
     D = descriptors(W, L, args.unit)
+    args.ws = args.ws or args.split
     progs = args.per_sm * sms
     out = {
         "device": torch.cuda.get_device_name(dev),
@@ -406,15 +607,17 @@ def main() -> None:
         "unit": args.unit,
         "warps": args.warps,
         "ws": args.ws,
+        "split": args.split,
     }
 
-    meta = dict(S=args.slots, UC=args.unit, WARPS=args.warps, WS=args.ws, num_warps=args.warps)
+    meta = dict(S=args.slots, UC=args.unit, WARPS=args.warps, WS=args.ws, SPLIT=args.split, num_warps=args.warps)
     if args.ws:  # the kernel holds 4 more warps (a warpgroup for the producer): registers for 1 or 2 an SM
         meta["maxnreg"] = min(128, 65536 // (args.per_sm * (args.warps + 4) * 32) // 8 * 8)
-    kargs = (bufs["X"], bufs["Y1"], bufs["Y2"], bufs["Y3"], *D, cnt)
+    kargs = (bufs["X"], bufs["Y1"], bufs["Y2"], bufs["Y3"], *D, cnt, part, tcnt)
 
     def ring(layers):
         cnt.zero_()
+        tcnt.zero_()
         _layers[(progs,)](*kargs, layers, **meta)
 
     k = _layers.warmup(*kargs, L, grid=(progs,), **meta)
