@@ -10,15 +10,17 @@ scaled once, as gemv_mma's pairs). A program keeps --slots units in flight, issu
 whatever phase they belong to, so the weights of the phases after a barrier are on their way while it waits there:
 by one of its 8 warps between units (the warps meet at a barrier and the cursor's arithmetic is on their path), or
 with --ws by a warp of its own (gl.warp_specialize: it waits for a slot the 8 warps released, copies, moves on).
-With --split (and a producer warp) each program takes a contiguous range of a phase's units instead of whole
-tiles, every program the same count to within one; a tile two programs share is added up by the one that finishes
-it last (BENCHMARKS.md: slower, its units no longer unrolled). After a barrier, x (the previous phase's output,
-from L2) is copied once into shared memory, with each chunk's sum of x (which gemv_mma computes by 4 more mma a
-chunk and tile), and each unit's B fragments are read there. No
+With --pipe (and a producer warp) each unit
+is read into registers before the one before is computed. With --split (and a producer warp) each program takes a
+contiguous range of a phase's units instead of whole tiles, every program the same count to within one; a tile two
+programs share is added up by the one that finishes it last (BENCHMARKS.md: slower, its units no longer unrolled).
+After a barrier, x (the previous phase's output, from L2) is copied once into shared memory, with each chunk's sum
+of x (which gemv_mma computes by 4 more mma a chunk and tile), and each unit's B fragments are read there. No
 attention, no norm / residual / rope folds, and gate_up's output goes to down as it is (no SiLU: down reads its
 first 11008 rows), in both variants.
 
-    python3 scripts/bench_ring_gemv.py [--layers 32] [--rounds 3] [--slots 4] [--unit 32] [--per-sm 2] [--ws]
+    python3 scripts/bench_ring_gemv.py [--layers 32] [--rounds 3] [--slots 4] [--unit 32] [--per-sm 2]
+        [--ws | --pipe | --split]
 
 Prints one JSON line: µs of each variant (median of CUDA-graph replays), the largest error of the ring's result
 against the chain's after one layer and after two relative to the chain's largest value (the warps' sums are
@@ -201,30 +203,36 @@ def _acc_layout(warps):
 
 
 @gluon.jit
-def _unit(acc, ring, sring, xs, xsum, bars, empty, slot, parity, uu, xz, WS: gl.constexpr, K4: gl.constexpr,
-          WARPS: gl.constexpr):  # fmt: skip
-    """The accumulators after the unit in ring slot `slot` (unit uu of its tile: x's staged rows 2·K4·uu ..), once
-    its copies land (parity: of the slot's barrier); with WS the slot is released as soon as it is read."""
+def _fetch(ring, sring, bars, slot, parity, K4: gl.constexpr, WARPS: gl.constexpr):
+    """The unit in ring slot `slot` into registers once its copies land (parity: of the slot's barrier): its codes
+    (warp w rows 2p and 2p + 1 for its pairs p = w + 8k, lane l words 4l .. 4l + 3) and its scales (group p, rows g
+    and g + 8), as [UC, 128] and [UC / 2, 16]."""
+    LC: gl.constexpr = gl.BlockedLayout([2, 4], [1, 32], [WARPS, 1], [1, 0])
+    LSP: gl.constexpr = gl.BlockedLayout([1, 1, 1], [1, 8, 4], [WARPS, 1, 1], [2, 1, 0])  # [group, row, t]
+    mbarrier.wait(bars.index(slot), parity)
+    return ring.index(slot).load(LC), sring.index(slot).load(gl.SliceLayout(2, LSP))
+
+
+@gluon.jit
+def _release(empty, slot):
+    """Ring slot `slot` read by every warp: the producer warp may refill it."""
+    gl.thread_barrier()
+    fence_async_shared()
+    mbarrier.arrive(empty.index(slot), count=1)
+
+
+@gluon.jit
+def _compute(acc, v, sv, xs, xsum, uu, xz, K4: gl.constexpr, WARPS: gl.constexpr):
+    """The accumulators after a unit (_fetch's v, sv; unit uu of its tile: x's staged rows 2·K4·uu ..)."""
     L5: gl.constexpr = _codes_layout(WARPS)
     LA: gl.constexpr = gl.SliceLayout(4, L5)
     LX: gl.constexpr = gl.BlockedLayout([1, 1, 1, 8], [1, 8, 4, 1], [WARPS, 1, 1, 1], [3, 2, 1, 0])
     LW: gl.constexpr = gl.SliceLayout(0, LA)
     LXB: gl.constexpr = gl.BlockedLayout([1, 1, 8], [1, 8, 4], [WARPS, 1, 1], [2, 1, 0])  # [w, g, word]
-    LC: gl.constexpr = gl.BlockedLayout([2, 4], [1, 32], [WARPS, 1], [1, 0])
     LS2: gl.constexpr = gl.SliceLayout(0, gl.SliceLayout(3, LA))  # [WARPS, 8]
-    LSP: gl.constexpr = gl.BlockedLayout([1, 1, 1], [1, 8, 4], [WARPS, 1, 1], [2, 1, 0])  # [group, row, t]
     L1W: gl.constexpr = gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(0, LA)))  # [WARPS]
-    mbarrier.wait(bars.index(slot), parity)
-    # the unit's codes: warp w rows 2p and 2p + 1 for its pairs p = w + 8k, lane l words 4l .. 4l + 3
-    v = ring.index(slot).load(LC)  # [UC, 128]
     words = _pieces(gl.permute(gl.reshape(v, [K4, WARPS, 2, 128]), [1, 3, 0, 2]), K4)  # [(k, h)]: [W, 128]
-    # its scales: group p, rows g and g + 8
-    sv = sring.index(slot).load(gl.SliceLayout(2, LSP))  # [UC / 2, 16]
     scs = _pieces(gl.permute(gl.reshape(sv, [K4, WARPS, 2, 8]), [1, 3, 0, 2]), K4)  # [(k, hi)]: [W, 8]
-    if WS:  # every warp's loads of the slot done: the producer warp may refill it
-        gl.thread_barrier()
-        fence_async_shared()
-        mbarrier.arrive(empty.index(slot), count=1)
     for k in gl.static_range(K4):
         r = 2 * (uu * K4 + k)
         bs = (_xfrags(xs, r, xz, LXB, LX, LW, WARPS), _xfrags(xs, r + 1, xz, LXB, LX, LW, WARPS))
@@ -241,10 +249,21 @@ def _unit(acc, ring, sring, xs, xsum, bars, empty, slot, parity, uu, xz, WS: gl.
 
 
 @gluon.jit
+def _unit(acc, ring, sring, xs, xsum, bars, empty, slot, parity, uu, xz, WS: gl.constexpr, K4: gl.constexpr,
+          WARPS: gl.constexpr):  # fmt: skip
+    """The accumulators after the unit in ring slot `slot` (_fetch, _compute); with WS the slot is released as soon
+    as it is read."""
+    v, sv = _fetch(ring, sring, bars, slot, parity, K4, WARPS)
+    if WS:
+        _release(empty, slot)
+    return _compute(acc, v, sv, xs, xsum, uu, xz, K4, WARPS)
+
+
+@gluon.jit
 def _phase(
     f, st, X, Y, D, ring, sring, xs, xsum, bars, empty, CNT, pid, progs, phases,
     N: gl.constexpr, KC: gl.constexpr, S: gl.constexpr, WARPS: gl.constexpr, SH: gl.constexpr, UC: gl.constexpr,
-    WS: gl.constexpr,
+    WS: gl.constexpr, PIPE: gl.constexpr,
 ):  # fmt: skip
     """This program's tiles of phase f (Y = W·x over X's K), units from the ring, refilled with the cursor's units;
     then its arrival."""
@@ -265,12 +284,28 @@ def _phase(
     zero3 = gl.expand_dims(gl.expand_dims(c4, 0), 1) * 0 + gy * 0
     xz = gl.zeros([WARPS, 8, 32], gl.int32, LXB)
     fold = (Y, 0.0, Y, Y, Y, Y, Y, Y, Y, Y, 0)
+    if PIPE:  # the next unit read before this one is computed: its shared loads' latency under this one's math
+        LC: gl.constexpr = gl.BlockedLayout([2, 4], [1, 32], [WARPS, 1], [1, 0])
+        LSP: gl.constexpr = gl.BlockedLayout([1, 1, 1], [1, 8, 4], [WARPS, 1, 1], [2, 1, 0])
+        cur = (gl.zeros([UC, 128], gl.int32, LC), gl.zeros([UC // 2, 16], gl.int32, gl.SliceLayout(2, LSP)))
+        if pid < N // 16:
+            cur = _fetch(ring, sring, bars, c % S, (c // S) & 1, K4, WARPS)
     for t in range(pid, N // 16, progs):
         zero = gl.zeros([1, WARPS, 8, 4], gl.float32, LA)
         acc = (zero, zero, zero, zero)
         for u in gl.static_range(UI):
             slot = c % S
-            acc = _unit(acc, ring, sring, xs, xsum, bars, empty, slot, (c // S) & 1, u, xz, WS, K4, WARPS)
+            if PIPE:
+                _release(empty, slot)  # cur is in registers
+                nxt = cur
+                if u + 1 < UI:
+                    nxt = _fetch(ring, sring, bars, (c + 1) % S, ((c + 1) // S) & 1, K4, WARPS)
+                elif t + progs < N // 16:  # the next tile's first unit
+                    nxt = _fetch(ring, sring, bars, (c + 1) % S, ((c + 1) // S) & 1, K4, WARPS)
+                acc = _compute(acc, cur[0], cur[1], xs, xsum, u, xz, K4, WARPS)
+                cur = nxt
+            else:
+                acc = _unit(acc, ring, sring, xs, xsum, bars, empty, slot, (c // S) & 1, u, xz, WS, K4, WARPS)
             if not WS:  # the slot refilled by this program's warps, one thread issuing
                 gl.thread_barrier()
                 fence_async_shared()
@@ -288,7 +323,7 @@ def _phase(
 
 @gluon.jit
 def _consumers(
-    X, Y1, Y2, Y3, D, ring, sring, xs, xsum, bars, empty, CNT, layers, WS: gl.constexpr,
+    X, Y1, Y2, Y3, D, ring, sring, xs, xsum, bars, empty, CNT, layers, WS: gl.constexpr, PIPE: gl.constexpr,
 ):  # fmt: skip
     """The phases: `layers` layers of x -> qkv -> o -> gate_up -> down -> x. Without WS, these warps also issue the
     ring's copies (the first S here). The sizes come from the buffers' shapes (constexprs passed in warp_specialize's
@@ -311,19 +346,25 @@ def _consumers(
     for layer in range(layers):
         f = layer * 4
         st = _phase(f, st, X, Y1, D, ring, sring, xs, xsum, bars, empty, CNT, pid, progs, phases,
-                    SH[0][0], SH[0][1] // 64, S, WARPS, SH, UC, WS)  # fmt: skip
+                    SH[0][0], SH[0][1] // 64, S, WARPS, SH, UC, WS, PIPE)  # fmt: skip
         st = _phase(f + 1, st, Y1, Y2, D, ring, sring, xs, xsum, bars, empty, CNT, pid, progs, phases,
-                    SH[1][0], SH[1][1] // 64, S, WARPS, SH, UC, WS)  # fmt: skip
+                    SH[1][0], SH[1][1] // 64, S, WARPS, SH, UC, WS, PIPE)  # fmt: skip
         st = _phase(f + 2, st, Y2, Y3, D, ring, sring, xs, xsum, bars, empty, CNT, pid, progs, phases,
-                    SH[2][0], SH[2][1] // 64, S, WARPS, SH, UC, WS)  # fmt: skip
+                    SH[2][0], SH[2][1] // 64, S, WARPS, SH, UC, WS, PIPE)  # fmt: skip
         st = _phase(f + 3, st, Y3, X, D, ring, sring, xs, xsum, bars, empty, CNT, pid, progs, phases,
-                    SH[3][0], SH[3][1] // 64, S, WARPS, SH, UC, WS)  # fmt: skip
+                    SH[3][0], SH[3][1] // 64, S, WARPS, SH, UC, WS, PIPE)  # fmt: skip
 
 
 @gluon.jit
 def _consumers_ws(X, Y1, Y2, Y3, D, ring, sring, xs, xsum, bars, empty, CNT, layers):
     """_consumers beside a producer warp (its WS a literal: a constexpr)."""
-    _consumers(X, Y1, Y2, Y3, D, ring, sring, xs, xsum, bars, empty, CNT, layers, True)
+    _consumers(X, Y1, Y2, Y3, D, ring, sring, xs, xsum, bars, empty, CNT, layers, True, False)
+
+
+@gluon.jit
+def _consumers_pipe(X, Y1, Y2, Y3, D, ring, sring, xs, xsum, bars, empty, CNT, layers):
+    """_consumers beside a producer warp, each unit read before the one before is computed (--pipe)."""
+    _consumers(X, Y1, Y2, Y3, D, ring, sring, xs, xsum, bars, empty, CNT, layers, True, True)
 
 
 @gluon.jit
@@ -501,6 +542,7 @@ def _consumers_split(X, Y1, Y2, Y3, PART, TCNT, ring, sring, xs, xsum, bars, emp
 def _layers(
     X, Y1, Y2, Y3, DQ, DO, DG, DD, SQ, SO, SG, SD, DT8, DT4, ST4, ST2, CNT, PART, TCNT, layers,
     S: gl.constexpr, WARPS: gl.constexpr, UC: gl.constexpr, WS: gl.constexpr, SPLIT: gl.constexpr,
+    PIPE: gl.constexpr,
 ):  # fmt: skip
     """`layers` layers of x -> qkv -> o -> gate_up -> down -> x, each matmul a phase (the descriptors: the four
     matmuls' codes, then their scales; a tuple of them as an argument is not launched by Triton 3.6). WS: one more
@@ -523,9 +565,12 @@ def _layers(
     elif WS:
         cargs = (X, Y1, Y2, Y3, D, ring, sring, xs, xsum, bars, empty, CNT, layers)
         pargs = (DQ, DO, DG, DD, SQ, SO, SG, SD, DT8, DT4, ST4, ST2, ring, sring, bars, empty, layers)
-        gl.warp_specialize([(_consumers_ws, cargs), (_producer, pargs)], [1], [48])
+        if PIPE:
+            gl.warp_specialize([(_consumers_pipe, cargs), (_producer, pargs)], [1], [48])
+        else:
+            gl.warp_specialize([(_consumers_ws, cargs), (_producer, pargs)], [1], [48])
     else:
-        _consumers(X, Y1, Y2, Y3, D, ring, sring, xs, xsum, bars, empty, CNT, layers, False)
+        _consumers(X, Y1, Y2, Y3, D, ring, sring, xs, xsum, bars, empty, CNT, layers, False, False)
 
 
 def weights(n: int, k: int, layers: int, dev) -> tuple[torch.Tensor, torch.Tensor]:
@@ -564,6 +609,7 @@ def main() -> None:
     ap.add_argument("--unit", type=int, choices=(16, 32, 64), default=32, help="chunks of 64 columns a unit")
     ap.add_argument("--per-sm", type=int, choices=(1, 2), default=2, help="programs an SM (all resident)")
     ap.add_argument("--ws", action="store_true", help="one more warp issues the copies (warp specialization)")
+    ap.add_argument("--pipe", action="store_true", help="--ws with each unit read before the one before is computed")
     ap.add_argument("--split", action="store_true", help="--ws with each phase's units split evenly (tiles shared)")
     ap.add_argument("--warps", type=int, choices=(8, 16), default=8, help="warps a program (a unit: pairs of each)")
     args = ap.parse_args()
@@ -597,7 +643,7 @@ def main() -> None:
     part = torch.zeros(4 * 1376 * 2 * 16, dtype=torch.float32, device=dev)  # --split: a shared tile's two parts
     tcnt = torch.zeros(4 * 1376, dtype=torch.int32, device=dev)  # and how many of them are done
     D = descriptors(W, L, args.unit)
-    args.ws = args.ws or args.split
+    args.ws = args.ws or args.split or args.pipe
     progs = args.per_sm * sms
     out = {
         "device": torch.cuda.get_device_name(dev),
@@ -608,9 +654,11 @@ def main() -> None:
         "warps": args.warps,
         "ws": args.ws,
         "split": args.split,
+        "pipe": args.pipe,
     }
 
-    meta = dict(S=args.slots, UC=args.unit, WARPS=args.warps, WS=args.ws, SPLIT=args.split, num_warps=args.warps)
+    meta = dict(S=args.slots, UC=args.unit, WARPS=args.warps, WS=args.ws, SPLIT=args.split, PIPE=args.pipe)
+    meta["num_warps"] = args.warps
     if args.ws:  # the kernel holds 4 more warps (a warpgroup for the producer): registers for 1 or 2 an SM
         meta["maxnreg"] = min(128, 65536 // (args.per_sm * (args.warps + 4) * 32) // 8 * 8)
     kargs = (bufs["X"], bufs["Y1"], bufs["Y2"], bufs["Y3"], *D, cnt, part, tcnt)
