@@ -195,6 +195,18 @@ def configs(sweep: bool) -> list[dict]:
     return out
 
 
+def setup(shape: str, slots: int, count: str):
+    """(device, SMs, the step's launches, their weight bytes, the versions) for a run on the GPU, with its first JSON
+    line printed (`count`: what the launches are called there)."""
+    dev = torch.device("cuda")
+    sms = torch.cuda.get_device_properties(dev).multi_processor_count
+    step = launches(shape, slots)
+    weights = sum(b for name, b, _ in step if name in ("qkv", "o", "gate_up", "down", "head"))
+    head = {"device": torch.cuda.get_device_name(dev), "torch": torch.__version__, "triton": triton.__version__}
+    print(json.dumps({**head, "shape": shape, "slots": slots, count: len(step), "weight_bytes": weights}))
+    return dev, sms, step, weights, head
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--shape", choices=sorted(SHAPES), default="yi-6b")
@@ -208,12 +220,7 @@ def main() -> None:
     for key in ("ahead", "per_sm", "block"):
         ap.add_argument(f"--{key.replace('_', '-')}", nargs="+", type=int, help=f"only configurations with these {key}")
     a = ap.parse_args()
-    dev = torch.device("cuda")
-    sms = torch.cuda.get_device_properties(dev).multi_processor_count
-    step = launches(a.shape, a.slots)
-    weights = sum(b for name, b, _ in step if name in ("qkv", "o", "gate_up", "down", "head"))
-    head = {"device": torch.cuda.get_device_name(dev), "torch": torch.__version__, "triton": triton.__version__}
-    print(json.dumps({**head, "shape": a.shape, "slots": a.slots, "launches": len(step), "weight_bytes": weights}))
+    dev, sms, step, weights, head = setup(a.shape, a.slots, "launches")
     results: dict[str, list[float]] = {}
     for r in range(a.rounds):
         picked = [c for c in configs(a.sweep) if not a.only or c["variant"] in a.only]

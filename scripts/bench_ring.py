@@ -25,7 +25,7 @@ import json
 
 import torch
 import triton
-from bench_floor import NotResident, launches, persistent, plan, step_us  # scripts/ is sys.path[0]
+from bench_floor import NotResident, persistent, plan, setup, step_us  # scripts/ is sys.path[0]
 from bench_floor import build as build_chain
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
@@ -167,12 +167,7 @@ def main() -> None:
     ap.add_argument("--dep", action="store_true", help="x read after each barrier, a slice written before it")
     ap.add_argument("--no-floors", action="store_true", help="skip bench_floor's one and persistent")
     a = ap.parse_args()
-    dev = torch.device("cuda")
-    sms = torch.cuda.get_device_properties(dev).multi_processor_count
-    step = launches(a.shape, a.slots)
-    weights = sum(b for name, b, _ in step if name in ("qkv", "o", "gate_up", "down", "head"))
-    head = {"device": torch.cuda.get_device_name(dev), "torch": torch.__version__, "triton": triton.__version__}
-    print(json.dumps({**head, "shape": a.shape, "slots": a.slots, "phases": len(step), "weight_bytes": weights}))
+    dev, sms, step, weights, _ = setup(a.shape, a.slots, "phases")
     cfgs = [{"variant": "ring", "ring": r, "dep": a.dep} for r in a.ring or RINGS]
     if not a.no_floors:
         base = {"pdl": True, "ahead": 1, "per_sm": 2, "block": 4096}

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 from pathlib import Path
@@ -40,16 +39,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from bench_parts import graph_time_us  # noqa: E402
+from bench_persistent import GROUP, weights  # noqa: E402
 from triton.experimental import gluon  # noqa: E402
 from triton.experimental.gluon import language as gl  # noqa: E402
 from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma  # noqa: E402
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor  # noqa: E402
 
 from yi_cli.kernels import gemv_mma  # noqa: E402
-from yi_cli.kernels.gemv_mma import _chunk, _dim, _epilogue, _gathered, _gathered2, _scale  # noqa: E402
+from yi_cli.kernels.gemv_mma import _chunk, _dim, _epilogue, _frag_words, _gathered, _gathered2, _scale  # noqa: E402
 
 HIDDEN, INTER, QKV = 4096, 11008, 5120
-GROUP = 128
 # (N, K) of each phase of a layer, in order
 MATS = {"qkv": (QKV, HIDDEN), "o": (HIDDEN, HIDDEN), "gate_up": (2 * INTER, HIDDEN), "down": (HIDDEN, INTER)}
 SH_ = gl.constexpr(tuple(MATS.values()))  # the kernel's shapes (a global: tuples of them lose constexpr)
@@ -170,24 +169,7 @@ def _xfrags(xs, r, xz, LXB: gl.constexpr, LX: gl.constexpr, LW: gl.constexpr, WA
     """x's B fragments of row r of the staged x (a warp's chunk; lane (g, t): words 8t .. 8t + 7, every g the
     same): 8 tensors [1, WARPS, 8, 4] of bf16 pairs, as gemv_mma._xfrag's."""
     v = xs.index(r).load(gl.SliceLayout(1, LXB))  # [WARPS, 32]
-    v = gl.convert_layout(gl.reshape(gl.expand_dims(v, 1) + xz, [WARPS, 8, 4, 8]), LX)
-    lo, hi = gl.split(gl.reshape(v, [WARPS, 8, 4, 2, 2, 2]))
-    lo0, lo1 = gl.split(lo)
-    hi0, hi1 = gl.split(hi)
-    w0, w4 = gl.split(lo0)
-    w1, w5 = gl.split(hi0)
-    w2, w6 = gl.split(lo1)
-    w3, w7 = gl.split(hi1)
-    return (
-        gl.expand_dims(gl.convert_layout(w0, LW), 0),
-        gl.expand_dims(gl.convert_layout(w1, LW), 0),
-        gl.expand_dims(gl.convert_layout(w2, LW), 0),
-        gl.expand_dims(gl.convert_layout(w3, LW), 0),
-        gl.expand_dims(gl.convert_layout(w4, LW), 0),
-        gl.expand_dims(gl.convert_layout(w5, LW), 0),
-        gl.expand_dims(gl.convert_layout(w6, LW), 0),
-        gl.expand_dims(gl.convert_layout(w7, LW), 0),
-    )
+    return _frag_words(gl.convert_layout(gl.reshape(gl.expand_dims(v, 1) + xz, [WARPS, 8, 4, 8]), LX), LW)
 
 
 @gluon.constexpr_function
@@ -260,6 +242,17 @@ def _unit(acc, ring, sring, xs, xsum, bars, empty, slot, parity, uu, xz, WS: gl.
 
 
 @gluon.jit
+def _enter(f, X, xs, xsum, CNT, progs, KC: gl.constexpr, UC: gl.constexpr, WARPS: gl.constexpr):
+    """The start of phase f: every program's arrival at the end of phase f - 1, then its output x staged."""
+    if f > 0:
+        seen = gl.atomic_add(CNT, 0, sem="acquire", scope="gpu")
+        while seen < f * progs:
+            seen = gl.atomic_add(CNT, 0, sem="acquire", scope="gpu")
+    _stage_x(X, xs, xsum, KC, 2 * ((KC + UC - 1) // UC) * (UC // (2 * WARPS)), WARPS)
+    gl.thread_barrier()
+
+
+@gluon.jit
 def _phase(
     f, st, X, Y, D, ring, sring, xs, xsum, bars, empty, CNT, pid, progs, phases,
     N: gl.constexpr, KC: gl.constexpr, S: gl.constexpr, WARPS: gl.constexpr, SH: gl.constexpr, UC: gl.constexpr,
@@ -271,12 +264,7 @@ def _phase(
     LA: gl.constexpr = _acc_layout(WARPS)
     LXB: gl.constexpr = gl.BlockedLayout([1, 1, 8], [1, 8, 4], [WARPS, 1, 1], [2, 1, 0])  # [w, g, word]
     LY: gl.constexpr = gl.SliceLayout(1, _gathered(1, WARPS))
-    if f > 0:  # phase f - 1 done by every program
-        seen = gl.atomic_add(CNT, 0, sem="acquire", scope="gpu")
-        while seen < f * progs:
-            seen = gl.atomic_add(CNT, 0, sem="acquire", scope="gpu")
-    _stage_x(X, xs, xsum, KC, 2 * ((KC + UC - 1) // UC) * (UC // (2 * WARPS)), WARPS)
-    gl.thread_barrier()
+    _enter(f, X, xs, xsum, CNT, progs, KC, UC, WARPS)
     UI: gl.constexpr = (KC + UC - 1) // UC
     K4: gl.constexpr = UC // (2 * WARPS)  # pairs a warp takes a unit: w, w + WARPS, ...
     gy = gl.expand_dims(gl.expand_dims(gl.arange(0, 8, layout=_dim(LY, 3, 1)), 0), 2)
@@ -368,28 +356,6 @@ def _consumers_pipe(X, Y1, Y2, Y3, D, ring, sring, xs, xsum, bars, empty, CNT, l
 
 
 @gluon.jit
-def _producer(
-    DQ, DO, DG, DD, SQ, SO, SG, SD, DT8, DT4, ST4, ST2, ring, sring, bars, empty, layers,
-):  # fmt: skip
-    """One warp issuing the ring's copies in the order the consumers take them, each into a slot they released."""
-    S: gl.constexpr = ring.shape[0]
-    UC: gl.constexpr = ring.shape[1]
-    D = (DQ, DO, DG, DD, SQ, SO, SG, SD, DT8, DT4, ST4, ST2)
-    SH: gl.constexpr = SH_
-    pid = gl.program_id(0)
-    progs = gl.num_programs(0)
-    phases = layers * 4
-    zero = pid * 0
-    lf, li, lu, k = zero, zero, zero, zero
-    while lf < phases:
-        slot = k % S
-        mbarrier.wait(empty.index(slot), ((k // S) & 1) ^ 1)
-        _issue(D, lf, pid + li * progs, lu, slot, ring, sring, bars, SH, UC)
-        lf, li, lu = _advance(lf, li, lu, phases, pid, progs, SH, UC)
-        k += 1
-
-
-@gluon.jit
 def _split_work(kind, SH: gl.constexpr, UC: gl.constexpr):
     """(tiles, units a tile, units) of a phase of this kind (0..3) split by units (--split)."""
     t = (
@@ -424,28 +390,43 @@ def _advance_split(lf, lu, phases, pid, progs, SH: gl.constexpr, UC: gl.constexp
 
 
 @gluon.jit
-def _producer_split(
-    DQ, DO, DG, DD, SQ, SO, SG, SD, DT8, DT4, ST4, ST2, ring, sring, bars, empty, layers,
-):  # fmt: skip
-    """_producer for the ranges of units of --split."""
+def _produce(D, ring, sring, bars, empty, layers, SPLIT: gl.constexpr):
+    """One warp issuing the ring's copies in the order the consumers take them, each into a slot they released:
+    a program's tiles of each phase (SPLIT: its range of units of each phase)."""
     S: gl.constexpr = ring.shape[0]
     UC: gl.constexpr = ring.shape[1]
-    D = (DQ, DO, DG, DD, SQ, SO, SG, SD, DT8, DT4, ST4, ST2)
     SH: gl.constexpr = SH_
     pid = gl.program_id(0)
     progs = gl.num_programs(0)
     phases = layers * 4
-    _, _, w = _split_work(pid * 0, SH, UC)
-    lf = pid * 0
-    lu = (pid * w) // progs
-    k = pid * 0
+    zero = pid * 0
+    lf, li, lu, k = zero, zero, zero, zero
+    if SPLIT:
+        _, _, w = _split_work(zero, SH, UC)
+        lu = (pid * w) // progs
     while lf < phases:
         slot = k % S
         mbarrier.wait(empty.index(slot), ((k // S) & 1) ^ 1)
-        _, per, _ = _split_work(lf % 4, SH, UC)
-        _issue(D, lf, lu // per, lu % per, slot, ring, sring, bars, SH, UC)
-        lf, lu = _advance_split(lf, lu, phases, pid, progs, SH, UC)
+        if SPLIT:
+            _, per, _ = _split_work(lf % 4, SH, UC)
+            _issue(D, lf, lu // per, lu % per, slot, ring, sring, bars, SH, UC)
+            lf, lu = _advance_split(lf, lu, phases, pid, progs, SH, UC)
+        else:
+            _issue(D, lf, pid + li * progs, lu, slot, ring, sring, bars, SH, UC)
+            lf, li, lu = _advance(lf, li, lu, phases, pid, progs, SH, UC)
         k += 1
+
+
+@gluon.jit
+def _producer(DQ, DO, DG, DD, SQ, SO, SG, SD, DT8, DT4, ST4, ST2, ring, sring, bars, empty, layers):
+    """_produce of a program's tiles (its SPLIT a literal: a constexpr)."""
+    _produce((DQ, DO, DG, DD, SQ, SO, SG, SD, DT8, DT4, ST4, ST2), ring, sring, bars, empty, layers, False)
+
+
+@gluon.jit
+def _producer_split(DQ, DO, DG, DD, SQ, SO, SG, SD, DT8, DT4, ST4, ST2, ring, sring, bars, empty, layers):
+    """_produce of a program's ranges of units (--split)."""
+    _produce((DQ, DO, DG, DD, SQ, SO, SG, SD, DT8, DT4, ST4, ST2), ring, sring, bars, empty, layers, True)
 
 
 @gluon.jit
@@ -462,12 +443,7 @@ def _phase_split(
     LG: gl.constexpr = _gathered(1, WARPS)
     LY: gl.constexpr = gl.SliceLayout(1, LG)
     kind = f % 4
-    if f > 0:  # phase f - 1 done by every program
-        seen = gl.atomic_add(CNT, 0, sem="acquire", scope="gpu")
-        while seen < f * progs:
-            seen = gl.atomic_add(CNT, 0, sem="acquire", scope="gpu")
-    _stage_x(X, xs, xsum, KC, 2 * ((KC + UC - 1) // UC) * (UC // (2 * WARPS)), WARPS)
-    gl.thread_barrier()
+    _enter(f, X, xs, xsum, CNT, progs, KC, UC, WARPS)
     U: gl.constexpr = (KC + UC - 1) // UC
     W: gl.constexpr = (N // 16) * U
     K4: gl.constexpr = UC // (2 * WARPS)
@@ -571,16 +547,6 @@ def _layers(
             gl.warp_specialize([(_consumers_ws, cargs), (_producer, pargs)], [1], [48])
     else:
         _consumers(X, Y1, Y2, Y3, D, ring, sring, xs, xsum, bars, empty, CNT, layers, False, False)
-
-
-def weights(n: int, k: int, layers: int, dev) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random codes (as packed words) and (scale, zero) pairs centring them, `layers` stacked."""
-    words = torch.randint(-(2**31), 2**31, (layers, n // 16, k // 64, 32, 4), dtype=torch.int32, device=dev)
-    s = 2.0 / (math.sqrt(k) * 8)
-    sz = torch.empty(layers, k // GROUP, n, 2, device=dev)
-    sz[..., 0] = s * (0.5 + torch.rand(layers, k // GROUP, n, device=dev))
-    sz[..., 1] = -7.5 * sz[..., 0]
-    return words, sz.bfloat16().contiguous()
 
 
 def descriptors(W: dict, layers: int, uc: int) -> tuple:

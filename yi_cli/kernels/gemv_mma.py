@@ -507,6 +507,12 @@ if gluon is not None:
         loads): b0 of k-step s is word 8t + 2s, b1 the next (the columns past MX are computed and never stored)."""
         c = _at(c0, xw, PAIR, H)
         v = gl.load(X32 + c * 32 + xoff, mask=c < KC, other=0)  # [WARPS, 8, 4, 8]
+        return _frag_words(v, LW)
+
+    @gluon.jit
+    def _frag_words(v, LW: gl.constexpr):
+        """A lane's 8 words of x [WARPS, 8, 4, 8] -> the B fragments of a chunk's four k-steps (b0 of k-step s is
+        word 2s, b1 the next): 8 tensors [1, WARPS, 8, 4] in LW expanded."""
         lo, hi = gl.split(gl.reshape(v, [v.shape[0], 8, 4, 2, 2, 2]))  # word 4·i2 + 2·i1 + i0: i0 = 0 / 1
         lo0, lo1 = gl.split(lo)  # i1 = 0 / 1
         hi0, hi1 = gl.split(hi)
