@@ -154,6 +154,24 @@ def test_a_session_with_a_lone_surrogate_is_passed_by_in_the_listing(home):
     assert "𠮷野家" in out and "20261204-000001-bbbbbb.json" in out and "aaaaaa" not in out
 
 
+def test_the_listing_shows_a_stored_files_mode_and_name_visibly(home):
+    """`yi-chat sessions` printed a session file's `mode` as the file held it: an escape sequence there (or in a
+    file's name) reached the terminal and ran (colours, a cleared screen, a window title). Shown as escapes, as a
+    first line or a model is; a long mode is cut to its column."""
+    store = home / "data" / "sessions"
+    store.mkdir(parents=True)
+    hostile = {**GOOD_SESSION, "mode": "\x1b]0;pwned\x07\x1b[2J" + "x" * 40}
+    (store / "20261204-000000-aaaaaa.json").write_text(json.dumps(hostile))
+    (store / "20261204-000001-\x1b[31m.json").write_text(json.dumps(GOOD_SESSION))
+    p = subprocess.run(
+        [PY, "-m", "yi_cli", "sessions"], capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)}
+    )
+    assert p.returncode == 0 and p.stderr == b"", p.stderr.decode()
+    out = p.stdout.decode()
+    assert "\x1b" not in out and "\x07" not in out, out
+    assert "\\x1b]0;pwne..." in out and "20261204-000001-\\x1b[31m.json" in out, out
+
+
 def _fifo(tmp_path: Path) -> Path:
     f = tmp_path / "fifo.json"
     os.mkfifo(f)

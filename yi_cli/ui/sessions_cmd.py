@@ -52,10 +52,10 @@ def main(argv: list[str]) -> int:
     print(f"{'updated (UTC)':20}  {'mode':11}  {'model':20}  {'exchanges':>9}  first line  (in {store.sessions_dir()})")
     for r in rows:
         when = r["updated"].replace("T", " ").removesuffix("Z")[:19]
-        model = fit(r["model"], 20)
+        model, mode = fit(r["model"], 20), fit(str(r["mode"] or "-"), 11)  # a file's: as hostile as its text
         print(
-            f"{when:20}  {str(r['mode'] or '-'):11}  {model}{' ' * (20 - cell_len(model))}  {r['exchanges']:>9}  "
-            f"{fit(r['first_line'], 50)}  {r['name']}"
+            f"{when:20}  {mode}{' ' * (11 - cell_len(mode))}  {model}{' ' * (20 - cell_len(model))}  "
+            f"{r['exchanges']:>9}  {fit(r['first_line'], 50)}  {safe(r['name'])}"
         )
     return 0
 
