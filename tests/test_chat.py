@@ -273,6 +273,35 @@ def test_overflow_drops_oldest_and_says_so():
     assert engine.seen[-1][0] == {"role": "system", "content": "keep me"}
 
 
+def test_exchanges_dropped_to_fit_the_context_stay_in_the_saved_session(tmp_path, monkeypatch):
+    """The oldest exchanges dropped to fit the context were deleted from the session, and the autosave rewrote its
+    file without them: one `-c` of a 50000-exchange session (or one with a smaller --context) left a few hundred
+    on disk. They stay in the file, out of the context; a resume goes on with the same context, /undo and /retry
+    work on the last exchange."""
+    from yi_cli.conversation import commands, store
+
+    monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path))
+    engine = ScriptedEngine()
+    engine.context_length = 64
+    chat, out, err = plain_chat(engine, settings=GenSettings(max_new_tokens=16), on_turn=store.Autosave("interactive"))
+    for i in range(6):
+        chat.handle(f"message number {i} with quite a few words in it")
+    assert "dropped the oldest" in err.getvalue()
+    assert engine.count(engine.seen[-1]) <= 64 - 16  # the prompt still fits
+    session, _, _ = store.read("last")
+    assert [t.content for t in session.turns[::2]] == [
+        f"message number {i} with quite a few words in it" for i in range(6)
+    ]
+    assert session.messages() == chat.session.messages() and 0 < session.start < len(session.turns)
+    chat.session = session  # as a resume: the next prompt is the context's, not the whole file
+    chat.handle("one more")
+    assert engine.count(engine.seen[-1]) <= 64 - 16 and engine.seen[-1][-1]["content"] == "one more"
+    commands.do_undo(chat, "")
+    assert chat.session.messages()[-1]["role"] == "assistant" and len(chat.session.turns) == 12
+    chat.handle("again")
+    assert store.read("last")[0].turns[-2].content == "again" and len(store.read("last")[0].turns) == 14
+
+
 def test_overflow_refuse_policy():
     from yi_cli.conversation.chat import Options
 

@@ -98,6 +98,8 @@ SESSION_CASES = {
         json.dumps({**GOOD_SESSION, "turns": GOOD_SESSION["turns"][:1] * 2 + GOOD_SESSION["turns"][1:]}),
         "turn 1 should be an assistant turn",  # "a assistant" before
     ),
+    "context-start-past-the-end": (json.dumps({**GOOD_SESSION, "context_start": 4}), "context_start must be"),
+    "context-start-odd": (json.dumps({**GOOD_SESSION, "context_start": 1}), "context_start must be"),
     "turns-not-list": (json.dumps({**GOOD_SESSION, "turns": {"a": 1}}), "not a chat session"),
     "system-list": (json.dumps({**GOOD_SESSION, "system": ["x"]}), "system prompt must be text"),
     "unanswered-user-turn": (json.dumps({**GOOD_SESSION, "turns": GOOD_SESSION["turns"][:1]}), "without a reply"),
