@@ -174,6 +174,24 @@ def test_the_listing_shows_a_stored_files_mode_and_name_visibly(home):
     assert "\\x1b]0;pwne..." in out and "20261204-000001-\\x1b[31m.json" in out, out
 
 
+@pytest.mark.parametrize("flags", [[], ["--json"]])
+def test_the_listing_of_a_file_whose_name_is_not_utf8(home, flags):
+    """A session file whose name holds a byte that is not UTF-8 (copied from a Latin-1 system) ended `yi-chat
+    sessions` in a traceback (UnicodeEncodeError) on a UTF-8 terminal, whose stdout is strict: the name is listed
+    with the byte as an escape, and the other sessions with it."""
+    store = home / "data" / "sessions"
+    store.mkdir(parents=True)
+    (store / "20261204-000001-aaaaaa.json").write_text(json.dumps(GOOD_SESSION))
+    with open(os.path.join(os.fsencode(store), b"20261204-000000-caf\xe9.json"), "w") as f:
+        f.write(json.dumps(GOOD_SESSION))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONIOENCODING": "utf-8:strict"}  # as LANG=en_US.UTF-8 has it
+    p = subprocess.run([PY, "-m", "yi_cli", "sessions", *flags], capture_output=True, env=env)
+    assert p.returncode == 0 and p.stderr == b"", p.stderr.decode()
+    out = p.stdout.decode()
+    names = [r["name"] for r in json.loads(out)] if flags else out
+    assert "20261204-000000-caf\\xe9.json" in names and "20261204-000001-aaaaaa.json" in names, out
+
+
 def _fifo(tmp_path: Path) -> Path:
     f = tmp_path / "fifo.json"
     os.mkfifo(f)
