@@ -302,6 +302,28 @@ def test_exchanges_dropped_to_fit_the_context_stay_in_the_saved_session(tmp_path
     assert store.read("last")[0].turns[-2].content == "again" and len(store.read("last")[0].turns) == 14
 
 
+def test_a_session_file_keeps_within_its_size_limit_by_its_oldest_dropped_exchanges(tmp_path, monkeypatch):
+    """Exchanges dropped from the context stay in the file: a long chat's file would grow past the size a session
+    file is read back at (64 MiB), and `-c` then refused the whole session. Over it, the oldest dropped exchanges
+    are left out of the file (the context is written whole), so it always reads back."""
+    from yi_cli import inputs
+    from yi_cli.conversation import store
+
+    monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path))
+    monkeypatch.setattr(inputs, "SESSION_LIMIT", 3000)
+    engine = ScriptedEngine()
+    engine.context_length = 64
+    chat, out, err = plain_chat(engine, settings=GenSettings(max_new_tokens=16), on_turn=store.Autosave("interactive"))
+    for i in range(40):
+        chat.handle(f"message number {i} with quite a few words in it")
+    assert len(chat.session.turns) == 80
+    for path in (store.resolve("last"), store.save(chat, None)):  # the autosave's and a /save snapshot
+        assert path.stat().st_size <= 3000
+        session, _, _ = store.read(str(path))
+        assert session.messages() == chat.session.messages() and session.start > 0  # some dropped ones kept
+        assert session.turns == chat.session.turns[-len(session.turns) :]
+
+
 def test_overflow_refuse_policy():
     from yi_cli.conversation.chat import Options
 
