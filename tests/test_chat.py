@@ -751,11 +751,26 @@ def test_an_autosave_that_fails_says_so_once_and_when_it_works_again(tmp_path, m
     chat, out, err = plain_chat(ScriptedEngine(["r1", "r2", "r3", "r4"]), on_turn=saver)
     for q in ("one", "two", "three"):
         chat.handle(q)
-    assert err.getvalue().count("autosave failed (Read-only file system)") == 1, err.getvalue()
+    assert err.getvalue().count("failed (Read-only file system)") == 1, err.getvalue()
     monkeypatch.setattr(store, "write_new", write_new)
     chat.handle("four")
     assert f"autosave works again: the session is saved in {saver.path}" in err.getvalue()
     assert [t.content for t in store.read(str(saver.path))[0].turns][::2] == ["one", "two", "three", "four"]
+
+
+def test_an_autosave_that_fails_names_the_folder_it_could_not_write(tmp_path, monkeypatch):
+    """`autosave failed (Not a directory)` did not say where: the line names the sessions folder (here a file
+    stands where it belongs, which fails for root too), once, and the chat goes on."""
+    from yi_cli.conversation import store
+
+    monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path))
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "sessions").write_text("not a folder")
+    chat, out, err = plain_chat(ScriptedEngine(["r1", "r2"]), on_turn=store.Autosave("interactive"))
+    chat.handle("one")
+    chat.handle("two")
+    line = f"autosave to {tmp_path / 'data' / 'sessions'} failed (Not a directory); the chat goes on"
+    assert err.getvalue().count(line) == 1 and "r2" in out.getvalue(), err.getvalue()
 
 
 def test_json_renderer_writes_one_object_per_turn():

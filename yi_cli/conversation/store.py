@@ -290,7 +290,10 @@ class Autosave:
         except OSError as e:
             why = e.strerror or str(e)
             if why != self.failing:  # once, not after every turn, until it works again or fails otherwise
-                chat.render.notice(f"autosave failed ({why}); the chat goes on (the next turns are tried too)")
+                where = shown(str(self.path or sessions_dir()), 200)  # "(Not a directory)" alone said not where
+                chat.render.notice(
+                    f"autosave to {where} failed ({why}); the chat goes on (the next turns are tried too)"
+                )
             self.failing = why
         else:
             if self.failing:
