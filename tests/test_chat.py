@@ -423,6 +423,25 @@ def test_overflow_rebuilds_the_prompt_about_once_however_many_exchanges_go():
     assert len(engine.prompts[-1].ids) <= 40 - 10
 
 
+def test_overflow_with_token_counts_far_off_rebuilds_the_prompt_a_few_times_not_once_an_exchange():
+    """A session file's token counts can be anything (`"tokens": 10**30` on every other turn, 0 on the rest): the
+    estimate then moved one exchange a rebuild, each rebuild as long as the conversation, and a resumed file of
+    50000 exchanges took hours before its first reply. Past two corrections the count is halved."""
+    from yi_cli.conversation import context
+
+    true = [5] * 4000  # each message's real tokens
+    hostile = [10**30 if i % 4 == 0 else 0 for i in range(4000)]
+    calls = []
+
+    def rebuild(n):
+        calls.append(n)
+        return 10 + sum(true[n:])
+
+    n = context.fit(rebuild, rebuild(0), hostile, 2000)
+    assert rebuild(n) <= 2000 < rebuild(n - 2) and n % 2 == 0  # as few dropped as fit
+    assert len(calls) <= 3 + 2 + 14, len(calls)  # whole, base, three estimates, halving 2000 exchanges
+
+
 def test_save_and_load_round_trip(tmp_path, monkeypatch):
     monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path / "home"))
     chat, out, err = plain_chat(ScriptedEngine(["a1", "a2"]), settings=GenSettings(temperature=0.3, seed=5))
