@@ -546,10 +546,14 @@ def _spawn(*args, home: Path):
     )
 
 
-@pytest.mark.parametrize("case", ["home-under-a-file", "history-is-a-directory"])
+@pytest.mark.parametrize(
+    "case", ["home-under-a-file", "history-is-a-directory", "history-is-a-fifo", "history-is-dev-zero"]
+)
 def test_unwritable_home_or_history_file(tiny_dir, tmp_path, case):
     """Root ignores permission bits, so the paths are made impossible instead: a home below a regular file
-    (mkdir fails with ENOTDIR), or a directory where the history file should be (open fails with EISDIR)."""
+    (mkdir fails with ENOTDIR), or a directory where the history file should be (open fails with EISDIR). A FIFO
+    there hung the chat before its first prompt (the open for writing waited for a reader); a link to /dev/zero
+    would have been read without end."""
     import pexpect
 
     if case == "home-under-a-file":
@@ -558,7 +562,13 @@ def test_unwritable_home_or_history_file(tiny_dir, tmp_path, case):
         home = blocker / "home"
     else:
         home = tmp_path / "home"
-        (home / "data" / "history").mkdir(parents=True)
+        (home / "data").mkdir(parents=True)
+        hist = home / "data" / "history"
+        {
+            "history-is-a-directory": hist.mkdir,
+            "history-is-a-fifo": lambda: os.mkfifo(hist),
+            "history-is-dev-zero": lambda: hist.symlink_to("/dev/zero"),
+        }[case]()
     child = _spawn("--model", tiny_dir, "--temperature", "0", "--max-new-tokens", "3", home=home)
     try:
         child.expect_exact("history is off: cannot write")

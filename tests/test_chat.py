@@ -273,6 +273,57 @@ def test_overflow_drops_oldest_and_says_so():
     assert engine.seen[-1][0] == {"role": "system", "content": "keep me"}
 
 
+def test_exchanges_dropped_to_fit_the_context_stay_in_the_saved_session(tmp_path, monkeypatch):
+    """The oldest exchanges dropped to fit the context were deleted from the session, and the autosave rewrote its
+    file without them: one `-c` of a 50000-exchange session (or one with a smaller --context) left a few hundred
+    on disk. They stay in the file, out of the context; a resume goes on with the same context, /undo and /retry
+    work on the last exchange."""
+    from yi_cli.conversation import commands, store
+
+    monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path))
+    engine = ScriptedEngine()
+    engine.context_length = 64
+    chat, out, err = plain_chat(engine, settings=GenSettings(max_new_tokens=16), on_turn=store.Autosave("interactive"))
+    for i in range(6):
+        chat.handle(f"message number {i} with quite a few words in it")
+    assert "dropped the oldest" in err.getvalue()
+    assert engine.count(engine.seen[-1]) <= 64 - 16  # the prompt still fits
+    session, _, _ = store.read("last")
+    assert [t.content for t in session.turns[::2]] == [
+        f"message number {i} with quite a few words in it" for i in range(6)
+    ]
+    assert session.messages() == chat.session.messages() and 0 < session.start < len(session.turns)
+    chat.session = session  # as a resume: the next prompt is the context's, not the whole file
+    chat.handle("one more")
+    assert engine.count(engine.seen[-1]) <= 64 - 16 and engine.seen[-1][-1]["content"] == "one more"
+    commands.do_undo(chat, "")
+    assert chat.session.messages()[-1]["role"] == "assistant" and len(chat.session.turns) == 12
+    chat.handle("again")
+    assert store.read("last")[0].turns[-2].content == "again" and len(store.read("last")[0].turns) == 14
+
+
+def test_a_session_file_keeps_within_its_size_limit_by_its_oldest_dropped_exchanges(tmp_path, monkeypatch):
+    """Exchanges dropped from the context stay in the file: a long chat's file would grow past the size a session
+    file is read back at (64 MiB), and `-c` then refused the whole session. Over it, the oldest dropped exchanges
+    are left out of the file (the context is written whole), so it always reads back."""
+    from yi_cli import inputs
+    from yi_cli.conversation import store
+
+    monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path))
+    monkeypatch.setattr(inputs, "SESSION_LIMIT", 3000)
+    engine = ScriptedEngine()
+    engine.context_length = 64
+    chat, out, err = plain_chat(engine, settings=GenSettings(max_new_tokens=16), on_turn=store.Autosave("interactive"))
+    for i in range(40):
+        chat.handle(f"message number {i} with quite a few words in it")
+    assert len(chat.session.turns) == 80
+    for path in (store.resolve("last"), store.save(chat, None)):  # the autosave's and a /save snapshot
+        assert path.stat().st_size <= 3000
+        session, _, _ = store.read(str(path))
+        assert session.messages() == chat.session.messages() and session.start > 0  # some dropped ones kept
+        assert session.turns == chat.session.turns[-len(session.turns) :]
+
+
 def test_overflow_refuse_policy():
     from yi_cli.conversation.chat import Options
 
@@ -370,6 +421,25 @@ def test_overflow_rebuilds_the_prompt_about_once_however_many_exchanges_go():
     assert "dropped the" in err.getvalue()
     assert WordTemplate.builds - builds <= 4  # the full prompt, the base, the estimate, the final build
     assert len(engine.prompts[-1].ids) <= 40 - 10
+
+
+def test_overflow_with_token_counts_far_off_rebuilds_the_prompt_a_few_times_not_once_an_exchange():
+    """A session file's token counts can be anything (`"tokens": 10**30` on every other turn, 0 on the rest): the
+    estimate then moved one exchange a rebuild, each rebuild as long as the conversation, and a resumed file of
+    50000 exchanges took hours before its first reply. Past two corrections the count is halved."""
+    from yi_cli.conversation import context
+
+    true = [5] * 4000  # each message's real tokens
+    hostile = [10**30 if i % 4 == 0 else 0 for i in range(4000)]
+    calls = []
+
+    def rebuild(n):
+        calls.append(n)
+        return 10 + sum(true[n:])
+
+    n = context.fit(rebuild, rebuild(0), hostile, 2000)
+    assert rebuild(n) <= 2000 < rebuild(n - 2) and n % 2 == 0  # as few dropped as fit
+    assert len(calls) <= 3 + 2 + 14, len(calls)  # whole, base, three estimates, halving 2000 exchanges
 
 
 def test_save_and_load_round_trip(tmp_path, monkeypatch):
@@ -700,11 +770,26 @@ def test_an_autosave_that_fails_says_so_once_and_when_it_works_again(tmp_path, m
     chat, out, err = plain_chat(ScriptedEngine(["r1", "r2", "r3", "r4"]), on_turn=saver)
     for q in ("one", "two", "three"):
         chat.handle(q)
-    assert err.getvalue().count("autosave failed (Read-only file system)") == 1, err.getvalue()
+    assert err.getvalue().count("failed (Read-only file system)") == 1, err.getvalue()
     monkeypatch.setattr(store, "write_new", write_new)
     chat.handle("four")
     assert f"autosave works again: the session is saved in {saver.path}" in err.getvalue()
     assert [t.content for t in store.read(str(saver.path))[0].turns][::2] == ["one", "two", "three", "four"]
+
+
+def test_an_autosave_that_fails_names_the_folder_it_could_not_write(tmp_path, monkeypatch):
+    """`autosave failed (Not a directory)` did not say where: the line names the sessions folder (here a file
+    stands where it belongs, which fails for root too), once, and the chat goes on."""
+    from yi_cli.conversation import store
+
+    monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path))
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "sessions").write_text("not a folder")
+    chat, out, err = plain_chat(ScriptedEngine(["r1", "r2"]), on_turn=store.Autosave("interactive"))
+    chat.handle("one")
+    chat.handle("two")
+    line = f"autosave to {tmp_path / 'data' / 'sessions'} failed (Not a directory); the chat goes on"
+    assert err.getvalue().count(line) == 1 and "r2" in out.getvalue(), err.getvalue()
 
 
 def test_json_renderer_writes_one_object_per_turn():

@@ -423,8 +423,9 @@ def test_overflow_drops_oldest_exchange_and_refuses_a_too_long_message(demo_dir,
     hist = t.cmd("/history", "assistant")
     assert "apple apple" not in hist and "What is 2+2?" in hist and "Hi" in hist
     assert re.search(r"^\s+system\s+Answer briefly\.", hist, re.M), "the system prompt is kept"
-    turns = last_session(home)["turns"]
-    assert [x["content"] for x in turns[::2]] == ["What is 2+2?", "Hi"]
+    saved = last_session(home)  # the dropped exchange stays in the file, out of the context
+    assert [x["content"][:12] for x in saved["turns"][::2]] == ["apple apple ", "What is 2+2?", "Hi"]
+    assert saved["context_start"] == 2
 
     # one message longer than the whole context: one line, nothing recorded, the session goes on
     t.paste("pear" + " pear" * 8300)

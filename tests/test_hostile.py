@@ -98,6 +98,8 @@ SESSION_CASES = {
         json.dumps({**GOOD_SESSION, "turns": GOOD_SESSION["turns"][:1] * 2 + GOOD_SESSION["turns"][1:]}),
         "turn 1 should be an assistant turn",  # "a assistant" before
     ),
+    "context-start-past-the-end": (json.dumps({**GOOD_SESSION, "context_start": 4}), "context_start must be"),
+    "context-start-odd": (json.dumps({**GOOD_SESSION, "context_start": 1}), "context_start must be"),
     "turns-not-list": (json.dumps({**GOOD_SESSION, "turns": {"a": 1}}), "not a chat session"),
     "system-list": (json.dumps({**GOOD_SESSION, "system": ["x"]}), "system prompt must be text"),
     "unanswered-user-turn": (json.dumps({**GOOD_SESSION, "turns": GOOD_SESSION["turns"][:1]}), "without a reply"),
@@ -152,6 +154,42 @@ def test_a_session_with_a_lone_surrogate_is_passed_by_in_the_listing(home):
     assert p.returncode == 0 and p.stderr == b"", p.stderr.decode()
     out = p.stdout.decode()
     assert "𠮷野家" in out and "20261204-000001-bbbbbb.json" in out and "aaaaaa" not in out
+
+
+def test_the_listing_shows_a_stored_files_mode_and_name_visibly(home):
+    """`yi-chat sessions` printed a session file's `mode` as the file held it: an escape sequence there (or in a
+    file's name) reached the terminal and ran (colours, a cleared screen, a window title). Shown as escapes, as a
+    first line or a model is; a long mode is cut to its column."""
+    store = home / "data" / "sessions"
+    store.mkdir(parents=True)
+    hostile = {**GOOD_SESSION, "mode": "\x1b]0;pwned\x07\x1b[2J" + "x" * 40}
+    (store / "20261204-000000-aaaaaa.json").write_text(json.dumps(hostile))
+    (store / "20261204-000001-\x1b[31m.json").write_text(json.dumps(GOOD_SESSION))
+    p = subprocess.run(
+        [PY, "-m", "yi_cli", "sessions"], capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)}
+    )
+    assert p.returncode == 0 and p.stderr == b"", p.stderr.decode()
+    out = p.stdout.decode()
+    assert "\x1b" not in out and "\x07" not in out, out
+    assert "\\x1b]0;pwne..." in out and "20261204-000001-\\x1b[31m.json" in out, out
+
+
+@pytest.mark.parametrize("flags", [[], ["--json"]])
+def test_the_listing_of_a_file_whose_name_is_not_utf8(home, flags):
+    """A session file whose name holds a byte that is not UTF-8 (copied from a Latin-1 system) ended `yi-chat
+    sessions` in a traceback (UnicodeEncodeError) on a UTF-8 terminal, whose stdout is strict: the name is listed
+    with the byte as an escape, and the other sessions with it."""
+    store = home / "data" / "sessions"
+    store.mkdir(parents=True)
+    (store / "20261204-000001-aaaaaa.json").write_text(json.dumps(GOOD_SESSION))
+    with open(os.path.join(os.fsencode(store), b"20261204-000000-caf\xe9.json"), "w") as f:
+        f.write(json.dumps(GOOD_SESSION))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONIOENCODING": "utf-8:strict"}  # as LANG=en_US.UTF-8 has it
+    p = subprocess.run([PY, "-m", "yi_cli", "sessions", *flags], capture_output=True, env=env)
+    assert p.returncode == 0 and p.stderr == b"", p.stderr.decode()
+    out = p.stdout.decode()
+    names = [r["name"] for r in json.loads(out)] if flags else out
+    assert "20261204-000000-caf\\xe9.json" in names and "20261204-000001-aaaaaa.json" in names, out
 
 
 def _fifo(tmp_path: Path) -> Path:

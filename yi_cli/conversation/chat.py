@@ -262,7 +262,8 @@ class Chat:
             return prompt, 0
         policy = "refuse" if p.continue_final else self.options.overflow
         first = 1 if p.messages and p.messages[0]["role"] == "system" else 0
-        sizes = [self.tokens_of(self.session.turns[i]) for i in range(len(p.messages) - first - 1)]
+        turns = self.session.turns[self.session.start :]  # the context's, as p.messages holds them
+        sizes = [self.tokens_of(turns[i]) for i in range(len(p.messages) - first - 1)]
         one_shot = self.options.one_shot
         dropped = context.fit(
             lambda n: self._rebuild(p, first, n), len(prompt.ids), sizes, budget, policy, one_shot, system=bool(first)

@@ -154,7 +154,7 @@ def do_history(chat, arg):
         t.add_column(col, overflow="fold")
     if s.system:
         t.add_row("", "system", "", safe(s.system))  # loaded text: its escape sequences are shown, not run
-    for i, turn in enumerate(s.turns, 1):
+    for i, turn in enumerate(s.turns[s.start :], 1):  # the context's (dropped ones stay in the file)
         note = f" [{turn.finish_reason}]" if turn.finish_reason in ("interrupted", "length") else ""
         text = turn.content if whole or turn.role != "user" else attach.folded(turn.content)
         t.add_row(str(i), turn.role, str(chat.tokens_of(turn) or ""), safe(text) + note)

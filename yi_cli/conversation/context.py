@@ -47,10 +47,21 @@ def fit(
         raise refuse(base, False)
     markers = (total - base - sum(sizes)) / len(sizes)  # template tokens around each message
     n, est = 0, total
-    while True:
+    for _ in range(3):  # the estimate, corrected twice
         while est > budget and n + 2 <= len(sizes):
             est -= sizes[n] + sizes[n + 1] + 2 * markers
             n += 2
         est = rebuild(n) if n < len(sizes) else base
         if est <= budget:
             return n
+    # Sizes far off (a session file's token counts can be anything: 10**30, 0) moved the estimate one exchange a
+    # rebuild, each as long as the conversation: a 50000-exchange file took hours. Halving: rebuild(lo) > budget >=
+    # rebuild(hi).
+    lo, hi = n, len(sizes)
+    while hi - lo > 2:
+        mid = lo + (hi - lo) // 4 * 2
+        if rebuild(mid) <= budget:
+            hi = mid
+        else:
+            lo = mid
+    return hi

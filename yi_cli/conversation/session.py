@@ -37,11 +37,14 @@ class ChatSession:
     # The files this chat read or wrote the conversation from / to, as it left them (real path -> digest, not saved):
     # two yi-chats going on from one file share its id, and /save PATH replaces another's continuation only with !.
     known: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    # The first turn still in the context: the exchanges before it were dropped to fit (overflow) and stay in the
+    # session and its file. Deleted, one -c of a long session with a smaller context rewrote its file without them.
+    start: int = 0
 
     def messages(self) -> list[dict]:
         """The conversation as chat-template messages, system prompt first when set."""
         out = [{"role": "system", "content": self.system}] if self.system else []
-        out += [{"role": t.role, "content": t.content} for t in self.turns]
+        out += [{"role": t.role, "content": t.content} for t in self.turns[self.start :]]
         return out
 
     def add_exchange(
@@ -81,12 +84,14 @@ class ChatSession:
         if len(self.turns) < 2:
             return None
         a, u = self.turns.pop(), self.turns.pop()
+        self.start = min(self.start, max(0, len(self.turns) - 2))  # an exchange stays in the context, if any
         return u.content, a.content
 
     def clear(self) -> None:
         """/clear: a new conversation (the system prompt is kept), so a new id: its /save PATH does not replace the
         snapshot of the one before."""
         self.turns.clear()
+        self.start = 0
         self.id = new_id()
 
     def goes_on_from(self, other: ChatSession) -> bool:
@@ -107,12 +112,13 @@ class ChatSession:
         return self.turns[-1] if self.turns and self.turns[-1].role == "assistant" else None
 
     def drop_oldest(self, n_messages: int) -> None:
-        """Forget the oldest `n_messages` turns (context overflow); keeps roles alternating."""
-        assert n_messages % 2 == 0 or n_messages == len(self.turns), "drop whole exchanges"
-        del self.turns[:n_messages]
+        """Leave the oldest `n_messages` turns of the context out of it (overflow); they stay in the session."""
+        assert n_messages % 2 == 0 or n_messages == len(self.turns) - self.start, "drop whole exchanges"
+        self.start += n_messages
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "system": self.system, "turns": [asdict(t) for t in self.turns]}
+        start = {"context_start": self.start} if self.start else {}
+        return {"id": self.id, "system": self.system, "turns": [asdict(t) for t in self.turns], **start}
 
     @classmethod
     def from_dict(cls, data: dict) -> ChatSession:
@@ -138,4 +144,8 @@ class ChatSession:
             s.turns.append(Turn(t["role"], t["content"], tokens, reason, dict(stats)))
         if len(s.turns) % 2:
             raise ValueError("the last turn is a user message without a reply")
+        start = data.get("context_start", 0)
+        if type(start) is not int or start % 2 or not 0 <= start <= max(0, len(s.turns) - 2):
+            raise ValueError("context_start must be an even turn number before the last exchange")
+        s.start = start
         return s

@@ -63,6 +63,20 @@ def to_dict(chat, mode: str | None = None, created: str | None = None) -> dict:
     }
 
 
+def dumps(data: dict, indent: int | None = None) -> str:
+    """A session's file text, within the size a session file is read back at (inputs.SESSION_LIMIT): where it is
+    over, the oldest exchanges already dropped from the context (before `context_start`) are left out of the file,
+    about half of them at a time. The context itself is always written whole."""
+    text = json.dumps(data, ensure_ascii=False, indent=indent)
+    while (start := data.get("context_start", 0)) and len(text.encode("utf-8", "surrogatepass")) > inputs.SESSION_LIMIT:
+        cut = max(2, start // 4 * 2)
+        data = {**data, "turns": data["turns"][cut:], "context_start": start - cut}
+        if not data["context_start"]:
+            del data["context_start"]
+        text = json.dumps(data, ensure_ascii=False, indent=indent)
+    return text
+
+
 def _now() -> str:
     return _iso(datetime.now(UTC))
 
@@ -266,7 +280,7 @@ class Autosave:
             return
         self.conv = chat.session.id
         self.created = self.created or _now()
-        text = json.dumps(to_dict(chat, self.mode, self.created), ensure_ascii=False)
+        text = dumps(to_dict(chat, self.mode, self.created))
         try:
             with _signals_held():
                 if self.path is None:
@@ -276,7 +290,10 @@ class Autosave:
         except OSError as e:
             why = e.strerror or str(e)
             if why != self.failing:  # once, not after every turn, until it works again or fails otherwise
-                chat.render.notice(f"autosave failed ({why}); the chat goes on (the next turns are tried too)")
+                where = shown(str(self.path or sessions_dir()), 200)  # "(Not a directory)" alone said not where
+                chat.render.notice(
+                    f"autosave to {where} failed ({why}); the chat goes on (the next turns are tried too)"
+                )
             self.failing = why
         else:
             if self.failing:
@@ -291,7 +308,7 @@ def save(chat, path: str | None, replace: bool = False) -> Path:
     when it holds an earlier state of this same conversation (_refusal), so saving again stays one command; any
     other file only with `replace` (/save! PATH), as an editor's :w refuses another file without ! (a mistyped name
     replaced another snapshot). A FIFO, a device, a directory or a file this user may not write is refused."""
-    text = json.dumps(to_dict(chat, SAVED), ensure_ascii=False, indent=1)
+    text = dumps(to_dict(chat, SAVED), indent=1)
     p = inputs.user_path(path) if path else sessions_dir()
     try:
         if path:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import stat
 import sys
 
 from prompt_toolkit import PromptSession
@@ -26,12 +27,20 @@ from ..paths import data_dir, private_dir
 
 
 def history(render):
-    """A persistent history file (0600) in the data dir; in-memory with a warning when it cannot be written."""
+    """A persistent history file (0600) in the data dir; in-memory with a warning when it cannot be written. Opened
+    non-blocking and checked to be a regular file: a FIFO there hung the chat before its first prompt (an open for
+    writing waits for a reader), and a link to /dev/zero would be read without end."""
     path = data_dir() / "history"
     try:
         private_dir(path.parent)
-        fd = os.open(path, os.O_CREAT | os.O_APPEND | os.O_WRONLY, 0o600)
-        os.close(fd)
+        fd = os.open(path, os.O_CREAT | os.O_APPEND | os.O_WRONLY | getattr(os, "O_NONBLOCK", 0), 0o600)
+        try:
+            mode = os.fstat(fd).st_mode
+        finally:
+            os.close(fd)
+        if not stat.S_ISREG(mode):
+            render.notice(f"history is off: cannot write {path} (not a regular file: a {inputs.kind_of(path)})")
+            return InMemoryHistory()
         os.chmod(path, 0o600)
         return FileHistory(str(path))
     except OSError as e:

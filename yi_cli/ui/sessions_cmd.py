@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from rich.cells import cell_len, set_cell_size
@@ -40,7 +41,7 @@ def _count(text: str) -> int:
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
-    rows = store.entries()
+    rows = [{**r, "path": printable(r["path"]), "name": printable(r["name"])} for r in store.entries()]
     if args.limit is not None:
         rows = rows[: args.limit]
     if args.json:
@@ -49,15 +50,23 @@ def main(argv: list[str]) -> int:
     if not rows:
         print(f"no saved sessions in {store.sessions_dir()}", file=sys.stderr)
         return 0
-    print(f"{'updated (UTC)':20}  {'mode':11}  {'model':20}  {'exchanges':>9}  first line  (in {store.sessions_dir()})")
+    where = printable(str(store.sessions_dir()))
+    print(f"{'updated (UTC)':20}  {'mode':11}  {'model':20}  {'exchanges':>9}  first line  (in {where})")
     for r in rows:
         when = r["updated"].replace("T", " ").removesuffix("Z")[:19]
-        model = fit(r["model"], 20)
+        model, mode = fit(r["model"], 20), fit(str(r["mode"] or "-"), 11)  # a file's: as hostile as its text
         print(
-            f"{when:20}  {str(r['mode'] or '-'):11}  {model}{' ' * (20 - cell_len(model))}  {r['exchanges']:>9}  "
-            f"{fit(r['first_line'], 50)}  {r['name']}"
+            f"{when:20}  {mode}{' ' * (11 - cell_len(mode))}  {model}{' ' * (20 - cell_len(model))}  "
+            f"{r['exchanges']:>9}  {fit(r['first_line'], 50)}  {safe(r['name'])}"
         )
     return 0
+
+
+def printable(path: str) -> str:
+    """A file's name or path as UTF-8 can write it: a byte that is not UTF-8 in a name (`\\xff`, a file copied from a
+    Latin-1 system) is written as that escape. Kept as Python's surrogate, the listing (table or --json) ended in a
+    traceback on a UTF-8 terminal."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def fit(text: str, cells: int) -> str:
