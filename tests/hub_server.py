@@ -9,8 +9,9 @@
 404 RevisionNotFound. A missing repo answers 404 with X-Error-Code RepoNotFound; a gated repo's files answer 401
 GatedRepo unless the request carries `Authorization: Bearer <token>` with a token the server knows (model info and
 listing stay public, as on the real hub). Faults for tests: `drop[path] = n` sends n bytes of the next GET of `path`
-and closes the connection; `hold[path] = n` sends n bytes, sets `held` and waits for `release` (then closes). Every
-request is recorded in `log` as (method, path, Range header, has-auth).
+and closes the connection; `hold[path] = n` sends n bytes, sets `held` and waits for `release` (then closes);
+`corrupt[path] = data` serves data in place of the file's bytes to its GETs (its HEAD and listing unchanged: what
+the hub claims). Every request is recorded in `log` as (method, path, Range header, has-auth).
 
     python tests/hub_server.py --port 8765 acme/tiny-chat=/path/to/checkpoint   # serve by hand
 """
@@ -74,6 +75,7 @@ class FakeHub:
         self.drop_always: dict[str, int] = {}  # as drop, for every GET of the path until removed
         self.refuse: dict[str, int] = {}  # repo -> an HTTP status (401 / 403) for all its calls, no gated code
         self.fail: dict[str, int] = {}  # file name -> an HTTP status its GETs answer (a 500 on the weights)
+        self.corrupt: dict[str, bytes] = {}  # file name -> bytes its GETs send instead of the listed ones
         self.held = threading.Event()
         self.release = threading.Event()
         self.log: list[tuple[str, str, str | None, bool]] = []
@@ -171,7 +173,7 @@ class FakeHub:
         start = int(rng.split("=")[1].split("-")[0]) if rng and not head else 0
         if start:
             headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
-        body = data[start:]
+        body = (data if head else self.corrupt.get(name, data))[start:]
         dropped = None if head else self.drop.pop(name, self.drop_always.get(name))
         held = None if head else self.hold.pop(name, None)
         cut = dropped if dropped is not None else held

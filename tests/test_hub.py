@@ -293,6 +293,21 @@ def test_a_connection_cut_mid_file_on_every_retry_says_so_and_a_next_run_fetches
     assert (snapshot(env) / "model.safetensors").read_bytes() == demo_files["model.safetensors"]
 
 
+@pytest.mark.parametrize("name", ["tokenizer_config.json", "model.safetensors"])
+def test_a_file_whose_bytes_are_not_what_the_hub_lists_is_refused_and_fetched_again(hub, env, demo_files, name):
+    """Bytes of the listed size that are not the listed file (a proxy, a broken mirror): only LFS weights were
+    checked, so a tokenizer_config.json entered the snapshot, `pull` and `models` called the model ready, every chat
+    failed on it and no pull repaired it. Non-LFS files are checked against their git blob id."""
+    good = demo_files[name]
+    hub.corrupt[name] = good[:-10] + b"X" * 10
+    error_line(yi(env, "pull", "acme/tiny-chat"), 3, f"{name}: the download does not match its checksum")
+    assert not list((repo_dir(env) / "snapshots").glob(f"*/{name}"))
+    del hub.corrupt[name]
+    p = yi(env, "pull", "acme/tiny-chat")
+    assert p.returncode == 0, p.stderr.decode()
+    assert (snapshot(env) / name).read_bytes() == good
+
+
 def test_full_disk_is_one_line_and_the_partial_file_continues_later(hub, env, demo_files):
     def small_files():  # writes past 20 MB fail with EFBIG, as a full disk fails with ENOSPC
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)

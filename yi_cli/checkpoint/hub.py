@@ -8,7 +8,7 @@ Why not snapshot_download: since huggingface_hub 1.x a download goes to a per-pr
 on any failure, so Ctrl-C or a dropped connection restarts a 4 GB shard from zero. We keep the partial blob as
 blobs/<etag>.incomplete and continue it with a Range request (huggingface_hub's http_get, which also retries a
 connection dropped mid-file within the run). A file enters snapshots/ only once complete and checked (size, and
-the sha256 of LFS files), so a later run never trusts half a file.
+the sha256 of LFS files or the git blob id of others), so a later run never trusts half a file.
 """
 
 from __future__ import annotations
@@ -367,7 +367,7 @@ def _download(repo: str, entry, url: str, meta, blob: Path, progress) -> None:
                     "retry; run again to continue it"
                 ) from None
             raise
-    if entry.lfs is not None and _sha256(part) != entry.lfs.sha256:
+    if not _matches(part, entry):
         part.unlink()
         raise LoadError(f"{repo}/{entry.path}: the download does not match its checksum (discarded; run again)")
     os.chmod(part, 0o644)
@@ -381,12 +381,17 @@ def _cut_off(e: BaseException) -> bool:
     return isinstance(e, (httpx2.RemoteProtocolError, httpx2.ReadError))
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
+def _matches(path: Path, entry) -> bool:
+    """The bytes are the file the hub listed: an LFS file's sha256, any other's git blob id (sha1 of "blob SIZE\\0"
+    and the bytes). Checking LFS files only let a damaged tokenizer_config.json into the snapshot for good."""
+    if entry.lfs is not None:
+        h, want = hashlib.sha256(), entry.lfs.sha256
+    else:
+        h, want = hashlib.sha1(b"blob %d\0" % path.stat().st_size), entry.blob_id
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
-    return h.hexdigest()
+    return h.hexdigest() == want
 
 
 def hub_error(e: BaseException, repo: str, local: bool = True) -> LoadError:
