@@ -75,6 +75,7 @@ class FakeHub:
         self.drop_always: dict[str, int] = {}  # as drop, for every GET of the path until removed
         self.refuse: dict[str, int] = {}  # repo -> an HTTP status (401 / 403) for all its calls, no gated code
         self.fail: dict[str, int] = {}  # file name -> an HTTP status its GETs answer (a 500 on the weights)
+        self.retry_after: str | None = None  # a Retry-After header on the `fail` answers
         self.corrupt: dict[str, bytes] = {}  # file name -> bytes its GETs send instead of the listed ones
         self.held = threading.Event()
         self.release = threading.Event()
@@ -156,8 +157,9 @@ class FakeHub:
                 )
             if name not in repo.files:
                 return self._error(h, 404, "EntryNotFound", "Entry not found", {"X-Repo-Commit": repo.commit})
-            if name in self.fail:
-                return self._error(h, self.fail[name], None, "Internal Error")
+            if name in self.fail and not head:
+                extra = {"Retry-After": self.retry_after} if self.retry_after is not None else None
+                return self._error(h, self.fail[name], None, "Internal Error", extra)
             return self._file(h, repo, name, head)
         return self._error(h, 404, None, "Not found")
 

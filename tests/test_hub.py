@@ -293,6 +293,19 @@ def test_a_connection_cut_mid_file_on_every_retry_says_so_and_a_next_run_fetches
     assert (snapshot(env) / "model.safetensors").read_bytes() == demo_files["model.safetensors"]
 
 
+def test_a_hub_asking_to_wait_an_hour_says_so_at_once(hub, env):
+    """A 429 with `Retry-After: 3600` on the weights: huggingface_hub waited what the hub asked, five times over, with
+    no line (a pull silent for hours); a wait that long is one line at once."""
+    hub.fail["model.safetensors"] = status = 429
+    hub.retry_after = "3600"
+    p = yi(env, "pull", "acme/tiny-chat", timeout=120)  # without the fix: TimeoutExpired
+    lines = error_line(p, 3, f"answered HTTP {status} and asks to wait 3600 s before trying again", "try again later")
+    assert "Traceback" not in p.stderr.decode() and lines[-1].count("yi-chat:") == 1
+    hub.retry_after = None
+    del hub.fail["model.safetensors"]
+    assert yi(env, "pull", "acme/tiny-chat").returncode == 0
+
+
 @pytest.mark.parametrize("name", ["tokenizer_config.json", "model.safetensors"])
 def test_a_file_whose_bytes_are_not_what_the_hub_lists_is_refused_and_fetched_again(hub, env, demo_files, name):
     """Bytes of the listed size that are not the listed file (a proxy, a broken mirror): only LFS weights were

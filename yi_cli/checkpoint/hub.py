@@ -51,6 +51,17 @@ LOCK_NOTICE_S = 1.0  # a file another process is fetching: say so after this lon
 # huggingface_hub's client has no timeout (httpx's None): a hub that accepted the connection and never answered its
 # API calls hung a pull silently for good. Downloads keep their own (HF_HUB_DOWNLOAD_TIMEOUT, retried).
 CONNECT_S, ANSWER_S = 10.0, 60.0
+# huggingface_hub waits as long as a 429 / 503's Retry-After (or rate-limit reset) says, five times over, saying
+# nothing: `Retry-After: 3600` held a pull silent for hours. Longer than this is one line at once instead.
+RETRY_WAIT_S = 10
+
+
+class _WaitTooLong(Exception):
+    """The hub answered an error asking to be retried only after more than RETRY_WAIT_S seconds."""
+
+    def __init__(self, status: int, wait: int):
+        super().__init__(f"HTTP {status}, retry after {wait} s")
+        self.status, self.wait = status, wait
 
 
 def offline() -> bool:
@@ -262,9 +273,23 @@ def _bounded_client() -> None:
     def factory():
         client = _http.default_client_factory()
         client.timeout = httpx2.Timeout(ANSWER_S, connect=CONNECT_S)
+        client.event_hooks = {**client.event_hooks, "response": [*client.event_hooks["response"], _impatient]}
         return client
 
     set_client_factory(factory)
+
+
+def _impatient(response) -> None:
+    """Raise _WaitTooLong for an error whose wait (read as huggingface_hub's retries read it) is over RETRY_WAIT_S."""
+    from huggingface_hub.utils._http import _parse_retry_after, parse_ratelimit_headers
+
+    if response.status_code < 400:
+        return
+    limit = parse_ratelimit_headers(response.headers) if response.status_code == 429 else None
+    wait = limit.reset_in_seconds if limit is not None and limit.remaining == 0 else None
+    wait = _parse_retry_after(response.headers) if wait is None else wait
+    if wait is not None and wait > RETRY_WAIT_S:
+        raise _WaitTooLong(response.status_code, wait)
 
 
 def _loadable_as_listed(repo: str, files) -> None:
@@ -417,6 +442,11 @@ def hub_error(e: BaseException, repo: str, local: bool = True) -> LoadError:
         return LoadError(f"{repo}: no such revision on {where}")
     if isinstance(e, errors.RemoteEntryNotFoundError):
         return LoadError(f"{repo}: a file listed by the hub is missing on {where}; try again later")
+    if isinstance(e, _WaitTooLong):
+        return LoadError(
+            f"{repo}: {where} answered HTTP {e.status} and asks to wait {e.wait} s before trying again; try again "
+            "later (a partial download continues on the next run)"
+        )
     if isinstance(e, errors.HfHubHTTPError):
         status = getattr(getattr(e, "response", None), "status_code", "?")
         if status in (401, 403):  # not a gated repo (handled above): a token refused, or a private repo
