@@ -321,6 +321,16 @@ def test_a_file_whose_bytes_are_not_what_the_hub_lists_is_refused_and_fetched_ag
     assert (snapshot(env) / name).read_bytes() == good
 
 
+def test_a_file_longer_than_the_hub_lists_is_not_called_cut_short(hub, env, demo_files):
+    """The hub sent more bytes of the weights than it lists: the line said the download "ended short of its size"
+    and that running again continues it, where each run starts it over. It says what came, and keeps nothing."""
+    n = len(demo_files["model.safetensors"])
+    hub.corrupt["model.safetensors"] = demo_files["model.safetensors"] + b"EXTRA"
+    want = f"acme/tiny-chat/model.safetensors: {hub.url} sent {n + 5} bytes where it lists {n} (discarded"
+    error_line(yi(env, "pull", "acme/tiny-chat"), 3, want)
+    assert not list((repo_dir(env) / "blobs").glob("*.incomplete"))
+
+
 def test_full_disk_is_one_line_and_the_partial_file_continues_later(hub, env, demo_files):
     def small_files():  # writes past 20 MB fail with EFBIG, as a full disk fails with ENOSPC
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)

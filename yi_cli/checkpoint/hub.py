@@ -391,7 +391,15 @@ def _download(repo: str, entry, url: str, meta, blob: Path, progress) -> None:
                     f"{repo}: {endpoint()} closed the connection mid-download ({e.__class__.__name__}) on every "
                     "retry; run again to continue it"
                 ) from None
-            raise
+            got = fh.tell()
+            if meta.size is None or got <= meta.size:
+                raise
+            # More bytes than the hub lists (its "Consistency check failed" read as ended short): none to continue.
+            part.unlink()
+            raise LoadError(
+                f"{repo}/{entry.path}: {endpoint()} sent {got} bytes where it lists {meta.size} (discarded); "
+                "try again later"
+            ) from None
     if not _matches(part, entry):
         part.unlink()
         raise LoadError(f"{repo}/{entry.path}: the download does not match its checksum (discarded; run again)")
