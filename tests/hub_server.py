@@ -9,9 +9,10 @@
 404 RevisionNotFound. A missing repo answers 404 with X-Error-Code RepoNotFound; a gated repo's files answer 401
 GatedRepo unless the request carries `Authorization: Bearer <token>` with a token the server knows (model info and
 listing stay public, as on the real hub). Faults for tests: `drop[path] = n` sends n bytes of the next GET of `path`
-and closes the connection; `hold[path] = n` sends n bytes, sets `held` and waits for `release` (then closes);
-`corrupt[path] = data` serves data in place of the file's bytes to its GETs (its HEAD and listing unchanged: what
-the hub claims). Every request is recorded in `log` as (method, path, Range header, has-auth).
+and closes the connection; `hold[path] = n` sends n bytes, sets `held` and waits for `release` (then closes); `loop`
+holds paths whose GETs redirect to themselves; `corrupt[path] = data` serves data in place of the file's bytes to
+its GETs (its HEAD and listing unchanged: what the hub claims). Every request is recorded in `log` as (method, path,
+Range header, has-auth).
 
     python tests/hub_server.py --port 8765 acme/tiny-chat=/path/to/checkpoint   # serve by hand
 """
@@ -76,6 +77,7 @@ class FakeHub:
         self.refuse: dict[str, int] = {}  # repo -> an HTTP status (401 / 403) for all its calls, no gated code
         self.fail: dict[str, int] = {}  # file name -> an HTTP status its GETs answer (a 500 on the weights)
         self.retry_after: str | None = None  # a Retry-After header on the `fail` answers
+        self.loop: set[str] = set()  # file names whose GETs redirect to themselves
         self.corrupt: dict[str, bytes] = {}  # file name -> bytes its GETs send instead of the listed ones
         self.held = threading.Event()
         self.release = threading.Event()
@@ -157,6 +159,8 @@ class FakeHub:
                 )
             if name not in repo.files:
                 return self._error(h, 404, "EntryNotFound", "Entry not found", {"X-Repo-Commit": repo.commit})
+            if name in self.loop and not head:
+                return self._send(h, 302, b"", {"Location": raw}, head)
             if name in self.fail and not head:
                 extra = {"Retry-After": self.retry_after} if self.retry_after is not None else None
                 return self._error(h, self.fail[name], None, "Internal Error", extra)

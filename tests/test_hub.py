@@ -331,6 +331,15 @@ def test_a_file_longer_than_the_hub_lists_is_not_called_cut_short(hub, env, demo
     assert not list((repo_dir(env) / "blobs").glob("*.incomplete"))
 
 
+def test_a_redirect_loop_is_named_as_one(hub, env):
+    """The weights' URL redirecting to itself: the line was httpx's "download failed (TooManyRedirects: Exceeded 20
+    redirects while resolving '<the whole URL>'.)"; it says the hub redirects in a loop."""
+    hub.loop.add("model.safetensors")
+    error_line(
+        yi(env, "pull", "acme/tiny-chat"), 3, f"acme/tiny-chat: {hub.url} redirects in a loop", "try again later"
+    )
+
+
 def test_full_disk_is_one_line_and_the_partial_file_continues_later(hub, env, demo_files):
     def small_files():  # writes past 20 MB fail with EFBIG, as a full disk fails with ENOSPC
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)

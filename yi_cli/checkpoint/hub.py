@@ -461,6 +461,8 @@ def hub_error(e: BaseException, repo: str, local: bool = True) -> LoadError:
             why = "your token was refused or has no access to it" if token else f"if it is private, {LOGIN}"
             return LoadError(f"{repo}: {where} refused access (HTTP {status}); {why}")
         return LoadError(f"{repo}: {where} answered HTTP {status}; try again later")
+    if isinstance(e, httpx2.TooManyRedirects):  # not a TransportError: its line was httpx's, with the whole URL
+        return LoadError(f"{repo}: {where} redirects in a loop (too many redirects); try again later")
     if isinstance(e, httpx2.TimeoutException) and not isinstance(e, httpx2.ConnectTimeout):
         return LoadError(
             f"{repo}: {where} stopped answering (timed out waiting for data); try again later "
