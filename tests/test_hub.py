@@ -509,6 +509,14 @@ def test_a_malformed_hf_endpoint_is_one_line_exit_2(env, url):
         assert len(lines) == 1
 
 
+@pytest.mark.parametrize("url", [" http://127.0.0.1:1", "http://127.0.0.1:1/a b", "http://127.0.0.1:1\t"])
+def test_an_hf_endpoint_with_whitespace_is_a_usage_error_not_an_unreachable_hub(env, url):
+    """A space pasted before the URL, or one inside it or a tab after it, passed the check: `pull` said it "cannot
+    reach" the hub (exit 3) as if the network were down, or "download failed (InvalidURL: ...)"."""
+    lines = error_line(yi({**env, "HF_ENDPOINT": url}, "pull", "acme/tiny-chat"), 2, "HF_ENDPOINT=", "whitespace")
+    assert len(lines) == 1
+
+
 @pytest.mark.parametrize("damage", ["truncated", "deleted"])
 def test_a_damaged_cached_file_is_listed_so_and_pull_fetches_it_again(hub, env, damage):
     """A weights blob truncated or deleted after the fetch: `pull` said all was there (exit 0) and fetched nothing,
