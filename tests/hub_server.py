@@ -79,6 +79,7 @@ class FakeHub:
         self.retry_after: str | None = None  # a Retry-After header on the `fail` answers
         self.loop: set[str] = set()  # file names whose GETs redirect to themselves
         self.corrupt: dict[str, bytes] = {}  # file name -> bytes its GETs send instead of the listed ones
+        self.etags = True  # False: files are served without an ETag (a mirror or proxy that drops it)
         self.held = threading.Event()
         self.release = threading.Event()
         self.log: list[tuple[str, str, str | None, bool]] = []
@@ -175,6 +176,8 @@ class FakeHub:
             "Accept-Ranges": "bytes",
             "Content-Type": "application/octet-stream",
         }
+        if not self.etags:
+            del headers["ETag"]
         rng = h.headers.get("Range")
         start = int(rng.split("=")[1].split("-")[0]) if rng and not head else 0
         if start:

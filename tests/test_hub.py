@@ -340,6 +340,18 @@ def test_a_redirect_loop_is_named_as_one(hub, env):
     )
 
 
+def test_a_hub_that_sends_no_etag_is_fetched_by_the_listing(hub, env, demo_files):
+    """A mirror or proxy (HF_ENDPOINT) that drops the ETag header: the pull failed with "download failed (TypeError:
+    unsupported operand type(s) for /: 'PosixPath' and 'NoneType')". The listing names each blob as well."""
+    hub.etags = False
+    p = yi(env, "pull", "acme/tiny-chat")
+    assert p.returncode == 0, p.stderr.decode()
+    blob = repo_dir(env) / "blobs" / hashlib.sha256(demo_files["model.safetensors"]).hexdigest()
+    assert (snapshot(env) / "model.safetensors").resolve() == blob and blob.read_bytes() == demo_files[
+        "model.safetensors"
+    ]
+
+
 def test_full_disk_is_one_line_and_the_partial_file_continues_later(hub, env, demo_files):
     def small_files():  # writes past 20 MB fail with EFBIG, as a full disk fails with ENOSPC
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)

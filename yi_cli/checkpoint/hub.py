@@ -325,9 +325,12 @@ def _fetch_file(repo: str, commit: str, entry, root: Path, progress) -> None:
 
     url = hf_hub_url(repo, entry.path, revision=commit)
     meta = get_hf_file_metadata(url)
-    blob = root / "blobs" / meta.etag
+    # The hub's ETag is the listing's id (LFS sha256, else git blob id); a mirror or proxy that drops the header left
+    # None here, and the pull failed with a TypeError.
+    etag = meta.etag or _etag(entry)
+    blob = root / "blobs" / etag
     # huggingface_hub's lock for this blob: two processes never append to one partial file.
-    lock = root.parent / ".locks" / root.name / f"{meta.etag}.lock"
+    lock = root.parent / ".locks" / root.name / f"{etag}.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
     with _locked(lock, entry.path, progress):
         if blob.is_file() and meta.size is not None and blob.stat().st_size != meta.size:
@@ -365,7 +368,7 @@ def _download(repo: str, entry, url: str, meta, blob: Path, progress) -> None:
     from huggingface_hub.file_download import http_get
     from huggingface_hub.utils import build_hf_headers
 
-    part = blob.with_name(f"{meta.etag}.incomplete")  # huggingface_hub's own name for a partial blob
+    part = blob.with_name(f"{blob.name}.incomplete")  # huggingface_hub's own name for a partial blob
     have = part.stat().st_size if part.is_file() else 0
     if meta.size is not None and have > meta.size:
         part.unlink()
