@@ -79,6 +79,7 @@ class FakeHub:
         self.retry_after: str | None = None  # a Retry-After header on the `fail` answers
         self.loop: set[str] = set()  # file names whose GETs redirect to themselves
         self.corrupt: dict[str, bytes] = {}  # file name -> bytes its GETs send instead of the listed ones
+        self.not_a_hub = False  # True: every URL answers 200 with a web page (HF_ENDPOINT at some other server)
         self.etags = True  # False: files are served without an ETag (a mirror or proxy that drops it)
         self.held = threading.Event()
         self.release = threading.Event()
@@ -119,6 +120,8 @@ class FakeHub:
         path = unquote(raw)
         auth = h.headers.get("Authorization", "")
         self.log.append(("HEAD" if head else "GET", path, h.headers.get("Range"), bool(auth)))
+        if self.not_a_hub:
+            return self._send(h, 200, b"<html><body>Welcome</body></html>", {"Content-Type": "text/html"}, head)
         parts = [unquote(p) for p in raw.strip("/").split("/")]  # a revision's quoted / stays in its part
         for name, status in self.refuse.items():
             if f"/{name}/" in f"{path}/":

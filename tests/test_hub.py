@@ -352,6 +352,14 @@ def test_a_hub_that_sends_no_etag_is_fetched_by_the_listing(hub, env, demo_files
     ]
 
 
+def test_an_hf_endpoint_that_is_not_a_hub_says_so(hub, env):
+    """HF_ENDPOINT at a web server that is no hub (a page, 200, for every URL): the line was "download failed
+    (JSONDecodeError: Expecting value: line 1 column 1 (char 0))"."""
+    hub.not_a_hub = True
+    want = f"acme/tiny-chat: {hub.url} does not answer as a Hugging Face Hub does"
+    error_line(yi(env, "pull", "acme/tiny-chat"), 3, want, "check HF_ENDPOINT")
+
+
 def test_full_disk_is_one_line_and_the_partial_file_continues_later(hub, env, demo_files):
     def small_files():  # writes past 20 MB fail with EFBIG, as a full disk fails with ENOSPC
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)

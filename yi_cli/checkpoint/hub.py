@@ -169,6 +169,7 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
     the hub alone."""
     from huggingface_hub import HfApi
     from huggingface_hub.hf_api import RepoFile
+    from huggingface_hub.utils import HFValidationError
     from huggingface_hub.utils import logging as hub_logging
 
     if offline():
@@ -187,6 +188,13 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
     try:
         commit = api.repo_info(repo, revision=revision, timeout=ANSWER_S).sha  # its None would override the client's
         listed = [f for f in api.list_repo_tree(repo, recursive=True, revision=commit) if isinstance(f, RepoFile)]
+    except (ValueError, KeyError, TypeError) as e:  # answers that are not the hub's JSON: a page, a list, no sizes
+        if isinstance(e, HFValidationError):
+            raise hub_error(e, repo, local) from None
+        raise LoadError(
+            f"{repo}: {endpoint()} does not answer as a Hugging Face Hub does ({e.__class__.__name__}); check "
+            "HF_ENDPOINT"
+        ) from None
     except Exception as e:
         raise hub_error(e, repo, local) from None
     files = [f for f in listed if wanted(f.path, allow_pickle)]
