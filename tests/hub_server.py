@@ -9,8 +9,10 @@
 404 RevisionNotFound. A missing repo answers 404 with X-Error-Code RepoNotFound; a gated repo's files answer 401
 GatedRepo unless the request carries `Authorization: Bearer <token>` with a token the server knows (model info and
 listing stay public, as on the real hub). Faults for tests: `drop[path] = n` sends n bytes of the next GET of `path`
-and closes the connection; `hold[path] = n` sends n bytes, sets `held` and waits for `release` (then closes). Every
-request is recorded in `log` as (method, path, Range header, has-auth).
+and closes the connection; `hold[path] = n` sends n bytes, sets `held` and waits for `release` (then closes); `loop`
+holds paths whose GETs redirect to themselves; `corrupt[path] = data` serves data in place of the file's bytes to
+its GETs (its HEAD and listing unchanged: what the hub claims). Every request is recorded in `log` as (method, path,
+Range header, has-auth).
 
     python tests/hub_server.py --port 8765 acme/tiny-chat=/path/to/checkpoint   # serve by hand
 """
@@ -74,6 +76,11 @@ class FakeHub:
         self.drop_always: dict[str, int] = {}  # as drop, for every GET of the path until removed
         self.refuse: dict[str, int] = {}  # repo -> an HTTP status (401 / 403) for all its calls, no gated code
         self.fail: dict[str, int] = {}  # file name -> an HTTP status its GETs answer (a 500 on the weights)
+        self.retry_after: str | None = None  # a Retry-After header on the `fail` answers
+        self.loop: set[str] = set()  # file names whose GETs redirect to themselves
+        self.corrupt: dict[str, bytes] = {}  # file name -> bytes its GETs send instead of the listed ones
+        self.not_a_hub = False  # True: every URL answers 200 with a web page (HF_ENDPOINT at some other server)
+        self.etags = True  # False: files are served without an ETag (a mirror or proxy that drops it)
         self.held = threading.Event()
         self.release = threading.Event()
         self.log: list[tuple[str, str, str | None, bool]] = []
@@ -113,6 +120,8 @@ class FakeHub:
         path = unquote(raw)
         auth = h.headers.get("Authorization", "")
         self.log.append(("HEAD" if head else "GET", path, h.headers.get("Range"), bool(auth)))
+        if self.not_a_hub:
+            return self._send(h, 200, b"<html><body>Welcome</body></html>", {"Content-Type": "text/html"}, head)
         parts = [unquote(p) for p in raw.strip("/").split("/")]  # a revision's quoted / stays in its part
         for name, status in self.refuse.items():
             if f"/{name}/" in f"{path}/":
@@ -154,8 +163,11 @@ class FakeHub:
                 )
             if name not in repo.files:
                 return self._error(h, 404, "EntryNotFound", "Entry not found", {"X-Repo-Commit": repo.commit})
-            if name in self.fail:
-                return self._error(h, self.fail[name], None, "Internal Error")
+            if name in self.loop and not head:
+                return self._send(h, 302, b"", {"Location": raw}, head)
+            if name in self.fail and not head:
+                extra = {"Retry-After": self.retry_after} if self.retry_after is not None else None
+                return self._error(h, self.fail[name], None, "Internal Error", extra)
             return self._file(h, repo, name, head)
         return self._error(h, 404, None, "Not found")
 
@@ -167,11 +179,13 @@ class FakeHub:
             "Accept-Ranges": "bytes",
             "Content-Type": "application/octet-stream",
         }
+        if not self.etags:
+            del headers["ETag"]
         rng = h.headers.get("Range")
         start = int(rng.split("=")[1].split("-")[0]) if rng and not head else 0
         if start:
             headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
-        body = data[start:]
+        body = (data if head else self.corrupt.get(name, data))[start:]
         dropped = None if head else self.drop.pop(name, self.drop_always.get(name))
         held = None if head else self.hold.pop(name, None)
         cut = dropped if dropped is not None else held

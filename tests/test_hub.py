@@ -293,6 +293,73 @@ def test_a_connection_cut_mid_file_on_every_retry_says_so_and_a_next_run_fetches
     assert (snapshot(env) / "model.safetensors").read_bytes() == demo_files["model.safetensors"]
 
 
+def test_a_hub_asking_to_wait_an_hour_says_so_at_once(hub, env):
+    """A 429 with `Retry-After: 3600` on the weights: huggingface_hub waited what the hub asked, five times over, with
+    no line (a pull silent for hours); a wait that long is one line at once."""
+    hub.fail["model.safetensors"] = status = 429
+    hub.retry_after = "3600"
+    p = yi(env, "pull", "acme/tiny-chat", timeout=120)  # without the fix: TimeoutExpired
+    lines = error_line(p, 3, f"answered HTTP {status} and asks to wait 3600 s before trying again", "try again later")
+    assert "Traceback" not in p.stderr.decode() and lines[-1].count("yi-chat:") == 1
+    hub.retry_after = None
+    del hub.fail["model.safetensors"]
+    assert yi(env, "pull", "acme/tiny-chat").returncode == 0
+
+
+@pytest.mark.parametrize("name", ["tokenizer_config.json", "model.safetensors"])
+def test_a_file_whose_bytes_are_not_what_the_hub_lists_is_refused_and_fetched_again(hub, env, demo_files, name):
+    """Bytes of the listed size that are not the listed file (a proxy, a broken mirror): only LFS weights were
+    checked, so a tokenizer_config.json entered the snapshot, `pull` and `models` called the model ready, every chat
+    failed on it and no pull repaired it. Non-LFS files are checked against their git blob id."""
+    good = demo_files[name]
+    hub.corrupt[name] = good[:-10] + b"X" * 10
+    error_line(yi(env, "pull", "acme/tiny-chat"), 3, f"{name}: the download does not match its checksum")
+    assert not list((repo_dir(env) / "snapshots").glob(f"*/{name}"))
+    del hub.corrupt[name]
+    p = yi(env, "pull", "acme/tiny-chat")
+    assert p.returncode == 0, p.stderr.decode()
+    assert (snapshot(env) / name).read_bytes() == good
+
+
+def test_a_file_longer_than_the_hub_lists_is_not_called_cut_short(hub, env, demo_files):
+    """The hub sent more bytes of the weights than it lists: the line said the download "ended short of its size"
+    and that running again continues it, where each run starts it over. It says what came, and keeps nothing."""
+    n = len(demo_files["model.safetensors"])
+    hub.corrupt["model.safetensors"] = demo_files["model.safetensors"] + b"EXTRA"
+    want = f"acme/tiny-chat/model.safetensors: {hub.url} sent {n + 5} bytes where it lists {n} (discarded"
+    error_line(yi(env, "pull", "acme/tiny-chat"), 3, want)
+    assert not list((repo_dir(env) / "blobs").glob("*.incomplete"))
+
+
+def test_a_redirect_loop_is_named_as_one(hub, env):
+    """The weights' URL redirecting to itself: the line was httpx's "download failed (TooManyRedirects: Exceeded 20
+    redirects while resolving '<the whole URL>'.)"; it says the hub redirects in a loop."""
+    hub.loop.add("model.safetensors")
+    error_line(
+        yi(env, "pull", "acme/tiny-chat"), 3, f"acme/tiny-chat: {hub.url} redirects in a loop", "try again later"
+    )
+
+
+def test_a_hub_that_sends_no_etag_is_fetched_by_the_listing(hub, env, demo_files):
+    """A mirror or proxy (HF_ENDPOINT) that drops the ETag header: the pull failed with "download failed (TypeError:
+    unsupported operand type(s) for /: 'PosixPath' and 'NoneType')". The listing names each blob as well."""
+    hub.etags = False
+    p = yi(env, "pull", "acme/tiny-chat")
+    assert p.returncode == 0, p.stderr.decode()
+    blob = repo_dir(env) / "blobs" / hashlib.sha256(demo_files["model.safetensors"]).hexdigest()
+    assert (snapshot(env) / "model.safetensors").resolve() == blob and blob.read_bytes() == demo_files[
+        "model.safetensors"
+    ]
+
+
+def test_an_hf_endpoint_that_is_not_a_hub_says_so(hub, env):
+    """HF_ENDPOINT at a web server that is no hub (a page, 200, for every URL): the line was "download failed
+    (JSONDecodeError: Expecting value: line 1 column 1 (char 0))"."""
+    hub.not_a_hub = True
+    want = f"acme/tiny-chat: {hub.url} does not answer as a Hugging Face Hub does"
+    error_line(yi(env, "pull", "acme/tiny-chat"), 3, want, "check HF_ENDPOINT")
+
+
 def test_full_disk_is_one_line_and_the_partial_file_continues_later(hub, env, demo_files):
     def small_files():  # writes past 20 MB fail with EFBIG, as a full disk fails with ENOSPC
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -460,6 +527,14 @@ def test_a_malformed_hf_endpoint_is_one_line_exit_2(env, url):
     for args in (("pull", "acme/tiny-chat"), ("-m", "demo", "-p", "hi"), ("models",)):
         lines = error_line(yi({**env, "HF_ENDPOINT": url}, *args), 2, "HF_ENDPOINT=")
         assert len(lines) == 1
+
+
+@pytest.mark.parametrize("url", [" http://127.0.0.1:1", "http://127.0.0.1:1/a b", "http://127.0.0.1:1\t"])
+def test_an_hf_endpoint_with_whitespace_is_a_usage_error_not_an_unreachable_hub(env, url):
+    """A space pasted before the URL, or one inside it or a tab after it, passed the check: `pull` said it "cannot
+    reach" the hub (exit 3) as if the network were down, or "download failed (InvalidURL: ...)"."""
+    lines = error_line(yi({**env, "HF_ENDPOINT": url}, "pull", "acme/tiny-chat"), 2, "HF_ENDPOINT=", "whitespace")
+    assert len(lines) == 1
 
 
 @pytest.mark.parametrize("damage", ["truncated", "deleted"])

@@ -8,7 +8,7 @@ Why not snapshot_download: since huggingface_hub 1.x a download goes to a per-pr
 on any failure, so Ctrl-C or a dropped connection restarts a 4 GB shard from zero. We keep the partial blob as
 blobs/<etag>.incomplete and continue it with a Range request (huggingface_hub's http_get, which also retries a
 connection dropped mid-file within the run). A file enters snapshots/ only once complete and checked (size, and
-the sha256 of LFS files), so a later run never trusts half a file.
+the sha256 of LFS files or the git blob id of others), so a later run never trusts half a file.
 """
 
 from __future__ import annotations
@@ -51,6 +51,17 @@ LOCK_NOTICE_S = 1.0  # a file another process is fetching: say so after this lon
 # huggingface_hub's client has no timeout (httpx's None): a hub that accepted the connection and never answered its
 # API calls hung a pull silently for good. Downloads keep their own (HF_HUB_DOWNLOAD_TIMEOUT, retried).
 CONNECT_S, ANSWER_S = 10.0, 60.0
+# huggingface_hub waits as long as a 429 / 503's Retry-After (or rate-limit reset) says, five times over, saying
+# nothing: `Retry-After: 3600` held a pull silent for hours. Longer than this is one line at once instead.
+RETRY_WAIT_S = 10
+
+
+class _WaitTooLong(Exception):
+    """The hub answered an error asking to be retried only after more than RETRY_WAIT_S seconds."""
+
+    def __init__(self, status: int, wait: int):
+        super().__init__(f"HTTP {status}, retry after {wait} s")
+        self.status, self.wait = status, wait
 
 
 def offline() -> bool:
@@ -158,6 +169,7 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
     the hub alone."""
     from huggingface_hub import HfApi
     from huggingface_hub.hf_api import RepoFile
+    from huggingface_hub.utils import HFValidationError
     from huggingface_hub.utils import logging as hub_logging
 
     if offline():
@@ -176,6 +188,13 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
     try:
         commit = api.repo_info(repo, revision=revision, timeout=ANSWER_S).sha  # its None would override the client's
         listed = [f for f in api.list_repo_tree(repo, recursive=True, revision=commit) if isinstance(f, RepoFile)]
+    except (ValueError, KeyError, TypeError) as e:  # answers that are not the hub's JSON: a page, a list, no sizes
+        if isinstance(e, HFValidationError):
+            raise hub_error(e, repo, local) from None
+        raise LoadError(
+            f"{repo}: {endpoint()} does not answer as a Hugging Face Hub does ({e.__class__.__name__}); check "
+            "HF_ENDPOINT"
+        ) from None
     except Exception as e:
         raise hub_error(e, repo, local) from None
     files = [f for f in listed if wanted(f.path, allow_pickle)]
@@ -262,9 +281,25 @@ def _bounded_client() -> None:
     def factory():
         client = _http.default_client_factory()
         client.timeout = httpx2.Timeout(ANSWER_S, connect=CONNECT_S)
+        client.event_hooks = {**client.event_hooks, "response": [*client.event_hooks.get("response", []), _impatient]}
         return client
 
     set_client_factory(factory)
+
+
+def _impatient(response) -> None:
+    """Raise _WaitTooLong for an error whose wait (read as huggingface_hub's retries read it) is over RETRY_WAIT_S."""
+    if response.status_code < 400:
+        return
+    try:  # huggingface_hub's own readers of those headers (private: a release without them waits as it did)
+        from huggingface_hub.utils._http import _parse_retry_after, parse_ratelimit_headers
+    except ImportError:
+        return
+    limit = parse_ratelimit_headers(response.headers) if response.status_code == 429 else None
+    wait = limit.reset_in_seconds if limit is not None and limit.remaining == 0 else None
+    wait = _parse_retry_after(response.headers) if wait is None else wait
+    if wait is not None and wait > RETRY_WAIT_S:
+        raise _WaitTooLong(response.status_code, wait)
 
 
 def _loadable_as_listed(repo: str, files) -> None:
@@ -300,9 +335,12 @@ def _fetch_file(repo: str, commit: str, entry, root: Path, progress) -> None:
 
     url = hf_hub_url(repo, entry.path, revision=commit)
     meta = get_hf_file_metadata(url)
-    blob = root / "blobs" / meta.etag
+    # The hub's ETag is the listing's id (LFS sha256, else git blob id); a mirror or proxy that drops the header left
+    # None here, and the pull failed with a TypeError.
+    etag = meta.etag or _etag(entry)
+    blob = root / "blobs" / etag
     # huggingface_hub's lock for this blob: two processes never append to one partial file.
-    lock = root.parent / ".locks" / root.name / f"{meta.etag}.lock"
+    lock = root.parent / ".locks" / root.name / f"{etag}.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
     with _locked(lock, entry.path, progress):
         if blob.is_file() and meta.size is not None and blob.stat().st_size != meta.size:
@@ -340,7 +378,7 @@ def _download(repo: str, entry, url: str, meta, blob: Path, progress) -> None:
     from huggingface_hub.file_download import http_get
     from huggingface_hub.utils import build_hf_headers
 
-    part = blob.with_name(f"{meta.etag}.incomplete")  # huggingface_hub's own name for a partial blob
+    part = blob.with_name(f"{blob.name}.incomplete")  # huggingface_hub's own name for a partial blob
     have = part.stat().st_size if part.is_file() else 0
     if meta.size is not None and have > meta.size:
         part.unlink()
@@ -366,8 +404,16 @@ def _download(repo: str, entry, url: str, meta, blob: Path, progress) -> None:
                     f"{repo}: {endpoint()} closed the connection mid-download ({e.__class__.__name__}) on every "
                     "retry; run again to continue it"
                 ) from None
-            raise
-    if entry.lfs is not None and _sha256(part) != entry.lfs.sha256:
+            got = fh.tell()
+            if meta.size is None or got <= meta.size:
+                raise
+            # More bytes than the hub lists (its "Consistency check failed" read as ended short): none to continue.
+            part.unlink()
+            raise LoadError(
+                f"{repo}/{entry.path}: {endpoint()} sent {got} bytes where it lists {meta.size} (discarded); "
+                "try again later"
+            ) from None
+    if not _matches(part, entry):
         part.unlink()
         raise LoadError(f"{repo}/{entry.path}: the download does not match its checksum (discarded; run again)")
     os.chmod(part, 0o644)
@@ -381,12 +427,17 @@ def _cut_off(e: BaseException) -> bool:
     return isinstance(e, (httpx2.RemoteProtocolError, httpx2.ReadError))
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
+def _matches(path: Path, entry) -> bool:
+    """The bytes are the file the hub listed: an LFS file's sha256, any other's git blob id (sha1 of "blob SIZE\\0"
+    and the bytes). Checking LFS files only let a damaged tokenizer_config.json into the snapshot for good."""
+    if entry.lfs is not None:
+        h, want = hashlib.sha256(), entry.lfs.sha256
+    else:
+        h, want = hashlib.sha1(b"blob %d\0" % path.stat().st_size), entry.blob_id
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
-    return h.hexdigest()
+    return h.hexdigest() == want
 
 
 def hub_error(e: BaseException, repo: str, local: bool = True) -> LoadError:
@@ -412,12 +463,19 @@ def hub_error(e: BaseException, repo: str, local: bool = True) -> LoadError:
         return LoadError(f"{repo}: no such revision on {where}")
     if isinstance(e, errors.RemoteEntryNotFoundError):
         return LoadError(f"{repo}: a file listed by the hub is missing on {where}; try again later")
+    if isinstance(e, _WaitTooLong):
+        return LoadError(
+            f"{repo}: {where} answered HTTP {e.status} and asks to wait {e.wait} s before trying again; try again "
+            "later (a partial download continues on the next run)"
+        )
     if isinstance(e, errors.HfHubHTTPError):
         status = getattr(getattr(e, "response", None), "status_code", "?")
         if status in (401, 403):  # not a gated repo (handled above): a token refused, or a private repo
             why = "your token was refused or has no access to it" if token else f"if it is private, {LOGIN}"
             return LoadError(f"{repo}: {where} refused access (HTTP {status}); {why}")
         return LoadError(f"{repo}: {where} answered HTTP {status}; try again later")
+    if isinstance(e, httpx2.TooManyRedirects):  # not a TransportError: its line was httpx's, with the whole URL
+        return LoadError(f"{repo}: {where} redirects in a loop (too many redirects); try again later")
     if isinstance(e, httpx2.TimeoutException) and not isinstance(e, httpx2.ConnectTimeout):
         return LoadError(
             f"{repo}: {where} stopped answering (timed out waiting for data); try again later "

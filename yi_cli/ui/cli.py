@@ -96,6 +96,8 @@ def _check_hf_endpoint() -> None:
     url = os.environ.get("HF_ENDPOINT", "")
     if not url:
         return
+    if any(c.isspace() or not c.isprintable() for c in url):  # urlsplit passed ' http://...': "cannot reach", exit 3
+        raise UsageError(f"HF_ENDPOINT='{shown(url, 80)}' is not a URL (it contains whitespace or control characters)")
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 (checked on access: 'abc' or 99999 raise ValueError)
