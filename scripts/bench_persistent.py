@@ -117,6 +117,14 @@ def weights(n: int, k: int, layers: int, dev) -> tuple[torch.Tensor, torch.Tenso
     return words, sz.bfloat16().contiguous()
 
 
+def buffers(x0: torch.Tensor, y3: int) -> dict:
+    """x (a copy of x0) and the outputs of a layer's qkv, o and gate_up (y3 wide: SiLU's or gate and up both)."""
+    out = dict(X=x0.clone())
+    for name, n in (("Y1", QKV), ("Y2", HIDDEN), ("Y3", y3)):
+        out[name] = torch.empty(1, n, dtype=torch.bfloat16, device=x0.device)
+    return out
+
+
 def cfg_spec(text: str) -> tuple[str, tuple[int, ...]]:
     """--cfg NAME=RT,AHEAD,XAHEAD,PAIR,UNROLL for one of MATS (else a usage error)."""
     name, _, nums = text.partition("=")
@@ -163,12 +171,7 @@ def main() -> None:
 
         return run
 
-    bufs = dict(
-        X=x0.clone(),
-        Y1=torch.empty(1, QKV, dtype=torch.bfloat16, device=dev),
-        Y2=torch.empty(1, HIDDEN, dtype=torch.bfloat16, device=dev),
-        Y3=torch.empty(1, INTER, dtype=torch.bfloat16, device=dev),
-    )
+    bufs = buffers(x0, INTER)
     cnt = torch.zeros(1, dtype=torch.int32, device=dev)
     cfg = tuple((n, k, *c, silu) for n, k, c, silu in MATS.values())
     kargs = (

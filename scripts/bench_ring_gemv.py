@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from bench_parts import graph_time_us  # noqa: E402
-from bench_persistent import GROUP, weights  # noqa: E402
+from bench_persistent import GROUP, buffers, weights  # noqa: E402
 from triton.experimental import gluon  # noqa: E402
 from triton.experimental.gluon import language as gl  # noqa: E402
 from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma  # noqa: E402
@@ -58,27 +58,36 @@ PLAIN1 = gl.SwizzledSharedLayout(1, 1, 1, [0])
 
 
 @gluon.jit
-def _items(kind, pid, progs, SH: gl.constexpr):
-    """Tiles of a phase of this kind (0..3) that program pid takes."""
-    n = (
+def _work(kind, SH: gl.constexpr, UC: gl.constexpr):
+    """(tiles, units a tile, units) of a phase of this kind (0..3)."""
+    t = (
         (kind == 0).to(gl.int32) * (SH[0][0] // 16)
         + (kind == 1).to(gl.int32) * (SH[1][0] // 16)
         + (kind == 2).to(gl.int32) * (SH[2][0] // 16)
         + (kind == 3).to(gl.int32) * (SH[3][0] // 16)
     )
+    u0: gl.constexpr = (SH[0][1] // 64 + UC - 1) // UC  # kinds 0..2 share K
+    u3: gl.constexpr = (SH[3][1] // 64 + UC - 1) // UC
+    u = u0 + (kind == 3).to(gl.int32) * (u3 - u0)
+    return t, u, t * u
+
+
+@gluon.jit
+def _items(kind, pid, progs, SH: gl.constexpr, UC: gl.constexpr):
+    """Tiles of a phase of this kind (0..3) that program pid takes."""
+    n, _, _ = _work(kind, SH, UC)
     return gl.maximum(n - pid + progs - 1, 0) // progs
 
 
 @gluon.jit
 def _advance(lf, li, lu, phases, pid, progs, SH: gl.constexpr, UC: gl.constexpr):
     """The load cursor (phase, this program's tile of it, unit of the tile) one unit on."""
-    kind = lf % 4
-    kc = SH[0][1] // 64 + (kind == 3).to(gl.int32) * (SH[3][1] // 64 - SH[0][1] // 64)  # kinds 0..2 share K
+    _, per, _ = _work(lf % 4, SH, UC)
     lu += 1
-    if lu * UC >= kc:
+    if lu >= per:
         lu = lu * 0
         li += 1
-    while (li >= _items(lf % 4, pid, progs, SH)) & (lf < phases):
+    while (li >= _items(lf % 4, pid, progs, SH, UC)) & (lf < phases):
         lf += 1
         li = li * 0
     return lf, li, lu
@@ -356,21 +365,6 @@ def _consumers_pipe(X, Y1, Y2, Y3, D, ring, sring, xs, xsum, bars, empty, CNT, l
 
 
 @gluon.jit
-def _split_work(kind, SH: gl.constexpr, UC: gl.constexpr):
-    """(tiles, units a tile, units) of a phase of this kind (0..3) split by units (--split)."""
-    t = (
-        (kind == 0).to(gl.int32) * (SH[0][0] // 16)
-        + (kind == 1).to(gl.int32) * (SH[1][0] // 16)
-        + (kind == 2).to(gl.int32) * (SH[2][0] // 16)
-        + (kind == 3).to(gl.int32) * (SH[3][0] // 16)
-    )
-    u0: gl.constexpr = (SH[0][1] // 64 + UC - 1) // UC  # kinds 0..2 share K
-    u3: gl.constexpr = (SH[3][1] // 64 + UC - 1) // UC
-    u = u0 + (kind == 3).to(gl.int32) * (u3 - u0)
-    return t, u, t * u
-
-
-@gluon.jit
 def _owner(unit, w, progs):
     """The program whose range [floor(p·w / progs), floor((p + 1)·w / progs)) holds `unit`."""
     return ((unit + 1) * progs - 1) // w
@@ -380,11 +374,11 @@ def _owner(unit, w, progs):
 def _advance_split(lf, lu, phases, pid, progs, SH: gl.constexpr, UC: gl.constexpr):
     """The load cursor (phase, unit of the phase) one unit on: a program's units of a phase are a contiguous
     range of the phase's units (tile-major), the same count to within one for every program."""
-    _, _, w = _split_work(lf % 4, SH, UC)
+    _, _, w = _work(lf % 4, SH, UC)
     lu += 1
     while (lu >= ((pid + 1) * w) // progs) & (lf < phases):
         lf += 1
-        _, _, w = _split_work(lf % 4, SH, UC)
+        _, _, w = _work(lf % 4, SH, UC)
         lu = (pid * w) // progs
     return lf, lu
 
@@ -402,13 +396,13 @@ def _produce(D, ring, sring, bars, empty, layers, SPLIT: gl.constexpr):
     zero = pid * 0
     lf, li, lu, k = zero, zero, zero, zero
     if SPLIT:
-        _, _, w = _split_work(zero, SH, UC)
+        _, _, w = _work(zero, SH, UC)
         lu = (pid * w) // progs
     while lf < phases:
         slot = k % S
         mbarrier.wait(empty.index(slot), ((k // S) & 1) ^ 1)
         if SPLIT:
-            _, per, _ = _split_work(lf % 4, SH, UC)
+            _, per, _ = _work(lf % 4, SH, UC)
             _issue(D, lf, lu // per, lu % per, slot, ring, sring, bars, SH, UC)
             lf, lu = _advance_split(lf, lu, phases, pid, progs, SH, UC)
         else:
@@ -599,12 +593,7 @@ def main() -> None:
 
         return run
 
-    bufs = dict(
-        X=x0.clone(),
-        Y1=torch.empty(1, QKV, dtype=torch.bfloat16, device=dev),
-        Y2=torch.empty(1, HIDDEN, dtype=torch.bfloat16, device=dev),
-        Y3=torch.empty(1, 2 * INTER, dtype=torch.bfloat16, device=dev),
-    )
+    bufs = buffers(x0, 2 * INTER)  # gate_up's output as it is: gate and up
     cnt = torch.zeros(1, dtype=torch.int32, device=dev)
     part = torch.zeros(4 * 1376 * 2 * 16, dtype=torch.float32, device=dev)  # --split: a shared tile's two parts
     tcnt = torch.zeros(4 * 1376, dtype=torch.int32, device=dev)  # and how many of them are done
