@@ -10,21 +10,23 @@ scaled once, as gemv_mma's pairs). A program keeps --slots units in flight, issu
 whatever phase they belong to, so the weights of the phases after a barrier are on their way while it waits there:
 by one of its 8 warps between units (the warps meet at a barrier and the cursor's arithmetic is on their path), or
 with --ws by a warp of its own (gl.warp_specialize: it waits for a slot the 8 warps released, copies, moves on).
-With --pipe (and a producer warp) each unit
-is read into registers before the one before is computed. With --split (and a producer warp) each program takes a
-contiguous range of a phase's units instead of whole tiles, every program the same count to within one; a tile two
-programs share is added up by the one that finishes it last (BENCHMARKS.md: slower, its units no longer unrolled).
-After a barrier, x (the previous phase's output, from L2) is copied once into shared memory, with each chunk's sum
-of x (which gemv_mma computes by 4 more mma a chunk and tile), and each unit's B fragments are read there. No
-attention, no norm / residual / rope folds, and gate_up's output goes to down as it is (no SiLU: down reads its
-first 11008 rows), in both variants.
+With --pipe (and a producer warp) each unit is read into registers before the one before is computed. After
+a barrier, x (the previous phase's output, from L2) is copied once into shared memory, with each chunk's sum of x
+(which gemv_mma computes by 4 more mma a chunk and tile), and each unit's B fragments are read there. With --ll
+there is no grid barrier: each output word carries its phase's flag beside a bf16 pair (written whole, as NCCL's
+LL protocol does), and a program reads x again until every word carries the flag. No attention, no norm / residual
+/ rope folds, and gate_up's output goes to down as it is (no SiLU: down reads its first 11008 rows), in both
+variants. --probe times a part alone: the consumers computing whatever the ring holds (nowait), the phases with no
+unit (nounits: barriers, x's staging, stores), or (trace) where each phase's time goes, from the SM clock at its
+start, past its barrier, after x's staging and after its tiles.
 
     python3 scripts/bench_ring_gemv.py [--layers 32] [--rounds 3] [--slots 4] [--unit 32] [--per-sm 2]
-        [--ws | --pipe | --split]
+        [--ws | --pipe | --ll] [--probe nowait | nounits | trace]
 
 Prints one JSON line: µs of each variant (median of CUDA-graph replays), the largest error of the ring's result
 against the chain's after one layer and after two relative to the chain's largest value (the warps' sums are
-ordered as gemv_mma's only where its configuration takes pairs, as down's), the kernel's registers and shared memory.
+ordered as gemv_mma's only where its configuration takes pairs, as down's), the kernel's registers and shared memory,
+and with --probe trace µs of the launch in each part of the phases (averaged over the programs).
 """
 
 from __future__ import annotations
@@ -131,25 +133,43 @@ def _issue(D, lf, t, lu, slot, ring, sring, bars, SH: gl.constexpr, UC: gl.const
         tma.async_copy_global_to_shared(D[7], [layer * (KD // 2) + (UC // 2) * lu, t * 16], bar, sdst)
 
 
+@gluon.constexpr_function
+def _pow2(n):
+    """The least power of 2 >= n."""
+    return 1 << (int(n) - 1).bit_length()
+
+
+@gluon.jit
+def _x_at(KC: gl.constexpr, ROWS: gl.constexpr, WARPS: gl.constexpr):
+    """The chunks c and words j of x's staged rows as one [R·WARPS, 32] tensor (R: ROWS to a power of 2; row q is
+    staged row q // WARPS of warp q % WARPS, _stage_x's order; rows past ROWS at chunk KC, which is past x)."""
+    R: gl.constexpr = _pow2(ROWS)
+    LQ: gl.constexpr = gl.BlockedLayout([1, 1], [1, 32], [WARPS, 1], [1, 0])
+    q = gl.expand_dims(gl.arange(0, R * WARPS, layout=gl.SliceLayout(1, LQ)), 1)
+    j = gl.expand_dims(gl.arange(0, 32, layout=gl.SliceLayout(0, LQ)), 0)
+    r = q // WARPS
+    c = gl.where(r < ROWS, (r // 2) * (2 * WARPS) + 2 * (q % WARPS) + r % 2, KC)
+    return c + j * 0, j + c * 0
+
+
+@gluon.jit
+def _store_x(v, xs, xsum):
+    """x's staged rows (v: [R·WARPS, 32] words, _x_at's rows) into xs [rows, WARPS, 32] in one store, and each
+    chunk's sum of x (fp32) into xsum [rows, WARPS] in another (a store a row took a barrier a row; this is as
+    fast, with one: 969.5 / 970.5 µs against 971.9 / 972.7 for the 32 layers)."""
+    RW: gl.constexpr = v.shape[0]
+    xs._reinterpret(gl.int32, [xs.shape[0] * xs.shape[1], 32], PLAIN2).slice(0, RW).store(v)
+    lo = (v << 16).to(gl.float32, bitcast=True)
+    hi = (v & -65536).to(gl.float32, bitcast=True)
+    xsum._reinterpret(gl.float32, [xsum.shape[0] * xsum.shape[1]], PLAIN1).slice(0, RW).store(gl.sum(lo + hi, axis=1))
+
+
 @gluon.jit
 def _stage_x(X, xs, xsum, KC: gl.constexpr, ROWS: gl.constexpr, WARPS: gl.constexpr):
     """x's KC chunks (as int32 words, 0 past them) into shared memory [rows, WARPS, 32]: row 2b + h, warp w holds
-    chunk 2·WARPS·b + 2w + h (block b: one pair a warp), and each chunk's sum of x (fp32) into xsum [rows, WARPS].
-    (One store of all rows instead, the sums of a pair added here: 1009.6 µs against 981.0 for the 32 layers.)"""
-    LXS: gl.constexpr = gl.BlockedLayout([1, 1], [1, 32], [WARPS, 1], [1, 0])
-    w = gl.expand_dims(gl.arange(0, WARPS, layout=gl.SliceLayout(1, LXS)), 1)
-    j = gl.expand_dims(gl.arange(0, 32, layout=gl.SliceLayout(0, LXS)), 0)
-    X32 = X.to(gl.pointer_type(gl.int32))
-    vs = ()
-    for r in gl.static_range(ROWS):
-        c = (r // 2) * (2 * WARPS) + 2 * w + r % 2
-        vs = vs + (gl.load(X32 + c * 32 + j, mask=c < KC, other=0),)
-    for r in gl.static_range(ROWS):
-        v = vs[r]
-        xs.index(r).store(v)
-        lo = (v << 16).to(gl.float32, bitcast=True)
-        hi = (v & -65536).to(gl.float32, bitcast=True)
-        xsum.index(r).store(gl.sum(lo + hi, axis=1))
+    chunk 2·WARPS·b + 2w + h (block b: one pair a warp), and each chunk's sum of x (fp32) into xsum [rows, WARPS]."""
+    c, j = _x_at(KC, ROWS, WARPS)
+    _store_x(gl.load(X.to(gl.pointer_type(gl.int32)) + c * 32 + j, mask=c < KC, other=0), xs, xsum)
 
 
 @gluon.jit
@@ -194,13 +214,14 @@ def _acc_layout(warps):
 
 
 @gluon.jit
-def _fetch(ring, sring, bars, slot, parity, K4: gl.constexpr, WARPS: gl.constexpr):
+def _fetch(ring, sring, bars, slot, parity, K4: gl.constexpr, WARPS: gl.constexpr, WAIT: gl.constexpr = True):
     """The unit in ring slot `slot` into registers once its copies land (parity: of the slot's barrier): its codes
     (warp w rows 2p and 2p + 1 for its pairs p = w + 8k, lane l words 4l .. 4l + 3) and its scales (group p, rows g
-    and g + 8), as [UC, 128] and [UC / 2, 16]."""
+    and g + 8), as [UC, 128] and [UC / 2, 16]. WAIT False (--probe nowait): whatever the slot holds now."""
     LC: gl.constexpr = gl.BlockedLayout([2, 4], [1, 32], [WARPS, 1], [1, 0])
     LSP: gl.constexpr = gl.BlockedLayout([1, 1, 1], [1, 8, 4], [WARPS, 1, 1], [2, 1, 0])  # [group, row, t]
-    mbarrier.wait(bars.index(slot), parity)
+    if WAIT:
+        mbarrier.wait(bars.index(slot), parity)
     return ring.index(slot).load(LC), sring.index(slot).load(gl.SliceLayout(2, LSP))
 
 
@@ -241,23 +262,33 @@ def _compute(acc, v, sv, xs, xsum, uu, xz, K4: gl.constexpr, WARPS: gl.constexpr
 
 @gluon.jit
 def _unit(acc, ring, sring, xs, xsum, bars, empty, slot, parity, uu, xz, WS: gl.constexpr, K4: gl.constexpr,
-          WARPS: gl.constexpr):  # fmt: skip
+          WARPS: gl.constexpr, WAIT: gl.constexpr = True):  # fmt: skip
     """The accumulators after the unit in ring slot `slot` (_fetch, _compute); with WS the slot is released as soon
     as it is read."""
-    v, sv = _fetch(ring, sring, bars, slot, parity, K4, WARPS)
-    if WS:
+    v, sv = _fetch(ring, sring, bars, slot, parity, K4, WARPS, WAIT)
+    if WS and WAIT:
         _release(empty, slot)
     return _compute(acc, v, sv, xs, xsum, uu, xz, K4, WARPS)
 
 
 @gluon.jit
-def _enter(f, X, xs, xsum, CNT, progs, KC: gl.constexpr, UC: gl.constexpr, WARPS: gl.constexpr):
+def _clock():
+    """This SM's clock (cycles), for --probe trace."""
+    return gl.inline_asm_elementwise("mov.u64 $0, %clock64;", "=l", [], dtype=gl.int64, is_pure=False, pack=1)
+
+
+@gluon.jit
+def _enter(f, X, xs, xsum, CNT, progs, KC: gl.constexpr, UC: gl.constexpr, WARPS: gl.constexpr,
+           PROBE: gl.constexpr = 0, TR=None):  # fmt: skip
     """The start of phase f: every program's arrival at the end of phase f - 1, then its output x staged."""
     if f > 0:
         seen = gl.atomic_add(CNT, 0, sem="acquire", scope="gpu")
         while seen < f * progs:
             seen = gl.atomic_add(CNT, 0, sem="acquire", scope="gpu")
-    _stage_x(X, xs, xsum, KC, 2 * ((KC + UC - 1) // UC) * (UC // (2 * WARPS)), WARPS)
+    if PROBE == 3:
+        gl.store(TR + 1, _clock())
+    rows: gl.constexpr = 2 * ((KC + UC - 1) // UC) * (UC // (2 * WARPS))
+    _stage_x(X, xs, xsum, KC, rows, WARPS)
     gl.thread_barrier()
 
 
@@ -265,7 +296,7 @@ def _enter(f, X, xs, xsum, CNT, progs, KC: gl.constexpr, UC: gl.constexpr, WARPS
 def _phase(
     f, st, X, Y, D, ring, sring, xs, xsum, bars, empty, CNT, pid, progs, phases,
     N: gl.constexpr, KC: gl.constexpr, S: gl.constexpr, WARPS: gl.constexpr, SH: gl.constexpr, UC: gl.constexpr,
-    WS: gl.constexpr, PIPE: gl.constexpr,
+    WS: gl.constexpr, PIPE: gl.constexpr, PROBE: gl.constexpr,
 ):  # fmt: skip
     """This program's tiles of phase f (Y = W·x over X's K), units from the ring, refilled with the cursor's units;
     then its arrival."""
@@ -273,7 +304,12 @@ def _phase(
     LA: gl.constexpr = _acc_layout(WARPS)
     LXB: gl.constexpr = gl.BlockedLayout([1, 1, 8], [1, 8, 4], [WARPS, 1, 1], [2, 1, 0])  # [w, g, word]
     LY: gl.constexpr = gl.SliceLayout(1, _gathered(1, WARPS))
-    _enter(f, X, xs, xsum, CNT, progs, KC, UC, WARPS)
+    TR = (CNT + 64).to(gl.pointer_type(gl.int64)) + (pid * phases + f) * 4  # --probe trace: this phase's 4 clocks
+    if PROBE == 3:
+        gl.store(TR, _clock())
+    _enter(f, X, xs, xsum, CNT, progs, KC, UC, WARPS, PROBE=PROBE, TR=TR)
+    if PROBE == 3:
+        gl.store(TR + 2, _clock())
     UI: gl.constexpr = (KC + UC - 1) // UC
     K4: gl.constexpr = UC // (2 * WARPS)  # pairs a warp takes a unit: w, w + WARPS, ...
     gy = gl.expand_dims(gl.expand_dims(gl.arange(0, 8, layout=_dim(LY, 3, 1)), 0), 2)
@@ -301,8 +337,9 @@ def _phase(
                     nxt = _fetch(ring, sring, bars, (c + 1) % S, ((c + 1) // S) & 1, K4, WARPS)
                 acc = _compute(acc, cur[0], cur[1], xs, xsum, u, xz, K4, WARPS)
                 cur = nxt
-            else:
-                acc = _unit(acc, ring, sring, xs, xsum, bars, empty, slot, (c // S) & 1, u, xz, WS, K4, WARPS)
+            elif PROBE != 2:  # (--probe nounits: no unit at all)
+                acc = _unit(acc, ring, sring, xs, xsum, bars, empty, slot, (c // S) & 1, u, xz, WS, K4, WARPS,
+                            PROBE != 1)  # fmt: skip
             if not WS:  # the slot refilled by this program's warps, one thread issuing
                 gl.thread_barrier()
                 fence_async_shared()
@@ -313,6 +350,8 @@ def _phase(
         row = t * 16 + gy + zero3
         _epilogue(Y, acc[0], acc[2], row, c4, 1, N, fold, 1, WARPS, KC * 64, False, 0, False, 0, 0, 0,
                   (0, 0, 0, 0), 0, True)  # fmt: skip
+    if PROBE == 3:
+        gl.store(TR + 3, _clock())
     gl.thread_barrier()
     gl.atomic_add(CNT, 1, sem="release", scope="gpu")
     return lf, li, lu, c
@@ -321,6 +360,7 @@ def _phase(
 @gluon.jit
 def _consumers(
     X, Y1, Y2, Y3, D, ring, sring, xs, xsum, bars, empty, CNT, layers, WS: gl.constexpr, PIPE: gl.constexpr,
+    PROBE: gl.constexpr = 0,
 ):  # fmt: skip
     """The phases: `layers` layers of x -> qkv -> o -> gate_up -> down -> x. Without WS, these warps also issue the
     ring's copies (the first S here). The sizes come from the buffers' shapes (constexprs passed in warp_specialize's
@@ -343,13 +383,13 @@ def _consumers(
     for layer in range(layers):
         f = layer * 4
         st = _phase(f, st, X, Y1, D, ring, sring, xs, xsum, bars, empty, CNT, pid, progs, phases,
-                    SH[0][0], SH[0][1] // 64, S, WARPS, SH, UC, WS, PIPE)  # fmt: skip
+                    SH[0][0], SH[0][1] // 64, S, WARPS, SH, UC, WS, PIPE, PROBE)  # fmt: skip
         st = _phase(f + 1, st, Y1, Y2, D, ring, sring, xs, xsum, bars, empty, CNT, pid, progs, phases,
-                    SH[1][0], SH[1][1] // 64, S, WARPS, SH, UC, WS, PIPE)  # fmt: skip
+                    SH[1][0], SH[1][1] // 64, S, WARPS, SH, UC, WS, PIPE, PROBE)  # fmt: skip
         st = _phase(f + 2, st, Y2, Y3, D, ring, sring, xs, xsum, bars, empty, CNT, pid, progs, phases,
-                    SH[2][0], SH[2][1] // 64, S, WARPS, SH, UC, WS, PIPE)  # fmt: skip
+                    SH[2][0], SH[2][1] // 64, S, WARPS, SH, UC, WS, PIPE, PROBE)  # fmt: skip
         st = _phase(f + 3, st, Y3, X, D, ring, sring, xs, xsum, bars, empty, CNT, pid, progs, phases,
-                    SH[3][0], SH[3][1] // 64, S, WARPS, SH, UC, WS, PIPE)  # fmt: skip
+                    SH[3][0], SH[3][1] // 64, S, WARPS, SH, UC, WS, PIPE, PROBE)  # fmt: skip
 
 
 @gluon.jit
@@ -359,34 +399,172 @@ def _consumers_ws(X, Y1, Y2, Y3, D, ring, sring, xs, xsum, bars, empty, CNT, lay
 
 
 @gluon.jit
+def _consumers_nowait(X, Y1, Y2, Y3, D, ring, sring, xs, xsum, bars, empty, CNT, layers):
+    """_consumers computing whatever the ring holds (--probe nowait: the producer copies nothing, the consumers
+    neither wait nor release: their own speed)."""
+    _consumers(X, Y1, Y2, Y3, D, ring, sring, xs, xsum, bars, empty, CNT, layers, True, False, 1)
+
+
+@gluon.jit
+def _consumers_nounits(X, Y1, Y2, Y3, D, ring, sring, xs, xsum, bars, empty, CNT, layers):
+    """_consumers with no unit (--probe nounits: the phases' barriers, x's staging and the stores alone)."""
+    _consumers(X, Y1, Y2, Y3, D, ring, sring, xs, xsum, bars, empty, CNT, layers, True, False, 2)
+
+
+@gluon.jit
+def _consumers_trace(X, Y1, Y2, Y3, D, ring, sring, xs, xsum, bars, empty, CNT, layers):
+    """_consumers beside a producer warp, each phase's clocks at its start, after the grid barrier, after x's
+    staging and after its tiles into CNT[64:] (--probe trace)."""
+    _consumers(X, Y1, Y2, Y3, D, ring, sring, xs, xsum, bars, empty, CNT, layers, True, False, 3)
+
+
+@gluon.jit
 def _consumers_pipe(X, Y1, Y2, Y3, D, ring, sring, xs, xsum, bars, empty, CNT, layers):
     """_consumers beside a producer warp, each unit read before the one before is computed (--pipe)."""
     _consumers(X, Y1, Y2, Y3, D, ring, sring, xs, xsum, bars, empty, CNT, layers, True, True)
 
 
 @gluon.jit
-def _owner(unit, w, progs):
-    """The program whose range [floor(p·w / progs), floor((p + 1)·w / progs)) holds `unit`."""
-    return ((unit + 1) * progs - 1) // w
+def _ll_words(IN, expect, KC: gl.constexpr, ROWS: gl.constexpr, WARPS: gl.constexpr):
+    """--ll: x's words of _stage_x's rows from IN (int64 words: a bf16 pair, then its phase's flag), and how many
+    of them carry another flag than `expect` (not written yet: 0 once every program's output has landed)."""
+    c, j = _x_at(KC, ROWS, WARPS)
+    v = gl.load(IN + c * 32 + j, mask=c < KC, other=expect.to(gl.int64) << 32, volatile=True)
+    late = ((v >> 32).to(gl.int32) != expect).to(gl.int32)
+    return v.to(gl.int32), gl.sum(gl.sum(late, axis=1), axis=0)
 
 
 @gluon.jit
-def _advance_split(lf, lu, phases, pid, progs, SH: gl.constexpr, UC: gl.constexpr):
-    """The load cursor (phase, unit of the phase) one unit on: a program's units of a phase are a contiguous
-    range of the phase's units (tile-major), the same count to within one for every program."""
-    _, _, w = _work(lf % 4, SH, UC)
-    lu += 1
-    while (lu >= ((pid + 1) * w) // progs) & (lf < phases):
-        lf += 1
-        _, _, w = _work(lf % 4, SH, UC)
-        lu = (pid * w) // progs
-    return lf, lu
+def _stage_ll(IN, xs, xsum, expect, KC: gl.constexpr, ROWS: gl.constexpr, WARPS: gl.constexpr):
+    """_stage_x from --ll words: read again until every word carries phase f - 1's flag (no grid barrier: the
+    flags are the data's own, each word written and read whole)."""
+    v, late = _ll_words(IN, expect, KC, ROWS, WARPS)
+    while late > 0:
+        v, late = _ll_words(IN, expect, KC, ROWS, WARPS)
+    _store_x(v, xs, xsum)
 
 
 @gluon.jit
-def _produce(D, ring, sring, bars, empty, layers, SPLIT: gl.constexpr):
-    """One warp issuing the ring's copies in the order the consumers take them, each into a slot they released:
-    a program's tiles of each phase (SPLIT: its range of units of each phase)."""
+def _pairs(v, WARPS: gl.constexpr):
+    """[1, 8, 4, 2] (tile, g, t, h: row g + 8h) -> the even and odd rows [1, 4, 8] (t, word: rows 2·word, + 1)."""
+    L4: gl.constexpr = gl.BlockedLayout([1, 1, 1, 2], [1, 4, 8, 1], [WARPS, 1, 1, 1], [3, 2, 1, 0])
+    v = gl.reshape(gl.permute(v, [0, 2, 3, 1]), [1, 4, 8, 2])
+    return gl.split(gl.convert_layout(v, L4))
+
+
+@gluon.jit
+def _store_ll(OUT, acc, t, flag, WARPS: gl.constexpr):
+    """--ll: tile t's 16 rows (the warps' sums of x row 0's column) as 8 words of OUT: a bf16 pair of rows 2i and
+    2i + 1, then `flag`, each word written whole (relaxed 64-bit exchange), so that a reader that sees the flag
+    sees its pair."""
+    LS: gl.constexpr = gl.SliceLayout(1, _gathered2(1, WARPS))  # [1, 8, 4, 2]: tile, g, t, h
+    both = gl.convert_layout(gl.join(acc[0], acc[2]), _gathered2(1, WARPS))
+    y = gl.sum(both, axis=1)
+    g = gl.expand_dims(gl.expand_dims(gl.expand_dims(gl.arange(0, 8, layout=_dim(LS, 4, 1)), 0), 2), 3)
+    tt = gl.expand_dims(gl.expand_dims(gl.expand_dims(gl.arange(0, 4, layout=_dim(LS, 4, 2)), 0), 1), 3)
+    h = gl.expand_dims(gl.expand_dims(gl.expand_dims(gl.arange(0, 2, layout=_dim(LS, 4, 3)), 0), 1), 2)
+    word = (g + 8 * h) // 2 + tt * 16  # word, and (t > 0: a column of x's other rows) 16 past the tile's 8
+    ylo, yhi = _pairs(y, WARPS)
+    wlo, _ = _pairs(word + y.to(gl.int32) * 0, WARPS)
+    lo = ylo.to(gl.bfloat16).to(gl.int16, bitcast=True).to(gl.int32) & 65535
+    hi = yhi.to(gl.bfloat16).to(gl.int16, bitcast=True).to(gl.int32)
+    val = ((lo | (hi << 16)).to(gl.int64) & 4294967295) | (flag.to(gl.int64) << 32)
+    gl.atomic_xchg(OUT + t * 8 + wlo, val, mask=wlo < 8, sem="relaxed", scope="gpu")
+
+
+@gluon.jit
+def _phase_ll(
+    f, st, IN, OUT, ep, EPOCH, phases, ring, sring, xs, xsum, bars, empty,
+    N: gl.constexpr, KC: gl.constexpr, S: gl.constexpr, WARPS: gl.constexpr, UC: gl.constexpr,
+    FIRST: gl.constexpr, PROBE: gl.constexpr,
+):  # fmt: skip
+    """_phase (a producer warp) with --ll words in and out instead of a grid barrier: x staged once every word of
+    phase f - 1 carries its flag (FIRST: x0 as it is, bf16), this program's tiles computed as _phase computes them,
+    each stored with phase f's flag."""
+    LA: gl.constexpr = _acc_layout(WARPS)
+    LXB: gl.constexpr = gl.BlockedLayout([1, 1, 8], [1, 8, 4], [WARPS, 1, 1], [2, 1, 0])  # [w, g, word]
+    pid = gl.program_id(0)
+    progs = gl.num_programs(0)
+    c = st
+    UI: gl.constexpr = (KC + UC - 1) // UC
+    K4: gl.constexpr = UC // (2 * WARPS)
+    ROWS: gl.constexpr = 2 * UI * K4
+    TR = (EPOCH + 64).to(gl.pointer_type(gl.int64)) + (pid * phases + f) * 4  # --probe trace
+    if PROBE == 3:
+        gl.store(TR, _clock())
+        gl.store(TR + 1, _clock())  # (no grid barrier: the wait for x is in its staging)
+    if pid < N // 16:  # (a program without a tile reads no x)
+        if FIRST:
+            _stage_x(IN, xs, xsum, KC, ROWS, WARPS)
+        else:
+            _stage_ll(IN, xs, xsum, ep + f, KC, ROWS, WARPS)
+        gl.thread_barrier()
+    if PROBE == 3:
+        gl.store(TR + 2, _clock())
+    xz = gl.zeros([WARPS, 8, 32], gl.int32, LXB)
+    for t in range(pid, N // 16, progs):
+        zero = gl.zeros([1, WARPS, 8, 4], gl.float32, LA)
+        acc = (zero, zero, zero, zero)
+        for u in gl.static_range(UI):
+            if PROBE != 2:
+                acc = _unit(acc, ring, sring, xs, xsum, bars, empty, c % S, (c // S) & 1, u, xz, True, K4, WARPS)
+            c += 1
+        _store_ll(OUT, acc, t, ep + f + 1, WARPS)
+    if PROBE == 3:
+        gl.store(TR + 3, _clock())
+    gl.thread_barrier()  # x's shared memory read by every warp before the next phase stages its own
+    return c
+
+
+@gluon.jit
+def _layer_ll(f, c, IN, LQ, LO, LG, LD, ep, EPOCH, phases, ring, sring, xs, xsum, bars, empty, FIRST: gl.constexpr,
+              PROBE: gl.constexpr):  # fmt: skip
+    """A layer's four phases with --ll words (FIRST: IN is x0, bf16; else the layer before's down, LD)."""
+    S: gl.constexpr = ring.shape[0]
+    UC: gl.constexpr = ring.shape[1]
+    WARPS: gl.constexpr = xs.shape[1]
+    SH: gl.constexpr = SH_
+    at = (ep, EPOCH, phases, ring, sring, xs, xsum, bars, empty)
+    c = _phase_ll(f, c, IN, LQ, *at, SH[0][0], SH[0][1] // 64, S, WARPS, UC, FIRST, PROBE)
+    c = _phase_ll(f + 1, c, LQ, LO, *at, SH[1][0], SH[1][1] // 64, S, WARPS, UC, False, PROBE)
+    c = _phase_ll(f + 2, c, LO, LG, *at, SH[2][0], SH[2][1] // 64, S, WARPS, UC, False, PROBE)
+    c = _phase_ll(f + 3, c, LG, LD, *at, SH[3][0], SH[3][1] // 64, S, WARPS, UC, False, PROBE)
+    return c
+
+
+@gluon.jit
+def _consumers_llp(X, LQ, LO, LG, LD, EPOCH, ring, sring, xs, xsum, bars, empty, layers, PROBE: gl.constexpr):
+    """The phases with --ll words: x0 (bf16) -> qkv -> o -> gate_up -> down (LQ .. LD), `layers` times; the flags
+    are this launch's EPOCH (a counter the host adds 1 to before each launch) times 4096 plus the phase's number."""
+    ep = gl.load(EPOCH) * 4096
+    at = (ep, EPOCH, layers * 4, ring, sring, xs, xsum, bars, empty)
+    c = _layer_ll(0, ep * 0, X, LQ, LO, LG, LD, *at, True, PROBE)
+    for layer in range(1, layers):
+        c = _layer_ll(layer * 4, c, LD, LQ, LO, LG, LD, *at, False, PROBE)
+
+
+@gluon.jit
+def _consumers_ll(X, LQ, LO, LG, LD, EPOCH, ring, sring, xs, xsum, bars, empty, layers):
+    """_consumers_llp (its PROBE a literal)."""
+    _consumers_llp(X, LQ, LO, LG, LD, EPOCH, ring, sring, xs, xsum, bars, empty, layers, 0)
+
+
+@gluon.jit
+def _consumers_ll_trace(X, LQ, LO, LG, LD, EPOCH, ring, sring, xs, xsum, bars, empty, layers):
+    """_consumers_llp with each phase's clocks into EPOCH[64:] (--ll --probe trace)."""
+    _consumers_llp(X, LQ, LO, LG, LD, EPOCH, ring, sring, xs, xsum, bars, empty, layers, 3)
+
+
+@gluon.jit
+def _consumers_ll_nounits(X, LQ, LO, LG, LD, EPOCH, ring, sring, xs, xsum, bars, empty, layers):
+    """_consumers_llp with no unit (--ll --probe nounits)."""
+    _consumers_llp(X, LQ, LO, LG, LD, EPOCH, ring, sring, xs, xsum, bars, empty, layers, 2)
+
+
+@gluon.jit
+def _produce(D, ring, sring, bars, empty, layers):
+    """One warp issuing the ring's copies in the order the consumers take them (a program's tiles of each phase),
+    each into a slot they released."""
     S: gl.constexpr = ring.shape[0]
     UC: gl.constexpr = ring.shape[1]
     SH: gl.constexpr = SH_
@@ -395,124 +573,25 @@ def _produce(D, ring, sring, bars, empty, layers, SPLIT: gl.constexpr):
     phases = layers * 4
     zero = pid * 0
     lf, li, lu, k = zero, zero, zero, zero
-    if SPLIT:
-        _, _, w = _work(zero, SH, UC)
-        lu = (pid * w) // progs
     while lf < phases:
         slot = k % S
         mbarrier.wait(empty.index(slot), ((k // S) & 1) ^ 1)
-        if SPLIT:
-            _, per, _ = _work(lf % 4, SH, UC)
-            _issue(D, lf, lu // per, lu % per, slot, ring, sring, bars, SH, UC)
-            lf, lu = _advance_split(lf, lu, phases, pid, progs, SH, UC)
-        else:
-            _issue(D, lf, pid + li * progs, lu, slot, ring, sring, bars, SH, UC)
-            lf, li, lu = _advance(lf, li, lu, phases, pid, progs, SH, UC)
+        _issue(D, lf, pid + li * progs, lu, slot, ring, sring, bars, SH, UC)
+        lf, li, lu = _advance(lf, li, lu, phases, pid, progs, SH, UC)
         k += 1
 
 
 @gluon.jit
 def _producer(DQ, DO, DG, DD, SQ, SO, SG, SD, DT8, DT4, ST4, ST2, ring, sring, bars, empty, layers):
-    """_produce of a program's tiles (its SPLIT a literal: a constexpr)."""
-    _produce((DQ, DO, DG, DD, SQ, SO, SG, SD, DT8, DT4, ST4, ST2), ring, sring, bars, empty, layers, False)
-
-
-@gluon.jit
-def _producer_split(DQ, DO, DG, DD, SQ, SO, SG, SD, DT8, DT4, ST4, ST2, ring, sring, bars, empty, layers):
-    """_produce of a program's ranges of units (--split)."""
-    _produce((DQ, DO, DG, DD, SQ, SO, SG, SD, DT8, DT4, ST4, ST2), ring, sring, bars, empty, layers, True)
-
-
-@gluon.jit
-def _phase_split(
-    f, c, X, Y, PART, TCNT, ring, sring, xs, xsum, bars, empty, CNT, pid, progs,
-    N: gl.constexpr, KC: gl.constexpr, S: gl.constexpr, WARPS: gl.constexpr, UC: gl.constexpr,
-):  # fmt: skip
-    """This program's range of units of phase f (tile-major; the producer warp copies them): a tile whose units all
-    fall in the range is stored as _phase stores it; a part of a tile (two programs share it) leaves its fp32 sums in
-    PART [4, 1376, 2, 16] and counts itself at TCNT[kind, tile], and the part that counts last adds both parts in
-    order (the same bits whichever finishes first), rounds and stores the rows."""
-    LA: gl.constexpr = _acc_layout(WARPS)
-    LXB: gl.constexpr = gl.BlockedLayout([1, 1, 8], [1, 8, 4], [WARPS, 1, 1], [2, 1, 0])  # [w, g, word]
-    LG: gl.constexpr = _gathered(1, WARPS)
-    LY: gl.constexpr = gl.SliceLayout(1, LG)
-    kind = f % 4
-    _enter(f, X, xs, xsum, CNT, progs, KC, UC, WARPS)
-    U: gl.constexpr = (KC + UC - 1) // UC
-    W: gl.constexpr = (N // 16) * U
-    K4: gl.constexpr = UC // (2 * WARPS)
-    gy = gl.expand_dims(gl.expand_dims(gl.arange(0, 8, layout=_dim(LY, 3, 1)), 0), 2)
-    c4 = 2 * gl.arange(0, 4, layout=_dim(LY, 3, 2))
-    zero3 = gl.expand_dims(gl.expand_dims(c4, 0), 1) * 0 + gy * 0
-    col0 = (gl.expand_dims(gl.expand_dims(c4, 0), 1) + gy * 0) == 0  # x's row 0 (the D columns of t = 0)
-    xz = gl.zeros([WARPS, 8, 32], gl.int32, LXB)
-    zero = gl.zeros([1, WARPS, 8, 4], gl.float32, LA)
-    acc = (zero, zero, zero, zero)
-    start = (pid * W) // progs
-    end = ((pid + 1) * W) // progs
-    for u in range(start, end):
-        t = u // U
-        uu = u % U
-        keep = ((uu != 0) & (u != start)).to(gl.float32)  # a part starts from zero
-        acc = (acc[0] * keep, acc[1] * keep, acc[2] * keep, acc[3] * keep)
-        acc = _unit(acc, ring, sring, xs, xsum, bars, empty, c % S, (c // S) & 1, uu, xz, True, K4, WARPS)
-        c += 1
-        if (uu == U - 1) | (u == end - 1):  # the end of this program's part of tile t
-            both = gl.convert_layout(gl.join(acc[0], acc[2]), _gathered2(1, WARPS))
-            y0, y2 = gl.split(gl.sum(both, axis=1))
-            y0 = gl.convert_layout(y0, LY)
-            y2 = gl.convert_layout(y2, LY)
-            row = t * 16 + gy + zero3
-            if (t * U >= start) & (uu == U - 1):  # the whole tile here
-                gl.store(Y + row, y0.to(Y.dtype.element_ty), mask=col0)
-                gl.store(Y + row + 8, y2.to(Y.dtype.element_ty), mask=col0)
-            else:
-                first = _owner(t * U, W, progs)
-                at = PART + ((kind * 1376 + t) * 2 + (pid - first)) * 16 + gy + zero3
-                gl.store(at, y0, mask=col0)
-                gl.store(at + 8, y2, mask=col0)
-                gl.thread_barrier()
-                done = gl.atomic_add(TCNT + kind * 1376 + t, 1, sem="acq_rel", scope="gpu")
-                if done % 2 == 1:  # the other part is in PART: both, in order
-                    at = PART + (kind * 1376 + t) * 32 + gy + zero3
-                    p0 = gl.load(at, mask=col0, other=0.0, cache_modifier=".cg")
-                    q0 = gl.load(at + 8, mask=col0, other=0.0, cache_modifier=".cg")
-                    p1 = gl.load(at + 16, mask=col0, other=0.0, cache_modifier=".cg")
-                    q1 = gl.load(at + 24, mask=col0, other=0.0, cache_modifier=".cg")
-                    gl.store(Y + row, (p0 + p1).to(Y.dtype.element_ty), mask=col0)
-                    gl.store(Y + row + 8, (q0 + q1).to(Y.dtype.element_ty), mask=col0)
-    gl.thread_barrier()
-    gl.atomic_add(CNT, 1, sem="release", scope="gpu")
-    return c
-
-
-@gluon.jit
-def _consumers_split(X, Y1, Y2, Y3, PART, TCNT, ring, sring, xs, xsum, bars, empty, CNT, layers):
-    """_consumers for --split (beside _producer_split)."""
-    S: gl.constexpr = ring.shape[0]
-    UC: gl.constexpr = ring.shape[1]
-    WARPS: gl.constexpr = xs.shape[1]
-    SH: gl.constexpr = SH_
-    pid = gl.program_id(0)
-    progs = gl.num_programs(0)
-    c = pid * 0
-    for layer in range(layers):
-        f = layer * 4
-        c = _phase_split(f, c, X, Y1, PART, TCNT, ring, sring, xs, xsum, bars, empty, CNT, pid, progs,
-                         SH[0][0], SH[0][1] // 64, S, WARPS, UC)  # fmt: skip
-        c = _phase_split(f + 1, c, Y1, Y2, PART, TCNT, ring, sring, xs, xsum, bars, empty, CNT, pid, progs,
-                         SH[1][0], SH[1][1] // 64, S, WARPS, UC)  # fmt: skip
-        c = _phase_split(f + 2, c, Y2, Y3, PART, TCNT, ring, sring, xs, xsum, bars, empty, CNT, pid, progs,
-                         SH[2][0], SH[2][1] // 64, S, WARPS, UC)  # fmt: skip
-        c = _phase_split(f + 3, c, Y3, X, PART, TCNT, ring, sring, xs, xsum, bars, empty, CNT, pid, progs,
-                         SH[3][0], SH[3][1] // 64, S, WARPS, UC)  # fmt: skip
+    """_produce with the descriptors as arguments of their own (a tuple of them is not launched)."""
+    _produce((DQ, DO, DG, DD, SQ, SO, SG, SD, DT8, DT4, ST4, ST2), ring, sring, bars, empty, layers)
 
 
 @gluon.jit
 def _layers(
-    X, Y1, Y2, Y3, DQ, DO, DG, DD, SQ, SO, SG, SD, DT8, DT4, ST4, ST2, CNT, PART, TCNT, layers,
-    S: gl.constexpr, WARPS: gl.constexpr, UC: gl.constexpr, WS: gl.constexpr, SPLIT: gl.constexpr,
-    PIPE: gl.constexpr,
+    X, Y1, Y2, Y3, DQ, DO, DG, DD, SQ, SO, SG, SD, DT8, DT4, ST4, ST2, CNT, LD, EPOCH, layers,
+    S: gl.constexpr, WARPS: gl.constexpr, UC: gl.constexpr, WS: gl.constexpr,
+    PIPE: gl.constexpr, PROBE: gl.constexpr, LL: gl.constexpr,
 ):  # fmt: skip
     """`layers` layers of x -> qkv -> o -> gate_up -> down -> x, each matmul a phase (the descriptors: the four
     matmuls' codes, then their scales; a tuple of them as an argument is not launched by Triton 3.6). WS: one more
@@ -520,23 +599,37 @@ def _layers(
     D = (DQ, DO, DG, DD, SQ, SO, SG, SD, DT8, DT4, ST4, ST2)
     ring = gl.allocate_shared_memory(gl.int32, [S, UC, 128], NVMMA)
     sring = gl.allocate_shared_memory(gl.int32, [S, UC // 2, 16], NVMMA)
-    xs = gl.allocate_shared_memory(gl.int32, [192 // WARPS, WARPS, 32], PLAIN2)  # 192 chunks: down's 172 in units
-    xsum = gl.allocate_shared_memory(gl.float32, [192 // WARPS, WARPS], PLAIN1)
+    xs = gl.allocate_shared_memory(gl.int32, [256 // WARPS, WARPS, 32], PLAIN2)  # down's 172 chunks in rows to 2^n
+    xsum = gl.allocate_shared_memory(gl.float32, [256 // WARPS, WARPS], PLAIN1)
     bars = gl.allocate_shared_memory(gl.int64, [S, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [S, 1], mbarrier.MBarrierLayout())
     for s in gl.static_range(S):
         mbarrier.init(bars.index(s), count=1)
         mbarrier.init(empty.index(s), count=1)
     fence_async_shared()
-    if SPLIT:  # ranges of units, a producer warp
-        cargs = (X, Y1, Y2, Y3, PART, TCNT, ring, sring, xs, xsum, bars, empty, CNT, layers)
+    if LL:  # --ll: Y1, Y2, Y3 and LD hold words with flags (no grid barrier), a producer warp
+        cargs = (X, Y1, Y2, Y3, LD, EPOCH, ring, sring, xs, xsum, bars, empty, layers)
         pargs = (DQ, DO, DG, DD, SQ, SO, SG, SD, DT8, DT4, ST4, ST2, ring, sring, bars, empty, layers)
-        gl.warp_specialize([(_consumers_split, cargs), (_producer_split, pargs)], [1], [48])
+        if PROBE == 2:
+            pargs = (DQ, DO, DG, DD, SQ, SO, SG, SD, DT8, DT4, ST4, ST2, ring, sring, bars, empty, layers * 0)
+            gl.warp_specialize([(_consumers_ll_nounits, cargs), (_producer, pargs)], [1], [48])
+        elif PROBE == 3:
+            gl.warp_specialize([(_consumers_ll_trace, cargs), (_producer, pargs)], [1], [48])
+        else:
+            gl.warp_specialize([(_consumers_ll, cargs), (_producer, pargs)], [1], [48])
     elif WS:
         cargs = (X, Y1, Y2, Y3, D, ring, sring, xs, xsum, bars, empty, CNT, layers)
         pargs = (DQ, DO, DG, DD, SQ, SO, SG, SD, DT8, DT4, ST4, ST2, ring, sring, bars, empty, layers)
         if PIPE:
             gl.warp_specialize([(_consumers_pipe, cargs), (_producer, pargs)], [1], [48])
+        elif PROBE == 3:
+            gl.warp_specialize([(_consumers_trace, cargs), (_producer, pargs)], [1], [48])
+        elif PROBE:  # the producer copies nothing
+            pargs = (DQ, DO, DG, DD, SQ, SO, SG, SD, DT8, DT4, ST4, ST2, ring, sring, bars, empty, layers * 0)
+            if PROBE == 1:
+                gl.warp_specialize([(_consumers_nowait, cargs), (_producer, pargs)], [1], [48])
+            else:
+                gl.warp_specialize([(_consumers_nounits, cargs), (_producer, pargs)], [1], [48])
         else:
             gl.warp_specialize([(_consumers_ws, cargs), (_producer, pargs)], [1], [48])
     else:
@@ -561,6 +654,21 @@ def descriptors(W: dict, layers: int, uc: int) -> tuple:
     return tuple(codes + scales + tail)
 
 
+def trace(tr: torch.Tensor, ring_us: float) -> dict:
+    """Where a program's time goes, from --probe trace's clocks [programs, phases, 4] (start, past the grid
+    barrier, x staged, tiles done): µs of the launch (cycles scaled by the measured time) in each part, summed over
+    the phases of each kind and averaged over the programs; `arrive` is from a phase's tiles to the next's start."""
+    tr = tr.double()
+    total = (tr[:, -1, 3] - tr[:, 0, 0]).mean().item()
+    us = ring_us / total
+    parts = {"wait": tr[:, :, 1] - tr[:, :, 0], "stage": tr[:, :, 2] - tr[:, :, 1], "tiles": tr[:, :, 3] - tr[:, :, 2]}
+    parts["arrive"] = torch.cat([tr[:, 1:, 0] - tr[:, :-1, 3], torch.zeros(tr.shape[0], 1, dtype=tr.dtype)], 1)
+    out = {"cycles_per_us": round(1 / us, 1)}
+    for name, v in parts.items():
+        out[name] = {kind: round(v[:, k::4].sum(1).mean().item() * us, 1) for k, kind in enumerate(MATS)}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--layers", type=int, default=32)
@@ -570,7 +678,17 @@ def main() -> None:
     ap.add_argument("--per-sm", type=int, choices=(1, 2), default=2, help="programs an SM (all resident)")
     ap.add_argument("--ws", action="store_true", help="one more warp issues the copies (warp specialization)")
     ap.add_argument("--pipe", action="store_true", help="--ws with each unit read before the one before is computed")
-    ap.add_argument("--split", action="store_true", help="--ws with each phase's units split evenly (tiles shared)")
+    ap.add_argument(
+        "--ll",
+        action="store_true",
+        help="--ws with no grid barrier: each output word carries its phase's flag, and x is read until all do",
+    )
+    ap.add_argument(
+        "--probe",
+        choices=("nowait", "nounits", "trace"),
+        help="--ws timing a part alone (no copies; results not checked): the consumers computing whatever the ring "
+        "holds, or the phases with no unit (barriers, x's staging, stores); or (trace) where each phase's time goes",
+    )
     ap.add_argument("--warps", type=int, choices=(8, 16), default=8, help="warps a program (a unit: pairs of each)")
     args = ap.parse_args()
     dev = torch.device("cuda")
@@ -594,12 +712,11 @@ def main() -> None:
         return run
 
     bufs = buffers(x0, 2 * INTER)  # gate_up's output as it is: gate and up
-    cnt = torch.zeros(1, dtype=torch.int32, device=dev)
-    part = torch.zeros(4 * 1376 * 2 * 16, dtype=torch.float32, device=dev)  # --split: a shared tile's two parts
-    tcnt = torch.zeros(4 * 1376, dtype=torch.int32, device=dev)  # and how many of them are done
     D = descriptors(W, L, args.unit)
-    args.ws = args.ws or args.split or args.pipe
+    args.ws = args.ws or args.pipe or bool(args.probe) or args.ll
     progs = args.per_sm * sms
+    # the grid barrier's count, then (--probe trace) 4 clocks of each program's phases, as int64 from CNT[64]
+    cnt = torch.zeros(64 + (8 * progs * 4 * L if args.probe == "trace" else 0), dtype=torch.int32, device=dev)
     out = {
         "device": torch.cuda.get_device_name(dev),
         "layers": L,
@@ -608,20 +725,33 @@ def main() -> None:
         "unit": args.unit,
         "warps": args.warps,
         "ws": args.ws,
-        "split": args.split,
         "pipe": args.pipe,
+        "probe": args.probe,
+        "ll": args.ll,
     }
 
-    meta = dict(S=args.slots, UC=args.unit, WARPS=args.warps, WS=args.ws, SPLIT=args.split, PIPE=args.pipe)
+    meta = dict(S=args.slots, UC=args.unit, WARPS=args.warps, WS=args.ws, PIPE=args.pipe)
+    meta["PROBE"] = (None, "nowait", "nounits", "trace").index(args.probe)
+    meta["LL"] = args.ll
     meta["num_warps"] = args.warps
     if args.ws:  # the kernel holds 4 more warps (a warpgroup for the producer): registers for 1 or 2 an SM
         meta["maxnreg"] = min(128, 65536 // (args.per_sm * (args.warps + 4) * 32) // 8 * 8)
-    kargs = (bufs["X"], bufs["Y1"], bufs["Y2"], bufs["Y3"], *D, cnt, part, tcnt)
+    ys = (bufs["Y1"], bufs["Y2"], bufs["Y3"])
+    epoch = torch.zeros(cnt.numel(), dtype=torch.int32, device=dev)  # --ll: the launch's count, then as cnt
+    if args.ll:  # words of a bf16 pair and a flag; x0 stays as it is
+        ys = tuple(torch.zeros(n // 2, dtype=torch.int64, device=dev) for n in (QKV, HIDDEN, 2 * INTER))
+    lld = torch.zeros(HIDDEN // 2, dtype=torch.int64, device=dev)  # --ll: down's output
+    kargs = (bufs["X"], *ys, *D, cnt, lld, epoch)
 
     def ring(layers):
-        cnt.zero_()
-        tcnt.zero_()
+        if args.ll:
+            epoch.add_(1)
+        else:
+            cnt.zero_()
         _layers[(progs,)](*kargs, layers, **meta)
+
+    def result():
+        return lld.to(torch.int32).view(torch.bfloat16).view(1, HIDDEN) if args.ll else bufs["X"]
 
     k = _layers.warmup(*kargs, L, grid=(progs,), **meta)
     k._init_handles()
@@ -632,12 +762,12 @@ def main() -> None:
         print(json.dumps(out | {"error": f"not resident: {fits} programs an SM", "shared": k.metadata.shared}))
         return
     out |= {"registers": k.n_regs, "spill_bytes": getattr(k, "n_spills", None), "shared": k.metadata.shared}
-    for layers in (1, 2):  # (random weights overflow bf16 over many layers without the model's norms)
+    for layers in (1, 2) if not args.probe else ():  # (random weights overflow bf16 without the model's norms)
         ref = chain(layers)(x0)
         bufs["X"].copy_(x0)
         ring(layers)
         torch.cuda.synchronize()
-        got = bufs["X"].float()
+        got = result().float()
         err = ((got - ref.float()).abs().max() / ref.float().abs().max()).item()
         out[f"max_rel_err_{layers}_layers"] = round(err, 5)
         out[f"finite_{layers}_layers"] = bool(torch.isfinite(got).all() and torch.isfinite(ref).all())
@@ -647,6 +777,11 @@ def main() -> None:
         times["ring"].append(graph_time_us(lambda: ring(L), reps=3, iters=10))
     out["us"] = {name: [round(t, 1) for t in ts] for name, ts in times.items()}
     out["median_us"] = {name: round(statistics.median(ts), 1) for name, ts in times.items()}
+    if args.probe == "trace":
+        ring(L)
+        torch.cuda.synchronize()
+        clocks = (epoch if args.ll else cnt)[64:].view(torch.int64).view(progs, 4 * L, 4).cpu()
+        out["trace"] = trace(clocks, out["median_us"]["ring"])
     print(json.dumps(out))
 
 
