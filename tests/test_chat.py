@@ -6,6 +6,7 @@ import signal
 import stat
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -751,6 +752,67 @@ def test_autosave_after_every_turn(tmp_path, monkeypatch):
     assert [t.content for t in session.turns] == ["one", "r1", "two", "r2"]
     assert oct(saver.path.stat().st_mode & 0o777) == "0o600"
     assert oct(saver.path.parent.stat().st_mode & 0o777) == "0o700"
+
+
+KILLED_MID_AUTOSAVE = """
+import os, sys
+from tests.fixtures import ScriptedEngine, plain_chat
+from yi_cli.conversation import store
+
+def link(tmp, path):  # the moment the store names the new file: say which files it holds, and wait to be killed
+    print(tmp, path, flush=True)
+    sys.stdin.read()
+
+os.link = link
+plain_chat(ScriptedEngine(["r"]), on_turn=store.Autosave("interactive"))[0].handle("q")
+"""
+
+
+def test_files_killed_writers_left_in_the_store_are_removed_and_a_live_writers_are_kept(tmp_path, monkeypatch):
+    """A SIGKILL during an autosave left its `.tmp-*` file (and its session's `.NAME.lock`) in the store for good:
+    they piled up. The next autosave of any yi-chat removes each one old and locked by no live process; a second
+    yi-chat's (a real process holding them) and a fresh one stay."""
+    import subprocess
+    import sys
+
+    from yi_cli.conversation import store
+
+    monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path))
+    folder = store.sessions_dir()
+    first = store.Autosave("interactive")
+    plain_chat(ScriptedEngine(["r0"]), on_turn=first)[0].handle("q0")
+    first.close()
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_MID_AUTOSAVE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
+    )
+    try:
+        live_tmp, held = map(Path, child.stdout.readline().decode().split())
+        live_lock = held.with_name(f".{held.name}.lock")
+        fresh_tmp = folder / ".tmp-fresh"
+        fresh_tmp.write_text("")
+        old = time.time() - 24 * 3600
+        for f in (live_tmp, live_lock):
+            os.utime(f, (old, old))
+
+        def autosave_in_a_new_process(reply):
+            monkeypatch.setattr(store, "_swept", set(), raising=False)  # as each process starts
+            saver = store.Autosave("interactive")
+            plain_chat(ScriptedEngine([reply]), on_turn=saver)[0].handle("q")
+            saver.close()
+
+        autosave_in_a_new_process("r1")
+        assert live_tmp.exists() and live_lock.exists() and fresh_tmp.exists()
+        child.kill()  # SIGKILL: its files stay where they are, locked by no one now
+        child.wait()
+        autosave_in_a_new_process("r2")
+        assert not live_tmp.exists() and not live_lock.exists() and fresh_tmp.exists()
+    finally:
+        child.kill()
+        child.wait()
+    kept = sorted(f.name for f in folder.iterdir())
+    assert kept == [".tmp-fresh", *sorted(f.name for f in folder.glob("*.json"))]
+    assert sorted(e["first_line"] for e in store.entries()) == ["q", "q", "q0"]
 
 
 def test_an_autosave_that_fails_says_so_once_and_when_it_works_again(tmp_path, monkeypatch):

@@ -20,6 +20,7 @@ import os
 import re
 import secrets
 import signal
+import stat
 import tempfile
 import threading
 import time
@@ -40,6 +41,8 @@ MODES = ("interactive", "one-shot", "pipe")
 SAVED = "saved"  # the mode of a /save snapshot
 RESUMABLE = ("interactive", None)  # None: a file from before modes were recorded (last.json)
 LEGACY = "last.json"
+TMP = ".tmp-"  # a write's temp file, renamed or linked to its name once it is whole
+STALE = 15 * 60  # seconds: a temp or lock file left this long, and locked by no one, is a killed writer's
 
 
 def sessions_dir() -> Path:
@@ -100,33 +103,37 @@ class NoNewFile(OSError):
     misled ("No such file or directory" for /save /proc/version, a file that exists: /proc takes no new files)."""
 
 
-def _tmp_file(directory: Path, text: str) -> str:
-    """A 0600 temp file in `directory` holding `text`, flushed to the disk; returns its path."""
+@contextmanager
+def _tmp_file(directory: Path, text: str):
+    """A 0600 temp file in `directory` holding `text`, flushed to the disk; yields its path and removes it after
+    (where it is still there: not renamed or linked away). It is flocked while it exists, so sweep() can tell it
+    from the temp file of a writer that was killed."""
     private_dir(directory)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+        fd, tmp = tempfile.mkstemp(prefix=TMP, dir=directory)
     except OSError as e:
         raise NoNewFile(e.errno, e.strerror, str(directory)) from None
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        _flock(fd, blocking=False)  # a fresh file: no one else holds it
+        with os.fdopen(fd, "w", encoding="utf-8", closefd=False) as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o600)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return tmp
+        os.fchmod(fd, 0o600)
+        yield tmp
+    finally:
+        try:
+            if os.stat(tmp, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
+                os.unlink(tmp)
+        except OSError:  # renamed away: nothing of it is left under its name
+            pass
+        os.close(fd)
 
 
 def write_atomic(path: Path, text: str) -> None:
     """Write via a synced 0600 temp file in the same directory and rename, so readers never see half a file."""
-    tmp = _tmp_file(path.parent, text)
-    try:
+    with _tmp_file(path.parent, text) as tmp:
         os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
     durable.sync_dir(path.parent)
 
 
@@ -134,8 +141,7 @@ def write_new(directory: Path, text: str, owner: Owner | None = None) -> Path:
     """Write `text` under a fresh timestamped name in `directory` that no other writer can take: the name is
     claimed with link(2), which fails when it exists, so a clash only costs another random suffix. owner: locks
     the name before it is linked, so no other process can resume the file before this one holds it."""
-    tmp = _tmp_file(directory, text)
-    try:
+    with _tmp_file(directory, text) as tmp:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         for _ in range(1000):  # a clash costs a retry; a thousand in a row is a store that refuses names
             path = directory / f"{stamp}-{secrets.token_hex(3)}.json"
@@ -150,8 +156,6 @@ def write_new(directory: Path, text: str, owner: Owner | None = None) -> Path:
                 continue
         else:
             raise OSError(errno.EEXIST, "no free session file name after 1000 tries")
-    finally:
-        os.unlink(tmp)
     durable.sync_dir(directory)
     return path
 
@@ -203,6 +207,56 @@ class Owner:
             return
         _unlink(lock)  # removed while still held: a process that opened it meanwhile sees another inode, retries
         os.close(fd)
+
+
+def _flock(fd: int, blocking: bool = True) -> bool:
+    """An exclusive flock on `fd`; False where another process holds it (blocking=False) or there are no locks."""
+    try:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+    except (ImportError, OSError):  # BlockingIOError: held; ENOLCK and the like: a file system without locks
+        return False
+    return True
+
+
+_swept: set[str] = set()
+
+
+def sweep(folder: Path) -> int:
+    """Remove what killed writers left in the store (a SIGKILL mid-autosave: a `.tmp-*` file; a process killed while
+    it held a session: its `.NAME.lock`): each one untouched for STALE seconds and locked by no live process, as
+    every writer locks its temp file and its session's lock file while it uses them (the kernel drops a dead one's
+    locks). Taken under that same lock and checked to be the file still under the name (a lock's holder removes
+    its name while it holds it), so a file a live yi-chat uses is never removed. Where locks do not work, nothing
+    is. Best effort, once a process: returns how many were removed."""
+    if str(folder) in _swept:
+        return 0
+    _swept.add(str(folder))
+    now = time.time()
+    removed = 0
+    try:
+        names = [n for n in os.listdir(folder) if n.startswith(TMP) or (n.startswith(".") and n.endswith(".lock"))]
+    except OSError:
+        return 0
+    for name in names:
+        path = os.path.join(folder, name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or now - st.st_mtime < STALE or not _flock(fd, blocking=False):
+                continue
+            if os.stat(path, follow_symlinks=False).st_ino == st.st_ino:
+                os.unlink(path)
+                removed += 1
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return removed
 
 
 def _unlink(path: Path) -> None:
@@ -284,6 +338,7 @@ class Autosave:
         try:
             with _signals_held():
                 if self.path is None:
+                    sweep(sessions_dir())
                     self.path = write_new(sessions_dir(), text, self.owner)
                 else:
                     write_atomic(self.path, text)
@@ -323,7 +378,8 @@ def save(chat, path: str | None, replace: bool = False) -> Path:
                 raise YiError(f"{shown(path, 200)}: cannot save the session (the file is not writable)")
             try:
                 if kind is not None and not replace and (what := _refusal(real, chat.session)):
-                    os.unlink(_tmp_file(real.parent, ""))  # /save! could not write there either: say that instead
+                    with _tmp_file(real.parent, ""):  # /save! could not write there either: say that instead
+                        pass
                     raise YiError(
                         f"{shown(path, 200)}: the file exists and {what}; /save! {shown(path, 200)} replaces it"
                     )
