@@ -1,6 +1,7 @@
 import errno
 import json
 import os
+import random
 import re
 import signal
 import stat
@@ -1283,3 +1284,84 @@ def test_clear_and_a_context_drop_say_the_system_prompt_is_kept_only_where_there
         cleared = [ln for ln in out.getvalue().splitlines() if ln][-1]  # (a blank line ends a command's output)
         assert re.fullmatch(r"cleared (1 exchange|[02-9] exchanges)", cleared.split(";")[0])
         assert cleared.endswith("; the system prompt is kept") == bool(system), cleared
+
+
+HISTORY_WORDS = ["hi", "你好世界", "a" * 30, "x:y", ":smile:", "tab\there", "end\u3000", "l\u2028s", "😀", "e\u0301"]
+HISTORY_WORDS += ["[b]no markup[/b]", "http://h:80/p:q", "trail  ", "\n", "\n\n", "word" * 12, "ｆｕｌｌ", "\x1b[2J"]
+
+
+def _history_rows(seed: int, n: int) -> list[tuple[str, ...]]:
+    from yi_cli.safe_text import safe
+
+    rnd = random.Random(seed)
+    rows = [("", "system", "", safe("be terse\n\tplease"))]
+    for i in range(1, n + 1):
+        text = " ".join(rnd.choice(HISTORY_WORDS) for _ in range(rnd.randint(0, 12)))
+        role = ("user", "assistant")[i % 2]
+        rows.append(
+            (str(i), role, str(rnd.randint(0, 10 ** rnd.randint(0, 6))), safe(text) + rnd.choice(["", " [length]"]))
+        )
+    return rows
+
+
+def test_history_draws_the_table_rich_draws_at_every_width():
+    """/history's table (HistoryTable, drawn without rich's cost per cell) is rich's Table's, character for character
+    and style for style: in a pipe (whole rows, or at a width), on a terminal folding rows at its width."""
+    import io
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from yi_cli.conversation.history_table import HistoryTable
+    from yi_cli.ui.render import piped
+
+    for seed in range(40):
+        rows = _history_rows(seed, seed % 9)
+        tables = (Table(show_header=True, header_style="bold", box=None), HistoryTable("#", "role", "tokens", "text"))
+        for col in ("#", "role", "tokens", "text"):
+            tables[0].add_column(col, overflow="fold")
+        for t in tables:
+            for row in rows:
+                t.add_row(*row)
+        for width in (12, 30, 47, 80):
+            assert piped(tables[0], width, True) == piped(tables[1], width, True)
+            assert piped(tables[0], width, False) == piped(tables[1], width, False)
+            screens = []
+            for t in tables:
+                screen = io.StringIO()
+                term = Console(file=screen, width=width, force_terminal=True, color_system="standard")
+                term.print(t, markup=False, highlight=False)
+                screens.append(screen.getvalue())
+            assert screens[0] == screens[1], (seed, width)
+
+
+def test_history_of_a_long_context_renders_few_cells_through_rich(monkeypatch):
+    """/history on a context of 10,000 exchanges took 7 s to print: every cell of the table went through rich's
+    Text (measured twice, wrapped, cropped, padded). A row of single lines that fit is written as rich would write
+    it; rich draws only the header and the rows it has to fold or change."""
+    from rich.text import Text
+
+    from yi_cli.conversation.session import ChatSession, Turn
+
+    session = ChatSession()
+    for i in range(500):
+        session.turns += [Turn("user", f"question {i}", 3), Turn("assistant", f"answer {i}\n\nin two lines", 5, "stop")]
+    session.turns += [Turn("user", "a tab\there", 3), Turn("assistant", "and a long line " * 20, 5, "stop")]
+    chat, out, err = plain_chat(ScriptedEngine([]), session=session)
+    wraps = []
+    real = Text.wrap
+    monkeypatch.setattr(Text, "wrap", lambda self, *a, **k: (wraps.append(self.plain), real(self, *a, **k))[1])
+    chat.handle("/history")
+    lines = out.getvalue().splitlines()
+    assert err.getvalue() == "" and len(lines) == 1 + 500 * 4 + 2 + 1  # the blank line after a command's output
+    assert lines[1:5] == [
+        " 1     user       3       question 0",
+        " 2     assistant  5       answer 0",
+        "",
+        " " * 26 + "in two lines",
+    ]
+    assert lines[-3:-1] == [
+        " 1001  user       3       a tab   here",
+        " 1002  assistant  5       " + "and a long line " * 19 + "and a long line",
+    ]
+    assert len(wraps) <= 3 * 4  # the header's cells and the two rows rich draws (the old table: 4 a row)
