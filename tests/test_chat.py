@@ -816,6 +816,44 @@ def test_files_killed_writers_left_in_the_store_are_removed_and_a_live_writers_a
     assert sorted(e["first_line"] for e in store.entries()) == ["q", "q", "q0"]
 
 
+def test_continue_reads_whole_only_the_session_it_opens(tmp_path, monkeypatch):
+    """-c parsed every file of the store whole (megabytes each for long chats) to open one. The keys before a file's
+    turns order the files and pass by other modes; only the newest interactive one is read whole, or the next
+    where that is malformed, as `yi-chat sessions` leaves it out. -c opens what the listing's order says."""
+    from yi_cli import inputs
+    from yi_cli.conversation import store
+
+    monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path))
+    folder = store.sessions_dir()
+    for i, mode in enumerate(["interactive", "pipe", "interactive", "one-shot", "interactive", "pipe", "interactive"]):
+        saver = store.Autosave(mode)
+        plain_chat(ScriptedEngine([f"r{i}"]), on_turn=saver)[0].handle(f"q{i} " + "long " * 2000)
+        saver.close()
+        data = json.loads(saver.path.read_text())
+        data["updated"] = f"2026-01-0{i + 1}T00:00:00.000000Z"
+        saver.path.write_text(json.dumps(data))
+    newest = max(folder.glob("*.json"), key=lambda f: json.loads(f.read_text())["updated"])
+    hand_edited = folder / "turns-first.json"  # its turns first: its head says nothing, it is read whole
+    data = json.loads(newest.read_text())
+    hand_edited.write_text(json.dumps({"turns": data.pop("turns"), **{**data, "updated": "2025-01-01T00:00:00Z"}}))
+    reads = []
+    real = inputs.read_json
+    monkeypatch.setattr(inputs, "read_json", lambda f, *a, **k: (reads.append(Path(f).name), real(f, *a, **k))[1])
+
+    def last():
+        reads.clear()
+        found = store.resolve("last")
+        listed = next(e["name"] for e in store.entries() if e["mode"] in store.RESUMABLE)
+        assert found.name == listed
+        return found, reads[: -len(list(folder.glob("*.json")))]  # the reads of resolve, not the listing's
+
+    found, read = last()
+    assert found == newest and read == [hand_edited.name, newest.name]
+    newest.write_text(newest.read_text().replace('"turns": [', '"turns": [7, '))  # malformed past its head
+    found, read = last()
+    assert read[-2] == newest.name and found.name == read[-1] and json.loads(found.read_text())["mode"] == "interactive"
+
+
 def test_an_autosave_that_fails_says_so_once_and_when_it_works_again(tmp_path, monkeypatch):
     """`autosave failed (Read-only file system); the chat goes on` came after every turn (a run-through)."""
     import errno

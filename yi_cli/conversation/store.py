@@ -473,9 +473,8 @@ def resolve(path: str) -> Path:
             found = [f for f in (sessions_dir() / path, sessions_dir() / f"{path}.json") if os.path.lexists(f)]
             return found[0] if found else p
         return p
-    for entry in entries():
-        if entry["mode"] in RESUMABLE:
-            return Path(entry["path"])
+    if (found := _newest_resumable()) is not None:
+        return found
     raise YiError(f"no interactive session saved yet in {sessions_dir()} (yi-chat sessions lists them)")
 
 
@@ -572,38 +571,115 @@ def load_into(chat, path: str) -> dict:
 def entries() -> list[dict]:
     """The sessions in the store, newest change first: path, name, mode, model, updated, exchanges, first line.
     Files that cannot be read as sessions are left out; a folder that cannot be read is an error, not 'no sessions'."""
+    out = [e for f in _files() if (e := _entry(f)) is not None]
+    return sorted(out, key=_order, reverse=True)
+
+
+def _order(entry: dict) -> tuple[str, str]:
+    return entry["updated"], entry["name"]
+
+
+def _files() -> list[Path]:
     folder = sessions_dir()
     try:
-        files = [f for f in folder.iterdir() if f.suffix == ".json" and _regular(f)]
+        return [f for f in folder.iterdir() if f.suffix == ".json" and _regular(f)]
     except FileNotFoundError:  # no store yet
         return []
     except OSError as e:  # EACCES from iterdir, or from is_file where the folder can be listed but not searched
         raise YiError(f"{folder}: cannot read the sessions folder ({e.strerror or e})") from None
-    out = []
-    for f in files:
+
+
+def _entry(f: Path) -> dict | None:
+    """The listing's entry of one store file; None where it cannot be read as a session."""
+    try:
+        data = inputs.read_json(f, inputs.SESSION_LIMIT, YiError, "session file")
+        unicode_only(data, f)
+        session = ChatSession.from_dict(data)
+        mtime = f.stat().st_mtime
+    except (OSError, ValueError, TypeError, AttributeError, YiError):
+        return None
+    if data.get("format") != FORMAT:
+        return None
+    first = next((t.content for t in session.turns if t.role == "user"), "")
+    return {
+        "path": str(f),
+        "name": f.name,
+        "mode": data.get("mode"),
+        "model": str(data.get("model") or ""),
+        "updated": stamp(data.get("updated")) or _mtime(mtime),
+        "exchanges": session.exchanges,
+        "first_line": attach.summary(first),
+    }
+
+
+def _mtime(t: float) -> str:
+    return _iso(datetime.fromtimestamp(t, UTC))
+
+
+def _newest_resumable() -> Path | None:
+    """The file `-c` (`--resume last`) opens: the first interactive entry of entries(), found without parsing every
+    file whole (-c read each session of the store in full, megabytes each). A file's keys before its turns (_head)
+    order it and pass by the ones of another mode; the candidates are then read whole, newest first, until one is
+    a session (a malformed file is passed by, as the listing leaves it out). A file whose head cannot be read so
+    is read whole at once."""
+    keyed = []
+    for f in _files():
+        head = _head(f)
+        if head is None:
+            if (entry := _entry(f)) is not None and entry["mode"] in RESUMABLE:
+                keyed.append((_order(entry), f, entry))
+            continue
+        if head.get("format") != FORMAT or head.get("mode") not in RESUMABLE:
+            continue
         try:
-            data = inputs.read_json(f, inputs.SESSION_LIMIT, YiError, "session file")
-            unicode_only(data, f)
-            session = ChatSession.from_dict(data)
-            mtime = f.stat().st_mtime
-        except (OSError, ValueError, TypeError, AttributeError, YiError):
+            updated = stamp(head.get("updated")) or _mtime(f.stat().st_mtime)
+        except OSError:
             continue
-        if data.get("format") != FORMAT:
-            continue
-        first = next((t.content for t in session.turns if t.role == "user"), "")
-        updated = stamp(data.get("updated"))
-        out.append(
-            {
-                "path": str(f),
-                "name": f.name,
-                "mode": data.get("mode"),
-                "model": str(data.get("model") or ""),
-                "updated": updated or _iso(datetime.fromtimestamp(mtime, UTC)),
-                "exchanges": session.exchanges,
-                "first_line": attach.summary(first),
-            }
-        )
-    return sorted(out, key=lambda e: (e["updated"], e["name"]), reverse=True)
+        keyed.append(((updated, f.name), f, None))
+    for _, f, entry in sorted(keyed, key=lambda k: k[0], reverse=True):
+        if entry is None:
+            entry = _entry(f)
+        if entry is not None and entry["mode"] in RESUMABLE:
+            return f
+    return None
+
+
+HEAD = 64 << 10  # bytes of a session file read for the keys before its turns
+
+
+def _head(f: Path) -> dict | None:
+    """The keys of a session file that come before its `turns` (all but them, as yi-chat writes a file), read from
+    its first HEAD bytes; None where they are not all there (a system prompt longer than that, a hand-edited file
+    with its turns first or none) or the text is not such an object."""
+    try:
+        fd = os.open(f, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO swapped in: no wait for a writer
+        with open(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
+            text = fh.read(HEAD).decode("utf-8", "ignore")  # a character cut at the end: past the keys wanted
+    except OSError:
+        return None
+    decoder, space = json.JSONDecoder(), re.compile(r"[ \t\n\r]*")
+    out: dict = {}
+    try:
+        i = space.match(text, 0).end()
+        if text[i] != "{":
+            return None
+        while True:
+            i = space.match(text, i + 1).end()
+            key, i = decoder.raw_decode(text, i)
+            i = space.match(text, i).end()
+            if not isinstance(key, str) or text[i] != ":":
+                return None
+            i = space.match(text, i + 1).end()
+            if key == "turns":
+                return out if "format" in out else None  # as yi-chat writes a file: the format comes first
+            out[key], i = decoder.raw_decode(text, i)
+            i = space.match(text, i).end()
+            if text[i] != ",":
+                return None  # the object ends before its turns, or is not one
+    except (ValueError, IndexError, RecursionError):  # cut at HEAD, or not JSON
+        return None
 
 
 def _regular(f: Path) -> bool:
