@@ -816,11 +816,9 @@ def test_files_killed_writers_left_in_the_store_are_removed_and_a_live_writers_a
     assert sorted(e["first_line"] for e in store.entries()) == ["q", "q", "q0"]
 
 
-def test_continue_reads_whole_only_the_session_it_opens(tmp_path, monkeypatch):
-    """-c parsed every file of the store whole (megabytes each for long chats) to open one. The keys before a file's
-    turns order the files and pass by other modes; only the newest interactive one is read whole, or the next
-    where that is malformed, as `yi-chat sessions` leaves it out. -c opens what the listing's order says."""
-    from yi_cli import inputs
+def _long_sessions(tmp_path, monkeypatch) -> tuple[Path, Path, Path]:
+    """A store of seven sessions of mixed modes, a day apart, and a hand-edited copy of the newest with its turns
+    first: (the folder, the newest, the copy)."""
     from yi_cli.conversation import store
 
     monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path))
@@ -836,9 +834,26 @@ def test_continue_reads_whole_only_the_session_it_opens(tmp_path, monkeypatch):
     hand_edited = folder / "turns-first.json"  # its turns first: its head says nothing, it is read whole
     data = json.loads(newest.read_text())
     hand_edited.write_text(json.dumps({"turns": data.pop("turns"), **{**data, "updated": "2025-01-01T00:00:00Z"}}))
-    reads = []
+    return folder, newest, hand_edited
+
+
+def _counting_reads(monkeypatch) -> list[str]:
+    from yi_cli import inputs
+
+    reads: list[str] = []
     real = inputs.read_json
     monkeypatch.setattr(inputs, "read_json", lambda f, *a, **k: (reads.append(Path(f).name), real(f, *a, **k))[1])
+    return reads
+
+
+def test_continue_reads_whole_only_the_session_it_opens(tmp_path, monkeypatch):
+    """-c parsed every file of the store whole (megabytes each for long chats) to open one. The keys before a file's
+    turns order the files and pass by other modes; only the newest interactive one is read whole, or the next
+    where that is malformed, as `yi-chat sessions` leaves it out. -c opens what the listing's order says."""
+    from yi_cli.conversation import store
+
+    folder, newest, hand_edited = _long_sessions(tmp_path, monkeypatch)
+    reads = _counting_reads(monkeypatch)
 
     def last():
         reads.clear()
@@ -852,6 +867,20 @@ def test_continue_reads_whole_only_the_session_it_opens(tmp_path, monkeypatch):
     newest.write_text(newest.read_text().replace('"turns": [', '"turns": [7, '))  # malformed past its head
     found, read = last()
     assert read[-2] == newest.name and found.name == read[-1] and json.loads(found.read_text())["mode"] == "interactive"
+
+
+def test_sessions_n_reads_whole_only_the_sessions_it_lists(tmp_path, monkeypatch, capsys):
+    """`yi-chat sessions -n 2` parsed every file of the store whole, then showed two."""
+    from yi_cli.conversation import store
+    from yi_cli.ui import sessions_cmd
+
+    folder, newest, hand_edited = _long_sessions(tmp_path, monkeypatch)
+    listed = store.entries()
+    reads = _counting_reads(monkeypatch)
+    assert sessions_cmd.main(["-n", "2", "--json"]) == 0
+    shown = [e["name"] for e in json.loads(capsys.readouterr().out)]
+    assert shown == [e["name"] for e in listed[:2]] and len(reads) == 3  # the two, and the one without a head
+    assert hand_edited.name in reads and newest.name in shown
 
 
 def test_an_autosave_that_fails_says_so_once_and_when_it_works_again(tmp_path, monkeypatch):

@@ -473,8 +473,8 @@ def resolve(path: str) -> Path:
             found = [f for f in (sessions_dir() / path, sessions_dir() / f"{path}.json") if os.path.lexists(f)]
             return found[0] if found else p
         return p
-    if (found := _newest_resumable()) is not None:
-        return found
+    for entry in entries(limit=1, modes=RESUMABLE):
+        return Path(entry["path"])
     raise YiError(f"no interactive session saved yet in {sessions_dir()} (yi-chat sessions lists them)")
 
 
@@ -568,11 +568,36 @@ def load_into(chat, path: str) -> dict:
     return data
 
 
-def entries() -> list[dict]:
+def entries(limit: int | None = None, modes: tuple | None = None) -> list[dict]:
     """The sessions in the store, newest change first: path, name, mode, model, updated, exchanges, first line.
-    Files that cannot be read as sessions are left out; a folder that cannot be read is an error, not 'no sessions'."""
-    out = [e for f in _files() if (e := _entry(f)) is not None]
-    return sorted(out, key=_order, reverse=True)
+    Files that cannot be read as sessions are left out; a folder that cannot be read is an error, not 'no sessions'.
+    limit: the newest `limit` only; modes: of these modes only. With either, the files are ordered by the keys
+    before their turns (_head), and read whole newest first until there are enough (`yi-chat sessions -n 1` and
+    `-c` parsed every file of the store in full, megabytes each for long chats, to show or open one)."""
+    if limit is None and modes is None:
+        return sorted((e for f in _files() if (e := _entry(f)) is not None), key=_order, reverse=True)
+    keyed = []
+    for f in _files():
+        head = _head(f)
+        if head is None:  # read whole at once
+            if (entry := _entry(f)) is not None and (modes is None or entry["mode"] in modes):
+                keyed.append((_order(entry), f, entry))
+            continue
+        if head.get("format") != FORMAT or (modes is not None and head.get("mode") not in modes):
+            continue
+        try:
+            updated = stamp(head.get("updated")) or _mtime(f.stat().st_mtime)
+        except OSError:
+            continue
+        keyed.append(((updated, f.name), f, None))
+    out: list[dict] = []
+    for _, f, entry in sorted(keyed, key=lambda k: k[0], reverse=True):
+        if len(out) == limit:
+            break
+        entry = entry or _entry(f)  # a file malformed past its head is passed by, as the whole listing leaves it
+        if entry is not None and (modes is None or entry["mode"] in modes):
+            out.append(entry)
+    return out
 
 
 def _order(entry: dict) -> tuple[str, str]:
@@ -614,34 +639,6 @@ def _entry(f: Path) -> dict | None:
 
 def _mtime(t: float) -> str:
     return _iso(datetime.fromtimestamp(t, UTC))
-
-
-def _newest_resumable() -> Path | None:
-    """The file `-c` (`--resume last`) opens: the first interactive entry of entries(), found without parsing every
-    file whole (-c read each session of the store in full, megabytes each). A file's keys before its turns (_head)
-    order it and pass by the ones of another mode; the candidates are then read whole, newest first, until one is
-    a session (a malformed file is passed by, as the listing leaves it out). A file whose head cannot be read so
-    is read whole at once."""
-    keyed = []
-    for f in _files():
-        head = _head(f)
-        if head is None:
-            if (entry := _entry(f)) is not None and entry["mode"] in RESUMABLE:
-                keyed.append((_order(entry), f, entry))
-            continue
-        if head.get("format") != FORMAT or head.get("mode") not in RESUMABLE:
-            continue
-        try:
-            updated = stamp(head.get("updated")) or _mtime(f.stat().st_mtime)
-        except OSError:
-            continue
-        keyed.append(((updated, f.name), f, None))
-    for _, f, entry in sorted(keyed, key=lambda k: k[0], reverse=True):
-        if entry is None:
-            entry = _entry(f)
-        if entry is not None and entry["mode"] in RESUMABLE:
-            return f
-    return None
 
 
 HEAD = 64 << 10  # bytes of a session file read for the keys before its turns
