@@ -1,11 +1,13 @@
 import errno
 import json
 import os
+import random
 import re
 import signal
 import stat
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -753,6 +755,134 @@ def test_autosave_after_every_turn(tmp_path, monkeypatch):
     assert oct(saver.path.parent.stat().st_mode & 0o777) == "0o700"
 
 
+KILLED_MID_AUTOSAVE = """
+import os, sys
+from tests.fixtures import ScriptedEngine, plain_chat
+from yi_cli.conversation import store
+
+def link(tmp, path):  # the moment the store names the new file: say which files it holds, and wait to be killed
+    print(tmp, path, flush=True)
+    sys.stdin.read()
+
+os.link = link
+plain_chat(ScriptedEngine(["r"]), on_turn=store.Autosave("interactive"))[0].handle("q")
+"""
+
+
+def test_files_killed_writers_left_in_the_store_are_removed_and_a_live_writers_are_kept(tmp_path, monkeypatch):
+    """A SIGKILL during an autosave left its `.tmp-*` file (and its session's `.NAME.lock`) in the store for good:
+    they piled up. The next autosave of any yi-chat removes each one old and locked by no live process; a second
+    yi-chat's (a real process holding them) and a fresh one stay."""
+    import subprocess
+    import sys
+
+    from yi_cli.conversation import store
+
+    monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path))
+    folder = store.sessions_dir()
+    first = store.Autosave("interactive")
+    plain_chat(ScriptedEngine(["r0"]), on_turn=first)[0].handle("q0")
+    first.close()
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_MID_AUTOSAVE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
+    )
+    try:
+        live_tmp, held = map(Path, child.stdout.readline().decode().split())
+        live_lock = held.with_name(f".{held.name}.lock")
+        fresh_tmp = folder / ".tmp-fresh"
+        fresh_tmp.write_text("")
+        old = time.time() - 24 * 3600
+        for f in (live_tmp, live_lock):
+            os.utime(f, (old, old))
+
+        def autosave_in_a_new_process(reply):
+            monkeypatch.setattr(store, "_swept", set(), raising=False)  # as each process starts
+            saver = store.Autosave("interactive")
+            plain_chat(ScriptedEngine([reply]), on_turn=saver)[0].handle("q")
+            saver.close()
+
+        autosave_in_a_new_process("r1")
+        assert live_tmp.exists() and live_lock.exists() and fresh_tmp.exists()
+        child.kill()  # SIGKILL: its files stay where they are, locked by no one now
+        child.wait()
+        autosave_in_a_new_process("r2")
+        assert not live_tmp.exists() and not live_lock.exists() and fresh_tmp.exists()
+    finally:
+        child.kill()
+        child.wait()
+    kept = sorted(f.name for f in folder.iterdir())
+    assert kept == [".tmp-fresh", *sorted(f.name for f in folder.glob("*.json"))]
+    assert sorted(e["first_line"] for e in store.entries()) == ["q", "q", "q0"]
+
+
+def _long_sessions(tmp_path, monkeypatch) -> tuple[Path, Path, Path]:
+    """A store of seven sessions of mixed modes, a day apart, and a hand-edited copy of the newest with its turns
+    first: (the folder, the newest, the copy)."""
+    from yi_cli.conversation import store
+
+    monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path))
+    folder = store.sessions_dir()
+    for i, mode in enumerate(["interactive", "pipe", "interactive", "one-shot", "interactive", "pipe", "interactive"]):
+        saver = store.Autosave(mode)
+        plain_chat(ScriptedEngine([f"r{i}"]), on_turn=saver)[0].handle(f"q{i} " + "long " * 2000)
+        saver.close()
+        data = json.loads(saver.path.read_text())
+        data["updated"] = f"2026-01-0{i + 1}T00:00:00.000000Z"
+        saver.path.write_text(json.dumps(data))
+    newest = max(folder.glob("*.json"), key=lambda f: json.loads(f.read_text())["updated"])
+    hand_edited = folder / "turns-first.json"  # its turns first: its head says nothing, it is read whole
+    data = json.loads(newest.read_text())
+    hand_edited.write_text(json.dumps({"turns": data.pop("turns"), **{**data, "updated": "2025-01-01T00:00:00Z"}}))
+    return folder, newest, hand_edited
+
+
+def _counting_reads(monkeypatch) -> list[str]:
+    from yi_cli import inputs
+
+    reads: list[str] = []
+    real = inputs.read_json
+    monkeypatch.setattr(inputs, "read_json", lambda f, *a, **k: (reads.append(Path(f).name), real(f, *a, **k))[1])
+    return reads
+
+
+def test_continue_reads_whole_only_the_session_it_opens(tmp_path, monkeypatch):
+    """-c parsed every file of the store whole (megabytes each for long chats) to open one. The keys before a file's
+    turns order the files and pass by other modes; only the newest interactive one is read whole, or the next
+    where that is malformed, as `yi-chat sessions` leaves it out. -c opens what the listing's order says."""
+    from yi_cli.conversation import store
+
+    folder, newest, hand_edited = _long_sessions(tmp_path, monkeypatch)
+    reads = _counting_reads(monkeypatch)
+
+    def last():
+        reads.clear()
+        found = store.resolve("last")
+        listed = next(e["name"] for e in store.entries() if e["mode"] in store.RESUMABLE)
+        assert found.name == listed
+        return found, reads[: -len(list(folder.glob("*.json")))]  # the reads of resolve, not the listing's
+
+    found, read = last()
+    assert found == newest and read == [hand_edited.name, newest.name]
+    newest.write_text(newest.read_text().replace('"turns": [', '"turns": [7, '))  # malformed past its head
+    found, read = last()
+    assert read[-2] == newest.name and found.name == read[-1] and json.loads(found.read_text())["mode"] == "interactive"
+
+
+def test_sessions_n_reads_whole_only_the_sessions_it_lists(tmp_path, monkeypatch, capsys):
+    """`yi-chat sessions -n 2` parsed every file of the store whole, then showed two."""
+    from yi_cli.conversation import store
+    from yi_cli.ui import sessions_cmd
+
+    folder, newest, hand_edited = _long_sessions(tmp_path, monkeypatch)
+    listed = store.entries()
+    reads = _counting_reads(monkeypatch)
+    assert sessions_cmd.main(["-n", "2", "--json"]) == 0
+    shown = [e["name"] for e in json.loads(capsys.readouterr().out)]
+    assert shown == [e["name"] for e in listed[:2]] and len(reads) == 3  # the two, and the one without a head
+    assert hand_edited.name in reads and newest.name in shown
+
+
 def test_an_autosave_that_fails_says_so_once_and_when_it_works_again(tmp_path, monkeypatch):
     """`autosave failed (Read-only file system); the chat goes on` came after every turn (a run-through)."""
     import errno
@@ -1221,3 +1351,84 @@ def test_clear_and_a_context_drop_say_the_system_prompt_is_kept_only_where_there
         cleared = [ln for ln in out.getvalue().splitlines() if ln][-1]  # (a blank line ends a command's output)
         assert re.fullmatch(r"cleared (1 exchange|[02-9] exchanges)", cleared.split(";")[0])
         assert cleared.endswith("; the system prompt is kept") == bool(system), cleared
+
+
+HISTORY_WORDS = ["hi", "你好世界", "a" * 30, "x:y", ":smile:", "tab\there", "end\u3000", "l\u2028s", "😀", "e\u0301"]
+HISTORY_WORDS += ["[b]no markup[/b]", "http://h:80/p:q", "trail  ", "\n", "\n\n", "word" * 12, "ｆｕｌｌ", "\x1b[2J"]
+
+
+def _history_rows(seed: int, n: int) -> list[tuple[str, ...]]:
+    from yi_cli.safe_text import safe
+
+    rnd = random.Random(seed)
+    rows = [("", "system", "", safe("be terse\n\tplease"))]
+    for i in range(1, n + 1):
+        text = " ".join(rnd.choice(HISTORY_WORDS) for _ in range(rnd.randint(0, 12)))
+        role = ("user", "assistant")[i % 2]
+        rows.append(
+            (str(i), role, str(rnd.randint(0, 10 ** rnd.randint(0, 6))), safe(text) + rnd.choice(["", " [length]"]))
+        )
+    return rows
+
+
+def test_history_draws_the_table_rich_draws_at_every_width():
+    """/history's table (HistoryTable, drawn without rich's cost per cell) is rich's Table's, character for character
+    and style for style: in a pipe (whole rows, or at a width), on a terminal folding rows at its width."""
+    import io
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from yi_cli.conversation.history_table import HistoryTable
+    from yi_cli.ui.render import piped
+
+    for seed in range(40):
+        rows = _history_rows(seed, seed % 9)
+        tables = (Table(show_header=True, header_style="bold", box=None), HistoryTable("#", "role", "tokens", "text"))
+        for col in ("#", "role", "tokens", "text"):
+            tables[0].add_column(col, overflow="fold")
+        for t in tables:
+            for row in rows:
+                t.add_row(*row)
+        for width in (12, 30, 47, 80):
+            assert piped(tables[0], width, True) == piped(tables[1], width, True)
+            assert piped(tables[0], width, False) == piped(tables[1], width, False)
+            screens = []
+            for t in tables:
+                screen = io.StringIO()
+                term = Console(file=screen, width=width, force_terminal=True, color_system="standard")
+                term.print(t, markup=False, highlight=False)
+                screens.append(screen.getvalue())
+            assert screens[0] == screens[1], (seed, width)
+
+
+def test_history_of_a_long_context_renders_few_cells_through_rich(monkeypatch):
+    """/history on a context of 10,000 exchanges took 7 s to print: every cell of the table went through rich's
+    Text (measured twice, wrapped, cropped, padded). A row of single lines that fit is written as rich would write
+    it; rich draws only the header and the rows it has to fold or change."""
+    from rich.text import Text
+
+    from yi_cli.conversation.session import ChatSession, Turn
+
+    session = ChatSession()
+    for i in range(500):
+        session.turns += [Turn("user", f"question {i}", 3), Turn("assistant", f"answer {i}\n\nin two lines", 5, "stop")]
+    session.turns += [Turn("user", "a tab\there", 3), Turn("assistant", "and a long line " * 20, 5, "stop")]
+    chat, out, err = plain_chat(ScriptedEngine([]), session=session)
+    wraps = []
+    real = Text.wrap
+    monkeypatch.setattr(Text, "wrap", lambda self, *a, **k: (wraps.append(self.plain), real(self, *a, **k))[1])
+    chat.handle("/history")
+    lines = out.getvalue().splitlines()
+    assert err.getvalue() == "" and len(lines) == 1 + 500 * 4 + 2 + 1  # the blank line after a command's output
+    assert lines[1:5] == [
+        " 1     user       3       question 0",
+        " 2     assistant  5       answer 0",
+        "",
+        " " * 26 + "in two lines",
+    ]
+    assert lines[-3:-1] == [
+        " 1001  user       3       a tab   here",
+        " 1002  assistant  5       " + "and a long line " * 19 + "and a long line",
+    ]
+    assert len(wraps) <= 3 * 4  # the header's cells and the two rows rich draws (the old table: 4 a row)

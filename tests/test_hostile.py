@@ -421,6 +421,34 @@ def test_config_toml_special_files(kind, home, tmp_path):
     assert said.get(kind, "not a regular file") in str(e.value)
 
 
+def test_a_huge_history_file_is_read_from_its_tail_and_kept_whole(home, monkeypatch):
+    """The whole history file was read before the first prompt took a key: a multi-GB one stalled the start. Its
+    last HISTORY_TAIL bytes are read (an entry cut by their start left out, not shown in part), as FileHistory
+    parses them; the file keeps every line and takes new ones."""
+    from prompt_toolkit.history import FileHistory
+
+    from yi_cli.ui import repl
+
+    class Render:
+        def notice(self, msg):
+            raise AssertionError(msg)
+
+    path = home / "data" / "history"
+    path.parent.mkdir(parents=True)
+    old = FileHistory(str(path))
+    for i in range(300):
+        old.store_string(f"line {i}" + ("\nand a second \xff\u00e9 line" if i % 3 else ""))
+    whole = list(old.load_history_strings())  # newest first
+    assert list(repl.history(Render()).load_history_strings()) == whole  # within the tail: all of it
+    size = path.stat().st_size
+    monkeypatch.setattr(repl, "HISTORY_TAIL", size // 10, raising=False)
+    hist = repl.history(Render())
+    tail = list(hist.load_history_strings())
+    assert 0 < len(tail) < len(whole) // 5 and tail == whole[: len(tail)]
+    hist.store_string("new line")
+    assert path.stat().st_size > size and list(FileHistory(str(path)).load_history_strings())[1:] == whole
+
+
 def test_config_toml_saved_with_a_bom_and_crlf_is_read(home):
     """A config.toml saved "UTF-8 with BOM" (Notepad) failed: "Invalid statement (at line 1, column 1)", on a
     character no editor shows (run-through 4)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from yi_cli import paths
@@ -21,3 +22,30 @@ def test_a_relative_or_tilde_home_is_made_absolute_and_a_relative_xdg_dir_is_ign
     assert paths.cache_dir() == tmp_path / "me" / ".cache" / "yi-chat"
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert paths.cache_dir() == Path(tmp_path / "xdg" / "yi-chat")
+
+
+def test_a_home_whose_name_is_not_utf8_keeps_sessions_and_says_why_no_model_loads_from_it(tmp_path):
+    """YI_CHAT_HOME with a byte that is not UTF-8 (a Latin-1 folder name): `--model demo` converted for 20 s, then
+    failed with "demo conversion failed (UnicodeEncodeError: ...)", the Rust tokenizers and safetensors libraries
+    taking only UTF-8 paths. It is one line at once saying so (exit 3), nothing converted; a remote model's chat
+    saves and resumes its sessions there."""
+    import os
+
+    from tests.fixtures import ScriptedEngine
+    from tests.openai_server import OpenAIServer
+    from tests.test_bad_input import one_line_error, yi
+    from yi_cli.errors import EXIT_LOAD
+
+    home = Path(os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9"))
+    p = yi("--model", "demo", stdin="hi\n", home=home)
+    line = one_line_error(p, EXIT_LOAD, "caf\\xe9/cache: the folder's name is not UTF-8", "only UTF-8 paths")
+    assert "YI_CHAT_HOME" in line and not (home / "cache" / "demo" / "demo-fp32").exists()
+    with OpenAIServer(ScriptedEngine(["r1", "r2"])) as srv:
+        assert yi("--endpoint", srv.url, stdin="q1\n", home=home).stdout.decode().strip() == "r1"
+        (name,) = [f.name for f in (home / "data" / "sessions").glob("*.json")]
+        listed = yi("sessions", home=home)
+        assert listed.returncode == 0 and name in listed.stdout.decode()
+        p = yi("--endpoint", srv.url, "--resume", name, stdin="q2\n", home=home)
+        assert p.returncode == 0 and p.stdout.decode().strip() == "r2", p.stderr.decode()
+    (saved,) = (home / "data" / "sessions").glob("*.json")  # a file of the store goes on in place
+    assert [t["content"] for t in json.loads(saved.read_text())["turns"]] == ["q1", "r1", "q2", "r2"]

@@ -139,16 +139,20 @@ def resolve(model: str, allow_pickle: bool = False) -> Path:
     from . import demo, family, hub
 
     if model in demo.NAMES:
+        from ..paths import cache_dir
+
+        utf8_path(cache_dir(), "set YI_CHAT_HOME to a folder whose name is UTF-8 (its cache is there)")
         return demo.ensure(model)
     p = inputs.user_path(model, LoadError)
     if inputs.looked_up(p, LoadError) is not None:  # a folder on the way that cannot be searched is said
         if not p.is_dir():
             raise LoadError(f"{p}: is a file; --model takes a checkpoint directory")
-        return p
+        return utf8_path(p, "move or link the model to a folder whose name is UTF-8")
     repo = family.expand(model)
     if hub.written_as_id(repo):
         if bad := hub.malformed(repo, model):  # bad//id, a/b/c: a usage error (as `pull` says it), not a missing model
             raise UsageError(bad)
+        utf8_path(hub.cache_root(), "set HF_HOME (or HF_HUB_CACHE) to a folder whose name is UTF-8")
         snap = hub.cached_snapshot(repo)
         if hub.usable(repo, snap, allow_pickle):
             return snap
@@ -157,6 +161,22 @@ def resolve(model: str, allow_pickle: bool = False) -> Path:
     hint = f" (did you mean {near[0]}?)" if near else ""
     # named as typed: Path drops a leading ./, and `./models/yi` read `models/yi`, as if a hub id had been asked
     raise LoadError(f"{shown(model, 200)}: no such directory, Yi alias (yi-chat models --all) or hub id{hint}")
+
+
+def utf8_path(path: Path, fix: str) -> Path:
+    """`path`, where its name is UTF-8 text. The tokenizers and safetensors libraries (Rust) take a path only as
+    UTF-8: one holding a byte that is not (a Latin-1 folder name, kept by Python as a surrogate escape) failed in
+    them, after the demo's 20 s conversion, with "demo conversion failed (UnicodeEncodeError: ...)". The rest of
+    yi-chat (its sessions, a remote model's chats) works there; a model is not loaded from there, and this says why."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        named = shown(os.fsencode(path).decode("utf-8", "backslashreplace"), 200)  # the byte as \xe9, as typed
+        raise LoadError(
+            f"{named}: the folder's name is not UTF-8, and the tokenizers and safetensors libraries open only UTF-8 "
+            f"paths; {fix}"
+        ) from None
+    return path
 
 
 def open_checkpoint(

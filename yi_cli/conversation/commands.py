@@ -16,6 +16,7 @@ from ..engines import settings as gen
 from ..errors import YiError, shown
 from ..safe_text import safe
 from . import attach
+from .history_table import HistoryTable
 from .session import exchanges_said
 
 
@@ -149,9 +150,7 @@ def do_history(chat, arg):
     if not s.turns and not s.system:
         chat.render.show("(no turns yet)")
         return
-    t = Table(show_header=True, header_style="bold", box=None)
-    for col in ("#", "role", "tokens", "text"):
-        t.add_column(col, overflow="fold")
+    t = HistoryTable("#", "role", "tokens", "text")  # rich's Table's output, at a fraction of its cost a row
     if s.system:
         t.add_row("", "system", "", safe(s.system))  # loaded text: its escape sequences are shown, not run
     for i, turn in enumerate(s.turns[s.start :], 1):  # the context's (dropped ones stay in the file)

@@ -20,6 +20,7 @@ import os
 import re
 import secrets
 import signal
+import stat
 import tempfile
 import threading
 import time
@@ -40,6 +41,8 @@ MODES = ("interactive", "one-shot", "pipe")
 SAVED = "saved"  # the mode of a /save snapshot
 RESUMABLE = ("interactive", None)  # None: a file from before modes were recorded (last.json)
 LEGACY = "last.json"
+TMP = ".tmp-"  # a write's temp file, renamed or linked to its name once it is whole
+STALE = 15 * 60  # seconds: a temp or lock file left this long, and locked by no one, is a killed writer's
 
 
 def sessions_dir() -> Path:
@@ -100,33 +103,37 @@ class NoNewFile(OSError):
     misled ("No such file or directory" for /save /proc/version, a file that exists: /proc takes no new files)."""
 
 
-def _tmp_file(directory: Path, text: str) -> str:
-    """A 0600 temp file in `directory` holding `text`, flushed to the disk; returns its path."""
+@contextmanager
+def _tmp_file(directory: Path, text: str):
+    """A 0600 temp file in `directory` holding `text`, flushed to the disk; yields its path and removes it after
+    (where it is still there: not renamed or linked away). It is flocked while it exists, so sweep() can tell it
+    from the temp file of a writer that was killed."""
     private_dir(directory)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+        fd, tmp = tempfile.mkstemp(prefix=TMP, dir=directory)
     except OSError as e:
         raise NoNewFile(e.errno, e.strerror, str(directory)) from None
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        _flock(fd, blocking=False)  # a fresh file: no one else holds it
+        with os.fdopen(fd, "w", encoding="utf-8", closefd=False) as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o600)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return tmp
+        os.fchmod(fd, 0o600)
+        yield tmp
+    finally:
+        try:
+            if os.stat(tmp, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
+                os.unlink(tmp)
+        except OSError:  # renamed away: nothing of it is left under its name
+            pass
+        os.close(fd)
 
 
 def write_atomic(path: Path, text: str) -> None:
     """Write via a synced 0600 temp file in the same directory and rename, so readers never see half a file."""
-    tmp = _tmp_file(path.parent, text)
-    try:
+    with _tmp_file(path.parent, text) as tmp:
         os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
     durable.sync_dir(path.parent)
 
 
@@ -134,8 +141,7 @@ def write_new(directory: Path, text: str, owner: Owner | None = None) -> Path:
     """Write `text` under a fresh timestamped name in `directory` that no other writer can take: the name is
     claimed with link(2), which fails when it exists, so a clash only costs another random suffix. owner: locks
     the name before it is linked, so no other process can resume the file before this one holds it."""
-    tmp = _tmp_file(directory, text)
-    try:
+    with _tmp_file(directory, text) as tmp:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         for _ in range(1000):  # a clash costs a retry; a thousand in a row is a store that refuses names
             path = directory / f"{stamp}-{secrets.token_hex(3)}.json"
@@ -150,8 +156,6 @@ def write_new(directory: Path, text: str, owner: Owner | None = None) -> Path:
                 continue
         else:
             raise OSError(errno.EEXIST, "no free session file name after 1000 tries")
-    finally:
-        os.unlink(tmp)
     durable.sync_dir(directory)
     return path
 
@@ -203,6 +207,56 @@ class Owner:
             return
         _unlink(lock)  # removed while still held: a process that opened it meanwhile sees another inode, retries
         os.close(fd)
+
+
+def _flock(fd: int, blocking: bool = True) -> bool:
+    """An exclusive flock on `fd`; False where another process holds it (blocking=False) or there are no locks."""
+    try:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+    except (ImportError, OSError):  # BlockingIOError: held; ENOLCK and the like: a file system without locks
+        return False
+    return True
+
+
+_swept: set[str] = set()
+
+
+def sweep(folder: Path) -> int:
+    """Remove what killed writers left in the store (a SIGKILL mid-autosave: a `.tmp-*` file; a process killed while
+    it held a session: its `.NAME.lock`): each one untouched for STALE seconds and locked by no live process, as
+    every writer locks its temp file and its session's lock file while it uses them (the kernel drops a dead one's
+    locks). Taken under that same lock and checked to be the file still under the name (a lock's holder removes
+    its name while it holds it), so a file a live yi-chat uses is never removed. Where locks do not work, nothing
+    is. Best effort, once a process: returns how many were removed."""
+    if str(folder) in _swept:
+        return 0
+    _swept.add(str(folder))
+    now = time.time()
+    removed = 0
+    try:
+        names = [n for n in os.listdir(folder) if n.startswith(TMP) or (n.startswith(".") and n.endswith(".lock"))]
+    except OSError:
+        return 0
+    for name in names:
+        path = os.path.join(folder, name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or now - st.st_mtime < STALE or not _flock(fd, blocking=False):
+                continue
+            if os.stat(path, follow_symlinks=False).st_ino == st.st_ino:
+                os.unlink(path)
+                removed += 1
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return removed
 
 
 def _unlink(path: Path) -> None:
@@ -284,6 +338,7 @@ class Autosave:
         try:
             with _signals_held():
                 if self.path is None:
+                    sweep(sessions_dir())
                     self.path = write_new(sessions_dir(), text, self.owner)
                 else:
                     write_atomic(self.path, text)
@@ -323,7 +378,8 @@ def save(chat, path: str | None, replace: bool = False) -> Path:
                 raise YiError(f"{shown(path, 200)}: cannot save the session (the file is not writable)")
             try:
                 if kind is not None and not replace and (what := _refusal(real, chat.session)):
-                    os.unlink(_tmp_file(real.parent, ""))  # /save! could not write there either: say that instead
+                    with _tmp_file(real.parent, ""):  # /save! could not write there either: say that instead
+                        pass
                     raise YiError(
                         f"{shown(path, 200)}: the file exists and {what}; /save! {shown(path, 200)} replaces it"
                     )
@@ -417,9 +473,8 @@ def resolve(path: str) -> Path:
             found = [f for f in (sessions_dir() / path, sessions_dir() / f"{path}.json") if os.path.lexists(f)]
             return found[0] if found else p
         return p
-    for entry in entries():
-        if entry["mode"] in RESUMABLE:
-            return Path(entry["path"])
+    for entry in entries(limit=1, modes=RESUMABLE):
+        return Path(entry["path"])
     raise YiError(f"no interactive session saved yet in {sessions_dir()} (yi-chat sessions lists them)")
 
 
@@ -513,41 +568,115 @@ def load_into(chat, path: str) -> dict:
     return data
 
 
-def entries() -> list[dict]:
+def entries(limit: int | None = None, modes: tuple | None = None) -> list[dict]:
     """The sessions in the store, newest change first: path, name, mode, model, updated, exchanges, first line.
-    Files that cannot be read as sessions are left out; a folder that cannot be read is an error, not 'no sessions'."""
+    Files that cannot be read as sessions are left out; a folder that cannot be read is an error, not 'no sessions'.
+    limit: the newest `limit` only; modes: of these modes only. With either, the files are ordered by the keys
+    before their turns (_head), and read whole newest first until there are enough (`yi-chat sessions -n 1` and
+    `-c` parsed every file of the store in full, megabytes each for long chats, to show or open one)."""
+    if limit is None and modes is None:
+        return sorted((e for f in _files() if (e := _entry(f)) is not None), key=_order, reverse=True)
+    keyed = []
+    for f in _files():
+        head = _head(f)
+        if head is None:  # read whole at once
+            if (entry := _entry(f)) is not None and (modes is None or entry["mode"] in modes):
+                keyed.append((_order(entry), f, entry))
+            continue
+        if head.get("format") != FORMAT or (modes is not None and head.get("mode") not in modes):
+            continue
+        try:
+            updated = stamp(head.get("updated")) or _mtime(f.stat().st_mtime)
+        except OSError:
+            continue
+        keyed.append(((updated, f.name), f, None))
+    out: list[dict] = []
+    for _, f, entry in sorted(keyed, key=lambda k: k[0], reverse=True):
+        if len(out) == limit:
+            break
+        entry = entry or _entry(f)  # a file malformed past its head is passed by, as the whole listing leaves it
+        if entry is not None and (modes is None or entry["mode"] in modes):
+            out.append(entry)
+    return out
+
+
+def _order(entry: dict) -> tuple[str, str]:
+    return entry["updated"], entry["name"]
+
+
+def _files() -> list[Path]:
     folder = sessions_dir()
     try:
-        files = [f for f in folder.iterdir() if f.suffix == ".json" and _regular(f)]
+        return [f for f in folder.iterdir() if f.suffix == ".json" and _regular(f)]
     except FileNotFoundError:  # no store yet
         return []
     except OSError as e:  # EACCES from iterdir, or from is_file where the folder can be listed but not searched
         raise YiError(f"{folder}: cannot read the sessions folder ({e.strerror or e})") from None
-    out = []
-    for f in files:
-        try:
-            data = inputs.read_json(f, inputs.SESSION_LIMIT, YiError, "session file")
-            unicode_only(data, f)
-            session = ChatSession.from_dict(data)
-            mtime = f.stat().st_mtime
-        except (OSError, ValueError, TypeError, AttributeError, YiError):
-            continue
-        if data.get("format") != FORMAT:
-            continue
-        first = next((t.content for t in session.turns if t.role == "user"), "")
-        updated = stamp(data.get("updated"))
-        out.append(
-            {
-                "path": str(f),
-                "name": f.name,
-                "mode": data.get("mode"),
-                "model": str(data.get("model") or ""),
-                "updated": updated or _iso(datetime.fromtimestamp(mtime, UTC)),
-                "exchanges": session.exchanges,
-                "first_line": attach.summary(first),
-            }
-        )
-    return sorted(out, key=lambda e: (e["updated"], e["name"]), reverse=True)
+
+
+def _entry(f: Path) -> dict | None:
+    """The listing's entry of one store file; None where it cannot be read as a session."""
+    try:
+        data = inputs.read_json(f, inputs.SESSION_LIMIT, YiError, "session file")
+        unicode_only(data, f)
+        session = ChatSession.from_dict(data)
+        mtime = f.stat().st_mtime
+    except (OSError, ValueError, TypeError, AttributeError, YiError):
+        return None
+    if data.get("format") != FORMAT:
+        return None
+    first = next((t.content for t in session.turns if t.role == "user"), "")
+    return {
+        "path": str(f),
+        "name": f.name,
+        "mode": data.get("mode"),
+        "model": str(data.get("model") or ""),
+        "updated": stamp(data.get("updated")) or _mtime(mtime),
+        "exchanges": session.exchanges,
+        "first_line": attach.summary(first),
+    }
+
+
+def _mtime(t: float) -> str:
+    return _iso(datetime.fromtimestamp(t, UTC))
+
+
+HEAD = 64 << 10  # bytes of a session file read for the keys before its turns
+
+
+def _head(f: Path) -> dict | None:
+    """The keys of a session file that come before its `turns` (all but them, as yi-chat writes a file), read from
+    its first HEAD bytes; None where they are not all there (a system prompt longer than that, a hand-edited file
+    with its turns first or none) or the text is not such an object."""
+    try:
+        fd = os.open(f, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO swapped in: no wait for a writer
+        with open(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
+            text = fh.read(HEAD).decode("utf-8", "ignore")  # a character cut at the end: past the keys wanted
+    except OSError:
+        return None
+    decoder, space = json.JSONDecoder(), re.compile(r"[ \t\n\r]*")
+    out: dict = {}
+    try:
+        i = space.match(text, 0).end()
+        if text[i] != "{":
+            return None
+        while True:
+            i = space.match(text, i + 1).end()
+            key, i = decoder.raw_decode(text, i)
+            i = space.match(text, i).end()
+            if not isinstance(key, str) or text[i] != ":":
+                return None
+            i = space.match(text, i + 1).end()
+            if key == "turns":
+                return out if "format" in out else None  # as yi-chat writes a file: the format comes first
+            out[key], i = decoder.raw_decode(text, i)
+            i = space.match(text, i).end()
+            if text[i] != ",":
+                return None  # the object ends before its turns, or is not one
+    except (ValueError, IndexError, RecursionError):  # cut at HEAD, or not JSON
+        return None
 
 
 def _regular(f: Path) -> bool:

@@ -42,10 +42,51 @@ def history(render):
             render.notice(f"history is off: cannot write {path} (not a regular file: a {inputs.kind_of(path)})")
             return InMemoryHistory()
         os.chmod(path, 0o600)
-        return FileHistory(str(path))
+        return TailHistory(str(path))
     except OSError as e:
         render.notice(f"history is off: cannot write {path} ({e.strerror})")
         return InMemoryHistory()
+
+
+HISTORY_TAIL = 4 << 20  # bytes of the history file read at start: thousands of lines, more than arrows reach
+
+
+class TailHistory(FileHistory):
+    """FileHistory that reads only the last HISTORY_TAIL bytes of its file: the whole of a multi-GB file was read
+    before the first prompt took a key (prompt_toolkit loads it in its event loop). The file keeps every line, and
+    each new one is appended as before; Up and Ctrl-R reach the newest entries only, an entry cut by the tail's
+    start left out, not shown in part. Opened non-blocking and checked to be a regular file again: it may have
+    been replaced since history() looked."""
+
+    def load_history_strings(self):
+        try:
+            fd = os.open(self.filename, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        except OSError:
+            return []
+        with open(fd, "rb") as f:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                return []
+            start = max(0, st.st_size - HISTORY_TAIL)
+            f.seek(start)
+            data = f.read(HISTORY_TAIL)
+        lines = data.split(b"\n")
+        if start:  # from the first entry that begins inside the tail: a partial line, and "+" lines before it, go
+            lines = lines[1:]
+            while lines and lines[0].startswith(b"+"):
+                lines.pop(0)
+        strings: list[str] = []
+        entry: list[str] = []
+        for raw in lines:  # as FileHistory parses it: "+" lines are an entry's, any other line ends one
+            line = raw.decode("utf-8", errors="replace")
+            if line.startswith("+"):
+                entry.append(line[1:])
+            elif entry:
+                strings.append("\n".join(entry))
+                entry = []
+        if entry:
+            strings.append("\n".join(entry))
+        return reversed(strings)
 
 
 def bindings() -> KeyBindings:

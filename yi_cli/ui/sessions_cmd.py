@@ -41,9 +41,7 @@ def _count(text: str) -> int:
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
-    rows = [{**r, "path": printable(r["path"]), "name": printable(r["name"])} for r in store.entries()]
-    if args.limit is not None:
-        rows = rows[: args.limit]
+    rows = [{**r, "path": printable(r["path"]), "name": printable(r["name"])} for r in store.entries(args.limit)]
     if args.json:
         print(json.dumps(rows, ensure_ascii=False, indent=1))
         return 0
