@@ -537,6 +537,16 @@ def test_an_hf_endpoint_with_whitespace_is_a_usage_error_not_an_unreachable_hub(
     assert len(lines) == 1
 
 
+@pytest.mark.parametrize("tail", ["/?x=1", "?", "/#a", "#"])
+def test_an_hf_endpoint_with_a_query_or_fragment_is_a_usage_error_not_an_unreachable_hub(hub, env, tail):
+    """`HF_ENDPOINT=http://127.0.0.1:PORT/?x=1` (or `...#a`) passed the check, and huggingface_hub appended its paths
+    after the query or fragment: `pull` said it "cannot reach" a hub that was up (exit 3)."""
+    for args in (("pull", "acme/tiny-chat"), ("-m", "acme/tiny-chat", "-p", "hi")):
+        lines = error_line(yi({**env, "HF_ENDPOINT": hub.url + tail}, *args), 2, "HF_ENDPOINT=", "query string")
+        assert len(lines) == 1
+    assert not hub.log
+
+
 @pytest.mark.parametrize("damage", ["truncated", "deleted"])
 def test_a_damaged_cached_file_is_listed_so_and_pull_fetches_it_again(hub, env, damage):
     """A weights blob truncated or deleted after the fetch: `pull` said all was there (exit 0) and fetched nothing,
