@@ -76,7 +76,8 @@ class FakeHub:
         self.drop_always: dict[str, int] = {}  # as drop, for every GET of the path until removed
         self.refuse: dict[str, int] = {}  # repo -> an HTTP status (401 / 403) for all its calls, no gated code
         self.fail: dict[str, int] = {}  # file name -> an HTTP status its GETs answer (a 500 on the weights)
-        self.retry_after: str | None = None  # a Retry-After header on the `fail` answers
+        self.fail_once: dict[str, int] = {}  # as fail, for the next GET of the file only
+        self.retry_after: str | None = None  # a Retry-After header on the `fail` / `fail_once` answers
         self.loop: set[str] = set()  # file names whose GETs redirect to themselves
         self.corrupt: dict[str, bytes] = {}  # file name -> bytes its GETs send instead of the listed ones
         self.not_a_hub = False  # True: every URL answers 200 with a web page (HF_ENDPOINT at some other server)
@@ -165,9 +166,10 @@ class FakeHub:
                 return self._error(h, 404, "EntryNotFound", "Entry not found", {"X-Repo-Commit": repo.commit})
             if name in self.loop and not head:
                 return self._send(h, 302, b"", {"Location": raw}, head)
-            if name in self.fail and not head:
+            status = None if head else self.fail_once.pop(name, self.fail.get(name))
+            if status is not None:
                 extra = {"Retry-After": self.retry_after} if self.retry_after is not None else None
-                return self._error(h, self.fail[name], None, "Internal Error", extra)
+                return self._error(h, status, None, "Internal Error", extra)
             return self._file(h, repo, name, head)
         return self._error(h, 404, None, "Not found")
 

@@ -306,6 +306,21 @@ def test_a_hub_asking_to_wait_an_hour_says_so_at_once(hub, env):
     assert yi(env, "pull", "acme/tiny-chat").returncode == 0
 
 
+@pytest.mark.parametrize("retry_after", ["1", None])
+def test_a_hub_asking_to_wait_a_little_is_said_and_the_pull_goes_on(hub, env, demo_files, retry_after):
+    """A 429 with `Retry-After: 10` (or none: huggingface_hub's own backoff) held the pull silent while it waited and
+    retried, up to a minute over its five retries: each retry is one line saying why nothing moves."""
+    hub.fail_once["model.safetensors"] = 429
+    hub.retry_after = retry_after
+    p = yi(env, "pull", "acme/tiny-chat")
+    assert p.returncode == 0, p.stderr.decode()
+    err = p.stderr.decode()
+    then = " and asks to wait 1 s; retrying" if retry_after else "; retrying in 1 s"
+    assert f"yi-chat: acme/tiny-chat: {hub.url} answered HTTP 429{then} (retry 1 of 5)\n" in err, err
+    assert err.count("HTTP 429") == 1 and "Traceback" not in err and "Rate limited" not in err, err
+    assert (snapshot(env) / "model.safetensors").read_bytes() == demo_files["model.safetensors"]
+
+
 @pytest.mark.parametrize("name", ["tokenizer_config.json", "model.safetensors"])
 def test_a_file_whose_bytes_are_not_what_the_hub_lists_is_refused_and_fetched_again(hub, env, demo_files, name):
     """Bytes of the listed size that are not the listed file (a proxy, a broken mirror): only LFS weights were

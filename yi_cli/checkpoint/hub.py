@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -183,6 +184,7 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
         )
     progress = progress or Progress()
     hub_logging.set_verbosity_error()  # its retry warnings are multi-line; a dropped connection resumes quietly
+    _RETRIES.notify(repo, progress)
     _bounded_client()
     api = HfApi()
     try:
@@ -288,7 +290,8 @@ def _bounded_client() -> None:
 
 
 def _impatient(response) -> None:
-    """Raise _WaitTooLong for an error whose wait (read as huggingface_hub's retries read it) is over RETRY_WAIT_S."""
+    """Raise _WaitTooLong for an error whose wait (read as huggingface_hub's retries read it) is over RETRY_WAIT_S;
+    a shorter one is noted for _RETRIES, which says it when huggingface_hub does retry."""
     if response.status_code < 400:
         return
     try:  # huggingface_hub's own readers of those headers (private: a release without them waits as it did)
@@ -300,6 +303,45 @@ def _impatient(response) -> None:
     wait = _parse_retry_after(response.headers) if wait is None else wait
     if wait is not None and wait > RETRY_WAIT_S:
         raise _WaitTooLong(response.status_code, wait)
+    _RETRIES.asked = (response.status_code, wait)
+
+
+class _RetryNotice(logging.Filter):
+    """huggingface_hub's warning before each retry's sleep, as one line of ours: a 429 with `Retry-After: 10` was
+    up to a minute of silence (its warnings are off: multi-line, with whole URLs). Only a retry it makes is said,
+    so a call it does not retry (the error ends the pull) says nothing more. Its other warnings stay off."""
+
+    RETRY = re.compile(r"(?:Rate limited\. Waiting|Retrying in) ([\d.]+)s.*\[Retry (\d+)/(\d+)\]")
+
+    def __init__(self):
+        super().__init__()
+        self.repo, self.progress, self.asked = "", None, None
+
+    def notify(self, repo: str, progress) -> None:
+        """Say this pull's retries through its display (a line above the bar on a terminal)."""
+        self.repo, self.progress, self.asked = repo, progress, None
+        log = logging.getLogger("huggingface_hub.utils._http")  # its module's logger
+        if self not in log.filters:
+            log.addFilter(self)
+            log.setLevel(logging.WARNING)  # the library's is ERROR (set_verbosity_error): its warnings reach here
+
+    def filter(self, record) -> bool:
+        if record.levelno >= logging.ERROR:
+            return True
+        text = record.getMessage()
+        if m := self.RETRY.match(text):
+            status, wait = self.asked or (None, None)
+            said = f"answered HTTP {status}" if status else "did not answer"
+            then = f" and asks to wait {wait} s; retrying" if wait is not None else f"; retrying in {float(m[1]):g} s"
+            if self.progress is not None:
+                self.progress._line(f"{self.repo}: {endpoint()} {said}{then} (retry {m[2]} of {m[3]})")
+            self.asked = None
+        elif " thrown while requesting " in text and not text.startswith("HTTP Error "):
+            self.asked = None  # a connection error, not an answer: what an earlier answer asked is not this one's
+        return False
+
+
+_RETRIES = _RetryNotice()
 
 
 def _loadable_as_listed(repo: str, files) -> None:
