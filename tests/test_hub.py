@@ -462,7 +462,7 @@ def test_models_lists_unloadable_repos_with_the_reason_and_aliases(hub, env, dem
     cfg["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_4bit": True}
     bad["config.json"] = json.dumps(cfg).encode()
     hub.repos["acme/bnb"] = Repo(bad)
-    error_line(yi(env, "pull", "acme/bnb"), 3, "fetched, but yi-chat cannot load it", "bitsandbytes")
+    error_line(yi(env, "pull", "acme/bnb"), 3, "quantization method 'bitsandbytes' is not supported")
     home = tmp_path / "yi"
     (home / "config").mkdir(parents=True)
     (home / "config" / "config.toml").write_text('[aliases]\nmine = "acme/bnb"\n')
@@ -936,6 +936,37 @@ def test_a_model_that_does_not_write_text_is_refused_before_its_weights(hub, env
     assert not hub.requests("GET", "/model.safetensors")
     rows = {r["name"]: r for r in json.loads(yi(env, "models", "--json").stdout)}
     assert not rows["acme/not-a-chat"]["loadable"] and said in rows["acme/not-a-chat"]["reason"]
+
+
+@pytest.mark.parametrize(
+    "quant,weights,said",
+    [
+        ({"quant_method": "bitsandbytes"}, "model.safetensors", "quantization method 'bitsandbytes' is not supported"),
+        ({"bits": 3}, "model.safetensors", "AWQ with bits=3 is not supported"),
+        (
+            {"quant_method": "gptq", "bits": 4, "group_size": 128},
+            "gptq_model-8bit-64g.safetensors",
+            "gptq_model-8bit-64g.safetensors: file name says 8-bit group 64, but config.json says 4-bit group 128",
+        ),
+    ],
+)
+def test_a_quantization_it_cannot_load_is_refused_before_its_weights(hub, env, demo_files, quant, weights, said):
+    """A bitsandbytes or AWQ 3-bit config, or GPTQ weights whose file name says other settings than the config:
+    `pull` fetched every weight file, then said "fetched, but yi-chat cannot load it". The config and the listing
+    say so: one line, exit 3 (the loader's own words), before the weights."""
+    cfg = json.loads(demo_files["config.json"])
+    cfg["quantization_config"] = {**cfg["quantization_config"], **quant}
+    files = {k: v for k, v in demo_files.items() if k != "model.safetensors"}
+    hub.repos["acme/odd-quant"] = Repo(
+        {**files, weights: demo_files["model.safetensors"], "config.json": json.dumps(cfg).encode()}
+    )
+    lines = error_line(yi(env, "pull", "acme/odd-quant"), 3, said)
+    assert not hub.requests("GET", ".safetensors") and "fetched, but" not in lines[-1]
+    if weights == "model.safetensors":  # listed with the reason, not as a download a pull continues
+        row = {r["name"]: r for r in json.loads(yi(env, "models", "--json").stdout)}["acme/odd-quant"]
+        assert not row["loadable"] and said in row["reason"], row
+    error_line(yi(env, "-m", "acme/odd-quant", "-p", "hi"), 3, said)
+    assert not hub.requests("GET", ".safetensors")
 
 
 def test_which_architectures_write_text():

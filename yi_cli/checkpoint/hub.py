@@ -226,8 +226,13 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
         for f in todo:
             if not checked and f.path.endswith((".safetensors", ".bin")):
                 # Fetched first: a config yi-chat cannot read, or whose sizes no model has (num_hidden_layers = -3,
-                # which the load would refuse), fails here, before the weights are fetched for nothing.
-                plausible.check(read_config(snap), snap / "config.json")
+                # which the load would refuse), fails here, before the weights are fetched for nothing; and so does a
+                # quantization the loader refuses (bitsandbytes, AWQ 3-bit), or one the weights' names contradict.
+                from . import quantized  # here: it imports torch, which the ui's modules never load
+
+                cfg = read_config(snap)
+                plausible.check(cfg, snap / "config.json")
+                quantized.detect(snap, cfg, [f.path for f in files])
                 checked = True
             _fetch_file(repo, commit, f, root, progress)
         ref = root / "refs" / revision

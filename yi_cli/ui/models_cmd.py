@@ -285,12 +285,15 @@ def _config(path: Path) -> dict:
 
 
 def _config_refused(snap: Path) -> bool:
-    """A snapshot whose config.json is there and refused (unreadable, implausible sizes): a pull stops at it again,
-    before the weights, so its row gives that reason, not a download that `pull` continues."""
+    """A snapshot whose config.json is there and refused (unreadable, implausible sizes, a quantization the loader
+    refuses): a pull stops at it again, before the weights, so its row gives that reason, not a download that `pull`
+    continues."""
+    from ..checkpoint import quantized
+
     if not (snap / "config.json").is_file():  # cut short before its config: the pull does continue it
         return False
     try:
-        _config(snap)
+        quantized.detect(snap, _config(snap), [])  # its settings (the weights' names are the hub's listing)
     except LoadError:
         return True
     return False
