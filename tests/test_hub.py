@@ -969,6 +969,24 @@ def test_a_quantization_it_cannot_load_is_refused_before_its_weights(hub, env, d
     assert not hub.requests("GET", ".safetensors")
 
 
+def test_a_model_type_transformers_does_not_know_is_refused_before_its_weights(hub, env, demo_files):
+    """config.json's model_type unknown (and no code of its own): `pull` fetched every weight file and said ready
+    (exit 0), `models` listed it, and -m refused it. Refused before the weights, in the loader's words, exit 3."""
+    cfg = {**json.loads(demo_files["config.json"]), "model_type": "nosuchmodel"}
+    hub.repos["acme/unknown"] = Repo({**demo_files, "config.json": json.dumps(cfg).encode()})
+    said = "config.json: The checkpoint you are trying to load has model type `nosuchmodel`"
+    error_line(yi(env, "pull", "acme/unknown"), 3, said)
+    assert not hub.requests("GET", "/model.safetensors")
+    row = {r["name"]: r for r in json.loads(yi(env, "models", "--json").stdout)}["acme/unknown"]
+    assert not row["loadable"] and said in row["reason"], row
+    error_line(yi(env, "-m", "acme/unknown", "-p", "hi"), 3, said)
+    # One of its own code (auto_map) is left to -m --trust-remote-code: fetched as before
+    cfg["auto_map"] = {"AutoConfig": "custom.Config", "AutoModelForCausalLM": "custom.Model"}
+    hub.repos["acme/custom"] = Repo({**demo_files, "config.json": json.dumps(cfg).encode()})
+    assert yi(env, "pull", "acme/custom").returncode == 0
+    assert hub.requests("GET", "/model.safetensors")
+
+
 def test_which_architectures_write_text():
     from yi_cli.checkpoint.plausible import generates
 

@@ -232,7 +232,11 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
 
                 cfg = read_config(snap)
                 plausible.check(cfg, snap / "config.json")
-                quantized.detect(snap, cfg, [f.path for f in files])
+                quant = quantized.detect(snap, cfg, [f.path for f in files])
+                if "auto_map" not in cfg:  # a model of its own code is read with -m --trust-remote-code, or not
+                    from .loader import model_config
+
+                    model_config(snap, cfg, quant is not None, trust_remote_code=False)  # a model_type unknown
                 checked = True
             _fetch_file(repo, commit, f, root, progress)
         ref = root / "refs" / revision
