@@ -11,7 +11,8 @@ GatedRepo unless the request carries `Authorization: Bearer <token>` with a toke
 listing stay public, as on the real hub). Faults for tests: `drop[path] = n` sends n bytes of the next GET of `path`
 and closes the connection; `hold[path] = n` sends n bytes, sets `held` and waits for `release` (then closes); `loop`
 holds paths whose GETs redirect to themselves; `corrupt[path] = data` serves data in place of the file's bytes to
-its GETs (its HEAD and listing unchanged: what the hub claims). Every request is recorded in `log` as (method, path,
+its GETs (its HEAD and listing unchanged: what the hub claims); `trickle[path] = s` sends its bytes one each s
+seconds. Every request is recorded in `log` as (method, path,
 Range header, has-auth).
 
     python tests/hub_server.py --port 8765 acme/tiny-chat=/path/to/checkpoint   # serve by hand
@@ -80,6 +81,7 @@ class FakeHub:
         self.retry_after: str | None = None  # a Retry-After header on the `fail` / `fail_once` answers
         self.loop: set[str] = set()  # file names whose GETs redirect to themselves
         self.corrupt: dict[str, bytes] = {}  # file name -> bytes its GETs send instead of the listed ones
+        self.trickle: dict[str, float] = {}  # file name -> seconds between the bytes its GETs send, one at a time
         self.not_a_hub = False  # True: every URL answers 200 with a web page (HF_ENDPOINT at some other server)
         self.etags = True  # False: files are served without an ETag (a mirror or proxy that drops it)
         self.held = threading.Event()
@@ -188,6 +190,8 @@ class FakeHub:
         if start:
             headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
         body = (data if head else self.corrupt.get(name, data))[start:]
+        if name in self.trickle and not head:
+            return self._trickle(h, 206 if start else 200, body, headers, self.trickle[name])
         dropped = None if head else self.drop.pop(name, self.drop_always.get(name))
         held = None if head else self.hold.pop(name, None)
         cut = dropped if dropped is not None else held
@@ -207,6 +211,22 @@ class FakeHub:
         try:
             h.connection.shutdown(socket.SHUT_RDWR)
         except OSError:
+            pass
+
+    def _trickle(self, h, status: int, body: bytes, headers: dict, every: float) -> None:
+        """The full length announced, then a byte each `every` seconds until the client leaves (or release)."""
+        h.send_response(status)
+        for k, v in {**headers, "Content-Length": str(len(body))}.items():
+            h.send_header(k, v)
+        h.end_headers()
+        h.close_connection = True
+        try:
+            for i in range(len(body)):
+                h.wfile.write(body[i : i + 1])
+                h.wfile.flush()
+                if self.release.wait(every):
+                    return
+        except OSError:  # the client gave up
             pass
 
     def _error(self, h, status: int, code: str | None, message: str, extra: dict | None = None) -> None:

@@ -3,6 +3,7 @@ fetch + chat, resume after a dropped connection and after Ctrl-C, offline reruns
 repos, a full disk, an unreachable hub; `yi-chat models`. HF_HOME / HF_HUB_CACHE are tmp dirs: never the network."""
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -535,6 +536,41 @@ def test_a_hub_that_never_answers_times_out_in_one_line(env, monkeypatch):
             set_client_factory(default_client_factory)  # no short timeout left behind for other tests
     assert not worker.is_alive(), "the fetch still waits on a hub that never answers"
     assert got and got[0].startswith(f"acme/tiny-chat: {url} stopped answering (timed out"), got
+
+
+def test_a_hub_that_trickles_bytes_is_one_line_not_a_pull_for_days(hub, env, monkeypatch, tmp_path):
+    """A byte a second resets every read timeout: a pull sat on it for good. Under the rate over the window (both
+    shortened here, in-process) it is one line (the hub trickles whatever the machine's load)."""
+    from huggingface_hub import constants, set_client_factory
+    from huggingface_hub.utils._http import default_client_factory
+
+    from yi_cli.checkpoint import hub as yi_hub
+    from yi_cli.errors import LoadError
+
+    hub.trickle["model.safetensors"] = 0.05  # 20 bytes a second
+    monkeypatch.setattr(constants, "ENDPOINT", hub.url)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(yi_hub, "SLOW_WINDOW_S", 1.0)
+    got = []
+
+    def pull():
+        try:
+            yi_hub.fetch("acme/tiny-chat", progress=yi_hub.Progress(io.StringIO()))
+        except LoadError as e:
+            got.append(str(e))
+
+    worker = threading.Thread(target=pull, daemon=True)
+    try:
+        worker.start()
+        worker.join(120)
+    finally:
+        set_client_factory(default_client_factory)
+        hub.release.set()  # the trickle ends
+    assert not worker.is_alive(), "the fetch still reads a hub that trickles"
+    assert got and got[0].startswith(f"acme/tiny-chat: {hub.url} sends too slowly ("), got
+    assert "/s); try again later (a partial download continues on the next run)" in got[0], got
 
 
 @pytest.mark.parametrize("url", ["http://[::1", "http://127.0.0.1:99999", "http://127.0.0.1:abc", "ftp://hub"])

@@ -55,6 +55,17 @@ CONNECT_S, ANSWER_S = 10.0, 60.0
 # huggingface_hub waits as long as a 429 / 503's Retry-After (or rate-limit reset) says, five times over, saying
 # nothing: `Retry-After: 3600` held a pull silent for hours. Longer than this is one line at once instead.
 RETRY_WAIT_S = 10
+# A hub that trickles (a byte a second) resets every read timeout and never times out: a pull sat for days. Under
+# SLOW_RATE bytes a second over SLOW_WINDOW_S is one line instead (1 kB/s: a 4 GB shard in 46 days).
+SLOW_RATE, SLOW_WINDOW_S = 1000, 60.0
+
+
+class _TooSlow(Exception):
+    """The hub sent under SLOW_RATE bytes a second over SLOW_WINDOW_S."""
+
+    def __init__(self, got: int, seconds: float):
+        super().__init__(f"{got} bytes in {seconds:.0f} s")
+        self.got, self.seconds = got, seconds
 
 
 class _WaitTooLong(Exception):
@@ -293,9 +304,58 @@ def _bounded_client() -> None:
         client = _http.default_client_factory()
         client.timeout = httpx2.Timeout(ANSWER_S, connect=CONNECT_S)
         client.event_hooks = {**client.event_hooks, "response": [*client.event_hooks.get("response", []), _impatient]}
+        # Each transport (the default and any proxy's) reads its bodies through _steady. Private attributes: a
+        # release without them is read as before, without the rate limit.
+        if isinstance(getattr(client, "_transport", None), httpx2.BaseTransport):
+            client._transport = _steady_transport(client._transport)
+        mounts = getattr(client, "_mounts", None)
+        if isinstance(mounts, dict):
+            for k, t in mounts.items():
+                if isinstance(t, httpx2.BaseTransport):
+                    mounts[k] = _steady_transport(t)
         return client
 
     set_client_factory(factory)
+
+
+def _steady(stream):
+    """stream's chunks as they come off the socket; _TooSlow once a window of SLOW_WINDOW_S brought under
+    SLOW_RATE bytes a second (checked as each chunk arrives: a hub sending nothing at all is the read timeout's)."""
+    start, got = time.monotonic(), 0
+    for chunk in stream:
+        got += len(chunk)
+        elapsed = time.monotonic() - start
+        if elapsed >= SLOW_WINDOW_S:
+            if got < SLOW_RATE * elapsed:
+                raise _TooSlow(got, elapsed)
+            start, got = time.monotonic(), 0
+        yield chunk
+
+
+def _steady_transport(inner):
+    """inner (an httpx2 transport) whose response bodies are read through _steady."""
+    import httpx2
+
+    class Body(httpx2.SyncByteStream):
+        def __init__(self, stream):
+            self.stream = stream
+
+        def __iter__(self):
+            yield from _steady(self.stream)
+
+        def close(self):
+            self.stream.close()
+
+    class Steady(httpx2.BaseTransport):
+        def handle_request(self, request):
+            response = inner.handle_request(request)
+            response.stream = Body(response.stream)
+            return response
+
+        def close(self):
+            inner.close()
+
+    return Steady()
 
 
 def _impatient(response) -> None:
@@ -518,6 +578,11 @@ def hub_error(e: BaseException, repo: str, local: bool = True) -> LoadError:
         return LoadError(
             f"{repo}: {where} answered HTTP {e.status} and asks to wait {e.wait} s before trying again; try again "
             "later (a partial download continues on the next run)"
+        )
+    if isinstance(e, _TooSlow):
+        return LoadError(
+            f"{repo}: {where} sends too slowly ({_size(e.got)} in {e.seconds:.0f} s, under {_size(SLOW_RATE)}/s); "
+            "try again later (a partial download continues on the next run)"
         )
     if isinstance(e, errors.HfHubHTTPError):
         status = getattr(getattr(e, "response", None), "status_code", "?")
