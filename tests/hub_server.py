@@ -11,7 +11,8 @@ GatedRepo unless the request carries `Authorization: Bearer <token>` with a toke
 listing stay public, as on the real hub). Faults for tests: `drop[path] = n` sends n bytes of the next GET of `path`
 and closes the connection; `hold[path] = n` sends n bytes, sets `held` and waits for `release` (then closes); `loop`
 holds paths whose GETs redirect to themselves; `corrupt[path] = data` serves data in place of the file's bytes to
-its GETs (its HEAD and listing unchanged: what the hub claims). Every request is recorded in `log` as (method, path,
+its GETs (its HEAD and listing unchanged: what the hub claims); `trickle[path] = s` sends its bytes one each s
+seconds. Every request is recorded in `log` as (method, path,
 Range header, has-auth).
 
     python tests/hub_server.py --port 8765 acme/tiny-chat=/path/to/checkpoint   # serve by hand
@@ -76,9 +77,11 @@ class FakeHub:
         self.drop_always: dict[str, int] = {}  # as drop, for every GET of the path until removed
         self.refuse: dict[str, int] = {}  # repo -> an HTTP status (401 / 403) for all its calls, no gated code
         self.fail: dict[str, int] = {}  # file name -> an HTTP status its GETs answer (a 500 on the weights)
-        self.retry_after: str | None = None  # a Retry-After header on the `fail` answers
+        self.fail_once: dict[str, int] = {}  # as fail, for the next GET of the file only
+        self.retry_after: str | None = None  # a Retry-After header on the `fail` / `fail_once` answers
         self.loop: set[str] = set()  # file names whose GETs redirect to themselves
         self.corrupt: dict[str, bytes] = {}  # file name -> bytes its GETs send instead of the listed ones
+        self.trickle: dict[str, float] = {}  # file name -> seconds between the bytes its GETs send, one at a time
         self.not_a_hub = False  # True: every URL answers 200 with a web page (HF_ENDPOINT at some other server)
         self.etags = True  # False: files are served without an ETag (a mirror or proxy that drops it)
         self.held = threading.Event()
@@ -165,9 +168,10 @@ class FakeHub:
                 return self._error(h, 404, "EntryNotFound", "Entry not found", {"X-Repo-Commit": repo.commit})
             if name in self.loop and not head:
                 return self._send(h, 302, b"", {"Location": raw}, head)
-            if name in self.fail and not head:
+            status = None if head else self.fail_once.pop(name, self.fail.get(name))
+            if status is not None:
                 extra = {"Retry-After": self.retry_after} if self.retry_after is not None else None
-                return self._error(h, self.fail[name], None, "Internal Error", extra)
+                return self._error(h, status, None, "Internal Error", extra)
             return self._file(h, repo, name, head)
         return self._error(h, 404, None, "Not found")
 
@@ -186,6 +190,8 @@ class FakeHub:
         if start:
             headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
         body = (data if head else self.corrupt.get(name, data))[start:]
+        if name in self.trickle and not head:
+            return self._trickle(h, 206 if start else 200, body, headers, self.trickle[name])
         dropped = None if head else self.drop.pop(name, self.drop_always.get(name))
         held = None if head else self.hold.pop(name, None)
         cut = dropped if dropped is not None else held
@@ -205,6 +211,22 @@ class FakeHub:
         try:
             h.connection.shutdown(socket.SHUT_RDWR)
         except OSError:
+            pass
+
+    def _trickle(self, h, status: int, body: bytes, headers: dict, every: float) -> None:
+        """The full length announced, then a byte each `every` seconds until the client leaves (or release)."""
+        h.send_response(status)
+        for k, v in {**headers, "Content-Length": str(len(body))}.items():
+            h.send_header(k, v)
+        h.end_headers()
+        h.close_connection = True
+        try:
+            for i in range(len(body)):
+                h.wfile.write(body[i : i + 1])
+                h.wfile.flush()
+                if self.release.wait(every):
+                    return
+        except OSError:  # the client gave up
             pass
 
     def _error(self, h, status: int, code: str | None, message: str, extra: dict | None = None) -> None:

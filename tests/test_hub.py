@@ -3,6 +3,7 @@ fetch + chat, resume after a dropped connection and after Ctrl-C, offline reruns
 repos, a full disk, an unreachable hub; `yi-chat models`. HF_HOME / HF_HUB_CACHE are tmp dirs: never the network."""
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -306,6 +307,21 @@ def test_a_hub_asking_to_wait_an_hour_says_so_at_once(hub, env):
     assert yi(env, "pull", "acme/tiny-chat").returncode == 0
 
 
+@pytest.mark.parametrize("retry_after", ["1", None])
+def test_a_hub_asking_to_wait_a_little_is_said_and_the_pull_goes_on(hub, env, demo_files, retry_after):
+    """A 429 with `Retry-After: 10` (or none: huggingface_hub's own backoff) held the pull silent while it waited and
+    retried, up to a minute over its five retries: each retry is one line saying why nothing moves."""
+    hub.fail_once["model.safetensors"] = 429
+    hub.retry_after = retry_after
+    p = yi(env, "pull", "acme/tiny-chat")
+    assert p.returncode == 0, p.stderr.decode()
+    err = p.stderr.decode()
+    then = " and asks to wait 1 s; retrying" if retry_after else "; retrying in 1 s"
+    assert f"yi-chat: acme/tiny-chat: {hub.url} answered HTTP 429{then} (retry 1 of 5)\n" in err, err
+    assert err.count("HTTP 429") == 1 and "Traceback" not in err and "Rate limited" not in err, err
+    assert (snapshot(env) / "model.safetensors").read_bytes() == demo_files["model.safetensors"]
+
+
 @pytest.mark.parametrize("name", ["tokenizer_config.json", "model.safetensors"])
 def test_a_file_whose_bytes_are_not_what_the_hub_lists_is_refused_and_fetched_again(hub, env, demo_files, name):
     """Bytes of the listed size that are not the listed file (a proxy, a broken mirror): only LFS weights were
@@ -447,7 +463,7 @@ def test_models_lists_unloadable_repos_with_the_reason_and_aliases(hub, env, dem
     cfg["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_4bit": True}
     bad["config.json"] = json.dumps(cfg).encode()
     hub.repos["acme/bnb"] = Repo(bad)
-    error_line(yi(env, "pull", "acme/bnb"), 3, "fetched, but yi-chat cannot load it", "bitsandbytes")
+    error_line(yi(env, "pull", "acme/bnb"), 3, "quantization method 'bitsandbytes' is not supported")
     home = tmp_path / "yi"
     (home / "config").mkdir(parents=True)
     (home / "config" / "config.toml").write_text('[aliases]\nmine = "acme/bnb"\n')
@@ -522,6 +538,41 @@ def test_a_hub_that_never_answers_times_out_in_one_line(env, monkeypatch):
     assert got and got[0].startswith(f"acme/tiny-chat: {url} stopped answering (timed out"), got
 
 
+def test_a_hub_that_trickles_bytes_is_one_line_not_a_pull_for_days(hub, env, monkeypatch, tmp_path):
+    """A byte a second resets every read timeout: a pull sat on it for good. Under the rate over the window (both
+    shortened here, in-process) it is one line (the hub trickles whatever the machine's load)."""
+    from huggingface_hub import constants, set_client_factory
+    from huggingface_hub.utils._http import default_client_factory
+
+    from yi_cli.checkpoint import hub as yi_hub
+    from yi_cli.errors import LoadError
+
+    hub.trickle["model.safetensors"] = 0.05  # 20 bytes a second
+    monkeypatch.setattr(constants, "ENDPOINT", hub.url)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(yi_hub, "SLOW_WINDOW_S", 1.0)
+    got = []
+
+    def pull():
+        try:
+            yi_hub.fetch("acme/tiny-chat", progress=yi_hub.Progress(io.StringIO()))
+        except LoadError as e:
+            got.append(str(e))
+
+    worker = threading.Thread(target=pull, daemon=True)
+    try:
+        worker.start()
+        worker.join(120)
+    finally:
+        set_client_factory(default_client_factory)
+        hub.release.set()  # the trickle ends
+    assert not worker.is_alive(), "the fetch still reads a hub that trickles"
+    assert got and got[0].startswith(f"acme/tiny-chat: {hub.url} sends too slowly ("), got
+    assert "/s); try again later (a partial download continues on the next run)" in got[0], got
+
+
 @pytest.mark.parametrize("url", ["http://[::1", "http://127.0.0.1:99999", "http://127.0.0.1:abc", "ftp://hub"])
 def test_a_malformed_hf_endpoint_is_one_line_exit_2(env, url):
     for args in (("pull", "acme/tiny-chat"), ("-m", "demo", "-p", "hi"), ("models",)):
@@ -535,6 +586,16 @@ def test_an_hf_endpoint_with_whitespace_is_a_usage_error_not_an_unreachable_hub(
     reach" the hub (exit 3) as if the network were down, or "download failed (InvalidURL: ...)"."""
     lines = error_line(yi({**env, "HF_ENDPOINT": url}, "pull", "acme/tiny-chat"), 2, "HF_ENDPOINT=", "whitespace")
     assert len(lines) == 1
+
+
+@pytest.mark.parametrize("tail", ["/?x=1", "?", "/#a", "#"])
+def test_an_hf_endpoint_with_a_query_or_fragment_is_a_usage_error_not_an_unreachable_hub(hub, env, tail):
+    """`HF_ENDPOINT=http://127.0.0.1:PORT/?x=1` (or `...#a`) passed the check, and huggingface_hub appended its paths
+    after the query or fragment: `pull` said it "cannot reach" a hub that was up (exit 3)."""
+    for args in (("pull", "acme/tiny-chat"), ("-m", "acme/tiny-chat", "-p", "hi")):
+        lines = error_line(yi({**env, "HF_ENDPOINT": hub.url + tail}, *args), 2, "HF_ENDPOINT=", "query string")
+        assert len(lines) == 1
+    assert not hub.log
 
 
 @pytest.mark.parametrize("damage", ["truncated", "deleted"])
@@ -911,6 +972,55 @@ def test_a_model_that_does_not_write_text_is_refused_before_its_weights(hub, env
     assert not hub.requests("GET", "/model.safetensors")
     rows = {r["name"]: r for r in json.loads(yi(env, "models", "--json").stdout)}
     assert not rows["acme/not-a-chat"]["loadable"] and said in rows["acme/not-a-chat"]["reason"]
+
+
+@pytest.mark.parametrize(
+    "quant,weights,said",
+    [
+        ({"quant_method": "bitsandbytes"}, "model.safetensors", "quantization method 'bitsandbytes' is not supported"),
+        ({"bits": 3}, "model.safetensors", "AWQ with bits=3 is not supported"),
+        (
+            {"quant_method": "gptq", "bits": 4, "group_size": 128},
+            "gptq_model-8bit-64g.safetensors",
+            "gptq_model-8bit-64g.safetensors: file name says 8-bit group 64, but config.json says 4-bit group 128",
+        ),
+    ],
+)
+def test_a_quantization_it_cannot_load_is_refused_before_its_weights(hub, env, demo_files, quant, weights, said):
+    """A bitsandbytes or AWQ 3-bit config, or GPTQ weights whose file name says other settings than the config:
+    `pull` fetched every weight file, then said "fetched, but yi-chat cannot load it". The config and the listing
+    say so: one line, exit 3 (the loader's own words), before the weights."""
+    cfg = json.loads(demo_files["config.json"])
+    cfg["quantization_config"] = {**cfg["quantization_config"], **quant}
+    files = {k: v for k, v in demo_files.items() if k != "model.safetensors"}
+    hub.repos["acme/odd-quant"] = Repo(
+        {**files, weights: demo_files["model.safetensors"], "config.json": json.dumps(cfg).encode()}
+    )
+    lines = error_line(yi(env, "pull", "acme/odd-quant"), 3, said)
+    assert not hub.requests("GET", ".safetensors") and "fetched, but" not in lines[-1]
+    if weights == "model.safetensors":  # listed with the reason, not as a download a pull continues
+        row = {r["name"]: r for r in json.loads(yi(env, "models", "--json").stdout)}["acme/odd-quant"]
+        assert not row["loadable"] and said in row["reason"], row
+    error_line(yi(env, "-m", "acme/odd-quant", "-p", "hi"), 3, said)
+    assert not hub.requests("GET", ".safetensors")
+
+
+def test_a_model_type_transformers_does_not_know_is_refused_before_its_weights(hub, env, demo_files):
+    """config.json's model_type unknown (and no code of its own): `pull` fetched every weight file and said ready
+    (exit 0), `models` listed it, and -m refused it. Refused before the weights, in the loader's words, exit 3."""
+    cfg = {**json.loads(demo_files["config.json"]), "model_type": "nosuchmodel"}
+    hub.repos["acme/unknown"] = Repo({**demo_files, "config.json": json.dumps(cfg).encode()})
+    said = "config.json: The checkpoint you are trying to load has model type `nosuchmodel`"
+    error_line(yi(env, "pull", "acme/unknown"), 3, said)
+    assert not hub.requests("GET", "/model.safetensors")
+    row = {r["name"]: r for r in json.loads(yi(env, "models", "--json").stdout)}["acme/unknown"]
+    assert not row["loadable"] and said in row["reason"], row
+    error_line(yi(env, "-m", "acme/unknown", "-p", "hi"), 3, said)
+    # One of its own code (auto_map) is left to -m --trust-remote-code: fetched as before
+    cfg["auto_map"] = {"AutoConfig": "custom.Config", "AutoModelForCausalLM": "custom.Model"}
+    hub.repos["acme/custom"] = Repo({**demo_files, "config.json": json.dumps(cfg).encode()})
+    assert yi(env, "pull", "acme/custom").returncode == 0
+    assert hub.requests("GET", "/model.safetensors")
 
 
 def test_which_architectures_write_text():

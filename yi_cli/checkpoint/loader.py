@@ -198,10 +198,7 @@ def open_checkpoint(
     dtype = pick_dtype(dtype, device, quant)
     elem = dtype.itemsize
     plausible.check_memory(cfg, path / "config.json", device, elem, quant["bits"] if quant else elem * 8)
-    # A plain Llama config is read from the dict, the tokenizer of a plain checkpoint without transformers;
-    # transformers only loads when asked (light.py, light_tokenizer.py).
-    config = light.llama_view(cfg, lambda: _config(path, quant is not None, trust_remote_code))
-    config = config or _config(path, quant is not None, trust_remote_code)
+    config = model_config(path, cfg, quant is not None, trust_remote_code)
     from .family import repo_of
 
     return Checkpoint(
@@ -216,6 +213,13 @@ def open_checkpoint(
         files=files,
         trust_remote_code=trust_remote_code,
     )
+
+
+def model_config(path: Path, cfg: dict, quant: bool, trust_remote_code: bool):
+    """The model's config from config.json's dict cfg: a plain Llama config read from the dict, without transformers
+    (which only loads when asked: light.py), else transformers' own, which refuses a model_type it does not know."""
+    config = light.llama_view(cfg, lambda: _config(path, quant, trust_remote_code))
+    return config or _config(path, quant, trust_remote_code)
 
 
 def _quiet_transformers() -> None:

@@ -17,8 +17,9 @@ PROJ = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_pr
 SUPPORTED = "supported: awq gemm 4-bit with zero_point, gptq v1 4/8-bit"
 
 
-def detect(path: Path, cfg: dict) -> dict | None:
-    """None for a plain checkpoint; else the quantization settings. Unsupported variants raise LoadError."""
+def detect(path: Path, cfg: dict, listed: list[str] | None = None) -> dict | None:
+    """None for a plain checkpoint; else the quantization settings. Unsupported variants raise LoadError. listed: the
+    repo's file names where its weights are not fetched yet (a hub pull), checked in place of the folder's."""
     src, qc = path / "config.json", cfg.get("quantization_config")
     if qc is None:
         src = path / "quantize_config.json"  # AutoGPTQ writes it; older versions leave config.json alone
@@ -83,7 +84,13 @@ def detect(path: Path, cfg: dict) -> dict | None:
             desc_act=bool(qc.get("desc_act", False)),
             skip=[],
         )
-    quant["files"] = _weight_files(path, quant, src)
+    idx = path / "model.safetensors.index.json"
+    if listed is None:
+        quant["files"] = _weight_files(path, quant, src)
+    elif idx.is_file():  # its shards, not fetched yet
+        quant["files"] = sorted(index_files(idx))
+    else:
+        quant["files"] = _named(path, quant, src, sorted(n for n in listed if n.endswith(".safetensors")))
     return quant
 
 
@@ -95,6 +102,11 @@ def _weight_files(path: Path, quant: dict, src: Path) -> list[str]:
     files = [f.name for f in matching(path, "*.safetensors")]
     if not files:
         raise LoadError(f"{path}: no *.safetensors weight files (quantized checkpoints load only from safetensors)")
+    return _named(path, quant, src, files)
+
+
+def _named(path: Path, quant: dict, src: Path, files: list[str]) -> list[str]:
+    """The weight files, whose names do not contradict the quantization settings."""
     for name in files:  # AutoGPTQ names its file after the settings: gptq_model-8bit-64g.safetensors
         m = re.fullmatch(r"gptq_model-(\d+)bit-(\d+)g\.safetensors", name)
         if m and (int(m[1]), int(m[2])) != (quant["bits"], quant["group_size"]):

@@ -105,6 +105,11 @@ def _check_hf_endpoint() -> None:
         raise UsageError(f"HF_ENDPOINT={shown(url, 80)} is not a URL ({e})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UsageError(f"HF_ENDPOINT={shown(url, 80)} is not an http(s) URL (e.g. https://huggingface.co)")
+    if "?" in url or "#" in url:  # huggingface_hub appends its paths after them: every request missed, "cannot reach"
+        raise UsageError(
+            f"HF_ENDPOINT={shown(url, 80)} is not a hub's base URL (it has a query string or fragment: "
+            "remove what follows '?' or '#')"
+        )
 
 
 def subcommand(argv: list[str]):

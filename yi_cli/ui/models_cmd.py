@@ -154,12 +154,16 @@ def models(args, aliases: dict) -> int:
     for repo, snap, size in hub.scan():
         m = family.BY_REPO.get(repo.lower())
         row = {"name": repo, "source": "hub", "alias": m.alias if m else None, **describe(snap, size)}
-        if not row["loadable"] and hub.cut_short(snap) and not _config_refused(snap):  # a pull completes it
+        cut = not row["loadable"] and hub.cut_short(snap)
+        refused = _config_refused(snap) if cut else None
+        if cut and not refused:  # a pull completes it
             row["reason"] = f"the download is not complete: `yi-chat pull {repo}` continues it"
         elif hub.damaged(snap):  # a link to a blob deleted since: whatever the files that are there say
             row.update(
                 loadable=False, reason=f"a file of it is missing from the cache: `yi-chat pull {repo}` fetches it again"
             )
+        elif refused:  # where the pull stopped, not the weights it did not fetch for that reason
+            row["reason"] = refused
         cached[repo.lower()] = row
         rows.append(row)
     for name in demo.NAMES:
@@ -284,16 +288,23 @@ def _config(path: Path) -> dict:
     return cfg
 
 
-def _config_refused(snap: Path) -> bool:
-    """A snapshot whose config.json is there and refused (unreadable, implausible sizes): a pull stops at it again,
-    before the weights, so its row gives that reason, not a download that `pull` continues."""
+def _config_refused(snap: Path) -> str | None:
+    """Why a snapshot's config.json, which is there, is refused (unreadable, implausible sizes, a quantization or a
+    model_type the loader refuses), else None: a pull stops at it again, before the weights, so its row gives that
+    reason, not a download that `pull` continues."""
+    from ..checkpoint import quantized
+    from ..checkpoint.loader import model_config
+
     if not (snap / "config.json").is_file():  # cut short before its config: the pull does continue it
-        return False
+        return None
     try:
-        _config(snap)
-    except LoadError:
-        return True
-    return False
+        cfg = _config(snap)
+        quant = quantized.detect(snap, cfg, [])  # its settings (the weights' names are the hub's listing)
+        if "auto_map" not in cfg:
+            model_config(snap, cfg, quant is not None, trust_remote_code=False)  # a model_type transformers lacks
+    except LoadError as e:
+        return str(e)
+    return None
 
 
 def _disk_size(path: Path) -> int | None:
