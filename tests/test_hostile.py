@@ -1191,6 +1191,22 @@ def test_signal_at_a_random_instant_loses_no_finished_exchange(sig, seed, tiny_s
     _check_on_disk(got + rest, home)
 
 
+def test_an_interrupt_caught_inside_string_compiled_code_still_exits_with_its_code(tmp_path, home):
+    """A signal that lands while code compiled from a string runs (dataclasses' generated methods, at import) is
+    caught as any other, but left CPython's "unhandled interrupt" flag set: `python -m yi_cli` printed its line,
+    then died by SIGINT (-2) instead of exiting 130 (test_signal_at_a_random_instant... met it about once in 25).
+    The instant is made certain here: the chat's first step raises KeyboardInterrupt from an exec'd string."""
+    (tmp_path / "sitecustomize.py").write_text(
+        "import yi_cli.ui.cli as cli\ndef _main(args):\n    exec('raise KeyboardInterrupt')\ncli._main = _main\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    e = {**os.environ, "YI_CHAT_HOME": str(home), "PYTHONPATH": os.pathsep.join([str(tmp_path), str(root)])}
+    r = subprocess.run([PY, "-m", "yi_cli", "-p", "hi"], capture_output=True, text=True, env=e, timeout=120)
+    no_traceback(r.stderr)
+    assert r.returncode == 130, (r.returncode, r.stderr)
+    assert r.stderr.strip() == "yi-chat: interrupted", r.stderr
+
+
 # --- concurrency --------------------------------------------------------------------------------------------------
 
 

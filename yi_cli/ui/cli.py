@@ -605,6 +605,11 @@ def entry() -> None:
     # after its chat had ended and saved; an ignored one it leaves ignored.
     for s in ENDING:
         signal.signal(s, signal.SIG_IGN)
+    # A KeyboardInterrupt (Ctrl-C, or SIGTERM's handler) raised while code compiled from a string ran (exec of a
+    # string: dataclasses' and namedtuple's generated methods, at import) leaves CPython's "unhandled interrupt" flag
+    # set though it was caught here; `python -m yi_cli` then died by SIGINT after its exit (-2, not the exit code
+    # with its line). Running a string resets that flag.
+    exec("")
     sys.exit(code)
 
 
