@@ -27,7 +27,7 @@ from urllib.parse import urlparse
 
 from .. import inputs
 from ..errors import LoadError
-from . import plausible
+from . import configs, plausible
 from .family import BY_REPO, repo_of
 from .files import read_config
 
@@ -239,15 +239,9 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
                 # Fetched first: a config yi-chat cannot read, or whose sizes no model has (num_hidden_layers = -3,
                 # which the load would refuse), fails here, before the weights are fetched for nothing; and so does a
                 # quantization the loader refuses (bitsandbytes, AWQ 3-bit), or one the weights' names contradict.
-                from . import quantized  # here: it imports torch, which the ui's modules never load
-
                 cfg = read_config(snap)
                 plausible.check(cfg, snap / "config.json")
-                quant = quantized.detect(snap, cfg, [f.path for f in files])
-                if "auto_map" not in cfg:  # a model of its own code is read with -m --trust-remote-code, or not
-                    from .loader import model_config
-
-                    model_config(snap, cfg, quant is not None, trust_remote_code=False)  # a model_type unknown
+                configs.check_before_weights(snap, cfg, [f.path for f in files])
                 checked = True
             _fetch_file(repo, commit, f, root, progress)
         ref = root / "refs" / revision

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .. import inputs
 from ..errors import LoadError, UsageError, failure, first_line, shown
-from . import light, plausible, quantized
+from . import configs, light, plausible, quantized
 from .files import Tensors, check_index, check_safetensors, check_side_files, read_config, read_json, weight_files
 
 
@@ -198,7 +198,7 @@ def open_checkpoint(
     dtype = pick_dtype(dtype, device, quant)
     elem = dtype.itemsize
     plausible.check_memory(cfg, path / "config.json", device, elem, quant["bits"] if quant else elem * 8)
-    config = model_config(path, cfg, quant is not None, trust_remote_code)
+    config = configs.build(path, cfg, quant is not None, trust_remote_code)
     from .family import repo_of
 
     return Checkpoint(
@@ -215,32 +215,6 @@ def open_checkpoint(
     )
 
 
-def model_config(path: Path, cfg: dict, quant: bool, trust_remote_code: bool):
-    """The model's config from config.json's dict cfg: a plain Llama config read from the dict, without transformers
-    (which only loads when asked: light.py), else transformers' own, which refuses a model_type it does not know."""
-    config = light.llama_view(cfg, lambda: _config(path, quant, trust_remote_code))
-    return config or _config(path, quant, trust_remote_code)
-
-
-def _quiet_transformers() -> None:
-    """Before transformers loads anything of ours: no per-tensor progress bars (the CLI shows one status line), and
-    no load reports or warnings burying our one-line errors."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-
-
-def _config(path: Path, quant: bool, trust_remote_code: bool):
-    _quiet_transformers()
-    from transformers import AutoConfig
-
-    try:
-        return AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code and not quant)
-    except Exception as e:
-        raise LoadError(f"{path / 'config.json'}: {first_line(e)}") from None
-
-
 def _generation_config(path: Path):
     if not (path / "generation_config.json").is_file():
         return None
@@ -249,7 +223,7 @@ def _generation_config(path: Path):
 
 
 def _hf_generation_config(path: Path):
-    _quiet_transformers()
+    configs.quiet_transformers()
     from transformers import GenerationConfig
 
     try:
@@ -280,7 +254,7 @@ def load_tokenizer(path: Path, trust_remote_code: bool = False):
 
 def _hf_tokenizer(path: Path, trust_remote_code: bool, plain: bool):
     """transformers' tokenizer; plain: _plain_tokenizer holds (and no remote code)."""
-    _quiet_transformers()
+    configs.quiet_transformers()
     _bound_templates()
     try:
         if plain:

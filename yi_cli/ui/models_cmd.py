@@ -292,16 +292,12 @@ def _config_refused(snap: Path) -> str | None:
     """Why a snapshot's config.json, which is there, is refused (unreadable, implausible sizes, a quantization or a
     model_type the loader refuses), else None: a pull stops at it again, before the weights, so its row gives that
     reason, not a download that `pull` continues."""
-    from ..checkpoint import quantized
-    from ..checkpoint.loader import model_config
+    from ..checkpoint import configs
 
     if not (snap / "config.json").is_file():  # cut short before its config: the pull does continue it
         return None
     try:
-        cfg = _config(snap)
-        quant = quantized.detect(snap, cfg, [])  # its settings (the weights' names are the hub's listing)
-        if "auto_map" not in cfg:
-            model_config(snap, cfg, quant is not None, trust_remote_code=False)  # a model_type transformers lacks
+        configs.check_before_weights(snap, _config(snap), [])  # (the weights' names are the hub's listing)
     except LoadError as e:
         return str(e)
     return None

@@ -1,0 +1,50 @@
+"""The model's config object, and what config.json alone can refuse before any weight is read.
+
+`build` is the config the loader builds: light's view of a plain Llama config (no transformers), else transformers'
+AutoConfig, which refuses a model_type it does not know. `check_before_weights` asks the same of a config.json, with
+the loader's quantization check: `pull` before it fetches the weights, `yi-chat models` for a snapshot cut short.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import LoadError, first_line
+from . import light
+
+
+def quiet_transformers() -> None:
+    """Before transformers loads anything of ours: no per-tensor progress bars (the CLI shows one status line), and
+    no load reports or warnings burying our one-line errors."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+def build(path: Path, cfg: dict, quant: bool, trust_remote_code: bool):
+    """The model's config from config.json's dict cfg: a plain Llama config read from the dict, without transformers
+    (which only loads when asked: light.py), else transformers' own, which refuses a model_type it does not know."""
+    config = light.llama_view(cfg, lambda: _auto_config(path, quant, trust_remote_code))
+    return config or _auto_config(path, quant, trust_remote_code)
+
+
+def _auto_config(path: Path, quant: bool, trust_remote_code: bool):
+    quiet_transformers()
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code and not quant)
+    except Exception as e:
+        raise LoadError(f"{path / 'config.json'}: {first_line(e)}") from None
+
+
+def check_before_weights(path: Path, cfg: dict, names: list[str]) -> None:
+    """LoadError where the loader would refuse the checkpoint at `path` for its config.json (cfg, its sizes checked
+    already) and the names of its files: a quantization it does not run, or one the weights' names contradict, or a
+    model_type transformers does not know. A model of its own code (auto_map) is left to -m --trust-remote-code."""
+    from . import quantized  # here: it imports torch, which the ui's modules never load
+
+    quant = quantized.detect(path, cfg, names)
+    if "auto_map" not in cfg:
+        build(path, cfg, quant is not None, trust_remote_code=False)
