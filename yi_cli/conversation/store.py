@@ -114,7 +114,7 @@ def _tmp_file(directory: Path, text: str):
     except OSError as e:
         raise NoNewFile(e.errno, e.strerror, str(directory)) from None
     try:
-        _flock(fd, blocking=False)  # a fresh file: no one else holds it
+        _try_flock(fd)  # a fresh file: no one else holds it
         with os.fdopen(fd, "w", encoding="utf-8", closefd=False) as f:
             f.write(text)
             f.flush()
@@ -209,12 +209,12 @@ class Owner:
         os.close(fd)
 
 
-def _flock(fd: int, blocking: bool = True) -> bool:
-    """An exclusive flock on `fd`; False where another process holds it (blocking=False) or there are no locks."""
+def _try_flock(fd: int) -> bool:
+    """An exclusive flock on `fd` taken without waiting; False where another process holds it or there are no locks."""
     try:
         import fcntl
 
-        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except (ImportError, OSError):  # BlockingIOError: held; ENOLCK and the like: a file system without locks
         return False
     return True
@@ -247,7 +247,7 @@ def sweep(folder: Path) -> int:
             continue
         try:
             st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or now - st.st_mtime < STALE or not _flock(fd, blocking=False):
+            if not stat.S_ISREG(st.st_mode) or now - st.st_mtime < STALE or not _try_flock(fd):
                 continue
             if os.stat(path, follow_symlinks=False).st_ino == st.st_ino:
                 os.unlink(path)
