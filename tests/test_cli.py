@@ -170,6 +170,30 @@ def test_a_prompt_file_with_a_bom_runs_its_first_command(demo_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("json_lines", [False, True])
+def test_text_with_emoji_codes_is_shown_as_written(demo_dir, tmp_path, json_lines):
+    """rich turns `:name:` into an emoji: `/system be :smile: a[:x:2]` was shown back as "be 😄 a[❌2]" by /system,
+    /prompt (the prompt "as the model sees it") and a pipe's or --json's copy, and a file named a:x:b.txt as a❌b.txt
+    in /file's lines and errors. The model got the text as typed; the screen did not show it."""
+    named = tmp_path / "a:x:b.txt"
+    named.write_text("x[:x:2]\n")
+    text = "be :smile: a[:x:2] :thumbs_up:"
+    script = f"/system {text}\n/system\n/prompt\n/file {named}\n/file {tmp_path}/no:smile:.txt\n"
+    script += "Hi :x: there\n/history\n"
+    p = yi("--model", "demo", "--max-new-tokens", "2", *(["--json"] if json_lines else []), stdin=script)
+    out, err = p.stdout.decode(), p.stderr.decode()
+    assert p.returncode == 1, err  # the missing file
+    if json_lines:
+        objs = [json.loads(line) for line in out.splitlines()]
+        out = "".join(o.get("output", "") for o in objs)
+    assert f"system prompt: {text}" in out and f"system\n{text}<|im_end|>" in out, out
+    assert f"attached {named}" in out and f"error: {tmp_path}/no:smile:.txt: cannot read" in err
+    table = out[out.index(" #  role") :]
+    assert f"system             {text}" in table and "user       " in table and "Hi :x: there" in table, table
+    assert not any(c in out + err for c in "😄❌👍"), out + err
+
+
+@pytest.mark.slow
 def test_a_pipe_that_ends_with_an_attachment_waiting_says_it_was_not_sent(demo_dir, tmp_path):
     """`/file notes.md` as a prompt file's last line: the file waited for a message that never came, and the run
     ended 0 with nothing sent (run-through 4)."""

@@ -1050,3 +1050,26 @@ def test_model_command_names_the_hub_repo_and_where_its_files_are(hub, env):
     out = p.stdout.decode()
     assert [ln.split() for ln in out.splitlines() if ln.split()[:1] == ["model"]] == [["model", "acme/tiny-chat"]], out
     assert f"files{snapshot(env)}architecture" in "".join(out.split()), out  # (a pipe's table wraps the path)
+
+
+def test_a_file_name_with_markup_or_an_emoji_code_is_shown_as_named_on_a_terminal():
+    """On a terminal the pull's lines go through rich's console above the bar: a file named with `[/x]` (rich markup
+    that closes no tag) raised MarkupError out of the pull, `[b]` vanished, and `:x:` showed as ❌."""
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    stream = Tty()
+    from yi_cli.checkpoint import hub as yi_hub
+
+    progress = yi_hub.Progress(stream)
+    names = ["w[/x].safetensors", "a[b]c:x:.json"]
+    progress.start("acme/tiny-chat", [(n, 10, 0) for n in names])
+    for n in names:
+        progress.waiting(n)
+    progress.live.stop()
+    shown = stream.getvalue()
+    for n in names:
+        assert f"{n}: another process is fetching it" in shown, shown
+    assert "❌" not in shown

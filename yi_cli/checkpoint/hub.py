@@ -778,7 +778,8 @@ class Progress:
 
     def _line(self, text: str) -> None:
         if self.live is not None:
-            self.live.console.print(f"yi-chat: {text}", highlight=False)
+            # as written: a file's name may hold `[b]`, `[/x]` (rich markup, an error) or `:x:` (an emoji code)
+            self.live.console.print(f"yi-chat: {text}", highlight=False, markup=False, emoji=False)
             return
         try:
             print(f"yi-chat: {text}", file=self.stream, flush=True)

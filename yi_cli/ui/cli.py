@@ -474,26 +474,24 @@ def _isatty(stream) -> bool:
 
 def make_renderer(args, interactive: bool, prompt: str | None, screen=None):
     """screen: the terminal stream the REPL draws on (interactive), stdout or stderr."""
-    from rich.console import Console
-
     from . import streams
     from .keys import KeyHold
-    from .render import JsonRenderer, PlainRenderer, TerminalRenderer
+    from .render import JsonRenderer, PlainRenderer, TerminalRenderer, make_console
 
-    err = Console(stderr=True)
+    err = make_console(stderr=True)
     if interactive and screen is not sys.stdout:  # the chat on stderr; to stdout the replies alone, or JSON lines
         keys = _EARLY[0] if _EARLY else KeyHold(sys.stdin.fileno())
-        copy = JsonRenderer(Console(), err) if args.json else PlainRenderer(Console(), err, say_cuts=False)
-        render = TerminalRenderer(Console(file=screen), err, keys=keys, transcript=copy)
+        copy = JsonRenderer(make_console(), err) if args.json else PlainRenderer(make_console(), err, say_cuts=False)
+        render = TerminalRenderer(make_console(file=screen), err, keys=keys, transcript=copy)
     elif args.json:
         out = streams.GuardedStdout(sys.stdout)  # the replies and a command's output: a write that fails ends the run
-        render = JsonRenderer(Console(file=out), err, out=out)
+        render = JsonRenderer(make_console(file=out), err, out=out)
     elif interactive or (sys.stdout.isatty() and prompt is not None):
         keys = (_EARLY[0] if _EARLY and interactive else KeyHold(sys.stdin.fileno())) if sys.stdin.isatty() else None
-        render = TerminalRenderer(Console(), err, keys=keys)
+        render = TerminalRenderer(make_console(), err, keys=keys)
     else:
         out = streams.GuardedStdout(sys.stdout)
-        render = PlainRenderer(Console(file=out), err, out=out, show_stats=args.stats)
+        render = PlainRenderer(make_console(file=out), err, out=out, show_stats=args.stats)
     render.screen = screen if interactive else None
     return render
 

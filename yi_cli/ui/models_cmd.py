@@ -382,8 +382,9 @@ def summary(row: dict) -> str:
 
 
 def _table(rows: list[dict]) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from .render import make_console, measure, piped
 
     t = Table(box=None, pad_edge=False)
     for col in ("model", "alias", "source", "format", "params", "size", "context", "status"):
@@ -402,11 +403,9 @@ def _table(rows: list[dict]) -> None:
             str(r["context"] or "-"),
             status,
         )
-    console = Console(highlight=False, markup=False)  # a name or a reason is shown as written, brackets too
+    console = make_console(highlight=False, markup=False)  # a name or a reason is shown as written, brackets too
     # A terminal too narrow for the table's unbroken columns (40 columns) had them cut ("demo-gp", the status gone):
     # it gets whole rows, as a pipe does, and wraps them itself
-    from .render import measure, piped
-
     if console.is_terminal and measure(t).minimum <= console.width:
         console.print(t)
         return

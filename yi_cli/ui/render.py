@@ -23,11 +23,17 @@ def _unpadded(text: str) -> str:
     return "\n".join(line.rstrip() for line in text.split("\n"))
 
 
+def make_console(**kw) -> Console:
+    """A rich Console that writes text as it is: rich's `:name:` emoji codes off (a `/system` or a file name with
+    `:x:` in it, `a[:x:2]` in a prompt, were shown as ❌ by /system, /prompt, /history, errors and a pipe's copy)."""
+    return Console(emoji=False, **kw)
+
+
 def measure(renderable) -> Measurement:
     """The widths a renderable (a table) takes, as it is printed: markup off. Measured with it on (rich's default),
     a cell's `[length]` mark or a message's `[b]` was a tag of no width, and a table printed as wide as that had the
     row's end folded onto a continuation line."""
-    ruler = Console(width=1 << 20, color_system=None)
+    ruler = make_console(width=1 << 20, color_system=None)
     return ruler.measure(renderable, options=ruler.options.update(markup=False, highlight=False))
 
 
@@ -37,7 +43,7 @@ def piped(renderable, width: int, whole: bool) -> str:
     lines (`/history`'s turns stay one line each in a pipe)."""
     wide = measure(renderable).maximum if whole else 0
     buf = io.StringIO()
-    Console(file=buf, width=max(width, wide), color_system=None).print(renderable, markup=False, highlight=False)
+    make_console(file=buf, width=max(width, wide), color_system=None).print(renderable, markup=False, highlight=False)
     return _unpadded(buf.getvalue())
 
 
@@ -425,7 +431,9 @@ class JsonRenderer(Renderer):
             self.pending += piped(renderable, 100, whole)
             return
         buf = io.StringIO()  # text as it is, as Renderer.show writes it
-        Console(file=buf, width=100, color_system=None).print(renderable, markup=False, highlight=False, soft_wrap=True)
+        make_console(file=buf, width=100, color_system=None).print(
+            renderable, markup=False, highlight=False, soft_wrap=True
+        )
         self.pending += buf.getvalue()
 
     def command_start(self, name: str) -> None:
