@@ -1023,6 +1023,25 @@ def test_a_model_type_transformers_does_not_know_is_refused_before_its_weights(h
     assert hub.requests("GET", "/model.safetensors")
 
 
+def test_models_lists_a_complete_snapshot_of_an_unknown_model_type_as_not_loadable(hub, env, demo_files):
+    """A snapshot fetched whole by another tool (`hf download`) whose model_type transformers does not know was
+    listed by `models` as ok, and -m then refused it: listed with the loader's reason. Its own code (auto_map) stays
+    listed as it was (-m --trust-remote-code decides)."""
+    cfg = {**json.loads(demo_files["config.json"]), "model_type": "nosuchmodel"}
+    hub.repos["acme/unknown"] = Repo({**demo_files, "config.json": json.dumps(cfg).encode()})
+    cfg["auto_map"] = {"AutoConfig": "custom.Config", "AutoModelForCausalLM": "custom.Model"}
+    hub.repos["acme/custom"] = Repo({**demo_files, "config.json": json.dumps(cfg).encode()})
+    for repo in ("acme/unknown", "acme/custom"):
+        code = f"from huggingface_hub import snapshot_download; snapshot_download({repo!r})"
+        got = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=120)
+        assert got.returncode == 0, got.stderr.decode()
+    rows = {r["name"]: r for r in json.loads(yi(env, "models", "--json").stdout)}
+    said = "config.json: The checkpoint you are trying to load has model type `nosuchmodel`"
+    assert not rows["acme/unknown"]["loadable"] and said in rows["acme/unknown"]["reason"], rows["acme/unknown"]
+    assert rows["acme/custom"]["loadable"], rows["acme/custom"]
+    error_line(yi(env, "-m", "acme/unknown", "-p", "hi"), 3, said)
+
+
 def test_which_architectures_write_text():
     from yi_cli.checkpoint.plausible import generates
 

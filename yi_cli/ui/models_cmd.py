@@ -239,8 +239,8 @@ def _describe_target(target: str, cached: dict) -> dict:
 
 def describe(path: Path, size: int | None = None) -> dict:
     """format, parameters, size on disk, context length, and whether yi-chat can load it (else the reason)."""
+    from ..checkpoint import configs, quantized
     from ..checkpoint import files as loader
-    from ..checkpoint import quantized
 
     row = {
         **_blank(),
@@ -273,6 +273,8 @@ def describe(path: Path, size: int | None = None) -> dict:
             row["params"] = _params_from_config(cfg)
         if not any((path / f).is_file() for f in ("tokenizer.json", "tokenizer.model")):
             raise LoadError(f"{path}: no tokenizer (tokenizer.json or tokenizer.model)")
+        if "auto_map" not in cfg:  # the loader's config: a model_type transformers does not know is refused there
+            configs.build(path, cfg, quant is not None, trust_remote_code=False)
     except LoadError as e:
         row.update(loadable=False, reason=str(e))
     return row
