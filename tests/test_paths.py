@@ -37,6 +37,9 @@ def test_a_home_whose_name_is_not_utf8_keeps_sessions_and_says_why_no_model_load
     from yi_cli.errors import EXIT_LOAD
 
     home = Path(os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9"))
+    none = yi("sessions", home=home)  # the folder named as the other lines name it, not as Python's \udce9
+    assert none.returncode == 0 and none.stderr.decode() == f"no saved sessions in {tmp_path}/caf\\xe9/data/sessions\n"
+    one_line_error(yi("-c", "--endpoint", "http://127.0.0.1:9", home=home), 1, f"saved yet in {tmp_path}/caf\\xe9/data")
     p = yi("--model", "demo", stdin="hi\n", home=home)
     line = one_line_error(p, EXIT_LOAD, "caf\\xe9/cache: the folder's name is not UTF-8", "only UTF-8 paths")
     assert "YI_CHAT_HOME" in line and not (home / "cache" / "demo" / "demo-fp32").exists()

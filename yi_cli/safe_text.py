@@ -2,7 +2,9 @@
 
 An escape sequence in a reply or a loaded session can set the window title, write the clipboard (OSC 52), forge
 links (OSC 8) or redraw the screen; bidi overrides reorder what is shown. Every C0/C1 control character but
-newline and tab, DEL, and the bidi embedding/override/isolate marks are shown as visible escapes (ESC as `\\x1b`).
+newline and tab, DEL, and the bidi embedding/override/isolate marks are shown as visible escapes (ESC as `\\x1b`);
+so are lone surrogates, which no stream can write as UTF-8: the one Python makes of a byte that is not UTF-8 in a
+file's or a folder's name (surrogateescape) as that byte, `\\xff`, as the listings name it.
 Stateless per character, so a sequence split across two streamed pieces is caught in either piece.
 """
 
@@ -10,11 +12,13 @@ from __future__ import annotations
 
 import re
 
-_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
 def _visible(m: re.Match) -> str:
     c = ord(m.group())
+    if 0xDC80 <= c <= 0xDCFF:  # surrogateescape's byte
+        c -= 0xDC00
     return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
 
 

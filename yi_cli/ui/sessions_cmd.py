@@ -46,7 +46,7 @@ def main(argv: list[str]) -> int:
         print(json.dumps(rows, ensure_ascii=False, indent=1))
         return 0
     if not rows:
-        print(f"no saved sessions in {store.sessions_dir()}", file=sys.stderr)
+        print(f"no saved sessions in {printable(str(store.sessions_dir()))}", file=sys.stderr)
         return 0
     where = printable(str(store.sessions_dir()))
     print(f"{'updated (UTC)':20}  {'mode':11}  {'model':20}  {'exchanges':>9}  first line  (in {where})")
