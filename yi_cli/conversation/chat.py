@@ -122,9 +122,9 @@ class Chat:
             self.render.error(f"{line.strip()[:40]!r} failed ({failure(e)})")
         return self.running
 
-    def _saved_state(self) -> tuple[dict, dict]:
+    def _saved_state(self) -> tuple[tuple, dict]:
         """What the autosave writes that a command may change: the conversation and the settings."""
-        return self.session.to_dict(), self.settings.to_dict()
+        return self.session.state(), self.settings.to_dict()
 
     def context_used(self) -> int | None:
         """Tokens the conversation takes: as /prompt counts it, each turn closed (meter.py: in full only when the
