@@ -842,7 +842,13 @@ def _counting_reads(monkeypatch) -> list[str]:
 
     reads: list[str] = []
     real = inputs.read_json
-    monkeypatch.setattr(inputs, "read_json", lambda f, *a, **k: (reads.append(Path(f).name), real(f, *a, **k))[1])
+
+    def counted(f, *a, **k):
+        if Path(f).name != ".listing-cache":  # the sessions' files only
+            reads.append(Path(f).name)
+        return real(f, *a, **k)
+
+    monkeypatch.setattr(inputs, "read_json", counted)
     return reads
 
 
@@ -856,11 +862,14 @@ def test_continue_reads_whole_only_the_session_it_opens(tmp_path, monkeypatch):
     reads = _counting_reads(monkeypatch)
 
     def last():
+        (folder / ".listing-cache").unlink(missing_ok=True)  # the heads' order alone (test_the_listing_remembers)
         reads.clear()
         found = store.resolve("last")
+        read = list(reads)
+        (folder / ".listing-cache").unlink()
         listed = next(e["name"] for e in store.entries() if e["mode"] in store.RESUMABLE)
         assert found.name == listed
-        return found, reads[: -len(list(folder.glob("*.json")))]  # the reads of resolve, not the listing's
+        return found, read
 
     found, read = last()
     assert found == newest and read == [hand_edited.name, newest.name]
@@ -876,11 +885,81 @@ def test_sessions_n_reads_whole_only_the_sessions_it_lists(tmp_path, monkeypatch
 
     folder, newest, hand_edited = _long_sessions(tmp_path, monkeypatch)
     listed = store.entries()
+    (folder / ".listing-cache").unlink()  # the heads' order alone (test_the_listing_remembers... has the cache)
     reads = _counting_reads(monkeypatch)
     assert sessions_cmd.main(["-n", "2", "--json"]) == 0
     shown = [e["name"] for e in json.loads(capsys.readouterr().out)]
     assert shown == [e["name"] for e in listed[:2]] and len(reads) == 3  # the two, and the one without a head
     assert hand_edited.name in reads and newest.name in shown
+
+
+def test_the_listing_remembers_each_file_it_read_until_the_file_changes(tmp_path, monkeypatch):
+    """`yi-chat sessions` parsed every file of the store whole at every listing: 6.5 s for 50 sessions of 10,000
+    exchanges. What it read of a file is kept in `.listing-cache` under the file's identity (inode, size, time): a
+    second listing reads no file; a file rewritten (a turn saved), edited in place, replaced, removed or broken is
+    read again (or left out); a cache that is garbage, of other types, or a FIFO is ignored and written again. The
+    listing is the same as without the cache every time."""
+    import os
+
+    from yi_cli.conversation import store
+
+    folder, newest, hand_edited = _long_sessions(tmp_path, monkeypatch)
+    cache = folder / ".listing-cache"
+
+    def listing():
+        if cache.exists() and not cache.is_fifo():
+            saved = cache.read_bytes()
+            cache.unlink()
+            plain = store.entries()  # read without it
+            cache.write_bytes(saved)
+        else:
+            plain = None
+        reads.clear()
+        got = store.entries()
+        assert plain is None or got == plain
+        return got, sorted(reads)
+
+    reads = _counting_reads(monkeypatch)
+    first, read = listing()
+    assert len(first) == 8 and read == sorted(f.name for f in folder.glob("*.json"))
+    assert cache.stat().st_mode & 0o777 == 0o600
+    again, read = listing()
+    assert again == first and read == []
+    data = json.loads(newest.read_text())  # a turn saved: the file is rewritten (a new inode)
+    data["turns"] += [{"role": "user", "content": "more"}, {"role": "assistant", "content": "yes"}]
+    store.write_atomic(newest, json.dumps(data))
+    got, read = listing()
+    assert read == [newest.name] and next(e for e in got if e["name"] == newest.name)["exchanges"] == 2
+    with open(hand_edited, "r+") as f:  # edited in place, the same size: its time tells
+        text = f.read()
+        f.seek(0)
+        f.write(text.replace('"q', '"Q', 1))
+    os.utime(hand_edited, ns=(time.time_ns(), time.time_ns() + 5_000_000))
+    got, read = listing()
+    assert read == [hand_edited.name] and next(e for e in got if e["name"] == hand_edited.name)["first_line"][0] == "Q"
+    newest.write_text("{broken")  # left out, and remembered as not a session
+    got, read = listing()
+    assert read == [newest.name] and newest.name not in {e["name"] for e in got}
+    assert listing()[1] == []
+    hand_edited.unlink()
+    got, read = listing()
+    assert read == [] and len(got) == 6 and hand_edited.name not in json.loads(cache.read_text())["files"]
+    for garbage in [
+        "[1, 2]",
+        '{"version": 1, "files": {"x": 3}}',
+        "\xff\xfe",
+        json.dumps({"version": 1, "files": {e["name"]: {"id": [0, 0, 0], "entry": None} for e in got}}),
+    ]:
+        cache.write_text(garbage, errors="surrogateescape")
+        assert listing()[0] == got
+    name = got[0]["name"]  # the right identity with an entry of other types: read again
+    files = json.loads(cache.read_text())["files"]
+    files[name]["entry"]["exchanges"] = "many"
+    cache.write_text(json.dumps({"version": 1, "files": files}))
+    assert listing() == (got, [name])
+    cache.unlink()
+    os.mkfifo(cache)  # never waited on
+    assert store.entries() == got
 
 
 def test_an_autosave_that_fails_says_so_once_and_when_it_works_again(tmp_path, monkeypatch):

@@ -33,6 +33,7 @@ from ..engines.settings import GenSettings
 from ..errors import ENDING, YiError, shown
 from ..paths import data_dir, private_dir
 from . import attach
+from .listing import Listing
 from .session import ChatSession
 
 FORMAT = "yi-chat-session"
@@ -574,13 +575,18 @@ def entries(limit: int | None = None, modes: tuple | None = None) -> list[dict]:
     limit: the newest `limit` only; modes: of these modes only. With either, the files are ordered by the keys
     before their turns (_head), and read whole newest first until there are enough (`yi-chat sessions -n 1` and
     `-c` parsed every file of the store in full, megabytes each for long chats, to show or open one)."""
+    known = Listing(sessions_dir())
+    files = _files()
     if limit is None and modes is None:
-        return sorted((e for f in _files() if (e := _entry(f)) is not None), key=_order, reverse=True)
+        out = sorted((e for f in files if (e := _listed(f, known)) is not None), key=_order, reverse=True)
+        known.keep_only({f.name for f in files})
+        known.save(write_atomic)
+        return out
     keyed = []
-    for f in _files():
+    for f in files:
         head = _head(f)
         if head is None:  # read whole at once
-            if (entry := _entry(f)) is not None and (modes is None or entry["mode"] in modes):
+            if (entry := _listed(f, known)) is not None and (modes is None or entry["mode"] in modes):
                 keyed.append((_order(entry), f, entry))
             continue
         if head.get("format") != FORMAT or (modes is not None and head.get("mode") not in modes):
@@ -594,10 +600,24 @@ def entries(limit: int | None = None, modes: tuple | None = None) -> list[dict]:
     for _, f, entry in sorted(keyed, key=lambda k: k[0], reverse=True):
         if len(out) == limit:
             break
-        entry = entry or _entry(f)  # a file malformed past its head is passed by, as the whole listing leaves it
+        entry = entry or _listed(f, known)  # a file malformed past its head is passed by, as the whole listing does
         if entry is not None and (modes is None or entry["mode"] in modes):
             out.append(entry)
+    known.save(write_atomic)
     return out
+
+
+def _listed(f: Path, known: Listing) -> dict | None:
+    """_entry(f), from the listing cache where the file is the one it was read from."""
+    try:
+        st = f.stat()
+    except OSError:
+        return None
+    hit, entry = known.get(f.name, st)
+    if not hit:
+        entry = _entry(f)
+        known.put(f.name, st, entry)
+    return None if entry is None else {"path": str(f), "name": f.name, **entry}
 
 
 def _order(entry: dict) -> tuple[str, str]:
