@@ -1920,3 +1920,17 @@ def test_a_one_shot_command_with_a_file_attached_says_it_was_not_sent(prompt, ho
     assert p.returncode == 1, err
     assert err.splitlines()[-1] == f"error: {name}: attached, but the prompt ran a command, not a message; not sent"
     assert server.requests == []
+
+
+def test_a_model_folder_named_with_markup_loads_and_is_named_as_it_is(demo_dir, home, tmp_path):
+    """`yi-chat -m 'models/m[/x]'` in a terminal ended in a MarkupError traceback: the "loading ..." spinner read the
+    folder's name as rich markup (`[b]` vanished from it, `:x:` became an emoji)."""
+    folder = tmp_path / "m[" / "x] [b]:x:"  # the path reads `.../m[/x] [b]:x:`
+    folder.mkdir(parents=True)
+    for f in Path(demo_dir).iterdir():
+        (folder / f.name).symlink_to(f)
+    child = spawn("-m", str(folder), home=home, cwd=tmp_path, prompt=False)
+    child.expect_exact(f"loading {folder} ...")
+    child.expect_exact(">>>")
+    assert "Traceback" not in child.before and "❌" not in child.before
+    assert leave(child) == 0

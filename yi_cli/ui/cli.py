@@ -522,8 +522,11 @@ def make_engine(args, top: dict, render, endpoint_from: str = ""):
             f"API key from {key_from} (not shown)" if key else "no API key"
         )
         return engine
+    from rich.text import Text
+
     from ..checkpoint.loader import open_checkpoint, resolve
     from ..engines.local import LocalEngine
+    from ..safe_text import safe
     from .config import as_alias
 
     # A hub id not cached is fetched here, and the demo converted on its first run, each with its own progress
@@ -531,7 +534,9 @@ def make_engine(args, top: dict, render, endpoint_from: str = ""):
     # a target's error names the alias it stands for, or the setting that named it
     with as_alias(getattr(args, "alias", None), args.model, getattr(args, "model_from", None)):
         path = resolve(args.model, args.allow_pickle)
-    with render.err.status(f"loading {args.model} ...") if render.err.is_terminal else _nullctx():
+    # a Text, not a str: rich reads a str as markup (a folder named `m[/x]` raised MarkupError, `[b]` vanished)
+    loading = Text(safe(f"loading {args.model} ..."))
+    with render.err.status(loading) if render.err.is_terminal else _nullctx():
         ckpt = open_checkpoint(
             path,
             device=args.device or top.get("device"),
