@@ -608,14 +608,14 @@ def entries(limit: int | None = None, modes: tuple | None = None) -> list[dict]:
 
 
 def _listed(f: Path, known: Listing) -> dict | None:
-    """_entry(f), from the listing cache where the file is the one it was read from."""
+    """The listing's entry of f: _entry's, from the listing cache where the file is the one it was read from."""
     try:
         st = f.stat()
     except OSError:
         return None
     hit, entry = known.get(f.name, st)
     if not hit:
-        entry = _entry(f)
+        entry = _entry(f, st)
         known.put(f.name, st, entry)
     return None if entry is None else {"path": str(f), "name": f.name, **entry}
 
@@ -634,24 +634,22 @@ def _files() -> list[Path]:
         raise YiError(f"{folder}: cannot read the sessions folder ({e.strerror or e})") from None
 
 
-def _entry(f: Path) -> dict | None:
-    """The listing's entry of one store file; None where it cannot be read as a session."""
+def _entry(f: Path, st: os.stat_result) -> dict | None:
+    """The listing's entry of one store file (but its path and name), st its stat; None where it cannot be read as
+    a session."""
     try:
         data = inputs.read_json(f, inputs.SESSION_LIMIT, YiError, "session file")
         unicode_only(data, f)
         session = ChatSession.from_dict(data)
-        mtime = f.stat().st_mtime
     except (OSError, ValueError, TypeError, AttributeError, YiError):
         return None
     if data.get("format") != FORMAT:
         return None
     first = next((t.content for t in session.turns if t.role == "user"), "")
     return {
-        "path": str(f),
-        "name": f.name,
         "mode": data.get("mode"),
         "model": str(data.get("model") or ""),
-        "updated": stamp(data.get("updated")) or _mtime(mtime),
+        "updated": stamp(data.get("updated")) or _mtime(st.st_mtime),
         "exchanges": session.exchanges,
         "first_line": attach.summary(first),
     }
