@@ -45,10 +45,10 @@ def main(argv: list[str]) -> int:
     if args.json:
         print(json.dumps(rows, ensure_ascii=False, indent=1))
         return 0
-    if not rows:
-        print(f"no saved sessions in {printable(str(store.sessions_dir()))}", file=sys.stderr)
-        return 0
     where = printable(str(store.sessions_dir()))
+    if not rows:
+        print(f"no saved sessions in {where}", file=sys.stderr)
+        return 0
     print(f"{'updated (UTC)':20}  {'mode':11}  {'model':20}  {'exchanges':>9}  first line  (in {where})")
     for r in rows:
         when = r["updated"].replace("T", " ").removesuffix("Z")[:19]
