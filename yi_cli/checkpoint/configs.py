@@ -45,6 +45,11 @@ def check_before_weights(path: Path, cfg: dict, names: list[str]) -> None:
     model_type transformers does not know. A model of its own code (auto_map) is left to -m --trust-remote-code."""
     from . import quantized  # here: it imports torch, which the ui's modules never load
 
-    quant = quantized.detect(path, cfg, names)
+    check_type(path, cfg, quantized.detect(path, cfg, names) is not None)
+
+
+def check_type(path: Path, cfg: dict, quant: bool) -> None:
+    """LoadError where transformers does not know the config's model_type; a model of its own code (auto_map) is
+    left to -m --trust-remote-code."""
     if "auto_map" not in cfg:
-        build(path, cfg, quant is not None, trust_remote_code=False)
+        build(path, cfg, quant, trust_remote_code=False)
