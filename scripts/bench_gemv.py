@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from yi_cli.kernels import gemv, gemv_mma, tinygemm  # noqa: E402
+from yi_cli.kernels import gemv, gemv_mma, mma_layout, tinygemm  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_parts import graph_time_us  # noqa: E402
@@ -60,7 +60,7 @@ def x_rows(n, k, group, wpr, sets, counts, pdl, nbytes, mma=False) -> dict:
     """gemv_int4_rows on T rows of x (each R of gemv.X_ROWS_R's choices and the default) against tinygemm on the
     same T rows and the one-row GEMV on one row: one JSON line per T."""
     out = {}
-    mma_sets = [(gemv_mma.pack(q), sz) for _, sz, q in sets] if mma else []
+    mma_sets = [(mma_layout.pack(q), sz) for _, sz, q in sets] if mma else []
     for t in counts:
         x = torch.randn(t, k, device="cuda", dtype=torch.bfloat16)
         ref = torch.ops.aten._weight_int4pack_mm(x, sets[0][0], group, sets[0][1]).float()
@@ -197,7 +197,7 @@ def plane(n: int, k: int, group: int = 128):
     """Random int4 codes in gemv_mma's packed layout and their (s, zf) scales: one weight set."""
     q = torch.randint(0, 16, (n, k), dtype=torch.uint8, device="cuda")
     sz = (torch.rand(k // group, n, 2, device="cuda") * 0.01).bfloat16().contiguous()
-    return gemv_mma.pack(q), sz
+    return mma_layout.pack(q), sz
 
 
 # (n, k, silu) that --floor times: one or two chunks of K (next to nothing to stream) at Yi-6B's row counts, and two
@@ -315,7 +315,7 @@ def main() -> None:
             if err < 1e-2 and (best is None or t < best[0]):
                 best = (t, (rows, warps))
         if a.mma:
-            mma_sets = [(gemv_mma.pack(q), sz) for _, sz, q in sets]
+            mma_sets = [(mma_layout.pack(q), sz) for _, sz, q in sets]
             mma_configs = (
                 [(rt, w, *ax, a.pair) for rt, w, ax in itertools.product((1, 2, 4), (4, 8, 16), MMA_AHEAD)]
                 if a.sweep

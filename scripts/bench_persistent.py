@@ -2,7 +2,7 @@
 against the same GEMVs as 128 launches chained by PDL in a CUDA graph (issue 16; the twenty-third session's
 bench_floor.py measured this for a kernel that only reads the bytes, this does it with the real GEMV bodies).
 
-The persistent launch runs gemv_mma's own tile body (`gemv_mma._gemv_tile`, the kernel `gemv_mma` launches one
+The persistent launch runs gemv_mma's own tile body (`mma_tile._gemv_tile`, the kernel `gemv_mma` launches one
 program a tile group of) on every tile group of a phase, its programs all resident (2 an SM, 8 warps, at most 128
 registers), a grid barrier between phases: an arrival counter each program adds to after its tiles (released at GPU
 scope after a CTA barrier) and that a program's first tile of the next phase waits on (acquired) after loading its
@@ -35,7 +35,7 @@ from triton.experimental import gluon  # noqa: E402
 from triton.experimental.gluon import language as gl  # noqa: E402
 
 from yi_cli.kernels import gemv_mma  # noqa: E402
-from yi_cli.kernels.gemv_mma import _gemv_tile  # noqa: E402
+from yi_cli.kernels.mma_tile import _gemv_tile  # noqa: E402
 
 HIDDEN, INTER, QKV = 4096, 11008, 5120
 GROUP = 128

@@ -1,6 +1,6 @@
 """Where a prompt's time to first token goes on CUDA (issue 16's TTFT(2k)): generate's first token for 2048-token
 prompts, each 1024-token prefill chunk, one 2048-token chunk and its extra peak memory, the dequantization of every
-projection (gemv_mma.dequant by chunks a program, and the element-gather kernel it replaced), prompt attention for
+projection (mma_layout.dequant by chunks a program, and the element-gather kernel it replaced), prompt attention for
 all heads in one flash call against one call per head group, short prompt tails in chunks of 8 through the
 tensor-core GEMV against one dense chunk, the dense GEMMs, and a profile of one first token.
 
@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from yi_cli.checkpoint.loader import open_checkpoint  # noqa: E402
 from yi_cli.engines.settings import GenSettings  # noqa: E402
-from yi_cli.kernels import gemv_mma, glue, tinygemm  # noqa: E402
+from yi_cli.kernels import gemv_mma, glue, mma_layout, tinygemm  # noqa: E402
 from yi_cli.runtime import causal, llama  # noqa: E402
 from yi_cli.runtime.decoder import FastDecoder  # noqa: E402
 
@@ -76,12 +76,12 @@ def main(argv=None) -> int:
             out[f"{label}_extra_peak_MiB"] = round((torch.cuda.max_memory_allocated() - base) / 2**20, 1)
         projs = [p for layer in m.layers for p in (layer.qkv, layer.o, layer.gate_up, layer.down)]
         if all(getattr(p, "mma", False) for p in projs):
-            default = gemv_mma.DEQUANT_CHUNKS
+            default = mma_layout.DEQUANT_CHUNKS
             for nc in (1, 2, 4, 8):
-                gemv_mma.DEQUANT_CHUNKS = nc
+                mma_layout.DEQUANT_CHUNKS = nc
                 out[f"dequant_all_ms_chunks{nc}"] = timed(lambda: [p.dense(torch.bfloat16) for p in projs])
-            gemv_mma.DEQUANT_CHUNKS = default
-            inv = torch.argsort(tinygemm.element_pos(gemv_mma.pack, 16, 64, "cuda")).to(torch.int32)
+            mma_layout.DEQUANT_CHUNKS = default
+            inv = torch.argsort(tinygemm.element_pos(mma_layout.pack, 16, 64, "cuda")).to(torch.int32)
 
             def gather(p):  # each element's word found through the tile's index map (the kernel before)
                 w = torch.empty(p.n, p.k, dtype=torch.bfloat16, device="cuda")

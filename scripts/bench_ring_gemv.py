@@ -48,7 +48,8 @@ from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared,
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor  # noqa: E402
 
 from yi_cli.kernels import gemv_mma  # noqa: E402
-from yi_cli.kernels.gemv_mma import _chunk, _dim, _epilogue, _frag_words, _gathered, _gathered2, _scale  # noqa: E402
+from yi_cli.kernels.mma_epilogue import _epilogue, _gathered, _gathered2  # noqa: E402
+from yi_cli.kernels.mma_units import _chunk, _dim, _frag_words, _scale  # noqa: E402
 
 HIDDEN, INTER, QKV = 4096, 11008, 5120
 # (N, K) of each phase of a layer, in order
@@ -196,7 +197,7 @@ def _pieces(v, K4: gl.constexpr):
 @gluon.jit
 def _xfrags(xs, r, xz, LXB: gl.constexpr, LX: gl.constexpr, LW: gl.constexpr, WARPS: gl.constexpr):
     """x's B fragments of row r of the staged x (a warp's chunk; lane (g, t): words 8t .. 8t + 7, every g the
-    same): 8 tensors [1, WARPS, 8, 4] of bf16 pairs, as gemv_mma._xfrag's."""
+    same): 8 tensors [1, WARPS, 8, 4] of bf16 pairs, as mma_units._xfrag's."""
     v = xs.index(r).load(gl.SliceLayout(1, LXB))  # [WARPS, 32]
     return _frag_words(gl.convert_layout(gl.reshape(gl.expand_dims(v, 1) + xz, [WARPS, 8, 4, 8]), LX), LW)
 

@@ -24,11 +24,11 @@ def run(n: int, k: int) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import torch
 
-    from yi_cli.kernels import gemv_mma
+    from yi_cli.kernels import gemv_mma, mma_layout
 
     q = torch.randint(0, 16, (n, k), dtype=torch.uint8, device="cuda")
     sz = (torch.randn(k // 128, n, 2, device="cuda") * 0.01).to(torch.bfloat16)
-    packed = gemv_mma.pack(q)
+    packed = mma_layout.pack(q)
     x = torch.randn(1, k, device="cuda", dtype=torch.bfloat16)
     for _ in range(6):
         gemv_mma.gemv_mma(x, packed, sz, n, k, 128, pdl=False)

@@ -205,17 +205,17 @@ def mma_row(
 
 
 def revision_module(rev: str, name: str = "gemv"):
-    """yi_cli/kernels/<name>.py as it was at git revision rev (its relative imports: today's modules)."""
-    text = subprocess.run(
-        ["git", "-C", str(ROOT), "show", f"{rev}:yi_cli/kernels/{name}.py"], capture_output=True, text=True, check=True
-    ).stdout
-    path = Path(tempfile.mkdtemp()) / f"{name}_rev.py"
-    path.write_text(text)
-    spec = importlib.util.spec_from_file_location(f"yi_cli.kernels.{name}_rev", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    """yi_cli/kernels/<name>.py as it was at git revision rev, its relative imports (gemv_mma's parts in mma_*.py,
+    gemv, glue) the same revision's: that revision's kernels package, imported under a name of its own."""
+    root = Path(tempfile.mkdtemp(prefix="yi-rev-"))
+    tar = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "yi_cli/kernels"], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(root)], input=tar.stdout, check=True)
+    pkg = f"yi_kernels_{re.sub(r'[^0-9A-Za-z]', '_', rev)}"
+    where = root / "yi_cli" / "kernels"
+    spec = importlib.util.spec_from_file_location(pkg, where / "__init__.py", submodule_search_locations=[str(where)])
+    sys.modules[pkg] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sys.modules[pkg])
+    return importlib.import_module(f"{pkg}.{name}")
 
 
 def revision_kernel(rev: str):

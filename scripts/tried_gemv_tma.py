@@ -24,19 +24,10 @@ from triton.experimental.gluon import language as gl  # noqa: E402
 from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma  # noqa: E402
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor  # noqa: E402
 
-from yi_cli.kernels import gemv, gemv_mma, glue  # noqa: E402
-from yi_cli.kernels.gemv_mma import (  # noqa: E402
-    XSUM,
-    _chunk,
-    _codes,
-    _dim,
-    _epilogue,
-    _put,
-    _sc,
-    _scale,
-    _unit_x,
-    _unpack_asm,
-)
+from yi_cli.kernels import gemv, gemv_mma, glue, mma_layout  # noqa: E402
+from yi_cli.kernels.mma_epilogue import _epilogue  # noqa: E402
+from yi_cli.kernels.mma_ptx import XSUM, _unpack_asm  # noqa: E402
+from yi_cli.kernels.mma_units import _chunk, _codes, _dim, _put, _sc, _scale, _unit_x  # noqa: E402
 
 LAYOUT = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=32, rank=2)
 
@@ -63,7 +54,7 @@ MMA2 = gl.constexpr(_mma2_asm())
 
 @gluon.jit
 def _chunk2(words, bs, LA: gl.constexpr):
-    """gemv_mma._chunk from C = 0 with MMA2."""
+    """mma_units._chunk from C = 0 with MMA2."""
     w02, w13 = gl.split(gl.reshape(words, [words.shape[0], words.shape[1], 8, 4, 2, 2]))
     w0, w2 = gl.split(w02)
     w1, w3 = gl.split(w13)
@@ -99,7 +90,7 @@ def _tstep(
     STRIP: gl.constexpr,
     NOXSUM: gl.constexpr,
 ):
-    """gemv_mma._step at one chunk a unit, the words from shared memory (chunks c .. c + WARPS - 1)."""
+    """mma_units._step at one chunk a unit, the words from shared memory (chunks c .. c + WARPS - 1)."""
     acc, scs, bss = rings
     SZ32, X32, w4, w5, row0, xw, xoff, N, smem, bars = at
     LW: gl.constexpr = gl.SliceLayout(0, LA)
@@ -400,7 +391,7 @@ def check():
         for _ in range(copies):
             q = torch.randint(0, 16, (n, k), dtype=torch.uint8, device="cuda")
             sz = (torch.randn(k // 128, n, 2, device="cuda") * 0.01).to(torch.bfloat16)
-            sets.append((gemv_mma.pack(q), sz))
+            sets.append((mma_layout.pack(q), sz))
         for rows in (1, 3):
             x = torch.randn(rows, k, device="cuda", dtype=torch.bfloat16)
             ref = ORIG(x, *sets[0], n, k, 128, rt=1, warps=8, pair=1)

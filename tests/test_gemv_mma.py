@@ -1,4 +1,4 @@
-"""gemv_mma.pack (CPU): each lane's word holds exactly the A fragment of mma.m16n8k16 (PTX ISA, "Matrix Fragments
+"""mma_layout.pack (CPU): each lane's word holds exactly the A fragment of mma.m16n8k16 (PTX ISA, "Matrix Fragments
 for mma.m16n8k16" with .bf16: a0 = A[g][2t..2t+1], a1 = A[g+8][2t..], a2 = A[g][2t+8..], a3 = A[g+8][2t+8..],
 g = lane / 4, t = lane % 4), the pair a_j in nibbles j (low half) and j + 4 (high half) as the kernel extracts it;
 the fragment's column kk of k-step s is column 16t' + 4s + 2·(kk // 8) + kk % 2 of the chunk (kk = 2t' + 8·(kk // 8)
@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import torch
 
-from yi_cli.kernels import gemv_mma
+from yi_cli.kernels import gemv_mma, mma_layout
 
 
 def test_pack_puts_each_lanes_fragment_in_its_word():
     n, k = 48, 192
     q = torch.randint(0, 16, (n, k), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    words = gemv_mma.pack(q)
+    words = mma_layout.pack(q)
     assert words.shape == (n // 16, k // 64, 32, 4) and words.dtype == torch.int32
     w = words.to(torch.int64) & 0xFFFFFFFF
     got = torch.full((n, k), -1, dtype=torch.int64)
@@ -39,11 +39,11 @@ def test_supported_shapes():
 
 
 def test_word_nibbles_are_the_fragment_rows_and_columns_dequant_places():
-    """The layout gemv_mma._dequant reads: nibble j + 4e (j = jr + 2·jc) of word s of lane 4g + t in a chunk holds
+    """The layout mma_layout._dequant reads: nibble j + 4e (j = jr + 2·jc) of word s of lane 4g + t in a chunk holds
     row 8·jr + g, column 16t + 4s + 2·jc + e of its 16 x 64 block; the kernel's permute of the six indices,
     done here with torch, gives back the codes of two tiles x two chunks."""
     q = torch.randint(0, 16, (32, 128), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
-    words = gemv_mma.pack(q).to(torch.int64) & 0xFFFFFFFF  # [tile, chunk, lane, s]
+    words = mma_layout.pack(q).to(torch.int64) & 0xFFFFFFFF  # [tile, chunk, lane, s]
     jc, jr, e = torch.arange(2).view(2, 1, 1), torch.arange(2).view(1, 2, 1), torch.arange(2).view(1, 1, 2)
     shift = (4 * (jr + 2 * jc + 4 * e)).view(1, 1, 1, 2, 2, 2)
     for tile in range(2):
@@ -86,14 +86,15 @@ def test_halves_order_puts_rotary_pairs_in_one_lane():
     its own tiles, with row g of a tile holding dimension d and row g + 8 its rotate_half partner d + head_dim/2
     (the two D fragment rows of one lane)."""
     for n, hd in [(5120, 128), (576, 64), (96, 16)]:
-        assert gemv_mma.halves_fit(n, hd)
-        rows = gemv_mma.halves_order(n, hd)
+        assert mma_layout.halves_fit(n, hd)
+        rows = mma_layout.halves_order(n, hd)
         assert torch.equal(rows.sort().values, torch.arange(n))
         tile = rows.view(-1, 16)
         assert torch.equal(tile[:, 8:] - tile[:, :8], torch.full_like(tile[:, :8], hd // 2))
         assert torch.equal(tile // hd, (torch.arange(n).view(-1, 16) // hd))  # heads stay together
         assert bool(((tile[:, :8] % hd) < hd // 2).all())
-    assert not gemv_mma.halves_fit(5120, 120) and not gemv_mma.halves_fit(100, 20) and not gemv_mma.halves_fit(64, 0)
+    fit = mma_layout.halves_fit
+    assert not fit(5120, 120) and not fit(100, 20) and not fit(64, 0)
 
 
 def test_gptq8_computes_in_fp16_where_the_tensor_core_gemv_reads_it(monkeypatch):

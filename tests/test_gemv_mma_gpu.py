@@ -11,7 +11,7 @@ from test_fast import rel_err
 from test_gemv_rows_gpu import SHAPES as ROWS_SHAPES
 from test_gemv_rows_gpu import rope_tables, weights
 
-from yi_cli.kernels import gemv_mma
+from yi_cli.kernels import gemv_mma, mma_layout
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
@@ -29,7 +29,7 @@ def _mma_weights(n, k, group):
     from yi_cli.kernels import tinygemm
 
     packed, sz, w, _ = weights(n, k, group)
-    return (gemv_mma.pack(tinygemm.codes(packed, n, k)), sz), w
+    return (mma_layout.pack(tinygemm.codes(packed, n, k)), sz), w
 
 
 def _mma(planes, x, n, k, group, **kw):
@@ -96,9 +96,9 @@ def test_mma_dequant_for_prefill(shape):
     n, k, group = SHAPES[shape]
     (packed, sz), w = _mma_weights(n, k, group)
     got = torch.empty(n, k, dtype=torch.bfloat16, device="cuda")
-    gemv_mma.dequant(packed, sz, got, group, accumulate=False)
+    mma_layout.dequant(packed, sz, got, group, accumulate=False)
     assert torch.allclose(got.float(), w, rtol=8e-3, atol=1e-5)
-    gemv_mma.dequant(packed, sz, got, group, accumulate=True)
+    mma_layout.dequant(packed, sz, got, group, accumulate=True)
     assert torch.allclose(got.float(), 2 * w, rtol=8e-3, atol=1e-5)
 
 
@@ -129,8 +129,8 @@ def _halves(n, k, group, hd):
 
     packed, sz, w, _ = weights(n, k, group)
     q = tinygemm.codes(packed, n, k)
-    rows = gemv_mma.halves_order(n, hd, q.device)
-    return (gemv_mma.pack(q[rows]), sz[:, rows].contiguous()), (gemv_mma.pack(q), sz), w
+    rows = mma_layout.halves_order(n, hd, q.device)
+    return (mma_layout.pack(q[rows]), sz[:, rows].contiguous()), (mma_layout.pack(q), sz), w
 
 
 def test_halves_order_keeps_every_output_where_it_was():
@@ -143,7 +143,7 @@ def test_halves_order_keeps_every_output_where_it_was():
         got = gemv_mma.gemv_mma(x[:t].contiguous(), *halves, n, k, group, halves=hd)
         assert torch.equal(got, gemv_mma.gemv_mma(x[:t].contiguous(), *plain, n, k, group))
     out = torch.empty(n, k, device="cuda")
-    gemv_mma.dequant(*halves, out, group, accumulate=False, halves=hd)
+    mma_layout.dequant(*halves, out, group, accumulate=False, halves=hd)
     assert torch.allclose(out, w, rtol=8e-3, atol=1e-5)
 
 
@@ -316,7 +316,7 @@ def test_int8_codes_match_their_weights_for_every_row_count(shape, dtype):
     s = gemv_mma.gemv_mma(x[:3].contiguous(), q, sz, n, k, group, rt=2, silu=True)
     assert torch.equal(s, glue.silu_mul(y, True))
     got = torch.empty(n, k, dtype=dtype, device="cuda")
-    gemv_mma.dequant(q, sz, got, group, accumulate=False)
+    mma_layout.dequant(q, sz, got, group, accumulate=False)
     assert torch.allclose(got.float(), w, rtol=8e-3, atol=1e-5)
 
 
@@ -348,7 +348,7 @@ def test_int8_rows_read_in_halves_order(dtype):
     heads, kv, hd, k, group = 32, 4, 128, 4096, 128
     n = (heads + 2 * kv) * hd
     q, sz, w = _int8(n, k, group, seed=3, dtype=dtype)
-    szh = sz[:, gemv_mma.halves_order(n, hd, q.device)].contiguous()
+    szh = sz[:, mma_layout.halves_order(n, hd, q.device)].contiguous()
     x, seq = _x(8, k, 9).to(dtype), 64
     cos, sin = rope_tables(seq, hd, 2, dtype)
     for t in (1, 8):
@@ -362,7 +362,7 @@ def test_int8_rows_read_in_halves_order(dtype):
         got = gemv_mma.gemv_mma(xt, q, szh, n, k, group, halves=hd, rope=rope)
         assert torch.equal(got, want) and torch.equal(caches[2], caches[0]) and torch.equal(caches[3], caches[1])
     out = torch.empty(n, k, device="cuda")
-    gemv_mma.dequant(q, szh, out, group, accumulate=False, halves=hd)
+    mma_layout.dequant(q, szh, out, group, accumulate=False, halves=hd)
     assert torch.allclose(out, w, rtol=8e-3, atol=1e-5)
 
 

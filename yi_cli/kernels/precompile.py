@@ -182,7 +182,7 @@ def in_children(found: list, target, n: int) -> int:
     """Compile `found` (recording's records) in up to n forked children, the tensor-core GEMV's first; returns how
     many ran."""
     with Children(target, min(n, len(found))) as pool:
-        for record in sorted(found, key=lambda r: r[0] != "yi_cli.kernels.gemv_mma"):
+        for record in sorted(found, key=lambda r: r[0] != "yi_cli.kernels.mma_tile"):
             pool.submit(record)
     return pool.forked
 

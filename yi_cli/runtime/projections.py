@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..checkpoint import formats as Q
-from ..kernels import gemv, gemv_mma, glue, tinygemm
+from ..kernels import gemv, gemv_mma, glue, mma_layout, tinygemm
 
 OP_DTYPE = torch.bfloat16  # int4 activations: the CUDA op takes bf16 only, and the CPU op is ~10x faster in bf16
 
@@ -79,8 +79,8 @@ class Dense(_Proj):
             and gemv_mma.supported(self.n, self.k, 64)
             and os.environ.get("YI_CHAT_MMA_DENSE", "1") != "0"
         )
-        # [q; k; v]: the GEMV reads W's rows in halves order (gemv_mma.halves_order), its rope epilogue's
-        self.halves = halves if self.mma and gemv_mma.halves_fit(self.n, halves) else 0
+        # [q; k; v]: the GEMV reads W's rows in halves order (mma_layout.halves_order), its rope epilogue's
+        self.halves = halves if self.mma and mma_layout.halves_fit(self.n, halves) else 0
         self.gemv_silu = self.mma and gemv_mma.silu_fits(self.n)
         self.chains = self.mma and os.environ.get("YI_CHAT_CHAIN", "1") != "0"
 
@@ -118,7 +118,7 @@ class Int4(_Proj):
         # x's dtype for the ops, the scales': bf16 (int4, tinygemm), or the model's fp16 for int8 codes on gemv_mma
         self.op_dtype = planes[0][1].dtype
         self.group, self.n, self.k, self.perm, self.bias, self.mma = group, n, k, perm, bias, mma
-        self.halves = halves  # mma: rows packed in gemv_mma.halves_order of this head dim (0: as stored)
+        self.halves = halves  # mma: rows packed in mma_layout.halves_order of this head dim (0: as stored)
         packed = planes[0][0]
         self.layout = None if packed.is_cuda else tinygemm.cpu_layout()
         ikt = tinygemm.inner_k_tiles(k)
@@ -196,7 +196,7 @@ class Int4(_Proj):
         if self.mma:
             w = torch.empty(self.n, self.k, dtype=dtype, device=packed.device)
             for i, (p, sz) in enumerate(self.planes):
-                gemv_mma.dequant(p, sz, w, self.group, accumulate=i > 0, halves=self.halves)
+                mma_layout.dequant(p, sz, w, self.group, accumulate=i > 0, halves=self.halves)
             return w
         if packed.is_cuda and glue.triton is not None:
             ikt = tinygemm.inner_k_tiles(self.k)
@@ -255,7 +255,7 @@ class Multi(_Proj):
 def build(ckpt, weights, names: list[str], k: int, sizes: list[int], dtype: torch.dtype, halves: int = 0):
     """One matmul object computing cat([x @ W_name.T for name in names], -1) in `dtype`; W_name is [size, k].
     halves: [q; k; v] of heads of this dim: on the tensor-core GEMV, rows packed so that its epilogue can rope them
-    (gemv_mma.halves_order)."""
+    (mma_layout.halves_order)."""
     packed = [ckpt.is_quantized(n) for n in names]
     if any(packed) and not all(packed):
         return Multi([build(ckpt, weights, [n], k, [s], dtype) for n, s in zip(names, sizes, strict=False)])
@@ -282,8 +282,8 @@ def build(ckpt, weights, names: list[str], k: int, sizes: list[int], dtype: torc
     perm = Q.group_perm(w)
     q = w.q if perm is None else w.q[:, perm]  # [N, K] codes, input columns in group order
     mma = gemv_mma.ENABLED and gemv_mma.available(q) and gemv_mma.supported(n, k, g)
-    pack = gemv_mma.pack if mma else tinygemm.pack
-    halves = halves if mma and gemv_mma.halves_fit(n, halves) else 0
+    pack = mma_layout.pack if mma else tinygemm.pack
+    halves = halves if mma and mma_layout.halves_fit(n, halves) else 0
     int8 = w.bits == 8 and mma  # gemv_mma reads int8 codes as stored, one byte each
     if w.bits == 4:
         planes = [(q, tinygemm.scales_and_zeros(w.scales, w.zeros, OP_DTYPE))]  # sz [G, N, 2]
@@ -297,7 +297,7 @@ def build(ckpt, weights, names: list[str], k: int, sizes: list[int], dtype: torc
         else:
             planes = _int8_planes(q, s, c)
     if halves:  # packed row R holds stored row rows[R] (int8 codes stay: the GEMV reads row rows[R] by address)
-        rows = gemv_mma.halves_order(n, halves, q.device)
+        rows = mma_layout.halves_order(n, halves, q.device)
         planes = [(p if int8 else p[rows], sz[:, rows].contiguous()) for p, sz in planes]
     if not int8:
         planes = [(pack(p), sz) for p, sz in planes]
