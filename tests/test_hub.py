@@ -645,6 +645,25 @@ def test_models_calls_a_truncated_quantized_checkpoint_damaged_as_chat_does(env,
     error_line(yi(e, "-m", "cut", "-p", "hi"), 3, reason)
 
 
+def test_models_lists_a_quantized_checkpoint_without_importing_torch(env, demo_dir, tmp_path):
+    """`yi-chat models` took 2.3 s, 1.4-2 s of it importing torch: quantized.py imported it for reading weights,
+    which a listing never does. Listed in a fresh interpreter, an AWQ folder's row is complete and neither torch nor
+    transformers is loaded."""
+    home = tmp_path / "yi"
+    (home / "config").mkdir(parents=True)
+    (home / "config" / "config.toml").write_text(f'[aliases]\nawq = "{demo_dir}"\n')
+    code = (
+        "import sys\nfrom yi_cli.ui import cli\n"
+        "try:\n    cli.main(['models', '--json'])\nexcept SystemExit:\n    pass\n"
+        "print('loaded:', *(m for m in ('torch', 'transformers') if m in sys.modules), file=sys.stderr)"
+    )
+    e = {**env, "YI_CHAT_HOME": str(home)}
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=e)
+    assert p.stderr.splitlines()[-1] == "loaded:", p.stderr
+    row = {r["name"]: r for r in json.loads(p.stdout)}["awq"]
+    assert row["loadable"] and row["format"] == "AWQ int4" and row["params"] and row["context"] == 8192, row
+
+
 def test_a_fetch_failed_before_the_weights_is_listed_as_not_complete(hub, env):
     """A 500 on the weights (nothing of them written): `models` said "no *.safetensors weight files", a format
     verdict, where a pull continues it."""

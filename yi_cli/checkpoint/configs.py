@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import LoadError, first_line
-from . import light
+from . import light, quantized
 
 
 def quiet_transformers() -> None:
@@ -43,8 +43,6 @@ def check_before_weights(path: Path, cfg: dict, names: list[str]) -> None:
     """LoadError where the loader would refuse the checkpoint at `path` for its config.json (cfg, its sizes checked
     already) and the names of its files: a quantization it does not run, or one the weights' names contradict, or a
     model_type transformers does not know. A model of its own code (auto_map) is left to -m --trust-remote-code."""
-    from . import quantized  # here: it imports torch, which the ui's modules never load
-
     check_type(path, cfg, quantized.detect(path, cfg, names) is not None)
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..errors import LoadError
 from ..inputs import field
-from . import formats as Q
 from .files import Tensors, check_index, index_files, matching, read_json
+
+if TYPE_CHECKING:
+    from .formats import QWeight
 
 PROJ = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 SUPPORTED = "supported: awq gemm 4-bit with zero_point, gptq v1 4/8-bit"
@@ -117,8 +118,13 @@ def _named(path: Path, quant: dict, src: Path, files: list[str]) -> list[str]:
     return files
 
 
-def read_qweight(t: Tensors, name: str, k: int, n: int, quant: dict, device: str, bias: bool = False) -> Q.QWeight:
-    """Packed tensors of projection `name` ([n, k] as nn.Linear) -> QWeight on `device`, shapes checked."""
+def read_qweight(t: Tensors, name: str, k: int, n: int, quant: dict, device: str, bias: bool = False) -> QWeight:
+    """Packed tensors of projection `name` ([n, k] as nn.Linear) -> QWeight on `device`, shapes checked. torch is
+    imported here, not with the module: `detect` serves `yi-chat models` and `pull`, which load no weights."""
+    import torch
+
+    from . import formats as Q
+
     b = quant["bits"]
     g = k if quant["group_size"] == -1 else quant["group_size"]
     what = f" (in={k}, out={n}, {quant['method']} {b}-bit group {g})"
