@@ -519,7 +519,7 @@ def test_a_hub_that_never_answers_times_out_in_one_line(env, monkeypatch):
         url = f"http://127.0.0.1:{s.getsockname()[1]}"
         monkeypatch.setattr(constants, "ENDPOINT", url)
         monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-        monkeypatch.setattr(yi_hub, "ANSWER_S", 0.5)
+        monkeypatch.setattr(yi_hub.hub_http, "ANSWER_S", 0.5)
         got = []
 
         def pull():
@@ -552,7 +552,7 @@ def test_a_hub_that_trickles_bytes_is_one_line_not_a_pull_for_days(hub, env, mon
     monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setattr(yi_hub, "SLOW_WINDOW_S", 1.0)
+    monkeypatch.setattr(yi_hub.hub_http, "SLOW_WINDOW_S", 1.0)
     got = []
 
     def pull():

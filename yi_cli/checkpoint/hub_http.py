@@ -1,0 +1,160 @@
+"""The hub's HTTP client, guarded against a hub that misbehaves: a timeout on calls that set none, one line of
+ours for each retry huggingface_hub makes (its own warnings are off), and an error at once for a hub that asks
+for a long wait or sends too slowly, where huggingface_hub would sit silent for hours or days."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+
+# huggingface_hub's client has no timeout (httpx's None): a hub that accepted the connection and never answered its
+# API calls hung a pull silently for good. Downloads keep their own (HF_HUB_DOWNLOAD_TIMEOUT, retried).
+CONNECT_S, ANSWER_S = 10.0, 60.0
+# huggingface_hub waits as long as a 429 / 503's Retry-After (or rate-limit reset) says, five times over, saying
+# nothing: `Retry-After: 3600` held a pull silent for hours. Longer than this is one line at once instead.
+RETRY_WAIT_S = 10
+# A hub that trickles (a byte a second) resets every read timeout and never times out: a pull sat for days. Under
+# SLOW_RATE bytes a second over SLOW_WINDOW_S is one line instead (1 kB/s: a 4 GB shard in 46 days).
+SLOW_RATE, SLOW_WINDOW_S = 1000, 60.0
+
+
+class TooSlow(Exception):
+    """The hub sent under SLOW_RATE bytes a second over SLOW_WINDOW_S."""
+
+    def __init__(self, got: int, seconds: float):
+        super().__init__(f"{got} bytes in {seconds:.0f} s")
+        self.got, self.seconds = got, seconds
+
+
+class WaitTooLong(Exception):
+    """The hub answered an error asking to be retried only after more than RETRY_WAIT_S seconds."""
+
+    def __init__(self, status: int, wait: int):
+        super().__init__(f"HTTP {status}, retry after {wait} s")
+        self.status, self.wait = status, wait
+
+
+def endpoint() -> str:
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
+
+
+def bounded_client() -> None:
+    """huggingface_hub's HTTP client with a connect and a read timeout where a call sets none (its API calls)."""
+    import httpx2
+    from huggingface_hub import set_client_factory
+    from huggingface_hub.utils import _http
+
+    def factory():
+        client = _http.default_client_factory()
+        client.timeout = httpx2.Timeout(ANSWER_S, connect=CONNECT_S)
+        client.event_hooks = {**client.event_hooks, "response": [*client.event_hooks.get("response", []), _impatient]}
+        # Each transport (the default and any proxy's) reads its bodies through _steady. Private attributes: a
+        # release without them is read as before, without the rate limit.
+        if isinstance(getattr(client, "_transport", None), httpx2.BaseTransport):
+            client._transport = _steady_transport(client._transport)
+        mounts = getattr(client, "_mounts", None)
+        if isinstance(mounts, dict):
+            for k, t in mounts.items():
+                if isinstance(t, httpx2.BaseTransport):
+                    mounts[k] = _steady_transport(t)
+        return client
+
+    set_client_factory(factory)
+
+
+def _steady(stream):
+    """stream's chunks as they come off the socket; TooSlow once a window of SLOW_WINDOW_S brought under
+    SLOW_RATE bytes a second (checked as each chunk arrives: a hub sending nothing at all is the read timeout's)."""
+    start, got = time.monotonic(), 0
+    for chunk in stream:
+        got += len(chunk)
+        elapsed = time.monotonic() - start
+        if elapsed >= SLOW_WINDOW_S:
+            if got < SLOW_RATE * elapsed:
+                raise TooSlow(got, elapsed)
+            start, got = time.monotonic(), 0
+        yield chunk
+
+
+def _steady_transport(inner):
+    """inner (an httpx2 transport) whose response bodies are read through _steady."""
+    import httpx2
+
+    class Body(httpx2.SyncByteStream):
+        def __init__(self, stream):
+            self.stream = stream
+
+        def __iter__(self):
+            yield from _steady(self.stream)
+
+        def close(self):
+            self.stream.close()
+
+    class Steady(httpx2.BaseTransport):
+        def handle_request(self, request):
+            response = inner.handle_request(request)
+            response.stream = Body(response.stream)
+            return response
+
+        def close(self):
+            inner.close()
+
+    return Steady()
+
+
+def _impatient(response) -> None:
+    """Raise WaitTooLong for an error whose wait (read as huggingface_hub's retries read it) is over RETRY_WAIT_S;
+    a shorter one is noted for RETRIES, which says it when huggingface_hub does retry."""
+    if response.status_code < 400:
+        return
+    try:  # huggingface_hub's own readers of those headers (private: a release without them waits as it did)
+        from huggingface_hub.utils._http import _parse_retry_after, parse_ratelimit_headers
+    except ImportError:
+        return
+    limit = parse_ratelimit_headers(response.headers) if response.status_code == 429 else None
+    wait = limit.reset_in_seconds if limit is not None and limit.remaining == 0 else None
+    wait = _parse_retry_after(response.headers) if wait is None else wait
+    if wait is not None and wait > RETRY_WAIT_S:
+        raise WaitTooLong(response.status_code, wait)
+    RETRIES.asked = (response.status_code, wait)
+
+
+class RetryNotice(logging.Filter):
+    """huggingface_hub's warning before each retry's sleep, as one line of ours: a 429 with `Retry-After: 10` was
+    up to a minute of silence (its warnings are off: multi-line, with whole URLs). Only a retry it makes is said,
+    so a call it does not retry (the error ends the pull) says nothing more. Its other warnings stay off."""
+
+    RETRY = re.compile(r"(?:Rate limited\. Waiting|Retrying in) ([\d.]+)s.*\[Retry (\d+)/(\d+)\]")
+
+    def __init__(self):
+        super().__init__()
+        self.repo, self.progress, self.asked = "", None, None
+
+    def notify(self, repo: str, progress) -> None:
+        """Say this pull's retries through its display (a line above the bar on a terminal)."""
+        self.repo, self.progress, self.asked = repo, progress, None
+        log = logging.getLogger("huggingface_hub.utils._http")  # its module's logger
+        if self not in log.filters:
+            log.addFilter(self)
+            log.setLevel(logging.WARNING)  # the library's is ERROR (set_verbosity_error): its warnings reach here
+
+    def filter(self, record) -> bool:
+        if record.levelno >= logging.ERROR:
+            return True
+        text = record.getMessage()
+        if m := self.RETRY.match(text):
+            status, wait = self.asked or (None, None)
+            said = f"answered HTTP {status}" if status else "did not answer"
+            then = f" and asks to wait {wait} s; retrying" if wait is not None else f"; retrying in {float(m[1]):g} s"
+            if self.progress is not None:
+                self.progress._line(f"{self.repo}: {endpoint()} {said}{then} (retry {m[2]} of {m[3]})")
+            self.asked = None
+        elif " thrown while requesting " in text and not text.startswith("HTTP Error "):
+            self.asked = None  # a connection error, not an answer: what an earlier answer asked is not this one's
+        return False
+
+
+RETRIES = RetryNotice()
