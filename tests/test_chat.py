@@ -709,7 +709,7 @@ def test_save_to_a_file_or_folder_this_user_may_not_write(tmp_path):
 def test_save_where_no_file_can_be_made_says_what_failed(tmp_path, monkeypatch):
     """/save /proc/version said "cannot save the session (No such file or directory)" of a file that exists: the
     temp file the save writes first cannot be made in /proc. The line says what failed: the folder."""
-    from yi_cli.conversation import store
+    from yi_cli.conversation import writes
 
     monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)
@@ -722,7 +722,7 @@ def test_save_where_no_file_can_be_made_says_what_failed(tmp_path, monkeypatch):
     def read_only(*args, **kw):  # a folder on a read-only mount, named as the current folder
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))
 
-    monkeypatch.setattr(store.tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(writes.tempfile, "mkstemp", read_only)
     chat.handle("/save s.json")
     proc = "cannot save the session (no file can be created in the folder /proc)"
     lines = err.getvalue().splitlines()
@@ -776,7 +776,7 @@ def test_files_killed_writers_left_in_the_store_are_removed_and_a_live_writers_a
     import subprocess
     import sys
 
-    from yi_cli.conversation import store
+    from yi_cli.conversation import store, writes
 
     monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path))
     folder = store.sessions_dir()
@@ -797,7 +797,7 @@ def test_files_killed_writers_left_in_the_store_are_removed_and_a_live_writers_a
             os.utime(f, (old, old))
 
         def autosave_in_a_new_process(reply):
-            monkeypatch.setattr(store, "_swept", set(), raising=False)  # as each process starts
+            monkeypatch.setattr(writes, "_swept", set())  # as each process starts
             saver = store.Autosave("interactive")
             plain_chat(ScriptedEngine([reply]), on_turn=saver)[0].handle("q")
             saver.close()

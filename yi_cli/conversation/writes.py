@@ -1,0 +1,219 @@
+"""How the session store writes its files: whole (a synced 0600 temp file, renamed or linked into place), under
+a fresh name no other writer can take, held by one process at a time (an flock on `.NAME.lock`), with the
+signals that end yi-chat held off while a write lasts, and what killed writers left swept away."""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import signal
+import stat
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from .. import durable
+from ..errors import ENDING
+from ..paths import private_dir
+
+TMP = ".tmp-"  # a write's temp file, renamed or linked to its name once it is whole
+STALE = 15 * 60  # seconds: a temp or lock file left this long, and locked by no one, is a killed writer's
+
+
+class NoNewFile(OSError):
+    """The folder let no new file be made in it (the temp file of a write): /save says so, where the bare errno
+    misled ("No such file or directory" for /save /proc/version, a file that exists: /proc takes no new files)."""
+
+
+@contextmanager
+def tmp_file(directory: Path, text: str):
+    """A 0600 temp file in `directory` holding `text`, flushed to the disk; yields its path and removes it after
+    (where it is still there: not renamed or linked away). It is flocked while it exists, so sweep() can tell it
+    from the temp file of a writer that was killed."""
+    private_dir(directory)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=TMP, dir=directory)
+    except OSError as e:
+        raise NoNewFile(e.errno, e.strerror, str(directory)) from None
+    try:
+        _try_flock(fd)  # a fresh file: no one else holds it
+        with os.fdopen(fd, "w", encoding="utf-8", closefd=False) as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.fchmod(fd, 0o600)
+        yield tmp
+    finally:
+        try:
+            if os.stat(tmp, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
+                os.unlink(tmp)
+        except OSError:  # renamed away: nothing of it is left under its name
+            pass
+        os.close(fd)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write via a synced 0600 temp file in the same directory and rename, so readers never see half a file."""
+    with tmp_file(path.parent, text) as tmp:
+        os.replace(tmp, path)
+    durable.sync_dir(path.parent)
+
+
+def write_new(directory: Path, text: str, owner: Owner | None = None) -> Path:
+    """Write `text` under a fresh timestamped name in `directory` that no other writer can take: the name is
+    claimed with link(2), which fails when it exists, so a clash only costs another random suffix. owner: locks
+    the name before it is linked, so no other process can resume the file before this one holds it."""
+    with tmp_file(directory, text) as tmp:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for _ in range(1000):  # a clash costs a retry; a thousand in a row is a store that refuses names
+            path = directory / f"{stamp}-{secrets.token_hex(3)}.json"
+            if owner is not None and not owner.claim(path):
+                continue
+            try:
+                os.link(tmp, path)
+                break
+            except FileExistsError:
+                if owner is not None:
+                    owner.release()
+                continue
+        else:
+            raise OSError(errno.EEXIST, "no free session file name after 1000 tries")
+    durable.sync_dir(directory)
+    return path
+
+
+class Owner:
+    """This process's hold on one session file of the store: an exclusive flock on `.NAME.lock` beside it, taken
+    before the file is written and kept until the process lets it go (or ends: the kernel drops a dead process's
+    locks, so a crash never leaves a session locked). Where flock is missing (Windows) every claim succeeds."""
+
+    def __init__(self):
+        self.fd: int | None = None
+        self.lock: Path | None = None
+
+    def claim(self, path: Path) -> bool:
+        """Hold `path` (letting go of any other); False: another live process holds it."""
+        self.release()
+        try:
+            import fcntl
+        except ImportError:
+            return True
+        lock = path.with_name(f".{path.name}.lock")
+        for _ in range(3):
+            try:
+                fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError:  # a read-only store: autosave itself will say why it fails
+                return True
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # held by another live process
+                os.close(fd)
+                return False
+            except OSError:  # a file system without locks (ENOLCK, EOPNOTSUPP): as without flock at all
+                os.close(fd)
+                unlink_quietly(lock)
+                return True
+            try:  # the lock file may have been removed by its last holder between our open and our lock
+                same = os.stat(lock).st_ino == os.fstat(fd).st_ino
+            except OSError:
+                same = False
+            if same:
+                self.fd, self.lock = fd, lock
+                return True
+            os.close(fd)
+        return False
+
+    def release(self) -> None:
+        fd, lock, self.fd, self.lock = self.fd, self.lock, None, None  # first: a signal here leaves nothing twice
+        if fd is None:
+            return
+        unlink_quietly(lock)  # removed while still held: a process that opened it meanwhile sees another inode, retries
+        os.close(fd)
+
+
+def _try_flock(fd: int) -> bool:
+    """An exclusive flock on `fd` taken without waiting; False where another process holds it or there are no locks."""
+    try:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except (ImportError, OSError):  # BlockingIOError: held; ENOLCK and the like: a file system without locks
+        return False
+    return True
+
+
+_swept: set[str] = set()
+
+
+def sweep(folder: Path) -> int:
+    """Remove what killed writers left in the store (a SIGKILL mid-autosave: a `.tmp-*` file; a process killed while
+    it held a session: its `.NAME.lock`): each one untouched for STALE seconds and locked by no live process, as
+    every writer locks its temp file and its session's lock file while it uses them (the kernel drops a dead one's
+    locks). Taken under that same lock and checked to be the file still under the name (a lock's holder removes
+    its name while it holds it), so a file a live yi-chat uses is never removed. Where locks do not work, nothing
+    is. Best effort, once a process: returns how many were removed."""
+    if str(folder) in _swept:
+        return 0
+    _swept.add(str(folder))
+    now = time.time()
+    removed = 0
+    try:
+        names = [n for n in os.listdir(folder) if n.startswith(TMP) or (n.startswith(".") and n.endswith(".lock"))]
+    except OSError:
+        return 0
+    for name in names:
+        path = os.path.join(folder, name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or now - st.st_mtime < STALE or not _try_flock(fd):
+                continue
+            if os.stat(path, follow_symlinks=False).st_ino == st.st_ino:
+                os.unlink(path)
+                removed += 1
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return removed
+
+
+def unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+HELD = tuple(ENDING)
+
+
+@contextmanager
+def signals_held():
+    """Ctrl-C, SIGTERM, SIGHUP and SIGQUIT wait until the write is done: their handlers raise, and an exception
+    between writing the temp file and linking it would leave the finished exchange off the disk. A write takes ms.
+
+    The Python-level handlers are swapped, not the signal mask: a process-directed signal reaches whichever
+    thread does not block it (torch's, the tokenizer's), and Python runs its handler in the main thread anyway."""
+    if threading.current_thread() is not threading.main_thread():  # handlers can only be set from there
+        yield
+        return
+    caught: list = []
+    old = {s: signal.signal(s, lambda signum, frame: caught.append((signum, frame))) for s in set(HELD)}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        for signum, frame in caught[:1]:  # now delivered to the handler it was meant for
+            handler = old[signum]
+            if callable(handler):
+                handler(signum, frame)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(signum)
