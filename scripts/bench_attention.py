@@ -1,9 +1,9 @@
 """The decode attention's share of a CUDA decode step: graph-replayed step time at several attended lengths, and a
-verify's cost in steps, with glue.decode_attention as shipped (`tile`: up to glue.SHORT slots one tile a program),
-with every length on the looping kernel (`loop`: glue.SHORT = 0, the path before), and with no attention at all
-(`none`: the query passed through, the bound on what attention can still give), with N of a verify's tokens a
-short-attention program (`ttN`), or with the short attention's launch knobs (`split=N` slots a program, `sw=N` its
-warps, `mw=N` the merge's warps, joined by `+`).
+verify's cost in steps, with decode_attn.decode_attention as shipped (`tile`: up to decode_attn.SHORT slots one tile
+a program), with every length on the looping kernel (`loop`: decode_attn.SHORT = 0, the path before), and with no
+attention at all (`none`: the query passed through, the bound on what attention can still give), with N of a
+verify's tokens a short-attention program (`ttN`), or with the short attention's launch knobs (`split=N` slots a
+program, `sw=N` its warps, `mw=N` the merge's warps, joined by `+`).
 
     python scripts/bench_attention.py --path /tmp/yi-bench/yi-6b-awq
     python scripts/bench_attention.py --path /tmp/yi-bench/yi-34b-awq --variants tile,split=128,sw=4 --no-verify
@@ -25,19 +25,20 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from yi_cli.checkpoint.loader import open_checkpoint  # noqa: E402
 from yi_cli.engines.settings import GenSettings  # noqa: E402
-from yi_cli.kernels import glue  # noqa: E402
+from yi_cli.kernels import decode_attn  # noqa: E402
 from yi_cli.runtime.decoder import VERIFY_ROWS, FastDecoder  # noqa: E402
 
-SHIPPED = (glue.SHORT, glue.VERIFY_TT, glue.decode_attention, glue.SHORT_SPLIT, glue.SHORT_WARPS, glue.MERGE_WARPS)
+NAMES = ("SHORT", "VERIFY_TT", "decode_attention", "SHORT_SPLIT", "SHORT_WARPS", "MERGE_WARPS")  # what a variant sets
+SHIPPED = {n: getattr(decode_attn, n) for n in NAMES}
 # the short-attention launch knobs a variant may set: split=N slots a program, sw=N its warps, mw=N the merge's warps
 KNOBS = {"split": "SHORT_SPLIT", "sw": "SHORT_WARPS", "mw": "MERGE_WARPS"}
 
 
 def settings(variant: str) -> dict:
-    """glue's attributes a variant sets: tile (as shipped), loop, none, ttN, or knobs as `split=128+sw=4+mw=1`; a
+    """decode_attn's attributes a variant sets: tile (as shipped), loop, none, ttN, or knobs as `split=128+sw=4+mw=1`; a
     ValueError for a variant it does not know."""
     if re.fullmatch(r"tt[0-9]+", variant):  # ttN: N of a verify's tokens a short-attention program, every row count
-        return {"VERIFY_TT": dict.fromkeys(glue.VERIFY_TT, int(variant[2:]))}
+        return {"VERIFY_TT": dict.fromkeys(decode_attn.VERIFY_TT, int(variant[2:]))}
     if variant == "loop":
         return {"SHORT": 0}
     if variant == "none":
@@ -56,10 +57,9 @@ def settings(variant: str) -> dict:
 
 
 def use(variant: str) -> None:
-    """Set glue up for one variant (`settings`)."""
-    glue.SHORT, glue.VERIFY_TT, glue.decode_attention, glue.SHORT_SPLIT, glue.SHORT_WARPS, glue.MERGE_WARPS = SHIPPED
-    for name, value in settings(variant).items():
-        setattr(glue, name, value)
+    """Set decode_attn up for one variant (`settings`)."""
+    for name, value in {**SHIPPED, **settings(variant)}.items():
+        setattr(decode_attn, name, value)
 
 
 def variants(text: str) -> list[str]:

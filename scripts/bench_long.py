@@ -26,18 +26,18 @@ import llama_cpp_peer  # noqa: E402
 
 from yi_cli.checkpoint.loader import open_checkpoint  # noqa: E402
 from yi_cli.engines.settings import GenSettings  # noqa: E402
-from yi_cli.kernels import glue  # noqa: E402
+from yi_cli.kernels import decode_attn  # noqa: E402
 from yi_cli.runtime import kvcache  # noqa: E402
 from yi_cli.runtime.decoder import FastDecoder  # noqa: E402
 
 GIB = 2**30
-KNOBS = ("LONG_SPLIT", "LONG_BLOCK", "LONG_WARPS", "LONG_STAGES")  # glue's long decode-attention tuning
+KNOBS = ("LONG_SPLIT", "LONG_BLOCK", "LONG_WARPS", "LONG_STAGES")  # decode_attn's long tuning
 
 
 def tune(values) -> None:
-    """Set glue's long decode-attention knobs (split, block, warps, stages)."""
+    """Set attention's long decode-attention knobs (split, block, warps, stages)."""
     for n, v in zip(KNOBS, list(values), strict=True):
-        setattr(glue, n, v)
+        setattr(decode_attn, n, v)
 
 
 def emit(**kw) -> None:
@@ -63,7 +63,7 @@ def turn(dec: FastDecoder, ids: list[int], new: int) -> dict:
 
 
 def attention_alone(dec: FastDecoder, context: int, sweep: bool) -> None:
-    """glue.decode_attention over one layer's cache at `context` slots (CUDA events), per long split size; with
+    """decode_attn.decode_attention over one layer's cache at `context` slots (CUDA events), per long split size; with
     sweep, per split x slots per iteration x warps x pipeline stages."""
     m = dec.model
     kc, vc = m.k_cache[0], m.v_cache[0]
@@ -71,7 +71,7 @@ def attention_alone(dec: FastDecoder, context: int, sweep: bool) -> None:
     pos = torch.tensor([context - 1], device="cuda")
     length = dec.graphs.bucket(context)
     moved = 2 * m.n_kv * context * m.hd * m.dtype.itemsize  # K and V read once
-    default = tuple(getattr(glue, n) for n in KNOBS)
+    default = tuple(getattr(decode_attn, n) for n in KNOBS)
     grid = [(s, *default[1:]) for s in (128, 256, 512, 1024)]
     if sweep:
         grid = [(s, b, w, st) for s in (256, 512, 1024, 2048) for b in (64, 128) for w in (4, 8) for st in (2, 3, 4)]
@@ -79,14 +79,14 @@ def attention_alone(dec: FastDecoder, context: int, sweep: bool) -> None:
         tune(config)
         try:
             for _ in range(3):
-                glue.decode_attention(q, kc, vc, pos, length)
+                decode_attn.decode_attention(q, kc, vc, pos, length)
         except Exception as e:  # a configuration the compiler refuses (shared memory): skip it
             emit(what="decode_attention_one_layer", config=config, error=str(e).splitlines()[0][:120])
             continue
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         for _ in range(100):
-            glue.decode_attention(q, kc, vc, pos, length)
+            decode_attn.decode_attention(q, kc, vc, pos, length)
         end.record()
         end.synchronize()
         us = start.elapsed_time(end) * 10  # ms per 100 -> us per call
@@ -118,7 +118,7 @@ def main(argv=None) -> int:
     )
     ap.add_argument(
         "--long-config",
-        help="SPLIT,BLOCK,WARPS,STAGES: the long decode-attention tuning to use (default: glue's LONG_* constants)",
+        help="SPLIT,BLOCK,WARPS,STAGES: the long decode-attention tuning to use (default: decode_attn's LONG_*)",
     )
     ap.add_argument("--sweep", action="store_true", help="time the decode-attention kernel's tuning grid at 100K")
     a = ap.parse_args(argv)

@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
     ],
 )
 def test_split_k_decode_attention_matches_torch(n_kv, groups, slots, pos, length):
-    from yi_cli.kernels import glue
+    from yi_cli.kernels import decode_attn
 
     g = torch.Generator(device="cuda").manual_seed(slots)
     kc = torch.randn(1, n_kv, slots, 128, device="cuda", generator=g).to(torch.bfloat16)
@@ -39,9 +39,10 @@ def test_split_k_decode_attention_matches_torch(n_kv, groups, slots, pos, length
     q = torch.randn(1, n_kv, groups, 128, device="cuda", generator=g).to(torch.bfloat16)
     kc[:, :, 3] = q[:, :, 0] * 3.0  # a needle far back: row 0 attends mostly to slot 3, not to the recent slots
     kc[:, :, pos + 1 :] = 100.0  # slots past pos must not count
-    split = glue.split_slots(length)
-    assert n_kv * -(-length // split) >= (400 if length > glue.LONG else 1)  # hundreds of programs per layer at 100K
-    out = glue.decode_attention(q, kc, vc, torch.tensor([pos], device="cuda"), length)
+    split = decode_attn.split_slots(length)
+    # hundreds of programs per layer at 100K
+    assert n_kv * -(-length // split) >= (400 if length > decode_attn.LONG else 1)
+    out = decode_attn.decode_attention(q, kc, vc, torch.tensor([pos], device="cuda"), length)
     want = F.scaled_dot_product_attention(q.float(), kc[:, :, : pos + 1].float(), vc[:, :, : pos + 1].float())
     assert rel_err(out, want) < 1e-2
     assert rel_err(out[:, :, 0], want[:, :, 0]) < 1e-2  # the needle's row on its own

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from ..kernels import gemv, glue
+from ..kernels import decode_attn, gemv, glue
 from ..kernels.glue import add_rmsnorm, embed_rmsnorm, rope_cache, silu_mul
 from . import causal, kvcache, projections
 from .hf import trim_heap
@@ -230,7 +230,7 @@ class FastLlama:
 
     def _row_attention(self, qg, kc, vc, pos, length: int) -> torch.Tensor:
         """qg [1, KV, G·T, hd] (row j·T + t) -> the same shape, token t attending like decode_step at pos[t]
-        (unfused: one SDPA call per token; the fused path runs glue.decode_attention once for all tokens)."""
+        (unfused: one SDPA call per token; the fused path runs decode_attn.decode_attention once for all tokens)."""
         t, g = pos.shape[0], self.n_heads // self.n_kv
         q = qg.view(1, self.n_kv, g, t, self.hd)
         outs = []
@@ -278,7 +278,7 @@ class FastLlama:
             else:
                 qg = rope_cache(mm(layer.qkv, h), cos, sin, pos, kc, vc, self.n_heads, self.n_kv, self.hd, fused)
             if decode or (rows and fused):  # a verify's tokens: one split + one merge launch for all rows
-                o = glue.decode_attention(qg, kc, vc, pos, length)
+                o = decode_attn.decode_attention(qg, kc, vc, pos, length)
             elif rows:
                 o = self._row_attention(qg, kc, vc, pos, length)
             else:
