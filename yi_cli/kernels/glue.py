@@ -1,7 +1,8 @@
 """Fused Triton kernels for the glue of a CUDA decode step, each with the torch ops it replaces as the fallback.
 
 A graphed step spends more time in ~40 tiny elementwise kernels per layer (norms, rope, residuals, activation) and
-in a general attention kernel than in its int4 matmuls (scripts/bench_parts.py). Here:
+in a general attention kernel than in its int4 matmuls (scripts/bench_parts.py). Here (the attention's own two
+launches: decode_attn.py):
   add_rmsnorm   x += delta; h = RMSNorm(x)·w                    (1 kernel instead of ~9)
   embed_rmsnorm x = embed[ids]; h = RMSNorm(x)·w                (the embedding in the first norm's launch)
   rope_cache    rope(q), rope(k) -> cache, v -> cache, q folded  (1 instead of ~12)
