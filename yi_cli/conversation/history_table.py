@@ -3,7 +3,7 @@
 A rich Table renders every cell through a padded Text (measured twice, wrapped, cropped, padded): on a context of
 10,000 exchanges, /history took 7 s to print. This table lays out its columns as rich does, from a table of the
 few rows that decide the widths, and writes a row whose cells are single lines that fit (most rows) as the text
-rich writes for it; a row it would fold, or whose text rich changes (tabs, a `:name:` emoji code), is rendered
+rich writes for it; a row it would fold, or whose text rich changes (tabs, line ends), is rendered
 by rich itself, as a table of that one row at the same widths. The output is rich's Table's, character for
 character (tests/test_chat.py compares them).
 """
@@ -16,9 +16,10 @@ from rich.cells import cell_len
 from rich.segment import Segment
 from rich.table import Table
 
-# What rich changes in a cell's text: tabs (expanded), `:name:` (an emoji), whitespace but spaces at a line's end
-# (stripped, then padded with spaces), and the line breaks that are not \n (its measure splits lines there)
-_RICH_CHANGES = re.compile(r"\t|:\S*?:|[^\S\n ]$|[\u2028\u2029]", re.M)
+# What rich changes in a cell's text: tabs (expanded), whitespace but spaces at a line's end (stripped, then padded
+# with spaces), and the line breaks that are not \n (its measure splits lines there). Not `:name:`: every console
+# yi-chat makes has rich's emoji codes off (render.make_console).
+_RICH_CHANGES = re.compile(r"\t|[^\S\n ]$|[\u2028\u2029]", re.M)
 
 
 class HistoryTable:
