@@ -957,6 +957,14 @@ def test_the_listing_remembers_each_file_it_read_until_the_file_changes(tmp_path
     files[name]["entry"]["exchanges"] = "many"
     cache.write_text(json.dumps({"version": 1, "files": files}))
     assert listing() == (got, [name])
+    heads = []  # -n / -c (a limit, modes) take what the cache knows without reading the file's head either
+    real_head = store._head
+    monkeypatch.setattr(store, "_head", lambda f: (heads.append(f.name), real_head(f))[1])
+    reads.clear()
+    resumable = [e for e in got if e["mode"] in store.RESUMABLE]
+    assert store.entries(limit=2) == got[:2] and store.entries(limit=1, modes=store.RESUMABLE) == resumable[:1]
+    assert len(resumable) < len(got)  # the modes' filter was tried
+    assert heads == [] and reads == []
     cache.unlink()
     os.mkfifo(cache)  # never waited on
     assert store.entries() == got

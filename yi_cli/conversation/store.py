@@ -369,9 +369,10 @@ def load_into(chat, path: str) -> dict:
 def entries(limit: int | None = None, modes: tuple | None = None) -> list[dict]:
     """The sessions in the store, newest change first: path, name, mode, model, updated, exchanges, first line.
     Files that cannot be read as sessions are left out; a folder that cannot be read is an error, not 'no sessions'.
-    limit: the newest `limit` only; modes: of these modes only. With either, the files are ordered by the keys
-    before their turns (_head), and read whole newest first until there are enough (`yi-chat sessions -n 1` and
-    `-c` parsed every file of the store in full, megabytes each for long chats, to show or open one)."""
+    limit: the newest `limit` only; modes: of these modes only. With either, the files the listing cache does not
+    know are ordered by the keys before their turns (_head), and read whole newest first until there are enough
+    (`yi-chat sessions -n 1` and `-c` parsed every file of the store in full, megabytes each for long chats, to show
+    or open one)."""
     known = Listing(sessions_dir())
     files = _files()
     if limit is None and modes is None:
@@ -381,9 +382,11 @@ def entries(limit: int | None = None, modes: tuple | None = None) -> list[dict]:
         return out
     keyed = []
     for f in files:
-        head = _head(f)
-        if head is None:  # read whole at once
-            if (entry := _listed(f, known)) is not None and (modes is None or entry["mode"] in modes):
+        entry = _listed(f, known, read=False)  # the cache's entry where it knows the file: no head to read
+        if entry is UNREAD and (head := _head(f)) is None:
+            entry = _listed(f, known)  # read whole at once
+        if entry is not UNREAD:
+            if entry is not None and (modes is None or entry["mode"] in modes):
                 keyed.append((_order(entry), f, entry))
             continue
         if head.get("format") != FORMAT or (modes is not None and head.get("mode") not in modes):
@@ -404,14 +407,20 @@ def entries(limit: int | None = None, modes: tuple | None = None) -> list[dict]:
     return out
 
 
-def _listed(f: Path, known: Listing) -> dict | None:
-    """The listing's entry of f: _entry's, from the listing cache where the file is the one it was read from."""
+UNREAD = object()  # _listed(read=False) of a file the listing cache does not know
+
+
+def _listed(f: Path, known: Listing, read: bool = True):
+    """The listing's entry of f: _entry's, from the listing cache where the file is the one it was read from (read
+    False: UNREAD where it is not, the file left unread)."""
     try:
         st = f.stat()
     except OSError:
         return None
     hit, entry = known.get(f.name, st)
     if not hit:
+        if not read:
+            return UNREAD
         entry = _entry(f, st)
         known.put(f.name, st, entry)
     return None if entry is None else {"path": str(f), "name": f.name, **entry}
