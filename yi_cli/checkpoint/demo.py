@@ -120,19 +120,20 @@ def quiet_transformers() -> None:
 
 def _convert_gguf(gguf: Path, out: Path, stages: Stages) -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
+
+    from . import gguf_tokenizer
 
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=out.parent))
     try:
         stages.stage(f"reading {gguf.name}")
-        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         # save_pretrained refuses while the gguf quantizer is attached; the weights are already dequantized fp32.
         model.hf_quantizer = None
         del model.config.quantization_config
         stages.stage("writing fp32 weights")
         model.save_pretrained(str(tmp))
-        tok.save_pretrained(str(tmp))
+        gguf_tokenizer.write(gguf, tmp)  # not transformers' conversion, which differs between its versions
         durable.publish_dir(tmp, out)  # fsync the files, rename, fsync the parent
     except LoadError:
         raise
