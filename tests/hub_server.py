@@ -3,7 +3,7 @@
     GET  /api/models/{repo}/revision/{rev}       model info (sha = the repo's commit)
     GET  /api/models/{repo}/tree/{rev}           recursive file listing with sizes, blob ids, LFS sha256
     HEAD /{repo}/resolve/{rev}/{path}            X-Repo-Commit, ETag (sha256 for LFS files), Content-Length
-    GET  /{repo}/resolve/{rev}/{path}            the bytes; `Range: bytes=N-` answers 206 from N
+    GET  /{repo}/resolve/{rev}/{path}            the bytes; `Range: bytes=N-` (or N-M) answers 206 from N (to M)
 
 {rev} is main, another branch or tag of the Repo's `branches`, or one of their commits; any other revision answers
 404 RevisionNotFound. A missing repo answers 404 with X-Error-Code RepoNotFound; a gated repo's files answer 401
@@ -82,6 +82,7 @@ class FakeHub:
         self.loop: set[str] = set()  # file names whose GETs redirect to themselves
         self.corrupt: dict[str, bytes] = {}  # file name -> bytes its GETs send instead of the listed ones
         self.trickle: dict[str, float] = {}  # file name -> seconds between the bytes its GETs send, one at a time
+        self.ranges = True  # False: GETs ignore a Range header and send the whole file (200), as some servers do
         self.not_a_hub = False  # True: every URL answers 200 with a web page (HF_ENDPOINT at some other server)
         self.etags = True  # False: files are served without an ETag (a mirror or proxy that drops it)
         self.held = threading.Event()
@@ -185,20 +186,24 @@ class FakeHub:
         }
         if not self.etags:
             del headers["ETag"]
-        rng = h.headers.get("Range")
-        start = int(rng.split("=")[1].split("-")[0]) if rng and not head else 0
-        if start:
-            headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
-        body = (data if head else self.corrupt.get(name, data))[start:]
+        rng = h.headers.get("Range") if self.ranges else None
+        first, _, last = rng.split("=")[1].partition("-") if rng and not head else ("0", "", "")
+        served = data if head else self.corrupt.get(name, data)
+        start, stop = int(first), min(int(last) + 1, len(served)) if last else len(served)
+        partial = bool(start or last)
+        if partial:
+            headers["Content-Range"] = f"bytes {start}-{stop - 1}/{len(served)}"
+        body = served[start:stop]
+        status = 206 if partial else 200
         if name in self.trickle and not head:
-            return self._trickle(h, 206 if start else 200, body, headers, self.trickle[name])
+            return self._trickle(h, status, body, headers, self.trickle[name])
         dropped = None if head else self.drop.pop(name, self.drop_always.get(name))
         held = None if head else self.hold.pop(name, None)
         cut = dropped if dropped is not None else held
         if cut is None:
-            return self._send(h, 206 if start else 200, body, headers, head, length=len(body))
+            return self._send(h, status, body, headers, head, length=len(body))
         # A fault: the full length is announced, part of it sent, then the connection dies.
-        h.send_response(206 if start else 200)
+        h.send_response(status)
         for k, v in {**headers, "Content-Length": str(len(body))}.items():
             h.send_header(k, v)
         h.end_headers()
@@ -243,7 +248,10 @@ class FakeHub:
         h.send_header("Content-Length", str(len(body) if length is None else length))
         h.end_headers()
         if not head:
-            h.wfile.write(body)
+            try:
+                h.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):  # a client that read what it wanted and hung up
+                h.close_connection = True
 
 
 def main(argv=None) -> None:

@@ -1024,6 +1024,86 @@ def test_a_quantization_it_cannot_load_is_refused_before_its_weights(hub, env, d
     assert not hub.requests("GET", ".safetensors")
 
 
+LOST_QUANT = "is AWQ / GPTQ-quantized, but config.json has no quantization_config"
+
+
+def header_keys(data: bytes) -> list[str]:
+    n = int.from_bytes(data[:8], "little")
+    return [k for k in json.loads(data[8 : 8 + n]) if k != "__metadata__"]
+
+
+@pytest.mark.parametrize("sharded", [False, True])
+def test_quantized_weights_under_a_config_without_quantization_are_refused_before_they_are_fetched(
+    hub, env, demo_files, tmp_path, sharded
+):
+    """AWQ weights whose config.json lost its quantization_config: `pull` fetched every weight file, and -m then said
+    "missing tensor ...q_proj.weight". The index's names, or the file's header read by a Range request, say what is
+    wrong before the weights: one line, exit 3; -m on a local copy says the same."""
+    cfg = json.loads(demo_files["config.json"])
+    del cfg["quantization_config"]
+    files = {**demo_files, "config.json": json.dumps(cfg).encode()}
+    if sharded:
+        weights = files.pop("model.safetensors")
+        files["model-00001-of-00001.safetensors"] = weights
+        index = {"metadata": {}, "weight_map": dict.fromkeys(header_keys(weights), "model-00001-of-00001.safetensors")}
+        files["model.safetensors.index.json"] = json.dumps(index).encode()
+    hub.repos["acme/lost-config"] = Repo(files)
+    from yi_cli.checkpoint import hub as yi_hub
+
+    where = "model.safetensors.index.json" if sharded else "acme/lost-config/model.safetensors"
+    error_line(yi(env, "pull", "acme/lost-config"), 3, where, LOST_QUANT)
+    gets = hub.requests("GET", ".safetensors")
+    assert all(r[2] == f"bytes=0-{yi_hub.hub_http.PEEK - 1}" for r in gets) and len(gets) == (0 if sharded else 1)
+    assert not list((repo_dir(env, "acme/lost-config") / "blobs").glob("*.incomplete"))
+    # The same files on disk: the loader's words, not "missing tensor"
+    local = tmp_path / "lost-config"
+    local.mkdir()
+    for name, data in files.items():
+        if "/" not in name:
+            (local / name).write_bytes(data)
+    error_line(yi(env, "-m", str(local), "-p", "hi"), 3, LOST_QUANT)
+
+
+def test_a_plain_checkpoints_header_is_peeked_then_its_weights_fetched(hub, env, tmp_path, demo_fp32_dir):
+    """A plain (unquantized) repo without an index: its header's first bytes are read, then the file whole."""
+    from tests.test_bad_input import make_tiny
+
+    tiny = make_tiny(tmp_path / "tiny", demo_fp32_dir)
+    hub.repos["acme/plain-tiny"] = Repo({f.name: f.read_bytes() for f in tiny.iterdir() if f.is_file()})
+    p = yi(env, "pull", "acme/plain-tiny")
+    assert p.returncode == 0, p.stderr.decode()
+    from yi_cli.checkpoint import hub as yi_hub
+
+    assert [r[2] for r in hub.requests("GET", "/model.safetensors")] == [f"bytes=0-{yi_hub.hub_http.PEEK - 1}", None]
+    assert (snapshot(env, "acme/plain-tiny") / "model.safetensors").read_bytes() == (
+        tiny / "model.safetensors"
+    ).read_bytes()
+
+
+@pytest.mark.parametrize("ranges", [True, False])
+def test_a_safetensors_header_is_read_from_the_hub_without_the_weights(hub, demo_files, monkeypatch, ranges):
+    """hub_http.header_names: the header's tensor names in two Range requests where it is longer than the first
+    read, and no more of the file than that where the server ignores Range (its 200 is cut off)."""
+    from huggingface_hub import hf_hub_url
+
+    from yi_cli.checkpoint import hub as yi_hub
+
+    weights = demo_files["model.safetensors"]
+    monkeypatch.setattr(yi_hub.hub_http, "PEEK", 64)  # the header (tens of kB) takes a second request
+    monkeypatch.setattr(hub, "ranges", ranges)
+    url = hf_hub_url("acme/tiny-chat", "model.safetensors", endpoint=hub.url)
+    assert yi_hub.hub_http.header_names(url, 1 << 20) == header_keys(weights)
+    assert [r[2] for r in hub.requests("GET", "/model.safetensors")] == [
+        "bytes=0-63",
+        f"bytes=64-{header_len(weights) + 7}",
+    ]
+    assert yi_hub.hub_http.header_names(url, 100) is None  # longer than the limit: the load's to say
+
+
+def header_len(data: bytes) -> int:
+    return int.from_bytes(data[:8], "little")
+
+
 def test_a_model_type_transformers_does_not_know_is_refused_before_its_weights(hub, env, demo_files):
     """config.json's model_type unknown (and no code of its own): `pull` fetched every weight file and said ready
     (exit 0), `models` listed it, and -m refused it. Refused before the weights, in the loader's words, exit 3."""

@@ -39,11 +39,14 @@ def _auto_config(path: Path, quant: bool, trust_remote_code: bool):
         raise LoadError(f"{path / 'config.json'}: {first_line(e)}") from None
 
 
-def check_before_weights(path: Path, cfg: dict, names: list[str]) -> None:
+def check_before_weights(path: Path, cfg: dict, names: list[str]) -> dict | None:
     """LoadError where the loader would refuse the checkpoint at `path` for its config.json (cfg, its sizes checked
     already) and the names of its files: a quantization it does not run, or one the weights' names contradict, or a
-    model_type transformers does not know. A model of its own code (auto_map) is left to -m --trust-remote-code."""
-    check_type(path, cfg, quantized.detect(path, cfg, names) is not None)
+    model_type transformers does not know. A model of its own code (auto_map) is left to -m --trust-remote-code.
+    Returns the quantization settings (quantized.detect), None for a plain checkpoint."""
+    quant = quantized.detect(path, cfg, names)
+    check_type(path, cfg, quant is not None)
+    return quant
 
 
 def check_type(path: Path, cfg: dict, quant: bool) -> None:

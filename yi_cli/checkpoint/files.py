@@ -21,6 +21,9 @@ SIDE_FILES = (
     "quantize_config.json",
     "preprocessor_config.json",
 )
+# Tensors of AutoAWQ's and AutoGPTQ's linear layers (formats.py), which a checkpoint without a quantization config
+# cannot have.
+QUANTIZED_TENSORS = (".qweight", ".qzeros", ".g_idx")
 # Bytes per element of the safetensors dtypes.
 DTYPES = {
     "BOOL": 1,
@@ -114,13 +117,16 @@ def index_files(idx: Path) -> set[str]:
     return set(wm.values())
 
 
-def check_safetensors(files: list[Path]) -> None:
+def check_safetensors(files: list[Path], plain: bool = False) -> None:
     """Read each file's header (within a size limit) and check every entry: a known dtype, a shape of
-    non-negative integers, data_offsets that match the shape and fit the file (catches truncated downloads)."""
+    non-negative integers, data_offsets that match the shape and fit the file (catches truncated downloads).
+    plain: the config names no quantization, which AWQ / GPTQ tensors contradict."""
     for f in files:
         if f.suffix != ".safetensors":
             continue
         header, n, size = read_header(f)
+        if plain:
+            check_unquantized(f, header)
         end = 0
         for name, v in header.items():
             if name == "__metadata__":
@@ -131,6 +137,17 @@ def check_safetensors(files: list[Path]) -> None:
                 f"{f}: truncated ({size} bytes, header needs {8 + n + end}); download it again "
                 "(`yi-chat pull ORG/NAME` fetches a damaged hub file again)"
             )
+
+
+def check_unquantized(where, names) -> None:
+    """LoadError where a checkpoint whose config names no quantization holds AWQ / GPTQ tensors (its q_proj.weight
+    would be reported missing): tensor names from a safetensors header or an index's weight_map."""
+    name = next((k for k in names if isinstance(k, str) and k.endswith(QUANTIZED_TENSORS)), None)
+    if name is not None:
+        raise LoadError(
+            f"{where}: tensor {shown(name, 80)} is AWQ / GPTQ-quantized, but config.json has no quantization_config "
+            "(and there is no quantize_config.json)"
+        )
 
 
 def read_header(f: Path) -> tuple[dict, int, int]:

@@ -28,7 +28,7 @@ from .. import inputs
 from ..errors import LoadError
 from . import configs, hub_http, plausible
 from .family import BY_REPO, repo_of
-from .files import read_config
+from .files import check_unquantized, read_config, read_json
 from .hub_http import endpoint
 
 # What yi-chat reads from a checkpoint; README, weights of other frameworks, GGUF and images stay on the hub.
@@ -211,7 +211,8 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
                 # quantization the loader refuses (bitsandbytes, AWQ 3-bit), or one the weights' names contradict.
                 cfg = read_config(snap)
                 plausible.check(cfg, snap / "config.json")
-                configs.check_before_weights(snap, cfg, [f.path for f in files])
+                if configs.check_before_weights(snap, cfg, [f.path for f in files]) is None:
+                    _unquantized_as_listed(repo, commit, snap, files)
                 checked = True
             _fetch_file(repo, commit, f, root, progress)
         ref = root / "refs" / revision
@@ -265,6 +266,23 @@ def _loadable_as_listed(repo: str, files) -> None:
         raise LoadError(f"{repo}: no config.json in the repo (not a transformers model checkpoint)")
     if not names & {"tokenizer.json", "tokenizer.model"}:
         raise LoadError(f"{repo}: no tokenizer in the repo (tokenizer.json or tokenizer.model)")
+
+
+def _unquantized_as_listed(repo: str, commit: str, snap: Path, files) -> None:
+    """A config that names no quantization over AWQ / GPTQ weights, said before they are fetched: the tensor names
+    of the index's weight_map (fetched already), else of each safetensors file's header on the hub."""
+    from huggingface_hub import hf_hub_url
+
+    idx = snap / "model.safetensors.index.json"
+    if idx.is_file():
+        index = read_json(idx)
+        names = index.get("weight_map") if isinstance(index, dict) else None
+        check_unquantized(idx, names if isinstance(names, dict) else ())  # a bad index: the loader's to say
+        return
+    for f in files:
+        if f.path.endswith(".safetensors"):
+            names = hub_http.header_names(hf_hub_url(repo, f.path, revision=commit), inputs.HEADER_LIMIT)
+            check_unquantized(f"{repo}/{f.path}", names or ())
 
 
 def _etag(f) -> str:

@@ -4,6 +4,7 @@ for a long wait or sends too slowly, where huggingface_hub would sit silent for 
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -17,6 +18,8 @@ RETRY_WAIT_S = 10
 # A hub that trickles (a byte a second) resets every read timeout and never times out: a pull sat for days. Under
 # SLOW_RATE bytes a second over SLOW_WINDOW_S is one line instead (1 kB/s: a 4 GB shard in 46 days).
 SLOW_RATE, SLOW_WINDOW_S = 1000, 60.0
+# A safetensors header's first read (a 6B model's is ~50 kB): longer ones take a second request.
+PEEK = 256 << 10
 
 
 class TooSlow(Exception):
@@ -158,3 +161,37 @@ class RetryNotice(logging.Filter):
 
 
 RETRIES = RetryNotice()
+
+
+def header_names(url: str, limit: int) -> list[str] | None:
+    """The tensor names of the safetensors file at `url`, from its header alone: its first PEEK bytes, then the rest
+    of a longer header, by Range requests. None where the bytes are not a safetensors header of at most `limit`
+    bytes (the load will say what they are)."""
+    head = _first_bytes(url, 0, PEEK)
+    n = int.from_bytes(head[:8], "little") if len(head) >= 8 else -1
+    if not 0 < n <= limit:
+        return None
+    if 8 + n > len(head):
+        head += _first_bytes(url, len(head), 8 + n)
+    try:
+        header = json.loads(head[8 : 8 + n])
+    except ValueError:
+        return None
+    return [k for k in header if k != "__metadata__"] if isinstance(header, dict) else None
+
+
+def _first_bytes(url: str, start: int, end: int) -> bytes:
+    """Bytes start..end of `url`, streamed and cut off there: a server that ignores the Range answers 200 with the
+    whole file, of which no more than `end` bytes are read."""
+    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+
+    headers = {**build_hf_headers(), "Range": f"bytes={start}-{end - 1}"}
+    with get_session().stream("GET", url, headers=headers, follow_redirects=True) as r:
+        hf_raise_for_status(r)
+        skip = start if r.status_code == 200 else 0
+        got = bytearray()
+        for chunk in r.iter_bytes():
+            got += chunk
+            if len(got) >= skip + end - start:
+                break
+    return bytes(got[skip : skip + end - start])

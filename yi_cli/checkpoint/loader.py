@@ -194,7 +194,7 @@ def open_checkpoint(
     else:
         files = weight_files(path, allow_pickle)
         check_index(path)
-    check_safetensors(files)
+    check_safetensors(files, plain=quant is None)
     dtype = pick_dtype(dtype, device, quant)
     elem = dtype.itemsize
     plausible.check_memory(cfg, path / "config.json", device, elem, quant["bits"] if quant else elem * 8)

@@ -256,7 +256,7 @@ def describe(path: Path, size: int | None = None) -> dict:
         if quant is None:
             files = loader.weight_files(path, allow_pickle=True)
             loader.check_index(path)
-            loader.check_safetensors(files)
+            loader.check_safetensors(files, plain=True)
             row["format"] = (
                 str(cfg.get("torch_dtype") or cfg.get("dtype") or "float16")
                 .replace("float", "fp")
