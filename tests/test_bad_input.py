@@ -173,6 +173,19 @@ def test_invalid_utf8_and_nul_bytes_on_stdin(tiny_dir, home):
     assert "hello" in hist and "there" not in hist and "surrogate" not in hist
 
 
+@pytest.mark.parametrize("columns", ["0", "99999999999", "1000000000"])
+def test_a_columns_no_terminal_has_is_read_as_unset(tiny_dir, home, columns):
+    """COLUMNS=0: rich took it as the width and printed every line empty, so the error lines and every command's
+    output vanished and the run exited 1 in silence; 99999999999: /help ended in a MemoryError; 10**9: 13 s and 2.6
+    GB for /help. They read as unset: the same output as COLUMNS=80 (a pipe's width)."""
+    stdin = b"hi\x00there\nhello\n/set\n/help set\n"
+    args = ("--model", tiny_dir, "--temperature", "0", "--max-new-tokens", "2")
+    want = yi(*args, stdin=stdin, home=home)
+    got = yi(*args, stdin=stdin, home=home, env={"COLUMNS": columns, "LINES": columns})
+    assert (got.returncode, got.stdout, got.stderr) == (want.returncode, want.stdout, want.stderr)
+    assert "contains a NUL byte" in got.stderr.decode() and b"temperature" in got.stdout
+
+
 @pytest.mark.parametrize("where", ["-p", "words", "terminal"])
 def test_invalid_utf8_in_the_prompt_argument_or_terminal(tiny_dir, home, where):
     """The same bytes the stdin row skips, arriving by the other two doors: -p (or the prompt words) and the

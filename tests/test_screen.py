@@ -493,6 +493,24 @@ def test_ctrl_c_at_the_prompt_marks_the_dropped_line_and_sends_nothing(term, hom
     assert engine.prompts == ["next"]
 
 
+@pytest.mark.parametrize("columns", ["8", "0"])
+def test_history_in_a_terminal_too_narrow_for_its_columns_shows_whole_rows(term, home, monkeypatch, columns):
+    """COLUMNS=8 (or a terminal that narrow): rich drew /history's rows blank, at 10 without its role column; whole
+    rows come instead, for the terminal to wrap. COLUMNS=0 (no terminal's width) drew nothing at all, the banner
+    and the footer neither: it reads as unset, the pane's 80 columns."""
+    monkeypatch.setenv("COLUMNS", columns)
+    pane = term(Scripted("A short reply."), 80, 20)
+    ask(pane, "hello there")
+    pane.wait(footer_after("hello there"), "the reply's footer")
+    pane.type("/history")
+    pane.keys("Enter")
+    rows = pane.wait(lambda s: "A short reply." in s.partition(">>> /history")[2], "the history's rows")
+    shown = content(rows.partition(">>> /history")[2])
+    assert shown[0] == " #  role       tokens  text", shown
+    assert re.fullmatch(r" 1  user +\d* +hello there", shown[1]), shown
+    assert re.fullmatch(r" 2  assistant +\d+ +A short reply\.", shown[2]), shown
+
+
 def test_a_command_being_typed_is_completed_and_a_message_is_not(term, home):
     """The completion menu while a command is typed (the completer runs only for a line that starts with /: it ran
     on every key of a message, each run one more redraw of the prompt after the key's own)."""

@@ -14,6 +14,8 @@ import os
 import sys
 import time
 
+from . import terminal
+
 
 class Stages:
     """with Stages(title, n) as s: s.stage("reading ..."); ...; s.stage("writing ...") — n stages in order.
@@ -33,7 +35,6 @@ class Stages:
     def __enter__(self) -> Stages:
         self.t0 = time.monotonic()
         if self.stream.isatty():
-            from rich.console import Console
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,
@@ -49,7 +50,7 @@ class Stages:
                 BarColumn(bar_width=12),
                 MofNCompleteColumn(),
                 TimeElapsedColumn(),
-                console=Console(file=self.stream),
+                console=terminal.console(file=self.stream),
                 transient=True,
                 redirect_stdout=False,
                 redirect_stderr=False,

@@ -76,3 +76,21 @@ def wait_foreground(fd: int = 0) -> None:
         # thread, its handler not run here yet: stopped again at once, the chat stayed stopped with the SIGTERM
         # spent (seen once in CI, on a loaded machine). A moment's sleep lets the handler run (let_go ends the loop).
         time.sleep(0.05)
+
+
+# COLUMNS / LINES that no terminal has: rich takes them as the size all the same (COLUMNS=0 printed every line
+# empty, so every message after the banner vanished and a failed run exited 1 in silence; 99999999999 ended
+# /help in a MemoryError, 10**9 took 13 s and 2.6 GB to print it). Outside these bounds they read as unset: the
+# terminal's own size, 80 columns for a file or a pipe.
+SIZE_BOUNDS = {"COLUMNS": (1, 4096), "LINES": (1, 4096)}
+
+
+def console(**kw):
+    """A rich Console (kw as rich's) for which COLUMNS and LINES out of SIZE_BOUNDS are unset."""
+    from rich.console import Console
+
+    env = os.environ
+    odd = [k for k, (lo, hi) in SIZE_BOUNDS.items() if k in env and not (env[k].isdigit() and lo <= int(env[k]) <= hi)]
+    if odd:
+        kw.setdefault("_environ", {k: v for k, v in env.items() if k not in odd})
+    return Console(**kw)

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .. import inputs
+from .. import inputs, terminal
 from ..errors import LoadError
 from . import configs, hub_http, plausible
 from .family import BY_REPO, repo_of
@@ -575,7 +575,6 @@ class Progress:
     def _open(self) -> None:
         resumed = f", {_size(self.done_bytes)} already here" if self.done_bytes else ""
         if self.stream.isatty():
-            from rich.console import Console
             from rich.progress import (
                 BarColumn,
                 DownloadColumn,
@@ -592,7 +591,7 @@ class Progress:
                 DownloadColumn(),
                 TransferSpeedColumn(),
                 TimeRemainingColumn(),
-                console=Console(file=self.stream),
+                console=terminal.console(file=self.stream),
                 transient=True,
             )
             self.task = self.live.add_task(self.repo, total=self.total, completed=self.done_bytes)

@@ -13,6 +13,7 @@ from rich.measure import Measurement
 from rich.style import Style
 from rich.text import Text as RichText
 
+from .. import terminal
 from ..engines.events import FINISH_ERROR, FINISH_LENGTH, Stats
 from ..progress import erase_rows, rewrapped_rows
 from ..safe_text import safe
@@ -23,10 +24,14 @@ def _unpadded(text: str) -> str:
     return "\n".join(line.rstrip() for line in text.split("\n"))
 
 
+# Terminal columns a table column needs to be folded legibly by rich: a cell, its padding and a separator.
+FOLD_COLUMNS = 4
+
+
 def make_console(**kw) -> Console:
     """A rich Console that writes text as it is: rich's `:name:` emoji codes off (a `/system` or a file name with
     `:x:` in it, `a[:x:2]` in a prompt, were shown as ❌ by /system, /prompt, /history, errors and a pipe's copy)."""
-    return Console(emoji=False, **kw)
+    return terminal.console(emoji=False, **kw)
 
 
 def measure(renderable) -> Measurement:
@@ -35,6 +40,18 @@ def measure(renderable) -> Measurement:
     row's end folded onto a continuation line."""
     ruler = make_console(width=1 << 20, color_system=None)
     return ruler.measure(renderable, options=ruler.options.update(markup=False, highlight=False))
+
+
+def print_table(console: Console, renderable, whole: bool) -> None:
+    """A table on `console`: as rich lays it out in a terminal of at least FOLD_COLUMNS a column of it. Narrower
+    (COLUMNS=8: rich drew /history's rows blank, at 10 without its role column), whole rows, which the terminal
+    wraps; a file or a pipe as wide as its rows if whole (rich folds cells at 80 columns there). Lines unpadded
+    (`cat -A` showed the spaces, `grep 'x$'` missed)."""
+    if console.is_terminal and console.width >= FOLD_COLUMNS * len(getattr(renderable, "columns", ())):
+        console.print(renderable, markup=False, highlight=False)
+        return
+    console.file.write(piped(renderable, console.width, whole or console.is_terminal))
+    console.file.flush()
 
 
 def piped(renderable, width: int, whole: bool) -> str:
@@ -171,13 +188,7 @@ class Renderer:
         if isinstance(renderable, str):
             self.console.print(safe(renderable), markup=False, highlight=False, soft_wrap=True)
             return
-        if self.console.is_terminal:
-            self.console.print(renderable, markup=False, highlight=False)
-            return
-        # A file or a pipe: a table as wide as its rows (rich folds cells at 80 columns there), its lines unpadded
-        # (`cat -A` showed the spaces, `grep 'x$'` missed)
-        self.console.file.write(piped(renderable, self.console.width, whole))
-        self.console.file.flush()
+        print_table(self.console, renderable, whole)
 
     def banner(self, text: str) -> None:
         """The REPL's first line."""
