@@ -262,6 +262,23 @@ def test_a_one_shot_prompt_longer_than_the_context_names_flags_not_commands(tiny
     assert "/clear" not in p.stderr.decode()
 
 
+def test_a_message_too_long_by_its_length_alone_is_refused_before_it_is_tokenized(tiny_dir, home):
+    """50 MB piped in (one line, or -p -) took a minute and 4.7 GB to tokenize before the context refused it, or
+    ended in the tokenizer's panic (a traceback) under a memory limit; the following lines were lost. More
+    characters than 4 x the longest token's x the context is refused untokenized: one line, and the chat goes on."""
+    big = "x" * 2_000_000  # the demo's longest token is 81 characters: 4 x 81 x 4096 = 1.3 M
+    args = ("--model", tiny_dir, "--json", "--temperature", "0", "--max-new-tokens", "2")
+    p = yi(*args, stdin=f"hi\n{big}\n/history\nagain\n", home=home)
+    assert p.returncode == 1, p.stderr.decode()
+    no_traceback(p.stderr.decode())
+    said = "is 2000000 characters, more than the 4096-token context can hold; shorten it"
+    assert err_lines(p) == [f"error: the message {said}"]
+    objs = json_out(p)
+    assert [o["prompt"] for o in objs if "prompt" in o] == ["hi", "again"]
+    assert "xxxx" not in [o for o in objs if o.get("command") == "history"][0]["output"]
+    one_line_error(yi("--model", tiny_dir, "-p", "-", stdin=big, home=home), 1, f"the prompt {said}")
+
+
 def test_prompt_longer_than_the_context(tiny, home):
     set_config(tiny, max_position_embeddings=128)
     long = "word " * 400

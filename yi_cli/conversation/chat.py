@@ -99,6 +99,7 @@ class Chat:
                 escaped = not verbatim and line.strip()[:2] in commands.ESCAPES
                 text = line.strip()[1:] if escaped else line
                 if text.strip():
+                    self._fits_untokenized(text)
                     waiting = self.attachments = attach.fresh(self.attachments, self.render.notice)
                     sent = self.turn(attach.take(self, text))
                     if sent is None and waiting and not self.options.one_shot:  # refused or failed: not recorded
@@ -121,6 +122,14 @@ class Chat:
             self.failures += 1
             self.render.error(f"{line.strip()[:40]!r} failed ({failure(e)})")
         return self.running
+
+    def _fits_untokenized(self, text: str) -> None:
+        """YiError for a message its length alone shows too long for the context, before it is tokenized: 50 MB of
+        text piped in took a minute and 4.7 GB to tokenize, or ended in the tokenizer's panic (a traceback)."""
+        tpl, ctx = self.engine.template, self.engine.context_length
+        if tpl is not None and ctx is not None and tpl.surely_over(text, ctx):
+            what = "the prompt" if self.options.one_shot else "the message"
+            raise YiError(f"{what} is {len(text)} characters, more than the {ctx}-token context can hold; shorten it")
 
     def _saved_state(self) -> tuple[tuple, dict]:
         """What the autosave writes that a command may change: the conversation and the settings."""

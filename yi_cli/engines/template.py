@@ -9,6 +9,9 @@ from pathlib import Path
 from ..errors import YiError, first_line, shown
 from . import timebox
 
+# Characters of a text one character of a token can stand for: NFKC and the like fold a few into one ("e" + U+0301
+# into "é"); Template.surely_over's margin.
+CHARS_PER_TOKEN_CHAR = 4
 TEMPLATE_SECONDS = 10.0  # a template renders in milliseconds; a loaded machine compiling it first takes ~0.1 s
 
 # Yi chat models use ChatML; some Yi tokenizers ship without a template.
@@ -95,8 +98,17 @@ class Template:
         self.tokenizer = tokenizer
         self.source = None if raw else template_of(tokenizer)
         self.stop_ids = stop_ids(tokenizer, config, generation_config)
+        self._longest: int | None = None  # characters of the vocabulary's longest token (surely_over)
         if self.source is not None:
             _parses(self.source, getattr(tokenizer, "name_or_path", ""))
+
+    def surely_over(self, text: str, tokens: int) -> bool:
+        """Whether `text` takes more than `tokens` tokens by its length alone: more characters than the vocabulary's
+        longest token has, times CHARS_PER_TOKEN_CHAR (a normalizer may fold a few characters into one), times
+        `tokens`. A provable bound, not an estimate: a text it passes is tokenized and counted."""
+        if self._longest is None:
+            self._longest = max(map(len, self.tokenizer.get_vocab()), default=1)
+        return len(text) > CHARS_PER_TOKEN_CHAR * self._longest * tokens
 
     @property
     def plain(self) -> bool:
