@@ -371,12 +371,23 @@ def test_unknown_or_malformed_slash_commands(tiny_dir, home):
         (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
         (["--overflow", "maybe"], "invalid choice: 'maybe'"),
         (["--system", "caf\udce9"], "argument --system: not valid UTF-8 text"),  # b"caf\xe9": each turn failed
+        (["--resume", ""], "--resume is empty: give a session file or id, or last"),  # a fresh session, silently
+        (["-f", ""], "-f/--file is empty: give a file path, or - for stdin"),  # was ": is a directory"
     ],
     ids=lambda v: " ".join(v) if isinstance(v, list) else None,
 )
 def test_bad_flag_values(tiny_dir, home, flags, needle):
     p = yi("--model", tiny_dir, *flags, "-p", "hi", home=home)
     one_line_error(p, 2, needle)
+
+
+@pytest.mark.parametrize("where", ["--model", "YI_CHAT_MODEL"])
+def test_a_demo_name_with_a_newline_is_named_on_one_line(home, where):
+    """`demo<newline>x`, a typo of a demo name: the line said "YI_CHAT_MODEL=demo", then "x: no such demo model"
+    on a second line. Control characters are escaped, as in every other message naming a model."""
+    name = "demo\nx"
+    args, env = (["--model", name], None) if where == "--model" else ([], {"YI_CHAT_MODEL": name})
+    one_line_error(yi(*args, "-p", "hi", home=home, env=env), 3, "demo\\nx: no such demo model or directory")
 
 
 @pytest.mark.parametrize(

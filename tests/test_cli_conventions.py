@@ -448,6 +448,32 @@ def test_an_editor_that_saves_a_bom_or_latin_1(server, home, tmp_path):
     assert [t["content"] for t in saved["turns"]] == ["edited question", "echo: edited question"]
 
 
+def test_an_editor_that_removes_or_replaces_its_file(server, home, tmp_path):
+    """An editor that deleted the file it was given: "'/edit' failed (FileNotFoundError: [Errno 2] ...)"; one that
+    left a folder there would have been read as one. Each is one line of ours, the message as it was, no temp file
+    left behind."""
+    editor = tmp_path / "ed.sh"
+    editor.write_text('#!/bin/sh\nrm -f "$1"\nif [ -e folder ]; then mkdir "$1"; fi\necho "$1" >> names\n')
+    editor.chmod(0o755)
+    child = spawn("--endpoint", server.url, home=home, cwd=tmp_path, env={"EDITOR": str(editor), "VISUAL": ""})
+    child.sendline("first question")
+    child.expect_exact("stop · ")
+    child.expect_exact(">>>")
+    child.sendline("/edit")
+    child.expect_exact("error: the editor removed the file it was given; the message stays as it was")
+    child.expect_exact(">>>")
+    (tmp_path / "folder").touch()
+    child.sendline("/edit")
+    child.expect_exact("not a regular file (a directory); a message file must be a regular file")
+    child.expect_exact(">>>")
+    assert leave(child) == 0
+    (saved,) = session_files(home)
+    assert [t["content"] for t in saved["turns"]] == ["first question", "echo: first question"]
+    first, second = (tmp_path / "names").read_text().split()
+    assert not os.path.lexists(first) and os.path.isdir(second)  # a folder the editor made is its own
+    os.rmdir(second)
+
+
 def test_an_editor_that_is_not_there_is_named_with_what_works_without_one(server, home, tmp_path):
     """EDITOR=nanox, then /edit: "editor 'nanox' failed ([Errno 2] No such file or directory: 'nanox')", no word of
     the fix nor of `/edit NEW TEXT` (a walkthrough)."""

@@ -197,6 +197,8 @@ def gather(words: list[str], prompt: str | None, files: list[str], tty: bool) ->
             prompt = prompt.encode("utf-8", "surrogateescape").decode("utf-8")
         except UnicodeError:
             raise UsageError(("the prompt words are" if words else "-p/--prompt is") + " not valid UTF-8") from None
+    if "" in files:  # Path("") is the current folder: it was ": is a directory; attach files one by one"
+        raise UsageError("-f/--file is empty: give a file path, or - for stdin")
     attachments = []
     if prompt == STDIN:
         prompt = read(STDIN, use="read as the prompt").text.strip()

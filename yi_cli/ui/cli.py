@@ -204,6 +204,8 @@ def _main(args) -> int:
     if args.model is not None and not args.model.strip():
         raise UsageError("--model is empty: give a checkpoint directory, a cached hub id, or demo")
     session = data = None
+    if args.resume == "":  # it was read as no --resume at all: a fresh session, the one asked for not resumed
+        raise UsageError("--resume is empty: give a session file or id, or last")
     resume = "last" if args.continue_ else args.resume
     if args.continue_ and args.resume not in (None, "last"):
         raise UsageError("-c/--continue and --resume PATH name two sessions; give one")
@@ -419,7 +421,8 @@ def check_model_name(model: str, given: str = "--model ") -> None:
 
     if model.startswith("demo") and model not in demo.NAMES and not Path(model).expanduser().exists():
         raise LoadError(
-            f"{given}{model}: no such demo model or directory (the demo models are {', '.join(demo.NAMES)})"
+            f"{given}{shown(model, 200)}: no such demo model or directory (the demo models are "
+            f"{', '.join(demo.NAMES)})"
         )
 
 

@@ -98,7 +98,10 @@ def read() -> tuple[dict, dict]:
     text = text.removeprefix("\ufeff")  # saved "UTF-8 with BOM" (Notepad): "Invalid statement (at line 1, column 1)"
     try:
         data = tomllib.loads(text, parse_float=_finite)
-    except (tomllib.TOMLDecodeError, ValueError, RecursionError) as e:  # ValueError: inf, nan, a 5000-digit int
+    except RecursionError:  # it was "cannot read the config file (RecursionError: maximum recursion depth ...)"
+        nest = inputs.depth(text)  # its brackets, as JSON counts them: near enough for a message
+        raise UsageError(f"{p}: nested {nest} deep, more than the limit of {inputs.MAX_DEPTH}") from None
+    except (tomllib.TOMLDecodeError, ValueError) as e:  # ValueError: inf, nan, a 5000-digit int
         hint = _bare_key_hint(text, str(e)) if isinstance(e, tomllib.TOMLDecodeError) else ""
         raise UsageError(
             f"{p}: cannot read the config file ({e.__class__.__name__}: {shown(str(e), 120)}){hint}"

@@ -306,15 +306,16 @@ def _edit_file(cmd: str, old: str, render) -> str:
     import subprocess
     import tempfile
 
-    with tempfile.NamedTemporaryFile("w+", suffix=".md", encoding="utf-8") as f:
-        f.write(old)
-        f.flush()
+    fd, name = tempfile.mkstemp(suffix=".md")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(old)
         render.pin_keys(False)  # a line editor (ed) echoes through the terminal
         modes = _modes()
         ended = False
         try:
             screen = render.side_screen()  # stdout a file: the editor draws on the terminal
-            done = subprocess.run([*shlex.split(cmd), f.name], stdout=screen)
+            done = subprocess.run([*shlex.split(cmd), name], stdout=screen)
             ended = done.returncode >= 0  # not killed by a signal
             if done.returncode:
                 raise subprocess.CalledProcessError(done.returncode, cmd)
@@ -328,8 +329,12 @@ def _edit_file(cmd: str, old: str, render) -> str:
             if not ended:  # killed (SIGTERM to the chat kills it too): its screen and modes are still up
                 _restore(modes, screen or sys.stdout)
             render.pin_keys(True)
-        with open(f.name, "rb") as g:
-            data = g.read()
+        if not os.path.lexists(name):  # it was "'/edit' failed (FileNotFoundError: [Errno 2] ...)"
+            raise YiError("the editor removed the file it was given; the message stays as it was")
+        data = inputs.read_bytes(name, inputs.SESSION_LIMIT, YiError, "message file")  # a folder, a FIFO: said
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(name)
     try:  # utf-8-sig: an editor that saves a BOM (Windows ones, vim's 'bomb') put U+FEFF before the message
         return inputs.bom_text(data).replace("\r\n", "\n").replace("\r", "\n").rstrip("\n")  # as text mode
     except UnicodeDecodeError as e:  # a Latin-1 editor: it was "'/edit' failed (UnicodeDecodeError: ...)"
