@@ -421,8 +421,7 @@ def check_model_name(model: str, given: str = "--model ") -> None:
 
     if model.startswith("demo") and model not in demo.NAMES and not Path(model).expanduser().exists():
         raise LoadError(
-            f"{given}{shown(model, 200)}: no such demo model or directory (the demo models are "
-            f"{', '.join(demo.NAMES)})"
+            f"{given}{shown(model, 200)}: no such demo model or directory (the demo models are {', '.join(demo.NAMES)})"
         )
 
 
