@@ -7,6 +7,8 @@ during the imports raw above the banner, and the prompt, which reads them as typ
 At the last: a chat that SIGTERM or SIGHUP ends while it is a background job (`yi-chat &`, or Ctrl-Z then `bg`,
 then `kill %1`) must neither set the terminal's modes nor draw on it: the shell has it, and the kernel stops a
 process of another group that sets them (SIGTTOU), so the chat never exited ("Stopped (tty output)").
+
+And its size as every rich Console of yi-chat reads it (`console`): COLUMNS and LINES, unless no terminal has them.
 """
 
 from __future__ import annotations
