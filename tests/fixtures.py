@@ -34,6 +34,9 @@ class WordTemplate:
     def count(self, text):
         return len(text.split())
 
+    def surely_over(self, text, tokens):
+        return False  # a word is one token however long: no length alone is surely over
+
     def default_system(self):
         return None
 
