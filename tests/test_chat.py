@@ -740,6 +740,39 @@ def test_save_where_no_file_can_be_made_says_what_failed(tmp_path, monkeypatch):
     assert [t.content for t in chat.session.turns] == ["q1", "a1"]
 
 
+@pytest.mark.parametrize("named", [False, True])
+def test_a_signal_as_save_makes_its_temp_file_leaves_none_behind(tmp_path, monkeypatch, named):
+    """SIGTERM or SIGHUP while /save wrote (7 of 24 runs of a piped chat) left an empty .tmp-* in the store: the
+    handler raised between the temp file's creation and the code that removes it. The signal waits for the write,
+    as the autosave's does: the file is saved whole, then the signal ends the chat."""
+    from yi_cli.conversation import store, writes
+
+    monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path / "home"))
+    chat, _, _ = plain_chat(ScriptedEngine(["a1"]))
+    chat.handle("q1")
+    real = writes.tempfile.mkstemp
+
+    def then_signal(*args, **kw):
+        made = real(*args, **kw)
+        os.kill(os.getpid(), signal.SIGTERM)  # delivered at the next bytecode, with the file made
+        return made
+
+    def leave(signum, frame):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(writes.tempfile, "mkstemp", then_signal)
+    old = signal.signal(signal.SIGTERM, leave)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            store.save(chat, str(tmp_path / "s.json") if named else None)
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    folder = tmp_path if named else store.sessions_dir()
+    assert [p.name for p in folder.iterdir() if p.name.startswith(writes.TMP)] == []
+    (saved,) = [p for p in folder.iterdir() if p.suffix == ".json"]
+    assert [t["content"] for t in json.loads(saved.read_text())["turns"]] == ["q1", "a1"]
+
+
 def test_autosave_after_every_turn(tmp_path, monkeypatch):
     from yi_cli.conversation import store
 

@@ -624,6 +624,10 @@ JSON_FILE_CASES = {
     "generation-nan": ("generation_config.json", '{"temperature": NaN}', "NaN is not a JSON number"),
     "generation-17-MiB": ("generation_config.json", None, "more than the 16 MiB limit"),
     "generation-fifo": ("generation_config.json", "fifo", "not a regular file (a FIFO)"),
+    # int()'s ValueError / TypeError as a traceback (the same in config.json was one line already)
+    "generation-eos-text": ("generation_config.json", '{"eos_token_id": ["x"]}', "eos_token_id must be a token id"),
+    "generation-eos-null": ("generation_config.json", '{"eos_token_id": [2, null]}', "a list of them, got [2, null]"),
+    "generation-eos-negative": ("generation_config.json", '{"eos_token_id": -1}', "a list of them, got -1"),
     "tokenizer-config-nested": ("tokenizer_config.json", '{"a": ' + nested(5000) + "}", "nested 5001 deep"),
     "tokenizer-config-17-MiB": ("tokenizer_config.json", None, "more than the 16 MiB limit"),
     "quantize-config-nested": ("quantize_config.json", '{"bits": ' + nested(100_000) + "}", "nested 100001 deep"),
@@ -1139,6 +1143,46 @@ def _check_on_disk(stdout: bytes, home: Path) -> int:
         if "reply" in r:
             assert ("user", r["prompt"]) in turns and ("assistant", r["reply"]) in turns, r
     return len(replies)
+
+
+# yi-chat run in-process with a hook that sends the process `sig` as torch's import begins, and records at exit
+# how far torch's import got.
+SIGNAL_AT_IMPORT = """
+import atexit, builtins, os, signal, sys
+real, fired, sig = builtins.__import__, [], getattr(signal, sys.argv[1])
+def hook(name, *a, **k):
+    if name == "torch" and not fired:
+        fired.append(1)
+        os.kill(os.getpid(), sig)
+    return real(name, *a, **k)
+builtins.__import__ = hook
+atexit.register(lambda: print("torch imported:", "torch.distributed" in sys.modules, file=sys.stderr))
+sys.argv = ["yi-chat", *sys.argv[2:]]
+from yi_cli.launch import entry
+entry()
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT", "SIGHUP"])
+def test_a_signal_during_torchs_import_waits_for_its_end(tiny_src, home, sig):
+    """A signal in the first ~0.3 s of a run (torch's import): its handler's KeyboardInterrupt, raised inside the
+    import's native init, aborted the process (pybind11's terminate, exit 134), left numpy half loaded (a traceback:
+    "cannot load module more than once per process") or was swallowed (both piped lines answered, exit 0). The
+    signal is held until the import is done: it arrives here as the import begins, the import completes, then the
+    run ends as the signal says, in one line, no line answered."""
+    e = {**os.environ, "YI_CHAT_HOME": str(home), "COLUMNS": "80"}
+    p = subprocess.run(
+        [PY, "-c", SIGNAL_AT_IMPORT, sig, "-m", str(tiny_src), "--max-new-tokens", "2"],
+        input=b"hello\nhow are you\n",
+        capture_output=True,
+        env=e,
+        timeout=300,
+    )
+    err = p.stderr.decode()
+    no_traceback(err)
+    code, said = {"SIGTERM": (130, "terminated"), "SIGINT": (130, "interrupted"), "SIGHUP": (129, "hung up")}[sig]
+    assert (p.returncode, p.stdout) == (code, b""), err
+    assert err.splitlines() == [f"yi-chat: {said}", "torch imported: True"], err
 
 
 @pytest.mark.parametrize("seed", range(4))

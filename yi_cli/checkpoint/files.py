@@ -3,6 +3,7 @@ and name -> tensor access over one or several safetensors files, with errors tha
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import struct
@@ -63,12 +64,22 @@ def read_config(path: Path) -> dict:
 def check_side_files(path: Path) -> None:
     for name in SIDE_FILES:
         if (path / name).exists():
-            read_json(path / name)
+            data = read_json(path / name)
+            if name == "generation_config.json":
+                check_eos(path / name, data)
     # tokenizer.json is read by the tokenizers library, whose Rust parser bounds its nesting; a directory by that
     # name was "Couldn't instantiate the backend tokenizer from one of: ", a FIFO blocked, any size was read. Not
     # parsed here: a few MB parsed twice would cost every start.
     if (path / "tokenizer.json").exists():
         inputs.check_regular(path / "tokenizer.json", inputs.TOKENIZER_LIMIT, LoadError, "tokenizer.json")
+
+
+def check_eos(f: Path, data) -> None:
+    """eos_token_id: a token id or a list of them (`["x"]` was int()'s ValueError as a traceback)."""
+    eos = data.get("eos_token_id") if isinstance(data, dict) else None
+    ids = eos if isinstance(eos, list) else [eos]
+    if eos is not None and not all(type(i) is int and i >= 0 for i in ids):
+        raise LoadError(f"{f}: eos_token_id must be a token id or a list of them, got {shown(json.dumps(eos), 60)}")
 
 
 def weight_files(path: Path, allow_pickle: bool) -> list[Path]:

@@ -273,6 +273,7 @@ def describe(path: Path, size: int | None = None) -> dict:
             row["params"] = _params_from_config(cfg)
         if not any((path / f).is_file() for f in ("tokenizer.json", "tokenizer.model")):
             raise LoadError(f"{path}: no tokenizer (tokenizer.json or tokenizer.model)")
+        loader.check_side_files(path)  # generation_config.json's eos ids, as the load checks them
         configs.check_type(path, cfg, quant is not None)  # a model_type the load would refuse
     except LoadError as e:
         row.update(loadable=False, reason=str(e))
