@@ -1106,6 +1106,26 @@ def header_len(data: bytes) -> int:
     return int.from_bytes(data[:8], "little")
 
 
+@pytest.mark.parametrize(
+    "name,data,said",
+    [
+        ("tokenizer.json", b'{"version": "1.0", "model": {', "tokenizer"),
+        ("tokenizer_config.json", None, "eos_token"),
+        ("chat_template.jinja", b"{% for %}", "the chat template is not valid Jinja"),
+    ],
+    ids=["tokenizer-cut", "eos-number", "template"],
+)
+def test_a_pulled_repo_whose_tokenizer_does_not_load_is_not_called_ready(hub, env, demo_files, name, data, said):
+    """A tokenizer.json cut short, an eos_token that is a number, a chat template that is not Jinja: `pull` said
+    ready (exit 0), `models` listed it ok, then -m refused it. The pull loads the tokenizer and its template as -m
+    does: "fetched, but yi-chat cannot load it", in -m's words, exit 3."""
+    if data is None:
+        data = json.dumps({**json.loads(demo_files[name]), "eos_token": 5}).encode()
+    hub.repos["acme/badtok"] = Repo({**demo_files, name: data})
+    error_line(yi(env, "pull", "acme/badtok"), 3, "acme/badtok: fetched, but yi-chat cannot load it", said)
+    error_line(yi(env, "-m", "acme/badtok", "-p", "hi"), 3, said)
+
+
 def test_a_model_type_transformers_does_not_know_is_refused_before_its_weights(hub, env, demo_files):
     """config.json's model_type unknown (and no code of its own): `pull` fetched every weight file and said ready
     (exit 0), `models` listed it, and -m refused it. Refused before the weights, in the loader's words, exit 3."""

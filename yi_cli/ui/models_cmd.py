@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .. import inputs
 from ..checkpoint import demo, family, hub
-from ..errors import LoadError, UsageError, shown
+from ..errors import LoadError, UsageError, YiError, shown
 
 COMMANDS = ("pull", "models")
 GIT_REFUSES = "~^:?*[\\"  # characters git check-ref-format refuses in any ref name, spaces and controls aside
@@ -85,13 +85,29 @@ def pull(args, aliases: dict) -> int:
     name = aliases.get(args.repo, args.repo)
     with as_alias(args.repo if args.repo in aliases else None, name):  # the target named, as its alias
         path = _pulled(args, name, alias=args.repo in aliases)
-    row = describe(path)
+    row = _tokenizer_checked(path, describe(path))
     base = " · a base model: it continues text, a -Chat model answers" if family.is_base(path) else ""
     print(f"yi-chat: {args.repo}: {summary(row)}{base}", file=sys.stderr)
     print(path)
     if not row["loadable"]:
         raise LoadError(f"{args.repo}: fetched, but yi-chat cannot load it: {row['reason']}")
     return 0
+
+
+def _tokenizer_checked(path: Path, row: dict) -> dict:
+    """row, not loadable where the tokenizer or its chat template does not load as -m loads them (a tokenizer.json
+    cut short, an eos_token that is a number, a template that is not Jinja: `pull` said ready, then -m refused).
+    Only a pull does this: the listing reads no tokenizer (a few MB each)."""
+    if not row["loadable"]:
+        return row
+    from ..checkpoint.loader import load_tokenizer
+    from ..engines.template import Template
+
+    try:
+        Template(load_tokenizer(path))
+    except YiError as e:
+        return {**row, "loadable": False, "reason": str(e)}
+    return row
 
 
 def _pulled(args, name: str, alias: bool) -> Path:
