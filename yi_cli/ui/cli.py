@@ -537,14 +537,14 @@ def make_engine(args, top: dict, render, endpoint_from: str = ""):
     # a target's error names the alias it stands for, or the setting that named it
     with as_alias(getattr(args, "alias", None), args.model, getattr(args, "model_from", None)):
         path = resolve(args.model, args.allow_pickle)
-    # torch's import (1-2 s, the first thing the load does) holds the signals off: a KeyboardInterrupt raised inside
-    # its native init aborted the process (pybind11's terminate, exit 134), left numpy half loaded (a traceback at
-    # the next import) or was swallowed (the signal lost). Held, it is delivered as the import returns.
-    with signals_held():
-        import torch  # noqa: F401
     # a Text, not a str: rich reads a str as markup (a folder named `m[/x]` raised MarkupError, `[b]` vanished)
     loading = Text(safe(f"loading {args.model} ..."))
     with render.err.status(loading) if render.err.is_terminal else _nullctx():
+        # torch's import (1-2 s, the first thing the load does) holds the signals off: a KeyboardInterrupt raised
+        # inside its native init aborted the process (pybind11's terminate, exit 134), left numpy half loaded (a
+        # traceback at the next import) or was swallowed (the signal lost). Held, it comes as the import returns.
+        with signals_held():
+            import torch  # noqa: F401
         ckpt = open_checkpoint(
             path,
             device=args.device or top.get("device"),
