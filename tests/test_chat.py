@@ -1063,6 +1063,42 @@ def test_json_renderer_writes_one_object_per_turn():
     assert all(row == row.rstrip() for row in lines[1]["output"].splitlines())  # not a table's padding to 100
 
 
+def test_json_lines_write_c1_del_and_bidi_marks_as_escapes():
+    """--json wrote a reply's C1 CSI (U+009B), DEL and right-to-left override (U+202E) raw: `cat out.jsonl` in a
+    terminal that honours them ran them, where the plain pipe and /history show them escaped. JSON escapes now:
+    the same reply to a JSON reader."""
+    import io
+
+    from rich.console import Console
+
+    from yi_cli.conversation.chat import Chat
+    from yi_cli.safe_text import _UNSAFE
+    from yi_cli.ui.render import JsonRenderer
+
+    reply = "c1\x9b2J \u202eRTL del\x7f \u2066iso\u2069 esc\x1b[31m"
+    out = io.StringIO()
+    chat = Chat(
+        ScriptedEngine([reply]), JsonRenderer(Console(file=io.StringIO()), Console(file=io.StringIO()), out=out)
+    )
+    chat.handle("hi")
+    (line,) = out.getvalue().splitlines()
+    assert not _UNSAFE.search(line), repr(line)
+    assert "\\u009b" in line and "\\u202e" in line and "\\u007f" in line
+    assert json.loads(line)["reply"] == reply
+
+
+def test_a_speed_not_measured_is_null_in_json_as_the_footer_leaves_it_out():
+    """A reply of one chunk (no time between its tokens): --json said "decode_tok_s": 0.0 where the footer says no
+    tok/s at all; README: each object carries the footer's numbers."""
+    from yi_cli.engines.events import Stats
+    from yi_cli.ui.render import footer
+
+    one_chunk = Stats(prompt_tokens=5, new_tokens=3, ttft_s=0.01, decode_s=0.0, finish_reason="stop")
+    assert one_chunk.to_dict()["decode_tok_s"] is None and "tok/s" not in footer(one_chunk)
+    timed = Stats(prompt_tokens=5, new_tokens=3, ttft_s=0.01, decode_s=0.5, finish_reason="stop")
+    assert timed.to_dict()["decode_tok_s"] == 4.0 and "4.0 tok/s" in footer(timed)
+
+
 def test_json_lines_give_a_commands_reply_one_object():
     """--json gave /continue (and /retry) two objects: the reply's, then {"command": ..., "output": ""} (a
     run-through). The reply's object stands for the command; a command with output keeps its own."""

@@ -27,3 +27,10 @@ def safe(text: str) -> str:
     if not _UNSAFE.search(text):
         return text
     return _UNSAFE.sub(_visible, text.replace("\r\n", "\n"))
+
+
+def json_line(text: str) -> str:
+    """A line of JSON (json.dumps with ensure_ascii=False, which escapes C0 alone) with the other characters safe()
+    makes visible written as JSON escapes (C1, DEL, bidi marks, lone surrogates): the same string to a JSON reader,
+    inert in a terminal that `cat`s the file (--json left a C1 CSI and U+202E raw)."""
+    return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)

@@ -33,7 +33,7 @@ class Stats:
             "prompt_tokens": self.prompt_tokens,
             "new_tokens": self.new_tokens,
             "ttft_s": round(self.ttft_s, 4),
-            "decode_tok_s": round(self.decode_tok_s, 2),
+            "decode_tok_s": round(self.decode_tok_s, 2) or None,  # none measured (one token, one chunk): null
             "finish_reason": self.finish_reason,
             **({"tokens_per_step": round(self.tokens_per_step, 2)} if self.tokens_per_step else {}),
         }

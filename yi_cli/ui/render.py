@@ -16,7 +16,7 @@ from rich.text import Text as RichText
 from .. import terminal
 from ..engines.events import FINISH_ERROR, FINISH_LENGTH, Stats
 from ..progress import erase_rows, rewrapped_rows
-from ..safe_text import safe
+from ..safe_text import json_line, safe
 
 
 def _unpadded(text: str) -> str:
@@ -463,5 +463,5 @@ class JsonRenderer(Renderer):
         self._write({"prompt": self.prompt, "reply": text, **(stats.to_dict() if stats else {})})
 
     def _write(self, obj: dict) -> None:
-        self.out.write(json.dumps(obj, ensure_ascii=False) + "\n")
+        self.out.write(json_line(json.dumps(obj, ensure_ascii=False)) + "\n")
         self.out.flush()
