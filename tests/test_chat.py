@@ -740,16 +740,20 @@ def test_save_where_no_file_can_be_made_says_what_failed(tmp_path, monkeypatch):
     assert [t.content for t in chat.session.turns] == ["q1", "a1"]
 
 
-@pytest.mark.parametrize("named", [False, True])
-def test_a_signal_as_save_makes_its_temp_file_leaves_none_behind(tmp_path, monkeypatch, named):
+@pytest.mark.parametrize("where", ["store", "named", "probe"])
+def test_a_signal_as_save_makes_its_temp_file_leaves_none_behind(tmp_path, monkeypatch, where):
     """SIGTERM or SIGHUP while /save wrote (7 of 24 runs of a piped chat) left an empty .tmp-* in the store: the
-    handler raised between the temp file's creation and the code that removes it. The signal waits for the write,
-    as the autosave's does: the file is saved whole, then the signal ends the chat."""
+    handler raised between the temp file's creation and the code that removes it. Every temp file holds the
+    signals while it exists (as the autosave does around its writes): the file is saved whole, or the probe /save
+    makes beside another session's file is removed, then the signal ends the chat."""
     from yi_cli.conversation import store, writes
 
     monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path / "home"))
     chat, _, _ = plain_chat(ScriptedEngine(["a1"]))
     chat.handle("q1")
+    other = tmp_path / "s.json"
+    if where == "probe":  # another session's file: /save without ! makes a probe temp file, then refuses
+        other.write_text(json.dumps({"format": store.FORMAT, "id": "another", "turns": []}))
     real = writes.tempfile.mkstemp
 
     def then_signal(*args, **kw):
@@ -764,13 +768,14 @@ def test_a_signal_as_save_makes_its_temp_file_leaves_none_behind(tmp_path, monke
     old = signal.signal(signal.SIGTERM, leave)
     try:
         with pytest.raises(KeyboardInterrupt):
-            store.save(chat, str(tmp_path / "s.json") if named else None)
+            store.save(chat, None if where == "store" else str(other))
     finally:
         signal.signal(signal.SIGTERM, old)
-    folder = tmp_path if named else store.sessions_dir()
+    folder = store.sessions_dir() if where == "store" else tmp_path
     assert [p.name for p in folder.iterdir() if p.name.startswith(writes.TMP)] == []
     (saved,) = [p for p in folder.iterdir() if p.suffix == ".json"]
-    assert [t["content"] for t in json.loads(saved.read_text())["turns"]] == ["q1", "a1"]
+    turns = [t["content"] for t in json.loads(saved.read_text())["turns"]]
+    assert turns == ([] if where == "probe" else ["q1", "a1"])
 
 
 def test_autosave_after_every_turn(tmp_path, monkeypatch):

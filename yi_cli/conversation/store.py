@@ -181,15 +181,13 @@ def save(chat, path: str | None, replace: bool = False) -> Path:
                     raise YiError(
                         f"{shown(path, 200)}: the file exists and {what}; /save! {shown(path, 200)} replaces it"
                     )
-                with signals_held():  # SIGTERM between the temp file's creation and its removal left it there
-                    write_atomic(real, text)
+                write_atomic(real, text)
                 chat.session.known[str(real)] = _digest(text)
             except NoNewFile as e:  # what failed is the folder, not the file PATH names
                 why = _no_new_file(_folder_named(path, p, real)[1], e)
                 raise YiError(f"{shown(path, 200)}: cannot save the session ({why})") from None
         else:
-            with signals_held():
-                p = write_new(p, text)
+            p = write_new(p, text)
             chat.session.known[os.path.realpath(p)] = _digest(text)
     except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
         raise YiError(f"{shown(str(p), 200)}: cannot save the session ({getattr(e, 'strerror', None) or e})") from None
