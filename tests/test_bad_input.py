@@ -570,6 +570,11 @@ def test_device_cuda_without_cuda(tiny_dir, home):
         one_line_error(
             yi("--model", tiny_dir, "--device", dev, "-p", "hi", home=home), 3, f"--device {dev}: CUDA is not available"
         )
+    # from config.toml, the line names the setting there (it named a --device the user never typed)
+    (home / "config").mkdir(parents=True, exist_ok=True)
+    (home / "config" / "config.toml").write_text('device = "cuda"\n')
+    p = yi("--model", tiny_dir, "-p", "hi", home=home)
+    one_line_error(p, 3, "config.toml: device = cuda: CUDA is not available")
 
 
 def _spawn(*args, home: Path):

@@ -93,15 +93,16 @@ class Weights:
         return w
 
 
-def pick_device(device: str | None) -> str:
+def pick_device(device: str | None, setting: str = "--device") -> str:
+    """The device to load on; an error names `setting`, where `device` was given."""
     import torch
 
     if device in (None, "", "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise LoadError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
+        raise LoadError(f"{setting} {device}: CUDA is not available on this machine (use --device cpu)")
     if device not in ("cpu", "mps") and not device.startswith("cuda"):
-        raise LoadError(f"--device {device}: unknown device (use cpu, cuda or cuda:N)")
+        raise LoadError(f"{setting} {device}: unknown device (use cpu, cuda or cuda:N)")
     return device
 
 

@@ -526,7 +526,7 @@ def make_engine(args, top: dict, render, endpoint_from: str = ""):
         return engine
     from rich.text import Text
 
-    from ..checkpoint.loader import open_checkpoint, resolve
+    from ..checkpoint.loader import open_checkpoint, pick_device, resolve
     from ..conversation.writes import signals_held
     from ..engines.local import LocalEngine
     from ..safe_text import safe
@@ -545,9 +545,10 @@ def make_engine(args, top: dict, render, endpoint_from: str = ""):
         # traceback at the next import) or was swallowed (the signal lost). Held, it comes as the import returns.
         with signals_held():
             import torch  # noqa: F401
+        setting = "--device" if args.device else "config.toml: device ="
         ckpt = open_checkpoint(
             path,
-            device=args.device or top.get("device"),
+            device=pick_device(args.device or top.get("device"), setting),
             dtype=args.dtype or top.get("dtype"),
             allow_pickle=args.allow_pickle,
             trust_remote_code=args.trust_remote_code,
