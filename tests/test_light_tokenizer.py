@@ -10,6 +10,8 @@ from pathlib import Path
 
 import jinja2
 import pytest
+import transformers
+from packaging.version import Version
 from transformers.tokenization_utils_tokenizers import TokenizersBackend
 
 from yi_cli.checkpoint import family, light_tokenizer, loader, writer
@@ -49,6 +51,16 @@ SOURCES = {"chatml": template.CHATML, "yi": family.YI_SHIPPED_TEMPLATE, "yi-code
 SOURCES["features"] = FEATURES
 
 
+# The sandbox light_tokenizer mirrors is 5.25's. An older transformers 5 (5.17, the H200 image's) differs on what
+# yi-chat never sends (its messages are role and content strings): it keeps None fields, copies no reasoning field
+# and allows a namespace attribute named _x; a message that is not a dict fails with another error. Compared there
+# only on what both render alike.
+OLDER = Version(transformers.__version__) < Version(light_tokenizer.MIRRORS)
+older_sandbox = pytest.mark.skipif(
+    OLDER, reason=f"transformers {transformers.__version__}: an older sandbox than light_tokenizer mirrors"
+)
+
+
 def conversations() -> list[list[dict]]:
     system = {"role": "system", "content": "Be brief. 简洁。"}
     turns = [{"role": "user", "content": t} for t in TEXTS[:4]]
@@ -65,7 +77,7 @@ def conversations() -> list[list[dict]]:
         [{"role": "user", "content": TEXTS[4]}, {"role": "assistant", "content": "🤖 sure"}],
         [{"role": "user", "content": TEXTS[5]}],
         multi,
-        odd,
+        *([] if OLDER else [odd]),
         [{"role": "user", "content": "cut"}, {"role": "assistant", "content": "trailing spaces   "}],
     ]
 
@@ -224,13 +236,13 @@ CONTINUE = {"continue_final_message": True}
     [
         (FEATURES, [{"role": "tool", "content": "x"}], {}),  # raise_exception
         ("{{ messages.append(1) }}", USER, {}),  # the immutable sandbox
-        ("{% set ns = namespace() %}{% set ns._x = 1 %}", USER, {}),  # no underscore attributes
+        pytest.param("{% set ns = namespace() %}{% set ns._x = 1 %}", USER, {}, marks=older_sandbox),  # no _x
         ("{{ ''.__class__.__mro__[1].__subclasses__() }}", USER, {}),
         ("{% for m in messages %}{{ m['role'] }}{% endfor %}{# content #}", USER, CONTINUE),  # content dropped
         ("{{ 'no field' }}", [{"role": "assistant", "content": "x"}], CONTINUE),
         (template.CHATML, [{"role": "user"}], CONTINUE),  # nothing to continue
         (template.CHATML, [], {}),
-        (template.CHATML, ["not a dict"], {}),
+        pytest.param(template.CHATML, ["not a dict"], {}, marks=older_sandbox),
         (template.CHATML, USER, {"continue_final_message": True, "add_generation_prompt": True}),
         ("{% for %}", USER, {}),  # a syntax error
         (None, USER, {}),  # no template at all: the fixtures' own

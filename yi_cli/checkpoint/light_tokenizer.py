@@ -11,8 +11,10 @@ no truncation or padding is baked in, and the vocabulary is too small for transf
 else gets None, and the loader builds transformers' tokenizer as before (its errors stay its own). What is not
 mirrored raises instead of answering differently; `real()` is transformers' tokenizer, built on first use.
 
-Mirrors transformers 5 (tokenization_utils_base, tokenization_utils_tokenizers, utils/chat_template_utils);
-tests/test_light_tokenizer.py holds both side by side.
+Mirrors transformers 5.25 (tokenization_utils_base, tokenization_utils_tokenizers, utils/chat_template_utils);
+tests/test_light_tokenizer.py holds both side by side. An older transformers 5 renders yi-chat's messages (role and
+content strings) alike; it differs on other message fields (None fields, reasoning names) and namespace attributes
+named `_x`, which yi-chat never sends.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ LEGACY_FILES = ("special_tokens_map.json", "added_tokens.json")  # read only wit
 MISTRAL_PATCH_VOCAB = 100000  # above it TokenizersBackend may rewrite the pre-tokenizer's regex
 CHAT_TEMPLATE_FILE, CHAT_TEMPLATE_DIR = "chat_template.jinja", "additional_chat_templates"
 REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
+MIRRORS = "5.25"  # the transformers release whose template sandbox and message fields this mirrors
 CONTINUE_TAG = "CONTINUE_FINAL_MESSAGE_TAG "
 
 
