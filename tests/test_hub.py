@@ -816,6 +816,24 @@ def test_a_config_with_implausible_sizes_is_refused_before_its_weights_and_liste
     assert "cannot load: " in yi({**env, "HF_HUB_OFFLINE": "1"}, "models").stdout.decode()
 
 
+def test_a_snapshot_without_its_tokenizer_is_not_complete(hub, env, demo_files):
+    """A snapshot with config and weights but no tokenizer file linked (a pull cut in it, the weights there from
+    before): -m offline said "no tokenizer files ...; copy them from where the model came from" and `models` listed
+    it as not loadable for that. Both now say the download is not complete, and a run online fetches the file."""
+    assert yi(env, "pull", "acme/tiny-chat").returncode == 0
+    link = snapshot(env) / "tokenizer.json"
+    link.resolve().unlink()
+    link.unlink()
+    offline = {**env, "HF_HUB_OFFLINE": "1"}
+    row = {r["name"]: r for r in json.loads(yi(offline, "models", "--json").stdout)}["acme/tiny-chat"]
+    assert row["reason"] == "the download is not complete: `yi-chat pull acme/tiny-chat` continues it", row
+    p = yi(offline, "-m", "acme/tiny-chat", "-p", "hi")
+    error_line(p, 3, "the download is not complete", "`yi-chat pull acme/tiny-chat`")
+    p = yi(env, "-m", "acme/tiny-chat", "-p", "hi", "--max-new-tokens", "2")
+    assert p.returncode == 0, p.stderr.decode()
+    assert link.read_bytes() == demo_files["tokenizer.json"]
+
+
 @pytest.mark.parametrize("name", ["tokenizer.json", "model.safetensors"])
 def test_a_cached_snapshot_missing_a_blob_is_fetched_again_and_named_offline(hub, env, name):
     """A blob deleted from the cache after the fetch: -m trusted the snapshot (config and weights "complete") and
@@ -1122,7 +1140,9 @@ def test_a_pulled_repo_whose_tokenizer_does_not_load_is_not_called_ready(hub, en
     if data is None:
         data = json.dumps({**json.loads(demo_files[name]), "eos_token": 5}).encode()
     hub.repos["acme/badtok"] = Repo({**demo_files, name: data})
-    error_line(yi(env, "pull", "acme/badtok"), 3, "acme/badtok: fetched, but yi-chat cannot load it", said)
+    p = yi(env, "pull", "acme/badtok")
+    error_line(p, 3, "acme/badtok: fetched, but yi-chat cannot load it", said)
+    assert p.stdout == b""  # the snapshot's path is what a pull that worked prints (`d=$(yi-chat pull X)`)
     error_line(yi(env, "-m", "acme/badtok", "-p", "hi"), 3, said)
 
 

@@ -46,6 +46,7 @@ NEEDED = (
     "quantize_config.json",
 )
 PICKLE_INDEX = "pytorch_model.bin.index.json"
+TOKENIZERS = ("tokenizer.json", "tokenizer.model")  # the loader takes either
 LOGIN = "log in with `hf auth login` or set HF_TOKEN"
 NOT_LOCAL = "not a local directory, and "  # a repo missing on the hub, after the name was looked for as a folder
 LOCK_NOTICE_S = 1.0  # a file another process is fetching: say so after this long
@@ -121,9 +122,12 @@ def cached_snapshot(repo: str, revision: str = "main") -> Path | None:
 
 
 def complete(snap: Path) -> bool:
-    """Enough to load: a config and weights, every shard the index lists present (a run cut short links files one by
-    one, weights last)."""
+    """Enough to load: a config, a tokenizer and weights, every shard the index lists present (a run cut short links
+    files one by one, weights last; one cut in the tokenizer, with its weights linked by an earlier pull, was loaded
+    and said "no tokenizer files; copy them from where the model came from")."""
     if inputs.looked_up(snap / "config.json", LoadError, snap, "the Hugging Face cache") != "regular file":
+        return False
+    if not any((snap / name).is_file() for name in TOKENIZERS):
         return False
     for index in ("model.safetensors.index.json", PICKLE_INDEX):
         if (snap / index).is_file():
@@ -531,7 +535,7 @@ def damaged(snap: Path) -> bool:
 
 def usable(repo: str, snap: Path | None, allow_pickle: bool = False) -> bool:
     """Whether the cached snapshot serves as it is, without the network: complete, and no file of it gone from the
-    cache since (complete() looks at config and weights only: a snapshot whose tokenizer blob was deleted was loaded
+    cache since (complete() looks at what it links: a snapshot whose tokenizer blob was deleted was loaded
     and failed as "cannot load the tokenizer"). A damaged one is fetched again, as one cut short is; offline, where
     nothing can fetch it, it is a LoadError naming what is missing and the pull that brings it back (fetch's own
     offline line would call the model not in the cache at all)."""
