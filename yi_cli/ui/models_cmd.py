@@ -88,9 +88,9 @@ def pull(args, aliases: dict) -> int:
     row = _tokenizer_checked(path, describe(path))
     base = " · a base model: it continues text, a -Chat model answers" if family.is_base(path) else ""
     print(f"yi-chat: {args.repo}: {summary(row)}{base}", file=sys.stderr)
-    print(path)
-    if not row["loadable"]:
+    if not row["loadable"]:  # stdout stays empty: its one line is the path of a model that loads
         raise LoadError(f"{args.repo}: fetched, but yi-chat cannot load it: {row['reason']}")
+    print(path)
     return 0
 
 
