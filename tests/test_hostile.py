@@ -1301,6 +1301,49 @@ def test_two_first_runs_convert_the_demo_at_once(tmp_path):
     assert (out / "config.json").is_file() and not [p for p in out.parent.iterdir() if p.name.startswith(".tmp")]
 
 
+def _leftovers(root: Path) -> list[Path]:
+    """A killed conversion's temp folders (demo's own and writer's) and a stray temp file, in the demo cache."""
+    made = [root / ".tmp-k1ll3d", root / ".demo.tmp-abc", root / ".demo-gptq8.old-xyz"]
+    for d in made:
+        (d / "sub").mkdir(parents=True)
+        (d / "sub" / "model.safetensors").write_bytes(b"x" * 1000)
+    (root / ".tmp-file").write_bytes(b"x")
+    return [*made, root / ".tmp-file"]
+
+
+def test_a_killed_conversions_temp_folders_are_removed_when_no_conversion_runs(home):
+    """A conversion killed with SIGKILL (the first run's, or a waiter's that took over) left its .tmp-* folder,
+    0.5 GB, in the demo cache for good: only its own `finally` removed it. A run that finds the lock free removes
+    them; one that finds it taken (a conversion runs now: they may be its own) leaves them."""
+    import fcntl
+
+    from yi_cli.checkpoint import demo
+
+    root = home / "cache" / "demo"
+    (root / "demo").mkdir(parents=True)
+    (root / "demo" / "config.json").write_text("{}")
+    left = _leftovers(root)
+    with open(root / ".convert.lock", "a+") as held:  # another process's conversion, as far as flock knows
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert demo.ensure("demo") == root / "demo"
+        assert all(p.exists() for p in left)
+    assert demo.ensure("demo") == root / "demo"
+    assert not [p for p in left if p.exists()]
+    assert sorted(p.name for p in root.iterdir()) == [".convert.lock", "demo"]
+
+
+def test_a_conversion_starts_by_removing_what_a_killed_one_left(home, monkeypatch):
+    from yi_cli.checkpoint import demo
+
+    root = home / "cache" / "demo"
+    root.mkdir(parents=True)
+    left = _leftovers(root)
+    seen = []
+    monkeypatch.setattr(demo, "_make", lambda name, out, src: seen.append([p for p in left if p.exists()]) or out)
+    assert demo.ensure("demo-gptq8") == root / "demo-gptq8"
+    assert seen == [[]]
+
+
 # --- the readers themselves ---------------------------------------------------------------------------------------
 
 

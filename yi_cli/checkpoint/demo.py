@@ -6,6 +6,7 @@ dequantized checkpoint they are both made from. Each lives under <cache>/demo/<n
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -43,20 +44,57 @@ def ensure(name: str = "demo") -> Path:
     root = cache_dir() / "demo"
     out, src = root / name, root / "demo-fp32"
     if converted(out):
+        if _leftovers(root):  # a conversion killed (SIGKILL) left its temp folder, 0.5 GB
+            with contextlib.suppress(LoadError), _lock(root) as lock:  # (a cache it cannot write still loads)
+                if _took(lock):  # else one is converting now, and what is there may be its own
+                    _sweep(root)
         return out
-    try:
-        private_dir(root)
-        lock = os.fdopen(
-            os.open(root / ".convert.lock", os.O_RDWR | os.O_CREAT, 0o600), "r+"
-        )  # one for all: demo converts demo-fp32 too
-        os.fchmod(lock.fileno(), 0o600)  # the cache is the user's alone (the mode above is filtered by the umask)
-    except OSError as e:
-        raise LoadError(f"{root}: cannot create the cache directory ({e.strerror})") from None
-    with lock:  # closing the file releases the lock, also when the conversion fails
+    with _lock(root) as lock:  # closing the file releases the lock, also when the conversion fails
         _wait_for(lock, name)
+        _sweep(root)  # no conversion runs but this one: what one left is dead
         if converted(out):  # another run converted it while we waited
             return out
         return _make(name, out, src)
+
+
+def _lock(root: Path):
+    """The open lock file of the demo cache: one for all, as demo converts demo-fp32 too."""
+    try:
+        private_dir(root)
+        lock = os.fdopen(os.open(root / ".convert.lock", os.O_RDWR | os.O_CREAT, 0o600), "r+")
+        os.fchmod(lock.fileno(), 0o600)  # the cache is the user's alone (the mode above is filtered by the umask)
+    except OSError as e:
+        raise LoadError(f"{root}: cannot create the cache directory ({e.strerror})") from None
+    return lock
+
+
+def _took(lock) -> bool:
+    """Whether the lock was free, and is now ours."""
+    import fcntl
+
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _leftovers(root: Path) -> list[Path]:
+    """What conversions left in the cache when killed: their temp folders (ours, `.tmp-*`; writer's,
+    `.NAME.tmp-*` and the `.NAME.old-*` it swaps out)."""
+    try:
+        return [p for p in root.iterdir() if p.name.startswith(".") and (".tmp-" in p.name or ".old-" in p.name)]
+    except OSError:
+        return []
+
+
+def _sweep(root: Path) -> None:
+    """Remove the leftovers; only under the lock, taken (a conversion's own temp folders are live)."""
+    for p in _leftovers(root):
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
 
 
 def converted(d: Path) -> bool:
@@ -69,9 +107,7 @@ def _wait_for(lock, name: str) -> None:
     """Take the conversion lock of `name`: a second first run waits for the first, then reuses its result."""
     import fcntl
 
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    if not _took(lock):
         print(
             f"yi-chat: another yi-chat is preparing the demo model {name}; waiting for it ...",
             file=sys.stderr,
