@@ -577,6 +577,34 @@ def test_device_cuda_without_cuda(tiny_dir, home):
     one_line_error(p, 3, "config.toml: device = cuda: CUDA is not available")
 
 
+def test_f_of_a_pipe_nothing_writes_into_says_what_it_waits_for(tiny_dir, home, tmp_path):
+    """-f FIFO with no writer waited in silence (as /file did before its line): past a second the same line says
+    what it waits for; what is written then goes with the prompt."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    e = {**os.environ, "YI_CHAT_HOME": str(home)}
+    cmd = [PY, "-m", "yi_cli", "--model", tiny_dir, "-f", fifo, "-p", "hi", "--json", "--max-new-tokens", "1"]
+    p = subprocess.Popen(list(map(str, cmd)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e)
+    try:
+        import select
+
+        # waits on the line itself, which comes while the open waits (120 s: a bound on a failure, no silent hang)
+        assert select.select([p.stderr], [], [], 120)[0], "no line while -f waits on the pipe"
+        line = p.stderr.readline().decode()
+        assert (
+            line.strip()
+            == f"yi-chat: {fifo}: a pipe, read to its end: waiting for what writes into it (Ctrl-C gives it up)"
+        )
+        with open(fifo, "w") as w:
+            w.write("fed through the pipe\n")
+        out, err = p.communicate(timeout=180)
+    finally:
+        p.kill()
+    assert p.returncode == 0, err.decode()
+    [reply] = [json.loads(x) for x in out.splitlines()]
+    assert reply["prompt"].startswith(f"{fifo}:\n```\nfed through the pipe\n```")
+
+
 def _spawn(*args, home: Path):
     pexpect = pytest.importorskip("pexpect")
     env = {

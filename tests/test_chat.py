@@ -1328,6 +1328,33 @@ def test_a_file_changed_between_attach_and_send_goes_as_it_is_now(tmp_path):
     assert err.getvalue().count("changed since") == 1
 
 
+def test_a_file_swapped_for_a_pipe_after_attach_goes_as_it_was_read(tmp_path):
+    """`/file notes.txt`, then notes.txt replaced by a FIFO nothing writes into: the message's re-read opened the
+    FIFO and waited for a writer, with nothing on the screen (the typed message lost at Ctrl-C). It goes as it was
+    read, and a line says why."""
+    import os
+    import threading
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("as attached\n")
+    engine = ScriptedEngine(["one"])
+    chat, out, err = plain_chat(engine)
+    chat.handle(f"/file {notes}")
+    notes.unlink()
+    os.mkfifo(notes)
+    sent = threading.Thread(target=chat.handle, args=("what does it say",))
+    sent.start()
+    sent.join(120)  # a bound on a failure, not a wait for luck: the message does not wait on the pipe
+    if sent.is_alive():
+        with open(notes, "w"):  # let the hung read end, to report it
+            pass
+        sent.join(60)
+        pytest.fail("the message waited on the FIFO that replaced its attachment")
+    assert "as attached" in engine.seen[-1][-1]["content"]
+    assert f"{notes}: not a regular file now (a FIFO); it goes as it was when attached" in err.getvalue()
+    assert chat.session.turns[0].content.endswith("what does it say")
+
+
 def test_a_crashing_command_is_one_line_and_the_chat_goes_on():
     engine = ScriptedEngine(["still here"])
     engine.describe = lambda: [1 / 0]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import stat
 import sys
 import threading
 from dataclasses import dataclass
@@ -90,10 +91,11 @@ def convert(name: str, encoding: str, what: str = "") -> str:
 WAIT_NOTICE_S = 1.0  # a pipe read longer than this says what it waits for
 
 
-def read_bytes(name: str, stdin=None, waiting=None) -> bytes:
+def read_bytes(name: str, stdin=None, waiting=None, regular: bool = False) -> bytes:
     """The bytes of `name` (`-`: stdin). waiting(line): called once where a pipe's reading takes over WAIT_NOTICE_S
     (a FIFO nothing writes into yet, a slow command's output): the open or the read blocks until it ends, and the
-    chat showed nothing meanwhile, its keys held, as if hung."""
+    chat showed nothing meanwhile, its keys held, as if hung. regular: only a regular file is read (opened without
+    blocking, and checked once open); anything else is a UsageError."""
     if name == STDIN:
         stream = stdin if stdin is not None else sys.stdin
         if stream is None:  # started with stdin closed
@@ -111,7 +113,11 @@ def read_bytes(name: str, stdin=None, waiting=None) -> bytes:
             raise UsageError(
                 f"{shown(name, 200)}: not a regular file (a {kind}); only regular files and pipes can be attached"
             )
-        with _waiting_for(name, kind == "FIFO" and waiting), open(p, "rb") as f:
+        if regular and kind not in (None, "regular file"):  # (a missing one fails to open, as before)
+            raise UsageError(f"{shown(name, 200)}: not a regular file now (a {kind})")
+        with _waiting_for(name, kind == "FIFO" and waiting), _open(p, regular) as f:
+            if regular and not stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # swapped since the look above
+                raise UsageError(f"{shown(name, 200)}: not a regular file now")
             if os.isatty(f.fileno()):  # swapped for a terminal since the look above
                 raise UsageError(f"{shown(name, 200)}: is a terminal; only files can be attached")
             return f.read(MAX_BYTES + 1)
@@ -119,6 +125,13 @@ def read_bytes(name: str, stdin=None, waiting=None) -> bytes:
         raise UsageError(f"{shown(name, 200)}: cannot read ({e.strerror or e})") from None
     except ValueError:  # a NUL byte in the path
         raise UsageError(f"{shown(name, 200)}: not a valid file name") from None
+
+
+def _open(p, regular: bool):
+    """p open for reading; where only a regular file will do, without blocking (a FIFO's open waits for a writer)."""
+    if not regular:
+        return open(p, "rb")
+    return os.fdopen(os.open(p, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0)), "rb")
 
 
 @contextlib.contextmanager
@@ -137,12 +150,12 @@ def _waiting_for(name: str, waiting):
         timer.cancel()
 
 
-def read(name: str, stdin=None, use: str = "attached", waiting=None) -> Attachment:
+def read(name: str, stdin=None, use: str = "attached", waiting=None, regular: bool = False) -> Attachment:
     """Read and check one attachment; `-` is stdin. A name's bytes that are not UTF-8 (an argument's, kept as
     surrogates) are named as `\\xff` in the message: the tokenizer takes no surrogates."""
     label = "stdin" if name == STDIN else name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     version = None if name == STDIN else _version(name)  # before the read: a change while reading shows later
-    data = read_bytes(name, stdin, waiting)
+    data = read_bytes(name, stdin, waiting, regular)
     if len(data) > MAX_BYTES:
         raise UsageError(f"{shown(label, 200)}: too large to attach (over {MAX_BYTES >> 20} MiB)")
     return Attachment(label, decode(data, label, use), name != STDIN, name if version else None, version)
@@ -150,8 +163,6 @@ def read(name: str, stdin=None, use: str = "attached", waiting=None) -> Attachme
 
 def _version(name: str) -> tuple | None:
     """A regular file's (inode, mtime, size); None for anything else (a pipe is read once, to its end)."""
-    import stat
-
     try:
         st = os.stat(inputs.user_path(name, UsageError))
     except (OSError, ValueError, UsageError):
@@ -161,14 +172,15 @@ def _version(name: str) -> tuple | None:
 
 def fresh(attachments: list[Attachment], notice) -> list[Attachment]:
     """The attachments as their files are now: one changed since it was attached (edited in another window before
-    the message went) is read again, and said so; one that cannot be read now goes as it was read, and says why."""
+    the message went) is read again, and said so; one that cannot be read now goes as it was read, and says why
+    (a FIFO in its place now too: reading it hung the message, as nothing wrote into it)."""
     out = []
     for a in attachments:
         if a.path is None or _version(a.path) == a.version:
             out.append(a)
             continue
         try:
-            out.append(read(a.path))
+            out.append(read(a.path, regular=True))
         except UsageError as e:
             notice(f"{e}; it goes as it was when attached")
             out.append(a)
@@ -177,9 +189,10 @@ def fresh(attachments: list[Attachment], notice) -> list[Attachment]:
     return out
 
 
-def gather(words: list[str], prompt: str | None, files: list[str], tty: bool) -> tuple[str | None, list]:
+def gather(words: list[str], prompt: str | None, files: list[str], tty: bool, waiting=None) -> tuple[str | None, list]:
     """The one-shot prompt (None for a chat) and the attachments, read and checked: the prompt words or -p TEXT,
-    `-p -` from stdin, piped stdin as the context of a one-shot prompt, then the -f files (`-` is stdin)."""
+    `-p -` from stdin, piped stdin as the context of a one-shot prompt, then the -f files (`-` is stdin; a FIFO's
+    wait is said through waiting(line), as /file's)."""
     if words and prompt is not None:
         raise UsageError("two prompts: give -p TEXT or the prompt words, not both")
     prompt = " ".join(words) if words else prompt
@@ -209,7 +222,7 @@ def gather(words: list[str], prompt: str | None, files: list[str], tty: bool) ->
     elif prompt is not None and not tty and STDIN not in files:
         piped = read(STDIN)  # `git diff | yi-chat -p "review this"`
         attachments += [piped] if piped.text.strip() else []
-    return prompt, attachments + [read(f) for f in files]
+    return prompt, attachments + [read(f, waiting=waiting) for f in files]
 
 
 def compose(attachments: list[Attachment], prompt: str) -> str:
@@ -344,8 +357,6 @@ def _not_own_input(name: str) -> None:
     """`/file /dev/stdin` (or /proc/self/fd/0) in a piped chat read the pipe the chat reads its lines from: the rest
     of the input became the attachment, its turns never sent. A file the chat reads by its own descriptor is refused
     where reading it takes from the chat (a pipe, a socket); a redirected regular file is read from its start apart."""
-    import stat
-
     try:
         st, own = os.stat(inputs.user_path(name, UsageError)), os.fstat(0)
     except (OSError, ValueError, UsageError):  # no stdin, no such file: read() says what is wrong with it

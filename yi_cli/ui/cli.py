@@ -192,7 +192,7 @@ def _main(args) -> int:
             f"'{first[0]}' is a subcommand: put it first (yi-chat {first[0]} ...), or send it as a "
             f"prompt with -p TEXT or after --"
         )
-    prompt, attachments = attach.gather(args.words, args.prompt, args.files or [], tty)  # before anything loads
+    prompt, attachments = attach.gather(args.words, args.prompt, args.files or [], tty, _err)  # before anything loads
     # A mistyped command (`yi-chat /histroy`) is said before the model loads, not after. After --, the words are a
     # message as typed, whatever they start with (a `/`, an input method's `／`, a space): Chat.handle's verbatim
     if prompt is not None and not args.verbatim:
