@@ -478,7 +478,7 @@ def test_cli_bounds_from_config_and_flags(tmp_path):
         typo, bad_flag = yi(remote="idle_timout = 5"), yi("--deadline", "0")
     assert from_config.returncode == 1 and "no data from the server for 0.5 s" in from_config.stderr
     assert from_flag.returncode == 1 and "no data from the server for 0.3 s" in from_flag.stderr
-    assert typo.returncode == 2 and "unknown key remote.idle_timout" in typo.stderr
+    assert typo.returncode == 2 and "unknown key remote.idle_timout (did you mean remote.idle_timeout?)" in typo.stderr
     assert bad_flag.returncode == 2 and "is not a positive number of seconds" in bad_flag.stderr
     for p in (from_config, from_flag, typo, bad_flag):
         assert len(p.stderr.strip().splitlines()) == 1, p.stderr

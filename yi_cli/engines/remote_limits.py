@@ -3,6 +3,7 @@ at every start, local or remote)."""
 
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import dataclass, fields
 
@@ -33,7 +34,11 @@ class Limits:
         limits, known = cls(), {f.name: f.type for f in fields(cls)}
         for k, v in values.items():
             if k not in known:
-                raise UsageError(f"{where}: unknown key remote.{k} (known: {', '.join(sorted(known))})")
+                near = difflib.get_close_matches(k, list(known), n=1, cutoff=0.6)  # as the other tables' typos get
+                hint = f" (did you mean remote.{near[0]}?)" if near else ""
+                raise UsageError(
+                    f"{where}: unknown key remote.{shown(k, 40)}{hint} (known: {', '.join(sorted(known))})"
+                )
             whole = known[k] == "int"
             if isinstance(v, bool) or not isinstance(v, int if whole else (int, float)) or not 0 < v < math.inf:
                 raise UsageError(f"{where}: remote.{k} must be a positive {'whole ' if whole else ''}number")

@@ -175,9 +175,10 @@ def parser() -> argparse.ArgumentParser:
     a(
         "--speculate",
         choices=["auto", "lookup", "off"],
-        help="prompt-lookup speculative decoding, same output (default auto: on where it pays)",
+        help="prompt-lookup speculative decoding, same output "
+        "(default auto: on where a verify computes each token as a decode step does)",
     )
-    a("--device", type=device_arg, help="cpu, cuda, cuda:N (default: cuda when available)")
+    a("--device", type=device_arg, help="auto, cpu, cuda, cuda:N (default auto: cuda when available)")
     a(
         "--dtype",
         choices=["auto", "fp32", "fp16", "bf16"],

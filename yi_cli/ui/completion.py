@@ -220,6 +220,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = Parser(
         prog="yi-chat completion",
+        usage="yi-chat completion [-h] {bash,zsh,fish}",  # the shell is needed (optional only for --list-models)
         description="Print a shell completion script: "
         "bash: source <(yi-chat completion bash); zsh: source <(yi-chat completion zsh); "
         "fish: yi-chat completion fish | source.",

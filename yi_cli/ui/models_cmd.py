@@ -58,7 +58,9 @@ def parser() -> argparse.ArgumentParser:
         description="Download what yi-chat needs of a hub repo (config, tokenizer, safetensors) "
         "into the Hugging Face cache; an interrupted download continues.",
     )
-    pull.add_argument("repo", help="hub id (01-ai/Yi-6B-Chat-4bits) or a Yi alias (yi-6b-chat-4bits)")
+    pull.add_argument(
+        "repo", help="hub id (01-ai/Yi-6B-Chat-4bits), Yi alias (yi-6b-chat-4bits), demo model or config alias"
+    )
     pull.add_argument("--revision", default="main", type=revision_arg, help="branch, tag or commit (default main)")
     pull.add_argument("--allow-pickle", action="store_true", help="also fetch pickle .bin weights")
     models = sub.add_parser(
