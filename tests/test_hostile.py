@@ -1301,6 +1301,30 @@ def test_two_first_runs_convert_the_demo_at_once(tmp_path):
     assert (out / "config.json").is_file() and not [p for p in out.parent.iterdir() if p.name.startswith(".tmp")]
 
 
+@pytest.mark.parametrize("where", ["demo", "hub", "own"])
+def test_a_truncated_weight_file_says_how_to_get_it_again_where_it_lies(home, where):
+    """A truncated model.safetensors said "download it again (`yi-chat pull ORG/NAME` fetches a damaged hub file
+    again)" wherever it lay: of the demo's cache too, which no pull fetches (it is converted)."""
+    from yi_cli.checkpoint import files
+
+    folder = {
+        "demo": home / "cache" / "demo" / "demo",
+        "hub": home / "hf" / "hub" / "models--acme--tiny" / "snapshots" / "abc123",
+        "own": home / "models" / "mine",
+    }[where]
+    folder.mkdir(parents=True)
+    head = json.dumps({"w": {"dtype": "F32", "shape": [1000], "data_offsets": [0, 4000]}}).encode()
+    (folder / "model.safetensors").write_bytes(struct.pack("<Q", len(head)) + head + b"\0" * 100)
+    with pytest.raises(LoadError) as e:
+        files.check_safetensors([folder / "model.safetensors"])
+    said = {
+        "demo": f"; remove {folder} and the next run converts the demo again",
+        "hub": "; `yi-chat pull acme/tiny` fetches it again",
+        "own": "; download it again",
+    }[where]
+    assert str(e.value).startswith(f"{folder / 'model.safetensors'}: truncated (") and str(e.value).endswith(said)
+
+
 def _leftovers(root: Path) -> list[Path]:
     """A killed conversion's temp folders (demo's own and writer's) and a stray temp file, in the demo cache."""
     made = [root / ".tmp-k1ll3d", root / ".demo.tmp-abc", root / ".demo-gptq8.old-xyz"]

@@ -144,10 +144,22 @@ def check_safetensors(files: list[Path], plain: bool = False) -> None:
                 continue
             end = max(end, _entry_end(f, name, v))
         if 8 + n + end > size:
-            raise LoadError(
-                f"{f}: truncated ({size} bytes, header needs {8 + n + end}); download it again "
-                "(`yi-chat pull ORG/NAME` fetches a damaged hub file again)"
-            )
+            raise LoadError(f"{f}: truncated ({size} bytes, header needs {8 + n + end}); {fetch_again(f)}")
+
+
+def fetch_again(f: Path) -> str:
+    """How to get a damaged file `f` whole again, by where it lies: the hub cache, the demo's, a folder of the user's
+    (`yi-chat pull ORG/NAME` was said of the demo too, which no pull fetches)."""
+    from ..paths import cache_dir
+    from .family import repo_of
+
+    repo = repo_of(f)
+    if repo is not None:
+        return f"`yi-chat pull {repo}` fetches it again"
+    demo = cache_dir() / "demo"
+    if f.parent.parent == demo:
+        return f"remove {f.parent} and the next run converts the demo again"
+    return "download it again"
 
 
 def check_unquantized(where, names) -> None:
