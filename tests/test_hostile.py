@@ -90,6 +90,8 @@ SESSION_CASES = {
     "nested-65": (json.dumps(GOOD_SESSION)[:-1] + ', "x": ' + nested(65) + "}", "nested 66 deep"),
     "tokens-string": (with_turn(tokens="many"), "tokens must be an integer"),
     "tokens-float": (with_turn(tokens=1.5), "tokens must be an integer"),
+    "tokens-negative": (with_turn(tokens=-5), "turn 0: tokens -5 is not a count of tokens"),
+    "tokens-huge": (with_turn(tokens=10**30), "is not a count of tokens (0 to 2147483647)"),
     "stats-list": (with_turn(stats=[1, 2]), "stats an object"),
     "finish-reason-number": (with_turn(finish_reason=5), "finish_reason text"),
     "content-number": (with_turn(content=5), "turn 0 has no text content"),
@@ -127,17 +129,21 @@ SESSION_CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(SESSION_CASES))
-def test_session_file_malformed(case, tmp_path, home):
+def test_session_file_malformed(case, home):
     from yi_cli.conversation import store
 
     text, needle = SESSION_CASES[case]
-    f = tmp_path / "s.json"
+    store.sessions_dir().mkdir(parents=True, exist_ok=True)
+    f = store.sessions_dir() / "20261204-000000-aaaaaa.json"  # in the store, as the listing reads it
     f.write_bytes(text if isinstance(text, bytes) else text.encode())
     with pytest.raises(YiError) as e:
         store.read(str(f))
     msg = str(e.value)
     assert str(f) in msg and needle in msg and "\n" not in msg, msg
-    assert f.name not in {x["name"] for x in store.entries()}  # the store's listing passes it by too
+    # the store's listing passes it by too (it listed files --resume refused: a version 2, settings of no use)
+    assert f.name not in {x["name"] for x in store.entries()}
+    f.write_text(json.dumps(GOOD_SESSION))  # the same file, well formed: listed (the check above can fail)
+    assert f.name in {x["name"] for x in store.entries()}
 
 
 def test_a_session_with_a_lone_surrogate_is_passed_by_in_the_listing(home):

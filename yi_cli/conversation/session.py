@@ -5,6 +5,8 @@ from __future__ import annotations
 import secrets
 from dataclasses import asdict, dataclass, field
 
+MAX_TURN_TOKENS = 2**31 - 1  # as a context is at most (config.MAX_TOKENS)
+
 
 def new_id() -> str:
     return secrets.token_hex(8)
@@ -147,6 +149,8 @@ class ChatSession:
             tokens, reason, stats = t.get("tokens", 0) or 0, t.get("finish_reason", "") or "", t.get("stats") or {}
             if type(tokens) is not int or not isinstance(reason, str) or not isinstance(stats, dict):
                 raise ValueError(f"turn {i}: tokens must be an integer, finish_reason text, stats an object")
+            if not 0 <= tokens <= MAX_TURN_TOKENS:  # /history showed -5 and a 31-digit count as they were
+                raise ValueError(f"turn {i}: tokens {tokens} is not a count of tokens (0 to {MAX_TURN_TOKENS})")
             s.turns.append(Turn(t["role"], t["content"], tokens, reason, dict(stats)))
         if len(s.turns) % 2:
             raise ValueError("the last turn is a user message without a reply")

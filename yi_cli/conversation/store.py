@@ -283,6 +283,19 @@ def read(path: str) -> tuple[ChatSession, GenSettings, dict]:
     # Size, kind (a FIFO or /dev/zero is refused without blocking), nesting and finite numbers checked first.
     raw = inputs.read_bytes(p, inputs.SESSION_LIMIT, YiError, "session file")
     data = inputs.loads(raw, str(p), YiError, what="session file")
+    session, settings = parse(data, p)
+    if data.get("id") is None:  # a file from before ids: known by its path (path_id), as /save tells it
+        session.id = path_id(p)
+    session.known[os.path.realpath(p)] = _digest(raw)  # /save PATH goes on replacing it while it stays so
+    data["path"] = str(p)
+    data["_version"] = version
+    return session, settings, data
+
+
+def parse(data, p: Path) -> tuple[ChatSession, GenSettings]:
+    """The conversation and settings of a session file's JSON (`data`, read from `p`); YiError with one line for
+    anything malformed or foreign. The listing takes what this takes: it listed files --resume refused (a version
+    2, settings out of range or not an object)."""
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise YiError(f"{shown(str(p), 200)}: not a yi-chat session file")
     unicode_only(data, p)
@@ -293,16 +306,9 @@ def read(path: str) -> tuple[ChatSession, GenSettings, dict]:
     try:
         if not isinstance(data.get("settings") or {}, dict):
             raise ValueError("settings is not an object")
-        session = ChatSession.from_dict(data)
-        settings = GenSettings.from_dict(data.get("settings") or {})
+        return ChatSession.from_dict(data), GenSettings.from_dict(data.get("settings") or {})
     except (ValueError, TypeError, YiError) as e:
         raise YiError(f"{shown(str(p), 200)}: malformed session file ({shown(str(e), 200)})") from None
-    if data.get("id") is None:  # a file from before ids: known by its path (path_id), as /save tells it
-        session.id = path_id(p)
-    session.known[os.path.realpath(p)] = _digest(raw)  # /save PATH goes on replacing it while it stays so
-    data["path"] = str(p)
-    data["_version"] = version
-    return session, settings, data
 
 
 def unicode_only(data: dict, p: Path) -> None:
@@ -445,11 +451,8 @@ def _entry(f: Path, st: os.stat_result) -> dict | None:
     a session."""
     try:
         data = inputs.read_json(f, inputs.SESSION_LIMIT, YiError, "session file")
-        unicode_only(data, f)
-        session = ChatSession.from_dict(data)
+        session, _ = parse(data, f)
     except (OSError, ValueError, TypeError, AttributeError, YiError):
-        return None
-    if data.get("format") != FORMAT:
         return None
     first = next((t.content for t in session.turns if t.role == "user"), "")
     return {
