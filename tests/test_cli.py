@@ -156,12 +156,14 @@ def test_bad_lines_in_a_pipe_are_skipped_loudly(demo_dir):
 
 
 @pytest.mark.slow
-def test_a_prompt_file_with_a_bom_runs_its_first_command(demo_dir):
+@pytest.mark.parametrize("end", [b"\r\n", b"\r"], ids=["crlf", "cr"])
+def test_a_prompt_file_with_a_bom_runs_its_first_command(demo_dir, end):
     """A prompt file saved as UTF-8 with BOM (Notepad, PowerShell) and CRLF: the BOM began the first line, so its
-    /system went to the model as a message (-f and -p - dropped it already)."""
+    /system went to the model as a message (-f and -p - dropped it already). Ended by bare CRs (classic Mac), the
+    whole file was one message."""
     p = yi(
         *("--model", "demo", "--temperature", "0", "--max-new-tokens", "3", "--json"),
-        stdin=b"\xef\xbb\xbf/system Be terse.\r\nHi\r\n",
+        stdin=b"\xef\xbb\xbf/system Be terse." + end + b"Hi" + end,
     )
     assert p.returncode == 0, p.stderr.decode()
     objs = [json.loads(x) for x in p.stdout.decode().splitlines()]

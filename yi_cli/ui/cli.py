@@ -427,13 +427,12 @@ def check_model_name(model: str, given: str = "--model ") -> None:
 
 def run_pipe(chat) -> int:
     """Each non-empty stdin line is one user turn (or command) of one session; bad lines are skipped loudly."""
-    stdin = sys.stdin.buffer
     n = asked = 0
-    for n, raw in enumerate(stdin, 1):
+    for n, raw in enumerate(_lines(sys.stdin.buffer), 1):
         try:
             # utf-8-sig: a file saved "UTF-8 with BOM" (Notepad, PowerShell) began its first line with U+FEFF,
             # which made a first `/system ...` a message to the model
-            line = raw.decode("utf-8-sig" if n == 1 else "utf-8").rstrip("\r\n")
+            line = raw.decode("utf-8-sig" if n == 1 else "utf-8")
         except UnicodeDecodeError:
             from ..conversation.attach import convert, legacy_chinese
 
@@ -460,6 +459,13 @@ def run_pipe(chat) -> int:
     elif not asked and not chat.failures:  # as quiet as an empty one was not: the same word for it
         chat.render.notice("stdin has only blank lines: nothing to do")
     return 130 if chat.ctrl_c else 1 if chat.failures else 0
+
+
+def _lines(stdin):
+    """stdin's lines, ended by LF, CRLF or a bare CR (classic Mac files, `\r`-joined output: it was one message,
+    its slash commands sent to the model as text), without their endings; each as it arrives."""
+    for raw in stdin:
+        yield from raw.splitlines()
 
 
 def _waiting(chat) -> str:
