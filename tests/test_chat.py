@@ -1247,9 +1247,10 @@ def test_terminal_renderer_shows_control_characters_instead_of_obeying_them():
 
     buf = io.StringIO()
     console = Console(file=buf, width=80, force_terminal=True, color_system=None)
-    chat = Chat(ScriptedEngine(["a\x1b[2J b\rc\tok \x07\x9b"]), TerminalRenderer(console, console, show_stats=False))
+    reply = "a\x1b[2J b\rc\tok \x07\x9b \u202eevil\u2066"  # bidi marks reorder the line in VTE: as the pipe shows them
+    chat = Chat(ScriptedEngine([reply]), TerminalRenderer(console, console, show_stats=False))
     chat.handle("hi")
-    assert buf.getvalue() == "a^[[2J b^Mc\tok ^GM-^[\n"
+    assert buf.getvalue() == "a^[[2J b^Mc\tok ^GM-^[ \\u202eevil\\u2066\n"
 
 
 def test_edit_rewrites_the_last_message_and_regenerates():

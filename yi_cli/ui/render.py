@@ -142,13 +142,16 @@ class MarkdownTint:
 
 
 # Control characters in a reply would move the cursor or restyle the terminal (\r overwrites, ESC sequences clear
-# or recolour): they are shown in caret notation, as `cat -v` does, so the screen is the reply's text.
-CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# or recolour): they are shown in caret notation, as `cat -v` does, so the screen is the reply's text. The bidi
+# embedding, override and isolate marks reorder what a bidi terminal (VTE's) shows: as the pipes show them, `\u202e`.
+CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 def visible(text: str) -> str:
     def caret(m):
         o = ord(m.group())
+        if o > 0xFF:
+            return f"\\u{o:04x}"
         return ("M-" if o >= 0x80 else "") + "^" + chr((o & 0x7F) ^ 0x40)
 
     return CONTROL.sub(caret, text)
