@@ -577,6 +577,18 @@ def test_device_cuda_without_cuda(tiny_dir, home):
     one_line_error(p, 3, "config.toml: device = cuda: CUDA is not available")
 
 
+def test_json_command_output_is_laid_out_whatever_columns_says(tiny_dir, home):
+    """--json is machine output: a command's text is laid out at 100 columns, with COLUMNS 40 or 200 alike (README)."""
+    runs = [
+        yi("--model", tiny_dir, "--json", stdin="/help set\n/history\n", home=home, env={"COLUMNS": c})
+        for c in ("40", "200")
+    ]
+    assert [p.returncode for p in runs] == [0, 0], runs[0].stderr.decode()
+    assert runs[0].stdout == runs[1].stdout
+    out = [json.loads(x)["output"] for x in runs[0].stdout.splitlines()]
+    assert len(out) == 2 and max(len(ln) for o in out for ln in o.splitlines()) <= 100
+
+
 def test_f_of_a_pipe_nothing_writes_into_says_what_it_waits_for(tiny_dir, home, tmp_path):
     """-f FIFO with no writer waited in silence (as /file did before its line): past a second the same line says
     what it waits for; what is written then goes with the prompt."""
