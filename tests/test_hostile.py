@@ -1390,6 +1390,16 @@ def test_depth_is_measured_outside_strings(text, want):
     assert inputs.depth(text) == want
 
 
+@pytest.mark.parametrize("number", ["9" * 5000, "1e400", "-1e400"])
+def test_a_number_out_of_range_is_said_with_where_it_stands(number):
+    """A parse hook knows no key: "the number 999... is out of range" named no field of a session file. It says the
+    line and column, as JSON's own errors do."""
+    text = '{\n  "turns": [\n    {"tokens": ' + number + "}\n  ]\n}"
+    with pytest.raises(YiError) as e:
+        inputs.loads(text, "s.json")
+    assert str(e.value).endswith("is out of range at line 3 column 16"), str(e.value)
+
+
 def test_limits_are_checked_before_reading(tmp_path):
     f = tmp_path / "f"
     f.write_bytes(b"x" * 1025)
