@@ -577,6 +577,36 @@ def test_device_cuda_without_cuda(tiny_dir, home):
     one_line_error(p, 3, "config.toml: device = cuda: CUDA is not available")
 
 
+def test_a_line_ended_by_a_bare_cr_is_handled_as_it_arrives(tiny_dir, home):
+    """A CR-ended line waited for an LF (or the end) before it ran, and a CR-only stream was held whole: the line's
+    answer comes while the writer still holds the pipe open."""
+    import select
+
+    e = {**os.environ, "YI_CHAT_HOME": str(home)}
+    cmd = [PY, "-m", "yi_cli", "--model", str(tiny_dir), "--json"]
+    p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e)
+    try:
+        p.stdin.write(b"/system be brief\r")
+        p.stdin.flush()
+        # the answer to the line, with stdin still open (180 s: a bound on a failure, the line waiting for more)
+        assert select.select([p.stdout], [], [], 180)[0], "no answer to a CR-ended line while stdin stays open"
+        assert json.loads(p.stdout.readline()) == {"command": "system", "output": "system prompt set\n"}
+        out, err = p.communicate(b"\n/system\r\n", timeout=180)  # an LF right after the CR ends no second line
+    finally:
+        p.kill()
+    assert p.returncode == 0, err.decode()
+    assert [json.loads(x)["output"] for x in out.splitlines()] == ["system prompt: be brief\n"]
+
+
+def test_utf16_piped_in_is_one_line_with_the_conversion(tiny_dir, home):
+    """A UTF-16 prompt file (PowerShell's `>` writes one) was a line of errors for each of its lines and each CR
+    in them ("not valid UTF-8", "contains a NUL byte"): one line, with the iconv command, and nothing read."""
+    text = "hi\r\nthere\r\n/help\r\n".encode("utf-16")
+    p = yi("--model", tiny_dir, "--json", stdin=text, home=home)
+    line = one_line_error(p, 1, "stdin is UTF-16 text, not UTF-8; nothing read", "iconv -f UTF-16 -t UTF-8")
+    assert p.stdout == b"", line
+
+
 def test_json_command_output_is_laid_out_whatever_columns_says(tiny_dir, home):
     """--json is machine output: a command's text is laid out at 100 columns, with COLUMNS 40 or 200 alike (README)."""
     runs = [

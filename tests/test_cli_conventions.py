@@ -1676,6 +1676,7 @@ def test_model_name_errors(home):
         ("[generation]\ntop_k = 2.0\n", "top_k must be an integer, got 2.0"),
         ("[remote]\nfoo = 5\n", "unknown key remote.foo"),  # checked without --endpoint too
         ("[remote]\nmax_redirect = 5\n", "unknown key remote.max_redirect (did you mean remote.max_redirects?)"),
+        ("[remote]\nIDLE_TIMEOUT = 5\n", "unknown key remote.IDLE_TIMEOUT (did you mean remote.idle_timeout?)"),
         ('[remote]\nidle_timeout = "x"\n', "remote.idle_timeout must be a positive number"),
         ("context = 100.5\n", "context: 100.5 is not a positive whole number of tokens"),
     ],

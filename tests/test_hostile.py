@@ -146,6 +146,25 @@ def test_session_file_malformed(case, home):
     assert f.name in {x["name"] for x in store.entries()}
 
 
+def test_a_listing_cache_of_the_version_before_is_not_taken(home):
+    """The listing took only what --resume takes from version 2 on; a cache written before kept an entry of a file
+    --resume refuses (tokens -5), and `-c` chose it as the newest, then failed. Version 1's cache is read again."""
+    from yi_cli.conversation import listing, store
+
+    folder = store.sessions_dir()
+    folder.mkdir(parents=True)
+    bad = folder / "20261204-000001-bbbbbb.json"
+    bad.write_text(with_turn(tokens=-5))
+    st = bad.stat()
+    entry = {"mode": "interactive", "model": "m", "updated": "2026-12-04T00:00:01Z", "exchanges": 1, "first_line": "hi"}
+    (folder / listing.NAME).write_text(
+        json.dumps({"version": 1, "files": {bad.name: {"id": listing.identity(st), "entry": entry}}})
+    )
+    assert bad.name not in {x["name"] for x in store.entries()}
+    cached = json.loads((folder / listing.NAME).read_text())
+    assert cached["version"] == listing.VERSION
+
+
 def test_a_session_with_a_lone_surrogate_is_passed_by_in_the_listing(home):
     """`yi-chat sessions` ended in a traceback (UnicodeEncodeError) on a stored file holding half a character as a
     JSON escape (\\ud842): the listing leaves it out, as any file that cannot be read as a session, and lists the
@@ -1307,14 +1326,16 @@ def test_two_first_runs_convert_the_demo_at_once(tmp_path):
     assert (out / "config.json").is_file() and not [p for p in out.parent.iterdir() if p.name.startswith(".tmp")]
 
 
-@pytest.mark.parametrize("where", ["demo", "hub", "own"])
-def test_a_truncated_weight_file_says_how_to_get_it_again_where_it_lies(home, where):
+@pytest.mark.parametrize("where", ["demo", "demo-relative", "hub", "own"])
+def test_a_truncated_weight_file_says_how_to_get_it_again_where_it_lies(home, where, monkeypatch):
     """A truncated model.safetensors said "download it again (`yi-chat pull ORG/NAME` fetches a damaged hub file
     again)" wherever it lay: of the demo's cache too, which no pull fetches (it is converted)."""
     from yi_cli.checkpoint import files
 
+    monkeypatch.chdir(home)
     folder = {
         "demo": home / "cache" / "demo" / "demo",
+        "demo-relative": Path("cache") / "demo" / "demo",  # -m cache/demo/demo, from the home
         "hub": home / "hf" / "hub" / "models--acme--tiny" / "snapshots" / "abc123",
         "own": home / "models" / "mine",
     }[where]
@@ -1325,6 +1346,7 @@ def test_a_truncated_weight_file_says_how_to_get_it_again_where_it_lies(home, wh
         files.check_safetensors([folder / "model.safetensors"])
     said = {
         "demo": f"; remove {folder} and the next run converts the demo again",
+        "demo-relative": f"; remove {folder} and the next run converts the demo again",
         "hub": "; `yi-chat pull acme/tiny` fetches it again",
         "own": "; download it again",
     }[where]

@@ -156,8 +156,8 @@ def fetch_again(f: Path) -> str:
     repo = repo_of(f)
     if repo is not None:
         return f"`yi-chat pull {repo}` fetches it again"
-    demo = cache_dir() / "demo"
-    if f.parent.parent == demo:
+    demo = os.path.realpath(cache_dir() / "demo")
+    if os.path.dirname(os.path.dirname(os.path.realpath(f))) == demo:  # (by a relative path, a link, too)
         return f"remove {f.parent} and the next run converts the demo again"
     return "download it again"
 

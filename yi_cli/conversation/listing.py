@@ -18,7 +18,7 @@ from .. import inputs
 from ..errors import YiError
 
 NAME = ".listing-cache"  # no .json suffix: never taken for a session file
-VERSION = 1
+VERSION = 2  # 2: entries only of files --resume takes (store.parse); 1's listed others
 LIMIT = 16 << 20  # bytes: ~100,000 entries
 _FIELDS = {"mode": (str, type(None)), "model": str, "updated": str, "exchanges": int, "first_line": str}
 

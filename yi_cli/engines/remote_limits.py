@@ -34,7 +34,7 @@ class Limits:
         limits, known = cls(), {f.name: f.type for f in fields(cls)}
         for k, v in values.items():
             if k not in known:
-                near = difflib.get_close_matches(k, list(known), n=1, cutoff=0.6)  # as the other tables' typos get
+                near = difflib.get_close_matches(k.lower(), list(known), n=1, cutoff=0.6)  # as other tables get
                 hint = f" (did you mean remote.{near[0]}?)" if near else ""
                 raise UsageError(
                     f"{where}: unknown key remote.{shown(k, 40)}{hint} (known: {', '.join(sorted(known))})"

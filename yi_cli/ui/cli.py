@@ -4,6 +4,7 @@ end it."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 
@@ -428,7 +429,14 @@ def check_model_name(model: str, given: str = "--model ") -> None:
 def run_pipe(chat) -> int:
     """Each non-empty stdin line is one user turn (or command) of one session; bad lines are skipped loudly."""
     n = asked = 0
-    for n, raw in enumerate(_lines(sys.stdin.buffer), 1):
+    stdin = sys.stdin.buffer
+    if hasattr(stdin, "peek") and stdin.peek(2)[:2] in (b"\xff\xfe", b"\xfe\xff"):  # a UTF-16 byte order mark
+        from ..conversation.attach import convert
+
+        # (PowerShell's `>` writes it): each line was "not valid UTF-8" or "contains a NUL byte", its CRs more lines
+        chat.render.error(f"stdin is UTF-16 text, not UTF-8; nothing read ({convert('stdin', 'UTF-16')})")
+        return 1
+    for n, raw in enumerate(_lines(stdin), 1):
         try:
             # utf-8-sig: a file saved "UTF-8 with BOM" (Notepad, PowerShell) began its first line with U+FEFF,
             # which made a first `/system ...` a message to the model
@@ -461,11 +469,27 @@ def run_pipe(chat) -> int:
     return 130 if chat.ctrl_c else 1 if chat.failures else 0
 
 
+_ENDS = re.compile(rb"\r\n?|\n")
+
+
 def _lines(stdin):
     """stdin's lines, ended by LF, CRLF or a bare CR (classic Mac files, `\r`-joined output: it was one message,
-    its slash commands sent to the model as text), without their endings; each as it arrives."""
-    for raw in stdin:
-        yield from raw.splitlines()
+    its slash commands sent to the model as text), without their endings; each as soon as its end arrives (a CR's
+    too: iterating the stream waited for an LF, and held a CR-only stream whole). A CR that ends a read is taken
+    for a line end at once; an LF right after it, in the next read, ends nothing more."""
+    read = getattr(stdin, "read1", stdin.read)
+    parts, after_cr = [], False
+    while chunk := read(1 << 16):
+        start = 1 if after_cr and chunk[:1] == b"\n" else 0
+        for m in _ENDS.finditer(chunk, start):
+            parts.append(chunk[start : m.start()])
+            yield b"".join(parts)
+            parts, start = [], m.end()
+        if start < len(chunk):
+            parts.append(chunk[start:])
+        after_cr = chunk.endswith(b"\r")
+    if parts:  # the last line, with no end
+        yield b"".join(parts)
 
 
 def _waiting(chat) -> str:
