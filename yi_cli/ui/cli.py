@@ -430,7 +430,7 @@ def run_pipe(chat) -> int:
     """Each non-empty stdin line is one user turn (or command) of one session; bad lines are skipped loudly."""
     n = asked = 0
     stdin = sys.stdin.buffer
-    if hasattr(stdin, "peek") and stdin.peek(2)[:2] in (b"\xff\xfe", b"\xfe\xff"):  # a UTF-16 byte order mark
+    if hasattr(stdin, "peek") and _utf16(stdin.peek(2)):
         from ..conversation.attach import convert
 
         # (PowerShell's `>` writes it): each line was "not valid UTF-8" or "contains a NUL byte", its CRs more lines
@@ -470,6 +470,16 @@ def run_pipe(chat) -> int:
 
 
 _ENDS = re.compile(rb"\r\n?|\n")
+
+
+def _utf16(head: bytes) -> bool:
+    """Whether stdin's first bytes are UTF-16 text: a byte order mark, then what reads as text in UTF-16 (a line
+    end, or mostly ASCII), not invalid UTF-8 that starts with the mark's bytes."""
+    codec = {b"\xff\xfe": "utf-16-le", b"\xfe\xff": "utf-16-be"}.get(head[:2])
+    if codec is None:
+        return False
+    text = head[2 : len(head) - len(head) % 2].decode(codec, "replace")
+    return "\n" in text or 2 * sum(c < "\x80" for c in text) > len(text)
 
 
 def _lines(stdin):
