@@ -982,18 +982,20 @@ def test_the_listing_remembers_each_file_it_read_until_the_file_changes(tmp_path
     hand_edited.unlink()
     got, read = listing()
     assert read == [] and len(got) == 6 and hand_edited.name not in json.loads(cache.read_text())["files"]
+    from yi_cli.conversation.listing import VERSION
+
     for garbage in [
         "[1, 2]",
-        '{"version": 1, "files": {"x": 3}}',
+        json.dumps({"version": VERSION, "files": {"x": 3}}),
         "\xff\xfe",
-        json.dumps({"version": 1, "files": {e["name"]: {"id": [0, 0, 0], "entry": None} for e in got}}),
+        json.dumps({"version": VERSION, "files": {e["name"]: {"id": [0, 0, 0], "entry": None} for e in got}}),
     ]:
         cache.write_text(garbage, errors="surrogateescape")
         assert listing()[0] == got
     name = got[0]["name"]  # the right identity with an entry of other types: read again
     files = json.loads(cache.read_text())["files"]
     files[name]["entry"]["exchanges"] = "many"
-    cache.write_text(json.dumps({"version": 1, "files": files}))
+    cache.write_text(json.dumps({"version": VERSION, "files": files}))
     assert listing() == (got, [name])
     heads = []  # -n / -c (a limit, modes) take what the cache knows without reading the file's head either
     real_head = store._head
