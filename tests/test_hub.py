@@ -624,6 +624,23 @@ def test_a_damaged_cached_file_is_listed_so_and_pull_fetches_it_again(hub, env, 
     assert rows["acme/tiny-chat"]["loadable"]
 
 
+def test_an_offline_pull_of_a_truncated_blob_says_the_cache_holds_it_and_what_fetches_it(hub, env):
+    """HF_HUB_OFFLINE=1 and a weights blob cut short: `pull` said "fetched, but yi-chat cannot load it: ...;
+    `yi-chat pull acme/tiny-chat` fetches it again": nothing was fetched, and the pull named is the one refused. -m
+    named that pull too."""
+    assert yi(env, "pull", "acme/tiny-chat").returncode == 0
+    weights = snapshot(env) / "model.safetensors"
+    os.truncate(weights.resolve(), weights.stat().st_size // 2)
+    offline = {**env, "HF_HUB_OFFLINE": "1"}
+    gets = len(hub.log)
+    for args in (("pull", "acme/tiny-chat"), ("-m", "acme/tiny-chat", "-p", "hi")):
+        p = yi(offline, *args)
+        lines = error_line(p, 3, f"{weights}: truncated (", "HF_HUB_OFFLINE=1 forbids fetching it again")
+        assert "(`yi-chat pull acme/tiny-chat` does, online)" in lines[-1] and "fetched," not in lines[-1], lines
+        assert not p.stdout
+    assert len(hub.log) == gets
+
+
 def test_models_calls_a_truncated_quantized_checkpoint_damaged_as_chat_does(env, demo_dir, tmp_path):
     """An AWQ folder (a config alias) whose weights file is cut short: `models` read its config and headers only and
     said "ok"; its row names the file, in the words chat's refusal uses."""

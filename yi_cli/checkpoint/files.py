@@ -149,12 +149,17 @@ def check_safetensors(files: list[Path], plain: bool = False) -> None:
 
 def fetch_again(f: Path) -> str:
     """How to get a damaged file `f` whole again, by where it lies: the hub cache, the demo's, a folder of the user's
-    (`yi-chat pull ORG/NAME` was said of the demo too, which no pull fetches)."""
+    (`yi-chat pull ORG/NAME` was said of the demo too, which no pull fetches; and under HF_HUB_OFFLINE, where that
+    pull is refused, and by the offline pull itself)."""
     from ..paths import cache_dir
     from .family import repo_of
 
     repo = repo_of(f)
     if repo is not None:
+        from huggingface_hub import constants
+
+        if constants.HF_HUB_OFFLINE:  # the pull named would be refused: said so, not run in vain
+            return f"HF_HUB_OFFLINE=1 forbids fetching it again (`yi-chat pull {repo}` does, online)"
         return f"`yi-chat pull {repo}` fetches it again"
     demo = os.path.realpath(cache_dir() / "demo")
     if os.path.dirname(os.path.dirname(os.path.realpath(f))) == demo:  # (by a relative path, a link, too)

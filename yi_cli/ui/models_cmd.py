@@ -91,7 +91,9 @@ def pull(args, aliases: dict) -> int:
     base = " · a base model: it continues text, a -Chat model answers" if family.is_base(path) else ""
     print(f"yi-chat: {args.repo}: {summary(row)}{base}", file=sys.stderr)
     if not row["loadable"]:  # stdout stays empty: its one line is the path of a model that loads
-        raise LoadError(f"{args.repo}: fetched, but yi-chat cannot load it: {row['reason']}")
+        # "fetched" only where a fetch ran: offline (a truncated blob), the demo and a config alias's folder fetch none
+        got = "fetched, but " if family.repo_of(path) and not hub.offline() else ""
+        raise LoadError(f"{args.repo}: {got}yi-chat cannot load it: {row['reason']}")
     print(path)
     return 0
 
