@@ -577,6 +577,25 @@ def test_device_cuda_without_cuda(tiny_dir, home):
     one_line_error(p, 3, "config.toml: device = cuda: CUDA is not available")
 
 
+def test_a_device_this_machine_lacks_is_one_line(tiny_dir, home, monkeypatch):
+    """`--device mps` (which the parser takes) without MPS was torch's RuntimeError, a 31-line traceback; `cuda:٣`
+    (Unicode digits pass isdigit) was torch's "Invalid device string"; cuda:N past the devices there are failed
+    later, in torch."""
+    import torch
+
+    if not torch.backends.mps.is_available():
+        one_line_error(yi("--model", tiny_dir, "--device", "mps", "-p", "hi", home=home), 3, "--device mps: Apple's MPS")
+    one_line_error(yi("--model", tiny_dir, "--device", "cuda:\u0663", "-p", "hi", home=home), 2, "unknown device")
+    from yi_cli.checkpoint.loader import pick_device
+    from yi_cli.errors import LoadError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a unit: a machine with one GPU
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert pick_device("cuda:0") == "cuda:0"
+    with pytest.raises(LoadError, match=r"--device cuda:1: this machine has 1 CUDA device \(cuda:0 to cuda:0\)"):
+        pick_device("cuda:1")
+
+
 def test_a_line_ended_by_a_bare_cr_is_handled_as_it_arrives(tiny_dir, home):
     """A CR-ended line waited for an LF (or the end) before it ran, and a CR-only stream was held whole: the line's
     answer comes while the writer still holds the pipe open."""
