@@ -584,7 +584,8 @@ def test_a_device_this_machine_lacks_is_one_line(tiny_dir, home, monkeypatch):
     import torch
 
     if not torch.backends.mps.is_available():
-        one_line_error(yi("--model", tiny_dir, "--device", "mps", "-p", "hi", home=home), 3, "--device mps: Apple's MPS")
+        p = yi("--model", tiny_dir, "--device", "mps", "-p", "hi", home=home)
+        one_line_error(p, 3, "--device mps: Apple's MPS")
     one_line_error(yi("--model", tiny_dir, "--device", "cuda:\u0663", "-p", "hi", home=home), 2, "unknown device")
     from yi_cli.checkpoint.loader import pick_device
     from yi_cli.errors import LoadError

@@ -20,12 +20,22 @@ from tests.compat_servers import Server
 
 USER, PASSWORD, KEY, TOKEN = "alice-user", "s3cret/pw@55", "sk-live-TOPSECRET-123", "qtok-SECRET-789"
 BASIC = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
-SECRETS = [PASSWORD, quote(PASSWORD, safe=""), KEY, TOKEN, BASIC, USER]
+
+
+def b64(s: str) -> str:
+    return base64.b64encode(s.encode()).decode().rstrip("=")
+
+
+# an API key echoed base64-encoded was shown (only user:password's base64 was masked)
+SECRETS = [PASSWORD, quote(PASSWORD, safe=""), KEY, TOKEN, BASIC, USER, b64(KEY), b64(TOKEN)]
 
 
 def echoing(h):
     """Every answer carries what the client sent: a server that would leak any credential it is given."""
     leak = f"auth={h.headers.get('Authorization')} api-key={h.headers.get('api-key')} url={h.path}"
+    bearer = h.headers.get("Authorization") or ""
+    key = bearer.removeprefix("Bearer ") if bearer.startswith("Bearer ") else h.headers.get("api-key") or ""
+    leak += f" key64={b64(key)} token64={b64(TOKEN) if TOKEN in h.path else ''}"
     prompt = h.body["messages"][-1]["content"] if h.body else ""
     if h.command == "GET":
         return h.json(200, {"data": [{"id": "echo-model"}]})
@@ -144,7 +154,8 @@ def test_no_credential_in_any_byte_written(tmp_path, key_from):
         "partial",  # the cut replies are kept, marked interrupted
         (
             f"partialauth={auth} api-key={'***' if key_from != 'userinfo' else None} "
-            f"url=/v1/chat/completions?api-version=1&token=***"
+            f"url=/v1/chat/completions?api-version=1&token=*** key64={'***' if key_from != 'userinfo' else ''} "
+            "token64=***"
         ),
     ]
     assert [t["finish_reason"] for t in saved["turns"] if t["role"] == "assistant"] == [

@@ -103,7 +103,8 @@ def pick_device(device: str | None, setting: str = "--device") -> str:
         raise LoadError(f"{setting} {device}: CUDA is not available on this machine (use --device cpu)")
     if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
         n = torch.cuda.device_count()
-        raise LoadError(f"{setting} {device}: this machine has {n} CUDA device{'s' * (n != 1)} (cuda:0 to cuda:{n - 1})")
+        have = f"{n} CUDA device{'s' * (n != 1)} (cuda:0 to cuda:{n - 1})"
+        raise LoadError(f"{setting} {device}: this machine has {have}")
     if device == "mps" and not torch.backends.mps.is_available():  # torch's RuntimeError was a traceback
         raise LoadError(f"{setting} {device}: Apple's MPS is not available on this machine (use --device cpu)")
     if device not in ("cpu", "mps") and not device.startswith("cuda"):

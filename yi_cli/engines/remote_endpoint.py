@@ -97,11 +97,18 @@ def shown_query(query: str) -> str:
     return "?" + "&".join(pairs)
 
 
+def _base64(secret: str) -> tuple[str, str]:
+    """A secret's base64 forms, standard and URL-safe, without the padding (a server that echoed an API key
+    base64-encoded showed it: only user:password's was masked)."""
+    raw = secret.encode()
+    return base64.b64encode(raw).decode().rstrip("="), base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
 class Redactor:
-    """Replaces every secret (and its URL-encoded form) with *** in text bound for a message or a note."""
+    """Replaces every secret (its URL-encoded and base64 forms too) with *** in text bound for a message or a note."""
 
     def __init__(self, secrets: list[str]):
-        forms = {f for s in secrets if s for f in (s, quote(s, safe=""), quote(s))}
+        forms = {f for s in secrets if s for f in (s, quote(s, safe=""), quote(s), *_base64(s))}
         # Very short "secrets" (a user name "a") would mangle every message; they never reach one anyway,
         # since URLs are built without user info.
         self.forms = sorted((f for f in forms if len(f) >= 4), key=len, reverse=True)
