@@ -554,6 +554,18 @@ def test_an_alias_named_like_a_yi_model_points_it_at_a_local_copy(home, tiny_src
         assert (rows[name]["source"], rows[name]["path"]) == ("config alias", str(tiny_src))
 
 
+def test_the_models_table_shows_an_alias_targets_controls_visibly(home):
+    """An [aliases] target holding ESC [31m reached the table's status raw (the terminal turned red), where --json
+    and -m escape it: every cell of the table shows control characters visibly."""
+    (home / "config").mkdir()
+    (home / "config" / "config.toml").write_text('[aliases]\nx = "/no/such\\u001b[31mdir\\u0007"\n')
+    listed = yi("models", home=home)
+    assert listed.returncode == 0, listed.stderr.decode()
+    out = listed.stdout.decode()
+    assert "\x1b" not in out and "\x07" not in out, repr(out)
+    assert "/no/such\\x1b[31mdir\\x07" in out, out
+
+
 # --- model directories: config.json and friends -------------------------------------------------------------------
 
 

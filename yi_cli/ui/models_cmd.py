@@ -415,16 +415,10 @@ def _table(rows: list[dict]) -> None:
         status = "ok" if r["loadable"] and not r["reason"] else (r["reason"] or "")
         if not r["loadable"]:
             status = f"cannot load: {r['reason']}"
-        t.add_row(
-            r["name"],
-            r.get("alias") or "",
-            r["source"],
-            r["format"] or "-",
-            _count(r["params"]),
-            _bytes(r["size"]),
-            str(r["context"] or "-"),
-            status,
-        )
+        cells = (r["name"], r.get("alias") or "", r["source"], r["format"] or "-")
+        cells += (_count(r["params"]), _bytes(r["size"]), str(r["context"] or "-"), status)
+        # control characters shown visibly, as -m's lines show them: an alias target's ESC [31m turned the terminal red
+        t.add_row(*(shown(c, len(c)) for c in cells))
     console = make_console(highlight=False, markup=False)  # a name or a reason is shown as written, brackets too
     # A terminal too narrow for the table's unbroken columns (40 columns) had them cut ("demo-gp", the status gone):
     # it gets whole rows, as a pipe does, and wraps them itself
