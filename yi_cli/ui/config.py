@@ -112,7 +112,7 @@ def read() -> tuple[dict, dict]:
             f"{p}: api_key: keys are not kept in the config file; set api_key_env to the name of "
             f"the environment variable that holds it"
         )
-    gen = data.pop("generation", {}) or {}
+    gen = data.pop("generation", {})  # (`or {}` took generation = 0, false or [] for an empty table)
     aliases = data.pop("aliases", {})  # [aliases] name = "path or hub id": names for -m and `yi-chat models`
     if not isinstance(aliases, dict) or not all(isinstance(v, str) for v in aliases.values()):
         raise UsageError(f"{p}: [aliases] maps names to strings (a directory or a hub id)")
