@@ -1601,7 +1601,9 @@ def test_endpoint_and_key_from_the_environment_shown_by_model_never_the_key(home
         assert p.returncode == 0, p.stderr.decode()
         shown = "".join(p.stdout.decode().split())  # rich folds a long path at the width of a pipe
         assert "APIkeyfrom$MY_KEY(notshown)" in shown and f"endpointfrom{home}/config/config.toml" in shown
-        one_line_error(yi("-p", "hi", home=home), 2, "config.toml: api_key_env names $MY_KEY, which is not set")
+        # one it names that is not set is an error, not $OPENAI_API_KEY sent to this server (README)
+        p = yi("-p", "hi", home=home, env={"OPENAI_API_KEY": "wrong"})
+        one_line_error(p, 2, "config.toml: api_key_env names $MY_KEY, which is not set")
         for f in (home / "data" / "sessions").glob("*.json"):
             assert "s3cret-key" not in f.read_text()  # keys are never written
 

@@ -207,8 +207,8 @@ def parser() -> argparse.ArgumentParser:
     a("--endpoint", metavar="URL", help="stream from an OpenAI-compatible server instead of a local model")
     a(
         "--api-key",
-        help="API key for --endpoint (default: the variable named by api_key_env in the config, "
-        "else $OPENAI_API_KEY; a variable keeps it out of ps)",
+        help="API key for --endpoint (default: the variable named by api_key_env in the config, which must be "
+        "set; else $OPENAI_API_KEY; a variable keeps it out of ps)",
     )
     a("--connect-timeout", type=seconds_arg, metavar="S", help="--endpoint: seconds to connect (default 10)")
     a(
