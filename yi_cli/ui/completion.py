@@ -54,6 +54,32 @@ def options():
     return out
 
 
+def sub_options() -> dict[str, list[tuple[list[str], bool, str]]]:
+    """Each subcommand's flags, from its own parser: (option strings, takes a value, help). The chat's flags were
+    offered after `models` and `pull` (`models --temperature` is an error there), and neither's own."""
+    import importlib
+
+    from .args import SUBCOMMANDS
+
+    out = {}
+    for name, (module, _) in SUBCOMMANDS.items():
+        if not module:
+            continue
+        p = importlib.import_module(f".{module}", __package__).parser()
+        subs = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
+        p = subs[0].choices[name] if subs else p  # models_cmd's parser holds both `pull` and `models`
+        out[name] = [
+            (act.option_strings, act.nargs != 0, _one_line(act.help or ""))
+            for act in p._actions
+            if act.option_strings and act.help != argparse.SUPPRESS
+        ]
+    return out
+
+
+# The subcommand whose one positional argument is a model name (`pull REPO`); `completion`'s is the shell
+POSITIONAL_MODEL = ("pull",)
+
+
 def _one_line(text: str) -> str:
     return " ".join(text.split())
 
@@ -77,10 +103,7 @@ def bash() -> str:
     for strings, values in valued:
         pat = "|".join(strings)
         if values == "@model":
-            body = (
-                'COMPREPLY=($(compgen -W "$("${COMP_WORDS[0]}" completion --list-models 2>/dev/null)" '
-                '-- "$cur") $(compgen -d -- "$cur"))'
-            )
+            body = "_yi_chat_models"
         elif values == "@file":
             extra = ' $(compgen -W "last" -- "$cur")' if "--resume" in strings else ""
             body = f'COMPREPLY=($(compgen -f -- "$cur"){extra})'
@@ -94,17 +117,44 @@ def bash() -> str:
     case_block = "\n".join(cases)
     subs = " ".join(subcommands())
     slash = " ".join(slash_commands())
+    subs_flags = []
+    for name, opts in sub_options().items():
+        if name == "completion":
+            continue
+        every = " ".join(x for strings, _, _ in opts for x in strings)
+        valued = " ".join(x for strings, takes, _ in opts if takes for x in strings)
+        model = "1" if name in POSITIONAL_MODEL else ""
+        subs_flags.append(f'            {name}) _yi_chat_sub "{every}" "{valued}" "{model}"; return ;;')
+    sub_block = "\n".join(subs_flags)
     return f"""# bash completion for yi-chat. Load it with:  source <(yi-chat completion bash)
 # or install it:  yi-chat completion bash > ~/.local/share/bash-completion/completions/yi-chat
+_yi_chat_models() {{
+    # one name a line (a config alias may hold a space), quoted as a file name is where it is inserted
+    local IFS=$'\\n'
+    compopt -o filenames 2>/dev/null
+    COMPREPLY=($(compgen -W "$("${{COMP_WORDS[0]}}" completion --list-models 2>/dev/null)" -- "$cur") \\
+        $(compgen -d -- "$cur"))
+}}
+_yi_chat_sub() {{
+    # a subcommand's words: $1 its flags, $2 those that take a value, $3 set where its argument is a model name
+    if [[ " $2 " == *" $prev "* ]]; then
+        COMPREPLY=()
+    elif [[ "$cur" == -* ]]; then
+        COMPREPLY=($(compgen -W "$1" -- "$cur"))
+    elif [[ -n "$3" ]]; then
+        _yi_chat_models
+    fi
+}}
 _yi_chat() {{
     local cur="${{COMP_WORDS[COMP_CWORD]}}" prev="${{COMP_WORDS[COMP_CWORD-1]}}"
     local slash="{slash}"
     COMPREPLY=()
-    case "${{COMP_WORDS[1]}}" in
-        sessions) [[ $COMP_CWORD -gt 1 ]] && COMPREPLY=($(compgen -W "--json --limit -n --help" -- "$cur")) \\
-            && return ;;
-        completion) [[ $COMP_CWORD -eq 2 ]] && COMPREPLY=($(compgen -W "{" ".join(SHELLS)}" -- "$cur")); return ;;
-    esac
+    if [[ $COMP_CWORD -gt 1 ]]; then
+        case "${{COMP_WORDS[1]}}" in
+{sub_block}
+            completion) [[ $COMP_CWORD -eq 2 ]] && COMPREPLY=($(compgen -W "{" ".join(SHELLS)}" -- "$cur")); return ;;
+        esac
+    fi
     case "$prev" in
 {case_block}
     esac
@@ -125,24 +175,36 @@ def _zq(text: str) -> str:
     return text.replace("[", "(").replace("]", ")").replace(":", " -").replace("'", "'\\''")
 
 
+def _zsh_spec(strings, takes: bool, values: str, help: str) -> str:
+    """One flag as an _arguments spec."""
+    excl = f"({' '.join(strings)})" if len(strings) > 1 else ""
+    names = "{" + ",".join(strings) + "}" if len(strings) > 1 else strings[0]
+    if not takes:
+        action = ""
+    elif values == "@model":
+        action = ":model:_yi_chat_models"
+    elif values == "@file":
+        action = ":file:_files"
+    elif values:
+        action = f":value:({values.replace(':', chr(92) + ':')})"
+    else:
+        action = ":text: "
+    if strings[0] in ("-f", "--file"):  # repeatable: no exclusion list ("*(-f --file)" broke every flag's
+        excl = "*"  # completion: "_arguments: invalid rest argument definition")
+    return f"'{excl}'{names}'[{_zq(help)}]{action}'"
+
+
 def zsh() -> str:
-    specs = []
-    for strings, takes, values, help in options():
-        excl = f"({' '.join(strings)})" if len(strings) > 1 else ""
-        names = "{" + ",".join(strings) + "}" if len(strings) > 1 else strings[0]
-        if not takes:
-            action = ""
-        elif values == "@model":
-            action = ":model:_yi_chat_models"
-        elif values == "@file":
-            action = ":file:_files"
-        elif values:
-            action = f":value:({values.replace(':', chr(92) + ':')})"
-        else:
-            action = ":text: "
-        many = "*" if strings[0] in ("-f", "--file") else ""
-        specs.append(f"    '{many}{excl}'{names}'[{_zq(help)}]{action}'")
-    spec_block = " \\\n".join(specs)
+    spec_block = " \\\n".join(f"    {_zsh_spec(*o)}" for o in options())
+    cases = []
+    for name, opts in sub_options().items():
+        if name == "completion":
+            continue
+        specs = [f"'1: :({name})'"] + [_zsh_spec(strings, takes, "", help) for strings, takes, help in opts]
+        if name in POSITIONAL_MODEL:
+            specs.append("'2:model:_yi_chat_models'")
+        cases.append(f"        {name}) _arguments {' '.join(specs)}; return ;;")
+    sub_block = "\n".join(cases)
     subs = " ".join(f"'{n}:{_zq(h)}'" for n, h in subcommands().items())
     slash = " ".join(f"'{n[1:]}:{_zq(h)}'" for n, h in slash_commands().items())
     return f"""#compdef yi-chat
@@ -166,10 +228,12 @@ _yi_chat_prompt() {{
     fi
 }}
 _yi_chat() {{
-    case $words[2] in
-        sessions) _arguments '--json[as JSON]' '(-n --limit)'{{-n,--limit}}'[newest N only]:N: '; return ;;
-        completion) _arguments '2:shell:({" ".join(SHELLS)})'; return ;;
-    esac
+    if (( CURRENT > 2 )); then  # a subcommand's own flags and argument
+        case $words[2] in
+{sub_block}
+        completion) _arguments '1: :(completion)' '2:shell:({" ".join(SHELLS)})'; return ;;
+        esac
+    fi
     _arguments -s \\
 {spec_block} \\
     '*:prompt:_yi_chat_prompt'
@@ -187,18 +251,32 @@ def _fq(text: str) -> str:
 
 
 def fish() -> str:
+    subs = " ".join(subcommands())
     lines = [
         "# fish completion for yi-chat. Load it with:  yi-chat completion fish | source",
         "# or install it:  yi-chat completion fish > ~/.config/fish/completions/yi-chat.fish",
         "complete -c yi-chat -f",
+        "# whether the word after yi-chat is one of the arguments (a subcommand: the chat's flags are not its own)",
+        "function __yi_chat_sub",
+        "    set -l w (commandline -opc)",
+        "    test (count $w) -ge 2; and contains -- $w[2] $argv",
+        "end",
     ]
     for name, help in subcommands().items():
         lines.append(f"complete -c yi-chat -n __fish_use_subcommand -a {name} -d {_fq(help)}")
-    lines.append("complete -c yi-chat -n '__fish_seen_subcommand_from sessions' -l json -d 'as JSON'")
-    lines.append("complete -c yi-chat -n '__fish_seen_subcommand_from sessions' -s n -l limit -x -d 'newest N only'")
-    lines.append(f"complete -c yi-chat -n '__fish_seen_subcommand_from completion' -x -a '{' '.join(SHELLS)}'")
+    for name, opts in sub_options().items():
+        for strings, takes, help in opts:
+            flags = " ".join(f"-s {s[1:]}" if len(s) == 2 else f"-l {s[2:]}" for s in strings)
+            lines.append(
+                f"complete -c yi-chat -n '__yi_chat_sub {name}' {flags}{' -x' if takes else ''} -d {_fq(help)}"
+            )
+    for name in POSITIONAL_MODEL:
+        cond = f"'__yi_chat_sub {name}; and not string match -q -- \"-*\" (commandline -ct)'"
+        lines.append(f"complete -c yi-chat -n {cond} -a '(yi-chat completion --list-models 2>/dev/null)'")
+    lines.append(f"complete -c yi-chat -n '__yi_chat_sub completion' -x -a '{' '.join(SHELLS)}'")
+    chat = f"-n 'not __yi_chat_sub {subs}'"  # the chat's flags and slash commands
     for strings, takes, values, help in options():
-        parts = ["complete -c yi-chat"]
+        parts = [f"complete -c yi-chat {chat}"]
         parts += [f"-s {s[1:]}" if len(s) == 2 else f"-l {s[2:]}" for s in strings]
         if values == "@model":
             parts.append("-x -a '(__fish_complete_directories; yi-chat completion --list-models 2>/dev/null)'")
@@ -211,7 +289,8 @@ def fish() -> str:
         parts.append(f"-d {_fq(help)}")
         lines.append(" ".join(parts))
     for name, help in slash_commands().items():
-        lines.append(f"complete -c yi-chat -n 'string match -q -- \"/*\" (commandline -ct)' -a {name} -d {_fq(help)}")
+        cond = f"'not __yi_chat_sub {subs}; and string match -q -- \"/*\" (commandline -ct)'"
+        lines.append(f"complete -c yi-chat -n {cond} -a {name} -d {_fq(help)}")
     return "\n".join(lines) + "\n"
 
 
