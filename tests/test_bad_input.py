@@ -593,6 +593,9 @@ def test_a_device_this_machine_lacks_is_one_line(tiny_dir, home, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a unit: a machine with one GPU
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     assert pick_device("cuda:0") == "cuda:0"
+    for bad in ("cuda:x", "cuda:", "cuda:\u0663", "tpu"):  # yi_cli.load(device=...) passes no argument parser
+        with pytest.raises(LoadError, match="unknown device"):
+            pick_device(bad)
     with pytest.raises(LoadError, match=r"--device cuda:1: this machine has 1 CUDA device \(cuda:0 to cuda:0\)"):
         pick_device("cuda:1")
 

@@ -99,16 +99,17 @@ def pick_device(device: str | None, setting: str = "--device") -> str:
 
     if device in (None, "", "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
+    index = device.removeprefix("cuda:") if device.startswith("cuda:") else None
+    if device not in ("cpu", "mps", "cuda") and not (index and index.isascii() and index.isdigit()):
+        raise LoadError(f"{setting} {device}: unknown device (use cpu, cuda or cuda:N)")  # (load(device=...) too)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise LoadError(f"{setting} {device}: CUDA is not available on this machine (use --device cpu)")
-    if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
+    if index is not None and int(index) >= torch.cuda.device_count():
         n = torch.cuda.device_count()
         have = f"{n} CUDA device{'s' * (n != 1)} (cuda:0 to cuda:{n - 1})"
         raise LoadError(f"{setting} {device}: this machine has {have}")
     if device == "mps" and not torch.backends.mps.is_available():  # torch's RuntimeError was a traceback
         raise LoadError(f"{setting} {device}: Apple's MPS is not available on this machine (use --device cpu)")
-    if device not in ("cpu", "mps") and not device.startswith("cuda"):
-        raise LoadError(f"{setting} {device}: unknown device (use cpu, cuda or cuda:N)")
     return device
 
 
