@@ -8,6 +8,7 @@ import stat
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -1649,3 +1650,51 @@ def test_a_command_compares_the_session_without_copying_it_and_still_sees_every_
         chat.handle(line)
         assert len(saves) > before, (line, err.getvalue())
     assert chat.session.turns == [] and chat.settings.temperature == 0.3
+
+
+@pytest.mark.parametrize(
+    "where", ["as the prompt returned it", "while it was prepared", "a command as the prompt returned it"]
+)
+def test_a_message_sent_as_a_signal_ends_the_chat_is_kept(monkeypatch, where):
+    """SIGTERM, SIGHUP or SIGQUIT (a terminal closed) right after Enter: the prompt returned the line with the chat
+    already stopped, or the signal's KeyboardInterrupt came while the message was prepared, before its reply took
+    the signals. The message was dropped: shown as sent, in the input history, not in the session (-c never saw
+    it; a first message left no session at all). It is kept as a Ctrl-C typed with its Enter keeps it: its reply
+    stopped as it starts. A command's line is not run once the chat has stopped."""
+    from yi_cli.ui import repl
+
+    engine = ScriptedEngine(["a fruit"])
+    chat, out, _ = plain_chat(engine)
+    line = "/system be brief" if where.startswith("a command") else "Name a fruit"
+
+    def stop():  # what the ending signals' handler (cli._leave) does to the chat
+        chat.running, chat.terminated = False, True
+
+    def read_line(session, prompt_text, **kw):
+        if where != "while it was prepared":
+            stop()  # end_prompt leaves a prompt returning its line to return it
+        return line
+
+    monkeypatch.setattr(repl, "read_line", read_line)
+    monkeypatch.setattr(repl, "ctrl_c_typed_ahead", lambda keys_in: False)
+    if where == "while it was prepared":
+        real, signalled = chat._fits_untokenized, []
+
+        def preparing(text):
+            if not signalled:
+                signalled.append(text)
+                stop()
+                raise KeyboardInterrupt  # where no prompt reads, the handler raises it
+            return real(text)
+
+        monkeypatch.setattr(chat, "_fits_untokenized", preparing)
+    repl._one_line(chat, SimpleNamespace(input=None), ">>> ")
+    turns = chat.session.turns
+    if where.startswith("a command"):
+        assert turns == [] and chat.session.system != "be brief"
+        return
+    assert [(t.role, t.content, t.finish_reason) for t in turns] == [
+        ("user", "Name a fruit", ""),
+        ("assistant", "", "interrupted"),
+    ]
+    assert "[interrupted]" in out.getvalue()

@@ -33,6 +33,17 @@ class Command:
 ESCAPES = {"//", "／／", "/／", "／/"}  # two slashes, either width: a message that starts with the second
 
 
+def is_message(line: str) -> bool:
+    """Whether Chat.handle sends `line` to the model: not a command (a known one or not), not blank."""
+    try:
+        if parse(line) is not None:
+            return False
+    except YiError:  # an unknown command, or a known one misused
+        return False
+    s = line.strip()
+    return bool((s[1:] if s[:2] in ESCAPES else s).strip())
+
+
 def parse(line: str):
     """Return (Command, argument text) for a slash command, None for a chat message. '//x' is a message."""
     s = _half_width_slash(line.strip())

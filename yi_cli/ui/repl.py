@@ -496,16 +496,27 @@ def _one_line(chat, session, prompt_text: str) -> bool:
             return True
         except EOFError:  # Ctrl-D
             return False
-        if not chat.running:  # a SIGTERM, SIGHUP or SIGQUIT as the prompt returned the line (end_prompt)
-            return False
         chat.render.pin_keys(True)  # the prompt turned bracketed paste off: a paste during the reply stays one
-        chat.interrupt_next = ctrl_c_typed_ahead(session.input)
+        last = chat.session.turns[-1:]
         try:
-            chat.handle(line)
+            if chat.running:  # else a SIGTERM, SIGHUP or SIGQUIT came as the prompt returned the line (end_prompt)
+                chat.interrupt_next = ctrl_c_typed_ahead(session.input)
+                chat.handle(line)
         except KeyboardInterrupt:  # a third Ctrl-C during a reply, or one between replies: back to the prompt
             if not chat.terminated:
                 chat.render.notice("interrupted")
+        if chat.terminated and chat.session.turns[-1:] == last and commands.is_message(line):
+            _keep_sent(chat, line)
     finally:
         chat.interrupt_next = False  # a command's line with no reply does not pass it on to a later one
         chat.render.pin_keys(False)
     return True
+
+
+def _keep_sent(chat, line: str) -> None:
+    """A message the prompt returned, ended by a signal before its reply began (as the prompt returned it, or
+    while it was prepared): recorded as a reply stopped as it starts, as a Ctrl-C typed with its Enter records it.
+    It was dropped: on the screen as sent, in the input history, not in the session (-c never saw it)."""
+    chat.interrupt_next = True
+    with contextlib.suppress(KeyboardInterrupt):  # a second signal: nothing more can be kept
+        chat.handle(line)
