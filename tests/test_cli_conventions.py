@@ -420,6 +420,8 @@ def test_a_message_edited_in_the_editor_is_shown_as_sent_and_an_emptied_file_can
     (saved,) = session_files(home)
     edited = "edited question\nsecond line"
     assert [t["content"] for t in saved["turns"]] == [edited, "echo: " + edited]
+    # in the input history, where Up finds it (a rewrite whose send failed was found nowhere)
+    assert "\n+edited question\n+second line\n" in (home / "data" / "history").read_text()
 
 
 def test_an_editor_that_saves_a_bom_or_latin_1(server, home, tmp_path):

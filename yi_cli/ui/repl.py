@@ -294,6 +294,10 @@ def editor(session, render, dumb: bool = False):
             # The editor's screen is gone and the scrollback showed `>>> /edit` then the reply: the message sent is
             # shown as the inline edit> prompt leaves it, so the scrollback reads as the conversation.
             render.echo(EDIT_PROMPT, new)
+            # and kept where Up finds it, as the inline edit> line is: a rewrite whose send failed (the server
+            # down) was lost, a second /edit opening the message before it
+            with contextlib.suppress(OSError):
+                session.history.append_string(new)
         return new
 
     return edit
