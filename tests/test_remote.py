@@ -172,6 +172,25 @@ def test_a_first_reply_cut_before_the_servers_usage_leaves_the_meter_unknown_not
     assert f"context used: {chat.context_used()} / " in out.getvalue() and "next reply" not in out.getvalue()
 
 
+def test_the_meter_follows_undo_and_clear(served):
+    """The toolbar's count came from every reply this run made: after /undo it kept the undone exchange's count,
+    and after /clear a first reply cut before the server's usage brought back the cleared conversation's."""
+    chat, _, _ = plain_chat(RemoteEngine(served.url, None))
+    served.scripted.replies = ["one", "two words"]
+    chat.handle("first question")
+    first = chat.context_used()
+    chat.handle("second question")
+    assert chat.context_used() > first
+    chat.handle("/undo")
+    assert chat.context_used() == first
+    chat.handle("/clear")
+    assert chat.context_used() == 0
+    served.drop_after = 1
+    served.scripted.replies = ["this reply is cut off"]
+    chat.handle("a new conversation")
+    assert len(chat.session.turns) == 2 and chat.context_used() is None
+
+
 def test_dropped_connection_keeps_the_partial_reply_marked(served):
     chat, out, err = plain_chat(RemoteEngine(served.url, None))
     chat.handle("first question")

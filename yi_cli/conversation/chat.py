@@ -143,9 +143,12 @@ class Chat:
         tpl = self.engine.template
         if not self.session.turns and (tpl is None or not self.session.system):  # a system prompt alone counts
             return 0
-        if tpl is None:
-            known = (s.prompt_tokens + s.new_tokens for s in reversed(self.history) if s.prompt_tokens is not None)
-            return next(known, None)  # as of the last reply the server reported its usage for (it read 0)
+        if tpl is None:  # as of the last reply of this conversation the server reported its usage for (it read 0)
+            # from the session's turns, not from every reply this run made: /undo and /clear left the count of
+            # the conversation before them on the toolbar
+            counts = ((t.stats.get("prompt_tokens"), t.stats.get("new_tokens")) for t in reversed(self.session.turns))
+            known = (p + n for p, n in counts if type(p) is int and type(n) is int)
+            return next(known, None)
         return self.meter.used(tpl, self.session.messages())
 
     def turn(self, text: str) -> Stats | None:
