@@ -1698,3 +1698,32 @@ def test_a_message_sent_as_a_signal_ends_the_chat_is_kept(monkeypatch, where):
         ("assistant", "", "interrupted"),
     ]
     assert "[interrupted]" in out.getvalue()
+
+
+@pytest.mark.parametrize("screen", [True, False])
+def test_a_servers_crlf_line_ends_are_line_ends_on_a_terminal_and_in_a_pipe(screen):
+    """A reply with CRLF line ends (a server's): a terminal showed `^M` at each line's end where a pipe wrote LF,
+    and a CRLF split across two pieces reached a pipe as `\\x0d`. A lone CR stays visible in both."""
+    import io
+
+    from rich.console import Console
+
+    from yi_cli.conversation.chat import Chat
+    from yi_cli.engines.events import Finish, Stats, Text
+    from yi_cli.ui.render import TerminalRenderer
+
+    class Pieces(ScriptedEngine):
+        def stream(self, prompt, settings, cancel):
+            for piece in ("line one\r", "\nline two\r\nthree\rfour\r"):
+                yield Text(piece)
+            yield Finish(Stats(prompt_tokens=1, new_tokens=2, finish_reason="stop"))
+
+    if screen:
+        buf = io.StringIO()
+        console = Console(file=buf, width=80, force_terminal=True, color_system=None)
+        chat = Chat(Pieces(), TerminalRenderer(console, console, show_stats=False))
+    else:
+        chat, buf, _ = plain_chat(Pieces())
+    chat.handle("hi")
+    cr = "^M" if screen else "\\x0d"
+    assert buf.getvalue().startswith(f"line one\nline two\nthree{cr}four{cr}\n"), repr(buf.getvalue())

@@ -29,6 +29,27 @@ def safe(text: str) -> str:
     return _UNSAFE.sub(_visible, text.replace("\r\n", "\n"))
 
 
+class LineEnds:
+    """A streamed reply's CRLF line ends as LF, whichever pieces the CR and the LF came in: a CR that ends a piece
+    waits for the next (flush() gives it back where none came). A terminal showed a server's CRLF as `^M` where a
+    pipe wrote LF, and a CRLF split across two chunks was `\\x0d` in a pipe too."""
+
+    def __init__(self):
+        self.cr = False
+
+    def feed(self, piece: str) -> str:
+        if self.cr:
+            piece, self.cr = "\r" + piece, False
+        piece = piece.replace("\r\n", "\n")
+        if piece.endswith("\r"):
+            piece, self.cr = piece[:-1], True
+        return piece
+
+    def flush(self) -> str:
+        cr, self.cr = "\r" if self.cr else "", False
+        return cr
+
+
 def json_line(text: str) -> str:
     """A line of JSON (json.dumps with ensure_ascii=False, which escapes C0 alone) with the other characters safe()
     makes visible written as JSON escapes (C1, DEL, bidi marks, lone surrogates): the same string to a JSON reader,

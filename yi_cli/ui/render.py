@@ -16,7 +16,7 @@ from rich.text import Text as RichText
 from .. import terminal
 from ..engines.events import FINISH_ERROR, FINISH_LENGTH, Stats
 from ..progress import erase_rows, rewrapped_rows
-from ..safe_text import json_line, safe
+from ..safe_text import LineEnds, json_line, safe
 
 
 def _unpadded(text: str) -> str:
@@ -273,6 +273,7 @@ class TerminalRenderer(Renderer):
         # as a piped run writes it; dropped with a notice if stdout goes away
         self.transcript = transcript
         self.tint = MarkdownTint()
+        self.ends = LineEnds()  # CRLF as LF, as a pipe writes it (a terminal showed ^M)
         self.line_open = False  # the reply's last line has no newline yet
         styles = {"heading": Style(bold=True), "code": Style(color="cyan"), "dim": Style(dim=True)}
         self.styles = {k: v.without_color for k, v in styles.items()} if console.no_color else styles
@@ -281,6 +282,7 @@ class TerminalRenderer(Renderer):
 
     def reply_start(self, prompt: str, after: str = "") -> None:
         self.tint, self.line_open, self.streaming = MarkdownTint(), False, True
+        self.ends = LineEnds()
         self.tint.after(after)  # a /continue inside a code fence goes on tinted as code (and its end closes it)
         piece = cut_word(after)
         if piece:  # a reply cut mid-word: its piece again (dim, after an ellipsis), the continuation ends the word
@@ -290,7 +292,7 @@ class TerminalRenderer(Renderer):
         self._copy("reply_start", prompt)
 
     def reply_text(self, delta: str) -> None:
-        self._write(self.tint.feed(delta))
+        self._write(self.tint.feed(self.ends.feed(delta)))
         self._copy("reply_text", delta)
 
     def banner(self, text: str) -> None:  # the screen's, never the transcript's
@@ -324,7 +326,7 @@ class TerminalRenderer(Renderer):
             super().notice(msg)
 
     def reply_end(self, text: str, stats: Stats | None) -> None:
-        self._write(self.tint.flush())
+        self._write(self.tint.feed(self.ends.flush()) + self.tint.flush())
         self._copy("reply_end", text, stats)
         if self.line_open:
             self.console.file.write("\n")
@@ -393,6 +395,7 @@ class PlainRenderer(Renderer):
         self.out = out or sys.stdout
         self.show_stats = show_stats
         self.say_cuts = say_cuts  # False: a terminal's transcript, whose screen's stats line says it
+        self.ends = LineEnds()  # a CRLF split across two pieces is LF too
         self.shown = self.replied = False  # the command in hand wrote output; a reply
 
     def show(self, renderable, whole: bool = False) -> None:
@@ -408,10 +411,11 @@ class PlainRenderer(Renderer):
             self.console.file.flush()
 
     def reply_text(self, delta: str) -> None:
-        self.out.write(safe(delta))
+        self.out.write(safe(self.ends.feed(delta)))
         self.out.flush()
 
     def reply_end(self, text: str, stats: Stats | None) -> None:
+        self.out.write(safe(self.ends.flush()))
         if not text and stats is not None and stats.finish_reason == FINISH_ERROR:  # failed before any text: no
             return  # reply (an empty one was a phantom turn to a reader splitting on blank lines), the error says it
         if stats is not None and stats.finish_reason == "interrupted":
