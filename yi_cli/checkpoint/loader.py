@@ -93,18 +93,24 @@ class Weights:
         return w
 
 
+def known_device(value: str) -> bool:
+    """A device name yi-chat takes: auto, cpu, mps, cuda or cuda:N with N in ASCII digits ("cuda:٣" passed
+    isdigit() and was torch's traceback, "Invalid device string")."""
+    index = value.removeprefix("cuda:") if value.startswith("cuda:") else None
+    return value in ("auto", "cpu", "mps", "cuda") or bool(index and index.isascii() and index.isdigit())
+
+
 def pick_device(device: str | None, setting: str = "--device") -> str:
     """The device to load on; an error names `setting`, where `device` was given."""
     import torch
 
     if device in (None, "", "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
-    index = device.removeprefix("cuda:") if device.startswith("cuda:") else None
-    if device not in ("cpu", "mps", "cuda") and not (index and index.isascii() and index.isdigit()):
-        raise LoadError(f"{setting} {device}: unknown device (use cpu, cuda or cuda:N)")  # (load(device=...) too)
+    if not known_device(device):  # yi_cli.load(device=...) passes no argument parser
+        raise LoadError(f"{setting} {device}: unknown device (use cpu, cuda or cuda:N)")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise LoadError(f"{setting} {device}: CUDA is not available on this machine (use --device cpu)")
-    if index is not None and int(index) >= torch.cuda.device_count():
+    if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
         n = torch.cuda.device_count()
         have = f"{n} CUDA device{'s' * (n != 1)} (cuda:0 to cuda:{n - 1})"
         raise LoadError(f"{setting} {device}: this machine has {have}")

@@ -250,6 +250,11 @@ def _fq(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def _fish_flags(strings) -> list[str]:
+    """A flag's option strings as `complete`'s -s / -l arguments."""
+    return [f"-s {s[1:]}" if len(s) == 2 else f"-l {s[2:]}" for s in strings]
+
+
 def fish() -> str:
     subs = " ".join(subcommands())
     lines = [
@@ -266,7 +271,7 @@ def fish() -> str:
         lines.append(f"complete -c yi-chat -n __fish_use_subcommand -a {name} -d {_fq(help)}")
     for name, opts in sub_options().items():
         for strings, takes, help in opts:
-            flags = " ".join(f"-s {s[1:]}" if len(s) == 2 else f"-l {s[2:]}" for s in strings)
+            flags = " ".join(_fish_flags(strings))
             lines.append(
                 f"complete -c yi-chat -n '__yi_chat_sub {name}' {flags}{' -x' if takes else ''} -d {_fq(help)}"
             )
@@ -277,7 +282,7 @@ def fish() -> str:
     chat = f"-n 'not __yi_chat_sub {subs}'"  # the chat's flags and slash commands
     for strings, takes, values, help in options():
         parts = [f"complete -c yi-chat {chat}"]
-        parts += [f"-s {s[1:]}" if len(s) == 2 else f"-l {s[2:]}" for s in strings]
+        parts += _fish_flags(strings)
         if values == "@model":
             parts.append("-x -a '(__fish_complete_directories; yi-chat completion --list-models 2>/dev/null)'")
         elif values == "@file":

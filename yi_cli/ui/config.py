@@ -23,8 +23,9 @@ from ..paths import config_dir
 
 def device_arg(value: str) -> str:
     """`--device` and the config's `device`: auto, cpu, mps, cuda or cuda:N."""
-    index = value[5:]  # ASCII digits: "cuda:٣" passed isdigit() and was torch's traceback ("Invalid device string")
-    if value in ("auto", "cpu", "cuda", "mps") or (value.startswith("cuda:") and index.isascii() and index.isdigit()):
+    from ..checkpoint.loader import known_device
+
+    if known_device(value):
         return value
     raise argparse.ArgumentTypeError(f"unknown device {value!r} (use auto, cpu, cuda or cuda:N)")
 
