@@ -4,7 +4,6 @@ end it."""
 from __future__ import annotations
 
 import os
-import re
 import signal
 import sys
 
@@ -428,36 +427,25 @@ def check_model_name(model: str, given: str = "--model ") -> None:
 
 def run_pipe(chat) -> int:
     """Each non-empty stdin line is one user turn (or command) of one session; bad lines are skipped loudly."""
+    import contextlib
+    import itertools
+
+    from . import stdin_lines
+
     n = asked = 0
-    stdin = sys.stdin.buffer
-    if hasattr(stdin, "peek") and _utf16(stdin.peek(2)):
-        from ..conversation.attach import convert
+    with contextlib.closing(stdin_lines.chunks(sys.stdin.buffer)) as reads:
+        first = next(reads, b"")
+        if stdin_lines.utf16(first):
+            from ..conversation.attach import convert
 
-        # (PowerShell's `>` writes it): each line was "not valid UTF-8" or "contains a NUL byte", its CRs more lines
-        chat.render.error(f"stdin is UTF-16 text, not UTF-8; nothing read ({convert('stdin', 'UTF-16')})")
-        return 1
-    for n, raw in enumerate(_lines(stdin), 1):
-        try:
-            # utf-8-sig: a file saved "UTF-8 with BOM" (Notepad, PowerShell) began its first line with U+FEFF,
-            # which made a first `/system ...` a message to the model
-            line = raw.decode("utf-8-sig" if n == 1 else "utf-8")
-        except UnicodeDecodeError:
-            from ..conversation.attach import convert, legacy_chinese
-
-            chat.failures += 1
-            # a prompt file in GBK or Big5: every line of it is skipped, and the line says how to convert it
-            hint = f" (Chinese saved as GBK? {convert('stdin', 'GBK')})" if legacy_chinese(raw, 2) else ""
-            chat.render.error(f"stdin line {n} is not valid UTF-8; skipped{hint}")
-            continue
-        if "\x00" in line:
-            chat.failures += 1
-            chat.render.error(f"stdin line {n} contains a NUL byte; skipped")
-            continue
-        if not line.strip():
-            continue
-        asked += 1
-        if not chat.handle(line) or chat.ctrl_c:
-            break
+            # (PowerShell's `>` writes it): each line was "not valid UTF-8" or "contains a NUL byte", its CRs lines
+            chat.render.error(f"stdin is UTF-16 text, not UTF-8; nothing read ({convert('stdin', 'UTF-16')})")
+            return 1
+        for n, raw in enumerate(stdin_lines.lines(itertools.chain([first] if first else [], reads)), 1):
+            went = _one_line(chat, n, raw)
+            asked += went is not None
+            if went is False:
+                break
     unsent = chat.attachments and not chat.ctrl_c  # `/file x` last, or `-f x < /dev/null`: no message took them
     if unsent:  # one line that is true of both (an empty stdin is said by it, not by a second notice)
         chat.failures += 1
@@ -469,37 +457,27 @@ def run_pipe(chat) -> int:
     return 130 if chat.ctrl_c else 1 if chat.failures else 0
 
 
-_ENDS = re.compile(rb"\r\n?|\n")
+def _one_line(chat, n: int, raw: bytes) -> bool | None:
+    """Line n of a piped run: run (whether the run goes on), or skipped (None: blank, or not text, said)."""
+    try:
+        # utf-8-sig: a file saved "UTF-8 with BOM" (Notepad, PowerShell) began its first line with U+FEFF,
+        # which made a first `/system ...` a message to the model
+        line = raw.decode("utf-8-sig" if n == 1 else "utf-8")
+    except UnicodeDecodeError:
+        from ..conversation.attach import convert, legacy_chinese
 
-
-def _utf16(head: bytes) -> bool:
-    """Whether stdin's first bytes are UTF-16 text: a byte order mark, then what reads as text in UTF-16 (a line
-    end, or mostly ASCII), not invalid UTF-8 that starts with the mark's bytes."""
-    codec = {b"\xff\xfe": "utf-16-le", b"\xfe\xff": "utf-16-be"}.get(head[:2])
-    if codec is None:
-        return False
-    text = head[2 : len(head) - len(head) % 2].decode(codec, "replace")
-    return "\n" in text or 2 * sum(c < "\x80" for c in text) > len(text)
-
-
-def _lines(stdin):
-    """stdin's lines, ended by LF, CRLF or a bare CR (classic Mac files, `\r`-joined output: it was one message,
-    its slash commands sent to the model as text), without their endings; each as soon as its end arrives (a CR's
-    too: iterating the stream waited for an LF, and held a CR-only stream whole). A CR that ends a read is taken
-    for a line end at once; an LF right after it, in the next read, ends nothing more."""
-    read = getattr(stdin, "read1", stdin.read)
-    parts, after_cr = [], False
-    while chunk := read(1 << 16):
-        start = 1 if after_cr and chunk[:1] == b"\n" else 0
-        for m in _ENDS.finditer(chunk, start):
-            parts.append(chunk[start : m.start()])
-            yield b"".join(parts)
-            parts, start = [], m.end()
-        if start < len(chunk):
-            parts.append(chunk[start:])
-        after_cr = chunk.endswith(b"\r")
-    if parts:  # the last line, with no end
-        yield b"".join(parts)
+        chat.failures += 1
+        # a prompt file in GBK or Big5: every line of it is skipped, and the line says how to convert it
+        hint = f" (Chinese saved as GBK? {convert('stdin', 'GBK')})" if legacy_chinese(raw, 2) else ""
+        chat.render.error(f"stdin line {n} is not valid UTF-8; skipped{hint}")
+        return None
+    if "\x00" in line:
+        chat.failures += 1
+        chat.render.error(f"stdin line {n} contains a NUL byte; skipped")
+        return None
+    if not line.strip():
+        return None
+    return chat.handle(line) and not chat.ctrl_c
 
 
 def _waiting(chat) -> str:

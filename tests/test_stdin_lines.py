@@ -1,0 +1,65 @@
+"""A piped run's reads of stdin (ui/stdin_lines.py): a signal never waits for the next line."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from yi_cli.ui import stdin_lines
+
+
+class Came(Exception):
+    pass
+
+
+def _blocked(tid: int) -> bool:
+    """Thread tid waits in the kernel on something other than a lock (the GIL is a futex)."""
+    wchan = Path(f"/proc/self/task/{tid}/wchan").read_text()
+    return wchan not in ("", "0") and "futex" not in wchan
+
+
+@pytest.mark.skipif(not Path(f"/proc/self/task/{os.getpid()}/wchan").exists(), reason="needs Linux's /proc")
+def test_a_signal_whose_handler_cannot_interrupt_the_read_still_runs_it():
+    """CI hung on a piped run sent Ctrl-C right after a reply: the signal came in the instant before the read of the
+    next line entered the kernel, so it interrupted nothing and the handler waited for a line that never came. Here
+    the signal is taken by another thread, which interrupts the main thread's wait no more than that instant did:
+    the handler must run at once, before any input."""
+    r, w = os.pipe()
+    main, handled, wrote = threading.get_native_id(), threading.Event(), []
+
+    def other():
+        while not _blocked(main):  # the main thread is in its read (or its select)
+            time.sleep(0.001)
+        signal.pthread_kill(threading.get_ident(), signal.SIGUSR1)  # the C handler runs on this thread
+        if not handled.wait(10):  # the read missed it: a line ends it, the only way out
+            wrote.append(os.write(w, b"a line\n"))
+
+    old = signal.signal(signal.SIGUSR1, lambda signum, frame: (_ for _ in ()).throw(Came()))
+    thread = threading.Thread(target=other)
+    try:
+        with os.fdopen(r, "rb") as stdin:
+            reads = stdin_lines.chunks(stdin)
+            thread.start()
+            with pytest.raises(Came):
+                got = next(reads)
+                pytest.fail(f"read {got!r} first")
+            handled.set()
+    finally:
+        handled.set()
+        thread.join()
+        signal.signal(signal.SIGUSR1, old)
+        os.close(w)
+    assert wrote == []
+
+
+def test_reads_end_at_the_end_of_input_and_keep_every_byte():
+    r, w = os.pipe()
+    os.write(w, b"one\r\ntwo\rthree")
+    os.close(w)
+    with os.fdopen(r, "rb") as stdin:
+        assert list(stdin_lines.lines(stdin_lines.chunks(stdin))) == [b"one", b"two", b"three"]
