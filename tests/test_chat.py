@@ -1727,3 +1727,45 @@ def test_a_servers_crlf_line_ends_are_line_ends_on_a_terminal_and_in_a_pipe(scre
     chat.handle("hi")
     cr = "^M" if screen else "\\x0d"
     assert buf.getvalue().startswith(f"line one\nline two\nthree{cr}four{cr}\n"), repr(buf.getvalue())
+
+
+def test_retry_after_a_failed_send_sends_that_message_again(tmp_path):
+    """A message whose send failed (a server's error) is not recorded; /retry then regenerated the exchange before
+    it, replacing a reply the user had not asked to lose, and never sent the message. It sends the message, with
+    the files that were attached to it; a seed given is for that reply only."""
+    engine = ScriptedEngine(["r1", "r2"])
+    chat, out, err = plain_chat(engine)
+    chat.handle("q1")
+    (tmp_path / "notes.txt").write_text("a note\n")
+    chat.handle(f"/file {tmp_path / 'notes.txt'}")
+    engine.fail_with = ConnectionError("the server went away")
+    chat.handle("q2")
+    assert [t.content for t in chat.session.turns] == ["q1", "r1"]
+    engine.fail_with = None
+    chat.handle("/retry 9")
+    turns = [t.content for t in chat.session.turns]
+    assert turns[:2] == ["q1", "r1"] and turns[3] == "r2" and len(turns) == 4
+    assert turns[2].endswith("q2") and "a note" in turns[2] and chat.attachments == []
+    assert engine.seeds[-1] == 9 and chat.settings.seed is None
+    assert "sending again the message that was not sent" in err.getvalue()
+    chat.handle("/retry")  # sent now: /retry is a new reply to it again
+    assert [t.content for t in chat.session.turns][2:] == [turns[2], "echo: " + turns[2]]
+
+
+def test_retry_after_a_failed_send_and_a_setting_sends_it_and_after_an_undo_does_not():
+    engine = ScriptedEngine(["r1", "r2"])
+    chat, out, err = plain_chat(engine)
+    chat.handle("q1")
+    engine.fail_with = ConnectionError("the server went away")
+    chat.handle("q2")
+    chat.handle("/set temperature 0.5")  # not the conversation: q2 is still the last message
+    engine.fail_with = None
+    chat.handle("/retry")
+    assert [t.content for t in chat.session.turns] == ["q1", "r1", "q2", "r2"]
+    assert engine.settings_seen[-1].temperature == 0.5
+    engine.fail_with = ConnectionError("the server went away")
+    chat.handle("q3")
+    chat.handle("/undo")  # the conversation changed: q3 is no longer what /retry answers
+    engine.fail_with = None
+    chat.handle("/retry")
+    assert [t.content for t in chat.session.turns] == ["q1", "echo: q1"]

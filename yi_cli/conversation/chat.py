@@ -86,6 +86,7 @@ class Chat:
         self._on_signal = self._ended  # what a Ctrl-C or an ending signal does while reply() holds them
         self.attachments: list = []  # files for the next message (-f, /file): attach.take prepends them
         self.source: str | None = None  # the local model's source as given (a directory's absolute path), saved
+        self.unsent: str | None = None  # the last message, where its send failed or was refused: /retry sends it
 
     def handle(self, line: str, verbatim: bool = False) -> bool:
         """Process one line of input; returns False once the chat should end (/exit). verbatim: a message as typed,
@@ -99,18 +100,14 @@ class Chat:
                 escaped = not verbatim and line.strip()[:2] in commands.ESCAPES
                 text = line.strip()[1:] if escaped else line
                 if text.strip():
-                    self._fits_untokenized(text)
-                    waiting = self.attachments = attach.fresh(self.attachments, self.render.notice)
-                    sent = self.turn(attach.take(self, text))
-                    if sent is None and waiting and not self.options.one_shot:  # refused or failed: not recorded
-                        self.attachments = waiting + self.attachments
-                        names = ", ".join(a.name for a in waiting)
-                        self.render.notice(f"still attached for the next message: {names} (/detach drops them)")
+                    self.send(text)
                 return self.running
             before = self._saved_state()
             self.render.command_start(cmd[0].name)
             commands.run(self, *cmd)
             self.render.command_done(cmd[0].name)
+            if self._saved_state()[0] != before[0]:  # /undo, /clear, /load: a failed message is no longer the last
+                self.unsent = None
             if self.on_turn and self._saved_state() != before:  # /undo, /clear, /set, /load...: autosave follows
                 self.on_turn(self)
         except YiError as e:
@@ -122,6 +119,21 @@ class Chat:
             self.failures += 1
             self.render.error(f"{line.strip()[:40]!r} failed ({failure(e)})")
         return self.running
+
+    def send(self, text: str, settings: GenSettings | None = None) -> Stats | None:
+        """One message, with the files attached for it; one that is refused or fails is not recorded: its files
+        stay attached, and /retry sends it again (unsent)."""
+        self.unsent = None
+        self._fits_untokenized(text)
+        waiting = self.attachments = attach.fresh(self.attachments, self.render.notice)
+        sent = self.turn(attach.take(self, text), settings)
+        if sent is None:
+            self.unsent = text
+            if waiting and not self.options.one_shot:
+                self.attachments = waiting + self.attachments
+                names = ", ".join(a.name for a in waiting)
+                self.render.notice(f"still attached for the next message: {names} (/detach drops them)")
+        return sent
 
     def _fits_untokenized(self, text: str) -> None:
         """YiError for a message its length alone shows too long for the context, before it is tokenized: 50 MB of
@@ -151,7 +163,7 @@ class Chat:
             return next(known, None)
         return self.meter.used(tpl, self.session.messages())
 
-    def turn(self, text: str) -> Stats | None:
+    def turn(self, text: str, settings: GenSettings | None = None) -> Stats | None:
         """Send one user message and stream the reply; the session gets both once the reply has finished."""
 
         def commit(reply: str, stats: Stats) -> None:
@@ -159,7 +171,8 @@ class Chat:
                 text, self._count(text), reply, stats.new_tokens, stats.finish_reason, stats.to_dict()
             )
 
-        return self.reply(Pending(self.session.messages() + [{"role": "user", "content": text}], commit, text))
+        msgs = self.session.messages() + [{"role": "user", "content": text}]
+        return self.reply(Pending(msgs, commit, text, settings=settings))
 
     def regenerate(self, text: str, settings: GenSettings | None = None) -> Stats | None:
         """A new reply to `text` in place of the last exchange (/retry, /edit); the old one stays if it fails."""

@@ -223,10 +223,16 @@ def do_undo(chat, arg):
 
 
 def do_retry(chat, arg):
-    if len(chat.session.turns) < 2:
+    """/retry [SEED]: a new reply to the last message; where the last message's send failed (a server's error, a
+    refusal), that message is sent again (it regenerated the exchange before it, whose reply it replaced)."""
+    if chat.unsent is None and len(chat.session.turns) < 2:
         raise YiError("nothing to retry")
     # A seed given here is for this reply only; the session's setting stays what it was.
     settings = replace(chat.settings, seed=gen.parse("seed", arg)) if arg else None
+    if chat.unsent is not None:
+        chat.render.notice("sending again the message that was not sent")
+        chat.send(chat.unsent, settings)
+        return
     chat.regenerate(chat.session.turns[-2].content, settings)
 
 
@@ -369,7 +375,13 @@ TABLE = {
             "list the settings, or set one: " + ", ".join(gen.NAMES),
             True,
         ),
-        Command("retry", do_retry, "/retry [SEED]", "regenerate the last reply (SEED: for this retry only)", True),
+        Command(
+            "retry",
+            do_retry,
+            "/retry [SEED]",
+            "regenerate the last reply, or resend a failed message (SEED: this retry only)",
+            True,
+        ),
         Command("undo", do_undo, "/undo", "remove the last exchange"),
         Command(
             "edit",
