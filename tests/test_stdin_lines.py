@@ -1,4 +1,4 @@
-"""A piped run's reads of stdin (ui/stdin_lines.py): a signal never waits for the next line."""
+"""A piped run's reads of stdin (pipes.py, ui/stdin_lines.py): a signal never waits for the next line."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from yi_cli import pipes
 from yi_cli.ui import stdin_lines
 
 
@@ -43,7 +44,7 @@ def test_a_signal_whose_handler_cannot_interrupt_the_read_still_runs_it():
     thread = threading.Thread(target=other)
     try:
         with os.fdopen(r, "rb") as stdin:
-            reads = stdin_lines.chunks(stdin)
+            reads = pipes.chunks(stdin)
             thread.start()
             with pytest.raises(Came):
                 got = next(reads)
@@ -62,4 +63,13 @@ def test_reads_end_at_the_end_of_input_and_keep_every_byte():
     os.write(w, b"one\r\ntwo\rthree")
     os.close(w)
     with os.fdopen(r, "rb") as stdin:
-        assert list(stdin_lines.lines(stdin_lines.chunks(stdin))) == [b"one", b"two", b"three"]
+        assert list(stdin_lines.lines(pipes.chunks(stdin))) == [b"one", b"two", b"three"]
+
+
+def test_read_upto_stops_at_its_limit_and_reads_a_short_input_whole():
+    r, w = os.pipe()
+    os.write(w, b"x" * 100)
+    with os.fdopen(r, "rb") as stdin:
+        assert pipes.read_upto(stdin, 40) == b"x" * 40  # the rest stays unread: refused as too large anyway
+        os.close(w)
+        assert pipes.read_upto(stdin, 1000) == b"x" * 60

@@ -16,7 +16,7 @@ import sys
 import threading
 from dataclasses import dataclass
 
-from .. import inputs
+from .. import inputs, pipes
 from ..errors import UsageError, shown
 
 STDIN = "-"
@@ -100,7 +100,10 @@ def read_bytes(name: str, stdin=None, waiting=None, regular: bool = False) -> by
         stream = stdin if stdin is not None else sys.stdin
         if stream is None:  # started with stdin closed
             return b""
-        return stream.buffer.read(MAX_BYTES + 1) if hasattr(stream, "buffer") else stream.read(MAX_BYTES + 1)
+        # through pipes: a Ctrl-C as the read begins ends it (it waited for the pipe's end)
+        return (
+            pipes.read_upto(stream.buffer, MAX_BYTES + 1) if hasattr(stream, "buffer") else stream.read(MAX_BYTES + 1)
+        )
     p = inputs.user_path(name, UsageError)
     try:
         kind = inputs.kind_of(p)  # through links: `-f <(cmd)` names /dev/fd/63, a pipe

@@ -430,10 +430,11 @@ def run_pipe(chat) -> int:
     import contextlib
     import itertools
 
+    from .. import pipes
     from . import stdin_lines
 
     n = asked = 0
-    with contextlib.closing(stdin_lines.chunks(sys.stdin.buffer)) as reads:
+    with contextlib.closing(pipes.chunks(sys.stdin.buffer)) as reads:
         first = next(reads, b"")
         if stdin_lines.utf16(first):
             from ..conversation.attach import convert

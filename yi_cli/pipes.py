@@ -1,0 +1,71 @@
+"""Reads of a pipe (a piped run's stdin, `-p -`) that a signal never waits behind.
+
+Python runs a signal's handler in the main thread between bytecodes. A signal that came after the last check and
+before read() entered the kernel interrupted nothing: the read went on waiting, and Ctrl-C between two replies of
+`slow-producer | yi-chat` did nothing (CI met it: a piped run sent SIGINT right after a reply hung until killed,
+about 1 run in 40). Each read here waits in select() on the descriptor and on the signal wakeup descriptor
+(signal.set_wakeup_fd), which the interpreter writes to whenever a signal arrives: the wait ends, the handler runs."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import threading
+
+READ = 1 << 16
+
+
+def chunks(stream, size: int = READ):
+    """A binary stream's reads, each as soon as it arrives, until its end. One that has a descriptor
+    is read through it (what a buffered stream held is not read: nothing reads stdin before this)."""
+    fd = _descriptor(stream)
+    if fd is None or os.name != "posix" or threading.current_thread() is not threading.main_thread():
+        read = getattr(stream, "read1", stream.read)
+        while chunk := read(size):
+            yield chunk
+        return
+    wake, woken = os.pipe()
+    os.set_blocking(wake, False)
+    os.set_blocking(woken, False)
+    old = signal.set_wakeup_fd(woken, warn_on_full_buffer=False)
+    try:
+        while True:
+            ready = select.select([fd, wake], [], [])[0]
+            if wake in ready:  # a signal came: its handler runs at the next line (Ctrl-C raises there)
+                _drain(wake)
+            if fd in ready:
+                if not (chunk := os.read(fd, size)):
+                    return
+                yield chunk
+    finally:
+        signal.set_wakeup_fd(old)
+        os.close(wake)
+        os.close(woken)
+
+
+def read_upto(stream, limit: int) -> bytes:
+    """Up to `limit` bytes of a binary stream, read as chunks() does: to its end, or until `limit` are in."""
+    out = bytearray()
+    with contextlib.closing(chunks(stream, min(READ, limit))) as reads:
+        for chunk in reads:
+            out += chunk
+            if len(out) >= limit:
+                break
+    return bytes(out[:limit])
+
+
+def _descriptor(stream) -> int | None:
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):  # io.BytesIO: UnsupportedOperation (an OSError)
+        return None
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass
