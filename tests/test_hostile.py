@@ -199,6 +199,22 @@ def test_the_listing_shows_a_stored_files_mode_and_name_visibly(home):
     assert "\\x1b]0;pwne..." in out and "20261204-000001-\\x1b[31m.json" in out, out
 
 
+def test_a_stored_files_mode_that_is_not_text_is_listed_as_none(home):
+    """A session file's `mode` that is a list or a number was listed as Python wrote it (`['x']` in the table, a
+    JSON array in --json, where a mode is a string or null); the listing cache then refused its own entry."""
+    store = home / "data" / "sessions"
+    store.mkdir(parents=True)
+    for i, mode in enumerate((["x"], 7, {"a": 1})):
+        (store / f"20261204-00000{i}-aaaaaa.json").write_text(json.dumps({**GOOD_SESSION, "mode": mode}))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    listed = subprocess.run([PY, "-m", "yi_cli", "sessions", "--json"], capture_output=True, env=env)
+    assert listed.returncode == 0 and listed.stderr == b"", listed.stderr.decode()
+    assert [e["mode"] for e in json.loads(listed.stdout)] == [None, None, None]
+    table = subprocess.run([PY, "-m", "yi_cli", "sessions"], capture_output=True, env=env).stdout.decode()
+    rows = [ln.split() for ln in table.splitlines() if ln.startswith("2026")]
+    assert [r[2] for r in rows] == ["-", "-", "-"], table
+
+
 @pytest.mark.parametrize("flags", [[], ["--json"]])
 def test_the_listing_of_a_file_whose_name_is_not_utf8(home, flags):
     """A session file whose name holds a byte that is not UTF-8 (copied from a Latin-1 system) ended `yi-chat

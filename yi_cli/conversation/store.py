@@ -455,8 +455,9 @@ def _entry(f: Path, st: os.stat_result) -> dict | None:
     except (OSError, ValueError, TypeError, AttributeError, YiError):
         return None
     first = next((t.content for t in session.turns if t.role == "user"), "")
+    mode = data.get("mode")
     return {
-        "mode": data.get("mode"),
+        "mode": mode if isinstance(mode, str) else None,  # a list or a number there: not a mode (listed as none)
         "model": str(data.get("model") or ""),
         "updated": stamp(data.get("updated")) or _mtime(st.st_mtime),
         "exchanges": session.exchanges,
