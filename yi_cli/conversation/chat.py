@@ -96,9 +96,7 @@ class Chat:
                 line = _utf8(line)
             cmd = None if verbatim else commands.parse(line)
             if cmd is None:
-                # "//x" sends "/x", and "／／x" "／x" (an input method's slashes, either width in either place)
-                escaped = not verbatim and line.strip()[:2] in commands.ESCAPES
-                text = line.strip()[1:] if escaped else line
+                text = line if verbatim else commands.message_text(line)
                 if text.strip():
                     self.send(text)
                 return self.running

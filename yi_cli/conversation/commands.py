@@ -40,8 +40,13 @@ def is_message(line: str) -> bool:
             return False
     except YiError:  # an unknown command, or a known one misused
         return False
-    s = line.strip()
-    return bool((s[1:] if s[:2] in ESCAPES else s).strip())
+    return bool(message_text(line).strip())
+
+
+def message_text(line: str) -> str:
+    """What a line that is not a command sends: "//x" sends "/x", and "／／x" "／x" (an input method's slashes,
+    either width in either place)."""
+    return line.strip()[1:] if line.strip()[:2] in ESCAPES else line
 
 
 def parse(line: str):
