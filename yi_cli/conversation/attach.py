@@ -123,7 +123,7 @@ def read_bytes(name: str, stdin=None, waiting=None, regular: bool = False) -> by
                 raise UsageError(f"{shown(name, 200)}: not a regular file now")
             if os.isatty(f.fileno()):  # swapped for a terminal since the look above
                 raise UsageError(f"{shown(name, 200)}: is a terminal; only files can be attached")
-            return f.read(MAX_BYTES + 1)
+            return pipes.read_upto(f, MAX_BYTES + 1)  # a FIFO's Ctrl-C as a read begins ends it, as stdin's
     except OSError as e:
         raise UsageError(f"{shown(name, 200)}: cannot read ({e.strerror or e})") from None
     except ValueError:  # a NUL byte in the path
