@@ -766,6 +766,37 @@ def test_ctrl_c_between_replies_of_a_piped_run_says_where_the_session_is(server,
     assert err.decode().splitlines() == [f"yi-chat: interrupted; the session is saved in {saved}"]
 
 
+def test_ctrl_c_while_a_piped_runs_file_waits_on_a_pipe_ends_the_run(server, home, tmp_path):
+    """Ctrl-C while a piped run's `/file FIFO` waited for a writer gave up the file ("not attached") and the run went
+    on reading stdin, where Ctrl-C ends a piped run everywhere else (a helper's stress found it). It ends the run:
+    exit 130, the session's line."""
+    fifo = tmp_path / "notes.fifo"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "yi_cli", "--endpoint", server.url],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**{k: v for k, v in os.environ.items() if k not in CLEAN}, "YI_CHAT_HOME": str(home)},
+    )
+    proc.stdin.write(f"q1\n/file {fifo}\n".encode())
+    proc.stdin.flush()
+    assert proc.stdout.readline() == b"echo: q1\n"
+    waiting = proc.stderr.readline().decode()  # past a second of the wait
+    assert waiting.startswith(f"{fifo}: a pipe, read to its end: waiting"), waiting
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=60)  # stdin stays open: only the signal can end the run
+    finally:
+        proc.kill()
+        err = proc.stderr.read()
+        for f in (proc.stdin, proc.stdout, proc.stderr):
+            f.close()
+    [saved] = (home / "data" / "sessions").glob("*.json")
+    assert proc.returncode == 130
+    assert err.decode().splitlines() == [f"yi-chat: interrupted; the session is saved in {saved}"]
+
+
 def test_piped_tables_carry_no_trailing_spaces(server, home):
     """Piped `/history` padded every line of its table with spaces to 80 columns (`cat -A` showed them); `--json`
     already dropped them. Tables written to a pipe end at their last character; the columns still line up."""

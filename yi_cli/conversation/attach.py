@@ -394,7 +394,7 @@ def do_file(chat, arg: str) -> None:
     try:
         a = read(path, waiting=chat.render.notice)
     except KeyboardInterrupt:  # Ctrl-C gave up a pipe's wait: said of the file, not a bare "interrupted"
-        if chat.terminated:  # a signal ends the chat
+        if chat.terminated or chat.options.batch:  # a signal ends the chat; Ctrl-C ends a piped run
             raise
         raise UsageError(
             f"{shown(path, 200)}: not attached (Ctrl-C stopped the wait for what writes into it)"

@@ -28,6 +28,7 @@ class Options:
     overflow: str = "drop"  # what a turn that overflows the context does: drop oldest exchanges, or refuse
     setting_sources: dict = field(default_factory=dict)  # name -> "flag" | "config" | "session" | "command"
     one_shot: bool = False  # -p / PROMPT: one reply, no commands (a refusal's remedy names flags, not /clear)
+    batch: bool = False  # a piped or one-shot run: Ctrl-C ends it (in the REPL it stops what runs, the chat goes on)
 
 
 RETRY_STOPPED = "retry stopped: the previous reply is kept (/retry again for another)"

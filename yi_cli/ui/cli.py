@@ -258,7 +258,9 @@ def _main(args) -> int:
         engine = make_engine(args, top, render, endpoint_from)
         attach.check_tokens(engine, settings, attachments, prompt or "")
         overflow = args.overflow or top.get("overflow", "drop")
-        options = Options(overflow=overflow, setting_sources=sources, one_shot=prompt is not None)
+        options = Options(
+            overflow=overflow, setting_sources=sources, one_shot=prompt is not None, batch=not interactive
+        )
         mode = "one-shot" if prompt is not None else "interactive" if interactive else "pipe"
         autosave = store.autosave_for(resume, data, mode)
         chat = Chat(engine, render, settings, session, options, on_turn=autosave)
