@@ -291,6 +291,129 @@ def test_a_signal_just_after_the_chat_ended_is_no_traceback(sig, code):
         assert ("torn down" in err) == (when == "teardown")  # the signal was sent there, and ignored
 
 
+START_SIGNAL = r"""
+import os, signal, sys
+from yi_cli.ui import cli
+
+when, sig = sys.argv[1], getattr(signal, sys.argv[2])
+sys.argv[1:] = []  # entry() sees no subcommand: a chat's start
+
+def parse_args(argv):  # the signal lands inside the command line's parse
+    os.kill(os.getpid(), sig)
+    sys.stderr.write("parsed\n")
+    raise SystemExit(0)  # the parse ended (--help): the held signal is still delivered
+
+def main():  # the signal lands in main; a second one inside the write of the first's line
+    os.kill(os.getpid(), sig)
+    return 0
+
+def second(line):
+    cli._err = err
+    os.kill(os.getpid(), signal.SIGHUP)
+    err(line)
+
+err = cli._err
+if when == "parse":
+    cli.parse_args = parse_args
+else:
+    cli.main = main
+    cli._err = second
+cli.entry()
+"""
+
+
+@pytest.mark.parametrize(
+    "sig,code,words", [("SIGINT", 130, "interrupted"), ("SIGTERM", 130, "terminated"), ("SIGQUIT", 131, "quit")]
+)
+def test_a_signal_in_the_start_says_one_line_and_keeps_its_code(sig, code, words):
+    """A helper's stress of start-up found: a signal while the command line was parsed ended yi-chat with its code
+    but no line (entry() took the KeyboardInterrupt without a word), and argparse's intermixed parse cut by it raised
+    AttributeError ('save_nargs') from its own cleanup, a traceback; a second signal landing while the first's line
+    was written left no line, or a second one with its own code. The parse holds the signals (it takes ms); the
+    first signal says the one line and keeps its code."""
+    for when in ("parse", "second"):
+        p = subprocess.run(
+            [sys.executable, "-c", START_SIGNAL, when, sig],
+            capture_output=True,
+            timeout=120,
+            env=os.environ,
+            preexec_fn=as_a_shell_starts_a_command,
+        )
+        want = (["parsed"] if when == "parse" else []) + [f"yi-chat: {words}"]
+        assert (p.returncode, p.stderr.decode().splitlines()) == (code, want), when
+
+
+EARLY_TWICE = r"""
+import os, signal
+from yi_cli import launch
+
+real = os.write
+
+def write(fd, data):  # a second signal lands while the first's line is written
+    os.write = real
+    os.kill(os.getpid(), signal.SIGHUP)
+    return real(fd, data)
+
+launch.catch(launch.ENDING, launch._early)
+os.write = write
+os.kill(os.getpid(), signal.SIGQUIT)
+"""
+
+
+def test_a_second_signal_in_the_first_imports_leaves_the_firsts_line_and_code():
+    """launch's handler, run again inside itself by a second signal, wrote a second line and exited with the second
+    signal's code (SIGQUIT then SIGHUP: "hung up", 129)."""
+    p = subprocess.run(
+        [sys.executable, "-c", EARLY_TWICE],
+        capture_output=True,
+        timeout=120,
+        env=os.environ,
+        preexec_fn=as_a_shell_starts_a_command,
+    )
+    assert (p.returncode, p.stderr.decode().splitlines()) == (131, ["yi-chat: quit"])
+
+
+IMPORT_CALLBACK = r"""
+import signal, sys, time
+from yi_cli.ui import cli
+
+CB = '''
+def cb(signum):
+    try:
+        cli._interrupt(signum, sys._getframe())
+    except KeyboardInterrupt:
+        return "raised inside the callback"
+    return "returned"
+'''
+ns = {"cli": cli, "sys": sys}  # a function as importlib's module-lock callback is: named cb, in its frozen file
+exec(compile(CB, "<frozen importlib._bootstrap>", "exec"), ns)
+signal.signal(signal.SIGINT, cli._interrupt)
+try:
+    print(ns["cb"](signal.SIGINT), flush=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        time.sleep(0.01)
+    print("never raised")
+except KeyboardInterrupt:
+    print("raised after the callback")
+"""
+
+
+def test_a_signal_inside_an_imports_callback_is_raised_after_it():
+    """Python prints and drops an exception raised inside importlib's module-lock callback ("Exception ignored in
+    ... cb", a traceback on stderr): a Ctrl-C landing there at start-up was lost, the run went on. The handler sends
+    the signal again, to be raised once the callback has returned."""
+    p = subprocess.run(
+        [sys.executable, "-c", IMPORT_CALLBACK],
+        capture_output=True,
+        timeout=120,
+        env=os.environ,
+        preexec_fn=as_a_shell_starts_a_command,
+    )
+    out = p.stdout.decode()  # "returned" first, where the signal came after its print (or inside it)
+    assert out.endswith("raised after the callback\n") and "inside" not in out, (out, p.stderr)
+
+
 DURING_IMPORTS = r"""
 import os, runpy, signal, sys
 

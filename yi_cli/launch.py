@@ -9,8 +9,13 @@ import os
 
 from .errors import ENDING, catch
 
+_GONE: list = []  # set by the first signal: a second one's handler, run inside the first's, writes no second line
+
 
 def _early(signum, frame):
+    if _GONE:
+        return
+    _GONE.append(signum)
     code, words = ENDING[signum]
     try:
         os.write(2, f"yi-chat: {words}\n".encode())

@@ -25,11 +25,12 @@ from pathlib import Path
 from .. import inputs
 from ..engines.settings import GenSettings
 from ..errors import YiError, shown
+from ..held import signals_held
 from ..paths import data_dir
 from . import attach
 from .listing import Listing
 from .session import ChatSession
-from .writes import NoNewFile, Owner, signals_held, sweep, tmp_file, unlink_quietly, write_atomic, write_new
+from .writes import NoNewFile, Owner, sweep, tmp_file, unlink_quietly, write_atomic, write_new
 
 FORMAT = "yi-chat-session"
 VERSION = 1

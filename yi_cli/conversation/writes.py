@@ -7,16 +7,14 @@ from __future__ import annotations
 import errno
 import os
 import secrets
-import signal
 import stat
 import tempfile
-import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 from .. import durable
-from ..errors import ENDING
+from ..held import signals_held
 from ..paths import private_dir
 
 TMP = ".tmp-"  # a write's temp file, renamed or linked to its name once it is whole
@@ -191,31 +189,3 @@ def unlink_quietly(path: Path) -> None:
         os.unlink(path)
     except OSError:
         pass
-
-
-HELD = tuple(ENDING)
-
-
-@contextmanager
-def signals_held():
-    """Ctrl-C, SIGTERM, SIGHUP and SIGQUIT wait until the write is done: their handlers raise, and an exception
-    between writing the temp file and linking it would leave the finished exchange off the disk. A write takes ms.
-
-    The Python-level handlers are swapped, not the signal mask: a process-directed signal reaches whichever
-    thread does not block it (torch's, the tokenizer's), and Python runs its handler in the main thread anyway."""
-    if threading.current_thread() is not threading.main_thread():  # handlers can only be set from there
-        yield
-        return
-    caught: list = []
-    old = {s: signal.signal(s, lambda signum, frame: caught.append((signum, frame))) for s in set(HELD)}
-    try:
-        yield
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
-        for signum, frame in caught[:1]:  # now delivered to the handler it was meant for
-            handler = old[signum]
-            if callable(handler):
-                handler(signum, frame)
-            elif handler == signal.SIG_DFL:
-                signal.raise_signal(signum)

@@ -9,6 +9,7 @@ import sys
 
 from .. import terminal
 from ..errors import ENDING, EXIT_CHAT, StdoutFailed, UsageError, YiError, catch, shown
+from ..held import signals_held
 from .args import SUBCOMMANDS, parse_args, settings_from
 from .streams import say_error as _err
 from .streams import to_null
@@ -24,7 +25,10 @@ def main(argv=None) -> int:
     if sub is None:
         sys.stdout = guard  # --help and --version are all parsing writes
         try:
-            args = parse_args(argv)
+            # held: argparse's intermixed parse cut by a KeyboardInterrupt raised AttributeError ('save_nargs') from
+            # its own cleanup, a traceback instead of the signal's line
+            with signals_held():
+                args = parse_args(argv)
         except SystemExit:
             _said(guard, next((a for a in argv if a in ("--version", "-h", "--help")), "--help"))
             raise
@@ -33,6 +37,7 @@ def main(argv=None) -> int:
     else:  # a subcommand draws its own output: the keys typed are the terminal's to echo
         _unhold_early()
     _LEAVING.clear()
+    _DONE.clear()
     _catch_leave()
     if sub is not None:
         sys.stdout = guard
@@ -54,9 +59,9 @@ def main(argv=None) -> int:
         _err(str(e))
         return e.exit_code
     except KeyboardInterrupt:
+        _DONE.append(True)  # the run ends here: a second signal is not a second line
         code, what = _leaving()
-        _err(what)
-        return code
+        return _said_end(what, code)
     except BrokenPipeError:
         # The reader closed stdout (| head): nothing more to say. Point stdout at devnull so the
         # interpreter's final flush does not raise again.
@@ -133,7 +138,19 @@ LEAVE = {s: v for s, v in ENDING.items() if s != signal.SIGINT}
 _LEAVING: list[int] = []  # the first such signal received
 _CHAT: list = []  # the Chat, once there is one
 _EARLY: list = []  # the KeyHold entry() took the terminal with, until the chat's renderer takes it over
-_DONE: list = []  # set once main() has ended: a signal then is recorded, not raised (nothing is left to cut)
+_DONE: list = []  # set once the run is ending (main's chat has ended): a signal then is recorded, not raised
+_SAID: list = []  # the exit code of the line that said why the run ended, once written: a run writes one
+
+
+def _said_end(line: str, code: int) -> int:
+    """The line that says how the run ended (a signal's word, where the session is), written once; returns the exit
+    code of the line that was written. The run is ending: a signal from here on is recorded, not raised (one
+    raised inside the write of this line left the run with none)."""
+    _DONE.append(True)
+    if not _SAID:
+        _SAID.append(code)
+        _err(line)
+    return _SAID[0]
 
 
 def _leave(signum, frame):
@@ -142,6 +159,8 @@ def _leave(signum, frame):
     terminal is gone: output to it would fail (EIO), so it goes to /dev/null; a SIGHUP sent to a chat whose
     terminal is still there (kill -HUP) leaves it its line. A background job (`kill %1`) lets go of the terminal:
     it is the shell's (terminal.let_go)."""
+    if not _DONE and _unraisable(frame, signum):
+        return
     if not _LEAVING:
         _LEAVING.append(signum)
     if signum == signal.SIGHUP:
@@ -151,17 +170,37 @@ def _leave(signum, frame):
                 os.dup2(null, fd)
         os.close(null)
     terminal.let_go()
+    if _DONE:  # the run is already ending (its chat has ended, or a signal before ended it): its code and line stand
+        return
     for chat in _CHAT:
         chat.running, chat.terminated = False, True
     repl = sys.modules.get(f"{__package__}.repl")  # imported for a chat at a terminal only
-    if not _DONE and not (repl and repl.end_prompt()):  # at the prompt: ended through its event loop
+    if not (repl and repl.end_prompt()):  # at the prompt: ended through its event loop
         raise KeyboardInterrupt
 
 
 def _interrupt(signum, frame):
     """SIGINT: Python's default (KeyboardInterrupt) until main() has ended."""
-    if not _DONE:
+    if not _DONE and not _unraisable(frame, signum):
         raise KeyboardInterrupt
+
+
+def _unraisable(frame, signum: int) -> bool:
+    """The handler runs inside importlib's module-lock callback (a weakref's, at the end of an import), where an
+    exception is printed as "Exception ignored in ..." and dropped: the signal was lost (a run went on) and a
+    traceback shown. Then the signal is sent again from another thread, not waited for, to be handled once that
+    callback has returned (raise_signal would run the handler at once, inside the callback still)."""
+    import _thread
+
+    for _ in range(8):  # the callback itself, or what it calls
+        code = getattr(frame, "f_code", None)
+        if code is None:
+            return False
+        if code.co_name == "cb" and code.co_filename.startswith("<frozen importlib"):
+            _thread.start_new_thread(os.kill, (os.getpid(), signum))
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _hung_up(fd: int) -> bool:
@@ -373,6 +412,7 @@ def _run(chat, prompt, interactive, render, verbatim: bool = False) -> int:
         else:
             code = run_pipe(chat)
     except KeyboardInterrupt:
+        _DONE.append(True)  # the chat has ended: a signal from here on is recorded, not raised into its saves
         if chat.terminated:
             pass
         elif interactive:
@@ -396,6 +436,7 @@ def _run(chat, prompt, interactive, render, verbatim: bool = False) -> int:
                 + (f"the session is saved in {saved}" if saved else "no turn was saved")
             )
     finally:
+        _DONE.append(True)
         render.pin_keys(False)  # unpinned and echo back on, however the chat ended
         _CHAT.clear()
     if not interactive and chat.ctrl_c:  # what was typed ahead of a batch's Ctrl-C is not the shell's
@@ -405,11 +446,10 @@ def _run(chat, prompt, interactive, render, verbatim: bool = False) -> int:
         if chat.session.turns:  # again: the signal may have cut the autosave of the turn before it
             chat.on_turn(chat)
         saved = chat.on_turn.path
-        _err(f"{what}; the session is saved in {saved}" if saved else what)
-        return exit_code
+        return _said_end(f"{what}; the session is saved in {saved}" if saved else what, exit_code)
     if not interactive and chat.ctrl_c:  # a batch stops at Ctrl-C, as a pipeline does; the REPL goes on
         saved = chat.on_turn.path
-        _err(f"interrupted; the session is saved in {saved}" if saved else "interrupted")
+        return _said_end(f"interrupted; the session is saved in {saved}" if saved else "interrupted", 130)
     return code
 
 
@@ -548,7 +588,6 @@ def make_engine(args, top: dict, render, endpoint_from: str = ""):
     from rich.text import Text
 
     from ..checkpoint.loader import open_checkpoint, pick_device, resolve
-    from ..conversation.writes import signals_held
     from ..engines.local import LocalEngine
     from ..safe_text import safe
     from .config import as_alias
@@ -620,18 +659,19 @@ def entry() -> None:
     try:
         try:
             if not (sys.argv[1:] and sys.argv[1] in SUBCOMMANDS):
-                from .keys import hold_early
+                with signals_held():  # cut between taking the terminal's echo and recording it, echo stayed off
+                    from .keys import hold_early
 
-                _EARLY[:] = [k for k in [hold_early()] if k]
+                    _EARLY[:] = [k for k in [hold_early()] if k]
             code = main()
-        except KeyboardInterrupt:  # a second signal while the first was being handled: still one exit code
-            code = _leaving()[0]
+        except KeyboardInterrupt:  # one in start-up (before main's own handlers), or a second while the first was
+            code = _said_end(_leaving()[1], _leaving()[0])  # handled: one line, the first's exit code
         except SystemExit as e:  # argparse's --help, --version and usage errors: the terminal given back too
             code = e.code
         finally:
             _DONE.append(True)  # from here a signal (its handler) raises nothing: main's code stands
     except KeyboardInterrupt:  # one in the instant between main's end and the line above (soak_signals.py met it)
-        code = _leaving()[0]
+        code = _said_end(_leaving()[1], _leaving()[0])
     _unhold_early()
     # Ignored from here: Python's finalization puts a Python-level handler back to the default action before it
     # tears the modules down (~0.3 s with torch loaded), where a signal then killed yi-chat (-15, -1; SIGQUIT a core)

@@ -1,0 +1,37 @@
+"""Holding the signals that end yi-chat over a few milliseconds that must not be cut (a file's write and link, the
+parse of the command line, taking the terminal's echo): their handlers run as the hold ends."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from contextlib import contextmanager
+
+from .errors import ENDING
+
+HELD = tuple(ENDING)
+
+
+@contextmanager
+def signals_held():
+    """Ctrl-C, SIGTERM, SIGHUP and SIGQUIT wait until the write is done: their handlers raise, and an exception
+    between writing the temp file and linking it would leave the finished exchange off the disk. A write takes ms.
+
+    The Python-level handlers are swapped, not the signal mask: a process-directed signal reaches whichever
+    thread does not block it (torch's, the tokenizer's), and Python runs its handler in the main thread anyway."""
+    if threading.current_thread() is not threading.main_thread():  # handlers can only be set from there
+        yield
+        return
+    caught: list = []
+    old = {s: signal.signal(s, lambda signum, frame: caught.append((signum, frame))) for s in set(HELD)}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        for signum, frame in caught[:1]:  # now delivered to the handler it was meant for
+            handler = old[signum]
+            if callable(handler):
+                handler(signum, frame)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(signum)
