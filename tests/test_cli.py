@@ -240,6 +240,17 @@ def as_a_shell_starts_a_command() -> None:
         signal.signal(signum, signal.SIG_DFL)
 
 
+def run_script(code: str, *args: str) -> subprocess.CompletedProcess:
+    """`python -c code args` with the signals as a shell starts a command."""
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        timeout=120,
+        env=os.environ,
+        preexec_fn=as_a_shell_starts_a_command,
+    )
+
+
 LATE_SIGNAL = r"""
 import os, signal, sys
 from yi_cli.ui import cli
@@ -278,13 +289,7 @@ def test_a_signal_just_after_the_chat_ended_is_no_traceback(sig, code):
     modules down (~0.3 s with torch), when it has put its handlers back to the default action, killed the process.
     Now main's own code stands. During main, the signal's documented code as before."""
     for when, want in (("after", 0), ("teardown", 0), ("during", code)):
-        p = subprocess.run(
-            [sys.executable, "-c", LATE_SIGNAL, when, sig],
-            capture_output=True,
-            timeout=120,
-            env=os.environ,
-            preexec_fn=as_a_shell_starts_a_command,
-        )
+        p = run_script(LATE_SIGNAL, when, sig)
         err = p.stderr.decode()
         assert p.returncode == want and "Traceback" not in err, (when, p.returncode, err)
         assert "unheld" in err  # the rest of the way out ran
@@ -332,13 +337,7 @@ def test_a_signal_in_the_start_says_one_line_and_keeps_its_code(sig, code, words
     was written left no line, or a second one with its own code. The parse holds the signals (it takes ms); the
     first signal says the one line and keeps its code."""
     for when in ("parse", "second"):
-        p = subprocess.run(
-            [sys.executable, "-c", START_SIGNAL, when, sig],
-            capture_output=True,
-            timeout=120,
-            env=os.environ,
-            preexec_fn=as_a_shell_starts_a_command,
-        )
+        p = run_script(START_SIGNAL, when, sig)
         want = (["parsed"] if when == "parse" else []) + [f"yi-chat: {words}"]
         assert (p.returncode, p.stderr.decode().splitlines()) == (code, want), when
 
@@ -363,13 +362,7 @@ os.kill(os.getpid(), signal.SIGQUIT)
 def test_a_second_signal_in_the_first_imports_leaves_the_firsts_line_and_code():
     """launch's handler, run again inside itself by a second signal, wrote a second line and exited with the second
     signal's code (SIGQUIT then SIGHUP: "hung up", 129)."""
-    p = subprocess.run(
-        [sys.executable, "-c", EARLY_TWICE],
-        capture_output=True,
-        timeout=120,
-        env=os.environ,
-        preexec_fn=as_a_shell_starts_a_command,
-    )
+    p = run_script(EARLY_TWICE)
     assert (p.returncode, p.stderr.decode().splitlines()) == (131, ["yi-chat: quit"])
 
 
@@ -403,13 +396,7 @@ def test_a_signal_inside_an_imports_callback_is_raised_after_it():
     """Python prints and drops an exception raised inside importlib's module-lock callback ("Exception ignored in
     ... cb", a traceback on stderr): a Ctrl-C landing there at start-up was lost, the run went on. The handler sends
     the signal again, to be raised once the callback has returned."""
-    p = subprocess.run(
-        [sys.executable, "-c", IMPORT_CALLBACK],
-        capture_output=True,
-        timeout=120,
-        env=os.environ,
-        preexec_fn=as_a_shell_starts_a_command,
-    )
+    p = run_script(IMPORT_CALLBACK)
     out = p.stdout.decode()  # "returned" first, where the signal came after its print (or inside it)
     assert out.endswith("raised after the callback\n") and "inside" not in out, (out, p.stderr)
 
@@ -437,11 +424,5 @@ runpy.run_module("yi_cli", run_name="__main__", alter_sys=True)
 def test_a_signal_during_the_first_imports_is_one_line(sig, code, words):
     """The ~70 ms before the CLI's handlers exist: Ctrl-C printed a KeyboardInterrupt traceback, SIGTERM and SIGQUIT
     killed the process (SIGQUIT dumping core). yi_cli.launch catches them first: one line, the documented code."""
-    p = subprocess.run(
-        [sys.executable, "-c", DURING_IMPORTS, sig],
-        capture_output=True,
-        timeout=120,
-        env=os.environ,
-        preexec_fn=as_a_shell_starts_a_command,
-    )
+    p = run_script(DURING_IMPORTS, sig)
     one_line_error(p, code, f"yi-chat: {words}")

@@ -743,14 +743,19 @@ def test_a_signal_at_the_prompt_ends_it_through_its_event_loop(monkeypatch, capf
     assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []  # what asyncio reports on stderr
 
 
-def test_ctrl_c_between_replies_of_a_piped_run_says_where_the_session_is(server, home):
-    proc = subprocess.Popen(
+def piped_run(server, home) -> subprocess.Popen:
+    """A piped chat with `server`, its stdin, stdout and stderr pipes of the test's."""
+    return subprocess.Popen(
         [sys.executable, "-m", "yi_cli", "--endpoint", server.url],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env={**{k: v for k, v in os.environ.items() if k not in CLEAN}, "YI_CHAT_HOME": str(home)},
     )
+
+
+def test_ctrl_c_between_replies_of_a_piped_run_says_where_the_session_is(server, home):
+    proc = piped_run(server, home)
     proc.stdin.write(b"q1\n")
     proc.stdin.flush()
     assert proc.stdout.readline() == b"echo: q1\n"  # the reply; the run now waits on stdin for the next line
@@ -772,13 +777,7 @@ def test_ctrl_c_while_a_piped_runs_file_waits_on_a_pipe_ends_the_run(server, hom
     exit 130, the session's line."""
     fifo = tmp_path / "notes.fifo"
     os.mkfifo(fifo)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "yi_cli", "--endpoint", server.url],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**{k: v for k, v in os.environ.items() if k not in CLEAN}, "YI_CHAT_HOME": str(home)},
-    )
+    proc = piped_run(server, home)
     proc.stdin.write(f"q1\n/file {fifo}\n".encode())
     proc.stdin.flush()
     assert proc.stdout.readline() == b"echo: q1\n"
