@@ -21,28 +21,37 @@ def chunks(stream, size: int = READ):
     """A binary stream's reads, each as soon as it arrives, until its end. One that has a descriptor
     is read through it (what a buffered stream held is not read: nothing reads stdin before this)."""
     fd = _descriptor(stream)
-    if fd is None or os.name != "posix" or threading.current_thread() is not threading.main_thread():
+    if fd is None or os.name != "posix":
         read = getattr(stream, "read1", stream.read)
         while chunk := read(size):
             yield chunk
         return
-    wake, woken = os.pipe()
-    os.set_blocking(wake, False)
-    os.set_blocking(woken, False)
-    old = signal.set_wakeup_fd(woken, warn_on_full_buffer=False)
+    # off the main thread no signal is handled here: select() on the descriptor alone (a FIFO opened without
+    # blocking waits there for its writer: a read would find no writer and end at once)
+    wake = woken = None
+    if threading.current_thread() is threading.main_thread():
+        wake, woken = os.pipe()
+        os.set_blocking(wake, False)
+        os.set_blocking(woken, False)
+        old = signal.set_wakeup_fd(woken, warn_on_full_buffer=False)
     try:
         while True:
-            ready = select.select([fd, wake], [], [])[0]
+            ready = select.select([fd] if wake is None else [fd, wake], [], [])[0]
             if wake in ready:  # a signal came: its handler runs at the next line (Ctrl-C raises there)
                 _drain(wake)
             if fd in ready:
-                if not (chunk := os.read(fd, size)):
+                try:
+                    chunk = os.read(fd, size)
+                except BlockingIOError:  # a FIFO opened without blocking, its writer not there yet
+                    continue
+                if not chunk:
                     return
                 yield chunk
     finally:
-        signal.set_wakeup_fd(old)
-        os.close(wake)
-        os.close(woken)
+        if wake is not None:
+            signal.set_wakeup_fd(old)
+            os.close(wake)
+            os.close(woken)
 
 
 def read_upto(stream, limit: int) -> bytes:

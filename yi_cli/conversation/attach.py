@@ -118,7 +118,7 @@ def read_bytes(name: str, stdin=None, waiting=None, regular: bool = False) -> by
             )
         if regular and kind not in (None, "regular file"):  # (a missing one fails to open, as before)
             raise UsageError(f"{shown(name, 200)}: not a regular file now (a {kind})")
-        with _waiting_for(name, kind == "FIFO" and waiting), _open(p, regular) as f:
+        with _waiting_for(name, kind == "FIFO" and waiting), _open(p, regular or kind == "FIFO") as f:
             if regular and not stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # swapped since the look above
                 raise UsageError(f"{shown(name, 200)}: not a regular file now")
             if os.isatty(f.fileno()):  # swapped for a terminal since the look above
@@ -130,9 +130,11 @@ def read_bytes(name: str, stdin=None, waiting=None, regular: bool = False) -> by
         raise UsageError(f"{shown(name, 200)}: not a valid file name") from None
 
 
-def _open(p, regular: bool):
-    """p open for reading; where only a regular file will do, without blocking (a FIFO's open waits for a writer)."""
-    if not regular:
+def _open(p, nonblocking: bool):
+    """p open for reading; without blocking where only a regular file will do (a FIFO's open waits for a writer),
+    and for a FIFO, whose wait for a writer is then pipes' select(), which a signal ends: a signal just before a
+    blocking open entered the kernel was not handled until something wrote into the FIFO."""
+    if not nonblocking:
         return open(p, "rb")
     return os.fdopen(os.open(p, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0)), "rb")
 
