@@ -1,7 +1,8 @@
 """The terminal at the edges of a run, in tmux under an interactive bash (job control): a background yi-chat that
 `kill %1` ends exits (it was stopped by SIGTTOU, setting the modes of a terminal the shell had); keys typed while
 yi-chat starts are not echoed raw; SIGQUIT (Ctrl-\\ mid-reply, kill -QUIT at the prompt) gives the terminal back with
-its echo, the turn saved.
+its echo, the turn saved; lines typed ahead of a prompt that never comes (a signal ends the chat mid-reply, at the
+prompt or while it starts) go to the input history, not to the shell.
 
 Every wait is on screen content or process state, with a deadline; none is a sleep.
 """
@@ -18,7 +19,9 @@ import tempfile
 import time
 
 import pytest
-from test_screen import DEADLINE, TMUX, TOOLBAR, Pane
+from test_screen import DEADLINE, TMUX, TOOLBAR, Pane, Scripted, markdown_reply
+
+from tests.openai_server import OpenAIServer
 
 BASH = shutil.which("bash")
 pytestmark = pytest.mark.skipif(TMUX is None or BASH is None, reason="needs tmux and bash")
@@ -244,3 +247,134 @@ def test_a_reply_put_in_the_background_waits_stopped_for_fg(demo_dir, tmp_path):
         sh.wait(lambda s: re.search(r"^length · ", s.rpartition("$ fg")[2], re.M), "the reply's end after fg")
     finally:
         sh.close()
+
+
+# Keys typed ahead when no prompt comes for them -----------------------------------------------------------------------
+
+
+def queued(sh: Shell, keys: str) -> None:
+    """Wait until the pane's terminal holds `keys` (sent with send-keys) in its input queue, not read by anyone."""
+    import fcntl
+    import struct
+    import termios
+
+    tty = sh.tmux("display-message", "-p", "-t", "0", "#{pane_tty}").strip()
+    fd = os.open(tty, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    try:
+        deadline = time.monotonic() + DEADLINE
+        while struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0] < len(keys.encode()):
+            assert time.monotonic() < deadline, "the keys never reached the terminal's input"
+            time.sleep(0.02)
+    finally:
+        os.close(fd)
+
+
+def history_entries(home) -> list[str]:
+    """The input history as the next prompt reads it (↑ gives the newest first)."""
+    from yi_cli.ui.repl import TailHistory
+
+    return list(TailHistory(str(home / "data" / "history")).load_history_strings())
+
+
+def ended(sh: Shell) -> None:
+    """Wait for the chat's ending line and the shell's prompt after it (keys typed before are the chat's)."""
+    sh.wait(lambda s: re.search(r"^yi-chat: [^\n]*", s, re.M) and s.rstrip().endswith("$"), "the chat's end")
+
+
+def chat_pid(sh: Shell) -> int:
+    """yi-chat's pid: bash's one child while it runs in the foreground."""
+    return sh.pid()
+
+
+@pytest.mark.parametrize("signum,word", [(signal.SIGTERM, "terminated"), (signal.SIGHUP, "hung up")])
+def test_lines_typed_during_a_reply_go_to_the_history_not_the_shell(tmp_path, signum, word):
+    """Lines typed while a reply streams wait, unechoed, in the terminal for the next prompt. A signal that ends the
+    chat (SIGTERM; SIGHUP sent with the terminal still there) leaves no next prompt: the shell read them and ran
+    each as a command (here a `touch`), and the messages were lost. They are kept in the input history instead, the
+    ending line says so, and the shell runs nothing."""
+    home = tmp_path / "home"
+    home.mkdir()
+    marker = tmp_path / "ran"
+    reply = markdown_reply(3)
+    engine = Scripted(reply, pause_at=reply.index("## Part 1"))
+    with OpenAIServer(engine, model="scripted") as srv:
+        sh = Shell(home)
+        try:
+            sh.line(f"{sys.executable} -m yi_cli --endpoint {srv.url} --model scripted --max-new-tokens 100000")
+            sh.wait(lambda s: re.search(r"^>>>", s, re.M), "the prompt")
+            sh.line("tell me")
+            assert engine.paused.wait(DEADLINE)
+            sh.wait(lambda s: "return x * 0" in s, "the reply up to its pause")
+            ahead = f"touch {marker}\ra secod\x7fnd message\ra paste: \x1b[200~one\rtwo\x1b[201~\ra draft"
+            sh.tmux("send-keys", "-t", "0", "-l", ahead)
+            queued(sh, ahead)
+            os.kill(chat_pid(sh), signum)
+            ended(sh)
+            sh.line("echo AFTER")
+            scroll = sh.wait(lambda s: re.search(r"^AFTER$", s, re.M), "the shell after the chat")
+        finally:
+            sh.close()
+    assert not marker.exists(), scroll  # the shell ran none of it
+    ending = re.search(rf"yi-chat: {word}; the session is saved in \S+\.json; (.*)", scroll.replace("\n", ""))
+    assert ending, scroll
+    assert ending[1].startswith("4 messages typed ahead were not sent: in the input history (↑ at the next prompt)")
+    kept = [f"touch {marker}", "a second message", "a paste: one\ntwo", "a draft"]
+    assert history_entries(home)[:5] == [*reversed(kept), "tell me"]
+    assert "Traceback" not in scroll
+
+
+def test_a_line_being_typed_when_a_signal_ends_the_chat_is_kept(tmp_path):
+    """At the prompt, the line typed so far (not sent) goes to the input history as the chat ends by SIGTERM."""
+    home = tmp_path / "home"
+    home.mkdir()
+    with OpenAIServer(Scripted("unused"), model="scripted") as srv:
+        sh = Shell(home)
+        try:
+            sh.line(f"{sys.executable} -m yi_cli --endpoint {srv.url} --model scripted")
+            sh.wait(lambda s: re.search(r"^>>>", s, re.M), "the prompt")
+            sh.tmux("send-keys", "-t", "0", "-l", "half a thought")
+            sh.wait(lambda s: re.search(r"^>>> half a thought", s, re.M), "the line at the prompt")
+            os.kill(chat_pid(sh), signal.SIGTERM)
+            ended(sh)
+            sh.line("echo AFTER")
+            scroll = sh.wait(lambda s: re.search(r"^AFTER$", s, re.M), "the shell after the chat")
+        finally:
+            sh.close()
+    assert "1 message typed ahead was not sent: in the input history" in scroll.replace("\n", ""), scroll
+    assert history_entries(home)[:1] == ["half a thought"]
+
+
+def test_lines_typed_while_the_chat_starts_go_to_the_history_when_a_signal_ends_it(tmp_path):
+    """Keys typed while yi-chat starts wait for its first prompt (here the start waits on a FIFO given to -f); a
+    SIGTERM there ended the chat and the shell ran the line typed."""
+    home = tmp_path / "home"
+    home.mkdir()
+    marker = tmp_path / "ran"
+    fifo = tmp_path / "notes.txt"
+    os.mkfifo(fifo)
+    with OpenAIServer(Scripted("unused"), model="scripted") as srv:
+        sh = Shell(home)
+        try:
+            sh.line(f"{sys.executable} -m yi_cli --endpoint {srv.url} --model scripted -f {fifo}")
+            deadline = time.monotonic() + DEADLINE
+            while True:  # the chat opens the FIFO to read it: a writer may open it then
+                try:
+                    writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, f"yi-chat never opened the FIFO:\n{sh.scrollback()}"
+                    time.sleep(0.02)
+            try:
+                sh.tmux("send-keys", "-t", "0", "-l", f"touch {marker}\r")
+                queued(sh, f"touch {marker}\r")
+                os.kill(chat_pid(sh), signal.SIGTERM)
+                ended(sh)
+                sh.line("echo AFTER")
+                scroll = sh.wait(lambda s: re.search(r"^AFTER$", s, re.M), "the shell after the chat")
+            finally:
+                os.close(writer)
+        finally:
+            sh.close()
+    assert not marker.exists(), scroll
+    assert "1 message typed ahead was not sent: in the input history" in scroll.replace("\n", ""), scroll
+    assert history_entries(home)[:1] == [f"touch {marker}"]

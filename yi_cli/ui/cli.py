@@ -38,6 +38,7 @@ def main(argv=None) -> int:
         _unhold_early()
     _LEAVING.clear()
     _DONE.clear()
+    _KEPT.clear()
     _catch_leave()
     if sub is not None:
         sys.stdout = guard
@@ -60,6 +61,7 @@ def main(argv=None) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         _DONE.append(True)  # the run ends here: a second signal is not a second line
+        _keep_early()
         code, what = _leaving()
         return _said_end(what, code)
     except BrokenPipeError:
@@ -140,17 +142,35 @@ _CHAT: list = []  # the Chat, once there is one
 _EARLY: list = []  # the KeyHold entry() took the terminal with, until the chat's renderer takes it over
 _DONE: list = []  # set once the run is ending (main's chat has ended): a signal then is recorded, not raised
 _SAID: list = []  # the exit code of the line that said why the run ended, once written: a run writes one
+_KEPT: list = []  # what the ending line says of the messages typed ahead (typed_ahead.said), once they are kept
 
 
 def _said_end(line: str, code: int) -> int:
-    """The line that says how the run ended (a signal's word, where the session is), written once; returns the exit
-    code of the line that was written. The run is ending: a signal from here on is recorded, not raised (one
-    raised inside the write of this line left the run with none)."""
+    """The line that says how the run ended (a signal's word, where the session is, the messages typed ahead),
+    written once; returns the exit code of the line that was written. The run is ending: a signal from here on is
+    recorded, not raised (one raised inside the write of this line left the run with none)."""
     _DONE.append(True)
     if not _SAID:
         _SAID.append(code)
-        _err(line)
+        _err("; ".join([line, *_KEPT[:1]]))
     return _SAID[0]
+
+
+def _keep_early() -> None:
+    """The run ends before its chat's first prompt: the keys held since entry() are kept (_keep_typed_ahead)."""
+    for keys in _EARLY[:1]:
+        _keep_typed_ahead(keys.take)
+
+
+def _keep_typed_ahead(take, held: str = "") -> None:
+    """The chat at a terminal ends with no prompt to come: the messages typed ahead (`held`, the REPL's, then the
+    keys `take` reads out of the terminal's queue) go to the input history, not to the shell, which ran each line
+    as a command; the ending line says how many (typed_ahead.py)."""
+    from . import typed_ahead
+
+    messages = typed_ahead.lines(held + take().decode("utf-8", "replace"))
+    if messages and not _KEPT:
+        _KEPT.append(typed_ahead.said(messages, typed_ahead.keep(messages)))
 
 
 def _leave(signum, frame):
@@ -333,7 +353,8 @@ def _main(args) -> int:
         finally:
             autosave.close()
     except KeyboardInterrupt:  # Ctrl-C while the model loads, or a signal: what was typed ahead is not the shell's
-        render.discard_keys()
+        _keep_typed_ahead(render.take_keys)
+        render.discard_keys()  # (not held: they are dropped all the same)
         raise
     finally:
         render.pin_keys(False)
@@ -437,6 +458,9 @@ def _run(chat, prompt, interactive, render, verbatim: bool = False) -> int:
             )
     finally:
         _DONE.append(True)
+        if chat.terminated and interactive:  # no prompt comes for the keys typed ahead
+            repl = sys.modules.get(f"{__package__}.repl")
+            _keep_typed_ahead(render.take_keys, "".join(repl.AHEAD) if repl else "")
         render.pin_keys(False)  # unpinned and echo back on, however the chat ended
         _CHAT.clear()
     if not interactive and chat.ctrl_c:  # what was typed ahead of a batch's Ctrl-C is not the shell's
@@ -665,7 +689,8 @@ def entry() -> None:
                     _EARLY[:] = [k for k in [hold_early()] if k]
             code = main()
         except KeyboardInterrupt:  # one in start-up (before main's own handlers), or a second while the first was
-            code = _said_end(_leaving()[1], _leaving()[0])  # handled: one line, the first's exit code
+            _keep_early()  # handled: one line, the first's exit code
+            code = _said_end(_leaving()[1], _leaving()[0])
         except SystemExit as e:  # argparse's --help, --version and usage errors: the terminal given back too
             code = e.code
         finally:

@@ -101,6 +101,25 @@ class KeyHold:
             except (termios.error, OSError):
                 pass
 
+    def take(self) -> bytes:
+        """The keys typed ahead, read out of the terminal's queue (the chat ends: the shell would run them). Held,
+        the terminal gives whatever it has queued without waiting for a line. Not held, nothing is taken: keys typed
+        then were echoed where the shell has the terminal (or it is the shell's: the background), and are its."""
+        if self.saved is None or not self._foreground():
+            return b""
+        import select
+
+        got = b""
+        try:
+            while len(got) < 1 << 20 and select.select([self.fd], [], [], 0)[0]:
+                chunk = os.read(self.fd, 4096)
+                if not chunk:
+                    break
+                got += chunk
+        except OSError:  # hung up: nothing is queued any more
+            pass
+        return got
+
     def pin(self) -> None:
         self.hold()
         self.pinned = True

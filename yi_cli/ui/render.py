@@ -254,6 +254,10 @@ class Renderer:
     def discard_keys(self) -> None:
         """Drop the keys typed ahead: the chat ends by Ctrl-C, and the shell would run them."""
 
+    def take_keys(self) -> bytes:
+        """The keys typed ahead, taken out of the terminal's queue (the chat ends, and the shell would run them)."""
+        return b""
+
     def pin_keys(self, on: bool) -> None:
         """on: keys typed from now on are held (not echoed) until pin_keys(False), whatever replies start and
         end meanwhile; the REPL pins them around each prompt and the handling of its line."""
@@ -353,6 +357,9 @@ class TerminalRenderer(Renderer):
     def discard_keys(self) -> None:
         if self.keys is not None:
             self.keys.discard()
+
+    def take_keys(self) -> bytes:
+        return b"" if self.keys is None else self.keys.take()
 
     def _write(self, pieces) -> None:
         if not pieces:

@@ -23,14 +23,15 @@ from prompt_toolkit.utils import is_dumb_terminal
 from .. import inputs, terminal
 from ..conversation import commands
 from ..errors import YiError
-from ..paths import data_dir, private_dir
+from ..paths import private_dir
+from . import typed_ahead
 
 
 def history(render):
     """A persistent history file (0600) in the data dir; in-memory with a warning when it cannot be written. Opened
     non-blocking and checked to be a regular file: a FIFO there hung the chat before its first prompt (an open for
     writing waits for a reader), and a link to /dev/zero would be read without end."""
-    path = data_dir() / "history"
+    path = typed_ahead.history_path()
     try:
         private_dir(path.parent)
         fd = os.open(path, os.O_CREAT | os.O_APPEND | os.O_WRONLY | getattr(os, "O_NONBLOCK", 0), 0o600)
@@ -488,15 +489,33 @@ def run(chat, prompt_text: str = ">>> ") -> int:
     return 0
 
 
+AHEAD: list[str] = []  # the keys typed ahead as a signal ended the chat (_one_line), for cli to keep
+
+
+def _typeahead(session) -> str:
+    """The keys the prompt read past the Enter that sent its line (prompt_toolkit's typeahead, for the next
+    prompt), a paste among them between the terminal's paste brackets, as the terminal sent it."""
+    from prompt_toolkit.input.typeahead import get_typeahead
+    from prompt_toolkit.keys import Keys
+
+    keys = get_typeahead(session.input)
+    return "".join(
+        typed_ahead.PASTE_START + k.data + typed_ahead.PASTE_END if k.key == Keys.BracketedPaste else k.data
+        for k in keys
+    )
+
+
 def _one_line(chat, session, prompt_text: str) -> bool:
     """Prompt for one line and handle it; False at Ctrl-D."""
     # Held from before the prompt (which puts back the mode it found) until the line is handled: keys typed
     # after Enter wait unechoed for the next prompt, however long the reply takes to start.
     chat.render.pin_keys(True)
+    draft = ""  # the line at a prompt that a signal ended
     try:
         try:
             line = read_line(session, prompt_text, pre_run=lambda: reflow_on_resize(session.app), render=chat.render)
         except KeyboardInterrupt:  # Ctrl-C at the prompt clears the line
+            draft = session.default_buffer.text
             return True
         except EOFError:  # Ctrl-D
             return False
@@ -513,6 +532,8 @@ def _one_line(chat, session, prompt_text: str) -> bool:
             _keep_sent(chat, line)
     finally:
         chat.interrupt_next = False  # a command's line with no reply does not pass it on to a later one
+        if chat.terminated and not AHEAD:  # no prompt comes: the keys typed ahead, taken while still held
+            AHEAD.append(draft + _typeahead(session) + chat.render.take_keys().decode("utf-8", "replace"))
         chat.render.pin_keys(False)
     return True
 

@@ -1,0 +1,96 @@
+"""What was typed ahead when a chat at a terminal ends by a signal (SIGTERM, `kill -HUP`, SIGQUIT) or by Ctrl-C while
+the model loads: lines typed during a reply wait, unechoed, in the terminal's input queue for the next prompt (keys.py).
+With no next prompt they went to the shell, which ran each as a command, and the messages were lost. They are taken
+out of the queue instead and kept in the input history, where ↑ at the next prompt finds them (no torch, no
+prompt_toolkit).
+
+The keys are raw (the hold turns line editing off): `lines` edits them as the prompt would have, for the keys a
+line is made of: Enter ends a message, a paste's line breaks are lines of one message, Backspace, Ctrl-U and Ctrl-W
+erase; cursor and function keys are dropped, the text going on at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import re
+import stat
+
+from ..paths import data_dir, private_dir
+
+PASTE_START, PASTE_END = "\x1b[200~", "\x1b[201~"
+# a key's escape sequence: CSI (arrows, Delete, function keys, with modifiers), SS3 (arrows in application mode),
+# or Alt with a key
+_ESCAPE = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|O.|.)?", re.S)
+
+
+def history_path():
+    """The REPL's input history (prompt_toolkit's FileHistory format)."""
+    return data_dir() / "history"
+
+
+def lines(keys: str) -> list[str]:
+    """The messages in keys typed at a prompt that never came: each Enter ends one; what follows the last Enter is
+    one too (a message not sent yet). Blank ones are left out."""
+    out: list[str] = []
+    line: list[str] = []
+    pos = 0
+    while pos < len(keys):
+        ch = keys[pos]
+        if keys.startswith(PASTE_START, pos):  # a paste: its text as it is, line breaks included
+            end = keys.find(PASTE_END, pos)
+            end = len(keys) if end < 0 else end
+            line += keys[pos + len(PASTE_START) : end].replace("\r\n", "\n").replace("\r", "\n")
+            pos = end + len(PASTE_END)
+            continue
+        if ch == "\x1b":
+            pos = _ESCAPE.match(keys, pos).end()
+            continue
+        pos += 1
+        if ch in "\r\n":
+            out.append("".join(line))
+            line = []
+        elif ch in "\x7f\x08":  # Backspace
+            line = line[:-1]
+        elif ch == "\x15":  # Ctrl-U: the line so far
+            line = []
+        elif ch == "\x17":  # Ctrl-W: the word before the cursor
+            line = list(re.sub(r"\S*\s*$", "", "".join(line)))
+        elif ch == "\t" or ch >= " ":
+            line.append(ch)
+    out.append("".join(line))
+    return [text for text in out if text.strip()]
+
+
+def keep(messages: list[str]) -> bool:
+    """Append messages to the input history file, as the prompt stores a line (its lines `+`-prefixed under a
+    `#` timestamp); False where the file cannot be written (it is not a regular file, or the folder is not ours to
+    write). Opened non-blocking: a FIFO in its place would wait for a reader."""
+    path = history_path()
+    try:
+        private_dir(path.parent)
+        fd = os.open(path, os.O_CREAT | os.O_APPEND | os.O_WRONLY | getattr(os, "O_NONBLOCK", 0), 0o600)
+    except OSError:
+        return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        with contextlib.suppress(OSError):  # (another user's file that is ours to write: left as it is)
+            os.fchmod(fd, 0o600)  # as the REPL keeps it (repl.history)
+        stamp = datetime.datetime.now()
+        text = "".join(f"\n# {stamp}\n" + "".join(f"+{ln}\n" for ln in m.split("\n")) for m in messages)
+        os.write(fd, text.encode())  # one write: another yi-chat's lines stay whole
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def said(messages: list[str], kept: bool) -> str:
+    """The ending line's words for them: how many, and where they are (or that they could not be kept)."""
+    n = len(messages)
+    what = f"{n} message{'s' if n > 1 else ''} typed ahead {'were' if n > 1 else 'was'} not sent"
+    where = "in the input history (↑ at the next prompt)" if kept else "the input history could not be written"
+    return f"{what}: {where}"
