@@ -108,6 +108,18 @@ def test_kill_of_a_background_chat_ends_it(demo_dir, tmp_path, how):
         sh.close()
 
 
+def fifo_writer(sh: Shell, fifo) -> int:
+    """A descriptor writing into `fifo` once the chat has opened it to read it (an -f attachment): a writer may
+    open it then, without waiting."""
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        try:
+            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:
+            assert time.monotonic() < deadline, f"yi-chat never opened the FIFO:\n{sh.scrollback()}"
+            time.sleep(0.02)
+
+
 @pytest.mark.slow
 def test_keys_typed_before_the_model_loads_are_not_echoed_raw(demo_dir, tmp_path):
     """From yi-chat's first instant (its imports, reading -f files, the model load) the terminal does not echo: keys
@@ -125,14 +137,7 @@ def test_keys_typed_before_the_model_loads_are_not_echoed_raw(demo_dir, tmp_path
     sh = Shell(home)
     try:
         sh.line(f"{sys.executable} -m yi_cli --model demo -f {fifo}")
-        deadline = time.monotonic() + DEADLINE
-        while True:  # the chat opens the FIFO to read it: a writer may open it then
-            try:
-                writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-                break
-            except OSError:
-                assert time.monotonic() < deadline, f"yi-chat never opened the FIFO:\n{sh.scrollback()}"
-                time.sleep(0.02)
+        writer = fifo_writer(sh, fifo)
         tty = sh.tmux("display-message", "-p", "-t", "0", "#{pane_tty}").strip()
         fd = os.open(tty, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
         try:
@@ -356,14 +361,7 @@ def test_lines_typed_while_the_chat_starts_go_to_the_history_when_a_signal_ends_
         sh = Shell(home)
         try:
             sh.line(f"{sys.executable} -m yi_cli --endpoint {srv.url} --model scripted -f {fifo}")
-            deadline = time.monotonic() + DEADLINE
-            while True:  # the chat opens the FIFO to read it: a writer may open it then
-                try:
-                    writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-                    break
-                except OSError:
-                    assert time.monotonic() < deadline, f"yi-chat never opened the FIFO:\n{sh.scrollback()}"
-                    time.sleep(0.02)
+            writer = fifo_writer(sh, fifo)
             try:
                 sh.tmux("send-keys", "-t", "0", "-l", f"touch {marker}\r")
                 queued(sh, f"touch {marker}\r")
