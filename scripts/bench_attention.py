@@ -1,9 +1,10 @@
 """The decode attention's share of a CUDA decode step: graph-replayed step time at several attended lengths, and a
 verify's cost in steps, with decode_attn.decode_attention as shipped (`tile`: up to decode_attn.SHORT slots one tile
 a program), with every length on the looping kernel (`loop`: decode_attn.SHORT = 0, the path before), and with no
-attention at all (`none`: the query passed through, the bound on what attention can still give), with N of a
-verify's tokens a short-attention program (`ttN`), or with the short attention's launch knobs (`split=N` slots a
-program, `sw=N` its warps, `mw=N` the merge's warps, joined by `+`).
+attention at all (`none`: the query passed through, the bound on what attention can still give), with the split
+kernel and no merge (`nomerge`: the query passed on to o, the bound on what folding the merge into o's staging of x
+could give), with N of a verify's tokens a short-attention program (`ttN`), or with the short attention's launch
+knobs (`split=N` slots a program, `sw=N` its warps, `mw=N` the merge's warps, joined by `+`).
 
     python scripts/bench_attention.py --path /tmp/yi-bench/yi-6b-awq
     python scripts/bench_attention.py --path /tmp/yi-bench/yi-34b-awq --variants tile,split=128,sw=4 --no-verify
@@ -28,10 +29,32 @@ from yi_cli.engines.settings import GenSettings  # noqa: E402
 from yi_cli.kernels import decode_attn  # noqa: E402
 from yi_cli.runtime.decoder import VERIFY_ROWS, FastDecoder  # noqa: E402
 
-NAMES = ("SHORT", "VERIFY_TT", "decode_attention", "SHORT_SPLIT", "SHORT_WARPS", "MERGE_WARPS")  # what a variant sets
-SHIPPED = {n: getattr(decode_attn, n) for n in NAMES}
+NAMES = (  # what a variant sets
+    "SHORT",
+    "VERIFY_TT",
+    "decode_attention",
+    "SHORT_SPLIT",
+    "SHORT_WARPS",
+    "MERGE_WARPS",
+    "_attn_merge_tile",
+    "_attn_merge",
+)
+SHIPPED = {n: getattr(decode_attn, n, None) for n in NAMES}  # the kernels are None without Triton
 # the short-attention launch knobs a variant may set: split=N slots a program, sw=N its warps, mw=N the merge's warps
 KNOBS = {"split": "SHORT_SPLIT", "sw": "SHORT_WARPS", "mw": "MERGE_WARPS"}
+
+
+class _NoLaunch:
+    """A kernel stand-in whose launches do nothing (`nomerge`'s merges)."""
+
+    def __getitem__(self, grid):
+        return lambda *args, **kwargs: None
+
+
+def _split_only(qg, kc, vc, pos, length):
+    """The shipped split kernel's launch for these tokens (its merge a _NoLaunch), the query passed on to o."""
+    SHIPPED["decode_attention"](qg, kc, vc, pos, length)
+    return qg
 
 
 def settings(variant: str) -> dict:
@@ -43,6 +66,8 @@ def settings(variant: str) -> dict:
         return {"SHORT": 0}
     if variant == "none":
         return {"decode_attention": lambda qg, kc, vc, pos, length: qg}
+    if variant == "nomerge":
+        return {"decode_attention": _split_only, "_attn_merge_tile": _NoLaunch(), "_attn_merge": _NoLaunch()}
     if "=" in variant:
         out = {}
         for part in variant.split("+"):
@@ -52,7 +77,7 @@ def settings(variant: str) -> dict:
             out[KNOBS[key]] = int(value)
         return out
     if variant != "tile":
-        raise ValueError(f"unknown variant {variant!r} (tile, loop, none, ttN or split=N+sw=N+mw=N)")
+        raise ValueError(f"unknown variant {variant!r} (tile, loop, none, nomerge, ttN or split=N+sw=N+mw=N)")
     return {}
 
 
@@ -119,7 +144,7 @@ def main(argv=None) -> int:
             dec.graphs, dec.vgraphs = dec._graphed(), {}  # captured with this variant's kernels
             steps = {n: round(step_us(dec, n), 1) for n in a.lengths}
             ratios = {}
-            if variant != "none" and not a.no_verify:
+            if variant not in ("none", "nomerge") and not a.no_verify:
                 for n in (768, 1800, 3000):
                     for rows in VERIFY_ROWS:
                         ratios[f"{n}/{rows}"] = round(verify_us(dec, n - 150, rows) / step_us(dec, n), 3)
