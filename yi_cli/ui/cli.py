@@ -168,9 +168,10 @@ def _keep_typed_ahead(take, held: str = "") -> None:
     as a command; the ending line says how many (typed_ahead.py)."""
     from . import typed_ahead
 
-    messages = typed_ahead.lines(held + take().decode("utf-8", "replace"))
-    if messages and not _KEPT:
-        _KEPT.append(typed_ahead.said(messages, typed_ahead.keep(messages)))
+    with signals_held():  # a second signal meanwhile: the keys taken are kept first
+        messages = typed_ahead.lines(held + take().decode("utf-8", "replace"))
+        if messages and not _KEPT:
+            _KEPT.append(typed_ahead.said(messages, typed_ahead.keep(messages)))
 
 
 def _leave(signum, frame):

@@ -23,6 +23,7 @@ from prompt_toolkit.utils import is_dumb_terminal
 from .. import inputs, terminal
 from ..conversation import commands
 from ..errors import YiError
+from ..held import signals_held
 from ..paths import private_dir
 from . import typed_ahead
 
@@ -533,7 +534,8 @@ def _one_line(chat, session, prompt_text: str) -> bool:
     finally:
         chat.interrupt_next = False  # a command's line with no reply does not pass it on to a later one
         if chat.terminated and not AHEAD:  # no prompt comes: the keys typed ahead, taken while still held
-            AHEAD.append(draft + _typeahead(session) + chat.render.take_keys().decode("utf-8", "replace"))
+            with signals_held():  # (a second signal: once they are taken)
+                AHEAD.append(draft + _typeahead(session) + chat.render.take_keys().decode("utf-8", "replace"))
         chat.render.pin_keys(False)
     return True
 
