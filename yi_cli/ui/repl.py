@@ -460,6 +460,7 @@ def end_prompt() -> bool:
 
 
 def run(chat, prompt_text: str = ">>> ") -> int:
+    AHEAD.clear()
     names = [*commands.TABLE, *commands.ALIASES]
     # and with an input method's full-width slash, as typed: `／his` completes to `／history`, which runs as /history
     words = [slash + n for slash in ("/", "／") for n in names]
