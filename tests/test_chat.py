@@ -1688,7 +1688,11 @@ def test_a_message_sent_as_a_signal_ends_the_chat_is_kept(monkeypatch, where):
             return real(text)
 
         monkeypatch.setattr(chat, "_fits_untokenized", preparing)
-    repl._one_line(chat, SimpleNamespace(input=None), ">>> ")
+    from prompt_toolkit.input import DummyInput
+
+    monkeypatch.setattr(repl, "AHEAD", [])  # what the chat's end takes of the keys typed ahead: this test's own
+    repl._one_line(chat, SimpleNamespace(input=DummyInput()), ">>> ")
+    assert repl.AHEAD == [""]  # nothing was typed ahead (a plain chat has no terminal's queue)
     turns = chat.session.turns
     if where.startswith("a command"):
         assert turns == [] and chat.session.system != "be brief"
