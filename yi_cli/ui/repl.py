@@ -24,30 +24,22 @@ from .. import inputs, terminal
 from ..conversation import commands
 from ..errors import YiError
 from ..held import signals_held
-from ..paths import private_dir
 from . import typed_ahead
 
 
 def history(render):
-    """A persistent history file (0600) in the data dir; in-memory with a warning when it cannot be written. Opened
-    non-blocking and checked to be a regular file: a FIFO there hung the chat before its first prompt (an open for
-    writing waits for a reader), and a link to /dev/zero would be read without end."""
+    """A persistent history file (0600) in the data dir (typed_ahead.open_history); in-memory with a warning when it
+    cannot be written: not ours, or not a regular file (a FIFO there hung the chat before its first prompt)."""
     path = typed_ahead.history_path()
     try:
-        private_dir(path.parent)
-        fd = os.open(path, os.O_CREAT | os.O_APPEND | os.O_WRONLY | getattr(os, "O_NONBLOCK", 0), 0o600)
-        try:
-            mode = os.fstat(fd).st_mode
-        finally:
-            os.close(fd)
-        if not stat.S_ISREG(mode):
-            render.notice(f"history is off: cannot write {path} (not a regular file: a {inputs.kind_of(path)})")
-            return InMemoryHistory()
-        os.chmod(path, 0o600)
-        return TailHistory(str(path))
+        os.close(typed_ahead.open_history())
+    except typed_ahead.NotRegularFile:
+        render.notice(f"history is off: cannot write {path} (not a regular file: a {inputs.kind_of(path)})")
+        return InMemoryHistory()
     except OSError as e:
         render.notice(f"history is off: cannot write {path} ({e.strerror})")
         return InMemoryHistory()
+    return TailHistory(str(path))
 
 
 HISTORY_TAIL = 4 << 20  # bytes of the history file read at start: thousands of lines, more than arrows reach

@@ -11,7 +11,6 @@ erase; cursor and function keys are dropped, the text going on at the end.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import os
 import re
@@ -63,21 +62,36 @@ def lines(keys: str) -> list[str]:
     return [text for text in out if text.strip()]
 
 
+class NotRegularFile(OSError):
+    """The history's path is something other than a regular file (a FIFO, a device, a folder)."""
+
+
+def open_history() -> int:
+    """The input history file opened for appending, made if missing, mode 0600 (another user's file there is
+    refused: the chmod fails). Opened non-blocking: a FIFO in its place would wait for a reader, and a link to
+    /dev/zero would be read without end, so anything but a regular file raises NotRegularFile; OSError where the
+    folder or the file is not ours to write."""
+    path = history_path()
+    private_dir(path.parent)
+    fd = os.open(path, os.O_CREAT | os.O_APPEND | os.O_WRONLY | getattr(os, "O_NONBLOCK", 0), 0o600)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegularFile(f"not a regular file: {path}")
+        os.fchmod(fd, 0o600)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def keep(messages: list[str]) -> bool:
     """Append messages to the input history file, as the prompt stores a line (its lines `+`-prefixed under a
-    `#` timestamp); False where the file cannot be written (it is not a regular file, or the folder is not ours to
-    write). Opened non-blocking: a FIFO in its place would wait for a reader."""
-    path = history_path()
+    `#` timestamp); False where the file cannot be written (open_history refuses it)."""
     try:
-        private_dir(path.parent)
-        fd = os.open(path, os.O_CREAT | os.O_APPEND | os.O_WRONLY | getattr(os, "O_NONBLOCK", 0), 0o600)
+        fd = open_history()
     except OSError:
         return False
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return False
-        with contextlib.suppress(OSError):  # (another user's file that is ours to write: left as it is)
-            os.fchmod(fd, 0o600)  # as the REPL keeps it (repl.history)
         stamp = datetime.datetime.now()
         text = "".join(f"\n# {stamp}\n" + "".join(f"+{ln}\n" for ln in m.split("\n")) for m in messages)
         os.write(fd, text.encode())  # one write: another yi-chat's lines stay whole
