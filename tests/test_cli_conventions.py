@@ -821,6 +821,24 @@ def test_file_of_the_chats_own_piped_input_is_refused_and_its_lines_still_run(se
     assert [r["messages"][-1]["content"] for r in server.requests] == ["hi", "there"]
 
 
+@pytest.mark.parametrize("path", ["/dev/stdin", "/proc/self/fd/0"])
+def test_f_naming_the_piped_stdin_is_f_dash(server, home, path):
+    """`-f /dev/stdin` with stdin a pipe read that pipe as a file: in a piped chat the whole script became the
+    attachment and no turn was sent ("the input ended before a message took it", exit 1); with -p the piped stdin
+    went first as the context and the file after it was empty. It is `-f -` now, said as spelled."""
+    one_line_error(
+        yi("--endpoint", server.url, "-f", path, stdin="hi\nthere\n", home=home),
+        2,
+        f"-f {path}: stdin is the chat's input (one turn per line) here",
+    )
+    assert server.requests == []
+    p = yi("--endpoint", server.url, "-f", path, "-p", "what is in it", stdin="some text\n", home=home)
+    assert p.returncode == 0, p.stderr.decode()
+    assert p.stderr.decode() == ""  # no "is empty: attached as it is"
+    [content] = [r["messages"][-1]["content"] for r in server.requests]
+    assert content.count("some text") == 1 and content.endswith("what is in it")
+
+
 def test_an_empty_file_attached_with_f_is_said(server, home, tmp_path):
     """`-f empty.txt -p ...` attached an empty file without a word, where `/file empty.txt` says "(empty)" (a
     walkthrough): a file with nothing in it is more likely the wrong file than the context meant."""

@@ -201,15 +201,19 @@ def gather(words: list[str], prompt: str | None, files: list[str], tty: bool, wa
     if words and prompt is not None:
         raise UsageError("two prompts: give -p TEXT or the prompt words, not both")
     prompt = " ".join(words) if words else prompt
+    # `-f /dev/stdin` (or /proc/self/fd/0) with stdin a pipe is `-f -`: in a piped chat it took the whole script as
+    # the attachment (no turn sent), with -p it was read again after the piped context (empty)
+    said = next((shown(f, 200) for f in files if own_input(f)), STDIN)  # as the user spelled it, for the errors
+    files = [STDIN if own_input(f) else f for f in files]
     if files.count(STDIN) > 1 or (prompt == STDIN and STDIN in files):
         raise UsageError("stdin can be read once: give '-' to one of -p and -f")
     if prompt is None and STDIN in files:
         where = "the terminal" if tty else "the chat's input (one turn per line)"
-        raise UsageError(f"-f -: stdin is {where} here; '-f -' goes with -p")
+        raise UsageError(f"-f {said}: stdin is {where} here; '-f -' goes with -p")
     if tty and prompt == STDIN:  # read from a terminal whose keys are held (not echoed): a hang
         raise UsageError("-p -: stdin is the terminal here; pipe the prompt in (... | yi-chat -p -) or give -p TEXT")
     if tty and STDIN in files:
-        raise UsageError("-f -: stdin is the terminal here; pipe the text in (... | yi-chat -f - -p TEXT)")
+        raise UsageError(f"-f {said}: stdin is the terminal here; pipe the text in (... | yi-chat -f - -p TEXT)")
     if prompt is not None and prompt != STDIN:  # its bytes past ASCII as surrogates where they are not UTF-8: said
         try:  # at the start, by name (it was "the input is not valid UTF-8; line ignored", after the model loaded)
             prompt = prompt.encode("utf-8", "surrogateescape").decode("utf-8")
@@ -358,19 +362,18 @@ def _one_path(arg: str) -> None:
         )
 
 
-def _not_own_input(name: str) -> None:
-    """`/file /dev/stdin` (or /proc/self/fd/0) in a piped chat read the pipe the chat reads its lines from: the rest
-    of the input became the attachment, its turns never sent. A file the chat reads by its own descriptor is refused
-    where reading it takes from the chat (a pipe, a socket); a redirected regular file is read from its start apart."""
+def own_input(name: str) -> bool:
+    """Whether `name` is the pipe (or socket) on the process's own stdin: /dev/stdin, /proc/self/fd/0, or the FIFO
+    it was started with. Reading it takes what stdin holds; a redirected regular file is read from its start
+    apart, so it is not."""
+    if name == STDIN:
+        return True
     try:
         st, own = os.stat(inputs.user_path(name, UsageError)), os.fstat(0)
     except (OSError, ValueError, UsageError):  # no stdin, no such file: read() says what is wrong with it
-        return
+        return False
     shared = stat.S_ISFIFO(st.st_mode) or stat.S_ISSOCK(st.st_mode)
-    if shared and (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino):
-        raise UsageError(
-            f"{shown(name, 200)}: is the chat's own input (stdin); attaching it would take the lines after this one"
-        )
+    return shared and (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
 
 
 def do_detach(chat, arg: str) -> None:
@@ -392,7 +395,10 @@ def do_file(chat, arg: str) -> None:
         raise UsageError("/file: a one-shot prompt has no next message; attach with -f PATH")
     _one_path(arg)
     path = as_dropped(arg)
-    _not_own_input(path)
+    if own_input(path):  # `/file /dev/stdin` in a piped chat: the rest of the input became the attachment
+        raise UsageError(
+            f"{shown(path, 200)}: is the chat's own input (stdin); attaching it would take the lines after this one"
+        )
     try:
         a = read(path, waiting=chat.render.notice)
     except KeyboardInterrupt:  # Ctrl-C gave up a pipe's wait: said of the file, not a bare "interrupted"
