@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import tomllib
 from pathlib import Path
 
@@ -837,6 +838,40 @@ def test_f_naming_the_piped_stdin_is_f_dash(server, home, path):
     assert p.stderr.decode() == ""  # no "is empty: attached as it is"
     [content] = [r["messages"][-1]["content"] for r in server.requests]
     assert content.count("some text") == 1 and content.endswith("what is in it")
+
+
+def test_a_piped_line_over_64_mib_is_skipped_and_said_and_the_next_runs(server, home):
+    """A piped line is held whole until it ends: an endless one (`< /dev/zero`) grew by gigabytes, saying nothing.
+    A line over an attachment's 64 MiB (far beyond any context) is skipped at its limit, with one line."""
+    from yi_cli.conversation.attach import MAX_BYTES
+
+    p = yi("--endpoint", server.url, stdin=b"x" * (MAX_BYTES + 1) + b"\nhi\n", home=home)
+    assert p.returncode == 1
+    assert p.stderr.decode().splitlines() == ["error: stdin line 1 is too long (over 64 MiB); skipped"]
+    assert [r["messages"][-1]["content"] for r in server.requests] == ["hi"]
+
+
+def test_stdin_of_dev_zero_is_said_at_once_and_a_signal_ends_it(server, home):
+    e = {k: v for k, v in os.environ.items() if k not in CLEAN}
+    e.update(YI_CHAT_HOME=str(home))
+    with open("/dev/zero", "rb") as zero:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "yi_cli", "--endpoint", server.url], stdin=zero, stderr=subprocess.PIPE, env=e
+        )
+    watchdog = threading.Timer(120, proc.kill)  # before the fix nothing came, ever (the line never ends)
+    watchdog.start()
+    try:
+        first = proc.stderr.readline()
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.stderr.read()
+        proc.wait(timeout=120)
+    finally:
+        watchdog.cancel()
+        proc.kill()
+        proc.stderr.close()
+    assert first.decode() == "error: stdin line 1 is too long (over 64 MiB); skipped\n"
+    assert rest.decode().startswith("yi-chat: terminated"), rest
+    assert server.requests == []
 
 
 def test_an_empty_file_attached_with_f_is_said(server, home, tmp_path):

@@ -78,7 +78,28 @@ def test_reads_end_at_the_end_of_input_and_keep_every_byte():
     os.write(w, b"one\r\ntwo\rthree")
     os.close(w)
     with os.fdopen(r, "rb") as stdin:
-        assert list(stdin_lines.lines(pipes.chunks(stdin))) == [b"one", b"two", b"three"]
+        assert list(stdin_lines.lines(pipes.chunks(stdin), 100)) == [b"one", b"two", b"three"]
+
+
+@pytest.mark.parametrize("split", [1, 3, 7, 64])
+def test_a_line_past_the_limit_comes_as_too_long_once_and_the_lines_after_it_whole(split):
+    data = b"12345678\n" + b"x" * 20 + b"\r\nok\n123456789\n" + b"y" * 30  # limit 8: the third and last too long
+    reads = [data[i : i + split] for i in range(0, len(data), split)]
+    got = list(stdin_lines.lines(iter(reads), 8))
+    assert [g if isinstance(g, bytes) else ("too long", g.limit) for g in got] == [
+        b"12345678",
+        ("too long", 8),
+        b"ok",
+        ("too long", 8),
+        ("too long", 8),
+    ]
+
+
+def test_an_endless_line_is_said_before_its_end(tmp_path):
+    """One endless line (`< /dev/zero`) comes as TooLong once it passes the limit, not when (never) it ends."""
+    endless = (b"z" * 5 for _ in iter(int, 1))
+    lines = stdin_lines.lines(endless, 1000)
+    assert isinstance(next(lines), stdin_lines.TooLong)
 
 
 def test_read_upto_stops_at_its_limit_and_reads_a_short_input_whole():

@@ -498,18 +498,19 @@ def run_pipe(chat) -> int:
     import itertools
 
     from .. import pipes
+    from ..conversation import attach
     from . import stdin_lines
 
     n = asked = 0
     with contextlib.closing(pipes.chunks(sys.stdin.buffer)) as reads:
         first = next(reads, b"")
         if stdin_lines.utf16(first):
-            from ..conversation.attach import convert
-
             # (PowerShell's `>` writes it): each line was "not valid UTF-8" or "contains a NUL byte", its CRs lines
-            chat.render.error(f"stdin is UTF-16 text, not UTF-8; nothing read ({convert('stdin', 'UTF-16')})")
+            chat.render.error(f"stdin is UTF-16 text, not UTF-8; nothing read ({attach.convert('stdin', 'UTF-16')})")
             return 1
-        for n, raw in enumerate(stdin_lines.lines(itertools.chain([first] if first else [], reads)), 1):
+        # a line is at most what an attachment can be (64 MiB: far beyond any context)
+        every = stdin_lines.lines(itertools.chain([first] if first else [], reads), attach.MAX_BYTES)
+        for n, raw in enumerate(every, 1):
             went = _one_line(chat, n, raw)
             asked += went is not None
             if went is False:
@@ -527,6 +528,12 @@ def run_pipe(chat) -> int:
 
 def _one_line(chat, n: int, raw: bytes) -> bool | None:
     """Line n of a piped run: run (whether the run goes on), or skipped (None: blank, or not text, said)."""
+    from .stdin_lines import TooLong
+
+    if isinstance(raw, TooLong):
+        chat.failures += 1
+        chat.render.error(f"stdin line {n} is too long (over {raw.limit >> 20} MiB); skipped")
+        return None
     try:
         # utf-8-sig: a file saved "UTF-8 with BOM" (Notepad, PowerShell) began its first line with U+FEFF,
         # which made a first `/system ...` a message to the model
