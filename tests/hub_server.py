@@ -85,6 +85,11 @@ class FakeHub:
         self.ranges = True  # False: GETs ignore a Range header and send the whole file (200), as some servers do
         self.not_a_hub = False  # True: every URL answers 200 with a web page (HF_ENDPOINT at some other server)
         self.etags = True  # False: files are served without an ETag (a mirror or proxy that drops it)
+        # a hostile stand-in hub: model info answers this `sha` (served as main), files these ETags, the listing
+        # these blob ids (file name -> id: its LFS oid, or its git oid)
+        self.sha: str | None = None
+        self.etag_of: dict[str, str] = {}
+        self.oid_of: dict[str, str] = {}
         self.held = threading.Event()
         self.release = threading.Event()
         self.log: list[tuple[str, str, str | None, bool]] = []
@@ -134,26 +139,31 @@ class FakeHub:
             repo = self.repos.get(f"{parts[2]}/{parts[3]}")
             if repo is None:
                 return self._error(h, 404, "RepoNotFound", "Repository not found")
-            repo = repo.at(parts[5])
+            repo = repo if parts[5] == self.sha else repo.at(parts[5])
             if repo is None:
                 return self._error(h, 404, "RevisionNotFound", f"Invalid rev id: {parts[5]}")
             if parts[4] == "revision":
                 body = {
                     "id": f"{parts[2]}/{parts[3]}",
-                    "sha": repo.commit,
+                    "sha": self.sha or repo.commit,
                     "gated": "auto" if repo.gated else False,
                     "private": False,
                     "siblings": [{"rfilename": p} for p in sorted(repo.files)],
                 }
             else:
                 body = [repo.entry(p) for p in sorted(repo.files)]
+                for e in body:
+                    if e["path"] in self.oid_of:
+                        e["lfs" if "lfs" in e else "oid"] = (
+                            {**e["lfs"], "oid": self.oid_of[e["path"]]} if "lfs" in e else self.oid_of[e["path"]]
+                        )
             return self._send(h, 200, json.dumps(body).encode(), {"Content-Type": "application/json"}, head)
         if len(parts) >= 5 and parts[2] == "resolve":
             repo = self.repos.get(f"{parts[0]}/{parts[1]}")
             name = "/".join(parts[4:])
             if repo is None:
                 return self._error(h, 404, "RepoNotFound", "Repository not found")
-            repo = repo.at(parts[3])
+            repo = repo if parts[3] == self.sha else repo.at(parts[3])
             if repo is None:
                 return self._error(h, 404, "RevisionNotFound", f"Invalid rev id: {parts[3]}")
             if repo.gated and auth.removeprefix("Bearer ") not in self.tokens:
@@ -180,7 +190,7 @@ class FakeHub:
         data = repo.files[name]
         headers = {
             "X-Repo-Commit": repo.commit,
-            "ETag": f'"{repo.etag(name)}"',
+            "ETag": f'"{self.etag_of.get(name, repo.etag(name))}"',
             "Accept-Ranges": "bytes",
             "Content-Type": "application/octet-stream",
         }

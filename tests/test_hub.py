@@ -1250,3 +1250,61 @@ def test_a_file_name_with_markup_or_an_emoji_code_is_shown_as_named_on_a_termina
     for n in names:
         assert f"{n}: another process is fetching it" in shown, shown
     assert "❌" not in shown
+
+
+def test_a_hub_whose_commit_id_is_a_path_is_refused_before_anything_is_written(hub, env, tmp_path):
+    """A stand-in hub (HF_ENDPOINT: a mirror, a proxy) that answered `../../../../escaped` as the commit id had its
+    files written to snapshots/../../../../escaped, outside the cache. The commit id must be one."""
+    hub.sha = "../../../../escaped"
+    lines = error_line(yi(env, "pull", "acme/tiny-chat"), 3, "answered '../../../../escaped' for the commit id")
+    assert len(lines) == 1 and "check HF_ENDPOINT" in lines[0]
+    assert not any(m == "GET" and "/resolve/" in path for m, path, *_ in hub.log)  # nothing was downloaded
+    assert [p for p in tmp_path.rglob("*") if "escaped" in p.name] == []
+
+
+def test_a_hub_whose_etag_is_a_path_has_its_file_kept_by_the_listings_id(hub, env, tmp_path, demo_files):
+    """The blob is named by the file's ETag: `../../../escaped-blob` wrote the file outside the cache (its bytes
+    matched the listing, so it was kept there). An ETag that is not a plain name gives way to the listing's id."""
+    hub.etag_of["config.json"] = "../../../escaped-blob"
+    p = yi(env, "pull", "acme/tiny-chat")
+    assert p.returncode == 0, p.stderr.decode()
+    assert [p for p in tmp_path.rglob("*") if "escaped" in p.name] == []
+    link = snapshot(env) / "config.json"
+    assert link.read_bytes() == demo_files["config.json"]
+    assert link.resolve().parent == repo_dir(env) / "blobs"
+
+
+def test_a_hub_whose_listing_names_a_blob_by_a_path_is_refused(hub, env, tmp_path):
+    hub.oid_of["model.safetensors"] = "../../../escaped"
+    lines = error_line(
+        yi(env, "pull", "acme/tiny-chat"), 3, "answered '../../../escaped' for model.safetensors's blob id"
+    )
+    assert len(lines) == 1
+    assert not any(m == "GET" and "/resolve/" in path for m, path, *_ in hub.log)
+    assert [p for p in tmp_path.rglob("*") if "escaped" in p.name] == []
+
+
+@pytest.mark.parametrize("ref", ["outside", "huge"])
+def test_a_cache_ref_that_names_no_commit_is_as_if_there_were_none(hub, env, tmp_path, ref):
+    """refs/main is read to find the snapshot: one that held a path (`../../../outside`) loaded whatever folder it
+    led to, outside the cache, and one of gigabytes was read whole. Either is no ref: offline the repo is not in the
+    cache whole (one line, naming the pull), and a pull writes the ref again."""
+    assert yi(env, "pull", "acme/tiny-chat").returncode == 0
+    snap = snapshot(env)
+    main = repo_dir(env) / "refs" / "main"
+    if ref == "outside":  # a checkpoint folder that is not the cache's
+        outside = tmp_path / "outside"
+        outside.mkdir()
+        for f in snap.iterdir():
+            (outside / f.name).symlink_to(f.resolve())
+        main.write_text(os.path.relpath(outside, repo_dir(env) / "snapshots"))
+    else:
+        with open(main, "r+b") as f:
+            f.truncate(8 << 30)  # sparse: nothing on disk
+    offline = {**env, "HF_HUB_OFFLINE": "1"}
+    lines = error_line(
+        yi(offline, "-m", "acme/tiny-chat", "-p", "hi"), 3, "HF_HUB_OFFLINE=1", "yi-chat pull acme/tiny-chat"
+    )
+    assert len(lines) == 1
+    assert yi(env, "pull", "acme/tiny-chat").returncode == 0
+    assert main.read_text() == snap.name

@@ -25,7 +25,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from .. import inputs, terminal
-from ..errors import LoadError
+from ..errors import LoadError, shown
 from . import configs, hub_http, plausible
 from .family import BY_REPO, repo_of
 from .files import check_unquantized, read_config, read_json
@@ -50,6 +50,12 @@ TOKENIZERS = ("tokenizer.json", "tokenizer.model")  # the loader takes either
 LOGIN = "log in with `hf auth login` or set HF_TOKEN"
 NOT_LOCAL = "not a local directory, and "  # a repo missing on the hub, after the name was looked for as a folder
 LOCK_NOTICE_S = 1.0  # a file another process is fetching: say so after this long
+# What the hub's answers may name in the cache's paths (snapshots/<commit>, blobs/<etag>): a hub commit id
+# (huggingface_hub's REGEX_COMMIT_HASH) and one plain file name. A stand-in hub (HF_ENDPOINT: a mirror, a proxy)
+# that answered `../../x` wrote files outside the cache.
+COMMIT = re.compile(r"[0-9a-f]{40}")
+BLOB = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,127}")
+REF_LIMIT = 4096  # refs/<revision> holds a commit id
 
 
 def offline() -> bool:
@@ -114,11 +120,28 @@ def cached_snapshot(repo: str, revision: str = "main") -> Path | None:
     root = storage(repo)
     try:  # a folder that cannot be searched raises EACCES where a missing one is None
         ref = root / "refs" / revision
-        commit = ref.read_text().strip() if inputs.kind_of(ref) == "regular file" else revision
+        commit = _ref_commit(ref) if inputs.kind_of(ref) == "regular file" else revision
+        if commit is None:
+            return None
         snap = root / "snapshots" / commit
         return snap if inputs.kind_of(snap) == "directory" else None
     except OSError as e:
         raise LoadError(f"{root}: cannot read the Hugging Face cache ({e.strerror or e})") from None
+
+
+def _ref_commit(ref: Path) -> str | None:
+    """The commit a cache ref names; None where it names none (damaged, gigabytes long, or a path such as `../x`,
+    which led outside the cache): as if there were no ref, so a fetch writes it again."""
+    if ref.stat().st_size > REF_LIMIT:
+        return None
+    commit = inputs.read_bytes(ref, REF_LIMIT, LoadError, "Hugging Face cache ref").decode("ascii", "replace").strip()
+    return commit if COMMIT.fullmatch(commit) else None
+
+
+def _not_a_name(repo: str, what: str, value) -> LoadError:
+    return LoadError(
+        f"{repo}: {endpoint()} answered {shown(repr(value), 80)} for {what}, which is not one; check HF_ENDPOINT"
+    )
 
 
 def complete(snap: Path) -> bool:
@@ -184,7 +207,12 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
         ) from None
     except Exception as e:
         raise hub_error(e, repo, local) from None
+    if not isinstance(commit, str) or not COMMIT.fullmatch(commit):
+        raise _not_a_name(repo, "the commit id (40 hex digits)", commit)
     files = [f for f in listed if wanted(f.path, allow_pickle)]
+    for f in files:  # each one's blob name in the cache where its ETag is not one (_fetch_file)
+        if not isinstance(_etag(f), str) or not BLOB.fullmatch(_etag(f)):
+            raise _not_a_name(repo, f"{shown(f.path, 200)}'s blob id", _etag(f))
     if not any(f.path.endswith((".safetensors", ".bin")) for f in files):
         if any(f.path.endswith(".bin") for f in listed):
             raise LoadError(
@@ -318,7 +346,7 @@ def _fetch_file(repo: str, commit: str, entry, root: Path, progress) -> None:
     meta = get_hf_file_metadata(url)
     # The hub's ETag is the listing's id (LFS sha256, else git blob id); a mirror or proxy that drops the header left
     # None here, and the pull failed with a TypeError.
-    etag = meta.etag or _etag(entry)
+    etag = meta.etag if meta.etag and BLOB.fullmatch(meta.etag) else _etag(entry)  # (the listing's: checked)
     blob = root / "blobs" / etag
     # huggingface_hub's lock for this blob: two processes never append to one partial file.
     lock = root.parent / ".locks" / root.name / f"{etag}.lock"
