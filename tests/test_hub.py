@@ -1308,3 +1308,23 @@ def test_a_cache_ref_that_names_no_commit_is_as_if_there_were_none(hub, env, tmp
     assert len(lines) == 1
     assert yi(env, "pull", "acme/tiny-chat").returncode == 0
     assert main.read_text() == snap.name
+
+
+@pytest.mark.parametrize("what", ["link", "fifo"])
+def test_a_partial_blob_that_is_no_regular_file_is_replaced_not_written_through(hub, env, tmp_path, demo_files, what):
+    """A download continues blobs/<etag>.incomplete. In a cache shared with other users, a link put there (to a
+    file of the user's) had the download written into the file it led to, from that file's size on; a FIFO there
+    blocked the pull. Either is removed and the file fetched from its start."""
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious")
+    blobs = repo_dir(env) / "blobs"
+    blobs.mkdir(parents=True)
+    part = blobs / f"{hub.repos['acme/tiny-chat'].etag('config.json')}.incomplete"
+    if what == "link":
+        part.symlink_to(victim)
+    else:
+        os.mkfifo(part)
+    p = yi(env, "pull", "acme/tiny-chat", timeout=300)
+    assert p.returncode == 0, p.stderr.decode()
+    assert victim.read_bytes() == b"precious"
+    assert (snapshot(env) / "config.json").read_bytes() == demo_files["config.json"]

@@ -18,6 +18,7 @@ import hashlib
 import os
 import re
 import shutil
+import stat
 import sys
 import time
 from contextlib import contextmanager
@@ -327,7 +328,34 @@ def _etag(f) -> str:
 
 def _partial_size(blobs: Path, f) -> int:
     part = blobs / f"{_etag(f)}.incomplete"
-    return part.stat().st_size if part.is_file() else 0
+    return _partial_kept(part)
+
+
+def _partial_kept(part: Path) -> int:
+    """The size of a partial blob to continue: a regular file, not a link (0 for anything else, which _open_partial
+    replaces)."""
+    try:
+        st = os.lstat(part)
+    except FileNotFoundError:
+        return 0
+    return st.st_size if stat.S_ISREG(st.st_mode) else 0
+
+
+def _open_partial(part: Path):
+    """blobs/<etag>.incomplete opened to continue it. Anything but a regular file in its place is removed first: in
+    a cache shared with other users, a link there (to a file of the user's) had the download written into the file
+    it led to, and a FIFO blocked the open."""
+    try:
+        if not stat.S_ISREG(os.lstat(part).st_mode):
+            part.unlink()
+    except FileNotFoundError:
+        pass
+    fd = os.open(part, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0), 0o644)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # (put there since the look above)
+        os.close(fd)
+        raise LoadError(f"{part}: not a regular file; remove it and run again")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "r+b")
 
 
 def check_space(folder: Path, need: int) -> None:
@@ -388,15 +416,15 @@ def _download(repo: str, entry, url: str, meta, blob: Path, progress) -> None:
     from huggingface_hub.utils import build_hf_headers
 
     part = blob.with_name(f"{blob.name}.incomplete")  # huggingface_hub's own name for a partial blob
-    have = part.stat().st_size if part.is_file() else 0
-    if meta.size is not None and have > meta.size:
-        part.unlink()
-        have = 0
     headers = build_hf_headers()
     if urlparse(meta.location).netloc != urlparse(url).netloc:
         headers.pop("authorization", None)  # a signed CDN URL: the token stays with the hub
-    progress.file(entry.path, entry.size, have)
-    with open(part, "r+b" if have else "wb") as fh:
+    with _open_partial(part) as fh:
+        have = os.fstat(fh.fileno()).st_size
+        if meta.size is not None and have > meta.size:
+            fh.truncate(0)
+            have = 0
+        progress.file(entry.path, entry.size, have)
         fh.seek(have)
         try:
             http_get(
@@ -422,10 +450,10 @@ def _download(repo: str, entry, url: str, meta, blob: Path, progress) -> None:
                 f"{repo}/{entry.path}: {endpoint()} sent {got} bytes where it lists {meta.size} (discarded); "
                 "try again later"
             ) from None
+        os.fchmod(fh.fileno(), 0o644)
     if not _matches(part, entry):
         part.unlink()
         raise LoadError(f"{repo}/{entry.path}: the download does not match its checksum (discarded; run again)")
-    os.chmod(part, 0o644)
     os.replace(part, blob)
     progress.file_done(entry.path)
 
