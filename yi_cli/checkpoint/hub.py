@@ -327,15 +327,10 @@ def _etag(f) -> str:
 
 
 def _partial_size(blobs: Path, f) -> int:
-    part = blobs / f"{_etag(f)}.incomplete"
-    return _partial_kept(part)
-
-
-def _partial_kept(part: Path) -> int:
-    """The size of a partial blob to continue: a regular file, not a link (0 for anything else, which _open_partial
-    replaces)."""
+    """The size of f's partial blob to continue: a regular file, not a link (0 for anything else, which
+    _open_partial replaces)."""
     try:
-        st = os.lstat(part)
+        st = os.lstat(blobs / f"{_etag(f)}.incomplete")
     except FileNotFoundError:
         return 0
     return st.st_size if stat.S_ISREG(st.st_mode) else 0
