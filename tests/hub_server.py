@@ -152,11 +152,9 @@ class FakeHub:
                 }
             else:
                 body = [repo.entry(p) for p in sorted(repo.files)]
-                for e in body:
+                for e in body:  # (each entry a fresh dict)
                     if e["path"] in self.oid_of:
-                        e["lfs" if "lfs" in e else "oid"] = (
-                            {**e["lfs"], "oid": self.oid_of[e["path"]]} if "lfs" in e else self.oid_of[e["path"]]
-                        )
+                        (e["lfs"] if "lfs" in e else e)["oid"] = self.oid_of[e["path"]]
             return self._send(h, 200, json.dumps(body).encode(), {"Content-Type": "application/json"}, head)
         if len(parts) >= 5 and parts[2] == "resolve":
             repo = self.repos.get(f"{parts[0]}/{parts[1]}")

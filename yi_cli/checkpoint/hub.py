@@ -212,8 +212,8 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
         raise _not_a_name(repo, "the commit id (40 hex digits)", commit)
     files = [f for f in listed if wanted(f.path, allow_pickle)]
     for f in files:  # each one's blob name in the cache where its ETag is not one (_fetch_file)
-        if not isinstance(_etag(f), str) or not BLOB.fullmatch(_etag(f)):
-            raise _not_a_name(repo, f"{shown(f.path, 200)}'s blob id", _etag(f))
+        if not isinstance(blob_id := _etag(f), str) or not BLOB.fullmatch(blob_id):
+            raise _not_a_name(repo, f"{shown(f.path, 200)}'s blob id", blob_id)
     if not any(f.path.endswith((".safetensors", ".bin")) for f in files):
         if any(f.path.endswith(".bin") for f in listed):
             raise LoadError(

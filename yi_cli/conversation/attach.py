@@ -203,8 +203,9 @@ def gather(words: list[str], prompt: str | None, files: list[str], tty: bool, wa
     prompt = " ".join(words) if words else prompt
     # `-f /dev/stdin` (or /proc/self/fd/0) with stdin a pipe is `-f -`: in a piped chat it took the whole script as
     # the attachment (no turn sent), with -p it was read again after the piped context (empty)
-    said = next((shown(f, 200) for f in files if own_input(f)), STDIN)  # as the user spelled it, for the errors
-    files = [STDIN if own_input(f) else f for f in files]
+    own = [own_input(f) for f in files]
+    said = next((shown(f, 200) for f, o in zip(files, own, strict=True) if o), STDIN)  # as spelled, for the errors
+    files = [STDIN if o else f for f, o in zip(files, own, strict=True)]
     if files.count(STDIN) > 1 or (prompt == STDIN and STDIN in files):
         raise UsageError("stdin can be read once: give '-' to one of -p and -f")
     if prompt is None and STDIN in files:
