@@ -13,7 +13,7 @@ import re
 import threading
 
 from .. import clock
-from ..errors import LoadError, ReplyCut, YiError
+from ..errors import LoadError, ReplyCut, UsageError, YiError, shown
 from .events import FINISH_INTERRUPTED, FINISH_LENGTH, FINISH_STOP, Finish, Stats, Text
 from .remote_endpoint import Endpoint, StreamRedactor
 from .remote_http import Limits, Transport, one_line
@@ -30,6 +30,10 @@ LONE = "content is not valid Unicode (a lone surrogate)"
 # Data events tolerated after the reply reached max_new_tokens, for the finish reason, usage and [DONE] that
 # follow the last token; past them the server is ignoring max_tokens and the reply ends as "length".
 GRACE_EVENTS = 16
+# The largest token count taken from a server's usage, as a session stores one (session.MAX_TURN_TOKENS): past it
+# the usage is no count (10**400 ended the turn in an OverflowError and was lost; 3e9 saved a session that
+# --resume then refused).
+MAX_COUNT = 2**31 - 1
 
 
 class BadChunk(Exception):
@@ -55,6 +59,8 @@ class RemoteEngine:
     ):
         """`timeout` is the idle timeout (seconds without data), kept as a shortcut for limits.idle_timeout;
         `notify(text)` receives notes (bad chunks skipped); `verify` is httpx's TLS verification setting."""
+        if model is not None and not _text(model):  # from argv, the environment or config.toml
+            raise UsageError(f"the model name {shown(model)} is not valid UTF-8 text")
         self.limits = limits or Limits()
         if timeout is not None:
             self.limits.idle_timeout = timeout
@@ -77,16 +83,16 @@ class RemoteEngine:
     def _first_model(self) -> str:
         try:
             with self.http.request("GET", "/models") as answer:
-                body, shown = answer.read(self.limits.max_json_bytes, "model list"), answer.shown
+                body, where = answer.read(self.limits.max_json_bytes, "model list"), answer.shown
         except YiError as e:
             raise LoadError(str(e)) from None
         try:
             listed = json.loads(body).get("data")
-            ids = [m["id"] for m in listed if isinstance(m, dict) and isinstance(m.get("id"), str)]
+            ids = [m["id"] for m in listed if isinstance(m, dict) and _text(m.get("id"))]
         except (ValueError, RecursionError, AttributeError, TypeError):  # not JSON, or JSON of another shape
-            raise LoadError(f"{shown}: the answer is not an OpenAI model list (JSON with data[].id)") from None
+            raise LoadError(f"{where}: the answer is not an OpenAI model list (JSON with data[].id)") from None
         if not ids:
-            raise LoadError(f"{shown}: the server lists no models; pass --model NAME")
+            raise LoadError(f"{where}: the server lists no models; pass --model NAME")
         return self.http.redact(ids[0])  # shown by /model and saved in sessions: no echo of a credential there
 
     def request_body(self, messages: list[dict], s: GenSettings) -> dict:
@@ -191,13 +197,13 @@ class RemoteEngine:
         try:
             obj = json.loads(body)
             err = obj.get("error")
+            if err:  # a 200 whose body is only the server's error (a quota, a proxy's refusal)
+                raise answer.fail(f"server error: {server_words(err)}")
             choice = obj["choices"][0]
             content, reply.reason = choice["message"].get("content") or "", choice.get("finish_reason")
             reply.usage = usage_of(obj.get("usage"))
         except (ValueError, RecursionError, AttributeError, TypeError, KeyError, IndexError):
             raise answer.fail("the answer is neither an event stream nor a chat completion") from None
-        if err:
-            raise answer.fail(f"server error: {one_line(str(err))}")
         if not isinstance(content, str) or LONE_SURROGATE.search(content):
             raise answer.fail("the reply's content is not valid text")
         reply.done = True
@@ -265,11 +271,22 @@ class Reply:
         return s
 
 
+def server_words(err) -> str:
+    """An `error` member's message on one line: {"message": ...} (OpenAI, vLLM) or the value itself."""
+    return one_line(str(err.get("message", err) if isinstance(err, dict) else err))
+
+
+def _text(value) -> bool:
+    """A string that can go back to the server in a request's JSON: no lone surrogate (a model list's `"a\\ud800b"`
+    made every later request fail to encode)."""
+    return isinstance(value, str) and not LONE_SURROGATE.search(value)
+
+
 def usage_of(u) -> tuple[int, int] | None:
     if not isinstance(u, dict):
         return None
     p, c = u.get("prompt_tokens"), u.get("completion_tokens")
-    if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in (p or 0, c or 0)):
+    if not all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= MAX_COUNT for x in (p or 0, c or 0)):
         return None
     return p, c or 0  # a prompt count the server left out stays unknown (None), not 0
 
@@ -285,8 +302,7 @@ def parse_chunk(data: str, fail) -> tuple[tuple[int, int] | None, list[tuple[str
         raise BadChunk("not a JSON object")
     err = chunk.get("error")
     if err:  # vLLM, llama.cpp and others report failures after the 200 as an error chunk
-        msg = err.get("message", err) if isinstance(err, dict) else err
-        raise fail(f"server error mid-stream: {one_line(str(msg))}")
+        raise fail(f"server error mid-stream: {server_words(err)}")
     choices = chunk.get("choices") or []
     if not isinstance(choices, list):
         raise BadChunk("choices is not a list")

@@ -11,20 +11,27 @@ cancel Event by shutting the socket down, which wakes a read blocked in it at on
 from __future__ import annotations
 
 import base64
+import errno
 import json
+import math
+import os
+import select
 import socket
 import threading
 import time
 from contextlib import contextmanager
 from urllib.parse import urljoin, urlsplit
 
+import httpcore
 import httpx
+from httpcore._backends.sync import SyncStream
 
-from ..errors import UsageError, YiError
+from ..errors import UsageError, YiError, failure, shown
 from .remote_endpoint import Endpoint, Redactor, hide_userinfo, shown_query
 from .remote_limits import Limits
 
 REDIRECTS = (301, 302, 303, 307, 308)
+PROXY_VARS = ("ALL_PROXY", "all_proxy", "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")
 
 
 class Watch:
@@ -43,14 +50,24 @@ class Watch:
         self.thread = threading.Thread(target=self._run, name="yi-remote-watch", daemon=True)
         self.thread.start()
 
+    def hold(self, sock: socket.socket) -> None:
+        """Watch `sock` from now on, through a duplicate of its descriptor: TLS takes the plain socket's descriptor
+        over (wrap_socket detaches it), and a shutdown through the duplicate still stops the handshake; closed by
+        stop(), after the request's own close."""
+        try:
+            self.socks.append(sock.dup())
+        except OSError:  # out of descriptors: the connect timeout still bounds it
+            return
+        if self.why:
+            self._shut()
+
     def trace(self, event: str, info: dict) -> None:
-        """httpcore's trace hook: the socket as soon as it is connected, so even the wait for headers is covered."""
-        if event in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
+        """httpcore's trace hook: the socket once connected, where the pool's backend could not be replaced by
+        Connector (which holds it before it connects)."""
+        if event == "connection.connect_tcp.complete":
             sock = info["return_value"].get_extra_info("socket")
             if sock is not None:
-                self.socks.append(sock)
-                if self.why:
-                    self._shut()
+                self.hold(sock)
 
     def data(self) -> None:
         """A data event (not a comment) arrived: the idle clock restarts."""
@@ -59,6 +76,8 @@ class Watch:
     def stop(self) -> None:
         self.done.set()
         self.thread.join()
+        for s in self.socks:
+            s.close()
 
     def _run(self) -> None:
         lim = self.limits
@@ -80,10 +99,80 @@ class Watch:
 
     def _shut(self) -> None:
         for s in self.socks:
-            try:  # the plain socket's shutdown, also under TLS: it wakes a blocked read without touching SSL state
-                socket.socket.shutdown(s, socket.SHUT_RDWR)
-            except (OSError, ValueError):  # already closed
+            try:  # wakes a blocked read, a TLS handshake and (on Linux) a connect, without touching SSL state
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:  # not connected yet, or already shut
                 pass
+
+
+@contextmanager
+def _connect_errors():
+    """OSError as httpcore's connect errors, which httpx maps to its own (as httpcore's backend does)."""
+    try:
+        yield
+    except TimeoutError as e:
+        raise httpcore.ConnectTimeout(str(e)) from e
+    except OSError as e:
+        raise httpcore.ConnectError(str(e)) from e
+
+
+class Connector(httpcore.SyncBackend):
+    """httpcore's socket backend with a connect the watch can stop: a cancel, the deadline or the idle timeout ends
+    a connect to a host that drops the SYN at once, where Ctrl-C waited out --connect-timeout; the watch holds the
+    socket from before its connect, so the TLS handshake that follows is stopped the same way. Name resolution is
+    not covered."""
+
+    def __init__(self, watch: Watch):
+        self.watch = watch
+
+    def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+        # socket.create_connection's loop over the addresses, each connect polled as the watch polls
+        error: OSError | None = None
+        with _connect_errors():
+            for family, kind, proto, _, addr in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
+                sock = socket.socket(family, kind, proto)
+                try:
+                    self.watch.hold(sock)
+                    if local_address is not None:
+                        sock.bind((local_address, 0))
+                    for option in socket_options or ():
+                        sock.setsockopt(*option)
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    self._connect(sock, addr, timeout)
+                    sock.settimeout(timeout)  # httpcore's stream sets each read's and write's own
+                    return SyncStream(sock)
+                except OSError as e:
+                    sock.close()
+                    if self.watch.why or isinstance(e, TimeoutError):
+                        raise
+                    error = e
+            raise error or OSError("the host name resolves to no address")
+
+    def _connect(self, sock: socket.socket, addr, timeout: float | None) -> None:
+        sock.setblocking(False)
+        end = time.monotonic() + (timeout if timeout is not None else math.inf)
+        err = sock.connect_ex(addr)
+        while err in (errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK):
+            if self.watch.why:
+                raise OSError(errno.ECANCELED, f"stopped ({self.watch.why})")
+            left = end - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("timed out")
+            _, ready, _ = select.select([], [sock], [], min(left, Watch.POLL))
+            if ready:
+                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            raise OSError(err, os.strerror(err))
+
+    @staticmethod
+    def install(client: httpx.Client, watch: Watch) -> None:
+        """The client's connection pools (its own and its proxies') connect through a Connector. httpx has no
+        public way to pass a backend; where its internals differ the trace hook still holds each socket once it
+        is connected."""
+        for transport in (client._transport, *client._mounts.values()):
+            pool = getattr(transport, "_pool", None)
+            if pool is not None and hasattr(pool, "_network_backend"):
+                pool._network_backend = Connector(watch)
 
 
 class Transport:
@@ -106,7 +195,23 @@ class Transport:
             )
         self.redact = Redactor(([api_key] if api_key else []) + endpoint.secrets())
         # One TLS context for the engine's life (loading the CA bundle per request costs ~20 ms).
-        self.verify = httpx.create_ssl_context(verify=verify, trust_env=True) if verify is not False else False
+        try:
+            self.verify = httpx.create_ssl_context(verify=verify, trust_env=True) if verify is not False else False
+        except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
+            cafile = os.environ.get("SSL_CERT_FILE") or os.environ.get("SSL_CERT_DIR")
+            where = f"SSL_CERT_FILE / SSL_CERT_DIR ({shown(cafile, 300)})" if cafile else "the CA certificates"
+            raise UsageError(f"{where}: cannot be read as CA certificates ({failure(e)})") from None
+        self._client().close()  # a proxy from the environment that cannot be used, said now, once
+
+    def _client(self, timeout: httpx.Timeout | None = None) -> httpx.Client:
+        try:
+            return httpx.Client(headers=self.headers, timeout=timeout, verify=self.verify, trust_env=True)
+        except (ImportError, ValueError):  # socks5:// without socksio, a scheme httpx does not know
+            name = next((k for k in PROXY_VARS if _foreign_scheme(os.environ.get(k, ""))), "the proxy")
+            url = self.redact(hide_userinfo(os.environ.get(name, "")))
+            raise UsageError(
+                f"{name}={shown(url)}: yi-chat goes through http:// and https:// proxies only; unset {name} for yi-chat"
+            ) from None
 
     def fail(self, shown: str, what: str) -> YiError:
         return YiError(self.redact(f"{shown}: {what}"))
@@ -121,7 +226,8 @@ class Transport:
         url, shown = ep.url(route), ep.shown(route)
         timeout = httpx.Timeout(lim.idle_timeout + 1, connect=lim.connect_timeout)  # the watch acts first
         try:
-            with httpx.Client(headers=self.headers, timeout=timeout, verify=self.verify, trust_env=True) as client:
+            with self._client(timeout) as client:
+                Connector.install(client, watch)
                 for _ in range(lim.max_redirects + 1):
                     req = client.build_request(method, url, json=body, extensions={"trace": watch.trace})
                     resp = client.send(req, stream=True)
@@ -139,6 +245,8 @@ class Transport:
                     resp.close()
         except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as e:
             raise self.transport_error(e, watch, shown) from None
+        except UnicodeEncodeError:  # a lone surrogate in the request's JSON, where a check above missed it
+            raise self.fail(shown, "the request holds text that is not valid Unicode; not sent") from None
         finally:
             watch.stop()
 
@@ -164,7 +272,10 @@ class Transport:
                 f"redirected to {shown_target} ({why}); not followed, so the credentials are "
                 f"not sent there (use that URL as --endpoint if you trust it)",
             )
-        moved = self.endpoint.moved(target, route)
+        try:
+            moved = self.endpoint.moved(target, route)
+        except UsageError:  # a URL no endpoint can be (port 0, a space in the host)
+            raise self.fail(shown, f"HTTP {resp.status_code} redirect to an invalid URL") from None
         if moved is not None:
             self.endpoint = moved  # later requests go straight to the new place
         return target, self.endpoint.shown(route) if moved else hide_userinfo(target.split("?")[0]) + shown_query(
@@ -196,6 +307,11 @@ class Transport:
         if isinstance(e, (httpx.RemoteProtocolError, httpx.ReadError)):
             return self.fail(shown, f"the connection dropped mid-stream ({text})")
         return self.fail(shown, f"{e.__class__.__name__}: {text}")
+
+
+def _foreign_scheme(url: str) -> bool:
+    """A proxy URL of a scheme other than http's (httpx takes one without a scheme as http://)."""
+    return "://" in url and url.split("://", 1)[0].lower() not in ("http", "https")
 
 
 class Answer:

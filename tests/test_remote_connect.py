@@ -1,0 +1,223 @@
+"""The remote engine's connect, its environment and the numbers and names a server hands it: a host that never
+answers the SYN or the TLS handshake is left at once on a cancel or the deadline (not after --connect-timeout); a
+proxy or a CA file from the environment that cannot be used is one line, exit 2; a usage count past what a session
+stores, a listed model id that is no text, a 200 that is only an error and a redirect to a URL no endpoint can be
+are each handled in one line. Real sockets on 127.0.0.1; a wait that would hang is bounded by a watchdog join."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from tests.compat_servers import Server
+from yi_cli.engines.events import FINISH_INTERRUPTED, Finish, Text
+from yi_cli.engines.remote import RemoteEngine
+from yi_cli.engines.remote_http import PROXY_VARS, Limits
+from yi_cli.engines.settings import GenSettings
+from yi_cli.engines.template import Prompt
+from yi_cli.errors import EXIT_USAGE, LoadError, UsageError, YiError
+
+HELLO = Prompt([{"role": "user", "content": "hello"}])
+WATCHDOG_S = 120  # far past the ~50 ms a stopped connect takes; the connect timeouts below are 600 s
+
+
+def stream_in_thread(engine, cancel: threading.Event):
+    """engine.stream's events, or the error it raised; None where it was still running after WATCHDOG_S."""
+    out = {}
+
+    def go():
+        try:
+            out["events"] = list(engine.stream(HELLO, GenSettings(), cancel))
+        except YiError as e:
+            out["error"] = e
+
+    t = threading.Thread(target=go, daemon=True)
+    t.start()
+    t.join(WATCHDOG_S)
+    return None if t.is_alive() else out
+
+
+@pytest.fixture
+def unanswered_port():
+    """A port whose SYNs go unanswered: a listener whose accept queue is full and never drained."""
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(0)
+    port = ls.getsockname()[1]
+    filler = []
+    for _ in range(8):
+        c = socket.socket()
+        c.setblocking(False)
+        c.connect_ex(("127.0.0.1", port))
+        filler.append(c)
+    yield port
+    for c in filler:
+        c.close()
+    ls.close()
+
+
+@pytest.fixture
+def mute_port():
+    """A port whose server accepts and then says nothing: a TLS handshake there never completes."""
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(8)
+    held, stop = [], threading.Event()
+
+    def accept():
+        ls.settimeout(0.05)
+        while not stop.is_set():
+            try:
+                held.append(ls.accept()[0])
+            except OSError:
+                pass
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    yield ls.getsockname()[1]
+    stop.set()
+    t.join()
+    for c in held:
+        c.close()
+    ls.close()
+
+
+def test_a_cancel_ends_a_connect_that_the_host_never_answers(unanswered_port):
+    engine = RemoteEngine(
+        f"http://127.0.0.1:{unanswered_port}/v1", None, model="m", limits=Limits(connect_timeout=600, deadline=600)
+    )
+    cancel = threading.Event()
+    cancel.set()  # Ctrl-C while the connect waits: seen at the watch's next poll
+    out = stream_in_thread(engine, cancel)
+    assert out is not None, "the connect went on after the cancel"
+    assert out.get("error") is None and isinstance(out["events"][-1], Finish)
+    assert out["events"][-1].stats.finish_reason == FINISH_INTERRUPTED
+    assert not any(isinstance(e, Text) for e in out["events"])
+
+
+def test_the_deadline_ends_a_tls_handshake_that_the_server_never_answers(mute_port):
+    engine = RemoteEngine(
+        f"https://127.0.0.1:{mute_port}/v1", None, model="m", limits=Limits(connect_timeout=600, deadline=0.5)
+    )
+    out = stream_in_thread(engine, threading.Event())
+    assert out is not None, "the handshake went on past the deadline"
+    msg = str(out["error"])
+    assert "no complete answer within the 0.5 s deadline (--deadline)" in msg and "\n" not in msg
+
+
+@pytest.fixture
+def bare_env(monkeypatch):
+    for name in (*PROXY_VARS, "NO_PROXY", "no_proxy", "SSL_CERT_FILE", "SSL_CERT_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+@pytest.mark.parametrize(
+    "name, url",
+    [
+        pytest.param(
+            "ALL_PROXY",
+            "socks5://user:pw@127.0.0.1:7890",
+            marks=pytest.mark.skipif(
+                importlib.util.find_spec("socksio") is not None, reason="httpx takes SOCKS proxies with socksio"
+            ),
+        ),
+        ("HTTP_PROXY", "ftp://proxy.example:21"),
+    ],
+)
+def test_a_proxy_from_the_environment_that_cannot_be_used_is_one_line_exit_2(bare_env, name, url):
+    bare_env.setenv("HTTPS_PROXY", "http://proxy.example:3128")  # usable: not the one named
+    bare_env.setenv(name, url)
+    with pytest.raises(UsageError) as e:
+        RemoteEngine("http://127.0.0.1:1/v1", None, model="m")
+    msg = str(e.value)
+    assert e.value.exit_code == EXIT_USAGE and f"unset {name} for yi-chat" in msg and "\n" not in msg
+    assert "pw" not in msg  # the proxy's password is not echoed
+
+
+def test_a_ca_file_from_the_environment_that_cannot_be_read_is_one_line_exit_2(bare_env, tmp_path):
+    for bad in (tmp_path / "missing.pem", tmp_path):
+        bare_env.setenv("SSL_CERT_FILE", str(bad))
+        with pytest.raises(UsageError) as e:
+            RemoteEngine("http://127.0.0.1:1/v1", None, model="m")
+        assert f"SSL_CERT_FILE / SSL_CERT_DIR ({bad}): cannot be read as CA certificates" in str(e.value)
+    notcert = tmp_path / "passwd"
+    notcert.write_text("root:x:0:0:root:/root:/bin/sh\n")
+    bare_env.setenv("SSL_CERT_FILE", str(notcert))
+    proc = subprocess.run(
+        [sys.executable, "-m", "yi_cli", "--endpoint", "http://127.0.0.1:1/v1", "--model", "m", "-p", "hi"],
+        env={**os.environ, "YI_CHAT_HOME": str(tmp_path / "home")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert proc.returncode == EXIT_USAGE and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith(f"yi-chat: SSL_CERT_FILE / SSL_CERT_DIR ({notcert}): cannot be read as CA cert")
+
+
+def words_then_usage(usage: dict):
+    def answer(h):
+        h.sse_start()
+        for word in ("Hello", " there"):
+            h.event({"choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}]})
+        h.event({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        h.event('{"choices": [], "usage": ' + usage + "}")
+        h.sse_end()
+
+    return answer
+
+
+@pytest.mark.parametrize("count", ["1" + "0" * 400, "3000000000"])
+def test_a_usage_count_past_what_a_session_stores_is_no_count(count):
+    usage = f'{{"prompt_tokens": 7, "completion_tokens": {count}}}'
+    with Server(words_then_usage(usage)) as srv:
+        events = list(RemoteEngine(srv.root, None, model="m").stream(HELLO, GenSettings(), threading.Event()))
+    stats = events[-1].stats
+    assert "".join(e.text for e in events[:-1]) == "Hello there"
+    assert stats.new_tokens == 2 and stats.prompt_tokens is None  # counted from the chunks, as without a usage
+    assert stats.to_dict()["new_tokens"] == 2  # 10**400 ended here in an OverflowError
+
+
+def test_a_listed_model_id_that_is_no_text_is_passed_over():
+    both = '{"data": [{"id": "a\\ud800b"}, {"id": "yi-34b-chat"}]}'
+    with Server(lambda h: _raw_json(h, both)) as srv:
+        assert RemoteEngine(srv.root, None).name == "yi-34b-chat"
+    with Server(lambda h: _raw_json(h, '{"data": [{"id": "a\\ud800b"}]}')) as srv, pytest.raises(LoadError) as e:
+        RemoteEngine(srv.root, None)
+    assert "the server lists no models; pass --model NAME" in str(e.value)
+
+
+def _raw_json(h, text: str) -> None:
+    data = text.encode()
+    h.send_response(200)
+    h.send_header("Content-Type", "application/json")
+    h.send_header("Content-Length", str(len(data)))
+    h.end_headers()
+    h.wfile.write(data)
+
+
+def test_a_model_name_that_is_not_utf8_is_a_usage_error():
+    with pytest.raises(UsageError) as e:
+        RemoteEngine("http://127.0.0.1:1/v1", None, model="m\udcff")  # argv's b"m\xff"
+    assert e.value.exit_code == EXIT_USAGE and "the model name m\\udcff is not valid UTF-8 text" in str(e.value)
+
+
+def test_a_200_that_is_only_an_error_shows_the_servers_words():
+    with Server(lambda h: h.json(200, {"error": {"message": "quota exceeded", "code": 429}})) as srv:
+        with pytest.raises(YiError) as e:
+            list(RemoteEngine(srv.root, None, model="m").stream(HELLO, GenSettings(), threading.Event()))
+    assert str(e.value).endswith("/chat/completions: server error: quota exceeded")
+
+
+def test_a_redirect_to_a_port_no_endpoint_can_have_is_one_line():
+    with Server(lambda h: h.redirect("https://127.0.0.1:0/v1/models", 307)) as srv, pytest.raises(LoadError) as e:
+        RemoteEngine(srv.root + "/v1", None)
+    assert str(e.value) == f"{srv.root}/v1/models: HTTP 307 redirect to an invalid URL"
