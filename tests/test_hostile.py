@@ -684,6 +684,9 @@ JSON_FILE_CASES = {
     "generation-eos-text": ("generation_config.json", '{"eos_token_id": ["x"]}', "eos_token_id must be a token id"),
     "generation-eos-null": ("generation_config.json", '{"eos_token_id": [2, null]}', "a list of them, got [2, null]"),
     "generation-eos-negative": ("generation_config.json", '{"eos_token_id": -1}', "a list of them, got -1"),
+    # past any vocabulary: every turn of the generate engine failed ("Overflow when unpacking long long")
+    "generation-eos-huge": ("generation_config.json", '{"eos_token_id": [1' + "0" * 39 + "]}", "got [1000000"),
+    "config-eos-huge": ("config.json", '{"model_type": "llama", "eos_token_id": 2147483648}', "got 2147483648"),
     "tokenizer-config-nested": ("tokenizer_config.json", '{"a": ' + nested(5000) + "}", "nested 5001 deep"),
     "tokenizer-config-17-MiB": ("tokenizer_config.json", None, "more than the 16 MiB limit"),
     "quantize-config-nested": ("quantize_config.json", '{"bits": ' + nested(100_000) + "}", "nested 100001 deep"),
@@ -913,6 +916,14 @@ BIG_OPS = {
     "format-method": ("{{ '{:>20000000}'.format('x')|length }}", "a format with a width past 16777216 characters"),
     "star-width": ("{{ ('%*s' % (20000000, 'x'))|length }}", "a format with a width past 16777216 characters"),
     "nested-width": ("{{ '{:>{w}}'.format('x', w=20000000)|length }}", "a format with a width past 16777216"),
+    # strings each within the bound, built into one past it (a join of 400 copies of 16 MB was 6.4 GB)
+    "join-filter": ("{{ (['x' * 9000000] * 2)|join|length }}", "a join of 18000000 items is too long"),
+    "join-method": ("{{ ''.join(['x' * 9000000] * 2)|length }}", "a join of 18000000 items is too long"),
+    "replace-filter": ("{{ (('x' * 5000)|replace('x', 'y' * 5000))|length }}", "a replace of 25000000 items"),
+    "replace-method": ("{{ ('x' * 5000).replace('x', 'y' * 5000)|length }}", "a replace of 25000000 items"),
+    "tilde": ("{% set a = 'x' * 9000000 %}{{ (a ~ a)|length }}", "a concatenation of 18000000 items is too long"),
+    "plus": ("{% set a = 'x' * 9000000 %}{{ (a + a)|length }}", "a sum of 18000000 items is too long"),
+    "tojson-indent": ("{{ ([0] * 10)|tojson(indent=1000000)|length }}", "tojson's indent of 1000000 is over 64"),
 }
 
 
@@ -931,6 +942,80 @@ def test_a_template_asking_for_a_huge_value_is_refused(case, backend, tiny_src):
     assert needle in str(e.value), str(e.value)
     t.source = template.CHATML  # the same template object still works afterwards
     assert "<|im_start|>user\nhi" in t.render([{"role": "user", "content": "hi"}])
+
+
+def test_a_template_that_writes_far_more_than_its_messages_is_refused_before_the_tokenizer(tiny_src):
+    """Each step within the bounds above, the whole rendered prompt 16M characters for "hi": the tokenizer took 49 s
+    and 4.5 GB on it (208M had it abort the process)."""
+    from yi_cli.checkpoint import loader
+    from yi_cli.engines import template
+
+    t = template.Template(loader.load_tokenizer(tiny_src))
+    t.source = "{% for i in range(3) %}{{ 'x' * 1000000 }}{% endfor %}{{ messages[0].content }}"
+    with pytest.raises(YiError) as e:
+        t.build([{"role": "user", "content": "hi"}])
+    assert str(e.value).startswith("the chat template wrote 3000002 characters for 2 of messages"), str(e.value)
+    t.source = "{{ 'x' * 1000 }}{{ messages[0].content }}"  # a default system prompt's worth is fine
+    assert len(t.render([{"role": "user", "content": "hi" * 500000}])) == 1_001_000
+
+
+TOO_DEEP = {  # valid Jinja that Python cannot compile
+    "nested-loops": "{% for i in range(2) %}" * 25 + "x" + "{% endfor %}" * 25,
+    "nested-ifs": "{% if true %}" * 3000 + "x" + "{% endif %}" * 3000,
+    "nested-brackets": "{{ " + "(" * 5000 + "1" + ")" * 5000 + " }}",
+    "long-number": "{{ " + "7" * 5000 + " }}",
+}
+
+
+@pytest.mark.parametrize("case", sorted(TOO_DEEP))
+def test_a_template_python_cannot_compile_is_refused_as_the_model_loads(case, tiny):
+    from yi_cli.checkpoint.loader import load_tokenizer
+    from yi_cli.engines.template import Template
+
+    (tiny / "chat_template.jinja").write_text(TOO_DEEP[case])
+    with pytest.raises(LoadError) as e:  # as the engine is made, before any turn
+        Template(load_tokenizer(tiny))
+    assert str(e.value).startswith(f"{tiny / 'chat_template.jinja'}: the chat template cannot be compiled ("), str(
+        e.value
+    )
+
+
+def test_a_chat_template_file_over_its_limit_is_refused_by_its_size(tiny):
+    from yi_cli.checkpoint.loader import open_checkpoint
+
+    f = tiny / "chat_template.jinja"
+    with open(f, "w") as out:  # a comment of 2 MiB, then a working template
+        out.write("{# " + "x" * (2 << 20) + " #}" + CHATML_SOURCE)
+    with pytest.raises(LoadError) as e:
+        open_checkpoint(tiny, device="cpu")
+    assert str(e.value) == f"{f}: {f.stat().st_size} bytes, more than the 1 MiB limit of a chat template"
+
+
+CHATML_SOURCE = "{% for m in messages %}{{ m.content }}{% endfor %}"
+
+
+def test_a_tokenizer_that_panics_is_one_line_at_load_and_at_encode(tiny):
+    """The tokenizers library raises a Rust panic as PanicException, a BaseException: `except Exception` passed over
+    it and the run ended in a traceback (exit 1) at load, or at every prompt."""
+    from yi_cli.checkpoint.loader import open_checkpoint
+
+    f = tiny / "tokenizer.json"
+    good = json.loads(f.read_text())
+    broken = json.loads(f.read_text())
+    broken["normalizer"] = {"type": "Replace", "pattern": {"String": ""}, "content": "x"}  # panics on encode
+    f.write_text(json.dumps(broken))
+    ck = open_checkpoint(tiny, device="cpu")
+    from yi_cli.engines.template import Template
+
+    with pytest.raises(YiError) as e:
+        Template(ck.tokenizer).build([{"role": "user", "content": "hello"}])
+    assert str(e.value).startswith("the tokenizer failed on this text (PanicException: "), str(e.value)
+    assert good["model"]["type"] == "BPE"
+    good["model"].update(vocab={"a": 0, "b": 1}, merges=[["a", "b"]])  # a merge into no token of the vocabulary
+    f.write_text(json.dumps(good))
+    with pytest.raises(LoadError) as e:
+        open_checkpoint(tiny, device="cpu")
+    assert "cannot load the tokenizer (PanicException: " in str(e.value), str(e.value)
 
 
 def test_a_looping_template_refuses_the_turn_and_the_run_ends(tiny, home):

@@ -52,6 +52,13 @@ def failure(e: BaseException) -> str:
     return f"{name}: {first_line(e)}" if str(e).strip() else name
 
 
+def rust_panic(e: BaseException) -> bool:
+    """A Rust panic inside `tokenizers` (a tokenizer.json whose merges name a token missing from its vocabulary, a
+    normalizer's regex past its backtracking limit): pyo3 raises it as PanicException, a BaseException that
+    `except Exception` passes over, so it ended the run in a traceback."""
+    return type(e).__name__ == "PanicException"
+
+
 class StdoutFailed(OSError):
     """Writing to stdout failed (a full disk, an I/O error; not a reader gone, which is a BrokenPipeError): the run
     stops there, the turn in flight kept, rather than report each later turn as failed."""

@@ -24,6 +24,8 @@ SIDE_FILES = (
 )
 # Tensors of AutoAWQ's and AutoGPTQ's linear layers (formats.py), which a checkpoint without a quantization config
 # cannot have.
+TEMPLATE_LIMIT = 1 << 20  # a chat template's file (its characters too): the largest shipped are tens of KB
+MAX_TOKEN_ID = 2**31 - 1  # eos_token_id: past it no vocabulary (10**39 failed every turn of the generate engine)
 QUANTIZED_TENSORS = (".qweight", ".qzeros", ".g_idx")
 # Bytes per element of the safetensors dtypes.
 DTYPES = {
@@ -58,6 +60,7 @@ def read_config(path: Path) -> dict:
     data = inputs.read_json(cfg, inputs.JSON_LIMIT, LoadError, "config.json", obj=False)
     if not isinstance(data, dict) or "model_type" not in data:
         raise LoadError(f"{cfg}: not a transformers model config (no model_type)")
+    check_eos(cfg, data)
     return data
 
 
@@ -72,13 +75,18 @@ def check_side_files(path: Path) -> None:
     # parsed here: a few MB parsed twice would cost every start.
     if (path / "tokenizer.json").exists():
         inputs.check_regular(path / "tokenizer.json", inputs.TOKENIZER_LIMIT, LoadError, "tokenizer.json")
+    # Chat templates in files of their own, read whole by the tokenizer's loader (200 MB of comment took 1.2 GB)
+    more = path / "additional_chat_templates"
+    for f in [path / "chat_template.jinja", *(sorted(more.glob("*.jinja")) if more.is_dir() else [])]:
+        if f.exists():
+            inputs.check_regular(f, TEMPLATE_LIMIT, LoadError, "chat template")
 
 
 def check_eos(f: Path, data) -> None:
     """eos_token_id: a token id or a list of them (`["x"]` was int()'s ValueError as a traceback)."""
     eos = data.get("eos_token_id") if isinstance(data, dict) else None
     ids = eos if isinstance(eos, list) else [eos]
-    if eos is not None and not all(type(i) is int and i >= 0 for i in ids):
+    if eos is not None and not all(type(i) is int and 0 <= i <= MAX_TOKEN_ID for i in ids):
         raise LoadError(f"{f}: eos_token_id must be a token id or a list of them, got {shown(json.dumps(eos), 60)}")
 
 

@@ -27,9 +27,12 @@ from pathlib import Path
 
 import jinja2
 from jinja2 import nodes
+from jinja2.compiler import CodeGenerator
 from jinja2.ext import Extension, loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import Tokenizer, processors
+
+from ..errors import rust_panic
 
 NAMED = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 EXTRA = ("extra_special_tokens", "additional_special_tokens")
@@ -83,6 +86,10 @@ def load(path: Path, load_real) -> LightTokenizer | None:
         backend = Tokenizer.from_file(str(path / "tokenizer.json"))
         check_backend(backend, config)
     except Exception:  # noqa: BLE001 - NotMirrored, unreadable files: transformers decides, with its own errors
+        return None
+    except BaseException as e:  # a Rust panic building the backend: transformers meets it too and says so
+        if not rust_panic(e):
+            raise
         return None
     if backend.post_processor is None:  # TokenizersBackend.update_post_processor, no bos / eos added
         backend.post_processor = processors.TemplateProcessing(single="$A:0", pair="$A:0 $B:1", special_tokens=[])
@@ -412,12 +419,43 @@ def jinja_is_safe() -> bool:
         return False
 
 
-class BoundedSandbox(ImmutableSandboxedEnvironment):
-    """transformers' sandbox, with `*` and `**` bounded: each is one C call the time limit (engines/timebox.py)
-    cannot stop. `{{ 9 ** 99999999 }}` held the GIL for minutes (the run hung), `{{ m.content * 300000000 }}`
-    asked for gigabytes (the run was killed for memory)."""
+class Filters(dict):
+    """A sandbox's filters, whose tojson (set after the sandbox is made, by transformers as by compile_template) gets
+    its indent bounded: it is repeated on each line of the value, `([0]*1000)|tojson(indent=1000000)` a gigabyte."""
 
-    intercepted_binops = frozenset({"*", "**", "%"})
+    def __setitem__(self, name, f):
+        if name == "tojson":
+            g = f
+
+            def f(x, *a, **k):
+                indent = k.get("indent", a[1] if len(a) > 1 else None)
+                n = len(indent) if isinstance(indent, str) else indent if type(indent) is int else 0
+                if n > 64:
+                    raise jinja2.exceptions.SecurityError(f"tojson's indent of {n} is over 64")
+                return g(x, *a, **k)
+
+        super().__setitem__(name, f)
+
+
+class BoundedCodeGenerator(CodeGenerator):
+    """`a ~ b` through the environment's bounded_concat, not jinja's bare "".join (no hook of jinja's sees it)."""
+
+    def visit_Concat(self, node, frame):  # noqa: N802 (jinja's visitor name)
+        self.write("environment.bounded_concat((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write("))")
+
+
+class BoundedSandbox(ImmutableSandboxedEnvironment):
+    """transformers' sandbox, with each operation that builds a value in one C call bounded: the time limit
+    (engines/timebox.py) cannot stop such a call. `{{ 9 ** 99999999 }}` held the GIL for minutes (the run hung),
+    `{{ m.content * 300000000 }}` asked for gigabytes (the run was killed for memory), and so did a join, a
+    replace, a concatenation or an indented tojson of strings each within the bound."""
+
+    code_generator_class = BoundedCodeGenerator
+    intercepted_binops = frozenset({"*", "**", "%", "+"})
     MAX_ITEMS = 1 << 24  # a repeated string or list, a padded one: far beyond any prompt
     MAX_BITS = 1 << 20  # an integer power: 315,653 digits
     WIDENING = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})  # str methods taking a width
@@ -439,7 +477,43 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             self.wide_format(value, (*a, *k.values()))
             return fmt(value, *a, **k)
 
-        self.filters = {**self.filters, "center": bounded_center, "indent": bounded_indent, "format": bounded_format}
+        join, replace = self.filters["join"], self.filters["replace"]
+
+        def bounded_join(ctx, value, d="", *a, **k):
+            self.joined(value, d)
+            return join(ctx, value, d, *a, **k)
+
+        def bounded_replace(ctx, s, old, new, *a, **k):
+            self.replaced(s, old, new)
+            return replace(ctx, s, old, new, *a, **k)
+
+        self.filters = Filters(
+            {
+                **self.filters,
+                "center": bounded_center,
+                "indent": bounded_indent,
+                "format": bounded_format,
+                "join": jinja2.pass_eval_context(bounded_join),
+                "replace": jinja2.pass_eval_context(bounded_replace),
+            }
+        )
+
+    def long(self, n: int, what: str) -> None:
+        if n > self.MAX_ITEMS:
+            raise jinja2.exceptions.SecurityError(f"{what} of {n} items is too long")
+
+    def joined(self, items, sep="") -> None:
+        """A join of strings (the filter, str.join) past MAX_ITEMS characters in all is refused before it is built."""
+        if isinstance(items, (list, tuple)):
+            self.long(sum(len(x) if isinstance(x, str) else 0 for x in items) + len(str(sep)) * len(items), "a join")
+
+    def replaced(self, s, old, new) -> None:
+        if isinstance(s, str) and isinstance(old, str) and isinstance(new, str) and len(new) > len(old):
+            self.long(len(s) + (s.count(old) if old else len(s) + 1) * (len(new) - len(old)), "a replace")
+
+    def bounded_concat(self, parts) -> str:
+        self.long(sum(len(p) for p in parts if isinstance(p, str)), "a concatenation")
+        return "".join(str(p) for p in parts)
 
     def wide(self, n, what: str) -> None:
         """Refuse a width past MAX_ITEMS: `'x'.center(2000000000)` is one C call asking for gigabytes."""
@@ -460,9 +534,14 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
 
     def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 (jinja's own signature)
         owner = getattr(__obj, "__self__", None)
-        if isinstance(owner, str) and getattr(__obj, "__name__", "") in __self.WIDENING:
+        name = getattr(__obj, "__name__", "")
+        if isinstance(owner, str) and name in __self.WIDENING:
             for n in (*args, *kwargs.values()):
                 __self.wide(n, "a string padded to")
+        elif isinstance(owner, str) and name == "join" and args:
+            __self.joined(args[0], owner)
+        elif isinstance(owner, str) and name == "replace" and len(args) >= 2:
+            __self.replaced(owner, args[0], args[1])
         return super().call(__context, __obj, *args, **kwargs)
 
     def wrap_str_format(self, value):  # `'{:>9999999999}'.format`: jinja wraps str.format as it is looked up
@@ -485,6 +564,10 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             for seq, n in ((left, right), (right, left)):
                 if isinstance(seq, (str, list, tuple)) and type(n) is int and len(seq) * n > self.MAX_ITEMS:
                     raise jinja2.exceptions.SecurityError(f"a repetition of {len(seq) * n} items is too long")
+        elif operator == "+":
+            both = [isinstance(x, str) for x in (left, right)], [isinstance(x, (list, tuple)) for x in (left, right)]
+            if any(all(kind) for kind in both):
+                self.long(len(left) + len(right), "a sum")
         elif type(left) is int and type(right) is int and right > 0 and left.bit_length() * right > self.MAX_BITS:
             raise jinja2.exceptions.SecurityError(
                 f"an integer power of about {left.bit_length() * right} bits is too large"

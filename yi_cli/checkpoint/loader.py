@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import inputs
-from ..errors import LoadError, UsageError, failure, first_line, shown
+from ..errors import LoadError, UsageError, failure, first_line, rust_panic, shown
 from . import configs, light, plausible, quantized
 from .files import Tensors, check_index, check_safetensors, check_side_files, read_config, read_json, weight_files
 
@@ -285,6 +285,10 @@ def _hf_tokenizer(path: Path, trust_remote_code: bool, plain: bool):
             raise LoadError(f"{e.filename}: cannot read the tokenizer file ({e.strerror})") from None
         raise LoadError(f"{path}: cannot load the tokenizer ({failure(e)})") from None
     except Exception as e:  # transformers raises many types for a broken tokenizer
+        raise LoadError(f"{path}: cannot load the tokenizer ({failure(e)})") from None
+    except BaseException as e:
+        if not rust_panic(e):
+            raise
         raise LoadError(f"{path}: cannot load the tokenizer ({failure(e)})") from None
 
 

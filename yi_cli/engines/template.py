@@ -6,13 +6,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import YiError, first_line, shown
+from ..checkpoint.files import TEMPLATE_LIMIT
+from ..errors import YiError, failure, first_line, rust_panic, shown
 from . import timebox
 
 # Characters of a text one character of a token can stand for: NFKC and the like fold a few into one ("e" + U+0301
 # into "é"); Template.surely_over's margin.
 CHARS_PER_TOKEN_CHAR = 4
 TEMPLATE_SECONDS = 10.0  # a template renders in milliseconds; a loaded machine compiling it first takes ~0.1 s
+# What a rendered prompt may add to its messages' text: a template's markers and default system prompt are KBs; one
+# that writes more is refused before the tokenizer sees it (16M characters for "hi" took the tokenizer 49 s and
+# 4.5 GB, 208M had it abort the process).
+RENDER_SLACK = 1 << 20
 
 # Yi chat models use ChatML; some Yi tokenizers ship without a template.
 CHATML = (
@@ -64,16 +69,25 @@ def _parses(source: str, where: str) -> None:
     from ..checkpoint.light_tokenizer import compile_template
     from ..errors import LoadError
 
+    folder = Path(where)
+    name = next((folder / f for f in ("chat_template.jinja", "tokenizer_config.json") if (folder / f).is_file()), where)
+    if len(source) > TEMPLATE_LIMIT:
+        raise LoadError(
+            f"{name}: the chat template is {len(source)} characters, over the limit of {TEMPLATE_LIMIT}; "
+            "--raw runs the model without it"
+        )
     try:
         compile_template(source)
     except jinja2.TemplateSyntaxError as e:
-        folder = Path(where)
-        name = next(
-            (folder / f for f in ("chat_template.jinja", "tokenizer_config.json") if (folder / f).is_file()), where
-        )
         raise LoadError(
             f"{name}: the chat template is not valid Jinja ({shown(e.message or '', 120)}, line {e.lineno}); "
             "--raw runs the model without it"
+        ) from None
+    except (SyntaxError, RecursionError, MemoryError, ValueError, OverflowError) as e:
+        # valid Jinja that Python cannot compile: 25 nested loops ("too many statically nested blocks"), thousands
+        # of nested ifs or brackets, a 5000-digit number literal
+        raise LoadError(
+            f"{name}: the chat template cannot be compiled ({shown(failure(e), 120)}); --raw runs the model without it"
         ) from None
 
 
@@ -121,7 +135,7 @@ class Template:
         if self.source is None:  # raw: the text as is, so a cut reply continues where it stopped (plain
             return "".join(m["content"] for m in messages if m["role"] != "system")  # completion: no system prompt)
         try:
-            return timebox.run(
+            text = timebox.run(
                 lambda: self.tokenizer.apply_chat_template(
                     messages,
                     chat_template=self.source,
@@ -140,6 +154,13 @@ class Template:
             raise
         except Exception as e:  # a template that cannot render these messages (roles, continuation)
             raise YiError(f"the chat template failed ({first_line(e)})") from None
+        given = sum(len(m["content"]) for m in messages if isinstance(m.get("content"), str))
+        if len(text) > 4 * given + RENDER_SLACK:
+            raise YiError(
+                f"the chat template wrote {len(text)} characters for {given} of messages (a template that blows "
+                f"its input up?); the message was not sent"
+            )
+        return text
 
     def default_system(self) -> str | None:
         """The system prompt the template adds when the conversation has none (SmolLM2's names the model; Yi's
@@ -168,7 +189,7 @@ class Template:
         template's own continue_final_message; opening: as render's."""
         text = self.render(messages, continue_final, opening)
         # The template already wrote the special tokens; a raw prompt gets the tokenizer's usual bos.
-        ids = list(self.tokenizer(text, add_special_tokens=self.source is None)["input_ids"])
+        ids = self.encode(text, self.source is None)
         return Prompt(list(messages), ids, text, continue_final)
 
     def reply_part(self, user: str, reply: str) -> tuple[str, str] | None:
@@ -190,14 +211,26 @@ class Template:
         if opened == closed or not opened.startswith(closed) or not whole.startswith(opened):
             return None
         opening = opened[len(closed) :]
-        first = self.tokenizer(opening, add_special_tokens=False)["input_ids"][:1]
+        first = self.encode(opening)[:1]
         if not first or self.tokenizer.decode(first, skip_special_tokens=True):  # no special token first
             return None
         return opening, whole[len(closed) :]
 
     def count(self, text: str) -> int:
         """Tokens of a message's text alone (what it adds to a prompt, template markers aside), or of a reply's part."""
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(self.encode(text))
+
+    def encode(self, text: str, special: bool = False) -> list[int]:
+        """The tokenizer's ids; a failure inside it (a Rust panic of a hostile tokenizer.json's normalizer) is one
+        YiError: the turn is not sent, the chat goes on."""
+        try:
+            return list(self.tokenizer(text, add_special_tokens=special)["input_ids"])
+        except Exception as e:
+            raise YiError(f"the tokenizer failed on this text ({failure(e)})") from None
+        except BaseException as e:
+            if not rust_panic(e):
+                raise
+            raise YiError(f"the tokenizer failed on this text ({failure(e)})") from None
 
     def detokenizer(self, context: list[int] = ()) -> Detokenizer:
         return Detokenizer(self.tokenizer, context)
