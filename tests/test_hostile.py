@@ -825,7 +825,17 @@ SAFETENSORS_CASES = {
     "entry-not-object": (lambda h, k: h.update({k: 5}), "header entry is not an object"),
     "offsets-past-end": (
         lambda h, k: h[k].update(data_offsets=[h[k]["data_offsets"][0] + 10**12, h[k]["data_offsets"][1] + 10**12]),
-        "truncated",
+        "leave a gap",  # before the bytes past the file's end ("truncated", which a cut download is)
+    ),
+    # what the safetensors library refuses as the model loads, which `yi-chat models` said "ok" of
+    "offsets-overlap": (
+        lambda h, k: h[k].update(data_offsets=[o + 1 for o in h[k]["data_offsets"]]),
+        "data_offsets overlap another tensor's or leave a gap",
+    ),
+    "metadata-not-strings": (lambda h, k: h.update(__metadata__={"format": 5}), "__metadata__ must map names to"),
+    "shape-overflow": (
+        lambda h, k: h[k].update(shape=[2**62, 2**62, 0], data_offsets=[h[k]["data_offsets"][0]] * 2),
+        "overflows",
     ),
 }
 

@@ -146,11 +146,17 @@ def check_safetensors(files: list[Path], plain: bool = False) -> None:
         header, n, size = read_header(f)
         if plain:
             check_unquantized(f, header)
+        meta = header.get("__metadata__", {})
+        if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+            raise LoadError(f"{f}: __metadata__ must map names to strings")
+        # The safetensors library's own rule: the tensors' bytes tile the data from 0, in order, with no gap or
+        # overlap (`yi-chat models` said "ok" of overlapping ones, which the load then refused).
+        spans = sorted((_entry_span(f, name, v), name) for name, v in header.items() if name != "__metadata__")
         end = 0
-        for name, v in header.items():
-            if name == "__metadata__":
-                continue
-            end = max(end, _entry_end(f, name, v))
+        for (begin, stop), name in spans:
+            if begin != end:
+                raise LoadError(f"{f}: tensor {shown(name, 80)}: data_offsets overlap another tensor's or leave a gap")
+            end = stop
         if 8 + n + end > size:
             raise LoadError(f"{f}: truncated ({size} bytes, header needs {8 + n + end}); {fetch_again(f)}")
 
@@ -215,7 +221,7 @@ def read_header(f: Path) -> tuple[dict, int, int]:
     return header, n, size
 
 
-def _entry_end(f: Path, name: str, v) -> int:
+def _entry_span(f: Path, name: str, v) -> tuple[int, int]:
     where = f"{f}: tensor {shown(name, 80)}"
     if not isinstance(v, dict):
         raise LoadError(f"{where}: header entry is not an object")
@@ -224,6 +230,11 @@ def _entry_end(f: Path, name: str, v) -> int:
         raise LoadError(f"{where}: unknown dtype {shown(str(dtype), 20)!r}")
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
         raise LoadError(f"{where}: shape must be a list of non-negative integers")
+    size = 1
+    for d in shape:  # as the library multiplies, in 64 bits: [2**62, 2**62, 0] overflows before the 0
+        size *= d
+        if size >= 1 << 64:
+            raise LoadError(f"{where}: shape {shown(str(shape), 80)} overflows")
     if (
         not isinstance(offsets, list)
         or len(offsets) != 2
@@ -236,7 +247,7 @@ def _entry_end(f: Path, name: str, v) -> int:
             f"{where}: data_offsets span {offsets[1] - offsets[0]} bytes, its shape {shape} "
             f"{dtype} needs {math.prod(shape) * DTYPES[dtype]}"
         )
-    return offsets[1]
+    return offsets[0], offsets[1]
 
 
 class Tensors:
