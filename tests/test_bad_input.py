@@ -826,6 +826,27 @@ def test_a_resumed_session_goes_on_with_its_own_model(tiny, home, tmp_path):
     assert p.returncode == 3 and "not-this-one" in p.stderr.decode()  # -m chose, and it is not there
 
 
+def test_a_resumed_sessions_source_that_is_no_checkpoint_gives_way_to_the_default(tmp_path, monkeypatch):
+    """A session's `source` naming a folder with no checkpoint in it (`/tmp`, hand-edited or a checkpoint since
+    removed from it) made `-c` fail, exit 3, with a line that did not say the name came from the session; a
+    relative one was looked up from the current folder. The default model takes over, as for a source gone."""
+    from yi_cli.ui.cli import resumed_model
+
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text("{}")
+    assert resumed_model({"source": str(ckpt)}) == str(ckpt)
+    assert resumed_model({"source": str(tmp_path)}) is None
+    monkeypatch.chdir(tmp_path)
+    assert resumed_model({"source": "ckpt"}) is None  # no yi-chat writes a relative source
+
+
+def test_a_model_name_too_long_for_the_file_system_is_cut_in_its_line(home):
+    p = yi("-m", "/x" + "y" * 5000 + "/z", "-p", "hi", home=home)
+    line = one_line_error(p, 3, "File name too long")
+    assert len(line) < 400, line
+
+
 def test_speculation_asked_of_the_generate_engine_is_said_to_do_nothing(tiny_dir, home):
     """--engine generate --speculate lookup took the flag and drafted nothing, silently (a run-through)."""
     p = yi(

@@ -110,7 +110,8 @@ def looked_up(path: str | Path, err: type[YiError] = YiError, where=None, what: 
     try:
         return kind_of(path)
     except OSError as e:
-        raise err(f"{where or path}: cannot read {what + ' ' if what else ''}({e.strerror or e})") from None
+        name = shown(str(where or path), 200)
+        raise err(f"{name}: cannot read {what + ' ' if what else ''}({e.strerror or e})") from None
 
 
 def user_path(name: str, err: type[YiError] = YiError) -> Path:

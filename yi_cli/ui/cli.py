@@ -390,8 +390,9 @@ def resumed_model(data: dict | None) -> str | None:
     if source in demo.NAMES:
         return source
     try:
-        if user_path(source).is_dir():
-            return source
+        folder = user_path(source)
+        if folder.is_dir():  # a checkpoint's absolute path, as a session records one (not `/tmp`, not `../..`)
+            return source if folder.is_absolute() and (folder / "config.json").is_file() else None
         from ..checkpoint import family, hub  # a hub id's question only
 
         repo = family.expand(source)
