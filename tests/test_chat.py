@@ -327,6 +327,48 @@ def test_a_session_file_keeps_within_its_size_limit_by_its_oldest_dropped_exchan
         assert session.turns == chat.session.turns[-len(session.turns) :]
 
 
+class _Served(ScriptedEngine):
+    template = None  # a remote model's (--endpoint): the server fits the context, the chat drops nothing
+
+    def stream(self, prompt, settings, cancel):
+        import dataclasses
+
+        return super().stream(dataclasses.replace(prompt, ids=[]), settings, cancel)
+
+
+def test_a_remote_chats_file_keeps_within_its_size_limit_by_its_oldest_exchanges(tmp_path, monkeypatch):
+    """A remote model's chat drops no exchange from its context (no context_start), and only dropped ones were left
+    out of the file: it grew past the 64 MiB a session file is read back at, and could never be resumed or listed
+    again. Over the limit the oldest exchanges are left out of the file, never the newest (the chat keeps them all);
+    a newest exchange over the limit alone is not written (said once, the file keeps the session as it was) and
+    /save refuses it in one line; the next exchange is written again."""
+    from yi_cli import inputs
+    from yi_cli.conversation import store
+
+    monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path))
+    monkeypatch.setattr(inputs, "SESSION_LIMIT", 3000)
+    chat, out, err = plain_chat(_Served(), on_turn=store.Autosave("interactive"))
+    for i in range(40):
+        chat.handle(f"message number {i} with quite a few words in it")
+    assert len(chat.session.turns) == 80 and chat.session.start == 0 and "dropped" not in err.getvalue()
+    for path in (store.resolve("last"), store.save(chat, None)):  # the autosave's and a /save snapshot
+        assert path.stat().st_size <= 3000
+        session, _, _ = store.read(str(path))
+        assert 2 < len(session.turns) < 80 and session.turns == chat.session.turns[-len(session.turns) :]
+    last = store.resolve("last")
+    assert [e["name"] for e in store.entries() if e["mode"] == "interactive"] == [last.name]
+    kept = last.read_bytes()
+    chat.handle("big " * 1000)  # its echo too: 8 kB, over the limit alone
+    assert err.getvalue().count("failed (the newest exchange alone is over the 2 KiB a session file holds)") == 1
+    assert last.read_bytes() == kept and len(chat.session.turns) == 82
+    with pytest.raises(YiError, match=r"cannot save the session \(the newest exchange alone is over the 2 KiB"):
+        store.save(chat, None)
+    chat.handle("small")
+    session, _, _ = store.read("last")
+    assert session.turns[-1].content == "echo: small" and all("big" not in t.content for t in session.turns)
+    assert "autosave works again" in err.getvalue()
+
+
 def test_overflow_refuse_policy():
     from yi_cli.conversation.chat import Options
 
@@ -880,14 +922,14 @@ def _counting_reads(monkeypatch) -> list[str]:
     from yi_cli import inputs
 
     reads: list[str] = []
-    real = inputs.read_json
+    real = inputs.read_bytes  # read_json's too: it reads through this one
 
     def counted(f, *a, **k):
         if Path(f).name != ".listing-cache":  # the sessions' files only
             reads.append(Path(f).name)
         return real(f, *a, **k)
 
-    monkeypatch.setattr(inputs, "read_json", counted)
+    monkeypatch.setattr(inputs, "read_bytes", counted)
     return reads
 
 
@@ -1009,6 +1051,26 @@ def test_the_listing_remembers_each_file_it_read_until_the_file_changes(tmp_path
     cache.unlink()
     os.mkfifo(cache)  # never waited on
     assert store.entries() == got
+
+
+def test_the_listing_keeps_a_bounded_first_line_so_its_cache_stays_within_its_limit(tmp_path, monkeypatch):
+    """The listing cache kept each session's whole first line: one session whose first message was a 17 MB line took
+    `.listing-cache` past its own 16 MiB read limit, and every listing after it read every file again. A first line
+    is kept (and listed, with the cache or without) to its first listing.FIRST_LINE characters, "..." at the end;
+    here with a 64 KiB cache limit and a 100,000-character line, the second listing reads no file."""
+    from yi_cli.conversation import listing, store
+
+    monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path))
+    monkeypatch.setattr(listing, "LIMIT", 64 << 10)
+    saver = store.Autosave("interactive")
+    plain_chat(ScriptedEngine(["r"]), on_turn=saver)[0].handle("y" * 100_000 + "\nsecond line")
+    saver.close()
+    reads = _counting_reads(monkeypatch)
+    first = store.entries()
+    assert first[0]["first_line"] == "y" * (listing.FIRST_LINE - 3) + "..." and reads == [saver.path.name]
+    assert (store.sessions_dir() / listing.NAME).stat().st_size < listing.LIMIT
+    reads.clear()
+    assert store.entries() == first and reads == []
 
 
 def test_an_autosave_that_fails_says_so_once_and_when_it_works_again(tmp_path, monkeypatch):

@@ -165,6 +165,56 @@ def test_a_listing_cache_of_the_version_before_is_not_taken(home):
     assert cached["version"] == listing.VERSION
 
 
+CACHE_ENTRY_CASES = {  # (field, value) of a cached entry that store._entry never makes
+    "surrogate-updated": ("updated", "\ud800x"),
+    "surrogate-first-line": ("first_line", "\ud800x"),
+    "surrogate-model": ("model", "m\ud800"),
+    "surrogate-mode": ("mode", "\udfff"),
+    "escapes-updated": ("updated", "\x1b]0;PWNED\x07\x1b[2J\x1b[31mRED\nNEWLINE"),
+    "hand-edited-updated": ("updated", "yesterday"),
+    "two-lines": ("first_line", "a\nb"),
+    "first-line-too-long": ("first_line", "x" * 1001),
+    "negative-exchanges": ("exchanges", -1),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CACHE_ENTRY_CASES))
+def test_a_listing_cache_entry_is_taken_only_as_the_listing_writes_it(home, case):
+    """A `.listing-cache` entry was checked for its types alone: a lone surrogate (the JSON escape \\ud800) in any of
+    its text ended `yi-chat sessions` and `--json` in UnicodeEncodeError, and an `updated` of escape sequences went
+    raw into the table. An entry of values the listing never writes is ignored and the file read again: the listing
+    is the one without the cache, and a UTF-8 terminal shows it."""
+    from yi_cli.conversation import listing, store
+
+    folder = store.sessions_dir()
+    folder.mkdir(parents=True)
+    f = folder / "20261204-000000-aaaaaa.json"
+    f.write_text(json.dumps({**GOOD_SESSION, "mode": "interactive", "updated": "2026-12-04T00:00:00.000000Z"}))
+    plain = store.entries()
+    field, value = CACHE_ENTRY_CASES[case]
+    entry = {k: v for k, v in plain[0].items() if k not in ("path", "name")}
+
+    def hostile_cache():
+        cache = {"version": listing.VERSION, "files": {f.name: {"id": listing.identity(f.stat()), "entry": entry}}}
+        (folder / listing.NAME).write_text(json.dumps(cache))  # ASCII: \\ud800 as the escape
+
+    entry[field] = value
+    hostile_cache()
+    assert store.entries() == plain and store.resolve("last") == f
+    if not case.startswith(("surrogate", "escapes")):  # the ones the command itself failed on, or printed raw
+        return
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONIOENCODING": "utf-8:strict"}  # as LANG=en_US.UTF-8 has it
+    for flags in ([], ["--json"]):
+        hostile_cache()
+        p = subprocess.run([PY, "-m", "yi_cli", "sessions", *flags], capture_output=True, env=env)
+        assert p.returncode == 0 and p.stderr == b"", p.stderr.decode()
+        out = p.stdout.decode()
+        if flags:
+            assert json.loads(out) == plain
+        else:
+            assert "\x1b" not in out and "\\x1b" not in out and "2026-12-04 00:00:00   interactive  m " in out, out
+
+
 def test_a_session_with_a_lone_surrogate_is_passed_by_in_the_listing(home):
     """`yi-chat sessions` ended in a traceback (UnicodeEncodeError) on a stored file holding half a character as a
     JSON escape (\\ud842): the listing leaves it out, as any file that cannot be read as a session, and lists the
@@ -197,6 +247,38 @@ def test_the_listing_shows_a_stored_files_mode_and_name_visibly(home):
     out = p.stdout.decode()
     assert "\x1b" not in out and "\x07" not in out, out
     assert "\\x1b]0;pwne..." in out and "20261204-000001-\\x1b[31m.json" in out, out
+
+
+def test_the_listing_keeps_a_row_a_line_and_its_folder_and_json_inert(tmp_path):
+    """A session file's name holding a newline broke its row of `yi-chat sessions` in two (safe() keeps \\n); a
+    YI_CHAT_HOME holding escape sequences was written raw into the table's header and into "no saved sessions in";
+    `--json` left U+202E and a C1 CSI raw in a name, a path, a model and a first line, as the chat's --json does
+    not. Each is shown visibly, and --json still reads back as the same strings."""
+    home = tmp_path / "h\x1b]0;T\x07\nX"
+    folder = home / "data" / "sessions"
+    folder.mkdir(parents=True)
+    hostile = {**GOOD_SESSION, "model": "m\u202eodel", "updated": "2026-12-04T00:00:00.000000Z"}
+    hostile["turns"] = [{"role": "user", "content": "abc\u202edef \x9b2J"}, {"role": "assistant", "content": "ok"}]
+    names = ["new\nline.json", "bidi\u202eevil.json"]
+    for name in names:
+        (folder / name).write_text(json.dumps(hostile))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "YI_CHAT_HOME": str(home), "PYTHONIOENCODING": "utf-8:strict"}
+    table = subprocess.run([PY, "-m", "yi_cli", "sessions"], capture_output=True, env=env)
+    assert table.returncode == 0 and table.stderr == b"", table.stderr.decode()
+    out = table.stdout.decode()
+    assert not any(c in out for c in "\x1b\x07\u202e\x9b"), out
+    lines = out.splitlines()
+    assert len(lines) == 3 and lines[0].endswith("(in " + str(tmp_path) + "/h\\x1b]0;T\\x07\\nX/data/sessions)"), out
+    assert lines[1].endswith("2J  new\\nline.json") and lines[2].endswith("2J  bidi\\u202eevil.json"), out
+    listed = subprocess.run([PY, "-m", "yi_cli", "sessions", "--json"], capture_output=True, env=env)
+    assert listed.returncode == 0 and listed.stderr == b"", listed.stderr.decode()
+    assert not any(c in listed.stdout.decode() for c in "\u202e\x9b"), listed.stdout.decode()
+    got = json.loads(listed.stdout)
+    assert sorted((e["name"], e["path"]) for e in got) == sorted((n, str(folder / n)) for n in names)
+    assert {(e["model"], e["first_line"]) for e in got} == {("m\u202eodel", "abc\u202edef \x9b2J")}
+    env["YI_CHAT_HOME"] = str(tmp_path / "\x1b[2J")
+    empty = subprocess.run([PY, "-m", "yi_cli", "sessions"], capture_output=True, env=env)
+    assert (empty.returncode, empty.stderr.decode()) == (0, f"no saved sessions in {tmp_path}/\\x1b[2J/data/sessions\n")
 
 
 def test_a_stored_files_mode_that_is_not_text_is_listed_as_none(home):

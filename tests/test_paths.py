@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from yi_cli import paths
@@ -52,3 +53,28 @@ def test_a_home_whose_name_is_not_utf8_keeps_sessions_and_says_why_no_model_load
         assert p.returncode == 0 and p.stdout.decode().strip() == "r2", p.stderr.decode()
     (saved,) = (home / "data" / "sessions").glob("*.json")  # a file of the store goes on in place
     assert [t["content"] for t in json.loads(saved.read_text())["turns"]] == ["q1", "r1", "q2", "r2"]
+
+
+def test_a_home_that_names_no_folder_is_one_line_exit_3_for_every_command(tmp_path):
+    """YI_CHAT_HOME='~nosuchuser' (a user the system does not know) ended `yi-chat sessions` and `yi-chat -p hi` in
+    a traceback (RuntimeError: Could not determine home directory), and a relative one in a working directory that
+    was deleted in FileNotFoundError: one line naming YI_CHAT_HOME, exit 3, as a home that is a file is."""
+    import subprocess
+    import sys
+
+    from tests.test_bad_input import one_line_error, yi
+    from yi_cli.errors import EXIT_LOAD
+
+    for args in (["sessions"], ["-p", "hi"]):
+        p = yi(*args, env={"YI_CHAT_HOME": "~nosuchuser"})
+        one_line_error(p, EXIT_LOAD, "YI_CHAT_HOME=~nosuchuser: cannot expand ~nosuchuser", "no user 'nosuchuser'")
+        gone = tmp_path / "gone"
+        gone.mkdir()
+        run = 'cd "$1" && rmdir "$1" && shift && exec "$@"'  # started in a folder deleted since (a shell left in it)
+        p = subprocess.run(
+            ["sh", "-c", run, "sh", str(gone), sys.executable, "-m", "yi_cli", *args],
+            capture_output=True,
+            env={**os.environ, "YI_CHAT_HOME": "rel"},
+            timeout=180,
+        )
+        one_line_error(p, EXIT_LOAD, "YI_CHAT_HOME=rel is relative", "(No such file or directory)")

@@ -213,6 +213,28 @@ def test_a_link_loop_in_the_sessions_folder_is_one_entry_left_out(home, capsys):
         store.read(str(loop))
 
 
+def test_a_session_file_unreadable_once_is_listed_again_once_it_can_be_read(home, capsys):
+    """A session file that could not be read (chmod 000) was remembered in `.listing-cache` as no session under its
+    unchanged identity (inode, size, time: a chmod changes none), so after `chmod 600` it stayed out of `yi-chat
+    sessions` and `-c` until the cache was deleted. Only a file read and found malformed is remembered as such."""
+    from yi_cli.conversation import store
+    from yi_cli.ui import sessions_cmd
+
+    sessions = store.sessions_dir()
+    sessions.mkdir(parents=True)
+    f = sessions / "20250101-000000-abcdef.json"
+    turns = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    f.write_text(json.dumps({"format": "yi-chat-session", "version": 1, "mode": "interactive", "turns": turns}))
+    with pytest.MonkeyPatch.context() as mp:
+        deny(mp, f)
+        assert store.entries() == []
+        with pytest.raises(YiError, match="no interactive session saved yet"):
+            store.resolve("last")
+    assert store.resolve("last") == f
+    assert sessions_cmd.main(["--json"]) == 0
+    assert [(e["name"], e["first_line"]) for e in json.loads(capsys.readouterr().out)] == [(f.name, "hi")]
+
+
 def test_no_sessions_folder_yet_is_still_an_empty_store(home, capsys):
     from yi_cli.ui import sessions_cmd
 

@@ -5,14 +5,27 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .errors import LoadError, shown
+from .inputs import user_path
+
 
 def _base(xdg_var: str, fallback: str, sub: str) -> Path:
     """A `~` in YI_CHAT_HOME is the home folder (quoted, the shell left it) and a relative one is taken from the
     working directory yi-chat starts in, made absolute so every message names the same folder; a relative XDG
-    variable is ignored, as the XDG spec says."""
+    variable is ignored, as the XDG spec says. A home that names no folder is one line, exit 3, as one that is a
+    file is (its cache cannot be made): `~nosuchuser` and a relative one in a deleted working directory were a
+    traceback (RuntimeError, FileNotFoundError)."""
     home = os.environ.get("YI_CHAT_HOME")
     if home:
-        return Path(home).expanduser().absolute() / sub
+        try:
+            return user_path(home, LoadError).absolute() / sub
+        except LoadError as e:  # "~nosuchuser: cannot expand ~nosuchuser (no user 'nosuchuser' here)"
+            raise LoadError(f"YI_CHAT_HOME={e}") from None
+        except OSError as e:  # getcwd: the folder yi-chat started in was deleted
+            raise LoadError(
+                f"YI_CHAT_HOME={shown(home, 200)} is relative, and the working directory it counts from cannot be "
+                f"read ({e.strerror or e})"
+            ) from None
     root = os.environ.get(xdg_var, "")
     if not os.path.isabs(root):
         root = os.path.join(os.path.expanduser("~"), fallback)

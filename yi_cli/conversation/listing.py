@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 from .. import inputs
@@ -21,6 +22,21 @@ NAME = ".listing-cache"  # no .json suffix: never taken for a session file
 VERSION = 2  # 2: entries only of files --resume takes (store.parse); 1's listed others
 LIMIT = 16 << 20  # bytes: ~100,000 entries
 _FIELDS = {"mode": (str, type(None)), "model": str, "updated": str, "exchanges": int, "first_line": str}
+# Characters of a first line kept (the table shows 50 columns of it): the whole line of a 17 MB first message took
+# the cache past LIMIT, and every listing after it read every file again.
+FIRST_LINE = 1000
+STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d[0-9:.]*Z")  # store._iso's form: a file's `updated` as yi-chat wrote it
+
+
+def stamp(value) -> str | None:
+    """A file's `updated` where it is a time as yi-chat writes it (they sort as text), else None: a hand-edited
+    "yesterday" sorted before every real time and took -c's place."""
+    return value if isinstance(value, str) and STAMP.fullmatch(value) else None
+
+
+def first_line(line: str) -> str:
+    """A session's first line as the listing keeps it: at most FIRST_LINE characters, "..." at the end where cut."""
+    return line if len(line) <= FIRST_LINE else line[: FIRST_LINE - 3] + "..."
 
 
 def identity(st: os.stat_result) -> list[int]:
@@ -51,10 +67,7 @@ class Listing:
         entry = rec["entry"]
         if entry is None:
             return True, None
-        ok = isinstance(entry, dict) and set(entry) == set(_FIELDS)
-        if not ok or not all(type(entry[k]) in (t if isinstance(t, tuple) else (t,)) for k, t in _FIELDS.items()):
-            return False, None  # not what put() writes: read the file again
-        return True, entry
+        return (True, entry) if _as_written(entry) else (False, None)  # else read the file again
 
     def put(self, name: str, st: os.stat_result, entry: dict | None) -> None:
         kept = None if entry is None else {k: entry[k] for k in _FIELDS}
@@ -76,3 +89,25 @@ class Listing:
         except (OSError, ValueError):  # a read-only or full disk: the listing is right, only slower next time
             pass
         self.changed = False
+
+
+def _as_written(entry) -> bool:
+    """`entry` is one store._entry makes, in its types and values: `updated` a stamp, a count of exchanges, text that
+    UTF-8 can write (no lone surrogate: the JSON escape \\ud800 in the cache ended `yi-chat sessions` in
+    UnicodeEncodeError), a first line of one line within FIRST_LINE. The listing shows what it holds: a cache
+    edited by hand (or by anyone who can write the folder) put raw escape sequences in the table."""
+    if not isinstance(entry, dict) or set(entry) != set(_FIELDS):
+        return False
+    if not all(type(entry[k]) in (t if isinstance(t, tuple) else (t,)) for k, t in _FIELDS.items()):
+        return False
+    try:
+        "".join(v for v in entry.values() if isinstance(v, str)).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    line = entry["first_line"]
+    return (
+        stamp(entry["updated"]) is not None
+        and entry["exchanges"] >= 0
+        and len(line) <= FIRST_LINE
+        and len(line.splitlines()) <= 1
+    )

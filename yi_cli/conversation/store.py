@@ -28,7 +28,7 @@ from ..errors import YiError, shown
 from ..held import signals_held
 from ..paths import data_dir
 from . import attach
-from .listing import Listing
+from .listing import Listing, first_line, stamp
 from .session import ChatSession
 from .writes import NoNewFile, Owner, sweep, tmp_file, unlink_quietly, write_atomic, write_new
 
@@ -61,31 +61,53 @@ def to_dict(chat, mode: str | None = None, created: str | None = None) -> dict:
     }
 
 
+class TooLarge(ValueError):
+    """A session whose newest exchange alone (with the settings and system prompt) is over the size a session file
+    is read back at: nothing is written, the file keeps the session as it was last written."""
+
+
 def dumps(data: dict, indent: int | None = None) -> str:
     """A session's file text, within the size a session file is read back at (inputs.SESSION_LIMIT): where it is
-    over, the oldest exchanges already dropped from the context (before `context_start`) are left out of the file,
-    about half of them at a time. The context itself is always written whole."""
+    over, the oldest exchanges are left out of the file, as few as it takes: those dropped from the context (before
+    `context_start`) first, then the context's own (a remote model's chat drops none: its file grew past 64 MiB and
+    could never be resumed or listed again), never the newest; TooLarge where that alone is over."""
     text = json.dumps(data, ensure_ascii=False, indent=indent)
-    while (start := data.get("context_start", 0)) and len(text.encode("utf-8", "surrogatepass")) > inputs.SESSION_LIMIT:
-        cut = max(2, start // 4 * 2)
-        data = {**data, "turns": data["turns"][cut:], "context_start": start - cut}
-        if not data["context_start"]:
-            del data["context_start"]
-        text = json.dumps(data, ensure_ascii=False, indent=indent)
+    over = _size(text) - inputs.SESSION_LIMIT
+    turns, cut = data["turns"], 0
+    while over > 0:
+        if cut >= len(turns) - 2:
+            limit = inputs.size_text(inputs.SESSION_LIMIT)
+            raise TooLarge(f"the newest exchange alone is over the {limit} a session file holds")
+        while over > 0 and cut < len(turns) - 2:
+            over -= _turn_size(turns[cut], indent) + _turn_size(turns[cut + 1], indent)
+            cut += 2
+        start = max(0, data.get("context_start", 0) - cut)
+        kept = {k: v for k, v in data.items() if k != "context_start"}
+        text = json.dumps(
+            {**kept, "turns": turns[cut:], **({"context_start": start} if start else {})},
+            ensure_ascii=False,
+            indent=indent,
+        )
+        over = _size(text) - inputs.SESSION_LIMIT
     return text
+
+
+def _size(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def _turn_size(turn: dict, indent: int | None) -> int:
+    """The bytes one turn (not the last) takes in a session file's text, the separator after it included, without
+    dumping the whole file again: json.dumps writes it as it writes it alone, each line two levels further in (it
+    is in `turns`, in the file's object)."""
+    text = json.dumps(turn, ensure_ascii=False, indent=indent)
+    if indent is None:
+        return _size(text) + len(", ")
+    return _size(text) + (text.count("\n") + 1) * 2 * indent + len(",\n")
 
 
 def _now() -> str:
     return _iso(datetime.now(UTC))
-
-
-STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d[0-9:.]*Z")  # _iso's form: a file's `updated` as yi-chat wrote it
-
-
-def stamp(value) -> str | None:
-    """A file's `updated` where it is a time as yi-chat writes it (they sort as text), else None: a hand-edited
-    "yesterday" sorted before every real time and took -c's place."""
-    return value if isinstance(value, str) and STAMP.fullmatch(value) else None
 
 
 def _iso(t: datetime) -> str:
@@ -133,16 +155,16 @@ class Autosave:
             return
         self.conv = chat.session.id
         self.created = self.created or _now()
-        text = dumps(to_dict(chat, self.mode, self.created))
         try:
+            text = dumps(to_dict(chat, self.mode, self.created))
             with signals_held():
                 if self.path is None:
                     sweep(sessions_dir())
                     self.path = write_new(sessions_dir(), text, self.owner)
                 else:
                     write_atomic(self.path, text)
-        except OSError as e:
-            why = e.strerror or str(e)
+        except (OSError, TooLarge) as e:
+            why = getattr(e, "strerror", None) or str(e)
             if why != self.failing:  # once, not after every turn, until it works again or fails otherwise
                 where = shown(str(self.path or sessions_dir()), 200)  # "(Not a directory)" alone said not where
                 chat.render.notice(
@@ -162,8 +184,11 @@ def save(chat, path: str | None, replace: bool = False) -> Path:
     when it holds an earlier state of this same conversation (_refusal), so saving again stays one command; any
     other file only with `replace` (/save! PATH), as an editor's :w refuses another file without ! (a mistyped name
     replaced another snapshot). A FIFO, a device, a directory or a file this user may not write is refused."""
-    text = dumps(to_dict(chat, SAVED), indent=1)
     p = inputs.user_path(path) if path else sessions_dir()
+    try:
+        text = dumps(to_dict(chat, SAVED), indent=1)
+    except TooLarge as e:
+        raise YiError(f"{shown(str(p), 200)}: cannot save the session ({e})") from None
     try:
         if path:
             real = Path(os.path.realpath(p))  # the file a symlink names is replaced, not the link ("saved to" p)
@@ -428,7 +453,10 @@ def _listed(f: Path, known: Listing, read: bool = True):
     if not hit:
         if not read:
             return UNREAD
-        entry = _entry(f, st)
+        try:
+            entry = _entry(f, st)
+        except (_Unread, OSError):  # left out this time, not remembered: `chmod` back changes no identity
+            return None
         known.put(f.name, st, entry)
     return None if entry is None else {"path": str(f), "name": f.name, **entry}
 
@@ -447,11 +475,17 @@ def _files() -> list[Path]:
         raise YiError(f"{folder}: cannot read the sessions folder ({e.strerror or e})") from None
 
 
+class _Unread(YiError):
+    """A store file that could not be read (EACCES, an I/O error, gone or over the limit): not known to be no
+    session. Remembered as none, a file unreadable once stayed out of the listing and of -c after a `chmod 600`."""
+
+
 def _entry(f: Path, st: os.stat_result) -> dict | None:
-    """The listing's entry of one store file (but its path and name), st its stat; None where it cannot be read as
-    a session."""
+    """The listing's entry of one store file (but its path and name), st its stat; None where it was read and is no
+    session; _Unread where it could not be read."""
+    raw = inputs.read_bytes(f, inputs.SESSION_LIMIT, _Unread, "session file")
     try:
-        data = inputs.read_json(f, inputs.SESSION_LIMIT, YiError, "session file")
+        data = inputs.loads(raw, str(f), YiError, what="session file")
         session, _ = parse(data, f)
     except (OSError, ValueError, TypeError, AttributeError, YiError):
         return None
@@ -462,7 +496,7 @@ def _entry(f: Path, st: os.stat_result) -> dict | None:
         "model": str(data.get("model") or ""),
         "updated": stamp(data.get("updated")) or _mtime(st.st_mtime),
         "exchanges": session.exchanges,
-        "first_line": attach.summary(first),
+        "first_line": first_line(attach.summary(first)),
     }
 
 

@@ -11,7 +11,7 @@ from rich.cells import cell_len, set_cell_size
 
 from ..conversation import store
 from ..errors import shown
-from ..safe_text import safe
+from ..safe_text import json_line, safe
 
 
 def parser() -> argparse.ArgumentParser:
@@ -42,20 +42,20 @@ def _count(text: str) -> int:
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     rows = [{**r, "path": printable(r["path"]), "name": printable(r["name"])} for r in store.entries(args.limit)]
-    if args.json:
-        print(json.dumps(rows, ensure_ascii=False, indent=1))
+    if args.json:  # as the chat's --json: C1 controls and bidi marks as JSON escapes, inert in a terminal
+        print(json_line(json.dumps(rows, ensure_ascii=False, indent=1)))
         return 0
-    where = printable(str(store.sessions_dir()))
+    where = visible(printable(str(store.sessions_dir())))  # YI_CHAT_HOME's name is as hostile as a file's
     if not rows:
         print(f"no saved sessions in {where}", file=sys.stderr)
         return 0
     print(f"{'updated (UTC)':20}  {'mode':11}  {'model':20}  {'exchanges':>9}  first line  (in {where})")
     for r in rows:
-        when = r["updated"].replace("T", " ").removesuffix("Z")[:19]
+        when = fit(r["updated"].replace("T", " ").removesuffix("Z")[:19], 19)
         model, mode = fit(r["model"], 20), fit(str(r["mode"] or "-"), 11)  # a file's: as hostile as its text
         print(
             f"{when:20}  {mode}{' ' * (11 - cell_len(mode))}  {model}{' ' * (20 - cell_len(model))}  "
-            f"{r['exchanges']:>9}  {fit(r['first_line'], 50)}  {safe(r['name'])}"
+            f"{r['exchanges']:>9}  {fit(r['first_line'], 50)}  {visible(r['name'])}"
         )
     return 0
 
@@ -73,7 +73,13 @@ def fit(text: str, cells: int) -> str:
     100, and padded by characters a model's column went out of line. Control characters are made visible, tabs
     and line breaks as \\t and \\n; the rest is kept as typed (shown() writes a ZWJ of an emoji sequence, an
     ideographic space, as escapes)."""
-    text = safe(text).replace("\t", "\\t").replace("\n", "\\n")
+    text = visible(text)
     if cell_len(text) <= cells:
         return text
     return set_cell_size(text, cells).rstrip() + "..."
+
+
+def visible(text: str) -> str:
+    """`text` on one line of the table: safe(), and its tabs and line breaks as \\t and \\n (a file's name holding a
+    newline broke its row in two)."""
+    return safe(text).replace("\t", "\\t").replace("\n", "\\n")
