@@ -24,11 +24,15 @@ from urllib.parse import urljoin, urlsplit
 
 import httpcore
 import httpx
-from httpcore._backends.sync import SyncStream
 
 from ..errors import UsageError, YiError, failure, shown
 from .remote_endpoint import Endpoint, Redactor, hide_userinfo, shown_query
 from .remote_limits import Limits
+
+try:  # httpcore's own stream over a socket (not exported): Connector hands its sockets back in it
+    from httpcore._backends.sync import SyncStream
+except ImportError:  # an httpcore laid out otherwise: the trace hook alone holds each socket, once connected
+    SyncStream = None
 
 REDIRECTS = (301, 302, 303, 307, 308)
 PROXY_VARS = ("ALL_PROXY", "all_proxy", "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")
@@ -169,6 +173,8 @@ class Connector(httpcore.SyncBackend):
         """The client's connection pools (its own and its proxies') connect through a Connector. httpx has no
         public way to pass a backend; where its internals differ the trace hook still holds each socket once it
         is connected."""
+        if SyncStream is None:
+            return
         for transport in (client._transport, *client._mounts.values()):
             pool = getattr(transport, "_pool", None)
             if pool is not None and hasattr(pool, "_network_backend"):
