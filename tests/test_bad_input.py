@@ -279,6 +279,44 @@ def test_a_message_too_long_by_its_length_alone_is_refused_before_it_is_tokenize
     one_line_error(yi("--model", tiny_dir, "-p", "-", stdin=big, home=home), 1, f"the prompt {said}")
 
 
+def test_an_edit_too_long_by_its_length_alone_is_refused_before_it_is_tokenized(tiny_dir, home):
+    """`/edit TEXT` (and its editor's file, up to 64 MiB) went to the tokenizer whatever its length: a message's
+    length check was in `send` only."""
+    big = "x" * 2_000_000
+    args = ("--model", tiny_dir, "--json", "--temperature", "0", "--max-new-tokens", "2")
+    p = yi(*args, stdin=f"hi\n/edit {big}\n/history\n", home=home)
+    assert p.returncode == 1, p.stderr.decode()
+    no_traceback(p.stderr.decode())
+    assert err_lines(p) == [
+        "error: the message is 2000000 characters, more than the 4096-token context can hold; shorten it"
+    ]
+    assert "hi" in [o for o in json_out(p) if o.get("command") == "history"][0]["output"]  # the exchange stays
+
+
+def test_a_file_grown_since_it_was_attached_is_refused_by_its_length_before_it_is_tokenized(tiny_dir, home, tmp_path):
+    """A file attached small and grown before the message went was read again and tokenized whole (3 MB: seconds
+    and a GB), where the same file given to /file then was refused by its length at once."""
+    f = tmp_path / "grow.txt"
+    f.write_text("small\n")
+    e = {**os.environ, "YI_CHAT_HOME": str(home), "COLUMNS": "80"}
+    cmd = [PY, "-m", "yi_cli", "--model", tiny_dir, "--json", "--max-new-tokens", "2"]
+    with subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e) as proc:
+        proc.stdin.write(f"/file {f}\n".encode())
+        proc.stdin.flush()
+        first = json.loads(proc.stdout.readline())  # the command's answer: the file is attached, as it was then
+        assert first["command"] == "file" and "attached" in first["output"], first
+        f.write_text("word " * 600_000)  # 3 MB, past 4 x 81 x 4096 characters
+        out, err = proc.communicate(b"hi\n/file\n", timeout=180)
+    err = err.decode()
+    no_traceback(err)
+    assert proc.returncode == 1, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    said = [ln for ln in lines if ln.startswith("error: the message with its files is ")]
+    assert len(said) == 1 and said[0].endswith(" characters, more than the 4096-token context can hold; shorten it")
+    waiting = [json.loads(ln) for ln in out.decode().splitlines() if ln.strip()][-1]
+    assert waiting["command"] == "file" and "grow.txt" in waiting["output"]  # still attached for the next message
+
+
 def test_prompt_longer_than_the_context(tiny, home):
     set_config(tiny, max_position_embeddings=128)
     long = "word " * 400

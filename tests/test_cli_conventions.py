@@ -493,6 +493,19 @@ def test_an_editor_that_is_not_there_is_named_with_what_works_without_one(server
     assert leave(child) == 0
 
 
+def test_an_editor_command_with_an_unclosed_quote_is_named(server, home, tmp_path):
+    """EDITOR='vim "' was "'/edit' failed (ValueError: No closing quotation)", the catch-all of a bug in a command,
+    not a word of EDITOR."""
+    child = spawn("--endpoint", server.url, home=home, cwd=tmp_path, env={"EDITOR": 'vim "', "VISUAL": ""})
+    child.sendline("first question")
+    child.expect_exact("stop · ")
+    child.expect_exact(">>>")
+    child.sendline("/edit")
+    child.expect_exact('error: EDITOR=vim " cannot be split into a command (No closing quotation); the message stays')
+    child.expect_exact(">>>")
+    assert leave(child) == 0
+
+
 def test_sigterm_during_the_editor_leaves_the_terminal_as_the_chat_found_it(server, home, tmp_path):
     """SIGTERM while $EDITOR runs: the editor is killed with its alternate screen up and its raw modes set, and
     the shell was left in them (no echo, the exit line drawn inside the editor's screen)."""

@@ -125,6 +125,8 @@ class Chat:
         self.unsent = None
         self._fits_untokenized(text)
         waiting = self.attachments = attach.fresh(self.attachments, self.render.notice)
+        if waiting:  # the files as they go now: one grown since /file (checked then) was tokenized whole
+            self._fits_untokenized(attach.compose(waiting, text), attached=True)
         sent = self.turn(attach.take(self, text), settings)
         if sent is None:
             self.unsent = text
@@ -134,12 +136,12 @@ class Chat:
                 self.render.notice(f"still attached for the next message: {names} (/detach drops them)")
         return sent
 
-    def _fits_untokenized(self, text: str) -> None:
+    def _fits_untokenized(self, text: str, attached: bool = False) -> None:
         """YiError for a message its length alone shows too long for the context, before it is tokenized: 50 MB of
         text piped in took a minute and 4.7 GB to tokenize, or ended in the tokenizer's panic (a traceback)."""
         tpl, ctx = self.engine.template, self.engine.context_length
         if tpl is not None and ctx is not None and tpl.surely_over(text, ctx):
-            what = "the prompt" if self.options.one_shot else "the message"
+            what = ("the prompt" if self.options.one_shot else "the message") + (" with its files" if attached else "")
             raise YiError(f"{what} is {len(text)} characters, more than the {ctx}-token context can hold; shorten it")
 
     def _saved_state(self) -> tuple[tuple, dict]:
@@ -175,6 +177,7 @@ class Chat:
 
     def regenerate(self, text: str, settings: GenSettings | None = None) -> Stats | None:
         """A new reply to `text` in place of the last exchange (/retry, /edit); the old one stays if it fails."""
+        self._fits_untokenized(text)  # an /edit's new text (or its editor's file, up to 64 MiB), as a message's
 
         def commit(reply: str, stats: Stats) -> None:
             self.session.replace_last_exchange(

@@ -22,7 +22,7 @@ from prompt_toolkit.utils import is_dumb_terminal
 
 from .. import inputs, terminal
 from ..conversation import commands
-from ..errors import YiError
+from ..errors import YiError, shown
 from ..held import signals_held
 from . import typed_ahead
 
@@ -303,6 +303,13 @@ def _edit_file(cmd: str, old: str, render) -> str:
     import subprocess
     import tempfile
 
+    try:
+        argv = shlex.split(cmd)
+    except ValueError as e:  # `EDITOR='vim "'`: it was "'/edit' failed (ValueError: No closing quotation)"
+        var = "VISUAL" if os.environ.get("VISUAL") else "EDITOR"
+        raise YiError(
+            f"{var}={shown(cmd, 200)} cannot be split into a command ({e}); the message stays as it was"
+        ) from None
     fd, name = tempfile.mkstemp(suffix=".md")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -312,7 +319,7 @@ def _edit_file(cmd: str, old: str, render) -> str:
         ended = False
         try:
             screen = render.side_screen()  # stdout a file: the editor draws on the terminal
-            done = subprocess.run([*shlex.split(cmd), name], stdout=screen)
+            done = subprocess.run([*argv, name], stdout=screen)
             ended = done.returncode >= 0  # not killed by a signal
             if done.returncode:
                 raise subprocess.CalledProcessError(done.returncode, cmd)
