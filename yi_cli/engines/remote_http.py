@@ -15,7 +15,7 @@ import errno
 import json
 import math
 import os
-import select
+import selectors
 import socket
 import threading
 import time
@@ -156,15 +156,16 @@ class Connector(httpcore.SyncBackend):
         sock.setblocking(False)
         end = time.monotonic() + (timeout if timeout is not None else math.inf)
         err = sock.connect_ex(addr)
-        while err in (errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK):
-            if self.watch.why:
-                raise OSError(errno.ECANCELED, f"stopped ({self.watch.why})")
-            left = end - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("timed out")
-            _, ready, _ = select.select([], [sock], [], min(left, Watch.POLL))
-            if ready:
-                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        with selectors.DefaultSelector() as sel:  # not select(): a descriptor past 1024 is its ValueError
+            sel.register(sock, selectors.EVENT_WRITE)
+            while err in (errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK):
+                if self.watch.why:
+                    raise OSError(errno.ECANCELED, f"stopped ({self.watch.why})")
+                left = end - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("timed out")
+                if sel.select(min(left, Watch.POLL)):
+                    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
             raise OSError(err, os.strerror(err))
 
