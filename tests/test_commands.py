@@ -674,6 +674,38 @@ def test_history_shows_an_attached_file_as_one_line_and_all_shows_it_in_full(tmp
     )
 
 
+def test_a_code_block_typed_first_is_the_users_and_a_file_named_with_a_backtick_is_a_file(tmp_path, monkeypatch):
+    """Which attached files lead a message was told from its text: a code block the user typed first was shown as
+    `[attached, 1 line]` and kept by `/edit TEXT` as a file; a file whose name has a backtick or a line break was
+    shown in full and dropped by `/edit TEXT`. The message records how many lead it now."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tick`s.txt").write_text("one\n")
+    (tmp_path / "nl\nname.txt").write_text("two\n")
+    chat, out, err = plain_chat(ScriptedEngine(["a", "b", "c", "d"]))
+    chat.handle("```\nx = 1\n```\nexplain")
+    chat.handle("/file 'tick`s.txt'")
+    chat.handle("/file 'nl\nname.txt'")
+    chat.handle("hi")
+    out.truncate(0), out.seek(0)
+    chat.handle("/history")
+    text = lines(out)[0].index("text")
+    assert [ln[text:] for ln in lines(out)[1:7]] == [
+        "```",
+        "x = 1",
+        "```",
+        "explain",
+        "a",
+        "tick`s.txt: [attached, 1 line]",
+    ], lines(out)
+    assert "nl\\nname.txt: [attached, 1 line]" in out.getvalue()  # the name on its one line, its break shown
+    chat.handle("/edit bye")
+    assert chat.session.turns[-2].content.endswith("```\n\nbye") and "one" in chat.session.turns[-2].content
+    assert chat.session.turns[-2].files == 2 and "the message keeps its 2 attached files" in err.getvalue()
+    chat.handle("/undo")
+    chat.handle("/edit what is x")  # the typed code block goes: it was never a file
+    assert chat.session.turns[-2].content == "what is x" and chat.session.turns[-2].files == 0
+
+
 def test_a_name_with_an_ideographic_space_is_shown_as_typed(tmp_path):
     """A file name with a Chinese input method's space (U+3000) was shown as `笔记\\u3000副本.md` in its error
     line, where the "attached" line showed it as typed; a no-break space, which passes for an ASCII one, stays

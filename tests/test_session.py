@@ -56,3 +56,20 @@ def test_exchanges_are_counted_in_words_not_with_a_parenthesised_s():
     from yi_cli.conversation.session import exchanges_said
 
     assert [exchanges_said(n) for n in (0, 1, 2, 11)] == ["0 exchanges", "1 exchange", "2 exchanges", "11 exchanges"]
+
+
+def test_a_user_turns_count_of_attached_files_goes_through_its_file_and_is_checked():
+    from yi_cli.conversation.session import ChatSession
+
+    s = ChatSession()
+    s.add_exchange("notes.md:\n```\nx\n```\n\nhi", 9, "ok", 1, files=1)
+    s.add_exchange("plain", 2, "ok", 1)
+    data = s.to_dict()
+    assert data["turns"][0]["files"] == 1 and "files" not in data["turns"][1] and "files" not in data["turns"][2]
+    back = ChatSession.from_dict(data)
+    assert [t.files for t in back.turns] == [1, None, None, None] and back.state() == s.state()
+    for bad, i in ((-1, 0), ("1", 0), (True, 0), (2**40, 0), (1, 1)):
+        turns = [dict(t) for t in data["turns"]]
+        turns[i]["files"] = bad
+        with pytest.raises(ValueError, match="files must be a count of attached files, in a user turn"):
+            ChatSession.from_dict({**data, "turns": turns})

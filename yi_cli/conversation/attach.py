@@ -36,7 +36,7 @@ class Attachment:
         """The text in a fence longer than any backtick run inside it (CommonMark), under its name."""
         runs = [len(m) for m in re.findall(r"`{3,}", self.text)]
         fence = "`" * max([3, *(n + 1 for n in runs)])
-        head = f"{self.name}:\n" if self.titled else ""
+        head = f"{self.name.replace(chr(10), chr(92) + 'n')}:\n" if self.titled else ""  # the name on its one line
         return f"{head}{fence}\n{self.text.rstrip(chr(10))}\n{fence}"
 
 
@@ -240,23 +240,33 @@ def compose(attachments: list[Attachment], prompt: str) -> str:
 
 
 LEADING_BLOCK = re.compile(r"(?:(?P<name>[^\n`]*):\n)?(?P<fence>`{3,})\n(?P<body>.*?)\n(?P=fence)(?:\n+|$)", re.S)
+# A block known to be a file's (its message recorded how many lead it): a name with backticks in it too
+FILE_BLOCK = re.compile(r"(?:(?P<name>[^\n]*):\n)?(?P<fence>`{3,})\n(?P<body>.*?)\n(?P=fence)(?:\n+|$)", re.S)
 
 
-def leading(message: str) -> tuple[str, int]:
+def _blocks(message: str, files: int | None):
+    """The attachment blocks `message` starts with: `files` of them where its turn recorded how many (a code block
+    the user typed first is not one), else as many as look like compose's."""
+    end, pattern = 0, LEADING_BLOCK if files is None else FILE_BLOCK
+    while (files is None or files > 0) and (m := pattern.match(message, end)):
+        yield m
+        end = m.end()
+        files = None if files is None else files - 1
+
+
+def leading(message: str, files: int | None = None) -> tuple[str, int]:
     """The attachment blocks `message` starts with (as compose wrote them, the blank lines after them included) and
     how many there are: what the user typed is the rest."""
-    end = n = 0
-    while m := LEADING_BLOCK.match(message, end):
-        end, n = m.end(), n + 1
-    return message[:end], n
+    found = list(_blocks(message, files))
+    return message[: found[-1].end() if found else 0], len(found)
 
 
-def folded(message: str) -> str:
+def folded(message: str, files: int | None = None) -> str:
     """`message` with each attachment block it starts with as one line, `notes.md: [attached, 120 lines]`, and what
     the user typed after them whole: what /history shows (it printed a 20,000-line file in full; `/history all`
     still does)."""
     lines, end = [], 0
-    while m := LEADING_BLOCK.match(message, end):
+    for m in _blocks(message, files):
         n = m["body"].count("\n") + 1 if m["body"] else 0
         size = f"{n} line{'s' * (n != 1)}" if n else "empty"
         lines.append(f"{m['name']}: [attached, {size}]" if m["name"] is not None else f"[attached, {size}]")
@@ -264,9 +274,9 @@ def folded(message: str) -> str:
     return "\n".join(lines + ([message[end:]] if message[end:] else [])) if lines else message
 
 
-def summary(message: str) -> str:
+def summary(message: str, files: int | None = None) -> str:
     """The first line of what the user typed, behind the attachments: `[+2 files] review this`."""
-    head, n = leading(message)
+    head, n = leading(message, files)
     first = (message[len(head) :].strip().splitlines() or [""])[0]
     return f"[+{n} file{'s' * (n > 1)}] {first}" if n else first
 

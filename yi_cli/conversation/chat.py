@@ -127,7 +127,7 @@ class Chat:
         waiting = self.attachments = attach.fresh(self.attachments, self.render.notice)
         if waiting:  # the files as they go now: one grown since /file (checked then) was tokenized whole
             self._fits_untokenized(attach.compose(waiting, text), attached=True)
-        sent = self.turn(attach.take(self, text), settings)
+        sent = self.turn(attach.take(self, text), settings, files=len(waiting))
         if sent is None:
             self.unsent = text
             if waiting and not self.options.one_shot:
@@ -164,24 +164,26 @@ class Chat:
             return next(known, None)
         return self.meter.used(tpl, self.session.messages())
 
-    def turn(self, text: str, settings: GenSettings | None = None) -> Stats | None:
-        """Send one user message and stream the reply; the session gets both once the reply has finished."""
+    def turn(self, text: str, settings: GenSettings | None = None, files: int = 0) -> Stats | None:
+        """Send one user message (led by `files` attached files' blocks) and stream the reply; the session gets both
+        once the reply has finished."""
 
         def commit(reply: str, stats: Stats) -> None:
             self.session.add_exchange(
-                text, self._count(text), reply, stats.new_tokens, stats.finish_reason, stats.to_dict()
+                text, self._count(text), reply, stats.new_tokens, stats.finish_reason, stats.to_dict(), files
             )
 
         msgs = self.session.messages() + [{"role": "user", "content": text}]
         return self.reply(Pending(msgs, commit, text, settings=settings))
 
-    def regenerate(self, text: str, settings: GenSettings | None = None) -> Stats | None:
-        """A new reply to `text` in place of the last exchange (/retry, /edit); the old one stays if it fails."""
+    def regenerate(self, text: str, settings: GenSettings | None = None, files: int | None = None) -> Stats | None:
+        """A new reply to `text` (led by `files` attached files' blocks; None: not known, an editor's rewrite) in
+        place of the last exchange (/retry, /edit); the old one stays if it fails."""
         self._fits_untokenized(text)  # an /edit's new text (or its editor's file, up to 64 MiB), as a message's
 
         def commit(reply: str, stats: Stats) -> None:
             self.session.replace_last_exchange(
-                text, self._count(text), reply, stats.new_tokens, stats.finish_reason, stats.to_dict()
+                text, self._count(text), reply, stats.new_tokens, stats.finish_reason, stats.to_dict(), files
             )
 
         msgs = self.session.messages()[:-2] + [{"role": "user", "content": text}]

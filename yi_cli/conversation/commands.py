@@ -171,7 +171,7 @@ def do_history(chat, arg):
         t.add_row("", "system", "", safe(s.system))  # loaded text: its escape sequences are shown, not run
     for i, turn in enumerate(s.turns[s.start :], 1):  # the context's (dropped ones stay in the file)
         note = f" [{turn.finish_reason}]" if turn.finish_reason in ("interrupted", "length") else ""
-        text = turn.content if whole or turn.role != "user" else attach.folded(turn.content)
+        text = turn.content if whole or turn.role != "user" else attach.folded(turn.content, turn.files)
         t.add_row(str(i), turn.role, str(chat.tokens_of(turn) or ""), safe(text) + note)
     chat.render.show(t, whole=True)  # a pipe gets each turn on its line, whole
 
@@ -238,7 +238,7 @@ def do_retry(chat, arg):
         chat.render.notice("sending again the message that was not sent")
         chat.send(chat.unsent, settings)
         return
-    chat.regenerate(chat.session.turns[-2].content, settings)
+    chat.regenerate(chat.session.turns[-2].content, settings, chat.session.turns[-2].files)
 
 
 def do_edit(chat, arg):
@@ -246,10 +246,10 @@ def do_edit(chat, arg):
     if len(turns) < 2:
         raise YiError("nothing to edit yet")
     old = turns[-2].content
-    kept = 0
+    kept, files = 0, None  # the editor's rewrite may change the files' blocks too: told from the text then
     if arg:  # what was typed is rewritten; the files attached to it stay (the editor shows them, to change too)
-        head, kept = attach.leading(old)
-        new = head + arg
+        head, kept = attach.leading(old, turns[-2].files)
+        new, files = head + arg, kept
     elif chat.editor is not None:
         new = chat.editor(old)
     else:
@@ -266,7 +266,7 @@ def do_edit(chat, arg):
         return
     if kept:
         chat.render.notice(f"the message keeps its {kept} attached file{'s' * (kept > 1)}")
-    chat.regenerate(new)
+    chat.regenerate(new, files=files)
 
 
 def do_continue(chat, arg):

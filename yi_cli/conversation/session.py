@@ -6,6 +6,7 @@ import secrets
 from dataclasses import asdict, dataclass, field
 
 MAX_TURN_TOKENS = 2**31 - 1  # as a context is at most (config.MAX_TOKENS)
+MAX_FILES = 1 << 20  # attached files a message leads with: past any context
 
 
 def new_id() -> str:
@@ -24,6 +25,9 @@ class Turn:
     tokens: int = 0  # prompt tokens for a user turn's reply context; new tokens for an assistant turn
     finish_reason: str = ""  # assistant only: stop / length / interrupted
     stats: dict = field(default_factory=dict)
+    # user only: how many attached files' blocks lead its content (attach.compose); None where not recorded (files
+    # before 0.2), where they are told from the text, which took a code block typed first for a file
+    files: int | None = None
 
     @property
     def interrupted(self) -> bool:
@@ -57,11 +61,12 @@ class ChatSession:
         tokens: int = 0,
         finish_reason: str = "stop",
         stats: dict | None = None,
+        files: int | None = None,
     ) -> None:
-        """A user message and its finished reply, recorded together."""
+        """A user message and its finished reply, recorded together; `files`: the attached files leading it."""
         assert not self.turns or self.turns[-1].role == "assistant", "roles must alternate"
         self.turns += [
-            Turn("user", user, user_tokens),
+            Turn("user", user, user_tokens, files=files),
             Turn("assistant", reply, tokens, finish_reason, dict(stats or {})),
         ]
 
@@ -120,12 +125,13 @@ class ChatSession:
 
     def to_dict(self) -> dict:
         start = {"context_start": self.start} if self.start else {}
-        return {"id": self.id, "system": self.system, "turns": [asdict(t) for t in self.turns], **start}
+        turns = [{k: v for k, v in asdict(t).items() if k != "files" or v is not None} for t in self.turns]
+        return {"id": self.id, "system": self.system, "turns": turns, **start}
 
     def state(self) -> tuple:
         """A value that changes exactly when to_dict's would, without copying each turn as it does: what a command
         compares before and after it ran (to_dict's copies took ~0.3 s at 10,000 exchanges, twice a command)."""
-        turns = tuple((t.role, t.content, t.tokens, t.finish_reason, dict(t.stats)) for t in self.turns)
+        turns = tuple((t.role, t.content, t.tokens, t.finish_reason, dict(t.stats), t.files) for t in self.turns)
         return self.id, self.system, self.start, turns
 
     @classmethod
@@ -151,7 +157,10 @@ class ChatSession:
                 raise ValueError(f"turn {i}: tokens must be an integer, finish_reason text, stats an object")
             if not 0 <= tokens <= MAX_TURN_TOKENS:  # /history showed -5 and a 31-digit count as they were
                 raise ValueError(f"turn {i}: tokens {tokens} is not a count of tokens (0 to {MAX_TURN_TOKENS})")
-            s.turns.append(Turn(t["role"], t["content"], tokens, reason, dict(stats)))
+            files = t.get("files")
+            if files is not None and (type(files) is not int or not 0 <= files <= MAX_FILES or i % 2):
+                raise ValueError(f"turn {i}: files must be a count of attached files, in a user turn")
+            s.turns.append(Turn(t["role"], t["content"], tokens, reason, dict(stats), files))
         if len(s.turns) % 2:
             raise ValueError("the last turn is a user message without a reply")
         start = data.get("context_start", 0)

@@ -489,14 +489,14 @@ def _entry(f: Path, st: os.stat_result) -> dict | None:
         session, _ = parse(data, f)
     except (OSError, ValueError, TypeError, AttributeError, YiError):
         return None
-    first = next((t.content for t in session.turns if t.role == "user"), "")
+    first = next((t for t in session.turns if t.role == "user"), None)
     mode = data.get("mode")
     return {
         "mode": mode if isinstance(mode, str) else None,  # a list or a number there: not a mode (listed as none)
         "model": str(data.get("model") or ""),
         "updated": stamp(data.get("updated")) or _mtime(st.st_mtime),
         "exchanges": session.exchanges,
-        "first_line": first_line(attach.summary(first)),
+        "first_line": first_line(attach.summary(first.content, first.files) if first else ""),
     }
 
 
