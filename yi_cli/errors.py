@@ -52,11 +52,11 @@ def failure(e: BaseException) -> str:
     return f"{name}: {first_line(e)}" if str(e).strip() else name
 
 
-def rust_panic(e: BaseException) -> bool:
-    """A Rust panic inside `tokenizers` (a tokenizer.json whose merges name a token missing from its vocabulary, a
-    normalizer's regex past its backtracking limit): pyo3 raises it as PanicException, a BaseException that
-    `except Exception` passes over, so it ended the run in a traceback."""
-    return type(e).__name__ == "PanicException"
+def failed(e: BaseException) -> bool:
+    """An Exception, or a Rust panic inside `tokenizers` (a tokenizer.json whose merges name a token missing from its
+    vocabulary, a normalizer's regex past its backtracking limit): pyo3 raises that as PanicException, a
+    BaseException that `except Exception` passes over, so it ended the run in a traceback. Not Ctrl-C or an exit."""
+    return isinstance(e, Exception) or type(e).__name__ == "PanicException"
 
 
 class StdoutFailed(OSError):

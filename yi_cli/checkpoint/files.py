@@ -22,10 +22,10 @@ SIDE_FILES = (
     "quantize_config.json",
     "preprocessor_config.json",
 )
-# Tensors of AutoAWQ's and AutoGPTQ's linear layers (formats.py), which a checkpoint without a quantization config
-# cannot have.
 TEMPLATE_LIMIT = 1 << 20  # a chat template's file (its characters too): the largest shipped are tens of KB
 MAX_TOKEN_ID = 2**31 - 1  # eos_token_id: past it no vocabulary (10**39 failed every turn of the generate engine)
+# Tensors of AutoAWQ's and AutoGPTQ's linear layers (formats.py), which a checkpoint without a quantization config
+# cannot have.
 QUANTIZED_TENSORS = (".qweight", ".qzeros", ".g_idx")
 # Bytes per element of the safetensors dtypes.
 DTYPES = {

@@ -32,7 +32,7 @@ from jinja2.ext import Extension, loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import Tokenizer, processors
 
-from ..errors import rust_panic
+from ..errors import failed
 
 NAMED = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 EXTRA = ("extra_special_tokens", "additional_special_tokens")
@@ -85,10 +85,8 @@ def load(path: Path, load_real) -> LightTokenizer | None:
         template = chat_template(path, config)
         backend = Tokenizer.from_file(str(path / "tokenizer.json"))
         check_backend(backend, config)
-    except Exception:  # noqa: BLE001 - NotMirrored, unreadable files: transformers decides, with its own errors
-        return None
-    except BaseException as e:  # a Rust panic building the backend: transformers meets it too and says so
-        if not rust_panic(e):
+    except BaseException as e:  # NotMirrored, unreadable files, a Rust panic: transformers decides, in its own words
+        if not failed(e):
             raise
         return None
     if backend.post_processor is None:  # TokenizersBackend.update_post_processor, no bos / eos added

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import inputs
-from ..errors import LoadError, UsageError, failure, first_line, rust_panic, shown
+from ..errors import LoadError, UsageError, failed, failure, first_line, shown
 from . import configs, light, plausible, quantized
 from .files import Tensors, check_index, check_safetensors, check_side_files, read_config, read_json, weight_files
 
@@ -284,10 +284,8 @@ def _hf_tokenizer(path: Path, trust_remote_code: bool, plain: bool):
         if e.filename and e.strerror:  # a file it could not open (permission denied): named, as our readers do
             raise LoadError(f"{e.filename}: cannot read the tokenizer file ({e.strerror})") from None
         raise LoadError(f"{path}: cannot load the tokenizer ({failure(e)})") from None
-    except Exception as e:  # transformers raises many types for a broken tokenizer
-        raise LoadError(f"{path}: cannot load the tokenizer ({failure(e)})") from None
-    except BaseException as e:
-        if not rust_panic(e):
+    except BaseException as e:  # transformers raises many types for a broken tokenizer; tokenizers, a Rust panic
+        if not failed(e):
             raise
         raise LoadError(f"{path}: cannot load the tokenizer ({failure(e)})") from None
 

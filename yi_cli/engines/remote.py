@@ -204,7 +204,7 @@ class RemoteEngine:
             reply.usage = usage_of(obj.get("usage"))
         except (ValueError, RecursionError, AttributeError, TypeError, KeyError, IndexError):
             raise answer.fail("the answer is neither an event stream nor a chat completion") from None
-        if not isinstance(content, str) or LONE_SURROGATE.search(content):
+        if not _text(content):
             raise answer.fail("the reply's content is not valid text")
         reply.done = True
         if content:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..checkpoint.files import TEMPLATE_LIMIT
-from ..errors import YiError, failure, first_line, rust_panic, shown
+from ..errors import YiError, failed, failure, first_line, shown
 from . import timebox
 
 # Characters of a text one character of a token can stand for: NFKC and the like fold a few into one ("e" + U+0301
@@ -69,25 +69,30 @@ def _parses(source: str, where: str) -> None:
     from ..checkpoint.light_tokenizer import compile_template
     from ..errors import LoadError
 
-    folder = Path(where)
-    name = next((folder / f for f in ("chat_template.jinja", "tokenizer_config.json") if (folder / f).is_file()), where)
+    def named() -> Path | str:  # looked up where a template is refused, not at every load
+        folder = Path(where)
+        return next(
+            (folder / f for f in ("chat_template.jinja", "tokenizer_config.json") if (folder / f).is_file()), where
+        )
+
     if len(source) > TEMPLATE_LIMIT:
         raise LoadError(
-            f"{name}: the chat template is {len(source)} characters, over the limit of {TEMPLATE_LIMIT}; "
+            f"{named()}: the chat template is {len(source)} characters, over the limit of {TEMPLATE_LIMIT}; "
             "--raw runs the model without it"
         )
     try:
         compile_template(source)
     except jinja2.TemplateSyntaxError as e:
         raise LoadError(
-            f"{name}: the chat template is not valid Jinja ({shown(e.message or '', 120)}, line {e.lineno}); "
+            f"{named()}: the chat template is not valid Jinja ({shown(e.message or '', 120)}, line {e.lineno}); "
             "--raw runs the model without it"
         ) from None
     except (SyntaxError, RecursionError, MemoryError, ValueError, OverflowError) as e:
         # valid Jinja that Python cannot compile: 25 nested loops ("too many statically nested blocks"), thousands
         # of nested ifs or brackets, a 5000-digit number literal
         raise LoadError(
-            f"{name}: the chat template cannot be compiled ({shown(failure(e), 120)}); --raw runs the model without it"
+            f"{named()}: the chat template cannot be compiled ({shown(failure(e), 120)}); "
+            "--raw runs the model without it"
         ) from None
 
 
@@ -225,10 +230,8 @@ class Template:
         YiError: the turn is not sent, the chat goes on."""
         try:
             return list(self.tokenizer(text, add_special_tokens=special)["input_ids"])
-        except Exception as e:
-            raise YiError(f"the tokenizer failed on this text ({failure(e)})") from None
         except BaseException as e:
-            if not rust_panic(e):
+            if not failed(e):
                 raise
             raise YiError(f"the tokenizer failed on this text ({failure(e)})") from None
 
