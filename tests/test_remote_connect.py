@@ -1,5 +1,6 @@
 """The remote engine's connect, its environment and the numbers and names a server hands it: a host that never
-answers the SYN or the TLS handshake is left at once on a cancel or the deadline (not after --connect-timeout); a
+answers the SYN or the TLS handshake, or whose name no DNS server answers, is left at once on a cancel or the deadline
+(not after --connect-timeout; a lookup is bounded by --connect-timeout too); a
 proxy or a CA file from the environment that cannot be used is one line, exit 2; a usage count past what a session
 stores, a listed model id that is no text, a 200 that is only an error and a redirect to a URL no endpoint can be
 are each handled in one line. Real sockets on 127.0.0.1; a wait that would hang is bounded by a watchdog join."""
@@ -109,6 +110,41 @@ def test_the_deadline_ends_a_tls_handshake_that_the_server_never_answers(mute_po
     assert out is not None, "the handshake went on past the deadline"
     msg = str(out["error"])
     assert "no complete answer within the 0.5 s deadline (--deadline)" in msg and "\n" not in msg
+
+
+@pytest.fixture
+def hung_name(monkeypatch):
+    """A host name whose lookup never answers, as behind a DNS server that drops every query: getaddrinfo is
+    replaced for this one name (no resolver here can be made to hang), and released when the test ends."""
+    name, release = "never-answers.invalid", threading.Event()
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host == name:
+            release.wait()
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    yield name
+    release.set()
+
+
+def test_a_cancel_ends_a_host_name_lookup_that_never_answers(hung_name):
+    engine = RemoteEngine(f"http://{hung_name}:8080/v1", None, model="m", limits=Limits(connect_timeout=600))
+    cancel = threading.Event()
+    cancel.set()  # Ctrl-C while the name is looked up
+    out = stream_in_thread(engine, cancel)
+    assert out is not None, "the lookup went on after the cancel"
+    assert out.get("error") is None and out["events"][-1].stats.finish_reason == FINISH_INTERRUPTED
+
+
+def test_the_connect_timeout_bounds_a_host_name_lookup(hung_name):
+    engine = RemoteEngine(f"http://{hung_name}:8080/v1", None, model="m", limits=Limits(connect_timeout=0.3))
+    out = stream_in_thread(engine, threading.Event())
+    assert out is not None, "the lookup went on past --connect-timeout"
+    msg = str(out["error"])
+    assert "cannot connect within 0.3 s (--connect-timeout)" in msg and "\n" not in msg
 
 
 @pytest.fixture

@@ -123,8 +123,9 @@ def _connect_errors():
 class Connector(httpcore.SyncBackend):
     """httpcore's socket backend with a connect the watch can stop: a cancel, the deadline or the idle timeout ends
     a connect to a host that drops the SYN at once, where Ctrl-C waited out --connect-timeout; the watch holds the
-    socket from before its connect, so the TLS handshake that follows is stopped the same way. Name resolution is
-    not covered."""
+    socket from before its connect, so the TLS handshake that follows is stopped the same way. The host name is
+    looked up on a thread of its own and waited for the same way (a DNS server that never answers held Ctrl-C for
+    as long as the C library's resolver retried)."""
 
     def __init__(self, watch: Watch):
         self.watch = watch
@@ -132,8 +133,9 @@ class Connector(httpcore.SyncBackend):
     def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
         # socket.create_connection's loop over the addresses, each connect polled as the watch polls
         error: OSError | None = None
+        end = time.monotonic() + (timeout if timeout is not None else math.inf)
         with _connect_errors():
-            for family, kind, proto, _, addr in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
+            for family, kind, proto, _, addr in self._resolve(host, port, end):
                 sock = socket.socket(family, kind, proto)
                 try:
                     self.watch.hold(sock)
@@ -142,7 +144,7 @@ class Connector(httpcore.SyncBackend):
                     for option in socket_options or ():
                         sock.setsockopt(*option)
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    self._connect(sock, addr, timeout)
+                    self._connect(sock, addr, end)
                     sock.settimeout(timeout)  # httpcore's stream sets each read's and write's own
                     return SyncStream(sock)
                 except OSError as e:
@@ -152,9 +154,35 @@ class Connector(httpcore.SyncBackend):
                     error = e
             raise error or OSError("the host name resolves to no address")
 
-    def _connect(self, sock: socket.socket, addr, timeout: float | None) -> None:
+    def _resolve(self, host, port, end: float) -> list:
+        """getaddrinfo's answer, waited for as a connect is: the lookup runs on a daemon thread (the C call cannot be
+        interrupted), left to finish alone when the watch stops the request or the connect timeout passes."""
+        answer: dict = {}
+        done = threading.Event()
+
+        def look_up():
+            try:
+                answer["addresses"] = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+            except Exception as e:  # gaierror, or whatever else: raised in the caller's thread, as before
+                answer["error"] = e
+            finally:
+                done.set()
+
+        try:
+            threading.Thread(target=look_up, name="yi-remote-resolve", daemon=True).start()
+        except RuntimeError:  # no thread to be had: looked up here, as before
+            look_up()
+        while not done.wait(max(0.0, min(end - time.monotonic(), Watch.POLL))):
+            if self.watch.why:
+                raise OSError(errno.ECANCELED, f"stopped ({self.watch.why})")
+            if time.monotonic() >= end:
+                raise TimeoutError("timed out looking up the host name")
+        if "error" in answer:
+            raise answer["error"]
+        return answer["addresses"]
+
+    def _connect(self, sock: socket.socket, addr, end: float) -> None:
         sock.setblocking(False)
-        end = time.monotonic() + (timeout if timeout is not None else math.inf)
         err = sock.connect_ex(addr)
         with selectors.DefaultSelector() as sel:  # not select(): a descriptor past 1024 is its ValueError
             sel.register(sock, selectors.EVENT_WRITE)
