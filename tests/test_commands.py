@@ -357,6 +357,38 @@ def test_file_refuses_a_file_too_long_for_the_context_before_tokenizing_it(tmp_p
     assert shown.endswith("one.txt (1 line) (attached 3 times now); it goes with your next message")
 
 
+def test_files_attached_one_by_one_past_the_context_are_refused_by_name_and_by_their_total_length(tmp_path):
+    """Hundreds of /file lines: each refusal named every file waiting (1500 lines wrote 6.3 MB to stderr) and
+    tokenized them all, however far past the context their total length already was."""
+    from tests.fixtures import WordTemplate
+
+    engine = ScriptedEngine()
+    engine.context_length = 100
+    chat, out, err = plain_chat(engine)
+    words, sparse = tmp_path / "words.txt", tmp_path / "sparse.txt"
+    words.write_text("word " * 40)  # 40 tokens: one fits the 75 kept for a prompt, two do not
+    sparse.write_text("y" * 300)  # 1 token, 300 characters: three fit, and a fourth is past 10 a token of context
+    chat.handle(f"/file {words}")
+    chat.handle(f"/file {words}")
+    assert len(chat.attachments) == 1
+    assert err.getvalue().splitlines() == [
+        f"error: {words} (with the 1 file attached before it): too large for the model's context (90 tokens with the "
+        "prompt; 75 fit with room for the reply)"
+    ]
+    chat.handle("/detach")
+    for _ in range(3):
+        chat.handle(f"/file {sparse}")
+    assert len(chat.attachments) == 3
+    builds = WordTemplate.builds
+    chat.handle(f"/file {sparse}")
+    assert WordTemplate.builds == builds  # refused by the length alone, nothing tokenized
+    assert len(chat.attachments) == 3
+    assert err.getvalue().splitlines()[-1] == (
+        f"error: {sparse} (with the 3 files attached before it): too large for the model's context (1200 characters; "
+        "the context holds 100 tokens)"
+    )
+
+
 def test_file_of_a_pipe_nothing_writes_into_says_what_it_waits_for(tmp_path):
     """/file of a FIFO nothing writes into blocked in its open with nothing on the screen, keys held: the chat looked
     hung until Ctrl-C. Past a second a line says what it waits for; what is written then is attached."""

@@ -306,8 +306,9 @@ def context_hint(model: str | None) -> int | None:
     return n if isinstance(n, int) and n > 0 else None
 
 
-def check_size(attachments: list[Attachment], context: int | None) -> None:
-    """Before loading: refuse what is too long by its length alone."""
+def check_size(attachments: list[Attachment], context: int | None, added: bool = False) -> None:
+    """Refuse what is too long by its length alone (before loading, or before tokenizing). `added`: the last one
+    is being attached to those before it, whose length counts with its own."""
     if context is None:
         return
     for a in attachments:
@@ -316,19 +317,35 @@ def check_size(attachments: list[Attachment], context: int | None) -> None:
                 f"{shown(a.name, 200)}: too large for the model's context ({len(a.text)} characters; the "
                 f"context holds {context} tokens)"
             )
+    total = sum(len(a.text) for a in attachments)
+    if added and total > CHARS_PER_TOKEN * context:
+        raise UsageError(
+            f"{_named(attachments)}: too large for the model's context ({total} characters; the context holds "
+            f"{context} tokens)"
+        )
 
 
-def check_tokens(engine, settings, attachments: list[Attachment], prompt: str = "") -> None:
-    """After loading: refuse attachments whose tokens leave no room in the context for the prompt and a reply."""
+def _named(attachments: list[Attachment], added: bool = True) -> str:
+    """The files a refusal names: the one being attached and how many wait before it (naming each of hundreds
+    made every further /file's refusal longer), or all of them (-f at the start)."""
+    if not added:
+        return ", ".join(shown(a.name, 200) for a in attachments)
+    before = len(attachments) - 1
+    waiting = f" (with the {before} file{'s' if before != 1 else ''} attached before it)" if before else ""
+    return f"{shown(attachments[-1].name, 200)}{waiting}"
+
+
+def check_tokens(engine, settings, attachments: list[Attachment], prompt: str = "", added: bool = False) -> None:
+    """After loading: refuse attachments whose tokens leave no room in the context for the prompt and a reply.
+    `added`: as check_size's."""
     tpl, ctx = engine.template, engine.context_length
     if not attachments or tpl is None or ctx is None:
         return
     budget = ctx - min(settings.max_new_tokens, ctx // 4)  # the room the chat keeps for a reply (Chat._prompt)
     n = len(tpl.build([{"role": "user", "content": compose(attachments, prompt)}]).ids)
     if n > budget:
-        names = ", ".join(shown(a.name, 200) for a in attachments)
         raise UsageError(
-            f"{names}: too large for the model's context ({n} tokens with the prompt; "
+            f"{_named(attachments, added)}: too large for the model's context ({n} tokens with the prompt; "
             f"{budget} fit with room for the reply)"
         )
 
@@ -418,8 +435,8 @@ def do_file(chat, arg: str) -> None:
         raise UsageError(
             f"{shown(path, 200)}: not attached (Ctrl-C stopped the wait for what writes into it)"
         ) from None
-    check_size([*chat.attachments, a], chat.engine.context_length)  # by its length alone: before tokenizing it
-    check_tokens(chat.engine, chat.settings, [*chat.attachments, a])
+    check_size([*chat.attachments, a], chat.engine.context_length, added=True)  # by length: before tokenizing
+    check_tokens(chat.engine, chat.settings, [*chat.attachments, a], added=True)
     chat.attachments.append(a)
     lines = a.text.count("\n") + (bool(a.text) and not a.text.endswith("\n"))
     times = sum(b.name == a.name for b in chat.attachments)
