@@ -1490,16 +1490,18 @@ def test_a_third_ctrl_c_on_a_deaf_engine_ends_the_reply_on_screen_too():
     assert chat.session.turns[-1].interrupted and chat.session.turns[-1].content == "partial"
 
 
-def test_continue_past_the_context_is_refused_with_one_line():
-    """/continue of a cut reply whose conversation no longer fits: context.fit asserted its droppable messages come
-    in whole exchanges, but /continue's are every turn before the reply it extends (an odd count), so the chat said
-    "'/continue' failed (AssertionError: ...)" instead of the refusal (policy refuse)."""
+def test_continue_past_the_context_drops_the_oldest_exchanges_or_is_refused_with_one_line():
+    """/continue of a cut reply whose conversation no longer fits. It was refused whatever the overflow policy ("shorten
+    it, or lower max_new_tokens", neither of which could help) and first an AssertionError; it drops the oldest
+    exchanges as a message does, the reply it extends kept, and is refused in one line where even that is not
+    enough."""
     import io
 
     from rich.console import Console
 
     from yi_cli.conversation.chat import Chat
     from yi_cli.conversation.session import ChatSession
+    from yi_cli.engines.events import Finish, Stats, Text
     from yi_cli.engines.template import Prompt
     from yi_cli.ui.render import PlainRenderer
 
@@ -1520,21 +1522,38 @@ def test_continue_past_the_context_is_refused_with_one_line():
         def default_system(self):
             return None
 
+        def surely_over(self, text, tokens):
+            return False
+
     class Engine:
         template, context_length, name, quant = Words(), 100, "words", None
+        prompts: list = []
 
-        def stream(self, *a):
-            raise AssertionError("refused before any generation")
+        def stream(self, prompt, settings, cancel):
+            self.prompts.append(prompt)
+            yield Text(" more")
+            yield Finish(Stats(prompt_tokens=len(prompt.ids), new_tokens=1))
 
-    session = ChatSession()
-    for _ in range(3):
-        session.add_exchange("w " * 20, 20, "r " * 20, 20, "length", {})
-    err = io.StringIO()
-    render = PlainRenderer(Console(file=io.StringIO()), Console(file=err), out=io.StringIO())
-    chat = Chat(Engine(), render, GenSettings(max_new_tokens=10), session)
+    def chat_of(exchanges):
+        session = ChatSession()
+        for k in range(exchanges):
+            session.add_exchange(f"q{k} " + "w " * 19, 20, f"r{k} " + "r " * 19, 20, "length", {})
+        err = io.StringIO()
+        render = PlainRenderer(Console(file=io.StringIO()), Console(file=err), out=io.StringIO())
+        return Chat(Engine(), render, GenSettings(max_new_tokens=10), session), err
+
+    chat, err = chat_of(3)  # 132 tokens; 90 fit with room for the reply
     chat.handle("/continue")
-    assert "AssertionError" not in err.getvalue() and "fit in the context" in err.getvalue(), err.getvalue()
-    assert chat.session.exchanges == 3
+    assert "context full (100 tokens): dropped the oldest 1 exchange to fit" in err.getvalue(), err.getvalue()
+    sent = Engine.prompts[-1]
+    assert sent.continue_final and [m["content"].split()[0] for m in sent.messages] == ["q1", "r1", "q2", "r2"]
+    assert chat.session.start == 2 and chat.session.turns[-1].content.endswith(" more")  # out of the context, kept
+
+    chat, err = chat_of(1)
+    chat.session.turns[-1].content += " r" * 80  # the reply alone is past the room: nothing to drop helps
+    chat.handle("/continue")
+    assert err.getvalue().count("\n") == 1 and "fit in the context" in err.getvalue(), err.getvalue()
+    assert "failed" not in err.getvalue() and chat.session.exchanges == 1
 
 
 def test_a_reply_with_no_token_has_no_time_to_first_token():
@@ -1835,3 +1854,23 @@ def test_retry_after_a_failed_send_and_a_setting_sends_it_and_after_an_undo_does
     engine.fail_with = None
     chat.handle("/retry")
     assert [t.content for t in chat.session.turns] == ["q1", "echo: q1"]
+
+
+def test_the_ending_line_does_not_say_a_session_is_saved_whose_last_autosave_failed(tmp_path, monkeypatch):
+    """After an autosave failed (a read-only or full home), a run still ended with "the session is saved in X",
+    whose file held only the turns before; and a piped run whose every autosave failed exited 0."""
+    from yi_cli.conversation import store
+
+    monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path))
+    autosave = store.Autosave("pipe")
+    chat, out, err = plain_chat(ScriptedEngine(["one", "two"]), on_turn=autosave)
+    chat.handle("first")
+    assert autosave.where() == f"the session is saved in {autosave.path}"
+
+    def refuse(*a, **k):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(store, "write_atomic", refuse)
+    chat.handle("second")
+    assert "autosave to" in err.getvalue() and "failed (Read-only file system)" in err.getvalue()
+    assert autosave.where() == "the last turns are not saved (autosave failed: Read-only file system)"

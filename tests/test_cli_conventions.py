@@ -425,6 +425,22 @@ def test_a_message_edited_in_the_editor_is_shown_as_sent_and_an_emptied_file_can
     assert "\n+edited question\n+second line\n" in (home / "data" / "history").read_text()
 
 
+def test_a_blank_editor_variable_is_no_editor(server, home, tmp_path):
+    """EDITOR=' ' split to no words, and /edit ran the temp file itself: "editor ' ' failed ([Errno 13] Permission
+    denied: '/tmp/tmp....md')". A blank value is none: the message is edited inline."""
+    child = spawn("--endpoint", server.url, home=home, cwd=tmp_path, env={"EDITOR": " ", "VISUAL": ""})
+    child.sendline("first question")
+    child.expect_exact("stop · ")
+    child.expect_exact(">>>")
+    child.sendline("/edit")
+    child.expect_exact("edit> first question")
+    child.sendline(" again")
+    child.expect_exact("echo: first question again")
+    child.expect_exact(">>>")
+    assert "failed" not in child.before
+    assert leave(child) == 0
+
+
 def test_an_editor_that_saves_a_bom_or_latin_1(server, home, tmp_path):
     """/edit read the editor's file as plain UTF-8: a BOM (Windows editors, vim's 'bomb') went to the model at the
     message's start, and a Latin-1 file failed as "'/edit' failed (UnicodeDecodeError: ...)" (run-through 4)."""

@@ -762,3 +762,139 @@ def test_two_slashes_of_either_width_send_a_message_that_starts_with_the_second(
     sent = [t.content for t in chat.session.turns if t.role == "user"]
     assert sent == ["/stats 是什么", "／stats 是什么", "／stats 是什么", "/stats 是什么"], err.getvalue()
     assert err.getvalue() == "" and "replies since the chat started: 4" in out.getvalue()  # ／stats ran /stats
+
+
+def test_edit_and_retry_after_a_refused_message_take_that_message_not_the_exchange_before_it():
+    """A message refused by its length alone left no trace for /retry, which regenerated the reply before it (and
+    lost that reply); /edit after any refused message rewrote the exchange before it and dropped that exchange's
+    reply. Both take the message that was not sent, as the refusal's "shorten it" means."""
+    from tests.fixtures import WordTemplate
+    from yi_cli.engines.events import FINISH_STOP
+
+    class Bounded(WordTemplate):
+        def surely_over(self, text, tokens):
+            return len(text) > 10 * tokens
+
+    engine = ScriptedEngine(["Four.", "Still four.", "Apples."])
+    engine.context_length, engine.template = 64, Bounded()
+    chat, out, err = plain_chat(engine)
+    chat.handle("what is two plus two")
+    chat.handle("word " * 5000)  # refused by its length, before the tokenizer
+    assert "more than the 64-token context can hold" in err.getvalue()
+    chat.handle("/retry")
+    assert "sending again the message that was not sent" in err.getvalue()
+    assert chat.session.exchanges == 1 and chat.session.turns[-1].content == "Four."  # the reply before it stays
+
+    chat.handle("apple " * 60)  # refused once tokenized (64 tokens of context, 48 kept for a prompt)
+    assert "fit in the context" in err.getvalue()
+    chat.handle("/edit apple apple")
+    assert "editing the message that was not sent" in err.getvalue()
+    assert [t.content for t in chat.session.turns] == ["what is two plus two", "Four.", "apple apple", "Still four."]
+    assert chat.session.turns[-1].finish_reason == FINISH_STOP and chat.unsent is None
+
+    chat.handle("/edit pears")  # sent now: /edit rewrites the last exchange again
+    assert [t.content for t in chat.session.turns][-2:] == ["pears", "Apples."]
+    assert chat.session.exchanges == 2
+
+
+def test_an_editors_rewrite_keeps_a_typed_code_block_typed_and_an_attached_file_attached(tmp_path):
+    """An /edit through the editor (or the inline edit> line) recorded no count of files, so a code block typed at
+    the start of the message was read back as an attached file (/history's `[attached, 1 line]`, `/edit TEXT`
+    kept it). The blocks the rewrite leaves as they were stay what they were; one changed is the user's text."""
+    chat, out, err = plain_chat(ScriptedEngine(["one", "two", "three", "four"]))
+    typed = "```\nx = 1\n```\nwhat does this do"
+    chat.handle(typed)
+    chat.editor = lambda old: old + " exactly"
+    chat.handle("/edit")
+    assert chat.session.turns[-2].content == typed + " exactly" and chat.session.turns[-2].files == 0
+    chat.handle("/edit explain it")
+    assert chat.session.turns[-2].content == "explain it"
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("alpha\n")
+    chat.handle(f"/file {notes}")
+    chat.handle("summarise")
+    chat.handle("/edit")  # the editor appends to what was typed: the file stays a file
+    assert chat.session.turns[-2].files == 1 and chat.session.turns[-2].content.endswith("summarise exactly")
+    chat.editor = lambda old: old.replace("alpha", "beta")  # the file's block itself rewritten: the user's now
+    chat.handle("/edit")
+    assert chat.session.turns[-2].files == 0 and "beta" in chat.session.turns[-2].content
+
+
+def test_a_byte_typed_at_the_edit_line_that_is_not_utf8_is_refused_as_at_the_prompt():
+    """The edit> line skipped the check a line typed at >>> gets: "the tokenizer failed on this text (TypeError:
+    ...)"."""
+    chat, out, err = plain_chat(ScriptedEngine(["one", "two"]))
+    chat.handle("hello")
+    chat.editor = lambda old: "caf\udce9"  # Latin-1 é read in a C locale
+    chat.handle("/edit")
+    assert err.getvalue().splitlines()[-1] == "error: the input is not valid UTF-8; line ignored"
+    assert chat.session.turns[-2].content == "hello"
+
+
+def test_continue_after_a_new_system_prompt_sends_it():
+    """/continue resumed on the ids of the reply's own prompt, made with the system prompt of then: one set by
+    /system since never reached the model (and its length was never checked against the context)."""
+    from yi_cli.engines.events import FINISH_LENGTH, Finish, Stats, Text
+
+    class WithIds(ScriptedEngine):
+        def stream(self, prompt, settings, cancel):
+            self.prompts.append(prompt)
+            yield Text(" more")
+            yield Finish(Stats(prompt_tokens=len(prompt.ids), new_tokens=1, finish_reason=FINISH_LENGTH), [7])
+
+    engine = WithIds()
+    chat, out, err = plain_chat(engine)
+    chat.handle("tell me a story")
+    chat.handle("/continue")
+    resumed = engine.prompts[-1]
+    assert resumed.ids[-1] == 7  # the same system prompt: resumed on the reply's own ids
+    chat.handle("/system you are a pirate")
+    chat.handle("/continue")
+    sent = engine.prompts[-1]
+    assert sent.messages[0] == {"role": "system", "content": "you are a pirate"}
+    assert len(sent.ids) == len(engine.template.build(sent.messages, True).ids)  # built anew, not resumed
+
+
+def test_a_reply_cut_by_the_end_of_the_context_says_so_not_the_token_limit():
+    """A reply that ran into the end of the context was said to have stopped at --max-new-tokens, which raising
+    could not help."""
+    for asked, said in [(30, "the end of the model's context"), (3, "the token limit (--max-new-tokens)")]:
+        engine = ScriptedEngine(["a " * 40])
+        engine.context_length = 40
+        chat, out, err = plain_chat(engine)
+        chat.settings.max_new_tokens = asked
+        chat.handle("w " * 20)  # 24 tokens of prompt: 16 left of the 40, short of 30, past 3
+        assert err.getvalue().splitlines()[-1] == f"the reply stopped at {said}", asked
+        assert chat.session.turns[-1].finish_reason == "length"  # /continue extends it either way
+
+
+def test_a_byte_order_mark_or_a_tab_before_a_command_does_not_make_it_a_message():
+    """`cat a.txt b.txt |` with b.txt saved with a BOM: its first line `\\ufeff/history` went to the model; `/set\\t
+    temperature 0.5` was "unknown command /set\\ttemperature"."""
+    cmd, arg = commands.parse("\ufeff/history")
+    assert cmd.name == "history" and arg == ""
+    cmd, arg = commands.parse("/set\ttemperature 0.5")
+    assert cmd.name == "set" and arg == "temperature 0.5"
+    cmd, arg = commands.parse("/history\tall")
+    assert cmd.name == "history" and arg == "all"
+    assert commands.parse("\ufeffhello") is None  # a message stays a message
+
+
+def test_load_writes_no_copy_of_the_file_it_loaded_until_the_conversation_changes(tmp_path, monkeypatch):
+    """/load saved the loaded conversation into the store at once, unchanged: `yi-chat sessions` listed it twice
+    and -c took the copy. It is saved as a new file at its next change, as load_into says."""
+    import json
+
+    from yi_cli.conversation import store
+
+    monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path / "home"))
+    chat, out, err = plain_chat(ScriptedEngine(["Fine."]), on_turn=store.Autosave("interactive"))
+    saved = tmp_path / "s.json"
+    turns = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    saved.write_text(json.dumps({"format": "yi-chat-session", "version": 1, "turns": turns}))
+    chat.handle(f"/load {saved}")
+    assert err.getvalue() == "" and store.entries() == []
+    chat.handle("and you?")
+    [entry] = store.entries()
+    assert entry["exchanges"] == 2 and json.loads(saved.read_text())["turns"] == turns  # the loaded file untouched

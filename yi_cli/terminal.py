@@ -87,12 +87,17 @@ def wait_foreground(fd: int = 0) -> None:
 SIZE_BOUNDS = {"COLUMNS": (1, 4096), "LINES": (1, 4096)}
 
 
+def _within(value: str, lo: int, hi: int) -> bool:
+    """A count of ASCII digits within [lo, hi] (`²` is a digit to str.isdigit, and int() refuses it)."""
+    return value.isascii() and value.isdigit() and lo <= int(value) <= hi
+
+
 def console(**kw):
     """A rich Console (kw as rich's) for which COLUMNS and LINES out of SIZE_BOUNDS are unset."""
     from rich.console import Console
 
     env = os.environ
-    odd = [k for k, (lo, hi) in SIZE_BOUNDS.items() if k in env and not (env[k].isdigit() and lo <= int(env[k]) <= hi)]
+    odd = [k for k, (lo, hi) in SIZE_BOUNDS.items() if k in env and not _within(env[k], lo, hi)]
     if odd:
         kw.setdefault("_environ", {k: v for k, v in env.items() if k not in odd})
     return Console(**kw)

@@ -261,6 +261,19 @@ def leading(message: str, files: int | None = None) -> tuple[str, int]:
     return message[: found[-1].end() if found else 0], len(found)
 
 
+def files_kept(old: str, files: int | None, new: str) -> int:
+    """How many of the attachment blocks `old` starts with (`files`, as leading takes it) an editor's rewrite `new`
+    still starts with, each as it was: those stay files; a block changed, and each one after it, is now text the
+    user wrote (an edited message was told from its text, and a code block typed first became a file)."""
+    n = 0
+    for m in _blocks(old, files):
+        block = old[: m.end()].rstrip("\n")
+        if not (new.startswith(block) and new[len(block) : len(block) + 1] in ("", "\n")):
+            break
+        n += 1
+    return n
+
+
 def folded(message: str, files: int | None = None) -> str:
     """`message` with each attachment block it starts with as one line, `notes.md: [attached, 120 lines]`, and what
     the user typed after them whole: what /history shows (it printed a 20,000-line file in full; `/history all`

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 from .. import clock
-from ..engines.events import FINISH_ERROR, FINISH_INTERRUPTED, FINISH_STOP, Finish, Stats, Text
+from ..engines.events import FINISH_ERROR, FINISH_INTERRUPTED, FINISH_LENGTH, FINISH_STOP, Finish, Stats, Text
 from ..engines.settings import GenSettings
 from ..engines.template import Prompt
 from ..errors import ENDING, ReplyCut, StdoutFailed, YiError, failure, first_line
@@ -82,7 +82,7 @@ class Chat:
         self.terminated = False  # SIGTERM, SIGHUP, SIGQUIT: finish the reply in flight, record it, then leave
         self.editor = None  # callable(old text) -> new text or None (given up), for /edit; set by the REPL
         self.meter = meter.Meter()  # the toolbar's context used: /prompt's count, kept in step with each reply
-        self._resume: tuple = (None, None)  # (last reply Turn, ids of its prompt + reply): exact /continue
+        self._resume: tuple = (None, None, None)  # (last reply Turn, ids of its prompt + reply, system prompt then)
         self._early: list[bool] = []  # Ctrl-C (True) or an ending signal that came before the reply's stream began
         self._on_signal = self._ended  # what a Ctrl-C or an ending signal does while reply() holds them
         self.attachments: list = []  # files for the next message (-f, /file): attach.take prepends them
@@ -93,8 +93,7 @@ class Chat:
         """Process one line of input; returns False once the chat should end (/exit). verbatim: a message as typed,
         whatever it starts with (a prompt after `--`)."""
         try:
-            if any("\ud800" <= c <= "\udfff" for c in line):  # bytes the locale's codec could not read
-                line = _utf8(line)
+            line = commands.utf8(line)
             cmd = None if verbatim else commands.parse(line)
             if cmd is None:
                 text = line if verbatim else commands.message_text(line)
@@ -107,7 +106,9 @@ class Chat:
             self.render.command_done(cmd[0].name)
             if self._saved_state()[0] != before[0]:  # /undo, /clear, /load: a failed message is no longer the last
                 self.unsent = None
-            if self.on_turn and self._saved_state() != before:  # /undo, /clear, /set, /load...: autosave follows
+            # /undo, /clear, /set...: autosave follows; not /load, whose conversation is in its file already (it
+            # was copied into a new one at once, and -c then took the copy): a new file comes at its next change
+            if self.on_turn and self._saved_state() != before and cmd[0].name != "load":
                 self.on_turn(self)
         except YiError as e:
             self.failures += 1
@@ -121,15 +122,19 @@ class Chat:
 
     def send(self, text: str, settings: GenSettings | None = None) -> Stats | None:
         """One message, with the files attached for it; one that is refused or fails is not recorded: its files
-        stay attached, and /retry sends it again (unsent)."""
-        self.unsent = None
+        stay attached, and /retry or /edit sends it again (unsent), also where its length alone refused it."""
+        self.unsent = text  # until its exchange is recorded
         self._fits_untokenized(text)
         waiting = self.attachments = attach.fresh(self.attachments, self.render.notice)
         if waiting:  # the files as they go now: one grown since /file (checked then) was tokenized whole
             self._fits_untokenized(attach.compose(waiting, text), attached=True)
-        sent = self.turn(attach.take(self, text), settings, files=len(waiting))
+        last = self.session.turns[-1] if self.session.turns else None
+        try:
+            sent = self.turn(attach.take(self, text), settings, files=len(waiting))
+        finally:  # recorded, a reply or a part of one (also where the stream was abandoned): no longer unsent
+            if (self.session.turns[-1] if self.session.turns else None) is not last:
+                self.unsent = None
         if sent is None:
-            self.unsent = text
             if waiting and not self.options.one_shot:
                 self.attachments = waiting + self.attachments
                 names = ", ".join(a.name for a in waiting)
@@ -195,7 +200,8 @@ class Chat:
     def extend(self) -> Stats | None:
         """/continue: generate more of the last (cut) reply, in place."""
         last = self.session.last_assistant()
-        turn, ids = self._resume
+        turn, ids, system = self._resume
+        same = turn is last and system == self.session.system  # a /system since: the prompt is built anew
 
         def commit(more: str, stats: Stats) -> None:
             self.session.extend_last_reply(more, stats.new_tokens, stats.finish_reason, stats.to_dict())
@@ -206,7 +212,7 @@ class Chat:
                 commit,
                 "/continue",
                 continue_final=True,
-                resume_ids=ids if turn is last else None,
+                resume_ids=ids if same else None,
                 after=last.content,
             )
         )
@@ -219,7 +225,7 @@ class Chat:
             self.failures += 1
             self.render.error(str(e))
             return None
-        settings = pending.settings or self.settings
+        settings = asked = pending.settings or self.settings
         if prompt.ids is not None:
             settings = replace(
                 settings, max_new_tokens=min(settings.max_new_tokens, self.engine.context_length - len(prompt.ids))
@@ -246,6 +252,8 @@ class Chat:
                 except Exception:  # noqa: BLE001 - stdout gone: nothing more can be shown
                     pass
                 raise
+            if stats.finish_reason == FINISH_LENGTH and settings.max_new_tokens < asked.max_new_tokens:
+                stats.at_context = stats.new_tokens >= settings.max_new_tokens  # not the limit asked for: the context
             keep = error is None or bool(text and stats.finish_reason == FINISH_INTERRUPTED)  # else nothing to keep
             stopped = keep and stats.finish_reason == FINISH_INTERRUPTED
             kept_old = stopped and pending.keeps_previous(text)
@@ -264,7 +272,7 @@ class Chat:
         if dropped:
             self.session.drop_oldest(dropped)
         resume = prompt.ids + ids if prompt.ids is not None and ids is not None else None
-        self._resume = (self.session.last_assistant(), resume)
+        self._resume = (self.session.last_assistant(), resume, self.session.system)
         if prompt.ids is not None:  # the context meter from this turn's own prompt, no re-tokenizing
             self.meter.replied(self.engine.template, prompt, self.session.messages())
         self.history.append(stats)
@@ -289,10 +297,11 @@ class Chat:
             prompt = tpl.build(p.messages, p.continue_final)
         if len(prompt.ids) <= budget:
             return prompt, 0
-        policy = "refuse" if p.continue_final else self.options.overflow
+        policy = self.options.overflow
         first = 1 if p.messages and p.messages[0]["role"] == "system" else 0
         turns = self.session.turns[self.session.start :]  # the context's, as p.messages holds them
-        sizes = [self.tokens_of(turns[i]) for i in range(len(p.messages) - first - 1)]
+        last = 2 if p.continue_final else 1  # the message answered, and the reply /continue extends
+        sizes = [self.tokens_of(turns[i]) for i in range(len(p.messages) - first - last)]
         one_shot = self.options.one_shot
         dropped = context.fit(
             lambda n: self._rebuild(p, first, n), len(prompt.ids), sizes, budget, policy, one_shot, system=bool(first)
@@ -301,10 +310,10 @@ class Chat:
         kept = "; the system prompt is kept" if first else ""  # none set: none to keep
         gone = exchanges_said(dropped // 2)
         self.render.notice(f"context full ({ctx} tokens): dropped the oldest {gone} to fit{kept}")
-        return tpl.build(msgs), dropped
+        return tpl.build(msgs, p.continue_final), dropped
 
     def _rebuild(self, p: Pending, first: int, n: int) -> int:
-        return len(self.engine.template.build(p.messages[:first] + p.messages[first + n :]).ids)
+        return len(self.engine.template.build(p.messages[:first] + p.messages[first + n :], p.continue_final).ids)
 
     def tokens_of(self, turn) -> int:
         """A turn's tokens as counted when it was committed, else as this chat's tokenizer counts them now (a turn
@@ -426,15 +435,6 @@ def _record(ev, acc: dict) -> None:
         acc["error"] = first_line(ev) if isinstance(ev, YiError) else f"generation failed ({failure(ev)})"
         if isinstance(ev, ReplyCut):  # the text so far is kept, marked interrupted, with the count the server gave
             acc["finish"] = Finish(ev.stats)
-
-
-def _utf8(line: str) -> str:
-    """A line read in a locale that is not UTF-8 (LC_ALL=C without Python's UTF-8 coercion) holds its bytes past
-    ASCII as surrogates: they are UTF-8 (a terminal sends that) or the line is refused."""
-    try:
-        return line.encode("utf-8", "surrogateescape").decode("utf-8")
-    except UnicodeError:
-        raise YiError("the input is not valid UTF-8; line ignored") from None
 
 
 @contextmanager

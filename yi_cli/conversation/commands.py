@@ -33,6 +33,17 @@ class Command:
 ESCAPES = {"//", "／／", "/／", "／/"}  # two slashes, either width: a message that starts with the second
 
 
+def utf8(line: str) -> str:
+    """A line read in a locale that is not UTF-8 (LC_ALL=C without Python's UTF-8 coercion) holds its bytes past
+    ASCII as surrogates: they are UTF-8 (a terminal sends that) or the line is refused."""
+    if not any("\ud800" <= c <= "\udfff" for c in line):
+        return line
+    try:
+        return line.encode("utf-8", "surrogateescape").decode("utf-8")
+    except UnicodeError:
+        raise YiError("the input is not valid UTF-8; line ignored") from None
+
+
 def is_message(line: str) -> bool:
     """Whether Chat.handle sends `line` to the model: not a command (a known one or not), not blank."""
     try:
@@ -51,10 +62,11 @@ def message_text(line: str) -> str:
 
 def parse(line: str):
     """Return (Command, argument text) for a slash command, None for a chat message. '//x' is a message."""
-    s = _half_width_slash(line.strip())
+    # a byte-order mark before it (a UTF-8-with-BOM file's first line, in `cat a.txt b.txt |`) is none of the line's
+    s = _half_width_slash(line.strip().lstrip("\ufeff").strip())
     if not s.startswith("/") or s[:2] in ESCAPES:
         return None
-    name, _, arg = s[1:].replace(IDEOGRAPHIC_SPACE, " ").partition(" ")
+    name, _, arg = s[1:].replace(IDEOGRAPHIC_SPACE, " ").replace("\t", " ").partition(" ")  # a tab parts them too
     arg = s[2 + len(name) :] if arg else ""  # the words as typed (/system's text keeps its ideographic spaces)
     name = name.lower()
     bang = len(name) > 1 and name.endswith("!")
@@ -242,14 +254,17 @@ def do_retry(chat, arg):
 
 
 def do_edit(chat, arg):
+    """/edit [TEXT]: rewrite the last message and reply to it anew; where the last message's send failed or was
+    refused (too long), that message is the one rewritten and sent (it rewrote the exchange before it)."""
     turns = chat.session.turns
-    if len(turns) < 2:
+    unsent = chat.unsent
+    if unsent is None and len(turns) < 2:
         raise YiError("nothing to edit yet")
-    old = turns[-2].content
-    kept, files = 0, None  # the editor's rewrite may change the files' blocks too: told from the text then
+    old = unsent if unsent is not None else turns[-2].content
+    files = 0 if unsent is not None else turns[-2].files  # a message not sent: its files wait in chat.attachments
+    head, kept = attach.leading(old, files)
     if arg:  # what was typed is rewritten; the files attached to it stay (the editor shows them, to change too)
-        head, kept = attach.leading(old, turns[-2].files)
-        new, files = head + arg, kept
+        new = head + arg
     elif chat.editor is not None:
         new = chat.editor(old)
     else:
@@ -258,15 +273,21 @@ def do_edit(chat, arg):
         return
     if not chat.running:  # a SIGTERM, SIGHUP or SIGQUIT as edit> returned its line: the chat ends, as at >>>
         return
+    new = utf8(new)  # a byte typed at edit> that the locale could not read, as one typed at >>>
     if not new.strip():
         chat.render.notice("edit cancelled: the message was left empty")
         return
     if new == old:
         chat.render.notice("edit cancelled: the message is unchanged")
         return
+    if unsent is not None:
+        chat.render.notice("editing the message that was not sent")
+        chat.send(new)
+        return
+    kept = attach.files_kept(old, files, new)  # an editor's rewrite: the blocks left as they were stay files
     if kept:
         chat.render.notice(f"the message keeps its {kept} attached file{'s' * (kept > 1)}")
-    chat.regenerate(new, files=files)
+    chat.regenerate(new, files=kept)
 
 
 def do_continue(chat, arg):

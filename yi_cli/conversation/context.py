@@ -38,9 +38,8 @@ def fit(
             f"the prompt is {n} tokens but only {budget} fit in the context (after reserving room for the reply); {why}"
         )
 
-    if policy == "refuse" or not sizes:  # /continue's (refuse): every turn before the reply it extends, an odd count
-        whole = len(sizes) % 2 == 0 and bool(sizes)
-        raise refuse(total, whole and rebuild(len(sizes)) <= budget)
+    if policy == "refuse" or not sizes:
+        raise refuse(total, bool(sizes) and rebuild(len(sizes)) <= budget)
     assert len(sizes) % 2 == 0, "droppable messages come in whole exchanges"
     base = rebuild(len(sizes))  # the prompt with every droppable message gone
     if base > budget:

@@ -133,6 +133,13 @@ class Autosave:
         if path is not None and not self.owner.claim(path):
             self.fork()
 
+    def where(self) -> str | None:
+        """Where an ending line says the session is: its file, or that its last turns are not saved (the last write
+        failed: "saved in" a file that held only the turns before was a promise --resume broke); None: no file."""
+        if self.failing:
+            return f"the last turns are not saved (autosave failed: {self.failing})"
+        return f"the session is saved in {shown(str(self.path), 200)}" if self.path else None
+
     def fork(self) -> None:
         """Go on with the conversation in a new file: the resumed one is another process's."""
         self.owner.release()
@@ -173,7 +180,7 @@ class Autosave:
             self.failing = why
         else:
             if self.failing:
-                chat.render.notice(f"autosave works again: the session is saved in {self.path}")
+                chat.render.notice(f"autosave works again: the session is saved in {shown(str(self.path), 200)}")
             self.failing = None
 
 
@@ -299,7 +306,8 @@ def resolve(path: str) -> Path:
         return p
     for entry in entries(limit=1, modes=RESUMABLE):
         return Path(entry["path"])
-    raise YiError(f"no interactive session saved yet in {sessions_dir()} (yi-chat sessions lists them)")
+    where = shown(str(sessions_dir()), 200)
+    raise YiError(f"no interactive session saved yet in {where} (yi-chat sessions lists them)")
 
 
 def read(path: str) -> tuple[ChatSession, GenSettings, dict]:

@@ -23,6 +23,7 @@ class Stats:
     decode_s: float = 0.0  # time from first to last generated token
     finish_reason: str = FINISH_STOP
     tokens_per_step: float = 0.0  # fast engine: tokens per decode forward after the first (> 1: speculation)
+    at_context: bool = False  # a "length" finish at the end of the context, short of max_new_tokens (not saved)
 
     @property
     def decode_tok_s(self) -> float:

@@ -7,17 +7,16 @@ TextIteratorStreamer (any architecture, the reference).
 
 from __future__ import annotations
 
-import os
 import threading
 from queue import Empty
 
-from .. import clock
+from .. import clock, env
 from ..errors import YiError, failure
 from .events import FINISH_INTERRUPTED, FINISH_LENGTH, FINISH_STOP, Finish, Stats, Text
 from .settings import GenSettings
 from .template import Prompt, Template
 
-STREAM_TIMEOUT_S = float(os.environ.get("YI_CHAT_STREAM_TIMEOUT", "300"))
+STREAM_TIMEOUT_S = env.number("YI_CHAT_STREAM_TIMEOUT", 300.0, float, 1e-3, 1e9)
 PROGRESS_AFTER_S = 1.0  # a prompt whose prefill runs longer shows its progress
 
 

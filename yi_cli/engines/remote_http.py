@@ -388,7 +388,7 @@ class Answer:
     def read(self, limit: int, what: str = "answer", cut: bool = False) -> bytes:
         """The whole body, refused past `limit` bytes (or cut there with cut=True, for error bodies)."""
         declared = self.resp.headers.get("content-length", "")
-        if not cut and declared.isdigit() and int(declared) > limit:
+        if not cut and declared.isascii() and declared.isdigit() and int(declared) > limit:
             raise self.fail(f"the {what} is {int(declared)} bytes, over the limit of {limit}")
         buf = bytearray()
         for chunk in self.chunks():

@@ -17,10 +17,9 @@ c = 32·(w % (WPR/4)) + 2·(w // (WPR/4)) + 8·m (weights._gemv_layout checks th
 
 from __future__ import annotations
 
-import os
-
 import torch
 
+from .. import env
 from . import glue
 
 try:
@@ -39,7 +38,7 @@ WARPS = 4  # best on the H100 for all four Yi-6B matmuls (scripts/bench_gemv.py 
 # one-row GEMV's; by default (0) they go to tinygemm, which is faster there: on the H200 a Yi-6B verify of 2 / 4 / 8
 # rows costs 1.27 / 1.56 / 2.32 decode steps through tinygemm and 1.70 / 2.94 / 8.10 through this kernel, whose
 # decode arithmetic is paid once per row of x (BENCHMARKS.md, issue 17).
-MAX_X = min(8, int(os.environ.get("YI_CHAT_GEMV_ROWS", "0")))
+MAX_X = env.number("YI_CHAT_GEMV_ROWS", 0, int, 0, 8)  # another value: the default
 # W rows per program by rows of x (padded to a power of 2): each thread holds 4 words x R rows and 32 activations
 # per row of x. These are the largest R with no spills for sm_90 (ptxas: 168-215 / 216-254 / 213-251 registers).
 # Cost (SASS of the Yi-6B shapes): ~27-34 instructions per word per row of x against the one-row kernel's ~35 per

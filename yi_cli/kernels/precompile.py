@@ -55,7 +55,7 @@ def workers() -> int:
     """How many processes compile: 0 (off) where YI_CHAT_PRECOMPILE=0 or Triton is missing."""
     if knobs is None or not hasattr(os, "fork"):
         return 0
-    if SETTING.isdigit():
+    if SETTING.isascii() and SETTING.isdigit():
         return int(SETTING)
     return max(1, min(WORKERS_MAX, (os.cpu_count() or 2) - 1))
 

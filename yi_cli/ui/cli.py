@@ -8,7 +8,7 @@ import signal
 import sys
 
 from .. import terminal
-from ..errors import ENDING, EXIT_CHAT, StdoutFailed, UsageError, YiError, catch, shown
+from ..errors import ENDING, EXIT_CHAT, StdoutFailed, UsageError, YiError, catch, failure, shown
 from ..held import signals_held
 from .args import SUBCOMMANDS, parse_args, settings_from
 from .streams import say_error as _err
@@ -453,11 +453,7 @@ def _run(chat, prompt, interactive, render, verbatim: bool = False) -> int:
         to_null(sys.stdout.fileno())
         code = EXIT_CHAT
         if not chat.terminated:
-            saved = chat.on_turn.path
-            _err(
-                f"stdout failed ({e.strerror}); "
-                + (f"the session is saved in {saved}" if saved else "no turn was saved")
-            )
+            _err(f"stdout failed ({e.strerror}); " + (chat.on_turn.where() or "no turn was saved"))
     finally:
         _DONE.append(True)
         if chat.terminated and interactive:  # no prompt comes for the keys typed ahead
@@ -471,11 +467,13 @@ def _run(chat, prompt, interactive, render, verbatim: bool = False) -> int:
         exit_code, what = LEAVE[_LEAVING[0]]
         if chat.session.turns:  # again: the signal may have cut the autosave of the turn before it
             chat.on_turn(chat)
-        saved = chat.on_turn.path
-        return _said_end(f"{what}; the session is saved in {saved}" if saved else what, exit_code)
+        saved = chat.on_turn.where()
+        return _said_end(f"{what}; {saved}" if saved else what, exit_code)
     if not interactive and chat.ctrl_c:  # a batch stops at Ctrl-C, as a pipeline does; the REPL goes on
-        saved = chat.on_turn.path
-        return _said_end(f"interrupted; the session is saved in {saved}" if saved else "interrupted", 130)
+        saved = chat.on_turn.where()
+        return _said_end(f"interrupted; {saved}" if saved else "interrupted", 130)
+    if code == 0 and not interactive and chat.on_turn.failing:  # a script is told its turns are not all saved
+        code = EXIT_CHAT
     return code
 
 
@@ -702,6 +700,9 @@ def entry() -> None:
             code = _said_end(_leaving()[1], _leaving()[0])
         except SystemExit as e:  # argparse's --help, --version and usage errors: the terminal given back too
             code = e.code
+        except Exception as e:  # a bug: one line, and the terminal's echo given back (a traceback had left it off)
+            _err(f"internal error ({failure(e)}); please report it with the command that gave it")
+            code = EXIT_CHAT
         finally:
             _DONE.append(True)  # from here a signal (its handler) raises nothing: main's code stands
     except KeyboardInterrupt:  # one in the instant between main's end and the line above (soak_signals.py met it)

@@ -36,6 +36,8 @@ class KeyHold:
         if self.saved is not None:
             self._paste(True)
             return
+        if not self._foreground():  # a background job (`yi-chat -p hi &`): setting the modes stopped it (SIGTTOU)
+            return
         try:
             attrs = termios.tcgetattr(self.fd)
         except (termios.error, OSError):  # not a terminal: nothing is echoed anyway

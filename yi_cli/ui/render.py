@@ -64,8 +64,12 @@ def piped(renderable, width: int, whole: bool) -> str:
     return _unpadded(buf.getvalue())
 
 
+CUT_AT_LIMIT = "the reply stopped at the token limit (--max-new-tokens)"
+CUT_AT_CONTEXT = "the reply stopped at the end of the model's context"
+
+
 def footer(stats: Stats) -> str:
-    parts = [stats.finish_reason]
+    parts = [stats.finish_reason + (" (end of the context)" if stats.at_context else "")]
     if stats.prompt_tokens is not None:  # a server that sent no usage (or a reply cut before it came): not known
         parts.append(f"{stats.prompt_tokens} prompt tok")
     parts.append(f"{stats.new_tokens} new tok")
@@ -433,7 +437,7 @@ class PlainRenderer(Renderer):
         if stats is not None and self.show_stats and stats.finish_reason != FINISH_ERROR:  # the error line says it
             self.notice(footer(stats))
         elif stats is not None and stats.finish_reason == FINISH_LENGTH and self.say_cuts:  # it was silent
-            self.notice("the reply stopped at the token limit (--max-new-tokens)")
+            self.notice(CUT_AT_CONTEXT if stats.at_context else CUT_AT_LIMIT)
 
 
 class JsonRenderer(Renderer):

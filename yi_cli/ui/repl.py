@@ -39,7 +39,7 @@ def history(render):
     except OSError as e:
         render.notice(f"history is off: cannot write {path} ({e.strerror})")
         return InMemoryHistory()
-    return TailHistory(str(path))
+    return TailHistory(str(path), render.notice)
 
 
 HISTORY_TAIL = 4 << 20  # bytes of the history file read at start: thousands of lines, more than arrows reach
@@ -50,7 +50,30 @@ class TailHistory(FileHistory):
     before the first prompt took a key (prompt_toolkit loads it in its event loop). The file keeps every line, and
     each new one is appended as before; Up and Ctrl-R reach the newest entries only, an entry cut by the tail's
     start left out, not shown in part. Opened non-blocking and checked to be a regular file again: it may have
-    been replaced since history() looked."""
+    been replaced since history() looked. A line that cannot be appended (a full disk, the file made read-only
+    since) turns the file's part off, said once after the prompt: prompt_toolkit's event loop printed a traceback
+    at every message (the lines stay in the session's memory, for Up)."""
+
+    def __init__(self, filename: str, notice=None):
+        super().__init__(filename)
+        self.notice = notice
+        self.failed: str | None = None  # why appending failed, until said
+        self.off = False
+
+    def store_string(self, string: str) -> None:
+        if self.off:
+            return
+        try:
+            super().store_string(string)
+        except OSError as e:
+            self.off = True
+            self.failed = f"history is off: cannot write {shown(self.filename, 200)} ({e.strerror or e})"
+
+    def say_failure(self) -> None:
+        """The notice of a failed append, once, where the prompt has ended (read_line)."""
+        if self.failed and self.notice is not None:
+            self.notice(self.failed)
+        self.failed = None
 
     def load_history_strings(self):
         try:
@@ -266,7 +289,8 @@ def editor(session, render, dumb: bool = False):
     was typed after it): the message is shown above an empty edit> line, whose text replaces it."""
 
     def edit(old: str) -> str | None:
-        cmd = os.environ.get("VISUAL") or os.environ.get("EDITOR")
+        # a blank value is none (EDITOR=' ' split to no words, and the temp file itself was run as the editor)
+        cmd = os.environ.get("VISUAL", "").strip() or os.environ.get("EDITOR", "").strip()
         if not cmd:
             try:
                 if not dumb:
@@ -422,6 +446,9 @@ def read_line(session, message: str, pre_run=None, render=None, **kwargs) -> str
         return session.prompt(message, pre_run=started, **kwargs)
     finally:
         _READING.clear()
+        history = getattr(session, "history", None)
+        if isinstance(history, TailHistory):
+            history.say_failure()
         for app in hooked:
             app.before_render -= done
             app.erase_when_done = False

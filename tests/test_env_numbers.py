@@ -1,0 +1,87 @@
+"""What yi-chat reads from its environment as numbers, and what happens where that goes wrong: a value that is no
+number of its kind reads as unset (YI_CHAT_GEMV_ROWS, YI_CHAT_STREAM_TIMEOUT, COLUMNS, LINES), a history file that
+stops taking lines turns itself off with one notice, a background job's key hold sets no modes, and a bug that
+reaches the top is one line with the terminal given back, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from yi_cli import env, terminal
+
+
+@pytest.mark.parametrize("raw", ["abc", "", " ", "²", "①", "1.5", "-1", "9", "nan"])
+def test_an_integer_from_the_environment_that_is_none_reads_as_unset(monkeypatch, raw):
+    monkeypatch.setenv("YI_CHAT_TEST_NUMBER", raw)
+    assert env.number("YI_CHAT_TEST_NUMBER", 0, int, 0, 8) == 0
+
+
+@pytest.mark.parametrize("raw, value", [("3", 3), (" 8 ", 8), ("0", 0)])
+def test_an_integer_from_the_environment_in_range_is_taken(monkeypatch, raw, value):
+    monkeypatch.setenv("YI_CHAT_TEST_NUMBER", raw)
+    assert env.number("YI_CHAT_TEST_NUMBER", 5, int, 0, 8) == value
+
+
+@pytest.mark.parametrize("raw", ["abc", "inf", "nan", "1e400", "0"])
+def test_a_float_from_the_environment_that_is_none_reads_as_unset(monkeypatch, raw):
+    monkeypatch.setenv("YI_CHAT_TEST_NUMBER", raw)
+    assert env.number("YI_CHAT_TEST_NUMBER", 300.0, float, 1e-3, 1e9) == 300.0
+
+
+def test_the_kernel_and_engine_settings_start_with_a_bad_value():
+    """YI_CHAT_GEMV_ROWS= or YI_CHAT_STREAM_TIMEOUT=abc ended every start in a traceback at import, on CPU too."""
+    code = "import yi_cli.kernels.gemv as g, yi_cli.engines.local as l; print(g.MAX_X, l.STREAM_TIMEOUT_S)"
+    bad = {**os.environ, "YI_CHAT_GEMV_ROWS": "", "YI_CHAT_STREAM_TIMEOUT": "abc"}
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=bad, timeout=300)
+    assert p.returncode == 0 and p.stdout.split() == ["0", "300.0"], p.stderr
+
+
+@pytest.mark.parametrize("raw", ["²", "①", "٣٠"])
+def test_a_terminal_size_in_digits_that_are_not_ascii_is_unset(monkeypatch, raw):
+    """`'²'.isdigit()` is True and int('²') a ValueError: COLUMNS=² was a traceback at every start."""
+    monkeypatch.setenv("COLUMNS", raw)
+    monkeypatch.setenv("LINES", raw)
+    assert terminal.console().size.width > 0
+
+
+def test_a_history_file_that_stops_taking_lines_turns_itself_off_with_one_notice():
+    """A full disk under the history file: prompt_toolkit's event loop printed a traceback at every message."""
+    from yi_cli.ui.repl import TailHistory
+
+    said: list[str] = []
+    history = TailHistory("/dev/full", said.append)
+    history.append_string("first")
+    history.append_string("second")
+    history.say_failure()
+    history.say_failure()
+    assert said == ["history is off: cannot write /dev/full (No space left on device)"]
+    assert list(history.get_strings()) == ["first", "second"]  # kept for Up in this chat
+
+
+def test_a_key_hold_in_a_background_job_sets_no_modes(monkeypatch):
+    """`yi-chat -p hi &` on a terminal stopped "(tty output)": the one-shot's key hold set the terminal's modes
+    from the background, which the kernel answers with SIGTTOU."""
+    import termios
+
+    from yi_cli.ui.keys import KeyHold
+
+    set_modes: list = []
+    monkeypatch.setattr(termios, "tcsetattr", lambda *a: set_modes.append(a))
+    monkeypatch.setattr(termios, "tcgetattr", lambda fd: [0, 0, 0, 0, 0, 0, [b"\0"] * 32])  # a terminal's, to hold
+    hold = KeyHold(0)
+    monkeypatch.setattr(hold, "_foreground", lambda: False)
+    hold.hold()
+    assert set_modes == [] and hold.saved is None
+
+
+def test_a_bug_that_reaches_the_top_is_one_line_not_a_traceback():
+    """An exception no handler expected ended the run in a traceback, and an interactive chat's terminal stayed
+    without echo (the early key hold was given back only on the ways out it knew)."""
+    code = "import yi_cli.ui.cli as c\ndef main(): raise ValueError('a bug\\nwith two lines')\nc.main = main\nc.entry()"
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 1
+    assert p.stderr == "yi-chat: internal error (ValueError: a bug); please report it with the command that gave it\n"
