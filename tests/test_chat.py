@@ -1874,3 +1874,27 @@ def test_the_ending_line_does_not_say_a_session_is_saved_whose_last_autosave_fai
     chat.handle("second")
     assert "autosave to" in err.getvalue() and "failed (Read-only file system)" in err.getvalue()
     assert autosave.where() == "the last turns are not saved (autosave failed: Read-only file system)"
+
+
+def test_a_session_named_in_a_store_folder_that_cannot_be_searched_says_so(tmp_path, monkeypatch):
+    """--resume NAME where the sessions folder cannot be searched (its x bit gone) said "no such session file": the
+    look-up's permission error read as no file. Faked for the one folder (the suite may run as root, whom no mode
+    denies)."""
+    import os
+
+    from yi_cli.conversation import store
+
+    monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    folder = store.sessions_dir()
+    real = os.lstat
+
+    def lstat(path, *a, **k):
+        if os.path.dirname(os.fspath(path)) == str(folder):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(os, "lstat", lstat)
+    with pytest.raises(YiError) as e:
+        store.read("20261205-201517-a60d12")
+    assert str(e.value) == f"{folder}: cannot search the sessions folder (permission denied)"

@@ -301,13 +301,24 @@ def resolve(path: str) -> Path:
     if path != "last":
         p = inputs.user_path(path)
         if os.sep not in path and not os.path.lexists(p):
-            found = [f for f in (sessions_dir() / path, sessions_dir() / f"{path}.json") if os.path.lexists(f)]
+            found = [f for f in (sessions_dir() / path, sessions_dir() / f"{path}.json") if _there(f)]
             return found[0] if found else p
         return p
     for entry in entries(limit=1, modes=RESUMABLE):
         return Path(entry["path"])
     where = shown(str(sessions_dir()), 200)
     raise YiError(f"no interactive session saved yet in {where} (yi-chat sessions lists them)")
+
+
+def _there(f: Path) -> bool:
+    """Whether the store holds `f`; YiError where its folder cannot be searched (it was "no such session file")."""
+    try:
+        os.lstat(f)
+    except PermissionError:
+        raise YiError(f"{shown(str(f.parent), 200)}: cannot search the sessions folder (permission denied)") from None
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def read(path: str) -> tuple[ChatSession, GenSettings, dict]:
