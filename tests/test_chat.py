@@ -1898,3 +1898,30 @@ def test_a_session_named_in_a_store_folder_that_cannot_be_searched_says_so(tmp_p
     with pytest.raises(YiError) as e:
         store.read("20261205-201517-a60d12")
     assert str(e.value) == f"{folder}: cannot search the sessions folder (permission denied)"
+
+
+def test_a_loaded_session_is_not_copied_by_an_ending_signal_and_nothing_left_is_no_failure(tmp_path, monkeypatch):
+    """/load then SIGHUP: the ending's autosave wrote the loaded conversation into a new file, unchanged (listed
+    twice, -c took the copy). And a piped run whose autosave failed, then /undo left nothing to save, exited 1."""
+    from yi_cli.conversation import store
+
+    monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path / "home"))
+    autosave = store.Autosave("interactive")
+    chat, out, err = plain_chat(ScriptedEngine(["Fine.", "Again."]), on_turn=autosave)
+    saved = tmp_path / "s.json"
+    turns = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    saved.write_text(json.dumps({"format": "yi-chat-session", "version": 1, "turns": turns}))
+    chat.handle(f"/load {saved}")
+    autosave(chat)  # as cli's ending does after a signal
+    assert store.entries() == [] and autosave.where() is None
+    chat.handle("/set temperature 0.3")  # a change: the loaded conversation goes into a file of its own now
+    assert len(store.entries()) == 1
+
+    def refuse(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store, "write_atomic", refuse)
+    chat.handle("one more")
+    assert autosave.failing == "No space left on device"
+    chat.handle("/clear")
+    assert autosave.failing is None

@@ -1,5 +1,6 @@
 import io
 import re
+from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -357,17 +358,24 @@ def test_file_refuses_a_file_too_long_for_the_context_before_tokenizing_it(tmp_p
     assert shown.endswith("one.txt (1 line) (attached 3 times now); it goes with your next message")
 
 
-def test_files_attached_one_by_one_past_the_context_are_refused_by_name_and_by_their_total_length(tmp_path):
+def test_files_attached_one_by_one_past_the_context_are_refused_by_name_and_by_their_total_length(
+    tmp_path, monkeypatch
+):
     """Hundreds of /file lines: each refusal named every file waiting (1500 lines wrote 6.3 MB to stderr) and
     tokenized them all, however far past the context their total length already was."""
     from tests.fixtures import WordTemplate
 
+    class Bounded(WordTemplate):  # a token is at most 10 characters (Template.surely_over's proven bound)
+        def surely_over(self, text, tokens):
+            return len(text) > 10 * tokens
+
     engine = ScriptedEngine()
-    engine.context_length = 100
+    engine.context_length, engine.template = 100, Bounded()
     chat, out, err = plain_chat(engine)
-    words, sparse = tmp_path / "words.txt", tmp_path / "sparse.txt"
+    monkeypatch.chdir(tmp_path)  # short names: the blocks' lengths are their text's
+    words, sparse = Path("words.txt"), Path("sparse.txt")
     words.write_text("word " * 40)  # 40 tokens: one fits the 75 kept for a prompt, two do not
-    sparse.write_text("y" * 300)  # 1 token, 300 characters: three fit, and a fourth is past 10 a token of context
+    sparse.write_text("y" * 300)  # 1 token, 300 characters: three fit, and a fourth is surely past the context
     chat.handle(f"/file {words}")
     chat.handle(f"/file {words}")
     assert len(chat.attachments) == 1
@@ -384,7 +392,7 @@ def test_files_attached_one_by_one_past_the_context_are_refused_by_name_and_by_t
     assert WordTemplate.builds == builds  # refused by the length alone, nothing tokenized
     assert len(chat.attachments) == 3
     assert err.getvalue().splitlines()[-1] == (
-        f"error: {sparse} (with the 3 files attached before it): too large for the model's context (1200 characters; "
+        f"error: {sparse} (with the 3 files attached before it): too large for the model's context (1286 characters; "
         "the context holds 100 tokens)"
     )
 
@@ -898,3 +906,76 @@ def test_load_writes_no_copy_of_the_file_it_loaded_until_the_conversation_change
     chat.handle("and you?")
     [entry] = store.entries()
     assert entry["exchanges"] == 2 and json.loads(saved.read_text())["turns"] == turns  # the loaded file untouched
+
+
+def test_a_system_prompt_set_after_a_refused_message_leaves_it_to_retry_and_edit():
+    """/system (to make room, say) after a refused message cleared it as if the conversation had changed: /retry then
+    regenerated the exchange before it. Only a change of the turns (/undo, /clear, /load) lets it go."""
+    from tests.fixtures import WordTemplate
+
+    class Bounded(WordTemplate):
+        def surely_over(self, text, tokens):
+            return len(text) > 10 * tokens
+
+    engine = ScriptedEngine(["Hello.", "Sent."])
+    engine.context_length, engine.template = 64, Bounded()
+    chat, out, err = plain_chat(engine)
+    chat.handle("hi")
+    chat.handle("word " * 3000)
+    chat.handle("/system be brief")
+    assert chat.unsent is not None
+    chat.handle("/edit a short one")
+    assert "editing the message that was not sent" in err.getvalue()
+    assert [t.content for t in chat.session.turns] == ["hi", "Hello.", "a short one", "Sent."]
+    chat.handle("word " * 3000)
+    chat.handle("/undo")  # the turns changed: the refused message is no longer the last thing said
+    assert chat.unsent is None
+
+
+def test_settings_under_the_least_value_are_read_as_it_from_any_source(tmp_path):
+    """A temperature of 1e-40 gave garbage (logits / 1e-40 overflow), a repetition penalty of 1e-40 empty replies.
+    Refusing them would refuse session and config files that hold them (0.005 was always accepted): they are read
+    as what they approach, greedy and the least penalty."""
+    import json
+
+    assert gen.parse("temperature", "1e-40") == 0.0 and gen.parse("temperature", 0.005) == 0.0
+    assert gen.parse("temperature", "0.01") == 0.01
+    assert gen.parse("repetition_penalty", 1e-40) == 0.01 and gen.parse("repetition_penalty", "1.1") == 1.1
+    saved = tmp_path / "s.json"
+    turns = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    held = {"temperature": 0.005, "repetition_penalty": 0.001}
+    saved.write_text(json.dumps({"format": "yi-chat-session", "version": 1, "turns": turns, "settings": held}))
+    chat, out, err = plain_chat(ScriptedEngine())
+    chat.handle(f"/load {saved}")
+    assert err.getvalue() == "" and (chat.settings.temperature, chat.settings.repetition_penalty) == (0.0, 0.01)
+
+
+def test_continue_refused_under_the_refuse_policy_does_not_suggest_clear():
+    """/clear takes the reply /continue would extend: the refusal said "shorten it, /clear, or lower
+    max_new_tokens" all the same."""
+    from yi_cli.conversation.chat import Options
+    from yi_cli.engines.events import FINISH_LENGTH
+
+    engine = ScriptedEngine(["a " * 30, "b " * 30])
+    engine.context_length = 100
+    chat, out, err = plain_chat(engine, options=Options(overflow="refuse"))
+    chat.settings.max_new_tokens = 20  # 80 of the 100 kept for a prompt
+    chat.handle("w " * 20)  # 24 tokens, and 24 of its reply cut at 20 words
+    chat.handle("x " * 10)  # 62 tokens with it: sent; /continue's 86 do not fit, and none may be dropped
+    assert chat.session.turns[-1].finish_reason == FINISH_LENGTH
+    chat.handle("/continue")
+    said = err.getvalue().splitlines()[-1]
+    assert "fit in the context" in said and "/clear" not in said, said
+
+
+def test_files_of_long_tokens_that_fit_by_their_tokens_are_attached(demo_engine, tmp_path, monkeypatch):
+    """The files' total length was held to 10 characters a token of context, an average: two files of rules (185
+    lines of 80 `-`, ~27 characters a token with the real tokenizer) were refused by their length though their
+    tokens fit. The bound is now the template's proven one (4 x its longest token)."""
+    monkeypatch.setattr(demo_engine, "context_length", 2048)
+    chat, out, err = plain_chat(demo_engine)
+    for mark in "-=":
+        rule = tmp_path / f"rule{mark}.txt"
+        rule.write_text((mark * 80 + "\n") * 185)
+        chat.handle(f"/file {rule}")
+    assert err.getvalue() == "" and len(chat.attachments) == 2

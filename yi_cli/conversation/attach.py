@@ -319,9 +319,8 @@ def context_hint(model: str | None) -> int | None:
     return n if isinstance(n, int) and n > 0 else None
 
 
-def check_size(attachments: list[Attachment], context: int | None, added: bool = False) -> None:
-    """Refuse what is too long by its length alone (before loading, or before tokenizing). `added`: the last one
-    is being attached to those before it, whose length counts with its own."""
+def check_size(attachments: list[Attachment], context: int | None) -> None:
+    """Before loading: refuse what is too long by its length alone."""
     if context is None:
         return
     for a in attachments:
@@ -330,11 +329,18 @@ def check_size(attachments: list[Attachment], context: int | None, added: bool =
                 f"{shown(a.name, 200)}: too large for the model's context ({len(a.text)} characters; the "
                 f"context holds {context} tokens)"
             )
-    total = sum(len(a.text) for a in attachments)
-    if added and total > CHARS_PER_TOKEN * context:
+
+
+def check_total(engine, attachments: list[Attachment]) -> None:
+    """Refuse files whose text together is surely too long for the context, before tokenizing them: by the
+    template's proven bound (Template.surely_over: 4 x the longest token's characters a token), not the average
+    CHARS_PER_TOKEN, which files of long tokens (rules of `=`, indented code) pass. The last one is being added."""
+    tpl, ctx = engine.template, engine.context_length
+    text = compose(attachments, "")
+    if tpl is not None and ctx is not None and tpl.surely_over(text, ctx):
         raise UsageError(
-            f"{_named(attachments)}: too large for the model's context ({total} characters; the context holds "
-            f"{context} tokens)"
+            f"{_named(attachments)}: too large for the model's context ({len(text)} characters; the context holds "
+            f"{ctx} tokens)"
         )
 
 
@@ -448,7 +454,8 @@ def do_file(chat, arg: str) -> None:
         raise UsageError(
             f"{shown(path, 200)}: not attached (Ctrl-C stopped the wait for what writes into it)"
         ) from None
-    check_size([*chat.attachments, a], chat.engine.context_length, added=True)  # by length: before tokenizing
+    check_size([*chat.attachments, a], chat.engine.context_length)  # by its length alone: before tokenizing it
+    check_total(chat.engine, [*chat.attachments, a])
     check_tokens(chat.engine, chat.settings, [*chat.attachments, a], added=True)
     chat.attachments.append(a)
     lines = a.text.count("\n") + (bool(a.text) and not a.text.endswith("\n"))

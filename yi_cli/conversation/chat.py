@@ -100,15 +100,13 @@ class Chat:
                 if text.strip():
                     self.send(text)
                 return self.running
-            before = self._saved_state()
+            before, turns = self._saved_state(), self._turns()
             self.render.command_start(cmd[0].name)
             commands.run(self, *cmd)
             self.render.command_done(cmd[0].name)
-            if self._saved_state()[0] != before[0]:  # /undo, /clear, /load: a failed message is no longer the last
-                self.unsent = None
-            # /undo, /clear, /set...: autosave follows; not /load, whose conversation is in its file already (it
-            # was copied into a new one at once, and -c then took the copy): a new file comes at its next change
-            if self.on_turn and self._saved_state() != before and cmd[0].name != "load":
+            if not self._same_turns(turns):  # /undo, /clear, /load: a failed message is no longer the last (not
+                self.unsent = None  # /system, which may be what makes room for it)
+            if self.on_turn and self._saved_state() != before:  # /undo, /clear, /set, /load...: autosave follows
                 self.on_turn(self)
         except YiError as e:
             self.failures += 1
@@ -148,6 +146,17 @@ class Chat:
         if tpl is not None and ctx is not None and tpl.surely_over(text, ctx):
             what = ("the prompt" if self.options.one_shot else "the message") + (" with its files" if attached else "")
             raise YiError(f"{what} is {len(text)} characters, more than the {ctx}-token context can hold; shorten it")
+
+    def _turns(self) -> tuple:
+        """Which turns the session holds: its object, their count, the last one (_same_turns)."""
+        turns = self.session.turns
+        return self.session, len(turns), turns[-1] if turns else None
+
+    def _same_turns(self, mark: tuple) -> bool:
+        """Whether the session holds the turns it held at `mark` (the same objects): a command changed them, not
+        the system prompt."""
+        session, n, last = self._turns()
+        return session is mark[0] and n == mark[1] and last is mark[2]
 
     def _saved_state(self) -> tuple[tuple, dict]:
         """What the autosave writes that a command may change: the conversation and the settings."""
@@ -304,7 +313,14 @@ class Chat:
         sizes = [self.tokens_of(turns[i]) for i in range(len(p.messages) - first - last)]
         one_shot = self.options.one_shot
         dropped = context.fit(
-            lambda n: self._rebuild(p, first, n), len(prompt.ids), sizes, budget, policy, one_shot, system=bool(first)
+            lambda n: self._rebuild(p, first, n),
+            len(prompt.ids),
+            sizes,
+            budget,
+            policy,
+            one_shot,
+            system=bool(first),
+            clearable=not p.continue_final,
         )
         msgs = p.messages[:first] + p.messages[first + dropped :]
         kept = "; the system prompt is kept" if first else ""  # none set: none to keep

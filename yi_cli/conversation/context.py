@@ -20,6 +20,7 @@ def fit(
     policy: str = "drop",
     one_shot=False,
     system=False,
+    clearable=True,
 ) -> int:
     """How many of the oldest droppable messages (whole user + assistant exchanges) must go for the prompt to fit.
 
@@ -28,7 +29,8 @@ def fit(
     The sizes, plus the template's markers measured once, estimate how many must go, so the prompt is rebuilt about
     twice however many exchanges are dropped. With policy "refuse", or when dropping everything is not enough,
     YiError (its message ends with what to do: ONE_SHOT for a one-shot run, else REMEDY or NO_CLEAR, which says the
-    system prompt counts too where one is set: `system`).
+    system prompt counts too where one is set: `system`). clearable: whether /clear would leave what is answered
+    (not for /continue, whose reply /clear takes too).
     """
 
     def refuse(n: int, clears: bool = True):
@@ -39,7 +41,7 @@ def fit(
         )
 
     if policy == "refuse" or not sizes:
-        raise refuse(total, bool(sizes) and rebuild(len(sizes)) <= budget)
+        raise refuse(total, clearable and bool(sizes) and rebuild(len(sizes)) <= budget)
     assert len(sizes) % 2 == 0, "droppable messages come in whole exchanges"
     base = rebuild(len(sizes))  # the prompt with every droppable message gone
     if base > budget:

@@ -128,6 +128,7 @@ class Autosave:
         self.mode, self.path, self.created = mode, path, created
         self.conv = conv  # the id of the conversation the file holds
         self.failing: str | None = None  # why the last write failed (said once)
+        self.loaded: tuple | None = None  # the state /load left, in its file already: no new one until it changes
         self.owner = Owner()
         self.forked = False  # the resumed file is another process's: this one's turns go to a new file
         if path is not None and not self.owner.claim(path):
@@ -159,7 +160,11 @@ class Autosave:
                 with signals_held():
                     unlink_quietly(self.path)
             self.detach()
+            self.failing = None  # nothing left to save: nothing is lost (a piped run exited 1 for it)
             return
+        if self.loaded is not None and self.loaded == (chat.session.state(), chat.settings.to_dict()):
+            return  # /load's conversation as its file holds it: a copy was listed twice and taken by -c
+        self.loaded = None
         self.conv = chat.session.id
         self.created = self.created or _now()
         try:
@@ -414,6 +419,7 @@ def load_into(chat, path: str) -> dict:
     chat.session, chat.settings = session, settings
     if isinstance(chat.on_turn, Autosave):
         chat.on_turn.detach()
+        chat.on_turn.loaded = (session.state(), settings.to_dict())
     return data
 
 

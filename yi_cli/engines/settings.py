@@ -47,16 +47,16 @@ def _finite(name: str, v: float) -> float:
     return v
 
 
-# The least temperature (above 0, greedy) and repetition penalty: logits divided by 1e-40 overflow float32 to inf,
-# and the reply was garbage, empty, or every turn failed ("probability tensor contains either inf, nan").
+# The least temperature (above 0, greedy) and repetition penalty taken as given: logits divided by 1e-40 overflowed
+# float32 to inf, and the reply was garbage, empty, or every turn failed ("probability tensor contains either inf,
+# nan"). Below it a temperature is greedy (0, the limit it approaches) and a penalty this least one: read so, not
+# refused, as a session or config file written before holds them.
 LEAST = 0.01
 
 
 def check(name: str, v) -> None:
     if name == "temperature" and not (0 <= _finite(name, v) <= 5):
         raise UsageError(f"temperature must be between 0 and 5, got {v}")
-    if name == "temperature" and 0 < v < LEAST:
-        raise UsageError(f"temperature must be 0 (greedy) or at least {LEAST}, got {v}")
     if name == "top_p" and not (0 < _finite(name, v) <= 1):
         raise UsageError(f"top_p must be in (0, 1], got {v}")
     if name == "top_k" and not (0 <= v <= TOP_K_MAX):
@@ -64,8 +64,8 @@ def check(name: str, v) -> None:
             f"top_k must be >= 0 (0 = off) and at most {TOP_K_MAX} (2**31 - 1; any value >= the vocabulary size is "
             f"off too), got {shown(str(v), 40)}"
         )
-    if name == "repetition_penalty" and not (LEAST <= _finite(name, v) <= 10):
-        raise UsageError(f"repetition_penalty must be between {LEAST} and 10, got {v}")
+    if name == "repetition_penalty" and not (0 < _finite(name, v) <= 10):
+        raise UsageError(f"repetition_penalty must be in (0, 10], got {v}")
     if name == "max_new_tokens" and not (1 <= v <= 1_000_000):
         raise UsageError(f"max_new_tokens must be between 1 and 1000000, got {shown(str(v), 40)}")
     if name == "seed" and v is not None and not (0 <= v < 2**63):
@@ -95,4 +95,8 @@ def parse(name: str, value) -> object:
     except OverflowError:  # a TOML integer of 400 digits is past any float
         raise UsageError(f"{name} is out of range, got {shown(str(value), 40)}") from None
     check(name, v)
+    if name == "temperature" and 0 < v < LEAST:
+        return 0.0
+    if name == "repetition_penalty" and v < LEAST:
+        return LEAST
     return v
