@@ -1925,3 +1925,19 @@ def test_a_loaded_session_is_not_copied_by_an_ending_signal_and_nothing_left_is_
     assert autosave.failing == "No space left on device"
     chat.handle("/clear")
     assert autosave.failing is None
+
+
+def test_a_home_with_a_line_break_is_named_on_one_line(tmp_path, monkeypatch):
+    """YI_CHAT_HOME=$'a\\nb': `-c`'s "no interactive session saved yet in ..." and the ending's "the session is saved
+    in ..." went over two lines."""
+    from yi_cli.conversation import store
+
+    home = tmp_path / "a\nb"
+    monkeypatch.setenv("YI_CHAT_HOME", str(home))
+    with pytest.raises(YiError) as e:
+        store.resolve("last")
+    assert "\n" not in str(e.value) and f"{tmp_path}/a\\nb/data/sessions" in str(e.value)
+    autosave = store.Autosave("pipe")
+    chat, out, err = plain_chat(ScriptedEngine(["one"]), on_turn=autosave)
+    chat.handle("first")
+    assert autosave.path is not None and "\n" not in autosave.where() and "a\\nb" in autosave.where()

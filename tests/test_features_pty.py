@@ -435,10 +435,12 @@ def test_overflow_drops_oldest_exchange_and_refuses_a_too_long_message(demo_dir,
     hist = t.cmd("/history", "assistant")
     assert "pear" not in hist and re.search(r"^\s*4\s+assistant", hist, re.M) and not re.search(r"^\s*5\s", hist, re.M)
 
-    # the same too-long text as an /edit of the last message: refused, and the exchange it would replace is kept
-    t.paste("/edit pear" + " pear" * 8300)
+    # /edit now rewrites that refused message (not the exchange before it): another too-long text is refused
+    # too, and the exchange before it is kept
+    t.paste("/edit plum" + " plum" * 8300)
     t.child.send("\r")
     out = t.expect("error:") + t.expect(PROMPT)
+    assert "editing the message that was not sent" in flat(out), out[-500:]
     assert re.search(r"the prompt is \d+ tokens but only \d+ fit", flat(out)), out[-500:]
     hist = t.cmd("/history", "assistant")
     assert t.exit() == 0

@@ -139,7 +139,7 @@ class Autosave:
         failed: "saved in" a file that held only the turns before was a promise --resume broke); None: no file."""
         if self.failing:
             return f"the last turns are not saved (autosave failed: {self.failing})"
-        return f"the session is saved in {shown(str(self.path), 200)}" if self.path else None
+        return f"the session is saved in {one_line(self.path)}" if self.path else None
 
     def fork(self) -> None:
         """Go on with the conversation in a new file: the resumed one is another process's."""
@@ -185,7 +185,7 @@ class Autosave:
             self.failing = why
         else:
             if self.failing:
-                chat.render.notice(f"autosave works again: the session is saved in {shown(str(self.path), 200)}")
+                chat.render.notice(f"autosave works again: the session is saved in {one_line(self.path)}")
             self.failing = None
 
 
@@ -300,6 +300,12 @@ def _no_new_file(folder: str, e: OSError) -> str:
     return f"no file can be created in the folder {folder} ({e.strerror or e})"
 
 
+def one_line(path) -> str:
+    """A path in a line that says where a session is: its line breaks escaped (a YI_CHAT_HOME with one split the
+    line); the rest as the line's writer escapes it (a byte that is not UTF-8 as \\xe9, as the listing names it)."""
+    return str(path).replace("\r", "\\r").replace("\n", "\\n")
+
+
 def resolve(path: str) -> Path:
     """`last` is the newest interactive session in the store (or an old last.json); anything else a file name: a
     bare name that no file here has is looked for in the store, as `yi-chat sessions` lists it (`.json` optional)."""
@@ -311,8 +317,7 @@ def resolve(path: str) -> Path:
         return p
     for entry in entries(limit=1, modes=RESUMABLE):
         return Path(entry["path"])
-    where = shown(str(sessions_dir()), 200)
-    raise YiError(f"no interactive session saved yet in {where} (yi-chat sessions lists them)")
+    raise YiError(f"no interactive session saved yet in {one_line(sessions_dir())} (yi-chat sessions lists them)")
 
 
 def _there(f: Path) -> bool:
