@@ -41,6 +41,13 @@ class WordTemplate:
         return None
 
 
+class BoundedTemplate(WordTemplate):
+    """WordTemplate with a proven bound on a token's length, as Template.surely_over has: 10 characters."""
+
+    def surely_over(self, text, tokens):
+        return len(text) > 10 * tokens
+
+
 CUT = "the reply stopped at the token limit (--max-new-tokens)\n"  # a piped reply cut short says so on stderr
 
 

@@ -330,16 +330,16 @@ def test_the_toolbars_context_used_is_prompts_count_in_every_state(demo_dir, tmp
 
 def test_file_refuses_a_file_too_long_for_the_context_before_tokenizing_it(tmp_path):
     """/file checks the length first, as -f does (it tokenized 3.3M tokens, ~10 s, before refusing)."""
-    from tests.fixtures import WordTemplate
+    from tests.fixtures import BoundedTemplate, WordTemplate
 
     engine = ScriptedEngine()
-    engine.context_length = 100
+    engine.context_length, engine.template = 100, BoundedTemplate()
     chat, out, err = plain_chat(engine)
     big = tmp_path / "big.txt"
     big.write_text("word " * 1000)
     builds = WordTemplate.builds
     chat.handle(f"/file {big}")
-    assert "too large for the model's context (5000 characters" in err.getvalue()
+    assert re.search(r"too large for the model's context \(5\d\d\d characters", err.getvalue()), err.getvalue()
     assert WordTemplate.builds == builds  # refused by its length: no prompt was built
     assert chat.attachments == []
 
@@ -363,11 +363,8 @@ def test_files_attached_one_by_one_past_the_context_are_refused_by_name_and_by_t
 ):
     """Hundreds of /file lines: each refusal named every file waiting (1500 lines wrote 6.3 MB to stderr) and
     tokenized them all, however far past the context their total length already was."""
+    from tests.fixtures import BoundedTemplate as Bounded
     from tests.fixtures import WordTemplate
-
-    class Bounded(WordTemplate):  # a token is at most 10 characters (Template.surely_over's proven bound)
-        def surely_over(self, text, tokens):
-            return len(text) > 10 * tokens
 
     engine = ScriptedEngine()
     engine.context_length, engine.template = 100, Bounded()
@@ -776,12 +773,8 @@ def test_edit_and_retry_after_a_refused_message_take_that_message_not_the_exchan
     """A message refused by its length alone left no trace for /retry, which regenerated the reply before it (and
     lost that reply); /edit after any refused message rewrote the exchange before it and dropped that exchange's
     reply. Both take the message that was not sent, as the refusal's "shorten it" means."""
-    from tests.fixtures import WordTemplate
+    from tests.fixtures import BoundedTemplate as Bounded
     from yi_cli.engines.events import FINISH_STOP
-
-    class Bounded(WordTemplate):
-        def surely_over(self, text, tokens):
-            return len(text) > 10 * tokens
 
     engine = ScriptedEngine(["Four.", "Still four.", "Apples."])
     engine.context_length, engine.template = 64, Bounded()
@@ -911,11 +904,7 @@ def test_load_writes_no_copy_of_the_file_it_loaded_until_the_conversation_change
 def test_a_system_prompt_set_after_a_refused_message_leaves_it_to_retry_and_edit():
     """/system (to make room, say) after a refused message cleared it as if the conversation had changed: /retry then
     regenerated the exchange before it. Only a change of the turns (/undo, /clear, /load) lets it go."""
-    from tests.fixtures import WordTemplate
-
-    class Bounded(WordTemplate):
-        def surely_over(self, text, tokens):
-            return len(text) > 10 * tokens
+    from tests.fixtures import BoundedTemplate as Bounded
 
     engine = ScriptedEngine(["Hello.", "Sent."])
     engine.context_length, engine.template = 64, Bounded()
@@ -979,3 +968,55 @@ def test_files_of_long_tokens_that_fit_by_their_tokens_are_attached(demo_engine,
         rule.write_text((mark * 80 + "\n") * 185)
         chat.handle(f"/file {rule}")
     assert err.getvalue() == "" and len(chat.attachments) == 2
+
+
+def test_a_refused_message_is_let_go_by_a_clear_of_nothing_or_a_continue_and_the_set_says_a_value_was_read_low():
+    """/clear of an empty conversation, or a /continue that extended the reply, left a refused message for /retry and
+    /edit (the turns were compared by count and identity, and neither changed them so). /set of a temperature or
+    penalty under the least one said the value read without saying why."""
+    from tests.fixtures import BoundedTemplate
+
+    engine = ScriptedEngine(["one two three", "four"])
+    engine.context_length, engine.template = 64, BoundedTemplate()
+    chat, out, err = plain_chat(engine)
+    chat.handle("word " * 3000)
+    chat.handle("/clear")
+    assert chat.unsent is None
+    chat.settings.max_new_tokens = 2
+    chat.handle("hi")
+    assert chat.session.turns[-1].finish_reason == "length"
+    chat.handle("word " * 3000)
+    chat.handle("/set max_new_tokens 20")
+    chat.handle("/continue")
+    assert chat.unsent is None and chat.session.turns[-1].content.endswith("four")
+    chat.handle("/set temperature 0.001")
+    chat.handle("/set temperature 0.5")
+    said = lines(out)
+    assert "temperature = 0.0 (under 0.01: read as 0.0)" in said and "temperature = 0.5" in said
+
+
+def test_one_file_of_long_tokens_that_fits_by_its_tokens_is_attached(demo_engine, tmp_path, monkeypatch):
+    """One file of indented lines (80 spaces a line: ~27 characters a token) was refused by 10 characters a token of
+    context, where the same text in two files passed the files' proven bound."""
+    monkeypatch.setattr(demo_engine, "context_length", 256)
+    chat, out, err = plain_chat(demo_engine)
+    indent = tmp_path / "indent.txt"
+    indent.write_text(("x\n" + " " * 79) * 38 + "x\n")  # 3080 characters, ~116 tokens
+    chat.handle(f"/file {indent}")
+    assert err.getvalue() == "" and len(chat.attachments) == 1
+
+
+def test_retry_refused_under_the_refuse_policy_does_not_suggest_clear():
+    """/clear takes the exchange /retry would answer again: "nothing to retry" after the refusal's own advice."""
+    from yi_cli.conversation.chat import Options
+
+    engine = ScriptedEngine(["a " * 10, "b " * 10])
+    engine.context_length = 100
+    chat, out, err = plain_chat(engine, options=Options(overflow="refuse"))
+    chat.settings.max_new_tokens = 10  # 90 kept for a prompt
+    chat.handle("w " * 20)
+    chat.handle("x " * 40)  # 24 + 14 + 44 = 82: sent
+    chat.handle("/set max_new_tokens 25")  # 75 kept now: the retry's 82 do not fit, and none may be dropped
+    chat.handle("/retry")
+    said = err.getvalue().splitlines()[-1]
+    assert "fit in the context" in said and "/clear" not in said, said

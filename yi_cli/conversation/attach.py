@@ -454,8 +454,7 @@ def do_file(chat, arg: str) -> None:
         raise UsageError(
             f"{shown(path, 200)}: not attached (Ctrl-C stopped the wait for what writes into it)"
         ) from None
-    check_size([*chat.attachments, a], chat.engine.context_length)  # by its length alone: before tokenizing it
-    check_total(chat.engine, [*chat.attachments, a])
+    check_total(chat.engine, [*chat.attachments, a])  # by its length alone, with the others: before tokenizing
     check_tokens(chat.engine, chat.settings, [*chat.attachments, a], added=True)
     chat.attachments.append(a)
     lines = a.text.count("\n") + (bool(a.text) and not a.text.endswith("\n"))

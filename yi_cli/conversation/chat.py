@@ -51,6 +51,7 @@ class Pending:
     # /retry of a cut reply: stopped before its first word, the cut one stays (an empty reply took its place, and
     # /continue then had nothing to go on from)
     keeps_cut: bool = False
+    clearable: bool = True  # /clear would leave what is answered (not /retry's, /edit's or /continue's exchange)
 
     def keeps_previous(self, text: str) -> bool:
         """A /retry stopped with `text` so far leaves the reply it was retrying (keeps_old, keeps_cut)."""
@@ -100,13 +101,14 @@ class Chat:
                 if text.strip():
                     self.send(text)
                 return self.running
-            before, turns = self._saved_state(), self._turns()
+            before = self._saved_state()
             self.render.command_start(cmd[0].name)
             commands.run(self, *cmd)
             self.render.command_done(cmd[0].name)
-            if not self._same_turns(turns):  # /undo, /clear, /load: a failed message is no longer the last (not
-                self.unsent = None  # /system, which may be what makes room for it)
-            if self.on_turn and self._saved_state() != before:  # /undo, /clear, /set, /load...: autosave follows
+            after = self._saved_state()
+            if _turns(after) != _turns(before):  # /undo, /clear, /load, /continue: a failed message is no longer
+                self.unsent = None  # the last (not /system, which may be what makes room for it)
+            if self.on_turn and after != before:  # /undo, /clear, /set, /load...: autosave follows
                 self.on_turn(self)
         except YiError as e:
             self.failures += 1
@@ -146,17 +148,6 @@ class Chat:
         if tpl is not None and ctx is not None and tpl.surely_over(text, ctx):
             what = ("the prompt" if self.options.one_shot else "the message") + (" with its files" if attached else "")
             raise YiError(f"{what} is {len(text)} characters, more than the {ctx}-token context can hold; shorten it")
-
-    def _turns(self) -> tuple:
-        """Which turns the session holds: its object, their count, the last one (_same_turns)."""
-        turns = self.session.turns
-        return self.session, len(turns), turns[-1] if turns else None
-
-    def _same_turns(self, mark: tuple) -> bool:
-        """Whether the session holds the turns it held at `mark` (the same objects): a command changed them, not
-        the system prompt."""
-        session, n, last = self._turns()
-        return session is mark[0] and n == mark[1] and last is mark[2]
 
     def _saved_state(self) -> tuple[tuple, dict]:
         """What the autosave writes that a command may change: the conversation and the settings."""
@@ -204,7 +195,9 @@ class Chat:
         old = self.session.turns[-1]
         retry = text == self.session.turns[-2].content  # /retry (an /edit changes the message: it goes in)
         whole = retry and old.finish_reason == FINISH_STOP
-        return self.reply(Pending(msgs, commit, text, settings=settings, keeps_old=whole, keeps_cut=retry))
+        return self.reply(
+            Pending(msgs, commit, text, settings=settings, keeps_old=whole, keeps_cut=retry, clearable=False)
+        )
 
     def extend(self) -> Stats | None:
         """/continue: generate more of the last (cut) reply, in place."""
@@ -223,6 +216,7 @@ class Chat:
                 continue_final=True,
                 resume_ids=ids if same else None,
                 after=last.content,
+                clearable=False,
             )
         )
 
@@ -320,7 +314,7 @@ class Chat:
             policy,
             one_shot,
             system=bool(first),
-            clearable=not p.continue_final,
+            clearable=p.clearable,
         )
         msgs = p.messages[:first] + p.messages[first + dropped :]
         kept = "; the system prompt is kept" if first else ""  # none set: none to keep
@@ -451,6 +445,13 @@ def _record(ev, acc: dict) -> None:
         acc["error"] = first_line(ev) if isinstance(ev, YiError) else f"generation failed ({failure(ev)})"
         if isinstance(ev, ReplyCut):  # the text so far is kept, marked interrupted, with the count the server gave
             acc["finish"] = Finish(ev.stats)
+
+
+def _turns(saved: tuple) -> tuple:
+    """A saved state's conversation but its system prompt (session.state(): id, system, start, turns): what a command
+    changed when it changed the turns (/undo, /clear, /load, /continue's reply), not /system."""
+    conv, _, start, turns = saved[0]
+    return conv, start, turns
 
 
 @contextmanager

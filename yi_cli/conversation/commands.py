@@ -230,7 +230,15 @@ def do_set(chat, arg):
     v = gen.parse(name, value)
     setattr(chat.settings, name, v)
     chat.options.setting_sources[name] = "command"
-    chat.render.show(f"{name} = {v}")
+    low = name in ("temperature", "repetition_penalty") and v != _number(value)  # under gen.LEAST: said so
+    chat.render.show(f"{name} = {v}" + (f" (under {gen.LEAST}: read as {v})" if low else ""))
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 def do_undo(chat, arg):

@@ -129,6 +129,7 @@ class Autosave:
         self.conv = conv  # the id of the conversation the file holds
         self.failing: str | None = None  # why the last write failed (said once)
         self.loaded: tuple | None = None  # the state /load left, in its file already: no new one until it changes
+        self.loaded_from: Path | None = None  # that file
         self.owner = Owner()
         self.forked = False  # the resumed file is another process's: this one's turns go to a new file
         if path is not None and not self.owner.claim(path):
@@ -139,6 +140,8 @@ class Autosave:
         failed: "saved in" a file that held only the turns before was a promise --resume broke); None: no file."""
         if self.failing:
             return f"the last turns are not saved (autosave failed: {self.failing})"
+        if self.path is None and self.loaded is not None:  # /load, nothing changed since: the file it came from
+            return f"the session is saved in {one_line(self.loaded_from)}"
         return f"the session is saved in {one_line(self.path)}" if self.path else None
 
     def fork(self) -> None:
@@ -156,11 +159,14 @@ class Autosave:
 
     def __call__(self, chat) -> None:
         if not chat.session.turns:
-            if self.path is not None and self.conv == chat.session.id:  # /undo of its last exchange
+            emptied = self.conv == chat.session.id  # /undo of its last exchange (/clear starts another conversation)
+            if self.path is not None and emptied:
                 with signals_held():
                     unlink_quietly(self.path)
+            if emptied:  # nothing of it left to save, nothing lost (a piped run exited 1); after /clear the turns
+                self.failing = None  # that could not be written are lost all the same
             self.detach()
-            self.failing = None  # nothing left to save: nothing is lost (a piped run exited 1 for it)
+            self.loaded = None
             return
         if self.loaded is not None and self.loaded == (chat.session.state(), chat.settings.to_dict()):
             return  # /load's conversation as its file holds it: a copy was listed twice and taken by -c
@@ -425,6 +431,7 @@ def load_into(chat, path: str) -> dict:
     if isinstance(chat.on_turn, Autosave):
         chat.on_turn.detach()
         chat.on_turn.loaded = (session.state(), settings.to_dict())
+        chat.on_turn.loaded_from = Path(data["path"])
     return data
 
 
