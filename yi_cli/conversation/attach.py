@@ -356,7 +356,7 @@ def _named(attachments: list[Attachment], added: bool = True) -> str:
 
 def check_tokens(engine, settings, attachments: list[Attachment], prompt: str = "", added: bool = False) -> None:
     """After loading: refuse attachments whose tokens leave no room in the context for the prompt and a reply.
-    `added`: as check_size's."""
+    `added`: the last one is being attached to those before it (the refusal names it and counts them: _named)."""
     tpl, ctx = engine.template, engine.context_length
     if not attachments or tpl is None or ctx is None:
         return

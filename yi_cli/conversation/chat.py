@@ -101,11 +101,11 @@ class Chat:
                 if text.strip():
                     self.send(text)
                 return self.running
-            before = self._saved_state()
+            before = self.saved_state()
             self.render.command_start(cmd[0].name)
             commands.run(self, *cmd)
             self.render.command_done(cmd[0].name)
-            after = self._saved_state()
+            after = self.saved_state()
             if _turns(after) != _turns(before):  # /undo, /clear, /load, /continue: a failed message is no longer
                 self.unsent = None  # the last (not /system, which may be what makes room for it)
             if self.on_turn and after != before:  # /undo, /clear, /set, /load...: autosave follows
@@ -149,7 +149,7 @@ class Chat:
             what = ("the prompt" if self.options.one_shot else "the message") + (" with its files" if attached else "")
             raise YiError(f"{what} is {len(text)} characters, more than the {ctx}-token context can hold; shorten it")
 
-    def _saved_state(self) -> tuple[tuple, dict]:
+    def saved_state(self) -> tuple[tuple, dict]:
         """What the autosave writes that a command may change: the conversation and the settings."""
         return self.session.state(), self.settings.to_dict()
 

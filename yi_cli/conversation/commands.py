@@ -230,7 +230,8 @@ def do_set(chat, arg):
     v = gen.parse(name, value)
     setattr(chat.settings, name, v)
     chat.options.setting_sources[name] = "command"
-    low = name in ("temperature", "repetition_penalty") and v != _number(value)  # under gen.LEAST: said so
+    raw = _number(value) if name in gen.FLOORS else None
+    low = raw is not None and raw != v  # under gen.LEAST: read as its floor, and said so
     chat.render.show(f"{name} = {v}" + (f" (under {gen.LEAST}: read as {v})" if low else ""))
 
 

@@ -168,7 +168,7 @@ class Autosave:
             self.detach()
             self.loaded = None
             return
-        if self.loaded is not None and self.loaded == (chat.session.state(), chat.settings.to_dict()):
+        if self.loaded is not None and self.loaded == chat.saved_state():
             return  # /load's conversation as its file holds it: a copy was listed twice and taken by -c
         self.loaded = None
         self.conv = chat.session.id
@@ -430,7 +430,7 @@ def load_into(chat, path: str) -> dict:
     chat.session, chat.settings = session, settings
     if isinstance(chat.on_turn, Autosave):
         chat.on_turn.detach()
-        chat.on_turn.loaded = (session.state(), settings.to_dict())
+        chat.on_turn.loaded = chat.saved_state()
         chat.on_turn.loaded_from = Path(data["path"])
     return data
 

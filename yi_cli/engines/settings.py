@@ -49,9 +49,10 @@ def _finite(name: str, v: float) -> float:
 
 # The least temperature (above 0, greedy) and repetition penalty taken as given: logits divided by 1e-40 overflowed
 # float32 to inf, and the reply was garbage, empty, or every turn failed ("probability tensor contains either inf,
-# nan"). Below it a temperature is greedy (0, the limit it approaches) and a penalty this least one: read so, not
-# refused, as a session or config file written before holds them.
+# nan"). Below it a temperature is greedy (0, the limit it approaches) and a penalty this least one (FLOORS): read
+# so, not refused, as a session or config file written before holds them.
 LEAST = 0.01
+FLOORS = {"temperature": 0.0, "repetition_penalty": LEAST}
 
 
 def check(name: str, v) -> None:
@@ -95,8 +96,4 @@ def parse(name: str, value) -> object:
     except OverflowError:  # a TOML integer of 400 digits is past any float
         raise UsageError(f"{name} is out of range, got {shown(str(value), 40)}") from None
     check(name, v)
-    if name == "temperature" and 0 < v < LEAST:
-        return 0.0
-    if name == "repetition_penalty" and v < LEAST:
-        return LEAST
-    return v
+    return FLOORS[name] if name in FLOORS and v < LEAST else v
