@@ -1110,6 +1110,41 @@ def test_a_tokenizer_that_panics_is_one_line_at_load_and_at_encode(tiny):
     assert "cannot load the tokenizer (PanicException: " in str(e.value), str(e.value)
 
 
+def panicking(tiny: Path, where: str) -> None:
+    """tiny's tokenizer.json made to panic inside `tokenizers` on every encode, or as it loads."""
+    f = tiny / "tokenizer.json"
+    broken = json.loads(f.read_text())
+    if where == "encode":
+        broken["normalizer"] = {"type": "Replace", "pattern": {"String": ""}, "content": "x"}
+    else:
+        broken["model"].update(vocab={"a": 0, "b": 1}, merges=[["a", "b"]])
+    f.write_text(json.dumps(broken))
+
+
+@pytest.mark.parametrize("backtrace", ["", "1", "full"])
+def test_a_tokenizer_panic_is_yi_chats_one_line_without_rusts_report(tiny, home, tmp_path, backtrace):
+    """Rust's panic hook wrote its report on stderr before yi-chat's line: three lines (thread ... panicked at,
+    the message, a note), or under RUST_BACKTRACE a page of stack frames."""
+    env = {"RUST_BACKTRACE": backtrace} if backtrace else {}
+    enc = Path(shutil.copytree(tiny, tmp_path / "enc"))
+    panicking(enc, "encode")
+    p = yi("-m", enc, "-p", "hello", "--max-new-tokens", "2", home=home, env={**env, "RUST_BACKTRACE": backtrace})
+    one_line_error(p, 1, "error: the tokenizer failed on this text (PanicException: ")
+    panicking(tiny, "load")
+    p = yi("-m", tiny, "-p", "hello", home=home, env={**env, "RUST_BACKTRACE": backtrace})
+    one_line_error(p, EXIT_LOAD, "cannot load the tokenizer (PanicException: ")
+
+
+def test_a_piped_chat_goes_on_after_a_panic_with_its_lines_in_order(tiny, home):
+    """Each message's panic is one line in its place; the run's own lines around them still reach stderr."""
+    panicking(tiny, "encode")
+    p = yi("-m", tiny, "--max-new-tokens", "2", stdin="one\ntwo\n", home=home, env={"RUST_BACKTRACE": "1"})
+    err = p.stderr.decode()
+    no_traceback(err)
+    assert "panicked" not in err and "stack backtrace" not in err, err
+    assert err.count("the tokenizer failed on this text (PanicException: ") == 2, err
+
+
 def test_a_looping_template_refuses_the_turn_and_the_run_ends(tiny, home):
     (tiny / "chat_template.jinja").write_text(LOOPS["nested-ranges"])  # where transformers 5 keeps it
     p = yi("-m", tiny, "--max-new-tokens", "2", stdin="hello\n", home=home, timeout=300)

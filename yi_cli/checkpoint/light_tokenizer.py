@@ -33,6 +33,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import Tokenizer, processors
 
 from ..errors import failed
+from ..rust_panic import reports_held
 
 NAMED = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 EXTRA = ("extra_special_tokens", "additional_special_tokens")
@@ -83,8 +84,9 @@ def load(path: Path, load_real) -> LightTokenizer | None:
         if "added_tokens_decoder" not in config and any((path / f).exists() for f in LEGACY_FILES):
             raise NotMirrored("special_tokens_map.json or added_tokens.json")  # transformers merges them in
         template = chat_template(path, config)
-        backend = Tokenizer.from_file(str(path / "tokenizer.json"))
-        check_backend(backend, config)
+        with reports_held():
+            backend = Tokenizer.from_file(str(path / "tokenizer.json"))
+            check_backend(backend, config)
     except BaseException as e:  # NotMirrored, unreadable files, a Rust panic: transformers decides, in its own words
         if not failed(e):
             raise

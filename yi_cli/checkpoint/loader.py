@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .. import inputs
 from ..errors import LoadError, UsageError, failed, failure, first_line, shown
+from ..rust_panic import reports_held
 from . import configs, light, plausible, quantized
 from .files import Tensors, check_index, check_safetensors, check_side_files, read_config, read_json, weight_files
 
@@ -271,15 +272,16 @@ def _hf_tokenizer(path: Path, trust_remote_code: bool, plain: bool):
     configs.quiet_transformers()
     _bound_templates()
     try:
-        if plain:
-            # The class AutoTokenizer picks for these files, without the model config it builds to decide (that
-            # imports transformers' modeling side: seconds of a fresh start on the GPU machine).
-            from transformers.tokenization_utils_tokenizers import TokenizersBackend
+        with reports_held():
+            if plain:
+                # The class AutoTokenizer picks for these files, without the model config it builds to decide (that
+                # imports transformers' modeling side: seconds of a fresh start on the GPU machine).
+                from transformers.tokenization_utils_tokenizers import TokenizersBackend
 
-            return TokenizersBackend.from_pretrained(str(path))
-        from transformers import AutoTokenizer
+                return TokenizersBackend.from_pretrained(str(path))
+            from transformers import AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+            return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     except OSError as e:
         if e.filename and e.strerror:  # a file it could not open (permission denied): named, as our readers do
             raise LoadError(f"{e.filename}: cannot read the tokenizer file ({e.strerror})") from None

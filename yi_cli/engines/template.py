@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..checkpoint.files import TEMPLATE_LIMIT
 from ..errors import YiError, failed, failure, first_line, shown
+from ..rust_panic import reports_held
 from . import timebox
 
 # Characters of a text one character of a token can stand for: NFKC and the like fold a few into one ("e" + U+0301
@@ -229,7 +230,8 @@ class Template:
         """The tokenizer's ids; a failure inside it (a Rust panic of a hostile tokenizer.json's normalizer) is one
         YiError: the turn is not sent, the chat goes on."""
         try:
-            return list(self.tokenizer(text, add_special_tokens=special)["input_ids"])
+            with reports_held():
+                return list(self.tokenizer(text, add_special_tokens=special)["input_ids"])
         except BaseException as e:
             if not failed(e):
                 raise

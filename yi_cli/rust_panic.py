@@ -1,0 +1,118 @@
+"""A Rust panic inside `tokenizers` (a hostile tokenizer.json) prints Rust's own report on stderr, three lines or,
+under RUST_BACKTRACE, a page, before pyo3 raises it as PanicException and yi-chat says what failed in its one line.
+`reports_held()` points fd 2 at a private file for such a call and passes on what was written there as the call
+ends, the panic's report left out."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+import threading
+from contextlib import contextmanager
+
+REPORT = re.compile(rb"(?m)(?:\n|^)thread '[^\n]*panicked at ")  # Rust's hook's first line: the rest is its report
+PASSED_ON = 1 << 20  # bytes of other writers' output passed on from one call
+
+_lock = threading.RLock()
+_sink = None  # the private file, made at the first call
+_saved: int | None = None  # a duplicate of the real fd 2 while a call holds it
+
+
+def panicked(e: BaseException) -> bool:
+    return type(e).__name__ == "PanicException"
+
+
+@contextmanager
+def reports_held():
+    """Run the body with fd 2 held: what it (or another thread meanwhile) writes there reaches stderr as the body
+    ends, except a Rust panic's report when the body raises the panic. Nested calls hold once. Where no file can
+    be made (no temp folder, no file descriptor left), the body runs as is."""
+    global _saved
+    with _lock:
+        if _saved is not None or not _hold():
+            yield
+            return
+        failed = False
+        try:
+            yield
+        except BaseException as e:
+            failed = panicked(e)
+            raise
+        finally:
+            _given_back(failed)
+
+
+def _given_back(failed: bool) -> None:
+    """_pass_on, finished even when a signal's exception (Ctrl-C, SIGTERM's handler) is raised inside it: left
+    half done, fd 2 stayed on the private file and every later line of the run went there. Raised after."""
+    cut = None
+    for _ in range(3):
+        try:
+            _pass_on(failed)
+            break
+        except BaseException as e:
+            cut = cut or e
+    if cut is not None:
+        raise cut
+
+
+def _hold() -> bool:
+    global _sink, _saved
+    try:
+        sys.stderr.flush()  # what Python buffered goes out before, in order
+    except (OSError, ValueError, AttributeError):
+        pass
+    try:
+        if _sink is None:
+            _sink = tempfile.TemporaryFile()
+        saved = os.dup(2)
+    except OSError:
+        return False
+    try:
+        os.dup2(_sink.fileno(), 2)
+    except OSError:
+        os.close(saved)
+        return False
+    _saved = saved
+    return True
+
+
+def restore() -> None:
+    """fd 2 back where it was, if a call holds it."""
+    global _saved
+    saved, _saved = _saved, None
+    if saved is not None:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _pass_on(failed: bool) -> None:
+    try:
+        sys.stderr.flush()
+    except (OSError, ValueError, AttributeError):
+        pass
+    restore()
+    fd = _sink.fileno()
+    try:
+        size = os.fstat(fd).st_size
+        if not size:
+            return
+        os.lseek(fd, 0, os.SEEK_SET)
+        data = os.read(fd, min(size, PASSED_ON))
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+    except OSError:
+        return
+    if failed:
+        m = REPORT.search(data)
+        if m is not None:
+            data = data[: m.start()]
+    while data:
+        try:
+            data = data[os.write(2, data) :]
+        except InterruptedError:
+            continue
+        except OSError:
+            return
