@@ -12,8 +12,9 @@ listing stay public, as on the real hub). Faults for tests: `drop[path] = n` sen
 and closes the connection; `hold[path] = n` sends n bytes, sets `held` and waits for `release` (then closes); `loop`
 holds paths whose GETs redirect to themselves; `corrupt[path] = data` serves data in place of the file's bytes to
 its GETs (its HEAD and listing unchanged: what the hub claims); `trickle[path] = s` sends its bytes one each s
-seconds. Every request is recorded in `log` as (method, path,
-Range header, has-auth).
+seconds; `endless` holds "revision", "tree" or file names whose GETs answer a body without end, `tree_next` a next
+page for every listing answer ("self": its own), `head_size[path]` the size a HEAD claims. Every request is
+recorded in `log` as (method, path, Range header, has-auth).
 
     python tests/hub_server.py --port 8765 acme/tiny-chat=/path/to/checkpoint   # serve by hand
 """
@@ -90,6 +91,9 @@ class FakeHub:
         self.sha: str | None = None
         self.etag_of: dict[str, str] = {}
         self.oid_of: dict[str, str] = {}
+        self.tree_next: str | None = None  # a Link header's next page on every listing answer (its own URL: a loop)
+        self.endless: set[str] = set()  # "revision", "tree" or file names whose GET bodies never end (chunked)
+        self.head_size: dict[str, int] = {}  # file name -> the Content-Length its HEAD claims
         self.held = threading.Event()
         self.release = threading.Event()
         self.log: list[tuple[str, str, str | None, bool]] = []
@@ -136,6 +140,8 @@ class FakeHub:
             if f"/{name}/" in f"{path}/":
                 return self._error(h, status, None, "Invalid credentials in Authorization header")
         if parts[:2] == ["api", "models"] and len(parts) >= 6 and parts[4] in ("revision", "tree"):
+            if parts[4] in self.endless and not head:
+                return self._endless(h, b"[", json.dumps({"path": "x" * 200, "type": "file"}).encode() + b",")
             repo = self.repos.get(f"{parts[2]}/{parts[3]}")
             if repo is None:
                 return self._error(h, 404, "RepoNotFound", "Repository not found")
@@ -155,7 +161,10 @@ class FakeHub:
                 for e in body:  # (each entry a fresh dict)
                     if e["path"] in self.oid_of:
                         (e["lfs"] if "lfs" in e else e)["oid"] = self.oid_of[e["path"]]
-            return self._send(h, 200, json.dumps(body).encode(), {"Content-Type": "application/json"}, head)
+            headers = {"Content-Type": "application/json"}
+            if parts[4] == "tree" and self.tree_next is not None:
+                headers["Link"] = f'<{self.url}{self.tree_next if self.tree_next != "self" else h.path}>; rel="next"'
+            return self._send(h, 200, json.dumps(body).encode(), headers, head)
         if len(parts) >= 5 and parts[2] == "resolve":
             repo = self.repos.get(f"{parts[0]}/{parts[1]}")
             name = "/".join(parts[4:])
@@ -194,6 +203,10 @@ class FakeHub:
         }
         if not self.etags:
             del headers["ETag"]
+        if name in self.endless and not head:
+            return self._endless(h, data, data, headers)
+        if head and name in self.head_size:
+            return self._send(h, 200, b"", headers, head, length=self.head_size[name])
         rng = h.headers.get("Range") if self.ranges else None
         first, _, last = rng.split("=")[1].partition("-") if rng and not head else ("0", "", "")
         served = data if head else self.corrupt.get(name, data)
@@ -224,6 +237,21 @@ class FakeHub:
         try:
             h.connection.shutdown(socket.SHUT_RDWR)
         except OSError:
+            pass
+
+    def _endless(self, h, first: bytes, more: bytes, headers: dict | None = None) -> None:
+        """A 200 whose chunked body never ends: `first`, then `more` (64 kB at a time) until the client leaves."""
+        h.send_response(200)
+        for k, v in {"Content-Type": "application/json", **(headers or {}), "Transfer-Encoding": "chunked"}.items():
+            h.send_header(k, v)
+        h.end_headers()
+        h.close_connection = True
+        chunk, more = first, more * max(1, (64 << 10) // len(more))
+        try:
+            while not self.release.is_set():
+                h.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                chunk = more
+        except OSError:  # the client gave up
             pass
 
     def _trickle(self, h, status: int, body: bytes, headers: dict, every: float) -> None:

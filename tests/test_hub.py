@@ -342,7 +342,7 @@ def test_a_file_longer_than_the_hub_lists_is_not_called_cut_short(hub, env, demo
     and that running again continues it, where each run starts it over. It says what came, and keeps nothing."""
     n = len(demo_files["model.safetensors"])
     hub.corrupt["model.safetensors"] = demo_files["model.safetensors"] + b"EXTRA"
-    want = f"acme/tiny-chat/model.safetensors: {hub.url} sent {n + 5} bytes where it lists {n} (discarded"
+    want = f"acme/tiny-chat/model.safetensors: {hub.url} sent more than the {n} bytes it lists (discarded"
     error_line(yi(env, "pull", "acme/tiny-chat"), 3, want)
     assert not list((repo_dir(env) / "blobs").glob("*.incomplete"))
 
@@ -1272,6 +1272,78 @@ def test_a_hub_whose_etag_is_a_path_has_its_file_kept_by_the_listings_id(hub, en
     link = snapshot(env) / "config.json"
     assert link.read_bytes() == demo_files["config.json"]
     assert link.resolve().parent == repo_dir(env) / "blobs"
+
+
+def test_an_etag_that_names_another_blob_does_not_put_that_blob_in_the_snapshot(hub, env, demo_files):
+    """The blob was named by the hub's ETag and linked without a download where one of that name and size was in
+    the cache: its bytes never checked against the listing. Now the listing's id names it (what is checked)."""
+    name = "tokenizer_config.json"
+    blobs = repo_dir(env) / "blobs"
+    blobs.mkdir(parents=True)
+    (blobs / "0123456789abcdef").write_bytes(b"x" * len(demo_files[name]))  # another file of the same size
+    hub.etag_of[name] = "0123456789abcdef"
+    p = yi(env, "pull", "acme/tiny-chat")
+    assert p.returncode == 0, p.stderr.decode()
+    assert (snapshot(env) / name).read_bytes() == demo_files[name]
+    assert hub.requests("GET", f"/{name}")
+
+
+def test_one_etag_for_every_file_keeps_each_file_its_own_blob(hub, env, demo_files):
+    """A mirror answering one ETag for every file: each file replaced the blob the one before it was checked into,
+    every link of the snapshot led to the last file's bytes, and every chat (and pull) failed on config.json."""
+    for name in demo_files:
+        hub.etag_of[name] = "0123456789abcdef"
+    p = yi(env, "pull", "acme/tiny-chat")
+    assert p.returncode == 0, p.stderr.decode()
+    for name in NEEDED:
+        assert (snapshot(env) / name).read_bytes() == demo_files[name], name
+    p = yi(env, "-m", "acme/tiny-chat", *PARIS[:-2], "-p", "hi", "--max-new-tokens", "2")
+    assert p.returncode == 0, p.stderr.decode()
+
+
+@pytest.mark.parametrize("fault", ["loop", "tree", "revision"])
+def test_a_listing_or_answer_without_end_is_one_line(hub, env, fault):
+    """A listing whose next page was itself was followed for good (867 pages in 40 s, silent); a model info or
+    listing whose JSON never ended was read into memory (1.5 GB in 5 s)."""
+    if fault == "loop":
+        hub.tree_next = "self"
+        why = "its file listing goes back to a page it sent before"
+    else:
+        hub.endless.add(fault)
+        why = "an answer of its API runs past 64 MB"
+    error_line(
+        yi(env, "pull", "acme/tiny-chat"),
+        3,
+        f"acme/tiny-chat: {hub.url} does not answer as a Hugging Face Hub does ({why}); check HF_ENDPOINT",
+    )
+    assert not any("/resolve/" in path for _, path, *_ in hub.log)
+
+
+def test_a_download_without_end_stops_at_the_listed_size(hub, env, demo_files):
+    """A file's GET whose body never ended was written until the disk was full (3 GB in 15 s for a 1 MB file):
+    http_get compares the size only at the body's end."""
+    hub.endless.add("tokenizer.json")
+    n = len(demo_files["tokenizer.json"])
+    error_line(
+        yi(env, "pull", "acme/tiny-chat"),
+        3,
+        f"acme/tiny-chat/tokenizer.json: {hub.url} sent more than the {n} bytes it lists (discarded); try again later",
+    )
+    blobs = repo_dir(env) / "blobs"
+    assert not list(blobs.glob("*.incomplete"))
+    assert sum(f.stat().st_size for f in blobs.iterdir()) < 2 * n
+
+
+def test_a_size_the_download_and_the_listing_disagree_on_is_one_line(hub, env, demo_files):
+    """A HEAD claiming another size than the listing: every run ended "a download ended short of its size; run
+    again to continue it", and no run could (the bytes can never match the listing's checksum)."""
+    n = len(demo_files["tokenizer.json"])
+    hub.head_size["tokenizer.json"] = n + 10
+    error_line(
+        yi(env, "pull", "acme/tiny-chat"),
+        3,
+        f"acme/tiny-chat/tokenizer.json: {hub.url} lists {n} bytes but serves {n + 10}; try again later",
+    )
 
 
 def test_a_hub_whose_listing_names_a_blob_by_a_path_is_refused(hub, env, tmp_path):

@@ -193,6 +193,7 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
     progress = progress or Progress()
     hub_logging.set_verbosity_error()  # its retry warnings are multi-line; a dropped connection resumes quietly
     hub_http.RETRIES.notify(repo, progress)
+    hub_http.PAGES.reset()
     hub_http.bounded_client()
     api = HfApi()
     try:
@@ -367,15 +368,21 @@ def _fetch_file(repo: str, commit: str, entry, root: Path, progress) -> None:
 
     url = hf_hub_url(repo, entry.path, revision=commit)
     meta = get_hf_file_metadata(url)
-    # The hub's ETag is the listing's id (LFS sha256, else git blob id); a mirror or proxy that drops the header left
-    # None here, and the pull failed with a TypeError.
-    etag = meta.etag if meta.etag and BLOB.fullmatch(meta.etag) else _etag(entry)  # (the listing's: checked)
+    if meta.size is not None and meta.size != entry.size:  # its bytes could never match the listing's checksum
+        raise LoadError(
+            f"{repo}/{shown(entry.path, 200)}: {endpoint()} lists {entry.size} bytes but serves {meta.size}; try "
+            "again later"
+        )
+    # The blob is named by the listing's id (LFS sha256, else git blob id): the one its bytes are checked against.
+    # The hub's ETag is that same id; one that named another file's blob (a mirror's, or one ETag for every file)
+    # had this file linked to that blob unchecked, or each file's blob replace the one before it.
+    etag = _etag(entry)
     blob = root / "blobs" / etag
     # huggingface_hub's lock for this blob: two processes never append to one partial file.
     lock = root.parent / ".locks" / root.name / f"{etag}.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
     with _locked(lock, entry.path, progress):
-        if blob.is_file() and meta.size is not None and blob.stat().st_size != meta.size:
+        if blob.is_file() and blob.stat().st_size != entry.size:
             blob.unlink()  # damaged since it was checked: not the file the hub has
         if not blob.is_file():
             _download(repo, entry, url, meta, blob, progress)
@@ -416,7 +423,7 @@ def _download(repo: str, entry, url: str, meta, blob: Path, progress) -> None:
         headers.pop("authorization", None)  # a signed CDN URL: the token stays with the hub
     with _open_partial(part) as fh:
         have = os.fstat(fh.fileno()).st_size
-        if meta.size is not None and have > meta.size:
+        if have > entry.size:
             fh.truncate(0)
             have = 0
         progress.file(entry.path, entry.size, have)
@@ -424,33 +431,50 @@ def _download(repo: str, entry, url: str, meta, blob: Path, progress) -> None:
         try:
             http_get(
                 meta.location,
-                fh,
+                _Bounded(fh, entry.size),
                 resume_size=have,
                 headers=headers,
-                expected_size=meta.size,
+                expected_size=entry.size,
                 tqdm_class=progress.bar_class(),
             )
+        except _Bounded.Past:  # an endless body filled the disk: stopped at the listed size
+            part.unlink()
+            raise LoadError(
+                f"{repo}/{shown(entry.path, 200)}: {endpoint()} sent more than the {entry.size} bytes it lists "
+                "(discarded); try again later"
+            ) from None
         except Exception as e:
             if _cut_off(e):  # reached, then cut off mid-file past http_get's own retries
                 raise LoadError(
                     f"{repo}: {endpoint()} closed the connection mid-download ({e.__class__.__name__}) on every "
                     "retry; run again to continue it"
                 ) from None
-            got = fh.tell()
-            if meta.size is None or got <= meta.size:
-                raise
-            # More bytes than the hub lists (its "Consistency check failed" read as ended short): none to continue.
-            part.unlink()
-            raise LoadError(
-                f"{repo}/{entry.path}: {endpoint()} sent {got} bytes where it lists {meta.size} (discarded); "
-                "try again later"
-            ) from None
+            raise
         os.fchmod(fh.fileno(), 0o644)
     if not _matches(part, entry):
         part.unlink()
         raise LoadError(f"{repo}/{entry.path}: the download does not match its checksum (discarded; run again)")
     os.replace(part, blob)
     progress.file_done(entry.path)
+
+
+class _Bounded:
+    """The partial blob as http_get writes it, refusing a write past `size` bytes of the file: http_get compares
+    the size only once the body ends, and a body that never ended filled the disk."""
+
+    class Past(Exception):
+        pass
+
+    def __init__(self, fh, size: int):
+        self.fh, self.size = fh, size
+
+    def write(self, data) -> int:
+        if self.fh.tell() + len(data) > self.size:
+            raise self.Past
+        return self.fh.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.fh, name)
 
 
 def _cut_off(e: BaseException) -> bool:
@@ -500,6 +524,8 @@ def hub_error(e: BaseException, repo: str, local: bool = True) -> LoadError:
             f"{repo}: {where} answered HTTP {e.status} and asks to wait {e.wait} s before trying again; try again "
             "later (a partial download continues on the next run)"
         )
+    if isinstance(e, hub_http.TooMuch):
+        return LoadError(f"{repo}: {where} does not answer as a Hugging Face Hub does ({e}); check HF_ENDPOINT")
     if isinstance(e, hub_http.TooSlow):
         return LoadError(
             f"{repo}: {where} sends too slowly ({_size(e.got)} in {e.seconds:.0f} s, "

@@ -1,6 +1,7 @@
 """The hub's HTTP client, guarded against a hub that misbehaves: a timeout on calls that set none, one line of
 ours for each retry huggingface_hub makes (its own warnings are off), and an error at once for a hub that asks
-for a long wait or sends too slowly, where huggingface_hub would sit silent for hours or days."""
+for a long wait or sends too slowly, where huggingface_hub would sit silent for hours or days, or whose answers
+or listing never end."""
 
 from __future__ import annotations
 
@@ -20,6 +21,15 @@ RETRY_WAIT_S = 10
 SLOW_RATE, SLOW_WINDOW_S = 1000, 60.0
 # A safetensors header's first read (a 6B model's is ~50 kB): longer ones take a second request.
 PEEK = 256 << 10
+# An API answer (the model's info, a page of its file listing) longer than this is refused: a hub whose JSON never
+# ended filled the memory (1.5 GB in 5 s). A page lists up to 1,000 files in ~0.3 MB.
+API_BYTES = 64 << 20
+# Pages of one pull's listing: a hub whose next page is one it already sent (or new ones without end) listed for good.
+MAX_PAGES = 1000
+
+
+class TooMuch(Exception):
+    """An API answer past API_BYTES, or a listing that goes back to a page it sent or runs past MAX_PAGES."""
 
 
 class TooSlow(Exception):
@@ -68,12 +78,42 @@ def bounded_client() -> None:
     set_client_factory(factory)
 
 
-def _steady(stream):
+class Pages:
+    """The listing pages one pull was sent (reset as it starts): TooMuch for a next page already sent, or one past
+    MAX_PAGES."""
+
+    def __init__(self):
+        self.sent: set[str] = set()
+
+    def reset(self) -> None:
+        self.sent = set()
+
+    def answered(self, request, response) -> None:
+        if response.status_code != 200:
+            return  # an error, retried or reported as it is
+        self.sent.add(str(request.url))
+        following = response.links.get("next", {}).get("url")
+        if following is None:
+            return
+        if str(request.url.join(following)) in self.sent:
+            raise TooMuch("its file listing goes back to a page it sent before")
+        if len(self.sent) >= MAX_PAGES:
+            raise TooMuch(f"its file listing runs past {MAX_PAGES} pages")
+
+
+PAGES = Pages()
+
+
+def _steady(stream, cap: int | None = None):
     """stream's chunks as they come off the socket; TooSlow once a window of SLOW_WINDOW_S brought under
-    SLOW_RATE bytes a second (checked as each chunk arrives: a hub sending nothing at all is the read timeout's)."""
-    start, got = time.monotonic(), 0
+    SLOW_RATE bytes a second (checked as each chunk arrives: a hub sending nothing at all is the read timeout's);
+    TooMuch past `cap` bytes."""
+    start, got, total = time.monotonic(), 0, 0
     for chunk in stream:
         got += len(chunk)
+        total += len(chunk)
+        if cap is not None and total > cap:
+            raise TooMuch(f"an answer of its API runs past {cap >> 20} MB")
         elapsed = time.monotonic() - start
         if elapsed >= SLOW_WINDOW_S:
             if got < SLOW_RATE * elapsed:
@@ -87,11 +127,11 @@ def _steady_transport(inner):
     import httpx2
 
     class Body(httpx2.SyncByteStream):
-        def __init__(self, stream):
-            self.stream = stream
+        def __init__(self, stream, cap):
+            self.stream, self.cap = stream, cap
 
         def __iter__(self):
-            yield from _steady(self.stream)
+            yield from _steady(self.stream, self.cap)
 
         def close(self):
             self.stream.close()
@@ -99,7 +139,14 @@ def _steady_transport(inner):
     class Steady(httpx2.BaseTransport):
         def handle_request(self, request):
             response = inner.handle_request(request)
-            response.stream = Body(response.stream)
+            api = "/api/" in request.url.path  # JSON answers, read whole into memory (a file's bytes go to disk)
+            if api:
+                try:
+                    PAGES.answered(request, response)
+                except TooMuch:
+                    response.stream.close()
+                    raise
+            response.stream = Body(response.stream, API_BYTES if api else None)
             return response
 
         def close(self):
