@@ -13,7 +13,8 @@ and closes the connection; `hold[path] = n` sends n bytes, sets `held` and waits
 holds paths whose GETs redirect to themselves; `corrupt[path] = data` serves data in place of the file's bytes to
 its GETs (its HEAD and listing unchanged: what the hub claims); `trickle[path] = s` sends its bytes one each s
 seconds; `endless` holds "revision", "tree" or file names whose GETs answer a body without end, `tree_next` a next
-page for every listing answer ("self": its own), `head_size[path]` the size a HEAD claims. Every request is
+page for every listing answer ("self": its own), `head_size[path]` the size a HEAD claims, `moved[path]` where
+its GETs redirect. Every request is
 recorded in `log` as (method, path, Range header, has-auth).
 
     python tests/hub_server.py --port 8765 acme/tiny-chat=/path/to/checkpoint   # serve by hand
@@ -94,6 +95,7 @@ class FakeHub:
         self.tree_next: str | None = None  # a Link header's next page on every listing answer (its own URL: a loop)
         self.endless: set[str] = set()  # "revision", "tree" or file names whose GET bodies never end (chunked)
         self.head_size: dict[str, int] = {}  # file name -> the Content-Length its HEAD claims
+        self.moved: dict[str, str] = {}  # file name -> the Location its GETs redirect to
         self.held = threading.Event()
         self.release = threading.Event()
         self.log: list[tuple[str, str, str | None, bool]] = []
@@ -186,6 +188,8 @@ class FakeHub:
                 return self._error(h, 404, "EntryNotFound", "Entry not found", {"X-Repo-Commit": repo.commit})
             if name in self.loop and not head:
                 return self._send(h, 302, b"", {"Location": raw}, head)
+            if name in self.moved and not head:
+                return self._send(h, 302, b"", {"Location": self.moved[name]}, head)
             status = None if head else self.fail_once.pop(name, self.fail.get(name))
             if status is not None:
                 extra = {"Retry-After": self.retry_after} if self.retry_after is not None else None

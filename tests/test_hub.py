@@ -347,6 +347,17 @@ def test_a_file_longer_than_the_hub_lists_is_not_called_cut_short(hub, env, demo
     assert not list((repo_dir(env) / "blobs").glob("*.incomplete"))
 
 
+@pytest.mark.parametrize("where", ["file:///etc/passwd", "ftp://127.0.0.1/x"])
+def test_a_redirect_to_another_scheme_does_not_blame_the_network(hub, env, where):
+    """It said "cannot reach <hub> (UnsupportedProtocol); check the network", of the hub that had just answered."""
+    hub.moved["model.safetensors"] = where
+    error_line(
+        yi(env, "pull", "acme/tiny-chat"),
+        3,
+        f"acme/tiny-chat: {hub.url} redirects a download to an address that is not http(s); check HF_ENDPOINT",
+    )
+
+
 def test_a_redirect_loop_is_named_as_one(hub, env):
     """The weights' URL redirecting to itself: the line was httpx's "download failed (TooManyRedirects: Exceeded 20
     redirects while resolving '<the whole URL>'.)"; it says the hub redirects in a loop."""
@@ -831,6 +842,32 @@ def test_a_config_with_implausible_sizes_is_refused_before_its_weights_and_liste
     rows = {r["name"]: r for r in json.loads(yi({**env, "HF_HUB_OFFLINE": "1"}, "models", "--json").stdout)}
     assert not rows["acme/tiny-chat"]["loadable"] and said in rows["acme/tiny-chat"]["reason"], rows["acme/tiny-chat"]
     assert "cannot load: " in yi({**env, "HF_HUB_OFFLINE": "1"}, "models").stdout.decode()
+
+
+@pytest.mark.parametrize("ref", ["missing", "garbage"])
+def test_a_snapshot_no_ref_names_is_listed_as_offline_runs_see_it(hub, env, ref):
+    """refs/main gone or damaged: `models` showed the newest snapshot as loadable (ok), where `-m` offline says the
+    download is not complete. Both say so now, and a pull writes the ref again."""
+    assert yi(env, "pull", "acme/tiny-chat").returncode == 0
+    main = repo_dir(env) / "refs" / "main"
+    main.unlink() if ref == "missing" else main.write_text("not a commit")
+    offline = {**env, "HF_HUB_OFFLINE": "1"}
+    row = {r["name"]: r for r in json.loads(yi(offline, "models", "--json").stdout)}["acme/tiny-chat"]
+    want = "the download is not complete: `yi-chat pull acme/tiny-chat` continues it"
+    assert not row["loadable"] and row["reason"] == want, row
+    error_line(yi(offline, "-m", "acme/tiny-chat", "-p", "hi"), 3, "the download is not complete")
+    assert yi(env, "pull", "acme/tiny-chat").returncode == 0
+    assert {r["name"]: r for r in json.loads(yi(offline, "models", "--json").stdout)}["acme/tiny-chat"]["loadable"]
+
+
+def test_a_deleted_tokenizer_blob_is_listed_as_a_missing_file(hub, env):
+    """The tokenizer's blob deleted, its link kept: `models` said the download was not complete; a file of it is
+    missing, as for the weights (README), and the pull fetches it again."""
+    assert yi(env, "pull", "acme/tiny-chat").returncode == 0
+    (snapshot(env) / "tokenizer.json").resolve().unlink()
+    row = {r["name"]: r for r in json.loads(yi(env, "models", "--json").stdout)}["acme/tiny-chat"]
+    want = "a file of it is missing from the cache: `yi-chat pull acme/tiny-chat` fetches it again"
+    assert not row["loadable"] and row["reason"] == want, row
 
 
 def test_a_snapshot_without_its_tokenizer_is_not_complete(hub, env, demo_files):

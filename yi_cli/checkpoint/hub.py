@@ -540,6 +540,8 @@ def hub_error(e: BaseException, repo: str, local: bool = True) -> LoadError:
         return LoadError(f"{repo}: {where} answered HTTP {status}; try again later")
     if isinstance(e, httpx2.TooManyRedirects):  # not a TransportError: its line was httpx's, with the whole URL
         return LoadError(f"{repo}: {where} redirects in a loop (too many redirects); try again later")
+    if isinstance(e, httpx2.UnsupportedProtocol):  # a redirect to file:// or ftp://: the hub answered
+        return LoadError(f"{repo}: {where} redirects a download to an address that is not http(s); check HF_ENDPOINT")
     if isinstance(e, httpx2.TimeoutException) and not isinstance(e, httpx2.ConnectTimeout):
         return LoadError(
             f"{repo}: {where} stopped answering (timed out waiting for data); try again later "

@@ -157,6 +157,13 @@ def _pull_hub(args, repo: str, shadowed: str | None) -> Path:
     return path
 
 
+def _named_by_ref(repo: str, snap: Path) -> bool:
+    try:
+        return hub.cached_snapshot(repo) == snap
+    except LoadError:
+        return False
+
+
 def names() -> list[str]:
     """What `-m` can be completed with: cached hub repos, the Yi aliases and the config's own aliases."""
     from . import config
@@ -174,14 +181,17 @@ def models(args, aliases: dict) -> int:
     for repo, snap, size in hub.scan():
         m = family.BY_REPO.get(repo.lower())
         row = {"name": repo, "source": "hub", "alias": m.alias if m else None, **describe(snap, size)}
-        cut = not row["loadable"] and hub.cut_short(snap)
+        damaged = hub.damaged(snap)
+        cut = not row["loadable"] and not damaged and hub.cut_short(snap)
         refused = _config_refused(snap) if cut else None
-        if cut and not refused:  # a pull completes it
-            row["reason"] = f"the download is not complete: `yi-chat pull {repo}` continues it"
-        elif hub.damaged(snap):  # a link to a blob deleted since: whatever the files that are there say
+        if damaged:  # a link to a blob deleted since: whatever the files that are there say
             row.update(
                 loadable=False, reason=f"a file of it is missing from the cache: `yi-chat pull {repo}` fetches it again"
             )
+        elif (cut and not refused) or (row["loadable"] and not _named_by_ref(repo, snap)):
+            # a pull completes it; or no ref names this snapshot (refs/main gone or damaged: the newest snapshot
+            # is shown), which -m offline will not load either
+            row.update(loadable=False, reason=f"the download is not complete: `yi-chat pull {repo}` continues it")
         elif refused:  # where the pull stopped, not the weights it did not fetch for that reason
             row["reason"] = refused
         cached[repo.lower()] = row
