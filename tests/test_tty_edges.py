@@ -159,6 +159,41 @@ def test_keys_typed_before_the_model_loads_are_not_echoed_raw(demo_dir, tmp_path
 
 
 @pytest.mark.slow
+def test_keys_typed_during_a_piped_run_are_not_echoed_into_its_replies(demo_dir, tmp_path):
+    """`yi-chat < prompts.txt` drawn on a terminal: keys typed while it ran were echoed into the middle of its
+    replies. The terminal is held for the run; the keys stay queued, and the shell reads them after it (once). Its
+    input is a FIFO, so the run waits, inside the hold, for its next line while the keys are typed."""
+    import termios
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "cache").symlink_to(os.path.dirname(os.path.dirname(demo_dir)), target_is_directory=True)
+    fifo = tmp_path / "prompts.txt"
+    os.mkfifo(fifo)
+    sh = Shell(home)
+    try:
+        sh.line(f"{sys.executable} -m yi_cli --model demo --max-new-tokens 4 < {fifo}; echo STATUS=$?")
+        writer = fifo_writer(sh, fifo)
+        os.write(writer, b"hello\n")
+        sh.wait(lambda s: "the reply stopped at the token limit" in s, "the first reply's end")
+        tty = sh.tmux("display-message", "-p", "-t", "0", "#{pane_tty}").strip()
+        fd = os.open(tty, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+        try:
+            assert not termios.tcgetattr(fd)[3] & termios.ECHO, "the terminal echoes during the piped run"
+        finally:
+            os.close(fd)
+        sh.tmux("send-keys", "-t", "0", "-l", "typed words")
+        queued(sh, "typed words")
+        assert "typed words" not in sh.scrollback()
+        os.write(writer, b"bye\n")
+        os.close(writer)
+        scroll = sh.wait(lambda s: re.search(r"^STATUS=0\n\$ typed words", s, re.M), "the shell reading the keys")
+        assert scroll.count("typed words") == 1, scroll
+    finally:
+        sh.close()
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("when", ["reply", "prompt"])
 def test_sigquit_gives_the_terminal_back_and_keeps_the_turn(demo_dir, tmp_path, when):
     """SIGQUIT ends a chat as SIGTERM does: the reply in flight recorded, the session saved, the terminal's modes

@@ -178,6 +178,7 @@ class Renderer:
     status_cells = 0  # the width of the status line shown last (what the next one has to overwrite or erase)
 
     screen = None  # the terminal stream a REPL draws its prompt on (cli.make_renderer), None: stdout
+    keys = None  # a KeyHold on the terminal the run is drawn on (keys.py), or None
 
     def side_screen(self):
         """The terminal the REPL draws on where it is not stdout (stdout a file or a pipe), else None."""
@@ -253,18 +254,27 @@ class Renderer:
     def command_done(self, name: str) -> None: ...
 
     def release_keys(self) -> None:
-        """Give the terminal its echo back (a reply cut short by an exception never reached reply_end)."""
+        """Give the terminal its echo back, unless pinned (a reply cut short by an exception never reached
+        reply_end)."""
+        if self.keys is not None:
+            self.keys.release()
 
     def discard_keys(self) -> None:
         """Drop the keys typed ahead: the chat ends by Ctrl-C, and the shell would run them."""
+        if self.keys is not None:
+            self.keys.discard()
 
     def take_keys(self) -> bytes:
-        """The keys typed ahead, taken out of the terminal's queue (the chat ends, and the shell would run them)."""
+        """The keys typed ahead, taken out of the terminal's queue (the chat ends, and the shell would run them):
+        a chat's own (TerminalRenderer); a piped run's are the shell's."""
         return b""
 
     def pin_keys(self, on: bool) -> None:
         """on: keys typed from now on are held (not echoed) until pin_keys(False), whatever replies start and
-        end meanwhile; the REPL pins them around each prompt and the handling of its line."""
+        end meanwhile; the REPL pins them around each prompt and the handling of its line, a piped run drawn on a
+        terminal for the whole run."""
+        if self.keys is not None:
+            self.keys.pin() if on else self.keys.unpin()
 
 
 class TerminalRenderer(Renderer):
@@ -348,19 +358,6 @@ class TerminalRenderer(Renderer):
         for msg in held:
             super().notice(msg)
         self.release_keys()
-
-    def release_keys(self) -> None:
-        """Echo back on (unless pinned); the REPL calls this too when a reply ends by an exception."""
-        if self.keys is not None:
-            self.keys.release()
-
-    def pin_keys(self, on: bool) -> None:
-        if self.keys is not None:
-            self.keys.pin() if on else self.keys.unpin()
-
-    def discard_keys(self) -> None:
-        if self.keys is not None:
-            self.keys.discard()
 
     def take_keys(self) -> bytes:
         return b"" if self.keys is None else self.keys.take()
