@@ -14,7 +14,7 @@ holds paths whose GETs redirect to themselves; `corrupt[path] = data` serves dat
 its GETs (its HEAD and listing unchanged: what the hub claims); `trickle[path] = s` sends its bytes one each s
 seconds; `endless` holds "revision", "tree" or file names whose GETs answer a body without end, `tree_next` a next
 page for every listing answer ("self": its own), `head_size[path]` the size a HEAD claims, `moved[path]` where
-its GETs redirect. Every request is
+its GETs redirect, `gzip_api` its API's answers gzip-compressed. Every request is
 recorded in `log` as (method, path, Range header, has-auth).
 
     python tests/hub_server.py --port 8765 acme/tiny-chat=/path/to/checkpoint   # serve by hand
@@ -22,6 +22,7 @@ recorded in `log` as (method, path, Range header, has-auth).
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import socket
@@ -96,6 +97,7 @@ class FakeHub:
         self.endless: set[str] = set()  # "revision", "tree" or file names whose GET bodies never end (chunked)
         self.head_size: dict[str, int] = {}  # file name -> the Content-Length its HEAD claims
         self.moved: dict[str, str] = {}  # file name -> the Location its GETs redirect to
+        self.gzip_api = False  # True: the model info and listing answer gzip-compressed, whatever was asked
         self.held = threading.Event()
         self.release = threading.Event()
         self.log: list[tuple[str, str, str | None, bool]] = []
@@ -166,7 +168,10 @@ class FakeHub:
             headers = {"Content-Type": "application/json"}
             if parts[4] == "tree" and self.tree_next is not None:
                 headers["Link"] = f'<{self.url}{self.tree_next if self.tree_next != "self" else h.path}>; rel="next"'
-            return self._send(h, 200, json.dumps(body).encode(), headers, head)
+            data = json.dumps(body).encode()
+            if self.gzip_api:
+                data, headers["Content-Encoding"] = gzip.compress(data), "gzip"
+            return self._send(h, 200, data, headers, head)
         if len(parts) >= 5 and parts[2] == "resolve":
             repo = self.repos.get(f"{parts[0]}/{parts[1]}")
             name = "/".join(parts[4:])

@@ -4,6 +4,7 @@ report left out."""
 from __future__ import annotations
 
 import os
+import signal
 
 import pytest
 
@@ -56,21 +57,26 @@ def test_fd_2_is_given_back_and_the_file_emptied_between_calls(capfd):
     assert rust_panic._saved is None
 
 
-def test_a_signals_exception_inside_the_ending_still_gives_fd_2_back(capfd, monkeypatch):
-    """A Ctrl-C raised while the held call ends (inside _pass_on, before fd 2 is put back) left every later line of
-    the run in the private file; the end is finished, then the KeyboardInterrupt raised."""
-    real, cuts = rust_panic._pass_on, []
+def test_a_signal_meanwhile_is_handled_once_fd_2_is_back(capfd):
+    """Ctrl-C's handler (or SIGTERM's) raised inside the hold, at its start or its end, left fd 2 on the private
+    file for the rest of the run (a review's loop met it 28 times in 555 holds); and a handler run inside it saw
+    the file as stderr. The signal waits for the hold's end."""
+    seen = []
 
-    def cut_once(failed):
-        if not cuts:
-            cuts.append(1)
-            raise KeyboardInterrupt
-        real(failed)
+    def handler(signum, frame):
+        seen.append(os.fstat(2).st_ino)
+        raise KeyboardInterrupt
 
-    monkeypatch.setattr(rust_panic, "_pass_on", cut_once)
-    with pytest.raises(KeyboardInterrupt):
-        with reports_held():
-            os.write(2, b"held\n")
-    os.write(2, b"the ending's line\n")
-    assert capfd.readouterr().err == "held\nthe ending's line\n"
-    assert rust_panic._saved is None
+    real = os.fstat(2).st_ino
+    old = signal.signal(signal.SIGINT, handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with reports_held():
+                os.write(2, b"held\n")
+                signal.raise_signal(signal.SIGINT)
+                os.write(2, b"still held\n")  # the handler has not run: the body goes on
+    finally:
+        signal.signal(signal.SIGINT, old)
+    assert seen == [real] and rust_panic._saved is None
+    os.write(2, b"after\n")
+    assert capfd.readouterr().err == "held\nstill held\nafter\n"

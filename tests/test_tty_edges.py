@@ -194,6 +194,34 @@ def test_keys_typed_during_a_piped_run_are_not_echoed_into_its_replies(demo_dir,
 
 
 @pytest.mark.slow
+def test_a_piped_run_put_in_the_background_goes_on_there(demo_dir, tmp_path):
+    """Ctrl-Z then `bg` on `yi-chat < script > out.txt`: the hold of its keys (the test above) waited, stopped, for
+    `fg`, as a chat must; a piped run goes on in the background, as it did before it held its keys."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "cache").symlink_to(os.path.dirname(os.path.dirname(demo_dir)), target_is_directory=True)
+    fifo, out = tmp_path / "prompts.txt", tmp_path / "out.txt"
+    os.mkfifo(fifo)
+    sh = Shell(home)
+    try:
+        sh.line(f"{sys.executable} -m yi_cli --model demo --max-new-tokens 4 < {fifo} > {out}")
+        writer = fifo_writer(sh, fifo)
+        os.write(writer, b"hello\n")
+        sh.wait(lambda s: "the reply stopped at the token limit" in s, "the first reply's end")
+        sh.tmux("send-keys", "-t", "0", "C-z")
+        sh.wait(lambda s: "Stopped" in s, "the stop")
+        sh.line("bg")
+        sh.wait(lambda s: re.search(r"^\[1\]\+ .*&$", s, re.M), "bg")
+        os.write(writer, b"bye\n")
+        os.close(writer)
+        sh.line("wait %1; echo STATUS=$?")
+        sh.wait(lambda s: "STATUS=0" in s, "the run's end in the background")
+        assert out.read_text().count("\n\n") == 2, out.read_text()  # both replies
+    finally:
+        sh.close()
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("when", ["reply", "prompt"])
 def test_sigquit_gives_the_terminal_back_and_keeps_the_turn(demo_dir, tmp_path, when):
     """SIGQUIT ends a chat as SIGTERM does: the reply in flight recorded, the session saved, the terminal's modes

@@ -12,6 +12,8 @@ import tempfile
 import threading
 from contextlib import contextmanager
 
+from .held import signals_held
+
 REPORT = re.compile(rb"(?m)(?:\n|^)thread '[^\n]*panicked at ")  # Rust's hook's first line: the rest is its report
 PASSED_ON = 1 << 20  # bytes of other writers' output passed on from one call
 
@@ -29,8 +31,10 @@ def reports_held():
     """Run the body with fd 2 held: what it (or another thread meanwhile) writes there reaches stderr as the body
     ends, except a Rust panic's report when the body raises the panic. Nested calls hold once. Where no file can
     be made (no temp folder, no file descriptor left), the body runs as is."""
-    global _saved
-    with _lock:
+    # The signals that end yi-chat wait for the whole of it: their handlers write lines to stderr and look at what
+    # fd 2 is, and their exception, raised between the hold and its end, left fd 2 on the private file for the rest
+    # of the run. The body is one call into Rust (Python runs no handler before it returns anyway) or the load.
+    with signals_held(), _lock:
         if _saved is not None or not _hold():
             yield
             return
@@ -41,21 +45,7 @@ def reports_held():
             failed = panicked(e)
             raise
         finally:
-            _given_back(failed)
-
-
-def _given_back(failed: bool) -> None:
-    """_pass_on, finished even when a signal's exception (Ctrl-C, SIGTERM's handler) is raised inside it: left
-    half done, fd 2 stayed on the private file and every later line of the run went there. Raised after."""
-    cut = None
-    for _ in range(3):
-        try:
             _pass_on(failed)
-            break
-        except BaseException as e:
-            cut = cut or e
-    if cut is not None:
-        raise cut
 
 
 def _hold() -> bool:

@@ -138,10 +138,15 @@ def _steady_transport(inner):
 
     class Steady(httpx2.BaseTransport):
         def handle_request(self, request):
-            response = inner.handle_request(request)
             api = "/api/" in request.url.path  # JSON answers, read whole into memory (a file's bytes go to disk)
+            if api:  # counted as they come off the socket: a compressed answer (1000:1) would pass the cap
+                request.headers["Accept-Encoding"] = "identity"
+            response = inner.handle_request(request)
             if api:
                 try:
+                    coding = response.headers.get("Content-Encoding", "").strip().lower()
+                    if coding not in ("", "identity"):
+                        raise TooMuch(f"its API answered {coding}-compressed where it was asked for plain JSON")
                     PAGES.answered(request, response)
                 except TooMuch:
                     response.stream.close()

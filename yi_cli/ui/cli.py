@@ -590,10 +590,14 @@ def make_renderer(args, interactive: bool, prompt: str | None, screen=None):
         render = PlainRenderer(make_console(file=out), err, out=out, show_stats=args.stats)
     if render.keys is None and screen is not None and not _isatty(sys.stdin):
         # A run whose input is piped, drawn on a terminal: the keys typed meanwhile were echoed into its replies.
-        # Held on the terminal it is drawn on, for the whole run (cli.main pins them); a paste's markers would
-        # reach the shell after it, as typed text.
-        render.keys = KeyHold(screen.fileno())
-        render.keys.paste = False
+        # Held on the terminal it is drawn on, for the whole run (cli.main pins them), through a descriptor of its
+        # own (fd 2 is a file while a tokenizer runs: rust_panic); a paste's markers would reach the shell after
+        # it, as typed text; `bg` lets it go on.
+        try:
+            render.keys = KeyHold(os.dup(screen.fileno()), waits=False)
+            render.keys.paste = False
+        except OSError:  # no descriptor left: its keys echo, as they did
+            pass
     render.screen = screen if interactive else None
     return render
 

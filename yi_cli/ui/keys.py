@@ -21,8 +21,11 @@ PASTE_ON, PASTE_OFF = b"\x1b[?2004h", b"\x1b[?2004l"  # the terminal's bracketed
 
 
 class KeyHold:
-    def __init__(self, fd: int):
+    def __init__(self, fd: int, waits: bool = True):
         self.fd = fd
+        # Put in the background (Ctrl-Z, then `bg`): wait stopped for `fg` (a chat, whose prompt needs the terminal);
+        # False: go on in the background (a piped run's hold, which only keeps its keys from its replies)
+        self.waits = waits
         self.saved: list | None = None
         self.held: list | None = None  # the held modes, put back after a Ctrl-Z and fg
         self.pinned = False  # held until unpin: a reply's end does not give the echo back
@@ -85,7 +88,7 @@ class KeyHold:
             self._set(self.saved)
             self._paste(False)
         clock.suspend(self._on_stop)  # stopped here until SIGCONT (fg / bg); the reply's timing leaves it out
-        if mine and self.saved is not None and not self._foreground():  # `bg`: the reply waits, stopped, for `fg`
+        if mine and self.saved is not None and self.waits and not self._foreground():  # `bg`: it waits for `fg`
             from .. import terminal  # (it streamed on over the shell's prompt and the keys typed there)
 
             with clock.paused():

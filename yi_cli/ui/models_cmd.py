@@ -158,9 +158,12 @@ def _pull_hub(args, repo: str, shadowed: str | None) -> Path:
 
 
 def _named_by_ref(repo: str, snap: Path) -> bool:
+    """Whether a ref of the cache names this snapshot: main, or a revision a pull fetched (`--revision v1`)."""
+    refs = hub.storage(repo) / "refs"
     try:
-        return hub.cached_snapshot(repo) == snap
-    except LoadError:
+        names = [p.relative_to(refs).as_posix() for p in refs.rglob("*") if p.is_file()] if refs.is_dir() else []
+        return any(hub.cached_snapshot(repo, name) == snap for name in names[:100])
+    except (OSError, LoadError):
         return False
 
 
