@@ -175,6 +175,48 @@ def test_pack_unpack_roundtrip(bits, rows, cols, seed):
         assert torch.equal(Q.unpack_cols(Q.pack_cols(codes, 4, Q.AWQ_ORDER), 4, Q.AWQ_ORDER), codes.int())
 
 
+def fields(words: torch.Tensor, bits: int, dim: int) -> torch.Tensor:
+    """The codes of packed int32 words as the formats define them, field by field with shifts (no byte views):
+    dim 1 packs along columns (field k of word c is column per*c + k), dim 0 along rows."""
+    per = 32 // bits
+    shifts = torch.arange(per, dtype=torch.int32) * bits
+    f = (words.unsqueeze(2 if dim == 1 else 1) >> shifts.view(*(1, 1, per) if dim == 1 else (1, per, 1))) & (
+        2**bits - 1
+    )
+    return f.reshape(words.shape[0], -1) if dim == 1 else f.reshape(-1, words.shape[1])
+
+
+@settings(max_examples=30, deadline=None)
+@given(bits=st.sampled_from([4, 8]), rows=st.integers(1, 9), cols=st.integers(1, 9), seed=st.integers(0, 2**16))
+def test_unpacking_by_bytes_reads_every_field_of_any_word(bits, rows, cols, seed):
+    """unpack_nibbles and unpack_rows_t read the words' bytes (a Yi-6B load on 2 cores: 82 s to 30 s); every bit
+    pattern, sign bit included, gives the codes the shifts give."""
+    gen = torch.Generator().manual_seed(seed)
+    words = torch.randint(-(2**31), 2**31, (rows, cols), dtype=torch.int32, generator=gen)
+    assert torch.equal(Q.unpack_rows_t(words, bits), fields(words, bits, 0).t().to(torch.uint8))
+    assert torch.equal(Q.unpack_rows(words, bits), fields(words, bits, 0))
+    assert torch.equal(Q.unpack_cols(words, bits), fields(words, bits, 1))
+    if bits == 4:
+        f = fields(words, 4, 1).view(rows, cols, 8)
+        awq = f[:, :, [Q.AWQ_ORDER.index(j) for j in range(8)]].reshape(rows, -1)  # column j in field order.index(j)
+        assert torch.equal(Q.unpack_nibbles(words, Q.AWQ_ORDER), awq.to(torch.uint8))
+        assert torch.equal(Q.unpack_cols(words, 4, Q.AWQ_ORDER), awq)
+
+
+@pytest.mark.parametrize("n", [144, 160, 4096, 4112, 11008])
+def test_the_cpu_packing_writes_the_ops_bytes(n):
+    """tinygemm.pack on CPU writes the op's layout itself (one byte a code, not the op's int32 copy): the same
+    bytes as _convert_weight_to_int4pack_for_cpu, full row blocks and a tail."""
+    from yi_cli.kernels import tinygemm
+
+    if tinygemm.cpu_layout() is None:
+        pytest.skip("no known CPU layout in this torch build: the op packs")
+    k = 256
+    q = torch.randint(0, 16, (n, k), dtype=torch.uint8, generator=torch.Generator().manual_seed(n))
+    want = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.to(torch.int32), tinygemm.inner_k_tiles(k))
+    assert torch.equal(tinygemm.pack(q), want)
+
+
 def test_rtn_quantizer_is_close():
     w = torch.randn(64, 128) * 0.05
     for bits, tol in ((4, 0.02), (8, 1e-3)):

@@ -120,6 +120,16 @@ def fifo_writer(sh: Shell, fifo) -> int:
             time.sleep(0.02)
 
 
+def fifo_shell(demo_dir, tmp_path, name: str):
+    """A shell whose yi-chat home has the demo model, and a FIFO `name` beside it to feed a run."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "cache").symlink_to(os.path.dirname(os.path.dirname(demo_dir)), target_is_directory=True)
+    fifo = tmp_path / name
+    os.mkfifo(fifo)
+    return Shell(home), fifo
+
+
 @pytest.mark.slow
 def test_keys_typed_before_the_model_loads_are_not_echoed_raw(demo_dir, tmp_path):
     """From yi-chat's first instant (its imports, reading -f files, the model load) the terminal does not echo: keys
@@ -129,12 +139,7 @@ def test_keys_typed_before_the_model_loads_are_not_echoed_raw(demo_dir, tmp_path
     import struct
     import termios
 
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "cache").symlink_to(os.path.dirname(os.path.dirname(demo_dir)), target_is_directory=True)
-    fifo = tmp_path / "notes.txt"
-    os.mkfifo(fifo)
-    sh = Shell(home)
+    sh, fifo = fifo_shell(demo_dir, tmp_path, "notes.txt")
     try:
         sh.line(f"{sys.executable} -m yi_cli --model demo -f {fifo}")
         writer = fifo_writer(sh, fifo)
@@ -158,6 +163,21 @@ def test_keys_typed_before_the_model_loads_are_not_echoed_raw(demo_dir, tmp_path
         sh.close()
 
 
+def piped_run(demo_dir, tmp_path, after: str) -> tuple[Shell, int]:
+    """A shell running the demo with its input from a FIFO (`after`: the rest of its command line), past its first
+    reply; returns the shell and the FIFO's writer."""
+    sh, fifo = fifo_shell(demo_dir, tmp_path, "prompts.txt")
+    try:
+        sh.line(f"{sys.executable} -m yi_cli --model demo --max-new-tokens 4 < {fifo}{after}")
+        writer = fifo_writer(sh, fifo)
+        os.write(writer, b"hello\n")
+        sh.wait(lambda s: "the reply stopped at the token limit" in s, "the first reply's end")
+    except BaseException:
+        sh.close()
+        raise
+    return sh, writer
+
+
 @pytest.mark.slow
 def test_keys_typed_during_a_piped_run_are_not_echoed_into_its_replies(demo_dir, tmp_path):
     """`yi-chat < prompts.txt` drawn on a terminal: keys typed while it ran were echoed into the middle of its
@@ -165,17 +185,8 @@ def test_keys_typed_during_a_piped_run_are_not_echoed_into_its_replies(demo_dir,
     input is a FIFO, so the run waits, inside the hold, for its next line while the keys are typed."""
     import termios
 
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "cache").symlink_to(os.path.dirname(os.path.dirname(demo_dir)), target_is_directory=True)
-    fifo = tmp_path / "prompts.txt"
-    os.mkfifo(fifo)
-    sh = Shell(home)
+    sh, writer = piped_run(demo_dir, tmp_path, "; echo STATUS=$?")
     try:
-        sh.line(f"{sys.executable} -m yi_cli --model demo --max-new-tokens 4 < {fifo}; echo STATUS=$?")
-        writer = fifo_writer(sh, fifo)
-        os.write(writer, b"hello\n")
-        sh.wait(lambda s: "the reply stopped at the token limit" in s, "the first reply's end")
         tty = sh.tmux("display-message", "-p", "-t", "0", "#{pane_tty}").strip()
         fd = os.open(tty, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
         try:
@@ -197,17 +208,9 @@ def test_keys_typed_during_a_piped_run_are_not_echoed_into_its_replies(demo_dir,
 def test_a_piped_run_put_in_the_background_goes_on_there(demo_dir, tmp_path):
     """Ctrl-Z then `bg` on `yi-chat < script > out.txt`: the hold of its keys (the test above) waited, stopped, for
     `fg`, as a chat must; a piped run goes on in the background, as it did before it held its keys."""
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "cache").symlink_to(os.path.dirname(os.path.dirname(demo_dir)), target_is_directory=True)
-    fifo, out = tmp_path / "prompts.txt", tmp_path / "out.txt"
-    os.mkfifo(fifo)
-    sh = Shell(home)
+    out = tmp_path / "out.txt"
+    sh, writer = piped_run(demo_dir, tmp_path, f" > {out}")
     try:
-        sh.line(f"{sys.executable} -m yi_cli --model demo --max-new-tokens 4 < {fifo} > {out}")
-        writer = fifo_writer(sh, fifo)
-        os.write(writer, b"hello\n")
-        sh.wait(lambda s: "the reply stopped at the token limit" in s, "the first reply's end")
         sh.tmux("send-keys", "-t", "0", "C-z")
         sh.wait(lambda s: "Stopped" in s, "the stop")
         sh.line("bg")
