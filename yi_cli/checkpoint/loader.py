@@ -272,16 +272,18 @@ def _hf_tokenizer(path: Path, trust_remote_code: bool, plain: bool):
     configs.quiet_transformers()
     _bound_templates()
     try:
-        with reports_held():
-            if plain:
-                # The class AutoTokenizer picks for these files, without the model config it builds to decide (that
-                # imports transformers' modeling side: seconds of a fresh start on the GPU machine).
-                from transformers.tokenization_utils_tokenizers import TokenizersBackend
+        if plain:
+            # The class AutoTokenizer picks for these files, without the model config it builds to decide (that
+            # imports transformers' modeling side: seconds of a fresh start on the GPU machine).
+            from transformers.tokenization_utils_tokenizers import TokenizersBackend as Auto
 
-                return TokenizersBackend.from_pretrained(str(path))
-            from transformers import AutoTokenizer
+            kwargs = {}
+        else:
+            from transformers import AutoTokenizer as Auto
 
-            return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+            kwargs = {"trust_remote_code": trust_remote_code}
+        with reports_held():  # (imported before: Ctrl-C waits for the hold's end)
+            return Auto.from_pretrained(str(path), **kwargs)
     except OSError as e:
         if e.filename and e.strerror:  # a file it could not open (permission denied): named, as our readers do
             raise LoadError(f"{e.filename}: cannot read the tokenizer file ({e.strerror})") from None
