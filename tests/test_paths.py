@@ -78,3 +78,16 @@ def test_a_home_that_names_no_folder_is_one_line_exit_3_for_every_command(tmp_pa
             timeout=180,
         )
         one_line_error(p, EXIT_LOAD, "YI_CHAT_HOME=rel is relative", "(No such file or directory)")
+
+
+def test_a_byte_that_is_not_utf8_is_shown_as_the_listings_show_it(tmp_path):
+    """shown() wrote Python's \\udce9 for the byte \\xe9 of a file name or an argument, where the listings and
+    safe_text write \\xe9; a control character and a lone surrogate that no byte made keep their escapes."""
+    from tests.test_bad_input import one_line_error, yi
+    from yi_cli.errors import EXIT_USAGE, shown
+
+    assert shown("caf\udce9 m\udcff") == "caf\\xe9 m\\xff"
+    assert shown("a\x1bb\ud800") == "a\\x1bb\\ud800"
+    name = os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9.txt")
+    p = yi("-f", name, "-p", "hi", home=tmp_path)
+    one_line_error(p, EXIT_USAGE, f"{tmp_path}/caf\\xe9.txt")

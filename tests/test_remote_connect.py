@@ -243,7 +243,7 @@ def _raw_json(h, text: str) -> None:
 def test_a_model_name_that_is_not_utf8_is_a_usage_error():
     with pytest.raises(UsageError) as e:
         RemoteEngine("http://127.0.0.1:1/v1", None, model="m\udcff")  # argv's b"m\xff"
-    assert e.value.exit_code == EXIT_USAGE and "the model name m\\udcff is not valid UTF-8 text" in str(e.value)
+    assert e.value.exit_code == EXIT_USAGE and "the model name m\\xff is not valid UTF-8 text" in str(e.value)
 
 
 def test_a_200_that_is_only_an_error_shows_the_servers_words():

@@ -31,8 +31,16 @@ def catch(signums, handler) -> None:
 def shown(text: str, limit: int = 60) -> str:
     """User text echoed in a message: control characters made visible, long text cut, so the message stays one line.
     The ideographic space (U+3000, a Chinese or Japanese input method's space: `笔记　副本.md`) is shown as typed;
-    other spaces that are not ASCII's (a no-break space) as escapes, where they pass for it."""
-    out = "".join(c if c.isprintable() or c == "\u3000" else repr(c)[1:-1] for c in text[:limit])
+    other spaces that are not ASCII's (a no-break space) as escapes, where they pass for it; a byte that is not UTF-8
+    (surrogateescape's U+DC80..U+DCFF, from a file name or argv) as that byte, `\\xe9`, as the listings show it."""
+    out = "".join(
+        c
+        if c.isprintable() or c == "\u3000"
+        else f"\\x{ord(c) - 0xDC00:02x}"
+        if "\udc80" <= c <= "\udcff"
+        else repr(c)[1:-1]
+        for c in text[:limit]
+    )
     return out + ("..." if len(text) > limit else "")
 
 
