@@ -64,7 +64,12 @@ def failed(e: BaseException) -> bool:
     """An Exception, or a Rust panic inside `tokenizers` (a tokenizer.json whose merges name a token missing from its
     vocabulary, a normalizer's regex past its backtracking limit): pyo3 raises that as PanicException, a
     BaseException that `except Exception` passes over, so it ended the run in a traceback. Not Ctrl-C or an exit."""
-    return isinstance(e, Exception) or type(e).__name__ == "PanicException"
+    return isinstance(e, Exception) or panicked(e)
+
+
+def panicked(e: BaseException) -> bool:
+    """A Rust panic raised by pyo3 (PanicException, whose class no module of ours can import to name)."""
+    return type(e).__name__ == "PanicException"
 
 
 class StdoutFailed(OSError):

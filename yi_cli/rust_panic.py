@@ -12,6 +12,7 @@ import tempfile
 import threading
 from contextlib import contextmanager
 
+from .errors import panicked
 from .held import signals_held
 
 REPORT = re.compile(rb"(?m)(?:\n|^)thread '[^\n]*panicked at ")  # Rust's hook's first line: the rest is its report
@@ -20,10 +21,6 @@ PASSED_ON = 1 << 20  # bytes of other writers' output passed on from one call
 _lock = threading.RLock()
 _sink = None  # the private file, made at the first call
 _saved: int | None = None  # a duplicate of the real fd 2 while a call holds it
-
-
-def panicked(e: BaseException) -> bool:
-    return type(e).__name__ == "PanicException"
 
 
 @contextmanager
@@ -48,12 +45,17 @@ def reports_held():
             _pass_on(failed)
 
 
-def _hold() -> bool:
-    global _sink, _saved
+def _flush() -> None:
+    """What Python has buffered for stderr goes out now, in order with what fd 2 gets directly."""
     try:
-        sys.stderr.flush()  # what Python buffered goes out before, in order
+        sys.stderr.flush()
     except (OSError, ValueError, AttributeError):
         pass
+
+
+def _hold() -> bool:
+    global _sink, _saved
+    _flush()
     try:
         if _sink is None:
             _sink = tempfile.TemporaryFile()
@@ -69,7 +71,7 @@ def _hold() -> bool:
     return True
 
 
-def restore() -> None:
+def _restore() -> None:
     """fd 2 back where it was, if a call holds it."""
     global _saved
     saved, _saved = _saved, None
@@ -79,11 +81,8 @@ def restore() -> None:
 
 
 def _pass_on(failed: bool) -> None:
-    try:
-        sys.stderr.flush()
-    except (OSError, ValueError, AttributeError):
-        pass
-    restore()
+    _flush()
+    _restore()
     fd = _sink.fileno()
     try:
         size = os.fstat(fd).st_size
