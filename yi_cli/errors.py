@@ -2,6 +2,8 @@
 
 import signal
 
+from .safe_text import visible
+
 EXIT_OK = 0
 EXIT_CHAT = 1
 EXIT_USAGE = 2
@@ -34,11 +36,7 @@ def shown(text: str, limit: int = 60) -> str:
     other spaces that are not ASCII's (a no-break space) as escapes, where they pass for it; a byte that is not UTF-8
     (surrogateescape's U+DC80..U+DCFF, from a file name or argv) as that byte, `\\xe9`, as the listings show it."""
     out = "".join(
-        c
-        if c.isprintable() or c == "\u3000"
-        else f"\\x{ord(c) - 0xDC00:02x}"
-        if "\udc80" <= c <= "\udcff"
-        else repr(c)[1:-1]
+        c if c.isprintable() or c == "\u3000" else visible(c) if "\udc80" <= c <= "\udcff" else repr(c)[1:-1]
         for c in text[:limit]
     )
     return out + ("..." if len(text) > limit else "")

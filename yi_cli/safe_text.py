@@ -15,11 +15,16 @@ import re
 _UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
-def _visible(m: re.Match) -> str:
-    c = ord(m.group())
+def visible(ch: str) -> str:
+    """One unsafe character as its escape: surrogateescape's byte as that byte (`\\xe9`), others by code point."""
+    c = ord(ch)
     if 0xDC80 <= c <= 0xDCFF:  # surrogateescape's byte
         c -= 0xDC00
     return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+
+
+def _visible(m: re.Match) -> str:
+    return visible(m.group())
 
 
 def safe(text: str) -> str:
