@@ -203,7 +203,7 @@ def test_unpacking_by_bytes_reads_every_field_of_any_word(bits, rows, cols, seed
         assert torch.equal(Q.unpack_cols(words, 4, Q.AWQ_ORDER), awq)
 
 
-@pytest.mark.parametrize("n", [144, 160, 4096, 4112, 11008])
+@pytest.mark.parametrize("n", [16, 48, 112, 144, 160, 4096, 4112, 11008])
 def test_the_cpu_packing_writes_the_ops_bytes(n):
     """tinygemm.pack on CPU writes the op's layout itself (one byte a code, not the op's int32 copy): the same
     bytes as _convert_weight_to_int4pack_for_cpu, full row blocks and a tail."""

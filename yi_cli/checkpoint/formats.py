@@ -107,8 +107,10 @@ def unpack_rows(words: torch.Tensor, bits: int) -> torch.Tensor:
 
 
 def unpack_rows_t(words: torch.Tensor, bits: int) -> torch.Tensor:
-    """int32 [R*bits/32, C] -> uint8 [C, R]: unpack_rows(words, bits).t() for 4- and 8-bit codes, contiguous, read
-    out of the words' bytes (little-endian: row per·w + f of a word is its field f) in one pass per field."""
+    """int32 [R*bits/32, C] -> uint8 [C, R]: unpack_rows(words, bits).t(), contiguous; 4- and 8-bit codes read out of
+    the words' bytes (little-endian: row per·w + f of a word is its field f) in one pass per field."""
+    if bits not in (4, 8):
+        return unpack_rows(words, bits).t().to(torch.uint8).contiguous()
     w, c = words.shape
     b = words.contiguous().view(torch.uint8).view(w, c, 4)
     if bits == 8:  # field f is byte f
@@ -178,9 +180,9 @@ def from_awq(qweight, qzeros, scales, group_size: int, bias=None) -> QWeight:
 
 
 def from_gptq(qweight, qzeros, scales, g_idx, bits: int, group_size: int, bias=None) -> QWeight:
-    q = unpack_rows_t(qweight, bits) if bits in (4, 8) else unpack_rows(qweight, bits).t().to(torch.uint8)
+    q = unpack_rows_t(qweight, bits)  # [out, in]
     zeros = unpack_cols(qzeros, bits) + 1  # v1 stores zero - 1
-    return QWeight(q.contiguous(), zeros, scales, g_idx.to(torch.int32), bits, group_size, bias)
+    return QWeight(q, zeros, scales, g_idx.to(torch.int32), bits, group_size, bias)
 
 
 def to_awq(w: QWeight) -> dict[str, torch.Tensor]:

@@ -52,10 +52,13 @@ def pack(q: torch.Tensor) -> torch.Tensor:
         return torch.ops.aten._convert_weight_to_int4pack(
             (q[:, ::2] << 4 | q[:, 1::2]).to(torch.uint8).contiguous(), ikt
         )
-    layout = cpu_layout() if q.shape[0] > 128 else None  # (the probe's own pack, and small ones: the op)
-    if layout is not None:
-        return pack_cpu(q, *layout)
-    return torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.to(torch.int32), ikt)
+    layout = cpu_layout()
+    return pack_cpu(q, *layout) if layout is not None else _pack_op_cpu(q)
+
+
+def _pack_op_cpu(q: torch.Tensor) -> torch.Tensor:
+    """The CPU op's own packing (it takes the codes as int32)."""
+    return torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.to(torch.int32), inner_k_tiles(q.shape[1]))
 
 
 def pack_cpu(q: torch.Tensor, block: int, pairs: bool) -> torch.Tensor:
@@ -113,7 +116,7 @@ def unpack_cpu(packed: torch.Tensor, n: int, k: int, block: int, pairs: bool) ->
 def cpu_layout() -> tuple[int, bool] | None:
     """This build's CPU row blocking (one of CPU_LAYOUTS), found by packing known codes; None when unknown."""
     q = (torch.arange(128 * 64) % 16).view(128, 64).to(torch.uint8)
-    return next((lay for lay in CPU_LAYOUTS if torch.equal(unpack_cpu(pack(q), 128, 64, *lay), q)), None)
+    return next((lay for lay in CPU_LAYOUTS if torch.equal(unpack_cpu(_pack_op_cpu(q), 128, 64, *lay), q)), None)
 
 
 def _nibbles(packed: torch.Tensor) -> torch.Tensor:
