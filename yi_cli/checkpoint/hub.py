@@ -130,6 +130,17 @@ def cached_snapshot(repo: str, revision: str = "main") -> Path | None:
         raise LoadError(f"{root}: cannot read the Hugging Face cache ({e.strerror or e})") from None
 
 
+def named_by_ref(repo: str, snap: Path) -> bool:
+    """Whether a ref of the cache names this snapshot: main, or a revision a pull fetched (`--revision v1`); scan
+    shows the newest snapshot where refs/main names none."""
+    refs = storage(repo) / "refs"
+    try:
+        names = [p.relative_to(refs).as_posix() for p in refs.rglob("*") if p.is_file()] if refs.is_dir() else []
+        return any(cached_snapshot(repo, name) == snap for name in names[:100])
+    except (OSError, LoadError):
+        return False
+
+
 def _ref_commit(ref: Path) -> str | None:
     """The commit a cache ref names; None where it names none (damaged, gigabytes long, or a path such as `../x`,
     which led outside the cache): as if there were no ref, so a fetch writes it again."""

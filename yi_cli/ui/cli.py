@@ -309,8 +309,6 @@ def _main(args) -> int:
     if interactive:  # keys typed while the model loads wait, unechoed, for the first prompt (they were echoed
         terminal.wait_foreground()  # raw, then shown again by it); a background job (`yi-chat &`) waits for `fg`
         render.pin_keys(True)
-    elif render.keys is not None and not _isatty(sys.stdin):  # a piped run on a terminal: its keys unechoed
-        render.pin_keys(True)  # throughout; they stay queued for the shell (a Ctrl-C drops them, as it did)
     if not interactive or getattr(render, "keys", None) not in _EARLY:  # no prompt to read the keys held since
         _unhold_early()  # entry(): the terminal echoes them again
     for a in attachments:  # -f of an empty file went silently, where /file says "(empty)"
@@ -590,12 +588,14 @@ def make_renderer(args, interactive: bool, prompt: str | None, screen=None):
         render = PlainRenderer(make_console(file=out), err, out=out, show_stats=args.stats)
     if render.keys is None and screen is not None and not _isatty(sys.stdin):
         # A run whose input is piped, drawn on a terminal: the keys typed meanwhile were echoed into its replies.
-        # Held on the terminal it is drawn on, for the whole run (cli.main pins them), through a descriptor of its
-        # own (fd 2 is a file while a tokenizer runs: rust_panic); a paste's markers would reach the shell after
-        # it, as typed text; `bg` lets it go on.
+        # Held on the terminal it is drawn on, pinned for the whole run (main unpins it as it ends; the keys stay
+        # queued for the shell, and a Ctrl-C drops them as it did), through a descriptor of its own (fd 2 is a file
+        # while a tokenizer runs: rust_panic); a paste's markers would reach the shell after it, as typed text;
+        # `bg` lets it go on.
         try:
             render.keys = KeyHold(os.dup(screen.fileno()), waits=False)
             render.keys.paste = False
+            render.pin_keys(True)
         except OSError:  # no descriptor left: its keys echo, as they did
             pass
     render.screen = screen if interactive else None

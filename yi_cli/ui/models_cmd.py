@@ -157,16 +157,6 @@ def _pull_hub(args, repo: str, shadowed: str | None) -> Path:
     return path
 
 
-def _named_by_ref(repo: str, snap: Path) -> bool:
-    """Whether a ref of the cache names this snapshot: main, or a revision a pull fetched (`--revision v1`)."""
-    refs = hub.storage(repo) / "refs"
-    try:
-        names = [p.relative_to(refs).as_posix() for p in refs.rglob("*") if p.is_file()] if refs.is_dir() else []
-        return any(hub.cached_snapshot(repo, name) == snap for name in names[:100])
-    except (OSError, LoadError):
-        return False
-
-
 def names() -> list[str]:
     """What `-m` can be completed with: cached hub repos, the Yi aliases and the config's own aliases."""
     from . import config
@@ -191,7 +181,7 @@ def models(args, aliases: dict) -> int:
             row.update(
                 loadable=False, reason=f"a file of it is missing from the cache: `yi-chat pull {repo}` fetches it again"
             )
-        elif (cut and not refused) or (row["loadable"] and not _named_by_ref(repo, snap)):
+        elif (cut and not refused) or (row["loadable"] and not hub.named_by_ref(repo, snap)):
             # a pull completes it; or no ref names this snapshot (refs/main gone or damaged: the newest snapshot
             # is shown), which -m offline will not load either
             row.update(loadable=False, reason=f"the download is not complete: `yi-chat pull {repo}` continues it")
