@@ -246,6 +246,35 @@ def test_long_prompt_dequantizes_each_projection_once(monkeypatch):
     assert fast_tokens(dec, ids, settings) == kept
 
 
+@pytest.mark.parametrize("quant", ["awq", "gptq8"])
+def test_decode_runs_large_projections_on_every_thread(monkeypatch, quant):
+    """CPU decode holds the layers to one thread, but a projection of more than WIDE_BYTES runs its matmul on all
+    of them (Yi-6B: 1.4 -> 0.8 s a token on 2 cores), with the same tokens; small ones (the demo's) stay on one,
+    and the caller's thread count is back when the reply ends."""
+    from yi_cli.kernels import tinygemm
+    from yi_cli.runtime import projections
+
+    seen = []
+    real = tinygemm.mm
+    monkeypatch.setattr(tinygemm, "mm", lambda x, *a: seen.append((x.shape[0], torch.get_num_threads())) or real(x, *a))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        runs = {}
+        for wide in (False, True):
+            monkeypatch.setattr(projections, "WIDE_BYTES", 0 if wide else 1 << 40)
+            dec = fast_decoder(checkpoint(4, quant=quant))
+            seen.clear()
+            runs[wide] = fast_tokens(dec, PROMPT, GenSettings(temperature=0, repetition_penalty=1.0, max_new_tokens=6))
+            steps = {threads for rows, threads in seen if rows == 1}  # decode steps (the prompt is one prefill)
+            assert steps == ({2} if wide else {1}), (wide, seen)
+            assert torch.get_num_threads() == 2
+            assert all(p.threads == 0 for layer in dec.model.layers for p in (layer.qkv, layer.gate_up))
+    finally:
+        torch.set_num_threads(before)
+    assert runs[True] == runs[False] and len(runs[True]) == 6
+
+
 def test_sampling_seeded_and_penalized():
     dec = fast_decoder(checkpoint(3))
     s = GenSettings(temperature=1.0, top_p=0.9, top_k=0, repetition_penalty=1.3, max_new_tokens=32, seed=7)

@@ -285,12 +285,13 @@ class FastDecoder:
     @contextmanager
     def _one_thread(self):
         """CPU decode: one intra-op thread for the layers (a one-token step is ~40 small ops a layer: a second
-        thread costs more than it gives, demo on 2 cores 55 vs 46 tok/s); _head takes them all (self.threads).
-        Prefill keeps every thread."""
+        thread costs more than it gives, demo on 2 cores 55 vs 46 tok/s); _head and the large projections
+        (FastLlama.wide: a Yi-6B's) take them all (self.threads). Prefill keeps every thread."""
         self.threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            yield
+            with self.model.wide(self.threads):
+                yield
         finally:
             torch.set_num_threads(self.threads)
 

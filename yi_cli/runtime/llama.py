@@ -177,6 +177,20 @@ class FastLlama:
             self.kept = None
             trim_heap()
 
+    @contextmanager
+    def wide(self, threads: int):
+        """Within it (CPU) each projection of more than projections.WIDE_BYTES runs its matmul on `threads`
+        intra-op threads, whatever the caller holds the rest of the step to (the decode loop: one)."""
+        projs = [p for layer in self.layers for p in (layer.qkv, layer.o, layer.gate_up, layer.down)]
+        big = [p for p in projs if p.nbytes() > projections.WIDE_BYTES] if not self.embed.is_cuda else []
+        for p in big:
+            p.threads = threads
+        try:
+            yield
+        finally:
+            for p in big:
+                p.threads = 0
+
     def weight_bytes(self) -> int:
         """Bytes of the weights (the KV cache aside), a tied lm_head counted once."""
         ts = [self.embed, self.norm] + ([] if self.lm_head is self.embed else [self.lm_head])

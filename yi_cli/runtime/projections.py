@@ -16,6 +16,7 @@ Projections that read the same input (q/k/v, gate/up) become one matmul along N 
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -24,10 +25,28 @@ from ..checkpoint import formats as Q
 from ..kernels import gemv, gemv_mma, glue, mma_layout, tinygemm
 
 OP_DTYPE = torch.bfloat16  # int4 activations: the CUDA op takes bf16 only, and the CPU op is ~10x faster in bf16
+# CPU decode holds the layers to one thread (their many small ops lose more to a second thread than they gain), but
+# a projection of more bytes than this is one op whose rows a second thread halves: Yi-6B's ~40 ms a layer, not the
+# demo's ~0.1 ms. Each output row is still one thread's dot product: the same bits on any thread count.
+WIDE_BYTES = 4 << 20
 
 
 def _nbytes(*ts) -> int:
     return sum(t.numel() * t.element_size() for t in ts if t is not None)
+
+
+@contextmanager
+def on_threads(n: int):
+    """torch's intra-op threads set to n within (n <= 0: left as they are)."""
+    before = torch.get_num_threads()
+    if n <= 0 or n == before:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _as_words(x: torch.Tensor) -> torch.Tensor:
@@ -39,6 +58,7 @@ class _Proj:
     op_dtype = None  # the dtype of x its GEMV takes (None: none)
     chains = False  # decode steps may fold RMSNorm and the residual add into this projection (a GEMV's epilogues)
     gemv_silu = False  # a [gate; up] projection's GEMV can finish with silu(gate)·up itself
+    threads = 0  # CPU: intra-op threads for this projection's matmul (0: the caller's; FastLlama.wide sets it)
 
     def _rows_ok(self, x: torch.Tensor) -> bool:
         """Whether this projection's GEMV serves x's rows (with `_input`, `_gemv`)."""
@@ -97,7 +117,8 @@ class Dense(_Proj):
         if self._rows_ok(x):
             return self._gemv(self._input(x), norm=norm)
         assert norm is None
-        return F.linear(x, self.w, self.bias)
+        with on_threads(self.threads):
+            return F.linear(x, self.w, self.bias)
 
     def rope_fits(self, head_dim: int) -> bool:
         return self.mma and self.halves == head_dim
@@ -178,9 +199,10 @@ class Int4(_Proj):
         else:
             assert norm is None
             y = None
-            for packed, sz in self.planes:
-                p = tinygemm.mm(xb, packed, self.group, sz)
-                y = p if y is None else y + p
+            with on_threads(self.threads):
+                for packed, sz in self.planes:
+                    p = tinygemm.mm(xb, packed, self.group, sz)
+                    y = p if y is None else y + p
         if self.bias is not None:
             y = y + self.bias
         return y.to(x.dtype)
@@ -238,6 +260,15 @@ class Multi(_Proj):
 
     def __init__(self, parts):
         self.parts = parts
+
+    @property
+    def threads(self) -> int:
+        return self.parts[0].threads
+
+    @threads.setter
+    def threads(self, n: int) -> None:
+        for p in self.parts:
+            p.threads = n
 
     def mm(self, x):
         return torch.cat([p.mm(x) for p in self.parts], -1)
