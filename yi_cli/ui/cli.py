@@ -159,7 +159,10 @@ def _said_end(line: str, code: int) -> int:
 def _keep_early() -> None:
     """The run ends before its chat's first prompt: the keys held since entry() are kept (_keep_typed_ahead)."""
     for keys in _EARLY[:1]:
-        _keep_typed_ahead(keys.take)
+        if keys.waits:
+            _keep_typed_ahead(keys.take)
+        else:  # a piped run's hold (keys.hold_early): its keys are the shell's, and Ctrl-C drops them as it did
+            keys.discard()
 
 
 def _keep_typed_ahead(take, held: str = "") -> None:
@@ -309,8 +312,8 @@ def _main(args) -> int:
     if interactive:  # keys typed while the model loads wait, unechoed, for the first prompt (they were echoed
         terminal.wait_foreground()  # raw, then shown again by it); a background job (`yi-chat &`) waits for `fg`
         render.pin_keys(True)
-    if not interactive or getattr(render, "keys", None) not in _EARLY:  # no prompt to read the keys held since
-        _unhold_early()  # entry(): the terminal echoes them again
+    if getattr(render, "keys", None) not in _EARLY:  # no prompt to read the keys held since entry() (nor a piped
+        _unhold_early()  # run's hold, make_renderer): the terminal echoes them again
     for a in attachments:  # -f of an empty file went silently, where /file says "(empty)"
         if not a.text.strip():
             render.notice(f"{shown(a.name, 200)} is {'empty' if not a.text else 'blank'}: attached as it is")
@@ -592,8 +595,9 @@ def make_renderer(args, interactive: bool, prompt: str | None, screen=None):
         # queued for the shell, and a Ctrl-C drops them as it did), through a descriptor of its own (fd 2 is a file
         # while a tokenizer runs: rust_panic); a paste's markers would reach the shell after it, as typed text;
         # `bg` lets it go on.
+        early = [k for k in _EARLY if not k.waits]  # taken so in entry(), before the imports and the model load
         try:
-            render.keys = KeyHold(os.dup(screen.fileno()), waits=False)
+            render.keys = early[0] if early else KeyHold(os.dup(screen.fileno()), waits=False)
             render.keys.paste = False
             render.pin_keys(True)
         except OSError:  # no descriptor left: its keys echo, as they did

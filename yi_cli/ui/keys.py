@@ -158,10 +158,20 @@ class KeyHold:
 
 
 def hold_early():
-    """A pinned KeyHold on stdin when it is a terminal in our foreground, else None (a background job would be
-    stopped by setting its modes; a pipe echoes nothing)."""
-    if not os.isatty(0) or terminal.background(0):
+    """A pinned KeyHold on the terminal yi-chat starts on, in our foreground (a background job would be stopped by
+    setting its modes), else None. Stdin's, for the chat's first prompt; with stdin not a terminal (a piped run),
+    the one its replies are drawn on (stdout's, else stderr's) as cli.make_renderer holds it for the run: through a
+    descriptor of its own, going on in the background (`waits` False), no bracketed paste."""
+    piped = not os.isatty(0)
+    screen = next((fd for fd in (1, 2) if os.isatty(fd)), None) if piped else 0
+    if screen is None or terminal.background(screen):
         return None
-    keys = KeyHold(0)
+    fd = os.dup(screen) if piped else screen
+    keys = KeyHold(fd, waits=not piped)
+    keys.paste = keys.paste and not piped
     keys.pin()
-    return keys if keys.saved is not None else None
+    if keys.saved is None:
+        if piped:
+            os.close(fd)
+        return None
+    return keys
