@@ -206,7 +206,8 @@ def test_unpacking_by_bytes_reads_every_field_of_any_word(bits, rows, cols, seed
 @pytest.mark.parametrize("n", [16, 48, 112, 144, 160, 4096, 4112, 11008])
 def test_the_cpu_packing_writes_the_ops_bytes(n):
     """tinygemm.pack on CPU writes the op's layout itself (one byte a code, not the op's int32 copy): the same
-    bytes as _convert_weight_to_int4pack_for_cpu, full row blocks and a tail."""
+    bytes as _convert_weight_to_int4pack_for_cpu, full row blocks and a tail, from codes [n, k] as they lie or
+    from a transposed view of [k, n] ones (AWQ's on the CPU, from_awq), in every known layout."""
     from yi_cli.kernels import tinygemm
 
     if tinygemm.cpu_layout() is None:
@@ -214,7 +215,29 @@ def test_the_cpu_packing_writes_the_ops_bytes(n):
     k = 256
     q = torch.randint(0, 16, (n, k), dtype=torch.uint8, generator=torch.Generator().manual_seed(n))
     want = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.to(torch.int32), tinygemm.inner_k_tiles(k))
-    assert torch.equal(tinygemm.pack(q), want)
+    kn = q.t().contiguous()
+    assert not kn.t().is_contiguous()
+    assert torch.equal(tinygemm.pack(q), want) and torch.equal(tinygemm.pack(kn.t()), want)
+    for layout in tinygemm.CPU_LAYOUTS:
+        packed = tinygemm.pack_cpu(kn.t(), *layout)
+        assert torch.equal(packed, tinygemm.pack_cpu(q, *layout))
+        assert torch.equal(tinygemm.unpack_cpu(packed, n, k, *layout), q)
+
+
+def test_awq_codes_on_the_cpu_stay_as_stored_and_concatenate():
+    """from_awq leaves the CPU's codes [in, out] in memory (q a transposed view); q/k/v concatenated along out stay
+    so, with the codes a contiguous concatenation gives."""
+    rng = np.random.default_rng(3)
+    ws, qs = [], []
+    for n_out in (64, 32, 32):
+        q, _, s, _ = random_case(rng, 128, n_out, 4, 32)
+        z = rng.integers(0, 16, s.shape)
+        ws.append(Q.from_awq(awq_pack(q), awq_pack(z), torch.from_numpy(s), 32))
+        qs.append(torch.from_numpy(q.T.copy()).to(torch.uint8))
+    assert all(w.q.t().is_contiguous() and not w.q.is_contiguous() for w in ws)
+    both = Q.concat(ws)
+    assert both.q.t().is_contiguous() and torch.equal(both.q, torch.cat(qs))
+    assert torch.equal(Q.dequantize(both), torch.cat([Q.dequantize(w) for w in ws]))
 
 
 def test_rtn_quantizer_is_close():

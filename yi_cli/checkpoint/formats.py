@@ -61,8 +61,9 @@ def concat(ws: list[QWeight]) -> QWeight:
     bias = None
     if any(w.bias is not None for w in ws):
         bias = torch.cat([w.bias if w.bias is not None else w.scales.new_zeros(w.out_features) for w in ws])
+    transposed = all(w.q.t().is_contiguous() and not w.q.is_contiguous() for w in ws)  # from_awq's CPU codes
     return QWeight(
-        torch.cat([w.q for w in ws]),
+        torch.cat([w.q.t() for w in ws], 1).t() if transposed else torch.cat([w.q for w in ws]),
         torch.cat([w.zeros for w in ws], 1),
         torch.cat([w.scales for w in ws], 1),
         w0.g_idx,
@@ -166,10 +167,13 @@ def trivial_g_idx(in_features: int, group_size: int, device=None) -> torch.Tenso
 
 
 def from_awq(qweight, qzeros, scales, group_size: int, bias=None) -> QWeight:
+    """On the CPU q is a transposed view, the codes left [in, out] in memory as AWQ stores them: the CPU packing
+    reads them so (tinygemm.pack_cpu), where a transpose to [out, in] and the packing's own back took ~1/3 of a
+    Yi-6B load on 2 cores."""
     q = unpack_nibbles(qweight, AWQ_ORDER)  # [in, out]
     zeros = unpack_cols(qzeros, 4, AWQ_ORDER)  # [G, out]
     return QWeight(
-        q.t().contiguous(),
+        q.t() if q.device.type == "cpu" else q.t().contiguous(),
         zeros,
         scales,
         trivial_g_idx(q.shape[0], group_size, q.device),

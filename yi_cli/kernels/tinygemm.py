@@ -58,23 +58,27 @@ def pack(q: torch.Tensor) -> torch.Tensor:
 
 def _pack_op_cpu(q: torch.Tensor) -> torch.Tensor:
     """The CPU op's own packing (it takes the codes as int32)."""
-    return torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.to(torch.int32), inner_k_tiles(q.shape[1]))
+    return torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.to(torch.int32).contiguous(), inner_k_tiles(q.shape[1]))
 
 
 def pack_cpu(q: torch.Tensor, block: int, pairs: bool) -> torch.Tensor:
     """Codes uint8 [n, k] -> the CPU op's packed bytes [n, k/2] for its layout (block, pairs): unpack_cpu's
     inverse, the bytes the op writes (tests check them), without the op's int32 copy of the codes (a Yi-6B load
-    spent ~17 of 80 s on 2 cores packing)."""
+    spent ~17 of 80 s on 2 cores packing). q may be a transposed view ([k, n] in memory: AWQ's codes on the CPU,
+    formats.from_awq), read as it lies: each block's bytes are [k, rows/2], a transpose of [n, k] codes."""
     n, k = q.shape
-    q = q.to(torch.uint8).contiguous()
+    q = q.to(torch.uint8)
+    kn = q.t() if q.t().is_contiguous() else None  # [k, n] contiguous
+    q = q.contiguous() if kn is None else q
     out = torch.empty(n * k // 2, dtype=torch.uint8)
     nf, tail = n // block, n % block
 
     def put(start: int, first_row: int, blocks: int, rows: int, pair: bool) -> None:
-        c = q[first_row : first_row + blocks * rows].view(blocks, rows, k)
-        lo, hi = (c[:, 0::2], c[:, 1::2]) if pair else (c[:, : rows // 2], c[:, rows // 2 :])
-        dst = out[start : start + blocks * k * rows // 2].view(blocks, k, rows // 2)
-        torch.bitwise_or(lo.transpose(1, 2), (hi << 4).transpose(1, 2), out=dst)
+        span = slice(first_row, first_row + blocks * rows)
+        c = q[span].view(blocks, rows, k).permute(2, 0, 1) if kn is None else kn[:, span].view(k, blocks, rows)
+        lo, hi = (c[..., 0::2], c[..., 1::2]) if pair else (c[..., : rows // 2], c[..., rows // 2 :])
+        dst = out[start : start + blocks * k * rows // 2].view(blocks, k, rows // 2).permute(1, 0, 2)
+        torch.bitwise_or(lo, hi << 4, out=dst)  # [k, blocks, rows/2]
 
     if nf:
         put(0, 0, nf, block, pairs)
