@@ -174,3 +174,22 @@ def test_ctrl_z_while_held_gives_the_shell_its_modes_and_fg_holds_again(tmp_path
         child.expect(pexpect.EOF)
     finally:
         child.close(force=True)
+
+
+@pytest.mark.parametrize("waits", [True, False])
+def test_only_a_chats_hold_takes_the_keys_typed_ahead(waits):
+    """When a run ends with keys typed ahead, a chat's hold takes them (for the input history); a piped run's hold
+    (`waits` False: `yi-chat -p q < file` drawn on a terminal) leaves them, as the shell's, and a Ctrl-C drops them
+    (discard): taking them had said "1 message typed ahead was not sent: in the input history"."""
+    master, slave = os.openpty()
+    try:
+        render = TerminalRenderer(Console(file=io.StringIO()), Console(file=io.StringIO()), keys=KeyHold(slave, waits))
+        render.pin_keys(True)
+        os.write(master, b"echo typed\r")
+        assert render.take_keys() == (b"echo typed\r" if waits else b"")
+        render.discard_keys()
+        render.pin_keys(False)
+        assert render.take_keys() == b"" and echo(slave)
+    finally:
+        os.close(master)
+        os.close(slave)

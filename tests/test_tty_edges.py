@@ -164,14 +164,16 @@ def pane_echoes(sh: Shell) -> bool:
 
 
 def piped_run(demo_dir, tmp_path, after: str) -> tuple[Shell, int]:
-    """A shell running the demo with its input from a FIFO (`after`: the rest of its command line), past its first
-    reply; returns the shell and the FIFO's writer."""
-    sh, fifo = fifo_shell(demo_dir, tmp_path, "prompts.txt")
+    """A shell running the demo on a prompt file (`after`: the rest of its command line), past its first reply and
+    waiting inside its second line, `/file` of a FIFO; returns the shell and the FIFO's writer (what is written is
+    attached to the third line, `bye`)."""
+    sh, fifo = fifo_shell(demo_dir, tmp_path, "notes.txt")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text(f"hello\n/file {fifo}\nbye\n")
     try:
-        sh.line(f"{sys.executable} -m yi_cli --model demo --max-new-tokens 4 < {fifo}{after}")
-        writer = fifo_writer(sh, fifo)
-        os.write(writer, b"hello\n")
+        sh.line(f"{sys.executable} -m yi_cli --model demo --max-new-tokens 4 < {prompts}{after}")
         sh.wait(lambda s: "the reply stopped at the token limit" in s, "the first reply's end")
+        writer = fifo_writer(sh, fifo)
     except BaseException:
         sh.close()
         raise
@@ -181,15 +183,15 @@ def piped_run(demo_dir, tmp_path, after: str) -> tuple[Shell, int]:
 @pytest.mark.slow
 def test_keys_typed_during_a_piped_run_are_not_echoed_into_its_replies(demo_dir, tmp_path):
     """`yi-chat < prompts.txt` drawn on a terminal: keys typed while it ran were echoed into the middle of its
-    replies. The terminal is held for the run; the keys stay queued, and the shell reads them after it (once). Its
-    input is a FIFO, so the run waits, inside the hold, for its next line while the keys are typed."""
+    replies. The terminal is held for the run; the keys stay queued, and the shell reads them after it (once). The
+    run waits, inside the hold, for a FIFO it attaches while the keys are typed."""
     sh, writer = piped_run(demo_dir, tmp_path, "; echo STATUS=$?")
     try:
         assert not pane_echoes(sh), "the terminal echoes during the piped run"
         sh.tmux("send-keys", "-t", "0", "-l", "typed words")
         queued(sh, "typed words")
         assert "typed words" not in sh.scrollback()
-        os.write(writer, b"bye\n")
+        os.write(writer, b"some notes\n")
         os.close(writer)
         scroll = sh.wait(lambda s: re.search(r"^STATUS=0\n\$ typed words", s, re.M), "the shell reading the keys")
         assert scroll.count("typed words") == 1, scroll
@@ -203,23 +205,45 @@ def test_keys_typed_while_a_piped_run_starts_are_not_echoed(demo_dir, tmp_path):
     model load) were echoed raw above its first reply, before its renderer held the terminal. The hold is taken in
     entry(), as a chat's is, and kept for the run; the shell reads the keys after it, once. A FIFO given to -f
     holds the run at its attachment read, inside that window."""
-    sh, fifo = fifo_shell(demo_dir, tmp_path, "prompts.txt")
-    notes = tmp_path / "notes.txt"
-    os.mkfifo(notes)
+    sh, notes = fifo_shell(demo_dir, tmp_path, "notes.txt")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("hello\n")
     try:
-        sh.line(f"{sys.executable} -m yi_cli --model demo --max-new-tokens 4 -f {notes} < {fifo}; echo STATUS=$?")
-        writer = fifo_writer(sh, fifo)
-        notes_writer = fifo_writer(sh, notes)  # open once yi-chat reads -f: past entry()
+        sh.line(f"{sys.executable} -m yi_cli --model demo --max-new-tokens 4 -f {notes} < {prompts}; echo STATUS=$?")
+        writer = fifo_writer(sh, notes)  # open once yi-chat reads -f: past entry()
         assert not pane_echoes(sh), "the terminal echoes while the piped run starts"
         sh.tmux("send-keys", "-t", "0", "-l", "early words")
         queued(sh, "early words")
         assert "early words" not in sh.scrollback()
+        os.write(writer, b"some notes\n")
+        os.close(writer)
+        scroll = sh.wait(lambda s: re.search(r"^STATUS=0\n\$ early words", s, re.M), "the shell reading the keys")
+        assert scroll.count("early words") == 1, scroll
+        assert "the reply stopped at the token limit" in scroll
+    finally:
+        sh.close()
+
+
+@pytest.mark.slow
+def test_a_run_piped_from_a_process_leaves_the_terminal_to_it(demo_dir, tmp_path):
+    """`cmd | yi-chat`: the process at the pipe's other end may be using the terminal (sudo's password, `cat`
+    reading what is typed), so yi-chat does not hold its keys: a hold took their echo and line editing from it
+    (its Enter never ended a line) and, having saved its modes, left them so after the run. Here the terminal
+    still echoes once yi-chat is past its start and its renderer, waiting inside a `/file` of a FIFO."""
+    sh, fifo = fifo_shell(demo_dir, tmp_path, "prompts.txt")
+    notes = tmp_path / "notes.txt"
+    os.mkfifo(notes)
+    try:
+        sh.line(f"cat {fifo} | {sys.executable} -m yi_cli --model demo --max-new-tokens 4; echo STATUS=$?")
+        writer = fifo_writer(sh, fifo)  # cat has it open
+        os.write(writer, f"/file {notes}\n".encode())
+        notes_writer = fifo_writer(sh, notes)  # yi-chat reads it: its model loaded, its renderer made
+        assert pane_echoes(sh), "yi-chat took the terminal's echo from the process it is piped from"
         os.write(notes_writer, b"some notes\n")
         os.close(notes_writer)
         os.write(writer, b"hello\n")
         os.close(writer)
-        scroll = sh.wait(lambda s: re.search(r"^STATUS=0\n\$ early words", s, re.M), "the shell reading the keys")
-        assert scroll.count("early words") == 1, scroll
+        scroll = sh.wait(lambda s: "STATUS=0" in s, "the run's end")
         assert "the reply stopped at the token limit" in scroll
     finally:
         sh.close()
@@ -236,11 +260,13 @@ def test_a_piped_run_put_in_the_background_goes_on_there(demo_dir, tmp_path):
         sh.wait(lambda s: "Stopped" in s, "the stop")
         sh.line("bg")
         sh.wait(lambda s: re.search(r"^\[1\]\+ .*&$", s, re.M), "bg")
-        os.write(writer, b"bye\n")
+        os.write(writer, b"some notes\n")
         os.close(writer)
         sh.line("wait %1; echo STATUS=$?")
         sh.wait(lambda s: "STATUS=0" in s, "the run's end in the background")
-        assert out.read_text().count("\n\n") == 2, out.read_text()  # both replies
+        text = out.read_text()  # both replies, the second after /file's line
+        first, _, rest = text.partition("\nattached ")
+        assert first.strip() and rest.split("\n", 1)[1].strip(), text
     finally:
         sh.close()
 

@@ -572,7 +572,7 @@ def _isatty(stream) -> bool:
 def make_renderer(args, interactive: bool, prompt: str | None, screen=None):
     """screen: the terminal stream the REPL draws on (interactive), stdout or stderr."""
     from . import streams
-    from .keys import KeyHold
+    from .keys import KeyHold, from_a_file
     from .render import JsonRenderer, PlainRenderer, TerminalRenderer, make_console
 
     err = make_console(stderr=True)
@@ -589,8 +589,8 @@ def make_renderer(args, interactive: bool, prompt: str | None, screen=None):
     else:
         out = streams.GuardedStdout(sys.stdout)
         render = PlainRenderer(make_console(file=out), err, out=out, show_stats=args.stats)
-    if render.keys is None and screen is not None and not _isatty(sys.stdin):
-        # A run whose input is piped, drawn on a terminal: the keys typed meanwhile were echoed into its replies.
+    if render.keys is None and screen is not None and not _isatty(sys.stdin) and from_a_file():
+        # A run whose input is a file, drawn on a terminal: the keys typed meanwhile were echoed into its replies.
         # Held on the terminal it is drawn on, pinned for the whole run (main unpins it as it ends; the keys stay
         # queued for the shell, and a Ctrl-C drops them as it did), through a descriptor of its own (fd 2 is a file
         # while a tokenizer runs: rust_panic); a paste's markers would reach the shell after it, as typed text;

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import termios
 import threading
 
@@ -157,12 +158,26 @@ class KeyHold:
             return True
 
 
+def from_a_file() -> bool:
+    """stdin is a file or a device (`< prompts.txt`, `< /dev/null`), not a pipe, FIFO or socket. Only then may a
+    piped run hold the terminal's keys: at a pipe's other end a process may be using the terminal (`sudo cat log |
+    yi-chat`, `cat | yi-chat -p -`, a password prompt), and a hold took its keys' echo and line editing from it
+    (its Enter never ended a line) and, saving its modes, left them so when yi-chat ended."""
+    try:
+        mode = os.fstat(0).st_mode
+    except OSError:  # closed: nothing to hold for
+        return False
+    return not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode))
+
+
 def hold_early():
     """A pinned KeyHold on the terminal yi-chat starts on, in our foreground (a background job would be stopped by
-    setting its modes), else None. Stdin's, for the chat's first prompt; with stdin not a terminal (a piped run),
+    setting its modes), else None. Stdin's, for the chat's first prompt; with stdin a file (a piped run: from_a_file),
     the one its replies are drawn on (stdout's, else stderr's) as cli.make_renderer holds it for the run: through a
     descriptor of its own, going on in the background (`waits` False), no bracketed paste."""
     piped = not os.isatty(0)
+    if piped and not from_a_file():
+        return None
     screen = next((fd for fd in (1, 2) if os.isatty(fd)), None) if piped else 0
     if screen is None or terminal.background(screen):
         return None

@@ -360,7 +360,8 @@ class TerminalRenderer(Renderer):
         self.release_keys()
 
     def take_keys(self) -> bytes:
-        return b"" if self.keys is None else self.keys.take()
+        # a piped run's hold (`waits` False: `-p TEXT < file` drawn here) keeps keys that are the shell's
+        return b"" if self.keys is None or not self.keys.waits else self.keys.take()
 
     def _write(self, pieces) -> None:
         if not pieces:
