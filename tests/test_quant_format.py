@@ -226,7 +226,7 @@ def test_the_cpu_packing_writes_the_ops_bytes(n):
 
 def test_awq_codes_on_the_cpu_stay_as_stored_and_concatenate():
     """from_awq leaves the CPU's codes [in, out] in memory (q a transposed view); q/k/v concatenated along out stay
-    so, with the codes a contiguous concatenation gives."""
+    so, with the codes a contiguous concatenation gives; dequantized (shapes the int4 ops refuse), W is [out, in]."""
     rng = np.random.default_rng(3)
     ws, qs = [], []
     for n_out in (64, 32, 32):
@@ -238,6 +238,7 @@ def test_awq_codes_on_the_cpu_stay_as_stored_and_concatenate():
     both = Q.concat(ws)
     assert both.q.t().is_contiguous() and torch.equal(both.q, torch.cat(qs))
     assert torch.equal(Q.dequantize(both), torch.cat([Q.dequantize(w) for w in ws]))
+    assert Q.dequantize(both, torch.bfloat16).is_contiguous()  # a Dense weight: a transposed one was ~30x slower
 
 
 def test_rtn_quantizer_is_close():

@@ -109,3 +109,18 @@ def test_read_upto_stops_at_its_limit_and_reads_a_short_input_whole():
         assert pipes.read_upto(stdin, 40) == b"x" * 40  # the rest stays unread: refused as too large anyway
         os.close(w)
         assert pipes.read_upto(stdin, 1000) == b"x" * 60
+
+
+def test_a_pipe_has_ended_once_its_writer_closed_it_and_it_is_read_out():
+    """pipes.ended (when a piped run may hold the terminal's keys): not while the writer may still write, nor while
+    what it wrote waits unread; yes once both are past, without reading anything."""
+    r, w = os.pipe()
+    with os.fdopen(r, "rb", buffering=0) as stdin:
+        assert not pipes.ended(stdin)  # open, empty
+        os.write(w, b"one\n")
+        assert not pipes.ended(stdin)  # open, something to read
+        os.close(w)
+        assert not pipes.ended(stdin)  # closed, something still to read
+        assert os.read(stdin.fileno(), 100) == b"one\n"
+        assert pipes.ended(stdin)
+        assert os.read(stdin.fileno(), 100) == b""  # nothing was taken by the look

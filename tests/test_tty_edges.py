@@ -163,15 +163,24 @@ def pane_echoes(sh: Shell) -> bool:
         os.close(fd)
 
 
-def piped_run(demo_dir, tmp_path, after: str) -> tuple[Shell, int]:
+def piped_run(demo_dir, tmp_path, after: str, stdin: str = "file") -> tuple[Shell, int]:
     """A shell running the demo on a prompt file (`after`: the rest of its command line), past its first reply and
     waiting inside its second line, `/file` of a FIFO; returns the shell and the FIFO's writer (what is written is
-    attached to the third line, `bye`)."""
+    attached to the third line, `bye`). stdin "pipe": the prompts come through a FIFO, written and closed before
+    yi-chat starts (a pipe whose writer is done, as `printf ... | yi-chat` or a here-doc)."""
     sh, fifo = fifo_shell(demo_dir, tmp_path, "notes.txt")
     prompts = tmp_path / "prompts.txt"
-    prompts.write_text(f"hello\n/file {fifo}\nbye\n")
+    script = f"hello\n/file {fifo}\nbye\n"
+    if stdin == "pipe":
+        os.mkfifo(prompts)
+    else:
+        prompts.write_text(script)
     try:
         sh.line(f"{sys.executable} -m yi_cli --model demo --max-new-tokens 4 < {prompts}{after}")
+        if stdin == "pipe":  # the shell opens it for yi-chat, which starts once it has a writer
+            w = fifo_writer(sh, prompts)
+            os.write(w, script.encode())
+            os.close(w)
         sh.wait(lambda s: "the reply stopped at the token limit" in s, "the first reply's end")
         writer = fifo_writer(sh, fifo)
     except BaseException:
@@ -181,11 +190,13 @@ def piped_run(demo_dir, tmp_path, after: str) -> tuple[Shell, int]:
 
 
 @pytest.mark.slow
-def test_keys_typed_during_a_piped_run_are_not_echoed_into_its_replies(demo_dir, tmp_path):
+@pytest.mark.parametrize("stdin", ["file", "pipe"])
+def test_keys_typed_during_a_piped_run_are_not_echoed_into_its_replies(demo_dir, tmp_path, stdin):
     """`yi-chat < prompts.txt` drawn on a terminal: keys typed while it ran were echoed into the middle of its
-    replies. The terminal is held for the run; the keys stay queued, and the shell reads them after it (once). The
-    run waits, inside the hold, for a FIFO it attaches while the keys are typed."""
-    sh, writer = piped_run(demo_dir, tmp_path, "; echo STATUS=$?")
+    replies. The terminal is held for the run (stdin a pipe: once its writer is done with it); the keys stay
+    queued, and the shell reads them after it (once). The run waits, inside the hold, for a FIFO it attaches while
+    the keys are typed."""
+    sh, writer = piped_run(demo_dir, tmp_path, "; echo STATUS=$?", stdin)
     try:
         assert not pane_echoes(sh), "the terminal echoes during the piped run"
         sh.tmux("send-keys", "-t", "0", "-l", "typed words")

@@ -65,6 +65,24 @@ def read_upto(stream, limit: int) -> bytes:
     return bytes(out[:limit])
 
 
+def ended(stream) -> bool:
+    """Whether a pipe's (FIFO's, socket's) writer has closed it and all it wrote has been read out of it (not
+    necessarily used yet), found without reading: it is ready and has nothing in it."""
+    import fcntl
+    import struct
+    import termios
+
+    fd = _descriptor(stream)
+    if fd is None or os.name != "posix":
+        return False
+    try:
+        if not select.select([fd], [], [], 0)[0]:
+            return False
+        return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0] == 0
+    except (OSError, ValueError):
+        return False
+
+
 def _descriptor(stream) -> int | None:
     try:
         return stream.fileno()

@@ -219,7 +219,7 @@ def dequantize(w: QWeight, dtype=torch.float32) -> torch.Tensor:
     g = w.g_idx.long()
     s = w.scales.float()[g].t()  # [out, in]
     z = w.zeros.float()[g].t()
-    return ((w.q.float() - z) * s).to(dtype)
+    return ((w.q.float() - z) * s).to(dtype).contiguous()  # q may be a transposed view (from_awq on the CPU)
 
 
 def quantize_rtn(weight: torch.Tensor, bits: int, group_size: int, sym: bool, perm=None) -> QWeight:

@@ -513,6 +513,8 @@ def run_pipe(chat) -> int:
         # a line is at most what an attachment can be (64 MiB: far beyond any context)
         every = stdin_lines.lines(itertools.chain([first] if first else [], reads), attach.MAX_BYTES)
         for n, raw in enumerate(every, 1):
+            if chat.render.keys is None and pipes.ended(sys.stdin):  # its writer is done with it (and with the
+                hold_piped(chat.render)  # terminal, where it used it): the keys typed from now on are held
             went = _one_line(chat, n, raw)
             asked += went is not None
             if went is False:
@@ -589,21 +591,31 @@ def make_renderer(args, interactive: bool, prompt: str | None, screen=None):
     else:
         out = streams.GuardedStdout(sys.stdout)
         render = PlainRenderer(make_console(file=out), err, out=out, show_stats=args.stats)
-    if render.keys is None and screen is not None and not _isatty(sys.stdin) and from_a_file():
-        # A run whose input is a file, drawn on a terminal: the keys typed meanwhile were echoed into its replies.
-        # Held on the terminal it is drawn on, pinned for the whole run (main unpins it as it ends; the keys stay
-        # queued for the shell, and a Ctrl-C drops them as it did), through a descriptor of its own (fd 2 is a file
-        # while a tokenizer runs: rust_panic); a paste's markers would reach the shell after it, as typed text;
-        # `bg` lets it go on.
-        early = [k for k in _EARLY if not k.waits]  # taken so in entry(), before the imports and the model load
-        try:
-            render.keys = early[0] if early else KeyHold(os.dup(screen.fileno()), waits=False)
-            render.keys.paste = False
-            render.pin_keys(True)
-        except OSError:  # no descriptor left: its keys echo, as they did
-            pass
+    if from_a_file() or prompt is not None:  # a one-shot's piped stdin is read to its end (attach.gather)
+        hold_piped(render)
     render.screen = screen if interactive else None
     return render
+
+
+def hold_piped(render) -> None:
+    """A run whose input is not a terminal, drawn on one: the keys typed meanwhile were echoed into its replies.
+    Held on the terminal it is drawn on, pinned for the whole run (main unpins it as it ends; the keys stay queued
+    for the shell, and a Ctrl-C drops them as it did), through a descriptor of its own (fd 2 is a file while a
+    tokenizer runs: rust_panic); a paste's markers would reach the shell after it, as typed text; `bg` lets it go
+    on. Only once nothing upstream may be using the terminal (keys.from_a_file): stdin a file, or a pipe that has
+    ended (a one-shot's, run_pipe's)."""
+    from .keys import KeyHold
+
+    screen = sys.stdout if _isatty(sys.stdout) else sys.stderr if _isatty(sys.stderr) else None
+    if render.keys is not None or screen is None or _isatty(sys.stdin):
+        return
+    early = [k for k in _EARLY if not k.waits]  # taken so in entry(), before the imports and the model load
+    try:
+        render.keys = early[0] if early else KeyHold(os.dup(screen.fileno()), waits=False)
+        render.keys.paste = False
+        render.pin_keys(True)
+    except OSError:  # no descriptor left: its keys echo, as they did
+        pass
 
 
 def make_engine(args, top: dict, render, endpoint_from: str = ""):
