@@ -236,24 +236,33 @@ def test_keys_typed_while_a_piped_run_starts_are_not_echoed(demo_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_run_piped_from_a_process_leaves_the_terminal_to_it(demo_dir, tmp_path):
-    """`cmd | yi-chat`: the process at the pipe's other end may be using the terminal (sudo's password, `cat`
-    reading what is typed), so yi-chat does not hold its keys: a hold took their echo and line editing from it
-    (its Enter never ended a line) and, having saved its modes, left them so after the run. Here the terminal
-    still echoes once yi-chat is past its start and its renderer, waiting inside a `/file` of a FIFO."""
+@pytest.mark.parametrize("where", ["from", "into"])
+def test_a_run_piped_from_or_into_a_process_leaves_the_terminal_to_it(demo_dir, tmp_path, where):
+    """`cmd | yi-chat` and `yi-chat < f | cmd`: the process at the pipe's other end may be using the terminal
+    (sudo's password, `cat` reading what is typed; a pager), so yi-chat does not hold its keys: a hold took their
+    echo and line editing from it (its Enter never ended a line) and, having saved its modes, put them back after
+    the run (a pager's raw modes, after it had quit: echo off at the shell). Here the terminal still echoes once
+    yi-chat is past its start and its renderer, waiting inside a `/file` of a FIFO."""
     sh, fifo = fifo_shell(demo_dir, tmp_path, "prompts.txt")
     notes = tmp_path / "notes.txt"
     os.mkfifo(notes)
+    run = f"{sys.executable} -m yi_cli --model demo --max-new-tokens 4"
     try:
-        sh.line(f"cat {fifo} | {sys.executable} -m yi_cli --model demo --max-new-tokens 4; echo STATUS=$?")
-        writer = fifo_writer(sh, fifo)  # cat has it open
-        os.write(writer, f"/file {notes}\n".encode())
+        if where == "from":
+            sh.line(f"cat {fifo} | {run}; echo STATUS=$?")
+            writer = fifo_writer(sh, fifo)  # cat has it open
+            os.write(writer, f"/file {notes}\n".encode())
+        else:
+            prompts = tmp_path / "script.txt"
+            prompts.write_text(f"/file {notes}\nhello\n")
+            sh.line(f"{run} < {prompts} | cat; echo STATUS=$?")
         notes_writer = fifo_writer(sh, notes)  # yi-chat reads it: its model loaded, its renderer made
-        assert pane_echoes(sh), "yi-chat took the terminal's echo from the process it is piped from"
+        assert pane_echoes(sh), "yi-chat took the terminal's echo from the process it is piped with"
         os.write(notes_writer, b"some notes\n")
         os.close(notes_writer)
-        os.write(writer, b"hello\n")
-        os.close(writer)
+        if where == "from":
+            os.write(writer, b"hello\n")
+            os.close(writer)
         scroll = sh.wait(lambda s: "STATUS=0" in s, "the run's end")
         assert "the reply stopped at the token limit" in scroll
     finally:

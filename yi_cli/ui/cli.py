@@ -603,11 +603,11 @@ def hold_piped(render) -> None:
     for the shell, and a Ctrl-C drops them as it did), through a descriptor of its own (fd 2 is a file while a
     tokenizer runs: rust_panic); a paste's markers would reach the shell after it, as typed text; `bg` lets it go
     on. Only once nothing upstream may be using the terminal (keys.from_a_file): stdin a file, or a pipe that has
-    ended (a one-shot's, run_pipe's)."""
-    from .keys import KeyHold
+    ended (a one-shot's, run_pipe's); and nothing downstream (keys.to_a_pipe: stdout not a pipe)."""
+    from .keys import KeyHold, to_a_pipe
 
     screen = sys.stdout if _isatty(sys.stdout) else sys.stderr if _isatty(sys.stderr) else None
-    if render.keys is not None or screen is None or _isatty(sys.stdin):
+    if render.keys is not None or screen is None or _isatty(sys.stdin) or to_a_pipe():
         return
     early = [k for k in _EARLY if not k.waits]  # taken so in entry(), before the imports and the model load
     try:

@@ -158,16 +158,28 @@ class KeyHold:
             return True
 
 
+def _pipe(fd: int) -> bool:
+    """fd is a pipe, FIFO or socket (closed: as good as one, nothing to hold for)."""
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        return True
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
+
 def from_a_file() -> bool:
     """stdin is a file or a device (`< prompts.txt`, `< /dev/null`), not a pipe, FIFO or socket. Only then may a
     piped run hold the terminal's keys: at a pipe's other end a process may be using the terminal (`sudo cat log |
     yi-chat`, `cat | yi-chat -p -`, a password prompt), and a hold took its keys' echo and line editing from it
     (its Enter never ended a line) and, saving its modes, left them so when yi-chat ended."""
-    try:
-        mode = os.fstat(0).st_mode
-    except OSError:  # closed: nothing to hold for
-        return False
-    return not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode))
+    return not _pipe(0)
+
+
+def to_a_pipe() -> bool:
+    """stdout is a pipe, FIFO or socket: its reader may be using the terminal too (`yi-chat < f | less`), whose
+    modes a hold saved and put back after it had quit (echo off at the shell), or which saved the held ones. A
+    piped run then holds nothing (`| tee` included): its keys echo, as they did."""
+    return _pipe(1)
 
 
 def hold_early():
@@ -176,7 +188,7 @@ def hold_early():
     the one its replies are drawn on (stdout's, else stderr's) as cli.make_renderer holds it for the run: through a
     descriptor of its own, going on in the background (`waits` False), no bracketed paste."""
     piped = not os.isatty(0)
-    if piped and not from_a_file():
+    if piped and (not from_a_file() or to_a_pipe()):
         return None
     screen = next((fd for fd in (1, 2) if os.isatty(fd)), None) if piped else 0
     if screen is None or terminal.background(screen):
