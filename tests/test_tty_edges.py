@@ -198,16 +198,24 @@ def test_keys_typed_during_a_piped_run_are_not_echoed_into_its_replies(demo_dir,
     the keys are typed."""
     sh, writer = piped_run(demo_dir, tmp_path, "; echo STATUS=$?", stdin)
     try:
-        assert not pane_echoes(sh), "the terminal echoes during the piped run"
-        sh.tmux("send-keys", "-t", "0", "-l", "typed words")
-        queued(sh, "typed words")
-        assert "typed words" not in sh.scrollback()
-        os.write(writer, b"some notes\n")
-        os.close(writer)
-        scroll = sh.wait(lambda s: re.search(r"^STATUS=0\n\$ typed words", s, re.M), "the shell reading the keys")
-        assert scroll.count("typed words") == 1, scroll
+        typed_while_held(sh, writer, "typed words")
     finally:
         sh.close()
+
+
+def typed_while_held(sh: Shell, writer: int, words: str) -> str:
+    """With a piped run (`...; echo STATUS=$?`) waiting on the FIFO `writer` writes into: the terminal does not
+    echo, `words` typed stay queued and unshown; then, the FIFO fed, the run ends and the shell reads them, once.
+    The scrollback then."""
+    assert not pane_echoes(sh), "the terminal echoes during the piped run"
+    sh.tmux("send-keys", "-t", "0", "-l", words)
+    queued(sh, words)
+    assert words not in sh.scrollback()
+    os.write(writer, b"some notes\n")
+    os.close(writer)
+    scroll = sh.wait(lambda s: re.search(rf"^STATUS=0\n\$ {words}", s, re.M), "the shell reading the keys")
+    assert scroll.count(words) == 1, scroll
+    return scroll
 
 
 @pytest.mark.slow
@@ -222,14 +230,7 @@ def test_keys_typed_while_a_piped_run_starts_are_not_echoed(demo_dir, tmp_path):
     try:
         sh.line(f"{sys.executable} -m yi_cli --model demo --max-new-tokens 4 -f {notes} < {prompts}; echo STATUS=$?")
         writer = fifo_writer(sh, notes)  # open once yi-chat reads -f: past entry()
-        assert not pane_echoes(sh), "the terminal echoes while the piped run starts"
-        sh.tmux("send-keys", "-t", "0", "-l", "early words")
-        queued(sh, "early words")
-        assert "early words" not in sh.scrollback()
-        os.write(writer, b"some notes\n")
-        os.close(writer)
-        scroll = sh.wait(lambda s: re.search(r"^STATUS=0\n\$ early words", s, re.M), "the shell reading the keys")
-        assert scroll.count("early words") == 1, scroll
+        scroll = typed_while_held(sh, writer, "early words")
         assert "the reply stopped at the token limit" in scroll
     finally:
         sh.close()
