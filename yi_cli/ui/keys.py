@@ -184,9 +184,10 @@ def to_a_pipe() -> bool:
 
 def hold_early():
     """A pinned KeyHold on the terminal yi-chat starts on, in our foreground (a background job would be stopped by
-    setting its modes), else None. Stdin's, for the chat's first prompt; with stdin a file (a piped run: from_a_file),
-    the one its replies are drawn on (stdout's, else stderr's) as cli.make_renderer holds it for the run: through a
-    descriptor of its own, going on in the background (`waits` False), no bracketed paste."""
+    setting its modes), else None. Stdin's, for the chat's first prompt; with stdin a file and stdout no pipe (a
+    piped run: from_a_file, to_a_pipe), the one its replies are drawn on (stdout's, else stderr's) as
+    cli.make_renderer holds it for the run: through a descriptor of its own, going on in the background (`waits`
+    False), no bracketed paste."""
     piped = not os.isatty(0)
     if piped and (not from_a_file() or to_a_pipe()):
         return None
