@@ -306,7 +306,7 @@ def _main(args) -> int:
         session.system = args.system if args.system is not None else top["system"]
     # The chat is drawn where a person sees it: stdout, or stderr when stdout goes to a file or a pipe (which then
     # gets the replies alone, as a piped run writes them); with neither a terminal it reads its lines as a pipe.
-    screen = sys.stdout if _isatty(sys.stdout) else sys.stderr if _isatty(sys.stderr) else None
+    screen = _screen()
     interactive = prompt is None and tty and screen is not None
     render = make_renderer(args, interactive, prompt, screen)
     if interactive:  # keys typed while the model loads wait, unechoed, for the first prompt (they were echoed
@@ -571,6 +571,11 @@ def _isatty(stream) -> bool:
         return False
 
 
+def _screen():
+    """The terminal stream a run is drawn on: stdout, or stderr when stdout goes to a file or a pipe; None."""
+    return sys.stdout if _isatty(sys.stdout) else sys.stderr if _isatty(sys.stderr) else None
+
+
 def make_renderer(args, interactive: bool, prompt: str | None, screen=None):
     """screen: the terminal stream the REPL draws on (interactive), stdout or stderr."""
     from . import streams
@@ -599,20 +604,18 @@ def make_renderer(args, interactive: bool, prompt: str | None, screen=None):
 
 def hold_piped(render) -> None:
     """A run whose input is not a terminal, drawn on one: the keys typed meanwhile were echoed into its replies.
-    Held on the terminal it is drawn on, pinned for the whole run (main unpins it as it ends; the keys stay queued
-    for the shell, and a Ctrl-C drops them as it did), through a descriptor of its own (fd 2 is a file while a
-    tokenizer runs: rust_panic); a paste's markers would reach the shell after it, as typed text; `bg` lets it go
-    on. Only once nothing upstream may be using the terminal (keys.from_a_file): stdin a file, or a pipe that has
-    ended (a one-shot's, run_pipe's); and nothing downstream (keys.to_a_pipe: stdout not a pipe)."""
-    from .keys import KeyHold, to_a_pipe
+    Held on the terminal it is drawn on (keys.piped_hold), pinned for the whole run (main unpins it as it ends; the
+    keys stay queued for the shell, and a Ctrl-C drops them as it did). Only once nothing upstream may be using the
+    terminal (keys.from_a_file): stdin a file, or a pipe that has ended (a one-shot's, run_pipe's); and nothing
+    downstream (keys.to_a_pipe: stdout not a pipe)."""
+    from .keys import piped_hold, to_a_pipe
 
-    screen = sys.stdout if _isatty(sys.stdout) else sys.stderr if _isatty(sys.stderr) else None
+    screen = _screen()
     if render.keys is not None or screen is None or _isatty(sys.stdin) or to_a_pipe():
         return
     early = [k for k in _EARLY if not k.waits]  # taken so in entry(), before the imports and the model load
     try:
-        render.keys = early[0] if early else KeyHold(os.dup(screen.fileno()), waits=False)
-        render.keys.paste = False
+        render.keys = early[0] if early else piped_hold(screen.fileno())
         render.pin_keys(True)
     except OSError:  # no descriptor left: its keys echo, as they did
         pass

@@ -194,12 +194,19 @@ def hold_early():
     screen = next((fd for fd in (1, 2) if os.isatty(fd)), None) if piped else 0
     if screen is None or terminal.background(screen):
         return None
-    fd = os.dup(screen) if piped else screen
-    keys = KeyHold(fd, waits=not piped)
-    keys.paste = keys.paste and not piped
+    keys = piped_hold(screen) if piped else KeyHold(0)
     keys.pin()
     if keys.saved is None:
         if piped:
-            os.close(fd)
+            os.close(keys.fd)
         return None
+    return keys
+
+
+def piped_hold(screen: int) -> KeyHold:
+    """A piped run's hold on the terminal `screen` its replies are drawn on: through a descriptor of its own (fd 2
+    is a file while a tokenizer runs: rust_panic), going on in the background (`waits` False), no bracketed paste
+    (its markers would reach the shell after the run, as typed text)."""
+    keys = KeyHold(os.dup(screen), waits=False)
+    keys.paste = False
     return keys
