@@ -112,10 +112,16 @@ def test_endpoint_keeps_a_custom_prefix_and_refuses_other_schemes():
         Endpoint("ftp://example.test/v1")
 
 
-@pytest.mark.parametrize("value", ["not a url", "http://exa mple/v1", "http://h\u00a0x:8000", "http://127.0.0.1:0/v1"])
+@pytest.mark.parametrize(
+    "value",
+    ["not a url", "http://exa mple/v1", "http://h\u00a0x:8000", "http://127.0.0.1:0/v1"]
+    + ["http://a..b/", "a..b:8000", f"http://{'a' * 64}.com/", "http://xn--/", "http://xn--zz.test/"],
+)
 def test_an_endpoint_host_with_a_space_or_port_0_is_malformed(value):
     """`--endpoint 'not a url'` was looked up in DNS (`http://not a url/v1/models: cannot connect`, exit 3) where a
-    malformed URL is a usage error (exit 2); `:0` was taken as no port, so requests went to port 80."""
+    malformed URL is a usage error (exit 2); `:0` was taken as no port, so requests went to port 80. A host with an
+    empty label, one past 63 characters or an `xn--` label that is not Punycode reached the lookup, whose
+    UnicodeError was an internal error."""
     with pytest.raises(UsageError) as e:
         Endpoint(value)
     assert str(e.value).endswith(": not an http(s) URL of an OpenAI-compatible server"), e.value

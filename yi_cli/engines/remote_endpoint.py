@@ -37,6 +37,7 @@ class Endpoint:
             or not parts.hostname
             or not all(c.isprintable() and not c.isspace() for c in parts.hostname)
             or parts.port == 0
+            or not _internet_name(parts.hostname)
         ):
             raise UsageError(f"{hide_userinfo(value.strip())}: not an http(s) URL of an OpenAI-compatible server")
         self.scheme = parts.scheme
@@ -81,6 +82,19 @@ class Endpoint:
         new = Endpoint(url)
         new.user, new.password = self.user, self.password
         return new
+
+
+def _internet_name(host: str) -> bool:
+    """A host name DNS can be asked for: no empty label (`a..b`) or one past 63 characters, and each `xn--` label
+    valid Punycode (`xn--`). Such hosts got as far as the lookup, whose UnicodeError was an internal error."""
+    if ":" in host:  # an IPv6 literal, checked by urlsplit
+        return True
+    try:
+        ascii_name = host.encode("idna")
+        ascii_name.decode("idna")
+    except UnicodeError:
+        return False
+    return True
 
 
 def hide_userinfo(url: str) -> str:

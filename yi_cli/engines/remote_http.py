@@ -284,6 +284,8 @@ class Transport:
             raise self.transport_error(e, watch, shown) from None
         except UnicodeEncodeError:  # a lone surrogate in the request's JSON, where a check above missed it
             raise self.fail(shown, "the request holds text that is not valid Unicode; not sent") from None
+        except UnicodeError:  # a host name the IDNA rules refuse, where Endpoint's own check passed it
+            raise self.fail(shown, "the host name is not a valid internet name (IDNA)") from None
         finally:
             watch.stop()
 
@@ -341,6 +343,8 @@ class Transport:
             return self.fail(shown, f"cannot connect ({text or 'connection refused'})")
         if isinstance(e, httpx.TimeoutException):
             return self.fail(shown, f"no data from the server for {lim.idle_timeout:g} s (--idle-timeout)")
+        if text.startswith("Invalid URL in location header"):  # httpx reads a redirect's Location as it comes
+            return self.fail(shown, f"a redirect to an invalid URL ({text.partition(': ')[2] or text})")
         if isinstance(e, (httpx.RemoteProtocolError, httpx.ReadError)):
             return self.fail(shown, f"the connection dropped mid-stream ({text})")
         return self.fail(shown, f"{e.__class__.__name__}: {text}")
