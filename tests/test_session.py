@@ -1,6 +1,6 @@
 import pytest
 
-from yi_cli.conversation.session import ChatSession
+from yi_cli.conversation.session import MAX_TURN_TOKENS, ChatSession
 
 
 def test_messages_put_system_first_and_alternate():
@@ -73,3 +73,13 @@ def test_a_user_turns_count_of_attached_files_goes_through_its_file_and_is_check
         turns[i]["files"] = bad
         with pytest.raises(ValueError, match="files must be a count of attached files, in a user turn"):
             ChatSession.from_dict({**data, "turns": turns})
+
+
+def test_a_reply_extended_past_the_largest_count_is_saved_as_one_its_file_reads_back():
+    """A server's usage may say 2**31 - 1 completion tokens (the most a turn's count may be); a /continue added
+    to it and wrote a session file that --resume then refused as malformed (and `yi-chat sessions` left out)."""
+    s = ChatSession()
+    s.add_exchange("q", 1, "a", tokens=MAX_TURN_TOKENS, finish_reason="length")
+    s.extend_last_reply(" more", MAX_TURN_TOKENS, "length")
+    back = ChatSession.from_dict(s.to_dict())
+    assert back.turns[-1].tokens == MAX_TURN_TOKENS and back.turns[-1].content == "a more"

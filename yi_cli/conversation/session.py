@@ -82,7 +82,7 @@ class ChatSession:
         last = self.last_assistant()
         assert last is not None, "there is a reply to extend"
         last.content += more
-        last.tokens += tokens
+        last.tokens = min(MAX_TURN_TOKENS, last.tokens + tokens)  # a count its session file can hold (from_dict)
         last.finish_reason = finish_reason
         last.stats = dict(stats or {})
 
