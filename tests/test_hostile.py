@@ -1016,6 +1016,17 @@ BIG_OPS = {
     "tilde": ("{% set a = 'x' * 9000000 %}{{ (a ~ a)|length }}", "a concatenation of 18000000 items is too long"),
     "plus": ("{% set a = 'x' * 9000000 %}{{ (a + a)|length }}", "a sum of 18000000 items is too long"),
     "tojson-indent": ("{{ ([0] * 10)|tojson(indent=1000000)|length }}", "tojson's indent of 1000000 is over 64"),
+    # a list of references to one string: small in memory, its text 4 GB (`['x' * 1000000] * 4000`) in one C call
+    "batch-fill": ("{% for b in [1]|batch(20000000, 0) %}{{ b|length }}{% endfor %}", "a batch of 20000000 items"),
+    "string-of-refs": ("{{ (['x' * 1000000] * 20)|string|length }}", "a |string of more than 16777216 characters"),
+    "tojson-of-refs": ("{{ (['x' * 1000000] * 20)|tojson|length }}", "a tojson of more than 16777216 characters"),
+    "pprint-of-refs": ("{{ (['x' * 1000000] * 20)|pprint|length }}", "a |pprint of more than 16777216 characters"),
+    "output-of-refs": ("{{ {'a': ['x' * 1000000] * 20} }}", "a value written as text of more than 16777216"),
+    "tilde-of-refs": ("{{ (1 ~ (['x' * 1000000] * 20))|length }}", "a concatenation's part of more than 16777216"),
+    "percent-of-refs": ("{{ ('%s' % [['x' * 1000000] * 20])|length }}", "a format's argument of more than 16777216"),
+    "format-of-refs": ("{{ '{}'.format(['x' * 1000000] * 20)|length }}", "a format's argument of more than 16777216"),
+    "join-of-lists": ("{{ [['x' * 1000000] * 20, 'a']|join|length }}", "a join's item of more than 16777216"),
+    "sum-of-lists": ("{{ ([[1] * 10000000] * 2)|sum(start=[])|length }}", "a sum of 20000002 items is too long"),
 }
 
 
@@ -1032,6 +1043,24 @@ def test_a_template_asking_for_a_huge_value_is_refused(case, backend, tiny_src):
     with pytest.raises(YiError, match="the chat template failed") as e:
         t.build([{"role": "user", "content": "hi"}])
     assert needle in str(e.value), str(e.value)
+    t.source = template.CHATML  # the same template object still works afterwards
+    assert "<|im_start|>user\nhi" in t.render([{"role": "user", "content": "hi"}])
+
+
+@pytest.mark.parametrize("backend", ["light", "transformers"])
+def test_a_template_whose_steps_each_within_the_bounds_pile_up_memory_is_stopped(backend, tiny_src, monkeypatch):
+    """A loop writing 16 MB a pass: each step within the bounds above, the render reached 10 GB before its 10 s
+    time limit. The render's growth of the process's memory is bounded (64 MB here, 512 in the chat)."""
+    from yi_cli.checkpoint import loader
+    from yi_cli.engines import template
+
+    monkeypatch.setattr(template, "TEMPLATE_MEMORY", 64 << 20)
+    tok = loader.load_tokenizer(tiny_src) if backend == "light" else loader._hf_tokenizer(tiny_src, False, False)
+    t = template.Template(tok)
+    t.source = "{% for i in range(20) %}{{ 'x' * 16000000 }}{% endfor %}{{ messages[0].content }}"
+    with pytest.raises(YiError) as e:
+        t.build([{"role": "user", "content": "hi"}])
+    assert str(e.value).startswith("the chat template took more than 64 MB of memory and was stopped"), str(e.value)
     t.source = template.CHATML  # the same template object still works afterwards
     assert "<|im_start|>user\nhi" in t.render([{"role": "user", "content": "hi"}])
 

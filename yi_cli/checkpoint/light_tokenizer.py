@@ -29,6 +29,7 @@ import jinja2
 from jinja2 import nodes
 from jinja2.compiler import CodeGenerator
 from jinja2.ext import Extension, loopcontrols
+from jinja2.filters import make_attrgetter
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import Tokenizer, processors
 
@@ -419,6 +420,34 @@ def jinja_is_safe() -> bool:
         return False
 
 
+TEXT_LIMIT = 1 << 24  # characters a value may become as text in a template: BoundedSandbox.MAX_ITEMS
+
+
+def texted(value, what: str = "a value written as text") -> None:
+    """Refuse a list, tuple, dict or set whose text (str, tojson, pprint) would pass TEXT_LIMIT characters, before
+    the one C call that writes it: `(['x' * 1000000] * 4000)|string` is 4000 references to one string, small in
+    memory, and 4 GB as text. The walk counts each reference (that is what the text repeats) and stops at the
+    limit, so it takes at most ~TEXT_LIMIT / 2 steps."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return
+    size, todo = 0, [value]
+    while todo:
+        x = todo.pop()
+        if isinstance(x, str):
+            size += len(x) + 2
+        elif isinstance(x, dict):
+            size += 2 + 4 * len(x)
+            todo += x.keys()
+            todo += x.values()
+        elif isinstance(x, (list, tuple, set, frozenset)):
+            size += 2 + 2 * len(x)
+            todo += x
+        else:  # a number, None, an object's repr: short
+            size += 24
+        if size > TEXT_LIMIT:
+            raise jinja2.exceptions.SecurityError(f"{what} of more than {TEXT_LIMIT} characters is too long")
+
+
 class Filters(dict):
     """A sandbox's filters, whose tojson (set after the sandbox is made, by transformers as by compile_template) gets
     its indent bounded: it is repeated on each line of the value, `([0]*1000)|tojson(indent=1000000)` a gigabyte."""
@@ -432,13 +461,23 @@ class Filters(dict):
                 n = len(indent) if isinstance(indent, str) else indent if type(indent) is int else 0
                 if n > 64:
                     raise jinja2.exceptions.SecurityError(f"tojson's indent of {n} is over 64")
+                texted(x, "a tojson")
                 return g(x, *a, **k)
 
         super().__setitem__(name, f)
 
 
 class BoundedCodeGenerator(CodeGenerator):
-    """`a ~ b` through the environment's bounded_concat, not jinja's bare "".join (no hook of jinja's sees it)."""
+    """`a ~ b` through the environment's bounded_concat, not jinja's bare "".join (no hook of jinja's sees it), and
+    each `{{ value }}` through `texted` before jinja's str() of it."""
+
+    def _output_child_pre(self, node, frame, finalize):
+        super()._output_child_pre(node, frame, finalize)
+        self.write("environment.bounded_text(")
+
+    def _output_child_post(self, node, frame, finalize):
+        self.write(")")
+        super()._output_child_post(node, frame, finalize)
 
     def visit_Concat(self, node, frame):  # noqa: N802 (jinja's visitor name)
         self.write("environment.bounded_concat((")
@@ -478,6 +517,25 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             return fmt(value, *a, **k)
 
         join, replace = self.filters["join"], self.filters["replace"]
+        batch, add = self.filters["batch"], self.filters["sum"]
+
+        def bounded_batch(value, linecount, fill_with=None):
+            if fill_with is not None and type(linecount) is int:
+                self.long(linecount, "a batch")  # its last row is padded to linecount in one C call
+            return batch(value, linecount, fill_with)
+
+        def bounded_sum(env, iterable, attribute=None, start=0):
+            if isinstance(start, (int, float)):
+                return add(env, iterable, attribute, start)
+            # lists (or tuples) added up: one C call, quadratic in them
+            items = list(iterable if attribute is None else map(make_attrgetter(env, attribute), iterable))
+            self.long(sum(len(x) if isinstance(x, (list, tuple)) else 1 for x in items) + len(items), "a sum")
+            return add(env, items, start=start)
+
+        texting = {}
+        for name in ("string", "pprint", "e", "escape", "forceescape", "safe", "urlencode", "xmlattr"):
+            if name in self.filters:
+                texting[name] = self.texting(self.filters[name], name)
 
         def bounded_join(ctx, value, d="", *a, **k):
             self.joined(value, d)
@@ -495,8 +553,28 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
                 "format": bounded_format,
                 "join": jinja2.pass_eval_context(bounded_join),
                 "replace": jinja2.pass_eval_context(bounded_replace),
+                "batch": bounded_batch,
+                "sum": jinja2.pass_environment(bounded_sum),
+                **texting,
             }
         )
+
+    @staticmethod
+    def texting(f, name: str):
+        """Filter `name` (which writes its value as text in one C call), its value checked by `texted` first."""
+        kind = getattr(f, "jinja_pass_arg", None)  # pass_context / pass_eval_context / pass_environment: an arg first
+
+        def g(*a, **k):
+            texted(a[1] if kind is not None else a[0], f"a |{name}")
+            return f(*a, **k)
+
+        if kind is not None:
+            g.jinja_pass_arg = kind
+        return g
+
+    def bounded_text(self, value):
+        texted(value)
+        return value
 
     def long(self, n: int, what: str) -> None:
         if n > self.MAX_ITEMS:
@@ -505,6 +583,8 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
     def joined(self, items, sep="") -> None:
         """A join of strings (the filter, str.join) past MAX_ITEMS characters in all is refused before it is built."""
         if isinstance(items, (list, tuple)):
+            for x in items:
+                texted(x, "a join's item")
             self.long(sum(len(x) if isinstance(x, str) else 0 for x in items) + len(str(sep)) * len(items), "a join")
 
     def replaced(self, s, old, new) -> None:
@@ -512,6 +592,8 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             self.long(len(s) + (s.count(old) if old else len(s) + 1) * (len(new) - len(old)), "a replace")
 
     def bounded_concat(self, parts) -> str:
+        for p in parts:
+            texted(p, "a concatenation's part")
         self.long(sum(len(p) for p in parts if isinstance(p, str)), "a concatenation")
         return "".join(str(p) for p in parts)
 
@@ -526,6 +608,8 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         (`'%*s' % (n, x)`, `'{:>{w}}'.format(x, w=n)`)."""
         if not isinstance(fmt, str):
             return
+        for n in args:
+            texted(n, "a format's argument")
         big = any(len(d) > 8 or int(d) > self.MAX_ITEMS for d in re.findall(r"\d+", fmt))
         if not big and ("*" in fmt or re.search(r"\{[^{}]*\{", fmt)):
             big = any(type(n) is int and n > self.MAX_ITEMS for n in args)

@@ -19,6 +19,9 @@ TEMPLATE_SECONDS = 10.0  # a template renders in milliseconds; a loaded machine 
 # that writes more is refused before the tokenizer sees it (16M characters for "hi" took the tokenizer 49 s and
 # 4.5 GB, 208M had it abort the process).
 RENDER_SLACK = 1 << 20
+# What a render may add to the process's resident memory: a 200K-token conversation's text is a few MB; a template
+# that writes 16 MB a pass in a loop took 10 GB before the time limit
+TEMPLATE_MEMORY = 512 << 20
 
 # Yi chat models use ChatML; some Yi tokenizers ship without a template.
 CHATML = (
@@ -150,7 +153,13 @@ class Template:
                     continue_final_message=continue_final,
                 ),
                 TEMPLATE_SECONDS,
+                TEMPLATE_MEMORY,
             )
+        except timebox.OverMemory:
+            raise YiError(
+                f"the chat template took more than {TEMPLATE_MEMORY >> 20} MB of memory and was stopped (a template "
+                f"that blows its input up?); the message was not sent"
+            ) from None
         except timebox.TimedOut:
             raise YiError(
                 f"the chat template ran for more than {TEMPLATE_SECONDS:g} s and was stopped (a loop in "
