@@ -26,9 +26,12 @@ TINY_CONTEXT = 4096  # long enough that a sampled reply outlasts a SIGTERM sent 
 # --- fixtures: tiny checkpoints ---------------------------------------------------------------------------------
 
 
-def make_tiny(dst: Path, tokenizer_from: Path | None = None, *, context: int = TINY_CONTEXT, seed: int = 0) -> Path:
+def make_tiny(
+    dst: Path, tokenizer_from: Path | None = None, *, context: int = TINY_CONTEXT, seed: int = 0, vocab: int = 0
+) -> Path:
     """A random LlamaForCausalLM (hidden 64, 2 layers) saved as safetensors, with the tokenizer files of
-    `tokenizer_from` (every non-weight, non-config file) or the ones already in `dst`."""
+    `tokenizer_from` (every non-weight, non-config file) or the ones already in `dst`; `vocab` rows (default: the
+    tokenizer's)."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -44,7 +47,7 @@ def make_tiny(dst: Path, tokenizer_from: Path | None = None, *, context: int = T
     tok = AutoTokenizer.from_pretrained(str(dst))
     torch.manual_seed(seed)
     cfg = LlamaConfig(
-        vocab_size=len(tok),
+        vocab_size=vocab or len(tok),
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=2,

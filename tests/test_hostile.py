@@ -1080,6 +1080,32 @@ def test_a_template_that_writes_far_more_than_its_messages_is_refused_before_the
     assert len(t.render([{"role": "user", "content": "hi" * 500000}])) == 1_001_000
 
 
+def test_a_tokenizer_past_the_models_vocabulary_is_refused_as_it_loads(tmp_path, demo_fp32_dir):
+    """The demo's tokenizer (49152 ids) beside weights of 300 rows (another model's files mixed in): every turn
+    failed with "generation failed (IndexError: index 1620 is out of bounds for dimension 0 with size 300)"."""
+    make_tiny(tmp_path / "mixed", demo_fp32_dir, vocab=300)
+    p = yi("--model", str(tmp_path / "mixed"), "-p", "hi", "--max-new-tokens", "2", home=tmp_path)
+    one_line_error(p, EXIT_LOAD, "past the model's vocabulary of 300", "the tokenizer files are not this model's")
+
+
+def test_a_message_whose_ids_are_past_the_models_vocabulary_is_one_line_and_not_sent(tiny_src):
+    """A tokenizer that passes the load's short chat can still give ids past the model's rows for other text: one
+    line, the turn not sent (it was "generation failed (IndexError: ...)")."""
+    from types import SimpleNamespace
+
+    from yi_cli.checkpoint import loader
+    from yi_cli.engines import template
+
+    tok = loader.load_tokenizer(tiny_src)
+    rows = max(template.Template(tok).build([{"role": "user", "content": template.PROBE_USER}]).ids) + 1
+    t = template.Template(tok, SimpleNamespace(vocab_size=rows))  # the load's probe fits
+    assert t.build([{"role": "user", "content": "hi"}]).ids
+    far = next(w for w in ("你好世界", "Zürich", "ĳ") if max(tok(w, add_special_tokens=False)["input_ids"]) >= rows)
+    with pytest.raises(YiError) as e:
+        t.build([{"role": "user", "content": far}])
+    assert str(e.value).startswith("the tokenizer gives token id ") and f"vocabulary of {rows} " in str(e.value)
+
+
 TOO_DEEP = {  # valid Jinja that Python cannot compile
     "nested-loops": "{% for i in range(2) %}" * 25 + "x" + "{% endfor %}" * 25,
     "nested-ifs": "{% if true %}" * 3000 + "x" + "{% endif %}" * 3000,

@@ -124,6 +124,30 @@ class Template:
         self._longest: int | None = None  # characters of the vocabulary's longest token (surely_over)
         if self.source is not None:
             _parses(self.source, getattr(tokenizer, "name_or_path", ""))
+        rows = getattr(config, "vocab_size", None)
+        self.vocab = rows if type(rows) is int and rows > 0 else None  # the embedding's rows: ids past them fail
+        if self.vocab is not None:
+            self._fits_the_model()
+
+    def _fits_the_model(self) -> None:
+        """A tokenizer whose ids for a short chat are past the model's vocabulary (the files of another model) is
+        refused as the model loads: every turn failed with "generation failed (IndexError: index 70000 is out of
+        bounds ...)". A template that cannot render the probe is left to the first turn to say so."""
+        from ..errors import LoadError
+
+        vocab, self.vocab = self.vocab, None  # the probe's ids as they are: encode would refuse them as a turn
+        try:
+            ids = self.build([{"role": "user", "content": PROBE_USER}]).ids
+        except YiError:
+            return
+        finally:
+            self.vocab = vocab
+        if ids and max(ids) >= self.vocab:
+            raise LoadError(
+                f"{getattr(self.tokenizer, 'name_or_path', '') or 'the tokenizer'}: the tokenizer gives token id "
+                f"{max(ids)} for a short chat, past the model's vocabulary of {self.vocab} (config.json's vocab_size):"
+                f" the tokenizer files are not this model's"
+            )
 
     def surely_over(self, text: str, tokens: int) -> bool:
         """Whether `text` takes more than `tokens` tokens by its length alone: more characters than the vocabulary's
@@ -240,11 +264,17 @@ class Template:
         YiError: the turn is not sent, the chat goes on."""
         try:
             with reports_held():
-                return list(self.tokenizer(text, add_special_tokens=special)["input_ids"])
+                ids = list(self.tokenizer(text, add_special_tokens=special)["input_ids"])
         except BaseException as e:
             if not failed(e):
                 raise
             raise YiError(f"the tokenizer failed on this text ({failure(e)})") from None
+        if self.vocab is not None and ids and max(ids) >= self.vocab:
+            raise YiError(
+                f"the tokenizer gives token id {max(ids)} for this text, past the model's vocabulary of {self.vocab} "
+                f"(its tokenizer files are not the weights'); the message was not sent"
+            )
+        return ids
 
     def detokenizer(self, context: list[int] = ()) -> Detokenizer:
         return Detokenizer(self.tokenizer, context)
