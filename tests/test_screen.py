@@ -722,8 +722,9 @@ def test_a_long_question_comes_back_whole_from_the_scrollback(term, home):
     scroll = pane.wait(lambda s: "Seen." in s and FOOTER.search(s.split("Seen.")[-1].strip()), "the reply")
     lines = content(scroll)
     start = next(i for i, ln in enumerate(lines) if ln.startswith(">>> https"))
-    end = lines.index("Seen.")
-    assert "".join(lines[start:end]) == ">>> " + url  # the wrapped lines, put together: the URL and nothing else
+    # one line as the terminal holds it (-J joins the rows it wrapped itself): prompt_toolkit's own row breaks left
+    # it cut at the width, for a copy and for a terminal widened later
+    assert lines[start] == ">>> " + url and lines[start + 1] == "Seen."
     assert engine.prompts == [url]
     pane.type("two")
     pane.keys("Escape", "Enter")  # a new line inside the message

@@ -438,9 +438,10 @@ def read_line(session, message: str, pre_run=None, render=None, **kwargs) -> str
         the message was shown whole all the same, as if it had been)."""
         if not app.is_done or app.future.cancelled() or app.future.exception() is not None:
             return
-        if too_tall(app):
+        text = session.default_buffer.text
+        if too_tall(app) or wrapped(app, text):
             app.erase_when_done = True
-            tall.append(session.default_buffer.text)
+            tall.append(text)
 
     try:
         return session.prompt(message, pre_run=started, **kwargs)
@@ -463,6 +464,15 @@ def too_tall(app) -> bool:
     erased when sent and the message written whole in its place, as the terminal wraps it (render.echo)."""
     size = app.output.get_size()
     return app.layout.container.preferred_height(size.columns, 1 << 20).preferred > size.rows
+
+
+def wrapped(app, text: str) -> bool:
+    """Whether prompt_toolkit broke a line of the message into rows itself (a line wider than the screen). Those
+    breaks are its own line ends: a long URL stayed cut at the width in the scrollback (copied, or joined again
+    where the terminal widens). Such a prompt is erased when sent and the message written in its place, as the
+    terminal wraps it (render.echo), as a message taller than the screen is."""
+    columns = app.output.get_size().columns
+    return app.layout.container.preferred_height(columns, 1 << 20).preferred > text.count("\n") + 1
 
 
 def end_prompt() -> bool:
