@@ -734,6 +734,22 @@ def test_a_long_question_comes_back_whole_from_the_scrollback(term, home):
     pane.wait(lambda s: engine.prompts[-1:] == ["two\nlines"], "the two-line message sent")
 
 
+def test_a_bidi_override_typed_or_edited_is_drawn_as_its_escape_and_sent_as_it_is(term, home):
+    """prompt_toolkit drew U+202E as it is: the rest of the line was shown reversed (`edit>` of a message with an
+    attached file holding one), so the line on screen was not the one sent. It is drawn as `\\u202e`, as every other
+    line of the chat shows it, and the message keeps the character."""
+    engine = Scripted("Seen.")
+    pane = term(engine, 60, 12)
+    pane.type("abc\u202edef")
+    pane.wait(lambda s: ">>> abc\\u202edef" in pane.screen(), "the override drawn as its escape")
+    pane.keys("Enter")
+    pane.wait(lambda s: "Seen." in s and content(s)[-1:] == [">>>"], "the reply and the next prompt")
+    assert engine.prompts == ["abc\u202edef"]
+    pane.type("/edit")
+    pane.keys("Enter")
+    pane.wait(lambda s: "edit> abc\\u202edef" in pane.screen(), "the message to edit, drawn the same way")
+
+
 TALL_PASTE = "\n".join(f"pasted line {i} of a block taller than the screen" for i in range(30))
 TALL_LINE = " ".join(f"word{i}" for i in range(300))  # one line of 2,000 characters: 34 rows 60 wide
 

@@ -24,6 +24,7 @@ from .. import inputs, terminal
 from ..conversation import commands
 from ..errors import YiError, shown
 from ..held import signals_held
+from ..safe_text import visible
 from . import typed_ahead
 
 
@@ -495,8 +496,21 @@ def end_prompt() -> bool:
     return True
 
 
+# Characters prompt_toolkit would draw as they are, shown as their escapes (as safe_text shows them everywhere else):
+# a bidi override in a message being edited (`edit>` of one with an attached file that holds U+202E) reordered the
+# line on screen, so what was shown was not what would be sent. The buffer keeps them: only their drawing changes.
+SHOWN_ESCAPED = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+
+
+def show_bidi_escaped() -> None:
+    from prompt_toolkit.layout.screen import Char
+
+    Char.display_mappings.update({c: visible(c) for c in SHOWN_ESCAPED})
+
+
 def run(chat, prompt_text: str = ">>> ") -> int:
     AHEAD.clear()
+    show_bidi_escaped()
     names = [*commands.TABLE, *commands.ALIASES]
     # and with an input method's full-width slash, as typed: `／his` completes to `／history`, which runs as /history
     words = [slash + n for slash in ("/", "／") for n in names]
