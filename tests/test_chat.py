@@ -1145,7 +1145,7 @@ def test_json_lines_write_c1_del_and_bidi_marks_as_escapes():
     from yi_cli.safe_text import _UNSAFE
     from yi_cli.ui.render import JsonRenderer
 
-    reply = "c1\x9b2J \u202eRTL del\x7f \u2066iso\u2069 esc\x1b[31m"
+    reply = "c1\x9b2J \u202eRTL del\x7f \u2066iso\u2069 esc\x1b[31m line\u2028para\u2029end"
     out = io.StringIO()
     chat = Chat(
         ScriptedEngine([reply]), JsonRenderer(Console(file=io.StringIO()), Console(file=io.StringIO()), out=out)
@@ -1154,6 +1154,7 @@ def test_json_lines_write_c1_del_and_bidi_marks_as_escapes():
     (line,) = out.getvalue().splitlines()
     assert not _UNSAFE.search(line), repr(line)
     assert "\\u009b" in line and "\\u202e" in line and "\\u007f" in line
+    assert "\\u2028" in line and "\\u2029" in line  # raw, they ended the line for str.splitlines()
     assert json.loads(line)["reply"] == reply
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 
 _UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_JSON_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
 def visible(ch: str) -> str:
@@ -58,5 +59,6 @@ class LineEnds:
 def json_line(text: str) -> str:
     """A line of JSON (json.dumps with ensure_ascii=False, which escapes C0 alone) with the other characters safe()
     makes visible written as JSON escapes (C1, DEL, bidi marks, lone surrogates): the same string to a JSON reader,
-    inert in a terminal that `cat`s the file (--json left a C1 CSI and U+202E raw)."""
-    return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    inert in a terminal that `cat`s the file (--json left a C1 CSI and U+202E raw). U+2028 and U+2029 too: valid
+    in JSON, they end a line for str.splitlines() and JavaScript-based JSON-lines readers, which cut the object."""
+    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
