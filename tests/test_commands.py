@@ -632,6 +632,22 @@ def test_piped_history_keeps_a_turn_with_brackets_or_its_cut_mark_whole_on_its_l
     assert shown[4].endswith(f"{words} [y] [interrupted]")
 
 
+def test_history_keeps_a_turn_holding_tabs_on_its_line():
+    """rich measured a cell before it expanded its tabs: `name<TAB>age<TAB>city` was folded at a tab onto a second
+    row, in a pipe too, where each turn is on its line, whole."""
+    from yi_cli.conversation.session import ChatSession
+
+    session = ChatSession(system="a\tb")
+    session.add_exchange("name\tage\tcity", 5, "x\ty", 2)
+    chat, out, err = plain_chat(ScriptedEngine(), session=session)
+    chat.handle("/history")
+    assert err.getvalue() == ""
+    shown = lines(out)
+    assert len(shown) == 4, shown  # the header, the system prompt and the two turns
+    assert shown[1].endswith("a       b") and shown[2].endswith("name    age     city")
+    assert shown[3].endswith("x       y")
+
+
 def test_load_of_another_models_conversation_says_which_model_goes_on(tmp_path):
     """`/load` of a conversation saved with another model (`-m demo-fp32`, loaded in a `demo` chat) went on with
     this chat's model without a word, where a resume says so (a run-through)."""

@@ -180,12 +180,19 @@ def do_history(chat, arg):
         return
     t = HistoryTable("#", "role", "tokens", "text")  # rich's Table's output, at a fraction of its cost a row
     if s.system:
-        t.add_row("", "system", "", safe(s.system))  # loaded text: its escape sequences are shown, not run
+        t.add_row("", "system", "", cell(s.system))
     for i, turn in enumerate(s.turns[s.start :], 1):  # the context's (dropped ones stay in the file)
         note = f" [{turn.finish_reason}]" if turn.finish_reason in ("interrupted", "length") else ""
         text = turn.content if whole or turn.role != "user" else attach.folded(turn.content, turn.files)
-        t.add_row(str(i), turn.role, str(chat.tokens_of(turn) or ""), safe(text) + note)
+        t.add_row(str(i), turn.role, str(chat.tokens_of(turn) or ""), cell(text) + note)
     chat.render.show(t, whole=True)  # a pipe gets each turn on its line, whole
+
+
+def cell(text: str) -> str:
+    """A turn's text as /history shows it: escape sequences made visible (loaded text), tabs expanded here. rich
+    measured a cell before it expanded its tabs, so a turn holding one was folded at it onto a second row, in a
+    pipe too (`name<TAB>age<TAB>city` as `name    age` / `city`)."""
+    return safe(text).expandtabs(8)
 
 
 def do_system(chat, arg):
