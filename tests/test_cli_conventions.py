@@ -1307,6 +1307,9 @@ def test_a_save_snapshot_is_not_where_continue_goes(tmp_path, monkeypatch):
     _, _, data = store.read("last")
     held = store.autosave_for("last", data, "one-shot")  # the chat that wrote it still holds it: a new file
     assert held.path is None and held.forked
+    # the new file is this run's, a one-shot: written as interactive, it was newer than the chat's own and `-c`
+    # opened it in the chat's place
+    assert held.mode == "one-shot"
     saver.close()
     resumed = store.autosave_for("last", data, "one-shot")
     assert resumed.path == saver.path and not resumed.forked  # let go: goes on in place, as interactive

@@ -123,9 +123,12 @@ class Autosave:
     starts a new file at its next change, so the earlier conversation is kept; one emptied by /undo (the same
     conversation, `conv`, with no exchange left) takes its file with it: `-c` brought the undone exchange back."""
 
-    def __init__(self, mode: str, path: Path | None = None, created: str | None = None, conv: str | None = None):
+    def __init__(
+        self, mode: str, path: Path | None = None, created: str | None = None, conv: str | None = None, run_mode=None
+    ):
         assert mode in MODES
         self.mode, self.path, self.created = mode, path, created
+        self.run_mode = run_mode or mode  # this run's: the mode of a new file that a fork starts
         self.conv = conv  # the id of the conversation the file holds
         self.failing: str | None = None  # why the last write failed (said once)
         self.loaded: tuple | None = None  # the state /load left, in its file already: no new one until it changes
@@ -148,6 +151,9 @@ class Autosave:
         """Go on with the conversation in a new file: the resumed one is another process's."""
         self.owner.release()
         self.path, self.forked = None, True
+        # this run's mode, not the resumed file's: a one-shot's fork of an interactive session was written as
+        # interactive, newest, and `-c` then opened it in the chat's place
+        self.mode = self.run_mode
 
     def detach(self) -> None:
         self.owner.release()
@@ -402,7 +408,7 @@ def autosave_for(path: str | None, data: dict | None, mode: str) -> Autosave:
     if data is not None:
         p = Path(data["path"])
         if p.parent.resolve() == sessions_dir().resolve() and p.name != LEGACY and data.get("mode") in MODES:
-            saver = Autosave(data["mode"], p, data.get("created"), data.get("id") or path_id(p))  # read's id for it
+            saver = Autosave(data["mode"], p, data.get("created"), data.get("id") or path_id(p), mode)  # read's id
             if saver.path is not None and _version(p) != data.get("_version"):
                 saver.fork()
             return saver
