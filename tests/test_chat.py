@@ -671,6 +671,64 @@ def test_two_chats_going_on_from_one_snapshot_never_save_over_each_other(tmp_pat
     assert asked("old.json")[-1] == "qa2"
 
 
+@pytest.mark.parametrize("there", [True, False], ids=["over-a-snapshot", "a-new-file"])
+def test_two_saves_at_once_to_one_path_keep_one_and_refuse_the_other(tmp_path, monkeypatch, there):
+    """Two /save PATH at the same instant (two yi-chats on one snapshot): each judged the file before either wrote
+    it, both said "saved to", and the file held one conversation; the other was lost. Both chats here reach the
+    point where they have looked at PATH before either writes (a barrier); then one is saved and the other refused.
+    (Threads stand for the processes: each /save opens the file itself, so its flock is its own.)"""
+    import threading
+
+    from yi_cli import inputs
+    from yi_cli.conversation import store
+
+    monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    start, _, _ = plain_chat(ScriptedEngine(["a0"]))
+    start.handle("q0")
+    start.handle("/save snap.json")
+    a, a_out, a_err = plain_chat(ScriptedEngine(["a1"]))
+    b, b_out, b_err = plain_chat(ScriptedEngine(["b1"]))
+    for chat, q in ((a, "qa"), (b, "qb")):
+        chat.handle("/load snap.json")
+        chat.handle(q)
+    if not there:
+        (tmp_path / "snap.json").unlink()
+    both = threading.Barrier(2)
+
+    def met() -> None:  # both have looked at PATH; where one waits for the other's write, it goes on alone
+        try:
+            both.wait(timeout=3)
+        except threading.BrokenBarrierError:
+            pass
+
+    kind_of, refusal = inputs.kind_of, store._refusal
+
+    def looked(path):
+        kind = kind_of(path)
+        if Path(path).name == "snap.json":
+            met()
+        return kind
+
+    def judged(path, session):
+        why = refusal(path, session)
+        met()
+        return why
+
+    monkeypatch.setattr(inputs, "kind_of", looked)
+    monkeypatch.setattr(store, "_refusal", judged)
+    threads = [threading.Thread(target=chat.handle, args=("/save snap.json",)) for chat in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    saved = [out.getvalue().count("saved to snap.json") for out in (a_out, b_out)]
+    refused = ["holds another continuation of this conversation" in err.getvalue() for err in (a_err, b_err)]
+    assert sorted(saved) == [0, 1] and sorted(refused) == [False, True], (a_err.getvalue(), b_err.getvalue())
+    winner = "qa" if saved[0] else "qb"
+    assert [t["content"] for t in json.loads((tmp_path / "snap.json").read_text())["turns"]][::2] == ["q0", winner]
+
+
 def test_two_chats_continuing_one_stored_session_keep_every_turn(tmp_path, monkeypatch):
     """-c in two terminals on one home: the second goes on in a file of its own (the store's lock), with the same
     conversation id; each one's /save to one snapshot path no longer replaces the other's continuation."""

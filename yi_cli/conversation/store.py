@@ -30,7 +30,7 @@ from ..paths import data_dir
 from . import attach
 from .listing import Listing, first_line, stamp
 from .session import ChatSession
-from .writes import NoNewFile, Owner, sweep, tmp_file, unlink_quietly, write_atomic, write_new
+from .writes import NoNewFile, Owner, sweep, unlink_quietly, write_atomic, write_judged, write_new
 
 FORMAT = "yi-chat-session"
 VERSION = 1
@@ -224,14 +224,15 @@ def save(chat, path: str | None, replace: bool = False) -> Path:
             _check_folder(path, p, real)
             if kind is not None and not os.access(real, os.W_OK):  # the rename below would replace it all the same
                 raise YiError(f"{shown(path, 200)}: cannot save the session (the file is not writable)")
-            try:
-                if kind is not None and not replace and (what := _refusal(real, chat.session)):
-                    with tmp_file(real.parent, ""):  # /save! could not write there either: say that instead
-                        pass
+
+            def judge(there: Path) -> None:  # the file at PATH as it is when this write takes its place
+                if not replace and (what := _refusal(there, chat.session)):
                     raise YiError(
                         f"{shown(path, 200)}: the file exists and {what}; /save! {shown(path, 200)} replaces it"
                     )
-                write_atomic(real, text)
+
+            try:
+                write_judged(real, text, judge)  # its temp file first: a folder /save! cannot write in is said
                 chat.session.known[str(real)] = _digest(text)
             except NoNewFile as e:  # what failed is the folder, not the file PATH names
                 why = _no_new_file(_folder_named(path, p, real)[1], e)

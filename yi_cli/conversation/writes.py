@@ -62,6 +62,73 @@ def write_atomic(path: Path, text: str) -> None:
     durable.sync_dir(path.parent)
 
 
+def write_judged(path: Path, text: str, judge) -> None:
+    """Write `text` at `path` whole, as write_atomic does, `judge(path)` deciding on the file there at that instant
+    (it raises to refuse). Two /save PATH at once each judged the file before either wrote it: both said "saved"
+    and one conversation was lost. A new file is linked into place (link(2) fails where another writer made it
+    meanwhile: that file is judged instead); an existing one is judged and replaced under an flock of the file
+    itself, taken again where another writer replaced it while this one waited."""
+    with tmp_file(path.parent, text) as tmp:
+        for _ in range(100):
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                if _linked(tmp, path):
+                    break
+                continue  # made meanwhile: judged as the file it is
+            except PermissionError:  # unreadable: judged (and replaced) unlocked, as the judge reads it
+                judge(path)
+                os.replace(tmp, path)
+                break
+            try:
+                if not _lock(fd):
+                    judge(path)
+                    os.replace(tmp, path)
+                    break
+                try:
+                    same = os.fstat(fd).st_ino == os.stat(path).st_ino
+                except FileNotFoundError:
+                    same = False
+                if same:
+                    judge(path)
+                    os.replace(tmp, path)
+                    break
+            finally:
+                os.close(fd)  # the lock goes with it
+        else:
+            raise OSError(errno.EAGAIN, "other writers kept replacing the file")
+    durable.sync_dir(path.parent)
+
+
+def _linked(tmp: str, path: Path) -> bool:
+    """Put the temp file at `path` only where nothing is there yet (link(2)); False: something is. A folder whose
+    file system has no hard links (FAT, some network ones) gets it renamed into place."""
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV):
+            raise
+        os.replace(tmp, path)
+        return True
+
+
+def _lock(fd: int) -> bool:
+    """An exclusive flock of `fd`, waited for (another /save's judging and renaming: moments); False where there is
+    no flock (Windows) or the file system refuses it."""
+    try:
+        import fcntl
+    except ImportError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return True
+    except OSError:
+        return False
+
+
 def write_new(directory: Path, text: str, owner: Owner | None = None) -> Path:
     """Write `text` under a fresh timestamped name in `directory` that no other writer can take: the name is
     claimed with link(2), which fails when it exists, so a clash only costs another random suffix. owner: locks
