@@ -1128,7 +1128,9 @@ def test_two_chats_continuing_one_session_never_overwrite_each_other(server, hom
     [fork] = set(asked) - {original.name}
     assert asked[original.name] == ["original question", "A one", "A two"]  # A went on in place
     assert asked[fork] == ["original question", "A one", "B one"]  # B in its own file
-    assert files[fork]["mode"] == "interactive"  # the same conversation, continued: -c may go on with it
+    # B's run is a one-shot: its file is one-shot's, so -c passes it by (README: a one-shot or piped run in between
+    # never takes the chat's place); it was written as interactive, and -c opened it where it was the newest
+    assert files[fork]["mode"] == "one-shot"
     assert not list((home / "data" / "sessions").glob(".*.lock"))  # let go when each process ended
     p = yi("--endpoint", server.url, "-c", "-p", "C one", home=home)  # nobody holds it now: in place again
     assert "in use by another" not in p.stderr.decode()
