@@ -14,7 +14,8 @@ holds paths whose GETs redirect to themselves; `corrupt[path] = data` serves dat
 its GETs (its HEAD and listing unchanged: what the hub claims); `trickle[path] = s` sends its bytes one each s
 seconds; `endless` holds "revision", "tree" or file names whose GETs answer a body without end, `tree_next` a next
 page for every listing answer ("self": its own), `head_size[path]` the size a HEAD claims, `moved[path]` where
-its GETs redirect, `gzip_api` its API's answers gzip-compressed. Every request is
+its GETs redirect, `gzip_api` its API's answers gzip-compressed, `silent` "revision" or "tree" GETs it never
+answers (until `release`). Every request is
 recorded in `log` as (method, path, Range header, has-auth).
 
     python tests/hub_server.py --port 8765 acme/tiny-chat=/path/to/checkpoint   # serve by hand
@@ -98,6 +99,7 @@ class FakeHub:
         self.head_size: dict[str, int] = {}  # file name -> the Content-Length its HEAD claims
         self.moved: dict[str, str] = {}  # file name -> the Location its GETs redirect to
         self.gzip_api = False  # True: the model info and listing answer gzip-compressed, whatever was asked
+        self.silent: set[str] = set()  # "revision" or "tree": such a GET is read and never answered (until release)
         self.held = threading.Event()
         self.release = threading.Event()
         self.log: list[tuple[str, str, str | None, bool]] = []
@@ -146,6 +148,9 @@ class FakeHub:
         if parts[:2] == ["api", "models"] and len(parts) >= 6 and parts[4] in ("revision", "tree"):
             if parts[4] in self.endless and not head:
                 return self._endless(h, b"[", json.dumps({"path": "x" * 200, "type": "file"}).encode() + b",")
+            if parts[4] in self.silent and not head:
+                self.release.wait(120)
+                return
             repo = self.repos.get(f"{parts[2]}/{parts[3]}")
             if repo is None:
                 return self._error(h, 404, "RepoNotFound", "Repository not found")

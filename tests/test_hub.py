@@ -549,6 +549,41 @@ def test_a_hub_that_never_answers_times_out_in_one_line(env, monkeypatch):
     assert got and got[0].startswith(f"acme/tiny-chat: {url} stopped answering (timed out"), got
 
 
+def test_a_hub_that_never_answers_the_file_listing_times_out_in_one_line(hub, env, monkeypatch):
+    """The model info answered, the listing's GET was read and never answered: huggingface_hub asks the listing's
+    pages with timeout=None, which overrode the client's, and a pull sat silent for good (in-process here, the
+    timeout shortened)."""
+    from huggingface_hub import constants, set_client_factory
+    from huggingface_hub.utils._http import default_client_factory
+
+    from yi_cli.checkpoint import hub as yi_hub
+    from yi_cli.errors import LoadError
+
+    monkeypatch.setattr(constants, "ENDPOINT", hub.url)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", env["HF_HUB_CACHE"])
+    monkeypatch.setattr(yi_hub.hub_http, "ANSWER_S", 0.5)
+    hub.silent.add("tree")
+    got = []
+
+    def pull():
+        try:
+            yi_hub.fetch("acme/tiny-chat")
+        except LoadError as e:
+            got.append(str(e))
+
+    worker = threading.Thread(target=pull, daemon=True)  # without a timeout it would wait for good
+    try:
+        worker.start()
+        worker.join(60)
+    finally:
+        hub.release.set()
+        set_client_factory(default_client_factory)  # no short timeout left behind for other tests
+    assert not worker.is_alive(), "the fetch still waits on a listing that never comes"
+    assert got and got[0].startswith(f"acme/tiny-chat: {hub.url} stopped answering (timed out"), got
+    assert any("/tree/" in r[1] for r in hub.log if r[0] == "GET")  # it did ask for the listing
+
+
 def test_a_hub_that_trickles_bytes_is_one_line_not_a_pull_for_days(hub, env, monkeypatch, tmp_path):
     """A byte a second resets every read timeout: a pull sat on it for good. Under the rate over the window (both
     shortened here, in-process) it is one line (the hub trickles whatever the machine's load)."""

@@ -138,6 +138,15 @@ def _steady_transport(inner):
 
     class Steady(httpx2.BaseTransport):
         def handle_request(self, request):
+            # A call's own timeout=None overrides the client's: the file listing's pages are asked with it, and a hub
+            # that never answered one held `pull` silent for ever. No read or connect waits past ours.
+            limits = request.extensions.get("timeout")
+            if isinstance(limits, dict):
+                request.extensions["timeout"] = {
+                    **limits,
+                    "connect": CONNECT_S if limits.get("connect") is None else limits["connect"],
+                    "read": ANSWER_S if limits.get("read") is None else limits["read"],
+                }
             api = "/api/" in request.url.path  # JSON answers, read whole into memory (a file's bytes go to disk)
             if api:  # counted as they come off the socket: a compressed answer (1000:1) would pass the cap
                 request.headers["Accept-Encoding"] = "identity"
