@@ -94,6 +94,7 @@ class FakeHub:
         self.sha: str | None = None
         self.etag_of: dict[str, str] = {}
         self.oid_of: dict[str, str] = {}
+        self.path_of: dict[str, object] = {}  # file name -> what the listing gives as its path (5, None, a list)
         self.tree_next: str | None = None  # a Link header's next page on every listing answer (its own URL: a loop)
         self.endless: set[str] = set()  # "revision", "tree" or file names whose GET bodies never end (chunked)
         self.head_size: dict[str, int] = {}  # file name -> the Content-Length its HEAD claims
@@ -170,6 +171,8 @@ class FakeHub:
                 for e in body:  # (each entry a fresh dict)
                     if e["path"] in self.oid_of:
                         (e["lfs"] if "lfs" in e else e)["oid"] = self.oid_of[e["path"]]
+                    if e["path"] in self.path_of:
+                        e["path"] = self.path_of[e["path"]]
             headers = {"Content-Type": "application/json"}
             if parts[4] == "tree" and self.tree_next is not None:
                 headers["Link"] = f'<{self.url}{self.tree_next if self.tree_next != "self" else h.path}>; rel="next"'

@@ -225,6 +225,49 @@ def test_ctrl_c_mid_file_leaves_nothing_trusted_and_the_next_run_continues(hub, 
     assert not part.exists()
 
 
+@pytest.mark.parametrize("path", [5, None, ["config.json"]], ids=["number", "null", "list"])
+def test_a_listing_whose_file_path_is_not_text_is_one_line(hub, env, path):
+    """`"path": 5` in the file listing was an internal error (TypeError: argument of type 'int' is not iterable)."""
+    hub.path_of["tokenizer.json"] = path
+    p = yi(env, "pull", "acme/tiny-chat")
+    assert p.returncode == 3, p.stderr.decode()
+    (line,) = p.stderr.decode().splitlines()
+    assert "does not answer as a Hugging Face Hub does" in line and "internal error" not in line, line
+
+
+def test_a_cached_repo_whose_index_names_no_file_is_listed_as_not_loadable(hub, env, demo_files):
+    """A pulled repo whose model.safetensors.index.json gives a shard as a number (or a name too long for a file)
+    broke `yi-chat models` as a whole (internal error: TypeError, OSError ENAMETOOLONG) and `-m` of it."""
+    for name, shard in (("acme/num", 5), ("acme/long", "x" * 300 + ".safetensors")):
+        files = dict(demo_files)
+        files["model.safetensors.index.json"] = json.dumps({"weight_map": {"lm_head.weight": shard}}).encode()
+        hub.repos[name] = Repo(files)
+        assert yi(env, "pull", name).returncode == 3
+    assert yi(env, "pull", "acme/tiny-chat").returncode == 0
+    listed = yi(env, "models")
+    assert listed.returncode == 0 and "internal error" not in listed.stderr.decode(), listed.stderr.decode()
+    assert "acme/tiny-chat" in listed.stdout.decode()
+    for name in ("acme/num", "acme/long"):
+        p = yi({**env, "HF_HUB_OFFLINE": "1"}, "-m", name, "-p", "hi")
+        assert p.returncode == 3 and "internal error" not in p.stderr.decode(), p.stderr.decode()
+
+
+def test_a_hubs_file_names_and_config_reach_the_terminal_with_their_escapes_visible(hub, env, demo_files):
+    """A file name in the listing holding an escape sequence and a new line was printed raw by the progress lines
+    (a window title set, and a line `yi-chat: fake ...` forged), and so was config.json's dtype in the summary."""
+    files = dict(demo_files)
+    files["model\x1b]2;PWNED\x07\nyi-chat: fake.safetensors"] = files.pop("model.safetensors")
+    cfg = json.loads(files["config.json"])
+    cfg["torch_dtype"] = cfg["dtype"] = "float16\x1b[41mX\nyi-chat: injected"
+    files["config.json"] = json.dumps(cfg).encode()
+    hub.repos["acme/esc"] = Repo(files)
+    p = yi(env, "pull", "acme/esc")
+    err = p.stderr.decode()
+    assert "\x1b" not in err and "\x07" not in err, err
+    assert not any(line.startswith(("yi-chat: fake", "yi-chat: injected")) for line in err.splitlines()), err
+    assert "model\\x1b]2;PWNED\\x07\\nyi-chat: fake.safetensors" in err  # the name, as the other lines show it
+
+
 @pytest.mark.parametrize("other", ["gives up", "finishes it"])
 def test_a_pull_waiting_on_another_says_so_then_finishes(hub, env, demo_files, other):
     """A file another process is fetching (its blob's lock held): one line says so, then the pull waits and ends.

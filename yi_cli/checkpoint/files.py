@@ -130,7 +130,10 @@ def index_files(idx: Path) -> set[str]:
     wm = read_json(idx).get("weight_map")
     if not isinstance(wm, dict) or not all(isinstance(v, str) for v in wm.values()):
         raise LoadError(f"{idx}: weight_map must be an object of tensor name -> file name")
-    bad = next((v for v in wm.values() if not v or Path(v).name != v or v in (".", "..")), None)
+    # a name past 255 bytes is none a file can have: looked for, it was ENAMETOOLONG (an internal error)
+    bad = next(
+        (v for v in wm.values() if not v or Path(v).name != v or v in (".", "..") or len(v.encode()) > 255), None
+    )
     if bad is not None:
         raise LoadError(f"{idx}: weight_map names {shown(bad, 60)!r}, not a file name in the directory")
     return set(wm.values())

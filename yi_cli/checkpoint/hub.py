@@ -170,7 +170,10 @@ def complete(snap: Path) -> bool:
                 shards = set(inputs.read_json(snap / index, inputs.JSON_LIMIT, LoadError, index)["weight_map"].values())
             except (LoadError, KeyError, TypeError, AttributeError):
                 return False
-            return all((snap / s).is_file() for s in shards)
+            try:  # a name the index gives that no file can have (a number, 300 characters) is a shard not there
+                return all(isinstance(s, str) and (snap / s).is_file() for s in shards)
+            except (OSError, ValueError):
+                return False
     return any(snap.glob("*.safetensors")) or any(snap.glob("*.bin"))
 
 
@@ -211,6 +214,8 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
         # the call's timeout: its None would override the client's
         commit = api.repo_info(repo, revision=revision, timeout=hub_http.ANSWER_S).sha
         listed = [f for f in api.list_repo_tree(repo, recursive=True, revision=commit) if isinstance(f, RepoFile)]
+        if not all(isinstance(f.path, str) for f in listed):  # `"path": 5` was an internal error (TypeError)
+            raise TypeError("a file's path is not text")
     except (ValueError, KeyError, TypeError) as e:  # answers that are not the hub's JSON: a page, a list, no sizes
         if isinstance(e, HFValidationError):
             raise hub_error(e, repo, local) from None
@@ -700,7 +705,7 @@ class Progress:
         self.fetched = True
         self.t_file, self.file_bytes, self.file_have = time.monotonic(), size, have
         if self.live is not None:
-            self.live.update(self.task, description=name)
+            self.live.update(self.task, description=shown(name, 1000))  # the hub's name: its escapes made visible
 
     def waiting(self, name: str) -> None:
         if not self.opened:  # the first file it has to fetch is the other's: what this pull is, first
@@ -743,6 +748,7 @@ class Progress:
             self._line(f"{repo} ready ({_size(self.total)}{now} in {dt:.1f} s)")
 
     def _line(self, text: str) -> None:
+        text = shown(text, 2000)  # file names are the hub's: an escape sequence or a new line in one ran or forged
         if self.live is not None:
             # as written: a file's name may hold `[b]`, `[/x]` (rich markup, an error) or `:x:` (an emoji code)
             self.live.console.print(f"yi-chat: {text}", highlight=False, markup=False, emoji=False)

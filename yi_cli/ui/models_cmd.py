@@ -89,7 +89,7 @@ def pull(args, aliases: dict) -> int:
         path = _pulled(args, name, alias=args.repo in aliases)
     row = _tokenizer_checked(path, describe(path))
     base = " · a base model: it continues text, a -Chat model answers" if family.is_base(path) else ""
-    print(f"yi-chat: {args.repo}: {summary(row)}{base}", file=sys.stderr)
+    print(f"yi-chat: {args.repo}: {shown(summary(row), 400)}{base}", file=sys.stderr)  # its dtype is the hub's
     if not row["loadable"]:  # stdout stays empty: its one line is the path of a model that loads
         # "fetched" only where a fetch ran: offline (a truncated blob), the demo and a config alias's folder fetch none
         got = "fetched, but " if family.repo_of(path) and not hub.offline() else ""
