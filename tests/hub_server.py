@@ -95,6 +95,7 @@ class FakeHub:
         self.etag_of: dict[str, str] = {}
         self.oid_of: dict[str, str] = {}
         self.path_of: dict[str, object] = {}  # file name -> what the listing gives as its path (5, None, a list)
+        self.size_of: dict[str, int] = {}  # file name -> the size the listing gives it (its bytes unchanged)
         self.tree_next: str | None = None  # a Link header's next page on every listing answer (its own URL: a loop)
         self.endless: set[str] = set()  # "revision", "tree" or file names whose GET bodies never end (chunked)
         self.head_size: dict[str, int] = {}  # file name -> the Content-Length its HEAD claims
@@ -171,6 +172,10 @@ class FakeHub:
                 for e in body:  # (each entry a fresh dict)
                     if e["path"] in self.oid_of:
                         (e["lfs"] if "lfs" in e else e)["oid"] = self.oid_of[e["path"]]
+                    if e["path"] in self.size_of:
+                        e["size"] = self.size_of[e["path"]]
+                        if "lfs" in e:
+                            e["lfs"]["size"] = self.size_of[e["path"]]
                     if e["path"] in self.path_of:
                         e["path"] = self.path_of[e["path"]]
             headers = {"Content-Type": "application/json"}

@@ -252,6 +252,19 @@ def test_a_cached_repo_whose_index_names_no_file_is_listed_as_not_loadable(hub, 
         assert p.returncode == 3 and "internal error" not in p.stderr.decode(), p.stderr.decode()
 
 
+def test_a_listing_that_lies_about_a_cached_files_size_never_deletes_it(hub, env):
+    """A new commit whose listing gave the cached weights' id another size (its HEAD agreeing) had the checked blob
+    deleted: the complete snapshot before it lost its weights, and `-m` of it failed offline. The blob is kept."""
+    assert yi(env, "pull", "acme/tiny-chat").returncode == 0
+    hub.sha = "1" * 40  # main moves to a commit whose listing lies
+    hub.size_of["model.safetensors"] = hub.head_size["model.safetensors"] = 100
+    p = yi(env, "pull", "acme/tiny-chat")
+    assert p.returncode == 3, p.stderr.decode()
+    assert "lists 100 bytes for it, but the file its id names is in the cache, checked" in p.stderr.decode()
+    offline = yi({**env, "HF_HUB_OFFLINE": "1"}, "-m", "acme/tiny-chat", "-p", "hi", "--max-new-tokens", "2")
+    assert offline.returncode == 0, offline.stderr.decode()
+
+
 def test_a_hubs_file_names_and_config_reach_the_terminal_with_their_escapes_visible(hub, env, demo_files):
     """A file name in the listing holding an escape sequence and a new line was printed raw by the progress lines
     (a window title set, and a line `yi-chat: fake ...` forged), and so was config.json's dtype in the summary."""

@@ -399,6 +399,11 @@ def _fetch_file(repo: str, commit: str, entry, root: Path, progress) -> None:
     lock.parent.mkdir(parents=True, exist_ok=True)
     with _locked(lock, entry.path, progress):
         if blob.is_file() and blob.stat().st_size != entry.size:
+            if _matches(blob, entry):  # the very bytes the listing's id names: the listed size is what is wrong
+                raise LoadError(
+                    f"{repo}/{shown(entry.path, 200)}: {endpoint()} lists {entry.size} bytes for it, but the file its "
+                    f"id names is in the cache, checked, with {blob.stat().st_size}; kept (try again later)"
+                )
             blob.unlink()  # damaged since it was checked: not the file the hub has
         if not blob.is_file():
             _download(repo, entry, url, meta, blob, progress)
