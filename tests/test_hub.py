@@ -172,11 +172,24 @@ def test_pull_resumes_a_connection_dropped_mid_file(hub, env, demo_files):
     assert (snap / "model.safetensors").read_bytes() == demo_files["model.safetensors"]
 
 
+def test_a_link_that_drops_every_few_mb_still_finishes(hub, env, demo_files):
+    """Each GET of the weights cut after 9 MB: huggingface_hub wrote whole 10 MiB chunks, so every retry began at 0
+    and the pull failed with "run again to continue it" that continued nothing. What arrives is kept now."""
+    hub.drop_always["model.safetensors"] = 9_000_000
+    p = yi(env, "pull", "acme/tiny-chat")
+    assert p.returncode == 0, p.stderr.decode()
+    starts = [
+        int(g[2].removeprefix("bytes=").rstrip("-")) if g[2] else 0 for g in hub.requests("GET", "/model.safetensors")
+    ]
+    assert starts == sorted(starts) and len(set(starts)) == len(starts)  # each retry further on
+    assert (snapshot(env) / "model.safetensors").read_bytes() == demo_files["model.safetensors"]
+
+
 def test_ctrl_c_mid_file_leaves_nothing_trusted_and_the_next_run_continues(hub, env, demo_files):
-    from huggingface_hub.constants import DOWNLOAD_CHUNK_SIZE
+    from yi_cli.checkpoint.hub import CHUNK
 
     hub.hold["model.safetensors"] = 25_000_000
-    written = 25_000_000 // DOWNLOAD_CHUNK_SIZE * DOWNLOAD_CHUNK_SIZE  # the client writes whole chunks
+    written = 25_000_000 // CHUNK * CHUNK  # the client writes whole chunks
     blobs = repo_dir(env) / "blobs"
     part = blobs / (hashlib.sha256(demo_files["model.safetensors"]).hexdigest() + ".incomplete")
     proc = subprocess.Popen(
@@ -294,7 +307,7 @@ def test_a_pull_waiting_on_another_says_so_then_finishes(hub, env, demo_files, o
     lock = repo_dir(env).parent / ".locks" / repo_dir(env).name / f"{etag}.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
     if other == "finishes it":  # the first pull has fetched all but the weights: they are all the second fetches
-        hub.drop_always["model.safetensors"] = 3_000_000
+        hub.drop_always["model.safetensors"] = 100_000  # under a chunk: no retry gets further
         assert yi(env, "pull", "acme/tiny-chat").returncode == 3
         del hub.drop_always["model.safetensors"]
     said = threading.Event()
@@ -340,7 +353,7 @@ def test_a_pull_waiting_on_another_says_so_then_finishes(hub, env, demo_files, o
 def test_a_connection_cut_mid_file_on_every_retry_says_so_and_a_next_run_fetches_it(hub, env, demo_files):
     """The hub was reached and then closed the connection mid-file, on every retry (less than a chunk each time:
     no progress, so huggingface_hub's retries end): the line says so, not "cannot reach"; the next run fetches it."""
-    hub.drop_always["model.safetensors"] = 3_000_000
+    hub.drop_always["model.safetensors"] = 100_000  # under a chunk (hub.CHUNK)
     p = yi(env, "pull", "acme/tiny-chat")
     error_line(p, 3, "closed the connection mid-download", "run again to continue it")
     assert "cannot reach" not in p.stderr.decode()

@@ -433,10 +433,19 @@ def _locked(lock: Path, name: str, progress):
         yield
 
 
+# Bytes http_get reads before it writes them: what a dropped connection loses. Its own 10 MiB made a link that
+# drops every few MB never finish (each retry started where the last whole chunk ended: nowhere), and a Ctrl-C kept
+# nothing of the last 10 MiB.
+CHUNK = 256 << 10
+
+
 def _download(repo: str, entry, url: str, meta, blob: Path, progress) -> None:
     """Continue blobs/<etag>.incomplete from its size with a Range request; move it into place once checked."""
+    from huggingface_hub import constants
     from huggingface_hub.file_download import http_get
     from huggingface_hub.utils import build_hf_headers
+
+    constants.DOWNLOAD_CHUNK_SIZE = CHUNK  # read by http_get at each call
 
     part = blob.with_name(f"{blob.name}.incomplete")  # huggingface_hub's own name for a partial blob
     headers = build_hf_headers()
