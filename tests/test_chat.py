@@ -1216,6 +1216,29 @@ def test_json_lines_write_c1_del_and_bidi_marks_as_escapes():
     assert json.loads(line)["reply"] == reply
 
 
+def test_a_reply_that_failed_before_any_token_has_null_counts_and_time_in_json():
+    """--json wrote "prompt_tokens": 0 and "ttft_s": 0.0 for a reply that failed before the engine counted or timed
+    anything, where README says null for what is not known."""
+    import io
+
+    from rich.console import Console
+
+    from yi_cli.conversation.chat import Chat
+    from yi_cli.ui.render import JsonRenderer
+
+    class Failing(ScriptedEngine):
+        def stream(self, prompt, settings, cancel):
+            raise YiError("the server is gone")
+            yield
+
+    out = io.StringIO()
+    chat = Chat(Failing(["x"]), JsonRenderer(Console(file=io.StringIO()), Console(file=io.StringIO()), out=out))
+    chat.handle("hi")
+    (line,) = out.getvalue().splitlines()
+    got = json.loads(line)
+    assert got["finish_reason"] == "error" and got["prompt_tokens"] is None and got["ttft_s"] is None, got
+
+
 def test_a_speed_not_measured_is_null_in_json_as_the_footer_leaves_it_out():
     """A reply of one chunk (no time between its tokens): --json said "decode_tok_s": 0.0 where the footer says no
     tok/s at all; README: each object carries the footer's numbers."""

@@ -341,6 +341,11 @@ def test_stats_report_tokens_per_step():
     assert s.to_dict()["tokens_per_step"] == 2.67
     assert "2.67 tok/step" in footer(s)
     assert "tok/step" not in footer(Stats(new_tokens=9, tokens_per_step=1.0))
+    # a one-token reply of the fast engine (no decode step): the key stays, null (it was left out, so one object of
+    # a run lacked the key the others had)
+    one = Stats(new_tokens=1, tokens_per_step=None)
+    assert "tokens_per_step" in one.to_dict() and one.to_dict()["tokens_per_step"] is None
+    assert "tok/step" not in footer(one)
 
 
 @pytest.mark.slow

@@ -363,7 +363,8 @@ class Chat:
         finish, error = acc["finish"], acc["error"]
         if error is None and finish is None:
             error = "the engine ended without finishing the reply"
-        stats = finish.stats if finish is not None else Stats(finish_reason=FINISH_ERROR)
+        # no Finish: nothing was counted or timed (--json says null, not 0)
+        stats = finish.stats if finish is not None else Stats(prompt_tokens=None, finish_reason=FINISH_ERROR)
         return "".join(acc["text"]), stats, error, finish.token_ids if finish is not None else None
 
     @staticmethod

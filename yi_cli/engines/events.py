@@ -22,7 +22,9 @@ class Stats:
     ttft_s: float = 0.0  # time from request to first generated token
     decode_s: float = 0.0  # time from first to last generated token
     finish_reason: str = FINISH_STOP
-    tokens_per_step: float = 0.0  # fast engine: tokens per decode forward after the first (> 1: speculation)
+    # fast engine: tokens per decode forward after the first (> 1: speculation); None: none ran (a one-token reply);
+    # 0: an engine that has no such count
+    tokens_per_step: float | None = 0.0
     at_context: bool = False  # a "length" finish at the end of the context, short of max_new_tokens (not saved)
 
     @property
@@ -33,10 +35,15 @@ class Stats:
         return {
             "prompt_tokens": self.prompt_tokens,
             "new_tokens": self.new_tokens,
-            "ttft_s": round(self.ttft_s, 4),
+            # a reply that failed before its first token was never timed
+            "ttft_s": None if self.finish_reason == FINISH_ERROR and not self.new_tokens else round(self.ttft_s, 4),
             "decode_tok_s": round(self.decode_tok_s, 2) or None,  # none measured (one token, one chunk): null
             "finish_reason": self.finish_reason,
-            **({"tokens_per_step": round(self.tokens_per_step, 2)} if self.tokens_per_step else {}),
+            **(
+                {"tokens_per_step": self.tokens_per_step and round(self.tokens_per_step, 2)}
+                if self.tokens_per_step != 0
+                else {}
+            ),
         }
 
 

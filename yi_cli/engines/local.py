@@ -123,8 +123,8 @@ class LocalEngine:
         tail = detok.flush()
         if tail:
             yield Text(tail)
-        if self.decoder.steps:
-            stats.tokens_per_step = (len(out) - 1) / self.decoder.steps
+        # the key is there for every reply of this engine: null where no decode step ran (it was left out)
+        stats.tokens_per_step = (len(out) - 1) / self.decoder.steps if self.decoder.steps else None
         stats.finish_reason = finish_reason(out[-1] if out else None, stop_ids, cancel)
         yield Finish(stats, out)
 

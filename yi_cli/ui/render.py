@@ -77,7 +77,7 @@ def footer(stats: Stats) -> str:
         parts.append(f"ttft {stats.ttft_s:.2f}s")
     if stats.decode_tok_s:
         parts.append(f"{stats.decode_tok_s:.1f} tok/s")
-    if stats.tokens_per_step > 1:  # speculative decoding kept drafts
+    if (stats.tokens_per_step or 0) > 1:  # speculative decoding kept drafts
         parts.append(f"{stats.tokens_per_step:.2f} tok/step")
     return " · ".join(parts)
 
