@@ -101,6 +101,8 @@ class FakeHub:
         self.head_size: dict[str, int] = {}  # file name -> the Content-Length its HEAD claims
         self.moved: dict[str, str] = {}  # file name -> the Location its GETs redirect to
         self.gzip_api = False  # True: the model info and listing answer gzip-compressed, whatever was asked
+        self.repeat = 1  # the listing gives each file this many times
+        self.extra: list[dict] = []  # entries the listing gives after the repo's own
         self.silent: set[str] = set()  # "revision" or "tree": such a GET is read and never answered (until release)
         self.held = threading.Event()
         self.release = threading.Event()
@@ -178,6 +180,8 @@ class FakeHub:
                             e["lfs"]["size"] = self.size_of[e["path"]]
                     if e["path"] in self.path_of:
                         e["path"] = self.path_of[e["path"]]
+            if parts[4] == "tree":
+                body = body * self.repeat + self.extra
             headers = {"Content-Type": "application/json"}
             if parts[4] == "tree" and self.tree_next is not None:
                 headers["Link"] = f'<{self.url}{self.tree_next if self.tree_next != "self" else h.path}>; rel="next"'

@@ -238,6 +238,21 @@ def test_ctrl_c_mid_file_leaves_nothing_trusted_and_the_next_run_continues(hub, 
     assert not part.exists()
 
 
+def test_a_listing_that_gives_each_file_many_times_fetches_each_once(hub, env, demo_files):
+    """A listing repeated 50 times was 300 files, 50 HEADs of each, and a space check and a size 50 times too big;
+    the same name listed as two different files is one line."""
+    hub.repeat = 3
+    p = yi(env, "pull", "acme/tiny-chat")
+    assert p.returncode == 0, p.stderr.decode()
+    assert f"fetching acme/tiny-chat: {len(NEEDED)} files, " in p.stderr.decode()
+    assert len(hub.requests("HEAD", "/model.safetensors")) == 1 and len(hub.requests("GET", "/model.safetensors")) == 1
+    hub.repeat = 1
+    hub.repos["acme/twice"] = Repo(demo_files)
+    hub.extra = [{**hub.repos["acme/twice"].entry("tokenizer.json"), "size": len(demo_files["tokenizer.json"]) + 1}]
+    p = yi(env, "pull", "acme/twice")
+    assert p.returncode == 3 and "lists tokenizer.json twice, as two different files" in p.stderr.decode(), p.stderr
+
+
 @pytest.mark.parametrize("path", [5, None, ["config.json"]], ids=["number", "null", "list"])
 def test_a_listing_whose_file_path_is_not_text_is_one_line(hub, env, path):
     """`"path": 5` in the file listing was an internal error (TypeError: argument of type 'int' is not iterable)."""

@@ -227,7 +227,15 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
         raise hub_error(e, repo, local) from None
     if not isinstance(commit, str) or not COMMIT.fullmatch(commit):
         raise _not_a_name(repo, "the commit id (40 hex digits)", commit)
-    files = [f for f in listed if wanted(f.path, allow_pickle)]
+    files = list({f.path: f for f in listed if wanted(f.path, allow_pickle)}.values())
+    if len(files) < sum(wanted(f.path, allow_pickle) for f in listed):  # each listed more than once
+        # a listing repeated 50 times was 50 fetches' worth of HEADs, and a space check and a total 50 times too big
+        seen = {}
+        for f in listed:
+            if wanted(f.path, allow_pickle) and seen.setdefault(f.path, (f.size, _etag(f))) != (f.size, _etag(f)):
+                raise LoadError(
+                    f"{repo}: {endpoint()} lists {shown(f.path, 200)} twice, as two different files; check HF_ENDPOINT"
+                )
     for f in files:  # each one's blob name in the cache where its ETag is not one (_fetch_file)
         if not isinstance(blob_id := _etag(f), str) or not BLOB.fullmatch(blob_id):
             raise _not_a_name(repo, f"{shown(f.path, 200)}'s blob id", blob_id)
