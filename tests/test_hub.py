@@ -599,55 +599,20 @@ def test_a_repo_it_cannot_load_is_refused_before_its_weights_are_fetched(hub, en
     assert not hub.requests("GET", "/model.safetensors")  # 100s of MB (GBs for a real Yi) not fetched for nothing
 
 
-def test_a_hub_that_never_answers_times_out_in_one_line(env, monkeypatch):
-    """It accepted the connection and sent nothing: huggingface_hub's client has no timeout, and a pull hung for
-    good (in-process here, the timeout shortened)."""
+def fetched_impatiently(monkeypatch, url: str, cache: str | None = None) -> list[str] | None:
+    """yi_hub.fetch("acme/tiny-chat") in-process from `url`, the hub's read timeout shortened to 0.5 s: the
+    LoadError lines it ended with, or None where it still waits after 60 s."""
     from huggingface_hub import constants, set_client_factory
     from huggingface_hub.utils._http import default_client_factory
 
     from yi_cli.checkpoint import hub as yi_hub
     from yi_cli.errors import LoadError
 
-    with socket.socket() as s:  # listens, never accepts: the kernel completes the connection, nothing answers
-        s.bind(("127.0.0.1", 0))
-        s.listen(8)
-        url = f"http://127.0.0.1:{s.getsockname()[1]}"
-        monkeypatch.setattr(constants, "ENDPOINT", url)
-        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-        monkeypatch.setattr(yi_hub.hub_http, "ANSWER_S", 0.5)
-        got = []
-
-        def pull():
-            try:
-                yi_hub.fetch("acme/tiny-chat")
-            except LoadError as e:
-                got.append(str(e))
-
-        worker = threading.Thread(target=pull, daemon=True)  # without a timeout it would wait for good
-        try:
-            worker.start()
-            worker.join(60)
-        finally:
-            set_client_factory(default_client_factory)  # no short timeout left behind for other tests
-    assert not worker.is_alive(), "the fetch still waits on a hub that never answers"
-    assert got and got[0].startswith(f"acme/tiny-chat: {url} stopped answering (timed out"), got
-
-
-def test_a_hub_that_never_answers_the_file_listing_times_out_in_one_line(hub, env, monkeypatch):
-    """The model info answered, the listing's GET was read and never answered: huggingface_hub asks the listing's
-    pages with timeout=None, which overrode the client's, and a pull sat silent for good (in-process here, the
-    timeout shortened)."""
-    from huggingface_hub import constants, set_client_factory
-    from huggingface_hub.utils._http import default_client_factory
-
-    from yi_cli.checkpoint import hub as yi_hub
-    from yi_cli.errors import LoadError
-
-    monkeypatch.setattr(constants, "ENDPOINT", hub.url)
+    monkeypatch.setattr(constants, "ENDPOINT", url)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", env["HF_HUB_CACHE"])
+    if cache is not None:
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", cache)
     monkeypatch.setattr(yi_hub.hub_http, "ANSWER_S", 0.5)
-    hub.silent.add("tree")
     got = []
 
     def pull():
@@ -661,9 +626,32 @@ def test_a_hub_that_never_answers_the_file_listing_times_out_in_one_line(hub, en
         worker.start()
         worker.join(60)
     finally:
-        hub.release.set()
         set_client_factory(default_client_factory)  # no short timeout left behind for other tests
-    assert not worker.is_alive(), "the fetch still waits on a listing that never comes"
+    return None if worker.is_alive() else got
+
+
+def test_a_hub_that_never_answers_times_out_in_one_line(env, monkeypatch):
+    """It accepted the connection and sent nothing: huggingface_hub's client has no timeout, and a pull hung for
+    good (in-process here, the timeout shortened)."""
+    with socket.socket() as s:  # listens, never accepts: the kernel completes the connection, nothing answers
+        s.bind(("127.0.0.1", 0))
+        s.listen(8)
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"
+        got = fetched_impatiently(monkeypatch, url)
+    assert got is not None, "the fetch still waits on a hub that never answers"
+    assert got and got[0].startswith(f"acme/tiny-chat: {url} stopped answering (timed out"), got
+
+
+def test_a_hub_that_never_answers_the_file_listing_times_out_in_one_line(hub, env, monkeypatch):
+    """The model info answered, the listing's GET was read and never answered: huggingface_hub asks the listing's
+    pages with timeout=None, which overrode the client's, and a pull sat silent for good (in-process here, the
+    timeout shortened)."""
+    hub.silent.add("tree")
+    try:
+        got = fetched_impatiently(monkeypatch, hub.url, env["HF_HUB_CACHE"])
+    finally:
+        hub.release.set()
+    assert got is not None, "the fetch still waits on a listing that never comes"
     assert got and got[0].startswith(f"acme/tiny-chat: {hub.url} stopped answering (timed out"), got
     assert any("/tree/" in r[1] for r in hub.log if r[0] == "GET")  # it did ask for the listing
 
