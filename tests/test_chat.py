@@ -729,6 +729,35 @@ def test_two_saves_at_once_to_one_path_keep_one_and_refuse_the_other(tmp_path, m
     assert [t["content"] for t in json.loads((tmp_path / "snap.json").read_text())["turns"]][::2] == ["q0", winner]
 
 
+def test_a_save_goes_on_where_hard_links_are_not_had_or_another_program_holds_a_lock(tmp_path, monkeypatch):
+    """/save PATH of a new file links it into place: a FUSE mount without hard links (ENOSYS) made it fail where a
+    rename had worked. Over a file another program keeps flocked, /save waited for good (signals held): it waits
+    LOCK_WAIT (shortened here), then writes as before there was a lock."""
+    import errno
+    import fcntl
+
+    from yi_cli.conversation import writes
+
+    monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    chat, out, err = plain_chat(ScriptedEngine(["a0", "a1"]))
+    chat.handle("q0")
+
+    def no_links(src, dst):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(writes.os, "link", no_links)
+    chat.handle("/save new.json")
+    assert err.getvalue() == "" and "saved to new.json" in out.getvalue()
+    monkeypatch.setattr(writes, "LOCK_WAIT", 0.2)
+    chat.handle("q1")
+    with open(tmp_path / "new.json") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another program's lock, kept through the save
+        chat.handle("/save new.json")
+    assert err.getvalue() == "", err.getvalue()
+    assert [t["content"] for t in json.loads((tmp_path / "new.json").read_text())["turns"]][::2] == ["q0", "q1"]
+
+
 def test_two_chats_continuing_one_stored_session_keep_every_turn(tmp_path, monkeypatch):
     """-c in two terminals on one home: the second goes on in a file of its own (the store's lock), with the same
     conversation id; each one's /save to one snapshot path no longer replaces the other's continuation."""

@@ -1022,10 +1022,16 @@ BIG_OPS = {
     "tojson-of-refs": ("{{ (['x' * 1000000] * 20)|tojson|length }}", "a tojson of more than 16777216 characters"),
     "pprint-of-refs": ("{{ (['x' * 1000000] * 20)|pprint|length }}", "a |pprint of more than 16777216 characters"),
     "output-of-refs": ("{{ {'a': ['x' * 1000000] * 20} }}", "a value written as text of more than 16777216"),
-    "tilde-of-refs": ("{{ (1 ~ (['x' * 1000000] * 20))|length }}", "a concatenation's part of more than 16777216"),
-    "percent-of-refs": ("{{ ('%s' % [['x' * 1000000] * 20])|length }}", "a format's argument of more than 16777216"),
-    "format-of-refs": ("{{ '{}'.format(['x' * 1000000] * 20)|length }}", "a format's argument of more than 16777216"),
-    "join-of-lists": ("{{ [['x' * 1000000] * 20, 'a']|join|length }}", "a join's item of more than 16777216"),
+    "tilde-of-refs": ("{{ (1 ~ (['x' * 1000000] * 20))|length }}", "a concatenation of more than 16777216"),
+    "percent-of-refs": ("{{ ('%s' % [['x' * 1000000] * 20])|length }}", "a format's arguments of more than 16777216"),
+    "format-of-refs": ("{{ '{}'.format(['x' * 1000000] * 20)|length }}", "a format's arguments of more than 16777216"),
+    "join-of-lists": ("{{ [['x' * 1000000] * 20, 'a']|join|length }}", "a join of more than 16777216"),
+    # each argument or item within the bound, all of them together past it; views and namespaces show their values
+    "join-of-many-lists": ("{% set x = ['x' * 1000000] * 10 %}{{ ([x] * 4)|join|length }}", "a join of more than"),
+    "percent-of-many": ("{% set x = ['x' * 1000000] * 10 %}{{ ('%s%s' % (x, x))|length }}", "a format's arguments"),
+    "dict-values": ("{{ dict.fromkeys(range(20), 'x' * 1000000).values()|string|length }}", "a |string of more than"),
+    "namespace": ("{% set n = namespace(a=['x' * 1000000] * 20) %}{{ n|string|length }}", "a |string of more than"),
+    "sum-quadratic": ("{{ ([[0] * 1000] * 2000)|sum(start=[])|length }}", "a sum of 2000 sequences"),
     "sum-of-lists": ("{{ ([[1] * 10000000] * 2)|sum(start=[])|length }}", "a sum of 20000002 items is too long"),
 }
 
@@ -1104,6 +1110,19 @@ def test_a_message_whose_ids_are_past_the_models_vocabulary_is_one_line_and_not_
     with pytest.raises(YiError) as e:
         t.build([{"role": "user", "content": far}])
     assert str(e.value).startswith("the tokenizer gives token id ") and f"vocabulary of {rows} " in str(e.value)
+    assert t.count(far) > 0  # a count (of a reply made, for /history) is only a count: it raised after the commit
+
+
+def test_an_index_naming_a_shard_no_file_can_be_is_one_line(tmp_path):
+    """A shard name holding a lone surrogate: the length check's encode raised UnicodeEncodeError, an internal
+    error for -m and for every row of `yi-chat models`."""
+    from yi_cli.checkpoint import files
+
+    idx = tmp_path / "model.safetensors.index.json"
+    for name in ("\ud800.safetensors", "x" * 300 + ".safetensors", 5):
+        idx.write_text(json.dumps({"weight_map": {"lm_head.weight": name}}))
+        with pytest.raises(LoadError):
+            files.check_index(tmp_path)  # refused, or a shard that is missing: LoadError either way
 
 
 TOO_DEEP = {  # valid Jinja that Python cannot compile

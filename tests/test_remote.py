@@ -127,6 +127,14 @@ def test_an_endpoint_host_with_a_space_or_port_0_is_malformed(value):
     assert str(e.value).endswith(": not an http(s) URL of an OpenAI-compatible server"), e.value
 
 
+@pytest.mark.parametrize("host", ["xn--fa-hia.de", "XN--bcher-kva.example", "bücher.example", "localhost.", "::1"])
+def test_an_endpoint_host_dns_can_be_asked_for_is_taken(host):
+    """The host check refuses only what no lookup can take: an IDNA 2008 name (`xn--fa-hia`, faß, which Python's
+    IDNA 2003 round trip refuses), a trailing dot, an IPv6 literal are hosts."""
+    url = f"http://[{host}]:8000" if ":" in host else f"http://{host}:8000"
+    assert Endpoint(url).url() == url + "/v1"
+
+
 def test_cancel_mid_stream_finishes_interrupted_and_the_engine_stays_usable(served):
     served.scripted.replies = [" ".join(f"w{i}" for i in range(100))]
     served.scripted.delay = 0.02

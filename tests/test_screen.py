@@ -738,6 +738,12 @@ def test_a_bidi_override_typed_or_edited_is_drawn_as_its_escape_and_sent_as_it_i
     """prompt_toolkit drew U+202E as it is: the rest of the line was shown reversed (`edit>` of a message with an
     attached file holding one), so the line on screen was not the one sent. It is drawn as `\\u202e`, as every other
     line of the chat shows it, and the message keeps the character."""
+    from prompt_toolkit.utils import get_cwidth
+
+    from yi_cli.ui.repl import show_bidi_escaped
+
+    show_bidi_escaped()  # and measured as wide as it is drawn: prompt_toolkit's row count sizes lines by it
+    assert get_cwidth("ab\u202ecd") == 4 + len("\\u202e")
     engine = Scripted("Seen.")
     pane = term(engine, 60, 12)
     pane.type("abc\u202edef")

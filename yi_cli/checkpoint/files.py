@@ -132,7 +132,12 @@ def index_files(idx: Path) -> set[str]:
         raise LoadError(f"{idx}: weight_map must be an object of tensor name -> file name")
     # a name past 255 bytes is none a file can have: looked for, it was ENAMETOOLONG (an internal error)
     bad = next(
-        (v for v in wm.values() if not v or Path(v).name != v or v in (".", "..") or len(v.encode()) > 255), None
+        (
+            v
+            for v in wm.values()
+            if not v or Path(v).name != v or v in (".", "..") or len(v.encode("utf-8", "surrogatepass")) > 255
+        ),
+        None,
     )
     if bad is not None:
         raise LoadError(f"{idx}: weight_map names {shown(bad, 60)!r}, not a file name in the directory")

@@ -108,25 +108,34 @@ def _linked(tmp: str, path: Path) -> bool:
         return True
     except FileExistsError:
         return False
-    except OSError as e:
-        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV):
-            raise
+    except OSError:  # no hard links here (EPERM, ENOTSUP, ENOSYS of a FUSE mount, EINVAL on FAT): as before them
         os.replace(tmp, path)
         return True
 
 
+LOCK_WAIT = 5.0  # seconds /save waits for another writer's flock on the file before it goes on without it
+
+
 def _lock(fd: int) -> bool:
-    """An exclusive flock of `fd`, waited for (another /save's judging and renaming: moments); False where there is
-    no flock (Windows) or the file system refuses it."""
+    """An exclusive flock of `fd`, waited for at most LOCK_WAIT (another /save's judging and renaming takes moments;
+    signals are held meanwhile, so a flock another program keeps must not hold /save for good); False where there is
+    none to be had: no flock (Windows), a file system that refuses it (NFS on a read-only descriptor), or held past
+    the wait. The file is then judged and replaced unlocked, as before there was a lock."""
     try:
         import fcntl
     except ImportError:
         return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        return True
-    except OSError:
-        return False
+    end = time.monotonic() + LOCK_WAIT
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= end:
+                return False
+            time.sleep(0.02)
+        except OSError:
+            return False
 
 
 def write_new(directory: Path, text: str, owner: Owner | None = None) -> Path:

@@ -90,11 +90,11 @@ def _internet_name(host: str) -> bool:
     if ":" in host:  # an IPv6 literal, checked by urlsplit
         return True
     try:
-        ascii_name = host.encode("idna")
-        ascii_name.decode("idna")
+        labels = host.encode("idna").decode("ascii").split(".")
+        # Punycode alone, not Python's IDNA 2003 round trip, which refuses IDNA 2008 names (xn--fa-hia: faß)
+        return all(label[4:].encode("ascii").decode("punycode") for label in labels if label[:4].lower() == "xn--")
     except UnicodeError:
         return False
-    return True
 
 
 def hide_userinfo(url: str) -> str:

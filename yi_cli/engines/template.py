@@ -257,9 +257,9 @@ class Template:
 
     def count(self, text: str) -> int:
         """Tokens of a message's text alone (what it adds to a prompt, template markers aside), or of a reply's part."""
-        return len(self.encode(text))
+        return len(self.encode(text, fits=False))
 
-    def encode(self, text: str, special: bool = False) -> list[int]:
+    def encode(self, text: str, special: bool = False, fits: bool = True) -> list[int]:
         """The tokenizer's ids; a failure inside it (a Rust panic of a hostile tokenizer.json's normalizer) is one
         YiError: the turn is not sent, the chat goes on."""
         try:
@@ -269,7 +269,8 @@ class Template:
             if not failed(e):
                 raise
             raise YiError(f"the tokenizer failed on this text ({failure(e)})") from None
-        if self.vocab is not None and ids and max(ids) >= self.vocab:
+        # fits: what goes to the model (a count of a reply already made, /history's, is only a count)
+        if fits and self.vocab is not None and ids and max(ids) >= self.vocab:
             raise YiError(
                 f"the tokenizer gives token id {max(ids)} for this text, past the model's vocabulary of {self.vocab} "
                 f"(its tokenizer files are not the weights'); the message was not sent"

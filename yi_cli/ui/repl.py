@@ -503,9 +503,14 @@ SHOWN_ESCAPED = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
 
 
 def show_bidi_escaped() -> None:
+    """Each mark drawn as its escape, and measured as wide as that (prompt_toolkit sizes a line by get_cwidth, 0
+    for a mark: a message that wrapped only through its escapes was counted a row short)."""
     from prompt_toolkit.layout.screen import Char
+    from prompt_toolkit.utils import _CHAR_SIZES_CACHE
 
     Char.display_mappings.update({c: visible(c) for c in SHOWN_ESCAPED})
+    for c in SHOWN_ESCAPED:
+        _CHAR_SIZES_CACHE[c] = len(visible(c))
 
 
 def run(chat, prompt_text: str = ">>> ") -> int:
