@@ -80,23 +80,6 @@ def test_a_home_that_names_no_folder_is_one_line_exit_3_for_every_command(tmp_pa
         one_line_error(p, EXIT_LOAD, "YI_CHAT_HOME=rel is relative", "(No such file or directory)")
 
 
-def test_a_home_that_is_a_file_or_a_symlink_loop_is_one_line_exit_3_for_every_command(tmp_path):
-    """Such a home was said by whichever of its files a command reached first, each with that file's exit code:
-    `sessions` 1 (the sessions folder), `-c` 1 or 2, `models` 0 or 2 (the config), `-p` 2 or 3 (the config, the
-    demo's cache)."""
-    from tests.test_bad_input import one_line_error, yi
-    from yi_cli.errors import EXIT_LOAD
-
-    (tmp_path / "file").write_text("")
-    (tmp_path / "loop").symlink_to("loop")
-    cases = {"file": "(it is not a folder)", "loop": "(Too many levels of symbolic links)"}
-    cases["file/home"] = "(Not a directory)"
-    for home, why in cases.items():
-        for args in (["sessions"], ["models"], ["-p", "hi"], ["-c"]):
-            p = yi(*args, env={"YI_CHAT_HOME": str(tmp_path / home)})
-            one_line_error(p, EXIT_LOAD, f"YI_CHAT_HOME={tmp_path / home} cannot be yi-chat's home {why}")
-
-
 def test_a_byte_that_is_not_utf8_is_shown_as_the_listings_show_it(tmp_path):
     """shown() wrote Python's \\udce9 for the byte \\xe9 of a file name or an argument, where the listings and
     safe_text write \\xe9; a control character and a lone surrogate that no byte made keep their escapes."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 
 from .errors import LoadError, shown
@@ -19,7 +18,7 @@ def _base(xdg_var: str, fallback: str, sub: str) -> Path:
     home = os.environ.get("YI_CHAT_HOME")
     if home:
         try:
-            path = user_path(home, LoadError).absolute()
+            return user_path(home, LoadError).absolute() / sub
         except LoadError as e:  # "~nosuchuser: cannot expand ~nosuchuser (no user 'nosuchuser' here)"
             raise LoadError(f"YI_CHAT_HOME={e}") from None
         except OSError as e:  # getcwd: the folder yi-chat started in was deleted
@@ -27,26 +26,10 @@ def _base(xdg_var: str, fallback: str, sub: str) -> Path:
                 f"YI_CHAT_HOME={shown(home, 200)} is relative, and the working directory it counts from cannot be "
                 f"read ({e.strerror or e})"
             ) from None
-        return _folder(path, home) / sub
     root = os.environ.get(xdg_var, "")
     if not os.path.isabs(root):
         root = os.path.join(os.path.expanduser("~"), fallback)
     return Path(root) / "yi-chat"
-
-
-def _folder(path: Path, home: str) -> Path:
-    """YI_CHAT_HOME as a folder, made later if it is not there. One that is a file or a symlink loop was said by
-    whichever of its files a command reached first, with that file's exit code (a session listing 1, the config
-    2, the cache 3)."""
-    try:
-        if stat.S_ISDIR(os.stat(path).st_mode):
-            return path
-        why = "it is not a folder"
-    except FileNotFoundError:  # made when a file is first written there
-        return path
-    except OSError as e:  # a symlink loop, a file as a parent folder, no permission to look
-        why = e.strerror or str(e)
-    raise LoadError(f"YI_CHAT_HOME={shown(home, 200)} cannot be yi-chat's home ({why})")
 
 
 def cache_dir() -> Path:
