@@ -77,27 +77,27 @@ def write_judged(path: Path, text: str, judge) -> None:
                     break
                 continue  # made meanwhile: judged as the file it is
             except PermissionError:  # unreadable: judged (and replaced) unlocked, as the judge reads it
+                fd = None
+            try:
+                if fd is not None and _lock(fd) and not _still_at(fd, path):
+                    continue  # replaced while this one waited for the lock: the new file is judged
                 judge(path)
                 os.replace(tmp, path)
                 break
-            try:
-                if not _lock(fd):
-                    judge(path)
-                    os.replace(tmp, path)
-                    break
-                try:
-                    same = os.fstat(fd).st_ino == os.stat(path).st_ino
-                except FileNotFoundError:
-                    same = False
-                if same:
-                    judge(path)
-                    os.replace(tmp, path)
-                    break
             finally:
-                os.close(fd)  # the lock goes with it
+                if fd is not None:
+                    os.close(fd)  # the lock goes with it
         else:
             raise OSError(errno.EAGAIN, "other writers kept replacing the file")
     durable.sync_dir(path.parent)
+
+
+def _still_at(fd: int, path: Path) -> bool:
+    """Whether the file open as `fd` is still the one at `path`."""
+    try:
+        return os.fstat(fd).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        return False
 
 
 def _linked(tmp: str, path: Path) -> bool:

@@ -135,13 +135,10 @@ class Template:
         bounds ...)". A template that cannot render the probe is left to the first turn to say so."""
         from ..errors import LoadError
 
-        vocab, self.vocab = self.vocab, None  # the probe's ids as they are: encode would refuse them as a turn
-        try:
-            ids = self.build([{"role": "user", "content": PROBE_USER}]).ids
+        try:  # build's render and ids, unchecked: encode would refuse them as a turn
+            ids = self.encode(self.render([{"role": "user", "content": PROBE_USER}]), self.source is None, fits=False)
         except YiError:
             return
-        finally:
-            self.vocab = vocab
         if ids and max(ids) >= self.vocab:
             raise LoadError(
                 f"{getattr(self.tokenizer, 'name_or_path', '') or 'the tokenizer'}: the tokenizer gives token id "
