@@ -2057,3 +2057,47 @@ def test_a_home_with_a_line_break_is_named_on_one_line(tmp_path, monkeypatch):
     chat, out, err = plain_chat(ScriptedEngine(["one"]), on_turn=autosave)
     chat.handle("first")
     assert autosave.path is not None and "\n" not in autosave.where() and "a\\nb" in autosave.where()
+
+
+def test_json_lines_say_each_failure_in_an_object_with_its_line():
+    """--json wrote nothing for a refused message, a failed command or a skipped line, and a failed reply's object
+    had no text of why: a reader pairing its input with the objects lost count, and had to read stderr. Each now
+    has an object whose `error` is the line stderr got."""
+    import io
+
+    from rich.console import Console
+
+    from yi_cli.conversation.chat import Chat, Options
+    from yi_cli.ui.render import JsonRenderer
+
+    out, err = io.StringIO(), io.StringIO()
+    engine = ScriptedEngine(["fine"])
+    engine.context_length = 40
+    chat = Chat(
+        engine,
+        JsonRenderer(Console(file=io.StringIO()), Console(file=err), out=out),
+        options=Options(overflow="refuse"),
+    )
+    chat.handle("/undo")  # nothing to undo: a command that fails
+    chat.handle("/nosuch")  # not a command at all
+    chat.handle("word " * 60)  # over the context: refused before any reply
+    chat.handle("hi")
+    chat.handle("/history")
+    engine.fail_with = YiError("the server is gone")
+    chat.handle("again")
+    chat.render.error("stdin line 9 is not valid UTF-8; skipped")  # as cli's pipe reader says it
+    got = [json.loads(x) for x in out.getvalue().splitlines()]
+    lines = [x.removeprefix("error: ") for x in err.getvalue().splitlines() if x.startswith("error: ")]
+    assert [sorted(o) for o in got] == [
+        ["command", "error", "output"],
+        ["error"],
+        ["decode_tok_s", "error", "finish_reason", "new_tokens", "prompt", "prompt_tokens", "reply", "ttft_s"],
+        ["decode_tok_s", "finish_reason", "new_tokens", "prompt", "prompt_tokens", "reply", "ttft_s"],
+        ["command", "output"],
+        ["decode_tok_s", "error", "finish_reason", "new_tokens", "prompt", "prompt_tokens", "reply", "ttft_s"],
+        ["error"],
+    ], got
+    assert [o["error"] for o in got if "error" in o] == lines and len(lines) == 5, (got, lines)
+    assert got[0]["command"] == "undo" and got[2]["prompt"] == "word " * 60 and got[2]["finish_reason"] == "error"
+    assert got[2]["prompt_tokens"] is None and got[2]["new_tokens"] == 0 and got[2]["reply"] == ""
+    assert got[3]["reply"] == "fine" and got[5]["prompt"] == "again" and got[5]["finish_reason"] == "error"

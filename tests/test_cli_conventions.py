@@ -962,6 +962,37 @@ def test_a_json_chat_in_a_terminal_keeps_its_banner_out_of_the_json(server, home
     assert "yi-chat ·" not in lines[1]["output"]  # the banner went to the terminal
 
 
+def test_piped_json_gives_each_failure_an_object_with_stderrs_line(server, home):
+    """Piped --json wrote no object for a line skipped as not UTF-8, an unknown command or a command that failed,
+    and none with the text of why: a reader pairing its lines with the objects lost count. Each has one now, its
+    `error` the line stderr got."""
+    p = yi("--endpoint", server.url, "--json", stdin=b"/undo\n\xff\xfe\n/bogus\nhi\n", home=home)
+    assert p.returncode == 1, p.stderr.decode()
+    objs = [json.loads(ln) for ln in p.stdout.decode().splitlines()]
+    errors = [ln.removeprefix("error: ") for ln in p.stderr.decode().splitlines() if ln.startswith("error: ")]
+    assert [o.get("command") or o.get("reply") for o in objs] == ["undo", None, None, "echo: hi"], objs
+    assert [o["error"] for o in objs[:3]] == errors and len(errors) == 3, (objs, errors)
+    assert "stdin line 2 is not valid UTF-8" in errors[1] and "unknown command /bogus" in errors[2]
+    assert "error" not in objs[3]
+
+
+def test_a_json_chat_in_a_terminal_writes_a_failed_commands_object(server, home, tmp_path):
+    """`yi-chat --json > lines.jsonl` at a terminal: a command that failed (on the screen: its error line) left no
+    line in the file."""
+    out = tmp_path / "lines.jsonl"
+    child = spawn_redirected("--endpoint", server.url, "--json", home=home, cwd=tmp_path, out=out)
+    child.sendline("/undo")
+    child.expect_exact("error: ")
+    child.expect_exact(">>>")
+    child.sendline("hi")
+    child.expect_exact("stop · ")
+    child.expect_exact(">>>")
+    assert leave(child) == 0
+    lines = [json.loads(ln) for ln in out.read_text().splitlines()]
+    assert [ln.get("command") or ln.get("reply") for ln in lines] == ["undo", "echo: hi"], lines
+    assert lines[0]["output"] == "" and "nothing to undo" in lines[0]["error"], lines
+
+
 def test_file_command_and_f_flag_in_a_real_terminal(server, home, tmp_path):
     (tmp_path / "todo.txt").write_text("buy milk\n")
     (tmp_path / "blob.bin").write_bytes(b"\x00\x01")

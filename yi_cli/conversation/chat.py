@@ -93,6 +93,7 @@ class Chat:
     def handle(self, line: str, verbatim: bool = False) -> bool:
         """Process one line of input; returns False once the chat should end (/exit). verbatim: a message as typed,
         whatever it starts with (a prompt after `--`)."""
+        started = None  # a command begun and not done: a failed one ends too (--json writes its object)
         try:
             line = commands.utf8(line)
             cmd = None if verbatim else commands.parse(line)
@@ -102,8 +103,9 @@ class Chat:
                     self.send(text)
                 return self.running
             before = self.saved_state()
-            self.render.command_start(cmd[0].name)
+            self.render.command_start(started := cmd[0].name)
             commands.run(self, *cmd)
+            started = None
             self.render.command_done(cmd[0].name)
             after = self.saved_state()
             if _turns(after) != _turns(before):  # /undo, /clear, /load, /continue: a failed message is no longer
@@ -118,12 +120,15 @@ class Chat:
         except Exception as e:  # a bug in a command must not end the chat: one line, and the REPL lives on
             self.failures += 1
             self.render.error(f"{line.strip()[:40]!r} failed ({failure(e)})")
+        if started is not None:
+            self.render.command_done(started)
         return self.running
 
     def send(self, text: str, settings: GenSettings | None = None) -> Stats | None:
         """One message, with the files attached for it; one that is refused or fails is not recorded: its files
         stay attached, and /retry or /edit sends it again (unsent), also where its length alone refused it."""
         self.unsent = text  # until its exchange is recorded
+        self.render.message_start(text)
         self._fits_untokenized(text)
         waiting = self.attachments = attach.fresh(self.attachments, self.render.notice)
         if waiting:  # the files as they go now: one grown since /file (checked then) was tokenized whole
@@ -262,7 +267,7 @@ class Chat:
             kept_old = stopped and pending.keeps_previous(text)
             if keep and not kept_old:  # on disk before it is reported finished: a signal after it loses nothing
                 self._commit(pending, prompt, text, stats, dropped, ids)
-            self.render.reply_end(text, stats)
+            self.render.reply_end(text, stats, error)
             if kept_old:
                 self.render.notice(RETRY_STOPPED)
             if error is not None:

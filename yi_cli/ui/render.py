@@ -247,7 +247,14 @@ class Renderer:
 
     def reply_text(self, delta: str) -> None: ...
 
-    def reply_end(self, text: str, stats: Stats | None) -> None: ...
+    def reply_end(self, text: str, stats: Stats | None, error: str | None = None) -> None:
+        """A reply ends; error: why it failed (its line follows, through error())."""
+
+    def message_start(self, text: str) -> None:
+        """A message is about to be sent (it may still be refused before its reply starts)."""
+
+    def failure(self, msg: str) -> None:
+        """A failure's line, for a renderer that records it beside the screen's (--json's objects)."""
 
     def command_start(self, name: str) -> None: ...
 
@@ -320,6 +327,13 @@ class TerminalRenderer(Renderer):
         super().show(renderable, whole)
         self._copy("show", renderable, whole, command=True)
 
+    def error(self, msg: str) -> None:
+        super().error(msg)
+        self._copy("failure", msg)
+
+    def message_start(self, text: str) -> None:
+        self._copy("message_start", text)
+
     def command_start(self, name: str) -> None:
         self._copy("command_start", name, command=True)
 
@@ -343,9 +357,9 @@ class TerminalRenderer(Renderer):
         else:
             super().notice(msg)
 
-    def reply_end(self, text: str, stats: Stats | None) -> None:
+    def reply_end(self, text: str, stats: Stats | None, error: str | None = None) -> None:
         self._write(self.tint.feed(self.ends.flush()) + self.tint.flush())
-        self._copy("reply_end", text, stats)
+        self._copy("reply_end", text, stats, error)
         if self.line_open:
             self.console.file.write("\n")
             self.line_open = False
@@ -423,7 +437,7 @@ class PlainRenderer(Renderer):
         self.out.write(safe(self.ends.feed(delta)))
         self.out.flush()
 
-    def reply_end(self, text: str, stats: Stats | None) -> None:
+    def reply_end(self, text: str, stats: Stats | None, error: str | None = None) -> None:
         self.out.write(safe(self.ends.flush()))
         if not text and stats is not None and stats.finish_reason == FINISH_ERROR:  # failed before any text: no
             return  # reply (an empty one was a phantom turn to a reader splitting on blank lines), the error says it
@@ -439,7 +453,9 @@ class PlainRenderer(Renderer):
 
 
 class JsonRenderer(Renderer):
-    """--json: one JSON object per turn on stdout (and per command, with its output as text)."""
+    """--json: one JSON object per turn on stdout (and per command, with its output as text). A failure is in the
+    JSON too, its line as `error`: a failed reply's object, a refused message's (finish_reason "error", nothing
+    counted), a failed command's, or one of its own (`{"error": ...}`: a stdin line skipped)."""
 
     commands = True
 
@@ -449,6 +465,10 @@ class JsonRenderer(Renderer):
         self.prompt = ""
         self.pending = ""
         self.replied = False  # a reply was written since the command in hand started
+        self.asked = False  # a message is in hand and no object says what became of it yet
+        self.command: str | None = None  # the command in hand
+        self.errors: list[str] = []  # its failures' lines
+        self.said: str | None = None  # the failure a reply's object holds already (its line comes after it)
 
     def banner(self, text: str) -> None:  # not a command's output: on the terminal, not in the JSON lines
         self.err.print(safe(text), markup=False, highlight=False, soft_wrap=True)
@@ -463,21 +483,45 @@ class JsonRenderer(Renderer):
         )
         self.pending += buf.getvalue()
 
+    def error(self, msg: str) -> None:
+        super().error(msg)
+        self.failure(msg)
+
+    def failure(self, msg: str) -> None:
+        if msg is self.said:
+            self.said = None
+        elif self.command is not None:
+            self.errors.append(msg)
+        elif self.asked:
+            refused = Stats(prompt_tokens=None, finish_reason=FINISH_ERROR)
+            self._write({"prompt": self.prompt, "reply": "", **refused.to_dict(), "error": msg})
+        else:
+            self._write({"error": msg})
+
+    def message_start(self, text: str) -> None:
+        self.prompt, self.asked = text, True
+
     def command_start(self, name: str) -> None:
-        self.replied = False
+        self.replied, self.asked, self.command, self.errors = False, False, name, []
 
     def command_done(self, name: str) -> None:
-        if self.pending or not self.replied:  # /continue, /retry, /edit: their reply's object is the command's
-            self._write({"command": name, "output": self.pending})
-        self.pending = ""
+        failed = {"error": "; ".join(self.errors)} if self.errors else {}
+        if self.pending or not self.replied or failed:  # /continue, /retry, /edit: their reply's object is the
+            self._write({"command": name, "output": self.pending, **failed})  # command's
+        self.pending, self.command, self.errors = "", None, []
 
     def reply_start(self, prompt: str, after: str = "") -> None:
         self.prompt = prompt
 
-    def reply_end(self, text: str, stats: Stats | None) -> None:
-        self.replied = True
-        self._write({"prompt": self.prompt, "reply": text, **(stats.to_dict() if stats else {})})
+    def reply_end(self, text: str, stats: Stats | None, error: str | None = None) -> None:
+        self.replied, self.said = True, error
+        self._write({"prompt": self.prompt, "reply": text, **(stats.to_dict() if stats else {}), **_failed(error)})
 
     def _write(self, obj: dict) -> None:
+        self.asked = False
         self.out.write(json_line(json.dumps(obj, ensure_ascii=False)) + "\n")
         self.out.flush()
+
+
+def _failed(error: str | None) -> dict:
+    return {"error": error} if error is not None else {}
