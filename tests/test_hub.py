@@ -953,16 +953,17 @@ def test_a_config_with_implausible_sizes_is_refused_before_its_weights_and_liste
 
 @pytest.mark.parametrize("ref", ["missing", "garbage"])
 def test_a_snapshot_no_ref_names_is_listed_as_offline_runs_see_it(hub, env, ref):
-    """refs/main gone or damaged: `models` showed the newest snapshot as loadable (ok), where `-m` offline says the
-    download is not complete. Both say so now, and a pull writes the ref again."""
+    """refs/main gone or damaged: `models` showed the newest snapshot as loadable (ok), where `-m` offline says it
+    cannot load it. Both say why now (no branch names it; they said "the download is not complete", which it is),
+    and a pull writes the ref again."""
     assert yi(env, "pull", "acme/tiny-chat").returncode == 0
-    main = repo_dir(env) / "refs" / "main"
+    main, snap = repo_dir(env) / "refs" / "main", snapshot(env)
     main.unlink() if ref == "missing" else main.write_text("not a commit")
     offline = {**env, "HF_HUB_OFFLINE": "1"}
     row = {r["name"]: r for r in json.loads(yi(offline, "models", "--json").stdout)}["acme/tiny-chat"]
-    want = "the download is not complete: `yi-chat pull acme/tiny-chat` continues it"
-    assert not row["loadable"] and row["reason"] == want, row
-    error_line(yi(offline, "-m", "acme/tiny-chat", "-p", "hi"), 3, "the download is not complete")
+    want = f"the cache holds commit {snap.name[:12]} and no branch names it: `yi-chat pull acme/tiny-chat`"
+    assert not row["loadable"] and row["reason"].startswith(want) and f"`-m {snap}` opens" in row["reason"], row
+    error_line(yi(offline, "-m", "acme/tiny-chat", "-p", "hi"), 3, "HF_HUB_OFFLINE=1 forbids fetching it; " + want)
     assert yi(env, "pull", "acme/tiny-chat").returncode == 0
     assert {r["name"]: r for r in json.loads(yi(offline, "models", "--json").stdout)}["acme/tiny-chat"]["loadable"]
     main.rename(main.with_name("v1"))  # what `pull --revision v1` leaves: another ref names it
@@ -1057,6 +1058,12 @@ def test_pull_of_a_branch_and_of_a_commit_fetches_that_revision(hub, env, demo_f
     snap = repo_dir(env) / "snapshots" / main.commit
     assert p.stdout.decode().strip() == str(snap)
     assert (snap / "generation_config.json").read_bytes() == demo_files["generation_config.json"]
+    # `models` said of the commit's complete snapshot "the download is not complete: a pull continues it"
+    row = {r["name"]: r for r in json.loads(yi(env, "models", "--json").stdout)}["acme/tiny-chat"]
+    want = f"the cache holds commit {main.commit[:12]} and no branch names it: `yi-chat pull acme/tiny-chat` fetches"
+    assert row["path"] == str(snap) and row["reason"].startswith(want) and f"`-m {snap}` opens" in row["reason"], row
+    p = yi(env, "-m", str(snap), "-p", "hi", "--max-new-tokens", "2")
+    assert p.returncode == 0, p.stderr.decode()
 
 
 def test_pull_of_a_revision_the_repo_lacks_is_one_line_exit_3(hub, env):

@@ -141,6 +141,14 @@ def named_by_ref(repo: str, snap: Path) -> bool:
         return False
 
 
+def unnamed(repo: str, snap: Path) -> str:
+    """What a complete snapshot no ref names is (a pull of a commit, or refs/main gone): -m REPO asks for main."""
+    return (
+        f"the cache holds commit {shown(snap.name, 40)[:12]} and no branch names it: `yi-chat pull {repo}` "
+        f"fetches main; `-m {shown(str(snap), 400)}` opens this commit"
+    )
+
+
 def _ref_commit(ref: Path) -> str | None:
     """The commit a cache ref names; None where it names none (damaged, gigabytes long, or a path such as `../x`,
     which led outside the cache): as if there were no ref, so a fetch writes it again."""
@@ -196,6 +204,10 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
     from huggingface_hub.utils import logging as hub_logging
 
     if offline():
+        if (snap := _unnamed_snapshot(repo)) is not None:
+            raise LoadError(
+                f"{repo}: not in the cache at main, and HF_HUB_OFFLINE=1 forbids fetching it; {unnamed(repo, snap)}"
+            )
         if started(repo):
             raise LoadError(
                 f"{repo}: the download is not complete in the Hugging Face cache ({cache_root()}), and "
@@ -291,6 +303,17 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
         progress.stop()  # also on Ctrl-C: the terminal gets its cursor back
     progress.done(repo)
     return snap
+
+
+def _unnamed_snapshot(repo: str) -> Path | None:
+    """The snapshot `yi-chat models` shows for repo (scan's choice) where it is complete and no ref names it."""
+    try:
+        if cached_snapshot(repo) is not None:
+            return None
+        snap = _newest(storage(repo))
+        return snap if snap is not None and complete(snap) and not named_by_ref(repo, snap) else None
+    except (OSError, LoadError):
+        return None
 
 
 def started(repo: str) -> bool:
@@ -620,9 +643,8 @@ def scan() -> list[tuple[str, Path, int]]:
         repo = repo_of(d)
         try:
             snap = cached_snapshot(repo) if repo else None
-            if snap is None and (d / "snapshots").is_dir():
-                snaps = [s for s in (d / "snapshots").iterdir() if s.is_dir()]
-                snap = max(snaps, key=lambda s: s.stat().st_mtime, default=None)
+            if snap is None:
+                snap = _newest(d)
             if snap is None and _partial(d):
                 snap = d
             size = (
@@ -633,6 +655,15 @@ def scan() -> list[tuple[str, Path, int]]:
         if snap is not None:
             out.append((repo, snap, size))
     return out
+
+
+def _newest(folder: Path) -> Path | None:
+    """The newest snapshot of a repo's cache folder, None where it has none."""
+    if not (folder / "snapshots").is_dir():
+        return None
+    return max(
+        (s for s in (folder / "snapshots").iterdir() if s.is_dir()), key=lambda s: s.stat().st_mtime, default=None
+    )
 
 
 def missing(snap: Path, allow_pickle: bool = True) -> list[str]:

@@ -181,10 +181,12 @@ def models(args, aliases: dict) -> int:
             row.update(
                 loadable=False, reason=f"a file of it is missing from the cache: `yi-chat pull {repo}` fetches it again"
             )
-        elif (cut and not refused) or (row["loadable"] and not hub.named_by_ref(repo, snap)):
-            # a pull completes it; or no ref names this snapshot (refs/main gone or damaged: the newest snapshot
-            # is shown), which -m offline will not load either
+        elif cut and not refused:  # a pull completes it
             row.update(loadable=False, reason=f"the download is not complete: `yi-chat pull {repo}` continues it")
+        elif row["loadable"] and not hub.named_by_ref(repo, snap):
+            # complete, but no ref names it (`pull --revision COMMIT`, or refs/main gone or damaged: the newest
+            # snapshot is shown): -m offline does not load it, and it said "the download is not complete"
+            row.update(loadable=False, reason=hub.unnamed(repo, snap))
         elif refused:  # where the pull stopped, not the weights it did not fetch for that reason
             row["reason"] = refused
         cached[repo.lower()] = row
