@@ -158,6 +158,12 @@ def test_a_retry_stopped_before_its_first_word_keeps_the_reply_it_was_retrying()
     assert err.getvalue().count("retry stopped: the previous reply is kept") == 2
 
 
+def replied(saved: dict) -> bool:
+    """An autosave of a reply, not of the message said as its reply starts (empty and interrupted)."""
+    last = saved["turns"][-1]
+    return bool(last["content"]) or last["finish_reason"] != "interrupted"
+
+
 def test_a_second_ctrl_c_as_the_stopped_reply_is_saved_and_shown_cuts_neither():
     """Ctrl-C twice quickly: the first stops the reply; the second landed after the stream had ended, while the
     reply was saved and its end drawn, where Ctrl-C raised a KeyboardInterrupt again. The autosave was cut (the
@@ -175,9 +181,10 @@ def test_a_second_ctrl_c_as_the_stopped_reply_is_saved_and_shown_cuts_neither():
     saved = []
 
     def autosave(chat):
-        if not saved:
+        now = chat.session.to_dict()
+        if replied(now) and not any(map(replied, saved)):  # the reply's save, not its message's as it began
             os.kill(os.getpid(), signal.SIGINT)  # the second Ctrl-C; Python runs its handler within this call
-        saved.append(chat.session.to_dict())
+        saved.append(now)
 
     out, err = io.StringIO(), io.StringIO()
     render = TerminalRenderer(Console(file=out, width=100), Console(file=err, width=100))
@@ -206,9 +213,10 @@ def test_a_ctrl_c_as_a_piped_reply_is_saved_stops_the_run_after_it():
     saved = []
 
     def autosave(chat):
-        if not saved:
+        now = chat.session.to_dict()
+        if replied(now) and not any(map(replied, saved)):  # the reply's save, not its message's as it began
             os.kill(os.getpid(), signal.SIGINT)  # Python runs its handler within this call
-        saved.append(chat.session.to_dict())
+        saved.append(now)
 
     chat, out, err = plain_chat(ScriptedEngine(["a whole reply"]), on_turn=autosave)
     chat.handle("tell me")

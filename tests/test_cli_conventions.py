@@ -725,6 +725,40 @@ def test_a_real_hangup_saves_the_turn_and_exits_129(home, tmp_path, when):
     assert saved["turns"][1]["finish_reason"] == ("interrupted" if when == "mid-reply" else "stop")
 
 
+@pytest.mark.parametrize("edit", [False, True], ids=["message", "edit"])
+def test_a_chat_killed_outright_mid_reply_keeps_the_message(home, tmp_path, edit):
+    """SIGKILL (the OOM killer, `kill -9`) mid-reply: the session's file held the conversation as it was before the
+    message, which was lost with the reply (the file is written as a reply ends). The message is in the file as its
+    reply starts, its reply empty and interrupted: -c brings it back and /retry answers it. An /edit's new text
+    too."""
+    editor = tmp_path / "ed.sh"
+    editor.write_text('#!/bin/sh\nprintf "the edited question" > "$1"\n')
+    editor.chmod(0o755)
+    engine = ScriptedEngine(["a b c d e f"] * (1 + edit), hold_after=None if edit else 2)
+    with OpenAIServer(engine, model="served") as srv:
+        child = spawn("--endpoint", srv.url, home=home, cwd=tmp_path, env={"EDITOR": str(editor)})
+        child.sendline("a question")
+        if edit:
+            child.expect_exact("a b c d e f")
+            child.expect_exact(">>>")
+            engine.hold_after = 2
+            child.sendline("/edit")
+        assert engine.holding.wait(60)
+        child.expect_exact("a b")
+        child.kill(signal.SIGKILL)
+        child.wait()
+    (saved,) = session_files(home)
+    said = "the edited question" if edit else "a question"
+    assert [(t["content"], t.get("finish_reason")) for t in saved["turns"][-2:]] == [(said, ""), ("", "interrupted")]
+    assert len(saved["turns"]) == 2
+    with OpenAIServer(ScriptedEngine(["the answer"]), model="served") as srv:
+        p = yi("--endpoint", srv.url, "-c", stdin="/retry\n", home=home)
+        assert p.returncode == 0, p.stderr.decode()
+        assert srv.requests[-1]["messages"][-1]["content"] == said
+    (saved,) = session_files(home)
+    assert [t["content"] for t in saved["turns"]] == [said, "the answer"]
+
+
 @pytest.mark.parametrize("where", ["in a task", "in the loop"])
 def test_a_signal_at_the_prompt_ends_it_through_its_event_loop(monkeypatch, capfd, caplog, where):
     """SIGTERM (SIGHUP, SIGQUIT) at the prompt: its handler raised KeyboardInterrupt from whatever the event loop ran

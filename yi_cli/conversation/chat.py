@@ -52,6 +52,9 @@ class Pending:
     # /continue then had nothing to go on from)
     keeps_cut: bool = False
     clearable: bool = True  # /clear would leave what is answered (not /retry's, /edit's or /continue's exchange)
+    # what the session holds while the reply streams, as its file has it then: the message said, its reply empty and
+    # interrupted (a SIGKILL, the OOM killer mid-reply lost the message with the reply); None: nothing new is said
+    asked: Callable[[ChatSession], None] | None = None
 
     def keeps_previous(self, text: str) -> bool:
         """A /retry stopped with `text` so far leaves the reply it was retrying (keeps_old, keeps_cut)."""
@@ -183,8 +186,11 @@ class Chat:
                 text, self._count(text), reply, stats.new_tokens, stats.finish_reason, stats.to_dict(), files
             )
 
+        def asked(session: ChatSession) -> None:
+            session.add_exchange(text, 0, "", 0, FINISH_INTERRUPTED, {}, files)
+
         msgs = self.session.messages() + [{"role": "user", "content": text}]
-        return self.reply(Pending(msgs, commit, text, settings=settings))
+        return self.reply(Pending(msgs, commit, text, settings=settings, asked=asked))
 
     def regenerate(self, text: str, settings: GenSettings | None = None, files: int | None = None) -> Stats | None:
         """A new reply to `text` (led by `files` attached files' blocks; None: not known, an editor's rewrite) in
@@ -196,12 +202,24 @@ class Chat:
                 text, self._count(text), reply, stats.new_tokens, stats.finish_reason, stats.to_dict(), files
             )
 
+        def asked(session: ChatSession) -> None:  # an /edit's new text
+            session.replace_last_exchange(text, 0, "", 0, FINISH_INTERRUPTED, {}, files)
+
         msgs = self.session.messages()[:-2] + [{"role": "user", "content": text}]
         old = self.session.turns[-1]
         retry = text == self.session.turns[-2].content  # /retry (an /edit changes the message: it goes in)
         whole = retry and old.finish_reason == FINISH_STOP
         return self.reply(
-            Pending(msgs, commit, text, settings=settings, keeps_old=whole, keeps_cut=retry, clearable=False)
+            Pending(
+                msgs,
+                commit,
+                text,
+                settings=settings,
+                keeps_old=whole,
+                keeps_cut=retry,
+                clearable=False,
+                asked=None if retry else asked,
+            )
         )
 
     def extend(self) -> Stats | None:
@@ -245,14 +263,17 @@ class Chat:
         # it ends it stops nothing more (the reply has stopped); the ending signals' own handlers still run.
         self._early = []
         self._on_signal = self._early.append
+        self._asked = False  # the session's file holds `pending.asked`'s exchange: rewritten if nothing lands
         with _cancelling_signals(lambda sigint: self._on_signal(sigint)) as wrapped:
             try:
-                text, stats, error, ids = self._stream(prompt, settings, wrapped)
+                text, stats, error, ids = self._stream(prompt, settings, wrapped, lambda: self._save_asked(pending))
             except BaseException:  # abandoned (a third Ctrl-C, stdout gone): what was said stays, marked interrupted
                 text, stats, error, ids = self._abandoned
                 kept_old = pending.keeps_previous(text)  # a /retry given up on
                 if not kept_old:
                     self._commit(pending, prompt, text, stats, dropped, ids)
+                elif self._asked:
+                    self.on_turn(self)
                 try:  # the reply ends on screen too (its marker; a terminal renderer stops holding notices)
                     self.render.reply_end(text, stats)
                     if kept_old:
@@ -267,6 +288,8 @@ class Chat:
             kept_old = stopped and pending.keeps_previous(text)
             if keep and not kept_old:  # on disk before it is reported finished: a signal after it loses nothing
                 self._commit(pending, prompt, text, stats, dropped, ids)
+            elif self._asked:  # failed: the file as the session is (a first message's goes: nothing was said)
+                self.on_turn(self)
             self.render.reply_end(text, stats, error)
             if kept_old:
                 self.render.notice(RETRY_STOPPED)
@@ -287,6 +310,22 @@ class Chat:
         if self.on_turn:
             self.on_turn(self)
         return stats
+
+    def _save_asked(self, pending: Pending) -> None:
+        """The session's file as it is with `pending`'s message said and its reply to come (empty, interrupted), as
+        the reply starts streaming: a process killed outright (SIGKILL, the OOM killer) before it ends leaves the
+        message in the file, where -c brings it back (/retry or /continue answers it). Written while the engine
+        reads the prompt; the reply's own write replaces it."""
+        if self.on_turn is None or pending.asked is None:
+            return
+        real = self.session
+        self.session = replace(real, turns=list(real.turns))  # the session as it will be; the real one unchanged
+        try:
+            pending.asked(self.session)
+            self.on_turn(self)
+        finally:
+            self.session = real
+        self._asked = True
 
     def _count(self, text: str) -> int:
         tpl = self.engine.template
@@ -335,8 +374,9 @@ class Chat:
         loaded from a remote chat's session has none of its own); 0 where nothing can count them."""
         return turn.tokens or self._count(turn.content)
 
-    def _stream(self, prompt: Prompt, settings: GenSettings, wrapped: bool = False):
-        """Run engine.stream in a worker thread so Ctrl-C here only sets `cancel`; the stream ends itself."""
+    def _stream(self, prompt: Prompt, settings: GenSettings, wrapped: bool = False, started=None):
+        """Run engine.stream in a worker thread so Ctrl-C here only sets `cancel`; the stream ends itself. started:
+        called once the worker runs."""
         events: queue.Queue = queue.Queue()
         cancel = threading.Event()
 
@@ -351,7 +391,7 @@ class Chat:
         worker = threading.Thread(target=pump, name="yi-stream", daemon=True)
         acc = {"text": [], "finish": None, "error": None}
         try:
-            self._drain(worker, events, cancel, acc, wrapped)
+            self._drain(worker, events, cancel, acc, wrapped, started)
         except BaseException:  # e.g. BrokenPipeError from the renderer: stop the model before leaving
             cancel.set()
             if worker.is_alive():
@@ -384,7 +424,7 @@ class Chat:
             except queue.Empty:
                 return left["finish"]
 
-    def _drain(self, worker, events, cancel, acc, wrapped: bool) -> None:
+    def _drain(self, worker, events, cancel, acc, wrapped: bool, started=None) -> None:
         """The reply's events until its end. wrapped: Ctrl-C's handler is reply()'s (_cancelling_signals), which
         calls `interrupted` while the stream runs."""
         self.interrupts = 0
@@ -405,17 +445,19 @@ class Chat:
                     interrupted(True)
                 for sigint in early:  # a Ctrl-C or a signal as the reply started
                     interrupted(sigint)
-                self._events(worker, events, acc, interrupted, wrapped)
+                self._events(worker, events, acc, interrupted, wrapped, started)
             finally:
                 self._on_signal = self._ended
 
-    def _events(self, worker, events, acc, interrupted, wrapped: bool) -> None:
-        started = False
+    def _events(self, worker, events, acc, interrupted, wrapped: bool, started=None) -> None:
+        running = False
         while True:
             try:
-                if not started:
-                    started = True
+                if not running:
+                    running = True
                     worker.start()
+                    if started is not None:
+                        started()
                 ev = events.get(timeout=0.1)
                 if ev is None:
                     break
