@@ -25,6 +25,7 @@ import pytest
 
 from tests.fixtures import ScriptedEngine
 from tests.openai_server import OpenAIServer
+from yi_cli.errors import YiError
 
 ROOT = Path(__file__).resolve().parent.parent
 CLEAN = ("OPENAI_BASE_URL", "OPENAI_API_KEY", "YI_CHAT_ENDPOINT", "YI_CHAT_MODEL", "NO_COLOR")
@@ -757,6 +758,26 @@ def test_a_chat_killed_outright_mid_reply_keeps_the_message(home, tmp_path, edit
         assert srv.requests[-1]["messages"][-1]["content"] == said
     (saved,) = session_files(home)
     assert [t["content"] for t in saved["turns"]] == [said, "the answer"]
+
+
+def test_a_reply_that_fails_takes_its_message_out_of_the_file_again(home):
+    """The message goes into the session's file as its reply starts; a reply that fails with nothing to keep takes
+    it out again: a first message's file goes (a session of nothing), a later one's file is as it was."""
+
+    class FailsSecond(ScriptedEngine):
+        def stream(self, prompt, settings, cancel):
+            if len(self.seen) == 1:
+                self.seen.append(None)
+                raise YiError("the engine broke")
+            yield from super().stream(prompt, settings, cancel)
+
+    with OpenAIServer(ScriptedEngine(fail_with=YiError("the engine broke")), model="served") as srv:
+        p = yi("--endpoint", srv.url, "-p", "first", home=home)
+    assert p.returncode == 1 and session_files(home) == [], p.stderr.decode()
+    with OpenAIServer(FailsSecond(), model="served") as srv:
+        p = yi("--endpoint", srv.url, stdin="first\nsecond\n", home=home)
+    assert p.returncode == 1, p.stderr.decode()
+    assert [[t["content"] for t in f["turns"]] for f in session_files(home)] == [["first", "echo: first"]]
 
 
 @pytest.mark.parametrize("where", ["in a task", "in the loop"])
