@@ -510,3 +510,55 @@ def test_lines_typed_while_the_chat_starts_go_to_the_history_when_a_signal_ends_
     assert not marker.exists(), scroll
     assert "1 message typed ahead was not sent: in the input history" in scroll.replace("\n", ""), scroll
     assert history_entries(home)[:1] == [f"touch {marker}"]
+
+
+GATE = """
+import os, sys, time
+class _Gate:
+    def find_spec(self, name, path=None, target=None):
+        if name == "prompt_toolkit" and "yi_cli.ui.repl" in sys.modules and not os.path.exists(GO):
+            open(REACHED, "w").close()
+            deadline = time.monotonic() + 60
+            while not os.path.exists(GO) and time.monotonic() < deadline:
+                time.sleep(0.01)
+        return None
+sys.meta_path.insert(0, _Gate())
+"""
+
+
+@pytest.mark.parametrize(
+    "signum,word", [(signal.SIGTERM, "terminated"), (signal.SIGHUP, "hung up"), (signal.SIGINT, "interrupted")]
+)
+def test_a_signal_while_the_repl_is_imported_ends_the_chat_as_anywhere(tmp_path, signum, word):
+    """SIGTERM (SIGHUP, SIGQUIT) after the model loaded and before the first prompt, while the REPL's module was
+    being imported: the handler found it listed without `end_prompt` yet and the run ended in "internal error
+    (AttributeError ...)", exit 1. Ctrl-C there ended it as it should, but dropped the line typed ahead. Here a
+    sitecustomize holds that import (prompt_toolkit's, inside yi_cli.ui.repl's) until the test lets it go."""
+    home = tmp_path / "home"
+    home.mkdir()
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    reached, go, marker = tmp_path / "reached", tmp_path / "go", tmp_path / "ran"
+    (gate / "sitecustomize.py").write_text(f"REACHED, GO = {str(reached)!r}, {str(go)!r}\n" + GATE)
+    with OpenAIServer(Scripted("unused"), model="scripted") as srv:
+        sh = Shell(home)
+        try:
+            sh.line(f"PYTHONPATH={gate}:{ROOT} {sys.executable} -m yi_cli --endpoint {srv.url} --model scripted")
+            deadline = time.monotonic() + DEADLINE
+            while not reached.exists():
+                assert time.monotonic() < deadline, "the REPL's import never began"
+                time.sleep(0.02)
+            sh.tmux("send-keys", "-t", "0", "-l", f"touch {marker}\r")
+            queued(sh, f"touch {marker}\r")
+            os.kill(chat_pid(sh), signum)
+            go.touch()
+            ended(sh)
+            sh.line("echo AFTER")
+            scroll = sh.wait(lambda s: re.search(r"^AFTER$", s, re.M), "the shell after the chat")
+        finally:
+            sh.close()
+    assert not marker.exists(), scroll  # the shell ran none of it
+    flat = scroll.replace("\n", "")
+    assert f"yi-chat: {word}; 1 message typed ahead was not sent: in the input history" in flat, scroll
+    assert "internal error" not in scroll and "Traceback" not in scroll, scroll
+    assert history_entries(home)[:1] == [f"touch {marker}"]

@@ -198,8 +198,10 @@ def _leave(signum, frame):
         return
     for chat in _CHAT:
         chat.running, chat.terminated = False, True
-    repl = sys.modules.get(f"{__package__}.repl")  # imported for a chat at a terminal only
-    if not (repl and repl.end_prompt()):  # at the prompt: ended through its event loop
+    # imported for a chat at a terminal only; listed already while its import runs, without end_prompt yet (a signal
+    # then was an internal error, AttributeError, exit 1)
+    end_prompt = getattr(sys.modules.get(f"{__package__}.repl"), "end_prompt", None)
+    if not (end_prompt and end_prompt()):  # at the prompt: ended through its event loop
         raise KeyboardInterrupt
 
 
@@ -424,6 +426,7 @@ def resumed(given: str | None, data: dict, exchanges: int) -> str:
 
 
 def _run(chat, prompt, interactive, render, verbatim: bool = False) -> int:
+    early = False  # a Ctrl-C before the REPL's first prompt ends the chat
     try:
         if prompt is not None:
             chat.handle(prompt, verbatim)
@@ -441,7 +444,8 @@ def _run(chat, prompt, interactive, render, verbatim: bool = False) -> int:
         _DONE.append(True)  # the chat has ended: a signal from here on is recorded, not raised into its saves
         if chat.terminated:
             pass
-        elif interactive:
+        elif interactive:  # before the REPL's first prompt (it takes its own Ctrl-C)
+            early = True
             raise
         else:  # a batch's Ctrl-C between replies (waiting on stdin, or held through an autosave): as inside one
             chat.ctrl_c += 1
@@ -459,9 +463,9 @@ def _run(chat, prompt, interactive, render, verbatim: bool = False) -> int:
             _err(f"stdout failed ({e.strerror}); " + (chat.on_turn.where() or "no turn was saved"))
     finally:
         _DONE.append(True)
-        if chat.terminated and interactive:  # no prompt comes for the keys typed ahead
-            repl = sys.modules.get(f"{__package__}.repl")
-            _keep_typed_ahead(render.take_keys, "".join(repl.AHEAD) if repl else "")
+        if (chat.terminated or early) and interactive:  # no prompt comes for the keys typed ahead (pin_keys would
+            ahead = getattr(sys.modules.get(f"{__package__}.repl"), "AHEAD", ())  # drop them)
+            _keep_typed_ahead(render.take_keys, "".join(ahead))
         render.pin_keys(False)  # unpinned and echo back on, however the chat ended
         _CHAT.clear()
     if not interactive and chat.ctrl_c:  # what was typed ahead of a batch's Ctrl-C is not the shell's
