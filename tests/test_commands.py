@@ -39,6 +39,19 @@ def test_a_command_typed_with_a_full_width_slash_runs():
     assert chat.session.exchanges == 1 and "你好" in out.getvalue()
 
 
+def test_a_new_line_separates_a_command_and_its_words():
+    """`/system`, Esc-Enter, `Be terse.` (or a paste of two lines) said "unknown command /system\\nbe; did you mean
+    /system?". A new line parts a command's name from its words as a space does; its words keep their lines."""
+    chat, out, err = plain_chat(ScriptedEngine(["ok"]))
+    chat.handle("/system\nBe terse.\nAnswer in French.")
+    assert chat.session.system == "Be terse.\nAnswer in French.", err.getvalue()
+    chat.handle("/history\r\nwhat")
+    assert err.getvalue() == "error: usage: /history [all] (all: with the attached files in full), not /history what\n"
+    err.seek(0), err.truncate(0)
+    chat.handle("/set\ntemperature 0.5")
+    assert chat.settings.temperature == 0.5 and err.getvalue() == "", err.getvalue()
+
+
 def test_an_ideographic_space_separates_a_command_and_its_words():
     """An input method in full-width mode types each space as U+3000 (the ideographic space). `／set　temperature　0.5`
     said 'usage: /set NAME VALUE', `/history　all` 'unknown command /history\\u3000all', `／history　ａｌｌ` was not
@@ -65,8 +78,8 @@ def test_an_ideographic_space_separates_a_command_and_its_words():
     assert cmd.name == "file" and arg == "笔记.md"
     with pytest.raises(YiError, match="takes no argument"):
         commands.parse("/clear\u3000now")
-    with pytest.raises(YiError, match="unknown command"):  # a line break is no space between a name and its words
-        commands.parse("/system\nline two")
+    cmd, arg = commands.parse("/system\nline two")  # a line break too (test_a_new_line_separates_...)
+    assert cmd.name == "system" and arg == "line two"
 
 
 def test_unknown_and_malformed_commands_are_refused_with_a_hint():

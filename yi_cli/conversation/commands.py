@@ -66,8 +66,10 @@ def parse(line: str):
     s = _half_width_slash(line.strip().lstrip("\ufeff").strip())
     if not s.startswith("/") or s[:2] in ESCAPES:
         return None
-    name, _, arg = s[1:].replace(IDEOGRAPHIC_SPACE, " ").replace("\t", " ").partition(" ")  # a tab parts them too
-    arg = s[2 + len(name) :] if arg else ""  # the words as typed (/system's text keeps its ideographic spaces)
+    # any white space parts them: a tab, an input method's ideographic space, a new line (Esc-Enter, a paste: the
+    # name was "system\nbe", an unknown command, and /file's path took the lines after it)
+    name = next(iter(s[1:].split(None, 1)), "") if s[1:2].strip() else ""
+    arg = s[1 + len(name) :]  # the words as typed (/system's text keeps its ideographic spaces)
     name = name.lower()
     bang = len(name) > 1 and name.endswith("!")
     base = name[:-1] if bang else name
