@@ -1048,6 +1048,21 @@ def test_a_json_chat_in_a_terminal_writes_a_failed_commands_object(server, home,
     assert lines[0]["output"] == "" and "nothing to undo" in lines[0]["error"], lines
 
 
+def test_ctrl_d_with_a_file_attached_says_it_was_not_sent(server, home, tmp_path):
+    """`yi-chat -f notes.txt` (or /file), then Ctrl-D: the chat ended and the file went unsent without a word, where
+    a piped run says so (exit 1). The REPL says so too; Ctrl-D is still the way out (exit 0)."""
+    import pexpect
+
+    (tmp_path / "notes.txt").write_text("buy milk\n")
+    child = spawn("--endpoint", server.url, "-f", "notes.txt", home=home, cwd=tmp_path)
+    child.sendcontrol("d")
+    child.expect_exact("notes.txt: attached, but the chat ended before a message took it; not sent")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    assert not any("messages" in r for r in server.requests)  # nothing was sent
+
+
 def test_file_command_and_f_flag_in_a_real_terminal(server, home, tmp_path):
     (tmp_path / "todo.txt").write_text("buy milk\n")
     (tmp_path / "blob.bin").write_bytes(b"\x00\x01")

@@ -575,6 +575,9 @@ def _one_line(chat, session, prompt_text: str) -> bool:
             draft = session.default_buffer.text
             return True
         except EOFError:  # Ctrl-D
+            if chat.attachments:  # `-f notes.txt` or /file, then Ctrl-D: the file went unsent without a word
+                names = ", ".join(shown(a.name, 200) for a in chat.attachments)
+                chat.render.notice(f"{names}: attached, but the chat ended before a message took it; not sent")
             return False
         chat.render.pin_keys(True)  # the prompt turned bracketed paste off: a paste during the reply stays one
         last = chat.session.turns[-1:]
