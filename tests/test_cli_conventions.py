@@ -924,6 +924,35 @@ def test_f_naming_the_piped_stdin_is_f_dash(server, home, path):
     assert content.count("some text") == 1 and content.endswith("what is in it")
 
 
+@pytest.mark.parametrize("path", ["/dev/stdin", "notes.txt"])
+def test_f_naming_a_file_redirected_to_stdin_is_f_dash(server, home, tmp_path, path):
+    """`-f /dev/stdin -p x < notes.txt` (stdin a regular file, not a pipe) sent the text twice, as the piped context
+    and again as the file; without -p the file went with the first turn and each of its lines was a turn as well.
+    It is `-f -` as for a pipe (also named by its own path)."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("line one\nline two\n")
+    e = {k: v for k, v in os.environ.items() if k not in CLEAN}
+    e.update(YI_CHAT_HOME=str(home))
+
+    def run(*args):
+        with open(notes, "rb") as stdin:
+            return subprocess.run(
+                [sys.executable, "-m", "yi_cli", "--endpoint", server.url, "-f", path, *args],
+                stdin=stdin,
+                capture_output=True,
+                timeout=300,
+                env=e,
+                cwd=tmp_path,
+            )
+
+    one_line_error(run(), 2, f"-f {path}: stdin is the chat's input (one turn per line) here")
+    assert server.requests == []
+    p = run("-p", "summarise")
+    assert p.returncode == 0, p.stderr.decode()
+    [content] = [r["messages"][-1]["content"] for r in server.requests]
+    assert content.count("line one") == 1 and content.endswith("summarise"), content
+
+
 def test_a_piped_line_over_64_mib_is_skipped_and_said_and_the_next_runs(server, home):
     """A piped line is held whole until it ends: an endless one (`< /dev/zero`) grew by gigabytes, saying nothing.
     A line over an attachment's 64 MiB (far beyond any context) is skipped at its limit, with one line."""

@@ -410,17 +410,18 @@ def _one_path(arg: str) -> None:
 
 
 def own_input(name: str) -> bool:
-    """Whether `name` is the pipe (or socket) on the process's own stdin: /dev/stdin, /proc/self/fd/0, or the FIFO
-    it was started with. Reading it takes what stdin holds; a redirected regular file is read from its start
-    apart, so it is not."""
+    """Whether `name` is the process's own stdin: /dev/stdin, /proc/self/fd/0, the FIFO (or socket) it was started
+    with, or the file redirected to it. Reading a pipe takes what stdin holds; a regular file is read from its start
+    apart, and was so read twice: `-f /dev/stdin -p x < notes.txt` sent the text as the piped context and again as
+    the file, and without -p it went with the first turn while each of its lines was a turn."""
     if name == STDIN:
         return True
     try:
         st, own = os.stat(inputs.user_path(name, UsageError)), os.fstat(0)
     except (OSError, ValueError, UsageError):  # no stdin, no such file: read() says what is wrong with it
         return False
-    shared = stat.S_ISFIFO(st.st_mode) or stat.S_ISSOCK(st.st_mode)
-    return shared and (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
+    read = stat.S_ISFIFO(st.st_mode) or stat.S_ISSOCK(st.st_mode) or stat.S_ISREG(st.st_mode)  # not a terminal
+    return read and (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
 
 
 def do_detach(chat, arg: str) -> None:
