@@ -698,6 +698,22 @@ def test_a_malformed_hf_endpoint_is_one_line_exit_2(env, url):
         assert len(lines) == 1
 
 
+def test_what_uses_no_hub_runs_whatever_hf_endpoint_and_config_say(env, tmp_path):
+    """`yi-chat sessions`, `completion bash` (`source <(yi-chat completion bash)` in a shell's rc) and every --help
+    failed on a malformed HF_ENDPOINT they never use, and `models --help` / `pull --help` on a broken config.toml
+    they do not need for it: exit 2 where the help or the listing was asked for."""
+    home = tmp_path / "home"
+    (home / "config").mkdir(parents=True)
+    (home / "config" / "config.toml").write_text('modle = "x"\n')
+    bad = {**env, "HF_ENDPOINT": "abc", "YI_CHAT_HOME": str(home)}
+    for args in (("sessions",), ("sessions", "--help"), ("completion", "bash"), ("models", "--help"), ("pull", "-h")):
+        p = yi(bad, *args)
+        assert p.returncode == 0 and (p.stdout or args == ("sessions",)), (args, p.stderr.decode())
+        assert b"HF_ENDPOINT" not in p.stderr and b"config.toml" not in p.stderr, (args, p.stderr.decode())
+    error_line(yi(bad, "models"), 2, "HF_ENDPOINT=abc")  # what uses the hub still says
+    error_line(yi({**bad, "HF_ENDPOINT": env["HF_ENDPOINT"]}, "models"), 2, "config.toml")
+
+
 @pytest.mark.parametrize("url", [" http://127.0.0.1:1", "http://127.0.0.1:1/a b", "http://127.0.0.1:1\t"])
 def test_an_hf_endpoint_with_whitespace_is_a_usage_error_not_an_unreachable_hub(env, url):
     """A space pasted before the URL, or one inside it or a tab after it, passed the check: `pull` said it "cannot

@@ -43,7 +43,8 @@ def main(argv=None) -> int:
     if sub is not None:
         sys.stdout = guard
     try:
-        _check_hf_endpoint()
+        if sub is None or (argv[0] in HUB_SUBCOMMANDS and not _asks_help(argv[1:])):  # sessions, completion and a
+            _check_hf_endpoint()  # --help use no hub: a bad HF_ENDPOINT failed them (`source <(yi-chat completion)`)
         if sub is None:
             return _main(args)
         code = sub(argv[1:])
@@ -126,11 +127,22 @@ def subcommand(argv: list[str]):
     import importlib
 
     module = importlib.import_module(f".{SUBCOMMANDS[argv[0]][0]}", __package__)
-    if argv[0] in ("models", "pull"):  # one parser for both, which takes the word itself; [aliases] from config
-        from . import config
+    if argv[0] in HUB_SUBCOMMANDS:  # one parser for both, which takes the word itself; [aliases] from config (not
+        from . import config  # for --help: a config error printed instead of the help)
 
-        return lambda rest: module.main([argv[0], *rest], config.read()[0].get("aliases", {}))
+        return lambda rest: module.main(
+            [argv[0], *rest], {} if _asks_help(rest) else config.read()[0].get("aliases", {})
+        )
     return module.main
+
+
+HUB_SUBCOMMANDS = ("models", "pull")
+
+
+def _asks_help(words: list[str]) -> bool:
+    """-h or --help among a subcommand's words (before a `--`)."""
+    before = words[: words.index("--")] if "--" in words else words
+    return "-h" in before or "--help" in before
 
 
 # Signals that end yi-chat (errors.ENDING less Ctrl-C): exit code, and what the one line on stderr says. SIGQUIT
