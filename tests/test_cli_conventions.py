@@ -953,6 +953,21 @@ def test_f_naming_a_file_redirected_to_stdin_is_f_dash(server, home, tmp_path, p
     assert content.count("line one") == 1 and content.endswith("summarise"), content
 
 
+@pytest.mark.parametrize("how", ["one-shot", "piped"])
+def test_a_script_whose_turns_were_not_saved_ends_with_the_line_that_says_so(server, home, how):
+    """The autosave failing all through a one-shot or piped run: exit 1 as README says, but stderr had only the
+    notice of the first failure ("the chat goes on (the next turns are tried too)", of a one-shot's next turns that
+    never come), not the ending line README promises."""
+    (home / "data").mkdir(parents=True)
+    (home / "data" / "sessions").write_text("")  # a file where the sessions' folder belongs
+    args, stdin = (["-p", "hi"], None) if how == "one-shot" else ([], "hi\nthere\n")
+    p = yi("--endpoint", server.url, *args, stdin=stdin, home=home)
+    assert p.returncode == 1, p.stderr.decode()
+    lines = p.stderr.decode().splitlines()
+    assert lines[-1] == "yi-chat: the last turns are not saved (autosave failed: Not a directory)", lines
+    assert p.stdout.decode().startswith("echo: hi")
+
+
 def test_a_piped_line_over_64_mib_is_skipped_and_said_and_the_next_runs(server, home):
     """A piped line is held whole until it ends: an endless one (`< /dev/zero`) grew by gigabytes, saying nothing.
     A line over an attachment's 64 MiB (far beyond any context) is skipped at its limit, with one line."""

@@ -491,8 +491,8 @@ def _run(chat, prompt, interactive, render, verbatim: bool = False) -> int:
     if not interactive and chat.ctrl_c:  # a batch stops at Ctrl-C, as a pipeline does; the REPL goes on
         saved = chat.on_turn.where()
         return _said_end(f"interrupted; {saved}" if saved else "interrupted", 130)
-    if code == 0 and not interactive and chat.on_turn.failing:  # a script is told its turns are not all saved
-        code = EXIT_CHAT
+    if not interactive and chat.on_turn.failing:  # a script is told its turns are not all saved: exit 1 and the
+        return _said_end(chat.on_turn.where(), code or EXIT_CHAT)  # ending line (the notice spoke of next turns)
     return code
 
 
