@@ -698,6 +698,13 @@ def test_a_malformed_hf_endpoint_is_one_line_exit_2(env, url):
         assert len(lines) == 1
 
 
+@pytest.mark.parametrize("name", ["", " "])
+def test_pull_of_an_empty_name_says_it_is_empty(env, tmp_path, name):
+    """`yi-chat pull ''` said ": not a hub id ...; a local folder, which pull does not fetch (-m  opens it)": the
+    empty name is the current folder as a path. -m '' and -f '' say it is empty; so does pull."""
+    error_line(yi(env, "pull", name, cwd=tmp_path), 2, "pull: the repo name is empty")
+
+
 def test_what_uses_no_hub_runs_whatever_hf_endpoint_and_config_say(env, tmp_path):
     """`yi-chat sessions`, `completion bash` (`source <(yi-chat completion bash)` in a shell's rc) and every --help
     failed on a malformed HF_ENDPOINT they never use, and `models --help` / `pull --help` on a broken config.toml

@@ -116,6 +116,8 @@ def _tokenizer_checked(path: Path, row: dict) -> dict:
 
 def _pulled(args, name: str, alias: bool) -> Path:
     """The folder `pull` describes for name (args.repo, or the target of its config alias)."""
+    if not name.strip():  # Path('') is the current folder: "a local folder, which pull does not fetch (-m  opens it)"
+        raise UsageError("pull: the repo name is empty: give ORG/NAME or a Yi alias (see yi-chat models --all)")
     repo = family.expand(name)
     local = inputs.user_path(name, UsageError)
     hub_id = hub.written_as_id(repo) and hub.id_problem(repo) is None
