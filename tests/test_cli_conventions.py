@@ -1075,6 +1075,17 @@ def test_piped_json_gives_each_failure_an_object_with_stderrs_line(server, home)
     assert "error" not in objs[3]
 
 
+def test_a_json_one_shot_of_a_mistyped_command_writes_its_object(server, home):
+    """`yi-chat --json -p /histroy`: the line on stderr and exit 1, and no object on stdout (said before the model
+    loads, where the chat's renderer does not exist yet); a piped `/bogus` line has one."""
+    p = yi("--endpoint", server.url, "--json", "-p", "/histroy", home=home)
+    assert p.returncode == 1
+    assert [json.loads(ln) for ln in p.stdout.decode().splitlines()] == [
+        {"error": "unknown command /histroy; did you mean /history?"}
+    ]
+    assert p.stderr.decode() == "yi-chat: unknown command /histroy; did you mean /history?\n"
+
+
 def test_a_json_chat_in_a_terminal_writes_a_failed_commands_object(server, home, tmp_path):
     """`yi-chat --json > lines.jsonl` at a terminal: a command that failed (on the screen: its error line) left no
     line in the file."""

@@ -1267,6 +1267,11 @@ def test_stdout_closed_is_one_line_exit_2(home):
     one_line_error(p, 2, "stdout is closed; replies would be lost")
     p = run_shell(f"{PY} -m yi_cli sessions >&-", home)  # it said "replies" for a listing (run-through 4)
     one_line_error(p, 2, "stdout is closed; the output of yi-chat sessions would be lost")
+    for flag in ("--help", "--version"):  # they said "replies would be lost"
+        p = run_shell(f"{PY} -m yi_cli {flag} >&-", home)
+        one_line_error(p, 2, f"stdout is closed; the output of yi-chat {flag} would be lost")
+    p = run_shell(f"{PY} -m yi_cli -- --help >&-", home)  # a prompt, after --
+    one_line_error(p, 2, "stdout is closed; replies would be lost")
 
 
 def test_stderr_closed_is_a_working_chat(tiny_src, home):

@@ -3,6 +3,7 @@ end it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -141,8 +142,12 @@ HUB_SUBCOMMANDS = ("models", "pull")
 
 def _asks_help(words: list[str]) -> bool:
     """-h or --help among a subcommand's words (before a `--`)."""
-    before = words[: words.index("--")] if "--" in words else words
-    return "-h" in before or "--help" in before
+    return any(w in ("-h", "--help") for w in _flags(words))
+
+
+def _flags(words: list[str]) -> list[str]:
+    """The words before a `--` (after it none is a flag)."""
+    return words[: words.index("--")] if "--" in words else words
 
 
 # Signals that end yi-chat (errors.ENDING less Ctrl-C): exit code, and what the one line on stderr says. SIGQUIT
@@ -275,7 +280,17 @@ def _main(args) -> int:
     if prompt is not None and not args.verbatim:
         from ..conversation import commands
 
-        commands.parse(prompt)  # YiError: its one line, exit 1, as the chat would have said it
+        try:
+            commands.parse(prompt)  # YiError: its one line, exit 1, as the chat would have said it
+        except YiError as e:
+            if args.json:  # and its object, as the chat writes it for a line that is no command
+                import json
+
+                from ..safe_text import json_line
+
+                with contextlib.suppress(OSError):  # stdout closed or full: the line on stderr says it all the same
+                    print(json_line(json.dumps({"error": str(e)}, ensure_ascii=False)), flush=True)
+            raise
     top, gen_cfg = config.read()
     args.endpoint, endpoint_from = remote_env.endpoint(args.endpoint, top)
     if args.model is not None and not args.model.strip():
@@ -512,7 +527,6 @@ def check_model_name(model: str, given: str = "--model ") -> None:
 
 def run_pipe(chat) -> int:
     """Each non-empty stdin line is one user turn (or command) of one session; bad lines are skipped loudly."""
-    import contextlib
     import itertools
 
     from .. import pipes
@@ -711,6 +725,9 @@ def _unhold_early() -> None:
     _EARLY.clear()
 
 
+_INFO = ("-h", "--help", "--version")  # what a chat's flags print instead of chatting
+
+
 class _nullctx:
     def __enter__(self):
         return self
@@ -723,9 +740,12 @@ def entry() -> None:
     from . import streams
 
     if "stdout" in streams.repair():  # nothing could be shown: say so instead of chatting into the void
-        what = (
-            "replies" if not (sys.argv[1:] and sys.argv[1] in SUBCOMMANDS) else f"the output of yi-chat {sys.argv[1]}"
-        )
+        argv = sys.argv[1:]
+        asked = next((a for a in _flags(argv) if a in _INFO), None)
+        if argv and argv[0] in SUBCOMMANDS:
+            what = f"the output of yi-chat {argv[0]}"
+        else:  # `yi-chat --help >&-` was told its replies would be lost
+            what = f"the output of yi-chat {asked}" if asked else "replies"
         _err(f"stdout is closed; {what} would be lost (redirect it to /dev/null to discard it)")
         sys.exit(2)
     if "OMP_WAIT_POLICY" not in os.environ:
