@@ -425,6 +425,19 @@ def chat_pid(sh: Shell) -> int:
     return sh.pid()
 
 
+def end_with_keys_ahead(sh: Shell, keys: str, signum: int, then=None) -> str:
+    """Type `keys` ahead (waiting in the terminal's queue), send `signum` to the chat (then call `then`), and return
+    the scrollback once the chat has ended and the shell runs a command again."""
+    sh.tmux("send-keys", "-t", "0", "-l", keys)
+    queued(sh, keys)
+    os.kill(chat_pid(sh), signum)
+    if then is not None:
+        then()
+    ended(sh)
+    sh.line("echo AFTER")
+    return sh.wait(lambda s: re.search(r"^AFTER$", s, re.M), "the shell after the chat")
+
+
 @pytest.mark.parametrize("signum,word", [(signal.SIGTERM, "terminated"), (signal.SIGHUP, "hung up")])
 def test_lines_typed_during_a_reply_go_to_the_history_not_the_shell(tmp_path, signum, word):
     """Lines typed while a reply streams wait, unechoed, in the terminal for the next prompt. A signal that ends the
@@ -445,12 +458,7 @@ def test_lines_typed_during_a_reply_go_to_the_history_not_the_shell(tmp_path, si
             assert engine.paused.wait(DEADLINE)
             sh.wait(lambda s: "return x * 0" in s, "the reply up to its pause")
             ahead = f"touch {marker}\ra secod\x7fnd message\ra paste: \x1b[200~one\rtwo\x1b[201~\ra draft"
-            sh.tmux("send-keys", "-t", "0", "-l", ahead)
-            queued(sh, ahead)
-            os.kill(chat_pid(sh), signum)
-            ended(sh)
-            sh.line("echo AFTER")
-            scroll = sh.wait(lambda s: re.search(r"^AFTER$", s, re.M), "the shell after the chat")
+            scroll = end_with_keys_ahead(sh, ahead, signum)
         finally:
             sh.close()
     assert not marker.exists(), scroll  # the shell ran none of it
@@ -548,13 +556,7 @@ def test_a_signal_while_the_repl_is_imported_ends_the_chat_as_anywhere(tmp_path,
             while not reached.exists():
                 assert time.monotonic() < deadline, "the REPL's import never began"
                 time.sleep(0.02)
-            sh.tmux("send-keys", "-t", "0", "-l", f"touch {marker}\r")
-            queued(sh, f"touch {marker}\r")
-            os.kill(chat_pid(sh), signum)
-            go.touch()
-            ended(sh)
-            sh.line("echo AFTER")
-            scroll = sh.wait(lambda s: re.search(r"^AFTER$", s, re.M), "the shell after the chat")
+            scroll = end_with_keys_ahead(sh, f"touch {marker}\r", signum, go.touch)
         finally:
             sh.close()
     assert not marker.exists(), scroll  # the shell ran none of it
