@@ -158,12 +158,6 @@ def test_a_retry_stopped_before_its_first_word_keeps_the_reply_it_was_retrying()
     assert err.getvalue().count("retry stopped: the previous reply is kept") == 2
 
 
-def replied(saved: dict) -> bool:
-    """An autosave of a reply, not of the message said as its reply starts (empty and interrupted)."""
-    last = saved["turns"][-1]
-    return bool(last["content"]) or last["finish_reason"] != "interrupted"
-
-
 def test_a_second_ctrl_c_as_the_stopped_reply_is_saved_and_shown_cuts_neither():
     """Ctrl-C twice quickly: the first stops the reply; the second landed after the stream had ended, while the
     reply was saved and its end drawn, where Ctrl-C raised a KeyboardInterrupt again. The autosave was cut (the
@@ -181,10 +175,9 @@ def test_a_second_ctrl_c_as_the_stopped_reply_is_saved_and_shown_cuts_neither():
     saved = []
 
     def autosave(chat):
-        now = chat.session.to_dict()
-        if replied(now) and not any(map(replied, saved)):  # the reply's save, not its message's as it began
+        if not saved:
             os.kill(os.getpid(), signal.SIGINT)  # the second Ctrl-C; Python runs its handler within this call
-        saved.append(now)
+        saved.append(chat.session.to_dict())
 
     out, err = io.StringIO(), io.StringIO()
     render = TerminalRenderer(Console(file=out, width=100), Console(file=err, width=100))
@@ -213,10 +206,9 @@ def test_a_ctrl_c_as_a_piped_reply_is_saved_stops_the_run_after_it():
     saved = []
 
     def autosave(chat):
-        now = chat.session.to_dict()
-        if replied(now) and not any(map(replied, saved)):  # the reply's save, not its message's as it began
+        if not saved:
             os.kill(os.getpid(), signal.SIGINT)  # Python runs its handler within this call
-        saved.append(now)
+        saved.append(chat.session.to_dict())
 
     chat, out, err = plain_chat(ScriptedEngine(["a whole reply"]), on_turn=autosave)
     chat.handle("tell me")
@@ -2109,3 +2101,56 @@ def test_json_lines_say_each_failure_in_an_object_with_its_line():
     assert got[0]["command"] == "undo" and got[2]["prompt"] == "word " * 60 and got[2]["finish_reason"] == "error"
     assert got[2]["prompt_tokens"] is None and got[2]["new_tokens"] == 0 and got[2]["reply"] == ""
     assert got[3]["reply"] == "fine" and got[5]["prompt"] == "again" and got[5]["finish_reason"] == "error"
+
+
+@pytest.mark.parametrize("how", ["load", "fork"])
+def test_a_failed_reply_leaves_no_second_file_of_the_conversation(tmp_path, monkeypatch, how):
+    """The message goes into the session's file as its reply starts. After /load (or going on from a file another
+    yi-chat holds: a fork), that write made a new file; a reply that failed then left it, a second file of the same
+    conversation that -c took (the one that Autosave.loaded is there to prevent), and the ending line named it."""
+    from yi_cli.conversation import store
+
+    monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path / "home"))
+    first = store.Autosave("interactive")
+    chat, _, _ = plain_chat(ScriptedEngine(["a0"]), on_turn=first)
+    chat.handle("q0")
+    (original,) = store.sessions_dir().glob("*.json")
+    failing = ScriptedEngine(fail_with=YiError("the server is gone"))
+    if how == "load":
+        first.close()
+        saver = store.Autosave("interactive")
+        again, _, err = plain_chat(failing, on_turn=saver)
+        again.handle("/load last")
+    else:  # the first chat still holds its file
+        session, _, data = store.read("last")
+        saver = store.autosave_for("last", data, "interactive")
+        assert saver.forked
+        again, _, err = plain_chat(failing, session=session, on_turn=saver)
+    again.handle("q1")
+    assert "the server is gone" in err.getvalue()
+    assert list(store.sessions_dir().glob("*.json")) == [original]
+    if how == "load":
+        assert saver.where() == f"the session is saved in {original}"
+    saver.close()
+    first.close()
+
+
+def test_an_autosave_that_cannot_write_is_said_once_whatever_the_replies_do(tmp_path, monkeypatch):
+    """Autosave failing (the sessions' folder a file) and replies failing: each failed reply said the autosave
+    failure again (the message's write, then putting the files back, cleared what had been said), and a first
+    message that failed reported the failure of a save of a turn that never was."""
+    from yi_cli.conversation import store
+
+    monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path / "home"))
+    (tmp_path / "home" / "data").mkdir(parents=True)
+    (tmp_path / "home" / "data" / "sessions").write_text("")
+    engine = ScriptedEngine(fail_with=YiError("the server is gone"))
+    saver = store.Autosave("pipe")
+    chat, _, err = plain_chat(engine, on_turn=saver)
+    chat.handle("a")
+    chat.handle("b")
+    assert "autosave" not in err.getvalue() and saver.failing is None, err.getvalue()
+    engine.fail_with = None
+    chat.handle("c")
+    chat.handle("d")
+    assert err.getvalue().count("autosave to ") == 1 and saver.failing == "Not a directory", err.getvalue()

@@ -263,7 +263,7 @@ class Chat:
         # it ends it stops nothing more (the reply has stopped); the ending signals' own handlers still run.
         self._early = []
         self._on_signal = self._early.append
-        self._asked = False  # the session's file holds `pending.asked`'s exchange: rewritten if nothing lands
+        self._asked = None  # the autosave's state before it wrote `pending.asked`'s exchange: put back if nothing lands
         with _cancelling_signals(lambda sigint: self._on_signal(sigint)) as wrapped:
             try:
                 text, stats, error, ids = self._stream(prompt, settings, wrapped, lambda: self._save_asked(pending))
@@ -272,8 +272,8 @@ class Chat:
                 kept_old = pending.keeps_previous(text)  # a /retry given up on
                 if not kept_old:
                     self._commit(pending, prompt, text, stats, dropped, ids)
-                elif self._asked:
-                    self.on_turn(self)
+                elif self._asked is not None:
+                    self.on_turn.unasked(self, self._asked)
                 try:  # the reply ends on screen too (its marker; a terminal renderer stops holding notices)
                     self.render.reply_end(text, stats)
                     if kept_old:
@@ -288,8 +288,8 @@ class Chat:
             kept_old = stopped and pending.keeps_previous(text)
             if keep and not kept_old:  # on disk before it is reported finished: a signal after it loses nothing
                 self._commit(pending, prompt, text, stats, dropped, ids)
-            elif self._asked:  # failed: the file as the session is (a first message's goes: nothing was said)
-                self.on_turn(self)
+            elif self._asked is not None:  # failed: the files as they were before the message
+                self.on_turn.unasked(self, self._asked)
             self.render.reply_end(text, stats, error)
             if kept_old:
                 self.render.notice(RETRY_STOPPED)
@@ -316,16 +316,16 @@ class Chat:
         the reply starts streaming: a process killed outright (SIGKILL, the OOM killer) before it ends leaves the
         message in the file, where -c brings it back (/retry or /continue answers it). Written while the engine
         reads the prompt; the reply's own write replaces it."""
-        if self.on_turn is None or pending.asked is None:
+        write = getattr(self.on_turn, "asked", None)  # the autosave's (store.Autosave)
+        if write is None or pending.asked is None:
             return
         real = self.session
         self.session = replace(real, turns=list(real.turns))  # the session as it will be; the real one unchanged
         try:
             pending.asked(self.session)
-            self.on_turn(self)
+            self._asked = write(self)
         finally:
             self.session = real
-        self._asked = True
 
     def _count(self, text: str) -> int:
         tpl = self.engine.template

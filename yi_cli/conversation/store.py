@@ -163,7 +163,27 @@ class Autosave:
         """Let the file go (the process is ending): another yi-chat may resume it now."""
         self.owner.release()
 
-    def __call__(self, chat) -> None:
+    def asked(self, chat) -> tuple:
+        """The session with a message said and its reply to come, written as the reply starts (Chat._save_asked):
+        quietly (a failure is said by the reply's own write, once). Returns what unasked() puts back."""
+        before = (self.path, self.created, self.conv, self.loaded, self.loaded_from, self.failing)
+        self(chat, quiet=True)
+        return before
+
+    def unasked(self, chat, before: tuple) -> None:
+        """The reply failed: the files as they were before asked(). A file made for the message alone goes, and
+        where the session is saved is where it was (after /load, or going on from another yi-chat's file: a second
+        file of the same conversation, which -c then took); one written in place is written as the session is."""
+        if before[0] is not None:
+            self(chat)
+            return
+        if self.path is not None:
+            with signals_held():
+                unlink_quietly(self.path)
+            self.owner.release()
+        self.path, self.created, self.conv, self.loaded, self.loaded_from, self.failing = before
+
+    def __call__(self, chat, quiet: bool = False) -> None:
         if not chat.session.turns:
             emptied = self.conv == chat.session.id  # /undo of its last exchange (/clear starts another conversation)
             if self.path is not None and emptied:
@@ -189,6 +209,8 @@ class Autosave:
                     write_atomic(self.path, text)
         except (OSError, TooLarge) as e:
             why = getattr(e, "strerror", None) or str(e)
+            if quiet:
+                return
             if why != self.failing:  # once, not after every turn, until it works again or fails otherwise
                 where = shown(str(self.path or sessions_dir()), 200)  # "(Not a directory)" alone said not where
                 chat.render.notice(
@@ -196,6 +218,8 @@ class Autosave:
                 )
             self.failing = why
         else:
+            if quiet:  # the reply's own write says whether autosave works again
+                return
             if self.failing:
                 chat.render.notice(f"autosave works again: the session is saved in {one_line(self.path)}")
             self.failing = None
