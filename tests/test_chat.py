@@ -2154,3 +2154,38 @@ def test_an_autosave_that_cannot_write_is_said_once_whatever_the_replies_do(tmp_
     chat.handle("c")
     chat.handle("d")
     assert err.getvalue().count("autosave to ") == 1 and saver.failing == "Not a directory", err.getvalue()
+
+
+def test_json_lines_after_a_line_given_up_by_ctrl_c_name_the_right_line():
+    """A line the REPL gave up on (a third Ctrl-C out of a /retry, a Ctrl-C while a message was tokenized) left the
+    --json renderer holding it: the next unknown command's error went into the abandoned /retry's object (never
+    written), or into an object for the abandoned message."""
+    import io
+
+    from rich.console import Console
+
+    from yi_cli.conversation.chat import Chat
+    from yi_cli.engines.events import Stats
+    from yi_cli.ui.render import JsonRenderer
+
+    out = io.StringIO()
+    chat = Chat(
+        ScriptedEngine(["one", "two"]), JsonRenderer(Console(file=io.StringIO()), Console(file=io.StringIO()), out=out)
+    )
+    chat.handle("hi")
+
+    def given_up(*a, **k):
+        chat._abandoned = ("", Stats(prompt_tokens=None, finish_reason="interrupted"), None, None)
+        raise KeyboardInterrupt
+
+    for line, where in [("/retry", "_stream"), ("a long pasted message", "_prompt")]:
+        real = getattr(chat, where)
+        setattr(chat, where, given_up)
+        with pytest.raises(KeyboardInterrupt):
+            chat.handle(line)
+        setattr(chat, where, real)
+        chat.handle("/bogus")
+    got = [json.loads(x) for x in out.getvalue().splitlines()]
+    bogus = [o for o in got if "unknown command /bogus" in o.get("error", "")]
+    assert bogus == [{"error": "unknown command /bogus; /help lists them, and //TEXT sends a message starting /"}] * 2
+    assert not any(o.get("prompt") == "a long pasted message" and "error" in o for o in got), got

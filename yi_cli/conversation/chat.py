@@ -7,6 +7,7 @@ cancel commits the partial reply marked interrupted.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import signal
 import threading
@@ -119,6 +120,10 @@ class Chat:
             self.failures += 1
             self.render.error(str(e))
         except (BrokenPipeError, StdoutFailed):  # the reader of stdout is gone, or it failed: cli ends the run
+            raise
+        except KeyboardInterrupt:  # the line abandoned (the REPL goes on): the renderer has no line in hand
+            with contextlib.suppress(Exception):
+                self.render.line_done()
             raise
         except Exception as e:  # a bug in a command must not end the chat: one line, and the REPL lives on
             self.failures += 1

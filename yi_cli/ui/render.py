@@ -256,6 +256,9 @@ class Renderer:
     def failure(self, msg: str) -> None:
         """A failure's line, for a renderer that records it beside the screen's (--json's objects)."""
 
+    def line_done(self) -> None:
+        """The line in hand was abandoned (a Ctrl-C out of it): no message or command is in hand any more."""
+
     def command_start(self, name: str) -> None: ...
 
     def command_done(self, name: str) -> None: ...
@@ -333,6 +336,9 @@ class TerminalRenderer(Renderer):
 
     def message_start(self, text: str) -> None:
         self._copy("message_start", text)
+
+    def line_done(self) -> None:
+        self._copy("line_done")
 
     def command_start(self, name: str) -> None:
         self._copy("command_start", name, command=True)
@@ -500,6 +506,11 @@ class JsonRenderer(Renderer):
 
     def message_start(self, text: str) -> None:
         self.prompt, self.asked = text, True
+
+    def line_done(self) -> None:  # a command's object as it stands (its failures, its output so far)
+        if self.command is not None:
+            self.command_done(self.command)
+        self.asked = False
 
     def command_start(self, name: str) -> None:
         self.replied, self.asked, self.command, self.errors = False, False, name, []
