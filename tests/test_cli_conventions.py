@@ -966,6 +966,20 @@ def test_a_script_whose_turns_were_not_saved_ends_with_the_line_that_says_so(ser
     lines = p.stderr.decode().splitlines()
     assert lines[-1] == "yi-chat: the last turns are not saved (autosave failed: Not a directory)", lines
     assert p.stdout.decode().startswith("echo: hi")
+    with open("/dev/full", "wb") as full:  # stdout failing too: one ending line, which says both
+        p = subprocess.run(
+            [sys.executable, "-m", "yi_cli", "--endpoint", server.url, "-p", "hi"],
+            stdin=subprocess.DEVNULL,
+            stdout=full,
+            stderr=subprocess.PIPE,
+            env={**{k: v for k, v in os.environ.items() if k not in CLEAN}, "YI_CHAT_HOME": str(home)},
+            timeout=300,
+        )
+    ending = [ln for ln in p.stderr.decode().splitlines() if ln.startswith("yi-chat: ")]
+    assert p.returncode == 1 and ending == [
+        "yi-chat: stdout failed (No space left on device); the last turns are not saved (autosave failed: Not a "
+        "directory)"
+    ], p.stderr.decode()
 
 
 def test_a_piped_line_over_64_mib_is_skipped_and_said_and_the_next_runs(server, home):

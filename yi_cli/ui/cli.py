@@ -487,7 +487,8 @@ def _run(chat, prompt, interactive, render, verbatim: bool = False) -> int:
         to_null(sys.stdout.fileno())
         code = EXIT_CHAT
         if not chat.terminated:
-            _err(f"stdout failed ({e.strerror}); " + (chat.on_turn.where() or "no turn was saved"))
+            # the run's ending line: the one of a failed autosave below is not written again
+            _said_end(f"stdout failed ({e.strerror}); " + (chat.on_turn.where() or "no turn was saved"), code)
     finally:
         _DONE.append(True)
         if (chat.terminated or early) and interactive:  # no prompt comes for the keys typed ahead (pin_keys would
