@@ -951,6 +951,19 @@ def test_f_naming_a_file_redirected_to_stdin_is_f_dash(server, home, tmp_path, p
     assert p.returncode == 0, p.stderr.decode()
     [content] = [r["messages"][-1]["content"] for r in server.requests]
     assert content.count("line one") == 1 and content.endswith("summarise"), content
+    # /file of it in the chat it feeds is read apart, from its start: no line of the chat goes with it
+    notes.write_text(f"/file {path}\nhi\n")
+    with open(notes, "rb") as stdin:
+        p = subprocess.run(
+            [sys.executable, "-m", "yi_cli", "--endpoint", server.url],
+            stdin=stdin,
+            capture_output=True,
+            timeout=300,
+            env=e,
+            cwd=tmp_path,
+        )
+    assert p.returncode == 0, p.stderr.decode()
+    assert server.requests[-1]["messages"][-1]["content"].endswith(f"/file {path}\nhi\n```\n\nhi")
 
 
 @pytest.mark.parametrize("how", ["one-shot", "piped"])

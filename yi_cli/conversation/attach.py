@@ -409,18 +409,19 @@ def _one_path(arg: str) -> None:
         )
 
 
-def own_input(name: str) -> bool:
+def own_input(name: str, shared: bool = False) -> bool:
     """Whether `name` is the process's own stdin: /dev/stdin, /proc/self/fd/0, the FIFO (or socket) it was started
-    with, or the file redirected to it. Reading a pipe takes what stdin holds; a regular file is read from its start
-    apart, and was so read twice: `-f /dev/stdin -p x < notes.txt` sent the text as the piped context and again as
-    the file, and without -p it went with the first turn while each of its lines was a turn."""
+    with, or the file redirected to it (not where `shared`: what reading it takes from stdin, a pipe's). Reading a
+    pipe takes what stdin holds; a regular file is read from its start apart, and was so read twice: `-f /dev/stdin
+    -p x < notes.txt` sent the text as the piped context and again as the file, and without -p it went with the
+    first turn while each of its lines was a turn."""
     if name == STDIN:
         return True
     try:
         st, own = os.stat(inputs.user_path(name, UsageError)), os.fstat(0)
     except (OSError, ValueError, UsageError):  # no stdin, no such file: read() says what is wrong with it
         return False
-    read = stat.S_ISFIFO(st.st_mode) or stat.S_ISSOCK(st.st_mode) or stat.S_ISREG(st.st_mode)  # not a terminal
+    read = stat.S_ISFIFO(st.st_mode) or stat.S_ISSOCK(st.st_mode) or (stat.S_ISREG(st.st_mode) and not shared)
     return read and (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
 
 
@@ -443,7 +444,7 @@ def do_file(chat, arg: str) -> None:
         raise UsageError("/file: a one-shot prompt has no next message; attach with -f PATH")
     _one_path(arg)
     path = as_dropped(arg)
-    if own_input(path):  # `/file /dev/stdin` in a piped chat: the rest of the input became the attachment
+    if own_input(path, shared=True):  # `/file /dev/stdin` in a piped chat: the rest of the input became the attachment
         raise UsageError(
             f"{shown(path, 200)}: is the chat's own input (stdin); attaching it would take the lines after this one"
         )
