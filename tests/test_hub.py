@@ -984,13 +984,17 @@ def test_a_snapshot_no_ref_names_is_listed_as_offline_runs_see_it(hub, env, ref)
     main.unlink() if ref == "missing" else main.write_text("not a commit")
     offline = {**env, "HF_HUB_OFFLINE": "1"}
     row = {r["name"]: r for r in json.loads(yi(offline, "models", "--json").stdout)}["acme/tiny-chat"]
-    want = f"the cache holds commit {snap.name[:12]} and no branch names it: `yi-chat pull acme/tiny-chat`"
+    want = f"the cache holds commit {snap.name[:12]}, which no branch names, but not main: `yi-chat pull acme/tiny-"
     assert not row["loadable"] and row["reason"].startswith(want) and f"`-m {snap}` opens" in row["reason"], row
     error_line(yi(offline, "-m", "acme/tiny-chat", "-p", "hi"), 3, "HF_HUB_OFFLINE=1 forbids fetching it; " + want)
     assert yi(env, "pull", "acme/tiny-chat").returncode == 0
     assert {r["name"]: r for r in json.loads(yi(offline, "models", "--json").stdout)}["acme/tiny-chat"]["loadable"]
-    main.rename(main.with_name("v1"))  # what `pull --revision v1` leaves: another ref names it
-    assert {r["name"]: r for r in json.loads(yi(offline, "models", "--json").stdout)}["acme/tiny-chat"]["loadable"]
+    # what `pull --revision v1` leaves: another ref names it; it was listed ok, where -m offline asks for main
+    main.rename(main.with_name("v1"))
+    row = {r["name"]: r for r in json.loads(yi(offline, "models", "--json").stdout)}["acme/tiny-chat"]
+    want = f"the cache holds v1 (commit {snap.name[:12]}) but not main: `yi-chat pull acme/tiny-chat` fetches main"
+    assert not row["loadable"] and row["reason"].startswith(want), row
+    error_line(yi(offline, "-m", "acme/tiny-chat", "-p", "hi"), 3, "HF_HUB_OFFLINE=1 forbids fetching it; " + want)
 
 
 def test_a_deleted_tokenizer_blob_is_listed_as_a_missing_file(hub, env):
@@ -1083,7 +1087,7 @@ def test_pull_of_a_branch_and_of_a_commit_fetches_that_revision(hub, env, demo_f
     assert (snap / "generation_config.json").read_bytes() == demo_files["generation_config.json"]
     # `models` said of the commit's complete snapshot "the download is not complete: a pull continues it"
     row = {r["name"]: r for r in json.loads(yi(env, "models", "--json").stdout)}["acme/tiny-chat"]
-    want = f"the cache holds commit {main.commit[:12]} and no branch names it: `yi-chat pull acme/tiny-chat` fetches"
+    want = f"the cache holds commit {main.commit[:12]}, which no branch names, but not main: `yi-chat pull acme/"
     assert row["path"] == str(snap) and row["reason"].startswith(want) and f"`-m {snap}` opens" in row["reason"], row
     p = yi(env, "-m", str(snap), "-p", "hi", "--max-new-tokens", "2")
     assert p.returncode == 0, p.stderr.decode()

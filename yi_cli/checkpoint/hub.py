@@ -130,22 +130,34 @@ def cached_snapshot(repo: str, revision: str = "main") -> Path | None:
         raise LoadError(f"{root}: cannot read the Hugging Face cache ({e.strerror or e})") from None
 
 
-def named_by_ref(repo: str, snap: Path) -> bool:
-    """Whether a ref of the cache names this snapshot: main, or a revision a pull fetched (`--revision v1`); scan
-    shows the newest snapshot where refs/main names none."""
+def refs_naming(repo: str, snap: Path) -> list[str]:
+    """The refs of the cache that name this snapshot: main, or a revision a pull fetched (`--revision v1`)."""
     refs = storage(repo) / "refs"
     try:
         names = [p.relative_to(refs).as_posix() for p in refs.rglob("*") if p.is_file()] if refs.is_dir() else []
-        return any(cached_snapshot(repo, name) == snap for name in names[:100])
+        return [name for name in names[:100] if cached_snapshot(repo, name) == snap]
     except (OSError, LoadError):
-        return False
+        return []
+
+
+def is_main(repo: str, snap: Path) -> bool:
+    """Whether refs/main names this snapshot (what -m REPO loads); True where the cache cannot be read (the row of
+    `yi-chat models` says what is wrong with it)."""
+    try:
+        return cached_snapshot(repo) == snap
+    except LoadError:
+        return True
 
 
 def unnamed(repo: str, snap: Path) -> str:
-    """What a complete snapshot no ref names is (a pull of a commit, or refs/main gone): -m REPO asks for main."""
+    """What a complete snapshot main does not name is (a pull of a commit or of a branch, or refs/main gone): -m
+    REPO asks for main, which the cache does not have."""
+    commit = shown(snap.name, 40)[:12]
+    named = refs_naming(repo, snap)
+    what = f"{shown(named[0], 100)} (commit {commit})" if named else f"commit {commit}, which no branch names,"
     return (
-        f"the cache holds commit {shown(snap.name, 40)[:12]} and no branch names it: `yi-chat pull {repo}` "
-        f"fetches main; `-m {shown(str(snap), 400)}` opens this commit"
+        f"the cache holds {what} but not main: `yi-chat pull {repo}` fetches main; `-m {shown(str(snap), 400)}` "
+        "opens this one"
     )
 
 
@@ -205,9 +217,7 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
 
     if offline():
         if (snap := _unnamed_snapshot(repo)) is not None:
-            raise LoadError(
-                f"{repo}: not in the cache at main, and HF_HUB_OFFLINE=1 forbids fetching it; {unnamed(repo, snap)}"
-            )
+            raise LoadError(f"{repo}: HF_HUB_OFFLINE=1 forbids fetching it; {unnamed(repo, snap)}")
         if started(repo):
             raise LoadError(
                 f"{repo}: the download is not complete in the Hugging Face cache ({cache_root()}), and "
@@ -306,12 +316,12 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
 
 
 def _unnamed_snapshot(repo: str) -> Path | None:
-    """The snapshot `yi-chat models` shows for repo (scan's choice) where it is complete and no ref names it."""
+    """The snapshot `yi-chat models` shows for repo (scan's choice) where it is complete and main names none."""
     try:
         if cached_snapshot(repo) is not None:
             return None
         snap = _newest(storage(repo))
-        return snap if snap is not None and complete(snap) and not named_by_ref(repo, snap) else None
+        return snap if snap is not None and complete(snap) else None
     except (OSError, LoadError):
         return None
 

@@ -185,9 +185,9 @@ def models(args, aliases: dict) -> int:
             )
         elif cut and not refused:  # a pull completes it
             row.update(loadable=False, reason=f"the download is not complete: `yi-chat pull {repo}` continues it")
-        elif row["loadable"] and not hub.named_by_ref(repo, snap):
-            # complete, but no ref names it (`pull --revision COMMIT`, or refs/main gone or damaged: the newest
-            # snapshot is shown): -m offline does not load it, and it said "the download is not complete"
+        elif row["loadable"] and not hub.is_main(repo, snap):
+            # complete, but not main's (`pull --revision COMMIT|BRANCH`, or refs/main gone or damaged: the newest
+            # snapshot is shown): -m REPO asks for main; it said "the download is not complete", or listed it ok
             row.update(loadable=False, reason=hub.unnamed(repo, snap))
         elif refused:  # where the pull stopped, not the weights it did not fetch for that reason
             row["reason"] = refused
