@@ -277,7 +277,9 @@ def test_a_message_too_long_by_its_length_alone_is_refused_before_it_is_tokenize
     said = "is 2000000 characters, more than the 4096-token context can hold; shorten it"
     assert err_lines(p) == [f"error: the message {said}"]
     objs = json_out(p)
-    assert [o["prompt"] for o in objs if "prompt" in o] == ["hi", "again"]
+    assert [o["prompt"] for o in objs if "prompt" in o and "error" not in o] == ["hi", "again"]
+    [refused] = [o for o in objs if "error" in o]  # the refused message's object says why
+    assert refused["prompt"] == big and refused["error"] == f"the message {said}" and refused["reply"] == ""
     assert "xxxx" not in [o for o in objs if o.get("command") == "history"][0]["output"]
     one_line_error(yi("--model", tiny_dir, "-p", "-", stdin=big, home=home), 1, f"the prompt {said}")
 
@@ -316,8 +318,11 @@ def test_a_file_grown_since_it_was_attached_is_refused_by_its_length_before_it_i
     lines = [ln for ln in err.splitlines() if ln.strip()]
     said = [ln for ln in lines if ln.startswith("error: the message with its files is ")]
     assert len(said) == 1 and said[0].endswith(" characters, more than the 4096-token context can hold; shorten it")
-    waiting = [json.loads(ln) for ln in out.decode().splitlines() if ln.strip()][-1]
-    assert waiting["command"] == "file" and "grow.txt" in waiting["output"]  # still attached for the next message
+    objs = [json.loads(ln) for ln in out.decode().splitlines() if ln.strip()]
+    assert [o.get("command") for o in objs] == [None, "file", None], objs  # the message's, /file's, the end's
+    assert objs[0]["error"] == said[0].removeprefix("error: ")
+    assert "grow.txt" in objs[1]["output"]  # still attached for the next message
+    assert objs[2]["error"].endswith("grow.txt: attached, but the input ended before a message took it; not sent")
 
 
 def test_prompt_longer_than_the_context(tiny, home):
@@ -343,7 +348,8 @@ def test_prompt_longer_than_the_context(tiny, home):
     # /clear would not make room (the long message alone does not fit): not suggested
     assert lines[0].endswith("; shorten it, or lower max_new_tokens"), lines  # no system prompt to name
     objs = json_out(p)
-    assert [o["prompt"] for o in objs if "prompt" in o] == ["hi", "again"]  # the session went on
+    assert [o["prompt"] for o in objs if "prompt" in o and "error" not in o] == ["hi", "again"]  # it went on
+    assert [o["prompt"] for o in objs if "error" in o] == [long]  # the refused message's object, with its line
     hist = [o for o in objs if o.get("command") == "history"][0]["output"]
     assert "hi" in hist and "word" not in hist  # the long turn was not recorded; the earlier one was kept
 
@@ -668,7 +674,7 @@ def test_utf16_piped_in_is_one_line_with_the_conversion(tiny_dir, home):
     text = "hi\r\nthere\r\n/help\r\n".encode("utf-16")
     p = yi("--model", tiny_dir, "--json", stdin=text, home=home)
     line = one_line_error(p, 1, "stdin is UTF-16 text, not UTF-8; nothing read", "iconv -f UTF-16 -t UTF-8")
-    assert p.stdout == b"", line
+    assert [json.loads(x) for x in p.stdout.splitlines()] == [{"error": line.removeprefix("error: ")}]
 
 
 def test_json_command_output_is_laid_out_whatever_columns_says(tiny_dir, home):

@@ -465,8 +465,10 @@ def test_overflow_refuse_policy_when_piped(demo_dir, tmp_path):
     errors = [x for x in r.stderr.splitlines() if x.strip()]
     assert len(errors) == 1 and re.search(r"error: the prompt is \d+ tokens but only \d+ fit", errors[0]), r.stderr
     objs = [json.loads(x) for x in r.stdout.splitlines()]
-    assert [o.get("command") for o in objs] == ["history"], "the refused turn is not answered"
-    assert "What is 2+2?" in objs[0]["output"] and "Hi" not in objs[0]["output"]
+    assert [o.get("command") for o in objs] == [None, "history"], "the refused turn is not answered"
+    assert objs[0]["prompt"] == "Hi" and objs[0]["finish_reason"] == "error" and objs[0]["reply"] == ""
+    assert objs[0]["error"] == errors[0].removeprefix("error: ")  # its object says why, as stderr does
+    assert "What is 2+2?" in objs[1]["output"] and "Hi" not in objs[1]["output"]
 
 
 # 6. raw completion ----------------------------------------------------------------------------------------------------

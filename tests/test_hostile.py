@@ -1761,7 +1761,7 @@ def test_a_signal_right_after_a_reply_is_shown_finds_it_on_disk(home):
     chat, out, err = plain_chat(ScriptedEngine(["the answer"]))
     chat.on_turn = store.Autosave("pipe")
 
-    def interrupted(text, stats):
+    def interrupted(text, stats, error=None):
         raise KeyboardInterrupt
 
     chat.render.reply_end = interrupted
@@ -1777,16 +1777,21 @@ def test_the_autosave_write_holds_signals_until_it_is_done(home, monkeypatch):
 
     chat, out, err = plain_chat(ScriptedEngine(["a reply"]))
     seen = []
-    real = store.write_new
+    real_new, real_atomic = store.write_new, store.write_atomic
 
-    def write_new(directory, text, owner=None):  # a SIGINT lands in the middle of the write
-        os.kill(os.getpid(), signal.SIGINT)
-        path = real(directory, text, owner)
+    def write_new(directory, text, owner=None):  # the message's, as its reply starts
+        path = real_new(directory, text, owner)
         seen.append(path)
         return path
 
+    def write_atomic(path, text):  # the reply's: a SIGINT lands in the middle of the write
+        os.kill(os.getpid(), signal.SIGINT)
+        real_atomic(path, text)
+        seen.append(path)
+
     chat.on_turn = store.Autosave("pipe")
     monkeypatch.setattr(store, "write_new", write_new)
+    monkeypatch.setattr(store, "write_atomic", write_atomic)
     before = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in the CLI: Ctrl-C raises
     try:
         # Held until the file is written, then taken by the reply it came after (which had stopped: nothing more to
@@ -1796,7 +1801,7 @@ def test_the_autosave_write_holds_signals_until_it_is_done(home, monkeypatch):
     finally:
         signal.signal(signal.SIGINT, before)
     assert chat.ctrl_c == 1
-    assert seen == [chat.on_turn.path]
+    assert seen == [chat.on_turn.path] * 2
     assert store.read(str(chat.on_turn.path))[0].turns[-1].content == "a reply"
 
 
