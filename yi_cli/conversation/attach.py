@@ -344,11 +344,16 @@ def check_total(engine, attachments: list[Attachment]) -> None:
         )
 
 
+def names(attachments: list[Attachment]) -> str:
+    """The names of attached files as a line says them (the files that no message took, -f's refused at start)."""
+    return ", ".join(shown(a.name, 200) for a in attachments)
+
+
 def _named(attachments: list[Attachment], added: bool = True) -> str:
     """The files a refusal names: the one being attached and how many wait before it (naming each of hundreds
     made every further /file's refusal longer), or all of them (-f at the start)."""
     if not added:
-        return ", ".join(shown(a.name, 200) for a in attachments)
+        return names(attachments)
     before = len(attachments) - 1
     waiting = f" (with the {before} file{'s' if before != 1 else ''} attached before it)" if before else ""
     return f"{shown(attachments[-1].name, 200)}{waiting}"

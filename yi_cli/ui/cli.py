@@ -284,12 +284,10 @@ def _main(args) -> int:
             commands.parse(prompt)  # YiError: its one line, exit 1, as the chat would have said it
         except YiError as e:
             if args.json:  # and its object, as the chat writes it for a line that is no command
-                import json
-
-                from ..safe_text import json_line
+                from .render import json_object
 
                 with contextlib.suppress(OSError):  # stdout closed or full: the line on stderr says it all the same
-                    print(json_line(json.dumps({"error": str(e)}, ensure_ascii=False)), flush=True)
+                    print(json_object({"error": str(e)}), flush=True)
             raise
     top, gen_cfg = config.read()
     args.endpoint, endpoint_from = remote_env.endpoint(args.endpoint, top)
@@ -459,7 +457,11 @@ def _run(chat, prompt, interactive, render, verbatim: bool = False) -> int:
             chat.handle(prompt, verbatim)
             if chat.attachments and not (chat.ctrl_c or chat.terminated):  # `-f x -p /history`: no message took x
                 chat.failures += 1
-                chat.render.error(f"{_waiting(chat)}: attached, but the prompt ran a command, not a message; not sent")
+                from ..conversation.attach import names
+
+                chat.render.error(
+                    f"{names(chat.attachments)}: attached, but the prompt ran a command, not a message; not sent"
+                )
             code = 130 if chat.ctrl_c else 1 if chat.failures else 0
         elif interactive:
             from . import repl
@@ -553,7 +555,8 @@ def run_pipe(chat) -> int:
     unsent = chat.attachments and not chat.ctrl_c  # `/file x` last, or `-f x < /dev/null`: no message took them
     if unsent:  # one line that is true of both (an empty stdin is said by it, not by a second notice)
         chat.failures += 1
-        chat.render.error(f"{_waiting(chat)}: attached, but the input ended before a message took it; not sent")
+        waiting = attach.names(chat.attachments)
+        chat.render.error(f"{waiting}: attached, but the input ended before a message took it; not sent")
     elif n == 0:
         chat.render.notice("stdin is empty: nothing to do")
     elif not asked and not chat.failures:  # as quiet as an empty one was not: the same word for it
@@ -588,11 +591,6 @@ def _one_line(chat, n: int, raw: bytes) -> bool | None:
     if not line.strip():
         return None
     return chat.handle(line) and not chat.ctrl_c
-
-
-def _waiting(chat) -> str:
-    """The names of the files attached that no message took."""
-    return ", ".join(shown(a.name, 200) for a in chat.attachments)
 
 
 def _isatty(stream) -> bool:

@@ -530,8 +530,13 @@ class JsonRenderer(Renderer):
 
     def _write(self, obj: dict) -> None:
         self.asked = False
-        self.out.write(json_line(json.dumps(obj, ensure_ascii=False)) + "\n")
+        self.out.write(json_object(obj) + "\n")
         self.out.flush()
+
+
+def json_object(obj: dict) -> str:
+    """One --json line (no newline): the object as UTF-8 JSON, its terminal-unsafe characters escaped."""
+    return json_line(json.dumps(obj, ensure_ascii=False))
 
 
 def _failed(error: str | None) -> dict:

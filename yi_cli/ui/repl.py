@@ -21,7 +21,7 @@ from prompt_toolkit.styles import Style
 from prompt_toolkit.utils import is_dumb_terminal
 
 from .. import inputs, terminal
-from ..conversation import commands
+from ..conversation import attach, commands
 from ..errors import YiError, shown
 from ..held import signals_held
 from ..safe_text import visible
@@ -576,7 +576,7 @@ def _one_line(chat, session, prompt_text: str) -> bool:
             return True
         except EOFError:  # Ctrl-D
             if chat.attachments:  # `-f notes.txt` or /file, then Ctrl-D: the file went unsent without a word
-                names = ", ".join(shown(a.name, 200) for a in chat.attachments)
+                names = attach.names(chat.attachments)
                 chat.render.notice(f"{names}: attached, but the chat ended before a message took it; not sent")
             return False
         chat.render.pin_keys(True)  # the prompt turned bracketed paste off: a paste during the reply stays one
