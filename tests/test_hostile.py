@@ -1270,6 +1270,9 @@ def test_stdout_closed_is_one_line_exit_2(home):
     for flag in ("--help", "--version"):  # they said "replies would be lost"
         p = run_shell(f"{PY} -m yi_cli {flag} >&-", home)
         one_line_error(p, 2, f"stdout is closed; the output of yi-chat {flag} would be lost")
+    for word, flag in (("--vers", "--version"), ("--he", "--help")):  # argparse takes a long flag's start: "replies"
+        p = run_shell(f"{PY} -m yi_cli {word} >&-", home)
+        one_line_error(p, 2, f"stdout is closed; the output of yi-chat {flag} would be lost")
     p = run_shell(f"{PY} -m yi_cli -- --help >&-", home)  # a prompt, after --
     one_line_error(p, 2, "stdout is closed; replies would be lost")
 

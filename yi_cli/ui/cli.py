@@ -11,7 +11,7 @@ import sys
 from .. import terminal
 from ..errors import ENDING, EXIT_CHAT, StdoutFailed, UsageError, YiError, catch, failure, shown
 from ..held import signals_held
-from .args import SUBCOMMANDS, parse_args, settings_from
+from .args import SUBCOMMANDS, parse_args, parser, settings_from
 from .streams import say_error as _err
 from .streams import to_null
 
@@ -727,6 +727,18 @@ def _unhold_early() -> None:
 _INFO = ("-h", "--help", "--version")  # what a chat's flags print instead of chatting
 
 
+def _info_asked(argv: list[str]) -> str | None:
+    """The flag among argv that prints instead of chatting (--help, --version), as argparse reads it: a long flag's
+    unambiguous start names it too (`--vers` is --version)."""
+    longs = [o for o in parser()._option_string_actions if o.startswith("--")]
+    for word in _flags(argv):
+        name = word.split("=", 1)[0]
+        hits = [name] if name in _INFO else [o for o in longs if name.startswith("--") and o.startswith(name)]
+        if len(hits) == 1 and hits[0] in _INFO:
+            return hits[0]
+    return None
+
+
 class _nullctx:
     def __enter__(self):
         return self
@@ -740,7 +752,7 @@ def entry() -> None:
 
     if "stdout" in streams.repair():  # nothing could be shown: say so instead of chatting into the void
         argv = sys.argv[1:]
-        asked = next((a for a in _flags(argv) if a in _INFO), None)
+        asked = _info_asked(argv)
         if argv and argv[0] in SUBCOMMANDS:
             what = f"the output of yi-chat {argv[0]}"
         else:  # `yi-chat --help >&-` was told its replies would be lost
