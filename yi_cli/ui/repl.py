@@ -513,6 +513,14 @@ def show_bidi_escaped() -> None:
         _CHAR_SIZES_CACHE[c] = len(visible(c))
 
 
+def plain_output(side):
+    """prompt_toolkit's output for a dumb terminal, on side (None: stdout): the prompt's text and nothing else. Its
+    show-cursor escape, written as the prompt's application was made, was printed raw before the banner."""
+    out = create_output(stdout=side)
+    out.show_cursor = out.hide_cursor = lambda: None  # no cursor to show or hide there
+    return out
+
+
 def run(chat, prompt_text: str = ">>> ") -> int:
     AHEAD.clear()
     show_bidi_escaped()
@@ -524,7 +532,7 @@ def run(chat, prompt_text: str = ">>> ") -> int:
     # where it was given no output, and writes it on its session's: with stdout a file, the session's is the
     # terminal on stderr (the session is made here: its output is fixed then).
     dumb = is_dumb_terminal()
-    with create_app_session(output=create_output(stdout=side)) if dumb and side else contextlib.nullcontext():
+    with create_app_session(output=plain_output(side)) if dumb else contextlib.nullcontext():
         session = PromptSession(
             output=None if dumb else screen_output(side),
             history=history(chat.render),
