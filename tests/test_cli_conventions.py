@@ -604,22 +604,24 @@ def test_kill_of_a_chat_stopped_at_the_prompt_ends_it_on_fg(server, home, tmp_pa
     assert [t["content"] for t in saved["turns"]][::2] == ["first question", "second question"]
 
 
-# Run as yi-chat is (python -m yi_cli), with perf_counter moved on by the seconds in the file $SHIFT names: the test
-# writes 1000 there while the chat is stopped, a long Ctrl-Z without waiting through one.
+# Run as yi-chat is (python -m yi_cli), with perf_counter and monotonic moved on by the seconds in the file $SHIFT
+# names: the test writes 1000 there while the chat is stopped, a long Ctrl-Z without waiting through one.
 SHIFTED_CLOCK = """import os, runpy, sys, time
+
+
+def shifted(real):
+    def clock():
+        try:
+            with open(os.environ["SHIFT"]) as f:
+                return real() + float(f.read())
+        except FileNotFoundError:
+            return real()
+
+    return clock
+
+
 sys.path.insert(0, {root!r})
-real = time.perf_counter
-
-
-def shifted():
-    try:
-        with open(os.environ["SHIFT"]) as f:
-            return real() + float(f.read())
-    except FileNotFoundError:
-        return real()
-
-
-time.perf_counter = shifted
+time.perf_counter, time.monotonic = shifted(time.perf_counter), shifted(time.monotonic)
 sys.argv[0] = "yi-chat"
 runpy.run_module("yi_cli", run_name="__main__", alter_sys=True)
 """
@@ -631,7 +633,8 @@ def test_a_reply_stopped_with_ctrl_z_leaves_the_stop_out_of_its_speed(home, tmp_
     /stats, and the session's decode_tok_s) fell to a fraction. The stop is left out, in the chat (the terminal's
     hold takes Ctrl-Z) and in a piped run (`< questions > replies`, the chat's own handler during a reply). yi-chat
     runs as a job of an interactive dash; while it is stopped its clock is moved on by 1000 s (a 1000 s stop), and
-    the reply's decode time must not have grown by that."""
+    the reply's decode time must not have grown by that. Nor may the stop count as the server's silence: a stop
+    longer than --idle-timeout cut the rest of the reply on `fg` with "no data from the server for 30 s"."""
     import threading
     import time
 
@@ -660,7 +663,8 @@ def test_a_reply_stopped_with_ctrl_z_leaves_the_stop_out_of_its_speed(home, tmp_
     shift, replies = tmp_path / "shift", tmp_path / "replies.txt"
     (tmp_path / "questions.txt").write_text("tell me a story\n")
     with OpenAIServer(Gated([" ".join(words)]), model="served") as srv:
-        argv = " ".join(shlex.quote(a) for a in (sys.executable, str(wrapper), "--endpoint", srv.url, "--stats"))
+        words_run = (sys.executable, str(wrapper), "--endpoint", srv.url, "--stats", "--idle-timeout", "30")
+        argv = " ".join(shlex.quote(a) for a in words_run)
         env = term_env(home, PS1="$ ", SHIFT=str(shift))
         child = pexpect.spawn(dash, ["-i"], env=env, encoding="utf-8", dimensions=(40, 120), timeout=60, cwd=tmp_path)
         try:

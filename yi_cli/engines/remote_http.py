@@ -19,13 +19,13 @@ import re
 import selectors
 import socket
 import threading
-import time
 from contextlib import contextmanager
 from urllib.parse import urljoin, urlsplit
 
 import httpcore
 import httpx
 
+from .. import clock
 from ..errors import UsageError, YiError, failure, shown
 from .remote_endpoint import Endpoint, Redactor, hide_userinfo, shown_query
 from .remote_limits import Limits
@@ -49,7 +49,7 @@ class Watch:
     def __init__(self, limits: Limits, cancel: threading.Event | None):
         self.limits = limits
         self.cancel = cancel or threading.Event()
-        self.start = self.last = time.monotonic()
+        self.start = self.last = clock.now()
         self.why: str | None = None  # "cancel" | "deadline" | "idle"
         self.socks: list[socket.socket] = []
         self.done = threading.Event()
@@ -77,7 +77,7 @@ class Watch:
 
     def data(self) -> None:
         """A data event (not a comment) arrived: the idle clock restarts."""
-        self.last = time.monotonic()
+        self.last = clock.now()
 
     def stop(self) -> None:
         self.done.set()
@@ -88,7 +88,7 @@ class Watch:
     def _run(self) -> None:
         lim = self.limits
         while not self.done.wait(self.POLL):
-            now = time.monotonic()
+            now = clock.now()
             why = (
                 "cancel"
                 if self.cancel.is_set()
@@ -135,7 +135,7 @@ class Connector(httpcore.SyncBackend):
     def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
         # socket.create_connection's loop over the addresses, each connect polled as the watch polls
         error: OSError | None = None
-        end = time.monotonic() + (timeout if timeout is not None else math.inf)
+        end = clock.now() + (timeout if timeout is not None else math.inf)
         with _connect_errors():
             for family, kind, proto, _, addr in self._resolve(host, port, end):
                 sock = socket.socket(family, kind, proto)
@@ -174,10 +174,10 @@ class Connector(httpcore.SyncBackend):
             threading.Thread(target=look_up, name="yi-remote-resolve", daemon=True).start()
         except RuntimeError:  # no thread to be had: looked up here, as before
             look_up()
-        while not done.wait(max(0.0, min(end - time.monotonic(), Watch.POLL))):
+        while not done.wait(max(0.0, min(end - clock.now(), Watch.POLL))):
             if self.watch.why:
                 raise OSError(errno.ECANCELED, f"stopped ({self.watch.why})")
-            if time.monotonic() >= end:
+            if clock.now() >= end:
                 raise TimeoutError("timed out looking up the host name")
         if "error" in answer:
             raise answer["error"]
@@ -191,7 +191,7 @@ class Connector(httpcore.SyncBackend):
             while err in (errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK):
                 if self.watch.why:
                     raise OSError(errno.ECANCELED, f"stopped ({self.watch.why})")
-                left = end - time.monotonic()
+                left = end - clock.now()
                 if left <= 0:
                     raise TimeoutError("timed out")
                 if sel.select(min(left, Watch.POLL)):
