@@ -627,6 +627,21 @@ runpy.run_module("yi_cli", run_name="__main__", alter_sys=True)
 """
 
 
+class Gated(ScriptedEngine):
+    """Streams the first 5 words of its reply, then waits for `go` before the rest."""
+
+    def __init__(self, replies):
+        super().__init__(replies)
+        self.waiting, self.go = threading.Event(), threading.Event()
+
+    def stream(self, prompt, settings, cancel):
+        for i, ev in enumerate(super().stream(prompt, settings, cancel)):
+            if i == 5:
+                self.waiting.set()
+                assert self.go.wait(60)
+            yield ev
+
+
 @pytest.mark.parametrize("how", ["chat", "piped"])
 def test_a_reply_stopped_with_ctrl_z_leaves_the_stop_out_of_its_speed(home, tmp_path, how):
     """Ctrl-Z mid-reply, `fg` later: the stopped time was counted as decode time, so the footer's tok/s (and
@@ -635,27 +650,12 @@ def test_a_reply_stopped_with_ctrl_z_leaves_the_stop_out_of_its_speed(home, tmp_
     runs as a job of an interactive dash; while it is stopped its clock is moved on by 1000 s (a 1000 s stop), and
     the reply's decode time must not have grown by that. Nor may the stop count as the server's silence: a stop
     longer than --idle-timeout cut the rest of the reply on `fg` with "no data from the server for 30 s"."""
-    import threading
     import time
 
     pexpect = pytest.importorskip("pexpect")
     dash = shutil.which("dash")
     if dash is None:
         pytest.skip("needs dash")
-
-    class Gated(ScriptedEngine):
-        """Streams the first 5 words of its reply, then waits for `go` before the rest."""
-
-        def __init__(self, replies):
-            super().__init__(replies)
-            self.waiting, self.go = threading.Event(), threading.Event()
-
-        def stream(self, prompt, settings, cancel):
-            for i, ev in enumerate(super().stream(prompt, settings, cancel)):
-                if i == 5:
-                    self.waiting.set()
-                    assert self.go.wait(60)
-                yield ev
 
     words = [f"w{i}" for i in range(20)]
     wrapper = tmp_path / "yi_shifted.py"
@@ -704,6 +704,50 @@ def test_a_reply_stopped_with_ctrl_z_leaves_the_stop_out_of_its_speed(home, tmp_
     decode_s = 19 / reply["stats"]["decode_tok_s"]
     assert decode_s < 100, f"the stop counted as decode time: {decode_s:.0f} s ({footer} tok/s)"
     assert footer > 0.2  # the footer as well (19 tokens in less than 95 s)
+
+
+def test_keys_typed_ahead_of_a_ctrl_z_wait_for_the_chat_not_the_shell(home, tmp_path):
+    """A line typed during a reply, then Ctrl-Z: the keys were left in the terminal's queue as the shell took the
+    terminal, so the shell ran the line as a command (dash glued it to the `fg` typed next, which then never ran),
+    and after `fg` the chat had lost it. They wait for the chat's next prompt, as the README promises of keys typed
+    during a reply, and the shell reads only what is typed at it."""
+    pexpect = pytest.importorskip("pexpect")
+    dash = shutil.which("dash")
+    if dash is None:
+        pytest.skip("needs dash")
+    words = [f"w{i}" for i in range(8)]
+    with OpenAIServer(Gated([" ".join(words)]), model="served") as srv:
+        argv = " ".join(shlex.quote(a) for a in (sys.executable, "-m", "yi_cli", "--endpoint", srv.url))
+        child = pexpect.spawn(
+            dash, ["-i"], env=term_env(home, PS1="$ "), encoding="utf-8", dimensions=(40, 120), timeout=60, cwd=tmp_path
+        )
+        try:
+            child.logfile_read = seen = io.StringIO()
+            child.expect_exact("$ ")
+            child.sendline(argv)
+            child.expect_exact(">>>")
+            child.sendline("tell me a story")
+            assert srv.engine.waiting.wait(60)
+            child.expect_exact("w4")
+            child.send("echo LEAKED\r")  # typed ahead, held unechoed: queued before the Ctrl-Z that follows
+            child.sendcontrol("z")
+            child.expect("Stopped")
+            child.expect_exact("$ ")
+            child.sendline("fg")
+            child.expect_exact("fg")
+            srv.engine.go.set()
+            child.expect_exact("w7")
+            child.expect_exact("echo: echo LEAKED")  # the typed-ahead line, sent as the next message
+            child.expect_exact(">>>")
+            child.sendcontrol("d")
+            child.expect_exact("$ ")
+            child.sendline("exit")
+            child.expect(pexpect.EOF)
+        finally:
+            child.close(force=True)
+    assert not re.search(r"^LEAKED", seen.getvalue().replace("\r", ""), re.M), seen.getvalue()  # the shell's echo
+    (saved,) = session_files(home)
+    assert [t["content"] for t in saved["turns"]][::2] == ["tell me a story", "echo LEAKED"]
 
 
 @pytest.mark.parametrize("when", ["mid-reply", "at the prompt"])

@@ -20,6 +20,17 @@ from .. import clock, terminal
 
 PASTE_ON, PASTE_OFF = b"\x1b[?2004h", b"\x1b[?2004l"  # the terminal's bracketed-paste mode (xterm's, all of them)
 
+# The keys typed ahead that a Ctrl-Z took out of the terminal's queue while a chat's keys were held, for the prompt
+# that comes next (repl.py): left queued, the shell that took the terminal read them and ran each line as a command.
+_STASH: list[bytes] = []
+
+
+def stashed() -> bytes:
+    """The keys a Ctrl-Z took out of the terminal's queue (KeyHold._on_stop), once: taken, they are gone."""
+    got = b"".join(_STASH)
+    _STASH.clear()
+    return got
+
 
 class KeyHold:
     def __init__(self, fd: int, waits: bool = True):
@@ -86,6 +97,8 @@ class KeyHold:
     def _on_stop(self, signum, frame) -> None:
         mine = os.getpid() == self.pid  # a forked child (a compile worker) inherits the handler: it only stops
         if mine and self.saved is not None and self._foreground():
+            if self.waits:  # a chat's keys: out of the queue before the shell takes the terminal, for the next prompt
+                _STASH.append(self._queued())
             self._set(self.saved)
             self._paste(False)
         clock.suspend(self._on_stop)  # stopped here until SIGCONT (fg / bg); the reply's timing leaves it out
@@ -101,6 +114,7 @@ class KeyHold:
     def discard(self) -> None:
         """Drop the keys typed ahead (the chat ends by Ctrl-C: there is no next prompt for them, and the shell
         would run them), as a terminal does on Ctrl-C without the hold's NOFLSH."""
+        stashed()
         if self._foreground():
             try:
                 termios.tcflush(self.fd, termios.TCIFLUSH)
@@ -108,9 +122,14 @@ class KeyHold:
                 pass
 
     def take(self) -> bytes:
-        """The keys typed ahead, read out of the terminal's queue (the chat ends: the shell would run them). Held,
-        the terminal gives whatever it has queued without waiting for a line. Not held, nothing is taken: keys typed
-        then were echoed where the shell has the terminal (or it is the shell's: the background), and are its."""
+        """The keys typed ahead, those a Ctrl-Z took first, then those read out of the terminal's queue (the chat
+        ends: the shell would run them)."""
+        return stashed() + self._queued()
+
+    def _queued(self) -> bytes:
+        """The keys in the terminal's queue, read out. Held, the terminal gives whatever it has queued without waiting
+        for a line. Not held, nothing is taken: keys typed then were echoed where the shell has the terminal (or it
+        is the shell's: the background), and are its."""
         if self.saved is None or not self._foreground():
             return b""
         import select

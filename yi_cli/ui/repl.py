@@ -25,7 +25,7 @@ from ..conversation import attach, commands
 from ..errors import YiError, shown
 from ..held import signals_held
 from ..safe_text import visible
-from . import typed_ahead
+from . import keys, typed_ahead
 
 
 def history(render):
@@ -133,6 +133,10 @@ def bindings() -> KeyBindings:
 
             async def stop():
                 await run_in_terminal(suspend)
+                stashed = parsed(keys.stashed())  # what was queued behind the Ctrl-Z: this prompt's, as typed
+                if stashed:
+                    event.app.key_processor.feed_multiple(stashed)
+                    event.app.key_processor.process_keys()
 
             def suspend():  # after `bg`, stopped until `fg` before prompt_toolkit sets the modes (terminal.py)
                 os.kill(0, signal.SIGTSTP)
@@ -404,6 +408,28 @@ def command_typed() -> bool:
     return get_app().current_buffer.text.startswith(("/", "／"))
 
 
+def parsed(raw: bytes) -> list:
+    """Keys as the terminal sent them, as prompt_toolkit's key presses (a paste between its brackets one)."""
+    from prompt_toolkit.input.vt100_parser import Vt100Parser
+
+    got: list = []
+    parser = Vt100Parser(got.append)
+    parser.feed(raw.decode("utf-8", "replace"))
+    parser.flush()
+    return got
+
+
+def stashed_first(keys_in) -> None:
+    """The keys a Ctrl-Z took out of the terminal's queue during a reply or the load (keys.stashed) go into the
+    prompt's typeahead, after what it read past the last line's Enter and before what is still queued: the order
+    they were typed in."""
+    from prompt_toolkit.input.typeahead import get_typeahead, store_typeahead
+
+    stashed = parsed(keys.stashed())
+    if stashed:
+        store_typeahead(keys_in, get_typeahead(keys_in) + stashed)
+
+
 def ctrl_c_typed_ahead(keys_in) -> bool:
     """Whether Ctrl-C came in the same read as the Enter that sent the line (Enter, then Ctrl-C at once): the prompt
     kept it in its typeahead for the next prompt, and the reply it meant to stop ran to its end. It is taken out
@@ -563,10 +589,9 @@ def _typeahead(session) -> str:
     from prompt_toolkit.input.typeahead import get_typeahead
     from prompt_toolkit.keys import Keys
 
-    keys = get_typeahead(session.input)
     return "".join(
         typed_ahead.PASTE_START + k.data + typed_ahead.PASTE_END if k.key == Keys.BracketedPaste else k.data
-        for k in keys
+        for k in get_typeahead(session.input)
     )
 
 
@@ -577,6 +602,7 @@ def _one_line(chat, session, prompt_text: str) -> bool:
     chat.render.pin_keys(True)
     draft = ""  # the line at a prompt that a signal ended
     try:
+        stashed_first(session.input)
         try:
             line = read_line(session, prompt_text, pre_run=lambda: reflow_on_resize(session.app), render=chat.render)
         except KeyboardInterrupt:  # Ctrl-C at the prompt clears the line
