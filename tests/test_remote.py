@@ -115,16 +115,29 @@ def test_endpoint_keeps_a_custom_prefix_and_refuses_other_schemes():
 @pytest.mark.parametrize(
     "value",
     ["not a url", "http://exa mple/v1", "http://h\u00a0x:8000", "http://127.0.0.1:0/v1"]
-    + ["http://a..b/", "a..b:8000", f"http://{'a' * 64}.com/", "http://xn--/", "http://xn--zz.test/"],
+    + ["http://a..b/", "a..b:8000", f"http://{'a' * 64}.com/", "http://xn--/", "http://xn--zz.test/"]
+    + ["http://256.1.1.1", "http://[::1]x:1", "http://127.0.0.1:1/v\x7f1", "http://[::1]:8000/v1?\x01"],
 )
 def test_an_endpoint_host_with_a_space_or_port_0_is_malformed(value):
     """`--endpoint 'not a url'` was looked up in DNS (`http://not a url/v1/models: cannot connect`, exit 3) where a
     malformed URL is a usage error (exit 2); `:0` was taken as no port, so requests went to port 80. A host with an
     empty label, one past 63 characters or an `xn--` label that is not Punycode reached the lookup, whose
-    UnicodeError was an internal error."""
+    UnicodeError was an internal error. A dotted quad that is no IPv4 address, text between an IPv6 literal and its
+    port, and a control character got past urlsplit to the HTTP client, whose InvalidURL was the run's error (exit 3,
+    or 1 at each message of a chat that had started)."""
     with pytest.raises(UsageError) as e:
         Endpoint(value)
     assert str(e.value).endswith(": not an http(s) URL of an OpenAI-compatible server"), e.value
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["http://1.2.3", "http://10.0.0.1:9/v1", "http://[::1]:8000", "http://[fe80::1%25eth0]:80", "h:1/a b/?q=é"],
+)
+def test_an_endpoint_taken_is_a_url_the_http_client_takes(value):
+    """What Endpoint takes, httpx takes too: a URL refused only at the first request was exit 3 (or 1 in a chat)."""
+    url = Endpoint(value).url("/chat/completions")
+    assert httpx.URL(url).host, url
 
 
 @pytest.mark.parametrize("host", ["xn--fa-hia.de", "XN--bcher-kva.example", "bücher.example", "localhost.", "::1"])

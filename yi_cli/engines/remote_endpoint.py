@@ -5,6 +5,7 @@ by *** (no torch, no httpx)."""
 from __future__ import annotations
 
 import base64
+import ipaddress
 import re
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
@@ -38,6 +39,7 @@ class Endpoint:
             or not all(c.isprintable() and not c.isspace() for c in parts.hostname)
             or parts.port == 0
             or not _internet_name(parts.hostname)
+            or not _well_formed(raw, parts.netloc.rpartition("@")[2], parts.hostname)
         ):
             raise UsageError(f"{hide_userinfo(value.strip())}: not an http(s) URL of an OpenAI-compatible server")
         self.scheme = parts.scheme
@@ -95,6 +97,20 @@ def _internet_name(host: str) -> bool:
         return all(label[4:].encode("ascii").decode("punycode") for label in labels if label[:4].lower() == "xn--")
     except UnicodeError:
         return False
+
+
+def _well_formed(raw: str, hostport: str, host: str) -> bool:
+    """What urlsplit lets through and the HTTP client refuses at the first request (exit 3 or 1, its InvalidURL
+    said raw): a control character anywhere (`/v\x7f1`), a dotted-quad host that is no IPv4 address
+    (`256.1.1.1`), and text between an IPv6 literal's bracket and its port (`[::1]x:1`)."""
+    if not raw.isprintable():
+        return False
+    if re.fullmatch(r"[0-9]+(\.[0-9]+){3}", host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return False
+    return not hostport.startswith("[") or re.fullmatch(r"\[[^\]]*\](:[0-9]*)?", hostport) is not None
 
 
 def hide_userinfo(url: str) -> str:
