@@ -1057,3 +1057,20 @@ def test_a_demo_session_records_the_demo_where_a_folder_named_demo_is_here(tmp_p
     (tmp_path / "demo").mkdir()
     monkeypatch.chdir(tmp_path)
     assert cli.model_source("demo") == "demo"
+
+
+def test_a_home_with_a_line_break_still_gets_one_line_errors(tmp_path):
+    """A YI_CHAT_HOME (or hub cache) whose path holds a line break: a bad config.toml, an unreadable sessions
+    folder and an offline hub miss each said their one line in two, the path split where it broke. The break is
+    shown as \\n, as other lines name such a path."""
+    home = tmp_path / "two\nlines"
+    (home / "config").mkdir(parents=True)
+    (home / "config" / "config.toml").write_text('[generation]\ntemperature = "hot"\n')
+    line = one_line_error(yi("-p", "hi", home=home), 2, "two\\nlines/config/config.toml", "temperature")
+    assert line.startswith("yi-chat: ")
+    (home / "config" / "config.toml").unlink()
+    (home / "data").mkdir()
+    (home / "data" / "sessions").write_text("x")
+    one_line_error(yi("sessions", home=home), 1, "two\\nlines/data/sessions: cannot read the sessions folder")
+    env = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(home / "hub")}
+    one_line_error(yi("-m", "acme/zz", "-p", "hi", home=home, env=env), 3, "(", "two\\nlines/hub)")

@@ -35,6 +35,12 @@ def safe(text: str) -> str:
     return _UNSAFE.sub(_visible, text.replace("\r\n", "\n"))
 
 
+def one_line(text: str) -> str:
+    """safe(text) kept to one line: its line breaks (and U+2028/U+2029) escaped too. An error is one line on stderr,
+    whatever it quotes: a path with a line break in it (a YI_CHAT_HOME, a cache folder) split the line in two."""
+    return re.sub("[\u2028\u2029]", _visible, safe(text).replace("\n", "\\n"))  # \n as other lines write it
+
+
 class LineEnds:
     """A streamed reply's CRLF line ends as LF, whichever pieces the CR and the LF came in: a CR that ends a piece
     waits for the next (flush() gives it back where none came). A terminal showed a server's CRLF as `^M` where a

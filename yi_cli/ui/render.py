@@ -16,7 +16,7 @@ from rich.text import Text as RichText
 from .. import terminal
 from ..engines.events import FINISH_ERROR, FINISH_LENGTH, Stats
 from ..progress import erase_rows, rewrapped_rows
-from ..safe_text import LineEnds, json_line, safe
+from ..safe_text import LineEnds, json_line, one_line, safe
 
 
 def _unpadded(text: str) -> str:
@@ -214,7 +214,7 @@ class Renderer:
 
     def error(self, msg: str) -> None:
         # soft_wrap: one failure is one line on stderr, however narrow rich thinks a pipe is
-        self.err.print(f"error: {safe(msg)}", markup=False, highlight=False, style="bold red", soft_wrap=True)
+        self.err.print(f"error: {one_line(msg)}", markup=False, highlight=False, style="bold red", soft_wrap=True)
 
     def progress(self, status: str | None) -> None:
         """A status line on a terminal's stderr while a long prompt is read (the engine's thread, before any reply

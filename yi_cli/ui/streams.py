@@ -128,12 +128,12 @@ def to_null(fd: int) -> None:
 
 
 def say_error(msg: str) -> None:
-    """One line on stderr, `yi-chat: ` first, escape sequences made visible (messages quote files and servers); a
-    background job's last line goes to the terminal it let go of."""
+    """One line on stderr, `yi-chat: ` first, escape sequences and line breaks made visible (messages quote files,
+    paths and servers); a background job's last line goes to the terminal it let go of."""
     from .. import terminal
-    from ..safe_text import safe
+    from ..safe_text import one_line
 
-    line = f"yi-chat: {safe(msg)}"
+    line = f"yi-chat: {one_line(msg)}"
     if terminal.say(line):  # a background job's last line, on the terminal it let go of
         return
     try:
