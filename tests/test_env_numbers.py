@@ -58,8 +58,36 @@ def test_a_history_file_that_stops_taking_lines_turns_itself_off_with_one_notice
     history.append_string("second")
     history.say_failure()
     history.say_failure()
-    assert said == ["history is off: cannot write /dev/full (No space left on device)"]
+    assert said == ["history is off: cannot write /dev/full (not a regular file: a character device)"]
     assert list(history.get_strings()) == ["first", "second"]  # kept for Up in this chat
+
+
+def test_a_history_file_replaced_by_a_fifo_mid_chat_turns_itself_off_without_waiting(tmp_path):
+    """The history file made a FIFO while the chat ran: the next message's append opened it and waited for a reader
+    (prompt_toolkit's FileHistory opens it blocking), the chat hung with Ctrl-C a plain byte of the prompt."""
+    import threading
+
+    from yi_cli.ui.repl import TailHistory
+
+    path = tmp_path / "history"
+    said: list[str] = []
+    history = TailHistory(str(path), said.append)
+    history.append_string("first")
+    path.unlink()
+    os.mkfifo(path)
+    done = threading.Event()
+
+    def second():
+        history.append_string("second")
+        done.set()
+
+    threading.Thread(target=second, daemon=True).start()
+    if not done.wait(30):  # hung on the FIFO: a reader lets it go, and the test fails
+        os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
+        pytest.fail("the append waited for a reader of the FIFO")
+    history.say_failure()
+    assert said == [f"history is off: cannot write {path} (not a regular file: a FIFO)"]
+    assert list(history.get_strings()) == ["first", "second"]
 
 
 def test_a_key_hold_in_a_background_job_sets_no_modes(monkeypatch):

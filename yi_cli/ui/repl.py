@@ -8,6 +8,7 @@ import os
 import signal
 import stat
 import sys
+from pathlib import Path
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.application import create_app_session, get_app, run_in_terminal
@@ -64,8 +65,12 @@ class TailHistory(FileHistory):
     def store_string(self, string: str) -> None:
         if self.off:
             return
-        try:
-            super().store_string(string)
+        try:  # not FileHistory's: its open() of a FIFO put there since the start waited for a reader, the chat hung
+            typed_ahead.append([string], Path(self.filename))
+        except typed_ahead.NotRegularFile:
+            self.off = True
+            kind = inputs.kind_of(Path(self.filename))
+            self.failed = f"history is off: cannot write {shown(self.filename, 200)} (not a regular file: a {kind})"
         except OSError as e:
             self.off = True
             self.failed = f"history is off: cannot write {shown(self.filename, 200)} ({e.strerror or e})"

@@ -12,9 +12,11 @@ erase; cursor and function keys are dropped, the text going on at the end.
 from __future__ import annotations
 
 import datetime
+import errno
 import os
 import re
 import stat
+from pathlib import Path
 
 from ..paths import data_dir, private_dir
 
@@ -66,14 +68,19 @@ class NotRegularFile(OSError):
     """The history's path is something other than a regular file (a FIFO, a device, a folder)."""
 
 
-def open_history() -> int:
-    """The input history file opened for appending, made if missing, mode 0600 (another user's file there is
-    refused: the chmod fails). Opened non-blocking: a FIFO in its place would wait for a reader, and a link to
-    /dev/zero would be read without end, so anything but a regular file raises NotRegularFile; OSError where the
-    folder or the file is not ours to write."""
-    path = history_path()
+def open_history(path: Path | None = None) -> int:
+    """The input history file (path, else history_path()) opened for appending, made if missing, mode 0600 (another
+    user's file there is refused: the chmod fails). Opened non-blocking: a FIFO in its place would wait for a reader,
+    and a link to /dev/zero would be read without end, so anything but a regular file raises NotRegularFile; OSError
+    where the folder or the file is not ours to write."""
+    path = path or history_path()
     private_dir(path.parent)
-    fd = os.open(path, os.O_CREAT | os.O_APPEND | os.O_WRONLY | getattr(os, "O_NONBLOCK", 0), 0o600)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_APPEND | os.O_WRONLY | getattr(os, "O_NONBLOCK", 0), 0o600)
+    except OSError as e:  # ENXIO: a FIFO that no one reads (opened for writing without waiting), or a device gone
+        if e.errno == errno.ENXIO:
+            raise NotRegularFile(f"not a regular file: {path}") from None
+        raise
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise NotRegularFile(f"not a regular file: {path}")
@@ -85,19 +92,22 @@ def open_history() -> int:
 
 
 def keep(messages: list[str]) -> bool:
-    """Append messages to the input history file, as the prompt stores a line (its lines `+`-prefixed under a
-    `#` timestamp); False where the file cannot be written (open_history refuses it)."""
+    """Append messages to the input history file; False where the file cannot be written."""
     try:
-        fd = open_history()
+        append(messages)
+        return True
     except OSError:
         return False
+
+
+def append(messages: list[str], path: Path | None = None) -> None:
+    """Append messages to the input history file as prompt_toolkit's FileHistory stores a line (its lines
+    `+`-prefixed under a `#` timestamp), through open_history: OSError where it cannot be written."""
+    fd = open_history(path)
     try:
         stamp = datetime.datetime.now()
         text = "".join(f"\n# {stamp}\n" + "".join(f"+{ln}\n" for ln in m.split("\n")) for m in messages)
         os.write(fd, text.encode())  # one write: another yi-chat's lines stay whole
-        return True
-    except OSError:
-        return False
     finally:
         os.close(fd)
 
