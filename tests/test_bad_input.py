@@ -300,7 +300,8 @@ def test_an_edit_too_long_by_its_length_alone_is_refused_before_it_is_tokenized(
 
 def test_a_file_grown_since_it_was_attached_is_refused_by_its_length_before_it_is_tokenized(tiny_dir, home, tmp_path):
     """A file attached small and grown before the message went was read again and tokenized whole (3 MB: seconds
-    and a GB), where the same file given to /file then was refused by its length at once."""
+    and a GB), where the same file given to /file then was refused by its length at once. Refused so, the message
+    says its file waits for the next one, as a refusal by the tokenizer does."""
     f = tmp_path / "grow.txt"
     f.write_text("small\n")
     e = {**os.environ, "YI_CHAT_HOME": str(home), "COLUMNS": "80"}
@@ -318,6 +319,8 @@ def test_a_file_grown_since_it_was_attached_is_refused_by_its_length_before_it_i
     lines = [ln for ln in err.splitlines() if ln.strip()]
     said = [ln for ln in lines if ln.startswith("error: the message with its files is ")]
     assert len(said) == 1 and said[0].endswith(" characters, more than the 4096-token context can hold; shorten it")
+    waits = lines.index(said[0]) + 1  # and that the file waits, as a refusal by the tokenizer says: it said nothing
+    assert lines[waits] == f"still attached for the next message: {f} (/detach drops them)", lines
     objs = [json.loads(ln) for ln in out.decode().splitlines() if ln.strip()]
     assert [o.get("command") for o in objs] == [None, "file", None], objs  # the message's, /file's, the end's
     assert objs[0]["error"] == said[0].removeprefix("error: ")

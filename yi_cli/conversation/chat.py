@@ -140,19 +140,29 @@ class Chat:
         self._fits_untokenized(text)
         waiting = self.attachments = attach.fresh(self.attachments, self.render.notice)
         if waiting:  # the files as they go now: one grown since /file (checked then) was tokenized whole
-            self._fits_untokenized(attach.compose(waiting, text), attached=True)
+            try:
+                self._fits_untokenized(attach.compose(waiting, text), attached=True)
+            except YiError as e:  # refused as the tokenizer refuses one: its error, then that its files wait
+                self.failures += 1
+                self.render.error(str(e))
+                self._still_attached(waiting)
+                return None
         last = self.session.turns[-1] if self.session.turns else None
         try:
             sent = self.turn(attach.take(self, text), settings, files=len(waiting))
         finally:  # recorded, a reply or a part of one (also where the stream was abandoned): no longer unsent
             if (self.session.turns[-1] if self.session.turns else None) is not last:
                 self.unsent = None
-        if sent is None:
-            if waiting and not self.options.one_shot:
-                self.attachments = waiting + self.attachments
-                names = ", ".join(a.name for a in waiting)
-                self.render.notice(f"still attached for the next message: {names} (/detach drops them)")
+        if sent is None and waiting and not self.options.one_shot:
+            self.attachments = waiting + self.attachments
+            self._still_attached(waiting)
         return sent
+
+    def _still_attached(self, waiting: list) -> None:
+        """The notice that a message's files wait for the next one (a one-shot run has no next one)."""
+        if not self.options.one_shot:
+            names = ", ".join(a.name for a in waiting)
+            self.render.notice(f"still attached for the next message: {names} (/detach drops them)")
 
     def _fits_untokenized(self, text: str, attached: bool = False) -> None:
         """YiError for a message its length alone shows too long for the context, before it is tokenized: 50 MB of
