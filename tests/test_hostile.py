@@ -1709,6 +1709,21 @@ def test_a_killed_conversions_temp_folders_are_removed_when_no_conversion_runs(h
     assert sorted(p.name for p in root.iterdir()) == [".convert.lock", "demo"]
 
 
+@pytest.mark.parametrize("kind", ["FIFO", "directory"])
+def test_a_demo_lock_file_that_is_no_file_is_named_as_such(home, kind):
+    """The demo cache's lock file a FIFO: "demo: cannot create the cache directory (None)", exit 3 — the open
+    succeeded and the file object failed with no reason, and the line named the folder, not the file."""
+    from yi_cli.checkpoint import demo
+
+    root = home / "cache" / "demo"
+    root.mkdir(parents=True)
+    lock = root / ".convert.lock"
+    os.mkfifo(lock) if kind == "FIFO" else lock.mkdir()
+    with pytest.raises(LoadError) as e:
+        demo.ensure("demo-gptq8")
+    assert str(e.value) == f"{lock}: not a regular file (a {kind}); remove it"
+
+
 def test_a_conversion_starts_by_removing_what_a_killed_one_left(home, monkeypatch):
     from yi_cli.checkpoint import demo
 

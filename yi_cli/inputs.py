@@ -53,7 +53,7 @@ def check_regular(path: str | Path, limit: int, err: type[YiError] = YiError, wh
     except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
         raise err(f"{name}: cannot read the {what} ({getattr(e, 'strerror', None) or e})") from None
     if not stat.S_ISREG(st.st_mode):
-        raise err(f"{name}: not a regular file (a {_kind(st.st_mode)}); a {what} must be a regular file")
+        raise err(f"{name}: not a regular file (a {kind_of_mode(st.st_mode)}); a {what} must be a regular file")
     if st.st_size > limit:
         raise err(f"{name}: {st.st_size} bytes, more than the {size_text(limit)} limit of a {what}")
 
@@ -100,7 +100,7 @@ def kind_of(path: str | Path) -> str | None:
         mode = os.stat(path).st_mode
     except (FileNotFoundError, NotADirectoryError):
         return None
-    return "regular file" if stat.S_ISREG(mode) else _kind(mode)
+    return "regular file" if stat.S_ISREG(mode) else kind_of_mode(mode)
 
 
 def looked_up(path: str | Path, err: type[YiError] = YiError, where=None, what: str = "") -> str | None:
@@ -126,7 +126,8 @@ def user_path(name: str, err: type[YiError] = YiError) -> Path:
         raise err(f"{shown(name, 200)}: cannot expand ~{user} ({why})") from None
 
 
-def _kind(mode: int) -> str:
+def kind_of_mode(mode: int) -> str:
+    """What a file of stat mode `mode` is that is not a regular file: "directory", "FIFO", "character device"..."""
     for test, word in (
         (stat.S_ISDIR, "directory"),
         (stat.S_ISFIFO, "FIFO"),

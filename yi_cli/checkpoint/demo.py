@@ -10,6 +10,7 @@ import contextlib
 import importlib.util
 import os
 import shutil
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -61,10 +62,22 @@ def _lock(root: Path):
     """The open lock file of the demo cache: one for all, as demo converts demo-fp32 too."""
     try:
         private_dir(root)
-        lock = os.fdopen(os.open(root / ".convert.lock", os.O_RDWR | os.O_CREAT, 0o600), "r+")
-        os.fchmod(lock.fileno(), 0o600)  # the cache is the user's alone (the mode above is filtered by the umask)
     except OSError as e:
         raise LoadError(f"{root}: cannot create the cache directory ({e.strerror})") from None
+    path = root / ".convert.lock"
+    try:  # a FIFO there opened, then failed as a file object with no reason: "(None)", said of the directory
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK, 0o600)
+    except IsADirectoryError:
+        raise LoadError(f"{path}: not a regular file (a directory); remove it") from None
+    except OSError as e:
+        raise LoadError(f"{path}: cannot open the demo cache's lock file ({e.strerror or e})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise LoadError(f"{path}: not a regular file (a {inputs.kind_of_mode(mode)}); remove it")
+    os.set_blocking(fd, True)
+    lock = os.fdopen(fd, "r+")
+    os.fchmod(fd, 0o600)  # the cache is the user's alone (the mode above is filtered by the umask)
     return lock
 
 
