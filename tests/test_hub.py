@@ -765,6 +765,23 @@ def test_a_damaged_cached_file_is_listed_so_and_pull_fetches_it_again(hub, env, 
     assert rows["acme/tiny-chat"]["loadable"]
 
 
+@pytest.mark.parametrize("kind", ["FIFO", "character device"])
+def test_a_cached_config_that_is_no_file_is_named_not_called_a_download_cut_short(hub, env, kind):
+    """A cached config.json whose blob is a FIFO (or a link to /dev/zero): offline, -m REPO said "the download is
+    not complete ... `yi-chat pull` online continues it", and `models` listed it so, where -m SNAPSHOT named the
+    file and what it is. The pull ended long ago: both say what is wrong with the file."""
+    assert yi(env, "pull", "acme/tiny-chat").returncode == 0
+    blob = (snapshot(env) / "config.json").resolve()
+    blob.unlink()
+    os.mkfifo(blob) if kind == "FIFO" else blob.symlink_to("/dev/zero")
+    offline = {**env, "HF_HUB_OFFLINE": "1"}
+    lines = error_line(yi(offline, "-m", "acme/tiny-chat", "-p", "hi"), 3, "config.json: not a regular file")
+    assert len(lines) == 1 and f"(a {kind})" in lines[0] and "not complete" not in lines[0], lines
+    rows = {r["name"]: r for r in json.loads(yi(env, "models", "--json").stdout)}
+    row = rows["acme/tiny-chat"]
+    assert not row["loadable"] and "not complete" not in row["reason"] and f"(a {kind})" in row["reason"], row
+
+
 def test_an_offline_pull_of_a_truncated_blob_says_the_cache_holds_it_and_what_fetches_it(hub, env):
     """HF_HUB_OFFLINE=1 and a weights blob cut short: `pull` said "fetched, but yi-chat cannot load it: ...;
     `yi-chat pull acme/tiny-chat` fetches it again": nothing was fetched, and the pull named is the one refused. -m

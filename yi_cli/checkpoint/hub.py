@@ -180,16 +180,20 @@ def complete(snap: Path) -> bool:
     """Enough to load: a config, a tokenizer and weights, every shard the index lists present (a run cut short links
     files one by one, weights last; one cut in the tokenizer, with its weights linked by an earlier pull, was loaded
     and said "no tokenizer files; copy them from where the model came from")."""
-    if inputs.looked_up(snap / "config.json", LoadError, snap, "the Hugging Face cache") != "regular file":
-        return False
-    if not any((snap / name).is_file() for name in TOKENIZERS):
+
+    def there(name: str) -> bool:  # a file that is there, whatever it is: the loader says what is wrong with one
+        return inputs.looked_up(snap / name, LoadError, snap, "the Hugging Face cache") is not None
+
+    # A file there that is no regular file (a FIFO, /dev/zero) or an index the loader refuses was called a download
+    # not complete (offline: "`yi-chat pull` continues it"), where the loader names the file and what is wrong.
+    if not there("config.json") or not any(there(name) for name in TOKENIZERS):
         return False
     for index in ("model.safetensors.index.json", PICKLE_INDEX):
         if (snap / index).is_file():
             try:  # within the JSON limits (deep nesting was a RecursionError traceback)
                 shards = set(inputs.read_json(snap / index, inputs.JSON_LIMIT, LoadError, index)["weight_map"].values())
             except (LoadError, KeyError, TypeError, AttributeError):
-                return False
+                return True  # no list of shards to wait for: the loader refuses the index
             try:  # a name the index gives that no file can have (a number, 300 characters) is a shard not there
                 return all(isinstance(s, str) and (snap / s).is_file() for s in shards)
             except (OSError, ValueError):
