@@ -1665,16 +1665,18 @@ def test_sessions_cuts_and_pads_chinese_by_its_width_on_screen(server, home):
     assert first.endswith("...") and cell_len(first) <= 53 and question.startswith(first.removesuffix("..."))
 
 
-def test_a_hand_edited_updated_does_not_take_the_place_of_the_newest_session(server, home):
+@pytest.mark.parametrize("updated", ["yesterday", "9999-99-99T99:99:99Z", "9999-12-31T00:00:00.000000Z"])
+def test_a_hand_edited_updated_does_not_take_the_place_of_the_newest_session(server, home, updated):
     """A session file whose `updated` was edited to a word ("yesterday") sorted before every real time (as text):
-    `sessions` listed it first and -c resumed it (a run-through). Such a file is dated by its mtime."""
+    `sessions` listed it first and -c resumed it (a run-through); so did one of the right shape that is no time, or
+    a time far ahead. Such a file is dated by its mtime."""
     assert yi("--endpoint", server.url, "--resume", "last", "-p", "x", home=home).returncode == 1  # none yet
     for question in ("older", "newer"):
         p = yi("--endpoint", server.url, home=home, stdin=f"{question}\n")
         assert p.returncode == 0, p.stderr.decode()
     files = {json.loads(f.read_text())["turns"][0]["content"]: f for f in (home / "data" / "sessions").glob("*.json")}
     data = json.loads(files["older"].read_text())
-    data["updated"], data["mode"] = "yesterday", "interactive"
+    data["updated"], data["mode"] = updated, "interactive"
     files["older"].write_text(json.dumps(data))
     os.utime(files["older"], (1_000_000_000, 1_000_000_000))  # 2001
     data = json.loads(files["newer"].read_text())

@@ -172,6 +172,7 @@ CACHE_ENTRY_CASES = {  # (field, value) of a cached entry that store._entry neve
     "surrogate-mode": ("mode", "\udfff"),
     "escapes-updated": ("updated", "\x1b]0;PWNED\x07\x1b[2J\x1b[31mRED\nNEWLINE"),
     "hand-edited-updated": ("updated", "yesterday"),
+    "impossible-updated": ("updated", "9999-99-99T99:99:99Z"),
     "two-lines": ("first_line", "a\nb"),
     "first-line-too-long": ("first_line", "x" * 1001),
     "negative-exchanges": ("exchanges", -1),

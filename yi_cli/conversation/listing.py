@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from .. import inputs
@@ -30,8 +31,15 @@ STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d[0-9:.]*Z")  # store._iso's form: 
 
 def stamp(value) -> str | None:
     """A file's `updated` where it is a time as yi-chat writes it (they sort as text), else None: a hand-edited
-    "yesterday" sorted before every real time and took -c's place."""
-    return value if isinstance(value, str) and STAMP.fullmatch(value) else None
+    "yesterday" sorted before every real time and took -c's place, and so did a time of the right shape that is no
+    time ("9999-99-99T99:99:99Z") or one more than a day ahead of this machine's clock."""
+    if not isinstance(value, str) or not STAMP.fullmatch(value):
+        return None
+    try:
+        when = datetime.fromisoformat(value.removesuffix("Z") + "+00:00")
+    except ValueError:
+        return None
+    return value if when <= datetime.now(UTC) + timedelta(days=1) else None
 
 
 def first_line(line: str) -> str:
