@@ -5,6 +5,7 @@ each case trips its limit quickly; the outcome never depends on timing luck."""
 
 from __future__ import annotations
 
+import json
 import threading
 import tracemalloc
 
@@ -516,3 +517,89 @@ def test_a_note_during_a_live_reply_waits_for_its_end():
     assert err.getvalue() == "skipped 1 bad chunk\n" and "some text" in out.getvalue()
     render.notice("outside a reply")
     assert err.getvalue().endswith("outside a reply\n")
+
+
+def _events_as(ends: bytes, bom: bytes = b""):
+    """A server whose event stream ends its lines with `ends`, the BOM `bom` first: "Hello" then " world"."""
+
+    def answer(h):
+        h.sse_start()
+        first = {"choices": [{"index": 0, "delta": {"content": "Hello"}}]}
+        last = {"choices": [{"index": 0, "delta": {"content": " world"}, "finish_reason": "stop"}]}
+        for i, obj in enumerate([first, last, "[DONE]"]):
+            data = obj if isinstance(obj, str) else json.dumps(obj)
+            h.chunk((bom if i == 0 else b"") + b"data: " + data.encode() + ends + ends)
+        h.wfile.write(b"0\r\n\r\n")
+        h.wfile.flush()
+
+    return answer
+
+
+@pytest.mark.parametrize("ends", [b"\n", b"\r\n", b"\r"], ids=["LF", "CRLF", "CR"])
+@pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"], ids=["plain", "BOM"])
+def test_every_line_end_of_the_event_stream_format_and_a_leading_bom_are_read(ends, bom):
+    """An event stream may end its lines with CRLF, LF or a lone CR, and may start with a UTF-8 BOM. Lines ended by
+    CR alone were one bad line (the reply lost: "closed the stream before the reply ended"), and a BOM made the
+    first event's line not start with `data:`, so "Hello" was dropped without a word (exit 0)."""
+    notes = []
+    with Server(_events_as(ends, bom)) as srv:
+        text, stats = run(RemoteEngine(srv.root, None, model="m", limits=small(), notify=notes.append))
+    assert text == "Hello world" and stats.finish_reason == "stop" and notes == []
+
+
+def test_a_cr_split_from_its_lf_across_chunks_is_one_line_end():
+    def answer(h):
+        h.sse_start()
+        h.chunk(b'data: {"choices": [{"index": 0, "delta": {"content": "one"}}]}\r')
+        h.chunk(b'\n\r\ndata: {"choices": [{"index": 0, "delta": {"content": " two"}, "finish_reason": "stop"}]}\r')
+        h.chunk(b"\n\r\n")
+        h.sse_end()
+
+    with Server(answer) as srv:
+        text, stats = run(RemoteEngine(srv.root, None, model="m", limits=small()))
+    assert text == "one two" and stats.finish_reason == "stop"
+
+
+def test_a_reply_whose_server_holds_the_stream_open_after_its_end_is_whole():
+    """The finish reason came and the server sent neither [DONE] nor closed: the reply waited out the idle timeout
+    and was then marked interrupted, with "no data from the server" (exit 1). It ends as the server said, soon."""
+    gone = threading.Event()
+
+    def answer(h):
+        h.sse_start()
+        h.event({"choices": [{"index": 0, "delta": {"content": "done text"}, "finish_reason": "stop"}]})
+        if h.wait_for_close(60):
+            gone.set()
+
+    with Server(answer) as srv:
+        text, stats = run(RemoteEngine(srv.root, None, model="m", limits=small(idle_timeout=600)))
+        assert gone.wait(60)  # the request let go of the connection
+    assert text == "done text" and stats.finish_reason == "stop"
+
+
+def test_an_event_stream_with_no_event_says_it_ended_before_one():
+    """A 200 text/event-stream that closed at once: "the answer is not an event stream (Content-Type:
+    text/event-stream)", which says the opposite of what came."""
+
+    def answer(h):
+        h.sse_start()
+        h.wfile.write(b"0\r\n\r\n")
+        h.wfile.flush()
+
+    with Server(answer) as srv, pytest.raises(YiError) as e:
+        run(RemoteEngine(srv.root, None, model="m", limits=small()))
+    assert one_line(e).endswith("the server ended the event stream before its first event"), e.value
+
+
+def test_a_reply_with_no_token_has_no_time_to_first_token():
+    """Every chunk bad, the finish reason good: `--json` and the session said "ttft_s": 0.0, as if it came at once."""
+
+    def answer(h):
+        h.sse_start()
+        h.event("not json")
+        h.event({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        h.sse_end()
+
+    with Server(answer) as srv:
+        text, stats = run(RemoteEngine(srv.root, None, model="m", limits=small(), notify=lambda n: None))
+    assert text == "" and stats.new_tokens == 0 and stats.to_dict()["ttft_s"] is None

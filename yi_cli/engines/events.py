@@ -35,8 +35,11 @@ class Stats:
         return {
             "prompt_tokens": self.prompt_tokens,
             "new_tokens": self.new_tokens,
-            # a reply that failed before its first token was never timed
-            "ttft_s": None if self.finish_reason == FINISH_ERROR and not self.new_tokens else round(self.ttft_s, 4),
+            # a reply with no first token was never timed: one that failed, or that stopped with none (a remote
+            # stream whose every chunk was bad, Ctrl-C before the first) read "ttft_s": 0.0, as if instant
+            "ttft_s": round(self.ttft_s, 4)
+            if self.new_tokens or (self.ttft_s and self.finish_reason != FINISH_ERROR)
+            else None,
             "decode_tok_s": round(self.decode_tok_s, 2) or None,  # none measured (one token, one chunk): null
             "finish_reason": self.finish_reason,
             **(

@@ -30,6 +30,10 @@ LONE = "content is not valid Unicode (a lone surrogate)"
 # Data events tolerated after the reply reached max_new_tokens, for the finish reason, usage and [DONE] that
 # follow the last token; past them the server is ignoring max_tokens and the reply ends as "length".
 GRACE_EVENTS = 16
+# Seconds of silence after the finish reason before the reply is taken as ended: the usage and [DONE] that follow
+# it come at once; a server that sent neither and held the stream open had the reply wait out the idle timeout
+# (60 s), then marked it interrupted with "no data from the server".
+FINISH_GRACE = 2.0
 # The largest token count taken from a server's usage, as a session stores one (session.MAX_TURN_TOKENS): past it
 # the usage is no count (10**400 ended the turn in an OverflowError and was lost; 3e9 saved a session that
 # --resume then refused).
@@ -136,6 +140,11 @@ class RemoteEngine:
                 yield Text(text)
         except YiError as e:
             self._note(reply)
+            if reply.reason is not None and not cancel.is_set():  # after the server said the reply ended: whatever
+                if text := scrub.flush():  # failed then (no [DONE], the stream held open or dropped) cuts nothing
+                    yield Text(text)
+                yield Finish(reply.stats(map_reason(reply.reason)))
+                return
             if not (cancel.is_set() or reply.chunks):
                 raise
             if text := scrub.flush():  # a held-back end that began like a secret but was not one
@@ -179,6 +188,8 @@ class RemoteEngine:
                 continue
             reply.usage = usage or reply.usage
             for content, finish in choices:
+                if finish and reply.reason is None:  # the reply has ended: its usage and [DONE] come at once, if
+                    answer.watch.finishing(FINISH_GRACE)  # at all (a server that held the stream open cut it)
                 reply.reason = finish or reply.reason
                 if content:
                     if reply.full:  # the server ignores max_tokens: the client-side bound ends the reply
@@ -218,6 +229,8 @@ class RemoteEngine:
             return reply.stats(FINISH_LENGTH)
         if reply.done or reply.reason is not None:
             return reply.stats(map_reason(reply.reason))
+        if reply.seen == 0 and answer.content_type == "text/event-stream":  # it said "not an event stream" of one
+            raise answer.fail("the server ended the event stream before its first event")
         if reply.seen == 0:
             raise answer.fail(f"the answer is not an event stream (Content-Type: {answer.content_type or 'none'})")
         raise answer.fail("the server closed the stream before the reply ended")  # went away mid-reply

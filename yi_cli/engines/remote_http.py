@@ -37,6 +37,8 @@ except ImportError:  # an httpcore laid out otherwise: the trace hook alone hold
 
 REDIRECTS = (301, 302, 303, 307, 308)
 BLANKS = re.compile(rb"[\r\n]*")  # a run of line ends: blank lines of an event stream
+LINE_END = re.compile(rb"\r\n|\r|\n")  # an event stream's line ends, all three
+BOM = b"\xef\xbb\xbf"
 PROXY_VARS = ("ALL_PROXY", "all_proxy", "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")
 
 
@@ -50,6 +52,7 @@ class Watch:
         self.limits = limits
         self.cancel = cancel or threading.Event()
         self.start = self.last = clock.now()
+        self.idle = limits.idle_timeout  # seconds of silence that end the request (less once the reply has ended)
         self.why: str | None = None  # "cancel" | "deadline" | "idle"
         self.socks: list[socket.socket] = []
         self.done = threading.Event()
@@ -79,6 +82,12 @@ class Watch:
         """A data event (not a comment) arrived: the idle clock restarts."""
         self.last = clock.now()
 
+    def finishing(self, seconds: float) -> None:
+        """The reply has ended (its finish reason came): what may follow comes at once, or the request ends after
+        `seconds` of silence, not the whole idle timeout."""
+        self.idle = min(self.idle, seconds)
+        self.last = clock.now()
+
     def stop(self) -> None:
         self.done.set()
         self.thread.join()
@@ -95,7 +104,7 @@ class Watch:
                 else "deadline"
                 if now - self.start >= lim.deadline
                 else "idle"
-                if now - self.last >= lim.idle_timeout
+                if now - self.last >= self.idle
                 else None
             )
             if why:
@@ -410,25 +419,35 @@ class Answer:
         """The body's lines that are not blank (bytes, without the line end), each at most max_line_bytes and all
         of them at most max_stream_bytes: past either the answer is refused with a clear line, holding no more than
         the limit. A run of blank lines is passed over at once (the reader skips them: 64 MiB of them, one at a
-        time, cost 136 s of CPU)."""
+        time, cost 136 s of CPU). As the event stream format has them: a line ends at CRLF, LF or a lone CR (a
+        stream of CR-ended lines was one bad line, the reply lost), and a UTF-8 BOM that starts the stream is not
+        the first line's (its event was skipped without a word)."""
         lim = self.t.limits
-        buf, total = bytearray(), 0
+        buf, total, first = bytearray(), 0, True
         for chunk in self.chunks():
             total += len(chunk)
             if total > lim.max_stream_bytes:
                 raise self.fail(f"the event stream is over the limit of {lim.max_stream_bytes} bytes")
             buf += chunk
+            if first:
+                if BOM.startswith(buf):  # all of it may yet be the BOM: wait for more
+                    continue
+                first = False
+                if buf.startswith(BOM):
+                    del buf[: len(BOM)]
             start = BLANKS.match(buf).end()
-            while (nl := buf.find(b"\n", start)) >= 0:
-                if nl - start > lim.max_line_bytes:
+            while (end := LINE_END.search(buf, start)) is not None:
+                if end.start() - start > lim.max_line_bytes:
                     break
-                yield bytes(buf[start:nl]).rstrip(b"\r")
-                start = BLANKS.match(buf, nl + 1).end()
+                if end.group() == b"\r" and end.end() == len(buf):  # a CR whose LF may be in the next chunk
+                    break
+                yield bytes(buf[start : end.start()])
+                start = BLANKS.match(buf, end.end()).end()
             del buf[:start]
             if len(buf) > lim.max_line_bytes:
                 raise self.fail(f"a line of the event stream is over the limit of {lim.max_line_bytes} bytes")
-        if buf:
-            yield bytes(buf)
+        if buf := buf.rstrip(b"\r\n"):
+            yield bytes(buf.removeprefix(BOM) if first else buf)
 
 
 def error_message(body: bytes) -> str:
