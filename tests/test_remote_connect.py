@@ -231,6 +231,29 @@ def test_a_listed_model_id_that_is_no_text_is_passed_over():
     assert "the server lists no models; pass --model NAME" in str(e.value)
 
 
+def test_a_listed_model_id_of_more_than_one_line_is_passed_over():
+    """An id with a line break (`evil\nline2`): the banner, /model and the toolbar were split in two by it."""
+    both = '{"data": [{"id": "evil\\u001b[31mRED\\nline2"}, {"id": "yi-6b-chat"}]}'
+    with Server(lambda h: _raw_json(h, both)) as srv:
+        assert RemoteEngine(srv.root, None).name == "yi-6b-chat"
+
+
+def test_an_html_error_page_is_said_by_its_title():
+    """A proxy's HTML error page was shown as tag soup (`HTTP 502 ...: <html><head><title>...`)."""
+    page = b"<html>\n<head><title>502 Bad Gateway</title></head>\n<body><center><h1>502 Bad Gateway</h1></center>"
+
+    def answer(h):
+        h.send_response(502)
+        h.send_header("Content-Type", "text/html")
+        h.send_header("Content-Length", str(len(page)))
+        h.end_headers()
+        h.wfile.write(page)
+
+    with Server(answer) as srv, pytest.raises(LoadError) as e:
+        RemoteEngine(srv.root, None)
+    assert str(e.value).endswith("502 Bad Gateway") and "<" not in str(e.value), e.value
+
+
 def _raw_json(h, text: str) -> None:
     data = text.encode()
     h.send_response(200)

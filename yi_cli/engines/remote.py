@@ -92,7 +92,8 @@ class RemoteEngine:
             raise LoadError(str(e)) from None
         try:
             listed = json.loads(body).get("data")
-            ids = [m["id"] for m in listed if isinstance(m, dict) and _text(m.get("id"))]
+            # an id of one printable line: one with a line break split the banner and the toolbar in two
+            ids = [m["id"] for m in listed if isinstance(m, dict) and _text(m.get("id")) and m["id"].isprintable()]
         except (ValueError, RecursionError, AttributeError, TypeError):  # not JSON, or JSON of another shape
             raise LoadError(f"{where}: the answer is not an OpenAI model list (JSON with data[].id)") from None
         if not ids:

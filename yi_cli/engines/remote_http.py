@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import errno
+import html
 import json
 import math
 import os
@@ -452,7 +453,8 @@ class Answer:
 
 def error_message(body: bytes) -> str:
     """The server's own words from the error shapes in use: OpenAI/vLLM/llama.cpp/Azure {"error": {"message"}},
-    ollama {"error": "..."}, older vLLM {"message"}, FastAPI {"detail"}; else the body's first line."""
+    ollama {"error": "..."}, older vLLM {"message"}, FastAPI {"detail"}; an HTML page's title (a proxy's 502),
+    else its text without the tags (it was shown as tag soup); else the body, its lines joined."""
     text = body.decode("utf-8", errors="replace")
     try:
         obj = json.loads(text)
@@ -463,6 +465,9 @@ def error_message(body: bytes) -> str:
         err = obj.get("error")
         msg = err.get("message") if isinstance(err, dict) else err
         msg = msg or obj.get("message") or obj.get("detail")
+    if not msg and text.lstrip().startswith("<"):  # an HTML error page (a proxy's): its title, else its text
+        title = re.search(r"<title[^>]*>(.*?)</title>", text, re.I | re.S)
+        msg = html.unescape(title[1] if title and title[1].strip() else re.sub(r"<[^>]*>", " ", text))
     return one_line(str(msg) if msg else text)
 
 
