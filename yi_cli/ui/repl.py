@@ -287,7 +287,13 @@ def rows_to_cursor(screen, cursor, drawn: int, width: int, has_style=None) -> in
 # painted row is as wide as the terminal was, so any narrowing resize rewrapped it into two rows below the prompt,
 # pushing the screen up a row (the prompt into the top row, then off it into the history: a stale `>>>`); the
 # text alone rewraps only where the terminal gets narrower than it.
-TOOLBAR_STYLE = Style.from_dict({"bottom-toolbar": "noreverse", "bottom-toolbar.text": "reverse"})
+#
+# A line given up with Ctrl-C (or left with Ctrl-D) is drawn a last time in prompt_toolkit's "aborting" ("exiting")
+# style, grey: a coloured blank is written, so its row was painted to the last column the same way (blanks that a
+# copy of the line took along, and that a narrowing rewrapped into a blank row). Drawn plain, it ends at its text.
+TOOLBAR_STYLE = Style.from_dict(
+    {"bottom-toolbar": "noreverse", "bottom-toolbar.text": "reverse", "aborting": "noinherit", "exiting": "noinherit"}
+)
 
 EDIT_PROMPT = "edit> "
 
