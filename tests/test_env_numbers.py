@@ -113,3 +113,16 @@ def test_a_bug_that_reaches_the_top_is_one_line_not_a_traceback():
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert p.returncode == 1
     assert p.stderr == "yi-chat: internal error (ValueError: a bug); please report it with the command that gave it\n"
+
+
+def test_a_typed_byte_the_terminal_did_not_decode_is_kept_in_the_history_as_typed(tmp_path):
+    """A key's byte that stdin's encoding did not decode (0xE9 typed at a UTF-8 prompt, or UTF-8 under
+    PYTHONIOENCODING=ascii) reaches the prompt as a surrogate: its append was a UnicodeEncodeError, which
+    prompt_toolkit showed as a traceback ("Press ENTER to continue...") at every such message."""
+    from yi_cli.ui.repl import TailHistory
+
+    path = tmp_path / "history"
+    history = TailHistory(str(path))
+    history.append_string("caf\udce9 \udce4\udcbd\udca0")
+    assert path.read_bytes().endswith(b"\n+caf\xe9 \xe4\xbd\xa0\n")
+    assert list(TailHistory(str(path)).load_history_strings()) == ["caf\ufffd 你"]

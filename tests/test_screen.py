@@ -35,7 +35,8 @@ pytestmark = pytest.mark.skipif(TMUX is None, reason="needs tmux (apt install tm
 DEADLINE = 120  # seconds any one wait may take on a loaded machine before the test fails
 QUESTION = "tell me everything"
 FOOTER = re.compile(r"^(stop|length|interrupted) · (\d+ prompt tok|\d+ new tok)")
-TOOLBAR = re.compile(r"^ \S+ · ctx (\d+|\?)")  # prompt_toolkit's bottom toolbar, at the bottom while a prompt waits
+# prompt_toolkit's bottom toolbar, at the bottom while a prompt waits (· escaped where the terminal's encoding lacks it)
+TOOLBAR = re.compile(r"^ \S+ (·|\\xb7) ctx (\d+|\?)")
 
 
 def markdown_reply(parts: int = 12) -> str:
@@ -496,6 +497,33 @@ def test_ctrl_c_at_the_prompt_marks_the_dropped_line_and_sends_nothing(term, hom
     ask(pane, "next")
     pane.wait(footer_after("next"), "the reply to the next message")
     assert engine.prompts == ["next"]
+
+
+def test_a_terminal_that_cannot_show_a_character_gets_its_escape_on_the_prompt_line_and_in_history(
+    term, home, monkeypatch
+):
+    """PYTHONIOENCODING=ascii (a terminal in a non-UTF-8 locale gets escapes for what it cannot show): the prompt
+    line wrote each such character as `?`, the line measured as the characters and drawn as escapes lost its last
+    row under the reply, the input history's append of it was a traceback, and /history's rows ran past the
+    screen (measured as CJK, written as escapes)."""
+    monkeypatch.setenv("PYTHONIOENCODING", "ascii")
+    engine = Scripted("A reply.")
+    pane = term(engine, 30, 20)
+    pane.type("你好吗")
+    typed = ">>> " + "".join(f"\\x{b:02x}" for b in "你好吗".encode())  # its bytes: stdin's ascii did not decode it
+    pane.wait(lambda s: typed in "".join(ln.rstrip() for ln in s.split("\n")), "the typed line, escaped")
+    pane.keys("Enter")
+    scroll = pane.wait(lambda s: "A reply." in s and content(s)[-1:] == [">>>"], "the reply, then a prompt")
+    lines = content(scroll)
+    assert lines[lines.index(typed) + 1] == "A reply.", lines  # the whole message, then the reply under it
+    assert "?" not in scroll and "Traceback" not in scroll and engine.prompts == ["你好吗"]
+    pane.type("/history")
+    pane.keys("Enter")
+    table = pane.wait(lambda s: content(s)[-1:] == [">>>"] and s.count("A reply.") == 2, "the history")
+    table = table[table.rindex(">>> /history") :]
+    flat = "".join(table.split())  # the text column folded at the screen's width, as rich folds it
+    assert "1user\\u4f60\\u597d\\u5417" in flat, table  # as the session holds it: the characters' escapes
+    assert all(len(ln) <= 30 for ln in table.split("\n")), table
 
 
 @pytest.mark.parametrize("columns", ["8", "0"])

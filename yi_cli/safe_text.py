@@ -41,6 +41,20 @@ def one_line(text: str) -> str:
     return re.sub("[\u2028\u2029]", _visible, safe(text).replace("\n", "\\n"))  # \n as other lines write it
 
 
+def encodable(text: str, encoding: str | None) -> str:
+    """text as a terminal of `encoding` shows it: each character it cannot encode as its escape (`\\u4f60`), as
+    the streams write it (streams.repair: errors="backslashreplace"). Done before a layout measures the text, so
+    that it measures what the terminal shows (CJK measured 2 columns a character and written 6)."""
+    enc = (encoding or "utf-8").lower().replace("-", "").replace("_", "")
+    if enc in ("utf8", "utf16", "utf32"):
+        return text
+    text = re.sub("[\ud800-\udfff]", _visible, text)  # surrogateescape's bytes as bytes (`\\xe4`), as safe() shows them
+    try:
+        return text.encode(encoding, "backslashreplace").decode(encoding)
+    except LookupError:  # an encoding Python does not know: as it is
+        return text
+
+
 class LineEnds:
     """A streamed reply's CRLF line ends as LF, whichever pieces the CR and the LF came in: a CR that ends a piece
     waits for the next (flush() gives it back where none came). A terminal showed a server's CRLF as `^M` where a

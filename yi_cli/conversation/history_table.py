@@ -16,6 +16,8 @@ from rich.cells import cell_len
 from rich.segment import Segment
 from rich.table import Table
 
+from ..safe_text import encodable
+
 # What rich changes in a cell's text: tabs (expanded), whitespace but spaces at a line's end (stripped, then padded
 # with spaces), and the line breaks that are not \n (its measure splits lines there). Not `:name:`: every console
 # yi-chat makes has rich's emoji codes off (render.make_console).
@@ -65,10 +67,20 @@ class HistoryTable:
         self._decided = (len(self.rows), table)
         return table
 
+    def _shown_as(self, encoding: str | None) -> None:
+        """Each cell as a terminal of `encoding` shows it (safe_text.encodable): with PYTHONIOENCODING=ascii a CJK
+        cell was measured 2 columns a character and written as 6-column escapes, its rows wrapping past the
+        screen."""
+        rows = [tuple(encodable(c, encoding) for c in row) for row in self.rows]
+        if rows != self.rows:
+            self.rows, self._decided = rows, None
+
     def __rich_measure__(self, console, options):
+        self._shown_as(console.encoding)
         return console.measure(self._deciding(), options=options)
 
     def __rich_console__(self, console, options):
+        self._shown_as(console.encoding)
         deciding = self._deciding()
         try:
             widths = deciding._calculate_column_widths(console, options)  # as rich lays out the whole table

@@ -25,7 +25,7 @@ from .. import inputs, terminal
 from ..conversation import attach, commands
 from ..errors import YiError, shown
 from ..held import signals_held
-from ..safe_text import visible
+from ..safe_text import encodable, visible
 from . import keys, typed_ahead
 
 
@@ -539,6 +539,49 @@ def end_prompt() -> bool:
 SHOWN_ESCAPED = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
 
 
+class _Unencodable(dict):
+    """prompt_toolkit's display mappings, and every character the terminal's encoding cannot encode drawn as its
+    escape (safe_text.encodable) and measured as wide as that: prompt_toolkit wrote each as `?` (a CJK message
+    became `??????` on its prompt line and in the scrollback)."""
+
+    def __init__(self, base: dict, encoding: str):
+        super().__init__(base)
+        self.encoding = encoding
+
+    def __contains__(self, ch) -> bool:
+        return dict.__contains__(self, ch) or self[ch] != ch
+
+    def __missing__(self, ch: str) -> str:
+        shown = encodable(ch, self.encoding)
+        self[ch] = shown  # cached; a character the terminal shows maps to itself
+        return shown
+
+
+def show_unencodable(stream) -> None:
+    """Characters `stream`'s encoding cannot write drawn as escapes by prompt_toolkit (a terminal in a non-UTF-8
+    locale, PYTHONIOENCODING=ascii); nothing changes for a UTF-8 one."""
+    from prompt_toolkit import utils
+    from prompt_toolkit.layout.screen import Char
+
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    if encodable("\u4f60\u00e9", encoding) != "\u4f60\u00e9" and not isinstance(Char.display_mappings, _Unencodable):
+        mappings = Char.display_mappings = _Unencodable(Char.display_mappings, encoding)
+
+        class Sizes(type(utils._CHAR_SIZES_CACHE)):
+            """Each such character as wide as its escape, for the layout's wrapping too (get_cwidth): measured as
+            the character, a line wrapped at other columns than it was drawn, and its last row was written over."""
+
+            def __missing__(self, string: str) -> int:
+                if len(string) == 1 and string in mappings:
+                    self[string] = len(mappings[string])
+                    return self[string]
+                return super().__missing__(string)
+
+        sizes = Sizes()
+        sizes.update(utils._CHAR_SIZES_CACHE)
+        utils._CHAR_SIZES_CACHE = sizes
+
+
 def show_bidi_escaped() -> None:
     """Each mark drawn as its escape, and measured as wide as that (prompt_toolkit sizes a line by get_cwidth, 0
     for a mark: a message that wrapped only through its escapes was counted a row short)."""
@@ -565,6 +608,7 @@ def run(chat, prompt_text: str = ">>> ") -> int:
     # and with an input method's full-width slash, as typed: `／his` completes to `／history`, which runs as /history
     words = [slash + n for slash in ("/", "／") for n in names]
     side = chat.render.side_screen()  # None: stdout, else the terminal where stdout is a file
+    show_unencodable(side or sys.stdout)
     # TERM=dumb (Emacs' shell): prompt_toolkit's own plain prompt, no cursor moves, no toolbar. It takes it only
     # where it was given no output, and writes it on its session's: with stdout a file, the session's is the
     # terminal on stderr (the session is made here: its output is fixed then).

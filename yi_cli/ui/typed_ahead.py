@@ -107,7 +107,10 @@ def append(messages: list[str], path: Path | None = None) -> None:
     try:
         stamp = datetime.datetime.now()
         text = "".join(f"\n# {stamp}\n" + "".join(f"+{ln}\n" for ln in m.split("\n")) for m in messages)
-        os.write(fd, text.encode())  # one write: another yi-chat's lines stay whole
+        # one write: another yi-chat's lines stay whole. A key's bytes that the terminal's encoding did not decode
+        # (PYTHONIOENCODING=ascii and UTF-8 typed) arrive as surrogates: written back as the bytes they were (an
+        # encode error here was prompt_toolkit's traceback at every such message)
+        os.write(fd, text.encode("utf-8", "surrogateescape"))
     finally:
         os.close(fd)
 
