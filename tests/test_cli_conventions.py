@@ -750,6 +750,46 @@ def test_keys_typed_ahead_of_a_ctrl_z_wait_for_the_chat_not_the_shell(home, tmp_
     assert [t["content"] for t in saved["turns"]][::2] == ["tell me a story", "echo LEAKED"]
 
 
+def test_keys_typed_ahead_of_a_ctrl_z_in_a_one_shot_stay_the_shells(home, tmp_path):
+    """`-p` at a terminal: no prompt follows, so the keys typed during its reply are the shell's, a Ctrl-Z or not.
+    Taken out of the queue at the Ctrl-Z for a prompt that never came, they were lost. (bash: dash reads the line's
+    Enter, queued as CR under the hold, as part of the line it types next.)"""
+    pexpect = pytest.importorskip("pexpect")
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("needs bash")
+    with OpenAIServer(Gated([" ".join(f"w{i}" for i in range(8))]), model="served") as srv:
+        argv = " ".join(shlex.quote(a) for a in (sys.executable, "-m", "yi_cli", "--endpoint", srv.url, "-p", "hi"))
+        env = term_env(home, PS1="$ ", INPUTRC="/dev/null")
+        child = pexpect.spawn(
+            bash,
+            ["--norc", "--noprofile", "-i"],
+            env=env,
+            encoding="utf-8",
+            dimensions=(40, 120),
+            timeout=60,
+            cwd=tmp_path,
+        )
+        try:
+            child.expect_exact("$ ")
+            child.sendline(argv)
+            assert srv.engine.waiting.wait(60)
+            child.expect_exact("w4")
+            child.send("echo TY''PED\r")  # the shell's echo prints TYPED; the line as typed has TY''PED
+            child.sendcontrol("z")
+            child.expect("Stopped")
+            child.expect_exact("$ ")
+            child.expect(r"[\r\n]TYPED\r\n")  # the shell ran it as it took the terminal
+            child.expect_exact("$ ")
+            child.sendline("fg")
+            srv.engine.go.set()
+            child.expect_exact("w7")
+            child.sendline("exit")
+            child.expect(pexpect.EOF)
+        finally:
+            child.close(force=True)
+
+
 @pytest.mark.parametrize("when", ["mid-reply", "at the prompt"])
 def test_a_real_hangup_saves_the_turn_and_exits_129(home, tmp_path, when):
     """The terminal closed under the chat (its pty's master side: a closed window, a dropped ssh): the reply so far

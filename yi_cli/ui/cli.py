@@ -614,6 +614,7 @@ def make_renderer(args, interactive: bool, prompt: str | None, screen=None):
     err = make_console(stderr=True)
     if interactive and screen is not sys.stdout:  # the chat on stderr; to stdout the replies alone, or JSON lines
         keys = _EARLY[0] if _EARLY else KeyHold(sys.stdin.fileno())
+        keys.prompt_follows = True
         copy = JsonRenderer(make_console(), err) if args.json else PlainRenderer(make_console(), err, say_cuts=False)
         render = TerminalRenderer(make_console(file=screen), err, keys=keys, transcript=copy)
     elif args.json:
@@ -621,6 +622,8 @@ def make_renderer(args, interactive: bool, prompt: str | None, screen=None):
         render = JsonRenderer(make_console(file=out), err, out=out)
     elif interactive or (sys.stdout.isatty() and prompt is not None):
         keys = (_EARLY[0] if _EARLY and interactive else KeyHold(sys.stdin.fileno())) if sys.stdin.isatty() else None
+        if keys is not None:
+            keys.prompt_follows = interactive  # a Ctrl-Z keeps the keys typed ahead for the prompt (keys.py)
         render = TerminalRenderer(make_console(), err, keys=keys)
     else:
         out = streams.GuardedStdout(sys.stdout)

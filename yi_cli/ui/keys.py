@@ -44,6 +44,9 @@ class KeyHold:
         self._old_tstp = None  # SIGTSTP's handler before the hold took it
         self.pid = os.getpid()
         self.paste = os.environ.get("TERM", "") != "dumb"  # bracketed paste held too (as prompt_toolkit asks it)
+        # A chat's prompt reads the keys held: a Ctrl-Z takes them out of the queue for it (_on_stop). Not so a
+        # one-shot's (`-p` at a terminal): its keys are the shell's, left queued for it.
+        self.prompt_follows = False
 
     def hold(self) -> None:
         """Echo and line editing off, bracketed paste on; Ctrl-C still raises SIGINT. TCSANOW: the queued keys
@@ -97,7 +100,7 @@ class KeyHold:
     def _on_stop(self, signum, frame) -> None:
         mine = os.getpid() == self.pid  # a forked child (a compile worker) inherits the handler: it only stops
         if mine and self.saved is not None and self._foreground():
-            if self.waits:  # a chat's keys: out of the queue before the shell takes the terminal, for the next prompt
+            if self.prompt_follows:  # out of the queue before the shell takes the terminal, for the next prompt
                 _STASH.append(self._queued())
             self._set(self.saved)
             self._paste(False)
