@@ -1725,6 +1725,22 @@ def test_a_demo_lock_file_that_is_no_file_is_named_as_such(home, kind):
     assert str(e.value) == f"{lock}: not a regular file (a {kind}); remove it"
 
 
+def test_a_demo_lock_file_whose_mode_cannot_be_set_is_one_line(home, monkeypatch):
+    """Another user's lock file (or a file system that refuses modes): the fchmod's PermissionError escaped the
+    lock's LoadError, past the guard that lets a cache already converted load without the lock."""
+    from yi_cli.checkpoint import demo
+
+    def refused(fd, mode):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(demo.os, "fchmod", refused)
+    root = home / "cache" / "demo"
+    root.mkdir(parents=True)
+    with pytest.raises(LoadError) as e:
+        demo.ensure("demo-gptq8")
+    assert str(e.value) == f"{root / '.convert.lock'}: cannot open the demo cache's lock file (Operation not permitted)"
+
+
 def test_a_conversion_starts_by_removing_what_a_killed_one_left(home, monkeypatch):
     from yi_cli.checkpoint import demo
 

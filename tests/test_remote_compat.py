@@ -560,21 +560,43 @@ def test_a_cr_split_from_its_lf_across_chunks_is_one_line_end():
     assert text == "one two" and stats.finish_reason == "stop"
 
 
-def test_a_reply_whose_server_holds_the_stream_open_after_its_end_is_whole():
+@pytest.mark.parametrize("own_chunk", [True, False], ids=["finish-chunk", "with-text"])
+def test_a_reply_whose_server_holds_the_stream_open_after_its_end_is_whole(own_chunk):
     """The finish reason came and the server sent neither [DONE] nor closed: the reply waited out the idle timeout
-    and was then marked interrupted, with "no data from the server" (exit 1). It ends as the server said, soon."""
+    and was then marked interrupted, with "no data from the server" (exit 1). It ends as the server said: soon
+    after a finish reason on a chunk of its own (the idle timeout here is 600 s), at the idle timeout after one on
+    a chunk with text (some servers send one on every chunk)."""
     gone = threading.Event()
+    last = {} if own_chunk else {"content": " text"}
 
     def answer(h):
         h.sse_start()
-        h.event({"choices": [{"index": 0, "delta": {"content": "done text"}, "finish_reason": "stop"}]})
-        if h.wait_for_close(60):
+        h.event({"choices": [{"index": 0, "delta": {"content": "done"}}]})
+        h.event({"choices": [{"index": 0, "delta": last, "finish_reason": "stop"}]})
+        if h.wait_for_close(600):
             gone.set()
 
     with Server(answer) as srv:
-        text, stats = run(RemoteEngine(srv.root, None, model="m", limits=small(idle_timeout=600)))
+        limits = small(idle_timeout=600 if own_chunk else 3)
+        text, stats = run(RemoteEngine(srv.root, None, model="m", limits=limits))
         assert gone.wait(60)  # the request let go of the connection
-    assert text == "done text" and stats.finish_reason == "stop"
+    assert text == ("done" if own_chunk else "done text") and stats.finish_reason == "stop"
+
+
+def test_text_after_a_finish_reason_is_not_cut():
+    """A server that sends a finish reason on a chunk with text and then more text (on a reasoning part, or on
+    every chunk): the reply is all of it, however long the pause between."""
+
+    def answer(h):
+        h.sse_start()
+        h.event({"choices": [{"index": 0, "delta": {"content": "thinking done."}, "finish_reason": "stop"}]})
+        h.wait_for_close(3)  # a pause longer than the 2 s granted a finish reason on a chunk of its own
+        h.event({"choices": [{"index": 0, "delta": {"content": " The answer is 42."}, "finish_reason": "stop"}]})
+        h.sse_end()
+
+    with Server(answer) as srv:
+        text, stats = run(RemoteEngine(srv.root, None, model="m", limits=small()))
+    assert text == "thinking done. The answer is 42." and stats.finish_reason == "stop"
 
 
 def test_an_event_stream_with_no_event_says_it_ended_before_one():

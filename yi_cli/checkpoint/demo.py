@@ -75,10 +75,13 @@ def _lock(root: Path):
     if not stat.S_ISREG(mode):
         os.close(fd)
         raise LoadError(f"{path}: not a regular file (a {inputs.kind_of_mode(mode)}); remove it")
-    os.set_blocking(fd, True)
-    lock = os.fdopen(fd, "r+")
-    os.fchmod(fd, 0o600)  # the cache is the user's alone (the mode above is filtered by the umask)
-    return lock
+    try:
+        os.set_blocking(fd, True)
+        os.fchmod(fd, 0o600)  # the cache is the user's alone (the mode above is filtered by the umask)
+    except OSError as e:  # another user's lock file, a file system that refuses modes
+        os.close(fd)
+        raise LoadError(f"{path}: cannot open the demo cache's lock file ({e.strerror or e})") from None
+    return os.fdopen(fd, "r+")
 
 
 def _took(lock) -> bool:

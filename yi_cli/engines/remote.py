@@ -129,6 +129,7 @@ class RemoteEngine:
             if prompt.continue_final:  # /continue: vLLM's and SGLang's extension; other servers start a new reply
                 body.update(add_generation_prompt=False, continue_final_message=True)
             with self.http.request("POST", ROUTE, body, cancel) as answer:
+                reply.watch = answer.watch
                 if answer.content_type == "application/json":  # a server that ignores stream: true
                     pieces = self._whole(answer, reply)
                 else:
@@ -141,8 +142,8 @@ class RemoteEngine:
                 yield Text(text)
         except YiError as e:
             self._note(reply)
-            if reply.reason is not None and not cancel.is_set():  # after the server said the reply ended: whatever
-                if text := scrub.flush():  # failed then (no [DONE], the stream held open or dropped) cuts nothing
+            if reply.reason is not None and reply.watch is not None and reply.watch.why == "idle":  # the server said
+                if text := scrub.flush():  # the reply ended, then held the stream open: it ended as the server said
                     yield Text(text)
                 yield Finish(reply.stats(map_reason(reply.reason)))
                 return
@@ -189,8 +190,10 @@ class RemoteEngine:
                 continue
             reply.usage = usage or reply.usage
             for content, finish in choices:
-                if finish and reply.reason is None:  # the reply has ended: its usage and [DONE] come at once, if
-                    answer.watch.finishing(FINISH_GRACE)  # at all (a server that held the stream open cut it)
+                # A finish reason on its own chunk ends the reply: its usage and [DONE] follow at once, if at all (a
+                # server that held the stream open cut it at the idle timeout). Some servers send one on content
+                # chunks too ("stop" on every chunk, on a reasoning part): text after it waits the whole timeout.
+                answer.watch.finishing(FINISH_GRACE if finish and not content else None)
                 reply.reason = finish or reply.reason
                 if content:
                     if reply.full:  # the server ignores max_tokens: the client-side bound ends the reply
@@ -258,6 +261,7 @@ class Reply:
         self.reason: str | None = None
         self.done = self.cut = False
         self.first_bad = ""
+        self.watch = None  # the request's Watch (remote_http), once it is made: why it ended the request
 
     @property
     def full(self) -> bool:

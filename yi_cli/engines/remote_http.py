@@ -83,11 +83,10 @@ class Watch:
         """A data event (not a comment) arrived: the idle clock restarts."""
         self.last = clock.now()
 
-    def finishing(self, seconds: float) -> None:
+    def finishing(self, seconds: float | None) -> None:
         """The reply has ended (its finish reason came): what may follow comes at once, or the request ends after
-        `seconds` of silence, not the whole idle timeout."""
-        self.idle = min(self.idle, seconds)
-        self.last = clock.now()
+        `seconds` of silence, not the whole idle timeout. None: the idle timeout again (more text came)."""
+        self.idle = self.limits.idle_timeout if seconds is None else min(self.idle, seconds)
 
     def stop(self) -> None:
         self.done.set()
@@ -271,7 +270,9 @@ class Transport:
         watch = Watch(lim, cancel)
         ep = self.endpoint
         url, shown = ep.url(route), ep.shown(route)
-        timeout = httpx.Timeout(lim.idle_timeout + 1, connect=lim.connect_timeout)  # the watch acts first
+        # The watch ends a silence (idle_timeout) on clock.now(), which leaves a Ctrl-Z's stop out; a socket's read
+        # timeout counts it, and cut a reply stopped longer than that on `fg`. Only the deadline bounds the reads.
+        timeout = httpx.Timeout(lim.deadline + 1, connect=lim.connect_timeout)
         try:
             with self._client(timeout) as client:
                 Connector.install(client, watch)
@@ -445,7 +446,7 @@ class Answer:
                 yield bytes(buf[start : end.start()])
                 start = BLANKS.match(buf, end.end()).end()
             del buf[:start]
-            if len(buf) > lim.max_line_bytes:
+            if len(buf) - buf.endswith(b"\r") > lim.max_line_bytes:  # a CR held for its LF is the line's end
                 raise self.fail(f"a line of the event stream is over the limit of {lim.max_line_bytes} bytes")
         if buf := buf.rstrip(b"\r\n"):
             yield bytes(buf.removeprefix(BOM) if first else buf)
