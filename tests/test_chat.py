@@ -512,6 +512,22 @@ def test_save_and_load_round_trip(tmp_path, monkeypatch):
     assert other.session == chat.session
 
 
+def test_save_and_load_of_a_name_with_a_line_break_say_it_on_one_line(tmp_path, monkeypatch):
+    """`/save nl<newline>name.json` (a paste): "saved to nl", then "name.json" on a line of its own; /load's line
+    the same. An error about such a path was one line already."""
+    monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    chat, out, err = plain_chat(ScriptedEngine(["a1"]))
+    chat.handle("q1")
+    chat.handle("/save nl\nname.json")
+    chat.handle("/load nl\nname.json")
+    assert [ln for ln in out.getvalue().splitlines() if ln][-2:] == [
+        "saved to nl\\nname.json",
+        "loaded 1 exchange from nl\\nname.json",
+    ], out.getvalue()
+    assert (tmp_path / "nl\nname.json").is_file() and err.getvalue() == ""
+
+
 def test_save_goes_through_a_symlink_and_never_replaces_a_fifo_or_a_device(tmp_path, monkeypatch):
     """/save PATH turned a FIFO, a device node or a symlink into a regular file (a run-through; /load refused
     them all the while)."""

@@ -369,7 +369,7 @@ def do_save(chat, arg, replace=False):
     from .attach import as_dropped
 
     path = store.save(chat, as_dropped(arg) if arg else None, replace)  # a path typed as /file takes it
-    chat.render.show(f"saved to {path}")
+    chat.render.show(f"saved to {store.one_line(path)}")  # a line break in its name: said on one line
 
 
 def do_save_replacing(chat, arg):
@@ -390,7 +390,7 @@ def do_load(chat, arg):
     was = data.get("model")
     other = isinstance(was, str) and was != chat.engine.name
     other = f" (it was with {shown(was, 200)}; it goes on with {chat.engine.name})" if other else ""
-    chat.render.show(f"loaded {exchanges_said(chat.session.exchanges)} from {arg}{other}")
+    chat.render.show(f"loaded {exchanges_said(chat.session.exchanges)} from {store.one_line(arg)}{other}")
 
 
 TABLE = {
