@@ -193,3 +193,53 @@ def test_only_a_chats_hold_takes_the_keys_typed_ahead(waits):
     finally:
         os.close(master)
         os.close(slave)
+
+
+def test_kill_of_a_job_stopped_while_the_signals_are_held_ends_it_without_fg(tmp_path):
+    """Ctrl-Z in the first second of a chat (torch's import runs with the signals held), then `kill %1`: the stop
+    handler waits in the background for `fg` (terminal.wait_foreground), and the SIGTERM, only recorded by the
+    hold, never ended that wait: the job stayed "Stopped (tty output)" until `fg`. The held signal lets go of the
+    terminal as the ending handler does, the wait ends, and the signal is delivered as the hold ends."""
+    import shutil
+    import sys
+    import time
+
+    pexpect = pytest.importorskip("pexpect")
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("needs bash")
+    script = tmp_path / "held.py"
+    script.write_text(
+        "import os, signal, sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})\n"
+        "from yi_cli import terminal\n"
+        "from yi_cli.held import signals_held\n"
+        "signal.signal(signal.SIGTERM, lambda *a: os._exit(7))\n"
+        "print('ready', flush=True)\n"
+        "with signals_held():\n"
+        "    os.kill(os.getpid(), signal.SIGTSTP)  # Ctrl-Z's default action: stopped here\n"
+        "    terminal.wait_foreground(0)  # resumed in the background: waits for fg, as the stop handler does\n"
+    )
+    env = {**os.environ, "PS1": "$ ", "INPUTRC": "/dev/null", "TERM": "xterm"}
+    child = pexpect.spawn(bash, ["--norc", "--noprofile", "-i"], env=env, encoding="utf-8", timeout=60, cwd=tmp_path)
+    try:
+        child.expect_exact("$ ")
+        child.sendline(f"{sys.executable} {script}")
+        child.expect_exact("ready")
+        child.expect("Stopped")
+        child.expect_exact("$ ")
+        child.sendline("kill %1")
+        child.expect_exact("$ ")
+        deadline = time.monotonic() + 60
+        while True:  # the job's state as bash reports it, until it has ended
+            child.sendline("jobs -l; echo END")
+            child.expect(r"\r\nEND\r\n")
+            if "Stopped" not in child.before:
+                assert "Exit 7" in child.before, child.before  # ended by the SIGTERM's handler, as the hold ended
+                break
+            assert time.monotonic() < deadline, f"still stopped after kill %1: {child.before!r}"
+            time.sleep(0.1)  # polling bash for a state with a deadline
+        child.sendline("exit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)

@@ -7,6 +7,7 @@ import signal
 import threading
 from contextlib import contextmanager
 
+from . import terminal
 from .errors import ENDING
 
 HELD = tuple(ENDING)
@@ -23,7 +24,15 @@ def signals_held():
         yield
         return
     caught: list = []
-    old = {s: signal.signal(s, lambda signum, frame: caught.append((signum, frame))) for s in set(HELD)}
+
+    def hold(signum, frame):
+        caught.append((signum, frame))
+        # Stopped in the background meanwhile (Ctrl-Z as torch imports, then `kill %1`), the stop handler waits for
+        # `fg` (terminal.wait_foreground) and the hold never ended: the chat stayed stopped until `fg`. Let go of
+        # the terminal, as the ending handler does, and the wait ends (in the foreground this does nothing).
+        terminal.let_go()
+
+    old = {s: signal.signal(s, hold) for s in set(HELD)}
     try:
         yield
     finally:
