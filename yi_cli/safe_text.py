@@ -41,12 +41,16 @@ def one_line(text: str) -> str:
     return re.sub("[\u2028\u2029]", _visible, safe(text).replace("\n", "\\n"))  # \n as other lines write it
 
 
+def shows_unicode(encoding: str | None) -> bool:
+    """A stream of `encoding` (None: UTF-8) writes every character: one of the UTF encodings."""
+    return (encoding or "utf-8").lower().replace("-", "").replace("_", "") in ("utf8", "utf16", "utf32")
+
+
 def encodable(text: str, encoding: str | None) -> str:
     """text as a terminal of `encoding` shows it: each character it cannot encode as its escape (`\\u4f60`), as
     the streams write it (streams.repair: errors="backslashreplace"). Done before a layout measures the text, so
     that it measures what the terminal shows (CJK measured 2 columns a character and written 6)."""
-    enc = (encoding or "utf-8").lower().replace("-", "").replace("_", "")
-    if enc in ("utf8", "utf16", "utf32"):
+    if shows_unicode(encoding):
         return text
     text = re.sub("[\ud800-\udfff]", _visible, text)  # surrogateescape's bytes as bytes (`\\xe4`), as safe() shows them
     try:

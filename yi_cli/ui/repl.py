@@ -25,7 +25,7 @@ from .. import inputs, terminal
 from ..conversation import attach, commands
 from ..errors import YiError, shown
 from ..held import signals_held
-from ..safe_text import encodable, visible
+from ..safe_text import encodable, shows_unicode, visible
 from . import keys, typed_ahead
 
 
@@ -35,13 +35,22 @@ def history(render):
     path = typed_ahead.history_path()
     try:
         os.close(typed_ahead.open_history())
-    except typed_ahead.NotRegularFile:
-        render.notice(f"history is off: cannot write {path} (not a regular file: a {inputs.kind_of(path)})")
-        return InMemoryHistory()
     except OSError as e:
-        render.notice(f"history is off: cannot write {path} ({e.strerror})")
+        render.notice(history_off(str(path), path, e))
         return InMemoryHistory()
     return TailHistory(str(path), render.notice)
+
+
+def history_off(name: str, path, e: OSError) -> str:
+    """The notice that the input history file (`name` as said, at `path`) cannot be written, and why: as the chat
+    starts (history) or at a message's append (TailHistory)."""
+    why = e.strerror or e
+    if isinstance(e, typed_ahead.NotRegularFile):
+        try:
+            why = f"not a regular file: a {inputs.kind_of(path)}"
+        except OSError:  # what is there cannot be looked at now either: said as it was refused
+            pass
+    return f"history is off: cannot write {name} ({why})"
 
 
 HISTORY_TAIL = 4 << 20  # bytes of the history file read at start: thousands of lines, more than arrows reach
@@ -67,13 +76,9 @@ class TailHistory(FileHistory):
             return
         try:  # not FileHistory's: its open() of a FIFO put there since the start waited for a reader, the chat hung
             typed_ahead.append([string], Path(self.filename))
-        except typed_ahead.NotRegularFile:
-            self.off = True
-            kind = inputs.kind_of(Path(self.filename))
-            self.failed = f"history is off: cannot write {shown(self.filename, 200)} (not a regular file: a {kind})"
         except OSError as e:
             self.off = True
-            self.failed = f"history is off: cannot write {shown(self.filename, 200)} ({e.strerror or e})"
+            self.failed = history_off(shown(self.filename, 200), Path(self.filename), e)
 
     def say_failure(self) -> None:
         """The notice of a failed append, once, where the prompt has ended (read_line)."""
@@ -564,7 +569,7 @@ def show_unencodable(stream) -> None:
     from prompt_toolkit.layout.screen import Char
 
     encoding = getattr(stream, "encoding", None) or "utf-8"
-    if encodable("\u4f60\u00e9", encoding) != "\u4f60\u00e9" and not isinstance(Char.display_mappings, _Unencodable):
+    if not shows_unicode(encoding) and not isinstance(Char.display_mappings, _Unencodable):
         mappings = Char.display_mappings = _Unencodable(Char.display_mappings, encoding)
 
         class Sizes(type(utils._CHAR_SIZES_CACHE)):

@@ -15,6 +15,7 @@ import os
 import sys
 
 from ..errors import StdoutFailed
+from ..safe_text import shows_unicode
 
 NAMES = ("stdin", "stdout", "stderr")
 
@@ -47,8 +48,7 @@ def repair() -> list[str]:
                 ),
             )
     for s in (sys.stdout, sys.stderr):
-        enc = (getattr(s, "encoding", None) or "").lower().replace("-", "")
-        if enc not in ("utf8", "utf16", "utf32") and hasattr(s, "reconfigure"):
+        if not shows_unicode(getattr(s, "encoding", None) or "unknown") and hasattr(s, "reconfigure"):
             # A pipe or file gets UTF-8 (lossless; --json stays valid JSON); a terminal in that locale, escapes.
             s.reconfigure(errors="backslashreplace") if s.isatty() else s.reconfigure(encoding="utf-8")
     if not sys.stderr.isatty():
