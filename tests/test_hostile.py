@@ -218,8 +218,8 @@ def test_a_listing_cache_entry_is_taken_only_as_the_listing_writes_it(home, case
 
 def test_a_session_with_a_lone_surrogate_is_passed_by_in_the_listing(home):
     """`yi-chat sessions` ended in a traceback (UnicodeEncodeError) on a stored file holding half a character as a
-    JSON escape (\\ud842): the listing leaves it out, as any file that cannot be read as a session, and lists the
-    rest; a pair of escapes that is one character (𠮷) is that character."""
+    JSON escape (\\ud842): the listing leaves it out, as any file that cannot be read as a session, names it on
+    stderr, and lists the rest; a pair of escapes that is one character (𠮷) is that character."""
     store = home / "data" / "sessions"
     store.mkdir(parents=True)
     (store / "20261204-000000-aaaaaa.json").write_text(with_turn(content="坏\ud842字"))
@@ -227,7 +227,9 @@ def test_a_session_with_a_lone_surrogate_is_passed_by_in_the_listing(home):
     p = subprocess.run(
         [PY, "-m", "yi_cli", "sessions"], capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)}
     )
-    assert p.returncode == 0 and p.stderr == b"", p.stderr.decode()
+    assert p.returncode == 0 and p.stderr.decode() == (
+        f"left out 1 file in {store} that yi-chat cannot read as sessions: 20261204-000000-aaaaaa.json\n"
+    )
     out = p.stdout.decode()
     assert "𠮷野家" in out and "20261204-000001-bbbbbb.json" in out and "aaaaaa" not in out
 

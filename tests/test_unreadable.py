@@ -235,6 +235,48 @@ def test_a_session_file_unreadable_once_is_listed_again_once_it_can_be_read(home
     assert [(e["name"], e["first_line"]) for e in json.loads(capsys.readouterr().out)] == [(f.name, "hi")]
 
 
+@pytest.mark.parametrize("limit", [[], ["-n", "5"], ["--json"]])
+def test_the_files_a_listing_leaves_out_are_named_on_one_line(home, capsys, limit):
+    """`yi-chat sessions` left out a session file damaged by hand, one of another format and one it could not open
+    without a word: the conversation looked deleted. They are named on one line of stderr, the listing (or the
+    JSON) as before, exit 0; the second listing, from `.listing-cache`, says the same."""
+    from yi_cli.conversation import store
+    from yi_cli.ui import sessions_cmd
+
+    sessions = store.sessions_dir()
+    sessions.mkdir(parents=True)
+    turns = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    good = sessions / "20250101-000000-abcdef.json"
+    good.write_text(json.dumps({"format": "yi-chat-session", "version": 1, "mode": "interactive", "turns": turns}))
+    (sessions / "20250102-000000-bad000.json").write_text('{"format": "yi-chat-session", "turns": [')
+    (sessions / "notes.json").write_text('{"format": "something-else", "turns": []}')
+    locked = sessions / "20250103-000000-locked.json"
+    locked.write_text(good.read_text())
+    where = str(sessions)
+    with pytest.MonkeyPatch.context() as mp:
+        deny(mp, locked)
+        for _ in range(2):
+            assert sessions_cmd.main(limit) == 0
+            out, err = capsys.readouterr()
+            assert good.name in out and "bad000" not in out and "notes" not in out and "locked" not in out
+            assert err == (
+                f"left out 3 files in {where} that yi-chat cannot read as sessions: "
+                "20250102-000000-bad000.json, 20250103-000000-locked.json, notes.json\n"
+            )
+    assert sessions_cmd.main(limit) == 0  # readable again: listed, and no longer named
+    out, err = capsys.readouterr()
+    assert locked.name in out and err == (
+        f"left out 2 files in {where} that yi-chat cannot read as sessions: 20250102-000000-bad000.json, notes.json\n"
+    )
+    good.unlink()
+    locked.unlink()
+    assert sessions_cmd.main([]) == 0
+    assert capsys.readouterr().err == (
+        f"no saved sessions in {where}\n"
+        f"left out 2 files in {where} that yi-chat cannot read as sessions: 20250102-000000-bad000.json, notes.json\n"
+    )
+
+
 def test_no_sessions_folder_yet_is_still_an_empty_store(home, capsys):
     from yi_cli.ui import sessions_cmd
 

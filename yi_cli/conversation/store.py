@@ -466,9 +466,10 @@ def load_into(chat, path: str) -> dict:
     return data
 
 
-def entries(limit: int | None = None, modes: tuple | None = None) -> list[dict]:
+def entries(limit: int | None = None, modes: tuple | None = None, passed: list | None = None) -> list[dict]:
     """The sessions in the store, newest change first: path, name, mode, model, updated, exchanges, first line.
-    Files that cannot be read as sessions are left out; a folder that cannot be read is an error, not 'no sessions'.
+    Files that cannot be read as sessions are left out (their names appended to `passed`, where given: those read
+    on the way, with a limit); a folder that cannot be read is an error, not 'no sessions'.
     limit: the newest `limit` only; modes: of these modes only. With either, the files the listing cache does not
     know are ordered by the keys before their turns (_head), and read whole newest first until there are enough
     (`yi-chat sessions -n 1` and `-c` parsed every file of the store in full, megabytes each for long chats, to show
@@ -476,20 +477,26 @@ def entries(limit: int | None = None, modes: tuple | None = None) -> list[dict]:
     known = Listing(sessions_dir())
     files = _files()
     if limit is None and modes is None:
-        out = sorted((e for f in files if (e := _listed(f, known)) is not None), key=_order, reverse=True)
+        out = sorted(
+            (e for f in files if (e := _listed(f, known, passed=passed)) is not None), key=_order, reverse=True
+        )
         known.keep_only({f.name for f in files})
         known.save(write_atomic)
         return out
     keyed = []
     for f in files:
-        entry = _listed(f, known, read=False)  # the cache's entry where it knows the file: no head to read
+        entry = _listed(f, known, read=False, passed=passed)  # the cache's entry where it knows the file: no head
         if entry is UNREAD and (head := _head(f)) is None:
-            entry = _listed(f, known)  # read whole at once
+            entry = _listed(f, known, passed=passed)  # read whole at once
         if entry is not UNREAD:
             if entry is not None and (modes is None or entry["mode"] in modes):
                 keyed.append((_order(entry), f, entry))
             continue
-        if head.get("format") != FORMAT or (modes is not None and head.get("mode") not in modes):
+        if head.get("format") != FORMAT:
+            if passed is not None:
+                passed.append(f.name)
+            continue
+        if modes is not None and head.get("mode") not in modes:
             continue
         try:
             updated = stamp(head.get("updated")) or _mtime(f.stat().st_mtime)
@@ -500,7 +507,7 @@ def entries(limit: int | None = None, modes: tuple | None = None) -> list[dict]:
     for _, f, entry in sorted(keyed, key=lambda k: k[0], reverse=True):
         if len(out) == limit:
             break
-        entry = entry or _listed(f, known)  # a file malformed past its head is passed by, as the whole listing does
+        entry = entry or _listed(f, known, passed=passed)  # malformed past its head: passed by, as the whole listing
         if entry is not None and (modes is None or entry["mode"] in modes):
             out.append(entry)
     known.save(write_atomic)
@@ -510,13 +517,14 @@ def entries(limit: int | None = None, modes: tuple | None = None) -> list[dict]:
 UNREAD = object()  # _listed(read=False) of a file the listing cache does not know
 
 
-def _listed(f: Path, known: Listing, read: bool = True):
+def _listed(f: Path, known: Listing, read: bool = True, passed: list | None = None):
     """The listing's entry of f: _entry's, from the listing cache where the file is the one it was read from (read
-    False: UNREAD where it is not, the file left unread)."""
+    False: UNREAD where it is not, the file left unread). None where it is no session or cannot be read (its name
+    appended to `passed`, where given) or is gone."""
     try:
         st = f.stat()
     except OSError:
-        return None
+        return None  # gone since the folder was listed (another yi-chat's /undo): nothing to say
     hit, entry = known.get(f.name, st)
     if not hit:
         if not read:
@@ -524,9 +532,14 @@ def _listed(f: Path, known: Listing, read: bool = True):
         try:
             entry = _entry(f, st)
         except (_Unread, OSError):  # left out this time, not remembered: `chmod` back changes no identity
-            return None
-        known.put(f.name, st, entry)
-    return None if entry is None else {"path": str(f), "name": f.name, **entry}
+            entry = UNREAD
+        else:
+            known.put(f.name, st, entry)
+    if entry is None or entry is UNREAD:
+        if passed is not None:
+            passed.append(f.name)
+        return None
+    return {"path": str(f), "name": f.name, **entry}
 
 
 def _order(entry: dict) -> tuple[str, str]:

@@ -41,13 +41,17 @@ def _count(text: str) -> int:
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
-    rows = [{**r, "path": printable(r["path"]), "name": printable(r["name"])} for r in store.entries(args.limit)]
+    passed: list[str] = []
+    found = store.entries(args.limit, passed=passed)
+    rows = [{**r, "path": printable(r["path"]), "name": printable(r["name"])} for r in found]
+    where = visible(printable(str(store.sessions_dir())))  # YI_CHAT_HOME's name is as hostile as a file's
     if args.json:  # as the chat's --json: C1 controls and bidi marks as JSON escapes, inert in a terminal
         print(json_line(json.dumps(rows, ensure_ascii=False, indent=1)))
+        _say_passed(passed, where)
         return 0
-    where = visible(printable(str(store.sessions_dir())))  # YI_CHAT_HOME's name is as hostile as a file's
     if not rows:
         print(f"no saved sessions in {where}", file=sys.stderr)
+        _say_passed(passed, where)
         return 0
     print(f"{'updated (UTC)':20}  {'mode':11}  {'model':20}  {'exchanges':>9}  first line  (in {where})")
     for r in rows:
@@ -57,7 +61,22 @@ def main(argv: list[str]) -> int:
             f"{when:20}  {mode}{' ' * (11 - cell_len(mode))}  {model}{' ' * (20 - cell_len(model))}  "
             f"{r['exchanges']:>9}  {fit(r['first_line'], 50)}  {visible(r['name'])}"
         )
+    _say_passed(passed, where)
     return 0
+
+
+def _say_passed(names: list[str], where: str) -> None:
+    """One line on stderr naming the store's files the listing left out: no session yi-chat can read (malformed,
+    of another format, permission denied). Left out without a word, a session damaged by hand looked deleted."""
+    if not names:
+        return
+    shown_names = ", ".join(visible(printable(n)) for n in sorted(names)[:3])
+    more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+    files = "file" if len(names) == 1 else "files"
+    print(
+        f"left out {len(names)} {files} in {where} that yi-chat cannot read as sessions: {shown_names}{more}",
+        file=sys.stderr,
+    )
 
 
 def printable(path: str) -> str:
