@@ -1409,6 +1409,29 @@ def test_two_chats_continuing_one_session_never_overwrite_each_other(server, hom
     assert [t["content"] for t in json.loads(original.read_text())["turns"]][::2][-1] == "C one"
 
 
+@pytest.mark.parametrize("what", ["directory", "FIFO", "symbolic link"])
+def test_a_session_whose_lock_place_holds_no_lock_file_goes_on_in_a_new_file(server, home, tmp_path, what):
+    """A folder (or a FIFO, or a link to /dev/null) at `.NAME.lock` made the claim succeed with no lock at all: two
+    chats could write one file, each over the other's turns. The resume goes on in a new file and says why."""
+    p = yi("--endpoint", server.url, "-p", "original question", home=home, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr.decode()
+    [original] = list((home / "data" / "sessions").glob("*.json"))
+    before = original.read_bytes()
+    lock = original.with_name(f".{original.name}.lock")
+    {"directory": lock.mkdir, "FIFO": lambda: os.mkfifo(lock), "symbolic link": lambda: lock.symlink_to(os.devnull)}[
+        what
+    ]()
+    p = yi("--endpoint", server.url, "--resume", original.name, "-p", "more", home=home, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr.decode()
+    assert f".{original.name}.lock is a {what}, not a lock file: this chat goes on from {original.name} in a new " in (
+        p.stderr.decode()
+    )
+    assert original.read_bytes() == before  # untouched
+    files = {f.name: json.loads(f.read_text()) for f in (home / "data" / "sessions").glob("*.json")}
+    [fork] = set(files) - {original.name}
+    assert [t["content"] for t in files[fork]["turns"]][::2] == ["original question", "more"]
+
+
 def test_two_chats_resumed_from_one_snapshot_never_save_over_each_other(server, home, tmp_path):
     """`--resume snap.json` in two terminals: both go on from it with its conversation's id, and the later /save
     snap.json replaced the other's continuation without a word (a lost conversation). It is refused with one line

@@ -135,7 +135,9 @@ class Autosave:
         self.loaded_from: Path | None = None  # that file
         self.owner = Owner()
         self.forked = False  # the resumed file is another process's: this one's turns go to a new file
+        self.refused: str | None = None  # why it went on in a new file where no process holds the resumed one
         if path is not None and not self.owner.claim(path):
+            self.refused = self.owner.refused
             self.fork()
 
     def where(self) -> str | None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .. import durable
 from ..held import signals_held
+from ..inputs import kind_of_mode
 from ..paths import private_dir
 
 TMP = ".tmp-"  # a write's temp file, renamed or linked to its name once it is whole
@@ -169,20 +170,31 @@ class Owner:
     def __init__(self):
         self.fd: int | None = None
         self.lock: Path | None = None
+        self.refused: str | None = None  # why the last claim failed where no process holds the file: what is there
 
     def claim(self, path: Path) -> bool:
-        """Hold `path` (letting go of any other); False: another live process holds it."""
+        """Hold `path` (letting go of any other); False: another live process holds it, or something that is no lock
+        file is in its lock's place (a folder, a FIFO, a link to a device: `refused` says which), where a claim
+        taken without a lock would let two processes write one file."""
         self.release()
+        self.refused = None
         try:
             import fcntl
         except ImportError:
             return True
         lock = path.with_name(f".{path.name}.lock")
         for _ in range(3):
-            try:
-                fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
-            except OSError:  # a read-only store: autosave itself will say why it fails
-                return True
+            try:  # no wait for a writer where a FIFO is in the lock's place
+                fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_NONBLOCK", 0) | os.O_NOFOLLOW, 0o600)
+            except OSError as e:
+                if e.errno in (errno.EISDIR, errno.ELOOP, errno.ENXIO, errno.ENOTDIR):  # not a file, or a link
+                    self.refused = _in_the_way(lock)
+                    return False
+                return True  # a read-only store: autosave itself will say why it fails
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                self.refused = _in_the_way(lock)
+                return False
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:  # held by another live process
@@ -208,6 +220,16 @@ class Owner:
             return
         unlink_quietly(lock)  # removed while still held: a process that opened it meanwhile sees another inode, retries
         os.close(fd)
+
+
+def _in_the_way(lock: Path) -> str:
+    """What a session's lock place holds that is no lock file, as the notice of a resume says it."""
+    try:
+        mode = os.lstat(lock).st_mode
+    except OSError:
+        return f"{lock.name} is not a lock file"
+    what = "symbolic link" if stat.S_ISLNK(mode) else kind_of_mode(mode)
+    return f"{lock.name} is a {what}, not a lock file"
 
 
 def _try_flock(fd: int) -> bool:

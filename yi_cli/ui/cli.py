@@ -368,7 +368,12 @@ def _main(args) -> int:
             if isinstance(data.get("model"), str) and data["model"] != engine.name:
                 how = "-m chooses" if data.get("source") else "-m or --endpoint chooses"  # a remote session's
                 render.notice(f"it was with {shown(data['model'], 200)}; it goes on with {engine.name} ({how})")
-        if autosave.forked:
+        if autosave.forked and autosave.refused:  # no lock to be had: two processes could write one file
+            render.notice(
+                f"{shown(autosave.refused, 200)}: this chat goes on from {os.path.basename(data['path'])} in a new "
+                "session file, which no other yi-chat can take"
+            )
+        elif autosave.forked:
             render.notice(
                 f"{os.path.basename(data['path'])} is in use by another yi-chat (or was written by one since it "
                 "was read): this chat goes on from it in a new session file, the other keeps its own"
