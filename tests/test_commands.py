@@ -661,6 +661,22 @@ def test_history_keeps_a_turn_holding_tabs_on_its_line():
     assert shown[3].endswith("x       y")
 
 
+def test_history_shows_line_and_paragraph_separators_as_escapes():
+    """U+2028 and U+2029 in a turn were written raw: a terminal draws nothing (or a box) for them, and a reader of a
+    pipe's lines (str.splitlines) broke the turn's row in two there."""
+    from yi_cli.conversation.session import ChatSession
+
+    session = ChatSession()
+    session.add_exchange("one\u2028two", 5, "three\u2029four", 2)
+    chat, out, err = plain_chat(ScriptedEngine(), session=session)
+    chat.handle("/history")
+    assert err.getvalue() == ""
+    assert "\u2028" not in out.getvalue() and "\u2029" not in out.getvalue()
+    shown = out.getvalue().rstrip("\n").splitlines()
+    assert len(shown) == 3, shown  # the header and the two turns
+    assert shown[1].endswith("one\\u2028two") and shown[2].endswith("three\\u2029four")
+
+
 def test_load_of_another_models_conversation_says_which_model_goes_on(tmp_path):
     """`/load` of a conversation saved with another model (`-m demo-fp32`, loaded in a `demo` chat) went on with
     this chat's model without a word, where a resume says so (a run-through)."""

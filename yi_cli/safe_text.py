@@ -38,7 +38,16 @@ def safe(text: str) -> str:
 def one_line(text: str) -> str:
     """safe(text) kept to one line: its line breaks (and U+2028/U+2029) escaped too. An error is one line on stderr,
     whatever it quotes: a path with a line break in it (a YI_CHAT_HOME, a cache folder) split the line in two."""
-    return re.sub("[\u2028\u2029]", _visible, safe(text).replace("\n", "\\n"))  # \n as other lines write it
+    return separators_visible(safe(text).replace("\n", "\\n"))  # \n as other lines write it
+
+
+def separators_visible(text: str) -> str:
+    """text with U+2028 and U+2029 (line and paragraph separators) as escapes: a terminal draws nothing or a box
+    for them, and str.splitlines() breaks a line there."""
+    return _SEPARATORS.sub(_visible, text)
+
+
+_SEPARATORS = re.compile("[\u2028\u2029]")
 
 
 def shows_unicode(encoding: str | None) -> bool:

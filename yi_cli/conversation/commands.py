@@ -14,7 +14,7 @@ from rich.text import Text
 
 from ..engines import settings as gen
 from ..errors import YiError, shown
-from ..safe_text import safe
+from ..safe_text import safe, separators_visible
 from . import attach
 from .history_table import HistoryTable
 from .session import exchanges_said
@@ -193,8 +193,9 @@ def do_history(chat, arg):
 def cell(text: str) -> str:
     """A turn's text as /history shows it: escape sequences made visible (loaded text), tabs expanded here. rich
     measured a cell before it expanded its tabs, so a turn holding one was folded at it onto a second row, in a
-    pipe too (`name<TAB>age<TAB>city` as `name    age` / `city`)."""
-    return safe(text).expandtabs(8)
+    pipe too (`name<TAB>age<TAB>city` as `name    age` / `city`). U+2028 and U+2029 as escapes: written raw, a
+    terminal draws nothing or a box for them and a reader of the pipe's lines (str.splitlines) breaks a row there."""
+    return separators_visible(safe(text)).expandtabs(8)
 
 
 def do_system(chat, arg):
