@@ -14,7 +14,7 @@ from rich.text import Text
 
 from ..engines import settings as gen
 from ..errors import YiError, shown
-from ..safe_text import safe, separators_visible
+from ..safe_text import one_line, safe, separators_visible
 from . import attach
 from .history_table import HistoryTable
 from .session import exchanges_said
@@ -370,7 +370,7 @@ def do_save(chat, arg, replace=False):
     from .attach import as_dropped
 
     path = store.save(chat, as_dropped(arg) if arg else None, replace)  # a path typed as /file takes it
-    chat.render.show(f"saved to {store.one_line(path)}")  # a line break in its name: said on one line
+    chat.render.show(f"saved to {one_line(str(path))}")  # a line break in its name: said on one line
 
 
 def do_save_replacing(chat, arg):
@@ -391,7 +391,7 @@ def do_load(chat, arg):
     was = data.get("model")
     other = isinstance(was, str) and was != chat.engine.name
     other = f" (it was with {shown(was, 200)}; it goes on with {chat.engine.name})" if other else ""
-    chat.render.show(f"loaded {exchanges_said(chat.session.exchanges)} from {store.one_line(arg)}{other}")
+    chat.render.show(f"loaded {exchanges_said(chat.session.exchanges)} from {one_line(arg)}{other}")
 
 
 TABLE = {

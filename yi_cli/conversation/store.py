@@ -27,6 +27,7 @@ from ..engines.settings import GenSettings
 from ..errors import YiError, shown
 from ..held import signals_held
 from ..paths import data_dir
+from ..safe_text import one_line
 from . import attach
 from .listing import Listing, first_line, stamp
 from .session import ChatSession
@@ -146,8 +147,8 @@ class Autosave:
         if self.failing:
             return f"the last turns are not saved (autosave failed: {self.failing})"
         if self.path is None and self.loaded is not None:  # /load, nothing changed since: the file it came from
-            return f"the session is saved in {one_line(self.loaded_from)}"
-        return f"the session is saved in {one_line(self.path)}" if self.path else None
+            return f"the session is saved in {one_line(str(self.loaded_from))}"
+        return f"the session is saved in {one_line(str(self.path))}" if self.path else None
 
     def fork(self) -> None:
         """Go on with the conversation in a new file: the resumed one is another process's."""
@@ -223,7 +224,7 @@ class Autosave:
             if quiet:  # the reply's own write says whether autosave works again
                 return
             if self.failing:
-                chat.render.notice(f"autosave works again: the session is saved in {one_line(self.path)}")
+                chat.render.notice(f"autosave works again: the session is saved in {one_line(str(self.path))}")
             self.failing = None
 
 
@@ -339,12 +340,6 @@ def _no_new_file(folder: str, e: OSError) -> str:
     return f"no file can be created in the folder {folder} ({e.strerror or e})"
 
 
-def one_line(path) -> str:
-    """A path in a line that says where a session is: its line breaks escaped (a YI_CHAT_HOME with one split the
-    line); the rest as the line's writer escapes it (a byte that is not UTF-8 as \\xe9, as the listing names it)."""
-    return str(path).replace("\r", "\\r").replace("\n", "\\n")
-
-
 def resolve(path: str) -> Path:
     """`last` is the newest interactive session in the store (or an old last.json); anything else a file name: a
     bare name that no file here has is looked for in the store, as `yi-chat sessions` lists it (`.json` optional)."""
@@ -356,7 +351,7 @@ def resolve(path: str) -> Path:
         return p
     for entry in entries(limit=1, modes=RESUMABLE):
         return Path(entry["path"])
-    raise YiError(f"no interactive session saved yet in {one_line(sessions_dir())} (yi-chat sessions lists them)")
+    raise YiError(f"no interactive session saved yet in {one_line(str(sessions_dir()))} (yi-chat sessions lists them)")
 
 
 def _there(f: Path) -> bool:
