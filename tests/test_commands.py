@@ -473,6 +473,53 @@ def test_detach_drops_the_attachments_and_file_takes_a_quoted_path(tmp_path):
     assert chat.session.turns[0].content == "hi"
 
 
+def test_paths_are_taken_as_the_shell_takes_them_a_folder_named_tilde_and_a_trailing_slash(tmp_path, monkeypatch):
+    """pathlib made `./~/q.txt` the home folder's `~/q.txt` (a quoted `'~/q.txt'` too, which a shell leaves alone),
+    so /file, /load and /save went to the home folder; `notes.txt/` read the file, where `cat notes.txt/` says "Not
+    a directory" (a REPL hunt)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "q.txt").write_text("the home folder's\n")
+    (tmp_path / "~").mkdir()
+    (tmp_path / "~" / "q.txt").write_text("the folder named ~\n")
+    (tmp_path / "notes.txt").write_text("notes\n")
+    chat, out, err = plain_chat(ScriptedEngine(["r", "r"]))
+    for typed in ("./~/q.txt", "'~/q.txt'", '"~/q.txt"', "\\~/q.txt", "~/q.txt"):
+        chat.handle(f"/file {typed}")
+    assert err.getvalue() == ""
+    assert [a.text for a in chat.attachments] == ["the folder named ~\n"] * 4 + ["the home folder's\n"]
+    chat.handle("/detach")
+    chat.handle("hi")
+    chat.handle("/save ./~/s.json")
+    assert (tmp_path / "~" / "s.json").is_file() and not (tmp_path / "home" / "s.json").exists()
+    chat.handle("/load ./~/s.json")
+    assert err.getvalue() == "" and out.getvalue().rstrip().endswith("loaded 1 exchange from ./~/s.json")
+    for typed in ("/file notes.txt/", "/file notes.txt/.", "/load ./~/s.json/"):
+        chat.handle(typed)
+    assert err.getvalue().splitlines() == [
+        f"error: {name}: not a directory (a path ending in / names a folder)"
+        for name in ("notes.txt/", "notes.txt/.", "./~/s.json/")
+    ]
+    assert chat.attachments == [] and [t.content for t in chat.session.turns] == ["hi", "r"]
+
+
+def test_a_file_name_holding_a_line_break_is_said_on_one_line(tmp_path, monkeypatch):
+    """/file, /file alone and /detach printed the name raw, across two lines, where errors and /history escape it."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "new\nline.txt").write_text("x\n")
+    chat, out, err = plain_chat(ScriptedEngine(["r"]))
+    chat.handle("/file 'new\nline.txt'")
+    chat.handle("/file")
+    chat.handle("/detach")
+    assert err.getvalue() == ""
+    assert [ln for ln in out.getvalue().splitlines() if ln] == [
+        "attached new\\nline.txt (1 line); it goes with your next message",
+        "attached for the next message: new\\nline.txt",
+        "detached new\\nline.txt",
+    ]
+
+
 def test_file_with_several_paths_says_it_takes_one(tmp_path, monkeypatch):
     """`/file a.txt b.txt` said "a.txt b.txt: cannot read (No such file or directory)", no hint that /file takes
     one path (a run-through)."""

@@ -117,13 +117,28 @@ def looked_up(path: str | Path, err: type[YiError] = YiError, where=None, what: 
 def user_path(name: str, err: type[YiError] = YiError) -> Path:
     """Path(name) with a leading ~ or ~USER expanded, where a user the system does not know (or no home for ~) is
     err "NAME: cannot expand ~USER (...)" instead of pathlib's RuntimeError, which callers would report as a
-    failure of their own or a traceback."""
+    failure of their own or a traceback. Only a ~ that begins the text as typed: pathlib made `./~/notes.txt`
+    `~/notes.txt` and expanded it to the home folder's. A name that ends in / (or /.) names a folder, as for the
+    shell: err "NAME: not a directory" where a file is there (pathlib drops the slash, and `notes.txt/` read the
+    file)."""
+    if name.endswith(("/", "/.")) and _file_at(Path(name).expanduser() if name.startswith("~") else Path(name)):
+        raise err(f"{shown(name, 200)}: not a directory (a path ending in / names a folder)")
+    if not name.startswith("~"):
+        return Path(name)
     try:
         return Path(name).expanduser()
     except RuntimeError:
         user = name[1:].split("/", 1)[0]
         why = f"no user {user!r} here" if user else "no home folder is set"
         raise err(f"{shown(name, 200)}: cannot expand ~{user} ({why})") from None
+
+
+def _file_at(p: Path) -> bool:
+    """Something that is no folder is at p (a file, a FIFO; a link's target): what a trailing slash refuses."""
+    try:
+        return not stat.S_ISDIR(os.stat(p).st_mode)
+    except (OSError, ValueError, RuntimeError):  # nothing there (the open says so), a NUL, an unknown ~USER
+        return False
 
 
 def kind_of_mode(mode: int) -> str:

@@ -389,6 +389,8 @@ def as_dropped(arg: str) -> str:
         return arg
     if not words[0]:  # '' was "": is a directory" (/file), the current folder (/load), the store's default (/save)
         raise UsageError(f"{arg}: an empty path; give a file's path")
+    if words[0].startswith("~") and arg.startswith(("'", '"', "\\")):  # a quoted ~ is the shell's literal one
+        return os.path.join(".", words[0])
     return words[0]
 
 
@@ -432,16 +434,15 @@ def own_input(name: str, shared: bool = False) -> bool:
 
 def do_detach(chat, arg: str) -> None:
     """/detach: the files attached for the next message go."""
-    names = [a.name for a in chat.attachments]
-    chat.attachments = []
-    chat.render.show("detached " + ", ".join(names) if names else "(nothing attached)")
+    gone, chat.attachments = chat.attachments, []
+    chat.render.show("detached " + names(gone) if gone else "(nothing attached)")
 
 
 def do_file(chat, arg: str) -> None:
     """/file PATH: attach a text file to the next message; /file alone lists what is attached."""
     if not arg:
-        names = [a.name for a in chat.attachments]
-        chat.render.show("attached for the next message: " + ", ".join(names) if names else "(nothing attached)")
+        listed = names(chat.attachments)
+        chat.render.show("attached for the next message: " + listed if listed else "(nothing attached)")
         return
     if arg == STDIN:
         raise UsageError("/file -: stdin is the chat's own input here; give a file path")
@@ -468,4 +469,4 @@ def do_file(chat, arg: str) -> None:
     times = sum(b.name == a.name for b in chat.attachments)
     again = {1: "", 2: " (attached twice now)"}.get(times, f" (attached {times} times now)")
     size = f"{lines} line{'s' if lines != 1 else ''}" if a.text else "empty"
-    chat.render.show(f"attached {a.name} ({size}){again}; it goes with your next message")
+    chat.render.show(f"attached {names([a])} ({size}){again}; it goes with your next message")

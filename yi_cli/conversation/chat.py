@@ -161,8 +161,7 @@ class Chat:
     def _still_attached(self, waiting: list) -> None:
         """The notice that a message's files wait for the next one (a one-shot run has no next one)."""
         if not self.options.one_shot:
-            names = ", ".join(a.name for a in waiting)
-            self.render.notice(f"still attached for the next message: {names} (/detach drops them)")
+            self.render.notice(f"still attached for the next message: {attach.names(waiting)} (/detach drops them)")
 
     def _fits_untokenized(self, text: str, attached: bool = False) -> None:
         """YiError for a message its length alone shows too long for the context, before it is tokenized: 50 MB of

@@ -379,7 +379,7 @@ def _main(args) -> int:
                 "was read): this chat goes on from it in a new session file, the other keeps its own"
             )
         if attachments and prompt is None:
-            render.notice(f"attached {', '.join(a.name for a in attachments)}: it goes with your first message")
+            render.notice(f"attached {attach.names(attachments)}: it goes with your first message")
         if interactive and endpoint_from.startswith("$"):  # a server chosen by the environment is said, not silent
             where = f"{args.endpoint} (set by {endpoint_from}; --endpoint '' runs the local model)"
             render.notice(f"streaming from {where}")
