@@ -576,6 +576,21 @@ def test_a_command_typed_with_a_full_width_slash_is_completed(term, home):
     assert engine.prompts == []
 
 
+def test_a_command_typed_after_blanks_or_in_capitals_is_completed(term, home):
+    """`  /hi` and `/HI` run as /history, but Tab did nothing for them (prompt_toolkit's WordCompleter matched from
+    the line's first character and by case; a REPL hunt). The completion keeps the blanks typed before it."""
+    engine = Scripted("A reply.")
+    pane = term(engine, 80, 30)
+    pane.type("  /HIS")
+    pane.wait(lambda s: "/history" in s, "the completion menu offering /history")
+    pane.keys("Tab")
+    pane.wait(lambda s: ">>>   /history" in s, "the command completed by Tab")
+    pane.keys("Enter")
+    pane.wait(lambda s: "(no turns yet)" in s, "the command's output")
+    pane.prompt()
+    assert engine.prompts == []
+
+
 TYPED = " ".join(f"word{i}" for i in range(40))  # about 270 characters: four rows at 80 columns, ten at 30
 # Chinese, two columns a character and no spaces: at an odd width a row's last column stays blank (the next
 # character does not fit), and the way back up counts each row's cells, not its characters

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.application import create_app_session, get_app, run_in_terminal
-from prompt_toolkit.completion import WordCompleter
+from prompt_toolkit.completion import Completer, Completion
 from prompt_toolkit.filters import Condition
 from prompt_toolkit.history import FileHistory, InMemoryHistory
 from prompt_toolkit.key_binding import KeyBindings
@@ -421,7 +421,24 @@ def command_typed() -> bool:
     """Whether the line so far is a command (starts with / or ／): only commands complete, so the completer runs while
     those are typed, not on every key of a message (each run redrew the prompt once more, after the key's own
     redraw: an extra redraw that a resize arriving meanwhile could meet half done)."""
-    return get_app().current_buffer.text.startswith(("/", "／"))
+    return get_app().current_buffer.text.lstrip().startswith(("/", "／"))
+
+
+class CommandCompleter(Completer):
+    """The slash commands that begin with what is typed, as the chat reads a command: after any leading blanks and
+    in any case (`  /hi` and `/HI` complete to /history; WordCompleter matched from the line's first character and
+    by case, so neither completed, while both run)."""
+
+    def __init__(self, words: list[str]):
+        self.words = words
+
+    def get_completions(self, document, complete_event):
+        typed = document.text_before_cursor.lstrip()
+        if not typed.startswith(("/", "／")) or any(c.isspace() for c in typed):
+            return
+        for w in self.words:
+            if w.lower().startswith(typed.lower()):
+                yield Completion(w, start_position=-len(typed))
 
 
 def parsed(raw: bytes) -> list:
@@ -623,7 +640,7 @@ def run(chat, prompt_text: str = ">>> ") -> int:
             output=None if dumb else screen_output(side),
             history=history(chat.render),
             key_bindings=bindings(),
-            completer=WordCompleter(words, sentence=True),
+            completer=CommandCompleter(words),
             complete_while_typing=False if dumb else command_typed,
             bottom_toolbar=None if dumb else toolbar(chat),
             style=TOOLBAR_STYLE,
