@@ -953,6 +953,49 @@ plain_chat(ScriptedEngine(["r"]), on_turn=store.Autosave("interactive"))[0].hand
 """
 
 
+def test_an_autosave_in_place_sweeps_too(tmp_path, monkeypatch):
+    """Only an autosave that made a new file swept what killed writers left: a user who only ever resumes (-c) kept
+    them for good, where README says the next autosave removes them (a shared-home hunt)."""
+    from yi_cli.conversation import store, writes
+
+    monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path))
+    first = store.Autosave("interactive")
+    plain_chat(ScriptedEngine(["r0"]), on_turn=first)[0].handle("q0")
+    first.close()
+    folder = store.sessions_dir()
+    stale = [folder / ".tmp-stale", folder / ".20990101-000000-abcdef.json.lock"]
+    old = time.time() - 24 * 3600
+    for f in stale:
+        f.write_text("")
+        os.utime(f, (old, old))
+    monkeypatch.setattr(writes, "_swept", set())  # as a new process starts
+    resumed = store.Autosave("interactive", first.path, first.created, first.conv)
+    plain_chat(ScriptedEngine(["r1"]), on_turn=resumed)[0].handle("q1")
+    resumed.close()
+    assert resumed.path == first.path and [f.exists() for f in stale] == [False, False]
+    assert [f.name for f in folder.glob("*.json")] == [first.path.name]
+
+
+def test_a_conversation_a_piped_run_starts_after_clear_in_a_resumed_session_is_the_runs(tmp_path, monkeypatch):
+    """A piped run resumed an interactive session (-c), then /clear: its new conversation was written as
+    interactive, the resumed file's mode, so the next -c opened it in the chat's place (a shared-home hunt)."""
+    from yi_cli.conversation import store
+
+    monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path))
+    first = store.Autosave("interactive")
+    plain_chat(ScriptedEngine(["r0"]), on_turn=first)[0].handle("chat's question")
+    first.close()
+    resumed = store.Autosave("interactive", first.path, first.created, first.conv, run_mode="pipe")
+    chat = plain_chat(ScriptedEngine(["r1", "r2"]), on_turn=resumed)[0]
+    chat.handle("piped turn")
+    chat.handle("/clear")
+    chat.handle("piped new conversation")
+    resumed.close()
+    modes = {e["first_line"]: e["mode"] for e in store.entries()}
+    assert modes == {"piped turn": "interactive", "piped new conversation": "pipe"}
+    assert store.resolve("last") == first.path
+
+
 def test_files_killed_writers_left_in_the_store_are_removed_and_a_live_writers_are_kept(tmp_path, monkeypatch):
     """A SIGKILL during an autosave left its `.tmp-*` file (and its session's `.NAME.lock`) in the store for good:
     they piled up. The next autosave of any yi-chat removes each one old and locked by no live process; a second

@@ -159,8 +159,12 @@ class Autosave:
         self.mode = self.run_mode
 
     def detach(self) -> None:
+        """The next conversation (after /clear, /load, an /undo of the last exchange) goes in a new file of this run's
+        mode: a piped run's /clear in a resumed interactive session wrote its new conversation as interactive, and
+        `-c` then opened it in the chat's place."""
         self.owner.release()
         self.path = self.created = None
+        self.mode = self.run_mode
 
     def close(self) -> None:
         """Let the file go (the process is ending): another yi-chat may resume it now."""
@@ -205,8 +209,8 @@ class Autosave:
         try:
             text = dumps(to_dict(chat, self.mode, self.created))
             with signals_held():
+                sweep(sessions_dir())  # at the first write, in place too: a chat only ever resumed (-c) swept nothing
                 if self.path is None:
-                    sweep(sessions_dir())
                     self.path = write_new(sessions_dir(), text, self.owner)
                 else:
                     write_atomic(self.path, text)
