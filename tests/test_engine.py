@@ -66,6 +66,36 @@ def test_worker_exception_surfaces_as_one_line(demo_engine, monkeypatch):
         run(demo_engine, FRANCE)
 
 
+def test_a_generation_config_asking_for_beam_search_still_streams_one_sequence(demo_engine, monkeypatch):
+    """A checkpoint's generation_config.json with num_beams 2 (or num_return_sequences 2) made generate stream
+    nothing: every reply waited the stream's 300 s, deaf to Ctrl-C and SIGTERM (a hostile-checkpoint hunt). The
+    engine asks for one sequence a token a step, whatever the config says."""
+    from yi_cli.engines import local
+
+    monkeypatch.setattr(local, "STREAM_TIMEOUT_S", 60.0)  # a failure is the stall's error, not a 300 s wait
+    greedy = run(demo_engine, FRANCE)
+    monkeypatch.setattr(demo_engine.model.generation_config, "num_beams", 2)
+    monkeypatch.setattr(demo_engine.model.generation_config, "num_return_sequences", 2)
+    assert run(demo_engine, FRANCE)[0] == greedy[0] and "Paris" in greedy[0]
+
+
+def test_a_generate_that_returns_without_ending_the_stream_ends_the_reply(demo_engine, monkeypatch):
+    """Where generate returned without calling the streamer's end (a generation mode that does not stream), the
+    reply waited the stream's timeout (300 s) for text that never came: it ends as generate returns."""
+    import torch
+
+    from yi_cli.engines import local
+
+    monkeypatch.setattr(local, "STREAM_TIMEOUT_S", 60.0)  # a failure is the stall's error after it, not 300 s
+
+    def silent(input_ids, **kw):
+        return torch.cat([input_ids, torch.tensor([[42, 43]])], 1)
+
+    monkeypatch.setattr(demo_engine.model, "generate", silent)
+    text, stats = run(demo_engine, FRANCE)
+    assert stats.new_tokens == 2 and stats.finish_reason == "length"
+
+
 def test_seed_makes_sampling_reproducible(demo_engine):
     s = GenSettings(temperature=1.0, top_p=0.95, max_new_tokens=12, seed=1234)
     assert run(demo_engine, FRANCE, s)[0] == run(demo_engine, FRANCE, s)[0]

@@ -138,7 +138,7 @@ class LocalEngine:
 
             def __init__(self, tokenizer, detok, timeout):
                 super().__init__(tokenizer, skip_prompt=True, timeout=timeout)
-                self.detok = detok
+                self.detok, self.ended = detok, False
 
             def put(self, value):
                 if self.next_tokens_are_prompt:  # generate passes the prompt first
@@ -148,7 +148,9 @@ class LocalEngine:
                     self.on_finalized_text(self.detok.add(tok))
 
             def end(self):
-                self.on_finalized_text(self.detok.flush(), stream_end=True)
+                if not self.ended:  # once: generate's own end, or work()'s where generate did not end it
+                    self.ended = True
+                    self.on_finalized_text(self.detok.flush(), stream_end=True)
 
         stats = Stats(prompt_tokens=len(ids))
         stop_ids = self.template.stop_ids
@@ -184,6 +186,7 @@ class LocalEngine:
                     )
             except BaseException as e:  # surfaced in the REPL thread below
                 result["error"] = e
+            finally:  # also where generate returned without ending the stream: the reader waited STREAM_TIMEOUT_S
                 streamer.end()
 
         worker = threading.Thread(target=work, name="yi-generate", daemon=True)
@@ -214,6 +217,10 @@ class LocalEngine:
 
 def generation_kwargs(s: GenSettings, stop: list[int]) -> dict:
     kw = {
+        # one sequence, a token a step, streamed: a checkpoint's generation_config.json asking for beam search
+        # (num_beams 2) made generate stream nothing, and the reply waited STREAM_TIMEOUT_S deaf to Ctrl-C
+        "num_beams": 1,
+        "num_return_sequences": 1,
         "max_new_tokens": s.max_new_tokens,
         "eos_token_id": stop,
         "pad_token_id": stop[0] if stop else None,
