@@ -545,6 +545,17 @@ def test_unsupported_quant_method_or_bits(tiny, home, where, qc, needles):
     assert str(tiny / where) in line  # names the config file and the value
 
 
+@pytest.mark.parametrize("template", [5, True, [{"name": "default", "template": 5}]])
+def test_a_chat_template_that_is_not_text_is_one_line(tiny, home, template):
+    """`"chat_template": 5` in tokenizer_config.json was an internal error (AttributeError: 'int' object has no
+    attribute 'strip'), exit 1, at -m and after `pull` said ready (a hostile-checkpoint hunt)."""
+    (tiny / "chat_template.jinja").unlink()
+    tc = json.loads((tiny / "tokenizer_config.json").read_text())
+    tc["chat_template"] = template
+    (tiny / "tokenizer_config.json").write_text(json.dumps(tc))
+    one_line_error(yi("--model", tiny, "-p", "hi", home=home), 3, f"{tiny / 'tokenizer_config.json'}: chat_template")
+
+
 @pytest.mark.parametrize("vocab", ["chatml", "plain"])
 def test_tokenizer_without_a_template(tiny, tmp_path, home, vocab):
     """No chat template: ChatML when the vocab has <|im_start|>/<|im_end|>, else raw text (no template)."""

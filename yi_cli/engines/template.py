@@ -57,6 +57,14 @@ def template_of(tokenizer) -> str | None:
     tpl = getattr(tokenizer, "chat_template", None)
     if isinstance(tpl, dict):  # several named templates: take the default one
         tpl = tpl.get("default") or next(iter(tpl.values()), None)
+    if tpl is not None and not isinstance(tpl, str):  # `"chat_template": 5` (or true, or a list of them): it was
+        from ..errors import LoadError  # an internal error (AttributeError) as the model loaded
+
+        where = Path(getattr(tokenizer, "name_or_path", "") or ".") / "tokenizer_config.json"
+        raise LoadError(
+            f"{shown(str(where), 200)}: chat_template is not text ({shown(repr(tpl), 40)}); --raw runs the model "
+            "without it"
+        )
     if tpl:
         return CHATML if family.is_shipped_yi_template(tpl) else tpl
     if family.is_base(getattr(tokenizer, "name_or_path", "")):
