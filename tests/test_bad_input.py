@@ -545,6 +545,29 @@ def test_unsupported_quant_method_or_bits(tiny, home, where, qc, needles):
     assert str(tiny / where) in line  # names the config file and the value
 
 
+@pytest.mark.parametrize(
+    "rope,needle",
+    [
+        ({"rope_type": "bogus", "rope_theta": 1e4}, "rope_type 'bogus' is not one yi-chat knows"),
+        ({"rope_type": 5, "rope_theta": 1e4}, "rope_type 5 is not one yi-chat knows"),
+        ({"rope_type": "linear", "rope_theta": 1e4, "factor": "x"}, "rope_parameters cannot be computed"),
+        ({"rope_type": "linear", "rope_theta": 1e4, "factor": 0.0}, "rope_parameters"),
+    ],
+)
+def test_rope_parameters_the_fast_engine_cannot_compute_are_one_line(tiny, home, rope, needle):
+    """An unknown rope_type, or a factor that is no number, was an internal error on the fast engine (KeyError,
+    TypeError), exit 1, where the generate engine exits 3 (a hostile-checkpoint hunt)."""
+    set_config(tiny, rope_parameters=rope)
+    one_line_error(yi("--model", tiny, "-p", "hi", home=home), 3, f"{tiny / 'config.json'}: ", needle)
+
+
+def test_an_odd_head_size_is_refused_as_the_model_loads(tiny, home):
+    """head_dim 63 loaded, then every turn failed ("The size of tensor a (63) must match ... (64)"): RoPE turns
+    pairs of dimensions; transformers refuses it as the model builds (a hostile-checkpoint hunt)."""
+    set_config(tiny, head_dim=63)
+    one_line_error(yi("--model", tiny, "-p", "hi", home=home), 3, f"{tiny / 'config.json'}: head_dim = 63 is odd")
+
+
 @pytest.mark.parametrize("template", [5, True, [{"name": "default", "template": 5}]])
 def test_a_chat_template_that_is_not_text_is_one_line(tiny, home, template):
     """`"chat_template": 5` in tokenizer_config.json was an internal error (AttributeError: 'int' object has no

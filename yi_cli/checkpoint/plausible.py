@@ -75,6 +75,12 @@ def check(cfg: dict, src: Path) -> None:
     hidden = cfg.get("hidden_size")
     if heads and hidden and cfg.get("head_dim") is None and hidden % heads:
         raise LoadError(f"{src}: hidden_size = {hidden} is not a multiple of num_attention_heads = {heads}")
+    head_dim = cfg.get("head_dim") or (hidden // heads if heads and hidden else None)
+    rotated = cfg.get("model_type") == "llama" or "rope_theta" in cfg or "rope_parameters" in cfg
+    if rotated and head_dim and head_dim % 2 and "partial_rotary_factor" not in cfg:
+        # RoPE turns pairs of a head's dimensions: an odd head loaded, then every turn failed ("The size of tensor
+        # a (63) must match the size of tensor b (64)"); transformers refuses it as the model builds
+        raise LoadError(f"{src}: head_dim = {head_dim} is odd, and rotary position embeddings need an even head size")
 
 
 # Heads of transformers' model classes that do not write text: an encoder's masked LM or pre-training heads, the

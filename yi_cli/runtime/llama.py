@@ -9,6 +9,7 @@ tests/test_fast_gpu.py's teacher-forced steps).
 
 from __future__ import annotations
 
+import math
 import os
 from contextlib import contextmanager
 
@@ -46,21 +47,37 @@ def supports(config) -> bool:
     )
 
 
-def rotary(config, device) -> tuple[torch.Tensor, float]:
+def rotary(config, device, src="config.json") -> tuple[torch.Tensor, float]:
     """(inv_freq [hd/2] fp32, attention scaling) exactly as transformers' LlamaRotaryEmbedding computes them, without
     importing its modeling module (seconds of a fresh start): the original RoPE is its
     compute_default_rope_parameters, op for op; scaled kinds (llama3, linear, dynamic's base table, yarn) go through
-    transformers' own rope functions."""
-    rope = config.rope_parameters
-    with torch.device("cpu"):
-        if rope["rope_type"] == "default":
-            dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-            inv_freq, scale = 1.0 / (rope["rope_theta"] ** (torch.arange(0, dim, 2, dtype=torch.float) / dim)), 1.0
-        else:
-            from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+    transformers' own rope functions. A rope_type it does not know, a factor that is no number or frequencies that
+    are not finite are LoadError naming src (they were an internal error, KeyError or TypeError, as the model
+    loaded; the generate engine refused them)."""
+    from ..errors import LoadError, failure
 
-            inv_freq, scale = ROPE_INIT_FUNCTIONS[rope["rope_type"]](config)
-    return inv_freq.float().to(device), float(scale)
+    rope = config.rope_parameters
+    kind = rope.get("rope_type") if isinstance(rope, dict) else None
+    try:
+        with torch.device("cpu"):
+            if kind == "default":
+                dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+                inv_freq, scale = 1.0 / (rope["rope_theta"] ** (torch.arange(0, dim, 2, dtype=torch.float) / dim)), 1.0
+            else:
+                from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+                if not isinstance(kind, str) or kind not in ROPE_INIT_FUNCTIONS:
+                    known = ", ".join(sorted({"default", *ROPE_INIT_FUNCTIONS}))
+                    raise LoadError(f"{src}: rope_type {kind!r:.40} is not one yi-chat knows ({known})")
+                inv_freq, scale = ROPE_INIT_FUNCTIONS[kind](config)
+            scale = float(scale)
+    except LoadError:
+        raise
+    except Exception as e:  # noqa: BLE001 - transformers' functions on hostile numbers: TypeError, ZeroDivision...
+        raise LoadError(f"{src}: rope_parameters cannot be computed ({failure(e)})") from None
+    if not (torch.isfinite(inv_freq).all() and math.isfinite(scale)):
+        raise LoadError(f"{src}: rope_parameters give frequencies that are not finite numbers")
+    return inv_freq.float().to(device), scale
 
 
 def attention(qg: torch.Tensor, k: torch.Tensor, v: torch.Tensor, t: int, mask) -> torch.Tensor:
@@ -104,6 +121,7 @@ class FastLlama:
     def __init__(self, ckpt, max_seq: int, dtype: torch.dtype, padded: bool):
         """padded: decode steps attend to a fixed bucket of cache slots (CUDA graphs), not exactly pos + 1."""
         cfg = ckpt.config
+        inv_freq, scale = rotary(cfg, "cpu", ckpt.path / "config.json")  # a config it refuses: before the weights
         self.dtype, self.max_seq, self.padded = dtype, max_seq, padded
         self.n_heads, self.n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
         self.hd = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.n_heads
@@ -122,7 +140,7 @@ class FastLlama:
             self.lm_head = head
             self.layers = [Layer(ckpt, w, i, dtype) for i in range(cfg.num_hidden_layers)]
         dev = self.embed.device
-        inv_freq, scale = rotary(cfg, dev)
+        inv_freq = inv_freq.to(dev)
         freqs = torch.outer(torch.arange(max_seq, device=dev, dtype=torch.float32), inv_freq)
         emb = torch.cat((freqs, freqs), -1)  # [S, hd]
         self.cos, self.sin = (emb.cos() * scale).to(dtype), (emb.sin() * scale).to(dtype)
