@@ -1128,6 +1128,71 @@ def test_an_index_naming_a_shard_no_file_can_be_is_one_line(tmp_path):
             files.check_index(tmp_path)  # refused, or a shard that is missing: LoadError either way
 
 
+def _one_tensor_file(f: Path, before: bytes = b"", after: bytes = b"") -> None:
+    import struct
+
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"a": torch.zeros(4)}, str(f))
+    raw = f.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = before + raw[8 : 8 + n]
+    f.write_bytes(struct.pack("<Q", len(header)) + header + raw[8 + n :] + after)
+
+
+@pytest.mark.parametrize(
+    "case,needle",
+    [
+        ("bytes-after", "not a valid safetensors file (64 bytes after its tensors' data)"),
+        ("bom", "not a valid safetensors file (its header begins with a byte-order mark)"),
+        ("header-over-10**8", "its header is 100000001 bytes, more than the limit of 100000000 bytes"),
+    ],
+)
+def test_safetensors_files_the_library_refuses_are_refused_by_the_checks_too(tmp_path, case, needle):
+    """A file longer than its header says, a header that begins with a BOM, one between 10**8 bytes and 100 MiB:
+    `yi-chat models` said ok and `pull` said ready of them, and -m then failed in the library's words (a
+    hostile-checkpoint hunt). The library itself refuses each."""
+    import struct
+
+    from safetensors import safe_open
+
+    from yi_cli.checkpoint import files
+
+    f = tmp_path / "model.safetensors"
+    if case == "header-over-10**8":
+        with open(f, "wb") as fh:
+            fh.write(struct.pack("<Q", 100_000_001))
+            fh.truncate(100_000_200)  # sparse: nothing of it is read
+    else:
+        _one_tensor_file(f, **({"after": b"\0" * 64} if case == "bytes-after" else {"before": b"\xef\xbb\xbf"}))
+    with pytest.raises(Exception):  # noqa: B017 - the library's own refusal, whatever its type
+        with safe_open(str(f), "pt") as st:
+            st.keys()
+    with pytest.raises(LoadError) as e:
+        files.check_safetensors([f])
+    assert str(e.value).startswith(f"{f}: ") and needle in str(e.value)
+
+
+@pytest.mark.parametrize("what", ["index-FIFO", "shard-device"])
+def test_an_index_or_a_shard_that_is_no_regular_file_is_said_as_such(tmp_path, what):
+    """A FIFO in the index's place was passed over in silence (the checkpoint loaded as if unsharded), and a shard
+    linked to /dev/zero was "missing" (a hostile-checkpoint hunt)."""
+    from yi_cli.checkpoint import files
+
+    idx = tmp_path / "model.safetensors.index.json"
+    if what == "index-FIFO":
+        os.mkfifo(idx)
+        needle = f"{idx}: not a regular file"
+    else:
+        idx.write_text(json.dumps({"weight_map": {"lm_head.weight": "model-00001.safetensors"}}))
+        (tmp_path / "model-00001.safetensors").symlink_to("/dev/zero")
+        needle = f"{tmp_path / 'model-00001.safetensors'}: weight shard listed in the index is a character device"
+    with pytest.raises(LoadError) as e:
+        files.check_index(tmp_path)
+    assert str(e.value).startswith(needle), str(e.value)
+
+
 TOO_DEEP = {  # valid Jinja that Python cannot compile
     "nested-loops": "{% for i in range(2) %}" * 25 + "x" + "{% endfor %}" * 25,
     "nested-ifs": "{% if true %}" * 3000 + "x" + "{% endif %}" * 3000,

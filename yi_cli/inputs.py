@@ -25,7 +25,7 @@ CONFIG_LIMIT = 1 * MiB  # config.toml
 JSON_LIMIT = 16 * MiB  # config.json, generation_config.json, quantize_config.json, tokenizer_config.json, index
 # tokenizer.json: a Yi or Llama one is a few MB (the demo's 3.5 MB), the largest vocabularies' (Gemma 3) over 30 MB
 TOKENIZER_LIMIT = 64 * MiB
-HEADER_LIMIT = 100 * MiB  # a safetensors header (the safetensors library's own limit)
+HEADER_LIMIT = 100_000_000  # a safetensors header: the safetensors library's own limit (10**8 bytes, not 100 MiB)
 MAX_DEPTH = 64  # our files nest 4 deep; a tokenizer_config.json about 6
 # Integers up to 40 digits: transformers itself writes model_max_length = int(1e30) into tokenizer_config.json;
 # each reader checks its own ranges, this only keeps a 4000-digit number from costing a quadratic parse.

@@ -116,13 +116,19 @@ def matching(path: Path, pattern: str) -> list[Path]:
 
 
 def check_index(path: Path) -> None:
+    """The index's shards are all there as regular files. An index that is no regular file (a FIFO, a device) is
+    refused as any checkpoint JSON is (it was passed over in silence), and a shard that is one is said as what it
+    is (a link to /dev/zero was "missing")."""
     idx = path / "model.safetensors.index.json"
-    if not idx.is_file():
+    if inputs.looked_up(idx, LoadError, path, "the checkpoint directory") is None:
         return
-    names = index_files(idx)
+    names = index_files(idx)  # read_json: a FIFO or a device is "not a regular file"
     for n in sorted(names):
-        if not (path / n).is_file():
+        kind = inputs.looked_up(path / n, LoadError, path / n, "the weight shard")
+        if kind is None:
             raise LoadError(f"{path / n}: weight shard listed in the index is missing")
+        if kind != "regular file":
+            raise LoadError(f"{path / n}: weight shard listed in the index is a {kind}, not a regular file")
 
 
 def index_files(idx: Path) -> set[str]:
@@ -167,6 +173,11 @@ def check_safetensors(files: list[Path], plain: bool = False) -> None:
             end = stop
         if 8 + n + end > size:
             raise LoadError(f"{f}: truncated ({size} bytes, header needs {8 + n + end}); {fetch_again(f)}")
+        if 8 + n + end < size:  # the library refuses it ("file not fully covered"): `models` said ok, -m failed
+            raise LoadError(
+                f"{f}: not a valid safetensors file ({size - 8 - n - end} bytes after its tensors' data); "
+                f"{fetch_again(f)}"
+            )
 
 
 def fetch_again(f: Path) -> str:
@@ -210,7 +221,7 @@ def read_header(f: Path) -> tuple[dict, int, int]:
             (n,) = struct.unpack("<Q", fh.read(8))
             if not 0 < n <= min(size - 8, inputs.HEADER_LIMIT):
                 why = (
-                    f"its header is {n} bytes, more than the {inputs.size_text(inputs.HEADER_LIMIT)} limit"
+                    f"its header is {n} bytes, more than the limit of {inputs.HEADER_LIMIT} bytes"
                     if n > inputs.HEADER_LIMIT
                     else "its header length does not fit the file"
                 )
@@ -220,6 +231,8 @@ def read_header(f: Path) -> tuple[dict, int, int]:
         raise LoadError(f"{f}: cannot read the safetensors file ({e.strerror or e})") from None
     except struct.error:  # shorter than the 8 bytes of its header length
         raise LoadError(f"{f}: not a valid safetensors file") from None
+    if raw.startswith(b"\xef\xbb\xbf"):  # JSON elsewhere may begin with one; the library's header may not
+        raise LoadError(f"{f}: not a valid safetensors file (its header begins with a byte-order mark)")
     try:
         header = inputs.loads(raw, f.name, LoadError, what="header")
     except LoadError as e:

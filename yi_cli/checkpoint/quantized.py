@@ -3,6 +3,7 @@ packed tensors into a QWeight (formats.py holds the bit layouts)."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -97,7 +98,7 @@ def detect(path: Path, cfg: dict, listed: list[str] | None = None) -> dict | Non
 
 def _weight_files(path: Path, quant: dict, src: Path) -> list[str]:
     idx = path / "model.safetensors.index.json"
-    if idx.is_file():
+    if os.path.lexists(idx):  # a FIFO or a folder there too: check_index says what it is
         check_index(path)
         return sorted(index_files(idx))
     files = [f.name for f in matching(path, "*.safetensors")]
