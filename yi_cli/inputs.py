@@ -98,7 +98,7 @@ def kind_of(path: str | Path) -> str | None:
     """What is at `path` (following symlinks): None when nothing is, else "regular file", "directory", "FIFO"..."""
     try:
         mode = os.stat(path).st_mode
-    except (FileNotFoundError, NotADirectoryError):
+    except (FileNotFoundError, NotADirectoryError, ValueError):  # ValueError: a NUL or a lone surrogate, no file's
         return None
     return "regular file" if stat.S_ISREG(mode) else kind_of_mode(mode)
 
