@@ -378,6 +378,20 @@ def test_a_connection_cut_mid_file_on_every_retry_says_so_and_a_next_run_fetches
     assert (snapshot(env) / "model.safetensors").read_bytes() == demo_files["model.safetensors"]
 
 
+def test_a_hub_that_ignores_range_and_cuts_every_answer_says_so(hub, env, demo_files):
+    """A hub that ignores Range (200, the whole file) and closes every answer at the same byte: each retry brought
+    more than a chunk (progress, to huggingface_hub's retries) and was thrown away as the next answer started over,
+    so the pull never ended (a hostile-hub hunt: 177 requests in 3 minutes). A few restarts are one line, exit 3."""
+    hub.ranges = False
+    hub.drop_always["model.safetensors"] = 300_000  # over a chunk (hub.CHUNK): progress each time
+    p = yi(env, "pull", "acme/tiny-chat", timeout=120)  # without the fix: TimeoutExpired
+    error_line(p, 3, "ignores Range requests and closed the connection before a file's end 4 times", "try again later")
+    del hub.drop_always["model.safetensors"]
+    p = yi(env, "pull", "acme/tiny-chat")  # the whole file, from its start
+    assert p.returncode == 0, p.stderr.decode()
+    assert (snapshot(env) / "model.safetensors").read_bytes() == demo_files["model.safetensors"]
+
+
 def test_a_hub_asking_to_wait_an_hour_says_so_at_once(hub, env):
     """A 429 with `Retry-After: 3600` on the weights: huggingface_hub waited what the hub asked, five times over, with
     no line (a pull silent for hours); a wait that long is one line at once."""

@@ -599,6 +599,11 @@ def hub_error(e: BaseException, repo: str, local: bool = True) -> LoadError:
             f"{repo}: {where} answered HTTP {e.status} and asks to wait {e.wait} s before trying again; try again "
             "later (a partial download continues on the next run)"
         )
+    if isinstance(e, hub_http.StartsOver):
+        return LoadError(
+            f"{repo}: {where} ignores Range requests and closed the connection before a file's end {e.times} times "
+            "(each answer started the file over); try again later"
+        )
     if isinstance(e, hub_http.TooMuch):
         return LoadError(f"{repo}: {where} does not answer as a Hugging Face Hub does ({e}); check HF_ENDPOINT")
     if isinstance(e, hub_http.TooSlow):

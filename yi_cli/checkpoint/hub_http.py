@@ -26,10 +26,22 @@ PEEK = 256 << 10
 API_BYTES = 64 << 20
 # Pages of one pull's listing: a hub whose next page is one it already sent (or new ones without end) listed for good.
 MAX_PAGES = 1000
+# Times one pull continues a file with a Range request that the hub answers with the whole file from its start: one
+# that ignores Range and cuts every answer at the same byte sent the same first bytes for good (each a little
+# progress to huggingface_hub's retries, each thrown away as the next answer started over).
+MAX_RESTARTS = 3
 
 
 class TooMuch(Exception):
     """An API answer past API_BYTES, or a listing that goes back to a page it sent or runs past MAX_PAGES."""
+
+
+class StartsOver(TooMuch):
+    """A file continued with a Range request came back from its start, more than MAX_RESTARTS times."""
+
+    def __init__(self, times: int):
+        super().__init__(f"{times} answers from the file's start")
+        self.times = times
 
 
 class TooSlow(Exception):
@@ -84,9 +96,21 @@ class Pages:
 
     def __init__(self):
         self.sent: set[str] = set()
+        self.restarts: dict[str, int] = {}
 
     def reset(self) -> None:
-        self.sent = set()
+        self.sent, self.restarts = set(), {}
+
+    def ranged(self, request, response) -> None:
+        """TooMuch once a file continued from past its start (Range: bytes=N-) was answered from its start (200)
+        more than MAX_RESTARTS times: the hub ignores Range and the file never gets further."""
+        rng = request.headers.get("Range", "")
+        if response.status_code != 200 or not rng.startswith("bytes=") or rng.startswith("bytes=0-"):
+            return
+        url = f"{request.url.host}{request.url.path}"  # a CDN's signature may change at each redirect
+        self.restarts[url] = self.restarts.get(url, 0) + 1
+        if self.restarts[url] > MAX_RESTARTS:
+            raise StartsOver(self.restarts[url])
 
     def answered(self, request, response) -> None:
         if response.status_code != 200:
@@ -151,6 +175,11 @@ def _steady_transport(inner):
             if api:  # counted as they come off the socket: a compressed answer (1000:1) would pass the cap
                 request.headers["Accept-Encoding"] = "identity"
             response = inner.handle_request(request)
+            try:
+                PAGES.ranged(request, response)
+            except StartsOver:
+                response.stream.close()
+                raise
             if api:
                 try:
                     coding = response.headers.get("Content-Encoding", "").strip().lower()
