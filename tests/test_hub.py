@@ -1374,6 +1374,16 @@ def test_a_pulled_repo_whose_tokenizer_does_not_load_is_not_called_ready(hub, en
     error_line(yi(env, "-m", "acme/badtok", "-p", "hi"), 3, said)
 
 
+def test_a_pulled_repo_whose_tokenizer_runs_past_its_vocabulary_is_not_called_ready(hub, env, demo_files):
+    """The tokenizer of another model (ids past config.json's vocab_size): `pull` said ready and `models` ok, since
+    its check built the template without the model's vocabulary, and -m then refused it (a hostile-hub hunt)."""
+    cfg = {**json.loads(demo_files["config.json"]), "vocab_size": 300}
+    hub.repos["acme/othertok"] = Repo({**demo_files, "config.json": json.dumps(cfg).encode()})
+    p = yi(env, "pull", "acme/othertok")
+    error_line(p, 3, "acme/othertok: fetched, but yi-chat cannot load it", "past the model's vocabulary of 300")
+    assert p.stdout == b""
+
+
 def test_a_model_type_transformers_does_not_know_is_refused_before_its_weights(hub, env, demo_files):
     """config.json's model_type unknown (and no code of its own): `pull` fetched every weight file and said ready
     (exit 0), `models` listed it, and -m refused it. Refused before the weights, in the loader's words, exit 3."""

@@ -104,11 +104,13 @@ def _tokenizer_checked(path: Path, row: dict) -> dict:
     Only a pull does this: the listing reads no tokenizer (a few MB each)."""
     if not row["loadable"]:
         return row
+    from types import SimpleNamespace
+
     from ..checkpoint.loader import load_tokenizer
     from ..engines.template import Template
 
-    try:
-        Template(load_tokenizer(path))
+    try:  # with the model's vocabulary: a tokenizer whose ids run past it (another model's) was "ready"
+        Template(load_tokenizer(path), SimpleNamespace(vocab_size=_config(path).get("vocab_size")))
     except YiError as e:
         return {**row, "loadable": False, "reason": str(e)}
     return row
