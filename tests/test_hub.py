@@ -1580,6 +1580,17 @@ def test_a_hub_whose_listing_names_a_blob_by_a_path_is_refused(hub, env, tmp_pat
     assert [p for p in tmp_path.rglob("*") if "escaped" in p.name] == []
 
 
+@pytest.mark.parametrize("name", ["a\x00b.safetensors", "x" * 300 + ".safetensors"])
+def test_a_listed_file_name_no_file_can_have_is_refused_before_anything_is_fetched(hub, env, demo_files, name):
+    """A NUL in a listed name (or 300 bytes of it) was found out as the snapshot's link, after its
+    blob was fetched: "download failed (ValueError: embedded null byte)", and every pull after it the same (a
+    hostile-hub hunt). Refused as the listing is read, one line, nothing fetched."""
+    hub.repos["acme/tiny-chat"] = Repo({**demo_files, name: demo_files["model.safetensors"]})
+    lines = error_line(yi(env, "pull", "acme/tiny-chat"), 3, "for a file name, which is not one; check HF_ENDPOINT")
+    assert len(lines) == 1
+    assert not any(m == "GET" and "/resolve/" in path for m, path, *_ in hub.log)
+
+
 @pytest.mark.parametrize("ref", ["outside", "huge"])
 def test_a_cache_ref_that_names_no_commit_is_as_if_there_were_none(hub, env, tmp_path, ref):
     """refs/main is read to find the snapshot: one that held a path (`../../../outside`) loaded whatever folder it

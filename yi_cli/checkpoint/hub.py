@@ -263,6 +263,9 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
                     f"{repo}: {endpoint()} lists {shown(f.path, 200)} twice, as two different files; check HF_ENDPOINT"
                 )
     for f in files:  # each one's blob name in the cache where its ETag is not one (_fetch_file)
+        if "\0" in f.path or re.search("[\ud800-\udfff]", f.path) or len(f.path.encode("utf-8", "surrogatepass")) > 255:
+            # no file can have that name: it was found out as the snapshot's link, after the blob was fetched
+            raise _not_a_name(repo, "a file name", f.path)
         if not isinstance(blob_id := _etag(f), str) or not BLOB.fullmatch(blob_id):
             raise _not_a_name(repo, f"{shown(f.path, 200)}'s blob id", blob_id)
     if not any(f.path.endswith((".safetensors", ".bin")) for f in files):
