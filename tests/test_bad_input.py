@@ -1111,3 +1111,7 @@ def test_a_home_with_a_line_break_still_gets_one_line_errors(tmp_path):
     one_line_error(yi("sessions", home=home), 1, "two\\nlines/data/sessions: cannot read the sessions folder")
     env = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(home / "hub")}
     one_line_error(yi("-m", "acme/zz", "-p", "hi", home=home, env=env), 3, "(", "two\\nlines/hub)")
+    crlf = tmp_path / "cr\r\nlf"  # said as it is named, \x0d\n: it was \n, as if no CR were there (a hub hunt)
+    (crlf / "config").mkdir(parents=True)
+    (crlf / "config" / "config.toml").write_text('[generation]\ntemperature = "hot"\n')
+    one_line_error(yi("-p", "hi", home=crlf), 2, "cr\\x0d\\nlf/config/config.toml", "temperature")

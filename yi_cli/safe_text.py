@@ -38,7 +38,8 @@ def safe(text: str) -> str:
 def one_line(text: str) -> str:
     """safe(text) kept to one line: its line breaks (and U+2028/U+2029) escaped too. An error is one line on stderr,
     whatever it quotes: a path with a line break in it (a YI_CHAT_HOME, a cache folder) split the line in two."""
-    return separators_visible(safe(text).replace("\n", "\\n"))  # \n as other lines write it
+    # not safe()'s CRLF as LF: a file named `z\r\n.safetensors` was said as `z\n.safetensors`, no file's name
+    return separators_visible(_UNSAFE.sub(_visible, text).replace("\n", "\\n"))  # \n as other lines write it
 
 
 def separators_visible(text: str) -> str:
