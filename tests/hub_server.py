@@ -96,7 +96,8 @@ class FakeHub:
         self.oid_of: dict[str, str] = {}
         self.path_of: dict[str, object] = {}  # file name -> what the listing gives as its path (5, None, a list)
         self.size_of: dict[str, int] = {}  # file name -> the size the listing gives it (its bytes unchanged)
-        self.tree_next: str | None = None  # a Link header's next page on every listing answer (its own URL: a loop)
+        # a Link header's next page on every listing answer ("self": its own URL, a loop; a whole URL: another host)
+        self.tree_next: str | None = None
         self.endless: set[str] = set()  # "revision", "tree" or file names whose GET bodies never end (chunked)
         self.head_size: dict[str, int] = {}  # file name -> the Content-Length its HEAD claims
         self.moved: dict[str, str] = {}  # file name -> the Location its GETs redirect to
@@ -184,7 +185,8 @@ class FakeHub:
                 body = body * self.repeat + self.extra
             headers = {"Content-Type": "application/json"}
             if parts[4] == "tree" and self.tree_next is not None:
-                headers["Link"] = f'<{self.url}{self.tree_next if self.tree_next != "self" else h.path}>; rel="next"'
+                nxt = h.path if self.tree_next == "self" else self.tree_next
+                headers["Link"] = f'<{nxt if nxt.startswith("http") else self.url + nxt}>; rel="next"'
             data = json.dumps(body).encode()
             if self.gzip_api:
                 data, headers["Content-Encoding"] = gzip.compress(data), "gzip"

@@ -1537,13 +1537,17 @@ def test_one_etag_for_every_file_keeps_each_file_its_own_blob(hub, env, demo_fil
     assert p.returncode == 0, p.stderr.decode()
 
 
-@pytest.mark.parametrize("fault", ["loop", "tree", "revision", "gzip"])
+@pytest.mark.parametrize("fault", ["loop", "elsewhere", "tree", "revision", "gzip"])
 def test_a_listing_or_answer_without_end_is_one_line(hub, env, fault):
     """A listing whose next page was itself was followed for good (867 pages in 40 s, silent); a model info or
-    listing whose JSON never ended was read into memory (1.5 GB in 5 s)."""
+    listing whose JSON never ended was read into memory (1.5 GB in 5 s). A next page on another host was asked
+    with the token (a hostile-hub hunt)."""
     if fault == "loop":
         hub.tree_next = "self"
         why = "its file listing goes back to a page it sent before"
+    elif fault == "elsewhere":
+        hub.tree_next = "http://127.0.0.2:9/api/models/acme/tiny-chat/tree/main?cursor=x"
+        why = "its file listing's next page is on another host (127.0.0.2)"
     elif fault == "gzip":  # counted compressed, 300 MB of JSON passed the cap as 298 kB
         hub.gzip_api = True
         why = "its API answered gzip-compressed where it was asked for plain JSON"

@@ -119,7 +119,11 @@ class Pages:
         following = response.links.get("next", {}).get("url")
         if following is None:
             return
-        if str(request.url.join(following)) in self.sent:
+        nxt = request.url.join(following)
+        if (nxt.scheme, nxt.host, nxt.port) != (request.url.scheme, request.url.host, request.url.port):
+            # huggingface_hub sends the token with each page: a listing whose next page is elsewhere would hand it on
+            raise TooMuch(f"its file listing's next page is on another host ({nxt.host})")
+        if str(nxt) in self.sent:
             raise TooMuch("its file listing goes back to a page it sent before")
         if len(self.sent) >= MAX_PAGES:
             raise TooMuch(f"its file listing runs past {MAX_PAGES} pages")
