@@ -561,6 +561,19 @@ def test_rope_parameters_the_fast_engine_cannot_compute_are_one_line(tiny, home,
     one_line_error(yi("--model", tiny, "-p", "hi", home=home), 3, f"{tiny / 'config.json'}: ", needle)
 
 
+@pytest.mark.parametrize("engine", ["fast", "generate"])
+def test_json_files_saved_with_a_byte_order_mark_load_on_either_engine(tiny, home, engine):
+    """config.json and generation_config.json saved "UTF-8 with BOM" (a Windows editor): the fast engine chatted,
+    while /model and --engine generate failed in transformers' words, "is not a valid JSON file" (a
+    hostile-checkpoint hunt). Left: transformers' generate model reads config.json itself, so that engine takes a
+    BOM in generation_config.json only."""
+    for name in ("config.json", "generation_config.json")[engine == "generate" :]:
+        f = tiny / name
+        f.write_bytes(b"\xef\xbb\xbf" + f.read_bytes())
+    p = yi("--model", tiny, "--engine", engine, "--max-new-tokens", "2", stdin="hi\n/model\n", home=home)
+    assert p.returncode == 0 and "error" not in p.stderr.decode(), p.stderr.decode()
+
+
 def test_an_odd_head_size_is_refused_as_the_model_loads(tiny, home):
     """head_dim 63 loaded, then every turn failed ("The size of tensor a (63) must match ... (64)"): RoPE turns
     pairs of dimensions; transformers refuses it as the model builds (a hostile-checkpoint hunt)."""

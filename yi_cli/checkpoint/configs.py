@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..errors import LoadError, first_line
 from . import light, quantized
+from .files import read_json
 
 
 def quiet_transformers() -> None:
@@ -34,9 +35,24 @@ def _auto_config(path: Path, quant: bool, trust_remote_code: bool):
     from transformers import AutoConfig
 
     try:
+        if bom(path / "config.json") and not trust_remote_code:  # transformers' json.load refuses the BOM ours
+            from transformers import CONFIG_MAPPING  # reads past: the same fields, as from_pretrained reads them
+
+            data = read_json(path / "config.json")
+            return CONFIG_MAPPING[data["model_type"]].from_dict(data)
         return AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code and not quant)
     except Exception as e:
         raise LoadError(f"{path / 'config.json'}: {first_line(e)}") from None
+
+
+def bom(f: Path) -> bool:
+    """f begins with UTF-8's byte-order mark (a Windows editor's save): read by yi-chat, refused by transformers'
+    own reader ("is not a valid JSON file"): the fast engine chatted where /model and --engine generate failed."""
+    try:
+        with open(f, "rb") as fh:
+            return fh.read(3) == b"\xef\xbb\xbf"
+    except OSError:
+        return False
 
 
 def check_before_weights(path: Path, cfg: dict, names: list[str]) -> dict | None:

@@ -242,6 +242,8 @@ def _hf_generation_config(path: Path):
     from transformers import GenerationConfig
 
     try:
+        if configs.bom(path / "generation_config.json"):  # as configs._auto_config: transformers refuses the BOM
+            return GenerationConfig.from_dict(read_json(path / "generation_config.json"))
         return GenerationConfig.from_pretrained(str(path))
     except Exception as e:
         raise LoadError(f"{path / 'generation_config.json'}: {first_line(e)}") from None
