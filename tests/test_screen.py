@@ -561,30 +561,22 @@ def test_a_command_being_typed_is_completed_and_a_message_is_not(term, home):
     assert engine.prompts == ["his"]  # a message that starts like a command is sent as it is
 
 
-def test_a_command_typed_with_a_full_width_slash_is_completed(term, home):
+@pytest.mark.parametrize(
+    "typed,offered,completed",
+    [("／his", "／history", "／history"), ("  /HIS", "/history", "  /history")],
+    ids=["full-width-slash", "blanks-and-capitals"],
+)
+def test_a_command_typed_as_the_chat_reads_it_is_completed(term, home, typed, offered, completed):
     """`／his` (an input method's full-width slash, which runs as /history) offered no completion: Tab did nothing,
-    where `/his` completes. The menu offers the commands as typed, with the full-width slash."""
+    where `/his` completes. The menu offers the commands as typed, with the full-width slash. `  /HIS` too runs as
+    /history, and Tab did nothing for it (prompt_toolkit's WordCompleter matched from the line's first character
+    and by case; a REPL hunt): the completion keeps the blanks typed before it."""
     engine = Scripted("A reply.")
     pane = term(engine, 80, 30)
-    pane.type("／his")
-    pane.wait(lambda s: "／history" in s, "the completion menu offering ／history")
+    pane.type(typed)
+    pane.wait(lambda s: offered in s, f"the completion menu offering {offered}")
     pane.keys("Tab")
-    pane.wait(lambda s: ">>> ／history" in s, "the command completed by Tab")
-    pane.keys("Enter")
-    pane.wait(lambda s: "(no turns yet)" in s, "the command's output")
-    pane.prompt()
-    assert engine.prompts == []
-
-
-def test_a_command_typed_after_blanks_or_in_capitals_is_completed(term, home):
-    """`  /hi` and `/HI` run as /history, but Tab did nothing for them (prompt_toolkit's WordCompleter matched from
-    the line's first character and by case; a REPL hunt). The completion keeps the blanks typed before it."""
-    engine = Scripted("A reply.")
-    pane = term(engine, 80, 30)
-    pane.type("  /HIS")
-    pane.wait(lambda s: "/history" in s, "the completion menu offering /history")
-    pane.keys("Tab")
-    pane.wait(lambda s: ">>>   /history" in s, "the command completed by Tab")
+    pane.wait(lambda s: f">>> {completed}" in s, "the command completed by Tab")
     pane.keys("Enter")
     pane.wait(lambda s: "(no turns yet)" in s, "the command's output")
     pane.prompt()
