@@ -2043,6 +2043,11 @@ def zsh_checks(script: Path, home: Path, tmp_path: Path) -> None:
     assert complete("yi-chat pull --r") == ["--revision"]
     assert complete("yi-chat pull demo-g") == ["demo-gptq8"]
     assert complete("yi-chat completion ") == ["bash", "zsh", "fish"]
+    # a config alias with a space is one name: zsh split it in two, `my` and `model`, neither a model (a README
+    # audit); bash and fish kept it whole
+    (home / "config").mkdir(exist_ok=True)
+    (home / "config" / "config.toml").write_text('[aliases]\n"two words" = "/x"\n')
+    assert complete("yi-chat -m tw") == ["two\\ words"]  # as zsh inserts it, quoted
 
 
 def test_completion_without_a_shell_is_a_usage_error(home):

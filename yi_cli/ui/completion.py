@@ -213,7 +213,8 @@ def zsh() -> str:
 _yi_chat_models() {{
     local -a names
     names=(${{(f)"$(${{words[1]}} completion --list-models 2>/dev/null)"}})
-    _alternative "models:model:(${{names[*]}})" 'dirs:directory:_files -/'
+    # each name as one word (compadd -a: a config alias may hold a space; a (...) list split it again)
+    _alternative 'models:model:compadd -a names' 'dirs:directory:_files -/'
 }}
 _yi_chat_prompt() {{
     local -a slash
