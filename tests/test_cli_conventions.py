@@ -1967,6 +1967,12 @@ def test_bash_completion_script(home, tmp_path):
     assert _bash_complete(script, wrapper, "models", "--temp") == []
     assert _bash_complete(script, wrapper, "pull", "demo-f") == ["demo-fp32"]
     assert _bash_complete(script, wrapper, "pull", "--revision", "") == []
+    # `--device cuda:` as bash splits it at the colon: each match less the text up to the colon, which bash keeps
+    # on the line (it offered nothing); checked in a real bash in tmux too
+    assert _bash_complete(script, wrapper, "--device", "cuda", ":", "") == ["0", "1"]
+    assert _bash_complete(script, wrapper, "--device", "cuda", ":") == ["0", "1"]
+    assert _bash_complete(script, wrapper, "--device", "cuda", ":", "1") == ["1"]
+    assert _bash_complete(script, wrapper, "--device", "cu") == ["cuda", "cuda:0", "cuda:1"]
     # a config alias with a space is one name (it completed as two words)
     (home / "config").mkdir(exist_ok=True)
     (home / "config" / "config.toml").write_text('[aliases]\n"two words" = "/x"\n')

@@ -149,6 +149,20 @@ _yi_chat() {{
     local cur="${{COMP_WORDS[COMP_CWORD]}}" prev="${{COMP_WORDS[COMP_CWORD-1]}}"
     local slash="{slash}"
     COMPREPLY=()
+    # `--device cuda:1`: bash splits the word at the colon (COMP_WORDBREAKS), as `cuda` `:` `1`: the value is
+    # completed whole, and each match given back less the word's text up to its colon (bash replaces what follows)
+    local flag="" word="" strip=""
+    if [[ $COMP_CWORD -ge 3 && "$prev" == ":" ]]; then
+        strip="${{COMP_WORDS[COMP_CWORD-2]}}:"
+        flag="${{COMP_WORDS[COMP_CWORD-3]}}" word="$strip$cur"
+    elif [[ $COMP_CWORD -ge 2 && "$cur" == ":" ]]; then
+        flag="${{COMP_WORDS[COMP_CWORD-2]}}" word="$prev:" strip="$prev:"
+    fi
+    if [[ "$flag" == --device ]]; then
+        COMPREPLY=($(compgen -W "{" ".join(DEVICES)}" -- "$word"))
+        COMPREPLY=("${{COMPREPLY[@]#"$strip"}}")
+        return
+    fi
     if [[ $COMP_CWORD -gt 1 ]]; then
         case "${{COMP_WORDS[1]}}" in
 {sub_block}
