@@ -551,6 +551,46 @@ def test_pickle_only_repo_needs_allow_pickle(hub, env):
     assert len(hub.requests("GET", "/pytorch_model.bin")) == 1
 
 
+def test_a_hub_that_trickles_its_headers_is_a_timeout_not_a_hang(monkeypatch):
+    """A hub that sent its status line, then a header byte every few seconds: each byte reset the read timeout, and
+    `pull` (or -m REPO) hung for good (h11's 16 KiB cap on headers was the only end, ~22 hours; a hostile-hub hunt).
+    An answer's headers come whole within HEADERS_S or the read times out, as a hub that stops answering does."""
+    import threading
+
+    import httpx2
+    from huggingface_hub.utils import get_session
+
+    from yi_cli.checkpoint import hub_http
+
+    stop = threading.Event()
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+
+    def serve():
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+            for _ in range(600):  # 60 s of it at most, then headers that end: a request that got through
+                if stop.wait(0.1):
+                    return
+                conn.sendall(b"a")
+            conn.sendall(b"\r\nContent-Length: 0\r\n\r\n")
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    monkeypatch.setattr(hub_http, "HEADERS_S", 1.0)
+    hub_http.bounded_client()
+    try:
+        with pytest.raises(httpx2.ReadTimeout):
+            get_session().get(f"http://127.0.0.1:{listener.getsockname()[1]}/api/models/acme/x")
+    finally:
+        stop.set()
+        server.join(timeout=70)
+        listener.close()
+
+
 def test_a_hub_that_broke_off_an_answer_is_not_called_unreachable():
     """A Content-Length shorter than the body: the bytes past it broke the next answer on the connection, and the
     line said "cannot reach <hub> (RemoteProtocolError); check the network" of a hub that had answered (a

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 import time
 
 # huggingface_hub's client has no timeout (httpx's None): a hub that accepted the connection and never answered its
@@ -19,6 +20,9 @@ RETRY_WAIT_S = 10
 # A hub that trickles (a byte a second) resets every read timeout and never times out: a pull sat for days. Under
 # SLOW_RATE bytes a second over SLOW_WINDOW_S is one line instead (1 kB/s: a 4 GB shard in 46 days).
 SLOW_RATE, SLOW_WINDOW_S = 1000, 60.0
+# An answer's status line and headers, whole, within this: a hub that sent them a byte every few seconds reset every
+# read timeout and held a pull for a day (h11's 16 KiB cap on headers was the only end).
+HEADERS_S = ANSWER_S
 # A safetensors header's first read (a 6B model's is ~50 kB): longer ones take a second request.
 PEEK = 256 << 10
 # An API answer (the model's info, a page of its file listing) longer than this is refused: a hub whose JSON never
@@ -76,8 +80,8 @@ def bounded_client() -> None:
         client = _http.default_client_factory()
         client.timeout = httpx2.Timeout(ANSWER_S, connect=CONNECT_S)
         client.event_hooks = {**client.event_hooks, "response": [*client.event_hooks.get("response", []), _impatient]}
-        # Each transport (the default and any proxy's) reads its bodies through _steady. Private attributes: a
-        # release without them is read as before, without the rate limit.
+        # Each transport (the default and any proxy's) reads its bodies through _steady, and its headers within
+        # HEADERS_S. Private attributes: a release without them is read as before, without these limits.
         if isinstance(getattr(client, "_transport", None), httpx2.BaseTransport):
             client._transport = _steady_transport(client._transport)
         mounts = getattr(client, "_mounts", None)
@@ -150,9 +154,67 @@ def _steady(stream, cap: int | None = None):
         yield chunk
 
 
+class _Deadline(threading.local):
+    """When the answer being waited for on this thread must have its headers whole (time.monotonic()); None: no
+    answer's headers are being read."""
+
+    at: float | None = None
+
+
+HEADERS_BY = _Deadline()
+
+
+def _bounded_backend(backend):
+    """backend (httpcore2's network backend) whose streams' reads end by HEADERS_BY: each read's timeout is the time
+    left, and a read past it is a ReadTimeout, however the bytes trickle."""
+    import httpcore2
+
+    class Stream(httpcore2.NetworkStream):
+        def __init__(self, inner):
+            self.inner = inner
+
+        def read(self, max_bytes, timeout=None):
+            at = HEADERS_BY.at
+            if at is not None:
+                left = at - time.monotonic()
+                if left <= 0:
+                    raise httpcore2.ReadTimeout(f"no whole answer headers in {HEADERS_S:.0f} s")
+                timeout = left if timeout is None else min(timeout, left)
+            return self.inner.read(max_bytes, timeout)
+
+        def write(self, buffer, timeout=None):
+            return self.inner.write(buffer, timeout)
+
+        def close(self):
+            return self.inner.close()
+
+        def start_tls(self, ssl_context, server_hostname=None, timeout=None):
+            return Stream(self.inner.start_tls(ssl_context, server_hostname, timeout))
+
+        def get_extra_info(self, info):
+            return self.inner.get_extra_info(info)
+
+    class Backend(httpcore2.NetworkBackend):
+        def connect_tcp(self, *args, **kwargs):
+            return Stream(backend.connect_tcp(*args, **kwargs))
+
+        def connect_unix_socket(self, *args, **kwargs):
+            return Stream(backend.connect_unix_socket(*args, **kwargs))
+
+        def sleep(self, seconds):
+            return backend.sleep(seconds)
+
+    return Backend()
+
+
 def _steady_transport(inner):
-    """inner (an httpx2 transport) whose response bodies are read through _steady."""
+    """inner (an httpx2 transport) whose response bodies are read through _steady, and whose answers' headers come
+    whole within HEADERS_S (_bounded_backend)."""
     import httpx2
+
+    pool = getattr(inner, "_pool", None)
+    if pool is not None and hasattr(pool, "_network_backend"):
+        pool._network_backend = _bounded_backend(pool._network_backend)
 
     class Body(httpx2.SyncByteStream):
         def __init__(self, stream, cap):
@@ -178,7 +240,11 @@ def _steady_transport(inner):
             api = "/api/" in request.url.path  # JSON answers, read whole into memory (a file's bytes go to disk)
             if api:  # counted as they come off the socket: a compressed answer (1000:1) would pass the cap
                 request.headers["Accept-Encoding"] = "identity"
-            response = inner.handle_request(request)
+            HEADERS_BY.at = time.monotonic() + HEADERS_S  # the answer's headers are read before it returns
+            try:
+                response = inner.handle_request(request)
+            finally:
+                HEADERS_BY.at = None
             try:
                 PAGES.ranged(request, response)
             except StartsOver:
