@@ -1193,6 +1193,30 @@ def test_an_index_or_a_shard_that_is_no_regular_file_is_said_as_such(tmp_path, w
     assert str(e.value).startswith(needle), str(e.value)
 
 
+def test_a_dangling_link_in_the_index_place_is_no_index_for_either_format(tmp_path):
+    """A link to nothing where the index goes: a plain checkpoint loads without it, and so does a quantized one (the
+    check that said what a FIFO there is refused it: a review)."""
+    from yi_cli.checkpoint import files, quantized
+
+    (tmp_path / "model.safetensors.index.json").symlink_to(tmp_path / "gone")
+    _one_tensor_file(tmp_path / "model.safetensors")
+    files.check_index(tmp_path)  # no index, nothing to check
+    quant = {"bits": 4, "group_size": 128}
+    assert quantized._weight_files(tmp_path, quant, tmp_path / "config.json") == ["model.safetensors"]
+
+
+def test_a_partial_rotary_model_of_odd_head_size_is_not_refused(tmp_path):
+    """The odd head_dim refusal took in Phi (head 9, partial_rotary_factor in rope_parameters: 4 dimensions rotated),
+    which transformers runs (a review): only Llama's heads, all rotated, must be even."""
+    from yi_cli.checkpoint import plausible
+
+    phi = {"model_type": "phi", "hidden_size": 36, "num_attention_heads": 4, "num_key_value_heads": 4}
+    phi["rope_parameters"] = {"rope_type": "default", "rope_theta": 1e4, "partial_rotary_factor": 0.5}
+    plausible.check(phi, tmp_path / "config.json")
+    with pytest.raises(LoadError, match="head_dim = 9 is odd"):
+        plausible.check({**phi, "model_type": "llama", "rope_parameters": None}, tmp_path / "config.json")
+
+
 TOO_DEEP = {  # valid Jinja that Python cannot compile
     "nested-loops": "{% for i in range(2) %}" * 25 + "x" + "{% endfor %}" * 25,
     "nested-ifs": "{% if true %}" * 3000 + "x" + "{% endif %}" * 3000,

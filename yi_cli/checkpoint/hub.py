@@ -630,13 +630,6 @@ def hub_error(e: BaseException, repo: str, local: bool = True) -> LoadError:
             f"{repo}: {where} stopped answering (timed out waiting for data); try again later "
             "(a partial download continues on the next run)"
         )
-    if isinstance(e, (httpx2.RemoteProtocolError, httpx2.ReadError, httpx2.WriteError)) and not isinstance(
-        e, httpx2.ConnectError
-    ):  # reached: it answered, then broke the exchange (a Content-Length shorter than the body sent)
-        return LoadError(
-            f"{repo}: {where} broke off an answer ({e.__class__.__name__}); try again later (a partial download "
-            "continues on the next run)"
-        )
     if isinstance(e, (httpx2.TransportError, errors.OfflineModeIsEnabled)):
         return LoadError(
             f"{repo}: cannot reach {where} ({e.__class__.__name__}); check the network, or set "

@@ -76,10 +76,10 @@ def check(cfg: dict, src: Path) -> None:
     if heads and hidden and cfg.get("head_dim") is None and hidden % heads:
         raise LoadError(f"{src}: hidden_size = {hidden} is not a multiple of num_attention_heads = {heads}")
     head_dim = cfg.get("head_dim") or (hidden // heads if heads and hidden else None)
-    rotated = cfg.get("model_type") == "llama" or "rope_theta" in cfg or "rope_parameters" in cfg
-    if rotated and head_dim and head_dim % 2 and "partial_rotary_factor" not in cfg:
-        # RoPE turns pairs of a head's dimensions: an odd head loaded, then every turn failed ("The size of tensor
-        # a (63) must match the size of tensor b (64)"); transformers refuses it as the model builds
+    if cfg.get("model_type") == "llama" and head_dim and head_dim % 2:
+        # RoPE turns pairs of a head's dimensions: an odd head loaded, then every turn failed on the fast engine
+        # ("The size of tensor a (63) must match the size of tensor b (64)"). Llama's only: other types rotate part
+        # of a head (partial_rotary_factor, at the top or in rope_parameters) and transformers judges them
         raise LoadError(f"{src}: head_dim = {head_dim} is odd, and rotary position embeddings need an even head size")
 
 

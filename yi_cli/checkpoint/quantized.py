@@ -3,13 +3,12 @@ packed tensors into a QWeight (formats.py holds the bit layouts)."""
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import LoadError
-from ..inputs import field
+from ..inputs import field, looked_up
 from .files import Tensors, check_index, index_files, matching, read_json
 
 if TYPE_CHECKING:
@@ -98,7 +97,8 @@ def detect(path: Path, cfg: dict, listed: list[str] | None = None) -> dict | Non
 
 def _weight_files(path: Path, quant: dict, src: Path) -> list[str]:
     idx = path / "model.safetensors.index.json"
-    if os.path.lexists(idx):  # a FIFO or a folder there too: check_index says what it is
+    if looked_up(idx, LoadError, path, "the checkpoint directory") is not None:  # a FIFO or a folder too: check_index
+        # says what it is; a dangling link is no index, as for a plain checkpoint
         check_index(path)
         return sorted(index_files(idx))
     files = [f.name for f in matching(path, "*.safetensors")]
