@@ -493,6 +493,7 @@ def test_paths_are_taken_as_the_shell_takes_them_a_folder_named_tilde_and_a_trai
     chat.handle("hi")
     chat.handle("/save ./~/s.json")
     assert (tmp_path / "~" / "s.json").is_file() and not (tmp_path / "home" / "s.json").exists()
+    assert f"saved to {tmp_path}/~/s.json" in out.getvalue()  # it said "saved to ~/s.json", the home's (a review)
     chat.handle("/load ./~/s.json")
     assert err.getvalue() == "" and out.getvalue().rstrip().endswith("loaded 1 exchange from ./~/s.json")
     for typed in ("/file notes.txt/", "/file notes.txt/.", "/load ./~/s.json/"):

@@ -68,14 +68,16 @@ def test_worker_exception_surfaces_as_one_line(demo_engine, monkeypatch):
 
 def test_a_generation_config_asking_for_beam_search_still_streams_one_sequence(demo_engine, monkeypatch):
     """A checkpoint's generation_config.json with num_beams 2 (or num_return_sequences 2) made generate stream
-    nothing: every reply waited the stream's 300 s, deaf to Ctrl-C and SIGTERM (a hostile-checkpoint hunt). The
-    engine asks for one sequence a token a step, whatever the config says."""
+    nothing: every reply waited the stream's 300 s, deaf to Ctrl-C and SIGTERM (a hostile-checkpoint hunt); with
+    stop_strings every turn failed ("could not locate a tokenizer"; a review). The engine asks for one sequence a
+    token a step, stopped by the template's ids, whatever the config says."""
     from yi_cli.engines import local
 
     monkeypatch.setattr(local, "STREAM_TIMEOUT_S", 60.0)  # a failure is the stall's error, not a 300 s wait
     greedy = run(demo_engine, FRANCE)
     monkeypatch.setattr(demo_engine.model.generation_config, "num_beams", 2)
     monkeypatch.setattr(demo_engine.model.generation_config, "num_return_sequences", 2)
+    monkeypatch.setattr(demo_engine.model.generation_config, "stop_strings", ["zzz"])  # failed every turn (a review)
     assert run(demo_engine, FRANCE)[0] == greedy[0] and "Paris" in greedy[0]
 
 

@@ -271,9 +271,9 @@ def test_the_files_a_listing_leaves_out_are_named_on_one_line(home, capsys, limi
     good.unlink()
     locked.unlink()
     assert sessions_cmd.main([]) == 0
-    assert capsys.readouterr().err == (
-        f"no saved sessions in {where}\n"
-        f"left out 2 files in {where} that yi-chat cannot read as sessions: 20250102-000000-bad000.json, notes.json\n"
+    assert capsys.readouterr().err == (  # one line (a review: it was two)
+        f"no saved sessions in {where} (left out 2 files in {where} that yi-chat cannot read as sessions: "
+        "20250102-000000-bad000.json, notes.json)\n"
     )
 
 

@@ -124,7 +124,8 @@ def user_path(name: str, err: type[YiError] = YiError) -> Path:
     if name.endswith(("/", "/.")) and _file_at(Path(name).expanduser() if name.startswith("~") else Path(name)):
         raise err(f"{shown(name, 200)}: not a directory (a path ending in / names a folder)")
     if not name.startswith("~"):
-        return Path(name)
+        p = Path(name)  # `./~/x` is Path("~/x"), which reads as the home folder's where it is said: made absolute
+        return p.absolute() if str(p).startswith("~") else p
     try:
         return Path(name).expanduser()
     except RuntimeError:

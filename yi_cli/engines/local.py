@@ -221,6 +221,8 @@ def generation_kwargs(s: GenSettings, stop: list[int]) -> dict:
         # (num_beams 2) made generate stream nothing, and the reply waited STREAM_TIMEOUT_S deaf to Ctrl-C
         "num_beams": 1,
         "num_return_sequences": 1,
+        "stop_strings": None,  # the config's need the tokenizer passed in: every turn failed ("could not locate a
+        # tokenizer"); yi-chat stops on the template's end-of-turn ids
         "max_new_tokens": s.max_new_tokens,
         "eos_token_id": stop,
         "pad_token_id": stop[0] if stop else None,

@@ -49,9 +49,9 @@ def main(argv: list[str]) -> int:
         print(json_line(json.dumps(rows, ensure_ascii=False, indent=1)))
         _say_passed(passed, where)
         return 0
-    if not rows:
-        print(f"no saved sessions in {where}", file=sys.stderr)
-        _say_passed(passed, where)
+    if not rows:  # one line, with what was left out
+        left = f" ({_passed(passed, where)})" if passed else ""
+        print(f"no saved sessions in {where}{left}", file=sys.stderr)
         return 0
     print(f"{'updated (UTC)':20}  {'mode':11}  {'model':20}  {'exchanges':>9}  first line  (in {where})")
     for r in rows:
@@ -68,15 +68,15 @@ def main(argv: list[str]) -> int:
 def _say_passed(names: list[str], where: str) -> None:
     """One line on stderr naming the store's files the listing left out: no session yi-chat can read (malformed,
     of another format, permission denied). Left out without a word, a session damaged by hand looked deleted."""
-    if not names:
-        return
+    if names:
+        print(_passed(names, where), file=sys.stderr)
+
+
+def _passed(names: list[str], where: str) -> str:
     shown_names = ", ".join(visible(printable(n)) for n in sorted(names)[:3])
     more = f" and {len(names) - 3} more" if len(names) > 3 else ""
     files = "file" if len(names) == 1 else "files"
-    print(
-        f"left out {len(names)} {files} in {where} that yi-chat cannot read as sessions: {shown_names}{more}",
-        file=sys.stderr,
-    )
+    return f"left out {len(names)} {files} in {where} that yi-chat cannot read as sessions: {shown_names}{more}"
 
 
 def printable(path: str) -> str:
