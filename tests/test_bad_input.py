@@ -649,6 +649,8 @@ def test_a_tilde_for_a_user_this_system_does_not_know(tiny_dir, home):
     who = "~nosuchuser-yi"
     one_line_error(yi("--model", f"{who}/x", "-p", "hi", home=home), 3, f"cannot expand {who}", "no user")
     one_line_error(yi("pull", f"{who}/x", home=home), 2, f"cannot expand {who}")
+    # with a trailing slash, its check expanded the ~ outside the guard: an internal error (RuntimeError)
+    one_line_error(yi("--model", f"{who}/", "-p", "hi", home=home), 3, f"cannot expand {who}", "no user")
     one_line_error(yi("--model", tiny_dir, "-f", f"{who}/notes.txt", "-p", "hi", home=home), 2, f"{who}/notes.txt")
     script = f"/file {who}/f.txt\n/save {who}/s.json\n/load {who}/l.json\nhi\n"
     p = yi("--model", tiny_dir, "--json", "--temperature", "0", "--max-new-tokens", "2", stdin=script, home=home)

@@ -121,24 +121,26 @@ def user_path(name: str, err: type[YiError] = YiError) -> Path:
     `~/notes.txt` and expanded it to the home folder's. A name that ends in / (or /.) names a folder, as for the
     shell: err "NAME: not a directory" where a file is there (pathlib drops the slash, and `notes.txt/` read the
     file)."""
-    if name.endswith(("/", "/.")) and _file_at(Path(name).expanduser() if name.startswith("~") else Path(name)):
+    p = Path(name)
+    if name.startswith("~"):
+        try:
+            p = p.expanduser()
+        except RuntimeError:
+            user = name[1:].split("/", 1)[0]
+            why = f"no user {user!r} here" if user else "no home folder is set"
+            raise err(f"{shown(name, 200)}: cannot expand ~{user} ({why})") from None
+    elif str(p).startswith("~"):  # `./~/x` is Path("~/x"), which reads as the home folder's where it is said
+        p = p.absolute()
+    if name.endswith(("/", "/.")) and _file_at(p):
         raise err(f"{shown(name, 200)}: not a directory (a path ending in / names a folder)")
-    if not name.startswith("~"):
-        p = Path(name)  # `./~/x` is Path("~/x"), which reads as the home folder's where it is said: made absolute
-        return p.absolute() if str(p).startswith("~") else p
-    try:
-        return Path(name).expanduser()
-    except RuntimeError:
-        user = name[1:].split("/", 1)[0]
-        why = f"no user {user!r} here" if user else "no home folder is set"
-        raise err(f"{shown(name, 200)}: cannot expand ~{user} ({why})") from None
+    return p
 
 
 def _file_at(p: Path) -> bool:
     """Something that is no folder is at p (a file, a FIFO; a link's target): what a trailing slash refuses."""
     try:
         return not stat.S_ISDIR(os.stat(p).st_mode)
-    except (OSError, ValueError, RuntimeError):  # nothing there (the open says so), a NUL, an unknown ~USER
+    except (OSError, ValueError):  # nothing there (the open says so), a NUL
         return False
 
 
