@@ -11,7 +11,6 @@ from pathlib import Path
 
 from ..errors import LoadError, first_line
 from . import light, quantized
-from .files import read_json
 
 
 def quiet_transformers() -> None:
@@ -26,20 +25,19 @@ def quiet_transformers() -> None:
 def build(path: Path, cfg: dict, quant: bool, trust_remote_code: bool):
     """The model's config from config.json's dict cfg: a plain Llama config read from the dict, without transformers
     (which only loads when asked: light.py), else transformers' own, which refuses a model_type it does not know."""
-    config = light.llama_view(cfg, lambda: _auto_config(path, quant, trust_remote_code))
-    return config or _auto_config(path, quant, trust_remote_code)
+    config = light.llama_view(cfg, lambda: _auto_config(path, cfg, quant, trust_remote_code))
+    return config or _auto_config(path, cfg, quant, trust_remote_code)
 
 
-def _auto_config(path: Path, quant: bool, trust_remote_code: bool):
+def _auto_config(path: Path, cfg: dict, quant: bool, trust_remote_code: bool):
     quiet_transformers()
     from transformers import AutoConfig
 
     try:
         if bom(path / "config.json") and not trust_remote_code:  # transformers' json.load refuses the BOM ours
-            from transformers import CONFIG_MAPPING  # reads past: the same fields, as from_pretrained reads them
+            from transformers import CONFIG_MAPPING  # reads past: cfg's fields, as from_pretrained reads them
 
-            data = read_json(path / "config.json")
-            return CONFIG_MAPPING[data["model_type"]].from_dict(data)
+            return CONFIG_MAPPING[cfg["model_type"]].from_dict(cfg)
         return AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code and not quant)
     except Exception as e:
         raise LoadError(f"{path / 'config.json'}: {first_line(e)}") from None

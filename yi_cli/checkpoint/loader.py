@@ -233,17 +233,19 @@ def open_checkpoint(
 def _generation_config(path: Path):
     if not (path / "generation_config.json").is_file():
         return None
-    view = light.generation_view(read_json(path / "generation_config.json"), lambda: _hf_generation_config(path))
-    return view or _hf_generation_config(path)
+    data = read_json(path / "generation_config.json")
+    view = light.generation_view(data, lambda: _hf_generation_config(path, data))
+    return view or _hf_generation_config(path, data)
 
 
-def _hf_generation_config(path: Path):
+def _hf_generation_config(path: Path, data: dict):
+    """transformers' GenerationConfig of generation_config.json, whose dict (as yi-chat read it) is `data`."""
     configs.quiet_transformers()
     from transformers import GenerationConfig
 
     try:
         if configs.bom(path / "generation_config.json"):  # as configs._auto_config: transformers refuses the BOM
-            return GenerationConfig.from_dict(read_json(path / "generation_config.json"))
+            return GenerationConfig.from_dict(data)
         return GenerationConfig.from_pretrained(str(path))
     except Exception as e:
         raise LoadError(f"{path / 'generation_config.json'}: {first_line(e)}") from None

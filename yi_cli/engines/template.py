@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..checkpoint.files import TEMPLATE_LIMIT
-from ..errors import YiError, failed, failure, first_line, shown
+from ..errors import LoadError, YiError, failed, failure, first_line, shown
 from ..rust_panic import reports_held
 from . import timebox
 
@@ -58,8 +58,7 @@ def template_of(tokenizer) -> str | None:
     if isinstance(tpl, dict):  # several named templates: take the default one
         tpl = tpl.get("default") or next(iter(tpl.values()), None)
     if tpl is not None and not isinstance(tpl, str):  # `"chat_template": 5` (or true, or a list of them): it was
-        from ..errors import LoadError  # an internal error (AttributeError) as the model loaded
-
+        # an internal error (AttributeError) as the model loaded
         where = Path(getattr(tokenizer, "name_or_path", "") or ".") / "tokenizer_config.json"
         raise LoadError(
             f"{shown(str(where), 200)}: chat_template is not text ({shown(repr(tpl), 40)}); --raw runs the model "
@@ -79,7 +78,6 @@ def _parses(source: str, where: str) -> None:
     import jinja2
 
     from ..checkpoint.light_tokenizer import compile_template
-    from ..errors import LoadError
 
     def named() -> Path | str:  # looked up where a template is refused, not at every load
         folder = Path(where)
@@ -141,8 +139,6 @@ class Template:
         """A tokenizer whose ids for a short chat are past the model's vocabulary (the files of another model) is
         refused as the model loads: every turn failed with "generation failed (IndexError: index 70000 is out of
         bounds ...)". A template that cannot render the probe is left to the first turn to say so."""
-        from ..errors import LoadError
-
         try:  # build's render and ids, unchecked: encode would refuse them as a turn
             ids = self.encode(self.render([{"role": "user", "content": PROBE_USER}]), self.source is None, fits=False)
         except YiError:
