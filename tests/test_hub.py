@@ -1022,16 +1022,26 @@ def test_pull_on_a_terminal_draws_one_rich_bar_with_size_and_speed(hub, env):
     assert b"it/s" not in child.before and hub.requests("GET", "/model.safetensors")[-1][2] is not None
 
 
-def test_a_config_with_implausible_sizes_is_refused_before_its_weights_and_listed_with_the_reason(hub, env, demo_files):
+@pytest.mark.parametrize(
+    "change,said",
+    [
+        ({"num_hidden_layers": -3}, "config.json: num_hidden_layers = -3 is not a plausible size (expected 1..1024)"),
+        ({"rope_scaling": {"type": "bogus", "factor": 2.0}}, "config.json: rope_type 'bogus' is not one yi-chat knows"),
+    ],
+    ids=["layers", "rope-type"],
+)
+def test_a_config_with_implausible_sizes_is_refused_before_its_weights_and_listed_with_the_reason(
+    hub, env, demo_files, change, said
+):
     """`num_hidden_layers: -3`: `pull` fetched every weight file, said "ready" (exit 0) and `models` listed it ok,
     then -m refused it (exit 3). The fetch refuses it in one line before the weights (as the loader would, exit 3);
     `models` gives the reason, for the snapshot that leaves (not "a pull continues it": a pull stops there again)
-    and for one fetched whole before this check."""
+    and for one fetched whole before this check. A rope_type Llama's rotary embedding does not know was the same
+    (-m refused it only as the model loaded)."""
     cfg = json.loads(demo_files["config.json"])
-    cfg["num_hidden_layers"] = -3
+    cfg.update(change)
     odd = json.dumps(cfg).encode()
     hub.repos["acme/odd"] = Repo({**demo_files, "config.json": odd})
-    said = "config.json: num_hidden_layers = -3 is not a plausible size (expected 1..1024)"
     error_line(yi(env, "pull", "acme/odd"), 3, said)
     error_line(yi(env, "-m", "acme/odd", "-p", "hi"), 3, said)
     assert not hub.requests("GET", "/model.safetensors")

@@ -115,10 +115,35 @@ def test_scaled_rope_uses_the_real_config_and_transformers_values(raw):
         {**YI_6B, "tie_word_embeddings": 1},
         {**YI_6B, "eos_token_id": "2"},
         {**YI_6B, "partial_rotary_factor": 0.5},
+        # rope_scaling wins over rope_parameters in LlamaConfig (the view took rope_parameters' theta and kind)
+        {**YI_6B, "rope_parameters": {"rope_type": "default", "rope_theta": 1e7}, "rope_scaling": {"type": "linear"}},
     ],
 )
 def test_anything_unusual_gets_the_real_config(raw):
     assert light.llama_view(raw, None) is None
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        YI_6B,
+        *SCALED,
+        {**YI_6B, "rope_parameters": {"rope_theta": 1e6}},
+        {**YI_6B, "rope_parameters": {"rope_type": "linear"}, "rope_scaling": {"type": "yarn", "factor": 3}},
+        {**YI_6B, "rope_scaling": {"type": "bogus", "rope_type": "linear", "factor": 2.0}},
+        {**YI_6B, "rope_scaling": {"type": "bogus"}},
+    ],
+    ids=range(len(SCALED) + 5),
+)
+def test_rope_kind_is_the_one_llamaconfig_standardizes_to(raw):
+    """plausible.rope_kind judges config.json for `models` and `pull` without transformers: it must name the kind
+    LlamaConfig ends with, and plausible.ROPE_TYPES the kinds rotary() computes."""
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    from yi_cli.checkpoint import plausible
+
+    assert plausible.ROPE_TYPES == tuple(sorted({"default", *ROPE_INIT_FUNCTIONS}))
+    assert plausible.rope_kind(raw) == llama_config(raw).rope_parameters["rope_type"]
 
 
 def test_demo_checkpoint_views_equal_transformers(demo_dir):

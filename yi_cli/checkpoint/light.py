@@ -61,11 +61,13 @@ def _ids(v) -> bool:
 def rope_parameters(raw: dict) -> dict | None:
     """LlamaConfig's standardized rope_parameters for the original RoPE, None for any other kind."""
     rp = raw.get("rope_parameters")
+    if raw.get("rope_scaling") is not None:  # LlamaConfig takes it over rope_parameters (theta and all)
+        return None
     if rp is not None:
         if type(rp) is not dict or set(rp) - {"rope_theta", "rope_type"} or rp.get("rope_type", "default") != "default":
             return None
         theta = rp.get("rope_theta", raw.get("rope_theta", DEFAULT_THETA))
-    elif raw.get("rope_scaling") is None and "partial_rotary_factor" not in raw:
+    elif "partial_rotary_factor" not in raw:
         theta = raw.get("rope_theta", DEFAULT_THETA)
     else:
         return None

@@ -69,6 +69,10 @@ def check(cfg: dict, src: Path) -> None:
         if v is not None and (type(v) not in (int, float) or not (v > 0 if positive else v >= 0)):
             want = "a positive number" if positive else "a number >= 0"
             raise LoadError(f"{src}: {key} must be {want}, found {type_name(v)} {v!r:.40}")
+    kind = rope_kind(cfg)
+    if cfg.get("model_type") == "llama" and kind not in ROPE_TYPES:
+        # -m refused it only as the model loaded (llama.rotary), after `pull` said ready and `models` listed it ok
+        raise LoadError(f"{src}: rope_type {kind!r:.40} is not one yi-chat knows ({', '.join(ROPE_TYPES)})")
     heads, kv = cfg.get("num_attention_heads"), cfg.get("num_key_value_heads")
     if heads and kv and heads % kv:
         raise LoadError(f"{src}: num_attention_heads = {heads} is not a multiple of num_key_value_heads = {kv}")
@@ -81,6 +85,22 @@ def check(cfg: dict, src: Path) -> None:
         # ("The size of tensor a (63) must match the size of tensor b (64)"). Llama's only: other types rotate part
         # of a head (partial_rotary_factor, at the top or in rope_parameters) and transformers judges them
         raise LoadError(f"{src}: head_dim = {head_dim} is odd, and rotary position embeddings need an even head size")
+
+
+# The rope kinds Llama's rotary embedding computes: "default" and transformers' ROPE_INIT_FUNCTIONS (tests/test_start.py
+# compares them), named here so that `models` and `pull` judge a config without importing transformers.
+ROPE_TYPES = ("default", "dynamic", "linear", "llama3", "longrope", "proportional", "yarn")
+
+
+def rope_kind(cfg: dict):
+    """The rope_type LlamaConfig standardizes config.json's dict to: rope_scaling's where it is set (it wins over
+    rope_parameters), its legacy "type" where "rope_type" is missing, "default" where neither says."""
+    rope = cfg.get("rope_scaling")
+    if rope is None:
+        rope = cfg.get("rope_parameters")
+    if type(rope) is not dict:
+        return "default"
+    return rope.get("rope_type", rope.get("type", "default"))
 
 
 # Heads of transformers' model classes that do not write text: an encoder's masked LM or pre-training heads, the
