@@ -562,12 +562,16 @@ def test_rope_parameters_the_fast_engine_cannot_compute_are_one_line(tiny, home,
 
 
 @pytest.mark.parametrize("engine", ["fast", "generate"])
-def test_json_files_saved_with_a_byte_order_mark_load_on_either_engine(tiny, home, engine):
+@pytest.mark.parametrize("generation", ["bom", "missing"])
+def test_json_files_saved_with_a_byte_order_mark_load_on_either_engine(tiny, home, engine, generation):
     """config.json and generation_config.json saved "UTF-8 with BOM" (a Windows editor): the fast engine chatted,
     while /model and --engine generate failed in transformers' words, "is not a valid JSON file" (a
-    hostile-checkpoint hunt). Left: transformers' generate model reads config.json itself, so that engine takes a
-    BOM in generation_config.json only."""
-    for name in ("config.json", "generation_config.json")[engine == "generate" :]:
+    hostile-checkpoint hunt). The generate engine still failed so where generation_config.json was missing or had
+    a BOM too: transformers' model loader then read config.json itself."""
+    names = ["config.json"] + (["generation_config.json"] if generation == "bom" else [])
+    if generation == "missing":
+        (tiny / "generation_config.json").unlink()
+    for name in names:
         f = tiny / name
         f.write_bytes(b"\xef\xbb\xbf" + f.read_bytes())
     p = yi("--model", tiny, "--engine", engine, "--max-new-tokens", "2", stdin="hi\n/model\n", home=home)

@@ -25,6 +25,7 @@ def _plain(ckpt):
         model, info = AutoModelForCausalLM.from_pretrained(
             str(ckpt.path),
             config=ckpt.hf_config,
+            **_generation_config(ckpt),
             dtype=ckpt.dtype,
             device_map=ckpt.device if ckpt.device != "cpu" else None,
             use_safetensors=ckpt.safetensors or None,
@@ -39,6 +40,22 @@ def _plain(ckpt):
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
         raise LoadError(f"{ckpt.files[0] if len(ckpt.files) == 1 else ckpt.path}: missing tensor {missing[0]}{more}")
     return model
+
+
+def _generation_config(ckpt) -> dict:
+    """from_pretrained's generation_config where config.json has a byte-order mark: without one given, transformers
+    reads generation_config.json itself, and where that is missing or refused (a BOM too), config.json, which it
+    refuses ("is not a valid JSON file": every such checkpoint failed on the generate engine, exit 3). yi-chat read
+    both already (configs.bom); the model's config is then the generation config's source, as in transformers."""
+    from ..checkpoint import configs
+
+    if ckpt.trust_remote_code or not configs.bom(ckpt.path / "config.json"):
+        return {}  # a remote-code model's own generate function loads only on transformers' path
+    if ckpt.generation_config is not None:
+        return {"generation_config": ckpt.hf_generation_config}
+    from transformers import GenerationConfig
+
+    return {"generation_config": GenerationConfig.from_model_config(ckpt.hf_config)}
 
 
 def meta_model(config, dtype=None):
