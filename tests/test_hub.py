@@ -390,6 +390,9 @@ def test_a_hub_that_ignores_range_and_cuts_every_answer_says_so(hub, env, demo_f
     p = yi(env, "pull", "acme/tiny-chat")  # the whole file, from its start
     assert p.returncode == 0, p.stderr.decode()
     assert (snapshot(env) / "model.safetensors").read_bytes() == demo_files["model.safetensors"]
+    # it said "(resumed at 262.1 kB)" and "114.0 MB, 113.7 MB of it fetched" of the file sent whole again
+    err = p.stderr.decode()
+    assert "resumed at" not in err and "of it fetched" not in err and re.search(r"tiny-chat ready \([\d.]+ MB in ", err)
 
 
 def test_a_hub_asking_to_wait_an_hour_says_so_at_once(hub, env):

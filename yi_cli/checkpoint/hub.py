@@ -738,6 +738,7 @@ class Progress:
         self.waited = self.fetched = False  # waited on another process's lock; fetched a file itself
         self.t0 = self.t_file = time.monotonic()
         self.total = self.done_bytes = self.file_bytes = self.file_have = 0
+        self.lost = 0  # bytes that were here when the pull started, fetched again: the hub ignored a Range request
 
     def start(self, repo: str, files: list[tuple[str, int, int]]) -> None:
         """Nothing shows yet: a repo that turns out gated or missing at its first file gets only its error line."""
@@ -788,6 +789,15 @@ class Progress:
         self.waited = True
         self._line(f"{name}: another process is fetching it (its lock is held); waiting for it to finish")
 
+    def restarted(self, initial: int) -> None:
+        """huggingface_hub's bar for the file starts at `initial` bytes: below what was here (a hub that ignored the
+        Range request sent the whole file, which is written again from its start), the file is not resumed; it said
+        "resumed at N kB" and counted the N kB as not fetched."""
+        if initial < self.file_have:
+            self.lost += self.file_have - initial
+            self.advance(initial - self.file_have)
+            self.file_have = initial
+
     def advance(self, n: int) -> None:
         self.done_bytes += n
         if self.live is not None:
@@ -816,7 +826,7 @@ class Progress:
     def done(self, repo: str) -> None:
         if self.opened:
             dt = max(time.monotonic() - self.t0, 1e-6)
-            had = sum(have for _, _, have in self.files)  # a resumed pull: "114.0 MB in 7.4 s" counted them too
+            had = sum(have for _, _, have in self.files) - self.lost  # resumed: "114.0 MB in 7.4 s" counted them
             now = f", {_size(self.total - had)} of it fetched" if had else ""
             if self.waited and not self.fetched:  # it said ready without a line before (a second pull at once)
                 now = ", fetched by another process"
@@ -838,8 +848,8 @@ class Progress:
         owner = self
 
         class Bar:
-            def __init__(self, *args, **kwargs):
-                pass
+            def __init__(self, *args, initial=0, **kwargs):
+                owner.restarted(int(initial or 0))
 
             def __enter__(self):
                 return self
