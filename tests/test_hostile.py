@@ -804,6 +804,9 @@ JSON_FILE_CASES = {
         '{"weight_map": {"a": "../../etc/passwd"}}',
         "not a file name in the directory",
     ),
+    # a NUL in a shard's name was "missing" (the lookup's ValueError), half a character an internal error
+    "index-nul": ("model.safetensors.index.json", '{"weight_map": {"a": "m\\u0000.safetensors"}}', "not a file name"),
+    "index-surrogate": ("model.safetensors.index.json", '{"weight_map": {"a": "\\ud800.st"}}', "not a file name"),
     "index-inf": (
         "model.safetensors.index.json",
         '{"metadata": {"total_size": Infinity}, "weight_map": {}}',

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import struct
 from contextlib import ExitStack
 from pathlib import Path
@@ -131,20 +132,22 @@ def check_index(path: Path) -> None:
             raise LoadError(f"{path / n}: weight shard listed in the index is a {kind}, not a regular file")
 
 
+def impossible_name(name: str) -> bool:
+    """A name no file can have: a NUL byte, half a character (a surrogate: JSON's "\\ud800"), over 255 bytes.
+    Looked for, the first was ValueError, the second UnicodeEncodeError, the last ENAMETOOLONG."""
+    return (
+        "\0" in name
+        or re.search("[\ud800-\udfff]", name) is not None
+        or len(name.encode("utf-8", "surrogatepass")) > 255
+    )
+
+
 def index_files(idx: Path) -> set[str]:
     """The shard names of a safetensors index: plain file names only (no paths out of the directory)."""
     wm = read_json(idx).get("weight_map")
     if not isinstance(wm, dict) or not all(isinstance(v, str) for v in wm.values()):
         raise LoadError(f"{idx}: weight_map must be an object of tensor name -> file name")
-    # a name past 255 bytes is none a file can have: looked for, it was ENAMETOOLONG (an internal error)
-    bad = next(
-        (
-            v
-            for v in wm.values()
-            if not v or Path(v).name != v or v in (".", "..") or len(v.encode("utf-8", "surrogatepass")) > 255
-        ),
-        None,
-    )
+    bad = next((v for v in wm.values() if not v or Path(v).name != v or v in (".", "..") or impossible_name(v)), None)
     if bad is not None:
         raise LoadError(f"{idx}: weight_map names {shown(bad, 60)!r}, not a file name in the directory")
     return set(wm.values())

@@ -29,7 +29,7 @@ from .. import inputs, terminal
 from ..errors import LoadError, shown
 from . import configs, hub_http, plausible
 from .family import BY_REPO, repo_of
-from .files import check_unquantized, read_config, read_json
+from .files import check_unquantized, impossible_name, read_config, read_json
 from .hub_http import endpoint
 
 # What yi-chat reads from a checkpoint; README, weights of other frameworks, GGUF and images stay on the hub.
@@ -263,7 +263,7 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
                     f"{repo}: {endpoint()} lists {shown(f.path, 200)} twice, as two different files; check HF_ENDPOINT"
                 )
     for f in files:  # each one's blob name in the cache where its ETag is not one (_fetch_file)
-        if "\0" in f.path or re.search("[\ud800-\udfff]", f.path) or len(f.path.encode("utf-8", "surrogatepass")) > 255:
+        if any(impossible_name(part) for part in f.path.split("/")):
             # no file can have that name: it was found out as the snapshot's link, after the blob was fetched
             raise _not_a_name(repo, "a file name", f.path)
         if not isinstance(blob_id := _etag(f), str) or not BLOB.fullmatch(blob_id):
