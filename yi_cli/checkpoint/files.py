@@ -116,13 +116,13 @@ def matching(path: Path, pattern: str) -> list[Path]:
     return sorted(path.glob(pattern))
 
 
-def check_index(path: Path) -> None:
-    """The index's shards are all there as regular files. An index that is no regular file (a FIFO, a device) is
-    refused as any checkpoint JSON is (it was passed over in silence), and a shard that is one is said as what it
-    is (a link to /dev/zero was "missing")."""
+def check_index(path: Path) -> set[str] | None:
+    """The index's shards are all there as regular files: their names, None where there is no index (a dangling
+    link is none). An index that is no regular file (a FIFO, a device) is refused as any checkpoint JSON is (it was
+    passed over in silence), and a shard that is one is said as what it is (a link to /dev/zero was "missing")."""
     idx = path / "model.safetensors.index.json"
     if inputs.looked_up(idx, LoadError, path, "the checkpoint directory") is None:
-        return
+        return None
     names = index_files(idx)  # read_json: a FIFO or a device is "not a regular file"
     for n in sorted(names):
         kind = inputs.looked_up(path / n, LoadError, path / n, "the weight shard")
@@ -130,6 +130,7 @@ def check_index(path: Path) -> None:
             raise LoadError(f"{path / n}: weight shard listed in the index is missing")
         if kind != "regular file":
             raise LoadError(f"{path / n}: weight shard listed in the index is a {kind}, not a regular file")
+    return names
 
 
 def impossible_name(name: str) -> bool:

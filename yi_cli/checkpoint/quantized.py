@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import LoadError
-from ..inputs import field, looked_up
+from ..inputs import field
 from .files import Tensors, check_index, index_files, matching, read_json
 
 if TYPE_CHECKING:
@@ -96,11 +96,9 @@ def detect(path: Path, cfg: dict, listed: list[str] | None = None) -> dict | Non
 
 
 def _weight_files(path: Path, quant: dict, src: Path) -> list[str]:
-    idx = path / "model.safetensors.index.json"
-    if looked_up(idx, LoadError, path, "the checkpoint directory") is not None:  # a FIFO or a folder too: check_index
-        # says what it is; a dangling link is no index, as for a plain checkpoint
-        check_index(path)
-        return sorted(index_files(idx))
+    names = check_index(path)  # None: no index (a dangling link is none, as for a plain checkpoint)
+    if names is not None:
+        return sorted(names)
     files = [f.name for f in matching(path, "*.safetensors")]
     if not files:
         raise LoadError(f"{path}: no *.safetensors weight files (quantized checkpoints load only from safetensors)")
