@@ -115,7 +115,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if not self._authorized():
             return
-        if self.path.rstrip("/") != "/v1/models":
+        if self.path.split("?")[0].rstrip("/") != "/v1/models":
             return self._error(404, f"no route {self.path}")
         self.app.models_asked.set()
         if self.app.models_gate is not None:
@@ -125,7 +125,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         if not self._authorized():
             return
-        if self.path.rstrip("/") != "/v1/chat/completions":
+        if self.path.split("?")[0].rstrip("/") != "/v1/chat/completions":
             return self._error(404, f"no route {self.path}")
         length = int(self.headers.get("Content-Length") or 0)
         if length > MAX_BODY:

@@ -2089,8 +2089,12 @@ def test_endpoint_and_key_from_the_environment_shown_by_model_never_the_key(home
 
 
 def test_a_chat_says_when_the_environment_chose_its_server(server, home, tmp_path):
-    child = spawn(home=home, cwd=tmp_path, env={"OPENAI_BASE_URL": server.url})
-    assert f"streaming from {server.url} (set by $OPENAI_BASE_URL" in child.before  # the screen before the prompt
+    """Its password and secret query values as ***: the line showed the URL as the variable held it."""
+    url = server.url.replace("://", "://alice:pw-SECRET1@") + "?api-version=2&sig=SIG-SECRET9"
+    child = spawn(home=home, cwd=tmp_path, env={"OPENAI_BASE_URL": url})
+    shown = server.url.replace("://", "://***@") + "?api-version=2&sig=***"
+    assert f"streaming from {shown} (set by $OPENAI_BASE_URL" in child.before  # the screen before the prompt
+    assert "SECRET" not in child.before
     child.sendline("/model")
     child.expect_exact("endpoint from $OPENAI_BASE_URL")
     child.expect_exact(">>>")
@@ -2110,6 +2114,10 @@ def test_a_server_the_environment_or_config_chose_that_fails_at_start_is_said_to
         assert line.endswith(f"(set by ${var}{tail}"), line
         line = one_line_error(yi("-p", "hi", home=home, env={var: "ftp://x"}), 2, "ftp://x: not an http(s) URL")
         assert line.endswith(f"(set by ${var}{tail}"), line
+        # its secret query values as *** (the user info was hidden, the query's api-key shown)
+        bad = "ftp://u:pw-SECRET1@x/v1?api-key=KEY-SECRET2&v=1#top"
+        line = one_line_error(yi("-p", "hi", home=home, env={var: bad}), 2, "ftp://***@x/v1?api-key=***&v=1#top: not")
+        assert "SECRET" not in line, line
     line = one_line_error(yi("--endpoint", url, "-p", "hi", home=home), 3, f"{url}/models: cannot connect")
     assert "set by" not in line, line
     (home / "config").mkdir()

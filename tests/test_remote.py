@@ -378,3 +378,21 @@ def test_cli_end_to_end_against_the_demo_model_served_over_http(demo_fp32_engine
     assert proc.returncode == 0, proc.stderr
     assert "Paris" in proc.stdout
     assert srv.requests[0]["model"] == "demo-fp32" and srv.requests[0]["temperature"] == 0
+
+
+def test_the_redaction_masks_a_secret_cut_short_and_a_held_end_cut_there():
+    """Text cut before the redaction (one_line's "…") kept a secret's first characters: 44 of an API key's 51 in a
+    bad chunk's note; a reply cut (token limit, dropped stream) while its end was held back as a possible secret
+    let that end out. Four characters or more of a secret are masked; fewer are any text's ("al" of "partial")."""
+    from yi_cli.engines.remote_endpoint import Redactor, StreamRedactor
+
+    key = "sk-proj-ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    r = Redactor([key, "alice"])
+    assert r(f"bad: x {key[:20]}… (check)") == "bad: x ***… (check)"
+    assert r(f"bad: x {key[:3]}… {key} ali…") == "bad: x sk-… *** ali…"  # three characters: not masked
+    assert r("a whole word… ends") == "a whole word… ends"
+    for cut, want in ((True, "says ***"), (False, f"says {key[:12]}")):
+        s = StreamRedactor(r)
+        assert s.feed("says ") + s.feed(key[:6]) + s.feed(key[6:12]) + s.flush(cut=cut) == want
+    s = StreamRedactor(r)
+    assert s.feed("partial") + s.flush(cut=True) == "partial"  # "al" held (alice's start), then let out

@@ -339,6 +339,18 @@ def test_https_to_http_downgrade_is_refused(cert, monkeypatch):
     assert "downgrade to http); not followed" in one_line(e)
 
 
+def test_a_redirect_to_another_scheme_or_port_says_which():
+    """A redirect to ftp:// on the same port was refused as "another port or a downgrade to http"."""
+    for target, why in (
+        ("ftp://127.0.0.1:{port}/v1/models", "another scheme, ftp"),
+        ("http://127.0.0.1:1/v1", "another port"),
+    ):
+        with Server(lambda h, t=target: h.redirect(t.format(port=h.server.server_address[1]), 307)) as srv:
+            with pytest.raises(LoadError) as e:
+                RemoteEngine(srv.root, "sk-key-5678", limits=small())
+        assert f"({why}); not followed" in one_line(e), one_line(e)
+
+
 BAD_CHUNKS = [
     ('{"choices": [{"index": 0, "delta": {"content": "a\\ud800b"}}]}', "lone surrogate"),
     ('{"choices": [{"index": 0, "delta": {"content": "\\udc00b"}}]}', "lone surrogate"),  # no first half before

@@ -41,6 +41,8 @@ def echoing(h):
         return h.json(200, {"data": [{"id": "echo-model"}]})
     if prompt == "unauthorized":
         return h.json(401, {"error": {"message": f"Incorrect API key provided: {leak}"}})
+    if prompt == "longerror":  # the message is cut (at 200 characters) within the credential
+        return h.json(401, {"error": {"message": "x" * 170 + f" {leak}"}})
     if prompt == "crash":
         body = f"Traceback: {leak}".encode()
         h.send_response(500)
@@ -56,6 +58,21 @@ def echoing(h):
     elif prompt == "badchunk":
         h.event(f'{{"choices": [{{"delta": {{"content": 7, "echo": "{leak}"}}}}]}}')
         h.event({"choices": [{"index": 0, "delta": {"content": " done"}, "finish_reason": "stop"}]})
+    elif prompt == "longbadchunk":  # the bad chunk's note is cut (at 60 characters) within the credential
+        h.event("y" * 35 + f" {leak}")
+        h.event({"choices": [{"index": 0, "delta": {"content": " done"}, "finish_reason": "stop"}]})
+    elif prompt == "cutsecret":  # the reply repeats the credential's first 12 characters, then the stream drops
+        secret = bearer.split(" ", 1)[1] if " " in bearer else key
+        for i in range(0, 12, 3):
+            h.event({"choices": [{"index": 0, "delta": {"content": secret[i : i + 3]}}]})
+        h.close_connection = True
+        h.connection.shutdown(socket.SHUT_RDWR)
+        return
+    elif prompt == "finishdrop":  # the reply ended as the server said, then it dropped the stream without [DONE]
+        h.event({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        h.close_connection = True
+        h.connection.shutdown(socket.SHUT_RDWR)
+        return
     elif prompt == "leakytext":  # the reply itself repeats them, three characters a chunk
         for i in range(0, len(leak), 3):
             h.event({"choices": [{"index": 0, "delta": {"content": leak[i : i + 3]}}]})
@@ -110,6 +127,10 @@ def test_no_credential_in_any_byte_written(tmp_path, key_from):
                     "elsewhere",
                     "drop",
                     "leakytext",
+                    "longerror",
+                    "longbadchunk",
+                    "cutsecret",
+                    "finishdrop",
                     "/model",
                     f"/save {save}",
                     "/history",
@@ -140,6 +161,8 @@ def test_no_credential_in_any_byte_written(tmp_path, key_from):
     assert f"server error mid-stream: worker died: auth={auth}" in err
     assert "(another host); not followed" in err and "token=***" in err
     assert "dropped mid-stream" in err and "skipped 1 bad chunk" in err
+    # a credential cut by a message's length: its first characters as *** (16 and 11 of them were shown)
+    assert err.count(f"auth={auth}…") == 2 and "x" * 20 in err and "y" * 20 in err, err
     assert f"http://***@127.0.0.1:{srv.port}/v1?api-version=1&token=***" in chat.stdout.decode()  # /model
     assert one_shot.returncode == 1 and "HTTP 500" in one_shot.stderr.decode()
     assert (
@@ -157,10 +180,16 @@ def test_no_credential_in_any_byte_written(tmp_path, key_from):
             f"url=/v1/chat/completions?api-version=1&token=*** key64={'***' if key_from != 'userinfo' else ''} "
             "token64=***"
         ),
+        "partial done",
+        "partial***",  # the credential's first characters, held back, then cut: 12 of them were kept
+        "partial",  # whole: the server said it ended, then dropped the stream (it was interrupted, exit 1)
     ]
     assert [t["finish_reason"] for t in saved["turns"] if t["role"] == "assistant"] == [
         "stop",
         "interrupted",
+        "stop",
+        "interrupted",
+        "stop",
         "stop",
         "interrupted",
         "stop",
@@ -172,3 +201,4 @@ def test_no_credential_in_any_byte_written(tmp_path, key_from):
     assert b"***" in written
     for secret in SECRETS:
         assert secret.encode() not in written, f"{secret!r} was written"
+        assert secret[:10].encode() not in written, f"{secret!r}'s first characters were written"

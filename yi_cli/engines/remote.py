@@ -138,18 +138,20 @@ class RemoteEngine:
                     if text := scrub.feed(piece):
                         yield Text(text)
                 stats = self._finish(answer, reply, cancel)
-            if text := scrub.flush():
+            if text := scrub.flush(cut=stats.finish_reason in (FINISH_LENGTH, FINISH_INTERRUPTED)):
                 yield Text(text)
         except YiError as e:
             self._note(reply)
-            if reply.reason is not None and reply.watch is not None and reply.watch.why == "idle":  # the server said
-                if text := scrub.flush():  # the reply ended, then held the stream open: it ended as the server said
+            if reply.reason is not None and (reply.ended or reply.watch is not None and reply.watch.why == "idle"):
+                # the reply ended as the server said (a finish reason on its own chunk), then the server held the
+                # stream open or dropped it without [DONE]: the drop made the whole reply a failure, exit 1
+                if text := scrub.flush():
                     yield Text(text)
                 yield Finish(reply.stats(map_reason(reply.reason)))
                 return
             if not (cancel.is_set() or reply.chunks):
                 raise
-            if text := scrub.flush():  # a held-back end that began like a secret but was not one
+            if text := scrub.flush(cut=True):  # a held-back end: "***" where it began like a secret
                 yield Text(text)
             if not cancel.is_set():  # text reached the user: the reply is kept, marked, and the error says why
                 raise ReplyCut(str(e), reply.stats(FINISH_INTERRUPTED)) from None
@@ -178,7 +180,7 @@ class RemoteEngine:
             try:
                 data = line[5:].decode("utf-8").strip()
             except UnicodeDecodeError:
-                reply.bad("not UTF-8", repr(line[5:65]))
+                reply.bad("not UTF-8", repr(line[5:4096]))  # cut by `bad` with a "…", which the redaction sees
                 continue
             if data == "[DONE]":
                 reply.done = True
@@ -195,6 +197,7 @@ class RemoteEngine:
                 # chunks too ("stop" on every chunk, on a reasoning part): text after it waits the whole timeout.
                 answer.watch.finishing(FINISH_GRACE if finish and not content else None)
                 reply.reason = finish or reply.reason
+                reply.ended = bool(finish and not content) or (reply.ended and not content)
                 if content:
                     if reply.full:  # the server ignores max_tokens: the client-side bound ends the reply
                         reply.cut = True
@@ -260,6 +263,7 @@ class Reply:
         self.usage: tuple[int | None, int] | None = None
         self.reason: str | None = None
         self.done = self.cut = False
+        self.ended = False  # a finish reason came on a chunk of its own, and no text after it
         self.first_bad = ""
         self.watch = None  # the request's Watch (remote_http), once it is made: why it ended the request
 

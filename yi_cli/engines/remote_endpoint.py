@@ -41,7 +41,7 @@ class Endpoint:
             or not _internet_name(parts.hostname)
             or not _well_formed(raw, parts.netloc.rpartition("@")[2], parts.hostname)
         ):
-            raise UsageError(f"{hide_userinfo(value.strip())}: not an http(s) URL of an OpenAI-compatible server")
+            raise UsageError(f"{shown_url(value.strip())}: not an http(s) URL of an OpenAI-compatible server")
         self.scheme = parts.scheme
         self.hostport = parts.netloc.rpartition("@")[2]  # as written: [v6]:port stays bracketed
         self.host = parts.hostname.lower()
@@ -117,6 +117,13 @@ def hide_userinfo(url: str) -> str:
     return re.sub(r"(//)[^/?#@]*@", r"\1***@", url)
 
 
+def shown_url(url: str) -> str:
+    """A URL as written (one yi-chat may refuse), for a message: user info and secret query values as ***."""
+    base, mark, rest = hide_userinfo(url).partition("?")
+    query, hash_, fragment = rest.partition("#")
+    return base + (shown_query(query) or mark) + hash_ + fragment
+
+
 def shown_query(query: str) -> str:
     if not query:
         return ""
@@ -134,6 +141,10 @@ def _base64(secret: str) -> tuple[str, str]:
     return base64.b64encode(raw).decode().rstrip("="), base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+# The shortest secret masked, and the fewest first characters of one masked where text is cut within it.
+PARTIAL = 4
+
+
 class Redactor:
     """Replaces every secret (its URL-encoded and base64 forms too) with *** in text bound for a message or a note."""
 
@@ -141,11 +152,16 @@ class Redactor:
         forms = {f for s in secrets if s for f in (s, quote(s, safe=""), quote(s), *_base64(s))}
         # Very short "secrets" (a user name "a") would mangle every message; they never reach one anyway,
         # since URLs are built without user info.
-        self.forms = sorted((f for f in forms if len(f) >= 4), key=len, reverse=True)
+        self.forms = sorted((f for f in forms if len(f) >= PARTIAL), key=len, reverse=True)
 
     def __call__(self, text: str) -> str:
         for f in self.forms:
             text = text.replace(f, "***")
+        # Text cut short before it came here (one_line's "…": a server's words, a bad chunk) may end a part in a
+        # secret's first characters: 44 of an API key's 51 were shown so
+        for i in reversed([i for i, c in enumerate(text) if c == "…"]):
+            if (k := self.held(text[:i])) >= PARTIAL:
+                text = text[: i - k] + "***" + text[i:]
         return text
 
     def held(self, text: str) -> int:
@@ -169,6 +185,9 @@ class StreamRedactor:
         self.tail = text[len(text) - keep :]
         return text[: len(text) - keep]
 
-    def flush(self) -> str:
+    def flush(self, cut: bool = False) -> str:
+        """The held-back end: as it is where the reply ended (it was no secret), "***" where the reply was cut
+        there (a token limit, a dropped stream, Ctrl-C) and it is a secret's first characters: a reply that echoed
+        an API key and hit --max-new-tokens showed 39 of its 51 characters, and the session kept them."""
         text, self.tail = self.tail, ""
-        return text
+        return "***" if cut and len(text) >= PARTIAL else text

@@ -28,7 +28,7 @@ import httpx
 
 from .. import clock
 from ..errors import UsageError, YiError, failure, shown
-from .remote_endpoint import Endpoint, Redactor, hide_userinfo, shown_query
+from .remote_endpoint import Endpoint, Redactor, hide_userinfo, shown_url
 from .remote_limits import Limits
 
 try:  # httpcore's own stream over a socket (not exported): Connector hands its sockets back in it
@@ -315,8 +315,13 @@ class Transport:
         same_host = (t.hostname or "").lower() == (here.hostname or "").lower()
         upgrade = here.scheme == "http" and t.scheme == "https"
         if not same_host or not (upgrade or (t.scheme == here.scheme and t_port == h_port)):
-            shown_target = hide_userinfo(target.split("?")[0]) + shown_query(t.query)
-            why = "another host" if not same_host else "another port or a downgrade to http"
+            shown_target = shown_url(target)
+            if not same_host:
+                why = "another host"
+            elif t.scheme == here.scheme:
+                why = "another port"
+            else:
+                why = "a downgrade to http" if t.scheme == "http" else f"another scheme, {t.scheme}"  # [a-z0-9+.-]
             raise self.fail(
                 shown,
                 f"redirected to {shown_target} ({why}); not followed, so the credentials are "
@@ -328,9 +333,7 @@ class Transport:
             raise self.fail(shown, f"HTTP {resp.status_code} redirect to an invalid URL") from None
         if moved is not None:
             self.endpoint = moved  # later requests go straight to the new place
-        return target, self.endpoint.shown(route) if moved else hide_userinfo(target.split("?")[0]) + shown_query(
-            t.query
-        )
+        return target, self.endpoint.shown(route) if moved else shown_url(target)
 
     def transport_error(self, e: Exception, watch: Watch, shown: str) -> YiError:
         lim = self.limits
@@ -338,7 +341,7 @@ class Transport:
             return self.fail(shown, f"no complete answer within the {lim.deadline:g} s deadline (--deadline)")
         if watch.why == "idle":
             return self.fail(shown, f"no data from the server for {lim.idle_timeout:g} s (--idle-timeout)")
-        text = " ".join(str(e).split())[:200]
+        text = one_line(str(e))  # its "…" where cut: the redaction masks a secret's first characters before it
         if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
             detail = text.split("certificate verify failed:")[-1].split("(_ssl")[0].strip(" :")
             return self.fail(

@@ -9,6 +9,7 @@ import signal
 import sys
 
 from .. import terminal
+from ..engines.remote_endpoint import shown_url
 from ..errors import ENDING, EXIT_CHAT, StdoutFailed, UsageError, YiError, catch, failure, shown
 from ..held import signals_held
 from .args import SUBCOMMANDS, parse_args, parser, settings_from
@@ -381,7 +382,8 @@ def _main(args) -> int:
         if attachments and prompt is None:
             render.notice(f"attached {attach.names(attachments)}: it goes with your first message")
         if interactive and endpoint_from.startswith("$"):  # a server chosen by the environment is said, not silent
-            where = f"{args.endpoint} (set by {endpoint_from}; --endpoint '' runs the local model)"
+            # its password and secret query values as ***, as /model shows it (they were in clear here)
+            where = f"{shown_url(args.endpoint)} (set by {endpoint_from}; --endpoint '' runs the local model)"
             render.notice(f"streaming from {where}")
         _CHAT[:] = [chat]
         try:
