@@ -360,6 +360,33 @@ def test_ctrl_c_sent_with_the_enter_stops_the_reply(home):
     assert engine.prompts[-1] == "and now?"
 
 
+def test_ctrl_c_queued_after_the_prompts_last_read_stops_the_reply():
+    """Ctrl-C a few ms after Enter, each its own write: it came after the prompt's last read, while the terminal was
+    still raw, so it stayed a byte in the terminal's queue (no signal), the reply ran to its end, and the next prompt
+    dropped its line at it (`>>> ^C`; a tmux hunt, 3 of 3). ctrl_c_typed_ahead reads the queue through the prompt's
+    own input: the Ctrl-C is taken, the keys around it stay for the next prompt in the order typed, and an escape
+    sequence cut at the queue's end is completed by the next read (the parser keeps its state)."""
+    from prompt_toolkit.input import create_pipe_input
+    from prompt_toolkit.input.typeahead import get_typeahead, store_typeahead
+    from prompt_toolkit.keys import Keys
+
+    from yi_cli.ui import repl
+    from yi_cli.ui.repl import ctrl_c_typed_ahead, parsed
+
+    with create_pipe_input() as keys_in:
+        store_typeahead(keys_in, parsed(b"ab"))  # read with the Enter
+        keys_in.send_bytes("cé\x03d\x1b[".encode())  # queued: a character, Ctrl-C, a key, half an arrow
+        assert ctrl_c_typed_ahead(keys_in)
+        assert "".join(k.data for k in get_typeahead(keys_in)) == "abcéd"  # (taken: the next prompt's)
+        keys_in.send_bytes(b"A")
+        assert [k.key for k in keys_in.read_keys()] == [Keys.Up]  # the arrow, whole
+        store_typeahead(keys_in, parsed(b"w"))
+        keys_in.send_bytes(b"xy")
+        assert not ctrl_c_typed_ahead(keys_in)  # no Ctrl-C: the keys only move to the typeahead, in order
+        assert "".join(k.data for k in get_typeahead(keys_in)) == "wxy"
+        assert repl._queued(keys_in) == []
+
+
 # 3. a resize mid-reply ------------------------------------------------------------------------------------------------
 
 

@@ -464,16 +464,38 @@ def stashed_first(keys_in) -> None:
 
 
 def ctrl_c_typed_ahead(keys_in) -> bool:
-    """Whether Ctrl-C came in the same read as the Enter that sent the line (Enter, then Ctrl-C at once): the prompt
-    kept it in its typeahead for the next prompt, and the reply it meant to stop ran to its end. It is taken out
-    (the keys after it stay for the next prompt) for the reply to stop as at a Ctrl-C during it."""
+    """Whether Ctrl-C came right after the Enter that sent the line: in the same read (the prompt kept it in its
+    typeahead for the next prompt) or after the prompt's last read, while the terminal was still raw (a byte in its
+    queue, not a signal: a Ctrl-C a few ms after Enter, each its own write). Either way the reply it meant to stop
+    ran to its end, and the next prompt dropped its line at it. It is taken out (the keys around it stay for the next
+    prompt) for the reply to stop as at a Ctrl-C during it."""
     from prompt_toolkit.input.typeahead import get_typeahead, store_typeahead
     from prompt_toolkit.keys import Keys
 
-    ahead = get_typeahead(keys_in)
+    ahead = get_typeahead(keys_in) + _queued(keys_in)
     at = next((i for i, k in enumerate(ahead) if k.key == Keys.ControlC), None)
     store_typeahead(keys_in, ahead if at is None else ahead[:at] + ahead[at + 1 :])
     return at is not None
+
+
+def _queued(keys_in) -> list:
+    """The keys in the terminal's queue, read by the prompt's own input (its decoder and escape-sequence parser keep
+    a character or a sequence cut at the end for its next read)."""
+    import select
+
+    got: list = []
+    try:
+        fd = keys_in.fileno()
+        for _ in range(1024):  # a MiB at most
+            if not select.select([fd], [], [], 0)[0]:
+                break
+            keys = keys_in.read_keys()
+            if not keys and keys_in.closed:
+                break
+            got += keys
+    except (OSError, ValueError, NotImplementedError):  # no descriptor (a DummyInput), or one closed
+        pass
+    return got
 
 
 _READING: list = []  # (application, event loop) of the prompt reading a line, while its loop runs
