@@ -1345,16 +1345,24 @@ def run_shell(cmd: str, home: Path, env: dict | None = None, stdin: bytes = b"")
     return subprocess.run(["bash", "-c", cmd], input=stdin, capture_output=True, timeout=300, env=e)
 
 
-def test_stdin_closed_with_a_prompt_still_answers(tiny_src, home):
-    p = run_shell(f"{PY} -m yi_cli -m {tiny_src} --max-new-tokens 3 -p hi <&-", home)
+# `0>/dev/null` (a typo of `</dev/null`): a stdin open for writing only was an internal error (EBADF), exit 1
+STDIN_UNREADABLE = ["<&-", "0>/dev/null"]
+
+
+@pytest.mark.parametrize("redirect", STDIN_UNREADABLE)
+def test_stdin_closed_with_a_prompt_still_answers(tiny_src, home, redirect):
+    p = run_shell(f"{PY} -m yi_cli -m {tiny_src} --max-new-tokens 3 -p hi {redirect}", home)
     assert p.returncode == 0, p.stderr.decode()
     assert p.stdout.strip()
     no_traceback(p.stderr.decode())
 
 
-def test_stdin_closed_without_a_prompt_is_an_empty_pipe(tiny_src, home):
-    p = run_shell(f"{PY} -m yi_cli -m {tiny_src} <&-", home)
+@pytest.mark.parametrize("redirect", STDIN_UNREADABLE)
+def test_stdin_closed_without_a_prompt_is_an_empty_pipe(tiny_src, home, redirect):
+    p = run_shell(f"{PY} -m yi_cli -m {tiny_src} {redirect}", home)
     assert p.returncode == 0 and "stdin is empty" in p.stderr.decode(), p.stderr.decode()
+    p = run_shell(f"{PY} -m yi_cli -m {tiny_src} -p - {redirect}", home)
+    one_line_error(p, 2, "-p -: stdin is empty")
 
 
 def test_stdout_closed_is_one_line_exit_2(home):

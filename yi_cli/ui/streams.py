@@ -10,6 +10,7 @@ writes UTF-8 into a pipe, and escapes what it cannot show on a terminal, instead
 
 from __future__ import annotations
 
+import fcntl
 import io
 import os
 import sys
@@ -21,12 +22,14 @@ NAMES = ("stdin", "stdout", "stderr")
 
 
 def repair() -> list[str]:
-    """Reopen closed standard descriptors on /dev/null; returns the names of those that were closed."""
+    """Reopen closed standard descriptors on /dev/null; returns the names of those that were closed. A stdin open
+    for writing only (`0>/dev/null`, a typo of `</dev/null`) is one that cannot be read: closed too (its first read
+    was an internal error, EBADF)."""
     closed = []
     for fd, name in enumerate(NAMES):
         try:
             os.fstat(fd)
-            is_open = True
+            is_open = fd != 0 or fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE != os.O_WRONLY
         except OSError:
             is_open = False
         if not is_open:
