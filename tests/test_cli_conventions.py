@@ -995,6 +995,26 @@ def test_file_of_the_chats_own_piped_input_is_refused_and_its_lines_still_run(se
     assert [r["messages"][-1]["content"] for r in server.requests] == ["hi", "there"]
 
 
+@pytest.mark.parametrize("path,out", [("/dev/stdout", "stdout"), ("/proc/self/fd/2", "stderr")])
+def test_file_of_the_chats_own_output_pipe_is_refused_at_once(server, home, path, out):
+    """`/file /dev/stdout` (or `-f`) with stdout a pipe said it waited for the pipe's writer, which is yi-chat: the
+    run hung until killed, the lines after it never sent (a pipes hunt)."""
+    p = yi("--endpoint", server.url, stdin=f"/file {path}\nhi\n", home=home, timeout=120)
+    assert p.returncode == 1, p.stderr.decode()
+    said = f"{path}: is yi-chat's own {out}, a pipe it writes into; reading it would wait for ever"
+    assert p.stderr.decode().splitlines() == [f"error: {said}"]
+    assert [r["messages"][-1]["content"] for r in server.requests] == ["hi"]
+    one_line_error(yi("--endpoint", server.url, "-f", path, "-p", "x", home=home, timeout=120), 2, said)
+
+
+def test_a_prompt_from_stdin_past_the_read_limit_is_a_prompt_too_long(server, home):
+    """`-p -` of over 64 MiB said "stdin: too large to attach", exit 2, of a prompt, where one past the context
+    exits 1 (README); nothing is sent."""
+    p = yi("--endpoint", server.url, "-p", "-", stdin=b"a" * ((64 << 20) + 1), home=home)
+    one_line_error(p, 1, "stdin: the prompt is over 64 MiB, more than any context can hold")
+    assert server.requests == []
+
+
 @pytest.mark.parametrize("path", ["/dev/stdin", "/proc/self/fd/0"])
 def test_f_naming_the_piped_stdin_is_f_dash(server, home, path):
     """`-f /dev/stdin` with stdin a pipe read that pipe as a file: in a piped chat the whole script became the

@@ -17,7 +17,7 @@ import threading
 from dataclasses import dataclass
 
 from .. import inputs, pipes
-from ..errors import UsageError, shown
+from ..errors import UsageError, YiError, shown
 
 STDIN = "-"
 MAX_BYTES = 64 << 20  # read no further: far beyond any context, and bounds memory for `-f /dev/zero`
@@ -159,8 +159,14 @@ def read(name: str, stdin=None, use: str = "attached", waiting=None, regular: bo
     """Read and check one attachment; `-` is stdin. A name's bytes that are not UTF-8 (an argument's, kept as
     surrogates) are named as `\\xff` in the message: the tokenizer takes no surrogates."""
     label = "stdin" if name == STDIN else name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if name != STDIN and (out := own_output(name)):
+        raise UsageError(
+            f"{shown(label, 200)}: is yi-chat's own {out}, a pipe it writes into; reading it would wait for ever"
+        )
     version = None if name == STDIN else _version(name)  # before the read: a change while reading shows later
     data = read_bytes(name, stdin, waiting, regular)
+    if len(data) > MAX_BYTES and use != "attached":  # `-p -`: a prompt, past any model's context (exit 1, as one)
+        raise YiError(f"{shown(label, 200)}: the prompt is over {MAX_BYTES >> 20} MiB, more than any context can hold")
     if len(data) > MAX_BYTES:
         raise UsageError(f"{shown(label, 200)}: too large to attach (over {MAX_BYTES >> 20} MiB)")
     return Attachment(label, decode(data, label, use), name != STDIN, name if version else None, version)
@@ -430,6 +436,23 @@ def own_input(name: str, shared: bool = False) -> bool:
         return False
     read = stat.S_ISFIFO(st.st_mode) or stat.S_ISSOCK(st.st_mode) or (stat.S_ISREG(st.st_mode) and not shared)
     return read and (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
+
+
+def own_output(name: str) -> str | None:
+    """ "stdout" or "stderr" where `name` is the pipe (or socket) that one of them writes into (`/file /dev/stdout`
+    in a piped run): read to its end, it waited for an end that only yi-chat's own exit brings (a hang)."""
+    try:
+        st = os.stat(inputs.user_path(name, UsageError))
+    except (OSError, ValueError, UsageError):  # read() says what is wrong with it
+        return None
+    if not (stat.S_ISFIFO(st.st_mode) or stat.S_ISSOCK(st.st_mode)):
+        return None
+    for fd, out in ((1, "stdout"), (2, "stderr")):
+        with contextlib.suppress(OSError):
+            own = os.fstat(fd)
+            if (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino):
+                return out
+    return None
 
 
 def do_detach(chat, arg: str) -> None:
