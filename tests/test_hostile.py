@@ -1365,6 +1365,22 @@ def test_stdin_closed_without_a_prompt_is_an_empty_pipe(tiny_src, home, redirect
     one_line_error(p, 2, "-p -: stdin is empty")
 
 
+@pytest.mark.parametrize("redirect", ["1>>", "2>>", "1<>"])
+def test_stdin_that_stdout_or_stderr_appends_to_is_refused(tiny_src, home, tmp_path, redirect):
+    """`< f >> f`: each reply appended to the file stdin reads was read back as the next message, without end (a
+    pipes hunt: 82 exchanges of the model with itself in 20 s, and a --json line doubling each turn, until the disk
+    filled). One line, exit 2, nothing sent; emptied first (`< f > f`) there is nothing to read, as before."""
+    f = tmp_path / "loop.txt"
+    f.write_text("Hi\n")
+    p = run_shell(f"{PY} -m yi_cli -m {tiny_src} --max-new-tokens 3 < {f} {redirect} {f}", home)
+    out = "stderr" if redirect == "2>>" else "stdout"
+    said = f"stdin is the file {out} writes into: each line written would be read back as a message"
+    assert p.returncode == 2 and said in f.read_text() + p.stderr.decode(), (p.stderr.decode(), f.read_text())
+    assert not (home / "data" / "sessions").exists() or not list((home / "data" / "sessions").glob("*.json"))
+    p = run_shell(f"{PY} -m yi_cli -m {tiny_src} --max-new-tokens 3 < {f} > {f}", home)
+    assert p.returncode == 0 and "stdin is empty" in p.stderr.decode(), p.stderr.decode()
+
+
 def test_stdout_closed_is_one_line_exit_2(home):
     p = run_shell(f"{PY} -m yi_cli -p hi >&-", home)
     one_line_error(p, 2, "stdout is closed; replies would be lost")

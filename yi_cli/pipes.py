@@ -12,6 +12,7 @@ import contextlib
 import os
 import select
 import signal
+import stat
 import threading
 
 READ = 1 << 16
@@ -63,6 +64,23 @@ def read_upto(stream, limit: int) -> bytes:
             if len(out) >= limit:
                 break
     return bytes(out[:limit])
+
+
+def writes_into_stdin() -> str | None:
+    """ "stdout" or "stderr" where it appends to the regular file stdin reads, not read to its end yet (`< f >> f`):
+    each line written would be read back as a line, without end (a runaway chat with itself until the disk filled;
+    `cat` refuses it as "input file is output file"). An emptied one (`< f > f`) is at its end: nothing is read."""
+    try:
+        st = os.fstat(0)
+        if not stat.S_ISREG(st.st_mode) or os.lseek(0, 0, os.SEEK_CUR) >= st.st_size:
+            return None
+        for fd, name in ((1, "stdout"), (2, "stderr")):
+            out = os.fstat(fd)
+            if (out.st_dev, out.st_ino) == (st.st_dev, st.st_ino):
+                return name
+    except OSError:
+        pass
+    return None
 
 
 def ended(stream) -> bool:

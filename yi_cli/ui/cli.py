@@ -263,6 +263,7 @@ def _hung_up(fd: int) -> bool:
 
 
 def _main(args) -> int:
+    from .. import pipes
     from ..conversation import attach, store
     from ..conversation.chat import Chat, Options
     from ..conversation.session import ChatSession
@@ -276,6 +277,8 @@ def _main(args) -> int:
             f"prompt with -p TEXT or after --"
         )
     prompt, attachments = attach.gather(args.words, args.prompt, args.files or [], tty, _err)  # before anything loads
+    if prompt is None and not tty and (out := pipes.writes_into_stdin()):  # a piped chat's lines are read as it goes
+        raise UsageError(f"stdin is the file {out} writes into: each line written would be read back as a message")
     # A mistyped command (`yi-chat /histroy`) is said before the model loads, not after. After --, the words are a
     # message as typed, whatever they start with (a `/`, an input method's `／`, a space): Chat.handle's verbatim
     if prompt is not None and not args.verbatim:
