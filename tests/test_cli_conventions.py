@@ -1222,6 +1222,27 @@ def test_a_json_one_shot_of_a_mistyped_command_writes_its_object(server, home):
     assert p.stderr.decode() == "yi-chat: unknown command /histroy; did you mean /history?\n"
 
 
+def test_a_json_object_of_a_known_command_misused_names_it(server, home):
+    """`/clear now`, `/set! x`: a command yi-chat knows, refused for its form, wrote `{"error": ...}` alone, as for a
+    line that is no command (README: that object is for a skipped line or an unknown command); a script could not
+    tell which command failed. Its object names it, piped and as a one-shot."""
+    p = yi("--endpoint", server.url, "--json", stdin="/clear now\n/set! x\n/history extra\n/bogus\n", home=home)
+    assert p.returncode == 1
+    got = [json.loads(ln) for ln in p.stdout.decode().splitlines()]
+    assert [(o.get("command"), o.get("output")) for o in got] == [
+        ("clear", ""),
+        ("set", ""),
+        ("history", ""),
+        (None, None),
+    ]
+    assert got[0]["error"] == "/clear takes no argument (usage: /clear)" and got[1]["error"].startswith("/set has no !")
+    p = yi("--endpoint", server.url, "--json", "-p", "/exit now", home=home)
+    assert p.returncode == 1
+    assert [json.loads(ln) for ln in p.stdout.decode().splitlines()] == [
+        {"command": "exit", "output": "", "error": "/exit takes no argument (usage: /exit)"}
+    ]
+
+
 def test_a_json_chat_in_a_terminal_writes_a_failed_commands_object(server, home, tmp_path):
     """`yi-chat --json > lines.jsonl` at a terminal: a command that failed (on the screen: its error line) left no
     line in the file."""

@@ -100,7 +100,11 @@ class Chat:
         started = None  # a command begun and not done: a failed one ends too (--json writes its object)
         try:
             line = commands.utf8(line)
-            cmd = None if verbatim else commands.parse(line)
+            try:
+                cmd = None if verbatim else commands.parse(line)
+            except commands.Misused as e:  # a command all the same: its --json object names it
+                self.render.command_start(started := e.command)
+                raise
             if cmd is None:
                 text = line if verbatim else commands.message_text(line)
                 if text.strip():

@@ -60,6 +60,15 @@ def message_text(line: str) -> str:
     return line.strip()[1:] if line.strip()[:2] in ESCAPES else line
 
 
+class Misused(YiError):
+    """A command yi-chat knows, given in a form it does not take (`/clear now`, `/set! x`): `command` names it, for
+    --json's object (it was `{"error": ...}` alone, as for a line that is no command)."""
+
+    def __init__(self, message: str, command: str):
+        super().__init__(message)
+        self.command = command
+
+
 def parse(line: str):
     """Return (Command, argument text) for a slash command, None for a chat message. '//x' is a message."""
     # a byte-order mark before it (a UTF-8-with-BOM file's first line, in `cat a.txt b.txt |`) is none of the line's
@@ -80,12 +89,12 @@ def parse(line: str):
     usage = cmd.usage.replace(f"/{cmd.name}", f"/{base}", 1)  # as typed: /reset x is told of /reset, not /clear
     if bang:
         if cmd.forced is None:
-            raise YiError(f"/{base} has no ! form (usage: {usage})")
+            raise Misused(f"/{base} has no ! form (usage: {usage})", cmd.name)
         cmd = replace(cmd, name=cmd.name + "!", handler=cmd.forced)
     arg = arg.strip()
     if arg and not cmd.takes_arg:
         more = "; a chat keeps its model: another is yi-chat -m NAME" if cmd.name == "model" else ""  # `/model X`
-        raise YiError(f"/{base} takes no argument (usage: {usage}{more})")
+        raise Misused(f"/{base} takes no argument (usage: {usage}{more})", cmd.name)
     return cmd, arg
 
 

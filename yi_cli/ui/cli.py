@@ -287,11 +287,12 @@ def _main(args) -> int:
         try:
             commands.parse(prompt)  # YiError: its one line, exit 1, as the chat would have said it
         except YiError as e:
-            if args.json:  # and its object, as the chat writes it for a line that is no command
+            if args.json:  # and its object, as the chat writes it for a line that is no command (or misuses one)
                 from .render import json_object
 
+                named = {"command": e.command, "output": ""} if isinstance(e, commands.Misused) else {}
                 with contextlib.suppress(OSError):  # stdout closed or full: the line on stderr says it all the same
-                    print(json_object({"error": str(e)}), flush=True)
+                    print(json_object({**named, "error": str(e)}), flush=True)
             raise
     top, gen_cfg = config.read()
     args.endpoint, endpoint_from = remote_env.endpoint(args.endpoint, top)
