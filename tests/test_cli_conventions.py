@@ -970,11 +970,18 @@ def test_ctrl_c_while_a_piped_runs_file_waits_on_a_pipe_ends_the_run(server, hom
     assert err.decode().splitlines() == [f"yi-chat: interrupted; the session is saved in {saved}"]
 
 
-def test_piped_tables_carry_no_trailing_spaces(server, home):
+@pytest.mark.parametrize("env", [{}, {"FORCE_COLOR": "1"}, {"TTY_COMPATIBLE": "1"}], ids=["plain", "force", "tty"])
+def test_piped_tables_carry_no_trailing_spaces(server, home, env):
     """Piped `/history` padded every line of its table with spaces to 80 columns (`cat -A` showed them); `--json`
-    already dropped them. Tables written to a pipe end at their last character; the columns still line up."""
-    p = yi("--endpoint", server.url, stdin="what is a cat\n/history\n/help\n", home=home)
+    already dropped them. Tables written to a pipe end at their last character; the columns still line up. So also
+    with FORCE_COLOR=1 or TTY_COMPATIBLE=1 (set in many CI environments), which rich took for a terminal: escape
+    codes and padded rows on stdout, a spinner's frames on stderr, and in `yi-chat models` too."""
+    p = yi("--endpoint", server.url, stdin="what is a cat\n/history\n/help\n", home=home, env=env)
     assert p.returncode == 0, p.stderr.decode()
+    assert b"\x1b" not in p.stdout + p.stderr, (p.stdout, p.stderr)
+    listed = yi("models", home=home, env=env)
+    assert listed.returncode == 0 and b"\x1b" not in listed.stdout + listed.stderr, listed.stdout
+    assert [ln for ln in listed.stdout.decode().splitlines() if ln != ln.rstrip()] == []
     lines = p.stdout.decode().splitlines()
     assert [ln for ln in lines if ln != ln.rstrip()] == []
     rows = [ln for ln in lines if ln.lstrip().startswith(("#", "1 ", "2 "))][:3]

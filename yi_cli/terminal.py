@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 
 _KEPT: list[int] = []  # stderr's terminal, kept aside by let_go for the line that says how the chat ended
@@ -100,4 +101,14 @@ def console(**kw):
     odd = [k for k, (lo, hi) in SIZE_BOUNDS.items() if k in env and not _within(env[k], lo, hi)]
     if odd:
         kw.setdefault("_environ", {k: v for k, v in env.items() if k not in odd})
+    if "force_terminal" not in kw:  # a terminal is a terminal: rich took FORCE_COLOR=1 or TTY_COMPATIBLE=1 (set in
+        # many CI environments) as one, and a pipe got escape codes, padded table rows and a spinner's frames
+        kw["force_terminal"] = _isatty(kw.get("file") or (sys.stderr if kw.get("stderr") else sys.stdout))
     return Console(**kw)
+
+
+def _isatty(f) -> bool:
+    try:
+        return bool(f.isatty())
+    except (AttributeError, ValueError, OSError):  # no such method, or closed
+        return False
