@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from hub_server import FakeHub, Repo
@@ -1692,3 +1693,61 @@ def test_a_partial_blob_that_is_no_regular_file_is_replaced_not_written_through(
     assert p.returncode == 0, p.stderr.decode()
     assert victim.read_bytes() == b"precious"
     assert (snapshot(env) / "config.json").read_bytes() == demo_files["config.json"]
+
+
+def _hostile_hub_env(tmp_path, env, case):
+    """An environment that huggingface_hub or its TLS context reads on its own: what each case changes."""
+    hf = Path(env["HF_HOME"])
+    hf.mkdir(parents=True, exist_ok=True)
+    if case == "token-fifo":
+        os.mkfifo(hf / "token")
+    elif case == "token-folder":
+        (hf / "token").mkdir()
+    elif case == "token-zero":
+        (hf / "token").symlink_to("/dev/zero")
+    elif case == "token-quoted":
+        (hf / "token").write_text("\u201chf_secret\u201d\n")
+    elif case == "home-a-file":
+        (tmp_path / "afile").write_text("")
+        return {**env, "HF_HOME": str(tmp_path / "afile")}
+    elif case == "ca-fifo":
+        os.mkfifo(tmp_path / "ca.pem")
+        return {**env, "SSL_CERT_FILE": str(tmp_path / "ca.pem")}
+    elif case == "hf-token-quoted":
+        return {**env, "HF_TOKEN": "\u201chf_secret\u201d"}
+    return env
+
+
+HOSTILE_HUB_ENV = {
+    "token-fifo": (3, "token: the Hugging Face token file is a FIFO, not a regular file"),  # a hang
+    "token-folder": (3, "token: the Hugging Face token file is a directory"),  # IsADirectoryError
+    "token-zero": (3, "token: the Hugging Face token file is a character device"),  # memory ran out
+    "token-quoted": (3, "token: the Hugging Face token has a character that cannot go in an HTTP header"),
+    "home-a-file": (3, "afile/token: the Hugging Face token file cannot be read (Not a directory); check HF_HOME"),
+    "ca-fifo": (2, "ca.pem: a FIFO, not a file of CA certificates"),  # a hang
+    "hf-token-quoted": (2, "HF_TOKEN has a character that cannot go in an HTTP header"),  # "check HF_ENDPOINT"
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_HUB_ENV))
+def test_files_and_numbers_huggingface_hub_reads_on_its_own_are_one_line(hub, env, tmp_path, case):
+    """The token file (HF_HOME/token) a FIFO hung `pull` and `-m ORG/NAME`, a link to /dev/zero read until memory ran
+    out, a folder (or an HF_HOME that is a file) was an internal error; SSL_CERT_FILE a FIFO hung the TLS context;
+    a smart quote in HF_TOKEN was blamed on HF_ENDPOINT (a flags-and-environment hunt). One line each, before any
+    request."""
+    e = _hostile_hub_env(tmp_path, env, case)
+    code, said = HOSTILE_HUB_ENV[case]
+    for args in (["pull", "acme/tiny-chat"], ["-m", "acme/tiny-chat", "-p", "hi"]):
+        lines = error_line(yi(e, *args, timeout=120), code, said)
+        assert len(lines) == 1, lines
+    assert hub.log == []
+
+
+def test_a_hub_timeout_that_is_no_number_reads_as_unset(hub, env):
+    """HF_HUB_DOWNLOAD_TIMEOUT=abc (or HF_HUB_ETAG_TIMEOUT) was an internal error (ValueError from huggingface_hub's
+    import) at `models`, `pull` and -m of a hub model; it reads as unset, as yi-chat's own numbers do (env.py)."""
+    e = {**env, "HF_HUB_DOWNLOAD_TIMEOUT": "abc", "HF_HUB_ETAG_TIMEOUT": "1e3"}
+    p = yi(e, "pull", "acme/tiny-chat")
+    assert p.returncode == 0 and "Traceback" not in p.stderr.decode(), p.stderr.decode()
+    p = yi(e, "models")
+    assert p.returncode == 0 and "acme/tiny-chat" in p.stdout.decode(), p.stderr.decode()

@@ -6,6 +6,7 @@ each case trips its limit quickly; the outcome never depends on timing luck."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 import tracemalloc
 
@@ -20,7 +21,7 @@ from yi_cli.engines.remote_endpoint import Endpoint
 from yi_cli.engines.remote_http import Limits
 from yi_cli.engines.settings import GenSettings
 from yi_cli.engines.template import Prompt
-from yi_cli.errors import EXIT_LOAD, LoadError, ReplyCut, YiError
+from yi_cli.errors import EXIT_LOAD, LoadError, ReplyCut, UsageError, YiError
 
 HELLO = [{"role": "user", "content": "hello"}]
 WORDS = ["Paris", " is", " the", " capital", "."]
@@ -637,3 +638,21 @@ def test_a_reply_with_no_token_has_no_time_to_first_token():
     with Server(answer) as srv:
         text, stats = run(RemoteEngine(srv.root, None, model="m", limits=small(), notify=lambda n: None))
     assert text == "" and stats.new_tokens == 0 and stats.to_dict()["ttft_s"] is None
+
+
+def test_ca_certificates_named_by_a_fifo_are_one_line(tmp_path, monkeypatch):
+    """SSL_CERT_FILE naming a FIFO: the TLS context read it until its writer closed it, a hang at start (a
+    flags-and-environment hunt). One line, exit 2, before any request; SSL_CERT_DIR naming a file likewise."""
+    os.mkfifo(tmp_path / "ca.pem")
+    (tmp_path / "certs").write_text("")
+    with Server(cs.vllm_models) as srv:
+        for name, value, said in (
+            ("SSL_CERT_FILE", tmp_path / "ca.pem", "a FIFO, not a file of CA certificates"),
+            ("SSL_CERT_DIR", tmp_path / "certs", "a regular file, not a folder of CA certificates"),
+        ):
+            with monkeypatch.context() as m:
+                m.setenv(name, str(value))
+                with pytest.raises(UsageError) as e:
+                    RemoteEngine(srv.root, None, limits=small())
+            assert f"{name}={value}: {said}" in one_line(e)
+        assert srv.requests == []

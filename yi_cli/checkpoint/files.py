@@ -193,9 +193,9 @@ def fetch_again(f: Path) -> str:
 
     repo = repo_of(f)
     if repo is not None:
-        from huggingface_hub import constants
+        from ..env_files import hub_constants
 
-        if constants.HF_HUB_OFFLINE:  # the pull named would be refused: said so, not run in vain
+        if hub_constants().HF_HUB_OFFLINE:  # the pull named would be refused: said so, not run in vain
             return f"HF_HUB_OFFLINE=1 forbids fetching it again (`yi-chat pull {repo}` does, online)"
         return f"`yi-chat pull {repo}` fetches it again"
     demo = os.path.realpath(cache_dir() / "demo")

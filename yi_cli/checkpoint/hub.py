@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .. import inputs, terminal
+from .. import env_files, inputs, terminal
 from ..errors import LoadError, shown
 from . import configs, hub_http, plausible
 from .family import BY_REPO, repo_of
@@ -60,15 +60,11 @@ REF_LIMIT = 4096  # refs/<revision> holds a commit id
 
 
 def offline() -> bool:
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE)
+    return bool(env_files.hub_constants().HF_HUB_OFFLINE)
 
 
 def cache_root() -> Path:
-    from huggingface_hub import constants
-
-    return Path(constants.HF_HUB_CACHE)
+    return Path(env_files.hub_constants().HF_HUB_CACHE)
 
 
 def wanted(path: str, allow_pickle: bool) -> bool:
@@ -214,6 +210,7 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
     """Download what yi-chat needs of `repo` into the hub cache (continuing partial files); return the snapshot.
     local: the name was looked for as a local folder first (-m), which a repo missing on the hub says; `pull` asks
     the hub alone."""
+    env_files.hub_constants()  # before huggingface_hub imports them
     from huggingface_hub import HfApi
     from huggingface_hub.hf_api import RepoFile
     from huggingface_hub.utils import HFValidationError
@@ -230,6 +227,8 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
         raise LoadError(
             f"{repo}: not in the local Hugging Face cache ({cache_root()}), and HF_HUB_OFFLINE=1 forbids downloading it"
         )
+    env_files.hf_token()  # the files huggingface_hub and its TLS context read unchecked: a FIFO hung the request
+    env_files.ca_files()
     progress = progress or Progress()
     hub_logging.set_verbosity_error()  # its retry warnings are multi-line; a dropped connection resumes quietly
     hub_http.RETRIES.notify(repo, progress)
@@ -489,11 +488,10 @@ CHUNK = 256 << 10
 
 def _download(repo: str, entry, url: str, meta, blob: Path, progress) -> None:
     """Continue blobs/<etag>.incomplete from its size with a Range request; move it into place once checked."""
-    from huggingface_hub import constants
     from huggingface_hub.file_download import http_get
     from huggingface_hub.utils import build_hf_headers
 
-    constants.DOWNLOAD_CHUNK_SIZE = CHUNK  # read by http_get at each call
+    env_files.hub_constants().DOWNLOAD_CHUNK_SIZE = CHUNK  # read by http_get at each call
 
     part = blob.with_name(f"{blob.name}.incomplete")  # huggingface_hub's own name for a partial blob
     headers = build_hf_headers()
@@ -581,7 +579,10 @@ def hub_error(e: BaseException, repo: str, local: bool = True) -> LoadError:
     from huggingface_hub import errors, get_token
 
     where = endpoint()
-    token = get_token()
+    try:
+        token = get_token()
+    except (OSError, ValueError):  # its file unreadable (env_files.hf_token said so where the fetch began)
+        token = None
     if isinstance(e, errors.GatedRepoError):
         if token:
             return LoadError(f"{repo} is gated and your token has no access: accept its terms at {where}/{repo}")

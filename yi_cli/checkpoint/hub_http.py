@@ -65,9 +65,9 @@ class WaitTooLong(Exception):
 
 
 def endpoint() -> str:
-    from huggingface_hub import constants
+    from ..env_files import hub_constants
 
-    return constants.ENDPOINT
+    return hub_constants().ENDPOINT
 
 
 def bounded_client() -> None:

@@ -26,7 +26,7 @@ from urllib.parse import urljoin, urlsplit
 import httpcore
 import httpx
 
-from .. import clock
+from .. import clock, env_files
 from ..errors import UsageError, YiError, failure, shown
 from .remote_endpoint import Endpoint, Redactor, hide_userinfo, shown_url
 from .remote_limits import Limits
@@ -241,6 +241,7 @@ class Transport:
             )
         self.redact = Redactor(([api_key] if api_key else []) + endpoint.secrets())
         # One TLS context for the engine's life (loading the CA bundle per request costs ~20 ms).
+        env_files.ca_files()  # a FIFO there was read until its writer closed it: a hang
         try:
             self.verify = httpx.create_ssl_context(verify=verify, trust_env=True) if verify is not False else False
         except (OSError, ValueError) as e:  # ssl.SSLError is an OSError

@@ -7,8 +7,9 @@ import contextlib
 import os
 import signal
 import sys
+import warnings
 
-from .. import terminal
+from .. import env_files, terminal
 from ..engines.remote_endpoint import shown_url
 from ..errors import ENDING, EXIT_CHAT, StdoutFailed, UsageError, YiError, catch, failure, shown
 from ..held import signals_held
@@ -775,6 +776,10 @@ def entry() -> None:
         sys.exit(2)
     if "OMP_WAIT_POLICY" not in os.environ:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # libgomp spinning makes small CPU ops ~100x slower
+    # huggingface_hub's import warns of HF_HUB_ENABLE_HF_TRANSFER (older docs set it) in two lines with its path, and
+    # fails at HF_HUB_DOWNLOAD_TIMEOUT=abc
+    warnings.filterwarnings("ignore", message=".*HF_HUB_ENABLE_HF_TRANSFER", category=FutureWarning)
+    env_files.hub_ints()
     # The terminal is held from here, before the imports and the model load: keys typed meanwhile were echoed raw
     # above the banner, then again by the prompt that reads them. SIGTERM, SIGHUP and SIGQUIT are caught first, so
     # that every way out (an error, --help, Ctrl-C, a signal) passes the finally that gives the echo back.

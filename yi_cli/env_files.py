@@ -1,0 +1,85 @@
+"""What the libraries read from the environment on their own, checked before they read it (no torch): huggingface_hub's
+integers and token file, and the CA certificates the TLS context loads. Each was a hang, an unbounded read or an
+internal error where yi-chat had its one line to say.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from .errors import LoadError, UsageError, shown
+from .inputs import kind_of, kind_of_mode
+
+# The integers huggingface_hub.constants parses with int() as it is imported (by any of its modules): `abc` was an
+# internal error (ValueError: invalid literal for int()) at `yi-chat models`, `pull` and -m of a hub model.
+HUB_INTS = ("HF_HUB_ETAG_TIMEOUT", "HF_HUB_DOWNLOAD_TIMEOUT")
+TOKEN_LIMIT = 64 << 10  # a token is ~40 characters; a link to /dev/zero was read until memory ran out
+
+
+def hub_ints() -> None:
+    """Each of HUB_INTS that is no whole number reads as unset (huggingface_hub's default), as the environment's
+    numbers of yi-chat's own do (env.py): taken out of the environment before anything imports huggingface_hub."""
+    for name in HUB_INTS:
+        try:
+            int(os.environ.get(name, "0"))
+        except ValueError:
+            del os.environ[name]
+
+
+def hub_constants():
+    """huggingface_hub.constants (HUB_INTS made readable first: hub_ints)."""
+    hub_ints()
+    from huggingface_hub import constants
+
+    return constants
+
+
+def hf_token() -> None:
+    """The token huggingface_hub sends: HF_TOKEN, else the file HF_TOKEN_PATH (HF_HOME/token) names. That file read
+    as a FIFO hung every hub request, as /dev/zero it took all memory, as a folder (or under an HF_HOME that is a
+    file) it was an internal error; a character that cannot go in an HTTP header (a pasted smart quote) was blamed on
+    HF_ENDPOINT ("does not answer as a Hugging Face Hub does")."""
+    value = os.environ.get("HF_TOKEN")
+    if value:
+        if not _header_text(value.strip()):
+            raise UsageError("HF_TOKEN has a character that cannot go in an HTTP header (only printable ASCII)")
+        return
+    path = hub_constants().HF_TOKEN_PATH
+    said = shown(str(path), 200)
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise LoadError(f"{said}: the Hugging Face token file is a {kind_of_mode(st.st_mode)}, not a regular file")
+        if st.st_size > TOKEN_LIMIT:
+            raise LoadError(f"{said}: the Hugging Face token file is {st.st_size} bytes, not a token")
+        with open(path, "rb") as f:
+            data = f.read(TOKEN_LIMIT + 1)
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError) as e:  # a part of the path that is no folder, no permission, a NUL
+        why = getattr(e, "strerror", None) or e
+        raise LoadError(f"{said}: the Hugging Face token file cannot be read ({why}); check HF_HOME") from None
+    if not _header_text(data.strip().decode("latin-1")):
+        raise LoadError(f"{said}: the Hugging Face token has a character that cannot go in an HTTP header")
+
+
+def _header_text(text: str) -> bool:
+    return all(33 <= ord(c) < 127 for c in text)
+
+
+def ca_files() -> None:
+    """SSL_CERT_FILE a regular file and SSL_CERT_DIR a folder, where they name something: the TLS context read a FIFO
+    until its writer closed it (a hang, for --endpoint and for the hub alike). What cannot be read otherwise is
+    said by the one who loads them."""
+    for name, want in (("SSL_CERT_FILE", "regular file"), ("SSL_CERT_DIR", "directory")):
+        value = os.environ.get(name)
+        if not value:
+            continue
+        try:
+            kind = kind_of(value)
+        except OSError:  # a folder above it that cannot be searched: the loader says it
+            continue
+        if kind not in (None, want):
+            what = "a file of CA certificates" if want == "regular file" else "a folder of CA certificates"
+            raise UsageError(f"{name}={shown(value, 200)}: a {kind}, not {what}; unset it or point it at one")
