@@ -642,13 +642,12 @@ def test_a_reply_with_no_token_has_no_time_to_first_token():
 
 def test_ca_certificates_named_by_a_fifo_are_one_line(tmp_path, monkeypatch):
     """SSL_CERT_FILE naming a FIFO: the TLS context read it until its writer closed it, a hang at start (a
-    flags-and-environment hunt). One line, exit 2, before any request; SSL_CERT_DIR naming a file likewise."""
+    flags-and-environment hunt); /dev/zero without end. One line, exit 2, before any request."""
     os.mkfifo(tmp_path / "ca.pem")
-    (tmp_path / "certs").write_text("")
     with Server(cs.vllm_models) as srv:
         for name, value, said in (
             ("SSL_CERT_FILE", tmp_path / "ca.pem", "a FIFO, not a file of CA certificates"),
-            ("SSL_CERT_DIR", tmp_path / "certs", "a regular file, not a folder of CA certificates"),
+            ("SSL_CERT_FILE", "/dev/zero", "a character device, not a file of CA certificates"),
         ):
             with monkeypatch.context() as m:
                 m.setenv(name, str(value))

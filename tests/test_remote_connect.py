@@ -177,6 +177,19 @@ def test_a_proxy_from_the_environment_that_cannot_be_used_is_one_line_exit_2(bar
     assert "pw" not in msg  # the proxy's password is not echoed
 
 
+@pytest.mark.parametrize(
+    "name, value", [("NO_PROXY", "[::1]"), ("NO_PROXY", "m\u00fcnchen.de"), ("HTTP_PROXY", "http://u:pw@[::1")]
+)
+def test_proxy_settings_httpx_cannot_parse_are_one_line_exit_2(bare_env, name, value):
+    """NO_PROXY='[::1]' (or a host name that is not ASCII, a proxy URL cut at its port) was an internal error
+    (httpx's InvalidURL, a flags-and-environment hunt)."""
+    bare_env.setenv(name, value)
+    with pytest.raises(UsageError) as e:
+        RemoteEngine("http://127.0.0.1:1/v1", None, model="m")
+    msg = str(e.value)
+    assert msg.startswith(f"the environment's proxy settings ({name}) cannot be used (") and "pw" not in msg, msg
+
+
 def test_a_ca_file_from_the_environment_that_cannot_be_read_is_one_line_exit_2(bare_env, tmp_path):
     for bad in (tmp_path / "missing.pem", tmp_path):
         bare_env.setenv("SSL_CERT_FILE", str(bad))

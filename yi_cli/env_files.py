@@ -69,17 +69,15 @@ def _header_text(text: str) -> bool:
 
 
 def ca_files() -> None:
-    """SSL_CERT_FILE a regular file and SSL_CERT_DIR a folder, where they name something: the TLS context read a FIFO
-    until its writer closed it (a hang, for --endpoint and for the hub alike). What cannot be read otherwise is
-    said by the one who loads them."""
-    for name, want in (("SSL_CERT_FILE", "regular file"), ("SSL_CERT_DIR", "directory")):
-        value = os.environ.get(name)
-        if not value:
-            continue
-        try:
-            kind = kind_of(value)
-        except OSError:  # a folder above it that cannot be searched: the loader says it
-            continue
-        if kind not in (None, want):
-            what = "a file of CA certificates" if want == "regular file" else "a folder of CA certificates"
-            raise UsageError(f"{name}={shown(value, 200)}: a {kind}, not {what}; unset it or point it at one")
+    """SSL_CERT_FILE no FIFO, device or socket: the TLS context read one until its writer closed it (a hang, for
+    --endpoint and the hub alike), or /dev/zero without end. What cannot be read otherwise (missing, a folder, no
+    certificates) is said by the one who loads it; SSL_CERT_DIR is only looked into, by hashed names."""
+    value = os.environ.get("SSL_CERT_FILE")
+    if not value:
+        return
+    try:
+        kind = kind_of(value)
+    except OSError:  # a folder above it that cannot be searched: the loader says it
+        return
+    if kind not in (None, "regular file", "directory"):
+        raise UsageError(f"SSL_CERT_FILE={shown(value, 200)}: a {kind}, not a file of CA certificates; unset it")

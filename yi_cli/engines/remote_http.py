@@ -259,6 +259,11 @@ class Transport:
             raise UsageError(
                 f"{name}={shown(url)}: yi-chat goes through http:// and https:// proxies only; unset {name} for yi-chat"
             ) from None
+        except httpx.InvalidURL as e:  # NO_PROXY='[::1]', a proxy URL past its port: an internal error
+            named = ", ".join(k for k in (*PROXY_VARS, "NO_PROXY", "no_proxy") if os.environ.get(k))
+            raise UsageError(
+                f"the environment's proxy settings ({named}) cannot be used ({shown(str(e), 100)}); fix or unset them"
+            ) from None
 
     def fail(self, shown: str, what: str) -> YiError:
         return YiError(self.redact(f"{shown}: {what}"))
