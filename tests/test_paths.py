@@ -44,6 +44,10 @@ def test_a_home_whose_name_is_not_utf8_keeps_sessions_and_says_why_no_model_load
     p = yi("--model", "demo", stdin="hi\n", home=home)
     line = one_line_error(p, EXIT_LOAD, "caf\\xe9/cache: the folder's name is not UTF-8", "only UTF-8 paths")
     assert "YI_CHAT_HOME" in line and not (home / "cache" / "demo" / "demo-fp32").exists()
+    # `pull demo` said the demo was ready, then failed in the tokenizer's words (two lines); `models` listed it ok
+    one_line_error(yi("pull", "demo", home=home), EXIT_LOAD, "caf\\xe9/cache: the folder's name is not UTF-8")
+    rows = {r["name"]: r for r in json.loads(yi("models", "--json", home=home).stdout)}
+    assert not rows["demo"]["loadable"] and "the folder's name is not UTF-8" in rows["demo"]["reason"], rows["demo"]
     with OpenAIServer(ScriptedEngine(["r1", "r2"])) as srv:
         assert yi("--endpoint", srv.url, stdin="q1\n", home=home).stdout.decode().strip() == "r1"
         (name,) = [f.name for f in (home / "data" / "sessions").glob("*.json")]

@@ -154,9 +154,7 @@ def resolve(model: str, allow_pickle: bool = False) -> Path:
     from . import demo, family, hub
 
     if model in demo.NAMES:
-        from ..paths import cache_dir
-
-        utf8_path(cache_dir(), "set YI_CHAT_HOME to a folder whose name is UTF-8 (its cache is there)")
+        demo_cache()
         return demo.ensure(model)
     p = inputs.user_path(model, LoadError)
     if inputs.looked_up(p, LoadError) is not None:  # a folder on the way that cannot be searched is said
@@ -176,6 +174,13 @@ def resolve(model: str, allow_pickle: bool = False) -> Path:
     hint = f" (did you mean {near[0]}?)" if near else ""
     # named as typed: Path drops a leading ./, and `./models/yi` read `models/yi`, as if a hub id had been asked
     raise LoadError(f"{shown(model, 200)}: no such directory, Yi alias (yi-chat models --all) or hub id{hint}")
+
+
+def demo_cache() -> Path:
+    """yi-chat's cache, where the demo models are: LoadError where its name is not UTF-8 (utf8_path)."""
+    from ..paths import cache_dir
+
+    return utf8_path(cache_dir(), "set YI_CHAT_HOME to a folder whose name is UTF-8 (its cache is there)")
 
 
 def utf8_path(path: Path, fix: str) -> Path:

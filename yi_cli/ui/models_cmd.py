@@ -126,6 +126,9 @@ def _pulled(args, name: str, alias: bool) -> Path:
     # `pull` is about the hub: ORG/NAME (as typed, or a Yi alias) is the hub repo even where a folder of that name
     # is here, and a path is no name to pull. A config alias stands for what -m opens: its folder first, described.
     if name in demo.NAMES:
+        from ..checkpoint.loader import demo_cache
+
+        demo_cache()  # a name that is not UTF-8: the tokenizer failed after "demo: AWQ int4 · ..." was said
         return demo.ensure(name)
     if hub_id and not (alias and local.is_dir()):
         return _pull_hub(args, repo, shadowed=name if not alias and local.is_dir() else None)
@@ -237,6 +240,9 @@ def _demo_row(name: str) -> dict:
 
     d = cache_dir() / "demo" / name
     try:
+        from ..checkpoint.loader import demo_cache
+
+        demo_cache()  # listed ok, where -m demo refuses it
         done = demo.converted(d)
     except LoadError as e:  # its cache cannot be read: that row says so, the others are listed
         return {**_blank(), "loadable": False, "reason": str(e)}
