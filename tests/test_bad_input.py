@@ -1134,3 +1134,12 @@ def test_a_home_with_a_line_break_still_gets_one_line_errors(tmp_path):
     (crlf / "config").mkdir(parents=True)
     (crlf / "config" / "config.toml").write_text('[generation]\ntemperature = "hot"\n')
     one_line_error(yi("-p", "hi", home=crlf), 2, "cr\\x0d\\nlf/config/config.toml", "temperature")
+
+
+@pytest.mark.parametrize("flag", ["--endpoint", "--dtype", "--max-new-tokens", "--temperature", "--device", "--seed"])
+def test_a_huge_flag_value_is_cut_in_its_error_line(home, flag):
+    """A 130 kB value of --endpoint, --dtype or --max-new-tokens was repeated whole in its one line (a flags hunt),
+    where -m, -f and --resume cut a name at 200 characters."""
+    value = "http://a b/" + "x" * 5000 if flag == "--endpoint" else "x" * 5000
+    line = one_line_error(yi(flag, value, "-p", "hi", home=home), 2, "xxxxxxxxxx...")
+    assert len(line) < 500, line

@@ -9,7 +9,7 @@ import ipaddress
 import re
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
-from ..errors import UsageError
+from ..errors import UsageError, shown
 
 # Query parameters that carry credentials in the services people use (Azure Functions ?code=, Google ?key=,
 # signed URLs ?sig=): their values are shown as *** like a password.
@@ -41,7 +41,8 @@ class Endpoint:
             or not _internet_name(parts.hostname)
             or not _well_formed(raw, parts.netloc.rpartition("@")[2], parts.hostname)
         ):
-            raise UsageError(f"{shown_url(value.strip())}: not an http(s) URL of an OpenAI-compatible server")
+            named = shown(shown_url(value.strip()), 200) or repr(value)  # ' ' said as ": not an http(s) URL"
+            raise UsageError(f"{named}: not an http(s) URL of an OpenAI-compatible server")
         self.scheme = parts.scheme
         self.hostport = parts.netloc.rpartition("@")[2]  # as written: [v6]:port stays bracketed
         self.host = parts.hostname.lower()

@@ -4,6 +4,7 @@ generation settings the flags, the config file and the model give."""
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from .. import __version__
@@ -104,8 +105,14 @@ SUBCOMMANDS = {
 
 class Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, not argparse's usage block: every failure is one line on stderr
-        say_error(f"{message} (see {self.prog} --help)")  # a subcommand's own help: yi-chat sessions --help
+        say_error(f"{long_quotes_cut(message)} (see {self.prog} --help)")  # a subcommand's: yi-chat sessions --help
         sys.exit(2)
+
+
+def long_quotes_cut(message: str, keep: int = 100) -> str:
+    """argparse's message with each quoted value past `keep` characters cut (`--dtype` of 130 kB repeated it whole,
+    where -m, -f and --resume cut a name at 200)."""
+    return re.sub(rf"'([^']{{{keep}}})[^']+'", r"'\1...'", message)
 
 
 def seconds_arg(value: str) -> float:
