@@ -516,11 +516,14 @@ def read_line(session, message: str, pre_run=None, render=None, **kwargs) -> str
             pre_run()
 
     def done(app) -> None:
-        """The last draw, as the line is sent; not as Ctrl-C, Ctrl-D or a signal ends the prompt (nothing is sent:
-        the message was shown whole all the same, as if it had been)."""
-        if not app.is_done or app.future.cancelled() or app.future.exception() is not None:
+        """The last draw, as the line is sent, or dropped by Ctrl-C (marked ^C: a draft taller than the screen was
+        left without its first rows, its `>>>` included); not as Ctrl-D or a signal ends the prompt."""
+        if not app.is_done or app.future.cancelled():
             return
         text = session.default_buffer.text
+        failed = app.future.exception()
+        if failed is not None and not (isinstance(failed, KeyboardInterrupt) and text.endswith("^C")):
+            return
         if too_tall(app) or wrapped(app, text):
             app.erase_when_done = True
             tall.append(text)
