@@ -724,6 +724,38 @@ def test_a_line_ended_by_a_bare_cr_is_handled_as_it_arrives(tiny_dir, home):
     assert [json.loads(x)["output"] for x in out.splitlines()] == ["system prompt: be brief\n"]
 
 
+def test_utf16_whose_mark_comes_in_a_read_of_its_own_is_still_known(tiny_dir, home):
+    """The byte order mark written alone (a slow writer), the text after it later: the first read held the mark
+    and nothing to judge by, and each line was "not valid UTF-8" or "contains a NUL byte" (a pipes hunt). The run
+    reads on until it can tell. The rest is written once the pipe is empty: the mark was read on its own."""
+    import fcntl
+    import termios
+
+    p = subprocess.Popen(
+        [PY, "-m", "yi_cli", "--model", str(tiny_dir)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "YI_CHAT_HOME": str(home)},
+    )
+    try:
+        p.stdin.write(b"\xff\xfe")
+        p.stdin.flush()
+        deadline = time.monotonic() + 180
+        queued = bytearray(4)
+        while time.monotonic() < deadline:  # FIONREAD of the pipe, from its writing end: the bytes not read yet
+            fcntl.ioctl(p.stdin.fileno(), termios.FIONREAD, queued)
+            if int.from_bytes(queued, sys.byteorder) == 0 or p.poll() is not None:
+                break
+            time.sleep(0.01)
+        out, err = p.communicate("hi\nthere\n".encode("utf-16-le"), timeout=180)
+    finally:
+        p.kill()
+    lines = err.decode().splitlines()
+    assert p.returncode == 1 and len(lines) == 1, err.decode()
+    assert lines[0].startswith("error: stdin is UTF-16 text, not UTF-8; nothing read") and "iconv" in lines[0]
+
+
 def test_utf16_piped_in_is_one_line_with_the_conversion(tiny_dir, home):
     """A UTF-16 prompt file (PowerShell's `>` writes one) was a line of errors for each of its lines and each CR
     in them ("not valid UTF-8", "contains a NUL byte"): one line, with the iconv command, and nothing read."""

@@ -551,6 +551,8 @@ def run_pipe(chat) -> int:
     n = asked = 0
     with contextlib.closing(pipes.chunks(sys.stdin.buffer)) as reads:
         first = next(reads, b"")
+        while first[:2] in stdin_lines.UTF16_BOMS and len(first) < 4 and (more := next(reads, b"")):
+            first += more  # a mark in a read of its own (a slow writer): the text after it says what it is
         if stdin_lines.utf16(first):
             # (PowerShell's `>` writes it): each line was "not valid UTF-8" or "contains a NUL byte", its CRs lines
             chat.render.error(f"stdin is UTF-16 text, not UTF-8; nothing read ({attach.convert('stdin', 'UTF-16')})")

@@ -42,10 +42,13 @@ def lines(reads, limit: int):
         yield b"".join(parts)
 
 
+UTF16_BOMS = {b"\xff\xfe": "utf-16-le", b"\xfe\xff": "utf-16-be"}
+
+
 def utf16(head: bytes) -> bool:
     """Whether stdin's first bytes are UTF-16 text: a byte order mark, then what reads as text in UTF-16 (a line
     end, or mostly ASCII), not invalid UTF-8 that starts with the mark's bytes."""
-    codec = {b"\xff\xfe": "utf-16-le", b"\xfe\xff": "utf-16-be"}.get(head[:2])
+    codec = UTF16_BOMS.get(head[:2])
     if codec is None:
         return False
     text = head[2 : len(head) - len(head) % 2].decode(codec, "replace")
