@@ -177,6 +177,24 @@ def test_a_proxy_from_the_environment_that_cannot_be_used_is_one_line_exit_2(bar
     assert "pw" not in msg  # the proxy's password is not echoed
 
 
+def test_a_proxy_that_cannot_be_reached_is_named_in_the_line(bare_env):
+    """`http_proxy=proxy.corp`: the line said `http://127.0.0.1:9/v1/models: cannot connect ([Errno -2] Name or
+    service not known)`, a name lookup failing for a numeric address, the proxy never named (a flags hunt). Its
+    password stays hidden; a host NO_PROXY names goes straight, and its line names no proxy."""
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    bare_env.setenv("http_proxy", f"http://me:pw-SECRET@127.0.0.1:{closed}")
+    with pytest.raises(LoadError) as e:
+        RemoteEngine("http://127.0.0.1:9/v1", None)  # its model list: a request
+    assert f"cannot connect through http_proxy=http://***@127.0.0.1:{closed} (" in str(e.value), e.value
+    assert "SECRET" not in str(e.value)
+    bare_env.setenv("NO_PROXY", "127.0.0.1")
+    with pytest.raises(LoadError) as e:
+        RemoteEngine("http://127.0.0.1:9/v1", None)  # its model list: a request
+    assert "cannot connect (" in str(e.value) and "proxy" not in str(e.value), e.value
+
+
 @pytest.mark.parametrize(
     "name, value", [("NO_PROXY", "[::1]"), ("NO_PROXY", "m\u00fcnchen.de"), ("HTTP_PROXY", "http://u:pw@[::1")]
 )

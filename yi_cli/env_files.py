@@ -6,6 +6,7 @@ internal error where yi-chat had its one line to say.
 from __future__ import annotations
 
 import os
+import re
 import stat
 
 from .errors import LoadError, UsageError, shown
@@ -81,3 +82,23 @@ def ca_files() -> None:
         return
     if kind not in (None, "regular file", "directory"):
         raise UsageError(f"SSL_CERT_FILE={shown(value, 200)}: a {kind}, not a file of CA certificates; unset it")
+
+
+def proxy_for(url: str) -> str | None:
+    """The environment's proxy a request to `url` goes through, as "NAME=VALUE" (http_proxy, https_proxy, all_proxy
+    in either case, NO_PROXY honoured), its user info hidden; None where it goes straight. A failure to connect named
+    the server alone: `cannot connect ([Errno -2] Name or service not known)` of 127.0.0.1, the proxy's name failing."""
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if urllib.request.proxy_bypass_environment(host if parts.port is None else f"{host}:{parts.port}"):
+        return None
+    for name in (f"{parts.scheme}_proxy", "all_proxy"):
+        for var in (name, name.upper()):
+            value = os.environ.get(var)
+            if value:
+                hidden = re.sub(r"(//)[^/?#@]*@", r"\1***@", value)  # a proxy's password
+                return f"{var}={shown(hidden, 120)}"
+    return None

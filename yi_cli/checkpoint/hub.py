@@ -632,8 +632,10 @@ def hub_error(e: BaseException, repo: str, local: bool = True) -> LoadError:
             "(a partial download continues on the next run)"
         )
     if isinstance(e, (httpx2.TransportError, errors.OfflineModeIsEnabled)):
+        via = env_files.proxy_for(where) if isinstance(e, httpx2.ConnectError) else None
         return LoadError(
-            f"{repo}: cannot reach {where} ({e.__class__.__name__}); check the network, or set "
+            f"{repo}: cannot reach {where}{f' through {via}' if via else ''} ({e.__class__.__name__}); check the "
+            "network, or set "
             "HF_HUB_OFFLINE=1 to use only the cache (a partial download continues on the next run)"
         )
     if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):

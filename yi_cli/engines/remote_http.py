@@ -360,7 +360,10 @@ class Transport:
         if isinstance(e, httpx.ConnectTimeout):
             return self.fail(shown, f"cannot connect within {lim.connect_timeout:g} s (--connect-timeout)")
         if isinstance(e, httpx.ConnectError):
-            return self.fail(shown, f"cannot connect ({text or 'connection refused'})")
+            via = env_files.proxy_for(self.endpoint.url())
+            return self.fail(
+                shown, f"cannot connect{f' through {via}' if via else ''} ({text or 'connection refused'})"
+            )
         if isinstance(e, httpx.TimeoutException):
             return self.fail(shown, f"no data from the server for {lim.idle_timeout:g} s (--idle-timeout)")
         if text.startswith("Invalid URL in location header"):  # httpx reads a redirect's Location as it comes
