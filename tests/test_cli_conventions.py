@@ -1362,6 +1362,26 @@ def test_continue_reopens_the_last_interactive_chat_not_a_later_one_shot(server,
     assert [t["content"] for t in inter["turns"]][::2] == ["interactive question", "follow-up"]
 
 
+@pytest.mark.parametrize("damage", [{"version": 2}, {"turns": [{"role": "user", "content": "x", "tokens": -3}]}])
+def test_continue_says_which_newer_session_files_it_passed_over(server, home, damage):
+    """The newest interactive session damaged (or written by a newer yi-chat): -c opened the older one without a
+    word, and with no other said "no interactive session saved yet" (a sessions hunt). Both say what was passed."""
+    p = yi("--endpoint", server.url, stdin="old question\n", home=home)
+    assert p.returncode == 0, p.stderr.decode()
+    [old] = (home / "data" / "sessions").glob("*.json")
+    data = {**json.loads(old.read_text()), "mode": "interactive", "updated": "2026-12-06T20:00:00.000000Z"}
+    old.write_text(json.dumps(data))
+    newer = old.with_name("20991231-000000-newer.json")
+    newer.write_text(json.dumps({**data, "id": "f" * 16, "updated": "2099-12-31T00:00:00.000000Z", **damage}))
+    said = "passed over 1 file that cannot be read as sessions: 20991231-000000-newer.json (--resume NAME says why)"
+    p = yi("--endpoint", server.url, "-c", "-p", "follow-up", home=home)
+    assert p.returncode == 0 and p.stderr.decode().splitlines() == [said], p.stderr.decode()
+    assert [m["content"] for m in server.requests[-1]["messages"]][::2] == ["old question", "follow-up"]
+    old.unlink()
+    line = one_line_error(yi("--endpoint", server.url, "-c", "-p", "hi", home=home), 1, "no interactive session")
+    assert line.endswith(f"(yi-chat sessions lists them; {said})"), line
+
+
 def test_a_resumed_chat_says_which_session_it_opened(server, home, tmp_path):
     """`yi-chat -c` showed only the usual banner: nothing said which session went on, or that one did. One line
     names its file (in the store by name, elsewhere as given), its exchanges and when it was last written."""

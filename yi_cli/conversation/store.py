@@ -344,18 +344,32 @@ def _no_new_file(folder: str, e: OSError) -> str:
     return f"no file can be created in the folder {folder} ({e.strerror or e})"
 
 
-def resolve(path: str) -> Path:
+def resolve(path: str, passed: list | None = None) -> Path:
     """`last` is the newest interactive session in the store (or an old last.json); anything else a file name: a
-    bare name that no file here has is looked for in the store, as `yi-chat sessions` lists it (`.json` optional)."""
+    bare name that no file here has is looked for in the store, as `yi-chat sessions` lists it (`.json` optional).
+    passed: gets the names of the store's files `last` passed over, unreadable as sessions (a newer one damaged, or
+    written by a newer yi-chat: -c opened an older chat without a word, and said "no session saved yet" of one)."""
     if path != "last":
         p = inputs.user_path(path)
         if os.sep not in path and not os.path.lexists(p):
             found = [f for f in (sessions_dir() / path, sessions_dir() / f"{path}.json") if _there(f)]
             return found[0] if found else p
         return p
-    for entry in entries(limit=1, modes=RESUMABLE):
+    passed = [] if passed is None else passed
+    for entry in entries(limit=1, modes=RESUMABLE, passed=passed):
         return Path(entry["path"])
-    raise YiError(f"no interactive session saved yet in {one_line(str(sessions_dir()))} (yi-chat sessions lists them)")
+    left = f"; {left_out(passed)}" if passed else ""
+    raise YiError(
+        f"no interactive session saved yet in {one_line(str(sessions_dir()))} (yi-chat sessions lists them{left})"
+    )
+
+
+def left_out(names: list[str]) -> str:
+    """The store's files passed over as no session yi-chat can read, said in a line (--resume NAME says why)."""
+    more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+    shown_names = ", ".join(shown(n, 80) for n in sorted(names)[:3]) + more
+    files = "file" if len(names) == 1 else "files"
+    return f"passed over {len(names)} {files} that cannot be read as sessions: {shown_names} (--resume NAME says why)"
 
 
 def _there(f: Path) -> bool:
@@ -371,7 +385,8 @@ def _there(f: Path) -> bool:
 
 def read(path: str) -> tuple[ChatSession, GenSettings, dict]:
     """Parse a session file; raises YiError with one line for anything malformed or foreign."""
-    p = resolve(path)
+    passed: list[str] = []
+    p = resolve(path, passed)
     version = _version(p)  # before the read: autosave_for tells a file written since (each write is a new inode)
     # Size, kind (a FIFO or /dev/zero is refused without blocking), nesting and finite numbers checked first.
     raw = inputs.read_bytes(p, inputs.SESSION_LIMIT, YiError, "session file")
@@ -382,6 +397,7 @@ def read(path: str) -> tuple[ChatSession, GenSettings, dict]:
     session.known[os.path.realpath(p)] = _digest(raw)  # /save PATH goes on replacing it while it stays so
     data["path"] = str(p)
     data["_version"] = version
+    data["_passed"] = passed  # `last`'s: said beside the line naming the one resumed
     return session, settings, data
 
 

@@ -369,6 +369,8 @@ def _main(args) -> int:
                 f"{engine.name} has no chat template (a base model): each message is continued as plain text, not "
                 "answered"
             )
+        if data is not None and data.get("_passed"):  # newer files damaged, or a newer yi-chat's: -c opened an older
+            render.notice(store.left_out(data["_passed"]))  # one without a word (a script too: it is a warning)
         if data is not None and interactive:  # a script's stderr keeps to errors: -c -p and pipes say nothing
             render.notice(resumed(args.resume if resume != "last" else None, data, chat.session.exchanges))
             if isinstance(data.get("model"), str) and data["model"] != engine.name:
