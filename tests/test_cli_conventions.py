@@ -1382,6 +1382,26 @@ def test_continue_says_which_newer_session_files_it_passed_over(server, home, da
     assert line.endswith(f"(yi-chat sessions lists them; {said})"), line
 
 
+def test_a_session_with_fields_this_yi_chat_does_not_know_goes_on_in_a_new_file(server, home):
+    """A session file holding fields yi-chat does not write (a newer yi-chat's, an editor's: `note`, a turn's
+    `name`): resumed in place, its next save dropped them without a word (a sessions hunt). The chat goes on in a
+    new file, said, and that one stays byte for byte as it was."""
+    p = yi("--endpoint", server.url, stdin="first question\n", home=home)
+    assert p.returncode == 0, p.stderr.decode()
+    [f] = (home / "data" / "sessions").glob("*.json")
+    data = json.loads(f.read_text())
+    data["note"] = "keep me"
+    data["turns"][0]["name"] = "alice"
+    f.write_text(json.dumps(data))
+    before = f.read_bytes()
+    p = yi("--endpoint", server.url, "--resume", f.stem, "-p", "next", home=home)
+    said = f"{f.name} holds fields this yi-chat does not know (note, turns[].name): this chat goes on from it in a new"
+    assert p.returncode == 0 and said in p.stderr.decode(), p.stderr.decode()
+    assert f.read_bytes() == before
+    [new] = [g for g in (home / "data" / "sessions").glob("*.json") if g != f]
+    assert [t["content"] for t in json.loads(new.read_text())["turns"]][::2] == ["first question", "next"]
+
+
 def test_a_resumed_chat_says_which_session_it_opened(server, home, tmp_path):
     """`yi-chat -c` showed only the usual banner: nothing said which session went on, or that one did. One line
     names its file (in the store by name, elsewhere as given), its exchanges and when it was last written."""

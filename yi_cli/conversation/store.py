@@ -395,6 +395,7 @@ def read(path: str) -> tuple[ChatSession, GenSettings, dict]:
     if data.get("id") is None:  # a file from before ids: known by its path (path_id), as /save tells it
         session.id = path_id(p)
     session.known[os.path.realpath(p)] = _digest(raw)  # /save PATH goes on replacing it while it stays so
+    data["_unknown"] = unknown_fields(data)  # before the keys read adds
     data["path"] = str(p)
     data["_version"] = version
     data["_passed"] = passed  # `last`'s: said beside the line naming the one resumed
@@ -442,6 +443,20 @@ def _version(p: Path) -> tuple | None:
     return st.st_ino, st.st_mtime_ns, st.st_size
 
 
+# The fields to_dict writes (and a turn's): a file holding others (a newer yi-chat's, an editor's) lost them when a
+# resume went on in it in place, without a word; such a one goes on in a new file (autosave_for).
+FIELDS = {"format", "version", "model", "quant", "settings", "source", "mode", "created", "updated", "id", "system"}
+FIELDS |= {"turns", "context_start"}
+TURN_FIELDS = {"role", "content", "tokens", "finish_reason", "stats", "files"}
+
+
+def unknown_fields(data: dict) -> list[str]:
+    """The fields of a session file's dict that yi-chat does not write, as `note` or `turns[].name`."""
+    turns = data.get("turns") if isinstance(data.get("turns"), list) else []
+    inner = {k for t in turns if isinstance(t, dict) for k in t} - TURN_FIELDS
+    return sorted(k for k in data if k not in FIELDS) + [f"turns[].{k}" for k in sorted(inner)]
+
+
 def autosave_for(path: str | None, data: dict | None, mode: str) -> Autosave:
     """The autosave of a run: a resumed file of the store is continued in place (keeping its mode) once this
     process holds it and finds it as it was read; held by another, or written since (another yi-chat went on
@@ -451,7 +466,7 @@ def autosave_for(path: str | None, data: dict | None, mode: str) -> Autosave:
         p = Path(data["path"])
         if p.parent.resolve() == sessions_dir().resolve() and p.name != LEGACY and data.get("mode") in MODES:
             saver = Autosave(data["mode"], p, data.get("created"), data.get("id") or path_id(p), mode)  # read's id
-            if saver.path is not None and _version(p) != data.get("_version"):
+            if saver.path is not None and (_version(p) != data.get("_version") or data.get("_unknown")):
                 saver.fork()
             return saver
     return Autosave(mode)

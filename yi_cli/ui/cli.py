@@ -381,6 +381,13 @@ def _main(args) -> int:
                 f"{shown(autosave.refused, 200)}: this chat goes on from {os.path.basename(data['path'])} in a new "
                 "session file, which no other yi-chat can take"
             )
+        elif autosave.forked and data.get("_unknown"):  # kept where they are: a resume in place dropped them
+            unknown = data["_unknown"]
+            fields = ", ".join(shown(k, 40) for k in unknown[:4]) + (", ..." if len(unknown) > 4 else "")
+            render.notice(
+                f"{os.path.basename(data['path'])} holds fields this yi-chat does not know ({fields}): this chat goes "
+                "on from it in a new session file, and that file stays as it is"
+            )
         elif autosave.forked:
             render.notice(
                 f"{os.path.basename(data['path'])} is in use by another yi-chat (or was written by one since it "
