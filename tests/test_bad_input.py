@@ -1175,3 +1175,18 @@ def test_a_huge_flag_value_is_cut_in_its_error_line(home, flag):
     value = "http://a b/" + "x" * 5000 if flag == "--endpoint" else "x" * 5000
     line = one_line_error(yi(flag, value, "-p", "hi", home=home), 2, "xxxxxxxxxx...")
     assert len(line) < 500, line
+
+
+def test_a_loaded_session_past_what_the_template_renders_drops_its_oldest_exchanges(tiny_dir, home, tmp_path):
+    """A session file of 30,000 short exchanges (a remote chat's, or one written by hand: no context_start): every
+    message was refused, "the chat template wrote 1.7M characters for 60000 of messages (a template that blows its
+    input up?)", the whole conversation rendered before anything was dropped, and only /clear got out (a sessions
+    hunt). The exchanges past any context go first, and the reply comes, with the one line that says so."""
+    head = {"format": "yi-chat-session", "version": 1, "model": "tiny", "mode": "interactive", "system": None}
+    exchange = [{"role": "user", "content": "m"}, {"role": "assistant", "content": "r", "finish_reason": "stop"}]
+    turns = exchange * 30_000
+    f = tmp_path / "many.json"
+    f.write_text(json.dumps({**head, "turns": turns}))
+    p = yi("--model", tiny_dir, "--max-new-tokens", "2", "--resume", f, "-p", "hello", home=home)
+    err = p.stderr.decode()
+    assert p.returncode == 0 and "context full (" in err and "template" not in err, err

@@ -356,29 +356,38 @@ class Chat:
         if tpl is None:
             return Prompt(p.messages, continue_final=p.continue_final), 0
         budget = ctx - min(self.settings.max_new_tokens, ctx // 4)
+        policy = self.options.overflow
+        first = 1 if p.messages and p.messages[0]["role"] == "system" else 0
+        last = 2 if p.continue_final else 1  # the message answered, and the reply /continue extends
+        # Exchanges past what any context holds go before the template sees them: a loaded session of 50,000
+        # exchanges (or one 30 MB message) was refused by the template's own bounds at every message, "the chat
+        # template failed", where the oldest exchanges are dropped to fit (a sessions hunt)
+        ahead = context.past_any(p.messages[first : len(p.messages) - last], ctx) if policy != "refuse" else 0
+        if ahead:
+            p = replace(p, messages=p.messages[:first] + p.messages[first + ahead :], resume_ids=None)
         if p.resume_ids is not None:
             prompt = Prompt(p.messages, p.resume_ids, tpl.render(p.messages, True), True)
         else:
             prompt = tpl.build(p.messages, p.continue_final)
-        if len(prompt.ids) <= budget:
+        if len(prompt.ids) <= budget and not ahead:
             return prompt, 0
-        policy = self.options.overflow
-        first = 1 if p.messages and p.messages[0]["role"] == "system" else 0
-        turns = self.session.turns[self.session.start :]  # the context's, as p.messages holds them
-        last = 2 if p.continue_final else 1  # the message answered, and the reply /continue extends
+        turns = self.session.turns[self.session.start + ahead :]  # the context's, as p.messages holds them
         sizes = [self.tokens_of(turns[i]) for i in range(len(p.messages) - first - last)]
         one_shot = self.options.one_shot
-        dropped = context.fit(
-            lambda n: self._rebuild(p, first, n),
-            len(prompt.ids),
-            sizes,
-            budget,
-            policy,
-            one_shot,
-            system=bool(first),
-            clearable=p.clearable,
-        )
+        dropped = 0
+        if len(prompt.ids) > budget:
+            dropped = context.fit(
+                lambda n: self._rebuild(p, first, n),
+                len(prompt.ids),
+                sizes,
+                budget,
+                policy,
+                one_shot,
+                system=bool(first),
+                clearable=p.clearable,
+            )
         msgs = p.messages[:first] + p.messages[first + dropped :]
+        dropped += ahead
         kept = "; the system prompt is kept" if first else ""  # none set: none to keep
         gone = exchanges_said(dropped // 2)
         self.render.notice(f"context full ({ctx} tokens): dropped the oldest {gone} to fit{kept}")
