@@ -1964,3 +1964,43 @@ def test_a_server_error_at_start_is_one_line_exit_3_with_escapes_visible(home):
         p = yi("--endpoint", srv.root + "/v1", "-p", "hi", home=home, timeout=120)
     line = one_line_error(p, 3, "500")
     assert "\x1b" not in line and "\\x1b]0;pwned\\x07" in line, line
+
+
+@pytest.mark.parametrize("obstacle", ["dangling-link", "file", "folder-without-config"])
+def test_the_demo_is_packed_over_whatever_is_in_its_place(home, demo_fp32_dir, obstacle):
+    """cache/demo/demo-gptq8 a dangling link (or a file, or a folder a conversion left without its config): the
+    rename onto it failed, an internal error (NotADirectoryError), exit 1, at every run; and a demo-fp32 so left
+    failed after the 20-60 s of its conversion, every run (a demo-cache hunt). What is there is moved aside."""
+    from yi_cli.checkpoint import demo
+
+    root = home / "cache" / "demo"
+    root.mkdir(parents=True)
+    (root / "demo-fp32").symlink_to(demo_fp32_dir)  # the source, converted (a link: no 500 MB copy)
+    there = root / "demo-gptq8"
+    if obstacle == "dangling-link":
+        there.symlink_to(home / "nowhere")
+    elif obstacle == "file":
+        there.write_text("x")
+    else:
+        there.mkdir()
+        (there / "model.safetensors").write_bytes(b"half")
+    assert demo.ensure("demo-gptq8") == there
+    assert there.is_dir() and not there.is_symlink() and (there / "config.json").is_file()
+    assert sorted(p.name for p in root.iterdir()) == [".convert.lock", "demo-fp32", "demo-gptq8"]
+
+
+def test_a_demo_source_that_cannot_be_packed_is_one_line(home, demo_fp32_dir):
+    """demo-fp32 damaged (its weights cut short) before demo or demo-gptq8 was packed from it, or a full disk while
+    packing: an internal error (SafetensorError), exit 1 (a demo-cache hunt). One line naming both folders."""
+    from yi_cli.checkpoint import demo
+
+    src = home / "cache" / "demo" / "demo-fp32"
+    src.mkdir(parents=True)
+    for f in demo_fp32_dir.iterdir():
+        if f.suffix != ".safetensors":
+            shutil.copy(f, src / f.name)
+    (src / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}")
+    with pytest.raises(LoadError) as e:
+        demo.ensure("demo-gptq8")
+    assert str(e.value).startswith(f"{src.parent / 'demo-gptq8'}: packing the demo model failed (")
+    assert str(e.value).endswith(f"if {src} is damaged, remove it and the next run converts the demo again")

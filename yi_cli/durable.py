@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 
@@ -40,6 +42,17 @@ def sync_tree(root: str | Path) -> None:
         for f in files:
             sync_file(os.path.join(d, f))
         sync_dir(d)
+
+
+def replace_dir(tmp: Path, dst: Path) -> None:
+    """publish_dir onto `dst` whatever is there: a folder (a conversion left unfinished, one damaged), a file or a
+    link (dangling too: `exists` said no, and the rename failed, "Not a directory") is moved aside first, into a
+    hidden temp folder beside it, and removed."""
+    if os.path.lexists(dst):
+        old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old-", dir=dst.parent))
+        os.replace(dst, old / "x")
+        shutil.rmtree(old, ignore_errors=True)
+    publish_dir(tmp, dst)
 
 
 def publish_dir(tmp: Path, dst: Path) -> None:

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from .. import durable, inputs
-from ..errors import LoadError
+from ..errors import LoadError, failure
 from ..paths import cache_dir, make_private, private_dir
 from ..progress import Stages
 
@@ -152,7 +152,15 @@ def _make(name: str, out: Path, src: Path) -> Path:
             return src
         st.stage(f"quantizing to {'AWQ int4' if name == 'demo' else 'GPTQ int8'}")
         make = writer.make_awq if name == "demo" else writer.make_gptq
-        make(src, out)
+        try:
+            make(src, out)
+        except LoadError:
+            raise
+        except Exception as e:  # a full disk, a demo-fp32 damaged since: it was an internal error, exit 1
+            raise LoadError(
+                f"{out}: packing the demo model failed ({failure(e)}); if {src} is damaged, remove it and the "
+                "next run converts the demo again"
+            ) from None
         make_private(out)
     return out
 
@@ -186,7 +194,9 @@ def _convert_gguf(gguf: Path, out: Path, stages: Stages) -> None:
         stages.stage("writing fp32 weights")
         model.save_pretrained(str(tmp))
         gguf_tokenizer.write(gguf, tmp)  # not transformers' conversion, which differs between its versions
-        durable.publish_dir(tmp, out)  # fsync the files, rename, fsync the parent
+        # whatever is there is no finished conversion (converted said so): a folder left without its config, a
+        # file, a link; publishing onto it failed after the 20-60 s of work, at every run
+        durable.replace_dir(tmp, out)
     except LoadError:
         raise
     except Exception as e:

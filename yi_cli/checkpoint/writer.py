@@ -124,11 +124,7 @@ def write_atomic(src: Path, dst: Path, write_weights, json_files: dict) -> Path:
             (tmp / name).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
         for f in [tmp, *tmp.iterdir()]:  # mkdtemp makes 0700 dirs; give the result the usual permissions
             os.chmod(f, (0o777 if f.is_dir() else 0o666) & ~umask)
-        if dst.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old-", dir=dst.parent))
-            os.replace(dst, old / "x")
-            shutil.rmtree(old)
-        durable.publish_dir(tmp, dst)  # fsync the files, rename, fsync the parent
+        durable.replace_dir(tmp, dst)  # fsync the files, rename, fsync the parent
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
