@@ -2004,3 +2004,22 @@ def test_a_demo_source_that_cannot_be_packed_is_one_line(home, demo_fp32_dir):
         demo.ensure("demo-gptq8")
     assert str(e.value).startswith(f"{src.parent / 'demo-gptq8'}: packing the demo model failed (")
     assert str(e.value).endswith(f"if {src} is damaged, remove it and the next run converts the demo again")
+
+
+@pytest.mark.parametrize("layers,said", [(1, "holds tensors of layer 1"), (3, "no tensors of layer 2")])
+def test_a_config_whose_layer_count_the_weights_contradict_is_refused(tiny, home, layers, said):
+    """num_hidden_layers edited below the weights' layers (30 to 20 in the demo): the model ran cut short and
+    babbled ("I I I I"), exit 0, the leftover layers passed over in silence; above them, -m refused it only as it
+    loaded while `pull` said ready and `models` ok (a demo-cache hunt). Both are one line at the check of the
+    weights' headers, -m and `models` alike."""
+    set_json(tiny / "config.json", num_hidden_layers=layers)
+    p = subprocess.run(
+        [PY, "-m", "yi_cli", "-m", str(tiny), "-p", "hi", "--max-new-tokens", "2"],
+        capture_output=True,
+        env={**os.environ, "YI_CHAT_HOME": str(home)},
+        stdin=subprocess.DEVNULL,
+        timeout=300,
+    )
+    err = p.stderr.decode()
+    assert p.returncode == 3 and len(err.splitlines()) == 1, err
+    assert f"{said}, but config.json has num_hidden_layers = {layers}" in err, err

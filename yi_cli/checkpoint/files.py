@@ -154,6 +154,37 @@ def index_files(idx: Path) -> set[str]:
     return set(wm.values())
 
 
+LAYER = re.compile(r"model\.layers\.(\d{1,9})\.")  # a decoder layer's tensors (Llama and its kin)
+
+
+def check_layers(files: list[Path], layers: int | None) -> None:
+    """The weights' `model.layers.N.` tensors (safetensors headers) are of config.json's num_hidden_layers layers
+    (`layers`; None: not stated): more were passed over in silence (a model cut short that babbled: the demo's 30
+    edited to 20), fewer said only as the model loaded (`pull` said ready and `models` ok)."""
+    if layers is None:
+        return
+    found: dict[int, Path] = {}
+    for f in files:
+        if f.suffix == ".safetensors":
+            for name in read_header(f)[0]:
+                if (m := LAYER.match(name)) is not None:
+                    found.setdefault(int(m[1]), f)
+    if not found:  # another architecture's names
+        return
+    if past := [i for i in found if i >= layers]:
+        i = min(past)
+        raise LoadError(
+            f"{found[i]}: holds tensors of layer {i}, but config.json has num_hidden_layers = {layers}: the weights "
+            "are another model's, or the config was changed"
+        )
+    if gone := [i for i in range(layers) if i not in found]:
+        where = files[0].parent if len(files) > 1 else files[0]
+        raise LoadError(
+            f"{where}: no tensors of layer {gone[0]}, but config.json has num_hidden_layers = {layers}: the weights "
+            "are another model's, or the config was changed"
+        )
+
+
 def check_safetensors(files: list[Path], plain: bool = False) -> None:
     """Read each file's header (within a size limit) and check every entry: a known dtype, a shape of
     non-negative integers, data_offsets that match the shape and fit the file (catches truncated downloads).

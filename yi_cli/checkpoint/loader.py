@@ -16,7 +16,16 @@ from .. import inputs
 from ..errors import LoadError, UsageError, failed, failure, first_line, shown
 from ..rust_panic import reports_held
 from . import configs, light, plausible, quantized
-from .files import Tensors, check_index, check_safetensors, check_side_files, read_config, read_json, weight_files
+from .files import (
+    Tensors,
+    check_index,
+    check_layers,
+    check_safetensors,
+    check_side_files,
+    read_config,
+    read_json,
+    weight_files,
+)
 
 
 @dataclass
@@ -218,6 +227,7 @@ def open_checkpoint(
     dtype = pick_dtype(dtype, device, quant)
     elem = dtype.itemsize
     plausible.check_memory(cfg, path / "config.json", device, elem, quant["bits"] if quant else elem * 8)
+    check_layers(files, plausible.layers(cfg))
     config = configs.build(path, cfg, quant is not None, trust_remote_code)
     from .family import repo_of
 

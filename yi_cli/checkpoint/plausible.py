@@ -27,6 +27,12 @@ BOUNDS = {
 }
 
 
+def layers(cfg: dict) -> int | None:
+    """config.json's num_hidden_layers where it states one (check's bounds passed), for the weights to match."""
+    n = cfg.get("num_hidden_layers")
+    return n if type(n) is int else None
+
+
 def check(cfg: dict, src: Path) -> None:
     """Each size field present is an integer in BOUNDS, and the head counts divide as attention needs; and the model
     one that chats at all: not an encoder-decoder."""
