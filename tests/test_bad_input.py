@@ -298,6 +298,19 @@ def test_an_edit_too_long_by_its_length_alone_is_refused_before_it_is_tokenized(
     assert "hi" in [o for o in json_out(p) if o.get("command") == "history"][0]["output"]  # the exchange stays
 
 
+def test_a_message_refused_by_its_length_says_its_files_wait(tiny_dir, home, tmp_path):
+    """A message too long by its length alone, with a file attached: the file waited for the next message, and
+    nothing said so (README: a refused message leaves its attachments waiting, "and says so"; a context hunt)."""
+    f = tmp_path / "tiny.txt"
+    f.write_text("hello\n")
+    p = yi("--model", tiny_dir, "--max-new-tokens", "2", stdin=f"/file {f}\n{'word ' * 400_000}\n/file\n", home=home)
+    lines = err_lines(p)
+    assert p.returncode == 1 and lines[0].startswith("error: the message is 2000000 characters"), lines
+    assert lines[1] == f"still attached for the next message: {f} (/detach drops them)", lines
+    assert lines[2:] == [f"error: {f}: attached, but the input ended before a message took it; not sent"], lines
+    assert f"attached for the next message: {f}" in p.stdout.decode()
+
+
 def test_a_file_grown_since_it_was_attached_is_refused_by_its_length_before_it_is_tokenized(tiny_dir, home, tmp_path):
     """A file attached small and grown before the message went was read again and tokenized whole (3 MB: seconds
     and a GB), where the same file given to /file then was refused by its length at once. Refused so, the message

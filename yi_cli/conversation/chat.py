@@ -141,7 +141,14 @@ class Chat:
         stay attached, and /retry or /edit sends it again (unsent), also where its length alone refused it."""
         self.unsent = text  # until its exchange is recorded
         self.render.message_start(text)
-        self._fits_untokenized(text)
+        try:
+            self._fits_untokenized(text)
+        except YiError as e:  # its files wait for the next message, said as for any refusal (they waited unsaid)
+            self.failures += 1
+            self.render.error(str(e))
+            if self.attachments:
+                self._still_attached(self.attachments)
+            return None
         waiting = self.attachments = attach.fresh(self.attachments, self.render.notice)
         if waiting:  # the files as they go now: one grown since /file (checked then) was tokenized whole
             try:
