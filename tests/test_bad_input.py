@@ -1203,3 +1203,18 @@ def test_a_loaded_session_past_what_the_template_renders_drops_its_oldest_exchan
     p = yi("--model", tiny_dir, "--max-new-tokens", "2", "--resume", f, "-p", "hello", home=home)
     err = p.stderr.decode()
     assert p.returncode == 0 and "context full (" in err and "template" not in err, err
+
+
+def test_continue_of_a_reply_at_the_end_of_the_context_says_it_cannot_go_on(tiny_dir, home):
+    """/continue of a reply cut at the end of the context said "shorten it, or lower max_new_tokens", and the same
+    after `/set max_new_tokens 1`: no setting makes room for a reply that fills the context (a context hunt)."""
+    args = ("--model", tiny_dir, "--context", "96", "--max-new-tokens", "100000", "--temperature", "0", "--json")
+    p = yi(*args, stdin="say something long\n/continue\n/set max_new_tokens 1\n/continue\n", home=home)
+    replies = [json.loads(ln) for ln in p.stdout.decode().splitlines()]
+    assert replies[0]["finish_reason"] == "length", replies[0]  # it ran to the end of the context
+    lines = err_lines(p)
+    said = "the reply has reached the end of the context ("
+    assert len(lines) == 2 and all(ln.startswith(f"error: {said}") for ln in lines), lines
+    assert lines[0].endswith(
+        "tokens with the message it answers): it cannot go on; /retry asks again, or send a new message"
+    )

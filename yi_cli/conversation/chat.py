@@ -383,16 +383,26 @@ class Chat:
         one_shot = self.options.one_shot
         dropped = 0
         if len(prompt.ids) > budget:
-            dropped = context.fit(
-                lambda n: self._rebuild(p, first, n),
-                len(prompt.ids),
-                sizes,
-                budget,
-                policy,
-                one_shot,
-                system=bool(first),
-                clearable=p.clearable,
-            )
+            try:
+                dropped = context.fit(
+                    lambda n: self._rebuild(p, first, n),
+                    len(prompt.ids),
+                    sizes,
+                    budget,
+                    policy,
+                    one_shot,
+                    system=bool(first),
+                    clearable=p.clearable,
+                )
+            except YiError:
+                least = self._rebuild(p, first, len(sizes)) if sizes else len(prompt.ids)  # all else dropped
+                if p.continue_final and least >= ctx:
+                    # the reply cut at the end of the context: no max_new_tokens makes room ("lower it" was said)
+                    raise YiError(
+                        f"the reply has reached the end of the context ({least} of {ctx} tokens with the message it "
+                        "answers): it cannot go on; /retry asks again, or send a new message"
+                    ) from None
+                raise
         msgs = p.messages[:first] + p.messages[first + dropped :]
         dropped += ahead
         kept = "; the system prompt is kept" if first else ""  # none set: none to keep
