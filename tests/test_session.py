@@ -35,6 +35,23 @@ def test_undo_and_clear_keep_system():
     assert s.turns == [] and s.system == "sys"
 
 
+def test_undo_brings_back_the_exchanges_its_message_pushed_out_of_the_context():
+    """A big message (a file attached by mistake) dropped the oldest 3 exchanges to fit; /undo of it brought back at
+    most one, so the chat before it stayed out of the context, unsaid (the model no longer knew the user's name: a
+    context hunt). Undone, the context is as before that message; a drop of an earlier message stays."""
+    s = ChatSession()
+    for k in range(4):
+        s.add_exchange(f"q{k}", 1, f"a{k}")
+    s.drop_oldest(2)  # q3's reply made room: q0's exchange went
+    s.add_exchange("a big file", 1, "summary")
+    s.drop_oldest(4)  # the big one pushed q1 and q2 out
+    assert s.start == 6 and [m["content"] for m in s.messages()] == ["q3", "a3", "a big file", "summary"]
+    s.undo()
+    assert s.start == 2 and [m["content"] for m in s.messages()][::2] == ["q1", "q2", "q3"]
+    s.undo()  # q3's own drop is undone with it
+    assert s.start == 0 and [m["content"] for m in s.messages()][::2] == ["q0", "q1", "q2"]
+
+
 def test_round_trip_and_refusal():
     s = ChatSession(system="x")
     s.add_exchange("q", 1, "a", tokens=3, finish_reason="length", stats={"new_tokens": 3})

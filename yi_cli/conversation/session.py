@@ -46,6 +46,8 @@ class ChatSession:
     # The first turn still in the context: the exchanges before it were dropped to fit (overflow) and stay in the
     # session and its file. Deleted, one -c of a long session with a smaller context rewrote its file without them.
     start: int = 0
+    # (turns when it went, start before) of each overflow drop this process made, for /undo to bring them back
+    drops: list[tuple[int, int]] = field(default_factory=list, compare=False, repr=False)
 
     def messages(self) -> list[dict]:
         """The conversation as chat-template messages, system prompt first when set."""
@@ -91,6 +93,8 @@ class ChatSession:
         if len(self.turns) < 2:
             return None
         a, u = self.turns.pop(), self.turns.pop()
+        while self.drops and self.drops[-1][0] > len(self.turns):  # the exchanges its message pushed out come back
+            _, self.start = self.drops.pop()  # (a big file sent, then undone: the chat before it was left out)
         self.start = min(self.start, max(0, len(self.turns) - 2))  # an exchange stays in the context, if any
         return u.content, a.content
 
@@ -99,6 +103,7 @@ class ChatSession:
         snapshot of the one before."""
         self.turns.clear()
         self.start = 0
+        self.drops.clear()
         self.id = new_id()
 
     def goes_on_from(self, other: ChatSession) -> bool:
@@ -121,6 +126,7 @@ class ChatSession:
     def drop_oldest(self, n_messages: int) -> None:
         """Leave the oldest `n_messages` turns of the context out of it (overflow); they stay in the session."""
         assert n_messages % 2 == 0 or n_messages == len(self.turns) - self.start, "drop whole exchanges"
+        self.drops.append((len(self.turns), self.start))
         self.start += n_messages
 
     def to_dict(self) -> dict:
