@@ -116,6 +116,13 @@ def yi(*args, stdin: bytes | str = b"", home: Path | None = None, env=None, time
     )
 
 
+def piped(*args, home: Path) -> subprocess.Popen:
+    """`python -m yi_cli ARGS` with its own YI_CHAT_HOME and stdin, stdout, stderr pipes, for a test to drive."""
+    env = {**os.environ, "YI_CHAT_HOME": str(home)}
+    pipe = subprocess.PIPE
+    return subprocess.Popen([PY, "-m", "yi_cli", *map(str, args)], stdin=pipe, stdout=pipe, stderr=pipe, env=env)
+
+
 def no_traceback(err: str) -> None:
     for bad in ("Traceback", "Exception ignored", "BrokenPipeError", "Fatal Python error"):
         assert bad not in err, err
@@ -744,13 +751,7 @@ def test_utf16_whose_mark_comes_in_a_read_of_its_own_is_still_known(tiny_dir, ho
     import fcntl
     import termios
 
-    p = subprocess.Popen(
-        [PY, "-m", "yi_cli", "--model", str(tiny_dir)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "YI_CHAT_HOME": str(home)},
-    )
+    p = piped("--model", tiny_dir, home=home)
     try:
         p.stdin.write(b"\xff\xfe")
         p.stdin.flush()
@@ -902,13 +903,7 @@ def test_closed_stdout(tiny_dir, tmp_path, home, mode):
 
 
 def test_sigterm_during_a_reply(tiny_dir, home):
-    proc = subprocess.Popen(
-        [PY, "-m", "yi_cli", "--model", str(tiny_dir), *SAMPLE, "--max-new-tokens", "4000"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "YI_CHAT_HOME": str(home)},
-    )
+    proc = piped("--model", tiny_dir, *SAMPLE, "--max-new-tokens", "4000", home=home)
     try:
         proc.stdin.write(b"first question\n")
         proc.stdin.flush()  # stdin stays open: the process is mid-session, not at EOF
