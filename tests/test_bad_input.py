@@ -1176,13 +1176,33 @@ def test_a_home_with_a_line_break_still_gets_one_line_errors(tmp_path):
     one_line_error(yi("-p", "hi", home=crlf), 2, "cr\\x0d\\nlf/config/config.toml", "temperature")
 
 
-@pytest.mark.parametrize("flag", ["--endpoint", "--dtype", "--max-new-tokens", "--temperature", "--device", "--seed"])
-def test_a_huge_flag_value_is_cut_in_its_error_line(home, flag):
+@pytest.mark.parametrize(
+    "flag", ["--endpoint", "--dtype", "--max-new-tokens", "--temperature", "--device", "--seed", "--deadline", "--x"]
+)
+@pytest.mark.parametrize("quote", ["", "'"])
+def test_a_huge_flag_value_is_cut_in_its_error_line(home, flag, quote):
     """A 130 kB value of --endpoint, --dtype or --max-new-tokens was repeated whole in its one line (a flags hunt),
-    where -m, -f and --resume cut a name at 200 characters."""
-    value = "http://a b/" + "x" * 5000 if flag == "--endpoint" else "x" * 5000
-    line = one_line_error(yi(flag, value, "-p", "hi", home=home), 2, "xxxxxxxxxx...")
+    where -m, -f and --resume cut a name at 200 characters; so too one holding a quote (repr's double quotes) and
+    an unknown flag's (argparse quotes none)."""
+    value = ("http://a b/" if flag == "--endpoint" else "") + quote + "x" * 5000
+    args = (f"{flag}={value}",) if flag == "--x" else (flag, value)
+    line = one_line_error(yi(*args, "-p", "hi", home=home), 2, "xxxxxxxxxx...")
     assert len(line) < 500, line
+
+
+def test_a_loaded_session_whose_long_tokens_fit_keeps_its_exchanges(tiny_dir, home, tmp_path):
+    """The pre-trim of a loaded session took 64 characters as the most a token stands for, and dropped an exchange
+    that fitted: the demo's vocabulary has tokens of 81 characters (a line break and 80 spaces; a review). It takes
+    the vocabulary's longest, as the length check of a message does."""
+    turns = [
+        {"role": "user", "content": "keep this:" + ("\n" + " " * 80) * 3400 + "\nend"},
+        {"role": "assistant", "content": "ok", "finish_reason": "stop"},
+    ]
+    f = tmp_path / "indented.json"
+    head = {"format": "yi-chat-session", "version": 1, "model": "tiny", "mode": "interactive", "system": None}
+    f.write_text(json.dumps({**head, "turns": turns}))
+    p = yi("--model", tiny_dir, "--max-new-tokens", "2", "--resume", f, "-p", "hi", home=home)
+    assert p.returncode == 0 and "context full" not in p.stderr.decode(), p.stderr.decode()
 
 
 def test_a_loaded_session_past_what_the_template_renders_drops_its_oldest_exchanges(tiny_dir, home, tmp_path):

@@ -1374,12 +1374,21 @@ def test_continue_says_which_newer_session_files_it_passed_over(server, home, da
     newer = old.with_name("20991231-000000-newer.json")
     newer.write_text(json.dumps({**data, "id": "f" * 16, "updated": "2099-12-31T00:00:00.000000Z", **damage}))
     said = "passed over 1 file that cannot be read as sessions: 20991231-000000-newer.json (--resume NAME says why)"
+    older = old.with_name("20000101-000000-older.json")  # damaged long ago: no reason to doubt the one resumed
+    older.write_text("{broken")
+    os.utime(older, (946684800, 946684800))
     p = yi("--endpoint", server.url, "-c", "-p", "follow-up", home=home)
     assert p.returncode == 0 and p.stderr.decode().splitlines() == [said], p.stderr.decode()
     assert [m["content"] for m in server.requests[-1]["messages"]][::2] == ["old question", "follow-up"]
+    newer.unlink()
+    p = yi("--endpoint", server.url, "-c", "-p", "again", home=home)
+    assert p.returncode == 0 and p.stderr.decode() == "", p.stderr.decode()
     old.unlink()
     line = one_line_error(yi("--endpoint", server.url, "-c", "-p", "hi", home=home), 1, "no interactive session")
-    assert line.endswith(f"(yi-chat sessions lists them; {said})"), line
+    assert line.endswith(
+        "(yi-chat sessions lists them; passed over 1 file that cannot be read as sessions: "
+        "20000101-000000-older.json (--resume NAME says why))"
+    ), line
 
 
 def test_a_session_with_fields_this_yi_chat_does_not_know_goes_on_in_a_new_file(server, home):

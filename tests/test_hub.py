@@ -1715,6 +1715,11 @@ def _hostile_hub_env(tmp_path, env, case):
         return {**env, "SSL_CERT_FILE": str(tmp_path / "ca.pem")}
     elif case == "hf-token-quoted":
         return {**env, "HF_TOKEN": "\u201chf_secret\u201d"}
+    elif case == "hub-token-quoted":  # the older name huggingface_hub still reads
+        return {**env, "HUGGING_FACE_HUB_TOKEN": "hf_abc\u201ddef"}
+    elif case == "blank-token-fifo":  # a blank HF_TOKEN is none: huggingface_hub reads the file
+        os.mkfifo(hf / "token")
+        return {**env, "HF_TOKEN": " "}
     return env
 
 
@@ -1726,6 +1731,8 @@ HOSTILE_HUB_ENV = {
     "home-a-file": (3, "afile/token: the Hugging Face token file cannot be read (Not a directory); check HF_HOME"),
     "ca-fifo": (2, "ca.pem: a FIFO, not a file of CA certificates"),  # a hang
     "hf-token-quoted": (2, "HF_TOKEN has a character that cannot go in an HTTP header"),  # "check HF_ENDPOINT"
+    "hub-token-quoted": (2, "HUGGING_FACE_HUB_TOKEN has a character that cannot go in an HTTP header"),
+    "blank-token-fifo": (3, "token: the Hugging Face token file is a FIFO, not a regular file"),  # a hang
 }
 
 

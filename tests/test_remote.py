@@ -396,3 +396,22 @@ def test_the_redaction_masks_a_secret_cut_short_and_a_held_end_cut_there():
         assert s.feed("says ") + s.feed(key[:6]) + s.feed(key[6:12]) + s.flush(cut=cut) == want
     s = StreamRedactor(r)
     assert s.feed("partial") + s.flush(cut=True) == "partial"  # "al" held (alice's start), then let out
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "http://host:99999/v1?q=caf\udce9",
+        "http://host/v1?a=\udcff&api-key=K3Y-SECRET",
+        "https://bob:S3cr3t#word99@h.example/v1",
+    ]
+    + ["https://bob:Pa55/word99-SECRET@h.example/v1", "https://bob:Pa55?word99-SECRET@h.example:99999/v1"],
+)
+def test_a_malformed_endpoints_line_hides_its_secrets_whatever_its_bytes(value):
+    """A byte that is not UTF-8 in the query (argv's, as a surrogate) was an internal error (UnicodeEncodeError)
+    in the line that shows the URL; a password holding `#`, `/` or `?` was shown whole (a review)."""
+    with pytest.raises(UsageError) as e:
+        Endpoint(value)
+    msg = str(e.value)
+    assert msg.endswith(": not an http(s) URL of an OpenAI-compatible server"), msg
+    assert "SECRET" not in msg and "S3cr3t" not in msg and "word99" not in msg, msg

@@ -205,7 +205,12 @@ def test_proxy_settings_httpx_cannot_parse_are_one_line_exit_2(bare_env, name, v
     with pytest.raises(UsageError) as e:
         RemoteEngine("http://127.0.0.1:1/v1", None, model="m")
     msg = str(e.value)
-    assert msg.startswith(f"the environment's proxy settings ({name}) cannot be used (") and "pw" not in msg, msg
+    assert msg.startswith(f"the environment's proxy settings ({name}) cannot be used") and "pw" not in msg, msg
+    # httpx's words quoted a proxy URL's parts: its password's start, where one is there
+    bare_env.setenv("HTTP_PROXY", "http://bob:S3cr3t/word99@proxy.invalid:3128")
+    with pytest.raises(UsageError) as e:
+        RemoteEngine("http://127.0.0.1:1/v1", None, model="m")
+    assert "S3cr3t" not in str(e.value) and "cannot be used; fix or unset them" in str(e.value), e.value
 
 
 def test_a_ca_file_from_the_environment_that_cannot_be_read_is_one_line_exit_2(bare_env, tmp_path):

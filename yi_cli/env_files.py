@@ -41,10 +41,11 @@ def hf_token() -> None:
     as a FIFO hung every hub request, as /dev/zero it took all memory, as a folder (or under an HF_HOME that is a
     file) it was an internal error; a character that cannot go in an HTTP header (a pasted smart quote) was blamed on
     HF_ENDPOINT ("does not answer as a Hugging Face Hub does")."""
-    value = os.environ.get("HF_TOKEN")
+    name = "HF_TOKEN" if os.environ.get("HF_TOKEN") else "HUGGING_FACE_HUB_TOKEN"  # as huggingface_hub takes them:
+    value = (os.environ.get(name) or "").strip()  # the first set, blanks cut; a blank one is none (the file's read)
     if value:
-        if not _header_text(value.strip()):
-            raise UsageError("HF_TOKEN has a character that cannot go in an HTTP header (only printable ASCII)")
+        if not _header_text(value):
+            raise UsageError(f"{name} has a character that cannot go in an HTTP header (only printable ASCII)")
         return
     path = hub_constants().HF_TOKEN_PATH
     said = shown(str(path), 200)
@@ -99,6 +100,11 @@ def proxy_for(url: str) -> str | None:
         for var in (name, name.upper()):
             value = os.environ.get(var)
             if value:
-                hidden = re.sub(r"(//)[^/?#@]*@", r"\1***@", value)  # a proxy's password
-                return f"{var}={shown(hidden, 120)}"
+                return f"{var}={shown(hidden_userinfo(value), 120)}"
     return None
+
+
+def hidden_userinfo(url: str) -> str:
+    """`url` with what stands between `//` and its last `@` as ***: user and password, also where the password holds
+    `/`, `?` or `#` (typed unencoded, the URL parser ends the host there, and the password was shown)."""
+    return re.sub(r"(//)[^@]*@", r"\1***@", url) if "//" in url else re.sub(r"^[^@]*@", "***@", url)

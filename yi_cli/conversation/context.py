@@ -12,20 +12,16 @@ SYSTEM_COUNTS = " (the system prompt counts too)"  # NO_CLEAR's, where one is se
 ONE_SHOT = "shorten it, or give more --context or a lower --max-new-tokens"  # a one-shot run's (it has no /clear)
 
 
-# More characters than a token ever stands for (tokenizers' longest tokens are runs of spaces or of one letter, a few
-# dozen characters): messages longer than this many times the context cannot fit it, whatever the tokenizer.
-CHARS_PER_TOKEN = 64
-
-
-def past_any(messages: list[dict], ctx: int) -> int:
+def past_any(messages: list[dict], ctx: int, chars_per_token: int) -> int:
     """How many of the oldest droppable messages (whole exchanges) go before the prompt is rendered at all: as few
-    as leave the others within the context by the fewest tokens they can take, a token each CHARS_PER_TOKEN
-    characters and one for each message's markers. Those could not fit (with one fewer gone the rest is past the
-    context), and fit would drop them first; rendered, a session of 50,000 exchanges or of one 30 MB message met
-    the template's own bounds at every message."""
+    as leave the others within the context by the fewest tokens they can take, a token each `chars_per_token`
+    characters (the most one of the vocabulary stands for: Template.most_chars_per_token) and one for each
+    message's markers. Those could not fit (with one fewer gone the rest is past the context), and fit would drop
+    them first; rendered, a session of 50,000 exchanges or of one 30 MB message met the template's own bounds at
+    every message."""
 
     def least(m: dict) -> float:
-        return len(m["content"]) / CHARS_PER_TOKEN + 1
+        return len(m["content"]) / chars_per_token + 1
 
     total = sum(map(least, messages))
     n = 0

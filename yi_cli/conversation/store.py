@@ -357,11 +357,29 @@ def resolve(path: str, passed: list | None = None) -> Path:
         return p
     passed = [] if passed is None else passed
     for entry in entries(limit=1, modes=RESUMABLE, passed=passed):
-        return Path(entry["path"])
+        found = Path(entry["path"])
+        passed[:] = _newer(passed, found)  # an old file damaged long ago is no reason to doubt -c's choice
+        return found
     left = f"; {left_out(passed)}" if passed else ""
     raise YiError(
         f"no interactive session saved yet in {one_line(str(sessions_dir()))} (yi-chat sessions lists them{left})"
     )
+
+
+def _newer(names: list[str], than: Path) -> list[str]:
+    """Those of the store's files `names` changed after `than` (or that cannot be told)."""
+    try:
+        t = than.stat().st_mtime
+    except OSError:
+        return names
+    out = []
+    for n in names:
+        try:
+            if (sessions_dir() / n).stat().st_mtime >= t:
+                out.append(n)
+        except OSError:
+            out.append(n)
+    return out
 
 
 def left_out(names: list[str]) -> str:

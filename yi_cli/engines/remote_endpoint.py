@@ -9,6 +9,7 @@ import ipaddress
 import re
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
+from ..env_files import hidden_userinfo
 from ..errors import UsageError, shown
 
 # Query parameters that carry credentials in the services people use (Azure Functions ?code=, Google ?key=,
@@ -115,7 +116,7 @@ def _well_formed(raw: str, hostport: str, host: str) -> bool:
 
 
 def hide_userinfo(url: str) -> str:
-    return re.sub(r"(//)[^/?#@]*@", r"\1***@", url)
+    return hidden_userinfo(url)
 
 
 def shown_url(url: str) -> str:
@@ -128,8 +129,9 @@ def shown_url(url: str) -> str:
 def shown_query(query: str) -> str:
     if not query:
         return ""
-    pairs = [
-        f"{quote(k, safe='')}={'***' if SECRET_PARAM.search(k) else quote(v, safe='')}"
+    pairs = [  # surrogateescape: a byte that is not UTF-8 (argv's, the environment's) as its %XX
+        f"{quote(k, safe='', errors='surrogateescape')}="
+        f"{'***' if SECRET_PARAM.search(k) else quote(v, safe='', errors='surrogateescape')}"
         for k, v in parse_qsl(query, keep_blank_values=True)
     ]
     return "?" + "&".join(pairs)

@@ -260,9 +260,11 @@ class Transport:
                 f"{name}={shown(url)}: yi-chat goes through http:// and https:// proxies only; unset {name} for yi-chat"
             ) from None
         except httpx.InvalidURL as e:  # NO_PROXY='[::1]', a proxy URL past its port: an internal error
-            named = ", ".join(k for k in (*PROXY_VARS, "NO_PROXY", "no_proxy") if os.environ.get(k))
+            named = [k for k in (*PROXY_VARS, "NO_PROXY", "no_proxy") if os.environ.get(k)]
+            # httpx's words quote the URL's parts: a password's start, where one is in a proxy URL
+            why = "" if any("@" in os.environ[k] for k in named) else f" ({shown(str(e), 100)})"
             raise UsageError(
-                f"the environment's proxy settings ({named}) cannot be used ({shown(str(e), 100)}); fix or unset them"
+                f"the environment's proxy settings ({', '.join(named)}) cannot be used{why}; fix or unset them"
             ) from None
 
     def fail(self, shown: str, what: str) -> YiError:

@@ -154,9 +154,13 @@ class Template:
         """Whether `text` takes more than `tokens` tokens by its length alone: more characters than the vocabulary's
         longest token has, times CHARS_PER_TOKEN_CHAR (a normalizer may fold a few characters into one), times
         `tokens`. A provable bound, not an estimate: a text it passes is tokenized and counted."""
+        return len(text) > self.most_chars_per_token() * tokens
+
+    def most_chars_per_token(self) -> int:
+        """The most characters of a text one token can stand for (surely_over's bound)."""
         if self._longest is None:
             self._longest = max(map(len, self.tokenizer.get_vocab()), default=1)
-        return len(text) > CHARS_PER_TOKEN_CHAR * self._longest * tokens
+        return CHARS_PER_TOKEN_CHAR * self._longest
 
     @property
     def plain(self) -> bool:

@@ -110,9 +110,12 @@ class Parser(argparse.ArgumentParser):
 
 
 def long_quotes_cut(message: str, keep: int = 100) -> str:
-    """argparse's message with each quoted value past `keep` characters cut (`--dtype` of 130 kB repeated it whole,
-    where -m, -f and --resume cut a name at 200)."""
-    return re.sub(rf"'([^']{{{keep}}})[^']+'", r"'\1...'", message)
+    """argparse's message with each value past `keep` characters cut (`--dtype` of 130 kB repeated it whole, where
+    -m, -f and --resume cut a name at 200): one in single or double quotes (repr's, as the value's own quotes
+    choose), and any run without a blank (`unrecognized arguments: --x=...` quotes none)."""
+    for q in ("'", '"'):
+        message = re.sub(rf"{q}([^{q}]{{{keep}}})[^{q}]+{q}", rf"{q}\1...{q}", message)
+    return re.sub(rf"(\S{{{keep}}})\S+", r"\1...", message)
 
 
 def seconds_arg(value: str) -> float:
