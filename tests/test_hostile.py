@@ -2023,3 +2023,26 @@ def test_a_config_whose_layer_count_the_weights_contradict_is_refused(tiny, home
     err = p.stderr.decode()
     assert p.returncode == 3 and len(err.splitlines()) == 1, err
     assert f"{said}, but config.json has num_hidden_layers = {layers}" in err, err
+
+
+def test_a_demo_folder_missing_files_says_how_to_get_it_whole(home, tmp_path):
+    """A converted demo without its tokenizer said "copy them from where the model came from" (yi-chat made it: there
+    is nowhere to copy from), and without its weights gave no way out (a demo-cache hunt). Both say to remove the
+    folder for the next run to convert it again; a folder of the user's keeps its words."""
+    from yi_cli.checkpoint import quantized
+    from yi_cli.checkpoint.loader import load_tokenizer
+
+    demo = home / "cache" / "demo" / "demo"
+    demo.mkdir(parents=True)
+    again = f"remove {demo} and the next run converts the demo again"
+    with pytest.raises(LoadError) as e:
+        load_tokenizer(demo)
+    assert str(e.value).endswith(f"no tokenizer files (tokenizer.json or tokenizer.model); {again}"), e.value
+    with pytest.raises(LoadError) as e:
+        quantized._weight_files(demo, {"bits": 4, "group_size": 128}, demo / "config.json")
+    assert str(e.value).endswith(f"(quantized checkpoints load only from safetensors); {again}"), e.value
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    with pytest.raises(LoadError) as e:
+        load_tokenizer(mine)
+    assert str(e.value).endswith("; copy them from where the model came from"), e.value

@@ -22,6 +22,7 @@ from .files import (
     check_layers,
     check_safetensors,
     check_side_files,
+    fetch_again,
     read_config,
     read_json,
     weight_files,
@@ -273,8 +274,10 @@ TOKENIZER_FILES = ("tokenizer.json", "*.model", "vocab.json", "vocab.txt", "merg
 def load_tokenizer(path: Path, trust_remote_code: bool = False):
     """A LightTokenizer where it gives transformers' results exactly (light_tokenizer.py), else transformers' own."""
     if not trust_remote_code and not any(any(path.glob(g)) for g in TOKENIZER_FILES):  # transformers' words were
+        how = fetch_again(path / "tokenizer.json")  # the demo's own folder: nowhere to copy them from
+        how = "copy them from where the model came from" if how == "download it again" else how
         raise LoadError(  # "Couldn't instantiate the backend tokenizer from one of: (1) a `tokenizers` library ..."
-            f"{path}: no tokenizer files (tokenizer.json or tokenizer.model); copy them from where the model came from"
+            f"{path}: no tokenizer files (tokenizer.json or tokenizer.model); {how}"
         )
     plain = not trust_remote_code and _plain_tokenizer(path)
     if plain:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import LoadError
 from ..inputs import field
-from .files import Tensors, check_index, index_files, matching, read_json
+from .files import Tensors, check_index, fetch_again, index_files, matching, read_json
 
 if TYPE_CHECKING:
     from .formats import QWeight
@@ -101,7 +101,11 @@ def _weight_files(path: Path, quant: dict, src: Path) -> list[str]:
         return sorted(names)
     files = [f.name for f in matching(path, "*.safetensors")]
     if not files:
-        raise LoadError(f"{path}: no *.safetensors weight files (quantized checkpoints load only from safetensors)")
+        how = fetch_again(path / "model.safetensors")  # the demo's or the hub's: how to get it whole again
+        more = "" if how == "download it again" else f"; {how}"
+        raise LoadError(
+            f"{path}: no *.safetensors weight files (quantized checkpoints load only from safetensors){more}"
+        )
     return _named(path, quant, src, files)
 
 
