@@ -44,7 +44,7 @@ def hf_token() -> None:
     name = "HF_TOKEN" if os.environ.get("HF_TOKEN") else "HUGGING_FACE_HUB_TOKEN"  # as huggingface_hub takes them:
     value = (os.environ.get(name) or "").strip()  # the first set, blanks cut; a blank one is none (the file's read)
     if value:
-        if not _header_text(value):
+        if not header_text(value):
             raise UsageError(f"{name} has a character that cannot go in an HTTP header (only printable ASCII)")
         return
     path = hub_constants().HF_TOKEN_PATH
@@ -62,11 +62,12 @@ def hf_token() -> None:
     except (OSError, ValueError) as e:  # a part of the path that is no folder, no permission, a NUL
         why = getattr(e, "strerror", None) or e
         raise LoadError(f"{said}: the Hugging Face token file cannot be read ({why}); check HF_HOME") from None
-    if not _header_text(data.strip().decode("latin-1")):
+    if not header_text(data.strip().decode("latin-1")):
         raise LoadError(f"{said}: the Hugging Face token has a character that cannot go in an HTTP header")
 
 
-def _header_text(text: str) -> bool:
+def header_text(text: str) -> bool:
+    """Text an HTTP header can carry as a credential: printable ASCII, no blank."""
     return all(33 <= ord(c) < 127 for c in text)
 
 

@@ -103,12 +103,13 @@ def console(**kw):
         kw.setdefault("_environ", {k: v for k, v in env.items() if k not in odd})
     if "force_terminal" not in kw:  # a terminal is a terminal: rich took FORCE_COLOR=1 or TTY_COMPATIBLE=1 (set in
         # many CI environments) as one, and a pipe got escape codes, padded table rows and a spinner's frames
-        kw["force_terminal"] = _isatty(kw.get("file") or (sys.stderr if kw.get("stderr") else sys.stdout))
+        kw["force_terminal"] = isatty(kw.get("file") or (sys.stderr if kw.get("stderr") else sys.stdout))
     return Console(**kw)
 
 
-def _isatty(f) -> bool:
+def isatty(stream) -> bool:
+    """Whether `stream` is a terminal: False for None, a stream without the method, or one closed."""
     try:
-        return bool(f.isatty())
-    except (AttributeError, ValueError, OSError):  # no such method, or closed
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
         return False

@@ -9,7 +9,7 @@ import ipaddress
 import re
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
-from ..env_files import hidden_userinfo
+from ..env_files import hidden_userinfo as hide_userinfo
 from ..errors import UsageError, shown
 
 # Query parameters that carry credentials in the services people use (Azure Functions ?code=, Google ?key=,
@@ -113,10 +113,6 @@ def _well_formed(raw: str, hostport: str, host: str) -> bool:
         except ValueError:
             return False
     return not hostport.startswith("[") or re.fullmatch(r"\[[^\]]*\](:[0-9]*)?", hostport) is not None
-
-
-def hide_userinfo(url: str) -> str:
-    return hidden_userinfo(url)
 
 
 def shown_url(url: str) -> str:

@@ -229,7 +229,7 @@ class Transport:
         self.limits = limits
         self.headers = {"Accept-Encoding": "identity"}  # compressed bodies could not be bounded while read
         api_key = (api_key or "").strip()  # `$(cat keyfile)` ends in a newline
-        if any(not 33 <= ord(c) < 127 for c in api_key):  # the message must not echo it
+        if not env_files.header_text(api_key):  # the message must not echo it
             raise UsageError("the API key has a character that cannot go in an HTTP header (only printable ASCII)")
         if api_key:
             self.headers["Authorization"] = f"Bearer {api_key}"

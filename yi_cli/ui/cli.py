@@ -270,7 +270,7 @@ def _main(args) -> int:
     from ..conversation.session import ChatSession
     from . import config, remote_env
 
-    tty = _isatty(sys.stdin)
+    tty = terminal.isatty(sys.stdin)
     first = " ".join(args.words).split()[:1]
     if first and first[0] in SUBCOMMANDS and not args.dashdash:
         raise UsageError(
@@ -616,16 +616,9 @@ def _one_line(chat, n: int, raw: bytes) -> bool | None:
     return chat.handle(line) and not chat.ctrl_c
 
 
-def _isatty(stream) -> bool:
-    try:
-        return stream is not None and stream.isatty()
-    except (OSError, ValueError):  # closed
-        return False
-
-
 def _screen():
     """The terminal stream a run is drawn on: stdout, or stderr when stdout goes to a file or a pipe; None."""
-    return sys.stdout if _isatty(sys.stdout) else sys.stderr if _isatty(sys.stderr) else None
+    return sys.stdout if terminal.isatty(sys.stdout) else sys.stderr if terminal.isatty(sys.stderr) else None
 
 
 def make_renderer(args, interactive: bool, prompt: str | None, screen=None):
@@ -666,7 +659,7 @@ def hold_piped(render) -> None:
     from .keys import piped_hold, to_a_pipe
 
     screen = _screen()
-    if render.keys is not None or screen is None or _isatty(sys.stdin) or to_a_pipe():
+    if render.keys is not None or screen is None or terminal.isatty(sys.stdin) or to_a_pipe():
         return
     early = [k for k in _EARLY if not k.waits]  # taken so in entry(), before the imports and the model load
     try:
