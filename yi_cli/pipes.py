@@ -74,12 +74,18 @@ def writes_into_stdin() -> str | None:
         st = os.fstat(0)
         if not stat.S_ISREG(st.st_mode) or os.lseek(0, 0, os.SEEK_CUR) >= st.st_size:
             return None
-        for fd, name in ((1, "stdout"), (2, "stderr")):
+    except OSError:
+        return None
+    return output_of(st)
+
+
+def output_of(st: os.stat_result) -> str | None:
+    """ "stdout" or "stderr" where that descriptor is the file `st` describes (its device and inode)."""
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        with contextlib.suppress(OSError):
             out = os.fstat(fd)
             if (out.st_dev, out.st_ino) == (st.st_dev, st.st_ino):
                 return name
-    except OSError:
-        pass
     return None
 
 

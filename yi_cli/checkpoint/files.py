@@ -215,10 +215,10 @@ def check_safetensors(files: list[Path], plain: bool = False) -> None:
             )
 
 
-def fetch_again(f: Path) -> str:
-    """How to get a damaged file `f` whole again, by where it lies: the hub cache, the demo's, a folder of the user's
-    (`yi-chat pull ORG/NAME` was said of the demo too, which no pull fetches; and under HF_HUB_OFFLINE, where that
-    pull is refused, and by the offline pull itself)."""
+def fetch_again(f: Path, otherwise: str | None = "download it again") -> str | None:
+    """How to get a damaged or missing file `f` whole again, by where it lies: the hub cache, the demo's, else
+    `otherwise` (a folder of the user's) (`yi-chat pull ORG/NAME` was said of the demo too, which no pull fetches;
+    and under HF_HUB_OFFLINE, where that pull is refused, and by the offline pull itself)."""
     from ..paths import cache_dir
     from .family import repo_of
 
@@ -232,7 +232,7 @@ def fetch_again(f: Path) -> str:
     demo = os.path.realpath(cache_dir() / "demo")
     if os.path.dirname(os.path.dirname(os.path.realpath(f))) == demo:  # (by a relative path, a link, too)
         return f"remove {f.parent} and the next run converts the demo again"
-    return "download it again"
+    return otherwise
 
 
 def check_unquantized(where, names) -> None:

@@ -274,8 +274,8 @@ TOKENIZER_FILES = ("tokenizer.json", "*.model", "vocab.json", "vocab.txt", "merg
 def load_tokenizer(path: Path, trust_remote_code: bool = False):
     """A LightTokenizer where it gives transformers' results exactly (light_tokenizer.py), else transformers' own."""
     if not trust_remote_code and not any(any(path.glob(g)) for g in TOKENIZER_FILES):  # transformers' words were
-        how = fetch_again(path / "tokenizer.json")  # the demo's own folder: nowhere to copy them from
-        how = "copy them from where the model came from" if how == "download it again" else how
+        # the demo's own folder has nowhere to copy them from
+        how = fetch_again(path / "tokenizer.json", otherwise="copy them from where the model came from")
         raise LoadError(  # "Couldn't instantiate the backend tokenizer from one of: (1) a `tokenizers` library ..."
             f"{path}: no tokenizer files (tokenizer.json or tokenizer.model); {how}"
         )

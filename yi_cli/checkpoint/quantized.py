@@ -101,8 +101,8 @@ def _weight_files(path: Path, quant: dict, src: Path) -> list[str]:
         return sorted(names)
     files = [f.name for f in matching(path, "*.safetensors")]
     if not files:
-        how = fetch_again(path / "model.safetensors")  # the demo's or the hub's: how to get it whole again
-        more = "" if how == "download it again" else f"; {how}"
+        how = fetch_again(path / "model.safetensors", otherwise=None)  # the demo's or the hub's: how to get them
+        more = f"; {how}" if how else ""
         raise LoadError(
             f"{path}: no *.safetensors weight files (quantized checkpoints load only from safetensors){more}"
         )

@@ -447,12 +447,7 @@ def own_output(name: str) -> str | None:
         return None
     if not (stat.S_ISFIFO(st.st_mode) or stat.S_ISSOCK(st.st_mode)):
         return None
-    for fd, out in ((1, "stdout"), (2, "stderr")):
-        with contextlib.suppress(OSError):
-            own = os.fstat(fd)
-            if (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino):
-                return out
-    return None
+    return pipes.output_of(st)
 
 
 def do_detach(chat, arg: str) -> None:
