@@ -157,20 +157,21 @@ def index_files(idx: Path) -> set[str]:
 LAYER = re.compile(r"model\.layers\.(\d{1,9})\.")  # a decoder layer's tensors (Llama and its kin)
 
 
-def check_layers(files: list[Path], layers: int | None) -> None:
-    """The weights' `model.layers.N.` tensors (safetensors headers) are of config.json's num_hidden_layers layers
-    (`layers`; None: not stated): more were passed over in silence (a model cut short that babbled: the demo's 30
-    edited to 20), fewer said only as the model loaded (`pull` said ready and `models` ok)."""
+def check_layers(names: dict[Path, list[str]], layers: int | None) -> None:
+    """The weights' `model.layers.N.` tensors (`names`: each safetensors file's, as check_safetensors read them) are
+    of config.json's num_hidden_layers layers (`layers`; None: not stated): more were passed over in silence (a model
+    cut short that babbled: the demo's 30 edited to 20), fewer said only as the model loaded (`pull` said ready and
+    `models` ok)."""
     if layers is None:
         return
     found: dict[int, Path] = {}
-    for f in files:
-        if f.suffix == ".safetensors":
-            for name in read_header(f)[0]:
-                if (m := LAYER.match(name)) is not None:
-                    found.setdefault(int(m[1]), f)
+    for f, tensors in names.items():
+        for name in tensors:
+            if (m := LAYER.match(name)) is not None:
+                found.setdefault(int(m[1]), f)
     if not found:  # another architecture's names
         return
+    files = list(names)
     if past := [i for i in found if i >= layers]:
         i = min(past)
         raise LoadError(
@@ -185,14 +186,17 @@ def check_layers(files: list[Path], layers: int | None) -> None:
         )
 
 
-def check_safetensors(files: list[Path], plain: bool = False) -> None:
+def check_safetensors(files: list[Path], plain: bool = False) -> dict[Path, list[str]]:
     """Read each file's header (within a size limit) and check every entry: a known dtype, a shape of
     non-negative integers, data_offsets that match the shape and fit the file (catches truncated downloads).
-    plain: the config names no quantization, which AWQ / GPTQ tensors contradict."""
+    plain: the config names no quantization, which AWQ / GPTQ tensors contradict. Returns each safetensors file's
+    tensor names (for check_layers)."""
+    names: dict[Path, list[str]] = {}
     for f in files:
         if f.suffix != ".safetensors":
             continue
         header, n, size = read_header(f)
+        names[f] = [k for k in header if k != "__metadata__"]
         if plain:
             check_unquantized(f, header)
         meta = header.get("__metadata__", {})
@@ -213,6 +217,7 @@ def check_safetensors(files: list[Path], plain: bool = False) -> None:
                 f"{f}: not a valid safetensors file ({size - 8 - n - end} bytes after its tensors' data); "
                 f"{fetch_again(f)}"
             )
+    return names
 
 
 def fetch_again(f: Path, otherwise: str | None = "download it again") -> str | None:

@@ -224,11 +224,11 @@ def open_checkpoint(
     else:
         files = weight_files(path, allow_pickle)
         check_index(path)
-    check_safetensors(files, plain=quant is None)
+    names = check_safetensors(files, plain=quant is None)
     dtype = pick_dtype(dtype, device, quant)
     elem = dtype.itemsize
     plausible.check_memory(cfg, path / "config.json", device, elem, quant["bits"] if quant else elem * 8)
-    check_layers(files, plausible.layers(cfg))
+    check_layers(names, plausible.layers(cfg))
     config = configs.build(path, cfg, quant is not None, trust_remote_code)
     from .family import repo_of
 

@@ -291,8 +291,7 @@ def describe(path: Path, size: int | None = None) -> dict:
         if quant is None:
             files = loader.weight_files(path, allow_pickle=True)
             loader.check_index(path)
-            loader.check_safetensors(files, plain=True)
-            loader.check_layers(files, plausible.layers(cfg))
+            loader.check_layers(loader.check_safetensors(files, plain=True), plausible.layers(cfg))
             row["format"] = (
                 str(cfg.get("torch_dtype") or cfg.get("dtype") or "float16")
                 .replace("float", "fp")
@@ -304,8 +303,7 @@ def describe(path: Path, size: int | None = None) -> dict:
         else:
             # The loader's check, as for plain weights: a file shorter than its header says (a cut-short copy) is
             # damaged, which the headers alone pass.
-            loader.check_safetensors([path / f for f in quant["files"]])
-            loader.check_layers([path / f for f in quant["files"]], plausible.layers(cfg))
+            loader.check_layers(loader.check_safetensors([path / f for f in quant["files"]]), plausible.layers(cfg))
             row["format"] = f"{quant['method'].upper()} int{quant['bits']}"
             row["params"] = _params_from_config(cfg)
         if not any((path / f).is_file() for f in ("tokenizer.json", "tokenizer.model")):
