@@ -37,6 +37,9 @@ class WordTemplate:
     def surely_over(self, text, tokens):
         return False  # a word is one token however long: no length alone is surely over
 
+    def most_chars_per_token(self):
+        return float("inf")  # (as surely_over: no bound)
+
     def default_system(self):
         return None
 
@@ -45,7 +48,10 @@ class BoundedTemplate(WordTemplate):
     """WordTemplate with a proven bound on a token's length, as Template.surely_over has: 10 characters."""
 
     def surely_over(self, text, tokens):
-        return len(text) > 10 * tokens
+        return len(text) > self.most_chars_per_token() * tokens
+
+    def most_chars_per_token(self):
+        return 10
 
 
 CUT = "the reply stopped at the token limit (--max-new-tokens)\n"  # a piped reply cut short says so on stderr

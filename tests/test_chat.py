@@ -1695,6 +1695,9 @@ def test_continue_past_the_context_drops_the_oldest_exchanges_or_is_refused_with
         def surely_over(self, text, tokens):
             return False
 
+        def most_chars_per_token(self):
+            return float("inf")
+
     class Engine:
         template, context_length, name, quant = Words(), 100, "words", None
         prompts: list = []

@@ -370,8 +370,8 @@ class Chat:
         # exchanges (or one 30 MB message) was refused by the template's own bounds at every message, "the chat
         # template failed", where the oldest exchanges are dropped to fit (a sessions hunt)
         ahead = 0
-        if policy != "refuse" and (most := getattr(tpl, "most_chars_per_token", None)) is not None:
-            ahead = context.past_any(p.messages[first : len(p.messages) - last], ctx, most())
+        if policy != "refuse":
+            ahead = context.past_any(p.messages[first : len(p.messages) - last], ctx, tpl.most_chars_per_token())
         if ahead:
             p = replace(p, messages=p.messages[:first] + p.messages[first + ahead :], resume_ids=None)
         if p.resume_ids is not None:

@@ -12,7 +12,7 @@ SYSTEM_COUNTS = " (the system prompt counts too)"  # NO_CLEAR's, where one is se
 ONE_SHOT = "shorten it, or give more --context or a lower --max-new-tokens"  # a one-shot run's (it has no /clear)
 
 
-def past_any(messages: list[dict], ctx: int, chars_per_token: int) -> int:
+def past_any(messages: list[dict], ctx: int, chars_per_token: float) -> int:
     """How many of the oldest droppable messages (whole exchanges) go before the prompt is rendered at all: as few
     as leave the others within the context by the fewest tokens they can take, a token each `chars_per_token`
     characters (the most one of the vocabulary stands for: Template.most_chars_per_token) and one for each
