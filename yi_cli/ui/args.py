@@ -105,11 +105,11 @@ SUBCOMMANDS = {
 
 class Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, not argparse's usage block: every failure is one line on stderr
-        say_error(f"{long_quotes_cut(message)} (see {self.prog} --help)")  # a subcommand's: yi-chat sessions --help
+        say_error(f"{long_values_cut(message)} (see {self.prog} --help)")  # a subcommand's: yi-chat sessions --help
         sys.exit(2)
 
 
-def long_quotes_cut(message: str, keep: int = 100) -> str:
+def long_values_cut(message: str, keep: int = 100) -> str:
     """argparse's message with each value past `keep` characters cut (`--dtype` of 130 kB repeated it whole, where
     -m, -f and --resume cut a name at 200): one in single or double quotes (repr's, as the value's own quotes
     choose), and any run without a blank (`unrecognized arguments: --x=...` quotes none)."""
