@@ -43,9 +43,12 @@ class LocalEngine:
             self.context_length = self.decoder.max_seq  # what the free GPU memory holds
         else:
             from ..runtime.hf import build_model
+            from ..runtime.prompt_cache import PromptCache
 
             self.model = build_model(ckpt)
             self.hf_tokenizer = ckpt.hf_tokenizer  # the streamer's: transformers' own, built at load
+            # a remote-code model's forward may take no cache object: its prompt goes to generate whole
+            self.prompt_cache = None if ckpt.trust_remote_code else PromptCache(self.model, ckpt.device)
         self.backend = "fast" if self.decoder is not None else "generate"
         if self.decoder is not None and ckpt.device.startswith("cuda"):
             self._warm_up()
@@ -132,6 +135,8 @@ class LocalEngine:
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
+        from ..runtime.prompt_cache import cache_of
+
         class Streamer(TextIteratorStreamer):
             """transformers' queue of text, the text made by the fast path's Detokenizer (a cut inside a character,
             a /continue's context, as there)."""
@@ -167,8 +172,21 @@ class LocalEngine:
                     (input_ids.shape[0],), cancel.is_set() or stop.is_set(), dtype=torch.bool, device=input_ids.device
                 )
 
-        streamer = Streamer(self.hf_tokenizer, self.template.detokenizer(context), STREAM_TIMEOUT_S)
         kwargs = generation_kwargs(settings, sorted(stop_ids))
+        if self.prompt_cache is not None:
+            try:
+                cache = self.prompt_cache.prefill(ids, cancel, self._prefill_progress(t0))
+            except Exception as e:  # out of memory reading a long prompt: one line, as in generate
+                raise engine_error(e) from None
+            finally:
+                self._progress_end()
+            if cancel.is_set():  # while reading the prompt: nothing generated, what was read kept for /continue
+                stats.finish_reason = FINISH_INTERRUPTED
+                yield Finish(stats, [])
+                return
+            self.prompt_cache.forget()  # generate grows it: held again only where generate returns (held, below)
+            kwargs.update({self.prompt_cache.arg: cache, "return_dict_in_generate": True})
+        streamer = Streamer(self.hf_tokenizer, self.template.detokenizer(context), STREAM_TIMEOUT_S)
         input_ids = torch.tensor([ids], device=self.ckpt.device)
         result: dict = {}
 
@@ -206,7 +224,10 @@ class LocalEngine:
             worker.join(timeout=1 if timed_out.is_set() else None)
         if "error" in result:
             raise engine_error(result["error"])
-        out = result["out"][0, len(ids) :].tolist()
+        sequences = getattr(result["out"], "sequences", result["out"])  # a tensor where no dict was asked for
+        if self.prompt_cache is not None:
+            self.prompt_cache.held(sequences[0].tolist(), cache_of(result["out"]))
+        out = sequences[0, len(ids) :].tolist()
         stats.new_tokens = len(out)
         if times:
             stats.ttft_s = times[0] - t0

@@ -21,13 +21,9 @@ from ..kernels import decode_attn, gemv, glue
 from ..kernels.glue import add_rmsnorm, embed_rmsnorm, rope_cache, silu_mul
 from . import causal, kvcache, projections
 from .hf import trim_heap
+from .qlinear import KEEP_DENSE_BYTES
 
 DENSE_PREFILL_MIN = {"cuda": 64, "cpu": 256}  # fewer new tokens: the int4 kernel beats dequantize + GEMM
-# CPU: a prompt of several prefill chunks dequantizes each int4 projection once for all of them when the dequantized
-# weights fit in this many bytes (the demo: 0.43 GB, 0.28 GB more peak memory; its first token after 2048 tokens
-# 5.4-5.8 s, was 6.8-8.2: each chunk spent about as long dequantizing as multiplying; scripts/bench_prefill_cpu.py).
-# Held for that prompt only.
-KEEP_DENSE_BYTES = 1 << 30
 PREFILL_ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 # CUDA: the lm_head multiplies HEAD_ROWS rows at every call up to that many (see FastLlama.head): always where the
 # int4 projections run the tensor-core GEMV (FastLlama.exact_rows), else with YI_CHAT_EXACT_HEAD=1.

@@ -8,17 +8,34 @@ Both: `in_features`, `out_features`, `forward(x [..., in]) -> [..., out]`, `dequ
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
 from ..checkpoint.formats import QWeight, group_perm
 from ..kernels import tinygemm
+from .hf import trim_heap
+
+# CPU: a prompt of several prefill chunks dequantizes each int4 projection once for all of them when the dequantized
+# weights fit in this many bytes (the demo: 0.43 GB, 0.28 GB more peak memory; its first token after 2048 tokens
+# 5.4-5.8 s, was 6.8-8.2: each chunk spent about as long dequantizing as multiplying; scripts/bench_prefill_cpu.py).
+# Held for that prompt only: the fast path's FastLlama.keep_dense, and the generate engine's (keep_dense, below).
+KEEP_DENSE_BYTES = 1 << 30
 
 
 class QuantLinear(nn.Module):
     """Shared by the kernels: `_weight(dtype)` gives W [out, in] in kernel column order (g_idx-sorted)."""
 
     perm: torch.Tensor | None
+    kept: dict | None = None  # within keep_dense: the dense weight of each dtype, built once
+
+    def _dense(self, dtype) -> torch.Tensor:
+        if self.kept is None:
+            return self._weight(dtype)
+        if dtype not in self.kept:
+            self.kept[dtype] = self._weight(dtype)
+        return self.kept[dtype]
 
     @torch.no_grad()
     def dequantize(self) -> torch.Tensor:
@@ -77,7 +94,7 @@ class Int4Linear(QuantLinear):
         if self.perm is not None:
             x2 = x2.index_select(1, self.perm)
         if self.cpu_layout is not None and x2.shape[0] > 1:
-            y = nn.functional.linear(x2, self._weight(x2.dtype))
+            y = nn.functional.linear(x2, self._dense(x2.dtype))
         else:
             y = self._mm(x2, self.scales_and_zeros).to(x.dtype)
         if self.bias is not None:
@@ -120,10 +137,30 @@ class DequantLinear(QuantLinear):
         if self.perm is not None:
             x = x.index_select(-1, self.perm)
         bias = None if self.bias is None else self.bias.to(x.dtype)
-        return nn.functional.linear(x, self._weight(x.dtype), bias)
+        return nn.functional.linear(x, self._dense(x.dtype), bias)
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, bits={self.bits}, group={self.group_size}, dequant"
+
+
+@contextmanager
+def keep_dense(model: nn.Module):
+    """Within it (on the CPU, where they fit in KEEP_DENSE_BYTES) each quantized linear of the model dequantizes
+    once and reuses its weight: a prompt read in chunks paid the dequantization every chunk (6437 tokens of the
+    demo: 88 s against one forward's 48). The same weights, so the same bits as dequantizing per chunk."""
+    lins = [m for m in model.modules() if isinstance(m, QuantLinear)]
+    size = sum(m.in_features * m.out_features * 4 for m in lins)  # float32 on the CPU
+    if not lins or any(next(m.buffers()).is_cuda for m in lins) or size > KEEP_DENSE_BYTES:
+        yield
+        return
+    for m in lins:
+        m.kept = {}
+    try:
+        yield
+    finally:
+        for m in lins:
+            m.kept = None
+        trim_heap()
 
 
 def make_linear(w: QWeight, device: str, dtype: torch.dtype) -> nn.Module:
