@@ -141,3 +141,18 @@ def test_a_quantized_model_dequantizes_once_for_all_the_chunks(quant, monkeypatc
     eng.prompt_cache.forget()
     eng.prompt_cache.prefill(ids, threading.Event())
     assert len(built) == 4 * len(lins)
+
+
+def test_a_generation_config_asking_for_a_static_cache_still_answers(tmp_path, model):
+    """generation_config.json's cache_implementation "static" with the engine's own cache: every turn failed
+    ("Passing both `cache_implementation` ... and `cache` ... is unsupported"), exit 1."""
+    import json
+    import shutil
+
+    path = tmp_path / "static"
+    shutil.copytree(checkpoint(4, **YI_200K), path)
+    (path / "generation_config.json").write_text(json.dumps({"cache_implementation": "static"}))
+    eng = LocalEngine(open_checkpoint(path, device="cpu", dtype="fp32"), backend="generate")
+    ids = random_ids(300, 12)
+    got = reply(eng, ids).token_ids
+    assert_greedy_match(model, ids, got, reference_greedy(model, ids, len(got)))

@@ -185,7 +185,8 @@ class LocalEngine:
                 yield Finish(stats, [])
                 return
             self.prompt_cache.forget()  # generate grows it: held again only where generate returns (held, below)
-            kwargs.update({self.prompt_cache.arg: cache, "return_dict_in_generate": True})
+            # a generation_config.json naming a cache_implementation (static) had generate refuse the cache given
+            kwargs.update({self.prompt_cache.arg: cache, "return_dict_in_generate": True, "cache_implementation": None})
         streamer = Streamer(self.hf_tokenizer, self.template.detokenizer(context), STREAM_TIMEOUT_S)
         input_ids = torch.tensor([ids], device=self.ckpt.device)
         result: dict = {}
