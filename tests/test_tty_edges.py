@@ -457,7 +457,7 @@ def test_lines_typed_during_a_reply_go_to_the_history_not_the_shell(tmp_path, si
             sh.line("tell me")
             assert engine.paused.wait(DEADLINE)
             sh.wait(lambda s: "return x * 0" in s, "the reply up to its pause")
-            ahead = f"touch {marker}\ra secod\x7fnd message\ra paste: \x1b[200~one\rtwo\x1b[201~\ra draft"
+            ahead = f"touch {marker}\ra secod\x7fnd message\ra paste: \x1b[200~one\rtwo\x1b[201~\ra draft\x1b\rof 2"
             scroll = end_with_keys_ahead(sh, ahead, signum)
         finally:
             sh.close()
@@ -465,13 +465,14 @@ def test_lines_typed_during_a_reply_go_to_the_history_not_the_shell(tmp_path, si
     ending = re.search(rf"yi-chat: {word}; the session is saved in \S+\.json; (.*)", scroll.replace("\n", ""))
     assert ending, scroll
     assert ending[1].startswith("4 messages typed ahead were not sent: in the input history (↑ at the next prompt)")
-    kept = [f"touch {marker}", "a second message", "a paste: one\ntwo", "a draft"]
+    kept = [f"touch {marker}", "a second message", "a paste: one\ntwo", "a draft\nof 2"]  # Esc Enter: a new line
     assert history_entries(home)[:5] == [*reversed(kept), "tell me"]
     assert "Traceback" not in scroll
 
 
 def test_a_line_being_typed_when_a_signal_ends_the_chat_is_kept(tmp_path):
-    """At the prompt, the line typed so far (not sent) goes to the input history as the chat ends by SIGTERM."""
+    """At the prompt, the line typed so far (not sent) goes to the input history as the chat ends by SIGTERM: one
+    message, a draft of several lines too (each of its lines was kept as a message of its own)."""
     home = tmp_path / "home"
     home.mkdir()
     with OpenAIServer(Scripted("unused"), model="scripted") as srv:
@@ -480,7 +481,9 @@ def test_a_line_being_typed_when_a_signal_ends_the_chat_is_kept(tmp_path):
             sh.line(f"{sys.executable} -m yi_cli --endpoint {srv.url} --model scripted")
             sh.wait(lambda s: re.search(r"^>>>", s, re.M), "the prompt")
             sh.tmux("send-keys", "-t", "0", "-l", "half a thought")
-            sh.wait(lambda s: re.search(r"^>>> half a thought", s, re.M), "the line at the prompt")
+            sh.tmux("send-keys", "-t", "0", "Escape", "Enter")
+            sh.tmux("send-keys", "-t", "0", "-l", "on two lines")
+            sh.wait(lambda s: re.search(r"^>>> half a thought\n\.\.\. on two lines", s, re.M), "the draft")
             os.kill(chat_pid(sh), signal.SIGTERM)
             ended(sh)
             sh.line("echo AFTER")
@@ -488,7 +491,7 @@ def test_a_line_being_typed_when_a_signal_ends_the_chat_is_kept(tmp_path):
         finally:
             sh.close()
     assert "1 message typed ahead was not sent: in the input history" in scroll.replace("\n", ""), scroll
-    assert history_entries(home)[:1] == ["half a thought"]
+    assert history_entries(home)[:1] == ["half a thought\non two lines"]
 
 
 def test_lines_typed_while_the_chat_starts_go_to_the_history_when_a_signal_ends_it(tmp_path):

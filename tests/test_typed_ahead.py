@@ -24,6 +24,7 @@ from yi_cli.ui.repl import TailHistory
         ("a\x1b[Ab\x1b[1;5Cc\x1bOAd\x1bxe\x1b[3~f\r", ["abcdef"]),  # cursor / function keys and Alt-x dropped
         ("x\x1b[200~first\rsecond\r\nthird\x1b[201~ y\r", ["xfirst\nsecond\nthird y"]),  # a paste: one message
         ("\x1b[200~cut short", ["cut short"]),  # a paste whose end never came
+        ("alpha\x1b\rbeta\x1b\nc\r", ["alpha\nbeta\nc"]),  # Esc then Enter: a new line (was dropped as Alt-Enter)
         ("\x00\x01bell\x07\x04\r", ["bell"]),  # other control keys dropped
         ("中文\r😀 ok", ["中文", "😀 ok"]),
     ],

@@ -730,6 +730,8 @@ def _one_line(chat, session, prompt_text: str) -> bool:
         chat.interrupt_next = False  # a command's line with no reply does not pass it on to a later one
         if chat.terminated and not AHEAD:  # no prompt comes: the keys typed ahead, taken while still held
             with signals_held():  # (a second signal: once they are taken)
+                # the draft between paste brackets: its line breaks are one message's, not Enters (were split)
+                draft = typed_ahead.PASTE_START + draft + typed_ahead.PASTE_END if draft else ""
                 AHEAD.append(draft + _typeahead(session) + chat.render.take_keys().decode("utf-8", "replace"))
         chat.render.pin_keys(False)
     return True

@@ -5,8 +5,8 @@ out of the queue instead and kept in the input history, where ↑ at the next pr
 prompt_toolkit).
 
 The keys are raw (the hold turns line editing off): `lines` edits them as the prompt would have, for the keys a
-line is made of: Enter ends a message, a paste's line breaks are lines of one message, Backspace, Ctrl-U and Ctrl-W
-erase; cursor and function keys are dropped, the text going on at the end.
+line is made of: Enter ends a message, Esc then Enter and a paste's line breaks are lines of one message, Backspace,
+Ctrl-U and Ctrl-W erase; cursor and function keys are dropped, the text going on at the end.
 """
 
 from __future__ import annotations
@@ -44,6 +44,10 @@ def lines(keys: str) -> list[str]:
             end = len(keys) if end < 0 else end
             line += keys[pos + len(PASTE_START) : end].replace("\r\n", "\n").replace("\r", "\n")
             pos = end + len(PASTE_END)
+            continue
+        if ch == "\x1b" and keys[pos + 1 : pos + 2] in ("\r", "\n"):  # Esc then Enter (Alt-Enter): a new line
+            line.append("\n")
+            pos += 2
             continue
         if ch == "\x1b":
             pos = _ESCAPE.match(keys, pos).end()
