@@ -2046,3 +2046,13 @@ def test_a_demo_folder_missing_files_says_how_to_get_it_whole(home, tmp_path):
     with pytest.raises(LoadError) as e:
         load_tokenizer(mine)
     assert str(e.value).endswith("; copy them from where the model came from"), e.value
+
+
+@pytest.mark.parametrize("name", ["tokenizer.json", "tokenizer_config.json"])
+def test_a_tokenizer_file_cut_short_is_named_with_its_json_error(tiny, home, name):
+    """A truncated tokenizer.json was reported against the folder ("ckpt: cannot load the tokenizer
+    (JSONDecodeError: ... line 4692 column 16)"): the line and column pointed into a file the line did not name."""
+    f = tiny / name
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    p = yi("-m", tiny, "-p", "hello", "--max-new-tokens", "2", home=home)
+    one_line_error(p, EXIT_LOAD, f"{f}: ", "JSONDecodeError" if name == "tokenizer.json" else "")

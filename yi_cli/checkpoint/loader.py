@@ -313,7 +313,28 @@ def _hf_tokenizer(path: Path, trust_remote_code: bool, plain: bool):
     except BaseException as e:  # transformers raises many types for a broken tokenizer; tokenizers, a Rust panic
         if not failed(e):
             raise
-        raise LoadError(f"{path}: cannot load the tokenizer ({failure(e)})") from None
+        # a JSON error's line and column are in a file of its own: named (the folder was, the file not)
+        where = (_unparsed_json(path) if isinstance(e, ValueError) else None) or path
+        raise LoadError(f"{where}: cannot load the tokenizer ({failure(e)})") from None
+
+
+TOKENIZER_JSON = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
+
+
+def _unparsed_json(path: Path) -> Path | None:
+    """The first of the tokenizer's JSON files in path that is not JSON, if one is not."""
+    import json
+
+    for name in TOKENIZER_JSON:
+        f = path / name
+        try:
+            if f.is_file():  # (not a FIFO: a read would wait for a writer)
+                json.loads(f.read_bytes().decode("utf-8-sig"))
+        except OSError:
+            continue
+        except ValueError:
+            return f
+    return None
 
 
 def _bound_templates() -> None:
