@@ -1233,3 +1233,21 @@ def test_continue_of_a_reply_at_the_end_of_the_context_says_it_cannot_go_on(tiny
     assert lines[0].endswith(
         "tokens with the message it answers): it cannot go on; /retry asks again, or send a new message"
     )
+
+
+def test_the_python_api_takes_a_torch_device_and_names_its_own_arguments(tiny_dir, monkeypatch):
+    """yi_cli.load(device=torch.device("cpu")) (or a CUDA index, as transformers takes) was an AttributeError from
+    inside the loader ("'torch.device' object has no attribute 'startswith'"); its errors named CLI flags the
+    caller never used (--device, --dtype)."""
+    import torch
+
+    import yi_cli
+    from yi_cli.errors import LoadError
+
+    assert yi_cli.load(tiny_dir, device=torch.device("cpu"), dtype=torch.float32).device == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for dev, said in ((0, "device = cuda:0: CUDA is not available"), (1.5, "device = 1.5: unknown device")):
+        with pytest.raises(LoadError, match=f"^{said}"):
+            yi_cli.load(tiny_dir, device=dev)
+    with pytest.raises(LoadError, match="^dtype = int8: unknown dtype"):
+        yi_cli.load(tiny_dir, device="cpu", dtype="int8")

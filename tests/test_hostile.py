@@ -2056,3 +2056,18 @@ def test_a_tokenizer_file_cut_short_is_named_with_its_json_error(tiny, home, nam
     f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
     p = yi("-m", tiny, "-p", "hello", "--max-new-tokens", "2", home=home)
     one_line_error(p, EXIT_LOAD, f"{f}: ", "JSONDecodeError" if name == "tokenizer.json" else "")
+
+
+def test_context_loads_a_model_whose_full_kv_cache_would_not_fit(tiny, home):
+    """A context whose KV cache the memory does not hold (a 1M-context fine-tune on a smaller machine; here 2^24
+    positions and a machine of 1 GiB): the load was refused for the full context's cache whatever --context said
+    (exit 3, the line naming no way out)."""
+    cfg = json.loads((tiny / "config.json").read_text())
+    (tiny / "config.json").write_text(json.dumps({**cfg, "max_position_embeddings": 1 << 24}))
+    small = "from yi_cli.checkpoint import plausible; plausible.device_memory = lambda device: 1 << 30\n"
+    run = [sys.executable, "-c", small + "from yi_cli.ui import cli; cli.entry()", "-m", str(tiny), "-p", "hello"]
+    env = {**os.environ, "YI_CHAT_HOME": str(home)}
+    p = subprocess.run([*run, "--max-new-tokens", "2"], stdin=subprocess.DEVNULL, capture_output=True, env=env)
+    one_line_error(p, EXIT_LOAD, "max_position_embeddings: this model needs about", "; --context N holds fewer")
+    p = subprocess.run([*run, "--context", "4096"], stdin=subprocess.DEVNULL, capture_output=True, env=env)
+    assert p.returncode == 0, p.stderr.decode()

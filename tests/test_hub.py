@@ -1246,6 +1246,13 @@ def test_the_memory_estimate_reads_other_architectures_size_names(monkeypatch):
         plausible.check_memory(big, Path("config.json"), "cpu", 4, 32)
     with pytest.raises(LoadError, match=r"KV cache for 4096 positions"):
         plausible.check_memory({"model_type": "llama"}, Path("config.json"), "cpu", 4, 32)
+    # a context the weights fit but the full KV cache does not: --context loads it (it was refused whatever it said)
+    long = {**gpt2, "n_positions": 1 << 22}
+    with pytest.raises(LoadError, match=r"KV cache for 4194304 positions .*; --context N holds fewer positions$"):
+        plausible.check_memory(long, Path("config.json"), "cpu", 4, 32)
+    plausible.check_memory(long, Path("config.json"), "cpu", 4, 32, positions=4096)
+    with pytest.raises(LoadError, match=r"KV cache for 1048576 positions"):
+        plausible.check_memory(long, Path("config.json"), "cpu", 4, 32, positions=1 << 20)
 
 
 FLAN_T5_CONFIG = {  # google/flan-t5-small's config.json, the fields that matter

@@ -5,9 +5,13 @@ __version__ = "0.2.0.dev0"  # main between releases: the next one's .dev0 (CHANG
 
 def load(path, device=None, dtype=None, **kw):
     """Load a checkpoint (directory, cached hub id, or 'demo') as a transformers model: returns an object with
-    .model, .tokenizer, .config, .device, .dtype, .quant and .checkpoint."""
-    from .checkpoint.loader import open_checkpoint
+    .model, .tokenizer, .config, .device, .dtype, .quant and .checkpoint. device: a name, a torch.device or a CUDA
+    index; a checkpoint that cannot be loaded raises yi_cli.errors.LoadError."""
+    from .checkpoint.loader import DTYPES, LoadError, device_name, open_checkpoint, pick_device
     from .runtime.hf import Loaded, build_model
 
+    device = pick_device(device_name(device), "device =")  # its errors name the argument, not a CLI flag
+    if isinstance(dtype, str) and dtype not in ("", "auto", *DTYPES):
+        raise LoadError(f"dtype = {dtype}: unknown dtype (use auto, fp32, fp16 or bf16)")
     ckpt = open_checkpoint(path, device=device, dtype=dtype, **kw)
     return Loaded(build_model(ckpt), ckpt)

@@ -111,6 +111,18 @@ def known_device(value: str) -> bool:
     return value in ("auto", "cpu", "mps", "cuda") or bool(index and index.isascii() and index.isdigit())
 
 
+def device_name(device) -> str | None:
+    """The API's device as a name: a torch.device ("cuda:0") or a CUDA index (0) as a transformers user passes
+    them (each was an AttributeError from inside the loader); any other type a LoadError."""
+    if device is None or isinstance(device, str):
+        return device
+    if isinstance(device, int) and not isinstance(device, bool) and device >= 0:
+        return f"cuda:{device}"
+    if type(device).__name__ == "device" and hasattr(device, "type"):  # torch.device, without importing torch
+        return str(device)
+    raise LoadError(f"device = {device!r}: unknown device (use cpu, cuda or cuda:N)")
+
+
 def pick_device(device: str | None, setting: str = "--device") -> str:
     """The device to load on; an error names `setting`, where `device` was given."""
     import torch
@@ -145,17 +157,13 @@ def pick_dtype(dtype, device: str, quant: dict | None):
         return tinygemm.compute_dtype(device, torch.float32 if device == "cpu" else torch.float16, *quant_kind(quant))
     if isinstance(dtype, torch.dtype):
         return dtype
-    table = {
-        "fp32": torch.float32,
-        "float32": torch.float32,
-        "fp16": torch.float16,
-        "float16": torch.float16,
-        "bf16": torch.bfloat16,
-        "bfloat16": torch.bfloat16,
-    }
-    if dtype not in table:
+    if dtype not in DTYPES:
         raise LoadError(f"--dtype {dtype}: unknown dtype (use auto, fp32, fp16 or bf16)")
-    return table[dtype]
+    return getattr(torch, DTYPES[dtype])
+
+
+DTYPES = {"fp32": "float32", "float32": "float32", "fp16": "float16", "float16": "float16"}
+DTYPES.update(bf16="bfloat16", bfloat16="bfloat16")  # the names --dtype and yi_cli.load take, torch's for each
 
 
 def resolve(model: str, allow_pickle: bool = False) -> Path:
@@ -210,9 +218,16 @@ def utf8_path(path: Path, fix: str) -> Path:
 
 
 def open_checkpoint(
-    path, device: str | None = None, dtype=None, *, allow_pickle: bool = False, trust_remote_code: bool = False
+    path,
+    device: str | None = None,
+    dtype=None,
+    *,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+    context: int | None = None,
 ) -> Checkpoint:
-    """Resolve `path`, check its files and read everything but the weights."""
+    """Resolve `path`, check its files and read everything but the weights; context: the positions a session may
+    use where fewer than the model's (--context), for the memory check."""
     path = resolve(str(path), allow_pickle)
     cfg = read_config(path)
     plausible.check(cfg, path / "config.json")
@@ -227,7 +242,7 @@ def open_checkpoint(
     names = check_safetensors(files, plain=quant is None)
     dtype = pick_dtype(dtype, device, quant)
     elem = dtype.itemsize
-    plausible.check_memory(cfg, path / "config.json", device, elem, quant["bits"] if quant else elem * 8)
+    plausible.check_memory(cfg, path / "config.json", device, elem, quant["bits"] if quant else elem * 8, context)
     check_layers(names, plausible.layers(cfg))
     config = configs.build(path, cfg, quant is not None, trust_remote_code)
     from .family import repo_of

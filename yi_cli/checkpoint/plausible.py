@@ -162,9 +162,10 @@ def size(cfg: dict, key: str) -> int | None:
     return None
 
 
-def estimate(cfg: dict, elem_bytes: int, weight_bits: float) -> tuple[int, int] | None:
-    """(weight bytes, KV-cache bytes at the full context) of a decoder-only transformer with this config; None where
-    the config names no hidden size or layer count yi-chat knows (an architecture of its own: nothing to go on)."""
+def estimate(cfg: dict, elem_bytes: int, weight_bits: float, positions: int | None = None) -> tuple[int, int] | None:
+    """(weight bytes, KV-cache bytes at the full context, or at `positions` where fewer: --context) of a
+    decoder-only transformer with this config; None where the config names no hidden size or layer count yi-chat
+    knows (an architecture of its own: nothing to go on)."""
     llama = cfg.get("model_type") == "llama"  # transformers fills a size it lacks with LlamaConfig's (7B's)
     hidden = size(cfg, "hidden_size") or (4096 if llama else None)
     layers = size(cfg, "num_hidden_layers") or (32 if llama else None)
@@ -175,7 +176,7 @@ def estimate(cfg: dict, elem_bytes: int, weight_bits: float) -> tuple[int, int] 
     head_dim = size(cfg, "head_dim") or max(hidden // heads, 1)
     inter = size(cfg, "intermediate_size") or (11008 if llama else 4 * hidden)
     vocab = size(cfg, "vocab_size") or 32000
-    ctx = context(cfg)
+    ctx = min(context(cfg), positions or context(cfg))
     per_layer = hidden * head_dim * (2 * heads + 2 * kv) + 3 * hidden * inter
     embed = vocab * hidden * (1 if cfg.get("tie_word_embeddings") else 2)
     weights = int(layers * per_layer * weight_bits / 8) + embed * elem_bytes
@@ -203,19 +204,25 @@ def device_memory(device: str) -> int | None:
         return None
 
 
-def check_memory(cfg: dict, src: Path, device: str, elem_bytes: int, weight_bits: float) -> None:
+def check_memory(
+    cfg: dict, src: Path, device: str, elem_bytes: int, weight_bits: float, positions: int | None = None
+) -> None:
+    """Refuse a model whose weights and KV cache (the full context's, or `positions`': --context) exceed the
+    device's memory. A config's max_position_embeddings of 2^20 refused the model even under --context 4096."""
     have = device_memory(device)
     if have is None:
         return
-    sizes = estimate(cfg, elem_bytes, weight_bits)
+    sizes = estimate(cfg, elem_bytes, weight_bits, positions)
     if sizes is None:
         return
     weights, cache = sizes
     if weights + cache > have:
         gib = 1 << 30
         culprit = "max_position_embeddings" if cache > weights else "the model's sizes"
+        ctx = min(context(cfg), positions or context(cfg))
+        hint = "; --context N holds fewer positions" if weights < have and ctx > 1 else ""
         raise LoadError(
             f"{src}: {culprit}: this model needs about {(weights + cache) / gib:.1f} GiB "
-            f"(weights {weights / gib:.1f} GiB, KV cache for {context(cfg)} "
-            f"positions {cache / gib:.1f} GiB), more than the {have / gib:.1f} GiB of {device}"
+            f"(weights {weights / gib:.1f} GiB, KV cache for {ctx} "
+            f"positions {cache / gib:.1f} GiB), more than the {have / gib:.1f} GiB of {device}{hint}"
         )

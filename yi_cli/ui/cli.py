@@ -716,14 +716,15 @@ def make_engine(args, top: dict, render, endpoint_from: str = ""):
         with signals_held():
             import torch  # noqa: F401
         setting = "--device" if args.device else "config.toml: device ="
+        context = args.context or top.get("context")  # config.read made it tokens (an int)
         ckpt = open_checkpoint(
             path,
             device=pick_device(args.device or top.get("device"), setting),
             dtype=args.dtype or top.get("dtype"),
             allow_pickle=args.allow_pickle,
             trust_remote_code=args.trust_remote_code,
+            context=context,
         )
-        context = args.context or top.get("context")  # config.read made it tokens (an int)
         engine = LocalEngine(ckpt, backend=args.engine or top.get("engine", "auto"), raw=args.raw, context=context)
     engine.progress = render.progress
     if args.speculate == "lookup" and engine.backend == "generate":  # it took the flag and drafted nothing
