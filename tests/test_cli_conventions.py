@@ -230,6 +230,13 @@ def test_a_file_too_large_for_the_context_exits_2_before_the_model_loads(home, t
         str(big),
         "too large for the model's context",
     )
+    # --context less than the model's: that is the context (the model's 8192 was said, and the file let through)
+    (ckpt / "config.json").write_text(json.dumps({"model_type": "llama", "max_position_embeddings": 8192}))
+    one_line_error(
+        yi("--model", str(ckpt), "--context", "100", "-f", str(big), "-p", "hi", home=home),
+        2,
+        f"{big}: too large for the model's context (2000 characters; the context holds 100 tokens)",
+    )
 
 
 def test_missing_file_and_stdin_misuse_are_usage_errors(server, home, tmp_path):

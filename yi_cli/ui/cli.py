@@ -330,7 +330,9 @@ def _main(args) -> int:
     args.model = aliases.get(args.model, args.model)
     if not args.endpoint:
         check_model_name(args.model, named)
-    attach.check_size(attachments, None if args.endpoint else attach.context_hint(args.model))
+    if not args.endpoint:  # the model's context, or --context's where less (it was the model's whatever that said)
+        known = [n for n in (attach.context_hint(args.model), args.context or top.get("context")) if n]
+        attach.check_size(attachments, min(known, default=None))
     settings, sources = settings_from(args, gen_cfg, None if args.endpoint else args.model)
     if resume:  # flags win, the file over config and model
         store.take_settings(settings, sources, saved, data)
