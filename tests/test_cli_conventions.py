@@ -1274,19 +1274,33 @@ def test_a_json_chat_in_a_terminal_writes_a_failed_commands_object(server, home,
     assert lines[0]["output"] == "" and "nothing to undo" in lines[0]["error"], lines
 
 
-def test_ctrl_d_with_a_file_attached_says_it_was_not_sent(server, home, tmp_path):
+@pytest.mark.parametrize("leave", ["ctrl-d", "/exit", "/q"])
+def test_ctrl_d_with_a_file_attached_says_it_was_not_sent(server, home, tmp_path, leave):
     """`yi-chat -f notes.txt` (or /file), then Ctrl-D: the chat ended and the file went unsent without a word, where
-    a piped run says so (exit 1). The REPL says so too; Ctrl-D is still the way out (exit 0)."""
+    a piped run says so (exit 1). The REPL says so too; Ctrl-D is still the way out (exit 0). /exit and /q said
+    nothing still."""
     import pexpect
 
     (tmp_path / "notes.txt").write_text("buy milk\n")
     child = spawn("--endpoint", server.url, "-f", "notes.txt", home=home, cwd=tmp_path)
-    child.sendcontrol("d")
+    if leave == "ctrl-d":
+        child.sendcontrol("d")
+    else:
+        child.sendline(leave)
     child.expect_exact("notes.txt: attached, but the chat ended before a message took it; not sent")
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0
     assert not any("messages" in r for r in server.requests)  # nothing was sent
+
+
+def test_exit_in_a_piped_run_with_a_file_attached_says_so(server, home, tmp_path):
+    """A piped `/file notes.txt` then `/exit`: the line said the input ended, where /exit had ended the chat."""
+    (tmp_path / "notes.txt").write_text("buy milk\n")
+    p = yi("--endpoint", server.url, stdin="/file notes.txt\n/exit\nnever read\n", home=home, cwd=tmp_path)
+    assert p.returncode == 1
+    want = "error: notes.txt: attached, but the chat ended (/exit) before a message took it; not sent"
+    assert p.stderr.decode().splitlines()[-1] == want
 
 
 def test_file_command_and_f_flag_in_a_real_terminal(server, home, tmp_path):

@@ -581,7 +581,8 @@ def run_pipe(chat) -> int:
     if unsent:  # one line that is true of both (an empty stdin is said by it, not by a second notice)
         chat.failures += 1
         waiting = attach.names(chat.attachments)
-        chat.render.error(f"{waiting}: attached, but the input ended before a message took it; not sent")
+        ended = "the input ended" if chat.running else "the chat ended (/exit)"
+        chat.render.error(f"{waiting}: attached, but {ended} before a message took it; not sent")
     elif n == 0:
         chat.render.notice("stdin is empty: nothing to do")
     elif not asked and not chat.failures:  # as quiet as an empty one was not: the same word for it

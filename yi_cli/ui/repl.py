@@ -711,9 +711,7 @@ def _one_line(chat, session, prompt_text: str) -> bool:
             draft = session.default_buffer.text
             return True
         except EOFError:  # Ctrl-D
-            if chat.attachments:  # `-f notes.txt` or /file, then Ctrl-D: the file went unsent without a word
-                names = attach.names(chat.attachments)
-                chat.render.notice(f"{names}: attached, but the chat ended before a message took it; not sent")
+            _unsent(chat)
             return False
         chat.render.pin_keys(True)  # the prompt turned bracketed paste off: a paste during the reply stays one
         last = chat.session.turns[-1:]
@@ -726,6 +724,8 @@ def _one_line(chat, session, prompt_text: str) -> bool:
                 chat.render.notice("interrupted")
         if chat.terminated and chat.session.turns[-1:] == last and commands.is_message(line):
             _keep_sent(chat, line)
+        elif not chat.running and not chat.terminated:  # /exit
+            _unsent(chat)
     finally:
         chat.interrupt_next = False  # a command's line with no reply does not pass it on to a later one
         if chat.terminated and not AHEAD:  # no prompt comes: the keys typed ahead, taken while still held
@@ -735,6 +735,13 @@ def _one_line(chat, session, prompt_text: str) -> bool:
                 AHEAD.append(draft + _typeahead(session) + chat.render.take_keys().decode("utf-8", "replace"))
         chat.render.pin_keys(False)
     return True
+
+
+def _unsent(chat) -> None:
+    """`-f notes.txt` or /file, then Ctrl-D or /exit: the file went unsent without a word."""
+    if chat.attachments:
+        names = attach.names(chat.attachments)
+        chat.render.notice(f"{names}: attached, but the chat ended before a message took it; not sent")
 
 
 def _keep_sent(chat, line: str) -> None:
