@@ -64,6 +64,8 @@ def test_an_ideographic_space_separates_a_command_and_its_words():
     assert chat.settings.top_k == 40
     chat.handle("/set temperature\u3000０．２５")
     assert chat.settings.temperature == 0.25
+    chat.handle("/set\ttop_p\t0.75")  # a tab between the setting and its value too (it was the usage error)
+    assert chat.settings.top_p == 0.75
     chat.handle("你好")
     for typed in ["/history\u3000all", "／history\u3000ａｌｌ", "/history\u3000\u3000ALL\u3000"]:
         out.seek(0), out.truncate(0)

@@ -239,7 +239,8 @@ def do_set(chat, arg):
         src = chat.options.setting_sources
         chat.render.show("\n".join(f"{k} = {cur[k]}  ({src.get(k, 'default')})" for k in gen.NAMES))
         return
-    name, _, value = keyword(arg).partition(" ")
+    name, *rest = keyword(arg).split(None, 1)  # any white space between them, a tab too (as after the command)
+    value = rest[0] if rest else ""
     if not value.strip():
         raise YiError("usage: /set NAME VALUE (/set alone lists the settings)")
     name = name.lower()  # as command names: /set Temperature 0.5 sets temperature
