@@ -1496,7 +1496,7 @@ def test_edit_rewrites_the_last_message_and_regenerates():
     chat.handle("what is 2+2")
     chat.handle("/edit what is 3+3")
     assert [t.content for t in chat.session.turns] == ["what is 3+3", "second reply"]
-    chat.editor = lambda old: old.replace("3+3", "4+4")
+    chat.editor = lambda old, head="": old.replace("3+3", "4+4")
     chat.handle("/edit")
     assert [t.content for t in chat.session.turns] == ["what is 4+4", "third reply"]
     assert engine.seen[-1][-1]["content"] == "what is 4+4"
@@ -1510,7 +1510,7 @@ def test_an_edit_returned_as_a_signal_ends_the_chat_is_not_sent():
     chat, out, err = plain_chat(engine)
     chat.handle("what is 2+2")
 
-    def edit_as_a_signal_lands(old):
+    def edit_as_a_signal_lands(old, head=""):
         chat.running, chat.terminated = False, True  # what cli._leave does while a prompt returns its line
         return "what is 3+3"
 

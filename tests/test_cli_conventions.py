@@ -2409,6 +2409,57 @@ def test_a_dumb_terminal_edit_shows_the_message_it_edits(server, home, tmp_path)
     assert "edit> " + sent(server) == line.rstrip(), (line, sent(server))
 
 
+def test_a_dumb_terminal_edit_keeps_the_files_attached_to_the_message(server, home, tmp_path):
+    """TERM=dumb: the line typed at edit> replaced the whole message, the file attached to it with it, without a
+    word (the README: the files attached to it stay, as the inline editor and /edit TEXT keep them)."""
+    pexpect = pytest.importorskip("pexpect")
+    (tmp_path / "small.txt").write_text("the word is cobalt\n")
+    env = {"TERM": "dumb", "VISUAL": "", "EDITOR": ""}
+    child = spawn("--endpoint", server.url, home=home, cwd=tmp_path, env=env, prompt=False)
+    child.expect_exact(">>>")
+    child.sendline("/file small.txt")
+    child.expect_exact(">>>")
+    child.sendline("what is in the file")
+    child.expect_exact("echo: ")
+    child.expect_exact(">>>")
+    first = sent(server)
+    child.sendline("/edit")
+    child.expect_exact("(type the new message (its attached files stay); an empty line keeps this one)")
+    child.expect_exact("edit> ")
+    child.sendline("which word is in it")
+    child.expect_exact("the message keeps its 1 attached file")
+    child.expect_exact(">>>")
+    child.sendcontrol("d")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert sent(server) == first.replace("what is in the file", "which word is in it") and "cobalt" in first
+
+
+def test_an_editor_keeps_a_crlf_file_attached_to_the_message(server, home, tmp_path):
+    """/edit in $EDITOR read the file back with every CR turned into a new line, those of a CRLF file's block too:
+    the block no longer matched, the file went into the message as text (no "keeps its file" notice), and a later
+    `/edit TEXT` then dropped it."""
+    pexpect = pytest.importorskip("pexpect")
+    (tmp_path / "crlf.txt").write_bytes(b"hello\r\nworld\r\n")
+    editor = tmp_path / "append.sh"
+    editor.write_text('#!/bin/sh\nprintf " EDITED" >> "$1"\n')
+    editor.chmod(0o755)
+    child = spawn("--endpoint", server.url, home=home, cwd=tmp_path, env={"EDITOR": str(editor), "VISUAL": ""})
+    for line, then in (("/file crlf.txt", ">>>"), ("what is in it", "echo: "), ("/edit", "keeps its 1 attached file")):
+        child.sendline(line)
+        child.expect_exact(then)
+    child.expect_exact(">>>")
+    edited = sent(server)
+    child.sendline("/edit only this")
+    child.expect_exact("echo: ")
+    child.expect_exact(">>>")
+    child.sendcontrol("d")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert "hello\r\nworld" in edited and edited.endswith("what is in it EDITED")
+    assert "hello\r\nworld" in sent(server) and sent(server).endswith("only this")
+
+
 def test_a_one_shot_prompt_that_fails_says_nothing_of_a_next_message(home, tmp_path):
     """A message that fails keeps its attachments "for the next message (/detach drops them)": a one-shot run has
     neither a next message nor /detach (it refuses /file for that reason), and a script's stderr keeps to errors.

@@ -900,7 +900,7 @@ def test_an_editors_rewrite_keeps_a_typed_code_block_typed_and_an_attached_file_
     chat, out, err = plain_chat(ScriptedEngine(["one", "two", "three", "four"]))
     typed = "```\nx = 1\n```\nwhat does this do"
     chat.handle(typed)
-    chat.editor = lambda old: old + " exactly"
+    chat.editor = lambda old, head="": old + " exactly"
     chat.handle("/edit")
     assert chat.session.turns[-2].content == typed + " exactly" and chat.session.turns[-2].files == 0
     chat.handle("/edit explain it")
@@ -912,7 +912,7 @@ def test_an_editors_rewrite_keeps_a_typed_code_block_typed_and_an_attached_file_
     chat.handle("summarise")
     chat.handle("/edit")  # the editor appends to what was typed: the file stays a file
     assert chat.session.turns[-2].files == 1 and chat.session.turns[-2].content.endswith("summarise exactly")
-    chat.editor = lambda old: old.replace("alpha", "beta")  # the file's block itself rewritten: the user's now
+    chat.editor = lambda old, head="": old.replace("alpha", "beta")  # the file's block itself rewritten: the user's now
     chat.handle("/edit")
     assert chat.session.turns[-2].files == 0 and "beta" in chat.session.turns[-2].content
 
@@ -922,7 +922,7 @@ def test_a_byte_typed_at_the_edit_line_that_is_not_utf8_is_refused_as_at_the_pro
     ...)"."""
     chat, out, err = plain_chat(ScriptedEngine(["one", "two"]))
     chat.handle("hello")
-    chat.editor = lambda old: "caf\udce9"  # Latin-1 é read in a C locale
+    chat.editor = lambda old, head="": "caf\udce9"  # Latin-1 é read in a C locale
     chat.handle("/edit")
     assert err.getvalue().splitlines()[-1] == "error: the input is not valid UTF-8; line ignored"
     assert chat.session.turns[-2].content == "hello"

@@ -85,7 +85,8 @@ class Chat:
         self.interrupt_next = False  # a Ctrl-C typed with the Enter that sent the line (the REPL's typeahead)
         self.running = True
         self.terminated = False  # SIGTERM, SIGHUP, SIGQUIT: finish the reply in flight, record it, then leave
-        self.editor = None  # callable(old text) -> new text or None (given up), for /edit; set by the REPL
+        # callable(old text, head=its attached files' text) -> new text or None (given up), for /edit; by the REPL
+        self.editor = None
         self.meter = meter.Meter()  # the toolbar's context used: /prompt's count, kept in step with each reply
         self._resume: tuple = (None, None, None)  # (last reply Turn, ids of its prompt + reply, system prompt then)
         self._early: list[bool] = []  # Ctrl-C (True) or an ending signal that came before the reply's stream began

@@ -295,7 +295,7 @@ def do_edit(chat, arg):
     if arg:  # what was typed is rewritten; the files attached to it stay (the editor shows them, to change too)
         new = head + arg
     elif chat.editor is not None:
-        new = chat.editor(old)
+        new = chat.editor(old, head=head)
     else:
         raise YiError("usage: /edit NEW TEXT (no editor here: give the new message)")
     if new is None:  # the editor gave up (its file left empty, Ctrl-C at edit>) and said why

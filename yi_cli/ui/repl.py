@@ -309,17 +309,20 @@ def editor(session, render, dumb: bool = False):
     prompt_toolkit's plain prompt shows only the keys typed, never a default text (it went out unseen, with what
     was typed after it): the message is shown above an empty edit> line, whose text replaces it."""
 
-    def edit(old: str) -> str | None:
+    def edit(old: str, head: str = "") -> str | None:
+        """head: old's start that holds its attached files' text (attach.leading), kept where a dumb terminal's
+        line replaces what was typed (the files went without a word)."""
         # a blank value is none (EDITOR=' ' split to no words, and the temp file itself was run as the editor)
         cmd = os.environ.get("VISUAL", "").strip() or os.environ.get("EDITOR", "").strip()
         if not cmd:
             try:
                 if not dumb:
                     return read_line(session, EDIT_PROMPT, render=render, default=old)
-                render.show(f"editing: {old}\n(type the new message; an empty line keeps this one)")
+                files = " (its attached files stay)" if head else ""
+                render.show(f"editing: {old[len(head) :]}\n(type the new message{files}; an empty line keeps this one)")
                 new = read_line(session, EDIT_PROMPT)
                 if new.strip():
-                    return new
+                    return head + new
                 render.notice("edit cancelled: your last message stays as it was")
                 return None
             except (KeyboardInterrupt, EOFError):
@@ -385,11 +388,16 @@ def _edit_file(cmd: str, old: str, render) -> str:
         with contextlib.suppress(OSError):
             os.unlink(name)
     try:  # utf-8-sig: an editor that saves a BOM (Windows ones, vim's 'bomb') put U+FEFF before the message
-        return inputs.bom_text(data).replace("\r\n", "\n").replace("\r", "\n").rstrip("\n")  # as text mode
+        text = inputs.bom_text(data)
     except UnicodeDecodeError as e:  # a Latin-1 editor: it was "'/edit' failed (UnicodeDecodeError: ...)"
         raise YiError(
             f"the editor saved text that is not UTF-8 (byte {e.start}); the message stays as it was"
         ) from None
+    # An editor's own line ends are read as text mode does. Where the message had CRs (a CRLF file attached) they
+    # are its own: read so, its block changed, the file went into the message as text (a later /edit TEXT dropped it).
+    if "\r" not in old:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text.rstrip("\n")
 
 
 def _modes():
