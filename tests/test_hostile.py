@@ -2071,3 +2071,13 @@ def test_context_loads_a_model_whose_full_kv_cache_would_not_fit(tiny, home):
     one_line_error(p, EXIT_LOAD, "max_position_embeddings: this model needs about", "; --context N holds fewer")
     p = subprocess.run([*run, "--context", "4096"], stdin=subprocess.DEVNULL, capture_output=True, env=env)
     assert p.returncode == 0, p.stderr.decode()
+
+
+def test_a_chat_started_in_a_deleted_folder_says_so_in_one_line(tiny, home, tmp_path):
+    """A shell in a folder removed under it: torch's import died in MKL ("Intel oneMKL FATAL ERROR: Cannot load
+    .../libtorch_cpu.so"), exit 2, the code of a usage error, without a line of yi-chat's."""
+    gone = tmp_path / "gone"
+    script = f'mkdir "{gone}" && cd "{gone}" && rmdir "{gone}" && exec "$0" -m yi_cli -m "$1" -p hi'
+    env = {**os.environ, "YI_CHAT_HOME": str(home)}
+    p = subprocess.run(["sh", "-c", script, sys.executable, str(tiny)], capture_output=True, env=env)
+    one_line_error(p, EXIT_LOAD, "the current folder no longer exists (deleted); cd to one that does")

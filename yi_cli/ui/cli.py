@@ -11,7 +11,7 @@ import warnings
 
 from .. import env_files, terminal
 from ..engines.remote_endpoint import shown_url
-from ..errors import ENDING, EXIT_CHAT, StdoutFailed, UsageError, YiError, catch, failure, shown
+from ..errors import ENDING, EXIT_CHAT, LoadError, StdoutFailed, UsageError, YiError, catch, failure, shown
 from ..held import signals_held
 from .args import SUBCOMMANDS, parse_args, parser, settings_from
 from .streams import say_error as _err
@@ -543,7 +543,6 @@ def check_model_name(model: str, given: str = "--model ") -> None:
     from pathlib import Path
 
     from ..checkpoint import demo
-    from ..errors import LoadError
 
     if model.startswith("demo") and model not in demo.NAMES and not Path(model).expanduser().exists():
         raise LoadError(
@@ -676,7 +675,6 @@ def make_engine(args, top: dict, render, endpoint_from: str = ""):
     if args.endpoint:
         from ..engines.remote import RemoteEngine
         from ..engines.remote_http import Limits
-        from ..errors import LoadError
         from . import config, remote_env
 
         key, key_from = remote_env.api_key(args.api_key, top)
@@ -716,6 +714,10 @@ def make_engine(args, top: dict, render, endpoint_from: str = ""):
         # torch's import (1-2 s, the first thing the load does) holds the signals off: a KeyboardInterrupt raised
         # inside its native init aborted the process (pybind11's terminate, exit 134), left numpy half loaded (a
         # traceback at the next import) or was swallowed (the signal lost). Held, it comes as the import returns.
+        try:  # torch's import in a folder deleted under the shell died in MKL ("Intel oneMKL FATAL ERROR: Cannot
+            os.getcwd()  # load .../libtorch_cpu.so"), exit 2, before a line of yi-chat's
+        except FileNotFoundError:
+            raise LoadError("the current folder no longer exists (deleted); cd to one that does") from None
         with signals_held():
             import torch  # noqa: F401
         setting = "--device" if args.device else "config.toml: device ="
