@@ -1335,6 +1335,13 @@ def test_a_template_that_is_not_jinja_is_refused_as_the_model_loads(tiny, home):
     )
     p = yi("-m", tiny, "--raw", "--max-new-tokens", "2", "-p", "hi", home=home)
     assert p.returncode == 0, p.stderr.decode()
+    # additional_chat_templates/default.jinja is the default template where it is there (the tokenizer reads it
+    # last): its error was said of chat_template.jinja, a valid one
+    (tiny / "chat_template.jinja").write_text("{{ messages[0]['content'] }}")
+    (tiny / "additional_chat_templates").mkdir()
+    (tiny / "additional_chat_templates" / "default.jinja").write_text("{% for %}")
+    bad = tiny / "additional_chat_templates" / "default.jinja"
+    one_line_error(yi("-m", tiny, "-p", "hi", home=home), 3, f"{bad}: the chat template is not valid Jinja")
 
 
 # --- streams, locales, terminals ----------------------------------------------------------------------------------

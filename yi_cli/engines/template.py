@@ -80,10 +80,10 @@ def _parses(source: str, where: str) -> None:
     from ..checkpoint.light_tokenizer import compile_template
 
     def named() -> Path | str:  # looked up where a template is refused, not at every load
-        folder = Path(where)
-        return next(
-            (folder / f for f in ("chat_template.jinja", "tokenizer_config.json") if (folder / f).is_file()), where
-        )
+        folder = Path(where)  # the files in the order the tokenizer takes the default template from them (the last
+        # read wins: additional_chat_templates/default.jinja over chat_template.jinja, which was named for it)
+        files = ("additional_chat_templates/default.jinja", "chat_template.jinja", "tokenizer_config.json")
+        return next((folder / f for f in files if (folder / f).is_file()), where)
 
     if len(source) > TEMPLATE_LIMIT:
         raise LoadError(
