@@ -1344,6 +1344,19 @@ def test_a_template_that_is_not_jinja_is_refused_as_the_model_loads(tiny, home):
     one_line_error(yi("-m", tiny, "-p", "hi", home=home), 3, f"{bad}: the chat template is not valid Jinja")
 
 
+@pytest.mark.parametrize("source", ["{% for m in messages %}{% endfor %}", "{% for m in messages %} {% endfor %}"])
+def test_a_template_that_writes_no_message_is_refused_as_the_model_loads(tiny, home, source):
+    """A template rendering none of the messages' text: an empty prompt failed every turn in torch's words
+    (generate: "Expected tensor for argument #1 'indices' to have one of the following scalar types") or as "the
+    prompt is 0 tokens" (fast); a blank one answered a message the model never saw, the turn recorded as answered."""
+    (tiny / "chat_template.jinja").write_text(source)
+    for engine in ("fast", "generate"):
+        p = yi("-m", tiny, "--engine", engine, "-p", "hi", home=home)
+        one_line_error(p, EXIT_LOAD, f"{tiny / 'chat_template.jinja'}: the chat template writes none of the messages")
+    p = yi("-m", tiny, "--raw", "--max-new-tokens", "2", "-p", "hi", home=home)
+    assert p.returncode == 0, p.stderr.decode()
+
+
 # --- streams, locales, terminals ----------------------------------------------------------------------------------
 
 

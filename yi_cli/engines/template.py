@@ -72,6 +72,15 @@ def template_of(tokenizer) -> str | None:
     return CHATML if "<|im_start|>" in vocab and "<|im_end|>" in vocab else None
 
 
+def template_file(where: str) -> Path | str:
+    """The file a checkpoint's chat template came from (looked up where a template is refused, not at every load):
+    in the order the tokenizer takes the default template (the last read wins: additional_chat_templates/default.jinja
+    over chat_template.jinja, which was named for it)."""
+    folder = Path(where)
+    files = ("additional_chat_templates/default.jinja", "chat_template.jinja", "tokenizer_config.json")
+    return next((folder / f for f in files if (folder / f).is_file()), where)
+
+
 def _parses(source: str, where: str) -> None:
     """A checkpoint's chat template that is not valid Jinja is refused as the model loads, naming its file: it was
     a chat whose every message failed with "the chat template failed (Expected an expression, ...)" and no file."""
@@ -79,11 +88,8 @@ def _parses(source: str, where: str) -> None:
 
     from ..checkpoint.light_tokenizer import compile_template
 
-    def named() -> Path | str:  # looked up where a template is refused, not at every load
-        folder = Path(where)  # the files in the order the tokenizer takes the default template from them (the last
-        # read wins: additional_chat_templates/default.jinja over chat_template.jinja, which was named for it)
-        files = ("additional_chat_templates/default.jinja", "chat_template.jinja", "tokenizer_config.json")
-        return next((folder / f for f in files if (folder / f).is_file()), where)
+    def named() -> Path | str:
+        return template_file(where)
 
     if len(source) > TEMPLATE_LIMIT:
         raise LoadError(
@@ -130,10 +136,27 @@ class Template:
         self._longest: int | None = None  # characters of the vocabulary's longest token (surely_over)
         if self.source is not None:
             _parses(self.source, getattr(tokenizer, "name_or_path", ""))
+            self._writes_the_message()
         rows = getattr(config, "vocab_size", None)
         self.vocab = rows if type(rows) is int and rows > 0 else None  # the embedding's rows: ids past them fail
         if self.vocab is not None:
             self._fits_the_model()
+
+    def _writes_the_message(self) -> None:
+        """A template that writes none of a message's text is refused as the model loads: an empty prompt failed
+        each turn in torch's words (generate) or as "the prompt is 0 tokens" (fast), and one writing a blank line
+        answered a message the model never saw, recorded as answered. A template that cannot render the probe is
+        left to the first turn to say so."""
+        try:
+            text = self.render([{"role": "user", "content": PROBE_USER}])
+        except YiError:
+            return
+        if PROBE_USER not in text:
+            raise LoadError(
+                f"{template_file(getattr(self.tokenizer, 'name_or_path', ''))}: the chat template writes none of the "
+                "messages' text (a test message rendered as "
+                f"{shown(repr(text), 60)}); --raw runs the model without it"
+            )
 
     def _fits_the_model(self) -> None:
         """A tokenizer whose ids for a short chat are past the model's vocabulary (the files of another model) is
