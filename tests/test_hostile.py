@@ -2101,3 +2101,41 @@ def test_a_chat_started_in_a_deleted_folder_says_so_in_one_line(tiny, home, tmp_
     env = {**os.environ, "YI_CHAT_HOME": str(home)}
     p = subprocess.run(["sh", "-c", script, sys.executable, str(tiny)], capture_output=True, env=env)
     one_line_error(p, EXIT_LOAD, "the current folder no longer exists (deleted); cd to one that does")
+
+
+def test_both_engines_take_the_attention_biases_the_config_says(tiny, home):
+    """config.json's attention_bias: the fast engine read q/k/v/o biases wherever the file had them. One without the
+    biases its config names ran on the fast engine (the generate engine refused it: missing tensor); biases the config
+    has no place for changed the fast engine's replies, while transformers leaves them out."""
+    from safetensors.torch import load_file, save_file
+
+    cfg = json.loads((tiny / "config.json").read_text())
+    (tiny / "config.json").write_text(json.dumps({**cfg, "attention_bias": True}))
+    for engine in ("fast", "generate"):
+        p = yi("-m", tiny, "--engine", engine, "-p", "hi", home=home)
+        one_line_error(p, EXIT_LOAD, "missing tensor model.layers.0.self_attn.")
+    (tiny / "config.json").write_text(json.dumps(cfg))
+    tensors = load_file(str(tiny / "model.safetensors"))
+    g = __import__("torch").Generator().manual_seed(0)
+    for name in [n for n in tensors if n.endswith("_proj.weight") and ".self_attn." in n]:
+        tensors[name.replace(".weight", ".bias")] = __import__("torch").randn(tensors[name].shape[0], generator=g) * 5
+    save_file(tensors, str(tiny / "model.safetensors"), metadata={"format": "pt"})
+    replies = []
+    for engine in ("fast", "generate"):
+        p = yi(
+            "-m",
+            tiny,
+            "--engine",
+            engine,
+            "--json",
+            "--temperature",
+            "0",
+            "--max-new-tokens",
+            "12",
+            "-p",
+            "hi",
+            home=home,
+        )
+        assert p.returncode == 0, p.stderr.decode()
+        replies.append(json.loads(p.stdout)["reply"])
+    assert replies[0] == replies[1]

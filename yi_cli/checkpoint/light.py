@@ -14,6 +14,7 @@ from __future__ import annotations
 DEFAULTS = {
     "hidden_act": "silu",
     "mlp_bias": False,
+    "attention_bias": False,
     "hidden_size": 4096,
     "intermediate_size": 11008,
     "num_hidden_layers": 32,
@@ -83,6 +84,7 @@ def llama_view(raw: dict, load_real) -> LlamaView | None:
     if (
         fields["hidden_act"] != "silu"
         or type(fields["mlp_bias"]) is not bool
+        or type(fields["attention_bias"]) is not bool
         or type(fields["tie_word_embeddings"]) is not bool
         or not _number(fields["rms_norm_eps"])
         or not all(type(fields[k]) is int for k in _INTS)

@@ -147,7 +147,9 @@ def read_qweight(t: Tensors, name: str, k: int, n: int, quant: dict, device: str
     qweight = get("qweight", [k, n * b // 32] if awq else [k * b // 32, n], words)
     qzeros = get("qzeros", [k // g, n * b // 32], words)
     scales = get("scales", [k // g, n])
-    bias = get("bias", [n]) if f"{name}.bias" in t or bias else None
+    # as the model's config says (attention_bias, mlp_bias), as transformers builds it: a bias it has no place for
+    # is not read (the fast engine applied one, the generate engine not), one it has must be there
+    bias = get("bias", [n]) if bias else None
     if awq:
         return Q.from_awq(qweight, qzeros, scales, quant["group_size"], bias)
     if f"{name}.g_idx" in t or quant["desc_act"]:

@@ -107,8 +107,9 @@ class Layer:
         a, m = p + "self_attn.", p + "mlp."
         q, kv = cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd
         qkv = [a + "q_proj", a + "k_proj", a + "v_proj"]
-        self.qkv = projections.build(ckpt, w, qkv, d, [q, kv, kv], dtype, halves=hd)
-        self.o = projections.build(ckpt, w, [a + "o_proj"], q, [d], dtype)
+        biased = bool(getattr(cfg, "attention_bias", False))  # Llama's q, k, v and o: biases where the config says
+        self.qkv = projections.build(ckpt, w, qkv, d, [q, kv, kv], dtype, halves=hd, bias=biased)
+        self.o = projections.build(ckpt, w, [a + "o_proj"], q, [d], dtype, bias=biased)
         self.gate_up = projections.build(ckpt, w, [m + "gate_proj", m + "up_proj"], d, [inter, inter], dtype)
         self.down = projections.build(ckpt, w, [m + "down_proj"], inter, [d], dtype)
 

@@ -283,23 +283,24 @@ class Multi(_Proj):
         return torch.cat([p.prefill_mm(x, keep) for p in self.parts], -1)
 
 
-def build(ckpt, weights, names: list[str], k: int, sizes: list[int], dtype: torch.dtype, halves: int = 0):
-    """One matmul object computing cat([x @ W_name.T for name in names], -1) in `dtype`; W_name is [size, k].
+def build(
+    ckpt, weights, names: list[str], k: int, sizes: list[int], dtype: torch.dtype, halves: int = 0, bias: bool = False
+):
+    """One matmul object computing cat([x @ W_name.T for name in names], -1) in `dtype`; W_name is [size, k]. bias:
+    each has one (its config's attention_bias or mlp_bias: a missing one is the missing tensor's error, one the config
+    has no place for is left out, as transformers builds the model; the fast engine applied it).
     halves: [q; k; v] of heads of this dim: on the tensor-core GEMV, rows packed so that its epilogue can rope them
     (mma_layout.halves_order)."""
     packed = [ckpt.is_quantized(n) for n in names]
     if any(packed) and not all(packed):
-        return Multi([build(ckpt, weights, [n], k, [s], dtype) for n, s in zip(names, sizes, strict=False)])
+        return Multi([build(ckpt, weights, [n], k, [s], dtype, bias=bias) for n, s in zip(names, sizes, strict=False)])
     if not any(packed):
         ws = [weights.tensor(f"{n}.weight", [s, k], dtype) for n, s in zip(names, sizes, strict=False)]
-        biases = [
-            weights.tensor(f"{n}.bias", [s], dtype) if f"{n}.bias" in weights else None
-            for n, s in zip(names, sizes, strict=False)
-        ]
+        biases = [weights.tensor(f"{n}.bias", [s], dtype) if bias else None for n, s in zip(names, sizes, strict=False)]
         return Dense(torch.cat(ws) if len(ws) > 1 else ws[0], _cat_bias(biases, sizes, dtype, ws[0].device), halves)
-    qs = [weights.qweight(n, k, s) for n, s in zip(names, sizes, strict=False)]
+    qs = [weights.qweight(n, k, s, bias) for n, s in zip(names, sizes, strict=False)]
     if len(qs) > 1 and not Q.concatenable(qs):
-        return Multi([build(ckpt, weights, [n], k, [s], dtype) for n, s in zip(names, sizes, strict=False)])
+        return Multi([build(ckpt, weights, [n], k, [s], dtype, bias=bias) for n, s in zip(names, sizes, strict=False)])
     w = Q.concat(qs)
     del qs
     bias = _bias(w.bias, dtype)
