@@ -494,6 +494,47 @@ def test_a_line_being_typed_when_a_signal_ends_the_chat_is_kept(tmp_path):
     assert history_entries(home)[:1] == ["half a thought\non two lines"]
 
 
+@pytest.mark.parametrize("where", ["inline", "editor"])
+def test_a_message_being_rewritten_when_a_signal_ends_the_chat_is_kept(tmp_path, where):
+    """/edit, then SIGTERM while the rewrite is at edit> (it was taken as a Ctrl-C: "edit cancelled", and the text
+    went nowhere) or in $EDITOR, saved but not quit (the editor killed, its file deleted): the rewrite goes to the
+    input history, as a line at >>> does."""
+    home = tmp_path / "home"
+    home.mkdir()
+    saved = tmp_path / "saved"
+    editor = tmp_path / "ed.sh"  # saves the file (`:w`) and stays open
+    editor.write_text(f'#!/bin/sh\nprintf "the rewritten question\\n" > "$1"\ntouch {saved}\nexec sleep 60\n')
+    editor.chmod(0o755)
+    with OpenAIServer(Scripted("an answer"), model="scripted") as srv:
+        sh = Shell(home)
+        try:
+            env = f"VISUAL= EDITOR={editor if where == 'editor' else ''}"
+            sh.line(f"{env} {sys.executable} -m yi_cli --endpoint {srv.url} --model scripted")
+            sh.wait(lambda s: re.search(r"^>>>", s, re.M), "the prompt")
+            sh.line("the first question")
+            sh.wait(lambda s: "an answer" in s and s.count(">>>") >= 2, "the reply")
+            sh.line("/edit")
+            if where == "inline":
+                sh.wait(lambda s: re.search(r"^edit> the first question", s, re.M), "the edit prompt")
+                sh.tmux("send-keys", "-t", "0", "C-u")
+                sh.tmux("send-keys", "-t", "0", "-l", "the rewritten question")
+                sh.wait(lambda s: re.search(r"^edit> the rewritten question", s, re.M), "the rewrite")
+            else:
+                deadline = time.monotonic() + DEADLINE
+                while not saved.exists():  # the editor's file written
+                    assert time.monotonic() < deadline, "the editor never saved"
+                    time.sleep(0.05)
+            os.kill(chat_pid(sh), signal.SIGTERM)
+            ended(sh)
+            sh.line("echo AFTER")
+            scroll = sh.wait(lambda s: re.search(r"^AFTER$", s, re.M), "the shell after the chat")
+        finally:
+            sh.close()
+    assert "1 message typed ahead was not sent: in the input history" in scroll.replace("\n", ""), scroll
+    assert history_entries(home)[:2] == ["the rewritten question", "/edit"]
+    assert "edit cancelled" not in scroll
+
+
 def test_lines_typed_while_the_chat_starts_go_to_the_history_when_a_signal_ends_it(tmp_path):
     """Keys typed while yi-chat starts wait for its first prompt (here the start waits on a FIFO given to -f); a
     SIGTERM there ended the chat and the shell ran the line typed."""

@@ -303,11 +303,21 @@ TOOLBAR_STYLE = Style.from_dict(
 EDIT_PROMPT = "edit> "
 
 
-def editor(session, render, dumb: bool = False):
+EDITED: list[str] = []  # a message being rewritten (/edit) as a signal ended the chat: kept as a draft (_one_line)
+
+
+def _keep_edit(text: str, old: str) -> None:
+    if text.strip() and text != old:
+        EDITED.append(text)
+
+
+def editor(session, render, dumb: bool = False, ended=lambda: False):
     """/edit: $VISUAL/$EDITOR on a temp file when set (the terminal as the chat found it meanwhile), else the
     message inline, ready to change. None: the edit was given up, and the notice says why. dumb (TERM=dumb):
     prompt_toolkit's plain prompt shows only the keys typed, never a default text (it went out unseen, with what
-    was typed after it): the message is shown above an empty edit> line, whose text replaces it."""
+    was typed after it): the message is shown above an empty edit> line, whose text replaces it. ended: whether a
+    signal is ending the chat; the rewrite then goes where a draft at >>> goes, the input history (EDITED), where
+    it was lost (inline, "edit cancelled"; an editor's saved file deleted with the editor killed)."""
 
     def edit(old: str, head: str = "") -> str | None:
         """head: old's start that holds its attached files' text (attach.leading), kept where a dumb terminal's
@@ -326,9 +336,12 @@ def editor(session, render, dumb: bool = False):
                 render.notice("edit cancelled: your last message stays as it was")
                 return None
             except (KeyboardInterrupt, EOFError):
+                if ended():
+                    _keep_edit(session.default_buffer.text, old[len(head) :] if dumb else old)
+                    return None
                 render.notice("edit cancelled: your last message stays as it was")
                 return None
-        new = _edit_file(cmd, old, render)
+        new = _edit_file(cmd, old, render, ended)
         if not new.strip():  # saved empty: the way to give up an edit in most editors (:%d, :wq)
             render.notice("edit cancelled: the file was left empty")
             return None
@@ -345,8 +358,9 @@ def editor(session, render, dumb: bool = False):
     return edit
 
 
-def _edit_file(cmd: str, old: str, render) -> str:
-    """`old` in a temp file, $EDITOR run on it, the file's text read back (trailing newlines dropped)."""
+def _edit_file(cmd: str, old: str, render, ended=lambda: False) -> str:
+    """`old` in a temp file, $EDITOR run on it, the file's text read back (trailing newlines dropped); what the
+    editor had saved kept (EDITED) where a signal ends the chat meanwhile."""
     import shlex
     import subprocess
     import tempfile
@@ -364,11 +378,18 @@ def _edit_file(cmd: str, old: str, render) -> str:
             f.write(old)
         render.pin_keys(False)  # a line editor (ed) echoes through the terminal
         modes = _modes()
-        ended = False
+        exited = False
         try:
             screen = render.side_screen()  # stdout a file: the editor draws on the terminal
-            done = subprocess.run([*argv, name], stdout=screen)
-            ended = done.returncode >= 0  # not killed by a signal
+            try:
+                done = subprocess.run([*argv, name], stdout=screen)
+            except KeyboardInterrupt:
+                if ended():  # (the editor killed): what it had saved (`:w`) went with its file
+                    with contextlib.suppress(YiError, UnicodeDecodeError):
+                        saved = inputs.read_bytes(name, inputs.SESSION_LIMIT, YiError, "message file")
+                        _keep_edit(_read_back(saved, old), old)
+                raise
+            exited = done.returncode >= 0  # not killed by a signal
             if done.returncode:
                 raise subprocess.CalledProcessError(done.returncode, cmd)
         except FileNotFoundError:  # EDITOR names no program: "([Errno 2] No such file or directory: 'nanox')"
@@ -378,7 +399,7 @@ def _edit_file(cmd: str, old: str, render) -> str:
         except (OSError, subprocess.CalledProcessError) as e:
             raise YiError(f"editor {cmd!r} failed ({e})") from None
         finally:
-            if not ended:  # killed (SIGTERM to the chat kills it too): its screen and modes are still up
+            if not exited:  # killed (SIGTERM to the chat kills it too): its screen and modes are still up
                 _restore(modes, screen or sys.stdout)
             render.pin_keys(True)
         if not os.path.lexists(name):  # it was "'/edit' failed (FileNotFoundError: [Errno 2] ...)"
@@ -387,12 +408,18 @@ def _edit_file(cmd: str, old: str, render) -> str:
     finally:
         with contextlib.suppress(OSError):
             os.unlink(name)
-    try:  # utf-8-sig: an editor that saves a BOM (Windows ones, vim's 'bomb') put U+FEFF before the message
-        text = inputs.bom_text(data)
+    try:
+        return _read_back(data, old)
     except UnicodeDecodeError as e:  # a Latin-1 editor: it was "'/edit' failed (UnicodeDecodeError: ...)"
         raise YiError(
             f"the editor saved text that is not UTF-8 (byte {e.start}); the message stays as it was"
         ) from None
+
+
+def _read_back(data: bytes, old: str) -> str:
+    """The text of the editor's file, `old` the message it was given."""
+    # utf-8-sig: an editor that saves a BOM (Windows ones, vim's 'bomb') put U+FEFF before the message
+    text = inputs.bom_text(data)
     # An editor's own line ends are read as text mode does. Where the message had CRs (a CRLF file attached) they
     # are its own: read so, its block changed, the file went into the message as text (a later /edit TEXT dropped it).
     if "\r" not in old:
@@ -658,6 +685,7 @@ def plain_output(side):
 
 def run(chat, prompt_text: str = ">>> ") -> int:
     AHEAD.clear()
+    EDITED.clear()
     show_bidi_escaped()
     names = [*commands.TABLE, *commands.ALIASES]
     # and with an input method's full-width slash, as typed: `／his` completes to `／history`, which runs as /history
@@ -679,7 +707,7 @@ def run(chat, prompt_text: str = ">>> ") -> int:
             style=TOOLBAR_STYLE,
             prompt_continuation=continuation,
         )
-    chat.editor = editor(session, chat.render, dumb)
+    chat.editor = editor(session, chat.render, dumb, ended=lambda: chat.terminated)
     chat.render.banner(f"yi-chat · {chat.engine.name} · /help for commands, Ctrl-D to exit")
     while chat.running:
         try:
@@ -738,6 +766,7 @@ def _one_line(chat, session, prompt_text: str) -> bool:
         chat.interrupt_next = False  # a command's line with no reply does not pass it on to a later one
         if chat.terminated and not AHEAD:  # no prompt comes: the keys typed ahead, taken while still held
             with signals_held():  # (a second signal: once they are taken)
+                draft = draft or (EDITED.pop() if EDITED else "")  # /edit's rewrite, at edit> or in an editor
                 # the draft between paste brackets: its line breaks are one message's, not Enters (were split)
                 draft = typed_ahead.PASTE_START + draft + typed_ahead.PASTE_END if draft else ""
                 AHEAD.append(draft + _typeahead(session) + chat.render.take_keys().decode("utf-8", "replace"))
