@@ -976,6 +976,33 @@ def test_an_autosave_in_place_sweeps_too(tmp_path, monkeypatch):
     assert [f.name for f in folder.glob("*.json")] == [first.path.name]
 
 
+def test_a_session_whose_lock_file_was_removed_is_not_written_by_two(tmp_path, monkeypatch):
+    """A `.NAME.lock` removed by hand while its chat ran: a second yi-chat resumed the file in place, and each write
+    of one replaced the other's turns. The first sees the lock is no longer its own at its next write and goes on in
+    a new file; neither loses a turn."""
+    import copy
+    import json
+
+    from yi_cli.conversation import store
+
+    monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path))
+    first = store.Autosave("interactive")
+    chat_a, _, err_a = plain_chat(ScriptedEngine(["ra1", "ra2"]), on_turn=first)
+    chat_a.handle("A one")
+    (first.path.parent / f".{first.path.name}.lock").unlink()
+    second = store.Autosave("interactive", first.path, first.created, first.conv)
+    assert not second.forked
+    chat_b, _, _ = plain_chat(ScriptedEngine(["rb"]), on_turn=second)
+    chat_b.session = copy.deepcopy(chat_a.session)  # as -c read it
+    chat_b.handle("B two")
+    chat_a.handle("A two")
+    first.close(), second.close()
+    users = lambda p: [t["content"] for t in json.loads(p.read_text())["turns"] if t["role"] == "user"]  # noqa: E731
+    assert users(second.path) == ["A one", "B two"]
+    assert first.path != second.path and users(first.path) == ["A one", "A two"]
+    assert "was resumed by another yi-chat (its lock file was removed)" in err_a.getvalue()
+
+
 def test_a_conversation_a_piped_run_starts_after_clear_in_a_resumed_session_is_the_runs(tmp_path, monkeypatch):
     """A piped run resumed an interactive session (-c), then /clear: its new conversation was written as
     interactive, the resumed file's mode, so the next -c opened it in the chat's place (a shared-home hunt)."""
