@@ -535,6 +535,31 @@ def test_a_message_being_rewritten_when_a_signal_ends_the_chat_is_kept(tmp_path,
     assert "edit cancelled" not in scroll
 
 
+def test_a_stop_signal_at_the_prompt_stops_as_ctrl_z_does(tmp_path):
+    """`kill -TSTP` at the prompt stopped the chat as it does mid-reply: the toolbar stayed on the shell's screen,
+    and after `fg` neither the prompt nor its draft was drawn again (the draft still there, unseen)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    with OpenAIServer(Scripted("an answer"), model="scripted") as srv:
+        sh = Shell(home)
+        try:
+            sh.line(f"{sys.executable} -m yi_cli --endpoint {srv.url} --model scripted")
+            sh.wait(lambda s: re.search(r"^>>>", s, re.M), "the prompt")
+            sh.tmux("send-keys", "-t", "0", "-l", "my draft")
+            sh.wait(lambda s: re.search(r"^>>> my draft", s, re.M), "the draft")
+            os.kill(chat_pid(sh), signal.SIGTSTP)
+            stopped = sh.wait(lambda s: "Stopped" in s and s.rstrip().endswith("$"), "the stop")
+            assert "/help" not in stopped[stopped.index("Stopped") :], stopped  # the toolbar erased first
+            sh.line("fg")
+            sh.wait(lambda s: re.search(r"^\$ fg\n(.*\n)*>>> my draft", s, re.M), "the prompt drawn again")
+            sh.tmux("send-keys", "-t", "0", "-l", " and more")
+            sh.tmux("send-keys", "-t", "0", "Enter")
+            sh.wait(lambda s: "an answer" in s, "the reply")
+        finally:
+            sh.close()
+    assert srv.requests[-1]["messages"][-1]["content"] == "my draft and more"
+
+
 def test_lines_typed_while_the_chat_starts_go_to_the_history_when_a_signal_ends_it(tmp_path):
     """Keys typed while yi-chat starts wait for its first prompt (here the start waits on a FIFO given to -f); a
     SIGTERM there ended the chat and the shell ran the line typed."""

@@ -8,6 +8,7 @@ import os
 import signal
 import stat
 import sys
+import threading
 from pathlib import Path
 
 from prompt_toolkit import PromptSession
@@ -136,25 +137,37 @@ def bindings() -> KeyBindings:
 
         @kb.add("c-z")
         def _(event):
-            """Ctrl-Z suspends to the shell, as prompt_toolkit's own suspend does, but awaits the suspend's task: a
-            SIGTERM, SIGHUP or SIGQUIT that came while stopped (`kill %1`, then `fg`) ends the prompt (end_prompt) as
-            at any other instant, and an exception out of the task is not reported as "Task exception was never
-            retrieved" with a traceback."""
-
-            async def stop():
-                await run_in_terminal(suspend)
-                stashed = parsed(keys.stashed())  # what was queued behind the Ctrl-Z: this prompt's, as typed
-                if stashed:
-                    event.app.key_processor.feed_multiple(stashed)
-                    event.app.key_processor.process_keys()
-
-            def suspend():  # after `bg`, stopped until `fg` before prompt_toolkit sets the modes (terminal.py)
-                os.kill(0, signal.SIGTSTP)
-                terminal.wait_foreground()
-
-            event.app.create_background_task(stop())
+            stop_prompt(event.app)
 
     return kb
+
+
+def stop_prompt(app) -> None:
+    """Ctrl-Z (or a SIGTSTP sent with `kill`: read_line) suspends to the shell, as prompt_toolkit's own suspend does,
+    but awaits the suspend's task: a SIGTERM, SIGHUP or SIGQUIT that came while stopped (`kill %1`, then `fg`) ends
+    the prompt (end_prompt) as at any other instant, and an exception out of the task is not reported as "Task
+    exception was never retrieved" with a traceback."""
+
+    async def stop():
+        await run_in_terminal(_suspend)
+        stashed = parsed(keys.stashed())  # what was queued behind the Ctrl-Z: this prompt's, as typed
+        if stashed:
+            app.key_processor.feed_multiple(stashed)
+            app.key_processor.process_keys()
+
+    if app.is_running and not app.is_done:
+        app.create_background_task(stop())
+
+
+def _suspend() -> None:
+    """Stopped until `fg` (after `bg`, until then, before prompt_toolkit sets the modes: terminal.py), by SIGTSTP's
+    default action: the prompt's own handler (read_line) would take it again."""
+    old = signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+    try:
+        os.kill(0, signal.SIGTSTP)
+        terminal.wait_foreground()
+    finally:
+        signal.signal(signal.SIGTSTP, old)
 
 
 def continuation(width: int, line_number: int, wrap_count: int) -> str:
@@ -541,9 +554,19 @@ def read_line(session, message: str, pre_run=None, render=None, **kwargs) -> str
     taller than the screen is shown whole once it is sent (too_tall)."""
     tall: list[str] = []
     hooked: list = []  # the application `done` watches, from its start (pre_run) to the prompt's end
+    hooked_tstp: list = []  # SIGTSTP's handler before this prompt's (put back at its end)
 
     def started():
-        _READING.append((session.app, asyncio.get_running_loop()))
+        loop = asyncio.get_running_loop()
+        _READING.append((session.app, loop))
+        # `kill -TSTP` at the prompt stopped the chat as during a reply (keys.py's hold, the screen left as it
+        # was): after `fg` the prompt and its draft were not drawn again (the draft still there, unseen), and the
+        # toolbar stayed on the shell's screen meanwhile. It stops as Ctrl-Z does.
+        if hasattr(signal, "SIGTSTP") and threading.current_thread() is threading.main_thread():
+            current = signal.getsignal(signal.SIGTSTP)
+            if current != signal.SIG_IGN:  # a shell without job control: left ignored
+                signal.signal(signal.SIGTSTP, lambda *_: loop.call_soon_threadsafe(stop_prompt, session.app))
+                hooked_tstp.append(current)
         if render is not None:
             session.app.before_render += done
             hooked.append(session.app)
@@ -567,6 +590,8 @@ def read_line(session, message: str, pre_run=None, render=None, **kwargs) -> str
         return session.prompt(message, pre_run=started, **kwargs)
     finally:
         _READING.clear()
+        if hooked_tstp:
+            signal.signal(signal.SIGTSTP, hooked_tstp[0])
         history = getattr(session, "history", None)
         if isinstance(history, TailHistory):
             history.say_failure()
