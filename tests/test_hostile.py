@@ -2139,3 +2139,35 @@ def test_both_engines_take_the_attention_biases_the_config_says(tiny, home):
         assert p.returncode == 0, p.stderr.decode()
         replies.append(json.loads(p.stdout)["reply"])
     assert replies[0] == replies[1]
+
+
+@pytest.mark.parametrize(
+    "edit,said",
+    [
+        ({"vocab_size": 1000}, "tensor model.embed_tokens.weight has shape [49152, 576], expected [1000, 576]"),
+        (
+            {"head_dim": 32},
+            "layer model.layers.0.self_attn.o_proj is not packable (in=288, out=576, awq 4-bit group 64)",
+        ),
+        ({"quantization_config": {"group_size": 128}}, "layer model.layers.0.self_attn.q_proj is not packable"),
+        (
+            {"intermediate_size": 1600},
+            "tensor model.layers.0.mlp.gate_proj.qweight has shape [576, 192], expected [576, 200]",
+        ),
+    ],
+)
+def test_models_and_pull_check_the_tensor_shapes_the_config_implies(demo_dir, tmp_path, edit, said):
+    """`yi-chat models` listed ok (and `pull` said ready) of checkpoints whose weights -m refused (exit 3): a
+    head_dim, a vocab_size or an intermediate_size edited in config.json, a group_size that does not divide a
+    projection's input. The headers' shapes are checked against the config as the listing reads them."""
+    from yi_cli.ui.models_cmd import describe
+
+    for name in ("demo", "demo-gptq8", "demo-fp32"):  # as they are: loadable, every shape as the config says
+        assert describe(Path(demo_dir).parent / name)["loadable"], name
+    ckpt = Path(shutil.copytree(demo_dir, tmp_path / "ckpt"))
+    cfg = json.loads((ckpt / "config.json").read_text())
+    for k, v in edit.items():
+        cfg[k] = {**cfg[k], **v} if isinstance(v, dict) else v
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+    row = describe(ckpt)
+    assert not row["loadable"] and row["reason"].startswith(f"{ckpt / 'model.safetensors'}: {said}"), row["reason"]

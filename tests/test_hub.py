@@ -1437,12 +1437,15 @@ def test_a_pulled_repo_whose_tokenizer_does_not_load_is_not_called_ready(hub, en
 
 def test_a_pulled_repo_whose_tokenizer_runs_past_its_vocabulary_is_not_called_ready(hub, env, demo_files):
     """The tokenizer of another model (ids past config.json's vocab_size): `pull` said ready and `models` ok, since
-    its check built the template without the model's vocabulary, and -m then refused it (a hostile-hub hunt)."""
+    its check built the template without the model's vocabulary, and -m then refused it (a hostile-hub hunt). Here
+    the weights' embedding has the tokenizer's rows, not config.json's 300: that is said first, by both."""
     cfg = {**json.loads(demo_files["config.json"]), "vocab_size": 300}
     hub.repos["acme/othertok"] = Repo({**demo_files, "config.json": json.dumps(cfg).encode()})
     p = yi(env, "pull", "acme/othertok")
-    error_line(p, 3, "acme/othertok: fetched, but yi-chat cannot load it", "past the model's vocabulary of 300")
+    said = "tensor model.embed_tokens.weight has shape [49152, 576], expected [300, 576]"
+    error_line(p, 3, "acme/othertok: fetched, but yi-chat cannot load it", said)
     assert p.stdout == b""
+    error_line(yi(env, "-m", "acme/othertok", "-p", "hi"), 3, said)
 
 
 def test_a_model_type_transformers_does_not_know_is_refused_before_its_weights(hub, env, demo_files):

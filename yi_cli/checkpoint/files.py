@@ -186,17 +186,16 @@ def check_layers(names: dict[Path, list[str]], layers: int | None) -> None:
         )
 
 
-def check_safetensors(files: list[Path], plain: bool = False) -> dict[Path, list[str]]:
+def check_safetensors(files: list[Path], plain: bool = False) -> dict[Path, dict[str, list[int]]]:
     """Read each file's header (within a size limit) and check every entry: a known dtype, a shape of
     non-negative integers, data_offsets that match the shape and fit the file (catches truncated downloads).
     plain: the config names no quantization, which AWQ / GPTQ tensors contradict. Returns each safetensors file's
-    tensor names (for check_layers)."""
-    names: dict[Path, list[str]] = {}
+    tensors' names and shapes (for check_layers, shapes.check)."""
+    names: dict[Path, dict[str, list[int]]] = {}
     for f in files:
         if f.suffix != ".safetensors":
             continue
         header, n, size = read_header(f)
-        names[f] = [k for k in header if k != "__metadata__"]
         if plain:
             check_unquantized(f, header)
         meta = header.get("__metadata__", {})
@@ -217,6 +216,7 @@ def check_safetensors(files: list[Path], plain: bool = False) -> dict[Path, list
                 f"{f}: not a valid safetensors file ({size - 8 - n - end} bytes after its tensors' data); "
                 f"{fetch_again(f)}"
             )
+        names[f] = {k: v["shape"] for k, v in header.items() if k != "__metadata__"}  # (checked: _entry_span)
     return names
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from .. import inputs
 from ..errors import LoadError, UsageError, failed, failure, first_line, shown
 from ..rust_panic import reports_held
-from . import configs, light, plausible, quantized
+from . import configs, light, plausible, quantized, shapes
 from .files import (
     Tensors,
     check_index,
@@ -244,6 +244,7 @@ def open_checkpoint(
     elem = dtype.itemsize
     plausible.check_memory(cfg, path / "config.json", device, elem, quant["bits"] if quant else elem * 8, context)
     check_layers(names, plausible.layers(cfg))
+    shapes.check(names, cfg, quant)  # as `yi-chat models` and `pull` check them: the same line first
     config = configs.build(path, cfg, quant is not None, trust_remote_code)
     from .family import repo_of
 

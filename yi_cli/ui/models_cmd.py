@@ -274,7 +274,7 @@ def _describe_target(target: str, cached: dict) -> dict:
 
 def describe(path: Path, size: int | None = None) -> dict:
     """format, parameters, size on disk, context length, and whether yi-chat can load it (else the reason)."""
-    from ..checkpoint import configs, plausible, quantized
+    from ..checkpoint import configs, plausible, quantized, shapes
     from ..checkpoint import files as loader
 
     row = {
@@ -291,7 +291,9 @@ def describe(path: Path, size: int | None = None) -> dict:
         if quant is None:
             files = loader.weight_files(path, allow_pickle=True)
             loader.check_index(path)
-            loader.check_layers(loader.check_safetensors(files, plain=True), plausible.layers(cfg))
+            tensors = loader.check_safetensors(files, plain=True)
+            loader.check_layers(tensors, plausible.layers(cfg))
+            shapes.check(tensors, cfg, None)
             row["format"] = (
                 str(cfg.get("torch_dtype") or cfg.get("dtype") or "float16")
                 .replace("float", "fp")
@@ -303,7 +305,9 @@ def describe(path: Path, size: int | None = None) -> dict:
         else:
             # The loader's check, as for plain weights: a file shorter than its header says (a cut-short copy) is
             # damaged, which the headers alone pass.
-            loader.check_layers(loader.check_safetensors([path / f for f in quant["files"]]), plausible.layers(cfg))
+            tensors = loader.check_safetensors([path / f for f in quant["files"]])
+            loader.check_layers(tensors, plausible.layers(cfg))
+            shapes.check(tensors, cfg, quant)
             row["format"] = f"{quant['method'].upper()} int{quant['bits']}"
             row["params"] = _params_from_config(cfg)
         if not any((path / f).is_file() for f in ("tokenizer.json", "tokenizer.model")):

@@ -1,0 +1,90 @@
+"""The tensor shapes a Llama config.json implies, checked against the safetensors headers without reading a weight.
+
+`yi-chat models` listed as ok, and `pull` said ready of, checkpoints whose weights the load then refused: a head_dim
+or a vocab_size edited in config.json, a quantization group_size that does not divide a projection's input. The load
+checks each tensor as it reads it (checkpoint.loader, quantized.read_qweight); this says the same before any is read.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import LoadError, shown
+from .files import LAYER
+from .light import DEFAULTS
+
+LINEARS = (  # Llama's projections: (name in a layer, rows from, columns from)
+    ("self_attn.q_proj", "q", "d"),
+    ("self_attn.k_proj", "kv", "d"),
+    ("self_attn.v_proj", "kv", "d"),
+    ("self_attn.o_proj", "d", "q"),
+    ("mlp.gate_proj", "inter", "d"),
+    ("mlp.up_proj", "inter", "d"),
+    ("mlp.down_proj", "d", "inter"),
+)
+
+
+def sizes(cfg: dict) -> dict[str, int]:
+    """The sizes of a Llama config (plausible.check has made them positive integers where given), as LlamaConfig
+    fills the ones it lacks."""
+    get = lambda k: cfg.get(k) or DEFAULTS[k]  # noqa: E731
+    d, heads = get("hidden_size"), get("num_attention_heads")
+    hd = cfg.get("head_dim") or d // heads
+    kv = cfg.get("num_key_value_heads") or heads
+    return {"d": d, "q": heads * hd, "kv": kv * hd, "inter": get("intermediate_size"), "vocab": get("vocab_size")}
+
+
+def expected(cfg: dict, quant: dict | None, names: set[str]) -> dict[str, tuple[list[int], str]]:
+    """tensor name -> (shape, what the loader's error adds) for a Llama checkpoint's tensors among `names`; a
+    projection not packable is a LoadError naming the layer."""
+    s = sizes(cfg)
+    d, vocab = s["d"], s["vocab"]
+    out: dict[str, tuple[list[int], str]] = {}
+    for i in sorted({int(m[1]) for n in names if (m := LAYER.match(n))}):  # (check_layers: within the config's)
+        p = f"model.layers.{i}."
+        out[p + "input_layernorm.weight"] = out[p + "post_attention_layernorm.weight"] = ([d], "")
+        for mod, rows, cols in LINEARS:
+            name, n, k = p + mod, s[rows], s[cols]
+            if quant is not None and f"{name}.qweight" in names:  # qweight first, as read_qweight reads them
+                out.update(_packed(name, k, n, quant))
+            else:
+                out[f"{name}.weight"] = ([n, k], "")
+            out[f"{name}.bias"] = ([n], "")
+    out.update({n: ([vocab, d], "") for n in ("model.embed_tokens.weight", "lm_head.weight")})
+    out["model.norm.weight"] = ([d], "")
+    return out
+
+
+def _packed(name: str, k: int, n: int, quant: dict) -> dict[str, tuple[list[int], str]]:
+    """The AutoAWQ / AutoGPTQ tensors of projection `name` ([n, k] as nn.Linear), as read_qweight reads them."""
+    b = quant["bits"]
+    g = k if quant["group_size"] == -1 else quant["group_size"]
+    what = f" (in={k}, out={n}, {quant['method']} {b}-bit group {g})"
+    if k % g or (n * b) % 32 or (k * b) % 32:
+        raise LoadError(f"layer {name} is not packable{what}")
+    awq = quant["method"] == "awq"
+    return {
+        f"{name}.qweight": ([k, n * b // 32] if awq else [k * b // 32, n], what),
+        f"{name}.qzeros": ([k // g, n * b // 32], what),
+        f"{name}.scales": ([k // g, n], what),
+        f"{name}.g_idx": ([k], what),
+    }
+
+
+def check(tensors: dict[Path, dict[str, list[int]]], cfg: dict, quant: dict | None) -> None:
+    """Each Llama tensor's shape in the headers (`tensors`: each safetensors file's, as check_safetensors read them)
+    as config.json implies it; other architectures are left to the load."""
+    if cfg.get("model_type") != "llama" or "auto_map" in cfg:
+        return
+    names = {n for t in tensors.values() for n in t}
+    try:
+        want = expected(cfg, quant, names)
+    except LoadError as e:  # not packable: in the file that holds the layer
+        layer = str(e).split(" ", 2)[1]
+        where = next((f for f, t in tensors.items() if any(n.startswith(layer + ".") for n in t)), None)
+        raise LoadError(f"{where}: {e}" if where else str(e)) from None
+    held = {name: (f, shape) for f, t in tensors.items() for name, shape in t.items()}
+    for name, (exp, what) in want.items():  # in the order the load reads them: the same tensor named first
+        if name in held and list(held[name][1]) != exp:
+            f, shape = held[name]
+            raise LoadError(f"{f}: tensor {shown(name, 80)} has shape {list(shape)}, expected {exp}{what}")
