@@ -9,6 +9,7 @@ Every wait is on screen content or process state, with a deadline; none is a sle
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -425,6 +426,28 @@ def chat_pid(sh: Shell) -> int:
     return sh.pid()
 
 
+@contextlib.contextmanager
+def scripted_chat(tmp_path, reply: str = "unused", env: str = ""):
+    """A shell running yi-chat on a scripted server (`reply`), at its first prompt: (shell, server, home)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    with OpenAIServer(Scripted(reply), model="scripted") as srv:
+        sh = Shell(home)
+        try:
+            sh.line(f"{env} {sys.executable} -m yi_cli --endpoint {srv.url} --model scripted".strip())
+            sh.wait(lambda s: re.search(r"^>>>", s, re.M), "the prompt")
+            yield sh, srv, home
+        finally:
+            sh.close()
+
+
+def shell_after(sh: Shell) -> str:
+    """The scrollback once the chat has ended and the shell runs a command again."""
+    ended(sh)
+    sh.line("echo AFTER")
+    return sh.wait(lambda s: re.search(r"^AFTER$", s, re.M), "the shell after the chat")
+
+
 def end_with_keys_ahead(sh: Shell, keys: str, signum: int, then=None) -> str:
     """Type `keys` ahead (waiting in the terminal's queue), send `signum` to the chat (then call `then`), and return
     the scrollback once the chat has ended and the shell runs a command again."""
@@ -473,23 +496,13 @@ def test_lines_typed_during_a_reply_go_to_the_history_not_the_shell(tmp_path, si
 def test_a_line_being_typed_when_a_signal_ends_the_chat_is_kept(tmp_path):
     """At the prompt, the line typed so far (not sent) goes to the input history as the chat ends by SIGTERM: one
     message, a draft of several lines too (each of its lines was kept as a message of its own)."""
-    home = tmp_path / "home"
-    home.mkdir()
-    with OpenAIServer(Scripted("unused"), model="scripted") as srv:
-        sh = Shell(home)
-        try:
-            sh.line(f"{sys.executable} -m yi_cli --endpoint {srv.url} --model scripted")
-            sh.wait(lambda s: re.search(r"^>>>", s, re.M), "the prompt")
-            sh.tmux("send-keys", "-t", "0", "-l", "half a thought")
-            sh.tmux("send-keys", "-t", "0", "Escape", "Enter")
-            sh.tmux("send-keys", "-t", "0", "-l", "on two lines")
-            sh.wait(lambda s: re.search(r"^>>> half a thought\n\.\.\. on two lines", s, re.M), "the draft")
-            os.kill(chat_pid(sh), signal.SIGTERM)
-            ended(sh)
-            sh.line("echo AFTER")
-            scroll = sh.wait(lambda s: re.search(r"^AFTER$", s, re.M), "the shell after the chat")
-        finally:
-            sh.close()
+    with scripted_chat(tmp_path) as (sh, _, home):
+        sh.tmux("send-keys", "-t", "0", "-l", "half a thought")
+        sh.tmux("send-keys", "-t", "0", "Escape", "Enter")
+        sh.tmux("send-keys", "-t", "0", "-l", "on two lines")
+        sh.wait(lambda s: re.search(r"^>>> half a thought\n\.\.\. on two lines", s, re.M), "the draft")
+        os.kill(chat_pid(sh), signal.SIGTERM)
+        scroll = shell_after(sh)
     assert "1 message typed ahead was not sent: in the input history" in scroll.replace("\n", ""), scroll
     assert history_entries(home)[:1] == ["half a thought\non two lines"]
 
@@ -499,37 +512,27 @@ def test_a_message_being_rewritten_when_a_signal_ends_the_chat_is_kept(tmp_path,
     """/edit, then SIGTERM while the rewrite is at edit> (it was taken as a Ctrl-C: "edit cancelled", and the text
     went nowhere) or in $EDITOR, saved but not quit (the editor killed, its file deleted): the rewrite goes to the
     input history, as a line at >>> does."""
-    home = tmp_path / "home"
-    home.mkdir()
     saved = tmp_path / "saved"
     editor = tmp_path / "ed.sh"  # saves the file (`:w`) and stays open
     editor.write_text(f'#!/bin/sh\nprintf "the rewritten question\\n" > "$1"\ntouch {saved}\nexec sleep 60\n')
     editor.chmod(0o755)
-    with OpenAIServer(Scripted("an answer"), model="scripted") as srv:
-        sh = Shell(home)
-        try:
-            env = f"VISUAL= EDITOR={editor if where == 'editor' else ''}"
-            sh.line(f"{env} {sys.executable} -m yi_cli --endpoint {srv.url} --model scripted")
-            sh.wait(lambda s: re.search(r"^>>>", s, re.M), "the prompt")
-            sh.line("the first question")
-            sh.wait(lambda s: "an answer" in s and s.count(">>>") >= 2, "the reply")
-            sh.line("/edit")
-            if where == "inline":
-                sh.wait(lambda s: re.search(r"^edit> the first question", s, re.M), "the edit prompt")
-                sh.tmux("send-keys", "-t", "0", "C-u")
-                sh.tmux("send-keys", "-t", "0", "-l", "the rewritten question")
-                sh.wait(lambda s: re.search(r"^edit> the rewritten question", s, re.M), "the rewrite")
-            else:
-                deadline = time.monotonic() + DEADLINE
-                while not saved.exists():  # the editor's file written
-                    assert time.monotonic() < deadline, "the editor never saved"
-                    time.sleep(0.05)
-            os.kill(chat_pid(sh), signal.SIGTERM)
-            ended(sh)
-            sh.line("echo AFTER")
-            scroll = sh.wait(lambda s: re.search(r"^AFTER$", s, re.M), "the shell after the chat")
-        finally:
-            sh.close()
+    with scripted_chat(tmp_path, "an answer", f"VISUAL= EDITOR={editor if where == 'editor' else ''}") as chat:
+        sh, _, home = chat
+        sh.line("the first question")
+        sh.wait(lambda s: "an answer" in s and s.count(">>>") >= 2, "the reply")
+        sh.line("/edit")
+        if where == "inline":
+            sh.wait(lambda s: re.search(r"^edit> the first question", s, re.M), "the edit prompt")
+            sh.tmux("send-keys", "-t", "0", "C-u")
+            sh.tmux("send-keys", "-t", "0", "-l", "the rewritten question")
+            sh.wait(lambda s: re.search(r"^edit> the rewritten question", s, re.M), "the rewrite")
+        else:
+            deadline = time.monotonic() + DEADLINE
+            while not saved.exists():  # the editor's file written
+                assert time.monotonic() < deadline, "the editor never saved"
+                time.sleep(0.05)
+        os.kill(chat_pid(sh), signal.SIGTERM)
+        scroll = shell_after(sh)
     assert "1 message typed ahead was not sent: in the input history" in scroll.replace("\n", ""), scroll
     assert history_entries(home)[:2] == ["the rewritten question", "/edit"]
     assert "edit cancelled" not in scroll
@@ -538,25 +541,17 @@ def test_a_message_being_rewritten_when_a_signal_ends_the_chat_is_kept(tmp_path,
 def test_a_stop_signal_at_the_prompt_stops_as_ctrl_z_does(tmp_path):
     """`kill -TSTP` at the prompt stopped the chat as it does mid-reply: the toolbar stayed on the shell's screen,
     and after `fg` neither the prompt nor its draft was drawn again (the draft still there, unseen)."""
-    home = tmp_path / "home"
-    home.mkdir()
-    with OpenAIServer(Scripted("an answer"), model="scripted") as srv:
-        sh = Shell(home)
-        try:
-            sh.line(f"{sys.executable} -m yi_cli --endpoint {srv.url} --model scripted")
-            sh.wait(lambda s: re.search(r"^>>>", s, re.M), "the prompt")
-            sh.tmux("send-keys", "-t", "0", "-l", "my draft")
-            sh.wait(lambda s: re.search(r"^>>> my draft", s, re.M), "the draft")
-            os.kill(chat_pid(sh), signal.SIGTSTP)
-            stopped = sh.wait(lambda s: "Stopped" in s and s.rstrip().endswith("$"), "the stop")
-            assert "/help" not in stopped[stopped.index("Stopped") :], stopped  # the toolbar erased first
-            sh.line("fg")
-            sh.wait(lambda s: re.search(r"^\$ fg\n(.*\n)*>>> my draft", s, re.M), "the prompt drawn again")
-            sh.tmux("send-keys", "-t", "0", "-l", " and more")
-            sh.tmux("send-keys", "-t", "0", "Enter")
-            sh.wait(lambda s: "an answer" in s, "the reply")
-        finally:
-            sh.close()
+    with scripted_chat(tmp_path, "an answer") as (sh, srv, _):
+        sh.tmux("send-keys", "-t", "0", "-l", "my draft")
+        sh.wait(lambda s: re.search(r"^>>> my draft", s, re.M), "the draft")
+        os.kill(chat_pid(sh), signal.SIGTSTP)
+        stopped = sh.wait(lambda s: "Stopped" in s and s.rstrip().endswith("$"), "the stop")
+        assert "/help" not in stopped[stopped.index("Stopped") :], stopped  # the toolbar erased first
+        sh.line("fg")
+        sh.wait(lambda s: re.search(r"^\$ fg\n(.*\n)*>>> my draft", s, re.M), "the prompt drawn again")
+        sh.tmux("send-keys", "-t", "0", "-l", " and more")
+        sh.tmux("send-keys", "-t", "0", "Enter")
+        sh.wait(lambda s: "an answer" in s, "the reply")
     assert srv.requests[-1]["messages"][-1]["content"] == "my draft and more"
 
 
