@@ -143,16 +143,27 @@ def test_a_quantized_model_dequantizes_once_for_all_the_chunks(quant, monkeypatc
     assert len(built) == 4 * len(lins)
 
 
-def test_a_generation_config_asking_for_a_static_cache_still_answers(tmp_path, model):
-    """generation_config.json's cache_implementation "static" with the engine's own cache: every turn failed
-    ("Passing both `cache_implementation` ... and `cache` ... is unsupported"), exit 1."""
+@pytest.mark.parametrize(
+    "asks",
+    [
+        {"cache_implementation": "static"},  # generate refused the cache given: every turn failed, exit 1
+        {"use_cache": False},  # (a checkpoint trained with gradient checkpointing) generate read the context again
+        {"prompt_lookup_num_tokens": 3},  # on top of the cache at every step, or at the first assisted one:
+        {"assistant_early_exit": 1},  # other replies, the cache growing by the whole context a step
+    ],
+)
+def test_a_generation_config_the_cache_does_not_go_with_still_answers_as_transformers(tmp_path, model, asks):
+    """What a generation_config.json may ask that the engine's own cache does not go with is left out: the reply is
+    transformers' own for the whole prompt, and the cache holds the prompt and the reply (its last token aside)."""
     import json
     import shutil
 
-    path = tmp_path / "static"
+    path = tmp_path / "asks"
     shutil.copytree(checkpoint(4, **YI_200K), path)
-    (path / "generation_config.json").write_text(json.dumps({"cache_implementation": "static"}))
+    (path / "generation_config.json").write_text(json.dumps(asks))
     eng = LocalEngine(open_checkpoint(path, device="cpu", dtype="fp32"), backend="generate")
     ids = random_ids(300, 12)
     got = reply(eng, ids).token_ids
     assert_greedy_match(model, ids, got, reference_greedy(model, ids, len(got)))
+    assert eng.prompt_cache.ids == (ids + got)[: len(ids) + len(got) - 1]
+    assert eng.prompt_cache.cache.get_seq_length() == len(ids) + len(got) - 1

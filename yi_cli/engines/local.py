@@ -185,8 +185,16 @@ class LocalEngine:
                 yield Finish(stats, [])
                 return
             self.prompt_cache.forget()  # generate grows it: held again only where generate returns (held, below)
-            # a generation_config.json naming a cache_implementation (static) had generate refuse the cache given
-            kwargs.update({self.prompt_cache.arg: cache, "return_dict_in_generate": True, "cache_implementation": None})
+            kwargs.update(
+                {self.prompt_cache.arg: cache, "return_dict_in_generate": True},
+                # what a generation_config.json may ask that the cache given does not go with: a cache_implementation
+                # (static) had generate refuse it; use_cache false, prompt lookup or an early-exit assistant had
+                # generate read the prompt again on top of it (other replies, the cache growing by the context a step)
+                cache_implementation=None,
+                use_cache=True,
+                prompt_lookup_num_tokens=None,
+                assistant_early_exit=None,
+            )
         streamer = Streamer(self.hf_tokenizer, self.template.detokenizer(context), STREAM_TIMEOUT_S)
         input_ids = torch.tensor([ids], device=self.ckpt.device)
         result: dict = {}
