@@ -1249,5 +1249,8 @@ def test_the_python_api_takes_a_torch_device_and_names_its_own_arguments(tiny_di
     for dev, said in ((0, "device = cuda:0: CUDA is not available"), (1.5, "device = 1.5: unknown device")):
         with pytest.raises(LoadError, match=f"^{said}"):
             yi_cli.load(tiny_dir, device=dev)
-    with pytest.raises(LoadError, match="^dtype = int8: unknown dtype"):
-        yi_cli.load(tiny_dir, device="cpu", dtype="int8")
+    import re
+
+    for dtype in ("int8", 32, ["fp32"]):  # (a number said --dtype; a list was a TypeError)
+        with pytest.raises(LoadError, match=f"^dtype = {re.escape(repr(dtype))}: unknown dtype"):
+            yi_cli.load(tiny_dir, device="cpu", dtype=dtype)

@@ -8,10 +8,16 @@ def load(path, device=None, dtype=None, **kw):
     .model, .tokenizer, .config, .device, .dtype, .quant and .checkpoint. device: a name, a torch.device or a CUDA
     index; a checkpoint that cannot be loaded raises yi_cli.errors.LoadError."""
     from .checkpoint.loader import DTYPES, LoadError, device_name, open_checkpoint, pick_device
+    from .errors import shown
     from .runtime.hf import Loaded, build_model
 
     device = pick_device(device_name(device), "device =")  # its errors name the argument, not a CLI flag
-    if isinstance(dtype, str) and dtype not in ("", "auto", *DTYPES):
-        raise LoadError(f"dtype = {dtype}: unknown dtype (use auto, fp32, fp16 or bf16)")
+    import torch
+
+    named = isinstance(dtype, str) and dtype in ("", "auto", *DTYPES)
+    if not (dtype is None or named or isinstance(dtype, torch.dtype)):  # dtype=32 said --dtype, ['fp32'] TypeError
+        raise LoadError(
+            f"dtype = {shown(repr(dtype), 40)}: unknown dtype (use auto, fp32, fp16, bf16 or a torch.dtype)"
+        )
     ckpt = open_checkpoint(path, device=device, dtype=dtype, **kw)
     return Loaded(build_model(ckpt), ckpt)

@@ -210,12 +210,12 @@ class Autosave:
             text = dumps(to_dict(chat, self.mode, self.created))
             with signals_held():
                 sweep(sessions_dir())  # at the first write, in place too: a chat only ever resumed (-c) swept nothing
-                if self.path is not None and not self.owner.keep(self.path):  # another yi-chat writes it now
+                if self.path is not None and not self.owner.keep():  # another yi-chat may have written it
                     taken = self.path
                     self.fork()
                     chat.render.notice(  # (quiet too: said once, as the fork happens)
-                        f"{one_line(taken.name)} was resumed by another yi-chat (its lock file was removed): this "
-                        "chat goes on in a new session file, the other keeps its own"
+                        f"{one_line(taken.name)} lost its lock file (removed), so another yi-chat may have gone on "
+                        "from it: this chat goes on in a new session file, and that file stays as it is"
                     )
                 if self.path is None:
                     self.path = write_new(sessions_dir(), text, self.owner)

@@ -214,10 +214,11 @@ class Owner:
             os.close(fd)
         return False
 
-    def keep(self, path: Path) -> bool:
-        """Whether this process still holds `path`, checked before each write in place: its lock file removed
-        (by hand: a stale-looking `.NAME.lock`) let a second yi-chat resume the file and the two overwrote each
-        other's turns. A lock file gone or replaced is claimed again; False where another process took it first."""
+    def keep(self) -> bool:
+        """Whether this process still holds its file, checked before each write in place: its lock file removed
+        (by hand: a stale-looking `.NAME.lock`) let a second yi-chat resume the file, and the two overwrote each
+        other's turns. Without its lock, another may have written the file meanwhile (and gone, its lock with it):
+        False, and the caller goes on in a file of its own."""
         if self.fd is None:  # no locks here (no flock, a file system without them): as claim said
             return True
         try:
@@ -227,7 +228,7 @@ class Owner:
             pass
         fd, self.fd, self.lock = self.fd, None, None  # what is at the lock's place now is not ours: not removed
         os.close(fd)
-        return self.claim(path)
+        return False
 
     def release(self) -> None:
         fd, lock, self.fd, self.lock = self.fd, self.lock, None, None  # first: a signal here leaves nothing twice
