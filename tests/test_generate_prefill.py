@@ -21,6 +21,25 @@ pytestmark = pytest.mark.slow
 CHUNK = PREFILL_CHUNK["cpu"]
 
 
+@pytest.fixture(autouse=True)
+def chunks_of_a_big_model(monkeypatch):
+    """These tiny models read their prompts in the chunks of a big one (PREFILL_CHUNK's), as the tests count them."""
+    from yi_cli.runtime import prompt_cache
+
+    monkeypatch.setattr(prompt_cache, "SMALL_PARAMS", 0)
+
+
+def test_a_small_model_on_the_cpu_reads_bigger_chunks(monkeypatch):
+    """A model of at most SMALL_PARAMS parameters reads SMALL_CPU_CHUNK tokens a chunk on the CPU (256 cost the demo
+    a quarter more time to its first token than one forward); a bigger one the fast path's PREFILL_CHUNK."""
+    from yi_cli.runtime import prompt_cache
+
+    eng = LocalEngine(open_checkpoint(checkpoint(4, **YI_200K), device="cpu", dtype="fp32"), backend="generate")
+    assert eng.prompt_cache.chunk == CHUNK
+    monkeypatch.setattr(prompt_cache, "SMALL_PARAMS", 1_000_000_000)
+    assert prompt_cache.PromptCache(eng.model, "cpu").chunk == prompt_cache.SMALL_CPU_CHUNK == 1024
+
+
 @pytest.fixture
 def engine(monkeypatch):
     """The generate engine with every chunk reporting (the product waits a second) and the tokens each forward of
