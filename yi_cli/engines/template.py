@@ -136,21 +136,21 @@ class Template:
         self._longest: int | None = None  # characters of the vocabulary's longest token (surely_over)
         if self.source is not None:
             _parses(self.source, getattr(tokenizer, "name_or_path", ""))
-            self._writes_the_message()
         rows = getattr(config, "vocab_size", None)
         self.vocab = rows if type(rows) is int and rows > 0 else None  # the embedding's rows: ids past them fail
-        if self.vocab is not None:
-            self._fits_the_model()
+        try:  # a short chat, rendered once for both checks (a template that loops is stopped once, not twice)
+            probe = self.render([{"role": "user", "content": PROBE_USER}]) if self.source or self.vocab else None
+        except YiError:  # a template that cannot render it is left to the first turn to say so
+            probe = None
+        if probe is not None and self.source is not None:
+            self._writes_the_message(probe)
+        if probe is not None and self.vocab is not None:
+            self._fits_the_model(probe)
 
-    def _writes_the_message(self) -> None:
-        """A template that writes none of a message's text is refused as the model loads: an empty prompt failed
-        each turn in torch's words (generate) or as "the prompt is 0 tokens" (fast), and one writing a blank line
-        answered a message the model never saw, recorded as answered. A template that cannot render the probe is
-        left to the first turn to say so."""
-        try:
-            text = self.render([{"role": "user", "content": PROBE_USER}])
-        except YiError:
-            return
+    def _writes_the_message(self, text: str) -> None:
+        """A template that writes none of a message's text (`text`: the probe rendered) is refused as the model
+        loads: an empty prompt failed each turn in torch's words (generate) or as "the prompt is 0 tokens" (fast),
+        and one writing a blank line answered a message the model never saw, recorded as answered."""
         if PROBE_USER not in text:
             raise LoadError(
                 f"{template_file(getattr(self.tokenizer, 'name_or_path', ''))}: the chat template writes none of the "
@@ -158,12 +158,12 @@ class Template:
                 f"{shown(repr(text), 60)}); --raw runs the model without it"
             )
 
-    def _fits_the_model(self) -> None:
-        """A tokenizer whose ids for a short chat are past the model's vocabulary (the files of another model) is
-        refused as the model loads: every turn failed with "generation failed (IndexError: index 70000 is out of
-        bounds ...)". A template that cannot render the probe is left to the first turn to say so."""
-        try:  # build's render and ids, unchecked: encode would refuse them as a turn
-            ids = self.encode(self.render([{"role": "user", "content": PROBE_USER}]), self.source is None, fits=False)
+    def _fits_the_model(self, text: str) -> None:
+        """A tokenizer whose ids for a short chat (`text`: the probe rendered) are past the model's vocabulary (the
+        files of another model) is refused as the model loads: every turn failed with "generation failed
+        (IndexError: index 70000 is out of bounds ...)"."""
+        try:  # build's ids, unchecked: encode would refuse them as a turn
+            ids = self.encode(text, self.source is None, fits=False)
         except YiError:
             return
         if ids and max(ids) >= self.vocab:
