@@ -24,7 +24,7 @@ from ..errors import YiError
 from ..kernels import precompile, tinygemm
 from . import kvcache, llama, sampling, speculate
 from .graph import GraphedStep, buckets
-from .hf import trim_heap
+from .heap import trim_heap
 from .sampling import Sampler
 
 PREFILL_CHUNK = {"cuda": 1024, "cpu": 256}  # tokens per prefill forward (bounds the transient memory)

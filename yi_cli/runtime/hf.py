@@ -8,6 +8,7 @@ the rest is read from safetensors in the checkpoint's dtype.
 from __future__ import annotations
 
 from ..errors import LoadError, failure, first_line
+from .heap import trim_heap
 
 
 def build_model(ckpt):
@@ -111,17 +112,6 @@ def _init_meta_buffers(model, device: str) -> None:
                 fresh = type(m)(m.config).to(device)
             parent, leaf = name.rsplit(".", 1) if "." in name else ("", name)
             setattr(model.get_submodule(parent), leaf, fresh)
-
-
-def trim_heap() -> None:
-    """Unpacking leaves ~2x the model in freed temporaries that glibc keeps resident; hand them back to the OS."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
-        pass
 
 
 class Loaded:

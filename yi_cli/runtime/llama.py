@@ -20,7 +20,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from ..kernels import decode_attn, gemv, glue
 from ..kernels.glue import add_rmsnorm, embed_rmsnorm, rope_cache, silu_mul
 from . import causal, kvcache, projections
-from .hf import trim_heap
+from .heap import trim_heap
 from .qlinear import KEEP_DENSE_BYTES
 
 DENSE_PREFILL_MIN = {"cuda": 64, "cpu": 256}  # fewer new tokens: the int4 kernel beats dequantize + GEMM

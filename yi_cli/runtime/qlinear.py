@@ -15,7 +15,7 @@ from torch import nn
 
 from ..checkpoint.formats import QWeight, group_perm
 from ..kernels import tinygemm
-from .hf import trim_heap
+from .heap import trim_heap
 
 # CPU: a prompt of several prefill chunks dequantizes each int4 projection once for all of them when the dequantized
 # weights fit in this many bytes (the demo: 0.43 GB, 0.28 GB more peak memory; its first token after 2048 tokens
