@@ -121,6 +121,31 @@ def _named(path: Path, quant: dict, src: Path, files: list[str]) -> list[str]:
     return files
 
 
+class NotPackable(ValueError):
+    """A projection's sizes that its quantization's packing cannot hold (the message names the layer)."""
+
+
+def packing(name: str, k: int, n: int, quant: dict) -> tuple[int, str, dict[str, list[int]]]:
+    """(group size, what an error about it adds, the shapes of its packed tensors by key) of projection `name`
+    ([n, k] as nn.Linear) in AutoAWQ / AutoGPTQ form; NotPackable where its sizes do not pack."""
+    b = quant["bits"]
+    g = k if quant["group_size"] == -1 else quant["group_size"]
+    what = f" (in={k}, out={n}, {quant['method']} {b}-bit group {g})"
+    if k % g or (n * b) % 32 or (k * b) % 32:
+        raise NotPackable(f"layer {name} is not packable{what}")
+    awq = quant["method"] == "awq"
+    return (
+        g,
+        what,
+        {
+            "qweight": [k, n * b // 32] if awq else [k * b // 32, n],
+            "qzeros": [k // g, n * b // 32],
+            "scales": [k // g, n],
+            "g_idx": [k],
+        },
+    )
+
+
 def read_qweight(t: Tensors, name: str, k: int, n: int, quant: dict, device: str, bias: bool = False) -> QWeight:
     """Packed tensors of projection `name` ([n, k] as nn.Linear) -> QWeight on `device`, shapes checked. torch is
     imported here, not with the module: `detect` serves `yi-chat models` and `pull`, which load no weights."""
@@ -128,11 +153,10 @@ def read_qweight(t: Tensors, name: str, k: int, n: int, quant: dict, device: str
 
     from . import formats as Q
 
-    b = quant["bits"]
-    g = k if quant["group_size"] == -1 else quant["group_size"]
-    what = f" (in={k}, out={n}, {quant['method']} {b}-bit group {g})"
-    if k % g or (n * b) % 32 or (k * b) % 32:
-        raise LoadError(f"{t.missing_in}: layer {name} is not packable{what}")
+    try:
+        g, what, shapes = packing(name, k, n, quant)
+    except NotPackable as e:
+        raise LoadError(f"{t.missing_in}: {e}") from None
 
     def get(key: str, shape: list[int], ints: tuple = ()):
         w = t.get(f"{name}.{key}", shape, what)
@@ -143,22 +167,22 @@ def read_qweight(t: Tensors, name: str, k: int, n: int, quant: dict, device: str
             )
         return w.to(device)  # unpacked on the target device: fast on CUDA
 
-    awq, words = quant["method"] == "awq", (torch.int32,)
-    qweight = get("qweight", [k, n * b // 32] if awq else [k * b // 32, n], words)
-    qzeros = get("qzeros", [k // g, n * b // 32], words)
-    scales = get("scales", [k // g, n])
+    words = (torch.int32,)
+    qweight = get("qweight", shapes["qweight"], words)
+    qzeros = get("qzeros", shapes["qzeros"], words)
+    scales = get("scales", shapes["scales"])
     # as the model's config says (attention_bias, mlp_bias), as transformers builds it: a bias it has no place for
     # is not read (the fast engine applied one, the generate engine not), one it has must be there
     bias = get("bias", [n]) if bias else None
-    if awq:
+    if quant["method"] == "awq":
         return Q.from_awq(qweight, qzeros, scales, quant["group_size"], bias)
     if f"{name}.g_idx" in t or quant["desc_act"]:
-        g_idx = get("g_idx", [k], (torch.int32, torch.int64))
+        g_idx = get("g_idx", shapes["g_idx"], (torch.int32, torch.int64))
     else:
         g_idx = Q.trivial_g_idx(k, g, device)
     if g_idx.numel() and not (0 <= int(g_idx.min()) and int(g_idx.max()) < k // g):
         raise LoadError(f"{t.where[f'{name}.g_idx']}: tensor {name}.g_idx has group numbers outside 0..{k // g - 1}")
-    return Q.from_gptq(qweight, qzeros, scales, g_idx.to(torch.int32), b, quant["group_size"], bias)
+    return Q.from_gptq(qweight, qzeros, scales, g_idx.to(torch.int32), quant["bits"], quant["group_size"], bias)
 
 
 def _dtype_name(dtype) -> str:

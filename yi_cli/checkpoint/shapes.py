@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import LoadError, shown
+from . import quantized
 from .files import LAYER
 from .light import DEFAULTS
 
@@ -34,19 +35,25 @@ def sizes(cfg: dict) -> dict[str, int]:
     return {"d": d, "q": heads * hd, "kv": kv * hd, "inter": get("intermediate_size"), "vocab": get("vocab_size")}
 
 
-def expected(cfg: dict, quant: dict | None, names: set[str]) -> dict[str, tuple[list[int], str]]:
-    """tensor name -> (shape, what the loader's error adds) for a Llama checkpoint's tensors among `names`; a
-    projection not packable is a LoadError naming the layer."""
+def expected(
+    cfg: dict, quant: dict | None, held: dict[str, tuple[Path, list[int]]]
+) -> dict[str, tuple[list[int], str]]:
+    """tensor name -> (shape, what the loader's error adds) for a Llama checkpoint's tensors among `held`; a
+    projection not packable is a LoadError naming the file and the layer, as the load says it."""
     s = sizes(cfg)
     d, vocab = s["d"], s["vocab"]
     out: dict[str, tuple[list[int], str]] = {}
-    for i in sorted({int(m[1]) for n in names if (m := LAYER.match(n))}):  # (check_layers: within the config's)
+    for i in sorted({int(m[1]) for n in held if (m := LAYER.match(n))}):  # (check_layers: within the config's)
         p = f"model.layers.{i}."
         out[p + "input_layernorm.weight"] = out[p + "post_attention_layernorm.weight"] = ([d], "")
         for mod, rows, cols in LINEARS:
             name, n, k = p + mod, s[rows], s[cols]
-            if quant is not None and f"{name}.qweight" in names:  # qweight first, as read_qweight reads them
-                out.update(_packed(name, k, n, quant))
+            if quant is not None and f"{name}.qweight" in held:  # qweight first, as read_qweight reads them
+                try:
+                    _, what, packed = quantized.packing(name, k, n, quant)
+                except quantized.NotPackable as e:
+                    raise LoadError(f"{held[f'{name}.qweight'][0]}: {e}") from None
+                out.update({f"{name}.{key}": (shape, what) for key, shape in packed.items()})
             else:
                 out[f"{name}.weight"] = ([n, k], "")
             out[f"{name}.bias"] = ([n], "")
@@ -55,36 +62,13 @@ def expected(cfg: dict, quant: dict | None, names: set[str]) -> dict[str, tuple[
     return out
 
 
-def _packed(name: str, k: int, n: int, quant: dict) -> dict[str, tuple[list[int], str]]:
-    """The AutoAWQ / AutoGPTQ tensors of projection `name` ([n, k] as nn.Linear), as read_qweight reads them."""
-    b = quant["bits"]
-    g = k if quant["group_size"] == -1 else quant["group_size"]
-    what = f" (in={k}, out={n}, {quant['method']} {b}-bit group {g})"
-    if k % g or (n * b) % 32 or (k * b) % 32:
-        raise LoadError(f"layer {name} is not packable{what}")
-    awq = quant["method"] == "awq"
-    return {
-        f"{name}.qweight": ([k, n * b // 32] if awq else [k * b // 32, n], what),
-        f"{name}.qzeros": ([k // g, n * b // 32], what),
-        f"{name}.scales": ([k // g, n], what),
-        f"{name}.g_idx": ([k], what),
-    }
-
-
 def check(tensors: dict[Path, dict[str, list[int]]], cfg: dict, quant: dict | None) -> None:
     """Each Llama tensor's shape in the headers (`tensors`: each safetensors file's, as check_safetensors read them)
     as config.json implies it; other architectures are left to the load."""
     if cfg.get("model_type") != "llama" or "auto_map" in cfg:
         return
-    names = {n for t in tensors.values() for n in t}
-    try:
-        want = expected(cfg, quant, names)
-    except LoadError as e:  # not packable: in the file that holds the layer
-        layer = str(e).split(" ", 2)[1]
-        where = next((f for f, t in tensors.items() if any(n.startswith(layer + ".") for n in t)), None)
-        raise LoadError(f"{where}: {e}" if where else str(e)) from None
     held = {name: (f, shape) for f, t in tensors.items() for name, shape in t.items()}
-    for name, (exp, what) in want.items():  # in the order the load reads them: the same tensor named first
+    for name, (exp, what) in expected(cfg, quant, held).items():  # in the order the load reads them: the same first
         if name in held and list(held[name][1]) != exp:
             f, shape = held[name]
             raise LoadError(f"{f}: tensor {shown(name, 80)} has shape {list(shape)}, expected {exp}{what}")
