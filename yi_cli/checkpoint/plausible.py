@@ -176,7 +176,7 @@ def estimate(cfg: dict, elem_bytes: int, weight_bits: float, positions: int | No
     head_dim = size(cfg, "head_dim") or max(hidden // heads, 1)
     inter = size(cfg, "intermediate_size") or (11008 if llama else 4 * hidden)
     vocab = size(cfg, "vocab_size") or 32000
-    ctx = min(context(cfg), positions or context(cfg))
+    ctx = held_positions(cfg, positions)
     per_layer = hidden * head_dim * (2 * heads + 2 * kv) + 3 * hidden * inter
     embed = vocab * hidden * (1 if cfg.get("tie_word_embeddings") else 2)
     weights = int(layers * per_layer * weight_bits / 8) + embed * elem_bytes
@@ -187,6 +187,11 @@ def estimate(cfg: dict, elem_bytes: int, weight_bits: float, positions: int | No
 def context(cfg: dict) -> int:
     """The positions a full KV cache holds (4096 where the config names none)."""
     return size(cfg, "max_position_embeddings") or 4096
+
+
+def held_positions(cfg: dict, positions: int | None) -> int:
+    """The positions a KV cache is counted for: the full context's, or `positions` (--context) where fewer."""
+    return min(context(cfg), positions or context(cfg))
 
 
 def device_memory(device: str) -> int | None:
@@ -219,7 +224,7 @@ def check_memory(
     if weights + cache > have:
         gib = 1 << 30
         culprit = "max_position_embeddings" if cache > weights else "the model's sizes"
-        ctx = min(context(cfg), positions or context(cfg))
+        ctx = held_positions(cfg, positions)
         hint = "; --context N holds fewer positions" if weights < have and ctx > 1 else ""
         raise LoadError(
             f"{src}: {culprit}: this model needs about {(weights + cache) / gib:.1f} GiB "

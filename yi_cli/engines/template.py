@@ -88,26 +88,23 @@ def _parses(source: str, where: str) -> None:
 
     from ..checkpoint.light_tokenizer import compile_template
 
-    def named() -> Path | str:
-        return template_file(where)
-
     if len(source) > TEMPLATE_LIMIT:
         raise LoadError(
-            f"{named()}: the chat template is {len(source)} characters, over the limit of {TEMPLATE_LIMIT}; "
-            "--raw runs the model without it"
+            f"{template_file(where)}: the chat template is {len(source)} characters, over the limit of "
+            f"{TEMPLATE_LIMIT}; --raw runs the model without it"
         )
     try:
         compile_template(source)
     except jinja2.TemplateSyntaxError as e:
         raise LoadError(
-            f"{named()}: the chat template is not valid Jinja ({shown(e.message or '', 120)}, line {e.lineno}); "
-            "--raw runs the model without it"
+            f"{template_file(where)}: the chat template is not valid Jinja ({shown(e.message or '', 120)}, line "
+            f"{e.lineno}); --raw runs the model without it"
         ) from None
     except (SyntaxError, RecursionError, MemoryError, ValueError, OverflowError) as e:
         # valid Jinja that Python cannot compile: 25 nested loops ("too many statically nested blocks"), thousands
         # of nested ifs or brackets, a 5000-digit number literal
         raise LoadError(
-            f"{named()}: the chat template cannot be compiled ({shown(failure(e), 120)}); "
+            f"{template_file(where)}: the chat template cannot be compiled ({shown(failure(e), 120)}); "
             "--raw runs the model without it"
         ) from None
 

@@ -330,7 +330,7 @@ def _main(args) -> int:
     args.model = aliases.get(args.model, args.model)
     if not args.endpoint:
         check_model_name(args.model, named)
-    if not args.endpoint:  # the model's context, or --context's where less (it was the model's whatever that said)
+        # the model's context, or --context's where less (it was the model's whatever that said)
         known = [n for n in (attach.context_hint(args.model), args.context or top.get("context")) if n]
         attach.check_size(attachments, min(known, default=None))
     settings, sources = settings_from(args, gen_cfg, None if args.endpoint else args.model)
@@ -714,8 +714,10 @@ def make_engine(args, top: dict, render, endpoint_from: str = ""):
         # torch's import (1-2 s, the first thing the load does) holds the signals off: a KeyboardInterrupt raised
         # inside its native init aborted the process (pybind11's terminate, exit 134), left numpy half loaded (a
         # traceback at the next import) or was swallowed (the signal lost). Held, it comes as the import returns.
-        try:  # torch's import in a folder deleted under the shell died in MKL ("Intel oneMKL FATAL ERROR: Cannot
-            os.getcwd()  # load .../libtorch_cpu.so"), exit 2, before a line of yi-chat's
+        # torch's import in a folder deleted under the shell died in MKL ("Intel oneMKL FATAL ERROR: Cannot load
+        # .../libtorch_cpu.so"), exit 2, before a line of yi-chat's
+        try:
+            os.getcwd()
         except FileNotFoundError:
             raise LoadError("the current folder no longer exists (deleted); cd to one that does") from None
         with signals_held():
