@@ -1006,6 +1006,92 @@ def test_a_session_whose_lock_file_was_removed_is_not_written_by_two(tmp_path, m
     assert "lost its lock file (removed), so another yi-chat may have gone on from it" in err_a.getvalue()
 
 
+def test_a_session_file_named_too_long_for_its_lock_file_is_still_held_by_one_chat(tmp_path, monkeypatch):
+    """A session file renamed to 250 bytes: its `.NAME.lock` (256) could not be opened (ENAMETOOLONG), the claim
+    went on without a lock, and two yi-chats resuming it overwrote each other's turns. Its lock is named by a digest."""
+    from yi_cli.conversation import store
+
+    monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path))
+    first = store.Autosave("interactive")
+    plain_chat(ScriptedEngine(["r0"]), on_turn=first)[0].handle("question")
+    first.close()
+    long = first.path.with_name("x" * 245 + ".json")
+    first.path.rename(long)
+    held = store.Autosave("interactive", long, first.created, first.conv)
+    assert not held.forked and held.owner.fd is not None
+    second = store.Autosave("interactive", long, first.created, first.conv)
+    assert second.forked and second.path is None  # its turns go to a new file
+    held.close()
+    third = store.Autosave("interactive", long, first.created, first.conv)
+    assert not third.forked  # let go: the next may take it
+    third.close()
+
+
+def test_autosave_and_save_work_where_the_file_system_has_no_hard_links(tmp_path, monkeypatch):
+    """exFAT (a USB stick), some SMB shares: link(2) fails with EPERM. A new session file was written with link(2)
+    alone, so autosave failed at every turn and nothing of the chat was saved; /save PATH renamed into place."""
+    import errno
+    import json
+
+    from yi_cli.conversation import store, writes
+
+    def no_links(src, dst, *a, **kw):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path))
+    monkeypatch.setattr(writes.os, "link", no_links)
+    auto = store.Autosave("interactive")
+    chat, _, err = plain_chat(ScriptedEngine(["r0", "r1"]), on_turn=auto)
+    chat.handle("question")
+    chat.handle("/save")
+    chat.handle("another")
+    auto.close()
+    assert "failed" not in err.getvalue(), err.getvalue()
+    files = {f: json.loads(f.read_text()) for f in auto.path.parent.glob("*.json")}
+    assert sorted(f["mode"] for f in files.values()) == ["interactive", "saved"]
+    assert [t["content"] for t in files[auto.path]["turns"]] == ["question", "r0", "another", "r1"]
+
+
+def test_a_file_put_in_place_without_hard_links_never_replaces_one_made_meanwhile(tmp_path, monkeypatch):
+    """Without link(2) the temp file was renamed over whatever was at the name: a file another writer made there
+    between the check and the rename was lost. The name is taken by an exclusive create first."""
+    import errno
+
+    from yi_cli.conversation import writes
+
+    def no_links(src, dst, *a, **kw):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(writes.os, "link", no_links)
+    theirs = tmp_path / "s.json"
+    theirs.write_text("theirs")
+    with writes.tmp_file(tmp_path, "mine") as tmp:
+        assert not writes._linked(tmp, theirs)
+        assert writes._linked(tmp, tmp_path / "new.json")
+    assert theirs.read_text() == "theirs" and (tmp_path / "new.json").read_text() == "mine"
+
+
+def test_save_onto_the_chats_own_session_file_keeps_it_the_chat_c_reopens(tmp_path, monkeypatch):
+    """/save PATH naming the chat's own autosaved file wrote it as a snapshot (`saved`): -c passed it by and opened
+    an older chat, or none. It is written by autosave, as what it is, and stays the newest interactive session."""
+    import json
+
+    from yi_cli.conversation import store
+
+    monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path))
+    older = store.Autosave("interactive")
+    plain_chat(ScriptedEngine(["r"]), on_turn=older)[0].handle("an older chat")
+    older.close()
+    auto = store.Autosave("interactive")
+    chat, out, _ = plain_chat(ScriptedEngine(["r0"]), on_turn=auto)
+    chat.handle("remember 42")
+    chat.handle(f"/save {auto.path}")
+    auto.close()
+    assert f"saved to {auto.path}" in out.getvalue()
+    assert json.loads(auto.path.read_text())["mode"] == "interactive"
+    assert store.resolve("last") == auto.path
+
+
 def test_a_conversation_a_piped_run_starts_after_clear_in_a_resumed_session_is_the_runs(tmp_path, monkeypatch):
     """A piped run resumed an interactive session (-c), then /clear: its new conversation was written as
     interactive, the resumed file's mode, so the next -c opened it in the chat's place (a shared-home hunt)."""

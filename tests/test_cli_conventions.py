@@ -1550,6 +1550,27 @@ def test_a_session_whose_lock_place_holds_no_lock_file_goes_on_in_a_new_file(ser
     assert [t["content"] for t in files[fork]["turns"]][::2] == ["original question", "more"]
 
 
+def test_a_resumed_session_file_whose_name_holds_a_line_break_is_named_on_one_line(server, home, tmp_path):
+    """The notice of a resume going on in a new file printed the file's name raw: a line break in it split the
+    notice, and the second line could pass for a line of yi-chat's own. It is shown escaped, as `resumed` shows it."""
+    import fcntl
+
+    from yi_cli.conversation import writes
+
+    p = yi("--endpoint", server.url, "-p", "original question", home=home, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr.decode()
+    [original] = list((home / "data" / "sessions").glob("*.json"))
+    renamed = original.with_name("notes\nyi-chat: all sessions deleted.json")
+    original.rename(renamed)
+    with open(writes.lock_path(renamed), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another yi-chat's, as far as flock knows
+        p = yi("--endpoint", server.url, "--resume", str(renamed), "-p", "more", home=home, cwd=tmp_path)
+    err = p.stderr.decode()
+    assert p.returncode == 0, err
+    assert "notes\\nyi-chat: all sessions deleted.json is in use by another yi-chat" in err
+    assert not [line for line in err.splitlines() if line.startswith("yi-chat: all sessions deleted")], err
+
+
 def test_two_chats_resumed_from_one_snapshot_never_save_over_each_other(server, home, tmp_path):
     """`--resume snap.json` in two terminals: both go on from it with its conversation's id, and the later /save
     snap.json replaced the other's continuation without a word (a lost conversation). It is refused with one line

@@ -254,6 +254,9 @@ def save(chat, path: str | None, replace: bool = False) -> Path:
     try:
         if path:
             real = Path(os.path.realpath(p))  # the file a symlink names is replaced, not the link ("saved to" p)
+            own = getattr(chat.on_turn, "path", None)
+            if isinstance(chat.on_turn, Autosave) and own is not None and os.path.realpath(own) == str(real):
+                return _save_own(chat, path, p)
             kind = inputs.kind_of(real)
             if kind not in (None, "regular file"):
                 raise YiError(
@@ -281,6 +284,16 @@ def save(chat, path: str | None, replace: bool = False) -> Path:
     except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
         raise YiError(f"{shown(str(p), 200)}: cannot save the session ({getattr(e, 'strerror', None) or e})") from None
     return p
+
+
+def _save_own(chat, path: str, p: Path) -> Path:
+    """/save onto this chat's own session file: autosave writes it now, as what it is. Written as a snapshot, the
+    chat's own file turned `saved`: -c passed it by (and opened an older chat), where no later turn wrote it again."""
+    chat.on_turn(chat)
+    if chat.on_turn.failing:
+        raise YiError(f"{shown(path, 200)}: cannot save the session ({chat.on_turn.failing})")
+    now = chat.on_turn.path
+    return p if now is None or os.path.realpath(now) == os.path.realpath(p) else now  # forked: where it went
 
 
 def _refusal(path: Path, session: ChatSession) -> str | None:

@@ -5,6 +5,7 @@ signals that end yi-chat held off while a write lasts, and what killed writers l
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import secrets
 import stat
@@ -103,15 +104,21 @@ def _still_at(fd: int, path: Path) -> bool:
 
 def _linked(tmp: str, path: Path) -> bool:
     """Put the temp file at `path` only where nothing is there yet (link(2)); False: something is. A folder whose
-    file system has no hard links (FAT, some network ones) gets it renamed into place."""
+    file system has no hard links (FAT, exFAT, some network ones) gets the name taken by an exclusive create, then
+    the temp file renamed over it: autosave's new session files failed there for good ("Operation not permitted")."""
     try:
         os.link(tmp, path)
         return True
     except FileExistsError:
         return False
-    except OSError:  # no hard links here (EPERM, ENOTSUP, ENOSYS of a FUSE mount, EINVAL on FAT): as before them
-        os.replace(tmp, path)
-        return True
+    except OSError:  # no hard links here (EPERM, ENOTSUP, ENOSYS of a FUSE mount, EINVAL on FAT)
+        pass
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600))
+    except FileExistsError:
+        return False
+    os.replace(tmp, path)
+    return True
 
 
 LOCK_WAIT = 5.0  # seconds /save waits for another writer's flock on the file before it goes on without it
@@ -149,17 +156,27 @@ def write_new(directory: Path, text: str, owner: Owner | None = None) -> Path:
             path = directory / f"{stamp}-{secrets.token_hex(3)}.json"
             if owner is not None and not owner.claim(path):
                 continue
-            try:
-                os.link(tmp, path)
+            if _linked(tmp, path):
                 break
-            except FileExistsError:
-                if owner is not None:
-                    owner.release()
-                continue
+            if owner is not None:
+                owner.release()
         else:
             raise OSError(errno.EEXIST, "no free session file name after 1000 tries")
     durable.sync_dir(directory)
     return path
+
+
+NAME_MAX = 255  # bytes of one name in a folder (ext4, XFS, btrfs, tmpfs, APFS)
+
+
+def lock_path(path: Path) -> Path:
+    """The lock file of the session file at `path`: `.NAME.lock` beside it, or where that name is too long for the
+    file system (a session file renamed to 250 bytes), `.` and a digest of its name: opening the long name failed
+    (ENAMETOOLONG) and the claim went on without a lock, so two yi-chats overwrote each other's turns."""
+    name = f".{path.name}.lock"
+    if len(os.fsencode(name)) <= NAME_MAX:
+        return path.with_name(name)
+    return path.with_name(f".{hashlib.sha256(os.fsencode(path.name)).hexdigest()[:40]}.lock")
 
 
 class Owner:
@@ -182,7 +199,7 @@ class Owner:
             import fcntl
         except ImportError:
             return True
-        lock = path.with_name(f".{path.name}.lock")
+        lock = lock_path(path)
         for _ in range(3):
             try:  # no wait for a writer where a FIFO is in the lock's place
                 fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_NONBLOCK", 0) | os.O_NOFOLLOW, 0o600)

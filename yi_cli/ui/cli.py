@@ -378,21 +378,22 @@ def _main(args) -> int:
             if isinstance(data.get("model"), str) and data["model"] != engine.name:
                 how = "-m chooses" if data.get("source") else "-m or --endpoint chooses"  # a remote session's
                 render.notice(f"it was with {shown(data['model'], 200)}; it goes on with {engine.name} ({how})")
+        named = shown(os.path.basename(data["path"]), 200) if autosave.forked and data else ""  # one line, as typed
         if autosave.forked and autosave.refused:  # no lock to be had: two processes could write one file
             render.notice(
-                f"{shown(autosave.refused, 200)}: this chat goes on from {os.path.basename(data['path'])} in a new "
-                "session file, which no other yi-chat can take"
+                f"{shown(autosave.refused, 200)}: this chat goes on from {named} in a new session file, which no "
+                "other yi-chat can take"
             )
         elif autosave.forked and data.get("_unknown"):  # kept where they are: a resume in place dropped them
             unknown = data["_unknown"]
             fields = ", ".join(shown(k, 40) for k in unknown[:4]) + (", ..." if len(unknown) > 4 else "")
             render.notice(
-                f"{os.path.basename(data['path'])} holds fields this yi-chat does not know ({fields}): this chat goes "
+                f"{named} holds fields this yi-chat does not know ({fields}): this chat goes "
                 "on from it in a new session file, and that file stays as it is"
             )
         elif autosave.forked:
             render.notice(
-                f"{os.path.basename(data['path'])} is in use by another yi-chat (or was written by one since it "
+                f"{named} is in use by another yi-chat (or was written by one since it "
                 "was read): this chat goes on from it in a new session file, the other keeps its own"
             )
         if attachments and prompt is None:
