@@ -2,6 +2,7 @@
 fetch + chat, resume after a dropped connection and after Ctrl-C, offline reruns, missing / gated / pickle-only
 repos, a full disk, an unreachable hub; `yi-chat models`. HF_HOME / HF_HUB_CACHE are tmp dirs: never the network."""
 
+import contextlib
 import hashlib
 import io
 import json
@@ -1090,6 +1091,37 @@ def test_a_deleted_tokenizer_blob_is_listed_as_a_missing_file(hub, env):
     row = {r["name"]: r for r in json.loads(yi(env, "models", "--json").stdout)}["acme/tiny-chat"]
     want = "a file of it is missing from the cache: `yi-chat pull acme/tiny-chat` fetches it again"
     assert not row["loadable"] and row["reason"] == want, row
+
+
+@contextlib.contextmanager
+def deep_folders(*roots: Path, depth: int = 1100):
+    """Folders `depth` deep under each root, made a level at a time (os.makedirs recurses as pathlib's rglob did),
+    and removed a level at a time after (pytest's own removal of old temp folders, shutil.rmtree, recurses too)."""
+    made = []
+    try:
+        for root in roots:
+            at = str(root)
+            for _ in range(depth):
+                at += "/d"
+                os.mkdir(at)
+                made.append(at)
+        yield
+    finally:
+        for at in reversed(made):
+            os.rmdir(at)
+
+
+def test_folders_a_thousand_deep_in_a_cached_snapshot_or_its_refs_are_no_internal_error(hub, env):
+    """`models` and -m walked a snapshot (and its refs) with pathlib's rglob, which recurses: folders 1100 deep made
+    both an internal error (RecursionError) and the whole listing was lost. Only the snapshot's top level is read."""
+    assert yi(env, "pull", "acme/tiny-chat").returncode == 0
+    with deep_folders(snapshot(env), repo_dir(env) / "refs"):
+        p = yi(env, "models", "--json")
+        assert p.returncode == 0 and "internal error" not in p.stderr.decode(), p.stderr.decode()
+        row = {r["name"]: r for r in json.loads(p.stdout)}["acme/tiny-chat"]
+        assert row["loadable"], row
+        p = yi({**env, "HF_HUB_OFFLINE": "1"}, "-m", "acme/tiny-chat", "-p", "hi", "--max-new-tokens", "2")
+        assert p.returncode == 0, p.stderr.decode()
 
 
 def test_a_snapshot_without_its_tokenizer_is_not_complete(hub, env, demo_files):

@@ -132,7 +132,7 @@ def refs_naming(repo: str, snap: Path) -> list[str]:
     try:
         names = [p.relative_to(refs).as_posix() for p in refs.rglob("*") if p.is_file()] if refs.is_dir() else []
         return [name for name in names[:100] if cached_snapshot(repo, name) == snap]
-    except (OSError, LoadError):
+    except (OSError, LoadError, RecursionError):  # RecursionError: folders a thousand deep (pathlib recurses)
         return []
 
 
@@ -695,7 +695,7 @@ def missing(snap: Path, allow_pickle: bool = True) -> list[str]:
     """The files yi-chat reads (wanted) that a snapshot links to a blob no longer there (deleted or moved since they
     were fetched). Others (a README another tool fetched) are no loss, and no fetch of ours would bring them back."""
     try:
-        links = [p.relative_to(snap).as_posix() for p in snap.rglob("*") if p.is_symlink() and not p.exists()]
+        links = [p.name for p in snap.iterdir() if p.is_symlink() and not p.exists()]  # only top-level ones are read
     except OSError:
         return []
     return sorted(name for name in links if wanted(name, allow_pickle))
