@@ -50,7 +50,7 @@ def test_keys_stay_held_from_each_prompt_until_its_line_is_handled(tmp_path, mon
         lines = ["a question", "/set temperature 0.5", "another question"]
 
         session = scripted_session(lines, lambda: states.append(("prompt", echo(slave))))
-        monkeypatch.setattr(repl, "PromptSession", session)
+        monkeypatch.setattr(repl.dumb_prompt, "Session", session)
         engine = ScriptedEngine(["one reply", "two"])
         out = Console(file=io.StringIO(), width=80, color_system=None)
         chat = Chat(engine, TerminalRenderer(out, Console(file=io.StringIO()), keys=KeyHold(slave)))
@@ -84,7 +84,7 @@ def test_a_ctrl_c_between_a_reply_and_the_next_prompt_does_not_end_the_chat(tmp_
     monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path))
     lines = ["a question", "another question"]
 
-    monkeypatch.setattr(repl, "PromptSession", scripted_session(lines))
+    monkeypatch.setattr(repl.dumb_prompt, "Session", scripted_session(lines))
     engine = ScriptedEngine(["one reply", "two"])
     out = Console(file=io.StringIO(), width=80, color_system=None)
     chat = Chat(engine, TerminalRenderer(out, Console(file=io.StringIO())))

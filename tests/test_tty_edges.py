@@ -493,6 +493,81 @@ def test_lines_typed_during_a_reply_go_to_the_history_not_the_shell(tmp_path, si
     assert "Traceback" not in scroll
 
 
+@pytest.mark.parametrize("end", ["/exit\r", "/quit\r", "\x04"])
+def test_lines_typed_after_exit_during_a_reply_go_to_the_history(tmp_path, end):
+    """During a reply: /exit (or /quit, or Ctrl-D), then another line. The chat ended at /exit as asked and the line
+    after it went nowhere, without a word (a signal kept it). It goes to the input history and a line says so."""
+    home = tmp_path / "home"
+    home.mkdir()
+    marker = tmp_path / "ran"
+    engine = Scripted("the first part. the second part.", pause_at=len("the first part."))
+    with OpenAIServer(engine, model="scripted") as srv:
+        sh = Shell(home)
+        try:
+            sh.line(f"{sys.executable} -m yi_cli --endpoint {srv.url} --model scripted; echo EXIT=$?")
+            sh.wait(lambda s: re.search(r"^>>>", s, re.M), "the prompt")
+            sh.line("tell me")
+            assert engine.paused.wait(DEADLINE)
+            sh.wait(lambda s: "the first part." in s, "the reply up to its pause")
+            ahead = f"{end}please remember this question\rtouch {marker}\r"
+            sh.tmux("send-keys", "-t", "0", "-l", ahead)
+            queued(sh, ahead)
+            engine.go.set()
+            scroll = sh.wait(lambda s: re.search(r"^EXIT=\d+", s, re.M), "the chat's end")
+        finally:
+            sh.close()
+    assert not marker.exists(), scroll  # the shell ran none of it
+    assert re.search(r"^EXIT=0$", scroll, re.M), scroll
+    assert "2 messages typed ahead were not sent: in the input history (↑ at the next prompt)" in scroll, scroll
+    assert history_entries(home)[:2] == [f"touch {marker}", "please remember this question"]
+    assert "Traceback" not in scroll
+
+
+def test_keys_that_read_as_a_mouse_report_are_ignored_not_a_traceback(tmp_path):
+    """Esc [ 1 m typed at the prompt (by hand, or queued during a reply) reads as a mouse report: prompt_toolkit's
+    handler took it apart as three numbers, printed a traceback and "Press ENTER to continue", which ate the keys
+    after it. No mouse is asked for: the report is ignored and the line goes on as typed."""
+    with scripted_chat(tmp_path, "an answer") as (sh, srv, _):
+        sh.tmux("send-keys", "-t", "0", "-l", "hello ")
+        sh.tmux("send-keys", "-t", "0", "-H", "1b", "5b", "31", "6d", "1b", "5b", "35", "4d")
+        sh.tmux("send-keys", "-t", "0", "-l", "world")
+        sh.wait(lambda s: re.search(r"^>>> hello world", s, re.M), "the line")
+        sh.tmux("send-keys", "-t", "0", "Enter")
+        scroll = sh.wait(lambda s: "an answer" in s and s.count(">>>") >= 2, "the reply")
+        assert srv.engine.prompts == ["hello world"]
+    assert "Traceback" not in scroll and "Unhandled exception" not in scroll, scroll
+
+
+def test_a_dumb_terminal_shows_the_line_that_enter_sends(tmp_path):
+    """TERM=dumb: prompt_toolkit's plain prompt echoed only the character before the cursor at each change. Two
+    Backspaces after `helloo` left `helloool` on the screen (`hell` was sent), ↑ showed nothing of the line it
+    recalled, a character put in mid-line showed at the end, Tab's completion one character. Each prompt's row now
+    holds the line that was sent."""
+    with scripted_chat(tmp_path, "an answer", "TERM=dumb") as (sh, srv, _):
+
+        def last_prompt(s: str) -> str:
+            return [line.rstrip() for line in s.splitlines() if line.startswith(">>>")][-1]
+
+        def typed(*keys: str, literal: str = "", shows: str) -> str:
+            """The line the keys leave on the screen, once it shows `shows`; then Enter."""
+            if literal:
+                sh.tmux("send-keys", "-t", "0", "-l", literal)
+            if keys:
+                sh.tmux("send-keys", "-t", "0", *keys)
+            sh.wait(lambda s: last_prompt(s) == ">>> " + shows, f"the line {shows!r}")
+            n = sh.scrollback().count(">>>") + 1
+            sh.tmux("send-keys", "-t", "0", "Enter")
+            sh.wait(lambda s: s.count(">>>") == n, "the next prompt")
+
+        typed("BSpace", "BSpace", literal="helloo", shows="hell")
+        typed("Up", shows="hell")
+        typed("Left", "X", literal="abc", shows="abXc")
+        assert srv.engine.prompts == ["hell", "hell", "abXc"]
+        typed("Tab", literal="/his", shows="/history")
+        scroll = sh.scrollback()
+    assert "unknown command" not in scroll and "/history" not in srv.engine.prompts, scroll
+
+
 def test_a_line_being_typed_when_a_signal_ends_the_chat_is_kept(tmp_path):
     """At the prompt, the line typed so far (not sent) goes to the input history as the chat ends by SIGTERM: one
     message, a draft of several lines too (each of its lines was kept as a message of its own)."""

@@ -517,9 +517,11 @@ def _run(chat, prompt, interactive, render, verbatim: bool = False) -> int:
             _said_end(f"stdout failed ({e.strerror}); " + (chat.on_turn.where() or "no turn was saved"), code)
     finally:
         _DONE.append(True)
-        if (chat.terminated or early) and interactive:  # no prompt comes for the keys typed ahead (pin_keys would
-            ahead = getattr(sys.modules.get(f"{__package__}.repl"), "AHEAD", ())  # drop them)
-            _keep_typed_ahead(render.take_keys, "".join(ahead))
+        ahead = "".join(getattr(sys.modules.get(f"{__package__}.repl"), "AHEAD", ()))  # /exit, Ctrl-D, a signal
+        if (chat.terminated or early or ahead) and interactive:  # no prompt comes for the keys typed ahead
+            _keep_typed_ahead(render.take_keys, ahead)  # (pin_keys would drop them)
+            if _KEPT and not (chat.terminated or early):  # no ending line to say it
+                render.notice(_KEPT[0])
         render.pin_keys(False)  # unpinned and echo back on, however the chat ended
         _CHAT.clear()
     if not interactive and chat.ctrl_c:  # what was typed ahead of a batch's Ctrl-C is not the shell's

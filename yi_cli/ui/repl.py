@@ -11,12 +11,12 @@ import sys
 import threading
 from pathlib import Path
 
-from prompt_toolkit import PromptSession
 from prompt_toolkit.application import create_app_session, get_app, run_in_terminal
 from prompt_toolkit.completion import Completer, Completion
 from prompt_toolkit.filters import Condition
 from prompt_toolkit.history import FileHistory, InMemoryHistory
 from prompt_toolkit.key_binding import KeyBindings
+from prompt_toolkit.keys import Keys
 from prompt_toolkit.output import create_output
 from prompt_toolkit.renderer import Renderer
 from prompt_toolkit.styles import Style
@@ -27,7 +27,7 @@ from ..conversation import attach, commands
 from ..errors import YiError, shown
 from ..held import signals_held
 from ..safe_text import encodable, shows_unicode, visible
-from . import keys, typed_ahead
+from . import dumb_prompt, keys, typed_ahead
 
 
 def history(render):
@@ -123,6 +123,12 @@ def bindings() -> KeyBindings:
     @kb.add("escape", "enter")
     def _(event):  # Esc-Enter (or Alt-Enter) inserts a newline; Enter sends
         event.current_buffer.insert_text("\n")
+
+    @kb.add(Keys.Vt100MouseEvent)
+    def _(event):
+        """A mouse report, or keys that read as one (Esc [ 1 m typed by hand, during a reply too): no mouse is
+        asked for, so nothing to do. prompt_toolkit's own handler took `\x1b[1m` apart as three numbers and printed
+        a traceback, then "Press ENTER to continue", which ate the next keys."""
 
     @kb.add("c-c")
     def _(event):
@@ -518,7 +524,6 @@ def ctrl_c_typed_ahead(keys_in) -> bool:
     ran to its end, and the next prompt dropped its line at it. It is taken out (the keys around it stay for the next
     prompt) for the reply to stop as at a Ctrl-C during it."""
     from prompt_toolkit.input.typeahead import get_typeahead, store_typeahead
-    from prompt_toolkit.keys import Keys
 
     ahead = get_typeahead(keys_in) + _queued(keys_in)
     at = next((i for i, k in enumerate(ahead) if k.key == Keys.ControlC), None)
@@ -722,7 +727,7 @@ def run(chat, prompt_text: str = ">>> ") -> int:
     # terminal on stderr (the session is made here: its output is fixed then).
     dumb = is_dumb_terminal()
     with create_app_session(output=plain_output(side)) if dumb else contextlib.nullcontext():
-        session = PromptSession(
+        session = dumb_prompt.Session(
             output=None if dumb else screen_output(side),
             history=history(chat.render),
             key_bindings=bindings(),
@@ -750,7 +755,6 @@ def _typeahead(session) -> str:
     """The keys the prompt read past the Enter that sent its line (prompt_toolkit's typeahead, for the next
     prompt), a paste among them between the terminal's paste brackets, as the terminal sent it."""
     from prompt_toolkit.input.typeahead import get_typeahead
-    from prompt_toolkit.keys import Keys
 
     return "".join(
         typed_ahead.PASTE_START + k.data + typed_ahead.PASTE_END if k.key == Keys.BracketedPaste else k.data
@@ -764,6 +768,7 @@ def _one_line(chat, session, prompt_text: str) -> bool:
     # after Enter wait unechoed for the next prompt, however long the reply takes to start.
     chat.render.pin_keys(True)
     draft = ""  # the line at a prompt that a signal ended
+    eof = False  # Ctrl-D: the chat ends, as at /exit
     try:
         stashed_first(session.input)
         try:
@@ -772,6 +777,7 @@ def _one_line(chat, session, prompt_text: str) -> bool:
             draft = session.default_buffer.text
             return True
         except EOFError:  # Ctrl-D
+            eof = True
             _unsent(chat)
             return False
         chat.render.pin_keys(True)  # the prompt turned bracketed paste off: a paste during the reply stays one
@@ -789,7 +795,9 @@ def _one_line(chat, session, prompt_text: str) -> bool:
             _unsent(chat)
     finally:
         chat.interrupt_next = False  # a command's line with no reply does not pass it on to a later one
-        if chat.terminated and not AHEAD:  # no prompt comes: the keys typed ahead, taken while still held
+        # no prompt comes (a signal, /exit, Ctrl-D): the keys typed ahead, taken while still held (after /exit or
+        # Ctrl-D they were dropped without a word: a line typed during the reply that ended with /exit was lost)
+        if (chat.terminated or eof or not chat.running) and not AHEAD:
             with signals_held():  # (a second signal: once they are taken)
                 draft = draft or (EDITED.pop() if EDITED else "")  # /edit's rewrite, at edit> or in an editor
                 # the draft between paste brackets: its line breaks are one message's, not Enters (were split)
