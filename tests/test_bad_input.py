@@ -875,6 +875,29 @@ def test_unwritable_home_or_history_file(tiny_dir, tmp_path, case):
     assert "Traceback" not in (child.before or "")
 
 
+@pytest.mark.parametrize("fd", [1, 2])
+def test_a_non_blocking_stdout_or_stderr_is_made_blocking(home, fd):
+    """A pipe its parent made non-blocking (Node.js does): Python's buffered writer drops what the full pipe refuses
+    (EAGAIN) without an error, and a piped run lost half its replies with exit 0. yi-chat makes it blocking as it
+    starts (the flag belongs to the pipe's open file, which this test holds too)."""
+    r, w = os.pipe()
+    try:
+        os.set_blocking(w, False)
+        p = subprocess.run(
+            [PY, "-m", "yi_cli", "--version"],
+            stdout=w if fd == 1 else subprocess.DEVNULL,
+            stderr=w if fd == 2 else subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            timeout=120,
+            env={**os.environ, "YI_CHAT_HOME": str(home)},
+        )
+        assert p.returncode == 0
+        assert os.get_blocking(w)
+    finally:
+        os.close(r)
+        os.close(w)
+
+
 @pytest.mark.parametrize("mode", ["plain", "json", "one-shot"])
 def test_closed_stdout(tiny_dir, tmp_path, home, mode):
     """`yi-chat ... | head -c 20`: yi-chat itself exits 0 (PIPESTATUS), stderr stays clean."""

@@ -24,7 +24,7 @@ NAMES = ("stdin", "stdout", "stderr")
 def repair() -> list[str]:
     """Reopen closed standard descriptors on /dev/null; returns the names of those that were closed. A stdin open
     for writing only (`0>/dev/null`, a typo of `</dev/null`) is one that cannot be read: closed too (its first read
-    was an internal error, EBADF)."""
+    was an internal error, EBADF). A non-blocking stdout or stderr is made blocking."""
     closed = []
     for fd, name in enumerate(NAMES):
         try:
@@ -38,6 +38,10 @@ def repair() -> list[str]:
                 os.dup2(null, fd)
                 os.close(null)
             closed.append(name)
+        elif fd and not os.get_blocking(fd):
+            # left non-blocking by the program that made it (a Node.js parent's pipe): Python's buffered writer drops
+            # what the full pipe refuses (EAGAIN) without an error, and a piped run lost half its replies, exit 0
+            os.set_blocking(fd, True)
         if getattr(sys, name) is None:
             mode = "r" if fd == 0 else "w"
             setattr(
