@@ -1457,7 +1457,9 @@ def test_a_speed_not_measured_is_null_in_json_as_the_footer_leaves_it_out():
 
 def test_json_lines_give_a_commands_reply_one_object():
     """--json gave /continue (and /retry) two objects: the reply's, then {"command": ..., "output": ""} (a
-    run-through). The reply's object stands for the command; a command with output keeps its own."""
+    run-through). The reply's object stands for the command, and says so with `command` (a /continue's read as a
+    message "/continue", as //continue sends one, and a /retry's as a new exchange); a command with output keeps its
+    own."""
     import io
 
     from rich.console import Console
@@ -1467,7 +1469,7 @@ def test_json_lines_give_a_commands_reply_one_object():
     from yi_cli.ui.render import JsonRenderer
 
     out = io.StringIO()
-    engine = ScriptedEngine(["one two three four", "five six", "again"])
+    engine = ScriptedEngine(["one two three four", "five six", "again", "a message"])
     chat = Chat(engine, JsonRenderer(Console(file=io.StringIO()), Console(file=io.StringIO()), out=out))
     chat.settings = GenSettings(max_new_tokens=2)
     chat.handle("hi")
@@ -1475,9 +1477,18 @@ def test_json_lines_give_a_commands_reply_one_object():
     chat.handle("/continue")
     chat.handle("/retry")
     chat.handle("/undo")
+    chat.handle("//continue")
     lines = [json.loads(x) for x in out.getvalue().splitlines()]
-    assert [ln.get("command") or ln["prompt"] for ln in lines] == ["hi", "set", "/continue", "hi", "undo"], lines
-    assert lines[2]["reply"] and lines[3]["reply"] == "again"
+    got = [(ln.get("command"), ln.get("prompt")) for ln in lines]
+    assert got == [
+        (None, "hi"),
+        ("set", None),
+        ("continue", "/continue"),
+        ("retry", "hi"),
+        ("undo", None),
+        (None, "/continue"),  # a message
+    ], lines
+    assert lines[2]["reply"] and lines[3]["reply"] == "again" and lines[5]["reply"] == "a message"
     assert lines[1]["output"] and lines[4]["output"]
 
 

@@ -526,7 +526,11 @@ class JsonRenderer(Renderer):
 
     def reply_end(self, text: str, stats: Stats | None, error: str | None = None) -> None:
         self.replied, self.said = True, error
-        self._write({"prompt": self.prompt, "reply": text, **(stats.to_dict() if stats else {}), **_failed(error)})
+        # a command's reply (/continue: the text it adds; /retry, /edit: the exchange's new reply) says which, where
+        # it read as a new exchange (and /continue's as a message "/continue", sent with //continue)
+        by = {"command": self.command} if self.command is not None else {}
+        obj = {**by, "prompt": self.prompt, "reply": text, **(stats.to_dict() if stats else {}), **_failed(error)}
+        self._write(obj)
 
     def _write(self, obj: dict) -> None:
         self.asked = False
