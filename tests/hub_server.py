@@ -81,11 +81,12 @@ class FakeHub:
         self.drop_always: dict[str, int] = {}  # as drop, for every GET of the path until removed
         self.refuse: dict[str, int] = {}  # repo -> an HTTP status (401 / 403) for all its calls, no gated code
         self.fail: dict[str, int] = {}  # file name -> an HTTP status its GETs answer (a 500 on the weights)
-        self.fail_once: dict[str, int] = {}  # as fail, for the next GET of the file only
+        self.fail_once: dict[str, int] = {}  # as fail, for the next GET of the file (or "revision", "tree") only
         self.retry_after: str | None = None  # a Retry-After header on the `fail` / `fail_once` answers
         self.loop: set[str] = set()  # file names whose GETs redirect to themselves
         self.corrupt: dict[str, bytes] = {}  # file name -> bytes its GETs send instead of the listed ones
-        self.trickle: dict[str, float] = {}  # file name -> seconds between the bytes its GETs send, one at a time
+        self.trickle: dict[str, float] = {}  # file name, "revision" or "tree" -> seconds between the bytes its GETs
+        # send, one at a time
         self.ranges = True  # False: GETs ignore a Range header and send the whole file (200), as some servers do
         self.not_a_hub = False  # True: every URL answers 200 with a web page (HF_ENDPOINT at some other server)
         self.etags = True  # False: files are served without an ETag (a mirror or proxy that drops it)
@@ -156,6 +157,9 @@ class FakeHub:
             if parts[4] in self.silent and not head:
                 self.release.wait(120)
                 return
+            if (status := None if head else self.fail_once.pop(parts[4], None)) is not None:  # a rate limit, once
+                extra = {"Retry-After": self.retry_after} if self.retry_after is not None else None
+                return self._error(h, status, None, "Too Many Requests", extra)
             repo = self.repos.get(f"{parts[2]}/{parts[3]}")
             if repo is None:
                 return self._error(h, 404, "RepoNotFound", "Repository not found")
@@ -190,6 +194,8 @@ class FakeHub:
             data = json.dumps(body).encode()
             if self.gzip_api:
                 data, headers["Content-Encoding"] = gzip.compress(data), "gzip"
+            if parts[4] in self.trickle and not head:
+                return self._trickle(h, 200, data, headers, self.trickle[parts[4]])
             return self._send(h, 200, data, headers, head)
         if len(parts) >= 5 and parts[2] == "resolve":
             repo = self.repos.get(f"{parts[0]}/{parts[1]}")

@@ -750,6 +750,73 @@ def test_a_hub_that_trickles_bytes_is_one_line_not_a_pull_for_days(hub, env, mon
     assert "/s); try again later (a partial download continues on the next run)" in got[0], got
 
 
+def test_an_api_answer_sent_just_fast_enough_ends_in_one_line_not_hours(hub, monkeypatch, tmp_path):
+    """The model info sent at 1.5 kB/s passed the rate floor (1 kB/s), and only the 64 MB cap ended it: `pull` sat
+    silent for 12 hours. An API answer comes whole within API_S of its headers (shortened here, in-process)."""
+    from huggingface_hub import constants, set_client_factory
+    from huggingface_hub.utils._http import default_client_factory
+
+    from yi_cli.checkpoint import hub as yi_hub
+    from yi_cli.errors import LoadError
+
+    hub.trickle["revision"] = 0.01  # ~300 bytes in ~3 s
+    monkeypatch.setattr(constants, "ENDPOINT", hub.url)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(yi_hub.hub_http, "API_S", 1.0)
+    try:
+        with pytest.raises(LoadError) as e:
+            yi_hub.fetch("acme/tiny-chat", progress=yi_hub.Progress(io.StringIO()))
+    finally:
+        set_client_factory(default_client_factory)
+        hub.release.set()
+    assert str(e.value).startswith(f"acme/tiny-chat: {hub.url} took over 1 s to send one answer of its API ("), e.value
+
+
+def test_a_rate_limit_on_the_model_info_is_waited_out_and_said(hub, env, demo_files):
+    """A 429 with `Retry-After: 1` on the model info ended the pull at once ("answered HTTP 429; try again later"),
+    where the same answer on a file is waited out: huggingface_hub does not retry that call. yi-chat does."""
+    hub.fail_once["revision"] = 429
+    hub.retry_after = "1"
+    p = yi(env, "pull", "acme/tiny-chat")
+    assert p.returncode == 0, p.stderr.decode()
+    said = f"acme/tiny-chat: {hub.url} answered HTTP 429 and asks to wait 1 s; retrying (retry 1 of 5)"
+    assert said in p.stderr.decode()
+    assert [r for r in hub.log if r[0] == "GET" and "/revision/" in r[1]][1:]  # asked again
+
+
+@pytest.mark.parametrize("size", ["12", None, float("inf"), 1e300, -5, [1]])
+def test_a_listed_size_that_is_no_files_is_one_line(hub, env, size):
+    """A size "12", null or 1e400 in the listing was an internal error's line (TypeError, OverflowError), 1e300 a
+    disk "not enough" for 300 digits of yottabytes. Such a listing is not the hub's: one line naming the file."""
+    hub.size_of["config.json"] = size
+    lines = error_line(yi(env, "pull", "acme/tiny-chat"), 3, "lists config.json with a size that is no file's (")
+    assert len(lines) == 1 and "check HF_ENDPOINT" in lines[0]
+
+
+def test_a_pull_cut_between_shards_without_an_index_is_not_complete(hub, env, demo_files, tmp_path):
+    """Two shards, no index, the second refused: the snapshot held config, tokenizer and one shard and was called
+    complete, so `models` and -m said the weights were another model's. The shards' names say two: not complete."""
+    from safetensors.numpy import load, save
+
+    tensors = load(demo_files["model.safetensors"])
+    names = sorted(tensors)
+    half = {n: tensors[n] for n in names[: len(names) // 2]}, {n: tensors[n] for n in names[len(names) // 2 :]}
+    files = {k: v for k, v in demo_files.items() if not k.endswith((".safetensors", ".bin"))}
+    files.update({f"model-0000{i + 1}-of-00002.safetensors": save(part) for i, part in enumerate(half)})
+    hub.repos["acme/split"] = Repo(files)
+    hub.fail["model-00002-of-00002.safetensors"] = 500
+    error_line(yi(env, "pull", "acme/split"), 3, "answered HTTP 500")
+    offline = {**env, "HF_HUB_OFFLINE": "1"}
+    row = {r["name"]: r for r in json.loads(yi(offline, "models", "--json").stdout)}["acme/split"]
+    assert row["reason"] == "the download is not complete: `yi-chat pull acme/split` continues it", row
+    p = yi(offline, "-m", "acme/split", "-p", "hi")
+    error_line(p, 3, "the download is not complete", "yi-chat pull acme/split")
+    del hub.fail["model-00002-of-00002.safetensors"]
+    p = yi(env, "-m", "acme/split", "-p", "hi", "--max-new-tokens", "2")
+    assert p.returncode == 0, p.stderr.decode()
+
+
 @pytest.mark.parametrize("url", ["http://[::1", "http://127.0.0.1:99999", "http://127.0.0.1:abc", "ftp://hub"])
 def test_a_malformed_hf_endpoint_is_one_line_exit_2(env, url):
     for args in (("pull", "acme/tiny-chat"), ("-m", "demo", "-p", "hi"), ("models",)):

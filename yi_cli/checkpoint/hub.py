@@ -172,6 +172,35 @@ def _not_a_name(repo: str, what: str, value) -> LoadError:
     )
 
 
+INFO_TRIES = 6  # the model info asked at most this many times where the hub asks to wait (429, 503), as a file is
+
+
+def _repo_info(api, repo: str, revision: str, progress):
+    """The model's info; a 429 or 503 whose wait is short (hub_http.RETRY_WAIT_S) is waited out and asked again,
+    with a line a retry, as huggingface_hub does for a file: it does not retry this call, and a rate limit's
+    `Retry-After: 2` on it ended the pull at once."""
+    from huggingface_hub import errors
+
+    for attempt in range(1, INFO_TRIES + 1):
+        try:
+            # the call's timeout: its None would override the client's
+            return api.repo_info(repo, revision=revision, timeout=hub_http.ANSWER_S)
+        except errors.HfHubHTTPError as e:
+            status = getattr(getattr(e, "response", None), "status_code", None)
+            if status not in (429, 503) or attempt == INFO_TRIES:
+                raise
+            asked, hub_http.RETRIES.asked = hub_http.RETRIES.asked, None
+            wait = asked[1] if asked and asked[1] is not None else 2 ** (attempt - 1)
+            how = f"asks to wait {wait} s" if asked and asked[1] is not None else f"is busy; waiting {wait} s"
+            progress._line(
+                f"{repo}: {endpoint()} answered HTTP {status} and {how}; retrying (retry {attempt} of {INFO_TRIES - 1})"
+            )
+            time.sleep(wait)
+
+
+MAX_FILE_BYTES = 1 << 50  # a petabyte: a listed size past it is no checkpoint file's
+
+
 def complete(snap: Path) -> bool:
     """Enough to load: a config, a tokenizer and weights, every shard the index lists present (a run cut short links
     files one by one, weights last; one cut in the tokenizer, with its weights linked by an earlier pull, was loaded
@@ -194,7 +223,22 @@ def complete(snap: Path) -> bool:
                 return all(isinstance(s, str) and (snap / s).is_file() for s in shards)
             except (OSError, ValueError):
                 return False
+    if _shards_missing(snap):  # no index to list them: their names say how many there are
+        return False
     return any(snap.glob("*.safetensors")) or any(snap.glob("*.bin"))
+
+
+SHARD = re.compile(r"(.+)-(\d{5})-of-(\d{5})\.(safetensors|bin)")
+
+
+def _shards_missing(snap: Path) -> bool:
+    """Whether the snapshot holds some of the shards `NAME-0000I-of-0000N` of a checkpoint without an index, not all
+    N: a pull cut at its second shard was called complete, and its load said the weights were another model's."""
+    groups: dict[tuple, set[int]] = {}
+    for p in snap.iterdir():
+        if (m := SHARD.fullmatch(p.name)) and p.is_file():
+            groups.setdefault((m[1], m[3], m[4]), set()).add(int(m[2]))
+    return any(have != set(range(1, int(total) + 1)) for (_, total, _), have in groups.items())
 
 
 def cut_short(snap: Path) -> bool:
@@ -236,8 +280,7 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
     hub_http.bounded_client()
     api = HfApi()
     try:
-        # the call's timeout: its None would override the client's
-        commit = api.repo_info(repo, revision=revision, timeout=hub_http.ANSWER_S).sha
+        commit = _repo_info(api, repo, revision, progress).sha
         listed = [f for f in api.list_repo_tree(repo, recursive=True, revision=commit) if isinstance(f, RepoFile)]
         if not all(isinstance(f.path, str) for f in listed):  # `"path": 5` was an internal error (TypeError)
             raise TypeError("a file's path is not text")
@@ -262,6 +305,13 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
                     f"{repo}: {endpoint()} lists {shown(f.path, 200)} twice, as two different files; check HF_ENDPOINT"
                 )
     for f in files:  # each one's blob name in the cache where its ETag is not one (_fetch_file)
+        if isinstance(f.size, bool) or not isinstance(f.size, int) or not 0 <= f.size < MAX_FILE_BYTES:
+            # a size "12", null or 1e400 was an internal error's line (TypeError, OverflowError); 1e300, a disk
+            # "not enough" for its 300 digits of yottabytes
+            raise LoadError(
+                f"{repo}: {endpoint()} lists {shown(f.path, 200)} with a size that is no file's "
+                f"({shown(repr(f.size), 40)}); check HF_ENDPOINT"
+            )
         if any(impossible_name(part) for part in f.path.split("/")):
             # no file can have that name: it was found out as the snapshot's link, after the blob was fetched
             raise _not_a_name(repo, "a file name", f.path)
@@ -610,6 +660,11 @@ def hub_error(e: BaseException, repo: str, local: bool = True) -> LoadError:
         )
     if isinstance(e, hub_http.TooMuch):
         return LoadError(f"{repo}: {where} does not answer as a Hugging Face Hub does ({e}); check HF_ENDPOINT")
+    if isinstance(e, hub_http.AnswerTooLong):
+        return LoadError(
+            f"{repo}: {where} took over {hub_http.API_S:.0f} s to send one answer of its API "
+            f"({_size(e.got)} by then); try again later"
+        )
     if isinstance(e, hub_http.TooSlow):
         return LoadError(
             f"{repo}: {where} sends too slowly ({_size(e.got)} in {e.seconds:.0f} s, "

@@ -28,6 +28,9 @@ PEEK = 256 << 10
 # An API answer (the model's info, a page of its file listing) longer than this is refused: a hub whose JSON never
 # ended filled the memory (1.5 GB in 5 s). A page lists up to 1,000 files in ~0.3 MB.
 API_BYTES = 64 << 20
+# ... and whole within this, from its headers: one sent just over SLOW_RATE (1.5 kB/s) held `pull` silent for the
+# 12 hours its 64 MB cap takes at that rate.
+API_S = 2 * ANSWER_S
 # Pages of one pull's listing: a hub whose next page is one it already sent (or new ones without end) listed for good.
 MAX_PAGES = 1000
 # Times one pull continues a file with a Range request that the hub answers with the whole file from its start: one
@@ -54,6 +57,10 @@ class TooSlow(Exception):
     def __init__(self, got: int, seconds: float):
         super().__init__(f"{got} bytes in {seconds:.0f} s")
         self.got, self.seconds = got, seconds
+
+
+class AnswerTooLong(TooSlow):
+    """An answer of the hub's API not whole within API_S of its headers."""
 
 
 class WaitTooLong(Exception):
@@ -136,16 +143,19 @@ class Pages:
 PAGES = Pages()
 
 
-def _steady(stream, cap: int | None = None):
+def _steady(stream, cap: int | None = None, whole_s: float | None = None):
     """stream's chunks as they come off the socket; TooSlow once a window of SLOW_WINDOW_S brought under
     SLOW_RATE bytes a second (checked as each chunk arrives: a hub sending nothing at all is the read timeout's);
-    TooMuch past `cap` bytes."""
+    TooMuch past `cap` bytes; AnswerTooLong where it is not whole within `whole_s`."""
     start, got, total = time.monotonic(), 0, 0
+    begun = start
     for chunk in stream:
         got += len(chunk)
         total += len(chunk)
         if cap is not None and total > cap:
             raise TooMuch(f"an answer of its API runs past {cap >> 20} MB")
+        if whole_s is not None and time.monotonic() - begun > whole_s:
+            raise AnswerTooLong(total, time.monotonic() - begun)
         elapsed = time.monotonic() - start
         if elapsed >= SLOW_WINDOW_S:
             if got < SLOW_RATE * elapsed:
@@ -217,11 +227,11 @@ def _steady_transport(inner):
         pool._network_backend = _bounded_backend(pool._network_backend)
 
     class Body(httpx2.SyncByteStream):
-        def __init__(self, stream, cap):
-            self.stream, self.cap = stream, cap
+        def __init__(self, stream, api: bool):
+            self.stream, self.api = stream, api
 
         def __iter__(self):
-            yield from _steady(self.stream, self.cap)
+            yield from _steady(self.stream, API_BYTES, API_S) if self.api else _steady(self.stream)
 
         def close(self):
             self.stream.close()
@@ -259,7 +269,7 @@ def _steady_transport(inner):
                 except TooMuch:
                     response.stream.close()
                     raise
-            response.stream = Body(response.stream, API_BYTES if api else None)
+            response.stream = Body(response.stream, api)
             return response
 
         def close(self):
