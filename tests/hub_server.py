@@ -105,7 +105,7 @@ class FakeHub:
         self.gzip_api = False  # True: the model info and listing answer gzip-compressed, whatever was asked
         self.repeat = 1  # the listing gives each file this many times
         self.extra: list[dict] = []  # entries the listing gives after the repo's own
-        self.silent: set[str] = set()  # "revision" or "tree": such a GET is read and never answered (until release)
+        self.silent: set[str] = set()  # "revision", "tree" or a file name: its GET is read and never answered
         self.held = threading.Event()
         self.release = threading.Event()
         self.log: list[tuple[str, str, str | None, bool]] = []
@@ -220,6 +220,9 @@ class FakeHub:
                 return self._send(h, 302, b"", {"Location": raw}, head)
             if name in self.moved and not head:
                 return self._send(h, 302, b"", {"Location": self.moved[name]}, head)
+            if name in self.silent and not head:  # read, never answered
+                self.release.wait(120)
+                return
             status = None if head else self.fail_once.pop(name, self.fail.get(name))
             if status is not None:
                 extra = {"Retry-After": self.retry_after} if self.retry_after is not None else None

@@ -715,6 +715,34 @@ def test_a_hub_that_never_answers_the_file_listing_times_out_in_one_line(hub, en
     assert any("/tree/" in r[1] for r in hub.log if r[0] == "GET")  # it did ask for the listing
 
 
+def test_a_file_the_hub_never_answers_says_each_time_it_is_asked_again(hub, env, monkeypatch, tmp_path):
+    """A file's GET read and never answered: huggingface_hub asks again five times, a read timeout each (a minute),
+    with nothing said: 6 minutes of silence, then one line. Each time it asks again is said (in-process here, the
+    timeout shortened)."""
+    from huggingface_hub import constants, set_client_factory
+    from huggingface_hub.utils._http import default_client_factory
+
+    from yi_cli.checkpoint import hub as yi_hub
+    from yi_cli.errors import LoadError
+
+    hub.silent.add("model.safetensors")
+    monkeypatch.setattr(constants, "ENDPOINT", hub.url)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(yi_hub.hub_http, "ANSWER_S", 0.5)
+    said = io.StringIO()
+    try:
+        with pytest.raises(LoadError) as e:
+            yi_hub.fetch("acme/tiny-chat", progress=yi_hub.Progress(said))
+    finally:
+        set_client_factory(default_client_factory)
+        hub.release.set()
+    assert str(e.value).startswith(f"acme/tiny-chat: {hub.url} stopped answering (timed out"), e.value
+    again = f"yi-chat: acme/tiny-chat: {hub.url} sent nothing for 0.5 s; asking again"
+    assert said.getvalue().count(again) == 5, said.getvalue()
+
+
 def test_a_hub_that_trickles_bytes_is_one_line_not_a_pull_for_days(hub, env, monkeypatch, tmp_path):
     """A byte a second resets every read timeout: a pull sat on it for good. Under the rate over the window (both
     shortened here, in-process) it is one line (the hub trickles whatever the machine's load)."""

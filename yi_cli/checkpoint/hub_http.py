@@ -309,10 +309,12 @@ class RetryNotice(logging.Filter):
     def notify(self, repo: str, progress) -> None:
         """Say this pull's retries through its display (a line above the bar on a terminal)."""
         self.repo, self.progress, self.asked = repo, progress, None
-        log = logging.getLogger("huggingface_hub.utils._http")  # its module's logger
-        if self not in log.filters:
-            log.addFilter(self)
-            log.setLevel(logging.WARNING)  # the library's is ERROR (set_verbosity_error): its warnings reach here
+        # its modules' loggers: the API's retries, and a file's (http_get asks again where a read timed out)
+        for name in ("huggingface_hub.utils._http", "huggingface_hub.file_download"):
+            log = logging.getLogger(name)
+            if self not in log.filters:
+                log.addFilter(self)
+                log.setLevel(logging.WARNING)  # the library's is ERROR (set_verbosity_error): its warnings reach here
 
     def filter(self, record) -> bool:
         if record.levelno >= logging.ERROR:
@@ -325,6 +327,11 @@ class RetryNotice(logging.Filter):
             if self.progress is not None:
                 self.progress._line(f"{self.repo}: {endpoint()} {said}{then} (retry {m[2]} of {m[3]})")
             self.asked = None
+        elif text.endswith("Trying to resume download...") and ("timed out" in text or "answer headers" in text):
+            # a file whose answer did not come within the read timeout: asked again five times, a minute each, with
+            # nothing said (6 minutes of silence); a dropped connection resumes quietly, as before
+            if self.progress is not None:
+                self.progress._line(f"{self.repo}: {endpoint()} sent nothing for {ANSWER_S:g} s; asking again")
         elif " thrown while requesting " in text and not text.startswith("HTTP Error "):
             self.asked = None  # a connection error, not an answer: what an earlier answer asked is not this one's
         return False
