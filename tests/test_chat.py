@@ -1092,6 +1092,27 @@ def test_save_onto_the_chats_own_session_file_keeps_it_the_chat_c_reopens(tmp_pa
     assert store.resolve("last") == auto.path
 
 
+def test_save_onto_the_chats_own_session_file_with_no_turns_keeps_it(tmp_path, monkeypatch):
+    """A resumed session file with no turns (a system prompt kept as a template), /save onto it: autosave, which
+    removes a file whose turns are all undone, deleted it, and the line said "saved to" it. A snapshot is written."""
+    import json
+
+    from yi_cli.conversation import store
+
+    monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path))
+    chat, out, _ = plain_chat(ScriptedEngine(["r0"]))
+    chat.handle("/system You are a pirate.")
+    folder = tmp_path / "data" / "sessions"
+    folder.mkdir(parents=True)
+    path = folder / "20261207-050000-pirate.json"
+    path.write_text(json.dumps(store.to_dict(chat, "interactive")))
+    chat.on_turn = auto = store.Autosave("interactive", path, None, chat.session.id)  # as --resume makes it
+    chat.handle(f"/save {path}")
+    auto.close()
+    assert f"saved to {path}" in out.getvalue()
+    assert json.loads(path.read_text())["system"] == "You are a pirate."
+
+
 def test_a_conversation_a_piped_run_starts_after_clear_in_a_resumed_session_is_the_runs(tmp_path, monkeypatch):
     """A piped run resumed an interactive session (-c), then /clear: its new conversation was written as
     interactive, the resumed file's mode, so the next -c opened it in the chat's place (a shared-home hunt)."""

@@ -1219,6 +1219,27 @@ def test_folders_a_thousand_deep_in_a_cached_snapshot_or_its_refs_are_no_interna
         assert p.returncode == 0, p.stderr.decode()
 
 
+def test_a_snapshot_folder_that_cannot_be_listed_is_not_complete_not_an_internal_error(hub, env, monkeypatch):
+    """A snapshot folder another user's mode keeps from being listed (0311): the check for a checkpoint's shards
+    listed it unguarded, and `models` and -m ended in an internal error (PermissionError)."""
+    import pathlib
+
+    from yi_cli.checkpoint import hub as yi_hub
+
+    assert yi(env, "pull", "acme/tiny-chat").returncode == 0
+    snap = snapshot(env)
+    assert yi_hub.complete(snap)
+    listed = pathlib.Path.iterdir
+
+    def refused(self):
+        if self == snap:
+            raise PermissionError(13, "Permission denied", str(self))
+        return listed(self)
+
+    monkeypatch.setattr(pathlib.Path, "iterdir", refused)
+    assert not yi_hub.complete(snap)
+
+
 def test_a_snapshot_without_its_tokenizer_is_not_complete(hub, env, demo_files):
     """A snapshot with config and weights but no tokenizer file linked (a pull cut in it, the weights there from
     before): -m offline said "no tokenizer files ...; copy them from where the model came from" and `models` listed

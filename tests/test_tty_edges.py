@@ -564,8 +564,12 @@ def test_a_dumb_terminal_shows_the_line_that_enter_sends(tmp_path):
         typed("Left", "X", literal="abc", shows="abXc")
         assert srv.engine.prompts == ["hell", "hell", "abXc"]
         typed("Tab", literal="/his", shows="/history")
-        scroll = sh.scrollback()
+        sh.tmux("send-keys", "-t", "0", "-l", "delete everything")
+        sh.wait(lambda s: last_prompt(s) == ">>> delete everything", "the line")
+        sh.tmux("send-keys", "-t", "0", "C-c")  # dropped: marked ^C, as the full prompt marks it
+        scroll = sh.wait(lambda s: re.search(r"^>>> delete everything\^C\n>>>", s, re.M), "the line marked ^C")
     assert "unknown command" not in scroll and "/history" not in srv.engine.prompts, scroll
+    assert "delete everything" not in srv.engine.prompts
 
 
 def test_a_line_being_typed_when_a_signal_ends_the_chat_is_kept(tmp_path):

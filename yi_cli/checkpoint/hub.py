@@ -235,9 +235,12 @@ def _shards_missing(snap: Path) -> bool:
     """Whether the snapshot holds some of the shards `NAME-0000I-of-0000N` of a checkpoint without an index, not all
     N: a pull cut at its second shard was called complete, and its load said the weights were another model's."""
     groups: dict[tuple, set[int]] = {}
-    for p in snap.iterdir():
-        if (m := SHARD.fullmatch(p.name)) and p.is_file():
-            groups.setdefault((m[1], m[3], m[4]), set()).add(int(m[2]))
+    try:
+        for p in snap.iterdir():
+            if (m := SHARD.fullmatch(p.name)) and p.is_file():
+                groups.setdefault((m[1], m[3], m[4]), set()).add(int(m[2]))
+    except OSError:  # a folder that cannot be listed (another user's, mode 0311): no weights seen, as glob saw none
+        return True
     return any(have != set(range(1, int(total) + 1)) for (_, total, _), have in groups.items())
 
 

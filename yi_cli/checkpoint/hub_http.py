@@ -29,8 +29,8 @@ PEEK = 256 << 10
 # ended filled the memory (1.5 GB in 5 s). A page lists up to 1,000 files in ~0.3 MB.
 API_BYTES = 64 << 20
 # ... and whole within this, from its headers: one sent just over SLOW_RATE (1.5 kB/s) held `pull` silent for the
-# 12 hours its 64 MB cap takes at that rate.
-API_S = 2 * ANSWER_S
+# 12 hours its 64 MB cap takes at that rate. A listing's page (~0.3 MB) takes 300 s at SLOW_RATE itself.
+API_S = 5 * ANSWER_S
 # Pages of one pull's listing: a hub whose next page is one it already sent (or new ones without end) listed for good.
 MAX_PAGES = 1000
 # Times one pull continues a file with a Range request that the hub answers with the whole file from its start: one

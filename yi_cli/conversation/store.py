@@ -255,7 +255,8 @@ def save(chat, path: str | None, replace: bool = False) -> Path:
         if path:
             real = Path(os.path.realpath(p))  # the file a symlink names is replaced, not the link ("saved to" p)
             own = getattr(chat.on_turn, "path", None)
-            if isinstance(chat.on_turn, Autosave) and own is not None and os.path.realpath(own) == str(real):
+            mine = isinstance(chat.on_turn, Autosave) and own is not None and os.path.realpath(own) == str(real)
+            if mine and chat.session.turns:  # (with none, autosave removes its file: a snapshot is written instead)
                 return _save_own(chat, path, p)
             kind = inputs.kind_of(real)
             if kind not in (None, "regular file"):

@@ -51,5 +51,8 @@ class Session(PromptSession):
             draw(self.default_buffer)
             try:
                 yield app
+            except KeyboardInterrupt:  # Ctrl-C drops the line: marked, as the full prompt marks it (the plain
+                self.output.write("^C")  # prompt's own Ctrl-C binding goes before repl.bindings' one, which does)
+                raise
             finally:
                 changed -= draw
