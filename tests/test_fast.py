@@ -206,6 +206,7 @@ def test_cancel_and_stop_ids_and_length():
         if len(got) == 3:
             cancel.set()
     assert got == ref[:3]
+    assert dec.steps == 2  # the steps of tokens 2 and 3: the one whose token the cancel dropped is not the reply's
     short = GenSettings(temperature=0, repetition_penalty=1.0, max_new_tokens=7)
     assert fast_tokens(dec, PROMPT, short) == ref[:7]
 
