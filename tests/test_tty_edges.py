@@ -427,18 +427,27 @@ def chat_pid(sh: Shell) -> int:
 
 
 @contextlib.contextmanager
-def scripted_chat(tmp_path, reply: str = "unused", env: str = ""):
-    """A shell running yi-chat on a scripted server (`reply`), at its first prompt: (shell, server, home)."""
+def scripted_chat(tmp_path, reply: str = "unused", env: str = "", then: str = ""):
+    """A shell running yi-chat on a scripted server (`reply`), at its first prompt: (shell, server, home). `then`:
+    the rest of the shell's line after yi-chat's arguments (more of them, `; echo EXIT=$?`)."""
     home = tmp_path / "home"
     home.mkdir()
     with OpenAIServer(Scripted(reply), model="scripted") as srv:
         sh = Shell(home)
         try:
-            sh.line(f"{env} {sys.executable} -m yi_cli --endpoint {srv.url} --model scripted".strip())
+            sh.line(f"{env} {sys.executable} -m yi_cli --endpoint {srv.url} --model scripted{then}".strip())
             sh.wait(lambda s: re.search(r"^>>>", s, re.M), "the prompt")
             yield sh, srv, home
         finally:
             sh.close()
+
+
+def paused_reply(sh: Shell, engine: Scripted, at: int, shows: str) -> None:
+    """Ask, and wait until the reply has streamed up to a pause at character `at` (`shows` on the screen)."""
+    engine.pause_at = at
+    sh.line("tell me")
+    assert engine.paused.wait(DEADLINE)
+    sh.wait(lambda s: shows in s, "the reply up to its pause")
 
 
 def shell_after(sh: Shell) -> str:
@@ -467,23 +476,12 @@ def test_lines_typed_during_a_reply_go_to_the_history_not_the_shell(tmp_path, si
     chat (SIGTERM; SIGHUP sent with the terminal still there) leaves no next prompt: the shell read them and ran
     each as a command (here a `touch`), and the messages were lost. They are kept in the input history instead, the
     ending line says so, and the shell runs nothing."""
-    home = tmp_path / "home"
-    home.mkdir()
     marker = tmp_path / "ran"
     reply = markdown_reply(3)
-    engine = Scripted(reply, pause_at=reply.index("## Part 1"))
-    with OpenAIServer(engine, model="scripted") as srv:
-        sh = Shell(home)
-        try:
-            sh.line(f"{sys.executable} -m yi_cli --endpoint {srv.url} --model scripted --max-new-tokens 100000")
-            sh.wait(lambda s: re.search(r"^>>>", s, re.M), "the prompt")
-            sh.line("tell me")
-            assert engine.paused.wait(DEADLINE)
-            sh.wait(lambda s: "return x * 0" in s, "the reply up to its pause")
-            ahead = f"touch {marker}\ra secod\x7fnd message\ra paste: \x1b[200~one\rtwo\x1b[201~\ra draft\x1b\rof 2"
-            scroll = end_with_keys_ahead(sh, ahead, signum)
-        finally:
-            sh.close()
+    with scripted_chat(tmp_path, reply, then=" --max-new-tokens 100000") as (sh, srv, home):
+        paused_reply(sh, srv.engine, reply.index("## Part 1"), "return x * 0")
+        ahead = f"touch {marker}\ra secod\x7fnd message\ra paste: \x1b[200~one\rtwo\x1b[201~\ra draft\x1b\rof 2"
+        scroll = end_with_keys_ahead(sh, ahead, signum)
     assert not marker.exists(), scroll  # the shell ran none of it
     ending = re.search(rf"yi-chat: {word}; the session is saved in \S+\.json; (.*)", scroll.replace("\n", ""))
     assert ending, scroll
@@ -497,25 +495,14 @@ def test_lines_typed_during_a_reply_go_to_the_history_not_the_shell(tmp_path, si
 def test_lines_typed_after_exit_during_a_reply_go_to_the_history(tmp_path, end):
     """During a reply: /exit (or /quit, or Ctrl-D), then another line. The chat ended at /exit as asked and the line
     after it went nowhere, without a word (a signal kept it). It goes to the input history and a line says so."""
-    home = tmp_path / "home"
-    home.mkdir()
     marker = tmp_path / "ran"
-    engine = Scripted("the first part. the second part.", pause_at=len("the first part."))
-    with OpenAIServer(engine, model="scripted") as srv:
-        sh = Shell(home)
-        try:
-            sh.line(f"{sys.executable} -m yi_cli --endpoint {srv.url} --model scripted; echo EXIT=$?")
-            sh.wait(lambda s: re.search(r"^>>>", s, re.M), "the prompt")
-            sh.line("tell me")
-            assert engine.paused.wait(DEADLINE)
-            sh.wait(lambda s: "the first part." in s, "the reply up to its pause")
-            ahead = f"{end}please remember this question\rtouch {marker}\r"
-            sh.tmux("send-keys", "-t", "0", "-l", ahead)
-            queued(sh, ahead)
-            engine.go.set()
-            scroll = sh.wait(lambda s: re.search(r"^EXIT=\d+", s, re.M), "the chat's end")
-        finally:
-            sh.close()
+    with scripted_chat(tmp_path, "the first part. the second part.", then="; echo EXIT=$?") as (sh, srv, home):
+        paused_reply(sh, srv.engine, len("the first part."), "the first part.")
+        ahead = f"{end}please remember this question\rtouch {marker}\r"
+        sh.tmux("send-keys", "-t", "0", "-l", ahead)
+        queued(sh, ahead)
+        srv.engine.go.set()
+        scroll = sh.wait(lambda s: re.search(r"^EXIT=\d+", s, re.M), "the chat's end")
     assert not marker.exists(), scroll  # the shell ran none of it
     assert re.search(r"^EXIT=0$", scroll, re.M), scroll
     assert "2 messages typed ahead were not sent: in the input history (↑ at the next prompt)" in scroll, scroll
