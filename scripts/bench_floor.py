@@ -15,7 +15,11 @@ wait (ahead=1, as the GEMVs load their weights before they wait for x) and after
 without PDL. --sweep: the chain with 1, 2 or 4 blocks read before the wait, 1, 2 or 4 programs an SM, 8 or 16 KB
 blocks, and the one launch with those programs and blocks; `persistent`: the chain's launches as phases of one
 launch of resident programs, a grid barrier (an arrival counter) between phases, a program's first 0-4 blocks of a
-phase read before the barrier that ends the one before (1 or 2 programs an SM).
+phase read before the barrier that ends the one before (1 or 2 programs an SM); `mlp`, `mlp_red`, `mlp_red4` (Yi-6B):
+the chain with each layer's gate_up and down as one launch, as a split-K fusion of the MLP would make it, each program
+adding nothing, or a partial of down's 4096 outputs in fp32 by scalar atomics or by 4-float vector reductions;
+`mlp_red4_c4`, `mlp_red4_c8`: a quarter or an eighth of them a program, as a cluster of 4 or 8 programs sharing one
+K slice's intermediate through distributed shared memory would add (the atomics alone, not the cluster's exchange).
 """
 
 from __future__ import annotations
@@ -30,15 +34,44 @@ import triton.language as tl
 from bench_parts import graph_time_us  # scripts/ is sys.path[0] when this runs as a script
 
 SHAPES = {"yi-6b": (4096, 11008, 32, 4, 128, 32, 64000), "yi-34b": (7168, 20480, 56, 8, 128, 60, 64000)}
+# The `mlp` variants: each layer's gate_up and down as one launch, a program adding its partial of down's output
+# (hidden floats) into it — none (the boundary's cost alone), by scalar atomics, by 4-float vector reductions
+# (`_c4`, `_c8`: a program adds a quarter or an eighth of them, at its own offset, as a cluster of 4 or 8 programs
+# sharing one K slice's intermediate through distributed shared memory would: the atomics' cost alone)
+SHAPES_RED = {
+    "mlp": (0, False),
+    "mlp_red": (4096, False),
+    "mlp_red4": (4096, True),
+    "mlp_red4_c4": (1024, True),
+    "mlp_red4_c8": (512, True),
+}
+HIDDEN_RED = 4096  # down's outputs (Yi-6B's hidden size)
 GROUP = 128
 BLOCK = 4096  # int32 words a program reads an iteration (16 KB)
 WARPS = 8
 
 
 @triton.jit
-def _stream(W, OUT, n, iters, PDL: tl.constexpr, AHEAD: tl.constexpr, BLOCK: tl.constexpr):
+def _red4(ptr, a, b, c, d):
+    """One vector reduction of four fp32 into global memory (sm_90's red.global.add.v4.f32) a thread."""
+    return tl.inline_asm_elementwise(
+        "red.relaxed.gpu.global.add.v4.f32 [$1], {$2, $3, $4, $5};\n\tmov.u32 $0, 0;",
+        "=r,l,f,f,f,f",
+        [ptr, a, b, c, d],
+        dtype=tl.int32,
+        is_pure=False,
+        pack=1,
+    )
+
+
+@triton.jit
+def _stream(
+    W, OUT, n, iters, ACC, PDL: tl.constexpr, AHEAD: tl.constexpr, BLOCK: tl.constexpr, RED: tl.constexpr,
+    VEC: tl.constexpr,
+):  # fmt: skip
     """Program p reads blocks p, p + P, p + 2P, ... of W's n words (a grid stride) and stores their xor, so nothing is
-    optimised away: its first AHEAD blocks before the PDL wait (PDL), the rest after it."""
+    optimised away: its first AHEAD blocks before the PDL wait (PDL), the rest after it. RED > 0: then adds RED fp32
+    into ACC (a split-K GEMV's partial output), one atomic a float or (VEC) one vector reduction of four."""
     pid = tl.program_id(0)
     step = tl.num_programs(0)
     offs = tl.arange(0, BLOCK)
@@ -52,6 +85,16 @@ def _stream(W, OUT, n, iters, PDL: tl.constexpr, AHEAD: tl.constexpr, BLOCK: tl.
     for i in range(AHEAD, iters):
         at = (pid + i * step) * BLOCK + offs
         acc ^= tl.load(W + at, mask=at < n, other=0)
+    if RED > 0:
+        part = tl.zeros([RED], dtype=tl.float32) + tl.sum(acc, 0).to(tl.float32) * 1e-30
+        if VEC:
+            even, odd = tl.split(tl.reshape(part, [RED // 4, 2, 2]))  # floats 4j + 2h and 4j + 2h + 1
+            w0, w2 = tl.split(even)
+            w1, w3 = tl.split(odd)
+            at = (ACC + (pid * RED) % 4096 + 4 * tl.arange(0, RED // 4)).to(tl.int64, bitcast=True)
+            acc ^= tl.sum(_red4(at, w0, w1, w2, w3), 0)
+        else:
+            tl.atomic_add(ACC + (pid * RED) % 4096 + tl.arange(0, RED), part, sem="relaxed", scope="gpu")
     tl.store(OUT + pid * BLOCK + offs, acc)
 
 
@@ -138,6 +181,17 @@ def plan(variant: str, step: list) -> list[tuple[int, int]]:
     weights = ("qkv", "o", "gate_up", "down", "head")
     if variant in ("chain", "persistent"):
         return [(b, p) for _, b, p in step]
+    if variant.startswith("mlp"):  # the chain with each layer's gate_up and down in one launch (split-K over down)
+        red = SHAPES_RED[variant]
+        out, held = [], 0
+        for name, b, p in step:
+            if name == "gate_up":
+                held = b
+            elif name == "down":
+                out.append((held + b, p, red[0], red[1]))
+            else:
+                out.append((b, p))
+        return out
     if variant == "gemvs":
         return [(b, p) for name, b, p in step if name in weights]
     if variant == "layers":  # a layer's four weights in one launch, then the lm_head
@@ -156,18 +210,21 @@ def plan(variant: str, step: list) -> list[tuple[int, int]]:
 
 
 def build(shape_plan, cfg: dict, sms: int, device):
-    """The launches as callables on buffers of their own (so that no launch finds its bytes in L2)."""
+    """The launches as callables on buffers of their own (so that no launch finds its bytes in L2); a launch with a
+    third and fourth entry adds that many fp32 a program into an accumulator, by vector reductions or not."""
     calls, block = [], cfg["block"]
-    for nbytes, progs in shape_plan:
+    for nbytes, progs, red, vec in (tuple(e) + (0, False) if len(e) == 2 else e for e in shape_plan):
         n = max(nbytes // 4, block)
         w = torch.empty(n, dtype=torch.int32, device=device)  # what it holds does not matter
         progs = min(progs or cfg["per_sm"] * sms, triton.cdiv(n, block))
         iters = triton.cdiv(triton.cdiv(n, block), progs)
         out = torch.empty(progs * block, dtype=torch.int32, device=device)
+        acc = torch.zeros(HIDDEN_RED, dtype=torch.float32, device=device)
 
-        def call(w=w, out=out, n=n, progs=progs, iters=iters):
+        def call(w=w, out=out, n=n, progs=progs, iters=iters, acc=acc, red=red, vec=vec):
             pdl, ahead = cfg["pdl"], cfg["ahead"]
-            _stream[(progs,)](w, out, n, iters, PDL=pdl, AHEAD=ahead, BLOCK=block, num_warps=WARPS, launch_pdl=pdl)
+            kw = dict(PDL=pdl, AHEAD=ahead, BLOCK=block, RED=red, VEC=vec, num_warps=WARPS, launch_pdl=pdl)
+            _stream[(progs,)](w, out, n, iters, acc, **kw)
 
         calls.append(call)
     return calls
@@ -188,6 +245,8 @@ def configs(sweep: bool) -> list[dict]:
         out = [base | {"variant": "chain", "ahead": a, "per_sm": p, "block": b} for a, p, b in grid]
         grid = itertools.product((0, 1, 2, 4), (1, 2), (2048, 4096))
         out += [base | {"variant": "persistent", "ahead": a, "per_sm": p, "block": b} for a, p, b in grid]
+        grid = itertools.product(SHAPES_RED, (1, 4), (2, 4), (2048, 4096))
+        out += [base | {"variant": v, "ahead": a, "per_sm": p, "block": b} for v, a, p, b in grid]
         return out + [base | {"variant": "one", "per_sm": p, "block": b} for p in (1, 2, 4) for b in (2048, 4096)]
     out = [base | {"variant": "chain", "pdl": False, "ahead": 0}]
     for variant in ("chain", "gemvs", "layers", "one"):
