@@ -19,7 +19,10 @@ phase read before the barrier that ends the one before (1 or 2 programs an SM); 
 the chain with each layer's gate_up and down as one launch, as a split-K fusion of the MLP would make it, each program
 adding nothing, or a partial of down's 4096 outputs in fp32 by scalar atomics or by 4-float vector reductions;
 `mlp_red4_c4`, `mlp_red4_c8`: a quarter or an eighth of them a program, as a cluster of 4 or 8 programs sharing one
-K slice's intermediate through distributed shared memory would add (the atomics alone, not the cluster's exchange).
+K slice's intermediate through distributed shared memory would add; `mlp_redi_c4` the quarter as int32 atomics (a
+fixed-point sum: the same bits in any order); `mlp_red4_c4x`, `mlp_redi_c4x` those launched as clusters of 4
+programs that meet at the cluster's hardware barrier after 2/3 of their bytes (where they would share gate_up's
+output).
 """
 
 from __future__ import annotations
@@ -35,15 +38,19 @@ from bench_parts import graph_time_us  # scripts/ is sys.path[0] when this runs 
 
 SHAPES = {"yi-6b": (4096, 11008, 32, 4, 128, 32, 64000), "yi-34b": (7168, 20480, 56, 8, 128, 60, 64000)}
 # The `mlp` variants: each layer's gate_up and down as one launch, a program adding its partial of down's output
-# (hidden floats) into it — none (the boundary's cost alone), by scalar atomics, by 4-float vector reductions
-# (`_c4`, `_c8`: a program adds a quarter or an eighth of them, at its own offset, as a cluster of 4 or 8 programs
-# sharing one K slice's intermediate through distributed shared memory would: the atomics' cost alone)
+# (hidden floats) into it: (floats a program adds, how: 0 fp32 atomics, 1 sm_90's 4-float vector reductions, 2 int32
+# atomics (a fixed-point sum, the same bits in any order), cluster size: 0 none, else clusters of that many programs
+# meeting at their hardware barrier after 2/3 of their bytes, as programs sharing a K slice's intermediate would).
+# `_c4`, `_c8`: a quarter or an eighth of the 4096 a program, at its own offset.
 SHAPES_RED = {
-    "mlp": (0, False),
-    "mlp_red": (4096, False),
-    "mlp_red4": (4096, True),
-    "mlp_red4_c4": (1024, True),
-    "mlp_red4_c8": (512, True),
+    "mlp": (0, 0, 0),
+    "mlp_red": (4096, 0, 0),
+    "mlp_red4": (4096, 1, 0),
+    "mlp_red4_c4": (1024, 1, 0),
+    "mlp_red4_c8": (512, 1, 0),
+    "mlp_redi_c4": (1024, 2, 0),
+    "mlp_red4_c4x": (1024, 1, 4),
+    "mlp_redi_c4x": (1024, 2, 4),
 }
 HIDDEN_RED = 4096  # down's outputs (Yi-6B's hidden size)
 GROUP = 128
@@ -65,13 +72,28 @@ def _red4(ptr, a, b, c, d):
 
 
 @triton.jit
+def _cluster_sync(x):
+    """Every program of the launch's thread-block cluster waits here for the others (barrier.cluster's release /
+    acquire). Returns x through the barrier."""
+    return tl.inline_asm_elementwise(
+        "barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\nmov.b32 $0, $1;",
+        "=r,r",
+        [x],
+        dtype=tl.int32,
+        is_pure=False,
+        pack=1,
+    )
+
+
+@triton.jit
 def _stream(
     W, OUT, n, iters, ACC, PDL: tl.constexpr, AHEAD: tl.constexpr, BLOCK: tl.constexpr, RED: tl.constexpr,
-    VEC: tl.constexpr,
+    HOW: tl.constexpr, CLUSTER: tl.constexpr,
 ):  # fmt: skip
     """Program p reads blocks p, p + P, p + 2P, ... of W's n words (a grid stride) and stores their xor, so nothing is
-    optimised away: its first AHEAD blocks before the PDL wait (PDL), the rest after it. RED > 0: then adds RED fp32
-    into ACC (a split-K GEMV's partial output), one atomic a float or (VEC) one vector reduction of four."""
+    optimised away: its first AHEAD blocks before the PDL wait (PDL), the rest after it. RED > 0: then adds RED
+    values into ACC (a split-K GEMV's partial output): one fp32 atomic a float (HOW 0), one vector reduction of four
+    (1), one int32 atomic a value (2). CLUSTER: a cluster's programs meet at its barrier after 2/3 of the blocks."""
     pid = tl.program_id(0)
     step = tl.num_programs(0)
     offs = tl.arange(0, BLOCK)
@@ -82,19 +104,32 @@ def _stream(
     if PDL:
         tl.extra.cuda.gdc_wait()
         tl.extra.cuda.gdc_launch_dependents()
-    for i in range(AHEAD, iters):
+    mid = iters
+    if CLUSTER > 0:
+        mid = tl.maximum(iters * 2 // 3, AHEAD)
+    for i in range(AHEAD, mid):
         at = (pid + i * step) * BLOCK + offs
         acc ^= tl.load(W + at, mask=at < n, other=0)
+    if CLUSTER > 0:
+        acc ^= _cluster_sync(tl.sum(acc, 0))
+        for i in range(mid, iters):
+            at = (pid + i * step) * BLOCK + offs
+            acc ^= tl.load(W + at, mask=at < n, other=0)
     if RED > 0:
-        part = tl.zeros([RED], dtype=tl.float32) + tl.sum(acc, 0).to(tl.float32) * 1e-30
-        if VEC:
-            even, odd = tl.split(tl.reshape(part, [RED // 4, 2, 2]))  # floats 4j + 2h and 4j + 2h + 1
-            w0, w2 = tl.split(even)
-            w1, w3 = tl.split(odd)
-            at = (ACC + (pid * RED) % 4096 + 4 * tl.arange(0, RED // 4)).to(tl.int64, bitcast=True)
-            acc ^= tl.sum(_red4(at, w0, w1, w2, w3), 0)
+        base = ACC + (pid * RED) % 4096
+        if HOW == 2:
+            part = tl.zeros([RED], dtype=tl.int32) + (tl.sum(acc, 0) & 1)
+            tl.atomic_add(base.to(tl.pointer_type(tl.int32)) + tl.arange(0, RED), part, sem="relaxed", scope="gpu")
         else:
-            tl.atomic_add(ACC + (pid * RED) % 4096 + tl.arange(0, RED), part, sem="relaxed", scope="gpu")
+            part = tl.zeros([RED], dtype=tl.float32) + tl.sum(acc, 0).to(tl.float32) * 1e-30
+            if HOW == 1:
+                even, odd = tl.split(tl.reshape(part, [RED // 4, 2, 2]))  # floats 4j + 2h and 4j + 2h + 1
+                w0, w2 = tl.split(even)
+                w1, w3 = tl.split(odd)
+                at = (base + 4 * tl.arange(0, RED // 4)).to(tl.int64, bitcast=True)
+                acc ^= tl.sum(_red4(at, w0, w1, w2, w3), 0)
+            else:
+                tl.atomic_add(base + tl.arange(0, RED), part, sem="relaxed", scope="gpu")
     tl.store(OUT + pid * BLOCK + offs, acc)
 
 
@@ -188,7 +223,7 @@ def plan(variant: str, step: list) -> list[tuple[int, int]]:
             if name == "gate_up":
                 held = b
             elif name == "down":
-                out.append((held + b, p, red[0], red[1]))
+                out.append((held + b, p, *red))
             else:
                 out.append((b, p))
         return out
@@ -210,21 +245,29 @@ def plan(variant: str, step: list) -> list[tuple[int, int]]:
 
 
 def build(shape_plan, cfg: dict, sms: int, device):
-    """The launches as callables on buffers of their own (so that no launch finds its bytes in L2); a launch with a
-    third and fourth entry adds that many fp32 a program into an accumulator, by vector reductions or not."""
+    """The launches as callables on buffers of their own (so that no launch finds its bytes in L2); a launch with
+    more entries adds that many values a program into an accumulator (SHAPES_RED's how), in clusters or not."""
     calls, block = [], cfg["block"]
-    for nbytes, progs, red, vec in (tuple(e) + (0, False) if len(e) == 2 else e for e in shape_plan):
+    for nbytes, progs, red, how, cluster in (tuple(e) + (0, 0, 0) if len(e) == 2 else e for e in shape_plan):
         n = max(nbytes // 4, block)
         w = torch.empty(n, dtype=torch.int32, device=device)  # what it holds does not matter
         progs = min(progs or cfg["per_sm"] * sms, triton.cdiv(n, block))
+        if cluster:
+            progs -= progs % cluster
         iters = triton.cdiv(triton.cdiv(n, block), progs)
         out = torch.empty(progs * block, dtype=torch.int32, device=device)
         acc = torch.zeros(HIDDEN_RED, dtype=torch.float32, device=device)
+        pdl = cfg["pdl"]
+        kw = dict(PDL=pdl, AHEAD=cfg["ahead"], BLOCK=block, RED=red, HOW=how, CLUSTER=cluster, num_warps=WARPS)
+        grid = (progs // cluster,) if cluster else (progs,)
+        if cluster:  # compiled as plain programs, launched as clusters (Triton's launcher reads the size from here)
+            kernel = _stream.warmup(w, out, n, iters, acc, grid=grid, launch_pdl=pdl, **kw)
+            kernel = kernel.result() if hasattr(kernel, "result") else kernel
+            warps, _, shared = kernel.packed_metadata
+            kernel.packed_metadata = (warps, cluster, shared)
 
-        def call(w=w, out=out, n=n, progs=progs, iters=iters, acc=acc, red=red, vec=vec):
-            pdl, ahead = cfg["pdl"], cfg["ahead"]
-            kw = dict(PDL=pdl, AHEAD=ahead, BLOCK=block, RED=red, VEC=vec, num_warps=WARPS, launch_pdl=pdl)
-            _stream[(progs,)](w, out, n, iters, acc, **kw)
+        def call(w=w, out=out, n=n, iters=iters, acc=acc, kw=kw, grid=grid, pdl=pdl):
+            _stream[grid](w, out, n, iters, acc, launch_pdl=pdl, **kw)
 
         calls.append(call)
     return calls
