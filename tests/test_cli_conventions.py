@@ -2008,6 +2008,20 @@ def test_a_model_name_from_the_environment_is_named_as_such(home):
     one_line_error(yi("-m", "demo-bogus", "-p", "hi", home=home), 3, "--model demo-bogus: no such demo model")
 
 
+def test_a_name_with_a_part_over_255_bytes_is_an_error_line_not_an_internal_error(home):
+    """pathlib's exists / is_dir raise ENAMETOOLONG (only "no such file" is False): `pull` of such a name, `-m demo` +
+    it, and a config alias to it ended in "internal error (OSError: [Errno 36] File name too long)", exit 1."""
+    long = "y" * 256
+    one_line_error(yi("pull", long, home=home), 2, f"{long}: not a hub id (ORG/NAME) or a Yi alias")
+    one_line_error(yi("pull", f"a/{long}", home=home), 2, "not a valid hub id")
+    one_line_error(yi("-m", f"demo{long}", "-p", "hi", home=home), 3, "no such demo model or directory")
+    p = yi("-p", "hi", home=home, env={"YI_CHAT_MODEL": f"demo{long}"})
+    one_line_error(p, 3, "YI_CHAT_MODEL=demoyyy", "no such demo model")
+    (home / "config").mkdir()
+    (home / "config" / "config.toml").write_text(f'[aliases]\nlong = "{long}"\n')
+    one_line_error(yi("pull", "long", home=home), 3, "no such directory, and not a hub id")
+
+
 def test_a_model_the_environment_or_the_config_names_is_said_to_come_from_there(home, tmp_path):
     """A model from YI_CHAT_MODEL or config.toml's `model` that is not there was one line naming the bare path
     (`/models/gone: no such directory`), which left the user to guess where it came from; YI_CHAT_MODEL=' ' was

@@ -543,11 +543,12 @@ def _run(chat, prompt, interactive, render, verbatim: bool = False) -> int:
 def check_model_name(model: str, given: str = "--model ") -> None:
     """A `demo-...` name that is neither a demo model nor a directory is a typo: say which demos exist (given: where
     the name came from, as the line names it)."""
-    from pathlib import Path
+    import os
 
     from ..checkpoint import demo
 
-    if model.startswith("demo") and model not in demo.NAMES and not Path(model).expanduser().exists():
+    # os.path.exists: False where the lookup fails (a name over 255 bytes: Path.exists raised ENAMETOOLONG)
+    if model.startswith("demo") and model not in demo.NAMES and not os.path.exists(os.path.expanduser(model)):
         raise LoadError(
             f"{given}{shown(model, 200)}: no such demo model or directory (the demo models are {', '.join(demo.NAMES)})"
         )

@@ -122,6 +122,7 @@ def _pulled(args, name: str, alias: bool) -> Path:
         raise UsageError("pull: the repo name is empty: give ORG/NAME or a Yi alias (see yi-chat models --all)")
     repo = family.expand(name)
     local = inputs.user_path(name, UsageError)
+    here = os.path.isdir(local)  # False where the lookup fails (a part over 255 bytes: Path.is_dir raised ENAMETOOLONG)
     hub_id = hub.written_as_id(repo) and hub.id_problem(repo) is None
     # `pull` is about the hub: ORG/NAME (as typed, or a Yi alias) is the hub repo even where a folder of that name
     # is here, and a path is no name to pull. A config alias stands for what -m opens: its folder first, described.
@@ -130,9 +131,9 @@ def _pulled(args, name: str, alias: bool) -> Path:
 
         demo_cache()  # a name that is not UTF-8: the tokenizer failed after "demo: AWQ int4 · ..." was said
         return demo.ensure(name)
-    if hub_id and not (alias and local.is_dir()):
-        return _pull_hub(args, repo, shadowed=name if not alias and local.is_dir() else None)
-    if alias and local.is_dir():
+    if hub_id and not (alias and here):
+        return _pull_hub(args, repo, shadowed=name if not alias and here else None)
+    if alias and here:
         return local
     if alias and not hub.written_as_id(repo):  # a config alias to a folder that is not there
         raise LoadError(f"{name}: no such directory, and not a hub id")
@@ -143,7 +144,7 @@ def _pulled(args, name: str, alias: bool) -> Path:
     near = difflib.get_close_matches(name.lower(), [*family.ALIASES, *demo.NAMES], n=1, cutoff=0.8)
     if near and not problem:
         what += f"; did you mean {near[0]}?"
-    folder = f"; a local folder, which pull does not fetch (-m {name} opens it)" if local.is_dir() else ""
+    folder = f"; a local folder, which pull does not fetch (-m {name} opens it)" if here else ""
     raise UsageError(f"{name}: {what} (see yi-chat models --all){folder}")
 
 
