@@ -1173,6 +1173,18 @@ def test_a_blank_system_flag_sets_none_as_an_empty_one_does(server, home):
     assert {p.stdout.decode() for p in said} == {"(no system prompt)\n\n"}
 
 
+@pytest.mark.parametrize("blank", ["", "   ", "\\n\\t "])
+def test_a_blank_system_in_the_config_sets_none_as_the_flag_does(server, home, blank):
+    """`system = "   "` in config.toml was sent to the model as the system prompt, where `--system "   "` is none set
+    (a review): /system says none, and the server gets no system message."""
+    (home / "config").mkdir()
+    (home / "config" / "config.toml").write_text(f'system = "{blank}"\n')
+    p = yi("--endpoint", server.url, stdin="/system\nhi\n", home=home)
+    assert p.returncode == 0, p.stderr.decode()
+    assert p.stdout.decode().startswith("(no system prompt)\n\n")
+    assert [m["role"] for m in server.requests[-1]["messages"]] == ["user"]
+
+
 @pytest.mark.parametrize("json_lines", [False, True])
 def test_piped_history_keeps_each_turn_whole_on_its_line(server, home, json_lines):
     """Piped (and --json) `/history` folded a turn's text at 80 (100) columns, the table's width in a pipe: a long

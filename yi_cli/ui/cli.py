@@ -338,7 +338,8 @@ def _main(args) -> int:
         store.take_settings(settings, sources, saved, data)
     if args.system is not None or (session is None and top.get("system")):
         session = session or ChatSession()
-        session.system = args.system if args.system is not None else top["system"]
+        # a blank one is none set, as --system's (`system = "  "` was sent to the model as its system prompt)
+        session.system = args.system if args.system is not None else top["system"] if top["system"].strip() else ""
     # The chat is drawn where a person sees it: stdout, or stderr when stdout goes to a file or a pipe (which then
     # gets the replies alone, as a piped run writes them); with neither a terminal it reads its lines as a pipe.
     screen = _screen()
