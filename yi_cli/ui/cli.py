@@ -143,8 +143,10 @@ HUB_SUBCOMMANDS = ("models", "pull")
 
 
 def _asks_help(words: list[str]) -> bool:
-    """-h or --help among a subcommand's words (before a `--`)."""
-    return any(w in ("-h", "--help") for w in _flags(words))
+    """-h or --help among a subcommand's words (before a `--`), or a start of --help that argparse takes for it
+    (`models --he` printed a broken config's error instead of its help). Where another option shares that start
+    argparse refuses the word as ambiguous, whatever this answers."""
+    return any(w == "-h" or (len(w) > 2 and "--help".startswith(w)) for w in _flags(words))
 
 
 def _flags(words: list[str]) -> list[str]:
