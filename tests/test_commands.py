@@ -130,6 +130,23 @@ def test_help_wraps_each_description_in_its_own_column():
         assert line.startswith("  /") or line[:column].strip() == "", line  # a command, or its description's column
 
 
+@pytest.mark.parametrize("width", [20, 30, 52])
+def test_help_in_a_narrow_terminal_puts_each_description_under_its_command(width):
+    """In 20 columns /help showed the commands alone, cut, and no description (their column had no room); in 30
+    the descriptions broke inside their words. Where a description would get fewer than 30 columns beside the
+    commands, each goes under its command, indented, wrapped at spaces."""
+    lines = shown_text(commands.help_text(), width).splitlines()
+    assert all(len(line.rstrip()) <= width for line in lines)
+    text = " ".join(line.strip() for line in lines)
+    words = set(text.split())
+    for c in commands.TABLE.values():
+        assert "".join(c.help.split()) in "".join(text.split()), c.help  # all of it
+        # wrapped at its spaces: a word breaks only where it is wider than the indented column
+        assert all(w in words for w in c.help.split() if len(w) <= width - 4), c.help
+        at = next(i for i, line in enumerate(lines) if line.startswith("  /" + c.name))
+        assert lines[at + 1].startswith("    ") or lines[at + 2].startswith("    ")  # under it (the usage may wrap)
+
+
 def shown_text(renderable, width: int) -> str:
     out = Console(file=io.StringIO(), width=width, color_system=None)
     out.print(renderable)

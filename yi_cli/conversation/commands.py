@@ -153,17 +153,34 @@ def do_help(chat, arg):
 def help_text() -> Group:
     """The command table in two columns: a description longer than the terminal is wide wraps inside its own
     column (as plain text it wrapped back to column 0, under the commands)."""
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(no_wrap=True)
-    grid.add_column(overflow="fold")
-    for c in TABLE.values():
-        grid.add_row(Text(f"  {c.usage}"), Text(c.help))  # as written: rich read `[all]` as a markup tag
     return Group(
         "Commands (type a message to chat; '//' starts a message with '/'):",
-        grid,
+        _HelpTable(),
         "Keys: Enter sends · Esc then Enter (or a paste) adds a new line · Ctrl-C stops a reply "
         "or clears the line · Ctrl-D exits",
     )
+
+
+class _HelpTable:
+    """The commands beside their help where at least DESCRIBED columns are left for the help, else each command's
+    line with its help under it, indented (in 20 columns the table showed the commands alone, cut, and no help; in
+    30 the help broke inside its words)."""
+
+    DESCRIBED = 30
+
+    def __rich_console__(self, console, options):
+        usage = max(len(c.usage) for c in TABLE.values()) + 2
+        if options.max_width >= usage + 2 + self.DESCRIBED:
+            grid = Table.grid(padding=(0, 2))
+            grid.add_column(no_wrap=True)
+            grid.add_column(overflow="fold")
+            for c in TABLE.values():
+                grid.add_row(Text(f"  {c.usage}"), Text(c.help))  # as written: rich read `[all]` as a markup tag
+            yield grid
+            return
+        for c in TABLE.values():
+            yield Padding(Text(c.usage, overflow="fold"), (0, 0, 0, 2))
+            yield Padding(Text(c.help), (0, 0, 0, 4))
 
 
 def do_exit(chat, arg):
