@@ -52,6 +52,27 @@ def test_a_new_line_separates_a_command_and_its_words():
     assert chat.settings.temperature == 0.5 and err.getvalue() == "", err.getvalue()
 
 
+def test_a_file_then_a_new_line_then_a_question_attaches_the_file_and_sends_the_question(tmp_path):
+    """A paste of `/file notes.txt` and a question on the next line took both lines as the path: "notes.txt
+    summarize this: cannot read", the question sent nowhere (a review). The first line is the path, the lines after
+    it the message that goes with the file; a name with a new line in it, pasted whole, is still that file's, and a
+    command on the next line is not sent as a message."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("the meeting is at noon\n")
+    chat, out, err = plain_chat(ScriptedEngine(["noon", "ok"]))
+    chat.handle(f"/file {notes}\nwhen is the meeting?\nanswer briefly")
+    assert err.getvalue() == "" and chat.session.exchanges == 1 and not chat.attachments
+    asked = chat.session.turns[0].content
+    assert "the meeting is at noon" in asked and asked.endswith("when is the meeting?\nanswer briefly")
+    assert chat.session.turns[0].files == 1 and chat.session.turns[1].content == "noon"
+    odd = tmp_path / "two\nlines.txt"
+    odd.write_text("odd\n")
+    chat.handle(f"/file {odd}")
+    assert err.getvalue() == "" and chat.session.exchanges == 1 and [a.text for a in chat.attachments] == ["odd\n"]
+    chat.handle(f"/file {notes}\n/file {notes}")
+    assert err.getvalue().startswith("error: ") and chat.session.exchanges == 1  # not a message
+
+
 def test_an_ideographic_space_separates_a_command_and_its_words():
     """An input method in full-width mode types each space as U+3000 (the ideographic space). `／set　temperature　0.5`
     said 'usage: /set NAME VALUE', `/history　all` 'unknown command /history\\u3000all', `／history　ａｌｌ` was not

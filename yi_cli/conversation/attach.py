@@ -400,6 +400,22 @@ def as_dropped(arg: str) -> str:
     return words[0]
 
 
+def _path_then_message(arg: str) -> tuple[str, str]:
+    """(path, message) of a /file whose words go on past a new line: its first line the path, the lines after it a
+    message to send with the file (the whole text was taken for a path: "a.txt\nsummarize: cannot read", the question
+    left in the input history). (arg, "") where it has one line, where the whole of it names a file, or where the
+    next line is a command (`/file a.txt` + `/file b.txt` is not a message)."""
+    first, _, rest = arg.partition("\n")
+    if not rest.strip() or rest.lstrip().startswith("/"):
+        return arg, ""
+    try:
+        if os.path.lexists(inputs.user_path(arg, UsageError)):  # a name with a new line in it, pasted whole
+            return arg, ""
+    except (UsageError, ValueError, OSError):
+        pass
+    return first.strip(), rest.strip()
+
+
 def _one_path(arg: str) -> None:
     """Refuse `/file a.txt b.txt` as what it is, two paths to one command, where the text as a whole names nothing
     but its words name files (it was "a.txt b.txt: cannot read", no hint that /file takes one path)."""
@@ -456,7 +472,7 @@ def do_detach(chat, arg: str) -> None:
     chat.render.show("detached " + names(gone) if gone else "(nothing attached)")
 
 
-def do_file(chat, arg: str) -> None:
+def do_file(chat, arg: str, goes: str = "your next message") -> None:
     """/file PATH: attach a text file to the next message; /file alone lists what is attached."""
     if not arg:
         listed = names(chat.attachments)
@@ -466,6 +482,11 @@ def do_file(chat, arg: str) -> None:
         raise UsageError("/file -: stdin is the chat's own input here; give a file path")
     if chat.options.one_shot:  # its attachment would wait for a message that never comes
         raise UsageError("/file: a one-shot prompt has no next message; attach with -f PATH")
+    path_line, message = _path_then_message(arg)
+    if message:  # `/file notes.txt`, a new line, a question (a paste, Esc-Enter): the file, then the question sent
+        do_file(chat, path_line, "the message after it")
+        chat.send(message)
+        return
     _one_path(arg)
     path = as_dropped(arg)
     if own_input(path, shared=True):  # `/file /dev/stdin` in a piped chat: the rest of the input became the attachment
@@ -487,4 +508,4 @@ def do_file(chat, arg: str) -> None:
     times = sum(b.name == a.name for b in chat.attachments)
     again = {1: "", 2: " (attached twice now)"}.get(times, f" (attached {times} times now)")
     size = f"{lines} line{'s' if lines != 1 else ''}" if a.text else "empty"
-    chat.render.show(f"attached {names([a])} ({size}){again}; it goes with your next message")
+    chat.render.show(f"attached {names([a])} ({size}){again}; it goes with {goes}")
