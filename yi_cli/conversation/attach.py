@@ -408,10 +408,15 @@ def _path_then_message(arg: str) -> tuple[str, str]:
     first, _, rest = arg.partition("\n")
     if not rest.strip() or rest.lstrip().startswith("/"):
         return arg, ""
+    import shlex
+
     try:
-        if os.path.lexists(inputs.user_path(arg, UsageError)):  # a name with a new line in it, pasted whole
+        shlex.split(first)  # a quote the first line leaves open closes on a later one: a quoted name with a new line
+        if os.path.lexists(inputs.user_path(as_dropped(arg), UsageError)):  # such a name, pasted whole
             return arg, ""
-    except (UsageError, ValueError, OSError):
+    except ValueError:
+        return arg, ""
+    except (UsageError, OSError):
         pass
     return first.strip(), rest.strip()
 
