@@ -1533,6 +1533,24 @@ def test_markdown_tint_keeps_every_character_and_tints_by_line(chunk):
     assert kinds["code"].replace("|", "") == "```pyx = 1# a comment```"
 
 
+def test_markdown_tint_takes_a_long_reply_a_line_at_a_time(monkeypatch):
+    """A server's reply of 2 MB in one chunk held a terminal at 100% CPU for minutes, Ctrl-C unheard (a review):
+    the tint made a piece of each character and grew one string piece by piece, a copy of it each time. It makes a
+    few pieces of each line now (its held start, its rest, its end), and joins them once."""
+    from yi_cli.ui import render
+
+    sizes = []
+    merge = render._merge
+    monkeypatch.setattr(render, "_merge", lambda pieces: sizes.append(len(pieces)) or merge(pieces))
+    line = "lorem ipsum dolor sit amet " * 12
+    text = "    indented " + line + "\n" + (line + "\n") * 2000 + "```\ncode " + line + "\n```\n# end"
+    tint = render.MarkdownTint()
+    pieces = tint.feed(text) + tint.flush()
+    assert "".join(t for t, _ in pieces) == text
+    assert [k for _, k in pieces] == [None, "code", "heading"]
+    assert sizes[0] <= 3 * text.count("\n") + 3  # not len(text): 650,000 pieces
+
+
 def test_terminal_renderer_streams_the_reply_once_then_the_footer():
     import io
 

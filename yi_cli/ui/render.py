@@ -96,23 +96,42 @@ class MarkdownTint:
         self.held = ""
 
     def feed(self, text: str) -> list[tuple[str, str | None]]:
-        """(text, kind) pieces to show now; kind is None for plain text."""
+        """(text, kind) pieces to show now; kind is None for plain text. A line at a time (a character at a time,
+        each piece merged into a growing string, took minutes for a server's reply of 2 MB in one chunk)."""
         out: list[tuple[str, str | None]] = []
-        for ch in text:
-            if ch == "\n":
-                if self.kind is None:
-                    self._decide(final=True)
-                out.append((self.held + ch, self.kind))
-                self.kind, self.held = None, ""
-            elif self.kind is None:
-                self.held += ch
-                self._decide()
+        at = 0
+        while at < len(text):
+            end = text.find("\n", at)
+            line = text[at:] if end < 0 else text[at:end]
+            at = len(text) if end < 0 else end + 1
+            if self.kind is None:
+                k = self._take_start(line)
                 if self.kind is not None:
                     out.append((self.held, self.kind))
                     self.held = ""
-            else:
-                out.append((ch, self.kind))
+                line = line[k:]
+            if line:  # the kind is known: the rest of the line as it is
+                out.append((line, self.kind))
+            if end >= 0:
+                if self.kind is None:
+                    self._decide(final=True)
+                out.append((self.held + "\n", self.kind))
+                self.kind, self.held = None, ""
         return [(t, None if k == "text" else k) for t, k in _merge(out)]
+
+    def _take_start(self, line: str) -> int:
+        """Hold the start of `line` until its kind shows (at most a few characters past its indent); how many of
+        its characters were taken."""
+        k = len(line) - len(line.lstrip(" "))
+        if self.held.strip(" ") == "":  # an indent alone decides nothing: taken whole
+            self.held += line[:k]
+        else:
+            k = 0
+        while k < len(line) and self.kind is None:
+            self.held += line[k]
+            k += 1
+            self._decide()
+        return k
 
     def after(self, text: str) -> None:
         """Take up the state that `text` (shown already: the cut reply a /continue extends) leaves: inside a code
@@ -162,13 +181,14 @@ def visible(text: str) -> str:
 
 
 def _merge(pieces):
-    merged: list[list] = []
+    """Neighbouring pieces of one kind as one (joined once: a string grown piece by piece copies itself each time)."""
+    merged: list[tuple[list[str], str | None]] = []
     for text, kind in pieces:
         if merged and merged[-1][1] == kind:
-            merged[-1][0] += text
+            merged[-1][0].append(text)
         else:
-            merged.append([text, kind])
-    return [tuple(m) for m in merged]
+            merged.append(([text], kind))
+    return [("".join(parts), kind) for parts, kind in merged]
 
 
 class Renderer:
