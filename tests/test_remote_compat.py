@@ -382,6 +382,28 @@ def test_bad_chunks_are_skipped_with_a_note(bad, why):
     assert len(notes) == 1 and "skipped 2 bad chunks of the server's stream" in notes[0] and why in notes[0]
 
 
+def test_an_event_whose_data_spans_several_lines_is_one_chunk():
+    """A server that pretty-prints its chunks sends each of their lines as a `data:` line of one event (SSE
+    libraries such as sse-starlette split data so), which the format joins with new lines: each line was skipped as
+    a bad chunk ("skipped 2 bad chunks", "Hello" lost, exit 0; a review). Lines that join no JSON are still bad
+    chunks, each, and a chunk that is JSON alone after them is taken."""
+
+    def answer(h):
+        h.sse_start()
+        h.chunk(b'data: {"choices":[{"delta":\ndata: {"content":"Hello"}}]}\n\n')
+        pretty = json.dumps({"choices": [{"index": 0, "delta": {"content": " big"}}]}, indent=2)
+        h.chunk(b"".join(b"data: " + line.encode() + b"\n" for line in pretty.splitlines()) + b"\n")
+        h.chunk(b"data: {not json\ndata: still not\n\n")
+        h.event({"choices": [{"index": 0, "delta": {"content": " world"}, "finish_reason": "stop"}]})
+        h.sse_end()
+
+    notes = []
+    with Server(answer) as srv:
+        text, stats = run(RemoteEngine(srv.root, None, model="m", limits=small(), notify=notes.append))
+    assert text == "Hello big world" and stats.finish_reason == "stop"
+    assert len(notes) == 1 and "skipped 2 bad chunks" in notes[0] and "not JSON: {not json" in notes[0], notes
+
+
 def test_a_character_split_between_two_chunks_as_utf16_halves_is_joined():
     """A server that streams UTF-16 code units (a JavaScript proxy slicing its text) can end a chunk with the first
     half of a character outside the BMP, a rare CJK one (𠮷, U+20BB7) or an emoji, and start the next with the second:

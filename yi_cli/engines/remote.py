@@ -30,6 +30,8 @@ LONE = "content is not valid Unicode (a lone surrogate)"
 # Data events tolerated after the reply reached max_new_tokens, for the finish reason, usage and [DONE] that
 # follow the last token; past them the server is ignoring max_tokens and the reply ends as "length".
 GRACE_EVENTS = 16
+# Data lines of one event held at most, joined until they are JSON (a pretty-printed chunk is a few dozen lines)
+HELD_LINES, HELD_BYTES = 64, 1 << 20
 # Seconds of silence after the finish reason before the reply is taken as ended: the usage and [DONE] that follow
 # it come at once; a server that sent neither and held the stream open had the reply wait out the idle timeout
 # (60 s), then marked it interrupted with "no data from the server".
@@ -169,19 +171,47 @@ class RemoteEngine:
         finally:
             pieces.end()
 
-    def _event_texts(self, answer, reply: Reply, cancel: threading.Event, pieces: Halves):
+    def _datas(self, answer, reply: Reply, cancel: threading.Event):
+        """The stream's events' data, as text. An event's data may come in several `data:` lines (a server that
+        pretty-prints its chunks: an SSE library sends each line of them so), which the format joins with new
+        lines: a data line that is no JSON alone is held and joined with the next ones until they are (its text
+        was dropped as a bad chunk, the reply's words with it). Held lines that join no JSON, whatever follows them
+        (a line that is JSON alone, [DONE], the stream's end, over HELD_LINES or HELD_BYTES), are bad chunks, a
+        line each."""
+        held: list[str] = []
+
+        def drop():
+            for h in held:
+                reply.bad("not JSON", h)
+            held.clear()
+
         for line in answer.lines():
             if cancel.is_set():
                 return
-            if not line.startswith(b"data:"):  # blank lines, comments (`: ping`), event and id fields
+            if not line.startswith(b"data:"):  # comments (`: ping`), event and id fields
                 continue
             answer.watch.data()  # only data events hold the idle timeout off, not keep-alives
             reply.seen += 1
             try:
                 data = line[5:].decode("utf-8").strip()
             except UnicodeDecodeError:
+                drop()
                 reply.bad("not UTF-8", repr(line[5:4096]))  # cut by `bad` with a "…", which the redaction sees
                 continue
+            if held and _json("\n".join([*held, data])):
+                data = "\n".join([*held, data])
+                held.clear()
+            elif data != "[DONE]" and not _json(data):
+                held.append(data)
+                if len(held) > HELD_LINES or sum(map(len, held)) > HELD_BYTES:  # each join is parsed again
+                    drop()
+                continue
+            drop()
+            yield data
+        drop()
+
+    def _event_texts(self, answer, reply: Reply, cancel: threading.Event, pieces: Halves):
+        for data in self._datas(answer, reply, cancel):
             if data == "[DONE]":
                 reply.done = True
                 return
@@ -311,6 +341,15 @@ def usage_of(u) -> tuple[int, int] | None:
     if not all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= MAX_COUNT for x in (p or 0, c or 0)):
         return None
     return p, c or 0  # a prompt count the server left out stays unknown (None), not 0
+
+
+def _json(data: str) -> bool:
+    """Whether data is one JSON text."""
+    try:
+        json.loads(data)
+    except (ValueError, RecursionError):
+        return False
+    return True
 
 
 def parse_chunk(data: str, fail) -> tuple[tuple[int, int] | None, list[tuple[str | None, str | None]]]:
