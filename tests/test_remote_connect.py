@@ -195,6 +195,27 @@ def test_a_proxy_that_cannot_be_reached_is_named_in_the_line(bare_env):
     assert "cannot connect (" in str(e.value) and "proxy" not in str(e.value), e.value
 
 
+def test_a_proxys_error_that_echoes_its_credentials_shows_them_masked(bare_env):
+    """A proxy's 407 whose message quoted the login it refused (the user:password, its Proxy-Authorization in
+    base64) was shown in clear, in the error line and --json's error (a review): the environment's proxy
+    credentials are masked as the endpoint's own are."""
+    import base64
+
+    def answer(h):
+        auth = h.headers.get("Proxy-Authorization", "")
+        login = base64.b64decode(auth.split()[-1]).decode() if auth else ""
+        h.json(407, {"error": {"message": f"proxy login {login} refused ({auth})"}})
+
+    with Server(answer) as proxy:
+        bare_env.setenv("HTTP_PROXY", f"http://me:Pr0xy%2FPassw0rd@127.0.0.1:{proxy.port}")
+        with pytest.raises(YiError) as e:
+            RemoteEngine("http://llm.example:8000/v1", None)
+    msg = str(e.value)
+    assert "HTTP 407" in msg and "refused" in msg, msg
+    assert "Pr0xy" not in msg and base64.b64encode(b"me:Pr0xy/Passw0rd").decode()[:8] not in msg, msg
+    assert "proxy login ***" in msg, msg
+
+
 @pytest.mark.parametrize(
     "name, value", [("NO_PROXY", "[::1]"), ("NO_PROXY", "m\u00fcnchen.de"), ("HTTP_PROXY", "http://u:pw@[::1")]
 )

@@ -239,7 +239,7 @@ class Transport:
             self.headers["Authorization"] = (
                 "Basic " + base64.b64encode(f"{endpoint.user}:{endpoint.password or ''}".encode()).decode()
             )
-        self.redact = Redactor(([api_key] if api_key else []) + endpoint.secrets())
+        self.redact = Redactor(([api_key] if api_key else []) + endpoint.secrets() + proxy_secrets())
         # One TLS context for the engine's life (loading the CA bundle per request costs ~20 ms).
         env_files.ca_files()  # a FIFO there was read until its writer closed it: a hang
         try:
@@ -373,6 +373,20 @@ class Transport:
         if isinstance(e, (httpx.RemoteProtocolError, httpx.ReadError)):
             return self.fail(shown, f"the connection dropped mid-stream ({text})")
         return self.fail(shown, f"{e.__class__.__name__}: {text}")
+
+
+def proxy_secrets() -> list[str]:
+    """The user and password in the environment's proxy URLs, and `user:password` (what Proxy-Authorization carries,
+    base64-encoded): a proxy's 407 that echoed them showed them in clear, where the endpoint's own are masked."""
+    from urllib.parse import unquote
+
+    out = []
+    for value in {os.environ.get(name, "") for name in PROXY_VARS}:
+        if "@" in value:
+            user, _, password = value.split("//", 1)[-1].rsplit("@", 1)[0].partition(":")
+            user, password = unquote(user), unquote(password)
+            out += [s for s in (user, password, f"{user}:{password}") if s]
+    return out
 
 
 def _foreign_scheme(url: str) -> bool:
