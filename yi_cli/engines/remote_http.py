@@ -400,6 +400,7 @@ class Answer:
     def __init__(self, transport: Transport, resp: httpx.Response, watch: Watch, shown: str):
         self.t, self.resp, self.watch, self.shown = transport, resp, watch, shown
         self.content_type = resp.headers.get("content-type", "").split(";")[0].strip().lower()
+        self.reads = 0  # the body's chunks read so far: what came in one read came at once
 
     def fail(self, what: str) -> YiError:
         return self.t.fail(self.shown, what)
@@ -421,6 +422,7 @@ class Answer:
         A cancel ends the body quietly; the deadline and the idle timeout raise."""
         try:
             for chunk in self.resp.iter_raw():
+                self.reads += 1
                 yield chunk
                 if self.watch.why:
                     break
