@@ -216,6 +216,38 @@ def test_a_proxys_error_that_echoes_its_credentials_shows_them_masked(bare_env):
     assert "proxy login ***" in msg, msg
 
 
+@pytest.mark.parametrize("proxy", [{"HTTPS_PROXY": "http"}, {"HTTP_PROXY": "http", "NO_PROXY": "127.0.0.1"}])
+def test_a_proxy_login_off_the_route_masks_nothing_in_a_reply(bare_env, proxy):
+    """The proxy credentials masked everywhere a reply went (a review of the fix above): with HTTPS_PROXY's user
+    `user` and password `password`, "Ask the user for the password." came as "Ask the *** for the ***." from a
+    server no proxy stood before (an http:// endpoint; NO_PROXY). A proxy's login is masked in errors, where a proxy
+    can say it, and only the login of the proxy on the route."""
+
+    def answer(h):
+        if h.command == "GET":
+            return h.json(200, {"object": "list", "data": [{"id": "m", "object": "model"}]})
+        h.sse_start()
+        h.event({"choices": [{"index": 0, "delta": {"content": "Ask the user for the password."}}]})
+        h.event({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        h.sse_end()
+
+    for name, value in proxy.items():
+        bare_env.setenv(name, "http://user:password@127.0.0.1:9" if value == "http" else value)
+    with Server(answer) as srv:
+        events = list(RemoteEngine(srv.root + "/v1", None).stream(HELLO, GenSettings(), threading.Event()))
+    assert "".join(e.text for e in events if isinstance(e, Text)) == "Ask the user for the password."
+
+
+def test_a_proxy_setting_that_is_not_utf8_is_one_line(bare_env):
+    """A proxy variable holding bytes that are not UTF-8 was an internal error (UnicodeEncodeError) once its login
+    was masked (a review): it is the usage line it was."""
+    bare_env.setenv("HTTP_PROXY", "http://j\udce9r\udcf4me:pw@proxy.example:3128")
+    bare_env.setenv("NO_PROXY", "127.0.0.1")
+    with pytest.raises(UsageError) as e:
+        RemoteEngine("http://127.0.0.1:9/v1", None, model="m")
+    assert "\n" not in str(e.value) and "proxies only" in str(e.value), e.value
+
+
 @pytest.mark.parametrize(
     "name, value", [("NO_PROXY", "[::1]"), ("NO_PROXY", "m\u00fcnchen.de"), ("HTTP_PROXY", "http://u:pw@[::1")]
 )

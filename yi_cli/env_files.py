@@ -90,6 +90,12 @@ def proxy_for(url: str) -> str | None:
     """The environment's proxy a request to `url` goes through, as "NAME=VALUE" (http_proxy, https_proxy, all_proxy
     in either case, NO_PROXY honoured), its user info hidden; None where it goes straight. A failure to connect named
     the server alone: `cannot connect ([Errno -2] Name or service not known)` of 127.0.0.1, the proxy's name failing."""
+    found = proxy_setting(url)
+    return None if found is None else f"{found[0]}={shown(hidden_userinfo(found[1]), 120)}"
+
+
+def proxy_setting(url: str) -> tuple[str, str] | None:
+    """(variable, value) of the environment's proxy a request to `url` goes through; None where it goes straight."""
     import urllib.request
     from urllib.parse import urlsplit
 
@@ -101,7 +107,7 @@ def proxy_for(url: str) -> str | None:
         for var in (name, name.upper()):
             value = os.environ.get(var)
             if value:
-                return f"{var}={shown(hidden_userinfo(value), 120)}"
+                return var, value
     return None
 
 

@@ -148,7 +148,8 @@ class Redactor:
     """Replaces every secret (its URL-encoded and base64 forms too) with *** in text bound for a message or a note."""
 
     def __init__(self, secrets: list[str]):
-        forms = {f for s in secrets if s for f in (s, quote(s, safe=""), quote(s), *_base64(s))}
+        self.secrets = [s for s in secrets if s]
+        forms = {f for s in self.secrets for f in (s, quote(s, safe=""), quote(s), *_base64(s))}
         # Very short "secrets" (a user name "a") would mangle every message; they never reach one anyway,
         # since URLs are built without user info.
         self.forms = sorted((f for f in forms if len(f) >= PARTIAL), key=len, reverse=True)

@@ -239,7 +239,10 @@ class Transport:
             self.headers["Authorization"] = (
                 "Basic " + base64.b64encode(f"{endpoint.user}:{endpoint.password or ''}".encode()).decode()
             )
-        self.redact = Redactor(([api_key] if api_key else []) + endpoint.secrets() + proxy_secrets())
+        self.redact = Redactor(([api_key] if api_key else []) + endpoint.secrets())
+        # what a proxy says goes into errors only: the server beyond it never sees the proxy's login, and a reply's
+        # words ("ask the user for the password") were masked where the proxy's user was `user`
+        self.redact_errors = Redactor(self.redact.secrets + proxy_secrets(endpoint.url()))
         # One TLS context for the engine's life (loading the CA bundle per request costs ~20 ms).
         env_files.ca_files()  # a FIFO there was read until its writer closed it: a hang
         try:
@@ -268,7 +271,7 @@ class Transport:
             ) from None
 
     def fail(self, shown: str, what: str) -> YiError:
-        return YiError(self.redact(f"{shown}: {what}"))
+        return YiError(self.redact_errors(f"{shown}: {what}"))
 
     @contextmanager
     def request(self, method: str, route: str, body: dict | None = None, cancel: threading.Event | None = None):
@@ -375,18 +378,22 @@ class Transport:
         return self.fail(shown, f"{e.__class__.__name__}: {text}")
 
 
-def proxy_secrets() -> list[str]:
-    """The user and password in the environment's proxy URLs, and `user:password` (what Proxy-Authorization carries,
-    base64-encoded): a proxy's 407 that echoed them showed them in clear, where the endpoint's own are masked."""
+def proxy_secrets(url: str) -> list[str]:
+    """The password of the environment's proxy that a request to `url` goes through, and its `user:password` (what
+    Proxy-Authorization carries, base64-encoded): a proxy's 407 that quoted them showed them in clear. A value that
+    is not UTF-8 can be in no answer as such: none."""
     from urllib.parse import unquote
 
-    out = []
-    for value in {os.environ.get(name, "") for name in PROXY_VARS}:
-        if "@" in value:
-            user, _, password = value.split("//", 1)[-1].rsplit("@", 1)[0].partition(":")
-            user, password = unquote(user), unquote(password)
-            out += [s for s in (user, password, f"{user}:{password}") if s]
-    return out
+    found = env_files.proxy_setting(url)
+    if found is None or "@" not in found[1]:
+        return []
+    user, _, password = found[1].split("//", 1)[-1].rsplit("@", 1)[0].partition(":")
+    try:
+        user, password = unquote(user, errors="strict"), unquote(password, errors="strict")
+        (user + password).encode("utf-8")
+    except (UnicodeError, ValueError):
+        return []
+    return [password, f"{user}:{password}"] if password else []
 
 
 def _foreign_scheme(url: str) -> bool:
