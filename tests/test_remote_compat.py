@@ -385,23 +385,30 @@ def test_bad_chunks_are_skipped_with_a_note(bad, why):
 def test_an_event_whose_data_spans_several_lines_is_one_chunk():
     """A server that pretty-prints its chunks sends each of their lines as a `data:` line of one event (SSE
     libraries such as sse-starlette split data so), which the format joins with new lines: each line was skipped as
-    a bad chunk ("skipped 2 bad chunks", "Hello" lost, exit 0; a review). Lines that join no JSON are still bad
-    chunks, each, and a chunk that is JSON alone after them is taken."""
+    a bad chunk ("skipped 2 bad chunks", "Hello" lost, exit 0; a review). Lines of an event that join no JSON are
+    bad chunks, each, and the events after them are taken (a first fix joined lines across events: one bad event,
+    or a list of numbers pretty-printed, lost the reply after it)."""
+
+    def pretty(h, obj, end=b"\n"):
+        text = json.dumps(obj, indent=2)
+        h.chunk(b"".join(b"data: " + line.encode() + b"\n" for line in text.splitlines()) + end)
 
     def answer(h):
         h.sse_start()
+        h.chunk(b"data: ping\n\n")  # no JSON: a bad chunk, which takes nothing after it down with it
         h.chunk(b'data: {"choices":[{"delta":\ndata: {"content":"Hello"}}]}\n\n')
-        pretty = json.dumps({"choices": [{"index": 0, "delta": {"content": " big"}}]}, indent=2)
-        h.chunk(b"".join(b"data: " + line.encode() + b"\n" for line in pretty.splitlines()) + b"\n")
+        pretty(h, {"choices": [{"index": 0, "delta": {"content": " big"}, "token_ids": [9906, 1917]}]})
         h.chunk(b"data: {not json\ndata: still not\n\n")
-        h.event({"choices": [{"index": 0, "delta": {"content": " world"}, "finish_reason": "stop"}]})
+        pretty(h, {"choices": [{"index": 0, "delta": {"content": " world"}}]}, end=b"\r\n")  # its blank line split
+        h.chunk(b"\r\n")
+        h.event({"choices": [{"index": 0, "delta": {"content": "!"}, "finish_reason": "stop"}]})
         h.sse_end()
 
     notes = []
     with Server(answer) as srv:
         text, stats = run(RemoteEngine(srv.root, None, model="m", limits=small(), notify=notes.append))
-    assert text == "Hello big world" and stats.finish_reason == "stop"
-    assert len(notes) == 1 and "skipped 2 bad chunks" in notes[0] and "not JSON: {not json" in notes[0], notes
+    assert text == "Hello big world!" and stats.finish_reason == "stop"
+    assert len(notes) == 1 and "skipped 3 bad chunks" in notes[0] and "not JSON: ping" in notes[0], notes
 
 
 def test_chunks_that_come_in_one_read_give_no_decode_rate():

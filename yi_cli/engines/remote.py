@@ -30,8 +30,6 @@ LONE = "content is not valid Unicode (a lone surrogate)"
 # Data events tolerated after the reply reached max_new_tokens, for the finish reason, usage and [DONE] that
 # follow the last token; past them the server is ignoring max_tokens and the reply ends as "length".
 GRACE_EVENTS = 16
-# Data lines of one event held at most, joined until they are JSON (a pretty-printed chunk is a few dozen lines)
-HELD_LINES, HELD_BYTES = 64, 1 << 20
 # Seconds of silence after the finish reason before the reply is taken as ended: the usage and [DONE] that follow
 # it come at once; a server that sent neither and held the stream open had the reply wait out the idle timeout
 # (60 s), then marked it interrupted with "no data from the server".
@@ -173,21 +171,26 @@ class RemoteEngine:
 
     def _datas(self, answer, reply: Reply, cancel: threading.Event):
         """The stream's events' data, as text. An event's data may come in several `data:` lines (a server that
-        pretty-prints its chunks: an SSE library sends each line of them so), which the format joins with new
-        lines: a data line that is no JSON alone is held and joined with the next ones until they are (its text
-        was dropped as a bad chunk, the reply's words with it). Held lines that join no JSON, whatever follows them
-        (a line that is JSON alone, [DONE], the stream's end, over HELD_LINES or HELD_BYTES), are bad chunks, a
-        line each."""
-        held: list[str] = []
+        pretty-prints its chunks: an SSE library sends each of their lines so), joined with new lines up to the
+        blank line that ends the event, as the format says (each line was dropped as a bad chunk, the reply's words
+        with it). A data line that is JSON alone, or [DONE], is an event at once (the next data line can only make
+        it no JSON); the data lines of an event that are no JSON together are taken a line each (a server that
+        puts no blank line between its events)."""
+        event: list[str] = []
 
-        def drop():
-            for h in held:
-                reply.bad("not JSON", h)
-            held.clear()
+        def ended():
+            if len(event) > 1 and _json(joined := "\n".join(event)):
+                yield joined
+            else:
+                yield from event
+            event.clear()
 
         for line in answer.lines():
             if cancel.is_set():
                 return
+            if not line:  # a blank line: the event ends
+                yield from ended()
+                continue
             if not line.startswith(b"data:"):  # comments (`: ping`), event and id fields
                 continue
             answer.watch.data()  # only data events hold the idle timeout off, not keep-alives
@@ -195,20 +198,13 @@ class RemoteEngine:
             try:
                 data = line[5:].decode("utf-8").strip()
             except UnicodeDecodeError:
-                drop()
                 reply.bad("not UTF-8", repr(line[5:4096]))  # cut by `bad` with a "…", which the redaction sees
                 continue
-            if held and _json("\n".join([*held, data])):
-                data = "\n".join([*held, data])
-                held.clear()
-            elif data != "[DONE]" and not _json(data):
-                held.append(data)
-                if len(held) > HELD_LINES or sum(map(len, held)) > HELD_BYTES:  # each join is parsed again
-                    drop()
-                continue
-            drop()
-            yield data
-        drop()
+            if not event and (data == "[DONE]" or _json(data)):
+                yield data
+            else:
+                event.append(data)
+        yield from ended()
 
     def _event_texts(self, answer, reply: Reply, cancel: threading.Event, pieces: Halves):
         for data in self._datas(answer, reply, cancel):

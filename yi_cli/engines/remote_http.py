@@ -457,12 +457,12 @@ class Answer:
     def lines(self):
         """The body's lines that are not blank (bytes, without the line end), each at most max_line_bytes and all
         of them at most max_stream_bytes: past either the answer is refused with a clear line, holding no more than
-        the limit. A run of blank lines is passed over at once (the reader skips them: 64 MiB of them, one at a
-        time, cost 136 s of CPU). As the event stream format has them: a line ends at CRLF, LF or a lone CR (a
-        stream of CR-ended lines was one bad line, the reply lost), and a UTF-8 BOM that starts the stream is not
-        the first line's (its event was skipped without a word)."""
+        the limit; after a line, a run of blank lines (the end of an event) is one empty line, passed over at once
+        (the reader skips them: 64 MiB of them, one at a time, cost 136 s of CPU). As the event stream format has
+        them: a line ends at CRLF, LF or a lone CR (a stream of CR-ended lines was one bad line, the reply lost), and
+        a UTF-8 BOM that starts the stream is not the first line's (its event was skipped without a word)."""
         lim = self.t.limits
-        buf, total, first = bytearray(), 0, True
+        buf, total, first, open_line = bytearray(), 0, True, False
         for chunk in self.chunks():
             total += len(chunk)
             if total > lim.max_stream_bytes:
@@ -475,6 +475,9 @@ class Answer:
                 if buf.startswith(BOM):
                     del buf[: len(BOM)]
             start = BLANKS.match(buf).end()
+            if start and open_line:  # the line before ended the last chunk: these are blank lines after it
+                open_line = False
+                yield b""
             while (end := LINE_END.search(buf, start)) is not None:
                 if end.start() - start > lim.max_line_bytes:
                     break
@@ -482,6 +485,9 @@ class Answer:
                     break
                 yield bytes(buf[start : end.start()])
                 start = BLANKS.match(buf, end.end()).end()
+                open_line = start == end.end()
+                if not open_line:
+                    yield b""
             del buf[:start]
             if len(buf) - buf.endswith(b"\r") > lim.max_line_bytes:  # a CR held for its LF is the line's end
                 raise self.fail(f"a line of the event stream is over the limit of {lim.max_line_bytes} bytes")
