@@ -71,6 +71,14 @@ def test_a_file_then_a_new_line_then_a_question_attaches_the_file_and_sends_the_
     assert err.getvalue() == "" and chat.session.exchanges == 1 and [a.text for a in chat.attachments] == ["odd\n"]
     chat.handle(f"/file {notes}\n/file {notes}")
     assert err.getvalue().startswith("error: ") and chat.session.exchanges == 1  # not a message
+    # `//` starts the message with `/`, as it does a line; a quoted name holding a new line, then a message (a review)
+    chat, out, err = plain_chat(ScriptedEngine(["one", "two"]))
+    chat.handle(f"/file {notes}\n//etc is a folder?")
+    chat.handle(f"/file '{odd}'\nwhat is inside?")
+    assert err.getvalue() == "" and chat.session.exchanges == 2, err.getvalue()
+    asked = [t.content for t in chat.session.turns if t.role == "user"]
+    assert asked[0].endswith("\n/etc is a folder?") and "the meeting is at noon" in asked[0]
+    assert asked[1].endswith("\nwhat is inside?") and "odd\n" in asked[1]
 
 
 def test_an_ideographic_space_separates_a_command_and_its_words():

@@ -401,24 +401,29 @@ def as_dropped(arg: str) -> str:
 
 
 def _path_then_message(arg: str) -> tuple[str, str]:
-    """(path, message) of a /file whose words go on past a new line: its first line the path, the lines after it a
-    message to send with the file (the whole text was taken for a path: "a.txt\nsummarize: cannot read", the question
-    left in the input history). (arg, "") where it has one line, where the whole of it names a file, or where the
-    next line is a command (`/file a.txt` + `/file b.txt` is not a message)."""
-    first, _, rest = arg.partition("\n")
-    if not rest.strip() or rest.lstrip().startswith("/"):
-        return arg, ""
+    """(path, message) of a /file whose words go on past a new line: the path up to the end of the line where its
+    quotes close (a dropped name may hold a new line), the lines after it a message to send with the file (the whole
+    text was taken for a path: "a.txt\nsummarize: cannot read", the question left in the input history); `//` starts
+    such a message with `/`, as it does a line. (arg, "") where it has one line, where the whole of it names a
+    file, or where the lines after the path are a command (`/file a.txt` + `/file b.txt` is not a message)."""
     import shlex
 
+    lines = arg.split("\n")
     try:
-        shlex.split(first)  # a quote the first line leaves open closes on a later one: a quoted name with a new line
-        if os.path.lexists(inputs.user_path(as_dropped(arg), UsageError)):  # such a name, pasted whole
+        if len(lines) < 2 or os.path.lexists(inputs.user_path(as_dropped(arg), UsageError)):  # a name, pasted whole
             return arg, ""
-    except ValueError:
-        return arg, ""
-    except (UsageError, OSError):
+    except (UsageError, OSError, ValueError):
         pass
-    return first.strip(), rest.strip()
+    for k in range(1, len(lines)):
+        path, message = "\n".join(lines[:k]), "\n".join(lines[k:]).strip()
+        try:
+            shlex.split(path)
+        except ValueError:  # a quote left open: the name goes on
+            continue
+        if not message or (message.startswith("/") and not message.startswith("//")):
+            return arg, ""
+        return path.strip(), message[1:] if message.startswith("//") else message
+    return arg, ""
 
 
 def _one_path(arg: str) -> None:
