@@ -348,6 +348,23 @@ def test_sampler_cpu_shortcut_picks_what_the_full_sort_picks(top_p, top_k, tempe
         assert picks[0] == picks[1]
 
 
+def test_seeds_that_differ_above_32_bits_sample_apart():
+    """Seeds are taken up to 2**63 - 1, but only their low 32 bits seeded the sampler (and torch's generator, in
+    the generate engine): 0, 2**32 and 2**33 gave the same reply (a review). Each seeds its own stream now; a seed
+    under 2**32 seeds the one it did (a session's seed replays as it did)."""
+    from yi_cli.runtime.sampling import seed32
+
+    vocab = 5000
+    sampler = Sampler(vocab, "cpu")
+    noise = {}
+    for seed in (0, 2**32, 2**33, 2**63 - 1, 7):
+        sampler.reset(GenSettings(temperature=1.0, seed=seed), [1])
+        noise[seed] = sampler._gumbel(torch.arange(vocab))
+    assert len({tuple(n.tolist()) for n in noise.values()}) == 5
+    assert [seed32(s) for s in (0, 7, 2**32 - 1)] == [0, 7, 2**32 - 1]
+    assert len({seed32(k * 2**32) for k in range(1000)}) == 1000
+
+
 def test_sampler_top_k_at_its_bound_is_off():
     """top_k 2**31 - 1 (the most a setting takes) keeps every token, as 0 does; the sampler holds it as the
     vocabulary size, which float32 and the CUDA kernel's int32 keep exact (float32 rounds 2**31 - 1 up to 2**31)."""

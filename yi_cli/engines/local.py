@@ -201,8 +201,10 @@ class LocalEngine:
 
         def work():
             try:
-                if settings.seed is not None:
-                    torch.manual_seed(settings.seed)
+                if settings.seed is not None:  # torch's CPU generator too keeps 32 bits of a seed
+                    from ..runtime.sampling import seed32
+
+                    torch.manual_seed(seed32(settings.seed))
                 with torch.inference_mode():
                     result["out"] = self.model.generate(
                         input_ids,

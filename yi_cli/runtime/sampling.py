@@ -27,6 +27,19 @@ def _mix(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 16)
 
 
+def seed32(seed: int) -> int:
+    """The 32 bits a sampling stream is seeded with, from a seed of up to 63: a seed under 2**32 as it is, a larger
+    one's high bits mixed into its low ones (they were dropped: seeds 0, 2**32 and 2**33 gave the same reply)."""
+    low, high = seed & _M32, seed >> 32
+    for _ in range(2 if high else 0):  # the host twin of _mix, applied to the high word, twice
+        high = high ^ (high >> 16)
+        high = (high * 0x7FEB352D) & _M32
+        high = high ^ (high >> 15)
+        high = (high * 0x2C1B3C6D) & _M32
+        high = high ^ (high >> 16)
+    return low ^ high if seed >> 32 else low
+
+
 class Sampler:
     def __init__(self, vocab: int, device):
         self.vocab = vocab
@@ -47,7 +60,7 @@ class Sampler:
         top_k = min(settings.top_k, self.vocab)
         self.params.copy_(torch.tensor([settings.temperature, settings.top_p, top_k, settings.repetition_penalty]))
         seed = settings.seed if settings.seed is not None else random.getrandbits(32)
-        self.rng.copy_(torch.tensor([seed & _M32, 0]))
+        self.rng.copy_(torch.tensor([seed32(seed), 0]))
         self.seen.zero_()
         self.seen[torch.tensor(prompt_ids, device=dev)] = True
 
