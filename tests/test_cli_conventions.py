@@ -1166,6 +1166,20 @@ def test_an_empty_file_attached_with_f_is_said(server, home, tmp_path):
     assert server.requests[-1]["messages"][-1]["content"].endswith("hi")
 
 
+def test_files_attached_with_f_for_a_chat_are_said_as_they_are(server, home, tmp_path):
+    """`-f a.txt -f b.txt` before a chat said "attached a.txt, b.txt: it goes with your first message"."""
+    for name in ("a.txt", "b.txt"):
+        (tmp_path / name).write_text(name + "\n")
+    lines = {}
+    for files in (["a.txt"], ["a.txt", "b.txt"]):
+        args = [w for f in files for w in ("-f", str(tmp_path / f))]
+        p = yi("--endpoint", server.url, *args, stdin="hi\n", home=home)
+        assert p.returncode == 0, p.stderr.decode()
+        lines[len(files)] = [ln for ln in p.stderr.decode().splitlines() if ln.startswith("attached")]
+    assert lines[1] == [f"attached {tmp_path / 'a.txt'}: it goes with your first message"]
+    assert lines[2] == [f"attached {tmp_path / 'a.txt'}, {tmp_path / 'b.txt'}: they go with your first message"]
+
+
 def test_a_blank_system_flag_sets_none_as_an_empty_one_does(server, home):
     """`--system ""` set no system prompt, while `--system "  "` sent two spaces as one (a walkthrough)."""
     said = [yi("--endpoint", server.url, "--system", s, stdin="/system\n", home=home) for s in ("", "  ", "\t")]

@@ -400,7 +400,8 @@ def _main(args) -> int:
                 "was read): this chat goes on from it in a new session file, the other keeps its own"
             )
         if attachments and prompt is None:
-            render.notice(f"attached {attach.names(attachments)}: it goes with your first message")
+            they = "they go" if len(attachments) > 1 else "it goes"
+            render.notice(f"attached {attach.names(attachments)}: {they} with your first message")
         if interactive and endpoint_from.startswith("$"):  # a server chosen by the environment is said, not silent
             # its password and secret query values as ***, as /model shows it (they were in clear here)
             where = f"{shown_url(args.endpoint)} (set by {endpoint_from}; --endpoint '' runs the local model)"
