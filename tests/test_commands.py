@@ -632,6 +632,11 @@ def test_help_knows_the_aliases_and_names_them():
     assert "/clear  (also /reset)" in shown and "/set" in shown and err.getvalue() == ""
     chat.handle("/help histroy")
     assert err.getvalue().strip() == "error: no command /histroy; did you mean /history?"
+    err.seek(0), err.truncate(0)
+    chat.handle("/help !")  # it said "no command /"
+    chat.handle("/help /!")
+    said = ["error: no command /!; /help lists the commands"] * 2
+    assert err.getvalue().splitlines() == said, err.getvalue()
 
 
 def test_system_says_when_plain_completion_does_not_send_it(demo_dir):
