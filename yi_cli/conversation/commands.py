@@ -142,8 +142,8 @@ def do_help(chat, arg):
         base = typed.lstrip("/").rstrip("!").lower()
         cmd = TABLE.get(ALIASES.get(base, base))
         if cmd is None:  # `/help !` said "no command /": the name as typed where nothing is left of it
-            name = "/" + base if base else typed if typed.startswith("/") else "/" + typed
-            raise YiError(f"no command {shown(name, 40)}{_near(base, '; /help lists the commands')}")
+            name = base or typed.lstrip("/")
+            raise YiError(f"no command /{shown(name, 40)}{_near(base, '; /help lists the commands')}")
         names = [f"/{a}" for a, target in ALIASES.items() if target == cmd.name]
         also = f"  (also {', '.join(names)})" if names else ""
         # the help indented, wrapping under itself as in /help's table (as text it wrapped back to column 0)

@@ -31,13 +31,7 @@ def seed32(seed: int) -> int:
     """The 32 bits a sampling stream is seeded with, from a seed of up to 63: a seed under 2**32 as it is, a larger
     one's high bits mixed into its low ones (they were dropped: seeds 0, 2**32 and 2**33 gave the same reply)."""
     low, high = seed & _M32, seed >> 32
-    for _ in range(2 if high else 0):  # the host twin of _mix, applied to the high word, twice
-        high = high ^ (high >> 16)
-        high = (high * 0x7FEB352D) & _M32
-        high = high ^ (high >> 15)
-        high = (high * 0x2C1B3C6D) & _M32
-        high = high ^ (high >> 16)
-    return low ^ high if seed >> 32 else low
+    return low ^ int(_mix(_mix(torch.tensor(high)))) if high else low
 
 
 class Sampler:

@@ -547,8 +547,6 @@ def _run(chat, prompt, interactive, render, verbatim: bool = False) -> int:
 def check_model_name(model: str, given: str = "--model ") -> None:
     """A `demo-...` name that is neither a demo model nor a directory is a typo: say which demos exist (given: where
     the name came from, as the line names it)."""
-    import os
-
     from ..checkpoint import demo
 
     # os.path.exists: False where the lookup fails (a name over 255 bytes: Path.exists raised ENAMETOOLONG)
