@@ -175,14 +175,15 @@ class RemoteEngine:
         blank line that ends the event, as the format says (each line was dropped as a bad chunk, the reply's words
         with it). A data line that is JSON alone, or [DONE], is an event at once (the next data line can only make
         it no JSON); the data lines of an event that are no JSON together are taken a line each (a server that
-        puts no blank line between its events)."""
+        puts no blank line between its events). Each comes with what it decodes to (NOT_JSON where it does not),
+        decoded once."""
         event: list[str] = []
 
         def ended():
-            if len(event) > 1 and _json(joined := "\n".join(event)):
-                yield joined
+            if len(event) > 1 and (chunk := _loads(joined := "\n".join(event))) is not NOT_JSON:
+                yield joined, chunk
             else:
-                yield from event
+                yield from ((data, _loads(data)) for data in event)
             event.clear()
 
         for line in answer.lines():
@@ -200,19 +201,19 @@ class RemoteEngine:
             except UnicodeDecodeError:
                 reply.bad("not UTF-8", repr(line[5:4096]))  # cut by `bad` with a "…", which the redaction sees
                 continue
-            if not event and (data == "[DONE]" or _json(data)):
-                yield data
+            if not event and (data == "[DONE]" or (chunk := _loads(data)) is not NOT_JSON):
+                yield data, None if data == "[DONE]" else chunk
             else:
                 event.append(data)
         yield from ended()
 
     def _event_texts(self, answer, reply: Reply, cancel: threading.Event, pieces: Halves):
-        for data in self._datas(answer, reply, cancel):
+        for data, chunk in self._datas(answer, reply, cancel):
             if data == "[DONE]":
                 reply.done = True
                 return
             try:
-                usage, choices = parse_chunk(data, answer.fail)
+                usage, choices = parse_chunk(chunk, answer.fail)
             except BadChunk as e:
                 reply.bad(str(e), data)
                 continue
@@ -347,22 +348,23 @@ def usage_of(u) -> tuple[int, int] | None:
     return p, c or 0  # a prompt count the server left out stays unknown (None), not 0
 
 
-def _json(data: str) -> bool:
-    """Whether data is one JSON text."""
-    try:
-        json.loads(data)
-    except (ValueError, RecursionError):
-        return False
-    return True
+NOT_JSON = object()  # what _loads gives for text that is no JSON
 
 
-def parse_chunk(data: str, fail) -> tuple[tuple[int, int] | None, list[tuple[str | None, str | None]]]:
-    """One chat.completion.chunk -> ((prompt, completion) tokens or None, [(content delta, finish reason)]).
-    BadChunk for a chunk to skip; `fail(text)` makes the YiError for a server's own error chunk."""
+def _loads(data: str):
+    """The value the JSON text `data` holds, or NOT_JSON."""
     try:
-        chunk = json.loads(data)
+        return json.loads(data)
     except (ValueError, RecursionError):
-        raise BadChunk("not JSON") from None
+        return NOT_JSON
+
+
+def parse_chunk(chunk, fail) -> tuple[tuple[int, int] | None, list[tuple[str | None, str | None]]]:
+    """One chat.completion.chunk, decoded (NOT_JSON: its text was no JSON) -> ((prompt, completion) tokens or None,
+    [(content delta, finish reason)]). BadChunk for a chunk to skip; `fail(text)` makes the YiError for a server's own
+    error chunk."""
+    if chunk is NOT_JSON:
+        raise BadChunk("not JSON")
     if not isinstance(chunk, dict):
         raise BadChunk("not a JSON object")
     err = chunk.get("error")
