@@ -1826,6 +1826,57 @@ def test_a_third_ctrl_c_on_a_deaf_engine_ends_the_reply_on_screen_too():
     assert chat.session.turns[-1].interrupted and chat.session.turns[-1].content == "partial"
 
 
+def test_a_third_ctrl_c_while_a_received_reply_is_drawn_keeps_what_was_shown():
+    """A reply that came whole before it was drawn (a buffering proxy, a burst), its drawing given up on by a third
+    Ctrl-C: the reply kept its whole text, never shown, as finished ("stop"), not interrupted."""
+    import io
+
+    from rich.console import Console
+
+    from yi_cli.conversation.chat import Chat
+    from yi_cli.engines.events import Finish, Stats, Text
+    from yi_cli.ui.render import TerminalRenderer
+
+    sent = threading.Event()
+
+    class Burst(ScriptedEngine):
+        def stream(self, prompt, settings, cancel):
+            for word in ("one ", "two ", "three"):
+                yield Text(word)
+            yield Finish(Stats(prompt_tokens=len(prompt.ids), new_tokens=3, ttft_s=0.01))
+            sent.set()  # every event is queued: the pump put the Finish before asking for more
+
+    class Slow(TerminalRenderer):  # a terminal that takes its time drawing the first word
+        def reply_text(self, text):
+            super().reply_text(text)
+            assert sent.wait(60)
+            deadline = time.monotonic() + 60
+            while chat.interrupts < 3 and time.monotonic() < deadline:
+                time.sleep(0.01)  # polling a condition with a deadline; the third Ctrl-C raises out of here
+
+    out, err = io.StringIO(), io.StringIO()
+    chat = Chat(Burst(), Slow(Console(file=out, width=100), Console(file=err, width=100)))
+
+    def interrupt():
+        assert sent.wait(60)
+        for k in range(1, 4):  # one at a time: signals sent together are handled as one
+            os.kill(os.getpid(), signal.SIGINT)
+            deadline = time.monotonic() + 60
+            while chat.interrupts < k and time.monotonic() < deadline:
+                time.sleep(0.01)  # polling a condition with a deadline
+
+    t = threading.Thread(target=interrupt)
+    t.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            chat.handle("count")
+    finally:
+        t.join()
+    assert "one" in out.getvalue() and "two" not in out.getvalue() and "[interrupted]" in out.getvalue()
+    last = chat.session.turns[-1]
+    assert last.content == "one " and last.interrupted
+
+
 def test_continue_past_the_context_drops_the_oldest_exchanges_or_is_refused_with_one_line():
     """/continue of a cut reply whose conversation no longer fits. It was refused whatever the overflow policy ("shorten
     it, or lower max_new_tokens", neither of which could help) and first an AssertionError; it drops the oldest

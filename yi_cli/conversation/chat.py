@@ -439,11 +439,11 @@ class Chat:
         acc = {"text": [], "finish": None, "error": None}
         try:
             self._drain(worker, events, cancel, acc, wrapped, started)
-        except BaseException:  # e.g. BrokenPipeError from the renderer: stop the model before leaving
+        except BaseException as e:  # e.g. BrokenPipeError from the renderer: stop the model before leaving
             cancel.set()
             if worker.is_alive():
                 worker.join(timeout=30)  # bounded: a third Ctrl-C during a stuck prefill must still return
-            finish = self._leftover(events, acc)
+            finish = self._leftover(events, acc, shown=isinstance(e, KeyboardInterrupt))
             self._abandoned = (
                 "".join(acc["text"]),
                 finish.stats if finish is not None else Stats(prompt_tokens=None, finish_reason=FINISH_INTERRUPTED),
@@ -460,16 +460,18 @@ class Chat:
         return "".join(acc["text"]), stats, error, finish.token_ids if finish is not None else None
 
     @staticmethod
-    def _leftover(events, acc) -> Finish | None:
+    def _leftover(events, acc, shown: bool = False) -> Finish | None:
         """What an abandoned reply's engine said after the renderer stopped taking it (stdout closed, | head): its
         text is kept, unshown, and its Finish gives the real count of the tokens that text is (it was recorded as 0,
-        as if none had been generated). None where the engine has not finished (it did not answer cancel)."""
-        left = {"text": acc["text"], "finish": None, "error": None}  # its text goes on the reply's; its end alone
+        as if none had been generated). None where the engine has not finished (it did not answer cancel). shown:
+        given up on by a third Ctrl-C, which stops the drawing too: the reply is what was shown, its text not yet
+        drawn dropped (with the Finish that counted it: the reply was stopped, not whole)."""
+        left = {"text": [] if shown else acc["text"], "finish": None, "error": None}  # its end alone goes on acc
         while True:
             try:
                 _record(events.get_nowait(), left)
             except queue.Empty:
-                return left["finish"]
+                return None if shown and left["text"] else left["finish"]
 
     def _drain(self, worker, events, cancel, acc, wrapped: bool, started=None) -> None:
         """The reply's events until its end. wrapped: Ctrl-C's handler is reply()'s (_cancelling_signals), which
