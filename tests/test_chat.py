@@ -1006,6 +1006,47 @@ def test_a_session_whose_lock_file_was_removed_is_not_written_by_two(tmp_path, m
     assert "lost its lock file (removed), so another yi-chat may have gone on from it" in err_a.getvalue()
 
 
+@pytest.mark.parametrize("other", [False, True])
+def test_a_session_resumed_where_no_lock_could_be_made_is_claimed_before_it_is_written(tmp_path, monkeypatch, other):
+    """A session resumed while its store was read-only (no lock file could be made; the claim went on without one),
+    then the store writable again: a second yi-chat resumed the file in place, and the first's next write replaced
+    the second's turn. The first claims the file at its next write: written by another since, it goes on in a new
+    file; untouched, it writes in place and holds it from then on."""
+    import copy
+    import json
+
+    from yi_cli.conversation import store, writes
+
+    monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path))
+    made = store.Autosave("interactive")
+    chat_a, _, err_a = plain_chat(ScriptedEngine(["r0", "ra"]), on_turn=made)
+    chat_a.handle("first")
+    made.close()
+    real = writes.lock_path
+    monkeypatch.setattr(writes, "lock_path", lambda p: tmp_path / "nowhere" / "x.lock")  # open fails: as EROFS does
+    first = store.Autosave("interactive", made.path, made.created, made.conv)
+    assert not first.forked and first.owner.fd is None
+    monkeypatch.setattr(writes, "lock_path", real)  # the store is writable again
+    chat_a.on_turn = first
+    users = lambda p: [t["content"] for t in json.loads(p.read_text())["turns"] if t["role"] == "user"]  # noqa: E731
+    if other:
+        second = store.Autosave("interactive", made.path, made.created, made.conv)
+        assert not second.forked
+        chat_b, _, _ = plain_chat(ScriptedEngine(["rb"]), on_turn=second)
+        chat_b.session = copy.deepcopy(chat_a.session)  # as -c read it
+        chat_b.handle("B two")
+        second.close()
+    chat_a.handle("A two")
+    if other:
+        assert users(made.path) == ["first", "B two"]
+        assert first.path != made.path and users(first.path) == ["first", "A two"]
+        assert "could not be locked while the store was read-only, and another yi-chat has taken it" in err_a.getvalue()
+    else:
+        assert first.path == made.path and users(made.path) == ["first", "A two"] and "yi-chat" not in err_a.getvalue()
+        assert store.Autosave("interactive", made.path, made.created, made.conv).forked  # held by the first now
+    first.close()
+
+
 def test_a_session_file_named_too_long_for_its_lock_file_is_still_held_by_one_chat(tmp_path, monkeypatch):
     """A session file renamed to 250 bytes: its `.NAME.lock` (256) could not be opened (ENAMETOOLONG), the claim
     went on without a lock, and two yi-chats resuming it overwrote each other's turns. Its lock is named by a digest."""

@@ -212,15 +212,21 @@ class Autosave:
                 sweep(sessions_dir())  # at the first write, in place too: a chat only ever resumed (-c) swept nothing
                 if self.path is not None and not self.owner.keep():  # another yi-chat may have written it
                     taken = self.path
+                    why = (
+                        "could not be locked while the store was read-only, and another yi-chat has taken it since"
+                        if self.owner.written_meanwhile
+                        else "lost its lock file (removed), so another yi-chat may have gone on from it"
+                    )
                     self.fork()
                     chat.render.notice(  # (quiet too: said once, as the fork happens)
-                        f"{one_line(taken.name)} lost its lock file (removed), so another yi-chat may have gone on "
-                        "from it: this chat goes on in a new session file, and that file stays as it is"
+                        f"{one_line(taken.name)} {why}: this chat goes on in a new session file, and that file stays "
+                        "as it is"
                     )
                 if self.path is None:
                     self.path = write_new(sessions_dir(), text, self.owner)
                 else:
                     write_atomic(self.path, text)
+                    self.owner.wrote()
         except (OSError, TooLarge) as e:
             why = getattr(e, "strerror", None) or str(e)
             if quiet:

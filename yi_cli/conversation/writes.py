@@ -188,6 +188,10 @@ class Owner:
         self.fd: int | None = None
         self.lock: Path | None = None
         self.refused: str | None = None  # why the last claim failed where no process holds the file: what is there
+        # a file claimed where no lock file could be made (a read-only store), and how it was then (_stamp): claimed
+        # again before it is written in place, as another yi-chat may have taken it once the store was writable
+        self.unlocked: tuple[Path, tuple | None] | None = None
+        self.written_meanwhile = False  # keep() found that claim's file another's (held, or written since)
 
     def claim(self, path: Path) -> bool:
         """Hold `path` (letting go of any other); False: another live process holds it, or something that is no lock
@@ -207,6 +211,7 @@ class Owner:
                 if e.errno in (errno.EISDIR, errno.ELOOP, errno.ENXIO, errno.ENOTDIR):  # not a file, or a link
                     self.refused = _in_the_way(lock)
                     return False
+                self.unlocked = (path, _stamp(path))
                 return True  # a read-only store: autosave itself will say why it fails
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 os.close(fd)
@@ -236,6 +241,17 @@ class Owner:
         (by hand: a stale-looking `.NAME.lock`) let a second yi-chat resume the file, and the two overwrote each
         other's turns. Without its lock, another may have written the file meanwhile (and gone, its lock with it):
         False, and the caller goes on in a file of its own."""
+        self.written_meanwhile = False
+        if self.fd is None and self.unlocked is not None:  # claimed where no lock could be made: claimed again
+            path, then = self.unlocked
+            if not self.claim(path):  # another yi-chat holds it now
+                self.written_meanwhile = True
+                return False
+            if self.fd is None:  # still no lock file can be made: the store is read-only yet (the write fails)
+                self.unlocked = (path, then)
+                return True
+            self.written_meanwhile = _stamp(path) != then
+            return not self.written_meanwhile
         if self.fd is None:  # no locks here (no flock, a file system without them): as claim said
             return True
         try:
@@ -247,12 +263,27 @@ class Owner:
         os.close(fd)
         return False
 
+    def wrote(self) -> None:
+        """This process wrote its file in place: how it is now is its own (where it holds no lock)."""
+        if self.unlocked is not None:
+            self.unlocked = (self.unlocked[0], _stamp(self.unlocked[0]))
+
     def release(self) -> None:
+        self.unlocked = None
         fd, lock, self.fd, self.lock = self.fd, self.lock, None, None  # first: a signal here leaves nothing twice
         if fd is None:
             return
         unlink_quietly(lock)  # removed while still held: a process that opened it meanwhile sees another inode, retries
         os.close(fd)
+
+
+def _stamp(path: Path) -> tuple | None:
+    """Which file is at `path`, as written last (every write replaces the file: a new inode); None: none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def _in_the_way(lock: Path) -> str:
