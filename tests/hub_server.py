@@ -9,7 +9,8 @@
 404 RevisionNotFound. A missing repo answers 404 with X-Error-Code RepoNotFound; a gated repo's files answer 401
 GatedRepo unless the request carries `Authorization: Bearer <token>` with a token the server knows (model info and
 listing stay public, as on the real hub). Faults for tests: `drop[path] = n` sends n bytes of the next GET of `path`
-and closes the connection; `hold[path] = n` sends n bytes, sets `held` and waits for `release` (then closes); `loop`
+and closes the connection (`reset[path] = n`: resets it); `hold[path] = n` sends n bytes, sets `held` and waits
+for `release` (then closes); `loop`
 holds paths whose GETs redirect to themselves; `corrupt[path] = data` serves data in place of the file's bytes to
 its GETs (its HEAD and listing unchanged: what the hub claims); `trickle[path] = s` sends its bytes one each s
 seconds; `endless` holds "revision", "tree" or file names whose GETs answer a body without end, `tree_next` a next
@@ -27,6 +28,7 @@ import gzip
 import hashlib
 import json
 import socket
+import struct
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -79,6 +81,8 @@ class FakeHub:
         self.drop: dict[str, int] = {}
         self.hold: dict[str, int] = {}
         self.drop_always: dict[str, int] = {}  # as drop, for every GET of the path until removed
+        self.reset: dict[str, int] = {}  # as drop, the connection reset (RST: "Connection reset by peer"), once
+        self.fail_head_once: dict[str, int] = {}  # file name -> an HTTP status its next HEAD answers
         self.refuse: dict[str, int] = {}  # repo -> an HTTP status (401 / 403) for all its calls, no gated code
         self.fail: dict[str, int] = {}  # file name -> an HTTP status its GETs answer (a 500 on the weights)
         self.fail_once: dict[str, int] = {}  # as fail, for the next GET of the file (or "revision", "tree") only
@@ -223,7 +227,7 @@ class FakeHub:
             if name in self.silent and not head:  # read, never answered
                 self.release.wait(120)
                 return
-            status = None if head else self.fail_once.pop(name, self.fail.get(name))
+            status = self.fail_head_once.pop(name, None) if head else self.fail_once.pop(name, self.fail.get(name))
             if status is not None:
                 extra = {"Retry-After": self.retry_after} if self.retry_after is not None else None
                 return self._error(h, status, None, "Internal Error", extra)
@@ -255,9 +259,10 @@ class FakeHub:
         status = 206 if partial else 200
         if name in self.trickle and not head:
             return self._trickle(h, status, body, headers, self.trickle[name])
+        reset = None if head else self.reset.pop(name, None)
         dropped = None if head else self.drop.pop(name, self.drop_always.get(name))
         held = None if head else self.hold.pop(name, None)
-        cut = dropped if dropped is not None else held
+        cut = next((n for n in (reset, dropped, held) if n is not None), None)
         if cut is None:
             return self._send(h, status, body, headers, head, length=len(body))
         # A fault: the full length is announced, part of it sent, then the connection dies.
@@ -271,6 +276,10 @@ class FakeHub:
             self.held.set()
             self.release.wait(timeout=120)
         h.close_connection = True
+        if reset is not None:  # closed with SO_LINGER 0: the peer's next read fails with ECONNRESET
+            h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            h.connection.close()  # no FIN first (the server's own shutdown would send one): closed once its files are
+            return
         try:
             h.connection.shutdown(socket.SHUT_RDWR)
         except OSError:

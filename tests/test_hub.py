@@ -731,6 +731,7 @@ def test_a_file_the_hub_never_answers_says_each_time_it_is_asked_again(hub, env,
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setattr(yi_hub.hub_http, "ANSWER_S", 0.5)
+    monkeypatch.setattr(constants, "HF_HUB_DOWNLOAD_TIMEOUT", 1)  # what a file's GET waits (it said ANSWER_S's)
     said = io.StringIO()
     try:
         with pytest.raises(LoadError) as e:
@@ -739,7 +740,7 @@ def test_a_file_the_hub_never_answers_says_each_time_it_is_asked_again(hub, env,
         set_client_factory(default_client_factory)
         hub.release.set()
     assert str(e.value).startswith(f"acme/tiny-chat: {hub.url} stopped answering (timed out"), e.value
-    again = f"yi-chat: acme/tiny-chat: {hub.url} sent nothing for 0.5 s; asking again"
+    again = f"yi-chat: acme/tiny-chat: {hub.url} sent nothing for 1 s; asking again"
     assert said.getvalue().count(again) == 5, said.getvalue()
 
 
@@ -1918,3 +1919,92 @@ def test_a_hub_timeout_that_is_no_number_reads_as_unset(hub, env):
     assert p.returncode == 0 and "Traceback" not in p.stderr.decode(), p.stderr.decode()
     p = yi(e, "models")
     assert p.returncode == 0 and "acme/tiny-chat" in p.stdout.decode(), p.stderr.decode()
+
+
+@pytest.mark.parametrize("where", ["snapshot", "blobs"])
+def test_a_link_in_the_repos_cache_folder_is_not_written_through(hub, env, tmp_path, demo_files, where):
+    """In a cache shared with other users, snapshots/<commit> linked to a folder of the user's: `pull` replaced the
+    user's config.json (and the rest) with links to blobs, their contents lost; a link at blobs/ got every blob."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "config.json").write_text("precious")
+    root = repo_dir(env)
+    place = root / "snapshots" / hub.repos["acme/tiny-chat"].commit if where == "snapshot" else root / "blobs"
+    place.parent.mkdir(parents=True)
+    place.symlink_to(victim)
+    error_line(yi(env, "pull", "acme/tiny-chat"), 3, f"{place}: a symbolic link in the Hugging Face cache")
+    assert [f.name for f in victim.iterdir()] == ["config.json"] and (victim / "config.json").read_text() == "precious"
+    place.unlink()
+    p = yi(env, "pull", "acme/tiny-chat")
+    assert p.returncode == 0, p.stderr.decode()
+    assert (snapshot(env) / "model.safetensors").read_bytes() == demo_files["model.safetensors"]
+
+
+def test_a_connection_reset_mid_file_is_continued(hub, env, demo_files):
+    """A reset connection ("Connection reset by peer", the usual drop) ended the pull at once, after one GET, with
+    "closed the connection mid-download … on every retry"; a clean close was continued. Both are now."""
+    hub.reset["model.safetensors"] = 40_000_000
+    p = yi(env, "pull", "acme/tiny-chat")
+    assert p.returncode == 0, p.stderr.decode()
+    gets = hub.requests("GET", "/model.safetensors")
+    assert len(gets) == 2 and 0 < int(gets[1][2].removeprefix("bytes=").rstrip("-")) <= 40_000_000
+    assert (snapshot(env) / "model.safetensors").read_bytes() == demo_files["model.safetensors"]
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_a_busy_answer_to_a_files_head_is_waited_out(hub, env, demo_files, status):
+    """A 429 / 503 with `Retry-After: 1` on a file's HEAD (the hub rate-limits /resolve) ended the pull at once:
+    README says a short wait is a line a retry and the pull goes on."""
+    hub.fail_head_once["model.safetensors"] = status
+    hub.retry_after = "1"
+    p = yi(env, "pull", "acme/tiny-chat")
+    err = p.stderr.decode()
+    assert p.returncode == 0, err
+    assert f"acme/tiny-chat: {hub.url} answered HTTP {status} and asks to wait 1 s; retrying (retry 1 of 5)" in err
+    assert (snapshot(env) / "model.safetensors").read_bytes() == demo_files["model.safetensors"]
+
+
+def test_a_download_redirected_where_it_cannot_go_names_that_address(hub, env):
+    """A redirect of the weights to a host that cannot be reached (a CDN a firewall blocks) said the hub itself
+    could not be reached; one to an address that is no URL, that the connection was "closed … on every retry"."""
+    hub.moved["model.safetensors"] = "http://127.0.0.1:1/cdn/model.safetensors"
+    lines = error_line(yi(env, "pull", "acme/tiny-chat"), 3, "cannot reach http://127.0.0.1:1 (ConnectError)")
+    assert hub.url not in lines[-1]
+    hub.moved["model.safetensors"] = "http://[::1/x"
+    error_line(yi(env, "pull", "acme/tiny-chat"), 3, "redirects the download to an address that is not a URL")
+
+
+def test_a_password_in_hf_endpoint_stays_out_of_every_line(env):
+    """HF_ENDPOINT=http://alice:s3cret@host: every hub line printed the password (--endpoint and proxies mask it)."""
+    for url, code in [("http://alice:s3cret@127.0.0.1:1", 3), ("http://alice:s3cret@127.0.0.1:1/?a", 2)]:
+        lines = error_line(yi({**env, "HF_ENDPOINT": url}, "pull", "acme/tiny-chat", timeout=120), code, "***@")
+        assert "s3cret" not in "\n".join(lines) and "alice" not in "\n".join(lines)
+
+
+def test_a_body_that_stalls_says_the_wait_it_waited(hub, env, demo_files):
+    """A file's body that stopped coming: "sent nothing for 60 s; asking again" after each 10 s (the download's
+    read timeout, HF_HUB_DOWNLOAD_TIMEOUT, not the API's 60)."""
+    hub.hold["model.safetensors"] = 1_000_000
+    try:
+        p = yi({**env, "HF_HUB_DOWNLOAD_TIMEOUT": "2"}, "pull", "acme/tiny-chat")
+    finally:
+        hub.release.set()
+    err = p.stderr.decode()
+    assert p.returncode == 0, err
+    assert f"acme/tiny-chat: {hub.url} sent nothing for 2 s; asking again" in err and "60 s" not in err
+    assert (snapshot(env) / "model.safetensors").read_bytes() == demo_files["model.safetensors"]
+
+
+def test_a_repo_whose_own_files_cannot_load_is_not_sent_to_pull_again(hub, env, demo_files):
+    """Files that are as the hub lists them and still cannot be loaded: `pull` said "`yi-chat pull …` fetches it
+    again" of itself (each run the same line), and an index naming a shard the repo lacks pulled "ready", after which
+    `models` and -m called it a download that `yi-chat pull` would continue."""
+    cut = {**demo_files, "model.safetensors": demo_files["model.safetensors"][:50_000_000]}
+    hub.repos["acme/cut"] = Repo(cut)
+    for _ in range(2):
+        lines = error_line(yi(env, "pull", "acme/cut"), 3, "fetched, but yi-chat cannot load it", "truncated")
+        assert "the hub's file is so" in lines[-1] and "yi-chat pull acme/cut" not in lines[-1]
+    index = {"metadata": {}, "weight_map": {"a": "model.safetensors", "b": "model-00002-of-00002.safetensors"}}
+    hub.repos["acme/shard"] = Repo({**demo_files, "model.safetensors.index.json": json.dumps(index).encode()})
+    error_line(yi(env, "pull", "acme/shard"), 3, "its index names model-00002-of-00002.safetensors, which the repo")
+    assert not list(repo_dir(env, "acme/shard").glob("blobs/*.incomplete"))  # refused before the weights came

@@ -176,15 +176,20 @@ INFO_TRIES = 6  # the model info asked at most this many times where the hub ask
 
 
 def _repo_info(api, repo: str, revision: str, progress):
-    """The model's info; a 429 or 503 whose wait is short (hub_http.RETRY_WAIT_S) is waited out and asked again,
-    with a line a retry, as huggingface_hub does for a file: it does not retry this call, and a rate limit's
-    `Retry-After: 2` on it ended the pull at once."""
+    """The model's info (_busy_retried)."""
+    # the call's timeout: its None would override the client's
+    return _busy_retried(lambda: api.repo_info(repo, revision=revision, timeout=hub_http.ANSWER_S), repo, progress)
+
+
+def _busy_retried(call, repo: str, progress):
+    """call(), a request huggingface_hub does not retry (the model's info, a file's HEAD); a 429 or 503 whose wait is
+    short (hub_http.RETRY_WAIT_S) is waited out and asked again, with a line a retry, as huggingface_hub does for a
+    file's GET: a rate limit's `Retry-After: 2` on it ended the pull at once."""
     from huggingface_hub import errors
 
     for attempt in range(1, INFO_TRIES + 1):
         try:
-            # the call's timeout: its None would override the client's
-            return api.repo_info(repo, revision=revision, timeout=hub_http.ANSWER_S)
+            return call()
         except errors.HfHubHTTPError as e:
             status = getattr(getattr(e, "response", None), "status_code", None)
             if status not in (429, 503) or attempt == INFO_TRIES:
@@ -339,7 +344,7 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
     # only linked into the new snapshot, so neither the space check nor the size shown counts them.
     fetching = [f for f in todo if not _have(blobs / _etag(f), f.size)]
     try:
-        blobs.mkdir(parents=True, exist_ok=True)
+        _real_folder(root, blobs)
         check_space(blobs, sum(f.size for f in fetching) - sum(_partial_size(blobs, f) for f in fetching))
         progress.start(repo, [(f.path, f.size, _partial_size(blobs, f)) for f in fetching])
         checked = False
@@ -350,13 +355,14 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
                 # quantization the loader refuses (bitsandbytes, AWQ 3-bit), or one the weights' names contradict.
                 cfg = read_config(snap)
                 plausible.check(cfg, snap / "config.json")
+                _shards_as_listed(repo, snap, files)
                 if configs.check_before_weights(snap, cfg, [f.path for f in files]) is None:
                     _unquantized_as_listed(repo, commit, snap, files)
                 checked = True
             _fetch_file(repo, commit, f, root, progress)
         ref = root / "refs" / revision
         if revision != commit:
-            ref.parent.mkdir(parents=True, exist_ok=True)
+            _real_folder(root, ref.parent)
             tmp = ref.with_name(f".{ref.name}.{os.getpid()}.tmp")
             tmp.write_text(commit)
             os.replace(tmp, ref)
@@ -416,6 +422,27 @@ def _loadable_as_listed(repo: str, files) -> None:
         raise LoadError(f"{repo}: no config.json in the repo (not a transformers model checkpoint)")
     if not names & {"tokenizer.json", "tokenizer.model"}:
         raise LoadError(f"{repo}: no tokenizer in the repo (tokenizer.json or tokenizer.model)")
+
+
+def _shards_as_listed(repo: str, snap: Path, files) -> None:
+    """A weights index (fetched already) that names a shard the repo does not list: said before the weights are
+    fetched. The pull ended "ready", and then `models` and -m called the model a download cut short that `yi-chat
+    pull` would continue, which it could not."""
+    idx = snap / "model.safetensors.index.json"
+    if not idx.is_file():
+        return
+    index = read_json(idx)
+    shards = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(shards, dict):  # a bad index: the loader's to say
+        return
+    listed = {f.path for f in files}
+    missing = sorted({s for s in shards.values() if isinstance(s, str)} - listed)
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise LoadError(
+            f"{repo}: its index names {shown(missing[0], 200)}{more}, which the repo on {endpoint()} does not have: "
+            "the repo is incomplete, and cannot be loaded until its owner adds the file"
+        )
 
 
 def _unquantized_as_listed(repo: str, commit: str, snap: Path, files) -> None:
@@ -479,11 +506,37 @@ def check_space(folder: Path, need: int) -> None:
         )
 
 
+def _real_folder(root: Path, folder: Path) -> Path:
+    """`folder` (in `root`, the repo's own folder of the cache) made where it is missing, none of its parts below
+    root a symbolic link: in a cache shared with other users, a link at snapshots/<commit> (to a folder of the
+    user's) had the user's files replaced by links to blobs, and one at blobs/ had the blobs written into it."""
+    part = root
+    for name in folder.relative_to(root).parts:
+        part = part / name
+        try:
+            link = stat.S_ISLNK(os.lstat(part).st_mode)
+        except FileNotFoundError:
+            break
+        if link:
+            raise LoadError(
+                f"{part}: a symbolic link in the Hugging Face cache, where yi-chat writes only into folders of its "
+                "own; remove it and run again"
+            )
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def _fetch_file(repo: str, commit: str, entry, root: Path, progress) -> None:
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
 
     url = hf_hub_url(repo, entry.path, revision=commit)
-    meta = get_hf_file_metadata(url)
+    try:
+        meta = _busy_retried(lambda: get_hf_file_metadata(url), repo, progress)
+    except ValueError as e:  # a redirect to `http://[::1/x` or a port past 65535: "download failed (ValueError…)"
+        raise LoadError(
+            f"{repo}/{shown(entry.path, 200)}: {endpoint()} answers with an address that cannot be followed "
+            f"({shown(str(e), 200)}); check HF_ENDPOINT"
+        ) from None
     if meta.size is not None and meta.size != entry.size:  # its bytes could never match the listing's checksum
         raise LoadError(
             f"{repo}/{shown(entry.path, 200)}: {endpoint()} lists {entry.size} bytes but serves {meta.size}; try "
@@ -508,7 +561,7 @@ def _fetch_file(repo: str, commit: str, entry, root: Path, progress) -> None:
         if not blob.is_file():
             _download(repo, entry, url, meta, blob, progress)
     link = root / "snapshots" / commit / entry.path
-    link.parent.mkdir(parents=True, exist_ok=True)
+    _real_folder(root, link.parent)
     tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
     os.symlink(os.path.relpath(blob, link.parent), tmp)
@@ -541,7 +594,6 @@ CHUNK = 256 << 10
 
 def _download(repo: str, entry, url: str, meta, blob: Path, progress) -> None:
     """Continue blobs/<etag>.incomplete from its size with a Range request; move it into place once checked."""
-    from huggingface_hub.file_download import http_get
     from huggingface_hub.utils import build_hf_headers
 
     env_files.hub_constants().DOWNLOAD_CHUNK_SIZE = CHUNK  # read by http_get at each call
@@ -558,14 +610,7 @@ def _download(repo: str, entry, url: str, meta, blob: Path, progress) -> None:
         progress.file(entry.path, entry.size, have)
         fh.seek(have)
         try:
-            http_get(
-                meta.location,
-                _Bounded(fh, entry.size),
-                resume_size=have,
-                headers=headers,
-                expected_size=entry.size,
-                tqdm_class=progress.bar_class(),
-            )
+            _continued(meta.location, fh, entry.size, headers, progress)
         except _Bounded.Past:  # an endless body filled the disk: stopped at the listed size
             part.unlink()
             raise LoadError(
@@ -573,6 +618,11 @@ def _download(repo: str, entry, url: str, meta, blob: Path, progress) -> None:
                 "(discarded); try again later"
             ) from None
         except Exception as e:
+            if _bad_location(e):  # http_get took it for a dropped connection: "closed the connection … on every retry"
+                raise LoadError(
+                    f"{repo}/{shown(entry.path, 200)}: {endpoint()} redirects the download to an address that is not a "
+                    "URL; try again later"
+                ) from None
             if _cut_off(e):  # reached, then cut off mid-file past http_get's own retries
                 raise LoadError(
                     f"{repo}: {endpoint()} closed the connection mid-download ({e.__class__.__name__}) on every "
@@ -585,6 +635,35 @@ def _download(repo: str, entry, url: str, meta, blob: Path, progress) -> None:
         raise LoadError(f"{repo}/{entry.path}: the download does not match its checksum (discarded; run again)")
     os.replace(part, blob)
     progress.file_done(entry.path)
+
+
+CUT_TRIES = 5  # connections reset (ECONNRESET) in a row, with no byte between them, before the pull gives up
+
+
+def _continued(url: str, fh, size: int, headers: dict, progress) -> None:
+    """http_get from fh's end to `size`. It continues a connection closed or timed out mid-file itself, but not one
+    reset (ReadError: "Connection reset by peer", the usual drop), which ended the pull at its first one and said
+    "on every retry": such a reset is continued here, up to CUT_TRIES in a row without a byte between them."""
+    import httpx2
+    from huggingface_hub.file_download import http_get
+
+    tries = 0
+    while True:
+        have = fh.tell()
+        try:
+            return http_get(
+                url,
+                _Bounded(fh, size),
+                resume_size=have,
+                headers=headers,
+                expected_size=size,
+                tqdm_class=progress.bar_class(),
+            )
+        except httpx2.ReadError:
+            tries = 1 if fh.tell() > have else tries + 1
+            if tries >= CUT_TRIES:
+                raise
+            time.sleep(1)  # as http_get waits before it asks again
 
 
 class _Bounded:
@@ -610,6 +689,13 @@ def _cut_off(e: BaseException) -> bool:
     import httpx2
 
     return isinstance(e, (httpx2.RemoteProtocolError, httpx2.ReadError))
+
+
+def _bad_location(e: BaseException) -> bool:
+    """httpx's error for a redirect whose Location is no URL (`data:…`, `http://[::1/x`)."""
+    import httpx2
+
+    return isinstance(e, httpx2.RemoteProtocolError) and "location header" in str(e).lower()
 
 
 def _matches(path: Path, entry) -> bool:
@@ -690,6 +776,7 @@ def hub_error(e: BaseException, repo: str, local: bool = True) -> LoadError:
             "(a partial download continues on the next run)"
         )
     if isinstance(e, (httpx2.TransportError, errors.OfflineModeIsEnabled)):
+        where = _failed_at(e) or where  # a download redirected to another host (a CDN) that cannot be reached
         via = env_files.proxy_for(where) if isinstance(e, httpx2.ConnectError) else None
         return LoadError(
             f"{repo}: cannot reach {where}{f' through {via}' if via else ''} ({e.__class__.__name__}); check the "
@@ -706,6 +793,20 @@ def hub_error(e: BaseException, repo: str, local: bool = True) -> LoadError:
     if isinstance(e, OSError):
         return LoadError(f"{repo}: cannot download into {cache_root()} ({e.strerror or e})")
     return LoadError(f"{repo}: download failed ({e.__class__.__name__}: {e})")
+
+
+def _failed_at(e: BaseException) -> str | None:
+    """The scheme://host[:port] a request that failed went to, where it is not the hub's (a redirect's); else None."""
+    try:
+        url = e.request.url
+    except (AttributeError, RuntimeError):  # no request attached
+        return None
+    hub = urlparse(endpoint())
+    try:
+        same = (url.scheme, url.host, url.port) == (hub.scheme, hub.hostname, hub.port)
+    except ValueError:
+        same = False
+    return None if same else env_files.hidden_userinfo(f"{url.scheme}://{url.netloc.decode('ascii', 'replace')}")
 
 
 def scan() -> list[tuple[str, Path, int]]:

@@ -72,9 +72,10 @@ class WaitTooLong(Exception):
 
 
 def endpoint() -> str:
-    from ..env_files import hub_constants
+    """The hub's base URL as yi-chat's lines say it: a user and password in HF_ENDPOINT shown as ***."""
+    from ..env_files import hidden_userinfo, hub_constants
 
-    return hub_constants().ENDPOINT
+    return hidden_userinfo(hub_constants().ENDPOINT)
 
 
 def bounded_client() -> None:
@@ -330,8 +331,11 @@ class RetryNotice(logging.Filter):
         elif text.endswith("Trying to resume download...") and ("timed out" in text or "answer headers" in text):
             # a file whose answer did not come within the read timeout: asked again five times, a minute each, with
             # nothing said (6 minutes of silence); a dropped connection resumes quietly, as before
-            if self.progress is not None:
-                self.progress._line(f"{self.repo}: {endpoint()} sent nothing for {ANSWER_S:g} s; asking again")
+            if self.progress is not None:  # a body's read waits the download's timeout, its headers HEADERS_S
+                from ..env_files import hub_constants
+
+                waited = HEADERS_S if "answer headers" in text else hub_constants().HF_HUB_DOWNLOAD_TIMEOUT
+                self.progress._line(f"{self.repo}: {endpoint()} sent nothing for {waited:g} s; asking again")
         elif " thrown while requesting " in text and not text.startswith("HTTP Error "):
             self.asked = None  # a connection error, not an answer: what an earlier answer asked is not this one's
         return False

@@ -107,18 +107,19 @@ def _check_hf_endpoint() -> None:
     url = os.environ.get("HF_ENDPOINT", "")
     if not url:
         return
+    said = env_files.hidden_userinfo(url)  # a password in it stays out of the line
     if any(c.isspace() or not c.isprintable() for c in url):  # urlsplit passed ' http://...': "cannot reach", exit 3
-        raise UsageError(f"HF_ENDPOINT='{shown(url, 80)}' is not a URL (it contains whitespace or control characters)")
+        raise UsageError(f"HF_ENDPOINT='{shown(said, 80)}' is not a URL (it contains whitespace or control characters)")
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 (checked on access: 'abc' or 99999 raise ValueError)
     except ValueError as e:
-        raise UsageError(f"HF_ENDPOINT={shown(url, 80)} is not a URL ({e})") from None
+        raise UsageError(f"HF_ENDPOINT={shown(said, 80)} is not a URL ({e})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(f"HF_ENDPOINT={shown(url, 80)} is not an http(s) URL (e.g. https://huggingface.co)")
+        raise UsageError(f"HF_ENDPOINT={shown(said, 80)} is not an http(s) URL (e.g. https://huggingface.co)")
     if "?" in url or "#" in url:  # huggingface_hub appends its paths after them: every request missed, "cannot reach"
         raise UsageError(
-            f"HF_ENDPOINT={shown(url, 80)} is not a hub's base URL (it has a query string or fragment: "
+            f"HF_ENDPOINT={shown(said, 80)} is not a hub's base URL (it has a query string or fragment: "
             "remove what follows '?' or '#')"
         )
 
