@@ -545,6 +545,69 @@ def test_checkpoint_missing_weights_or_tensor_or_truncated(tiny, tmp_path, home,
     one_line_error(yi("--model", ckpt, "-p", "hi", home=home), 3, *needles)
 
 
+def _retype(f: Path, name: str, dtype: str) -> None:
+    """Tensor `name`'s dtype in the header of safetensors file f changed to one of the same width, its bytes kept."""
+    data = f.read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    header[name]["dtype"] = dtype
+    text = json.dumps(header).encode()
+    f.write_bytes(len(text).to_bytes(8, "little") + text + data[8 + n :])
+
+
+@pytest.mark.parametrize("tensor", ["model.norm.weight", "model.layers.0.mlp.up_proj.scales"])
+def test_weights_that_are_not_numbers_fail_the_turn_in_one_line(tiny, tmp_path, home, tensor):
+    """NaN weights (a norm, an AWQ layer's scales): the fast engine answered "ringingringing…" or nothing, exit 0,
+    where the generate engine failed the turn (a hostile-checkpoint hunt)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from yi_cli.checkpoint import writer
+
+    ckpt = writer.make_awq(tiny, tmp_path / "awq", group_size=64)
+    st = ckpt / "model.safetensors"
+    tensors = load_file(str(st))
+    tensors[tensor] = torch.full_like(tensors[tensor], float("nan"))
+    save_file(tensors, str(st), metadata={"format": "pt"})
+    for greedy in ([], ["--temperature", "0"]):
+        p = yi("--model", ckpt, "--max-new-tokens", "4", *greedy, "-p", "hi", home=home)
+        one_line_error(p, 1, "the model computed logits that are not numbers (NaN or infinity)")
+        assert p.stdout.decode().strip() == ""
+
+
+@pytest.mark.parametrize(
+    "case", ["int-norm", "awq-int-scales", "backup-copy", "dangling-template", "looping-tokenizer"]
+)
+def test_checkpoint_files_that_loaded_into_garbage_are_one_line(tiny, tmp_path, home, case):
+    """A hostile-checkpoint hunt: floats stored as I32 / I16 (a norm, AWQ scales) were converted as numbers, and a
+    copy of the weights beside them (no index) replaced every tensor, each a chat of garbage, exit 0; a chat template
+    linked to nothing was passed over (the chat ran on ChatML), a looping tokenizer.json was "no tokenizer files"."""
+    ckpt = tiny
+    if case.startswith("awq"):
+        from yi_cli.checkpoint import writer
+
+        ckpt = writer.make_awq(tiny, tmp_path / "awq", group_size=64)
+    st = ckpt / "model.safetensors"
+    if case == "int-norm":
+        _retype(st, "model.norm.weight", "I32")
+        needles = [str(st), "tensor model.norm.weight is int32, not floats"]
+    elif case == "awq-int-scales":
+        _retype(st, "model.layers.0.mlp.up_proj.scales", "I16")
+        needles = [str(st), "tensor model.layers.0.mlp.up_proj.scales is int16, expected float16 or"]
+    elif case == "backup-copy":
+        shutil.copy(st, ckpt / "model_old.safetensors")
+        needles = [str(ckpt / "model_old.safetensors"), "is also in model.safetensors"]
+    elif case == "dangling-template":
+        (ckpt / "chat_template.jinja").unlink(missing_ok=True)
+        (ckpt / "chat_template.jinja").symlink_to("/nonexistent")
+        needles = ["chat_template.jinja: a symbolic link to /nonexistent, which does not exist"]
+    else:
+        (ckpt / "tokenizer.json").unlink()
+        (ckpt / "tokenizer.json").symlink_to("tokenizer.json")
+        needles = ["tokenizer.json: cannot read the tokenizer.json"]
+    one_line_error(yi("--model", ckpt, "-p", "hi", home=home), 3, *needles)
+
+
 @pytest.mark.parametrize(
     "where,qc,needles",
     [
@@ -570,7 +633,7 @@ def test_unsupported_quant_method_or_bits(tiny, home, where, qc, needles):
     [
         ({"rope_type": "bogus", "rope_theta": 1e4}, "rope_type 'bogus' is not one yi-chat knows"),
         ({"rope_type": 5, "rope_theta": 1e4}, "rope_type 5 is not one yi-chat knows"),
-        ({"rope_type": "linear", "rope_theta": 1e4, "factor": "x"}, "rope_parameters cannot be computed"),
+        ({"rope_type": "linear", "rope_theta": 1e4, "factor": "x"}, "rope_parameters.factor must be a number"),
         ({"rope_type": "linear", "rope_theta": 1e4, "factor": 0.0}, "rope_parameters"),
     ],
 )
@@ -578,6 +641,48 @@ def test_rope_parameters_the_fast_engine_cannot_compute_are_one_line(tiny, home,
     """An unknown rope_type, or a factor that is no number, was an internal error on the fast engine (KeyError,
     TypeError), exit 1, where the generate engine exits 3 (a hostile-checkpoint hunt)."""
     set_config(tiny, rope_parameters=rope)
+    one_line_error(yi("--model", tiny, "-p", "hi", home=home), 3, f"{tiny / 'config.json'}: ", needle)
+
+
+@pytest.mark.parametrize(
+    "change,needle",
+    [
+        ({"rope_scaling": {"rope_type": "linear", "factor": -5}}, "rope_scaling.factor must be a number in 1..65536"),
+        (
+            {"rope_scaling": {"rope_type": "yarn", "factor": 1e300, "original_max_position_embeddings": 8192}},
+            "rope_scaling.factor must be a number in 1..65536, found a number 1e+300",
+        ),
+        (
+            {
+                "rope_scaling": {
+                    "rope_type": "llama3",
+                    "factor": 8.0,
+                    "low_freq_factor": 1.0,
+                    "high_freq_factor": 4.0,
+                    "original_max_position_embeddings": 0,
+                }
+            },
+            "rope_scaling.original_max_position_embeddings must be an integer in 1..",
+        ),
+        (
+            {
+                "rope_scaling": {
+                    "rope_type": "llama3",
+                    "factor": 8.0,
+                    "low_freq_factor": 4.0,
+                    "high_freq_factor": 1.0,
+                    "original_max_position_embeddings": 8192,
+                }
+            },
+            "rope_scaling.low_freq_factor = 4 must be under its high_freq_factor = 1",
+        ),
+        ({"rms_norm_eps": 1e300}, "rms_norm_eps = 1e+300 is not a plausible epsilon"),
+    ],
+)
+def test_rope_scalings_and_epsilons_no_model_has_are_one_line(tiny, home, change, needle):
+    """A rope scaling factor of -5 or 1e300, llama3's original context 0 or its frequency factors the wrong way
+    round, rms_norm_eps 1e300: each loaded and answered garbage (or nothing), exit 0 (a hostile-checkpoint hunt)."""
+    set_config(tiny, **change)
     one_line_error(yi("--model", tiny, "-p", "hi", home=home), 3, f"{tiny / 'config.json'}: ", needle)
 
 
@@ -1047,6 +1152,13 @@ def test_pickle_weights_need_allow_pickle(tiny, home, tmp_path):
     torch.save({"x": _Boom(str(marker))}, tiny / "pytorch_model.bin")
     one_line_error(yi("--model", tiny, "-p", "hi", home=home), 3, "--allow-pickle")
     assert not marker.exists()
+    # With the flag, a pickle (protocol 4) of more than tensors: torch's warning on stderr too (three lines), its
+    # line cut mid-sentence advising `weights_only=False`.
+    import pickle
+
+    (tiny / "pytorch_model.bin").write_bytes(pickle.dumps({"x": _Boom(str(marker))}, protocol=4))
+    line = one_line_error(yi("--model", tiny, "--allow-pickle", "-p", "hi", home=home), 3, "the .bin pickle holds more")
+    assert "weights_only" not in line and not marker.exists()
 
 
 def test_trust_remote_code_off_unless_flag(tiny, monkeypatch, tmp_path):

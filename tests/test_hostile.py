@@ -1002,6 +1002,10 @@ def test_a_chat_template_that_loops_is_stopped(case, tiny_src, monkeypatch):
 # `m.content * 300000000` asked for gigabytes (the run was killed); these smaller ones show the bound without the cost.
 BIG_OPS = {
     "power": ("{{ (3 ** 700000) % 7 }}", "an integer power of about 1400000 bits is too large"),
+    "product": (
+        "{% set a = 2 ** 500000 %}{% set b = a * a %}{{ (b * a) % 7 }}",
+        "an integer product of about 1500002 bits is too large",
+    ),
     "repetition": ("{{ ('x' * 20000000)|length }}", "a repetition of 20000000 items is too long"),
     "repeated-message": ("{{ (messages[0].content * 10000000)|length }}", "a repetition of 20000000 items"),
     # widths: `'x'.center(2000000000)` was bounded only by the time limit, after the gigabytes were asked for

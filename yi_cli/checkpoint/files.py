@@ -66,20 +66,23 @@ def read_config(path: Path) -> dict:
 
 
 def check_side_files(path: Path) -> None:
+    """The small files beside the weights, each one there (a link to nothing or in a loop included: such a chat
+    template was passed over in silence, and the chat ran on yi-chat's ChatML instead) a file yi-chat can read."""
+    there = os.path.lexists
     for name in SIDE_FILES:
-        if (path / name).exists():
+        if there(path / name):
             data = read_json(path / name)
             if name == "generation_config.json":
                 check_eos(path / name, data)
     # tokenizer.json is read by the tokenizers library, whose Rust parser bounds its nesting; a directory by that
     # name was "Couldn't instantiate the backend tokenizer from one of: ", a FIFO blocked, any size was read. Not
     # parsed here: a few MB parsed twice would cost every start.
-    if (path / "tokenizer.json").exists():
+    if there(path / "tokenizer.json"):
         inputs.check_regular(path / "tokenizer.json", inputs.TOKENIZER_LIMIT, LoadError, "tokenizer.json")
     # Chat templates in files of their own, read whole by the tokenizer's loader (200 MB of comment took 1.2 GB)
     more = path / "additional_chat_templates"
     for f in [path / "chat_template.jinja", *(sorted(more.glob("*.jinja")) if more.is_dir() else [])]:
-        if f.exists():
+        if there(f):
             inputs.check_regular(f, TEMPLATE_LIMIT, LoadError, "chat template")
 
 
@@ -233,11 +236,16 @@ def fetch_again(f: Path, otherwise: str | None = "download it again") -> str | N
 
         if hub_constants().HF_HUB_OFFLINE:  # the pull named would be refused: said so, not run in vain
             return f"HF_HUB_OFFLINE=1 forbids fetching it again (`yi-chat pull {repo}` does, online)"
-        return f"`yi-chat pull {repo}` fetches it again"
+        return pull_again(repo)
     demo = os.path.realpath(cache_dir() / "demo")
     if os.path.dirname(os.path.dirname(os.path.realpath(f))) == demo:  # (by a relative path, a link, too)
         return f"remove {f.parent} and the next run converts the demo again"
     return otherwise
+
+
+def pull_again(repo: str) -> str:
+    """fetch_again's advice for a hub repo's file."""
+    return f"`yi-chat pull {repo}` fetches it again"
 
 
 def check_unquantized(where, names) -> None:
@@ -327,6 +335,13 @@ class Tensors:
                 raise LoadError(f"{f}: cannot read ({first_line(e)})") from None
             self.handles[f] = h
             for k in h.keys():
+                if k in self.where and not index.is_file():
+                    # no index to say which: the last file by name won in silence (a backup copy beside the weights,
+                    # model_old.safetensors, replaced every tensor), where transformers reads model.safetensors alone
+                    raise LoadError(
+                        f"{f}: tensor {shown(k, 200)} is also in {self.where[k].name}; each tensor must be in one file "
+                        "(move a copy or backup of the weights out of the folder)"
+                    )
                 self.where[k] = f
 
     def __contains__(self, name: str) -> bool:

@@ -653,6 +653,12 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             for seq, n in ((left, right), (right, left)):
                 if isinstance(seq, (str, list, tuple)) and type(n) is int and len(seq) * n > self.MAX_ITEMS:
                     raise jinja2.exceptions.SecurityError(f"a repetition of {len(seq) * n} items is too long")
+            # a product of integers each within the bound: squared over and over, 16M bits, then one `%` of them
+            # took minutes in one C call (division is quadratic in the digits)
+            if type(left) is int and type(right) is int and left.bit_length() + right.bit_length() > self.MAX_BITS:
+                raise jinja2.exceptions.SecurityError(
+                    f"an integer product of about {left.bit_length() + right.bit_length()} bits is too large"
+                )
         elif operator == "+":
             both = [isinstance(x, str) for x in (left, right)], [isinstance(x, (list, tuple)) for x in (left, right)]
             if any(all(kind) for kind in both):

@@ -75,10 +75,14 @@ def check(cfg: dict, src: Path) -> None:
         if v is not None and (type(v) not in (int, float) or not (v > 0 if positive else v >= 0)):
             want = "a positive number" if positive else "a number >= 0"
             raise LoadError(f"{src}: {key} must be {want}, found {type_name(v)} {v!r:.40}")
+    eps = cfg.get("rms_norm_eps")
+    if eps is not None and not eps <= MAX_EPS:  # 1e300 (or Infinity): every activation divided to 0, empty replies
+        raise LoadError(f"{src}: rms_norm_eps = {eps!r:.40} is not a plausible epsilon (at most {MAX_EPS:g})")
     kind = rope_kind(cfg)
     if cfg.get("model_type") == "llama" and kind not in ROPE_TYPES:
         # -m refused it only as the model loaded (llama.rotary), after `pull` said ready and `models` listed it ok
         raise LoadError(f"{src}: rope_type {kind!r:.40} is not one yi-chat knows ({', '.join(ROPE_TYPES)})")
+    _rope_scaling(cfg, kind, src)
     heads, kv = cfg.get("num_attention_heads"), cfg.get("num_key_value_heads")
     if heads and kv and heads % kv:
         raise LoadError(f"{src}: num_attention_heads = {heads} is not a multiple of num_key_value_heads = {kv}")
@@ -91,6 +95,41 @@ def check(cfg: dict, src: Path) -> None:
         # ("The size of tensor a (63) must match the size of tensor b (64)"). Llama's only: other types rotate part
         # of a head (partial_rotary_factor, at the top or in rope_parameters) and transformers judges them
         raise LoadError(f"{src}: head_dim = {head_dim} is odd, and rotary position embeddings need an even head size")
+
+
+MAX_EPS = 1.0  # real models' rms_norm_eps: 1e-6 .. 1e-5
+MAX_ROPE_FACTOR = 1 << 16  # real scalings: 2 .. 64 (yarn, linear, llama3's 8 and 32)
+
+
+def _rope_scaling(cfg: dict, kind, src: Path) -> None:
+    """The numbers of a rope scaling (rope_scaling, else rope_parameters) that no model has, refused as transformers'
+    own validation warns of them (its warnings are off: configs.quiet_transformers): a factor under 1 or past any
+    model's, an original context under 1, llama3's low_freq_factor not under its high_freq_factor. Each loaded and
+    answered garbage ("*nurse: 1. I", "HIGGFHD-1**"), exit 0."""
+    rope = cfg.get("rope_scaling")
+    if rope is None:
+        rope = cfg.get("rope_parameters")
+    if type(rope) is not dict or kind == "default":
+        return
+    where = "rope_scaling" if cfg.get("rope_scaling") is not None else "rope_parameters"
+
+    def number(key: str, lo: float, hi: float, integer: bool = False) -> None:
+        v = rope.get(key)
+        if v is None:
+            return
+        kinds = (int,) if integer else (int, float)
+        if type(v) not in kinds or not lo <= v <= hi:
+            want = "an integer" if integer else "a number"
+            raise LoadError(f"{src}: {where}.{key} must be {want} in {lo:g}..{hi:g}, found {type_name(v)} {v!r:.40}")
+
+    number("factor", 1, MAX_ROPE_FACTOR)
+    number("original_max_position_embeddings", 1, BOUNDS["max_position_embeddings"][1], integer=True)
+    if kind == "llama3":
+        number("low_freq_factor", 0, MAX_ROPE_FACTOR)
+        number("high_freq_factor", 0, MAX_ROPE_FACTOR)
+        low, high = rope.get("low_freq_factor"), rope.get("high_freq_factor")
+        if low is not None and high is not None and not low < high:
+            raise LoadError(f"{src}: {where}.low_freq_factor = {low:g} must be under its high_freq_factor = {high:g}")
 
 
 # The rope kinds Llama's rotary embedding computes: "default" and transformers' ROPE_INIT_FUNCTIONS (tests/test_start.py

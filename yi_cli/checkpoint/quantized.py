@@ -168,12 +168,13 @@ def read_qweight(t: Tensors, name: str, k: int, n: int, quant: dict, device: str
         return w.to(device)  # unpacked on the target device: fast on CUDA
 
     words = (torch.int32,)
+    floats = (torch.float16, torch.bfloat16, torch.float32, torch.float64)  # I16 scales were read as numbers
     qweight = get("qweight", shapes["qweight"], words)
     qzeros = get("qzeros", shapes["qzeros"], words)
-    scales = get("scales", shapes["scales"])
+    scales = get("scales", shapes["scales"], floats)
     # as the model's config says (attention_bias, mlp_bias), as transformers builds it: a bias it has no place for
     # is not read (the fast engine applied one, the generate engine not), one it has must be there
-    bias = get("bias", [n]) if bias else None
+    bias = get("bias", [n], floats) if bias else None
     if quant["method"] == "awq":
         return Q.from_awq(qweight, qzeros, scales, quant["group_size"], bias)
     if f"{name}.g_idx" in t or quant["desc_act"]:

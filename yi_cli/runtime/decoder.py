@@ -202,10 +202,17 @@ class FastDecoder:
                 self.cached = ids[:e]
                 if self.on_chunk is not None:
                     self.on_chunk(e - start, n - start)
+        finite = torch.isfinite(logits).all()  # read with the token: no sync of its own
         tok = self.sampler.eager(logits, greedy=settings.temperature == 0)
         self.tok.copy_(tok)
         self.pos.fill_(n)
-        return int(tok.item())
+        first = int(tok.item())
+        if not finite.item():  # NaN or inf weights: "ringingringing…" or an empty reply, exit 0
+            raise YiError(
+                "the model computed logits that are not numbers (NaN or infinity): its weights hold such values "
+                "(a damaged checkpoint)"
+            )
+        return first
 
     @torch.inference_mode()
     def _eager(self, length: int, greedy: bool) -> int:

@@ -20,19 +20,29 @@ def build_model(ckpt):
 
 
 def _plain(ckpt):
+    import pickle
+    import warnings
+
     from transformers import AutoModelForCausalLM
 
     try:
-        model, info = AutoModelForCausalLM.from_pretrained(
-            str(ckpt.path),
-            config=ckpt.hf_config,
-            **_generation_config(ckpt),
-            dtype=ckpt.dtype,
-            device_map=ckpt.device if ckpt.device != "cpu" else None,
-            use_safetensors=ckpt.safetensors or None,
-            trust_remote_code=ckpt.trust_remote_code,
-            output_loading_info=True,
-        )
+        with warnings.catch_warnings():  # torch.load's about a pickle's protocol: two lines more on stderr
+            warnings.simplefilter("ignore", UserWarning)
+            model, info = AutoModelForCausalLM.from_pretrained(
+                str(ckpt.path),
+                config=ckpt.hf_config,
+                **_generation_config(ckpt),
+                dtype=ckpt.dtype,
+                device_map=ckpt.device if ckpt.device != "cpu" else None,
+                use_safetensors=ckpt.safetensors or None,
+                trust_remote_code=ckpt.trust_remote_code,
+                output_loading_info=True,
+            )
+    except pickle.UnpicklingError:  # torch's own words were cut mid-sentence, advising what no flag of ours does
+        raise LoadError(
+            f"{ckpt.path}: cannot load weights (the .bin pickle holds more than tensors, and --allow-pickle unpickles "
+            "only tensors and plain containers: torch's weights-only loader)"
+        ) from None
     except Exception as e:
         raise LoadError(f"{ckpt.path}: cannot load weights ({failure(e)})") from None
     # transformers fills missing tensors with random values and only warns: a model that would talk nonsense.

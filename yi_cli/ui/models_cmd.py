@@ -82,6 +82,7 @@ def main(argv: list[str], aliases: dict | None = None) -> int:
 
 
 def pull(args, aliases: dict) -> int:
+    from ..checkpoint.files import pull_again
     from .config import as_alias
 
     name = aliases.get(args.repo, args.repo)
@@ -92,8 +93,12 @@ def pull(args, aliases: dict) -> int:
     print(f"yi-chat: {args.repo}: {shown(summary(row), 400)}{base}", file=sys.stderr)  # its dtype is the hub's
     if not row["loadable"]:  # stdout stays empty: its one line is the path of a model that loads
         # "fetched" only where a fetch ran: offline (a truncated blob), the demo and a config alias's folder fetch none
-        got = "fetched, but " if family.repo_of(path) and not hub.offline() else ""
-        raise LoadError(f"{args.repo}: {got}yi-chat cannot load it: {row['reason']}")
+        repo = family.repo_of(path)
+        got = "fetched, but " if repo and not hub.offline() else ""
+        reason = row["reason"]
+        if got:  # every file is as the hub lists it (fetched and checked, or checked by size): pulling again is vain
+            reason = reason.replace(pull_again(repo), "the hub's file is so (fetched whole, as the hub lists it)")
+        raise LoadError(f"{args.repo}: {got}yi-chat cannot load it: {reason}")
     print(path)
     return 0
 
