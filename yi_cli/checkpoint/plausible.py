@@ -106,12 +106,9 @@ def _rope_scaling(cfg: dict, kind, src: Path) -> None:
     own validation warns of them (its warnings are off: configs.quiet_transformers): a factor under 1 or past any
     model's, an original context under 1, llama3's low_freq_factor not under its high_freq_factor. Each loaded and
     answered garbage ("*nurse: 1. I", "HIGGFHD-1**"), exit 0."""
-    rope = cfg.get("rope_scaling")
-    if rope is None:
-        rope = cfg.get("rope_parameters")
+    where, rope = _rope_source(cfg)
     if type(rope) is not dict or kind == "default":
         return
-    where = "rope_scaling" if cfg.get("rope_scaling") is not None else "rope_parameters"
 
     def number(key: str, lo: float, hi: float, integer: bool = False) -> None:
         v = rope.get(key)
@@ -140,12 +137,16 @@ ROPE_TYPES = ("default", "dynamic", "linear", "llama3", "longrope", "proportiona
 def rope_kind(cfg: dict):
     """The rope_type LlamaConfig standardizes config.json's dict to: rope_scaling's where it is set (it wins over
     rope_parameters), its legacy "type" where "rope_type" is missing, "default" where neither says."""
-    rope = cfg.get("rope_scaling")
-    if rope is None:
-        rope = cfg.get("rope_parameters")
+    rope = _rope_source(cfg)[1]
     if type(rope) is not dict:
         return "default"
     return rope.get("rope_type", rope.get("type", "default"))
+
+
+def _rope_source(cfg: dict) -> tuple[str, object]:
+    """The field that says the rope and its value: rope_scaling where it is set (it wins), else rope_parameters."""
+    rope = cfg.get("rope_scaling")
+    return ("rope_scaling", rope) if rope is not None else ("rope_parameters", cfg.get("rope_parameters"))
 
 
 # Heads of transformers' model classes that do not write text: an encoder's masked LM or pre-training heads, the
