@@ -526,6 +526,25 @@ def test_ctrl_c_at_the_prompt_marks_the_dropped_line_and_sends_nothing(term, hom
     assert engine.prompts == ["next"]
 
 
+def test_ctrl_c_in_a_history_search_ends_the_search_and_the_chat_goes_on(term, home):
+    """Ctrl-R, a few letters, Ctrl-C: the prompt ended with the search field focused, and every later prompt opened
+    in that dead field (Enter, Ctrl-D and /exit did nothing: the chat was stuck until killed). Ctrl-C ends the search
+    and drops the line, as bash does, and the chat goes on."""
+    engine = Scripted("A reply.")
+    pane = term(engine, 80, 20)
+    ask(pane, "hello there")
+    pane.wait(footer_after("hello there"), "the first reply")
+    pane.prompt()
+    pane.keys("C-r")
+    pane.type("hel")
+    pane.wait(lambda s: "reverse-i-search" in s and "hel" in content(s)[-1], "the history search")
+    pane.keys("C-c")
+    pane.prompt()
+    ask(pane, "next")
+    pane.wait(footer_after("next"), "the reply to the next message")
+    assert engine.prompts == ["hello there", "next"]
+
+
 def test_a_terminal_that_cannot_show_a_character_gets_its_escape_on_the_prompt_line_and_in_history(
     term, home, monkeypatch
 ):

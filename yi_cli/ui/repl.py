@@ -13,12 +13,13 @@ from pathlib import Path
 
 from prompt_toolkit.application import create_app_session, get_app, run_in_terminal
 from prompt_toolkit.completion import Completer, Completion
-from prompt_toolkit.filters import Condition
+from prompt_toolkit.filters import Condition, is_searching
 from prompt_toolkit.history import FileHistory, InMemoryHistory
 from prompt_toolkit.key_binding import KeyBindings
 from prompt_toolkit.keys import Keys
 from prompt_toolkit.output import create_output
 from prompt_toolkit.renderer import Renderer
+from prompt_toolkit.search import stop_search
 from prompt_toolkit.styles import Style
 from prompt_toolkit.utils import is_dumb_terminal
 
@@ -133,8 +134,12 @@ def bindings() -> KeyBindings:
     @kb.add("c-c")
     def _(event):
         """Ctrl-C at the prompt drops the line, marked `^C` as a shell marks it: left as it was typed, the line on
-        the screen read as a message sent whose reply never came."""
-        b = event.current_buffer
+        the screen read as a message sent whose reply never came. In a history search (Ctrl-R, Ctrl-S) it ends the
+        search first, as bash does: the prompt ended with the search field focused, and every later prompt opened
+        in that dead field (Enter, Ctrl-D, /exit: nothing worked)."""
+        if is_searching():
+            stop_search()
+        b = event.app.current_buffer
         b.cursor_position = len(b.text)
         b.insert_text("^C")
         event.app.exit(exception=KeyboardInterrupt, style="class:aborting")
