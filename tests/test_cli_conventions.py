@@ -2152,6 +2152,13 @@ def test_bash_completion_script(home, tmp_path):
     assert _bash_complete(script, wrapper, "--device", "cuda", ":") == ["0", "1"]
     assert _bash_complete(script, wrapper, "--device", "cuda", ":", "1") == ["1"]
     assert _bash_complete(script, wrapper, "--device", "cu") == ["cuda", "cuda:0", "cuda:1"]
+    # a file name with a space is one name (it completed as two words: bash's own -f completion, checked in tmux,
+    # then quotes it and ends a folder with /)
+    (tmp_path / "my dir").mkdir()
+    (tmp_path / "my notes.txt").write_text("x")
+    want = [str(tmp_path / "my dir"), str(tmp_path / "my notes.txt")]
+    assert sorted(_bash_complete(script, wrapper, "-f", str(tmp_path / "my"), lines=True)) == want
+    assert sorted(_bash_complete(script, wrapper, "--resume", str(tmp_path / "my"), lines=True)) == want
     # a config alias with a space is one name (it completed as two words)
     (home / "config").mkdir(exist_ok=True)
     (home / "config" / "config.toml").write_text('[aliases]\n"two words" = "/x"\n')

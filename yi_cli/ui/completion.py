@@ -106,7 +106,10 @@ def bash() -> str:
             body = "_yi_chat_models"
         elif values == "@file":
             extra = ' $(compgen -W "last" -- "$cur")' if "--resume" in strings else ""
-            body = f'COMPREPLY=($(compgen -f -- "$cur"){extra})'
+            # one name a line, quoted as a file name where it is inserted, a folder ending in / (a name with a
+            # space completed as two words; one with a quote left the shell an open quote)
+            whole = "local IFS=$'\\n'; compopt -o filenames 2>/dev/null; "
+            body = f'{whole}COMPREPLY=($(compgen -f -- "$cur"){extra})'
         elif values:
             body = f'COMPREPLY=($(compgen -W "{values}" -- "$cur"))'
         elif "--prompt" in strings:
