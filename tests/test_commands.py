@@ -510,11 +510,13 @@ def test_detach_drops_the_attachments_and_file_takes_a_quoted_path(tmp_path):
     chat, out, err = plain_chat(ScriptedEngine(["r"]))
     spaced = tmp_path / "my notes.txt"
     spaced.write_text("hello\n")
-    for typed in (f"'{spaced}'", f'"{spaced}"', str(spaced).replace(" ", "\\ ")):
+    # quoted in part, as a shell takes it too (`{dir}/'my notes.txt'` was taken as typed: "cannot read")
+    partly = (f"{tmp_path}/'my notes.txt'", f'{tmp_path}/my" "notes.txt')
+    for typed in (f"'{spaced}'", f'"{spaced}"', str(spaced).replace(" ", "\\ "), *partly):
         chat.handle(f"/file {typed}")
-    assert err.getvalue() == "" and [a.name for a in chat.attachments] == [str(spaced)] * 3
+    assert err.getvalue() == "" and [a.name for a in chat.attachments] == [str(spaced)] * 5
     chat.handle("/detach")
-    assert f"detached {spaced}, {spaced}, {spaced}" in " ".join(out.getvalue().split())
+    assert f"detached {spaced}, {spaced}, {spaced}, {spaced}, {spaced}" in " ".join(out.getvalue().split())
     chat.handle("/detach")
     assert out.getvalue().rstrip().endswith("(nothing attached)") and chat.attachments == []
     chat.handle("hi")

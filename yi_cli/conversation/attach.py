@@ -382,10 +382,11 @@ def check_tokens(engine, settings, attachments: list[Attachment], prompt: str = 
 
 def as_dropped(arg: str) -> str:
     """The path `arg` names where a terminal's drag and drop (or a shell habit) typed it quoted ('a b.txt',
-    "a b.txt") or with its spaces escaped (a\\ b.txt): its one shell word, when the text as typed names nothing."""
+    "a b.txt", or a part of it: ~/'My Notes'/a.txt) or with its spaces escaped (a\\ b.txt): its one shell word,
+    when the text as typed names nothing (`it's.txt` is that file)."""
     import shlex
 
-    if not arg.startswith(("'", '"')) and "\\" not in arg:
+    if not any(c in arg for c in "'\"\\"):
         return arg
     try:
         words = shlex.split(arg)
