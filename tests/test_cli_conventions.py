@@ -538,7 +538,12 @@ def test_sigterm_during_the_editor_leaves_the_terminal_as_the_chat_found_it(serv
 
     pexpect = pytest.importorskip("pexpect")
     editor = tmp_path / "ed.sh"
-    editor.write_text("#!/bin/sh\nprintf '\\033[?1049h'\nstty raw -echo\necho EDITING\nsleep 60\n")
+    # its alternate screen, raw modes, and (vim's `mouse=a`) mouse reports, cursor keys and keypad in their
+    # application modes: those were left on, and every click in the terminal typed escapes into the shell
+    editor.write_text(
+        "#!/bin/sh\nprintf '\\033[?1049h\\033[?1000h\\033[?1006h\\033[?1h\\033='\n"
+        "stty raw -echo\necho EDITING\nsleep 60\n"
+    )
     editor.chmod(0o755)
     child = spawn("--endpoint", server.url, home=home, cwd=tmp_path, env={"EDITOR": str(editor)})
     try:
@@ -560,6 +565,38 @@ def test_sigterm_during_the_editor_leaves_the_terminal_as_the_chat_found_it(serv
     out = seen.getvalue()
     assert out.rfind("\x1b[?1049l") > out.rfind("\x1b[?1049h") > 0  # the editor's screen left...
     assert out.rfind("\x1b[?1049l") < out.index("terminated; the session")  # ...before the exit line
+    for on, off in (
+        ("\x1b[?1000h", "\x1b[?1000l"),
+        ("\x1b[?1006h", "\x1b[?1006l"),
+        ("\x1b[?1h", "\x1b[?1l"),
+        ("\x1b=", "\x1b>"),
+    ):
+        assert out.rfind(off) > out.rfind(on) > 0, repr(on)
+
+
+def test_ctrl_c_in_a_line_editor_is_the_editors_and_its_text_is_sent(server, home, tmp_path):
+    """EDITOR=ed: Ctrl-C is ed's "stop this command", but the terminal sends it to the whole foreground group, and
+    yi-chat took it too: it killed the editor, said "interrupted" and dropped the text the editor had saved (`w`)."""
+    editor = tmp_path / "ed.sh"
+    editor.write_text(
+        '#!/bin/sh\ntrap "echo EDITOR-GOT-CTRL-C" INT\nprintf "rewritten in ed" > "$1"\n'
+        "echo EDITING\nread line\nexit 0\n"
+    )
+    editor.chmod(0o755)
+    child = spawn("--endpoint", server.url, home=home, cwd=tmp_path, env={"EDITOR": str(editor)})
+    child.sendline("first question")
+    child.expect_exact("stop · ")
+    child.expect_exact(">>>")
+    child.sendline("/edit")
+    child.expect_exact("EDITING")
+    child.sendcontrol("c")
+    child.expect_exact("EDITOR-GOT-CTRL-C")
+    child.expect_exact("echo: rewritten in ed")
+    child.expect_exact(">>>")
+    assert "interrupted" not in child.before
+    assert leave(child) == 0
+    (saved,) = session_files(home)
+    assert [t["content"] for t in saved["turns"]] == ["rewritten in ed", "echo: rewritten in ed"]
 
 
 def test_kill_of_a_chat_stopped_at_the_prompt_ends_it_on_fg(server, home, tmp_path):

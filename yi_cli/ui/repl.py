@@ -406,16 +406,16 @@ def _edit_file(cmd: str, old: str, render, ended=lambda: False) -> str:
         try:
             screen = render.side_screen()  # stdout a file: the editor draws on the terminal
             try:
-                done = subprocess.run([*argv, name], stdout=screen)
+                code = _editor_ran([*argv, name], screen)
             except KeyboardInterrupt:
                 if ended():  # (the editor killed): what it had saved (`:w`) went with its file
                     with contextlib.suppress(YiError, UnicodeDecodeError):
                         saved = inputs.read_bytes(name, inputs.SESSION_LIMIT, YiError, "message file")
                         _keep_edit(_read_back(saved, old), old)
                 raise
-            exited = done.returncode >= 0  # not killed by a signal
-            if done.returncode:
-                raise subprocess.CalledProcessError(done.returncode, cmd)
+            exited = code >= 0  # not killed by a signal
+            if code:
+                raise subprocess.CalledProcessError(code, cmd)
         except FileNotFoundError:  # EDITOR names no program: "([Errno 2] No such file or directory: 'nanox')"
             raise YiError(
                 f"editor {cmd!r} not found (set EDITOR or VISUAL to one; /edit NEW TEXT needs no editor)"
@@ -438,6 +438,27 @@ def _edit_file(cmd: str, old: str, render, ended=lambda: False) -> str:
         raise YiError(
             f"the editor saved text that is not UTF-8 (byte {e.start}); the message stays as it was"
         ) from None
+
+
+def _editor_ran(argv: list[str], screen) -> int:
+    """The editor's exit status, once it exits. A Ctrl-C meanwhile is the editor's (ed's "stop this command"): the
+    terminal sends it to the whole foreground group, and yi-chat took it too, killed the editor and dropped what it
+    had saved (`w`); it is ignored here while the editor runs, as git does. The ending signals still end the chat
+    (the editor killed, what it saved kept)."""
+    import subprocess
+
+    proc = subprocess.Popen(argv, stdout=screen)  # (a handler is not inherited across exec: the editor gets Ctrl-C)
+    main = threading.current_thread() is threading.main_thread()
+    before = signal.signal(signal.SIGINT, lambda signum, frame: None) if main else None
+    try:
+        return proc.wait()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, before)
 
 
 def _read_back(data: bytes, old: str) -> str:
@@ -467,7 +488,9 @@ def _restore(modes, screen) -> None:
 
     try:
         if screen.isatty():
-            screen.write("\x1b[?1049l\x1b[?25h")  # the normal screen again, the cursor shown
+            # the normal screen again, the cursor shown; the mouse reports, cursor keys and keypad an editor asked for
+            # (vim's `mouse=a`) off: left on, every click in the terminal typed escapes into the shell
+            screen.write("\x1b[?1049l\x1b[?25h\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1006l\x1b[?1l\x1b>")
             screen.flush()
         if modes is not None:
             termios.tcsetattr(sys.stdin.fileno(), termios.TCSANOW, modes)
