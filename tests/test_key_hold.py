@@ -244,3 +244,24 @@ def test_kill_of_a_job_stopped_while_the_signals_are_held_ends_it_without_fg(tmp
         child.expect(pexpect.EOF)
     finally:
         child.close(force=True)
+
+
+def test_a_ctrl_c_then_a_sigterm_while_held_ends_the_chat():
+    """SIGINT then SIGTERM during a held write (an autosave on a slow disk): only the first caught was delivered, the
+    Ctrl-C (which, after a reply, only counts), and the SIGTERM was dropped: the chat went on, never exiting."""
+    import signal
+    import threading
+
+    from yi_cli.held import signals_held
+
+    got = []
+    before = {s: signal.signal(s, lambda signum, frame: got.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with signals_held():
+            for s in (signal.SIGINT, signal.SIGTERM):  # to this thread: caught before pthread_kill returns
+                signal.pthread_kill(threading.get_ident(), s)
+            assert got == []  # held
+        assert got == [signal.SIGTERM]
+    finally:
+        for s, h in before.items():
+            signal.signal(s, h)

@@ -38,7 +38,11 @@ def signals_held():
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
-        for signum, frame in caught[:1]:  # now delivered to the handler it was meant for
+        # now delivered to the handler it was meant for: one (a handler may raise), the first that ends the chat
+        # where one came (a Ctrl-C then a SIGTERM: the Ctrl-C's, which only counts at some instants, was delivered,
+        # the SIGTERM dropped, and the chat went on)
+        ending = [c for c in caught if c[0] != signal.SIGINT]
+        for signum, frame in (ending or caught)[:1]:
             handler = old[signum]
             if callable(handler):
                 handler(signum, frame)
