@@ -265,3 +265,32 @@ def test_a_ctrl_c_then_a_sigterm_while_held_ends_the_chat():
     finally:
         for s, h in before.items():
             signal.signal(s, h)
+
+
+def test_a_line_dropped_with_ctrl_c_is_not_kept_when_a_signal_follows(monkeypatch):
+    """Ctrl-C at the prompt drops the line; a SIGTERM that came before the prompt's end was handled took the dropped
+    line (with its ^C) for one typed ahead: "1 message typed ahead was not sent: in the input history"."""
+    from types import SimpleNamespace
+
+    from yi_cli.ui import repl
+
+    render = SimpleNamespace(pin_keys=lambda on: None, take_keys=lambda: b"")
+    chat = SimpleNamespace(render=render, terminated=False, running=True, interrupt_next=False)
+    session = SimpleNamespace(default_buffer=SimpleNamespace(text="half a thought^C"), input=None)
+
+    def read_line(*a, **k):
+        chat.terminated = True  # the SIGTERM's handler, as the prompt ended
+        raise repl.Dropped
+
+    monkeypatch.setattr(repl, "read_line", read_line)
+    monkeypatch.setattr(repl, "stashed_first", lambda inp: None)
+    monkeypatch.setattr(repl, "_typeahead", lambda s: "")
+    monkeypatch.setattr(repl, "AHEAD", [])
+    assert repl._one_line(chat, session, ">>> ")
+    assert repl.AHEAD == [""]  # nothing typed ahead to keep
+    # a signal's own end of the prompt keeps its line (the draft goes to the input history)
+    monkeypatch.setattr(repl, "AHEAD", [])
+    monkeypatch.setattr(repl, "read_line", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    session.default_buffer.text = "half a thought"
+    assert repl._one_line(chat, session, ">>> ")
+    assert repl.AHEAD == [repl.typed_ahead.PASTE_START + "half a thought" + repl.typed_ahead.PASTE_END]

@@ -118,6 +118,11 @@ class TailHistory(FileHistory):
         return reversed(strings)
 
 
+class Dropped(KeyboardInterrupt):
+    """Ctrl-C at the prompt: the line dropped. A signal that ends the prompt (end_prompt) raises KeyboardInterrupt
+    itself, and its line is kept: the two were one, and a line dropped as a SIGTERM came was kept as typed ahead."""
+
+
 def bindings() -> KeyBindings:
     kb = KeyBindings()
 
@@ -142,7 +147,7 @@ def bindings() -> KeyBindings:
         b = event.app.current_buffer
         b.cursor_position = len(b.text)
         b.insert_text("^C")
-        event.app.exit(exception=KeyboardInterrupt, style="class:aborting")
+        event.app.exit(exception=Dropped, style="class:aborting")
 
     if hasattr(signal, "SIGTSTP"):
 
@@ -613,7 +618,7 @@ def read_line(session, message: str, pre_run=None, render=None, **kwargs) -> str
             return
         text = session.default_buffer.text
         failed = app.future.exception()
-        if failed is not None and not (isinstance(failed, KeyboardInterrupt) and text.endswith("^C")):
+        if failed is not None and not isinstance(failed, Dropped):
             return
         if too_tall(app) or wrapped(app, text):
             app.erase_when_done = True
@@ -801,7 +806,9 @@ def _one_line(chat, session, prompt_text: str) -> bool:
         stashed_first(session.input)
         try:
             line = read_line(session, prompt_text, pre_run=lambda: reflow_on_resize(session.app), render=chat.render)
-        except KeyboardInterrupt:  # Ctrl-C at the prompt clears the line
+        except Dropped:  # Ctrl-C at the prompt clears the line
+            return True
+        except KeyboardInterrupt:  # a signal that ends the chat: the line goes to the input history
             draft = session.default_buffer.text
             return True
         except EOFError:  # Ctrl-D
