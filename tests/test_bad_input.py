@@ -1157,8 +1157,12 @@ def test_pickle_weights_need_allow_pickle(tiny, home, tmp_path):
     import pickle
 
     (tiny / "pytorch_model.bin").write_bytes(pickle.dumps({"x": _Boom(str(marker))}, protocol=4))
-    line = one_line_error(yi("--model", tiny, "--allow-pickle", "-p", "hi", home=home), 3, "the .bin pickle holds more")
+    line = one_line_error(yi("--model", tiny, "--allow-pickle", "-p", "hi", home=home), 3, "weights-only loader")
     assert "weights_only" not in line and not marker.exists()
+    # a Git LFS pointer (a clone without git-lfs) in its place: torch's own reason, not a cause it is not
+    (tiny / "pytorch_model.bin").write_text("version https://git-lfs.github.com/spec/v1\noid sha256:4d7a\nsize 5\n")
+    line = one_line_error(yi("--model", tiny, "--allow-pickle", "-p", "hi", home=home), 3, "weights-only loader")
+    assert "refuses the .bin file: Unsupported operand 118" in line, line
 
 
 def test_trust_remote_code_off_unless_flag(tiny, monkeypatch, tmp_path):

@@ -574,6 +574,27 @@ def test_sigterm_during_the_editor_leaves_the_terminal_as_the_chat_found_it(serv
         assert out.rfind(off) > out.rfind(on) > 0, repr(on)
 
 
+def test_ctrl_c_that_ends_the_editor_is_said_as_an_interrupt(server, home, tmp_path):
+    """An editor that does not catch Ctrl-C (a wrapper: `code --wait`) ended by it: "error: editor ... failed
+    (Command ... died with <Signals.SIGINT: 2>.)" (a review); the edit stops with "interrupted", as before."""
+    editor = tmp_path / "wrapper.sh"
+    editor.write_text("#!/bin/sh\necho EDITING\nsleep 60\n")
+    editor.chmod(0o755)
+    child = spawn("--endpoint", server.url, home=home, cwd=tmp_path, env={"EDITOR": str(editor)})
+    child.sendline("first question")
+    child.expect_exact("stop · ")
+    child.expect_exact(">>>")
+    child.sendline("/edit")
+    child.expect_exact("EDITING")
+    child.sendcontrol("c")
+    child.expect_exact("interrupted")
+    child.expect_exact(">>>")
+    assert "error" not in child.before and "Signals" not in child.before
+    assert leave(child) == 0
+    (saved,) = session_files(home)
+    assert [t["content"] for t in saved["turns"]] == ["first question", "echo: first question"]
+
+
 def test_ctrl_c_in_a_line_editor_is_the_editors_and_its_text_is_sent(server, home, tmp_path):
     """EDITOR=ed: Ctrl-C is ed's "stop this command", but the terminal sends it to the whole foreground group, and
     yi-chat took it too: it killed the editor, said "interrupted" and dropped the text the editor had saved (`w`)."""

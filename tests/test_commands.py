@@ -523,6 +523,22 @@ def test_detach_drops_the_attachments_and_file_takes_a_quoted_path(tmp_path):
     assert chat.session.turns[0].content == "hi"
 
 
+def test_a_name_with_quotes_inside_is_that_name_and_a_folder_quoted_in_part_is_the_shells(tmp_path, monkeypatch):
+    """Quotes read as the shell's only where the name as typed names nothing: `/save rock'n'roll.json` wrote
+    rocknroll.json (a review of the change that took `dir/'a b.txt'` as the shell does); a new file in a folder
+    quoted in part goes in that folder."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "My Notes").mkdir()
+    chat, out, err = plain_chat(ScriptedEngine(["r"]))
+    chat.handle("hi")
+    chat.handle("/save rock'n'roll.json")
+    chat.handle("/save ./'My Notes'/s.json")
+    assert err.getvalue() == ""
+    assert (tmp_path / "rock'n'roll.json").is_file() and (tmp_path / "My Notes" / "s.json").is_file()
+    chat.handle("/load rock'n'roll.json")
+    assert err.getvalue() == "" and "loaded 1 exchange from rock'n'roll.json" in out.getvalue()
+
+
 def test_paths_are_taken_as_the_shell_takes_them_a_folder_named_tilde_and_a_trailing_slash(tmp_path, monkeypatch):
     """pathlib made `./~/q.txt` the home folder's `~/q.txt` (a quoted `'~/q.txt'` too, which a shell leaves alone),
     so /file, /load and /save went to the home folder; `notes.txt/` read the file, where `cat notes.txt/` says "Not

@@ -1921,6 +1921,28 @@ def test_a_hub_timeout_that_is_no_number_reads_as_unset(hub, env):
     assert p.returncode == 0 and "acme/tiny-chat" in p.stdout.decode(), p.stderr.decode()
 
 
+def test_a_link_at_the_refs_temp_file_is_not_written_through(hub, env, tmp_path):
+    """refs/.main.PID.tmp planted as a link to a file of the user's: the pull wrote the commit id into that file."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    refs = repo_dir(env) / "refs"
+    refs.mkdir(parents=True)
+    p = subprocess.run(
+        [
+            "bash",
+            "-c",
+            f'ln -s "{victim}" "{refs}/.main.$$.tmp"; exec "{sys.executable}" -m yi_cli pull acme/tiny-chat',
+        ],
+        capture_output=True,
+        timeout=600,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+    assert p.returncode == 0, p.stderr.decode()
+    assert victim.read_text() == "precious" and not (refs / "main").is_symlink()
+    assert (refs / "main").read_text() == hub.repos["acme/tiny-chat"].commit
+
+
 @pytest.mark.parametrize("where", ["snapshot", "blobs"])
 def test_a_link_in_the_repos_cache_folder_is_not_written_through(hub, env, tmp_path, demo_files, where):
     """In a cache shared with other users, snapshots/<commit> linked to a folder of the user's: `pull` replaced the
@@ -1972,6 +1994,8 @@ def test_a_download_redirected_where_it_cannot_go_names_that_address(hub, env):
     assert hub.url not in lines[-1]
     hub.moved["model.safetensors"] = "http://[::1/x"
     error_line(yi(env, "pull", "acme/tiny-chat"), 3, "redirects the download to an address that is not a URL")
+    hub.moved["model.safetensors"] = "http://127.0.0.1:99999/x"  # (the line's proxy lookup raised: internal error)
+    error_line(yi(env, "pull", "acme/tiny-chat"), 3, "cannot reach http://127.0.0.1:99999")
 
 
 def test_a_password_in_hf_endpoint_stays_out_of_every_line(env):
@@ -1979,6 +2003,14 @@ def test_a_password_in_hf_endpoint_stays_out_of_every_line(env):
     for url, code in [("http://alice:s3cret@127.0.0.1:1", 3), ("http://alice:s3cret@127.0.0.1:1/?a", 2)]:
         lines = error_line(yi({**env, "HF_ENDPOINT": url}, "pull", "acme/tiny-chat", timeout=120), code, "***@")
         assert "s3cret" not in "\n".join(lines) and "alice" not in "\n".join(lines)
+    # an @ in the path is no login: the host stays in the line (it was masked up to that @)
+    error_line(
+        yi({**env, "HF_ENDPOINT": "http://127.0.0.1:1/hf@mirror"}, "pull", "acme/tiny-chat"), 3, "127.0.0.1:1/hf@mirror"
+    )
+    lines = error_line(
+        yi({**env, "HF_ENDPOINT": "http://bob:s3 cret@127.0.0.1:1"}, "pull", "acme/tiny-chat"), 2, "***@"
+    )
+    assert "in the part shown as ***" in lines[-1] and "s3" not in lines[-1]
 
 
 def test_a_body_that_stalls_says_the_wait_it_waited(hub, env, demo_files):

@@ -111,6 +111,15 @@ def proxy_setting(url: str) -> tuple[str, str] | None:
     return None
 
 
+def hidden_login(url: str) -> str:
+    """A valid URL (its authority as the HTTP client reads it) with its user and password as ***: hidden_userinfo's
+    guess, up to the last `@`, hid the host of `http://host/hf@mirror`."""
+    from urllib.parse import urlsplit
+
+    netloc = urlsplit(url).netloc
+    return url.replace(netloc, "***@" + netloc.rpartition("@")[2], 1) if "@" in netloc else url
+
+
 def hidden_userinfo(url: str) -> str:
     """`url` with what stands between `//` and its last `@` as ***: user and password, also where the password holds
     `/`, `?` or `#` (typed unencoded, the URL parser ends the host there, and the password was shown)."""

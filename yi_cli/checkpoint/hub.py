@@ -364,7 +364,11 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
         if revision != commit:
             _real_folder(root, ref.parent)
             tmp = ref.with_name(f".{ref.name}.{os.getpid()}.tmp")
-            tmp.write_text(commit)
+            tmp.unlink(missing_ok=True)  # a link planted there had the commit written into the file it named
+            with open(
+                os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644), "w"
+            ) as f:
+                f.write(commit)
             os.replace(tmp, ref)
     except LoadError:
         raise
@@ -777,7 +781,10 @@ def hub_error(e: BaseException, repo: str, local: bool = True) -> LoadError:
         )
     if isinstance(e, (httpx2.TransportError, errors.OfflineModeIsEnabled)):
         where = _failed_at(e) or where  # a download redirected to another host (a CDN) that cannot be reached
-        via = env_files.proxy_for(where) if isinstance(e, httpx2.ConnectError) else None
+        try:
+            via = env_files.proxy_for(where) if isinstance(e, httpx2.ConnectError) else None
+        except ValueError:  # a redirect's port past 65535: no proxy setting applies to it
+            via = None
         return LoadError(
             f"{repo}: cannot reach {where}{f' through {via}' if via else ''} ({e.__class__.__name__}); check the "
             "network, or set "
@@ -806,7 +813,7 @@ def _failed_at(e: BaseException) -> str | None:
         same = (url.scheme, url.host, url.port) == (hub.scheme, hub.hostname, hub.port)
     except ValueError:
         same = False
-    return None if same else env_files.hidden_userinfo(f"{url.scheme}://{url.netloc.decode('ascii', 'replace')}")
+    return None if same else env_files.hidden_login(f"{url.scheme}://{url.netloc.decode('ascii', 'replace')}")
 
 
 def scan() -> list[tuple[str, Path, int]]:

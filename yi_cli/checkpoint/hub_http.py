@@ -73,9 +73,9 @@ class WaitTooLong(Exception):
 
 def endpoint() -> str:
     """The hub's base URL as yi-chat's lines say it: a user and password in HF_ENDPOINT shown as ***."""
-    from ..env_files import hidden_userinfo, hub_constants
+    from ..env_files import hidden_login, hub_constants
 
-    return hidden_userinfo(hub_constants().ENDPOINT)
+    return hidden_login(hub_constants().ENDPOINT)  # a URL the command line's check took (cli._check_hf_endpoint)
 
 
 def bounded_client() -> None:

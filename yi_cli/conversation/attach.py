@@ -392,6 +392,8 @@ def as_dropped(arg: str) -> str:
         words = shlex.split(arg)
         if len(words) != 1 or os.path.lexists(inputs.user_path(arg, UsageError)):
             return arg
+        if not arg.startswith(("'", '"')) and "\\" not in arg and not _names_more(words[0], arg):
+            return arg  # quotes inside a name (/save rock'n'roll.json) are the name's, as typed
     except (ValueError, UsageError):  # an unclosed quote; a name the path check refuses: as typed
         return arg
     if not words[0]:  # '' was "": is a directory" (/file), the current folder (/load), the store's default (/save)
@@ -399,6 +401,15 @@ def as_dropped(arg: str) -> str:
     if words[0].startswith("~") and arg.startswith(("'", '"', "\\")):  # a quoted ~ is the shell's literal one
         return os.path.join(".", words[0])
     return words[0]
+
+
+def _names_more(word: str, arg: str) -> bool:
+    """Whether the shell's reading of a name quoted in part (`~/'My Notes'/a.txt`) names something, or a folder to
+    write in, where the name as typed does not."""
+    path, typed = inputs.user_path(word, UsageError), inputs.user_path(arg, UsageError)
+    return os.path.lexists(path) or (
+        os.path.isdir(os.path.dirname(path) or ".") and not os.path.isdir(os.path.dirname(typed) or ".")
+    )
 
 
 def _path_then_message(arg: str) -> tuple[str, str]:

@@ -38,10 +38,12 @@ def _plain(ckpt):
                 trust_remote_code=ckpt.trust_remote_code,
                 output_loading_info=True,
             )
-    except pickle.UnpicklingError:  # torch's own words were cut mid-sentence, advising what no flag of ours does
+    except pickle.UnpicklingError as e:  # torch's own words were cut mid-sentence, advising what no flag of ours does
+        said = str(e).partition("WeightsUnpickler error:")[2].partition("Check the documentation")[0]
+        why = f": {first_line(said.strip())}" if said.strip() else ""
         raise LoadError(
-            f"{ckpt.path}: cannot load weights (the .bin pickle holds more than tensors, and --allow-pickle unpickles "
-            "only tensors and plain containers: torch's weights-only loader)"
+            f"{ckpt.path}: cannot load weights (torch's weights-only loader, which --allow-pickle uses, refuses the "
+            f".bin file{why}; it reads pickles of tensors and plain containers)"
         ) from None
     except Exception as e:
         raise LoadError(f"{ckpt.path}: cannot load weights ({failure(e)})") from None

@@ -108,8 +108,12 @@ def _check_hf_endpoint() -> None:
     if not url:
         return
     said = env_files.hidden_userinfo(url)  # a password in it stays out of the line
-    if any(c.isspace() or not c.isprintable() for c in url):  # urlsplit passed ' http://...': "cannot reach", exit 3
-        raise UsageError(f"HF_ENDPOINT='{shown(said, 80)}' is not a URL (it contains whitespace or control characters)")
+    odd = lambda text: any(c.isspace() or not c.isprintable() for c in text)  # noqa: E731
+    if odd(url):  # urlsplit passed ' http://...': "cannot reach", exit 3
+        where = "" if odd(said) else ", in the part shown as ***"
+        raise UsageError(
+            f"HF_ENDPOINT='{shown(said, 80)}' is not a URL (it contains whitespace or control characters{where})"
+        )
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 (checked on access: 'abc' or 99999 raise ValueError)

@@ -419,6 +419,8 @@ def _edit_file(cmd: str, old: str, render, ended=lambda: False) -> str:
                         _keep_edit(_read_back(saved, old), old)
                 raise
             exited = code >= 0  # not killed by a signal
+            if code == -signal.SIGINT:  # an editor that does not catch Ctrl-C (a wrapper: `code --wait`) ended by it
+                raise KeyboardInterrupt
             if code:
                 raise subprocess.CalledProcessError(code, cmd)
         except FileNotFoundError:  # EDITOR names no program: "([Errno 2] No such file or directory: 'nanox')"
