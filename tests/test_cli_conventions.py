@@ -574,11 +574,10 @@ def test_sigterm_during_the_editor_leaves_the_terminal_as_the_chat_found_it(serv
         assert out.rfind(off) > out.rfind(on) > 0, repr(on)
 
 
-def test_ctrl_c_that_ends_the_editor_is_said_as_an_interrupt(server, home, tmp_path):
-    """An editor that does not catch Ctrl-C (a wrapper: `code --wait`) ended by it: "error: editor ... failed
-    (Command ... died with <Signals.SIGINT: 2>.)" (a review); the edit stops with "interrupted", as before."""
-    editor = tmp_path / "wrapper.sh"
-    editor.write_text("#!/bin/sh\necho EDITING\nsleep 60\n")
+def _editing(server, home, tmp_path, script: str):
+    """A chat whose $EDITOR is `script`, after one exchange, at /edit once the editor has printed EDITING."""
+    editor = tmp_path / "editor.sh"
+    editor.write_text(script)
     editor.chmod(0o755)
     child = spawn("--endpoint", server.url, home=home, cwd=tmp_path, env={"EDITOR": str(editor)})
     child.sendline("first question")
@@ -586,6 +585,13 @@ def test_ctrl_c_that_ends_the_editor_is_said_as_an_interrupt(server, home, tmp_p
     child.expect_exact(">>>")
     child.sendline("/edit")
     child.expect_exact("EDITING")
+    return child
+
+
+def test_ctrl_c_that_ends_the_editor_is_said_as_an_interrupt(server, home, tmp_path):
+    """An editor that does not catch Ctrl-C (a wrapper: `code --wait`) ended by it: "error: editor ... failed
+    (Command ... died with <Signals.SIGINT: 2>.)" (a review); the edit stops with "interrupted", as before."""
+    child = _editing(server, home, tmp_path, "#!/bin/sh\necho EDITING\nsleep 60\n")
     child.sendcontrol("c")
     child.expect_exact("interrupted")
     child.expect_exact(">>>")
@@ -598,18 +604,9 @@ def test_ctrl_c_that_ends_the_editor_is_said_as_an_interrupt(server, home, tmp_p
 def test_ctrl_c_in_a_line_editor_is_the_editors_and_its_text_is_sent(server, home, tmp_path):
     """EDITOR=ed: Ctrl-C is ed's "stop this command", but the terminal sends it to the whole foreground group, and
     yi-chat took it too: it killed the editor, said "interrupted" and dropped the text the editor had saved (`w`)."""
-    editor = tmp_path / "ed.sh"
-    editor.write_text(
-        '#!/bin/sh\ntrap "echo EDITOR-GOT-CTRL-C" INT\nprintf "rewritten in ed" > "$1"\n'
-        "echo EDITING\nread line\nexit 0\n"
-    )
-    editor.chmod(0o755)
-    child = spawn("--endpoint", server.url, home=home, cwd=tmp_path, env={"EDITOR": str(editor)})
-    child.sendline("first question")
-    child.expect_exact("stop · ")
-    child.expect_exact(">>>")
-    child.sendline("/edit")
-    child.expect_exact("EDITING")
+    script = '#!/bin/sh\ntrap "echo EDITOR-GOT-CTRL-C" INT\nprintf "rewritten in ed" > "$1"\n'
+    script += "echo EDITING\nread line\nexit 0\n"  # (read ends at the trapped Ctrl-C; the editor exits well)
+    child = _editing(server, home, tmp_path, script)
     child.sendcontrol("c")
     child.expect_exact("EDITOR-GOT-CTRL-C")
     child.expect_exact("echo: rewritten in ed")
