@@ -453,16 +453,28 @@ def _editor_ran(argv: list[str], screen) -> int:
     had saved (`w`); it is ignored here while the editor runs, as git does. The ending signals still end the chat
     (the editor killed, what it saved kept)."""
     import subprocess
+    import time
 
-    proc = subprocess.Popen(argv, stdout=screen)  # (a handler is not inherited across exec: the editor gets Ctrl-C)
     main = threading.current_thread() is threading.main_thread()
-    before = signal.signal(signal.SIGINT, lambda signum, frame: None) if main else None
+    # before the editor starts (one that printed at once met a Ctrl-C still ours); a handler is not inherited across
+    # exec, so the editor gets its Ctrl-C as ever
+    got: list[int] = []
+    before = signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum)) if main else None
     try:
-        return proc.wait()
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
+        proc = subprocess.Popen(argv, stdout=screen)
+        try:
+            code = proc.wait()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        # Ended by the terminal's Ctrl-C, which reached this process too, maybe not yet its handler (another thread
+        # took it): taken here, or the handler put back below raised it later, at any point of what follows (a
+        # chat that hung after "interrupted" should have been said). Bounded: a SIGINT sent to the editor alone.
+        deadline = time.monotonic() + 1.0
+        while main and code == -signal.SIGINT and not got and time.monotonic() < deadline:
+            time.sleep(0.01)  # a wait for the signal's handler to have run, with a deadline
+        return code
     finally:
         if main:
             signal.signal(signal.SIGINT, before)
