@@ -1395,6 +1395,16 @@ def test_the_listing_keeps_a_bounded_first_line_so_its_cache_stays_within_its_li
     assert (store.sessions_dir() / listing.NAME).stat().st_size < listing.LIMIT
     reads.clear()
     assert store.entries() == first and reads == []
+    # a model name or mode of 100,000 characters too (a hand-made file): kept as short
+    data = json.loads(saver.path.read_text())
+    data["model"], data["mode"] = "M" * 100_000, "x" * 100_000
+    saver.path.write_text(json.dumps(data))
+    (entry,) = store.entries()
+    cut = listing.FIRST_LINE - 3
+    assert entry["model"] == "M" * cut + "..." and entry["mode"] == "x" * cut + "..."
+    assert (store.sessions_dir() / listing.NAME).stat().st_size < listing.LIMIT
+    reads.clear()
+    assert store.entries() == [entry] and reads == []
 
 
 def test_an_autosave_that_fails_says_so_once_and_when_it_works_again(tmp_path, monkeypatch):

@@ -1184,3 +1184,19 @@ def test_retry_refused_under_the_refuse_policy_does_not_suggest_clear():
     chat.handle("/retry")
     said = err.getvalue().splitlines()[-1]
     assert "fit in the context" in said and "/clear" not in said, said
+
+
+def test_history_shows_hidden_tag_characters_and_cuts_a_huge_turn():
+    """A resumed file's turn holding Unicode tag characters (which no terminal draws) sent a hidden instruction that
+    /history showed as nothing; a 50 MB turn held the terminal for minutes (rich folds a cell in a time that grows
+    as its square). Tags are escapes; a turn past commands.SHOWN characters is cut there, and says how much is not."""
+    from yi_cli.conversation import commands
+
+    chat, out, err = plain_chat(ScriptedEngine(["r"]))
+    hidden = "".join(chr(0xE0000 + ord(c)) for c in "PWNED")
+    chat.session.add_exchange("question" + hidden, 1, "answer", 1)
+    chat.session.add_exchange("y" * (commands.SHOWN + 1234), 1, "ok", 1)
+    chat.handle("/history")
+    text = out.getvalue()
+    assert "question\\ue0050\\ue0057\\ue004e\\ue0045\\ue0044" in text, text[:300]
+    assert "… [1234 more characters not shown]" in text and text.count("y") < commands.SHOWN + 1000

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -14,7 +15,7 @@ from rich.text import Text
 
 from ..engines import settings as gen
 from ..errors import YiError, shown
-from ..safe_text import one_line, safe, separators_visible
+from ..safe_text import one_line, safe, separators_visible, visible
 from . import attach
 from .history_table import HistoryTable
 from .session import exchanges_said
@@ -218,12 +219,22 @@ def do_history(chat, arg):
     chat.render.show(t, whole=True)  # a pipe gets each turn on its line, whole
 
 
+SHOWN = 500_000  # characters of one turn /history shows: rich folds a longer cell in a time that grows as its square
+
+
 def cell(text: str) -> str:
     """A turn's text as /history shows it: escape sequences made visible (loaded text), tabs expanded here. rich
     measured a cell before it expanded its tabs, so a turn holding one was folded at it onto a second row, in a
     pipe too (`name<TAB>age<TAB>city` as `name    age` / `city`). U+2028 and U+2029 as escapes: written raw, a
-    terminal draws nothing or a box for them and a reader of the pipe's lines (str.splitlines) breaks a row there."""
-    return separators_visible(safe(text)).expandtabs(8)
+    terminal draws nothing or a box for them and a reader of the pipe's lines (str.splitlines) breaks a row there.
+    Unicode's tag characters too, which no terminal draws: a resumed file's hidden instruction reached the model
+    unseen. A turn past SHOWN characters is cut there (a 50 MB one held the terminal for minutes)."""
+    more = len(text) - SHOWN
+    shown_text = _TAGS.sub(lambda m: visible(m.group()), separators_visible(safe(text[:SHOWN]))).expandtabs(8)
+    return shown_text + (f"\n… [{more} more characters not shown]" if more > 0 else "")
+
+
+_TAGS = re.compile("[\U000e0000-\U000e007f]")
 
 
 def do_system(chat, arg):

@@ -649,9 +649,9 @@ def _entry(f: Path, st: os.stat_result) -> dict | None:
         return None
     first = next((t for t in session.turns if t.role == "user"), None)
     mode = data.get("mode")
-    return {
-        "mode": mode if isinstance(mode, str) else None,  # a list or a number there: not a mode (listed as none)
-        "model": str(data.get("model") or ""),
+    return {  # each text kept short: a 17 MB model name took the listing's cache past its limit, read again each time
+        "mode": first_line(mode) if isinstance(mode, str) else None,  # a list or a number there: not a mode
+        "model": first_line(str(data.get("model") or "")),
         "updated": stamp(data.get("updated")) or _mtime(st.st_mtime),
         "exchanges": session.exchanges,
         "first_line": first_line(attach.summary(first.content, first.files) if first else ""),
