@@ -104,6 +104,16 @@ def test_ctrl_c_mid_reply_keeps_partial_reply_and_session():
     assert [t.role for t in chat.session.turns] == ["user", "assistant"] * 2
 
 
+def ctrl_cs(chat, times: int) -> None:
+    """`times` Ctrl-Cs as the REPL's main thread gets them (SIGINT), one at a time, each once `chat` has counted it
+    (signals sent together are handled as one)."""
+    for k in range(1, times + 1):
+        os.kill(os.getpid(), signal.SIGINT)
+        deadline = time.monotonic() + 60
+        while chat.interrupts < k and time.monotonic() < deadline:
+            time.sleep(0.01)  # polling a condition with a deadline
+
+
 def test_a_retry_stopped_before_its_first_word_keeps_the_reply_it_was_retrying():
     """/retry, then Ctrl-C before the new reply's first word (a long prompt is read again first): a cut reply was
     replaced by an empty one (its text gone, /continue then had nothing to go on from), and a retry given up on by
@@ -128,11 +138,7 @@ def test_a_retry_stopped_before_its_first_word_keeps_the_reply_it_was_retrying()
         def interrupt():
             assert engine.holding.wait(60)
             engine.holding.clear()
-            for k in range(1, times + 1):
-                os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C delivers to the REPL's main thread
-                deadline = time.monotonic() + 60
-                while chat.interrupts < k and time.monotonic() < deadline:
-                    time.sleep(0.01)  # polling a condition with a deadline: signals sent together are one
+            ctrl_cs(chat, times)
             if times == 3:
                 release.set()  # given up on: the engine's thread may end now
 
@@ -1855,11 +1861,7 @@ def test_a_third_ctrl_c_on_a_deaf_engine_ends_the_reply_on_screen_too():
 
     def interrupt():
         assert streaming.wait(60)
-        for k in range(1, 4):  # one at a time: signals sent together are handled as one
-            os.kill(os.getpid(), signal.SIGINT)
-            deadline = time.monotonic() + 60
-            while chat.interrupts < k and time.monotonic() < deadline:
-                time.sleep(0.01)  # polling a condition with a deadline
+        ctrl_cs(chat, 3)
         release.set()  # given up on: the engine's thread may end now
 
     t = threading.Thread(target=interrupt)
@@ -1910,11 +1912,7 @@ def test_a_third_ctrl_c_while_a_received_reply_is_drawn_keeps_what_was_shown():
 
     def interrupt():
         assert sent.wait(60)
-        for k in range(1, 4):  # one at a time: signals sent together are handled as one
-            os.kill(os.getpid(), signal.SIGINT)
-            deadline = time.monotonic() + 60
-            while chat.interrupts < k and time.monotonic() < deadline:
-                time.sleep(0.01)  # polling a condition with a deadline
+        ctrl_cs(chat, 3)
 
     t = threading.Thread(target=interrupt)
     t.start()
