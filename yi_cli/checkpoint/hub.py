@@ -46,7 +46,7 @@ NEEDED = (
     "model.safetensors.index.json",
     "quantize_config.json",
 )
-PICKLE_INDEX = "pytorch_model.bin.index.json"
+INDEX, PICKLE_INDEX = "model.safetensors.index.json", "pytorch_model.bin.index.json"
 TOKENIZERS = ("tokenizer.json", "tokenizer.model")  # the loader takes either
 LOGIN = "log in with `hf auth login` or set HF_TOKEN"
 NOT_LOCAL = "not a local directory, and "  # a repo missing on the hub, after the name was looked for as a folder
@@ -218,7 +218,7 @@ def complete(snap: Path) -> bool:
     # not complete (offline: "`yi-chat pull` continues it"), where the loader names the file and what is wrong.
     if not there("config.json") or not any(there(name) for name in TOKENIZERS):
         return False
-    for index in ("model.safetensors.index.json", PICKLE_INDEX):
+    for index in (INDEX, PICKLE_INDEX):
         if (snap / index).is_file():
             try:  # within the JSON limits (deep nesting was a RecursionError traceback)
                 shards = set(inputs.read_json(snap / index, inputs.JSON_LIMIT, LoadError, index)["weight_map"].values())
@@ -355,9 +355,10 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
                 # quantization the loader refuses (bitsandbytes, AWQ 3-bit), or one the weights' names contradict.
                 cfg = read_config(snap)
                 plausible.check(cfg, snap / "config.json")
-                _shards_as_listed(repo, snap, files)
+                shards = _weight_map(snap)
+                _shards_as_listed(repo, shards, files)
                 if configs.check_before_weights(snap, cfg, [f.path for f in files]) is None:
-                    _unquantized_as_listed(repo, commit, snap, files)
+                    _unquantized_as_listed(repo, commit, snap, files, shards)
                 checked = True
             _fetch_file(repo, commit, f, root, progress)
         ref = root / "refs" / revision
@@ -428,16 +429,21 @@ def _loadable_as_listed(repo: str, files) -> None:
         raise LoadError(f"{repo}: no tokenizer in the repo (tokenizer.json or tokenizer.model)")
 
 
-def _shards_as_listed(repo: str, snap: Path, files) -> None:
-    """A weights index (fetched already) that names a shard the repo does not list: said before the weights are
+def _weight_map(snap: Path) -> dict | None:
+    """The weights index's weight_map (fetched already: it is no weights file), {} where the index has none that is
+    a map (the loader says what is wrong with it); None where there is no index."""
+    if not (snap / INDEX).is_file():
+        return None
+    index = read_json(snap / INDEX)
+    shards = index.get("weight_map") if isinstance(index, dict) else None
+    return shards if isinstance(shards, dict) else {}
+
+
+def _shards_as_listed(repo: str, shards: dict | None, files) -> None:
+    """A weights index (its _weight_map) that names a shard the repo does not list: said before the weights are
     fetched. The pull ended "ready", and then `models` and -m called the model a download cut short that `yi-chat
     pull` would continue, which it could not."""
-    idx = snap / "model.safetensors.index.json"
-    if not idx.is_file():
-        return
-    index = read_json(idx)
-    shards = index.get("weight_map") if isinstance(index, dict) else None
-    if not isinstance(shards, dict):  # a bad index: the loader's to say
+    if not shards:
         return
     listed = {f.path for f in files}
     missing = sorted({s for s in shards.values() if isinstance(s, str)} - listed)
@@ -449,16 +455,13 @@ def _shards_as_listed(repo: str, snap: Path, files) -> None:
         )
 
 
-def _unquantized_as_listed(repo: str, commit: str, snap: Path, files) -> None:
+def _unquantized_as_listed(repo: str, commit: str, snap: Path, files, shards: dict | None) -> None:
     """A config that names no quantization over AWQ / GPTQ weights, said before they are fetched: the tensor names
-    of the index's weight_map (fetched already), else of each safetensors file's header on the hub."""
+    of the index's weight_map (_weight_map), else of each safetensors file's header on the hub."""
     from huggingface_hub import hf_hub_url
 
-    idx = snap / "model.safetensors.index.json"
-    if idx.is_file():
-        index = read_json(idx)
-        names = index.get("weight_map") if isinstance(index, dict) else None
-        check_unquantized(idx, names if isinstance(names, dict) else ())  # a bad index: the loader's to say
+    if shards is not None:
+        check_unquantized(snap / INDEX, shards)  # a bad index ({}): the loader's to say
         return
     for f in files:
         if f.path.endswith(".safetensors"):

@@ -91,7 +91,7 @@ class Weights:
         """Tensor `name` on the checkpoint's device, in `dtype` (default: its own), shape checked when given."""
         w = self.t.get(name, shape, " (shape from config.json)" if shape is not None else "")
         if not w.dtype.is_floating_point:  # I16 or U16 bits converted as numbers: a model that said only "\n"
-            raise LoadError(f"{self.t.where[name]}: tensor {name} is {str(w.dtype).removeprefix('torch.')}, not floats")
+            raise LoadError(f"{self.t.where[name]}: tensor {name} is {quantized.dtype_name(w.dtype)}, not floats")
         return w.to(self.ckpt.device, dtype)
 
     def qweight(self, module: str, k: int, n: int, bias: bool = False):

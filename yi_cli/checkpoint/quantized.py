@@ -161,9 +161,9 @@ def read_qweight(t: Tensors, name: str, k: int, n: int, quant: dict, device: str
     def get(key: str, shape: list[int], ints: tuple = ()):
         w = t.get(f"{name}.{key}", shape, what)
         if ints and w.dtype not in ints:  # the unpacking shifts and masks words: a float one was a traceback
-            want = " or ".join(map(_dtype_name, ints))
+            want = " or ".join(map(dtype_name, ints))
             raise LoadError(
-                f"{t.where[f'{name}.{key}']}: tensor {name}.{key} is {_dtype_name(w.dtype)}, expected {want}{what}"
+                f"{t.where[f'{name}.{key}']}: tensor {name}.{key} is {dtype_name(w.dtype)}, expected {want}{what}"
             )
         return w.to(device)  # unpacked on the target device: fast on CUDA
 
@@ -186,5 +186,5 @@ def read_qweight(t: Tensors, name: str, k: int, n: int, quant: dict, device: str
     return Q.from_gptq(qweight, qzeros, scales, g_idx.to(torch.int32), quant["bits"], quant["group_size"], bias)
 
 
-def _dtype_name(dtype) -> str:
+def dtype_name(dtype) -> str:
     return str(dtype).removeprefix("torch.")
