@@ -18,10 +18,12 @@ kernel-parameter offsets (adding parameters moves them), so "same" means the sam
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,7 +31,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("TRITON_CACHE_DIR", tempfile.mkdtemp(prefix="yi-sass-"))
+if "TRITON_CACHE_DIR" not in os.environ:  # a cache of its own, removed as it exits (imported by tests too)
+    os.environ["TRITON_CACHE_DIR"] = tempfile.mkdtemp(prefix="yi-sass-")
+    atexit.register(shutil.rmtree, os.environ["TRITON_CACHE_DIR"], True)
 
 import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402

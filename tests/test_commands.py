@@ -318,6 +318,21 @@ def test_prompt_shows_the_conversation_so_far(demo_dir):
     assert "conversation so far" in commands.TABLE["prompt"].help and err.getvalue() == ""
 
 
+def test_prompt_shows_hidden_tag_characters_as_history_does(demo_dir):
+    """/history showed a loaded turn's Unicode tag characters (which no terminal draws: a hidden instruction) as
+    escapes, while /prompt, which shows what the model reads, drew them as nothing. Both show escapes now."""
+    from yi_cli.checkpoint import loader
+    from yi_cli.engines.template import Template
+
+    engine = ScriptedEngine()
+    engine.template = Template(loader.load_tokenizer(demo_dir))
+    chat, out, err = plain_chat(engine)
+    chat.session.add_exchange("question" + "".join(chr(0xE0000 + ord(c)) for c in "PWNED"), 1, "answer", 1)
+    chat.handle("/prompt")
+    assert "question\\ue0050\\ue0057\\ue004e\\ue0045\\ue0044<|im_end|>" in out.getvalue(), out.getvalue()
+    assert err.getvalue() == ""
+
+
 def test_the_toolbars_context_used_is_prompts_count_in_every_state(demo_dir, tmp_path):
     """The toolbar's ctx and /prompt count the same text: the conversation so far, each turn closed, through the
     demo's real tokenizer and template. After a reply the toolbar had the reply's prompt plus its generated tokens,

@@ -10,7 +10,9 @@ Tolerances (relative L2 norm of the logits over all positions):
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 import threading
 from pathlib import Path
@@ -59,6 +61,7 @@ def checkpoint(seed: int = 0, quant: str | None = None, group: int = 32, **overr
     key = (seed, quant, group, tuple(sorted(overrides.items())))
     if key not in _CKPTS:
         root = Path(tempfile.mkdtemp(prefix="yi-fast-"))
+        atexit.register(shutil.rmtree, root, True)
         plain = root / "plain"
         tiny_llama(seed, **overrides).save_pretrained(str(plain))
         writer.write_byte_tokenizer(plain)

@@ -6,6 +6,8 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from yi_cli import paths
 
 
@@ -95,3 +97,13 @@ def test_a_byte_that_is_not_utf8_is_shown_as_the_listings_show_it(tmp_path):
     name = os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9.txt")
     p = yi("-f", name, "-p", "hi", home=tmp_path)
     one_line_error(p, EXIT_USAGE, f"{tmp_path}/caf\\xe9.txt")
+
+
+def test_a_folder_that_is_a_link_to_nothing_says_so(tmp_path):
+    """The sessions folder (or a parent) as a link to a folder that is not there: autosave failed with mkdir's own
+    reason, "File exists", which sent the reader to look for a folder that is not there."""
+    (tmp_path / "data").symlink_to(tmp_path / "gone")
+    with pytest.raises(FileNotFoundError) as e:
+        paths.private_dir(tmp_path / "data" / "sessions")
+    assert e.value.strerror == f"{tmp_path}/data is a link to {tmp_path}/gone, which does not exist"
+    assert not (tmp_path / "gone").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -45,13 +46,17 @@ def config_dir() -> Path:
 
 
 def private_dir(path: Path) -> Path:
-    """Create `path` and each missing parent with mode 0700; raises OSError when that is impossible."""
+    """Create `path` and each missing parent with mode 0700; raises OSError when that is impossible (a link to
+    nothing says so: mkdir's own reason was "File exists")."""
     missing = []
     p = path
     while not p.exists() and p != p.parent:
         missing.append(p)
         p = p.parent
     for d in reversed(missing):
+        if d.is_symlink():
+            why = f"{shown(str(d), 200)} is a link to {shown(os.readlink(d), 200)}, which does not exist"
+            raise FileNotFoundError(errno.ENOENT, why)
         d.mkdir(mode=0o700, exist_ok=True)
         os.chmod(d, 0o700)  # mkdir's mode is filtered by the umask
     return path

@@ -230,11 +230,16 @@ def cell(text: str) -> str:
     Unicode's tag characters too, which no terminal draws: a resumed file's hidden instruction reached the model
     unseen. A turn past SHOWN characters is cut there (a 50 MB one held the terminal for minutes)."""
     more = len(text) - SHOWN
-    shown_text = _TAGS.sub(lambda m: visible(m.group()), separators_visible(safe(text[:SHOWN]))).expandtabs(8)
+    shown_text = tags_visible(separators_visible(safe(text[:SHOWN]))).expandtabs(8)
     return shown_text + (f"\n… [{more} more characters not shown]" if more > 0 else "")
 
 
 _TAGS = re.compile("[\U000e0000-\U000e007f]")
+
+
+def tags_visible(text: str) -> str:
+    """Unicode's tag characters as escapes: no terminal draws them (a hidden instruction in a loaded session)."""
+    return _TAGS.sub(lambda m: visible(m.group()), text)
 
 
 def do_system(chat, arg):
@@ -373,7 +378,7 @@ def do_prompt(chat, arg):
     # to it. Ending with that opening after a reply showed a prompt that no request sends. The toolbar's ctx is this
     # count too (meter.py keeps it without tokenizing the conversation again).
     prompt = tpl.build(messages, opening=False)
-    chat.render.show(prompt.text)
+    chat.render.show(tags_visible(prompt.text))  # what the model reads, hidden characters too
     chat.render.show(f"({len(prompt.ids)} tokens)")
 
 
