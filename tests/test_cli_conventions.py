@@ -1570,6 +1570,20 @@ def test_a_session_is_resumed_and_loaded_by_the_name_yi_chat_sessions_lists(serv
     assert p.returncode == 1 and "20000101-000000-abcdef: no such session file" in p.stderr.decode()
 
 
+def test_a_session_name_with_a_byte_that_is_not_utf8_is_resumed_as_the_listing_shows_it(server, home, tmp_path):
+    """`yi-chat sessions` lists a file named with the Latin-1 byte 0xe9 as `caf\\xe9.json`, which `--resume` took for
+    a name of its own ("no such session file"): the listed name finds the file, with or without `.json`."""
+    p = yi("--endpoint", server.url, stdin="first question\n", home=home, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr.decode()
+    [path] = (home / "data" / "sessions").glob("*.json")
+    path.rename(os.fsdecode(os.fsencode(path.parent) + b"/caf\xe9.json"))
+    assert "caf\\xe9.json" in yi("sessions", home=home, cwd=tmp_path).stdout.decode()
+    for name in ("caf\\xe9.json", "caf\\xe9"):
+        p = yi("--endpoint", server.url, "--resume", name, "-p", "more", home=home, cwd=tmp_path)
+        assert p.returncode == 0, p.stderr.decode()
+        assert [m["content"] for m in server.requests[-1]["messages"]][::2][0] == "first question"
+
+
 def test_two_chats_continuing_one_session_never_overwrite_each_other(server, home, tmp_path):
     """-c in two terminals: the second goes on in a new file (and says so); neither loses a turn (issue found
     by a run-through: each process rewrote the file with its own turns)."""

@@ -379,7 +379,8 @@ def resolve(path: str, passed: list | None = None) -> Path:
     if path != "last":
         p = inputs.user_path(path)
         if os.sep not in path and not os.path.lexists(p):
-            found = [f for f in (sessions_dir() / path, sessions_dir() / f"{path}.json") if _there(f)]
+            names = dict.fromkeys((path, _LISTED_BYTE.sub(_byte, path)))  # a byte the listing shows as \xff
+            found = [f for n in names for f in (sessions_dir() / n, sessions_dir() / f"{n}.json") if _there(f)]
             return found[0] if found else p
         return p
     passed = [] if passed is None else passed
@@ -391,6 +392,14 @@ def resolve(path: str, passed: list | None = None) -> Path:
     raise YiError(
         f"no interactive session saved yet in {one_line(str(sessions_dir()))} (yi-chat sessions lists them{left})"
     )
+
+
+_LISTED_BYTE = re.compile(r"\\x([89a-f][0-9a-f])")
+
+
+def _byte(m: re.Match) -> str:
+    """A byte that is not UTF-8, as a file name holds it (surrogateescape) from the `\\xff` the listing shows."""
+    return chr(0xDC00 + int(m.group(1), 16))
 
 
 def _newer(names: list[str], than: Path) -> list[str]:
