@@ -2758,3 +2758,68 @@ def test_a_model_folder_named_with_markup_loads_and_is_named_as_it_is(demo_dir, 
     child.expect_exact(">>>")
     assert "Traceback" not in child.before and "❌" not in child.before
     assert leave(child) == 0
+
+
+def _listing(h):
+    """A server that lists one model, `served`, and answers any request with "pong"."""
+    if h.command == "GET":
+        return h.json(200, {"object": "list", "data": [{"id": "served"}]})
+    h.sse_start()
+    h.event({"choices": [{"index": 0, "delta": {"content": "pong"}, "finish_reason": "stop"}]})
+    h.sse_end()
+
+
+def test_a_configs_model_goes_only_to_the_configs_own_endpoint(home):
+    """config.toml's `model = "/models/Yi-6B-Chat-4bits"` (the README's example) was sent as the model's name to
+    a server given by --endpoint, which answered 404 to every turn: the server's first listed model was never
+    asked for. With the config's own `endpoint`, its `model` names that server's model, as before."""
+    from tests.compat_servers import Server
+
+    (home / "config").mkdir()
+    with Server(_listing) as srv:
+        (home / "config" / "config.toml").write_text('model = "/models/Yi-6B-Chat-4bits"\n')
+        p = yi("--endpoint", srv.root, "-p", "hi", home=home, stdin=None)
+        assert p.returncode == 0 and p.stdout.decode().strip() == "pong", p.stderr.decode()
+        assert [r["body"]["model"] for r in srv.requests if r["method"] == "POST"] == ["served"]
+        (home / "config" / "config.toml").write_text(f'endpoint = "{srv.root}"\nmodel = "its-own"\n')
+        p = yi("-p", "hi", home=home, stdin=None)
+        assert p.returncode == 0, p.stderr.decode()
+        assert srv.requests[-1]["body"]["model"] == "its-own"
+
+
+def test_an_empty_api_key_flag_sends_no_key(home):
+    """`--api-key ''` fell back to $OPENAI_API_KEY and sent OpenAI's key to the server named: '' is none, as
+    `--endpoint ''` is the local model whatever the environment says."""
+    from tests.compat_servers import Server
+
+    with Server(_listing) as srv:
+        env = {"OPENAI_API_KEY": "sk-meant-for-openai"}
+        p = yi("--endpoint", srv.root, "--api-key", "", "-p", "hi", home=home, env=env, stdin=None)
+        assert p.returncode == 0, p.stderr.decode()
+        assert [r["headers"].get("Authorization") for r in srv.requests] == [None, None]
+        p = yi("--endpoint", srv.root, "-p", "hi", home=home, env=env, stdin=None)
+        assert srv.requests[-1]["headers"].get("Authorization") == "Bearer sk-meant-for-openai"
+
+
+def test_a_servers_flags_given_to_a_local_model_are_said_to_be_ignored(home):
+    """`--deadline`, `--idle-timeout`, `--connect-timeout` and `--api-key` with a local model did nothing without a
+    word, as `--device` with a server is said to (and `--allow-pickle`, `--trust-remote-code` there too)."""
+    from tests.compat_servers import Server
+
+    flags = ["--deadline", "5", "--api-key", "k", "--max-new-tokens", "1"]
+    p = yi("-m", "demo", *flags, "-p", "hi", home=home, stdin=None)
+    assert p.returncode == 0, p.stderr.decode()
+    assert "--api-key, --deadline: a server's (--endpoint); the local model has none (ignored)" in p.stderr.decode()
+    with Server(_listing) as srv:
+        p = yi("--endpoint", srv.root, "--allow-pickle", "--trust-remote-code", "-p", "hi", home=home, stdin=None)
+    assert "--allow-pickle, --trust-remote-code: a local model's; the server" in p.stderr.decode(), p.stderr.decode()
+
+
+def test_an_abbreviated_version_flag_to_a_full_stdout_names_itself():
+    """`yi-chat --vers > /dev/full` (argparse takes --vers for --version) said "the output of yi-chat --help is cut
+    short"."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    with open("/dev/full", "wb") as full:
+        p = subprocess.run([sys.executable, "-m", "yi_cli", "--vers"], stdout=full, stderr=subprocess.PIPE, timeout=120)
+    assert p.returncode == 1 and "the output of yi-chat --version is cut short" in p.stderr.decode(), p.stderr

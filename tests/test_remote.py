@@ -2,6 +2,7 @@
 reasons, cancel, faults (dropped connection, HTTP errors, malformed chunks, timeouts), the chat on top of it,
 and the CLI end to end against the real demo model served over the OpenAI protocol."""
 
+import json
 import re
 import socket
 import subprocess
@@ -83,6 +84,7 @@ def test_a_usage_without_its_prompt_count_leaves_it_unknown():
     assert usage_of({"completion_tokens": 3}) == (None, 3)
     assert usage_of({"prompt_tokens": None, "completion_tokens": 3}) == (None, 3)
     assert usage_of({"prompt_tokens": 7, "completion_tokens": 3}) == (7, 3)
+    assert usage_of({"prompt_tokens": 7}) == usage_of({"prompt_tokens": 7, "completion_tokens": None}) == (7, None)
 
 
 def test_without_a_usage_chunk_new_tokens_are_counted_from_chunks(served):
@@ -396,6 +398,42 @@ def test_the_redaction_masks_a_secret_cut_short_and_a_held_end_cut_there():
         assert s.feed("says ") + s.feed(key[:6]) + s.feed(key[6:12]) + s.flush(cut=cut) == want
     s = StreamRedactor(r)
     assert s.feed("partial") + s.flush(cut=True) == "partial"  # "al" held (alice's start), then let out
+
+
+def test_a_credential_comes_back_masked_in_every_form_a_server_writes_it():
+    """A server echoing what it received wrote the query as it was sent (`sig=Ab+Cd+...`, `%2f`), which only the
+    decoded values' forms were masked in; a bad chunk's note quoted a JSON string (`p\\u00e4ss`, a key's `\\\\`) or
+    the bytes of a line that was not UTF-8 (`p\\xc3\\xa4ss`) as they came. Each is *** now."""
+    from yi_cli.engines.remote_endpoint import Redactor
+
+    e = Endpoint("http://al%C3%AFce:p%C3%A4ss-SECRET77@127.0.0.1:9/v1?sig=Ab+Cd+SECRET99&token=ab%2fcd%2fSECRET55")
+    key = "sk-ab\\cd-SECRET-1234"
+    r = Redactor([key, *e.secrets()])
+    echoes = [
+        "unknown route /v1/chat/completions?sig=Ab+Cd+SECRET99&token=ab%2fcd%2fSECRET55",
+        "ab%2Fcd%2FSECRET55 ab/cd/SECRET55 Ab Cd SECRET99 Ab%20Cd%20SECRET99",
+        json.dumps({"echo": "p\u00e4ss-SECRET77"}) + json.dumps({"echo": key}),
+        repr(b" \xff " + "p\u00e4ss-SECRET77".encode()) + repr(key.encode()),
+        "p%C3%A4ss-SECRET77 p%c3%a4ss-SECRET77 p\u00e4ss-SECRET77",
+    ]
+    for text in echoes:
+        assert "SECRET" not in r(text), (text, r(text))
+
+
+def test_the_redaction_looks_back_from_a_cut_only_where_a_secret_could_end():
+    """Every "…" in a text had the text before it copied and searched for a secret's start: a reply (or a model
+    id) of a million of them took a minute after it had come, past --deadline. Only a "…" whose last characters
+    occur in a secret is looked back from, and no further than a secret's length."""
+    from yi_cli.engines.remote_endpoint import Redactor
+
+    key = "sk-proj-ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    r = Redactor([key])
+    looked: list[int] = []
+    held = r.held
+    r.held = lambda text: looked.append(len(text)) or held(text)
+    assert r("…" * 100_000) == "…" * 100_000 and looked == []
+    assert r(f"{'x' * 100_000} {key[:10]}…" * 3) == f"{'x' * 100_000} ***…" * 3
+    assert len(looked) == 3 and max(looked) <= r.longest
 
 
 @pytest.mark.parametrize(

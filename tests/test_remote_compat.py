@@ -709,3 +709,134 @@ def test_ca_certificates_named_by_a_fifo_are_one_line(tmp_path, monkeypatch):
                     RemoteEngine(srv.root, None, limits=small())
             assert f"{name}={value}: {said}" in one_line(e)
         assert srv.requests == []
+
+
+def test_empty_chunks_after_a_finish_reason_do_not_hold_the_reply_open():
+    """After a finish reason on a chunk of its own, a chunk with neither text nor a finish reason (an empty delta,
+    `{}`) put the whole idle timeout back, and each one restarted it: a server sending one a second held a
+    finished reply open to the deadline, then it was cut as interrupted. It ends as the server said."""
+    gone, served = threading.Event(), threading.Event()
+
+    def answer(h):
+        h.sse_start()
+        h.event({"choices": [{"index": 0, "delta": {"content": "done"}}]})
+        h.event({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        for i in range(60):  # 30 s of them, unless the client lets go (2 s after the finish reason)
+            h.event({} if i % 2 else {"choices": [{"index": 0, "delta": {}, "finish_reason": None}]})
+            if h.wait_for_close(0.5):
+                gone.set()
+                break
+        served.set()  # else the server ends the stream itself: it was the client that should have
+
+    with Server(answer) as srv:
+        text, stats = run(RemoteEngine(srv.root, None, model="m", limits=small(idle_timeout=600, deadline=600)))
+        assert served.wait(60) and gone.is_set()
+    assert text == "done" and stats.finish_reason == "stop"
+
+
+def test_a_usage_without_a_completion_count_counts_the_chunks():
+    """A usage with `prompt_tokens` alone (or `completion_tokens: null`) made a reply of three chunks 0 new tokens,
+    with no decode rate, in the footer, --json and the session: the chunks are counted, as with no usage."""
+
+    def answer(h):
+        h.sse_start()
+        for word in ("a", " b", " c"):
+            h.event({"choices": [{"index": 0, "delta": {"content": word}}]})
+        h.event({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        h.event({"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": None}})
+        h.sse_end()
+
+    with Server(answer) as srv:
+        text, stats = run(RemoteEngine(srv.root, None, model="m", limits=small()))
+    assert text == "a b c" and (stats.prompt_tokens, stats.new_tokens) == (7, 3)
+
+
+def test_an_event_of_endless_short_data_lines_holds_no_more_than_the_line_limit():
+    """Data lines with no blank line between them were kept as one event until it ended: 64 MB of `data:ab`
+    lines (under the stream's limit) held 600 MB of strings. Past max_line_bytes they are taken a line each."""
+    limit = 1 << 14
+
+    def answer(h):
+        h.sse_start()
+        for _ in range(50):
+            h.chunk(b"data:ab\n" * 4000)  # 200,000 data lines, 1.6 MB, not one blank line
+        h.chunk(b"\n")
+        h.event({"choices": [{"index": 0, "delta": {"content": "ok"}, "finish_reason": "stop"}]})
+        h.sse_end()
+
+    notes: list[str] = []
+    with Server(answer) as srv:
+        engine = RemoteEngine(srv.root, None, model="m", limits=small(max_line_bytes=limit), notify=notes.append)
+        tracemalloc.start()
+        try:
+            text, stats = run(engine)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert text == "ok" and notes and "skipped 200000 bad chunks" in notes[0], notes
+    assert peak < 4 << 20, peak  # a line limit's worth of strings and a socket read, not 200,000 of them
+
+
+def test_an_error_body_cut_within_a_credential_shows_none_of_it():
+    """An error body cut at max_error_bytes inside the API key (a server padding its error) showed its first 30
+    characters: the cut had no "…", so the redaction did not see a secret's start there."""
+    key = "sk-proj-ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+    limit = 4096
+
+    def answer(h):
+        body = b" " * (limit - 30) + key.encode() + b" end"
+        h.send_response(500)
+        h.send_header("Content-Type", "text/plain")
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
+
+    with Server(answer) as srv, pytest.raises(YiError) as e:
+        run(RemoteEngine(srv.root, key, model="m", limits=small(max_error_bytes=limit)))
+    assert one_line(e).endswith("HTTP 500 Internal Server Error: ***…") and key[:8] not in one_line(e), e.value
+
+
+@pytest.mark.parametrize(
+    "body, said",
+    [
+        ("\ufeff<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>", "502 Bad"),
+        ('\ufeff{"error": {"message": "model is overloaded"}}', "model is overloaded"),
+    ],
+    ids=["html", "json"],
+)
+def test_an_error_body_led_by_a_byte_order_mark_is_said_by_its_words(body, said):
+    """A byte order mark before an HTML page or a JSON error hid both shapes: the whole page, tags and all, with
+    an invisible U+FEFF, or the raw JSON, was the line."""
+
+    def answer(h):
+        data = body.encode()
+        h.send_response(502)
+        h.send_header("Content-Type", "text/html" if "html" in body else "application/json")
+        h.send_header("Content-Length", str(len(data)))
+        h.end_headers()
+        h.wfile.write(data)
+
+    with Server(answer) as srv, pytest.raises(YiError) as e:
+        run(RemoteEngine(srv.root, None, model="m", limits=small()))
+    msg = one_line(e)
+    assert msg.endswith(f"HTTP 502 Bad Gateway: {said}" + (" Gateway" if said == "502 Bad" else "")), msg
+
+
+def test_a_compressed_error_keeps_its_status_and_hint():
+    """A 401 whose body came gzip-compressed was "the answer is compressed (gzip) although yi-chat asked for
+    none": the status and the hint to check the key were lost. The status stays, its words said unreadable."""
+    import gzip
+
+    def answer(h):
+        data = gzip.compress(b'{"error": {"message": "Incorrect API key"}}')
+        h.send_response(401)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Encoding", "gzip")
+        h.send_header("Content-Length", str(len(data)))
+        h.end_headers()
+        h.wfile.write(data)
+
+    with Server(answer) as srv, pytest.raises(YiError) as e:
+        run(RemoteEngine(srv.root, "sk-wrong", model="m", limits=small()))
+    msg = one_line(e)
+    assert "HTTP 401 Unauthorized: its message compressed (gzip)" in msg and "check --api-key" in msg, msg

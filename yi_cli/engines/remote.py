@@ -34,6 +34,7 @@ GRACE_EVENTS = 16
 # it come at once; a server that sent neither and held the stream open had the reply wait out the idle timeout
 # (60 s), then marked it interrupted with "no data from the server".
 FINISH_GRACE = 2.0
+EVENT_LINES = 10_000  # data lines of one event joined at most (a pretty-printed chunk has tens)
 # The largest token count taken from a server's usage, as a session stores one (session.MAX_TURN_TOKENS): past it
 # the usage is no count (10**400 ended the turn in an OverflowError and was lost; 3e9 saved a session that
 # --resume then refused).
@@ -176,15 +177,19 @@ class RemoteEngine:
         with it). A data line that is JSON alone, or [DONE], is an event at once (the next data line can only make
         it no JSON); the data lines of an event that are no JSON together are taken a line each (a server that
         puts no blank line between its events). Each comes with what it decodes to (NOT_JSON where it does not),
-        decoded once."""
+        decoded once. An event past max_line_bytes (or EVENT_LINES lines) is taken a line each there: 64 MB of
+        `data:ab` lines with no blank line held 600 MB of strings."""
         event: list[str] = []
+        size = 0
 
-        def ended():
-            if len(event) > 1 and (chunk := _loads(joined := "\n".join(event))) is not NOT_JSON:
+        def ended(whole: bool = True):
+            nonlocal size
+            if whole and len(event) > 1 and (chunk := _loads(joined := "\n".join(event))) is not NOT_JSON:
                 yield joined, chunk
             else:
                 yield from ((data, _loads(data)) for data in event)
             event.clear()
+            size = 0
 
         for line in answer.lines():
             if cancel.is_set():
@@ -205,6 +210,9 @@ class RemoteEngine:
                 yield data, None if data == "[DONE]" else chunk
             else:
                 event.append(data)
+                size += len(data)
+                if size > self.limits.max_line_bytes or len(event) > EVENT_LINES:
+                    yield from ended(whole=False)  # no chunk: a line each
         yield from ended()
 
     def _event_texts(self, answer, reply: Reply, cancel: threading.Event, pieces: Halves):
@@ -222,7 +230,12 @@ class RemoteEngine:
                 # A finish reason on its own chunk ends the reply: its usage and [DONE] follow at once, if at all (a
                 # server that held the stream open cut it at the idle timeout). Some servers send one on content
                 # chunks too ("stop" on every chunk, on a reasoning part): text after it waits the whole timeout.
-                answer.watch.finishing(FINISH_GRACE if finish and not content else None)
+                # A chunk with neither (an empty delta, `{}` again and again) leaves the clock as it is: it held a
+                # finished reply open for the whole idle timeout or, sent each second, to the deadline.
+                if finish and not content:
+                    answer.watch.finishing(FINISH_GRACE)
+                elif content:
+                    answer.watch.finishing(None)
                 reply.reason = finish or reply.reason
                 reply.ended = bool(finish and not content) or (reply.ended and not content)
                 if content:
@@ -290,7 +303,7 @@ class Reply:
         self.chunks = self.seen = self.grace = self.bad_chunks = 0
         # chunks came in more than one of the body's reads (not all at once): their times give a decode rate
         self.spread, self.read, self.token_read = False, 0, None
-        self.usage: tuple[int | None, int] | None = None
+        self.usage: tuple[int | None, int | None] | None = None
         self.reason: str | None = None
         self.done = self.cut = False
         self.ended = False  # a finish reason came on a chunk of its own, and no text after it
@@ -300,7 +313,7 @@ class Reply:
     @property
     def full(self) -> bool:
         # A chunk is about one token; a usage report mid-stream (vLLM's continuous usage) counts too.
-        return max(self.chunks, self.usage[1] if self.usage else 0) >= self.max_new_tokens
+        return max(self.chunks, (self.usage[1] or 0) if self.usage else 0) >= self.max_new_tokens
 
     def token(self) -> None:
         self.spread = self.spread or self.token_read not in (None, self.read)
@@ -318,7 +331,8 @@ class Reply:
         s = Stats(finish_reason=reason, prompt_tokens=None)  # known only from the server's usage report
         if self.usage:
             s.prompt_tokens, s.new_tokens = self.usage
-        if not self.usage or reason == FINISH_INTERRUPTED or self.cut:
+        # a usage without a completion count is counted from the chunks, as no usage is (it read 0 new tokens)
+        if s.new_tokens is None or not self.usage or reason == FINISH_INTERRUPTED or self.cut:
             s.new_tokens = self.chunks  # what was shown: one chunk is about one token
         if self.first is not None:
             s.ttft_s = self.first - self.t0
@@ -339,13 +353,13 @@ def _text(value) -> bool:
     return isinstance(value, str) and not LONE_SURROGATE.search(value)
 
 
-def usage_of(u) -> tuple[int, int] | None:
+def usage_of(u) -> tuple[int | None, int | None] | None:
     if not isinstance(u, dict):
         return None
     p, c = u.get("prompt_tokens"), u.get("completion_tokens")
     if not all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= MAX_COUNT for x in (p or 0, c or 0)):
         return None
-    return p, c or 0  # a prompt count the server left out stays unknown (None), not 0
+    return p, c  # a count the server left out stays unknown (None), not 0
 
 
 NOT_JSON = object()  # what _loads gives for text that is no JSON

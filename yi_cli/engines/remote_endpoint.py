@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import json
 import re
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, quote_plus, unquote, unquote_plus, urlsplit
 
 from ..env_files import hidden_userinfo as hide_userinfo
 from ..errors import UsageError, shown
@@ -50,6 +51,7 @@ class Endpoint:
         self.port = parts.port or (443 if self.scheme == "https" else 80)
         self.user = unquote(parts.username) if parts.username is not None else None
         self.password = unquote(parts.password) if parts.password is not None else None
+        self.userinfo = parts.netloc.rpartition("@")[0]  # as written (`p%C3%A4ss`): a server may echo it so
         path = parts.path.rstrip("/")
         for route in ("/chat/completions", "/models"):
             path = path.removesuffix(route)
@@ -73,10 +75,14 @@ class Endpoint:
         return f"{self.scheme}://{userinfo}{self.hostport}{self.path}{route}" + shown_query(self.query)
 
     def secrets(self) -> list[str]:
-        out = [s for s in (self.user, self.password) if s]
+        """The credentials, decoded and as written in the URL (a server that echoes its request line shows
+        `sig=Ab+Cd` and `%2f` as they were sent, not as parse_qsl decodes them)."""
+        out = [s for s in (self.user, self.password, *self.userinfo.split(":", 1)) if s]
         if self.user is not None:
             out.append(base64.b64encode(f"{self.user}:{self.password or ''}".encode()).decode())
-        return out + [v for k, v in parse_qsl(self.query) if SECRET_PARAM.search(k) and v]
+        written = (pair.partition("=") for pair in self.query.split("&"))
+        written_values = [v for k, _, v in written if SECRET_PARAM.search(unquote_plus(k)) and v]
+        return out + [v for k, v in parse_qsl(self.query) if SECRET_PARAM.search(k) and v] + written_values
 
     def moved(self, url: str, route: str) -> Endpoint | None:
         """The endpoint a same-host redirect of `route` points at, so later requests go there directly."""
@@ -133,6 +139,16 @@ def shown_query(query: str) -> str:
     return "?" + "&".join(pairs)
 
 
+def _forms(secret: str) -> tuple[str, ...]:
+    """The ways a secret may come back in a server's words: plain, URL-encoded (upper- or lower-case hex, `+` for
+    a space), base64, in a JSON string (`\\u00e4`, `\\\\` as json.dumps escapes them), and as Python shows its
+    UTF-8 bytes (a chunk that was not UTF-8: `p\\xc3\\xa4ss`)."""
+    encoded = (quote(secret, safe=""), quote(secret), quote_plus(secret, safe=""))
+    lower = (re.sub("%[0-9A-F]{2}", lambda m: m.group().lower(), f) for f in encoded)
+    as_json = (json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1])
+    return (secret, *encoded, *lower, *_base64(secret), *as_json, repr(secret.encode())[2:-1])
+
+
 def _base64(secret: str) -> tuple[str, str]:
     """A secret's base64 forms, standard and URL-safe, without the padding (a server that echoed an API key
     base64-encoded showed it: only user:password's was masked)."""
@@ -149,20 +165,29 @@ class Redactor:
 
     def __init__(self, secrets: list[str]):
         self.secrets = [s for s in secrets if s]
-        forms = {f for s in self.secrets for f in (s, quote(s, safe=""), quote(s), *_base64(s))}
+        forms = {f for s in self.secrets for f in _forms(s)}
         # Very short "secrets" (a user name "a") would mangle every message; they never reach one anyway,
         # since URLs are built without user info.
         self.forms = sorted((f for f in forms if len(f) >= PARTIAL), key=len, reverse=True)
+        self.longest = max(map(len, self.forms), default=0)
+        # every PARTIAL characters of a form: text whose last ones are none of them ends in no secret's start
+        self.grams = {f[j : j + PARTIAL] for f in self.forms for j in range(len(f) - PARTIAL + 1)}
 
     def __call__(self, text: str) -> str:
         for f in self.forms:
             text = text.replace(f, "***")
+        if "…" not in text or not self.forms:
+            return text
         # Text cut short before it came here (one_line's "…": a server's words, a bad chunk) may end a part in a
-        # secret's first characters: 44 of an API key's 51 were shown so
-        for i in reversed([i for i, c in enumerate(text) if c == "…"]):
-            if (k := self.held(text[:i])) >= PARTIAL:
-                text = text[: i - k] + "***" + text[i:]
-        return text
+        # secret's first characters: 44 of an API key's 51 were shown so. Each "…" looks back a secret's length at
+        # most, and only where its last characters occur in one: a reply of a million "…" took a minute.
+        out, last = [], 0
+        for i in (m.start() for m in re.finditer("…", text)):
+            if text[max(last, i - PARTIAL) : i] in self.grams:
+                if (k := self.held(text[max(last, i - self.longest) : i])) >= PARTIAL:
+                    out += [text[last : i - k], "***"]
+                    last = i
+        return "".join(out) + text[last:]
 
     def held(self, text: str) -> int:
         """How many characters at the end of `text` could be the start of a secret (held back from a stream)."""

@@ -54,6 +54,7 @@ class Watch:
         self.cancel = cancel or threading.Event()
         self.start = self.last = clock.now()
         self.idle = limits.idle_timeout  # seconds of silence that end the request (less once the reply has ended)
+        self.ending = False  # the finish reason came: only more text restarts the idle clock
         self.why: str | None = None  # "cancel" | "deadline" | "idle"
         self.socks: list[socket.socket] = []
         self.done = threading.Event()
@@ -80,13 +81,19 @@ class Watch:
                 self.hold(sock)
 
     def data(self) -> None:
-        """A data event (not a comment) arrived: the idle clock restarts."""
-        self.last = clock.now()
+        """A data event (not a comment) arrived: the idle clock restarts, unless the reply has ended (an empty
+        chunk each second after the finish reason held the reply open to the deadline)."""
+        if not self.ending:
+            self.last = clock.now()
 
     def finishing(self, seconds: float | None) -> None:
         """The reply has ended (its finish reason came): what may follow comes at once, or the request ends after
         `seconds` of silence, not the whole idle timeout. None: the idle timeout again (more text came)."""
-        self.idle = self.limits.idle_timeout if seconds is None else min(self.idle, seconds)
+        self.ending = seconds is not None
+        if self.ending:
+            self.idle = min(self.idle, seconds)
+        else:
+            self.idle, self.last = self.limits.idle_timeout, clock.now()
 
     def stop(self) -> None:
         self.done.set()
@@ -415,12 +422,19 @@ class Answer:
     def check_status(self) -> None:
         resp = self.resp
         enc = resp.headers.get("content-encoding", "identity").strip().lower()
-        if enc not in ("", "identity"):
+        compressed = enc not in ("", "identity")
+        if compressed and resp.status_code < 400:
             raise self.fail(f"the answer is compressed ({enc}) although yi-chat asked for none")
         if resp.status_code < 400:
             return
-        body = self.read(self.t.limits.max_error_bytes, cut=True)
-        detail = error_message(body)
+        if compressed:  # the status still says what went wrong (a 401's hint too); the words cannot be read
+            detail = f"its message compressed ({enc}), which yi-chat asked for none of"
+        else:
+            limit = self.t.limits.max_error_bytes
+            body = self.read(limit + 1, cut=True)
+            # cut within a credential, the "…" lets the redaction mask its first characters too
+            detail = error_message(body[:limit])
+            detail += "…" if len(body) > limit and not detail.endswith("…") else ""
         hint = " (check --api-key / $OPENAI_API_KEY)" if resp.status_code in (401, 403) else ""
         raise self.fail(f"HTTP {resp.status_code} {resp.reason_phrase}" + (f": {detail}" if detail else "") + hint)
 
@@ -499,7 +513,7 @@ def error_message(body: bytes) -> str:
     """The server's own words from the error shapes in use: OpenAI/vLLM/llama.cpp/Azure {"error": {"message"}},
     ollama {"error": "..."}, older vLLM {"message"}, FastAPI {"detail"}; an HTML page's title (a proxy's 502),
     else its text without the tags (it was shown as tag soup); else the body, its lines joined."""
-    text = body.decode("utf-8", errors="replace")
+    text = body.decode("utf-8", errors="replace").removeprefix("\ufeff")  # a byte order mark hid either shape
     try:
         obj = json.loads(text)
     except (ValueError, RecursionError):

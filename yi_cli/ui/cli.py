@@ -33,7 +33,7 @@ def main(argv=None) -> int:
             with signals_held():
                 args = parse_args(argv)
         except SystemExit:
-            _said(guard, next((a for a in argv if a in ("--version", "-h", "--help")), "--help"))
+            _said(guard, _info_asked(argv) or "--help")  # `--vers` printed the version: not "--help's output"
             raise
         finally:
             sys.stdout = stdout
@@ -328,7 +328,8 @@ def _main(args) -> int:
         args.model, args.model_from = env_model, "YI_CHAT_MODEL"
     elif not args.endpoint and (was := resumed_model(data)):
         args.model = was
-    elif top.get("model"):
+    elif top.get("model") and (not args.endpoint or endpoint_from == str(config.path())):
+        # with a server, the config's model is the one its own `endpoint` serves, never a local folder sent as a name
         args.model, args.model_from = top["model"], f"model in {config.path()}"
     elif not args.endpoint:
         args.model = "demo"
@@ -695,6 +696,7 @@ def make_engine(args, top: dict, render, endpoint_from: str = ""):
                 setattr(limits, name, getattr(args, name))
         local = [("--context", args.context), ("--device", args.device), ("--dtype", args.dtype)]
         local += [("--engine", args.engine), ("--raw", args.raw), ("--speculate", args.speculate)]
+        local += [("--allow-pickle", args.allow_pickle), ("--trust-remote-code", args.trust_remote_code)]
         if ignored := [flag for flag, value in local if value not in (None, False)]:  # accepted, and did nothing
             render.notice(f"{', '.join(ignored)}: a local model's; the server at --endpoint decides (ignored)")
         try:
@@ -707,6 +709,10 @@ def make_engine(args, top: dict, render, endpoint_from: str = ""):
             f"API key from {key_from} (not shown)" if key else "no API key"
         )
         return engine
+    remote = [("--api-key", args.api_key), ("--connect-timeout", args.connect_timeout)]
+    remote += [("--idle-timeout", args.idle_timeout), ("--deadline", args.deadline)]
+    if ignored := [flag for flag, value in remote if value is not None]:  # accepted, and did nothing
+        render.notice(f"{', '.join(ignored)}: a server's (--endpoint); the local model has none (ignored)")
     from rich.text import Text
 
     from ..checkpoint.loader import open_checkpoint, pick_device, resolve

@@ -24,9 +24,10 @@ def endpoint(flag: str | None, top: dict) -> tuple[str | None, str]:
 
 
 def api_key(flag: str | None, top: dict) -> tuple[str | None, str]:
-    """(key, source): --api-key, the variable that the config's `api_key_env` names, $OPENAI_API_KEY."""
-    if flag:
-        return flag, "--api-key"
+    """(key, source): --api-key ('' = none, whatever the environment says: OPENAI_API_KEY went to the server
+    named), the variable that the config's `api_key_env` names, $OPENAI_API_KEY."""
+    if flag is not None:
+        return flag.strip() or None, "--api-key"
     var = top.get("api_key_env")
     if var:
         if not os.environ.get(var):
