@@ -884,6 +884,13 @@ def test_utf16_piped_in_is_one_line_with_the_conversion(tiny_dir, home):
     assert [json.loads(x) for x in p.stdout.splitlines()] == [{"error": line.removeprefix("error: ")}]
 
 
+def test_utf16_of_one_line_of_chinese_piped_in_is_known(tiny_dir, home):
+    """A line of Chinese saved by Notepad as UTF-16 (a mark, no line end, nothing ASCII) was skipped as a line of
+    invalid UTF-8, with no iconv command: the mark is enough where the rest reads as text."""
+    p = yi("--model", tiny_dir, stdin="你好，请介绍一下你自己".encode("utf-16"), home=home)
+    one_line_error(p, 1, "stdin is UTF-16 text, not UTF-8; nothing read", "iconv -f UTF-16 -t UTF-8")
+
+
 def test_json_command_output_is_laid_out_whatever_columns_says(tiny_dir, home):
     """--json is machine output: a command's text is laid out at 100 columns, with COLUMNS 40 or 200 alike (README)."""
     runs = [

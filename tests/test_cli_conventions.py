@@ -187,6 +187,10 @@ def test_files_attach_to_the_first_message_of_a_piped_chat(server, home, tmp_pat
         ("这是一个中文文件。\n".encode("gbk"), "only UTF-8 text can be attached (Chinese saved as GBK: ", "GBK"),
         ("這是一個中文檔案。\n".encode("big5"), "only UTF-8 text can be attached (Chinese saved as GBK: ", "GBK"),
         ("notes: 你好\n".encode("utf-16"), "UTF-16 text, not UTF-8 (", "UTF-16"),
+        # UTF-32's mark starts as UTF-16's (iconv -f UTF-16 made a binary file of it); UTF-16 with no mark was binary
+        ("notes\n".encode("utf-32"), "UTF-32 text, not UTF-8 (", "UTF-32"),
+        ("hello world\n".encode("utf-16-le"), "UTF-16LE text, not UTF-8 (", "UTF-16LE"),
+        ("hello world\n".encode("utf-16-be"), "UTF-16BE text, not UTF-8 (", "UTF-16BE"),
     ],
 )
 def test_binary_and_undecodable_files_exit_2_before_the_model_loads(home, tmp_path, content, needle, encoding):
@@ -202,6 +206,12 @@ def test_binary_and_undecodable_files_exit_2_before_the_model_loads(home, tmp_pa
     assert ("iconv" in line) == (encoding is not None), line
     if encoding:
         assert f"pipe it through iconv -f {encoding} -t UTF-8" in line, line
+        # the command as a shell runs it: `~/` unquoted (quoted it is a folder named ~), `./` before a leading `-`
+        (tmp_path / "-data.bin").write_bytes(content)
+        line = one_line_error(yi(*no_model, "--file=-data.bin", "-p", "hi", home=home, cwd=tmp_path), 2, needle)
+        assert f"iconv -f {encoding} -t UTF-8 ./-data.bin > ./-data.utf8.bin converts it" in line, line
+        line = one_line_error(yi(*no_model, "-f", "~/-data.bin", "-p", "hi", home=home, env={"HOME": str(tmp_path)}), 2)
+        assert f"iconv -f {encoding} -t UTF-8 ~/-data.bin > ~/-data.utf8.bin converts it" in line, line
 
 
 @pytest.mark.parametrize(
@@ -295,6 +305,27 @@ def test_a_file_too_large_for_the_real_tokenizer_is_refused_after_loading(demo_d
         "digits.txt",
         "too large for the model's context",
     )
+
+
+@pytest.mark.slow
+def test_a_file_is_counted_with_the_system_prompt_and_not_blamed_for_a_prompt_too_long(demo_dir, home, tmp_path):
+    """A file that fit alone but not with --system went on and was refused as "the prompt" (exit 1, the file not
+    named); a prompt too long for the context with a two-line file named the file (exit 2), which the user would
+    have shortened in vain."""
+    (home / "cache").symlink_to(Path(demo_dir).parent.parent, target_is_directory=True)
+    doc = tmp_path / "doc.txt"
+    doc.write_text("hello " * 8100)  # ~8,100 tokens: fits the demo's 8k context alone, with room for 8 new ones
+    system = "be nice " * 200
+    one_line_error(
+        yi("-m", "demo", "--max-new-tokens", "8", "--system", system, "-f", str(doc), "-p", "hi", home=home),
+        2,
+        f"{doc}: too large for the model's context",
+    )
+    small = tmp_path / "notes.txt"
+    small.write_text("two\nlines\n")
+    p = yi("-m", "demo", "--max-new-tokens", "8", "-f", str(small), "-p", "hello " * 9000, home=home)
+    assert p.returncode == 1 and "notes.txt" not in p.stderr.decode(), p.stderr.decode()
+    assert "the prompt is" in p.stderr.decode() and "fit in the context" in p.stderr.decode(), p.stderr.decode()
 
 
 # 1b. /file in the REPL, in a real terminal -------------------------------------------------------------------------
@@ -2232,6 +2263,13 @@ def test_bash_completion_script(home, tmp_path):
     (home / "config").mkdir(exist_ok=True)
     (home / "config" / "config.toml").write_text('[aliases]\n"two words" = "/x"\n')
     assert _bash_complete(script, wrapper, "-m", "two", lines=True) == ["two words"]
+    # each name as written, and nothing in one run: compgen -W expanded `$(...)`, `$HOME` and quotes in them
+    ran = tmp_path / "ran"
+    names = [f"x$(touch {ran})", "bob's", "cost$HOME"]
+    (home / "config" / "config.toml").write_text("[aliases]\n" + "".join(f"{json.dumps(n)} = '/x'\n" for n in names))
+    for name in names:
+        assert _bash_complete(script, wrapper, "-m", name[:2], lines=True) == [name]
+    assert not ran.exists()
 
 
 @pytest.mark.parametrize("shell", ["zsh", "fish"])

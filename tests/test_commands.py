@@ -554,6 +554,21 @@ def test_a_name_with_quotes_inside_is_that_name_and_a_folder_quoted_in_part_is_t
     assert err.getvalue() == "" and "loaded 1 exchange from rock'n'roll.json" in out.getvalue()
 
 
+def test_a_path_ending_in_an_escaped_space_keeps_it(tmp_path, monkeypatch):
+    """A dropped `report.txt\\ ` (a name ending in a space, escaped as a file manager types it, and the space a drop
+    adds after it) lost its space with the line's: "report.txt\\: cannot read", and `/save out\\ ` wrote `out\\`."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "report.txt ").write_text("x\n")
+    chat, out, err = plain_chat(ScriptedEngine(["r"]))
+    chat.handle("/file report.txt\\  ")
+    assert err.getvalue() == "" and [a.name for a in chat.attachments] == ["report.txt "]
+    chat.handle("hi")
+    chat.handle("/save out\\ ")
+    chat.handle("/save plain.json  ")  # white space after a name is no part of it, as before
+    assert err.getvalue() == "" and (tmp_path / "out ").is_file() and (tmp_path / "plain.json").is_file()
+    assert not (tmp_path / "out\\").exists()
+
+
 def test_paths_are_taken_as_the_shell_takes_them_a_folder_named_tilde_and_a_trailing_slash(tmp_path, monkeypatch):
     """pathlib made `./~/q.txt` the home folder's `~/q.txt` (a quoted `'~/q.txt'` too, which a shell leaves alone),
     so /file, /load and /save went to the home folder; `notes.txt/` read the file, where `cat notes.txt/` says "Not

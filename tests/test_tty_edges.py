@@ -694,3 +694,42 @@ def test_a_signal_while_the_repl_is_imported_ends_the_chat_as_anywhere(tmp_path,
     assert f"yi-chat: {word}; 1 message typed ahead was not sent: in the input history" in flat, scroll
     assert "internal error" not in scroll and "Traceback" not in scroll, scroll
     assert history_entries(home)[:1] == [f"touch {marker}"]
+
+
+def test_lines_typed_while_the_load_fails_go_to_the_history_not_the_shell(tmp_path):
+    """A chat whose model failed to load (a tokenizer that cannot be read, a server's model list refused) after
+    lines were typed during the load: they went back to the terminal, and the shell ran each as a command (as
+    Ctrl-C there no longer let it). They are kept in the input history, and the ending line says so."""
+    import threading
+
+    from tests.compat_servers import Server
+
+    home = tmp_path / "home"
+    home.mkdir()
+    marker = tmp_path / "ran"
+    go = threading.Event()
+
+    def answer(h):  # the model list, held until the keys are typed, then refused
+        go.wait(DEADLINE)
+        h.json(500, {"error": {"message": "no models today"}})
+
+    with Server(answer) as srv:
+        sh = Shell(home)
+        try:
+            sh.line(f"{sys.executable} -m yi_cli --endpoint {srv.root}")
+            deadline = time.monotonic() + DEADLINE
+            while not srv.requests:
+                assert time.monotonic() < deadline, "the model list was never asked for"
+                time.sleep(0.02)
+            keys = f"touch {marker}\r"
+            sh.tmux("send-keys", "-t", "0", "-l", keys)
+            queued(sh, keys)
+            go.set()
+            scroll = shell_after(sh)
+        finally:
+            go.set()
+            sh.close()
+    assert not marker.exists(), scroll  # the shell ran none of it
+    flat = scroll.replace("\n", "")
+    assert "no models today; 1 message typed ahead was not sent: in the input history" in flat, scroll
+    assert history_entries(home)[:1] == [f"touch {marker}"]

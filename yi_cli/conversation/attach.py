@@ -45,8 +45,8 @@ def decode(data: bytes, name: str, use: str = "attached") -> str:
     a Chinese file saved in GBK or Big5 (Windows' default for Chinese) was refused as if it were not text at all,
     and a UTF-16 one (Notepad's "Unicode") as a binary file for its NUL bytes. `use`: what the text was for
     ("attached", or "read as the prompt" for `-p -`, where the line spoke of attaching)."""
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # a UTF-16 byte order mark
-        raise UsageError(f"{shown(name, 200)}: UTF-16 text, not UTF-8 ({convert(name, 'UTF-16')})")
+    if wide := _wide_text(data):
+        raise UsageError(f"{shown(name, 200)}: {wide} text, not UTF-8 ({convert(name, wide)})")
     if b"\x00" in data:
         raise UsageError(f"{shown(name, 200)}: binary file (it contains NUL bytes); only text can be {use}")
     try:
@@ -57,6 +57,27 @@ def decode(data: bytes, name: str, use: str = "attached") -> str:
             f"{shown(name, 200)}: not UTF-8 text (undecodable byte at offset {e.start}); only UTF-8 text can be {use}"
             + (f" ({convert(name, 'GBK', 'Chinese saved as GBK: ')}; as Big5: -f BIG5)" if chinese else "")
         ) from None
+
+
+def _wide_text(data: bytes) -> str | None:
+    """The encoding of text in UTF-16 or UTF-32 (iconv's name for it): by its byte order mark, UTF-32's first (its
+    little-endian mark starts as UTF-16's: it was called UTF-16, and iconv -f UTF-16 made a binary file of it), or
+    without one where every other byte of its start is NUL and the rest none (UTF-16LE or BE text of Latin letters:
+    "binary file" said of it)."""
+    if data.startswith((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")):
+        return "UTF-32"
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "UTF-16"
+    head = data[:4096]
+    head = head[: len(head) - len(head) % 2]
+    for zeros, others, codec in ((head[1::2], head[0::2], "UTF-16LE"), (head[0::2], head[1::2], "UTF-16BE")):
+        if len(head) >= 4 and zeros.count(0) * 10 >= len(zeros) * 9 and 0 not in others:
+            try:
+                data[: len(data) - len(data) % 2].decode(codec.lower())
+            except UnicodeDecodeError:
+                continue
+            return codec
+    return None
 
 
 CJK = re.compile(r"[\u3000-\u303f\u3400-\u9fff\uf900-\ufaff\uff00-\uffef]")
@@ -80,12 +101,22 @@ def convert(name: str, encoding: str, what: str = "") -> str:
     """How to make a file UTF-8 text with iconv (stdin: the pipe through it); `what` says which files it is for."""
     if name == "stdin":
         return f"{what}pipe it through iconv -f {encoding} -t UTF-8"
-    import shlex
     from pathlib import PurePath
 
     p = PurePath(name)
-    out = shlex.quote(str(p.with_name(f"{p.stem}.utf8{p.suffix}")))
-    return f"{what}iconv -f {encoding} -t UTF-8 {shlex.quote(name)} > {out} converts it"
+    out = _shell_word(str(p.with_name(f"{p.stem}.utf8{p.suffix}")))
+    return f"{what}iconv -f {encoding} -t UTF-8 {_shell_word(name)} > {out} converts it"
+
+
+def _shell_word(name: str) -> str:
+    """A path as a shell reads it back: a leading `~/` (`~user/`) left unquoted, the home folder it meant (quoted it
+    was a folder named ~); a leading `-` after ./ (iconv took `-cn.txt` for its options)."""
+    import shlex
+
+    home = re.match(r"~[\w.-]*/", name)
+    if home:
+        return home.group() + shlex.quote(name[home.end() :])
+    return shlex.quote(f"./{name}" if name.startswith("-") else name)
 
 
 WAIT_NOTICE_S = 1.0  # a pipe read longer than this says what it waits for
@@ -365,15 +396,22 @@ def _named(attachments: list[Attachment], added: bool = True) -> str:
     return f"{shown(attachments[-1].name, 200)}{waiting}"
 
 
-def check_tokens(engine, settings, attachments: list[Attachment], prompt: str = "", added: bool = False) -> None:
-    """After loading: refuse attachments whose tokens leave no room in the context for the prompt and a reply.
-    `added`: the last one is being attached to those before it (the refusal names it and counts them: _named)."""
+def check_tokens(
+    engine, settings, attachments: list[Attachment], prompt: str = "", added: bool = False, system: str | None = None
+) -> None:
+    """After loading: refuse attachments whose tokens leave no room in the context for the system prompt (`system`:
+    one was left out, and a file that did not fit with it was sent and refused as "the prompt"), the prompt and a
+    reply. A prompt too long without them is not theirs to refuse: its own line says so (a two-line file was
+    named). `added`: the last one is being attached to those before it (the refusal names it and counts them)."""
     tpl, ctx = engine.template, engine.context_length
     if not attachments or tpl is None or ctx is None:
         return
     budget = ctx - min(settings.max_new_tokens, ctx // 4)  # the room the chat keeps for a reply (Chat._prompt)
-    n = len(tpl.build([{"role": "user", "content": compose(attachments, prompt)}]).ids)
+    lead = [{"role": "system", "content": system}] if system else []
+    n = len(tpl.build([*lead, {"role": "user", "content": compose(attachments, prompt)}]).ids)
     if n > budget:
+        if prompt and len(tpl.build([*lead, {"role": "user", "content": prompt}]).ids) > budget:
+            return
         raise UsageError(
             f"{_named(attachments, added)}: too large for the model's context ({n} tokens with the prompt; "
             f"{budget} fit with room for the reply)"
@@ -524,7 +562,7 @@ def do_file(chat, arg: str, goes: str = "your next message") -> None:
             f"{shown(path, 200)}: not attached (Ctrl-C stopped the wait for what writes into it)"
         ) from None
     check_total(chat.engine, [*chat.attachments, a])  # by its length alone, with the others: before tokenizing
-    check_tokens(chat.engine, chat.settings, [*chat.attachments, a], added=True)
+    check_tokens(chat.engine, chat.settings, [*chat.attachments, a], added=True, system=chat.session.system)
     chat.attachments.append(a)
     lines = a.text.count("\n") + (bool(a.text) and not a.text.endswith("\n"))
     times = sum(b.name == a.name for b in chat.attachments)

@@ -73,7 +73,7 @@ class Misused(YiError):
 def parse(line: str):
     """Return (Command, argument text) for a slash command, None for a chat message. '//x' is a message."""
     # a byte-order mark before it (a UTF-8-with-BOM file's first line, in `cat a.txt b.txt |`) is none of the line's
-    s = _half_width_slash(line.strip().lstrip("\ufeff").strip())
+    s = _half_width_slash(_rstrip(line.lstrip().lstrip("\ufeff").lstrip()))
     if not s.startswith("/") or s[:2] in ESCAPES:
         return None
     # any white space parts them: a tab, an input method's ideographic space, a new line (Esc-Enter, a paste: the
@@ -92,11 +92,19 @@ def parse(line: str):
         if cmd.forced is None:
             raise Misused(f"/{base} has no ! form (usage: {usage})", cmd.name)
         cmd = replace(cmd, name=cmd.name + "!", handler=cmd.forced)
-    arg = arg.strip()
+    arg = _rstrip(arg.lstrip())
     if arg and not cmd.takes_arg:
         more = "; a chat keeps its model: another is yi-chat -m NAME" if cmd.name == "model" else ""  # `/model X`
         raise Misused(f"/{base} takes no argument (usage: {usage}{more})", cmd.name)
     return cmd, arg
+
+
+def _rstrip(text: str) -> str:
+    """`text` less the white space it ends in, but for a space escaped by a backslash (a path dropped from a file
+    manager, `report.txt\\ `: the space is the name's; it was lost, and /save wrote a file named `out\\`)."""
+    out = text.rstrip()
+    escaped = (len(out) - len(out.rstrip("\\"))) % 2 == 1
+    return out + " " if escaped and text[len(out) : len(out) + 1] == " " else out
 
 
 # An input method in full-width mode types each space as this one: between a command and its words it is a space

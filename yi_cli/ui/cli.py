@@ -60,8 +60,8 @@ def main(argv=None) -> int:
         to_null(stdout.fileno())  # the buffered rest goes nowhere
         _err(f"stdout failed ({e.strerror}); the output of yi-chat {argv[0]} is cut short")
         return EXIT_CHAT
-    except YiError as e:
-        _err(str(e))
+    except YiError as e:  # and the messages typed ahead kept, where a chat failed before its first prompt
+        _err("; ".join([str(e), *_KEPT[:1]]))
         return e.exit_code
     except KeyboardInterrupt:
         _DONE.append(True)  # the run ends here: a second signal is not a second line
@@ -363,7 +363,7 @@ def _main(args) -> int:
             render.notice(f"{shown(a.name, 200)} is {'empty' if not a.text else 'blank'}: attached as it is")
     try:
         engine = make_engine(args, top, render, endpoint_from)
-        attach.check_tokens(engine, settings, attachments, prompt or "")
+        attach.check_tokens(engine, settings, attachments, prompt or "", system=session.system if session else None)
         overflow = args.overflow or top.get("overflow", "drop")
         options = Options(
             overflow=overflow, setting_sources=sources, one_shot=prompt is not None, batch=not interactive
@@ -417,9 +417,10 @@ def _main(args) -> int:
             return _run(chat, prompt, interactive, render, args.verbatim)
         finally:
             autosave.close()
-    except KeyboardInterrupt:  # Ctrl-C while the model loads, or a signal: what was typed ahead is not the shell's
-        _keep_typed_ahead(render.take_keys)
-        render.discard_keys()  # (not held: they are dropped all the same)
+    except BaseException as e:  # Ctrl-C or a failed load before the first prompt: what was typed is not the shell's
+        _keep_typed_ahead(render.take_keys)  # (a chat's own keys: a piped run's stay the shell's)
+        if isinstance(e, KeyboardInterrupt):
+            render.discard_keys()  # (not held: they are dropped all the same)
         raise
     finally:
         render.pin_keys(False)

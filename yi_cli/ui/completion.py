@@ -132,11 +132,15 @@ def bash() -> str:
     return f"""# bash completion for yi-chat. Load it with:  source <(yi-chat completion bash)
 # or install it:  yi-chat completion bash > ~/.local/share/bash-completion/completions/yi-chat
 _yi_chat_models() {{
-    # one name a line (a config alias may hold a space), quoted as a file name is where it is inserted
-    local IFS=$'\\n'
+    # one name a line (a config alias may hold a space), quoted as a file name is where it is inserted; matched
+    # here, not by compgen -W, which expands each word: an alias named x$(cmd) ran cmd, `bob's` lost its quote
+    local IFS=$'\\n' name
     compopt -o filenames 2>/dev/null
-    COMPREPLY=($(compgen -W "$("${{COMP_WORDS[0]}}" completion --list-models 2>/dev/null)" -- "$cur") \\
-        $(compgen -d -- "$cur"))
+    COMPREPLY=()
+    while IFS= read -r name; do
+        [[ "$name" == "$cur"* ]] && COMPREPLY+=("$name")
+    done < <("${{COMP_WORDS[0]}}" completion --list-models 2>/dev/null)
+    COMPREPLY+=($(compgen -d -- "$cur"))
 }}
 _yi_chat_sub() {{
     # a subcommand's words: $1 its flags, $2 those that take a value, $3 set where its argument is a model name
