@@ -1037,6 +1037,26 @@ def test_closed_stdout(tiny_dir, tmp_path, home, mode):
     assert err.strip() == "", err
 
 
+@pytest.mark.parametrize("lines", ["/system be brief\nhi\n", "/history\n"])
+def test_a_reader_gone_before_a_commands_output_is_still_exit_0(tiny_dir, home, lines):
+    """The reader of stdout gone when a command's output was written (rich's console, not the replies' stream):
+    rich ended the run with SystemExit(1), silent, where a reader gone is exit 0 (README)."""
+    r, w = os.pipe()
+    os.close(r)  # gone before the first write: every write fails, whatever the timing
+    try:
+        p = subprocess.run(
+            [PY, "-m", "yi_cli", "--model", str(tiny_dir), "--max-new-tokens", "4"],
+            input=lines.encode(),
+            stdout=w,
+            stderr=subprocess.PIPE,
+            timeout=180,
+            env={**os.environ, "YI_CHAT_HOME": str(home)},
+        )
+    finally:
+        os.close(w)
+    assert p.returncode == 0 and p.stderr.decode().strip() == "", p.stderr.decode()
+
+
 def test_sigterm_during_a_reply(tiny_dir, home):
     proc = piped("--model", tiny_dir, *SAMPLE, "--max-new-tokens", "4000", home=home)
     try:
@@ -1379,6 +1399,21 @@ def test_continue_of_a_reply_at_the_end_of_the_context_says_it_cannot_go_on(tiny
     assert lines[0].endswith(
         "tokens with the message it answers): it cannot go on; /retry asks again, or send a new message"
     )
+
+
+def test_a_message_a_command_sends_again_and_is_refused_has_a_refused_messages_object(tiny_dir, home):
+    """--json: /retry or /edit of a message refused as too long, refused again, wrote a command's object (no prompt,
+    no reply, no finish_reason) where a refused message has its reply-shaped one (README), `command` beside it."""
+    args = ("--model", tiny_dir, "--context", "96", "--max-new-tokens", "4", "--json")
+    long = "word " * 200
+    p = yi(*args, stdin=f"hi\n{long}\n/retry\n/edit {long}\n", home=home)
+    objs = [json.loads(ln) for ln in p.stdout.decode().splitlines()]
+    assert [o.get("command") for o in objs] == [None, None, "retry", "edit"], objs
+    for o in objs[1:]:
+        assert o["reply"] == "" and o["finish_reason"] == "error" and o["prompt"].startswith("word word"), o
+        assert o["new_tokens"] == 0 and "fit in the context" in o["error"], o
+    errors = [ln for ln in err_lines(p) if ln.startswith("error: ")]
+    assert p.returncode == 1 and [o["error"] for o in objs[1:]] == [e.removeprefix("error: ") for e in errors]
 
 
 def test_the_python_api_takes_a_torch_device_and_names_its_own_arguments(tiny_dir, monkeypatch):

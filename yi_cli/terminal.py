@@ -13,6 +13,7 @@ And its size as every rich Console of yi-chat reads it (`console`): COLUMNS and 
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
@@ -104,7 +105,15 @@ def console(**kw):
     if "force_terminal" not in kw:  # a terminal is a terminal: rich took FORCE_COLOR=1 or TTY_COMPATIBLE=1 (set in
         # many CI environments) as one, and a pipe got escape codes, padded table rows and a spinner's frames
         kw["force_terminal"] = isatty(kw.get("file") or (sys.stderr if kw.get("stderr") else sys.stdout))
-    return Console(**kw)
+    c = Console(**kw)
+    c.on_broken_pipe = _reader_gone
+    return c
+
+
+def _reader_gone() -> None:
+    """rich's answer to a reader gone (`| head`) was SystemExit(1), past yi-chat's own handling of it (exit 0, as
+    README says): a command's output the reader left during exited 1 with nothing said. The error goes on up."""
+    raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
 
 
 def isatty(stream) -> bool:

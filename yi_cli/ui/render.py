@@ -516,11 +516,13 @@ class JsonRenderer(Renderer):
     def failure(self, msg: str) -> None:
         if msg is self.said:
             self.said = None
+        elif self.asked:  # a refused message, also one a command sent again (/retry, /edit: it was the command's)
+            refused = Stats(prompt_tokens=None, finish_reason=FINISH_ERROR)
+            by = {"command": self.command} if self.command is not None else {}
+            self._write({**by, "prompt": self.prompt, "reply": "", **refused.to_dict(), "error": msg})
+            self.replied = self.command is not None  # its object is the command's
         elif self.command is not None:
             self.errors.append(msg)
-        elif self.asked:
-            refused = Stats(prompt_tokens=None, finish_reason=FINISH_ERROR)
-            self._write({"prompt": self.prompt, "reply": "", **refused.to_dict(), "error": msg})
         else:
             self._write({"error": msg})
 
