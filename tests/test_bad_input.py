@@ -931,6 +931,30 @@ def test_f_of_a_pipe_nothing_writes_into_says_what_it_waits_for(tiny_dir, home, 
     assert reply["prompt"].startswith(f"{fifo}:\n```\nfed through the pipe\n```")
 
 
+@pytest.mark.parametrize("name", ["-", "/dev/stdin"])
+def test_f_of_stdin_that_nothing_writes_into_yet_says_what_it_waits_for(tiny_dir, home, name):
+    """`sleep 100 | yi-chat -f - -p x` (or `-f /dev/stdin`) waited in silence, as if hung, where a FIFO's -f says
+    past a second what it waits for: the same line, for stdin."""
+    e = {**os.environ, "YI_CHAT_HOME": str(home)}
+    cmd = [PY, "-m", "yi_cli", "--model", tiny_dir, "-f", name, "-p", "hi", "--json", "--max-new-tokens", "1"]
+    p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e)
+    try:
+        import select
+
+        assert select.select([p.stderr], [], [], 120)[0], "no line while -f waits on stdin"
+        line = p.stderr.readline().decode()
+        assert (
+            line.strip()
+            == "yi-chat: stdin: a pipe, read to its end: waiting for what writes into it (Ctrl-C gives it up)"
+        )
+        out, err = p.communicate(b"fed through stdin\n", timeout=180)
+    finally:
+        p.kill()
+    assert p.returncode == 0, err.decode()
+    [reply] = [json.loads(x) for x in out.splitlines()]
+    assert "fed through stdin" in reply["prompt"], reply
+
+
 def _spawn(*args, home: Path):
     pexpect = pytest.importorskip("pexpect")
     env = {

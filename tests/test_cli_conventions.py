@@ -247,6 +247,14 @@ def test_a_file_too_large_for_the_context_exits_2_before_the_model_loads(home, t
         2,
         f"{big}: too large for the model's context (2000 characters; the context holds 100 tokens)",
     )
+    # two files under the bound each, over it together: refused before the load too (it was after it)
+    half = tmp_path / "half.txt"
+    half.write_text("word " * 120)  # 600 characters: under 10 per token of 100 tokens alone
+    one_line_error(
+        yi("--model", str(ckpt), "--context", "100", "-f", str(half), "-f", str(half), "-p", "hi", home=home),
+        2,
+        f"{half}, {half}: too large for the model's context (1200 characters together; the context holds 100",
+    )
 
 
 def test_missing_file_and_stdin_misuse_are_usage_errors(server, home, tmp_path):

@@ -131,10 +131,14 @@ def read_bytes(name: str, stdin=None, waiting=None, regular: bool = False) -> by
         stream = stdin if stdin is not None else sys.stdin
         if stream is None:  # started with stdin closed
             return b""
-        # through pipes: a Ctrl-C as the read begins ends it (it waited for the pipe's end)
-        return (
-            pipes.read_upto(stream.buffer, MAX_BYTES + 1) if hasattr(stream, "buffer") else stream.read(MAX_BYTES + 1)
-        )
+        # through pipes: a Ctrl-C as the read begins ends it (it waited for the pipe's end); `-f -` (or
+        # /dev/stdin) of a slow pipe says it waits, as a FIFO's does (`sleep 100 | yi-chat -f - -p x` said nothing)
+        with _waiting_for("stdin", waiting):
+            return (
+                pipes.read_upto(stream.buffer, MAX_BYTES + 1)
+                if hasattr(stream, "buffer")
+                else stream.read(MAX_BYTES + 1)
+            )
     p = inputs.user_path(name, UsageError)
     try:
         kind = inputs.kind_of(p)  # through links: `-f <(cmd)` names /dev/fd/63, a pipe
@@ -357,15 +361,17 @@ def context_hint(model: str | None) -> int | None:
 
 
 def check_size(attachments: list[Attachment], context: int | None) -> None:
-    """Before loading: refuse what is too long by its length alone."""
+    """Before loading: refuse what is too long by its length alone, one file or all of them together (two files
+    each under the bound were refused only once the model had loaded: minutes, for a large one)."""
     if context is None:
         return
-    for a in attachments:
-        if len(a.text) > CHARS_PER_TOKEN * context:
-            raise UsageError(
-                f"{shown(a.name, 200)}: too large for the model's context ({len(a.text)} characters; the "
-                f"context holds {context} tokens)"
-            )
+    big = [a for a in attachments if len(a.text) > CHARS_PER_TOKEN * context][:1] or attachments
+    total = sum(len(a.text) for a in big)
+    if total > CHARS_PER_TOKEN * context:
+        raise UsageError(
+            f"{names(big)}: too large for the model's context ({total} characters"
+            f"{' together' if len(big) > 1 else ''}; the context holds {context} tokens)"
+        )
 
 
 def check_total(engine, attachments: list[Attachment]) -> None:
