@@ -9,6 +9,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -2040,3 +2041,58 @@ def test_a_repo_whose_own_files_cannot_load_is_not_sent_to_pull_again(hub, env, 
     hub.repos["acme/shard"] = Repo({**demo_files, "model.safetensors.index.json": json.dumps(index).encode()})
     error_line(yi(env, "pull", "acme/shard"), 3, "its index names model-00002-of-00002.safetensors, which the repo")
     assert not list(repo_dir(env, "acme/shard").glob("blobs/*.incomplete"))  # refused before the weights came
+
+
+def test_a_cached_repo_or_cache_that_cannot_be_read_is_said_and_the_rest_listed(hub, env, tmp_path):
+    """A repo whose refs cannot be read was left out of `yi-chat models` without a word; a hub cache that cannot be
+    read at all (a file where the folder goes) made `models` list nothing, exit 3, and completion offer no names,
+    though -m demo chats. Each is said, and the rest is listed."""
+    assert yi(env, "pull", "acme/tiny-chat").returncode == 0
+    home = {**env, "YI_CHAT_HOME": str(tmp_path / "home")}
+    if shutil.which("setpriv") or os.geteuid() != 0:  # root reads any folder: without the capabilities that let it
+        as_user = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
+        refs = repo_dir(env) / "refs"
+        refs.chmod(0)
+        try:
+            p = subprocess.run(
+                [*as_user, sys.executable, "-m", "yi_cli", "models", "--json"],
+                capture_output=True,
+                timeout=600,
+                env=home,
+                stdin=subprocess.DEVNULL,
+            )
+        finally:
+            refs.chmod(0o700)
+        assert p.returncode == 0, p.stderr.decode()
+        [row] = [r for r in json.loads(p.stdout) if r["name"] == "acme/tiny-chat"]
+        assert not row["loadable"] and "cannot read the Hugging Face cache (Permission denied)" in row["reason"], row
+    hub_root = tmp_path / "not-a-cache"
+    hub_root.write_text("x")
+    p = yi({**home, "HF_HUB_CACHE": str(hub_root)}, "models")
+    assert p.returncode == 0 and "demo-fp32" in p.stdout.decode(), p.stderr.decode()
+    assert (
+        p.stderr.decode()
+        == f"yi-chat: {hub_root}: cannot read the Hugging Face cache (Not a directory); its models are not listed\n"
+    )
+    p = yi({**home, "HF_HUB_CACHE": str(hub_root)}, "completion", "--list-models")
+    assert p.returncode == 0 and "yi-6b-chat" in p.stdout.decode().split(), p.stderr.decode()
+
+
+def test_a_demo_whose_cache_cannot_be_made_is_listed_so(env, tmp_path):
+    """With YI_CHAT_HOME under a file (or a link to nothing) the demo rows said "converted on first use", loadable,
+    and -m demo then failed at once: "cannot create the cache directory"."""
+    (tmp_path / "afile").write_text("x")
+    p = yi({**env, "YI_CHAT_HOME": str(tmp_path / "afile" / "home")}, "models", "--json")
+    assert p.returncode == 0, p.stderr.decode()
+    rows = [r for r in json.loads(p.stdout) if r["source"] == "demo"]
+    assert len(rows) == 3 and not any(r["loadable"] for r in rows), rows
+    assert all(f"cannot create the cache directory ({tmp_path}/afile is not a folder)" in r["reason"] for r in rows)
+
+
+def test_an_offline_pull_of_a_revision_not_cached_says_so(hub, env):
+    """HF_HUB_OFFLINE=1 `pull REPO --revision v1` with main complete in the cache said "the download is not
+    complete ... `yi-chat pull REPO` online continues it": v1 was never begun, and that pull fetches main."""
+    assert yi(env, "pull", "acme/tiny-chat").returncode == 0
+    p = yi({**env, "HF_HUB_OFFLINE": "1"}, "pull", "acme/tiny-chat", "--revision", "v1")
+    error_line(p, 3, "acme/tiny-chat: revision v1 is not in the local Hugging Face cache (", "forbids downloading it")
+    assert "not complete" not in p.stderr.decode()

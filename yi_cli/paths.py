@@ -62,6 +62,24 @@ def private_dir(path: Path) -> Path:
     return path
 
 
+def cannot_make(path: Path) -> str | None:
+    """Why private_dir(path) would fail, found without making anything (a listing says so, not -m after it), or
+    None: the nearest part of it that exists must be a folder (a file in its way: "Not a directory"; a link to
+    nothing), one that can be written in where the rest is missing."""
+    p = path
+    while not os.path.lexists(p) and p != p.parent:
+        p = p.parent
+    if p == path and p.is_dir():
+        return None
+    if p.is_symlink() and not p.exists():
+        return f"{shown(str(p), 200)} is a link to {shown(os.readlink(p), 200)}, which does not exist"
+    if not p.is_dir():
+        return f"{shown(str(p), 200)} is not a folder"
+    if not os.access(p, os.W_OK | os.X_OK):
+        return f"{shown(str(p), 200)} is not writable"
+    return None
+
+
 def make_private(tree: Path) -> None:
     """Files the tool writes are the user's alone: directories 0700, files 0600."""
     for d, _dirs, files in os.walk(tree):

@@ -269,6 +269,11 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
     from huggingface_hub.utils import logging as hub_logging
 
     if offline():
+        if revision != "main":  # not in the cache at that revision (pull takes what is): main's state is no matter
+            raise LoadError(
+                f"{repo}: revision {shown(revision, 80)} is not in the local Hugging Face cache ({cache_root()}), "
+                "and HF_HUB_OFFLINE=1 forbids downloading it"
+            )
         if (snap := _unnamed_snapshot(repo)) is not None:
             raise LoadError(f"{repo}: HF_HUB_OFFLINE=1 forbids fetching it; {unnamed(repo, snap)}")
         if started(repo):
@@ -819,12 +824,13 @@ def _failed_at(e: BaseException) -> str | None:
     return None if same else env_files.hidden_login(f"{url.scheme}://{url.netloc.decode('ascii', 'replace')}")
 
 
-def scan() -> list[tuple[str, Path, int]]:
-    """(repo id, snapshot path, size on disk) of each model repo in the hub cache: its main ref's snapshot, else its
-    newest; a repo with no snapshot yet, only partial blobs (a pull killed in its first file), gives its own folder,
-    which holds no config: a download cut short. Read here rather than with huggingface_hub's scan_cache_dir, which
-    leaves out (with a warning) a repo whose snapshot links a missing blob or whose ref ends in a newline: `yi-chat
-    models` lost them without a word."""
+def scan() -> list[tuple[str, Path | None, int | None, str | None]]:
+    """(repo id, snapshot path, size on disk, why it cannot be read) of each model repo in the hub cache: its main
+    ref's snapshot, else its newest; a repo with no snapshot yet, only partial blobs (a pull killed in its first
+    file), gives its own folder, which holds no config: a download cut short. Read here rather than with
+    huggingface_hub's scan_cache_dir, which leaves out (with a warning) a repo whose snapshot links a missing blob or
+    whose ref ends in a newline: `yi-chat models` lost them without a word. A repo whose folders cannot be read is
+    there with the reason (no snapshot), one whose blobs cannot be counted with no size (both were left out)."""
     root = cache_root()
     try:
         folders = sorted((d for d in root.iterdir() if d.name.startswith("models--")), key=lambda d: d.name.lower())
@@ -841,13 +847,19 @@ def scan() -> list[tuple[str, Path, int]]:
                 snap = _newest(d)
             if snap is None and _partial(d):
                 snap = d
+        except (OSError, LoadError) as e:
+            why = str(e) if isinstance(e, LoadError) else f"{d}: cannot read the Hugging Face cache ({e.strerror or e})"
+            if repo:
+                out.append((repo, None, None, why))
+            continue
+        try:
             size = (
                 sum(b.stat().st_size for b in (d / "blobs").iterdir() if b.is_file()) if (d / "blobs").is_dir() else 0
             )
-        except (OSError, LoadError):
-            continue  # a folder it cannot read is no model it can list
+        except OSError:  # listed without its size, as -m still loads it
+            size = None
         if snap is not None:
-            out.append((repo, snap, size))
+            out.append((repo, snap, size, None))
     return out
 
 

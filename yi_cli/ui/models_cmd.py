@@ -178,14 +178,28 @@ def names() -> list[str]:
         own = list(config.read()[0].get("aliases", {}))
     except UsageError:  # a broken config: complete what does not depend on it
         own = []
-    return [repo for repo, _, _ in hub.scan()] + [m.alias for m in family.MEMBERS] + own
+    try:
+        cached = [repo for repo, *_ in hub.scan()]
+    except LoadError:  # a hub cache that cannot be read: the other names
+        cached = []
+    return cached + [m.alias for m in family.MEMBERS] + own
 
 
 def models(args, aliases: dict) -> int:
     rows = []
     cached = {}
-    for repo, snap, size in hub.scan():
+    try:
+        found = hub.scan()
+    except LoadError as e:  # a hub cache that cannot be read: said, and the other rows listed (it listed none)
+        print(f"yi-chat: {e}; its models are not listed", file=sys.stderr)
+        found = []
+    for repo, snap, size, why in found:
         m = family.BY_REPO.get(repo.lower())
+        if snap is None:  # its folders cannot be read: listed with the reason (it was left out without a word)
+            row = {"name": repo, "source": "hub", "alias": m.alias if m else None, **_blank(), "loadable": False}
+            rows.append({**row, "reason": why})
+            cached[repo.lower()] = rows[-1]
+            continue
         row = {"name": repo, "source": "hub", "alias": m.alias if m else None, **describe(snap, size)}
         damaged = hub.damaged(snap)
         cut = not row["loadable"] and not damaged and hub.cut_short(snap)
@@ -242,7 +256,7 @@ def models(args, aliases: dict) -> int:
 
 def _demo_row(name: str) -> dict:
     """The demo checkpoint's row: described when it has been converted (listing never converts it)."""
-    from ..paths import cache_dir
+    from ..paths import cache_dir, cannot_make
 
     d = cache_dir() / "demo" / name
     try:
@@ -252,7 +266,11 @@ def _demo_row(name: str) -> dict:
         done = demo.converted(d)
     except LoadError as e:  # its cache cannot be read: that row says so, the others are listed
         return {**_blank(), "loadable": False, "reason": str(e)}
-    return describe(d) if done else {**_blank(), "loadable": True, "reason": "converted on first use"}
+    if done:
+        return describe(d)
+    if why := cannot_make(d.parent):  # listed "converted on first use", and that use failed at once
+        return {**_blank(), "loadable": False, "reason": f"{d.parent}: cannot create the cache directory ({why})"}
+    return {**_blank(), "loadable": True, "reason": "converted on first use"}
 
 
 def _blank() -> dict:
