@@ -2140,6 +2140,16 @@ def test_a_model_name_from_the_environment_is_named_as_such(home):
     p = yi("-p", "hi", home=home, env={"YI_CHAT_MODEL": "demo-bogus"})
     one_line_error(p, 3, "YI_CHAT_MODEL=demo-bogus: no such demo model or directory")
     one_line_error(yi("-m", "demo-bogus", "-p", "hi", home=home), 3, "--model demo-bogus: no such demo model")
+    # through an alias or config.toml's model: named so, as any other target of theirs is (it said `--model
+    # demo-fp16` of `-m mine`, `YI_CHAT_MODEL=demo-fp16` of YI_CHAT_MODEL=mine)
+    (home / "config").mkdir()
+    toml = home / "config" / "config.toml"
+    toml.write_text('[aliases]\nmine = "demo-fp16"\n')
+    alias = f"mine ([aliases] in {toml}): demo-fp16: no such demo model"
+    one_line_error(yi("-m", "mine", "-p", "hi", home=home), 3, alias)
+    one_line_error(yi("-p", "hi", home=home, env={"YI_CHAT_MODEL": "mine"}), 3, alias)
+    toml.write_text('model = "demo-fp16"\n')
+    one_line_error(yi("-p", "hi", home=home), 3, f"model in {toml}: demo-fp16: no such demo model")
 
 
 def test_a_name_with_a_part_over_255_bytes_is_an_error_line_not_an_internal_error(home):

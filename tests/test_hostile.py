@@ -483,6 +483,11 @@ CONFIG_CASES = {
     "unknown-generation-key": ("[generation]\ntemprature = 1\n", "did you mean generation.temperature?"),
     "table-name-case": ("[Generation]\ntemperature = 1\n", "did you mean [generation]?"),  # was generation.seed
     "table-name-typo": ('[alias]\nmine = "x/y"\n', "did you mean [aliases]?"),  # was no suggestion
+    # a table's key at the top, or a misspelling of one: the key in its table (were no suggestion)
+    "remote-key-at-top": ("connect_timeout = 5\n", "did you mean remote.connect_timeout?"),
+    "generation-key-typo-at-top": ("tempratur = 1\n", "did you mean generation.temperature?"),
+    "speculate-typo": ('[generation]\nspeculate = "lookp"\n', "got 'lookp' (did you mean 'lookup'?)"),
+    "device-typo": ('device = "cpuu"\n', "unknown device 'cpuu' (use auto, cpu, cuda or cuda:N; did you mean 'cpu'?)"),
     # A top-level key appended below a table is the table's in TOML: said so (was generation.model with a
     # did-you-mean of generation.seed, an unknown remote.endpoint, or an alias named model, silently)
     "model-under-generation": ('[generation]\ntemperature = 1\nmodel = "x"\n', "model is under [generation], where it"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import asdict, dataclass, fields
 
@@ -81,7 +82,9 @@ def parse(name: str, value) -> object:
     if name == "speculate":
         v = str(value).strip().lower()
         if v not in SPECULATE:
-            raise UsageError(f"speculate must be one of {', '.join(SPECULATE)}, got {shown(repr(value), 40)}")
+            near = difflib.get_close_matches(v, list(SPECULATE), n=1, cutoff=0.6)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise UsageError(f"speculate must be one of {', '.join(SPECULATE)}, got {shown(repr(value), 40)}{hint}")
         return v
     if name == "seed" and (value is None or str(value).lower() in ("none", "off", "random")):
         return None

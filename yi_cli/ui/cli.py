@@ -336,8 +336,10 @@ def _main(args) -> int:
     aliases = top.get("aliases", {})  # [aliases] in config.toml
     args.alias = args.model if args.model in aliases else None
     args.model = aliases.get(args.model, args.model)
-    if not args.endpoint:
-        check_model_name(args.model, named)
+    if not args.endpoint:  # a demo typo named by what gave it: the alias, config.toml's model (said as the name)
+        with config.as_alias(args.alias, args.model):
+            in_config = args.model_from and args.model_from.startswith("model in ")
+            check_model_name(args.model, "" if args.alias else f"{args.model_from}: " if in_config else named)
         # the model's context, or --context's where less (it was the model's whatever that said)
         known = [n for n in (attach.context_hint(args.model), args.context or top.get("context")) if n]
         attach.check_size(attachments, min(known, default=None))

@@ -6,6 +6,7 @@ one (yi-chat never writes a key anywhere)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
 import math
 import os
@@ -27,7 +28,9 @@ def device_arg(value: str) -> str:
 
     if known_device(value):
         return value
-    raise argparse.ArgumentTypeError(f"unknown device {value!r} (use auto, cpu, cuda or cuda:N)")
+    near = difflib.get_close_matches(value.lower(), ["auto", "cpu", "cuda", "mps"], n=1, cutoff=0.6)
+    hint = f"; did you mean {near[0]!r}?" if near else ""
+    raise argparse.ArgumentTypeError(f"unknown device {value!r} (use auto, cpu, cuda or cuda:N{hint})")
 
 
 # Far past any model's context (Yi's longest is 200K): a bigger number is a typo, refused rather than capped.
@@ -131,9 +134,10 @@ def read() -> tuple[dict, dict]:
         if first.startswith("generation."):  # its own keys only: `[generation] foo = 1` got "did you mean
             bare = first.removeprefix("generation.")  # [generation]?", the table it sat in
             near = [f"generation.{n}" for n in difflib.get_close_matches(bare, NAMES, n=1, cutoff=0.6)]
-        else:
-            known = [*TOP_KEYS, *(f"generation.{n}" for n in NAMES), *tables]
-            near = [tables.get(n, n) for n in difflib.get_close_matches(first, known, n=1, cutoff=0.6)]
+        else:  # a table's key at the top (`connect_timeout = 5`, `tempratur`): the key in the table it belongs in
+            inner = [*(f"generation.{n}" for n in NAMES), *(f"remote.{f.name}" for f in dataclasses.fields(Limits))]
+            full = {**{k.partition(".")[2]: k for k in inner}, **{k: k for k in TOP_KEYS}, **tables}
+            near = [full[n] for n in difflib.get_close_matches(first, list(full), n=1, cutoff=0.6)]
         raise UsageError(
             f"{p}: unknown key(s): {', '.join(shown(k, 40) for k in sorted(unknown))}"
             f"{f' (did you mean {near[0]}?)' if near else ''} (known: {', '.join(sorted(TOP_KEYS))}"
