@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import json
 import os
 import socket
 import subprocess
@@ -325,6 +326,14 @@ def test_a_listed_model_id_of_more_than_one_line_is_passed_over():
     """An id with a line break (`evil\nline2`): the banner, /model and the toolbar were split in two by it."""
     both = '{"data": [{"id": "evil\\u001b[31mRED\\nline2"}, {"id": "yi-6b-chat"}]}'
     with Server(lambda h: _raw_json(h, both)) as srv:
+        assert RemoteEngine(srv.root, None).name == "yi-6b-chat"
+
+
+def test_a_listed_model_id_that_is_empty_or_huge_is_passed_over():
+    """An empty id named no model (every request asked for ""); one of a megabyte was the whole banner and every
+    redraw of the toolbar."""
+    ids = json.dumps({"data": [{"id": ""}, {"id": "  "}, {"id": "m" * 1_000_000}, {"id": "yi-6b-chat"}]})
+    with Server(lambda h: _raw_json(h, ids)) as srv:
         assert RemoteEngine(srv.root, None).name == "yi-6b-chat"
 
 

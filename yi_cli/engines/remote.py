@@ -93,8 +93,9 @@ class RemoteEngine:
             raise LoadError(str(e)) from None
         try:
             listed = json.loads(body).get("data")
-            # an id of one printable line: one with a line break split the banner and the toolbar in two
-            ids = [m["id"] for m in listed if isinstance(m, dict) and _text(m.get("id")) and m["id"].isprintable()]
+            # an id of one printable line: one with a line break split the banner and the toolbar in two; an empty
+            # one names no model, and one of a megabyte was the banner and every redraw of the toolbar
+            ids = [m["id"] for m in listed if isinstance(m, dict) and _listable(m.get("id"))]
         except (ValueError, RecursionError, AttributeError, TypeError):  # not JSON, or JSON of another shape
             raise LoadError(f"{where}: the answer is not an OpenAI model list (JSON with data[].id)") from None
         if not ids:
@@ -345,6 +346,14 @@ class Reply:
 def server_words(err) -> str:
     """An `error` member's message on one line: {"message": ...} (OpenAI, vLLM) or the value itself."""
     return one_line(str(err.get("message", err) if isinstance(err, dict) else err))
+
+
+MAX_MODEL_ID = 1000  # characters of a listed model id taken (Hugging Face ids are under 100)
+
+
+def _listable(value) -> bool:
+    """A model id from a server's list that can name its model: text of one printable line, not empty, not huge."""
+    return _text(value) and value.isprintable() and 0 < len(value.strip()) and len(value) <= MAX_MODEL_ID
 
 
 def _text(value) -> bool:
