@@ -329,8 +329,13 @@ def test_prompt_shows_hidden_tag_characters_as_history_does(demo_dir):
     chat, out, err = plain_chat(engine)
     chat.session.add_exchange("question" + "".join(chr(0xE0000 + ord(c)) for c in "PWNED"), 1, "answer", 1)
     chat.handle("/prompt")
-    assert "question\\ue0050\\ue0057\\ue004e\\ue0045\\ue0044<|im_end|>" in out.getvalue(), out.getvalue()
+    assert "question\\U000e0050\\U000e0057\\U000e004e\\U000e0045\\U000e0044<|im_end|>" in out.getvalue(), out.getvalue()
     assert err.getvalue() == ""
+    chat.session.system = "Be brief." + "".join(chr(0xE0000 + ord(c)) for c in "HI") + " one\u2028two"
+    chat.handle("/system")  # (it drew the tags as nothing, the separator raw)
+    assert "system prompt: Be brief.\\U000e0048\\U000e0049 one\\u2028two" in out.getvalue(), out.getvalue()
+    chat.handle("/system\u3000ｎｏｎｅ")  # full-width mode's none clears it, as /set's words are read (it was the text)
+    assert chat.session.system is None and err.getvalue() == ""
 
 
 def test_the_toolbars_context_used_is_prompts_count_in_every_state(demo_dir, tmp_path):
@@ -1228,5 +1233,29 @@ def test_history_shows_hidden_tag_characters_and_cuts_a_huge_turn():
     chat.session.add_exchange("y" * (commands.SHOWN + 1234), 1, "ok", 1)
     chat.handle("/history")
     text = out.getvalue()
-    assert "question\\ue0050\\ue0057\\ue004e\\ue0045\\ue0044" in text, text[:300]
+    assert "question\\U000e0050\\U000e0057\\U000e004e\\U000e0045\\U000e0044" in text, text[:300]
     assert "… [1234 more characters not shown]" in text and text.count("y") < commands.SHOWN + 1000
+
+
+def test_a_conversation_past_the_context_by_its_length_is_not_counted_at_each_redraw():
+    """A loaded session of 30 MB held the prompt 23 s and 4 GB at each change: the toolbar's count (and /stats')
+    tokenized the whole conversation. One past the context by its characters alone is said so, `ctx >N/N`,
+    untokenized."""
+    from tests.fixtures import BoundedTemplate
+    from yi_cli.ui.repl import toolbar
+
+    engine = ScriptedEngine(["r"])
+    engine.template = BoundedTemplate()
+    chat, out, err = plain_chat(engine)
+    built = []
+    build = engine.template.build
+    engine.template.build = lambda *a, **k: built.append(1) or build(*a, **k)
+    for i in range(50):
+        chat.session.add_exchange(f"question {i} " + "lorem ipsum " * 400, 1, f"answer {i}", 1)
+    ctx = engine.context_length
+    assert toolbar(chat)().split(" · ")[1] == f"ctx >{ctx}/{ctx}" and built == []
+    chat.handle("/stats")
+    assert f"context used: >{ctx} / {ctx} tokens" in out.getvalue() and built == []
+    chat.handle("/clear")
+    chat.session.add_exchange("short", 1, "reply", 1)
+    assert toolbar(chat)().split(" · ")[1] == f"ctx {len(build([*chat.session.messages()]).ids)}/{ctx}"

@@ -201,7 +201,10 @@ class Chat:
             counts = ((t.stats.get("prompt_tokens"), t.stats.get("new_tokens")) for t in reversed(self.session.turns))
             known = (p + n for p, n in counts if type(p) is int and type(n) is int)
             return next(known, None)
-        return self.meter.used(tpl, self.session.messages())
+        messages = self.session.messages()
+        if meter.surely_over(tpl, messages, self.engine.context_length):
+            return meter.Over(self.engine.context_length)
+        return self.meter.used(tpl, messages)
 
     def turn(self, text: str, settings: GenSettings | None = None, files: int = 0) -> Stats | None:
         """Send one user message (led by `files` attached files' blocks) and stream the reply; the session gets both

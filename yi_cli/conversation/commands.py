@@ -250,13 +250,19 @@ def tags_visible(text: str) -> str:
     return _TAGS.sub(lambda m: visible(m.group()), text)
 
 
+def hidden_visible(text: str) -> str:
+    """What a command shows of a loaded text (/system, /prompt): tag characters and line separators as escapes, as
+    /history shows them (/system drew a hidden instruction as nothing)."""
+    return tags_visible(separators_visible(text))
+
+
 def do_system(chat, arg):
     tpl = chat.engine.template
     plain = getattr(tpl, "plain", False)  # plain completion sends no system prompt
     if not arg:
         if chat.session.system:
             unsent = "\n(not sent: this model runs as plain completion: --raw, or a base model)" if plain else ""
-            chat.render.show(f"system prompt: {chat.session.system}{unsent}")
+            chat.render.show(f"system prompt: {hidden_visible(chat.session.system)}{unsent}")
         elif tpl is not None and (default := tpl.default_system()):  # none set is not always none sent
             chat.render.show(
                 f"system prompt: {default}\n(none set: this is the chat template's default; /system TEXT replaces it)"
@@ -264,7 +270,7 @@ def do_system(chat, arg):
         else:
             chat.render.show("(no system prompt)")
         return
-    chat.session.system = None if arg.lower() in ("none", "off", "-") else arg
+    chat.session.system = None if keyword(arg).lower() in ("none", "off", "-") else arg  # ｎｏｎｅ too
     if chat.session.system is None and tpl is not None and tpl.default_system():
         chat.render.show("system prompt cleared; the chat template's default applies (/system shows it)")
         return
@@ -386,7 +392,7 @@ def do_prompt(chat, arg):
     # to it. Ending with that opening after a reply showed a prompt that no request sends. The toolbar's ctx is this
     # count too (meter.py keeps it without tokenizing the conversation again).
     prompt = tpl.build(messages, opening=False)
-    chat.render.show(tags_visible(prompt.text))  # what the model reads, hidden characters too
+    chat.render.show(hidden_visible(prompt.text))  # what the model reads, hidden characters too
     chat.render.show(f"({len(prompt.ids)} tokens)")
 
 

@@ -13,6 +13,22 @@ def key(messages: list[dict]) -> tuple:
     return tuple((m["role"], m["content"]) for m in messages)
 
 
+class Over(int):
+    """A count known only to be past the context (`ctx >8192/8192`): a conversation so long its length alone says so
+    is not tokenized (a loaded session of 30 MB held the prompt 23 s and 4 GB at each change, counting it)."""
+
+    def __str__(self) -> str:
+        return f">{int(self)}"
+
+    def __format__(self, spec: str) -> str:  # f-strings use it, not __str__
+        return format(str(self), spec)
+
+
+def surely_over(tpl, messages: list[dict], ctx: int | None) -> bool:
+    """Whether `messages` are past `ctx` tokens by their characters alone (Template.surely_over's bound)."""
+    return ctx is not None and sum(len(m["content"]) for m in messages) > tpl.most_chars_per_token() * ctx
+
+
 class Meter:
     """Tokens of the conversation as it stands, each turn closed: the text /prompt shows with its count, the prompt
     the next request starts with before the user's message (and the opening of the reply) is added to it.
