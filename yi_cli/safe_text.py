@@ -21,7 +21,7 @@ def visible(ch: str) -> str:
     c = ord(ch)
     if 0xDC80 <= c <= 0xDCFF:  # surrogateescape's byte
         c -= 0xDC00
-    # past U+FFFF as \\U000e0049: \\ue0049 reads as U+E004 then 9
+    # past U+FFFF as \U000e0049: \ue0049 reads as U+E004 then 9
     return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}" if c < 0x10000 else f"\\U{c:08x}"
 
 
