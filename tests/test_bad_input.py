@@ -1450,6 +1450,9 @@ def test_the_python_api_takes_a_torch_device_and_names_its_own_arguments(tiny_di
     from yi_cli.errors import LoadError
 
     assert yi_cli.load(tiny_dir, device=torch.device("cpu"), dtype=torch.float32).device == "cpu"
+    for context in (0, -1, 2**40, 1.5, True, "8K"):  # as --context refuses them (context=0 loaded)
+        with pytest.raises(LoadError, match="^context = .*: not a positive number of tokens under 2"):
+            yi_cli.load(tiny_dir, context=context)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     for dev, said in ((0, "device = cuda:0: CUDA is not available"), (1.5, "device = 1.5: unknown device")):
         with pytest.raises(LoadError, match=f"^{said}"):

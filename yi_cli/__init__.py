@@ -19,5 +19,8 @@ def load(path, device=None, dtype=None, **kw):
         raise LoadError(
             f"dtype = {shown(repr(dtype), 40)}: unknown dtype (use auto, fp32, fp16, bf16 or a torch.dtype)"
         )
+    context = kw.get("context")  # as --context takes it: context=0 loaded, and the cache had no room for a token
+    if context is not None and (type(context) is not int or not 0 < context < 2**31):
+        raise LoadError(f"context = {shown(repr(context), 40)}: not a positive number of tokens under 2**31")
     ckpt = open_checkpoint(path, device=device, dtype=dtype, **kw)
     return Loaded(build_model(ckpt), ckpt)
