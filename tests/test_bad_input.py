@@ -608,6 +608,35 @@ def test_checkpoint_files_that_loaded_into_garbage_are_one_line(tiny, tmp_path, 
     one_line_error(yi("--model", ckpt, "-p", "hi", home=home), 3, *needles)
 
 
+def test_a_sharded_checkpoint_reads_the_files_its_index_names_and_a_tensor_in_one_of_them(tiny, home):
+    """The fast engine read every *.safetensors of a sharded checkpoint: a backup beside the shards (its norm
+    changed) replaced their tensors, garbage with exit 0, where transformers reads the index's files alone; a tensor
+    in two shards was the later one's on both engines. The index's files are read, and a tensor in two is refused."""
+    from safetensors.torch import load_file, save_file
+
+    greedy = ("--model", tiny, "--json", "--temperature", "0", "--max-new-tokens", "6", "-p", "hi")
+    want = json.loads(yi(*greedy, home=home).stdout)["reply"]
+    tensors = load_file(str(tiny / "model.safetensors"))
+    (tiny / "model.safetensors").unlink()
+    names = sorted(tensors)
+    shards = {"model-00001-of-00002.safetensors": names[: len(names) // 2]}
+    shards["model-00002-of-00002.safetensors"] = names[len(names) // 2 :]
+    for f, keys in shards.items():
+        save_file({k: tensors[k] for k in keys}, str(tiny / f), metadata={"format": "pt"})
+    weight_map = {k: f for f, keys in shards.items() for k in keys}
+    (tiny / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    tensors["model.norm.weight"] = -3 * tensors["model.norm.weight"]
+    save_file(tensors, str(tiny / "model_old.safetensors"), metadata={"format": "pt"})  # not in the index
+    p = yi(*greedy, home=home)
+    assert p.returncode == 0 and json.loads(p.stdout)["reply"] == want, p.stderr.decode()
+    (tiny / "model_old.safetensors").unlink()
+    first = tiny / "model-00001-of-00002.safetensors"
+    one = load_file(str(first))
+    one["model.norm.weight"] = tensors["model.norm.weight"]  # also in the second shard, which the index names
+    save_file(one, str(first), metadata={"format": "pt"})
+    one_line_error(yi(*greedy, home=home), 3, "tensor model.norm.weight is also in model-00001-of-00002.safetensors")
+
+
 @pytest.mark.parametrize(
     "where,qc,needles",
     [

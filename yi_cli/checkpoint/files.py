@@ -109,6 +109,14 @@ def weight_files(path: Path, allow_pickle: bool) -> list[Path]:
     raise LoadError(f"{path}: no weight files (*.safetensors)")
 
 
+def plain_files(path: Path, allow_pickle: bool) -> list[Path]:
+    """An unquantized checkpoint's weight files: the shards its index names where it has one, as transformers reads
+    them (another *.safetensors beside them, a backup, replaced their tensors in the fast engine), else every one."""
+    files = weight_files(path, allow_pickle)
+    shards = check_index(path)
+    return files if shards is None else [path / n for n in sorted(shards)]
+
+
 def matching(path: Path, pattern: str) -> list[Path]:
     """sorted(path.glob(pattern)), where a folder that cannot be listed (its read permission off) is said: pathlib's
     glob passes over it in silence, which read as 'no weight files'."""
@@ -220,6 +228,12 @@ def check_safetensors(files: list[Path], plain: bool = False) -> dict[Path, dict
                 f"{fetch_again(f)}"
             )
         names[f] = {k: v["shape"] for k, v in header.items() if k != "__metadata__"}  # (checked: _entry_span)
+        for other, theirs in names.items():  # one tensor in two files: which one the engines read differed
+            if other != f and (both := next((k for k in names[f] if k in theirs), None)) is not None:
+                raise LoadError(
+                    f"{f}: tensor {shown(both, 200)} is also in {other.name}; each tensor must be in one file "
+                    "(move a copy or backup of the weights out of the folder)"
+                )
     return names
 
 

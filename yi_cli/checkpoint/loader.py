@@ -18,14 +18,13 @@ from ..rust_panic import reports_held
 from . import configs, light, plausible, quantized, shapes
 from .files import (
     Tensors,
-    check_index,
     check_layers,
     check_safetensors,
     check_side_files,
     fetch_again,
+    plain_files,
     read_config,
     read_json,
-    weight_files,
 )
 
 
@@ -239,8 +238,7 @@ def open_checkpoint(
     if quant is not None:
         files = [path / f for f in quant["files"]]
     else:
-        files = weight_files(path, allow_pickle)
-        check_index(path)
+        files = plain_files(path, allow_pickle)
     names = check_safetensors(files, plain=quant is None)
     dtype = pick_dtype(dtype, device, quant)
     elem = dtype.itemsize

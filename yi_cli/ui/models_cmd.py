@@ -313,8 +313,7 @@ def describe(path: Path, size: int | None = None) -> dict:
         row["context"] = cfg.get("max_position_embeddings") or cfg.get("n_positions")
         quant = quantized.detect(path, cfg)
         if quant is None:
-            files = loader.weight_files(path, allow_pickle=True)
-            loader.check_index(path)
+            files = loader.plain_files(path, allow_pickle=True)
             tensors = loader.check_safetensors(files, plain=True)
             loader.check_layers(tensors, plausible.layers(cfg))
             shapes.check(tensors, cfg, None)
