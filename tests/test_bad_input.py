@@ -7,6 +7,7 @@ that carries the demo's tokenizer, so most rows cost one interpreter start and n
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import select
@@ -569,10 +570,25 @@ def test_weights_that_are_not_numbers_fail_the_turn_in_one_line(tiny, tmp_path, 
     tensors = load_file(str(st))
     tensors[tensor] = torch.full_like(tensors[tensor], float("nan"))
     save_file(tensors, str(st), metadata={"format": "pt"})
-    for greedy in ([], ["--temperature", "0"]):
-        p = yi("--model", ckpt, "--max-new-tokens", "4", *greedy, "-p", "hi", home=home)
-        one_line_error(p, 1, "the model computed logits that are not numbers (NaN or infinity)")
+    # the generate engine too: greedy, it answered nothing, `stop`, exit 0; sampled, in transformers' own words
+    for engine, greedy in itertools.product(("fast", "generate"), ([], ["--temperature", "0"])):
+        p = yi("--model", ckpt, "--engine", engine, "--max-new-tokens", "4", *greedy, "-p", "hi", home=home)
+        one_line_error(p, 1, "error: the model computed logits that are not numbers (NaN or infinity)")
         assert p.stdout.decode().strip() == ""
+
+
+def test_a_generation_config_asking_what_yi_chat_does_not_is_not_taken(tiny, home):
+    """generation_config.json fields beyond yi-chat's settings, taken by the generate engine alone: min_p 2.0 failed
+    every turn (transformers' ValueError), max_time 0.05 cut each reply to a token, said as the token limit, and
+    min_new_tokens past --max-new-tokens printed four lines of transformers' warnings. The settings decide, as on
+    the fast engine: its greedy reply is the one without them."""
+    greedy = ("--model", tiny, "--engine", "generate", "--json", "--temperature", "0", "--max-new-tokens", "6")
+    want = json.loads(yi(*greedy, "-p", "hi", home=home).stdout)["reply"]
+    config = {"eos_token_id": 2, "min_p": 2.0, "typical_p": 0.0, "max_time": 0.0001, "min_new_tokens": 16}
+    (tiny / "generation_config.json").write_text(json.dumps(config))
+    p = yi(*greedy, "-p", "hi", home=home)
+    assert p.returncode == 0 and p.stderr.decode() == "", p.stderr.decode()
+    assert json.loads(p.stdout)["reply"] == want
 
 
 @pytest.mark.parametrize(

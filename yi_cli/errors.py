@@ -12,6 +12,12 @@ EXIT_HANGUP = 129  # SIGHUP, 128 + 1 as shells report it
 EXIT_INTERRUPTED = 130
 EXIT_QUIT = 131  # SIGQUIT (Ctrl-\ during a reply, kill -QUIT), 128 + 3
 
+# The line of a turn whose first logits are not numbers (NaN or infinite weights), whichever engine computed them
+NOT_NUMBERS = (
+    "the model computed logits that are not numbers (NaN or infinity): its weights hold such values (a damaged "
+    "checkpoint)"
+)
+
 # The signals that end a run (Ctrl-C: a reply, or a piped or one-shot run), each with its exit code and the word of
 # the one line on stderr: the one list the CLI's handlers, the chat's, the autosave's and the compile children's use.
 ENDING = {

@@ -11,7 +11,7 @@ import threading
 from queue import Empty
 
 from .. import clock, env
-from ..errors import YiError, failure
+from ..errors import NOT_NUMBERS, YiError, failure
 from .events import FINISH_INTERRUPTED, FINISH_LENGTH, FINISH_STOP, Finish, Stats, Text
 from .settings import GenSettings
 from .template import Prompt, Template
@@ -46,6 +46,8 @@ class LocalEngine:
             from ..runtime.prompt_cache import PromptCache
 
             self.model = build_model(ckpt)
+            if not ckpt.trust_remote_code:  # (a remote-code model's own generate may read more of it)
+                self.model.generation_config = _ids_only(self.model.generation_config)
             self.hf_tokenizer = ckpt.hf_tokenizer  # the streamer's: transformers' own, built at load
             # a remote-code model's forward may take no cache object: its prompt goes to generate whole
             self.prompt_cache = None if ckpt.trust_remote_code else PromptCache(self.model, ckpt.device)
@@ -133,7 +135,13 @@ class LocalEngine:
 
     def _stream_generate(self, ids, settings, cancel, context=()):
         import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+        from transformers import (
+            LogitsProcessor,
+            LogitsProcessorList,
+            StoppingCriteria,
+            StoppingCriteriaList,
+            TextIteratorStreamer,
+        )
 
         from ..runtime.prompt_cache import cache_of
 
@@ -163,6 +171,19 @@ class LocalEngine:
         times: list[float] = []
         stop = threading.Event()  # set when the consumer goes away early; `cancel` stays the caller's
         timed_out = threading.Event()
+
+        class Numbers(LogitsProcessor):
+            """The first step's logits are numbers, as the fast engine checks them: NaN weights gave an empty
+            reply, `stop`, exit 0 (greedy) or transformers' own words (sampled)."""
+
+            def __init__(self):
+                self.first = True
+
+            def __call__(self, input_ids, scores):
+                if self.first and torch.isnan(scores).any():  # -inf is a warper's; NaN is no number at all
+                    raise YiError(NOT_NUMBERS)
+                self.first = False
+                return scores
 
         class Watch(StoppingCriteria):
             # Called once per generated token: records timing and stops on cancel (Ctrl-C).
@@ -211,6 +232,7 @@ class LocalEngine:
                         attention_mask=torch.ones_like(input_ids),
                         streamer=streamer,
                         stopping_criteria=StoppingCriteriaList([Watch()]),
+                        logits_processor=LogitsProcessorList([Numbers()]),
                         **kwargs,
                     )
             except BaseException as e:  # surfaced in the REPL thread below
@@ -245,6 +267,16 @@ class LocalEngine:
             stats.decode_s = times[-1] - times[0]
         stats.finish_reason = finish_reason(out[-1] if out else None, stop_ids, cancel)
         yield Finish(stats, out)
+
+
+def _ids_only(g):
+    """A checkpoint's generation config less all but its token ids: yi-chat's settings decide the rest, as on the
+    fast engine. Its other fields failed every turn (min_p 2.0, typical_p 0, bad_words_ids past the vocabulary),
+    cut replies called the token limit (max_time), printed transformers' warnings (min_new_tokens) or answered
+    otherwise than the fast engine (no_repeat_ngram_size)."""
+    from transformers import GenerationConfig
+
+    return GenerationConfig(bos_token_id=g.bos_token_id, eos_token_id=g.eos_token_id, pad_token_id=g.pad_token_id)
 
 
 def generation_kwargs(s: GenSettings, stop: list[int]) -> dict:

@@ -20,7 +20,7 @@ import torch
 
 from .. import clock
 from ..checkpoint.loader import quant_kind
-from ..errors import YiError
+from ..errors import NOT_NUMBERS, YiError
 from ..kernels import precompile, tinygemm
 from . import kvcache, llama, sampling, speculate
 from .graph import GraphedStep, buckets
@@ -208,10 +208,7 @@ class FastDecoder:
         self.pos.fill_(n)
         first = int(tok.item())
         if not finite.item():  # NaN or inf weights: "ringingringing…" or an empty reply, exit 0
-            raise YiError(
-                "the model computed logits that are not numbers (NaN or infinity): its weights hold such values "
-                "(a damaged checkpoint)"
-            )
+            raise YiError(NOT_NUMBERS)
         return first
 
     @torch.inference_mode()
