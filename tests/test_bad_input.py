@@ -929,6 +929,16 @@ def test_utf16_piped_in_is_one_line_with_the_conversion(tiny_dir, home):
     assert [json.loads(x) for x in p.stdout.splitlines()] == [{"error": line.removeprefix("error: ")}]
 
 
+@pytest.mark.parametrize(
+    "encoding, named", [("utf-32", "UTF-32"), ("utf-16-le", "UTF-16LE"), ("utf-16-be", "UTF-16BE")]
+)
+def test_utf32_and_unmarked_utf16_piped_in_are_named_as_f_names_them(tiny_dir, home, encoding, named):
+    """A piped chat called UTF-32 "UTF-16" (its iconv command then made lines of NUL bytes) and skipped unmarked
+    UTF-16 line by line ("contains a NUL byte"), where -f and -p - named each: the same detector, the same line."""
+    p = yi("--model", tiny_dir, stdin="hello there\nand more\n".encode(encoding), home=home)
+    one_line_error(p, 1, f"stdin is {named} text, not UTF-8; nothing read", f"iconv -f {named} -t UTF-8")
+
+
 def test_utf16_of_one_line_of_chinese_piped_in_is_known(tiny_dir, home):
     """A line of Chinese saved by Notepad as UTF-16 (a mark, no line end, nothing ASCII) was skipped as a line of
     invalid UTF-8, with no iconv command: the mark is enough where the rest reads as text."""

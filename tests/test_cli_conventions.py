@@ -180,6 +180,8 @@ def test_files_attach_to_the_first_message_of_a_piped_chat(server, home, tmp_pat
     "content, needle, encoding",
     [
         (b"\x7fELF\x02\x01\x00\x00", "binary file", None),
+        # small 16-bit numbers: every other byte NUL, as unmarked UTF-16 is, but no text (it was called UTF-16LE)
+        (bytes(b for i in range(2000) for b in ((i % 200) + 1, 0)), "binary file", None),
         (b"caf\xe9 au lait", "not UTF-8 text (undecodable byte at offset 3)", None),
         (b"\xef\xbb\xbfcaf\xe9", "not UTF-8 text (undecodable byte at offset 6)", None),  # counted after the BOM: 3
         # Chinese saved by Windows in GBK or Big5 was refused as "only text files can be attached", with no way on;

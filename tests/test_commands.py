@@ -1259,3 +1259,6 @@ def test_a_conversation_past_the_context_by_its_length_is_not_counted_at_each_re
     chat.handle("/clear")
     chat.session.add_exchange("short", 1, "reply", 1)
     assert toolbar(chat)().split(" · ")[1] == f"ctx {len(build([*chat.session.messages()]).ids)}/{ctx}"
+    engine.template.plain = True  # plain completion sends no system prompt: a long one is no part of the count
+    chat.session.system = "rule " * 100_000
+    assert not toolbar(chat)().split(" · ")[1].startswith("ctx >")

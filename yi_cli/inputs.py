@@ -168,6 +168,39 @@ def bom_text(data: bytes) -> str:
         raise UnicodeDecodeError(e.encoding, data, e.start + bom, e.end + bom, e.reason) from None
 
 
+UTF16_BOMS = {b"\xff\xfe": "utf-16-le", b"\xfe\xff": "utf-16-be"}
+
+
+def wide_encoding(head: bytes) -> str | None:
+    """The encoding (iconv's name) of text in UTF-16 or UTF-32 that `head`, its first bytes, begins, else None: by
+    its byte order mark, UTF-32's first (its little-endian mark starts as UTF-16's: it was called UTF-16, and
+    iconv -f UTF-16 made a binary file of it), then what follows reading as text (a line end, mostly ASCII, or
+    printable throughout: a line of Chinese as Notepad saves it); without a mark, UTF-16LE or BE of Latin letters
+    (every other byte NUL, the others none), printable (a binary file of small numbers has that pattern too)."""
+    if head.startswith((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")):
+        return "UTF-32"
+    if (codec := UTF16_BOMS.get(head[:2])) is not None:
+        text = _decoded(head[2:], codec)
+        lines_or_ascii = "\n" in text or 2 * sum(c < "\x80" for c in text) > len(text)
+        return "UTF-16" if lines_or_ascii or _printable(text) else None
+    head = head[:4096]
+    for zeros, others, codec in ((head[1::2], head[0::2], "UTF-16LE"), (head[0::2], head[1::2], "UTF-16BE")):
+        if len(head) >= 4 and zeros.count(0) * 10 >= len(zeros) * 9 and 0 not in others:
+            if _printable(_decoded(head, codec.lower())):
+                return codec
+    return None
+
+
+def _decoded(data: bytes, codec: str) -> str:
+    return data[: len(data) - len(data) % 2].decode(codec, "replace")
+
+
+def _printable(text: str) -> bool:
+    """Text throughout: printable characters and white space, nothing undecodable but where a read cut a pair."""
+    whole = text[:-1] if text.endswith("\ufffd") else text
+    return bool(whole) and "\ufffd" not in whole and all(c.isprintable() or c in "\t\r\n" for c in whole)
+
+
 def read_text(path: str | Path, limit: int, err: type[YiError] = YiError, what: str = "file") -> str:
     data = read_bytes(path, limit, err, what)
     try:

@@ -55,8 +55,7 @@ def private_dir(path: Path) -> Path:
         p = p.parent
     for d in reversed(missing):
         if d.is_symlink():
-            why = f"{shown(str(d), 200)} is a link to {shown(os.readlink(d), 200)}, which does not exist"
-            raise FileNotFoundError(errno.ENOENT, why)
+            raise FileNotFoundError(errno.ENOENT, _to_nothing(d))
         d.mkdir(mode=0o700, exist_ok=True)
         os.chmod(d, 0o700)  # mkdir's mode is filtered by the umask
     return path
@@ -65,19 +64,21 @@ def private_dir(path: Path) -> Path:
 def cannot_make(path: Path) -> str | None:
     """Why private_dir(path) would fail, found without making anything (a listing says so, not -m after it), or
     None: the nearest part of it that exists must be a folder (a file in its way: "Not a directory"; a link to
-    nothing), one that can be written in where the rest is missing."""
+    nothing), one that can be written in."""
     p = path
     while not os.path.lexists(p) and p != p.parent:
         p = p.parent
-    if p == path and p.is_dir():
-        return None
     if p.is_symlink() and not p.exists():
-        return f"{shown(str(p), 200)} is a link to {shown(os.readlink(p), 200)}, which does not exist"
+        return _to_nothing(p)
     if not p.is_dir():
         return f"{shown(str(p), 200)} is not a folder"
     if not os.access(p, os.W_OK | os.X_OK):
         return f"{shown(str(p), 200)} is not writable"
     return None
+
+
+def _to_nothing(link: Path) -> str:
+    return f"{shown(str(link), 200)} is a link to {shown(os.readlink(link), 200)}, which does not exist"
 
 
 def make_private(tree: Path) -> None:

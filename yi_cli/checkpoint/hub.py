@@ -17,6 +17,7 @@ import errno
 import hashlib
 import os
 import re
+import shlex
 import shutil
 import stat
 import sys
@@ -269,17 +270,19 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
     from huggingface_hub.utils import logging as hub_logging
 
     if offline():
-        if revision != "main":  # not in the cache at that revision (pull takes what is): main's state is no matter
+        other = revision != "main"  # a revision never fetched was said to be a download cut short, and main's pull
+        if other and cached_snapshot(repo, revision) is None:  # advised (its state is no matter here)
             raise LoadError(
                 f"{repo}: revision {shown(revision, 80)} is not in the local Hugging Face cache ({cache_root()}), "
                 "and HF_HUB_OFFLINE=1 forbids downloading it"
             )
-        if (snap := _unnamed_snapshot(repo)) is not None:
+        if not other and (snap := _unnamed_snapshot(repo)) is not None:
             raise LoadError(f"{repo}: HF_HUB_OFFLINE=1 forbids fetching it; {unnamed(repo, snap)}")
         if started(repo):
+            again = f"yi-chat pull {repo}" + (f" --revision {shlex.quote(revision)}" if other else "")
             raise LoadError(
                 f"{repo}: the download is not complete in the Hugging Face cache ({cache_root()}), and "
-                f"HF_HUB_OFFLINE=1 forbids continuing it: `yi-chat pull {repo}` online continues it"
+                f"HF_HUB_OFFLINE=1 forbids continuing it: `{again}` online continues it"
             )
         raise LoadError(
             f"{repo}: not in the local Hugging Face cache ({cache_root()}), and HF_HUB_OFFLINE=1 forbids downloading it"

@@ -45,7 +45,7 @@ def decode(data: bytes, name: str, use: str = "attached") -> str:
     a Chinese file saved in GBK or Big5 (Windows' default for Chinese) was refused as if it were not text at all,
     and a UTF-16 one (Notepad's "Unicode") as a binary file for its NUL bytes. `use`: what the text was for
     ("attached", or "read as the prompt" for `-p -`, where the line spoke of attaching)."""
-    if wide := _wide_text(data):
+    if wide := inputs.wide_encoding(data):
         raise UsageError(f"{shown(name, 200)}: {wide} text, not UTF-8 ({convert(name, wide)})")
     if b"\x00" in data:
         raise UsageError(f"{shown(name, 200)}: binary file (it contains NUL bytes); only text can be {use}")
@@ -57,27 +57,6 @@ def decode(data: bytes, name: str, use: str = "attached") -> str:
             f"{shown(name, 200)}: not UTF-8 text (undecodable byte at offset {e.start}); only UTF-8 text can be {use}"
             + (f" ({convert(name, 'GBK', 'Chinese saved as GBK: ')}; as Big5: -f BIG5)" if chinese else "")
         ) from None
-
-
-def _wide_text(data: bytes) -> str | None:
-    """The encoding of text in UTF-16 or UTF-32 (iconv's name for it): by its byte order mark, UTF-32's first (its
-    little-endian mark starts as UTF-16's: it was called UTF-16, and iconv -f UTF-16 made a binary file of it), or
-    without one where every other byte of its start is NUL and the rest none (UTF-16LE or BE text of Latin letters:
-    "binary file" said of it)."""
-    if data.startswith((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")):
-        return "UTF-32"
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return "UTF-16"
-    head = data[:4096]
-    head = head[: len(head) - len(head) % 2]
-    for zeros, others, codec in ((head[1::2], head[0::2], "UTF-16LE"), (head[0::2], head[1::2], "UTF-16BE")):
-        if len(head) >= 4 and zeros.count(0) * 10 >= len(zeros) * 9 and 0 not in others:
-            try:
-                data[: len(data) - len(data) % 2].decode(codec.lower())
-            except UnicodeDecodeError:
-                continue
-            return codec
-    return None
 
 
 CJK = re.compile(r"[\u3000-\u303f\u3400-\u9fff\uf900-\ufaff\uff00-\uffef]")
@@ -365,12 +344,12 @@ def check_size(attachments: list[Attachment], context: int | None) -> None:
     each under the bound were refused only once the model had loaded: minutes, for a large one)."""
     if context is None:
         return
-    big = [a for a in attachments if len(a.text) > CHARS_PER_TOKEN * context][:1] or attachments
-    total = sum(len(a.text) for a in big)
+    named = [a for a in attachments if len(a.text) > CHARS_PER_TOKEN * context][:1] or attachments  # one, or all
+    total = sum(len(a.text) for a in named)
     if total > CHARS_PER_TOKEN * context:
         raise UsageError(
-            f"{names(big)}: too large for the model's context ({total} characters"
-            f"{' together' if len(big) > 1 else ''}; the context holds {context} tokens)"
+            f"{names(named)}: too large for the model's context ({total} characters"
+            f"{' together' if len(named) > 1 else ''}; the context holds {context} tokens)"
         )
 
 

@@ -202,7 +202,8 @@ class Chat:
             known = (p + n for p, n in counts if type(p) is int and type(n) is int)
             return next(known, None)
         messages = self.session.messages()
-        if meter.surely_over(tpl, messages, self.engine.context_length):
+        sent = messages[1:] if getattr(tpl, "plain", False) and self.session.system else messages  # as rendered
+        if meter.surely_over(tpl, sent, self.engine.context_length):
             return meter.Over(self.engine.context_length)
         return self.meter.used(tpl, messages)
 

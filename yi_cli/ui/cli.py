@@ -569,18 +569,18 @@ def run_pipe(chat) -> int:
     """Each non-empty stdin line is one user turn (or command) of one session; bad lines are skipped loudly."""
     import itertools
 
-    from .. import pipes
+    from .. import inputs, pipes
     from ..conversation import attach
     from . import stdin_lines
 
     n = asked = 0
     with contextlib.closing(pipes.chunks(sys.stdin.buffer)) as reads:
         first = next(reads, b"")
-        while first[:2] in stdin_lines.UTF16_BOMS and len(first) < 4 and (more := next(reads, b"")):
+        while first[:2] in inputs.UTF16_BOMS and len(first) < 4 and (more := next(reads, b"")):
             first += more  # a mark in a read of its own (a slow writer): the text after it says what it is
-        if stdin_lines.utf16(first):
+        if wide := inputs.wide_encoding(first):  # as -f and -p - tell it (UTF-32 was called UTF-16)
             # (PowerShell's `>` writes it): each line was "not valid UTF-8" or "contains a NUL byte", its CRs lines
-            chat.render.error(f"stdin is UTF-16 text, not UTF-8; nothing read ({attach.convert('stdin', 'UTF-16')})")
+            chat.render.error(f"stdin is {wide} text, not UTF-8; nothing read ({attach.convert('stdin', wide)})")
             return 1
         # a line is at most what an attachment can be (64 MiB: far beyond any context)
         every = stdin_lines.lines(itertools.chain([first] if first else [], reads), attach.MAX_BYTES)

@@ -40,20 +40,3 @@ def lines(reads, limit: int):
         after_cr = chunk.endswith(b"\r")
     if parts:  # the last line, with no end
         yield b"".join(parts)
-
-
-UTF16_BOMS = {b"\xff\xfe": "utf-16-le", b"\xfe\xff": "utf-16-be"}
-
-
-def utf16(head: bytes) -> bool:
-    """Whether stdin's first bytes are UTF-16 text: a byte order mark, then what reads as text in UTF-16 (a line
-    end, mostly ASCII, or printable text throughout: a line of Chinese with no line end, as Notepad saves one, was
-    skipped as invalid UTF-8), not invalid UTF-8 that starts with the mark's bytes."""
-    codec = UTF16_BOMS.get(head[:2])
-    if codec is None:
-        return False
-    text = head[2 : len(head) - len(head) % 2].decode(codec, "replace")
-    if "\n" in text or 2 * sum(c < "\x80" for c in text) > len(text):
-        return True
-    whole = text[:-1] if text.endswith("\ufffd") else text  # a pair of surrogates cut by the read
-    return bool(whole) and "\ufffd" not in whole and all(c.isprintable() or c in "\t\r" for c in whole)
