@@ -710,6 +710,11 @@ CONFIG_JSON_CASES = {
     "rope-theta-negative": ({"rope_theta": -5.0}, "rope_theta must be a positive number, found a number -5.0"),
     "rope-theta-zero": ({"rope_parameters": {"rope_theta": 0}}, "rope_parameters.rope_theta must be a positive"),
     "rms-eps-negative": ({"rms_norm_eps": -1}, "rms_norm_eps must be a number >= 0, found an integer -1"),
+    # one past an unresized vocabulary: the fast engine chatted, /model and the generate engine failed in torch's words
+    "pad-past-vocab": (
+        {"pad_token_id": 1 << 21, "vocab_size": 1 << 21},
+        "pad_token_id = 2097152 is past the vocabulary",
+    ),
     "rms-eps-string": ({"rms_norm_eps": "x"}, "rms_norm_eps must be a number >= 0, found a string"),
     # transformers' reason was on its message's second line: the line ended "Validation error for field 'X':"
     "tie-embeddings-string": ({"tie_word_embeddings": "no"}, "'tie_word_embeddings': TypeError: Field"),

@@ -75,6 +75,11 @@ def check(cfg: dict, src: Path) -> None:
         if v is not None and (type(v) not in (int, float) or not (v > 0 if positive else v >= 0)):
             want = "a positive number" if positive else "a number >= 0"
             raise LoadError(f"{src}: {key} must be {want}, found {type_name(v)} {v!r:.40}")
+    pad, vocab = cfg.get("pad_token_id"), cfg.get("vocab_size")
+    if type(pad) is int and type(vocab) is int and not -vocab <= pad < vocab:
+        # one past an unresized vocabulary: the fast engine chatted, /model, --engine generate and yi_cli.load failed
+        # in torch's words ("Padding_idx must be within num_embeddings"), said of the weights
+        raise LoadError(f"{src}: pad_token_id = {pad} is past the vocabulary (vocab_size = {vocab})")
     eps = cfg.get("rms_norm_eps")
     if eps is not None and not eps <= MAX_EPS:  # 1e300 (or Infinity): every activation divided to 0, empty replies
         raise LoadError(f"{src}: rms_norm_eps = {eps!r:.40} is not a plausible epsilon (at most {MAX_EPS:g})")
