@@ -577,6 +577,25 @@ def test_weights_that_are_not_numbers_fail_the_turn_in_one_line(tiny, tmp_path, 
         assert p.stdout.decode().strip() == ""
 
 
+def test_a_tied_config_with_a_head_of_its_own_answers_alike_on_both_engines(tiny, home):
+    """tie_word_embeddings true, and an lm_head.weight of its own in the file: the fast engine tied the head to the
+    embeddings, transformers (the generate engine, yi_cli.load) reads the file's: two answers to one prompt. The
+    file's head, on each: the answer of the checkpoint untied."""
+    from safetensors.torch import load_file, save_file
+
+    st = str(tiny / "model.safetensors")
+    tensors = load_file(st)  # (tiny is tied: no head of its own) a head unlike the embeddings
+    tensors["lm_head.weight"] = tensors["model.embed_tokens.weight"].flip(0).contiguous()
+    save_file(tensors, st, metadata={"format": "pt"})
+    greedy = ("--model", tiny, "--json", "--temperature", "0", "--max-new-tokens", "6", "-p", "hi")
+    set_config(tiny, tie_word_embeddings=False)
+    want = json.loads(yi(*greedy, home=home).stdout)["reply"]
+    set_config(tiny, tie_word_embeddings=True)
+    for engine in ("fast", "generate"):
+        p = yi(*greedy, "--engine", engine, home=home)
+        assert p.returncode == 0 and json.loads(p.stdout)["reply"] == want, (engine, p.stderr.decode())
+
+
 def test_a_generation_config_asking_what_yi_chat_does_not_is_not_taken(tiny, home):
     """generation_config.json fields beyond yi-chat's settings, taken by the generate engine alone: min_p 2.0 failed
     every turn (transformers' ValueError), max_time 0.05 cut each reply to a token, said as the token limit, and

@@ -98,13 +98,16 @@ def _quantized(ckpt):
                 parent, leaf = name.rsplit(".", 1)
                 setattr(model.get_submodule(parent), leaf, make_linear(q, device, dtype))
         tied = bool(getattr(ckpt.config, "tie_word_embeddings", False))
+        own_head = False  # tied, yet the file has its own head: transformers reads it (it "will NOT tie them")
         for name, p in list(model.named_parameters(remove_duplicate=False)):
-            if tied and head is not None and p is head.weight and name not in w:
-                continue  # tied below
+            if tied and head is not None and p is head.weight:
+                if name not in w:
+                    continue  # tied below
+                own_head = True
             t = w.tensor(name, list(p.shape), dtype)
             parent, leaf = name.rsplit(".", 1) if "." in name else ("", name)
             setattr(model.get_submodule(parent), leaf, nn.Parameter(t, requires_grad=False))
-    if tied and head is not None:
+    if tied and head is not None and not own_head:
         head.weight = model.get_input_embeddings().weight
     _init_meta_buffers(model, device)
     trim_heap()

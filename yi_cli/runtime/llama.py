@@ -128,7 +128,9 @@ class FastLlama:
         with ckpt.weights() as w:
             self.embed = w.tensor("model.embed_tokens.weight", [v, d], dtype)  # [V, D]
             self.norm = w.tensor("model.norm.weight", [d], dtype)
-            tied = bool(getattr(cfg, "tie_word_embeddings", False))
+            # tied, yet with a head of its own in the file: that head, as transformers reads it (the generate
+            # engine answered otherwise than this one)
+            tied = bool(getattr(cfg, "tie_word_embeddings", False)) and "lm_head.weight" not in w
             head = self.embed if tied else w.tensor("lm_head.weight", [v, d], dtype)
             if not head.is_cuda and dtype == torch.float32 and torch.equal(head.half().float(), head):
                 # fp16 checkpoints loaded as fp32 on CPU: the same weights in half the bytes (lm_head is the
