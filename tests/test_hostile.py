@@ -710,6 +710,35 @@ CONFIG_JSON_CASES = {
     "rope-theta-negative": ({"rope_theta": -5.0}, "rope_theta must be a positive number, found a number -5.0"),
     "rope-theta-zero": ({"rope_parameters": {"rope_theta": 0}}, "rope_parameters.rope_theta must be a positive"),
     "rms-eps-negative": ({"rms_norm_eps": -1}, "rms_norm_eps must be a number >= 0, found an integer -1"),
+    # rope numbers no model has, each loaded and babbled on both engines, exit 0 (a hostile-checkpoint review)
+    "rope-theta-huge": ({"rope_theta": 1e300}, "rope_theta = 1e+300 is not a plausible rotary base"),
+    "rope-theta-tiny": (
+        {"rope_parameters": {"rope_theta": 1e-300, "rope_type": "default"}},
+        "rope_parameters.rope_theta = 1e-300 is not a plausible rotary base",
+    ),
+    "yarn-attention-factor-0": (
+        {
+            "rope_scaling": {
+                "rope_type": "yarn",
+                "factor": 2.0,
+                "original_max_position_embeddings": 64,
+                "attention_factor": 0.0,
+            }
+        },
+        "rope_scaling.attention_factor must be a number in 0.001..100",
+    ),
+    "yarn-mscale-huge": (
+        {"rope_scaling": {"rope_type": "yarn", "factor": 2.0, "mscale": 1e30, "mscale_all_dim": 1e-30}},
+        "rope_scaling.mscale must be a number in 0..100",
+    ),
+    "longrope-negative": (
+        {"rope_scaling": {"rope_type": "longrope", "short_factor": [-1.0] * 8, "long_factor": [1.0] * 8}},
+        "rope_scaling.short_factor must be a list of numbers in (0, 65536]",
+    ),
+    "proportional-none-rotated": (
+        {"rope_scaling": {"rope_type": "proportional", "partial_rotary_factor": 0.0}},
+        "rope_scaling.partial_rotary_factor must be a number in (0, 1], found 0.0",
+    ),
     # one past an unresized vocabulary: the fast engine chatted, /model and the generate engine failed in torch's words
     "pad-past-vocab": (
         {"pad_token_id": 1 << 21, "vocab_size": 1 << 21},

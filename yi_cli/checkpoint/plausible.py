@@ -80,6 +80,11 @@ def check(cfg: dict, src: Path) -> None:
         # one past an unresized vocabulary: the fast engine chatted, /model, --engine generate and yi_cli.load failed
         # in torch's words ("Padding_idx must be within num_embeddings"), said of the weights
         raise LoadError(f"{src}: pad_token_id = {pad} is past the vocabulary (vocab_size = {vocab})")
+    for key, theta in (("rope_theta", cfg.get("rope_theta")), ("rope_parameters.rope_theta", _theta(rope))):
+        if theta is not None and not 1 <= theta <= MAX_THETA:  # 1e300: no position told apart (babble); 1e-300:
+            raise LoadError(  # frequencies past any float (the fast engine refused it, the generate engine babbled)
+                f"{src}: {key} = {theta!r:.40} is not a plausible rotary base (1..{MAX_THETA:g}; real ones 1e4..1e7)"
+            )
     eps = cfg.get("rms_norm_eps")
     if eps is not None and not eps <= MAX_EPS:  # 1e300 (or Infinity): every activation divided to 0, empty replies
         raise LoadError(f"{src}: rms_norm_eps = {eps!r:.40} is not a plausible epsilon (at most {MAX_EPS:g})")
@@ -103,6 +108,15 @@ def check(cfg: dict, src: Path) -> None:
 
 
 MAX_EPS = 1.0  # real models' rms_norm_eps: 1e-6 .. 1e-5
+MAX_THETA = 1e12  # real models' rope_theta: 1e4 (Llama 2) .. 5e6 (Yi 200K), 1e7 (Qwen 1M)
+MAX_ROPE_SCALE = 100.0  # yarn's attention_factor, mscale, mscale_all_dim: real ones 0.7 .. 1.5
+
+
+def _theta(rope):
+    v = rope.get("rope_theta") if type(rope) is dict else None
+    return v if type(v) in (int, float) else None
+
+
 MAX_ROPE_FACTOR = 1 << 16  # real scalings: 2 .. 64 (yarn, linear, llama3's 8 and 32)
 
 
@@ -126,6 +140,20 @@ def _rope_scaling(cfg: dict, kind, src: Path) -> None:
 
     number("factor", 1, MAX_ROPE_FACTOR)
     number("original_max_position_embeddings", 1, BOUNDS["max_position_embeddings"][1], integer=True)
+    if kind == "yarn":  # attention_factor 0 or 1e6 (every attention score scaled to nothing, or past softmax): babble
+        for key in ("attention_factor", "mscale", "mscale_all_dim"):
+            number(key, 1e-3 if key == "attention_factor" else 0, MAX_ROPE_SCALE)
+    if kind == "longrope":  # a factor divides a frequency: 0 or negative ones turned positions around (babble)
+        for key in ("short_factor", "long_factor"):
+            v = rope.get(key)
+            if v is not None and not (
+                type(v) is list and all(type(x) in (int, float) and 0 < x <= MAX_ROPE_FACTOR for x in v)
+            ):
+                raise LoadError(f"{src}: {where}.{key} must be a list of numbers in (0, {MAX_ROPE_FACTOR:g}]")
+    if kind == "proportional":  # none of a head rotated (0) is no position at all
+        v = rope.get("partial_rotary_factor")
+        if v is not None and not (type(v) in (int, float) and 0 < v <= 1):
+            raise LoadError(f"{src}: {where}.partial_rotary_factor must be a number in (0, 1], found {v!r:.40}")
     if kind == "llama3":
         number("low_freq_factor", 0, MAX_ROPE_FACTOR)
         number("high_freq_factor", 0, MAX_ROPE_FACTOR)
