@@ -733,3 +733,32 @@ def test_lines_typed_while_the_load_fails_go_to_the_history_not_the_shell(tmp_pa
     flat = scroll.replace("\n", "")
     assert "no models today; 1 message typed ahead was not sent: in the input history" in flat, scroll
     assert history_entries(home)[:1] == [f"touch {marker}"]
+
+
+def test_a_signal_ends_a_chat_whose_output_is_paused_with_ctrl_s(tmp_path):
+    """Ctrl-S (XOFF) to read a fast reply, then SIGTERM: the reply ended, and the chat waited in its last writes to
+    the paused terminal until a Ctrl-Q (a logout's SIGTERM then SIGKILL lost the session's last turn). The signal
+    starts the output again and the chat ends as anywhere."""
+    reply = "word " * 40_000  # far more than the terminal's buffer holds
+    home = tmp_path / "home"
+    home.mkdir()
+    engine = Scripted(reply, pause_at=100)
+    with OpenAIServer(engine, model="scripted") as srv:
+        sh = Shell(home)
+        try:
+            sh.line(f"{sys.executable} -m yi_cli --endpoint {srv.url} --model scripted")
+            sh.wait(lambda s: re.search(r"^>>>", s, re.M), "the prompt")
+            sh.line("tell me")
+            assert engine.paused.wait(DEADLINE)
+            sh.tmux("send-keys", "-t", "0", "C-s")  # the line discipline stops the output as it reads it
+            pid = chat_pid(sh)
+            engine.go.set()
+            deadline = time.monotonic() + DEADLINE
+            while open(f"/proc/{pid}/wchan").read() != "wait_woken":  # its write to the terminal waits
+                assert time.monotonic() < deadline, "the chat's write never waited on the paused terminal"
+                time.sleep(0.02)
+            os.kill(pid, signal.SIGTERM)
+            scroll = shell_after(sh)
+        finally:
+            sh.close()
+    assert "yi-chat: terminated; the session is saved in" in scroll.replace("\n", ""), scroll[-500:]

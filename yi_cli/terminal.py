@@ -52,6 +52,25 @@ def let_go() -> None:
     os.close(null)
 
 
+def resume_output() -> None:
+    """Output stopped with Ctrl-S (XOFF) started again on the terminals stdout and stderr are (in the foreground):
+    a SIGTERM, SIGHUP or SIGQUIT ended the reply, and the chat then waited in its last writes for a Ctrl-Q. Linux
+    starts a terminal stopped so when IXON is turned off (tcflow's TCOON undoes only a TCOOFF): off, then on again,
+    as it was."""
+    import termios
+
+    for fd in (1, 2):
+        try:
+            if not os.isatty(fd) or background(fd):
+                continue
+            attrs = termios.tcgetattr(fd)
+            if attrs[0] & termios.IXON:
+                termios.tcsetattr(fd, termios.TCSANOW, [attrs[0] & ~termios.IXON, *attrs[1:]])
+                termios.tcsetattr(fd, termios.TCSANOW, attrs)
+        except (OSError, termios.error):
+            pass
+
+
 def say(line: str) -> bool:
     """Write `line` on the terminal let_go kept aside (False where there is none). SIGTTOU is blocked meanwhile:
     under `stty tostop` a background job's writes stop it too, and a line is not the shell's modes."""

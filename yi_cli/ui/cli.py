@@ -209,6 +209,7 @@ def _leave(signum, frame):
     terminal is gone: output to it would fail (EIO), so it goes to /dev/null; a SIGHUP sent to a chat whose
     terminal is still there (kill -HUP) leaves it its line. A background job (`kill %1`) lets go of the terminal:
     it is the shell's (terminal.let_go)."""
+    terminal.resume_output()  # a terminal paused with Ctrl-S: the writes that end the chat would wait for a Ctrl-Q
     if not _DONE and _unraisable(frame, signum):
         return
     if not _LEAVING:
