@@ -762,3 +762,16 @@ def test_a_signal_ends_a_chat_whose_output_is_paused_with_ctrl_s(tmp_path):
         finally:
             sh.close()
     assert "yi-chat: terminated; the session is saved in" in scroll.replace("\n", ""), scroll[-500:]
+
+
+def test_a_sigint_sent_at_the_prompt_drops_the_line_as_ctrl_c_does(tmp_path):
+    """`kill -INT` at the prompt (prompt_toolkit's `<sigint>`) dropped the line typed with no `^C`: left as typed,
+    it read as a message sent whose reply never came. It is a Ctrl-C: the line marked `^C`, a new prompt."""
+    with scripted_chat(tmp_path, "an answer") as (sh, srv, _):
+        sh.tmux("send-keys", "-t", "0", "-l", "my draft line")
+        sh.wait(lambda s: re.search(r"^>>> my draft line *$", s, re.M), "the draft")
+        os.kill(chat_pid(sh), signal.SIGINT)
+        sh.wait(lambda s: re.search(r"^>>> my draft line\^C\n>>>", s, re.M), "the line marked ^C, a new prompt")
+        sh.line("next")
+        sh.wait(lambda s: "an answer" in s, "the reply to the next line")
+    assert srv.engine.prompts == ["next"]

@@ -137,11 +137,13 @@ def bindings() -> KeyBindings:
         a traceback, then "Press ENTER to continue", which ate the next keys."""
 
     @kb.add("c-c")
+    @kb.add(Keys.SIGINT)
     def _(event):
         """Ctrl-C at the prompt drops the line, marked `^C` as a shell marks it: left as it was typed, the line on
         the screen read as a message sent whose reply never came. In a history search (Ctrl-R, Ctrl-S) it ends the
         search first, as bash does: the prompt ended with the search field focused, and every later prompt opened
-        in that dead field (Enter, Ctrl-D, /exit: nothing worked)."""
+        in that dead field (Enter, Ctrl-D, /exit: nothing worked). A SIGINT sent with kill (prompt_toolkit's
+        `<sigint>`) is a Ctrl-C: its own handler dropped the line unmarked, as if a signal had ended the chat."""
         if is_searching():
             stop_search()
         b = event.app.current_buffer
