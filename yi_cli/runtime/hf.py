@@ -98,12 +98,12 @@ def _quantized(ckpt):
                 parent, leaf = name.rsplit(".", 1)
                 setattr(model.get_submodule(parent), leaf, make_linear(q, device, dtype))
         tied = bool(getattr(ckpt.config, "tie_word_embeddings", False))
-        own_head = False  # tied, yet the file has its own head: transformers reads it (it "will NOT tie them")
+        # tied, yet the file has a head of its own: transformers reads it (it "will NOT tie them")
+        head_name = next((f"{n}.weight" for n, m in model.named_modules() if m is head), None)
+        own_head = tied and head_name is not None and head_name in w
         for name, p in list(model.named_parameters(remove_duplicate=False)):
-            if tied and head is not None and p is head.weight:
-                if name not in w:
-                    continue  # tied below
-                own_head = True
+            if tied and head is not None and name == head_name and not own_head:
+                continue  # tied below
             t = w.tensor(name, list(p.shape), dtype)
             parent, leaf = name.rsplit(".", 1) if "." in name else ("", name)
             setattr(model.get_submodule(parent), leaf, nn.Parameter(t, requires_grad=False))
