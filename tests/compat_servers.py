@@ -95,6 +95,16 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def raw(self, status: int, content_type: str, data: bytes, headers: dict | None = None) -> None:
+        """An answer of `data` as it is (an error page, a body that is no JSON)."""
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
     def redirect(self, location: str, status: int = 301) -> None:
         self.send_response(status)
         self.send_header("Location", location)

@@ -784,12 +784,7 @@ def test_an_error_body_cut_within_a_credential_shows_none_of_it():
     limit = 4096
 
     def answer(h):
-        body = b" " * (limit - 30) + key.encode() + b" end"
-        h.send_response(500)
-        h.send_header("Content-Type", "text/plain")
-        h.send_header("Content-Length", str(len(body)))
-        h.end_headers()
-        h.wfile.write(body)
+        h.raw(500, "text/plain", b" " * (limit - 30) + key.encode() + b" end")
 
     with Server(answer) as srv, pytest.raises(YiError) as e:
         run(RemoteEngine(srv.root, key, model="m", limits=small(max_error_bytes=limit)))
@@ -809,12 +804,7 @@ def test_an_error_body_led_by_a_byte_order_mark_is_said_by_its_words(body, said)
     an invisible U+FEFF, or the raw JSON, was the line."""
 
     def answer(h):
-        data = body.encode()
-        h.send_response(502)
-        h.send_header("Content-Type", "text/html" if "html" in body else "application/json")
-        h.send_header("Content-Length", str(len(data)))
-        h.end_headers()
-        h.wfile.write(data)
+        h.raw(502, "text/html" if "html" in body else "application/json", body.encode())
 
     with Server(answer) as srv, pytest.raises(YiError) as e:
         run(RemoteEngine(srv.root, None, model="m", limits=small()))
@@ -829,12 +819,7 @@ def test_a_compressed_error_keeps_its_status_and_hint():
 
     def answer(h):
         data = gzip.compress(b'{"error": {"message": "Incorrect API key"}}')
-        h.send_response(401)
-        h.send_header("Content-Type", "application/json")
-        h.send_header("Content-Encoding", "gzip")
-        h.send_header("Content-Length", str(len(data)))
-        h.end_headers()
-        h.wfile.write(data)
+        h.raw(401, "application/json", data, {"Content-Encoding": "gzip"})
 
     with Server(answer) as srv, pytest.raises(YiError) as e:
         run(RemoteEngine(srv.root, "sk-wrong", model="m", limits=small()))
