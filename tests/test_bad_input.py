@@ -594,6 +594,13 @@ def test_a_tied_config_with_a_head_of_its_own_answers_alike_on_both_engines(tiny
     for engine in ("fast", "generate"):
         p = yi(*greedy, "--engine", engine, home=home)
         assert p.returncode == 0 and json.loads(p.stdout)["reply"] == want, (engine, p.stderr.decode())
+    from yi_cli.checkpoint import writer  # quantized, the generate engine's model is built from the file's tensors
+
+    awq = writer.make_awq(tiny, tiny.parent / "awq", group_size=64)
+    replies = [
+        json.loads(yi(*greedy, "--model", awq, "--engine", e, home=home).stdout)["reply"] for e in ("fast", "generate")
+    ]
+    assert replies[0] == replies[1], replies
 
 
 def test_a_generation_config_asking_what_yi_chat_does_not_is_not_taken(tiny, home):
