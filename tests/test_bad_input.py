@@ -587,7 +587,8 @@ def test_a_tied_config_with_a_head_of_its_own_answers_alike_on_both_engines(tiny
     tensors = load_file(st)  # (tiny is tied: no head of its own) a head unlike the embeddings
     tensors["lm_head.weight"] = tensors["model.embed_tokens.weight"].flip(0).contiguous()
     save_file(tensors, st, metadata={"format": "pt"})
-    greedy = ("--model", tiny, "--json", "--temperature", "0", "--max-new-tokens", "6", "-p", "hi")
+    flags = ("--json", "--temperature", "0", "--max-new-tokens", "6", "-p", "hi")
+    greedy = ("--model", tiny, *flags)
     set_config(tiny, tie_word_embeddings=False)
     want = json.loads(yi(*greedy, home=home).stdout)["reply"]
     set_config(tiny, tie_word_embeddings=True)
@@ -598,7 +599,7 @@ def test_a_tied_config_with_a_head_of_its_own_answers_alike_on_both_engines(tiny
 
     awq = writer.make_awq(tiny, tiny.parent / "awq", group_size=64)
     replies = [
-        json.loads(yi(*greedy, "--model", awq, "--engine", e, home=home).stdout)["reply"] for e in ("fast", "generate")
+        json.loads(yi("--model", awq, *flags, "--engine", e, home=home).stdout)["reply"] for e in ("fast", "generate")
     ]
     assert replies[0] == replies[1], replies
 
