@@ -228,7 +228,9 @@ def check_safetensors(files: list[Path], plain: bool = False) -> dict[Path, dict
                 f"{fetch_again(f)}"
             )
         names[f] = {k: v["shape"] for k, v in header.items() if k != "__metadata__"}  # (checked: _entry_span)
-        for other, theirs in names.items():  # one tensor in two files: which one the engines read differed
+        # one tensor in two files (a backup copy beside the weights, model_old.safetensors, or a shard's twin): the
+        # last by name won in the fast engine, silently, where transformers reads the index's files or one alone
+        for other, theirs in names.items():
             if other != f and (both := next((k for k in names[f] if k in theirs), None)) is not None:
                 raise LoadError(
                     f"{f}: tensor {shown(both, 200)} is also in {other.name}; each tensor must be in one file "
@@ -348,14 +350,7 @@ class Tensors:
             except Exception as e:
                 raise LoadError(f"{f}: cannot read ({first_line(e)})") from None
             self.handles[f] = h
-            for k in h.keys():
-                if k in self.where and not index.is_file():
-                    # no index to say which: the last file by name won in silence (a backup copy beside the weights,
-                    # model_old.safetensors, replaced every tensor), where transformers reads model.safetensors alone
-                    raise LoadError(
-                        f"{f}: tensor {shown(k, 200)} is also in {self.where[k].name}; each tensor must be in one file "
-                        "(move a copy or backup of the weights out of the folder)"
-                    )
+            for k in h.keys():  # each in one file: check_safetensors refused one in two (a backup beside them)
                 self.where[k] = f
 
     def __contains__(self, name: str) -> bool:

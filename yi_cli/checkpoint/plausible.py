@@ -67,11 +67,12 @@ def check(cfg: dict, src: Path) -> None:
     # Numbers the runtime computes with (inv_freq = 1 / theta ** (2i / d); x / sqrt(mean(x²) + eps)): a string was a
     # TypeError traceback building the model, a negative theta NaN frequencies and a model that babbles.
     rope = cfg.get("rope_parameters")
-    for key, v, positive in (
+    numbers = (  # (key, value, a rotary base: positive; else >= 0)
         ("rope_theta", cfg.get("rope_theta"), True),
         ("rope_parameters.rope_theta", rope.get("rope_theta") if type(rope) is dict else None, True),
         ("rms_norm_eps", cfg.get("rms_norm_eps"), False),
-    ):
+    )
+    for key, v, positive in numbers:
         if v is not None and (type(v) not in (int, float) or not (v > 0 if positive else v >= 0)):
             want = "a positive number" if positive else "a number >= 0"
             raise LoadError(f"{src}: {key} must be {want}, found {type_name(v)} {v!r:.40}")
@@ -80,9 +81,9 @@ def check(cfg: dict, src: Path) -> None:
         # one past an unresized vocabulary: the fast engine chatted, /model, --engine generate and yi_cli.load failed
         # in torch's words ("Padding_idx must be within num_embeddings"), said of the weights
         raise LoadError(f"{src}: pad_token_id = {pad} is past the vocabulary (vocab_size = {vocab})")
-    for key, theta in (("rope_theta", cfg.get("rope_theta")), ("rope_parameters.rope_theta", _theta(rope))):
-        if theta is not None and not 1 <= theta <= MAX_THETA:  # 1e300: no position told apart (babble); 1e-300:
-            raise LoadError(  # frequencies past any float (the fast engine refused it, the generate engine babbled)
+    for key, theta, base in numbers:  # 1e300: no position told apart (babble); 1e-300: frequencies past any float
+        if base and theta is not None and not 1 <= theta <= MAX_THETA:  # (the fast engine refused it, generate babbled)
+            raise LoadError(
                 f"{src}: {key} = {theta!r:.40} is not a plausible rotary base (1..{MAX_THETA:g}; real ones 1e4..1e7)"
             )
     eps = cfg.get("rms_norm_eps")
@@ -110,11 +111,6 @@ def check(cfg: dict, src: Path) -> None:
 MAX_EPS = 1.0  # real models' rms_norm_eps: 1e-6 .. 1e-5
 MAX_THETA = 1e12  # real models' rope_theta: 1e4 (Llama 2) .. 5e6 (Yi 200K), 1e7 (Qwen 1M)
 MAX_ROPE_SCALE = 100.0  # yarn's attention_factor, mscale, mscale_all_dim: real ones 0.7 .. 1.5
-
-
-def _theta(rope):
-    v = rope.get("rope_theta") if type(rope) is dict else None
-    return v if type(v) in (int, float) else None
 
 
 MAX_ROPE_FACTOR = 1 << 16  # real scalings: 2 .. 64 (yarn, linear, llama3's 8 and 32)
