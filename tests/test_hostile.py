@@ -2214,3 +2214,30 @@ def test_models_and_pull_check_the_tensor_shapes_the_config_implies(demo_dir, tm
     (ckpt / "config.json").write_text(json.dumps(cfg))
     row = describe(ckpt)
     assert not row["loadable"] and row["reason"].startswith(f"{ckpt / 'model.safetensors'}: {said}"), row["reason"]
+
+
+def test_an_integer_where_transformers_declares_a_float_loads_on_both_engines(tiny, home):
+    """ "rms_norm_eps": 0 (or 1, "initializer_range": 0): JSON has one kind of number, and a hand or a writer drops the
+    ".0". The fast engine chatted; --engine generate and /model failed in the words of transformers' strict config
+    ("Validation error for field 'rms_norm_eps': TypeError: ... expected float, got int"), exit 3."""
+    cfg = json.loads((tiny / "config.json").read_text())
+    (tiny / "config.json").write_text(json.dumps({**cfg, "rms_norm_eps": 1, "initializer_range": 0}))
+    replies = []
+    for engine in ("fast", "generate"):
+        p = yi(
+            "-m",
+            tiny,
+            "--engine",
+            engine,
+            "--json",
+            "--temperature",
+            "0",
+            "--max-new-tokens",
+            "8",
+            "-p",
+            "hi",
+            home=home,
+        )
+        assert p.returncode == 0, p.stderr.decode()
+        replies.append(json.loads(p.stdout)["reply"])
+    assert replies[0] == replies[1]

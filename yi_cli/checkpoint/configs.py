@@ -34,13 +34,31 @@ def _auto_config(path: Path, cfg: dict, quant: bool, trust_remote_code: bool):
     from transformers import AutoConfig
 
     try:
-        if bom(path / "config.json") and not trust_remote_code:  # transformers' json.load refuses the BOM ours
-            from transformers import CONFIG_MAPPING  # reads past: cfg's fields, as from_pretrained reads them
+        if not trust_remote_code and "auto_map" not in cfg:
+            from transformers import CONFIG_MAPPING
 
-            return CONFIG_MAPPING[cfg["model_type"]].from_dict(cfg)
+            cls = CONFIG_MAPPING[cfg["model_type"]] if cfg.get("model_type") in CONFIG_MAPPING else None
+            floats = _float_fields(cls, cfg) if cls is not None else {}
+            if cls is not None and (floats or bom(path / "config.json")):
+                # transformers' json.load refuses the BOM ours reads past; its config classes refuse an integer
+                # where they declare a float ("rms_norm_eps": 0 or 1, as a hand or a JSON writer puts it): the
+                # fast engine chatted, --engine generate and /model failed. cfg's fields, as from_pretrained reads
+                return cls.from_dict({**cfg, **floats})
         return AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code and not quant)
     except Exception as e:
         raise LoadError(f"{path / 'config.json'}: {first_line(e)}") from None
+
+
+def _float_fields(cls, cfg: dict) -> dict:
+    """cfg's integer values of the fields config class cls declares float only, as floats."""
+    declared = {}
+    for klass in reversed(cls.__mro__):
+        declared.update(vars(klass).get("__annotations__", {}))
+    return {
+        k: float(v)
+        for k, v in cfg.items()
+        if type(v) is int and declared.get(k) in (float, "float") and abs(v) <= 1 << 53
+    }
 
 
 def bom(f: Path) -> bool:
