@@ -745,6 +745,9 @@ CONFIG_JSON_CASES = {
         "pad_token_id = 2097152 is past the vocabulary",
     ),
     "rms-eps-string": ({"rms_norm_eps": "x"}, "rms_norm_eps must be a number >= 0, found a string"),
+    # a string or a fraction failed every turn on the generate engine (TypeError), after the model loaded
+    "sliding-window-string": ({"sliding_window": "x"}, "sliding_window must be a positive integer or null"),
+    "sliding-window-fraction": ({"sliding_window": 1.5}, "sliding_window must be a positive integer or null"),
     # transformers' reason was on its message's second line: the line ended "Validation error for field 'X':"
     "tie-embeddings-string": ({"tie_word_embeddings": "no"}, "'tie_word_embeddings': TypeError: Field"),
     "bos-id-string": ({"bos_token_id": "x"}, "'bos_token_id': TypeError: Field 'bos_token_id' with value 'x'"),
@@ -2238,6 +2241,22 @@ def test_an_integer_where_transformers_declares_a_float_loads_on_both_engines(ti
             "hi",
             home=home,
         )
+        assert p.returncode == 0, p.stderr.decode()
+        replies.append(json.loads(p.stdout)["reply"])
+    assert replies[0] == replies[1]
+
+
+def test_a_sliding_window_is_left_to_the_engine_that_attends_as_transformers_does(tiny, home):
+    """config.json's sliding_window: transformers' Llama attends to that many positions only; the fast engine
+    attended to all and chatted on, its replies past the window other than the generate engine's."""
+    cfg = json.loads((tiny / "config.json").read_text())
+    (tiny / "config.json").write_text(json.dumps({**cfg, "sliding_window": 4}))
+    p = yi("-m", tiny, "--engine", "fast", "-p", "hi", home=home)
+    one_line_error(p, EXIT_LOAD, "a sliding window of 4 positions: use --engine generate")
+    replies = []
+    for engine in ("auto", "generate"):
+        args = ("--engine", engine, "--json", "--temperature", "0", "--max-new-tokens", "8", "-p", "hi")
+        p = yi("-m", tiny, *args, home=home)
         assert p.returncode == 0, p.stderr.decode()
         replies.append(json.loads(p.stdout)["reply"])
     assert replies[0] == replies[1]

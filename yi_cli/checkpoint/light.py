@@ -100,6 +100,7 @@ def llama_view(raw: dict, load_real) -> LlamaView | None:
     fields["num_key_value_heads"] = raw.get("num_key_value_heads") or heads
     fields["head_dim"] = raw.get("head_dim") or fields["hidden_size"] // heads
     fields["max_position_embeddings"] = raw.get("max_position_embeddings", DEFAULTS["max_position_embeddings"])
+    fields["sliding_window"] = raw.get("sliding_window")  # (plausible: a positive int or None)
     fields.update(model_type="llama", rope_parameters=rope)
     return LlamaView(fields, load_real)
 

@@ -76,6 +76,12 @@ def check(cfg: dict, src: Path) -> None:
         if v is not None and (type(v) not in (int, float) or not (v > 0 if positive else v >= 0)):
             want = "a positive number" if positive else "a number >= 0"
             raise LoadError(f"{src}: {key} must be {want}, found {type_name(v)} {v!r:.40}")
+    window = cfg.get("sliding_window")
+    if window is not None and (type(window) is not int or window < 1):
+        # a string or a fraction failed every turn on the generate engine (TypeError), 0 or less meant no window
+        raise LoadError(
+            f"{src}: sliding_window must be a positive integer or null, found {type_name(window)} {window!r:.40}"
+        )
     pad, vocab = cfg.get("pad_token_id"), cfg.get("vocab_size")
     if type(pad) is int and type(vocab) is int and not -vocab <= pad < vocab:
         # one past an unresized vocabulary: the fast engine chatted, /model, --engine generate and yi_cli.load failed

@@ -11,7 +11,7 @@ import threading
 from queue import Empty
 
 from .. import clock, env
-from ..errors import NOT_NUMBERS, YiError, failure
+from ..errors import NOT_NUMBERS, LoadError, YiError, failure
 from .events import FINISH_INTERRUPTED, FINISH_LENGTH, FINISH_STOP, Finish, Stats, Text
 from .settings import GenSettings
 from .template import Prompt, Template
@@ -31,9 +31,11 @@ class LocalEngine:
         self.template = Template(ckpt.tokenizer, ckpt.config, ckpt.generation_config, raw)
         usable = decoder.supports(ckpt)
         if backend == "fast" and not usable:
-            raise YiError(
+            window = getattr(ckpt.config, "sliding_window", None)
+            raise LoadError(
                 f"--engine fast does not support this model ({ckpt.config.model_type}, "
-                f"{'safetensors' if ckpt.safetensors else 'pickle'} weights)"
+                f"{'safetensors' if ckpt.safetensors else 'pickle'} weights"
+                + (f", a sliding window of {window} positions: use --engine generate)" if window else ")")
             )
         self.decoder = self.model = None
         self.progress = None  # renderer hook: a status line (str) while a long prompt is read, None clears it

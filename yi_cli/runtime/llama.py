@@ -35,11 +35,13 @@ HEAD_GEMV = os.environ.get("YI_CHAT_HEAD_GEMV", "1") != "0"
 
 
 def supports(config) -> bool:
-    """Llama-architecture models (Yi, SmolLM2, Llama 2/3); others stay on transformers' generate."""
+    """Llama-architecture models (Yi, SmolLM2, Llama 2/3); others stay on transformers' generate, as do those of a
+    sliding window (transformers attends to the last sliding_window positions only; the fast engine to all)."""
     return (
         getattr(config, "model_type", None) == "llama"
         and getattr(config, "hidden_act", "silu") == "silu"
         and not getattr(config, "mlp_bias", False)
+        and getattr(config, "sliding_window", None) is None
     )
 
 
