@@ -813,6 +813,41 @@ def test_two_chats_continuing_one_stored_session_keep_every_turn(tmp_path, monke
     assert kept == [["q0", "qa"], ["q0", "qa"], ["q0", "qb"]]
 
 
+
+def test_a_save_onto_the_session_file_another_chat_is_writing_is_refused(tmp_path, monkeypatch):
+    """-c in two terminals, the second's /save onto the first's store file: written as a `saved` snapshot, -c passed
+    the live chat by (and opened an older one), and the first's next turn replaced the snapshot the second was told
+    it had saved, both without a word (a two-processes-one-home review)."""
+    from yi_cli.conversation import store
+
+    monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    first = store.Autosave("interactive")
+    chat, _, _ = plain_chat(ScriptedEngine(["a0"]), on_turn=first)
+    chat.handle("q0")
+    first.close()
+    chats = []
+    for name in "ab":
+        session, settings, data = store.read("last")
+        saver = store.autosave_for("last", data, "interactive")
+        chats.append((plain_chat(ScriptedEngine([f"{name}1", f"{name}2"]), session=session, on_turn=saver), saver))
+    ((a, _, a_err), a_saver), ((b, b_out, b_err), b_saver) = chats
+    held = a_saver.path
+    a.handle("qa")
+    b.handle("qb")
+    before = held.read_bytes()
+    for command in (f"/save {held}", f"/save! {held}"):
+        b.handle(command)
+        assert "another yi-chat is writing this session file" in b_err.getvalue(), b_err.getvalue()
+        assert held.read_bytes() == before and "saved to" not in b_out.getvalue()
+    assert json.loads(held.read_text())["mode"] == "interactive"
+    a_saver.close()  # A has ended: B may replace its continuation, with !
+    b.handle(f"/save! {held}")
+    assert f"saved to {held}" in b_out.getvalue()
+    assert [t["content"] for t in json.loads(held.read_text())["turns"]][::2] == ["q0", "qb"]
+    b_saver.close()
+
+
 SAVE_AS_A_USER = """
 import sys
 from tests.fixtures import ScriptedEngine, plain_chat

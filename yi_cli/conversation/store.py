@@ -31,7 +31,7 @@ from ..safe_text import one_line
 from . import attach
 from .listing import Listing, first_line, stamp
 from .session import ChatSession
-from .writes import NoNewFile, Owner, sweep, unlink_quietly, write_atomic, write_judged, write_new
+from .writes import NoNewFile, Owner, lock_path, sweep, unlink_quietly, write_atomic, write_judged, write_new
 
 FORMAT = "yi-chat-session"
 VERSION = 1
@@ -279,12 +279,22 @@ def save(chat, path: str | None, replace: bool = False) -> Path:
                         f"{shown(path, 200)}: the file exists and {what}; /save! {shown(path, 200)} replaces it"
                     )
 
+            held = Owner()  # a session file of the store another yi-chat is writing: its next turn replaced the
+            # snapshot (the "saved to" file lost what it was told it holds), or the snapshot turned its live chat
+            # `saved`, which -c passed by. Held while written, as its owner holds it (only where one had a lock)
+            if os.path.lexists(lock_path(real)) and not held.claim(real) and held.refused is None:
+                raise YiError(
+                    f"{shown(path, 200)}: another yi-chat is writing this session file; /save to another file, or "
+                    "/save alone for a new one in the store"
+                )
             try:
                 write_judged(real, text, judge)  # its temp file first: a folder /save! cannot write in is said
                 chat.session.known[str(real)] = _digest(text)
             except NoNewFile as e:  # what failed is the folder, not the file PATH names
                 why = _no_new_file(_folder_named(path, p, real)[1], e)
                 raise YiError(f"{shown(path, 200)}: cannot save the session ({why})") from None
+            finally:
+                held.release()
         else:
             p = write_new(p, text)
             chat.session.known[os.path.realpath(p)] = _digest(text)
