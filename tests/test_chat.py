@@ -813,7 +813,6 @@ def test_two_chats_continuing_one_stored_session_keep_every_turn(tmp_path, monke
     assert kept == [["q0", "qa"], ["q0", "qa"], ["q0", "qb"]]
 
 
-
 def test_a_save_onto_the_session_file_another_chat_is_writing_is_refused(tmp_path, monkeypatch):
     """-c in two terminals, the second's /save onto the first's store file: written as a `saved` snapshot, -c passed
     the live chat by (and opened an older one), and the first's next turn replaced the snapshot the second was told
@@ -2232,7 +2231,7 @@ def test_a_message_sent_as_a_signal_ends_the_chat_is_kept(monkeypatch, where):
         return line
 
     monkeypatch.setattr(repl, "read_line", read_line)
-    monkeypatch.setattr(repl, "ctrl_c_typed_ahead", lambda keys_in: False)
+    monkeypatch.setattr(repl, "signal_keys_typed_ahead", lambda keys_in: set())
     if where == "while it was prepared":
         real, signalled = chat._fits_untokenized, []
 

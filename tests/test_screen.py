@@ -328,7 +328,7 @@ def test_ctrl_c_sent_with_the_enter_stops_the_reply(home):
     Ctrl-C during it. Written at once into a pseudo-terminal (pexpect's send: one write), with SIGINT ignored from
     the start (it stays ignored, errors.catch): a Ctrl-C that came in a read of its own would be a signal that does
     nothing, or a key for the next prompt, and this reply never ends uncancelled. So the reply stops only where the
-    Ctrl-C was read with the Enter, and taken from the typeahead (repl.ctrl_c_typed_ahead, Chat.interrupt_next)."""
+    Ctrl-C was read with the Enter, and taken from the typeahead (repl.signal_keys_typed_ahead, Chat.interrupt_next)."""
     pexpect = pytest.importorskip("pexpect")
     engine = Scripted(markdown_reply(), pause_at=0)  # nothing sent until it is cancelled
     with OpenAIServer(engine, model="scripted") as srv:
@@ -363,7 +363,7 @@ def test_ctrl_c_sent_with_the_enter_stops_the_reply(home):
 def test_ctrl_c_queued_after_the_prompts_last_read_stops_the_reply():
     """Ctrl-C a few ms after Enter, each its own write: it came after the prompt's last read, while the terminal was
     still raw, so it stayed a byte in the terminal's queue (no signal), the reply ran to its end, and the next prompt
-    dropped its line at it (`>>> ^C`; a tmux hunt, 3 of 3). ctrl_c_typed_ahead reads the queue through the prompt's
+    dropped its line at it (`>>> ^C`; a tmux hunt, 3 of 3). signal_keys_typed_ahead reads the queue through the prompt's
     own input: the Ctrl-C is taken, the keys around it stay for the next prompt in the order typed, and an escape
     sequence cut at the queue's end is completed by the next read (the parser keeps its state)."""
     from prompt_toolkit.input import create_pipe_input
@@ -371,18 +371,22 @@ def test_ctrl_c_queued_after_the_prompts_last_read_stops_the_reply():
     from prompt_toolkit.keys import Keys
 
     from yi_cli.ui import repl
-    from yi_cli.ui.repl import ctrl_c_typed_ahead, parsed
+    from yi_cli.ui.repl import parsed, signal_keys_typed_ahead
 
     with create_pipe_input() as keys_in:
         store_typeahead(keys_in, parsed(b"ab"))  # read with the Enter
         keys_in.send_bytes("cé\x03d\x1b[".encode())  # queued: a character, Ctrl-C, a key, half an arrow
-        assert ctrl_c_typed_ahead(keys_in)
+        assert signal_keys_typed_ahead(keys_in) == {Keys.ControlC}
         assert "".join(k.data for k in get_typeahead(keys_in)) == "abcéd"  # (taken: the next prompt's)
         keys_in.send_bytes(b"A")
         assert [k.key for k in keys_in.read_keys()] == [Keys.Up]  # the arrow, whole
+        store_typeahead(keys_in, parsed(b"w\x1a"))  # Ctrl-Z read with the Enter, Ctrl-\ queued: each taken once
+        keys_in.send_bytes(b"x\x1c\x1cy")
+        assert signal_keys_typed_ahead(keys_in) == {Keys.ControlZ, Keys.ControlBackslash}
+        assert "".join(k.data for k in get_typeahead(keys_in)) == "wx\x1cy"
         store_typeahead(keys_in, parsed(b"w"))
         keys_in.send_bytes(b"xy")
-        assert not ctrl_c_typed_ahead(keys_in)  # no Ctrl-C: the keys only move to the typeahead, in order
+        assert not signal_keys_typed_ahead(keys_in)  # no signal key: the keys only move to the typeahead, in order
         assert "".join(k.data for k in get_typeahead(keys_in)) == "wxy"
         assert repl._queued(keys_in) == []
 

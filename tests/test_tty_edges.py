@@ -775,3 +775,33 @@ def test_a_sigint_sent_at_the_prompt_drops_the_line_as_ctrl_c_does(tmp_path):
         sh.line("next")
         sh.wait(lambda s: "an answer" in s, "the reply to the next line")
     assert srv.engine.prompts == ["next"]
+
+
+def test_ctrl_z_and_ctrl_backslash_sent_with_the_enter_act_on_the_reply(tmp_path):
+    """Enter and Ctrl-Z (or Ctrl-\\) in one write (a fast hand, tmux's send-keys): the prompt read both at once, so
+    they were keys, not signals: the reply ran to its end before Ctrl-Z suspended, and Ctrl-\\ was dropped. Each acts
+    as during the reply now. The reply waits (nothing sent) until the test lets it go, so only a stop or a quit that
+    came before the reply's end lets this test go on."""
+    with scripted_chat(tmp_path, "A short one.", then=" --max-new-tokens 100000") as (sh, srv, home):
+        engine = srv.engine
+        engine.pause_at = 0
+        sh.tmux("send-keys", "-t", "0", "-l", "first")
+        sh.wait(lambda s: ">>> first" in s, "the line typed")
+        sh.tmux("send-keys", "-t", "0", "Enter", "C-z")
+        sh.wait(lambda s: re.search(r"^\[1\]\+ +Stopped", s, re.M) and s.rstrip().endswith("$"), "the stop")
+        assert engine.sent == ""
+        sh.line("fg")
+        assert engine.paused.wait(DEADLINE)
+        engine.go.set()
+        sh.wait(lambda s: "A short one." in s and s.rstrip().endswith(">>>"), "the reply after fg")
+        engine.paused.clear()
+        engine.go.clear()
+        sh.tmux("send-keys", "-t", "0", "-l", "second")
+        sh.wait(lambda s: ">>> second" in s, "the second line typed")
+        sh.tmux("send-keys", "-t", "0", "Enter", "C-\\")
+        ended(sh)
+        sh.line("echo EXIT=$?")
+        scroll = sh.wait(lambda s: re.search(r"^EXIT=\d+$", s, re.M), "the exit code")
+    assert "EXIT=131" in scroll, scroll
+    turns = json.loads(sorted((home / "data" / "sessions").glob("*.json"))[-1].read_text())["turns"]
+    assert [t["content"] for t in turns] == ["first", "A short one.", "second", ""], turns

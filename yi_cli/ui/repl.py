@@ -566,18 +566,38 @@ def stashed_first(keys_in) -> None:
         store_typeahead(keys_in, get_typeahead(keys_in) + stashed)
 
 
-def ctrl_c_typed_ahead(keys_in) -> bool:
-    """Whether Ctrl-C came right after the Enter that sent the line: in the same read (the prompt kept it in its
-    typeahead for the next prompt) or after the prompt's last read, while the terminal was still raw (a byte in its
-    queue, not a signal: a Ctrl-C a few ms after Enter, each its own write). Either way the reply it meant to stop
-    ran to its end, and the next prompt dropped its line at it. It is taken out (the keys around it stay for the next
-    prompt) for the reply to stop as at a Ctrl-C during it."""
+# Keys that raise a signal while a reply streams (the terminal keeps its signal keys then), read as keys when typed
+# right after Enter: the signal each stands for.
+SIGNAL_KEYS = {Keys.ControlC: "SIGINT", Keys.ControlZ: "SIGTSTP", Keys.ControlBackslash: "SIGQUIT"}
+
+
+def signal_keys_typed_ahead(keys_in) -> set:
+    """The signal keys (SIGNAL_KEYS) that came right after the Enter that sent the line: in the same read (the
+    prompt kept them in its typeahead for the next prompt) or after the prompt's last read, while the terminal was
+    still raw (bytes in its queue, not signals: a key a few ms after Enter, each its own write). Either way the reply
+    they meant to stop ran to its end: the next prompt dropped its line at a Ctrl-C, suspended only then at a Ctrl-Z
+    and dropped a Ctrl-\\. The first of each is taken out (the keys around it stay for the next prompt), for the
+    caller to act as at its signal during the reply."""
     from prompt_toolkit.input.typeahead import get_typeahead, store_typeahead
 
-    ahead = get_typeahead(keys_in) + _queued(keys_in)
-    at = next((i for i, k in enumerate(ahead) if k.key == Keys.ControlC), None)
-    store_typeahead(keys_in, ahead if at is None else ahead[:at] + ahead[at + 1 :])
-    return at is not None
+    found: set = set()
+    kept = []
+    for k in get_typeahead(keys_in) + _queued(keys_in):
+        if k.key in SIGNAL_KEYS and k.key not in found:
+            found.add(k.key)
+        else:
+            kept.append(k)
+    store_typeahead(keys_in, kept)
+    return found
+
+
+def raise_typed_signals(found: set) -> None:
+    """A Ctrl-Z or Ctrl-\\ typed right after Enter (signal_keys_typed_ahead), as its signal: to this process, as
+    the terminal sends it during the reply (the hold's handlers take them: a stop until `fg`, the chat's end)."""
+    for key in (Keys.ControlZ, Keys.ControlBackslash):
+        name = SIGNAL_KEYS[key]
+        if key in found and hasattr(signal, name):
+            os.kill(os.getpid(), getattr(signal, name))
 
 
 def _queued(keys_in) -> list:
@@ -835,8 +855,11 @@ def _one_line(chat, session, prompt_text: str) -> bool:
         last = chat.session.turns[-1:]
         try:
             if chat.running:  # else a SIGTERM, SIGHUP or SIGQUIT came as the prompt returned the line (end_prompt)
-                chat.interrupt_next = ctrl_c_typed_ahead(session.input)
-                chat.handle(line)
+                typed = signal_keys_typed_ahead(session.input)
+                chat.interrupt_next = Keys.ControlC in typed
+                raise_typed_signals(typed)
+                if chat.running:  # (a Ctrl-\\ ends the chat as SIGQUIT does: the line is kept below)
+                    chat.handle(line)
         except KeyboardInterrupt:  # a third Ctrl-C during a reply, or one between replies: back to the prompt
             if not chat.terminated:
                 chat.render.notice("interrupted")
