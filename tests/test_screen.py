@@ -1159,6 +1159,54 @@ def test_a_progress_line_narrowed_under_it_leaves_no_stale_row(home, tmp_path):
         pane.close()
 
 
+LOAD_GATE = """
+import os, sys, time
+sys.path.insert(0, {root!r})
+from yi_cli.checkpoint import loader
+from yi_cli.errors import LoadError
+
+
+def gated(path, **kw):  # the load, held until the test makes a file (it waits on the screen, not on this)
+    while not os.path.exists({go!r}):
+        time.sleep(0.02)
+    raise LoadError("the load was let go")
+
+
+loader.open_checkpoint = gated
+loader.resolve = lambda model, allow_pickle=False: model
+print("$ yi-chat", file=sys.stderr)  # a row above, as the shell's command line is (tmux pushes a top row's upper
+# part into its history when it rewraps it, where no program reaches)
+sys.argv = ["yi-chat", "-m", "a-model-whose-name-is-long-enough-to-wrap-at-sixty-columns"]
+from yi_cli.launch import entry
+
+entry()
+"""
+
+
+def test_the_load_spinner_narrowed_under_it_leaves_no_stale_row(home, tmp_path):
+    """The spinner line of a model's load (rich's console.status), narrowed under it: the terminal rewrapped it onto
+    two rows and rich redrew only the lower one, `⠙ loading de` left above the banner (a terminal review). It is
+    drawn as the progress line is now (progress.spinner)."""
+    go = tmp_path / "go"
+    script = tmp_path / "load.py"
+    script.write_text(LOAD_GATE.format(root=str(Path(__file__).resolve().parent.parent), go=str(go)))
+    pane = Pane([], home=home, width=100, height=20, argv=[sys.executable, str(script)])
+    try:
+        pane.wait(lambda s: "loading a-model-whose-name" in s, "the spinner at 100 columns")
+        pane.resize(60, 20)
+
+        def narrow(_) -> bool:  # drawn again at 60 columns: rich wraps it at a word, the terminal mid-word
+            rows = pane.tmux("capture-pane", "-p", "-t", "0").split("\n")
+            return any(r.rstrip().endswith("loading") for r in rows)
+
+        pane.wait(narrow, "the spinner redrawn at 60 columns")
+        go.touch()
+        scroll = pane.wait(lambda s: "the load was let go" in s, "the load's end")
+        assert "loading" not in scroll, scroll  # nothing of the (transient) line is left, above or below
+    finally:
+        pane.close()
+
+
 @pytest.mark.slow
 def test_demo_model_tall_reply_once_in_a_small_terminal(demo_dir, home):
     (home / "cache").symlink_to(Path(demo_dir).parent.parent, target_is_directory=True)

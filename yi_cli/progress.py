@@ -121,6 +121,17 @@ def erase_rows(rows: int) -> str:
     return "\r\x1b7\x1b[2K" + "\x1b[B\x1b[2K" * (rows - 1) + "\x1b8"
 
 
+def spinner(console, text):
+    """console.status(text)'s transient spinner line as a rich Live (a context manager), drawn as rewrap_safe draws:
+    the status of a model's load left its upper row behind where the terminal narrowed under it."""
+    from rich.live import Live
+    from rich.spinner import Spinner
+
+    live = Live(Spinner("dots", text=text, style="status.spinner"), console=console, refresh_per_second=12.5)
+    live.transient = True
+    return _rewrap_safe_live(live)
+
+
 def rewrap_safe(progress):
     """`progress` (a rich Progress, not started) drawn so that a terminal narrowed under it leaves no stale row.
 
@@ -130,11 +141,16 @@ def rewrap_safe(progress):
     Here the cursor goes back to the display's first column after each draw, where a rewrap keeps it, and a redraw
     erases downward from there as many rows as the last draw takes at the width now (the render.py status line's
     way: DECSC and DECRC around EL and cursor-down; nothing is below a live display)."""
+    _rewrap_safe_live(progress.live)
+    return progress
+
+
+def _rewrap_safe_live(live):
+    """rewrap_safe's drawing for a rich Live (not started): returns it."""
     from rich.control import Control
     from rich.live_render import LiveRender
     from rich.segment import ControlType, Segment
 
-    live = progress.live
     console = live.console
 
     def raw(text: str) -> Control:
@@ -160,7 +176,7 @@ def rewrap_safe(progress):
 
     mine = AtStart(live._live_render.renderable, live._live_render.style, live._live_render.vertical_overflow)
     live._live_render = mine
-    return progress
+    return live
 
 
 @contextlib.contextmanager

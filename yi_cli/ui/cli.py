@@ -9,7 +9,7 @@ import signal
 import sys
 import warnings
 
-from .. import env_files, terminal
+from .. import env_files, progress, terminal
 from ..engines.remote_endpoint import shown_url
 from ..errors import ENDING, EXIT_CHAT, LoadError, StdoutFailed, UsageError, YiError, catch, failure, shown
 from ..held import signals_held
@@ -731,7 +731,7 @@ def make_engine(args, top: dict, render, endpoint_from: str = ""):
         path = resolve(args.model, args.allow_pickle)
     # a Text, not a str: rich reads a str as markup (a folder named `m[/x]` raised MarkupError, `[b]` vanished)
     loading = Text(safe(f"loading {args.model} ..."))
-    with render.err.status(loading) if render.err.is_terminal else _nullctx():
+    with progress.spinner(render.err, loading) if render.err.is_terminal else _nullctx():
         # torch's import (1-2 s, the first thing the load does) holds the signals off: a KeyboardInterrupt raised
         # inside its native init aborted the process (pybind11's terminate, exit 134), left numpy half loaded (a
         # traceback at the next import) or was swallowed (the signal lost). Held, it comes as the import returns.
