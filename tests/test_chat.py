@@ -2552,3 +2552,128 @@ def test_json_lines_after_a_line_given_up_by_ctrl_c_name_the_right_line():
     bogus = [o for o in got if "unknown command /bogus" in o.get("error", "")]
     assert bogus == [{"error": "unknown command /bogus; /help lists them, and //TEXT sends a message starting /"}] * 2
     assert not any(o.get("prompt") == "a long pasted message" and "error" in o for o in got), got
+
+
+def test_a_ctrl_c_as_a_commands_change_is_autosaved_leaves_the_file_as_the_screen(tmp_path, monkeypatch):
+    """/undo (or /system) in a long session, Ctrl-C while its autosave turned the session into JSON: the screen said
+    `removed the last exchange`, the file kept it, and -c brought it back (a sessions review: 4 of 4)."""
+    from yi_cli.conversation import store
+
+    monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path / "home"))
+    saver = store.Autosave("interactive")
+    chat, out, _ = plain_chat(ScriptedEngine(["a0", "a1"]), on_turn=saver)
+    chat.handle("q0")
+    chat.handle("q1")
+    real, calls = store.dumps, []
+
+    def interrupted(*a, **kw):  # the Ctrl-C arrives as the JSON is made, the first time only
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(store, "dumps", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        chat.handle("/undo")
+    assert "removed the last exchange" in out.getvalue()
+    assert [t["content"] for t in json.loads(saver.path.read_text())["turns"]] == ["q0", "a0"]
+    saver.close()
+
+
+def test_an_undo_whose_file_cannot_be_removed_says_so(tmp_path, monkeypatch):
+    """/undo of the only exchange in a read-only store: `removed the last exchange`, exit 0, nothing said, and the
+    file (which --resume and -c open) still held it. One line says so, and the run counts it as a failed save."""
+    import os
+
+    from yi_cli.conversation import store
+
+    monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path / "home"))
+    saver = store.Autosave("interactive")
+    chat, out, err = plain_chat(ScriptedEngine(["a0"]), on_turn=saver)
+    chat.handle("q0")
+    path, real = saver.path, os.unlink
+
+    def refused(p, *a, **kw):
+        if str(p) == str(path):
+            raise PermissionError(13, "Permission denied", str(p))
+        return real(p, *a, **kw)
+
+    monkeypatch.setattr(store.os, "unlink", refused)
+    chat.handle("/undo")
+    monkeypatch.setattr(store.os, "unlink", real)
+    assert "removed the last exchange" in out.getvalue()
+    assert f"autosave could not remove {path} (Permission denied)" in err.getvalue(), err.getvalue()
+    assert "the last turns are not saved" in saver.where()
+    assert path.exists()
+    saver.close()
+
+
+def test_a_ctrl_c_as_the_prompt_is_built_keeps_the_message_and_its_files(tmp_path, monkeypatch):
+    """Ctrl-C after Enter while the prompt was built (seconds for a long session): the message was not recorded and
+    the files taken for it were gone (`/file` said nothing attached, /retry sent the text alone). It stops the reply
+    as it starts, as during it: the message and its file are kept with an empty [interrupted] reply."""
+    import os
+    import signal
+
+    from yi_cli.conversation.chat import Chat
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("the notes\n")
+    engine = ScriptedEngine(["a long reply that should never be shown"])
+    chat, out, err = plain_chat(engine)
+    chat.handle(f"/file {notes}")
+    real = Chat._prompt
+
+    def slow_prompt(self, pending):  # the Ctrl-C comes while the prompt is built
+        os.kill(os.getpid(), signal.SIGINT)
+        return real(self, pending)
+
+    monkeypatch.setattr(Chat, "_prompt", slow_prompt)
+    chat.handle("summarize the notes")
+    last = chat.session.turns[-1]
+    assert last.finish_reason == "interrupted" and last.content == "", last
+    assert "the notes" in chat.session.turns[-2].content and "summarize the notes" in chat.session.turns[-2].content
+
+
+def test_a_ctrl_c_before_the_reply_leaves_the_files_attached(tmp_path, monkeypatch):
+    """A Ctrl-C raised before the reply's signals are taken (the conversation's messages listed for a long session):
+    the files taken for the message were dropped with it. They wait for the next message again."""
+    from yi_cli.conversation.chat import Chat
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("the notes\n")
+    chat, out, err = plain_chat(ScriptedEngine(["a0"]))
+    chat.handle(f"/file {notes}")
+
+    def interrupted(self, pending):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Chat, "reply", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        chat.handle("summarize the notes")
+    assert [(a.name, a.text) for a in chat.attachments] == [(str(notes), "the notes\n")]
+    assert chat.unsent == "summarize the notes"
+
+
+def test_a_resumed_store_entry_that_is_a_symlink_goes_on_in_the_file_it_names(tmp_path, monkeypatch):
+    """A session of the store linked to a synced folder: resumed, the link was replaced by a copy, the conversation
+    going on in two files (the link's target left behind)."""
+    from yi_cli.conversation import store
+
+    monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path / "home"))
+    first = store.Autosave("interactive")
+    chat, _, _ = plain_chat(ScriptedEngine(["a0"]), on_turn=first)
+    chat.handle("q0")
+    first.close()
+    synced = tmp_path / "synced" / "chat.json"
+    synced.parent.mkdir()
+    first.path.rename(synced)
+    link = first.path
+    link.symlink_to(synced)
+    session, settings, data = store.read("last")
+    saver = store.autosave_for("last", data, "interactive")
+    chat, _, _ = plain_chat(ScriptedEngine(["a1"]), session=session, on_turn=saver)
+    chat.handle("q1")
+    saver.close()
+    assert link.is_symlink()
+    assert [t["content"] for t in json.loads(synced.read_text())["turns"]][::2] == ["q0", "q1"]

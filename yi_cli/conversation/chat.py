@@ -20,6 +20,7 @@ from ..engines.events import FINISH_ERROR, FINISH_INTERRUPTED, FINISH_LENGTH, FI
 from ..engines.settings import GenSettings
 from ..engines.template import Prompt
 from ..errors import ENDING, ReplyCut, StdoutFailed, YiError, failure, first_line
+from ..held import signals_held
 from . import attach, commands, context, meter
 from .session import ChatSession, exchanges_said
 
@@ -99,6 +100,7 @@ class Chat:
         """Process one line of input; returns False once the chat should end (/exit). verbatim: a message as typed,
         whatever it starts with (a prompt after `--`)."""
         started = None  # a command begun and not done: a failed one ends too (--json writes its object)
+        before = None  # what a command's autosave would write, as it was before the command
         try:
             line = commands.utf8(line)
             try:
@@ -129,6 +131,11 @@ class Chat:
         except KeyboardInterrupt:  # the line abandoned (the REPL goes on): the renderer has no line in hand
             with contextlib.suppress(Exception):
                 self.render.line_done()
+            if before is not None and self.on_turn and self.saved_state() != before:
+                # a Ctrl-C as the command's change was autosaved (the JSON of a long session takes a while): the
+                # screen said `removed the last exchange`, the file kept it, and -c brought it back
+                with signals_held(), contextlib.suppress(Exception):
+                    self.on_turn(self)
             raise
         except Exception as e:  # a bug in a command must not end the chat: one line, and the REPL lives on
             self.failures += 1
@@ -162,6 +169,10 @@ class Chat:
         last = self.session.turns[-1] if self.session.turns else None
         try:
             sent = self.turn(attach.take(self, text), settings, files=len(waiting))
+        except BaseException:  # (a Ctrl-C before the reply's signals were taken): unrecorded, its files wait again
+            if waiting and (self.session.turns[-1] if self.session.turns else None) is last:
+                self.attachments = waiting + self.attachments
+            raise
         finally:  # recorded, a reply or a part of one (also where the stream was abandoned): no longer unsent
             if (self.session.turns[-1] if self.session.turns else None) is not last:
                 self.unsent = None
@@ -275,57 +286,66 @@ class Chat:
 
     def reply(self, pending: Pending) -> Stats | None:
         """Stream the reply of `pending` and commit it; the oldest exchanges dropped to fit go only then."""
-        try:
-            prompt, dropped = self._prompt(pending)
-        except YiError as e:
-            self.failures += 1
-            self.render.error(str(e))
-            return None
-        settings = asked = pending.settings or self.settings
-        if prompt.ids is not None:
-            settings = replace(
-                settings, max_new_tokens=min(settings.max_new_tokens, self.engine.context_length - len(prompt.ids))
-            )
-        self.render.reply_start(pending.label, pending.after)
         # Ctrl-C and the signals that end the chat are taken from here until the reply is saved and its end shown:
         # one that came as the stream ended (Ctrl-C twice quickly) raised a KeyboardInterrupt in the autosave or in
-        # the drawing of the reply's end. Before the stream starts it stops the reply as soon as it starts; after
-        # it ends it stops nothing more (the reply has stopped); the ending signals' own handlers still run.
+        # the drawing of the reply's end. Before the stream starts (the prompt built: seconds for a long session)
+        # it stops the reply as soon as it starts: raised there, it lost the message and the files taken for it;
+        # after it ends it stops nothing more (the reply has stopped); the ending signals' own handlers still run.
         self._early = []
         self._on_signal = self._early.append
         self._asked = None  # the autosave's state before it wrote `pending.asked`'s exchange: put back if nothing lands
         with _cancelling_signals(lambda sigint: self._on_signal(sigint)) as wrapped:
             try:
-                text, stats, error, ids = self._stream(prompt, settings, wrapped, lambda: self._save_asked(pending))
-            except BaseException:  # abandoned (a third Ctrl-C, stdout gone): what was said stays, marked interrupted
-                text, stats, error, ids = self._abandoned
-                kept_old = pending.keeps_previous(text)  # a /retry given up on
-                if not kept_old:
-                    self._commit(pending, prompt, text, stats, dropped, ids)
-                elif self._asked is not None:
-                    self.on_turn.unasked(self, self._asked)
-                try:  # the reply ends on screen too (its marker; a terminal renderer stops holding notices)
-                    self.render.reply_end(text, stats)
-                    if kept_old:
-                        self.render.notice(RETRY_STOPPED)
-                except Exception:  # noqa: BLE001 - stdout gone: nothing more can be shown
-                    pass
-                raise
-            if stats.finish_reason == FINISH_LENGTH and settings.max_new_tokens < asked.max_new_tokens:
-                stats.at_context = stats.new_tokens >= settings.max_new_tokens  # not the limit asked for: the context
-            keep = error is None or bool(text and stats.finish_reason == FINISH_INTERRUPTED)  # else nothing to keep
-            stopped = keep and stats.finish_reason == FINISH_INTERRUPTED
-            kept_old = stopped and pending.keeps_previous(text)
-            if keep and not kept_old:  # on disk before it is reported finished: a signal after it loses nothing
-                self._commit(pending, prompt, text, stats, dropped, ids)
-            elif self._asked is not None:  # failed: the files as they were before the message
-                self.on_turn.unasked(self, self._asked)
-            self.render.reply_end(text, stats, error)
-            if kept_old:
-                self.render.notice(RETRY_STOPPED)
-            if error is not None:
+                prompt, dropped = self._prompt(pending)
+            except YiError as e:
                 self.failures += 1
-                self.render.error(error)
+                self.render.error(str(e))
+                self.interrupts = 0  # no reply to stop: counted as after one (a piped run stops at it)
+                for sigint in self._early:
+                    self._ended(sigint)
+                return None
+            settings = asked = pending.settings or self.settings
+            if prompt.ids is not None:
+                settings = replace(
+                    settings,
+                    max_new_tokens=min(settings.max_new_tokens, self.engine.context_length - len(prompt.ids)),
+                )
+            self.render.reply_start(pending.label, pending.after)
+            return self._streamed(pending, prompt, dropped, settings, asked, wrapped)
+
+    def _streamed(self, pending: Pending, prompt, dropped: int, settings, asked, wrapped: bool) -> Stats | None:
+        """reply()'s stream, its commit and its end shown, under its signals' handlers."""
+        try:
+            text, stats, error, ids = self._stream(prompt, settings, wrapped, lambda: self._save_asked(pending))
+        except BaseException:  # abandoned (a third Ctrl-C, stdout gone): what was said stays, marked interrupted
+            text, stats, error, ids = self._abandoned
+            kept_old = pending.keeps_previous(text)  # a /retry given up on
+            if not kept_old:
+                self._commit(pending, prompt, text, stats, dropped, ids)
+            elif self._asked is not None:
+                self.on_turn.unasked(self, self._asked)
+            try:  # the reply ends on screen too (its marker; a terminal renderer stops holding notices)
+                self.render.reply_end(text, stats)
+                if kept_old:
+                    self.render.notice(RETRY_STOPPED)
+            except Exception:  # noqa: BLE001 - stdout gone: nothing more can be shown
+                pass
+            raise
+        if stats.finish_reason == FINISH_LENGTH and settings.max_new_tokens < asked.max_new_tokens:
+            stats.at_context = stats.new_tokens >= settings.max_new_tokens  # not the limit asked for: the context
+        keep = error is None or bool(text and stats.finish_reason == FINISH_INTERRUPTED)  # else nothing to keep
+        stopped = keep and stats.finish_reason == FINISH_INTERRUPTED
+        kept_old = stopped and pending.keeps_previous(text)
+        if keep and not kept_old:  # on disk before it is reported finished: a signal after it loses nothing
+            self._commit(pending, prompt, text, stats, dropped, ids)
+        elif self._asked is not None:  # failed: the files as they were before the message
+            self.on_turn.unasked(self, self._asked)
+        self.render.reply_end(text, stats, error)
+        if kept_old:
+            self.render.notice(RETRY_STOPPED)
+        if error is not None:
+            self.failures += 1
+            self.render.error(error)
         return stats if keep else None
 
     def _commit(self, pending: Pending, prompt: Prompt, text: str, stats: Stats, dropped: int, ids) -> Stats:

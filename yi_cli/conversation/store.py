@@ -193,11 +193,23 @@ class Autosave:
     def __call__(self, chat, quiet: bool = False) -> None:
         if not chat.session.turns:
             emptied = self.conv == chat.session.id  # /undo of its last exchange (/clear starts another conversation)
+            kept = None  # why its file could not go
             if self.path is not None and emptied:
                 with signals_held():
-                    unlink_quietly(self.path)
+                    try:
+                        os.unlink(self.path)
+                    except FileNotFoundError:
+                        pass
+                    except OSError as e:  # a read-only store: "removed the last exchange", exit 0, and -c or
+                        kept = e.strerror or str(e)  # --resume brought the exchange back
             if emptied:  # nothing of it left to save, nothing lost (a piped run exited 1); after /clear the turns
                 self.failing = None  # that could not be written are lost all the same
+            if kept is not None:
+                self.failing = kept
+                chat.render.notice(
+                    f"autosave could not remove {shown(str(self.path), 200)} ({kept}): it still holds the exchange "
+                    "removed, and --resume brings it back"
+                )
             self.detach()
             self.loaded = None
             return
@@ -224,8 +236,9 @@ class Autosave:
                     )
                 if self.path is None:
                     self.path = write_new(sessions_dir(), text, self.owner)
-                else:
-                    write_atomic(self.path, text)
+                else:  # through a symlink (a store entry linked to a synced folder), the file it names: the
+                    # rename replaced the link with a copy, and the conversation went on in two files
+                    write_atomic(Path(os.path.realpath(self.path)), text)
                     self.owner.wrote()
         except (OSError, TooLarge) as e:
             why = getattr(e, "strerror", None) or str(e)
@@ -282,7 +295,7 @@ def save(chat, path: str | None, replace: bool = False) -> Path:
             held = Owner()  # a session file of the store another yi-chat is writing: its next turn replaced the
             # snapshot (the "saved to" file lost what it was told it holds), or the snapshot turned its live chat
             # `saved`, which -c passed by. Held while written, as its owner holds it (only where one had a lock)
-            if os.path.lexists(lock_path(real)) and not held.claim(real) and held.refused is None:
+            if not mine and os.path.lexists(lock_path(real)) and not held.claim(real) and held.refused is None:
                 raise YiError(
                     f"{shown(path, 200)}: another yi-chat is writing this session file; /save to another file, or "
                     "/save alone for a new one in the store"
