@@ -96,16 +96,18 @@ def test_positional_prompt_works_like_p(server, home):
     assert sent(server) == "Say hi" and "echo: Say hi" in p.stdout.decode()
 
 
+@pytest.mark.parametrize("term", ["dumb", "unknown"])
 @pytest.mark.parametrize("redirected", [False, True], ids=["stdout-tty", "stdout-file"])
-def test_a_dumb_terminal_gets_a_plain_prompt(server, home, tmp_path, redirected):
+def test_a_dumb_terminal_gets_a_plain_prompt(server, home, tmp_path, redirected, term):
     """TERM=dumb (Emacs' shell) got prompt_toolkit's full-screen prompt: hundreds of erase-line and cursor moves,
     the toolbar, bracketed paste (a run-through). It gets prompt_toolkit's plain prompt: text only, not even the
     cursor's show escape prompt_toolkit wrote as its prompt was made (it showed as ^[[?12l^[[?25h). So does a chat
     with stdout redirected (`yi-chat > out`), drawn on stderr: prompt_toolkit takes its plain prompt only on its
-    default output, and that one got the full prompt."""
+    default output, and that one got the full prompt. TERM=unknown is as dumb (prompt_toolkit's and rich's word),
+    and the held keys' bracketed paste wrote ^[[?2004h on it as text."""
     pexpect = pytest.importorskip("pexpect")
     out = tmp_path / "out.txt" if redirected else None
-    child = spawn("--endpoint", server.url, home=home, cwd=tmp_path, env={"TERM": "dumb"}, out=out, prompt=False)
+    child = spawn("--endpoint", server.url, home=home, cwd=tmp_path, env={"TERM": term}, out=out, prompt=False)
     child.logfile_read = seen = io.StringIO()
     child.expect_exact(">>>")
     child.sendline("hi")

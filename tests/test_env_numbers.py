@@ -126,3 +126,20 @@ def test_a_typed_byte_the_terminal_did_not_decode_is_kept_in_the_history_as_type
     history.append_string("caf\udce9 \udce4\udcbd\udca0")
     assert path.read_bytes().endswith(b"\n+caf\xe9 \xe4\xbd\xa0\n")
     assert list(TailHistory(str(path)).load_history_strings()) == ["caf\ufffd 你"]
+
+
+@pytest.mark.parametrize("term", ["dumb", "unknown", "xterm"])
+def test_a_dumb_terminal_is_as_wide_as_its_columns(monkeypatch, term):
+    """rich's Console said 80 x 25 for every dumb terminal (TERM=dumb, Emacs' shell), whatever COLUMNS and the real
+    width: a 30-column one got the prompt's status line cut at 80 (a row of it left at each redraw) and tables laid
+    out 80 wide (a terminals review)."""
+    import io
+
+    monkeypatch.setenv("TERM", term)
+    monkeypatch.setenv("COLUMNS", "30")  # (rich took both COLUMNS and LINES as they are: only one is set here)
+    monkeypatch.delenv("LINES", raising=False)
+    c = terminal.console(file=io.StringIO(), force_terminal=True)
+    assert c.is_dumb_terminal == (term != "xterm")
+    assert c.size.width == 30 and c.width == 30
+    c.size = (50, 9)  # set as rich sets it
+    assert tuple(c.size) == (50, 9)

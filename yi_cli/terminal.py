@@ -115,8 +115,6 @@ def _within(value: str, lo: int, hi: int) -> bool:
 
 def console(**kw):
     """A rich Console (kw as rich's) for which COLUMNS and LINES out of SIZE_BOUNDS are unset."""
-    from rich.console import Console
-
     env = os.environ
     odd = [k for k, (lo, hi) in SIZE_BOUNDS.items() if k in env and not _within(env[k], lo, hi)]
     if odd:
@@ -124,9 +122,46 @@ def console(**kw):
     if "force_terminal" not in kw:  # a terminal is a terminal: rich took FORCE_COLOR=1 or TTY_COMPATIBLE=1 (set in
         # many CI environments) as one, and a pipe got escape codes, padded table rows and a spinner's frames
         kw["force_terminal"] = isatty(kw.get("file") or (sys.stderr if kw.get("stderr") else sys.stdout))
-    c = Console(**kw)
+    c = _sized_console_class()(**kw)
     c.on_broken_pipe = _reader_gone
     return c
+
+
+_SIZED: list = []
+
+
+def _sized_console_class():
+    """rich's Console, sized on a dumb terminal as on any other: rich said 80 x 25 for every dumb one (TERM=dumb,
+    Emacs' shell) whatever its COLUMNS and its real width, and a narrower one got a status line cut at 80 (a row
+    of it left in the scrollback at each redraw) and tables laid out 80 wide."""
+    if _SIZED:
+        return _SIZED[0]
+    from rich.console import Console, ConsoleDimensions
+
+    class Sized(Console):
+        @property
+        def size(self) -> ConsoleDimensions:
+            if not self.is_dumb_terminal or (self._width is not None and self._height is not None):
+                return Console.size.fget(self)
+            width = height = None
+            for fd in (sys.__stdin__, sys.__stdout__, sys.__stderr__):
+                try:
+                    width, height = os.get_terminal_size(fd.fileno())
+                    break
+                except (AttributeError, ValueError, OSError):  # not a terminal, closed, or none
+                    pass
+            for key in ("COLUMNS", "LINES"):
+                v = self._environ.get(key)
+                if v is not None and v.isascii() and v.isdigit():
+                    width, height = (int(v), height) if key == "COLUMNS" else (width, int(v))
+            return ConsoleDimensions(self._width or width or 80, self._height or height or 25)
+
+        @size.setter
+        def size(self, new) -> None:
+            Console.size.fset(self, new)
+
+    _SIZED.append(Sized)
+    return Sized
 
 
 def _reader_gone() -> None:

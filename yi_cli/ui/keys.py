@@ -43,7 +43,9 @@ class KeyHold:
         self.pinned = False  # held until unpin: a reply's end does not give the echo back
         self._old_tstp = None  # SIGTSTP's handler before the hold took it
         self.pid = os.getpid()
-        self.paste = os.environ.get("TERM", "") != "dumb"  # bracketed paste held too (as prompt_toolkit asks it)
+        # bracketed paste held too (as prompt_toolkit asks it), not where it takes the terminal as dumb: its
+        # `TERM=unknown` (or `DUMB`) got ^[[?2004h written as text
+        self.paste = os.environ.get("TERM", "").lower() not in ("dumb", "unknown")
         # A chat's prompt reads the keys held: a Ctrl-Z takes them out of the queue for it (_on_stop). Not so a
         # one-shot's (`-p` at a terminal): its keys are the shell's, left queued for it.
         self.prompt_follows = False
