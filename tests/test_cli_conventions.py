@@ -2883,3 +2883,17 @@ def test_an_abbreviated_version_flag_to_a_full_stdout_names_itself():
     with open("/dev/full", "wb") as full:
         p = subprocess.run([sys.executable, "-m", "yi_cli", "--vers"], stdout=full, stderr=subprocess.PIPE, timeout=120)
     assert p.returncode == 1 and "the output of yi-chat --version is cut short" in p.stderr.decode(), p.stderr
+
+
+def test_a_non_ascii_file_name_typed_in_an_ascii_locale_is_attached_and_saved_to(server, home, tmp_path):
+    """LC_ALL=C without Python's UTF-8 mode: `/file 文件.txt` was "not a valid file name" and `/save 目录/x.json` an
+    'ascii' codec error, where `-f 文件.txt` (argv) attached the same file (a terminals review)."""
+    (tmp_path / "文件.txt").write_text("the notes in a file\n")
+    (tmp_path / "目录").mkdir()
+    env = {"LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONPATH": str(ROOT)}
+    script = "/file 文件.txt\nsummarize\n/save 目录/会话.json\n"
+    p = yi("--endpoint", server.url, stdin=script, home=home, env=env, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr.decode()
+    assert "the notes in a file" in sent(server)
+    saved = json.loads((tmp_path / "目录" / "会话.json").read_text())
+    assert [t["content"] for t in saved["turns"]][1] == "echo: " + sent(server)

@@ -13,6 +13,7 @@ import math
 import os
 import re
 import stat
+import sys
 from itertools import accumulate, repeat
 from operator import sub
 from pathlib import Path
@@ -114,6 +115,20 @@ def looked_up(path: str | Path, err: type[YiError] = YiError, where=None, what: 
         raise err(f"{name}: cannot read {what + ' ' if what else ''}({e.strerror or e})") from None
 
 
+def _fs_form(name: str) -> str:
+    """A name typed at the prompt (its UTF-8 decoded: commands.utf8) in the form the file system's encoding takes:
+    where that is not UTF-8 (LC_ALL=C without Python's UTF-8 mode) and cannot encode it, the bytes the terminal sent,
+    as surrogates. `/file 文件.txt` was "not a valid file name" and `/save 目录/` an 'ascii' codec error, where
+    `-f 文件.txt` (argv, in that form already) attached the file."""
+    try:
+        name.encode(sys.getfilesystemencoding(), "surrogateescape")
+        return name
+    except UnicodeEncodeError:
+        return os.fsdecode(name.encode("utf-8", "surrogateescape"))
+    except LookupError:  # (an encoding Python does not know: as it was)
+        return name
+
+
 def user_path(name: str, err: type[YiError] = YiError) -> Path:
     """Path(name) with a leading ~ or ~USER expanded, where a user the system does not know (or no home for ~) is
     err "NAME: cannot expand ~USER (...)" instead of pathlib's RuntimeError, which callers would report as a
@@ -121,7 +136,7 @@ def user_path(name: str, err: type[YiError] = YiError) -> Path:
     `~/notes.txt` and expanded it to the home folder's. A name that ends in / (or /.) names a folder, as for the
     shell: err "NAME: not a directory" where a file is there (pathlib drops the slash, and `notes.txt/` read the
     file)."""
-    p = Path(name)
+    p = Path(_fs_form(name))
     if name.startswith("~"):
         try:
             p = p.expanduser()
