@@ -805,3 +805,21 @@ def test_ctrl_z_and_ctrl_backslash_sent_with_the_enter_act_on_the_reply(tmp_path
     assert "EXIT=131" in scroll, scroll
     turns = json.loads(sorted((home / "data" / "sessions").glob("*.json"))[-1].read_text())["turns"]
     assert [t["content"] for t in turns] == ["first", "A short one.", "second", ""], turns
+
+
+def test_a_dumb_terminal_draws_the_prompt_and_draft_again_after_fg(tmp_path):
+    """TERM=dumb, Ctrl-Z at the prompt with a draft, then `fg`: nothing redrew the prompt or the draft (a bare row;
+    Enter sent `draft more` where the screen showed ` more`). They are written again where the shell left the
+    cursor."""
+    with scripted_chat(tmp_path, "an answer", "TERM=dumb") as (sh, srv, _):
+        sh.tmux("send-keys", "-t", "0", "-l", "draft")
+        sh.wait(lambda s: ">>> draft" in s, "the draft")
+        sh.tmux("send-keys", "-t", "0", "C-z")
+        sh.wait(lambda s: re.search(r"^\[1\]\+ +Stopped", s, re.M) and s.rstrip().endswith("$"), "the stop")
+        sh.line("fg")
+        sh.wait(lambda s: re.search(r"^\$ fg\n.*yi_cli.*\n>>> draft$", s, re.M), "the prompt and draft after fg")
+        sh.tmux("send-keys", "-t", "0", "-l", " more")
+        sh.wait(lambda s: re.search(r"^>>> draft more$", s, re.M), "the line typed on")
+        sh.tmux("send-keys", "-t", "0", "Enter")
+        sh.wait(lambda s: "an answer" in s, "the reply")
+        assert srv.engine.prompts == ["draft more"]

@@ -27,6 +27,17 @@ def redraw(prompt: str, old: str, new: str, columns: int) -> str:
     return "\r" + prompt + new + " " * gone + ("\r" + prompt + new if gone else "")
 
 
+_ACTIVE: list = []  # the line's redraw of the dumb prompt reading a line now (Session._dumb_prompt)
+
+
+def resumed() -> None:
+    """Back from a stop (Ctrl-Z, then `fg`) at a dumb prompt: the prompt and the line so far written again where the
+    shell left the cursor. Nothing redrew them: `fg` left a bare row, and Enter sent a draft the screen did not
+    show."""
+    if _ACTIVE:
+        _ACTIVE[-1]()
+
+
 class Session(PromptSession):
     """A PromptSession whose dumb-terminal prompt draws the line as it is (the module's docstring)."""
 
@@ -47,12 +58,19 @@ class Session(PromptSession):
                     self.output.write(out)
                     self.output.flush()
 
+            def again() -> None:
+                drawn[0] = self.default_buffer.text
+                self.output.write(prompt + drawn[0])
+                self.output.flush()
+
             changed += draw
             draw(self.default_buffer)
+            _ACTIVE.append(again)
             try:
                 yield app
             except KeyboardInterrupt:  # Ctrl-C drops the line: marked, as the full prompt marks it (the plain
                 self.output.write("^C")  # prompt's own Ctrl-C binding goes before repl.bindings' one, which does)
                 raise
             finally:
+                _ACTIVE.remove(again)
                 changed -= draw

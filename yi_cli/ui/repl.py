@@ -168,6 +168,7 @@ def stop_prompt(app) -> None:
 
     async def stop():
         await run_in_terminal(_suspend)
+        dumb_prompt.resumed()  # (the full prompt redraws itself)
         stashed = parsed(keys.stashed())  # what was queued behind the Ctrl-Z: this prompt's, as typed
         if stashed:
             app.key_processor.feed_multiple(stashed)
