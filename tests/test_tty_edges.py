@@ -823,3 +823,28 @@ def test_a_dumb_terminal_draws_the_prompt_and_draft_again_after_fg(tmp_path):
         sh.tmux("send-keys", "-t", "0", "Enter")
         sh.wait(lambda s: "an answer" in s, "the reply")
         assert srv.engine.prompts == ["draft more"]
+
+
+@pytest.mark.parametrize("at", [">>>", "edit>"])
+def test_a_window_closed_with_a_line_typed_at_the_prompt_keeps_it_in_the_history(tmp_path, at):
+    """The terminal window closed (tmux's session killed) with a line half typed at >>> (or an /edit's rewrite at
+    edit>): the prompt put its modes back on a hung-up terminal (EIO) before the shell's SIGHUP came, and the line
+    was lost, where a `kill -HUP` kept it in the input history (a signals review: 9 of 9). README: the line at the
+    prompt is kept."""
+    with scripted_chat(tmp_path, "an answer") as (sh, srv, home):
+        if at == "edit>":
+            sh.line("half line")
+            sh.wait(lambda s: re.search(r"^an answer\nstop · .*\n>>>", s, re.M), "the reply")
+            sh.line("/edit")
+            sh.wait(lambda s: "edit> half line" in s, "the message to edit")
+            sh.tmux("send-keys", "-t", "0", "-l", " at the prompt")
+        else:
+            sh.tmux("send-keys", "-t", "0", "-l", "half line at the prompt")
+        sh.wait(lambda s: f"{at} half line at the prompt" in s, "the line typed")
+        pid = chat_pid(sh)
+        sh.tmux("kill-server")  # the window closes: the pane's terminal hangs up
+        deadline = time.monotonic() + DEADLINE
+        while state(pid) not in (None, "Z"):  # waits on the process, with a deadline
+            assert time.monotonic() < deadline, "yi-chat did not end after the hangup"
+            time.sleep(0.05)
+    assert history_entries(home)[:1] == ["half line at the prompt"]

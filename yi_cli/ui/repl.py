@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import signal
 import stat
@@ -367,8 +368,13 @@ def editor(session, render, dumb: bool = False, ended=lambda: False):
                     return head + new
                 render.notice("edit cancelled: your last message stays as it was")
                 return None
-            except (KeyboardInterrupt, EOFError):
-                if ended():
+            except (KeyboardInterrupt, EOFError, OSError) as e:
+                if isinstance(e, OSError) and e.errno != errno.EIO:
+                    raise
+                # EOF with text in the line is no Ctrl-D (that ends an empty one only), and EIO a hangup: the
+                # input closed, the window with it, the SIGHUP still to come (the shell's, after the kernel's hangup)
+                closed = isinstance(e, OSError) or (isinstance(e, EOFError) and bool(session.default_buffer.text))
+                if ended() or closed:
                     _keep_edit(session.default_buffer.text, old[len(head) :] if dumb else old)
                     return None
                 render.notice("edit cancelled: your last message stays as it was")
@@ -848,9 +854,16 @@ def _one_line(chat, session, prompt_text: str) -> bool:
         except KeyboardInterrupt:  # a signal that ends the chat: the line goes to the input history
             draft = session.default_buffer.text
             return True
-        except EOFError:  # Ctrl-D
-            eof = True
+        except EOFError:  # Ctrl-D, or the input closed (a window closed: the kernel's hangup comes before the
+            eof = True  # shell's SIGHUP): Ctrl-D ends an empty line only, so a line there was typed and is kept
+            draft = session.default_buffer.text
             _unsent(chat)
+            return False
+        except OSError as e:  # the terminal hung up under the prompt (a window closed): EIO as the prompt put its
+            if e.errno != errno.EIO:  # modes back, out of the prompt, and the line typed there was lost
+                raise
+            eof = True
+            draft = session.default_buffer.text
             return False
         chat.render.pin_keys(True)  # the prompt turned bracketed paste off: a paste during the reply stays one
         last = chat.session.turns[-1:]
