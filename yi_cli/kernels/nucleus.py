@@ -179,7 +179,7 @@ if triton is not None:
         s = s + 0.0
         seed, step = tl.load(RNG).to(tl.uint32), (tl.load(RNG + 1) + row).to(tl.uint32)
         key = _mix(_mix(seed) + step)
-        u = ((_mix(_mix(offs.to(tl.uint32) ^ key) + key) >> 8).to(tl.float32) + 0.5) * 5.9604644775390625e-08
+        u = ((_mix(_mix(offs.to(tl.uint32) ^ key) + key) >> 9).to(tl.float32) + 0.5) * 1.1920928955078125e-07  # 2**-23
         v = tl.where(temp > 0, s - tl.log(-tl.log(u)), s)  # Gumbel-max (greedy: the first maximum of s)
         FR = FW + row * (SLOTS * 4 * NP)  # slot r: fields [4, NP] of F, [18, NP] of I
         IR = IW + row * (SLOTS * 18 * NP)

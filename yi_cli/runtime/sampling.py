@@ -62,7 +62,10 @@ class Sampler:
         """Gumbel noise for vocab `ids` at this (seed, step): the same value for an id whichever candidates
         are scored, so the graph (all ids) and the CPU shortcut (top candidates) pick the same token."""
         key = _mix((_mix(self.rng[0]) + self.rng[1]) & _M32)
-        u = (_mix((_mix(ids ^ key) + key) & _M32) >> 8).float().add_(0.5).mul_(2.0**-24)  # (0, 1)
+        # (0, 1) on 23 bits: on 24, the top one's (2**24 - 1 + 0.5) * 2**-24 rounds to 1.0 in float32, the noise
+        # to +inf, and that token won whatever its score, past top-p and top-k too (-inf + inf: NaN, argmax's
+        # pick): one token in ~2**24 / V, a junk word in most long replies
+        u = (_mix((_mix(ids ^ key) + key) & _M32) >> 9).float().add_(0.5).mul_(2.0**-23)
         return -torch.log(-torch.log(u))
 
     def step(self, logits: torch.Tensor, out: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
