@@ -848,3 +848,54 @@ def test_a_window_closed_with_a_line_typed_at_the_prompt_keeps_it_in_the_history
             assert time.monotonic() < deadline, "yi-chat did not end after the hangup"
             time.sleep(0.05)
     assert history_entries(home)[:1] == ["half line at the prompt"]
+
+
+def test_sigterm_during_a_wrapper_editor_ends_the_editor_it_ran(tmp_path):
+    """$VISUAL a wrapper (Debian's sensible-editor, a `#!/bin/sh` running `vim "$@"` as its child), the chat a job of
+    an interactive shell: SIGTERM killed the wrapper only, and the editor ran on after the chat ended, on the
+    shell's terminal (adopted by init; vim wrote "Error reading input" over the shell at the next key: a signals
+    review). README: the editor killed."""
+    pidfile = tmp_path / "editor.pid"
+    wrapper = tmp_path / "wrapper.sh"
+    wrapper.write_text(f"#!/bin/sh\nsh -c 'echo $$ > {pidfile}; echo EDITING; exec sleep 300'\necho wrapper-done\n")
+    wrapper.chmod(0o755)
+    with scripted_chat(tmp_path, "an answer", f"VISUAL={wrapper}") as (sh, srv, home):
+        sh.line("first")
+        sh.wait(lambda s: re.search(r"^an answer\nstop · .*\n>>>", s, re.M), "the reply")
+        sh.line("/edit")
+        sh.wait(lambda s: "EDITING" in s, "the editor")
+        editor = int(pidfile.read_text())
+        os.kill(chat_pid(sh), signal.SIGTERM)
+        ended(sh)
+        deadline = time.monotonic() + DEADLINE
+        while state(editor) not in (None, "Z"):  # waits on the process, with a deadline
+            if time.monotonic() > deadline:
+                os.kill(editor, signal.SIGKILL)
+                raise AssertionError("the editor the wrapper ran outlived the chat")
+            time.sleep(0.05)
+
+
+def test_ctrl_z_during_the_load_gives_the_shell_its_cursor(tmp_path):
+    """Ctrl-Z while the load's spinner turns (rich's live display hides the cursor until it ends): the shell was left
+    without a cursor, for good after `kill %1` (the show went to /dev/null with the terminal let go). The terminal's
+    cursor is shown as the chat stops."""
+    from test_screen import LOAD_GATE
+
+    go = tmp_path / "go"
+    script = tmp_path / "load.py"
+    script.write_text(LOAD_GATE.format(root=ROOT, go=str(go)))
+    sh = Shell(tmp_path)
+    try:
+        sh.line(f"{sys.executable} {script}")
+        sh.wait(lambda s: "loading a-model-whose-name" in s, "the spinner")
+        assert sh.tmux("display", "-p", "-t", "0", "#{cursor_flag}").strip() == "0"  # hidden while it turns
+        sh.tmux("send-keys", "-t", "0", "C-z")
+        sh.wait(lambda s: re.search(r"^\[1\]\+ +Stopped", s, re.M) and s.rstrip().endswith("$"), "the stop")
+        assert sh.tmux("display", "-p", "-t", "0", "#{cursor_flag}").strip() == "1"
+        sh.line("kill %1")
+        sh.line("fg")
+        sh.wait(lambda s: "yi-chat: terminated" in s and s.rstrip().endswith("$"), "the end")
+        assert sh.tmux("display", "-p", "-t", "0", "#{cursor_flag}").strip() == "1"
+    finally:
+        go.touch()
+        sh.close()

@@ -84,6 +84,15 @@ class KeyHold:
             except OSError:
                 pass
 
+    def _show_cursor(self) -> None:
+        """The cursor shown for the shell: a load's spinner (rich's live display) hides it until it ends, and a
+        Ctrl-Z during the load left the shell without one (for good after `kill %1`: its show went to /dev/null)."""
+        if os.environ.get("TERM", "").lower() not in ("dumb", "unknown"):
+            try:
+                os.write(self.fd, b"\x1b[?25h")
+            except OSError:
+                pass
+
     def _catch_stop(self, on: bool) -> None:
         """While held, Ctrl-Z (SIGTSTP) gives the shell the terminal as it was before stopping, and `fg` holds it
         again: left held, the shell got no echo and no line editing (dash), and after `fg` the keys typed during
@@ -106,6 +115,7 @@ class KeyHold:
                 _STASH.append(self._queued())
             self._set(self.saved)
             self._paste(False)
+            self._show_cursor()
         clock.suspend(self._on_stop)  # stopped here until SIGCONT (fg / bg); the reply's timing leaves it out
         if mine and self.saved is not None and self.waits and not self._foreground():  # `bg`: it waits for `fg`
             from .. import terminal  # (it streamed on over the shell's prompt and the keys typed there)

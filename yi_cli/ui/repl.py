@@ -474,7 +474,7 @@ def _editor_ran(argv: list[str], screen) -> int:
         try:
             code = proc.wait()
         except BaseException:
-            proc.kill()
+            _kill_tree(proc)
             proc.wait()
             raise
         # Ended by the terminal's Ctrl-C, which reached this process too, maybe not yet its handler (another thread
@@ -487,6 +487,26 @@ def _editor_ran(argv: list[str], screen) -> int:
     finally:
         if main:
             signal.signal(signal.SIGINT, before)
+
+
+def _kill_tree(proc) -> None:
+    """The editor killed with what it started: a wrapper (Debian's sensible-editor, a `#!/bin/sh` running `vim "$@"`)
+    runs the editor as its child, and killing the wrapper alone left the editor running on the terminal after the
+    chat ended (adopted by init; at the next key it wrote "Vim: Error reading input" over the shell). Its children
+    are found through /proc before the kill (after it they are init's); elsewhere the editor alone."""
+    pids, i = [proc.pid], 0
+    while i < len(pids):
+        try:
+            for task in os.listdir(f"/proc/{pids[i]}/task"):
+                with open(f"/proc/{pids[i]}/task/{task}/children") as f:
+                    pids += [int(p) for p in f.read().split() if int(p) not in pids]
+        except (OSError, ValueError):  # gone meanwhile, or no /proc
+            pass
+        i += 1
+    proc.kill()
+    for pid in pids[1:]:
+        with contextlib.suppress(OSError):  # (a pid reused in the instant since: a process of this user's only)
+            os.kill(pid, signal.SIGKILL)
 
 
 def _read_back(data: bytes, old: str) -> str:
