@@ -269,8 +269,13 @@ def test_a_one_shot_prompt_longer_than_the_context_names_flags_not_commands(tiny
     p = yi("--model", tiny, "-p", "word " * 400, home=home)
     assert p.returncode == 1
     assert err_lines(p) == [err_lines(p)[0]] and err_lines(p)[0].startswith("error: the prompt is "), p.stderr
-    assert err_lines(p)[0].endswith("; shorten it, or give more --context or a lower --max-new-tokens"), p.stderr
+    # past the whole context, at the most the model takes: neither flag makes room (they were said all the same)
+    assert err_lines(p)[0].endswith("; shorten it"), p.stderr
     assert "/clear" not in p.stderr.decode()
+    p = yi("--model", tiny, "--context", "40", "-p", "word " * 40, home=home)
+    assert p.returncode == 1 and err_lines(p)[0].endswith("; shorten it, or give more --context"), p.stderr
+    p = yi("--model", tiny, "--context", "80", "--max-new-tokens", "40", "-p", "word " * 40, home=home)
+    assert err_lines(p)[0].endswith("; shorten it, or give more --context or a lower --max-new-tokens"), p.stderr
 
 
 def test_a_message_too_long_by_its_length_alone_is_refused_before_it_is_tokenized(tiny_dir, home):
@@ -369,8 +374,9 @@ def test_prompt_longer_than_the_context(tiny, home):
     lines = err_lines(p)
     assert len(lines) == 1, err  # one line, however narrow rich thinks a pipe is
     assert lines[0].startswith("error: the prompt is ") and "fit in the context" in lines[0], lines
-    # /clear would not make room (the long message alone does not fit): not suggested
-    assert lines[0].endswith("; shorten it, or lower max_new_tokens"), lines  # no system prompt to name
+    # /clear would not make room (the long message alone does not fit), nor a lower max_new_tokens (it is past the
+    # whole context): neither is suggested; no system prompt to name
+    assert lines[0].endswith("; shorten it"), lines
     objs = json_out(p)
     assert [o["prompt"] for o in objs if "prompt" in o and "error" not in o] == ["hi", "again"]  # it went on
     assert [o["prompt"] for o in objs if "error" in o] == [long]  # the refused message's object, with its line

@@ -470,7 +470,8 @@ def test_overflow_rebuilds_the_prompt_about_once_however_many_exchanges_go():
     builds = WordTemplate.builds
     chat.handle("the last one")
     assert "dropped the" in err.getvalue()
-    assert WordTemplate.builds - builds <= 4  # the full prompt, the base, the estimate, the final build
+    # the full prompt, the base, the estimate, one exchange fewer (that it does not fit), the final build
+    assert WordTemplate.builds - builds <= 5
     assert len(engine.prompts[-1].ids) <= 40 - 10
 
 
@@ -490,7 +491,7 @@ def test_overflow_with_token_counts_far_off_rebuilds_the_prompt_a_few_times_not_
 
     n = context.fit(rebuild, rebuild(0), hostile, 2000)
     assert rebuild(n) <= 2000 < rebuild(n - 2) and n % 2 == 0  # as few dropped as fit
-    assert len(calls) <= 3 + 2 + 14, len(calls)  # whole, base, three estimates, halving 2000 exchanges
+    assert len(calls) <= 3 + 3 + 14, len(calls)  # whole, base, three estimates, one fewer, halving 2000 exchanges
 
 
 def test_save_and_load_round_trip(tmp_path, monkeypatch):
@@ -2677,3 +2678,36 @@ def test_a_resumed_store_entry_that_is_a_symlink_goes_on_in_the_file_it_names(tm
     saver.close()
     assert link.is_symlink()
     assert [t["content"] for t in json.loads(synced.read_text())["turns"]][::2] == ["q0", "q1"]
+
+
+def test_the_context_drops_no_more_exchanges_than_the_prompt_needs():
+    """Saved token counts a token off (a reply that ended on its end-of-turn token counts one more than its text)
+    put the estimate a fraction of a token past the budget: two exchanges were dropped where one made room, and
+    the reply changed (a long-context review: 86 of 150 conversations at some context). The fewest that fit go."""
+    from yi_cli.conversation import context
+
+    rebuild = {0: 100, 2: 75, 4: 50}.get  # the whole prompt; without the first exchange; without both
+    assert context.fit(rebuild, 100, [9, 10, 10, 10], 75) == 2
+    assert context.fit({0: 100, 2: 76, 4: 50}.get, 100, [9, 10, 10, 10], 75) == 4
+
+
+def test_a_refusal_suggests_only_what_can_make_room():
+    """A prompt past the whole context was told to "lower max_new_tokens", and a one-shot at the most the model
+    takes to "give more --context" (a long-context review)."""
+    from yi_cli.conversation import context
+
+    rebuild = {0: 9030}.get
+    with pytest.raises(
+        YiError, match=r"only 8184 fit in the context \(after reserving room for the reply\); shorten it$"
+    ):
+        context.fit(rebuild, 9030, [], 8184, context=8192)
+    with pytest.raises(YiError, match=r"; shorten it, or give more --context$"):
+        context.fit(rebuild, 9030, [], 8184, one_shot=True, context=8192)
+    with pytest.raises(YiError, match=r"; shorten it$"):
+        context.fit(rebuild, 9030, [], 8184, one_shot=True, context=8192, more=False)
+    with pytest.raises(YiError, match=r"; shorten it, or give more --context or a lower --max-new-tokens$"):
+        context.fit({0: 8190}.get, 8190, [], 8184, one_shot=True, context=8192)
+    assert (
+        context.remedy(False, False, system=True)
+        == "shorten it, or lower max_new_tokens (the system prompt counts too)"
+    )

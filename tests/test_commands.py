@@ -1059,7 +1059,7 @@ def test_continue_after_a_new_system_prompt_sends_it():
 def test_a_reply_cut_by_the_end_of_the_context_says_so_not_the_token_limit():
     """A reply that ran into the end of the context was said to have stopped at --max-new-tokens, which raising
     could not help."""
-    for asked, said in [(30, "the end of the model's context"), (3, "the token limit (--max-new-tokens)")]:
+    for asked, said in [(30, "the end of the context"), (3, "the token limit (--max-new-tokens)")]:
         engine = ScriptedEngine(["a " * 40])
         engine.context_length = 40
         chat, out, err = plain_chat(engine)

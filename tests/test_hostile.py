@@ -2260,3 +2260,20 @@ def test_a_sliding_window_is_left_to_the_engine_that_attends_as_transformers_doe
         assert p.returncode == 0, p.stderr.decode()
         replies.append(json.loads(p.stdout)["reply"])
     assert replies[0] == replies[1]
+
+
+def test_a_context_of_a_few_tokens_keeps_room_for_one_and_a_long_system_prompt_is_not_a_files_fault(tiny, home):
+    """--context 1 with --raw: a prompt that filled it went to the engine with max_new_tokens 0 ("the fast decoder
+    holds 1 to 0", transformers' ValueError): one token is kept for the reply, and the chat's own refusal says so.
+    A system prompt past the context with `-f` of a 5-byte file: "tiny.txt: too large for the model's context",
+    exit 2, where the file was not the cause (a long-context review)."""
+    for engine in ("fast", "generate"):
+        p = yi("-m", tiny, "--engine", engine, "--raw", "--context", "1", "--max-new-tokens", "4", "-p", "h", home=home)
+        assert p.returncode == 1, p.stderr.decode()
+        err = p.stderr.decode()
+        assert "but only 0 fit in the context" in err and "max_new_tokens` must be" not in err, err
+    small = home.parent / "tiny.txt"
+    small.write_text("tiny\n")
+    p = yi("-m", tiny, "--context", "60", "--system", " ".join(["word"] * 100), "-f", small, stdin=b"hi\n", home=home)
+    err = p.stderr.decode()
+    assert "tiny.txt: too large" not in err and "the system prompt counts too" in err, err

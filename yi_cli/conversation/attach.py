@@ -391,11 +391,12 @@ def check_tokens(
     tpl, ctx = engine.template, engine.context_length
     if not attachments or tpl is None or ctx is None:
         return
-    budget = ctx - min(settings.max_new_tokens, ctx // 4)  # the room the chat keeps for a reply (Chat._prompt)
+    budget = ctx - max(1, min(settings.max_new_tokens, ctx // 4))  # the room the chat keeps for a reply (Chat._prompt)
     lead = [{"role": "system", "content": system}] if system else []
     n = len(tpl.build([*lead, {"role": "user", "content": compose(attachments, prompt)}]).ids)
     if n > budget:
-        if prompt and len(tpl.build([*lead, {"role": "user", "content": prompt}]).ids) > budget:
+        # the system prompt and the prompt over it without the files too: not theirs (a 5-byte file was blamed)
+        if len(tpl.build([*lead, {"role": "user", "content": prompt}]).ids) > budget:
             return
         raise UsageError(
             f"{_named(attachments, added)}: too large for the model's context ({n} tokens with the prompt; "

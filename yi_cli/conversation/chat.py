@@ -387,7 +387,9 @@ class Chat:
         tpl, ctx = self.engine.template, self.engine.context_length
         if tpl is None:
             return Prompt(p.messages, continue_final=p.continue_final), 0
-        budget = ctx - min(self.settings.max_new_tokens, ctx // 4)
+        # room for one new token at least: a context under 4 reserved none, and a prompt that filled it went to the
+        # engine with max_new_tokens 0 (the fast engine's own limit said, or transformers' ValueError)
+        budget = ctx - max(1, min(self.settings.max_new_tokens, ctx // 4))
         policy = self.options.overflow
         first = 1 if p.messages and p.messages[0]["role"] == "system" else 0
         last = 2 if p.continue_final else 1  # the message answered, and the reply /continue extends
@@ -420,6 +422,8 @@ class Chat:
                     one_shot,
                     system=bool(first),
                     clearable=p.clearable,
+                    context=ctx,
+                    more=self._more_context(),
                 )
             except YiError:
                 least = self._rebuild(p, first, len(sizes)) if sizes else len(prompt.ids)  # all else dropped
@@ -436,6 +440,12 @@ class Chat:
         gone = exchanges_said(dropped // 2)
         self.render.notice(f"context full ({ctx} tokens): dropped the oldest {gone} to fit{kept}")
         return tpl.build(msgs, p.continue_final), dropped
+
+    def _more_context(self) -> bool:
+        """Whether a larger --context could be given: the model (its checkpoint) takes more than the context is; a
+        server's is not known."""
+        most = getattr(getattr(self.engine, "ckpt", None), "context_length", None)
+        return not isinstance(most, int) or most > (self.engine.context_length or 0)
 
     def _rebuild(self, p: Pending, first: int, n: int) -> int:
         return len(self.engine.template.build(p.messages[:first] + p.messages[first + n :], p.continue_final).ids)

@@ -6,10 +6,20 @@ from collections.abc import Callable
 
 from ..errors import YiError
 
-REMEDY = "shorten it, /clear, or lower max_new_tokens"  # a session's, where clearing would make room
-NO_CLEAR = "shorten it, or lower max_new_tokens"  # where /clear would not
-SYSTEM_COUNTS = " (the system prompt counts too)"  # NO_CLEAR's, where one is set
-ONE_SHOT = "shorten it, or give more --context or a lower --max-new-tokens"  # a one-shot run's (it has no /clear)
+SYSTEM_COUNTS = " (the system prompt counts too)"  # where /clear would not make room and one is set
+
+
+def remedy(one_shot: bool, clears: bool, lower: bool = True, more: bool = True, system: bool = False) -> str:
+    """What a refusal says to do: shorten it; /clear where forgetting the exchanges would make room (a session's);
+    more --context where the model takes more than the context is (a one-shot's: `more`); a lower max_new_tokens
+    where the prompt fits the whole context (`lower`: "lower max_new_tokens" was said of a prompt past it, and "give
+    more --context" at the most the model takes)."""
+    if one_shot:
+        flags = [f for f, ok in (("give more --context", more), ("a lower --max-new-tokens", lower)) if ok]
+        return "shorten it" + (", or " + " or ".join(flags) if flags else "")
+    items = ["shorten it"] + ["/clear"] * clears + ["lower max_new_tokens"] * lower
+    said = items[0] if len(items) == 1 else ", ".join(items[:-1]) + ", or " + items[-1]
+    return said + (SYSTEM_COUNTS if system and not clears else "")
 
 
 def past_any(messages: list[dict], ctx: int, chars_per_token: float) -> int:
@@ -40,6 +50,8 @@ def fit(
     one_shot=False,
     system=False,
     clearable=True,
+    context: int | None = None,
+    more: bool = True,
 ) -> int:
     """How many of the oldest droppable messages (whole user + assistant exchanges) must go for the prompt to fit.
 
@@ -47,14 +59,16 @@ def fit(
     prompt and the message being answered are not droppable); rebuild(n): tokens of the prompt without the first n.
     The sizes, plus the template's markers measured once, estimate how many must go, so the prompt is rebuilt about
     twice however many exchanges are dropped. With policy "refuse", or when dropping everything is not enough,
-    YiError (its message ends with what to do: ONE_SHOT for a one-shot run, else REMEDY or NO_CLEAR, which says the
-    system prompt counts too where one is set: `system`). clearable: whether /clear would leave what is answered
-    (not for /continue, whose reply /clear takes too).
+    YiError (its message ends with what to do: `remedy`'s, which says the system prompt counts too where one is set
+    and /clear would not make room: `system`). clearable: whether /clear would leave what is answered
+    (not for /continue, whose reply /clear takes too). context: the whole context (a prompt past it is not helped
+    by a lower max_new_tokens); more: whether a larger --context can be given (the model takes more).
     """
 
     def refuse(n: int, clears: bool = True):
         """clears: forgetting the exchanges would make room (else /clear, which keeps the system prompt, cannot)."""
-        why = ONE_SHOT if one_shot else REMEDY if clears else NO_CLEAR + (SYSTEM_COUNTS if system else "")
+        lower = context is None or n < context
+        why = remedy(one_shot, clears and not one_shot, lower, more, system)
         return YiError(
             f"the prompt is {n} tokens but only {budget} fit in the context (after reserving room for the reply); {why}"
         )
@@ -67,17 +81,26 @@ def fit(
         raise refuse(base, False)
     markers = (total - base - sum(sizes)) / len(sizes)  # template tokens around each message
     n, est = 0, total
+    lo, hi = 0, len(sizes)  # rebuild(lo) > budget >= rebuild(hi): the whole prompt is over, none of it fits
     for _ in range(3):  # the estimate, corrected twice
         while est > budget and n + 2 <= len(sizes):
             est -= sizes[n] + sizes[n + 1] + 2 * markers
             n += 2
         est = rebuild(n) if n < len(sizes) else base
         if est <= budget:
-            return n
+            hi = n
+            break
+        lo = n
+    # The fewest between: an estimate past the budget by a fraction of a token (a saved count one off: a reply that
+    # ended on its end-of-turn token) dropped one exchange more than the prompt needed, and the reply changed.
     # Sizes far off (a session file's token counts can be anything: 10**30, 0) moved the estimate one exchange a
-    # rebuild, each as long as the conversation: a 50000-exchange file took hours. Halving: rebuild(lo) > budget >=
-    # rebuild(hi).
-    lo, hi = n, len(sizes)
+    # rebuild, each as long as the conversation: a 50000-exchange file took hours. One exchange fewer first (the
+    # estimate is most often right: then one rebuild more), then halving.
+    if hi - lo > 2:
+        if rebuild(hi - 2) <= budget:
+            hi -= 2
+        else:
+            lo = hi - 2
     while hi - lo > 2:
         mid = lo + (hi - lo) // 4 * 2
         if rebuild(mid) <= budget:

@@ -65,7 +65,7 @@ def piped(renderable, width: int, whole: bool) -> str:
 
 
 CUT_AT_LIMIT = "the reply stopped at the token limit (--max-new-tokens)"
-CUT_AT_CONTEXT = "the reply stopped at the end of the model's context"
+CUT_AT_CONTEXT = "the reply stopped at the end of the context"  # the model's, or --context's
 
 
 def footer(stats: Stats) -> str:
