@@ -103,6 +103,22 @@ def test_seed_makes_sampling_reproducible(demo_engine):
     assert run(demo_engine, FRANCE, s)[0] == run(demo_engine, FRANCE, s)[0]
 
 
+def test_a_reply_without_a_seed_does_not_follow_on_from_a_seeded_one(demo_engine):
+    """The generate engine seeded torch's own generator for a seeded reply and left it so: every later unseeded
+    reply of the run (after `/set seed none`, or after `/retry SEED`) followed on from that state, the same text on
+    every run (a sampling review: 3 of 3). An unseeded reply takes a seed of its own, as the fast engine does."""
+    import torch
+
+    from yi_cli.runtime.sampling import seed32
+
+    run(demo_engine, FRANCE, GenSettings(temperature=1.0, max_new_tokens=2, seed=5))
+    assert torch.initial_seed() == seed32(5)
+    run(demo_engine, FRANCE, GenSettings(temperature=1.0, max_new_tokens=2, seed=None))
+    first = torch.initial_seed()
+    run(demo_engine, FRANCE, GenSettings(temperature=1.0, max_new_tokens=2, seed=None))
+    assert len({seed32(5), first, torch.initial_seed()}) == 3  # each its own (2**-64 that two meet)
+
+
 def test_detokenizer_matches_full_decode(demo_loaded):
     from yi_cli.engines.template import Detokenizer
 

@@ -381,6 +381,15 @@ def test_cli_speculate_flag_same_reply_and_json(demo_dir):
     assert p.returncode == 2 and b"invalid choice" in p.stderr
 
 
+def test_speculate_is_taken_in_any_case_as_config_and_set_take_it():
+    """`--speculate LOOKUP` was "invalid choice" where config.toml's `speculate = "LOOKUP"` and `/set speculate
+    LOOKUP` ran (a sampling review)."""
+    from yi_cli.ui.args import parse_args
+
+    assert parse_args(["--speculate", "LOOKUP", "-p", "hi"]).speculate == "lookup"
+    assert parse_args(["--speculate", "Off", "-p", "hi"]).speculate == "off"
+
+
 def test_cuda_verify_prior_follows_the_model_size():
     """CUDA's verify costs by weight bytes: each measured model gets its own, sizes between are interpolated, and
     sizes past either end keep the nearer one (a prior, not an extrapolation)."""

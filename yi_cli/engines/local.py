@@ -228,6 +228,8 @@ class LocalEngine:
                     from ..runtime.sampling import seed32
 
                     torch.manual_seed(seed32(settings.seed))
+                else:  # a seed of its own: after a seeded reply (or /retry SEED) every later one followed on from
+                    torch.seed()  # that seed's state, the same on every run
                 with torch.inference_mode():
                     result["out"] = self.model.generate(
                         input_ids,

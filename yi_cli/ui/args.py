@@ -184,6 +184,7 @@ def parser() -> argparse.ArgumentParser:
     a("--seed", type=int, help="random seed for reproducible sampling")
     a(
         "--speculate",
+        type=str.lower,  # as config.toml and /set take it (LOOKUP)
         choices=["auto", "lookup", "off"],
         help="prompt-lookup speculative decoding, same output "
         "(default auto: on where a verify computes each token as a decode step does)",
