@@ -2102,3 +2102,64 @@ def test_an_offline_pull_of_a_revision_not_cached_says_so(hub, env):
     (snap / "model.safetensors").unlink()
     p = yi({**env, "HF_HUB_OFFLINE": "1"}, "pull", "acme/tiny-chat", "--revision", "v1")
     error_line(p, 3, "the download is not complete", "`yi-chat pull acme/tiny-chat --revision v1` online continues it")
+
+
+def test_a_cached_repo_without_an_owner_is_listed_not_an_internal_error(env, tmp_path, demo_files):
+    """huggingface_hub names the cache folder of an id without an owner `models--gpt2` (transformers fetched many
+    such): `yi-chat models` was an internal error (AttributeError: 'NoneType' object has no attribute 'lower'),
+    nothing listed, and shell completion of model names (`completion --list-models`) a TypeError (a hub review)."""
+    commit = "607a30d783dfa663caf39e06633721c8d4cfcd7e"
+    d = tmp_path / "hf" / "hub" / "models--gpt2"
+    (d / "snapshots" / commit).mkdir(parents=True)
+    (d / "refs").mkdir()
+    (d / "refs" / "main").write_text(commit)
+    (d / "snapshots" / commit / "config.json").write_bytes(demo_files["config.json"])
+    home = tmp_path / "yi"
+    p = yi({**env, "YI_CHAT_HOME": str(home), "HF_HUB_OFFLINE": "1"}, "models")
+    assert p.returncode == 0, p.stderr.decode()
+    rows = [ln for ln in p.stdout.decode().splitlines() if ln.startswith("gpt2 ")]
+    assert rows and "no ORG/NAME hub id" in rows[0] and str(d / "snapshots" / commit) in rows[0], p.stdout.decode()
+    p = yi({**env, "YI_CHAT_HOME": str(home), "HF_HUB_OFFLINE": "1"}, "completion", "--list-models")
+    assert p.returncode == 0 and "demo" in p.stdout.decode().split(), p.stderr.decode()
+
+
+def test_pull_of_a_whole_model_in_a_read_only_cache_says_where_it_is(env, tmp_path):
+    """A cache filled already and mounted read-only (a cluster's shared one): `pull` wrote refs/main again and
+    failed, "cannot download into ... (Read-only file system)", exit 3, with nothing to fetch (a hub review)."""
+    import shutil
+
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        pytest.skip("needs unshare and root, to mount the cache read-only")
+    p = yi(env, "pull", "acme/tiny-chat")
+    assert p.returncode == 0, p.stderr.decode()
+    hf = env["HF_HOME"]
+    script = f'mount --bind "{hf}" "{hf}" && mount -o remount,ro,bind "{hf}" && exec "$@"'
+    p = yi(env, "pull", "acme/tiny-chat")  # (as it is when writable: nothing to fetch)
+    ro = subprocess.run(
+        ["unshare", "-m", "sh", "-c", script, "sh", sys.executable, "-m", "yi_cli", "pull", "acme/tiny-chat"],
+        capture_output=True,
+        timeout=600,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+    if b"unshare" in ro.stderr and b"Operation not permitted" in ro.stderr:
+        pytest.skip("this machine does not let a test mount")
+    assert ro.returncode == 0, ro.stderr.decode()
+    assert ro.stdout.decode().strip() == p.stdout.decode().strip() == str(snapshot(env))
+
+
+def test_an_empty_hub_cache_variable_is_unset(env, tmp_path):
+    """`HF_HUB_CACHE=` (empty): huggingface_hub took it for the current folder, so `pull` fetched into whatever
+    folder the shell was in, printed a relative path, and `models` elsewhere did not list it (a hub review)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    p = yi({**env, "HF_HUB_CACHE": ""}, "pull", "acme/tiny-chat", cwd=work)
+    assert p.returncode == 0, p.stderr.decode()
+    assert list(work.iterdir()) == []
+    assert p.stdout.decode().strip() == str(
+        Path(env["HF_HOME"])
+        / "hub"
+        / "models--acme--tiny-chat"
+        / "snapshots"
+        / (Path(env["HF_HOME"]) / "hub" / "models--acme--tiny-chat" / "refs" / "main").read_text()
+    )

@@ -18,13 +18,20 @@ HUB_INTS = ("HF_HUB_ETAG_TIMEOUT", "HF_HUB_DOWNLOAD_TIMEOUT")
 TOKEN_LIMIT = 64 << 10  # a token is ~40 characters; a link to /dev/zero was read until memory ran out
 
 
+HUB_PATHS = ("HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_ASSETS_CACHE", "HF_TOKEN_PATH", "HF_XET_CACHE")
+
+
 def hub_ints() -> None:
-    """Each of HUB_INTS that is no whole number reads as unset (huggingface_hub's default), as the environment's
-    numbers of yi-chat's own do (env.py): taken out of the environment before anything imports huggingface_hub."""
+    """Each of HUB_INTS that is no whole number, and each of HUB_PATHS that is empty, reads as unset
+    (huggingface_hub's default), as the environment's numbers of yi-chat's own do (env.py): taken out of the
+    environment before anything imports huggingface_hub."""
     for name in HUB_INTS:
         try:
             int(os.environ.get(name, "0"))
         except ValueError:
+            del os.environ[name]
+    for name in HUB_PATHS:  # empty: unset too (huggingface_hub took "" for the current folder: `HF_HUB_CACHE= yi-chat
+        if name in os.environ and not os.environ[name].strip():  # pull` fetched into it, and said a relative path)
             del os.environ[name]
 
 

@@ -370,7 +370,8 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
                 checked = True
             _fetch_file(repo, commit, f, root, progress)
         ref = root / "refs" / revision
-        if revision != commit:
+        if revision != commit and not _names(ref, commit):  # (written again, a read-only cache of a model that
+            # was whole already failed the pull: "Read-only file system", nothing to fetch)
             _real_folder(root, ref.parent)
             tmp = ref.with_name(f".{ref.name}.{os.getpid()}.tmp")
             tmp.unlink(missing_ok=True)  # a link planted there had the commit written into the file it named
@@ -391,6 +392,16 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
         progress.stop()  # also on Ctrl-C: the terminal gets its cursor back
     progress.done(repo)
     return snap
+
+
+def _names(ref: Path, commit: str) -> bool:
+    """Whether the ref file at `ref` (a regular file, not a link) holds `commit` already."""
+    try:
+        if not ref.is_symlink() and ref.is_file() and ref.stat().st_size <= REF_LIMIT:
+            return ref.read_text(encoding="utf-8", errors="replace").strip() == commit
+    except OSError:
+        pass
+    return False
 
 
 def _unnamed_snapshot(repo: str) -> Path | None:
@@ -861,7 +872,10 @@ def scan() -> list[tuple[str, Path | None, int | None, str | None]]:
             )
         except OSError:  # listed without its size, as -m still loads it
             size = None
-        if snap is not None:
+        if snap is not None and repo and "/" not in repo:  # models--gpt2, as huggingface_hub names an id with no
+            # owner: a None in its place was an internal error of `models` and of shell completion
+            out.append((repo, None, size, f"{repo} is no ORG/NAME hub id yi-chat fetches; -m {snap} opens the folder"))
+        elif snap is not None:
             out.append((repo, snap, size, None))
     return out
 
