@@ -2149,6 +2149,17 @@ def test_a_chat_started_in_a_deleted_folder_says_so_in_one_line(tiny, home, tmp_
     one_line_error(p, EXIT_LOAD, "the current folder no longer exists (deleted); cd to one that does")
 
 
+def greedy_replies(model, home, engines=("fast", "generate"), tokens: int = 8) -> list[str]:
+    """Each engine's greedy reply to "hi" (--json), each run checked to succeed."""
+    replies = []
+    for engine in engines:
+        args = ("--engine", engine, "--json", "--temperature", "0", "--max-new-tokens", str(tokens), "-p", "hi")
+        p = yi("-m", model, *args, home=home)
+        assert p.returncode == 0, p.stderr.decode()
+        replies.append(json.loads(p.stdout)["reply"])
+    return replies
+
+
 def test_both_engines_take_the_attention_biases_the_config_says(tiny, home):
     """config.json's attention_bias: the fast engine read q/k/v/o biases wherever the file had them. One without the
     biases its config names ran on the fast engine (the generate engine refused it: missing tensor); biases the config
@@ -2166,25 +2177,8 @@ def test_both_engines_take_the_attention_biases_the_config_says(tiny, home):
     for name in [n for n in tensors if n.endswith("_proj.weight") and ".self_attn." in n]:
         tensors[name.replace(".weight", ".bias")] = __import__("torch").randn(tensors[name].shape[0], generator=g) * 5
     save_file(tensors, str(tiny / "model.safetensors"), metadata={"format": "pt"})
-    replies = []
-    for engine in ("fast", "generate"):
-        p = yi(
-            "-m",
-            tiny,
-            "--engine",
-            engine,
-            "--json",
-            "--temperature",
-            "0",
-            "--max-new-tokens",
-            "12",
-            "-p",
-            "hi",
-            home=home,
-        )
-        assert p.returncode == 0, p.stderr.decode()
-        replies.append(json.loads(p.stdout)["reply"])
-    assert replies[0] == replies[1]
+    fast, generate = greedy_replies(tiny, home, tokens=12)
+    assert fast == generate
 
 
 @pytest.mark.parametrize(
@@ -2225,25 +2219,8 @@ def test_an_integer_where_transformers_declares_a_float_loads_on_both_engines(ti
     ("Validation error for field 'rms_norm_eps': TypeError: ... expected float, got int"), exit 3."""
     cfg = json.loads((tiny / "config.json").read_text())
     (tiny / "config.json").write_text(json.dumps({**cfg, "rms_norm_eps": 1, "initializer_range": 0}))
-    replies = []
-    for engine in ("fast", "generate"):
-        p = yi(
-            "-m",
-            tiny,
-            "--engine",
-            engine,
-            "--json",
-            "--temperature",
-            "0",
-            "--max-new-tokens",
-            "8",
-            "-p",
-            "hi",
-            home=home,
-        )
-        assert p.returncode == 0, p.stderr.decode()
-        replies.append(json.loads(p.stdout)["reply"])
-    assert replies[0] == replies[1]
+    fast, generate = greedy_replies(tiny, home)
+    assert fast == generate
 
 
 def test_a_sliding_window_is_left_to_the_engine_that_attends_as_transformers_does(tiny, home):
@@ -2253,13 +2230,8 @@ def test_a_sliding_window_is_left_to_the_engine_that_attends_as_transformers_doe
     (tiny / "config.json").write_text(json.dumps({**cfg, "sliding_window": 4}))
     p = yi("-m", tiny, "--engine", "fast", "-p", "hi", home=home)
     one_line_error(p, EXIT_LOAD, "a sliding window of 4 positions: use --engine generate")
-    replies = []
-    for engine in ("auto", "generate"):
-        args = ("--engine", engine, "--json", "--temperature", "0", "--max-new-tokens", "8", "-p", "hi")
-        p = yi("-m", tiny, *args, home=home)
-        assert p.returncode == 0, p.stderr.decode()
-        replies.append(json.loads(p.stdout)["reply"])
-    assert replies[0] == replies[1]
+    auto, generate = greedy_replies(tiny, home, engines=("auto", "generate"))
+    assert auto == generate
 
 
 def test_a_context_of_a_few_tokens_keeps_room_for_one_and_a_long_system_prompt_is_not_a_files_fault(tiny, home):
