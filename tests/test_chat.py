@@ -2658,7 +2658,8 @@ def test_a_ctrl_c_before_the_reply_leaves_the_files_attached(tmp_path, monkeypat
 
 def test_a_resumed_store_entry_that_is_a_symlink_goes_on_in_the_file_it_names(tmp_path, monkeypatch):
     """A session of the store linked to a synced folder: resumed, the link was replaced by a copy, the conversation
-    going on in two files (the link's target left behind)."""
+    going on in two files (the link's target left behind). Its writer's lock is beside the link: a /save onto the
+    target missed it."""
     from yi_cli.conversation import store
 
     monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path / "home"))
@@ -2675,6 +2676,11 @@ def test_a_resumed_store_entry_that_is_a_symlink_goes_on_in_the_file_it_names(tm
     saver = store.autosave_for("last", data, "interactive")
     chat, _, _ = plain_chat(ScriptedEngine(["a1"]), session=session, on_turn=saver)
     chat.handle("q1")
+    other, _, err = plain_chat(ScriptedEngine(["b1"]))  # another chat's /save! onto the file, by either name
+    other.handle("q")
+    for name in (synced, link):
+        other.handle(f"/save! {name}")
+        assert err.getvalue().count("another yi-chat is writing this session file") == 1 + (name == link)
     saver.close()
     assert link.is_symlink()
     assert [t["content"] for t in json.loads(synced.read_text())["turns"]][::2] == ["q0", "q1"]

@@ -2249,3 +2249,14 @@ def test_a_context_of_a_few_tokens_keeps_room_for_one_and_a_long_system_prompt_i
     p = yi("-m", tiny, "--context", "60", "--system", " ".join(["word"] * 100), "-f", small, stdin=b"hi\n", home=home)
     err = p.stderr.decode()
     assert "tiny.txt: too large" not in err and "the system prompt counts too" in err, err
+
+
+def test_an_integer_where_a_config_declares_a_float_or_none_is_a_float():
+    """Gemma 2's `"final_logit_softcapping": 30` (declared `float | None`) was refused as the strict config's
+    "expected float, got int" where `30.0` chatted (a diff review)."""
+    from transformers import CONFIG_MAPPING
+
+    from yi_cli.checkpoint.configs import _float_fields
+
+    cfg = {"final_logit_softcapping": 30, "rms_norm_eps": 1, "hidden_size": 64, "sliding_window": 4}
+    assert _float_fields(CONFIG_MAPPING["gemma2"], cfg) == {"final_logit_softcapping": 30.0, "rms_norm_eps": 1.0}

@@ -2121,6 +2121,7 @@ def test_a_cached_repo_without_an_owner_is_listed_not_an_internal_error(env, tmp
     assert rows and "no ORG/NAME hub id" in rows[0] and str(d / "snapshots" / commit) in rows[0], p.stdout.decode()
     p = yi({**env, "YI_CHAT_HOME": str(home), "HF_HUB_OFFLINE": "1"}, "completion", "--list-models")
     assert p.returncode == 0 and "demo" in p.stdout.decode().split(), p.stderr.decode()
+    assert "gpt2" not in p.stdout.decode().split()  # (no name -m takes)
 
 
 def test_pull_of_a_whole_model_in_a_read_only_cache_says_where_it_is(env, tmp_path):

@@ -793,7 +793,7 @@ def test_ctrl_z_and_ctrl_backslash_sent_with_the_enter_act_on_the_reply(tmp_path
         sh.line("fg")
         assert engine.paused.wait(DEADLINE)
         engine.go.set()
-        sh.wait(lambda s: "A short one." in s and s.rstrip().endswith(">>>"), "the reply after fg")
+        sh.wait(lambda s: re.search(r"^A short one\.\nstop · .*\n>>>", s, re.M), "the reply after fg")
         engine.paused.clear()
         engine.go.clear()
         sh.tmux("send-keys", "-t", "0", "-l", "second")

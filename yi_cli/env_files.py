@@ -18,7 +18,9 @@ HUB_INTS = ("HF_HUB_ETAG_TIMEOUT", "HF_HUB_DOWNLOAD_TIMEOUT")
 TOKEN_LIMIT = 64 << 10  # a token is ~40 characters; a link to /dev/zero was read until memory ran out
 
 
+# (huggingface_hub's HF_HOME defaults to $XDG_CACHE_HOME/huggingface: an empty one was the current folder's too)
 HUB_PATHS = ("HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_ASSETS_CACHE", "HF_TOKEN_PATH", "HF_XET_CACHE")
+HUB_PATHS += ("XDG_CACHE_HOME",)
 
 
 def hub_ints() -> None:

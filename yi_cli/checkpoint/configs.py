@@ -50,15 +50,23 @@ def _auto_config(path: Path, cfg: dict, quant: bool, trust_remote_code: bool):
 
 
 def _float_fields(cls, cfg: dict) -> dict:
-    """cfg's integer values of the fields config class cls declares float only, as floats."""
+    """cfg's integer values of the fields config class cls declares a float (or a float or None), as floats."""
     declared = {}
     for klass in reversed(cls.__mro__):
         declared.update(vars(klass).get("__annotations__", {}))
-    return {
-        k: float(v)
-        for k, v in cfg.items()
-        if type(v) is int and declared.get(k) in (float, "float") and abs(v) <= 1 << 53
-    }
+    return {k: float(v) for k, v in cfg.items() if type(v) is int and _a_float(declared.get(k)) and abs(v) <= 1 << 53}
+
+
+def _a_float(annotation) -> bool:
+    """A field declared a float, or a float or None (`float | None`: Gemma 2's final_logit_softcapping), not int."""
+    import typing
+
+    if annotation in (float, "float"):
+        return True
+    if isinstance(annotation, str):
+        return annotation.replace(" ", "") in ("float|None", "None|float", "Optional[float]")
+    args = set(typing.get_args(annotation))
+    return float in args and args <= {float, type(None)}
 
 
 def bom(f: Path) -> bool:

@@ -129,10 +129,10 @@ def expand(name: str) -> str:
 
 
 def repo_of(path) -> str | None:
-    """The hub id of a path inside the hub cache (.../models--01-ai--Yi-6B/snapshots/<commit>; models--gpt2 for a
-    repo without an owner, as huggingface_hub names its folder), else None."""
+    """The hub id of a path inside the hub cache (.../models--01-ai--Yi-6B/snapshots/<commit>), else None (also for
+    models--gpt2, an id without an owner, which yi-chat does not fetch: hub.scan lists it so)."""
     for part in reversed(Path(str(path)).parts):
-        if part.startswith("models--") and len(part) > len("models--"):
+        if part.startswith("models--") and part.count("--") >= 2:
             return part.removeprefix("models--").replace("--", "/", 1)
     return None
 

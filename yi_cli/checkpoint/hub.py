@@ -872,9 +872,10 @@ def scan() -> list[tuple[str, Path | None, int | None, str | None]]:
             )
         except OSError:  # listed without its size, as -m still loads it
             size = None
-        if snap is not None and repo and "/" not in repo:  # models--gpt2, as huggingface_hub names an id with no
-            # owner: a None in its place was an internal error of `models` and of shell completion
-            out.append((repo, None, size, f"{repo} is no ORG/NAME hub id yi-chat fetches; -m {snap} opens the folder"))
+        if snap is not None and repo is None:  # models--gpt2, as huggingface_hub names an id with no owner: a None
+            # in its place was an internal error of `models` and of shell completion
+            name = d.name.removeprefix("models--")
+            out.append((name, None, size, f"{name} is no ORG/NAME hub id yi-chat fetches; -m {snap} opens the folder"))
         elif snap is not None:
             out.append((repo, snap, size, None))
     return out

@@ -58,7 +58,8 @@ def fit(
     total: tokens of the whole prompt; sizes: tokens of each droppable message's text, oldest first (the system
     prompt and the message being answered are not droppable); rebuild(n): tokens of the prompt without the first n.
     The sizes, plus the template's markers measured once, estimate how many must go, so the prompt is rebuilt about
-    twice however many exchanges are dropped. With policy "refuse", or when dropping everything is not enough,
+    three times however many exchanges are dropped (the estimate, and one exchange fewer: that it does not
+    fit). With policy "refuse", or when dropping everything is not enough,
     YiError (its message ends with what to do: `remedy`'s, which says the system prompt counts too where one is set
     and /clear would not make room: `system`). clearable: whether /clear would leave what is answered
     (not for /continue, whose reply /clear takes too). context: the whole context (a prompt past it is not helped

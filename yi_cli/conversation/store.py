@@ -292,10 +292,8 @@ def save(chat, path: str | None, replace: bool = False) -> Path:
                         f"{shown(path, 200)}: the file exists and {what}; /save! {shown(path, 200)} replaces it"
                     )
 
-            held = Owner()  # a session file of the store another yi-chat is writing: its next turn replaced the
-            # snapshot (the "saved to" file lost what it was told it holds), or the snapshot turned its live chat
-            # `saved`, which -c passed by. Held while written, as its owner holds it (only where one had a lock)
-            if not mine and os.path.lexists(lock_path(real)) and not held.claim(real) and held.refused is None:
+            held = [] if mine else _hold_store_names(p, real)  # None: another yi-chat is writing it
+            if held is None:
                 raise YiError(
                     f"{shown(path, 200)}: another yi-chat is writing this session file; /save to another file, or "
                     "/save alone for a new one in the store"
@@ -307,13 +305,37 @@ def save(chat, path: str | None, replace: bool = False) -> Path:
                 why = _no_new_file(_folder_named(path, p, real)[1], e)
                 raise YiError(f"{shown(path, 200)}: cannot save the session ({why})") from None
             finally:
-                held.release()
+                for owner in held:
+                    owner.release()
         else:
             p = write_new(p, text)
             chat.session.known[os.path.realpath(p)] = _digest(text)
     except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
         raise YiError(f"{shown(str(p), 200)}: cannot save the session ({getattr(e, 'strerror', None) or e})") from None
     return p
+
+
+def _hold_store_names(p: Path, real: Path) -> list[Owner] | None:
+    """The locks of the session file `real` is, held for /save to write it: by the path as given, by the file, by a
+    store entry that links to it (its writer locks the entry: `.NAME.lock` beside the link); None where another
+    yi-chat holds one. A session file of the store another yi-chat writes: its next turn replaced the snapshot (the
+    "saved to" file lost what it was told it holds), or the snapshot turned its live chat `saved`, which -c passed
+    by. Only where a lock is there already (a file of the store, not any file /save writes)."""
+    names = {Path(os.path.abspath(p)), real}
+    try:
+        names |= {e for e in sessions_dir().iterdir() if e.is_symlink() and os.path.realpath(e) == str(real)}
+    except OSError:
+        pass
+    held: list[Owner] = []
+    for name in names:
+        owner = Owner()
+        if os.path.lexists(lock_path(name)):
+            if not owner.claim(name) and owner.refused is None:
+                for o in held:
+                    o.release()
+                return None
+            held.append(owner)
+    return held
 
 
 def _save_own(chat, path: str, p: Path) -> Path:

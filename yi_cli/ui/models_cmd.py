@@ -179,7 +179,7 @@ def names() -> list[str]:
     except UsageError:  # a broken config: complete what does not depend on it
         own = []
     try:
-        cached = [repo for repo, *_ in hub.scan()]
+        cached = [repo for repo, *_ in hub.scan() if "/" in repo]  # (models--gpt2's `gpt2` is no id -m takes)
     except LoadError:  # a hub cache that cannot be read: the other names
         cached = []
     return cached + [m.alias for m in family.MEMBERS] + own

@@ -619,12 +619,14 @@ def signal_keys_typed_ahead(keys_in) -> set:
 
 
 def raise_typed_signals(found: set) -> None:
-    """A Ctrl-Z or Ctrl-\\ typed right after Enter (signal_keys_typed_ahead), as its signal: to this process, as
-    the terminal sends it during the reply (the hold's handlers take them: a stop until `fg`, the chat's end)."""
+    """A Ctrl-Z or Ctrl-\\ typed right after Enter (signal_keys_typed_ahead), as its signal: to this process's
+    group, as the terminal sends it during the reply (the hold's handlers take ours: a stop until `fg`, the chat's
+    end). To this process alone, a wrapper script or a `| tee` in the job ran on, and the shell never got the
+    terminal back."""
     for key in (Keys.ControlZ, Keys.ControlBackslash):
         name = SIGNAL_KEYS[key]
         if key in found and hasattr(signal, name):
-            os.kill(os.getpid(), getattr(signal, name))
+            os.kill(0, getattr(signal, name))
 
 
 def _queued(keys_in) -> list:
@@ -859,7 +861,7 @@ def _typeahead(session) -> str:
 
 
 def _one_line(chat, session, prompt_text: str) -> bool:
-    """Prompt for one line and handle it; False at Ctrl-D."""
+    """Prompt for one line and handle it; False at Ctrl-D (or where the input closed: a window closed)."""
     # Held from before the prompt (which puts back the mode it found) until the line is handled: keys typed
     # after Enter wait unechoed for the next prompt, however long the reply takes to start.
     chat.render.pin_keys(True)
