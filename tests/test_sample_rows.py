@@ -194,3 +194,21 @@ def test_a_step_on_half_logits_picks_what_fp32_logits_pick_and_advances_pos(dtyp
             assert int(a) == int(b), (settings, step)
             assert torch.equal(half.seen, full.seen) and torch.equal(half.rng, full.rng)
             assert int(pos) == 42 + step
+
+
+def test_the_noise_is_finite_where_its_hash_is_at_the_top():
+    """Seed 4, step 13: id 1067's 24-bit hash is the largest, and (h + 0.5) * 2**-24 rounded to 1.0 in float32: its
+    Gumbel noise was +inf, and both the kernel and the torch ops picked it over a token of probability ~1 (a fidelity
+    review). On 23 bits the noise is at most ~16.6: the token 50 above every other is picked, whichever path."""
+    vocab = 64000
+    logits = torch.zeros(1, vocab)
+    logits[0, 0] = 50.0
+    logits = logits.to(DEV)
+    for fused in (True, False):  # nucleus.sample, and Sampler's torch ops
+        one = Sampler(vocab, DEV)
+        one.fused = fused
+        one.reset(GenSettings(temperature=1.0, top_p=1.0, top_k=0, repetition_penalty=1.0, seed=4), [1])
+        one.rng[1] = 13
+        o = torch.zeros(1, dtype=torch.long, device=DEV)
+        one.step(logits, o)
+        assert int(o) == 0, (fused, int(o))
