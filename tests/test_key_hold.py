@@ -29,9 +29,11 @@ def scripted_session(lines: list[str], on_prompt=lambda: None):
 
     class Session:
         def __init__(self, **kw):
+            from prompt_toolkit.buffer import Buffer
             from prompt_toolkit.input import DummyInput
 
             self.input = DummyInput()  # its keys typed ahead (none here)
+            self.default_buffer = Buffer()  # the line at the prompt (empty: Ctrl-D ends it)
 
         def prompt(self, text, **kw):
             on_prompt()
