@@ -395,13 +395,11 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
 
 
 def _names(ref: Path, commit: str) -> bool:
-    """Whether the ref file at `ref` (a regular file, not a link) holds `commit` already."""
+    """Whether the ref file at `ref` (a regular file, not a link) names `commit` already, as _ref_commit reads it."""
     try:
-        if not ref.is_symlink() and ref.is_file() and ref.stat().st_size <= REF_LIMIT:
-            return ref.read_text(encoding="utf-8", errors="replace").strip() == commit
-    except OSError:
-        pass
-    return False
+        return not ref.is_symlink() and inputs.kind_of(ref) == "regular file" and _ref_commit(ref) == commit
+    except (OSError, LoadError):
+        return False
 
 
 def _unnamed_snapshot(repo: str) -> Path | None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from .. import inputs, pipes
 from ..errors import UsageError, YiError, shown
+from . import context
 
 STDIN = "-"
 MAX_BYTES = 64 << 20  # read no further: far beyond any context, and bounds memory for `-f /dev/zero`
@@ -391,7 +392,7 @@ def check_tokens(
     tpl, ctx = engine.template, engine.context_length
     if not attachments or tpl is None or ctx is None:
         return
-    budget = ctx - max(1, min(settings.max_new_tokens, ctx // 4))  # the room the chat keeps for a reply (Chat._prompt)
+    budget = context.budget(ctx, settings.max_new_tokens)  # the room the chat keeps for a reply (Chat._prompt)
     lead = [{"role": "system", "content": system}] if system else []
     n = len(tpl.build([*lead, {"role": "user", "content": compose(attachments, prompt)}]).ids)
     if n > budget:

@@ -166,15 +166,19 @@ class Chat:
                 self.render.error(str(e))
                 self._still_attached(waiting)
                 return None
-        last = self.session.turns[-1] if self.session.turns else None
+
+        def newest():
+            return self.session.turns[-1] if self.session.turns else None
+
+        last = newest()
         try:
             sent = self.turn(attach.take(self, text), settings, files=len(waiting))
         except BaseException:  # (a Ctrl-C before the reply's signals were taken): unrecorded, its files wait again
-            if waiting and (self.session.turns[-1] if self.session.turns else None) is last:
+            if waiting and newest() is last:
                 self.attachments = waiting + self.attachments
             raise
         finally:  # recorded, a reply or a part of one (also where the stream was abandoned): no longer unsent
-            if (self.session.turns[-1] if self.session.turns else None) is not last:
+            if newest() is not last:
                 self.unsent = None
         if sent is None and waiting and not self.options.one_shot:
             self.attachments = waiting + self.attachments
@@ -387,9 +391,7 @@ class Chat:
         tpl, ctx = self.engine.template, self.engine.context_length
         if tpl is None:
             return Prompt(p.messages, continue_final=p.continue_final), 0
-        # room for one new token at least: a context under 4 reserved none, and a prompt that filled it went to the
-        # engine with max_new_tokens 0 (the fast engine's own limit said, or transformers' ValueError)
-        budget = ctx - max(1, min(self.settings.max_new_tokens, ctx // 4))
+        budget = context.budget(ctx, self.settings.max_new_tokens)
         policy = self.options.overflow
         first = 1 if p.messages and p.messages[0]["role"] == "system" else 0
         last = 2 if p.continue_final else 1  # the message answered, and the reply /continue extends

@@ -9,6 +9,13 @@ from ..errors import YiError
 SYSTEM_COUNTS = " (the system prompt counts too)"  # where /clear would not make room and one is set
 
 
+def budget(ctx: int, max_new_tokens: int) -> int:
+    """The prompt's tokens a context of `ctx` takes, the room kept for a reply taken off: a quarter of it at most,
+    one token at least (a context under 4 kept none, and a prompt that filled it went to the engine with
+    max_new_tokens 0: the fast engine's own limit said, or transformers' ValueError)."""
+    return ctx - max(1, min(max_new_tokens, ctx // 4))
+
+
 def remedy(one_shot: bool, clears: bool, lower: bool = True, more: bool = True, system: bool = False) -> str:
     """What a refusal says to do: shorten it; /clear where forgetting the exchanges would make room (a session's);
     more --context where the model takes more than the context is (a one-shot's: `more`); a lower max_new_tokens

@@ -43,9 +43,10 @@ class KeyHold:
         self.pinned = False  # held until unpin: a reply's end does not give the echo back
         self._old_tstp = None  # SIGTSTP's handler before the hold took it
         self.pid = os.getpid()
-        # bracketed paste held too (as prompt_toolkit asks it), not where it takes the terminal as dumb: its
-        # `TERM=unknown` (or `DUMB`) got ^[[?2004h written as text
-        self.paste = os.environ.get("TERM", "").lower() not in ("dumb", "unknown")
+        # a terminal prompt_toolkit (and rich) takes as dumb: TERM=dumb, `unknown` or `DUMB` (it got ^[[?2004h
+        # written as text): no escape codes are written to it
+        self.dumb = os.environ.get("TERM", "").lower() in ("dumb", "unknown")
+        self.paste = not self.dumb  # bracketed paste held too (as prompt_toolkit asks it)
         # A chat's prompt reads the keys held: a Ctrl-Z takes them out of the queue for it (_on_stop). Not so a
         # one-shot's (`-p` at a terminal): its keys are the shell's, left queued for it.
         self.prompt_follows = False
@@ -87,7 +88,7 @@ class KeyHold:
     def _show_cursor(self) -> None:
         """The cursor shown for the shell: a load's spinner (rich's live display) hides it until it ends, and a
         Ctrl-Z during the load left the shell without one (for good after `kill %1`: its show went to /dev/null)."""
-        if os.environ.get("TERM", "").lower() not in ("dumb", "unknown"):
+        if not self.dumb:
             try:
                 os.write(self.fd, b"\x1b[?25h")
             except OSError:
