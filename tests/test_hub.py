@@ -1140,14 +1140,16 @@ def test_a_config_with_implausible_sizes_is_refused_before_its_weights_and_liste
     """`num_hidden_layers: -3`: `pull` fetched every weight file, said "ready" (exit 0) and `models` listed it ok,
     then -m refused it (exit 3). The fetch refuses it in one line before the weights (as the loader would, exit 3);
     `models` gives the reason, for the snapshot that leaves (not "a pull continues it": a pull stops there again)
-    and for one fetched whole before this check. A rope_type Llama's rotary embedding does not know was the same
-    (-m refused it only as the model loaded)."""
+    and for one fetched whole before this check, and -m offline says it too (it said "the download is not complete").
+    A rope_type Llama's rotary embedding does not know was the same (-m refused it only as the model loaded)."""
     cfg = json.loads(demo_files["config.json"])
     cfg.update(change)
     odd = json.dumps(cfg).encode()
     hub.repos["acme/odd"] = Repo({**demo_files, "config.json": odd})
     error_line(yi(env, "pull", "acme/odd"), 3, said)
     error_line(yi(env, "-m", "acme/odd", "-p", "hi"), 3, said)
+    # offline it is the same reason, not "the download is not complete ... `yi-chat pull` online continues it"
+    error_line(yi({**env, "HF_HUB_OFFLINE": "1"}, "-m", "acme/odd", "-p", "hi"), 3, said)
     assert not hub.requests("GET", "/model.safetensors")
     rows = {r["name"]: r for r in json.loads(yi(env, "models", "--json").stdout)}
     assert not rows["acme/odd"]["loadable"] and said in rows["acme/odd"]["reason"], rows["acme/odd"]
@@ -2164,3 +2166,26 @@ def test_an_empty_hub_cache_variable_is_unset(env, tmp_path):
         / "snapshots"
         / (Path(env["HF_HOME"]) / "hub" / "models--acme--tiny-chat" / "refs" / "main").read_text()
     )
+
+
+def test_a_pull_fetches_only_the_weights_the_loader_reads(hub, env, demo_files):
+    """The loader reads the index's shards alone, and safetensors before pickle weights: a repo that also held its
+    weights in another layout (Mistral's consolidated.safetensors beside its shards) or as .bin (with --allow-pickle)
+    had those fetched too, gigabytes never read. The index comes first; what it does not name stays on the hub."""
+    names = header_keys(demo_files["model.safetensors"])
+    index = {"metadata": {}, "weight_map": dict.fromkeys(names, "model.safetensors")}
+    files = {
+        **demo_files,
+        "model.safetensors.index.json": json.dumps(index).encode(),
+        "consolidated.safetensors": b"\0" * 4096,
+        "pytorch_model.bin.index.json": b"{}",
+    }
+    hub.repos["acme/two-layouts"] = Repo(files)
+    p = yi(env, "pull", "--allow-pickle", "acme/two-layouts")
+    assert p.returncode == 0, p.stderr.decode()
+    assert "fetching acme/two-layouts: 6 files" in p.stderr.decode()  # and the index before them, quietly
+    got = {r[1].split("/resolve/")[1].split("/", 1)[1] for r in hub.requests("GET", "") if "/resolve/" in r[1]}
+    assert got == NEEDED | {"model.safetensors.index.json"}
+    assert {f.name for f in snapshot(env, "acme/two-layouts").iterdir()} == got
+    p = yi({**env, "HF_HUB_OFFLINE": "1"}, "-m", "acme/two-layouts", *PARIS)
+    assert p.returncode == 0 and "Paris" in p.stdout.decode(), p.stderr.decode()

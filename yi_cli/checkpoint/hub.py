@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import os
 import re
 import shlex
@@ -278,6 +279,8 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
             )
         if not other and (snap := _unnamed_snapshot(repo)) is not None:
             raise LoadError(f"{repo}: HF_HUB_OFFLINE=1 forbids fetching it; {unnamed(repo, snap)}")
+        if started(repo) and (refused := _newest_refused(repo)) is not None:  # a pull stops at it again, online
+            raise LoadError(refused)
         if started(repo):
             again = f"yi-chat pull {repo}" + (f" --revision {shlex.quote(revision)}" if other else "")
             raise LoadError(
@@ -341,8 +344,15 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
             )
         raise LoadError(f"{repo}: no safetensors weights in the repo (yi-chat reads safetensors checkpoints)")
     _loadable_as_listed(repo, files)
+    files = _read_as_loaded(files)
     root = storage(repo)
     snap = root / "snapshots" / commit
+    try:
+        files = _indexed(repo, commit, files, root, snap)
+    except LoadError:
+        raise
+    except Exception as e:
+        raise hub_error(e, repo, local) from None
     todo = sorted(
         (f for f in files if not _have(snap / f.path, f.size)),
         key=lambda f: (f.path.endswith((".safetensors", ".bin")), f.path),
@@ -413,6 +423,30 @@ def _unnamed_snapshot(repo: str) -> Path | None:
         return None
 
 
+def config_refused(snap: Path) -> str | None:
+    """Why a snapshot's config.json, which is there, is refused (unreadable, implausible sizes, a quantization or a
+    model_type the loader refuses), else None: a pull stops at it again, before the weights, so it is that reason,
+    not a download that `pull` continues."""
+    if not (snap / "config.json").is_file():  # cut short before its config: the pull does continue it
+        return None
+    try:
+        cfg = read_config(snap)
+        plausible.check(cfg, snap / "config.json")
+        configs.check_before_weights(snap, cfg, [])  # (the weights' names are the hub's listing)
+    except LoadError as e:
+        return str(e)
+    return None
+
+
+def _newest_refused(repo: str) -> str | None:
+    """config_refused of repo's newest snapshot (where a refused pull stopped: no ref names it yet)."""
+    try:
+        snap = _newest(storage(repo))
+    except (OSError, LoadError):
+        return None
+    return config_refused(snap) if snap is not None else None
+
+
 def started(repo: str) -> bool:
     """The cache holds a download of repo that was begun: a snapshot folder, or a partial blob (a pull killed before
     the first byte of its first file leaves an empty blobs/<etag>.incomplete and nothing else)."""
@@ -435,6 +469,38 @@ def _have(path: Path, size: int | None) -> bool:
         return path.is_file() and (size is None or path.stat().st_size == size)
     except OSError:
         return False
+
+
+def _read_as_loaded(files: list) -> list:
+    """The listed files less the weights the loader would pass over (files.weight_files): pickle weights beside
+    safetensors ones (with --allow-pickle, a repo that has both had both fetched)."""
+    if not any(f.path.endswith(".safetensors") for f in files):
+        return files
+    return [f for f in files if not (f.path.endswith(".bin") or f.path == PICKLE_INDEX)]
+
+
+def _indexed(repo: str, commit: str, files: list, root: Path, snap: Path) -> list:
+    """The listed files less the safetensors files the weights index does not name, which the loader never reads
+    (files.plain_files; transformers reads the index's shards alone): a repo that also holds its weights in another
+    layout (Mistral's consolidated.safetensors) had them fetched too, twice the gigabytes. The index is fetched
+    first for it, quietly (tens of kB); an index that names no shard leaves the listing as it is (the loader says
+    what is wrong with it)."""
+    index = next((f for f in files if f.path == INDEX), None)
+    if index is None or index.size > inputs.JSON_LIMIT:
+        return files
+    if not _have(snap / INDEX, index.size):
+        _real_folder(root, root / "blobs")
+        quiet = Progress(io.StringIO())
+        quiet.start(repo, [(index.path, index.size, 0)])
+        _fetch_file(repo, commit, index, root, quiet)
+    try:
+        shards = _weight_map(snap)
+    except LoadError:
+        return files
+    named = {s for s in (shards or {}).values() if isinstance(s, str)}
+    if not named:
+        return files
+    return [f for f in files if not f.path.endswith(".safetensors") or f.path in named]
 
 
 def _loadable_as_listed(repo: str, files) -> None:

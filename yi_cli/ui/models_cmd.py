@@ -203,7 +203,7 @@ def models(args, aliases: dict) -> int:
         row = {"name": repo, "source": "hub", "alias": m.alias if m else None, **describe(snap, size)}
         damaged = hub.damaged(snap)
         cut = not row["loadable"] and not damaged and hub.cut_short(snap)
-        refused = _config_refused(snap) if cut else None
+        refused = hub.config_refused(snap) if cut else None
         if damaged:  # a link to a blob deleted since: whatever the files that are there say
             row.update(
                 loadable=False, reason=f"a file of it is missing from the cache: `yi-chat pull {repo}` fetches it again"
@@ -350,21 +350,6 @@ def _config(path: Path) -> dict:
     cfg = files.read_config(path)
     plausible.check(cfg, path / "config.json")
     return cfg
-
-
-def _config_refused(snap: Path) -> str | None:
-    """Why a snapshot's config.json, which is there, is refused (unreadable, implausible sizes, a quantization or a
-    model_type the loader refuses), else None: a pull stops at it again, before the weights, so its row gives that
-    reason, not a download that `pull` continues."""
-    from ..checkpoint import configs
-
-    if not (snap / "config.json").is_file():  # cut short before its config: the pull does continue it
-        return None
-    try:
-        configs.check_before_weights(snap, _config(snap), [])  # (the weights' names are the hub's listing)
-    except LoadError as e:
-        return str(e)
-    return None
 
 
 def _disk_size(path: Path) -> int | None:
