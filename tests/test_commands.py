@@ -997,6 +997,41 @@ def test_edit_and_retry_after_a_refused_message_take_that_message_not_the_exchan
     assert chat.session.exchanges == 2
 
 
+def test_an_edit_whose_reply_fails_is_kept_for_retry_and_edit():
+    """An /edit whose reply failed (a server's 503) kept the exchange before it, as it should, but lost the new text
+    without a word, and /retry then answered the old message again. The edit is kept and said: /retry sends it,
+    /edit rewrites it; a refusal by its length keeps it too; a new message or /undo lets it go."""
+    from tests.fixtures import BoundedTemplate as Bounded
+
+    engine = ScriptedEngine(["Reply A.", "Reply B.", "Reply C."])
+    chat, out, err = plain_chat(engine)
+    chat.handle("question A")
+    engine.fail_with = RuntimeError("HTTP 503 Service Unavailable")
+    chat.handle("/edit question B")
+    assert "the edit was not applied: /retry sends it again, /edit rewrites it" in err.getvalue()
+    assert [t.content for t in chat.session.turns] == ["question A", "Reply A."]
+    engine.fail_with = None
+    chat.handle("/retry")
+    assert "sending again the edit that was not applied" in err.getvalue()
+    assert engine.seen[-1][-1]["content"] == "question B"
+    assert [t.content for t in chat.session.turns] == ["question B", "Reply B."] and chat.unsent_edit is None
+
+    engine.fail_with = RuntimeError("HTTP 503 Service Unavailable")
+    chat.handle("/edit question C")
+    engine.fail_with = None
+    chat.handle("/edit question C, again")  # the edit not applied is what a second /edit rewrites
+    assert [t.content for t in chat.session.turns] == ["question C, again", "Reply C."]
+
+    engine.context_length, engine.template = 64, Bounded()
+    chat.handle("/edit " + "word " * 5000)  # refused by its length alone: kept too, said on the error's line
+    assert (
+        err.getvalue().splitlines()[-1].endswith("(the edit was not applied: /retry sends it again, /edit rewrites it)")
+    )
+    assert chat.unsent_edit is not None
+    chat.handle("/undo")  # the exchange it would replace is gone: so is the edit
+    assert chat.unsent_edit is None and chat.session.turns == []
+
+
 def test_an_editors_rewrite_keeps_a_typed_code_block_typed_and_an_attached_file_attached(tmp_path):
     """An /edit through the editor (or the inline edit> line) recorded no count of files, so a code block typed at
     the start of the message was read back as an attached file (/history's `[attached, 1 line]`, `/edit TEXT`

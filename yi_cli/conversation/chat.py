@@ -95,6 +95,9 @@ class Chat:
         self.attachments: list = []  # files for the next message (-f, /file): attach.take prepends them
         self.source: str | None = None  # the local model's source as given (a directory's absolute path), saved
         self.unsent: str | None = None  # the last message, where its send failed or was refused: /retry sends it
+        # An /edit's new text (and the files it keeps) whose reply failed or was refused: the exchange before it
+        # stays, and /retry sends the edit again, /edit rewrites it (it was lost, and /retry answered the old one).
+        self.unsent_edit: tuple[str, int | None] | None = None
 
     def handle(self, line: str, verbatim: bool = False) -> bool:
         """Process one line of input; returns False once the chat should end (/exit). verbatim: a message as typed,
@@ -120,7 +123,7 @@ class Chat:
             self.render.command_done(cmd[0].name)
             after = self.saved_state()
             if _turns(after) != _turns(before):  # /undo, /clear, /load, /continue: a failed message is no longer
-                self.unsent = None  # the last (not /system, which may be what makes room for it)
+                self.unsent = self.unsent_edit = None  # the last (not /system, which may make room for it)
             if self.on_turn and after != before:  # /undo, /clear, /set, /load...: autosave follows
                 self.on_turn(self)
         except YiError as e:
@@ -148,6 +151,7 @@ class Chat:
         """One message, with the files attached for it; one that is refused or fails is not recorded: its files
         stay attached, and /retry or /edit sends it again (unsent), also where its length alone refused it."""
         self.unsent = text  # until its exchange is recorded
+        self.unsent_edit = None  # a new message: the exchange an edit would have replaced is no longer the last
         self.render.message_start(text)
         try:
             self._fits_untokenized(text)

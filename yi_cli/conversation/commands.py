@@ -328,6 +328,10 @@ def do_retry(chat, arg):
         chat.render.notice("sending again the message that was not sent")
         chat.send(chat.unsent, settings)
         return
+    if chat.unsent_edit is not None:
+        chat.render.notice("sending again the edit that was not applied")
+        _edited(chat, *chat.unsent_edit, settings)
+        return
     chat.regenerate(chat.session.turns[-2].content, settings, chat.session.turns[-2].files)
 
 
@@ -340,6 +344,8 @@ def do_edit(chat, arg):
         raise YiError("nothing to edit yet")
     old = unsent if unsent is not None else turns[-2].content
     files = 0 if unsent is not None else turns[-2].files  # a message not sent: its files wait in chat.attachments
+    if unsent is None and chat.unsent_edit is not None:  # an edit not applied: it is what is rewritten
+        old, files = chat.unsent_edit
     head, kept = attach.leading(old, files)
     if arg:  # what was typed is rewritten; the files attached to it stay (the editor shows them, to change too)
         new = head + arg
@@ -365,7 +371,32 @@ def do_edit(chat, arg):
     kept = attach.files_kept(old, files, new)  # an editor's rewrite: the blocks left as they were stay files
     if kept:
         chat.render.notice(f"the message keeps its {kept} attached file{'s' * (kept > 1)}")
-    chat.regenerate(new, files=kept)
+    _edited(chat, new, kept)
+
+
+def _edited(chat, new: str, kept: int | None, settings=None) -> None:
+    """The last exchange replaced by `new`'s (kept: its attached files); where the reply fails or is refused, the
+    edit is kept (chat.unsent_edit) and said: the exchange before it stays."""
+    before = chat.session.turns[-2:]
+
+    def unchanged() -> bool:
+        now = chat.session.turns[-2:]
+        return len(now) == len(before) and all(a is b for a, b in zip(now, before, strict=True))
+
+    chat.unsent_edit = None
+    try:
+        chat.regenerate(new, settings, files=kept)
+    except YiError as e:  # refused before it was sent (too long for the context)
+        if unchanged():
+            chat.unsent_edit = (new, kept)
+            raise YiError(f"{e} ({EDIT_KEPT})") from None
+        raise
+    if unchanged():
+        chat.unsent_edit = (new, kept)
+        chat.render.notice(EDIT_KEPT)
+
+
+EDIT_KEPT = "the edit was not applied: /retry sends it again, /edit rewrites it"
 
 
 def do_continue(chat, arg):
