@@ -420,6 +420,23 @@ def test_a_credential_comes_back_masked_in_every_form_a_server_writes_it():
         assert "SECRET" not in r(text), (text, r(text))
 
 
+def test_a_servers_placeholder_key_is_not_masked_out_of_replies():
+    """`OPENAI_API_KEY=ollama` (Ollama's documented placeholder; vLLM's is EMPTY) had every "ollama" of a reply shown
+    and saved as ***: "curl https://***.com/install.sh | sh, then run *** serve". Such a key is no secret; a real
+    key still is, and so is a password in the URL."""
+    from yi_cli.engines.remote_http import Transport
+    from yi_cli.engines.remote_limits import Limits
+
+    said = "curl -fsSL https://ollama.com/install.sh | sh, then run ollama serve; EMPTY means none"
+    for key in ("ollama", "EMPTY", "lm-studio", "sk-no-key-required"):
+        t = Transport(Endpoint("http://127.0.0.1:9/v1"), key, Limits(), verify=False)
+        assert t.redact(said) == said and t.headers["Authorization"] == f"Bearer {key}"
+    t = Transport(Endpoint("http://127.0.0.1:9/v1"), "sk-ollama-live-1234", Limits(), verify=False)
+    assert t.redact("key sk-ollama-live-1234") == "key ***"
+    t = Transport(Endpoint("http://bob:ollama@127.0.0.1:9/v1"), None, Limits(), verify=False)
+    assert t.redact("run ollama serve") == "run *** serve"  # a password, whatever its word
+
+
 def test_the_redaction_looks_back_from_a_cut_only_where_a_secret_could_end():
     """Every "…" in a text had the text before it copied and searched for a secret's start: a reply (or a model
     id) of a million of them took a minute after it had come, past --deadline. Only a "…" whose last characters

@@ -368,6 +368,24 @@ def test_a_model_name_that_is_not_utf8_is_a_usage_error():
     assert e.value.exit_code == EXIT_USAGE and "the model name m\\xff is not valid UTF-8 text" in str(e.value)
 
 
+@pytest.mark.parametrize(
+    "url,model,said",
+    [
+        ("http://127.0.0.1:1/v1", "m\nFAKE", "the model name m\\nFAKE is not one line"),
+        ("http://127.0.0.1:1/v1", "m\x1b[2J", "the model name m\\x1b[2J is not one line"),
+        ("http://127.0.0.1:1/openai/deployments/gpt%0aFAKE?api-version=2024-10-21", None, "deployment name gpt\\nFAKE"),
+    ],
+    ids=["newline", "escape", "deployment"],
+)
+def test_a_model_name_of_more_than_one_printable_line_is_a_usage_error(url, model, said):
+    """A model name with a line break (`--model`, config.toml, an Azure deployment's `%0a`) split the REPL's banner
+    and toolbar in two, and an escape reached the toolbar: as a listed model id already, refused, before any
+    request (port 1: nothing listens there)."""
+    with pytest.raises(UsageError) as e:
+        RemoteEngine(url, None, model=model)
+    assert e.value.exit_code == EXIT_USAGE and said in str(e.value), str(e.value)
+
+
 def test_a_200_that_is_only_an_error_shows_the_servers_words():
     with Server(lambda h: h.json(200, {"error": {"message": "quota exceeded", "code": 429}})) as srv:
         with pytest.raises(YiError) as e:

@@ -66,12 +66,17 @@ class RemoteEngine:
         `notify(text)` receives notes (bad chunks skipped); `verify` is httpx's TLS verification setting."""
         if model is not None and not _text(model):  # from argv, the environment or config.toml
             raise UsageError(f"the model name {shown(model)} is not valid UTF-8 text")
+        if model and not _listable(model):  # a line break split the banner and the toolbar in two
+            raise UsageError(f"the model name {shown(model, 80)} is not one line of printable text")
         self.limits = limits or Limits()
         if timeout is not None:
             self.limits.idle_timeout = timeout
         self.http = Transport(Endpoint(endpoint), api_key, self.limits, verify)
         self.notify = notify or (lambda text: None)
-        self.name = model or self.http.endpoint.deployment or self._first_model()
+        deployment = self.http.endpoint.deployment
+        if not model and deployment and not _listable(deployment):  # `deployments/gpt%0aFAKE`, unquoted
+            raise UsageError(f"the URL's deployment name {shown(deployment, 80)} is not one line of printable text")
+        self.name = model or deployment or self._first_model()
 
     @property
     def base(self) -> str:

@@ -228,6 +228,11 @@ class Connector(httpcore.SyncBackend):
                 pool._network_backend = Connector(watch)
 
 
+# The keys servers' own docs give for a server that checks none: Ollama's, vLLM's and SGLang's, LM Studio's,
+# llama.cpp's llama-server's (compared without case).
+PLACEHOLDER_KEYS = frozenset({"ollama", "empty", "lm-studio", "sk-no-key-required"})
+
+
 class Transport:
     """Requests to one endpoint with one set of credentials and limits."""
 
@@ -246,7 +251,10 @@ class Transport:
             self.headers["Authorization"] = (
                 "Basic " + base64.b64encode(f"{endpoint.user}:{endpoint.password or ''}".encode()).decode()
             )
-        self.redact = Redactor(([api_key] if api_key else []) + endpoint.secrets())
+        # A server's documented placeholder key is no secret: `OPENAI_API_KEY=ollama` masked the word out of every
+        # reply about Ollama (`***.com/install.sh`, saved so), and vLLM's EMPTY every "EMPTY".
+        secret = api_key if api_key and api_key.lower() not in PLACEHOLDER_KEYS else None
+        self.redact = Redactor(([secret] if secret else []) + endpoint.secrets())
         # what a proxy says goes into errors only: the server beyond it never sees the proxy's login, and a reply's
         # words ("ask the user for the password") were masked where the proxy's user was `user`
         self.redact_errors = Redactor(self.redact.secrets + proxy_secrets(endpoint.url()))
