@@ -306,7 +306,8 @@ def test_an_edit_too_long_by_its_length_alone_is_refused_before_it_is_tokenized(
     assert p.returncode == 1, p.stderr.decode()
     no_traceback(p.stderr.decode())
     assert err_lines(p) == [
-        "error: the message is 2000000 characters, more than the 4096-token context can hold; shorten it"
+        "error: the message is 2000000 characters, more than the 4096-token context can hold; shorten it (the edit "
+        "was not applied: /retry sends it again, /edit rewrites it)"
     ]
     assert "hi" in [o for o in json_out(p) if o.get("command") == "history"][0]["output"]  # the exchange stays
 

@@ -1107,6 +1107,61 @@ def test_file_of_the_chats_own_piped_input_is_refused_and_its_lines_still_run(se
     assert [r["messages"][-1]["content"] for r in server.requests] == ["hi", "there"]
 
 
+def _run_with_files(home: Path, args: list, stdin: Path, stdout: Path):
+    """`python -m yi_cli ARGS < stdin > stdout`: both regular files, as a shell's redirections make them."""
+    e = {k: v for k, v in os.environ.items() if k not in CLEAN}
+    e.update(YI_CHAT_HOME=str(home))
+    with open(stdin, "rb") as i, open(stdout, "wb") as o:
+        return subprocess.run(
+            [sys.executable, "-m", "yi_cli", *args], stdin=i, stdout=o, stderr=subprocess.PIPE, env=e, timeout=300
+        )
+
+
+@pytest.mark.parametrize("path", ["/dev/stdout", "/proc/self/fd/1"])
+def test_a_save_onto_the_runs_own_output_file_is_refused_and_no_reply_is_lost(server, home, tmp_path, path):
+    """`/save! /dev/stdout` with stdout a file (`> out.txt`) replaced that file: the reply before it was gone, the
+    ones after it went into the old, deleted file, and the run exited 0. Refused, /save and /save! alike; every
+    reply is in the file."""
+    script, out = tmp_path / "script.txt", tmp_path / "out.txt"
+    script.write_text(f"hi\n/save! {path}\n/save {path}\nbye\n")
+    p = _run_with_files(home, ["--endpoint", server.url], script, out)
+    said = f"error: {path}: is the chat's own output (stdout); a session is saved to a file of its own"
+    assert p.returncode == 1 and p.stderr.decode().splitlines() == [said, said], p.stderr.decode()
+    assert out.read_text().split() == ["echo:", "hi", "echo:", "bye"]
+
+
+def test_a_resume_of_the_chats_own_input_is_refused(server, home, tmp_path):
+    """`--resume /dev/stdin < session.json` resumed the session, then read the same file again as the chat's lines:
+    its JSON went to the model as a message, and into the session. Refused as -f and /file refuse it, before any
+    request."""
+    assert yi("--endpoint", server.url, stdin="hi\n", home=home).returncode == 0
+    saved = next((home / "data" / "sessions").glob("*.json"))
+    for args in (["--resume", "/dev/stdin"], ["--resume", str(saved)]):  # the file itself, as stdin and named
+        p = _run_with_files(home, ["--endpoint", server.url, *args], saved, tmp_path / "out.txt")
+        said = f"yi-chat: --resume {args[1]}: is the chat's own input (stdin); give the session file itself"
+        assert p.returncode == 2 and p.stderr.decode().splitlines() == [said], p.stderr.decode()
+    assert len(server.requests) == 1  # the first run's one chat request
+    p = yi("--endpoint", server.url, "--resume", str(saved), stdin="and you\n", home=home)
+    assert p.returncode == 0 and sent(server) == "and you", p.stderr.decode()
+
+
+def test_binary_data_piped_into_a_chat_is_refused_whole(server, home):
+    """An ELF (or a gzip file) piped into a chat without -p was 167 lines of "stdin line N ... skipped" and 28 of its
+    fragments sent to the model as turns, and saved. A NUL byte in its first 8000 bytes (git's test for a binary
+    file) among control characters, a twentieth of its bytes or more (text has none), refuses it whole: one line,
+    exit 1, nothing sent; a line of text with a NUL in it is still one line skipped."""
+    data = Path(sys.executable).resolve().read_bytes()[:20000]  # a program
+    p = yi("--endpoint", server.url, stdin=data, home=home)
+    assert p.returncode == 1 and p.stderr.decode().splitlines() == [
+        "error: stdin is binary data (it contains NUL bytes), not text; nothing read"
+    ], p.stderr.decode()
+    assert not [r for r in server.requests if "messages" in r]
+    long_line = b"hi " * 3000 + b"\n"  # a bad line past the first 8000 bytes: skipped, as before
+    p = yi("--endpoint", server.url, stdin=long_line + b"a\0b\nthere\n", home=home)
+    assert p.returncode == 1 and "contains a NUL byte; skipped" in p.stderr.decode()
+    assert sent(server) == "there"
+
+
 @pytest.mark.parametrize("path,out", [("/dev/stdout", "stdout"), ("/proc/self/fd/2", "stderr")])
 def test_file_of_the_chats_own_output_pipe_is_refused_at_once(server, home, path, out):
     """`/file /dev/stdout` (or `-f`) with stdout a pipe said it waited for the pipe's writer, which is yi-chat: the
@@ -1227,26 +1282,22 @@ def test_a_piped_line_over_64_mib_is_skipped_and_said_and_the_next_runs(server, 
     assert [r["messages"][-1]["content"] for r in server.requests] == ["hi"]
 
 
-def test_stdin_of_dev_zero_is_said_at_once_and_a_signal_ends_it(server, home):
+def test_stdin_of_dev_zero_is_said_at_once_and_ends_the_run(server, home):
+    """`< /dev/zero` was one line that never ends (nothing said, ever), then "line 1 is too long" and a run that only
+    a signal ended: binary data, said at once, and the run ends (exit 1), nothing sent."""
     e = {k: v for k, v in os.environ.items() if k not in CLEAN}
     e.update(YI_CHAT_HOME=str(home))
     with open("/dev/zero", "rb") as zero:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "yi_cli", "--endpoint", server.url], stdin=zero, stderr=subprocess.PIPE, env=e
+        p = subprocess.run(
+            [sys.executable, "-m", "yi_cli", "--endpoint", server.url],
+            stdin=zero,
+            capture_output=True,
+            env=e,
+            timeout=300,
         )
-    watchdog = threading.Timer(120, proc.kill)  # before the fix nothing came, ever (the line never ends)
-    watchdog.start()
-    try:
-        first = proc.stderr.readline()
-        proc.send_signal(signal.SIGTERM)
-        rest = proc.stderr.read()
-        proc.wait(timeout=120)
-    finally:
-        watchdog.cancel()
-        proc.kill()
-        proc.stderr.close()
-    assert first.decode() == "error: stdin line 1 is too long (over 64 MiB); skipped\n"
-    assert rest.decode().startswith("yi-chat: terminated"), rest
+    assert p.returncode == 1 and p.stderr.decode().splitlines() == [
+        "error: stdin is binary data (it contains NUL bytes), not text; nothing read"
+    ]
     assert server.requests == []
 
 

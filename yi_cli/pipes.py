@@ -79,14 +79,18 @@ def writes_into_stdin() -> str | None:
     return output_of(st)
 
 
-def output_of(st: os.stat_result) -> str | None:
-    """ "stdout" or "stderr" where that descriptor is the file `st` describes (its device and inode)."""
-    for fd, name in ((1, "stdout"), (2, "stderr")):
+def output_of(st: os.stat_result, streams=((1, "stdout"), (2, "stderr"))) -> str | None:
+    """ "stdout" or "stderr" where that descriptor is the file `st` describes (its device and inode); `streams`:
+    the descriptors looked at, and their names."""
+    for fd, name in streams:
         with contextlib.suppress(OSError):
             out = os.fstat(fd)
             if (out.st_dev, out.st_ino) == (st.st_dev, st.st_ino):
                 return name
     return None
+
+
+STANDARD = ((0, "input (stdin)"), (1, "output (stdout)"), (2, "error output (stderr)"))
 
 
 def ended(stream) -> bool:

@@ -22,7 +22,7 @@ import stat
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .. import inputs
+from .. import inputs, pipes
 from ..engines.settings import GenSettings
 from ..errors import YiError, shown
 from ..held import signals_held
@@ -281,6 +281,12 @@ def save(chat, path: str | None, replace: bool = False) -> Path:
             if kind not in (None, "regular file"):
                 raise YiError(
                     f"{shown(path, 200)}: not a regular file (a {kind}); a session is saved to a regular file"
+                )
+            if kind is not None and (stream := pipes.output_of(os.stat(real), pipes.STANDARD)):
+                # `/save! /dev/stdout` with stdout a file: the file was replaced under the run's output, the replies
+                # before it gone and those after it written into the old, deleted file (exit 0)
+                raise YiError(
+                    f"{shown(path, 200)}: is the chat's own {stream}; a session is saved to a file of its own"
                 )
             _check_folder(path, p, real)
             if kind is not None and not os.access(real, os.W_OK):  # the rename below would replace it all the same

@@ -271,6 +271,18 @@ def _hung_up(fd: int) -> bool:
     return False
 
 
+BINARY_PEEK = 8000  # bytes of a piped chat's stdin looked at to tell binary data (git looks at as many)
+CONTROLS = frozenset(range(32)) - set(b"\t\n\v\f\r\x1b") | {0x7F}  # none of a text's characters
+
+
+def binary_data(first: bytes) -> bool:
+    """Whether the start of a piped chat's stdin is binary data (a program, a gzip file, /dev/zero), not lines of
+    text with a bad one: a NUL byte (git's test for a binary file) among control characters that are a twentieth
+    of it or more (compressed bytes: a tenth; text: none but the NUL, or an escape sequence's ESC)."""
+    head = first[:BINARY_PEEK]
+    return b"\0" in head and sum(b in CONTROLS for b in head) * 20 >= len(head)
+
+
 def _main(args) -> int:
     from .. import pipes
     from ..conversation import attach, store
@@ -313,6 +325,12 @@ def _main(args) -> int:
     resume = "last" if args.continue_ else args.resume
     if args.continue_ and args.resume not in (None, "last"):
         raise UsageError("-c/--continue and --resume PATH name two sessions; give one")
+    if resume and resume != "last" and not tty and attach.own_input(resume):
+        # `--resume /dev/stdin < s.json` resumed it, then read it again as the chat's lines (or, with -p, as text
+        # before the prompt): its JSON was sent as a message
+        raise UsageError(
+            f"--resume {shown(resume, 200)}: is the chat's own input (stdin); give the session file itself"
+        )
     if resume:
         session, saved, data = store.read(resume)
     named = "--model " if args.model else "YI_CHAT_MODEL=" if os.environ.get("YI_CHAT_MODEL") else "model "
@@ -582,6 +600,9 @@ def run_pipe(chat) -> int:
         if wide := inputs.wide_encoding(first):  # as -f and -p - tell it (UTF-32 was called UTF-16)
             # (PowerShell's `>` writes it): each line was "not valid UTF-8" or "contains a NUL byte", its CRs lines
             chat.render.error(f"stdin is {wide} text, not UTF-8; nothing read ({attach.convert('stdin', wide)})")
+            return 1
+        if binary_data(first):  # an ELF, a gzip: 167 lines of "skipped", and its fragments sent as turns
+            chat.render.error("stdin is binary data (it contains NUL bytes), not text; nothing read")
             return 1
         # a line is at most what an attachment can be (64 MiB: far beyond any context)
         every = stdin_lines.lines(itertools.chain([first] if first else [], reads), attach.MAX_BYTES)
