@@ -2189,3 +2189,49 @@ def test_a_pull_fetches_only_the_weights_the_loader_reads(hub, env, demo_files):
     assert {f.name for f in snapshot(env, "acme/two-layouts").iterdir()} == got
     p = yi({**env, "HF_HUB_OFFLINE": "1"}, "-m", "acme/two-layouts", *PARIS)
     assert p.returncode == 0 and "Paris" in p.stdout.decode(), p.stderr.decode()
+
+
+@pytest.mark.parametrize(
+    "weight_map,said",
+    [
+        ("model-00002-of-00002.safetensors", "its index names model-00002-of-00002.safetensors, which the repo"),
+        ("../model.safetensors", "weight_map names '../model.safetensors', not a file name in the directory"),
+        (None, "weight_map is empty: it names no weight file"),
+    ],
+    ids=["unlisted", "dotdot", "empty"],
+)
+def test_an_index_the_loader_refuses_is_refused_before_the_weights_online_and_offline(
+    hub, env, demo_files, weight_map, said
+):
+    """The index fetched first: one that named no shard the repo lists (or `../x`) had every weights file left on
+    the hub, the checks before the weights never ran, and the pull said "ready" for a model that cannot load (then
+    "`yi-chat pull` continues it", which it could not); an empty weight_map pulled every weights file, "ready", and
+    `models` said ok. Each is refused before any weights (one line, exit 3), and offline with the same reason (it
+    offered the snapshot, which holds no weights, as a commit no branch names)."""
+    names = header_keys(demo_files["model.safetensors"])
+    index = {"weight_map": dict.fromkeys(names, weight_map) if weight_map else {}}
+    files = {**demo_files, "model.safetensors.index.json": json.dumps(index).encode(), "consolidated.safetensors": b"x"}
+    hub.repos["acme/bad-index"] = Repo(files)
+    lines = error_line(yi(env, "pull", "acme/bad-index"), 3, said)
+    assert not any("ready" in ln for ln in lines), lines
+    assert not [r for r in hub.requests("GET", "") if r[1].endswith(".safetensors")]
+    # offline, a shard the index names and the cache lacks may be on the hub: only a pull finds out it is not
+    offline = "the download is not complete" if weight_map and "/" not in weight_map else said
+    error_line(yi({**env, "HF_HUB_OFFLINE": "1"}, "-m", "acme/bad-index", "-p", "hi"), 3, offline)
+    rows = {r["name"]: r for r in json.loads(yi(env, "models", "--json").stdout)}
+    row = rows["acme/bad-index"]
+    assert not row["loadable"] and offline in row["reason"], row
+
+
+def test_a_wait_on_the_index_fetched_first_is_said(hub, env, demo_files):
+    """The index is fetched quietly before the others; a 429 on it (or another process's lock) waited without a
+    line, where every other file's wait is said."""
+    names = header_keys(demo_files["model.safetensors"])
+    index = {"weight_map": dict.fromkeys(names, "model.safetensors")}
+    hub.repos["acme/indexed"] = Repo({**demo_files, "model.safetensors.index.json": json.dumps(index).encode()})
+    hub.fail_head_once["model.safetensors.index.json"] = 429
+    hub.retry_after = "1"
+    p = yi(env, "pull", "acme/indexed")
+    err = p.stderr.decode()
+    assert p.returncode == 0, err
+    assert f"yi-chat: acme/indexed: {hub.url} answered HTTP 429 and asks to wait 1 s; retrying (retry 1 of 5)\n" in err

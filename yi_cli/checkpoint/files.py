@@ -162,6 +162,8 @@ def index_files(idx: Path) -> set[str]:
     bad = next((v for v in wm.values() if not v or Path(v).name != v or v in (".", "..") or impossible_name(v)), None)
     if bad is not None:
         raise LoadError(f"{idx}: weight_map names {shown(bad, 60)!r}, not a file name in the directory")
+    if not wm:  # it was "missing tensor ..." at the load, where `pull` had said ready and `models` ok
+        raise LoadError(f"{idx}: weight_map is empty: it names no weight file")
     return set(wm.values())
 
 

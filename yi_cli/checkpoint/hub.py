@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import io
 import os
 import re
 import shlex
@@ -31,7 +30,7 @@ from .. import env_files, inputs, terminal
 from ..errors import LoadError, shown
 from . import configs, hub_http, plausible
 from .family import BY_REPO, repo_of
-from .files import check_unquantized, impossible_name, read_config, read_json
+from .files import check_unquantized, impossible_name, index_files, read_config, read_json
 from .hub_http import endpoint
 
 # What yi-chat reads from a checkpoint; README, weights of other frameworks, GGUF and images stay on the hub.
@@ -277,10 +276,10 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
                 f"{repo}: revision {shown(revision, 80)} is not in the local Hugging Face cache ({cache_root()}), "
                 "and HF_HUB_OFFLINE=1 forbids downloading it"
             )
+        if not other and (why := _newest_refused(repo)) is not None:  # a pull stops at it again, online (and an
+            raise LoadError(why)  # index refused left a snapshot "complete", no weights in it, offered as one)
         if not other and (snap := _unnamed_snapshot(repo)) is not None:
             raise LoadError(f"{repo}: HF_HUB_OFFLINE=1 forbids fetching it; {unnamed(repo, snap)}")
-        if started(repo) and (refused := _newest_refused(repo)) is not None:  # a pull stops at it again, online
-            raise LoadError(refused)
         if started(repo):
             again = f"yi-chat pull {repo}" + (f" --revision {shlex.quote(revision)}" if other else "")
             raise LoadError(
@@ -373,6 +372,8 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
                 # quantization the loader refuses (bitsandbytes, AWQ 3-bit), or one the weights' names contradict.
                 cfg = read_config(snap)
                 plausible.check(cfg, snap / "config.json")
+                if (snap / INDEX).is_file():  # one the loader refuses (no shard named, `../x`): before the weights
+                    index_files(snap / INDEX)
                 shards = _weight_map(snap)
                 _shards_as_listed(repo, shards, files)
                 if configs.check_before_weights(snap, cfg, [f.path for f in files]) is None:
@@ -423,28 +424,31 @@ def _unnamed_snapshot(repo: str) -> Path | None:
         return None
 
 
-def config_refused(snap: Path) -> str | None:
-    """Why a snapshot's config.json, which is there, is refused (unreadable, implausible sizes, a quantization or a
-    model_type the loader refuses), else None: a pull stops at it again, before the weights, so it is that reason,
-    not a download that `pull` continues."""
+def refused(snap: Path) -> str | None:
+    """Why a snapshot's config.json or weights index, where it is there, is refused (unreadable, implausible sizes, a
+    quantization or a model_type the loader refuses, an index that names no file or not a file of the folder), else
+    None: a pull stops at it again, before the weights, so it is that reason, not a download that `pull`
+    continues."""
     if not (snap / "config.json").is_file():  # cut short before its config: the pull does continue it
         return None
     try:
         cfg = read_config(snap)
         plausible.check(cfg, snap / "config.json")
         configs.check_before_weights(snap, cfg, [])  # (the weights' names are the hub's listing)
+        if (snap / INDEX).is_file():
+            index_files(snap / INDEX)
     except LoadError as e:
         return str(e)
     return None
 
 
 def _newest_refused(repo: str) -> str | None:
-    """config_refused of repo's newest snapshot (where a refused pull stopped: no ref names it yet)."""
+    """refused() of repo's newest snapshot (where a refused pull stopped: no ref names it yet)."""
     try:
         snap = _newest(storage(repo))
     except (OSError, LoadError):
         return None
-    return config_refused(snap) if snap is not None else None
+    return refused(snap) if snap is not None else None
 
 
 def started(repo: str) -> bool:
@@ -490,7 +494,7 @@ def _indexed(repo: str, commit: str, files: list, root: Path, snap: Path) -> lis
         return files
     if not _have(snap / INDEX, index.size):
         _real_folder(root, root / "blobs")
-        quiet = Progress(io.StringIO())
+        quiet = _Quiet()
         quiet.start(repo, [(index.path, index.size, 0)])
         _fetch_file(repo, commit, index, root, quiet)
     try:
@@ -498,9 +502,10 @@ def _indexed(repo: str, commit: str, files: list, root: Path, snap: Path) -> lis
     except LoadError:
         return files
     named = {s for s in (shards or {}).values() if isinstance(s, str)}
-    if not named:
-        return files
-    return [f for f in files if not f.path.endswith(".safetensors") or f.path in named]
+    kept = [f for f in files if not f.path.endswith(".safetensors") or f.path in named]
+    if not any(f.path.endswith(".safetensors") for f in kept):  # none of them listed (`../x`, a shard missing):
+        return files  # the checks before the weights say what is wrong with it (it pulled "ready", no weights)
+    return kept
 
 
 def _loadable_as_listed(repo: str, files) -> None:
@@ -1130,3 +1135,14 @@ class Progress:
                 pass
 
         return Bar
+
+
+class _Quiet(Progress):
+    """The display of the index's fetch before the others (tens of kB): no "fetching" line, bar or line of its own;
+    a wait (another process's lock, a hub's 429) is said as for any file (it waited in silence)."""
+
+    def _open(self) -> None:
+        self.opened = True
+
+    def file_done(self, name: str) -> None:
+        pass

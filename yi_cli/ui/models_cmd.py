@@ -203,7 +203,7 @@ def models(args, aliases: dict) -> int:
         row = {"name": repo, "source": "hub", "alias": m.alias if m else None, **describe(snap, size)}
         damaged = hub.damaged(snap)
         cut = not row["loadable"] and not damaged and hub.cut_short(snap)
-        refused = hub.config_refused(snap) if cut else None
+        refused = hub.refused(snap) if cut else None
         if damaged:  # a link to a blob deleted since: whatever the files that are there say
             row.update(
                 loadable=False, reason=f"a file of it is missing from the cache: `yi-chat pull {repo}` fetches it again"
