@@ -2055,21 +2055,42 @@ def test_the_demo_is_packed_over_whatever_is_in_its_place(home, demo_fp32_dir, o
     assert sorted(p.name for p in root.iterdir()) == [".convert.lock", "demo-fp32", "demo-gptq8"]
 
 
-def test_a_demo_source_that_cannot_be_packed_is_one_line(home, demo_fp32_dir):
-    """demo-fp32 damaged (its weights cut short) before demo or demo-gptq8 was packed from it, or a full disk while
-    packing: an internal error (SafetensorError), exit 1 (a demo-cache hunt). One line naming both folders."""
+@pytest.mark.parametrize("damage", ["empty-header", "no-weights", "fifo", "stray-tensor"])
+def test_a_demo_source_that_cannot_be_packed_is_one_line(home, demo_fp32_dir, damage):
+    """demo-fp32 damaged before demo or demo-gptq8 was packed from it: its weights cut short (an internal error,
+    exit 1), gone (a demo of no tensors, "ready", then "missing tensor" at every run), a FIFO named *.safetensors
+    beside them (a blocking open that no signal ended), a stray file's huge tensor (read whole into memory). Its
+    files are checked as the loader checks them before a weight is read: one line naming the file and what to do;
+    a stray tensor is not read at all."""
     from yi_cli.checkpoint import demo
 
     src = home / "cache" / "demo" / "demo-fp32"
     src.mkdir(parents=True)
     for f in demo_fp32_dir.iterdir():
-        if f.suffix != ".safetensors":
+        if f.suffix != ".safetensors" or damage in ("fifo", "stray-tensor"):
             shutil.copy(f, src / f.name)
-    (src / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}")
+    if damage == "empty-header":
+        (src / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}")
+    elif damage == "fifo":
+        os.mkfifo(src / "model-backup.safetensors")
+    elif damage == "stray-tensor":  # 8 GB of F32 declared, a sparse file: read, it took every byte of memory
+        header = json.dumps(
+            {"extra.big": {"dtype": "F32", "shape": [2_000_000_000], "data_offsets": [0, 8_000_000_000]}}
+        )
+        with open(src / "zz-extra.safetensors", "wb") as f:
+            f.write(len(header).to_bytes(8, "little") + header.encode())
+            f.truncate(8 + len(header) + 8_000_000_000)
+        assert demo.ensure("demo-gptq8") == src.parent / "demo-gptq8"
+        return
     with pytest.raises(LoadError) as e:
         demo.ensure("demo-gptq8")
-    assert str(e.value).startswith(f"{src.parent / 'demo-gptq8'}: packing the demo model failed (")
-    assert str(e.value).endswith(f"if {src} is damaged, remove it and the next run converts the demo again")
+    said = {
+        "empty-header": f"{src / 'model.safetensors'}: not a valid safetensors file (its header length does not fit "
+        "the file)",
+        "no-weights": f"{src}: no weight files (*.safetensors)",
+        "fifo": f"{src / 'model-backup.safetensors'}: not a regular file",
+    }[damage]
+    assert str(e.value) == f"{said}; remove {src} and the next run converts the demo again"
 
 
 @pytest.mark.parametrize("layers,said", [(1, "holds tensors of layer 1"), (3, "no tensors of layer 2")])
@@ -2211,6 +2232,30 @@ def test_models_and_pull_check_the_tensor_shapes_the_config_implies(demo_dir, tm
     (ckpt / "config.json").write_text(json.dumps(cfg))
     row = describe(ckpt)
     assert not row["loadable"] and row["reason"].startswith(f"{ckpt / 'model.safetensors'}: {said}"), row["reason"]
+
+
+@pytest.mark.parametrize(
+    "gone,untie",
+    [("model.layers.3.self_attn.q_proj.qweight", False), ("model.norm.weight", False), ("lm_head.weight", True)],
+    ids=["projection", "final-norm", "untied-head"],
+)
+def test_models_and_pull_say_a_tensor_the_load_needs_is_missing(demo_dir, tmp_path, gone, untie):
+    """A checkpoint without one of its projections, its final norm, or (tie_word_embeddings false) its lm_head:
+    `pull` said ready and `models` ok, and -m refused it ("missing tensor ..."). The headers say it first."""
+    from safetensors.torch import load_file, save_file
+
+    from yi_cli.ui.models_cmd import describe
+
+    ckpt = Path(shutil.copytree(demo_dir, tmp_path / "ckpt"))
+    tensors = load_file(str(ckpt / "model.safetensors"))
+    tensors.pop(gone, None)
+    save_file(tensors, str(ckpt / "model.safetensors"), metadata={"format": "pt"})
+    if untie:
+        cfg = json.loads((ckpt / "config.json").read_text())
+        (ckpt / "config.json").write_text(json.dumps({**cfg, "tie_word_embeddings": False}))
+    row = describe(ckpt)
+    said = f"{ckpt / 'model.safetensors'}: missing tensor {gone}"
+    assert not row["loadable"] and row["reason"] == said, row["reason"]
 
 
 def test_an_integer_where_transformers_declares_a_float_loads_on_both_engines(tiny, home):

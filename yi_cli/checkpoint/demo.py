@@ -154,8 +154,8 @@ def _make(name: str, out: Path, src: Path) -> Path:
         make = writer.make_awq if name == "demo" else writer.make_gptq
         try:
             make(src, out)
-        except LoadError:
-            raise
+        except LoadError as e:  # the source's checks (no weights, a FIFO among them): what to do about it too
+            raise LoadError(f"{e}; remove {src} and the next run converts the demo again") from None
         except Exception as e:  # a full disk, a demo-fp32 damaged since: it was an internal error, exit 1
             raise LoadError(
                 f"{out}: packing the demo model failed ({failure(e)}); if {src} is damaged, remove it and the "

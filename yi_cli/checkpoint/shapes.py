@@ -72,3 +72,29 @@ def check(tensors: dict[Path, dict[str, list[int]]], cfg: dict, quant: dict | No
         if name in held and list(held[name][1]) != exp:
             f, shape = held[name]
             raise LoadError(f"{f}: tensor {shown(name, 80)} has shape {list(shape)}, expected {exp}{what}")
+    if (gone := _missing(cfg, quant, held)) is not None:  # `pull` said ready and `models` ok, the load refused it
+        files = list(tensors)
+        index = files[0].parent / "model.safetensors.index.json" if files else None
+        where = files[0] if len(files) == 1 else index if index is not None and index.is_file() else files[0].parent
+        raise LoadError(f"{where}: missing tensor {gone}")
+
+
+def _missing(cfg: dict, quant: dict | None, held: dict) -> str | None:
+    """The first tensor a Llama checkpoint cannot load without that the headers (`held`) lack: the embedding, each
+    layer's norms and projections (packed or not; a bias is optional), the final norm, an untied lm_head."""
+    layers = cfg.get("num_hidden_layers") or DEFAULTS["num_hidden_layers"]
+    if "model.embed_tokens.weight" not in held:
+        return "model.embed_tokens.weight"
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        for norm in ("input_layernorm.weight", "post_attention_layernorm.weight"):
+            if p + norm not in held:
+                return p + norm
+        for mod, _, _ in LINEARS:
+            if f"{p}{mod}.weight" not in held and f"{p}{mod}.qweight" not in held:
+                return f"{p}{mod}.{'qweight' if quant is not None else 'weight'}"
+    if "model.norm.weight" not in held:
+        return "model.norm.weight"
+    if not cfg.get("tie_word_embeddings", DEFAULTS["tie_word_embeddings"]) and "lm_head.weight" not in held:
+        return "lm_head.weight"
+    return None

@@ -89,12 +89,23 @@ def _convert(src: Path, dst: Path, layer, qc: dict, weights_name: str, extra: di
     from safetensors import safe_open
     from safetensors.torch import save_file
 
+    from . import files, shapes
+
     cfg = json.loads((src / "config.json").read_text(encoding="utf-8"))
+    # The source's files as the loader checks them, before a byte of a weight is read: a FIFO named *.safetensors
+    # beside them hung the demo's conversion past every signal (a blocking open), a stray file's 8 GB tensor was
+    # read into memory, and a source without weights made a demo of none, "ready"
+    paths = files.plain_files(src, allow_pickle=False)
+    names = files.check_safetensors(paths, plain=True)
+    shapes.check(names, cfg, None)
+    held = {name: (f, shape) for f, t in names.items() for name, shape in t.items()}
+    wanted = set(shapes.expected(cfg, None, held)) if cfg.get("model_type") == "llama" else set(held)
     tensors = {}
-    for f in sorted(src.glob("*.safetensors")):
+    for f in paths:
         with safe_open(str(f), framework="pt", device="cpu") as h:
             for k in h.keys():
-                tensors[k] = h.get_tensor(k)
+                if k in wanted:
+                    tensors[k] = h.get_tensor(k)
     out = {}
     for name, t in tensors.items():
         prefix, leaf = name.rsplit(".", 1)
