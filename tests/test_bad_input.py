@@ -1551,3 +1551,16 @@ def test_the_python_api_takes_a_torch_device_and_names_its_own_arguments(tiny_di
     for dtype in ("int8", 32, ["fp32"]):  # (a number said --dtype; a list was a TypeError)
         with pytest.raises(LoadError, match=f"^dtype = {re.escape(repr(dtype))}: unknown dtype"):
             yi_cli.load(tiny_dir, device="cpu", dtype=dtype)
+
+
+def test_a_choice_in_another_case_is_hinted_as_itself():
+    """config.toml's `dtype = "BF16"` was "did you mean 'fp16'?", another precision (a flags review): a value that
+    is a choice in another case is hinted as that choice."""
+    from yi_cli.errors import YiError
+    from yi_cli.inputs import choice
+
+    choices = ("auto", "fp32", "fp16", "bf16")
+    for typed, hinted in (("BF16", "bf16"), ("Fp16", "fp16"), ("bf61", "bf16")):
+        with pytest.raises(YiError) as e:
+            choice(typed, choices, "config.toml", "dtype")
+        assert str(e.value).endswith(f"(did you mean {hinted!r}?)"), str(e.value)

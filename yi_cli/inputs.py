@@ -324,6 +324,11 @@ def choice(value: str, choices, src, key: str, err: type[YiError] = YiError) -> 
     """`value` when it is one of `choices`; else one line with a did-you-mean."""
     if value in choices:
         return value
-    near = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.5)
+    lower = {c.lower(): c for c in choices}  # "BF16" was "did you mean 'fp16'?"
+    near = (
+        [lower[value.lower()]]
+        if value.lower() in lower
+        else difflib.get_close_matches(value, list(choices), n=1, cutoff=0.5)
+    )
     hint = f" (did you mean {near[0]!r}?)" if near else ""
     raise err(f"{shown(str(src), 200)}: {key} = {shown(value, 40)!r}: use one of {', '.join(choices)}{hint}")
