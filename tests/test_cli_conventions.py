@@ -1156,6 +1156,9 @@ def test_binary_data_piped_into_a_chat_is_refused_whole(server, home):
         "error: stdin is binary data (it contains NUL bytes), not text; nothing read"
     ], p.stderr.decode()
     assert not [r for r in server.requests if "messages" in r]
+    p = yi("--endpoint", server.url, stdin=b"a\0b\nhello\n", home=home)  # a short first read: its lines judged
+    assert p.returncode == 1 and "stdin line 1 contains a NUL byte; skipped" in p.stderr.decode()
+    assert sent(server) == "hello"
     long_line = b"hi " * 3000 + b"\n"  # a bad line past the first 8000 bytes: skipped, as before
     p = yi("--endpoint", server.url, stdin=long_line + b"a\0b\nthere\n", home=home)
     assert p.returncode == 1 and "contains a NUL byte; skipped" in p.stderr.decode()

@@ -2258,6 +2258,28 @@ def test_models_and_pull_say_a_tensor_the_load_needs_is_missing(demo_dir, tmp_pa
     assert not row["loadable"] and row["reason"] == said, row["reason"]
 
 
+def test_the_missing_tensor_check_leaves_names_it_cannot_judge_to_the_load(tmp_path):
+    """Pickle weights (no headers read: no names at all) and a Llama checkpoint saved without the `model.` prefix
+    (transformers adds it; --engine generate chatted) were refused as missing model.embed_tokens.weight, the first
+    after an IndexError for `yi-chat models` as a whole (a diff review)."""
+    from yi_cli.checkpoint import shapes
+
+    cfg = {
+        "model_type": "llama",
+        "hidden_size": 64,
+        "num_attention_heads": 4,
+        "num_hidden_layers": 1,
+        "intermediate_size": 128,
+        "vocab_size": 100,
+    }
+    shapes.check({}, cfg, None)
+    f = tmp_path / "model.safetensors"
+    shapes.check({f: {"embed_tokens.weight": [100, 64], "norm.weight": [64]}}, cfg, None)
+    with pytest.raises(LoadError) as e:
+        shapes.check({f: {"model.embed_tokens.weight": [100, 64], "model.norm.weight": [64]}}, cfg, None)
+    assert str(e.value) == f"{f}: missing tensor model.layers.0.input_layernorm.weight"
+
+
 def test_an_integer_where_transformers_declares_a_float_loads_on_both_engines(tiny, home):
     """ "rms_norm_eps": 0 (or 1, "initializer_range": 0): JSON has one kind of number, and a hand or a writer drops the
     ".0". The fast engine chatted; --engine generate and /model failed in the words of transformers' strict config

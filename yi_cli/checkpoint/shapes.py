@@ -72,10 +72,13 @@ def check(tensors: dict[Path, dict[str, list[int]]], cfg: dict, quant: dict | No
         if name in held and list(held[name][1]) != exp:
             f, shape = held[name]
             raise LoadError(f"{f}: tensor {shown(name, 80)} has shape {list(shape)}, expected {exp}{what}")
-    if (gone := _missing(cfg, quant, held)) is not None:  # `pull` said ready and `models` ok, the load refused it
+    # Where no name is Llama's own (`model.` first: pickle weights, whose headers are not read, or a checkpoint
+    # saved without the prefix, which transformers adds), the load (--engine generate) is left to say it
+    if any(n.startswith("model.") for n in held) and (gone := _missing(cfg, quant, held)) is not None:
+        # `pull` said ready and `models` ok of it, where the load refused it
         files = list(tensors)
-        index = files[0].parent / "model.safetensors.index.json" if files else None
-        where = files[0] if len(files) == 1 else index if index is not None and index.is_file() else files[0].parent
+        index = files[0].parent / "model.safetensors.index.json"
+        where = files[0] if len(files) == 1 else index if index.is_file() else files[0].parent
         raise LoadError(f"{where}: missing tensor {gone}")
 
 

@@ -272,14 +272,18 @@ def _hung_up(fd: int) -> bool:
 
 
 BINARY_PEEK = 8000  # bytes of a piped chat's stdin looked at to tell binary data (git looks at as many)
+BINARY_LEAST = 1024  # a first read shorter than this (a slow writer's line) is not judged: its lines are
 CONTROLS = frozenset(range(32)) - set(b"\t\n\v\f\r\x1b") | {0x7F}  # none of a text's characters
 
 
 def binary_data(first: bytes) -> bool:
-    """Whether the start of a piped chat's stdin is binary data (a program, a gzip file, /dev/zero), not lines of
-    text with a bad one: a NUL byte (git's test for a binary file) among control characters that are a twentieth
-    of it or more (compressed bytes: a tenth; text: none but the NUL, or an escape sequence's ESC)."""
+    """Whether the start of a piped chat's stdin (its first read, of 1 KiB or more) is binary data (a program, a
+    gzip file, /dev/zero), not lines of text with a bad one: a NUL byte (git's test for a binary file) among
+    control characters that are a twentieth of its first 8000 bytes or more (compressed bytes: a tenth; text: none
+    but the NUL, or an escape sequence's ESC)."""
     head = first[:BINARY_PEEK]
+    if len(head) < BINARY_LEAST:  # `a\0b` alone would be a twentieth of control characters
+        return False
     return b"\0" in head and sum(b in CONTROLS for b in head) * 20 >= len(head)
 
 
