@@ -2951,3 +2951,37 @@ def test_a_non_ascii_file_name_typed_in_an_ascii_locale_is_attached_and_saved_to
     assert "the notes in a file" in sent(server)
     saved = json.loads((tmp_path / "目录" / "会话.json").read_text())
     assert [t["content"] for t in saved["turns"]][1] == "echo: " + sent(server)
+
+
+def test_a_signal_that_ends_a_chat_with_files_attached_names_them(server, home, tmp_path):
+    """`/file notes.txt`, then SIGTERM before a message took it: the run said only "terminated", where Ctrl-D or the
+    input's end says the file went unsent. The ending line names it."""
+    (tmp_path / "notes.txt").write_text("n\n")
+    e = {k: v for k, v in os.environ.items() if k not in CLEAN}
+    e.update(YI_CHAT_HOME=str(home))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "yi_cli", "--endpoint", server.url],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=e,
+        cwd=tmp_path,
+    )
+    watchdog = threading.Timer(120, proc.kill)  # a broken wait fails the test instead of hanging it
+    watchdog.start()
+    try:
+        proc.stdin.write(b"/file notes.txt\n")
+        proc.stdin.flush()
+        first = proc.stdout.readline().decode()  # attached: the chat waits on stdin, which stays open
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.stderr.read().decode()
+        proc.wait(timeout=120)
+    finally:
+        watchdog.cancel()
+        proc.kill()
+        proc.stdin.close()
+        proc.stdout.close()
+        proc.stderr.close()
+    assert first.startswith("attached notes.txt"), first
+    assert proc.returncode == 143 or proc.returncode == 130, (proc.returncode, rest)
+    assert rest.splitlines()[-1].startswith("yi-chat: terminated; notes.txt: attached, not sent"), rest

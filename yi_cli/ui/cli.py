@@ -567,6 +567,10 @@ def _run(chat, prompt, interactive, render, verbatim: bool = False) -> int:
         if chat.session.turns:  # again: the signal may have cut the autosave of the turn before it
             chat.on_turn(chat)
         saved = chat.on_turn.where()
+        if chat.attachments:  # as Ctrl-D or the input's end says them: they went without a word
+            from ..conversation.attach import names
+
+            what += f"; {names(chat.attachments)}: attached, not sent"
         return _said_end(f"{what}; {saved}" if saved else what, exit_code)
     if not interactive and chat.ctrl_c:  # a batch stops at Ctrl-C, as a pipeline does; the REPL goes on
         saved = chat.on_turn.where()
