@@ -1564,3 +1564,21 @@ def test_a_choice_in_another_case_is_hinted_as_itself():
         with pytest.raises(YiError) as e:
             choice(typed, choices, "config.toml", "dtype")
         assert str(e.value).endswith(f"(did you mean {hinted!r}?)"), str(e.value)
+
+
+def test_the_gbk_hint_is_for_chinese_only():
+    """Latin-1 (`Zürich`, `señor`) and Shift-JIS Japanese decode in GB18030 as CJK characters: they were told to
+    convert from GBK, which iconv did without an error into nonsense (`Z黵ich`). Chinese in GBK and Big5 still gets
+    the hint; the others the plain "not UTF-8" line."""
+    from yi_cli.conversation.attach import legacy_chinese
+
+    chinese = [("你好，世界。今天天气很好。", "gbk"), ("今天天氣很好。", "big5"), ("中文 and English 中文", "big5")]
+    others = [
+        ("Zürich ist schön", "latin-1"),
+        ("señor naïve façade", "latin-1"),
+        ("Ærøskøbing, Müller", "latin-1"),
+        ("こんにちは世界", "shift_jis"),
+        ("日本語のテキストです", "shift_jis"),
+    ]
+    assert [legacy_chinese(t.encode(e)) for t, e in chinese] == [True] * 3
+    assert [legacy_chinese(t.encode(e)) for t, e in others] == [False] * 5

@@ -63,11 +63,32 @@ def decode(data: bytes, name: str, use: str = "attached") -> str:
 CJK = re.compile(r"[\u3000-\u303f\u3400-\u9fff\uf900-\ufaff\uff00-\uffef]")
 
 
+LATIN_LETTER = re.compile(rb"[A-Za-z][\x80-\xff][A-Za-z]")
+LATIN_WORD = re.compile(rb"[a-z]{2}[\x80-\xff][a-z]{2}")
+KANA = re.compile("[\u3041-\u3096\u30a1-\u30fa]")
+
+
+def _kana(data: bytes) -> bool:
+    """Whether `data` reads as Japanese: it decodes in Shift-JIS with hiragana or katakana in it (their lead bytes,
+    0x82 and 0x83, are none of Big5's and only rare characters' of GBK; EUC-JP's kana are Big5's commonest)."""
+    try:
+        return KANA.search(data.decode("shift_jis")) is not None
+    except UnicodeDecodeError:
+        return False
+
+
 def legacy_chinese(data: bytes, least: int = 1) -> bool:
     """Whether `data` reads as Chinese in GB18030 (GBK's superset) or Big5: it decodes, and everything past ASCII
     is a CJK character or punctuation, `least` of them at least (Latin-1 text seldom decodes so; a single pair of
-    stray bytes may)."""
-    for encoding in ("gb18030", "big5"):
+    stray bytes may). Not where a byte past ASCII stands alone between ASCII letters (Latin-1's `Z\xfcrich`,
+    `se\xf1or`: a CJK character is two bytes) or the bytes read as Japanese kana in Shift-JIS (Chinese has none):
+    the GBK hint garbled them, iconv exiting 0."""
+    if _kana(data):
+        return False
+    # Big5's second byte is an ASCII letter as often as not (你: A7 41): a Latin word there is two letters a side
+    for encoding, latin in (("gb18030", LATIN_LETTER), ("big5", LATIN_WORD)):
+        if latin.search(data):
+            continue
         try:
             wide = [c for c in data.decode(encoding) if ord(c) > 0x7F]
         except UnicodeDecodeError:
