@@ -1,3 +1,4 @@
+import dataclasses
 import errno
 import json
 import os
@@ -9,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
+from unittest import mock
 
 import pytest
 
@@ -1554,6 +1556,31 @@ def test_a_reply_that_failed_before_any_token_has_null_counts_and_time_in_json()
     (line,) = out.getvalue().splitlines()
     got = json.loads(line)
     assert got["finish_reason"] == "error" and got["prompt_tokens"] is None and got["ttft_s"] is None, got
+
+
+def test_a_command_stopped_by_ctrl_c_says_so_in_json():
+    """A `/file` whose wait for a FIFO's writer Ctrl-C (or a signal) gave up wrote {"command": "file", "output": ""}
+    under --json: a success with no output, for a file not attached. Its object says it was interrupted."""
+    import io
+
+    from rich.console import Console
+
+    from yi_cli.conversation import commands
+    from yi_cli.conversation.chat import Chat
+    from yi_cli.ui.render import JsonRenderer
+
+    def waits(chat, arg):
+        chat.render.show("waiting")
+        raise KeyboardInterrupt
+
+    out = io.StringIO()
+    chat = Chat(ScriptedEngine(), JsonRenderer(Console(file=io.StringIO()), Console(file=io.StringIO()), out=out))
+    with mock.patch.dict(commands.TABLE, {"history": dataclasses.replace(commands.TABLE["history"], handler=waits)}):
+        with pytest.raises(KeyboardInterrupt):
+            chat.handle("/history")
+    assert [json.loads(x) for x in out.getvalue().splitlines()] == [
+        {"command": "history", "output": "waiting\n", "error": "interrupted"}
+    ]
 
 
 def test_a_speed_not_measured_is_null_in_json_as_the_footer_leaves_it_out():

@@ -531,6 +531,8 @@ class JsonRenderer(Renderer):
 
     def line_done(self) -> None:  # a command's object as it stands (its failures, its output so far)
         if self.command is not None:
+            if not self.errors:  # stopped (a /file's wait given up): it said nothing failed, output ""
+                self.errors.append("interrupted")
             self.command_done(self.command)
         self.asked = False
 
