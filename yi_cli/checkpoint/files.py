@@ -337,6 +337,13 @@ def _entry_span(f: Path, name: str, v) -> tuple[int, int]:
     return offsets[0], offsets[1]
 
 
+def missing_in(path: Path, files: list[Path]) -> Path:
+    """What a missing tensor of a checkpoint at `path` (its weight `files`) names as the culprit: the one file, else
+    the index that lists the files, else the folder."""
+    index = path / "model.safetensors.index.json"
+    return files[0] if len(files) == 1 else index if index.is_file() else path
+
+
 class Tensors:
     """Name -> tensor over one or several safetensors files, with errors that name the file."""
 
@@ -344,8 +351,7 @@ class Tensors:
         from safetensors import safe_open
 
         self.where, self.handles = {}, {}
-        index = path / "model.safetensors.index.json"
-        self.missing_in = files[0] if len(files) == 1 else index if index.is_file() else path  # names the culprit
+        self.missing_in = missing_in(path, files)
         for f in files:
             try:
                 h = stack.enter_context(safe_open(str(f), framework="pt", device="cpu"))

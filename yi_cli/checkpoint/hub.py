@@ -346,22 +346,17 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
     files = _read_as_loaded(files)
     root = storage(repo)
     snap = root / "snapshots" / commit
-    try:
-        files = _indexed(repo, commit, files, root, snap)
-    except LoadError:
-        raise
-    except Exception as e:
-        raise hub_error(e, repo, local) from None
-    todo = sorted(
-        (f for f in files if not _have(snap / f.path, f.size)),
-        key=lambda f: (f.path.endswith((".safetensors", ".bin")), f.path),
-    )  # config and tokenizer first: weights linked last
     blobs = root / "blobs"
-    # An update's unchanged files are in the cache already (blobs/<etag>, the commit before linked them): they are
-    # only linked into the new snapshot, so neither the space check nor the size shown counts them.
-    fetching = [f for f in todo if not _have(blobs / _etag(f), f.size)]
     try:
         _real_folder(root, blobs)
+        files = _indexed(repo, commit, files, root, snap)
+        todo = sorted(
+            (f for f in files if not _have(snap / f.path, f.size)),
+            key=lambda f: (f.path.endswith((".safetensors", ".bin")), f.path),
+        )  # config and tokenizer first: weights linked last
+        # An update's unchanged files are in the cache already (blobs/<etag>, the commit before linked them): they
+        # are only linked into the new snapshot, so neither the space check nor the size shown counts them.
+        fetching = [f for f in todo if not _have(blobs / _etag(f), f.size)]
         check_space(blobs, sum(f.size for f in fetching) - sum(_partial_size(blobs, f) for f in fetching))
         progress.start(repo, [(f.path, f.size, _partial_size(blobs, f)) for f in fetching])
         checked = False
@@ -370,10 +365,7 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
                 # Fetched first: a config yi-chat cannot read, or whose sizes no model has (num_hidden_layers = -3,
                 # which the load would refuse), fails here, before the weights are fetched for nothing; and so does a
                 # quantization the loader refuses (bitsandbytes, AWQ 3-bit), or one the weights' names contradict.
-                cfg = read_config(snap)
-                plausible.check(cfg, snap / "config.json")
-                if (snap / INDEX).is_file():  # one the loader refuses (no shard named, `../x`): before the weights
-                    index_files(snap / INDEX)
+                cfg = _config_checked(snap)
                 shards = _weight_map(snap)
                 _shards_as_listed(repo, shards, files)
                 if configs.check_before_weights(snap, cfg, [f.path for f in files]) is None:
@@ -432,14 +424,20 @@ def refused(snap: Path) -> str | None:
     if not (snap / "config.json").is_file():  # cut short before its config: the pull does continue it
         return None
     try:
-        cfg = read_config(snap)
-        plausible.check(cfg, snap / "config.json")
-        configs.check_before_weights(snap, cfg, [])  # (the weights' names are the hub's listing)
-        if (snap / INDEX).is_file():
-            index_files(snap / INDEX)
+        configs.check_before_weights(snap, _config_checked(snap), [])  # (the weights' names are the hub's listing)
     except LoadError as e:
         return str(e)
     return None
+
+
+def _config_checked(snap: Path) -> dict:
+    """A snapshot's config.json, read and checked as a pull checks it before the weights (sizes no model has), and
+    its weights index where it has one (an index the loader refuses: no shard named, `../x`)."""
+    cfg = read_config(snap)
+    plausible.check(cfg, snap / "config.json")
+    if (snap / INDEX).is_file():
+        index_files(snap / INDEX)
+    return cfg
 
 
 def _newest_refused(repo: str) -> str | None:
@@ -492,8 +490,7 @@ def _indexed(repo: str, commit: str, files: list, root: Path, snap: Path) -> lis
     index = next((f for f in files if f.path == INDEX), None)
     if index is None or index.size > inputs.JSON_LIMIT:
         return files
-    if not _have(snap / INDEX, index.size):
-        _real_folder(root, root / "blobs")
+    if not _have(snap / INDEX, index.size):  # (blobs/ made already)
         quiet = _Quiet()
         quiet.start(repo, [(index.path, index.size, 0)])
         _fetch_file(repo, commit, index, root, quiet)

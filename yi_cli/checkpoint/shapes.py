@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..errors import LoadError, shown
 from . import quantized
-from .files import LAYER
+from .files import LAYER, missing_in
 from .light import DEFAULTS
 
 LINEARS = (  # Llama's projections: (name in a layer, rows from, columns from)
@@ -67,7 +67,7 @@ def check(tensors: dict[Path, dict[str, list[int]]], cfg: dict, quant: dict | No
     as config.json implies it; other architectures are left to the load."""
     if cfg.get("model_type") != "llama" or "auto_map" in cfg:
         return
-    held = {name: (f, shape) for f, t in tensors.items() for name, shape in t.items()}
+    held = held_in(tensors)
     for name, (exp, what) in expected(cfg, quant, held).items():  # in the order the load reads them: the same first
         if name in held and list(held[name][1]) != exp:
             f, shape = held[name]
@@ -77,9 +77,12 @@ def check(tensors: dict[Path, dict[str, list[int]]], cfg: dict, quant: dict | No
     if any(n.startswith("model.") for n in held) and (gone := _missing(cfg, quant, held)) is not None:
         # `pull` said ready and `models` ok of it, where the load refused it
         files = list(tensors)
-        index = files[0].parent / "model.safetensors.index.json"
-        where = files[0] if len(files) == 1 else index if index.is_file() else files[0].parent
-        raise LoadError(f"{where}: missing tensor {gone}")
+        raise LoadError(f"{missing_in(files[0].parent, files)}: missing tensor {gone}")
+
+
+def held_in(tensors: dict[Path, dict[str, list[int]]]) -> dict[str, tuple[Path, list[int]]]:
+    """Each tensor's file and shape, by name, from each safetensors file's headers (check_safetensors)."""
+    return {name: (f, shape) for f, t in tensors.items() for name, shape in t.items()}
 
 
 def _missing(cfg: dict, quant: dict | None, held: dict) -> str | None:

@@ -98,7 +98,7 @@ def _convert(src: Path, dst: Path, layer, qc: dict, weights_name: str, extra: di
     paths = files.plain_files(src, allow_pickle=False)
     names = files.check_safetensors(paths, plain=True)
     shapes.check(names, cfg, None)
-    held = {name: (f, shape) for f, t in names.items() for name, shape in t.items()}
+    held = shapes.held_in(names)
     wanted = set(shapes.expected(cfg, None, held)) if cfg.get("model_type") == "llama" else set(held)
     tensors = {}
     for f in paths:
