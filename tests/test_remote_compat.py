@@ -812,6 +812,24 @@ def test_an_error_body_led_by_a_byte_order_mark_is_said_by_its_words(body, said)
     assert msg.endswith(f"HTTP 502 Bad Gateway: {said}" + (" Gateway" if said == "502 Bad" else "")), msg
 
 
+@pytest.mark.parametrize("status, said", [(404, "HTTP 404 Not Found: no such model"), (599, "HTTP 599: no such model")])
+def test_an_error_without_a_reason_phrase_says_the_statuss_own_words(status, said):
+    """A status line with no reason phrase ("HTTP/1.1 404 ") read "HTTP 404 : no such model", a space before the
+    colon; the standard words stand in where the status has them."""
+
+    def answer(h):
+        h.send_response(status, "")
+        h.send_header("Content-Type", "application/json")
+        data = b'{"error": {"message": "no such model"}}'
+        h.send_header("Content-Length", str(len(data)))
+        h.end_headers()
+        h.wfile.write(data)
+
+    with Server(answer) as srv, pytest.raises(YiError) as e:
+        run(RemoteEngine(srv.root, None, model="m", limits=small()))
+    assert one_line(e).endswith(said), one_line(e)
+
+
 def test_a_compressed_error_keeps_its_status_and_hint():
     """A 401 whose body came gzip-compressed was "the answer is compressed (gzip) although yi-chat asked for
     none": the status and the hint to check the key were lost. The status stays, its words said unreadable."""

@@ -444,7 +444,10 @@ class Answer:
             detail = error_message(body[:limit])
             detail += "…" if len(body) > limit and not detail.endswith("…") else ""
         hint = " (check --api-key / $OPENAI_API_KEY)" if resp.status_code in (401, 403) else ""
-        raise self.fail(f"HTTP {resp.status_code} {resp.reason_phrase}" + (f": {detail}" if detail else "") + hint)
+        # a server may send no reason phrase ("HTTP/1.1 404 \r\n"): the status's standard words, else none
+        words = resp.reason_phrase.strip() or httpx.codes.get_reason_phrase(resp.status_code)
+        status = f"HTTP {resp.status_code}" + (f" {words}" if words else "")
+        raise self.fail(status + (f": {detail}" if detail else "") + hint)
 
     def chunks(self):
         """The body's raw chunks as the socket gives them (64 KiB at most each); transport failures as YiError.
