@@ -286,6 +286,17 @@ def test_missing_file_and_stdin_misuse_are_usage_errors(server, home, tmp_path):
     assert server.requests == []
 
 
+@pytest.mark.parametrize(
+    "value, said",
+    [("-1e-3", "between 0 and 5, got -0.001"), ("-2E+1", "between 0 and 5, got -20.0"), ("-inf", "finite number")],
+)
+def test_a_negative_number_in_e_notation_is_a_value_not_an_option(server, home, value, said):
+    """argparse took -1e-3 and -inf for options: `--temperature -1e-3` said "expected one argument" where -0.001
+    said the temperature's range."""
+    one_line_error(yi("--endpoint", server.url, "--temperature", value, "-p", "hi", home=home), 2, said)
+    assert server.requests == []
+
+
 @pytest.mark.slow
 def test_one_shot_answers_from_piped_context_on_the_demo_model(demo_dir, home):
     (home / "cache").symlink_to(Path(demo_dir).parent.parent, target_is_directory=True)

@@ -103,7 +103,16 @@ SUBCOMMANDS = {
 }
 
 
+# what float() reads as a negative number: argparse's own pattern (Python 3.11) took -1e-3 and -inf for options,
+# and `--temperature -1e-3` said "expected one argument" where -0.001 said the temperature's range
+NEGATIVE_NUMBER = re.compile(r"^-(?:(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?|inf(?:inity)?|nan)$", re.IGNORECASE)
+
+
 class Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = NEGATIVE_NUMBER  # argparse's hook for what reads as a negative number
+
     def error(self, message):  # one line, not argparse's usage block: every failure is one line on stderr
         say_error(f"{long_values_cut(message)} (see {self.prog} --help)")  # a subcommand's: yi-chat sessions --help
         sys.exit(2)
