@@ -774,6 +774,25 @@ def test_a_paste_of_several_lines_during_a_reply_stays_one_message(term, home):
     assert engine.prompts == [QUESTION, "pasted first line\npasted second line"]
 
 
+def test_a_paste_longer_than_the_terminals_queue_lets_a_ctrl_c_through_and_reaches_the_next_prompt(term, home):
+    """The terminal's input queue holds 4 KiB: a longer paste during a reply filled it, the terminal stopped taking
+    keys, and the Ctrl-C typed after the paste waited behind it until the reply ended (here: never, the reply waits)
+    and then cleared the paste at the prompt. The keys are read out of the queue while a reply streams."""
+    pane, engine, reply = paused_mid_reply(term)
+    pasted = "\n".join(f"pasted line {i:03d} " + "x" * 50 for i in range(200))  # 13 KB
+    pane.tmux("set-buffer", "-b", "p", pasted)
+    pane.tmux("paste-buffer", "-p", "-b", "p", "-t", "0")
+    pane.keys("C-c")
+    pane.wait(lambda s: "[interrupted]" in s, "the reply stopped by the Ctrl-C typed after the paste")
+    last = "... pasted line 199 " + "x" * 50
+    pane.wait(lambda s: content(s)[-1:] == [last], "the whole paste at the next prompt, not sent")
+    assert engine.prompts == [QUESTION]
+    engine.reply, engine.pause_at = "Answered.", None
+    pane.keys("Enter")
+    pane.wait(footer_after("pasted line 000"), "the reply to the pasted message")
+    assert engine.prompts == [QUESTION, pasted]
+
+
 def test_a_chat_ended_mid_reply_leaves_the_terminal_out_of_pasting_mode(home):
     """Bracketed paste is held with the keys while a reply streams: a chat ended there (SIGTERM) turns it off on its
     way out, or the shell after it would get every paste wrapped in ESC [200~ ... ESC [201~ (`cat` here echoes

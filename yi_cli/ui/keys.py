@@ -6,6 +6,9 @@ The REPL pins the hold from before each prompt until its line has been handled: 
 terminal to the held mode it found, so keys typed right after Enter (before a reply starts) are not echoed either.
 The terminal's bracketed-paste mode is held with the keys: a paste during a reply then reaches the next prompt as a
 paste (its line breaks new lines of one message), where as typed keys its first line break was Enter.
+While a chat's reply streams, a queue past 1 KiB is read out (KeyHold.drain) and kept for the next prompt, in order:
+the queue holds 4 KiB (Linux's), and a longer paste filled it; the terminal then stopped taking keys, so a Ctrl-C
+typed after the paste waited behind it until the reply ended, and then cleared the paste.
 """
 
 from __future__ import annotations
@@ -23,6 +26,20 @@ PASTE_ON, PASTE_OFF = b"\x1b[?2004h", b"\x1b[?2004l"  # the terminal's bracketed
 # The keys typed ahead that a Ctrl-Z took out of the terminal's queue while a chat's keys were held, for the prompt
 # that comes next (repl.py): left queued, the shell that took the terminal read them and ran each line as a command.
 _STASH: list[bytes] = []
+# Reading the queue into _STASH: a reply's drain thread, the chat's end (take) and Ctrl-Z's handler (on the main
+# thread, maybe inside take: reentrant) one at a time, so that the keys stay in the order they were typed
+_READING = threading.RLock()
+# A reply's drain reads the queue out once it holds DRAIN_AT bytes, looking every DRAIN_EVERY_S: a paste fills the
+# 4 KiB in an instant, and the terminal waits (it loses nothing) until the queue has room again
+DRAIN_AT, DRAIN_EVERY_S = 1024, 0.02
+
+
+def _waiting(fd: int) -> int:
+    """The bytes in a terminal's input queue (FIONREAD)."""
+    import fcntl
+    import struct
+
+    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
 
 
 def stashed() -> bytes:
@@ -50,6 +67,7 @@ class KeyHold:
         # A chat's prompt reads the keys held: a Ctrl-Z takes them out of the queue for it (_on_stop). Not so a
         # one-shot's (`-p` at a terminal): its keys are the shell's, left queued for it.
         self.prompt_follows = False
+        self._drainer: tuple[threading.Thread, int] | None = None  # drain's thread and the pipe end that stops it
 
     def hold(self) -> None:
         """Echo and line editing off, bracketed paste on; Ctrl-C still raises SIGINT. TCSANOW: the queued keys
@@ -127,9 +145,51 @@ class KeyHold:
             self._set(self.held)
             self._paste(True)
 
+    def drain(self) -> None:
+        """A chat's reply streams: until undrain, the terminal's queue is read out into the stash the next prompt
+        starts from (stashed) whenever it holds DRAIN_AT bytes. Held only, and only for a chat's prompt."""
+        if self._drainer is not None or self.saved is None or not self.prompt_follows:
+            return
+        wake_r, wake_w = os.pipe()
+        thread = threading.Thread(target=self._drain, args=(wake_r,), name="yi-chat keys", daemon=True)
+        self._drainer = (thread, wake_w)
+        thread.start()
+
+    def undrain(self) -> None:
+        """The reply has ended (or a prompt comes): keys typed from now on stay in the terminal's queue."""
+        if self._drainer is None:
+            return
+        thread, wake_w = self._drainer
+        self._drainer = None
+        os.close(wake_w)  # the thread's select sees the end of its pipe
+        thread.join()
+
+    def _drain(self, wake: int) -> None:
+        import select
+
+        try:
+            # a look at the queue's size every DRAIN_EVERY_S (a key does not wake this: what is typed stays in the
+            # queue, where a signal's ending takes it and the prompt reads it, until a paste fills it)
+            while not select.select([wake], [], [], DRAIN_EVERY_S)[0]:
+                if not self._foreground():  # in the background (Ctrl-Z, `bg`) the queue is the shell's
+                    continue
+                with _READING:  # (not taken meanwhile by take or a Ctrl-Z)
+                    if _waiting(self.fd) < DRAIN_AT:
+                        continue
+                    while select.select([self.fd], [], [], 0)[0]:
+                        chunk = os.read(self.fd, 4096)
+                        if not chunk:  # hung up
+                            return
+                        _STASH.append(chunk)
+        except (OSError, ValueError):  # the terminal is gone
+            return
+        finally:
+            os.close(wake)
+
     def discard(self) -> None:
         """Drop the keys typed ahead (the chat ends by Ctrl-C: there is no next prompt for them, and the shell
         would run them), as a terminal does on Ctrl-C without the hold's NOFLSH."""
+        self.undrain()
         stashed()
         if self._foreground():
             try:
@@ -140,7 +200,9 @@ class KeyHold:
     def take(self) -> bytes:
         """The keys typed ahead, those a Ctrl-Z took first, then those read out of the terminal's queue (the chat
         ends: the shell would run them)."""
-        return stashed() + self._queued()
+        self.undrain()
+        with _READING:
+            return stashed() + self._queued()
 
     def _queued(self) -> bytes:
         """The keys in the terminal's queue, read out. Held, the terminal gives whatever it has queued without waiting
@@ -152,16 +214,18 @@ class KeyHold:
 
         got = b""
         try:
-            while len(got) < 1 << 20 and select.select([self.fd], [], [], 0)[0]:
-                chunk = os.read(self.fd, 4096)
-                if not chunk:
-                    break
-                got += chunk
+            with _READING:
+                while len(got) < 1 << 20 and select.select([self.fd], [], [], 0)[0]:
+                    chunk = os.read(self.fd, 4096)
+                    if not chunk:
+                        break
+                    got += chunk
         except OSError:  # hung up: nothing is queued any more
             pass
         return got
 
     def pin(self) -> None:
+        self.undrain()  # a prompt comes: the keys are its own to read
         self.hold()
         self.pinned = True
 
@@ -170,6 +234,7 @@ class KeyHold:
         self.release()
 
     def release(self) -> None:
+        self.undrain()
         if self.saved is None or self.pinned:
             return
         attrs, self.saved = self.saved, None

@@ -337,6 +337,7 @@ class TerminalRenderer(Renderer):
             self._write([("…" + piece, "dim")])
         if self.keys is not None:
             self.keys.hold()
+            self.keys.drain()  # a chat's: a paste longer than the terminal's queue does not hold up a Ctrl-C
         self._copy("reply_start", prompt)
 
     def reply_text(self, delta: str) -> None:
@@ -394,6 +395,8 @@ class TerminalRenderer(Renderer):
         if stats is not None and self.show_stats and stats.finish_reason != FINISH_ERROR:  # the error line says it
             self.console.print(RichText(footer(stats), style="dim"), soft_wrap=True)  # the terminal wraps it
         self.streaming = False
+        if self.keys is not None:
+            self.keys.undrain()  # keys typed from now on wait in the terminal's queue for the prompt
         held, self.held = self.held, []
         for msg in held:
             super().notice(msg)
