@@ -197,6 +197,27 @@ def test_continue_extends_the_cut_reply_in_place(demo_dir, backend):
 
 
 @pytest.mark.parametrize("backend", ["fast", "generate"])
+def test_a_stop_id_that_is_an_ordinary_word_ends_the_reply_without_its_text(demo_dir, backend):
+    """A generation_config may list an ordinary word among its eos ids. The fast engine stopped there without the
+    word's text; the generate engine showed it (transformers' streamer decodes every id it is given): the same
+    checkpoint answered differently on each. Neither shows it, as neither shows <|im_end|>."""
+    from yi_cli.checkpoint.loader import open_checkpoint
+    from yi_cli.engines.local import LocalEngine
+
+    engine = LocalEngine(open_checkpoint(demo_dir, device="cpu", dtype="fp32"), backend=backend)
+    prompt = engine.template.build(FRANCE)
+    events = list(engine.stream(prompt, GREEDY, threading.Event()))
+    ids = events[-1].token_ids
+    k = next(k for k in range(3, len(ids)) if ids[k] not in ids[:k])  # a word the reply has not said before
+    word = engine.template.tokenizer.decode([ids[k]])
+    assert word.strip() and ids[k] not in engine.template.stop_ids
+    engine.template.stop_ids = engine.template.stop_ids | {ids[k]}
+    text, stats = run(engine, FRANCE)
+    assert (stats.finish_reason, stats.new_tokens) == ("stop", k + 1)
+    assert text == engine.template.tokenizer.decode(ids[:k], skip_special_tokens=True), (text, word)
+
+
+@pytest.mark.parametrize("backend", ["fast", "generate"])
 def test_a_stop_mid_reply_is_no_decode_time(demo_dir, backend, monkeypatch):
     """Ctrl-Z mid-reply, then `fg`: the stopped time counted as decode time and the tok/s fell to a fraction. A stop
     that clock.paused measures (as clock.suspend does; here 1000 s, perf_counter moved on meanwhile) is left out

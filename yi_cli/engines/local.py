@@ -151,16 +151,18 @@ class LocalEngine:
             """transformers' queue of text, the text made by the fast path's Detokenizer (a cut inside a character,
             a /continue's context, as there)."""
 
-            def __init__(self, tokenizer, detok, timeout):
+            def __init__(self, tokenizer, detok, timeout, stops):
                 super().__init__(tokenizer, skip_prompt=True, timeout=timeout)
-                self.detok, self.ended = detok, False
+                self.detok, self.ended, self.stops = detok, False, stops
 
             def put(self, value):
                 if self.next_tokens_are_prompt:  # generate passes the prompt first
                     self.next_tokens_are_prompt = False
                     return
                 for tok in value.reshape(-1).tolist():  # "" too: the consumer's stall timeout counts tokens
-                    self.on_finalized_text(self.detok.add(tok))
+                    # a stop id's text is never the reply's, as on the fast path (an ordinary word among the eos
+                    # ids of a generation_config was shown here, not there)
+                    self.on_finalized_text("" if tok in self.stops else self.detok.add(tok))
 
             def end(self):
                 if not self.ended:  # once: generate's own end, or work()'s where generate did not end it
@@ -218,7 +220,7 @@ class LocalEngine:
                 prompt_lookup_num_tokens=None,
                 assistant_early_exit=None,
             )
-        streamer = Streamer(self.hf_tokenizer, self.template.detokenizer(context), STREAM_TIMEOUT_S)
+        streamer = Streamer(self.hf_tokenizer, self.template.detokenizer(context), STREAM_TIMEOUT_S, stop_ids)
         input_ids = torch.tensor([ids], device=self.ckpt.device)
         result: dict = {}
 
