@@ -1088,18 +1088,22 @@ def test_pull_usage_errors_exit_2(env):
     error_line(yi(env, "models", "--bogus"), 2, "unrecognized arguments")
 
 
-@pytest.mark.parametrize("name", ["a/b/c", "a//b", "../x", "./x/y", "/nowhere/x", "a/b c", "a/-b", "a/b--c"])
+@pytest.mark.parametrize(
+    "name", ["a/b/c", "a//b", "../x", "./x/y", "/nowhere/x", "a/b c", "a/-b", "a/b--c", "a b", "a\nb", "ab-", "a..b"]
+)
 def test_a_malformed_hub_id_is_a_usage_error_in_pull_and_in_m(env, name):
     """`pull a/b/c` exited 2 and `pull ../x` 3 (the hub's id check, after the cache lookup); `-m bad//id` exited 3
     as a missing model. A name that cannot be a hub id is a usage error (exit 2) in both; a missing path given to -m
-    is still a model that is not there (exit 3), named as typed (`./x/y` read `x/y`, a hub id's shape)."""
-    lines = error_line(yi(env, "pull", name), 2, f"{name}: not a", "hub id")
+    is still a model that is not there (exit 3), named as typed (`./x/y` read `x/y`, a hub id's shape). A name with
+    no slash that no hub id can be (`-m 'a b'`) exited 3 too."""
+    shown = name.replace("\n", "\\n")
+    lines = error_line(yi(env, "pull", name), 2, f"{shown}: not a", "hub id")
     assert len(lines) == 1
     p = yi(env, "-m", name, "-p", "hi")
     if name.startswith((".", "/")):
         error_line(p, 3, f"{name}: no such directory")
     else:
-        assert len(error_line(p, 2, f"{name}: no such directory, and not a valid hub id (")) == 1
+        assert len(error_line(p, 2, f"{shown}: no such directory, and not a valid hub id (")) == 1
 
 
 def test_pull_on_a_terminal_draws_one_rich_bar_with_size_and_speed(hub, env):

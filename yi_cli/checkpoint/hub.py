@@ -83,17 +83,29 @@ def written_as_id(name: str) -> bool:
     return "/" in name and not name.startswith((".", "/", "~"))
 
 
-def id_problem(repo: str) -> str | None:
-    """Why repo cannot be a hub id (two slashes, characters the hub refuses), or None when it can."""
+def id_problem(repo: str, slashes: int = 1) -> str | None:
+    """Why repo cannot be a hub id (two slashes, characters the hub refuses), or None when it can. slashes: 0 for a
+    name of no namespace (gpt2)."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-    if repo.count("/") != 1:
+    if repo.count("/") != slashes:
         return "a hub id is ORG/NAME, with one slash"
     try:
         validate_repo_id(repo)
-    except HFValidationError as e:  # its rule, less the id it quotes at the end ("...: 'a/b c'.")
-        return re.sub(r": '.*'\.?$", "", str(e).splitlines()[0])
+    except HFValidationError as e:  # its rule, less the id it quotes at the end ("...: 'a/b c'."; a line break in
+        rule = str(e)  # the id cut it short, and its first line was the rule with "'x/a")
+        for end in (f": '{repo}'.", f": '{repo}'"):
+            rule = rule.removesuffix(end)
+        return " ".join(rule.split())
     return None
+
+
+def name_problem(name: str) -> str | None:
+    """Why a name with no slash (gpt2 is an id too) cannot be a hub id (a blank, a character the hub refuses), or
+    None; a path-like one (.x, ~x) is a folder that is missing, not a malformed id."""
+    if "/" in name or name.startswith((".", "~")):
+        return None
+    return id_problem(name, slashes=0)
 
 
 def malformed(repo: str, typed: str | None = None) -> str | None:

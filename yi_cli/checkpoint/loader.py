@@ -191,6 +191,8 @@ def resolve(model: str, allow_pickle: bool = False) -> Path:
         return hub.fetch(repo, allow_pickle=allow_pickle)
     near = difflib.get_close_matches(model.lower(), [*family.ALIASES, *demo.NAMES], n=1, cutoff=0.8)
     hint = f" (did you mean {near[0]}?)" if near else ""
+    if problem := hub.name_problem(repo):  # `-m 'a b'`: no folder, and no hub id either (a usage error, exit 2)
+        raise UsageError(f"{shown(model, 200)}: no such directory, and not a valid hub id ({problem}){hint}")
     # named as typed: Path drops a leading ./, and `./models/yi` read `models/yi`, as if a hub id had been asked
     raise LoadError(f"{shown(model, 200)}: no such directory, Yi alias (yi-chat models --all) or hub id{hint}")
 
