@@ -297,6 +297,39 @@ def test_a_negative_number_in_e_notation_is_a_value_not_an_option(server, home, 
     assert server.requests == []
 
 
+@pytest.mark.parametrize(
+    "data, code, said",
+    [
+        (bytes(range(256)) * 12, 1, "error: stdin is binary data (it contains NUL bytes), not text; nothing read"),
+        (
+            "\ufeffhello\n".encode("utf-16-le"),
+            1,
+            "error: stdin is UTF-16 text, not UTF-8; nothing read (pipe it through iconv -f UTF-16 -t UTF-8)",
+        ),
+        (b"", 0, "stdin is empty: nothing to do"),
+    ],
+    ids=["binary", "utf16", "empty"],
+)
+def test_a_piped_chats_stdin_file_that_holds_no_lines_is_said_before_the_model_loads(
+    server, home, tmp_path, data, code, said
+):
+    """`yi-chat < file` of binary data, UTF-16 or nothing said so only once the model had loaded (10 s and more on
+    the demo). A regular file is looked at first, where reading it moves nothing; the line and the code are the same."""
+    path = tmp_path / "in"
+    path.write_bytes(data)
+    e = {k: v for k, v in os.environ.items() if k not in CLEAN}
+    with open(path, "rb") as f:
+        p = subprocess.run(
+            [sys.executable, "-m", "yi_cli", "--endpoint", server.url],
+            stdin=f,
+            capture_output=True,
+            timeout=300,
+            env={**e, "YI_CHAT_HOME": str(home)},
+        )
+    assert (p.returncode, p.stderr.decode().strip()) == (code, said)
+    assert not server.models_asked.is_set() and server.requests == []
+
+
 @pytest.mark.slow
 def test_one_shot_answers_from_piped_context_on_the_demo_model(demo_dir, home):
     (home / "cache").symlink_to(Path(demo_dir).parent.parent, target_is_directory=True)
@@ -2180,7 +2213,28 @@ def test_a_subcommands_usage_error_points_at_its_own_help(home):
         (["--bogus"], "yi-chat --help"),
     ]:
         line = one_line_error(yi(*args, home=home), 2)
-        assert line.endswith(f"(see {help})"), (args, line)
+        assert f"(see {help})" in line, (args, line)
+
+
+@pytest.mark.parametrize(
+    "args, hint",
+    [
+        (["models", "are", "cool"], "yi-chat -- models are cool"),
+        (["completion", "of the task"], "yi-chat -- completion 'of the task'"),
+        (["pull", "the", "lever"], "yi-chat -- pull the lever"),
+        (["sessions", "are", "kept"], "yi-chat -- sessions are kept"),
+        (["models", "--bogus"], None),
+        (["pull", "--bogus", "x"], None),
+    ],
+)
+def test_a_prompt_that_starts_with_a_subcommands_word_is_told_how_to_send_it(home, args, hint):
+    """`yi-chat models are cool` said only "unrecognized arguments: are cool": the words, taken for the subcommand
+    they start with, are shown as a prompt sent after --, as `yi-chat -m demo models` is told (not for an option)."""
+    line = one_line_error(yi(*args, home=home), 2)
+    if hint is None:
+        assert "prompt" not in line, line
+    else:
+        assert line.endswith(f"; to send the words as a prompt: {hint}"), line
 
 
 def test_a_subcommand_word_is_not_sent_as_a_prompt(server, home):

@@ -108,13 +108,29 @@ SUBCOMMANDS = {
 NEGATIVE_NUMBER = re.compile(r"^-(?:(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?|inf(?:inity)?|nan)$", re.IGNORECASE)
 
 
+ARGV: list[str] = []  # the run's arguments, as main() got them (a subcommand's error offers them as a prompt)
+
+
+def as_prompt_hint(message: str) -> str:
+    """For a subcommand's word followed by words it does not take (`yi-chat models are cool`): how to send them all
+    as a prompt instead, as `yi-chat -m demo models` is told; else ""."""
+    if not (ARGV and ARGV[0] in SUBCOMMANDS) or not message.startswith(("unrecognized arguments", "argument shell")):
+        return ""
+    if message.startswith("unrecognized") and "-" in [w[:1] for w in message.split(":", 1)[1].split()]:
+        return ""  # a mistyped option (`models --bogus`), not words of a prompt
+    import shlex
+
+    return f"; to send the words as a prompt: yi-chat -- {long_values_cut(shlex.join(ARGV))}"
+
+
 class Parser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._negative_number_matcher = NEGATIVE_NUMBER  # argparse's hook for what reads as a negative number
 
     def error(self, message):  # one line, not argparse's usage block: every failure is one line on stderr
-        say_error(f"{long_values_cut(message)} (see {self.prog} --help)")  # a subcommand's: yi-chat sessions --help
+        # a subcommand's help: yi-chat sessions --help
+        say_error(f"{long_values_cut(message)} (see {self.prog} --help){as_prompt_hint(message)}")
         sys.exit(2)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import stat
 import sys
 import warnings
 
@@ -13,13 +14,14 @@ from .. import env_files, progress, terminal
 from ..engines.remote_endpoint import shown_url
 from ..errors import ENDING, EXIT_CHAT, LoadError, StdoutFailed, UsageError, YiError, catch, failure, shown
 from ..held import signals_held
-from .args import SUBCOMMANDS, parse_args, parser, settings_from
+from .args import ARGV, SUBCOMMANDS, parse_args, parser, settings_from
 from .streams import say_error as _err
 from .streams import to_null
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    ARGV[:] = argv
     sub = subcommand(argv)
     from . import streams
 
@@ -387,6 +389,13 @@ def _main(args) -> int:
         if not a.text.strip():
             render.notice(f"{shown(a.name, 200)} is {'empty' if not a.text else 'blank'}: attached as it is")
     try:
+        if prompt is None and not tty and (head := stdin_file_head()) is not None:  # said as run_pipe says it
+            if refused := not_lines(head):
+                render.error(refused)
+                return 1
+            if not head and not attachments:  # (an attachment left unsent is run_pipe's line, exit 1)
+                render.notice("stdin is empty: nothing to do")
+                return 0
         engine = make_engine(args, top, render, endpoint_from)
         attach.check_tokens(engine, settings, attachments, prompt or "", system=session.system if session else None)
         overflow = args.overflow or top.get("overflow", "drop")
@@ -592,6 +601,31 @@ def check_model_name(model: str, given: str = "--model ") -> None:
         )
 
 
+def not_lines(first: bytes) -> str | None:
+    """Why a piped chat's stdin, whose first read is `first`, is read as no lines at all, else None."""
+    from .. import inputs
+    from ..conversation import attach
+
+    if wide := inputs.wide_encoding(first):  # as -f and -p - tell it (UTF-32 was called UTF-16)
+        # (PowerShell's `>` writes it): each line was "not valid UTF-8" or "contains a NUL byte", its CRs lines
+        return f"stdin is {wide} text, not UTF-8; nothing read ({attach.convert('stdin', wide)})"
+    if binary_data(first):  # an ELF, a gzip: 167 lines of "skipped", and its fragments sent as turns
+        return "stdin is binary data (it contains NUL bytes), not text; nothing read"
+    return None
+
+
+def stdin_file_head() -> bytes | None:
+    """The start of stdin where it is a regular file (`yi-chat < prompts.txt`), read without moving its offset, so
+    that a piped chat's stdin that is empty or no text is said before the model loads (it was after 10 s of
+    loading); None where stdin is anything else (a pipe's bytes can only be read once)."""
+    try:
+        if not stat.S_ISREG(os.fstat(0).st_mode):
+            return None
+        return os.pread(0, BINARY_PEEK, os.lseek(0, 0, os.SEEK_CUR))
+    except OSError:  # closed, or not seekable after all: read as it comes
+        return None
+
+
 def run_pipe(chat) -> int:
     """Each non-empty stdin line is one user turn (or command) of one session; bad lines are skipped loudly."""
     import itertools
@@ -605,12 +639,8 @@ def run_pipe(chat) -> int:
         first = next(reads, b"")
         while first[:2] in inputs.UTF16_BOMS and len(first) < 4 and (more := next(reads, b"")):
             first += more  # a mark in a read of its own (a slow writer): the text after it says what it is
-        if wide := inputs.wide_encoding(first):  # as -f and -p - tell it (UTF-32 was called UTF-16)
-            # (PowerShell's `>` writes it): each line was "not valid UTF-8" or "contains a NUL byte", its CRs lines
-            chat.render.error(f"stdin is {wide} text, not UTF-8; nothing read ({attach.convert('stdin', wide)})")
-            return 1
-        if binary_data(first):  # an ELF, a gzip: 167 lines of "skipped", and its fragments sent as turns
-            chat.render.error("stdin is binary data (it contains NUL bytes), not text; nothing read")
+        if refused := not_lines(first):
+            chat.render.error(refused)
             return 1
         # a line is at most what an attachment can be (64 MiB: far beyond any context)
         every = stdin_lines.lines(itertools.chain([first] if first else [], reads), attach.MAX_BYTES)

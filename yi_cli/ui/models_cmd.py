@@ -16,6 +16,7 @@ from pathlib import Path
 from .. import inputs
 from ..checkpoint import demo, family, hub
 from ..errors import LoadError, UsageError, YiError, shown
+from .args import as_prompt_hint
 
 COMMANDS = ("pull", "models")
 GIT_REFUSES = "~^:?*[\\"  # characters git check-ref-format refuses in any ref name, spaces and controls aside
@@ -46,7 +47,7 @@ def revision_arg(value: str) -> str:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2, like the main parser
-        raise UsageError(f"{message} (see {self.prog} --help)")
+        raise UsageError(f"{message} (see {self.prog} --help){as_prompt_hint(message)}")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -76,7 +77,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str], aliases: dict | None = None) -> int:
     args, extra = parser().parse_known_args(argv)
     if extra:  # argparse leaves them to the top parser, whose help is not the subcommand's
-        raise UsageError(f"unrecognized arguments: {shown(' '.join(extra), 80)} (see yi-chat {args.command} --help)")
+        said = f"unrecognized arguments: {shown(' '.join(extra), 80)}"
+        raise UsageError(f"{said} (see yi-chat {args.command} --help){as_prompt_hint(said)}")
     aliases = aliases or {}
     return pull(args, aliases) if args.command == "pull" else models(args, aliases)
 
