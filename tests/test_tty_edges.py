@@ -735,6 +735,36 @@ def test_lines_typed_while_the_load_fails_go_to_the_history_not_the_shell(tmp_pa
     assert history_entries(home)[:1] == [f"touch {marker}"]
 
 
+@pytest.mark.parametrize("case", ["no session", "truncated", "config"])
+def test_lines_typed_as_a_resume_or_the_config_is_refused_go_to_the_history_not_the_shell(tmp_path, case):
+    """`yi-chat -c` with no session saved, a truncated --resume file, a config.toml refused: the chat failed before
+    its renderer took the keys held since the start, and the line typed after the command went to the shell, which
+    ran it. It is kept in the input history, as where the model fails to load."""
+    home = tmp_path / "home"
+    (home / "config").mkdir(parents=True)
+    marker = tmp_path / "ran"
+    args, said = {
+        "no session": ("-c", "no interactive session saved yet"),
+        "truncated": (f"--resume {tmp_path / 'cut.json'}", "cut.json"),
+        "config": ("", "config.toml"),
+    }[case]
+    (tmp_path / "cut.json").write_text('{"turns": [{"role": "user", "content": "hi"')
+    if case == "config":
+        (home / "config" / "config.toml").write_text("model = 5\n")
+    sh = Shell(home)
+    try:  # the line after the command waits in the terminal's queue before yi-chat starts (bash reads one line)
+        sh.tmux("send-keys", "-t", "0", "-l", f"{sys.executable} -m yi_cli {args}\rtouch {marker}\r")
+        scroll = shell_after(sh)
+    finally:
+        sh.close()
+    assert not marker.exists(), scroll  # the shell ran none of it
+    flat = scroll.replace("\n", "")
+    assert re.search(
+        rf"yi-chat: [^$]*{re.escape(said)}[^$]*; 1 message typed ahead was not sent: in the input history", flat
+    ), scroll
+    assert history_entries(home)[:1] == [f"touch {marker}"]
+
+
 def test_a_signal_ends_a_chat_whose_output_is_paused_with_ctrl_s(tmp_path):
     """Ctrl-S (XOFF) to read a fast reply, then SIGTERM: the reply ended, and the chat waited in its last writes to
     the paused terminal until a Ctrl-Q (a logout's SIGTERM then SIGKILL lost the session's last turn). The signal

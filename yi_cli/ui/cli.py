@@ -63,6 +63,8 @@ def main(argv=None) -> int:
         _err(f"stdout failed ({e.strerror}); the output of yi-chat {argv[0]} is cut short")
         return EXIT_CHAT
     except YiError as e:  # and the messages typed ahead kept, where a chat failed before its first prompt
+        if _EARLY and _EARLY[0].waits:  # (before its renderer took the keys over: a session or config refused)
+            _keep_typed_ahead(_EARLY[0].take)
         _err("; ".join([str(e), *_KEPT[:1]]))
         return e.exit_code
     except KeyboardInterrupt:
