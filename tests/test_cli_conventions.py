@@ -2028,6 +2028,31 @@ def test_an_undo_of_the_only_exchange_leaves_no_session_to_resume(server, home):
     assert session_files(home) == [] and not path.exists()
 
 
+def test_a_resumed_session_of_no_exchange_is_written_in_place_never_removed(server, home):
+    """A store file holding a system prompt and settings but no exchange, resumed: its first /set or /system
+    removed it, unsaid (the branch for an /undo of the only exchange), and the change was saved nowhere. It is
+    written in place, and an exchange sent and undone leaves it as it was."""
+    assert yi("--endpoint", server.url, stdin="first\n", home=home).returncode == 0
+    [path] = (home / "data" / "sessions").glob("*.json")
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps({**data, "turns": [], "system": "You are a pirate."}))
+    p = yi(
+        "--endpoint",
+        server.url,
+        "--resume",
+        str(path),
+        stdin="/set temperature 0.5\n/system You are a captain.\n",
+        home=home,
+    )
+    assert p.returncode == 0, p.stderr.decode()
+    [f] = session_files(home)
+    assert (f["turns"], f["system"], f["settings"]["temperature"]) == ([], "You are a captain.", 0.5)
+    p = yi("--endpoint", server.url, "--resume", str(path), stdin="ahoy\n/undo\n", home=home)
+    assert p.returncode == 0, p.stderr.decode()
+    [f] = session_files(home)
+    assert (f["turns"], f["system"]) == ([], "You are a captain.") and path.exists()
+
+
 def test_clear_starts_a_new_file_and_keeps_the_old_conversation(server, home):
     p = yi("--endpoint", server.url, stdin="one\n/clear\ntwo\n", home=home)
     assert p.returncode == 0, p.stderr.decode()

@@ -125,10 +125,19 @@ class Autosave:
     conversation, `conv`, with no exchange left) takes its file with it: `-c` brought the undone exchange back."""
 
     def __init__(
-        self, mode: str, path: Path | None = None, created: str | None = None, conv: str | None = None, run_mode=None
+        self,
+        mode: str,
+        path: Path | None = None,
+        created: str | None = None,
+        conv: str | None = None,
+        run_mode=None,
+        empty: bool = False,
     ):
         assert mode in MODES
         self.mode, self.path, self.created = mode, path, created
+        # the resumed file held no exchange (a system prompt and settings, /save'd so): never removed as emptied,
+        # written in place (a /set or /system there took the file with it, unsaid)
+        self.keeps_empty = empty
         self.run_mode = run_mode or mode  # this run's: the mode of a new file that a fork starts
         self.conv = conv  # the id of the conversation the file holds
         self.failing: str | None = None  # why the last write failed (said once)
@@ -153,7 +162,7 @@ class Autosave:
     def fork(self) -> None:
         """Go on with the conversation in a new file: the resumed one is another process's."""
         self.owner.release()
-        self.path, self.forked = None, True
+        self.path, self.forked, self.keeps_empty = None, True, False
         # this run's mode, not the resumed file's: a one-shot's fork of an interactive session was written as
         # interactive, newest, and `-c` then opened it in the chat's place
         self.mode = self.run_mode
@@ -164,6 +173,7 @@ class Autosave:
         `-c` then opened it in the chat's place."""
         self.owner.release()
         self.path = self.created = None
+        self.keeps_empty = False
         self.mode = self.run_mode
 
     def close(self) -> None:
@@ -191,7 +201,8 @@ class Autosave:
         self.path, self.created, self.conv, self.loaded, self.loaded_from, self.failing = before
 
     def __call__(self, chat, quiet: bool = False) -> None:
-        if not chat.session.turns:
+        in_place = self.keeps_empty and self.path is not None and self.conv == chat.session.id
+        if not chat.session.turns and not in_place:
             emptied = self.conv == chat.session.id  # /undo of its last exchange (/clear starts another conversation)
             kept = None  # why its file could not go
             if self.path is not None and emptied:
@@ -570,7 +581,8 @@ def autosave_for(path: str | None, data: dict | None, mode: str) -> Autosave:
     if data is not None:
         p = Path(data["path"])
         if p.parent.resolve() == sessions_dir().resolve() and p.name != LEGACY and data.get("mode") in MODES:
-            saver = Autosave(data["mode"], p, data.get("created"), data.get("id") or path_id(p), mode)  # read's id
+            conv = data.get("id") or path_id(p)  # read's id
+            saver = Autosave(data["mode"], p, data.get("created"), conv, mode, empty=not data.get("turns"))
             if saver.path is not None and (_version(p) != data.get("_version") or data.get("_unknown")):
                 saver.fork()
             return saver
