@@ -2053,6 +2053,43 @@ def test_a_resumed_session_of_no_exchange_is_written_in_place_never_removed(serv
     assert (f["turns"], f["system"]) == ([], "You are a captain.") and path.exists()
 
 
+def test_a_session_resumed_by_a_store_link_and_by_its_own_name_is_held_once(server, home):
+    """`work.json` in the store links to a session file there. A chat resumed by `work` locked `.work.json.lock`,
+    one resumed by the file's own name its own lock: both wrote the one file in place, each over the other's turns
+    (the second chat's message was lost, unsaid). Both names are held by the file's lock: the second goes on in a
+    new file."""
+    assert yi("--endpoint", server.url, stdin="first\n", home=home).returncode == 0
+    store = home / "data" / "sessions"
+    [real] = store.glob("*.json")
+    data = json.loads(real.read_text())
+    real.write_text(json.dumps({**data, "mode": "interactive"}))
+    (store / "work.json").symlink_to(real.name)
+    e = {k: v for k, v in os.environ.items() if k not in CLEAN}
+    first = subprocess.Popen(
+        [sys.executable, "-m", "yi_cli", "--endpoint", server.url, "--resume", str(store / "work.json")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**e, "YI_CHAT_HOME": str(home)},
+    )
+    try:
+        first.stdin.write(b"one\n")
+        first.stdin.flush()
+        while b"echo: one" not in first.stdout.readline():  # its reply written: the turn is recorded (saved before)
+            assert first.poll() is None, first.stderr.read()
+        p = yi("--endpoint", server.url, "--resume", str(real), stdin="two\n", home=home)
+        assert p.returncode == 0, p.stderr.decode()
+        first.stdin.write(b"three\n")
+    finally:
+        first.stdin.close()
+        first.wait(timeout=300)
+    assert first.returncode == 0, first.stderr.read()
+    files = [json.loads(f.read_text()) for f in store.glob("*.json") if not f.is_symlink()]
+    said = sorted([t["content"] for t in f["turns"] if t["role"] == "user"] for f in files)
+    assert said == [["first", "one", "three"], ["first", "one", "two"]], said
+    assert (store / "work.json").resolve() == real
+
+
 def test_clear_starts_a_new_file_and_keeps_the_old_conversation(server, home):
     p = yi("--endpoint", server.url, stdin="one\n/clear\ntwo\n", home=home)
     assert p.returncode == 0, p.stderr.decode()

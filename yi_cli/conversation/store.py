@@ -146,7 +146,7 @@ class Autosave:
         self.owner = Owner()
         self.forked = False  # the resumed file is another process's: this one's turns go to a new file
         self.refused: str | None = None  # why it went on in a new file where no process holds the resumed one
-        if path is not None and not self.owner.claim(path):
+        if path is not None and not self.owner.claim(held_name(path)):
             self.refused = self.owner.refused
             self.fork()
 
@@ -330,6 +330,18 @@ def save(chat, path: str | None, replace: bool = False) -> Path:
     except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
         raise YiError(f"{shown(str(p), 200)}: cannot save the session ({getattr(e, 'strerror', None) or e})") from None
     return p
+
+
+def held_name(path: Path) -> Path:
+    """The name a resumed store file is locked by: the file a store entry links to where that file is in the store
+    too (`work.json` -> `20261208-...json`), so that a chat resumed by either name holds the one lock (each took its
+    own, and the two wrote one file, each over the other's turns); else the entry itself (a link to a synced folder
+    is locked beside the link, not in that folder)."""
+    try:
+        real = Path(os.path.realpath(path))
+        return real if real != Path(os.path.abspath(path)) and real.parent == sessions_dir().resolve() else path
+    except (OSError, ValueError):
+        return path
 
 
 def _hold_store_names(p: Path, real: Path) -> list[Owner] | None:
