@@ -594,6 +594,25 @@ def test_history_in_a_terminal_too_narrow_for_its_columns_shows_whole_rows(term,
     assert re.fullmatch(r" 2  assistant +\d+ +A short reply\.", shown[2]), shown
 
 
+def test_a_table_narrowed_after_it_is_drawn_keeps_one_row_a_line(term, home):
+    """/help's and /history's tables were written padded with blanks to the window's width: a narrower window (a
+    terminal that rewraps its lines, as tmux does) wrapped the padding onto a blank row under each row."""
+    pane = term(Scripted("A short reply."), 100, 40)
+    ask(pane, "hello there")
+    pane.wait(footer_after("hello there"), "the reply's footer")
+    for command, last in [("/help", "/exit"), ("/history", "A short reply.")]:
+        pane.type(command)
+        pane.keys("Enter")
+        pane.wait(lambda s: last in s.partition(f">>> {command}")[2] and content(s)[-1:] == [">>>"], command)
+    drawn = pane.tmux("capture-pane", "-p", "-N", "-S", "-", "-t", "0").split("\n")
+    assert not [ln for ln in drawn if ln.startswith(("  /", " 1  user")) and ln != ln.rstrip()], drawn
+    pane.resize(70, 40)
+    scroll = pane.wait(lambda s: tty_width(pane) == 70, "the narrower window")
+    for command, end in [("/help", ">>> /history"), ("/history", ">>>")]:
+        table = content(scroll.partition(f">>> {command}")[2].partition(end)[0], blanks=True)
+        assert table and "" not in table[1:], "\n".join(table)  # (each row's text wraps as it may; no row of padding after it)
+
+
 def test_a_command_being_typed_is_completed_and_a_message_is_not(term, home):
     """The completion menu while a command is typed (the completer runs only for a line that starts with /: it ran
     on every key of a message, each run one more redraw of the prompt after the key's own)."""

@@ -10,6 +10,7 @@ import sys
 from rich.cells import cell_len, set_cell_size
 from rich.console import Console
 from rich.measure import Measurement
+from rich.segment import Segment, Segments
 from rich.style import Style
 from rich.text import Text as RichText
 
@@ -48,10 +49,24 @@ def print_table(console: Console, renderable, whole: bool) -> None:
     wraps; a file or a pipe as wide as its rows if whole (rich folds cells at 80 columns there). Lines unpadded
     (`cat -A` showed the spaces, `grep 'x$'` missed)."""
     if console.is_terminal and console.width >= FOLD_COLUMNS * len(getattr(renderable, "columns", ())):
-        console.print(renderable, markup=False, highlight=False)
+        console.print(Segments(_trimmed(console, renderable)), markup=False, highlight=False)
         return
     console.file.write(piped(renderable, console.width, whole or console.is_terminal))
     console.file.flush()
+
+
+def _trimmed(console: Console, renderable) -> list[Segment]:
+    """The renderable's lines as `console` lays them out, each without the blanks after its text: padded to the
+    window's width, every row of /help or /history became two when the window narrowed (a terminal that rewraps
+    its lines wraps the padding too), and a copy from the scrollback took the spaces along."""
+    out: list[Segment] = []
+    for line in console.render_lines(renderable, console.options, pad=False, new_lines=False):
+        while line and not line[-1].control and not line[-1].text.strip():  # blank cells at the end
+            line.pop()
+        if line and not line[-1].control:
+            line[-1] = Segment(line[-1].text.rstrip(), line[-1].style)
+        out += [*line, Segment.line()]
+    return out
 
 
 def piped(renderable, width: int, whole: bool) -> str:
