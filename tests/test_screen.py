@@ -746,6 +746,8 @@ def test_the_way_back_up_counts_the_rows_as_the_terminal_rewrapped_them():
     assert rewraps({"TERM_PROGRAM": "iTerm.app"}) and rewraps({"KITTY_WINDOW_ID": "1"})
     assert not rewraps({"XTERM_VERSION": "XTerm(390)"}) and not rewraps({"TERM": "linux"})
     assert not rewraps({"STY": "1.pts-0", "TERM": "screen"}) and not rewraps({"TERM": "xterm-256color"})
+    # over ssh (or sudo, env -i) only TERM says it: inside tmux, or kitty, alacritty, foot with their terminfo
+    assert all(rewraps({"TERM": t}) for t in ("tmux-256color", "tmux", "xterm-kitty", "alacritty", "foot-extra"))
 
 
 # 4. keys typed during a reply -----------------------------------------------------------------------------------------

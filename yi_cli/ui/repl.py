@@ -271,11 +271,17 @@ REWRAPPING_PROGRAMS = ("iTerm.app", "Apple_Terminal", "vscode", "WezTerm", "ghos
 
 def rewraps(env=os.environ) -> bool:
     """Whether the terminal rewraps its rows on resize: tmux (inside it, whatever holds it), VTE's (GNOME Terminal
-    and others), kitty, Windows Terminal, Alacritty, WezTerm, iTerm2, Terminal.app, VS Code's, Ghostty. Not xterm,
-    the Linux console or GNU screen (they cut rows), nor a terminal not recognised."""
+    and others), kitty, Windows Terminal, Alacritty, WezTerm, iTerm2, Terminal.app, VS Code's, Ghostty, foot; by
+    their variables, else by TERM. Not xterm, the Linux console or GNU screen (they cut rows), nor a terminal not
+    recognised."""
     if any(env.get(name) for name in REWRAPPING):
         return True
-    return env.get("TERM_PROGRAM") in REWRAPPING_PROGRAMS
+    # over ssh, sudo or `env -i` only TERM comes along: tmux's own (tmux-256color, screen is GNU screen's) and
+    # those of the terminals above that have their own terminfo entry
+    return env.get("TERM_PROGRAM") in REWRAPPING_PROGRAMS or env.get("TERM", "").startswith(REWRAPPING_TERMS)
+
+
+REWRAPPING_TERMS = ("tmux", "xterm-kitty", "alacritty", "wezterm", "foot", "xterm-ghostty", "vte")
 
 
 def reflow_on_resize(app) -> None:
