@@ -79,6 +79,10 @@ def test_said():
         typed_ahead.said(["a"], True)
         == "1 message typed ahead was not sent: in the input history (↑ at the next prompt)"
     )
-    assert typed_ahead.said(["a", "b"], False) == (
-        "2 messages typed ahead were not sent: the input history could not be written"
+    # never echoed and not kept, the messages were nowhere (the line said only that): the line holds them, each a
+    # JSON string, a line break and an escape sequence as escapes
+    assert typed_ahead.said(["my question", "two\nlines \x1b[2J\u202e"], False) == (
+        "2 messages typed ahead were not sent, and the input history could not be written; they were: "
+        '"my question", "two\\nlines \\u001b[2J\\u202e"'
     )
+    assert typed_ahead.said(["a"], False).endswith('; it was: "a"')

@@ -123,5 +123,12 @@ def said(messages: list[str], kept: bool) -> str:
     """The ending line's words for them: how many, and where they are (or that they could not be kept)."""
     n = len(messages)
     what = f"{n} message{'s' if n > 1 else ''} typed ahead {'were' if n > 1 else 'was'} not sent"
-    where = "in the input history (↑ at the next prompt)" if kept else "the input history could not be written"
-    return f"{what}: {where}"
+    if kept:
+        return f"{what}: in the input history (↑ at the next prompt)"
+    # never echoed, they were nowhere else: each as a JSON string, to copy (a line break in one as \n)
+    import json
+
+    from ..safe_text import json_line
+
+    texts = ", ".join(json_line(json.dumps(m, ensure_ascii=False)) for m in messages)
+    return f"{what}, and the input history could not be written; {'they were' if n > 1 else 'it was'}: {texts}"
