@@ -2029,9 +2029,11 @@ def test_continue_past_the_context_drops_the_oldest_exchanges_or_is_refused_with
     class Engine:
         template, context_length, name, quant = Words(), 100, "words", None
         prompts: list = []
+        asked: list = []
 
         def stream(self, prompt, settings, cancel):
             self.prompts.append(prompt)
+            self.asked.append(settings.max_new_tokens)
             yield Text(" more")
             yield Finish(Stats(prompt_tokens=len(prompt.ids), new_tokens=1))
 
@@ -2056,6 +2058,14 @@ def test_continue_past_the_context_drops_the_oldest_exchanges_or_is_refused_with
     # no max_new_tokens makes room: said so (it said "shorten it, or lower max_new_tokens")
     assert err.getvalue().count("\n") == 1 and "the reply has reached the end of the context" in err.getvalue()
     assert "failed" not in err.getvalue() and chat.session.exchanges == 1
+
+    chat, err = chat_of(1)
+    chat.session.turns[-1].content += " r" * 50  # 94 tokens: past the 90 that keep room for a reply, in the context
+    chat.handle("/continue")
+    # it goes on into the room there is (it was refused: "shorten it, or lower max_new_tokens")
+    assert err.getvalue() == "", err.getvalue()
+    assert len(Engine.prompts[-1].ids) == 94 and Engine.asked[-1] == 6  # what the context holds of a reply
+    assert chat.session.turns[-1].content.endswith(" r more")
 
 
 def test_a_reply_with_no_token_has_no_time_to_first_token():
@@ -2744,3 +2754,6 @@ def test_a_refusal_suggests_only_what_can_make_room():
         context.remedy(False, False, system=True)
         == "shorten it, or lower max_new_tokens (the system prompt counts too)"
     )
+    # a one-shot on a resumed session whose system prompt is long: `-p hi` was told to shorten "hi"
+    with pytest.raises(YiError, match=r"; shorten it, or give more --context \(the system prompt counts too\)$"):
+        context.fit(rebuild, 9030, [], 8184, one_shot=True, context=8192, system=True)

@@ -439,7 +439,16 @@ class Chat:
                         f"the reply has reached the end of the context ({least} of {ctx} tokens with the message it "
                         "answers): it cannot go on; /retry asks again, or send a new message"
                     ) from None
-                raise
+                if not p.continue_final:
+                    raise
+                # /continue with less room than a whole reply's: it goes on into the room there is and stops at the
+                # context's end (it was refused: "shorten it", of a reply that cannot be)
+                if len(prompt.ids) > ctx - 1:
+                    dropped = context.fit(
+                        lambda n: self._rebuild(p, first, n), len(prompt.ids), sizes, ctx - 1, "drop", one_shot
+                    )
+                elif not ahead:
+                    return prompt, 0
         msgs = p.messages[:first] + p.messages[first + dropped :]
         dropped += ahead
         kept = "; the system prompt is kept" if first else ""  # none set: none to keep

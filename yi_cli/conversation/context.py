@@ -21,9 +21,9 @@ def remedy(one_shot: bool, clears: bool, lower: bool = True, more: bool = True, 
     more --context where the model takes more than the context is (a one-shot's: `more`); a lower max_new_tokens
     where the prompt fits the whole context (`lower`: "lower max_new_tokens" was said of a prompt past it, and "give
     more --context" at the most the model takes)."""
-    if one_shot:
+    if one_shot:  # (a resumed session's system prompt may be what is long: said, as a chat's refusal says it)
         flags = [f for f, ok in (("give more --context", more), ("a lower --max-new-tokens", lower)) if ok]
-        return "shorten it" + (", or " + " or ".join(flags) if flags else "")
+        return "shorten it" + (", or " + " or ".join(flags) if flags else "") + (SYSTEM_COUNTS if system else "")
     items = ["shorten it"] + ["/clear"] * clears + ["lower max_new_tokens"] * lower
     said = items[0] if len(items) == 1 else ", ".join(items[:-1]) + ", or " + items[-1]
     return said + (SYSTEM_COUNTS if system and not clears else "")
