@@ -260,6 +260,18 @@ def test_clear_history_undo_system(monkeypatch):
     assert chat.running is False
 
 
+def test_a_system_prompt_too_long_to_show_is_cut_as_history_cuts_a_turn():
+    """/system wrote a resumed session's 50 MB system prompt whole (10 s and more in a terminal); /history cut a
+    turn at SHOWN characters. /system and /prompt cut theirs there too, and say how much is left out."""
+    from yi_cli.conversation.commands import SHOWN
+
+    chat, out, err = plain_chat(ScriptedEngine(["r"]))
+    chat.session.system = "x" * (SHOWN + 1234)
+    chat.handle("/system")
+    shown = out.getvalue()
+    assert shown.count("x") == SHOWN and "… [1234 more characters not shown]" in shown, shown[-200:]
+
+
 def test_system_shows_the_templates_default_when_none_is_set(demo_dir):
     """The demo's template adds "You are a helpful AI assistant named SmolLM..." when no system prompt is given:
     /system said "(no system prompt)" (a run-through). It shows that default, says where it comes from and how to
@@ -1297,3 +1309,18 @@ def test_a_conversation_past_the_context_by_its_length_is_not_counted_at_each_re
     engine.template.plain = True  # plain completion sends no system prompt: a long one is no part of the count
     chat.session.system = "rule " * 100_000
     assert not toolbar(chat)().split(" · ")[1].startswith("ctx >")
+
+
+@pytest.mark.parametrize("columns", [10, 30, 40, 55, 80, 200])
+def test_the_toolbar_drops_whole_fields_that_the_window_cannot_hold(columns):
+    """At 40 columns the toolbar was cut by the terminal mid-value: `top_p 0.` for a top_p of 0.9. It holds as
+    many whole fields as fit, the model's name always."""
+    from yi_cli.ui.repl import toolbar
+
+    chat, out, err = plain_chat(ScriptedEngine(["r"]))
+    chat.settings.top_p = 0.9
+    whole = toolbar(chat, lambda: 1000)().split(" · ")
+    shown = toolbar(chat, lambda: columns)()
+    fields = shown.split(" · ")
+    assert fields == whole[: len(fields)] and (len(shown) < columns or len(fields) == 1), shown
+    assert len(fields) == len(whole) or len(" · ".join(whole[: len(fields) + 1])) >= columns, shown

@@ -583,6 +583,25 @@ def test_a_huge_history_file_is_read_from_its_tail_and_kept_whole(home, monkeypa
     assert path.stat().st_size > size and list(FileHistory(str(path)).load_history_strings())[1:] == whole
 
 
+def test_the_history_gives_recall_its_newest_entries_of_a_size_a_prompt_can_edit(home, monkeypatch):
+    """An entry of 3 MB in the history made ↑ take 12 s and every key after it 11 s; 400,000 short entries made
+    each key of a Ctrl-R search 8 s. Recall goes through the newest HISTORY_ENTRIES entries, each of
+    HISTORY_ENTRY_CHARS at most; the file keeps them all."""
+    from prompt_toolkit.history import FileHistory
+
+    from yi_cli.ui import repl
+
+    path = home / "data" / "history"
+    path.parent.mkdir(parents=True)
+    old = FileHistory(str(path))
+    monkeypatch.setattr(repl, "HISTORY_ENTRIES", 50)
+    for i in range(80):
+        old.store_string(f"line {i}" + ("x" * repl.HISTORY_ENTRY_CHARS if i in (40, 79) else ""))
+    got = list(repl.TailHistory(str(path)).load_history_strings())
+    assert got == [f"line {i}" for i in reversed(range(79)) if i != 40][:50]
+    assert len(list(FileHistory(str(path)).load_history_strings())) == 80
+
+
 def test_config_toml_saved_with_a_bom_and_crlf_is_read(home):
     """A config.toml saved "UTF-8 with BOM" (Notepad) failed: "Invalid statement (at line 1, column 1)", on a
     character no editor shows (run-through 4)."""
@@ -2221,10 +2240,11 @@ def test_models_and_pull_check_the_tensor_shapes_the_config_implies(demo_dir, tm
     """`yi-chat models` listed ok (and `pull` said ready) of checkpoints whose weights -m refused (exit 3): a
     head_dim, a vocab_size or an intermediate_size edited in config.json, a group_size that does not divide a
     projection's input. The headers' shapes are checked against the config as the listing reads them."""
+    from yi_cli.checkpoint import demo
     from yi_cli.ui.models_cmd import describe
 
     for name in ("demo", "demo-gptq8", "demo-fp32"):  # as they are: loadable, every shape as the config says
-        assert describe(Path(demo_dir).parent / name)["loadable"], name
+        assert describe(Path(demo.ensure(name)))["loadable"], name  # (made here when no test before made it)
     ckpt = Path(shutil.copytree(demo_dir, tmp_path / "ckpt"))
     cfg = json.loads((ckpt / "config.json").read_text())
     for k, v in edit.items():

@@ -252,8 +252,11 @@ def tags_visible(text: str) -> str:
 
 def hidden_visible(text: str) -> str:
     """What a command shows of a loaded text (/system, /prompt): tag characters and line separators as escapes, as
-    /history shows them (/system drew a hidden instruction as nothing)."""
-    return tags_visible(separators_visible(text))
+    /history shows them (/system drew a hidden instruction as nothing); cut at SHOWN characters, as /history cuts a
+    turn (a resumed session's 50 MB system prompt held the terminal for 10 s and more)."""
+    more = len(text) - SHOWN
+    cut = f"\n… [{more} more characters not shown]" if more > 0 else ""
+    return tags_visible(separators_visible(text[:SHOWN])) + cut
 
 
 def do_system(chat, arg):

@@ -60,7 +60,8 @@ def _trimmed(console: Console, renderable) -> list[Segment]:
     window's width, every row of /help or /history became two when the window narrowed (a terminal that rewraps
     its lines wraps the padding too), and a copy from the scrollback took the spaces along."""
     out: list[Segment] = []
-    for line in console.render_lines(renderable, console.options, pad=False, new_lines=False):
+    options = console.options.update(markup=False, highlight=False)  # a cell's `[length]` is text, not markup
+    for line in console.render_lines(renderable, options, pad=False, new_lines=False):
         while line and not line[-1].control and not line[-1].text.strip():  # blank cells at the end
             line.pop()
         if line and not line[-1].control:

@@ -22,7 +22,7 @@ from prompt_toolkit.output import create_output
 from prompt_toolkit.renderer import Renderer
 from prompt_toolkit.search import stop_search
 from prompt_toolkit.styles import Style
-from prompt_toolkit.utils import is_dumb_terminal
+from prompt_toolkit.utils import get_cwidth, is_dumb_terminal
 
 from .. import inputs, terminal
 from ..conversation import attach, commands
@@ -57,6 +57,7 @@ def history_off(name: str, path, e: OSError) -> str:
 
 
 HISTORY_TAIL = 4 << 20  # bytes of the history file read at start: thousands of lines, more than arrows reach
+HISTORY_ENTRIES, HISTORY_ENTRY_CHARS = 10_000, 64 << 10  # of those, the entries ↑ and Ctrl-R go through
 
 
 class TailHistory(FileHistory):
@@ -116,7 +117,9 @@ class TailHistory(FileHistory):
                 entry = []
         if entry:
             strings.append("\n".join(entry))
-        return reversed(strings)
+        # the newest HISTORY_ENTRIES, each of HISTORY_ENTRY_CHARS at most (left in the file, out of ↑'s reach): an
+        # entry of 3 MB made ↑ and then each key take 11 s, and Ctrl-R over 400,000 entries 8 s a key
+        return reversed([t for t in strings if len(t) <= HISTORY_ENTRY_CHARS][-HISTORY_ENTRIES:])
 
 
 class Dropped(KeyboardInterrupt):
@@ -196,16 +199,28 @@ def continuation(width: int, line_number: int, wrap_count: int) -> str:
     return "... " if wrap_count == 0 else ""
 
 
-def toolbar(chat):
+def toolbar(chat, columns=None):
+    """The bottom toolbar's text: the model, the context used, temperature, top_p, /help; as many of these whole as
+    the window's width holds (`columns`: its width, else the prompt's output's), the first always (cut at 40
+    columns, `top_p 0.` read as a setting of 0)."""
+
     def text():
         used = chat.context_used()  # /prompt's count: the conversation so far, each turn closed (meter.py)
         used = "?" if used is None else used  # a server that has not reported it yet
         ctx = chat.engine.context_length
         meter = f"ctx {used}/{ctx}" if ctx else f"ctx {used}"
         s = chat.settings
-        return f" {chat.engine.name} · {meter} · temp {s.temperature} · top_p {s.top_p} · /help"
+        fields = [f" {chat.engine.name}", meter, f"temp {s.temperature}", f"top_p {s.top_p}", "/help"]
+        width = columns() if columns is not None else _columns()
+        while len(fields) > 1 and get_cwidth(" · ".join(fields)) >= width:  # (the last column left free)
+            fields.pop()
+        return " · ".join(fields)
 
     return text
+
+
+def _columns() -> int:
+    return get_app().output.get_size().columns
 
 
 def screen_output(stdout=None):
