@@ -1553,17 +1553,32 @@ def test_the_python_api_takes_a_torch_device_and_names_its_own_arguments(tiny_di
             yi_cli.load(tiny_dir, device="cpu", dtype=dtype)
 
 
-def test_a_choice_in_another_case_is_hinted_as_itself():
-    """config.toml's `dtype = "BF16"` was "did you mean 'fp16'?", another precision (a flags review): a value that
-    is a choice in another case is hinted as that choice."""
+def test_a_choice_in_another_case_is_that_choice():
+    """config.toml's `dtype = "BF16"` was "did you mean 'fp16'?", another precision (a flags review), then refused
+    with a hint at bf16, where /set and --speculate take a value in any case (a CLI review): it is bf16. A typo is
+    still hinted."""
     from yi_cli.errors import YiError
     from yi_cli.inputs import choice
 
     choices = ("auto", "fp32", "fp16", "bf16")
-    for typed, hinted in (("BF16", "bf16"), ("Fp16", "fp16"), ("bf61", "bf16")):
-        with pytest.raises(YiError) as e:
-            choice(typed, choices, "config.toml", "dtype")
-        assert str(e.value).endswith(f"(did you mean {hinted!r}?)"), str(e.value)
+    assert [choice(typed, choices, "config.toml", "dtype") for typed in ("BF16", "Fp16", "auto")] == [
+        "bf16",
+        "fp16",
+        "auto",
+    ]
+    with pytest.raises(YiError) as e:
+        choice("bf61", choices, "config.toml", "dtype")
+    assert str(e.value).endswith("(did you mean 'bf16'?)"), str(e.value)
+
+
+@pytest.mark.parametrize(
+    "flag, value, key",
+    [("--dtype", "BF16", "dtype"), ("--engine", "Generate", "engine"), ("--overflow", "REFUSE", "overflow")],
+)
+def test_a_flags_choice_in_another_case_is_that_choice(flag, value, key):
+    from yi_cli.ui.args import parse_args
+
+    assert getattr(parse_args([flag, value, "-p", "hi"]), key) == value.lower()
 
 
 def test_the_gbk_hint_is_for_chinese_only():

@@ -321,14 +321,11 @@ def field(data: dict, key: str, kinds, src, err: type[YiError] = YiError, defaul
 
 
 def choice(value: str, choices, src, key: str, err: type[YiError] = YiError) -> str:
-    """`value` when it is one of `choices`; else one line with a did-you-mean."""
-    if value in choices:
-        return value
-    lower = {c.lower(): c for c in choices}  # "BF16" was "did you mean 'fp16'?"
-    near = (
-        [lower[value.lower()]]
-        if value.lower() in lower
-        else difflib.get_close_matches(value, list(choices), n=1, cutoff=0.5)
-    )
+    """The one of `choices` that `value` is, in any case (`BF16`, as /set and --speculate take a value); else one
+    line with a did-you-mean."""
+    lower = {c.lower(): c for c in choices}
+    if value.lower() in lower:
+        return lower[value.lower()]
+    near = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.5)
     hint = f" (did you mean {near[0]!r}?)" if near else ""
     raise err(f"{shown(str(src), 200)}: {key} = {shown(value, 40)!r}: use one of {', '.join(choices)}{hint}")

@@ -217,6 +217,7 @@ def parser() -> argparse.ArgumentParser:
     a("--device", type=device_arg, help="auto, cpu, cuda, cuda:N (default auto: cuda when available)")
     a(
         "--dtype",
+        type=str.lower,  # any case, as config.toml and /set take a value (BF16)
         choices=["auto", "fp32", "fp16", "bf16"],
         help="activation dtype (default: fp32 on cpu, fp16 on cuda, bf16 there for 4-bit codes)",
     )
@@ -226,7 +227,12 @@ def parser() -> argparse.ArgumentParser:
         metavar="N",
         help="tokens of context a session may use (default: the model's, as far as GPU memory holds)",
     )
-    a("--engine", choices=["auto", "fast", "generate"], help="decode engine: fast (CUDA graphs) or plain generate")
+    a(
+        "--engine",
+        type=str.lower,
+        choices=["auto", "fast", "generate"],
+        help="decode engine: fast (CUDA graphs) or plain generate",
+    )
     a("--raw", action="store_true", help="no chat template: feed the text as is (base models)")
     a(
         "--resume",
@@ -254,7 +260,12 @@ def parser() -> argparse.ArgumentParser:
         help="--endpoint: seconds without reply data before giving up; keep-alives do not count (default 60)",
     )
     a("--deadline", type=seconds_arg, metavar="S", help="--endpoint: seconds for one whole reply (default 900)")
-    a("--overflow", choices=["drop", "refuse"], help="when the context is full: drop oldest turns, or refuse")
+    a(
+        "--overflow",
+        type=str.lower,
+        choices=["drop", "refuse"],
+        help="when the context is full: drop oldest turns, or refuse",
+    )
     a("--stats", action="store_true", help="print the stats line after each reply also when piped (stderr)")
     a("--allow-pickle", action="store_true", help="allow pickle (.bin) weights; they can run code")
     a("--trust-remote-code", action="store_true", help="allow the checkpoint's own Python code")

@@ -263,7 +263,7 @@ def check(p, key: str, value):
     if not isinstance(value, str):
         raise UsageError(f"{p}: {key} must be a string")
     if key in CHOICES:
-        inputs.choice(value, CHOICES[key], p, key, UsageError)
+        value = inputs.choice(value, CHOICES[key], p, key, UsageError)
     if key == "model" and not value.strip():
         raise UsageError(f"{p}: model is empty")
     if key == "model" and "\0" in value:  # os.stat's ValueError (embedded null byte) was a traceback
