@@ -849,6 +849,8 @@ def test_model_that_is_a_file(tmp_path, tiny_dir, home):
             yi("--model", f, "-p", "hi", home=home), 3, "is a file", "--model takes a checkpoint directory"
         )
         assert str(f) in line
+    # what is there, said as it is (/dev/zero was "is a file")
+    one_line_error(yi("--model", "/dev/zero", "-p", "hi", home=home), 3, "/dev/zero: is a character device; --model")
 
 
 def test_a_tilde_for_a_user_this_system_does_not_know(tiny_dir, home):

@@ -559,6 +559,22 @@ def test_a_dumb_terminal_shows_the_line_that_enter_sends(tmp_path):
     assert "delete everything" not in srv.engine.prompts
 
 
+def test_a_dumb_terminals_message_of_several_lines_marks_each_line_after_its_first(tmp_path):
+    """TERM=dumb, Esc Enter: a message's second line was written at the left margin, and in the scrollback it read
+    as the reply's text. It is drawn after `... `, as the full prompt draws it, on each redraw of the draft too."""
+    with scripted_chat(tmp_path, "an answer", "TERM=dumb") as (sh, srv, _):
+        sh.tmux("send-keys", "-t", "0", "-l", "first line")
+        sh.tmux("send-keys", "-t", "0", "Escape", "Enter")
+        sh.tmux("send-keys", "-t", "0", "-l", "second line")
+        sh.wait(lambda s: re.search(r"^>>> first line\n\.\.\. second line$", s, re.M), "the two lines")
+        sh.tmux("send-keys", "-t", "0", "BSpace")  # a change that redraws the draft below
+        sh.wait(lambda s: re.search(r"^>>> first line\n\.\.\. second lin$", s, re.M), "the draft drawn again")
+        sh.tmux("send-keys", "-t", "0", "Enter")
+        scroll = sh.wait(lambda s: "an answer" in s, "the reply")
+    assert srv.engine.prompts == ["first line\nsecond lin"]
+    assert not re.search(r"^second", scroll, re.M), scroll  # no line of the message at the margin
+
+
 def test_a_line_being_typed_when_a_signal_ends_the_chat_is_kept(tmp_path):
     """At the prompt, the line typed so far (not sent) goes to the input history as the chat ends by SIGTERM: one
     message, a draft of several lines too (each of its lines was kept as a message of its own)."""

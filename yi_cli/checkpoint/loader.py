@@ -176,9 +176,10 @@ def resolve(model: str, allow_pickle: bool = False) -> Path:
         demo_cache()
         return demo.ensure(model)
     p = inputs.user_path(model, LoadError)
-    if inputs.looked_up(p, LoadError) is not None:  # a folder on the way that cannot be searched is said
-        if not p.is_dir():
-            raise LoadError(f"{p}: is a file; --model takes a checkpoint directory")
+    if (kind := inputs.looked_up(p, LoadError)) is not None:  # a folder on the way that cannot be searched is said
+        if kind != "directory":  # what it is: /dev/zero was "is a file"
+            what = "a file" if kind == "regular file" else f"a {kind}"
+            raise LoadError(f"{p}: is {what}; --model takes a checkpoint directory")
         return utf8_path(p, "move or link the model to a folder whose name is UTF-8")
     repo = family.expand(model)
     if hub.written_as_id(repo):

@@ -17,12 +17,21 @@ from prompt_toolkit.formatted_text import fragment_list_to_text, to_formatted_te
 from prompt_toolkit.utils import get_cwidth
 
 
+CONTINUATION = "... "  # before each line of a message after its first, as the full prompt draws it
+
+
+def rows(text: str) -> str:
+    """A message's text as written: its lines after the first behind CONTINUATION, so that the scrollback tells a
+    message's second line from the reply's text."""
+    return text.replace("\n", "\r\n" + CONTINUATION)
+
+
 def redraw(prompt: str, old: str, new: str, columns: int) -> str:
     """What to write to turn the line drawn as `old` (after `prompt`) into `new`, the cursor at its end."""
     if new.startswith(old):
-        return new[len(old) :]
+        return rows(new[len(old) :])
     if "\n" in old + new or get_cwidth(prompt + max(old, new, key=get_cwidth)) >= columns:
-        return "\r\n" + prompt + new  # rows a carriage return cannot reach: the line again below
+        return "\r\n" + prompt + rows(new)  # rows a carriage return cannot reach: the line again below
     gone = max(get_cwidth(old) - get_cwidth(new), 0)
     return "\r" + prompt + new + " " * gone + ("\r" + prompt + new if gone else "")
 
@@ -60,7 +69,7 @@ class Session(PromptSession):
 
             def again() -> None:
                 drawn[0] = self.default_buffer.text
-                self.output.write(prompt + drawn[0])
+                self.output.write(prompt + rows(drawn[0]))
                 self.output.flush()
 
             changed += draw
