@@ -1082,6 +1082,29 @@ def test_an_alias_to_a_missing_relative_folder_says_where_it_looked_and_what_the
         assert len(lines) == 1
 
 
+@pytest.mark.parametrize(
+    "setting, said",
+    [
+        (
+            {"SSL_CERT_FILE": "/"},
+            "SSL_CERT_FILE / SSL_CERT_DIR (/): cannot be read as CA certificates (IsADirectoryError",
+        ),
+        ({"SSL_CERT_FILE": "/nonexistent/ca.pem"}, "SSL_CERT_DIR (/nonexistent/ca.pem): cannot be read as CA"),
+        ({"ALL_PROXY": "socks5://127.0.0.1:1"}, "ALL_PROXY=socks5://127.0.0.1:1: yi-chat goes through http:// and"),
+        ({"https_proxy": "ftp://x"}, "https_proxy=ftp://x: yi-chat goes through http:// and https:// proxies only"),
+        ({"https_proxy": "http://[::1"}, "the environment's proxy settings (https_proxy) cannot be used"),
+    ],
+)
+@pytest.mark.parametrize("how", ["pull", "-m"])
+def test_a_tls_or_proxy_setting_the_hubs_client_cannot_use_is_named_exit_2(hub, env, setting, said, how):
+    """A CA folder, a missing CA file, a socks5:// or ftp:// proxy, a proxy URL past its port: the hub's client met
+    them inside its first request, and the line blamed the cache ("cannot download into ... (Is a directory)"),
+    HF_ENDPOINT or nothing ("download failed (ImportError ...)"), exit 3. They are named, exit 2, as with --endpoint."""
+    args = ["pull", "acme/tiny-chat"] if how == "pull" else ["-m", "acme/tiny-chat", "-p", "hi"]
+    lines = error_line(yi({**env, **setting}, *args), 2, said)
+    assert len(lines) == 1 and hub.log == []
+
+
 def test_pull_usage_errors_exit_2(env):
     error_line(yi(env, "pull"), 2, "the following arguments are required: repo")
     error_line(yi(env, "pull", "not-a-repo-or-alias"), 2, "not a hub id")
@@ -1294,7 +1317,8 @@ def test_a_cached_snapshot_missing_a_blob_is_fetched_again_and_named_offline(hub
 
 
 @pytest.mark.parametrize(
-    "revision", ["", " ", "main ", "ma\tin", "a\x1bb", "../../x", "{tmp}/ref", "a//b", "a..b", "a:b", "x.lock"]
+    "revision",
+    ["", " ", "main ", "ma\tin", "a\x1bb", "../../x", "{tmp}/ref", "a//b", "a..b", "a:b", "x.lock", "a\udcffb"],
 )
 def test_pull_refuses_a_malformed_revision_as_a_usage_error(hub, env, revision, tmp_path):
     """`--revision ''` asked the hub for it and said "answered HTTP 404; try again later" (exit 3); a revision no
@@ -1306,6 +1330,15 @@ def test_pull_refuses_a_malformed_revision_as_a_usage_error(hub, env, revision, 
     assert len(lines) == 1
     assert ("the revision is empty" if not revision else "is not a branch, tag or commit name") in lines[0]
     assert not hub.log
+    if "\udcff" in revision:  # said as other lines say a byte that is not UTF-8 (it read '\udcff')
+        assert "'a\\xffb' is not a branch, tag or commit name (it is not valid UTF-8)" in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("name", ["demo", "demo-fp32"])
+def test_pull_of_a_demo_model_refuses_a_revision(env, name):
+    """`pull demo --revision v1` exited 0 with the revision ignored: a demo model is made here, not fetched."""
+    lines = error_line(yi(env, "pull", name, "--revision", "v1"), 2, f"--revision v1: {name} is made here")
+    assert len(lines) == 1
 
 
 def test_pull_of_a_branch_and_of_a_commit_fetches_that_revision(hub, env, demo_files):
@@ -1337,7 +1370,9 @@ def test_pull_of_a_branch_and_of_a_commit_fetches_that_revision(hub, env, demo_f
 
 
 def test_pull_of_a_revision_the_repo_lacks_is_one_line_exit_3(hub, env):
-    lines = error_line(yi(env, "pull", "acme/tiny-chat", "--revision", "v9"), 3, "acme/tiny-chat: no such revision on ")
+    lines = error_line(
+        yi(env, "pull", "acme/tiny-chat", "--revision", "v9"), 3, "acme/tiny-chat: no such revision 'v9' on "
+    )
     assert len(lines) == 1 and hub.url in lines[0]
     assert not any(m == "GET" and "/resolve/" in path for m, path, *_ in hub.log)  # nothing was downloaded
 

@@ -21,10 +21,11 @@ import pytest
 from tests.compat_servers import Server
 from yi_cli.engines.events import FINISH_INTERRUPTED, Finish, Text
 from yi_cli.engines.remote import RemoteEngine
-from yi_cli.engines.remote_http import PROXY_VARS, Limits
+from yi_cli.engines.remote_http import Limits
 from yi_cli.engines.settings import GenSettings
 from yi_cli.engines.template import Prompt
 from yi_cli.errors import EXIT_USAGE, LoadError, UsageError, YiError
+from yi_cli.http_env import PROXY_VARS
 
 HELLO = Prompt([{"role": "user", "content": "hello"}])
 WATCHDOG_S = 120  # far past the ~50 ms a stopped connect takes; the connect timeouts below are 600 s

@@ -603,14 +603,15 @@ def test_a_table_narrowed_after_it_is_drawn_keeps_one_row_a_line(term, home):
     for command, last in [("/help", "/exit"), ("/history", "A short reply.")]:
         pane.type(command)
         pane.keys("Enter")
-        pane.wait(lambda s: last in s.partition(f">>> {command}")[2] and content(s)[-1:] == [">>>"], command)
+        pane.wait(lambda s, c=command, t=last: t in s.partition(f">>> {c}")[2] and content(s)[-1:] == [">>>"], command)
     drawn = pane.tmux("capture-pane", "-p", "-N", "-S", "-", "-t", "0").split("\n")
     assert not [ln for ln in drawn if ln.startswith(("  /", " 1  user")) and ln != ln.rstrip()], drawn
     pane.resize(70, 40)
     scroll = pane.wait(lambda s: tty_width(pane) == 70, "the narrower window")
     for command, end in [("/help", ">>> /history"), ("/history", ">>>")]:
         table = content(scroll.partition(f">>> {command}")[2].partition(end)[0], blanks=True)
-        assert table and "" not in table[1:], "\n".join(table)  # (each row's text wraps as it may; no row of padding after it)
+        # each row's text wraps as it may; no row of padding after it
+        assert table and "" not in table[1:], "\n".join(table)
 
 
 def test_a_command_being_typed_is_completed_and_a_message_is_not(term, home):

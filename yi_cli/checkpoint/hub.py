@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .. import env_files, inputs, terminal
+from .. import env_files, http_env, inputs, terminal
 from ..errors import LoadError, shown
 from . import configs, hub_http, plausible
 from .family import BY_REPO, repo_of
@@ -302,7 +302,7 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
             f"{repo}: not in the local Hugging Face cache ({cache_root()}), and HF_HUB_OFFLINE=1 forbids downloading it"
         )
     env_files.hf_token()  # the files huggingface_hub and its TLS context read unchecked: a FIFO hung the request
-    env_files.ca_files()
+    http_env.check_for_hub()  # the CA files and proxies its client is made from, each named (exit 2)
     progress = progress or Progress()
     hub_logging.set_verbosity_error()  # its retry warnings are multi-line; a dropped connection resumes quietly
     hub_http.RETRIES.notify(repo, progress)
@@ -316,13 +316,13 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
             raise TypeError("a file's path is not text")
     except (ValueError, KeyError, TypeError) as e:  # answers that are not the hub's JSON: a page, a list, no sizes
         if isinstance(e, HFValidationError):
-            raise hub_error(e, repo, local) from None
+            raise hub_error(e, repo, local, revision) from None
         raise LoadError(
             f"{repo}: {endpoint()} does not answer as a Hugging Face Hub does ({e.__class__.__name__}); check "
             "HF_ENDPOINT"
         ) from None
     except Exception as e:
-        raise hub_error(e, repo, local) from None
+        raise hub_error(e, repo, local, revision) from None
     if not isinstance(commit, str) or not COMMIT.fullmatch(commit):
         raise _not_a_name(repo, "the commit id (40 hex digits)", commit)
     files = list({f.path: f for f in listed if wanted(f.path, allow_pickle)}.values())
@@ -398,7 +398,7 @@ def fetch(repo: str, *, allow_pickle: bool = False, revision: str = "main", prog
     except LoadError:
         raise
     except Exception as e:
-        raise hub_error(e, repo, local) from None
+        raise hub_error(e, repo, local, revision) from None
     except KeyboardInterrupt:  # "interrupted" alone left it to guess whether the gigabytes so far were lost
         progress.stop()
         progress.kept(repo)
@@ -815,9 +815,9 @@ def _matches(path: Path, entry) -> bool:
     return h.hexdigest() == want
 
 
-def hub_error(e: BaseException, repo: str, local: bool = True) -> LoadError:
+def hub_error(e: BaseException, repo: str, local: bool = True, revision: str = "main") -> LoadError:
     """One line for each way a fetch fails: missing repo, gated, revision, network, disk; the rest by type. local:
-    a folder by that name was looked for first (fetch's local)."""
+    a folder by that name was looked for first (fetch's local); revision: the one asked for."""
     import httpx2
     from huggingface_hub import errors, get_token
 
@@ -838,7 +838,7 @@ def hub_error(e: BaseException, repo: str, local: bool = True) -> LoadError:
             hint = "" if token else f"; if it is private, {LOGIN}"
         return LoadError(f"{repo}: {NOT_LOCAL if local else ''}no such model repo on {where}{hint}")
     if isinstance(e, errors.RevisionNotFoundError):
-        return LoadError(f"{repo}: no such revision on {where}")
+        return LoadError(f"{repo}: no such revision {shown(revision, 100)!r} on {where}")
     if isinstance(e, errors.RemoteEntryNotFoundError):
         return LoadError(f"{repo}: a file listed by the hub is missing on {where}; try again later")
     if isinstance(e, hub_http.WaitTooLong):

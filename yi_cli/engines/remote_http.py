@@ -26,9 +26,9 @@ from urllib.parse import urljoin, urlsplit
 import httpcore
 import httpx
 
-from .. import clock, env_files
-from ..errors import UsageError, YiError, failure, shown
-from .remote_endpoint import Endpoint, Redactor, hide_userinfo, shown_url
+from .. import clock, env_files, http_env
+from ..errors import UsageError, YiError
+from .remote_endpoint import Endpoint, Redactor, shown_url
 from .remote_limits import Limits
 
 try:  # httpcore's own stream over a socket (not exported): Connector hands its sockets back in it
@@ -40,7 +40,6 @@ REDIRECTS = (301, 302, 303, 307, 308)
 BLANKS = re.compile(rb"[\r\n]*")  # a run of line ends: blank lines of an event stream
 LINE_END = re.compile(rb"\r\n|\r|\n")  # an event stream's line ends, all three
 BOM = b"\xef\xbb\xbf"
-PROXY_VARS = ("ALL_PROXY", "all_proxy", "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")
 
 
 class Watch:
@@ -259,31 +258,14 @@ class Transport:
         # words ("ask the user for the password") were masked where the proxy's user was `user`
         self.redact_errors = Redactor(self.redact.secrets + proxy_secrets(endpoint.url()))
         # One TLS context for the engine's life (loading the CA bundle per request costs ~20 ms).
-        env_files.ca_files()  # a FIFO there was read until its writer closed it: a hang
-        try:
-            self.verify = httpx.create_ssl_context(verify=verify, trust_env=True) if verify is not False else False
-        except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
-            cafile = os.environ.get("SSL_CERT_FILE") or os.environ.get("SSL_CERT_DIR")
-            where = f"SSL_CERT_FILE / SSL_CERT_DIR ({shown(cafile, 300)})" if cafile else "the CA certificates"
-            raise UsageError(f"{where}: cannot be read as CA certificates ({failure(e)})") from None
+        self.verify = http_env.tls_context(httpx, verify)
         self._client().close()  # a proxy from the environment that cannot be used, said now, once
 
     def _client(self, timeout: httpx.Timeout | None = None) -> httpx.Client:
-        try:
+        def make():
             return httpx.Client(headers=self.headers, timeout=timeout, verify=self.verify, trust_env=True)
-        except (ImportError, ValueError):  # socks5:// without socksio, a scheme httpx does not know
-            name = next((k for k in PROXY_VARS if _foreign_scheme(os.environ.get(k, ""))), "the proxy")
-            url = self.redact(hide_userinfo(os.environ.get(name, "")))
-            raise UsageError(
-                f"{name}={shown(url)}: yi-chat goes through http:// and https:// proxies only; unset {name} for yi-chat"
-            ) from None
-        except httpx.InvalidURL as e:  # NO_PROXY='[::1]', a proxy URL past its port: an internal error
-            named = [k for k in (*PROXY_VARS, "NO_PROXY", "no_proxy") if os.environ.get(k)]
-            # httpx's words quote the URL's parts: a password's start, where one is in a proxy URL
-            why = "" if any("@" in os.environ[k] for k in named) else f" ({shown(str(e), 100)})"
-            raise UsageError(
-                f"the environment's proxy settings ({', '.join(named)}) cannot be used{why}; fix or unset them"
-            ) from None
+
+        return http_env.client(make, httpx, self.redact)
 
     def fail(self, shown: str, what: str) -> YiError:
         return YiError(self.redact_errors(f"{shown}: {what}"))
@@ -409,11 +391,6 @@ def proxy_secrets(url: str) -> list[str]:
     except (UnicodeError, ValueError):
         return []
     return [password, f"{user}:{password}"] if password else []
-
-
-def _foreign_scheme(url: str) -> bool:
-    """A proxy URL of a scheme other than http's (httpx takes one without a scheme as http://)."""
-    return "://" in url and url.split("://", 1)[0].lower() not in ("http", "https")
 
 
 class Answer:

@@ -16,7 +16,6 @@ from prompt_toolkit import PromptSession
 from prompt_toolkit.formatted_text import fragment_list_to_text, to_formatted_text
 from prompt_toolkit.utils import get_cwidth
 
-
 CONTINUATION = "... "  # before each line of a message after its first, as the full prompt draws it
 
 

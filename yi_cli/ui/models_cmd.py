@@ -28,7 +28,9 @@ def revision_arg(value: str) -> str:
     the file refs/REVISION, which a name with `..` or a leading / would put outside it."""
     if not value:
         raise argparse.ArgumentTypeError("the revision is empty; give a branch, tag or commit (default main)")
-    if any(c.isspace() or not c.isprintable() for c in value):
+    if any("\udc80" <= c <= "\udcff" for c in value):  # an argument's bytes that are not UTF-8 ('\udcff' was shown)
+        why = "it is not valid UTF-8"
+    elif any(c.isspace() or not c.isprintable() for c in value):
         why = "it holds whitespace or control characters"
     elif bad := [c for c in GIT_REFUSES if c in value]:
         why = f"git refuses {bad[0]!r} in a ref name"
@@ -42,7 +44,8 @@ def revision_arg(value: str) -> str:
         why = "git refuses a name with '..', '@{', an empty part or one that starts with '.' or ends in '.lock'"
     else:
         return value
-    raise argparse.ArgumentTypeError(f"{shown(repr(value), 80)} is not a branch, tag or commit name ({why})")
+    # quoted as typed, a byte that is not UTF-8 as \xff (repr wrote Python's '\udcff')
+    raise argparse.ArgumentTypeError(f"'{shown(value, 80)}' is not a branch, tag or commit name ({why})")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -133,6 +136,9 @@ def _pulled(args, name: str, alias: bool) -> Path:
     hub_id = hub.written_as_id(repo) and hub.id_problem(repo) is None
     # `pull` is about the hub: ORG/NAME (as typed, or a Yi alias) is the hub repo even where a folder of that name
     # is here, and a path is no name to pull. A config alias stands for what -m opens: its folder first, described.
+    if args.revision != "main" and (name in demo.NAMES or (alias and here)):  # taken and ignored (exit 0)
+        made = "is made here from the demo's GGUF" if name in demo.NAMES else "is a folder here"
+        raise UsageError(f"--revision {shown(args.revision, 100)}: {name} {made}, not fetched from the hub")
     if name in demo.NAMES:
         from ..checkpoint.loader import demo_cache
 
