@@ -31,10 +31,16 @@ ROOT = Path(__file__).resolve().parent.parent
 CLEAN = ("OPENAI_BASE_URL", "OPENAI_API_KEY", "YI_CHAT_ENDPOINT", "YI_CHAT_MODEL", "NO_COLOR")
 
 
-def yi(*args, stdin: bytes | str | None = b"", home: Path, env: dict | None = None, cwd=None, timeout=300):
-    """Run `python -m yi_cli ARGS` with its own YI_CHAT_HOME; stdin a pipe holding `stdin` (None: /dev/null)."""
+def yi(*args, stdin: bytes | str | Path | None = b"", home: Path, env: dict | None = None, cwd=None, timeout=300):
+    """Run `python -m yi_cli ARGS` with its own YI_CHAT_HOME; stdin a pipe holding `stdin` (None: /dev/null; a Path:
+    that file, redirected as `< FILE` does)."""
     e = {k: v for k, v in os.environ.items() if k not in CLEAN}
     e.update(YI_CHAT_HOME=str(home), **(env or {}))
+    if isinstance(stdin, Path):
+        with open(stdin, "rb") as f:
+            return subprocess.run(
+                [sys.executable, "-m", "yi_cli", *args], stdin=f, capture_output=True, timeout=timeout, env=e, cwd=cwd
+            )
     data = stdin.encode() if isinstance(stdin, str) else stdin
     return subprocess.run(
         [sys.executable, "-m", "yi_cli", *args],
@@ -317,15 +323,7 @@ def test_a_piped_chats_stdin_file_that_holds_no_lines_is_said_before_the_model_l
     the demo). A regular file is looked at first, where reading it moves nothing; the line and the code are the same."""
     path = tmp_path / "in"
     path.write_bytes(data)
-    e = {k: v for k, v in os.environ.items() if k not in CLEAN}
-    with open(path, "rb") as f:
-        p = subprocess.run(
-            [sys.executable, "-m", "yi_cli", "--endpoint", server.url],
-            stdin=f,
-            capture_output=True,
-            timeout=300,
-            env={**e, "YI_CHAT_HOME": str(home)},
-        )
+    p = yi("--endpoint", server.url, stdin=path, home=home)
     assert (p.returncode, p.stderr.decode().strip()) == (code, said)
     assert not server.models_asked.is_set() and server.requests == []
 
