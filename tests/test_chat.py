@@ -2067,6 +2067,13 @@ def test_continue_past_the_context_drops_the_oldest_exchanges_or_is_refused_with
     assert len(Engine.prompts[-1].ids) == 94 and Engine.asked[-1] == 6  # what the context holds of a reply
     assert chat.session.turns[-1].content.endswith(" r more")
 
+    chat, err = chat_of(6)  # 264 tokens: the oldest go to fit even the room there is, unless --overflow refuse
+    chat.options.overflow = "refuse"
+    sent = len(Engine.prompts)
+    chat.handle("/continue")
+    assert "only 99 fit in the context" in err.getvalue() and len(Engine.prompts) == sent, err.getvalue()
+    assert chat.session.start == 0 and chat.session.exchanges == 6
+
 
 def test_a_reply_with_no_token_has_no_time_to_first_token():
     """A long prompt stopped by Ctrl-C while it was read: its footer said `ttft 0.00s` for a first token never

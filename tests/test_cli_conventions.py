@@ -2049,6 +2049,11 @@ def test_a_resumed_session_of_no_exchange_is_written_in_place_never_removed(serv
     assert p.returncode == 0, p.stderr.decode()
     [f] = session_files(home)
     assert (f["turns"], f["system"]) == ([], "You are a captain.") and path.exists()
+    # /clear with nothing to clear ("nothing to clear") left the conversation for a new one, unsaid
+    p = yi("--endpoint", server.url, "--resume", str(path), stdin="/clear\n/set temperature 0.4\n", home=home)
+    assert p.returncode == 0 and "nothing to clear" in p.stdout.decode(), p.stderr.decode()
+    [f] = session_files(home)
+    assert f["settings"]["temperature"] == 0.4
 
 
 def test_a_session_resumed_by_a_store_link_and_by_its_own_name_is_held_once(server, home):
@@ -2086,6 +2091,25 @@ def test_a_session_resumed_by_a_store_link_and_by_its_own_name_is_held_once(serv
     said = sorted([t["content"] for t in f["turns"] if t["role"] == "user"] for f in files)
     assert said == [["first", "one", "three"], ["first", "one", "two"]], said
     assert (store / "work.json").resolve() == real
+
+
+def test_a_chain_of_store_links_is_held_by_its_last_name_in_the_store(home, tmp_path, monkeypatch):
+    """work.json -> 20261209-...json -> a file in a synced folder: each name's chat took the lock of the name it
+    was given where the chain left the store, and two chats wrote the one file. The lock is the chain's last name
+    in the store."""
+    from yi_cli.conversation import store
+
+    monkeypatch.setenv("YI_CHAT_HOME", str(home))
+    sessions = store.sessions_dir()
+    sessions.mkdir(parents=True)
+    (tmp_path / "sync").mkdir()
+    (tmp_path / "sync" / "x.json").write_text("{}")
+    last = sessions / "20261209-000000-aaaaaa.json"
+    last.symlink_to(tmp_path / "sync" / "x.json")
+    (sessions / "work.json").symlink_to(last.name)
+    (sessions / "plain.json").write_text("{}")
+    assert store.held_name(sessions / "work.json") == last and store.held_name(last) == last
+    assert store.held_name(sessions / "plain.json") == sessions / "plain.json"
 
 
 def test_clear_starts_a_new_file_and_keeps_the_old_conversation(server, home):

@@ -1198,6 +1198,7 @@ def test_continue_refused_under_the_refuse_policy_does_not_suggest_clear():
     chat.handle("w " * 20)  # 24 tokens, and 24 of its reply cut at 20 words
     chat.handle("x " * 10)  # 62 tokens with it: sent; /continue's 86 do not fit, and none may be dropped
     assert chat.session.turns[-1].finish_reason == FINISH_LENGTH
+    engine.context_length = 80  # /continue's 86 past the whole context: only a drop, which the policy refuses
     chat.handle("/continue")
     said = err.getvalue().splitlines()[-1]
     assert "fit in the context" in said and "/clear" not in said, said

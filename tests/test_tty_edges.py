@@ -781,6 +781,59 @@ def test_lines_typed_as_a_resume_or_the_config_is_refused_go_to_the_history_not_
     assert history_entries(home)[:1] == [f"touch {marker}"]
 
 
+def test_a_line_typed_after_a_one_shot_refused_at_once_is_the_shells(tmp_path):
+    """A one-shot (`-p hi`) refused before its model loads: the line typed after it is the shell's to run, as after
+    any one-shot (the keep of a chat's lines took it into the input history)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    marker = tmp_path / "ran"
+    sh = Shell(home)
+    try:
+        sh.tmux("send-keys", "-t", "0", "-l", f"{sys.executable} -m yi_cli -p hi -c\rtouch {marker}\r")
+        scroll = shell_after(sh)
+    finally:
+        sh.close()
+    assert marker.exists(), scroll  # the shell ran it
+    assert "typed ahead" not in scroll and "no interactive session saved yet" in scroll, scroll
+
+
+def test_a_paste_longer_than_the_terminals_queue_while_the_model_loads_lets_ctrl_c_through(tmp_path):
+    """A paste of 13 KB while the model loads filled the terminal's 4 KiB queue: the Ctrl-C typed after it waited
+    until the load ended (here the server's model list never comes). The queue is read out while the model loads
+    too: Ctrl-C ends the chat at once, and the paste is kept whole in the input history."""
+    import threading
+
+    from tests.compat_servers import Server
+
+    home = tmp_path / "home"
+    home.mkdir()
+    go = threading.Event()
+
+    def answer(h):  # the model list, held past the test's own wait: the load waits
+        go.wait(5 * DEADLINE)
+        h.json(500, {"error": {"message": "no models today"}})
+
+    pasted = "\n".join(f"pasted line {i:03d} " + "x" * 50 for i in range(200))
+    with Server(answer) as srv:
+        sh = Shell(home)
+        try:
+            # (the model list's wait past the test's own: its timeout ending the load let the Ctrl-C through)
+            sh.line(f"{sys.executable} -m yi_cli --endpoint {srv.root} --idle-timeout {4 * DEADLINE}")
+            deadline = time.monotonic() + DEADLINE
+            while not srv.requests:
+                assert time.monotonic() < deadline, "the model list was never asked for"
+                time.sleep(0.02)
+            sh.tmux("set-buffer", "-b", "p", pasted)
+            sh.tmux("paste-buffer", "-p", "-b", "p", "-t", "0")
+            sh.tmux("send-keys", "-t", "0", "C-c")
+            scroll = sh.wait(lambda s: "typed ahead was not sent" in s, "the chat ended by the Ctrl-C")
+        finally:
+            go.set()
+            sh.close()
+    assert re.search(r"yi-chat: interrupted[^\n]*; 1 message typed ahead was not sent: in the input history", scroll)
+    assert "no models today" not in scroll and history_entries(home)[:1] == [pasted]
+
+
 def test_a_signal_ends_a_chat_whose_output_is_paused_with_ctrl_s(tmp_path):
     """Ctrl-S (XOFF) to read a fast reply, then SIGTERM: the reply ended, and the chat waited in its last writes to
     the paused terminal until a Ctrl-Q (a logout's SIGTERM then SIGKILL lost the session's last turn). The signal

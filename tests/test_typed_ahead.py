@@ -86,3 +86,29 @@ def test_said():
         '"my question", "two\\nlines \\u001b[2J\\u202e"'
     )
     assert typed_ahead.said(["a"], False).endswith('; it was: "a"')
+
+
+def test_keys_read_out_where_a_paste_or_a_character_is_cut_go_on_with_what_the_terminal_sends_next():
+    """A reply's drain reads the terminal's queue wherever it stands: a paste cut there, parsed alone, was dropped
+    (the parser never ends a paste without its end marker), and the rest of it reached the prompt as typed keys, its
+    line breaks Enters that sent its lines as messages. The keys go through the prompt's own decoder and parser,
+    whose state goes on with the terminal's next bytes (a character cut in two too)."""
+    from prompt_toolkit.input import create_pipe_input
+    from prompt_toolkit.keys import Keys
+
+    from yi_cli.ui.repl import parsed_into
+
+    with create_pipe_input() as keys_in:
+        got = parsed_into(keys_in, b"ab\x1b[200~first part " + "\u00e9".encode()[:1])
+        assert [k.data for k in got] == ["a", "b"]
+        keys_in.send_bytes("\u00e9".encode()[1:] + b"rest\rsecond line\x1b[201~x")
+        got = [(k.key, k.data) for k in keys_in.read_keys()]
+    assert got == [(Keys.BracketedPaste, "first part \u00e9rest\rsecond line"), ("x", "x")]
+
+
+def test_said_of_a_message_too_long_for_recall_names_the_file_not_the_arrow(home):
+    """A paste of 200 KB typed ahead was said to be "in the input history (↑ at the next prompt)", where ↑ recalls
+    entries of HISTORY_ENTRY_CHARS at most: the line names the file instead."""
+    line = typed_ahead.said(["x" * (typed_ahead.HISTORY_ENTRY_CHARS + 1)], True)
+    assert line.startswith("1 message typed ahead was not sent: in the input history file ")
+    assert line.endswith("history (too long for ↑ to recall)") and "↑ at the next prompt" not in line

@@ -445,7 +445,16 @@ class Chat:
                 # context's end (it was refused: "shorten it", of a reply that cannot be)
                 if len(prompt.ids) > ctx - 1:
                     dropped = context.fit(
-                        lambda n: self._rebuild(p, first, n), len(prompt.ids), sizes, ctx - 1, "drop", one_shot
+                        lambda n: self._rebuild(p, first, n),
+                        len(prompt.ids),
+                        sizes,
+                        ctx - 1,
+                        policy,
+                        one_shot,
+                        system=bool(first),
+                        clearable=False,
+                        context=ctx,
+                        more=self._more_context(),
                     )
                 elif not ahead:
                     return prompt, 0

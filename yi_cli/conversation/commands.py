@@ -200,11 +200,11 @@ def do_exit(chat, arg):
 
 def do_clear(chat, arg):
     n = chat.session.exchanges
-    empty = not chat.session.turns  # (it said "cleared 0 exchanges")
-    chat.session.clear()
-    if empty:
-        chat.render.show("nothing to clear: no messages yet")
+    if not chat.session.turns:  # (it said "cleared 0 exchanges"); the conversation stays the one it is (a resumed
+        chat.unsent = chat.unsent_edit = None  # file of no exchange: a new id left it behind unsaid); a message
+        chat.render.show("nothing to clear: no messages yet")  # refused is let go all the same
         return
+    chat.session.clear()
     kept = "; the system prompt is kept" if chat.session.system else ""  # none set: none to keep (it said kept)
     chat.render.show(f"cleared {exchanges_said(n)}{kept}")
 

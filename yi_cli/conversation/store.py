@@ -333,14 +333,22 @@ def save(chat, path: str | None, replace: bool = False) -> Path:
 
 
 def held_name(path: Path) -> Path:
-    """The name a resumed store file is locked by: the file a store entry links to where that file is in the store
-    too (`work.json` -> `20261208-...json`), so that a chat resumed by either name holds the one lock (each took its
-    own, and the two wrote one file, each over the other's turns); else the entry itself (a link to a synced folder
-    is locked beside the link, not in that folder)."""
+    """The name a resumed store file is locked by: where a store entry links to another (`work.json` ->
+    `20261208-...json`), the last name of the chain that is still in the store, so that a chat resumed by any of them
+    holds the one lock (each took its own, and the two wrote one file, each over the other's turns); a link out of
+    the store (a synced folder) is locked beside its last name in the store, not in that folder."""
     try:
-        real = Path(os.path.realpath(path))
-        return real if real != Path(os.path.abspath(path)) and real.parent == sessions_dir().resolve() else path
-    except (OSError, ValueError):
+        store = sessions_dir().resolve()
+        name = Path(os.path.abspath(path))
+        for _ in range(40):  # (a loop of links ends somewhere)
+            if not name.is_symlink():
+                break
+            target = Path(os.path.abspath(os.path.join(name.parent, os.readlink(name))))
+            if target.parent.resolve() != store:
+                break
+            name = target
+        return name
+    except (OSError, ValueError, RuntimeError):
         return path
 
 

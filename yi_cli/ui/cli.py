@@ -63,7 +63,9 @@ def main(argv=None) -> int:
         _err(f"stdout failed ({e.strerror}); the output of yi-chat {argv[0]} is cut short")
         return EXIT_CHAT
     except YiError as e:  # and the messages typed ahead kept, where a chat failed before its first prompt
-        if _EARLY and _EARLY[0].waits:  # (before its renderer took the keys over: a session or config refused)
+        # a chat's (a one-shot's keys are the shell's), before its renderer took them over: a session or config
+        chat = sub is None and args.prompt is None and not args.words  # refused
+        if chat and _EARLY and _EARLY[0].waits:
             _keep_typed_ahead(_EARLY[0].take)
         _err("; ".join([str(e), *_KEPT[:1]]))
         return e.exit_code
@@ -398,6 +400,8 @@ def _main(args) -> int:
             if not head and not attachments:  # (an attachment left unsent is run_pipe's line, exit 1)
                 render.notice("stdin is empty: nothing to do")
                 return 0
+        if interactive and getattr(render, "keys", None) is not None:  # until the first prompt (KeyHold.pin): a
+            render.keys.drain()  # paste longer than the terminal's queue while the model loads holds up no Ctrl-C
         engine = make_engine(args, top, render, endpoint_from)
         attach.check_tokens(engine, settings, attachments, prompt or "", system=session.system if session else None)
         overflow = args.overflow or top.get("overflow", "drop")

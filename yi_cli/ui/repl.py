@@ -30,6 +30,7 @@ from ..errors import YiError, shown
 from ..held import signals_held
 from ..safe_text import encodable, shows_unicode, visible
 from . import dumb_prompt, keys, typed_ahead
+from .typed_ahead import HISTORY_ENTRY_CHARS
 
 
 def history(render):
@@ -57,7 +58,7 @@ def history_off(name: str, path, e: OSError) -> str:
 
 
 HISTORY_TAIL = 4 << 20  # bytes of the history file read at start: thousands of lines, more than arrows reach
-HISTORY_ENTRIES, HISTORY_ENTRY_CHARS = 10_000, 64 << 10  # of those, the entries ↑ and Ctrl-R go through
+HISTORY_ENTRIES = 10_000  # of those, the newest entries ↑ and Ctrl-R go through (each of HISTORY_ENTRY_CHARS at most)
 
 
 class TailHistory(FileHistory):
@@ -173,7 +174,7 @@ def stop_prompt(app) -> None:
     async def stop():
         await run_in_terminal(_suspend)
         dumb_prompt.resumed()  # (the full prompt redraws itself)
-        stashed = parsed(keys.stashed())  # what was queued behind the Ctrl-Z: this prompt's, as typed
+        stashed = parsed_into(app.input, keys.stashed())  # what was queued behind the Ctrl-Z: this prompt's
         if stashed:
             app.key_processor.feed_multiple(stashed)
             app.key_processor.process_keys()
@@ -603,13 +604,32 @@ def parsed(raw: bytes) -> list:
     return got
 
 
+def parsed_into(keys_in, raw: bytes) -> list:
+    """Keys read out of the terminal's queue (keys.stashed) as the prompt's input `keys_in` reads the terminal: its
+    own decoder and parser, so that a character, an escape sequence or a paste cut where the queue was read goes on
+    with what the terminal sends next (a reply's drain reads wherever the queue stands: a paste cut there, parsed
+    alone, was dropped, and the rest of it sent as messages). The complete key presses are returned."""
+    parser = getattr(keys_in, "vt100_parser", None)
+    if parser is None:  # not a terminal's input
+        return parsed(raw)
+    decoder = getattr(getattr(keys_in, "stdin_reader", None), "_stdin_decoder", None)  # prompt_toolkit's, private
+    text = decoder.decode(raw) if decoder is not None else raw.decode("utf-8", "replace")
+    got: list = []
+    callback, parser.feed_key_callback = parser.feed_key_callback, got.append
+    try:
+        parser.feed(text)
+    finally:
+        parser.feed_key_callback = callback
+    return got
+
+
 def stashed_first(keys_in) -> None:
     """The keys a Ctrl-Z took out of the terminal's queue during a reply or the load (keys.stashed) go into the
     prompt's typeahead, after what it read past the last line's Enter and before what is still queued: the order
     they were typed in."""
     from prompt_toolkit.input.typeahead import get_typeahead, store_typeahead
 
-    stashed = parsed(keys.stashed())
+    stashed = parsed_into(keys_in, keys.stashed())
     if stashed:
         store_typeahead(keys_in, get_typeahead(keys_in) + stashed)
 

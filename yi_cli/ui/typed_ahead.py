@@ -21,6 +21,7 @@ from pathlib import Path
 from ..paths import data_dir, private_dir
 
 PASTE_START, PASTE_END = "\x1b[200~", "\x1b[201~"
+HISTORY_ENTRY_CHARS = 64 << 10  # the longest entry of the input history that ↑ recalls (repl.TailHistory)
 # a key's escape sequence: CSI (arrows, Delete, function keys, with modifiers), SS3 (arrows in application mode),
 # or Alt with a key
 _ESCAPE = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|O.|.)?", re.S)
@@ -123,8 +124,12 @@ def said(messages: list[str], kept: bool) -> str:
     """The ending line's words for them: how many, and where they are (or that they could not be kept)."""
     n = len(messages)
     what = f"{n} message{'s' if n > 1 else ''} typed ahead {'were' if n > 1 else 'was'} not sent"
-    if kept:
+    if kept and all(len(m) <= HISTORY_ENTRY_CHARS for m in messages):
         return f"{what}: in the input history (↑ at the next prompt)"
+    if kept:  # a paste of 200 KB: in the file, but too long for ↑ to recall (it was promised)
+        from ..errors import shown
+
+        return f"{what}: in the input history file {shown(str(history_path()), 200)} (too long for ↑ to recall)"
     # never echoed, they were nowhere else: each as a JSON string, to copy (a line break in one as \n)
     import json
 
