@@ -712,6 +712,14 @@ def test_a_signal_while_the_repl_is_imported_ends_the_chat_as_anywhere(tmp_path,
     assert history_entries(home)[:1] == [f"touch {marker}"]
 
 
+def model_list_asked(srv) -> None:
+    """Wait until the chat has asked the stand-in server for its model list (the load is under way)."""
+    deadline = time.monotonic() + DEADLINE
+    while not srv.requests:
+        assert time.monotonic() < deadline, "the model list was never asked for"
+        time.sleep(0.02)
+
+
 def test_lines_typed_while_the_load_fails_go_to_the_history_not_the_shell(tmp_path):
     """A chat whose model failed to load (a tokenizer that cannot be read, a server's model list refused) after
     lines were typed during the load: they went back to the terminal, and the shell ran each as a command (as
@@ -733,10 +741,7 @@ def test_lines_typed_while_the_load_fails_go_to_the_history_not_the_shell(tmp_pa
         sh = Shell(home)
         try:
             sh.line(f"{sys.executable} -m yi_cli --endpoint {srv.root}")
-            deadline = time.monotonic() + DEADLINE
-            while not srv.requests:
-                assert time.monotonic() < deadline, "the model list was never asked for"
-                time.sleep(0.02)
+            model_list_asked(srv)
             keys = f"touch {marker}\r"
             sh.tmux("send-keys", "-t", "0", "-l", keys)
             queued(sh, keys)
@@ -819,10 +824,7 @@ def test_a_paste_longer_than_the_terminals_queue_while_the_model_loads_lets_ctrl
         try:
             # (the model list's wait past the test's own: its timeout ending the load let the Ctrl-C through)
             sh.line(f"{sys.executable} -m yi_cli --endpoint {srv.root} --idle-timeout {4 * DEADLINE}")
-            deadline = time.monotonic() + DEADLINE
-            while not srv.requests:
-                assert time.monotonic() < deadline, "the model list was never asked for"
-                time.sleep(0.02)
+            model_list_asked(srv)
             sh.tmux("set-buffer", "-b", "p", pasted)
             sh.tmux("paste-buffer", "-p", "-b", "p", "-t", "0")
             sh.tmux("send-keys", "-t", "0", "C-c")
