@@ -56,5 +56,5 @@ def check_for_hub() -> None:
     """The settings huggingface_hub's client will be made from, checked before its first request."""
     import httpx2
 
-    tls_context(httpx2)
-    client(lambda: httpx2.Client(trust_env=True), httpx2).close()
+    verify = tls_context(httpx2)  # (given to the client: the CA bundle read once)
+    client(lambda: httpx2.Client(trust_env=True, verify=verify), httpx2).close()

@@ -416,21 +416,26 @@ class Chat:
         turns = self.session.turns[self.session.start + ahead :]  # the context's, as p.messages holds them
         sizes = [self.tokens_of(turns[i]) for i in range(len(p.messages) - first - last)]
         one_shot = self.options.one_shot
+
+        def fit(room: int, clearable: bool) -> int:
+            """How many of the oldest exchanges go for the prompt to take `room` tokens at most (context.fit)."""
+            return context.fit(
+                lambda n: self._rebuild(p, first, n),
+                len(prompt.ids),
+                sizes,
+                room,
+                policy,
+                one_shot,
+                system=bool(first),
+                clearable=clearable,
+                context=ctx,
+                more=self._more_context(),
+            )
+
         dropped = 0
         if len(prompt.ids) > budget:
             try:
-                dropped = context.fit(
-                    lambda n: self._rebuild(p, first, n),
-                    len(prompt.ids),
-                    sizes,
-                    budget,
-                    policy,
-                    one_shot,
-                    system=bool(first),
-                    clearable=p.clearable,
-                    context=ctx,
-                    more=self._more_context(),
-                )
+                dropped = fit(budget, p.clearable)
             except YiError:
                 least = self._rebuild(p, first, len(sizes)) if sizes else len(prompt.ids)  # all else dropped
                 if p.continue_final and least >= ctx:
@@ -444,18 +449,7 @@ class Chat:
                 # /continue with less room than a whole reply's: it goes on into the room there is and stops at the
                 # context's end (it was refused: "shorten it", of a reply that cannot be)
                 if len(prompt.ids) > ctx - 1:
-                    dropped = context.fit(
-                        lambda n: self._rebuild(p, first, n),
-                        len(prompt.ids),
-                        sizes,
-                        ctx - 1,
-                        policy,
-                        one_shot,
-                        system=bool(first),
-                        clearable=False,
-                        context=ctx,
-                        more=self._more_context(),
-                    )
+                    dropped = fit(ctx - 1, False)
                 elif not ahead:
                     return prompt, 0
         msgs = p.messages[:first] + p.messages[first + dropped :]

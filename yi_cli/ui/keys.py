@@ -171,16 +171,10 @@ class KeyHold:
             # a look at the queue's size every DRAIN_EVERY_S (a key does not wake this: what is typed stays in the
             # queue, where a signal's ending takes it and the prompt reads it, until a paste fills it)
             while not select.select([wake], [], [], DRAIN_EVERY_S)[0]:
-                if not self._foreground():  # in the background (Ctrl-Z, `bg`) the queue is the shell's
-                    continue
+                # _queued: nothing in the background (Ctrl-Z, `bg`: the queue is the shell's)
                 with _READING:  # (not taken meanwhile by take or a Ctrl-Z)
-                    if _waiting(self.fd) < DRAIN_AT:
-                        continue
-                    while select.select([self.fd], [], [], 0)[0]:
-                        chunk = os.read(self.fd, 4096)
-                        if not chunk:  # hung up
-                            return
-                        _STASH.append(chunk)
+                    if _waiting(self.fd) >= DRAIN_AT and (got := self._queued()):
+                        _STASH.append(got)
         except (OSError, ValueError):  # the terminal is gone
             return
         finally:
