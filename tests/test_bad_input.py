@@ -432,17 +432,17 @@ def test_unknown_or_malformed_slash_commands(tiny_dir, home):
 @pytest.mark.parametrize(
     "flags,needle",
     [
-        (["--top-p", "3"], "top_p must be in (0, 1]"),
-        (["--temperature", "-1"], "temperature must be between 0 and 5"),
-        (["--temperature", "nan"], "temperature must be a finite number"),
-        (["--max-new-tokens", "0"], "max_new_tokens must be between 1 and"),
-        (["--top-k", "-1"], "top_k must be >= 0"),
-        (["--top-k", "9" * 45], "top_k must be >= 0 (0 = off) and at most 2147483647 (2**31 - 1;"),  # not exit 1
+        (["--top-p", "3"], "--top-p must be in (0, 1]"),
+        (["--temperature", "-1"], "--temperature must be between 0 and 5"),
+        (["--temperature", "nan"], "--temperature must be a finite number"),
+        (["--max-new-tokens", "0"], "--max-new-tokens must be between 1 and"),
+        (["--top-k", "-1"], "--top-k must be >= 0"),
+        (["--top-k", "9" * 45], "--top-k must be >= 0 (0 = off) and at most 2147483647 (2**31 - 1;"),  # not exit 1
         (["--context", "3000000K"], "is more tokens than any model's context (at most 2**31 - 1 = 2147483647)"),
         (["--connect-timeout", "1e12"], "'1e12' is too many seconds (at most 1000000)"),  # was a traceback
         (["--idle-timeout", "1e12"], "'1e12' is too many seconds (at most 1000000)"),
-        (["--repetition-penalty", "0"], "repetition_penalty must be in (0, 10]"),
-        (["--seed", "-5"], "seed must be an integer from 0 to 2**63 - 1, got -5"),
+        (["--repetition-penalty", "0"], "--repetition-penalty must be in (0, 10]"),
+        (["--seed", "-5"], "--seed must be an integer from 0 to 2**63 - 1, got -5"),
         (["--device", "tpu"], "unknown device 'tpu'"),
         (["--temperature", "hot"], "invalid float value: 'hot'"),
         (["--dtype", "fp8"], "invalid choice: 'fp8'"),

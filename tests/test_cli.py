@@ -63,7 +63,7 @@ def test_usage_errors_exit_2():
     p = yi("--temperature", "hot")
     assert p.returncode == 2 and b"invalid float value" in p.stderr
     p = yi("--model", "x", "--top-p", "3", "-p", "hi")
-    one_line_error(p, 2, "top_p must be in (0, 1]")
+    one_line_error(p, 2, "yi-chat: --top-p must be in (0, 1], got 3.0")  # the flag typed, not the setting
 
 
 @pytest.mark.parametrize("second", ["-p", "--prompt"])

@@ -2696,6 +2696,16 @@ def test_config_errors_name_the_file(home, toml, needle):
     one_line_error(yi("-p", "hi", home=home), 2, str(cfg), needle)
 
 
+@pytest.mark.parametrize("codec,named", [("utf-16", "UTF-16"), ("utf-16-le", "UTF-16LE"), ("utf-32", "UTF-32")])
+def test_a_config_file_saved_as_utf16_says_so_and_how_to_convert_it(home, codec, named):
+    """Notepad's "Unicode" and PowerShell's `>` write UTF-16: the line said "not UTF-8 text (byte 0)", nothing of
+    what the file is or how to make it UTF-8 (as -f and a piped stdin say)."""
+    (home / "config").mkdir()
+    cfg = home / "config" / "config.toml"
+    cfg.write_bytes("[generation]\ntemperature = 0.5\n".encode(codec))
+    one_line_error(yi("-p", "hi", home=home), 2, f"{cfg}: {named} text, not UTF-8 (iconv -f {named} -t UTF-8 {cfg} > ")
+
+
 # 4. packaging ------------------------------------------------------------------------------------------------------
 
 

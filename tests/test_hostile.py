@@ -2154,6 +2154,23 @@ def test_a_demo_folder_missing_files_says_how_to_get_it_whole(home, tmp_path):
     assert str(e.value).endswith("; copy them from where the model came from"), e.value
 
 
+@pytest.mark.parametrize("damage", ["config-cut", "config-empty-object", "weights-cut", "tokenizer-cut"])
+def test_a_damaged_file_of_a_converted_demo_says_to_remove_its_folder(tiny_src, home, damage):
+    """A corrupt config.json, a truncated model.safetensors or tokenizer.json in the demo's cache said what was wrong
+    with a file the user never made, and nothing of what to do (the folder's removal converts it again)."""
+    demo = Path(shutil.copytree(tiny_src, home / "cache" / "demo" / "demo-fp32"))
+    name = {"config": "config.json", "weights": "model.safetensors", "tokenizer": "tokenizer.json"}[
+        damage.split("-")[0]
+    ]
+    f = demo / name
+    if damage == "config-empty-object":
+        f.write_text("{}")
+    else:
+        f.write_bytes(f.read_bytes()[: min(1000, f.stat().st_size // 2)])
+    line = one_line_error(yi("-m", "demo-fp32", "-p", "hi", "--max-new-tokens", "2", home=home), EXIT_LOAD, f"{f}: ")
+    assert line.endswith(f"; remove {demo} and the next run converts the demo again"), line
+
+
 @pytest.mark.parametrize("name", ["tokenizer.json", "tokenizer_config.json"])
 def test_a_tokenizer_file_cut_short_is_named_with_its_json_error(tiny, home, name):
     """A truncated tokenizer.json was reported against the folder ("ckpt: cannot load the tokenizer

@@ -12,11 +12,12 @@ import json
 import math
 import os
 import re
+import shlex
 import stat
 import sys
 from itertools import accumulate, repeat
 from operator import sub
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from .errors import YiError, shown
 
@@ -218,10 +219,30 @@ def _printable(text: str) -> bool:
 
 def read_text(path: str | Path, limit: int, err: type[YiError] = YiError, what: str = "file") -> str:
     data = read_bytes(path, limit, err, what)
+    if wide := wide_encoding(data):  # Notepad's "Unicode", PowerShell's `>` (without a mark, ASCII's NULs decode)
+        raise err(f"{shown(str(path), 200)}: {wide} text, not UTF-8 ({convert(str(path), wide)})")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise err(f"{shown(str(path), 200)}: not UTF-8 text (byte {e.start})") from None
+
+
+def convert(name: str, encoding: str, what: str = "") -> str:
+    """How to make a file UTF-8 text with iconv (stdin: the pipe through it); `what` says which files it is for."""
+    if name == "stdin":
+        return f"{what}pipe it through iconv -f {encoding} -t UTF-8"
+    p = PurePath(name)
+    out = _shell_word(str(p.with_name(f"{p.stem}.utf8{p.suffix}")))
+    return f"{what}iconv -f {encoding} -t UTF-8 {_shell_word(name)} > {out} converts it"
+
+
+def _shell_word(name: str) -> str:
+    """A path as a shell reads it back: a leading `~/` (`~user/`) left unquoted, the home folder it meant (quoted it
+    was a folder named ~); a leading `-` after ./ (iconv took `-cn.txt` for its options)."""
+    home = re.match(r"~[\w.-]*/", name)
+    if home:
+        return home.group() + shlex.quote(name[home.end() :])
+    return shlex.quote(f"./{name}" if name.startswith("-") else name)
 
 
 def depth(text: str | bytes) -> int:

@@ -245,7 +245,6 @@ def fetch_again(f: Path, otherwise: str | None = "download it again") -> str | N
     """How to get a damaged or missing file `f` whole again, by where it lies: the hub cache, the demo's, else
     `otherwise` (a folder of the user's) (`yi-chat pull ORG/NAME` was said of the demo too, which no pull fetches;
     and under HF_HUB_OFFLINE, where that pull is refused, and by the offline pull itself)."""
-    from ..paths import cache_dir
     from .family import repo_of
 
     repo = repo_of(f)
@@ -255,10 +254,28 @@ def fetch_again(f: Path, otherwise: str | None = "download it again") -> str | N
         if hub_constants().HF_HUB_OFFLINE:  # the pull named would be refused: said so, not run in vain
             return f"HF_HUB_OFFLINE=1 forbids fetching it again (`yi-chat pull {repo}` does, online)"
         return pull_again(repo)
+    return remake_demo(f) or otherwise
+
+
+def remake_demo(f: Path) -> str | None:
+    """How to make file `f` of a demo model whole again, where it lies in the demo's cache (yi-chat's own
+    conversion: a damaged file there is made again, never fetched), else None."""
+    from ..paths import cache_dir
+
     demo = os.path.realpath(cache_dir() / "demo")
     if os.path.dirname(os.path.dirname(os.path.realpath(f))) == demo:  # (by a relative path, a link, too)
         return f"remove {f.parent} and the next run converts the demo again"
-    return otherwise
+    return None
+
+
+def with_remedy(e: LoadError, folder: Path) -> LoadError:
+    """`e`, a checkpoint's error naming a file of `folder`, with how to make it whole again where `folder` is a demo
+    model's: a corrupt config.json or a truncated model.safetensors in the cache said what was wrong, not what to do
+    (the demo's is a folder the user never made)."""
+    said, how = str(e), remake_demo(folder / "config.json")
+    if how is None or how in said or not said.startswith(str(folder)):
+        return e
+    return LoadError(f"{said}; {how}")
 
 
 def pull_again(repo: str) -> str:

@@ -47,7 +47,7 @@ def decode(data: bytes, name: str, use: str = "attached") -> str:
     and a UTF-16 one (Notepad's "Unicode") as a binary file for its NUL bytes. `use`: what the text was for
     ("attached", or "read as the prompt" for `-p -`, where the line spoke of attaching)."""
     if wide := inputs.wide_encoding(data):
-        raise UsageError(f"{shown(name, 200)}: {wide} text, not UTF-8 ({convert(name, wide)})")
+        raise UsageError(f"{shown(name, 200)}: {wide} text, not UTF-8 ({inputs.convert(name, wide)})")
     if b"\x00" in data:
         raise UsageError(f"{shown(name, 200)}: binary file (it contains NUL bytes); only text can be {use}")
     try:
@@ -56,7 +56,7 @@ def decode(data: bytes, name: str, use: str = "attached") -> str:
         chinese = legacy_chinese(data)
         raise UsageError(
             f"{shown(name, 200)}: not UTF-8 text (undecodable byte at offset {e.start}); only UTF-8 text can be {use}"
-            + (f" ({convert(name, 'GBK', 'Chinese saved as GBK: ')}; as Big5: -f BIG5)" if chinese else "")
+            + (f" ({inputs.convert(name, 'GBK', 'Chinese saved as GBK: ')}; as Big5: -f BIG5)" if chinese else "")
         ) from None
 
 
@@ -96,28 +96,6 @@ def legacy_chinese(data: bytes, least: int = 1) -> bool:
         if len(wide) >= least and all(CJK.match(c) for c in wide):
             return True
     return False
-
-
-def convert(name: str, encoding: str, what: str = "") -> str:
-    """How to make a file UTF-8 text with iconv (stdin: the pipe through it); `what` says which files it is for."""
-    if name == "stdin":
-        return f"{what}pipe it through iconv -f {encoding} -t UTF-8"
-    from pathlib import PurePath
-
-    p = PurePath(name)
-    out = _shell_word(str(p.with_name(f"{p.stem}.utf8{p.suffix}")))
-    return f"{what}iconv -f {encoding} -t UTF-8 {_shell_word(name)} > {out} converts it"
-
-
-def _shell_word(name: str) -> str:
-    """A path as a shell reads it back: a leading `~/` (`~user/`) left unquoted, the home folder it meant (quoted it
-    was a folder named ~); a leading `-` after ./ (iconv took `-cn.txt` for its options)."""
-    import shlex
-
-    home = re.match(r"~[\w.-]*/", name)
-    if home:
-        return home.group() + shlex.quote(name[home.end() :])
-    return shlex.quote(f"./{name}" if name.startswith("-") else name)
 
 
 WAIT_NOTICE_S = 1.0  # a pipe read longer than this says what it waits for

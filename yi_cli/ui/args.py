@@ -9,6 +9,7 @@ import sys
 
 from .. import __version__
 from ..engines.remote_limits import MAX_SECONDS
+from ..errors import UsageError
 from .config import device_arg, tokens_arg
 from .streams import say_error
 
@@ -287,7 +288,11 @@ def settings_from(args, gen_cfg: dict, model: str | None):
     for name in ("temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens", "seed", "speculate"):
         v = getattr(args, name)
         if v is not None:
-            setattr(s, name, parse(name, v))
+            try:
+                setattr(s, name, parse(name, v))
+            except UsageError as e:  # said of the flag typed, not of the setting's name
+                said, flag = str(e), "--" + name.replace("_", "-")
+                raise UsageError(flag + said[len(name) :] if said.startswith(name) else said) from None
             sources[name] = "flag"
     return s, sources
 

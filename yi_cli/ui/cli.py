@@ -610,11 +610,10 @@ def check_model_name(model: str, given: str = "--model ") -> None:
 def not_lines(first: bytes) -> str | None:
     """Why a piped chat's stdin, whose first read is `first`, is read as no lines at all, else None."""
     from .. import inputs
-    from ..conversation import attach
 
     if wide := inputs.wide_encoding(first):  # as -f and -p - tell it (UTF-32 was called UTF-16)
         # (PowerShell's `>` writes it): each line was "not valid UTF-8" or "contains a NUL byte", its CRs lines
-        return f"stdin is {wide} text, not UTF-8; nothing read ({attach.convert('stdin', wide)})"
+        return f"stdin is {wide} text, not UTF-8; nothing read ({inputs.convert('stdin', wide)})"
     if binary_data(first):  # an ELF, a gzip: 167 lines of "skipped", and its fragments sent as turns
         return "stdin is binary data (it contains NUL bytes), not text; nothing read"
     return None
@@ -683,7 +682,8 @@ def _one_line(chat, n: int, raw: bytes) -> bool | None:
         # which made a first `/system ...` a message to the model
         line = raw.decode("utf-8-sig" if n == 1 else "utf-8")
     except UnicodeDecodeError:
-        from ..conversation.attach import convert, legacy_chinese
+        from ..conversation.attach import legacy_chinese
+        from ..inputs import convert
 
         chat.failures += 1
         # a prompt file in GBK or Big5: every line of it is skipped, and the line says how to convert it
@@ -784,6 +784,7 @@ def make_engine(args, top: dict, render, endpoint_from: str = ""):
         render.notice(f"{', '.join(ignored)}: a server's (--endpoint); the local model has none (ignored)")
     from rich.text import Text
 
+    from ..checkpoint.files import with_remedy
     from ..checkpoint.loader import open_checkpoint, pick_device, resolve
     from ..engines.local import LocalEngine
     from ..safe_text import safe
@@ -810,15 +811,18 @@ def make_engine(args, top: dict, render, endpoint_from: str = ""):
             import torch  # noqa: F401
         setting = "--device" if args.device else "config.toml: device ="
         context = args.context or top.get("context")  # config.read made it tokens (an int)
-        ckpt = open_checkpoint(
-            path,
-            device=pick_device(args.device or top.get("device"), setting),
-            dtype=args.dtype or top.get("dtype"),
-            allow_pickle=args.allow_pickle,
-            trust_remote_code=args.trust_remote_code,
-            context=context,
-        )
-        engine = LocalEngine(ckpt, backend=args.engine or top.get("engine", "auto"), raw=args.raw, context=context)
+        try:
+            ckpt = open_checkpoint(
+                path,
+                device=pick_device(args.device or top.get("device"), setting),
+                dtype=args.dtype or top.get("dtype"),
+                allow_pickle=args.allow_pickle,
+                trust_remote_code=args.trust_remote_code,
+                context=context,
+            )
+            engine = LocalEngine(ckpt, backend=args.engine or top.get("engine", "auto"), raw=args.raw, context=context)
+        except LoadError as e:  # a damaged file in the demo's cache: how to make it again
+            raise with_remedy(e, path) from None
     engine.progress = render.progress
     if args.speculate == "lookup" and engine.backend == "generate":  # it took the flag and drafted nothing
         render.notice("--speculate lookup: the generate engine does not speculate (the fast engine does)")
