@@ -2446,6 +2446,29 @@ def _bash_complete(script: Path, wrapper: Path, *words: str, lines: bool = False
     return out.stdout.splitlines() if lines else out.stdout.split()
 
 
+def test_bash_completion_of_resume_offers_last_and_the_stores_sessions(server, home, tmp_path):
+    """`--resume <Tab>` offered the folder's files and `last`, not the store's sessions, which `--resume NAME` takes
+    by the name `yi-chat sessions` lists: they are offered now, newest first, then the folder's files."""
+    for said in ("one", "two"):
+        assert yi("--endpoint", server.url, stdin=f"{said}\n", home=home).returncode == 0
+    names = [f.name for f in sorted((home / "data" / "sessions").glob("*.json"), key=lambda f: -f.stat().st_mtime)]
+    assert len(names) == 2, names
+    listed = yi("completion", "--list-sessions", home=home)
+    assert listed.returncode == 0 and listed.stdout.decode().split() == names, listed
+    p = yi("completion", "bash", home=home)
+    script = tmp_path / "yi-chat.bash"
+    script.write_bytes(p.stdout)
+    wrapper = tmp_path / "yi-chat"
+    wrapper.write_text(
+        f"#!/bin/sh\nYI_CHAT_HOME='{home}' PYTHONPATH='{ROOT}' exec '{sys.executable}' -m yi_cli \"$@\"\n"
+    )
+    wrapper.chmod(0o755)
+    assert _bash_complete(script, wrapper, "--resume", names[0][:4], lines=True) == names
+    assert _bash_complete(script, wrapper, "--resume", names[1], lines=True) == [names[1]]
+    assert _bash_complete(script, wrapper, "--resume", "la", lines=True) == ["last"]
+    assert _bash_complete(script, wrapper, "--resume", str(tmp_path / "yi-chat."), lines=True) == [str(script)]
+
+
 def test_bash_completion_script(home, tmp_path):
     p = yi("completion", "bash", home=home)
     assert p.returncode == 0, p.stderr.decode()

@@ -1,9 +1,10 @@
 """`yi-chat completion bash|zsh|fish`: a completion script generated from the argument parser (no torch).
 
 Flags, their fixed values (--dtype, --engine, ...), files for --file/--resume, directories and model names for
---model, the subcommands, and the REPL's slash commands for a prompt word that starts with `/` (`yi-chat /help`
-runs a command like `-p /help`). Model names come from `yi-chat completion --list-models` at completion time, so
-the script stays right when checkpoints come and go.
+--model, the store's sessions and `last` for --resume, the subcommands, and the REPL's slash commands for a prompt
+word that starts with `/` (`yi-chat /help` runs a command like `-p /help`). Model and session names come from
+`yi-chat completion --list-models` / `--list-sessions` at completion time, so the script stays right when checkpoints
+and sessions come and go.
 """
 
 from __future__ import annotations
@@ -30,6 +31,22 @@ def model_names() -> list[str]:
     return names
 
 
+SESSIONS_LISTED = 100  # the newest; older ones by their file name, as `yi-chat sessions -n N` lists them
+
+
+def session_names() -> list[str]:
+    """The store's sessions, newest first, as `yi-chat sessions` names them and --resume takes them back; a name
+    with a control character (which a shell's completion cannot insert as one word) left out."""
+    from ..conversation import store
+    from ..errors import YiError
+
+    try:
+        listed = store.entries(limit=SESSIONS_LISTED)
+    except (YiError, OSError):  # a store that cannot be read: nothing to offer (completion prints no errors)
+        return []
+    return [e["name"] for e in listed if e["name"].isprintable()]
+
+
 def options():
     """(option strings, takes a value, fixed values or kind, help) for each visible flag of the main parser."""
     from .args import parser
@@ -46,6 +63,8 @@ def options():
             values = " ".join(DEVICES)
         elif long == "--model":
             values = "@model"
+        elif long == "--resume":
+            values = "@session"
         elif long in FILE_FLAGS:
             values = "@file"
         else:
@@ -104,12 +123,13 @@ def bash() -> str:
         pat = "|".join(strings)
         if values == "@model":
             body = "_yi_chat_models"
-        elif values == "@file":
-            extra = ' $(compgen -W "last" -- "$cur")' if "--resume" in strings else ""
+        elif values in ("@file", "@session"):
             # one name a line, quoted as a file name where it is inserted, a folder ending in / (a name with a
             # space completed as two words; one with a quote left the shell an open quote)
             whole = "local IFS=$'\\n'; compopt -o filenames 2>/dev/null; "
-            body = f'{whole}COMPREPLY=($(compgen -f -- "$cur"){extra})'
+            body = f'{whole}COMPREPLY=($(compgen -f -- "$cur"))'
+            if values == "@session":
+                body = f'_yi_chat_sessions; {whole}COMPREPLY+=($(compgen -f -- "$cur"))'
         elif values:
             body = f'COMPREPLY=($(compgen -W "{values}" -- "$cur"))'
         elif "--prompt" in strings:
@@ -141,6 +161,14 @@ _yi_chat_models() {{
         [[ "$name" == "$cur"* ]] && COMPREPLY+=("$name")
     done < <("${{COMP_WORDS[0]}}" completion --list-models 2>/dev/null)
     COMPREPLY+=($(compgen -d -- "$cur"))
+}}
+_yi_chat_sessions() {{
+    # `last` and the store's sessions, newest first, matched as the model names are
+    local name
+    COMPREPLY=()
+    while IFS= read -r name; do
+        [[ "$name" == "$cur"* ]] && COMPREPLY+=("$name")
+    done < <(echo last; "${{COMP_WORDS[0]}}" completion --list-sessions 2>/dev/null)
 }}
 _yi_chat_sub() {{
     # a subcommand's words: $1 its flags, $2 those that take a value, $3 set where its argument is a model name
@@ -206,6 +234,8 @@ def _zsh_spec(strings, takes: bool, values: str, help: str) -> str:
         action = ":model:_yi_chat_models"
     elif values == "@file":
         action = ":file:_files"
+    elif values == "@session":
+        action = ":session:_yi_chat_sessions"
     elif values:
         action = f":value:({values.replace(':', chr(92) + ':')})"
     else:
@@ -236,6 +266,11 @@ _yi_chat_models() {{
     names=(${{(f)"$(${{words[1]}} completion --list-models 2>/dev/null)"}})
     # each name as one word (compadd -a: a config alias may hold a space; a (...) list split it again)
     _alternative 'models:model:compadd -a names' 'dirs:directory:_files -/'
+}}
+_yi_chat_sessions() {{
+    local -a names
+    names=(last ${{(f)"$(${{words[1]}} completion --list-sessions 2>/dev/null)"}})
+    _alternative 'sessions:session:compadd -a names' 'files:file:_files'
 }}
 _yi_chat_prompt() {{
     local -a slash
@@ -308,7 +343,9 @@ def fish() -> str:
         if values == "@model":
             parts.append("-x -a '(__fish_complete_directories; yi-chat completion --list-models 2>/dev/null)'")
         elif values == "@file":
-            parts.append("-r -F" + (" -a last" if "--resume" in strings else ""))
+            parts.append("-r -F")
+        elif values == "@session":
+            parts.append("-r -F -a 'last (yi-chat completion --list-sessions 2>/dev/null)'")
         elif values:
             parts.append(f"-x -a '{values}'")
         elif takes:
@@ -326,20 +363,21 @@ def parser() -> argparse.ArgumentParser:
 
     p = Parser(
         prog="yi-chat completion",
-        usage="yi-chat completion [-h] {bash,zsh,fish}",  # the shell is needed (optional only for --list-models)
+        usage="yi-chat completion [-h] {bash,zsh,fish}",  # the shell is needed (optional only for --list-*)
         description="Print a shell completion script: "
         "bash: source <(yi-chat completion bash); zsh: source <(yi-chat completion zsh); "
         "fish: yi-chat completion fish | source.",
     )
     p.add_argument("shell", nargs="?", choices=SHELLS)
     p.add_argument("--list-models", action="store_true", help=argparse.SUPPRESS)  # what the scripts call
+    p.add_argument("--list-sessions", action="store_true", help=argparse.SUPPRESS)
     return p
 
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
-    if args.list_models:
-        print("\n".join(model_names()))
+    if args.list_models or args.list_sessions:
+        print("\n".join(model_names() if args.list_models else session_names()))
         return 0
     if args.shell is None:
         parser().error("which shell? (bash, zsh or fish)")
