@@ -1723,6 +1723,23 @@ def test_a_session_name_with_a_byte_that_is_not_utf8_is_resumed_as_the_listing_s
         assert [m["content"] for m in server.requests[-1]["messages"]][::2][0] == "first question"
 
 
+@pytest.mark.parametrize("char,listed", [("\t", "\\t"), ("\x1b", "\\x1b"), ("\n", "\\n"), ("\x85", "\\x85")])
+def test_a_session_name_with_a_control_character_is_resumed_as_the_listing_shows_it(
+    server, home, tmp_path, char, listed
+):
+    """A store file named with a tab or an escape is listed as `a\\tb.json` (the character as its escape, so the
+    listing stays one line a name): `--resume` took the escape for the name's own text ("no such session file")."""
+    p = yi("--endpoint", server.url, stdin="first question\n", home=home, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr.decode()
+    [path] = (home / "data" / "sessions").glob("*.json")
+    path.rename(path.parent / f"a{char}b.json")
+    assert f"a{listed}b.json" in yi("sessions", home=home, cwd=tmp_path).stdout.decode()
+    for name in (f"a{listed}b.json", f"a{listed}b"):
+        p = yi("--endpoint", server.url, "--resume", name, "-p", "more", home=home, cwd=tmp_path)
+        assert p.returncode == 0, p.stderr.decode()
+        assert [m["content"] for m in server.requests[-1]["messages"]][::2][0] == "first question"
+
+
 def test_two_chats_continuing_one_session_never_overwrite_each_other(server, home, tmp_path):
     """-c in two terminals: the second goes on in a new file (and says so); neither loses a turn (issue found
     by a run-through: each process rewrote the file with its own turns)."""

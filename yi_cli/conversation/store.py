@@ -461,7 +461,8 @@ def resolve(path: str, passed: list | None = None) -> Path:
     if path != "last":
         p = inputs.user_path(path)
         if os.sep not in path and not os.path.lexists(p):
-            names = dict.fromkeys((path, _LISTED_BYTE.sub(_byte, path)))  # a byte the listing shows as \xff
+            # a byte the listing shows as \xff; a control character as its escape (\t, \x1b, \u200b)
+            names = dict.fromkeys((path, _LISTED_BYTE.sub(_byte, path), _LISTED_CHAR.sub(_char, path)))
             found = [f for n in names for f in (sessions_dir() / n, sessions_dir() / f"{n}.json") if _there(f)]
             return found[0] if found else p
         return p
@@ -482,6 +483,17 @@ _LISTED_BYTE = re.compile(r"\\x([89a-f][0-9a-f])")
 def _byte(m: re.Match) -> str:
     """A byte that is not UTF-8, as a file name holds it (surrogateescape) from the `\\xff` the listing shows."""
     return chr(0xDC00 + int(m.group(1), 16))
+
+
+_LISTED_CHAR = re.compile(r"\\([tnr]|x[0-9a-f]{2}|u[0-9a-f]{4}|U[0-9a-f]{8})")
+
+
+def _char(m: re.Match) -> str:
+    """A character that is not printable from the escape the listing shows for it (errors.shown: Python's repr)."""
+    e = m.group(1)
+    if e in "tnr":
+        return {"t": "\t", "n": "\n", "r": "\r"}[e]
+    return chr(n) if (n := int(e[1:], 16)) <= 0x10FFFF else m.group()  # \U00110000 is no character
 
 
 def _newer(names: list[str], than: Path) -> list[str]:
