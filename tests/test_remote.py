@@ -428,9 +428,10 @@ def test_a_servers_placeholder_key_is_not_masked_out_of_replies():
     from yi_cli.engines.remote_limits import Limits
 
     said = "curl -fsSL https://ollama.com/install.sh | sh, then run ollama serve; EMPTY means none"
-    for key in ("ollama", "EMPTY", "lm-studio", "sk-no-key-required"):
+    # llamafile's no-key; the words put there for a server that checks none: `none` masked "none" out of replies
+    for key in ("ollama", "EMPTY", "lm-studio", "sk-no-key-required", "no-key", "none", "dummy", "test", "not-needed"):
         t = Transport(Endpoint("http://127.0.0.1:9/v1"), key, Limits(), verify=False)
-        assert t.redact(said) == said and t.headers["Authorization"] == f"Bearer {key}"
+        assert t.redact(said + f" ({key})") == said + f" ({key})" and t.headers["Authorization"] == f"Bearer {key}"
     t = Transport(Endpoint("http://127.0.0.1:9/v1"), "sk-ollama-live-1234", Limits(), verify=False)
     assert t.redact("key sk-ollama-live-1234") == "key ***"
     t = Transport(Endpoint("http://bob:ollama@127.0.0.1:9/v1"), None, Limits(), verify=False)

@@ -843,3 +843,106 @@ def test_a_compressed_error_keeps_its_status_and_hint():
         run(RemoteEngine(srv.root, "sk-wrong", model="m", limits=small()))
     msg = one_line(e)
     assert "HTTP 401 Unauthorized: its message compressed (gzip)" in msg and "check --api-key" in msg, msg
+
+
+@pytest.mark.parametrize("limit", [1, 5])
+@pytest.mark.parametrize("usage_on", ["last", "every"])
+def test_the_chunk_whose_usage_reaches_max_new_tokens_keeps_its_text(limit, usage_on):
+    """A usage report on the chunk that reached max_tokens (a server's last chunk; vLLM's running totals on every
+    one) made the reply full before that chunk's text was read, which was then dropped: `t1 t2 t3 t4` of five
+    tokens, nothing at all at --max-new-tokens 1, and still "stopped at the token limit"."""
+
+    def answer(h):
+        h.sse_start()
+        for i in range(1, limit + 1):
+            chunk = {"choices": [{"index": 0, "delta": {"content": f"t{i} "}}]}
+            if i == limit:
+                chunk["choices"][0]["finish_reason"] = "length"
+            if usage_on == "every" or i == limit:
+                chunk["usage"] = {"prompt_tokens": 3, "completion_tokens": i}
+            h.event(chunk)
+        h.sse_end()
+
+    with Server(answer) as srv:
+        text, stats = run(RemoteEngine(srv.root, None, model="m", limits=small()), GenSettings(max_new_tokens=limit))
+    assert text == "".join(f"t{i} " for i in range(1, limit + 1))
+    assert (stats.finish_reason, stats.new_tokens, stats.at_context) == ("length", limit, False)
+
+
+def test_a_servers_length_short_of_max_tokens_is_its_context_not_the_limit():
+    """ "length" after 2 tokens of the 512 asked for: the line blamed --max-new-tokens, which raising cannot help; by
+    the server's own count it stopped at its context's end."""
+
+    def answer(h):
+        h.sse_start()
+        h.event({"choices": [{"index": 0, "delta": {"content": "cut "}}]})
+        h.event({"choices": [{"index": 0, "delta": {"content": "here"}, "finish_reason": "length"}]})
+        h.event({"choices": [], "usage": {"prompt_tokens": 4090, "completion_tokens": 2}})
+        h.sse_end()
+
+    with Server(answer) as srv:
+        text, stats = run(RemoteEngine(srv.root, None, model="m", limits=small()), GenSettings(max_new_tokens=512))
+    assert text == "cut here" and stats.finish_reason == "length" and stats.at_context
+
+
+def test_a_usage_chunk_after_a_finish_reason_on_text_ends_the_reply_at_once():
+    """The finish reason on the last text chunk, then OpenAI's usage-only chunk, then the stream held open without
+    [DONE]: the reply waited out the whole idle timeout (60 s by default) before the prompt came back."""
+    gone = threading.Event()
+
+    def answer(h):
+        h.sse_start()
+        h.event({"choices": [{"index": 0, "delta": {"content": "A complete answer."}}]})
+        h.event({"choices": [{"index": 0, "delta": {"content": " The end."}, "finish_reason": "stop"}]})
+        h.event({"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 2}})
+        if h.wait_for_close(600):
+            gone.set()
+
+    with Server(answer) as srv:
+        text, stats = run(RemoteEngine(srv.root, None, model="m", limits=small(idle_timeout=600, deadline=600)))
+        assert gone.wait(60)  # let go after the 2 s grace, not the 600 s idle timeout
+    assert text == "A complete answer. The end." and stats.finish_reason == "stop"
+
+
+def test_a_cancel_after_the_servers_finish_reason_keeps_the_reply_whole(monkeypatch):
+    """Ctrl-C in the grace after a finish reason on its own chunk (the prompt is not back yet, the server holds the
+    stream open): the whole reply was marked [interrupted], and a one-shot exited 130. It ended as the server said.
+    The cancel comes as the finish reason is read (the watch's finishing), before the next read."""
+    from yi_cli.engines import remote_http
+
+    cancel = threading.Event()
+    finishing = remote_http.Watch.finishing
+
+    def and_cancel(self, seconds):
+        finishing(self, seconds)
+        if seconds is not None:
+            cancel.set()
+
+    monkeypatch.setattr(remote_http.Watch, "finishing", and_cancel)
+
+    def answer(h):
+        h.sse_start()
+        h.event({"choices": [{"index": 0, "delta": {"content": "done text"}}]})
+        h.event({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        h.wait_for_close(600)
+
+    with Server(answer) as srv:
+        limits = small(idle_timeout=600, deadline=600)
+        text, stats = run(RemoteEngine(srv.root, None, model="m", limits=limits), cancel=cancel)
+    assert cancel.is_set() and text == "done text" and stats.finish_reason == "stop"
+
+
+def test_a_reply_ended_by_the_servers_content_filter_says_so():
+    """finish_reason "content_filter" (Azure's, OpenAI's) ended the reply as if whole, without a word."""
+    notes: list[str] = []
+
+    def answer(h):
+        h.sse_start()
+        h.event({"choices": [{"index": 0, "delta": {"content": "I can"}}]})
+        h.event({"choices": [{"index": 0, "delta": {}, "finish_reason": "content_filter"}]})
+        h.sse_end()
+
+    with Server(answer) as srv:
+        text, stats = run(RemoteEngine(srv.root, None, model="m", limits=small(), notify=notes.append))
+    assert text == "I can" and stats.finish_reason == "stop"
+    assert notes == ["the server's content filter ended the reply (finish_reason: content_filter)"], notes

@@ -165,6 +165,8 @@ class RemoteEngine:
             stats = reply.stats(FINISH_INTERRUPTED)  # the watch shut the socket on a cancel: not a failure
         else:
             self._note(reply)
+        if reply.reason == FILTERED and stats.finish_reason != FINISH_INTERRUPTED:  # it ended as if whole
+            self.notify("the server's content filter ended the reply (finish_reason: content_filter)")
         yield Finish(stats)
 
     def _events(self, answer, reply: Reply, cancel: threading.Event):
@@ -231,7 +233,12 @@ class RemoteEngine:
             except BadChunk as e:
                 reply.bad(str(e), data)
                 continue
-            reply.usage = usage or reply.usage
+            if not choices and usage and reply.reason is not None:
+                # OpenAI's usage-only chunk, after the finish reason (one that came with the last text, too): the
+                # reply has ended; only [DONE] may follow (a server holding the stream open waited out the idle
+                # timeout, 60 s, for it)
+                answer.watch.finishing(FINISH_GRACE)
+                reply.ended = True
             for content, finish in choices:
                 # A finish reason on its own chunk ends the reply: its usage and [DONE] follow at once, if at all (a
                 # server that held the stream open cut it at the idle timeout). Some servers send one on content
@@ -251,6 +258,9 @@ class RemoteEngine:
                     reply.read = answer.reads
                     if content := pieces.join(content):
                         yield content
+            # after the chunk's text: a usage report counts the text that comes with it (the last token before
+            # max_new_tokens was dropped where its chunk reported the count it reached)
+            reply.usage = usage or reply.usage
             if reply.full:
                 reply.grace += 1
                 if reply.grace > GRACE_EVENTS:
@@ -277,11 +287,13 @@ class RemoteEngine:
             yield content
 
     def _finish(self, answer, reply: Reply, cancel: threading.Event) -> Stats:
-        if cancel.is_set():
-            return reply.stats(FINISH_INTERRUPTED)
         if reply.cut:
             return reply.stats(FINISH_LENGTH)
-        if reply.done or reply.reason is not None:
+        if reply.done or reply.ended:  # whole, as the server said: a Ctrl-C after its end interrupted nothing
+            return reply.stats(map_reason(reply.reason))
+        if cancel.is_set():
+            return reply.stats(FINISH_INTERRUPTED)
+        if reply.reason is not None:
             return reply.stats(map_reason(reply.reason))
         if reply.seen == 0 and answer.content_type == "text/event-stream":  # it said "not an event stream" of one
             raise answer.fail("the server ended the event stream before its first event")
@@ -340,6 +352,12 @@ class Reply:
         # a usage without a completion count is counted from the chunks, as no usage is (it read 0 new tokens)
         if s.new_tokens is None or not self.usage or reason == FINISH_INTERRUPTED or self.cut:
             s.new_tokens = self.chunks  # what was shown: one chunk is about one token
+        # The server's "length" short of max_tokens, by its own count: its context is full, not --max-new-tokens
+        # reached (which the line blamed). A count from the chunks cannot tell: a chunk may hold several tokens.
+        counted = self.usage[1] if self.usage else None
+        s.at_context = (
+            reason == FINISH_LENGTH and not self.cut and counted is not None and counted < self.max_new_tokens
+        )
         if self.first is not None:
             s.ttft_s = self.first - self.t0
             # chunks that all came in one read (a proxy's buffer, a server that writes the reply in one go) say
@@ -444,6 +462,9 @@ class Halves:
         if self.half:
             self.reply.bad(LONE, repr(self.half))
             self.half = ""
+
+
+FILTERED = "content_filter"  # OpenAI's and Azure's reason for a reply their filter ended
 
 
 def map_reason(reason: str | None) -> str:

@@ -228,8 +228,10 @@ class Connector(httpcore.SyncBackend):
 
 
 # The keys servers' own docs give for a server that checks none: Ollama's, vLLM's and SGLang's, LM Studio's,
-# llama.cpp's llama-server's (compared without case).
-PLACEHOLDER_KEYS = frozenset({"ollama", "empty", "lm-studio", "sk-no-key-required"})
+# llama.cpp's llama-server's, llamafile's; and the words put there for any such server (compared without case):
+# a key `none` masked every "none" out of the replies, as *** (saved so).
+PLACEHOLDER_KEYS = frozenset({"ollama", "empty", "lm-studio", "sk-no-key-required", "no-key", "not-needed"})
+PLACEHOLDER_KEYS |= {"none", "null", "dummy", "test", "key", "nokey", "placeholder", "anything", "sk-xxx", "xxx"}
 
 
 class Transport:
