@@ -2154,6 +2154,31 @@ def test_a_demo_folder_missing_files_says_how_to_get_it_whole(home, tmp_path):
     assert str(e.value).endswith("; copy them from where the model came from"), e.value
 
 
+def test_a_pickle_named_in_a_safetensors_index_is_refused_without_allow_pickle(tiny, home, tmp_path):
+    """A safetensors index mapping one tensor to `evil.bin` (a torch.save pickle beside a real shard): transformers
+    read it with torch's pickle loader, no --allow-pickle asked (its name sorting first). A safetensors index names
+    safetensors shards: refused before any weight is read, and the pickle's code never runs."""
+    import torch
+    from safetensors import safe_open
+
+    ran = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(ran), "w"))
+
+    torch.save({"model.norm.weight": Evil()}, tiny / "evil.bin")
+    with safe_open(tiny / "model.safetensors", "pt") as f:
+        keys = list(f.keys())
+    (tiny / "model.safetensors").rename(tiny / "model-00001-of-00001.safetensors")
+    weight_map = {k: "evil.bin" if k == "model.norm.weight" else "model-00001-of-00001.safetensors" for k in keys}
+    (tiny / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    for engine in ("auto", "generate"):
+        p = yi("-m", tiny, "--engine", engine, "-p", "hi", "--max-new-tokens", "2", home=home)
+        one_line_error(p, EXIT_LOAD, f"{tiny / 'model.safetensors.index.json'}: weight_map names 'evil.bin', not a")
+    assert not ran.exists()
+
+
 @pytest.mark.parametrize("damage", ["config-cut", "config-empty-object", "weights-cut", "tokenizer-cut"])
 def test_a_damaged_file_of_a_converted_demo_says_to_remove_its_folder(tiny_src, home, damage):
     """A corrupt config.json, a truncated model.safetensors or tokenizer.json in the demo's cache said what was wrong

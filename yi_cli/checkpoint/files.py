@@ -164,6 +164,10 @@ def index_files(idx: Path) -> set[str]:
         raise LoadError(f"{idx}: weight_map names {shown(bad, 60)!r}, not a file name in the directory")
     if not wm:  # it was "missing tensor ..." at the load, where `pull` had said ready and `models` ok
         raise LoadError(f"{idx}: weight_map is empty: it names no weight file")
+    # a safetensors index names safetensors shards: an `evil.bin` beside one was read by torch's pickle loader (the
+    # shard's name sorting first), no --allow-pickle asked
+    if (other := next((v for v in sorted(wm.values()) if not v.endswith(".safetensors")), None)) is not None:
+        raise LoadError(f"{idx}: weight_map names {shown(other, 60)!r}, not a .safetensors file")
     return set(wm.values())
 
 
