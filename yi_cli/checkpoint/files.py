@@ -215,6 +215,7 @@ def check_safetensors(files: list[Path], plain: bool = False) -> dict[Path, dict
         header, n, size = read_header(f)
         if plain:
             check_unquantized(f, header)
+            check_float_weights(f, header)
         meta = header.get("__metadata__", {})
         if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
             raise LoadError(f"{f}: __metadata__ must map names to strings")
@@ -296,6 +297,20 @@ def check_unquantized(where, names) -> None:
             f"{where}: tensor {shown(name, 80)} is AWQ / GPTQ-quantized, but config.json has no quantization_config "
             "(and there is no quantize_config.json)"
         )
+
+
+# safetensors' integer dtypes, as torch names them: the bits of a weight stored so were read as numbers
+INTEGERS = {"BOOL": "bool", "U8": "uint8", "I8": "int8", "U16": "uint16", "I16": "int16", "U32": "uint32"}
+INTEGERS |= {"I32": "int32", "U64": "uint64", "I64": "int64"}
+
+
+def check_float_weights(f: Path, header: dict) -> None:
+    """An unquantized checkpoint's weights are floats: one stored as integers (its bits as I32, a converter's
+    slip) was read as numbers by the generate engine, which answered "\n\n\n\n", exit 0 (the fast engine refused
+    it at its read, Weights.tensor). Said of the file, for every engine, before any weight is read."""
+    for name, v in header.items():
+        if name.endswith(".weight") and isinstance(v, dict) and (kind := INTEGERS.get(v.get("dtype"))):
+            raise LoadError(f"{f}: tensor {shown(name, 80)} is {kind}, not floats")
 
 
 def read_header(f: Path) -> tuple[dict, int, int]:
