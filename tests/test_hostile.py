@@ -719,6 +719,7 @@ CONFIG_JSON_CASES = {
     "hidden-not-dividing": ({"hidden_size": 66, "head_dim": None}, "hidden_size = 66 is not a multiple"),
     "max-pos-negative": ({"max_position_embeddings": -1}, "max_position_embeddings = -1"),
     "max-pos-zero": ({"max_position_embeddings": 0}, "max_position_embeddings = 0"),
+    "max-pos-one": ({"max_position_embeddings": 1}, "max_position_embeddings = 1"),  # every prompt "shorten it"
     "max-pos-1e9-float": ({"max_position_embeddings": 1e9}, "max_position_embeddings must be an integer"),
     "max-pos-1e9": ({"max_position_embeddings": 10**9}, "max_position_embeddings = 1000000000"),
     # a string theta was a TypeError traceback building the runtime; a negative one NaN frequencies (babble)
@@ -2152,6 +2153,31 @@ def test_a_demo_folder_missing_files_says_how_to_get_it_whole(home, tmp_path):
     with pytest.raises(LoadError) as e:
         load_tokenizer(mine)
     assert str(e.value).endswith("; copy them from where the model came from"), e.value
+
+
+@pytest.mark.parametrize("vocab", ["dangling-link", "folder", "fifo", "unrelated-model-file"])
+def test_a_tokenizer_without_a_usable_vocabulary_is_refused_not_an_empty_one(tiny, home, vocab):
+    """tokenizer_config.json naming LlamaTokenizer (as Yi's does), no tokenizer.json, and tokenizer.model a dangling
+    link, a folder or a FIFO (or only an unrelated foo.model): transformers made a tokenizer of 3 tokens, every
+    message was sent as no tokens, each reply empty, exit 0. One line, exit 3."""
+    (tiny / "tokenizer.json").unlink()
+    cfg = json.loads((tiny / "tokenizer_config.json").read_text())
+    cfg["tokenizer_class"] = "LlamaTokenizer"
+    (tiny / "tokenizer_config.json").write_text(json.dumps(cfg))
+    model = tiny / "tokenizer.model"
+    if vocab == "dangling-link":
+        model.symlink_to("../../blobs/gone")
+    elif vocab == "folder":
+        model.mkdir()
+    elif vocab == "fifo":
+        os.mkfifo(model)
+    else:
+        (tiny / "foo.model").write_text("hello\n")
+    p = yi("-m", tiny, "-p", "hi", "--max-new-tokens", "2", home=home)
+    if vocab == "unrelated-model-file":
+        one_line_error(p, EXIT_LOAD, f"{tiny}: the tokenizer encodes text as no tokens")
+    else:
+        one_line_error(p, EXIT_LOAD, f"{tiny}: no tokenizer files (tokenizer.json or tokenizer.model)")
 
 
 def test_a_pickle_named_in_a_safetensors_index_is_refused_without_allow_pickle(tiny, home, tmp_path):

@@ -292,7 +292,10 @@ TOKENIZER_FILES = ("tokenizer.json", "*.model", "vocab.json", "vocab.txt", "merg
 
 def load_tokenizer(path: Path, trust_remote_code: bool = False):
     """A LightTokenizer where it gives transformers' results exactly (light_tokenizer.py), else transformers' own."""
-    if not trust_remote_code and not any(any(path.glob(g)) for g in TOKENIZER_FILES):  # transformers' words were
+    # a file of those names that is no file (a dangling link, a folder, a FIFO) is none: transformers then made a
+    # tokenizer of 3 tokens that encoded every message as nothing, exit 0
+    usable = (f for g in TOKENIZER_FILES for f in path.glob(g) if f.is_file())
+    if not trust_remote_code and next(usable, None) is None:  # transformers' words were
         # the demo's own folder has nowhere to copy them from
         how = fetch_again(path / "tokenizer.json", otherwise="copy them from where the model came from")
         raise LoadError(  # "Couldn't instantiate the backend tokenizer from one of: (1) a `tokenizers` library ..."
@@ -304,8 +307,24 @@ def load_tokenizer(path: Path, trust_remote_code: bool = False):
 
         tok = light_tokenizer.load(path, lambda: _hf_tokenizer(path, trust_remote_code, plain))
         if tok is not None:
-            return tok
-    return _hf_tokenizer(path, trust_remote_code, plain)
+            return _encoding(tok, path)
+    return _encoding(_hf_tokenizer(path, trust_remote_code, plain), path)
+
+
+def _encoding(tok, path: Path):
+    """`tok`, where it encodes text: a tokenizer whose vocabulary files were not what its config names (a
+    LlamaTokenizer with no usable tokenizer.model, vocab.json a FIFO) loaded empty, and every message was sent as
+    no tokens at all, its replies empty, exit 0."""
+    try:
+        ids = tok("hello world", add_special_tokens=False)["input_ids"]
+    except Exception as e:  # noqa: BLE001 - any failure of a tokenizer's own code is its fault, said in one line
+        raise LoadError(f"{path}: the tokenizer cannot encode text ({failure(e)})") from None
+    if not ids:
+        raise LoadError(
+            f"{path}: the tokenizer encodes text as no tokens (its vocabulary is empty: are its files, such as "
+            "tokenizer.model or vocab.json, complete?)"
+        )
+    return tok
 
 
 def _hf_tokenizer(path: Path, trust_remote_code: bool, plain: bool):

@@ -23,7 +23,8 @@ BOUNDS = {
     "num_attention_heads": (1, 1024),
     "num_key_value_heads": (1, 1024),
     "head_dim": (1, 4096),
-    "max_position_embeddings": (1, 1 << 24),
+    # a context of fewer positions holds no chat at all: 1 loaded, then every prompt was "shorten it"
+    "max_position_embeddings": (64, 1 << 24),
 }
 
 
