@@ -1601,3 +1601,25 @@ def test_the_gbk_hint_is_for_chinese_only():
     ]
     assert [legacy_chinese(t.encode(e)) for t, e in chinese] == [True] * 3
     assert [legacy_chinese(t.encode(e)) for t, e in others] == [False] * 5
+
+
+@pytest.mark.parametrize(
+    "encoding,line", [("gbk", "中文测试内容，这是一个很长的文件。\n"), ("big5", "中文測試內容，這是一個很長的檔案。\n")]
+)
+def test_the_gbk_hint_of_a_large_file_looks_at_its_first_pages_only(encoding, line):
+    """A 20 MB file in GBK was decoded whole, twice, into lists of characters to decide on the hint: 11 s and
+    2.2 GB before its refusal (an attachment, `-p -`, a piped line). The first pages decide; where their end cuts
+    a character in two, it is still Chinese."""
+    import tracemalloc
+
+    from yi_cli.conversation.attach import SAMPLE, legacy_chinese
+
+    data = ("a" + line * 600_000).encode(encoding)  # odd: SAMPLE cuts a character
+    assert len(data) > 300 * SAMPLE and data[:SAMPLE].decode(encoding, "replace").endswith("\ufffd")
+    tracemalloc.start()
+    try:
+        assert legacy_chinese(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * SAMPLE * 8, peak  # a few copies of the sample at most, not of the file

@@ -81,6 +81,20 @@ def test_a_file_then_a_new_line_then_a_question_attaches_the_file_and_sends_the_
     assert asked[1].endswith("\nwhat is inside?") and "odd\n" in asked[1]
 
 
+def test_a_file_refused_with_a_question_after_it_says_the_question_was_not_sent(tmp_path):
+    """`/file data.bin` and a question on the next line, the file refused (binary): the error named the file, and the
+    question was dropped without a word (only ↑ could find it). It says the question was not sent."""
+    binary = tmp_path / "data.bin"
+    binary.write_bytes(b"a\x00b")
+    chat, out, err = plain_chat(ScriptedEngine(["ok"]))
+    chat.handle(f"/file {binary}\nsummarize this please")
+    said = err.getvalue()
+    assert said.startswith(f"error: {binary}: binary file") and said.endswith(
+        "; the message after it was not sent (↑ recalls it)\n"
+    ), said
+    assert chat.session.exchanges == 0 and not chat.attachments
+
+
 def test_an_ideographic_space_separates_a_command_and_its_words():
     """An input method in full-width mode types each space as U+3000 (the ideographic space). `／set　temperature　0.5`
     said 'usage: /set NAME VALUE', `/history　all` 'unknown command /history\\u3000all', `／history　ａｌｌ` was not

@@ -68,13 +68,30 @@ LATIN_WORD = re.compile(rb"[a-z]{2}[\x80-\xff][a-z]{2}")
 KANA = re.compile("[\u3041-\u3096\u30a1-\u30fa]")
 
 
+# The bytes looked at: a few pages tell the encoding (the whole of a 49 MB GBK file, decoded twice into lists of
+# characters, took 11 s and 2.2 GB to be refused)
+SAMPLE = 1 << 16
+
+
+def _decoded(data: bytes, encoding: str) -> str | None:
+    """`data` (SAMPLE bytes at most, maybe cut from a longer text) decoded, else None; a character the cut split at
+    the end is left out."""
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as e:
+        if len(data) == SAMPLE and e.start >= len(data) - 4:
+            try:
+                return data[: e.start].decode(encoding)
+            except UnicodeDecodeError:
+                return None
+        return None
+
+
 def _kana(data: bytes) -> bool:
     """Whether `data` reads as Japanese: it decodes in Shift-JIS with hiragana or katakana in it (their lead bytes,
     0x82 and 0x83, are none of Big5's and only rare characters' of GBK; EUC-JP's kana are Big5's commonest)."""
-    try:
-        return KANA.search(data.decode("shift_jis")) is not None
-    except UnicodeDecodeError:
-        return False
+    text = _decoded(data, "shift_jis")
+    return text is not None and KANA.search(text) is not None
 
 
 def legacy_chinese(data: bytes, least: int = 1) -> bool:
@@ -83,16 +100,14 @@ def legacy_chinese(data: bytes, least: int = 1) -> bool:
     stray bytes may). Not where a byte past ASCII stands alone between ASCII letters (Latin-1's `Z\xfcrich`,
     `se\xf1or`: a CJK character is two bytes) or the bytes read as Japanese kana in Shift-JIS (Chinese has none):
     the GBK hint garbled them, iconv exiting 0."""
+    data = data[:SAMPLE]
     if _kana(data):
         return False
     # Big5's second byte is an ASCII letter as often as not (你: A7 41): a Latin word there is two letters a side
     for encoding, latin in (("gb18030", LATIN_LETTER), ("big5", LATIN_WORD)):
-        if latin.search(data):
+        if latin.search(data) or (text := _decoded(data, encoding)) is None:
             continue
-        try:
-            wide = [c for c in data.decode(encoding) if ord(c) > 0x7F]
-        except UnicodeDecodeError:
-            continue
+        wide = [c for c in text if ord(c) > 0x7F]
         if len(wide) >= least and all(CJK.match(c) for c in wide):
             return True
     return False
@@ -530,7 +545,13 @@ def do_file(chat, arg: str, goes: str = "your next message") -> None:
         raise UsageError("/file: a one-shot prompt has no next message; attach with -f PATH")
     path_line, message = _path_then_message(arg)
     if message:  # `/file notes.txt`, a new line, a question (a paste, Esc-Enter): the file, then the question sent
-        do_file(chat, path_line, "the message after it")
+        try:
+            do_file(chat, path_line, "the message after it")
+        except YiError as e:  # the question went unsaid, without a word of it
+            again = "" if chat.options.batch else " (↑ recalls it)"
+            raise (UsageError if isinstance(e, UsageError) else YiError)(
+                f"{e}; the message after it was not sent{again}"
+            ) from None
         chat.send(message)
         return
     _one_path(arg)
