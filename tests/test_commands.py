@@ -95,6 +95,22 @@ def test_a_file_refused_with_a_question_after_it_says_the_question_was_not_sent(
     assert chat.session.exchanges == 0 and not chat.attachments
 
 
+def test_load_last_names_the_file_it_loaded(tmp_path, monkeypatch):
+    """`/load last` said "loaded 1 exchange from last": which session it was, not said (the newest interactive one
+    may be the chat's own). It names the file, as --resume's line does."""
+    from yi_cli.conversation import store
+
+    monkeypatch.setenv("YI_CHAT_HOME", str(tmp_path / "home"))
+    first = store.Autosave("interactive")
+    chat, _, _ = plain_chat(ScriptedEngine(["a0"]), on_turn=first)
+    chat.handle("q0")
+    first.close()
+    (saved,) = store.sessions_dir().glob("*.json")
+    again, out, err = plain_chat(ScriptedEngine([]), on_turn=store.Autosave("interactive"))
+    again.handle("/load last")
+    assert err.getvalue() == "" and f"loaded 1 exchange from {saved.name} (last)" in out.getvalue(), out.getvalue()
+
+
 def test_an_ideographic_space_separates_a_command_and_its_words():
     """An input method in full-width mode types each space as U+3000 (the ideographic space). `／set　temperature　0.5`
     said 'usage: /set NAME VALUE', `/history　all` 'unknown command /history\\u3000all', `／history　ａｌｌ` was not
@@ -137,6 +153,15 @@ def test_unknown_and_malformed_commands_are_refused_with_a_hint():
         assert str(e.value) == f"unknown command {typed}; did you mean {meant}?"
     with pytest.raises(YiError, match=r"unknown command /re; did you mean /retry or /reset\?"):
         commands.parse("/re")
+    # other tools' words for our commands: by spelling /resume was nearest /reset (which forgets the conversation),
+    # /attach /detach (which drops the files waiting)
+    for typed, meant in [("/resume", "/load"), ("/regen", "/retry"), ("/regenerate", "/retry"), ("/attach", "/file")]:
+        with pytest.raises(YiError) as e:
+            commands.parse(typed)
+        assert str(e.value) == f"unknown command {typed}; did you mean {meant}?"
+    with pytest.raises(YiError) as e:
+        commands.parse("/settings")
+    assert str(e.value) == "unknown command /settings; did you mean /set?"
     with pytest.raises(YiError, match="takes no argument"):
         commands.parse("/clear now")
     # an alias is told of as typed: `/reset x` said "/clear takes no argument (usage: /clear)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import unicodedata
 from collections.abc import Callable
@@ -136,6 +137,8 @@ def _near(name: str, otherwise: str, choices=None, mark: str = "/") -> str:
     `otherwise`. A name that begins one to three of them is taken for an abbreviation of those: by spelling alone,
     `/hi` was nearest `/h` (help), `/det` `/set`, and `/cl`, `/con`, `/re` near nothing."""
     pool = list(TABLE) + list(ALIASES) if choices is None else list(choices)
+    if choices is None and name in INTENTS:  # another tool's word: ours, not the nearest spelling
+        return f"; did you mean {mark}{INTENTS[name]}?"
     starts = [c for c in pool if name and c.startswith(name)]
     near = starts if 1 <= len(starts) <= 3 else difflib.get_close_matches(name, pool, n=1)
     return f"; did you mean {' or '.join(mark + n for n in near)}?" if near else otherwise
@@ -484,7 +487,9 @@ def do_load(chat, arg):
     was = data.get("model")
     other = isinstance(was, str) and was != chat.engine.name
     other = f" (it was with {shown(was, 200)}; it goes on with {chat.engine.name})" if other else ""
-    chat.render.show(f"loaded {exchanges_said(chat.session.exchanges)} from {one_line(arg)}{other}")
+    # `last` named as the file it found (as --resume's line names it): a chat's newest may be its own
+    said = one_line(arg) if arg != "last" else f"{one_line(os.path.basename(data['path']))} (last)"
+    chat.render.show(f"loaded {exchanges_said(chat.session.exchanges)} from {said}{other}")
 
 
 TABLE = {
@@ -566,3 +571,7 @@ TABLE = {
     ]
 }
 ALIASES = {"quit": "exit", "q": "exit", "h": "help", "?": "help", "reset": "clear"}
+# Other chat tools' names for our commands: by spelling alone `/resume` was nearest /reset (which forgets the
+# conversation), `/attach` /detach (which drops the files waiting), `/regen` /reset, `/settings` /stats
+INTENTS = {"resume": "load", "open": "load", "regen": "retry", "regenerate": "retry", "redo": "retry"}
+INTENTS |= {"attach": "file", "settings": "set", "config": "set", "new": "clear", "sys": "system", "back": "undo"}
