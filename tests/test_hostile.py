@@ -2222,6 +2222,17 @@ def test_a_damaged_file_of_a_converted_demo_says_to_remove_its_folder(tiny_src, 
     assert line.endswith(f"; remove {demo} and the next run converts the demo again"), line
 
 
+@pytest.mark.parametrize("name,data", [("tokenizer.json", b"[]"), ("chat_template.jinja", b"\xff{{ messages }}")])
+def test_a_tokenizer_file_of_the_wrong_shape_or_encoding_is_named(tiny, home, name, data):
+    """tokenizer.json that is a JSON array (a TypeError inside the tokenizers library) and a chat_template.jinja that
+    is not UTF-8 (a UnicodeDecodeError) were said of the folder: "ckpt: cannot load the tokenizer (...)". The line
+    names the file."""
+    f = tiny / name
+    f.write_bytes(data)
+    p = yi("-m", tiny, "-p", "hello", "--max-new-tokens", "2", home=home)
+    one_line_error(p, EXIT_LOAD, f"{f}: cannot load the tokenizer (")
+
+
 @pytest.mark.parametrize("name", ["tokenizer.json", "tokenizer_config.json"])
 def test_a_tokenizer_file_cut_short_is_named_with_its_json_error(tiny, home, name):
     """A truncated tokenizer.json was reported against the folder ("ckpt: cannot load the tokenizer

@@ -352,7 +352,7 @@ def _hf_tokenizer(path: Path, trust_remote_code: bool, plain: bool):
         if not failed(e):
             raise
         # a JSON error's line and column are in a file of its own: named (the folder was, the file not)
-        where = (_unparsed_json(path) if isinstance(e, ValueError) else None) or path
+        where = (_unparsed_json(path) if isinstance(e, ValueError | TypeError) else None) or path
         raise LoadError(f"{where}: cannot load the tokenizer ({failure(e)})") from None
 
 
@@ -360,14 +360,18 @@ TOKENIZER_JSON = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map
 
 
 def _unparsed_json(path: Path) -> Path | None:
-    """The first of the tokenizer's JSON files in path that is not JSON, if one is not."""
+    """The first of the tokenizer's files in path that is not what it should be, if one is not: JSON that is not
+    JSON, or not an object (tokenizer.json `[]` was a TypeError said of the folder), a chat_template.jinja that is
+    not UTF-8 (a UnicodeDecodeError said of the folder)."""
     import json
 
-    for name in TOKENIZER_JSON:
+    for name in (*TOKENIZER_JSON, "chat_template.jinja"):
         f = path / name
         try:
             if f.is_file():  # (not a FIFO: a read would wait for a writer)
-                json.loads(f.read_bytes().decode("utf-8-sig"))
+                text = f.read_bytes().decode("utf-8-sig")
+                if name != "chat_template.jinja" and not isinstance(json.loads(text), dict):
+                    return f
         except OSError:
             continue
         except ValueError:
