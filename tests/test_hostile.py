@@ -720,6 +720,8 @@ CONFIG_JSON_CASES = {
     "max-pos-negative": ({"max_position_embeddings": -1}, "max_position_embeddings = -1"),
     "max-pos-zero": ({"max_position_embeddings": 0}, "max_position_embeddings = 0"),
     "max-pos-one": ({"max_position_embeddings": 1}, "max_position_embeddings = 1"),  # every prompt "shorten it"
+    "pad-text": ({"pad_token_id": "x"}, 'pad_token_id must be a token id or null, got "x"'),  # ran on the fast engine
+    "pad-list": ({"pad_token_id": [2]}, "pad_token_id must be a token id or null, got [2]"),
     "max-pos-1e9-float": ({"max_position_embeddings": 1e9}, "max_position_embeddings must be an integer"),
     "max-pos-1e9": ({"max_position_embeddings": 10**9}, "max_position_embeddings = 1000000000"),
     # a string theta was a TypeError traceback building the runtime; a negative one NaN frequencies (babble)
@@ -770,7 +772,10 @@ CONFIG_JSON_CASES = {
     "sliding-window-fraction": ({"sliding_window": 1.5}, "sliding_window must be a positive integer or null"),
     # transformers' reason was on its message's second line: the line ended "Validation error for field 'X':"
     "tie-embeddings-string": ({"tie_word_embeddings": "no"}, "'tie_word_embeddings': TypeError: Field"),
-    "bos-id-string": ({"bos_token_id": "x"}, "'bos_token_id': TypeError: Field 'bos_token_id' with value 'x'"),
+    "bos-id-string": (
+        {"bos_token_id": "x"},
+        'bos_token_id must be a token id or null, got "x"',
+    ),  # was pydantic's words
     "cache-exceeds-memory": (
         {"max_position_embeddings": 1 << 24, "num_hidden_layers": 1024, "num_key_value_heads": 4},
         "max_position_embeddings: this model needs about",
@@ -829,6 +834,18 @@ JSON_FILE_CASES = {
     "generation-fifo": ("generation_config.json", "fifo", "not a regular file (a FIFO)"),
     # int()'s ValueError / TypeError as a traceback (the same in config.json was one line already)
     "generation-eos-text": ("generation_config.json", '{"eos_token_id": ["x"]}', "eos_token_id must be a token id"),
+    # a pad or bos id that is not one: the fast engine (which reads no pad) chatted, /model and the generate engine
+    # failed in pydantic's words
+    "generation-pad-text": (
+        "generation_config.json",
+        '{"pad_token_id": "x"}',
+        'pad_token_id must be a token id or null, got "x"',
+    ),
+    "generation-bos-list": (
+        "generation_config.json",
+        '{"bos_token_id": [1]}',
+        "bos_token_id must be a token id or null",
+    ),
     "generation-eos-null": ("generation_config.json", '{"eos_token_id": [2, null]}', "a list of them, got [2, null]"),
     "generation-eos-negative": ("generation_config.json", '{"eos_token_id": -1}', "a list of them, got -1"),
     # past any vocabulary: every turn of the generate engine failed ("Overflow when unpacking long long")

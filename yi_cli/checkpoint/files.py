@@ -92,6 +92,12 @@ def check_eos(f: Path, data) -> None:
     ids = eos if isinstance(eos, list) else [eos]
     if eos is not None and not all(type(i) is int and 0 <= i <= MAX_TOKEN_ID for i in ids):
         raise LoadError(f"{f}: eos_token_id must be a token id or a list of them, got {shown(json.dumps(eos), 60)}")
+    # bos and pad are one id each (transformers validates them so: "x" or [2] for a pad ran on the fast engine, which
+    # reads no pad, and failed /model and --engine generate in pydantic's or the comparison's words)
+    for key in ("bos_token_id", "pad_token_id"):
+        v = data.get(key) if isinstance(data, dict) else None
+        if v is not None and not (type(v) is int and -MAX_TOKEN_ID <= v <= MAX_TOKEN_ID):
+            raise LoadError(f"{f}: {key} must be a token id or null, got {shown(json.dumps(v), 60)}")
 
 
 def weight_files(path: Path, allow_pickle: bool) -> list[Path]:
