@@ -1585,6 +1585,32 @@ def test_a_flags_choice_in_another_case_is_that_choice(flag, value, key):
     assert getattr(parse_args([flag, value, "-p", "hi"]), key) == value.lower()
 
 
+def test_a_regular_file_whose_read_does_not_end_says_so(tmp_path, monkeypatch):
+    """`-f /proc/kmsg` (or a file on a stalled network mount): a regular file whose read blocks, and the chat showed
+    nothing, as if hung (the line was armed for pipes only). Past a second it says what it reads; the read here is
+    one that waits for that line, so the test needs no such file."""
+    import threading
+
+    from yi_cli import pipes
+    from yi_cli.conversation import attach
+
+    f = tmp_path / "log"
+    f.write_text("kernel says hi\n")
+    said, read_upto = threading.Event(), pipes.read_upto
+    lines: list[str] = []
+
+    def blocking(stream, limit):
+        assert said.wait(120), "no line while the read blocks"
+        return read_upto(stream, limit)
+
+    monkeypatch.setattr(pipes, "read_upto", blocking)
+    a = attach.read(str(f), waiting=lambda line: (lines.append(line), said.set()))
+    assert a.text == "kernel says hi\n"
+    assert lines == [
+        f"{f}: still reading it: a file with no end (as some of /proc), or a stalled disk? (Ctrl-C gives it up)"
+    ]
+
+
 def test_the_gbk_hint_is_for_chinese_only():
     """Latin-1 (`Zürich`, `señor`) and Shift-JIS Japanese decode in GB18030 as CJK characters: they were told to
     convert from GBK, which iconv did without an error into nonsense (`Z黵ich`). Chinese in GBK and Big5 still gets

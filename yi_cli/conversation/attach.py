@@ -147,7 +147,7 @@ def read_bytes(name: str, stdin=None, waiting=None, regular: bool = False) -> by
             )
         if regular and kind not in (None, "regular file"):  # (a missing one fails to open, as before)
             raise UsageError(f"{shown(name, 200)}: not a regular file now (a {kind})")
-        with _waiting_for(name, kind == "FIFO" and waiting), _open(p, regular or kind == "FIFO") as f:
+        with _waiting_for(name, waiting, kind == "FIFO"), _open(p, regular or kind == "FIFO") as f:
             if regular and not stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # swapped since the look above
                 raise UsageError(f"{shown(name, 200)}: not a regular file now")
             if os.isatty(f.fileno()):  # swapped for a terminal since the look above
@@ -169,12 +169,18 @@ def _open(p, nonblocking: bool):
 
 
 @contextlib.contextmanager
-def _waiting_for(name: str, waiting):
-    """A line through waiting(line) if the block takes over WAIT_NOTICE_S (a timer's thread); no waiting: nothing."""
+def _waiting_for(name: str, waiting, pipe: bool = True):
+    """A line through waiting(line) if the block takes over WAIT_NOTICE_S (a timer's thread); no waiting: nothing.
+    pipe: a FIFO or stdin; else a file whose read did not end (/proc/kmsg, a stalled network mount: the chat showed
+    nothing, as if hung)."""
     if not waiting:
         yield
         return
-    line = f"{shown(name, 200)}: a pipe, read to its end: waiting for what writes into it (Ctrl-C gives it up)"
+    if pipe:
+        line = f"{shown(name, 200)}: a pipe, read to its end: waiting for what writes into it (Ctrl-C gives it up)"
+    else:
+        line = f"{shown(name, 200)}: still reading it: a file with no end (as some of /proc), or a stalled disk? "
+        line += "(Ctrl-C gives it up)"
     timer = threading.Timer(WAIT_NOTICE_S, waiting, [line])
     timer.daemon = True
     timer.start()
@@ -565,9 +571,12 @@ def do_file(chat, arg: str, goes: str = "your next message") -> None:
     except KeyboardInterrupt:  # Ctrl-C gave up a pipe's wait: said of the file, not a bare "interrupted"
         if chat.terminated or chat.options.batch:  # a signal ends the chat; Ctrl-C ends a piped run
             raise
-        raise UsageError(
-            f"{shown(path, 200)}: not attached (Ctrl-C stopped the wait for what writes into it)"
-        ) from None
+        try:
+            pipe = inputs.kind_of(inputs.user_path(path, UsageError)) == "FIFO"
+        except (OSError, UsageError):
+            pipe = False
+        what = "the wait for what writes into it" if pipe else "its reading"
+        raise UsageError(f"{shown(path, 200)}: not attached (Ctrl-C stopped {what})") from None
     check_total(chat.engine, [*chat.attachments, a])  # by its length alone, with the others: before tokenizing
     check_tokens(chat.engine, chat.settings, [*chat.attachments, a], added=True, system=chat.session.system)
     chat.attachments.append(a)
