@@ -756,6 +756,36 @@ def test_lines_typed_while_the_load_fails_go_to_the_history_not_the_shell(tmp_pa
     assert history_entries(home)[:1] == [f"touch {marker}"]
 
 
+def test_a_server_slow_to_list_its_models_is_said_on_the_screen(tmp_path):
+    """--endpoint without --model, a server that took its time over the model list: the screen stayed blank until the
+    idle timeout (60 s); a local model's load shows a spinner there. It says whom it asks."""
+    import threading
+
+    from tests.compat_servers import Server
+
+    home = tmp_path / "home"
+    home.mkdir()
+    go = threading.Event()
+
+    def answer(h):
+        go.wait(DEADLINE)
+        h.json(500, {"error": {"message": "no models today"}})
+
+    with Server(answer) as srv:
+        sh = Shell(home)
+        try:
+            sh.line(f"{sys.executable} -m yi_cli --endpoint {srv.root}")
+            model_list_asked(srv)
+            where = srv.root.rstrip("/")
+            sh.wait(lambda screen: f"asking {where}" in screen and "for its models ..." in screen, "the spinner")
+            go.set()
+            scroll = shell_after(sh)
+        finally:
+            go.set()
+            sh.close()
+    assert "no models today" in scroll.replace("\n", ""), scroll
+
+
 @pytest.mark.parametrize("case", ["no session", "truncated", "config"])
 def test_lines_typed_as_a_resume_or_the_config_is_refused_go_to_the_history_not_the_shell(tmp_path, case):
     """`yi-chat -c` with no session saved, a truncated --resume file, a config.toml refused: the chat failed before

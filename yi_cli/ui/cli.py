@@ -769,7 +769,8 @@ def make_engine(args, top: dict, render, endpoint_from: str = ""):
         if ignored := [flag for flag, value in local if value not in (None, False)]:  # accepted, and did nothing
             render.notice(f"{', '.join(ignored)}: a local model's; the server at --endpoint decides (ignored)")
         try:
-            engine = RemoteEngine(args.endpoint, key, model=args.model, limits=limits, notify=render.notice)
+            with _asking_for_models(render, args):
+                engine = RemoteEngine(args.endpoint, key, model=args.model, limits=limits, notify=render.notice)
         except (LoadError, UsageError) as e:  # a server nobody named on this command line: where it came from
             if endpoint_from in ("", "--endpoint"):  # (an OPENAI_BASE_URL set for another tool made yi-chat fail
                 raise  # "cannot connect" with no word of why it had asked a server at all)
@@ -854,6 +855,23 @@ def _info_asked(argv: list[str]) -> str | None:
         if len(hits) == 1 and hits[0] in _INFO:
             return hits[0]
     return None
+
+
+def _asking_for_models(render, args):
+    """A spinner while the server is asked for its models (no --model): the screen stayed blank until the idle
+    timeout (60 s) where the server accepted and did not answer, where a local model's load shows its own."""
+    if args.model or not render.err.is_terminal:
+        return _nullctx()
+    from rich.text import Text
+
+    from ..engines.remote_endpoint import Endpoint
+    from ..safe_text import safe
+
+    try:
+        where = Endpoint(args.endpoint).shown()  # credentials as ***
+    except YiError:  # said by the engine's own construction, where it came from too
+        return _nullctx()
+    return progress.spinner(render.err, Text(safe(f"asking {where} for its models ...")))
 
 
 class _nullctx:
