@@ -946,3 +946,29 @@ def test_a_reply_ended_by_the_servers_content_filter_says_so():
         text, stats = run(RemoteEngine(srv.root, None, model="m", limits=small(), notify=notes.append))
     assert text == "I can" and stats.finish_reason == "stop"
     assert notes == ["the server's content filter ended the reply (finish_reason: content_filter)"], notes
+
+
+def test_an_event_stream_labelled_as_json_is_read_as_the_stream_it_is():
+    """A proxy that labels the event stream `Content-Type: application/json`: the body was read to its end as one
+    JSON reply, then refused ("neither an event stream nor a chat completion"), exit 1. A body that starts `data:`
+    is an event stream: its text comes as it is sent (the first piece before the server sends the second)."""
+    go = threading.Event()
+
+    def answer(h):
+        h.sse_start("application/json")
+        h.event({"choices": [{"index": 0, "delta": {"content": "Hello"}}]})
+        go.wait(60)
+        h.event({"choices": [{"index": 0, "delta": {"content": " world"}, "finish_reason": "stop"}]})
+        h.sse_end()
+
+    with Server(answer) as srv:
+        events = RemoteEngine(srv.root, None, model="m", limits=small()).stream(
+            Prompt(HELLO), GenSettings(), threading.Event()
+        )
+        try:
+            first = next(events)
+        finally:
+            go.set()
+        rest = list(events)
+    assert isinstance(first, Text) and first.text == "Hello"
+    assert "".join(e.text for e in rest[:-1]) == " world" and rest[-1].stats.finish_reason == "stop"

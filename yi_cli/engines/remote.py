@@ -137,7 +137,9 @@ class RemoteEngine:
                 body.update(add_generation_prompt=False, continue_final_message=True)
             with self.http.request("POST", ROUTE, body, cancel) as answer:
                 reply.watch = answer.watch
-                if answer.content_type == "application/json":  # a server that ignores stream: true
+                # a server that ignores stream: true; not an event stream labelled as JSON (read to its end, then
+                # refused as "neither an event stream nor a chat completion")
+                if answer.content_type == "application/json" and not answer.starts(b"data:"):
                     pieces = self._whole(answer, reply)
                 else:
                     pieces = self._events(answer, reply, cancel)

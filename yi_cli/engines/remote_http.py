@@ -402,6 +402,8 @@ class Answer:
         self.t, self.resp, self.watch, self.shown = transport, resp, watch, shown
         self.content_type = resp.headers.get("content-type", "").split(";")[0].strip().lower()
         self.reads = 0  # the body's chunks read so far: what came in one read came at once
+        self._raw = None  # the body's one iterator (httpx reads a body once); _ahead: its chunks read by starts()
+        self._ahead: list[bytes] = []
 
     def fail(self, what: str) -> YiError:
         return self.t.fail(self.shown, what)
@@ -429,8 +431,27 @@ class Answer:
         raise self.fail(status + (f": {detail}" if detail else "") + hint)
 
     def chunks(self):
-        """The body's raw chunks as the socket gives them (64 KiB at most each); transport failures as YiError.
-        A cancel ends the body quietly; the deadline and the idle timeout raise."""
+        """The body's raw chunks as the socket gives them (64 KiB at most each), those starts() read first;
+        transport failures as YiError. A cancel ends the body quietly; the deadline and the idle timeout raise."""
+        while self._ahead:
+            yield self._ahead.pop(0)
+        if self._raw is None:
+            self._raw = self._body()
+        yield from self._raw
+
+    def starts(self, prefix: bytes) -> bool:
+        """Whether the body, past white space, starts with `prefix`: its first chunks read ahead, given again by
+        chunks()."""
+        if self._raw is None:
+            self._raw = self._body()
+        while len(head := b"".join(self._ahead).lstrip()) < len(prefix):
+            chunk = next(self._raw, None)
+            if chunk is None:
+                break
+            self._ahead.append(chunk)
+        return head.startswith(prefix)
+
+    def _body(self):
         try:
             for chunk in self.resp.iter_raw():
                 self.reads += 1
