@@ -111,6 +111,23 @@ def test_load_last_names_the_file_it_loaded(tmp_path, monkeypatch):
     assert err.getvalue() == "" and f"loaded 1 exchange from {saved.name} (last)" in out.getvalue(), out.getvalue()
 
 
+def test_save_to_a_dash_is_refused_not_a_file_named_dash(tmp_path, monkeypatch):
+    """`/save -` wrote the session into a file named `-` in the working folder, where `-` means stdin or stdout
+    everywhere else (-f -, -p -). Refused with how to name such a file; `./-` still makes it."""
+    monkeypatch.chdir(tmp_path)
+    chat, out, err = plain_chat(ScriptedEngine(["a"]))
+    chat.handle("hi")
+    for typed in ("/save -", "/save! -"):
+        chat.handle(typed)
+    assert err.getvalue() == (
+        "error: /save -: give a file name (./- names a file called -)\n"
+        "error: /save! -: give a file name (./- names a file called -)\n"
+    ), err.getvalue()
+    assert not (tmp_path / "-").exists()
+    chat.handle("/save ./-")
+    assert (tmp_path / "-").is_file() and "saved to" in out.getvalue()
+
+
 def test_an_ideographic_space_separates_a_command_and_its_words():
     """An input method in full-width mode types each space as U+3000 (the ideographic space). `／set　temperature　0.5`
     said 'usage: /set NAME VALUE', `/history　all` 'unknown command /history\\u3000all', `／history　ａｌｌ` was not

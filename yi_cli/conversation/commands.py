@@ -465,6 +465,8 @@ def do_save(chat, arg, replace=False):
     from . import store
     from .attach import as_dropped
 
+    if arg == "-":  # `-` is stdin / stdout elsewhere (-f -, -p -): a file of that name was made in the folder
+        raise YiError(f"/save{'!' * replace} -: give a file name (./- names a file called -)")
     path = store.save(chat, as_dropped(arg) if arg else None, replace)  # a path typed as /file takes it
     chat.render.show(f"saved to {one_line(str(path))}")  # a line break in its name: said on one line
 
