@@ -282,6 +282,13 @@ def _hf_generation_config(path: Path, data: dict):
         if configs.bom(path / "generation_config.json"):  # as configs._auto_config: transformers refuses the BOM
             return GenerationConfig.from_dict(data)
         return GenerationConfig.from_pretrained(str(path))
+    except ValueError:  # a field transformers refuses (max_new_tokens 0): the fast engine, reading only the token
+        pass  # ids, chatted and the generate engine failed; yi-chat's settings decide all but the ids (checked)
+    except Exception as e:
+        raise LoadError(f"{path / 'generation_config.json'}: {first_line(e)}") from None
+    ids = ("bos_token_id", "eos_token_id", "pad_token_id")
+    try:
+        return GenerationConfig(**{k: data[k] for k in ids if k in data})
     except Exception as e:
         raise LoadError(f"{path / 'generation_config.json'}: {first_line(e)}") from None
 

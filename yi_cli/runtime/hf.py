@@ -59,13 +59,17 @@ def _generation_config(ckpt) -> dict:
     """from_pretrained's generation_config where config.json has a byte-order mark: without one given, transformers
     reads generation_config.json itself, and where that is missing or refused (a BOM too), config.json, which it
     refuses ("is not a valid JSON file": every such checkpoint failed on the generate engine, exit 3). yi-chat read
-    both already (configs.bom); the model's config is then the generation config's source, as in transformers."""
+    both already (configs.bom); the model's config is then the generation config's source, as in transformers.
+    A generation_config.json yi-chat read is given as it read it (its ids, where transformers refuses a field such as
+    max_new_tokens 0: transformers reading the file again failed the load, where the fast engine chatted)."""
     from ..checkpoint import configs
 
-    if ckpt.trust_remote_code or not configs.bom(ckpt.path / "config.json"):
+    if ckpt.trust_remote_code:
         return {}  # a remote-code model's own generate function loads only on transformers' path
     if ckpt.generation_config is not None:
         return {"generation_config": ckpt.hf_generation_config}
+    if not configs.bom(ckpt.path / "config.json"):
+        return {}
     from transformers import GenerationConfig
 
     return {"generation_config": GenerationConfig.from_model_config(ckpt.hf_config)}
