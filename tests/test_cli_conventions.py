@@ -2571,6 +2571,7 @@ def test_zsh_and_fish_scripts_parse(home, tmp_path, shell):
     assert complete("yi-chat pull --r") == ["--revision"]
     assert complete("yi-chat models --temp") == [] and complete("yi-chat models /fi") == []
     assert sorted(complete("yi-chat sessions --")) == ["--help", "--json", "--limit"]
+    assert complete("yi-chat --resume la") == ["last"]  # and the store's sessions (none in this home)
 
 
 def zsh_checks(script: Path, home: Path, tmp_path: Path) -> None:
@@ -2607,6 +2608,7 @@ def zsh_checks(script: Path, home: Path, tmp_path: Path) -> None:
     assert complete("yi-chat pull --r") == ["--revision"]
     assert complete("yi-chat pull demo-g") == ["demo-gptq8"]
     assert complete("yi-chat completion ") == ["bash", "zsh", "fish"]
+    assert complete("yi-chat --resume la") == ["last"]  # and the store's sessions (none in this home)
     # a config alias with a space is one name: zsh split it in two, `my` and `model`, neither a model (a README
     # audit); bash and fish kept it whole
     (home / "config").mkdir(exist_ok=True)
