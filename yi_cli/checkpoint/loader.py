@@ -314,24 +314,8 @@ def load_tokenizer(path: Path, trust_remote_code: bool = False):
 
         tok = light_tokenizer.load(path, lambda: _hf_tokenizer(path, trust_remote_code, plain))
         if tok is not None:
-            return _encoding(tok, path)
-    return _encoding(_hf_tokenizer(path, trust_remote_code, plain), path)
-
-
-def _encoding(tok, path: Path):
-    """`tok`, where it encodes text: a tokenizer whose vocabulary files were not what its config names (a
-    LlamaTokenizer with no usable tokenizer.model, vocab.json a FIFO) loaded empty, and every message was sent as
-    no tokens at all, its replies empty, exit 0."""
-    try:
-        ids = tok("hello world", add_special_tokens=False)["input_ids"]
-    except Exception as e:  # noqa: BLE001 - any failure of a tokenizer's own code is its fault, said in one line
-        raise LoadError(f"{path}: the tokenizer cannot encode text ({failure(e)})") from None
-    if not ids:
-        raise LoadError(
-            f"{path}: the tokenizer encodes text as no tokens (its vocabulary is empty: are its files, such as "
-            "tokenizer.model or vocab.json, complete?)"
-        )
-    return tok
+            return tok
+    return _hf_tokenizer(path, trust_remote_code, plain)
 
 
 def _hf_tokenizer(path: Path, trust_remote_code: bool, plain: bool):

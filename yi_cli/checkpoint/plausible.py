@@ -24,7 +24,7 @@ BOUNDS = {
     "num_key_value_heads": (1, 1024),
     "head_dim": (1, 4096),
     # a context of fewer positions holds no chat at all: 1 loaded, then every prompt was "shorten it"
-    "max_position_embeddings": (64, 1 << 24),
+    "max_position_embeddings": (16, 1 << 24),
 }
 
 
