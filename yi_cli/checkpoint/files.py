@@ -283,8 +283,8 @@ def with_remedy(e: LoadError, folder: Path) -> LoadError:
     """`e`, a checkpoint's error naming a file of `folder`, with how to make it whole again where `folder` is a demo
     model's: a corrupt config.json or a truncated model.safetensors in the cache said what was wrong, not what to do
     (the demo's is a folder the user never made)."""
-    said, how = str(e), remake_demo(folder / "config.json")
-    if how is None or how in said or not said.startswith(str(folder)):
+    said, how = str(e), remake_demo(Path(folder) / "config.json")
+    if how is None or how in said or not said.startswith(str(folder)) or "memory" in said.lower():  # not damage
         return e
     return LoadError(f"{said}; {how}")
 

@@ -100,7 +100,9 @@ def legacy_chinese(data: bytes, least: int = 1) -> bool:
     stray bytes may). Not where a byte past ASCII stands alone between ASCII letters (Latin-1's `Z\xfcrich`,
     `se\xf1or`: a CJK character is two bytes) or the bytes read as Japanese kana in Shift-JIS (Chinese has none):
     the GBK hint garbled them, iconv exiting 0."""
-    data = data[:SAMPLE]
+    first = re.search(rb"[\x80-\xff]", data)  # from the first byte past ASCII (all before it is ASCII, whole)
+    begin = max(0, first.start() - 8) if first else 0
+    data = data[begin : begin + SAMPLE]
     if _kana(data):
         return False
     # Big5's second byte is an ASCII letter as often as not (你: A7 41): a Latin word there is two letters a side
