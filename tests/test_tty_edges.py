@@ -712,6 +712,31 @@ def test_a_signal_while_the_repl_is_imported_ends_the_chat_as_anywhere(tmp_path,
     assert history_entries(home)[:1] == [f"touch {marker}"]
 
 
+@contextlib.contextmanager
+def chat_on_a_held_model_list(home):
+    """(shell, server, go): a chat started in a Shell with --endpoint on a stand-in server whose model list is held
+    until `go` is set, then refused ("no models today"); yielded once the list has been asked for."""
+    import threading
+
+    from tests.compat_servers import Server
+
+    go = threading.Event()
+
+    def answer(h):
+        go.wait(DEADLINE)
+        h.json(500, {"error": {"message": "no models today"}})
+
+    with Server(answer) as srv:
+        sh = Shell(home)
+        try:
+            sh.line(f"{sys.executable} -m yi_cli --endpoint {srv.root}")
+            model_list_asked(srv)
+            yield sh, srv, go
+        finally:
+            go.set()
+            sh.close()
+
+
 def model_list_asked(srv) -> None:
     """Wait until the chat has asked the stand-in server for its model list (the load is under way)."""
     deadline = time.monotonic() + DEADLINE
@@ -724,32 +749,16 @@ def test_lines_typed_while_the_load_fails_go_to_the_history_not_the_shell(tmp_pa
     """A chat whose model failed to load (a tokenizer that cannot be read, a server's model list refused) after
     lines were typed during the load: they went back to the terminal, and the shell ran each as a command (as
     Ctrl-C there no longer let it). They are kept in the input history, and the ending line says so."""
-    import threading
-
-    from tests.compat_servers import Server
 
     home = tmp_path / "home"
     home.mkdir()
     marker = tmp_path / "ran"
-    go = threading.Event()
-
-    def answer(h):  # the model list, held until the keys are typed, then refused
-        go.wait(DEADLINE)
-        h.json(500, {"error": {"message": "no models today"}})
-
-    with Server(answer) as srv:
-        sh = Shell(home)
-        try:
-            sh.line(f"{sys.executable} -m yi_cli --endpoint {srv.root}")
-            model_list_asked(srv)
-            keys = f"touch {marker}\r"
-            sh.tmux("send-keys", "-t", "0", "-l", keys)
-            queued(sh, keys)
-            go.set()
-            scroll = shell_after(sh)
-        finally:
-            go.set()
-            sh.close()
+    with chat_on_a_held_model_list(home) as (sh, srv, go):  # held until the keys are typed, then refused
+        keys = f"touch {marker}\r"
+        sh.tmux("send-keys", "-t", "0", "-l", keys)
+        queued(sh, keys)
+        go.set()
+        scroll = shell_after(sh)
     assert not marker.exists(), scroll  # the shell ran none of it
     flat = scroll.replace("\n", "")
     assert "no models today; 1 message typed ahead was not sent: in the input history" in flat, scroll
@@ -759,30 +768,13 @@ def test_lines_typed_while_the_load_fails_go_to_the_history_not_the_shell(tmp_pa
 def test_a_server_slow_to_list_its_models_is_said_on_the_screen(tmp_path):
     """--endpoint without --model, a server that took its time over the model list: the screen stayed blank until the
     idle timeout (60 s); a local model's load shows a spinner there. It says whom it asks."""
-    import threading
-
-    from tests.compat_servers import Server
-
     home = tmp_path / "home"
     home.mkdir()
-    go = threading.Event()
-
-    def answer(h):
-        go.wait(DEADLINE)
-        h.json(500, {"error": {"message": "no models today"}})
-
-    with Server(answer) as srv:
-        sh = Shell(home)
-        try:
-            sh.line(f"{sys.executable} -m yi_cli --endpoint {srv.root}")
-            model_list_asked(srv)
-            where = srv.root.rstrip("/")
-            sh.wait(lambda screen: f"asking {where}" in screen and "for its models ..." in screen, "the spinner")
-            go.set()
-            scroll = shell_after(sh)
-        finally:
-            go.set()
-            sh.close()
+    with chat_on_a_held_model_list(home) as (sh, srv, go):
+        where = srv.root.rstrip("/")
+        sh.wait(lambda screen: f"asking {where}" in screen and "for its models ..." in screen, "the spinner")
+        go.set()
+        scroll = shell_after(sh)
     assert "no models today" in scroll.replace("\n", ""), scroll
 
 
